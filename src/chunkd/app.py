@@ -1,0 +1,102 @@
+"""``create_app(settings)``: builds the runtime on start-up, mounts every frontend, runs the reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chunkd.frontends.native.errors import install_error_handlers
+from chunkd.frontends.native.router import router as native_router
+from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime
+from chunkd.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("chunkd")
+
+try:
+    VERSION = version("chunkd")
+except PackageNotFoundError:  # running from a source tree
+    VERSION = "0.0.0"
+
+
+class SecurityHeaders:
+    """``X-Content-Type-Options: nosniff`` on every response, so no uploaded byte is ever
+    sniffed into something a browser would run."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-content-type-options" for k, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _reap_forever(runtime: Runtime) -> None:
+    interval = runtime.settings.reaper_interval_seconds
+    while True:
+        try:
+            while await runtime.uploads.expire_due(limit=200) == 200:
+                pass
+        except Exception:  # keep reaping after a transient database or storage error
+            log.exception("expiry sweep failed")
+        await asyncio.sleep(interval)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await open_runtime(settings)
+        app.state.chunkd = runtime
+        if settings.bootstrap_admin_key:
+            token = await bootstrap_admin_key(runtime)
+            if token:
+                print(
+                    "chunkd: created an admin API key (shown once; store it now):\n" + token,
+                    file=sys.stderr,
+                    flush=True,
+                )
+        reaper = asyncio.create_task(_reap_forever(runtime))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            with suppress(asyncio.CancelledError):
+                await reaper
+            await runtime.close()
+
+    app = FastAPI(
+        title="chunkd",
+        version=VERSION,
+        summary="Resumable, chunked, checksummed uploads onto your own storage.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(native_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(SecurityHeaders)
+    return app

@@ -1,0 +1,67 @@
+"""Turns request headers into a Principal, the same way for every frontend:
+``Authorization: Bearer <API key or access token>``, ``Authorization: Basic <key id:secret>``,
+``X-API-Key: <API key>`` and ``AccessToken: <access token>``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Protocol
+
+from chunkd.auth.keys import KeyService
+from chunkd.auth.principal import Principal
+from chunkd.domain.errors import Unauthenticated
+
+__all__ = ["Authenticator", "TokenVerifier"]
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Principal: ...
+
+
+class Authenticator:
+    def __init__(self, keys: KeyService, tokens: TokenVerifier | None = None) -> None:
+        self.keys = keys
+        self.tokens = tokens
+
+    async def _bearer(self, token: str) -> Principal:
+        if token.startswith("ck_"):
+            return await self.keys.verify(token)
+        if self.tokens is None:
+            raise Unauthenticated("invalid API key")
+        return await self.tokens.verify(token)
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        authorization = headers.get("authorization")
+        api_key = headers.get("x-api-key")
+        access_token = headers.get("accesstoken")
+        principals: list[Principal] = []
+        if authorization:
+            scheme, _, value = authorization.strip().partition(" ")
+            value = value.strip()
+            if scheme.lower() == "bearer" and value:
+                principals.append(await self._bearer(value))
+            elif scheme.lower() == "basic" and value:
+                try:
+                    user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+                except (binascii.Error, UnicodeDecodeError, ValueError):
+                    raise Unauthenticated("malformed Basic credentials") from None
+                if not sep:
+                    raise Unauthenticated("malformed Basic credentials")
+                principals.append(await self.keys.verify_pair(user, password))
+            else:
+                raise Unauthenticated("unsupported Authorization scheme; use Bearer or Basic")
+        if api_key:
+            principals.append(await self.keys.verify(api_key.strip()))
+        if access_token:
+            principals.append(await self._bearer(access_token.strip()))
+        if not principals:
+            raise Unauthenticated("credentials required: Authorization: Bearer <key>, or X-API-Key")
+        owners = {p.owner for p in principals}
+        if len(owners) > 1:
+            raise Unauthenticated("the credentials given belong to different owners")
+        # Several credentials of one owner: the narrowest scopes win.
+        scopes = frozenset.intersection(*(p.scopes for p in principals))
+        first = principals[0]
+        return Principal(owner=first.owner, scopes=scopes, key_id=first.key_id, via=first.via)

@@ -1,0 +1,85 @@
+"""API keys: ``ck_<key id>_<secret>``. Only a SHA-256 of the secret is stored: the secret is 256
+random bits, so a slow password hash would add latency to every request and no security."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from chunkd.auth.principal import ALL_SCOPES, Principal
+from chunkd.domain.errors import InvalidInput, NotFound, Unauthenticated
+from chunkd.ports.keys import ApiKeyRecord, KeyRepository
+
+__all__ = ["KeyService", "parse_scopes"]
+
+_TOKEN = re.compile(r"^ck_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_scopes(scopes: Iterable[str] | str) -> frozenset[str]:
+    items = scopes.replace(",", " ").split() if isinstance(scopes, str) else list(scopes)
+    unknown = sorted(set(items) - ALL_SCOPES)
+    if unknown:
+        raise InvalidInput(
+            f"unknown scope(s): {', '.join(unknown)}; known: {', '.join(sorted(ALL_SCOPES))}", field="scopes"
+        )
+    return frozenset(items)
+
+
+class KeyService:
+    def __init__(self, repo: KeyRepository) -> None:
+        self.repo = repo
+
+    async def create(
+        self, owner: str, scopes: Iterable[str] | str, name: str | None = None
+    ) -> tuple[ApiKeyRecord, str]:
+        """A new key; returns its record and the full token (shown once, never stored)."""
+        if not _OWNER.match(owner):
+            raise InvalidInput("owner must be 1-128 characters of letters, digits, '.', '_', '@', '-'", field="owner")
+        key_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        record = ApiKeyRecord(
+            id=key_id,
+            owner=owner,
+            scopes=parse_scopes(scopes),
+            secret_hash=_hash(secret),
+            created_at=datetime.now(UTC),
+            name=name,
+        )
+        await self.repo.add_key(record)
+        return record, f"ck_{key_id}_{secret}"
+
+    async def verify(self, token: str) -> Principal:
+        match = _TOKEN.match(token)
+        if not match:
+            raise Unauthenticated("malformed API key")
+        return await self.verify_pair(match.group(1), match.group(2))
+
+    async def verify_pair(self, key_id: str, secret: str) -> Principal:
+        record = await self.repo.get_key(key_id) if re.fullmatch(r"[0-9a-f]{16}", key_id) else None
+        # Compare even when the key is unknown so timing does not reveal which ids exist.
+        expected = record.secret_hash if record else _hash("")
+        if not hmac.compare_digest(expected, _hash(secret)) or record is None or record.revoked_at is not None:
+            raise Unauthenticated("invalid or revoked API key")
+        return Principal(owner=record.owner, scopes=record.scopes, key_id=record.id)
+
+    async def is_active(self, key_id: str) -> bool:
+        record = await self.repo.get_key(key_id)
+        return record is not None and record.revoked_at is None
+
+    async def list(self, owner: str | None = None) -> list[ApiKeyRecord]:
+        return await self.repo.list_keys(owner)
+
+    async def revoke(self, key_id: str, owner: str | None = None) -> None:
+        record = await self.repo.get_key(key_id)
+        if record is None or (owner is not None and record.owner != owner):
+            raise NotFound(f"no API key with id {key_id!r}", field="id")
+        await self.repo.revoke_key(key_id, datetime.now(UTC))

@@ -1,0 +1,32 @@
+"""Who is calling, and what they may do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chunkd.domain.errors import Forbidden
+
+__all__ = ["ALL_SCOPES", "SCOPES", "Principal", "require_scope"]
+
+SCOPES = {
+    "files:create": "create uploads, send parts, complete and cancel them",
+    "files:read": "get, list and download files",
+    "files:delete": "delete files",
+    "keys:admin": "manage API keys over the API",
+}
+ALL_SCOPES = frozenset(SCOPES)
+
+
+@dataclass(frozen=True)
+class Principal:
+    owner: str
+    scopes: frozenset[str]
+    key_id: str
+    via: str = "api_key"  # or "jwt"
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    if scope not in principal.scopes:
+        error = Forbidden(f"this credential lacks the {scope} scope", field="scope", scope=scope)
+        error.code = "missing_scope"
+        raise error

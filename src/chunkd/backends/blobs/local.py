@@ -1,0 +1,200 @@
+"""Upload bytes on local disk.
+
+Layout: ``<root>/<id[:2]>/<id>/<number>.<token>.part`` — one file per stored part.
+
+Why one file per part (a *manifest* of part files) rather than writing parts at their offsets into
+one file: a re-sent part must replace the earlier one atomically. Overwriting a range in place
+would leave a torn part (old metadata, half-new bytes) after a crash. A new file with a fresh name,
+fsynced before the metadata row points at it, is either fully there or absent; the old file is
+removed only afterwards. Completion is then O(1): the ordered part rows *are* the file, and reads
+stream across the part files. Tus concatenation hard-links parts into the final upload, so it costs
+no copy either.
+
+Every name here is built by the server: upload ids and blob refs are checked against strict
+patterns before they touch a path, so client input can never escape ``root``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from chunkd.domain.upload import Part, Upload
+
+__all__ = ["LocalBlobStore"]
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_REF = re.compile(r"^[0-9]{1,5}\.[A-Za-z0-9_-]{8,32}\.part$")
+READ_CHUNK = 1024 * 1024
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _LocalWriter:
+    def __init__(self, directory: Path, number: int, fsync: bool) -> None:
+        self._dir = directory
+        self._name = f"{number}.{secrets.token_urlsafe(12)}.part"
+        self._path = directory / self._name
+        self._fsync = fsync
+        self._fd: int | None = None
+
+    def _open(self) -> int:
+        new_dir = not self._dir.exists()
+        self._dir.mkdir(parents=True, exist_ok=True)
+        if new_dir and self._fsync:
+            _fsync_dir(self._dir.parent)
+        return os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    def _write_all(self, data: bytes) -> None:
+        if self._fd is None:
+            self._fd = self._open()
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.to_thread(self._write_all, data)
+
+    def _commit(self) -> str:
+        if self._fd is None:
+            self._fd = self._open()
+        try:
+            if self._fsync:
+                os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+        if self._fsync:
+            _fsync_dir(self._dir)
+        return self._name
+
+    async def commit(self) -> str:
+        return await asyncio.to_thread(self._commit)
+
+    def _abort(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._path.unlink(missing_ok=True)
+
+    async def abort(self) -> None:
+        await asyncio.to_thread(self._abort)
+
+
+class LocalBlobStore:
+    """Parts as files under one directory; see the module docstring for why."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, upload_id: str) -> Path:
+        if not _ID.match(upload_id):
+            raise ValueError("invalid upload id for storage")
+        return self.root / upload_id[:2] / upload_id
+
+    def _path(self, upload_id: str, blob_ref: str) -> Path:
+        if not _REF.match(blob_ref):
+            raise ValueError("invalid blob reference")
+        return self._dir(upload_id) / blob_ref
+
+    async def open_writer(self, upload: Upload, number: int, offset: int) -> _LocalWriter:
+        return _LocalWriter(self._dir(upload.id), number, self.fsync)
+
+    async def _read_file(self, path: Path, start: int, end: int) -> AsyncIterator[bytes]:
+        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+        try:
+            position = start
+            while position < end:
+                chunk = await asyncio.to_thread(os.pread, fd, min(READ_CHUNK, end - position), position)
+                if not chunk:
+                    raise OSError(f"{path.name} is shorter than its recorded size")
+                position += len(chunk)
+                yield chunk
+        finally:
+            os.close(fd)
+
+    async def read_part(self, upload: Upload, part: Part) -> AsyncIterator[bytes]:
+        async for chunk in self._read_file(self._path(upload.id, part.blob_ref), 0, part.size):
+            yield chunk
+
+    async def read(self, upload: Upload, start: int, end: int) -> AsyncIterator[bytes]:
+        for part in upload.sorted_parts():
+            if part.end <= start or part.offset >= end:
+                continue
+            lo = max(start, part.offset) - part.offset
+            hi = min(end, part.end) - part.offset
+            async for chunk in self._read_file(self._path(upload.id, part.blob_ref), lo, hi):
+                yield chunk
+
+    async def complete(self, upload: Upload) -> None:
+        """Nothing to move: the ordered, durable part files are the finished file."""
+
+    async def discard(self, upload: Upload, blob_refs: list[str]) -> None:
+        def unlink_all() -> None:
+            for ref in blob_refs:
+                self._path(upload.id, ref).unlink(missing_ok=True)
+
+        await asyncio.to_thread(unlink_all)
+
+    async def delete(self, upload: Upload) -> None:
+        await asyncio.to_thread(shutil.rmtree, self._dir(upload.id), True)
+
+    async def link_part(self, source: Upload, part: Part, target: Upload, number: int, offset: int) -> str:
+        def link() -> str:
+            directory = self._dir(target.id)
+            directory.mkdir(parents=True, exist_ok=True)
+            name = f"{number}.{secrets.token_urlsafe(12)}.part"
+            os.link(self._path(source.id, part.blob_ref), directory / name)
+            if self.fsync:
+                _fsync_dir(directory)
+            return name
+
+        return await asyncio.to_thread(link)
+
+    async def sweep(self, live: dict[str, set[str]], *, grace_seconds: float) -> int:
+        """Remove blobs no metadata points at: directories of unknown uploads and unreferenced part
+        files (crash leftovers), if older than ``grace_seconds`` so in-flight writes are spared.
+        ``live`` maps each upload id that still holds bytes to its referenced blob refs."""
+
+        def sweep() -> int:
+            removed = 0
+            cutoff = time.time() - grace_seconds
+            for shard in self.root.iterdir():
+                if not shard.is_dir():
+                    continue
+                for directory in shard.iterdir():
+                    refs = live.get(directory.name)
+                    for entry in directory.iterdir():
+                        if (refs is None or entry.name not in refs) and entry.stat().st_mtime < cutoff:
+                            entry.unlink(missing_ok=True)
+                            removed += 1
+                    if refs is None and not any(directory.iterdir()):
+                        directory.rmdir()
+            return removed
+
+        return await asyncio.to_thread(sweep)
+
+    async def close(self) -> None:
+        return None
+
+
+def from_settings(settings: object) -> LocalBlobStore:
+    from chunkd.settings import Settings
+
+    assert isinstance(settings, Settings)
+    return LocalBlobStore(settings.data_dir / "blobs", fsync=settings.fsync)

@@ -1,0 +1,91 @@
+"""Per-upload locks for one machine: an asyncio lock per upload (tasks of this process) plus a POSIX
+byte-range lock in one shared lock file (other processes on the data dir, e.g. ``chunkd gc`` from
+cron while ``chunkd serve`` runs). The byte at offset hash(upload id) stands for the upload, so a
+single file serves any number of uploads and nothing needs cleaning up."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from chunkd.domain.errors import Busy
+
+__all__ = ["LocalLocks"]
+
+_POLL = 0.005
+
+
+class _Entry:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class LocalLocks:
+    def __init__(self, lock_file: Path | None = None) -> None:
+        self._entries: dict[str, _Entry] = {}
+        # POSIX record locks belong to the process and vanish when *any* descriptor of the file is
+        # closed, so the file is opened once and kept open for the life of the process.
+        self._fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600) if lock_file else None
+
+    @staticmethod
+    def _offset(upload_id: str) -> int:
+        return int.from_bytes(hashlib.blake2b(upload_id.encode(), digest_size=8).digest(), "big") >> 2
+
+    def _try_file_lock(self, offset: int) -> bool:
+        assert self._fd is not None
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+            return True
+        except OSError:
+            return False
+
+    @asynccontextmanager
+    async def hold(self, upload_id: str, *, timeout: float) -> AsyncIterator[None]:
+        deadline = time.monotonic() + timeout
+        entry = self._entries.get(upload_id)
+        if entry is None:
+            entry = self._entries[upload_id] = _Entry()
+        entry.users += 1
+        try:
+            if timeout <= 0:
+                if entry.lock.locked():
+                    raise Busy(f"upload {upload_id} is being written by another request")
+                await entry.lock.acquire()
+            else:
+                try:
+                    await asyncio.wait_for(entry.lock.acquire(), timeout)
+                except TimeoutError:
+                    raise Busy(f"upload {upload_id} is being written by another request") from None
+            try:
+                if self._fd is not None:
+                    offset = self._offset(upload_id)
+                    while not self._try_file_lock(offset):
+                        if time.monotonic() >= deadline:
+                            raise Busy(f"upload {upload_id} is locked by another process")
+                        await asyncio.sleep(_POLL)
+                    try:
+                        yield
+                    finally:
+                        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset)
+                else:
+                    yield
+            finally:
+                entry.lock.release()
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                self._entries.pop(upload_id, None)
+
+    async def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

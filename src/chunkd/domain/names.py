@@ -1,0 +1,42 @@
+"""Validation of names and ids that come from clients."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+
+from chunkd.domain.errors import InvalidInput
+
+__all__ = ["MAX_FILENAME_BYTES", "clean_filename", "is_upload_id", "new_upload_id"]
+
+MAX_FILENAME_BYTES = 255
+_UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+
+
+def new_upload_id() -> str:
+    """128 random bits, URL-safe base64 without padding (22 characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def is_upload_id(value: str) -> bool:
+    return bool(_UPLOAD_ID.match(value))
+
+
+def clean_filename(name: str, *, field: str = "filename") -> str:
+    """A display filename that is safe anywhere: NFC, no control or format characters, no path
+    separators, not ``.``/``..``, at most 255 UTF-8 bytes (cut on a character boundary, keeping the
+    extension where possible)."""
+    name = unicodedata.normalize("NFC", name)
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = name.replace("/", "_").replace("\\", "_").strip()
+    if name in {"", ".", ".."}:
+        raise InvalidInput(f"{field} must be a non-empty file name", field=field)
+    if len(name.encode()) > MAX_FILENAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        suffix = f".{ext}" if dot and 0 < len(ext.encode()) <= 16 else ""
+        base = stem if suffix else name
+        budget = MAX_FILENAME_BYTES - len(suffix.encode())
+        base = base.encode()[:budget].decode(errors="ignore")
+        name = base + suffix
+    return name

@@ -1,0 +1,199 @@
+"""The Upload aggregate: one upload session, its parts, its state machine.
+
+An upload is filled in one of two ways:
+
+* ``Mode.PARTS``  — numbered parts of a fixed ``part_size`` (the last one shorter), in any order and
+  in parallel; a re-sent part replaces the earlier one. (Files API, assets, Fine Uploader chunks.)
+* ``Mode.APPEND`` — bytes appended at the current end, one writer at a time; every append is stored
+  as the next part. (tus PATCH, Content-Range chunks.) ``size_bytes`` may be unknown until later.
+
+Status moves PENDING → COMPLETED | CANCELLED | EXPIRED and never leaves a terminal state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from chunkd.domain.errors import (
+    Expired,
+    InvalidState,
+    MissingParts,
+    OffsetMismatch,
+    PartOutOfRange,
+    PartSizeMismatch,
+    SizeMismatch,
+)
+
+__all__ = ["MAX_PARTS", "Mode", "Part", "Status", "Upload"]
+
+MAX_PARTS = 10_000
+
+
+class Status(StrEnum):
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+
+class Mode(StrEnum):
+    PARTS = "parts"
+    APPEND = "append"
+
+
+@dataclass
+class Part:
+    """One stored part. ``hash_state`` is the whole-file MD5 state *after* this part, set once the
+    contiguous hash frontier has passed it (so a replaced part can rewind the frontier cheaply)."""
+
+    number: int
+    offset: int
+    size: int
+    md5: str
+    blob_ref: str
+    created_at: datetime
+    hash_state: bytes | None = None
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+@dataclass
+class Upload:
+    id: str
+    owner: str
+    filename: str
+    mime_type: str
+    size_bytes: int | None
+    part_size: int
+    mode: Mode
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    frontend: str = "native"
+    client_ref: str | None = None
+    declared_md5: str | None = None
+    completed_at: datetime | None = None
+    md5: str | None = None
+    bytes_received: int = 0
+    parts_received: int = 0
+    hash_offset: int = 0
+    hash_state: bytes | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # The parts loaded with the aggregate: all of them, or only those an operation needs
+    # (``bytes_received`` and ``parts_received`` are kept on the upload itself for that reason).
+    parts: dict[int, Part] = field(default_factory=dict)
+
+    # ---- geometry -------------------------------------------------------------------------
+    @property
+    def part_count(self) -> int | None:
+        """Number of parts a PARTS upload has; None while the size is unknown or in APPEND mode."""
+        if self.mode is not Mode.PARTS or self.size_bytes is None:
+            return None
+        return -(-self.size_bytes // self.part_size)
+
+    @property
+    def end_offset(self) -> int:
+        """APPEND mode: where the next append must start (appended parts are contiguous)."""
+        return self.bytes_received
+
+    def offset_of(self, number: int) -> int:
+        return (number - 1) * self.part_size
+
+    def expected_part_size(self, number: int) -> int:
+        assert self.size_bytes is not None
+        return min(self.part_size, self.size_bytes - self.offset_of(number))
+
+    def sorted_parts(self) -> list[Part]:
+        return [self.parts[n] for n in sorted(self.parts)]
+
+    def missing_parts(self) -> list[int]:
+        """Needs every part loaded."""
+        count = self.part_count
+        if count is None:
+            return []
+        return [n for n in range(1, count + 1) if n not in self.parts]
+
+    # ---- checks before bytes are accepted ----------------------------------------------------
+    def ensure_pending(self, now: datetime) -> None:
+        if self.status is Status.EXPIRED or (
+            self.status is Status.PENDING and self.expires_at is not None and self.expires_at <= now
+        ):
+            raise Expired(f"upload {self.id} has expired", uploadStatus=Status.EXPIRED.value)
+        if self.status is not Status.PENDING:
+            raise InvalidState(f"upload {self.id} is {self.status.value}", uploadStatus=self.status.value)
+
+    def check_part_number(self, number: int) -> None:
+        if self.mode is not Mode.PARTS:
+            raise InvalidState("this upload takes appended bytes, not numbered parts")
+        count = self.part_count
+        assert count is not None
+        if not 1 <= number <= max(count, 1) or (count == 0 and number != 1):
+            raise PartOutOfRange(
+                f"partNumber must be between 1 and {max(count, 1)}", field="partNumber", partCount=count
+            )
+
+    def check_part_size(self, number: int, size: int) -> None:
+        expected = self.expected_part_size(number)
+        if size != expected:
+            last = number == self.part_count
+            raise PartSizeMismatch(
+                f"part {number} must be {expected} bytes{' (the last part)' if last else ''}, got {size}",
+                field="body",
+                expectedSize=expected,
+            )
+
+    def check_append(self, offset: int) -> None:
+        if self.mode is not Mode.APPEND:
+            raise InvalidState("this upload takes numbered parts, not appended bytes")
+        if offset != self.end_offset:
+            raise OffsetMismatch(
+                f"offset must be {self.end_offset}, got {offset}", field="offset", expectedOffset=self.end_offset
+            )
+
+    def room_left(self) -> int | None:
+        """APPEND mode: how many more bytes fit, or None while the size is unknown."""
+        if self.size_bytes is None:
+            return None
+        return self.size_bytes - self.end_offset
+
+    # ---- transitions ------------------------------------------------------------------------
+    def check_complete(self, now: datetime) -> None:
+        """Everything that must hold before ``complete`` (bar the checksum)."""
+        self.ensure_pending(now)
+        missing = self.missing_parts()
+        if missing:
+            shown = ", ".join(map(str, missing[:20])) + (" …" if len(missing) > 20 else "")
+            raise MissingParts(f"parts not received: {shown}", missingParts=missing[:1000])
+        if self.size_bytes is None:
+            raise SizeMismatch("the upload's size is not yet declared", field="sizeBytes")
+        received = self.bytes_received
+        if received != self.size_bytes:
+            raise SizeMismatch(
+                f"received {received} bytes, declared {self.size_bytes}", field="sizeBytes", bytesReceived=received
+            )
+
+    def mark_completed(self, now: datetime, md5: str) -> None:
+        self.status = Status.COMPLETED
+        self.completed_at = now
+        self.expires_at = None
+        self.md5 = md5
+        self.updated_at = now
+
+    def mark_cancelled(self, now: datetime) -> None:
+        self.ensure_pending(now)
+        self.status = Status.CANCELLED
+        self.expires_at = None
+        self.updated_at = now
+
+    def mark_expired(self, now: datetime) -> None:
+        if self.status is not Status.PENDING:
+            raise InvalidState(f"upload {self.id} is {self.status.value}")
+        self.status = Status.EXPIRED
+        self.expires_at = None
+        self.updated_at = now

@@ -1,0 +1,119 @@
+"""HTTP helpers shared by every frontend: the runtime on app.state, authentication, byte ranges,
+safe Content-Disposition, timestamps."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chunkd.auth.principal import Principal, require_scope
+
+if TYPE_CHECKING:
+    from chunkd.runtime import Runtime
+
+__all__ = [
+    "ByteRange",
+    "content_disposition",
+    "dialect_route",
+    "isotime",
+    "parse_range",
+    "principal",
+    "runtime",
+]
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.chunkd  # type: ignore[no-any-return]
+
+
+async def principal(request: Request, scope: str | None = None) -> Principal:
+    """Authenticate the request (once; cached on the request) and check ``scope``."""
+    found: Principal | None = getattr(request.state, "principal", None)
+    if found is None:
+        found = await runtime(request).authenticator.authenticate(request.headers)
+        request.state.principal = found
+    if scope is not None:
+        require_scope(found, scope)
+    return found
+
+
+def isotime(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # exclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | bool | None:
+    """One RFC 9110 byte range → ByteRange; None for "send everything" (no, multiple or
+    malformed ranges, which a server may ignore); False when unsatisfiable (416)."""
+    if not header:
+        return None
+    match = _RANGE.match(header.strip())
+    if not match:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix == 0:
+            return False
+        return ByteRange(max(0, size - suffix), size) if size else False
+    start = int(first)
+    if start >= size:
+        return False
+    end = min(int(last) + 1, size) if last else size
+    if end <= start:
+        return None
+    return ByteRange(start, end)
+
+
+def content_disposition(filename: str, disposition: str = "attachment") -> str:
+    """RFC 6266: an ASCII fallback plus the exact name as RFC 8187 ``filename*``."""
+    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    ascii_name = re.sub(r"[^A-Za-z0-9._ ()\[\]+-]", "_", ascii_name).strip() or "download"
+    return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def dialect_route(render: Callable[[Request, Exception], Awaitable[Response | None]]) -> type[APIRoute]:
+    """An APIRoute class whose errors (domain errors and request validation alike) are rendered
+    by ``render`` in the frontend's own dialect; ``render`` returns None to let an error pass."""
+
+    class DialectRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except Exception as exc:
+                    response = await render(request, exc)
+                    if response is None:
+                        raise
+                    return response
+
+            return handle
+
+    return DialectRoute

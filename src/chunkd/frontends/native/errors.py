@@ -1,0 +1,81 @@
+"""The Files API's error dialect: ``{"error": {"code", "message", "field"?, ...}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+
+from chunkd.domain import errors as e
+
+__all__ = ["error_response", "install_error_handlers", "render_error", "status_for"]
+
+_STATUS: list[tuple[type[e.ChunkdError], int]] = [
+    (e.TooLarge, 413),
+    (e.InvalidInput, 400),
+    (e.NotFound, 404),
+    (e.Conflict, 409),
+    (e.Expired, 409),
+    (e.Unauthenticated, 401),
+    (e.Forbidden, 403),
+    (e.QuotaExceeded, 403),
+    (e.RateLimited, 429),
+]
+
+
+def status_for(error: e.ChunkdError) -> int:
+    for kind, status in _STATUS:
+        if isinstance(error, kind):
+            return status
+    return 400
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, /, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    headers = {"WWW-Authenticate": 'Bearer realm="chunkd"'} if status == 401 else None
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or str(loc[-1] if loc else "body")
+
+
+def render_error(exc: Exception) -> JSONResponse | None:
+    """The Files API's answer to a domain or validation error; None for anything else."""
+    if isinstance(exc, e.ChunkdError):
+        details = exc.to_dict()
+        code, message, field = details.pop("code"), details.pop("message"), details.pop("field", None)
+        response = error_response(status_for(exc), code, message, field, **details)
+        if isinstance(exc, e.Busy):
+            response.headers["Retry-After"] = "1"
+        return response
+    if isinstance(exc, RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        field = _field_of(tuple(first.get("loc", ("body",))))
+        return error_response(400, "invalid_input", f"{field}: {first.get('msg', 'invalid value')}", field)
+    return None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """App-wide fallback: errors outside any frontend's own routes get the Files API's shape."""
+
+    async def _handle(_: Request, exc: Exception) -> JSONResponse:
+        response = render_error(exc)
+        assert response is not None
+        return response
+
+    app.add_exception_handler(e.ChunkdError, _handle)
+    app.add_exception_handler(RequestValidationError, _handle)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 413: "too_large"}
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))

@@ -1,0 +1,296 @@
+"""The native Files API, ``/v1/files``: create → parts (or one PUT) → complete / cancel, then
+download. A thin adapter: parsing and rendering here, every rule in the service and domain."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from chunkd.domain import errors as e
+from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
+from chunkd.domain.upload import Status, Upload
+from chunkd.frontends.http import (
+    content_disposition,
+    dialect_route,
+    isotime,
+    parse_range,
+    principal,
+    runtime,
+)
+from chunkd.frontends.native.errors import render_error
+from chunkd.frontends.native.schemas import (
+    CompleteRequest,
+    CreateFileRequest,
+    ErrorResponse,
+    FileCompleteResponse,
+    FileList,
+    FileObject,
+    PartObject,
+)
+
+__all__ = ["router"]
+
+
+async def _render(_: Request, exc: Exception) -> Response | None:
+    return render_error(exc)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 429)
+}
+router = APIRouter(prefix="/v1/files", tags=["files"], route_class=dialect_route(_render), responses=ERRORS)
+
+FileId = Annotated[str, Path(description="Unique identifier of the file.", min_length=1, max_length=64)]
+OCTETS = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {}}}}}
+
+
+def _complete_view(upload: Upload) -> dict[str, Any]:
+    return {
+        "id": upload.id,
+        "completedAt": isotime(upload.completed_at),
+        "createdAt": isotime(upload.created_at),
+        "expiresAt": isotime(upload.expires_at) if upload.status is Status.PENDING else None,
+        "filename": upload.filename,
+        "mimeType": upload.mime_type,
+        "sizeBytes": upload.size_bytes or 0,
+        "status": upload.status.value,
+    }
+
+
+def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[str, Any]:
+    view = _complete_view(upload)
+    view.update(
+        partSize=upload.part_size,
+        partCount=upload.part_count or 0,
+        bytesReceived=upload.bytes_received,
+        md5=upload.md5,
+    )
+    if upload.status is Status.PENDING:
+        rt = runtime(request)
+        path = f"/v1/files/{upload.id}/content"
+        query = rt.signer.sign("PUT", path, rt.settings.upload_ttl_seconds)
+        base = (rt.settings.public_url or str(request.base_url)).rstrip("/")
+        view.update(
+            uploadUrl=f"{base}{path}?expires={query['expires']}&signature={query['signature']}",
+            uploadMethod="PUT",
+            uploadHeaders={"Content-Type": "application/octet-stream"},
+        )
+    if with_parts:
+        view["parts"] = [
+            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.md5}"'} for p in upload.sorted_parts()
+        ]
+    return view
+
+
+def _md5_field(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_md5_hex(value, field=field)
+    except ValueError as exc:
+        raise e.InvalidInput(str(exc), field=field) from None
+
+
+def _content_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise e.InvalidInput("Content-Length must be a number of bytes", field="Content-Length")
+    return int(raw)
+
+
+@router.post("", status_code=201, response_model=FileObject, summary="Create an upload")
+async def create_file(request: Request, body: CreateFileRequest) -> dict[str, Any]:
+    who = await principal(request, "files:create")
+    upload = await runtime(request).uploads.create(
+        who.owner,
+        filename=body.filename,
+        size_bytes=body.sizeBytes,
+        mime_type=body.mimeType,
+        md5=_md5_field(body.md5, "md5"),
+        part_size=body.partSize,
+    )
+    return _file_view(request, upload, with_parts=True)
+
+
+@router.get("", response_model=FileList, summary="List your files, newest first")
+async def list_files(
+    request: Request,
+    status: Annotated[Status | None, Query(description="Only files in this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 50,
+    cursor: Annotated[str | None, Query(max_length=200, description="nextCursor of the previous page.")] = None,
+) -> dict[str, Any]:
+    who = await principal(request, "files:read")
+    before = _decode_cursor(cursor) if cursor else None
+    uploads = await runtime(request).uploads.list(who.owner, status=status, limit=limit + 1, before=before)
+    page, more = uploads[:limit], len(uploads) > limit
+    next_cursor = _encode_cursor(page[-1]) if more and page else None
+    return {"data": [_file_view(request, u, with_parts=False) for u in page], "nextCursor": next_cursor}
+
+
+def _encode_cursor(upload: Upload) -> str:
+    raw = f"{upload.created_at.isoformat()}|{upload.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, upload_id = raw.split("|", 1)
+        when = datetime.fromisoformat(created)
+        if when.tzinfo is None:
+            raise ValueError
+        return when, upload_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise e.InvalidInput("cursor is not a cursor this API returned", field="cursor") from None
+
+
+@router.get("/{file_id}", response_model=FileObject, summary="Get a file, with the parts received")
+async def get_file(request: Request, file_id: FileId) -> dict[str, Any]:
+    who = await principal(request, "files:read")
+    upload = await runtime(request).uploads.get(who.owner, file_id)
+    return _file_view(request, upload, with_parts=True)
+
+
+@router.put(
+    "/{file_id}/parts/{part_number}",
+    response_model=PartObject,
+    summary="Upload one part (raw body)",
+    openapi_extra=OCTETS,
+)
+async def put_part(
+    request: Request, file_id: FileId, part_number: Annotated[int, Path(ge=1, le=10_000)]
+) -> dict[str, Any]:
+    who = await principal(request, "files:create")
+    service = runtime(request).uploads
+    content_md5 = request.headers.get("content-md5")
+    digest = None
+    if content_md5 is not None:
+        try:
+            digest = parse_content_md5(content_md5)
+        except ValueError as exc:
+            raise e.InvalidInput(str(exc), field="Content-MD5") from None
+    length = _content_length(request)
+    if length is not None:
+        upload = await service.get(who.owner, file_id, with_parts=False)
+        upload.ensure_pending(service.clock())
+        upload.check_part_number(part_number)
+        upload.check_part_size(part_number, length)
+    part = await service.put_part(who.owner, file_id, part_number, request.stream(), content_md5=digest)
+    return {"partNumber": part.number, "sizeBytes": part.size, "etag": f'"{part.md5}"'}
+
+
+@router.put(
+    "/{file_id}/content",
+    response_model=FileObject,
+    summary="Upload the whole file in one request (the uploadUrl)",
+    openapi_extra=OCTETS,
+)
+async def put_content(
+    request: Request,
+    file_id: FileId,
+    expires: Annotated[str | None, Query(max_length=20)] = None,
+    signature: Annotated[str | None, Query(max_length=100)] = None,
+) -> dict[str, Any]:
+    rt = runtime(request)
+    if signature is not None or expires is not None:
+        rt.signer.verify("PUT", f"/v1/files/{file_id}/content", expires, signature)
+        upload = await rt.uploads.repo.get(file_id, parts_from=None)
+        if upload is None:
+            raise e.NotFound(f"no upload with id {file_id!r}", field="id")
+        owner = upload.owner
+    else:
+        owner = (await principal(request, "files:create")).owner
+        upload = await rt.uploads.get(owner, file_id, with_parts=False)
+    length = _content_length(request)
+    if length is not None and upload.size_bytes is not None and length != upload.size_bytes:
+        raise e.SizeMismatch(
+            f"Content-Length {length} does not match sizeBytes {upload.size_bytes}", field="Content-Length"
+        )
+    upload = await rt.uploads.put_whole(owner, file_id, request.stream())
+    return _file_view(request, upload, with_parts=True)
+
+
+@router.post("/{file_id}/complete", response_model=FileCompleteResponse, summary="Complete a file upload")
+async def complete_file(
+    request: Request, file_id: FileId, body: Annotated[CompleteRequest | None, Body()] = None
+) -> dict[str, Any]:
+    """Finalizes an upload after the file bytes have been uploaded. If an optional md5 hex digest is
+    provided, the server validates the checksum before marking the file as completed.
+
+    Required scope: files:create. Rate limit category: Write."""
+    who = await principal(request, "files:create")
+    md5 = _md5_field(body.md5 if body else None, "md5")
+    upload = await runtime(request).uploads.complete(who.owner, file_id, md5=md5)
+    return _complete_view(upload)
+
+
+@router.post("/{file_id}/cancel", response_model=FileCompleteResponse, summary="Cancel a pending upload")
+async def cancel_file(request: Request, file_id: FileId) -> dict[str, Any]:
+    who = await principal(request, "files:create")
+    upload = await runtime(request).uploads.cancel(who.owner, file_id)
+    return _complete_view(upload)
+
+
+@router.delete("/{file_id}", status_code=204, summary="Delete a file and its bytes")
+async def delete_file(request: Request, file_id: FileId) -> Response:
+    who = await principal(request, "files:delete")
+    await runtime(request).uploads.delete(who.owner, file_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{file_id}/content",
+    summary="Download a completed file (Range supported)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}},
+)
+async def download(request: Request, file_id: FileId) -> Response:
+    who = await principal(request, "files:read")
+    return await file_response(request, who.owner, file_id)
+
+
+async def file_response(request: Request, owner: str, file_id: str, *, disposition: str = "attachment") -> Response:
+    """A COMPLETED file as an HTTP response with Range, ETag and a safe Content-Disposition
+    (shared with every frontend that serves downloads)."""
+    service = runtime(request).uploads
+    upload = await service.get(owner, file_id)
+    if upload.status is not Status.COMPLETED:
+        raise e.InvalidState(f"file {file_id} is {upload.status.value}; only COMPLETED files can be downloaded")
+    size = upload.size_bytes or 0
+    etag = f'"{upload.md5}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": content_disposition(upload.filename, disposition),
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, no-cache",
+        "Content-Security-Policy": "sandbox",
+    }
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    wanted = parse_range(request.headers.get("range"), size)
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range != etag:
+        wanted = None
+    if wanted is False:
+        return JSONResponse(
+            {"error": {"code": "range_not_satisfiable", "message": f"the file has {size} bytes", "field": "Range"}},
+            status_code=416,
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    status, start, end = 200, 0, size
+    if wanted is not None and wanted is not True:
+        status, start, end = 206, wanted.start, wanted.end
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    body = service.read(upload, start, end) if request.method != "HEAD" else None
+    if body is None:
+        return Response(status_code=status, headers=headers, media_type=upload.mime_type)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=upload.mime_type)

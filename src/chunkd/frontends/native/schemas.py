@@ -1,0 +1,81 @@
+"""JSON shapes of the Files API (camelCase, as in the Lightfield files API it follows)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+__all__ = [
+    "CompleteRequest",
+    "CreateFileRequest",
+    "ErrorBody",
+    "ErrorResponse",
+    "FileCompleteResponse",
+    "FileList",
+    "FileObject",
+    "PartObject",
+]
+
+StatusLiteral = Literal["PENDING", "COMPLETED", "CANCELLED", "EXPIRED"]
+
+
+class CreateFileRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    filename: StrictStr = Field(min_length=1, max_length=1024, description="Original file name.")
+    sizeBytes: StrictInt = Field(ge=0, le=2**53 - 1, description="Size of the whole file in bytes.")
+    mimeType: StrictStr | None = Field(None, max_length=255, description="Media type; guessed from the name if absent.")
+    md5: StrictStr | None = Field(None, description="MD5 hex digest of the whole file, checked at completion.")
+    partSize: StrictInt | None = Field(None, ge=1, le=2**53 - 1, description="Bytes per part (default 8 MiB).")
+
+
+class CompleteRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    md5: StrictStr | None = Field(None, description="Optional MD5 hex digest of the uploaded file.")
+
+
+class PartObject(BaseModel):
+    partNumber: int
+    sizeBytes: int
+    etag: str
+
+
+class FileCompleteResponse(BaseModel):
+    id: str
+    completedAt: str | None
+    createdAt: str
+    expiresAt: str | None
+    filename: str
+    mimeType: str
+    sizeBytes: int
+    status: StatusLiteral
+
+
+class FileObject(FileCompleteResponse):
+    partSize: int
+    partCount: int
+    bytesReceived: int
+    md5: str | None = Field(None, description="MD5 hex digest of the file, once COMPLETED.")
+    uploadUrl: str | None = Field(None, description="PUT the whole body here (signed; no credentials needed).")
+    uploadMethod: Literal["PUT"] | None = None
+    uploadHeaders: dict[str, str] | None = None
+    parts: list[PartObject] | None = Field(None, description="Parts received so far (single-file views only).")
+
+
+class FileList(BaseModel):
+    data: list[FileObject]
+    nextCursor: str | None
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,28 @@
+"""Where API keys live (only hashes of their secrets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+__all__ = ["ApiKeyRecord", "KeyRepository"]
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: str
+    owner: str
+    scopes: frozenset[str]
+    secret_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+    name: str | None = None
+
+
+class KeyRepository(Protocol):
+    async def add_key(self, key: ApiKeyRecord) -> None: ...
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None: ...
+    async def list_keys(self, owner: str | None = None) -> list[ApiKeyRecord]: ...
+    async def revoke_key(self, key_id: str, now: datetime) -> bool: ...
+    async def count_keys(self) -> int: ...

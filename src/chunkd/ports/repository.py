@@ -1,0 +1,63 @@
+"""Where upload metadata lives: sessions and their parts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from chunkd.domain.upload import Part, Status, Upload
+
+__all__ = ["UploadRepository"]
+
+
+class UploadRepository(Protocol):
+    """Persistence of the Upload aggregate. Every method is its own transaction."""
+
+    async def create(self, upload: Upload) -> None:
+        """Insert a new upload; raises ``Conflict`` if (owner, frontend, client_ref) already exists."""
+
+    async def get(
+        self,
+        upload_id: str,
+        owner: str | None = None,
+        *,
+        parts_from: int | None = 1,
+        part_numbers: Iterable[int] = (),
+    ) -> Upload | None:
+        """The upload, scoped to ``owner`` unless None (internal callers only), with its parts
+        numbered ≥ ``parts_from`` (None: no parts) and those in ``part_numbers``."""
+
+    async def find_by_client_ref(self, owner: str, frontend: str, client_ref: str) -> Upload | None:
+        """An upload a frontend knows by the client's own id (e.g. Fine Uploader's qquuid)."""
+
+    async def save(self, upload: Upload, changed_parts: Sequence[Part] = (), removed_parts: Sequence[int] = ()) -> None:
+        """Write the upload row and the given part rows atomically."""
+
+    async def touch(self, upload_id: str, expires_at: datetime) -> None:
+        """Push a PENDING upload's ``expires_at`` forward (a heartbeat while bytes stream in)."""
+
+    async def list(
+        self, owner: str, *, status: Status | None, limit: int, before: tuple[datetime, str] | None
+    ) -> list[Upload]:
+        """The owner's uploads (without parts), newest first, strictly before the ``before`` key."""
+
+    async def list_expirable(self, now: datetime, limit: int) -> list[str]:
+        """Ids of PENDING uploads whose ``expires_at`` has passed."""
+
+    async def expire(self, upload_id: str, now: datetime) -> bool:
+        """Mark one upload EXPIRED if it is still PENDING and past ``expires_at``; True if it was."""
+
+    async def delete_parts(self, upload_id: str) -> None:
+        """Forget every part row of an upload (its bytes were freed)."""
+
+    async def delete_upload(self, upload_id: str) -> None:
+        """Forget an upload and its parts."""
+
+    async def usage(self, owner: str) -> tuple[int, int, int]:
+        """(PENDING uploads, bytes declared by PENDING uploads, bytes of COMPLETED uploads) of an owner."""
+
+    async def all_ids(self) -> set[str]:
+        """Every upload id known (gc uses it to find orphaned blobs)."""
+
+    async def close(self) -> None: ...

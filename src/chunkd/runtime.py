@@ -1,0 +1,101 @@
+"""Builds the backends named by the settings and the services over them (nothing at import time)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chunkd.auth.authenticator import Authenticator
+from chunkd.auth.keys import KeyService
+from chunkd.auth.principal import ALL_SCOPES
+from chunkd.auth.signing import UrlSigner
+from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
+from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.ports.blobs import BlobStore
+from chunkd.ports.locks import LockManager
+from chunkd.service.uploads import UploadService
+from chunkd.settings import Settings
+
+__all__ = ["Runtime", "open_runtime"]
+
+# Storage backends by name → "module:factory(settings)" (imported only when chosen).
+BLOB_STORES = {
+    "local": "chunkd.backends.blobs.local:from_settings",
+    "s3": "chunkd.backends.blobs.s3:from_settings",
+}
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def load_secret(path: Path) -> bytes:
+    """The server secret (URL signatures, HS256 tokens): 32 random bytes made on first start."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(os.urandom(32))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path.read_bytes()
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    repo: SqlRepository
+    blobs: BlobStore
+    locks: LockManager
+    uploads: UploadService
+    keys: KeyService
+    authenticator: Authenticator
+    signer: UrlSigner
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.blobs.close()
+        await self.locks.close()
+        await self.repo.close()
+
+
+def build_locks(settings: Settings) -> LockManager:
+    from chunkd.backends.locks.local import LocalLocks
+
+    return LocalLocks(settings.data_dir / "locks")
+
+
+async def open_runtime(settings: Settings, *, run_migrations: bool | None = None) -> Runtime:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.resolved_database_url())
+    if settings.migrate_on_start if run_migrations is None else run_migrations:
+        await migrate(engine)
+    repo = SqlRepository(engine)
+    blobs: BlobStore = _load(BLOB_STORES[settings.storage])(settings)
+    locks = build_locks(settings)
+    uploads = UploadService(repo, blobs, locks, settings.engine_config())
+    keys = KeyService(repo)
+    signer = UrlSigner(load_secret(settings.data_dir / "secret.key"))
+    return Runtime(
+        settings=settings,
+        repo=repo,
+        blobs=blobs,
+        locks=locks,
+        uploads=uploads,
+        keys=keys,
+        authenticator=Authenticator(keys),
+        signer=signer,
+    )
+
+
+async def bootstrap_admin_key(runtime: Runtime) -> str | None:
+    """On first start (no keys at all), create an admin key; returns its token to print once."""
+    if await runtime.keys.repo.count_keys():
+        return None
+    _, token = await runtime.keys.create("admin", ALL_SCOPES, name="bootstrap admin key")
+    return token

@@ -1,0 +1,618 @@
+"""The upload use cases every frontend calls: create, put_part, put_whole, append, complete,
+cancel, delete, read, expire. Frontends translate requests into these calls and the errors of
+``chunkd.domain.errors`` back into their own dialect.
+
+Concurrency: parts of one upload stream in parallel without a lock; the short *commit* of a part
+(metadata + hash frontier), ``complete``, ``cancel``, expiry and whole appends run under the upload's
+lock (invariant 2). A part is acknowledged only after its bytes are durable and its row committed
+(invariant 1).
+
+The whole-file MD5 (invariant 4) lives in ``upload.hash_state``/``hash_offset``: the digest state of
+bytes ``[0, hash_offset)``. A part that starts at the frontier when it begins streaming is hashed
+into a copy of that state as it arrives; parts that arrive ahead of a gap are hashed when the gap
+fills (read back from storage, normally the page cache). Each part keeps the state after it, so a
+re-sent part with different bytes rewinds the frontier to its start instead of to zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from chunkd.domain.checksum import ResumableMD5, StreamHasher
+from chunkd.domain.errors import (
+    Busy,
+    ChecksumMismatch,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    PartSizeMismatch,
+    QuotaExceeded,
+    SizeMismatch,
+    TooLarge,
+)
+from chunkd.domain.names import clean_filename, new_upload_id
+from chunkd.domain.upload import MAX_PARTS, Mode, Part, Status, Upload
+from chunkd.ports.blobs import BlobStore
+from chunkd.ports.locks import LockManager
+from chunkd.service.streaming import BodyReader, StreamedPart, stream_into
+
+__all__ = ["EngineConfig", "UploadEvents", "UploadService", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    default_part_size: int = 8 * 1024 * 1024
+    min_part_size: int = 256 * 1024
+    max_part_size: int = 5 * 1024**3
+    max_file_size: int = 5 * 1024**4
+    ttl: timedelta = timedelta(hours=24)
+    lock_timeout: float = 30.0
+    # Per-owner quotas; None means unlimited.
+    max_pending_uploads: int | None = None
+    max_pending_bytes: int | None = None
+    max_stored_bytes: int | None = None
+
+    @property
+    def heartbeat_every(self) -> float:
+        return max(0.05, min(30.0, self.ttl.total_seconds() / 4))
+
+
+class UploadEvents(Protocol):
+    async def __call__(self, event: str, upload: Upload) -> None: ...
+
+
+class Repository(Protocol):
+    """The subset of the repository port the service needs (see ``chunkd.ports.repository``)."""
+
+    async def create(self, upload: Upload) -> None: ...
+    async def get(
+        self, upload_id: str, owner: str | None = None, *, parts_from: int | None = 1, part_numbers: Iterable[int] = ()
+    ) -> Upload | None: ...
+    async def find_by_client_ref(self, owner: str, frontend: str, client_ref: str) -> Upload | None: ...
+    async def save(self, upload: Upload, changed_parts: Any = (), removed_parts: Any = ()) -> None: ...
+    async def touch(self, upload_id: str, expires_at: datetime) -> None: ...
+    async def list(
+        self, owner: str, *, status: Status | None, limit: int, before: tuple[datetime, str] | None
+    ) -> list[Upload]: ...
+    async def list_expirable(self, now: datetime, limit: int) -> list[str]: ...
+    async def expire(self, upload_id: str, now: datetime) -> bool: ...
+    async def delete_parts(self, upload_id: str) -> None: ...
+    async def delete_upload(self, upload_id: str) -> None: ...
+    async def usage(self, owner: str) -> tuple[int, int, int]: ...
+
+
+class UploadService:
+    def __init__(
+        self,
+        repo: Repository,
+        blobs: BlobStore,
+        locks: LockManager,
+        config: EngineConfig | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.repo = repo
+        self.blobs = blobs
+        self.locks = locks
+        self.config = config or EngineConfig()
+        self.clock = clock
+        self.listeners: list[Callable[[str, Upload], Awaitable[None]]] = []
+
+    # ---- queries ------------------------------------------------------------------------
+    async def get(self, owner: str, upload_id: str, *, with_parts: bool = True) -> Upload:
+        upload = await self.repo.get(upload_id, owner, parts_from=1 if with_parts else None)
+        if upload is None:
+            raise NotFound(f"no upload with id {upload_id!r}", field="id")
+        return upload
+
+    async def find(self, owner: str, frontend: str, client_ref: str) -> Upload | None:
+        return await self.repo.find_by_client_ref(owner, frontend, client_ref)
+
+    async def list(
+        self, owner: str, *, status: Status | None = None, limit: int = 50, before: tuple[datetime, str] | None = None
+    ) -> list[Upload]:
+        return await self.repo.list(owner, status=status, limit=limit, before=before)
+
+    # ---- create ---------------------------------------------------------------------------
+    async def create(
+        self,
+        owner: str,
+        *,
+        filename: str,
+        size_bytes: int | None,
+        mime_type: str | None = None,
+        md5: str | None = None,
+        part_size: int | None = None,
+        mode: Mode = Mode.PARTS,
+        frontend: str = "native",
+        client_ref: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        strict_part_size: bool = True,
+    ) -> Upload:
+        """A new PENDING upload. PARTS uploads need ``size_bytes``; APPEND uploads may defer it."""
+        cfg = self.config
+        filename = clean_filename(filename)
+        if size_bytes is not None:
+            if size_bytes < 0:
+                raise InvalidInput("sizeBytes must not be negative", field="sizeBytes")
+            if size_bytes > cfg.max_file_size:
+                raise TooLarge(
+                    f"sizeBytes exceeds the maximum file size of {cfg.max_file_size} bytes",
+                    field="sizeBytes",
+                    limit="max_file_size",
+                    maxSizeBytes=cfg.max_file_size,
+                )
+        elif mode is Mode.PARTS:
+            raise InvalidInput("sizeBytes is required", field="sizeBytes")
+        if part_size is None:
+            part_size = cfg.default_part_size
+            if size_bytes is not None and -(-size_bytes // part_size) > MAX_PARTS:
+                part_size = -(-size_bytes // MAX_PARTS)
+        if strict_part_size and not cfg.min_part_size <= part_size <= cfg.max_part_size:
+            raise InvalidInput(
+                f"partSize must be between {cfg.min_part_size} and {cfg.max_part_size} bytes", field="partSize"
+            )
+        if part_size <= 0:
+            raise InvalidInput("partSize must be positive", field="partSize")
+        if mode is Mode.PARTS and size_bytes is not None and -(-size_bytes // part_size) > MAX_PARTS:
+            raise InvalidInput(
+                f"partSize gives more than {MAX_PARTS} parts; use at least {-(-size_bytes // MAX_PARTS)} bytes",
+                field="partSize",
+            )
+        mime = (mime_type or "").strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        if len(mime) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in mime):
+            raise InvalidInput("mimeType is not a valid media type", field="mimeType")
+        await self._check_quotas(owner, size_bytes)
+        now = self.clock()
+        upload = Upload(
+            id=new_upload_id(),
+            owner=owner,
+            filename=filename,
+            mime_type=mime,
+            size_bytes=size_bytes,
+            part_size=part_size,
+            mode=mode,
+            status=Status.PENDING,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + cfg.ttl,
+            frontend=frontend,
+            client_ref=client_ref,
+            declared_md5=md5,
+            hash_state=ResumableMD5().state(),
+            metadata=dict(metadata or {}),
+        )
+        await self.repo.create(upload)
+        await self._emit("created", upload)
+        return upload
+
+    async def _check_quotas(self, owner: str, size_bytes: int | None) -> None:
+        cfg = self.config
+        if cfg.max_pending_uploads is None and cfg.max_pending_bytes is None and cfg.max_stored_bytes is None:
+            return
+        pending, pending_bytes, stored = await self.repo.usage(owner)
+        if cfg.max_pending_uploads is not None and pending >= cfg.max_pending_uploads:
+            raise QuotaExceeded(
+                f"at most {cfg.max_pending_uploads} uploads may be pending at once",
+                limit="max_pending_uploads",
+                maxPendingUploads=cfg.max_pending_uploads,
+            )
+        size = size_bytes or 0
+        if cfg.max_pending_bytes is not None and pending_bytes + size > cfg.max_pending_bytes:
+            raise QuotaExceeded(
+                f"pending uploads may hold at most {cfg.max_pending_bytes} bytes",
+                limit="max_pending_bytes",
+                maxPendingBytes=cfg.max_pending_bytes,
+            )
+        if cfg.max_stored_bytes is not None and stored + pending_bytes + size > cfg.max_stored_bytes:
+            raise QuotaExceeded(
+                f"stored files may total at most {cfg.max_stored_bytes} bytes",
+                limit="max_stored_bytes",
+                maxStoredBytes=cfg.max_stored_bytes,
+            )
+
+    # ---- parts ----------------------------------------------------------------------------
+    async def put_part(
+        self,
+        owner: str,
+        upload_id: str,
+        number: int,
+        body: AsyncIterator[bytes],
+        *,
+        content_md5: str | None = None,
+    ) -> Part:
+        """Store part ``number`` (1-based) of a PARTS upload; replaces an earlier copy atomically."""
+        upload = await self.get(owner, upload_id, with_parts=False)
+        upload.ensure_pending(self.clock())
+        upload.check_part_number(number)
+        expected = upload.expected_part_size(number)
+        streamed = await self._stream_part(
+            upload,
+            number,
+            body,
+            limit=expected,
+            limit_error=lambda: PartSizeMismatch(
+                f"part {number} must be {expected} bytes; the body is longer", field="body", expectedSize=expected
+            ),
+        )
+        try:
+            upload.check_part_size(number, streamed.size)
+            if content_md5 is not None and content_md5 != streamed.md5:
+                raise ChecksumMismatch(
+                    "the part's bytes do not match its Content-MD5", field="Content-MD5", actualMd5=streamed.md5
+                )
+        except BaseException:
+            await streamed.writer.abort()
+            raise
+        return await self._commit_part(owner, upload_id, number, streamed)
+
+    async def put_whole(self, owner: str, upload_id: str, body: AsyncIterator[bytes]) -> Upload:
+        """One PUT of the whole file, stored as the upload's parts one after another (each durable
+        as soon as it is complete, so a broken PUT can be resumed part by part)."""
+        upload = await self.get(owner, upload_id, with_parts=False)
+        upload.ensure_pending(self.clock())
+        if upload.mode is not Mode.PARTS or upload.size_bytes is None:
+            raise InvalidState("this upload does not take a whole-file PUT")
+        reader = BodyReader(body)
+        count = upload.part_count or 0
+        for number in range(1, count + 1):
+            expected = upload.expected_part_size(number)
+            streamed = await self._stream_part(upload, number, reader.slice(expected), limit=None)
+            if streamed.size != expected:
+                await streamed.writer.abort()
+                raise SizeMismatch(
+                    f"the body ended after {upload.offset_of(number) + streamed.size} bytes; "
+                    f"sizeBytes is {upload.size_bytes}",
+                    field="body",
+                )
+            await self._commit_part(owner, upload_id, number, streamed)
+        if not await reader.at_end():
+            raise SizeMismatch(f"the body is longer than sizeBytes ({upload.size_bytes})", field="body")
+        return await self.get(owner, upload_id)
+
+    async def _stream_part(
+        self,
+        upload: Upload,
+        number: int,
+        body: AsyncIterator[bytes],
+        *,
+        limit: int | None,
+        limit_error: Callable[[], Exception] | None = None,
+        extra: StreamHasher | None = None,
+        offset: int | None = None,
+    ) -> StreamedPart:
+        offset = upload.offset_of(number) if offset is None else offset
+        # Hash into the whole-file state as we go when this part starts at the frontier.
+        whole = ResumableMD5(upload.hash_state) if upload.hash_offset == offset and upload.hash_state else None
+        writer = await self.blobs.open_writer(upload, number, offset)
+        streamed = StreamedPart(writer, whole, extra)
+        await self.repo.touch(upload.id, self.clock() + self.config.ttl)
+        try:
+            await stream_into(
+                streamed,
+                body,
+                limit=limit,
+                limit_error=limit_error,
+                heartbeat=lambda: self.repo.touch(upload.id, self.clock() + self.config.ttl),
+                heartbeat_every=self.config.heartbeat_every,
+            )
+        except BaseException:
+            await writer.abort()
+            raise
+        return streamed
+
+    async def _commit_part(self, owner: str, upload_id: str, number: int, streamed: StreamedPart) -> Part:
+        """Make the streamed part durable and record it, under the upload's lock."""
+        ref: str | None = None
+        saved = False
+        try:
+            async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+                upload = await self.get(owner, upload_id, with_parts=False)
+                now = self.clock()
+                upload.ensure_pending(now)
+                # Load only the parts this commit can touch: from the hash frontier (or the part
+                # before this one) onwards, plus this number (a replaced part).
+                frontier_no = upload.hash_offset // upload.part_size + 1
+                loaded = await self.repo.get(
+                    upload_id, owner, parts_from=min(frontier_no, max(number - 1, 1)), part_numbers=[number]
+                )
+                assert loaded is not None
+                upload.parts = loaded.parts
+                ref = await streamed.writer.commit()
+                old = upload.parts.get(number)
+                part = Part(
+                    number=number,
+                    offset=upload.offset_of(number),
+                    size=streamed.size,
+                    md5=streamed.md5,
+                    blob_ref=ref,
+                    created_at=now,
+                )
+                changed = self._place_part(upload, part, old, streamed)
+                for advanced in await self._advance_hash(upload):
+                    changed[advanced.number] = advanced
+                upload.expires_at = now + self.config.ttl
+                upload.updated_at = now
+                await self.repo.save(upload, list(changed.values()))
+                saved = True
+        except BaseException:
+            if ref is None:
+                await streamed.writer.abort()
+            elif not saved:
+                await self.blobs.discard(upload, [ref])
+            raise
+        if old is not None and old.blob_ref != part.blob_ref:
+            await self.blobs.discard(upload, [old.blob_ref])
+        return part
+
+    @staticmethod
+    def _place_part(upload: Upload, part: Part, old: Part | None, streamed: StreamedPart) -> dict[int, Part]:
+        """Add ``part`` to the loaded upload; move the hash frontier for what is already known."""
+        if old is None:
+            upload.bytes_received += part.size
+            upload.parts_received += 1
+        else:
+            upload.bytes_received += part.size - old.size
+        upload.parts[part.number] = part
+        if old is not None and old.end <= upload.hash_offset:
+            if old.md5 == part.md5 and old.size == part.size:
+                part.hash_state = old.hash_state  # the same bytes again: the frontier stands
+            else:
+                # Different bytes where the hash had already passed: rewind to this part's start.
+                before = upload.parts.get(part.number - 1)
+                upload.hash_offset = part.offset
+                upload.hash_state = before.hash_state if before is not None else ResumableMD5().state()
+        if (
+            streamed.whole is not None
+            and upload.hash_offset == part.offset
+            and upload.hash_state == streamed.whole_start
+        ):
+            part.hash_state = streamed.whole.state()
+            upload.hash_offset = part.end
+            upload.hash_state = part.hash_state
+        return {part.number: part}
+
+    async def _advance_hash(self, upload: Upload) -> list[Part]:
+        """Carry the whole-file hash over loaded parts that are contiguous with the frontier."""
+        advanced: list[Part] = []
+        if upload.mode is not Mode.PARTS:
+            return advanced
+        while upload.size_bytes is None or upload.hash_offset < upload.size_bytes:
+            part = upload.parts.get(upload.hash_offset // upload.part_size + 1)
+            if part is None or part.offset != upload.hash_offset:
+                break
+            digest = ResumableMD5(upload.hash_state)
+            async for chunk in self.blobs.read_part(upload, part):
+                await asyncio.to_thread(digest.update, chunk)
+            part.hash_state = digest.state()
+            upload.hash_offset = part.end
+            upload.hash_state = part.hash_state
+            advanced.append(part)
+        return advanced
+
+    # ---- appends --------------------------------------------------------------------------
+    async def append(
+        self,
+        owner: str,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        *,
+        checksum: tuple[StreamHasher, bytes] | None = None,
+        keep_partial: bool = True,
+        max_bytes: int | None = None,
+        lock_timeout: float = 0.0,
+    ) -> Upload:
+        """Append bytes at ``offset`` (which must be the current end) to an APPEND upload.
+
+        One writer at a time: the lock is held while the body streams; a second writer gets
+        ``Busy``. If the body breaks off (client gone), the bytes that arrived are kept when
+        ``keep_partial`` and no ``checksum`` is to be verified. ``checksum`` is (hasher, expected
+        digest) over this request's bytes; on mismatch none of them are kept. Past the declared
+        size (or ``max_bytes``) reading stops and nothing of this request is kept."""
+        async with self.locks.hold(upload_id, timeout=lock_timeout):
+            upload = await self.get(owner, upload_id, with_parts=False)
+            now = self.clock()
+            upload.ensure_pending(now)
+            upload.check_append(offset)
+            room = upload.room_left()
+            cap = room if room is not None else self.config.max_file_size - offset
+            if max_bytes is not None:
+                cap = min(cap, max_bytes)
+            number = upload.parts_received + 1
+            writer = await self.blobs.open_writer(upload, number, offset)
+            streamed = StreamedPart(writer, ResumableMD5(upload.hash_state), checksum[0] if checksum else None)
+            broken: Exception | None = None
+            try:
+                await stream_into(
+                    streamed,
+                    body,
+                    limit=cap,
+                    limit_error=lambda: TooLarge(
+                        f"the body goes past the upload's length ({offset + cap} bytes)", field="body"
+                    ),
+                    heartbeat=lambda: self.repo.touch(upload.id, self.clock() + self.config.ttl),
+                    heartbeat_every=self.config.heartbeat_every,
+                )
+            except TooLarge:
+                await writer.abort()
+                raise
+            except Exception as exc:  # the body broke off: the client went away or timed out
+                broken = exc
+            except BaseException:
+                await writer.abort()
+                raise
+            try:
+                if broken is not None and (not keep_partial or checksum is not None):
+                    raise broken
+                if checksum is not None and streamed.extra is not None and streamed.extra.digest() != checksum[1]:
+                    raise ChecksumMismatch("the body does not match Upload-Checksum", field="Upload-Checksum")
+            except BaseException:
+                await writer.abort()
+                raise
+            if streamed.size == 0:
+                await writer.abort()
+            else:
+                ref = await writer.commit()
+                assert streamed.whole is not None
+                part = Part(
+                    number=number,
+                    offset=offset,
+                    size=streamed.size,
+                    md5=streamed.md5,
+                    blob_ref=ref,
+                    created_at=now,
+                    hash_state=streamed.whole.state(),
+                )
+                upload.parts = {number: part}
+                upload.bytes_received += part.size
+                upload.parts_received += 1
+                upload.hash_offset = part.end
+                upload.hash_state = part.hash_state
+                upload.updated_at = self.clock()
+                upload.expires_at = upload.updated_at + self.config.ttl
+                try:
+                    await self.repo.save(upload, [part])
+                except BaseException:
+                    await self.blobs.discard(upload, [ref])
+                    raise
+            if broken is not None:
+                raise broken
+        return upload
+
+    async def declare_size(self, owner: str, upload_id: str, size_bytes: int) -> Upload:
+        """Fix the size of an APPEND upload created without one (tus Upload-Defer-Length)."""
+        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+            upload = await self.get(owner, upload_id, with_parts=False)
+            upload.ensure_pending(self.clock())
+            if upload.size_bytes is not None:
+                if upload.size_bytes == size_bytes:
+                    return upload
+                raise InvalidState("the upload's length is already set", field="sizeBytes")
+            if size_bytes < upload.bytes_received:
+                raise InvalidInput(f"length is below the {upload.bytes_received} bytes received", field="sizeBytes")
+            if size_bytes > self.config.max_file_size:
+                raise TooLarge(
+                    f"length exceeds the maximum file size of {self.config.max_file_size} bytes", field="sizeBytes"
+                )
+            upload.size_bytes = size_bytes
+            upload.updated_at = self.clock()
+            await self.repo.save(upload)
+        return upload
+
+    # ---- finishing ------------------------------------------------------------------------
+    async def complete(
+        self,
+        owner: str,
+        upload_id: str,
+        *,
+        md5: str | None = None,
+        check: Callable[[Upload], Awaitable[None]] | None = None,
+    ) -> Upload:
+        """Verify and finish an upload. Idempotent: completing a COMPLETED upload returns it.
+        Any failure (missing parts, wrong size, wrong MD5, ``check`` raising) leaves it PENDING.
+        ``check`` lets a frontend validate the content (e.g. "is this really a PDF") first."""
+        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+            upload = await self.get(owner, upload_id)
+            if upload.status is Status.COMPLETED:
+                if md5 is not None and md5 != upload.md5:
+                    raise ChecksumMismatch("md5 does not match the completed file", field="md5")
+                return upload
+            now = self.clock()
+            upload.check_complete(now)
+            advanced = await self._advance_hash(upload) if upload.hash_offset != upload.size_bytes else []
+            if upload.hash_offset != upload.size_bytes or upload.hash_state is None:
+                raise InvalidState("the file's checksum is not available; re-send the parts after the gap")
+            digest = ResumableMD5(upload.hash_state).hexdigest()
+            try:
+                for name, expected in (("md5", md5), ("md5 declared at creation", upload.declared_md5)):
+                    if expected is not None and expected != digest:
+                        raise ChecksumMismatch(
+                            f"{name} {expected} does not match the uploaded bytes", field="md5", actualMd5=digest
+                        )
+                if check is not None:
+                    await check(upload)
+            except BaseException:
+                if advanced:
+                    await self.repo.save(upload, advanced)
+                raise
+            await self.blobs.complete(upload)
+            upload.mark_completed(now, digest)
+            await self.repo.save(upload, advanced)
+        await self._emit("completed", upload)
+        return upload
+
+    async def cancel(self, owner: str, upload_id: str) -> Upload:
+        """PENDING → CANCELLED; its bytes are freed."""
+        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+            upload = await self.get(owner, upload_id)
+            upload.mark_cancelled(self.clock())
+            await self.repo.save(upload)
+            await self._free(upload)
+        await self._emit("cancelled", upload)
+        return upload
+
+    async def delete(self, owner: str, upload_id: str) -> Upload:
+        """Remove an upload whatever its status: bytes and record."""
+        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+            upload = await self.get(owner, upload_id)
+            await self._free(upload)
+            await self.repo.delete_upload(upload_id)
+        await self._emit("deleted", upload)
+        return upload
+
+    async def _free(self, upload: Upload) -> None:
+        await self.blobs.delete(upload)
+        await self.repo.delete_parts(upload.id)
+        upload.parts = {}
+
+    async def expire_due(self, limit: int = 100) -> int:
+        """Expire PENDING uploads idle past ``expiresAt``; uploads busy with a writer are skipped
+        (and their heartbeats keep them alive). Safe to run in several processes at once."""
+        now = self.clock()
+        expired = 0
+        for upload_id in await self.repo.list_expirable(now, limit):
+            try:
+                async with self.locks.hold(upload_id, timeout=0):
+                    if not await self.repo.expire(upload_id, now):
+                        continue
+                    upload = await self.repo.get(upload_id)
+                    if upload is None:
+                        continue
+                    await self._free(upload)
+            except Busy:
+                continue
+            expired += 1
+            await self._emit("expired", upload)
+        return expired
+
+    # ---- reading --------------------------------------------------------------------------
+    def read(self, upload: Upload, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of a COMPLETED upload (loaded with its parts)."""
+        if upload.status is not Status.COMPLETED:
+            raise InvalidState(f"upload {upload.id} is {upload.status.value}; only completed files can be read")
+        size = upload.size_bytes or 0
+        return self.blobs.read(upload, start, size if end is None else end)
+
+    async def read_received(self, upload: Upload) -> AsyncIterator[bytes]:
+        """The bytes received so far by a PENDING upload, in order (for content checks)."""
+        for part in upload.sorted_parts():
+            async for chunk in self.blobs.read_part(upload, part):
+                yield chunk
+
+    # ---- events ---------------------------------------------------------------------------
+    def subscribe(self, listener: Callable[[str, Upload], Awaitable[None]]) -> None:
+        self.listeners.append(listener)
+
+    async def _emit(self, event: str, upload: Upload) -> None:
+        for listener in self.listeners:
+            await listener(event, upload)

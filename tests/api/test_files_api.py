@@ -1,0 +1,162 @@
+"""The native Files API through httpx's ASGI transport."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+
+from tests.conftest import Api
+
+
+async def create(api: Api, data: bytes, part_size: int, who: str = "alice", **extra: object) -> dict:
+    body = {"filename": "video.mp4", "sizeBytes": len(data), "partSize": part_size, **extra}
+    response = await api.client.post("/v1/files", json=body, headers=api.auth(who))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def put_part(api: Api, file_id: str, number: int, data: bytes, **headers: str):
+    return await api.client.put(f"/v1/files/{file_id}/parts/{number}", content=data, headers={**api.auth(), **headers})
+
+
+async def test_lifecycle_out_of_order_parts(api: Api) -> None:
+    data = os.urandom(10 * 1024 + 17)
+    created = await create(api, data, 1024)
+    assert created["status"] == "PENDING"
+    assert created["partCount"] == 11
+    assert created["expiresAt"] and created["completedAt"] is None
+    assert created["mimeType"] == "video/mp4"
+    file_id = created["id"]
+    order = [5, 1, 11, 2, 3, 4, 10, 9, 8, 6, 7]
+    for n in order:
+        chunk = data[(n - 1) * 1024 : n * 1024]
+        response = await put_part(api, file_id, n, chunk)
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "partNumber": n,
+            "sizeBytes": len(chunk),
+            "etag": f'"{hashlib.md5(chunk).hexdigest()}"',
+        }
+    got = (await api.client.get(f"/v1/files/{file_id}", headers=api.auth())).json()
+    assert got["bytesReceived"] == len(data)
+    assert [p["partNumber"] for p in got["parts"]] == list(range(1, 12))
+    upload = await api.runtime.repo.get(file_id)
+    assert upload is not None and upload.hash_offset == len(data)  # hash carried forward before complete
+    md5 = hashlib.md5(data).hexdigest()
+    done = await api.client.post(f"/v1/files/{file_id}/complete", json={"md5": md5}, headers=api.auth())
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert set(body) == {"id", "completedAt", "createdAt", "expiresAt", "filename", "mimeType", "sizeBytes", "status"}
+    assert body["status"] == "COMPLETED" and body["expiresAt"] is None and body["sizeBytes"] == len(data)
+    again = await api.client.post(f"/v1/files/{file_id}/complete", headers=api.auth())
+    assert again.status_code == 200 and again.json() == body
+    content = await api.client.get(f"/v1/files/{file_id}/content", headers=api.auth())
+    assert content.status_code == 200 and content.content == data
+    assert content.headers["etag"] == f'"{md5}"'
+    assert content.headers["content-disposition"].startswith("attachment;")
+    ranged = await api.client.get(f"/v1/files/{file_id}/content", headers={**api.auth(), "Range": "bytes=1000-3000"})
+    assert ranged.status_code == 206 and ranged.content == data[1000:3001]
+    assert ranged.headers["content-range"] == f"bytes 1000-3000/{len(data)}"
+
+
+async def test_resent_part_with_different_bytes_rewinds_hash(api: Api) -> None:
+    data = bytearray(os.urandom(4096))
+    file_id = (await create(api, bytes(data), 1024))["id"]
+    for n in range(1, 5):
+        await put_part(api, file_id, n, bytes(data[(n - 1) * 1024 : n * 1024]))
+    other = os.urandom(1024)
+    assert (await put_part(api, file_id, 2, other)).status_code == 200
+    data[1024:2048] = other
+    done = await api.client.post(
+        f"/v1/files/{file_id}/complete", json={"md5": hashlib.md5(data).hexdigest()}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+
+
+async def test_missing_parts_and_wrong_md5_leave_upload_pending(api: Api) -> None:
+    data = os.urandom(3000)
+    file_id = (await create(api, data, 1000))["id"]
+    await put_part(api, file_id, 1, data[:1000])
+    missing = await api.client.post(f"/v1/files/{file_id}/complete", headers=api.auth())
+    assert missing.status_code == 409
+    assert missing.json()["error"]["code"] == "missing_parts"
+    assert missing.json()["error"]["missingParts"] == [2, 3]
+    await put_part(api, file_id, 2, data[1000:2000])
+    await put_part(api, file_id, 3, data[2000:])
+    wrong = await api.client.post(f"/v1/files/{file_id}/complete", json={"md5": "0" * 32}, headers=api.auth())
+    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "checksum_mismatch"
+    got = (await api.client.get(f"/v1/files/{file_id}", headers=api.auth())).json()
+    assert got["status"] == "PENDING"
+    ok = await api.client.post(f"/v1/files/{file_id}/complete", json={}, headers=api.auth())
+    assert ok.status_code == 200 and ok.json()["status"] == "COMPLETED"
+
+
+async def test_part_validation(api: Api) -> None:
+    data = os.urandom(2500)
+    file_id = (await create(api, data, 1000))["id"]
+    short = await put_part(api, file_id, 1, data[:999])
+    assert short.status_code == 400 and short.json()["error"]["code"] == "part_size_mismatch"
+    out = await put_part(api, file_id, 4, data[:10])
+    assert out.status_code == 400 and out.json()["error"]["code"] == "part_out_of_range"
+    bad_md5 = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    mismatch = await put_part(api, file_id, 1, data[:1000], **{"Content-MD5": bad_md5})
+    assert mismatch.status_code == 400 and mismatch.json()["error"]["code"] == "checksum_mismatch"
+    good_md5 = base64.b64encode(hashlib.md5(data[:1000]).digest()).decode()
+    assert (await put_part(api, file_id, 1, data[:1000], **{"Content-MD5": good_md5})).status_code == 200
+    got = (await api.client.get(f"/v1/files/{file_id}", headers=api.auth())).json()
+    assert got["bytesReceived"] == 1000
+
+
+async def test_whole_body_put_to_signed_upload_url(api: Api) -> None:
+    data = os.urandom(5000)
+    created = await create(api, data, 1024, md5=hashlib.md5(data).hexdigest())
+    url = created["uploadUrl"]
+    put = await api.client.put(url, content=data, headers=created["uploadHeaders"])
+    assert put.status_code == 200, put.text
+    assert put.json()["bytesReceived"] == 5000 and len(put.json()["parts"]) == 5
+    tampered = url.replace("signature=", "signature=x")
+    assert (await api.client.put(tampered, content=data)).status_code == 403
+    done = await api.client.post(f"/v1/files/{created['id']}/complete", headers=api.auth())
+    assert done.status_code == 200
+
+
+async def test_cancel_and_state_conflicts(api: Api) -> None:
+    file_id = (await create(api, b"x" * 10, 1024))["id"]
+    cancelled = await api.client.post(f"/v1/files/{file_id}/cancel", headers=api.auth())
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
+    assert (await api.client.post(f"/v1/files/{file_id}/complete", headers=api.auth())).status_code == 409
+    assert (await put_part(api, file_id, 1, b"x" * 10)).status_code == 409
+
+
+async def test_owner_isolation_and_scopes(api: Api) -> None:
+    file_id = (await create(api, b"x" * 10, 1024))["id"]
+    assert (await api.client.get(f"/v1/files/{file_id}", headers=api.auth("bob"))).status_code == 404
+    assert (await api.client.get(f"/v1/files/{file_id}")).status_code == 401
+    denied = await api.client.post("/v1/files", json={"filename": "a", "sizeBytes": 1}, headers=api.auth("reader"))
+    assert denied.status_code == 403 and "files:create" in denied.json()["error"]["message"]
+    listing = (await api.client.get("/v1/files", headers=api.auth("bob"))).json()
+    assert listing["data"] == []
+
+
+async def test_list_pagination(api: Api) -> None:
+    ids = [(await create(api, b"x", 1024))["id"] for _ in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await api.client.get("/v1/files", params=params, headers=api.auth())).json()
+        seen += [f["id"] for f in page["data"]]
+        cursor = page["nextCursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(ids))
+
+
+async def test_bad_input_is_400_naming_field(api: Api) -> None:
+    response = await api.client.post("/v1/files", json={"filename": "a", "sizeBytes": -1}, headers=api.auth())
+    assert response.status_code == 400 and response.json()["error"]["field"] == "sizeBytes"
+    response = await api.client.post(
+        "/v1/files", json={"filename": "a", "sizeBytes": 10, "md5": "zz"}, headers=api.auth()
+    )
+    assert response.status_code == 400 and response.json()["error"]["field"] == "md5"

@@ -1,0 +1,54 @@
+"""Shared fixtures: settings on a temporary data dir, an in-process app (httpx ASGI transport),
+API keys for two owners."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chunkd.app import create_app
+from chunkd.runtime import Runtime
+from chunkd.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        bootstrap_admin_key=False,
+        fsync=False,
+        min_part_size=1,
+        reaper_interval_seconds=3600,
+        lock_timeout_seconds=5,
+    )
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    runtime: Runtime
+    keys: dict[str, str]
+
+    def auth(self, who: str = "alice") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[who]}"}
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[Api]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        runtime: Runtime = app.state.chunkd
+        keys = {}
+        for owner, scopes in {
+            "alice": "files:create,files:read,files:delete",
+            "bob": "files:create,files:read,files:delete",
+            "reader": "files:read",
+        }.items():
+            _, keys[owner] = await runtime.keys.create(owner, scopes)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Api(client, runtime, keys)
