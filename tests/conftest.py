@@ -3,7 +3,7 @@ API keys for two owners."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import pytest
 from chunkd.app import create_app
 from chunkd.runtime import Runtime
 from chunkd.settings import Settings
+from tests.support.server import ChunkdServer
 
 
 @pytest.fixture
@@ -52,3 +53,14 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Api(client, runtime, keys)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[ChunkdServer]:
+    """A real ``chunkd serve`` subprocess on a free port and a fresh data dir."""
+    server = ChunkdServer(tmp_path / "live-data", env={"CHUNKD_FSYNC": "true"})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

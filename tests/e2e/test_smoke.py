@@ -1,0 +1,25 @@
+"""The README's quick start against a real server process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import httpx
+
+from tests.support.server import ChunkdServer
+
+
+def test_create_upload_complete_download(live_server: ChunkdServer) -> None:
+    key = live_server.create_key("alice")
+    data = os.urandom(3 * 1024 * 1024 + 123)
+    with httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {key}"}) as client:
+        created = client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": 2**21})
+        assert created.status_code == 201, created.text
+        file_id = created.json()["id"]
+        for number, start in enumerate(range(0, len(data), 2**21), start=1):
+            put = client.put(f"/v1/files/{file_id}/parts/{number}", content=data[start : start + 2**21])
+            assert put.status_code == 200, put.text
+        done = client.post(f"/v1/files/{file_id}/complete", json={"md5": hashlib.md5(data).hexdigest()})
+        assert done.status_code == 200, done.text
+        assert client.get(f"/v1/files/{file_id}/content").content == data
