@@ -62,28 +62,45 @@ class BodyReader:
 class StreamedPart:
     """What streaming one part produced: its size and digests, and the writer to commit."""
 
-    def __init__(self, writer: BlobWriter, whole: ResumableMD5 | None, extra: StreamHasher | None) -> None:
+    def __init__(
+        self,
+        writer: BlobWriter,
+        whole: ResumableMD5 | None,
+        extra: StreamHasher | None,
+        *,
+        part_md5: bool = True,
+    ) -> None:
         self.writer = writer
         self.whole = whole
         self.whole_start = whole.state() if whole is not None else None
         self.extra = extra
         self.size = 0
-        self._md5 = hashlib.md5()
+        # The part's own MD5 is its ETag and tells a re-sent part from a changed one; appended
+        # parts have no use for it, so they skip that second pass over every byte.
+        self._md5 = hashlib.md5() if part_md5 else None
 
     @property
     def md5(self) -> str:
-        return self._md5.hexdigest()
+        return self._md5.hexdigest() if self._md5 is not None else ""
 
-    def _hash(self, data: bytes) -> None:
-        self._md5.update(data)
+    def _hash_part(self, data: bytes) -> None:
+        if self._md5 is not None:
+            self._md5.update(data)
+
+    def _hash_rest(self, data: bytes) -> None:
         if self.whole is not None:
             self.whole.update(data)
         if self.extra is not None:
             self.extra.update(data)
 
     async def feed(self, data: bytes) -> None:
-        # Hash and write the batch at once: both drop the GIL, so they use both cores.
-        await asyncio.gather(asyncio.to_thread(self._hash, data), self.writer.write(data))
+        # The digests and the write all release the GIL, so they run side by side.
+        jobs = [self.writer.write(data)]
+        if self._md5 is not None:
+            jobs.append(asyncio.to_thread(self._hash_part, data))
+        if self.whole is not None or self.extra is not None:
+            jobs.append(asyncio.to_thread(self._hash_rest, data))
+        await asyncio.gather(*jobs)
         self.size += len(data)
 
 

@@ -295,7 +295,7 @@ class UploadService:
         whole = ResumableMD5(upload.hash_state) if upload.hash_offset == offset and upload.hash_state else None
         writer = await self.blobs.open_writer(upload, number, offset)
         streamed = StreamedPart(writer, whole, extra)
-        await self.repo.touch(upload.id, self.clock() + self.config.ttl)
+        await self._keep_alive(upload)
         try:
             await stream_into(
                 streamed,
@@ -309,6 +309,14 @@ class UploadService:
             await writer.abort()
             raise
         return streamed
+
+    async def _keep_alive(self, upload: Upload) -> None:
+        """Push ``expiresAt`` forward before bytes start to flow, unless it is already far off
+        (every commit moves it to now + TTL, so parallel parts rarely need this extra write)."""
+        horizon = self.clock() + self.config.ttl
+        slack = timedelta(seconds=self.config.heartbeat_every)
+        if upload.expires_at is None or upload.expires_at < horizon - slack:
+            await self.repo.touch(upload.id, horizon)
 
     async def _commit_part(self, owner: str, upload_id: str, number: int, streamed: StreamedPart) -> Part:
         """Make the streamed part durable and record it, under the upload's lock."""
@@ -430,7 +438,9 @@ class UploadService:
                 cap = min(cap, max_bytes)
             number = upload.parts_received + 1
             writer = await self.blobs.open_writer(upload, number, offset)
-            streamed = StreamedPart(writer, ResumableMD5(upload.hash_state), checksum[0] if checksum else None)
+            streamed = StreamedPart(
+                writer, ResumableMD5(upload.hash_state), checksum[0] if checksum else None, part_md5=False
+            )
             broken: Exception | None = None
             try:
                 await stream_into(

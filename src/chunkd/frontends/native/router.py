@@ -82,7 +82,8 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[st
         )
     if with_parts:
         view["parts"] = [
-            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.md5}"'} for p in upload.sorted_parts()
+            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.md5}"' if p.md5 else None}
+            for p in upload.sorted_parts()
         ]
     return view
 

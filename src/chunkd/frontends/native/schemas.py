@@ -39,7 +39,7 @@ class CompleteRequest(BaseModel):
 class PartObject(BaseModel):
     partNumber: int
     sizeBytes: int
-    etag: str
+    etag: str | None = Field(description="The part's MD5, quoted; null for bytes appended through tus or media.")
 
 
 class FileCompleteResponse(BaseModel):
