@@ -179,6 +179,9 @@ class Upload:
             )
 
     def mark_completed(self, now: datetime, md5: str) -> None:
+        # Guarded here too (not only by check_complete): terminal states never change.
+        if self.status is not Status.PENDING:
+            raise InvalidState(f"upload {self.id} is {self.status.value}", uploadStatus=self.status.value)
         self.status = Status.COMPLETED
         self.completed_at = now
         self.expires_at = None
