@@ -25,6 +25,7 @@ from typing import Any
 
 import jwt
 
+from chunkd.auth.keys import is_owner
 from chunkd.auth.principal import ALL_SCOPES, Principal
 from chunkd.domain.errors import Forbidden, InvalidInput, Unauthenticated
 from chunkd.ports.keys import KeyRepository
@@ -184,12 +185,12 @@ class AccessTokens:
             # Bad signature, disallowed algorithm, malformed token, wrong key type: one answer.
             raise Unauthenticated("invalid access token") from None
         owner, scope = claims.get("sub"), claims.get("scope", "")
-        if not isinstance(owner, str) or not owner or not isinstance(scope, str):
+        if not isinstance(owner, str) or not is_owner(owner) or not isinstance(scope, str):
             raise Unauthenticated("invalid access token claims")
         scopes = frozenset(scope.split()) & ALL_SCOPES
         key_id = claims.get(KEY_CLAIM)
         if key_id is not None:
-            record = await self.keys.get_key(key_id) if isinstance(key_id, str) else None
+            record = await self.keys.get_key(key_id) if isinstance(key_id, str) and len(key_id) == 16 else None
             if record is None or record.revoked_at is not None or record.owner != owner:
                 raise Unauthenticated("the API key this token was issued for has been revoked")
             scopes &= record.scopes
