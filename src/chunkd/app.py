@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chunkd.frontends.guards import install_guards
+from chunkd.frontends.native.auth import keys_router, seed_token_router, token_router
 from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
 from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime
@@ -93,10 +95,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(native_router)
+    app.include_router(token_router)
+    app.include_router(seed_token_router)
+    app.include_router(keys_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    install_guards(app, settings)
     app.add_middleware(SecurityHeaders)
     return app

@@ -12,6 +12,7 @@ from chunkd.auth.authenticator import Authenticator
 from chunkd.auth.keys import KeyService
 from chunkd.auth.principal import ALL_SCOPES
 from chunkd.auth.signing import UrlSigner
+from chunkd.auth.tokens import AccessTokens
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
 from chunkd.ports.blobs import BlobStore
@@ -56,6 +57,7 @@ class Runtime:
     keys: KeyService
     authenticator: Authenticator
     signer: UrlSigner
+    tokens: AccessTokens | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
@@ -80,7 +82,9 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
     locks = build_locks(settings)
     uploads = UploadService(repo, blobs, locks, settings.engine_config())
     keys = KeyService(repo)
-    signer = UrlSigner(load_secret(settings.data_dir / "secret.key"))
+    secret = load_secret(settings.data_dir / "secret.key")
+    signer = UrlSigner(secret)
+    tokens = AccessTokens.from_settings(settings, repo, secret)
     return Runtime(
         settings=settings,
         repo=repo,
@@ -88,8 +92,9 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
         locks=locks,
         uploads=uploads,
         keys=keys,
-        authenticator=Authenticator(keys),
+        authenticator=Authenticator(keys, tokens),
         signer=signer,
+        tokens=tokens,
     )
 
 

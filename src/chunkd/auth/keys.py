@@ -14,10 +14,16 @@ from chunkd.auth.principal import ALL_SCOPES, Principal
 from chunkd.domain.errors import InvalidInput, NotFound, Unauthenticated
 from chunkd.ports.keys import ApiKeyRecord, KeyRepository
 
-__all__ = ["KeyService", "parse_scopes"]
+__all__ = ["KeyService", "is_owner", "parse_scopes"]
 
 _TOKEN = re.compile(r"^ck_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+
+
+def is_owner(value: str) -> bool:
+    """A valid owner name (what API keys are created for, and what a token's ``sub`` must be)."""
+    return bool(_OWNER.match(value))
 
 
 def _hash(secret: str) -> str:
@@ -64,7 +70,7 @@ class KeyService:
         return await self.verify_pair(match.group(1), match.group(2))
 
     async def verify_pair(self, key_id: str, secret: str) -> Principal:
-        record = await self.repo.get_key(key_id) if re.fullmatch(r"[0-9a-f]{16}", key_id) else None
+        record = await self.repo.get_key(key_id) if _KEY_ID.fullmatch(key_id) else None
         # Compare even when the key is unknown so timing does not reveal which ids exist.
         expected = record.secret_hash if record else _hash("")
         if not hmac.compare_digest(expected, _hash(secret)) or record is None or record.revoked_at is not None:
@@ -72,14 +78,14 @@ class KeyService:
         return Principal(owner=record.owner, scopes=record.scopes, key_id=record.id)
 
     async def is_active(self, key_id: str) -> bool:
-        record = await self.repo.get_key(key_id)
+        record = await self.repo.get_key(key_id) if _KEY_ID.fullmatch(key_id) else None
         return record is not None and record.revoked_at is None
 
     async def list(self, owner: str | None = None) -> list[ApiKeyRecord]:
         return await self.repo.list_keys(owner)
 
     async def revoke(self, key_id: str, owner: str | None = None) -> None:
-        record = await self.repo.get_key(key_id)
+        record = await self.repo.get_key(key_id) if _KEY_ID.fullmatch(key_id) else None
         if record is None or (owner is not None and record.owner != owner):
             raise NotFound(f"no API key with id {key_id!r}", field="id")
         await self.repo.revoke_key(key_id, datetime.now(UTC))

@@ -35,7 +35,7 @@ from chunkd.domain.errors import (
     SizeMismatch,
     TooLarge,
 )
-from chunkd.domain.names import clean_filename, new_upload_id
+from chunkd.domain.names import clean_filename, is_upload_id, new_upload_id
 from chunkd.domain.upload import MAX_PARTS, Mode, Part, Status, Upload
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
@@ -64,6 +64,12 @@ class EngineConfig:
     @property
     def heartbeat_every(self) -> float:
         return max(0.05, min(30.0, self.ttl.total_seconds() / 4))
+
+
+def _check_client_ref(client_ref: str) -> None:
+    """A client's own id for an upload is stored and queried: printable and at most 128 characters."""
+    if not client_ref or len(client_ref) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in client_ref):
+        raise InvalidInput("the client's upload id must be 1-128 printable characters", field="id")
 
 
 class UploadEvents(Protocol):
@@ -109,12 +115,17 @@ class UploadService:
 
     # ---- queries ------------------------------------------------------------------------
     async def get(self, owner: str, upload_id: str, *, with_parts: bool = True) -> Upload:
-        upload = await self.repo.get(upload_id, owner, parts_from=1 if with_parts else None)
+        # Ids are ours (invariant 7): anything else cannot exist and never reaches the database
+        # (a NUL or a megabyte-long id would be a database error there, not a 404).
+        upload = None
+        if is_upload_id(upload_id):
+            upload = await self.repo.get(upload_id, owner, parts_from=1 if with_parts else None)
         if upload is None:
             raise NotFound(f"no upload with id {upload_id!r}", field="id")
         return upload
 
     async def find(self, owner: str, frontend: str, client_ref: str) -> Upload | None:
+        _check_client_ref(client_ref)
         return await self.repo.find_by_client_ref(owner, frontend, client_ref)
 
     async def list(
@@ -141,6 +152,8 @@ class UploadService:
         """A new PENDING upload. PARTS uploads need ``size_bytes``; APPEND uploads may defer it."""
         cfg = self.config
         filename = clean_filename(filename)
+        if client_ref is not None:
+            _check_client_ref(client_ref)
         if size_bytes is not None:
             if size_bytes < 0:
                 raise InvalidInput("sizeBytes must not be negative", field="sizeBytes")

@@ -77,5 +77,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 413: "too_large"}
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            401: "unauthenticated",
+            408: "body_timeout",
+            413: "too_large",
+        }
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
+from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.http import (
     content_disposition,
@@ -145,7 +146,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, upload_id = raw.split("|", 1)
         when = datetime.fromisoformat(created)
-        if when.tzinfo is None:
+        if when.tzinfo is None or not is_upload_id(upload_id):
             raise ValueError
         return when, upload_id
     except (ValueError, binascii.Error, UnicodeDecodeError):

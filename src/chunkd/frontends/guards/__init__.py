@@ -1,0 +1,29 @@
+"""ASGI middleware shared by every frontend, applied to the whole app so that routes added by any
+frontend (native, tus, seed APIs, web) get them without asking: CORS, rate limits, and the request
+body guard (size caps and the slow-client idle timeout).
+
+Order, outermost first: CORS (preflights answered without credentials; CORS headers also on 429s)
+→ rate limits (after authentication, keyed by owner or client address) → body guard → the app."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from chunkd.frontends.guards.body import BodyGuard
+from chunkd.frontends.guards.cors import install_cors
+from chunkd.frontends.guards.ratelimit import RateLimitMiddleware, category_for
+from chunkd.settings import Settings
+
+__all__ = ["BodyGuard", "RateLimitMiddleware", "category_for", "install_guards"]
+
+
+def install_guards(app: FastAPI, settings: Settings) -> None:
+    """Add the shared middleware to ``app`` (innermost first, as Starlette stacks them)."""
+    app.add_middleware(
+        BodyGuard,
+        idle_timeout=settings.body_idle_timeout_seconds,
+        max_form_bytes=settings.max_form_body_bytes,
+    )
+    if settings.rate_limits.strip():
+        app.add_middleware(RateLimitMiddleware, settings=settings)
+    install_cors(app, settings)

@@ -1,0 +1,122 @@
+"""The request-body guard, for every route of every frontend:
+
+- **Slow clients (slowloris).** While a request body is still arriving, each wait for the next
+  piece is bounded by ``idle_timeout``; past it the body is cut: the route's ``receive`` raises
+  ``HTTPException(408)``. To the engine that is a body that broke off, so what was already durable
+  stays (an APPEND upload keeps the bytes it had; a PARTS upload keeps its finished parts and drops
+  only the part in flight). The client gets 408 and the connection is closed.
+- **Bodies parsed in memory.** Routes whose body FastAPI reads whole (JSON or url-encoded models)
+  are capped at ``max_form_bytes``: a declared Content-Length over it is refused with 413 before a
+  byte is read, and an undeclared (chunked) body is cut once it passes the cap. Byte uploads
+  (routes that stream ``request.stream()``, multipart forms spooled to disk) are not capped here:
+  the engine stops reading them at the upload's declared size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["BodyGuard"]
+
+
+def _parsed_in_memory(scope: Scope) -> bool:
+    """True when the route this request goes to has a body model FastAPI reads whole."""
+    app = scope.get("app")
+    router = getattr(app, "router", None)
+    for route in getattr(router, "routes", ()):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return isinstance(route, APIRoute) and route.body_field is not None
+    return False
+
+
+def _content_type(scope: Scope) -> str:
+    for key, value in scope.get("headers", []):
+        if key.lower() == b"content-type":
+            return str(value.decode("latin-1")).split(";")[0].strip().lower()
+    return ""
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == b"content-length":
+            raw = value.decode("latin-1").strip()
+            return int(raw) if raw.isdigit() else None
+    return None
+
+
+class BodyGuard:
+    def __init__(self, app: ASGIApp, *, idle_timeout: float, max_form_bytes: int) -> None:
+        self.app = app
+        self.idle_timeout = idle_timeout
+        self.max_form_bytes = max_form_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        cap: int | None = None
+        if _parsed_in_memory(scope) and _content_type(scope) != "multipart/form-data":
+            cap = self.max_form_bytes
+            declared = _content_length(scope)
+            if declared is not None and declared > cap:
+                await _answer(send, 413, "too_large", f"the request body may be at most {cap} bytes", "body")
+                return
+        state = {"done": False, "received": 0, "cut": 0, "started": False}
+
+        async def guarded_receive() -> Message:
+            if state["done"]:
+                return await receive()  # after the body: waiting for a disconnect is not bounded
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_timeout)
+            except TimeoutError:
+                state["cut"] = 408
+                raise HTTPException(
+                    408, f"the request body stalled for more than {self.idle_timeout:g} s and was cut off"
+                ) from None
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    state["done"] = True
+                if cap is not None and state["received"] > cap:
+                    state["cut"] = 413
+                    raise HTTPException(413, f"the request body may be at most {cap} bytes")
+            else:
+                state["done"] = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                if state["cut"]:
+                    # The rest of the body is never read: the connection cannot be reused.
+                    message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            await send(message)
+
+        try:
+            await self.app(scope, guarded_receive, tracking_send)
+        except Exception:
+            # A frontend whose error handling let our cut escape: answer for it.
+            if not state["cut"] or state["started"]:
+                raise
+            if state["cut"] == 408:
+                await _answer(send, 408, "body_timeout", "the request body stalled and was cut off", "body")
+            else:
+                await _answer(send, 413, "too_large", "the request body is too large", "body")
+
+
+async def _answer(send: Send, status: int, code: str, message: str, field: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "field": field}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,188 @@
+"""Credentials over HTTP: access tokens (``POST /v1/auth/token``, and ``POST /auth/token``, the
+seed-003 "Authentication Token creation operation") and API keys (``/v1/keys``, scope keys:admin).
+
+Key management is confined to the caller's own owner: a keys:admin credential can create, list and
+revoke its owner's keys, and never grant a scope it does not hold itself. Creating keys for other
+owners is an operator's task (``chunkd keys create --owner``, which needs the data dir or database),
+so one leaked admin key exposes one owner, not the whole server.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from starlette.responses import JSONResponse, Response
+
+from chunkd.auth.keys import parse_scopes
+from chunkd.auth.principal import Principal
+from chunkd.domain import errors as e
+from chunkd.frontends.http import dialect_route, isotime, principal, runtime
+from chunkd.frontends.native.errors import render_error, status_for
+from chunkd.frontends.native.schemas import ErrorResponse
+from chunkd.ports.keys import ApiKeyRecord
+
+__all__ = ["keys_router", "seed_token_router", "token_router"]
+
+
+async def _render(_: Request, exc: Exception) -> Response | None:
+    return render_error(exc)
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 429)}
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    scope: StrictStr | list[StrictStr] | None = Field(
+        None,
+        max_length=512,
+        description="Scopes wanted (space-separated or a list); a subset of the key's. Default: all of them.",
+    )
+    expiresIn: StrictInt | None = Field(
+        None, ge=1, le=2**31, description="Lifetime wanted, in seconds (at most the server's jwt_ttl_seconds)."
+    )
+
+
+class TokenResponse(BaseModel):
+    accessToken: str
+    tokenType: str = Field(description="Always Bearer.")
+    expiresIn: int = Field(description="Seconds until the token expires.")
+    scope: str = Field(description="Space-separated scopes the token carries.")
+
+
+async def _issue(request: Request, body: TokenRequest | None) -> dict[str, Any]:
+    who = await principal(request)
+    tokens = runtime(request).tokens
+    if tokens is None:
+        raise e.Forbidden("access tokens are not enabled on this server", field="accessToken")
+    wanted = None
+    if body is not None and body.scope is not None:
+        raw = body.scope if isinstance(body.scope, str) else " ".join(body.scope)
+        wanted = raw.replace(",", " ").split()
+    return tokens.issue(who, scopes=wanted, ttl_seconds=body.expiresIn if body else None)
+
+
+token_router = APIRouter(prefix="/v1/auth", tags=["auth"], route_class=dialect_route(_render), responses=ERRORS)
+
+
+@token_router.post("/token", response_model=TokenResponse, summary="Exchange an API key for an access token")
+async def create_token(request: Request, body: Annotated[TokenRequest | None, Body()] = None) -> dict[str, Any]:
+    """Authenticate with an API key (Bearer, X-API-Key or Basic key id:secret) and receive a short-lived
+    JWT carrying the owner and scopes; send it as ``Authorization: Bearer`` or ``AccessToken``."""
+    return await _issue(request, body)
+
+
+async def _render_seed(_: Request, exc: Exception) -> Response | None:
+    """Seed 003's error shape: ``{message, detail}`` (and ``{status, message}`` for 400)."""
+    native = render_error(exc)
+    if native is None:
+        return None
+    status = native.status_code
+    if isinstance(exc, e.ChunkdError):
+        message = exc.message
+        status = status_for(exc)
+    else:
+        message = "invalid request"
+    if status == 400:
+        return JSONResponse({"status": "error", "message": message}, status_code=400)
+    headers = {"WWW-Authenticate": 'Bearer realm="chunkd"'} if status == 401 else None
+    return JSONResponse({"message": message, "detail": message}, status_code=status, headers=headers)
+
+
+class SeedError(BaseModel):
+    message: str | None = None
+    detail: str | None = None
+    status: str | None = None
+
+
+seed_token_router = APIRouter(
+    prefix="/auth",
+    tags=["auth"],
+    route_class=dialect_route(_render_seed),
+    responses={status: {"model": SeedError} for status in (400, 401, 403, 429)},
+)
+
+
+@seed_token_router.post("/token", response_model=TokenResponse, summary="Authentication Token creation operation")
+async def create_token_seed(request: Request, body: Annotated[TokenRequest | None, Body()] = None) -> dict[str, Any]:
+    """The token the asset API's ``AccessToken`` and ``Authorization`` headers carry."""
+    return await _issue(request, body)
+
+
+# ---- API keys -----------------------------------------------------------------------------
+class CreateKeyRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    scopes: StrictStr | list[StrictStr] = Field(description="Scopes of the new key; a subset of the caller's.")
+    name: StrictStr | None = Field(None, max_length=128, description="A label for the key.")
+
+
+class ApiKey(BaseModel):
+    id: str
+    owner: str
+    scopes: list[str]
+    name: str | None
+    createdAt: str
+    revokedAt: str | None
+
+
+class CreatedApiKey(ApiKey):
+    key: str = Field(description="The API key itself; shown only in this response.")
+
+
+class ApiKeyList(BaseModel):
+    data: list[ApiKey]
+
+
+def _key_view(record: ApiKeyRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "owner": record.owner,
+        "scopes": sorted(record.scopes),
+        "name": record.name,
+        "createdAt": isotime(record.created_at),
+        "revokedAt": isotime(record.revoked_at),
+    }
+
+
+keys_router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=dialect_route(_render), responses=ERRORS)
+
+
+def _no_escalation(who: Principal, scopes: frozenset[str]) -> None:
+    beyond = sorted(scopes - who.scopes)
+    if beyond:
+        error = e.Forbidden(
+            f"a key cannot grant the {' '.join(beyond)} scope(s) its creator lacks", field="scopes", scope=beyond[0]
+        )
+        error.code = "missing_scope"
+        raise error
+
+
+@keys_router.post("", status_code=201, response_model=CreatedApiKey, summary="Create an API key for your owner")
+async def create_key(request: Request, body: CreateKeyRequest) -> dict[str, Any]:
+    who = await principal(request, "keys:admin")
+    scopes = parse_scopes(body.scopes)
+    _no_escalation(who, scopes)
+    name = body.name
+    if name is not None and any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise e.InvalidInput("name must not contain control characters", field="name")
+    record, token = await runtime(request).keys.create(who.owner, scopes, name=name)
+    return {**_key_view(record), "key": token}
+
+
+@keys_router.get("", response_model=ApiKeyList, summary="List your owner's API keys (never their secrets)")
+async def list_keys(request: Request) -> dict[str, Any]:
+    who = await principal(request, "keys:admin")
+    return {"data": [_key_view(k) for k in await runtime(request).keys.list(who.owner)]}
+
+
+@keys_router.delete("/{key_id}", status_code=204, summary="Revoke an API key at once (and the tokens minted from it)")
+async def revoke_key(
+    request: Request, key_id: Annotated[str, Path(min_length=1, max_length=64, description="Key id.")]
+) -> Response:
+    who = await principal(request, "keys:admin")
+    await runtime(request).keys.revoke(key_id, owner=who.owner)
+    return Response(status_code=204)

@@ -1,0 +1,53 @@
+"""The keys API: keys:admin only, own owner only, no scope escalation, secrets shown once."""
+
+from __future__ import annotations
+
+from tests.security.conftest import MakeApi
+
+
+async def test_create_list_revoke(make_api: MakeApi) -> None:
+    async with make_api() as api:
+        admin = api.auth("admin")
+        created = await api.client.post("/v1/keys", json={"scopes": ["files:read"], "name": "backup"}, headers=admin)
+        assert created.status_code == 201, created.text
+        body = created.json()
+        assert body["owner"] == "alice" and body["scopes"] == ["files:read"] and body["key"].startswith("ck_")
+        assert body["revokedAt"] is None
+        new_key = body["key"]
+        assert (await api.client.get("/v1/files", headers={"X-API-Key": new_key})).status_code == 200
+
+        listed = await api.client.get("/v1/keys", headers=admin)
+        assert listed.status_code == 200
+        rows = listed.json()["data"]
+        assert {r["owner"] for r in rows} == {"alice"}  # bob's keys are not shown
+        assert body["id"] in {r["id"] for r in rows}
+        assert new_key not in listed.text and new_key.split("_")[2] not in listed.text
+        assert all("key" not in r and "secret_hash" not in r for r in rows)
+
+        assert (await api.client.delete(f"/v1/keys/{body['id']}", headers=admin)).status_code == 204
+        assert (await api.client.get("/v1/files", headers={"X-API-Key": new_key})).status_code == 401
+        revoked = [r for r in (await api.client.get("/v1/keys", headers=admin)).json()["data"] if r["id"] == body["id"]]
+        assert revoked[0]["revokedAt"] is not None
+
+
+async def test_no_escalation_and_no_other_owner(make_api: MakeApi) -> None:
+    async with make_api(
+        keys={"limited": ("alice", "keys:admin,files:read"), "bob": ("bob", "files:read,keys:admin")}
+    ) as api:
+        wider = await api.client.post("/v1/keys", json={"scopes": "files:delete"}, headers=api.auth("limited"))
+        assert wider.status_code == 403 and "files:delete" in wider.json()["error"]["message"]
+        unknown = await api.client.post("/v1/keys", json={"scopes": "root"}, headers=api.auth("limited"))
+        assert unknown.status_code == 400 and unknown.json()["error"]["field"] == "scopes"
+        bob_keys = (await api.client.get("/v1/keys", headers=api.auth("bob"))).json()["data"]
+        bob_id = bob_keys[0]["id"]
+        assert (await api.client.delete(f"/v1/keys/{bob_id}", headers=api.auth("limited"))).status_code == 404
+        assert (await api.client.get("/v1/files", headers=api.auth("bob"))).status_code == 200
+        # An "owner" field is not a way into another owner's keys: the key is made for the caller.
+        sneaky = await api.client.post(
+            "/v1/keys", json={"scopes": "files:read", "owner": "bob"}, headers=api.auth("limited")
+        )
+        assert sneaky.status_code == 201 and sneaky.json()["owner"] == "alice"
+        bad_name = await api.client.post(
+            "/v1/keys", json={"scopes": "files:read", "name": "a\x00b"}, headers=api.auth("limited")
+        )
+        assert bad_name.status_code == 400 and bad_name.json()["error"]["field"] == "name"
