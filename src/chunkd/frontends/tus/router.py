@@ -292,6 +292,8 @@ class TusEndpoint:
         upload.check_append(offset)
         if length is not None and upload.size_bytes is not None and length != upload.size_bytes:
             raise e.InvalidInput(f"Upload-Length is already {upload.size_bytes}", field="Upload-Length")
+        if length is not None and length < offset:
+            raise e.InvalidInput(f"Upload-Length is below the {offset} bytes received", field="Upload-Length")
         size = length if length is not None else upload.size_bytes
         if size is not None and content_length is not None and offset + content_length > size:
             raise e.TooLarge(f"the body goes past Upload-Length ({size} bytes)", field="Content-Length")
