@@ -16,6 +16,7 @@ from chunkd.frontends.guards import install_guards
 from chunkd.frontends.native.auth import keys_router, seed_token_router, token_router
 from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
+from chunkd.frontends.tus import build_router as build_tus_router
 from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime
 from chunkd.settings import Settings
 
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(token_router)
     app.include_router(seed_token_router)
     app.include_router(keys_router)
+    app.include_router(build_tus_router(settings.tus_path))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         True, description="On first start with no API keys, create an admin key and print it once."
     )
 
+    tus_path: str = Field(
+        "/files",
+        pattern=r"^(/[A-Za-z0-9._~-]+)+$",
+        description="URL path of the tus 1.0 endpoint (CHUNKD_TUS_PATH).",
+    )
+
     # ---- uploads ----
     part_size: int = Field(8 * MiB, description="Default part size in bytes for new uploads.")
     min_part_size: int = Field(256 * 1024, description="Smallest part size a client may ask for, in bytes.")

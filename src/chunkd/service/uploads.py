@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -37,7 +37,7 @@ from chunkd.domain.errors import (
 )
 from chunkd.domain.names import clean_filename, is_upload_id, new_upload_id
 from chunkd.domain.upload import MAX_PARTS, Mode, Part, Status, Upload
-from chunkd.ports.blobs import BlobStore
+from chunkd.ports.blobs import BlobStore, PartLinker
 from chunkd.ports.locks import LockManager
 from chunkd.service.streaming import BodyReader, StreamedPart, stream_into
 
@@ -511,6 +511,99 @@ class UploadService:
             if broken is not None:
                 raise broken
         return upload
+
+    async def concatenate(
+        self,
+        owner: str,
+        source_ids: Sequence[str],
+        *,
+        filename: str,
+        mime_type: str | None = None,
+        frontend: str = "native",
+        metadata: dict[str, Any] | None = None,
+    ) -> Upload:
+        """A new COMPLETED upload whose bytes are the given COMPLETED uploads of the same owner, one
+        after another (tus concatenation). Each source part becomes a part of the new upload: linked
+        where the blob store has the ``PartLinker`` capability (no byte copied), otherwise copied
+        through the store. The sources are left as they were."""
+        if not source_ids:
+            raise InvalidInput("name at least one upload to concatenate", field="sources")
+        sources = [await self.get(owner, source_id) for source_id in source_ids]
+        for source in sources:
+            if source.status is not Status.COMPLETED:
+                raise InvalidState(
+                    f"upload {source.id} is {source.status.value}; only completed uploads can be concatenated",
+                    field="sources",
+                )
+        size = sum(source.size_bytes or 0 for source in sources)
+        upload = await self.create(
+            owner,
+            filename=filename,
+            size_bytes=size,
+            mime_type=mime_type,
+            mode=Mode.APPEND,
+            frontend=frontend,
+            metadata=metadata,
+            strict_part_size=False,
+        )
+        try:
+            async with self.locks.hold(upload.id, timeout=self.config.lock_timeout):
+                parts: dict[int, Part] = {}
+                # MD5 states cannot be combined, so the final's whole-file MD5 is computed here once,
+                # over the linked parts' bytes read back from storage (normally the page cache):
+                # linking saves the copy, not the read. When copying, the copy is hashed as it passes.
+                whole = ResumableMD5()
+                offset = 0
+                for source in sources:
+                    # The source's lock keeps it from being deleted while its parts are linked.
+                    async with self.locks.hold(source.id, timeout=self.config.lock_timeout):
+                        current = await self.get(owner, source.id)
+                        if current.status is not Status.COMPLETED:
+                            raise InvalidState(f"upload {source.id} is {current.status.value}", field="sources")
+                        for part in current.sorted_parts():
+                            number = len(parts) + 1
+                            ref = await self._place_copy(current, part, upload, number, offset, whole)
+                            parts[number] = Part(
+                                number=number,
+                                offset=offset,
+                                size=part.size,
+                                md5=part.md5,
+                                blob_ref=ref,
+                                created_at=self.clock(),
+                                hash_state=whole.state(),
+                            )
+                            offset += part.size
+                upload.parts = parts
+                upload.bytes_received = offset
+                upload.parts_received = len(parts)
+                upload.hash_offset = offset
+                upload.hash_state = whole.state()
+                upload.updated_at = self.clock()
+                await self.repo.save(upload, tuple(parts.values()))
+            return await self.complete(owner, upload.id)
+        except BaseException:
+            await self.blobs.delete(upload)
+            await self.repo.delete_upload(upload.id)
+            raise
+
+    async def _place_copy(
+        self, source: Upload, part: Part, target: Upload, number: int, offset: int, whole: ResumableMD5
+    ) -> str:
+        """Put ``source``'s ``part`` into ``target`` as part ``number``; feed its bytes to ``whole``."""
+        if isinstance(self.blobs, PartLinker):
+            ref = await self.blobs.link_part(source, part, target, number, offset)
+            async for chunk in self.blobs.read_part(target, replace(part, blob_ref=ref)):
+                await asyncio.to_thread(whole.update, chunk)
+            return ref
+        writer = await self.blobs.open_writer(target, number, offset)
+        streamed = StreamedPart(writer, whole, None)
+        try:
+            async for chunk in self.blobs.read_part(source, part):
+                await streamed.feed(chunk)
+            return await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
 
     async def declare_size(self, owner: str, upload_id: str, size_bytes: int) -> Upload:
         """Fix the size of an APPEND upload created without one (tus Upload-Defer-Length)."""

@@ -1,0 +1,81 @@
+"""The tus error dialect: the status codes tus clients act on, a short plain-text body, and
+``Tus-Resumable`` on every answer (412 also names the versions we speak)."""
+
+from __future__ import annotations
+
+from fastapi.exceptions import RequestValidationError
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from chunkd.domain import errors as e
+from chunkd.frontends.tus.inflight import UploadInterrupted
+
+__all__ = ["TUS_VERSION", "UnsupportedMediaType", "UnsupportedVersion", "render_error", "tus_error"]
+
+TUS_VERSION = "1.0.0"
+
+
+class UnsupportedVersion(Exception):
+    """``Tus-Resumable`` missing or not a version we speak (412)."""
+
+
+class UnsupportedMediaType(Exception):
+    """A PATCH whose body is not ``application/offset+octet-stream`` (415)."""
+
+
+# Most specific first.
+_STATUS: list[tuple[type[Exception], int]] = [
+    (e.ChecksumMismatch, 460),  # tus checksum extension: "460 Checksum Mismatch"
+    (e.OffsetMismatch, 409),
+    (e.TooLarge, 413),
+    (e.InvalidInput, 400),
+    (e.NotFound, 404),
+    (e.Busy, 423),
+    (e.Conflict, 409),
+    (e.Expired, 410),
+    (e.Unauthenticated, 401),
+    (e.Forbidden, 403),
+    (e.QuotaExceeded, 403),
+    (e.RateLimited, 429),
+    (UploadInterrupted, 400),
+    (UnsupportedVersion, 412),
+    (UnsupportedMediaType, 415),
+]
+
+
+def tus_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    response = PlainTextResponse(message + "\n", status_code=status, headers=headers)
+    response.headers["Tus-Resumable"] = TUS_VERSION
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _status(exc: Exception) -> int | None:
+    if isinstance(exc, e.InvalidState) and exc.details.get("uploadStatus") == "CANCELLED":
+        return 404  # a terminated upload is gone, as far as tus is concerned
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return None
+
+
+def render_error(exc: Exception) -> Response | None:
+    """The tus answer to an error; None for errors that are not ours to render."""
+    if isinstance(exc, RequestValidationError):
+        return tus_error(400, "invalid request")
+    status = _status(exc)
+    if status is None:
+        return None
+    message = f"{exc.code}: {exc.message}" if isinstance(exc, e.ChunkdError) else str(exc)
+    headers: dict[str, str] = {}
+    if status == 412:
+        headers["Tus-Version"] = TUS_VERSION
+    elif status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="chunkd"'
+    elif status == 423:
+        headers["Retry-After"] = "1"
+    return tus_error(status, message, headers)
+
+
+async def render(_: Request, exc: Exception) -> Response | None:
+    return render_error(exc)

@@ -1,0 +1,164 @@
+"""Parsing of the tus request headers (strictly, per tus 1.0) and formatting of the response ones.
+
+Every parser raises ``InvalidInput`` naming the header, so a malformed header is a 400 that says
+which header is wrong. Nothing a client sent is ever copied into a response header: metadata is
+re-encoded from its validated form, and URLs are rebuilt from server-made ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+
+from chunkd.domain.checksum import STREAM_HASH_ALGORITHMS, StreamHasher, new_stream_hasher
+from chunkd.domain.errors import InvalidInput
+
+__all__ = [
+    "CHECKSUM_ALGORITHMS",
+    "Concat",
+    "Metadata",
+    "http_date",
+    "parse_checksum",
+    "parse_concat",
+    "parse_length",
+    "parse_metadata",
+]
+
+CHECKSUM_ALGORITHMS = tuple(STREAM_HASH_ALGORITHMS)
+MAX_METADATA_BYTES = 16 * 1024
+# A metadata key: "MUST NOT contain spaces and commas and MUST NOT be empty" and be ASCII; we also
+# keep out control characters so a key can be echoed in a header safely.
+_KEY = re.compile(r"^[!-+\--~]+$")  # printable ASCII except space (0x20) and comma (0x2c)
+_B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
+_DIGITS = re.compile(r"^[0-9]{1,19}$")
+
+
+def parse_length(value: str | None, header: str) -> int | None:
+    """A non-negative decimal byte count; None when the header is absent."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not _DIGITS.match(value):
+        raise InvalidInput(f"{header} must be a non-negative integer", field=header)
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Validated ``Upload-Metadata``: key → value bytes (None for a key without a value)."""
+
+    pairs: dict[str, bytes | None]
+
+    def text(self, *keys: str) -> str | None:
+        """The first of ``keys`` present with a value, as UTF-8 text."""
+        for key in keys:
+            raw = self.pairs.get(key)
+            if raw is not None:
+                try:
+                    return raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    message = f"Upload-Metadata value of {key!r} must be UTF-8"
+                    raise InvalidInput(message, field="Upload-Metadata") from None
+        return None
+
+    def stored(self) -> dict[str, str | None]:
+        """The form kept with the upload: values as base64 (JSON-safe, byte-exact)."""
+        return {k: base64.b64encode(v).decode() if v is not None else None for k, v in self.pairs.items()}
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, str | None]) -> Metadata:
+        return cls({k: base64.b64decode(v) if v is not None else None for k, v in stored.items()})
+
+    def header(self) -> str:
+        """The ``Upload-Metadata`` header value, re-encoded from the validated pairs."""
+        return ",".join(
+            key if value is None else f"{key} {base64.b64encode(value).decode()}" for key, value in self.pairs.items()
+        )
+
+
+def parse_metadata(value: str | None) -> Metadata:
+    """``Upload-Metadata: key base64,key2,key3 base64`` parsed strictly: every key valid and
+    unique, every value canonical base64."""
+    if value is None or not value.strip():
+        return Metadata({})
+    if len(value) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"Upload-Metadata is longer than {MAX_METADATA_BYTES} bytes", field="Upload-Metadata")
+    pairs: dict[str, bytes | None] = {}
+    for item in value.split(","):
+        fields = item.strip().split(" ")
+        if len(fields) > 2 or not fields[0]:
+            raise InvalidInput(
+                "Upload-Metadata must be comma-separated pairs of a key and a base64 value", field="Upload-Metadata"
+            )
+        key = fields[0]
+        if not _KEY.match(key):
+            raise InvalidInput(
+                f"Upload-Metadata key {key[:40]!r} must be ASCII without spaces or commas", field="Upload-Metadata"
+            )
+        if key in pairs:
+            raise InvalidInput(f"Upload-Metadata key {key!r} appears twice", field="Upload-Metadata")
+        if len(fields) == 1:
+            pairs[key] = None
+            continue
+        encoded = fields[1]
+        if not _B64.match(encoded) or len(encoded) % 4:
+            raise InvalidInput(f"Upload-Metadata value of {key!r} is not base64", field="Upload-Metadata")
+        try:
+            pairs[key] = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"Upload-Metadata value of {key!r} is not base64", field="Upload-Metadata") from None
+    return Metadata(pairs)
+
+
+def parse_checksum(value: str | None) -> tuple[StreamHasher, bytes] | None:
+    """``Upload-Checksum: <algorithm> <base64 digest>`` → (fresh hasher, expected digest)."""
+    if value is None:
+        return None
+    fields = value.strip().split(" ")
+    if len(fields) != 2:
+        raise InvalidInput("Upload-Checksum must be '<algorithm> <base64 digest>'", field="Upload-Checksum")
+    algorithm, encoded = fields
+    try:
+        hasher = new_stream_hasher(algorithm.lower())
+    except ValueError:
+        raise InvalidInput(
+            f"Upload-Checksum algorithm must be one of {', '.join(CHECKSUM_ALGORITHMS)}", field="Upload-Checksum"
+        ) from None
+    try:
+        digest = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("Upload-Checksum digest is not base64", field="Upload-Checksum") from None
+    if len(digest) != len(new_stream_hasher(algorithm.lower()).digest()):
+        raise InvalidInput(f"Upload-Checksum digest has the wrong length for {algorithm}", field="Upload-Checksum")
+    return hasher, digest
+
+
+@dataclass(frozen=True)
+class Concat:
+    """``Upload-Concat``: ``partial``, or ``final`` with the URLs of the partial uploads."""
+
+    final: bool
+    urls: tuple[str, ...] = ()
+
+
+def parse_concat(value: str | None) -> Concat | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "partial":
+        return Concat(final=False)
+    if value.startswith("final;"):
+        urls = tuple(u for u in value[len("final;") :].split(" ") if u)
+        if not urls:
+            raise InvalidInput("Upload-Concat final needs the URLs of the partial uploads", field="Upload-Concat")
+        return Concat(final=True, urls=urls)
+    raise InvalidInput("Upload-Concat must be 'partial' or 'final;<url> <url> ...'", field="Upload-Concat")
+
+
+def http_date(value: datetime) -> str:
+    """RFC 9110 IMF-fixdate, e.g. ``Sun, 06 Nov 1994 08:49:37 GMT`` (for ``Upload-Expires``)."""
+    return format_datetime(value, usegmt=True)

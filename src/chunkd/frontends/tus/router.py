@@ -1,0 +1,403 @@
+"""tus 1.0 (https://tus.io/protocols/resumable-upload) over the upload engine, at ``/files`` by
+default (``CHUNKD_TUS_PATH``). Extensions: creation, creation-with-upload, creation-defer-length,
+expiration, checksum, termination, concatenation.
+
+A tus upload is an engine upload in ``Mode.APPEND`` with ``frontend="tus"``: PATCH is
+``service.append``, a deferred Upload-Length is ``service.declare_size``, reaching the length is
+``service.complete`` (whole-file MD5, events), DELETE is ``service.delete``, and a final
+concatenation is ``service.concatenate``. This module only translates headers and errors; the tus
+state it needs (metadata, partial/final) is kept in the upload's ``metadata["tus"]``.
+
+Differences from tusd and @tus/server, on purpose: every request is authenticated and every
+HEAD/PATCH/GET/DELETE checks the owner (another owner's upload is a 404); the checksum extension is
+implemented; a 412 names the supported versions in ``Tus-Version``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Path, Request
+from starlette.responses import Response
+
+from chunkd.auth.principal import Principal
+from chunkd.domain import errors as e
+from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.frontends.http import dialect_route, principal, runtime
+from chunkd.frontends.native.router import file_response
+from chunkd.frontends.tus.errors import (
+    TUS_VERSION,
+    UnsupportedMediaType,
+    UnsupportedVersion,
+    render,
+)
+from chunkd.frontends.tus.headers import (
+    CHECKSUM_ALGORITHMS,
+    Metadata,
+    http_date,
+    parse_checksum,
+    parse_concat,
+    parse_length,
+    parse_metadata,
+)
+from chunkd.frontends.tus.inflight import InFlight
+
+__all__ = ["EXTENSIONS", "build_router"]
+
+EXTENSIONS = (
+    "creation",
+    "creation-with-upload",
+    "creation-defer-length",
+    "expiration",
+    "checksum",
+    "termination",
+    "concatenation",
+)
+OFFSET_STREAM = "application/offset+octet-stream"
+FRONTEND = "tus"
+_OVERRIDABLE = {"PATCH", "DELETE", "HEAD", "GET", "OPTIONS", "POST"}
+# How long a new PATCH waits for the request it took over from to commit, and then for the lock.
+TAKE_OVER_WAIT = 5.0
+
+FileId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+def _base_headers() -> dict[str, str]:
+    return {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"}
+
+
+def _require_version(request: Request) -> None:
+    version = request.headers.get("tus-resumable")
+    if version is None:
+        raise UnsupportedVersion("the Tus-Resumable header is required")
+    if version.strip() != TUS_VERSION:
+        raise UnsupportedVersion(f"tus version {version.strip()[:20]!r} is not supported; use {TUS_VERSION}")
+
+
+def _inflight(request: Request) -> InFlight:
+    extras = runtime(request).extras
+    found = extras.get("tus.inflight")
+    if found is None:
+        found = extras["tus.inflight"] = InFlight()
+    assert isinstance(found, InFlight)
+    return found
+
+
+def _tus_state(upload: Upload) -> dict[str, Any]:
+    state = upload.metadata.get("tus")
+    return state if isinstance(state, dict) else {}
+
+
+async def _load(request: Request, owner: str, file_id: str) -> Upload:
+    """The caller's tus upload; anything else (another owner's, or not a tus upload) is a 404."""
+    upload = await runtime(request).uploads.get(owner, file_id, with_parts=False)
+    if upload.frontend != FRONTEND or upload.mode is not Mode.APPEND:
+        raise e.NotFound(f"no upload with id {file_id!r}", field="id")
+    return upload
+
+
+def _check_any_scope(who: Principal, *scopes: str) -> None:
+    if not any(scope in who.scopes for scope in scopes):
+        error = e.Forbidden(f"this credential lacks the {scopes[0]} scope", field="scope", scope=scopes[0])
+        error.code = "missing_scope"
+        raise error
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return request.headers.get("transfer-encoding") is not None or (length is not None and length.strip() != "0")
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+class TusEndpoint:
+    """The routes of one mount point (``prefix``)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.rstrip("/")
+        self._url_id = re.compile(re.escape(self.prefix) + r"/([A-Za-z0-9_-]{1,64})/?$")
+
+    def location(self, request: Request, upload_id: str) -> str:
+        rt = runtime(request)
+        base = (rt.settings.public_url or str(request.base_url)).rstrip("/")
+        return f"{base}{self.prefix}/{upload_id}"
+
+    def upload_id_from_url(self, url: str) -> str:
+        """The id in a URL we handed out (absolute or a path), for ``Upload-Concat: final``."""
+        match = self._url_id.search(urlsplit(url).path)
+        if match is None:
+            message = f"Upload-Concat names {url[:200]!r}, which is not an upload URL"
+            raise e.InvalidInput(message, field="Upload-Concat")
+        return match.group(1)
+
+    def upload_headers(self, upload: Upload, *, now_pending: bool) -> dict[str, str]:
+        """The headers that describe an upload (HEAD, and POST/PATCH where they apply)."""
+        headers = _base_headers()
+        state = _tus_state(upload)
+        offset = upload.size_bytes if upload.status is Status.COMPLETED else upload.bytes_received
+        headers["Upload-Offset"] = str(offset or 0)
+        if upload.size_bytes is None:
+            headers["Upload-Defer-Length"] = "1"
+        else:
+            headers["Upload-Length"] = str(upload.size_bytes)
+        meta = Metadata.from_stored(state.get("meta") or {})
+        if meta.pairs:
+            headers["Upload-Metadata"] = meta.header()
+        if state.get("concat") == "partial":
+            headers["Upload-Concat"] = "partial"
+        elif state.get("concat") == "final":
+            headers["Upload-Concat"] = "final;" + " ".join(f"{self.prefix}/{i}" for i in state.get("parts", []))
+        if now_pending and upload.status is Status.PENDING and upload.expires_at is not None:
+            headers["Upload-Expires"] = http_date(upload.expires_at)
+        return headers
+
+    # ---- OPTIONS ---------------------------------------------------------------------------------
+    async def options(self, request: Request) -> Response:
+        """Capabilities; no authentication and no Tus-Resumable needed."""
+        headers = _base_headers()
+        headers.update(
+            {
+                "Tus-Version": TUS_VERSION,
+                "Tus-Extension": ",".join(EXTENSIONS),
+                "Tus-Max-Size": str(runtime(request).uploads.config.max_file_size),
+                "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+            }
+        )
+        return Response(status_code=204, headers=headers)
+
+    # ---- POST: creation ----------------------------------------------------------------------------
+    async def create(self, request: Request) -> Response:
+        _require_version(request)
+        who = await principal(request, "files:create")
+        service = runtime(request).uploads
+        concat = parse_concat(request.headers.get("upload-concat"))
+        meta = parse_metadata(request.headers.get("upload-metadata"))
+        length = parse_length(request.headers.get("upload-length"), "Upload-Length")
+        defer = request.headers.get("upload-defer-length")
+        if defer is not None and defer.strip() != "1":
+            raise e.InvalidInput("Upload-Defer-Length must be 1", field="Upload-Defer-Length")
+        with_body = _media_type(request) == OFFSET_STREAM and _has_body(request)
+        checksum = parse_checksum(request.headers.get("upload-checksum")) if with_body else None
+        filename = meta.text("filename", "name") or "upload"
+        mime_type = meta.text("filetype", "type")
+        state: dict[str, Any] = {"meta": meta.stored()}
+
+        if concat is not None and concat.final:
+            if length is not None or defer is not None:
+                raise e.InvalidInput(
+                    "a final upload takes its length from its partial uploads; send no Upload-Length",
+                    field="Upload-Length",
+                )
+            if with_body:
+                raise e.InvalidInput("a final upload takes no body", field="Upload-Concat")
+            upload = await self._concatenate(request, who, concat.urls, filename, mime_type, state)
+            headers = _base_headers()
+            headers["Location"] = self.location(request, upload.id)
+            return Response(status_code=201, headers=headers)
+
+        if (length is None) == (defer is None):
+            raise e.InvalidInput("send either Upload-Length or Upload-Defer-Length: 1", field="Upload-Length")
+        if concat is not None:
+            state["concat"] = "partial"
+        upload = await service.create(
+            who.owner,
+            filename=filename,
+            size_bytes=length,
+            mime_type=mime_type,
+            mode=Mode.APPEND,
+            frontend=FRONTEND,
+            metadata={"tus": state},
+            strict_part_size=False,
+        )
+        headers = _base_headers()
+        headers["Location"] = self.location(request, upload.id)
+        if with_body:
+            content_length = parse_length(request.headers.get("content-length"), "Content-Length")
+            try:
+                if content_length is not None and length is not None and content_length > length:
+                    raise e.TooLarge(f"the body is longer than Upload-Length ({length})", field="Upload-Length")
+                async with _inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
+                    upload = await service.append(
+                        who.owner, upload.id, 0, writer.guard(request.stream()), checksum=checksum
+                    )
+            except (e.ChecksumMismatch, e.TooLarge):
+                # The creation is answered with the error and no Location: drop the new upload.
+                await service.delete(who.owner, upload.id)
+                raise
+            headers["Upload-Offset"] = str(upload.bytes_received)
+        if upload.size_bytes is not None and upload.bytes_received == upload.size_bytes:
+            upload = await service.complete(who.owner, upload.id)
+        if upload.status is Status.PENDING and upload.expires_at is not None:
+            headers["Upload-Expires"] = http_date(upload.expires_at)
+        return Response(status_code=201, headers=headers)
+
+    async def _concatenate(
+        self,
+        request: Request,
+        who: Principal,
+        urls: tuple[str, ...],
+        filename: str,
+        mime_type: str | None,
+        state: dict[str, Any],
+    ) -> Upload:
+        ids = [self.upload_id_from_url(url) for url in urls]
+        for upload_id in ids:
+            partial = await _load(request, who.owner, upload_id)
+            if _tus_state(partial).get("concat") != "partial":
+                raise e.InvalidInput(f"upload {upload_id} is not a partial upload", field="Upload-Concat")
+            if partial.status is not Status.COMPLETED:
+                raise e.InvalidInput(f"partial upload {upload_id} is not finished", field="Upload-Concat")
+        state.update(concat="final", parts=ids)
+        return await runtime(request).uploads.concatenate(
+            who.owner, ids, filename=filename, mime_type=mime_type, frontend=FRONTEND, metadata={"tus": state}
+        )
+
+    # ---- HEAD ------------------------------------------------------------------------------------
+    async def head(self, request: Request, file_id: str) -> Response:
+        _require_version(request)
+        who = await principal(request)
+        _check_any_scope(who, "files:create", "files:read")
+        upload = await _load(request, who.owner, file_id)
+        if upload.status in (Status.PENDING, Status.EXPIRED):
+            upload.ensure_pending(runtime(request).uploads.clock())  # 410 once expired
+        elif upload.status is Status.CANCELLED:
+            raise e.NotFound(f"no upload with id {file_id!r}", field="id")
+        return Response(status_code=200, headers=self.upload_headers(upload, now_pending=True))
+
+    # ---- PATCH -----------------------------------------------------------------------------------
+    async def patch(self, request: Request, file_id: str) -> Response:
+        _require_version(request)
+        who = await principal(request, "files:create")
+        if _media_type(request) != OFFSET_STREAM:
+            raise UnsupportedMediaType(f"a PATCH body must be sent as Content-Type: {OFFSET_STREAM}")
+        offset = parse_length(request.headers.get("upload-offset"), "Upload-Offset")
+        if offset is None:
+            raise e.InvalidInput("Upload-Offset is required", field="Upload-Offset")
+        checksum = parse_checksum(request.headers.get("upload-checksum"))
+        length = parse_length(request.headers.get("upload-length"), "Upload-Length")
+        content_length = parse_length(request.headers.get("content-length"), "Content-Length")
+        service = runtime(request).uploads
+        upload = await _load(request, who.owner, file_id)
+        if _tus_state(upload).get("concat") == "final":
+            raise e.Forbidden("a final upload cannot be patched", field="Upload-Concat")
+        if upload.status is Status.COMPLETED and offset == upload.size_bytes and not _has_body(request):
+            return Response(status_code=204, headers=self.upload_headers(upload, now_pending=False))
+        upload.ensure_pending(service.clock())
+        # Checked before taking over from an in-flight request, so a wrong PATCH cannot end a good one.
+        upload.check_append(offset)
+        if length is not None and upload.size_bytes is not None and length != upload.size_bytes:
+            raise e.InvalidInput(f"Upload-Length is already {upload.size_bytes}", field="Upload-Length")
+        if length is not None and length < offset:
+            raise e.InvalidInput(f"Upload-Length is below the {offset} bytes received", field="Upload-Length")
+        size = length if length is not None else upload.size_bytes
+        if size is not None and content_length is not None and offset + content_length > size:
+            raise e.TooLarge(f"the body goes past Upload-Length ({size} bytes)", field="Content-Length")
+        async with _inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT) as writer:
+            if length is not None and upload.size_bytes is None:
+                await service.declare_size(who.owner, file_id, length)
+            upload = await service.append(
+                who.owner,
+                file_id,
+                offset,
+                writer.guard(request.stream()),
+                checksum=checksum,
+                lock_timeout=TAKE_OVER_WAIT,
+            )
+        if upload.size_bytes is not None and upload.bytes_received == upload.size_bytes:
+            upload = await service.complete(who.owner, file_id)
+        headers = _base_headers()
+        headers["Upload-Offset"] = str(upload.bytes_received)
+        if upload.status is Status.PENDING and upload.expires_at is not None:
+            headers["Upload-Expires"] = http_date(upload.expires_at)
+        return Response(status_code=204, headers=headers)
+
+    # ---- DELETE (termination) ----------------------------------------------------------------------
+    async def delete(self, request: Request, file_id: str) -> Response:
+        _require_version(request)
+        who = await principal(request)
+        upload = await _load(request, who.owner, file_id)
+        # Ending an unfinished upload is part of uploading; deleting a stored file needs files:delete.
+        _check_any_scope(who, "files:delete" if upload.status is Status.COMPLETED else "files:create")
+        async with _inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT):
+            await runtime(request).uploads.delete(who.owner, file_id)
+        return Response(status_code=204, headers=_base_headers())
+
+    # ---- GET (download, not part of tus) -----------------------------------------------------------
+    async def get(self, request: Request, file_id: str) -> Response:
+        # No Tus-Resumable check: browsers and plain HTTP clients download from here.
+        who = await principal(request, "files:read")
+        upload = await _load(request, who.owner, file_id)
+        if upload.status is not Status.COMPLETED:
+            raise e.InvalidState(f"upload {file_id} is not finished; only finished uploads can be downloaded")
+        response = await file_response(request, who.owner, file_id)
+        response.headers["Tus-Resumable"] = TUS_VERSION
+        return response
+
+    # ---- POST with X-HTTP-Method-Override ----------------------------------------------------------
+    async def overridden(self, request: Request, file_id: str | None) -> Response:
+        method = request.headers.get("x-http-method-override", "POST").strip().upper()
+        if method not in _OVERRIDABLE:
+            message = f"X-HTTP-Method-Override {method[:20]!r} is not supported"
+            raise e.InvalidInput(message, field="X-HTTP-Method-Override")
+        if method == "OPTIONS":
+            return await self.options(request)
+        if file_id is None:
+            if method == "POST":
+                return await self.create(request)
+        else:
+            handlers = {"PATCH": self.patch, "DELETE": self.delete, "HEAD": self.head, "GET": self.get}
+            if method in handlers:
+                return await handlers[method](request, file_id)
+        return _not_allowed()
+
+
+def _not_allowed() -> Response:
+    headers = _base_headers()
+    return Response("method not allowed\n", status_code=405, headers=headers, media_type="text/plain")
+
+
+def build_router(prefix: str) -> APIRouter:
+    """The tus endpoint mounted at ``prefix`` (e.g. ``/files``)."""
+    tus = TusEndpoint(prefix)
+    router = APIRouter(prefix=tus.prefix, tags=["tus"], route_class=dialect_route(render), include_in_schema=False)
+
+    @router.options("")
+    @router.options("/")
+    async def options_collection(request: Request) -> Response:
+        return await tus.options(request)
+
+    @router.options("/{file_id}")
+    async def options_upload(request: Request, file_id: FileId) -> Response:
+        return await tus.options(request)
+
+    @router.post("")
+    @router.post("/")
+    async def create(request: Request) -> Response:
+        return await tus.overridden(request, None)
+
+    @router.post("/{file_id}")
+    async def post_upload(request: Request, file_id: FileId) -> Response:
+        return await tus.overridden(request, file_id)
+
+    @router.api_route("/{file_id}", methods=["HEAD"])
+    async def head(request: Request, file_id: FileId) -> Response:
+        return await tus.head(request, file_id)
+
+    @router.patch("/{file_id}")
+    async def patch(request: Request, file_id: FileId) -> Response:
+        return await tus.patch(request, file_id)
+
+    @router.delete("/{file_id}")
+    async def delete(request: Request, file_id: FileId) -> Response:
+        return await tus.delete(request, file_id)
+
+    @router.get("/{file_id}")
+    async def get(request: Request, file_id: FileId) -> Response:
+        return await tus.get(request, file_id)
+
+    return router

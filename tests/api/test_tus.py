@@ -1,0 +1,537 @@
+"""The tus 1.0 protocol at /files, rule by rule, through the in-process app."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import zlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from email.utils import parsedate_to_datetime
+
+import httpx
+import pytest
+
+from chunkd.domain.upload import Status
+from tests.conftest import Api
+
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = {"Content-Type": "application/offset+octet-stream"}
+
+
+def b64(value: str | bytes) -> str:
+    return base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
+
+
+def h(api: Api, who: str = "alice", **extra: str) -> dict[str, str]:
+    return {**TUS, **api.auth(who), **{k.replace("_", "-"): v for k, v in extra.items()}}
+
+
+async def create(api: Api, length: int | None, who: str = "alice", **extra: str) -> str:
+    headers = h(api, who, **extra)
+    if length is None:
+        headers["Upload-Defer-Length"] = "1"
+    else:
+        headers["Upload-Length"] = str(length)
+    response = await api.client.post("/files", headers=headers)
+    assert response.status_code == 201, response.text
+    location = response.headers["location"]
+    assert location.startswith("http://testserver/files/")
+    return location.rsplit("/", 1)[1]
+
+
+async def patch(api: Api, upload_id: str, offset: int, data: bytes, who: str = "alice", **extra: str):
+    headers = {**h(api, who, **extra), **OCTETS, "Upload-Offset": str(offset)}
+    return await api.client.patch(f"/files/{upload_id}", content=data, headers=headers)
+
+
+async def head(api: Api, upload_id: str, who: str = "alice") -> httpx.Response:
+    return await api.client.head(f"/files/{upload_id}", headers=h(api, who))
+
+
+# ---- core -------------------------------------------------------------------------------------------
+async def test_options_needs_no_auth_or_version(api: Api) -> None:
+    for path in ("/files", "/files/", "/files/anything"):
+        response = await api.client.options(path)
+        assert response.status_code == 204
+        assert response.headers["tus-resumable"] == "1.0.0"
+        assert response.headers["tus-version"] == "1.0.0"
+        assert set(response.headers["tus-extension"].split(",")) == {
+            "creation",
+            "creation-with-upload",
+            "creation-defer-length",
+            "expiration",
+            "checksum",
+            "termination",
+            "concatenation",
+        }
+        assert int(response.headers["tus-max-size"]) == api.runtime.settings.max_file_size
+        assert response.headers["tus-checksum-algorithm"] == "md5,sha1,sha256,crc32"
+
+
+@pytest.mark.parametrize("version", [None, "0.2.2", "2.0.0"])
+async def test_missing_or_unsupported_version_is_412_with_tus_version(api: Api, version: str | None) -> None:
+    upload_id = await create(api, 10)
+    headers = {**api.auth(), "Upload-Length": "5"}
+    if version:
+        headers["Tus-Resumable"] = version
+    requests = [
+        api.client.post("/files", headers=headers),
+        api.client.head(f"/files/{upload_id}", headers=headers),
+        api.client.patch(f"/files/{upload_id}", content=b"x", headers={**headers, **OCTETS, "Upload-Offset": "0"}),
+        api.client.delete(f"/files/{upload_id}", headers=headers),
+    ]
+    for response in await asyncio.gather(*requests):
+        assert response.status_code == 412, response.text
+        assert response.headers["tus-version"] == "1.0.0"
+        assert response.headers["tus-resumable"] == "1.0.0"
+    assert (await head(api, upload_id)).headers["upload-offset"] == "0"
+
+
+async def test_every_request_needs_credentials(api: Api) -> None:
+    upload_id = await create(api, 10)
+    for method, path in [("POST", "/files"), ("HEAD", f"/files/{upload_id}"), ("PATCH", f"/files/{upload_id}")]:
+        response = await api.client.request(method, path, headers={**TUS, **OCTETS, "Upload-Length": "1"})
+        assert response.status_code == 401
+        assert response.headers["tus-resumable"] == "1.0.0"
+    bad = await api.client.post("/files", headers={**TUS, "X-API-Key": "nope", "Upload-Length": "1"})
+    assert bad.status_code == 401
+    reader = await api.client.post("/files", headers={**h(api, "reader"), "Upload-Length": "1"})
+    assert reader.status_code == 403
+
+
+async def test_other_owners_get_404_everywhere(api: Api) -> None:
+    data = os.urandom(100)
+    upload_id = await create(api, 100)
+    assert (await head(api, upload_id, "bob")).status_code == 404
+    assert (await patch(api, upload_id, 0, data, "bob")).status_code == 404
+    assert (await api.client.delete(f"/files/{upload_id}", headers=h(api, "bob"))).status_code == 404
+    assert (await patch(api, upload_id, 0, data)).status_code == 204
+    assert (await api.client.get(f"/files/{upload_id}", headers=api.auth("bob"))).status_code == 404
+    assert (await api.client.get(f"/files/{upload_id}", headers=api.auth())).content == data
+    assert (await head(api, "A" * 22)).status_code == 404
+
+
+async def test_upload_in_chunks_completes_the_engine_upload(api: Api) -> None:
+    data = os.urandom(300_001)
+    upload_id = await create(
+        api, len(data), Upload_Metadata=f"filename {b64('report.pdf')},filetype {b64('application/pdf')}"
+    )
+    first = await head(api, upload_id)
+    assert first.status_code == 200
+    assert first.headers["upload-offset"] == "0" and first.headers["upload-length"] == str(len(data))
+    assert first.headers["cache-control"] == "no-store"
+    assert first.headers["tus-resumable"] == "1.0.0"
+    offset = 0
+    for size in (100_000, 100_000, 100_001):
+        response = await patch(api, upload_id, offset, data[offset : offset + size])
+        assert response.status_code == 204, response.text
+        offset += size
+        assert response.headers["upload-offset"] == str(offset)
+        assert response.headers["tus-resumable"] == "1.0.0"
+    assert "upload-expires" not in response.headers  # finished: nothing expires any more
+    native = await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())
+    body = native.json()
+    assert body["status"] == "COMPLETED" and body["md5"] == hashlib.md5(data).hexdigest()
+    assert body["filename"] == "report.pdf" and body["mimeType"] == "application/pdf"
+    done = await head(api, upload_id)
+    assert done.headers["upload-offset"] == str(len(data))
+    # A repeated final PATCH (e.g. the client missed the answer) is answered, not refused.
+    again = await patch(api, upload_id, len(data), b"")
+    assert again.status_code == 204 and again.headers["upload-offset"] == str(len(data))
+    assert (await patch(api, upload_id, 0, b"x")).status_code == 409
+
+
+async def test_patch_rules(api: Api) -> None:
+    upload_id = await create(api, 10)
+    wrong_type = await api.client.patch(
+        f"/files/{upload_id}", content=b"abc", headers={**h(api), "Upload-Offset": "0", "Content-Type": "text/plain"}
+    )
+    assert wrong_type.status_code == 415
+    no_type = await api.client.patch(f"/files/{upload_id}", content=b"abc", headers={**h(api), "Upload-Offset": "0"})
+    assert no_type.status_code == 415
+    no_offset = await api.client.patch(f"/files/{upload_id}", content=b"abc", headers={**h(api), **OCTETS})
+    assert no_offset.status_code == 400 and "Upload-Offset" in no_offset.text
+    negative = await api.client.patch(
+        f"/files/{upload_id}", content=b"abc", headers={**h(api), **OCTETS, "Upload-Offset": "-1"}
+    )
+    assert negative.status_code == 400 and "Upload-Offset" in negative.text
+    assert (await patch(api, upload_id, 0, b"abc")).headers["upload-offset"] == "3"
+    mismatch = await patch(api, upload_id, 1, b"defg")
+    assert mismatch.status_code == 409 and mismatch.headers["tus-resumable"] == "1.0.0"
+    assert (await head(api, upload_id)).headers["upload-offset"] == "3"  # unchanged
+    too_long = await patch(api, upload_id, 3, b"0123456789")
+    assert too_long.status_code == 413
+    assert (await head(api, upload_id)).headers["upload-offset"] == "3"
+
+
+async def test_body_past_length_without_content_length_is_413_and_kept_nothing(api: Api) -> None:
+    upload_id = await create(api, 10)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"01234"
+        yield b"56789abc"
+
+    response = await api.client.patch(
+        f"/files/{upload_id}", content=chunks(), headers={**h(api), **OCTETS, "Upload-Offset": "0"}
+    )
+    assert response.status_code == 413
+    assert (await head(api, upload_id)).headers["upload-offset"] == "0"
+
+
+# ---- creation ---------------------------------------------------------------------------------------
+async def test_creation_rules(api: Api) -> None:
+    neither = await api.client.post("/files", headers=h(api))
+    assert neither.status_code == 400 and "Upload-Length" in neither.text
+    both = await api.client.post("/files", headers=h(api, Upload_Length="5", Upload_Defer_Length="1"))
+    assert both.status_code == 400
+    assert (await api.client.post("/files", headers=h(api, Upload_Defer_Length="2"))).status_code == 400
+    assert (await api.client.post("/files", headers=h(api, Upload_Length="x"))).status_code == 400
+    too_big = await api.client.post("/files", headers=h(api, Upload_Length=str(api.runtime.settings.max_file_size + 1)))
+    assert too_big.status_code == 413
+    empty = await api.client.post("/files", headers=h(api, Upload_Length="0"))
+    assert empty.status_code == 201
+    upload_id = empty.headers["location"].rsplit("/", 1)[1]
+    assert (await head(api, upload_id)).headers["upload-offset"] == "0"
+    got = await api.client.get(f"/files/{upload_id}", headers=api.auth())
+    assert got.status_code == 200 and got.content == b""
+    native = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert native["status"] == "COMPLETED" and native["md5"] == hashlib.md5(b"").hexdigest()
+
+
+async def test_creation_with_upload(api: Api) -> None:
+    data = os.urandom(5000)
+    response = await api.client.post(
+        "/files", content=data[:2000], headers={**h(api, Upload_Length=str(len(data))), **OCTETS}
+    )
+    assert response.status_code == 201
+    assert response.headers["upload-offset"] == "2000"
+    upload_id = response.headers["location"].rsplit("/", 1)[1]
+    assert (await patch(api, upload_id, 2000, data[2000:])).status_code == 204
+    whole = await api.client.post("/files", content=data, headers={**h(api, Upload_Length=str(len(data))), **OCTETS})
+    assert whole.headers["upload-offset"] == str(len(data))
+    whole_id = whole.headers["location"].rsplit("/", 1)[1]
+    for uid in (upload_id, whole_id):
+        assert (await api.client.get(f"/files/{uid}", headers=api.auth())).content == data
+    # Without the tus content type the body is not upload data.
+    ignored = await api.client.post("/files", content=b"zzz", headers=h(api, Upload_Length="3"))
+    assert ignored.status_code == 201 and "upload-offset" not in ignored.headers
+
+
+async def test_defer_length(api: Api) -> None:
+    data = os.urandom(4000)
+    upload_id = await create(api, None)
+    first = await head(api, upload_id)
+    assert first.headers["upload-defer-length"] == "1" and "upload-length" not in first.headers
+    assert (await patch(api, upload_id, 0, data[:1000])).status_code == 204
+    assert (await patch(api, upload_id, 1000, data[1000:3000], Upload_Length="999")).status_code == 400
+    last = await patch(api, upload_id, 1000, data[1000:], Upload_Length=str(len(data)))
+    assert last.status_code == 204 and last.headers["upload-offset"] == str(len(data))
+    done = await head(api, upload_id)
+    assert done.headers["upload-length"] == str(len(data)) and "upload-defer-length" not in done.headers
+    native = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert native["status"] == "COMPLETED" and native["md5"] == hashlib.md5(data).hexdigest()
+
+
+async def test_length_can_be_declared_once(api: Api) -> None:
+    upload_id = await create(api, None)
+    assert (await patch(api, upload_id, 0, b"abc", Upload_Length="10")).status_code == 204
+    assert (await patch(api, upload_id, 3, b"def", Upload_Length="11")).status_code == 400
+    assert (await head(api, upload_id)).headers["upload-length"] == "10"
+
+
+async def test_metadata_is_parsed_strictly_and_reencoded(api: Api) -> None:
+    evil = "a\r\nX-Evil: 1"
+    meta = f"filename {b64('../../etc/passwd')},is_confidential,note {b64(evil)}"
+    upload_id = await create(api, 1, Upload_Metadata=meta)
+    response = await head(api, upload_id)
+    assert "x-evil" not in response.headers
+    pairs = dict(
+        item.split(" ") if " " in item else (item, None) for item in response.headers["upload-metadata"].split(",")
+    )
+    assert pairs["is_confidential"] is None
+    assert base64.b64decode(pairs["note"]) == b"a\r\nX-Evil: 1"
+    native = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert "/" not in native["filename"]
+    name_only = await create(api, 1, Upload_Metadata=f"name {b64('photo.jpg')},type {b64('image/jpeg')}")
+    native = (await api.client.get(f"/v1/files/{name_only}", headers=api.auth())).json()
+    assert native["filename"] == "photo.jpg" and native["mimeType"] == "image/jpeg"
+    for bad in [
+        f"filename {b64('a')},filename {b64('b')}",  # duplicate key
+        "filename not*base64",
+        "filename YQ",  # unpadded
+        f"file name {b64('a')}",
+        f",filename {b64('a')}",
+        "filename " + b64(b"\xff\xfe"),  # not UTF-8 where a name is needed
+        "k\u00e9y YQ==".encode(),  # non-ASCII key
+    ]:
+        response = await api.client.post("/files", headers=h(api, Upload_Length="1", Upload_Metadata=bad))
+        assert response.status_code == 400, bad
+        assert "Upload-Metadata" in response.text
+
+
+# ---- checksum -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("algorithm", "digest"),
+    [
+        ("md5", lambda d: hashlib.md5(d).digest()),
+        ("sha1", lambda d: hashlib.sha1(d).digest()),
+        ("sha256", lambda d: hashlib.sha256(d).digest()),
+        ("crc32", lambda d: zlib.crc32(d).to_bytes(4, "big")),
+    ],
+)
+async def test_checksum(api: Api, algorithm: str, digest) -> None:
+    data = os.urandom(200_000)
+    upload_id = await create(api, len(data))
+    good = f"{algorithm} {b64(digest(data[:100_000]))}"
+    ok = await patch(api, upload_id, 0, data[:100_000], Upload_Checksum=good)
+    assert ok.status_code == 204 and ok.headers["upload-offset"] == "100000"
+    bad = f"{algorithm} {b64(digest(b'something else'))}"
+    mismatch = await patch(api, upload_id, 100_000, data[100_000:], Upload_Checksum=bad)
+    assert mismatch.status_code == 460
+    assert (await head(api, upload_id)).headers["upload-offset"] == "100000"  # none of its bytes kept
+    last = f"{algorithm} {b64(digest(data[100_000:]))}"
+    assert (await patch(api, upload_id, 100_000, data[100_000:], Upload_Checksum=last)).status_code == 204
+    native = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert native["md5"] == hashlib.md5(data).hexdigest()
+
+
+async def test_checksum_header_errors(api: Api) -> None:
+    upload_id = await create(api, 10)
+    for value in ("sha512 " + b64(b"x" * 64), "md5", "md5 !!!", "md5 " + b64(b"short")):
+        response = await patch(api, upload_id, 0, b"abc", Upload_Checksum=value)
+        assert response.status_code == 400, value
+        assert "Upload-Checksum" in response.text
+    with_body = await api.client.post(
+        "/files",
+        content=b"hello",
+        headers={**h(api, Upload_Length="5", Upload_Checksum=f"sha1 {b64(hashlib.sha1(b'nope').digest())}"), **OCTETS},
+    )
+    assert with_body.status_code == 460
+    pending = await api.runtime.uploads.list("alice", status=Status.PENDING)
+    assert [u.id for u in pending] == [upload_id]  # the refused creation left nothing behind
+
+
+# ---- expiration ---------------------------------------------------------------------------------------
+async def test_expiration(api: Api) -> None:
+    upload_id = await create(api, 10)
+    response = await head(api, upload_id)
+    expires = parsedate_to_datetime(response.headers["upload-expires"])
+    assert response.headers["upload-expires"].endswith(" GMT")
+    upload = await api.runtime.uploads.get("alice", upload_id)
+    assert abs((expires - upload.expires_at).total_seconds()) < 1
+    patched = await patch(api, upload_id, 0, b"abc")
+    assert parsedate_to_datetime(patched.headers["upload-expires"]) >= expires
+    service = api.runtime.uploads
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + timedelta(days=2)
+    try:
+        assert (await head(api, upload_id)).status_code == 410
+        assert (await patch(api, upload_id, 3, b"def")).status_code == 410
+        assert await service.expire_due() == 1
+        assert (await head(api, upload_id)).status_code == 410
+    finally:
+        service.clock = real_clock
+
+
+# ---- termination --------------------------------------------------------------------------------------
+async def test_termination(api: Api) -> None:
+    upload_id = await create(api, 10)
+    assert (await patch(api, upload_id, 0, b"abc")).status_code == 204
+    response = await api.client.delete(f"/files/{upload_id}", headers=h(api))
+    assert response.status_code == 204 and response.headers["tus-resumable"] == "1.0.0"
+    assert (await head(api, upload_id)).status_code == 404
+    assert (await patch(api, upload_id, 3, b"def")).status_code == 404
+    assert (await api.client.delete(f"/files/{upload_id}", headers=h(api))).status_code == 404
+    done = await create(api, 1)
+    await patch(api, done, 0, b"x")
+    no_delete_scope = await api.runtime.keys.create("alice", "files:create")
+    forbidden = await api.client.delete(
+        f"/files/{done}", headers={**TUS, "Authorization": f"Bearer {no_delete_scope[1]}"}
+    )
+    assert forbidden.status_code == 403
+    assert (await api.client.delete(f"/files/{done}", headers=h(api))).status_code == 204
+    assert (await api.client.get(f"/v1/files/{done}", headers=api.auth())).status_code == 404
+
+
+# ---- concatenation ------------------------------------------------------------------------------------
+async def test_concatenation_links_parts_and_computes_md5(api: Api) -> None:
+    chunks = [os.urandom(n) for n in (70_000, 1, 0, 123_457)]
+    ids = []
+    for chunk in chunks:
+        upload_id = await create(api, len(chunk), Upload_Concat="partial")
+        if chunk:
+            cut = min(10, len(chunk) - 1)
+            assert (await patch(api, upload_id, 0, chunk[:cut])).status_code == 204
+            assert (await patch(api, upload_id, cut, chunk[cut:])).status_code == 204
+        assert (await head(api, upload_id)).headers["upload-concat"] == "partial"
+        ids.append(upload_id)
+    urls = " ".join([f"http://testserver/files/{ids[0]}", *(f"/files/{i}" for i in ids[1:])])
+    final = await api.client.post(
+        "/files", headers=h(api, Upload_Concat=f"final;{urls}", Upload_Metadata=f"filename {b64('all.bin')}")
+    )
+    assert final.status_code == 201, final.text
+    final_id = final.headers["location"].rsplit("/", 1)[1]
+    described = await head(api, final_id)
+    data = b"".join(chunks)
+    assert described.headers["upload-offset"] == described.headers["upload-length"] == str(len(data))
+    assert described.headers["upload-concat"] == "final;" + " ".join(f"/files/{i}" for i in ids)
+    native = (await api.client.get(f"/v1/files/{final_id}", headers=api.auth())).json()
+    assert native["status"] == "COMPLETED" and native["md5"] == hashlib.md5(data).hexdigest()
+    assert native["filename"] == "all.bin"
+    got = await api.client.get(f"/files/{final_id}", headers={**api.auth(), "Range": "bytes=69990-70010"})
+    assert got.status_code == 206 and got.content == data[69_990:70_011]
+    # No byte copied: the final's part files are hard links of the partials' part files.
+    blobs = api.runtime.blobs
+    final_upload = await api.runtime.uploads.get("alice", final_id)
+    for part in final_upload.sorted_parts():
+        assert (blobs.root / final_id[:2] / final_id / part.blob_ref).stat().st_nlink == 2
+    assert (await patch(api, final_id, len(data), b"x")).status_code == 403
+    # The partials can go; the final keeps its bytes.
+    for upload_id in ids:
+        assert (await api.client.delete(f"/files/{upload_id}", headers=h(api))).status_code == 204
+    assert (await api.client.get(f"/files/{final_id}", headers=api.auth())).content == data
+
+
+async def test_concatenation_rules(api: Api) -> None:
+    partial = await create(api, 3, Upload_Concat="partial")
+    unfinished = await create(api, 3, Upload_Concat="partial")
+    plain = await create(api, 3)
+    bobs = await create(api, 3, "bob", Upload_Concat="partial")
+    for upload_id, who in ((partial, "alice"), (plain, "alice"), (bobs, "bob")):
+        await patch(api, upload_id, 0, b"abc", who)
+
+    async def final(value: str, **extra: str) -> httpx.Response:
+        return await api.client.post("/files", headers=h(api, Upload_Concat=value, **extra))
+
+    assert (await final(f"final;/files/{partial} /files/{unfinished}")).status_code == 400
+    assert (await final(f"final;/files/{partial} /files/{plain}")).status_code == 400
+    assert (await final(f"final;/files/{partial} /files/{bobs}")).status_code == 404
+    assert (await final(f"final;/files/{partial}", Upload_Length="3")).status_code == 400
+    assert (await final("final;")).status_code == 400
+    assert (await final("final;/elsewhere/x")).status_code == 400
+    assert (await final("whole")).status_code == 400
+    made = await final(f"final;/files/{partial}")
+    final_id = made.headers["location"].rsplit("/", 1)[1]
+    assert (await final(f"final;/files/{final_id}")).status_code == 400  # a final is not a partial
+
+
+async def test_concatenation_copies_without_the_link_capability(api: Api) -> None:
+    """A blob store without PartLinker: the service copies the parts through the store."""
+
+    class NoLinks:
+        def __init__(self, inner: object) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> object:
+            if name == "link_part":
+                raise AttributeError(name)
+            return getattr(self._inner, name)
+
+    service = api.runtime.uploads
+    service.blobs = NoLinks(service.blobs)  # type: ignore[assignment]
+    data = os.urandom(50_000)
+    a = await create(api, 20_000, Upload_Concat="partial")
+    b = await create(api, 30_000, Upload_Concat="partial")
+    await patch(api, a, 0, data[:20_000])
+    await patch(api, b, 0, data[20_000:])
+    made = await api.client.post("/files", headers=h(api, Upload_Concat=f"final;/files/{a} /files/{b}"))
+    final_id = made.headers["location"].rsplit("/", 1)[1]
+    upload = await service.get("alice", final_id)
+    assert upload.md5 == hashlib.md5(data).hexdigest()
+    root = api.runtime.blobs.root
+    for part in upload.sorted_parts():
+        assert (root / final_id[:2] / final_id / part.blob_ref).stat().st_nlink == 1
+    assert (await api.client.get(f"/files/{final_id}", headers=api.auth())).content == data
+
+
+# ---- method override, GET, stale writers --------------------------------------------------------------
+async def test_method_override(api: Api) -> None:
+    upload_id = await create(api, 6)
+    response = await api.client.post(
+        f"/files/{upload_id}",
+        content=b"abcdef",
+        headers={**h(api), **OCTETS, "Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"},
+    )
+    assert response.status_code == 204 and response.headers["upload-offset"] == "6"
+    described = await api.client.post(f"/files/{upload_id}", headers={**h(api), "X-HTTP-Method-Override": "HEAD"})
+    assert described.headers["upload-offset"] == "6"
+    plain_post = await api.client.post(f"/files/{upload_id}", headers=h(api))
+    assert plain_post.status_code == 405
+    deleted = await api.client.post(f"/files/{upload_id}", headers={**h(api), "X-HTTP-Method-Override": "DELETE"})
+    assert deleted.status_code == 204
+    odd = await api.client.post("/files", headers={**h(api), "X-HTTP-Method-Override": "TRACE"})
+    assert odd.status_code == 400
+
+
+async def test_get_downloads_only_finished_uploads(api: Api) -> None:
+    data = os.urandom(1000)
+    upload_id = await create(api, len(data), Upload_Metadata=f"filename {b64('x.bin')}")
+    await patch(api, upload_id, 0, data[:10])
+    assert (await api.client.get(f"/files/{upload_id}", headers=api.auth())).status_code == 409
+    await patch(api, upload_id, 10, data[10:])
+    got = await api.client.get(f"/files/{upload_id}", headers=api.auth())
+    assert got.content == data and 'filename="x.bin"' in got.headers["content-disposition"]
+    ranged = await api.client.get(f"/files/{upload_id}", headers={**api.auth(), "Range": "bytes=-10"})
+    assert ranged.status_code == 206 and ranged.content == data[-10:]
+    native_upload = (
+        await api.client.post("/v1/files", json={"filename": "n", "sizeBytes": 1}, headers=api.auth())
+    ).json()
+    assert (await head(api, native_upload["id"])).status_code == 404  # not a tus upload
+
+
+async def test_a_new_patch_ends_a_stale_one(api: Api) -> None:
+    """tusd v2's behaviour: the stale PATCH (its client vanished mid-body) is ended, keeping the
+    bytes it had; the new PATCH at the resulting offset proceeds."""
+    data = os.urandom(3 * 1024 * 1024)
+    upload_id = await create(api, len(data))
+    gate = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield data[:1_500_000]
+        await gate.wait()  # the connection hangs: no more bytes, no close
+        yield data[1_500_000:]
+
+    old = asyncio.create_task(
+        api.client.patch(f"/files/{upload_id}", content=stalled(), headers={**h(api), **OCTETS, "Upload-Offset": "0"})
+    )
+    upload = await api.runtime.uploads.get("alice", upload_id, with_parts=False)
+    for _ in range(200):
+        await asyncio.sleep(0.02)
+        if "tus.inflight" in api.runtime.extras and api.runtime.extras["tus.inflight"]._writers:
+            break
+    await asyncio.sleep(0.2)
+    # A wrong offset does not disturb the writer.
+    assert (await patch(api, upload_id, 5, b"zz")).status_code == 409
+    assert not old.done()
+    # The client resumes from the recorded offset (0): the stale request is ended first, it
+    # commits what it has, and this PATCH then finds the offset moved on → 409; HEAD tells where.
+    retry = await patch(api, upload_id, 0, data)
+    assert retry.status_code == 409
+    stale = await old
+    assert stale.status_code == 400
+    offset = int((await head(api, upload_id)).headers["upload-offset"])
+    assert offset == 1_500_000
+    assert (await patch(api, upload_id, offset, data[offset:])).status_code == 204
+    upload = await api.runtime.uploads.get("alice", upload_id)
+    assert upload.md5 == hashlib.md5(data).hexdigest()
+    gate.set()
+
+
+async def test_custom_mount_path(tmp_path, settings) -> None:
+    from chunkd.app import create_app
+
+    settings.tus_path = "/api/tus"
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        _, key = await app.state.chunkd.keys.create("alice", "files:create,files:read")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            created = await client.post(
+                "/api/tus", headers={**TUS, "Authorization": f"Bearer {key}", "Upload-Length": "1"}
+            )
+            assert created.status_code == 201
+            assert created.headers["location"].startswith("http://testserver/api/tus/")
+            assert (await client.options("/files")).status_code != 204

@@ -1,0 +1,189 @@
+"""Real tus clients (tuspy, tus-js-client under node) against a real ``chunkd serve``, with the
+server killed mid-upload and connections cut mid-PATCH. The stored file's MD5 must equal the
+source's every time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.proxy import CuttingProxy
+from tests.support.server import ChunkdServer
+
+pytestmark = pytest.mark.e2e
+
+MiB = 1024 * 1024
+TESTS = Path(__file__).resolve().parents[1]
+JS_CLIENT = TESTS / "e2e" / "js" / "tus_upload.cjs"
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+def random_file(path: Path, size: int) -> str:
+    """Write ``size`` random bytes to ``path``; returns their MD5."""
+    digest = hashlib.md5()
+    with open(path, "wb") as handle:
+        left = size
+        while left:
+            chunk = os.urandom(min(left, 4 * MiB))
+            digest.update(chunk)
+            handle.write(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def stored(server: ChunkdServer, key: str, url: str) -> dict:
+    upload_id = url.rstrip("/").rsplit("/", 1)[1]
+    response = httpx.get(f"{server.url}/v1/files/{upload_id}", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def download_md5(server: ChunkdServer, key: str, url: str) -> str:
+    digest = hashlib.md5()
+    with httpx.stream("GET", url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_bytes():
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@pytest.mark.slow
+def test_tuspy_resumes_after_the_server_is_killed(live_server: ChunkdServer, tmp_path: Path) -> None:
+    from tusclient import client as tus_client
+    from tusclient.exceptions import TusCommunicationError, TusUploadFailed
+    from tusclient.storage.filestorage import FileStorage
+
+    key = live_server.create_key("alice")
+    source = tmp_path / "video.bin"
+    md5 = random_file(source, 64 * MiB)
+    storage = FileStorage(str(tmp_path / "tus-urls.json"))
+
+    def uploader():
+        client = tus_client.TusClient(f"{live_server.url}/files", headers={"Authorization": f"Bearer {key}"})
+        return client.uploader(
+            str(source), chunk_size=5 * MiB, store_url=True, url_storage=storage, metadata={"filename": "video.bin"}
+        )
+
+    first = uploader()
+    for _ in range(4):
+        first.upload_chunk()
+    assert first.offset == 20 * MiB
+    # Kill -9 while the fifth chunk is on the wire.
+    failure: list[BaseException] = []
+
+    def send_one() -> None:
+        try:
+            first.upload_chunk()
+        except (TusCommunicationError, TusUploadFailed, OSError, httpx.HTTPError) as exc:
+            failure.append(exc)
+
+    sender = threading.Thread(target=send_one)
+    sender.start()
+    time.sleep(0.02)
+    live_server.kill()
+    sender.join(timeout=60)
+    live_server.start()
+
+    second = uploader()  # finds the stored URL and asks the server where to resume (HEAD)
+    assert second.url == first.url
+    assert 20 * MiB <= second.offset <= 25 * MiB
+    second.upload()
+    info = stored(live_server, key, second.url)
+    assert info["status"] == "COMPLETED"
+    assert info["md5"] == md5
+    assert info["filename"] == "video.bin"
+    assert download_md5(live_server, key, second.url) == md5
+
+
+def run_js(server: ChunkdServer, endpoint: str, key: str, file: Path, **options: object) -> dict:
+    if shutil.which("node") is None or not (TESTS / "node_modules" / "tus-js-client").exists():
+        pytest.fail("node and tests/node_modules/tus-js-client are needed: run scripts/test-deps.sh")
+    result = subprocess.run(
+        ["node", str(JS_CLIENT), endpoint, key, str(file), json.dumps(options)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_tus_js_client_parallel_uploads_concatenate(live_server: ChunkdServer, tmp_path: Path) -> None:
+    key = live_server.create_key("alice")
+    source = tmp_path / "parallel.bin"
+    md5 = random_file(source, 16 * MiB + 12345)
+    out = run_js(live_server, f"{live_server.url}/files", key, source, parallelUploads=4, chunkSize=2 * MiB)
+    info = stored(live_server, key, out["url"])
+    assert info["status"] == "COMPLETED" and info["md5"] == md5
+    assert info["sizeBytes"] == 16 * MiB + 12345
+    head = httpx.head(out["url"], headers={**TUS, "Authorization": f"Bearer {key}"})
+    assert head.headers["upload-concat"].startswith("final;")
+    assert len(head.headers["upload-concat"][len("final;") :].split(" ")) == 4
+    assert download_md5(live_server, key, out["url"]) == md5
+
+
+def test_tus_js_client_resumes_after_a_connection_is_cut_mid_patch(live_server: ChunkdServer, tmp_path: Path) -> None:
+    key = live_server.create_key("alice")
+    source = tmp_path / "cut.bin"
+    size = 24 * MiB
+    md5 = random_file(source, size)
+    proxy = CuttingProxy(live_server.port, cut_after=9 * MiB)
+    try:
+        # One PATCH for the whole file (chunkSize: Infinity): the cut lands in the middle of it.
+        out = run_js(live_server, f"http://127.0.0.1:{proxy.port}/files", key, source)
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1
+    info = stored(live_server, key, out["url"])
+    assert info["status"] == "COMPLETED" and info["md5"] == md5
+    # The cut PATCH's bytes were kept: the client resumed from the middle, not from zero.
+    sizes = [part["sizeBytes"] for part in info["parts"]]
+    assert len(sizes) >= 2 and 0 < sizes[0] < size and sum(sizes) == size
+    assert download_md5(live_server, key, out["url"].replace(f":{proxy.port}", f":{live_server.port}")) == md5
+
+
+def test_a_dropped_patch_keeps_the_bytes_that_arrived(live_server: ChunkdServer) -> None:
+    """Under uvicorn, a client that vanishes mid-body reaches the engine as a broken body and the
+    bytes that arrived are committed: HEAD resumes from there."""
+    key = live_server.create_key("alice")
+    data = os.urandom(8 * MiB)
+    headers = {**TUS, "Authorization": f"Bearer {key}"}
+    created = httpx.post(f"{live_server.url}/files", headers={**headers, "Upload-Length": str(len(data))})
+    url = created.headers["location"]
+    path = url.split(str(live_server.port), 1)[1]
+    sock = socket.create_connection(("127.0.0.1", live_server.port))
+    sock.sendall(
+        (
+            f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode()
+    )
+    sock.sendall(data[: 3 * MiB])
+    time.sleep(0.5)  # let the server read what was sent
+    sock.close()
+    offset = 0
+    for _ in range(100):
+        offset = int(httpx.head(url, headers=headers).headers["upload-offset"])
+        if offset:
+            break
+        time.sleep(0.05)
+    assert 2 * MiB <= offset <= 3 * MiB
+    rest = httpx.patch(
+        url,
+        content=data[offset:],
+        headers={**headers, "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)},
+    )
+    assert rest.status_code == 204, rest.text
+    info = stored(live_server, key, url)
+    assert info["md5"] == hashlib.md5(data).hexdigest()
