@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chunkd.frontends.assets.router import router as assets_router
+from chunkd.frontends.media.router import router as media_router
 from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
 from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime
@@ -93,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(native_router)
+    app.include_router(media_router)
+    app.include_router(assets_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
