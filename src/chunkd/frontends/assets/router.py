@@ -15,6 +15,7 @@ import json
 import re
 import secrets
 import unicodedata
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -257,19 +258,20 @@ def _check_parts(upload: Upload, parts: list[PartRef]) -> None:
     count = upload.part_count or 0
     if not parts:
         raise e.InvalidInput("parts must list every part with its etag", field="parts")
-    previous = 0
+    numbers = [ref.partNumber for ref in parts]
+    if any(a >= b for a, b in pairwise(numbers)):
+        raise e.InvalidInput("parts must be in strictly ascending partNumber order", field="parts")
+    if numbers[-1] > count:
+        raise e.InvalidInput(f"part {numbers[-1]} is beyond the asset's {count} parts", field="parts")
     for index, ref in enumerate(parts):
         number = ref.partNumber
-        if number <= previous:
-            raise e.InvalidInput("parts must be in strictly ascending partNumber order", field="parts")
-        previous = number
-        if number > count:
-            raise e.InvalidInput(f"part {number} is beyond the asset's {count} parts", field="parts")
         stored = upload.parts.get(number)
         if stored is None:
             raise e.InvalidInput(f"part {number} has not been uploaded", field="parts")
         if _etag(ref.etag) != stored.md5:
             raise e.InvalidInput(f"the etag of part {number} does not match the stored part", field="parts")
+        # The engine already refuses wrong-sized parts at PUT; S3's rule is checked again here so
+        # that the parts list itself is validated as S3 would.
         if index < len(parts) - 1 and stored.size < upload.part_size:
             raise e.InvalidInput(
                 f"part {number} has {stored.size} bytes; every part but the last needs {upload.part_size}",
@@ -309,6 +311,7 @@ async def complete_asset(request: Request) -> dict[str, Any]:
             upload = await service.cancel(who.owner, upload.id)
         return _result(upload, "cancel")
     if upload.status is not Status.COMPLETED:
+        upload.ensure_pending(service.clock())  # a cancelled or expired asset says so, not "part 1 missing"
         _check_parts(upload, body.parts)
         if body.filesize is not None and body.filesize != upload.bytes_received:
             raise e.SizeMismatch(
