@@ -95,7 +95,16 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
         authenticator=Authenticator(keys, tokens),
         signer=signer,
         tokens=tokens,
+        extras={"media": build_media(settings, engine, uploads)},
     )
+
+
+def build_media(settings: Settings, engine: Any, uploads: UploadService) -> Any:
+    """The media API's service (integer media ids over the same database)."""
+    from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
+    from chunkd.service.media import MediaService
+
+    return MediaService(uploads, SqlMediaRepository(engine), settings.media_limits())
 
 
 async def bootstrap_admin_key(runtime: Runtime) -> str | None:

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chunkd.service.media import MediaLimits
 from chunkd.service.uploads import EngineConfig
 
 __all__ = ["Settings"]
@@ -122,9 +123,34 @@ class Settings(BaseSettings):
 
     def cors_origin_list(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+    # ---- media API (/api/v2/media; "MB" read as MiB, as S3 and Django count sizes) ----
+    media_max_image_bytes: int = Field(5 * MiB, description="Largest image (type image or eimage), in bytes (5 MiB).")
+    media_max_document_bytes: int = Field(50 * MiB, description="Largest document (type doc, PDF), in bytes (50 MiB).")
+    media_max_chunk_bytes: int = Field(
+        204_800, description="Largest chunk one media upload request may carry, in bytes."
+    )
+    media_max_image_pixels: int = Field(
+        89_478_485, description="Images with more pixels are refused as decompression bombs (Pillow's default)."
+    )
+
+    # ---- asset API (/asset) ----
+    asset_part_size: int = Field(
+        100 * MiB, description="Part size of multipart assets in bytes; files up to this size take one PUT (100 MiB)."
+    )
+    asset_url_ttl_seconds: float = Field(
+        3600.0, description="Lifetime of the signed upload URLs handed out for assets."
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'chunkd.db').resolve()}"
+
+    def media_limits(self) -> MediaLimits:
+        return MediaLimits(
+            image_bytes=self.media_max_image_bytes,
+            document_bytes=self.media_max_document_bytes,
+            chunk_bytes=self.media_max_chunk_bytes,
+            image_pixels=self.media_max_image_pixels,
+        )
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(

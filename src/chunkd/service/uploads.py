@@ -431,6 +431,7 @@ class UploadService:
         checksum: tuple[StreamHasher, bytes] | None = None,
         keep_partial: bool = True,
         max_bytes: int | None = None,
+        exact_size: int | None = None,
         lock_timeout: float = 0.0,
     ) -> Upload:
         """Append bytes at ``offset`` (which must be the current end) to an APPEND upload.
@@ -439,7 +440,9 @@ class UploadService:
         ``Busy``. If the body breaks off (client gone), the bytes that arrived are kept when
         ``keep_partial`` and no ``checksum`` is to be verified. ``checksum`` is (hasher, expected
         digest) over this request's bytes; on mismatch none of them are kept. Past the declared
-        size (or ``max_bytes``) reading stops and nothing of this request is kept."""
+        size (or ``max_bytes``) reading stops and nothing of this request is kept. ``exact_size``:
+        the body must be exactly that long (a chunk whose length a header announced); a longer or
+        shorter body is refused with ``SizeMismatch`` and nothing of it is kept."""
         async with self.locks.hold(upload_id, timeout=lock_timeout):
             upload = await self.get(owner, upload_id, with_parts=False)
             now = self.clock()
@@ -449,6 +452,14 @@ class UploadService:
             cap = room if room is not None else self.config.max_file_size - offset
             if max_bytes is not None:
                 cap = min(cap, max_bytes)
+            too_long: Exception = TooLarge(
+                f"the body goes past the upload's length ({offset + cap} bytes)", field="body"
+            )
+            if exact_size is not None:
+                if exact_size > cap:
+                    raise too_long
+                cap, keep_partial = exact_size, False
+                too_long = SizeMismatch(f"the body is longer than {exact_size} bytes", field="body")
             number = upload.parts_received + 1
             writer = await self.blobs.open_writer(upload, number, offset)
             streamed = StreamedPart(
@@ -460,13 +471,11 @@ class UploadService:
                     streamed,
                     body,
                     limit=cap,
-                    limit_error=lambda: TooLarge(
-                        f"the body goes past the upload's length ({offset + cap} bytes)", field="body"
-                    ),
+                    limit_error=lambda: too_long,
                     heartbeat=lambda: self.repo.touch(upload.id, self.clock() + self.config.ttl),
                     heartbeat_every=self.config.heartbeat_every,
                 )
-            except TooLarge:
+            except (TooLarge, SizeMismatch):
                 await writer.abort()
                 raise
             except Exception as exc:  # the body broke off: the client went away or timed out
@@ -479,6 +488,8 @@ class UploadService:
                     raise broken
                 if checksum is not None and streamed.extra is not None and streamed.extra.digest() != checksum[1]:
                     raise ChecksumMismatch("the body does not match Upload-Checksum", field="Upload-Checksum")
+                if exact_size is not None and streamed.size != exact_size:
+                    raise SizeMismatch(f"the body has {streamed.size} bytes, not {exact_size}", field="body")
             except BaseException:
                 await writer.abort()
                 raise
@@ -636,7 +647,8 @@ class UploadService:
     ) -> Upload:
         """Verify and finish an upload. Idempotent: completing a COMPLETED upload returns it.
         Any failure (missing parts, wrong size, wrong MD5, ``check`` raising) leaves it PENDING.
-        ``check`` lets a frontend validate the content (e.g. "is this really a PDF") first."""
+        ``check`` lets a frontend validate the content (e.g. "is this really a PDF") first; what it
+        records in ``upload.metadata`` is saved together with the COMPLETED status."""
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
             if upload.status is Status.COMPLETED:

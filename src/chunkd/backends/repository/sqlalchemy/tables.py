@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["api_keys", "metadata", "parts", "uploads"]
+__all__ = ["api_keys", "media", "metadata", "parts", "uploads"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -98,4 +98,22 @@ api_keys = Table(
     Column("name", String(128), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+media = Table(
+    "media",
+    metadata,
+    # An integer id per deployment: the media API's ids are integers.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "upload_id", String(64), ForeignKey("uploads.id", ondelete="CASCADE", name="fk_media_upload_id"), nullable=False
+    ),
+    Column("owner", String(128), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("image_width", Integer, nullable=True),
+    Column("image_height", Integer, nullable=True),
+    Column("order", Integer, nullable=False),
+    Column("added_at", UTCDateTime, nullable=False),
+    UniqueConstraint("upload_id", name="uq_media_upload_id"),
+    Index("ix_media_owner", "owner"),
 )

@@ -1,0 +1,52 @@
+"""The asset API's error dialect: ``{"status": "error", "message"}`` for bad requests (400, and
+404/409/413 where the problem is not the request's shape), ``{"message", "detail"}`` for 401/403."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.responses import JSONResponse
+
+from chunkd.domain import errors as e
+
+__all__ = ["render_error", "validation_message"]
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """``field.path: what is wrong`` for the first error of a pydantic validation."""
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    return f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid value')}"
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"status": "error", "message": message}, status_code=status)
+
+
+def render_error(exc: Exception) -> JSONResponse | None:
+    if isinstance(exc, e.Unauthenticated):
+        return JSONResponse(
+            {"message": "Unauthorized", "detail": exc.message},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="chunkd"'},
+        )
+    if isinstance(exc, e.Forbidden | e.QuotaExceeded):
+        return JSONResponse({"message": "Forbidden", "detail": exc.message}, status_code=403)
+    if isinstance(exc, e.NotFound):
+        return _error(404, exc.message)
+    if isinstance(exc, e.TooLarge):
+        return _error(413, exc.message)
+    if isinstance(exc, e.Busy):
+        response = _error(409, exc.message)
+        response.headers["Retry-After"] = "1"
+        return response
+    if isinstance(exc, e.RateLimited):
+        return _error(429, exc.message)
+    if isinstance(exc, e.ChunkdError):
+        return _error(400, exc.message)
+    if isinstance(exc, RequestValidationError | ValidationError):
+        return _error(400, validation_message(exc.errors()))
+    return None

@@ -1,0 +1,324 @@
+"""The asset API (``/asset``): create an asset, send it in one signed PUT (files up to the part
+size, completed at once) or in signed per-part PUTs answered with an S3-style ``ETag``, then
+``POST /asset/complete`` with ``action: complete`` or ``cancel`` (S3 CompleteMultipartUpload
+semantics for the parts list). A thin adapter: an asset is an engine PARTS upload (frontend
+``assets``) whose ``fileId`` is the upload id; the ``uploadId`` is an opaque random token kept in
+the upload's metadata and checked on completion.
+
+Part and upload URLs carry their own HMAC signature (``runtime.signer``) bound to method, path and
+expiry, so a browser or partner can PUT without the API key."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import secrets
+import unicodedata
+from itertools import pairwise
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from starlette.responses import JSONResponse, Response
+
+from chunkd.auth.principal import Principal
+from chunkd.domain import errors as e
+from chunkd.domain.names import clean_filename
+from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.frontends.assets.errors import render_error
+from chunkd.frontends.http import dialect_route, isotime, principal, runtime
+from chunkd.service.uploads import UploadService
+
+__all__ = ["ASSETS_FRONTEND", "router", "s3_key"]
+
+ASSETS_FRONTEND = "assets"
+MAX_JSON_BYTES = 4 * 1024 * 1024  # a complete call lists up to 10,000 parts
+ACTIONS = ("complete", "cancel")
+
+
+async def _render(_: Request, exc: Exception) -> Response | None:
+    return render_error(exc)
+
+
+router = APIRouter(prefix="/asset", tags=["assets"], route_class=dialect_route(_render))
+
+FileId = Annotated[str, Path(min_length=1, max_length=64, description="The asset's fileId.")]
+Expires = Annotated[str | None, Query(max_length=20)]
+Signature = Annotated[str | None, Query(max_length=100)]
+
+
+class CreateAsset(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    filename: StrictStr = Field(min_length=1, max_length=1024)
+    filesize: int = Field(ge=0)
+    originalFileId: StrictStr | None = Field(None, max_length=256)
+
+
+class PartRef(BaseModel):
+    partNumber: int = Field(ge=1, le=10_000)
+    etag: StrictStr = Field(max_length=200)
+
+
+class CompleteAsset(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    fileId: StrictStr = Field(min_length=1, max_length=64)
+    filename: StrictStr | None = Field(None, max_length=1024)
+    filesize: int | None = Field(None, ge=0)
+    action: StrictStr
+    originalFileId: StrictStr | None = Field(None, max_length=256)
+    uploadId: StrictStr | None = Field(None, max_length=256)
+    parts: list[PartRef] = Field(default_factory=list, max_length=10_000)
+
+
+def s3_key(file_id: str, filename: str) -> str:
+    """``masters/<fileId>/<filename>`` with the name reduced to characters safe in any object
+    store and URL: ASCII letters, digits, ``.``, ``_``, ``-`` (runs of anything else become one
+    ``-``), e.g. ``2 vid.mp4`` → ``2-vid.mp4``."""
+    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_name).strip("-.") or "file"
+    return f"masters/{file_id}/{safe[:200]}"
+
+
+async def _json(request: Request, model: type[BaseModel]) -> Any:
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_JSON_BYTES:
+            raise e.TooLarge(f"the body may have at most {MAX_JSON_BYTES} bytes", field="body")
+    try:
+        data = json.loads(bytes(raw) or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise e.InvalidInput("the body must be a JSON object", field="body") from None
+    if not isinstance(data, dict):
+        raise e.InvalidInput("the body must be a JSON object", field="body")
+    return model.model_validate(data)
+
+
+def _base(request: Request) -> str:
+    return (runtime(request).settings.public_url or str(request.base_url)).rstrip("/")
+
+
+def _signed(request: Request, path: str) -> str:
+    rt = runtime(request)
+    query = rt.signer.sign("PUT", path, rt.settings.asset_url_ttl_seconds)
+    return f"{_base(request)}{path}?expires={query['expires']}&signature={query['signature']}"
+
+
+def _asset_view(request: Request, upload: Upload) -> dict[str, Any]:
+    meta = upload.metadata
+    view: dict[str, Any] = {
+        "fileId": upload.id,
+        "filename": upload.filename,
+        "filesize": upload.size_bytes,
+        "originalFileId": meta.get("originalFileId"),
+        "s3Key": meta.get("s3Key"),
+        "multipart": meta.get("uploadId") is not None,
+        "expiresAt": isotime(upload.expires_at),
+    }
+    if meta.get("uploadId") is None:
+        view.update(uploadUrl=_signed(request, f"{router.prefix}/{upload.id}/content"), uploadMethod="PUT")
+    else:
+        view.update(
+            uploadId=meta["uploadId"],
+            partSize=upload.part_size,
+            partCount=upload.part_count,
+            parts=[
+                {"partNumber": n, "uploadUrl": _signed(request, f"{router.prefix}/{upload.id}/parts/{n}")}
+                for n in range(1, (upload.part_count or 0) + 1)
+            ],
+        )
+    return view
+
+
+def _result(upload: Upload, action: str) -> dict[str, Any]:
+    meta = upload.metadata
+    return {
+        "fileId": upload.id,
+        "filename": upload.filename,
+        "action": action,
+        "originalFileId": meta.get("originalFileId"),
+        "uploadId": meta.get("uploadId"),
+        "s3Key": meta.get("s3Key"),
+        "status": "success",
+    }
+
+
+async def _asset(service: UploadService, owner: str, file_id: str, *, with_parts: bool = True) -> Upload:
+    upload = await service.get(owner, file_id, with_parts=with_parts)
+    if upload.frontend != ASSETS_FRONTEND:
+        raise e.NotFound(f"no asset with fileId {file_id!r}", field="fileId")
+    return upload
+
+
+async def _writer(request: Request, path: str, expires: str | None, signature: str | None, file_id: str) -> str:
+    """The owner a PUT writes for: from a valid URL signature, else from the request's credentials."""
+    rt = runtime(request)
+    if signature is not None or expires is not None:
+        rt.signer.verify("PUT", path, expires, signature)
+        upload = await rt.uploads.repo.get(file_id, parts_from=None)
+        if upload is None or upload.frontend != ASSETS_FRONTEND:
+            raise e.NotFound(f"no asset with fileId {file_id!r}", field="fileId")
+        return upload.owner
+    who: Principal = await principal(request, "files:create")
+    return who.owner
+
+
+def _content_length(request: Request) -> int | None:
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise e.InvalidInput("Content-Length must be a number of bytes", field="Content-Length")
+    return int(raw)
+
+
+@router.post("", status_code=201, summary="Create an asset and get its upload URL(s)")
+@router.post("/", status_code=201, include_in_schema=False)
+async def create_asset(request: Request) -> dict[str, Any]:
+    """``{filename, filesize, originalFileId?}``. Files up to the part size (100 MiB by default)
+    get one ``uploadUrl`` (a PUT of the whole body stores and completes the asset); larger ones get
+    ``uploadId``, ``partSize`` and one signed ``uploadUrl`` per part, to be finished with
+    ``POST /asset/complete``."""
+    who = await principal(request, "files:create")
+    body: CreateAsset = await _json(request, CreateAsset)
+    rt = runtime(request)
+    part_size = rt.settings.asset_part_size
+    filename = clean_filename(body.filename)
+    multipart = body.filesize > part_size
+    upload = await rt.uploads.create(
+        who.owner,
+        filename=filename,
+        size_bytes=body.filesize,
+        part_size=part_size,
+        mode=Mode.PARTS,
+        frontend=ASSETS_FRONTEND,
+        strict_part_size=False,
+        metadata={
+            "originalFileId": body.originalFileId,
+            # S3 multipart upload ids are long opaque strings; this one is 512 random bits.
+            "uploadId": secrets.token_urlsafe(64) if multipart else None,
+        },
+    )
+    upload.metadata["s3Key"] = s3_key(upload.id, upload.filename)
+    await rt.uploads.repo.save(upload)
+    return _asset_view(request, upload)
+
+
+@router.put("/{file_id}/parts/{part_number}", summary="Upload one part (signed URL); answers its ETag")
+async def put_part(
+    request: Request,
+    file_id: FileId,
+    part_number: Annotated[int, Path(ge=1, le=10_000)],
+    expires: Expires = None,
+    signature: Signature = None,
+) -> Response:
+    path = f"{router.prefix}/{file_id}/parts/{part_number}"
+    owner = await _writer(request, path, expires, signature, file_id)
+    service = runtime(request).uploads
+    upload = await _asset(service, owner, file_id, with_parts=False)
+    length = _content_length(request)
+    if length is not None:  # refuse a wrong-sized part before reading it
+        upload.ensure_pending(service.clock())
+        upload.check_part_number(part_number)
+        upload.check_part_size(part_number, length)
+    part = await service.put_part(owner, file_id, part_number, request.stream())
+    return Response(status_code=200, headers={"ETag": f'"{part.md5}"', "Access-Control-Expose-Headers": "ETag"})
+
+
+@router.put("/{file_id}/content", summary="Upload a whole asset of up to one part (signed URL); completes it")
+async def put_content(
+    request: Request, file_id: FileId, expires: Expires = None, signature: Signature = None
+) -> Response:
+    path = f"{router.prefix}/{file_id}/content"
+    owner = await _writer(request, path, expires, signature, file_id)
+    service = runtime(request).uploads
+    upload = await _asset(service, owner, file_id, with_parts=False)
+    length = _content_length(request)
+    if length is not None and length != upload.size_bytes:
+        raise e.SizeMismatch(f"Content-Length {length} is not the asset's filesize {upload.size_bytes}")
+    if upload.status is not Status.COMPLETED:
+        await service.put_whole(owner, file_id, request.stream())
+        upload = await service.complete(owner, file_id)
+    return JSONResponse(
+        _result(upload, "complete"),
+        headers={"ETag": f'"{upload.md5}"', "Access-Control-Expose-Headers": "ETag"},
+    )
+
+
+def _etag(value: str) -> str:
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip().strip('"').strip().lower()
+
+
+def _check_parts(upload: Upload, parts: list[PartRef]) -> None:
+    """S3 CompleteMultipartUpload rules over the parts the engine holds."""
+    count = upload.part_count or 0
+    if not parts:
+        raise e.InvalidInput("parts must list every part with its etag", field="parts")
+    numbers = [ref.partNumber for ref in parts]
+    if any(a >= b for a, b in pairwise(numbers)):
+        raise e.InvalidInput("parts must be in strictly ascending partNumber order", field="parts")
+    if numbers[-1] > count:
+        raise e.InvalidInput(f"part {numbers[-1]} is beyond the asset's {count} parts", field="parts")
+    for index, ref in enumerate(parts):
+        number = ref.partNumber
+        stored = upload.parts.get(number)
+        if stored is None:
+            raise e.InvalidInput(f"part {number} has not been uploaded", field="parts")
+        if _etag(ref.etag) != stored.md5:
+            raise e.InvalidInput(f"the etag of part {number} does not match the stored part", field="parts")
+        # The engine already refuses wrong-sized parts at PUT; S3's rule is checked again here so
+        # that the parts list itself is validated as S3 would.
+        if index < len(parts) - 1 and stored.size < upload.part_size:
+            raise e.InvalidInput(
+                f"part {number} has {stored.size} bytes; every part but the last needs {upload.part_size}",
+                field="parts",
+            )
+    listed = {ref.partNumber for ref in parts}
+    missing = [n for n in range(1, count + 1) if n not in listed]
+    if missing:
+        raise e.InvalidInput(f"parts is missing part {missing[0]} of {count}", field="parts")
+
+
+@router.post("/complete", summary="Complete or cancel a multipart asset upload")
+@router.post("/complete/", include_in_schema=False)
+async def complete_asset(request: Request) -> dict[str, Any]:
+    """``action: complete`` checks the parts list (ascending, every part, etags matching the stored
+    parts) and ``filesize`` against the bytes received, then completes the asset; ``action:
+    cancel`` aborts it and frees its parts. Both are idempotent."""
+    who = await principal(request, "files:create")
+    body: CompleteAsset = await _json(request, CompleteAsset)
+    if body.action not in ACTIONS:
+        raise e.InvalidInput(f"action must be 'complete' or 'cancel' (case-sensitive), not {body.action!r}")
+    action: Literal["complete", "cancel"] = body.action  # type: ignore[assignment]
+    service = runtime(request).uploads
+    upload = await _asset(service, who.owner, body.fileId, with_parts=action == "complete")
+    expected_id = upload.metadata.get("uploadId")
+    if (expected_id is not None or body.uploadId) and (
+        not body.uploadId or not hmac.compare_digest(str(expected_id or ""), body.uploadId)
+    ):
+        raise e.InvalidInput("uploadId does not belong to this fileId", field="uploadId")
+    if body.filename is not None and clean_filename(body.filename) != upload.filename:
+        raise e.InvalidInput(f"filename does not match the asset's {upload.filename!r}", field="filename")
+    stored_original = upload.metadata.get("originalFileId")
+    if body.originalFileId and stored_original and body.originalFileId != stored_original:
+        raise e.InvalidInput("originalFileId does not match the asset's", field="originalFileId")
+    if action == "cancel":
+        if upload.status is not Status.CANCELLED:
+            upload = await service.cancel(who.owner, upload.id)
+        return _result(upload, "cancel")
+    if upload.status is not Status.COMPLETED:
+        upload.ensure_pending(service.clock())  # a cancelled or expired asset says so, not "part 1 missing"
+        _check_parts(upload, body.parts)
+        if body.filesize is not None and body.filesize != upload.bytes_received:
+            raise e.SizeMismatch(
+                f"filesize {body.filesize} does not match the {upload.bytes_received} bytes received",
+                field="filesize",
+            )
+        upload = await service.complete(who.owner, upload.id)
+    elif body.filesize is not None and body.filesize != upload.size_bytes:
+        raise e.SizeMismatch(f"filesize {body.filesize} does not match the asset's {upload.size_bytes} bytes")
+    return _result(upload, "complete")

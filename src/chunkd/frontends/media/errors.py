@@ -1,0 +1,57 @@
+"""The media API's error dialect, Django REST framework's: ``{"detail": "..."}`` plus, as
+django-chunked-upload does, the expected ``offset`` when a chunk starts at the wrong byte; a stable
+``code`` and the ``field`` at fault are added."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import JSONResponse
+
+from chunkd.domain import errors as e
+
+__all__ = ["render_error"]
+
+_STATUS: list[tuple[type[e.ChunkdError], int]] = [
+    (e.TooLarge, 413),
+    (e.InvalidInput, 400),
+    (e.NotFound, 404),
+    (e.Busy, 409),
+    (e.InvalidState, 400),  # django-chunked-upload: "Upload has already been marked as complete"
+    (e.MissingParts, 400),
+    (e.Conflict, 409),
+    (e.Expired, 410),  # django-chunked-upload answers 410 Gone for an expired upload
+    (e.Unauthenticated, 401),
+    (e.Forbidden, 403),
+    (e.QuotaExceeded, 403),
+    (e.RateLimited, 429),
+]
+
+
+def _status(error: e.ChunkdError) -> int:
+    return next((status for kind, status in _STATUS if isinstance(error, kind)), 400)
+
+
+def render_error(exc: Exception) -> JSONResponse | None:
+    if isinstance(exc, e.ChunkdError):
+        body: dict[str, Any] = {"detail": exc.message, "code": exc.code}
+        if exc.field is not None:
+            body["field"] = exc.field
+        if isinstance(exc, e.OffsetMismatch):
+            body["offset"] = exc.details.get("expectedOffset")
+        status = _status(exc)
+        headers = {"WWW-Authenticate": 'Bearer realm="chunkd"'} if status == 401 else None
+        if isinstance(exc, e.Busy):
+            headers = {"Retry-After": "1"}
+        return JSONResponse(body, status_code=status, headers=headers)
+    if isinstance(exc, RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        name = ".".join(loc) or "body"
+        return JSONResponse(
+            {"detail": f"{name}: {first.get('msg', 'invalid value')}", "code": "invalid_input", "field": name},
+            status_code=400 if name != "media_id" else 404,
+        )
+    return None

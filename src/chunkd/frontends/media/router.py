@@ -1,0 +1,235 @@
+"""The media API (``/api/v2/media``): django-chunked-upload's protocol — ``Content-Range`` chunks
+in a multipart ``image`` or ``document`` field, then ``complete`` with ``upload_id`` and ``md5`` —
+publishing an image or PDF as a Media object with an integer id. A thin adapter: chunks are
+engine APPEND uploads (frontend ``media``), content checks run inside the engine's ``complete``.
+
+Every path answers with and without its trailing slash (a redirect would turn a POST into a GET
+in some clients)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Path, Request
+from starlette.responses import Response
+
+from chunkd.domain import errors as e
+from chunkd.domain.checksum import parse_md5_hex
+from chunkd.domain.media import MediaRecord, MediaType
+from chunkd.domain.upload import Mode
+from chunkd.frontends.http import dialect_route, isotime, principal, runtime
+from chunkd.frontends.media.errors import render_error
+from chunkd.frontends.media.formstream import FormStream
+from chunkd.frontends.native.router import file_response
+from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type
+
+__all__ = ["router"]
+
+FILE_FIELDS = frozenset({"image", "document"})
+MAX_FORM_BYTES = 64 * 1024
+_CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
+
+MediaId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The media's id.")]
+
+
+async def _render(_: Request, exc: Exception) -> Response | None:
+    return render_error(exc)
+
+
+router = APIRouter(prefix="/api/v2/media", tags=["media"], route_class=dialect_route(_render))
+
+
+def _both(method: str, path: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a handler at ``path`` with and without the trailing slash."""
+
+    def register(handler: Callable[..., Any]) -> Callable[..., Any]:
+        router.add_api_route(path, handler, methods=[method], **kwargs)
+        router.add_api_route(path.rstrip("/"), handler, methods=[method], include_in_schema=False, **kwargs)
+        return handler
+
+    return register
+
+
+def media_service(request: Request) -> MediaService:
+    return runtime(request).extras["media"]  # type: ignore[no-any-return]
+
+
+def _content_range(header: str | None) -> tuple[int, int, int]:
+    match = _CONTENT_RANGE.match((header or "").strip())
+    if not match:
+        raise e.InvalidInput("Content-Range must be given as 'bytes START-END/TOTAL'", field="Content-Range")
+    start, end, total = map(int, match.groups())
+    if not start <= end < total:
+        raise e.InvalidInput(
+            f"Content-Range {start}-{end}/{total} is not a range inside the file", field="Content-Range"
+        )
+    return start, end, total
+
+
+@_both("POST", "/upload/chunk/", status_code=201, summary="Upload one chunk (django-chunked-upload protocol)")
+async def upload_chunk(request: Request) -> dict[str, Any]:
+    """``multipart/form-data``: the chunk in ``image`` or ``document``, ``upload_id`` from the
+    second chunk on (before the file part), ``Content-Range: bytes START-END/TOTAL``. Answers
+    ``{upload_id, offset, expires}``; a chunk that does not start at ``offset`` is refused (400,
+    with the expected ``offset``) and nothing of it is kept."""
+    who = await principal(request, "files:create")
+    media = media_service(request)
+    service = media.uploads
+    start, end, total = _content_range(request.headers.get("content-range"))
+    length = end - start + 1
+    if length > media.limits.chunk_bytes:
+        raise e.TooLarge(
+            f"a chunk may have at most {media.limits.chunk_bytes} bytes; this one has {length}",
+            field="Content-Range",
+            limit="media_max_chunk_bytes",
+            maxChunkBytes=media.limits.chunk_bytes,
+        )
+    form = FormStream(request, file_fields=FILE_FIELDS)
+    part = await form.next_file()
+    if part is None:
+        raise e.InvalidInput("no chunk was submitted: send it in the image or document field", field="image")
+    upload_id = form.fields.get("upload_id") or None
+    created = False
+    if upload_id is not None:
+        upload = await service.get(who.owner, upload_id, with_parts=False)
+        if upload.frontend != MEDIA_FRONTEND:
+            raise e.NotFound(f"no media upload with id {upload_id!r}", field="upload_id")
+        if upload.size_bytes != total:
+            raise e.InvalidInput(
+                f"Content-Range gives a total of {total} bytes; the upload was started with {upload.size_bytes}",
+                field="Content-Range",
+            )
+    else:
+        hint = MediaType.DOC if part.name == "document" else MediaType.IMAGE
+        media.check_size(default_type(part.filename, hint), total)
+        if start != 0:
+            raise e.OffsetMismatch(
+                f"the first chunk must start at byte 0, not {start} (or send upload_id before the file part)",
+                field="Content-Range",
+                expectedOffset=0,
+            )
+        upload = await service.create(
+            who.owner,
+            filename=part.filename or part.name,
+            size_bytes=total,
+            mode=Mode.APPEND,
+            frontend=MEDIA_FRONTEND,
+            metadata={"field": part.name},
+            part_size=media.limits.chunk_bytes,
+            strict_part_size=False,
+        )
+        created = True
+    try:
+        upload = await service.append(who.owner, upload.id, start, part.body(), exact_size=length)
+        fields = await form.finish()
+        late = fields.get("upload_id") or None
+        if created and late is not None:
+            raise e.InvalidInput("upload_id must come before the file part", field="upload_id")
+    except BaseException:
+        if created:  # a first chunk that failed leaves nothing behind
+            with suppress(e.ChunkdError):
+                await service.delete(who.owner, upload.id)
+        raise
+    return {"upload_id": upload.id, "offset": upload.bytes_received, "expires": isotime(upload.expires_at)}
+
+
+async def _params(request: Request) -> dict[str, str]:
+    """The complete call's parameters from a url-encoded, JSON or multipart body. A JSON object is
+    recognised by its first character too: the API's own JavaScript example sends JSON text under
+    ``Content-Type: application/x-www-form-urlencoded``."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return await FormStream(request, file_fields=frozenset()).finish()
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_FORM_BYTES:
+            raise e.TooLarge(f"the body may have at most {MAX_FORM_BYTES} bytes", field="body")
+    text = bytes(raw).decode("utf-8", "replace").strip()
+    if content_type == "application/json" or text.startswith("{"):
+        try:
+            data = json.loads(text or "{}")
+        except json.JSONDecodeError as exc:
+            raise e.InvalidInput(f"the body is not valid JSON: {exc.msg}", field="body") from None
+        if not isinstance(data, dict):
+            raise e.InvalidInput("the body must be a JSON object", field="body")
+        params: dict[str, str] = {}
+        for key, value in data.items():
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise e.InvalidInput(f"{key} must be a string", field=str(key))
+            params[str(key)] = value
+        return params
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
+def media_view(request: Request, record: MediaRecord) -> dict[str, Any]:
+    """The Media object of the API's schema."""
+    base = (runtime(request).settings.public_url or str(request.base_url)).rstrip("/")
+    return {
+        "id": record.id,
+        "added_at": isotime(record.added_at),
+        "type": record.type.value,
+        "title": None,
+        "description": None,
+        "url": None,
+        "image": f"{base}{router.prefix}/{record.id}/file/",
+        "image_width": record.width,
+        "image_height": record.height,
+        "order": record.order,
+        "embed": None,
+    }
+
+
+@_both("POST", "/upload/complete/", status_code=201, summary="Complete a chunk upload and create the Media")
+async def complete_upload(request: Request) -> dict[str, Any]:
+    """``upload_id`` and ``md5`` required, ``type`` (image, doc, eimage) optional: by default
+    ``doc`` for a ``.pdf`` name, else ``image``. The content must match the type (a PDF that parses;
+    an image that decodes); any failure leaves the upload PENDING, so it can be completed again."""
+    who = await principal(request, "files:create")
+    params = await _params(request)
+    upload_id = params.get("upload_id", "").strip()
+    if not upload_id:
+        raise e.InvalidInput("upload_id is required", field="upload_id")
+    if not params.get("md5", "").strip():
+        raise e.InvalidInput("md5 is required", field="md5")
+    try:
+        md5 = parse_md5_hex(params["md5"], field="md5")
+    except ValueError as exc:
+        raise e.InvalidInput(str(exc), field="md5") from None
+    raw_type = params.get("type", "").strip()
+    media_type: MediaType | None = None
+    if raw_type:
+        try:
+            media_type = MediaType(raw_type)
+        except ValueError:
+            allowed = ", ".join(t.value for t in MediaType)
+            raise e.InvalidInput(f"type must be one of {allowed}, not {raw_type!r}", field="type") from None
+    record = await media_service(request).publish(who.owner, upload_id, md5=md5, media_type=media_type)
+    return media_view(request, record)
+
+
+@_both("GET", "/{media_id}/", summary="Get a Media object")
+async def get_media(request: Request, media_id: MediaId) -> dict[str, Any]:
+    who = await principal(request, "files:read")
+    return media_view(request, await media_service(request).get(who.owner, media_id))
+
+
+@_both("DELETE", "/{media_id}/", status_code=204, summary="Delete a Media object and its file")
+async def delete_media(request: Request, media_id: MediaId) -> Response:
+    who = await principal(request, "files:delete")
+    await media_service(request).delete(who.owner, media_id)
+    return Response(status_code=204)
+
+
+@_both("GET", "/{media_id}/file/", summary="Download the media's file (the Media object's image URL)")
+async def media_file(request: Request, media_id: MediaId) -> Response:
+    who = await principal(request, "files:read")
+    record = await media_service(request).get(who.owner, media_id)
+    return await file_response(request, who.owner, record.upload_id, disposition="inline")

@@ -1,0 +1,36 @@
+"""Where media records live (the integer ids of the media API)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from chunkd.domain.media import MediaRecord, MediaType
+
+__all__ = ["MediaRepository"]
+
+
+class MediaRepository(Protocol):
+    """Media records; at most one per upload. Every method is its own transaction."""
+
+    async def add(
+        self,
+        *,
+        upload_id: str,
+        owner: str,
+        type: MediaType,
+        width: int | None,
+        height: int | None,
+        order: int,
+        added_at: datetime,
+    ) -> MediaRecord:
+        """Insert a record with a new integer id; if the upload already has one, return that one."""
+
+    async def get(self, media_id: int, owner: str) -> MediaRecord | None:
+        """The owner's record with this id (another owner's is None, as a missing one)."""
+
+    async def by_upload(self, upload_id: str) -> MediaRecord | None:
+        """The record published from an upload, if any."""
+
+    async def delete(self, media_id: int) -> None:
+        """Forget a record (its upload is deleted separately)."""

@@ -1,0 +1,285 @@
+"""The asset API (seed 003) through the in-process app, with a 1,000-byte part size so that
+multipart flows stay small: create, signed part PUTs answered with ETags, /asset/complete with the
+seed's headers and body, cancel, and every documented error shape."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import pytest
+
+from chunkd.settings import Settings
+from tests.conftest import Api
+
+PART = 1000
+RESULT_FIELDS = {"fileId", "filename", "action", "originalFileId", "uploadId", "s3Key", "status"}
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    settings.asset_part_size = PART
+    return settings
+
+
+def seed_headers(api: Api, who: str = "alice") -> dict[str, str]:
+    """The seed's headers: X-API-Key, Authorization, AccessToken and Content-Type: application/json."""
+    key = api.keys[who]
+    return {
+        "X-API-Key": key,
+        "Authorization": f"Bearer {key}",
+        "AccessToken": key,
+        "Content-Type": "application/json",
+    }
+
+
+async def create(api: Api, data: bytes, filename: str = "2-vid.mp4", **extra: Any) -> dict[str, Any]:
+    response = await api.client.post(
+        "/asset", json={"filename": filename, "filesize": len(data), **extra}, headers={"X-API-Key": api.keys["alice"]}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def put_parts(api: Api, asset: dict[str, Any], data: bytes) -> list[dict[str, Any]]:
+    """PUT every part to its signed URL with no credentials at all; returns the S3-style parts list."""
+    refs = []
+    for part in asset["parts"]:
+        n = part["partNumber"]
+        chunk = data[(n - 1) * PART : n * PART]
+        response = await api.client.put(part["uploadUrl"], content=chunk)
+        assert response.status_code == 200, response.text
+        assert response.headers["etag"] == f'"{hashlib.md5(chunk).hexdigest()}"'
+        refs.append({"partNumber": n, "etag": response.headers["etag"]})
+    return refs
+
+
+def complete_body(asset: dict[str, Any], parts: list[dict[str, Any]], size: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "fileId": asset["fileId"],
+        "filename": asset["filename"],
+        "filesize": size,
+        "action": "complete",
+        "originalFileId": asset["originalFileId"],
+        "uploadId": asset["uploadId"],
+        "parts": parts,
+        **extra,
+    }
+
+
+async def test_multipart_asset_seed_flow(api: Api) -> None:
+    data = os.urandom(2 * PART + 321)
+    asset = await create(api, data, originalFileId="843ec17f-9491-4cfa-b840-faa299973207")
+    assert asset["multipart"] is True and asset["partSize"] == PART and asset["partCount"] == 3
+    assert [p["partNumber"] for p in asset["parts"]] == [1, 2, 3]
+    assert isinstance(asset["uploadId"], str) and len(asset["uploadId"]) >= 64
+    parts = await put_parts(api, asset, data)
+    body = complete_body(asset, parts, len(data))
+    response = await api.client.post("/asset/complete", json=body, headers=seed_headers(api))
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert set(result) == RESULT_FIELDS
+    assert result == {
+        "fileId": asset["fileId"],
+        "filename": "2-vid.mp4",
+        "action": "complete",
+        "originalFileId": "843ec17f-9491-4cfa-b840-faa299973207",
+        "uploadId": asset["uploadId"],
+        "s3Key": f"masters/{asset['fileId']}/2-vid.mp4",
+        "status": "success",
+    }
+    assert all(isinstance(result[k], str) for k in RESULT_FIELDS)
+    # An ordinary engine upload: visible, complete, downloadable through the Files API.
+    native = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
+    assert native["status"] == "COMPLETED" and native["md5"] == hashlib.md5(data).hexdigest()
+    content = await api.client.get(f"/v1/files/{asset['fileId']}/content", headers=api.auth())
+    assert content.content == data
+    # Completing again (a retried request) answers the same; the trailing-slash path works too.
+    again = await api.client.post("/asset/complete/", json=body, headers=seed_headers(api))
+    assert again.status_code == 200 and again.json() == result
+
+
+async def test_small_asset_single_put_completes(api: Api) -> None:
+    data = os.urandom(PART)  # exactly the part size: one PUT, no complete call
+    asset = await create(api, data, filename="clip 1 (final).mov")
+    assert asset["multipart"] is False and "uploadId" not in asset and "parts" not in asset
+    assert asset["s3Key"] == f"masters/{asset['fileId']}/clip-1-final-.mov"
+    response = await api.client.put(asset["uploadUrl"], content=data)
+    assert response.status_code == 200, response.text
+    assert response.headers["etag"] == f'"{hashlib.md5(data).hexdigest()}"'
+    assert response.json()["status"] == "success" and response.json()["s3Key"] == asset["s3Key"]
+    native = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
+    assert native["status"] == "COMPLETED" and native["filename"] == "clip 1 (final).mov"
+    # The upload URL is for this asset only, and for PUT only.
+    other = await create(api, data)
+    moved = asset["uploadUrl"].replace(asset["fileId"], other["fileId"])
+    assert (await api.client.put(moved, content=data)).status_code == 403
+    # A wrong body length is refused before anything is stored.
+    short = await api.client.put(other["uploadUrl"], content=data[:-1])
+    assert short.status_code == 400 and short.json()["status"] == "error"
+
+
+async def test_empty_asset(api: Api) -> None:
+    asset = await create(api, b"")
+    response = await api.client.put(asset["uploadUrl"], content=b"")
+    assert response.status_code == 200, response.text
+    assert response.headers["etag"] == f'"{hashlib.md5(b"").hexdigest()}"'
+
+
+async def test_signed_urls_tampered_or_expired_are_403(api: Api) -> None:
+    data = os.urandom(2 * PART)
+    asset = await create(api, data)
+    url = asset["parts"][0]["uploadUrl"]
+    tampered = url.replace("signature=", "signature=x")
+    response = await api.client.put(tampered, content=data[:PART])
+    assert response.status_code == 403 and set(response.json()) == {"message", "detail"}
+    other_part = url.replace("/parts/1?", "/parts/2?")
+    assert (await api.client.put(other_part, content=data[PART:])).status_code == 403
+    path = f"/asset/{asset['fileId']}/parts/1"
+    old = api.runtime.signer.sign("PUT", path, -1)
+    expired = await api.client.put(f"{path}?expires={old['expires']}&signature={old['signature']}", content=data[:PART])
+    assert expired.status_code == 403 and "expired" in expired.json()["detail"]
+    no_signature = await api.client.put(path, content=data[:PART])
+    assert no_signature.status_code == 401 and set(no_signature.json()) == {"message", "detail"}
+    # With credentials instead of a signature, the owner may PUT.
+    with_key = await api.client.put(path, content=data[:PART], headers={"X-API-Key": api.keys["alice"]})
+    assert with_key.status_code == 200
+    assert (await api.client.put(path, content=data[:PART], headers=api.auth("bob"))).status_code == 404
+
+
+async def test_part_size_rules_at_put(api: Api) -> None:
+    data = os.urandom(2 * PART + 10)
+    asset = await create(api, data)
+    short = await api.client.put(asset["parts"][0]["uploadUrl"], content=data[: PART - 1])
+    assert short.status_code == 400 and short.json()["status"] == "error" and str(PART) in short.json()["message"]
+    last_long = await api.client.put(asset["parts"][2]["uploadUrl"], content=data[2 * PART :] + b"x")
+    assert last_long.status_code == 400
+    got = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
+    assert got["bytesReceived"] == 0
+
+
+async def assert_error(response: Any, status: int = 400, words: str = "") -> None:
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"status", "message"} and response.json()["status"] == "error"
+    assert words in response.json()["message"]
+
+
+async def test_complete_errors_leave_asset_pending(api: Api) -> None:
+    data = os.urandom(3 * PART + 5)
+    asset = await create(api, data)
+    parts = await put_parts(api, asset, data)
+    post = api.client.post
+    url = "/asset/complete"
+    h = seed_headers(api)
+    body = complete_body(asset, parts, len(data))
+    for action in ("Complete", "CANCEL", "finish", ""):
+        await assert_error(await post(url, json={**body, "action": action}, headers=h), words="action")
+    await assert_error(await post(url, json={**body, "parts": parts[::-1]}, headers=h), words="ascending")
+    await assert_error(await post(url, json={**body, "parts": [parts[0], parts[0], *parts[1:]]}, headers=h))
+    wrong_etag = [parts[0], {**parts[1], "etag": '"' + "0" * 32 + '"'}, *parts[2:]]
+    await assert_error(await post(url, json={**body, "parts": wrong_etag}, headers=h), words="etag of part 2")
+    await assert_error(
+        await post(url, json={**body, "parts": parts[:2] + parts[3:]}, headers=h), words="missing part 3"
+    )
+    await assert_error(await post(url, json={**body, "parts": parts[:3]}, headers=h), words="missing part 4")
+    beyond = [*parts, {"partNumber": 5, "etag": parts[0]["etag"]}]
+    await assert_error(await post(url, json={**body, "parts": beyond}, headers=h), words="beyond")
+    await assert_error(await post(url, json={**body, "parts": []}, headers=h), words="parts")
+    await assert_error(await post(url, json={**body, "filesize": len(data) + 1}, headers=h), words="filesize")
+    await assert_error(
+        await post(url, json={**body, "uploadId": "x" + asset["uploadId"][1:]}, headers=h), words="uploadId"
+    )
+    await assert_error(await post(url, json={**body, "uploadId": None}, headers=h), words="uploadId")
+    await assert_error(await post(url, json={**body, "filename": "other.mp4"}, headers=h), words="filename")
+    await assert_error(await post(url, json={**body, "parts": [{"partNumber": "one", "etag": "x"}]}, headers=h))
+    await assert_error(await post(url, json={**body, "filesize": -1}, headers=h), words="filesize")
+    await assert_error(await post(url, content=b"[1, 2]", headers=h), words="JSON object")
+    await assert_error(await post(url, content=b"{oops", headers=h), words="JSON object")
+    await assert_error(
+        await post(url, json={k: v for k, v in body.items() if k != "fileId"}, headers=h), words="fileId"
+    )
+    await assert_error(await post(url, json={**body, "fileId": "A" * 22}, headers=h), status=404)
+    got = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
+    assert got["status"] == "PENDING" and got["bytesReceived"] == len(data)
+    # Etags are compared with or without their quotes.
+    unquoted = [{**p, "etag": p["etag"].strip('"')} for p in parts]
+    response = await post(url, json={**body, "parts": unquoted}, headers=h)
+    assert response.status_code == 200 and response.json()["status"] == "success"
+
+
+async def test_complete_with_a_part_not_uploaded(api: Api) -> None:
+    data = os.urandom(2 * PART)
+    asset = await create(api, data)
+    first = await api.client.put(asset["parts"][0]["uploadUrl"], content=data[:PART])
+    parts = [{"partNumber": 1, "etag": first.headers["etag"]}, {"partNumber": 2, "etag": first.headers["etag"]}]
+    response = await api.client.post(
+        "/asset/complete", json=complete_body(asset, parts, len(data)), headers=seed_headers(api)
+    )
+    await assert_error(response, words="part 2 has not been uploaded")
+
+
+async def test_cancel_frees_parts(api: Api) -> None:
+    data = os.urandom(2 * PART + 1)
+    asset = await create(api, data)
+    parts = await put_parts(api, asset, data)
+    blob_dir = api.runtime.settings.data_dir
+    stored = [p for p in blob_dir.rglob("*.part")]
+    assert len(stored) == 3
+    body = {**complete_body(asset, [], len(data)), "action": "cancel"}
+    response = await api.client.post("/asset/complete", json=body, headers=seed_headers(api))
+    assert response.status_code == 200, response.text
+    assert set(response.json()) == RESULT_FIELDS
+    assert response.json()["action"] == "cancel" and response.json()["status"] == "success"
+    assert not [p for p in blob_dir.rglob("*.part")]
+    native = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
+    assert native["status"] == "CANCELLED" and native["parts"] == []
+    again = await api.client.post("/asset/complete", json=body, headers=seed_headers(api))
+    assert again.status_code == 200
+    late = await api.client.put(asset["parts"][0]["uploadUrl"], content=data[:PART])
+    await assert_error(late, words="CANCELLED")
+    complete = await api.client.post(
+        "/asset/complete", json=complete_body(asset, parts, len(data)), headers=seed_headers(api)
+    )
+    await assert_error(complete, words="CANCELLED")
+
+
+async def test_authentication_and_rights(api: Api) -> None:
+    data = os.urandom(2 * PART)
+    asset = await create(api, data)
+    body = complete_body(asset, await put_parts(api, asset, data), len(data))
+    cases = [
+        ({}, 401),
+        ({"X-API-Key": "ck_nope"}, 401),
+        ({"Authorization": "Basic !!!"}, 401),
+        ({"AccessToken": "not-a-jwt"}, 401),
+        ({"X-API-Key": api.keys["alice"], "Authorization": f"Bearer {api.keys['bob']}"}, 401),  # two owners
+        ({"X-API-Key": api.keys["reader"]}, 403),
+    ]
+    for headers, status in cases:
+        response = await api.client.post("/asset/complete", json=body, headers=headers)
+        assert response.status_code == status, (headers, response.text)
+        assert set(response.json()) == {"message", "detail"} and response.json()["detail"]
+    bob = await api.client.post("/asset/complete", json=body, headers=seed_headers(api, "bob"))
+    await assert_error(bob, status=404)
+    denied = await api.client.post(
+        "/asset", json={"filename": "a", "filesize": 1}, headers={"X-API-Key": api.keys["reader"]}
+    )
+    assert denied.status_code == 403 and set(denied.json()) == {"message", "detail"}
+    ok = await api.client.post("/asset/complete", json=body, headers={"AccessToken": api.keys["alice"]})
+    assert ok.status_code == 200
+
+
+async def test_create_validation(api: Api) -> None:
+    h = {"X-API-Key": api.keys["alice"]}
+    for bad in (
+        {"filename": "a"},
+        {"filesize": 1},
+        {"filename": "a", "filesize": -1},
+        {"filename": "", "filesize": 1},
+        {"filename": "..", "filesize": 1},
+        {"filename": 5, "filesize": 1},
+    ):
+        await assert_error(await api.client.post("/asset/", json=bad, headers=h))
+    huge = await api.client.post("/asset", json={"filename": "a", "filesize": 10**16}, headers=h)
+    assert huge.status_code == 413 and huge.json()["status"] == "error"

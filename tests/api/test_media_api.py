@@ -1,0 +1,373 @@
+"""The media API (seed 002 and the chunk endpoint before it) through the in-process app: the
+django-chunked-upload client flow with a real PNG and a real PDF, the seed's curl and JavaScript
+requests replayed, every documented field checked, and the error cases."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.conftest import Api
+from tests.support.media_files import CHUNK, bomb_png, chunked_upload, make_pdf, make_png
+
+CHUNK_PATH = "/api/v2/media/upload/chunk/"
+COMPLETE_PATH = "/api/v2/media/upload/complete/"
+MEDIA_FIELDS = {
+    "id",
+    "added_at",
+    "type",
+    "title",
+    "description",
+    "url",
+    "image",
+    "image_width",
+    "image_height",
+    "order",
+    "embed",
+}
+
+
+def assert_media(body: dict[str, Any], *, type: str, width: int, height: int) -> None:
+    """Every field of the seed's Media schema, with its type."""
+    assert set(body) == MEDIA_FIELDS
+    assert isinstance(body["id"], int) and not isinstance(body["id"], bool) and body["id"] > 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", body["added_at"])
+    datetime.fromisoformat(body["added_at"].replace("Z", "+00:00"))
+    assert body["type"] == type
+    assert body["title"] is None and body["description"] is None and body["url"] is None and body["embed"] is None
+    assert isinstance(body["image"], str) and body["image"].startswith("http")
+    assert body["image_width"] == width and body["image_height"] == height
+    assert isinstance(body["order"], int) and body["order"] == 0
+
+
+async def file_status(api: Api, upload_id: str, who: str = "alice") -> dict[str, Any]:
+    response = await api.client.get(f"/v1/files/{upload_id}", headers=api.auth(who))
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def chunk_headers(api: Api, start: int, end: int, total: int, who: str = "alice") -> dict[str, str]:
+    return {**api.auth(who), "Content-Range": f"bytes {start}-{end}/{total}"}
+
+
+async def test_png_flow_with_seed_curl_request(api: Api) -> None:
+    png = make_png(500, 300)
+    assert len(png) > 2 * CHUNK  # several chunks
+    upload_id = await chunked_upload(api.client, png, "photo.png", api.auth())
+    pending = await file_status(api, upload_id)
+    assert pending["status"] == "PENDING" and pending["bytesReceived"] == len(png)
+    # The seed's curl example: url-encoded upload_id and md5, no type (image from the extension).
+    response = await api.client.post(
+        COMPLETE_PATH,
+        content=f"upload_id={upload_id}&md5={hashlib.md5(png).hexdigest()}",
+        headers={
+            **api.auth(),
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Accept": "application/json",
+        },
+    )
+    assert response.status_code == 201, response.text
+    media = response.json()
+    assert_media(media, type="image", width=500, height=300)
+    # The file behind the media is an ordinary engine upload.
+    done = await file_status(api, upload_id)
+    assert done["status"] == "COMPLETED" and done["md5"] == hashlib.md5(png).hexdigest()
+    download = await api.client.get(media["image"], headers=api.auth())
+    assert download.status_code == 200 and download.content == png
+    assert download.headers["content-type"] == "image/png"
+    for path in (f"/api/v2/media/{media['id']}/", f"/api/v2/media/{media['id']}"):
+        got = await api.client.get(path, headers=api.auth())
+        assert got.status_code == 200 and got.json() == media
+    # Completing again answers the same Media (a retried request must not make a second one).
+    again = await api.client.post(
+        COMPLETE_PATH, data={"upload_id": upload_id, "md5": hashlib.md5(png).hexdigest()}, headers=api.auth()
+    )
+    assert again.status_code == 201 and again.json() == media
+
+
+async def test_seed_javascript_request_json_text_under_urlencoded_type(api: Api) -> None:
+    """The seed's fetch() example sends a JSON string labelled x-www-form-urlencoded, with Bearer auth."""
+    png = make_png(64, 48)
+    upload_id = await chunked_upload(api.client, png, "inline.png", api.auth())
+    input_body = json.dumps({"type": "eimage", "upload_id": upload_id, "md5": hashlib.md5(png).hexdigest()}, indent=2)
+    response = await api.client.post(
+        COMPLETE_PATH,
+        content=input_body,
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json", **api.auth()},
+    )
+    assert response.status_code == 201, response.text
+    assert_media(response.json(), type="eimage", width=64, height=48)
+
+
+async def test_pdf_flow_json_body_without_trailing_slashes(api: Api) -> None:
+    pdf = make_pdf(padding=300_000, width=595, height=842)  # A4, spans two chunks
+    assert len(pdf) > CHUNK
+    upload_id = await chunked_upload(
+        api.client, pdf, "report.pdf", api.auth(), field="document", path=CHUNK_PATH.rstrip("/")
+    )
+    response = await api.client.post(
+        COMPLETE_PATH.rstrip("/"),
+        json={"upload_id": upload_id, "md5": hashlib.md5(pdf).hexdigest()},
+        headers=api.auth(),
+    )
+    assert response.status_code == 201, response.text
+    media = response.json()
+    assert_media(media, type="doc", width=595, height=842)  # a document's size is its first page's, in points
+    download = await api.client.get(media["image"].rstrip("/"), headers=api.auth())
+    assert download.status_code == 200 and download.content == pdf
+
+
+async def test_media_get_delete_owner_scoped(api: Api) -> None:
+    png = make_png(10, 10)
+    upload_id = await chunked_upload(api.client, png, "a.png", api.auth())
+    media = (
+        await api.client.post(
+            COMPLETE_PATH, data={"upload_id": upload_id, "md5": hashlib.md5(png).hexdigest()}, headers=api.auth()
+        )
+    ).json()
+    path = f"/api/v2/media/{media['id']}/"
+    for method in ("GET", "DELETE"):
+        other = await api.client.request(method, path, headers=api.auth("bob"))
+        assert other.status_code == 404 and "detail" in other.json()
+    assert (await api.client.get(media["image"], headers=api.auth("bob"))).status_code == 404
+    assert (await api.client.get(path)).status_code == 401
+    assert (await api.client.delete(path, headers=api.auth("reader"))).status_code == 403
+    deleted = await api.client.delete(path, headers=api.auth())
+    assert deleted.status_code == 204
+    assert (await api.client.get(path, headers=api.auth())).status_code == 404
+    assert (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).status_code == 404
+    assert (await api.client.delete(path.rstrip("/"), headers=api.auth())).status_code == 404
+    assert (await api.client.get("/api/v2/media/not-a-number/", headers=api.auth())).status_code == 404
+
+
+async def test_media_ids_are_increasing_integers(api: Api) -> None:
+    ids = []
+    for who in ("alice", "bob", "alice"):
+        png = make_png(8, 8)
+        upload_id = await chunked_upload(api.client, png, "a.png", api.auth(who))
+        response = await api.client.post(
+            COMPLETE_PATH, data={"upload_id": upload_id, "md5": hashlib.md5(png).hexdigest()}, headers=api.auth(who)
+        )
+        ids.append(response.json()["id"])
+    assert ids == sorted(ids) and len(set(ids)) == 3
+
+
+async def test_offset_mismatch_is_400_with_expected_offset_and_stores_nothing(api: Api) -> None:
+    data = make_png(500, 300)
+    total = len(data)
+    first = await api.client.post(
+        CHUNK_PATH,
+        files={"image": ("p.png", data[:CHUNK])},
+        headers=chunk_headers(api, 0, CHUNK - 1, total),
+    )
+    assert first.status_code == 201
+    upload_id = first.json()["upload_id"]
+    expires = first.json()["expires"]
+    assert datetime.fromisoformat(expires.replace("Z", "+00:00")) > datetime.fromisoformat("2020-01-01T00:00:00+00:00")
+    for start in (0, CHUNK + 10):  # a repeat of the first chunk, and a gap
+        wrong = await api.client.post(
+            CHUNK_PATH,
+            data={"upload_id": upload_id},
+            files={"image": ("p.png", data[start : start + 100])},
+            headers=chunk_headers(api, start, start + 99, total),
+        )
+        assert wrong.status_code == 400, wrong.text
+        assert wrong.json()["offset"] == CHUNK and wrong.json()["detail"]
+    assert (await file_status(api, upload_id))["bytesReceived"] == CHUNK
+    # A chunk whose bytes do not match its Content-Range length: refused, nothing kept.
+    short = await api.client.post(
+        CHUNK_PATH,
+        data={"upload_id": upload_id},
+        files={"image": ("p.png", data[CHUNK : CHUNK + 50])},
+        headers=chunk_headers(api, CHUNK, CHUNK + 99, total),
+    )
+    assert short.status_code == 400 and short.json()["field"] == "body"
+    long = await api.client.post(
+        CHUNK_PATH,
+        data={"upload_id": upload_id},
+        files={"image": ("p.png", data[CHUNK : CHUNK + 150])},
+        headers=chunk_headers(api, CHUNK, CHUNK + 99, total),
+    )
+    assert long.status_code == 400
+    assert (await file_status(api, upload_id))["bytesReceived"] == CHUNK
+    # A different total than the first chunk's.
+    other_total = await api.client.post(
+        CHUNK_PATH,
+        data={"upload_id": upload_id},
+        files={"image": ("p.png", data[CHUNK : CHUNK + 100])},
+        headers=chunk_headers(api, CHUNK, CHUNK + 99, total + 1),
+    )
+    assert other_total.status_code == 400 and other_total.json()["field"] == "Content-Range"
+    # The right next chunk is still accepted.
+    right = await api.client.post(
+        CHUNK_PATH,
+        data={"upload_id": upload_id},
+        files={"image": ("p.png", data[CHUNK : 2 * CHUNK])},
+        headers=chunk_headers(api, CHUNK, 2 * CHUNK - 1, total),
+    )
+    assert right.status_code == 201 and right.json()["offset"] == 2 * CHUNK
+
+
+async def test_first_chunk_not_at_zero_creates_nothing(api: Api) -> None:
+    response = await api.client.post(
+        CHUNK_PATH, files={"image": ("p.png", b"x" * 10)}, headers=chunk_headers(api, 10, 19, 100)
+    )
+    assert response.status_code == 400 and response.json()["offset"] == 0
+    assert (await api.client.get("/v1/files", headers=api.auth())).json()["data"] == []
+
+
+async def test_chunk_request_validation(api: Api) -> None:
+    no_range = await api.client.post(CHUNK_PATH, files={"image": ("p.png", b"x")}, headers=api.auth())
+    assert no_range.status_code == 400 and no_range.json()["field"] == "Content-Range"
+    bad_range = await api.client.post(CHUNK_PATH, files={"image": ("p.png", b"x")}, headers=chunk_headers(api, 5, 2, 9))
+    assert bad_range.status_code == 400 and bad_range.json()["field"] == "Content-Range"
+    no_file = await api.client.post(
+        CHUNK_PATH, data={"a": "b"}, files={"other": ("x", b"x")}, headers=chunk_headers(api, 0, 0, 1)
+    )
+    assert no_file.status_code == 400
+    not_multipart = await api.client.post(CHUNK_PATH, content=b"x", headers=chunk_headers(api, 0, 0, 1))
+    assert not_multipart.status_code == 400 and not_multipart.json()["field"] == "Content-Type"
+    unknown = await api.client.post(
+        CHUNK_PATH,
+        data={"upload_id": "A" * 22},
+        files={"image": ("p.png", b"x")},
+        headers=chunk_headers(api, 0, 0, 1),
+    )
+    assert unknown.status_code == 404
+    unauthenticated = await api.client.post(
+        CHUNK_PATH, files={"image": ("p.png", b"x")}, headers={"Content-Range": "bytes 0-0/1"}
+    )
+    assert unauthenticated.status_code == 401 and "detail" in unauthenticated.json()
+    reader = await api.client.post(
+        CHUNK_PATH, files={"image": ("p.png", b"x")}, headers=chunk_headers(api, 0, 0, 1, "reader")
+    )
+    assert reader.status_code == 403
+
+
+async def test_another_owners_upload_id_is_404(api: Api) -> None:
+    png = make_png(8, 8)
+    upload_id = await chunked_upload(api.client, png, "a.png", api.auth())
+    response = await api.client.post(
+        COMPLETE_PATH, data={"upload_id": upload_id, "md5": hashlib.md5(png).hexdigest()}, headers=api.auth("bob")
+    )
+    assert response.status_code == 404
+    # An upload of another API (a native /v1/files upload) is not a media upload either.
+    native = await api.client.post("/v1/files", json={"filename": "a.png", "sizeBytes": 1}, headers=api.auth())
+    response = await api.client.post(
+        COMPLETE_PATH, data={"upload_id": native.json()["id"], "md5": "0" * 32}, headers=api.auth()
+    )
+    assert response.status_code == 404
+
+
+async def test_size_limits_are_413_at_the_first_chunk(api: Api) -> None:
+    too_big_chunk = await api.client.post(
+        CHUNK_PATH, files={"image": ("p.png", b"x" * (CHUNK + 1))}, headers=chunk_headers(api, 0, CHUNK, 10 * CHUNK)
+    )
+    assert too_big_chunk.status_code == 413 and too_big_chunk.json()["field"] == "Content-Range"
+    image_total = 5 * 1024 * 1024 + 1
+    too_big_image = await api.client.post(
+        CHUNK_PATH, files={"image": ("p.png", b"x" * 100)}, headers=chunk_headers(api, 0, 99, image_total)
+    )
+    assert too_big_image.status_code == 413 and "5242880" in too_big_image.json()["detail"]
+    # The same total is fine for a document (50 MiB).
+    document = await api.client.post(
+        CHUNK_PATH, files={"document": ("d.pdf", b"x" * 100)}, headers=chunk_headers(api, 0, 99, image_total)
+    )
+    assert document.status_code == 201, document.text
+    too_big_doc = await api.client.post(
+        CHUNK_PATH, files={"document": ("d.pdf", b"x" * 100)}, headers=chunk_headers(api, 0, 99, 50 * 1024 * 1024 + 1)
+    )
+    assert too_big_doc.status_code == 413
+    listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
+    assert [f["id"] for f in listed] == [document.json()["upload_id"]]
+
+
+async def test_declared_type_checks_its_own_size_limit(api: Api) -> None:
+    media = api.runtime.extras["media"]
+    media.limits = dataclasses.replace(media.limits, image_bytes=300_000)
+    pdf = make_pdf(padding=310_000)
+    upload_id = await chunked_upload(api.client, pdf, "scan.pdf", api.auth(), field="document")
+    response = await api.client.post(
+        COMPLETE_PATH,
+        data={"upload_id": upload_id, "md5": hashlib.md5(pdf).hexdigest(), "type": "image"},
+        headers=api.auth(),
+    )
+    assert response.status_code == 413
+    assert (await file_status(api, upload_id))["status"] == "PENDING"
+
+
+async def complete(api: Api, upload_id: str, md5: str, **extra: str) -> Any:
+    return await api.client.post(COMPLETE_PATH, data={"upload_id": upload_id, "md5": md5, **extra}, headers=api.auth())
+
+
+async def test_complete_validation_leaves_upload_pending(api: Api) -> None:
+    png = make_png(20, 10)
+    md5 = hashlib.md5(png).hexdigest()
+    upload_id = await chunked_upload(api.client, png, "x.png", api.auth())
+    missing_md5 = await api.client.post(COMPLETE_PATH, data={"upload_id": upload_id}, headers=api.auth())
+    assert missing_md5.status_code == 400 and missing_md5.json()["field"] == "md5"
+    missing_id = await api.client.post(COMPLETE_PATH, data={"md5": md5}, headers=api.auth())
+    assert missing_id.status_code == 400 and missing_id.json()["field"] == "upload_id"
+    bad_md5 = await complete(api, upload_id, "xyz")
+    assert bad_md5.status_code == 400 and bad_md5.json()["field"] == "md5"
+    wrong_md5 = await complete(api, upload_id, "0" * 32)
+    assert wrong_md5.status_code == 400 and wrong_md5.json()["code"] == "checksum_mismatch"
+    unknown_type = await complete(api, upload_id, md5, type="video")
+    assert unknown_type.status_code == 400 and unknown_type.json()["field"] == "type"
+    case = await complete(api, upload_id, md5, type="Image")
+    assert case.status_code == 400
+    mismatch = await complete(api, upload_id, md5, type="doc")
+    assert mismatch.status_code == 400 and "PDF" in mismatch.json()["detail"]
+    bad_json = await api.client.post(
+        COMPLETE_PATH, content=b"{not json", headers={**api.auth(), "Content-Type": "application/json"}
+    )
+    assert bad_json.status_code == 400
+    assert (await file_status(api, upload_id))["status"] == "PENDING"
+    ok = await complete(api, upload_id, md5.upper())
+    assert ok.status_code == 201 and ok.json()["type"] == "image"
+
+
+async def test_incomplete_upload_cannot_complete(api: Api) -> None:
+    png = make_png(500, 300)
+    first = await api.client.post(
+        CHUNK_PATH, files={"image": ("p.png", png[:CHUNK])}, headers=chunk_headers(api, 0, CHUNK - 1, len(png))
+    )
+    response = await complete(api, first.json()["upload_id"], hashlib.md5(png).hexdigest())
+    assert response.status_code == 400 and response.json()["code"] == "size_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "type", "message"),
+    [
+        ("cut.png", make_png(50, 50)[:-300], None, "damaged"),
+        ("fake.png", os.urandom(1000), None, "not an image"),
+        ("fake.pdf", b"%PDF-1.7\n" + os.urandom(1000), None, "PDF cannot be read"),
+        ("fake.pdf", make_png(10, 10), None, "not a PDF"),
+        ("doc.pdf", make_pdf(), "image", "not an image"),
+        ("bomb.png", bomb_png(), None, "pixels"),
+        ("page.svg", b'<svg xmlns="http://www.w3.org/2000/svg"/>', None, "not an image"),
+    ],
+)
+async def test_content_must_match_type(api: Api, name: str, content: bytes, type: str | None, message: str) -> None:
+    field = "document" if name.endswith(".pdf") else "image"
+    upload_id = await chunked_upload(api.client, content, name, api.auth(), field=field)
+    extra = {"type": type} if type else {}
+    response = await complete(api, upload_id, hashlib.md5(content).hexdigest(), **extra)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["detail"]
+    assert (await file_status(api, upload_id))["status"] == "PENDING"
+
+
+async def test_type_defaults_from_extension_then_field(api: Api) -> None:
+    pdf = make_pdf()
+    # A PDF sent as "blob" in the document field: no extension, so the field decides.
+    upload_id = await chunked_upload(api.client, pdf, "blob", api.auth(), field="document")
+    response = await complete(api, upload_id, hashlib.md5(pdf).hexdigest())
+    assert response.status_code == 201 and response.json()["type"] == "doc"
