@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
+from chunkd.frontends.pm.router import router as pm_router
 from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime
 from chunkd.settings import Settings
 
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(native_router)
+    app.include_router(pm_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
