@@ -205,8 +205,14 @@ async def finish_whole_file(service: UploadService, owner: str, stored: Stored, 
     upload = stored.upload
     try:
         if upload.size_bytes is None:
-            await service.declare_size(owner, upload.id, upload.bytes_received)
-        return await service.complete(owner, upload.id, md5=qq.md5())
+            declared = qq.integer("qqtotalfilesize")  # sent after the bytes, if at all
+            await service.declare_size(owner, upload.id, upload.bytes_received if declared is None else declared)
+        upload = await service.complete(owner, upload.id, md5=qq.md5())
+        # Fields that came after the bytes may name the file only now.
+        filename, mime = qq.text("qqfilename"), qq.text("qqfiletype")
+        if (filename is not None and filename != upload.filename) or (mime is not None and mime != upload.mime_type):
+            upload = await service.rename(owner, upload.id, filename or upload.filename, mime_type=mime)
+        return upload
     except BaseException:
         await _forget(service, owner, upload.id)
         raise
