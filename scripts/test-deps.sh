@@ -2,4 +2,6 @@
 # Installs the system services and Node packages the test suite needs, when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/services/chromium.sh
+scripts/services/fine-uploader.sh
 exit 0
