@@ -243,7 +243,9 @@ async def test_done_errors_leave_the_upload_resumable(api: Api) -> None:
     assert_fine_uploader_error(await done(qquuid=str(uuid.uuid4()), qqfilename="f.bin"), 404, "qquuid")
     upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
     assert upload is not None and upload.status.value == "PENDING"
-    ok = await done(qquuid=file_uuid, qqfilename="f.bin", qqmd5=hashlib.md5(data).hexdigest())
+    # A done request sent as multipart/form-data (curl -F) works too.
+    fields = [("qquuid", file_uuid), ("qqfilename", "f.bin"), ("qqmd5", hashlib.md5(data).hexdigest())]
+    ok = await post_form(api, form(fields, None), path="/api/v2/pm/upload/?done")
     assert ok.status_code == 200, ok.text
 
 

@@ -32,9 +32,9 @@ CHROMIUM_ARGS = [
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><script src="/__pmtest__/fine-uploader.core.js"></script></head>
 <body><script>
-window.runUpload = async function (key) {
-  const blob = await (await fetch('/__pmtest__/data.bin')).blob();
-  const file = new File([blob], 'twelve megabytes.bin', {type: 'application/octet-stream'});
+window.runUpload = async function ([key, asset, filename]) {
+  const blob = await (await fetch('/__pmtest__/' + asset)).blob();
+  const file = new File([blob], filename, {type: 'application/octet-stream'});
   return new Promise((resolve) => {
     const log = {errors: [], chunks: [], inFlight: 0, maxInFlight: 0};
     const uploader = new qq.FineUploaderBasic({
@@ -92,10 +92,12 @@ def test_fine_uploader_chunked_concurrent_upload(live_server: ChunkdServer) -> N
 
     key = live_server.create_key("alice")
     data = os.urandom(12 * 1024 * 1024)
+    small = os.urandom(300_000)  # under one chunk: Fine Uploader sends it whole, with no done request
     assets = {
         "page.html": (PAGE.encode(), "text/html; charset=utf-8"),
         "fine-uploader.core.js": (LIBRARY.read_bytes(), "application/javascript"),
         "data.bin": (data, "application/octet-stream"),
+        "small.bin": (small, "application/octet-stream"),
     }
 
     def serve(route: Route) -> None:
@@ -108,7 +110,7 @@ def test_fine_uploader_chunked_concurrent_upload(live_server: ChunkdServer) -> N
             page = browser.new_page()
             page.route(f"{live_server.url}/__pmtest__/*", serve)
             page.goto(f"{live_server.url}/__pmtest__/page.html")
-            result = page.evaluate("key => window.runUpload(key)", key)
+            result = page.evaluate("args => window.runUpload(args)", [key, "data.bin", "twelve megabytes.bin"])
             assert result["log"]["errors"] == [], result
             chunks = result["log"]["chunks"]
             assert sorted(c["index"] for c in chunks) == list(range(7))  # 6 × 2,000,000 + 582,912
@@ -131,5 +133,11 @@ def test_fine_uploader_chunked_concurrent_upload(live_server: ChunkdServer) -> N
                 deleted = page.evaluate("() => window.runDelete()")
                 assert deleted["status"] == 200 and not deleted["isError"], deleted
                 assert client.get(upload_file_url).status_code == 404
+
+            whole = page.evaluate("args => window.runUpload(args)", [key, "small.bin", "small.bin"])
+            assert whole["log"]["errors"] == [] and whole["log"]["chunks"] == [], whole
+            assert whole["response"]["success"] is True and whole["response"]["file_uuid"] == whole["uuid"]
+            with httpx.Client(headers=headers, timeout=60) as client:
+                assert client.get(whole["response"]["file_url"]).content == small
         finally:
             browser.close()

@@ -150,7 +150,7 @@ async def form_events(
     collector = _Collector(file_fields)
     parser = MultipartParser(
         boundary,
-        {  # type: ignore[arg-type]  # python-multipart's TypedDict is stricter than its runtime
+        {
             "on_part_begin": collector.on_part_begin,
             "on_header_field": collector.on_header_field,
             "on_header_value": collector.on_header_value,

@@ -75,8 +75,8 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
     boundary = boundary_of(request.headers.get("content-type"))
     if boundary is None:
         # The seed's own examples send only the fields (JSON or url-encoded), which carry no bytes.
-        fields = parse_small_body(await read_small_body(request.stream()), request.headers.get("content-type"))
-        QQ({**query, **fields}).uuid()
+        given = parse_small_body(await read_small_body(request.stream()), request.headers.get("content-type"))
+        QQ({**query, **given}).uuid()
         raise e.InvalidInput(
             "qqfile is required: send the chunk as the qqfile file part of a multipart/form-data body", field="qqfile"
         )
@@ -110,8 +110,7 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
 
 async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResponse:
     service = runtime(request).uploads
-    fields = parse_small_body(await read_small_body(request.stream()), request.headers.get("content-type"))
-    qq = QQ({**query, **fields})
+    qq = QQ({**query, **await _small_form(request)})
     file_uuid = qq.uuid()
     if file_uuid is None:
         raise e.InvalidInput("qquuid is required", field="qquuid")
@@ -135,6 +134,19 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     if filename != upload.filename or (mime is not None and mime != upload.mime_type):
         upload = await service.rename(owner, upload.id, filename, mime_type=mime)
     return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
+
+
+async def _small_form(request: Request) -> dict[str, str]:
+    """The fields of a body without a file: url-encoded, JSON, or multipart/form-data."""
+    content_type = request.headers.get("content-type")
+    boundary = boundary_of(content_type)
+    if boundary is None:
+        return parse_small_body(await read_small_body(request.stream()), content_type)
+    fields: dict[str, str] = {}
+    async for event in form_events(request.stream(), boundary, file_fields=frozenset()):
+        if isinstance(event, TextField):
+            fields[event.name] = event.value
+    return fields
 
 
 def _file_object(request: Request, upload: Upload, file_uuid: str) -> dict[str, Any]:
