@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services/node.sh
+scripts/services/chromium.sh
+scripts/services/fine-uploader.sh
 exit 0

@@ -12,12 +12,13 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chunkd.frontends.guards import install_guards
-from chunkd.frontends.native.auth import keys_router, seed_token_router, token_router
 from chunkd.frontends.assets.router import router as assets_router
+from chunkd.frontends.guards import install_guards
 from chunkd.frontends.media.router import router as media_router
+from chunkd.frontends.native.auth import keys_router, seed_token_router, token_router
 from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
+from chunkd.frontends.pm.router import router as pm_router
 from chunkd.frontends.tus import build_router as build_tus_router
 from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime
 from chunkd.settings import Settings
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(build_tus_router(settings.tus_path))
     app.include_router(media_router)
     app.include_router(assets_router)
+    app.include_router(pm_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

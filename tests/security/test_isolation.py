@@ -16,7 +16,6 @@ from tests.security.conftest import FULL, MakeApi
 from tests.security.routes import PUBLIC, ROUTES, Route
 
 
-
 async def _target(api: Api, route: Route) -> str:
     """An object of alice's that the route acts on."""
     if route.target == "upload":

@@ -679,6 +679,25 @@ class UploadService:
         await self._emit("completed", upload)
         return upload
 
+    async def rename(self, owner: str, upload_id: str, filename: str, *, mime_type: str | None = None) -> Upload:
+        """Change the display filename (and optionally the media type) of an upload in any status:
+        protocols such as Fine Uploader's name the file only when it is finished."""
+        filename = clean_filename(filename)
+        if mime_type is not None and (
+            not mime_type.strip() or len(mime_type) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in mime_type)
+        ):
+            raise InvalidInput("mimeType is not a valid media type", field="mimeType")
+        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+            upload = await self.get(owner, upload_id, with_parts=False)
+            new_mime = mime_type.strip() if mime_type is not None else upload.mime_type
+            if upload.filename == filename and upload.mime_type == new_mime:
+                return upload
+            upload.filename = filename
+            upload.mime_type = new_mime
+            upload.updated_at = self.clock()
+            await self.repo.save(upload)
+        return upload
+
     async def cancel(self, owner: str, upload_id: str) -> Upload:
         """PENDING → CANCELLED; its bytes are freed."""
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):

@@ -1,0 +1,223 @@
+"""One Fine Uploader request's worth of the pm upload flow: map its qq* fields to engine calls.
+
+A chunk (``qqpartindex`` present) is part ``qqpartindex + 1`` of a Mode.PARTS upload whose part
+size is Fine Uploader's chunk size; the upload is found by its ``qquuid`` (the engine's client
+reference for frontend "pm") or created by the first chunk that arrives. A request without the
+chunk fields is a whole small file: stored and completed at once, since Fine Uploader sends no
+done request for it.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from dataclasses import dataclass
+
+from chunkd.domain import errors as e
+from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.frontends.pm.fields import QQ
+from chunkd.frontends.pm.multipart import FileData, FileEnd, FileStart, FormEvent
+from chunkd.service.uploads import UploadService
+
+__all__ = ["CHUNK_FIELDS", "FRONTEND", "Stored", "find_upload", "finish_whole_file", "store_chunk", "store_whole_file"]
+
+FRONTEND = "pm"
+# Any of these makes the request a chunk; without them it is a whole file.
+CHUNK_FIELDS = ("qqpartindex", "qqpartbyteoffset", "qqtotalparts", "qqchunksize")
+# Fine Uploader names every chunk "blob"; such a part filename says nothing about the file.
+_ANONYMOUS = {"", "blob"}
+
+
+@dataclass
+class Stored:
+    upload: Upload
+    file_uuid: str
+    whole: bool
+
+
+async def find_upload(service: UploadService, owner: str, file_uuid: str) -> Upload:
+    upload = await service.find(owner, FRONTEND, file_uuid)
+    if upload is None:
+        raise e.NotFound(f"no file with qquuid {file_uuid!r}", field="qquuid")
+    return upload
+
+
+async def file_bytes(events: AsyncIterator[FormEvent]) -> AsyncIterator[bytes]:
+    """The file part's bytes, pulled from the form's event stream up to its end."""
+    async for event in events:
+        if isinstance(event, FileData):
+            yield event.data
+        elif isinstance(event, FileEnd):
+            return
+    raise e.InvalidInput("the body ended inside qqfile", field="qqfile")
+
+
+def _name_and_type(qq: QQ, start: FileStart, fallback: str) -> tuple[str, str | None]:
+    filename = qq.text("qqfilename") or (start.filename if (start.filename or "") not in _ANONYMOUS else None)
+    mime = qq.text("qqfiletype")
+    if mime is None and start.content_type and start.content_type.lower() != "application/octet-stream":
+        mime = start.content_type
+    return filename or fallback, mime
+
+
+def _part_size(qq: QQ, index: int, total_parts: int | None, total_size: int) -> int:
+    """Fine Uploader's chunk size: ``qqchunksize`` is the size of *this* chunk (shorter for the
+    last), so a later chunk's size comes from its byte offset."""
+    offset = qq.integer("qqpartbyteoffset")
+    chunk = qq.integer("qqchunksize", minimum=1)
+    if index > 0 and offset is not None:
+        if offset % index:
+            raise e.InvalidInput(
+                f"qqpartbyteoffset {offset} is not a multiple of qqpartindex {index}", field="qqpartbyteoffset"
+            )
+        return offset // index
+    if index == 0 and chunk is not None:
+        # A single-chunk file may be sent as chunk 0 of 1; its part size is then the whole size.
+        return max(chunk, total_size) if total_parts == 1 else chunk
+    if chunk is not None and total_parts is not None and index < total_parts - 1:
+        return chunk
+    raise e.InvalidInput(
+        "qqchunksize (or qqpartbyteoffset for a later chunk) is required to start an upload", field="qqchunksize"
+    )
+
+
+async def _find_or_create(service: UploadService, owner: str, file_uuid: str, qq: QQ, start: FileStart) -> Upload:
+    upload = await service.find(owner, FRONTEND, file_uuid)
+    if upload is not None:
+        return upload
+    index = qq.integer("qqpartindex") or 0
+    total_size = qq.integer("qqtotalfilesize")
+    if total_size is None:
+        raise e.InvalidInput("qqtotalfilesize is required with the first chunk of a file", field="qqtotalfilesize")
+    total_parts = qq.integer("qqtotalparts", minimum=1)
+    part_size = _part_size(qq, index, total_parts, total_size)
+    filename, mime = _name_and_type(qq, start, file_uuid)
+    try:
+        return await service.create(
+            owner,
+            filename=filename,
+            size_bytes=total_size,
+            mime_type=mime,
+            part_size=part_size,
+            mode=Mode.PARTS,
+            frontend=FRONTEND,
+            client_ref=file_uuid,
+            # Fine Uploader's default 2,000,000-byte chunks may be below the native minimum part size.
+            strict_part_size=False,
+        )
+    except e.Conflict as exc:
+        if exc.field != "client_ref":
+            raise
+        # Concurrent first chunks of one file: another request created it a moment ago.
+        return await find_upload(service, owner, file_uuid)
+
+
+def _check_chunk(upload: Upload, qq: QQ, index: int) -> None:
+    """The chunk's declared geometry must agree with the upload's (the bytes are checked too)."""
+    if upload.mode is not Mode.PARTS or upload.metadata.get("pm") == "whole":
+        raise e.InvalidState("this qquuid names a file sent in one request, not in chunks", field="qquuid")
+    count = upload.part_count or 1
+    total_size = qq.integer("qqtotalfilesize")
+    if total_size is not None and total_size != upload.size_bytes:
+        raise e.InvalidInput(
+            f"qqtotalfilesize {total_size} differs from the {upload.size_bytes} bytes this file started with",
+            field="qqtotalfilesize",
+        )
+    total_parts = qq.integer("qqtotalparts", minimum=1)
+    if total_parts is not None and total_parts != count:
+        raise e.InvalidInput(
+            f"qqtotalparts {total_parts} does not match {upload.size_bytes} bytes in chunks of {upload.part_size}",
+            field="qqtotalparts",
+        )
+    if index >= count:
+        raise e.PartOutOfRange(f"qqpartindex must be between 0 and {count - 1}", field="qqpartindex")
+    offset = qq.integer("qqpartbyteoffset")
+    if offset is not None and offset != index * upload.part_size:
+        raise e.InvalidInput(
+            f"qqpartbyteoffset must be {index * upload.part_size} for chunk {index} of {upload.part_size} bytes",
+            field="qqpartbyteoffset",
+        )
+    chunk = qq.integer("qqchunksize")
+    expected = upload.expected_part_size(index + 1)
+    if chunk is not None and chunk != expected:
+        raise e.PartSizeMismatch(f"qqchunksize must be {expected} for chunk {index}", field="qqchunksize")
+
+
+async def store_chunk(
+    service: UploadService, owner: str, qq: QQ, start: FileStart, events: AsyncIterator[FormEvent]
+) -> Stored:
+    """Stream one chunk into its upload (created by the first chunk to arrive)."""
+    index = qq.integer("qqpartindex")
+    if index is None:
+        raise e.InvalidInput("qqpartindex is required with chunk fields, before qqfile", field="qqpartindex")
+    file_uuid = qq.uuid()
+    if file_uuid is None:
+        if index > 0:
+            raise e.InvalidInput("qquuid is required when qqpartindex > 0", field="qquuid")
+        file_uuid = str(uuidlib.uuid4())
+    upload = await _find_or_create(service, owner, file_uuid, qq, start)
+    _check_chunk(upload, qq, index)
+    await service.put_part(owner, upload.id, index + 1, file_bytes(events))
+    return Stored(upload, file_uuid, whole=False)
+
+
+async def store_whole_file(
+    service: UploadService, owner: str, qq: QQ, start: FileStart, events: AsyncIterator[FormEvent]
+) -> Stored:
+    """Stream a whole small file into a new upload (appended, so its size need not be known
+    first); the caller completes it once the rest of the form has been read."""
+    file_uuid = qq.uuid() or str(uuidlib.uuid4())
+    old = await service.find(owner, FRONTEND, file_uuid)
+    if old is not None:
+        if old.status is Status.PENDING and old.metadata.get("pm") == "whole":
+            await service.delete(owner, old.id)  # what is left of a failed earlier attempt
+        else:
+            raise e.Conflict(f"qquuid {file_uuid} is already taken; delete that file first", field="qquuid")
+    filename, mime = _name_and_type(qq, start, file_uuid)
+    try:
+        upload = await service.create(
+            owner,
+            filename=filename,
+            size_bytes=qq.integer("qqtotalfilesize"),
+            mime_type=mime,
+            mode=Mode.APPEND,
+            frontend=FRONTEND,
+            client_ref=file_uuid,
+            metadata={"pm": "whole"},
+            strict_part_size=False,
+        )
+    except e.Conflict as exc:
+        if exc.field != "client_ref":
+            raise
+        raise e.Conflict(f"qquuid {file_uuid} is being uploaded by another request", field="qquuid") from None
+    try:
+        upload = await service.append(owner, upload.id, 0, file_bytes(events), keep_partial=False)
+    except BaseException:
+        await _forget(service, owner, upload.id)
+        raise
+    return Stored(upload, file_uuid, whole=True)
+
+
+async def finish_whole_file(service: UploadService, owner: str, stored: Stored, qq: QQ) -> Upload:
+    """Complete a whole file (declaring its size when the client did not); on failure the upload
+    is removed, since a single-request file cannot be resumed."""
+    upload = stored.upload
+    try:
+        if upload.size_bytes is None:
+            declared = qq.integer("qqtotalfilesize")  # sent after the bytes, if at all
+            await service.declare_size(owner, upload.id, upload.bytes_received if declared is None else declared)
+        upload = await service.complete(owner, upload.id, md5=qq.md5())
+        # Fields that came after the bytes may name the file only now.
+        filename, mime = qq.text("qqfilename"), qq.text("qqfiletype")
+        if (filename is not None and filename != upload.filename) or (mime is not None and mime != upload.mime_type):
+            upload = await service.rename(owner, upload.id, filename or upload.filename, mime_type=mime)
+        return upload
+    except BaseException:
+        await _forget(service, owner, upload.id)
+        raise
+
+
+async def _forget(service: UploadService, owner: str, upload_id: str) -> None:
+    with suppress(e.ChunkdError):  # already gone; the reaper frees anything left anyway
+        await service.delete(owner, upload_id)

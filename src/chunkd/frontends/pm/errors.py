@@ -1,0 +1,67 @@
+"""Fine Uploader's error dialect: ``{"success": false, "error": "...", "preventRetry": true}``.
+
+Fine Uploader counts a request as failed unless it is 2xx with ``"success": true``; ``preventRetry``
+stops its automatic retries, which is right for every error a retry cannot fix (bad input, wrong
+checksum, unknown uuid, missing scope). Only a busy upload and rate limiting leave retries on.
+``code`` and ``field`` are added for machines (the library ignores unknown keys).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from chunkd.domain import errors as e
+
+__all__ = ["fine_uploader_error", "render"]
+
+_STATUS: list[tuple[type[e.ChunkdError], int]] = [
+    (e.TooLarge, 413),
+    (e.InvalidInput, 400),
+    (e.NotFound, 404),
+    (e.Conflict, 409),
+    (e.Expired, 410),
+    (e.Unauthenticated, 401),
+    (e.Forbidden, 403),
+    (e.QuotaExceeded, 403),
+    (e.RateLimited, 429),
+]
+_RETRYABLE = (e.Busy, e.RateLimited)
+
+
+def fine_uploader_error(
+    status: int, message: str, *, code: str, field: str | None = None, prevent_retry: bool = True, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {"success": False, "error": message, "code": code}
+    if prevent_retry:
+        body["preventRetry"] = True
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    headers = {"WWW-Authenticate": 'Bearer realm="chunkd"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def render(_: Request, exc: Exception) -> Response | None:
+    """The pm API's answer to a domain or validation error; None lets anything else pass."""
+    if isinstance(exc, e.ChunkdError):
+        status = next((s for kind, s in _STATUS if isinstance(exc, kind)), 400)
+        details = exc.to_dict()
+        details.pop("message")
+        code, field = details.pop("code"), details.pop("field", None)
+        response = fine_uploader_error(
+            status, exc.message, code=code, field=field, prevent_retry=not isinstance(exc, _RETRYABLE), **details
+        )
+        if isinstance(exc, e.Busy):
+            response.headers["Retry-After"] = "1"
+        return response
+    if isinstance(exc, RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        field = str(first.get("loc", ("body",))[-1])
+        message = f"{field}: {first.get('msg', 'invalid value')}"
+        return fine_uploader_error(400, message, code="invalid_input", field=field)
+    return None

@@ -1,0 +1,195 @@
+"""Private-message files, ``/api/v2/pm/upload/`` (seeds 000 and 001): Fine Uploader's
+traditional-server protocol.
+
+* ``POST /api/v2/pm/upload/`` — multipart/form-data, one chunk (or a whole small file) per request,
+  streamed into storage as it is parsed → ``{"file_uuid", "success": true}``.
+* ``POST /api/v2/pm/upload/?done`` (or ``?done/``) — url-encoded or JSON → ``{"file_url",
+  "file_uuid", "success": true}``.
+* ``GET /api/v2/pm/upload/{uuid}`` — the file (``file_url``); ``GET …/{uuid}/info`` — its File
+  object ``{uuid, filename, filesize, mimetype, duration, url, thumbnail}``.
+* ``DELETE /api/v2/pm/upload/{uuid}`` — cancel a pending upload or delete a file.
+
+Every path also answers without its trailing slash. Errors use Fine Uploader's shape
+(``chunkd.frontends.pm.errors``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Path, Request
+from starlette.responses import JSONResponse, Response
+
+from chunkd.domain import errors as e
+from chunkd.domain.names import clean_filename
+from chunkd.domain.upload import Status, Upload
+from chunkd.frontends.http import dialect_route, principal, runtime
+from chunkd.frontends.native.router import file_response
+from chunkd.frontends.pm.chunks import (
+    CHUNK_FIELDS,
+    Stored,
+    find_upload,
+    finish_whole_file,
+    store_chunk,
+    store_whole_file,
+)
+from chunkd.frontends.pm.errors import render
+from chunkd.frontends.pm.fields import QQ, parse_small_body, read_small_body
+from chunkd.frontends.pm.multipart import FileStart, TextField, boundary_of, form_events
+
+__all__ = ["BASE", "file_url", "router"]
+
+router = APIRouter(tags=["private messages"], route_class=dialect_route(render))
+
+BASE = "/api/v2/pm/upload"
+FileUuid = Annotated[str, Path(description="The file's qquuid.", min_length=1, max_length=128)]
+_DONE_KEYS = {"done", "done/"}
+
+
+def file_url(request: Request, file_uuid: str) -> str:
+    base = (runtime(request).settings.public_url or str(request.base_url)).rstrip("/")
+    return f"{base}{BASE}/{file_uuid}"
+
+
+def _query(request: Request) -> tuple[bool, dict[str, str]]:
+    """(is this a done request, the other query parameters)."""
+    pairs = parse_qsl(request.url.query, keep_blank_values=True)
+    done = any(key in _DONE_KEYS for key, _ in pairs)
+    return done, {key: value for key, value in pairs if key not in _DONE_KEYS}
+
+
+@router.post(f"{BASE}/", summary="Upload a chunk (or a whole small file); ?done finishes a chunked file")
+@router.post(BASE, include_in_schema=False)
+async def upload(request: Request) -> JSONResponse:
+    """Fine Uploader's upload endpoint and, with ``?done``, its chunking-success endpoint."""
+    who = await principal(request, "files:create")
+    done, query = _query(request)
+    if done:
+        return await _done(request, who.owner, query)
+    return await _upload(request, who.owner, query)
+
+
+async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONResponse:
+    service = runtime(request).uploads
+    boundary = boundary_of(request.headers.get("content-type"))
+    if boundary is None:
+        # The seed's own examples send only the fields (JSON or url-encoded), which carry no bytes.
+        given = parse_small_body(await read_small_body(request.stream()), request.headers.get("content-type"))
+        QQ({**query, **given}).uuid()
+        raise e.InvalidInput(
+            "qqfile is required: send the chunk as the qqfile file part of a multipart/form-data body", field="qqfile"
+        )
+    fields: dict[str, str] = dict(query)
+    events = form_events(request.stream(), boundary, file_fields=frozenset({"qqfile"}))
+    stored: Stored | None = None
+    async for event in events:
+        if isinstance(event, TextField):
+            fields[event.name] = event.value
+            if stored is not None and stored.whole and event.name in CHUNK_FIELDS:
+                await service.delete(owner, stored.upload.id)
+                raise e.InvalidInput(f"{event.name} must come before qqfile in the form", field=event.name)
+        elif isinstance(event, FileStart):
+            if stored is not None:
+                raise e.InvalidInput("only one qqfile per request", field="qqfile")
+            qq = QQ(fields)
+            qq.md5()  # a malformed qqmd5 is refused before any byte is stored
+            if any(name in qq for name in CHUNK_FIELDS):
+                stored = await store_chunk(service, owner, qq, event, events)
+            else:
+                stored = await store_whole_file(service, owner, qq, event, events)
+    if stored is None:
+        raise e.InvalidInput("qqfile is required: the form has no qqfile part", field="qqfile")
+    body: dict[str, Any] = {"file_uuid": stored.file_uuid, "success": True}
+    if stored.whole:
+        # No done request follows a whole file: it is complete now, and its URL is known.
+        await finish_whole_file(service, owner, stored, QQ(fields))
+        body["file_url"] = file_url(request, stored.file_uuid)
+    return JSONResponse(body)
+
+
+async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResponse:
+    service = runtime(request).uploads
+    qq = QQ({**query, **await _small_form(request)})
+    file_uuid = qq.uuid()
+    if file_uuid is None:
+        raise e.InvalidInput("qquuid is required", field="qquuid")
+    filename = clean_filename(qq.require("qqfilename"), field="qqfilename")
+    md5 = qq.md5()
+    total_parts = qq.integer("qqtotalparts", minimum=1)
+    total_size = qq.integer("qqtotalfilesize")
+    mime = qq.text("qqfiletype")
+    upload = await find_upload(service, owner, file_uuid)
+    if total_size is not None and total_size != upload.size_bytes:
+        raise e.SizeMismatch(
+            f"qqtotalfilesize {total_size} differs from the {upload.size_bytes} bytes of this file",
+            field="qqtotalfilesize",
+        )
+    if total_parts is not None and upload.part_count is not None and total_parts != upload.part_count:
+        raise e.InvalidInput(
+            f"qqtotalparts {total_parts} differs from the {upload.part_count} chunks of this file",
+            field="qqtotalparts",
+        )
+    upload = await service.complete(owner, upload.id, md5=md5)
+    if filename != upload.filename or (mime is not None and mime != upload.mime_type):
+        upload = await service.rename(owner, upload.id, filename, mime_type=mime)
+    return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
+
+
+async def _small_form(request: Request) -> dict[str, str]:
+    """The fields of a body without a file: url-encoded, JSON, or multipart/form-data."""
+    content_type = request.headers.get("content-type")
+    boundary = boundary_of(content_type)
+    if boundary is None:
+        return parse_small_body(await read_small_body(request.stream()), content_type)
+    fields: dict[str, str] = {}
+    async for event in form_events(request.stream(), boundary, file_fields=frozenset()):
+        if isinstance(event, TextField):
+            fields[event.name] = event.value
+    return fields
+
+
+def _file_object(request: Request, upload: Upload, file_uuid: str) -> dict[str, Any]:
+    return {
+        "uuid": file_uuid,
+        "filename": upload.filename,
+        "filesize": upload.size_bytes if upload.size_bytes is not None else upload.bytes_received,
+        "mimetype": upload.mime_type,
+        "duration": None,  # chunkd does not probe media; the field is part of the File schema
+        "url": file_url(request, file_uuid) if upload.status is Status.COMPLETED else None,
+        "thumbnail": None,
+        "status": upload.status.value,
+        "id": upload.id,
+    }
+
+
+@router.get(f"{BASE}/{{file_uuid}}", summary="Download a file (its file_url)")
+@router.get(f"{BASE}/{{file_uuid}}/", include_in_schema=False)
+async def download(request: Request, file_uuid: FileUuid) -> Response:
+    who = await principal(request, "files:read")
+    upload = await find_upload(runtime(request).uploads, who.owner, file_uuid)
+    return await file_response(request, who.owner, upload.id)
+
+
+@router.get(f"{BASE}/{{file_uuid}}/info", summary="The File object of a file")
+async def info(request: Request, file_uuid: FileUuid) -> dict[str, Any]:
+    who = await principal(request, "files:read")
+    upload = await find_upload(runtime(request).uploads, who.owner, file_uuid)
+    return _file_object(request, upload, file_uuid)
+
+
+@router.delete(f"{BASE}/{{file_uuid}}", summary="Cancel a pending upload or delete a file")
+@router.delete(f"{BASE}/{{file_uuid}}/", include_in_schema=False)
+async def delete(request: Request, file_uuid: FileUuid) -> JSONResponse:
+    """Cancelling one's own unfinished upload is part of uploading (scope files:create, as the
+    Files API's cancel); removing a finished file needs files:delete."""
+    who = await principal(request)
+    service = runtime(request).uploads
+    upload = await find_upload(service, who.owner, file_uuid)
+    if upload.status is Status.PENDING:
+        await principal(request, "files:create")
+        await service.cancel(who.owner, upload.id)
+    else:
+        await principal(request, "files:delete")
+        await service.delete(who.owner, upload.id)
+    return JSONResponse({"file_uuid": file_uuid, "success": True})

@@ -1,0 +1,327 @@
+"""The private-message upload API (seeds 000 and 001), in process: the seeds' own examples, Fine
+Uploader's chunk and done requests, whole small files, downloads, deletes and the error cases."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable
+
+import httpx
+import pytest
+
+from tests.conftest import Api
+
+BOUNDARY = "----qqBoundary7MA4YWxkTrZu0gW"
+CHUNK = 2000  # Fine Uploader's 2,000,000 bytes, scaled down
+
+
+def form(fields: Iterable[tuple[str, str]], file: bytes | None, *, file_first: bool = False) -> bytes:
+    """A multipart/form-data body with fields and the qqfile part in a chosen order (as the
+    browser builds it: fields first, file last)."""
+    parts: list[bytes] = []
+    for name, value in fields:
+        parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    if file is not None:
+        head = (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="qqfile"; filename="blob"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        item = head + file + b"\r\n"
+        parts.insert(0, item) if file_first else parts.append(item)
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def chunk_fields(data: bytes, index: int, file_uuid: str | None, name: str = "report.pdf") -> list[tuple[str, str]]:
+    start = index * CHUNK
+    size = len(data[start : start + CHUNK])
+    fields = [
+        ("qqpartindex", str(index)),
+        ("qqpartbyteoffset", str(start)),
+        ("qqchunksize", str(size)),
+        ("qqtotalparts", str(-(-len(data) // CHUNK))),
+        ("qqtotalfilesize", str(len(data))),
+        ("qqfilename", name),
+    ]
+    if file_uuid is not None:
+        fields.insert(0, ("qquuid", file_uuid))
+    return fields
+
+
+async def post_form(api: Api, body: bytes, path: str = "/api/v2/pm/upload/", who: str = "alice") -> httpx.Response:
+    headers = {**api.auth(who), "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    return await api.client.post(path, content=body, headers=headers)
+
+
+async def send_chunk(api: Api, data: bytes, index: int, file_uuid: str | None, **kw: str) -> httpx.Response:
+    return await post_form(api, form(chunk_fields(data, index, file_uuid), data[index * CHUNK : (index + 1) * CHUNK]))
+
+
+def assert_fine_uploader_error(response: httpx.Response, status: int, field: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and isinstance(body["error"], str) and body["error"]
+    assert body["preventRetry"] is True
+    if field is not None:
+        assert body["field"] == field and field in body["error"]
+    return body
+
+
+async def upload_chunks(api: Api, data: bytes, file_uuid: str, order: Iterable[int] | None = None) -> None:
+    count = -(-len(data) // CHUNK)
+    for index in order if order is not None else range(count):
+        response = await send_chunk(api, data, index, file_uuid)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"file_uuid": file_uuid, "success": True}
+
+
+async def test_chunks_then_done_url_encoded(api: Api) -> None:
+    data = os.urandom(5 * CHUNK - 123)
+    file_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, file_uuid, order=[0, 3, 1, 4, 2])
+    body = f"qquuid={file_uuid}&qqfilename=compressed.tracemonkey-pldi-09.pdf&qqtotalparts=5"
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done",
+        content=body,
+        headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert done.status_code == 200, done.text
+    result = done.json()
+    assert set(result) == {"file_url", "file_uuid", "success"}
+    assert result["file_uuid"] == file_uuid and result["success"] is True
+    assert isinstance(result["file_url"], str) and result["file_url"].endswith(f"/api/v2/pm/upload/{file_uuid}")
+    # file_url downloads the file for its owner; for anyone else it does not exist.
+    content = await api.client.get(result["file_url"], headers=api.auth())
+    assert content.status_code == 200 and content.content == data
+    assert "compressed.tracemonkey-pldi-09.pdf" in content.headers["content-disposition"]
+    assert content.headers["content-type"] == "application/pdf"
+    assert (await api.client.get(result["file_url"], headers=api.auth("bob"))).status_code == 404
+    # An ordinary engine upload: visible in the Files API, completed, with the whole-file MD5.
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None
+    native = (await api.client.get(f"/v1/files/{upload.id}", headers=api.auth())).json()
+    assert native["status"] == "COMPLETED" and native["md5"] == hashlib.md5(data).hexdigest()
+    assert native["filename"] == "compressed.tracemonkey-pldi-09.pdf" and native["partSize"] == CHUNK
+    # Idempotent: the same done again answers the same.
+    again = await api.client.post(
+        "/api/v2/pm/upload/?done",
+        content=body,
+        headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert again.status_code == 200 and again.json() == result
+
+
+@pytest.mark.parametrize("path", ["/api/v2/pm/upload/?done/", "/api/v2/pm/upload?done", "/api/v2/pm/upload?done/"])
+async def test_done_json_without_content_type_as_in_the_seed(api: Api, path: str) -> None:
+    """The seed's fetch example: a JSON string body, no Content-Type (fetch sends text/plain)."""
+    data = os.urandom(3 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, file_uuid)
+    body = f'{{\n  "qquuid": "{file_uuid}",\n  "qqfilename": "string",\n  "qqtotalparts": 3\n}}'
+    done = await api.client.post(path, content=body.encode(), headers={**api.auth(), "Content-Type": "text/plain"})
+    assert done.status_code == 200, done.text
+    assert done.json()["file_uuid"] == file_uuid
+    with_md5 = await api.client.post(
+        path,
+        json={"qquuid": file_uuid, "qqfilename": "string", "qqmd5": hashlib.md5(data).hexdigest()},
+        headers=api.auth(),
+    )
+    assert with_md5.status_code == 200, with_md5.text
+
+
+async def test_first_chunk_without_qquuid_gets_one(api: Api) -> None:
+    data = os.urandom(2 * CHUNK + 10)
+    first = await send_chunk(api, data, 0, None)
+    assert first.status_code == 200, first.text
+    issued = first.json()["file_uuid"]
+    assert uuid.UUID(issued).version == 4
+    for index in (1, 2):
+        response = await send_chunk(api, data, index, issued)
+        assert response.json() == {"file_uuid": issued, "success": True}
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": issued, "qqfilename": "a.bin"}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+
+
+async def test_concurrent_chunks_of_a_new_file_make_one_upload(api: Api) -> None:
+    data = os.urandom(6 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    responses = await asyncio.gather(*(send_chunk(api, data, i, file_uuid) for i in range(6)))
+    assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+    listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
+    assert len(listed) == 1
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done",
+        data={"qquuid": file_uuid, "qqfilename": "x.bin", "qqmd5": hashlib.md5(data).hexdigest()},
+        headers=api.auth(),
+    )
+    assert done.status_code == 200, done.text
+
+
+async def test_whole_small_file_without_chunk_fields(api: Api) -> None:
+    data = b"%PDF-1.4 a small file\n" * 10
+    file_uuid = str(uuid.uuid4())
+    fields = [("qquuid", file_uuid), ("qqfilename", "small.pdf"), ("qqtotalfilesize", str(len(data)))]
+    response = await post_form(api, form(fields, data), path="/api/v2/pm/upload")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["file_uuid"] == file_uuid and body["success"] is True
+    assert (await api.client.get(body["file_url"], headers=api.auth())).content == data
+    info = await api.client.get(f"/api/v2/pm/upload/{file_uuid}/info", headers=api.auth())
+    assert info.status_code == 200
+    obj = info.json()
+    assert {k: obj[k] for k in ("uuid", "filename", "filesize", "mimetype", "duration", "url", "thumbnail")} == {
+        "uuid": file_uuid,
+        "filename": "small.pdf",
+        "filesize": len(data),
+        "mimetype": "application/pdf",
+        "duration": None,
+        "url": body["file_url"],
+        "thumbnail": None,
+    }
+    # Without qquuid or a declared size, the server names it and measures it.
+    bare = await post_form(api, form([("qqfilename", "n.txt")], b"hello"))
+    assert bare.status_code == 200, bare.text
+    got = await api.client.get(bare.json()["file_url"], headers=api.auth())
+    assert got.content == b"hello"
+
+
+async def test_fields_after_the_file(api: Api) -> None:
+    # A whole file whose name comes after the bytes: fine.
+    late_name = form([("qqfilename", "late.txt")], b"late bytes", file_first=True)
+    response = await post_form(api, late_name)
+    assert response.status_code == 200, response.text
+    # Chunk fields after the bytes: the bytes could not be placed; a clear 400 and nothing kept.
+    data = os.urandom(2 * CHUNK)
+    late_chunk = form(chunk_fields(data, 0, str(uuid.uuid4())), data[:CHUNK], file_first=True)
+    assert_fine_uploader_error(await post_form(api, late_chunk), 400, "qqpartindex")
+    listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
+    assert [f["filename"] for f in listed] == ["late.txt"]
+
+
+async def test_seed_upload_examples_without_a_file(api: Api) -> None:
+    """The seed's examples send only fields (JSON without Content-Type; curl url-encoded): there is no
+    chunk in them, so the answer names qqfile."""
+    json_body = '{\n  "qqpartindex": 0,\n  "qqtotalparts": 5,\n  "qqfile": "blob"\n}'
+    response = await api.client.post(
+        "/api/v2/pm/upload/", content=json_body.encode(), headers={**api.auth(), "Content-Type": "text/plain"}
+    )
+    assert_fine_uploader_error(response, 400, "qqfile")
+    response = await api.client.post(
+        "/api/v2/pm/upload/",
+        content=b"qqpartindex=0&qqtotalparts=5",
+        headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_fine_uploader_error(response, 400, "qqfile")
+    assert_fine_uploader_error(await post_form(api, form(chunk_fields(b"x" * 10, 0, None), None)), 400, "qqfile")
+
+
+async def test_done_errors_leave_the_upload_resumable(api: Api) -> None:
+    data = os.urandom(4 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, file_uuid, order=[0, 1, 3])
+
+    async def done(**fields: str) -> httpx.Response:
+        return await api.client.post("/api/v2/pm/upload/?done", data=fields, headers=api.auth())
+
+    body = assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin"), 409)
+    assert body["code"] == "missing_parts" and body["missingParts"] == [3]
+    await upload_chunks(api, data, file_uuid, order=[2])
+    wrong = assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin", qqmd5="0" * 32), 400, "md5")
+    assert wrong["code"] == "checksum_mismatch"
+    assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin", qqmd5="nothex"), 400, "qqmd5")
+    assert_fine_uploader_error(
+        await done(qquuid=file_uuid, qqfilename="f.bin", qqtotalfilesize=str(len(data) + 1)), 400, "qqtotalfilesize"
+    )
+    assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin", qqtotalparts="7"), 400, "qqtotalparts")
+    assert_fine_uploader_error(await done(qqfilename="f.bin"), 400, "qquuid")
+    assert_fine_uploader_error(await done(qquuid=file_uuid), 400, "qqfilename")
+    assert_fine_uploader_error(await done(qquuid=str(uuid.uuid4()), qqfilename="f.bin"), 404, "qquuid")
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.status.value == "PENDING"
+    # A done request sent as multipart/form-data (curl -F) works too.
+    fields = [("qquuid", file_uuid), ("qqfilename", "f.bin"), ("qqmd5", hashlib.md5(data).hexdigest())]
+    ok = await post_form(api, form(fields, None), path="/api/v2/pm/upload/?done")
+    assert ok.status_code == 200, ok.text
+
+
+async def test_chunk_errors(api: Api) -> None:
+    data = os.urandom(3 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, file_uuid, order=[0])
+
+    async def chunk(fields: list[tuple[str, str]], payload: bytes) -> httpx.Response:
+        return await post_form(api, form(fields, payload))
+
+    good = chunk_fields(data, 1, file_uuid)
+    piece = data[CHUNK : 2 * CHUNK]
+    later_without_uuid = [(k, v) for k, v in good if k != "qquuid"]
+    assert_fine_uploader_error(await chunk(later_without_uuid, piece), 400, "qquuid")
+    wrong_offset = [(k, "5" if k == "qqpartbyteoffset" else v) for k, v in good]
+    assert_fine_uploader_error(await chunk(wrong_offset, piece), 400, "qqpartbyteoffset")
+    out_of_range = [(k, "9" if k == "qqpartindex" else v) for k, v in good if k != "qqpartbyteoffset"]
+    assert_fine_uploader_error(await chunk(out_of_range, piece), 400, "qqpartindex")
+    assert_fine_uploader_error(await chunk([(k, "x" if k == "qqpartindex" else v) for k, v in good], piece), 400)
+    short = await chunk(good, piece[:-1])
+    assert_fine_uploader_error(short, 400)
+    wrong_total = [(k, "999999" if k == "qqtotalfilesize" else v) for k, v in good]
+    assert_fine_uploader_error(await chunk(wrong_total, piece), 400, "qqtotalfilesize")
+    bad_uuid = [(k, "../../etc" if k == "qquuid" else v) for k, v in good]
+    assert_fine_uploader_error(await chunk(bad_uuid, piece), 400, "qquuid")
+    no_size = [(k, v) for k, v in chunk_fields(data, 0, str(uuid.uuid4())) if k != "qqtotalfilesize"]
+    assert_fine_uploader_error(await chunk(no_size, data[:CHUNK]), 400, "qqtotalfilesize")
+    truncated = form(good, piece)[:-200]
+    assert_fine_uploader_error(await post_form(api, truncated), 400)
+    # None of those stored a byte: the upload still has exactly chunk 0.
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.parts_received == 1 and upload.bytes_received == CHUNK
+
+
+async def test_auth_and_owner_scoping(api: Api) -> None:
+    data = os.urandom(CHUNK)
+    response = await api.client.post(
+        "/api/v2/pm/upload/",
+        content=form(chunk_fields(data, 0, None), data),
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    assert_fine_uploader_error(response, 401)
+    assert_fine_uploader_error(await post_form(api, form(chunk_fields(data, 0, None), data), who="reader"), 403)
+    file_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, file_uuid)
+    # bob cannot see, finish, download or delete alice's file, even knowing its uuid
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "a"}, headers=api.auth("bob")
+    )
+    assert_fine_uploader_error(done, 404)
+    assert_fine_uploader_error(await api.client.delete(f"/api/v2/pm/upload/{file_uuid}", headers=api.auth("bob")), 404)
+    # bob may use the same uuid for a file of his own
+    await send_chunk(api, data, 0, file_uuid)
+    bob = await post_form(api, form(chunk_fields(data, 0, file_uuid), data), who="bob")
+    assert bob.status_code == 200, bob.text
+
+
+async def test_delete_cancels_pending_and_removes_completed(api: Api) -> None:
+    data = os.urandom(2 * CHUNK)
+    pending = str(uuid.uuid4())
+    await upload_chunks(api, data, pending, order=[0])
+    gone = await api.client.delete(f"/api/v2/pm/upload/{pending}", headers=api.auth())
+    assert gone.status_code == 200 and gone.json() == {"file_uuid": pending, "success": True}
+    upload = await api.runtime.uploads.find("alice", "pm", pending)
+    assert upload is not None and upload.status.value == "CANCELLED"
+    assert_fine_uploader_error(await send_chunk(api, data, 1, pending), 409)
+
+    done_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, done_uuid)
+    await api.client.post("/api/v2/pm/upload/?done", data={"qquuid": done_uuid, "qqfilename": "d"}, headers=api.auth())
+    # removing a finished file needs files:delete
+    _, creator = await api.runtime.keys.create("alice", "files:create")
+    denied = await api.client.delete(f"/api/v2/pm/upload/{done_uuid}", headers={"Authorization": f"Bearer {creator}"})
+    assert_fine_uploader_error(denied, 403)
+    deleted = await api.client.delete(f"/api/v2/pm/upload/{done_uuid}", headers=api.auth())
+    assert deleted.status_code == 200
+    assert_fine_uploader_error(await api.client.get(f"/api/v2/pm/upload/{done_uuid}", headers=api.auth()), 404)
+    assert (await api.runtime.uploads.find("alice", "pm", done_uuid)) is None
