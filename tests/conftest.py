@@ -3,6 +3,7 @@ API keys for two owners."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +14,36 @@ import pytest
 from chunkd.app import create_app
 from chunkd.runtime import Runtime
 from chunkd.settings import Settings
+from tests.support.postgres import PostgresServer, session_server
 from tests.support.server import ChunkdServer
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the whole session (started on first use)."""
+    for server in session_server():
+        if server is None:
+            message = "PostgreSQL is not installed (scripts/services/postgres.sh installs it)"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """Every metadata test runs on SQLite (None: the default file) and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return server.url(server.migrated_database())
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, db_url: str | None) -> Settings:
     return Settings(
         data_dir=tmp_path / "data",
+        database_url=db_url,
         bootstrap_admin_key=False,
         fsync=False,
         min_part_size=1,

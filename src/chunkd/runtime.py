@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import tempfile
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,16 +37,30 @@ def _load(target: str) -> Any:
 
 
 def load_secret(path: Path) -> bytes:
-    """The server secret (URL signatures, HS256 tokens): 32 random bytes made on first start."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    """The server secret (URL signatures, HS256 tokens): 32 random bytes made on first start.
+
+    Written to a temporary file and then hard-linked into place, so several nodes starting at once
+    on a shared data dir all end up with the same, complete secret (never a half-written one)."""
+    if path.exists():
         return path.read_bytes()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(os.urandom(32))
-        handle.flush()
-        os.fsync(handle.fileno())
+    fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(os.urandom(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        with suppress(FileExistsError):  # another node won the race: use its secret
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
     return path.read_bytes()
+
+
+def server_secret(settings: Settings) -> bytes:
+    """``CHUNKD_SECRET`` when set (every node of a cluster must share it), else the data dir's file."""
+    if settings.secret is not None:
+        return settings.secret_bytes()
+    return load_secret(settings.data_dir / "secret.key")
 
 
 @dataclass
@@ -69,6 +85,14 @@ class Runtime:
 def build_locks(settings: Settings) -> LockManager:
     from chunkd.backends.locks.local import LocalLocks
 
+    url = settings.resolved_database_url()
+    if url.startswith(("postgresql", "postgres")):
+        # Several nodes share the database: the in-process lock first (cheap queueing for this
+        # process's tasks), then a PostgreSQL advisory lock (every other process and node).
+        from chunkd.backends.locks.postgres import PostgresAdvisoryLocks
+        from chunkd.backends.locks.stacked import StackedLocks
+
+        return StackedLocks(LocalLocks(None), PostgresAdvisoryLocks(url, max_connections=settings.lock_connections))
     return LocalLocks(settings.data_dir / "locks")
 
 
@@ -82,7 +106,7 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
     locks = build_locks(settings)
     uploads = UploadService(repo, blobs, locks, settings.engine_config())
     keys = KeyService(repo)
-    secret = load_secret(settings.data_dir / "secret.key")
+    secret = server_secret(settings)
     signer = UrlSigner(secret)
     tokens = AccessTokens.from_settings(settings, repo, secret)
     return Runtime(

@@ -3,11 +3,15 @@ variable ``CHUNKD_<NAME>`` (e.g. ``CHUNKD_DATA_DIR``) or, for a few, a ``chunkd 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chunkd.service.media import MediaLimits
@@ -16,6 +20,22 @@ from chunkd.service.uploads import EngineConfig
 __all__ = ["Settings"]
 
 MiB = 1024 * 1024
+
+
+def _decode_secret(text: str) -> bytes:
+    """Hex (64+ digits) or standard/URL-safe base64 of at least 32 bytes."""
+    text = text.strip()
+    raw: bytes | None = None
+    if re.fullmatch(r"(?:[0-9a-fA-F]{2})+", text):
+        raw = bytes.fromhex(text)
+    else:
+        with suppress(binascii.Error, ValueError):
+            raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
+    if raw is None:
+        raise ValueError("CHUNKD_SECRET must be hex or base64")
+    if len(raw) < 32:
+        raise ValueError("CHUNKD_SECRET must hold at least 32 bytes (e.g. `openssl rand -hex 32`)")
+    return raw
 
 
 class Settings(BaseSettings):
@@ -29,6 +49,14 @@ class Settings(BaseSettings):
     storage: Literal["local", "s3"] = Field("local", description="Where bytes go: local disk or S3-compatible.")
     fsync: bool = Field(True, description="fsync parts before acknowledging them (turn off only for tests).")
     migrate_on_start: bool = Field(True, description="Apply database migrations when the server starts.")
+    secret: SecretStr | None = Field(
+        None,
+        description="Server secret (URL signatures, tokens) as hex or base64, at least 32 bytes; overrides "
+        "<data_dir>/secret.key. Every node of a cluster needs the same one.",
+    )
+    lock_connections: int = Field(
+        50, ge=1, description="PostgreSQL only: most connections held for per-upload advisory locks at once."
+    )
 
     # ---- server ----
     host: str = Field("127.0.0.1", description="Address to listen on.")
@@ -140,6 +168,17 @@ class Settings(BaseSettings):
     asset_url_ttl_seconds: float = Field(
         3600.0, description="Lifetime of the signed upload URLs handed out for assets."
     )
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _decode_secret(value.get_secret_value())
+        return value
+
+    def secret_bytes(self) -> bytes:
+        """The decoded ``secret`` (only call when it is set)."""
+        assert self.secret is not None
+        return _decode_secret(self.secret.get_secret_value())
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'chunkd.db').resolve()}"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -51,7 +51,17 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+# pg_advisory_xact_lock key that serialises migrations ("chunkd-migrate" as a 64-bit number).
+MIGRATION_LOCK_KEY = int.from_bytes(b"chunkdmg", "big", signed=True)
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Apply every pending migration (idempotent)."""
+    """Apply every pending migration (idempotent), in one transaction.
+
+    On PostgreSQL the DDL is transactional and the whole upgrade runs under a transaction-level
+    advisory lock, so several nodes starting at once migrate one after the other: the first does
+    the work, the others wait for it and then find nothing left to do."""
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         await connection.run_sync(_upgrade)

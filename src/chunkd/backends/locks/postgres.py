@@ -1,0 +1,138 @@
+"""Per-upload locks across nodes: PostgreSQL session-level advisory locks.
+
+Each ``hold`` takes a connection from a small asyncpg pool of its own, polls
+``pg_try_advisory_lock(key)`` until it succeeds or the timeout passes, and keeps that connection
+for as long as the lock is held; ``pg_advisory_unlock(key)`` in ``finally`` then returns the
+connection to the pool. The key is a 64-bit hash of the upload id.
+
+Why these choices:
+
+- *Session-level* locks (not ``pg_advisory_xact_lock``) so no transaction stays open while a part
+  streams in or fsyncs; the lock's life is the ``hold`` block's, not a transaction's.
+- *A pool separate from the repository's engine*: a holder needs a repository connection while it
+  holds its lock, so sharing one pool could leave every connection held by lock owners waiting
+  for one more (a deadlock until the pool timeout).
+- *Polling* ``pg_try_advisory_lock`` instead of a blocking ``pg_advisory_lock``: a cancelled
+  waiter (client gone, timeout) can never end up owning a lock it does not know about.
+- *Crash safety*: the lock belongs to the server session, so when a node dies (``kill -9``,
+  power loss) PostgreSQL releases it as soon as it notices the connection is gone: at once for
+  a dead process (the kernel closes its socket); for a vanished machine, after the server's
+  TCP keepalive gives up (``tcp_keepalives_idle`` etc., see docs/deploy.md).
+- asyncpg's pool runs ``pg_advisory_unlock_all()`` when a connection is released, so even an
+  unlock that failed half way cannot leak a lock to the next user of that connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from chunkd.domain.errors import Busy
+
+__all__ = ["PostgresAdvisoryLocks", "advisory_key"]
+
+log = logging.getLogger("chunkd.locks")
+
+# Polling starts fast (a part commit holds the lock for milliseconds) and backs off to this.
+_FIRST_POLL = 0.002
+_MAX_POLL = 0.05
+
+
+def advisory_key(upload_id: str) -> int:
+    """A signed 64-bit key for ``pg_advisory_lock(bigint)``, namespaced so it is unlikely to meet
+    another application's keys in the same database."""
+    digest = hashlib.blake2b(upload_id.encode(), digest_size=8, person=b"chunkd-upload").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A libpq-style DSN for asyncpg from a SQLAlchemy URL (``postgresql+asyncpg://`` etc.)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgresAdvisoryLocks:
+    """``LockManager`` over PostgreSQL advisory locks; exclusive across every process and node that
+    shares the database. Compose it behind an in-process lock (``StackedLocks``) so tasks of one
+    process queue in memory instead of polling the database."""
+
+    def __init__(self, url: str, *, max_connections: int = 50, idle_connections: int = 2) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._max = max_connections
+        self._min = idle_connections
+        self._pool: Any = None
+        self._pool_lock = asyncio.Lock()
+
+    async def _get_pool(self) -> Any:
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    import asyncpg
+
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=min(self._min, self._max),
+                        max_size=self._max,
+                        # Idle lock connections above min_size are closed after a minute.
+                        max_inactive_connection_lifetime=60.0,
+                        # Lock connections never run user statements: no statement cache needed.
+                        statement_cache_size=0,
+                        server_settings={"application_name": "chunkd-locks"},
+                    )
+        return self._pool
+
+    @asynccontextmanager
+    async def hold(self, upload_id: str, *, timeout: float) -> AsyncIterator[None]:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        key = advisory_key(upload_id)
+        pool = await self._get_pool()
+        try:
+            # Even a try-once (timeout 0) may wait a moment for a free connection.
+            conn = await pool.acquire(timeout=max(timeout, 1.0))
+        except TimeoutError:
+            raise Busy(f"upload {upload_id} is locked (no lock connection free)") from None
+        try:
+            delay = _FIRST_POLL
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Busy(f"upload {upload_id} is being written by another node or request")
+                # Jitter keeps waiters on several nodes from polling in lockstep.
+                await asyncio.sleep(min(delay * (0.5 + random.random()), remaining))
+                delay = min(delay * 2, _MAX_POLL)
+            try:
+                yield
+            finally:
+                await self._unlock(conn, key, upload_id)
+        finally:
+            await pool.release(conn)
+
+    @staticmethod
+    async def _unlock(conn: Any, key: int, upload_id: str) -> None:
+        try:
+            released = await conn.fetchval("SELECT pg_advisory_unlock($1)", key)
+        except asyncio.CancelledError:
+            # Closing the session is what releases the lock for sure (the server drops a
+            # session's locks with it).
+            conn.terminate()
+            raise
+        except Exception:
+            # A broken connection: its session, and so the lock, is gone already. The work done
+            # under the lock is committed, so this is no reason to fail the request.
+            log.warning("could not release the advisory lock of upload %s; closing its connection", upload_id)
+            conn.terminate()
+            return
+        if not released:
+            log.error("advisory lock of upload %s was gone before release (connection reset?)", upload_id)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
