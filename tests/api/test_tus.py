@@ -464,6 +464,9 @@ async def test_method_override(api: Api) -> None:
     assert deleted.status_code == 204
     odd = await api.client.post("/files", headers={**h(api), "X-HTTP-Method-Override": "TRACE"})
     assert odd.status_code == 400
+    for method, path in (("PUT", f"/files/{upload_id}"), ("GET", "/files"), ("PATCH", "/files")):
+        response = await api.client.request(method, path, headers=h(api))
+        assert response.status_code == 405 and response.headers["tus-resumable"] == "1.0.0"
 
 
 async def test_get_downloads_only_finished_uploads(api: Api) -> None:
