@@ -136,6 +136,8 @@ async def test_upload_in_chunks_completes_the_engine_upload(api: Api) -> None:
     body = native.json()
     assert body["status"] == "COMPLETED" and body["md5"] == hashlib.md5(data).hexdigest()
     assert body["filename"] == "report.pdf" and body["mimeType"] == "application/pdf"
+    pieces = [data[:100_000], data[100_000:200_000], data[200_000:]]
+    assert [p["etag"] for p in body["parts"]] == [f'"{hashlib.md5(p).hexdigest()}"' for p in pieces]
     done = await head(api, upload_id)
     assert done.headers["upload-offset"] == str(len(data))
     # A repeated final PATCH (e.g. the client missed the answer) is answered, not refused.
