@@ -93,7 +93,8 @@ def curl(*args: str) -> str:
 class Target:
     """One server under test: how to create an upload and send the file with one PATCH."""
 
-    def __init__(self, name: str, url: str, headers: dict[str, str]) -> None:
+    def __init__(self, name: str, url: str, headers: dict[str, str], pid: int) -> None:
+        self.pid = pid
         self.name = name
         self.url = url
         self.headers = {"Tus-Resumable": "1.0.0", **headers}
@@ -114,14 +115,21 @@ class Target:
                 return location if location.startswith("http") else self.url + location
         raise SystemExit(f"{self.name}: no Location in {out!r}")
 
-    def patch(self, location: str, file: Path) -> float:
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the server process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def patch(self, location: str, file: Path) -> tuple[float, float]:
+        """(wall seconds, server CPU seconds) of one PATCH of the whole file."""
         headers = {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0", "Expect": ""}
+        cpu = self.cpu_seconds()
         started = time.perf_counter()
         out = curl("-X", "PATCH", "-T", str(file), "-o", "/dev/null", "-w", "%{http_code}", *self._h(headers), location)
         elapsed = time.perf_counter() - started
         if out.strip() != "204":
             raise SystemExit(f"{self.name}: PATCH answered {out!r}")
-        return elapsed
+        return elapsed, self.cpu_seconds() - cpu
 
     def delete(self, location: str) -> None:
         curl("-X", "DELETE", "-o", "/dev/null", *self._h(), location)
@@ -143,7 +151,7 @@ def start_chunkd(work: Path) -> tuple[subprocess.Popen[bytes], Target]:
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     wait_until_up(f"http://127.0.0.1:{port}/files", process, log)
-    return process, Target("chunkd", f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"})
+    return process, Target("chunkd", f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}, process.pid)
 
 
 def start_tus_node(work: Path, node_dir: Path) -> tuple[subprocess.Popen[bytes], Target]:
@@ -166,7 +174,7 @@ def start_tus_node(work: Path, node_dir: Path) -> tuple[subprocess.Popen[bytes],
             ["node", str(script), str(port), str(store)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     wait_until_up(f"http://127.0.0.1:{port}/files", process, log)
-    return process, Target("@tus/server", f"http://127.0.0.1:{port}", {})
+    return process, Target("@tus/server", f"http://127.0.0.1:{port}", {}, process.pid)
 
 
 def verify_chunkd(target: Target, location: str, md5: str) -> None:
@@ -202,15 +210,21 @@ def main() -> None:
             node_process, node = start_tus_node(work, node_dir)
             processes.append(node_process)
             times: dict[str, list[float]] = {chunkd.name: [], node.name: []}
+            cpus: dict[str, list[float]] = {chunkd.name: [], node.name: []}
             for round_no in range(args.rounds):
                 order = [chunkd, node] if round_no % 2 == 0 else [node, chunkd]
                 for target in order:
                     location = target.create(size)
-                    elapsed = target.patch(location, source)
+                    elapsed, cpu = target.patch(location, source)
                     if target is chunkd:
                         verify_chunkd(target, location, md5)
                     times[target.name].append(elapsed)
-                    print(f"round {round_no + 1}: {target.name:<12} {size / elapsed / 2**20:8.1f} MiB/s", flush=True)
+                    cpus[target.name].append(cpu)
+                    print(
+                        f"round {round_no + 1}: {target.name:<12} {size / elapsed / 2**20:8.1f} MiB/s"
+                        f"  server CPU {cpu:.2f} s",
+                        flush=True,
+                    )
                     target.delete(location)
         finally:
             for process in processes:
@@ -221,7 +235,8 @@ def main() -> None:
         print(f"file: {size / 2**20:.0f} MiB, one PATCH each, {args.rounds} round(s), median of runs")
         medians = {name: statistics.median(values) for name, values in times.items()}
         for name, value in medians.items():
-            print(f"  {name:<12} {size / value / 2**20:8.1f} MiB/s  ({value:.2f} s)")
+            cpu = statistics.median(cpus[name])
+            print(f"  {name:<12} {size / value / 2**20:8.1f} MiB/s  ({value:.2f} s; server CPU {cpu:.2f} s)")
         ratio = medians[node.name] / medians[chunkd.name]
         print(f"  ratio chunkd / @tus/server: {ratio:.2f}x  (chunkd fsyncs and computes the whole-file MD5)")
 

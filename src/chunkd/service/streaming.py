@@ -112,6 +112,10 @@ async def stream_into(
     buffer = bytearray()
     total = 0
     last_beat = time.monotonic()
+    # One batch is hashed and written (in threads) while the next one is received, so reading
+    # the socket overlaps with hashing; batches still go in strictly in order, and at most two
+    # are held in memory.
+    feeding: asyncio.Task[None] | None = None
     try:
         async for chunk in chunks:
             total += len(chunk)
@@ -121,11 +125,15 @@ async def stream_into(
             if len(buffer) >= BATCH_BYTES:
                 data = bytes(buffer)
                 buffer.clear()
-                await part.feed(data)
+                if feeding is not None:
+                    await feeding
+                feeding = asyncio.create_task(part.feed(data))
                 if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_every:
                     last_beat = time.monotonic()
                     await heartbeat()
     finally:
+        if feeding is not None:
+            await feeding
         # Also on a broken body (client gone): what arrived is handed over, and the caller
         # decides whether to keep it (appends keep partial bytes) or abort.
         if buffer:
