@@ -60,7 +60,6 @@ def download_md5(server: ChunkdServer, key: str, url: str) -> str:
 @pytest.mark.slow
 def test_tuspy_resumes_after_the_server_is_killed(live_server: ChunkdServer, tmp_path: Path) -> None:
     from tusclient import client as tus_client
-    from tusclient.exceptions import TusCommunicationError, TusUploadFailed
     from tusclient.storage.filestorage import FileStorage
 
     key = live_server.create_key("alice")
@@ -84,7 +83,7 @@ def test_tuspy_resumes_after_the_server_is_killed(live_server: ChunkdServer, tmp
     def send_one() -> None:
         try:
             first.upload_chunk()
-        except (TusCommunicationError, TusUploadFailed, OSError, httpx.HTTPError) as exc:
+        except Exception as exc:  # the server died under it: whatever the client raises is expected
             failure.append(exc)
 
     sender = threading.Thread(target=send_one)
