@@ -540,3 +540,16 @@ async def test_custom_mount_path(tmp_path, settings) -> None:
             assert created.status_code == 201
             assert created.headers["location"].startswith("http://testserver/api/tus/")
             assert (await client.options("/files")).status_code != 204
+
+
+async def test_a_writer_in_another_process_gives_423(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process take-over cannot reach a writer elsewhere; the engine's lock answers 423."""
+    from chunkd.frontends.tus import router
+
+    monkeypatch.setattr(router, "TAKE_OVER_WAIT", 0.2)
+    upload_id = await create(api, 10)
+    async with api.runtime.locks.hold(upload_id, timeout=1):  # stands for another process's writer
+        busy = await patch(api, upload_id, 0, b"abc")
+    assert busy.status_code == 423 and busy.headers["retry-after"] == "1"
+    assert busy.headers["tus-resumable"] == "1.0.0"
+    assert (await patch(api, upload_id, 0, b"abc")).status_code == 204
