@@ -136,6 +136,9 @@ async def test_upload_in_chunks_completes_the_engine_upload(api: Api) -> None:
     body = native.json()
     assert body["status"] == "COMPLETED" and body["md5"] == hashlib.md5(data).hexdigest()
     assert body["filename"] == "report.pdf" and body["mimeType"] == "application/pdf"
+    pieces = [data[:100_000], data[100_000:200_000], data[200_000:]]
+    # Appended pieces carry no MD5 of their own (the whole file's is computed once, as it arrives).
+    assert [(p["sizeBytes"], p["etag"]) for p in body["parts"]] == [(len(p), None) for p in pieces]
     done = await head(api, upload_id)
     assert done.headers["upload-offset"] == str(len(data))
     # A repeated final PATCH (e.g. the client missed the answer) is answered, not refused.
@@ -464,6 +467,9 @@ async def test_method_override(api: Api) -> None:
     assert deleted.status_code == 204
     odd = await api.client.post("/files", headers={**h(api), "X-HTTP-Method-Override": "TRACE"})
     assert odd.status_code == 400
+    for method, path in (("PUT", f"/files/{upload_id}"), ("GET", "/files"), ("PATCH", "/files")):
+        response = await api.client.request(method, path, headers=h(api))
+        assert response.status_code == 405 and response.headers["tus-resumable"] == "1.0.0"
 
 
 async def test_get_downloads_only_finished_uploads(api: Api) -> None:
@@ -535,3 +541,16 @@ async def test_custom_mount_path(tmp_path, settings) -> None:
             assert created.status_code == 201
             assert created.headers["location"].startswith("http://testserver/api/tus/")
             assert (await client.options("/files")).status_code != 204
+
+
+async def test_a_writer_in_another_process_gives_423(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process take-over cannot reach a writer elsewhere; the engine's lock answers 423."""
+    from chunkd.frontends.tus import router
+
+    monkeypatch.setattr(router, "TAKE_OVER_WAIT", 0.2)
+    upload_id = await create(api, 10)
+    async with api.runtime.locks.hold(upload_id, timeout=1):  # stands for another process's writer
+        busy = await patch(api, upload_id, 0, b"abc")
+    assert busy.status_code == 423 and busy.headers["retry-after"] == "1"
+    assert busy.headers["tus-resumable"] == "1.0.0"
+    assert (await patch(api, upload_id, 0, b"abc")).status_code == 204

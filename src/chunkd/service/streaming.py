@@ -59,6 +59,9 @@ class BodyReader:
         return True
 
 
+_EMPTY_MD5_STATE = ResumableMD5().state()
+
+
 class StreamedPart:
     """What streaming one part produced: its size and digests, and the writer to commit."""
 
@@ -76,12 +79,20 @@ class StreamedPart:
         self.extra = extra
         self.size = 0
         # The part's own MD5 is its ETag and tells a re-sent part from a changed one; appended
-        # parts have no use for it, so they skip that second pass over every byte.
-        self._md5 = hashlib.md5() if part_md5 else None
+        # parts have no use for it, so they skip that second pass over every byte. A part hashed
+        # into a whole-file state that has seen no byte yet (it starts the file) has the whole-file
+        # digest as its own: hash it once, not twice (MD5 is most of the CPU an upload costs).
+        self._part_is_whole = part_md5 and self.whole_start == _EMPTY_MD5_STATE
+        self._md5 = hashlib.md5() if part_md5 and not self._part_is_whole else None
 
     @property
     def md5(self) -> str:
-        return self._md5.hexdigest() if self._md5 is not None else ""
+        if self._md5 is not None:
+            return self._md5.hexdigest()
+        if self._part_is_whole:
+            assert self.whole is not None
+            return self.whole.hexdigest()
+        return ""
 
     def _hash_part(self, data: bytes) -> None:
         if self._md5 is not None:
@@ -119,6 +130,10 @@ async def stream_into(
     buffer = bytearray()
     total = 0
     last_beat = time.monotonic()
+    # One batch is hashed and written (in threads) while the next one is received, so reading
+    # the socket overlaps with hashing; batches still go in strictly in order, and at most two
+    # are held in memory.
+    feeding: asyncio.Task[None] | None = None
     try:
         async for chunk in chunks:
             total += len(chunk)
@@ -128,11 +143,15 @@ async def stream_into(
             if len(buffer) >= BATCH_BYTES:
                 data = bytes(buffer)
                 buffer.clear()
-                await part.feed(data)
+                if feeding is not None:
+                    await feeding
+                feeding = asyncio.create_task(part.feed(data))
                 if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_every:
                     last_beat = time.monotonic()
                     await heartbeat()
     finally:
+        if feeding is not None:
+            await feeding
         # Also on a broken body (client gone): what arrived is handed over, and the caller
         # decides whether to keep it (appends keep partial bytes) or abort.
         if buffer:

@@ -358,6 +358,7 @@ class TusEndpoint:
 
 def _not_allowed() -> Response:
     headers = _base_headers()
+    headers["Allow"] = "OPTIONS, POST, HEAD, PATCH, GET, DELETE"
     return Response("method not allowed\n", status_code=405, headers=headers, media_type="text/plain")
 
 
@@ -399,5 +400,11 @@ def build_router(prefix: str) -> APIRouter:
     @router.get("/{file_id}")
     async def get(request: Request, file_id: FileId) -> Response:
         return await tus.get(request, file_id)
+
+    # Other methods: a tus-style 405 (with Tus-Resumable) rather than the app's default.
+    @router.api_route("", methods=["GET", "PUT", "PATCH", "DELETE", "HEAD"])
+    @router.api_route("/{file_id}", methods=["PUT"])
+    async def not_allowed(request: Request) -> Response:
+        return _not_allowed()
 
     return router
