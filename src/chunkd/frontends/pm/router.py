@@ -59,7 +59,64 @@ def _query(request: Request) -> tuple[bool, dict[str, str]]:
     return done, {key: value for key, value in pairs if key not in _DONE_KEYS}
 
 
-@router.post(f"{BASE}/", summary="Upload a chunk (or a whole small file); ?done finishes a chunked file")
+def _field(description: str, kind: str = "string") -> dict[str, str]:
+    return {"type": kind, "description": description}
+
+
+UPLOAD_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "done",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "Present (``?done`` or ``?done/``): finish a chunked file (Chunk Upload Done).",
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["qqfile"],
+                    "properties": {
+                        "qqfile": {"type": "string", "format": "binary", "description": "The chunk (last part)."},
+                        "qquuid": _field("The file's uuid; required when qqpartindex > 0 (issued if absent)."),
+                        "qqpartindex": _field("0-based chunk index; absent for a whole small file.", "integer"),
+                        "qqtotalparts": _field("Number of chunks.", "integer"),
+                        "qqfiletype": _field("Media type of the file."),
+                        "qqtotalfilesize": _field("Size of the whole file in bytes.", "integer"),
+                        "qqpartbyteoffset": _field("Byte offset of this chunk.", "integer"),
+                        "qqchunksize": _field("Size of this chunk in bytes.", "integer"),
+                        "qqfilename": _field("Name of the file."),
+                    },
+                }
+            },
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "description": "With ?done: qquuid and qqfilename required; qqtotalparts, qqmd5, qqfiletype, "
+                    "qqtotalfilesize optional (also accepted as JSON or multipart).",
+                }
+            },
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "A chunk: {file_uuid, success}. A whole file or ?done: {file_url, file_uuid, success}.",
+            "content": {"application/json": {"example": {"file_uuid": "string", "success": True}}},
+        },
+        "400": {"description": 'Fine Uploader error shape: {"success": false, "error", "preventRetry": true}'},
+    },
+}
+
+
+@router.post(
+    f"{BASE}/",
+    summary="Upload a chunk (or a whole small file); ?done finishes a chunked file",
+    openapi_extra=UPLOAD_OPENAPI,
+)
 @router.post(BASE, include_in_schema=False)
 async def upload(request: Request) -> JSONResponse:
     """Fine Uploader's upload endpoint and, with ``?done``, its chunking-success endpoint."""
