@@ -231,7 +231,7 @@ async def test_done_errors_leave_the_upload_resumable(api: Api) -> None:
     body = assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin"), 409)
     assert body["code"] == "missing_parts" and body["missingParts"] == [3]
     await upload_chunks(api, data, file_uuid, order=[2])
-    wrong = assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin", qqmd5="0" * 32), 400, "md5")
+    wrong = assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin", qqmd5="0" * 32), 400, "qqmd5")
     assert wrong["code"] == "checksum_mismatch"
     assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin", qqmd5="nothex"), 400, "qqmd5")
     assert_fine_uploader_error(
@@ -267,7 +267,12 @@ async def test_chunk_errors(api: Api) -> None:
     assert_fine_uploader_error(await chunk(out_of_range, piece), 400, "qqpartindex")
     assert_fine_uploader_error(await chunk([(k, "x" if k == "qqpartindex" else v) for k, v in good], piece), 400)
     short = await chunk(good, piece[:-1])
-    assert_fine_uploader_error(short, 400)
+    assert_fine_uploader_error(short, 400, "qqfile")
+    tiny = {"qqchunksize": "1", "qqtotalfilesize": "20000"}  # 20,000 parts: over the engine's 10,000
+    tiny_chunks = [(k, tiny.get(k, v)) for k, v in chunk_fields(data, 0, str(uuid.uuid4()))]
+    assert_fine_uploader_error(await chunk(tiny_chunks, data[:1]), 400, "qqchunksize")
+    huge = [(k, str(10**16) if k == "qqtotalfilesize" else v) for k, v in chunk_fields(data, 0, str(uuid.uuid4()))]
+    assert_fine_uploader_error(await chunk(huge, data[:CHUNK]), 413, "qqtotalfilesize")
     wrong_total = [(k, "999999" if k == "qqtotalfilesize" else v) for k, v in good]
     assert_fine_uploader_error(await chunk(wrong_total, piece), 400, "qqtotalfilesize")
     bad_uuid = [(k, "../../etc" if k == "qquuid" else v) for k, v in good]

@@ -158,7 +158,13 @@ async def store_chunk(
         file_uuid = str(uuidlib.uuid4())
     upload = await _find_or_create(service, owner, file_uuid, qq, start)
     _check_chunk(upload, qq, index)
-    await service.put_part(owner, upload.id, index + 1, file_bytes(events))
+    try:
+        await service.put_part(owner, upload.id, index + 1, file_bytes(events))
+    except e.PartSizeMismatch as exc:  # say it in chunk terms (the engine counts parts from 1)
+        expected = exc.details.get("expectedSize")
+        raise e.PartSizeMismatch(
+            f"qqfile of chunk {index} must be {expected} bytes", field="qqfile", expectedSize=expected
+        ) from None
     return Stored(upload, file_uuid, whole=False)
 
 
