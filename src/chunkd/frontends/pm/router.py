@@ -220,8 +220,8 @@ def _file_object(request: Request, upload: Upload, file_uuid: str) -> dict[str, 
     }
 
 
-@router.get(f"{BASE}/{{file_uuid}}", summary="Download a file (its file_url)")
-@router.get(f"{BASE}/{{file_uuid}}/", include_in_schema=False)
+@router.api_route(f"{BASE}/{{file_uuid}}", methods=["GET", "HEAD"], summary="Download a file (its file_url)")
+@router.api_route(f"{BASE}/{{file_uuid}}/", methods=["GET", "HEAD"], include_in_schema=False)
 async def download(request: Request, file_uuid: FileUuid) -> Response:
     who = await principal(request, "files:read")
     upload = await find_upload(runtime(request).uploads, who.owner, file_uuid)
