@@ -98,6 +98,10 @@ async def test_chunks_then_done_url_encoded(api: Api) -> None:
     assert "compressed.tracemonkey-pldi-09.pdf" in content.headers["content-disposition"]
     assert content.headers["content-type"] == "application/pdf"
     assert (await api.client.get(result["file_url"], headers=api.auth("bob"))).status_code == 404
+    head = await api.client.head(result["file_url"], headers=api.auth())
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(data)) and head.content == b""
+    ranged = await api.client.get(result["file_url"], headers={**api.auth(), "Range": "bytes=10-19"})
+    assert ranged.status_code == 206 and ranged.content == data[10:20]
     # An ordinary engine upload: visible in the Files API, completed, with the whole-file MD5.
     upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
     assert upload is not None
