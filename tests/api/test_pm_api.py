@@ -18,12 +18,20 @@ BOUNDARY = "----qqBoundary7MA4YWxkTrZu0gW"
 CHUNK = 2000  # Fine Uploader's 2,000,000 bytes, scaled down
 
 
-def form(fields: Iterable[tuple[str, str]], file: bytes | None, *, file_first: bool = False) -> bytes:
+def _text_part(name: str, value: str) -> bytes:
+    return f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+
+
+def form(
+    fields: Iterable[tuple[str, str]],
+    file: bytes | None,
+    *,
+    file_first: bool = False,
+    after: Iterable[tuple[str, str]] = (),
+) -> bytes:
     """A multipart/form-data body with fields and the qqfile part in a chosen order (as the
-    browser builds it: fields first, file last)."""
-    parts: list[bytes] = []
-    for name, value in fields:
-        parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    browser builds it: fields first, file last; ``after`` fields follow the file)."""
+    parts: list[bytes] = [_text_part(name, value) for name, value in fields]
     if file is not None:
         head = (
             f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="qqfile"; filename="blob"\r\n'
@@ -31,6 +39,7 @@ def form(fields: Iterable[tuple[str, str]], file: bytes | None, *, file_first: b
         ).encode()
         item = head + file + b"\r\n"
         parts.insert(0, item) if file_first else parts.append(item)
+    parts.extend(_text_part(name, value) for name, value in after)
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
@@ -201,8 +210,13 @@ async def test_fields_after_the_file(api: Api) -> None:
     assert response.status_code == 200, response.text
     # Chunk fields after the bytes: the bytes could not be placed; a clear 400 and nothing kept.
     data = os.urandom(2 * CHUNK)
-    late_chunk = form(chunk_fields(data, 0, str(uuid.uuid4())), data[:CHUNK], file_first=True)
+    late_chunk = form(chunk_fields(data, 0, None), data[:CHUNK], file_first=True)
     assert_fine_uploader_error(await post_form(api, late_chunk), 400, "qqpartindex")
+    # The client's own qquuid after the bytes: they went to a server-named file, so the same.
+    late_uuid = form([("qquuid", str(uuid.uuid4()))], b"bytes", file_first=True)
+    assert_fine_uploader_error(await post_form(api, late_uuid), 400, "qquuid")
+    late_chunk_uuid = form(chunk_fields(data, 0, None), data[:CHUNK], after=[("qquuid", str(uuid.uuid4()))])
+    assert_fine_uploader_error(await post_form(api, late_chunk_uuid), 400, "qquuid")
     listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
     assert [f["filename"] for f in listed] == ["late.txt"]
 

@@ -143,7 +143,12 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
     async for event in events:
         if isinstance(event, TextField):
             fields[event.name] = event.value
-            if stored is not None and stored.whole and event.name in CHUNK_FIELDS:
+            # Fields that decide where the bytes go are useless after them: the bytes went to a
+            # file of the server's own making, which is removed again.
+            misplaced = (stored is not None and stored.whole and event.name in CHUNK_FIELDS) or (
+                stored is not None and stored.issued and event.name == "qquuid" and event.value.strip()
+            )
+            if misplaced and stored is not None:
                 await service.delete(owner, stored.upload.id)
                 raise e.InvalidInput(f"{event.name} must come before qqfile in the form", field=event.name)
         elif isinstance(event, FileStart):
