@@ -18,12 +18,20 @@ BOUNDARY = "----qqBoundary7MA4YWxkTrZu0gW"
 CHUNK = 2000  # Fine Uploader's 2,000,000 bytes, scaled down
 
 
-def form(fields: Iterable[tuple[str, str]], file: bytes | None, *, file_first: bool = False) -> bytes:
+def _text_part(name: str, value: str) -> bytes:
+    return f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+
+
+def form(
+    fields: Iterable[tuple[str, str]],
+    file: bytes | None,
+    *,
+    file_first: bool = False,
+    after: Iterable[tuple[str, str]] = (),
+) -> bytes:
     """A multipart/form-data body with fields and the qqfile part in a chosen order (as the
-    browser builds it: fields first, file last)."""
-    parts: list[bytes] = []
-    for name, value in fields:
-        parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    browser builds it: fields first, file last; ``after`` fields follow the file)."""
+    parts: list[bytes] = [_text_part(name, value) for name, value in fields]
     if file is not None:
         head = (
             f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="qqfile"; filename="blob"\r\n'
@@ -31,6 +39,7 @@ def form(fields: Iterable[tuple[str, str]], file: bytes | None, *, file_first: b
         ).encode()
         item = head + file + b"\r\n"
         parts.insert(0, item) if file_first else parts.append(item)
+    parts.extend(_text_part(name, value) for name, value in after)
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
 
 
@@ -98,6 +107,10 @@ async def test_chunks_then_done_url_encoded(api: Api) -> None:
     assert "compressed.tracemonkey-pldi-09.pdf" in content.headers["content-disposition"]
     assert content.headers["content-type"] == "application/pdf"
     assert (await api.client.get(result["file_url"], headers=api.auth("bob"))).status_code == 404
+    head = await api.client.head(result["file_url"], headers=api.auth())
+    assert head.status_code == 200 and head.headers["content-length"] == str(len(data)) and head.content == b""
+    ranged = await api.client.get(result["file_url"], headers={**api.auth(), "Range": "bytes=10-19"})
+    assert ranged.status_code == 206 and ranged.content == data[10:20]
     # An ordinary engine upload: visible in the Files API, completed, with the whole-file MD5.
     upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
     assert upload is not None
@@ -197,8 +210,13 @@ async def test_fields_after_the_file(api: Api) -> None:
     assert response.status_code == 200, response.text
     # Chunk fields after the bytes: the bytes could not be placed; a clear 400 and nothing kept.
     data = os.urandom(2 * CHUNK)
-    late_chunk = form(chunk_fields(data, 0, str(uuid.uuid4())), data[:CHUNK], file_first=True)
+    late_chunk = form(chunk_fields(data, 0, None), data[:CHUNK], file_first=True)
     assert_fine_uploader_error(await post_form(api, late_chunk), 400, "qqpartindex")
+    # The client's own qquuid after the bytes: they went to a server-named file, so the same.
+    late_uuid = form([("qquuid", str(uuid.uuid4()))], b"bytes", file_first=True)
+    assert_fine_uploader_error(await post_form(api, late_uuid), 400, "qquuid")
+    late_chunk_uuid = form(chunk_fields(data, 0, None), data[:CHUNK], after=[("qquuid", str(uuid.uuid4()))])
+    assert_fine_uploader_error(await post_form(api, late_chunk_uuid), 400, "qquuid")
     listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
     assert [f["filename"] for f in listed] == ["late.txt"]
 
@@ -231,7 +249,7 @@ async def test_done_errors_leave_the_upload_resumable(api: Api) -> None:
     body = assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin"), 409)
     assert body["code"] == "missing_parts" and body["missingParts"] == [3]
     await upload_chunks(api, data, file_uuid, order=[2])
-    wrong = assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin", qqmd5="0" * 32), 400, "md5")
+    wrong = assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin", qqmd5="0" * 32), 400, "qqmd5")
     assert wrong["code"] == "checksum_mismatch"
     assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin", qqmd5="nothex"), 400, "qqmd5")
     assert_fine_uploader_error(
@@ -267,7 +285,12 @@ async def test_chunk_errors(api: Api) -> None:
     assert_fine_uploader_error(await chunk(out_of_range, piece), 400, "qqpartindex")
     assert_fine_uploader_error(await chunk([(k, "x" if k == "qqpartindex" else v) for k, v in good], piece), 400)
     short = await chunk(good, piece[:-1])
-    assert_fine_uploader_error(short, 400)
+    assert_fine_uploader_error(short, 400, "qqfile")
+    tiny = {"qqchunksize": "1", "qqtotalfilesize": "20000"}  # 20,000 parts: over the engine's 10,000
+    tiny_chunks = [(k, tiny.get(k, v)) for k, v in chunk_fields(data, 0, str(uuid.uuid4()))]
+    assert_fine_uploader_error(await chunk(tiny_chunks, data[:1]), 400, "qqchunksize")
+    huge = [(k, str(10**16) if k == "qqtotalfilesize" else v) for k, v in chunk_fields(data, 0, str(uuid.uuid4()))]
+    assert_fine_uploader_error(await chunk(huge, data[:CHUNK]), 413, "qqtotalfilesize")
     wrong_total = [(k, "999999" if k == "qqtotalfilesize" else v) for k, v in good]
     assert_fine_uploader_error(await chunk(wrong_total, piece), 400, "qqtotalfilesize")
     bad_uuid = [(k, "../../etc" if k == "qquuid" else v) for k, v in good]

@@ -1,6 +1,7 @@
 """The real Fine Uploader library (npm ``fine-uploader``) in headless Chromium against a real
-``chunkd serve``: chunking with concurrent chunks, the done (chunking success) endpoint, then the
-library's own delete. The test page and the library are served from the chunkd origin through
+``chunkd serve``: chunking with concurrent chunks, an automatic retry of a chunk the server had
+already stored, the done (chunking success) endpoint, the library's own delete, and a whole small
+file. The test page and the library are served from the chunkd origin through
 Playwright's request routing, so the page is same-origin with the API and needs no CORS."""
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ window.runUpload = async function ([key, asset, filename]) {
   const blob = await (await fetch('/__pmtest__/' + asset)).blob();
   const file = new File([blob], filename, {type: 'application/octet-stream'});
   return new Promise((resolve) => {
-    const log = {errors: [], chunks: [], inFlight: 0, maxInFlight: 0};
+    const log = {errors: [], chunks: [], inFlight: 0, maxInFlight: 0, retries: 0};
     const uploader = new qq.FineUploaderBasic({
       request: {endpoint: '/api/v2/pm/upload/', customHeaders: {Authorization: 'Bearer ' + key}},
       chunking: {
@@ -46,7 +47,9 @@ window.runUpload = async function ([key, asset, filename]) {
       },
       deleteFile: {enabled: true, endpoint: '/api/v2/pm/upload', customHeaders: {Authorization: 'Bearer ' + key}},
       maxConnections: 3,
+      retry: {enableAuto: true, autoAttemptDelay: 0, maxAutoAttempts: 3},
       callbacks: {
+        onAutoRetry: function (id, name, attempt) { log.retries += 1; },
         onUploadChunk: function () { log.inFlight += 1; log.maxInFlight = Math.max(log.maxInFlight, log.inFlight); },
         onUploadChunkSuccess: function (id, chunk, response) {
           log.inFlight -= 1;
@@ -104,18 +107,34 @@ def test_fine_uploader_chunked_concurrent_upload(live_server: ChunkdServer) -> N
         body, content_type = assets[route.request.url.rsplit("/", 1)[-1]]
         route.fulfill(status=200, body=body, headers={"Content-Type": content_type})
 
+    failed: list[int] = []
+
+    def fail_chunk_3_once(route: Route) -> None:
+        """Chunk 3's first attempt reaches the server, but the browser is told it failed (a proxy
+        error after the bytes were stored): Fine Uploader re-sends it and the part is replaced."""
+        body = route.request.post_data_buffer or b""
+        if not failed and b'name="qqpartindex"\r\n\r\n3\r\n' in body:
+            failed.append(route.fetch().status)
+            route.fulfill(status=502, body="bad gateway")
+            return
+        route.continue_()
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page()
             page.route(f"{live_server.url}/__pmtest__/*", serve)
+            page.route(f"{live_server.url}/api/v2/pm/upload/", fail_chunk_3_once)
             page.goto(f"{live_server.url}/__pmtest__/page.html")
             result = page.evaluate("args => window.runUpload(args)", [key, "data.bin", "twelve megabytes.bin"])
-            assert result["log"]["errors"] == [], result
+            # The one injected failure (reported by the library as an error, then auto-retried), no other.
+            assert len(result["log"]["errors"]) == 1 and result["log"]["retries"] == 1, result["log"]
+            assert result["response"]["success"] is True and result["response"]["file_uuid"] == result["uuid"]
             chunks = result["log"]["chunks"]
             assert sorted(c["index"] for c in chunks) == list(range(7))  # 6 × 2,000,000 + 582,912
             assert all(c["response"] == {"file_uuid": result["uuid"], "success": True} for c in chunks)
             assert result["log"]["maxInFlight"] > 1, "chunks were not sent concurrently"
+            assert failed == [200]  # the server had stored chunk 3 before the browser was told it failed
 
             headers = {"Authorization": f"Bearer {key}"}
             upload_file_url = f"{live_server.url}/api/v2/pm/upload/{result['uuid']}"
@@ -125,6 +144,7 @@ def test_fine_uploader_chunked_concurrent_upload(live_server: ChunkdServer) -> N
                 assert info["url"] == upload_file_url
                 native = client.get(f"{live_server.url}/v1/files/{info['id']}").json()
                 assert native["status"] == "COMPLETED" and native["partSize"] == 2_000_000
+                assert len(native["parts"]) == 7 and native["bytesReceived"] == len(data)  # chunk 3 replaced
                 assert native["md5"] == hashlib.md5(data).hexdigest()
                 downloaded = client.get(upload_file_url)
                 assert downloaded.status_code == 200

@@ -34,6 +34,7 @@ class Stored:
     upload: Upload
     file_uuid: str
     whole: bool
+    issued: bool = False  # the server made up file_uuid (the request had no qquuid before qqfile)
 
 
 async def find_upload(service: UploadService, owner: str, file_uuid: str) -> Upload:
@@ -152,14 +153,21 @@ async def store_chunk(
     if index is None:
         raise e.InvalidInput("qqpartindex is required with chunk fields, before qqfile", field="qqpartindex")
     file_uuid = qq.uuid()
+    issued = file_uuid is None
     if file_uuid is None:
         if index > 0:
             raise e.InvalidInput("qquuid is required when qqpartindex > 0", field="qquuid")
         file_uuid = str(uuidlib.uuid4())
     upload = await _find_or_create(service, owner, file_uuid, qq, start)
     _check_chunk(upload, qq, index)
-    await service.put_part(owner, upload.id, index + 1, file_bytes(events))
-    return Stored(upload, file_uuid, whole=False)
+    try:
+        await service.put_part(owner, upload.id, index + 1, file_bytes(events))
+    except e.PartSizeMismatch as exc:  # say it in chunk terms (the engine counts parts from 1)
+        expected = exc.details.get("expectedSize")
+        raise e.PartSizeMismatch(
+            f"qqfile of chunk {index} must be {expected} bytes", field="qqfile", expectedSize=expected
+        ) from None
+    return Stored(upload, file_uuid, whole=False, issued=issued)
 
 
 async def store_whole_file(
@@ -167,6 +175,7 @@ async def store_whole_file(
 ) -> Stored:
     """Stream a whole small file into a new upload (appended, so its size need not be known
     first); the caller completes it once the rest of the form has been read."""
+    issued = qq.uuid() is None
     file_uuid = qq.uuid() or str(uuidlib.uuid4())
     old = await service.find(owner, FRONTEND, file_uuid)
     if old is not None:
@@ -196,7 +205,7 @@ async def store_whole_file(
     except BaseException:
         await _forget(service, owner, upload.id)
         raise
-    return Stored(upload, file_uuid, whole=True)
+    return Stored(upload, file_uuid, whole=True, issued=issued)
 
 
 async def finish_whole_file(service: UploadService, owner: str, stored: Stored, qq: QQ) -> Upload:

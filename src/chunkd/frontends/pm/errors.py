@@ -8,6 +8,7 @@ checksum, unknown uuid, missing scope). Only a busy upload and rate limiting lea
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +31,23 @@ _STATUS: list[tuple[type[e.ChunkdError], int]] = [
     (e.RateLimited, 429),
 ]
 _RETRYABLE = (e.Busy, e.RateLimited)
+# The engine names fields as the native Files API does; a Fine Uploader client knows them as qq*.
+_FIELDS = {
+    "sizeBytes": "qqtotalfilesize",
+    "partSize": "qqchunksize",
+    "partNumber": "qqpartindex",
+    "filename": "qqfilename",
+    "mimeType": "qqfiletype",
+    "md5": "qqmd5",
+    "body": "qqfile",
+}
+_WORD = re.compile(r"\b(" + "|".join(_FIELDS) + r")\b")
+
+
+def _in_dialect(field: str | None, message: str) -> tuple[str | None, str]:
+    if field not in _FIELDS:
+        return field, message
+    return _FIELDS[field], _WORD.sub(lambda m: _FIELDS[m.group(1)], message)
 
 
 def fine_uploader_error(
@@ -52,8 +70,9 @@ async def render(_: Request, exc: Exception) -> Response | None:
         details = exc.to_dict()
         details.pop("message")
         code, field = details.pop("code"), details.pop("field", None)
+        field, message = _in_dialect(field, exc.message)
         response = fine_uploader_error(
-            status, exc.message, code=code, field=field, prevent_retry=not isinstance(exc, _RETRYABLE), **details
+            status, message, code=code, field=field, prevent_retry=not isinstance(exc, _RETRYABLE), **details
         )
         if isinstance(exc, e.Busy):
             response.headers["Retry-After"] = "1"

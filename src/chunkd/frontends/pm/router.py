@@ -59,7 +59,64 @@ def _query(request: Request) -> tuple[bool, dict[str, str]]:
     return done, {key: value for key, value in pairs if key not in _DONE_KEYS}
 
 
-@router.post(f"{BASE}/", summary="Upload a chunk (or a whole small file); ?done finishes a chunked file")
+def _field(description: str, kind: str = "string") -> dict[str, str]:
+    return {"type": kind, "description": description}
+
+
+UPLOAD_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "done",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "Present (``?done`` or ``?done/``): finish a chunked file (Chunk Upload Done).",
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["qqfile"],
+                    "properties": {
+                        "qqfile": {"type": "string", "format": "binary", "description": "The chunk (last part)."},
+                        "qquuid": _field("The file's uuid; required when qqpartindex > 0 (issued if absent)."),
+                        "qqpartindex": _field("0-based chunk index; absent for a whole small file.", "integer"),
+                        "qqtotalparts": _field("Number of chunks.", "integer"),
+                        "qqfiletype": _field("Media type of the file."),
+                        "qqtotalfilesize": _field("Size of the whole file in bytes.", "integer"),
+                        "qqpartbyteoffset": _field("Byte offset of this chunk.", "integer"),
+                        "qqchunksize": _field("Size of this chunk in bytes.", "integer"),
+                        "qqfilename": _field("Name of the file."),
+                    },
+                }
+            },
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "description": "With ?done: qquuid and qqfilename required; qqtotalparts, qqmd5, qqfiletype, "
+                    "qqtotalfilesize optional (also accepted as JSON or multipart).",
+                }
+            },
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "A chunk: {file_uuid, success}. A whole file or ?done: {file_url, file_uuid, success}.",
+            "content": {"application/json": {"example": {"file_uuid": "string", "success": True}}},
+        },
+        "400": {"description": 'Fine Uploader error shape: {"success": false, "error", "preventRetry": true}'},
+    },
+}
+
+
+@router.post(
+    f"{BASE}/",
+    summary="Upload a chunk (or a whole small file); ?done finishes a chunked file",
+    openapi_extra=UPLOAD_OPENAPI,
+)
 @router.post(BASE, include_in_schema=False)
 async def upload(request: Request) -> JSONResponse:
     """Fine Uploader's upload endpoint and, with ``?done``, its chunking-success endpoint."""
@@ -86,7 +143,12 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
     async for event in events:
         if isinstance(event, TextField):
             fields[event.name] = event.value
-            if stored is not None and stored.whole and event.name in CHUNK_FIELDS:
+            # Fields that decide where the bytes go are useless after them: the bytes went to a
+            # file of the server's own making, which is removed again.
+            misplaced = (stored is not None and stored.whole and event.name in CHUNK_FIELDS) or (
+                stored is not None and stored.issued and event.name == "qquuid" and event.value.strip()
+            )
+            if misplaced and stored is not None:
                 await service.delete(owner, stored.upload.id)
                 raise e.InvalidInput(f"{event.name} must come before qqfile in the form", field=event.name)
         elif isinstance(event, FileStart):
@@ -163,8 +225,8 @@ def _file_object(request: Request, upload: Upload, file_uuid: str) -> dict[str, 
     }
 
 
-@router.get(f"{BASE}/{{file_uuid}}", summary="Download a file (its file_url)")
-@router.get(f"{BASE}/{{file_uuid}}/", include_in_schema=False)
+@router.api_route(f"{BASE}/{{file_uuid}}", methods=["GET", "HEAD"], summary="Download a file (its file_url)")
+@router.api_route(f"{BASE}/{{file_uuid}}/", methods=["GET", "HEAD"], include_in_schema=False)
 async def download(request: Request, file_uuid: FileUuid) -> Response:
     who = await principal(request, "files:read")
     upload = await find_upload(runtime(request).uploads, who.owner, file_uuid)

@@ -1,0 +1,35 @@
+"""A pm upload is an ordinary engine upload: left idle past its TTL it expires, and Fine Uploader
+is told not to retry."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import pytest
+
+from chunkd.settings import Settings
+from tests.api.test_pm_api import assert_fine_uploader_error, send_chunk
+from tests.conftest import Api
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"upload_ttl_seconds": 0.5})
+
+
+async def test_idle_pm_upload_expires(api: Api) -> None:
+    data = os.urandom(4000)
+    file_uuid = str(uuid.uuid4())
+    assert (await send_chunk(api, data, 0, file_uuid)).status_code == 200
+    await asyncio.sleep(0.7)
+    assert await api.runtime.uploads.expire_due() == 1
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.status.value == "EXPIRED"
+    body = assert_fine_uploader_error(await send_chunk(api, data, 1, file_uuid), 410)
+    assert body["code"] == "upload_expired"
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "x"}, headers=api.auth()
+    )
+    assert assert_fine_uploader_error(done, 410)["code"] == "upload_expired"
