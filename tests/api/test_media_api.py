@@ -354,6 +354,7 @@ async def test_incomplete_upload_cannot_complete(api: Api) -> None:
         ("bomb.png", bomb_png(), None, "pixels"),
         ("page.svg", b'<svg xmlns="http://www.w3.org/2000/svg"/>', None, "not an image"),
     ],
+    ids=["truncated-png", "random-bytes", "broken-pdf", "png-as-pdf", "pdf-as-image", "bomb", "svg"],
 )
 async def test_content_must_match_type(api: Api, name: str, content: bytes, type: str | None, message: str) -> None:
     field = "document" if name.endswith(".pdf") else "image"
