@@ -76,7 +76,8 @@ def s3_key(file_id: str, filename: str) -> str:
     store and URL: ASCII letters, digits, ``.``, ``_``, ``-`` (runs of anything else become one
     ``-``), e.g. ``2 vid.mp4`` → ``2-vid.mp4``."""
     ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_name).strip("-.") or "file"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_name)
+    safe = re.sub(r"-+\.", ".", safe).strip("-.") or "file"
     return f"masters/{file_id}/{safe[:200]}"
 
 
