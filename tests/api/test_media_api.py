@@ -388,6 +388,8 @@ async def test_type_defaults_from_extension_then_field(api: Api) -> None:
     upload_id = await chunked_upload(api.client, pdf, "blob", api.auth(), field="document")
     response = await complete(api, upload_id, hashlib.md5(pdf).hexdigest())
     assert response.status_code == 201 and response.json()["type"] == "doc"
+    download = await api.client.get(response.json()["image"])
+    assert download.content == pdf and download.headers["content-type"] == "application/pdf"
 
 
 async def test_upload_id_after_the_file_part_is_refused_and_nothing_kept(api: Api) -> None:
