@@ -36,7 +36,7 @@ FILE_FIELDS = frozenset({"image", "document"})
 MAX_FORM_BYTES = 64 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
 
-MediaId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The media's id.")]
+MediaId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The media's id (a 32-bit integer column).")]
 
 
 async def _render(_: Request, exc: Exception) -> Response | None:
