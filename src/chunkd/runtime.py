@@ -10,15 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from chunkd.auth.authenticator import Authenticator
 from chunkd.auth.keys import KeyService
 from chunkd.auth.principal import ALL_SCOPES
 from chunkd.auth.signing import UrlSigner
 from chunkd.auth.tokens import AccessTokens
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
+from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
+from chunkd.service.media import MediaService
 from chunkd.service.uploads import UploadService
 from chunkd.settings import Settings
 
@@ -123,11 +127,8 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
     )
 
 
-def build_media(settings: Settings, engine: Any, uploads: UploadService) -> Any:
+def build_media(settings: Settings, engine: AsyncEngine, uploads: UploadService) -> MediaService:
     """The media API's service (integer media ids over the same database)."""
-    from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
-    from chunkd.service.media import MediaService
-
     return MediaService(uploads, SqlMediaRepository(engine), settings.media_limits())
 
 

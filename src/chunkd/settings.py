@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     media_max_chunk_bytes: int = Field(
         204_800, description="Largest chunk one media upload request may carry, in bytes."
     )
+    media_url_ttl_seconds: float = Field(
+        3600.0, description="Lifetime of the signed file URL in a Media object's image field (usable in <img>)."
+    )
     media_max_image_pixels: int = Field(
         89_478_485, description="Images with more pixels are refused as decompression bombs (Pillow's default)."
     )

@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -42,7 +42,10 @@ def assert_media(body: dict[str, Any], *, type: str, width: int, height: int) ->
     datetime.fromisoformat(body["added_at"].replace("Z", "+00:00"))
     assert body["type"] == type
     assert body["title"] is None and body["description"] is None and body["url"] is None and body["embed"] is None
-    assert isinstance(body["image"], str) and body["image"].startswith("http")
+    assert isinstance(body["image"], str)
+    assert re.fullmatch(
+        rf"http://testserver/api/v2/media/{body['id']}/file/\?expires=\d+&signature=[\w-]+", body["image"]
+    )
     assert body["image_width"] == width and body["image_height"] == height
     assert isinstance(body["order"], int) and body["order"] == 0
 
@@ -120,7 +123,7 @@ async def test_pdf_flow_json_body_without_trailing_slashes(api: Api) -> None:
     assert response.status_code == 201, response.text
     media = response.json()
     assert_media(media, type="doc", width=595, height=842)  # a document's size is its first page's, in points
-    download = await api.client.get(media["image"].rstrip("/"), headers=api.auth())
+    download = await api.client.get(media["image"].replace("/file/?", "/file?"))
     assert download.status_code == 200 and download.content == pdf
 
 
@@ -136,7 +139,20 @@ async def test_media_get_delete_owner_scoped(api: Api) -> None:
     for method in ("GET", "DELETE"):
         other = await api.client.request(method, path, headers=api.auth("bob"))
         assert other.status_code == 404 and "detail" in other.json()
-    assert (await api.client.get(media["image"], headers=api.auth("bob"))).status_code == 404
+    file_path = f"/api/v2/media/{media['id']}/file/"
+    assert (await api.client.get(file_path, headers=api.auth("bob"))).status_code == 404
+    assert (await api.client.get(file_path, headers=api.auth())).content == png
+    assert (await api.client.get(file_path)).status_code == 401
+    # The image URL carries its own signature: it works with no credentials (an <img src>) …
+    assert (await api.client.get(media["image"])).content == png
+    # … but not once changed, moved to another media, or expired.
+    tampered = await api.client.get(media["image"].replace("signature=", "signature=x"))
+    assert tampered.status_code == 403 and tampered.json()["detail"]
+    moved = media["image"].replace(f"/media/{media['id']}/", f"/media/{media['id'] + 1}/")
+    assert (await api.client.get(moved)).status_code == 403
+    old = api.runtime.signer.sign("GET", file_path, -1)
+    expired = await api.client.get(f"{file_path}?expires={old['expires']}&signature={old['signature']}")
+    assert expired.status_code == 403 and "expired" in expired.json()["detail"]
     assert (await api.client.get(path)).status_code == 401
     assert (await api.client.delete(path, headers=api.auth("reader"))).status_code == 403
     deleted = await api.client.delete(path, headers=api.auth())
@@ -144,7 +160,8 @@ async def test_media_get_delete_owner_scoped(api: Api) -> None:
     assert (await api.client.get(path, headers=api.auth())).status_code == 404
     assert (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).status_code == 404
     assert (await api.client.delete(path.rstrip("/"), headers=api.auth())).status_code == 404
-    assert (await api.client.get("/api/v2/media/not-a-number/", headers=api.auth())).status_code == 404
+    for bad in ("not-a-number", "0", "-1", str(2**31), str(2**70)):  # never reaches the int4 column
+        assert (await api.client.get(f"/api/v2/media/{bad}/", headers=api.auth())).status_code == 404
 
 
 async def test_media_ids_are_increasing_integers(api: Api) -> None:
@@ -354,6 +371,7 @@ async def test_incomplete_upload_cannot_complete(api: Api) -> None:
         ("bomb.png", bomb_png(), None, "pixels"),
         ("page.svg", b'<svg xmlns="http://www.w3.org/2000/svg"/>', None, "not an image"),
     ],
+    ids=["truncated-png", "random-bytes", "broken-pdf", "png-as-pdf", "pdf-as-image", "bomb", "svg"],
 )
 async def test_content_must_match_type(api: Api, name: str, content: bytes, type: str | None, message: str) -> None:
     field = "document" if name.endswith(".pdf") else "image"
@@ -371,3 +389,53 @@ async def test_type_defaults_from_extension_then_field(api: Api) -> None:
     upload_id = await chunked_upload(api.client, pdf, "blob", api.auth(), field="document")
     response = await complete(api, upload_id, hashlib.md5(pdf).hexdigest())
     assert response.status_code == 201 and response.json()["type"] == "doc"
+    download = await api.client.get(response.json()["image"])
+    assert download.content == pdf and download.headers["content-type"] == "application/pdf"
+
+
+async def test_upload_id_after_the_file_part_is_refused_and_nothing_kept(api: Api) -> None:
+    first = await api.client.post(
+        CHUNK_PATH, files={"image": ("p.png", b"x" * 100)}, headers=chunk_headers(api, 0, 99, 300)
+    )
+    upload_id = first.json()["upload_id"]
+    # httpx puts data fields first; build a body with the file part before upload_id by hand.
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n\r\n'
+        + b"y" * 100
+        + b'\r\n--B\r\nContent-Disposition: form-data; name="upload_id"\r\n\r\n'
+        + upload_id.encode()
+        + b"\r\n--B--\r\n"
+    )
+    late = await api.client.post(
+        CHUNK_PATH,
+        content=body,
+        headers={**chunk_headers(api, 100, 199, 300), "Content-Type": "multipart/form-data; boundary=B"},
+    )
+    assert late.status_code == 400 and late.json()["offset"] == 0  # read as a new upload's first chunk
+    listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
+    assert [f["id"] for f in listed] == [upload_id] and listed[0]["bytesReceived"] == 100
+    at_zero = await api.client.post(
+        CHUNK_PATH,
+        content=body,
+        headers={**chunk_headers(api, 0, 99, 300), "Content-Type": "multipart/form-data; boundary=B"},
+    )
+    assert at_zero.status_code == 400 and at_zero.json()["field"] == "upload_id"
+    listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
+    assert [f["id"] for f in listed] == [upload_id]  # the new upload made for it is gone again
+
+
+async def test_expired_upload_is_410(api: Api) -> None:
+    first = await api.client.post(
+        CHUNK_PATH, files={"image": ("p.png", b"x" * 100)}, headers=chunk_headers(api, 0, 99, 200)
+    )
+    upload_id = first.json()["upload_id"]
+    service = api.runtime.uploads
+    later = service.clock() + timedelta(days=2)
+    service.clock = lambda: later
+    response = await api.client.post(
+        CHUNK_PATH,
+        data={"upload_id": upload_id},
+        files={"image": ("p.png", b"x" * 100)},
+        headers=chunk_headers(api, 100, 199, 200),
+    )
+    assert response.status_code == 410 and response.json()["code"] == "upload_expired"

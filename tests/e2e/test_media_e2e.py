@@ -34,5 +34,6 @@ async def test_png_and_pdf_through_a_real_server(live_server: ChunkdServer) -> N
     live_server.restart()
     async with httpx.AsyncClient(base_url=live_server.url, timeout=60, headers=auth) as client:
         for item, data in zip(media, (png, pdf), strict=True):
-            assert (await client.get(f"/api/v2/media/{item['id']}/")).json() == item
+            again = (await client.get(f"/api/v2/media/{item['id']}/")).json()
+            assert {k: v for k, v in again.items() if k != "image"} == {k: v for k, v in item.items() if k != "image"}
             assert (await client.get(item["image"])).content == data

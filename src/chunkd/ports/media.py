@@ -26,8 +26,9 @@ class MediaRepository(Protocol):
     ) -> MediaRecord:
         """Insert a record with a new integer id; if the upload already has one, return that one."""
 
-    async def get(self, media_id: int, owner: str) -> MediaRecord | None:
-        """The owner's record with this id (another owner's is None, as a missing one)."""
+    async def get(self, media_id: int, owner: str | None) -> MediaRecord | None:
+        """The owner's record with this id (another owner's is None, as a missing one); any
+        owner's when ``owner`` is None (internal callers: signed URLs)."""
 
     async def by_upload(self, upload_id: str) -> MediaRecord | None:
         """The record published from an upload, if any."""

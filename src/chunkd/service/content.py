@@ -33,6 +33,7 @@ class Inspection:
     width: int
     height: int
     format: str
+    mime_type: str
 
 
 async def spool(chunks: AsyncIterator[bytes]) -> IO[bytes]:
@@ -79,7 +80,7 @@ def inspect_image(handle: IO[bytes], *, max_pixels: int, field: str = "type") ->
         raise InvalidInput(f"the image is damaged: {exc}", field=field) from None
     if width <= 0 or height <= 0:
         raise InvalidInput("the image has no pixels", field=field)
-    return Inspection("image", width, height, fmt)
+    return Inspection("image", width, height, fmt, Image.MIME.get(fmt, "application/octet-stream"))
 
 
 def inspect_pdf(handle: IO[bytes], *, field: str = "type") -> Inspection:
@@ -106,4 +107,4 @@ def inspect_pdf(handle: IO[bytes], *, field: str = "type") -> Inspection:
         raise
     except Exception as exc:  # pypdf raises PdfReadError, but also ValueError/KeyError … on damaged files
         raise InvalidInput(f"the PDF cannot be read: {exc}", field=field) from None
-    return Inspection("pdf", abs(width), abs(height), "PDF")
+    return Inspection("pdf", abs(width), abs(height), "PDF", "application/pdf")

@@ -88,6 +88,7 @@ class MediaService:
 
         async def check(pending: Upload) -> None:
             found = await self._inspect(pending, chosen)
+            pending.mime_type = found.mime_type  # served as what it really is, whatever its name said
             pending.metadata["media"] = {"type": chosen.value, "width": found.width, "height": found.height}
 
         done = await self.uploads.complete(owner, upload_id, md5=md5, check=check)

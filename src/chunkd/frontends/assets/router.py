@@ -76,7 +76,8 @@ def s3_key(file_id: str, filename: str) -> str:
     store and URL: ASCII letters, digits, ``.``, ``_``, ``-`` (runs of anything else become one
     ``-``), e.g. ``2 vid.mp4`` → ``2-vid.mp4``."""
     ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_name).strip("-.") or "file"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_name)
+    safe = re.sub(r"-+\.", ".", safe).strip("-.") or "file"
     return f"masters/{file_id}/{safe[:200]}"
 
 
@@ -112,7 +113,7 @@ def _asset_view(request: Request, upload: Upload) -> dict[str, Any]:
         "filename": upload.filename,
         "filesize": upload.size_bytes,
         "originalFileId": meta.get("originalFileId"),
-        "s3Key": meta.get("s3Key"),
+        "s3Key": s3_key(upload.id, upload.filename),
         "multipart": meta.get("uploadId") is not None,
         "expiresAt": isotime(upload.expires_at),
     }
@@ -139,7 +140,7 @@ def _result(upload: Upload, action: str) -> dict[str, Any]:
         "action": action,
         "originalFileId": meta.get("originalFileId"),
         "uploadId": meta.get("uploadId"),
-        "s3Key": meta.get("s3Key"),
+        "s3Key": s3_key(upload.id, upload.filename),
         "status": "success",
     }
 
@@ -200,8 +201,6 @@ async def create_asset(request: Request) -> dict[str, Any]:
             "uploadId": secrets.token_urlsafe(64) if multipart else None,
         },
     )
-    upload.metadata["s3Key"] = s3_key(upload.id, upload.filename)
-    await rt.uploads.repo.save(upload)
     return _asset_view(request, upload)
 
 

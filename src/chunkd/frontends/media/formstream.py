@@ -53,6 +53,7 @@ class FormStream:
         self._ended = False
         self._in_file = False
         self._seen_file = False
+        self._done = False
         self._parser = MultipartParser(
             params[b"boundary"],
             callbacks={
@@ -106,10 +107,11 @@ class FormStream:
         not yet read) or the body ends (None)."""
         if self._in_file:
             raise RuntimeError("read the current file part first")
-        while True:
+        while not self._done:
             kind, _ = await self._next()
             if kind == "eof":
-                return None
+                self._done = True
+                break
             if kind != "begin":
                 continue
             headers = await self._headers()
@@ -134,6 +136,7 @@ class FormStream:
                     stream=self,
                 )
             await self._read_field(name)
+        return None
 
     async def _read_field(self, name: str) -> None:
         value = bytearray()

@@ -9,13 +9,15 @@ in some clients)."""
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
@@ -34,7 +36,7 @@ FILE_FIELDS = frozenset({"image", "document"})
 MAX_FORM_BYTES = 64 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
 
-MediaId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The media's id.")]
+MediaId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The media's id (a 32-bit integer column).")]
 
 
 async def _render(_: Request, exc: Exception) -> Response | None:
@@ -169,9 +171,26 @@ async def _params(request: Request) -> dict[str, str]:
     return dict(parse_qsl(text, keep_blank_values=True))
 
 
+def _file_path(media_id: int) -> str:
+    return f"{router.prefix}/{media_id}/file/"
+
+
+def signed_file_url(request: Request, media_id: int) -> str:
+    """The media's file URL with its own signature, so it works where no header can be sent (an
+    ``<img src>``), as S3 storages hand out pre-signed URLs. The expiry is rounded up to a step of
+    a quarter of the lifetime, so repeated reads give the same URL (and browsers can cache it)."""
+    rt = runtime(request)
+    ttl = rt.settings.media_url_ttl_seconds
+    step = max(60, int(ttl // 4))
+    now = time.time()
+    expires_at = math.ceil((now + ttl) / step) * step
+    query = rt.signer.sign("GET", _file_path(media_id), expires_at - now)
+    base = (rt.settings.public_url or str(request.base_url)).rstrip("/")
+    return f"{base}{_file_path(media_id)}?expires={query['expires']}&signature={query['signature']}"
+
+
 def media_view(request: Request, record: MediaRecord) -> dict[str, Any]:
     """The Media object of the API's schema."""
-    base = (runtime(request).settings.public_url or str(request.base_url)).rstrip("/")
     return {
         "id": record.id,
         "added_at": isotime(record.added_at),
@@ -179,7 +198,7 @@ def media_view(request: Request, record: MediaRecord) -> dict[str, Any]:
         "title": None,
         "description": None,
         "url": None,
-        "image": f"{base}{router.prefix}/{record.id}/file/",
+        "image": signed_file_url(request, record.id),
         "image_width": record.width,
         "image_height": record.height,
         "order": record.order,
@@ -229,7 +248,20 @@ async def delete_media(request: Request, media_id: MediaId) -> Response:
 
 
 @_both("GET", "/{media_id}/file/", summary="Download the media's file (the Media object's image URL)")
-async def media_file(request: Request, media_id: MediaId) -> Response:
-    who = await principal(request, "files:read")
-    record = await media_service(request).get(who.owner, media_id)
-    return await file_response(request, who.owner, record.upload_id, disposition="inline")
+async def media_file(
+    request: Request,
+    media_id: MediaId,
+    expires: Annotated[str | None, Query(max_length=20)] = None,
+    signature: Annotated[str | None, Query(max_length=100)] = None,
+) -> Response:
+    """With the signature of the ``image`` URL no credentials are needed; without one, the owner's."""
+    media = media_service(request)
+    if signature is not None or expires is not None:
+        runtime(request).signer.verify("GET", _file_path(media_id), expires, signature)
+        record = await media.repo.get(media_id, None)
+        if record is None:
+            raise e.NotFound(f"no media with id {media_id}", field="id")
+    else:
+        who = await principal(request, "files:read")
+        record = await media.get(who.owner, media_id)
+    return await file_response(request, record.owner, record.upload_id, disposition="inline")

@@ -63,9 +63,12 @@ class SqlMediaRepository:
         assert found is not None
         return found
 
-    async def get(self, media_id: int, owner: str) -> MediaRecord | None:
+    async def get(self, media_id: int, owner: str | None) -> MediaRecord | None:
+        query = select(media).where(media.c.id == media_id)
+        if owner is not None:
+            query = query.where(media.c.owner == owner)
         async with self.engine.connect() as conn:
-            row = (await conn.execute(select(media).where(media.c.id == media_id, media.c.owner == owner))).first()
+            row = (await conn.execute(query)).first()
         return None if row is None else _record(row)
 
     async def by_upload(self, upload_id: str) -> MediaRecord | None:
