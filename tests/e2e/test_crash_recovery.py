@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import FilesClient, seeded_bytes
+from tests.support.files import FilesClient, seeded_bytes
 from tests.support.server import BIN, ChunkdServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -112,9 +112,11 @@ async def stream_into(
                 data = bytes(buffer)
                 buffer.clear()
                 await part.feed(data)
-                if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_every:
-                    last_beat = time.monotonic()
-                    await heartbeat()
+            # Checked on every chunk, not only per batch: a slow client may take longer than the
+            # TTL to fill one batch, and its upload must not expire while its bytes trickle in.
+            if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_every:
+                last_beat = time.monotonic()
+                await heartbeat()
     finally:
         # Also on a broken body (client gone): what arrived is handed over, and the caller
         # decides whether to keep it (appends keep partial bytes) or abort.
