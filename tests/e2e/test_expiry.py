@@ -20,7 +20,7 @@ from tests.support.server import BIN, ChunkdServer
 
 pytestmark = pytest.mark.e2e
 
-TTL = 1.5
+TTL = 3.0  # seconds; generous so a busy machine cannot make a working upload look idle
 PART = 64 * 1024
 
 
@@ -110,12 +110,12 @@ def test_uploads_receiving_bytes_do_not_expire(reaping_server: ChunkdServer, rea
 
         def send_slow() -> None:
             with FilesClient(reaping_server, key) as own:
-                answers["slow"] = own.put_part(slow_id, 1, trickle(slow, 16, every=0.3))
+                answers["slow"] = own.put_part(slow_id, 1, trickle(slow, 16, every=0.45))
 
         thread = threading.Thread(target=send_slow)
         thread.start()
         for number in range(1, 9):
-            time.sleep(TTL * 0.4)
+            time.sleep(TTL * 0.3)
             response = client.put_part(steady_id, number, steady[(number - 1) * PART : number * PART])
             assert response.status_code == 200, response.text
         thread.join(timeout=60)
