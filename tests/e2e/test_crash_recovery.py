@@ -22,7 +22,7 @@ from tests.support.server import BIN, ChunkdServer
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 UPLOADS = 8
-PART = 512 * 1024
+PART = 256 * 1024
 SIZE = 9 * PART - 1000  # 9 parts, the last one short
 KILL_AFTER = 28  # acknowledged parts (of 72) before the kill
 
@@ -57,6 +57,7 @@ def test_kill_9_mid_upload_then_resume(tmp_path: Path) -> None:
 
         acked = threading.Semaphore(0)
         lock = threading.Lock()
+        broken: list[int] = []  # uploads whose request the kill cut off
 
         def send_all(upload: Upload) -> None:
             order = list(range(1, 10))
@@ -66,7 +67,8 @@ def test_kill_9_mid_upload_then_resume(tmp_path: Path) -> None:
                     try:
                         response = own.put_part(upload.file_id, number, upload.part(number))
                     except httpx.HTTPError:
-                        return  # the server is gone: this part is not acknowledged
+                        broken.append(upload.index)  # the server is gone: this part is not acknowledged
+                        return
                     assert response.status_code == 200, response.text
                     with lock:
                         upload.acked[number] = response.json()["etag"]
@@ -83,6 +85,7 @@ def test_kill_9_mid_upload_then_resume(tmp_path: Path) -> None:
                 future.result()
         assert sum(map(len, acked_at_kill.values())) >= KILL_AFTER
         assert sum(map(len, acked_at_kill.values())) < UPLOADS * 9, "the kill came too late to test anything"
+        assert broken, "no request was in flight at the kill"
 
         server.start()
         with FilesClient(server, key) as client:
