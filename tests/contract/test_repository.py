@@ -207,12 +207,15 @@ async def test_list_expirable_and_conditional_expire(repo: SqlRepository) -> Non
     now = T0 + timedelta(hours=10)
     due_late = make(expires=now - timedelta(minutes=1))
     due_early = make(expires=now - timedelta(hours=1))
+    due_early.bytes_received, due_early.parts_received = 2000, 2
     exactly = make(expires=now)
     not_yet = make(expires=now + timedelta(seconds=1))
     completed = make(expires=now - timedelta(hours=2))
     completed.status = Status.COMPLETED
     for upload in (due_late, due_early, exactly, not_yet, completed):
         await repo.create(upload)
+    await repo.save(due_early, [part(1), part(2)])
+    await repo.save(not_yet, [part(1)])
     assert await repo.list_expirable(now, 10) == [due_early.id, due_late.id, exactly.id]
     assert await repo.list_expirable(now, 1) == [due_early.id]
     assert await repo.expire(not_yet.id, now) is False
@@ -224,6 +227,9 @@ async def test_list_expirable_and_conditional_expire(repo: SqlRepository) -> Non
     assert await repo.expire(due_early.id, now) is False  # only once
     got = await repo.get(due_early.id)
     assert got is not None and (got.status, got.expires_at, got.updated_at) == (Status.EXPIRED, None, now)
+    assert got.parts == {}  # forgotten with the status change, atomically
+    kept = await repo.get(not_yet.id)
+    assert kept is not None and sorted(kept.parts) == [1]
     assert await repo.list_expirable(now, 10) == [exactly.id]
     still = await repo.get(completed.id)
     assert still is not None and still.status is Status.COMPLETED

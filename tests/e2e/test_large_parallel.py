@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import FilesClient, MiB, random_file, read_slice
+from tests.support.files import FilesClient, MiB, random_file, read_slice
 from tests.support.server import ChunkdServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -46,7 +46,8 @@ class UploadRepository(Protocol):
         """Ids of PENDING uploads whose ``expires_at`` has passed."""
 
     async def expire(self, upload_id: str, now: datetime) -> bool:
-        """Mark one upload EXPIRED if it is still PENDING and past ``expires_at``; True if it was."""
+        """Mark one upload EXPIRED if it is still PENDING and past ``expires_at``, forgetting its
+        part rows in the same transaction; True if it was."""
 
     async def delete_parts(self, upload_id: str) -> None:
         """Forget every part row of an upload (its bytes were freed)."""

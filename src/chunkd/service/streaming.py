@@ -146,9 +146,11 @@ async def stream_into(
                 if feeding is not None:
                     await feeding
                 feeding = asyncio.create_task(part.feed(data))
-                if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_every:
-                    last_beat = time.monotonic()
-                    await heartbeat()
+            # Checked on every chunk, not only per batch: a slow client may take longer than the
+            # TTL to fill one batch, and its upload must not expire while its bytes trickle in.
+            if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_every:
+                last_beat = time.monotonic()
+                await heartbeat()
     finally:
         if feeding is not None:
             await feeding

@@ -703,8 +703,12 @@ class UploadService:
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
             upload.mark_cancelled(self.clock())
-            await self.repo.save(upload)
-            await self._free(upload)
+            # The status and the forgetting of the part rows commit together, so no reader sees a
+            # CANCELLED upload with parts (nor keeps one after a crash); bytes are freed after it
+            # (a crash in between leaves orphaned blobs, which gc sweeps).
+            await self.repo.save(upload, removed_parts=list(upload.parts))
+            await self.blobs.delete(upload)
+            upload.parts = {}
         await self._emit("cancelled", upload)
         return upload
 
@@ -730,12 +734,15 @@ class UploadService:
         for upload_id in await self.repo.list_expirable(now, limit):
             try:
                 async with self.locks.hold(upload_id, timeout=0):
-                    if not await self.repo.expire(upload_id, now):
-                        continue
+                    # Parts are loaded first because ``expire`` forgets their rows in the same
+                    # transaction as the status change (as ``cancel`` does); the blob store may
+                    # need them to free the bytes.
                     upload = await self.repo.get(upload_id)
-                    if upload is None:
+                    if upload is None or not await self.repo.expire(upload_id, now):
                         continue
-                    await self._free(upload)
+                    upload.mark_expired(now)
+                    await self.blobs.delete(upload)
+                    upload.parts = {}
             except Busy:
                 continue
             expired += 1

@@ -244,7 +244,10 @@ class SqlRepository:
                 )
                 .values(status=Status.EXPIRED.value, expires_at=None, updated_at=now)
             )
-            return bool(result.rowcount)
+            if not result.rowcount:
+                return False
+            await conn.execute(delete(parts).where(parts.c.upload_id == upload_id))
+            return True
 
     async def delete_parts(self, upload_id: str) -> None:
         async with self.engine.begin() as conn:

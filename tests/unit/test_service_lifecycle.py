@@ -1,0 +1,152 @@
+"""Cancel and expiry through the real service (SQLite, local disk) with a controllable clock."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from chunkd.backends.blobs.local import LocalBlobStore
+from chunkd.backends.locks.local import LocalLocks
+from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
+from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.domain import errors as e
+from chunkd.domain.upload import Status, Upload
+from chunkd.service.uploads import EngineConfig, UploadService
+
+TTL = timedelta(minutes=10)
+PART = 1000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 5, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Setup:
+    def __init__(self, service: UploadService, blobs: LocalBlobStore, clock: Clock) -> None:
+        self.service, self.blobs, self.clock = service, blobs, clock
+        self.events: list[tuple[str, Status]] = []
+
+        async def listen(event: str, upload: Upload) -> None:
+            self.events.append((event, upload.status))
+
+        service.subscribe(listen)
+
+    def stored(self, upload: Upload) -> list[str]:
+        directory = self.blobs.root / upload.id[:2] / upload.id
+        return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    await migrate(engine)
+    repo = SqlRepository(engine)
+    blobs = LocalBlobStore(tmp_path / "blobs", fsync=False)
+    clock = Clock()
+    config = EngineConfig(min_part_size=1, ttl=TTL, lock_timeout=1)
+    yield Setup(UploadService(repo, blobs, LocalLocks(tmp_path / "locks"), config, clock=clock), blobs, clock)
+    await repo.close()
+
+
+async def body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def started(setup: Setup, parts: int = 2) -> Upload:
+    upload = await setup.service.create("alice", filename="f.bin", size_bytes=3 * PART, part_size=PART)
+    for n in range(1, parts + 1):
+        await setup.service.put_part("alice", upload.id, n, body(os.urandom(PART)))
+    return upload
+
+
+async def test_cancel_frees_parts_and_bytes_together(setup: Setup) -> None:
+    upload = await started(setup)
+    assert len(setup.stored(upload)) == 2
+    cancelled = await setup.service.cancel("alice", upload.id)
+    assert cancelled.status is Status.CANCELLED and cancelled.parts == {}
+    got = await setup.service.get("alice", upload.id)
+    assert got.status is Status.CANCELLED and got.parts == {} and got.expires_at is None
+    assert setup.stored(upload) == []
+    with pytest.raises(e.InvalidState):
+        await setup.service.cancel("alice", upload.id)
+    with pytest.raises(e.InvalidState):
+        await setup.service.put_part("alice", upload.id, 3, body(os.urandom(PART)))
+    assert setup.events[-1] == ("cancelled", Status.CANCELLED)
+
+
+async def test_parts_push_expiry_forward(setup: Setup) -> None:
+    upload = await started(setup, parts=1)
+    setup.clock.now += TTL - timedelta(seconds=1)
+    await setup.service.put_part("alice", upload.id, 2, body(os.urandom(PART)))
+    setup.clock.now += TTL - timedelta(seconds=1)  # 2 TTLs after creation, but not idle for one
+    assert await setup.service.expire_due() == 0
+    got = await setup.service.get("alice", upload.id)
+    assert got.status is Status.PENDING and got.expires_at == setup.clock.now + timedelta(seconds=1)
+
+
+async def test_idle_upload_expires_and_is_freed(setup: Setup) -> None:
+    idle = await started(setup)
+    fresh = await setup.service.create("alice", filename="g.bin", size_bytes=10, part_size=PART)
+    setup.clock.now += TTL / 2
+    await setup.service.put_part("alice", fresh.id, 1, body(b"0123456789"))
+    setup.clock.now += TTL / 2
+    with pytest.raises(e.Expired):  # past its deadline, even before the reaper ran
+        await setup.service.put_part("alice", idle.id, 3, body(os.urandom(PART)))
+    assert await setup.service.expire_due() == 1
+    got = await setup.service.get("alice", idle.id)
+    assert (got.status, got.parts, got.expires_at) == (Status.EXPIRED, {}, None)
+    assert setup.stored(idle) == []
+    assert setup.events[-1] == ("expired", Status.EXPIRED)
+    assert (await setup.service.get("alice", fresh.id)).status is Status.PENDING
+    assert await setup.service.expire_due() == 0
+    for action in (setup.service.complete, setup.service.cancel):
+        with pytest.raises(e.Expired):
+            await action("alice", idle.id)
+
+
+async def test_expiry_skips_an_upload_whose_lock_is_held(setup: Setup) -> None:
+    upload = await started(setup)
+    setup.clock.now += TTL
+    async with setup.service.locks.hold(upload.id, timeout=1):
+        assert await setup.service.expire_due() == 0
+    assert (await setup.service.get("alice", upload.id)).status is Status.PENDING
+    assert await setup.service.expire_due() == 1
+
+
+async def test_expiry_waits_for_nothing_and_never_hits_a_completed_upload(setup: Setup) -> None:
+    upload = await started(setup, parts=3)
+    await setup.service.complete("alice", upload.id)
+    setup.clock.now += TTL * 10
+    assert await setup.service.expire_due() == 0
+    assert (await setup.service.get("alice", upload.id)).status is Status.COMPLETED
+    assert len(setup.stored(upload)) == 3
+
+
+async def test_a_part_streaming_when_its_upload_expires_is_refused_and_leaves_nothing(setup: Setup) -> None:
+    upload = await started(setup, parts=1)
+    gate = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield os.urandom(PART // 2)
+        await gate.wait()
+        yield os.urandom(PART // 2)
+
+    sending = asyncio.create_task(setup.service.put_part("alice", upload.id, 2, slow_body()))
+    await asyncio.sleep(0.05)
+    setup.clock.now += TTL * 2  # no byte for two TTLs: idle
+    assert await setup.service.expire_due() == 1
+    gate.set()
+    with pytest.raises(e.Expired):
+        await sending
+    got = await setup.service.get("alice", upload.id)
+    assert got.status is Status.EXPIRED and got.parts == {}
+    assert setup.stored(upload) == []

@@ -1,0 +1,119 @@
+"""Streaming a body into a blob writer: limits, partial bodies, heartbeats, slices."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from chunkd.backends.blobs.local import LocalBlobStore
+from chunkd.domain import errors as e
+from chunkd.domain.checksum import ResumableMD5
+from chunkd.domain.names import new_upload_id
+from chunkd.domain.upload import Mode, Part, Status, Upload
+from chunkd.service.streaming import BATCH_BYTES, BodyReader, StreamedPart, stream_into
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalBlobStore:
+    return LocalBlobStore(tmp_path / "blobs", fsync=False)
+
+
+@pytest.fixture
+def upload() -> Upload:
+    return Upload(
+        new_upload_id(), "alice", "f", "application/octet-stream", None, 1, Mode.APPEND, Status.PENDING, NOW, NOW, None
+    )
+
+
+async def body(*chunks: bytes, delay: float = 0.0, fail: bool = False) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        if delay:
+            await asyncio.sleep(delay)
+        yield chunk
+    if fail:
+        raise ConnectionResetError("client went away")
+
+
+async def stored(store: LocalBlobStore, upload: Upload, part: StreamedPart) -> bytes:
+    ref = await part.writer.commit()
+    info = Part(1, 0, part.size, part.md5, ref, NOW)
+    return b"".join([c async for c in store.read_part(upload, info)])
+
+
+async def test_streams_and_hashes(store: LocalBlobStore, upload: Upload) -> None:
+    data = os.urandom(2 * BATCH_BYTES + 12345)
+    part = StreamedPart(await store.open_writer(upload, 1, 0), ResumableMD5(), hashlib.sha256())
+    pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    await stream_into(part, body(*pieces), limit=len(data))
+    assert part.size == len(data)
+    assert part.md5 == hashlib.md5(data).hexdigest()
+    assert part.whole is not None and part.whole.hexdigest() == part.md5
+    assert part.extra is not None and part.extra.digest() == hashlib.sha256(data).digest()
+    assert await stored(store, upload, part) == data
+
+
+async def test_limit_stops_reading_at_once(store: LocalBlobStore, upload: Upload) -> None:
+    read: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        for i in range(1000):
+            read.append(i)
+            yield b"x" * 1000
+
+    part = StreamedPart(await store.open_writer(upload, 1, 0), None, None)
+    with pytest.raises(e.PartSizeMismatch):
+        await stream_into(part, endless(), limit=5000, limit_error=lambda: e.PartSizeMismatch("too long"))
+    assert len(read) == 6
+    await part.writer.abort()
+
+
+async def test_a_broken_body_hands_over_what_arrived(store: LocalBlobStore, upload: Upload) -> None:
+    part = StreamedPart(await store.open_writer(upload, 1, 0), None, None)
+    with pytest.raises(ConnectionResetError):
+        await stream_into(part, body(b"abc", b"def", fail=True), limit=None)
+    assert part.size == 6
+    assert await stored(store, upload, part) == b"abcdef"
+
+
+async def test_heartbeat_while_bytes_trickle_in_below_one_batch(store: LocalBlobStore, upload: Upload) -> None:
+    # A slow client: far less than one batch in total, spread over many heartbeat intervals.
+    beats: list[float] = []
+
+    async def beat() -> None:
+        beats.append(asyncio.get_running_loop().time())
+
+    part = StreamedPart(await store.open_writer(upload, 1, 0), None, None)
+    await stream_into(part, body(*[b"y" * 100] * 12, delay=0.02), limit=None, heartbeat=beat, heartbeat_every=0.05)
+    assert part.size == 1200
+    assert 2 <= len(beats) <= 6
+    await part.writer.abort()
+
+
+async def test_no_heartbeat_when_bytes_arrive_quickly(store: LocalBlobStore, upload: Upload) -> None:
+    beats: list[int] = []
+
+    async def beat() -> None:
+        beats.append(1)
+
+    part = StreamedPart(await store.open_writer(upload, 1, 0), None, None)
+    await stream_into(part, body(b"z" * 1000, b"z" * 1000), limit=None, heartbeat=beat, heartbeat_every=30)
+    assert beats == []
+    await part.writer.abort()
+
+
+async def test_body_reader_slices() -> None:
+    reader = BodyReader(body(b"abcde", b"", b"fgh", b"ijklmnop"))
+    assert b"".join([c async for c in reader.slice(3)]) == b"abc"
+    assert b"".join([c async for c in reader.slice(7)]) == b"defghij"
+    assert not await reader.at_end()
+    assert b"".join([c async for c in reader.slice(100)]) == b"klmnop"
+    assert await reader.at_end()
+    assert b"".join([c async for c in reader.slice(5)]) == b""
