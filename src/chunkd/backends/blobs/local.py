@@ -17,12 +17,14 @@ patterns before they touch a path, so client input can never escape ``root``.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import os
 import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from chunkd.domain.upload import Part, Upload
@@ -32,6 +34,31 @@ __all__ = ["LocalBlobStore"]
 _ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _REF = re.compile(r"^[0-9]{1,5}\.[A-Za-z0-9_-]{8,32}\.part$")
 READ_CHUNK = 1024 * 1024
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """Linux's ``sync_file_range(fd, offset, n, SYNC_FILE_RANGE_WRITE)``: start writeback of a range
+    without waiting for it. Python's ``os`` lacks it, hence ctypes. None where unavailable."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    sync_file_range_write = 2
+
+    def start_writeback(fd: int, offset: int, length: int) -> None:
+        call(fd, offset, length, sync_file_range_write)  # advisory: an error only means no head start
+
+    return start_writeback
+
+
+_START_WRITEBACK = _load_sync_file_range()
+# Start writing a part's bytes to disk every this many bytes, so the fsync before the part is
+# acknowledged waits only for the tail instead of flushing the whole part at once (the disk works
+# while the rest of the body is still arriving, as RocksDB's bytes_per_sync does).
+WRITEBACK_EVERY = 8 * 1024 * 1024
 
 
 def _fsync_dir(path: Path) -> None:
@@ -49,6 +76,8 @@ class _LocalWriter:
         self._path = directory / self._name
         self._fsync = fsync
         self._fd: int | None = None
+        self._written = 0
+        self._flushed = 0
 
     def _open(self) -> int:
         new_dir = not self._dir.exists()
@@ -64,6 +93,10 @@ class _LocalWriter:
         while view:
             written = os.write(self._fd, view)
             view = view[written:]
+        self._written += len(data)
+        if self._fsync and _START_WRITEBACK is not None and self._written - self._flushed >= WRITEBACK_EVERY:
+            _START_WRITEBACK(self._fd, self._flushed, self._written - self._flushed)
+            self._flushed = self._written
 
     async def write(self, data: bytes) -> None:
         await asyncio.to_thread(self._write_all, data)
