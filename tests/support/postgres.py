@@ -127,7 +127,7 @@ class PostgresServer:
     def create_database(self, template: str | None = None) -> str:
         """A new empty database (or a clone of ``template``); returns its name."""
         name = f"chunkd_test_{next(self._names)}"
-        clone = f" TEMPLATE {template} STRATEGY FILE_COPY" if template else ""
+        clone = f" TEMPLATE {template}" if template else ""
         self.admin(f"CREATE DATABASE {name}{clone}")
         return name
 
