@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services/postgres.sh
+scripts/services/nginx.sh
 exit 0

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,17 +28,19 @@ MiB = 1024 * 1024
 PART = 8 * MiB
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster_storage_env() -> dict[str, str]:
     """Storage settings every node gets; the default is local disk on the nodes' shared data dir."""
     return {"CHUNKD_STORAGE": "local"}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster(
-    tmp_path: Path, pg_server: PostgresServer, cluster_storage_env: dict[str, str]
+    tmp_path_factory: pytest.TempPathFactory, pg_server: PostgresServer, cluster_storage_env: dict[str, str]
 ) -> Iterator[list[ChunkdServer]]:
-    servers = start_cluster(tmp_path, pg_server.url(pg_server.create_database()), cluster_storage_env, nodes=3)
+    servers = start_cluster(
+        tmp_path_factory.mktemp("cluster"), pg_server.url(pg_server.create_database()), cluster_storage_env, nodes=3
+    )
     try:
         yield servers
     finally:

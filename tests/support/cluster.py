@@ -8,6 +8,7 @@ nothing else changes."""
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.support.server import ChunkdServer
@@ -25,12 +26,12 @@ def start_cluster(root: Path, database_url: str, storage_env: dict[str, str], no
     }
     data_dir = root / "shared-data"  # shared by all nodes (holds the local storage, if used)
     servers = [ChunkdServer(data_dir, env=env) for _ in range(nodes)]
-    started: list[ChunkdServer] = []
-    try:
+    # Started side by side: each start is mostly waiting for Python to import the app.
+    with ThreadPoolExecutor(nodes) as pool:
+        outcomes = [pool.submit(server.start) for server in servers]
+        errors = [f.exception() for f in outcomes]
+    if any(errors):
         for server in servers:
-            started.append(server.start())
-    except BaseException:
-        for server in started:
             server.kill()
-        raise
+        raise next(e for e in errors if e is not None)
     return servers
