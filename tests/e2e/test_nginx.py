@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,9 +73,10 @@ http {{
 def nginx_cluster(tmp_path: Path, pg_server: PostgresServer) -> Iterator[tuple[str, Path, list[ChunkdServer]]]:
     binary = _nginx()
     nodes = start_cluster(tmp_path, pg_server.url(pg_server.create_database()), {"CHUNKD_STORAGE": "local"}, 2)
-    root = tmp_path / "nginx"
-    root.mkdir()
-    os.chmod(root, 0o777)  # nginx's workers (user nobody when run as root) write temp files here
+    # nginx's workers (user nobody when run as root) must reach their temp dirs: pytest's tmp_path
+    # is private to root, so use a directory of its own under the system temp dir.
+    root = Path(tempfile.mkdtemp(prefix="chunkd-nginx-"))
+    os.chmod(root, 0o777)
     port = free_port()
     conf = render_config(root, nodes, port)
     process = subprocess.Popen(
@@ -100,6 +102,7 @@ def nginx_cluster(tmp_path: Path, pg_server: PostgresServer) -> Iterator[tuple[s
         process.wait(timeout=10)
         for node in nodes:
             node.kill()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_upload_through_nginx_reaches_both_nodes(nginx_cluster: tuple[str, Path, list[ChunkdServer]]) -> None:
