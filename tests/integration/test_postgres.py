@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chunkd.backends.locks.postgres import PostgresAdvisoryLocks, advisory_key
+from chunkd.backends.locks.postgres import PostgresAdvisoryLocks, advisory_key, asyncpg_dsn
 from chunkd.backends.locks.stacked import StackedLocks
 from chunkd.backends.repository.sqlalchemy.database import MIGRATION_LOCK_KEY
 from chunkd.domain import errors as e
@@ -49,6 +49,13 @@ def test_build_locks_picks_postgres_for_a_postgres_url(tmp_path: Path) -> None:
     pg = build_locks(Settings(data_dir=tmp_path, database_url="postgresql://u@127.0.0.1:1/db"))
     assert isinstance(pg, StackedLocks) and isinstance(pg.inner, PostgresAdvisoryLocks)
     assert not isinstance(build_locks(Settings(data_dir=tmp_path)), StackedLocks)
+
+
+def test_lock_pool_dsn_from_sqlalchemy_urls() -> None:
+    assert asyncpg_dsn("postgresql+asyncpg://u:p@h:5/db?ssl=require&prepared_statement_cache_size=0") == (
+        "postgresql://u:p@h:5/db?sslmode=require"
+    )
+    assert asyncpg_dsn("postgres://u@h/db") == "postgresql://u@h/db"
 
 
 def test_advisory_key_is_a_stable_signed_64_bit_number() -> None:

@@ -54,8 +54,17 @@ def advisory_key(upload_id: str) -> int:
 
 
 def asyncpg_dsn(url: str) -> str:
-    """A libpq-style DSN for asyncpg from a SQLAlchemy URL (``postgresql+asyncpg://`` etc.)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """A libpq-style DSN for asyncpg from a SQLAlchemy URL (``postgresql+asyncpg://`` etc.).
+    SQLAlchemy's asyncpg spelling ``ssl=…`` becomes libpq's ``sslmode=…``, and options only the
+    SQLAlchemy dialect understands are dropped (asyncpg would send them as server settings)."""
+    parsed = make_url(url).set(drivername="postgresql")
+    query = {k: v for k, v in parsed.query.items() if k not in _SQLALCHEMY_ONLY}
+    if "ssl" in query:
+        query.setdefault("sslmode", query.pop("ssl"))
+    return parsed.set(query=query).render_as_string(hide_password=False)
+
+
+_SQLALCHEMY_ONLY = {"prepared_statement_cache_size", "prepared_statement_name_func", "async_fallback"}
 
 
 class PostgresAdvisoryLocks:
@@ -74,7 +83,7 @@ class PostgresAdvisoryLocks:
         if self._pool is None:
             async with self._pool_lock:
                 if self._pool is None:
-                    import asyncpg
+                    import asyncpg  # type: ignore[import-untyped]
 
                     self._pool = await asyncpg.create_pool(
                         self._dsn,
