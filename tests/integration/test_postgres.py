@@ -129,6 +129,31 @@ async def test_lock_released_when_the_body_raises_or_is_cancelled(pg_url: str) -
         await other.close()
 
 
+async def test_a_lock_connection_that_breaks_does_not_fail_the_request(pg_url: str) -> None:
+    """If the database drops the lock's session mid-hold (restart, network), the lock is gone on
+    the server; leaving the block must neither raise nor poison the pool."""
+    import asyncpg
+
+    locks, other = PostgresAdvisoryLocks(pg_url), PostgresAdvisoryLocks(pg_url)
+    admin = await asyncpg.connect(pg_url)
+    try:
+        async with locks.hold("fragile", timeout=1):
+            pid = await admin.fetchval(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = $1::bigint & 4294967295",
+                advisory_key("fragile"),
+            )
+            assert pid is not None
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            async with other.hold("fragile", timeout=5):  # the server released it with the session
+                pass
+        async with locks.hold("fragile", timeout=1):  # the pool replaced the dead connection
+            pass
+    finally:
+        await admin.close()
+        await locks.close()
+        await other.close()
+
+
 HOLDER = """
 import asyncio, sys, time
 from chunkd.backends.locks.postgres import PostgresAdvisoryLocks
