@@ -20,7 +20,7 @@ from chunkd.backends.locks.stacked import StackedLocks
 from chunkd.backends.repository.sqlalchemy.database import MIGRATION_LOCK_KEY
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.runtime import Runtime, build_locks, open_runtime
+from chunkd.runtime import Runtime, bootstrap_admin_key, build_locks, open_runtime
 from chunkd.settings import Settings
 from tests.support.postgres import PostgresServer
 
@@ -324,3 +324,10 @@ async def test_concurrent_completes_on_two_nodes_make_one_file(two_nodes: tuple[
     assert events.count("completed") == 1
     got = await b.uploads.get("alice", upload.id)
     assert b"".join([c async for c in b.uploads.read(got)]) == data
+
+
+async def test_nodes_starting_together_create_one_bootstrap_admin_key(two_nodes: tuple[Runtime, Runtime]) -> None:
+    a, b = two_nodes
+    tokens = await asyncio.gather(*(bootstrap_admin_key(node) for node in (a, b, a, b)))
+    assert len([t for t in tokens if t]) == 1
+    assert await a.repo.count_keys() == 1
