@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -80,6 +81,7 @@ def run(nodes: int, pg: PostgresServer, uploads: int, size: int, part: int, data
     finally:
         for server in servers:
             server.kill()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:
