@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 scripts/services/node.sh
 scripts/services/chromium.sh
 scripts/services/fine-uploader.sh
+scripts/services/postgres.sh
+scripts/services/nginx.sh
 exit 0

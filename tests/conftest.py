@@ -31,12 +31,15 @@ def pg_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest) -> str | None:
-    """Every metadata test runs on SQLite (None: the default file) and on a fresh PostgreSQL database."""
+def db_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Every metadata test runs on SQLite (None: the default file) and on an empty PostgreSQL database."""
     if request.param == "sqlite":
-        return None
+        yield None
+        return
     server: PostgresServer = request.getfixturevalue("pg_server")
-    return server.url(server.migrated_database())
+    name = server.acquire_database()
+    yield server.url(name)
+    server.release_database(name)
 
 
 @pytest.fixture

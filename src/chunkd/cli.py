@@ -167,12 +167,22 @@ def gc(
 
 @app.command()
 def migrate(data_dir: DataDir = None) -> None:
-    """Apply database migrations."""
+    """Apply database migrations (safe to run from several nodes at once on PostgreSQL)."""
+    from chunkd.backends.repository.sqlalchemy.database import create_engine
+    from chunkd.backends.repository.sqlalchemy.database import migrate as upgrade
 
-    async def nothing(runtime: Any) -> None:
-        return None
+    settings = _settings(data_dir)
+    if settings.database_url is None:  # the default SQLite file lives in the data dir
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
 
-    asyncio.run(_with_runtime(_settings(data_dir, migrate_on_start=True), nothing))
+    async def run() -> None:
+        engine = create_engine(settings.resolved_database_url())
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
     console.print("database is up to date")
 
 

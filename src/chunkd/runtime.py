@@ -133,8 +133,10 @@ def build_media(settings: Settings, engine: AsyncEngine, uploads: UploadService)
 
 
 async def bootstrap_admin_key(runtime: Runtime) -> str | None:
-    """On first start (no keys at all), create an admin key; returns its token to print once."""
-    if await runtime.keys.repo.count_keys():
-        return None
-    _, token = await runtime.keys.create("admin", ALL_SCOPES, name="bootstrap admin key")
+    """On first start (no keys at all), create an admin key; returns its token to print once.
+    Under a lock, so of several nodes starting together on one database only one creates it."""
+    async with runtime.locks.hold("bootstrap-admin-key", timeout=runtime.settings.lock_timeout_seconds):
+        if await runtime.keys.repo.count_keys():
+            return None
+        _, token = await runtime.keys.create("admin", ALL_SCOPES, name="bootstrap admin key")
     return token

@@ -184,6 +184,9 @@ class UploadService:
         mime = (mime_type or "").strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         if len(mime) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in mime):
             raise InvalidInput("mimeType is not a valid media type", field="mimeType")
+        # Same limits on every database (SQLite would accept what PostgreSQL rejects with an error).
+        if client_ref is not None and not (0 < len(client_ref) <= 128 and client_ref.isprintable()):
+            raise InvalidInput("client reference must be 1 to 128 printable characters", field="client_ref")
         await self._check_quotas(owner, size_bytes)
         now = self.clock()
         upload = Upload(

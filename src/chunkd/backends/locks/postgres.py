@@ -30,7 +30,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -54,8 +54,23 @@ def advisory_key(upload_id: str) -> int:
 
 
 def asyncpg_dsn(url: str) -> str:
-    """A libpq-style DSN for asyncpg from a SQLAlchemy URL (``postgresql+asyncpg://`` etc.)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """A libpq-style DSN for asyncpg from a SQLAlchemy URL (``postgresql+asyncpg://`` etc.).
+    SQLAlchemy's asyncpg spelling ``ssl=…`` becomes libpq's ``sslmode=…``, and options only the
+    SQLAlchemy dialect understands are dropped (asyncpg would send them as server settings)."""
+    parsed = make_url(url).set(drivername="postgresql")
+    query = {k: v for k, v in parsed.query.items() if k not in _SQLALCHEMY_ONLY}
+    if "ssl" in query:
+        query.setdefault("sslmode", query.pop("ssl"))
+    return parsed.set(query=query).render_as_string(hide_password=False)
+
+
+_SQLALCHEMY_ONLY = {"prepared_statement_cache_size", "prepared_statement_name_func", "async_fallback"}
+
+
+def _discard(conn: Any) -> None:
+    """Close a lock connection for good (the pool opens a new one in its place)."""
+    with suppress(Exception):  # already closed and detached by the pool after a connection loss
+        conn.terminate()
 
 
 class PostgresAdvisoryLocks:
@@ -74,7 +89,7 @@ class PostgresAdvisoryLocks:
         if self._pool is None:
             async with self._pool_lock:
                 if self._pool is None:
-                    import asyncpg
+                    import asyncpg  # type: ignore[import-untyped]
 
                     self._pool = await asyncpg.create_pool(
                         self._dsn,
@@ -121,13 +136,13 @@ class PostgresAdvisoryLocks:
         except asyncio.CancelledError:
             # Closing the session is what releases the lock for sure (the server drops a
             # session's locks with it).
-            conn.terminate()
+            _discard(conn)
             raise
         except Exception:
             # A broken connection: its session, and so the lock, is gone already. The work done
             # under the lock is committed, so this is no reason to fail the request.
             log.warning("could not release the advisory lock of upload %s; closing its connection", upload_id)
-            conn.terminate()
+            _discard(conn)
             return
         if not released:
             log.error("advisory lock of upload %s was gone before release (connection reset?)", upload_id)
