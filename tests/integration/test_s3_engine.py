@@ -255,3 +255,17 @@ async def test_presigned_download_redirect(s3_settings: Settings) -> None:
             part = await direct.get(url, headers={"Range": "bytes=10-19"})
             assert part.status_code == 206 and part.content == data[10:20]
             assert (await direct.get(url.replace("Signature=", "Signature=0"))).status_code == 403
+
+
+async def test_complete_after_a_crash_that_followed_s3_completion(s3_api: Api) -> None:
+    """CompleteMultipartUpload succeeded but the process died before the engine recorded it: the
+    retried complete recognises the finished object instead of failing on the vanished upload."""
+    service = s3_api.runtime.uploads
+    data = os.urandom(6 * MiB + 1)
+    upload = await service.create("alice", filename="c.bin", size_bytes=len(data), part_size=3 * MiB)
+    await put_parts(service, upload.id, data, 3 * MiB, [1, 2, 3])
+    loaded = await s3_api.runtime.repo.get(upload.id)
+    assert loaded is not None
+    await store_of(s3_api).complete(loaded)  # S3 side done; the engine's record stays PENDING
+    assert (await service.get("alice", upload.id)).status.value == "PENDING"
+    await check_complete(s3_api, upload.id, data, 2)

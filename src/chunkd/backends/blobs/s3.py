@@ -467,6 +467,8 @@ class S3BlobStore:
             # S3 has no empty multipart upload: an empty file is one empty PUT.
             await self.call("put_object", Key=key, Body=b"", ContentType=upload.mime_type)
             self._state(upload)["key"] = key
+        elif await self._completed_before(upload, key, size):
+            pass  # completed before a crash that kept the engine from recording it
         else:
             mp_id = await self._multipart(upload)
             etags = await (self._complete_append if upload.mode is Mode.APPEND else self._complete_parts)(upload, mp_id)
@@ -485,6 +487,13 @@ class S3BlobStore:
         if not await self._exists(key, size):
             raise OSError(f"the completed object {key!r} does not have {size} bytes")
         await self._cleanup(upload, keep_final=True)
+
+    async def _completed_before(self, upload: Upload, key: str, size: int) -> bool:
+        """True if ``CompleteMultipartUpload`` already succeeded for this upload: the object is there
+        with its size and the multipart upload is gone (only this code completes it, under the lock)."""
+        if "uploadId" not in self._state(upload) or not await self._exists(key, size):
+            return False
+        return not [u for u in await self._multipart_uploads(key) if u["Key"] == key]
 
     async def _complete_parts(self, upload: Upload, mp_id: str) -> list[str]:
         state = self._state(upload)
