@@ -256,7 +256,7 @@ class UploadService:
         except BaseException:
             await streamed.writer.abort()
             raise
-        return await self._commit_part(owner, upload_id, number, streamed)
+        return await self._commit_part(owner, upload_id, number, streamed, upload)
 
     async def put_whole(self, owner: str, upload_id: str, body: AsyncIterator[bytes]) -> Upload:
         """One PUT of the whole file, stored as the upload's parts one after another (each durable
@@ -277,7 +277,7 @@ class UploadService:
                     f"sizeBytes is {upload.size_bytes}",
                     field="body",
                 )
-            await self._commit_part(owner, upload_id, number, streamed)
+            await self._commit_part(owner, upload_id, number, streamed, upload)
         if not await reader.at_end():
             raise SizeMismatch(f"the body is longer than sizeBytes ({upload.size_bytes})", field="body")
         return await self.get(owner, upload_id)
@@ -313,11 +313,18 @@ class UploadService:
             raise
         return streamed
 
-    async def _commit_part(self, owner: str, upload_id: str, number: int, streamed: StreamedPart) -> Part:
-        """Make the streamed part durable and record it, under the upload's lock."""
+    async def _commit_part(
+        self, owner: str, upload_id: str, number: int, streamed: StreamedPart, opened: Upload
+    ) -> Part:
+        """Make the streamed part durable, then record it under the upload's lock."""
         ref: str | None = None
         saved = False
+        upload = opened
         try:
+            # Make the bytes durable before taking the lock: the commit may be slow (an fsync, or
+            # the whole transfer to object storage) and must not serialise an upload's parallel
+            # parts. Nothing points at the blob until the metadata is saved under the lock.
+            ref = await streamed.writer.commit()
             async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
                 upload = await self.get(owner, upload_id, with_parts=False)
                 now = self.clock()
@@ -330,7 +337,6 @@ class UploadService:
                 )
                 assert loaded is not None
                 upload.parts = loaded.parts
-                ref = await streamed.writer.commit()
                 old = upload.parts.get(number)
                 part = Part(
                     number=number,
