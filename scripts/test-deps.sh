@@ -7,4 +7,5 @@ scripts/services/chromium.sh
 scripts/services/fine-uploader.sh
 scripts/services/postgres.sh
 scripts/services/nginx.sh
+scripts/services/ceph-rgw.sh install
 exit 0

@@ -14,7 +14,9 @@ import pytest
 from chunkd.app import create_app
 from chunkd.runtime import Runtime
 from chunkd.settings import Settings
+from tests.support import s3 as s3_support
 from tests.support.postgres import PostgresServer, session_server
+from tests.support.s3 import CephRgw
 from tests.support.server import ChunkdServer
 
 
@@ -91,3 +93,22 @@ def live_server(tmp_path: Path) -> Iterator[ChunkdServer]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def ceph_rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRgw]:
+    """One Ceph RADOS Gateway (real S3) per test session. Outside CI, tests that need it are skipped
+    when its Debian packages cannot be installed; in CI (CI=true) that is an error."""
+    if not s3_support.in_ci() and (why := s3_support.can_install()) is not None:
+        pytest.skip(f"Ceph RGW is not available here: {why}")
+    gateway = CephRgw(tmp_path_factory.mktemp("ceph-rgw")).start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture
+def s3_bucket(ceph_rgw: CephRgw) -> str:
+    """A fresh, empty bucket on the session's gateway."""
+    return ceph_rgw.new_bucket()

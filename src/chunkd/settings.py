@@ -182,6 +182,22 @@ class Settings(BaseSettings):
         """The decoded ``secret`` (only call when it is set)."""
         assert self.secret is not None
         return _decode_secret(self.secret.get_secret_value())
+    # ---- S3-compatible storage (CHUNKD_STORAGE=s3) ----
+    s3_endpoint: str | None = Field(
+        None, description="S3 endpoint URL (e.g. http://127.0.0.1:7480); default: AWS's endpoint for the region."
+    )
+    s3_bucket: str | None = Field(None, description="Bucket holding every object chunkd writes (must exist).")
+    s3_region: str = Field("us-east-1", description="Region used to sign requests.")
+    s3_access_key: str | None = Field(
+        None, description="Access key id; unset: the standard AWS credential chain (env, profile, instance role)."
+    )
+    s3_secret_key: str | None = Field(None, description="Secret access key (with s3_access_key).")
+    s3_prefix: str = Field("", description="Key prefix for all objects, e.g. 'chunkd/' (empty: bucket root).")
+    s3_presigned_downloads: bool = Field(
+        False, description="Redirect downloads (307) to a presigned S3 GET instead of streaming them through chunkd."
+    )
+    s3_presign_seconds: int = Field(300, description="Lifetime of a presigned download URL, in seconds.")
+    s3_max_connections: int = Field(32, description="HTTP connections (and worker threads) to S3 per process.")
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'chunkd.db').resolve()}"

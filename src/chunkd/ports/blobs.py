@@ -3,12 +3,12 @@ protocols, checked once at start-up (as tusd composes its data stores)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Protocol, runtime_checkable
 
 from chunkd.domain.upload import Part, Upload
 
-__all__ = ["BlobStore", "BlobWriter", "PartLinker"]
+__all__ = ["BlobStore", "BlobWriter", "DownloadRedirector", "PartLinker", "PartLoader", "PartSettler"]
 
 
 class BlobWriter(Protocol):
@@ -56,3 +56,32 @@ class PartLinker(Protocol):
     """Optional: reuse another upload's stored part without copying its bytes (tus concatenation)."""
 
     async def link_part(self, source: Upload, part: Part, target: Upload, number: int, offset: int) -> str: ...
+
+
+# Loads the given part numbers of an upload (those that exist), for a store that needs more parts
+# than the operation loaded.
+PartLoader = Callable[[Iterable[int]], Awaitable[dict[int, Part]]]
+
+
+@runtime_checkable
+class PartSettler(Protocol):
+    """Optional: a store that derives its own state from committed parts (S3 coalesces small parts
+    into multipart-upload parts). Both calls run under the upload's lock. Whatever the store keeps
+    lives in ``upload.metadata`` under a key starting with ``_`` (reserved for storage; frontends do
+    not show such keys), and is saved by the service with the upload."""
+
+    def invalidate(self, upload: Upload, part: Part, replaced: Part | None) -> None:
+        """Before the commit of ``part`` (replacing ``replaced``) is saved: forget derived state
+        the new part makes stale, so that a crash after the save never leaves stale state trusted."""
+
+    async def settle(self, upload: Upload, part: Part, load_parts: PartLoader) -> bool:
+        """After the commit of ``part`` was saved: build derived state. True if ``upload.metadata``
+        changed and must be saved again. Failing is harmless (``complete`` finishes the work)."""
+
+
+@runtime_checkable
+class DownloadRedirector(Protocol):
+    """Optional: a store that can hand clients a direct, time-limited download URL."""
+
+    async def download_url(self, upload: Upload, *, filename: str, disposition: str) -> str | None:
+        """A URL serving the COMPLETED file (with Range), or None to stream it through chunkd."""

@@ -17,6 +17,7 @@ re-sent part with different bytes rewinds the frontier to its start instead of t
 from __future__ import annotations
 
 import asyncio
+import logging
 import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -37,11 +38,13 @@ from chunkd.domain.errors import (
 )
 from chunkd.domain.names import clean_filename, is_upload_id, new_upload_id
 from chunkd.domain.upload import MAX_PARTS, Mode, Part, Status, Upload
-from chunkd.ports.blobs import BlobStore, PartLinker
+from chunkd.ports.blobs import BlobStore, DownloadRedirector, PartLinker, PartSettler
 from chunkd.ports.locks import LockManager
 from chunkd.service.streaming import BodyReader, StreamedPart, stream_into
 
 __all__ = ["EngineConfig", "UploadEvents", "UploadService", "utcnow"]
+
+log = logging.getLogger(__name__)
 
 
 def utcnow() -> datetime:
@@ -269,7 +272,7 @@ class UploadService:
         except BaseException:
             await streamed.writer.abort()
             raise
-        return await self._commit_part(owner, upload_id, number, streamed)
+        return await self._commit_part(owner, upload_id, number, streamed, upload)
 
     async def put_whole(self, owner: str, upload_id: str, body: AsyncIterator[bytes]) -> Upload:
         """One PUT of the whole file, stored as the upload's parts one after another (each durable
@@ -290,7 +293,7 @@ class UploadService:
                     f"sizeBytes is {upload.size_bytes}",
                     field="body",
                 )
-            await self._commit_part(owner, upload_id, number, streamed)
+            await self._commit_part(owner, upload_id, number, streamed, upload)
         if not await reader.at_end():
             raise SizeMismatch(f"the body is longer than sizeBytes ({upload.size_bytes})", field="body")
         return await self.get(owner, upload_id)
@@ -334,11 +337,18 @@ class UploadService:
         if upload.expires_at is None or upload.expires_at < horizon - slack:
             await self.repo.touch(upload.id, horizon)
 
-    async def _commit_part(self, owner: str, upload_id: str, number: int, streamed: StreamedPart) -> Part:
-        """Make the streamed part durable and record it, under the upload's lock."""
+    async def _commit_part(
+        self, owner: str, upload_id: str, number: int, streamed: StreamedPart, opened: Upload
+    ) -> Part:
+        """Make the streamed part durable, then record it under the upload's lock."""
         ref: str | None = None
         saved = False
+        upload = opened
         try:
+            # Make the bytes durable before taking the lock: the commit may be slow (an fsync, or
+            # the whole transfer to object storage) and must not serialise an upload's parallel
+            # parts. Nothing points at the blob until the metadata is saved under the lock.
+            ref = await streamed.writer.commit()
             async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
                 upload = await self.get(owner, upload_id, with_parts=False)
                 now = self.clock()
@@ -351,7 +361,6 @@ class UploadService:
                 )
                 assert loaded is not None
                 upload.parts = loaded.parts
-                ref = await streamed.writer.commit()
                 old = upload.parts.get(number)
                 part = Part(
                     number=number,
@@ -366,8 +375,11 @@ class UploadService:
                     changed[advanced.number] = advanced
                 upload.expires_at = now + self.config.ttl
                 upload.updated_at = now
+                if isinstance(self.blobs, PartSettler):
+                    self.blobs.invalidate(upload, part, old)
                 await self.repo.save(upload, list(changed.values()))
                 saved = True
+                await self._settle(upload, part)
         except BaseException:
             if ref is None:
                 await streamed.writer.abort()
@@ -377,6 +389,22 @@ class UploadService:
         if old is not None and old.blob_ref != part.blob_ref:
             await self.blobs.discard(upload, [old.blob_ref])
         return part
+
+    async def _settle(self, upload: Upload, part: Part) -> None:
+        """Let a store that derives state from parts (S3 coalescing) do so, under the lock. A failure
+        here does not undo the committed part: ``complete`` finishes whatever is left."""
+        if not isinstance(self.blobs, PartSettler):
+            return
+
+        async def load_parts(numbers: Iterable[int]) -> dict[int, Part]:
+            loaded = await self.repo.get(upload.id, parts_from=None, part_numbers=numbers)
+            return loaded.parts if loaded is not None else {}
+
+        try:
+            if await self.blobs.settle(upload, part, load_parts):
+                await self.repo.save(upload)
+        except Exception:
+            log.warning("storage could not settle part %s of upload %s", part.number, upload.id, exc_info=True)
 
     @staticmethod
     def _place_part(upload: Upload, part: Part, old: Part | None, streamed: StreamedPart) -> dict[int, Part]:
@@ -517,11 +545,14 @@ class UploadService:
                 upload.hash_state = part.hash_state
                 upload.updated_at = self.clock()
                 upload.expires_at = upload.updated_at + self.config.ttl
+                if isinstance(self.blobs, PartSettler):
+                    self.blobs.invalidate(upload, part, None)
                 try:
                     await self.repo.save(upload, [part])
                 except BaseException:
                     await self.blobs.discard(upload, [ref])
                     raise
+                await self._settle(upload, part)
             if broken is not None:
                 raise broken
         return upload
@@ -759,6 +790,13 @@ class UploadService:
             raise InvalidState(f"upload {upload.id} is {upload.status.value}; only completed files can be read")
         size = upload.size_bytes or 0
         return self.blobs.read(upload, start, size if end is None else end)
+
+    async def download_url(self, upload: Upload, *, disposition: str = "attachment") -> str | None:
+        """A direct download URL for a COMPLETED file when the store offers one and is configured
+        to (e.g. a presigned S3 GET); None means: stream it with ``read``."""
+        if upload.status is not Status.COMPLETED or not isinstance(self.blobs, DownloadRedirector):
+            return None
+        return await self.blobs.download_url(upload, filename=upload.filename, disposition=disposition)
 
     async def read_received(self, upload: Upload) -> AsyncIterator[bytes]:
         """The bytes received so far by a PENDING upload, in order (for content checks)."""

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
@@ -277,6 +277,8 @@ async def file_response(request: Request, owner: str, file_id: str, *, dispositi
     }
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
+    if request.method == "GET" and (url := await service.download_url(upload, disposition=disposition)):
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
     wanted = parse_range(request.headers.get("range"), size)
     if_range = request.headers.get("if-range")
     if if_range is not None and if_range != etag:

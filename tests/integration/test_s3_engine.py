@@ -1,0 +1,271 @@
+"""The upload engine on S3 storage (a real Ceph RGW): parts in and out of order, small parts
+coalesced into ≥ 5 MiB S3 parts, appends, replaced parts, crash leftovers, cancel, gc, downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chunkd.app import create_app
+from chunkd.backends.blobs.s3 import MIN_S3_PART, STATE, S3BlobStore
+from chunkd.domain.upload import Mode
+from chunkd.service.uploads import UploadService
+from chunkd.settings import Settings
+from tests.conftest import Api
+from tests.support.s3 import CephRgw
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def s3_settings(tmp_path: Path, ceph_rgw: CephRgw, s3_bucket: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        bootstrap_admin_key=False,
+        fsync=False,
+        min_part_size=1,
+        reaper_interval_seconds=3600,
+        lock_timeout_seconds=30,
+        storage="s3",
+        s3_endpoint=ceph_rgw.endpoint,
+        s3_bucket=s3_bucket,
+        s3_access_key=ceph_rgw.access_key,
+        s3_secret_key=ceph_rgw.secret_key,
+        s3_prefix="chunkd/",
+    )
+
+
+@pytest.fixture
+async def s3_api(s3_settings: Settings) -> AsyncIterator[Api]:
+    app = create_app(s3_settings)
+    async with app.router.lifespan_context(app):
+        runtime = app.state.chunkd
+        _, key = await runtime.keys.create("alice", "files:create,files:read,files:delete")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Api(client, runtime, {"alice": key})
+
+
+async def body(data: bytes, piece: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), piece):
+        yield data[start : start + piece]
+
+
+def store_of(api: Api) -> S3BlobStore:
+    store = api.runtime.blobs
+    assert isinstance(store, S3BlobStore)
+    return store
+
+
+def s3(api: Api) -> Any:
+    return store_of(api).client
+
+
+def bucket_state(api: Api) -> tuple[list[str], list[dict[str, Any]]]:
+    store = store_of(api)
+    objects = s3(api).list_objects_v2(Bucket=store.bucket).get("Contents", [])
+    uploads = s3(api).list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
+    return [o["Key"] for o in objects], uploads
+
+
+def s3_parts(api: Api, upload_id: str, key: str, mp_id: str) -> dict[int, int]:
+    listed = s3(api).list_parts(Bucket=store_of(api).bucket, Key=key, UploadId=mp_id).get("Parts", [])
+    return {p["PartNumber"]: p["Size"] for p in listed}
+
+
+async def put_parts(service: UploadService, upload_id: str, data: bytes, part_size: int, order: list[int]) -> None:
+    for n in order:
+        await service.put_part("alice", upload_id, n, body(data[(n - 1) * part_size : n * part_size]))
+
+
+async def check_complete(api: Api, upload_id: str, data: bytes, s3_part_count: int) -> None:
+    service = api.runtime.uploads
+    done = await service.complete("alice", upload_id, md5=hashlib.md5(data).hexdigest())
+    assert done.md5 == hashlib.md5(data).hexdigest()
+    store = store_of(api)
+    key = store.final_key(done)
+    assert key == f"chunkd/masters/{upload_id}/{done.filename}"
+    head = s3(api).head_object(Bucket=store.bucket, Key=key)
+    assert head["ContentLength"] == len(data)
+    # A multipart object's ETag is md5-of-md5s-N: proof it was assembled by CompleteMultipartUpload.
+    assert head["ETag"].strip('"').endswith(f"-{s3_part_count}")
+    objects, uploads = bucket_state(api)
+    assert objects == [key] and uploads == []  # staged parts dropped, no multipart upload left
+    got = b"".join([c async for c in service.read(done)])
+    assert got == data
+    lo, hi = MIN_S3_PART - 10, MIN_S3_PART + 20  # across an S3 part boundary
+    assert b"".join([c async for c in service.read(done, lo, hi)]) == data[lo:hi]
+
+
+async def test_big_parts_out_of_order_map_one_to_one(s3_api: Api) -> None:
+    service = s3_api.runtime.uploads
+    part = 5 * MiB
+    data = os.urandom(3 * part + 1234)
+    upload = await service.create("alice", filename="big film.mp4", size_bytes=len(data), part_size=part)
+    await put_parts(service, upload.id, data, part, [3, 1, 4])
+    state = (await service.get("alice", upload.id)).metadata[STATE]
+    key, mp_id = state["key"], state["uploadId"]
+    # Parts 1, 3 and 4 were turned into S3 parts (server-side copies) as they arrived.
+    assert s3_parts(s3_api, upload.id, key, mp_id) == {1: part, 3: part, 4: 1234}
+    await put_parts(service, upload.id, data, part, [2])
+    await check_complete(s3_api, upload.id, data, 4)
+
+
+async def test_small_parts_are_coalesced_progressively(s3_api: Api) -> None:
+    service = s3_api.runtime.uploads
+    part = 1 * MiB  # five engine parts make one S3 part
+    data = os.urandom(12 * part + 77)
+    upload = await service.create("alice", filename="x.bin", size_bytes=len(data), part_size=part)
+    await put_parts(service, upload.id, data, part, [7, 8, 9, 10, 6, 13, 2, 3, 1])
+    state = (await service.get("alice", upload.id)).metadata[STATE]
+    assert s3_parts(s3_api, upload.id, state["key"], state["uploadId"]) == {2: 5 * part}
+    await put_parts(service, upload.id, data, part, [4, 12, 11, 5])
+    state = (await service.get("alice", upload.id)).metadata[STATE]
+    assert s3_parts(s3_api, upload.id, state["key"], state["uploadId"]) == {1: 5 * part, 2: 5 * part, 3: 2 * part + 77}
+    await check_complete(s3_api, upload.id, data, 3)
+
+
+async def test_replaced_part_rebuilds_its_group(s3_api: Api) -> None:
+    service = s3_api.runtime.uploads
+    part = 1 * MiB
+    data = bytearray(os.urandom(6 * part))
+    upload = await service.create("alice", filename="y.bin", size_bytes=len(data), part_size=part)
+    await put_parts(service, upload.id, bytes(data), part, [1, 2, 3, 4, 5, 6])
+    data[2 * part : 3 * part] = os.urandom(part)  # part 3 re-sent with other bytes, after S3 part 1 was built
+    await put_parts(service, upload.id, bytes(data), part, [3])
+    await check_complete(s3_api, upload.id, bytes(data), 2)
+
+
+async def test_appends_of_any_size(s3_api: Api) -> None:
+    service = s3_api.runtime.uploads
+    sizes = [200 * 1024] * 20 + [7 * MiB, 100, 3 * MiB, 300 * 1024]
+    data = os.urandom(sum(sizes))
+    upload = await service.create("alice", filename="tus.bin", size_bytes=None, mode=Mode.APPEND)
+    offset = 0
+    for size in sizes:
+        await service.append("alice", upload.id, offset, body(data[offset : offset + size]))
+        offset += size
+    state = (await service.get("alice", upload.id)).metadata[STATE]
+    # The twenty 200 KB appends plus the head of the 7 MiB one were re-uploaded as S3 part 1; the
+    # rest of the 7 MiB append was copied server-side as part 2; the small tail waits for complete.
+    head = MIN_S3_PART - 20 * 200 * 1024
+    assert s3_parts(s3_api, upload.id, state["key"], state["uploadId"]) == {1: MIN_S3_PART, 2: 7 * MiB - head}
+    await service.declare_size("alice", upload.id, len(data))
+    await check_complete(s3_api, upload.id, data, 3)
+
+
+async def test_crash_leftovers_are_adopted_or_rebuilt(s3_api: Api) -> None:
+    """A crash after S3 work but before its state was saved: the multipart upload is adopted (no
+    stray), S3 parts not marked built are rebuilt, and the result is right."""
+    service = s3_api.runtime.uploads
+    part = 1 * MiB
+    data = os.urandom(11 * part)
+    upload = await service.create("alice", filename="z.bin", size_bytes=len(data), part_size=part)
+    await put_parts(service, upload.id, data, part, list(range(1, 11)))
+    loaded = await s3_api.runtime.repo.get(upload.id)
+    assert loaded is not None
+    loaded.metadata.pop(STATE)  # as if the state had never been saved
+    await s3_api.runtime.repo.save(loaded)
+    await put_parts(service, upload.id, data, part, [11])
+    assert len(bucket_state(s3_api)[1]) == 1
+    await check_complete(s3_api, upload.id, data, 3)
+
+
+async def test_cancel_and_delete_leave_nothing(s3_api: Api) -> None:
+    service = s3_api.runtime.uploads
+    part = 1 * MiB
+    data = os.urandom(7 * part)
+    first = await service.create("alice", filename="a.bin", size_bytes=len(data), part_size=part)
+    await put_parts(service, first.id, data, part, [1, 2, 3, 4, 5, 7])
+    assert len(bucket_state(s3_api)[1]) == 1
+    await service.cancel("alice", first.id)
+    second = await service.create("alice", filename="b.bin", size_bytes=len(data), part_size=part)
+    await put_parts(service, second.id, data, part, list(range(1, 8)))
+    await service.complete("alice", second.id)
+    await service.delete("alice", second.id)
+    assert bucket_state(s3_api) == ([], [])
+
+
+async def test_gc_sweeps_strays(s3_api: Api) -> None:
+    service = s3_api.runtime.uploads
+    store = store_of(s3_api)
+    client = s3(s3_api)
+    live = await service.create("alice", filename="live.bin", size_bytes=6 * MiB, part_size=MiB)
+    await put_parts(service, live.id, os.urandom(6 * MiB), MiB, [1, 2, 3, 4, 5])
+    ghost = "G" * 22
+    client.create_multipart_upload(Bucket=store.bucket, Key=f"chunkd/masters/{ghost}/f.bin")
+    client.put_object(Bucket=store.bucket, Key=f"chunkd/staging/{ghost}/1.abcdefghijkl", Body=b"x")
+    client.put_object(Bucket=store.bucket, Key=f"chunkd/staging/{live.id}/9.abcdefghijkl", Body=b"x")
+    before_objects, before_uploads = bucket_state(s3_api)
+    removed = await store.sweep(await s3_api.runtime.repo.live_blobs(), grace_seconds=0)
+    assert removed == 3
+    objects, uploads = bucket_state(s3_api)
+    assert len(uploads) == 1 and uploads[0]["Key"].startswith(f"chunkd/masters/{live.id}/")
+    assert sorted(objects) == sorted(k for k in before_objects if ghost not in k and "9.abcdefghijkl" not in k)
+    assert len(before_uploads) == 2
+
+
+async def test_download_streams_with_range(s3_api: Api) -> None:
+    data = os.urandom(6 * MiB + 5)
+    auth = s3_api.auth()
+    created = await s3_api.client.post(
+        "/v1/files", json={"filename": "d.bin", "sizeBytes": len(data), "partSize": 3 * MiB}, headers=auth
+    )
+    file_id = created.json()["id"]
+    for n, start in enumerate(range(0, len(data), 3 * MiB), 1):
+        put = await s3_api.client.put(
+            f"/v1/files/{file_id}/parts/{n}", content=data[start : start + 3 * MiB], headers=auth
+        )
+        assert put.status_code == 200, put.text
+    done = await s3_api.client.post(f"/v1/files/{file_id}/complete", headers=auth)
+    assert done.status_code == 200, done.text
+    whole = await s3_api.client.get(f"/v1/files/{file_id}/content", headers=auth)
+    assert whole.status_code == 200 and whole.content == data
+    ranged = await s3_api.client.get(f"/v1/files/{file_id}/content", headers={**auth, "Range": "bytes=100-5242999"})
+    assert ranged.status_code == 206 and ranged.content == data[100:5243000]
+
+
+async def test_presigned_download_redirect(s3_settings: Settings) -> None:
+    s3_settings.s3_presigned_downloads = True
+    app = create_app(s3_settings)
+    async with app.router.lifespan_context(app):
+        runtime = app.state.chunkd
+        service: UploadService = runtime.uploads
+        data = os.urandom(MiB + 3)
+        upload = await service.create("alice", filename='résumé "1".pdf', size_bytes=len(data), part_size=MiB)
+        await put_parts(service, upload.id, data, MiB, [2, 1])
+        await service.complete("alice", upload.id)
+        _, key = await runtime.keys.create("alice", "files:read")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.get(f"/v1/files/{upload.id}/content", headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 307
+        url = response.headers["location"]
+        async with httpx.AsyncClient() as direct:
+            got = await direct.get(url)
+            assert got.status_code == 200 and got.content == data
+            assert got.headers["content-type"] == "application/pdf"
+            assert "filename*=UTF-8''r%C3%A9sum%C3%A9" in got.headers["content-disposition"]
+            part = await direct.get(url, headers={"Range": "bytes=10-19"})
+            assert part.status_code == 206 and part.content == data[10:20]
+            assert (await direct.get(url.replace("Signature=", "Signature=0"))).status_code == 403
+
+
+async def test_complete_after_a_crash_that_followed_s3_completion(s3_api: Api) -> None:
+    """CompleteMultipartUpload succeeded but the process died before the engine recorded it: the
+    retried complete recognises the finished object instead of failing on the vanished upload."""
+    service = s3_api.runtime.uploads
+    data = os.urandom(6 * MiB + 1)
+    upload = await service.create("alice", filename="c.bin", size_bytes=len(data), part_size=3 * MiB)
+    await put_parts(service, upload.id, data, 3 * MiB, [1, 2, 3])
+    loaded = await s3_api.runtime.repo.get(upload.id)
+    assert loaded is not None
+    await store_of(s3_api).complete(loaded)  # S3 side done; the engine's record stays PENDING
+    assert (await service.get("alice", upload.id)).status.value == "PENDING"
+    await check_complete(s3_api, upload.id, data, 2)

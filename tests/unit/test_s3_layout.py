@@ -1,0 +1,71 @@
+"""S3 layout rules that need no server: key building from server-side names only, group sizes for
+small parts, and APPEND-mode S3 part targets that stay within S3's 10,000 parts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from chunkd.backends.blobs.s3 import MAX_S3_PART, MIN_S3_PART, S3BlobStore, from_settings
+from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
+from chunkd.settings import Settings
+
+MiB = 1024 * 1024
+TiB = 1024**4
+
+
+def upload(size: int | None, part_size: int = MiB, mode: Mode = Mode.PARTS, upload_id: str = "A" * 22) -> Upload:
+    now = datetime.now(UTC)
+    return Upload(
+        upload_id, "alice", "clip (1).mp4", "video/mp4", size, part_size, mode, Status.PENDING, now, now, None
+    )
+
+
+@pytest.fixture
+def store() -> S3BlobStore:
+    return S3BlobStore(client=None, bucket="b", prefix="pre")
+
+
+def test_keys_come_from_server_names(store: S3BlobStore) -> None:
+    u = upload(10)
+    assert store.final_key(u) == f"pre/masters/{u.id}/clip (1).mp4"
+    assert store.staging_key(u.id, "3.abcdefghijkl") == f"pre/staging/{u.id}/3.abcdefghijkl"
+    for bad_ref in ("../x", "3.abc/def", "3", "x.abcdefghijkl"):
+        with pytest.raises(ValueError):
+            store.staging_key(u.id, bad_ref)
+    with pytest.raises(ValueError):
+        store.final_key(upload(10, upload_id="../../etc"))
+    evil = upload(10)
+    evil.filename = "a/../../b"
+    with pytest.raises(ValueError):
+        store.final_key(evil)
+    evil.metadata["_s3"] = {"key": "pre/masters/OTHERUPLOADIDxxxxxxxxx/f"}  # a recorded key must be this upload's
+    with pytest.raises(ValueError):
+        store.final_key(evil)
+
+
+@pytest.mark.parametrize(
+    ("part_size", "k"), [(256 * 1024, 20), (2_000_000, 3), (5 * MiB - 1, 2), (5 * MiB, 1), (64 * MiB, 1)]
+)
+def test_small_parts_group_into_five_mib(part_size: int, k: int) -> None:
+    u = upload(MAX_PARTS * part_size, part_size)
+    assert S3BlobStore.group_size(u) == k
+    assert k * part_size >= MIN_S3_PART or k == 1
+    assert -(-(u.part_count or 0) // k) <= MAX_PARTS
+
+
+def test_append_targets_fit_five_tib_in_10000_parts() -> None:
+    unknown = upload(None, mode=Mode.APPEND)
+    targets = [S3BlobStore.append_target(unknown, n) for n in range(1, MAX_PARTS + 1)]
+    assert targets[0] == MIN_S3_PART and all(MIN_S3_PART <= t <= MAX_S3_PART for t in targets)
+    assert targets == sorted(targets)
+    assert sum(targets[:-1]) >= 5 * TiB  # every part but the last is a full target
+    known = upload(5 * TiB, mode=Mode.APPEND)
+    assert sum(S3BlobStore.append_target(known, n) for n in range(1, MAX_PARTS)) >= 5 * TiB
+
+
+def test_bucket_is_required(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="CHUNKD_S3_BUCKET"):
+        from_settings(Settings(data_dir=tmp_path, storage="s3"))
