@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -64,6 +65,9 @@ class EngineConfig:
     @property
     def heartbeat_every(self) -> float:
         return max(0.05, min(30.0, self.ttl.total_seconds() / 4))
+
+
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[ -~]*)?$")
 
 
 def _check_client_ref(client_ref: str) -> None:
@@ -182,8 +186,9 @@ class UploadService:
                 field="partSize",
             )
         mime = (mime_type or "").strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        if len(mime) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in mime):
-            raise InvalidInput("mimeType is not a valid media type", field="mimeType")
+        # Served back as Content-Type: only RFC 6838 type/subtype (with printable ASCII parameters).
+        if len(mime) > 255 or not _MEDIA_TYPE.match(mime):
+            raise InvalidInput("mimeType is not a valid media type (type/subtype)", field="mimeType")
         await self._check_quotas(owner, size_bytes)
         now = self.clock()
         upload = Upload(
