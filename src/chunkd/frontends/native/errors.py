@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -42,8 +43,12 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|bytes|none|.*\[.*\]|[a-z]+-[a-z-]+)$")
+
+
 def _field_of(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # Union members add type tags to the location ("constrained-str", "list[...]"): not field names.
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header") and not _TYPE_TAG.match(str(p))]
     return ".".join(parts) or str(loc[-1] if loc else "body")
 
 
@@ -84,4 +89,6 @@ def install_error_handlers(app: FastAPI) -> None:
             408: "body_timeout",
             413: "too_large",
         }
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        response = error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
