@@ -2,4 +2,5 @@
 # Installs the system services and Node packages the test suite needs, when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/services/redis.sh
 exit 0
