@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.security.conftest import MakeApi
 
 
@@ -56,3 +58,24 @@ async def test_whole_put_longer_than_declared_is_refused_before_reading(make_api
         assert got["bytesReceived"] == 0
         part = await api.client.put(f"/v1/files/{file_id}/parts/1", content=b"x" * 5000, headers=api.auth())
         assert part.status_code == 400 and part.json()["error"]["code"] == "part_size_mismatch"
+
+
+async def test_deferred_length_uploads_count_against_byte_quotas(make_api: MakeApi) -> None:
+    from chunkd.domain import errors as e
+    from chunkd.domain.upload import Mode
+
+    async def body(data: bytes):  # type: ignore[no-untyped-def]
+        for i in range(0, len(data), 1000):
+            yield data[i : i + 1000]
+
+    async with make_api(max_pending_bytes=5000) as api:
+        service = api.runtime.uploads
+        upload = await service.create("alice", filename="t.bin", size_bytes=None, mode=Mode.APPEND, frontend="test")
+        with pytest.raises(e.QuotaExceeded) as refused:
+            await service.append("alice", upload.id, 0, body(b"x" * 8000))
+        assert refused.value.details["limit"] == "max_pending_bytes"
+        got = await service.get("alice", upload.id)
+        assert got.bytes_received <= 5000  # what fitted is kept; reading stopped at the quota
+        with pytest.raises(e.QuotaExceeded):
+            await service.declare_size("alice", upload.id, 9000)
+        await service.declare_size("alice", upload.id, 5000)

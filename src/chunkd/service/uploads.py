@@ -238,6 +238,39 @@ class UploadService:
                 maxStoredBytes=cfg.max_stored_bytes,
             )
 
+    async def _quota_room(self, owner: str) -> tuple[int, QuotaExceeded] | None:
+        """How many more bytes ``owner`` may hold before a byte quota is passed, and the error to
+        raise then; None without byte quotas."""
+        cfg = self.config
+        if cfg.max_pending_bytes is None and cfg.max_stored_bytes is None:
+            return None
+        _, pending_bytes, stored = await self.repo.usage(owner)
+        rooms: list[tuple[int, QuotaExceeded]] = []
+        if cfg.max_pending_bytes is not None:
+            rooms.append(
+                (
+                    cfg.max_pending_bytes - pending_bytes,
+                    QuotaExceeded(
+                        f"pending uploads may hold at most {cfg.max_pending_bytes} bytes",
+                        limit="max_pending_bytes",
+                        maxPendingBytes=cfg.max_pending_bytes,
+                    ),
+                )
+            )
+        if cfg.max_stored_bytes is not None:
+            rooms.append(
+                (
+                    cfg.max_stored_bytes - stored - pending_bytes,
+                    QuotaExceeded(
+                        f"stored files may total at most {cfg.max_stored_bytes} bytes",
+                        limit="max_stored_bytes",
+                        maxStoredBytes=cfg.max_stored_bytes,
+                    ),
+                )
+            )
+        room, error = min(rooms, key=lambda item: item[0])
+        return max(0, room), error
+
     # ---- parts ----------------------------------------------------------------------------
     async def put_part(
         self,
@@ -446,6 +479,12 @@ class UploadService:
             cap = room if room is not None else self.config.max_file_size - offset
             if max_bytes is not None:
                 cap = min(cap, max_bytes)
+            over: Exception = TooLarge(f"the body goes past the upload's length ({offset + cap} bytes)", field="body")
+            if upload.size_bytes is None:
+                # A deferred length declares nothing up front: its bytes count against the quotas as they come.
+                quota = await self._quota_room(owner)
+                if quota is not None and quota[0] < cap:
+                    cap, over = quota
             number = upload.parts_received + 1
             writer = await self.blobs.open_writer(upload, number, offset)
             streamed = StreamedPart(writer, ResumableMD5(upload.hash_state), checksum[0] if checksum else None)
@@ -455,9 +494,7 @@ class UploadService:
                     streamed,
                     body,
                     limit=cap,
-                    limit_error=lambda: TooLarge(
-                        f"the body goes past the upload's length ({offset + cap} bytes)", field="body"
-                    ),
+                    limit_error=lambda: over,
                     heartbeat=lambda: self.repo.touch(upload.id, self.clock() + self.config.ttl),
                     heartbeat_every=self.config.heartbeat_every,
                 )
@@ -522,6 +559,9 @@ class UploadService:
                 raise TooLarge(
                     f"length exceeds the maximum file size of {self.config.max_file_size} bytes", field="sizeBytes"
                 )
+            quota = await self._quota_room(owner)
+            if quota is not None and size_bytes - upload.bytes_received > quota[0]:
+                raise quota[1]
             upload.size_bytes = size_bytes
             upload.updated_at = self.clock()
             await self.repo.save(upload)
