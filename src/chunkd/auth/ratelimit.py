@@ -68,7 +68,9 @@ class RateLimits:
         if storage_url:
             # limits picks its async Redis client by the "async+" scheme prefix.
             url = storage_url if storage_url.startswith("async+") else f"async+{storage_url}"
-            self.storage = storage_from_string(url)
+            storage = storage_from_string(url)
+            assert isinstance(storage, Storage)  # the async+ scheme always gives an async storage
+            self.storage = storage
         else:
             self.storage = MemoryStorage()
         self.limiter = _STRATEGIES[strategy](self.storage)

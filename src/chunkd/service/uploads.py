@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,9 @@ class EngineConfig:
     @property
     def heartbeat_every(self) -> float:
         return max(0.05, min(30.0, self.ttl.total_seconds() / 4))
+
+
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[ -~]*)?$")
 
 
 def _check_client_ref(client_ref: str) -> None:
@@ -185,11 +189,9 @@ class UploadService:
                 field="partSize",
             )
         mime = (mime_type or "").strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        if len(mime) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in mime):
-            raise InvalidInput("mimeType is not a valid media type", field="mimeType")
-        # Same limits on every database (SQLite would accept what PostgreSQL rejects with an error).
-        if client_ref is not None and not (0 < len(client_ref) <= 128 and client_ref.isprintable()):
-            raise InvalidInput("client reference must be 1 to 128 printable characters", field="client_ref")
+        # Served back as Content-Type: only RFC 6838 type/subtype (with printable ASCII parameters).
+        if len(mime) > 255 or not _MEDIA_TYPE.match(mime):
+            raise InvalidInput("mimeType is not a valid media type (type/subtype)", field="mimeType")
         await self._check_quotas(owner, size_bytes)
         now = self.clock()
         upload = Upload(
@@ -238,6 +240,39 @@ class UploadService:
                 limit="max_stored_bytes",
                 maxStoredBytes=cfg.max_stored_bytes,
             )
+
+    async def _quota_room(self, owner: str) -> tuple[int, QuotaExceeded] | None:
+        """How many more bytes ``owner`` may hold before a byte quota is passed, and the error to
+        raise then; None without byte quotas."""
+        cfg = self.config
+        if cfg.max_pending_bytes is None and cfg.max_stored_bytes is None:
+            return None
+        _, pending_bytes, stored = await self.repo.usage(owner)
+        rooms: list[tuple[int, QuotaExceeded]] = []
+        if cfg.max_pending_bytes is not None:
+            rooms.append(
+                (
+                    cfg.max_pending_bytes - pending_bytes,
+                    QuotaExceeded(
+                        f"pending uploads may hold at most {cfg.max_pending_bytes} bytes",
+                        limit="max_pending_bytes",
+                        maxPendingBytes=cfg.max_pending_bytes,
+                    ),
+                )
+            )
+        if cfg.max_stored_bytes is not None:
+            rooms.append(
+                (
+                    cfg.max_stored_bytes - stored - pending_bytes,
+                    QuotaExceeded(
+                        f"stored files may total at most {cfg.max_stored_bytes} bytes",
+                        limit="max_stored_bytes",
+                        maxStoredBytes=cfg.max_stored_bytes,
+                    ),
+                )
+            )
+        room, error = min(rooms, key=lambda item: item[0])
+        return max(0, room), error
 
     # ---- parts ----------------------------------------------------------------------------
     async def put_part(
@@ -483,14 +518,17 @@ class UploadService:
             cap = room if room is not None else self.config.max_file_size - offset
             if max_bytes is not None:
                 cap = min(cap, max_bytes)
-            too_long: Exception = TooLarge(
-                f"the body goes past the upload's length ({offset + cap} bytes)", field="body"
-            )
+            over: Exception = TooLarge(f"the body goes past the upload's length ({offset + cap} bytes)", field="body")
+            if upload.size_bytes is None:
+                # A deferred length declares nothing up front: its bytes count against the quotas as they come.
+                quota = await self._quota_room(owner)
+                if quota is not None and quota[0] < cap:
+                    cap, over = quota
             if exact_size is not None:
                 if exact_size > cap:
-                    raise too_long
+                    raise over
                 cap, keep_partial = exact_size, False
-                too_long = SizeMismatch(f"the body is longer than {exact_size} bytes", field="body")
+                over = SizeMismatch(f"the body is longer than {exact_size} bytes", field="body")
             number = upload.parts_received + 1
             writer = await self.blobs.open_writer(upload, number, offset)
             streamed = StreamedPart(
@@ -502,7 +540,7 @@ class UploadService:
                     streamed,
                     body,
                     limit=cap,
-                    limit_error=lambda: too_long,
+                    limit_error=lambda: over,
                     heartbeat=lambda: self.repo.touch(upload.id, self.clock() + self.config.ttl),
                     heartbeat_every=self.config.heartbeat_every,
                 )
@@ -665,6 +703,9 @@ class UploadService:
                 raise TooLarge(
                     f"length exceeds the maximum file size of {self.config.max_file_size} bytes", field="sizeBytes"
                 )
+            quota = await self._quota_room(owner)
+            if quota is not None and size_bytes - upload.bytes_received > quota[0]:
+                raise quota[1]
             upload.size_bytes = size_bytes
             upload.updated_at = self.clock()
             await self.repo.save(upload)

@@ -19,21 +19,16 @@ import json
 
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BodyGuard"]
 
 
 def _parsed_in_memory(scope: Scope) -> bool:
-    """True when the route this request goes to has a body model FastAPI reads whole."""
-    app = scope.get("app")
-    router = getattr(app, "router", None)
-    for route in getattr(router, "routes", ()):
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return isinstance(route, APIRoute) and route.body_field is not None
-    return False
+    """True when the route this request was routed to has a body model FastAPI reads whole
+    (known once routing is done, which is before the route's first ``receive``)."""
+    route = scope.get("route")
+    return isinstance(route, APIRoute) and route.body_field is not None
 
 
 def _content_type(scope: Scope) -> str:
@@ -61,18 +56,20 @@ class BodyGuard:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        cap: int | None = None
-        if _parsed_in_memory(scope) and _content_type(scope) != "multipart/form-data":
-            cap = self.max_form_bytes
-            declared = _content_length(scope)
-            if declared is not None and declared > cap:
-                await _answer(send, 413, "too_large", f"the request body may be at most {cap} bytes", "body")
-                return
-        state = {"done": False, "received": 0, "cut": 0, "started": False}
+        state = {"done": False, "received": 0, "cut": 0, "started": False, "cap": -1}
 
         async def guarded_receive() -> Message:
             if state["done"]:
                 return await receive()  # after the body: waiting for a disconnect is not bounded
+            if state["cap"] == -1:  # first read: the route is known now
+                state["cap"] = 0
+                if _parsed_in_memory(scope) and _content_type(scope) != "multipart/form-data":
+                    state["cap"] = self.max_form_bytes
+                    declared = _content_length(scope)
+                    if declared is not None and declared > self.max_form_bytes:
+                        state["cut"] = 413
+                        raise HTTPException(413, f"the request body may be at most {self.max_form_bytes} bytes")
+            cap = state["cap"] or None
             try:
                 message = await asyncio.wait_for(receive(), self.idle_timeout)
             except TimeoutError:

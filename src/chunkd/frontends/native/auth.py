@@ -9,7 +9,7 @@ so one leaked admin key exposes one owner, not the whole server.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -33,12 +33,17 @@ async def _render(_: Request, exc: Exception) -> Response | None:
 ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 429)}
 
 
+ScopeName = Literal["files:create", "files:read", "files:delete", "keys:admin"]
+# One or more scope names separated by spaces or commas.
+_ONE = "(files:create|files:read|files:delete|keys:admin)"
+SCOPES_PATTERN = rf"^[ ,]*{_ONE}([ ,]+{_ONE})*[ ,]*$"
+
+
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    scope: StrictStr | list[StrictStr] | None = Field(
+    scope: Annotated[StrictStr, Field(pattern=SCOPES_PATTERN, max_length=512)] | list[ScopeName] | None = Field(
         None,
-        max_length=512,
         description="Scopes wanted (space-separated or a list); a subset of the key's. Default: all of them.",
     )
     expiresIn: StrictInt | None = Field(
@@ -116,7 +121,9 @@ async def create_token_seed(request: Request, body: Annotated[TokenRequest | Non
 class CreateKeyRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    scopes: StrictStr | list[StrictStr] = Field(description="Scopes of the new key; a subset of the caller's.")
+    scopes: Annotated[StrictStr, Field(pattern=SCOPES_PATTERN, max_length=512)] | list[ScopeName] = Field(
+        description="Scopes of the new key (space- or comma-separated, or a list); a subset of the caller's."
+    )
     name: StrictStr | None = Field(None, max_length=128, description="A label for the key.")
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 
 from chunkd.domain import errors as e
 
@@ -42,8 +44,12 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|bytes|none|.*\[.*\]|[a-z]+-[a-z-]+)$")
+
+
 def _field_of(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # Union members add type tags to the location ("constrained-str", "list[...]"): not field names.
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header") and not _TYPE_TAG.match(str(p))]
     return ".".join(parts) or str(loc[-1] if loc else "body")
 
 
@@ -64,6 +70,20 @@ def render_error(exc: Exception) -> JSONResponse | None:
     return None
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette's own 405 names only the first
+    route that matched the path, which is wrong when several routes share it)."""
+    allowed = []
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """App-wide fallback: errors outside any frontend's own routes get the Files API's shape."""
 
@@ -76,7 +96,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _handle)
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         codes = {
             404: "not_found",
             405: "method_not_allowed",
@@ -84,4 +104,8 @@ def install_error_handlers(app: FastAPI) -> None:
             408: "body_timeout",
             413: "too_large",
         }
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        response = error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(_allowed_methods(request))
+        return response

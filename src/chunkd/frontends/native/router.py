@@ -47,7 +47,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/v1/files", tags=["files"], route_class=dialect_route(_render), responses=ERRORS)
 
 FileId = Annotated[str, Path(description="Unique identifier of the file.", min_length=1, max_length=64)]
-OCTETS = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {}}}}}
+# Not "required": the one part of an empty file is an empty body.
+OCTETS = {"requestBody": {"required": False, "content": {"application/octet-stream": {"schema": {}}}}}
 
 
 def _complete_view(upload: Upload) -> dict[str, Any]:

@@ -17,6 +17,7 @@ __all__ = [
     "PartObject",
 ]
 
+MD5_PATTERN = r"^[0-9a-fA-F]{32}$"
 StatusLiteral = Literal["PENDING", "COMPLETED", "CANCELLED", "EXPIRED"]
 
 
@@ -26,14 +27,18 @@ class CreateFileRequest(BaseModel):
     filename: StrictStr = Field(min_length=1, max_length=1024, description="Original file name.")
     sizeBytes: StrictInt = Field(ge=0, le=2**53 - 1, description="Size of the whole file in bytes.")
     mimeType: StrictStr | None = Field(None, max_length=255, description="Media type; guessed from the name if absent.")
-    md5: StrictStr | None = Field(None, description="MD5 hex digest of the whole file, checked at completion.")
+    md5: StrictStr | None = Field(
+        None, pattern=MD5_PATTERN, description="MD5 hex digest of the whole file, checked at completion."
+    )
     partSize: StrictInt | None = Field(None, ge=1, le=2**53 - 1, description="Bytes per part (default 8 MiB).")
 
 
 class CompleteRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    md5: StrictStr | None = Field(None, description="Optional MD5 hex digest of the uploaded file.")
+    md5: StrictStr | None = Field(
+        None, pattern=MD5_PATTERN, description="Optional MD5 hex digest of the uploaded file."
+    )
 
 
 class PartObject(BaseModel):

@@ -1,0 +1,81 @@
+"""Per-owner quotas and size limits: each refusal a 4xx naming the limit, before any byte is taken."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.security.conftest import MakeApi
+
+
+async def _create(api, size: int, who: str = "alice"):  # type: ignore[no-untyped-def]
+    return await api.client.post(
+        "/v1/files", json={"filename": "q.bin", "sizeBytes": size, "partSize": 1000}, headers=api.auth(who)
+    )
+
+
+async def test_max_file_size(make_api: MakeApi) -> None:
+    async with make_api(max_file_size=5000) as api:
+        refused = await _create(api, 5001)
+        assert refused.status_code == 413
+        error = refused.json()["error"]
+        assert error["limit"] == "max_file_size" and error["field"] == "sizeBytes" and error["maxSizeBytes"] == 5000
+        assert (await _create(api, 5000)).status_code == 201
+
+
+async def test_max_pending_uploads(make_api: MakeApi) -> None:
+    async with make_api(max_pending_uploads=2) as api:
+        first = (await _create(api, 10)).json()["id"]
+        assert (await _create(api, 10)).status_code == 201
+        refused = await _create(api, 10)
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "quota_exceeded"
+        assert refused.json()["error"]["limit"] == "max_pending_uploads"
+        assert (await _create(api, 10, who="bob")).status_code == 201  # per owner
+        await api.client.post(f"/v1/files/{first}/cancel", headers=api.auth())
+        assert (await _create(api, 10)).status_code == 201  # room again
+
+
+async def test_max_pending_and_stored_bytes(make_api: MakeApi) -> None:
+    async with make_api(max_pending_bytes=3000, max_stored_bytes=4000) as api:
+        pending = (await _create(api, 2000)).json()["id"]
+        refused = await _create(api, 1001)
+        assert refused.status_code == 403 and refused.json()["error"]["limit"] == "max_pending_bytes"
+        await api.client.put(f"/v1/files/{pending}/parts/1", content=b"x" * 1000, headers=api.auth())
+        await api.client.put(f"/v1/files/{pending}/parts/2", content=b"x" * 1000, headers=api.auth())
+        assert (await api.client.post(f"/v1/files/{pending}/complete", headers=api.auth())).status_code == 200
+        assert (await _create(api, 2000)).status_code == 201  # 2000 stored + 2000 pending = 4000
+        stored = await _create(api, 1)
+        assert stored.status_code == 403 and stored.json()["error"]["limit"] == "max_stored_bytes"
+        assert "4000" in stored.json()["error"]["message"]
+
+
+async def test_whole_put_longer_than_declared_is_refused_before_reading(make_api: MakeApi) -> None:
+    async with make_api() as api:
+        file_id = (await _create(api, 2000)).json()["id"]
+        response = await api.client.put(f"/v1/files/{file_id}/content", content=b"x" * 5000, headers=api.auth())
+        assert response.status_code == 400 and response.json()["error"]["field"] == "Content-Length"
+        got = (await api.client.get(f"/v1/files/{file_id}", headers=api.auth())).json()
+        assert got["bytesReceived"] == 0
+        part = await api.client.put(f"/v1/files/{file_id}/parts/1", content=b"x" * 5000, headers=api.auth())
+        assert part.status_code == 400 and part.json()["error"]["code"] == "part_size_mismatch"
+
+
+async def test_deferred_length_uploads_count_against_byte_quotas(make_api: MakeApi) -> None:
+    from chunkd.domain import errors as e
+    from chunkd.domain.upload import Mode
+
+    async def body(data: bytes):  # type: ignore[no-untyped-def]
+        for i in range(0, len(data), 1000):
+            yield data[i : i + 1000]
+
+    async with make_api(max_pending_bytes=5000) as api:
+        service = api.runtime.uploads
+        upload = await service.create("alice", filename="t.bin", size_bytes=None, mode=Mode.APPEND, frontend="test")
+        with pytest.raises(e.QuotaExceeded) as refused:
+            await service.append("alice", upload.id, 0, body(b"x" * 8000))
+        assert refused.value.details["limit"] == "max_pending_bytes"
+        got = await service.get("alice", upload.id)
+        assert got.bytes_received <= 5000  # what fitted is kept; reading stopped at the quota
+        with pytest.raises(e.QuotaExceeded):
+            await service.declare_size("alice", upload.id, 9000)
+        await service.declare_size("alice", upload.id, 5000)

@@ -1,0 +1,127 @@
+"""Rate limits: headers on every response, 429 with a Retry-After that is right (waiting it out
+lets the next request through), budgets per owner and category, bad credentials counted by
+address, the bytes category, and one budget shared by two server processes through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.security.conftest import MakeApi
+from tests.support.server import ChunkdServer
+
+
+async def test_burst_gets_429_with_correct_retry_after(make_api: MakeApi) -> None:
+    async with make_api(rate_limits="read=4/2 second;write=100/minute") as api:
+        seen = []
+        for _ in range(4):
+            response = await api.client.get("/v1/files", headers=api.auth("alice"))
+            assert response.status_code == 200
+            assert response.headers["RateLimit-Limit"] == "4"
+            assert 0 <= int(response.headers["RateLimit-Reset"]) <= 2
+            seen.append(int(response.headers["RateLimit-Remaining"]))
+        assert seen == [3, 2, 1, 0]
+        refused = await api.client.get("/v1/files", headers=api.auth("alice"))
+        assert refused.status_code == 429
+        retry = int(refused.headers["Retry-After"])
+        assert 1 <= retry <= 2
+        assert refused.headers["RateLimit-Remaining"] == "0"
+        assert refused.json()["error"]["code"] == "rate_limited" and refused.json()["error"]["category"] == "read"
+        # Another owner and another category have their own budgets.
+        assert (await api.client.get("/v1/files", headers=api.auth("bob"))).status_code == 200
+        created = await api.client.post("/v1/files", json={"filename": "a", "sizeBytes": 1}, headers=api.auth())
+        assert created.status_code == 201 and created.headers["RateLimit-Limit"] == "100"
+        # All of an owner's keys share the owner's budget.
+        assert (await api.client.get("/v1/files", headers=api.auth("reader"))).status_code == 429
+        await asyncio.sleep(retry + 0.05)
+        assert (await api.client.get("/v1/files", headers=api.auth("alice"))).status_code == 200
+
+
+async def test_bad_credentials_are_limited_by_address(make_api: MakeApi) -> None:
+    async with make_api(rate_limits="read=3/minute;write=3/minute") as api:
+        statuses = []
+        for i in range(5):
+            bad = {"Authorization": f"Bearer ck_{i:016x}_" + "A" * 43}
+            statuses.append((await api.client.get("/v1/files", headers=bad)).status_code)
+        assert statuses == [401, 401, 401, 429, 429]
+        assert (await api.client.get("/v1/files")).status_code == 429  # same address, no credentials
+        assert (await api.client.get("/v1/files", headers=api.auth())).status_code == 200
+        assert (await api.client.get("/healthz")).status_code == 200  # health checks are exempt
+
+
+async def test_bytes_category(make_api: MakeApi) -> None:
+    async with make_api(rate_limits="read=100/minute;write=100/minute;bytes=1500/minute") as api:
+        file_id = (
+            await api.client.post(
+                "/v1/files", json={"filename": "a", "sizeBytes": 4000, "partSize": 1000}, headers=api.auth()
+            )
+        ).json()["id"]
+        first = await api.client.put(f"/v1/files/{file_id}/parts/1", content=b"x" * 1000, headers=api.auth())
+        assert first.status_code == 200
+        second = await api.client.put(f"/v1/files/{file_id}/parts/2", content=b"x" * 1000, headers=api.auth())
+        assert second.status_code == 429 and second.json()["error"]["category"] == "bytes"
+        assert int(second.headers["Retry-After"]) >= 1
+        whole = await api.client.put(f"/v1/files/{file_id}/content", content=b"x" * 4000, headers=api.auth())
+        assert whole.status_code == 413 and whole.json()["error"]["limit"] == "rate_limits.bytes"
+
+
+async def test_limits_setting_is_validated() -> None:
+    from chunkd.auth.ratelimit import parse_rate_limits
+
+    assert [str(i) for i in parse_rate_limits("read=20/second,1200/minute;write=600/minute")["read"]] == [
+        "20 per 1 second",
+        "1200 per 1 minute",
+    ]
+    for bad in ("reads=1/minute", "read=lots", "read"):
+        with pytest.raises(ValueError):
+            parse_rate_limits(bad)
+
+
+async def test_redis_down_fails_open(make_api: MakeApi) -> None:
+    async with make_api(rate_limits="read=1/minute", redis_url="redis://127.0.0.1:1/0") as api:
+        for _ in range(3):
+            response = await api.client.get("/v1/files", headers=api.auth())
+            assert response.status_code == 200
+            assert "RateLimit-Limit" not in response.headers
+
+
+def _admin_key(server: ChunkdServer) -> str:
+    """The bootstrap admin key the first start prints (quicker than a `chunkd keys create` process)."""
+    for line in server.log.read_text().splitlines():
+        if line.startswith("ck_"):
+            return line.strip()
+    raise AssertionError("no bootstrap key in the server log")
+
+
+@pytest.mark.e2e
+def test_two_servers_share_one_budget_in_redis(tmp_path: Path, redis_url: str) -> None:
+    env = {
+        "CHUNKD_REDIS_URL": redis_url,
+        "CHUNKD_RATE_LIMITS": "read=6/minute;write=100/minute",
+        "CHUNKD_BOOTSTRAP_ADMIN_KEY": "true",
+    }
+    first = ChunkdServer(tmp_path / "shared-data", env=env)
+    first.start()
+    second = ChunkdServer(tmp_path / "shared-data", env={**env, "CHUNKD_BOOTSTRAP_ADMIN_KEY": "false"})
+    try:
+        second.start()
+        admin = {"Authorization": f"Bearer {_admin_key(first)}"}
+        made = httpx.post(f"{first.url}/v1/keys", json={"scopes": "files:read"}, headers=admin, timeout=10)
+        assert made.status_code == 201, made.text
+        headers = {"X-API-Key": made.json()["key"]}  # the same owner: one budget for all its keys
+        started = time.monotonic()
+        statuses = []
+        for i in range(8):
+            server = first if i % 2 == 0 else second
+            statuses.append(httpx.get(f"{server.url}/v1/files", headers=headers, timeout=10).status_code)
+        assert statuses == [200] * 6 + [429, 429]  # the keys API call above was a write, not a read
+        refused = httpx.get(f"{second.url}/v1/files", headers=headers, timeout=10)
+        assert refused.status_code == 429 and refused.headers["RateLimit-Remaining"] == "0"
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60 - int(time.monotonic() - started) + 1
+    finally:
+        second.kill()
+        first.kill()
