@@ -1,0 +1,112 @@
+"""Signed URLs (the native ``uploadUrl``, the asset API's upload and part URLs, the media ``image``
+URL): usable without credentials while valid, and refused with 403 when the signature is tampered
+with, the expiry is changed or past, or the URL of one object (or part) is used for another."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import Api
+from tests.security.conftest import MakeApi
+from tests.security.routes import TEN
+from tests.security.test_isolation import make_target
+
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+def _split(url: str) -> tuple[str, dict[str, str]]:
+    parts = urlsplit(url)
+    return parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()}
+
+
+def _flip(text: str) -> str:
+    last = text[-1]
+    return text[:-1] + ("A" if last != "A" else "B")
+
+
+async def _refusals(
+    api: Api, method: str, path: str, query: dict[str, str], other_path: str, content: bytes | None
+) -> list[httpx.Response]:
+    """The answers to every way a signed URL can be misused (none may get past the signature)."""
+    c = api.client
+    expired = api.runtime.signer.sign(method, path, -60)  # a genuine signature, past its expiry
+    attempts = [
+        {**query, "signature": _flip(query["signature"])},
+        {**query, "expires": str(int(query["expires"]) + 3600)},
+        {**query, "signature": ""},
+        {"expires": query["expires"]},
+        {**query, "expires": "soon"},
+        expired,
+    ]
+    out = [await c.request(method, path, params=q, content=content) for q in attempts]
+    out.append(await c.request(method, other_path, params=query, content=content))  # another object's URL
+    return out
+
+
+async def test_native_upload_url(make_api: MakeApi) -> None:
+    async with make_api() as api:
+        first, second = [
+            (await api.client.post("/v1/files", json={"filename": "a.txt", "sizeBytes": 10}, headers=api.auth())).json()
+            for _ in range(2)
+        ]
+        path, query = _split(first["uploadUrl"])
+        other, _ = _split(second["uploadUrl"])
+        for response in await _refusals(api, "PUT", path, query, other, TEN):
+            assert response.status_code == 403, (response.request.url, response.text)
+            assert response.json()["error"]["code"], response.text
+        done = await api.client.put(path, params=query, content=TEN)
+        assert done.status_code in (200, 201), done.text
+        # A signed PUT URL is not a GET URL for the same path.
+        assert (await api.client.get(path, params=query)).status_code in (401, 403)
+
+
+async def test_asset_part_and_content_urls(make_api: MakeApi) -> None:
+    async with make_api(asset_part_size=5) as api:
+        created = await api.client.post("/asset", json={"filename": "a.txt", "filesize": 10}, headers=api.auth())
+        parts = created.json()["parts"]
+        other = await api.client.post("/asset", json={"filename": "b.txt", "filesize": 10}, headers=api.auth())
+        path1, query1 = _split(parts[0]["uploadUrl"])
+        path2, _ = _split(parts[1]["uploadUrl"])
+        other1, _ = _split(other.json()["parts"][0]["uploadUrl"])
+        refusals = await _refusals(api, "PUT", path1, query1, path2, TEN[:5])  # part 1's URL for part 2
+        refusals.append(await api.client.put(other1, params=query1, content=TEN[:5]))  # for another asset
+        for response in refusals:
+            assert response.status_code == 403, (response.request.url, response.text)
+            body = response.json()
+            assert isinstance(body["message"], str) and isinstance(body["detail"], str), body
+        assert (await api.client.put(path1, params=query1, content=TEN[:5])).status_code == 200
+        # Nothing was written to part 2 or to the other asset by the refused requests.
+        for file_id, received in ((created.json()["fileId"], 5), (other.json()["fileId"], 0)):
+            status = await api.client.get(f"/v1/files/{file_id}", headers=api.auth())
+            assert status.json()["bytesReceived"] == received, status.text
+
+        single = [
+            (await api.client.post("/asset", json={"filename": "c.txt", "filesize": 3}, headers=api.auth())).json()
+            for _ in range(2)
+        ]
+        path, query = _split(single[0]["uploadUrl"])
+        other_path, _ = _split(single[1]["uploadUrl"])
+        for response in await _refusals(api, "PUT", path, query, other_path, b"abc"):
+            assert response.status_code == 403, (response.request.url, response.text)
+        assert (await api.client.put(path, params=query, content=b"abc")).status_code == 200
+
+
+async def test_media_image_url(make_api: MakeApi) -> None:
+    async with make_api() as api:
+        ids = [await make_target(api, "media") for _ in range(2)]
+        media = (await api.client.get(f"/api/v2/media/{ids[0]}/", headers=api.auth())).json()
+        path, query = _split(media["image"])
+        other = f"/api/v2/media/{ids[1]}/file/"
+        for response in await _refusals(api, "GET", path, query, other, None):
+            assert response.status_code == 403, (response.request.url, response.text)
+            assert isinstance(response.json()["detail"], str), response.text
+        fine = await api.client.get(path, params=query)
+        assert fine.status_code == 200 and fine.content.startswith(b"\x89PNG"), fine.text[:200]
+        # The image URL does not survive the media's deletion.
+        assert (await api.client.delete(f"/api/v2/media/{ids[0]}/", headers=api.auth())).status_code == 204
+        assert (await api.client.get(path, params=query)).status_code == 404
+        assert int(query["expires"]) > time.time()
