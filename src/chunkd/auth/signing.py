@@ -34,7 +34,8 @@ class UrlSigner:
             when = int(expires)
         except ValueError:
             raise Forbidden("invalid URL signature", field="expires") from None
-        if not hmac.compare_digest(self._mac(method, path, when), signature):
+        # bytes: compare_digest refuses non-ASCII str with a TypeError (a 500 for a hostile signature).
+        if not hmac.compare_digest(self._mac(method, path, when).encode(), signature.encode()):
             raise Forbidden("invalid URL signature", field="signature")
         if when < time.time():
             raise Forbidden("the signed URL has expired", field="expires")

@@ -19,7 +19,7 @@ from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from starlette.responses import JSONResponse, Response
 
 from chunkd.auth.principal import Principal
@@ -53,6 +53,15 @@ class CreateAsset(BaseModel):
     filename: StrictStr = Field(min_length=1, max_length=1024)
     filesize: int = Field(ge=0)
     originalFileId: StrictStr | None = Field(None, max_length=256)
+
+    @field_validator("originalFileId")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        # Kept and echoed back as the client's reference: no control characters (a NUL cannot even
+        # be stored in a PostgreSQL JSON column, and CR/LF have no business in an id).
+        if value is not None and any(unicodedata.category(ch)[0] == "C" for ch in value):
+            raise ValueError("must not contain control or format characters")
+        return value
 
 
 class PartRef(BaseModel):
@@ -297,7 +306,9 @@ async def complete_asset(request: Request) -> dict[str, Any]:
     upload = await _asset(service, who.owner, body.fileId, with_parts=action == "complete")
     expected_id = upload.metadata.get("uploadId")
     if (expected_id is not None or body.uploadId) and (
-        not body.uploadId or not hmac.compare_digest(str(expected_id or ""), body.uploadId)
+        not body.uploadId
+        # bytes: compare_digest refuses non-ASCII str (a TypeError, i.e. a 500, for a hostile uploadId)
+        or not hmac.compare_digest(str(expected_id or "").encode(), body.uploadId.encode())
     ):
         raise e.InvalidInput("uploadId does not belong to this fileId", field="uploadId")
     if body.filename is not None and clean_filename(body.filename) != upload.filename:

@@ -13,7 +13,8 @@ from chunkd.domain.errors import InvalidInput, TooLarge
 __all__ = ["MAX_SMALL_BODY", "QQ", "parse_small_body", "read_small_body"]
 
 MAX_SMALL_BODY = 64 * 1024
-_UUID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# Not only dots: "." and ".." would make a file_url that URL normalisation turns into another path.
+_UUID = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,128}$")
 
 
 async def read_small_body(stream: AsyncIterator[bytes], limit: int = MAX_SMALL_BODY) -> bytes:
@@ -80,7 +81,7 @@ class QQ:
     def uuid(self, name: str = "qquuid") -> str | None:
         raw = self.text(name)
         if raw is not None and not _UUID.match(raw):
-            raise InvalidInput(f"{name} must be 1-128 letters, digits, '.', '_' or '-'", field=name)
+            raise InvalidInput(f"{name} must be 1-128 letters, digits, '.', '_' or '-' (not only dots)", field=name)
         return raw
 
     def md5(self, name: str = "qqmd5") -> str | None:
