@@ -23,7 +23,7 @@ async def test_a_later_frontend_is_guarded(settings: Settings) -> None:
             }
         )
     )
-    extra = APIRouter(prefix="/files")
+    extra = APIRouter(prefix="/later")  # not /files: tus is mounted there now
     hits: list[str] = []
 
     @extra.get("/{upload_id}")
@@ -45,12 +45,12 @@ async def test_a_later_frontend_is_guarded(settings: Settings) -> None:
         _, key = await app.state.chunkd.keys.create("carol", "files:read,files:create")
         auth = {"Authorization": f"Bearer {key}", "Origin": "https://app.example"}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            first = await client.get("/files/abc", headers=auth)
+            first = await client.get("/later/abc", headers=auth)
             assert first.status_code == 200 and first.headers["RateLimit-Limit"] == "2"
             assert first.headers["access-control-allow-origin"] == "https://app.example"
             assert "upload-offset" in first.headers["access-control-expose-headers"].lower()
-            assert (await client.get("/files/abc", headers=auth)).status_code == 200
-            limited = await client.get("/files/abc", headers=auth)
+            assert (await client.get("/later/abc", headers=auth)).status_code == 200
+            limited = await client.get("/later/abc", headers=auth)
             assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
             assert hits == ["carol", "carol"]
 
@@ -59,5 +59,5 @@ async def test_a_later_frontend_is_guarded(settings: Settings) -> None:
                 await asyncio.sleep(2)
                 yield b"never"
 
-            cut = await client.patch("/files/abc", content=stalling(), headers=auth)
+            cut = await client.patch("/later/abc", content=stalling(), headers=auth)
             assert cut.status_code == 408 and cut.json()["error"]["code"] == "body_timeout"

@@ -363,6 +363,21 @@ async def test_corpus_in_frontend_names_is_sanitised(make_api: MakeApi, tmp_path
                     assert "\n" not in download.headers["content-type"], download.headers
                 else:
                     await check(f"pm {key}", value, r, None)
+            # pm: qqfiletype after the file (the name and type are set when the file is finished)
+            late = _form([("qquuid", f"late-{CORPUS.index(value)}")], "qqfile", "a.txt", TEN)
+            late = late.replace(
+                f"--{B}--".encode(),
+                f'--{B}\r\nContent-Disposition: form-data; name="qqfiletype"\r\n\r\n'.encode()
+                + value.encode()
+                + f"\r\n--{B}--".encode(),
+            )
+            r = await c.post("/api/v2/pm/upload/", content=late, headers={**auth, **MULTIPART})
+            if r.status_code == 200:
+                for method in ("GET", "HEAD"):
+                    download = await c.request(method, f"/api/v2/pm/upload/late-{CORPUS.index(value)}", headers=auth)
+                    assert download.status_code == 200, (value, download.text)
+            elif not 400 <= r.status_code < 500:
+                failures.append(("pm late qqfiletype", value[:40], r.status_code, r.text[:200]))
             # pm: the multipart part's own filename (no qqfilename)
             uuid = f"part-{CORPUS.index(value)}"
             r = await c.post(

@@ -758,10 +758,10 @@ class UploadService:
         """Change the display filename (and optionally the media type) of an upload in any status:
         protocols such as Fine Uploader's name the file only when it is finished."""
         filename = clean_filename(filename)
-        if mime_type is not None and (
-            not mime_type.strip() or len(mime_type) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in mime_type)
-        ):
-            raise InvalidInput("mimeType is not a valid media type", field="mimeType")
+        # The same rule as create: the media type is served back as Content-Type, so a non-ASCII
+        # one (refused by the header encoder) would make every later download a 500.
+        if mime_type is not None and (len(mime_type.strip()) > 255 or not _MEDIA_TYPE.match(mime_type.strip())):
+            raise InvalidInput("mimeType is not a valid media type (type/subtype)", field="mimeType")
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id, with_parts=False)
             new_mime = mime_type.strip() if mime_type is not None else upload.mime_type

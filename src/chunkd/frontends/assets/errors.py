@@ -7,12 +7,26 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
 from chunkd.domain import errors as e
 
-__all__ = ["render_error", "validation_message"]
+__all__ = ["ERROR_RESPONSES", "AssetError", "render_error", "validation_message"]
+
+
+class AssetError(BaseModel):
+    """The error bodies, as documented in the OpenAPI document: ``{status: "error", message}``, or
+    ``{message, detail}`` for 401 and 403."""
+
+    message: str
+    status: str | None = None
+    detail: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": AssetError, "description": "Error"} for status in (400, 401, 403, 404, 409, 410, 413, 429)
+}
 
 
 def validation_message(errors: Sequence[Any]) -> str:

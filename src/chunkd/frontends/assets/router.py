@@ -26,7 +26,7 @@ from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.assets.errors import render_error
+from chunkd.frontends.assets.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.http import dialect_route, isotime, principal, runtime
 from chunkd.service.uploads import UploadService
 
@@ -41,7 +41,7 @@ async def _render(_: Request, exc: Exception) -> Response | None:
     return render_error(exc)
 
 
-router = APIRouter(prefix="/asset", tags=["assets"], route_class=dialect_route(_render))
+router = APIRouter(prefix="/asset", tags=["assets"], route_class=dialect_route(_render), responses=ERROR_RESPONSES)
 
 FileId = Annotated[str, Path(min_length=1, max_length=64, description="The asset's fileId.")]
 Expires = Annotated[str | None, Query(max_length=20)]

@@ -7,11 +7,27 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from chunkd.domain import errors as e
 
-__all__ = ["render_error"]
+__all__ = ["ERROR_RESPONSES", "MediaError", "render_error"]
+
+
+class MediaError(BaseModel):
+    """The error body, as documented in the OpenAPI document."""
+
+    detail: str
+    code: str
+    field: str | None = None
+    offset: int | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": MediaError, "description": "Error (Django REST framework shape)"}
+    for status in (400, 401, 403, 404, 409, 410, 413, 429)
+}
 
 _STATUS: list[tuple[type[e.ChunkdError], int]] = [
     (e.TooLarge, 413),

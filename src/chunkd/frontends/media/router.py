@@ -25,9 +25,9 @@ from chunkd.domain.checksum import parse_md5_hex
 from chunkd.domain.media import MediaRecord, MediaType
 from chunkd.domain.upload import Mode
 from chunkd.frontends.http import dialect_route, isotime, principal, runtime
-from chunkd.frontends.media.errors import render_error
+from chunkd.frontends.media.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.media.formstream import FormStream
-from chunkd.frontends.native.router import file_response
+from chunkd.frontends.native.router import DOWNLOAD, file_response
 from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type
 
 __all__ = ["router"]
@@ -43,7 +43,9 @@ async def _render(_: Request, exc: Exception) -> Response | None:
     return render_error(exc)
 
 
-router = APIRouter(prefix="/api/v2/media", tags=["media"], route_class=dialect_route(_render))
+router = APIRouter(
+    prefix="/api/v2/media", tags=["media"], route_class=dialect_route(_render), responses=ERROR_RESPONSES
+)
 
 
 def _both(method: str, path: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -247,7 +249,7 @@ async def delete_media(request: Request, media_id: MediaId) -> Response:
     return Response(status_code=204)
 
 
-@_both("GET", "/{media_id}/file/", summary="Download the media's file (the Media object's image URL)")
+@_both("GET", "/{media_id}/file/", summary="Download the media's file (the Media object's image URL)", **DOWNLOAD)
 async def media_file(
     request: Request,
     media_id: MediaId,

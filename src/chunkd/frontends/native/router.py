@@ -34,7 +34,7 @@ from chunkd.frontends.native.schemas import (
     PartObject,
 )
 
-__all__ = ["router"]
+__all__ = ["DOWNLOAD", "router"]
 
 
 async def _render(_: Request, exc: Exception) -> Response | None:
@@ -48,6 +48,15 @@ router = APIRouter(prefix="/v1/files", tags=["files"], route_class=dialect_route
 
 FileId = Annotated[str, Path(description="Unique identifier of the file.", min_length=1, max_length=64)]
 # Not "required": the one part of an empty file is an empty body.
+# A download answers with the file's own media type (whatever it was stored as), in full or a range.
+DOWNLOAD: dict[str, Any] = {
+    "response_class": StreamingResponse,
+    "responses": {
+        200: {"description": "The file", "content": {"*/*": {}, "application/octet-stream": {}}},
+        206: {"description": "Partial content", "content": {"*/*": {}}},
+        416: {"description": "Range not satisfiable"},
+    },
+}
 OCTETS = {"requestBody": {"required": False, "content": {"application/octet-stream": {"schema": {}}}}}
 
 
@@ -248,12 +257,7 @@ async def delete_file(request: Request, file_id: FileId) -> Response:
     return Response(status_code=204)
 
 
-@router.get(
-    "/{file_id}/content",
-    summary="Download a completed file (Range supported)",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}},
-)
+@router.get("/{file_id}/content", summary="Download a completed file (Range supported)", **DOWNLOAD)
 async def download(request: Request, file_id: FileId) -> Response:
     who = await principal(request, "files:read")
     return await file_response(request, who.owner, file_id)

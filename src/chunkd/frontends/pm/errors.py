@@ -12,12 +12,29 @@ import re
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chunkd.domain import errors as e
 
-__all__ = ["fine_uploader_error", "render"]
+__all__ = ["ERROR_RESPONSES", "FineUploaderError", "fine_uploader_error", "render"]
+
+
+class FineUploaderError(BaseModel):
+    """The error body, as documented in the OpenAPI document."""
+
+    success: bool
+    error: str
+    code: str
+    preventRetry: bool | None = None
+    field: str | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": FineUploaderError, "description": "Fine Uploader error"}
+    for status in (400, 401, 403, 404, 409, 410, 413, 429)
+}
 
 _STATUS: list[tuple[type[e.ChunkdError], int]] = [
     (e.TooLarge, 413),

@@ -25,7 +25,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.http import dialect_route, principal, runtime
-from chunkd.frontends.native.router import file_response
+from chunkd.frontends.native.router import DOWNLOAD, file_response
 from chunkd.frontends.pm.chunks import (
     CHUNK_FIELDS,
     Stored,
@@ -34,13 +34,13 @@ from chunkd.frontends.pm.chunks import (
     store_chunk,
     store_whole_file,
 )
-from chunkd.frontends.pm.errors import render
+from chunkd.frontends.pm.errors import ERROR_RESPONSES, render
 from chunkd.frontends.pm.fields import QQ, parse_small_body, read_small_body
 from chunkd.frontends.pm.multipart import FileStart, TextField, boundary_of, form_events
 
 __all__ = ["BASE", "file_url", "router"]
 
-router = APIRouter(tags=["private messages"], route_class=dialect_route(render))
+router = APIRouter(tags=["private messages"], route_class=dialect_route(render), responses=ERROR_RESPONSES)
 
 BASE = "/api/v2/pm/upload"
 FileUuid = Annotated[str, Path(description="The file's qquuid.", min_length=1, max_length=128)]
@@ -225,7 +225,10 @@ def _file_object(request: Request, upload: Upload, file_uuid: str) -> dict[str, 
     }
 
 
-@router.api_route(f"{BASE}/{{file_uuid}}", methods=["GET", "HEAD"], summary="Download a file (its file_url)")
+# GET and HEAD as two routes: one route with both methods gives both operations one operationId,
+# which OpenAPI requires to be unique.
+@router.get(f"{BASE}/{{file_uuid}}", summary="Download a file (its file_url)", **DOWNLOAD)
+@router.head(f"{BASE}/{{file_uuid}}", summary="Download a file's headers", **DOWNLOAD)
 @router.api_route(f"{BASE}/{{file_uuid}}/", methods=["GET", "HEAD"], include_in_schema=False)
 async def download(request: Request, file_uuid: FileUuid) -> Response:
     who = await principal(request, "files:read")
