@@ -93,7 +93,7 @@ class Repository(Protocol):
     async def find_by_client_ref(self, owner: str, frontend: str, client_ref: str) -> Upload | None: ...
     async def save(self, upload: Upload, changed_parts: Any = (), removed_parts: Any = ()) -> None: ...
     async def touch(self, upload_id: str, expires_at: datetime) -> None: ...
-    async def list(
+    async def list_uploads(
         self, owner: str, *, status: Status | None, limit: int, before: tuple[datetime, str] | None
     ) -> list[Upload]: ...
     async def list_expirable(self, now: datetime, limit: int) -> list[str]: ...
@@ -135,10 +135,10 @@ class UploadService:
         _check_client_ref(client_ref)
         return await self.repo.find_by_client_ref(owner, frontend, client_ref)
 
-    async def list(
+    async def list_uploads(
         self, owner: str, *, status: Status | None = None, limit: int = 50, before: tuple[datetime, str] | None = None
     ) -> list[Upload]:
-        return await self.repo.list(owner, status=status, limit=limit, before=before)
+        return await self.repo.list_uploads(owner, status=status, limit=limit, before=before)
 
     # ---- create ---------------------------------------------------------------------------
     async def create(

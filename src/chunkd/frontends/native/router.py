@@ -131,7 +131,7 @@ async def list_files(
 ) -> dict[str, Any]:
     who = await principal(request, "files:read")
     before = _decode_cursor(cursor) if cursor else None
-    uploads = await runtime(request).uploads.list(who.owner, status=status, limit=limit + 1, before=before)
+    uploads = await runtime(request).uploads.list_uploads(who.owner, status=status, limit=limit + 1, before=before)
     page, more = uploads[:limit], len(uploads) > limit
     next_cursor = _encode_cursor(page[-1]) if more and page else None
     return {"data": [_file_view(request, u, with_parts=False) for u in page], "nextCursor": next_cursor}
