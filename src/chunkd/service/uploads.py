@@ -66,6 +66,14 @@ class EngineConfig:
         return max(0.05, min(30.0, self.ttl.total_seconds() / 4))
 
 
+def _media_type(value: str) -> str:
+    """``value`` stripped, once it is a usable media type: not blank, at most 255 characters, no
+    control character (the raw value is checked, so a trailing newline is refused, not trimmed)."""
+    if not value.strip() or len(value) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput("mimeType is not a valid media type", field="mimeType")
+    return value.strip()
+
+
 def _check_client_ref(client_ref: str) -> None:
     """A client's own id for an upload is stored and queried: printable and at most 128 characters."""
     if not client_ref or len(client_ref) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in client_ref):
@@ -181,9 +189,7 @@ class UploadService:
                 f"partSize gives more than {MAX_PARTS} parts; use at least {-(-size_bytes // MAX_PARTS)} bytes",
                 field="partSize",
             )
-        mime = (mime_type or "").strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        if len(mime) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in mime):
-            raise InvalidInput("mimeType is not a valid media type", field="mimeType")
+        mime = _media_type((mime_type or "").strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream")
         await self._check_quotas(owner, size_bytes)
         now = self.clock()
         upload = Upload(
@@ -683,13 +689,10 @@ class UploadService:
         """Change the display filename (and optionally the media type) of an upload in any status:
         protocols such as Fine Uploader's name the file only when it is finished."""
         filename = clean_filename(filename)
-        if mime_type is not None and (
-            not mime_type.strip() or len(mime_type) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in mime_type)
-        ):
-            raise InvalidInput("mimeType is not a valid media type", field="mimeType")
+        checked_mime = _media_type(mime_type) if mime_type is not None else None
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id, with_parts=False)
-            new_mime = mime_type.strip() if mime_type is not None else upload.mime_type
+            new_mime = checked_mime if checked_mime is not None else upload.mime_type
             if upload.filename == filename and upload.mime_type == new_mime:
                 return upload
             upload.filename = filename

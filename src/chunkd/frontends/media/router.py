@@ -26,7 +26,7 @@ from chunkd.domain.media import MediaRecord, MediaType
 from chunkd.domain.upload import Mode
 from chunkd.frontends.http import dialect_route, isotime, principal, runtime
 from chunkd.frontends.media.errors import render_error
-from chunkd.frontends.media.formstream import FormStream
+from chunkd.frontends.multipart import FormStream
 from chunkd.frontends.native.router import file_response
 from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type
 

@@ -25,6 +25,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.http import dialect_route, principal, runtime
+from chunkd.frontends.multipart import FileStart, TextField, boundary_of, form_events
 from chunkd.frontends.native.router import file_response
 from chunkd.frontends.pm.chunks import (
     CHUNK_FIELDS,
@@ -36,7 +37,6 @@ from chunkd.frontends.pm.chunks import (
 )
 from chunkd.frontends.pm.errors import render
 from chunkd.frontends.pm.fields import QQ, parse_small_body, read_small_body
-from chunkd.frontends.pm.multipart import FileStart, TextField, boundary_of, form_events
 
 __all__ = ["BASE", "file_url", "router"]
 
