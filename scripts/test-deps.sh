@@ -4,5 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services/node.sh
 scripts/services/chromium.sh
-scripts/services/fine-uploader.sh
 exit 0
