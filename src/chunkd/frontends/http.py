@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chunkd.auth.principal import Principal, require_scope
+from chunkd.domain.errors import InvalidInput
 
 if TYPE_CHECKING:
     from chunkd.runtime import Runtime
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ByteRange",
     "content_disposition",
+    "content_length",
     "dialect_route",
     "isotime",
     "parse_range",
@@ -44,6 +46,17 @@ async def principal(request: Request, scope: str | None = None) -> Principal:
     if scope is not None:
         require_scope(found, scope)
     return found
+
+
+def content_length(request: Request) -> int | None:
+    """The request's Content-Length when it is given (to refuse a wrong-sized body before reading
+    it); a value that is not a number of bytes is refused, naming the header."""
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise InvalidInput("Content-Length must be a number of bytes", field="Content-Length")
+    return int(raw)
 
 
 def isotime(value: datetime | None) -> str | None:
