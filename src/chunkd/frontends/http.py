@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ __all__ = [
     "parse_range",
     "principal",
     "runtime",
+    "validation_error",
 ]
 
 
@@ -57,6 +58,15 @@ def content_length(request: Request) -> int | None:
     if not raw.isdigit():
         raise InvalidInput("Content-Length must be a number of bytes", field="Content-Length")
     return int(raw)
+
+
+def validation_error(errors: Sequence[Any]) -> tuple[str, str]:
+    """``(field, "field: what is wrong")`` for the first error of a request validation (FastAPI's
+    or pydantic's ``errors()``): the field is its path inside the body, query, path or headers,
+    joined with dots, or ``body`` when the whole body is at fault."""
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")) or "body"
+    return field, f"{field}: {first.get('msg', 'invalid value')}"
 
 
 def isotime(value: datetime | None) -> str | None:

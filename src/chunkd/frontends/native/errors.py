@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 
 from chunkd.domain import errors as e
+from chunkd.frontends.http import validation_error
 
 __all__ = ["error_response", "install_error_handlers", "render_error", "status_for"]
 
@@ -42,11 +43,6 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-def _field_of(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or str(loc[-1] if loc else "body")
-
-
 def render_error(exc: Exception) -> JSONResponse | None:
     """The Files API's answer to a domain or validation error; None for anything else."""
     if isinstance(exc, e.ChunkdError):
@@ -57,10 +53,8 @@ def render_error(exc: Exception) -> JSONResponse | None:
             response.headers["Retry-After"] = "1"
         return response
     if isinstance(exc, RequestValidationError):
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-        field = _field_of(tuple(first.get("loc", ("body",))))
-        return error_response(400, "invalid_input", f"{field}: {first.get('msg', 'invalid value')}", field)
+        field, message = validation_error(exc.errors())
+        return error_response(400, "invalid_input", message, field)
     return None
 
 
