@@ -248,11 +248,16 @@ class UploadService:
         body: AsyncIterator[bytes],
         *,
         content_md5: str | None = None,
+        declared_size: int | None = None,
     ) -> Part:
-        """Store part ``number`` (1-based) of a PARTS upload; replaces an earlier copy atomically."""
+        """Store part ``number`` (1-based) of a PARTS upload; replaces an earlier copy atomically.
+        ``declared_size`` (a request's Content-Length) refuses a wrong-sized part before any byte of
+        it is read; the streamed size is checked in any case."""
         upload = await self.get(owner, upload_id, with_parts=False)
         upload.ensure_pending(self.clock())
         upload.check_part_number(number)
+        if declared_size is not None:
+            upload.check_part_size(number, declared_size)
         expected = upload.expected_part_size(number)
         streamed = await self._stream_part(
             upload,

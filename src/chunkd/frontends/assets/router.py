@@ -203,13 +203,8 @@ async def put_part(
     path = f"{router.prefix}/{file_id}/parts/{part_number}"
     owner = await _writer(request, path, expires, signature, file_id)
     service = runtime(request).uploads
-    upload = await _asset(service, owner, file_id, with_parts=False)
-    length = content_length(request)
-    if length is not None:  # refuse a wrong-sized part before reading it
-        upload.ensure_pending(service.clock())
-        upload.check_part_number(part_number)
-        upload.check_part_size(part_number, length)
-    part = await service.put_part(owner, file_id, part_number, request.stream())
+    await _asset(service, owner, file_id, with_parts=False)
+    part = await service.put_part(owner, file_id, part_number, request.stream(), declared_size=content_length(request))
     return Response(status_code=200, headers={"ETag": f'"{part.md5}"', "Access-Control-Expose-Headers": "ETag"})
 
 

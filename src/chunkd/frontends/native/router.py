@@ -170,13 +170,9 @@ async def put_part(
             digest = parse_content_md5(content_md5)
         except ValueError as exc:
             raise e.InvalidInput(str(exc), field="Content-MD5") from None
-    length = content_length(request)
-    if length is not None:
-        upload = await service.get(who.owner, file_id, with_parts=False)
-        upload.ensure_pending(service.clock())
-        upload.check_part_number(part_number)
-        upload.check_part_size(part_number, length)
-    part = await service.put_part(who.owner, file_id, part_number, request.stream(), content_md5=digest)
+    part = await service.put_part(
+        who.owner, file_id, part_number, request.stream(), content_md5=digest, declared_size=content_length(request)
+    )
     return {"partNumber": part.number, "sizeBytes": part.size, "etag": f'"{part.md5}"'}
 
 
