@@ -159,7 +159,9 @@ def _pem_files(tmp_path: Path, private: Any) -> tuple[Path, Path]:
         )
     )
     pub.write_bytes(
-        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
     return priv, pub
 
