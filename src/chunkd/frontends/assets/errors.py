@@ -3,23 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
 from chunkd.domain import errors as e
+from chunkd.frontends.http import validation_error
 
-__all__ = ["render_error", "validation_message"]
-
-
-def validation_message(errors: Sequence[Any]) -> str:
-    """``field.path: what is wrong`` for the first error of a pydantic validation."""
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    return f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid value')}"
+__all__ = ["render_error"]
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -48,5 +39,5 @@ def render_error(exc: Exception) -> JSONResponse | None:
     if isinstance(exc, e.ChunkdError):
         return _error(400, exc.message)
     if isinstance(exc, RequestValidationError | ValidationError):
-        return _error(400, validation_message(exc.errors()))
+        return _error(400, validation_error(exc.errors())[1])
     return None
