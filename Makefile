@@ -22,6 +22,7 @@ serve: $(STAMP)
 test: $(STAMP)
 	scripts/test-deps.sh
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(STAMP)

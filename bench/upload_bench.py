@@ -126,6 +126,10 @@ class Nginx:
         self.root = root
         self.port = free_port()
         (root / "dav").mkdir(parents=True)
+        # nginx's workers run unprivileged: they must be able to write the body and DAV directories.
+        root.parent.chmod(0o711)
+        for directory in (root, root / "dav"):
+            directory.chmod(0o777)
         (root / "nginx.conf").write_text(NGINX_CONF.format(root=root, port=self.port))
         self.process = subprocess.Popen(["nginx", "-c", str(root / "nginx.conf")], stderr=subprocess.DEVNULL)
         for _ in range(100):
@@ -139,11 +143,14 @@ class Nginx:
     def put(self, path: Path, size: int) -> float:
         started = time.perf_counter()
         subprocess.run(
-            ["curl", "-sS", "-o", "/dev/null", "-T", str(path), f"http://127.0.0.1:{self.port}/{path.name}"],
+            ["curl", "-sSf", "-o", "/dev/null", "-T", str(path), f"http://127.0.0.1:{self.port}/{path.name}"],
             check=True,
         )
         seconds = time.perf_counter() - started
-        (self.root / "dav" / path.name).unlink(missing_ok=True)
+        stored = self.root / "dav" / path.name
+        if stored.stat().st_size != size:
+            raise RuntimeError("nginx stored a file of the wrong size")
+        stored.unlink()
         return size / MiB / seconds
 
     def stop(self) -> None:
@@ -158,6 +165,7 @@ def main() -> None:
     parser.add_argument("--server", default="uvicorn", choices=["uvicorn", "granian", "both"])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-nginx", action="store_true")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the chunkd servers (repeatable)")
     args = parser.parse_args()
     size, part_size = parse_size(args.size), parse_size(args.part_size)
     servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]
@@ -170,7 +178,8 @@ def main() -> None:
         nginx = Nginx(root / "nginx") if not args.no_nginx and shutil.which("nginx") else None
         nodes = {}
         for name in servers:
-            node = ChunkdServer(root / f"data-{name}", env={"CHUNKD_SERVER": name, "CHUNKD_FSYNC": "true"})
+            env = {"CHUNKD_SERVER": name, "CHUNKD_FSYNC": "true", **dict(e.split("=", 1) for e in args.env)}
+            node = ChunkdServer(root / f"data-{name}", env=env)
             nodes[name] = (node.start(), node.create_key("bench"))
         results: dict[str, list[dict]] = {}
         try:

@@ -4,7 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services/node.sh
 scripts/services/chromium.sh
-scripts/services/fine-uploader.sh
 scripts/services/postgres.sh
 scripts/services/nginx.sh
 scripts/services/ceph-rgw.sh install

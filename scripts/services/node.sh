@@ -13,11 +13,19 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     fi
 fi
 
-missing=$(node -e '
+missing_packages() {
+    node -e '
 const deps = require("./tests/package.json").dependencies || {};
 const fs = require("fs");
 console.log(Object.keys(deps).filter(n => !fs.existsSync(`tests/node_modules/${n}/package.json`)).join(" "));
-')
-if [ -n "$missing" ]; then
+'
+}
+if [ -n "$(missing_packages)" ]; then
     (cd tests && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
+    # The e2e tests load files from these packages (e.g. fine-uploader.core.js): refuse a partial install.
+    still=$(missing_packages)
+    if [ -n "$still" ]; then
+        echo "scripts/services/node.sh: npm install left out: $still" >&2
+        exit 1
+    fi
 fi

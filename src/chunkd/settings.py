@@ -151,6 +151,7 @@ class Settings(BaseSettings):
 
     def cors_origin_list(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
     # ---- media API (/api/v2/media; "MB" read as MiB, as S3 and Django count sizes) ----
     media_max_image_bytes: int = Field(5 * MiB, description="Largest image (type image or eimage), in bytes (5 MiB).")
     media_max_document_bytes: int = Field(50 * MiB, description="Largest document (type doc, PDF), in bytes (50 MiB).")
@@ -171,6 +172,7 @@ class Settings(BaseSettings):
     asset_url_ttl_seconds: float = Field(
         3600.0, description="Lifetime of the signed upload URLs handed out for assets."
     )
+
     @field_validator("secret")
     @classmethod
     def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -182,6 +184,7 @@ class Settings(BaseSettings):
         """The decoded ``secret`` (only call when it is set)."""
         assert self.secret is not None
         return _decode_secret(self.secret.get_secret_value())
+
     # ---- S3-compatible storage (CHUNKD_STORAGE=s3) ----
     s3_endpoint: str | None = Field(
         None, description="S3 endpoint URL (e.g. http://127.0.0.1:7480); default: AWS's endpoint for the region."

@@ -439,3 +439,28 @@ async def test_expired_upload_is_410(api: Api) -> None:
         headers=chunk_headers(api, 100, 199, 200),
     )
     assert response.status_code == 410 and response.json()["code"] == "upload_expired"
+
+
+async def test_a_second_file_part_is_refused_and_nothing_kept(api: Api) -> None:
+    first = await api.client.post(
+        CHUNK_PATH, files={"image": ("p.png", b"x" * 100)}, headers=chunk_headers(api, 0, 99, 300)
+    )
+    upload_id = first.json()["upload_id"]
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="upload_id"\r\n\r\n'
+        + upload_id.encode()
+        + b'\r\n--B\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n\r\n'
+        + b"y" * 100
+        + b'\r\n--B\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n\r\n'
+        + b"z" * 100
+        + b"\r\n--B--\r\n"
+    )
+    second = await api.client.post(
+        CHUNK_PATH,
+        content=body,
+        headers={**chunk_headers(api, 100, 199, 300), "Content-Type": "multipart/form-data; boundary=B"},
+    )
+    assert second.status_code == 400, second.text
+    assert "one file part" in second.text
+    status = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert status["bytesReceived"] == 100  # the refused request kept nothing

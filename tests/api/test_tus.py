@@ -313,7 +313,7 @@ async def test_checksum_header_errors(api: Api) -> None:
         headers={**h(api, Upload_Length="5", Upload_Checksum=f"sha1 {b64(hashlib.sha1(b'nope').digest())}"), **OCTETS},
     )
     assert with_body.status_code == 460
-    pending = await api.runtime.uploads.list("alice", status=Status.PENDING)
+    pending = await api.runtime.uploads.list_uploads("alice", status=Status.PENDING)
     assert [u.id for u in pending] == [upload_id]  # the refused creation left nothing behind
 
 

@@ -183,13 +183,13 @@ async def test_list_is_newest_first_with_stable_pagination(repo: SqlRepository) 
     pages: list[str] = []
     before = None
     while True:
-        page = await repo.list("alice", status=None, limit=3, before=before)
+        page = await repo.list_uploads("alice", status=None, limit=3, before=before)
         pages.extend(u.id for u in page)
         if len(page) < 3:
             break
         before = (page[-1].created_at, page[-1].id)
     assert pages == expected
-    assert all(u.parts == {} for u in await repo.list("alice", status=None, limit=10, before=None))
+    assert all(u.parts == {} for u in await repo.list_uploads("alice", status=None, limit=10, before=None))
 
 
 async def test_list_filters_by_status(repo: SqlRepository) -> None:
@@ -198,9 +198,11 @@ async def test_list_filters_by_status(repo: SqlRepository) -> None:
     await repo.create(done)
     pending = make(created=T0 + timedelta(seconds=1))
     await repo.create(pending)
-    assert [u.id for u in await repo.list("alice", status=Status.COMPLETED, limit=10, before=None)] == [done.id]
-    assert [u.id for u in await repo.list("alice", status=Status.PENDING, limit=10, before=None)] == [pending.id]
-    assert await repo.list("alice", status=Status.EXPIRED, limit=10, before=None) == []
+    assert [u.id for u in await repo.list_uploads("alice", status=Status.COMPLETED, limit=10, before=None)] == [done.id]
+    assert [u.id for u in await repo.list_uploads("alice", status=Status.PENDING, limit=10, before=None)] == [
+        pending.id
+    ]
+    assert await repo.list_uploads("alice", status=Status.EXPIRED, limit=10, before=None) == []
 
 
 async def test_list_expirable_and_conditional_expire(repo: SqlRepository) -> None:

@@ -64,7 +64,7 @@ async def test_usage_expire_rowcount_and_pagination(api: Api) -> None:
 
     pages, before = [], None
     while True:
-        page = await repo.list("alice", status=None, limit=2, before=before)
+        page = await repo.list_uploads("alice", status=None, limit=2, before=before)
         pages.append([u.id for u in page])
         if len(page) < 2:
             break

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
-from chunkd.frontends.http import ByteRange, content_disposition, isotime, parse_range
+from chunkd.frontends.http import ByteRange, content_disposition, isotime, parse_range, validation_error
 
 
 @pytest.mark.parametrize(
@@ -76,3 +77,17 @@ def test_isotime() -> None:
     assert isotime(datetime(2026, 1, 2, 3, 4, 5, 678900, tzinfo=UTC)) == "2026-01-02T03:04:05.678Z"
     east = timezone(timedelta(hours=2))
     assert isotime(datetime(2026, 1, 2, 5, 0, tzinfo=east)) == "2026-01-02T03:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("errors", "field"),
+    [
+        ([{"loc": ("body", "parts", 3, "etag"), "msg": "Field required"}], "parts.3.etag"),
+        ([{"loc": ("path", "media_id"), "msg": "too big"}], "media_id"),
+        ([{"loc": ("body",), "msg": "Field required"}], "body"),
+        ([], "body"),
+    ],
+)
+def test_validation_error_names_the_field(errors: list[dict[str, Any]], field: str) -> None:
+    named, message = validation_error(errors)
+    assert named == field and message.startswith(f"{field}: ")

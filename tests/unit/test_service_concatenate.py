@@ -54,4 +54,4 @@ async def test_concatenate_validates_its_sources(api: Api) -> None:
         await service.concatenate("alice", [done, pending.id], filename="x")
     with pytest.raises(e.NotFound):
         await service.concatenate("alice", [done, bobs], filename="x")
-    assert [u.id for u in await service.list("alice")] == [pending.id, done]  # nothing half-made left
+    assert [u.id for u in await service.list_uploads("alice")] == [pending.id, done]  # nothing half-made left

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chunkd.auth.principal import Principal, require_scope
+from chunkd.domain.errors import InvalidInput
 
 if TYPE_CHECKING:
     from chunkd.runtime import Runtime
@@ -23,11 +24,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ByteRange",
     "content_disposition",
+    "content_length",
     "dialect_route",
     "isotime",
     "parse_range",
     "principal",
     "runtime",
+    "validation_error",
 ]
 
 
@@ -44,6 +47,32 @@ async def principal(request: Request, scope: str | None = None) -> Principal:
     if scope is not None:
         require_scope(found, scope)
     return found
+
+
+def content_length(request: Request) -> int | None:
+    """The request's Content-Length when it is given (to refuse a wrong-sized body before reading
+    it); a value that is not a number of bytes is refused, naming the header."""
+    raw = request.headers.get("content-length")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise InvalidInput("Content-Length must be a number of bytes", field="Content-Length")
+    return int(raw)
+
+
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|bytes|none|.*\[.*\]|[a-z]+-[a-z-]+)$")
+
+
+def validation_error(errors: Sequence[Any]) -> tuple[str, str]:
+    """``(field, "field: what is wrong")`` for the first error of a request validation (FastAPI's
+    or pydantic's ``errors()``): the field is its path inside the body, query, path or headers,
+    joined with dots, or ``body`` when the whole body is at fault."""
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    # Union members add type tags to the location ("constrained-str", "list[...]"): not field names.
+    locations = (str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header"))
+    parts = [p for p in locations if not _TYPE_TAG.match(p)]
+    field = ".".join(parts) or "body"
+    return field, f"{field}: {first.get('msg', 'invalid value')}"
 
 
 def isotime(value: datetime | None) -> str | None:

@@ -37,7 +37,7 @@ class UploadRepository(Protocol):
     async def touch(self, upload_id: str, expires_at: datetime) -> None:
         """Push a PENDING upload's ``expires_at`` forward (a heartbeat while bytes stream in)."""
 
-    async def list(
+    async def list_uploads(
         self, owner: str, *, status: Status | None, limit: int, before: tuple[datetime, str] | None
     ) -> list[Upload]:
         """The owner's uploads (without parts), newest first, strictly before the ``before`` key."""

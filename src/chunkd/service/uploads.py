@@ -73,6 +73,16 @@ class EngineConfig:
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[ -~]*)?$")
 
 
+def _media_type(value: str) -> str:
+    """``value`` stripped, once it is a usable media type: RFC 6838 type/subtype (parameters of
+    printable ASCII), at most 255 characters. It is served back as Content-Type. The raw value is
+    checked for control characters, so a trailing newline is refused, not trimmed."""
+    stripped = value.strip()
+    if len(value) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in value) or not _MEDIA_TYPE.match(stripped):
+        raise InvalidInput("mimeType is not a valid media type (type/subtype)", field="mimeType")
+    return stripped
+
+
 def _check_client_ref(client_ref: str) -> None:
     """A client's own id for an upload is stored and queried: printable and at most 128 characters."""
     if not client_ref or len(client_ref) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in client_ref):
@@ -93,7 +103,7 @@ class Repository(Protocol):
     async def find_by_client_ref(self, owner: str, frontend: str, client_ref: str) -> Upload | None: ...
     async def save(self, upload: Upload, changed_parts: Any = (), removed_parts: Any = ()) -> None: ...
     async def touch(self, upload_id: str, expires_at: datetime) -> None: ...
-    async def list(
+    async def list_uploads(
         self, owner: str, *, status: Status | None, limit: int, before: tuple[datetime, str] | None
     ) -> list[Upload]: ...
     async def list_expirable(self, now: datetime, limit: int) -> list[str]: ...
@@ -135,10 +145,10 @@ class UploadService:
         _check_client_ref(client_ref)
         return await self.repo.find_by_client_ref(owner, frontend, client_ref)
 
-    async def list(
+    async def list_uploads(
         self, owner: str, *, status: Status | None = None, limit: int = 50, before: tuple[datetime, str] | None = None
     ) -> list[Upload]:
-        return await self.repo.list(owner, status=status, limit=limit, before=before)
+        return await self.repo.list_uploads(owner, status=status, limit=limit, before=before)
 
     # ---- create ---------------------------------------------------------------------------
     async def create(
@@ -188,10 +198,7 @@ class UploadService:
                 f"partSize gives more than {MAX_PARTS} parts; use at least {-(-size_bytes // MAX_PARTS)} bytes",
                 field="partSize",
             )
-        mime = (mime_type or "").strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        # Served back as Content-Type: only RFC 6838 type/subtype (with printable ASCII parameters).
-        if len(mime) > 255 or not _MEDIA_TYPE.match(mime):
-            raise InvalidInput("mimeType is not a valid media type (type/subtype)", field="mimeType")
+        mime = _media_type((mime_type or "").strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream")
         await self._check_quotas(owner, size_bytes)
         now = self.clock()
         upload = Upload(
@@ -283,11 +290,16 @@ class UploadService:
         body: AsyncIterator[bytes],
         *,
         content_md5: str | None = None,
+        declared_size: int | None = None,
     ) -> Part:
-        """Store part ``number`` (1-based) of a PARTS upload; replaces an earlier copy atomically."""
+        """Store part ``number`` (1-based) of a PARTS upload; replaces an earlier copy atomically.
+        ``declared_size`` (a request's Content-Length) refuses a wrong-sized part before any byte of
+        it is read; the streamed size is checked in any case."""
         upload = await self.get(owner, upload_id, with_parts=False)
         upload.ensure_pending(self.clock())
         upload.check_part_number(number)
+        if declared_size is not None:
+            upload.check_part_size(number, declared_size)
         expected = upload.expected_part_size(number)
         streamed = await self._stream_part(
             upload,
@@ -758,13 +770,10 @@ class UploadService:
         """Change the display filename (and optionally the media type) of an upload in any status:
         protocols such as Fine Uploader's name the file only when it is finished."""
         filename = clean_filename(filename)
-        # The same rule as create: the media type is served back as Content-Type, so a non-ASCII
-        # one (refused by the header encoder) would make every later download a 500.
-        if mime_type is not None and (len(mime_type.strip()) > 255 or not _MEDIA_TYPE.match(mime_type.strip())):
-            raise InvalidInput("mimeType is not a valid media type (type/subtype)", field="mimeType")
+        checked_mime = _media_type(mime_type) if mime_type is not None else None
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id, with_parts=False)
-            new_mime = mime_type.strip() if mime_type is not None else upload.mime_type
+            new_mime = checked_mime if checked_mime is not None else upload.mime_type
             if upload.filename == filename and upload.mime_type == new_mime:
                 return upload
             upload.filename = filename

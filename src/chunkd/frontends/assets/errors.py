@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -11,8 +10,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
 from chunkd.domain import errors as e
+from chunkd.frontends.http import validation_error
 
-__all__ = ["ERROR_RESPONSES", "AssetError", "render_error", "validation_message"]
+__all__ = ["ERROR_RESPONSES", "AssetError", "render_error"]
 
 
 class AssetError(BaseModel):
@@ -27,13 +27,6 @@ class AssetError(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": AssetError, "description": "Error"} for status in (400, 401, 403, 404, 409, 410, 413, 429)
 }
-
-
-def validation_message(errors: Sequence[Any]) -> str:
-    """``field.path: what is wrong`` for the first error of a pydantic validation."""
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    return f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid value')}"
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -62,5 +55,5 @@ def render_error(exc: Exception) -> JSONResponse | None:
     if isinstance(exc, e.ChunkdError):
         return _error(400, exc.message)
     if isinstance(exc, RequestValidationError | ValidationError):
-        return _error(400, validation_message(exc.errors()))
+        return _error(400, validation_error(exc.errors())[1])
     return None

@@ -27,7 +27,8 @@ from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.assets.errors import ERROR_RESPONSES, render_error
-from chunkd.frontends.http import dialect_route, isotime, principal, runtime
+from chunkd.frontends.forms import read_small_body
+from chunkd.frontends.http import content_length, dialect_route, isotime, principal, runtime
 from chunkd.service.uploads import UploadService
 
 __all__ = ["ASSETS_FRONTEND", "router", "s3_key"]
@@ -91,13 +92,9 @@ def s3_key(file_id: str, filename: str) -> str:
 
 
 async def _json(request: Request, model: type[BaseModel]) -> Any:
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_JSON_BYTES:
-            raise e.TooLarge(f"the body may have at most {MAX_JSON_BYTES} bytes", field="body")
+    raw = await read_small_body(request.stream(), MAX_JSON_BYTES)
     try:
-        data = json.loads(bytes(raw) or b"null")
+        data = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise e.InvalidInput("the body must be a JSON object", field="body") from None
     if not isinstance(data, dict):
@@ -174,15 +171,6 @@ async def _writer(request: Request, path: str, expires: str | None, signature: s
     return who.owner
 
 
-def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise e.InvalidInput("Content-Length must be a number of bytes", field="Content-Length")
-    return int(raw)
-
-
 @router.post("", status_code=201, summary="Create an asset and get its upload URL(s)")
 @router.post("/", status_code=201, include_in_schema=False)
 async def create_asset(request: Request) -> dict[str, Any]:
@@ -224,13 +212,8 @@ async def put_part(
     path = f"{router.prefix}/{file_id}/parts/{part_number}"
     owner = await _writer(request, path, expires, signature, file_id)
     service = runtime(request).uploads
-    upload = await _asset(service, owner, file_id, with_parts=False)
-    length = _content_length(request)
-    if length is not None:  # refuse a wrong-sized part before reading it
-        upload.ensure_pending(service.clock())
-        upload.check_part_number(part_number)
-        upload.check_part_size(part_number, length)
-    part = await service.put_part(owner, file_id, part_number, request.stream())
+    await _asset(service, owner, file_id, with_parts=False)
+    part = await service.put_part(owner, file_id, part_number, request.stream(), declared_size=content_length(request))
     return Response(status_code=200, headers={"ETag": f'"{part.md5}"', "Access-Control-Expose-Headers": "ETag"})
 
 
@@ -242,7 +225,7 @@ async def put_content(
     owner = await _writer(request, path, expires, signature, file_id)
     service = runtime(request).uploads
     upload = await _asset(service, owner, file_id, with_parts=False)
-    length = _content_length(request)
+    length = content_length(request)
     if length is not None and length != upload.size_bytes:
         raise e.SizeMismatch(f"Content-Length {length} is not the asset's filesize {upload.size_bytes}")
     if upload.status is not Status.COMPLETED:

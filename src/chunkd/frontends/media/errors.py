@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from chunkd.domain import errors as e
+from chunkd.frontends.http import validation_error
 
 __all__ = ["ERROR_RESPONSES", "MediaError", "render_error"]
 
@@ -62,12 +63,9 @@ def render_error(exc: Exception) -> JSONResponse | None:
             headers = {"Retry-After": "1"}
         return JSONResponse(body, status_code=status, headers=headers)
     if isinstance(exc, RequestValidationError):
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        name = ".".join(loc) or "body"
+        name, detail = validation_error(exc.errors())
         return JSONResponse(
-            {"detail": f"{name}: {first.get('msg', 'invalid value')}", "code": "invalid_input", "field": name},
+            {"detail": detail, "code": "invalid_input", "field": name},
             status_code=400 if name != "media_id" else 404,
         )
     return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,6 +11,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Match
 
 from chunkd.domain import errors as e
+from chunkd.frontends.http import validation_error
 
 __all__ = ["error_response", "install_error_handlers", "render_error", "status_for"]
 
@@ -44,15 +44,6 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-_TYPE_TAG = re.compile(r"^(str|int|float|bool|bytes|none|.*\[.*\]|[a-z]+-[a-z-]+)$")
-
-
-def _field_of(loc: tuple[Any, ...]) -> str:
-    # Union members add type tags to the location ("constrained-str", "list[...]"): not field names.
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header") and not _TYPE_TAG.match(str(p))]
-    return ".".join(parts) or str(loc[-1] if loc else "body")
-
-
 def render_error(exc: Exception) -> JSONResponse | None:
     """The Files API's answer to a domain or validation error; None for anything else."""
     if isinstance(exc, e.ChunkdError):
@@ -63,10 +54,8 @@ def render_error(exc: Exception) -> JSONResponse | None:
             response.headers["Retry-After"] = "1"
         return response
     if isinstance(exc, RequestValidationError):
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-        field = _field_of(tuple(first.get("loc", ("body",))))
-        return error_response(400, "invalid_input", f"{field}: {first.get('msg', 'invalid value')}", field)
+        field, message = validation_error(exc.errors())
+        return error_response(400, "invalid_input", message, field)
     return None
 
 

@@ -17,6 +17,7 @@ from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.http import (
     content_disposition,
+    content_length,
     dialect_route,
     isotime,
     parse_range,
@@ -108,15 +109,6 @@ def _md5_field(value: str | None, field: str) -> str | None:
         raise e.InvalidInput(str(exc), field=field) from None
 
 
-def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise e.InvalidInput("Content-Length must be a number of bytes", field="Content-Length")
-    return int(raw)
-
-
 @router.post("", status_code=201, response_model=FileObject, summary="Create an upload")
 async def create_file(request: Request, body: CreateFileRequest) -> dict[str, Any]:
     who = await principal(request, "files:create")
@@ -140,7 +132,7 @@ async def list_files(
 ) -> dict[str, Any]:
     who = await principal(request, "files:read")
     before = _decode_cursor(cursor) if cursor else None
-    uploads = await runtime(request).uploads.list(who.owner, status=status, limit=limit + 1, before=before)
+    uploads = await runtime(request).uploads.list_uploads(who.owner, status=status, limit=limit + 1, before=before)
     page, more = uploads[:limit], len(uploads) > limit
     next_cursor = _encode_cursor(page[-1]) if more and page else None
     return {"data": [_file_view(request, u, with_parts=False) for u in page], "nextCursor": next_cursor}
@@ -188,13 +180,9 @@ async def put_part(
             digest = parse_content_md5(content_md5)
         except ValueError as exc:
             raise e.InvalidInput(str(exc), field="Content-MD5") from None
-    length = _content_length(request)
-    if length is not None:
-        upload = await service.get(who.owner, file_id, with_parts=False)
-        upload.ensure_pending(service.clock())
-        upload.check_part_number(part_number)
-        upload.check_part_size(part_number, length)
-    part = await service.put_part(who.owner, file_id, part_number, request.stream(), content_md5=digest)
+    part = await service.put_part(
+        who.owner, file_id, part_number, request.stream(), content_md5=digest, declared_size=content_length(request)
+    )
     return {"partNumber": part.number, "sizeBytes": part.size, "etag": f'"{part.md5}"'}
 
 
@@ -220,7 +208,7 @@ async def put_content(
     else:
         owner = (await principal(request, "files:create")).owner
         upload = await rt.uploads.get(owner, file_id, with_parts=False)
-    length = _content_length(request)
+    length = content_length(request)
     if length is not None and upload.size_bytes is not None and length != upload.size_bytes:
         raise e.SizeMismatch(
             f"Content-Length {length} does not match sizeBytes {upload.size_bytes}", field="Content-Length"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.frontends.multipart import FileData, FileEnd, FileStart, FormEvent
 from chunkd.frontends.pm.fields import QQ
-from chunkd.frontends.pm.multipart import FileData, FileEnd, FileStart, FormEvent
 from chunkd.service.uploads import UploadService
 
 __all__ = ["CHUNK_FIELDS", "FRONTEND", "Stored", "find_upload", "finish_whole_file", "store_chunk", "store_whole_file"]

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chunkd.domain import errors as e
+from chunkd.frontends.http import validation_error
 
 __all__ = ["ERROR_RESPONSES", "FineUploaderError", "fine_uploader_error", "render"]
 
@@ -95,9 +96,6 @@ async def render(_: Request, exc: Exception) -> Response | None:
             response.headers["Retry-After"] = "1"
         return response
     if isinstance(exc, RequestValidationError):
-        errors = exc.errors()
-        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-        field = str(first.get("loc", ("body",))[-1])
-        message = f"{field}: {first.get('msg', 'invalid value')}"
+        field, message = validation_error(exc.errors())
         return fine_uploader_error(400, message, code="invalid_input", field=field)
     return None

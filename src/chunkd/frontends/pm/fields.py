@@ -1,56 +1,18 @@
-"""The ``qq*`` parameters: reading small bodies (url-encoded or JSON) and checking each value."""
+"""The ``qq*`` parameters: typed, checked access to each value (the bodies are read by
+``chunkd.frontends.forms``)."""
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import AsyncIterator, Mapping
-from urllib.parse import parse_qsl
+from collections.abc import Mapping
 
 from chunkd.domain.checksum import parse_md5_hex
-from chunkd.domain.errors import InvalidInput, TooLarge
+from chunkd.domain.errors import InvalidInput
 
-__all__ = ["MAX_SMALL_BODY", "QQ", "parse_small_body", "read_small_body"]
+__all__ = ["QQ"]
 
-MAX_SMALL_BODY = 64 * 1024
 # Not only dots: "." and ".." would make a file_url that URL normalisation turns into another path.
 _UUID = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,128}$")
-
-
-async def read_small_body(stream: AsyncIterator[bytes], limit: int = MAX_SMALL_BODY) -> bytes:
-    """A non-file body (done requests, url-encoded or JSON), refused past ``limit`` bytes."""
-    body = bytearray()
-    async for chunk in stream:
-        body += chunk
-        if len(body) > limit:
-            raise TooLarge(f"the request body is longer than {limit} bytes", field="body")
-    return bytes(body)
-
-
-def parse_small_body(body: bytes, content_type: str | None) -> dict[str, str]:
-    """Fields of a url-encoded or JSON body. JSON is recognised by its Content-Type or, since the
-    seed's example sends JSON with ``fetch`` and no Content-Type (so ``text/plain``), by its shape."""
-    text = body.decode("utf-8", "replace").strip()
-    kind = (content_type or "").split(";")[0].strip().lower()
-    if kind == "application/json" or kind.endswith("+json") or text.startswith("{"):
-        try:
-            data = json.loads(text) if text else {}
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"the body is not valid JSON: {exc.msg} at character {exc.pos}", field="body") from None
-        if not isinstance(data, dict):
-            raise InvalidInput("the JSON body must be an object", field="body")
-        fields: dict[str, str] = {}
-        for key, value in data.items():
-            if value is None:
-                continue
-            if isinstance(value, (dict, list)):
-                raise InvalidInput(f"{key} must be a string or a number", field=key)
-            fields[key] = json.dumps(value) if isinstance(value, bool) else str(value)
-        return fields
-    try:
-        return dict(parse_qsl(text, keep_blank_values=True, strict_parsing=False))
-    except ValueError as exc:  # pragma: no cover - parse_qsl only raises on strict parsing
-        raise InvalidInput(f"the body is not url-encoded: {exc}", field="body") from None
 
 
 class QQ:

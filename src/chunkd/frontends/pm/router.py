@@ -24,7 +24,9 @@ from starlette.responses import JSONResponse, Response
 from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Status, Upload
+from chunkd.frontends.forms import parse_small_body, read_small_body, small_form
 from chunkd.frontends.http import dialect_route, principal, runtime
+from chunkd.frontends.multipart import FileStart, TextField, boundary_of, form_events
 from chunkd.frontends.native.router import DOWNLOAD, file_response
 from chunkd.frontends.pm.chunks import (
     CHUNK_FIELDS,
@@ -35,8 +37,7 @@ from chunkd.frontends.pm.chunks import (
     store_whole_file,
 )
 from chunkd.frontends.pm.errors import ERROR_RESPONSES, render
-from chunkd.frontends.pm.fields import QQ, parse_small_body, read_small_body
-from chunkd.frontends.pm.multipart import FileStart, TextField, boundary_of, form_events
+from chunkd.frontends.pm.fields import QQ
 
 __all__ = ["BASE", "file_url", "router"]
 
@@ -172,7 +173,7 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
 
 async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResponse:
     service = runtime(request).uploads
-    qq = QQ({**query, **await _small_form(request)})
+    qq = QQ({**query, **await small_form(request)})
     file_uuid = qq.uuid()
     if file_uuid is None:
         raise e.InvalidInput("qquuid is required", field="qquuid")
@@ -196,19 +197,6 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     if filename != upload.filename or (mime is not None and mime != upload.mime_type):
         upload = await service.rename(owner, upload.id, filename, mime_type=mime)
     return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
-
-
-async def _small_form(request: Request) -> dict[str, str]:
-    """The fields of a body without a file: url-encoded, JSON, or multipart/form-data."""
-    content_type = request.headers.get("content-type")
-    boundary = boundary_of(content_type)
-    if boundary is None:
-        return parse_small_body(await read_small_body(request.stream()), content_type)
-    fields: dict[str, str] = {}
-    async for event in form_events(request.stream(), boundary, file_fields=frozenset()):
-        if isinstance(event, TextField):
-            fields[event.name] = event.value
-    return fields
 
 
 def _file_object(request: Request, upload: Upload, file_uuid: str) -> dict[str, Any]:

@@ -208,7 +208,7 @@ class SqlRepository:
                 .values(expires_at=expires_at)
             )
 
-    async def list(
+    async def list_uploads(
         self, owner: str, *, status: Status | None, limit: int, before: tuple[datetime, str] | None
     ) -> list[Upload]:
         query = select(uploads).where(uploads.c.owner == owner)

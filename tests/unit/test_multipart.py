@@ -1,5 +1,6 @@
-"""The streaming multipart reader on a tiny inline app: fields before and after the file part,
-bodies cut into tiny network pieces, and the malformed cases."""
+"""The streaming multipart reader (``chunkd.frontends.multipart``): ``FormStream`` on a tiny inline
+app (fields before and after the file part, bodies cut into tiny network pieces, the malformed
+cases) and the ``form_events`` primitive it is built on, fed directly."""
 
 from __future__ import annotations
 
@@ -15,8 +16,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from chunkd.domain.errors import InvalidInput
-from chunkd.frontends.media.formstream import FormStream
+from chunkd.domain.errors import ChunkdError, InvalidInput, TooLarge
+from chunkd.frontends.multipart import (
+    MAX_FIELD_BYTES,
+    MAX_FIELDS,
+    FileData,
+    FileEnd,
+    FileStart,
+    FormEvent,
+    FormStream,
+    TextField,
+    boundary_of,
+    form_events,
+)
 
 
 async def endpoint(request: Request) -> JSONResponse:
@@ -108,3 +120,47 @@ async def test_truncated_and_wrong_type(client: httpx.AsyncClient) -> None:
     assert plain.status_code == 400 and plain.json()["field"] == "Content-Type"
     no_file = await client.post("/", content=encode([("a", None, b"1")]), headers=HEADERS)
     assert no_file.status_code == 200 and no_file.json()["all"] == {"a": "1"}
+
+
+async def collect(body: bytes, piece: int = 5, file_fields: frozenset[str] = frozenset({"qqfile"})) -> list[FormEvent]:
+    return [event async for event in form_events(pieces(body, piece), b"XyZ", file_fields=file_fields)]
+
+
+async def test_events_in_order_with_file_bytes_as_they_arrive() -> None:
+    data = os.urandom(1000)
+    events = await collect(encode([("qquuid", None, b"u-1"), ("qqfile", "blob", data), ("qqfilename", None, b"a b")]))
+    assert events[0] == TextField("qquuid", "u-1")
+    assert events[1] == FileStart("qqfile", "blob", "application/octet-stream")
+    chunks = [event.data for event in events[2:-2] if isinstance(event, FileData)]
+    assert len(chunks) == len(events) - 4 and len(chunks) > 100  # one slice per network piece, none held back
+    assert b"".join(chunks) == data
+    assert events[-2:] == [FileEnd(), TextField("qqfilename", "a b")]
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "field"),
+    [
+        (encode([("qqfilename", None, b"x" * (MAX_FIELD_BYTES + 1))]), TooLarge, "qqfilename"),
+        (encode([(f"f{i}", None, b"1") for i in range(MAX_FIELDS + 1)]), InvalidInput, "body"),
+        (encode([("other", "a.bin", b"1")]), InvalidInput, "other"),
+        (encode([("qqfilename", None, b"\xff")]), InvalidInput, "qqfilename"),
+        (b"--XyZ\r\nContent-Disposition: form-data\r\n\r\n1\r\n--XyZ--\r\n", InvalidInput, "body"),
+        (b"--XyZ\r\n" + b"X-A: 1\r\n" * 17 + b"\r\n1\r\n--XyZ--\r\n", InvalidInput, "body"),
+        (encode([("qqfile", "blob", b"1" * 100)])[:80], InvalidInput, "body"),
+    ],
+    ids=["long-field", "too-many-fields", "unexpected-file", "not-utf8", "no-name", "too-many-headers", "truncated"],
+)
+async def test_refused_events(body: bytes, error: type[ChunkdError], field: str) -> None:
+    with pytest.raises(error) as caught:
+        await collect(body)
+    assert type(caught.value) is error and caught.value.field == field
+    assert field == "body" or field in caught.value.message  # a named field is named in the message too
+
+
+def test_boundary_of() -> None:
+    assert boundary_of("multipart/form-data; boundary=abc") == b"abc"
+    assert boundary_of("application/json") is None and boundary_of(None) is None
+    for bad in ("multipart/form-data", "multipart/form-data; boundary=" + "b" * 300):
+        with pytest.raises(InvalidInput) as caught:
+            boundary_of(bad)
+        assert caught.value.field == "Content-Type"
