@@ -3,8 +3,8 @@ of one 256 MiB upload go round-robin to the nodes, one node is killed with SIGKI
 of a part, the upload is completed on another node and downloaded (MD5-checked) from the third
 once it is back. Concurrent completes on two nodes make exactly one file.
 
-Storage comes from the ``cluster_storage_env`` fixture: local disk shared by the nodes here; an S3
-run overrides that fixture with ``CHUNKD_STORAGE=s3`` and the ``CHUNKD_S3_*`` settings."""
+Storage comes from the ``cluster_storage_env`` fixture: one S3 store (the session's Ceph RADOS
+Gateway) shared by stateless nodes, each with its own empty data dir, as in production."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.cluster import start_cluster
 from tests.support.postgres import PostgresServer
+from tests.support.s3 import CephRgw
 from tests.support.server import ChunkdServer
 
 pytestmark = [pytest.mark.e2e]
@@ -29,9 +30,9 @@ PART = 8 * MiB
 
 
 @pytest.fixture(scope="module")
-def cluster_storage_env() -> dict[str, str]:
-    """Storage settings every node gets; the default is local disk on the nodes' shared data dir."""
-    return {"CHUNKD_STORAGE": "local"}
+def cluster_storage_env(ceph_rgw: CephRgw) -> dict[str, str]:
+    """Storage settings every node gets: the same bucket on the session's S3 gateway."""
+    return ceph_rgw.env(ceph_rgw.new_bucket(), prefix="cluster/")
 
 
 @pytest.fixture(scope="module")

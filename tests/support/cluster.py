@@ -24,8 +24,12 @@ def start_cluster(root: Path, database_url: str, storage_env: dict[str, str], no
         "CHUNKD_FSYNC": "false",  # a kill -9 does not lose the page cache; spare the shared disk
         **storage_env,
     }
-    data_dir = root / "shared-data"  # shared by all nodes (holds the local storage, if used)
-    servers = [ChunkdServer(data_dir, env=env) for _ in range(nodes)]
+    if storage_env.get("CHUNKD_STORAGE") == "s3":
+        # Stateless nodes: nothing on a node's own disk matters (bytes in S3, metadata in PostgreSQL).
+        servers = [ChunkdServer(root / f"node-{n}", env=env) for n in range(nodes)]
+    else:
+        data_dir = root / "shared-data"  # shared by all nodes: it holds the local storage
+        servers = [ChunkdServer(data_dir, env=env) for _ in range(nodes)]
     # Started side by side: each start is mostly waiting for Python to import the app.
     with ThreadPoolExecutor(nodes) as pool:
         outcomes = [pool.submit(server.start) for server in servers]
