@@ -13,7 +13,6 @@ npm into a temporary directory (or ``--node-dir``, reused when already there).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.files import random_file
 
 BIN = Path(sys.executable).parent
 TUS_SERVER_VERSION = "2"
@@ -71,18 +73,6 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"server at {url} did not start: {log.read_text()[-2000:]}")
-
-
-def make_file(path: Path, size: int) -> str:
-    digest = hashlib.md5()
-    with open(path, "wb") as handle:
-        left = size
-        while left:
-            chunk = os.urandom(min(left, 8 * 1024 * 1024))
-            digest.update(chunk)
-            handle.write(chunk)
-            left -= len(chunk)
-    return digest.hexdigest()
 
 
 def curl(*args: str) -> str:
@@ -202,7 +192,7 @@ def main() -> None:
         node_dir = args.node_dir or work / "node"
         source = work / "source.bin"
         print(f"writing {size / 2**20:.0f} MiB of random bytes ...", flush=True)
-        md5 = make_file(source, size)
+        md5 = random_file(source, size)
         processes: list[subprocess.Popen[bytes]] = []
         try:
             chunkd_process, chunkd = start_chunkd(work)

@@ -13,7 +13,6 @@ targets so that background noise hits both alike.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support.files import random_file
 from tests.support.server import ChunkdServer, free_port
 
 MiB = 1024 * 1024
@@ -37,18 +37,6 @@ def parse_size(text: str) -> int:
     units = {"K": 1024, "M": MiB, "G": 1024 * MiB}
     text = text.strip().upper().removesuffix("B").removesuffix("I")
     return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
-
-
-def make_file(path: Path, size: int) -> str:
-    digest = hashlib.md5()
-    with open(path, "wb") as handle:
-        left = size
-        while left:
-            block = os.urandom(min(left, 4 * MiB))
-            digest.update(block)
-            handle.write(block)
-            left -= len(block)
-    return digest.hexdigest()
 
 
 def peak_rss(pid: int) -> int:
@@ -174,7 +162,7 @@ def main() -> None:
         root = Path(tmp)
         source = root / "source.bin"
         print(f"generating {size / MiB:.0f} MiB …", flush=True)
-        md5 = make_file(source, size)
+        md5 = random_file(source, size)
         nginx = Nginx(root / "nginx") if not args.no_nginx and shutil.which("nginx") else None
         nodes = {}
         for name in servers:

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.files import random_file
 from tests.support.proxy import CuttingProxy
 from tests.support.server import ChunkdServer
 
@@ -26,19 +27,6 @@ MiB = 1024 * 1024
 TESTS = Path(__file__).resolve().parents[1]
 JS_CLIENT = TESTS / "e2e" / "js" / "tus_upload.cjs"
 TUS = {"Tus-Resumable": "1.0.0"}
-
-
-def random_file(path: Path, size: int) -> str:
-    """Write ``size`` random bytes to ``path``; returns their MD5."""
-    digest = hashlib.md5()
-    with open(path, "wb") as handle:
-        left = size
-        while left:
-            chunk = os.urandom(min(left, 4 * MiB))
-            digest.update(chunk)
-            handle.write(chunk)
-            left -= len(chunk)
-    return digest.hexdigest()
 
 
 def stored(server: ChunkdServer, key: str, url: str) -> dict:
