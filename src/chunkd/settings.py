@@ -14,8 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from chunkd.service.config import EngineConfig
 from chunkd.service.media import MediaLimits
-from chunkd.service.uploads import EngineConfig
 
 __all__ = ["Settings"]
 

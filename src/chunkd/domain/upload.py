@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.errors import (
     Expired,
     InvalidState,
@@ -161,6 +162,43 @@ class Upload:
         if self.size_bytes is None:
             return None
         return self.size_bytes - self.end_offset
+
+    # ---- the whole-file hash frontier ----------------------------------------------------------
+    # ``hash_state`` is the MD5 state of bytes [0, hash_offset). A part's own ``hash_state`` (the state
+    # after it) is valid while ``part.end <= hash_offset``.
+    def place_part(self, part: Part, old: Part | None, hashed_from: bytes | None, hashed_to: bytes | None) -> None:
+        """Add a newly stored ``part`` (replacing ``old``, if any) to the loaded parts and move the
+        frontier as far as what is known allows. ``hashed_from``/``hashed_to``: the whole-file state
+        the part's bytes were hashed into as they arrived, before and after (None if they were not)."""
+        if old is None:
+            self.bytes_received += part.size
+            self.parts_received += 1
+        else:
+            self.bytes_received += part.size - old.size
+        self.parts[part.number] = part
+        if old is not None and old.end <= self.hash_offset:
+            if old.md5 == part.md5 and old.size == part.size:
+                part.hash_state = old.hash_state  # the same bytes again: the frontier stands
+            else:
+                # Different bytes where the hash had already passed: rewind to this part's start.
+                before = self.parts.get(part.number - 1)
+                self.hash_offset = part.offset
+                self.hash_state = before.hash_state if before is not None else ResumableMD5().state()
+        if hashed_to is not None and self.hash_offset == part.offset and self.hash_state == hashed_from:
+            self.mark_hashed(part, hashed_to)
+
+    def next_part_to_hash(self) -> Part | None:
+        """PARTS mode: the loaded part that starts at the frontier, if the file is not hashed to its end."""
+        if self.mode is not Mode.PARTS or (self.size_bytes is not None and self.hash_offset >= self.size_bytes):
+            return None
+        part = self.parts.get(self.hash_offset // self.part_size + 1)
+        return part if part is not None and part.offset == self.hash_offset else None
+
+    def mark_hashed(self, part: Part, state: bytes) -> None:
+        """The frontier has passed ``part``; ``state`` is the whole-file MD5 state after it."""
+        part.hash_state = state
+        self.hash_offset = part.end
+        self.hash_state = state
 
     # ---- transitions ------------------------------------------------------------------------
     def check_complete(self, now: datetime) -> None:

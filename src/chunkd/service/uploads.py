@@ -21,7 +21,7 @@ import logging
 import mimetypes
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -33,7 +33,6 @@ from chunkd.domain.errors import (
     InvalidState,
     NotFound,
     PartSizeMismatch,
-    QuotaExceeded,
     SizeMismatch,
     TooLarge,
 )
@@ -41,6 +40,8 @@ from chunkd.domain.names import clean_filename, is_upload_id, new_upload_id
 from chunkd.domain.upload import MAX_PARTS, Mode, Part, Status, Upload
 from chunkd.ports.blobs import BlobStore, DownloadRedirector, PartLinker, PartSettler
 from chunkd.ports.locks import LockManager
+from chunkd.service.config import EngineConfig
+from chunkd.service.quotas import byte_room, check_new_upload
 from chunkd.service.streaming import BodyReader, StreamedPart, stream_into
 
 __all__ = ["EngineConfig", "UploadEvents", "UploadService", "utcnow"]
@@ -50,24 +51,6 @@ log = logging.getLogger(__name__)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    default_part_size: int = 8 * 1024 * 1024
-    min_part_size: int = 256 * 1024
-    max_part_size: int = 5 * 1024**3
-    max_file_size: int = 5 * 1024**4
-    ttl: timedelta = timedelta(hours=24)
-    lock_timeout: float = 30.0
-    # Per-owner quotas; None means unlimited.
-    max_pending_uploads: int | None = None
-    max_pending_bytes: int | None = None
-    max_stored_bytes: int | None = None
-
-    @property
-    def heartbeat_every(self) -> float:
-        return max(0.05, min(30.0, self.ttl.total_seconds() / 4))
 
 
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[ -~]*)?$")
@@ -199,7 +182,7 @@ class UploadService:
                 field="partSize",
             )
         mime = _media_type((mime_type or "").strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream")
-        await self._check_quotas(owner, size_bytes)
+        await check_new_upload(self.repo, self.config, owner, size_bytes)
         now = self.clock()
         upload = Upload(
             id=new_upload_id(),
@@ -222,64 +205,6 @@ class UploadService:
         await self.repo.create(upload)
         await self._emit("created", upload)
         return upload
-
-    async def _check_quotas(self, owner: str, size_bytes: int | None) -> None:
-        cfg = self.config
-        if cfg.max_pending_uploads is None and cfg.max_pending_bytes is None and cfg.max_stored_bytes is None:
-            return
-        pending, pending_bytes, stored = await self.repo.usage(owner)
-        if cfg.max_pending_uploads is not None and pending >= cfg.max_pending_uploads:
-            raise QuotaExceeded(
-                f"at most {cfg.max_pending_uploads} uploads may be pending at once",
-                limit="max_pending_uploads",
-                maxPendingUploads=cfg.max_pending_uploads,
-            )
-        size = size_bytes or 0
-        if cfg.max_pending_bytes is not None and pending_bytes + size > cfg.max_pending_bytes:
-            raise QuotaExceeded(
-                f"pending uploads may hold at most {cfg.max_pending_bytes} bytes",
-                limit="max_pending_bytes",
-                maxPendingBytes=cfg.max_pending_bytes,
-            )
-        if cfg.max_stored_bytes is not None and stored + pending_bytes + size > cfg.max_stored_bytes:
-            raise QuotaExceeded(
-                f"stored files may total at most {cfg.max_stored_bytes} bytes",
-                limit="max_stored_bytes",
-                maxStoredBytes=cfg.max_stored_bytes,
-            )
-
-    async def _quota_room(self, owner: str) -> tuple[int, QuotaExceeded] | None:
-        """How many more bytes ``owner`` may hold before a byte quota is passed, and the error to
-        raise then; None without byte quotas."""
-        cfg = self.config
-        if cfg.max_pending_bytes is None and cfg.max_stored_bytes is None:
-            return None
-        _, pending_bytes, stored = await self.repo.usage(owner)
-        rooms: list[tuple[int, QuotaExceeded]] = []
-        if cfg.max_pending_bytes is not None:
-            rooms.append(
-                (
-                    cfg.max_pending_bytes - pending_bytes,
-                    QuotaExceeded(
-                        f"pending uploads may hold at most {cfg.max_pending_bytes} bytes",
-                        limit="max_pending_bytes",
-                        maxPendingBytes=cfg.max_pending_bytes,
-                    ),
-                )
-            )
-        if cfg.max_stored_bytes is not None:
-            rooms.append(
-                (
-                    cfg.max_stored_bytes - stored - pending_bytes,
-                    QuotaExceeded(
-                        f"stored files may total at most {cfg.max_stored_bytes} bytes",
-                        limit="max_stored_bytes",
-                        maxStoredBytes=cfg.max_stored_bytes,
-                    ),
-                )
-            )
-        room, error = min(rooms, key=lambda item: item[0])
-        return max(0, room), error
 
     # ---- parts ----------------------------------------------------------------------------
     async def put_part(
@@ -417,7 +342,13 @@ class UploadService:
                     blob_ref=ref,
                     created_at=now,
                 )
-                changed = self._place_part(upload, part, old, streamed)
+                upload.place_part(
+                    part,
+                    old,
+                    hashed_from=streamed.whole_start,
+                    hashed_to=streamed.whole.state() if streamed.whole is not None else None,
+                )
+                changed = {part.number: part}
                 for advanced in await self._advance_hash(upload):
                     changed[advanced.number] = advanced
                 upload.expires_at = now + self.config.ttl
@@ -453,38 +384,17 @@ class UploadService:
         except Exception:
             log.warning("storage could not settle part %s of upload %s", part.number, upload.id, exc_info=True)
 
-    @staticmethod
-    def _place_part(upload: Upload, part: Part, old: Part | None, streamed: StreamedPart) -> dict[int, Part]:
-        """Add ``part`` to the loaded upload; move the hash frontier for what is already known."""
-        if old is None:
-            upload.bytes_received += part.size
-            upload.parts_received += 1
-        else:
-            upload.bytes_received += part.size - old.size
-        upload.parts[part.number] = part
-        if old is not None and old.end <= upload.hash_offset:
-            if old.md5 == part.md5 and old.size == part.size:
-                part.hash_state = old.hash_state  # the same bytes again: the frontier stands
-            else:
-                # Different bytes where the hash had already passed: rewind to this part's start.
-                before = upload.parts.get(part.number - 1)
-                upload.hash_offset = part.offset
-                upload.hash_state = before.hash_state if before is not None else ResumableMD5().state()
-        if (
-            streamed.whole is not None
-            and upload.hash_offset == part.offset
-            and upload.hash_state == streamed.whole_start
-        ):
-            part.hash_state = streamed.whole.state()
-            upload.hash_offset = part.end
-            upload.hash_state = part.hash_state
-        return {part.number: part}
-
     async def _advance_hash(self, upload: Upload) -> list[Part]:
-        """Carry the whole-file hash over loaded parts that are contiguous with the frontier."""
+        """Carry the whole-file hash over loaded parts that are contiguous with the frontier, reading
+        them back from storage (parts that arrived ahead of a gap; normally still in the page cache)."""
         advanced: list[Part] = []
-        if upload.mode is not Mode.PARTS:
-            return advanced
+        while (part := upload.next_part_to_hash()) is not None:
+            digest = ResumableMD5(upload.hash_state)
+            async for chunk in self.blobs.read_part(upload, part):
+                await asyncio.to_thread(digest.update, chunk)
+            upload.mark_hashed(part, digest.state())
+            advanced.append(part)
+        return advanced
         while upload.size_bytes is None or upload.hash_offset < upload.size_bytes:
             part = upload.parts.get(upload.hash_offset // upload.part_size + 1)
             if part is None or part.offset != upload.hash_offset:
@@ -533,7 +443,7 @@ class UploadService:
             over: Exception = TooLarge(f"the body goes past the upload's length ({offset + cap} bytes)", field="body")
             if upload.size_bytes is None:
                 # A deferred length declares nothing up front: its bytes count against the quotas as they come.
-                quota = await self._quota_room(owner)
+                quota = await byte_room(self.repo, self.config, owner)
                 if quota is not None and quota[0] < cap:
                     cap, over = quota
             if exact_size is not None:
@@ -715,7 +625,7 @@ class UploadService:
                 raise TooLarge(
                     f"length exceeds the maximum file size of {self.config.max_file_size} bytes", field="sizeBytes"
                 )
-            quota = await self._quota_room(owner)
+            quota = await byte_room(self.repo, self.config, owner)
             if quota is not None and size_bytes - upload.bytes_received > quota[0]:
                 raise quota[1]
             upload.size_bytes = size_bytes
