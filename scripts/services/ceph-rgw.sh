@@ -6,6 +6,9 @@
 #   ceph-rgw.sh env DIR        print the env lines of a running gateway (CHUNKD_S3_ENDPOINT=... etc.)
 #   ceph-rgw.sh stop DIR       stop the daemons started in DIR (by their pid files only)
 #
+# CEPH_MEMSTORE_BYTES (default 2 GiB) caps the RAM the memstore OSD may hold; a benchmark that keeps
+# more bytes in flight (staged parts count twice until completion) needs more.
+#
 # Why these settings: see docs in the header of tests/support/s3.py (pool size 1 or RGW hangs; fast
 # paxos intervals cut bootstrap from ~13 s to ~2 s; memstore keeps data in RAM).
 set -euo pipefail
@@ -96,7 +99,7 @@ paxos min wait = 0.01
 mon data avail warn = 1
 mon data avail crit = 0
 osd objectstore = memstore
-memstore device bytes = 2147483648
+memstore device bytes = ${CEPH_MEMSTORE_BYTES:-2147483648}
 osd fast shutdown = false
 osd data = $DIR/osd
 osd crush chooseleaf type = 0

@@ -53,6 +53,7 @@ import asyncio
 import base64
 import functools
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -68,6 +69,8 @@ from urllib.parse import quote
 from chunkd.domain.errors import TooLarge
 from chunkd.domain.upload import Mode, Part, Upload
 from chunkd.ports.blobs import PartLoader
+
+log = logging.getLogger("chunkd.s3")
 
 __all__ = ["MAX_S3_PART", "MIN_S3_PART", "S3BlobStore", "from_settings"]
 
@@ -486,7 +489,12 @@ class S3BlobStore:
                     raise
         if not await self._exists(key, size):
             raise OSError(f"the completed object {key!r} does not have {size} bytes")
-        await self._cleanup(upload, keep_final=True)
+        try:
+            await self._cleanup(upload, keep_final=True)
+        except Exception:
+            # The file is complete and correct in S3: failing to delete its staged parts must not
+            # turn that into an error (they cost space only, and are removed with the upload).
+            log.warning("could not delete the staged parts of completed upload %s", upload.id, exc_info=True)
 
     async def _completed_before(self, upload: Upload, key: str, size: int) -> bool:
         """True if ``CompleteMultipartUpload`` already succeeded for this upload: the object is there
