@@ -140,6 +140,11 @@ async def test_client_ref_is_unique_per_owner_and_frontend(repo: SqlRepository) 
     await repo.create(make("alice"))
     found = await repo.find_by_client_ref("alice", "fine", "qq-1")
     assert found is not None and found.id == first.id
+    # Found on every chunk, so without its part rows (the counters are on the upload itself).
+    first.bytes_received, first.parts_received = 1000, 1
+    await repo.save(first, [part(1)])
+    found = await repo.find_by_client_ref("alice", "fine", "qq-1")
+    assert found is not None and found.parts == {} and (found.bytes_received, found.parts_received) == (1000, 1)
     assert await repo.find_by_client_ref("alice", "fine", "qq-2") is None
     assert await repo.find_by_client_ref("carol", "fine", "qq-1") is None
 

@@ -29,7 +29,8 @@ class UploadRepository(Protocol):
         numbered ≥ ``parts_from`` (None: no parts) and those in ``part_numbers``."""
 
     async def find_by_client_ref(self, owner: str, frontend: str, client_ref: str) -> Upload | None:
-        """An upload a frontend knows by the client's own id (e.g. Fine Uploader's qquuid)."""
+        """An upload a frontend knows by the client's own id (e.g. Fine Uploader's qquuid), without
+        its parts (looked up on every chunk; the use cases load what they need by id)."""
 
     async def save(self, upload: Upload, changed_parts: Sequence[Part] = (), removed_parts: Sequence[int] = ()) -> None:
         """Write the upload row and the given part rows atomically."""

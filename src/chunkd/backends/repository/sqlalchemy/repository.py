@@ -148,15 +148,12 @@ class SqlRepository:
         return upload
 
     async def find_by_client_ref(self, owner: str, frontend: str, client_ref: str) -> Upload | None:
+        query = select(uploads).where(
+            uploads.c.owner == owner, uploads.c.frontend == frontend, uploads.c.client_ref == client_ref
+        )
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(uploads.c.id).where(
-                        uploads.c.owner == owner, uploads.c.frontend == frontend, uploads.c.client_ref == client_ref
-                    )
-                )
-            ).first()
-        return None if row is None else await self.get(row[0], owner)
+            row = (await conn.execute(query)).first()
+        return None if row is None else _upload_from(row)
 
     def _upsert_parts(self, upload_id: str, changed: Sequence[Part]) -> Any:
         rows = [
