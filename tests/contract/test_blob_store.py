@@ -39,7 +39,7 @@ async def write(blobs: BlobFixture, upload: Upload, number: int, data: bytes, *,
     offset = upload.offset_of(number)
     writer = await blobs.store.open_writer(upload, number, offset)
     for start in range(0, len(data), piece):
-        await writer.write(data[start : start + piece])
+        await writer.write([data[start : start + piece]])
     ref = await writer.commit()
     part = Part(number, offset, len(data), hashlib.md5(data).hexdigest(), ref, NOW)
     upload.parts[number] = part
@@ -67,11 +67,25 @@ async def test_commit_makes_a_part_readable(blobs: BlobFixture) -> None:
     assert part.blob_ref in await blobs.stored(upload)
 
 
+async def test_one_write_of_many_chunks_keeps_their_order(blobs: BlobFixture) -> None:
+    # More buffers than one writev takes (IOV_MAX is 1024 on Linux), some of them empty.
+    upload = new_upload(PART + 100)
+    data = os.urandom(PART)
+    chunks = [data[start : start + 100] for start in range(0, len(data), 100)]
+    chunks.insert(7, b"")
+    offset = upload.offset_of(1)
+    writer = await blobs.store.open_writer(upload, 1, offset)
+    await writer.write(chunks)
+    ref = await writer.commit()
+    part = Part(1, offset, len(data), hashlib.md5(data).hexdigest(), ref, NOW)
+    assert await read_part(blobs, upload, part) == data
+
+
 async def test_abort_leaves_nothing(blobs: BlobFixture) -> None:
     upload = new_upload(2 * PART)
     kept = await write(blobs, upload, 1, os.urandom(PART))
     writer = await blobs.store.open_writer(upload, 2, PART)
-    await writer.write(os.urandom(PART // 2))
+    await writer.write([os.urandom(PART // 2)])
     await writer.abort()
     await writer.abort()  # safe to repeat
     untouched = await blobs.store.open_writer(upload, 2, PART)

@@ -57,7 +57,7 @@ async def store_part(store: BlobStore, upload: Upload, number: int, data: bytes,
     offset = upload.offset_of(number) if offset is None else offset
     writer = await store.open_writer(upload, number, offset)
     for start in range(0, len(data), 300_000):  # several writes per part
-        await writer.write(data[start : start + 300_000])
+        await writer.write([data[start : start + 300_000]])
     ref = await writer.commit()
     part = Part(number, offset, len(data), hashlib.md5(data).hexdigest(), ref, datetime.now(UTC))
     upload.parts[number] = part
@@ -87,7 +87,7 @@ async def test_parts_round_trip_and_resends_get_new_refs(blob_store: BlobStore) 
 async def test_aborted_writer_leaves_nothing(blob_store: BlobStore, tmp_path: Path) -> None:
     upload = new_upload(MiB, MiB)
     writer = await blob_store.open_writer(upload, 1, 0)
-    await writer.write(b"x" * 1000)
+    await writer.write([b"x" * 1000])
     await writer.abort()
     sweep = getattr(blob_store, "sweep", None)
     assert sweep is not None

@@ -3,7 +3,7 @@ protocols, checked once at start-up (as tusd composes its data stores)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from chunkd.domain.upload import Part, Upload
@@ -14,8 +14,9 @@ __all__ = ["BlobStore", "BlobWriter", "DownloadRedirector", "PartLinker", "PartL
 class BlobWriter(Protocol):
     """Receives one part's bytes. Nothing written is visible until ``commit`` returns."""
 
-    async def write(self, data: bytes) -> None:
-        """Append ``data`` (called with chunks of bounded size, in order)."""
+    async def write(self, chunks: Sequence[bytes]) -> None:
+        """Append ``chunks``, in order (one batch of bounded total size; a list rather than one
+        joined buffer so that the bytes as received are never copied in the event loop)."""
 
     async def commit(self) -> str:
         """Make the bytes durable (fsync or equivalent) and return the part's ``blob_ref``."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from chunkd.domain.checksum import ResumableMD5, StreamHasher
 from chunkd.domain.errors import TooLarge
@@ -61,9 +62,47 @@ class BodyReader:
 
 _EMPTY_MD5_STATE = ResumableMD5().state()
 
+# Batches one request may have in flight (received, not yet written and hashed). More than one
+# lets the slowest stage (an MD5 at ~600 MiB/s per core) run without a gap while the event loop
+# receives the next batches; the cost is this many batches of memory per request.
+PIPELINE_DEPTH = 3
+
+
+class _Lane:
+    """One stage of the pipeline (the write, or one digest): its jobs run one after another in
+    worker threads, in the order they were pushed, without the caller waiting for each."""
+
+    def __init__(self, job: Callable[[Sequence[bytes]], Awaitable[None]]) -> None:
+        self._job = job
+        self._tail: asyncio.Task[None] | None = None
+
+    def push(self, chunks: Sequence[bytes]) -> asyncio.Task[None]:
+        self._tail = asyncio.create_task(self._run(self._tail, chunks))
+        return self._tail
+
+    async def _run(self, previous: asyncio.Task[None] | None, chunks: Sequence[bytes]) -> None:
+        if previous is not None:
+            await previous  # a failed stage fails every later job of it too
+        await self._job(chunks)
+
+
+def _in_thread(update: Callable[[bytes], object]) -> Callable[[Sequence[bytes]], Awaitable[None]]:
+    def run(chunks: Sequence[bytes]) -> None:
+        for chunk in chunks:
+            update(chunk)
+
+    async def job(chunks: Sequence[bytes]) -> None:
+        await asyncio.to_thread(run, chunks)
+
+    return job
+
 
 class StreamedPart:
-    """What streaming one part produced: its size and digests, and the writer to commit."""
+    """What streaming one part produced: its size and digests, and the writer to commit.
+
+    Each batch goes through independent lanes (the write, the part's MD5, the whole-file MD5, an
+    extra digest). They all release the GIL, so on two cores the two MD5s run side by side while
+    the event loop receives; each lane keeps its batches in order."""
 
     def __init__(
         self,
@@ -84,6 +123,10 @@ class StreamedPart:
         # digest as its own: hash it once, not twice (MD5 is most of the CPU an upload costs).
         self._part_is_whole = part_md5 and self.whole_start == _EMPTY_MD5_STATE
         self._md5 = hashlib.md5() if part_md5 and not self._part_is_whole else None
+        self._lanes = [_Lane(writer.write)]
+        for hasher in (self._md5, whole, extra):
+            if hasher is not None:
+                self._lanes.append(_Lane(_in_thread(hasher.update)))
 
     @property
     def md5(self) -> str:
@@ -94,25 +137,14 @@ class StreamedPart:
             return self.whole.hexdigest()
         return ""
 
-    def _hash_part(self, data: bytes) -> None:
-        if self._md5 is not None:
-            self._md5.update(data)
+    def push(self, chunks: Sequence[bytes]) -> asyncio.Future[list[None]]:
+        """Start writing and hashing one batch; the future is done when every lane has it."""
+        self.size += sum(map(len, chunks))
+        return asyncio.gather(*(lane.push(chunks) for lane in self._lanes))
 
-    def _hash_rest(self, data: bytes) -> None:
-        if self.whole is not None:
-            self.whole.update(data)
-        if self.extra is not None:
-            self.extra.update(data)
-
-    async def feed(self, data: bytes) -> None:
-        # The digests and the write all release the GIL, so they run side by side.
-        jobs = [self.writer.write(data)]
-        if self._md5 is not None:
-            jobs.append(asyncio.to_thread(self._hash_part, data))
-        if self.whole is not None or self.extra is not None:
-            jobs.append(asyncio.to_thread(self._hash_rest, data))
-        await asyncio.gather(*jobs)
-        self.size += len(data)
+    async def feed(self, chunks: Sequence[bytes]) -> None:
+        """Write and hash one batch, and wait for it."""
+        await self.push(chunks)
 
 
 async def stream_into(
@@ -127,36 +159,38 @@ async def stream_into(
     """Feed ``chunks`` into ``part``. Past ``limit`` bytes reading stops at once and ``limit_error()``
     is raised (the rest of the body is never read). ``heartbeat`` runs every ``heartbeat_every``
     seconds while bytes flow, so an upload receiving bytes does not expire."""
-    buffer = bytearray()
+    # Chunks are batched as a list, never joined: copying every byte once more in the event loop
+    # cost as much loop time as receiving it (a 1 MiB bytearray append-then-copy measured ~0.9 ms).
+    batch: list[bytes] = []
+    batched = 0
     total = 0
     last_beat = time.monotonic()
-    # One batch is hashed and written (in threads) while the next one is received, so reading
-    # the socket overlaps with hashing; batches still go in strictly in order, and at most two
-    # are held in memory.
-    feeding: asyncio.Task[None] | None = None
+    # Up to PIPELINE_DEPTH batches are written and hashed (in threads) while the next one is
+    # received, so reading the socket overlaps with hashing; memory stays bounded by the depth.
+    in_flight: collections.deque[asyncio.Future[list[None]]] = collections.deque()
     try:
         async for chunk in chunks:
             total += len(chunk)
             if limit is not None and total > limit:
                 raise (limit_error() if limit_error else TooLarge(f"body is longer than {limit} bytes", field="body"))
-            buffer += chunk
-            if len(buffer) >= BATCH_BYTES:
-                data = bytes(buffer)
-                buffer.clear()
-                if feeding is not None:
-                    await feeding
-                feeding = asyncio.create_task(part.feed(data))
+            batch.append(chunk)
+            batched += len(chunk)
+            if batched >= BATCH_BYTES:
+                if len(in_flight) >= PIPELINE_DEPTH:
+                    await in_flight.popleft()
+                in_flight.append(part.push(batch))
+                batch, batched = [], 0
             # Checked on every chunk, not only per batch: a slow client may take longer than the
             # TTL to fill one batch, and its upload must not expire while its bytes trickle in.
             if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_every:
                 last_beat = time.monotonic()
                 await heartbeat()
     finally:
-        if feeding is not None:
-            await feeding
         # Also on a broken body (client gone): what arrived is handed over, and the caller
         # decides whether to keep it (appends keep partial bytes) or abort.
-        if buffer:
-            data = bytes(buffer)
-            buffer.clear()
-            await part.feed(data)
+        if batch:
+            in_flight.append(part.push(batch))
+        outcomes = await asyncio.gather(*in_flight, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome

@@ -395,18 +395,6 @@ class UploadService:
             upload.mark_hashed(part, digest.state())
             advanced.append(part)
         return advanced
-        while upload.size_bytes is None or upload.hash_offset < upload.size_bytes:
-            part = upload.parts.get(upload.hash_offset // upload.part_size + 1)
-            if part is None or part.offset != upload.hash_offset:
-                break
-            digest = ResumableMD5(upload.hash_state)
-            async for chunk in self.blobs.read_part(upload, part):
-                await asyncio.to_thread(digest.update, chunk)
-            part.hash_state = digest.state()
-            upload.hash_offset = part.end
-            upload.hash_state = part.hash_state
-            advanced.append(part)
-        return advanced
 
     # ---- appends --------------------------------------------------------------------------
     async def append(
@@ -604,7 +592,7 @@ class UploadService:
         streamed = StreamedPart(writer, whole, None)
         try:
             async for chunk in self.blobs.read_part(source, part):
-                await streamed.feed(chunk)
+                await streamed.feed([chunk])
             return await writer.commit()
         except BaseException:
             await writer.abort()

@@ -24,7 +24,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from chunkd.domain.upload import Part, Upload
@@ -61,6 +61,25 @@ _START_WRITEBACK = _load_sync_file_range()
 WRITEBACK_EVERY = 8 * 1024 * 1024
 
 
+# Linux's IOV_MAX: one writev takes at most this many buffers.
+_IOV_MAX = 1024
+
+
+def _writev_all(fd: int, chunks: Sequence[bytes]) -> int:
+    """Write every chunk with as few syscalls as possible (writev may stop short: resume there)."""
+    views = [memoryview(chunk) for chunk in chunks if chunk]
+    total = first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first : first + _IOV_MAX])
+        total += written
+        while first < len(views) and written >= len(views[first]):
+            written -= len(views[first])
+            first += 1
+        if written:
+            views[first] = views[first][written:]
+    return total
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -86,20 +105,16 @@ class _LocalWriter:
             _fsync_dir(self._dir.parent)
         return os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, chunks: Sequence[bytes]) -> None:
         if self._fd is None:
             self._fd = self._open()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self._written += len(data)
+        self._written += _writev_all(self._fd, chunks)
         if self._fsync and _START_WRITEBACK is not None and self._written - self._flushed >= WRITEBACK_EVERY:
             _START_WRITEBACK(self._fd, self._flushed, self._written - self._flushed)
             self._flushed = self._written
 
-    async def write(self, data: bytes) -> None:
-        await asyncio.to_thread(self._write_all, data)
+    async def write(self, chunks: Sequence[bytes]) -> None:
+        await asyncio.to_thread(self._write_all, chunks)
 
     def _commit(self) -> str:
         if self._fd is None:

@@ -59,7 +59,7 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,10 +100,11 @@ class _Spool:
         self.md5 = hashlib.md5()
         self.size = 0
 
-    def write(self, data: bytes) -> None:
-        self.file.write(data)
-        self.md5.update(data)
-        self.size += len(data)
+    def write(self, chunks: Sequence[bytes]) -> None:
+        for chunk in chunks:
+            self.file.write(chunk)
+            self.md5.update(chunk)
+            self.size += len(chunk)
 
     def rewind(self) -> IO[bytes]:
         self.file.flush()
@@ -123,12 +124,12 @@ class _S3Writer:
         self._key = store.staging_key(upload_id, self._ref)
         self._spool: _Spool | None = None
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, chunks: Sequence[bytes]) -> None:
         if self._spool is None:
             self._spool = _Spool(self._store.spool_dir)
-        if self._spool.size + len(data) > MAX_S3_PART:
+        if self._spool.size + sum(map(len, chunks)) > MAX_S3_PART:
             raise TooLarge("one request may carry at most 5 GiB on S3 storage", field="body")
-        await asyncio.to_thread(self._spool.write, data)
+        await asyncio.to_thread(self._spool.write, chunks)
 
     async def commit(self) -> str:
         spool = self._spool or _Spool(self._store.spool_dir)
@@ -316,7 +317,7 @@ class S3BlobStore:
                 whole = lo == 0 and hi == part.size
                 range_ = None if whole else f"bytes={lo}-{hi - 1}"
                 async for chunk in self._get_stream(self.staging_key(upload.id, part.blob_ref), range_):
-                    await asyncio.to_thread(spool.write, chunk)
+                    await asyncio.to_thread(spool.write, [chunk])
             expected = sum(hi - lo for _, lo, hi in pieces)
             if spool.size != expected:
                 raise OSError(f"staged parts of upload {upload.id} are shorter than recorded")
