@@ -96,6 +96,14 @@ async def test_get_loads_only_the_parts_asked_for(repo: SqlRepository) -> None:
     assert await numbers(parts_from=4) == [4, 5, 7]
     assert await numbers(parts_from=6, part_numbers=[1, 3]) == [1, 7]
     assert await numbers(parts_from=None, part_numbers=[2, 5, 9]) == [2, 5]
+    seen: list[str] = []
+
+    def from_row(row: Upload) -> int:
+        seen.append(row.id)
+        return 5
+
+    assert await numbers(parts_from=from_row, part_numbers=[1]) == [1, 5, 7]
+    assert seen == [upload.id]
     got = await repo.get(upload.id, parts_from=None)
     assert got is not None and (got.bytes_received, got.parts_received) == (5000, 5)
 

@@ -187,11 +187,15 @@ class Upload:
         if hashed_to is not None and self.hash_offset == part.offset and self.hash_state == hashed_from:
             self.mark_hashed(part, hashed_to)
 
+    def frontier_part_number(self) -> int:
+        """PARTS mode: the number of the part the whole-file hash frontier is in (or at)."""
+        return self.hash_offset // self.part_size + 1
+
     def next_part_to_hash(self) -> Part | None:
         """PARTS mode: the loaded part that starts at the frontier, if the file is not hashed to its end."""
         if self.mode is not Mode.PARTS or (self.size_bytes is not None and self.hash_offset >= self.size_bytes):
             return None
-        part = self.parts.get(self.hash_offset // self.part_size + 1)
+        part = self.parts.get(self.frontier_part_number())
         return part if part is not None and part.offset == self.hash_offset else None
 
     def mark_hashed(self, part: Part, state: bytes) -> None:

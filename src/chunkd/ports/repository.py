@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -22,11 +22,13 @@ class UploadRepository(Protocol):
         upload_id: str,
         owner: str | None = None,
         *,
-        parts_from: int | None = 1,
+        parts_from: int | Callable[[Upload], int] | None = 1,
         part_numbers: Iterable[int] = (),
     ) -> Upload | None:
         """The upload, scoped to ``owner`` unless None (internal callers only), with its parts
-        numbered ≥ ``parts_from`` (None: no parts) and those in ``part_numbers``."""
+        numbered ≥ ``parts_from`` (None: no parts) and those in ``part_numbers``. A callable
+        ``parts_from`` is given the upload row first, so a caller can pick its parts by the row's
+        current state in one round trip."""
 
     async def find_by_client_ref(self, owner: str, frontend: str, client_ref: str) -> Upload | None:
         """An upload a frontend knows by the client's own id (e.g. Fine Uploader's qquuid), without

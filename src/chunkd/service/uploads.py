@@ -81,7 +81,12 @@ class Repository(Protocol):
 
     async def create(self, upload: Upload) -> None: ...
     async def get(
-        self, upload_id: str, owner: str | None = None, *, parts_from: int | None = 1, part_numbers: Iterable[int] = ()
+        self,
+        upload_id: str,
+        owner: str | None = None,
+        *,
+        parts_from: int | Callable[[Upload], int] | None = 1,
+        part_numbers: Iterable[int] = (),
     ) -> Upload | None: ...
     async def find_by_client_ref(self, owner: str, frontend: str, client_ref: str) -> Upload | None: ...
     async def save(self, upload: Upload, changed_parts: Any = (), removed_parts: Any = ()) -> None: ...
@@ -322,17 +327,19 @@ class UploadService:
             # parts. Nothing points at the blob until the metadata is saved under the lock.
             ref = await streamed.writer.commit()
             async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
-                upload = await self.get(owner, upload_id, with_parts=False)
-                now = self.clock()
-                upload.ensure_pending(now)
                 # Load only the parts this commit can touch: from the hash frontier (or the part
                 # before this one) onwards, plus this number (a replaced part).
-                frontier_no = upload.hash_offset // upload.part_size + 1
                 loaded = await self.repo.get(
-                    upload_id, owner, parts_from=min(frontier_no, max(number - 1, 1)), part_numbers=[number]
+                    upload_id,
+                    owner,
+                    parts_from=lambda row: min(row.frontier_part_number(), max(number - 1, 1)),
+                    part_numbers=[number],
                 )
-                assert loaded is not None
-                upload.parts = loaded.parts
+                if loaded is None:
+                    raise NotFound(f"no upload with id {upload_id!r}", field="id")
+                upload = loaded
+                now = self.clock()
+                upload.ensure_pending(now)
                 old = upload.parts.get(number)
                 part = Part(
                     number=number,

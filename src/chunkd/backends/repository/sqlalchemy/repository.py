@@ -4,7 +4,7 @@ takes its write lock up front instead of failing a read→write upgrade."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -122,10 +122,11 @@ class SqlRepository:
         upload_id: str,
         owner: str | None = None,
         *,
-        parts_from: int | None = 1,
+        parts_from: int | Callable[[Upload], int] | None = 1,
         part_numbers: Iterable[int] = (),
     ) -> Upload | None:
-        """``parts_from``: load parts numbered ≥ it (None: none); ``part_numbers``: these too."""
+        """``parts_from``: load parts numbered ≥ it (None: none; a callable: computed from the
+        row); ``part_numbers``: these too."""
         query = select(uploads).where(uploads.c.id == upload_id)
         if owner is not None:
             query = query.where(uploads.c.owner == owner)
@@ -134,6 +135,8 @@ class SqlRepository:
             if row is None:
                 return None
             upload = _upload_from(row)
+            if callable(parts_from):
+                parts_from = parts_from(upload)
             wanted = list(part_numbers)
             clauses = []
             if parts_from is not None:
