@@ -1,6 +1,7 @@
 """Upload benchmark: a generated file (1 GiB by default) sent to chunkd in 8 MiB parts, sequentially
-and 4 in parallel, then completed; prints MB/s, the latency of ``complete`` and the server's peak RSS,
-and the same bytes written with ``curl -T`` to nginx's WebDAV PUT on this machine, with the ratio.
+and 4 in parallel, and in one ``curl -T`` to its ``uploadUrl``, then completed; prints MB/s, the
+latency of ``complete`` and the server's peak RSS, and the same bytes written with ``curl -T`` to
+nginx's WebDAV PUT on this machine, with the ratios.
 
     .venv/bin/python bench/upload_bench.py [--size 1G] [--part-size 8M] [--server uvicorn|granian|both]
                                            [--rounds 2] [--no-nginx]
@@ -87,6 +88,30 @@ def upload_parts(url: str, key: str, path: Path, size: int, part_size: int, para
         "complete_ms": complete_ms,
         "part_p50_ms": statistics.median(latencies) * 1000,
     }
+
+
+def upload_whole(url: str, key: str, path: Path, size: int, part_size: int, md5: str) -> dict:
+    """The same file with one ``curl -T`` to the upload's signed ``uploadUrl`` (the server cuts it
+    into parts itself): the like-for-like comparison with nginx's ``curl -T``."""
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
+        created = client.post("/v1/files", json={"filename": path.name, "sizeBytes": size, "partSize": part_size})
+        created.raise_for_status()
+        body = created.json()
+        upload_url = body["uploadUrl"] if body["uploadUrl"].startswith("http") else url + body["uploadUrl"]
+        extra = [arg for name, value in body["uploadHeaders"].items() for arg in ("-H", f"{name}: {value}")]
+        started = time.perf_counter()
+        subprocess.run(
+            ["curl", "-sSf", "-o", "/dev/null", "-H", "Expect:", *extra, "-T", str(path), upload_url], check=True
+        )
+        upload_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        done = client.post(f"/v1/files/{body['id']}/complete", json={"md5": md5})
+        complete_ms = (time.perf_counter() - started) * 1000
+        done.raise_for_status()
+        assert done.json()["status"] == "COMPLETED"
+        client.delete(f"/v1/files/{body['id']}")
+    return {"mbps": size / MiB / upload_seconds, "complete_ms": complete_ms}
 
 
 NGINX_CONF = """
@@ -177,6 +202,8 @@ def main() -> None:
                         assert node.process is not None
                         run = upload_parts(node.url, key, source, size, part_size, parallel, md5)
                         results.setdefault(f"chunkd/{name} {parallel}x{part_size // MiB}MiB parts", []).append(run)
+                    run = upload_whole(node.url, key, source, size, part_size, md5)
+                    results.setdefault(f"chunkd/{name} curl -T uploadUrl", []).append(run)
                 if nginx:
                     results.setdefault("nginx WebDAV curl -T", []).append({"mbps": nginx.put(source, size)})
             peaks = {}
