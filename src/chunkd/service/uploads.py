@@ -17,6 +17,7 @@ re-sent part with different bytes rewinds the frontier to its start instead of t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mimetypes
 import re
@@ -260,17 +261,42 @@ class UploadService:
             raise InvalidState("this upload does not take a whole-file PUT")
         reader = BodyReader(body)
         count = upload.part_count or 0
-        for number in range(1, count + 1):
-            expected = upload.expected_part_size(number)
-            streamed = await self._stream_part(upload, number, reader.slice(expected), limit=None)
-            if streamed.size != expected:
-                await streamed.writer.abort()
-                raise SizeMismatch(
-                    f"the body ended after {upload.offset_of(number) + streamed.size} bytes; "
-                    f"sizeBytes is {upload.size_bytes}",
-                    field="body",
-                )
-            await self._commit_part(owner, upload_id, number, streamed, upload)
+        # Part n is made durable and recorded while part n+1 streams in (the fsync and the metadata
+        # write no longer stall the body); commits still run one at a time, in order.
+        committing: asyncio.Task[Part] | None = None
+        try:
+            for number in range(1, count + 1):
+                expected = upload.expected_part_size(number)
+                streamed = await self._stream_part(upload, number, reader.slice(expected), limit=None)
+                if streamed.size != expected:
+                    await streamed.writer.abort()
+                    raise SizeMismatch(
+                        f"the body ended after {upload.offset_of(number) + streamed.size} bytes; "
+                        f"sizeBytes is {upload.size_bytes}",
+                        field="body",
+                    )
+                if streamed.whole is not None:
+                    # The next part carries the whole-file hash on from here rather than having it
+                    # re-read from storage at its commit (its commit checks that this still holds).
+                    upload.hash_offset = upload.offset_of(number) + streamed.size
+                    upload.hash_state = streamed.whole.state()
+                if committing is not None:
+                    previous, committing = committing, None
+                    try:
+                        await previous
+                    except BaseException:
+                        await streamed.writer.abort()
+                        raise
+                committing = asyncio.create_task(self._commit_part(owner, upload_id, number, streamed, upload))
+            if committing is not None:
+                previous, committing = committing, None
+                await previous
+        finally:
+            if committing is not None:
+                # The body broke off (or was too short) after a whole part: that part is kept, so the
+                # upload can be resumed from it; the error that stopped the body is the one raised.
+                with contextlib.suppress(Exception):
+                    await committing
         if not await reader.at_end():
             raise SizeMismatch(f"the body is longer than sizeBytes ({upload.size_bytes})", field="body")
         return await self.get(owner, upload_id)

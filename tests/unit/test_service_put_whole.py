@@ -1,0 +1,76 @@
+"""UploadService.put_whole: one body cut into the upload's parts. The whole-file hash is carried
+from part to part as the bytes stream (no part is read back from storage), each part is committed
+while the next one streams, and a body that breaks off keeps every part it completed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chunkd.backends.blobs.local import LocalBlobStore
+from chunkd.domain import errors as e
+from chunkd.domain.upload import Part, Upload
+from tests.conftest import Api
+
+PART = 64 * 1024
+
+
+async def body(data: bytes, *, piece: int = 10_000, break_after: int | None = None) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), piece):
+        if break_after is not None and start >= break_after:
+            raise ConnectionResetError("client went away")
+        yield data[start : start + piece]
+
+
+async def test_whole_body_is_hashed_once_as_it_streams(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = api.runtime.uploads
+    data = os.urandom(5 * PART + 123)
+    upload = await service.create("alice", filename="f.bin", size_bytes=len(data), part_size=PART)
+    read_back: list[int] = []
+    read_part = service.blobs.read_part
+
+    def spy(upload: Upload, part: Part) -> AsyncIterator[bytes]:
+        read_back.append(part.number)
+        return read_part(upload, part)
+
+    monkeypatch.setattr(service.blobs, "read_part", spy)
+    done = await service.put_whole("alice", upload.id, body(data))
+    assert read_back == []
+    assert done.bytes_received == len(data) and done.hash_offset == len(data)
+    for number, part in done.parts.items():
+        chunk = data[(number - 1) * PART : number * PART]
+        assert (part.size, part.md5) == (len(chunk), hashlib.md5(chunk).hexdigest())
+    completed = await service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
+    assert completed.md5 == hashlib.md5(data).hexdigest()
+
+
+async def test_a_broken_body_keeps_the_parts_it_completed(api: Api) -> None:
+    service = api.runtime.uploads
+    data = os.urandom(5 * PART)
+    upload = await service.create("alice", filename="f.bin", size_bytes=len(data), part_size=PART)
+    with pytest.raises(ConnectionResetError):
+        await service.put_whole("alice", upload.id, body(data, break_after=2 * PART + 5000))
+    kept = await service.get("alice", upload.id)
+    assert sorted(kept.parts) == [1, 2] and kept.hash_offset == 2 * PART
+    assert isinstance(service.blobs, LocalBlobStore)
+    stored = list((service.blobs.root / upload.id[:2] / upload.id).glob("*.part"))
+    assert len(stored) == 2  # the part in flight left no file
+    # Resumed part by part from where it broke off.
+    for number in (3, 4, 5):
+        chunk = data[(number - 1) * PART : number * PART]
+        await service.put_part("alice", upload.id, number, body(chunk))
+    completed = await service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
+    assert completed.bytes_received == len(data)
+
+
+async def test_a_short_body_is_refused_and_keeps_its_whole_parts(api: Api) -> None:
+    service = api.runtime.uploads
+    data = os.urandom(3 * PART)
+    upload = await service.create("alice", filename="f.bin", size_bytes=len(data), part_size=PART)
+    with pytest.raises(e.SizeMismatch):
+        await service.put_whole("alice", upload.id, body(data[: PART + 100]))
+    kept = await service.get("alice", upload.id)
+    assert sorted(kept.parts) == [1]
