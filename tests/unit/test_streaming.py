@@ -117,3 +117,13 @@ async def test_body_reader_slices() -> None:
     assert b"".join([c async for c in reader.slice(100)]) == b"klmnop"
     assert await reader.at_end()
     assert b"".join([c async for c in reader.slice(5)]) == b""
+
+
+async def test_a_write_after_abort_fails_and_creates_no_file(store: LocalBlobStore, upload: Upload) -> None:
+    # A cancelled request's lane may still try to write after its part was aborted.
+    writer = await store.open_writer(upload, 1, 0)
+    await writer.write([b"abc"])
+    await writer.abort()
+    with pytest.raises(OSError, match="already committed or aborted"):
+        await writer.write([b"late"])
+    assert not list(store.root.rglob("*.part"))

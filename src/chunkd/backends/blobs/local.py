@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -97,6 +98,11 @@ class _LocalWriter:
         self._fd: int | None = None
         self._written = 0
         self._flushed = 0
+        # Writes run in worker threads. If a request is cancelled mid-write (server shutdown), its
+        # abort may come while a write is still running: the lock makes the abort wait for it, so a
+        # closed descriptor number, reused by another file, is never written to.
+        self._lock = threading.Lock()
+        self._closed = False
 
     def _open(self) -> int:
         new_dir = not self._dir.exists()
@@ -106,25 +112,32 @@ class _LocalWriter:
         return os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
     def _write_all(self, chunks: Sequence[bytes]) -> None:
-        if self._fd is None:
-            self._fd = self._open()
-        self._written += _writev_all(self._fd, chunks)
-        if self._fsync and _START_WRITEBACK is not None and self._written - self._flushed >= WRITEBACK_EVERY:
-            _START_WRITEBACK(self._fd, self._flushed, self._written - self._flushed)
-            self._flushed = self._written
+        with self._lock:
+            if self._closed:
+                raise OSError("write to a part that was already committed or aborted")
+            if self._fd is None:
+                self._fd = self._open()
+            self._written += _writev_all(self._fd, chunks)
+            if self._fsync and _START_WRITEBACK is not None and self._written - self._flushed >= WRITEBACK_EVERY:
+                _START_WRITEBACK(self._fd, self._flushed, self._written - self._flushed)
+                self._flushed = self._written
 
     async def write(self, chunks: Sequence[bytes]) -> None:
         await asyncio.to_thread(self._write_all, chunks)
 
     def _commit(self) -> str:
-        if self._fd is None:
-            self._fd = self._open()
-        try:
-            if self._fsync:
-                os.fsync(self._fd)
-        finally:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            if self._closed:
+                raise OSError("part was already committed or aborted")
+            self._closed = True
+            if self._fd is None:
+                self._fd = self._open()
+            try:
+                if self._fsync:
+                    os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
         if self._fsync:
             _fsync_dir(self._dir)
         return self._name
@@ -133,10 +146,12 @@ class _LocalWriter:
         return await asyncio.to_thread(self._commit)
 
     def _abort(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self._path.unlink(missing_ok=True)
+        with self._lock:
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self._path.unlink(missing_ok=True)
 
     async def abort(self) -> None:
         await asyncio.to_thread(self._abort)
