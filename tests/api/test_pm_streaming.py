@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from chunkd.service.streaming import BATCH_BYTES, PIPELINE_DEPTH
 from tests.api.test_pm_api import BOUNDARY
 from tests.conftest import Api
 
@@ -22,7 +23,7 @@ def on_disk(root: Path) -> int:
 
 
 async def test_chunk_bytes_reach_storage_before_the_body_ends(api: Api, monkeypatch) -> None:
-    size, piece = 6 * MiB, 256 * 1024
+    size, piece = 12 * MiB, 256 * 1024
     data = os.urandom(size)
     file_uuid = str(uuid.uuid4())
     blobs = api.runtime.settings.data_dir / "blobs"
@@ -62,8 +63,9 @@ async def test_chunk_bytes_reach_storage_before_the_body_ends(api: Api, monkeypa
         headers={**api.auth(), "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
     )
     assert response.status_code == 200, response.text
-    # Writes go in 1 MiB batches, so at most one batch plus one network piece is in flight.
-    assert seen_while_sending and seen_while_sending[0] >= size - piece - 2 * MiB, seen_while_sending
+    # Writes go in batches, a few of them in flight at most, plus the batch being filled.
+    in_flight = (PIPELINE_DEPTH + 1) * BATCH_BYTES + piece
+    assert seen_while_sending and seen_while_sending[0] >= size - piece - in_flight, seen_while_sending
     done = await api.client.post(
         "/api/v2/pm/upload/?done",
         data={"qquuid": file_uuid, "qqfilename": "big.bin", "qqmd5": hashlib.md5(data).hexdigest()},
