@@ -49,10 +49,6 @@ __all__ = ["EngineConfig", "UploadEvents", "UploadService", "utcnow"]
 
 log = logging.getLogger(__name__)
 
-# A frontier catch-up saves its progress after about this many bytes, so a long run of parts that
-# arrived ahead of the first one is not hashed all over again if something interrupts it.
-CATCH_UP_BYTES = 256 * 1024 * 1024
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -122,8 +118,6 @@ class UploadService:
         self.config = config or EngineConfig()
         self.clock = clock
         self.listeners: list[Callable[[str, Upload], Awaitable[None]]] = []
-        # One frontier catch-up at a time per upload in this process (see _catch_up_hash).
-        self._hashing: dict[str, asyncio.Lock] = {}
 
     # ---- queries ------------------------------------------------------------------------
     async def get(self, owner: str, upload_id: str, *, with_parts: bool = True) -> Upload:
@@ -388,6 +382,8 @@ class UploadService:
                     hashed_to=streamed.whole.state() if streamed.whole is not None else None,
                 )
                 changed = {part.number: part}
+                for advanced in await self._advance_hash(upload):
+                    changed[advanced.number] = advanced
                 upload.expires_at = now + self.config.ttl
                 upload.updated_at = now
                 if isinstance(self.blobs, PartSettler):
@@ -403,53 +399,7 @@ class UploadService:
             raise
         if old is not None and old.blob_ref != part.blob_ref:
             await self.blobs.discard(upload, [old.blob_ref])
-        if upload.next_part_to_hash() is not None:
-            await self._catch_up_hash(upload_id)
         return part
-
-    async def _catch_up_hash(self, upload_id: str) -> None:
-        """Carry the whole-file hash over parts that arrived ahead of the frontier (parallel parts
-        mostly do), reading them back from storage.
-
-        This runs after the part's commit, outside the upload's lock: hashing a part takes longer
-        than committing one, and under the lock it held up every parallel part's commit. The
-        digest is computed first and saved under the lock only if the frontier and the parts it
-        covers are still what was read (a replaced part or a ``complete`` in between wins, and the
-        work is dropped). Best effort: ``complete`` finishes whatever is left."""
-        guard = self._hashing.setdefault(upload_id, asyncio.Lock())
-        try:
-            async with guard:
-                while await self._hash_ahead(upload_id):
-                    pass
-        except Exception:
-            log.warning("could not carry the hash of upload %s forward", upload_id, exc_info=True)
-        finally:
-            if not guard.locked():
-                self._hashing.pop(upload_id, None)
-
-    async def _hash_ahead(self, upload_id: str) -> bool:
-        """One round of ``_catch_up_hash``; True if the frontier moved (there may be more)."""
-        upload = await self.repo.get(upload_id, parts_from=lambda row: row.frontier_part_number())
-        if upload is None or upload.status is not Status.PENDING:
-            return False
-        start = (upload.hash_offset, upload.hash_state)
-        hashed = await self._advance_hash(upload, budget=CATCH_UP_BYTES)
-        if not hashed:
-            return False
-        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
-            current = await self.repo.get(upload_id, parts_from=None, part_numbers=[p.number for p in hashed])
-            if (
-                current is None
-                or current.status is not Status.PENDING
-                or (current.hash_offset, current.hash_state) != start
-                or any(p.number not in current.parts or current.parts[p.number].blob_ref != p.blob_ref for p in hashed)
-            ):
-                return False
-            for part in hashed:
-                assert part.hash_state is not None
-                current.mark_hashed(current.parts[part.number], part.hash_state)
-            await self.repo.save(current, [current.parts[p.number] for p in hashed])
-        return True
 
     async def _settle(self, upload: Upload, part: Part) -> None:
         """Let a store that derives state from parts (S3 coalescing) do so, under the lock. A failure
@@ -467,14 +417,11 @@ class UploadService:
         except Exception:
             log.warning("storage could not settle part %s of upload %s", part.number, upload.id, exc_info=True)
 
-    async def _advance_hash(self, upload: Upload, *, budget: int | None = None) -> list[Part]:
+    async def _advance_hash(self, upload: Upload) -> list[Part]:
         """Carry the whole-file hash over loaded parts that are contiguous with the frontier, reading
-        them back from storage (parts that arrived ahead of a gap; normally still in the page cache).
-        ``budget``: stop once about that many bytes were hashed."""
+        them back from storage (parts that arrived ahead of a gap; normally still in the page cache)."""
         advanced: list[Part] = []
-        done = 0
-        while (budget is None or done < budget) and (part := upload.next_part_to_hash()) is not None:
-            done += part.size
+        while (part := upload.next_part_to_hash()) is not None:
             digest = ResumableMD5(upload.hash_state)
             async for chunk in self.blobs.read_part(upload, part):
                 await asyncio.to_thread(digest.update, chunk)
