@@ -113,9 +113,10 @@ class Settings(BaseSettings):
 
     # ---- abuse protection ----
     rate_limits: str = Field(
-        "read=1200/minute;write=600/minute",
+        "read=1200/minute;write=600/minute;upload=6000/minute",
         description="Per-principal limits by category in the `limits` library's notation, `category=limit[,limit]` "
-        "separated by ';'. Categories: read, write, and optionally bytes (request body bytes of uploads, e.g. "
+        "separated by ';'. Categories: read, write, upload (requests whose body is file bytes: parts, chunks, "
+        "PATCHes; counted as write when not given), and optionally bytes (request body bytes of uploads, e.g. "
         "bytes=10737418240/hour). Empty: no rate limits.",
     )
     rate_limit_strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"] = Field(

@@ -53,6 +53,39 @@ async def test_bad_credentials_are_limited_by_address(make_api: MakeApi) -> None
         assert (await api.client.get("/healthz")).status_code == 200  # health checks are exempt
 
 
+async def test_part_uploads_have_their_own_budget(make_api: MakeApi) -> None:
+    # A fast client sends many parts a minute: they count as "upload", not against "write".
+    async with make_api(rate_limits="read=100/minute;write=3/minute;upload=4/minute") as api:
+        created = await api.client.post(
+            "/v1/files", json={"filename": "a", "sizeBytes": 5000, "partSize": 1000}, headers=api.auth()
+        )
+        file_id = created.json()["id"]
+        statuses = []
+        for number in range(1, 6):
+            part = await api.client.put(f"/v1/files/{file_id}/parts/{number}", content=b"x" * 1000, headers=api.auth())
+            statuses.append(part.status_code)
+        assert statuses == [200, 200, 200, 200, 429]
+        assert part.json()["error"]["category"] == "upload"
+        # The write budget was not touched by the parts (1 of 3 used by the create)...
+        cancel = await api.client.post(f"/v1/files/{file_id}/cancel", headers=api.auth())
+        assert cancel.status_code == 200 and cancel.headers["RateLimit-Remaining"] == "1"
+        # ...and a body-less or JSON write is never an upload.
+        empty = await api.client.post("/v1/files", json={"filename": "b", "sizeBytes": 1}, headers=api.auth())
+        assert empty.status_code == 201 and empty.headers["RateLimit-Remaining"] == "0"
+
+
+async def test_without_an_upload_budget_parts_count_as_writes(make_api: MakeApi) -> None:
+    async with make_api(rate_limits="read=100/minute;write=2/minute") as api:
+        created = await api.client.post(
+            "/v1/files", json={"filename": "a", "sizeBytes": 2000, "partSize": 1000}, headers=api.auth()
+        )
+        file_id = created.json()["id"]
+        first = await api.client.put(f"/v1/files/{file_id}/parts/1", content=b"x" * 1000, headers=api.auth())
+        assert first.status_code == 200 and first.headers["RateLimit-Remaining"] == "0"
+        second = await api.client.put(f"/v1/files/{file_id}/parts/2", content=b"x" * 1000, headers=api.auth())
+        assert second.status_code == 429 and second.json()["error"]["category"] == "write"
+
+
 async def test_bytes_category(make_api: MakeApi) -> None:
     async with make_api(rate_limits="read=100/minute;write=100/minute;bytes=1500/minute") as api:
         file_id = (

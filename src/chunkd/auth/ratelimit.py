@@ -23,7 +23,7 @@ __all__ = ["CATEGORIES", "Decision", "RateLimits", "parse_rate_limits"]
 
 log = logging.getLogger("chunkd.ratelimit")
 
-CATEGORIES = ("read", "write", "bytes")
+CATEGORIES = ("read", "write", "upload", "bytes")
 _STRATEGIES: dict[str, type[RateLimiter]] = {
     "moving-window": MovingWindowRateLimiter,
     "fixed-window": FixedWindowRateLimiter,

@@ -1,8 +1,11 @@
 """Rate limits for every route of every frontend, as ASGI middleware.
 
 Each request falls into a category: ``read`` (GET, HEAD, OPTIONS) or ``write`` (anything else),
-unless ``ROUTE_CATEGORIES`` says otherwise; upload bodies with a Content-Length also cost their
-length in ``bytes`` when that category is configured. A frontend that needs another category for a
+unless ``ROUTE_CATEGORIES`` says otherwise. A write whose body is file bytes (a part, a chunk, a
+PATCH) counts as ``upload`` when that category is configured: a fast client sending a large file in
+small parts makes many such requests a minute, and they must not be held to the budget meant for
+creating, completing and deleting. Upload bodies with a Content-Length also cost their length in
+``bytes`` when that category is configured. A frontend that needs another category for a
 route adds a ``(method, path regex) → category`` row to ``ROUTE_CATEGORIES``; without one it still
 gets the default rule.
 
@@ -43,11 +46,24 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BYTE_TYPES = ("application/octet-stream", "application/offset+octet-stream", "multipart/form-data")
 
 
-def category_for(method: str, path: str) -> str:
+def category_for(method: str, path: str, *, file_bytes: bool = False) -> str:
+    """The request's category; ``file_bytes``: its body is file bytes (see ``_carries_file_bytes``)."""
     for wanted, pattern, category in ROUTE_CATEGORIES:
         if (wanted == "*" or wanted == method) and pattern.match(path):
             return category
-    return "read" if method in READ_METHODS else "write"
+    if method in READ_METHODS:
+        return "read"
+    return "upload" if file_bytes else "write"
+
+
+def _carries_file_bytes(scope: Scope) -> bool:
+    """A non-empty body of file bytes: one of the byte content types, or none given (a raw part PUT)."""
+    length = _header(scope, b"content-length")
+    chunked = "chunked" in (_header(scope, b"transfer-encoding") or "").lower()
+    if not chunked and not (length and length.isdigit() and int(length) > 0):
+        return False
+    kind = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    return not kind or kind in _BYTE_TYPES
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -100,7 +116,9 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        category = category_for(method, scope["path"])
+        category = category_for(method, scope["path"], file_bytes=_carries_file_bytes(scope))
+        if category == "upload" and not self.limits.applies("upload"):
+            category = "write"
         who = await self.identity(scope)
         decision = await self.limits.hit(category, who)
         if decision is not None and decision.allowed and category == "write" and self.limits.applies("bytes"):
@@ -127,8 +145,7 @@ class RateLimitMiddleware:
     def _upload_length(scope: Scope) -> int:
         """Content-Length of a body that carries file bytes (0 for other bodies)."""
         length = _header(scope, b"content-length")
-        kind = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-        if not length or not length.isdigit() or (kind and kind not in _BYTE_TYPES):
+        if not length or not length.isdigit() or not _carries_file_bytes(scope):
             return 0
         return int(length)
 
