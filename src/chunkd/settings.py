@@ -113,7 +113,7 @@ class Settings(BaseSettings):
 
     # ---- abuse protection ----
     rate_limits: str = Field(
-        "read=1200/minute;write=600/minute;upload=6000/minute",
+        "read=1200/minute;write=600/minute;upload=30000/minute",
         description="Per-principal limits by category in the `limits` library's notation, `category=limit[,limit]` "
         "separated by ';'. Categories: read, write, upload (requests whose body is file bytes: parts, chunks, "
         "PATCHes; counted as write when not given), and optionally bytes (request body bytes of uploads, e.g. "
