@@ -20,6 +20,7 @@ from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
 from chunkd.frontends.pm.router import router as pm_router
 from chunkd.frontends.tus import build_router as build_tus_router
+from chunkd.memory import limit_malloc_arenas
 from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime
 from chunkd.settings import Settings
 
@@ -69,6 +70,7 @@ async def _reap_forever(runtime: Runtime) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    limit_malloc_arenas()  # before any worker thread exists (see chunkd.memory)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
