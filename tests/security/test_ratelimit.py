@@ -86,8 +86,9 @@ async def test_without_an_upload_budget_parts_count_as_writes(make_api: MakeApi)
         assert second.status_code == 429 and second.json()["error"]["category"] == "write"
 
 
-async def test_bytes_category(make_api: MakeApi) -> None:
-    async with make_api(rate_limits="read=100/minute;write=100/minute;bytes=1500/minute") as api:
+@pytest.mark.parametrize("counts", ["write=100/minute", "write=100/minute;upload=100/minute"])
+async def test_bytes_category(make_api: MakeApi, counts: str) -> None:
+    async with make_api(rate_limits=f"read=100/minute;{counts};bytes=1500/minute") as api:
         file_id = (
             await api.client.post(
                 "/v1/files", json={"filename": "a", "sizeBytes": 4000, "partSize": 1000}, headers=api.auth()

@@ -121,7 +121,8 @@ class RateLimitMiddleware:
             category = "write"
         who = await self.identity(scope)
         decision = await self.limits.hit(category, who)
-        if decision is not None and decision.allowed and category == "write" and self.limits.applies("bytes"):
+        metered = category in ("write", "upload")
+        if decision is not None and decision.allowed and metered and self.limits.applies("bytes"):
             length = self._upload_length(scope)
             largest = self.limits.largest("bytes")
             if length and largest is not None and length > largest:
