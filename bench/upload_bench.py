@@ -54,13 +54,29 @@ def peak_rss(pid: int) -> int:
     return peak
 
 
+def create_upload(client: httpx.Client, name: str, size: int, part_size: int) -> dict:
+    created = client.post("/v1/files", json={"filename": name, "sizeBytes": size, "partSize": part_size})
+    created.raise_for_status()
+    return dict(created.json())
+
+
+def complete_and_delete(client: httpx.Client, file_id: str, md5: str) -> float:
+    """Complete the upload with the source's MD5 (checked by the server), delete it, and return how
+    long ``complete`` took in ms."""
+    started = time.perf_counter()
+    done = client.post(f"/v1/files/{file_id}/complete", json={"md5": md5})
+    complete_ms = (time.perf_counter() - started) * 1000
+    done.raise_for_status()
+    assert done.json()["status"] == "COMPLETED"
+    client.delete(f"/v1/files/{file_id}")
+    return complete_ms
+
+
 def upload_parts(url: str, key: str, path: Path, size: int, part_size: int, parallel: int, md5: str) -> dict:
     headers = {"Authorization": f"Bearer {key}"}
     count = -(-size // part_size)
     with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
-        created = client.post("/v1/files", json={"filename": path.name, "sizeBytes": size, "partSize": part_size})
-        created.raise_for_status()
-        file_id = created.json()["id"]
+        file_id = create_upload(client, path.name, size, part_size)["id"]
         local = threading.local()
 
         def send(number: int) -> float:
@@ -78,12 +94,7 @@ def upload_parts(url: str, key: str, path: Path, size: int, part_size: int, para
         with ThreadPoolExecutor(parallel) as pool:
             latencies = list(pool.map(send, range(1, count + 1)))
         upload_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        done = client.post(f"/v1/files/{file_id}/complete", json={"md5": md5})
-        complete_ms = (time.perf_counter() - started) * 1000
-        done.raise_for_status()
-        assert done.json()["status"] == "COMPLETED"
-        client.delete(f"/v1/files/{file_id}")
+        complete_ms = complete_and_delete(client, file_id, md5)
     return {
         "mbps": size / MiB / upload_seconds,
         "complete_ms": complete_ms,
@@ -111,9 +122,7 @@ def upload_parts_curl(
     spend about 1.2 CPU-seconds per GiB of the same two cores."""
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
-        created = client.post("/v1/files", json={"filename": "bench.bin", "sizeBytes": size, "partSize": part_size})
-        created.raise_for_status()
-        file_id = created.json()["id"]
+        file_id = create_upload(client, "bench.bin", size, part_size)["id"]
         command = ["curl", "-sS", "-H", f"Authorization: Bearer {key}", "-H", "Expect:", "-w", "%{http_code}\\n"]
         if parallel > 1:
             command += ["--parallel", "--parallel-max", str(parallel)]
@@ -124,12 +133,7 @@ def upload_parts_curl(
         upload_seconds = time.perf_counter() - started
         if codes != ["200"] * len(pieces):
             raise RuntimeError(f"curl part uploads answered {sorted(set(codes))}")
-        started = time.perf_counter()
-        done = client.post(f"/v1/files/{file_id}/complete", json={"md5": md5})
-        complete_ms = (time.perf_counter() - started) * 1000
-        done.raise_for_status()
-        assert done.json()["status"] == "COMPLETED"
-        client.delete(f"/v1/files/{file_id}")
+        complete_ms = complete_and_delete(client, file_id, md5)
     return {"mbps": size / MiB / upload_seconds, "complete_ms": complete_ms}
 
 
@@ -138,9 +142,7 @@ def upload_whole(url: str, key: str, path: Path, size: int, part_size: int, md5:
     into parts itself): the like-for-like comparison with nginx's ``curl -T``."""
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=url, headers=headers, timeout=300) as client:
-        created = client.post("/v1/files", json={"filename": path.name, "sizeBytes": size, "partSize": part_size})
-        created.raise_for_status()
-        body = created.json()
+        body = create_upload(client, path.name, size, part_size)
         upload_url = body["uploadUrl"] if body["uploadUrl"].startswith("http") else url + body["uploadUrl"]
         extra = [arg for name, value in body["uploadHeaders"].items() for arg in ("-H", f"{name}: {value}")]
         started = time.perf_counter()
@@ -148,12 +150,7 @@ def upload_whole(url: str, key: str, path: Path, size: int, part_size: int, md5:
             ["curl", "-sSf", "-o", "/dev/null", "-H", "Expect:", *extra, "-T", str(path), upload_url], check=True
         )
         upload_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        done = client.post(f"/v1/files/{body['id']}/complete", json={"md5": md5})
-        complete_ms = (time.perf_counter() - started) * 1000
-        done.raise_for_status()
-        assert done.json()["status"] == "COMPLETED"
-        client.delete(f"/v1/files/{body['id']}")
+        complete_ms = complete_and_delete(client, body["id"], md5)
     return {"mbps": size / MiB / upload_seconds, "complete_ms": complete_ms}
 
 
