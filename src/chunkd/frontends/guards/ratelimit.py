@@ -58,12 +58,17 @@ def category_for(method: str, path: str, *, file_bytes: bool = False) -> str:
 
 def _carries_file_bytes(scope: Scope) -> bool:
     """A non-empty body of file bytes: one of the byte content types, or none given (a raw part PUT)."""
-    length = _header(scope, b"content-length")
     chunked = "chunked" in (_header(scope, b"transfer-encoding") or "").lower()
-    if not chunked and not (length and length.isdigit() and int(length) > 0):
+    if not chunked and not _declared_length(scope):
         return False
     kind = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
     return not kind or kind in _BYTE_TYPES
+
+
+def _declared_length(scope: Scope) -> int:
+    """The body's Content-Length (0 when it is not given, e.g. a chunked body)."""
+    length = _header(scope, b"content-length")
+    return int(length) if length and length.isdigit() else 0
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -116,14 +121,15 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        category = category_for(method, scope["path"], file_bytes=_carries_file_bytes(scope))
+        file_bytes = _carries_file_bytes(scope)
+        category = category_for(method, scope["path"], file_bytes=file_bytes)
         if category == "upload" and not self.limits.applies("upload"):
             category = "write"
         who = await self.identity(scope)
         decision = await self.limits.hit(category, who)
-        metered = category in ("write", "upload")
+        metered = file_bytes and category in ("write", "upload")
         if decision is not None and decision.allowed and metered and self.limits.applies("bytes"):
-            length = self._upload_length(scope)
+            length = _declared_length(scope)
             largest = self.limits.largest("bytes")
             if length and largest is not None and length > largest:
                 await _too_large(send, length, largest)
@@ -141,14 +147,6 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-    @staticmethod
-    def _upload_length(scope: Scope) -> int:
-        """Content-Length of a body that carries file bytes (0 for other bodies)."""
-        length = _header(scope, b"content-length")
-        if not length or not length.isdigit() or not _carries_file_bytes(scope):
-            return 0
-        return int(length)
 
     async def _refuse(self, send: Send, category: str, decision: Decision) -> None:
         body = json.dumps(
