@@ -196,6 +196,9 @@ PUBLIC = {
     "OPTIONS /files",
     "OPTIONS /files/",
     "OPTIONS /files/{id}",
+    # the browser upload page and its static assets (it signs in through the API)
+    "GET /",
+    "GET /web/{id}",
 }
 # Handlers that only answer 405 (tus's own dialect) whatever the credentials.
 NOT_ALLOWED = {"GET /files", "PUT /files", "PATCH /files", "DELETE /files", "HEAD /files", "PUT /files/{id}"}

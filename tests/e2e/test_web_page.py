@@ -1,0 +1,183 @@
+"""The browser upload page (``/``) in Debian's headless Chromium against a real ``chunkd serve``:
+sign in with an API key, upload three files (one of 50 MiB) with progress shown, pause and resume,
+reload the page mid-upload and pick the file again (it continues: no part the server already held
+is sent again), and delete a file from the list. Upload throughput is throttled through the
+DevTools protocol so that "mid-upload" lasts long enough to act in, whatever the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.files import MiB, FilesClient, random_file
+from tests.support.server import ChunkdServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+BIG = 50 * MiB + 12345
+
+
+def require_chromium() -> None:
+    if Path(CHROMIUM).exists():
+        return
+    message = f"chromium missing at {CHROMIUM}: run scripts/test-deps.sh"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def throttle(page: Any, bytes_per_second: int) -> None:
+    """Limit the page's upload speed (DevTools network emulation; the server is untouched)."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    conditions = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_second}
+    cdp.send("Network.emulateNetworkConditions", conditions)
+
+
+def state_of(page: Any, name: str) -> dict[str, Any]:
+    """The page's own view of one upload (state, bytes sent, parts the server acknowledged)."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """name => { const u = window.chunkdUploads.filter(u => u.file.name === name).pop();
+        return u ? {state: u.state, sent: u.sent, size: u.size, id: u.meta && u.meta.id,
+                    received: [...u.received], error: u.error && u.error.message, resumed: u.resumed} : null; }""",
+        name,
+    )
+
+
+def wait_for(page: Any, name: str, condition: str, timeout: float = 120_000) -> None:
+    """Wait until ``condition`` (JS over ``u``, the named upload) holds."""
+    page.wait_for_function(
+        f"""name => {{ const u = (window.chunkdUploads || []).filter(u => u.file.name === name).pop();
+        return Boolean(u && ({condition})); }}""",
+        arg=name,
+        timeout=timeout,
+    )
+
+
+def sign_in(page: Any, server: ChunkdServer, key: str) -> None:
+    page.goto(server.url + "/")
+    page.fill("#api-key", key)
+    page.click("#sign-in-form button[type=submit]")
+    page.wait_for_selector("#uploader:not([hidden])")
+    assert page.input_value("#api-key") == ""  # the key is not left in the form
+
+
+def test_page_is_served_with_a_strict_csp(live_server: ChunkdServer) -> None:
+    import httpx
+
+    page = httpx.get(live_server.url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "http" not in page.text.split("<body>")[0].replace("http-equiv", "")  # no asset from elsewhere
+    for asset in ("app.js", "uploader.js", "md5.js", "style.css"):
+        response = httpx.get(f"{live_server.url}/web/{asset}")
+        assert response.status_code == 200 and response.headers["content-security-policy"] == csp
+        assert "https://" not in response.text
+    assert httpx.get(f"{live_server.url}/web/..%2Fapp.py").status_code == 404
+
+
+def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, browser: Any, tmp_path: Path) -> None:
+    key = live_server.create_key("alice")
+    files = {"big.bin": BIG, "small.txt": 300_000, "medium.bin": 3 * MiB + 7}
+    paths = {name: tmp_path / name for name in files}
+    md5s = {name: random_file(paths[name], size) for name, size in files.items()}
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, live_server, key)
+    throttle(page, 6 * MiB)
+    page.set_input_files("#pick", [str(paths[n]) for n in files])
+
+    # Progress is shown while the big file is on its way, per file and in total.
+    wait_for(page, "big.bin", "u.received.size >= 1 && u.state === 'uploading'")
+    row = page.locator("#uploads li[data-name='big.bin']")
+    percent = int(row.locator(".percent").inner_text().rstrip("%"))
+    assert 0 < percent < 100
+    assert float(page.locator("#total-bar").get_attribute("value") or 0) > 0
+    assert "MiB of" in page.locator("#total-text").inner_text()
+
+    # Pause: nothing more is acknowledged; resume: it goes on.
+    row.locator("button.pause").click()
+    wait_for(page, "big.bin", "u.state === 'paused'")
+    paused = state_of(page, "big.bin")
+    assert row.locator(".status").inner_text() == "paused"
+    with FilesClient(live_server, key) as client:
+        held = client.get(paused["id"])
+        assert held["status"] == "PENDING" and 0 < len(held["parts"]) < held["partCount"]
+    row.locator("button.pause").click()  # now labelled Resume
+    wait_for(page, "big.bin", f"u.state === 'uploading' && u.received.size > {len(paused['received'])}")
+
+    # Reload mid-upload: the token is gone with the page (memory only); nothing secret was stored.
+    wait_for(page, "small.txt", "u.state === 'done'")
+    wait_for(page, "medium.bin", "u.state === 'done'")
+    upload_id = state_of(page, "big.bin")["id"]
+    storage = page.evaluate("() => JSON.stringify(Object.assign({}, localStorage))")
+    assert key not in storage and "eyJ" not in storage and "ck_" not in storage
+    assert upload_id in storage
+    page.reload()
+    with FilesClient(live_server, key) as client:
+        before = client.get(upload_id)
+    assert before["status"] == "PENDING" and len(before["parts"]) < before["partCount"]
+    held_parts = {p["partNumber"] for p in before["parts"]}
+
+    sent_parts: list[int] = []
+    page.on(
+        "request",
+        lambda request: sent_parts.append(int(request.url.rsplit("/", 1)[1]))
+        if request.method == "PUT" and "/parts/" in request.url
+        else None,
+    )
+    page.wait_for_selector("#sign-in:not([hidden])")
+    sign_in(page, live_server, key)
+    page.set_input_files("#pick", str(paths["big.bin"]))
+    wait_for(page, "big.bin", "u.state === 'done'", timeout=180_000)
+    after = state_of(page, "big.bin")
+    assert after["id"] == upload_id and after["resumed"] is True
+    assert not held_parts & set(sent_parts), "parts the server already held were sent again"
+    assert set(sent_parts) == set(range(1, before["partCount"] + 1)) - held_parts
+
+    with FilesClient(live_server, key) as client:
+        listed = {f["filename"]: f for f in client.http.get("/v1/files").json()["data"]}
+        for name, size in files.items():
+            assert listed[name]["status"] == "COMPLETED" and listed[name]["sizeBytes"] == size
+            assert client.download_md5(listed[name]["id"]) == (size, md5s[name])
+        assert json.loads(page.evaluate("() => localStorage.getItem('chunkd.resume.owner')")) == {}
+
+        # The list shows them; delete one from the page.
+        page.click("#refresh")
+        victim = page.locator(f"#file-rows tr[data-id='{listed['small.txt']['id']}']")
+        victim.wait_for()
+        victim.locator("button.delete").click()
+        page.wait_for_selector(f"#file-rows tr[data-id='{listed['small.txt']['id']}']", state="detached")
+        assert client.http.get(f"/v1/files/{listed['small.txt']['id']}").status_code == 404
+    context.close()
