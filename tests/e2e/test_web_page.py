@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.files import MiB, FilesClient, random_file
+from tests.support.files import FilesClient, MiB, random_file
 from tests.support.server import ChunkdServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -153,9 +153,11 @@ def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, br
     sent_parts: list[int] = []
     page.on(
         "request",
-        lambda request: sent_parts.append(int(request.url.rsplit("/", 1)[1]))
-        if request.method == "PUT" and "/parts/" in request.url
-        else None,
+        lambda request: (
+            sent_parts.append(int(request.url.rsplit("/", 1)[1]))
+            if request.method == "PUT" and "/parts/" in request.url
+            else None
+        ),
     )
     page.wait_for_selector("#sign-in:not([hidden])")
     sign_in(page, live_server, key)
