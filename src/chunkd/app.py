@@ -20,6 +20,7 @@ from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
 from chunkd.frontends.pm.router import router as pm_router
 from chunkd.frontends.tus import build_router as build_tus_router
+from chunkd.frontends.web.links import router as links_router
 from chunkd.frontends.web.router import router as web_router
 from chunkd.memory import limit_malloc_arenas
 from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(media_router)
     app.include_router(assets_router)
     app.include_router(pm_router)
+    app.include_router(links_router)
     app.include_router(web_router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -14,10 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chunkd.auth.authenticator import Authenticator
 from chunkd.auth.keys import KeyService
+from chunkd.auth.links import UploadLinks
 from chunkd.auth.principal import ALL_SCOPES
 from chunkd.auth.signing import UrlSigner
 from chunkd.auth.tokens import AccessTokens
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
+from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
 from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
 from chunkd.ports.blobs import BlobStore
@@ -77,6 +79,7 @@ class Runtime:
     keys: KeyService
     authenticator: Authenticator
     signer: UrlSigner
+    links: UploadLinks
     tokens: AccessTokens | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -113,6 +116,12 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
     secret = server_secret(settings)
     signer = UrlSigner(secret)
     tokens = AccessTokens.from_settings(settings, repo, secret)
+    links = UploadLinks(
+        SqlUploadLinkRepository(engine),
+        default_ttl_seconds=settings.upload_link_ttl_seconds,
+        max_ttl_seconds=settings.upload_link_max_ttl_seconds,
+        tus_prefix=settings.tus_path,
+    )
     return Runtime(
         settings=settings,
         repo=repo,
@@ -120,8 +129,9 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
         locks=locks,
         uploads=uploads,
         keys=keys,
-        authenticator=Authenticator(keys, tokens),
+        authenticator=Authenticator(keys, tokens, links),
         signer=signer,
+        links=links,
         tokens=tokens,
         extras={"media": build_media(settings, engine, uploads)},
     )

@@ -111,6 +111,14 @@ class Settings(BaseSettings):
     jwt_ttl_seconds: int = Field(900, ge=1, description="Lifetime of the access tokens chunkd issues, in seconds.")
     jwt_leeway_seconds: int = Field(30, ge=0, description="Clock skew tolerated on `exp`/`nbf`/`iat`, in seconds.")
 
+    # ---- upload links ----
+    upload_link_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=1, description="Lifetime of an upload link created without `expiresIn`, in seconds (7 days)."
+    )
+    upload_link_max_ttl_seconds: int = Field(
+        90 * 24 * 3600, ge=1, description="Longest `expiresIn` an upload link may be given, in seconds (90 days)."
+    )
+
     # ---- abuse protection ----
     rate_limits: str = Field(
         "read=1200/minute;write=600/minute;upload=30000/minute",

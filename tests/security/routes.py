@@ -28,6 +28,7 @@ Target = Literal[
     "media",  # a published Media object's integer id
     "asset",  # a single-PUT asset's fileId, PENDING
     "asset_multi",  # a multipart asset's fileId (parts uploaded with signed URLs)
+    "link",  # an upload link's id
 ]
 Dialect = Literal["native", "seed", "tus", "pm", "media", "asset"]
 
@@ -94,6 +95,11 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/keys", "keys:admin", None, json={"scopes": ["files:read"]}),
     Route("GET", "/v1/keys", "keys:admin", None),
     Route("DELETE", "/v1/keys/{id}", "keys:admin", "key"),
+    # upload links
+    Route("POST", "/v1/upload-links", "links:admin", None, json={"maxFiles": 1}),
+    Route("GET", "/v1/upload-links", "links:admin", None),
+    Route("GET", "/v1/upload-links/{id}", "links:admin", "link"),
+    Route("DELETE", "/v1/upload-links/{id}", "links:admin", "link"),
     # tus (/files; not in the OpenAPI document, listed from the app's routes)
     Route("POST", "/files", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
     Route("POST", "/files/", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
@@ -199,6 +205,23 @@ PUBLIC = {
     # the browser upload page and its static assets (it signs in through the API)
     "GET /",
     "GET /web/{id}",
+}
+# Routes for an upload link's own token only (any other credential: 403); tests/api/test_upload_links.py.
+LINK_ONLY = {"GET /v1/upload-links/current"}
+# What an upload link's token may call at all (on uploads made through its own link only).
+LINK_ALLOWED = {
+    "POST /v1/files",
+    "GET /v1/files/{id}",
+    "PUT /v1/files/{id}/parts/1",
+    "PUT /v1/files/{id}/content",
+    "POST /v1/files/{id}/complete",
+    "POST /v1/files/{id}/cancel",
+    "POST /files",
+    "POST /files/",
+    "HEAD /files/{id}",
+    "PATCH /files/{id}",
+    "POST /files/{id}",
+    "DELETE /files/{id}",
 }
 # Handlers that only answer 405 (tus's own dialect) whatever the credentials.
 NOT_ALLOWED = {"GET /files", "PUT /files", "PATCH /files", "DELETE /files", "HEAD /files", "PUT /files/{id}"}

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
+from chunkd.auth.links import LINK_METADATA_KEY
+from chunkd.auth.principal import Principal, require_scope
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
 from chunkd.domain.names import is_upload_id
@@ -81,8 +83,11 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[st
         partCount=upload.part_count or 0,
         bytesReceived=upload.bytes_received,
         md5=upload.md5,
+        uploadLink=upload.metadata.get(LINK_METADATA_KEY),
     )
-    if upload.status is Status.PENDING:
+    who: Principal | None = getattr(request.state, "principal", None)
+    # No signed uploadUrl for an upload link's token: it would outlive the link's revocation.
+    if upload.status is Status.PENDING and (who is None or who.upload_link is None):
         rt = runtime(request)
         path = f"/v1/files/{upload.id}/content"
         query = rt.signer.sign("PUT", path, rt.settings.upload_ttl_seconds)
@@ -112,14 +117,25 @@ def _md5_field(value: str | None, field: str) -> str | None:
 @router.post("", status_code=201, response_model=FileObject, summary="Create an upload")
 async def create_file(request: Request, body: CreateFileRequest) -> dict[str, Any]:
     who = await principal(request, "files:create")
-    upload = await runtime(request).uploads.create(
-        who.owner,
-        filename=body.filename,
-        size_bytes=body.sizeBytes,
-        mime_type=body.mimeType,
-        md5=_md5_field(body.md5, "md5"),
-        part_size=body.partSize,
+    rt = runtime(request)
+    md5 = _md5_field(body.md5, "md5")
+    # Through an upload link: checked and counted against the link's limits first, and tagged.
+    tags, mime_type = await rt.links.admit(
+        who, filename=body.filename, size_bytes=body.sizeBytes, mime_type=body.mimeType, size_field="sizeBytes"
     )
+    try:
+        upload = await rt.uploads.create(
+            who.owner,
+            filename=body.filename,
+            size_bytes=body.sizeBytes,
+            mime_type=mime_type,
+            md5=md5,
+            part_size=body.partSize,
+            metadata=tags,
+        )
+    except BaseException:
+        await rt.links.release(who, body.sizeBytes)
+        raise
     return _file_view(request, upload, with_parts=True)
 
 
@@ -157,7 +173,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 @router.get("/{file_id}", response_model=FileObject, summary="Get a file, with the parts received")
 async def get_file(request: Request, file_id: FileId) -> dict[str, Any]:
-    who = await principal(request, "files:read")
+    who = await principal(request)
+    if who.upload_link is None:  # a link's token may read its own unfinished uploads (to resume)
+        require_scope(who, "files:read")
     upload = await runtime(request).uploads.get(who.owner, file_id)
     return _file_view(request, upload, with_parts=True)
 
