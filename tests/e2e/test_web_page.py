@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +184,95 @@ def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, br
         page.wait_for_selector(f"#file-rows tr[data-id='{listed['small.txt']['id']}']", state="detached")
         assert client.http.get(f"/v1/files/{listed['small.txt']['id']}").status_code == 404
     context.close()
+
+
+def open_link(browser: Any, url: str) -> tuple[Any, Any]:
+    """The link's URL in a fresh browser context: no cookies, no storage, no key."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(url)
+    return context, page
+
+
+def test_upload_link_in_a_fresh_browser(live_server: ChunkdServer, browser: Any, tmp_path: Path) -> None:
+    owner_key = live_server.create_key("alice", "files:create,files:read,files:delete,links:admin")
+    path = tmp_path / "from partner.bin"
+    md5 = random_file(path, 5 * MiB + 3)
+    with FilesClient(live_server, owner_key) as owner:
+        # The owner makes the link on the page (shown because the key holds links:admin).
+        owner_page = browser.new_page()
+        sign_in(owner_page, live_server, owner_key)
+        owner_page.fill("#link-files", "2")
+        owner_page.fill("#link-note-input", "Invoices for ACME, please")
+        owner_page.click("#link-form button[type=submit]")
+        owner_page.wait_for_selector("#link-created:not([hidden])")
+        url = owner_page.input_value("#link-url")
+        assert url.startswith(f"{live_server.url}/#link=cl_")
+        links = owner.http.get("/v1/upload-links").json()["data"]
+        assert len(links) == 1 and links[0]["maxFiles"] == 2 and links[0]["note"] == "Invoices for ACME, please"
+        link = links[0]
+        owner_page.locator(f"#link-rows tr[data-id='{link['id']}']").wait_for()
+
+        context, page = open_link(browser, url)
+        page.wait_for_selector("#uploader:not([hidden])")
+        assert page.locator("#sign-in").is_hidden()
+        assert page.inner_text("#link-note") == "Invoices for ACME, please"
+        assert "up to 2 files" in page.inner_text("#link-limits")
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.state === 'done'")
+        assert page.locator("#files").is_hidden()  # a link's visitor sees no list of files
+        context.close()
+
+        files = owner.http.get("/v1/files").json()["data"]
+        assert [(f["filename"], f["uploadLink"], f["status"]) for f in files] == [(path.name, link["id"], "COMPLETED")]
+        assert owner.download_md5(files[0]["id"]) == (5 * MiB + 3, md5)
+
+        # Revoked from the page: the link is refused from then on.
+        owner_page.locator(f"#link-rows tr[data-id='{link['id']}'] button.revoke").click()
+        owner_page.wait_for_selector(f"#link-rows tr[data-id='{link['id']}'] button.revoke", state="detached")
+        assert owner.http.get(f"/v1/upload-links/{link['id']}").json()["revokedAt"] is not None
+
+
+def test_refused_links_say_why_and_store_nothing(live_server: ChunkdServer, browser: Any, tmp_path: Path) -> None:
+    owner_key = live_server.create_key("alice", "files:create,files:read,files:delete,links:admin")
+    path = tmp_path / "big.bin"
+    random_file(path, 2 * MiB)
+    with FilesClient(live_server, owner_key) as owner:
+        # Past maxBytes: the server refuses the creation; the page shows its reason.
+        small = owner.http.post("/v1/upload-links", json={"maxBytes": MiB}).json()
+        context, page = open_link(browser, small["url"])
+        page.wait_for_selector("#uploader:not([hidden])")
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.state === 'failed'")
+        row = page.locator(f"#uploads li[data-name='{path.name}']")
+        assert "accepts at most 1048576 bytes" in row.locator(".detail").inner_text()
+        context.close()
+
+        # Revoked while the page is open: the next request is refused, with the reason.
+        revoked = owner.http.post("/v1/upload-links", json={}).json()
+        context, page = open_link(browser, revoked["url"])
+        page.wait_for_selector("#uploader:not([hidden])")
+        assert owner.http.delete(f"/v1/upload-links/{revoked['id']}").status_code == 200
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.state === 'failed'")
+        assert "revoked" in page.inner_text("#message")
+        page.reload()  # and opened again: refused at once
+        page.wait_for_selector("#message:not([hidden])")
+        assert "revoked" in page.inner_text("#message") and page.locator("#uploader").is_hidden()
+        context.close()
+
+        # Expired (a one-second link, waited for through the API): refused when opened.
+        expired = owner.http.post("/v1/upload-links", json={"expiresIn": 1}).json()
+        token = expired["url"].split("#link=", 1)[1]
+        import httpx
+
+        with httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {token}"}) as partner:
+            while (status := partner.get("/v1/upload-links/current").status_code) != 401:
+                assert status == 200, status
+                time.sleep(0.05)  # pacing the poll (the link's expiry is the server's own clock)
+        context, page = open_link(browser, expired["url"])
+        page.wait_for_selector("#message:not([hidden])")
+        assert "expired" in page.inner_text("#message") and page.locator("#uploader").is_hidden()
+        context.close()
+
+        assert owner.http.get("/v1/files").json()["data"] == []

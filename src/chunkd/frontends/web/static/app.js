@@ -54,6 +54,10 @@ $('sign-in-form').addEventListener('submit', async (event) => {
       show('files');
       refreshFiles();
     }
+    if (session.scope.includes('links:admin')) {
+      show('links');
+      refreshLinks();
+    }
     for (const upload of uploads) if (upload.state === 'failed' && upload.error.status === 401) upload.resume();
   } catch (error) {
     message(`Sign-in failed: ${error.message}`);
@@ -66,8 +70,11 @@ $('sign-out').addEventListener('click', () => {
   location.reload();
 });
 
-function sessionEnded() {
-  if (linkToken) return;
+function sessionEnded(upload) {
+  if (linkToken) {
+    message(`This upload link cannot be used any more: ${upload ? upload.error.message : 'it was refused'}`);
+    return;
+  }
   api.token = null;
   message('Your session has ended: sign in again to continue (unfinished uploads will resume).');
   show('sign-in');
@@ -232,6 +239,58 @@ async function remove(file) {
 }
 
 $('refresh').addEventListener('click', refreshFiles);
+
+// ---- the owner's upload links (scope links:admin) ----------------------------------------------
+$('link-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const body = { expiresIn: Number($('link-days').value || 7) * 86400 };
+  if ($('link-files').value) body.maxFiles = Number($('link-files').value);
+  if ($('link-mib').value) body.maxBytes = Number($('link-mib').value) * 1024 * 1024;
+  if ($('link-note-input').value.trim()) body.note = $('link-note-input').value.trim();
+  try {
+    const link = await api.request('POST', '/v1/upload-links', body);
+    $('link-url').value = link.url;
+    show('link-created');
+    $('link-url').select();
+    refreshLinks();
+  } catch (error) {
+    message(`Cannot create the link: ${error.message}`);
+  }
+});
+
+async function refreshLinks() {
+  let page;
+  try {
+    page = await api.request('GET', '/v1/upload-links');
+  } catch (error) {
+    message(`Cannot list your upload links: ${error.message}`);
+    return;
+  }
+  const rows = page.data.map((link) => {
+    const tr = document.createElement('tr');
+    tr.dataset.id = link.id;
+    const expired = new Date(link.expiresAt) <= new Date();
+    const state = link.revokedAt ? 'revoked' : expired ? 'expired' : 'open';
+    const used = `${link.filesUploaded}${link.maxFiles != null ? ` / ${link.maxFiles}` : ''} files, `
+      + `${formatBytes(link.bytesUploaded)}${link.maxBytes != null ? ` / ${formatBytes(link.maxBytes)}` : ''}`;
+    for (const text of [link.note || '', used, new Date(link.expiresAt).toLocaleString(), state]) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.append(td);
+    }
+    const actions = document.createElement('td');
+    actions.className = 'actions';
+    if (state === 'open') {
+      actions.append(button('Revoke', async () => {
+        try { await api.request('DELETE', `/v1/upload-links/${link.id}`); } catch (error) { message(error.message); }
+        refreshLinks();
+      }, 'revoke'));
+    }
+    tr.append(actions);
+    return tr;
+  });
+  $('link-rows').replaceChildren(...rows);
+}
 window.addEventListener('online', () => { for (const u of uploads) if (u.state === 'failed' && u.error.status === 0) u.resume(); });
 
 if (linkToken) openLink();
