@@ -56,12 +56,14 @@ def browser() -> Iterator[Any]:
             instance.close()
 
 
-def throttle(page: Any, bytes_per_second: int) -> None:
-    """Limit the page's upload speed (DevTools network emulation; the server is untouched)."""
-    cdp = page.context.new_cdp_session(page)
+def throttle(page: Any, bytes_per_second: int, *, offline: bool = False, cdp: Any = None) -> Any:
+    """Limit the page's upload speed, or cut its network (DevTools network emulation; the server is
+    untouched). Returns the DevTools session, to change the conditions later through it."""
+    cdp = cdp or page.context.new_cdp_session(page)
     cdp.send("Network.enable")
-    conditions = {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_second}
+    conditions = {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_second}
     cdp.send("Network.emulateNetworkConditions", conditions)
+    return cdp
 
 
 def state_of(page: Any, name: str) -> dict[str, Any]:
@@ -276,3 +278,34 @@ def test_refused_links_say_why_and_store_nothing(live_server: ChunkdServer, brow
         context.close()
 
         assert owner.http.get("/v1/files").json()["data"] == []
+
+
+def test_upload_survives_a_dropped_network(browser: Any, tmp_path: Path) -> None:
+    """The browser goes offline mid-upload (parts in flight fail): the page waits for the network
+    and carries on by itself, and the file arrives whole."""
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_PART_SIZE": str(MiB)}).start()
+    try:
+        key = server.create_key("alice")
+        path = tmp_path / "through a tunnel.bin"
+        md5 = random_file(path, 12 * MiB + 1)
+        context = browser.new_context()
+        page = context.new_page()
+        sign_in(page, server, key)
+        cdp = throttle(page, 2 * MiB)
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.received.size >= 2")
+        failed: list[str] = []
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        throttle(page, 2 * MiB, offline=True, cdp=cdp)
+        page.wait_for_function("() => navigator.onLine === false")
+        wait_for(page, path.name, "u.requests.size === 0")  # every part in flight broke off
+        assert failed, "no request failed while offline"
+        offline = state_of(page, path.name)
+        assert offline["state"] == "uploading" and len(offline["received"]) < 13  # waiting, not failed
+        throttle(page, 2 * MiB, cdp=cdp)
+        wait_for(page, path.name, "u.state === 'done'", timeout=180_000)
+        with FilesClient(server, key) as client:
+            assert client.download_md5(offline["id"]) == (12 * MiB + 1, md5)
+        context.close()
+    finally:
+        server.kill()
