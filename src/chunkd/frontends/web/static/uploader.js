@@ -215,7 +215,7 @@ export class FileUpload {
           return;
         }
       } catch (error) {
-        if (error.status !== 404) throw error;
+        if (error.status !== 404 && error.status !== 403) throw error; // gone, or not readable: start anew
       }
       this.store.delete(this.file);
     }
