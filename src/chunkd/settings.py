@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     )
     storage: Literal["local", "s3"] = Field("local", description="Where bytes go: local disk or S3-compatible.")
     fsync: bool = Field(True, description="fsync parts before acknowledging them (turn off only for tests).")
+    min_free_bytes: int = Field(
+        64 * MiB,
+        ge=0,
+        description="Local storage: bytes kept free on the blob volume; new upload bytes are refused with 507 below "
+        "it, so the metadata database always has room to commit (0: off).",
+    )
     migrate_on_start: bool = Field(True, description="Apply database migrations when the server starts.")
     secret: SecretStr | None = Field(
         None,
