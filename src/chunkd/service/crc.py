@@ -11,9 +11,18 @@ from __future__ import annotations
 import base64
 
 from awscrt.checksums import combine_crc64nvme as _combine  # type: ignore[import-untyped]
+from awscrt.checksums import crc32c as _crc32c
 from awscrt.checksums import crc64nvme as _crc64nvme
 
-__all__ = ["crc64_b64", "crc64_combine", "crc64_hex", "crc64nvme", "parse_crc64_hex"]
+__all__ = [
+    "Crc32cHasher",
+    "Crc64Hasher",
+    "crc64_b64",
+    "crc64_combine",
+    "crc64_hex",
+    "crc64nvme",
+    "parse_crc64_hex",
+]
 
 
 def crc64nvme(data: bytes | memoryview, previous: int = 0) -> int:
@@ -37,3 +46,30 @@ def parse_crc64_hex(value: str) -> int:
 def crc64_b64(value: int) -> str:
     """The form S3 uses in ``x-amz-checksum-crc64nvme``: base64 of the 8 big-endian bytes."""
     return base64.b64encode(value.to_bytes(8, "big")).decode()
+
+
+class Crc64Hasher:
+    """CRC-64/NVME behind the hashlib interface (8 big-endian bytes)."""
+
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: bytes) -> None:
+        self._value = int(_crc64nvme(data, self._value))
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(8, "big")
+
+
+class Crc32cHasher:
+    """CRC-32C (Castagnoli) behind the hashlib interface (4 big-endian bytes), for S3's
+    ``x-amz-checksum-crc32c``."""
+
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: bytes) -> None:
+        self._value = int(_crc32c(data, self._value))
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(4, "big")

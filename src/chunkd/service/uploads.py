@@ -231,12 +231,14 @@ class UploadService:
         content_md5: str | None = None,
         declared_size: int | None = None,
         md5_etag: bool = False,
+        digest: tuple[StreamHasher, bytes, str] | None = None,
     ) -> Part:
         """Store part ``number`` (1-based) of a PARTS upload; replaces an earlier copy atomically.
         ``declared_size`` (a request's Content-Length) refuses a wrong-sized part before any byte of
         it is read; the streamed size is checked in any case. The part's own MD5 is computed only
         when ``content_md5`` is to be checked or the dialect's ETag is an MD5 (``md5_etag``);
-        otherwise its checksum is its CRC-64/NVME."""
+        otherwise its checksum is its CRC-64/NVME. ``digest``: (hasher, expected digest, the field
+        that carried it), verified over the part's bytes before it is acknowledged."""
         upload = await self.get(owner, upload_id, with_parts=False)
         upload.ensure_pending(self.clock())
         upload.check_part_number(number)
@@ -252,6 +254,7 @@ class UploadService:
                 f"part {number} must be {expected} bytes; the body is longer", field="body", expectedSize=expected
             ),
             part_md5=content_md5 is not None or md5_etag,
+            extra=digest[0] if digest is not None else None,
         )
         try:
             upload.check_part_size(number, streamed.size)
@@ -259,6 +262,8 @@ class UploadService:
                 raise ChecksumMismatch(
                     "the part's bytes do not match its Content-MD5", field="Content-MD5", actualMd5=streamed.md5
                 )
+            if digest is not None and streamed.extra is not None and streamed.extra.digest() != digest[1]:
+                raise ChecksumMismatch(f"the part's bytes do not match its {digest[2]}", field=digest[2])
         except BaseException:
             await streamed.writer.abort()
             raise
