@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chunkd.auth.authenticator import Authenticator
+from chunkd.auth.key_cache import CachedKeys
 from chunkd.auth.keys import KeyService
 from chunkd.auth.links import UploadLinks
 from chunkd.auth.principal import ALL_SCOPES
@@ -79,8 +80,10 @@ class Runtime:
     keys: KeyService
     authenticator: Authenticator
     signer: UrlSigner
+    media: MediaService
     links: UploadLinks
     tokens: AccessTokens | None = None
+    # Per-process state a frontend keeps beside the runtime (tus: the request writing each upload).
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
@@ -112,10 +115,11 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
     blobs: BlobStore = _load(BLOB_STORES[settings.storage])(settings)
     locks = build_locks(settings)
     uploads = UploadService(repo, blobs, locks, settings.engine_config())
-    keys = KeyService(repo)
+    cached_keys = CachedKeys(repo)  # revocation reaches every node within its 1 s lifetime
+    keys = KeyService(cached_keys)
     secret = server_secret(settings)
     signer = UrlSigner(secret)
-    tokens = AccessTokens.from_settings(settings, repo, secret)
+    tokens = AccessTokens.from_settings(settings, cached_keys, secret)
     links = UploadLinks(
         SqlUploadLinkRepository(engine),
         default_ttl_seconds=settings.upload_link_ttl_seconds,
@@ -133,7 +137,7 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
         signer=signer,
         links=links,
         tokens=tokens,
-        extras={"media": build_media(settings, engine, uploads)},
+        media=build_media(settings, engine, uploads),
     )
 
 
