@@ -73,7 +73,12 @@ async def test_owner_manages_links(api: Api) -> None:
     revoked = await api.client.delete(f"/v1/upload-links/{link['id']}", headers=owner)
     assert revoked.status_code == 200 and revoked.json()["revokedAt"] is not None
     again = await api.client.delete(f"/v1/upload-links/{link['id']}", headers=owner)
-    assert again.json()["revokedAt"] == revoked.json()["revokedAt"]
+    assert again.status_code == 200 and again.json()["revokedAt"] == revoked.json()["revokedAt"]
+    # Revoked is deleted: gone by id, kept in the list for the record.
+    gone = await api.client.get(f"/v1/upload-links/{link['id']}", headers=owner)
+    assert gone.status_code == 404 and "revoked" in gone.json()["error"]["message"]
+    listed = (await api.client.get("/v1/upload-links", headers=owner)).json()["data"]
+    assert [x["revokedAt"] for x in listed] == [revoked.json()["revokedAt"]]
 
 
 async def test_bad_link_requests_name_the_field(api: Api) -> None:

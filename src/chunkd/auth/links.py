@@ -154,10 +154,14 @@ class UploadLinks:
     async def list(self, owner: str, limit: int = 100) -> list[UploadLinkRecord]:
         return await self.repo.list_links(owner, limit)
 
-    async def get(self, owner: str, link_id: str) -> UploadLinkRecord:
+    async def get(self, owner: str, link_id: str, *, revoked: bool = True) -> UploadLinkRecord:
+        """The owner's link; with ``revoked=False`` a revoked one is gone (404), as a deleted
+        resource is (it stays in ``list``, with ``revokedAt``, for the record)."""
         record = await self.repo.get_link(link_id, owner) if _LINK_ID.match(link_id) else None
         if record is None:
             raise NotFound(f"no upload link with id {link_id!r}", field="id")
+        if not revoked and record.revoked_at is not None:
+            raise NotFound(f"upload link {link_id} was revoked at {record.revoked_at.isoformat()}", field="id")
         return record
 
     async def revoke(self, owner: str, link_id: str) -> UploadLinkRecord:

@@ -101,7 +101,7 @@ async def create_link(request: Request, body: CreateUploadLinkRequest) -> dict[s
     return _view(record, f"{base}/#link={token}")
 
 
-@router.get("", response_model=UploadLinkList, summary="List your upload links, newest first")
+@router.get("", response_model=UploadLinkList, summary="List your upload links (revoked ones too), newest first")
 async def list_links(
     request: Request, limit: Annotated[int, Query(ge=1, le=1000, description="Most links returned.")] = 100
 ) -> dict[str, Any]:
@@ -118,8 +118,9 @@ async def current_link(request: Request) -> dict[str, Any]:
 
 @router.get("/{link_id}", response_model=UploadLink, summary="Get an upload link")
 async def get_link(request: Request, link_id: LinkId) -> dict[str, Any]:
+    """A revoked (deleted) link answers 404; the list still shows it, with ``revokedAt``."""
     who = await principal(request, "links:admin")
-    return _view(await runtime(request).links.get(who.owner, link_id))
+    return _view(await runtime(request).links.get(who.owner, link_id, revoked=False))
 
 
 @router.delete("/{link_id}", response_model=UploadLink, summary="Revoke an upload link at once")
