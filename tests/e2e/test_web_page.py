@@ -118,7 +118,7 @@ def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, br
     context = browser.new_context()
     page = context.new_page()
     sign_in(page, live_server, key)
-    throttle(page, 6 * MiB)
+    throttle(page, 4 * MiB)
     page.set_input_files("#pick", [str(paths[n]) for n in files])
 
     # Progress is shown while the big file is on its way, per file and in total.
@@ -138,15 +138,23 @@ def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, br
         held = client.get(paused["id"])
         assert held["status"] == "PENDING" and 0 < len(held["parts"]) < held["partCount"]
     row.locator("button.pause").click()  # now labelled Resume
-    wait_for(page, "big.bin", f"u.state === 'uploading' && u.received.size > {len(paused['received'])}")
-
-    # Reload mid-upload: the token is gone with the page (memory only); nothing secret was stored.
-    wait_for(page, "small.txt", "u.state === 'done'")
+    # Held again the moment one more part is acknowledged (paused inside the page, in the same
+    # turn as the check, so several of its seven parts are surely still to go) ...
+    wait_for(
+        page,
+        "big.bin",
+        f"u.state === 'uploading' && u.received.size > {len(paused['received'])} && (u.pause(), true)",
+    )
+    wait_for(page, "small.txt", "u.state === 'done'")  # ... while the others finish
     wait_for(page, "medium.bin", "u.state === 'done'")
     upload_id = state_of(page, "big.bin")["id"]
     storage = page.evaluate("() => JSON.stringify(Object.assign({}, localStorage))")
     assert key not in storage and "eyJ" not in storage and "ck_" not in storage
     assert upload_id in storage
+
+    # Reload mid-upload (bytes in flight): the token is gone with the page (memory only).
+    row.locator("button.pause").click()
+    wait_for(page, "big.bin", "u.state === 'uploading' && u.inflight.size > 0")
     page.reload()
     with FilesClient(live_server, key) as client:
         before = client.get(upload_id)
@@ -164,6 +172,7 @@ def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, br
     )
     page.wait_for_selector("#sign-in:not([hidden])")
     sign_in(page, live_server, key)
+    throttle(page, 4 * MiB)
     page.set_input_files("#pick", str(paths["big.bin"]))
     wait_for(page, "big.bin", "u.state === 'done'", timeout=180_000)
     after = state_of(page, "big.bin")
@@ -185,6 +194,24 @@ def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, br
         victim.locator("button.delete").click()
         page.wait_for_selector(f"#file-rows tr[data-id='{listed['small.txt']['id']}']", state="detached")
         assert client.http.get(f"/v1/files/{listed['small.txt']['id']}").status_code == 404
+
+        # Cancel mid-upload: the server's upload is CANCELLED and the page forgets it.
+        dropped = tmp_path / "dropped.bin"
+        random_file(dropped, 40 * MiB)
+        page.set_input_files("#pick", str(dropped))
+        wait_for(page, dropped.name, "u.meta && u.sent > 0 && u.received.size === 0 && u.state === 'uploading'")
+        page.locator(f"#uploads li[data-name='{dropped.name}'] button.cancel").click()
+        wait_for(page, dropped.name, "u.state === 'cancelled'")
+        cancelled_id = state_of(page, dropped.name)["id"]
+        page.wait_for_function(f"() => !(localStorage.getItem('chunkd.resume.owner') || '').includes('{cancelled_id}')")
+
+        def cancelled() -> bool:
+            return bool(client.get(cancelled_id)["status"] == "CANCELLED")
+
+        deadline = time.monotonic() + 30  # the cancel request follows the page's change of state
+        while not cancelled() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cancelled()
     context.close()
 
 
