@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from chunkd.runtime import open_runtime
-from chunkd.settings import Settings
+if TYPE_CHECKING:  # imported where used: the client commands need neither SQLAlchemy nor the settings
+    from chunkd.settings import Settings
 
 app = typer.Typer(help="chunkd: a self-hosted, resumable, chunked upload server.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -26,6 +26,8 @@ DataDir = Annotated[
 
 
 def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
+    from chunkd.settings import Settings
+
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
@@ -76,6 +78,8 @@ def serve(
 
 
 async def _with_runtime(settings: Settings, action: Any) -> Any:
+    from chunkd.runtime import open_runtime
+
     runtime = await open_runtime(settings)
     try:
         return await action(runtime)
