@@ -261,3 +261,41 @@ def test_json_prints_one_object_per_finished_file_and_failures_exit_non_zero(
 def test_bad_part_size_is_a_usage_error(tmp_path: Path, cli_env: dict[str, str]) -> None:
     result = chunkd("upload", str(tmp_path), "--part-size", "8 parsecs", "--key", "k", env=cli_env)
     assert result.returncode == 2 and "--part-size" in result.stderr
+
+
+def test_kill_9_of_a_download_then_rerun_continues_with_range_and_verifies(
+    tmp_path: Path, e2e_server: ChunkdServer, e2e_key: str, cli_env: dict[str, str]
+) -> None:
+    source = tmp_path / "down.bin"
+    md5 = random_file(source, 12 * MiB)
+    env = {**cli_env, "CHUNKD_URL": e2e_server.url, "CHUNKD_KEY": e2e_key}
+    uploaded = chunkd("upload", str(source), "--json", env=env)
+    assert uploaded.returncode == 0, uploaded.stderr
+    file_id = json.loads(uploaded.stdout)["id"]
+    target = tmp_path / "out" / "copy.bin"
+    target.parent.mkdir()
+    partial = target.with_name(f".copy.bin.{file_id}.part")
+
+    slow = CountingProxy(e2e_server.url, tmp_path / "slow.log", rate=3 * MiB).start()
+    try:
+        cli = spawn(
+            "download", file_id, "-o", str(target), env={**env, "CHUNKD_URL": slow.url}, log=tmp_path / "cli.log"
+        )
+        wait_for(lambda: partial.exists() and partial.stat().st_size >= 2 * MiB, what="2 MiB downloaded")
+        os.killpg(cli.pid, signal.SIGKILL)
+        cli.wait(timeout=30)
+    finally:
+        slow.stop()
+    assert not target.exists()
+    kept = partial.stat().st_size
+    assert 2 * MiB <= kept < 12 * MiB
+
+    watched = CountingProxy(e2e_server.url, tmp_path / "again.log").start()
+    try:
+        again = chunkd("download", file_id, "-o", str(target), env={**env, "CHUNKD_URL": watched.url})
+    finally:
+        watched.stop()
+    assert again.returncode == 0, again.stderr
+    assert file_md5(target) == md5 and not partial.exists()
+    content = [r for r in watched.requests() if r["path"].endswith("/content") and r["phase"] == "sent"]
+    assert [r["range"] for r in content] == [f"bytes={kept}-"]

@@ -1,6 +1,6 @@
 """A small HTTP reverse proxy for end-to-end tests of clients: it logs every request it forwards
-(so a test can count which parts a client sent), can slow request bodies down to a given rate (so a
-test can act in the middle of an upload without racing it), and answers 502 when the server behind
+(so a test can count which parts a client sent), can slow bodies down to a given rate (so a test
+can act in the middle of an upload or download without racing it), and answers 502 when the server behind
 it is down (as a real load balancer would). Runs as its own process::
 
     python -m tests.support.proxy --port P --upstream http://127.0.0.1:8080 --log requests.log [--rate BYTES/S]
@@ -126,6 +126,8 @@ def make_app(upstream: str, log_path: Path, rate: int | None) -> Any:
             out = [(k.encode(), v.encode()) for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP]
             await send({"type": "http.response.start", "status": response.status_code, "headers": out})
             async for chunk in response.aiter_raw():
+                if rate:
+                    await asyncio.sleep(len(chunk) / rate)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
@@ -139,7 +141,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--log", type=Path, required=True)
-    parser.add_argument("--rate", type=int, default=None, help="bytes per second for request bodies")
+    parser.add_argument("--rate", type=int, default=None, help="bytes per second for request and response bodies")
     args = parser.parse_args()
     import uvicorn
 
