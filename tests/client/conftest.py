@@ -12,6 +12,7 @@ import pytest
 
 from chunkd.app import create_app
 from chunkd.client import AsyncClient, RetryPolicy
+from chunkd.runtime import Runtime
 from chunkd.settings import Settings
 
 FAST_RETRIES = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, max_retry_after=0.05)
@@ -46,6 +47,7 @@ class Sdk:
     recorder: Recorder
     keys: dict[str, str]
     state_dir: Path
+    runtime: Runtime
 
     def client(self, who: str = "alice", *, key: str | None = None, remember: bool = True) -> AsyncClient:
         return AsyncClient(
@@ -65,4 +67,4 @@ async def sdk(settings: Settings, tmp_path: Path) -> AsyncIterator[Sdk]:
         keys = {}
         for owner, scopes in {"alice": "files:create,files:read,files:delete", "reader": "files:read"}.items():
             _, keys[owner] = await app.state.chunkd.keys.create(owner, scopes)
-        yield Sdk(Recorder(httpx.ASGITransport(app=app)), keys, tmp_path / "state")
+        yield Sdk(Recorder(httpx.ASGITransport(app=app)), keys, tmp_path / "state", app.state.chunkd)

@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import stat
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,22 @@ async def test_a_remembered_upload_that_was_cancelled_or_deleted_starts_over(sdk
             await (client.cancel(old.id) if end == "cancel" else client.delete(old.id))
             file = await client.upload(path, part_size=PART)
             assert file.id != old.id and file.status == "COMPLETED"
+
+
+async def test_a_remembered_upload_past_its_expiry_starts_over(sdk: Sdk, tmp_path: Path) -> None:
+    path = tmp_path / "idle.bin"
+    data = os.urandom(3 * PART)
+    path.write_bytes(data)
+    state = UploadState(sdk.state_dir)
+    async with sdk.client() as client:
+        old = await client.create("idle.bin", len(data), part_size=PART)
+        await client._put_part(old, 1, Source(path), Tracker(0, None))
+        state.put(client.url, client.key, LocalFile.of(path), old.id)
+        later = datetime.now(UTC) + timedelta(days=30)  # idle far past CHUNKD_UPLOAD_TTL_SECONDS
+        sdk.runtime.uploads.clock = lambda: later
+        file = await client.upload(path)
+    assert file.id != old.id and file.status == "COMPLETED" and file.md5 == hashlib.md5(data).hexdigest()
+    assert state.get(client.url, client.key, LocalFile.of(path)) is None
 
 
 async def test_a_changed_file_is_a_new_upload(sdk: Sdk, tmp_path: Path) -> None:

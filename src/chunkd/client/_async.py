@@ -15,7 +15,14 @@ import httpx
 from chunkd.client import _core
 from chunkd.client._core import ProgressCallback, Tracker, content_md5, missing_parts, resumable, reusable
 from chunkd.client._sync import DEFAULT_URL
-from chunkd.client.errors import Conflict, ConnectionFailed, IntegrityError, NotFound, error_from_response
+from chunkd.client.errors import (
+    Conflict,
+    ConnectionFailed,
+    IntegrityError,
+    NotFound,
+    UploadExpired,
+    error_from_response,
+)
 from chunkd.client.models import File, Page
 from chunkd.client.retry import RetryPolicy, is_retryable_error, is_retryable_response, retry_after
 from chunkd.client.source import CHUNK, Source, SourceLike, part_range
@@ -151,14 +158,23 @@ class AsyncClient:
         """See :meth:`chunkd.client.Client.upload`."""
         src = Source(source)
         try:
-            file = await self._remembered(src)
-            if file is not None and file.status == "COMPLETED":
-                return file
-            if file is None:
+            remembered = await self._remembered(src)
+            if remembered is not None and remembered.status == "COMPLETED":
+                return remembered
+
+            async def start() -> File:
                 file = await self.create(filename or src.name, src.size, part_size=part_size, mime_type=mime_type)
                 if self.state is not None and src.local is not None:
                     await asyncio.to_thread(self.state.put, self.url, self.key, src.local, file.id)
-            done = await self._fill_and_complete(file, src, parallel, on_progress)
+                return file
+
+            try:
+                done = await self._fill_and_complete(remembered or await start(), src, parallel, on_progress)
+            except UploadExpired:
+                if remembered is None:
+                    raise
+                # It expired while we resumed it (idle too long before this run): start over, once.
+                done = await self._fill_and_complete(await start(), src, parallel, on_progress)
             if self.state is not None and src.local is not None:
                 await asyncio.to_thread(self.state.forget, self.url, self.key, src.local)
             return done
@@ -206,10 +222,13 @@ class AsyncClient:
             async with slots:
                 await self._put_part(file, number, src, tracker)
 
-        async with asyncio.TaskGroup() as group:
-            whole = group.create_task(asyncio.to_thread(src.md5))
-            for number in todo:
-                group.create_task(one(number))
+        try:
+            async with asyncio.TaskGroup() as group:
+                whole = group.create_task(asyncio.to_thread(src.md5))
+                for number in todo:
+                    group.create_task(one(number))
+        except BaseExceptionGroup as failed:  # callers get the typed error, as from Client
+            raise _first(failed) from None
         await self.complete(file.id, whole.result().hex())
         return await self.get(file.id)
 
@@ -307,6 +326,16 @@ class AsyncClient:
             )
         os.replace(partial, target)
         return target
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error in a task group's failure (the others were cancelled because of it)."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first(error)
+        if not isinstance(error, asyncio.CancelledError):
+            return error
+    return group.exceptions[0]
 
 
 def _hash_file(path: Path) -> tuple[int, Any]:

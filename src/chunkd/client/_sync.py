@@ -14,7 +14,14 @@ import httpx
 
 from chunkd.client import _core
 from chunkd.client._core import ProgressCallback, Tracker, content_md5, missing_parts, resumable, reusable
-from chunkd.client.errors import Conflict, ConnectionFailed, IntegrityError, NotFound, error_from_response
+from chunkd.client.errors import (
+    Conflict,
+    ConnectionFailed,
+    IntegrityError,
+    NotFound,
+    UploadExpired,
+    error_from_response,
+)
 from chunkd.client.models import File, Page
 from chunkd.client.retry import RetryPolicy, is_retryable_error, is_retryable_response, retry_after
 from chunkd.client.source import CHUNK, Source, SourceLike, part_range
@@ -159,14 +166,23 @@ class Client:
         and mtime) is resumed: only the parts the server lacks are sent."""
         src = Source(source)
         try:
-            file = self._remembered(src)
-            if file is not None and file.status == "COMPLETED":
-                return file
-            if file is None:
+            remembered = self._remembered(src)
+            if remembered is not None and remembered.status == "COMPLETED":
+                return remembered
+
+            def start() -> File:
                 file = self.create(filename or src.name, src.size, part_size=part_size, mime_type=mime_type)
                 if self.state is not None and src.local is not None:
                     self.state.put(self.url, self.key, src.local, file.id)
-            done = self._fill_and_complete(file, src, parallel, on_progress)
+                return file
+
+            try:
+                done = self._fill_and_complete(remembered or start(), src, parallel, on_progress)
+            except UploadExpired:
+                if remembered is None:
+                    raise
+                # It expired while we resumed it (idle too long before this run): start over, once.
+                done = self._fill_and_complete(start(), src, parallel, on_progress)
             if self.state is not None and src.local is not None:
                 self.state.forget(self.url, self.key, src.local)
             return done
