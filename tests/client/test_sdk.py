@@ -212,3 +212,17 @@ async def test_pending_files_do_not_download(sdk: Sdk, tmp_path: Path) -> None:
         file = await client.create("later.bin", 10)
         with pytest.raises(Conflict):
             await client.download(file.id, tmp_path)
+
+
+async def test_a_part_that_keeps_failing_raises_its_typed_error_and_a_directory_is_refused(
+    sdk: Sdk, tmp_path: Path
+) -> None:
+    sdk.recorder.failures, sdk.recorder.fail_when = [503] * 4, "/parts/2"
+    async with sdk.client(remember=False) as client:
+        with pytest.raises(ServerError) as failed:
+            await client.upload(io.BytesIO(os.urandom(3 * PART)), part_size=PART)
+        assert failed.value.status == 503
+        before = [f.id async for f in client.list()]
+        with pytest.raises(IsADirectoryError):
+            await client.upload(tmp_path)
+        assert [f.id async for f in client.list()] == before  # nothing created for it

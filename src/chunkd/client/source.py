@@ -3,8 +3,10 @@ seekable binary file object (read from its current position to its end, under a 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from typing import IO, Union
@@ -34,6 +36,9 @@ class Source:
         if isinstance(source, (str, os.PathLike)):
             self.local = LocalFile.of(source)
             self._fd = os.open(self.local.path, os.O_RDONLY)
+            if not stat.S_ISREG(os.fstat(self._fd).st_mode):  # a directory or a device has no size to declare
+                os.close(self._fd)
+                raise IsADirectoryError(errno.EISDIR, "not a regular file", self.local.path)
             self.name = os.path.basename(self.local.path)
             self.start = 0
             self.size = os.fstat(self._fd).st_size
