@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -222,14 +223,19 @@ class AsyncClient:
             async with slots:
                 await self._put_part(file, number, src, tracker)
 
+        stop = threading.Event()
+        whole = asyncio.get_running_loop().run_in_executor(None, src.md5, 0, None, stop)
         try:
             async with asyncio.TaskGroup() as group:
-                whole = group.create_task(asyncio.to_thread(src.md5))
                 for number in todo:
                     group.create_task(one(number))
+            digest = await whole
         except BaseExceptionGroup as failed:  # callers get the typed error, as from Client
             raise _first(failed) from None
-        await self.complete(file.id, whole.result().hex())
+        finally:
+            stop.set()  # and wait: the hashing thread must be done with the file before it is closed
+            await asyncio.wait([whole])
+        await self.complete(file.id, digest.hex())
         return await self.get(file.id)
 
     async def _put_part(self, file: File, number: int, src: Source, tracker: Tracker) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -230,12 +231,14 @@ class Client:
         tracker = Tracker(src.size, on_progress)
         tracker.add(src.size - sum(part_range(n, file.part_size, src.size)[1] for n in todo))
         with ThreadPoolExecutor(max_workers=max(1, parallel) + 1, thread_name_prefix="chunkd-upload") as pool:
-            whole = pool.submit(src.md5)  # one pass over the file beside the parts
+            stop = threading.Event()
+            whole = pool.submit(src.md5, 0, None, stop)  # one pass over the file beside the parts
             futures = [pool.submit(self._put_part, file, n, src, tracker) for n in todo]
             try:
                 for future in as_completed(futures):
                     future.result()
             except BaseException:
+                stop.set()
                 for future in futures:
                     future.cancel()
                 raise

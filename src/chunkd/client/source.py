@@ -30,6 +30,8 @@ class Source:
 
     def __init__(self, source: SourceLike) -> None:
         self._lock = threading.Lock()
+        self._idle = threading.Condition()  # close() waits for reads in flight: a closed fd number may be reused
+        self._readers = 0
         self._fd: int | None = None
         self._fileobj: IO[bytes] | None = None
         self.local: LocalFile | None = None
@@ -53,9 +55,18 @@ class Source:
 
     def read(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes at ``offset`` (relative to the start of the upload)."""
-        if self._fd is not None:
-            return os.pread(self._fd, length, self.start + offset)
-        assert self._fileobj is not None
+        if self._fileobj is None:
+            with self._idle:
+                if self._fd is None:
+                    raise ValueError(f"{self.name} is closed")
+                fd = self._fd
+                self._readers += 1
+            try:
+                return os.pread(fd, length, self.start + offset)
+            finally:
+                with self._idle:
+                    self._readers -= 1
+                    self._idle.notify_all()
         with self._lock:
             self._fileobj.seek(self.start + offset)
             return self._fileobj.read(length)
@@ -70,14 +81,20 @@ class Source:
             offset += len(data)
             yield data
 
-    def md5(self, offset: int = 0, length: int | None = None) -> bytes:
-        """MD5 digest of a range (the whole upload by default)."""
+    def md5(self, offset: int = 0, length: int | None = None, stop: threading.Event | None = None) -> bytes:
+        """MD5 digest of a range (the whole upload by default); gives up (an empty result) soon after
+        ``stop`` is set, so an interrupted upload does not wait for a whole file to be hashed."""
         digest = hashlib.md5()
         for data in self.chunks(offset, self.size - offset if length is None else length):
+            if stop is not None and stop.is_set():
+                return b""
             digest.update(data)
         return digest.digest()
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._idle:
+            while self._readers:
+                self._idle.wait()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
