@@ -208,7 +208,16 @@ def _client(url: str, key: str | None) -> Any:
     if not key:
         err_console.print("error: no API key: pass --key or set CHUNKD_KEY", style="red", markup=False)
         raise typer.Exit(1)
-    return Client(url, key)
+    return Client(url, key, on_retry=_tell_retry)
+
+
+def _tell_retry(notice: Any) -> None:
+    """Say why the command seems to pause (a server restarting, a proxy answering 502, a 429)."""
+    err_console.print(
+        f"retrying in {notice.delay:.1f} s after try {notice.attempt}: {notice.method} {notice.url}: {notice.reason}",
+        style="yellow",
+        markup=False,
+    )
 
 
 def _fatal(exc: Exception, url: str) -> None:

@@ -22,6 +22,7 @@ from chunkd.client import (
     IntegrityError,
     NotFound,
     PermissionDenied,
+    RetryNotice,
     ServerError,
 )
 from chunkd.client._core import Tracker
@@ -173,9 +174,17 @@ async def test_errors_are_typed_and_carry_the_api_code(sdk: Sdk) -> None:
 async def test_5xx_and_429_are_retried_honouring_retry_after(sdk: Sdk) -> None:
     data = os.urandom(3 * PART)
     sdk.recorder.failures, sdk.recorder.fail_when = [503, 429, 502], "/parts/2"
+    notices: list[RetryNotice] = []
     async with sdk.client(remember=False) as client:
+        client.on_retry = notices.append
         file = await client.upload(io.BytesIO(data), part_size=PART, parallel=1)
     assert file.md5 == hashlib.md5(data).hexdigest()
+    assert [(n.method, n.attempt, n.reason) for n in notices] == [
+        ("PUT", 1, "HTTP 503 unavailable"),
+        ("PUT", 2, "HTTP 429 unavailable"),
+        ("PUT", 3, "HTTP 502 unavailable"),
+    ]
+    assert notices[0].url.endswith(f"/v1/files/{file.id}/parts/2")
     assert sorted(sdk.recorder.parts_sent(file.id)) == [1, 2, 2, 2, 2, 3]
 
     sdk.recorder.failures, sdk.recorder.fail_when = [503] * 4, "GET /v1/files/"

@@ -196,6 +196,7 @@ def test_server_kill_9_and_restart_mid_upload_the_cli_retries_and_completes(
         assert any(r["phase"] == "failed" or (r["status"] or 0) >= 500 for r in proxy.requests()), (
             "no request failed: the restart did not happen mid-upload"
         )
+        assert "retrying in" in (tmp_path / "cli.log").read_text()  # the CLI says why it paused
         file = api.file(file_id)
         assert file is not None and file["status"] == "COMPLETED" and file["md5"] == md5
         api.http.close()

@@ -30,7 +30,7 @@ from chunkd.client.errors import (
     UploadExpired,
 )
 from chunkd.client.models import File, Page, Part
-from chunkd.client.retry import RetryPolicy
+from chunkd.client.retry import RetryNotice, RetryPolicy
 from chunkd.client.sizes import format_size, parse_size
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "PermissionDenied",
     "ProgressCallback",
     "RateLimited",
+    "RetryNotice",
     "RetryPolicy",
     "ServerError",
     "TooLarge",

@@ -24,7 +24,14 @@ from chunkd.client.errors import (
     error_from_response,
 )
 from chunkd.client.models import File, Page
-from chunkd.client.retry import RetryPolicy, is_retryable_error, is_retryable_response, retry_after
+from chunkd.client.retry import (
+    RetryNotice,
+    RetryPolicy,
+    is_retryable_error,
+    is_retryable_response,
+    reason_of,
+    retry_after,
+)
 from chunkd.client.source import CHUNK, Source, SourceLike, part_range
 from chunkd.client.state import UploadState
 
@@ -51,10 +58,12 @@ class Client:
         remember_uploads: bool = True,
         state_dir: Path | None = None,
         transport: httpx.BaseTransport | None = None,
+        on_retry: Callable[[RetryNotice], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.key = key
         self.retry = retry or RetryPolicy()
+        self.on_retry = on_retry
         self.state = UploadState(state_dir) if remember_uploads else None
         headers = {"User-Agent": _core.user_agent()}
         if key:
@@ -73,6 +82,13 @@ class Client:
         self._http.close()
 
     # ---- requests with retries ------------------------------------------------------------------
+    def _wait(self, method: str, path: str, attempt: int, hint: float | None, reason: str) -> float:
+        """How long to wait before the next try, told to ``on_retry`` first."""
+        delay = self.retry.delay(attempt, hint)
+        if self.on_retry is not None:
+            self.on_retry(RetryNotice(method, f"{self.url}{path}", attempt + 1, delay, reason))
+        return delay
+
     def _send(
         self,
         method: str,
@@ -95,16 +111,16 @@ class Client:
             except httpx.TransportError as exc:
                 if last or not is_retryable_error(exc):
                     raise ConnectionFailed(f"{method} {self.url}{path}: {exc or type(exc).__name__}") from exc
-                hint = None
+                hint, failure = None, reason_of(exc)
             else:
                 if not (is_retryable_response(response) and not last):
                     if response.is_error:
                         raise error_from_response(response)
                     return response
-                hint = retry_after(response)
+                hint, failure = retry_after(response), reason_of(response)
             if before_retry is not None:
                 before_retry()
-            time.sleep(self.retry.delay(attempt, hint))
+            time.sleep(self._wait(method, path, attempt, hint, failure))
         raise AssertionError("unreachable")
 
     # ---- simple calls ---------------------------------------------------------------------------
@@ -322,14 +338,16 @@ class Client:
                         response.read()
                         hint = retry_after(response)
                         failure: BaseException = error_from_response(response)
+                        reason = reason_of(response)
                 except httpx.TransportError as exc:
                     if not is_retryable_error(exc):
                         raise ConnectionFailed(f"GET {self.url}/v1/files/{file_id}/content: {exc}") from exc
                     failure = ConnectionFailed(f"GET {self.url}/v1/files/{file_id}/content: {exc}")
+                    reason = reason_of(exc)
                 attempt = 0 if offset > start else attempt + 1  # progress resets the budget
                 if attempt >= self.retry.attempts:
                     raise failure
-                time.sleep(self.retry.delay(attempt, hint))
+                time.sleep(self._wait("GET", f"/v1/files/{file_id}/content", attempt, hint, reason))
             out.flush()
             os.fsync(out.fileno())
         if offset != file.size_bytes or (file.md5 is not None and digest.hexdigest() != file.md5):

@@ -3,6 +3,7 @@ network errors, 5xx, 429 and ``upload_busy``, honouring ``Retry-After``."""
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import random
 import time
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 
-__all__ = ["RetryPolicy", "is_retryable_error", "is_retryable_response", "retry_after"]
+__all__ = ["RetryNotice", "RetryPolicy", "is_retryable_error", "is_retryable_response", "retry_after"]
 
 # Errors of the connection itself (refused, reset, timed out, cut mid-answer) are worth another try;
 # a malformed URL or an unsupported scheme (other TransportErrors) never get better.
@@ -35,6 +36,27 @@ class RetryPolicy:
         if server_hint is not None:
             wait = max(wait, min(server_hint, self.max_retry_after))
         return wait
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """Passed to a client's ``on_retry`` before it waits ``delay`` seconds and tries again."""
+
+    method: str
+    url: str
+    attempt: int  # the try that failed, 1-based
+    delay: float
+    reason: str
+
+
+def reason_of(failure: BaseException | httpx.Response) -> str:
+    """A short reason for a failed try: the network error, or the status and the API's error code."""
+    if isinstance(failure, httpx.Response):
+        code = ""
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # a body that is not the API's error
+            code = str(failure.json()["error"]["code"])
+        return f"HTTP {failure.status_code}" + (f" {code}" if code else "")
+    return f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
 
 
 def is_retryable_error(exc: BaseException) -> bool:
