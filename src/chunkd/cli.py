@@ -257,7 +257,7 @@ def upload(
     key: Key = None,
     parallel: Annotated[int, typer.Option(min=1, max=64, help="Parts sent at the same time.")] = 4,
     part_size: Annotated[
-        str | None, typer.Option("--part-size", help="Bytes per part, e.g. 8MiB or 16M [default: the server's].")
+        str | None, typer.Option("--part-size", help="Bytes per part, e.g. 8MiB or 16M (default: the server's).")
     ] = None,
     json_output: JsonOutput = False,
 ) -> None:
@@ -319,7 +319,7 @@ def download(
     file_id: Annotated[str, typer.Argument(metavar="ID", help="The file's id.", show_default=False)],
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="Where to write it (a file or a directory) [default: its name]."),
+        typer.Option("-o", "--output", help="A file or a directory (default: the file's name, here)."),
     ] = None,
     url: Url = DEFAULT_URL,
     key: Key = None,
