@@ -154,8 +154,11 @@ class UploadService:
         client_ref: str | None = None,
         metadata: dict[str, Any] | None = None,
         strict_part_size: bool = True,
+        defer_size: bool = False,
     ) -> Upload:
-        """A new PENDING upload. PARTS uploads need ``size_bytes``; APPEND uploads may defer it."""
+        """A new PENDING upload. PARTS uploads need ``size_bytes`` unless ``defer_size`` (the
+        size is then declared with ``declare_size`` once the last part is known); APPEND uploads
+        may always defer it."""
         cfg = self.config
         filename = clean_filename(filename)
         if client_ref is not None:
@@ -170,7 +173,7 @@ class UploadService:
                     limit="max_file_size",
                     maxSizeBytes=cfg.max_file_size,
                 )
-        elif mode is Mode.PARTS:
+        elif mode is Mode.PARTS and not defer_size:
             raise InvalidInput("sizeBytes is required", field="sizeBytes")
         if part_size is None:
             part_size = cfg.default_part_size
@@ -222,10 +225,12 @@ class UploadService:
         *,
         content_md5: str | None = None,
         declared_size: int | None = None,
+        last: bool = False,
     ) -> Part:
         """Store part ``number`` (1-based) of a PARTS upload; replaces an earlier copy atomically.
         ``declared_size`` (a request's Content-Length) refuses a wrong-sized part before any byte of
-        it is read; the streamed size is checked in any case."""
+        it is read; the streamed size is checked in any case. ``last``: the caller knows this part
+        ends a file whose size is not yet declared (it may be shorter than the part size)."""
         upload = await self.get(owner, upload_id, with_parts=False)
         upload.ensure_pending(self.clock())
         upload.check_part_number(number)
@@ -242,7 +247,7 @@ class UploadService:
             ),
         )
         try:
-            upload.check_part_size(number, streamed.size)
+            upload.check_part_size(number, streamed.size, last=last)
             if content_md5 is not None and content_md5 != streamed.md5:
                 raise ChecksumMismatch(
                     "the part's bytes do not match its Content-MD5", field="Content-MD5", actualMd5=streamed.md5
