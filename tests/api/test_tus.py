@@ -554,3 +554,16 @@ async def test_a_writer_in_another_process_gives_423(api: Api, monkeypatch: pyte
     assert busy.status_code == 423 and busy.headers["retry-after"] == "1"
     assert busy.headers["tus-resumable"] == "1.0.0"
     assert (await patch(api, upload_id, 0, b"abc")).status_code == 204
+
+
+async def test_files_api_counts_the_stored_parts_of_a_tus_upload(api: Api) -> None:
+    """Appended uploads have no part geometry: partCount is the parts stored, never 0 once bytes are in."""
+    data = os.urandom(3000)
+    upload_id = await create(api, len(data))
+    for offset in (0, 1000, 2000):
+        assert (await patch(api, upload_id, offset, data[offset : offset + 1000])).status_code == 204
+    view = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert view["status"] == "COMPLETED"
+    assert view["partCount"] == len(view["parts"]) >= 1
+    listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
+    assert [f["partCount"] for f in listed if f["id"] == upload_id] == [view["partCount"]]
