@@ -89,7 +89,7 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                         "qqpartindex": _field("0-based chunk index; absent for a whole small file.", "integer"),
                         "qqtotalparts": _field("Number of chunks.", "integer"),
                         "qqfiletype": _field("Media type of the file."),
-                        "qqtotalfilesize": _field("Size of the whole file in bytes.", "integer"),
+                        "qqtotalfilesize": _field("Size of the whole file in bytes (optional).", "integer"),
                         "qqpartbyteoffset": _field("Byte offset of this chunk.", "integer"),
                         "qqchunksize": _field("Size of this chunk in bytes.", "integer"),
                         "qqfilename": _field("Name of the file."),
@@ -99,8 +99,16 @@ UPLOAD_OPENAPI: dict[str, Any] = {
             "application/x-www-form-urlencoded": {
                 "schema": {
                     "type": "object",
-                    "description": "With ?done: qquuid and qqfilename required; qqtotalparts, qqmd5, qqfiletype, "
-                    "qqtotalfilesize optional (also accepted as JSON or multipart).",
+                    "description": "With ?done (Chunk Upload Done; also accepted as JSON or multipart).",
+                    "required": ["qquuid", "qqfilename"],
+                    "properties": {
+                        "qquuid": _field("The file's uuid."),
+                        "qqfilename": _field("Name of the file."),
+                        "qqtotalparts": _field("Number of chunks.", "integer"),
+                        "qqmd5": _field("MD5 hex digest of the whole file."),
+                        "qqfiletype": _field("Media type of the file."),
+                        "qqtotalfilesize": _field("Size of the whole file in bytes.", "integer"),
+                    },
                 }
             },
         },
