@@ -78,7 +78,9 @@ class Runtime:
     keys: KeyService
     authenticator: Authenticator
     signer: UrlSigner
+    media: MediaService
     tokens: AccessTokens | None = None
+    # Per-process state a frontend keeps beside the runtime (tus: the request writing each upload).
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
@@ -125,7 +127,7 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
         authenticator=Authenticator(keys, tokens),
         signer=signer,
         tokens=tokens,
-        extras={"media": build_media(settings, engine, uploads)},
+        media=build_media(settings, engine, uploads),
     )
 
 
