@@ -30,6 +30,7 @@ from chunkd.domain.checksum import ResumableMD5, StreamHasher
 from chunkd.domain.errors import (
     Busy,
     ChecksumMismatch,
+    ContentRefused,
     InvalidInput,
     InvalidState,
     NotFound,
@@ -666,7 +667,8 @@ class UploadService:
         """Verify and finish an upload. Idempotent: completing a COMPLETED upload returns it.
         Any failure (missing parts, wrong size, wrong MD5, ``check`` raising) leaves it PENDING.
         ``check`` lets a frontend validate the content (e.g. "is this really a PDF") first; what it
-        records in ``upload.metadata`` is saved together with the COMPLETED status."""
+        records in ``upload.metadata`` is saved together with the COMPLETED status, or with the
+        PENDING one when it raises ``ContentRefused``."""
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
             if upload.status is Status.COMPLETED:
@@ -687,8 +689,10 @@ class UploadService:
                         )
                 if check is not None:
                     await check(upload)
-            except BaseException:
-                if advanced:
+            except BaseException as exc:
+                # A refused content keeps what the check recorded (the refusal itself, so the
+                # same bytes are not inspected again); the upload stays PENDING either way.
+                if advanced or isinstance(exc, ContentRefused):
                     await self.repo.save(upload, advanced)
                 raise
             await self.blobs.complete(upload)
