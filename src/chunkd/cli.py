@@ -156,9 +156,9 @@ def gc(
             if batch < 500:
                 break
         swept = 0
-        sweep = getattr(runtime.blobs, "sweep", None)
-        if sweep is not None:
-            swept = await sweep(await runtime.repo.live_blobs(), grace_seconds=grace)
+        sweeper = runtime.uploads.caps.sweeper
+        if sweeper is not None:
+            swept = await sweeper.sweep(await runtime.repo.live_blobs(), grace_seconds=grace)
         return expired, swept
 
     expired, swept = asyncio.run(_with_runtime(_settings(data_dir), collect))

@@ -57,8 +57,7 @@ def _lying_pdf(pages: int, declared: int = 1) -> bytes:
 
 
 def _media(api: Api) -> MediaService:
-    service: MediaService = api.runtime.extras["media"]
-    return service
+    return api.runtime.media
 
 
 async def _complete(api: Api, upload_id: str, data: bytes) -> httpx.Response:

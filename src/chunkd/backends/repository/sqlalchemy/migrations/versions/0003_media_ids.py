@@ -8,7 +8,7 @@ table is rebuilt with ``AUTOINCREMENT`` (SQLite cannot add it in place), keeping
 so there only the column is added.
 
 Revision ID: 0003
-Revises: 0002_media
+Revises: 0006_crc64
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from alembic import op
 from chunkd.backends.repository.sqlalchemy.tables import UTCDateTime
 
 revision = "0003"
-down_revision = "0002_media"
+down_revision = "0006_crc64"
 branch_labels = None
 depends_on = None
 
