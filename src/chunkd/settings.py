@@ -73,7 +73,9 @@ class Settings(BaseSettings):
         None, description="Base URL clients reach the server at (for upload URLs); default: taken from the request."
     )
     bootstrap_admin_key: bool = Field(
-        True, description="On first start with no API keys, create an admin key and print it once."
+        True,
+        description="On first start with no API keys, create an admin key and write it to "
+        "<data_dir>/bootstrap-admin-key (mode 0600; the log shows the path, never the key).",
     )
 
     tus_path: str = Field(

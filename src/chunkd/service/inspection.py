@@ -38,7 +38,7 @@ from pebble import ProcessExpired, ProcessPool
 from chunkd.domain.errors import ContentRefused, InvalidInput
 from chunkd.service.content import Inspection, inspect_image, inspect_pdf
 
-__all__ = ["InspectionLimits", "InspectionPool", "Kind"]
+__all__ = ["InspectionLimits", "InspectionPool", "Kind", "cap_cpu", "run_inspection", "worker_pool"]
 
 Kind = Literal["image", "pdf"]
 # How many jobs one worker runs before it is replaced (memory fragmentation from hostile files).
@@ -70,7 +70,7 @@ def _start_worker(memory_bytes: int) -> None:
     os.nice(5)
 
 
-def _cap_cpu(seconds: int) -> None:
+def cap_cpu(seconds: int) -> None:
     """RLIMIT_CPU counts the whole life of the process: allow ``seconds`` more than used so far
     (only the soft limit moves, so it can move again for the next job)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -86,7 +86,7 @@ def run_inspection(
 ) -> tuple[Inspection | None, str]:
     """One job, in a worker: ``(inspection, "")``, or ``(None, why it was refused)`` (plain data:
     exceptions with keyword arguments do not survive pickling back to the server)."""
-    _cap_cpu(cpu_seconds)
+    cap_cpu(cpu_seconds)
     try:
         with open(path, "rb") as handle:
             if kind == "pdf":
@@ -105,6 +105,17 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def worker_pool(limits: InspectionLimits) -> ProcessPool:
+    """A Pebble pool of ``limits.workers`` limited workers (jobs call ``cap_cpu`` themselves)."""
+    return ProcessPool(
+        max_workers=limits.workers,
+        max_tasks=JOBS_PER_WORKER,
+        initializer=_start_worker,
+        initargs=(limits.memory_bytes,),
+        context=_context(),
+    )
+
+
 class InspectionPool:
     """``await pool.inspect(kind, path)``: the file at ``path`` inspected in a limited worker.
 
@@ -119,13 +130,7 @@ class InspectionPool:
 
     def _ensure(self) -> ProcessPool:
         if self._pool is None:
-            self._pool = ProcessPool(
-                max_workers=self.limits.workers,
-                max_tasks=JOBS_PER_WORKER,
-                initializer=_start_worker,
-                initargs=(self.limits.memory_bytes,),
-                context=_context(),
-            )
+            self._pool = worker_pool(self.limits)
         return self._pool
 
     async def inspect(self, kind: Kind, path: str, *, field: str = "type") -> Inspection:
