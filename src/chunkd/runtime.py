@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 import tempfile
 from contextlib import suppress
@@ -44,6 +45,8 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+log = logging.getLogger("chunkd")
+
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 BOOTSTRAP_KEY_FILE = "bootstrap-admin-key"
@@ -53,8 +56,18 @@ def private_data_dir(path: Path) -> None:
     """Create the data dir readable by this user only (it holds the secret, the database and
     every uploaded byte), and take group and other access away from one made before."""
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-    if path.stat().st_mode & 0o077:
-        os.chmod(path, PRIVATE_DIR)
+    _make_private(path, PRIVATE_DIR)
+
+
+def _make_private(path: Path, mode: int) -> None:
+    """Take group and other access away from ``path``; a file this user does not own (a volume
+    mounted by another user) is left as it is, with a warning, rather than stopping the server."""
+    if not path.stat().st_mode & 0o077:
+        return
+    try:
+        os.chmod(path, mode)
+    except PermissionError:
+        log.warning("%s is readable by other users and cannot be made private (not our file)", path)
 
 
 def private_sqlite_files(url: str) -> None:
@@ -68,8 +81,7 @@ def private_sqlite_files(url: str) -> None:
     os.close(os.open(database, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
     for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
         with suppress(FileNotFoundError):
-            if path.stat().st_mode & 0o077:
-                os.chmod(path, PRIVATE_FILE)
+            _make_private(path, PRIVATE_FILE)
 
 
 def load_secret(path: Path) -> bytes:
@@ -80,8 +92,7 @@ def load_secret(path: Path) -> bytes:
     nodes starting at once on a shared data dir all end up with the same, complete secret (never a
     half-written one)."""
     if path.exists():
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, PRIVATE_FILE)
+        _make_private(path, PRIVATE_FILE)
         return path.read_bytes()
     fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)
     try:

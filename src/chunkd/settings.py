@@ -191,7 +191,7 @@ class Settings(BaseSettings):
         512 * MiB,
         ge=128 * MiB,
         description="Address space of an inspection worker, in bytes (512 MiB; the interpreter and parsers take "
-        "about 70 MiB of it).",
+        "about 60 MiB of it).",
     )
     media_max_pdf_pages: int = Field(
         10_000, ge=1, description="PDFs with more pages are refused (a page tree is walked page by page)."
