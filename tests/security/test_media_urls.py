@@ -5,12 +5,16 @@ served only as the type its content was inspected to be, never as its name says.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import zlib
+from datetime import UTC, datetime
 
 from PIL import Image
 
+from chunkd.domain.media import MediaRecord, MediaType
+from chunkd.service.media import served_type
 from tests.conftest import Api
 from tests.support.media_files import chunked_upload, make_png
 
@@ -80,3 +84,16 @@ async def test_png_html_polyglot_named_html_is_served_as_png(api: Api) -> None:
         assert served.headers["content-type"] == "image/png"
         assert served.headers["content-security-policy"] == "sandbox"
         assert served.headers["x-content-type-options"] == "nosniff"
+
+
+def test_served_type_never_comes_from_the_name() -> None:
+    """Records from before the inspected type was kept fall back to their upload's type only when
+    it is an inspected type (the old media check set it from the content), never to e.g. text/html."""
+    now = datetime.now(UTC)
+    image = MediaRecord(1, "u", "alice", MediaType.IMAGE, 1, 1, 0, now)
+    doc = MediaRecord(2, "v", "alice", MediaType.DOC, 1, 1, 0, now)
+    assert served_type(dataclasses.replace(image, mime_type="image/png"), "text/html") == "image/png"
+    assert served_type(image, "image/jpeg") == "image/jpeg"
+    assert served_type(image, "text/html") == "application/octet-stream"
+    assert served_type(dataclasses.replace(image, mime_type="text/html"), None) == "application/octet-stream"
+    assert served_type(doc, "text/html") == "application/pdf"

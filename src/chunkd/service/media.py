@@ -162,12 +162,13 @@ class MediaService:
         await self.repo.delete(record.id)
 
 
-def served_type(record: MediaRecord) -> str:
-    """The type a media file is served as: the inspected one; for a record published before
-    that was kept, PDF for a document and opaque bytes otherwise, never the upload's own (which
-    came from its name)."""
-    if record.mime_type is not None and record.mime_type in SERVED_TYPES:
-        return record.mime_type
+def served_type(record: MediaRecord, upload_type: str | None = None) -> str:
+    """The type a media file is served as: the inspected one. A record published before that was
+    kept falls back to its upload's type when that is one of ``SERVED_TYPES`` (the media check
+    has always set it from the content), else PDF for a document and opaque bytes otherwise."""
+    for candidate in (record.mime_type, upload_type):
+        if candidate is not None and candidate in SERVED_TYPES:
+            return candidate
     return "application/pdf" if record.type is MediaType.DOC else "application/octet-stream"
 
 

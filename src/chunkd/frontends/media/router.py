@@ -248,6 +248,8 @@ async def media_file(
     else:
         who = await principal(request, "files:read")
         record = await media.get(who.owner, media_id)
-    return await file_response(
-        request, record.owner, record.upload_id, disposition="inline", media_type=served_type(record)
-    )
+    legacy = None  # a record from before the inspected type was kept: its upload's type, if safe
+    if record.mime_type is None:
+        legacy = (await media.uploads.get(record.owner, record.upload_id, with_parts=False)).mime_type
+    served = served_type(record, legacy)
+    return await file_response(request, record.owner, record.upload_id, disposition="inline", media_type=served)
