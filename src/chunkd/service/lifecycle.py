@@ -46,8 +46,11 @@ class Lifecycle(EngineCore):
         client_ref: str | None = None,
         metadata: dict[str, Any] | None = None,
         strict_part_size: bool = True,
+        defer_size: bool = False,
     ) -> Upload:
-        """A new PENDING upload. PARTS uploads need ``size_bytes``; APPEND uploads may defer it."""
+        """A new PENDING upload. PARTS uploads need ``size_bytes`` unless ``defer_size`` (the
+        size is then declared with ``declare_size`` once the last part is known); APPEND uploads
+        may always defer it."""
         cfg = self.config
         filename = clean_filename(filename)
         if client_ref is not None:
@@ -62,7 +65,7 @@ class Lifecycle(EngineCore):
                     limit="max_file_size",
                     maxSizeBytes=cfg.max_file_size,
                 )
-        elif mode is Mode.PARTS:
+        elif mode is Mode.PARTS and not defer_size:
             raise InvalidInput("sizeBytes is required", field="sizeBytes")
         part_size = choose_part_size(
             size_bytes,

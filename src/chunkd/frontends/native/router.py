@@ -15,7 +15,7 @@ from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
 from chunkd.domain.names import is_upload_id
-from chunkd.domain.upload import Status, Upload
+from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.http import (
     content_disposition,
     content_length,
@@ -78,6 +78,14 @@ def _complete_view(upload: Upload) -> dict[str, Any]:
     }
 
 
+def _part_count(upload: Upload, *, with_parts: bool) -> int:
+    """PARTS: the number of parts the file has. APPEND (tus, media chunks): the parts stored so far,
+    since appended bytes have no part geometry."""
+    if upload.mode is Mode.APPEND:
+        return len(upload.parts) if with_parts else upload.parts_received
+    return upload.part_count or 0
+
+
 def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url: bool) -> dict[str, Any]:
     """The file object; ``upload_url`` only for callers that may write (``files:create``): the URL
     is a write grant of its own, so a reader never gets one, and a request made through a signed
@@ -85,7 +93,7 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url
     view = _complete_view(upload)
     view.update(
         partSize=upload.part_size,
-        partCount=upload.part_count or 0,
+        partCount=_part_count(upload, with_parts=with_parts),
         bytesReceived=upload.bytes_received,
         md5=upload.md5,
         # The whole file's CRC-64/NVME as S3 reports it (x-amz-checksum-crc64nvme): base64, big-endian.
