@@ -22,7 +22,7 @@ from chunkd.frontends.openapi import install_openapi
 from chunkd.frontends.pm.router import router as pm_router
 from chunkd.frontends.tus import build_router as build_tus_router
 from chunkd.memory import limit_malloc_arenas
-from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime
+from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime, write_bootstrap_key
 from chunkd.settings import Settings
 
 __all__ = ["create_app"]
@@ -85,8 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.bootstrap_admin_key:
             token = await bootstrap_admin_key(runtime)
             if token:
+                where = write_bootstrap_key(settings.data_dir, token)
                 print(
-                    "chunkd: created an admin API key (shown once; store it now):\n" + token,
+                    f"chunkd: created an admin API key; it is in {where.resolve()} (readable by this user only): "
+                    "store it elsewhere and delete the file",
                     file=sys.stderr,
                     flush=True,
                 )
