@@ -20,6 +20,7 @@ from chunkd.auth.tokens import AccessTokens
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.metrics import Metrics
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
 from chunkd.service.media import MediaService
@@ -78,6 +79,8 @@ class Runtime:
     authenticator: Authenticator
     signer: UrlSigner
     tokens: AccessTokens | None = None
+    # This process's metrics (see chunkd.metrics): webhooks and hooks count into it too.
+    metrics: Metrics = field(default_factory=lambda: Metrics(process_metrics=False))
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
@@ -100,7 +103,11 @@ def build_locks(settings: Settings) -> LockManager:
     return LocalLocks(settings.data_dir / "locks")
 
 
-async def open_runtime(settings: Settings, *, run_migrations: bool | None = None) -> Runtime:
+async def open_runtime(
+    settings: Settings, *, run_migrations: bool | None = None, metrics: Metrics | None = None
+) -> Runtime:
+    """The backends and services named by ``settings``; ``metrics``: the app's (a private one
+    when not given, e.g. for the CLI's commands), subscribed to the engine's events."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.resolved_database_url())
     if settings.migrate_on_start if run_migrations is None else run_migrations:
@@ -113,6 +120,8 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
     secret = server_secret(settings)
     signer = UrlSigner(secret)
     tokens = AccessTokens.from_settings(settings, repo, secret)
+    metrics = metrics or Metrics(process_metrics=False)
+    uploads.subscribe(metrics.on_upload_event)
     return Runtime(
         settings=settings,
         repo=repo,
@@ -123,6 +132,7 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
         authenticator=Authenticator(keys, tokens),
         signer=signer,
         tokens=tokens,
+        metrics=metrics,
         extras={"media": build_media(settings, engine, uploads)},
     )
 
