@@ -35,6 +35,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunkd.metrics import OTHER, Metrics
+from chunkd.observability.logwriter import BatchingHandler
 
 __all__ = ["UNMATCHED", "AccessLog", "configure_access_logger", "log"]
 
@@ -55,7 +56,7 @@ def configure_access_logger() -> None:
     already (by an application embedding chunkd, or an earlier app in this process)."""
     if log.handlers:
         return
-    handler = logging.StreamHandler(sys.stdout)
+    handler = BatchingHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -88,6 +89,8 @@ class AccessLog:
         self.json = log_format == "json"
         self.enabled = enabled
         self._frontend_of: dict[str, str | None] = {}
+        self._second = -1
+        self._second_text = ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -150,7 +153,17 @@ class AccessLog:
             duration = time.perf_counter() - started
             self.metrics.request_done(route, method, status, duration)
             if self.enabled and log.isEnabledFor(logging.INFO):
-                log.info(self._line(scope, wall, request_id, method, route, status, seen[0], seen[1], duration))
+                line = self._line(scope, wall, request_id, method, route, status, seen[0], seen[1], duration)
+                # makeRecord + handle: log.info without its stack walk for the caller's file and line.
+                log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None))
+
+    def _timestamp(self, wall: float) -> str:
+        """ISO 8601 UTC with milliseconds; the part up to the second is formatted once a second."""
+        second = int(wall)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{int((wall - second) * 1000):03d}Z"
 
     def _route(self, scope: Scope, path: str, root_path: str) -> str:
         route = scope.get("route")
@@ -209,7 +222,7 @@ class AccessLog:
                 break
         client = scope.get("client")
         fields: dict[str, Any] = {
-            "time": datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": self._timestamp(wall),
             "request_id": request_id,
             "client": client[0] if client else None,
             "method": method,
