@@ -30,8 +30,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from fastapi import routing as fastapi_routing
 from fastapi.routing import APIRoute
-from starlette.routing import Match
+from starlette.routing import Mount, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunkd.metrics import OTHER, Metrics
@@ -89,6 +90,7 @@ class AccessLog:
         self.json = log_format == "json"
         self.enabled = enabled
         self._frontend_of: dict[str, str | None] = {}
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
         self._second = -1
         self._second_text = ""
 
@@ -155,7 +157,7 @@ class AccessLog:
             if self.enabled and log.isEnabledFor(logging.INFO):
                 line = self._line(scope, wall, request_id, method, route, status, seen[0], seen[1], duration)
                 # makeRecord + handle: log.info without its stack walk for the caller's file and line.
-                log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, None, None))
+                log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, (), None))
 
     def _timestamp(self, wall: float) -> str:
         """ISO 8601 UTC with milliseconds; the part up to the second is formatted once a second."""
@@ -172,12 +174,12 @@ class AccessLog:
         # Not routed: a plain Starlette route or mount (/openapi.json, the docs assets), or answered
         # by a middleware before routing (a 429, a CORS preflight). Find the template the path
         # would have taken (a scan of the routes, only for these requests).
-        app = scope.get("app")
-        original = {"type": "http", "method": scope["method"], "path": path, "root_path": root_path}
-        for candidate in getattr(getattr(app, "router", None), "routes", ()):
-            match, _ = candidate.matches(original)
-            if match is not Match.NONE:
-                return str(getattr(candidate, "path", UNMATCHED))
+        if self._templates is None:
+            self._templates = _route_templates(scope.get("app"))
+        route_path = path[len(root_path) :] if root_path and path.startswith(root_path) else path
+        for pattern, template in self._templates:
+            if pattern.match(route_path):
+                return template
         return UNMATCHED
 
     def _upload_frontend(self, scope: Scope) -> str | None:
@@ -239,3 +241,21 @@ class AccessLog:
         # logfmt: every value here is a token without spaces or quotes (ids and owners are
         # validated, routes are our own templates), so none needs quoting.
         return " ".join(f"{key}={'-' if value is None else value}" for key, value in fields.items())
+
+
+def _route_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
+    """``(path regex, template)`` of every route and mount of ``app``, in routing order. FastAPI
+    from 0.16x keeps included routers as lazy branches (``iter_route_contexts`` flattens them);
+    before, ``app.routes`` is already flat."""
+    routes = getattr(app, "routes", [])
+    flatten = getattr(fastapi_routing, "iter_route_contexts", None)
+    table = []
+    for entry in flatten(routes) if flatten is not None else routes:
+        template = getattr(entry, "path", None)
+        if not template:
+            continue
+        if isinstance(getattr(entry, "original_route", entry), Mount):
+            table.append((re.compile("^" + re.escape(template) + "(/.*)?$"), template))
+        else:
+            table.append((compile_path(template)[0], template))
+    return table

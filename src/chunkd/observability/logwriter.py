@@ -30,7 +30,7 @@ class BatchingHandler(logging.Handler):
         self._thread.start()
         atexit.register(self.flush)
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         # No handler lock: deque.append is atomic, and the writer thread must never make the
         # event loop wait for its write.
         if not self.filter(record):
