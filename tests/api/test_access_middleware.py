@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -104,3 +105,19 @@ def test_batching_handler_keeps_order_and_flushes_on_close() -> None:
         assert stream.getvalue().splitlines() == [f"line {n}" for n in range(1000)]
     finally:
         logger.removeHandler(handler)
+
+
+def test_batching_handler_writes_again_after_being_closed() -> None:
+    """``logging.config.dictConfig`` (uvicorn calls it at start, after the app is made) closes every
+    existing handler but leaves it on its logger: lines after that must still be written."""
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, interval=0.01)
+    handler.write("before")
+    handler.close()
+    assert stream.getvalue() == "before\n"
+    handler.write("after")
+    deadline = time.monotonic() + 30
+    while stream.getvalue() != "before\nafter\n" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stream.getvalue() == "before\nafter\n"
+    handler.close()

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
-import secrets
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from fastapi import routing as fastapi_routing
 from fastapi.routing import APIRoute
@@ -50,6 +50,8 @@ _SAFE_OWNER = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
 # Path parameters that name an upload, in the frontends' routes.
 _ID_PARAMS = ("file_id", "file_uuid", "media_id", "upload_id")
 _PARSED_TYPES = frozenset({"application/json", "application/x-www-form-urlencoded"})
+_SAFE_CLIENT = re.compile(r"^[A-Za-z0-9:._%\[\]-]{1,64}$")
+_OWN_HANDLER = "chunkd.access.stdout"
 
 
 def configure_access_logger() -> None:
@@ -58,6 +60,7 @@ def configure_access_logger() -> None:
     if log.handlers:
         return
     handler = BatchingHandler(sys.stdout)
+    handler.set_name(_OWN_HANDLER)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -103,7 +106,12 @@ class AccessLog:
         # Routing rewrites these inside mounts; kept to find the template of a request not routed.
         path, root_path = scope["path"], scope.get("root_path", "")
         given = _header(scope, b"x-request-id")
-        request_id = given.decode() if given is not None and _REQUEST_ID.match(given) else secrets.token_hex(16)
+        if given is not None and _REQUEST_ID.match(given):
+            request_id = given.decode()
+        else:
+            # Unique, not secret (it is echoed and logged): the process's Mersenne Twister, seeded
+            # from os.urandom, instead of a getrandom system call per request.
+            request_id = f"{random.getrandbits(128):032x}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         echoed = request_id.encode()
@@ -156,8 +164,14 @@ class AccessLog:
             self.metrics.request_done(route, method, status, duration)
             if self.enabled and log.isEnabledFor(logging.INFO):
                 line = self._line(scope, wall, request_id, method, route, status, seen[0], seen[1], duration)
-                # makeRecord + handle: log.info without its stack walk for the caller's file and line.
-                log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, (), None))
+                handlers = log.handlers
+                if len(handlers) == 1 and handlers[0].name == _OWN_HANDLER and not log.filters:
+                    # Only our own writer listens: hand it the line (a LogRecord costs more than
+                    # everything else here together).
+                    cast(BatchingHandler, handlers[0]).write(line)
+                else:
+                    # makeRecord + handle: log.info without its stack walk for the caller's line.
+                    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, (), None))
 
     def _timestamp(self, wall: float) -> str:
         """ISO 8601 UTC with milliseconds; the part up to the second is formatted once a second."""
@@ -223,24 +237,30 @@ class AccessLog:
                 upload_id = text if _SAFE_ID.match(text) else None
                 break
         client = scope.get("client")
-        fields: dict[str, Any] = {
-            "time": self._timestamp(wall),
-            "request_id": request_id,
-            "client": client[0] if client else None,
-            "method": method,
-            "route": route,
-            "status": status,
-            "bytes_in": bytes_in,
-            "bytes_out": bytes_out,
-            "duration_ms": round(duration * 1000, 3),
-            "owner": owner,
-            "upload_id": upload_id,
-        }
+        address = client[0] if client and _SAFE_CLIENT.match(str(client[0])) else None
+        milliseconds = round(duration * 1000, 3)
         if self.json:
+            fields = {
+                "time": self._timestamp(wall),
+                "request_id": request_id,
+                "client": address,
+                "method": method,
+                "route": route,
+                "status": status,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "duration_ms": milliseconds,
+                "owner": owner,
+                "upload_id": upload_id,
+            }
             return json.dumps(fields, separators=(",", ":"))
-        # logfmt: every value here is a token without spaces or quotes (ids and owners are
-        # validated, routes are our own templates), so none needs quoting.
-        return " ".join(f"{key}={'-' if value is None else value}" for key, value in fields.items())
+        # logfmt: every value here is a token without spaces or quotes (ids, owners and addresses
+        # are checked, routes are our own templates), so none needs quoting.
+        return (
+            f"time={self._timestamp(wall)} request_id={request_id} client={address or '-'} method={method} "
+            f"route={route} status={status} bytes_in={bytes_in} bytes_out={bytes_out} "
+            f"duration_ms={milliseconds} owner={owner or '-'} upload_id={upload_id or '-'}"
+        )
 
 
 def _route_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
