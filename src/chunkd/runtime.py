@@ -24,6 +24,7 @@ from chunkd.auth.tokens import AccessTokens
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.metrics import Metrics
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
 from chunkd.service.inspection import InspectionPool
@@ -126,6 +127,8 @@ class Runtime:
     signer: UrlSigner
     media: MediaService
     tokens: AccessTokens | None = None
+    # This process's metrics (see chunkd.metrics): webhooks and hooks count into it too.
+    metrics: Metrics = field(default_factory=lambda: Metrics(process_metrics=False))
     # Per-process state a frontend keeps beside the runtime (tus: the request writing each upload).
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -150,7 +153,11 @@ def build_locks(settings: Settings) -> LockManager:
     return LocalLocks(settings.data_dir / "locks")
 
 
-async def open_runtime(settings: Settings, *, run_migrations: bool | None = None) -> Runtime:
+async def open_runtime(
+    settings: Settings, *, run_migrations: bool | None = None, metrics: Metrics | None = None
+) -> Runtime:
+    """The backends and services named by ``settings``; ``metrics``: the app's (a private one
+    when not given, e.g. for the CLI's commands), subscribed to the engine's events."""
     private_data_dir(settings.data_dir)
     private_sqlite_files(settings.resolved_database_url())
     engine = create_engine(settings.resolved_database_url())
@@ -165,6 +172,8 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
     secret = server_secret(settings)
     signer = UrlSigner(secret)
     tokens = AccessTokens.from_settings(settings, cached_keys, secret)
+    metrics = metrics or Metrics(process_metrics=False)
+    uploads.subscribe(metrics.on_upload_event)
     return Runtime(
         settings=settings,
         repo=repo,
@@ -176,6 +185,7 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
         signer=signer,
         tokens=tokens,
         media=build_media(settings, engine, uploads),
+        metrics=metrics,
     )
 
 

@@ -84,6 +84,17 @@ class Settings(BaseSettings):
         description="URL path of the tus 1.0 endpoint (CHUNKD_TUS_PATH).",
     )
 
+    # ---- operations ----
+    access_log: bool = Field(
+        True, description="Write one access-log line per request to stdout (logger `chunkd.access`)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Access-log line format: `text` (logfmt key=value pairs) or `json` (JSON lines)."
+    )
+    readyz_timeout_seconds: float = Field(
+        2.0, gt=0, description="How long GET /readyz waits for the database and for the storage, in seconds."
+    )
+
     # ---- uploads ----
     part_size: int = Field(8 * MiB, description="Default part size in bytes for new uploads.")
     min_part_size: int = Field(256 * 1024, description="Smallest part size a client may ask for, in bytes.")
