@@ -194,6 +194,8 @@ PUBLIC = {
     "GET /docs",
     "GET /docs/oauth2-redirect",
     "GET /redoc",
+    # the documentation pages' own scripts and styles (static files shipped in the package)
+    "MOUNT /docs/assets",
     # tus capability discovery: no credentials by the protocol
     "OPTIONS /files",
     "OPTIONS /files/",
