@@ -590,3 +590,16 @@ async def test_the_patch_that_ends_an_upload_takes_one_lock_and_one_load(
     monkeypatch.undo()
     done = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
     assert done["status"] == "COMPLETED" and done["md5"] == hashlib.md5(data).hexdigest()
+
+
+async def test_files_api_counts_the_stored_parts_of_a_tus_upload(api: Api) -> None:
+    """Appended uploads have no part geometry: partCount is the parts stored, never 0 once bytes are in."""
+    data = os.urandom(3000)
+    upload_id = await create(api, len(data))
+    for offset in (0, 1000, 2000):
+        assert (await patch(api, upload_id, offset, data[offset : offset + 1000])).status_code == 204
+    view = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert view["status"] == "COMPLETED"
+    assert view["partCount"] == len(view["parts"]) >= 1
+    listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
+    assert [f["partCount"] for f in listed if f["id"] == upload_id] == [view["partCount"]]

@@ -95,6 +95,7 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/keys", "keys:admin", None, json={"scopes": ["files:read"]}),
     Route("GET", "/v1/keys", "keys:admin", None),
     Route("DELETE", "/v1/keys/{id}", "keys:admin", "key"),
+    Route("GET", "/metrics", "metrics:read", None),
     # upload links
     Route("POST", "/v1/upload-links", "links:admin", None, json={"maxFiles": 1}),
     Route("GET", "/v1/upload-links", "links:admin", None),
@@ -194,10 +195,13 @@ ROUTES: list[Route] = [
 # Routes that are public on purpose.
 PUBLIC = {
     "GET /healthz",
+    "GET /readyz",
     "GET /openapi.json",
     "GET /docs",
     "GET /docs/oauth2-redirect",
     "GET /redoc",
+    # the documentation pages' own scripts and styles (static files shipped in the package)
+    "MOUNT /docs/assets",
     # tus capability discovery: no credentials by the protocol
     "OPTIONS /files",
     "OPTIONS /files/",

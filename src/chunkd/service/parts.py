@@ -41,13 +41,16 @@ class Parts(EngineCore):
         declared_size: int | None = None,
         md5_etag: bool = False,
         digest: tuple[StreamHasher, bytes, str] | None = None,
+        last: bool = False,
     ) -> Part:
         """Store part ``number`` (1-based) of a PARTS upload; replaces an earlier copy atomically.
         ``declared_size`` (a request's Content-Length) refuses a wrong-sized part before any byte of
         it is read; the streamed size is checked in any case. The part's own MD5 is computed only
         when ``content_md5`` is to be checked or the dialect's ETag is an MD5 (``md5_etag``);
         otherwise its checksum is its CRC-64/NVME. ``digest``: (hasher, expected digest, the field
-        that carried it), verified over the part's bytes before it is acknowledged."""
+        that carried it), verified over the part's bytes before it is acknowledged. ``last``: the
+        caller knows this part ends a file whose size is not yet declared (it may be shorter than
+        the part size)."""
         upload = await self.get(owner, upload_id, with_parts=False)
         upload.ensure_pending(self.clock())
         upload.check_part_number(number)
@@ -66,7 +69,7 @@ class Parts(EngineCore):
             extra=digest[0] if digest is not None else None,
         )
         try:
-            upload.check_part_size(number, streamed.size)
+            upload.check_part_size(number, streamed.size, last=last)
             if content_md5 is not None and content_md5 != streamed.md5:
                 raise ChecksumMismatch(
                     "the part's bytes do not match its Content-MD5", field="Content-MD5", actualMd5=streamed.md5

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
+from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_md5_hex
 from chunkd.domain.media import MediaRecord, MediaType
@@ -25,9 +26,10 @@ from chunkd.domain.upload import Mode
 from chunkd.frontends.forms import small_form
 from chunkd.frontends.http import dialect_route, isotime, principal, runtime
 from chunkd.frontends.media.errors import ERROR_RESPONSES, render_error
-from chunkd.frontends.multipart import FormStream
+from chunkd.frontends.multipart import FilePart, FormStream
 from chunkd.frontends.native.router import DOWNLOAD, file_response
-from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type
+from chunkd.frontends.signed import signed_upload, signed_url
+from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type, served_type
 
 __all__ = ["router"]
 
@@ -61,8 +63,12 @@ def media_service(request: Request) -> MediaService:
     return runtime(request).media
 
 
-def _content_range(header: str | None) -> tuple[int, int, int]:
-    match = _CONTENT_RANGE.match((header or "").strip())
+def _content_range(header: str | None) -> tuple[int, int, int] | None:
+    """(start, end, total) of a chunk; None without the header: jQuery File Upload sends none when
+    the file fits in one chunk, and django-chunked-upload then takes the chunk as the whole file."""
+    if header is None:
+        return None
+    match = _CONTENT_RANGE.match(header.strip())
     if not match:
         raise e.InvalidInput("Content-Range must be given as 'bytes START-END/TOTAL'", field="Content-Range")
     start, end, total = map(int, match.groups())
@@ -78,24 +84,29 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
     """``multipart/form-data``: the chunk in ``image`` or ``document``, ``upload_id`` from the
     second chunk on (before the file part), ``Content-Range: bytes START-END/TOTAL``. Answers
     ``{upload_id, offset, expires}``; a chunk that does not start at ``offset`` is refused (400,
-    with the expected ``offset``) and nothing of it is kept."""
+    with the expected ``offset``) and nothing of it is kept. Without ``Content-Range`` (and without
+    ``upload_id``) the chunk is the whole file, at most one chunk long."""
     who = await principal(request, "files:create")
     media = media_service(request)
     service = media.uploads
-    start, end, total = _content_range(request.headers.get("content-range"))
-    length = end - start + 1
-    if length > media.limits.chunk_bytes:
-        raise e.TooLarge(
-            f"a chunk may have at most {media.limits.chunk_bytes} bytes; this one has {length}",
-            field="Content-Range",
-            limit="media_max_chunk_bytes",
-            maxChunkBytes=media.limits.chunk_bytes,
-        )
+    content_range = _content_range(request.headers.get("content-range"))
+    if content_range is not None:
+        start, end, total = content_range
+        length = end - start + 1
+        if length > media.limits.chunk_bytes:
+            raise _chunk_too_large(media, f"this one has {length}", "Content-Range")
     form = FormStream(request, file_fields=FILE_FIELDS)
     part = await form.next_file()
     if part is None:
         raise e.InvalidInput("no chunk was submitted: send it in the image or document field", field="image")
     upload_id = form.fields.get("upload_id") or None
+    if content_range is None:
+        if upload_id is not None:
+            raise e.InvalidInput(
+                "Content-Range is required with upload_id (only a file sent whole in one request may omit it)",
+                field="Content-Range",
+            )
+        return await _whole_file(request, who.owner, media, form, part)
     created = False
     if upload_id is not None:
         upload = await service.get(who.owner, upload_id, with_parts=False)
@@ -140,6 +151,51 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
     return {"upload_id": upload.id, "offset": upload.bytes_received, "expires": isotime(upload.expires_at)}
 
 
+def _chunk_too_large(media: MediaService, what: str, field: str) -> e.TooLarge:
+    return e.TooLarge(
+        f"a chunk may have at most {media.limits.chunk_bytes} bytes; {what}",
+        field=field,
+        limit="media_max_chunk_bytes",
+        maxChunkBytes=media.limits.chunk_bytes,
+    )
+
+
+async def _whole_file(
+    request: Request, owner: str, media: MediaService, form: FormStream, part: FilePart
+) -> dict[str, Any]:
+    """A chunk without Content-Range: the whole file in one request (jQuery File Upload's way for a
+    file smaller than one chunk). Its size is what arrives, at most one chunk; then it is
+    completed like any other (``complete`` with ``upload_id`` and ``md5``)."""
+    service = media.uploads
+    upload = await service.create(
+        owner,
+        filename=part.filename or part.name,
+        size_bytes=None,
+        mode=Mode.APPEND,
+        frontend=MEDIA_FRONTEND,
+        metadata={"field": part.name},
+        part_size=media.limits.chunk_bytes,
+        strict_part_size=False,
+    )
+    try:
+        try:
+            upload = await service.append(
+                owner, upload.id, 0, part.body(), keep_partial=False, max_bytes=media.limits.chunk_bytes
+            )
+        except e.TooLarge:
+            raise _chunk_too_large(media, "send a larger file in chunks with Content-Range", part.name) from None
+        if (await form.finish()).get("upload_id"):
+            raise e.InvalidInput("upload_id must come before the file part", field="upload_id")
+        hint = MediaType.DOC if part.name == "document" else MediaType.IMAGE
+        media.check_size(default_type(part.filename, hint), upload.bytes_received)
+        upload = await service.declare_size(owner, upload.id, upload.bytes_received)
+    except BaseException:
+        with suppress(e.ChunkdError):  # a whole file that failed leaves nothing behind
+            await service.delete(owner, upload.id)
+        raise
+    return {"upload_id": upload.id, "offset": upload.bytes_received, "expires": isotime(upload.expires_at)}
+
+
 async def _params(request: Request) -> dict[str, str]:
     """The complete call's parameters from a url-encoded, JSON or multipart body. A JSON object is
     recognised by its first character too: the API's own JavaScript example sends JSON text under
@@ -152,18 +208,18 @@ def _file_path(media_id: int) -> str:
     return f"{router.prefix}/{media_id}/file/"
 
 
-def signed_file_url(request: Request, media_id: int) -> str:
+def signed_file_url(request: Request, record: MediaRecord) -> str:
     """The media's file URL with its own signature, so it works where no header can be sent (an
-    ``<img src>``), as S3 storages hand out pre-signed URLs. The expiry is rounded up to a step of
-    a quarter of the lifetime, so repeated reads give the same URL (and browsers can cache it)."""
-    rt = runtime(request)
-    ttl = rt.settings.media_url_ttl_seconds
+    ``<img src>``), as S3 storages hand out pre-signed URLs. It names the upload behind the media
+    and is signed for that upload and its owner, so once the media is gone the URL answers 404,
+    whatever its id comes to name later. The expiry is rounded up to a step of a quarter of the
+    lifetime, so repeated reads give the same URL (and browsers can cache it)."""
+    ttl = runtime(request).settings.media_url_ttl_seconds
     step = max(60, int(ttl // 4))
     now = time.time()
     expires_at = math.ceil((now + ttl) / step) * step
-    query = rt.signer.sign("GET", _file_path(media_id), expires_at - now)
-    base = (rt.settings.public_url or str(request.base_url)).rstrip("/")
-    return f"{base}{_file_path(media_id)}?expires={query['expires']}&signature={query['signature']}"
+    grant = Grant("GET", _file_path(record.id), record.upload_id, record.owner)
+    return signed_url(request, grant, expires_at - now, extra=f"upload={record.upload_id}&")
 
 
 def media_view(request: Request, record: MediaRecord) -> dict[str, Any]:
@@ -175,7 +231,7 @@ def media_view(request: Request, record: MediaRecord) -> dict[str, Any]:
         "title": None,
         "description": None,
         "url": None,
-        "image": signed_file_url(request, record.id),
+        "image": signed_file_url(request, record),
         "image_width": record.width,
         "image_height": record.height,
         "order": record.order,
@@ -228,17 +284,26 @@ async def delete_media(request: Request, media_id: MediaId) -> Response:
 async def media_file(
     request: Request,
     media_id: MediaId,
+    upload: Annotated[str | None, Query(max_length=64)] = None,
     expires: Annotated[str | None, Query(max_length=20)] = None,
     signature: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
-    """With the signature of the ``image`` URL no credentials are needed; without one, the owner's."""
+    """With the signature of the ``image`` URL no credentials are needed; without one, the owner's.
+    Served only as the type the content was inspected to be, inline, sandboxed."""
     media = media_service(request)
-    if signature is not None or expires is not None:
-        runtime(request).signer.verify("GET", _file_path(media_id), expires, signature)
-        record = await media.repo.get(media_id, None)
-        if record is None:
-            raise e.NotFound(f"no media with id {media_id}", field="id")
+    missing = e.NotFound(f"no media with id {media_id}", field="id")
+    if signature is not None or expires is not None or upload is not None:
+        found = await signed_upload(request, "GET", _file_path(media_id), upload or "", expires, signature)
+        if found is None:
+            raise missing
+        record = await media.repo.get(media_id, found.owner)
+        if record is None or record.upload_id != found.id:
+            raise missing
     else:
         who = await principal(request, "files:read")
         record = await media.get(who.owner, media_id)
-    return await file_response(request, record.owner, record.upload_id, disposition="inline")
+    legacy = None  # a record from before the inspected type was kept: its upload's type, if safe
+    if record.mime_type is None:
+        legacy = (await media.uploads.get(record.owner, record.upload_id, with_parts=False)).mime_type
+    served = served_type(record, legacy)
+    return await file_response(request, record.owner, record.upload_id, disposition="inline", media_type=served)

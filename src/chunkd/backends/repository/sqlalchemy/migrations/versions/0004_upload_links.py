@@ -1,7 +1,7 @@
 """Upload links: a partner uploads into an owner's files through a URL, within the link's limits.
 
 Revision ID: 0004_upload_links
-Revises: 0006_crc64
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 from chunkd.backends.repository.sqlalchemy.tables import UTCDateTime
 
 revision = "0004_upload_links"
-down_revision = "0006_crc64"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
