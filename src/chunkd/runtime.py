@@ -20,10 +20,13 @@ from chunkd.auth.tokens import AccessTokens
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.backends.repository.sqlalchemy.webhooks import SqlWebhookRepository
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
+from chunkd.service.delivery import DeliveryWorker
 from chunkd.service.media import MediaService
 from chunkd.service.uploads import UploadService
+from chunkd.service.webhooks import WebhookService
 from chunkd.settings import Settings
 
 __all__ = ["Runtime", "open_runtime"]
@@ -81,6 +84,8 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        if (worker := self.extras.get("delivery")) is not None:
+            await worker.close()
         await self.blobs.close()
         await self.locks.close()
         await self.repo.close()
@@ -123,8 +128,23 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
         authenticator=Authenticator(keys, tokens),
         signer=signer,
         tokens=tokens,
-        extras={"media": build_media(settings, engine, uploads)},
+        extras={"media": build_media(settings, engine, uploads), **build_webhooks(settings, engine, uploads)},
     )
+
+
+def build_webhooks(settings: Settings, engine: AsyncEngine, uploads: UploadService) -> dict[str, Any]:
+    """The webhook API's service and this process's delivery worker (started by the app), woken
+    whenever this process writes an event."""
+    repo = SqlWebhookRepository(engine)
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret is not None else None
+    worker = DeliveryWorker(repo, settings.delivery_policy(), operator_secret=secret, clock=uploads.clock)
+
+    async def wake(_event: str, _upload: object) -> None:
+        worker.wake()
+
+    uploads.subscribe(wake)
+    service = WebhookService(repo, uploads.clock, block_private=settings.webhook_block_private, wake=worker.wake)
+    return {"webhooks": service, "delivery": worker}
 
 
 def build_media(settings: Settings, engine: AsyncEngine, uploads: UploadService) -> MediaService:

@@ -13,6 +13,7 @@ SCOPES = {
     "files:read": "get, list and download files",
     "files:delete": "delete files",
     "keys:admin": "manage API keys over the API",
+    "webhooks:admin": "register, list and delete your webhook endpoints; read their delivery log",
 }
 ALL_SCOPES = frozenset(SCOPES)
 

@@ -9,6 +9,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from chunkd.domain.errors import InvalidInput, NotFound, TooLarge
+from chunkd.domain.events import Event, EventType
 from chunkd.domain.media import MediaRecord, MediaType
 from chunkd.domain.upload import Status, Upload
 from chunkd.ports.media import MediaRepository
@@ -105,6 +106,7 @@ class MediaService:
             height=info.get("height"),
             order=0,
             added_at=done.completed_at or self.uploads.clock(),
+            event=Event.for_upload(EventType.MEDIA_PUBLISHED, done, self.uploads.clock()),
         )
 
     async def _inspect_completed(self, upload: Upload, media_type: MediaType) -> Inspection:

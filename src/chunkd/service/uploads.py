@@ -37,6 +37,7 @@ from chunkd.domain.errors import (
     SizeMismatch,
     TooLarge,
 )
+from chunkd.domain.events import Event, EventType
 from chunkd.domain.names import clean_filename, is_upload_id, new_upload_id
 from chunkd.domain.upload import MAX_PARTS, Mode, Part, Status, Upload
 from chunkd.ports.blobs import BlobStore, DownloadRedirector, PartLinker, PartSettler
@@ -80,7 +81,7 @@ class UploadEvents(Protocol):
 class Repository(Protocol):
     """The subset of the repository port the service needs (see ``chunkd.ports.repository``)."""
 
-    async def create(self, upload: Upload) -> None: ...
+    async def create(self, upload: Upload, events: Sequence[Event] = ()) -> None: ...
     async def get(
         self,
         upload_id: str,
@@ -90,15 +91,17 @@ class Repository(Protocol):
         part_numbers: Iterable[int] = (),
     ) -> Upload | None: ...
     async def find_by_client_ref(self, owner: str, frontend: str, client_ref: str) -> Upload | None: ...
-    async def save(self, upload: Upload, changed_parts: Any = (), removed_parts: Any = ()) -> None: ...
+    async def save(
+        self, upload: Upload, changed_parts: Any = (), removed_parts: Any = (), events: Sequence[Event] = ()
+    ) -> None: ...
     async def touch(self, upload_id: str, expires_at: datetime) -> None: ...
     async def list_uploads(
         self, owner: str, *, status: Status | None, limit: int, before: tuple[datetime, str] | None
     ) -> list[Upload]: ...
     async def list_expirable(self, now: datetime, limit: int) -> list[str]: ...
-    async def expire(self, upload_id: str, now: datetime) -> bool: ...
+    async def expire(self, upload_id: str, now: datetime, events: Sequence[Event] = ()) -> bool: ...
     async def delete_parts(self, upload_id: str) -> None: ...
-    async def delete_upload(self, upload_id: str) -> None: ...
+    async def delete_upload(self, upload_id: str, events: Sequence[Event] = ()) -> None: ...
     async def usage(self, owner: str) -> tuple[int, int, int]: ...
 
 
@@ -208,7 +211,7 @@ class UploadService:
             hash_state=ResumableMD5().state(),
             metadata=dict(metadata or {}),
         )
-        await self.repo.create(upload)
+        await self.repo.create(upload, [Event.for_upload(EventType.UPLOAD_CREATED, upload, now)])
         await self._emit("created", upload)
         return upload
 
@@ -609,7 +612,9 @@ class UploadService:
             return await self.complete(owner, upload.id)
         except BaseException:
             await self.blobs.delete(upload)
-            await self.repo.delete_upload(upload.id)
+            await self.repo.delete_upload(
+                upload.id, [Event.for_upload(EventType.UPLOAD_DELETED, upload, self.clock(), parts=())]
+            )
             raise
 
     async def _place_copy(
@@ -693,7 +698,7 @@ class UploadService:
                 raise
             await self.blobs.complete(upload)
             upload.mark_completed(now, digest)
-            await self.repo.save(upload, advanced)
+            await self.repo.save(upload, advanced, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
         await self._emit("completed", upload)
         return upload
 
@@ -717,11 +722,13 @@ class UploadService:
         """PENDING → CANCELLED; its bytes are freed."""
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
-            upload.mark_cancelled(self.clock())
+            now = self.clock()
+            upload.mark_cancelled(now)
             # The status and the forgetting of the part rows commit together, so no reader sees a
             # CANCELLED upload with parts (nor keeps one after a crash); bytes are freed after it
             # (a crash in between leaves orphaned blobs, which gc sweeps).
-            await self.repo.save(upload, removed_parts=list(upload.parts))
+            cancelled = Event.for_upload(EventType.UPLOAD_CANCELLED, upload, now, parts=())
+            await self.repo.save(upload, removed_parts=list(upload.parts), events=[cancelled])
             await self.blobs.delete(upload)
             upload.parts = {}
         await self._emit("cancelled", upload)
@@ -732,7 +739,9 @@ class UploadService:
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
             await self._free(upload)
-            await self.repo.delete_upload(upload_id)
+            await self.repo.delete_upload(
+                upload_id, [Event.for_upload(EventType.UPLOAD_DELETED, upload, self.clock(), parts=())]
+            )
         await self._emit("deleted", upload)
         return upload
 
@@ -753,9 +762,12 @@ class UploadService:
                     # transaction as the status change (as ``cancel`` does); the blob store may
                     # need them to free the bytes.
                     upload = await self.repo.get(upload_id)
-                    if upload is None or not await self.repo.expire(upload_id, now):
+                    if upload is None or upload.status is not Status.PENDING:
                         continue
-                    upload.mark_expired(now)
+                    upload.mark_expired(now)  # as the row will be if ``expire`` applies (the event shows it)
+                    expired_event = Event.for_upload(EventType.UPLOAD_EXPIRED, upload, now, parts=())
+                    if not await self.repo.expire(upload_id, now, [expired_event]):
+                        continue
                     await self.blobs.delete(upload)
                     upload.parts = {}
             except Busy:

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
+from chunkd.domain.events import file_object
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.http import (
@@ -75,13 +76,9 @@ def _complete_view(upload: Upload) -> dict[str, Any]:
 
 
 def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[str, Any]:
-    view = _complete_view(upload)
-    view.update(
-        partSize=upload.part_size,
-        partCount=upload.part_count or 0,
-        bytesReceived=upload.bytes_received,
-        md5=upload.md5,
-    )
+    # The file object is the one webhooks carry too (chunkd.domain.events); the upload URL is added
+    # here only, as it is a credential for whoever asked.
+    view = file_object(upload, with_parts=with_parts)
     if upload.status is Status.PENDING:
         rt = runtime(request)
         path = f"/v1/files/{upload.id}/content"
@@ -92,11 +89,6 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[st
             uploadMethod="PUT",
             uploadHeaders={"Content-Type": "application/octet-stream"},
         )
-    if with_parts:
-        view["parts"] = [
-            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.md5}"' if p.md5 else None}
-            for p in upload.sorted_parts()
-        ]
     return view
 
 
