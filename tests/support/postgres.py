@@ -164,7 +164,9 @@ class PostgresServer:
             conn = await asyncpg.connect(self.url(name))
             try:
                 await conn.execute("SET lock_timeout = '2s'")
-                await conn.execute("TRUNCATE parts, uploads, api_keys CASCADE")
+                await conn.execute(
+                    "TRUNCATE parts, uploads, api_keys, events, webhook_deliveries, webhook_endpoints CASCADE"
+                )
                 return True
             except asyncpg.PostgresError:
                 return False

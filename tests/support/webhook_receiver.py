@@ -1,12 +1,13 @@
 """A webhook receiver for end-to-end tests, run as its own process:
 
-    python -m tests.support.webhook_receiver PORT SECRETS_FILE LOG_FILE
+    python -m tests.support.webhook_receiver PORT SECRETS_FILE LOG_FILE [DELAY_SECONDS]
 
 Every POST is verified with the ``standardwebhooks`` package against the secret that
 ``SECRETS_FILE`` (JSON ``{path: "whsec_…"}``, read on each request so a test can add an endpoint's
 secret once it has registered it) gives for the request's path. Each request is appended to
 ``LOG_FILE`` as one JSON line ``{"path", "id", "verified", "payload"}``; a verified message gets a
-204, anything else a 400. ``WebhookReceiver`` starts, stops and reads it."""
+204, anything else a 400, after ``DELAY_SECONDS`` (a slow receiver keeps deliveries in flight, so
+several senders overlap). ``WebhookReceiver`` starts, stops and reads it."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ __all__ = ["WebhookReceiver"]
 class WebhookReceiver:
     """The receiver process on a fixed port (so it can be stopped and started again at the same URL)."""
 
-    def __init__(self, root: Path, port: int) -> None:
+    def __init__(self, root: Path, port: int, *, delay: float = 0.0) -> None:
         self.root = root
         self.port = port
+        self.delay = delay
         self.secrets_file = root / "secrets.json"
         self.log_file = root / "received.jsonl"
         self.process: subprocess.Popen[bytes] | None = None
@@ -61,6 +63,7 @@ class WebhookReceiver:
                 str(self.port),
                 str(self.secrets_file),
                 str(self.log_file),
+                str(self.delay),
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -118,7 +121,7 @@ class WebhookReceiver:
             await asyncio.sleep(0.05)
 
 
-def _serve(port: int, secrets_file: Path, log_file: Path) -> None:
+def _serve(port: int, secrets_file: Path, log_file: Path, delay: float) -> None:
     from standardwebhooks import Webhook, WebhookVerificationError
 
     lock = threading.Lock()
@@ -131,6 +134,7 @@ def _serve(port: int, secrets_file: Path, log_file: Path) -> None:
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            time.sleep(delay)
             secret = json.loads(secrets_file.read_text()).get(self.path)
             verified, payload = False, None
             if secret is not None:
@@ -154,4 +158,4 @@ def _serve(port: int, secrets_file: Path, log_file: Path) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
+    _serve(int(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)

@@ -110,7 +110,9 @@ class DeliveryWorker:
         while await self.repo.dispatch(self.clock(), 200) == 200:
             pass
         now = self.clock()
-        lease = now + timedelta(seconds=self.policy.timeout + 30)
+        # Long enough for the request (bounded by the timeout) and recording its outcome; a node that
+        # dies holding it delays that delivery by at most this much.
+        lease = now + timedelta(seconds=self.policy.timeout + 10)
         claimed = await self.repo.claim(now, lease, self.policy.concurrency)
         if claimed:
             await asyncio.gather(*(self.send(c) for c in claimed))
