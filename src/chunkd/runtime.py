@@ -24,8 +24,10 @@ from chunkd.backends.repository.sqlalchemy.webhooks import SqlWebhookRepository
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
 from chunkd.service.delivery import DeliveryWorker
+from chunkd.service.hooks import NO_HOOKS, HookChain, HttpHooks, UploadHooks
 from chunkd.service.media import MediaService
 from chunkd.service.uploads import UploadService
+from chunkd.service.virusscan import ClamdScanner
 from chunkd.service.webhooks import WebhookService
 from chunkd.settings import Settings
 
@@ -86,6 +88,9 @@ class Runtime:
     async def close(self) -> None:
         if (worker := self.extras.get("delivery")) is not None:
             await worker.close()
+        for hook in getattr(self.uploads.hooks, "hooks", ()):
+            if isinstance(hook, HttpHooks):
+                await hook.close()
         await self.blobs.close()
         await self.locks.close()
         await self.repo.close()
@@ -114,6 +119,7 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
     blobs: BlobStore = _load(BLOB_STORES[settings.storage])(settings)
     locks = build_locks(settings)
     uploads = UploadService(repo, blobs, locks, settings.engine_config())
+    uploads.hooks = build_hooks(settings, uploads)
     keys = KeyService(repo)
     secret = server_secret(settings)
     signer = UrlSigner(secret)
@@ -130,6 +136,28 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
         tokens=tokens,
         extras={"media": build_media(settings, engine, uploads), **build_webhooks(settings, engine, uploads)},
     )
+
+
+def build_hooks(settings: Settings, uploads: UploadService) -> UploadHooks:
+    """The engine's blocking checks: the virus scan first (a refused file never reaches the
+    operator's hook), then the operator's hook service."""
+    hooks: list[UploadHooks] = []
+    if settings.clamd:
+        hooks.append(
+            ClamdScanner(
+                settings.clamd,
+                uploads.read_received,
+                timeout=settings.clamd_timeout_seconds,
+                fail_open=settings.clamd_failure == "allow",
+            )
+        )
+    if settings.hook_url:
+        hooks.append(
+            HttpHooks(
+                settings.hook_url, timeout=settings.hook_timeout_seconds, fail_open=settings.hook_failure == "allow"
+            )
+        )
+    return HookChain(hooks) if hooks else NO_HOOKS
 
 
 def build_webhooks(settings: Settings, engine: AsyncEngine, uploads: UploadService) -> dict[str, Any]:

@@ -219,6 +219,32 @@ class Settings(BaseSettings):
         "non-public addresses (server-side request forgery). Operator URLs are trusted.",
     )
 
+    # ---- blocking hooks and virus scanning ----
+    hook_url: str | None = Field(
+        None,
+        description="URL of the blocking hook service, called (JSON POST) before an upload is created (pre-create), "
+        "finished (pre-finish) and downloaded (pre-download); see docs/operations.md. Unset: no hooks.",
+    )
+    hook_timeout_seconds: float = Field(5.0, gt=0, description="Time allowed for one hook call, in seconds.")
+    hook_failure: Literal["reject", "allow"] = Field(
+        "reject",
+        description="When the hook cannot be reached, times out or answers badly: reject the request (retryable, "
+        "code hook_unavailable) or allow it as if there were no hook.",
+    )
+    clamd: str | None = Field(
+        None,
+        description="ClamAV clamd to scan every upload before it completes: a Unix socket path (/run/clamav/"
+        "clamd.ctl) or host:port. Unset: no scan.",
+    )
+    clamd_timeout_seconds: float = Field(
+        120.0, gt=0, description="Time allowed for scanning one file, in seconds (the whole stream and the verdict)."
+    )
+    clamd_failure: Literal["reject", "allow"] = Field(
+        "reject",
+        description="When clamd is down or gives no verdict (e.g. a file over its StreamMaxLength): refuse the "
+        "complete (retryable, code scan_unavailable) or complete the upload unscanned.",
+    )
+
     @field_validator("webhook_secret")
     @classmethod
     def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:

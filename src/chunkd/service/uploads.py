@@ -43,6 +43,7 @@ from chunkd.domain.upload import MAX_PARTS, Mode, Part, Status, Upload
 from chunkd.ports.blobs import BlobStore, DownloadRedirector, PartLinker, PartSettler
 from chunkd.ports.locks import LockManager
 from chunkd.service.config import EngineConfig
+from chunkd.service.hooks import NO_HOOKS, ContentRejected, UploadHooks
 from chunkd.service.quotas import byte_room, check_new_upload
 from chunkd.service.streaming import BodyReader, StreamedPart, stream_into
 
@@ -121,6 +122,7 @@ class UploadService:
         self.config = config or EngineConfig()
         self.clock = clock
         self.listeners: list[Callable[[str, Upload], Awaitable[None]]] = []
+        self.hooks: UploadHooks = NO_HOOKS  # blocking hooks and scans (chunkd.service.hooks), set at start-up
 
     # ---- queries ------------------------------------------------------------------------
     async def get(self, owner: str, upload_id: str, *, with_parts: bool = True) -> Upload:
@@ -211,6 +213,7 @@ class UploadService:
             hash_state=ResumableMD5().state(),
             metadata=dict(metadata or {}),
         )
+        await self.hooks.pre_create(upload)  # may refuse, or set metadata
         await self.repo.create(upload, [Event.for_upload(EventType.UPLOAD_CREATED, upload, now)])
         await self._emit("created", upload)
         return upload
@@ -692,15 +695,36 @@ class UploadService:
                         )
                 if check is not None:
                     await check(upload)
-            except BaseException:
+                await self.hooks.pre_finish(upload)  # may refuse (stays PENDING) or record a result
+            except BaseException as exc:
                 if advanced:
                     await self.repo.save(upload, advanced)
+                if isinstance(exc, ContentRejected):
+                    await self._discard_rejected(upload, exc)
                 raise
             await self.blobs.complete(upload)
             upload.mark_completed(now, digest)
             await self.repo.save(upload, advanced, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
         await self._emit("completed", upload)
         return upload
+
+    async def _discard_rejected(self, upload: Upload, error: ContentRejected) -> None:
+        """An upload whose content was refused for good (e.g. infected): cancelled, bytes removed,
+        ``upload.rejected`` emitted (the caller holds the upload's lock)."""
+        now = self.clock()
+        upload.mark_cancelled(now)
+        upload.metadata["rejected"] = {"reason": error.reason, **error.details}
+        rejected = Event.for_upload(
+            EventType.UPLOAD_REJECTED, upload, now, parts=(), extra={"rejection": upload.metadata["rejected"]}
+        )
+        await self.repo.save(upload, removed_parts=list(upload.parts), events=[rejected])
+        await self.blobs.delete(upload)
+        upload.parts = {}
+        await self._emit("rejected", upload)
+
+    async def pre_download(self, upload: Upload) -> None:
+        """Ask the blocking hooks before a COMPLETED file is served (every dialect's download)."""
+        await self.hooks.pre_download(upload)
 
     async def rename(self, owner: str, upload_id: str, filename: str, *, mime_type: str | None = None) -> Upload:
         """Change the display filename (and optionally the media type) of an upload in any status:

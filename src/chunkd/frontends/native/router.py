@@ -30,6 +30,7 @@ from chunkd.frontends.native.schemas import (
     CompleteRequest,
     CreateFileRequest,
     ErrorResponse,
+    FileCompletedResponse,
     FileCompleteResponse,
     FileList,
     FileObject,
@@ -209,7 +210,12 @@ async def put_content(
     return _file_view(request, upload, with_parts=True)
 
 
-@router.post("/{file_id}/complete", response_model=FileCompleteResponse, summary="Complete a file upload")
+@router.post(
+    "/{file_id}/complete",
+    response_model=FileCompletedResponse,
+    response_model_exclude_unset=True,
+    summary="Complete a file upload",
+)
 async def complete_file(
     request: Request, file_id: FileId, body: Annotated[CompleteRequest | None, Body()] = None
 ) -> dict[str, Any]:
@@ -220,7 +226,10 @@ async def complete_file(
     who = await principal(request, "files:create")
     md5 = _md5_field(body.md5 if body else None, "md5")
     upload = await runtime(request).uploads.complete(who.owner, file_id, md5=md5)
-    return _complete_view(upload)
+    view = _complete_view(upload)
+    if "preFinish" in upload.metadata:
+        view["preFinish"] = upload.metadata["preFinish"]
+    return view
 
 
 @router.post("/{file_id}/cancel", response_model=FileCompleteResponse, summary="Cancel a pending upload")
@@ -250,6 +259,7 @@ async def file_response(request: Request, owner: str, file_id: str, *, dispositi
     upload = await service.get(owner, file_id)
     if upload.status is not Status.COMPLETED:
         raise e.InvalidState(f"file {file_id} is {upload.status.value}; only COMPLETED files can be downloaded")
+    await service.pre_download(upload)
     size = upload.size_bytes or 0
     etag = f'"{upload.md5}"'
     headers = {
