@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chunkd.auth.authenticator import Authenticator
+from chunkd.auth.key_cache import CachedKeys
 from chunkd.auth.keys import KeyService
 from chunkd.auth.principal import ALL_SCOPES
 from chunkd.auth.signing import UrlSigner
@@ -120,10 +121,11 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
     locks = build_locks(settings)
     uploads = UploadService(repo, blobs, locks, settings.engine_config())
     uploads.hooks = build_hooks(settings, uploads)
-    keys = KeyService(repo)
+    cached_keys = CachedKeys(repo)  # revocation reaches every node within its 1 s lifetime
+    keys = KeyService(cached_keys)
     secret = server_secret(settings)
     signer = UrlSigner(secret)
-    tokens = AccessTokens.from_settings(settings, repo, secret)
+    tokens = AccessTokens.from_settings(settings, cached_keys, secret)
     return Runtime(
         settings=settings,
         repo=repo,

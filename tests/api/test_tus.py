@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from chunkd.domain.upload import Status
+from chunkd.service.crc import crc64_b64, crc64_hex, crc64nvme
 from tests.conftest import Api
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -136,9 +137,10 @@ async def test_upload_in_chunks_completes_the_engine_upload(api: Api) -> None:
     body = native.json()
     assert body["status"] == "COMPLETED" and body["md5"] == hashlib.md5(data).hexdigest()
     assert body["filename"] == "report.pdf" and body["mimeType"] == "application/pdf"
-    pieces = [data[:100_000], data[100_000:200_000], data[200_000:]]
-    # Appended pieces carry no MD5 of their own (the whole file's is computed once, as it arrives).
-    assert [(p["sizeBytes"], p["etag"]) for p in body["parts"]] == [(len(p), None) for p in pieces]
+    # The three PATCHes grew one stored part (appends continue one blob), checked by its CRC-64/NVME;
+    # no MD5 of its own: the whole file's is computed once, as the bytes arrive.
+    assert [(p["sizeBytes"], p["etag"]) for p in body["parts"]] == [(len(data), f'"{crc64_hex(crc64nvme(data))}"')]
+    assert body["crc64nvme"] == crc64_b64(crc64nvme(data))
     done = await head(api, upload_id)
     assert done.headers["upload-offset"] == str(len(data))
     # A repeated final PATCH (e.g. the client missed the answer) is answered, not refused.

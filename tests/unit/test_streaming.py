@@ -16,6 +16,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.names import new_upload_id
 from chunkd.domain.upload import Mode, Part, Status, Upload
+from chunkd.service.crc import crc64nvme
 from chunkd.service.streaming import BATCH_BYTES, BodyReader, StreamedPart, stream_into
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -50,11 +51,12 @@ async def stored(store: LocalBlobStore, upload: Upload, part: StreamedPart) -> b
 
 async def test_streams_and_hashes(store: LocalBlobStore, upload: Upload) -> None:
     data = os.urandom(2 * BATCH_BYTES + 12345)
-    part = StreamedPart(await store.open_writer(upload, 1, 0), ResumableMD5(), hashlib.sha256())
+    part = StreamedPart(await store.open_writer(upload, 1, 0), ResumableMD5(), hashlib.sha256(), part_md5=True)
     pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
     await stream_into(part, body(*pieces), limit=len(data))
     assert part.size == len(data)
     assert part.md5 == hashlib.md5(data).hexdigest()
+    assert part.crc64 == crc64nvme(data)
     assert part.whole is not None and part.whole.hexdigest() == part.md5
     assert part.extra is not None and part.extra.digest() == hashlib.sha256(data).digest()
     assert await stored(store, upload, part) == data

@@ -8,6 +8,7 @@ the upload, so the engine and the native API describe a file the same way."""
 
 from __future__ import annotations
 
+import base64
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,11 +59,14 @@ def file_object(upload: Upload, *, parts: Iterable[Part] | None = None, with_par
         "partCount": upload.part_count or 0,
         "bytesReceived": upload.bytes_received,
         "md5": upload.md5,
+        # The whole file's CRC-64/NVME as S3 reports it (x-amz-checksum-crc64nvme): base64, big-endian.
+        "crc64nvme": base64.b64encode(int(upload.crc64, 16).to_bytes(8, "big")).decode() if upload.crc64 else None,
     }
     if with_parts:
         shown = upload.sorted_parts() if parts is None else sorted(parts, key=lambda p: p.number)
         view["parts"] = [
-            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.md5}"' if p.md5 else None} for p in shown
+            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.checksum}"' if p.checksum else None}
+            for p in shown
         ]
     return view
 

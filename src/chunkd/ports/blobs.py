@@ -8,11 +8,21 @@ from typing import Protocol, runtime_checkable
 
 from chunkd.domain.upload import Part, Upload
 
-__all__ = ["BlobStore", "BlobWriter", "DownloadRedirector", "PartLinker", "PartLoader", "PartSettler"]
+__all__ = [
+    "BlobStore",
+    "BlobWriter",
+    "DownloadRedirector",
+    "PartAppender",
+    "PartLinker",
+    "PartLoader",
+    "PartSettler",
+]
 
 
 class BlobWriter(Protocol):
-    """Receives one part's bytes. Nothing written is visible until ``commit`` returns."""
+    """Receives one part's bytes. Nothing written is visible until ``commit`` returns. A failing
+    ``write`` or ``commit`` raises ``StorageError`` (``StorageFull`` when out of space), never a
+    bare ``OSError``: the engine then aborts and records nothing of the request."""
 
     async def write(self, chunks: Sequence[bytes]) -> None:
         """Append ``chunks``, in order (one batch of bounded total size; a list rather than one
@@ -49,7 +59,20 @@ class BlobStore(Protocol):
     async def delete(self, upload: Upload) -> None:
         """Free every byte of the upload (cancel, expiry, delete)."""
 
+    async def ensure_room(self) -> None:
+        """Raise ``StorageFull`` when no new upload bytes should be accepted now (e.g. below a
+        free-space floor); a no-op for stores without such a notion."""
+
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PartAppender(Protocol):
+    """Optional: continue an APPEND upload's last part in place (the same blob grows), so appends
+    cost no new blob, directory entry or part row. The writer first drops any bytes past the part's
+    committed size (an append that was never acknowledged) and, on abort, truncates back to it."""
+
+    async def open_appender(self, upload: Upload, part: Part) -> BlobWriter: ...
 
 
 @runtime_checkable

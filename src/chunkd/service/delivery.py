@@ -101,8 +101,11 @@ class DeliveryWorker:
                 busy = 0
             if busy:
                 continue
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+            # arrives as its timeout fires, and the app's shutdown would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=self.policy.poll)
+                async with asyncio.timeout(self.policy.poll):
+                    await self._wakeup.wait()
 
     async def run_once(self) -> int:
         """One round: dispatch every waiting event, then send one batch of due deliveries.

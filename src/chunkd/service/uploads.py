@@ -30,19 +30,22 @@ from chunkd.domain.checksum import ResumableMD5, StreamHasher
 from chunkd.domain.errors import (
     Busy,
     ChecksumMismatch,
+    ChunkdError,
     InvalidInput,
     InvalidState,
     NotFound,
     PartSizeMismatch,
     SizeMismatch,
+    StorageError,
     TooLarge,
 )
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.names import clean_filename, is_upload_id, new_upload_id
 from chunkd.domain.upload import MAX_PARTS, Mode, Part, Status, Upload
-from chunkd.ports.blobs import BlobStore, DownloadRedirector, PartLinker, PartSettler
+from chunkd.ports.blobs import BlobStore, DownloadRedirector, PartAppender, PartLinker, PartSettler
 from chunkd.ports.locks import LockManager
 from chunkd.service.config import EngineConfig
+from chunkd.service.crc import crc64_combine, crc64_hex, crc64nvme
 from chunkd.service.hooks import NO_HOOKS, ContentRejected, UploadHooks
 from chunkd.service.quotas import byte_room, check_new_upload
 from chunkd.service.streaming import BodyReader, StreamedPart, stream_into
@@ -123,6 +126,11 @@ class UploadService:
         self.clock = clock
         self.listeners: list[Callable[[str, Upload], Awaitable[None]]] = []
         self.hooks: UploadHooks = NO_HOOKS  # blocking hooks and scans (chunkd.service.hooks), set at start-up
+        # Capabilities are read once here, not probed per call.
+        self._appender: PartAppender | None = blobs if isinstance(blobs, PartAppender) else None
+        # A store that verifies what it holds against each part's MD5 (S3 ETags) gets one for every
+        # part; otherwise a part's own MD5 is computed only on request (invariant 5).
+        self._store_wants_md5 = bool(getattr(blobs, "wants_part_md5", False))
 
     # ---- queries ------------------------------------------------------------------------
     async def get(self, owner: str, upload_id: str, *, with_parts: bool = True) -> Upload:
@@ -194,6 +202,7 @@ class UploadService:
             )
         mime = _media_type((mime_type or "").strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream")
         await check_new_upload(self.repo, self.config, owner, size_bytes)
+        await self.blobs.ensure_room()
         now = self.clock()
         upload = Upload(
             id=new_upload_id(),
@@ -228,10 +237,15 @@ class UploadService:
         *,
         content_md5: str | None = None,
         declared_size: int | None = None,
+        md5_etag: bool = False,
+        digest: tuple[StreamHasher, bytes, str] | None = None,
     ) -> Part:
         """Store part ``number`` (1-based) of a PARTS upload; replaces an earlier copy atomically.
         ``declared_size`` (a request's Content-Length) refuses a wrong-sized part before any byte of
-        it is read; the streamed size is checked in any case."""
+        it is read; the streamed size is checked in any case. The part's own MD5 is computed only
+        when ``content_md5`` is to be checked or the dialect's ETag is an MD5 (``md5_etag``);
+        otherwise its checksum is its CRC-64/NVME. ``digest``: (hasher, expected digest, the field
+        that carried it), verified over the part's bytes before it is acknowledged."""
         upload = await self.get(owner, upload_id, with_parts=False)
         upload.ensure_pending(self.clock())
         upload.check_part_number(number)
@@ -246,6 +260,8 @@ class UploadService:
             limit_error=lambda: PartSizeMismatch(
                 f"part {number} must be {expected} bytes; the body is longer", field="body", expectedSize=expected
             ),
+            part_md5=content_md5 is not None or md5_etag,
+            extra=digest[0] if digest is not None else None,
         )
         try:
             upload.check_part_size(number, streamed.size)
@@ -253,6 +269,8 @@ class UploadService:
                 raise ChecksumMismatch(
                     "the part's bytes do not match its Content-MD5", field="Content-MD5", actualMd5=streamed.md5
                 )
+            if digest is not None and streamed.extra is not None and streamed.extra.digest() != digest[1]:
+                raise ChecksumMismatch(f"the part's bytes do not match its {digest[2]}", field=digest[2])
         except BaseException:
             await streamed.writer.abort()
             raise
@@ -317,12 +335,14 @@ class UploadService:
         limit_error: Callable[[], Exception] | None = None,
         extra: StreamHasher | None = None,
         offset: int | None = None,
+        part_md5: bool = False,
     ) -> StreamedPart:
         offset = upload.offset_of(number) if offset is None else offset
         # Hash into the whole-file state as we go when this part starts at the frontier.
         whole = ResumableMD5(upload.hash_state) if upload.hash_offset == offset and upload.hash_state else None
+        await self.blobs.ensure_room()
         writer = await self.blobs.open_writer(upload, number, offset)
-        streamed = StreamedPart(writer, whole, extra)
+        streamed = StreamedPart(writer, whole, extra, part_md5=part_md5 or self._store_wants_md5)
         await self._keep_alive(upload)
         try:
             await stream_into(
@@ -380,6 +400,7 @@ class UploadService:
                     md5=streamed.md5,
                     blob_ref=ref,
                     created_at=now,
+                    crc64=streamed.crc_hex,
                 )
                 upload.place_part(
                     part,
@@ -436,6 +457,15 @@ class UploadService:
         return advanced
 
     # ---- appends --------------------------------------------------------------------------
+    async def _load_for_append(self, owner: str, upload_id: str) -> Upload:
+        """The upload row with its last part (the one an append continues), in one read."""
+        upload = None
+        if is_upload_id(upload_id):
+            upload = await self.repo.get(upload_id, owner, parts_from=lambda row: max(row.parts_received, 1))
+        if upload is None:
+            raise NotFound(f"no upload with id {upload_id!r}", field="id")
+        return upload
+
     async def append(
         self,
         owner: str,
@@ -448,18 +478,27 @@ class UploadService:
         max_bytes: int | None = None,
         exact_size: int | None = None,
         lock_timeout: float = 0.0,
+        finish: bool = False,
     ) -> Upload:
         """Append bytes at ``offset`` (which must be the current end) to an APPEND upload.
 
         One writer at a time: the lock is held while the body streams; a second writer gets
-        ``Busy``. If the body breaks off (client gone), the bytes that arrived are kept when
-        ``keep_partial`` and no ``checksum`` is to be verified. ``checksum`` is (hasher, expected
-        digest) over this request's bytes; on mismatch none of them are kept. Past the declared
-        size (or ``max_bytes``) reading stops and nothing of this request is kept. ``exact_size``:
-        the body must be exactly that long (a chunk whose length a header announced); a longer or
-        shorter body is refused with ``SizeMismatch`` and nothing of it is kept."""
+        ``Busy``. Where the store can (``PartAppender``), the bytes continue the upload's last
+        part in place: one blob per upload, not one per request, so no number of appends comes
+        near the part ceiling. If the body breaks off (client gone), the bytes that arrived and
+        were written are kept when ``keep_partial`` and no ``checksum`` is to be verified.
+        ``checksum`` is (hasher, expected digest) over this request's bytes; on mismatch none of
+        them are kept. Past the declared size (or ``max_bytes``) reading stops and nothing of this
+        request is kept. ``exact_size``: the body must be exactly that long (a chunk whose length
+        a header announced); a longer or shorter body is refused with ``SizeMismatch`` and nothing
+        of it is kept. A storage fault (``StorageError``) keeps nothing of the request either: the
+        offset stays at the last durable byte and the client resumes there once storage is back.
+        ``finish``: when the bytes reach the declared size, complete the upload under the same
+        lock and in the same write (tus: the PATCH that ends an upload)."""
+        finished = False
+        refused: ChunkdError | None = None  # a pre-finish hook's refusal of the upload this fills
         async with self.locks.hold(upload_id, timeout=lock_timeout):
-            upload = await self.get(owner, upload_id, with_parts=False)
+            upload = await self._load_for_append(owner, upload_id)
             now = self.clock()
             upload.ensure_pending(now)
             upload.check_append(offset)
@@ -478,10 +517,20 @@ class UploadService:
                     raise over
                 cap, keep_partial = exact_size, False
                 over = SizeMismatch(f"the body is longer than {exact_size} bytes", field="body")
-            number = upload.parts_received + 1
-            writer = await self.blobs.open_writer(upload, number, offset)
+            await self.blobs.ensure_room()
+            last = upload.last_part()
+            if self._appender is not None and last is not None and last.crc64:
+                extended: Part | None = last
+                writer = await self._appender.open_appender(upload, last)
+                number, part_offset, seed = last.number, last.offset, int(last.crc64, 16)
+            else:
+                # A new blob: the first append, a store that cannot grow one, or a part stored
+                # before parts had a CRC to continue.
+                extended = None
+                number, part_offset, seed = upload.parts_received + 1, offset, 0
+                writer = await self.blobs.open_writer(upload, number, offset)
             streamed = StreamedPart(
-                writer, ResumableMD5(upload.hash_state), checksum[0] if checksum else None, part_md5=False
+                writer, ResumableMD5(upload.hash_state), checksum[0] if checksum else None, crc_seed=seed
             )
             broken: Exception | None = None
             try:
@@ -493,10 +542,10 @@ class UploadService:
                     heartbeat=lambda: self.repo.touch(upload.id, self.clock() + self.config.ttl),
                     heartbeat_every=self.config.heartbeat_every,
                 )
-            except (TooLarge, SizeMismatch):
+            except (TooLarge, SizeMismatch, StorageError):
                 await writer.abort()
                 raise
-            except Exception as exc:  # the body broke off: the client went away or timed out
+            except Exception as exc:  # the body broke off: the client went away, timed out or was taken over
                 broken = exc
             except BaseException:
                 await writer.abort()
@@ -514,35 +563,66 @@ class UploadService:
             if streamed.size == 0:
                 await writer.abort()
             else:
-                ref = await writer.commit()
+                try:
+                    ref = await writer.commit()
+                except BaseException:
+                    await writer.abort()
+                    raise
                 assert streamed.whole is not None
                 part = Part(
                     number=number,
-                    offset=offset,
-                    size=streamed.size,
-                    md5=streamed.md5,
+                    offset=part_offset,
+                    size=(extended.size if extended is not None else 0) + streamed.size,
+                    md5="",
                     blob_ref=ref,
-                    created_at=now,
-                    hash_state=streamed.whole.state(),
+                    created_at=extended.created_at if extended is not None else now,
+                    crc64=streamed.crc_hex,
                 )
-                upload.parts = {number: part}
-                upload.bytes_received += part.size
-                upload.parts_received += 1
-                upload.hash_offset = part.end
-                upload.hash_state = part.hash_state
+                upload.record_append(part, extended, streamed.whole.state())
                 upload.updated_at = self.clock()
                 upload.expires_at = upload.updated_at + self.config.ttl
                 if isinstance(self.blobs, PartSettler):
-                    self.blobs.invalidate(upload, part, None)
+                    self.blobs.invalidate(upload, part, extended)
+                if finish and broken is None and upload.bytes_received == upload.size_bytes:
+                    if len(upload.parts) != upload.parts_received:  # the store needs every part to finish
+                        upload.parts = await self._all_parts(upload)
+                    try:
+                        await self.hooks.pre_finish(upload)
+                    except ChunkdError as exc:
+                        refused = exc  # the part is kept and the upload stays PENDING (or is discarded below)
+                    else:
+                        await self._finish(upload, now, md5=None, check=None)
+                        finished = True
                 try:
-                    await self.repo.save(upload, [part])
+                    done = [Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)] if finished else []
+                    await self.repo.save(upload, [part], events=done)
                 except BaseException:
-                    await self.blobs.discard(upload, [ref])
+                    if extended is None:
+                        await self.blobs.discard(upload, [ref])
                     raise
-                await self._settle(upload, part)
+                if not finished:
+                    await self._settle(upload, part)
             if broken is not None:
                 raise broken
+            if refused is not None:
+                if isinstance(refused, ContentRejected):
+                    await self._discard_rejected(upload, refused)
+                raise refused
+            if finish and not finished and upload.size_bytes is not None and upload.bytes_received == upload.size_bytes:
+                # Nothing arrived, but the upload was already full (e.g. a zero-length upload).
+                if len(upload.parts) != upload.parts_received:
+                    upload.parts = await self._all_parts(upload)
+                await self.hooks.pre_finish(upload)
+                await self._finish(upload, now, md5=None, check=None)
+                await self.repo.save(upload, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
+                finished = True
+        if finished:
+            await self._emit("completed", upload)
         return upload
+
+    async def _all_parts(self, upload: Upload) -> dict[int, Part]:
+        loaded = await self.repo.get(upload.id, parts_from=1)
+        return loaded.parts if loaded is not None else {}
 
     async def concatenate(
         self,
@@ -594,7 +674,8 @@ class UploadService:
                             raise InvalidState(f"upload {source.id} is {current.status.value}", field="sources")
                         for part in current.sorted_parts():
                             number = len(parts) + 1
-                            ref = await self._place_copy(current, part, upload, number, offset, whole)
+                            placed = await self._place_copy(current, part, upload, number, offset, whole)
+                            ref, crc = placed
                             parts[number] = Part(
                                 number=number,
                                 offset=offset,
@@ -603,6 +684,7 @@ class UploadService:
                                 blob_ref=ref,
                                 created_at=self.clock(),
                                 hash_state=whole.state(),
+                                crc64=crc,
                             )
                             offset += part.size
                 upload.parts = parts
@@ -622,19 +704,23 @@ class UploadService:
 
     async def _place_copy(
         self, source: Upload, part: Part, target: Upload, number: int, offset: int, whole: ResumableMD5
-    ) -> str:
-        """Put ``source``'s ``part`` into ``target`` as part ``number``; feed its bytes to ``whole``."""
+    ) -> tuple[str, str]:
+        """Put ``source``'s ``part`` into ``target`` as part ``number``; feed its bytes to ``whole``.
+        Returns the new part's blob ref and CRC."""
         if isinstance(self.blobs, PartLinker):
             ref = await self.blobs.link_part(source, part, target, number, offset)
+            crc = 0
             async for chunk in self.blobs.read_part(target, replace(part, blob_ref=ref)):
                 await asyncio.to_thread(whole.update, chunk)
-            return ref
+                if not part.crc64:
+                    crc = crc64nvme(chunk, crc)
+            return ref, part.crc64 or crc64_hex(crc)
         writer = await self.blobs.open_writer(target, number, offset)
         streamed = StreamedPart(writer, whole, None)
         try:
             async for chunk in self.blobs.read_part(source, part):
                 await streamed.feed([chunk])
-            return await writer.commit()
+            return await writer.commit(), streamed.crc_hex
         except BaseException:
             await writer.abort()
             raise
@@ -684,29 +770,43 @@ class UploadService:
             now = self.clock()
             upload.check_complete(now)
             advanced = await self._advance_hash(upload) if upload.hash_offset != upload.size_bytes else []
-            if upload.hash_offset != upload.size_bytes or upload.hash_state is None:
-                raise InvalidState("the file's checksum is not available; re-send the parts after the gap")
-            digest = ResumableMD5(upload.hash_state).hexdigest()
             try:
-                for name, expected in (("md5", md5), ("md5 declared at creation", upload.declared_md5)):
-                    if expected is not None and expected != digest:
-                        raise ChecksumMismatch(
-                            f"{name} {expected} does not match the uploaded bytes", field="md5", actualMd5=digest
-                        )
-                if check is not None:
-                    await check(upload)
                 await self.hooks.pre_finish(upload)  # may refuse (stays PENDING) or record a result
+                await self._finish(upload, now, md5=md5, check=check)
             except BaseException as exc:
                 if advanced:
                     await self.repo.save(upload, advanced)
                 if isinstance(exc, ContentRejected):
                     await self._discard_rejected(upload, exc)
                 raise
-            await self.blobs.complete(upload)
-            upload.mark_completed(now, digest)
             await self.repo.save(upload, advanced, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
         await self._emit("completed", upload)
         return upload
+
+    async def _finish(
+        self,
+        upload: Upload,
+        now: datetime,
+        *,
+        md5: str | None,
+        check: Callable[[Upload], Awaitable[None]] | None,
+    ) -> None:
+        """The checks and steps that turn a full, hashed PENDING upload into a COMPLETED one, under
+        its lock (the caller saves it). Raises, leaving it PENDING, when any check fails."""
+        upload.check_complete(now)
+        if upload.hash_offset != upload.size_bytes or upload.hash_state is None:
+            raise InvalidState("the file's checksum is not available; re-send the parts after the gap")
+        digest = ResumableMD5(upload.hash_state).hexdigest()
+        for name, expected in (("md5", md5), ("md5 declared at creation", upload.declared_md5)):
+            if expected is not None and expected != digest:
+                raise ChecksumMismatch(
+                    f"{name} {expected} does not match the uploaded bytes", field="md5", actualMd5=digest
+                )
+        if check is not None:
+            await check(upload)
+        await self.blobs.complete(upload)
+        upload.crc64 = _whole_crc(upload)
+        upload.mark_completed(now, digest)
 
     async def _discard_rejected(self, upload: Upload, error: ContentRejected) -> None:
         """An upload whose content was refused for good (e.g. infected): cancelled, bytes removed,
@@ -828,3 +928,14 @@ class UploadService:
     async def _emit(self, event: str, upload: Upload) -> None:
         for listener in self.listeners:
             await listener(event, upload)
+
+
+def _whole_crc(upload: Upload) -> str | None:
+    """The whole file's CRC-64/NVME, combined from its parts' (None if a part has none: stored
+    before parts had CRCs)."""
+    crc = 0
+    for part in upload.sorted_parts():
+        if not part.crc64:
+            return None
+        crc = crc64_combine(crc, int(part.crc64, 16), part.size)
+    return crc64_hex(crc)

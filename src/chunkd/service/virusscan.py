@@ -101,7 +101,8 @@ class ClamdScanner:
 
     async def pre_finish(self, upload: Upload) -> None:
         try:
-            signature = await asyncio.wait_for(instream(self.address, self.read(upload)), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                signature = await instream(self.address, self.read(upload))
         except (ScanFailed, TimeoutError) as exc:
             count_hook("virus-scan", "failed")
             log.warning("virus scan of %s failed: %s", upload.id, exc or "timeout")

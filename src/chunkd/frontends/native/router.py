@@ -36,6 +36,7 @@ from chunkd.frontends.native.schemas import (
     FileObject,
     PartObject,
 )
+from chunkd.frontends.part_digests import request_digest
 
 __all__ = ["DOWNLOAD", "router"]
 
@@ -173,10 +174,17 @@ async def put_part(
             digest = parse_content_md5(content_md5)
         except ValueError as exc:
             raise e.InvalidInput(str(exc), field="Content-MD5") from None
+    wanted = request_digest(request.headers)
     part = await service.put_part(
-        who.owner, file_id, part_number, request.stream(), content_md5=digest, declared_size=content_length(request)
+        who.owner,
+        file_id,
+        part_number,
+        request.stream(),
+        content_md5=digest,
+        declared_size=content_length(request),
+        digest=(wanted.hasher, wanted.expected, wanted.field) if wanted is not None else None,
     )
-    return {"partNumber": part.number, "sizeBytes": part.size, "etag": f'"{part.md5}"'}
+    return {"partNumber": part.number, "sizeBytes": part.size, "etag": f'"{part.checksum}"'}
 
 
 @router.put(

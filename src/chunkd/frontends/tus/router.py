@@ -223,7 +223,7 @@ class TusEndpoint:
                     raise e.TooLarge(f"the body is longer than Upload-Length ({length})", field="Upload-Length")
                 async with _inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
                     upload = await service.append(
-                        who.owner, upload.id, 0, writer.guard(request.stream()), checksum=checksum
+                        who.owner, upload.id, 0, writer.guard(request.stream()), checksum=checksum, finish=True
                     )
             except (e.ChecksumMismatch, e.TooLarge):
                 # The creation is answered with the error and no Location: drop the new upload.
@@ -307,9 +307,10 @@ class TusEndpoint:
                 writer.guard(request.stream()),
                 checksum=checksum,
                 lock_timeout=TAKE_OVER_WAIT,
+                finish=True,
             )
-        if upload.size_bytes is not None and upload.bytes_received == upload.size_bytes:
-            upload = await service.complete(who.owner, file_id)
+        if upload.status is Status.PENDING and upload.bytes_received == upload.size_bytes:
+            upload = await service.complete(who.owner, file_id)  # e.g. a length declared equal to the offset
         headers = _base_headers()
         headers["Upload-Offset"] = str(upload.bytes_received)
         if upload.status is Status.PENDING and upload.expires_at is not None:
