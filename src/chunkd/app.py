@@ -96,8 +96,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             for task in (reaper, delivery):
                 task.cancel()
-                with suppress(asyncio.CancelledError):
+                try:
                     await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # a database call cut short by the cancellation: shut down anyway
+                    log.exception("background task failed while stopping")
             await runtime.close()
 
     app = FastAPI(

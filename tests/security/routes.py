@@ -28,6 +28,8 @@ Target = Literal[
     "media",  # a published Media object's integer id
     "asset",  # a single-PUT asset's fileId, PENDING
     "asset_multi",  # a multipart asset's fileId (parts uploaded with signed URLs)
+    "webhook",  # a webhook endpoint's id
+    "webhook_delivery",  # "<endpoint id>|<delivery id>": one id per {id} of the path, in order
 ]
 Dialect = Literal["native", "seed", "tus", "pm", "media", "asset"]
 
@@ -94,6 +96,13 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/keys", "keys:admin", None, json={"scopes": ["files:read"]}),
     Route("GET", "/v1/keys", "keys:admin", None),
     Route("DELETE", "/v1/keys/{id}", "keys:admin", "key"),
+    # webhooks
+    Route("POST", "/v1/webhooks", "webhooks:admin", None, json={"url": "http://127.0.0.1:9/hook"}),
+    Route("GET", "/v1/webhooks", "webhooks:admin", None),
+    Route("GET", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
+    Route("DELETE", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
+    Route("GET", "/v1/webhooks/{id}/deliveries", "webhooks:admin", "webhook"),
+    Route("POST", "/v1/webhooks/{id}/deliveries/{id}/retry", "webhooks:admin", "webhook_delivery"),
     # tus (/files; not in the OpenAPI document, listed from the app's routes)
     Route("POST", "/files", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
     Route("POST", "/files/", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
