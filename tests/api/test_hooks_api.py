@@ -140,3 +140,29 @@ async def test_failure_policy_rejects_as_retryable(api: Api, hooks: HookServer) 
     hooks.stop()
     down = await api.client.post("/v1/files", json={"filename": "x.txt", "sizeBytes": 1}, headers=api.auth())
     assert down.status_code == 409 and down.json()["error"]["code"] == "hook_unavailable"
+
+
+async def test_tus_patch_that_fills_an_upload_keeps_its_bytes_when_pre_finish_refuses(
+    api: Api, hooks: HookServer
+) -> None:
+    hooks.rules({"pre-finish": {"*": {"reject": True, "status": 403, "message": "not yet"}}})
+    headers = {**TUS, **api.auth()}
+    made = await api.client.post(
+        "/files", headers={**headers, "Upload-Length": "10", "Upload-Metadata": f"filename {b64('t.txt')}"}
+    )
+    location = made.headers["location"]
+    patch = {**headers, "Content-Type": "application/offset+octet-stream"}
+    first = await api.client.patch(location, content=b"01234", headers={**patch, "Upload-Offset": "0"})
+    assert first.status_code == 204
+    last = await api.client.patch(location, content=b"56789", headers={**patch, "Upload-Offset": "5"})
+    assert last.status_code == 403 and "not yet" in last.text
+    head = await api.client.head(location, headers=headers)
+    assert head.status_code == 200 and head.headers["upload-offset"] == "10"  # the refused PATCH's bytes are kept
+    file_id = location.rsplit("/", 1)[1]
+    assert (await api.client.get(f"/v1/files/{file_id}", headers=api.auth())).json()["status"] == "PENDING"
+
+    hooks.rules({})
+    finish = await api.client.patch(location, content=b"", headers={**patch, "Upload-Offset": "10"})
+    assert finish.status_code == 204, finish.text
+    done = await api.client.get(location, headers=headers)
+    assert done.status_code == 200 and done.content == b"0123456789"
