@@ -83,7 +83,9 @@ class Runtime:
     keys: KeyService
     authenticator: Authenticator
     signer: UrlSigner
+    media: MediaService
     tokens: AccessTokens | None = None
+    # Per-process state a frontend keeps beside the runtime (tus: the request writing each upload).
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
@@ -136,7 +138,8 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
         authenticator=Authenticator(keys, tokens),
         signer=signer,
         tokens=tokens,
-        extras={"media": build_media(settings, engine, uploads), **build_webhooks(settings, engine, uploads)},
+        media=build_media(settings, engine, uploads),
+        extras=build_webhooks(settings, engine, uploads),
     )
 
 

@@ -129,3 +129,15 @@ async def test_a_write_after_abort_fails_and_creates_no_file(store: LocalBlobSto
     with pytest.raises(OSError, match="already committed or aborted"):
         await writer.write([b"late"])
     assert not list(store.root.rglob("*.part"))
+
+
+def test_batches_shrink_as_streams_share_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chunkd.service import streaming
+
+    monkeypatch.setattr(streaming, "_active_streams", 1)
+    assert streaming.batch_bytes() == BATCH_BYTES
+    monkeypatch.setattr(streaming, "_active_streams", 32)
+    size = streaming.batch_bytes()
+    assert streaming.MIN_BATCH_BYTES <= size < BATCH_BYTES
+    # Every stream's accumulating batch plus its batches in flight stay within the budget.
+    assert 32 * (streaming.PIPELINE_DEPTH + 1) * size <= streaming.STREAM_BUDGET_BYTES

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from chunkd.domain.upload import Part, Status, Upload
+from chunkd.domain.upload import Mode, Part, Status, Upload
 
 __all__ = ["Event", "EventType", "file_object", "isotime", "new_event_id"]
 
@@ -43,6 +43,14 @@ def isotime(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _part_count(upload: Upload, *, with_parts: bool) -> int:
+    """PARTS: the number of parts the file has. APPEND (tus, media chunks): the parts stored so far,
+    since appended bytes have no part geometry."""
+    if upload.mode is Mode.APPEND:
+        return len(upload.parts) if with_parts else upload.parts_received
+    return upload.part_count or 0
+
+
 def file_object(upload: Upload, *, parts: Iterable[Part] | None = None, with_parts: bool = True) -> dict[str, Any]:
     """The file object of the Files API without its upload URL. ``parts`` overrides the upload's
     own (e.g. none for an upload whose part rows are being removed in the same transaction)."""
@@ -56,7 +64,7 @@ def file_object(upload: Upload, *, parts: Iterable[Part] | None = None, with_par
         "sizeBytes": upload.size_bytes or 0,
         "status": upload.status.value,
         "partSize": upload.part_size,
-        "partCount": upload.part_count or 0,
+        "partCount": _part_count(upload, with_parts=with_parts),
         "bytesReceived": upload.bytes_received,
         "md5": upload.md5,
         # The whole file's CRC-64/NVME as S3 reports it (x-amz-checksum-crc64nvme): base64, big-endian.

@@ -4,6 +4,9 @@ An upload is filled in one of two ways:
 
 * ``Mode.PARTS``  — numbered parts of a fixed ``part_size`` (the last one shorter), in any order and
   in parallel; a re-sent part replaces the earlier one. (Files API, assets, Fine Uploader chunks.)
+  ``size_bytes`` may be unknown at first (a Fine Uploader chunk without ``qqtotalfilesize``): parts
+  are then exactly ``part_size`` except the one the caller says is the last, and the size is
+  declared once it is known.
 * ``Mode.APPEND`` — bytes appended at the current end, one writer at a time; every append is stored
   as the next part. (tus PATCH, Content-Range chunks.) ``size_bytes`` may be unknown until later.
 
@@ -125,7 +128,9 @@ class Upload:
         return (number - 1) * self.part_size
 
     def expected_part_size(self, number: int) -> int:
-        assert self.size_bytes is not None
+        """The size part ``number`` must have (with the size still unknown: its most)."""
+        if self.size_bytes is None:
+            return self.part_size
         return min(self.part_size, self.size_bytes - self.offset_of(number))
 
     def sorted_parts(self) -> list[Part]:
@@ -151,13 +156,26 @@ class Upload:
         if self.mode is not Mode.PARTS:
             raise InvalidState("this upload takes appended bytes, not numbered parts")
         count = self.part_count
-        assert count is not None
+        if count is None:  # the size is not known yet: any number a file may have
+            if not 1 <= number <= MAX_PARTS:
+                raise PartOutOfRange(f"partNumber must be between 1 and {MAX_PARTS}", field="partNumber")
+            return
         if not 1 <= number <= max(count, 1) or (count == 0 and number != 1):
             raise PartOutOfRange(
                 f"partNumber must be between 1 and {max(count, 1)}", field="partNumber", partCount=count
             )
 
-    def check_part_size(self, number: int, size: int) -> None:
+    def check_part_size(self, number: int, size: int, *, last: bool = False) -> None:
+        """``last``: with the size still unknown, the caller knows this part ends the file, so it
+        may be shorter than ``part_size`` (but not empty); every other part is exactly ``part_size``."""
+        if self.size_bytes is None and last:
+            if not 0 < size <= self.part_size:
+                raise PartSizeMismatch(
+                    f"part {number} (the last part) must be 1 to {self.part_size} bytes, got {size}",
+                    field="body",
+                    expectedSize=self.part_size,
+                )
+            return
         expected = self.expected_part_size(number)
         if size != expected:
             last = number == self.part_count

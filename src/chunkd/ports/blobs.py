@@ -4,6 +4,7 @@ protocols, checked once at start-up (as tusd composes its data stores)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from chunkd.domain.upload import Part, Upload
@@ -16,6 +17,8 @@ __all__ = [
     "PartLinker",
     "PartLoader",
     "PartSettler",
+    "StoreCapabilities",
+    "Sweeper",
 ]
 
 
@@ -109,3 +112,51 @@ class DownloadRedirector(Protocol):
 
     async def download_url(self, upload: Upload, *, filename: str, disposition: str) -> str | None:
         """A URL serving the COMPLETED file (with Range), or None to stream it through chunkd."""
+
+
+@runtime_checkable
+class Sweeper(Protocol):
+    """Optional: find and free blobs no metadata points at (``chunkd gc``)."""
+
+    async def sweep(self, live: dict[str, set[str]], *, grace_seconds: float) -> int:
+        """Remove blobs of uploads not in ``live`` (upload id → referenced blob refs) and blob refs
+        not referenced, when older than ``grace_seconds``; returns how many were removed."""
+
+
+@dataclass(frozen=True)
+class StoreCapabilities:
+    """What a blob store can do beyond the required interface, found once at start-up (as tusd's
+    composer does) and read by the engine as plain fields, never probed per call."""
+
+    appender: PartAppender | None
+    linker: PartLinker | None
+    settler: PartSettler | None
+    redirector: DownloadRedirector | None
+    sweeper: Sweeper | None
+    # The store verifies what it holds against each part's own MD5 (S3 ETags), so every part gets
+    # one; otherwise a part's MD5 is computed only on a client's or dialect's request (invariant 5).
+    part_md5: bool
+
+    @classmethod
+    def of(cls, store: BlobStore) -> StoreCapabilities:
+        return cls(
+            appender=store if isinstance(store, PartAppender) else None,
+            linker=store if isinstance(store, PartLinker) else None,
+            settler=store if isinstance(store, PartSettler) else None,
+            redirector=store if isinstance(store, DownloadRedirector) else None,
+            sweeper=store if isinstance(store, Sweeper) else None,
+            part_md5=bool(getattr(store, "wants_part_md5", False)),
+        )
+
+    def names(self) -> list[str]:
+        """The capabilities present, for the start-up log."""
+        found = {
+            "append-in-place": self.appender,
+            "link-parts": self.linker,
+            "settle-parts": self.settler,
+            "download-redirects": self.redirector,
+            "sweep": self.sweeper,
+        }
+        return [name for name, present in found.items() if present is not None] + (
+            ["part-md5"] if self.part_md5 else []
+        )

@@ -68,7 +68,9 @@ class FileCompletedResponse(FileCompleteResponse):
 
 class FileObject(FileCompleteResponse):
     partSize: int
-    partCount: int
+    partCount: int = Field(
+        description="Parts of the file (numbered uploads); for appended uploads (tus, media chunks) the parts stored."
+    )
     bytesReceived: int
     md5: str | None = Field(None, description="MD5 hex digest of the file, once COMPLETED.")
     crc64nvme: str | None = Field(
