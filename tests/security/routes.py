@@ -103,6 +103,7 @@ ROUTES: list[Route] = [
     Route("DELETE", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
     Route("GET", "/v1/webhooks/{id}/deliveries", "webhooks:admin", "webhook"),
     Route("POST", "/v1/webhooks/{id}/deliveries/{id}/retry", "webhooks:admin", "webhook_delivery"),
+    Route("GET", "/metrics", "metrics:read", None),
     # tus (/files; not in the OpenAPI document, listed from the app's routes)
     Route("POST", "/files", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
     Route("POST", "/files/", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
@@ -197,10 +198,13 @@ ROUTES: list[Route] = [
 # Routes that are public on purpose.
 PUBLIC = {
     "GET /healthz",
+    "GET /readyz",
     "GET /openapi.json",
     "GET /docs",
     "GET /docs/oauth2-redirect",
     "GET /redoc",
+    # the documentation pages' own scripts and styles (static files shipped in the package)
+    "MOUNT /docs/assets",
     # tus capability discovery: no credentials by the protocol
     "OPTIONS /files",
     "OPTIONS /files/",

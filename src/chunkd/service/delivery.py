@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def count_delivery(result: str) -> None:
-    """The single place a delivery attempt's outcome (``delivered``, ``failed``, ``gave_up``) is
-    counted. METRICS: call ``chunkd_webhook_deliveries_total{result}`` from ``chunkd.metrics`` here
-    once that module exists on this branch."""
+    """Where a delivery attempt's outcome goes (``delivered``; ``failed``: a non-2xx answer;
+    ``error``: no answer). The runtime points ``DeliveryWorker.count`` at
+    ``Metrics.webhook_delivery`` (``chunkd_webhook_deliveries_total{result}``)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class DeliveryWorker:
         self.operator_secret = operator_secret
         self.clock = clock
         self._wakeup = asyncio.Event()
+        self.count: Callable[[str], None] = count_delivery
         # No redirects (a 3xx is a failed attempt: the endpoint must name its final URL) and no
         # proxy settings from the environment; one timeout covers connect, send and answer.
         self.client = httpx.AsyncClient(
@@ -151,7 +152,7 @@ class DeliveryWorker:
             status = response.status_code
             if 200 <= status < 300:
                 await self.repo.record_success(delivery.id, self.clock(), status)
-                count_delivery("delivered")
+                self.count("delivered")
                 return
             error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
         except InvalidInput as exc:
@@ -168,7 +169,7 @@ class DeliveryWorker:
             retry_at=retry_at,
             disable_after_seconds=self.policy.disable_after,
         )
-        count_delivery("failed" if retry_at is not None else "gave_up")
+        self.count("failed" if status is not None else "error")
         if disabled:
             log.warning("webhook endpoint %s disabled after failing since long", claimed.endpoint.id)
 

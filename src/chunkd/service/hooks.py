@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import httpx
@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 
 
 def count_hook(hook: str, result: str) -> None:
-    """The single place a hook invocation's outcome (``allowed``, ``rejected``, ``failed``) is
-    counted. METRICS: call ``chunkd_hook_invocations_total{hook,result}`` from ``chunkd.metrics``
-    here once that module exists on this branch."""
+    """Where a hook call's outcome goes (``accepted``, ``rejected``, ``error``). The runtime points
+    ``HttpHooks.count`` and ``ClamdScanner.count`` at ``Metrics.hook_invocation``
+    (``chunkd_hook_invocations_total{hook,result}``)."""
 
 
 class ContentRejected(e.InvalidInput):
@@ -125,6 +125,7 @@ class HttpHooks:
     ) -> None:
         self.url = url
         self.fail_open = fail_open
+        self.count: Callable[[str, str], None] = count_hook
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False, transport=transport
         )
@@ -142,7 +143,7 @@ class HttpHooks:
             if not isinstance(answer, dict):
                 raise ValueError("the answer is not a JSON object")
         except (httpx.HTTPError, ValueError) as exc:
-            count_hook(hook, "failed")
+            self.count(hook, "error")
             log.warning("%s hook failed (%s); policy: %s", hook, exc, "allow" if self.fail_open else "reject")
             if self.fail_open:
                 return {}
@@ -150,14 +151,14 @@ class HttpHooks:
             error.code = "hook_unavailable"
             raise error from None
         if answer.get("reject"):
-            count_hook(hook, "rejected")
+            self.count(hook, "rejected")
             status = answer.get("status")
             message = answer.get("message")
             raise rejection(
                 status if isinstance(status, int) else 403,
                 message if isinstance(message, str) and message else f"refused by the {hook} hook",
             )
-        count_hook(hook, "allowed")
+        self.count(hook, "accepted")
         return answer
 
     async def pre_create(self, upload: Upload) -> None:

@@ -92,6 +92,7 @@ class ClamdScanner:
         self.read = read
         self.timeout = timeout
         self.fail_open = fail_open
+        self.count: Callable[[str, str], None] = count_hook
 
     async def pre_create(self, upload: Upload) -> None:
         return None
@@ -104,7 +105,7 @@ class ClamdScanner:
             async with asyncio.timeout(self.timeout):
                 signature = await instream(self.address, self.read(upload))
         except (ScanFailed, TimeoutError) as exc:
-            count_hook("virus-scan", "failed")
+            self.count("clamav", "error")
             log.warning("virus scan of %s failed: %s", upload.id, exc or "timeout")
             if self.fail_open:
                 return
@@ -112,11 +113,11 @@ class ClamdScanner:
             error.code = "scan_unavailable"
             raise error from None
         if signature is not None:
-            count_hook("virus-scan", "rejected")
+            self.count("clamav", "rejected")
             raise ContentRejected(
                 f"the file contains a virus ({signature}); it was refused and its bytes removed",
                 reason="virus",
                 signature=signature,
             )
-        count_hook("virus-scan", "allowed")
+        self.count("clamav", "accepted")
         upload.metadata["virusScan"] = {"scanner": "clamd", "result": "clean"}

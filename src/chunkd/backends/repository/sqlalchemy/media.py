@@ -29,6 +29,7 @@ def _record(row: Any) -> MediaRecord:
         height=m["image_height"],
         order=m["order"],
         added_at=m["added_at"],
+        mime_type=m["mime_type"],
     )
 
 
@@ -47,6 +48,7 @@ class SqlMediaRepository:
         order: int,
         added_at: datetime,
         event: Event | None = None,
+        mime_type: str | None = None,
     ) -> MediaRecord:
         try:
             async with self.engine.begin() as conn:
@@ -59,6 +61,7 @@ class SqlMediaRepository:
                         image_height=height,
                         order=order,
                         added_at=added_at,
+                        mime_type=mime_type,
                     )
                 )
                 if event is not None:
