@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
@@ -18,6 +18,7 @@ from chunkd.frontends.media.router import router as media_router
 from chunkd.frontends.native.auth import keys_router, seed_token_router, token_router
 from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
+from chunkd.frontends.native.webhooks import webhooks_router
 from chunkd.frontends.openapi import install_openapi
 from chunkd.frontends.pm.router import router as pm_router
 from chunkd.frontends.tus import build_router as build_tus_router
@@ -126,13 +127,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     file=sys.stderr,
                     flush=True,
                 )
+        # Operator endpoints follow the settings (CHUNKD_WEBHOOK_URLS) at every start.
+        await runtime.extras["webhooks"].repo.sync_operator_endpoints(
+            settings.webhook_url_list(), runtime.uploads.clock()
+        )
         reaper = asyncio.create_task(_reap_forever(runtime))
+        delivery = asyncio.create_task(runtime.extras["delivery"].run_forever())
         try:
             yield
         finally:
-            reaper.cancel()
-            with suppress(asyncio.CancelledError):
-                await reaper
+            for task in (reaper, delivery):
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # a database call cut short by the cancellation: shut down anyway
+                    log.exception("background task failed while stopping")
             await runtime.close()
 
     app = ChunkdApp(
@@ -149,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(token_router)
     app.include_router(seed_token_router)
     app.include_router(keys_router)
+    app.include_router(webhooks_router)
     app.include_router(build_tus_router(settings.tus_path))
     app.include_router(media_router)
     app.include_router(assets_router)

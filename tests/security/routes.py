@@ -29,6 +29,8 @@ Target = Literal[
     "asset",  # a single-PUT asset's fileId, PENDING
     "asset_multi",  # a multipart asset's fileId (parts uploaded with signed URLs)
     "link",  # an upload link's id
+    "webhook",  # a webhook endpoint's id
+    "webhook_delivery",  # "<endpoint id>|<delivery id>": one id per {id} of the path, in order
 ]
 Dialect = Literal["native", "seed", "tus", "pm", "media", "asset"]
 
@@ -95,6 +97,13 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/keys", "keys:admin", None, json={"scopes": ["files:read"]}),
     Route("GET", "/v1/keys", "keys:admin", None),
     Route("DELETE", "/v1/keys/{id}", "keys:admin", "key"),
+    # webhooks
+    Route("POST", "/v1/webhooks", "webhooks:admin", None, json={"url": "http://127.0.0.1:9/hook"}),
+    Route("GET", "/v1/webhooks", "webhooks:admin", None),
+    Route("GET", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
+    Route("DELETE", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
+    Route("GET", "/v1/webhooks/{id}/deliveries", "webhooks:admin", "webhook"),
+    Route("POST", "/v1/webhooks/{id}/deliveries/{id}/retry", "webhooks:admin", "webhook_delivery"),
     Route("GET", "/metrics", "metrics:read", None),
     # upload links
     Route("POST", "/v1/upload-links", "links:admin", None, json={"maxFiles": 1}),
