@@ -74,6 +74,25 @@ class Settings(BaseSettings):
         pattern=r"^(/[A-Za-z0-9._~-]+)+$",
         description="URL path of the tus 1.0 endpoint (CHUNKD_TUS_PATH).",
     )
+    # The IETF resumable-upload draft, spoken at tus_path (docs/tus.md); announced in Upload-Limit.
+    resumable_max_append_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Most bytes one draft creation or append request may carry (max-append-size); unset: no limit.",
+    )
+    resumable_min_append_bytes: int = Field(
+        0,
+        ge=0,
+        description="Fewest bytes an append that does not complete the upload must carry (min-append-size); "
+        "default 0 (no minimum).",
+    )
+    resumable_progress_bytes: int = Field(
+        64 * MiB,
+        ge=0,
+        description="A draft request body is committed every this many bytes and a 104 with the durable "
+        "Upload-Offset sent (interop 5+, when the server can send informational responses); 0: one commit "
+        "per request, no progress responses. Default 64 MiB.",
+    )
 
     # ---- uploads ----
     part_size: int = Field(8 * MiB, description="Default part size in bytes for new uploads.")

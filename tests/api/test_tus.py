@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 import pytest
 
+from chunkd.domain.errors import Busy
 from chunkd.domain.upload import Status
 from tests.conftest import Api
 
@@ -488,6 +489,18 @@ async def test_get_downloads_only_finished_uploads(api: Api) -> None:
     assert (await head(api, native_upload["id"])).status_code == 404  # not a tus upload
 
 
+async def wait_until_locked(api: Api, upload_id: str) -> None:
+    """Until a request holds the upload's lock (it is streaming a body)."""
+    for _ in range(500):
+        try:
+            async with api.runtime.locks.hold(upload_id, timeout=0):
+                pass
+        except Busy:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no request took the upload's lock")
+
+
 async def test_a_new_patch_ends_a_stale_one(api: Api) -> None:
     """tusd v2's behaviour: the stale PATCH (its client vanished mid-body) is ended, keeping the
     bytes it had; the new PATCH at the resulting offset proceeds."""
@@ -504,11 +517,7 @@ async def test_a_new_patch_ends_a_stale_one(api: Api) -> None:
         api.client.patch(f"/files/{upload_id}", content=stalled(), headers={**h(api), **OCTETS, "Upload-Offset": "0"})
     )
     upload = await api.runtime.uploads.get("alice", upload_id, with_parts=False)
-    for _ in range(200):
-        await asyncio.sleep(0.02)
-        if "tus.inflight" in api.runtime.extras and api.runtime.extras["tus.inflight"]._writers:
-            break
-    await asyncio.sleep(0.2)
+    await wait_until_locked(api, upload_id)
     # A wrong offset does not disturb the writer.
     assert (await patch(api, upload_id, 5, b"zz")).status_code == 409
     assert not old.done()

@@ -1,20 +1,27 @@
-"""Ending a stale PATCH when a new one arrives for the same upload (as tusd v2 does).
+"""Ending a stale request when a newer one arrives for the same upload (as tusd v2 does), on any
+node.
 
-A client whose connection silently died retries with a new PATCH while the server may still be
+A client whose connection silently died retries with a new request while the server may still be
 waiting for bytes on the old one, which holds the upload's lock. Instead of answering the retry
-with 423 until the old request times out, the new request asks the old one to stop: the old body
-iterator raises ``UploadInterrupted``, which the engine treats like a broken-off body (the bytes
-that arrived are committed and the lock released), and the new request then proceeds from the
-current offset (or gets 409 if its offset is now wrong).
+with 423 until the old request times out, the new request asks the old one to stop through the
+lock port (``LockManager.request_release``: in-process, or by PostgreSQL NOTIFY to the node that
+runs it): the old body iterator raises ``UploadInterrupted``, which the engine treats like a
+broken-off body (the bytes that arrived are committed and the lock released), and the new request
+then proceeds from the current offset (or gets 409 if its offset is now wrong).
 
-This is per process; across processes the engine's lock still answers ``Busy`` (423).
+Used by every dialect whose appends hold the lock while a body streams: tus, the IETF draft and
+the media API's Content-Range chunks. (Parts — native, assets, pm chunks — hold the lock only for
+their short commit, so nothing needs taking over.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
+
+from chunkd.ports.locks import LockManager, take_over
 
 __all__ = ["InFlight", "UploadInterrupted", "Writer"]
 
@@ -27,11 +34,14 @@ class Writer:
     """One request streaming into an upload."""
 
     def __init__(self) -> None:
-        self.done = asyncio.Event()
         self._task = asyncio.current_task()
         self._stopped = False
         self._waiting = False
         self._cancelled = False
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
 
     def stop(self) -> None:
         """Ask the request to stop reading its body. If it is blocked waiting for bytes (the usual
@@ -65,25 +75,21 @@ class Writer:
 
 
 class InFlight:
-    """The request currently writing each upload, in this process."""
+    """Take-over of uploads over one lock manager."""
 
-    def __init__(self) -> None:
-        self._writers: dict[str, Writer] = {}
+    def __init__(self, locks: LockManager) -> None:
+        self.locks = locks
+
+    async def end_stale(self, upload_id: str, *, wait: float, requester: str | None = None) -> None:
+        """Stop the request writing ``upload_id`` (on any node) and wait up to ``wait`` seconds
+        for it to commit what it has; ``Busy`` if the lock is still held then."""
+        await take_over(self.locks, upload_id, timeout=wait, requester=requester)
 
     @contextlib.asynccontextmanager
     async def take_over(self, upload_id: str, *, wait: float) -> AsyncIterator[Writer]:
-        """Stop the request writing ``upload_id`` (if any), wait up to ``wait`` seconds for it to
-        commit what it has, and register the caller as the writer."""
-        old = self._writers.get(upload_id)
-        if old is not None:
-            old.stop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(old.done.wait()), wait)
+        """``end_stale``, then register the caller as the writer a later request may stop."""
+        token = secrets.token_hex(8)
+        await self.end_stale(upload_id, wait=wait, requester=token)
         me = Writer()
-        self._writers[upload_id] = me
-        try:
+        async with self.locks.releasable(upload_id, me.stop, requester=token):
             yield me
-        finally:
-            me.done.set()
-            if self._writers.get(upload_id) is me:
-                del self._writers[upload_id]

@@ -27,11 +27,14 @@ from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.http import dialect_route, principal, runtime
 from chunkd.frontends.native.router import file_response
+from chunkd.frontends.tus.draft import DraftEndpoint
+from chunkd.frontends.tus.draft_errors import UnsupportedInteropVersion, render_problem
+from chunkd.frontends.tus.draft_versions import InteropVersion, interop_version
 from chunkd.frontends.tus.errors import (
     TUS_VERSION,
     UnsupportedMediaType,
     UnsupportedVersion,
-    render,
+    render_error,
 )
 from chunkd.frontends.tus.headers import (
     CHECKSUM_ALGORITHMS,
@@ -81,7 +84,7 @@ def _inflight(request: Request) -> InFlight:
     extras = runtime(request).extras
     found = extras.get("tus.inflight")
     if found is None:
-        found = extras["tus.inflight"] = InFlight()
+        found = extras["tus.inflight"] = InFlight(runtime(request).locks)
     assert isinstance(found, InFlight)
     return found
 
@@ -115,12 +118,51 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+def draft_version(request: Request) -> InteropVersion | None:
+    """The IETF draft's interop version when the request speaks the draft; None for tus 1.0.
+    A version we do not speak is a 400, unless the request also says ``Tus-Resumable``."""
+    raw = request.headers.get("upload-draft-interop-version")
+    if raw is None:
+        return None
+    version = interop_version(raw)
+    if version is None and request.headers.get("tus-resumable") is None:
+        raise UnsupportedInteropVersion(
+            f"Upload-Draft-Interop-Version {raw.strip()[:10]!r} is not supported; this server speaks 3 to 8",
+            field="Upload-Draft-Interop-Version",
+        )
+    return version
+
+
+def _speaks_draft(request: Request) -> bool:
+    raw = request.headers.get("upload-draft-interop-version")
+    return raw is not None and (interop_version(raw) is not None or request.headers.get("tus-resumable") is None)
+
+
+async def render(request: Request, exc: Exception) -> Response | None:
+    """Errors in the request's dialect: problem details for the draft, plain text for tus."""
+    if _speaks_draft(request):
+        return render_problem(request, exc)
+    return render_error(exc)
+
+
 class TusEndpoint:
     """The routes of one mount point (``prefix``)."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix.rstrip("/")
         self._url_id = re.compile(re.escape(self.prefix) + r"/([A-Za-z0-9_-]{1,64})/?$")
+        self.draft = DraftEndpoint(self)
+
+    # Shared with the draft.
+    inflight = staticmethod(_inflight)
+
+    @staticmethod
+    async def load(request: Request, owner: str, file_id: str) -> Upload:
+        return await _load(request, owner, file_id)
+
+    @staticmethod
+    def is_final(upload: Upload) -> bool:
+        return _tus_state(upload).get("concat") == "final"
 
     def location(self, request: Request, upload_id: str) -> str:
         rt = runtime(request)
@@ -168,6 +210,10 @@ class TusEndpoint:
                 "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
             }
         )
+        # The IETF draft: an OPTIONS on a resource that creates uploads names its limits.
+        version = interop_version(request.headers.get("upload-draft-interop-version")) or interop_version("8")
+        assert version is not None
+        headers["Upload-Limit"] = self.draft.limits(request, version)
         return Response(status_code=204, headers=headers)
 
     # ---- POST: creation ----------------------------------------------------------------------------
@@ -263,6 +309,11 @@ class TusEndpoint:
         who = await principal(request)
         _check_any_scope(who, "files:create", "files:read")
         upload = await _load(request, who.owner, file_id)
+        if upload.status is Status.PENDING:
+            # A HEAD is how a client resumes: end a stale PATCH (on any node) first, so the offset
+            # answered includes what it received and is the one the next PATCH must send.
+            await _inflight(request).end_stale(file_id, wait=TAKE_OVER_WAIT)
+            upload = await _load(request, who.owner, file_id)
         if upload.status in (Status.PENDING, Status.EXPIRED):
             upload.ensure_pending(runtime(request).uploads.clock())  # 410 once expired
         elif upload.status is Status.CANCELLED:
@@ -346,6 +397,9 @@ class TusEndpoint:
             raise e.InvalidInput(message, field="X-HTTP-Method-Override")
         if method == "OPTIONS":
             return await self.options(request)
+        version = draft_version(request)
+        if version is not None:
+            return await self.draft_request(request, method, file_id, version)
         if file_id is None:
             if method == "POST":
                 return await self.create(request)
@@ -354,6 +408,36 @@ class TusEndpoint:
             if method in handlers:
                 return await handlers[method](request, file_id)
         return _not_allowed()
+
+    async def draft_request(
+        self, request: Request, method: str, file_id: str | None, version: InteropVersion
+    ) -> Response:
+        """A request of the IETF draft: creation by any method with content on the collection;
+        HEAD, GET, PATCH and DELETE on an upload."""
+        if file_id is None:
+            if method in ("POST", "PUT", "PATCH"):
+                return await self.draft.create(request, version)
+            return _not_allowed()
+        if method == "HEAD":
+            return await self.draft.head(request, version, file_id)
+        if method == "PATCH":
+            return await self.draft.append(request, version, file_id)
+        if method == "DELETE":
+            return await self.draft.delete(request, version, file_id)
+        if method == "GET":
+            found = await self.draft.get(request, version, file_id)
+            return found if found is not None else await self.get(request, file_id)
+        return _not_allowed()
+
+    async def dispatch(self, request: Request, file_id: str | None) -> Response:
+        """Route a request by its method, to the draft or to tus 1.0."""
+        version = draft_version(request)
+        if version is not None:
+            return await self.draft_request(request, request.method, file_id, version)
+        if file_id is None:
+            return _not_allowed()
+        handlers = {"PATCH": self.patch, "DELETE": self.delete, "HEAD": self.head, "GET": self.get}
+        return await handlers[request.method](request, file_id)
 
 
 def _not_allowed() -> Response:
@@ -387,22 +471,28 @@ def build_router(prefix: str) -> APIRouter:
 
     @router.api_route("/{file_id}", methods=["HEAD"])
     async def head(request: Request, file_id: FileId) -> Response:
-        return await tus.head(request, file_id)
+        return await tus.dispatch(request, file_id)
 
     @router.patch("/{file_id}")
     async def patch(request: Request, file_id: FileId) -> Response:
-        return await tus.patch(request, file_id)
+        return await tus.dispatch(request, file_id)
 
     @router.delete("/{file_id}")
     async def delete(request: Request, file_id: FileId) -> Response:
-        return await tus.delete(request, file_id)
+        return await tus.dispatch(request, file_id)
 
     @router.get("/{file_id}")
     async def get(request: Request, file_id: FileId) -> Response:
-        return await tus.get(request, file_id)
+        return await tus.dispatch(request, file_id)
+
+    # The draft creates uploads with any method that carries content (PUT, PATCH on the collection).
+    @router.api_route("", methods=["PUT", "PATCH"])
+    @router.api_route("/", methods=["PUT", "PATCH"])
+    async def draft_create(request: Request) -> Response:
+        return await tus.dispatch(request, None)
 
     # Other methods: a tus-style 405 (with Tus-Resumable) rather than the app's default.
-    @router.api_route("", methods=["GET", "PUT", "PATCH", "DELETE", "HEAD"])
+    @router.api_route("", methods=["GET", "DELETE", "HEAD"])
     @router.api_route("/{file_id}", methods=["PUT"])
     async def not_allowed(request: Request) -> Response:
         return _not_allowed()
