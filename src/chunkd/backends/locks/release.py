@@ -37,9 +37,7 @@ class ReleaseRegistry:
         """Call every callback registered for ``upload_id`` except the requester's own; how many
         were called."""
         callbacks = [
-            release
-            for release, token in self._callbacks.get(upload_id, ())
-            if requester is None or token != requester
+            release for release, token in self._callbacks.get(upload_id, ()) if requester is None or token != requester
         ]
         for release in callbacks:
             try:

@@ -351,11 +351,14 @@ class DraftEndpoint:
             raise e.InvalidInput("an upload creation request starts at offset 0", field="Upload-Offset")
         content_length = _content_length(request)
         length = self.length(request, complete, 0, None, content_length)
+        self.limits(request, version)  # kept on the request for a 413's answer
         self.check_append_size(request, complete, content_length, creation=True)
         meta = parse_metadata(request.headers.get("upload-metadata"))
         filename = _filename(request) or meta.text("filename", "name") or "upload"
         media_type = _media_type(request)
-        mime_type = meta.text("filetype", "type") or (media_type if media_type and media_type != PARTIAL_UPLOAD else None)
+        mime_type = meta.text("filetype", "type") or (
+            media_type if media_type and media_type != PARTIAL_UPLOAD else None
+        )
         declared = parse_digest_field(request.headers.get("repr-digest"), "Repr-Digest").get("md5")
         checksum = content_digest_checksum(request.headers.get("content-digest"))
         upload = await service.create(
@@ -371,7 +374,9 @@ class DraftEndpoint:
         )
         location = self.tus.location(request, upload.id)
         limits = self.limits(request, version, upload)
-        await send_informational(request, {INTEROP_HEADER: version.header, "Location": location, "Upload-Limit": limits})
+        await send_informational(
+            request, {INTEROP_HEADER: version.header, "Location": location, "Upload-Limit": limits}
+        )
         if _has_body(request):
             try:
                 async with self.tus.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
@@ -442,6 +447,7 @@ class DraftEndpoint:
         self._check_active(request, upload)
         self._check_offset(upload, offset)
         length = self.length(request, complete, offset, upload.size_bytes, content_length)
+        self.limits(request, version, upload)  # kept on the request for a 413's answer
         self.check_append_size(request, complete, content_length, creation=False)
         checksum = content_digest_checksum(request.headers.get("content-digest"))
         async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT) as writer:

@@ -96,11 +96,10 @@ def render_problem(request: Request, exc: Exception) -> Response | None:
         return problem(version, 400, "invalid request")
     if isinstance(exc, e.InvalidState) and exc.details.get("uploadStatus") == "CANCELLED":
         return problem(version, 404, "the upload was cancelled")
-    for kind, status, name in _STATUS:
-        if isinstance(exc, kind):
-            break
-    else:
+    found = next((entry for entry in _STATUS if isinstance(exc, entry[0])), None)
+    if found is None:
         return None
+    _, status, name = found
     headers: dict[str, str] = {}
     members: dict[str, Any] = {}
     if isinstance(exc, e.ChunkdError):
