@@ -25,6 +25,7 @@ from starlette.responses import Response
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
 from chunkd.frontends.http import dialect_route, principal, runtime
 from chunkd.frontends.native.router import file_response
 from chunkd.frontends.tus.draft import DraftEndpoint
@@ -330,6 +331,8 @@ class TusEndpoint:
         if offset is None:
             raise e.InvalidInput("Upload-Offset is required", field="Upload-Offset")
         checksum = parse_checksum(request.headers.get("upload-checksum"))
+        if checksum is None:  # RFC 9530, the draft's way of saying the same
+            checksum = content_digest_checksum(request.headers.get("content-digest"))
         length = parse_length(request.headers.get("upload-length"), "Upload-Length")
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
@@ -365,6 +368,8 @@ class TusEndpoint:
         headers["Upload-Offset"] = str(upload.bytes_received)
         if upload.status is Status.PENDING and upload.expires_at is not None:
             headers["Upload-Expires"] = http_date(upload.expires_at)
+        if (digest := md5_repr_digest(upload.md5)) is not None:
+            headers["Repr-Digest"] = digest  # RFC 9530, once the file is complete
         return Response(status_code=204, headers=headers)
 
     # ---- DELETE (termination) ----------------------------------------------------------------------
