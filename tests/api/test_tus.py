@@ -422,6 +422,23 @@ async def test_concatenation_rules(api: Api) -> None:
     assert (await final(f"final;/files/{final_id}")).status_code == 400  # a final is not a partial
 
 
+async def test_concatenation_refuses_duplicate_or_excessive_partials(api: Api) -> None:
+    """The same partial twice, or more than 10,000 partials, is a 400 that changes nothing."""
+    partial = await create(api, 3, Upload_Concat="partial")
+    await patch(api, partial, 0, b"abc")
+    before = len(await api.runtime.uploads.list_uploads("alice"))
+    twice = await api.client.post(
+        "/files", headers=h(api, Upload_Concat=f"final;/files/{partial} http://testserver/files/{partial}")
+    )
+    assert twice.status_code == 400 and "more than once" in twice.text
+    many = " ".join([f"/files/{partial}"] * 2_000)
+    assert (await api.client.post("/files", headers=h(api, Upload_Concat=f"final;{many}"))).status_code == 400
+    excessive = " ".join(f"/files/x{i}" for i in range(10_001))
+    response = await api.client.post("/files", headers=h(api, Upload_Concat=f"final;{excessive}"))
+    assert response.status_code == 400 and "at most 10000" in response.text
+    assert len(await api.runtime.uploads.list_uploads("alice")) == before
+
+
 async def test_concatenation_copies_without_the_link_capability(api: Api) -> None:
     """A blob store without PartLinker: the service copies the parts through the store."""
 

@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
-from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
 from chunkd.frontends.http import dialect_route, principal, runtime
 from chunkd.frontends.native.router import file_response
@@ -292,7 +292,16 @@ class TusEndpoint:
         mime_type: str | None,
         state: dict[str, Any],
     ) -> Upload:
+        if len(urls) > MAX_PARTS:
+            message = f"Upload-Concat names {len(urls)} partial uploads; at most {MAX_PARTS} can be concatenated"
+            raise e.InvalidInput(message, field="Upload-Concat")
         ids = [self.upload_id_from_url(url) for url in urls]
+        seen: set[str] = set()
+        for upload_id in ids:
+            # The same partial twice is a client bug (and each repeat would link its bytes again).
+            if upload_id in seen:
+                raise e.InvalidInput(f"Upload-Concat names upload {upload_id} more than once", field="Upload-Concat")
+            seen.add(upload_id)
         for upload_id in ids:
             partial = await _load(request, who.owner, upload_id)
             if _tus_state(partial).get("concat") != "partial":
