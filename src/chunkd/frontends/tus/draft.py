@@ -38,11 +38,11 @@ from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest, parse_digest_field
 from chunkd.frontends.http import principal, runtime
+from chunkd.frontends.takeover import TAKE_OVER_WAIT, Writer
 from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength
 from chunkd.frontends.tus.draft_versions import PARTIAL_UPLOAD, InteropVersion
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.headers import parse_metadata
-from chunkd.frontends.tus.inflight import Writer
 
 if TYPE_CHECKING:
     from chunkd.frontends.tus.router import TusEndpoint
@@ -131,7 +131,9 @@ async def send_informational(request: Request, headers: dict[str, str]) -> bool:
 
 class Segments:
     """A request body cut into consecutive bodies of at most ``size`` bytes, so each can be
-    committed on its own (and its durable offset announced) while the rest still arrives."""
+    committed on its own (and its durable offset announced) while the rest still arrives. A
+    segment reads lazily: waiting for its first byte happens inside the engine's append, under
+    the upload's lock, so a newer request can ask this one to let go at any time."""
 
     def __init__(self, body: AsyncIterator[bytes], size: int) -> None:
         self._body = aiter(body)
@@ -139,25 +141,22 @@ class Segments:
         self._carry = b""
         self.finished = False
 
-    async def next(self) -> AsyncIterator[bytes] | None:
-        """The next segment, or None when the body has ended."""
-        if self.finished:
-            return None
-        first, self._carry = self._carry, b""
-        if not first:
-            first = await anext(self._body, b"")
-            while first == b"":
-                # An empty chunk is not the end; only StopAsyncIteration (None below) is.
+    def next(self) -> AsyncIterator[bytes] | None:
+        """The next segment (possibly empty, when the body ends on a boundary), or None when the
+        body has ended."""
+        return None if self.finished else self._segment()
+
+    async def _segment(self) -> AsyncIterator[bytes]:
+        sent = 0
+        chunk, self._carry = self._carry, b""
+        while True:
+            if not chunk:
                 got = await anext(self._body, None)
                 if got is None:
                     self.finished = True
-                    return None
-                first = got
-        return self._segment(first)
-
-    async def _segment(self, chunk: bytes) -> AsyncIterator[bytes]:
-        sent = 0
-        while True:
+                    return
+                chunk = got
+                continue
             room = self._size - sent
             if len(chunk) > room:
                 self._carry = chunk[room:]
@@ -165,13 +164,9 @@ class Segments:
                 return
             yield chunk
             sent += len(chunk)
+            chunk = b""
             if sent == self._size:
                 return
-            got = await anext(self._body, None)
-            if got is None:
-                self.finished = True
-                return
-            chunk = got
 
 
 class DraftEndpoint:
@@ -296,7 +291,7 @@ class DraftEndpoint:
         segments = Segments(body, every)
         start = offset
         upload: Upload | None = None
-        while (segment := await segments.next()) is not None:
+        while (segment := segments.next()) is not None:
             room = None if most is None else most - (offset - start)
             upload = await service.append(
                 owner, upload_id, offset, segment, max_bytes=room, lock_timeout=TAKE_OVER_WAIT
@@ -484,10 +479,6 @@ class DraftEndpoint:
         async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT):
             await runtime(request).uploads.delete(who.owner, file_id)
         return Response(status_code=204, headers={INTEROP_HEADER: version.header})
-
-
-# How long a new request waits for the request it took over from to commit, and then for the lock.
-TAKE_OVER_WAIT = 5.0
 
 
 def _any_scope(scopes: Collection[str], *wanted: str) -> None:

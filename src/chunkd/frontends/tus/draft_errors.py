@@ -50,6 +50,7 @@ class UnsupportedInteropVersion(e.InvalidInput):
 
 # Most specific first.
 _STATUS: list[tuple[type[Exception], int, str | None]] = [
+    (UploadInterrupted, 400, None),
     (InconsistentLength, 400, "inconsistent-upload-length"),
     (CompletedUpload, 400, "completed-upload"),
     (e.OffsetMismatch, 409, "mismatching-upload-offset"),
@@ -64,7 +65,6 @@ _STATUS: list[tuple[type[Exception], int, str | None]] = [
     (e.Forbidden, 403, None),
     (e.QuotaExceeded, 403, None),
     (e.RateLimited, 429, None),
-    (UploadInterrupted, 400, None),
     (UnsupportedMediaType, 415, None),
 ]
 

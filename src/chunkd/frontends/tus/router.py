@@ -28,6 +28,7 @@ from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
 from chunkd.frontends.http import dialect_route, principal, runtime
 from chunkd.frontends.native.router import file_response
+from chunkd.frontends.takeover import TAKE_OVER_WAIT, InFlight, inflight
 from chunkd.frontends.tus.draft import DraftEndpoint
 from chunkd.frontends.tus.draft_errors import UnsupportedInteropVersion, render_problem
 from chunkd.frontends.tus.draft_versions import InteropVersion, interop_version
@@ -46,7 +47,6 @@ from chunkd.frontends.tus.headers import (
     parse_length,
     parse_metadata,
 )
-from chunkd.frontends.tus.inflight import InFlight
 
 __all__ = ["EXTENSIONS", "build_router"]
 
@@ -62,8 +62,6 @@ EXTENSIONS = (
 OFFSET_STREAM = "application/offset+octet-stream"
 FRONTEND = "tus"
 _OVERRIDABLE = {"PATCH", "DELETE", "HEAD", "GET", "OPTIONS", "POST"}
-# How long a new PATCH waits for the request it took over from to commit, and then for the lock.
-TAKE_OVER_WAIT = 5.0
 
 FileId = Annotated[str, Path(min_length=1, max_length=64)]
 
@@ -82,12 +80,8 @@ def _require_version(request: Request) -> None:
 
 
 def _inflight(request: Request) -> InFlight:
-    extras = runtime(request).extras
-    found = extras.get("tus.inflight")
-    if found is None:
-        found = extras["tus.inflight"] = InFlight(runtime(request).locks)
-    assert isinstance(found, InFlight)
-    return found
+    rt = runtime(request)
+    return inflight(rt.extras, rt.locks)
 
 
 def _tus_state(upload: Upload) -> dict[str, Any]:
