@@ -446,6 +446,10 @@ class DraftEndpoint:
         self.check_append_size(request, complete, content_length, creation=False)
         checksum = content_digest_checksum(request.headers.get("content-digest"))
         async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT) as writer:
+            # Again now that a stale request (if any) has committed what it received.
+            upload = await self.tus.load(request, who.owner, file_id)
+            self._check_active(request, upload)
+            self._check_offset(upload, offset)
             if length is not None and upload.size_bytes is None:
                 upload = await service.declare_size(who.owner, file_id, length)
             if _has_body(request):
@@ -454,9 +458,6 @@ class DraftEndpoint:
                 except e.OffsetMismatch as exc:
                     exc.details["providedOffset"] = offset
                     raise
-            else:
-                upload = await service.get(who.owner, file_id, with_parts=False)
-                self._check_offset(upload, offset)
         if complete:
             upload = await self._finish(request, who.owner, upload)
             return self.completed_response(request, version, upload, status=200, location=location)
