@@ -4,10 +4,12 @@ responses need a real server: tests/e2e/test_resumable_draft_e2e.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import os
+from collections.abc import AsyncIterator
 
 import http_sf
 import httpx
@@ -334,3 +336,33 @@ async def test_max_append_size(tmp_path, settings: Settings, v: int) -> None:
             # The last append may be smaller than min-append-size.
             last = await client.patch(path, content=b"c", headers={**patch, **completion(v, True)})
             assert last.status_code == 200
+
+
+# ---- concurrency -------------------------------------------------------------------------------------------------
+async def test_offset_retrieval_ends_a_stale_append(api: Api, v: int) -> None:
+    """The draft's recommended concurrency handling: a new request (here the client's HEAD before
+    resuming) ends the append still running; its bytes are kept and the offset answered is the
+    one the next append must use."""
+    data = os.urandom(3 * 1024 * 1024)
+    path = upload_path(await create(api, v))
+    gate = asyncio.Event()
+    streaming = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield data[:1_000_000]
+        streaming.set()  # the server took the first bytes and asks for more: it is in the engine
+        await gate.wait()  # the connection hangs: no more bytes, no close
+        yield data[1_000_000:]
+
+    headers = {**hd(api, v), **append_type(v), **completion(v, True), "Upload-Offset": "0"}
+    old = asyncio.create_task(api.client.patch(path, content=stalled(), headers=headers))
+    await streaming.wait()
+    state = await head(api, v, path)
+    assert state.status_code == 204
+    offset = int(state.headers["upload-offset"])
+    assert offset == 1_000_000
+    assert (await old).status_code == 400
+    done = await append(api, v, path, offset, data[offset:], complete=True)
+    assert done.status_code == 200
+    assert done.json()["md5"] == hashlib.md5(data).hexdigest()
+    gate.set()

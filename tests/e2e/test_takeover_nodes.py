@@ -43,16 +43,23 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterat
 
 
 def wait_until_locked(database: str, upload_id: str) -> None:
-    """Until some node holds the upload's advisory lock (its PATCH is streaming)."""
+    """Until some node holds the upload's advisory lock (its request is streaming): seen held
+    three polls in a row, so a request's momentary look at the lock before it starts is not
+    mistaken for it."""
 
     async def probe() -> None:
         conn = await asyncpg.connect(asyncpg_dsn(database))
         try:
             key = advisory_key(upload_id)
+            held = 0
             for _ in range(1000):
                 if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                    return
-                await conn.fetchval("SELECT pg_advisory_unlock($1)", key)
+                    held += 1
+                    if held == 3:
+                        return
+                else:
+                    held = 0
+                    await conn.fetchval("SELECT pg_advisory_unlock($1)", key)
                 await asyncio.sleep(0.01)
             raise AssertionError("no node took the upload's lock")
         finally:
