@@ -89,6 +89,12 @@ class InFlight:
 
     def __init__(self, locks: LockManager) -> None:
         self.locks = locks
+        self._local: dict[str, int] = {}
+
+    def writing(self, upload_id: str) -> bool:
+        """True while a request of this process streams into ``upload_id`` (one on another node
+        is not seen here; the lock port reaches it when it is taken over)."""
+        return upload_id in self._local
 
     async def end_stale(self, upload_id: str, *, wait: float, requester: str | None = None) -> None:
         """Stop the request writing ``upload_id`` (on any node) and wait up to ``wait`` seconds
@@ -101,8 +107,14 @@ class InFlight:
         token = secrets.token_hex(8)
         await self.end_stale(upload_id, wait=wait, requester=token)
         me = Writer()
-        async with self.locks.releasable(upload_id, me.stop, requester=token):
-            yield me
+        self._local[upload_id] = self._local.get(upload_id, 0) + 1
+        try:
+            async with self.locks.releasable(upload_id, me.stop, requester=token):
+                yield me
+        finally:
+            left = self._local.pop(upload_id) - 1
+            if left:
+                self._local[upload_id] = left
 
 
 def inflight(extras: dict[str, object], locks: LockManager) -> InFlight:

@@ -65,6 +65,8 @@ _STATUS: list[tuple[type[Exception], int, str | None]] = [
     (e.Forbidden, 403, None),
     (e.QuotaExceeded, 403, None),
     (e.RateLimited, 429, None),
+    (e.StorageFull, 507, None),
+    (e.StorageError, 503, None),
     (UnsupportedMediaType, 415, None),
 ]
 
