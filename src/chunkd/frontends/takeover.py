@@ -22,7 +22,7 @@ import secrets
 from collections.abc import AsyncIterator
 
 from chunkd.domain.errors import Conflict
-from chunkd.ports.locks import LockManager, take_over
+from chunkd.ports.locks import LockManager, asking_release, take_over
 
 __all__ = ["TAKE_OVER_WAIT", "InFlight", "UploadInterrupted", "Writer", "inflight"]
 
@@ -96,21 +96,25 @@ class InFlight:
         is not seen here; the lock port reaches it when it is taken over)."""
         return upload_id in self._local
 
-    async def end_stale(self, upload_id: str, *, wait: float, requester: str | None = None) -> None:
+    async def end_stale(self, upload_id: str, *, wait: float) -> None:
         """Stop the request writing ``upload_id`` (on any node) and wait up to ``wait`` seconds
         for it to commit what it has; ``Busy`` if the lock is still held then."""
-        await take_over(self.locks, upload_id, timeout=wait, requester=requester)
+        await take_over(self.locks, upload_id, timeout=wait, requester=secrets.token_hex(8))
 
     @contextlib.asynccontextmanager
     async def take_over(self, upload_id: str, *, wait: float) -> AsyncIterator[Writer]:
-        """``end_stale``, then register the caller as the writer a later request may stop."""
+        """Register the caller as the writer of ``upload_id`` that a later request may stop, and
+        make every lock wait in the block ask the current holder (on any node) to let go. The
+        caller passes ``wait`` as its lock timeout: the take-over happens in the engine's own
+        lock acquisition, so a request costs one lock whether or not it takes over."""
+        del wait  # the caller's lock timeout bounds the wait
         token = secrets.token_hex(8)
-        await self.end_stale(upload_id, wait=wait, requester=token)
         me = Writer()
         self._local[upload_id] = self._local.get(upload_id, 0) + 1
         try:
-            async with self.locks.releasable(upload_id, me.stop, requester=token):
-                yield me
+            with asking_release(token):
+                async with self.locks.releasable(upload_id, me.stop, requester=token):
+                    yield me
         finally:
             left = self._local.pop(upload_id) - 1
             if left:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from chunkd.backends.locks.release import ReleaseRegistry
 from chunkd.domain.errors import Busy
+from chunkd.ports.locks import release_requester
 
 __all__ = ["LocalLocks"]
 
@@ -61,6 +62,10 @@ class LocalLocks:
             entry = self._entries[upload_id] = _Entry()
         entry.users += 1
         try:
+            requester = release_requester()
+            if requester is not None and entry.lock.locked():
+                # A take-over: the holder, if releasable, registered before it took the lock.
+                self._releases.fire(upload_id, requester)
             if timeout <= 0:
                 if entry.lock.locked():
                     raise Busy(f"upload {upload_id} is being written by another request")

@@ -46,6 +46,7 @@ from sqlalchemy.engine import make_url
 
 from chunkd.backends.locks.release import ReleaseRegistry
 from chunkd.domain.errors import Busy
+from chunkd.ports.locks import ASK_AGAIN, release_requester
 
 __all__ = ["PostgresAdvisoryLocks", "advisory_key"]
 
@@ -130,7 +131,14 @@ class PostgresAdvisoryLocks:
             raise Busy(f"upload {upload_id} is locked (no lock connection free)") from None
         try:
             delay = _FIRST_POLL
+            requester = release_requester()
+            next_ask = 0.0
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                now = time.monotonic()
+                if requester is not None and now >= next_ask:
+                    # A take-over: ask whoever holds it (here or on another node) to let go.
+                    await self.request_release(upload_id, requester=requester)
+                    next_ask = now + ASK_AGAIN
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise Busy(f"upload {upload_id} is being written by another node or request")
