@@ -19,6 +19,7 @@ from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
 from chunkd.domain.events import file_object
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Status, Upload
+from chunkd.frontends.digests import repr_digest_header
 from chunkd.frontends.http import (
     content_disposition,
     content_length,
@@ -308,6 +309,10 @@ async def file_response(
     redirect = request.method == "GET" and media_type in (None, upload.mime_type)
     if redirect and (url := await service.download_url(upload, disposition=disposition)):
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
+    # RFC 9530: the md5 the engine keeps, plus sha-256/512 read from storage when asked for.
+    digest = await repr_digest_header(upload.md5, request.headers.get("want-repr-digest"), lambda: service.read(upload))
+    if digest:
+        headers["Repr-Digest"] = digest
     wanted = parse_range(request.headers.get("range"), size)
     if_range = request.headers.get("if-range")
     if if_range is not None and if_range != etag:
