@@ -19,6 +19,8 @@ class CuttingProxy:
         self.target_port = target_port
         self.cut_after = cut_after
         self.cuts = 0
+        # Bytes forwarded from clients to the server, over every connection.
+        self.forwarded = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -55,6 +57,9 @@ class CuttingProxy:
                             sock.close()
                         return
                 sink.sendall(data)
+                if from_client:
+                    with self._lock:
+                        self.forwarded += len(data)
         except OSError:
             pass
         finally:
