@@ -31,6 +31,7 @@ import platform
 import random
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -43,7 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = "application/offset+octet-stream"
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- servers and what they cost
@@ -205,8 +207,20 @@ def start_floor(work: Path, kind: str) -> Server:
     store = work / f"floor-{kind}"
     store.mkdir()
     port = free_port()
-    command = [str(BIN / "uvicorn"), f"bench.floor_app:{kind}", "--host", "127.0.0.1", "--port", str(port),
-               "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]  # fmt: skip
+    command = [
+        str(BIN / "uvicorn"),
+        f"bench.floor_app:{kind}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+    ]
     env = {**os.environ, "FLOOR_DIR": str(store), "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     process = spawn(command, work / f"floor-{kind}.log", f"floor {kind}", port, cwd=ROOT, env=env)
     return Server(f"floor: {kind}", port, {}, lambda: [process.pid], lambda: terminate(process), store=store)
@@ -258,8 +272,12 @@ class Rgw:
     def collect_garbage(self) -> None:
         """Frees deleted objects' bytes now (memstore keeps them in RAM until garbage collection)."""
         conf = self.work / "ceph" / "ceph.conf"
-        subprocess.run(["radosgw-admin", "--conf", str(conf), "gc", "process", "--include-all"],
-                       check=False, capture_output=True, timeout=300)  # fmt: skip
+        subprocess.run(
+            ["radosgw-admin", "--conf", str(conf), "gc", "process", "--include-all"],
+            check=False,
+            capture_output=True,
+            timeout=300,
+        )
 
     def stop(self) -> None:
         if self.gateway is not None:
@@ -343,9 +361,7 @@ def native_create(conn: Conn, size: int, part_size: int | None = None) -> dict[s
     document: dict[str, Any] = {"filename": "bench.bin", "sizeBytes": size}
     if part_size:
         document["partSize"] = part_size
-    _, data = conn.request(
-        "POST", "/v1/files", json.dumps(document), {"Content-Type": "application/json"}, expect=201
-    )
+    _, data = conn.request("POST", "/v1/files", json.dumps(document), {"Content-Type": "application/json"}, expect=201)
     return dict(json.loads(data))
 
 
@@ -391,7 +407,7 @@ class Source:
 
     def __init__(self, path: Path, size: int) -> None:
         random_file(path, size)
-        self._file = open(path, "rb")
+        self._file = open(path, "rb")  # noqa: SIM115 (kept open for the map; closed by close())
         self._map = mmap.mmap(self._file.fileno(), size, prot=mmap.PROT_READ)
         self.view = memoryview(self._map)
         self._md5: dict[tuple[int, int], str] = {}
@@ -436,10 +452,12 @@ class Workload:
     source_bytes: int = 0
 
 
-def timed(fn: Callable[[], None], latencies: list[float]) -> None:
+def timed(latencies: list[float], fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, its duration appended to ``latencies``."""
     started = time.perf_counter()
-    fn()
+    result = fn(*args)
     latencies.append(time.perf_counter() - started)
+    return result
 
 
 def tus_sequential(total: int, chunk: int) -> Side:
@@ -453,7 +471,7 @@ def tus_sequential(total: int, chunk: int) -> Side:
             out.requests += 1
             for offset in range(0, total, chunk):
                 body = source.view[offset : min(offset + chunk, total)]
-                timed(lambda: tus_patch(c, location, offset, body), out.latencies)
+                timed(out.latencies, tus_patch, c, location, offset, body)
                 out.requests += 1
         out.cleanup = forget(server, [location])
         return out
@@ -513,7 +531,9 @@ def native_parts(total: int, part: int, in_flight: int) -> Side:
 
             def send(n: int) -> float:
                 started = time.perf_counter()
-                conn().request("PUT", f"/v1/files/{file_id}/parts/{n}", source.view[(n - 1) * part : min(n * part, total)])
+                conn().request(
+                    "PUT", f"/v1/files/{file_id}/parts/{n}", source.view[(n - 1) * part : min(n * part, total)]
+                )
                 return time.perf_counter() - started
 
             out.latencies = list(pool.map(send, range(1, count + 1)))
@@ -634,8 +654,10 @@ def tus_concurrent(uploads: int, size: int) -> Side:
 
 def tus_many(clients: int, files_each: int, smallest: int, largest: int, chunk: int) -> Side:
     """``clients`` concurrent clients, each sending ``files_each`` files of random sizes in ``chunk``-byte PATCHes."""
-    sizes = [[random.Random(c * 1000 + f).randrange(smallest, largest + 1) for f in range(files_each)]
-             for c in range(clients)]  # fmt: skip
+    sizes = [
+        [random.Random(c * 1000 + f).randrange(smallest, largest + 1) for f in range(files_each)]
+        for c in range(clients)
+    ]
 
     def run(server: Server, source: Source) -> Outcome:
         out = Outcome(bytes=sum(map(sum, sizes)), files=clients * files_each)
@@ -648,12 +670,17 @@ def tus_many(clients: int, files_each: int, smallest: int, largest: int, chunk: 
             conn = Conn(server)
             try:
                 for size in sizes[c]:
-                    holder: list[str] = []
-                    timed(lambda: holder.append(tus_create(conn, size)), latencies)
+                    location = timed(latencies, tus_create, conn, size)
                     for offset in range(0, size, chunk):
-                        body = source.view[offset : min(offset + chunk, size)]
-                        timed(lambda: tus_patch(conn, holder[0], offset, body), latencies)
-                    locations.append(holder[0])
+                        timed(
+                            latencies,
+                            tus_patch,
+                            conn,
+                            location,
+                            offset,
+                            source.view[offset : min(offset + chunk, size)],
+                        )
+                    locations.append(location)
             finally:
                 conn.close()
             with lock:
@@ -681,51 +708,109 @@ def workloads(scale: float) -> list[Workload]:
     small = count(1000, 32)
     whole = size(GiB, MiB, 8)
     rss_each = size(64 * MiB, 256 * KiB)
-    many = count(100, 8)
+    many = 100 if scale >= 0.1 else count(100, 8)  # the client count is the point: sizes shrink first
     many_files = 5 if scale >= 0.5 else 2
-    many_lo, many_hi = size(MiB, 64 * KiB), size(4 * MiB, 64 * KiB)
+    many_lo, many_hi = size(MiB, 64 * KiB, 4), size(4 * MiB, 64 * KiB, 8)
     result = [
-        Workload("tus-256k", f"tus, {tus256 // MiB} MiB as sequential 256 KiB PATCHes, one keep-alive client",
-                 "tus", "MiB/s", tus_sequential(tus256, 256 * KiB), tus_sequential(tus256, 256 * KiB), floors=True),
-        Workload("tus-1m", f"tus, {tus256 // MiB} MiB as sequential 1 MiB PATCHes",
-                 "tus", "MiB/s", tus_sequential(tus256, MiB), tus_sequential(tus256, MiB)),
-    ]  # fmt: skip
+        Workload(
+            "tus-256k",
+            f"tus, {tus256 // MiB} MiB as sequential 256 KiB PATCHes, one keep-alive client",
+            "tus",
+            "MiB/s",
+            tus_sequential(tus256, 256 * KiB),
+            tus_sequential(tus256, 256 * KiB),
+            floors=True,
+        ),
+        Workload(
+            "tus-1m",
+            f"tus, {tus256 // MiB} MiB as sequential 1 MiB PATCHes",
+            "tus",
+            "MiB/s",
+            tus_sequential(tus256, MiB),
+            tus_sequential(tus256, MiB),
+        ),
+    ]
     for clients in (1, 16):
         result.append(
-            Workload(f"small-tus-{clients}",
-                     f"{small} files of 64 KiB, tus creation-with-upload, {clients} client{'s' if clients > 1 else ''}",
-                     "tus", "files/s", tus_small(small, 64 * KiB, clients), tus_small(small, 64 * KiB, clients))
-        )  # fmt: skip
+            Workload(
+                f"small-tus-{clients}",
+                f"{small} files of 64 KiB, tus creation-with-upload, {clients} client{'s' if clients > 1 else ''}",
+                "tus",
+                "files/s",
+                tus_small(small, 64 * KiB, clients),
+                tus_small(small, 64 * KiB, clients),
+            )
+        )
     for clients in (1, 16):
         result.append(
-            Workload(f"small-native-{clients}",
-                     f"{small} files of 64 KiB, chunkd /v1/files (create + 1 part + complete) vs tus "
-                     f"creation-with-upload, {clients} client{'s' if clients > 1 else ''}",
-                     "tus", "files/s", native_small(small, 64 * KiB, clients), tus_small(small, 64 * KiB, clients))
-        )  # fmt: skip
+            Workload(
+                f"small-native-{clients}",
+                f"{small} files of 64 KiB, chunkd /v1/files (create + 1 part + complete) vs tus "
+                f"creation-with-upload, {clients} client{'s' if clients > 1 else ''}",
+                "tus",
+                "files/s",
+                native_small(small, 64 * KiB, clients),
+                tus_small(small, 64 * KiB, clients),
+            )
+        )
     for part in (8 * MiB, MiB):
         total = size(GiB, part, 2)
         for flight in (1, 4):
             result.append(
-                Workload(f"parts-{part // MiB}m-{flight}",
-                         f"{total // MiB} MiB in {part // MiB} MiB parts, {flight} in flight (RGW: boto3 multipart)",
-                         "rgw", "MiB/s", native_parts(total, part, flight), rgw_parts(total, part, flight))
-            )  # fmt: skip
+                Workload(
+                    f"parts-{part // MiB}m-{flight}",
+                    f"{total // MiB} MiB in {part // MiB} MiB parts, {flight} in flight (RGW: boto3 multipart)",
+                    "rgw",
+                    "MiB/s",
+                    native_parts(total, part, flight),
+                    rgw_parts(total, part, flight),
+                )
+            )
     result += [
-        Workload("verified-1g", f"a verified {whole // MiB} MiB file: create + PUT uploadUrl + complete(md5) "
-                 "vs nginx WebDAV PUT + md5sum", "nginx", "s", native_whole(whole), nginx_whole(whole)),
-        Workload("tus-1g", f"one {whole // MiB} MiB tus PATCH", "tus", "MiB/s",
-                 tus_one_patch(whole), tus_one_patch(whole), floors=True),
-        Workload("rss-32", f"32 concurrent tus uploads of {rss_each // MiB or rss_each // KiB}"
-                 f" {'MiB' if rss_each >= MiB else 'KiB'}: server peak RSS", "tus", "MiB RSS",
-                 tus_concurrent(32, rss_each), tus_concurrent(32, rss_each)),
-        Workload("many-100", f"{many} concurrent clients x {many_files} files of "
-                 f"{many_lo / MiB:g}-{many_hi / MiB:g} MiB in 256 KiB PATCHes", "tus", "MiB/s",
-                 tus_many(many, many_files, many_lo, many_hi, 256 * KiB), tus_many(many, many_files, many_lo, many_hi,
-                                                                                   256 * KiB)),
-    ]  # fmt: skip
-    need = {"tus-256k": tus256, "tus-1m": tus256, "verified-1g": whole, "tus-1g": whole, "rss-32": rss_each,
-            "many-100": many_hi}  # fmt: skip
+        Workload(
+            "verified-1g",
+            f"a verified {whole // MiB} MiB file: create + PUT uploadUrl + complete(md5) vs nginx WebDAV PUT + md5sum",
+            "nginx",
+            "s",
+            native_whole(whole),
+            nginx_whole(whole),
+        ),
+        Workload(
+            "tus-1g",
+            f"one {whole // MiB} MiB tus PATCH",
+            "tus",
+            "MiB/s",
+            tus_one_patch(whole),
+            tus_one_patch(whole),
+            floors=True,
+        ),
+        Workload(
+            "rss-32",
+            f"32 concurrent tus uploads of {rss_each // MiB or rss_each // KiB}"
+            f" {'MiB' if rss_each >= MiB else 'KiB'}: server peak RSS",
+            "tus",
+            "MiB RSS",
+            tus_concurrent(32, rss_each),
+            tus_concurrent(32, rss_each),
+        ),
+        Workload(
+            "many-100",
+            f"{many} concurrent clients x {many_files} files of "
+            f"{many_lo / MiB:g}-{many_hi / MiB:g} MiB in 256 KiB PATCHes",
+            "tus",
+            "MiB/s",
+            tus_many(many, many_files, many_lo, many_hi, 256 * KiB),
+            tus_many(many, many_files, many_lo, many_hi, 256 * KiB),
+        ),
+    ]
+    need = {
+        "tus-256k": tus256,
+        "tus-1m": tus256,
+        "verified-1g": whole,
+        "tus-1g": whole,
+        "rss-32": rss_each,
+        "many-100": many_hi,
+    }
     for w in result:
         w.source_bytes = need.get(w.name, size(GiB, MiB, 16) if w.name.startswith("parts") else small * 64 * KiB)
     return result
@@ -786,8 +871,18 @@ def measure(workload: Workload, server: Server, side: Side, source: Source, roun
         "MiB RSS": sampler.peak / MiB,
     }[workload.metric]
     p99 = statistics.quantiles(out.latencies, n=100)[98] * 1000 if len(out.latencies) >= 2 else None
-    return Run(server.name, round_no, wall, value, out.requests, server_cpu, server_cpu * 1000 / max(out.requests, 1),
-               sampler.peak / MiB, client / wall, p99)  # fmt: skip
+    return Run(
+        server.name,
+        round_no,
+        wall,
+        value,
+        out.requests,
+        server_cpu,
+        server_cpu * 1000 / max(out.requests, 1),
+        sampler.peak / MiB,
+        client / wall,
+        p99,
+    )
 
 
 def ratio(metric: str, chunkd: float, peer: float) -> float:
@@ -804,13 +899,13 @@ def summarise(workload: Workload, runs: list[Run]) -> dict[str, Any]:
     names = list(by)
     chunkd, peer = by["chunkd"], by[names[1]]
     rounds = [ratio(workload.metric, a.value, b.value) for a, b in zip(chunkd, peer, strict=False)]
-    medians = {
+    medians: dict[str, dict[str, Any]] = {
         name: {
             "value": statistics.median(r.value for r in rs),
             "cpu_ms_per_request": statistics.median(r.cpu_ms_per_request for r in rs),
             "peak_rss_mib": max(r.peak_rss_mib for r in rs),
             "client_cpu_share": statistics.median(r.client_cpu_share for r in rs),
-            "p99_ms": statistics.median(r.p99_ms for r in rs) if all(r.p99_ms is not None for r in rs) else None,
+            "p99_ms": statistics.median(p99s) if len(p99s := [r.p99_ms for r in rs if r.p99_ms is not None]) else None,
         }
         for name, rs in by.items()
     }
@@ -832,21 +927,29 @@ def fmt(value: float, metric: str) -> str:
 
 def print_table(summaries: list[dict[str, Any]]) -> None:
     print()
-    print("| workload | chunkd | peer | ratio (median; per round) | server CPU ms/request chunkd / peer "
-          "| peak RSS MiB chunkd / peer | p99 ms chunkd / peer | client CPU (of one core) |")  # fmt: skip
+    print(
+        "| workload | chunkd | peer | ratio (median; per round) | server CPU ms/request chunkd / peer "
+        "| peak RSS MiB chunkd / peer | p99 ms chunkd / peer | client CPU (of one core) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for s in summaries:
         a, b, metric = s["medians"]["chunkd"], s["medians"][s["peer"]], s["metric"]
         rounds = ", ".join(f"{r:.2f}" for r in s["round_ratios"])
-        p99 = f"{a['p99_ms']:.0f} / {b['p99_ms']:.0f}" if a["p99_ms"] is not None and b["p99_ms"] is not None else "–"
+        both = a["p99_ms"] is not None and b["p99_ms"] is not None
+        p99 = f"{a['p99_ms']:.0f} / {b['p99_ms']:.0f}" if both else "–"
         client = max(m["client_cpu_share"] for m in s["medians"].values())
-        print(f"| {s['name']}: {s['title']} | {fmt(a['value'], metric)} | {s['peer']} {fmt(b['value'], metric)} "
-              f"| {s['ratio_of_medians']:.2f}× ({rounds}) | {a['cpu_ms_per_request']:.2f} / {b['cpu_ms_per_request']:.2f} "
-              f"| {a['peak_rss_mib']:.0f} / {b['peak_rss_mib']:.0f} | {p99} | {client:.0%} |")  # fmt: skip
+        print(
+            f"| {s['name']}: {s['title']} | {fmt(a['value'], metric)} | {s['peer']} {fmt(b['value'], metric)} "
+            f"| {s['ratio_of_medians']:.2f}× ({rounds}) "
+            f"| {a['cpu_ms_per_request']:.2f} / {b['cpu_ms_per_request']:.2f} "
+            f"| {a['peak_rss_mib']:.0f} / {b['peak_rss_mib']:.0f} | {p99} | {client:.0%} |"
+        )
         for name, m in s["medians"].items():
             if name.startswith("floor"):
-                print(f"| {s['name']} {name} (same client) | {fmt(m['value'], metric)} | | | "
-                      f"{m['cpu_ms_per_request']:.2f} | {m['peak_rss_mib']:.0f} | | {m['client_cpu_share']:.0%} |")
+                print(
+                    f"| {s['name']} {name} (same client) | {fmt(m['value'], metric)} | | | "
+                    f"{m['cpu_ms_per_request']:.2f} | {m['peak_rss_mib']:.0f} | | {m['client_cpu_share']:.0%} |"
+                )
 
 
 def machine() -> dict[str, Any]:
@@ -877,6 +980,8 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the workloads and exit")
     parser.add_argument("--work-dir", type=Path, help="where data dirs go (default: a temporary directory)")
     args = parser.parse_args()
+    # A plain kill must still stop every server this command started (the finally blocks below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scale = 1 / 128 if args.quick else args.size
     chosen = workloads(scale)
     if args.list:
@@ -892,8 +997,7 @@ def main() -> None:
 
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     host = machine()
-    print(f"{started_at}; {host['cores']} × {host['cpu']}; load {host['loadavg'][0]:.1f}; scale {scale:g}",
-          flush=True)  # fmt: skip
+    print(f"{started_at}; {host['cores']} × {host['cpu']}; load {host['loadavg'][0]:.1f}; scale {scale:g}", flush=True)
     summaries: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="chunkd-compare-", dir=args.work_dir) as tmp:
         work = Path(tmp)
@@ -908,8 +1012,10 @@ def main() -> None:
                 servers: list[tuple[Server, Side]] = []
                 try:
                     servers.append((start_chunkd(wdir), workload.chunkd))
-                    peer = {"tus": lambda: start_tus_node(wdir), "nginx": lambda: start_nginx(wdir),
-                            "rgw": rgw.server}[workload.peer]()  # fmt: skip
+                    if workload.peer == "rgw":
+                        peer = rgw.server()
+                    else:
+                        peer = (start_tus_node if workload.peer == "tus" else start_nginx)(wdir)
                     servers.append((peer, workload.other))
                     if workload.floors and not args.no_floors:
                         for kind in ("drain", "store"):
@@ -922,25 +1028,40 @@ def main() -> None:
                             run = measure(workload, server, side, source, round_no)
                             runs.append(run)
                             p99 = f", p99 {run.p99_ms:.0f} ms" if run.p99_ms is not None else ""
-                            print(f"  round {round_no} {server.name:<14} {fmt(run.value, workload.metric):>14}"
-                                  f"  server CPU {run.cpu_ms_per_request:.2f} ms/request, peak RSS"
-                                  f" {run.peak_rss_mib:.0f} MiB{p99}, client CPU {run.client_cpu_share:.0%}",
-                                  flush=True)  # fmt: skip
+                            print(
+                                f"  round {round_no} {server.name:<14} {fmt(run.value, workload.metric):>14}"
+                                f"  server CPU {run.cpu_ms_per_request:.2f} ms/request, peak RSS"
+                                f" {run.peak_rss_mib:.0f} MiB{p99}, client CPU {run.client_cpu_share:.0%}",
+                                flush=True,
+                            )
                 finally:
                     for server, _ in servers:
                         server.stop()
                 summaries.append(summarise(workload, runs))
                 shutil.rmtree(wdir, ignore_errors=True)
+                if args.json:  # after each workload, so an interrupted run keeps what it measured
+                    write_json(args.json, started_at, host, scale, args.rounds, summaries)
         finally:
             rgw.stop()
             source.close()
-    print(f"\n{started_at}, {host['cores']} cores ({host['cpu']}), {args.rounds} round(s), medians; "
-          f"ratio > 1: chunkd better", flush=True)  # fmt: skip
+    print(
+        f"\n{started_at}, {host['cores']} cores ({host['cpu']}), {args.rounds} round(s), medians; "
+        f"ratio > 1: chunkd better",
+        flush=True,
+    )
     print_table(summaries)
-    if args.json:
-        document = {"date": started_at, "machine": host, "scale": scale, "rounds": args.rounds,
-                    "load_after": os.getloadavg(), "workloads": summaries}  # fmt: skip
-        args.json.write_text(json.dumps(document, indent=2))
+
+
+def write_json(path: Path, date: str, host: dict[str, Any], scale: float, rounds: int, summaries: list[Any]) -> None:
+    document = {
+        "date": date,
+        "machine": host,
+        "scale": scale,
+        "rounds": rounds,
+        "load_now": os.getloadavg(),
+        "workloads": summaries,
+    }
+    path.write_text(json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":
