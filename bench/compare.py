@@ -978,8 +978,17 @@ def main() -> None:
     parser.add_argument("--no-floors", action="store_true", help="skip the bare ASGI floor servers")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--list", action="store_true", help="print the workloads and exit")
+    parser.add_argument("--report", type=Path, help="print the table of a saved --json file and exit")
     parser.add_argument("--work-dir", type=Path, help="where data dirs go (default: a temporary directory)")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        print(
+            f"{saved['date']}, {saved['machine']['cores']} cores ({saved['machine']['cpu']}), "
+            f"scale {saved['scale']:g}, {saved['rounds']} round(s), medians; ratio > 1: chunkd better"
+        )
+        print_table(saved["workloads"])
+        return
     # A plain kill must still stop every server this command started (the finally blocks below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     scale = 1 / 128 if args.quick else args.size
