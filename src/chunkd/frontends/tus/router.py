@@ -187,6 +187,8 @@ class TusEndpoint:
         mime_type = meta.text("filetype", "type")
         state: dict[str, Any] = {"meta": meta.stored()}
 
+        if who.upload_link is not None and concat is not None:
+            raise e.Forbidden("an upload link cannot concatenate uploads", field="Upload-Concat")
         if concat is not None and concat.final:
             if length is not None or defer is not None:
                 raise e.InvalidInput(
@@ -204,16 +206,25 @@ class TusEndpoint:
             raise e.InvalidInput("send either Upload-Length or Upload-Defer-Length: 1", field="Upload-Length")
         if concat is not None:
             state["concat"] = "partial"
-        upload = await service.create(
-            who.owner,
-            filename=filename,
-            size_bytes=length,
-            mime_type=mime_type,
-            mode=Mode.APPEND,
-            frontend=FRONTEND,
-            metadata={"tus": state},
-            strict_part_size=False,
+        # Through an upload link: checked and counted against the link's limits first, and tagged.
+        links = runtime(request).links
+        tags, mime_type = await links.admit(
+            who, filename=filename, size_bytes=length, mime_type=mime_type, size_field="Upload-Length"
         )
+        try:
+            upload = await service.create(
+                who.owner,
+                filename=filename,
+                size_bytes=length,
+                mime_type=mime_type,
+                mode=Mode.APPEND,
+                frontend=FRONTEND,
+                metadata={"tus": state, **tags},
+                strict_part_size=False,
+            )
+        except BaseException:
+            await links.release(who, length)
+            raise
         headers = _base_headers()
         headers["Location"] = self.location(request, upload.id)
         if with_body:
