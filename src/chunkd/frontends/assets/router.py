@@ -11,7 +11,6 @@ expiry, so a browser or partner can PUT without the API key."""
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import secrets
 import unicodedata
@@ -26,9 +25,10 @@ from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.frontends import jsondepth
 from chunkd.frontends.assets.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.forms import read_small_body
-from chunkd.frontends.http import content_length, dialect_route, isotime, principal, runtime
+from chunkd.frontends.http import content_length, dialect_route, isotime, principal, runtime, takes_file_bytes
 from chunkd.service.uploads import UploadService
 
 __all__ = ["ASSETS_FRONTEND", "router", "s3_key"]
@@ -94,8 +94,10 @@ def s3_key(file_id: str, filename: str) -> str:
 async def _json(request: Request, model: type[BaseModel]) -> Any:
     raw = await read_small_body(request.stream(), MAX_JSON_BYTES)
     try:
-        data = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = jsondepth.loads(raw or b"null")
+    except jsondepth.TooDeep:
+        raise
+    except e.InvalidInput:
         raise e.InvalidInput("the body must be a JSON object", field="body") from None
     if not isinstance(data, dict):
         raise e.InvalidInput("the body must be a JSON object", field="body")
@@ -202,6 +204,7 @@ async def create_asset(request: Request) -> dict[str, Any]:
 
 
 @router.put("/{file_id}/parts/{part_number}", summary="Upload one part (signed URL); answers its ETag")
+@takes_file_bytes()
 async def put_part(
     request: Request,
     file_id: FileId,
@@ -218,6 +221,7 @@ async def put_part(
 
 
 @router.put("/{file_id}/content", summary="Upload a whole asset of up to one part (signed URL); completes it")
+@takes_file_bytes()
 async def put_content(
     request: Request, file_id: FileId, expires: Expires = None, signature: Signature = None
 ) -> Response:

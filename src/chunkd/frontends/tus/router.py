@@ -25,7 +25,7 @@ from starlette.responses import Response
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.http import dialect_route, principal, runtime
+from chunkd.frontends.http import dialect_route, principal, runtime, takes_file_bytes
 from chunkd.frontends.native.router import file_response
 from chunkd.frontends.tus.errors import (
     TUS_VERSION,
@@ -67,6 +67,11 @@ FileId = Annotated[str, Path(min_length=1, max_length=64)]
 # ---- helpers -------------------------------------------------------------------------------------
 def _base_headers() -> dict[str, str]:
     return {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"}
+
+
+def _plain_http(request: Request) -> bool:
+    """A request without any resumable-upload protocol header (a browser, `curl`, a download manager)."""
+    return "tus-resumable" not in request.headers and "upload-draft-interop-version" not in request.headers
 
 
 def _require_version(request: Request) -> None:
@@ -259,6 +264,10 @@ class TusEndpoint:
 
     # ---- HEAD ------------------------------------------------------------------------------------
     async def head(self, request: Request, file_id: str) -> Response:
+        if _plain_http(request):
+            # Not a tus client (no Tus-Resumable): `curl -I` or a download manager asking for the
+            # headers of GET /files/{id}; they get exactly those.
+            return await self.get(request, file_id)
         _require_version(request)
         who = await principal(request)
         _check_any_scope(who, "files:create", "files:read")
@@ -378,10 +387,12 @@ def build_router(prefix: str) -> APIRouter:
 
     @router.post("")
     @router.post("/")
+    @takes_file_bytes()  # creation-with-upload when it has a body
     async def create(request: Request) -> Response:
         return await tus.overridden(request, None)
 
     @router.post("/{file_id}")
+    @takes_file_bytes()  # PATCH through X-HTTP-Method-Override
     async def post_upload(request: Request, file_id: FileId) -> Response:
         return await tus.overridden(request, file_id)
 
@@ -390,6 +401,7 @@ def build_router(prefix: str) -> APIRouter:
         return await tus.head(request, file_id)
 
     @router.patch("/{file_id}")
+    @takes_file_bytes()
     async def patch(request: Request, file_id: FileId) -> Response:
         return await tus.patch(request, file_id)
 
