@@ -161,7 +161,8 @@ class RateLimitMiddleware:
         except InvalidInput as exc:
             await self._answer(scope, receive, send, Refusal(400, exc.code, exc.message, field=exc.field))
             return
-        category = category_for(scope, self.route(scope))
+        reading = scope["method"] in READ_METHODS  # no need to find the route of a read
+        category = category_for(scope, None if reading else self.route(scope))
         metered = category == "upload" and self.limits.applies("bytes")
         if category == "upload" and not self.limits.applies("upload"):
             category = "write"
