@@ -21,7 +21,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-__all__ = ["Refusal", "Renderer", "register_dialect", "render_refusal"]
+__all__ = ["Predicate", "Refusal", "Renderer", "register_dialect", "render_refusal"]
 
 
 class Refusal(HTTPException):
@@ -53,20 +53,23 @@ class Refusal(HTTPException):
 
 
 Renderer = Callable[[Refusal], Response]
+Predicate = Callable[[MutableMapping[str, Any]], bool]
 
 
-def _registry(app: Any) -> list[tuple[str, Renderer]]:
+def _registry(app: Any) -> list[tuple[str, Renderer, Predicate | None]]:
     state = app.state
     if not hasattr(state, "dialects"):
         state.dialects = []
     return state.dialects  # type: ignore[no-any-return]
 
 
-def register_dialect(app: Any, prefix: str, renderer: Renderer) -> None:
-    """Refusals for paths at or under ``prefix`` are answered by ``renderer``."""
+def register_dialect(app: Any, prefix: str, renderer: Renderer, *, when: Predicate | None = None) -> None:
+    """Refusals for paths at or under ``prefix`` are answered by ``renderer`` (only for requests
+    where ``when(scope)`` is true, if given: two dialects sharing a path, told apart by a header;
+    register the narrower one first)."""
     prefix = prefix.rstrip("/")
     registry = _registry(app)
-    registry.append((prefix, renderer))
+    registry.append((prefix, renderer, when))
     registry.sort(key=lambda entry: len(entry[0]), reverse=True)  # the longest prefix wins
 
 
@@ -76,8 +79,8 @@ def render_refusal(scope: MutableMapping[str, Any], refusal: Refusal, default: R
     path = scope.get("path", "")
     renderer = default
     if app is not None:
-        for prefix, candidate in _registry(app):
-            if path == prefix or path.startswith(prefix + "/"):
+        for prefix, candidate, when in _registry(app):
+            if (path == prefix or path.startswith(prefix + "/")) and (when is None or when(scope)):
                 renderer = candidate
                 break
     response = renderer(refusal)

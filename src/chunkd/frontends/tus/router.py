@@ -266,8 +266,11 @@ class TusEndpoint:
     async def head(self, request: Request, file_id: str) -> Response:
         if _plain_http(request):
             # Not a tus client (no Tus-Resumable): `curl -I` or a download manager asking for the
-            # headers of GET /files/{id}; they get exactly those.
-            return await self.get(request, file_id)
+            # headers of GET /files/{id} gets exactly those once the file is finished; before
+            # that, the request is a tus HEAD without its version (412).
+            who = await principal(request)  # GET checks files:read
+            if (await _load(request, who.owner, file_id)).status is Status.COMPLETED:
+                return await self.get(request, file_id)
         _require_version(request)
         who = await principal(request)
         _check_any_scope(who, "files:create", "files:read")
