@@ -20,6 +20,7 @@ from chunkd.frontends.media.router import router as media_router
 from chunkd.frontends.native.auth import keys_router, seed_token_router, token_router
 from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
+from chunkd.frontends.openapi import install_openapi
 from chunkd.frontends.pm.errors import refusal_response as pm_refusal
 from chunkd.frontends.pm.router import BASE as PM_BASE
 from chunkd.frontends.pm.router import router as pm_router
@@ -82,6 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await open_runtime(settings)
         app.state.chunkd = runtime
+        log.info(
+            "storage %s, capabilities: %s",
+            settings.storage,
+            ", ".join(runtime.uploads.caps.names()) or "none beyond the required interface",
+        )
         if settings.bootstrap_admin_key:
             token = await bootstrap_admin_key(runtime)
             if token:
@@ -124,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    install_openapi(app)
     install_guards(app, settings)
     app.add_middleware(SecurityHeaders)
     return app
