@@ -196,9 +196,9 @@ class Settings(BaseSettings):
         # through create + part + complete is 2,000 writes; many small parts or PATCHes a second are uploads.
         "read=12000/minute;write=6000/minute;upload=60000/minute",
         description="Per-principal limits by category in the `limits` library's notation, `category=limit[,limit]` "
-        "separated by ';'. Categories: read, write, upload (requests whose body is file bytes: parts, chunks, "
-        "PATCHes; counted as write when not given), and optionally bytes (request body bytes of uploads, e.g. "
-        "bytes=10737418240/hour). Empty: no rate limits.",
+        "separated by ';'. Categories: read (GET, HEAD, OPTIONS), write, upload (requests with a body to the "
+        "routes that take file bytes: parts, chunks, PATCHes; counted as write when not given), and optionally "
+        "bytes (body bytes of uploads as they are read, e.g. bytes=10737418240/hour). Empty: no rate limits.",
     )
     rate_limit_strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"] = Field(
         "moving-window", description="How windows are counted (the `limits` library's strategies)."

@@ -91,6 +91,7 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/files/{id}/cancel", "files:create"),
     Route("DELETE", "/v1/files/{id}", "files:delete"),
     Route("GET", "/v1/files/{id}/content", "files:read", "upload_done"),
+    Route("HEAD", "/v1/files/{id}/content", "files:read", "upload_done"),
     # credentials
     Route("POST", "/v1/auth/token", None, None, json={}),
     Route("POST", "/auth/token", None, None, json={}, dialect="seed"),
@@ -128,6 +129,7 @@ ROUTES: list[Route] = [
     Route("DELETE", "/files/{id}", "files:create", "tus", headers=TUS, dialect="tus", label="pending"),
     Route("DELETE", "/files/{id}", "files:delete", "tus_done", headers=TUS, dialect="tus", label="completed"),
     Route("GET", "/files/{id}", "files:read", "tus_done", dialect="tus"),
+    Route("HEAD", "/files/{id}", "files:read", "tus_done", dialect="tus", label="download (no Tus-Resumable)"),
     # Fine Uploader (private messages)
     Route(
         "POST",
@@ -187,6 +189,7 @@ ROUTES: list[Route] = [
     Route("GET", "/api/v2/media/{id}/", "files:read", "media", dialect="media"),
     Route("DELETE", "/api/v2/media/{id}/", "files:delete", "media", dialect="media"),
     Route("GET", "/api/v2/media/{id}/file/", "files:read", "media", dialect="media"),
+    Route("HEAD", "/api/v2/media/{id}/file/", "files:read", "media", dialect="media"),
     # assets (credentials instead of the signed URL on the PUTs)
     Route("POST", "/asset", "files:create", None, json={"filename": "a.txt", "filesize": 10}, dialect="asset"),
     Route("PUT", "/asset/{id}/parts/1", "files:create", "asset_multi", content=TEN[:5], dialect="asset"),

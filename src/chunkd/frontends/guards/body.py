@@ -2,9 +2,13 @@
 
 - **Slow clients (slowloris).** While a request body is still arriving, each wait for the next
   piece is bounded by ``idle_timeout``; past it the body is cut: the route's ``receive`` raises
-  ``HTTPException(408)``. To the engine that is a body that broke off, so what was already durable
-  stays (an APPEND upload keeps the bytes it had; a PARTS upload keeps its finished parts and drops
-  only the part in flight). The client gets 408 and the connection is closed.
+  a 408 ``Refusal``, which the route answers in its dialect. To the engine that is a body that
+  broke off, so what was already durable stays (an APPEND upload keeps the bytes it had; a PARTS
+  upload keeps its finished parts and drops only the part in flight). The client gets 408 and
+  the connection is closed.
+- **Deep JSON.** The JSON bodies FastAPI parses itself are watched as they arrive: nested deeper
+  than ``MAX_JSON_DEPTH`` they are refused with 400 before the parser sees them (Python's parser
+  would recurse until ``RecursionError``).
 - **Trickling clients.** A body that keeps sending, but slower than ``min_rate`` bytes per second
   averaged over the last ``rate_window`` seconds, is cut the same way (408). Only the time spent
   waiting for the client counts (while the route writes, the server stops reading and the client
@@ -20,13 +24,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 
 from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chunkd.frontends.jsondepth import DepthMeter, TooDeep
+from chunkd.frontends.native.errors import refusal_response
+from chunkd.frontends.refusals import Refusal, render_refusal
 
 __all__ = ["BodyGuard"]
 
@@ -36,6 +42,9 @@ def _parsed_in_memory(scope: Scope) -> bool:
     (known once routing is done, which is before the route's first ``receive``)."""
     route = scope.get("route")
     return isinstance(route, APIRoute) and route.body_field is not None
+
+
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
 def _content_type(scope: Scope) -> str:
@@ -105,6 +114,7 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         state = {"done": False, "received": 0, "cut": 0, "started": False, "cap": -1}
+        depth: list[DepthMeter] = []  # one when this route parses a JSON body
         meter = RateMeter(self.min_rate, self.rate_window, self.rate_grace) if self.min_rate else None
 
         async def guarded_receive() -> Message:
@@ -114,10 +124,12 @@ class BodyGuard:
                 state["cap"] = 0
                 if _parsed_in_memory(scope) and _content_type(scope) != "multipart/form-data":
                     state["cap"] = self.max_form_bytes
+                    if _content_type(scope) not in _FORM_TYPES:
+                        depth.append(DepthMeter())
                     declared = _content_length(scope)
                     if declared is not None and declared > self.max_form_bytes:
                         state["cut"] = 413
-                        raise HTTPException(413, f"the request body may be at most {self.max_form_bytes} bytes")
+                        raise _too_large(self.max_form_bytes)
             cap = state["cap"] or None
             waiting_since = time.monotonic()
             try:
@@ -127,8 +139,8 @@ class BodyGuard:
                     message = await receive()
             except TimeoutError:
                 state["cut"] = 408
-                raise HTTPException(
-                    408, f"the request body stalled for more than {self.idle_timeout:g} s and was cut off"
+                raise _timeout(
+                    f"the request body stalled for more than {self.idle_timeout:g} s and was cut off"
                 ) from None
             if message["type"] == "http.request":
                 size = len(message.get("body", b""))
@@ -139,14 +151,19 @@ class BodyGuard:
                     meter.add(time.monotonic() - waiting_since, size)
                     if meter.too_slow():
                         state["cut"] = 408
-                        raise HTTPException(
-                            408,
+                        raise _timeout(
                             f"the request body arrived slower than {self.min_rate} bytes/s "
-                            f"over {self.rate_window:g} s and was cut off",
+                            f"over {self.rate_window:g} s and was cut off"
                         )
                 if cap is not None and state["received"] > cap:
                     state["cut"] = 413
-                    raise HTTPException(413, f"the request body may be at most {cap} bytes")
+                    raise _too_large(cap)
+                if depth:
+                    try:
+                        depth[0].feed(message.get("body", b""))
+                    except TooDeep as exc:
+                        state["cut"] = 400
+                        raise Refusal(400, exc.code, exc.message, field=exc.field, close=True) from None
             else:
                 state["done"] = True
             return message
@@ -161,22 +178,17 @@ class BodyGuard:
 
         try:
             await self.app(scope, guarded_receive, tracking_send)
-        except Exception:
-            # A frontend whose error handling let our cut escape: answer for it.
+        except Refusal as refusal:
+            # A frontend whose error handling let our cut escape: answer for it, in its dialect.
             if not state["cut"] or state["started"]:
                 raise
-            if state["cut"] == 408:
-                await _answer(send, 408, "body_timeout", "the request body stalled and was cut off", "body")
-            else:
-                await _answer(send, 413, "too_large", "the request body is too large", "body")
+            response = render_refusal(scope, refusal, refusal_response)
+            await response(scope, receive, send)
 
 
-async def _answer(send: Send, status: int, code: str, message: str, field: str) -> None:
-    body = json.dumps({"error": {"code": code, "message": message, "field": field}}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def _timeout(message: str) -> Refusal:
+    return Refusal(408, "body_timeout", message, field="body", close=True)
+
+
+def _too_large(cap: int) -> Refusal:
+    return Refusal(413, "too_large", f"the request body may be at most {cap} bytes", field="body", close=True)

@@ -24,7 +24,7 @@ from chunkd.domain.checksum import parse_md5_hex
 from chunkd.domain.media import MediaRecord, MediaType
 from chunkd.domain.upload import Mode
 from chunkd.frontends.forms import small_form
-from chunkd.frontends.http import dialect_route, isotime, principal, runtime
+from chunkd.frontends.http import dialect_route, isotime, principal, runtime, takes_file_bytes
 from chunkd.frontends.media.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.multipart import FilePart, FormStream
 from chunkd.frontends.native.router import DOWNLOAD, file_response
@@ -81,6 +81,7 @@ def _content_range(header: str | None) -> tuple[int, int, int] | None:
 
 
 @_both("POST", "/upload/chunk/", status_code=201, summary="Upload one chunk (django-chunked-upload protocol)")
+@takes_file_bytes()
 async def upload_chunk(request: Request) -> dict[str, Any]:
     """``multipart/form-data``: the chunk in ``image`` or ``document``, ``upload_id`` from the
     second chunk on (before the file part), ``Content-Range: bytes START-END/TOTAL``. Answers
@@ -287,6 +288,7 @@ async def delete_media(request: Request, media_id: MediaId) -> Response:
 
 
 @_both("GET", "/{media_id}/file/", summary="Download the media's file (the Media object's image URL)", **DOWNLOAD)
+@_both("HEAD", "/{media_id}/file/", summary="The headers of the media's file, without the body", **DOWNLOAD)
 async def media_file(
     request: Request,
     media_id: MediaId,

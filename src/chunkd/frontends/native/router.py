@@ -28,6 +28,7 @@ from chunkd.frontends.http import (
     parse_range,
     principal,
     runtime,
+    takes_file_bytes,
 )
 from chunkd.frontends.native.errors import render_error
 from chunkd.frontends.native.schemas import (
@@ -184,6 +185,7 @@ async def get_file(request: Request, file_id: FileId) -> dict[str, Any]:
     summary="Upload one part (raw body)",
     openapi_extra=OCTETS,
 )
+@takes_file_bytes()
 async def put_part(
     request: Request, file_id: FileId, part_number: Annotated[int, Path(ge=1, le=10_000)]
 ) -> dict[str, Any]:
@@ -215,6 +217,7 @@ async def put_part(
     summary="Upload the whole file in one request (the uploadUrl)",
     openapi_extra=OCTETS,
 )
+@takes_file_bytes()
 async def put_content(
     request: Request,
     file_id: FileId,
@@ -277,6 +280,7 @@ async def delete_file(request: Request, file_id: FileId) -> Response:
 
 
 @router.get("/{file_id}/content", summary="Download a completed file (Range supported)", **DOWNLOAD)
+@router.head("/{file_id}/content", summary="The headers of a download, without the body", **DOWNLOAD)
 async def download(request: Request, file_id: FileId) -> Response:
     who = await principal(request, "files:read")
     return await file_response(request, who.owner, file_id)

@@ -26,7 +26,7 @@ from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
 from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
-from chunkd.frontends.http import dialect_route, principal, runtime
+from chunkd.frontends.http import dialect_route, principal, runtime, takes_file_bytes
 from chunkd.frontends.native.router import file_response
 from chunkd.frontends.takeover import TAKE_OVER_WAIT, InFlight, inflight
 from chunkd.frontends.tus.draft import DraftEndpoint
@@ -69,6 +69,11 @@ FileId = Annotated[str, Path(min_length=1, max_length=64)]
 # ---- helpers -------------------------------------------------------------------------------------
 def _base_headers() -> dict[str, str]:
     return {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"}
+
+
+def _plain_http(request: Request) -> bool:
+    """A request without any resumable-upload protocol header (a browser, `curl`, a download manager)."""
+    return "tus-resumable" not in request.headers and "upload-draft-interop-version" not in request.headers
 
 
 def _require_version(request: Request) -> None:
@@ -320,6 +325,13 @@ class TusEndpoint:
 
     # ---- HEAD ------------------------------------------------------------------------------------
     async def head(self, request: Request, file_id: str) -> Response:
+        if _plain_http(request):
+            # Not a tus client (no Tus-Resumable): `curl -I` or a download manager asking for the
+            # headers of GET /files/{id} gets exactly those once the file is finished; before
+            # that, the request is a tus HEAD without its version (412).
+            who = await principal(request)  # GET checks files:read
+            if (await _load(request, who.owner, file_id)).status is Status.COMPLETED:
+                return await self.get(request, file_id)
         _require_version(request)
         who = await principal(request)
         _check_any_scope(who, "files:create", "files:read")
@@ -501,10 +513,12 @@ def build_router(prefix: str) -> APIRouter:
 
     @router.post("")
     @router.post("/")
+    @takes_file_bytes()  # creation-with-upload when it has a body
     async def create(request: Request) -> Response:
         return await tus.overridden(request, None)
 
     @router.post("/{file_id}")
+    @takes_file_bytes()  # PATCH through X-HTTP-Method-Override
     async def post_upload(request: Request, file_id: FileId) -> Response:
         return await tus.overridden(request, file_id)
 
@@ -513,6 +527,7 @@ def build_router(prefix: str) -> APIRouter:
         return await tus.dispatch(request, file_id)
 
     @router.patch("/{file_id}")
+    @takes_file_bytes()
     async def patch(request: Request, file_id: FileId) -> Response:
         return await tus.dispatch(request, file_id)
 
