@@ -8,5 +8,6 @@ scripts/services/postgres.sh
 scripts/services/nginx.sh
 scripts/services/ceph-rgw.sh install
 scripts/services/redis.sh
+scripts/services/openapi-client.sh
 scripts/services/clamav.sh
 exit 0

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from chunkd.auth.principal import SCOPES
 from tests.support.docblocks import Block, blocks_of, documents
 from tests.support.server import ChunkdServer
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ALL_SCOPES = "files:create,files:read,files:delete,keys:admin"
+ALL_SCOPES = ",".join(sorted(SCOPES))
 # A reader pastes into an interactive shell; here a failing command must fail the block. curl
 # answers an HTTP error with exit status 0 unless asked, so it is asked.
 PRELUDE = """set -euo pipefail
