@@ -26,12 +26,17 @@ from chunkd.backends.repository.sqlalchemy.database import create_engine, migrat
 from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
 from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.backends.repository.sqlalchemy.webhooks import SqlWebhookRepository
 from chunkd.metrics import Metrics
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
+from chunkd.service.delivery import DeliveryWorker
+from chunkd.service.hooks import NO_HOOKS, HookChain, HttpHooks, UploadHooks
 from chunkd.service.inspection import InspectionPool
 from chunkd.service.media import MediaService
 from chunkd.service.uploads import UploadService
+from chunkd.service.virusscan import ClamdScanner
+from chunkd.service.webhooks import WebhookService
 from chunkd.settings import Settings
 
 __all__ = ["Runtime", "bootstrap_admin_key", "open_runtime", "write_bootstrap_key"]
@@ -136,6 +141,11 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        if (worker := self.extras.get("delivery")) is not None:
+            await worker.close()
+        for hook in getattr(self.uploads.hooks, "hooks", ()):
+            if isinstance(hook, HttpHooks):
+                await hook.close()
         await asyncio.to_thread(self.media.close)  # stops the inspection workers
         await self.blobs.close()
         await self.locks.close()
@@ -182,6 +192,7 @@ async def open_runtime(
         tus_prefix=settings.tus_path,
     )
     metrics = metrics or Metrics(process_metrics=False)
+    uploads.hooks = build_hooks(settings, uploads, metrics)
     uploads.subscribe(metrics.on_upload_event)
     return Runtime(
         settings=settings,
@@ -195,8 +206,49 @@ async def open_runtime(
         links=links,
         tokens=tokens,
         media=build_media(settings, engine, uploads),
+        extras=build_webhooks(settings, engine, uploads, metrics),
         metrics=metrics,
     )
+
+
+def build_hooks(settings: Settings, uploads: UploadService, metrics: Metrics) -> UploadHooks:
+    """The engine's blocking checks: the virus scan first (a refused file never reaches the
+    operator's hook), then the operator's hook service."""
+    hooks: list[UploadHooks] = []
+    if settings.clamd:
+        hooks.append(
+            ClamdScanner(
+                settings.clamd,
+                uploads.read_received,
+                timeout=settings.clamd_timeout_seconds,
+                fail_open=settings.clamd_failure == "allow",
+            )
+        )
+    if settings.hook_url:
+        hooks.append(
+            HttpHooks(
+                settings.hook_url, timeout=settings.hook_timeout_seconds, fail_open=settings.hook_failure == "allow"
+            )
+        )
+    for hook in hooks:
+        hook.count = metrics.hook_invocation  # type: ignore[attr-defined]
+    return HookChain(hooks) if hooks else NO_HOOKS
+
+
+def build_webhooks(settings: Settings, engine: AsyncEngine, uploads: UploadService, metrics: Metrics) -> dict[str, Any]:
+    """The webhook API's service and this process's delivery worker (started by the app), woken
+    whenever this process writes an event."""
+    repo = SqlWebhookRepository(engine)
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret is not None else None
+    worker = DeliveryWorker(repo, settings.delivery_policy(), operator_secret=secret, clock=uploads.clock)
+    worker.count = metrics.webhook_delivery
+
+    async def wake(_event: str, _upload: object) -> None:
+        worker.wake()
+
+    uploads.subscribe(wake)
+    service = WebhookService(repo, uploads.clock, block_private=settings.webhook_block_private, wake=worker.wake)
+    return {"webhooks": service, "delivery": worker}
 
 
 def build_media(settings: Settings, engine: AsyncEngine, uploads: UploadService) -> MediaService:

@@ -29,6 +29,8 @@ Target = Literal[
     "asset",  # a single-PUT asset's fileId, PENDING
     "asset_multi",  # a multipart asset's fileId (parts uploaded with signed URLs)
     "link",  # an upload link's id
+    "webhook",  # a webhook endpoint's id
+    "webhook_delivery",  # "<endpoint id>|<delivery id>": one id per {id} of the path, in order
 ]
 Dialect = Literal["native", "seed", "tus", "pm", "media", "asset"]
 
@@ -89,12 +91,20 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/files/{id}/cancel", "files:create"),
     Route("DELETE", "/v1/files/{id}", "files:delete"),
     Route("GET", "/v1/files/{id}/content", "files:read", "upload_done"),
+    Route("HEAD", "/v1/files/{id}/content", "files:read", "upload_done"),
     # credentials
     Route("POST", "/v1/auth/token", None, None, json={}),
     Route("POST", "/auth/token", None, None, json={}, dialect="seed"),
     Route("POST", "/v1/keys", "keys:admin", None, json={"scopes": ["files:read"]}),
     Route("GET", "/v1/keys", "keys:admin", None),
     Route("DELETE", "/v1/keys/{id}", "keys:admin", "key"),
+    # webhooks
+    Route("POST", "/v1/webhooks", "webhooks:admin", None, json={"url": "http://127.0.0.1:9/hook"}),
+    Route("GET", "/v1/webhooks", "webhooks:admin", None),
+    Route("GET", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
+    Route("DELETE", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
+    Route("GET", "/v1/webhooks/{id}/deliveries", "webhooks:admin", "webhook"),
+    Route("POST", "/v1/webhooks/{id}/deliveries/{id}/retry", "webhooks:admin", "webhook_delivery"),
     Route("GET", "/metrics", "metrics:read", None),
     # upload links
     Route("POST", "/v1/upload-links", "links:admin", None, json={"maxFiles": 1}),
@@ -119,6 +129,7 @@ ROUTES: list[Route] = [
     Route("DELETE", "/files/{id}", "files:create", "tus", headers=TUS, dialect="tus", label="pending"),
     Route("DELETE", "/files/{id}", "files:delete", "tus_done", headers=TUS, dialect="tus", label="completed"),
     Route("GET", "/files/{id}", "files:read", "tus_done", dialect="tus"),
+    Route("HEAD", "/files/{id}", "files:read", "tus_done", dialect="tus", label="download (no Tus-Resumable)"),
     # Fine Uploader (private messages)
     Route(
         "POST",
@@ -178,6 +189,7 @@ ROUTES: list[Route] = [
     Route("GET", "/api/v2/media/{id}/", "files:read", "media", dialect="media"),
     Route("DELETE", "/api/v2/media/{id}/", "files:delete", "media", dialect="media"),
     Route("GET", "/api/v2/media/{id}/file/", "files:read", "media", dialect="media"),
+    Route("HEAD", "/api/v2/media/{id}/file/", "files:read", "media", dialect="media"),
     # assets (credentials instead of the signed URL on the PUTs)
     Route("POST", "/asset", "files:create", None, json={"filename": "a.txt", "filesize": 10}, dialect="asset"),
     Route("PUT", "/asset/{id}/parts/1", "files:create", "asset_multi", content=TEN[:5], dialect="asset"),

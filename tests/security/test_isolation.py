@@ -39,7 +39,8 @@ from tests.security.routes import (
 )
 
 # Small asset parts, so a multipart asset is two 5-byte parts.
-MATRIX_SETTINGS: dict[str, Any] = {"asset_part_size": 5}
+# Webhook URLs on loopback are allowed here (the matrix is about who may call, not where to).
+MATRIX_SETTINGS: dict[str, Any] = {"asset_part_size": 5, "webhook_block_private": False}
 
 
 async def _ok(response: httpx.Response, *codes: int) -> httpx.Response:
@@ -107,6 +108,15 @@ async def make_target(api: Api, kind: str | None, who: str = "alice") -> str:
         size = 10 if kind == "asset_multi" else 5
         created = await _ok(await c.post("/asset", json={"filename": "a.txt", "filesize": size}, headers=auth), 201)
         return str(created.json()["fileId"])
+    if kind in ("webhook", "webhook_delivery"):
+        made = await _ok(await c.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=auth), 201)
+        endpoint_id = str(made.json()["id"])
+        if kind == "webhook":
+            return endpoint_id
+        await make_target(api, "upload", who)  # an event, fanned out to the endpoint at once:
+        await api.runtime.extras["webhooks"].repo.dispatch(api.runtime.uploads.clock(), 100)
+        log = await _ok(await c.get(f"/v1/webhooks/{endpoint_id}/deliveries", headers=auth), 200)
+        return f"{endpoint_id}|{log.json()['data'][0]['id']}"
     assert kind is None, kind
     return ""
 
@@ -122,9 +132,12 @@ def _fill(value: Any, target: str) -> Any:
 
 
 async def call(api: Api, route: Route, target: str, headers: dict[str, str]) -> httpx.Response:
+    path = route.path
+    for part in target.split("|"):  # several ids: one per {id}, in order
+        path = path.replace("{id}", quote(part, safe=""), 1)
     return await api.client.request(
         route.method,
-        route.path.replace("{id}", quote(target, safe="")),
+        path,
         json=_fill(route.json, target),
         content=route.content.replace(b"{id}", target.encode()) if route.content is not None else None,
         headers={**route.headers, **headers},

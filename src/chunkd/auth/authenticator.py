@@ -6,14 +6,33 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from chunkd.auth.keys import KeyService
 from chunkd.auth.principal import Principal
-from chunkd.domain.errors import Unauthenticated
+from chunkd.domain.errors import InvalidInput, Unauthenticated
 
-__all__ = ["Authenticator", "TokenVerifier"]
+__all__ = ["CREDENTIAL_HEADERS", "Authenticator", "TokenVerifier", "single_credentials"]
+
+# Lower-case name → the name as documented (errors name the header the way clients write it).
+CREDENTIAL_HEADERS = {"authorization": "Authorization", "x-api-key": "X-API-Key", "accesstoken": "AccessToken"}
+
+
+def single_credentials(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The credential headers of a request, each given at most once: a header given twice is
+    refused (400, naming it) rather than one copy picked, because two readers picking different
+    copies (the rate limiter and the route) would disagree on who is asking."""
+    found: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        if key in CREDENTIAL_HEADERS:
+            if key in found:
+                raise InvalidInput(
+                    f"the {CREDENTIAL_HEADERS[key]} header is given more than once", field=CREDENTIAL_HEADERS[key]
+                )
+            found[key] = value
+    return found
 
 
 class TokenVerifier(Protocol):

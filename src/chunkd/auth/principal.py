@@ -14,6 +14,7 @@ SCOPES = {
     "files:delete": "delete files",
     "keys:admin": "manage API keys over the API",
     "links:admin": "create, list and revoke upload links (partners upload into your files through them)",
+    "webhooks:admin": "register, list and delete your webhook endpoints; read their delivery log",
     "metrics:read": "read the Prometheus metrics (GET /metrics); grants nothing else",
 }
 ALL_SCOPES = frozenset(SCOPES)

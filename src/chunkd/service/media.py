@@ -10,6 +10,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from chunkd.domain.errors import ContentRefused, InvalidInput, NotFound, TooLarge
+from chunkd.domain.events import Event, EventType
 from chunkd.domain.media import MediaRecord, MediaType
 from chunkd.domain.upload import Status, Upload
 from chunkd.ports.media import MediaRepository
@@ -131,6 +132,7 @@ class MediaService:
             order=0,
             added_at=done.completed_at or self.uploads.clock(),
             mime_type=info["mime_type"],
+            event=Event.for_upload(EventType.MEDIA_PUBLISHED, done, self.uploads.clock()),
         )
 
     async def _inspect_completed(self, owner: str, upload_id: str, media_type: MediaType) -> Upload:

@@ -12,7 +12,6 @@ asset and part), the asset's owner and expiry, so a browser or partner can PUT w
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import secrets
 import unicodedata
@@ -28,9 +27,10 @@ from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.frontends import jsondepth
 from chunkd.frontends.assets.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.forms import read_small_body
-from chunkd.frontends.http import content_length, dialect_route, isotime, principal, runtime
+from chunkd.frontends.http import content_length, dialect_route, isotime, principal, runtime, takes_file_bytes
 from chunkd.frontends.signed import signed_upload, signed_url
 from chunkd.service.uploads import UploadService
 
@@ -97,8 +97,10 @@ def s3_key(file_id: str, filename: str) -> str:
 async def _json(request: Request, model: type[BaseModel]) -> Any:
     raw = await read_small_body(request.stream(), MAX_JSON_BYTES)
     try:
-        data = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = jsondepth.loads(raw or b"null")
+    except jsondepth.TooDeep:
+        raise
+    except e.InvalidInput:
         raise e.InvalidInput("the body must be a JSON object", field="body") from None
     if not isinstance(data, dict):
         raise e.InvalidInput("the body must be a JSON object", field="body")
@@ -199,6 +201,7 @@ async def create_asset(request: Request) -> dict[str, Any]:
 
 
 @router.put("/{file_id}/parts/{part_number}", summary="Upload one part (signed URL); answers its ETag")
+@takes_file_bytes()
 async def put_part(
     request: Request,
     file_id: FileId,
@@ -218,6 +221,7 @@ async def put_part(
 
 
 @router.put("/{file_id}/content", summary="Upload a whole asset of up to one part (signed URL); completes it")
+@takes_file_bytes()
 async def put_content(
     request: Request, file_id: FileId, expires: Expires = None, signature: Signature = None
 ) -> Response:

@@ -24,11 +24,12 @@ from chunkd.domain.checksum import parse_md5_hex
 from chunkd.domain.media import MediaRecord, MediaType
 from chunkd.domain.upload import Mode
 from chunkd.frontends.forms import small_form
-from chunkd.frontends.http import dialect_route, isotime, principal, runtime
+from chunkd.frontends.http import dialect_route, isotime, principal, runtime, takes_file_bytes
 from chunkd.frontends.media.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.multipart import FilePart, FormStream
 from chunkd.frontends.native.router import DOWNLOAD, file_response
 from chunkd.frontends.signed import signed_upload, signed_url
+from chunkd.frontends.takeover import TAKE_OVER_WAIT, inflight
 from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type, served_type
 
 __all__ = ["router"]
@@ -80,6 +81,7 @@ def _content_range(header: str | None) -> tuple[int, int, int] | None:
 
 
 @_both("POST", "/upload/chunk/", status_code=201, summary="Upload one chunk (django-chunked-upload protocol)")
+@takes_file_bytes()
 async def upload_chunk(request: Request) -> dict[str, Any]:
     """``multipart/form-data``: the chunk in ``image`` or ``document``, ``upload_id`` from the
     second chunk on (before the file part), ``Content-Range: bytes START-END/TOTAL``. Answers
@@ -138,7 +140,12 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
         )
         created = True
     try:
-        upload = await service.append(who.owner, upload.id, start, part.body(), exact_size=length)
+        # A chunk retried after a dead connection ends the stale one (on any node) instead of a 409.
+        rt = runtime(request)
+        async with inflight(rt.extras, rt.locks).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
+            upload = await service.append(
+                who.owner, upload.id, start, writer.guard(part.body()), exact_size=length, lock_timeout=TAKE_OVER_WAIT
+            )
         fields = await form.finish()
         late = fields.get("upload_id") or None
         if created and late is not None:
@@ -281,6 +288,7 @@ async def delete_media(request: Request, media_id: MediaId) -> Response:
 
 
 @_both("GET", "/{media_id}/file/", summary="Download the media's file (the Media object's image URL)", **DOWNLOAD)
+@_both("HEAD", "/{media_id}/file/", summary="The headers of the media's file, without the body", **DOWNLOAD)
 async def media_file(
     request: Request,
     media_id: MediaId,

@@ -16,8 +16,10 @@ from chunkd.auth.principal import Principal, require_scope
 from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
+from chunkd.domain.events import file_object
 from chunkd.domain.names import is_upload_id
-from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.domain.upload import Status, Upload
+from chunkd.frontends.digests import repr_digest_header
 from chunkd.frontends.http import (
     content_disposition,
     content_length,
@@ -26,12 +28,14 @@ from chunkd.frontends.http import (
     parse_range,
     principal,
     runtime,
+    takes_file_bytes,
 )
 from chunkd.frontends.native.errors import render_error
 from chunkd.frontends.native.schemas import (
     CompleteRequest,
     CreateFileRequest,
     ErrorResponse,
+    FileCompletedResponse,
     FileCompleteResponse,
     FileList,
     FileObject,
@@ -39,7 +43,6 @@ from chunkd.frontends.native.schemas import (
 )
 from chunkd.frontends.part_digests import request_digest
 from chunkd.frontends.signed import signed_upload, signed_url
-from chunkd.service.crc import crc64_b64
 
 __all__ = ["DOWNLOAD", "router"]
 
@@ -80,28 +83,13 @@ def _complete_view(upload: Upload) -> dict[str, Any]:
     }
 
 
-def _part_count(upload: Upload, *, with_parts: bool) -> int:
-    """PARTS: the number of parts the file has. APPEND (tus, media chunks): the parts stored so far,
-    since appended bytes have no part geometry."""
-    if upload.mode is Mode.APPEND:
-        return len(upload.parts) if with_parts else upload.parts_received
-    return upload.part_count or 0
-
-
 def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url: bool) -> dict[str, Any]:
     """The file object; ``upload_url`` only for callers that may write (``files:create``): the URL
     is a write grant of its own, so a reader never gets one, and a request made through a signed
-    URL never mints a fresh one (which would make the grant outlive its expiry)."""
-    view = _complete_view(upload)
-    view.update(
-        partSize=upload.part_size,
-        partCount=_part_count(upload, with_parts=with_parts),
-        bytesReceived=upload.bytes_received,
-        md5=upload.md5,
-        # The whole file's CRC-64/NVME as S3 reports it (x-amz-checksum-crc64nvme): base64, big-endian.
-        crc64nvme=crc64_b64(int(upload.crc64, 16)) if upload.crc64 else None,
-        uploadLink=upload.metadata.get(LINK_METADATA_KEY),
-    )
+    URL never mints a fresh one (which would make the grant outlive its expiry). The rest is the
+    object webhooks carry too (``chunkd.domain.events.file_object``)."""
+    view = file_object(upload, with_parts=with_parts)
+    view["uploadLink"] = upload.metadata.get(LINK_METADATA_KEY)
     who: Principal | None = getattr(request.state, "principal", None)
     # No signed uploadUrl for an upload link's token: it would outlive the link's revocation.
     if upload_url and upload.status is Status.PENDING and (who is None or who.upload_link is None):
@@ -111,11 +99,6 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url
             uploadMethod="PUT",
             uploadHeaders={"Content-Type": "application/octet-stream"},
         )
-    if with_parts:
-        view["parts"] = [
-            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.checksum}"' if p.checksum else None}
-            for p in upload.sorted_parts()
-        ]
     return view
 
 
@@ -202,6 +185,7 @@ async def get_file(request: Request, file_id: FileId) -> dict[str, Any]:
     summary="Upload one part (raw body)",
     openapi_extra=OCTETS,
 )
+@takes_file_bytes()
 async def put_part(
     request: Request, file_id: FileId, part_number: Annotated[int, Path(ge=1, le=10_000)]
 ) -> dict[str, Any]:
@@ -233,6 +217,7 @@ async def put_part(
     summary="Upload the whole file in one request (the uploadUrl)",
     openapi_extra=OCTETS,
 )
+@takes_file_bytes()
 async def put_content(
     request: Request,
     file_id: FileId,
@@ -258,7 +243,12 @@ async def put_content(
     return _file_view(request, upload, with_parts=True, upload_url=not signed)
 
 
-@router.post("/{file_id}/complete", response_model=FileCompleteResponse, summary="Complete a file upload")
+@router.post(
+    "/{file_id}/complete",
+    response_model=FileCompletedResponse,
+    response_model_exclude_unset=True,
+    summary="Complete a file upload",
+)
 async def complete_file(
     request: Request, file_id: FileId, body: Annotated[CompleteRequest | None, Body()] = None
 ) -> dict[str, Any]:
@@ -269,7 +259,10 @@ async def complete_file(
     who = await principal(request, "files:create")
     md5 = _md5_field(body.md5 if body else None, "md5")
     upload = await runtime(request).uploads.complete(who.owner, file_id, md5=md5)
-    return _complete_view(upload)
+    view = _complete_view(upload)
+    if "preFinish" in upload.metadata:
+        view["preFinish"] = upload.metadata["preFinish"]
+    return view
 
 
 @router.post("/{file_id}/cancel", response_model=FileCompleteResponse, summary="Cancel a pending upload")
@@ -287,6 +280,7 @@ async def delete_file(request: Request, file_id: FileId) -> Response:
 
 
 @router.get("/{file_id}/content", summary="Download a completed file (Range supported)", **DOWNLOAD)
+@router.head("/{file_id}/content", summary="The headers of a download, without the body", **DOWNLOAD)
 async def download(request: Request, file_id: FileId) -> Response:
     who = await principal(request, "files:read")
     return await file_response(request, who.owner, file_id)
@@ -302,6 +296,7 @@ async def file_response(
     upload = await service.get(owner, file_id)
     if upload.status is not Status.COMPLETED:
         raise e.InvalidState(f"file {file_id} is {upload.status.value}; only COMPLETED files can be downloaded")
+    await service.pre_download(upload)
     size = upload.size_bytes or 0
     etag = f'"{upload.md5}"'
     headers = {
@@ -318,6 +313,10 @@ async def file_response(
     redirect = request.method == "GET" and media_type in (None, upload.mime_type)
     if redirect and (url := await service.download_url(upload, disposition=disposition)):
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
+    # RFC 9530: the md5 the engine keeps, plus sha-256/512 read from storage when asked for.
+    digest = await repr_digest_header(upload.md5, request.headers.get("want-repr-digest"), lambda: service.read(upload))
+    if digest:
+        headers["Repr-Digest"] = digest
     wanted = parse_range(request.headers.get("range"), size)
     if_range = request.headers.get("if-range")
     if if_range is not None and if_range != etag:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -12,6 +12,7 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "FileCompleteResponse",
+    "FileCompletedResponse",
     "FileList",
     "FileObject",
     "PartObject",
@@ -56,6 +57,13 @@ class FileCompleteResponse(BaseModel):
     mimeType: str
     sizeBytes: int
     status: StatusLiteral
+
+
+class FileCompletedResponse(FileCompleteResponse):
+    """The answer to a complete: the file, plus what the pre-finish hook returned for it (only when a
+    hook ran), the same on every repeated complete."""
+
+    preFinish: Any = Field(None, description="The pre-finish hook's result, when a hook returned one.")
 
 
 class FileObject(FileCompleteResponse):
