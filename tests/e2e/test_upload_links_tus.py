@@ -3,15 +3,35 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.test_tus_clients import run_js
 from tests.support.files import FilesClient, MiB, random_file
 from tests.support.server import ChunkdServer
 
 pytestmark = [pytest.mark.e2e]
+
+TESTS = Path(__file__).parents[1]
+JS_CLIENT = Path(__file__).parent / "js" / "tus_upload.cjs"
+
+
+def run_js(endpoint: str, token: str, file: Path, **options: object) -> Any:
+    """tests/e2e/js/tus_upload.cjs: tus-js-client under node, as an application would use it."""
+    if shutil.which("node") is None or not (TESTS / "node_modules" / "tus-js-client").exists():
+        pytest.fail("node and tests/node_modules/tus-js-client are needed: run scripts/test-deps.sh")
+    result = subprocess.run(
+        ["node", str(JS_CLIENT), endpoint, token, str(file), json.dumps(options)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_tus_js_client_with_a_link_token(live_server: ChunkdServer, tmp_path: Path) -> None:
@@ -21,7 +41,7 @@ def test_tus_js_client_with_a_link_token(live_server: ChunkdServer, tmp_path: Pa
     with FilesClient(live_server, owner_key) as owner:
         link = owner.http.post("/v1/upload-links", json={"maxFiles": 1}).json()
         token = link["url"].split("#link=", 1)[1]
-        out = run_js(live_server, f"{live_server.url}/files", token, source, chunkSize=2 * MiB)
+        out = run_js(f"{live_server.url}/files", token, source, chunkSize=2 * MiB)
         file_id = out["url"].rsplit("/", 1)[1]
         info = owner.get(file_id)
         assert info["status"] == "COMPLETED" and info["md5"] == md5 and info["uploadLink"] == link["id"]
