@@ -22,6 +22,8 @@ from chunkd.frontends.native.webhooks import webhooks_router
 from chunkd.frontends.openapi import install_openapi
 from chunkd.frontends.pm.router import router as pm_router
 from chunkd.frontends.tus import build_router as build_tus_router
+from chunkd.frontends.web.links import router as links_router
+from chunkd.frontends.web.router import router as web_router
 from chunkd.memory import limit_malloc_arenas
 from chunkd.metrics import Metrics
 from chunkd.observability.access import AccessLog, configure_access_logger
@@ -163,6 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(media_router)
     app.include_router(assets_router)
     app.include_router(pm_router)
+    app.include_router(links_router)
+    app.include_router(web_router)
 
     app.include_router(operations_router)
 

@@ -18,10 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chunkd.auth.authenticator import Authenticator
 from chunkd.auth.key_cache import CachedKeys
 from chunkd.auth.keys import KeyService
+from chunkd.auth.links import UploadLinks
 from chunkd.auth.principal import ALL_SCOPES
 from chunkd.auth.signing import UrlSigner
 from chunkd.auth.tokens import AccessTokens
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
+from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
 from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
 from chunkd.backends.repository.sqlalchemy.webhooks import SqlWebhookRepository
@@ -131,6 +133,7 @@ class Runtime:
     authenticator: Authenticator
     signer: UrlSigner
     media: MediaService
+    links: UploadLinks
     tokens: AccessTokens | None = None
     # This process's metrics (see chunkd.metrics): webhooks and hooks count into it too.
     metrics: Metrics = field(default_factory=lambda: Metrics(process_metrics=False))
@@ -182,6 +185,12 @@ async def open_runtime(
     secret = server_secret(settings)
     signer = UrlSigner(secret)
     tokens = AccessTokens.from_settings(settings, cached_keys, secret)
+    links = UploadLinks(
+        SqlUploadLinkRepository(engine),
+        default_ttl_seconds=settings.upload_link_ttl_seconds,
+        max_ttl_seconds=settings.upload_link_max_ttl_seconds,
+        tus_prefix=settings.tus_path,
+    )
     metrics = metrics or Metrics(process_metrics=False)
     uploads.hooks = build_hooks(settings, uploads, metrics)
     uploads.subscribe(metrics.on_upload_event)
@@ -192,8 +201,9 @@ async def open_runtime(
         locks=locks,
         uploads=uploads,
         keys=keys,
-        authenticator=Authenticator(keys, tokens),
+        authenticator=Authenticator(keys, tokens, links),
         signer=signer,
+        links=links,
         tokens=tokens,
         media=build_media(settings, engine, uploads),
         extras=build_webhooks(settings, engine, uploads, metrics),

@@ -70,6 +70,37 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, description="TCP port to listen on.")
     server: Literal["uvicorn", "granian"] = Field("uvicorn", description="ASGI server used by `chunkd serve`.")
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request head (request line + headers), in bytes; past it the server answers 431 "
+        "and closes (uvicorn: exact; granian: its read buffer, at least 8 KiB).",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection has to send a complete request head (from its first byte, or from "
+        "the connection's start); past it: 408 and close (granian: whole milliseconds, at most 60 s).",
+    )
+    keep_alive_timeout_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds an idle keep-alive connection stays open between requests (granian: 0 "
+        "turns keep-alive off, any other value keeps its own default).",
+    )
+    limit_concurrency: int | None = Field(
+        1000,
+        ge=1,
+        description="Most connections plus requests in flight at once per process; past it new requests get "
+        "503 (uvicorn), or wait (granian's backpressure). Keep it under the open-files limit (`ulimit -n`). "
+        "Unset: unlimited.",
+    )
+    informational_responses: bool = Field(
+        True,
+        description="Let routes send informational (1xx) responses, e.g. the resumable-upload draft's 104 "
+        "(uvicorn only). Turn off behind a proxy that takes an upstream 1xx for the final response "
+        "(nginx 1.22 does).",
+    )
     public_url: str | None = Field(
         None, description="Base URL clients reach the server at (for upload URLs); default: taken from the request."
     )
@@ -83,6 +114,25 @@ class Settings(BaseSettings):
         "/files",
         pattern=r"^(/[A-Za-z0-9._~-]+)+$",
         description="URL path of the tus 1.0 endpoint (CHUNKD_TUS_PATH).",
+    )
+    # The IETF resumable-upload draft, spoken at tus_path (docs/tus.md); announced in Upload-Limit.
+    resumable_max_append_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Most bytes one draft creation or append request may carry (max-append-size); unset: no limit.",
+    )
+    resumable_min_append_bytes: int = Field(
+        0,
+        ge=0,
+        description="Fewest bytes an append that does not complete the upload must carry (min-append-size); "
+        "default 0 (no minimum).",
+    )
+    resumable_progress_bytes: int = Field(
+        64 * MiB,
+        ge=0,
+        description="A draft request body is committed every this many bytes and a 104 with the durable "
+        "Upload-Offset sent (interop 5+, when the server can send informational responses); 0: one commit "
+        "per request, no progress responses. Default 64 MiB.",
     )
 
     # ---- operations ----
@@ -132,6 +182,14 @@ class Settings(BaseSettings):
     jwt_ttl_seconds: int = Field(900, ge=1, description="Lifetime of the access tokens chunkd issues, in seconds.")
     jwt_leeway_seconds: int = Field(30, ge=0, description="Clock skew tolerated on `exp`/`nbf`/`iat`, in seconds.")
 
+    # ---- upload links ----
+    upload_link_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=1, description="Lifetime of an upload link created without `expiresIn`, in seconds (7 days)."
+    )
+    upload_link_max_ttl_seconds: int = Field(
+        90 * 24 * 3600, ge=1, description="Longest `expiresIn` an upload link may be given, in seconds (90 days)."
+    )
+
     # ---- abuse protection ----
     rate_limits: str = Field(
         # Sized so one well-behaved client at full speed is never throttled: 1,000 small files a minute
@@ -162,6 +220,21 @@ class Settings(BaseSettings):
         gt=0,
         description="A request body that sends nothing for this long is cut off (slowloris); "
         "bytes already durable stay.",
+    )
+    min_body_rate_bytes_per_second: int = Field(
+        1024,
+        ge=0,
+        description="Slowest request body accepted, in bytes per second, averaged over "
+        "min_body_rate_window_seconds of waiting for the client (time the server spends writing is not "
+        "counted); a slower body is cut with 408, bytes already durable stay. 0: no minimum.",
+    )
+    min_body_rate_window_seconds: float = Field(
+        30.0, gt=0, description="Window (seconds of waiting for the body) the minimum body rate is averaged over."
+    )
+    min_body_rate_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds of waiting for a body before the minimum rate is first checked (slow starts).",
     )
     max_form_body_bytes: int = Field(
         1 * MiB, ge=1, description="Largest JSON or url-encoded request body, in bytes (byte uploads excluded)."

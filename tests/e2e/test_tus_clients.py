@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.cutting_proxy import CuttingProxy
 from tests.support.files import random_file
-from tests.support.proxy import CuttingProxy
 from tests.support.server import ChunkdServer
 
 pytestmark = pytest.mark.e2e

@@ -28,6 +28,7 @@ Target = Literal[
     "media",  # a published Media object's integer id
     "asset",  # a single-PUT asset's fileId, PENDING
     "asset_multi",  # a multipart asset's fileId (parts uploaded with signed URLs)
+    "link",  # an upload link's id
     "webhook",  # a webhook endpoint's id
     "webhook_delivery",  # "<endpoint id>|<delivery id>": one id per {id} of the path, in order
 ]
@@ -104,6 +105,11 @@ ROUTES: list[Route] = [
     Route("GET", "/v1/webhooks/{id}/deliveries", "webhooks:admin", "webhook"),
     Route("POST", "/v1/webhooks/{id}/deliveries/{id}/retry", "webhooks:admin", "webhook_delivery"),
     Route("GET", "/metrics", "metrics:read", None),
+    # upload links
+    Route("POST", "/v1/upload-links", "links:admin", None, json={"maxFiles": 1}),
+    Route("GET", "/v1/upload-links", "links:admin", None),
+    Route("GET", "/v1/upload-links/{id}", "links:admin", "link"),
+    Route("DELETE", "/v1/upload-links/{id}", "links:admin", "link"),
     # tus (/files; not in the OpenAPI document, listed from the app's routes)
     Route("POST", "/files", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
     Route("POST", "/files/", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
@@ -209,6 +215,26 @@ PUBLIC = {
     "OPTIONS /files",
     "OPTIONS /files/",
     "OPTIONS /files/{id}",
+    # the browser upload page and its static assets (it signs in through the API)
+    "GET /",
+    "GET /web/{id}",
+}
+# Routes for an upload link's own token only (any other credential: 403); tests/api/test_upload_links.py.
+LINK_ONLY = {"GET /v1/upload-links/current"}
+# What an upload link's token may call at all (on uploads made through its own link only).
+LINK_ALLOWED = {
+    "POST /v1/files",
+    "GET /v1/files/{id}",
+    "PUT /v1/files/{id}/parts/1",
+    "PUT /v1/files/{id}/content",
+    "POST /v1/files/{id}/complete",
+    "POST /v1/files/{id}/cancel",
+    "POST /files",
+    "POST /files/",
+    "HEAD /files/{id}",
+    "PATCH /files/{id}",
+    "POST /files/{id}",
+    "DELETE /files/{id}",
 }
 # Handlers that only answer 405 (tus's own dialect) whatever the credentials.
 NOT_ALLOWED = {"GET /files", "PUT /files", "PATCH /files", "DELETE /files", "HEAD /files", "PUT /files/{id}"}

@@ -21,13 +21,18 @@ class TokenVerifier(Protocol):
 
 
 class Authenticator:
-    def __init__(self, keys: KeyService, tokens: TokenVerifier | None = None) -> None:
+    def __init__(
+        self, keys: KeyService, tokens: TokenVerifier | None = None, links: TokenVerifier | None = None
+    ) -> None:
         self.keys = keys
         self.tokens = tokens
+        self.links = links  # upload link tokens (cl_…), chunkd.auth.links
 
     async def _bearer(self, token: str) -> Principal:
         if token.startswith("ck_"):
             return await self.keys.verify(token)
+        if token.startswith("cl_") and self.links is not None:
+            return await self.links.verify(token)
         if self.tokens is None:
             raise Unauthenticated("invalid API key")
         return await self.tokens.verify(token)
@@ -58,10 +63,14 @@ class Authenticator:
             principals.append(await self._bearer(access_token.strip()))
         if not principals:
             raise Unauthenticated("credentials required: Authorization: Bearer <key>, or X-API-Key")
+        if len(principals) > 1 and any(p.upload_link is not None for p in principals):
+            raise Unauthenticated("an upload link's token must be the only credential of a request")
         owners = {p.owner for p in principals}
         if len(owners) > 1:
             raise Unauthenticated("the credentials given belong to different owners")
         # Several credentials of one owner: the narrowest scopes win.
         scopes = frozenset.intersection(*(p.scopes for p in principals))
         first = principals[0]
+        if len(principals) == 1:
+            return first
         return Principal(owner=first.owner, scopes=scopes, key_id=first.key_id, via=first.via)

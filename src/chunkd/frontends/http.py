@@ -44,6 +44,16 @@ async def principal(request: Request, scope: str | None = None) -> Principal:
     if found is None:
         found = await runtime(request).authenticator.authenticate(request.headers)
         request.state.principal = found
+    if found.upload_link is not None and not getattr(request.state, "link_authorized", False):
+        # An upload link's token: only its own uploads, only creating and filling (auth.links).
+        rt = runtime(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", None)
+        method = request.method
+        if method == "POST":  # tus lets a POST stand for another method; judge the one it stands for
+            method = request.headers.get("x-http-method-override", method).strip().upper()
+        await rt.links.authorize(found, method, path, request.path_params, rt.uploads)
+        request.state.link_authorized = True
     if scope is not None:
         require_scope(found, scope)
     return found

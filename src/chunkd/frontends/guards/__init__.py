@@ -23,6 +23,9 @@ def install_guards(app: FastAPI, settings: Settings) -> None:
         BodyGuard,
         idle_timeout=settings.body_idle_timeout_seconds,
         max_form_bytes=settings.max_form_body_bytes,
+        min_rate=settings.min_body_rate_bytes_per_second,
+        rate_window=settings.min_body_rate_window_seconds,
+        rate_grace=settings.min_body_rate_grace_seconds,
     )
     if settings.rate_limits.strip():
         app.add_middleware(RateLimitMiddleware, settings=settings)

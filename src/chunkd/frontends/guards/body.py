@@ -5,6 +5,11 @@
   ``HTTPException(408)``. To the engine that is a body that broke off, so what was already durable
   stays (an APPEND upload keeps the bytes it had; a PARTS upload keeps its finished parts and drops
   only the part in flight). The client gets 408 and the connection is closed.
+- **Trickling clients.** A body that keeps sending, but slower than ``min_rate`` bytes per second
+  averaged over the last ``rate_window`` seconds, is cut the same way (408). Only the time spent
+  waiting for the client counts (while the route writes, the server stops reading and the client
+  is not to blame), and nothing is checked during the first ``rate_grace`` seconds of waiting.
+  This lives here rather than in the HTTP server so that it holds under every ASGI server.
 - **Bodies parsed in memory.** Routes whose body FastAPI reads whole (JSON or url-encoded models)
   are capped at ``max_form_bytes``: a declared Content-Length over it is refused with 413 before a
   byte is read, and an undeclared (chunked) body is cut once it passes the cap. Byte uploads
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import deque
 
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
@@ -46,17 +53,59 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+class RateMeter:
+    """Bytes received per second of waiting for them, over a sliding window of waiting time."""
+
+    def __init__(self, min_rate: int, window: float, grace: float) -> None:
+        self.min_rate = min_rate
+        self.window = window
+        self.grace = grace
+        self.waited = 0.0
+        self.received = 0
+        # (waited, received) after each piece; the oldest kept one is at or before the window's start.
+        self.samples: deque[tuple[float, int]] = deque([(0.0, 0)])
+
+    def add(self, waited: float, size: int) -> None:
+        self.waited += waited
+        self.received += size
+        self.samples.append((self.waited, self.received))
+        start = self.waited - self.window
+        while len(self.samples) > 1 and self.samples[1][0] <= start:
+            self.samples.popleft()
+
+    def too_slow(self) -> bool:
+        if self.waited < self.grace:
+            return False
+        base_waited, base_received = self.samples[0]
+        span = self.waited - max(base_waited, self.waited - self.window)
+        # Bytes since the oldest kept sample: at most one piece more than the window holds (lenient).
+        return span > 0 and (self.received - base_received) < self.min_rate * span
+
+
 class BodyGuard:
-    def __init__(self, app: ASGIApp, *, idle_timeout: float, max_form_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        idle_timeout: float,
+        max_form_bytes: int,
+        min_rate: int = 0,
+        rate_window: float = 30.0,
+        rate_grace: float = 30.0,
+    ) -> None:
         self.app = app
         self.idle_timeout = idle_timeout
         self.max_form_bytes = max_form_bytes
+        self.min_rate = min_rate
+        self.rate_window = rate_window
+        self.rate_grace = rate_grace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         state = {"done": False, "received": 0, "cut": 0, "started": False, "cap": -1}
+        meter = RateMeter(self.min_rate, self.rate_window, self.rate_grace) if self.min_rate else None
 
         async def guarded_receive() -> Message:
             if state["done"]:
@@ -70,6 +119,7 @@ class BodyGuard:
                         state["cut"] = 413
                         raise HTTPException(413, f"the request body may be at most {self.max_form_bytes} bytes")
             cap = state["cap"] or None
+            waiting_since = time.monotonic()
             try:
                 # asyncio.timeout, not wait_for: wait_for wraps every receive in a new task, which
                 # cost more loop time than the rest of the per-chunk work together.
@@ -81,9 +131,19 @@ class BodyGuard:
                     408, f"the request body stalled for more than {self.idle_timeout:g} s and was cut off"
                 ) from None
             if message["type"] == "http.request":
-                state["received"] += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                state["received"] += size
                 if not message.get("more_body", False):
                     state["done"] = True
+                elif meter is not None:
+                    meter.add(time.monotonic() - waiting_since, size)
+                    if meter.too_slow():
+                        state["cut"] = 408
+                        raise HTTPException(
+                            408,
+                            f"the request body arrived slower than {self.min_rate} bytes/s "
+                            f"over {self.rate_window:g} s and was cut off",
+                        )
                 if cap is not None and state["received"] > cap:
                     state["cut"] = 413
                     raise HTTPException(413, f"the request body may be at most {cap} bytes")

@@ -11,12 +11,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
+from chunkd.auth.links import LINK_METADATA_KEY
+from chunkd.auth.principal import Principal, require_scope
 from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
 from chunkd.domain.events import file_object
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Status, Upload
+from chunkd.frontends.digests import repr_digest_header
 from chunkd.frontends.http import (
     content_disposition,
     content_length,
@@ -85,7 +88,10 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url
     URL never mints a fresh one (which would make the grant outlive its expiry). The rest is the
     object webhooks carry too (``chunkd.domain.events.file_object``)."""
     view = file_object(upload, with_parts=with_parts)
-    if upload_url and upload.status is Status.PENDING:
+    view["uploadLink"] = upload.metadata.get(LINK_METADATA_KEY)
+    who: Principal | None = getattr(request.state, "principal", None)
+    # No signed uploadUrl for an upload link's token: it would outlive the link's revocation.
+    if upload_url and upload.status is Status.PENDING and (who is None or who.upload_link is None):
         grant = Grant("PUT", f"/v1/files/{upload.id}/content", upload.id, upload.owner)
         view.update(
             uploadUrl=signed_url(request, grant, runtime(request).settings.upload_ttl_seconds),
@@ -107,14 +113,25 @@ def _md5_field(value: str | None, field: str) -> str | None:
 @router.post("", status_code=201, response_model=FileObject, summary="Create an upload")
 async def create_file(request: Request, body: CreateFileRequest) -> dict[str, Any]:
     who = await principal(request, "files:create")
-    upload = await runtime(request).uploads.create(
-        who.owner,
-        filename=body.filename,
-        size_bytes=body.sizeBytes,
-        mime_type=body.mimeType,
-        md5=_md5_field(body.md5, "md5"),
-        part_size=body.partSize,
+    rt = runtime(request)
+    md5 = _md5_field(body.md5, "md5")
+    # Through an upload link: checked and counted against the link's limits first, and tagged.
+    tags, mime_type = await rt.links.admit(
+        who, filename=body.filename, size_bytes=body.sizeBytes, mime_type=body.mimeType, size_field="sizeBytes"
     )
+    try:
+        upload = await rt.uploads.create(
+            who.owner,
+            filename=body.filename,
+            size_bytes=body.sizeBytes,
+            mime_type=mime_type,
+            md5=md5,
+            part_size=body.partSize,
+            metadata=tags,
+        )
+    except BaseException:
+        await rt.links.release(who, body.sizeBytes)
+        raise
     return _file_view(request, upload, with_parts=True, upload_url=True)
 
 
@@ -154,7 +171,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 @router.get("/{file_id}", response_model=FileObject, summary="Get a file, with the parts received")
 async def get_file(request: Request, file_id: FileId) -> dict[str, Any]:
-    who = await principal(request, "files:read")
+    who = await principal(request)
+    if who.upload_link is None:  # a link's token may read its own unfinished uploads (to resume)
+        require_scope(who, "files:read")
     upload = await runtime(request).uploads.get(who.owner, file_id)
     return _file_view(request, upload, with_parts=True, upload_url="files:create" in who.scopes)
 
@@ -290,6 +309,10 @@ async def file_response(
     redirect = request.method == "GET" and media_type in (None, upload.mime_type)
     if redirect and (url := await service.download_url(upload, disposition=disposition)):
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
+    # RFC 9530: the md5 the engine keeps, plus sha-256/512 read from storage when asked for.
+    digest = await repr_digest_header(upload.md5, request.headers.get("want-repr-digest"), lambda: service.read(upload))
+    if digest:
+        headers["Repr-Digest"] = digest
     wanted = parse_range(request.headers.get("range"), size)
     if_range = request.headers.get("if-range")
     if if_range is not None and if_range != etag:

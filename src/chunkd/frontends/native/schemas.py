@@ -80,6 +80,7 @@ class FileObject(FileCompleteResponse):
     uploadMethod: Literal["PUT"] | None = None
     uploadHeaders: dict[str, str] | None = None
     parts: list[PartObject] | None = Field(None, description="Parts received so far (single-file views only).")
+    uploadLink: str | None = Field(None, description="Id of the upload link the file was uploaded through, if any.")
 
 
 class FileList(BaseModel):

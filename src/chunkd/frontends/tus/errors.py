@@ -25,6 +25,7 @@ class UnsupportedMediaType(Exception):
 
 # Most specific first.
 _STATUS: list[tuple[type[Exception], int]] = [
+    (UploadInterrupted, 400),  # before Conflict: the stale request's client is gone anyway
     (e.ChecksumMismatch, 460),  # tus checksum extension: "460 Checksum Mismatch"
     (e.OffsetMismatch, 409),
     (e.TooLarge, 413),
@@ -39,7 +40,6 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (e.RateLimited, 429),
     (e.StorageFull, 507),
     (e.StorageError, 503),
-    (UploadInterrupted, 400),
     (UnsupportedVersion, 412),
     (UnsupportedMediaType, 415),
 ]

@@ -24,7 +24,17 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["api_keys", "events", "media", "metadata", "parts", "uploads", "webhook_deliveries", "webhook_endpoints"]
+__all__ = [
+    "api_keys",
+    "events",
+    "media",
+    "metadata",
+    "parts",
+    "upload_links",
+    "uploads",
+    "webhook_deliveries",
+    "webhook_endpoints",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -124,6 +134,26 @@ media = Table(
     UniqueConstraint("upload_id", name="uq_media_upload_id"),
     Index("ix_media_owner", "owner"),
     sqlite_autoincrement=True,
+)
+
+upload_links = Table(
+    "upload_links",
+    metadata,
+    # 128 random bits, hex; the link's token carries it beside a secret of which only a hash is kept.
+    Column("id", String(32), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("max_bytes", BigInteger, nullable=True),
+    Column("max_files", Integer, nullable=True),
+    # Counted at creation (declared sizes), by one conditional UPDATE, so limits hold under races.
+    Column("files_uploaded", Integer, nullable=False),
+    Column("bytes_uploaded", BigInteger, nullable=False),
+    Column("allowed_mime_types", JSON, nullable=True),
+    Column("note", String(1024), nullable=True),
+    Index("ix_upload_links_owner_created", "owner", "created_at"),
 )
 
 # The outbox: one row per lifecycle event, written in the transaction of the state change it reports

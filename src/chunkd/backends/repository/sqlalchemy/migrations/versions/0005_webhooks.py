@@ -1,7 +1,7 @@
 """The event outbox, webhook endpoints and their deliveries.
 
 Revision ID: 0005_webhooks
-Revises: 0003
+Revises: 0004_upload_links
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 from chunkd.backends.repository.sqlalchemy.tables import UTCDateTime
 
 revision = "0005_webhooks"
-down_revision = "0003"
+down_revision = "0004_upload_links"
 branch_labels = None
 depends_on = None
 
