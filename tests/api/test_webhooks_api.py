@@ -95,7 +95,13 @@ async def test_lifecycle_events_reach_the_operator_endpoint_signed(api: Api, rec
     assert len(set(ids)) == 5 and all(i.startswith("evt_") for i in ids)
     completed = next(m["payload"] for m in got if m["payload"]["type"] == "upload.completed")
     # The file object exactly as GET /v1/files/{id} shows it (but its upload URL), plus the frontend.
-    assert {k for k in view if k not in completed["data"]} == {"uploadUrl", "uploadMethod", "uploadHeaders"}
+    # (the upload URL and link are grants for whoever asked: never in an event)
+    assert {k for k in view if k not in completed["data"]} <= {
+        "uploadUrl",
+        "uploadMethod",
+        "uploadHeaders",
+        "uploadLink",
+    }
     assert completed["data"] == {**{k: v for k, v in view.items() if not k.startswith("upload")}, "frontend": "native"}
     assert completed["data"]["md5"] == hashlib.md5(data).hexdigest() and completed["timestamp"].endswith("Z")
     cancel = next(m["payload"] for m in got if m["payload"]["type"] == "upload.cancelled")
