@@ -77,6 +77,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await open_runtime(settings)
         app.state.chunkd = runtime
+        log.info(
+            "storage %s, capabilities: %s",
+            settings.storage,
+            ", ".join(runtime.uploads.caps.names()) or "none beyond the required interface",
+        )
         if settings.bootstrap_admin_key:
             token = await bootstrap_admin_key(runtime)
             if token:

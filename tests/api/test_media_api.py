@@ -314,7 +314,7 @@ async def test_size_limits_are_413_at_the_first_chunk(api: Api) -> None:
 
 
 async def test_declared_type_checks_its_own_size_limit(api: Api) -> None:
-    media = api.runtime.extras["media"]
+    media = api.runtime.media
     media.limits = dataclasses.replace(media.limits, image_bytes=300_000)
     pdf = make_pdf(padding=310_000)
     upload_id = await chunked_upload(api.client, pdf, "scan.pdf", api.auth(), field="document")

@@ -51,7 +51,9 @@ class Mode(StrEnum):
 @dataclass
 class Part:
     """One stored part. ``hash_state`` is the whole-file MD5 state *after* this part, set once the
-    contiguous hash frontier has passed it (so a replaced part can rewind the frontier cheaply)."""
+    contiguous hash frontier has passed it (so a replaced part can rewind the frontier cheaply).
+    ``crc64`` is the part's CRC-64/NVME in hex (its integrity checksum, "" for parts stored before
+    it existed); ``md5`` its own MD5 hex digest, only where a client or dialect asked for one."""
 
     number: int
     offset: int
@@ -60,10 +62,24 @@ class Part:
     blob_ref: str
     created_at: datetime
     hash_state: bytes | None = None
+    crc64: str = ""
 
     @property
     def end(self) -> int:
         return self.offset + self.size
+
+    def same_bytes(self, other: Part) -> bool:
+        """True when ``other`` holds the same bytes as far as the checksums both have can tell."""
+        if self.size != other.size:
+            return False
+        if self.crc64 and other.crc64:
+            return self.crc64 == other.crc64
+        return bool(self.md5) and self.md5 == other.md5
+
+    @property
+    def checksum(self) -> str:
+        """The part's checksum shown to clients (its ETag): its MD5 when one was computed, else its CRC."""
+        return self.md5 or self.crc64
 
 
 @dataclass
@@ -88,6 +104,8 @@ class Upload:
     parts_received: int = 0
     hash_offset: int = 0
     hash_state: bytes | None = None
+    # The whole file's CRC-64/NVME (hex), combined from the parts' at completion.
+    crc64: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     # The parts loaded with the aggregate: all of them, or only those an operation needs
     # (``bytes_received`` and ``parts_received`` are kept on the upload itself for that reason).
@@ -195,7 +213,7 @@ class Upload:
             self.bytes_received += part.size - old.size
         self.parts[part.number] = part
         if old is not None and old.end <= self.hash_offset:
-            if old.md5 == part.md5 and old.size == part.size:
+            if old.same_bytes(part):
                 part.hash_state = old.hash_state  # the same bytes again: the frontier stands
             else:
                 # Different bytes where the hash had already passed: rewind to this part's start.
@@ -237,6 +255,26 @@ class Upload:
             raise SizeMismatch(
                 f"received {received} bytes, declared {self.size_bytes}", field="sizeBytes", bytesReceived=received
             )
+
+    def last_part(self) -> Part | None:
+        """APPEND mode: the loaded part that ends where the next append starts, if loaded."""
+        if self.mode is not Mode.APPEND or not self.parts:
+            return None
+        part = self.parts[max(self.parts)]
+        return part if part.end == self.end_offset else None
+
+    def record_append(self, part: Part, extended: Part | None, hash_state: bytes) -> None:
+        """Appended bytes are durable as ``part``: a new part, or ``extended`` grown in place (the
+        same blob, continued). The whole-file hash frontier moves with them (appends are always
+        hashed as they arrive)."""
+        grown = part.size - (extended.size if extended is not None else 0)
+        self.bytes_received += grown
+        if extended is None:
+            self.parts_received += 1
+        self.parts[part.number] = part
+        part.hash_state = hash_state
+        self.hash_offset = part.end
+        self.hash_state = hash_state
 
     def mark_completed(self, now: datetime, md5: str) -> None:
         # Guarded here too (not only by check_complete): terminal states never change.

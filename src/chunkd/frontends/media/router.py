@@ -58,7 +58,7 @@ def _both(method: str, path: str, **kwargs: Any) -> Callable[[Callable[..., Any]
 
 
 def media_service(request: Request) -> MediaService:
-    return runtime(request).extras["media"]  # type: ignore[no-any-return]
+    return runtime(request).media
 
 
 def _content_range(header: str | None) -> tuple[int, int, int] | None:

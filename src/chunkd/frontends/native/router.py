@@ -34,6 +34,8 @@ from chunkd.frontends.native.schemas import (
     FileObject,
     PartObject,
 )
+from chunkd.frontends.part_digests import request_digest
+from chunkd.service.crc import crc64_b64
 
 __all__ = ["DOWNLOAD", "router"]
 
@@ -89,6 +91,8 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[st
         partCount=_part_count(upload, with_parts=with_parts),
         bytesReceived=upload.bytes_received,
         md5=upload.md5,
+        # The whole file's CRC-64/NVME as S3 reports it (x-amz-checksum-crc64nvme): base64, big-endian.
+        crc64nvme=crc64_b64(int(upload.crc64, 16)) if upload.crc64 else None,
     )
     if upload.status is Status.PENDING:
         rt = runtime(request)
@@ -102,7 +106,7 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[st
         )
     if with_parts:
         view["parts"] = [
-            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.md5}"' if p.md5 else None}
+            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.checksum}"' if p.checksum else None}
             for p in upload.sorted_parts()
         ]
     return view
@@ -188,10 +192,17 @@ async def put_part(
             digest = parse_content_md5(content_md5)
         except ValueError as exc:
             raise e.InvalidInput(str(exc), field="Content-MD5") from None
+    wanted = request_digest(request.headers)
     part = await service.put_part(
-        who.owner, file_id, part_number, request.stream(), content_md5=digest, declared_size=content_length(request)
+        who.owner,
+        file_id,
+        part_number,
+        request.stream(),
+        content_md5=digest,
+        declared_size=content_length(request),
+        digest=(wanted.hasher, wanted.expected, wanted.field) if wanted is not None else None,
     )
-    return {"partNumber": part.number, "sizeBytes": part.size, "etag": f'"{part.md5}"'}
+    return {"partNumber": part.number, "sizeBytes": part.size, "etag": f'"{part.checksum}"'}
 
 
 @router.put(

@@ -47,8 +47,11 @@ _STATUS: list[tuple[type[e.ChunkdError], int]] = [
     (e.Forbidden, 403),
     (e.QuotaExceeded, 403),
     (e.RateLimited, 429),
+    (e.StorageFull, 507),
+    (e.StorageError, 503),
 ]
-_RETRYABLE = (e.Busy, e.RateLimited)
+# Fine Uploader retries these (storage faults pass: the upload resumes once space is back).
+_RETRYABLE = (e.Busy, e.RateLimited, e.StorageError)
 # The engine names fields as the native Files API does; a Fine Uploader client knows them as qq*.
 _FIELDS = {
     "sizeBytes": "qqtotalfilesize",
