@@ -22,10 +22,14 @@ from chunkd.frontends.openapi import install_openapi
 from chunkd.frontends.pm.router import router as pm_router
 from chunkd.frontends.tus import build_router as build_tus_router
 from chunkd.memory import limit_malloc_arenas
-from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime
+from chunkd.metrics import Metrics
+from chunkd.observability.access import AccessLog, configure_access_logger
+from chunkd.observability.docs import install_docs
+from chunkd.observability.routes import router as operations_router
+from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime, write_bootstrap_key
 from chunkd.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["ChunkdApp", "create_app"]
 
 log = logging.getLogger("chunkd")
 
@@ -58,6 +62,31 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class ChunkdApp(FastAPI):
+    """FastAPI with the access log wrapped around the whole middleware stack, Starlette's error
+    middleware included, so that a request that ends in a 500 is logged and counted too."""
+
+    access_log: AccessLog | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if self.access_log is None:
+            return stack
+        self.access_log.app = stack
+        return self.access_log
+
+
+def _frontend_prefixes(settings: Settings) -> dict[str, str]:
+    """Route-template prefix → frontend name (the ``frontend`` label of the bytes counter)."""
+    return {
+        "/v1/files": "native",
+        settings.tus_path: "tus",
+        "/api/v2/pm": "pm",
+        "/api/v2/media": "media",
+        "/asset": "assets",
+    }
+
+
 async def _reap_forever(runtime: Runtime) -> None:
     interval = runtime.settings.reaper_interval_seconds
     while True:
@@ -72,10 +101,13 @@ async def _reap_forever(runtime: Runtime) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     limit_malloc_arenas()  # before any worker thread exists (see chunkd.memory)
+    metrics = Metrics()  # one registry per app (see chunkd.metrics)
+    if settings.access_log:
+        configure_access_logger()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await open_runtime(settings)
+        runtime = await open_runtime(settings, metrics=metrics)
         app.state.chunkd = runtime
         log.info(
             "storage %s, capabilities: %s",
@@ -85,8 +117,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.bootstrap_admin_key:
             token = await bootstrap_admin_key(runtime)
             if token:
+                where = write_bootstrap_key(settings.data_dir, token)
                 print(
-                    "chunkd: created an admin API key (shown once; store it now):\n" + token,
+                    f"chunkd: created an admin API key; it is in {where.resolve()} (readable by this user only): "
+                    "store it elsewhere and delete the file",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -99,12 +133,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await reaper
             await runtime.close()
 
-    app = FastAPI(
+    app = ChunkdApp(
         title="chunkd",
         version=VERSION,
         summary="Resumable, chunked, checksummed uploads onto your own storage.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves both pages with local assets instead of a CDN's
+        redoc_url=None,
     )
+    app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(native_router)
     app.include_router(token_router)
@@ -115,11 +152,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(assets_router)
     app.include_router(pm_router)
 
+    app.include_router(operations_router)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
+        """Liveness only: the process answers (readiness, with dependencies: /readyz)."""
         return {"status": "ok"}
 
     install_openapi(app)
+    install_docs(app, title="chunkd")
     install_guards(app, settings)
     app.add_middleware(SecurityHeaders)
+    # Outside everything, Starlette's error middleware included (see ChunkdApp).
+    app.access_log = AccessLog(
+        app.router,  # replaced by the built stack in ChunkdApp.build_middleware_stack
+        metrics=metrics,
+        frontends=_frontend_prefixes(settings),
+        log_format=settings.log_format,
+        enabled=settings.access_log,
+    )
     return app

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import logging
 import os
 import tempfile
 from contextlib import suppress
@@ -10,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chunkd.auth.authenticator import Authenticator
@@ -21,13 +24,15 @@ from chunkd.auth.tokens import AccessTokens
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.metrics import Metrics
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
+from chunkd.service.inspection import InspectionPool
 from chunkd.service.media import MediaService
 from chunkd.service.uploads import UploadService
 from chunkd.settings import Settings
 
-__all__ = ["Runtime", "open_runtime"]
+__all__ = ["Runtime", "bootstrap_admin_key", "open_runtime", "write_bootstrap_key"]
 
 # Storage backends by name → "module:factory(settings)" (imported only when chosen).
 BLOB_STORES = {
@@ -41,12 +46,54 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def load_secret(path: Path) -> bytes:
-    """The server secret (URL signatures, HS256 tokens): 32 random bytes made on first start.
+log = logging.getLogger("chunkd")
 
-    Written to a temporary file and then hard-linked into place, so several nodes starting at once
-    on a shared data dir all end up with the same, complete secret (never a half-written one)."""
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+BOOTSTRAP_KEY_FILE = "bootstrap-admin-key"
+
+
+def private_data_dir(path: Path) -> None:
+    """Create the data dir readable by this user only (it holds the secret, the database and
+    every uploaded byte), and take group and other access away from one made before."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    _make_private(path, PRIVATE_DIR)
+
+
+def _make_private(path: Path, mode: int) -> None:
+    """Take group and other access away from ``path``; a file this user does not own (a volume
+    mounted by another user) is left as it is, with a warning, rather than stopping the server."""
+    if not path.stat().st_mode & 0o077:
+        return
+    try:
+        os.chmod(path, mode)
+    except PermissionError:
+        log.warning("%s is readable by other users and cannot be made private (not our file)", path)
+
+
+def private_sqlite_files(url: str) -> None:
+    """Make the SQLite database file (and its -wal and -shm, which SQLite creates with the
+    database file's own mode) readable by this user only: created 0600 before SQLite opens it,
+    and tightened when it exists already. Nothing to do for other databases."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return
+    database = Path(parsed.database)
+    os.close(os.open(database, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        with suppress(FileNotFoundError):
+            _make_private(path, PRIVATE_FILE)
+
+
+def load_secret(path: Path) -> bytes:
+    """The server secret (URL signatures, HS256 tokens): 32 random bytes made on first start,
+    readable by this user only.
+
+    Written to a temporary file (mkstemp makes it 0600) and then hard-linked into place, so several
+    nodes starting at once on a shared data dir all end up with the same, complete secret (never a
+    half-written one)."""
     if path.exists():
+        _make_private(path, PRIVATE_FILE)
         return path.read_bytes()
     fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)
     try:
@@ -80,10 +127,13 @@ class Runtime:
     signer: UrlSigner
     media: MediaService
     tokens: AccessTokens | None = None
+    # This process's metrics (see chunkd.metrics): webhooks and hooks count into it too.
+    metrics: Metrics = field(default_factory=lambda: Metrics(process_metrics=False))
     # Per-process state a frontend keeps beside the runtime (tus: the request writing each upload).
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        await asyncio.to_thread(self.media.close)  # stops the inspection workers
         await self.blobs.close()
         await self.locks.close()
         await self.repo.close()
@@ -103,8 +153,13 @@ def build_locks(settings: Settings) -> LockManager:
     return LocalLocks(settings.data_dir / "locks")
 
 
-async def open_runtime(settings: Settings, *, run_migrations: bool | None = None) -> Runtime:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+async def open_runtime(
+    settings: Settings, *, run_migrations: bool | None = None, metrics: Metrics | None = None
+) -> Runtime:
+    """The backends and services named by ``settings``; ``metrics``: the app's (a private one
+    when not given, e.g. for the CLI's commands), subscribed to the engine's events."""
+    private_data_dir(settings.data_dir)
+    private_sqlite_files(settings.resolved_database_url())
     engine = create_engine(settings.resolved_database_url())
     if settings.migrate_on_start if run_migrations is None else run_migrations:
         await migrate(engine)
@@ -117,6 +172,8 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
     secret = server_secret(settings)
     signer = UrlSigner(secret)
     tokens = AccessTokens.from_settings(settings, cached_keys, secret)
+    metrics = metrics or Metrics(process_metrics=False)
+    uploads.subscribe(metrics.on_upload_event)
     return Runtime(
         settings=settings,
         repo=repo,
@@ -128,19 +185,42 @@ async def open_runtime(settings: Settings, *, run_migrations: bool | None = None
         signer=signer,
         tokens=tokens,
         media=build_media(settings, engine, uploads),
+        metrics=metrics,
     )
 
 
 def build_media(settings: Settings, engine: AsyncEngine, uploads: UploadService) -> MediaService:
     """The media API's service (integer media ids over the same database)."""
-    return MediaService(uploads, SqlMediaRepository(engine), settings.media_limits())
+    return MediaService(
+        uploads, SqlMediaRepository(engine), settings.media_limits(), InspectionPool(settings.inspection_limits())
+    )
 
 
 async def bootstrap_admin_key(runtime: Runtime) -> str | None:
-    """On first start (no keys at all), create an admin key; returns its token to print once.
-    Under a lock, so of several nodes starting together on one database only one creates it."""
+    """On first start (no keys at all), create an admin key; returns its token. Under a lock, so
+    of several nodes starting together on one database only one creates it."""
     async with runtime.locks.hold("bootstrap-admin-key", timeout=runtime.settings.lock_timeout_seconds):
         if await runtime.keys.repo.count_keys():
             return None
         _, token = await runtime.keys.create("admin", ALL_SCOPES, name="bootstrap admin key")
     return token
+
+
+def write_bootstrap_key(data_dir: Path, token: str) -> Path:
+    """Keep the bootstrap admin key in ``<data_dir>/bootstrap-admin-key``, readable by this user
+    only, and return its path: the key itself never goes to the log (logs are collected, shipped
+    and read by others). A file left by an earlier bootstrap (its key gone with the database that
+    held it) is replaced whole, never partly written."""
+    path = data_dir / BOOTSTRAP_KEY_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".bootstrap-", dir=data_dir)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chunkd.service.config import EngineConfig
+from chunkd.service.inspection import InspectionLimits
 from chunkd.service.media import MediaLimits
 
 __all__ = ["Settings"]
@@ -72,13 +73,26 @@ class Settings(BaseSettings):
         None, description="Base URL clients reach the server at (for upload URLs); default: taken from the request."
     )
     bootstrap_admin_key: bool = Field(
-        True, description="On first start with no API keys, create an admin key and print it once."
+        True,
+        description="On first start with no API keys, create an admin key and write it to "
+        "<data_dir>/bootstrap-admin-key (mode 0600; the log shows the path, never the key).",
     )
 
     tus_path: str = Field(
         "/files",
         pattern=r"^(/[A-Za-z0-9._~-]+)+$",
         description="URL path of the tus 1.0 endpoint (CHUNKD_TUS_PATH).",
+    )
+
+    # ---- operations ----
+    access_log: bool = Field(
+        True, description="Write one access-log line per request to stdout (logger `chunkd.access`)."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Access-log line format: `text` (logfmt key=value pairs) or `json` (JSON lines)."
+    )
+    readyz_timeout_seconds: float = Field(
+        2.0, gt=0, description="How long GET /readyz waits for the database and for the storage, in seconds."
     )
 
     # ---- uploads ----
@@ -173,6 +187,26 @@ class Settings(BaseSettings):
     media_max_image_pixels: int = Field(
         89_478_485, description="Images with more pixels are refused as decompression bombs (Pillow's default)."
     )
+    # Inspection (Pillow, pypdf) parses hostile files: it runs in worker processes of its own with
+    # these limits (chunkd.service.inspection); passing one refuses the file with a 400.
+    media_inspect_workers: int = Field(
+        2, ge=1, le=64, description="Worker processes that inspect images and PDFs (more wait their turn)."
+    )
+    media_inspect_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Wall time one inspection may take, in seconds; past it the worker is killed and the file "
+        "refused. Its CPU time is capped at this, rounded up, plus one second.",
+    )
+    media_inspect_memory_bytes: int = Field(
+        512 * MiB,
+        ge=128 * MiB,
+        description="Address space of an inspection worker, in bytes (512 MiB; the interpreter and parsers take "
+        "about 60 MiB of it).",
+    )
+    media_max_pdf_pages: int = Field(
+        10_000, ge=1, description="PDFs with more pages are refused (a page tree is walked page by page)."
+    )
 
     # ---- asset API (/asset) ----
     asset_part_size: int = Field(
@@ -219,7 +253,15 @@ class Settings(BaseSettings):
             image_bytes=self.media_max_image_bytes,
             document_bytes=self.media_max_document_bytes,
             chunk_bytes=self.media_max_chunk_bytes,
-            image_pixels=self.media_max_image_pixels,
+        )
+
+    def inspection_limits(self) -> InspectionLimits:
+        return InspectionLimits(
+            workers=self.media_inspect_workers,
+            timeout_seconds=self.media_inspect_timeout_seconds,
+            memory_bytes=self.media_inspect_memory_bytes,
+            max_pdf_pages=self.media_max_pdf_pages,
+            max_image_pixels=self.media_max_image_pixels,
         )
 
     def engine_config(self) -> EngineConfig:

@@ -94,6 +94,7 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/keys", "keys:admin", None, json={"scopes": ["files:read"]}),
     Route("GET", "/v1/keys", "keys:admin", None),
     Route("DELETE", "/v1/keys/{id}", "keys:admin", "key"),
+    Route("GET", "/metrics", "metrics:read", None),
     # tus (/files; not in the OpenAPI document, listed from the app's routes)
     Route("POST", "/files", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
     Route("POST", "/files/", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
@@ -188,6 +189,7 @@ ROUTES: list[Route] = [
 # Routes that are public on purpose.
 PUBLIC = {
     "GET /healthz",
+    "GET /readyz",
     "GET /openapi.json",
     "GET /docs",
     "GET /docs/oauth2-redirect",

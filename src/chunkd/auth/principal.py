@@ -13,6 +13,7 @@ SCOPES = {
     "files:read": "get, list and download files",
     "files:delete": "delete files",
     "keys:admin": "manage API keys over the API",
+    "metrics:read": "read the Prometheus metrics (GET /metrics); grants nothing else",
 }
 ALL_SCOPES = frozenset(SCOPES)
 

@@ -23,8 +23,10 @@ class MediaRepository(Protocol):
         height: int | None,
         order: int,
         added_at: datetime,
+        mime_type: str | None = None,
     ) -> MediaRecord:
-        """Insert a record with a new integer id; if the upload already has one, return that one."""
+        """Insert a record with a new integer id, never one handed out before (also when that
+        record was deleted); if the upload already has one, return that one."""
 
     async def get(self, media_id: int, owner: str | None) -> MediaRecord | None:
         """The owner's record with this id (another owner's is None, as a missing one); any

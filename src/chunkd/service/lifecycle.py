@@ -12,6 +12,7 @@ from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.errors import (
     Busy,
     ChecksumMismatch,
+    ContentRefused,
     InvalidInput,
     InvalidState,
     TooLarge,
@@ -113,7 +114,8 @@ class Lifecycle(EngineCore):
         """Verify and finish an upload. Idempotent: completing a COMPLETED upload returns it.
         Any failure (missing parts, wrong size, wrong MD5, ``check`` raising) leaves it PENDING.
         ``check`` lets a frontend validate the content (e.g. "is this really a PDF") first; what it
-        records in ``upload.metadata`` is saved together with the COMPLETED status."""
+        records in ``upload.metadata`` is saved together with the COMPLETED status, or with the
+        PENDING one when it raises ``ContentRefused``."""
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
             if upload.status is Status.COMPLETED:
@@ -125,8 +127,10 @@ class Lifecycle(EngineCore):
             advanced = await self._advance_hash(upload) if upload.hash_offset != upload.size_bytes else []
             try:
                 await self._finish(upload, now, md5=md5, check=check)
-            except BaseException:
-                if advanced:
+            except BaseException as exc:
+                # A refused content keeps what the check recorded (the refusal itself, so the
+                # same bytes are not inspected again); the upload stays PENDING either way.
+                if advanced or isinstance(exc, ContentRefused):
                     await self.repo.save(upload, advanced)
                 raise
             await self.repo.save(upload, advanced)

@@ -623,6 +623,10 @@ class S3BlobStore:
     async def ensure_room(self) -> None:
         return None
 
+    async def ping(self) -> None:
+        """HeadBucket (readiness): raises when the bucket cannot be reached with our credentials."""
+        await self.call("head_bucket")
+
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -40,7 +40,7 @@ __all__ = ["EXEMPT_PATHS", "ROUTE_CATEGORIES", "RateLimitMiddleware", "category_
 ROUTE_CATEGORIES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(r"^/v1/files/[^/]+/(complete|cancel)$"), "write"),
 ]
-EXEMPT_PATHS = frozenset({"/healthz"})
+EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Request bodies that carry file bytes (charged to the ``bytes`` category by length).
 _BYTE_TYPES = ("application/octet-stream", "application/offset+octet-stream", "multipart/form-data")

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
+from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
 from chunkd.domain.names import is_upload_id
@@ -35,6 +36,7 @@ from chunkd.frontends.native.schemas import (
     PartObject,
 )
 from chunkd.frontends.part_digests import request_digest
+from chunkd.frontends.signed import signed_upload, signed_url
 from chunkd.service.crc import crc64_b64
 
 __all__ = ["DOWNLOAD", "router"]
@@ -84,7 +86,10 @@ def _part_count(upload: Upload, *, with_parts: bool) -> int:
     return upload.part_count or 0
 
 
-def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[str, Any]:
+def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url: bool) -> dict[str, Any]:
+    """The file object; ``upload_url`` only for callers that may write (``files:create``): the URL
+    is a write grant of its own, so a reader never gets one, and a request made through a signed
+    URL never mints a fresh one (which would make the grant outlive its expiry)."""
     view = _complete_view(upload)
     view.update(
         partSize=upload.part_size,
@@ -94,13 +99,10 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[st
         # The whole file's CRC-64/NVME as S3 reports it (x-amz-checksum-crc64nvme): base64, big-endian.
         crc64nvme=crc64_b64(int(upload.crc64, 16)) if upload.crc64 else None,
     )
-    if upload.status is Status.PENDING:
-        rt = runtime(request)
-        path = f"/v1/files/{upload.id}/content"
-        query = rt.signer.sign("PUT", path, rt.settings.upload_ttl_seconds)
-        base = (rt.settings.public_url or str(request.base_url)).rstrip("/")
+    if upload_url and upload.status is Status.PENDING:
+        grant = Grant("PUT", f"/v1/files/{upload.id}/content", upload.id, upload.owner)
         view.update(
-            uploadUrl=f"{base}{path}?expires={query['expires']}&signature={query['signature']}",
+            uploadUrl=signed_url(request, grant, runtime(request).settings.upload_ttl_seconds),
             uploadMethod="PUT",
             uploadHeaders={"Content-Type": "application/octet-stream"},
         )
@@ -132,7 +134,7 @@ async def create_file(request: Request, body: CreateFileRequest) -> dict[str, An
         md5=_md5_field(body.md5, "md5"),
         part_size=body.partSize,
     )
-    return _file_view(request, upload, with_parts=True)
+    return _file_view(request, upload, with_parts=True, upload_url=True)
 
 
 @router.get("", response_model=FileList, summary="List your files, newest first")
@@ -147,7 +149,9 @@ async def list_files(
     uploads = await runtime(request).uploads.list_uploads(who.owner, status=status, limit=limit + 1, before=before)
     page, more = uploads[:limit], len(uploads) > limit
     next_cursor = _encode_cursor(page[-1]) if more and page else None
-    return {"data": [_file_view(request, u, with_parts=False) for u in page], "nextCursor": next_cursor}
+    writer = "files:create" in who.scopes
+    views = [_file_view(request, u, with_parts=False, upload_url=writer) for u in page]
+    return {"data": views, "nextCursor": next_cursor}
 
 
 def _encode_cursor(upload: Upload) -> str:
@@ -171,7 +175,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 async def get_file(request: Request, file_id: FileId) -> dict[str, Any]:
     who = await principal(request, "files:read")
     upload = await runtime(request).uploads.get(who.owner, file_id)
-    return _file_view(request, upload, with_parts=True)
+    return _file_view(request, upload, with_parts=True, upload_url="files:create" in who.scopes)
 
 
 @router.put(
@@ -218,22 +222,22 @@ async def put_content(
     signature: Annotated[str | None, Query(max_length=100)] = None,
 ) -> dict[str, Any]:
     rt = runtime(request)
-    if signature is not None or expires is not None:
-        rt.signer.verify("PUT", f"/v1/files/{file_id}/content", expires, signature)
-        upload = await rt.uploads.repo.get(file_id, parts_from=None)
-        if upload is None:
+    signed = signature is not None or expires is not None
+    if signed:
+        found = await signed_upload(request, "PUT", f"/v1/files/{file_id}/content", file_id, expires, signature)
+        if found is None:
             raise e.NotFound(f"no upload with id {file_id!r}", field="id")
-        owner = upload.owner
+        owner = found.owner
     else:
         owner = (await principal(request, "files:create")).owner
-        upload = await rt.uploads.get(owner, file_id, with_parts=False)
+    upload = await rt.uploads.get(owner, file_id, with_parts=False)
     length = content_length(request)
     if length is not None and upload.size_bytes is not None and length != upload.size_bytes:
         raise e.SizeMismatch(
             f"Content-Length {length} does not match sizeBytes {upload.size_bytes}", field="Content-Length"
         )
     upload = await rt.uploads.put_whole(owner, file_id, request.stream())
-    return _file_view(request, upload, with_parts=True)
+    return _file_view(request, upload, with_parts=True, upload_url=not signed)
 
 
 @router.post("/{file_id}/complete", response_model=FileCompleteResponse, summary="Complete a file upload")
@@ -270,9 +274,12 @@ async def download(request: Request, file_id: FileId) -> Response:
     return await file_response(request, who.owner, file_id)
 
 
-async def file_response(request: Request, owner: str, file_id: str, *, disposition: str = "attachment") -> Response:
+async def file_response(
+    request: Request, owner: str, file_id: str, *, disposition: str = "attachment", media_type: str | None = None
+) -> Response:
     """A COMPLETED file as an HTTP response with Range, ETag and a safe Content-Disposition
-    (shared with every frontend that serves downloads)."""
+    (shared with every frontend that serves downloads), as ``media_type`` when given (a type the
+    caller established from the content) or else the upload's own."""
     service = runtime(request).uploads
     upload = await service.get(owner, file_id)
     if upload.status is not Status.COMPLETED:
@@ -289,7 +296,9 @@ async def file_response(request: Request, owner: str, file_id: str, *, dispositi
     }
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    if request.method == "GET" and (url := await service.download_url(upload, disposition=disposition)):
+    # A redirect serves the store's copy as the upload's own type: only when that is the type wanted.
+    redirect = request.method == "GET" and media_type in (None, upload.mime_type)
+    if redirect and (url := await service.download_url(upload, disposition=disposition)):
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
     wanted = parse_range(request.headers.get("range"), size)
     if_range = request.headers.get("if-range")
@@ -306,7 +315,8 @@ async def file_response(request: Request, owner: str, file_id: str, *, dispositi
         status, start, end = 206, wanted.start, wanted.end
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
+    served_as = media_type or upload.mime_type
     body = service.read(upload, start, end) if request.method != "HEAD" else None
     if body is None:
-        return Response(status_code=status, headers=headers, media_type=upload.mime_type)
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=upload.mime_type)
+        return Response(status_code=status, headers=headers, media_type=served_as)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=served_as)

@@ -26,6 +26,7 @@ def _record(row: Any) -> MediaRecord:
         height=m["image_height"],
         order=m["order"],
         added_at=m["added_at"],
+        mime_type=m["mime_type"],
     )
 
 
@@ -43,6 +44,7 @@ class SqlMediaRepository:
         height: int | None,
         order: int,
         added_at: datetime,
+        mime_type: str | None = None,
     ) -> MediaRecord:
         try:
             async with self.engine.begin() as conn:
@@ -55,6 +57,7 @@ class SqlMediaRepository:
                         image_height=height,
                         order=order,
                         added_at=added_at,
+                        mime_type=mime_type,
                     )
                 )
         except IntegrityError:

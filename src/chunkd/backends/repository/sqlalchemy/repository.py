@@ -339,6 +339,19 @@ class SqlRepository:
         async with self.engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(api_keys))).scalar_one())
 
+    # ---- operations -----------------------------------------------------------------------
+    async def count_pending(self) -> int:
+        """PENDING uploads of every owner (the ``chunkd_uploads_pending`` gauge; an index scan of
+        ``ix_uploads_status_expires``)."""
+        query = select(func.count()).select_from(uploads).where(uploads.c.status == Status.PENDING.value)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def ping(self) -> None:
+        """A trivial query (readiness): raises when the database cannot answer."""
+        async with self.engine.connect() as conn:
+            await conn.execute(select(1))
+
     async def connection(self) -> AsyncConnection:
         return await self.engine.connect()
 

@@ -106,7 +106,8 @@ api_keys = Table(
 media = Table(
     "media",
     metadata,
-    # An integer id per deployment: the media API's ids are integers.
+    # An integer id per deployment: the media API's ids are integers, never handed out twice
+    # (SQLite's AUTOINCREMENT; PostgreSQL sequences never go back).
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column(
         "upload_id", String(64), ForeignKey("uploads.id", ondelete="CASCADE", name="fk_media_upload_id"), nullable=False
@@ -117,6 +118,9 @@ media = Table(
     Column("image_height", Integer, nullable=True),
     Column("order", Integer, nullable=False),
     Column("added_at", UTCDateTime, nullable=False),
+    # The media type the content was inspected to be; the file is served as this and nothing else.
+    Column("mime_type", String(255), nullable=True),
     UniqueConstraint("upload_id", name="uq_media_upload_id"),
     Index("ix_media_owner", "owner"),
+    sqlite_autoincrement=True,
 )

@@ -14,10 +14,10 @@ import pytest
 from chunkd.backends.blobs.local import LocalBlobStore
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import ResumableMD5
-from chunkd.domain.names import new_upload_id
-from chunkd.domain.upload import Mode, Part, Status, Upload
+from chunkd.domain.upload import Mode, Part, Upload
 from chunkd.service.crc import crc64nvme
 from chunkd.service.streaming import BATCH_BYTES, BodyReader, StreamedPart, stream_into
+from tests.support.uploads import make_upload
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -29,9 +29,7 @@ def store(tmp_path: Path) -> LocalBlobStore:
 
 @pytest.fixture
 def upload() -> Upload:
-    return Upload(
-        new_upload_id(), "alice", "f", "application/octet-stream", None, 1, Mode.APPEND, Status.PENDING, NOW, NOW, None
-    )
+    return make_upload(None, 1, mode=Mode.APPEND, filename="f", created=NOW, ttl=None)
 
 
 async def body(*chunks: bytes, delay: float = 0.0, fail: bool = False) -> AsyncIterator[bytes]:

@@ -1,0 +1,91 @@
+"""A logging handler that writes its lines in batches from a thread of its own.
+
+A ``StreamHandler`` writes and flushes once per record: one system call per request on the event
+loop's thread, which measured as the largest part of the access log's cost (see
+docs/operations.md). Here ``emit`` only appends the formatted line to a deque; a daemon thread
+writes what has gathered every ``interval`` seconds (one write and one flush), and at exit. The
+price: a line reaches the stream up to ``interval`` later, and a ``kill -9`` loses at most that
+much of the log (nginx's ``access_log ... buffer= flush=`` makes the same trade).
+
+``close`` writes what is left and stops the thread, but a line that comes after it starts the
+thread again: ``logging.config.dictConfig`` closes every existing handler while leaving it on its
+logger (uvicorn calls it when it starts, after the app is made), and a handler that went silent
+then would lose the whole log."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections import deque
+from typing import TextIO
+
+__all__ = ["BatchingHandler"]
+
+
+class BatchingHandler(logging.Handler):
+    def __init__(self, stream: TextIO, *, interval: float = 0.1) -> None:
+        super().__init__()
+        self.stream = stream
+        self.interval = interval
+        self._lines: deque[str] = deque()
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._running = False
+        self._start()
+        atexit.register(self.flush)
+
+    def _start(self) -> None:
+        with self._write_lock:
+            if self._running:
+                return
+            # A new event per thread: a stopped thread still waking up cannot miss its stop.
+            self._stop = stop = threading.Event()
+            threading.Thread(target=self._run, args=(stop,), name="chunkd-log-writer", daemon=True).start()
+            self._running = True
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock: deque.append is atomic, and the writer thread must never make the
+        # event loop wait for its write.
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+        if not self._running:
+            self._start()
+
+    def write(self, line: str) -> None:
+        """Queue a finished line, without a LogRecord (for a caller that checked it is this
+        handler's logger's only handler and that no filter applies)."""
+        self._lines.append(line)
+        if not self._running:
+            self._start()
+
+    def flush(self) -> None:
+        with self._write_lock:
+            lines = []
+            while self._lines:
+                lines.append(self._lines.popleft())
+            if lines:
+                try:
+                    self.stream.write("\n".join(lines) + "\n")
+                    self.stream.flush()
+                except (OSError, ValueError):  # stream closed or gone (e.g. at interpreter exit)
+                    pass
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
+            self.flush()
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._running = False
+            self._stop.set()
+        self.flush()
+        super().close()

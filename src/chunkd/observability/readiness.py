@@ -1,0 +1,103 @@
+"""Readiness: can this node serve uploads right now? (``GET /readyz``; ``/healthz`` is liveness.)
+
+Two checks, run together, each bounded by ``readyz_timeout_seconds``:
+
+- **database**: a trivial query (``SELECT 1``);
+- **storage**: local disk: the blob directory exists, this process may write in it, and its file
+  system is neither read-only nor full (``access`` + ``statvfs``, no write: a probe every few
+  seconds should not churn the disk); S3: ``HeadBucket`` with our credentials.
+
+A check that is still running when the next probe comes is joined, not started again, so a hung
+dependency does not pile up threads or connections. The answer names the failing part with a
+short reason; the full error goes to the server's log (an unauthenticated caller learns no host
+names or paths).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chunkd.runtime import Runtime
+
+__all__ = ["Readiness", "StorageNotReady", "local_storage_problem"]
+
+log = logging.getLogger("chunkd.readiness")
+
+
+class StorageNotReady(Exception):
+    """The storage cannot take writes; the message is the short reason shown to the caller."""
+
+
+def local_storage_problem(root: Path) -> str | None:
+    """Why the local blob directory cannot take uploads, or None when it can."""
+    if not root.is_dir():
+        return "the blob directory is missing"
+    if not os.access(root, os.W_OK | os.X_OK):
+        return "the blob directory is not writable"
+    stats = os.statvfs(root)
+    if stats.f_flag & os.ST_RDONLY:
+        return "the blob directory's file system is read-only"
+    if stats.f_bavail == 0:
+        return "no space left on the blob directory's file system"
+    return None
+
+
+async def _check_storage(blobs: Any) -> None:
+    root = getattr(blobs, "root", None)
+    if isinstance(root, Path):  # local disk
+        problem = await asyncio.to_thread(local_storage_problem, root)
+        if problem is not None:
+            raise StorageNotReady(problem)
+        return
+    ping = getattr(blobs, "ping", None)  # S3: HeadBucket
+    if ping is not None:
+        await ping()
+
+
+@dataclass
+class Readiness:
+    """The checks of one runtime, with at most one run of each in flight."""
+
+    runtime: Runtime
+    timeout: float
+    _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    async def check(self) -> dict[str, str]:
+        """``{part: "ok" | reason}`` for ``database`` and ``storage``."""
+        checks: dict[str, Callable[[], Awaitable[None]]] = {
+            "database": self.runtime.repo.ping,
+            "storage": lambda: _check_storage(self.runtime.blobs),
+        }
+        results = await asyncio.gather(*(self._run(name, probe) for name, probe in checks.items()))
+        return dict(zip(checks, results, strict=True))
+
+    async def _run(self, name: str, probe: Callable[[], Awaitable[None]]) -> str:
+        task = self._running.get(name)
+        if task is None or task.done():
+
+            async def run() -> None:
+                await probe()
+
+            task = self._running[name] = asyncio.create_task(run())
+            # A run that outlives its caller's timeout is still awaited by nobody: read its result.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            log.warning("readiness: %s did not answer within %g s", name, self.timeout)
+            return f"no answer within {self.timeout:g} s"
+        except StorageNotReady as exc:
+            log.warning("readiness: storage: %s", exc)
+            return str(exc)
+        except Exception as exc:
+            log.warning("readiness: %s failed: %r", name, exc)
+            return f"unavailable ({type(exc).__name__})"
+        return "ok"

@@ -1,0 +1,58 @@
+"""``GET /metrics`` (Prometheus text format, scope ``metrics:read``) and ``GET /readyz``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from chunkd.frontends.http import dialect_route, principal, runtime
+from chunkd.frontends.native.errors import render_error
+from chunkd.metrics import CONTENT_TYPE, Metrics
+from chunkd.observability.readiness import Readiness
+
+__all__ = ["router"]
+
+log = logging.getLogger("chunkd.metrics")
+
+
+async def _render(_: Request, exc: Exception) -> Response | None:
+    return render_error(exc)
+
+
+router = APIRouter(tags=["operations"], route_class=dialect_route(_render))
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this node (scope metrics:read)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text exposition format."}},
+)
+async def metrics(request: Request) -> Response:
+    """Counters and histograms of this process (each node exposes its own: scrape every node),
+    and the number of PENDING uploads in the database."""
+    await principal(request, "metrics:read")
+    rt = runtime(request)
+    try:
+        pending: int | None = await rt.repo.count_pending()
+    except Exception:  # the database is away: still expose the counters, say so in the log
+        log.warning("metrics: counting pending uploads failed", exc_info=True)
+        pending = None
+    registry: Metrics = rt.metrics
+    return Response(registry.render(pending=pending), media_type=CONTENT_TYPE)
+
+
+@router.get("/readyz", summary="Readiness: the database and the storage answer", include_in_schema=True)
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the database and the storage both answer; 503 naming the part that does not.
+    Unauthenticated and not rate limited (for load balancers and orchestrators)."""
+    rt = runtime(request)
+    readiness: Readiness | None = rt.extras.get("readiness")
+    if readiness is None:
+        readiness = rt.extras["readiness"] = Readiness(rt, rt.settings.readyz_timeout_seconds)
+    checks = await readiness.check()
+    failing = sorted(name for name, result in checks.items() if result != "ok")
+    body = {"status": "unavailable" if failing else "ok", "failing": failing, "checks": checks}
+    return JSONResponse(body, status_code=503 if failing else 200, headers={"Cache-Control": "no-store"})

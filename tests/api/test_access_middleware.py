@@ -1,0 +1,123 @@
+"""The access-log middleware in process: it wraps everything (a 500 and a 429 are logged and counted
+by route template), and the batching log writer keeps every line in order."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from chunkd.app import create_app
+from chunkd.observability.access import log as access_log
+from chunkd.observability.logwriter import BatchingHandler
+from chunkd.settings import Settings
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def captured() -> Iterator[Lines]:
+    handler = Lines()
+    level = access_log.level
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        access_log.removeHandler(handler)
+        access_log.setLevel(level)
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, **changes: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    settings = Settings(
+        data_dir=tmp_path / "data", bootstrap_admin_key=False, fsync=False, log_format="json", **changes
+    )
+    app = create_app(settings)
+
+    @app.get("/boom", include_in_schema=False)
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield app, client
+
+
+async def test_a_500_is_logged_counted_and_carries_the_request_id(tmp_path: Path, captured: Lines) -> None:
+    async with running(tmp_path) as (app, client):
+        response = await client.get("/boom", headers={"X-Request-Id": "incident-1"})
+        assert response.status_code == 500
+        assert response.headers["x-request-id"] == "incident-1"
+        record = json.loads(captured.lines[-1])
+        assert (record["route"], record["status"], record["request_id"]) == ("/boom", 500, "incident-1")
+        text = app.state.metrics.render(pending=None).decode()
+        assert 'chunkd_http_requests_total{method="GET",route="/boom",status="500"} 1.0' in text
+
+
+async def test_a_429_is_counted_under_its_route_template(tmp_path: Path, captured: Lines) -> None:
+    async with running(tmp_path, rate_limits="read=1/minute") as (app, client):
+        file_path = "/v1/files/" + "B" * 22
+        assert (await client.get(file_path)).status_code == 401
+        assert (await client.get(file_path)).status_code == 429  # answered before routing
+        statuses = [(r["route"], r["status"]) for r in map(json.loads, captured.lines)]
+        assert statuses[-2:] == [("/v1/files/{file_id}", 401), ("/v1/files/{file_id}", 429)]
+        assert "B" * 22 not in app.state.metrics.render(pending=None).decode()
+
+
+async def test_request_ids_that_are_not_sane_are_replaced(tmp_path: Path, captured: Lines) -> None:
+    async with running(tmp_path) as (_, client):
+        for bad in ("x" * 129, "a b", 'quote"', "line\\nbreak", ""):
+            response = await client.get("/healthz", headers={"X-Request-Id": bad})
+            generated = response.headers["x-request-id"]
+            assert generated != bad and len(generated) == 32
+        assert all(json.loads(line)["request_id"] != "a b" for line in captured.lines)
+
+
+def test_batching_handler_keeps_order_and_flushes_on_close() -> None:
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, interval=3600)  # only close() writes here
+    logger = logging.getLogger("chunkd.test-batching")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for number in range(1000):
+            logger.warning("line %d", number)
+        assert stream.getvalue() == ""  # nothing written on the caller's thread
+        handler.close()
+        assert stream.getvalue().splitlines() == [f"line {n}" for n in range(1000)]
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_batching_handler_writes_again_after_being_closed() -> None:
+    """``logging.config.dictConfig`` (uvicorn calls it at start, after the app is made) closes every
+    existing handler but leaves it on its logger: lines after that must still be written."""
+    stream = io.StringIO()
+    handler = BatchingHandler(stream, interval=0.01)
+    handler.write("before")
+    handler.close()
+    assert stream.getvalue() == "before\n"
+    handler.write("after")
+    deadline = time.monotonic() + 30
+    while stream.getvalue() != "before\nafter\n" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stream.getvalue() == "before\nafter\n"
+    handler.close()

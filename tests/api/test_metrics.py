@@ -1,0 +1,141 @@
+"""GET /metrics after a scripted workload: exact counts, parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from chunkd.app import create_app
+from chunkd.metrics import Metrics
+from chunkd.settings import Settings
+from tests.conftest import Api
+
+TUS = {"Tus-Resumable": "1.0.0"}
+
+
+async def scrape(api: Api, key: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``{(sample name, labels): value}`` of one scrape."""
+    response = await api.client.get("/metrics", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain; version=")
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def test_metrics_count_a_scripted_workload_exactly(api: Api) -> None:
+    _, ops_key = await api.runtime.keys.create("ops", "metrics:read")
+    auth = api.auth("alice")
+    c = api.client
+    before = await scrape(api, ops_key)
+    assert value(before, "chunkd_uploads_pending") == 0
+    assert value(before, "chunkd_uploads_created_total", frontend="native") == 0
+
+    # Three native uploads of 10 bytes in parts of 4 (4 + 4 + 2): one completed, one cancelled, one left pending.
+    data = b"0123456789"
+    ids = []
+    for _ in range(3):
+        created = await c.post("/v1/files", json={"filename": "a.bin", "sizeBytes": 10, "partSize": 4}, headers=auth)
+        assert created.status_code == 201
+        ids.append(created.json()["id"])
+    done, cancelled, pending = ids
+    for number, chunk in enumerate((data[0:4], data[4:8], data[8:10]), start=1):
+        assert (await c.put(f"/v1/files/{done}/parts/{number}", content=chunk, headers=auth)).status_code == 200
+    assert (await c.put(f"/v1/files/{pending}/parts/1", content=data[:4], headers=auth)).status_code == 200
+    md5 = hashlib.md5(data).hexdigest()
+    assert (await c.post(f"/v1/files/{done}/complete", json={"md5": md5}, headers=auth)).status_code == 200
+    assert (await c.post(f"/v1/files/{cancelled}/cancel", headers=auth)).status_code == 200
+    missing = "A" * 22
+    assert (await c.get(f"/v1/files/{missing}", headers=auth)).status_code == 404
+    assert (await c.get("/no/such/route/at/all")).status_code == 404
+    # A tus upload of 7 bytes in two PATCHes, then deleted.
+    tus = await c.post("/files", headers={**TUS, **auth, "Upload-Length": "7"})
+    assert tus.status_code == 201
+    tus_id = tus.headers["location"].rsplit("/", 1)[1]
+    octets = {**TUS, **auth, "Content-Type": "application/offset+octet-stream"}
+    for offset, chunk in ((0, b"abc"), (3, b"defg")):
+        patched = await c.patch(f"/files/{tus_id}", content=chunk, headers={**octets, "Upload-Offset": str(offset)})
+        assert patched.status_code == 204
+    assert (await c.delete(f"/files/{tus_id}", headers={**TUS, **auth})).status_code == 204
+
+    after = await scrape(api, ops_key)
+    requests = "chunkd_http_requests_total"
+    part = "/v1/files/{file_id}/parts/{part_number}"
+    assert value(after, requests, route="/v1/files", method="POST", status="201") == 3
+    assert value(after, requests, route=part, method="PUT", status="200") == 4
+    assert value(after, requests, route="/v1/files/{file_id}/complete", method="POST", status="200") == 1
+    assert value(after, requests, route="/v1/files/{file_id}/cancel", method="POST", status="200") == 1
+    # Route templates, never raw paths: the missing id is not a label value; unknown paths share one.
+    assert value(after, requests, route="/v1/files/{file_id}", method="GET", status="404") == 1
+    assert value(after, requests, route="unmatched", method="GET", status="404") == 1
+    assert value(after, requests, route="/files/{file_id}", method="PATCH", status="204") == 2
+    assert value(after, requests, route="/metrics", method="GET", status="200") == 1  # the first scrape
+    assert not any(missing in str(labels) or tus_id in str(labels) for _, labels in after)
+    assert value(after, "chunkd_http_request_duration_seconds_count", route=part) == 4
+    assert value(after, "chunkd_http_request_duration_seconds_bucket", route=part, le="+Inf") == 4
+
+    # Upload body bytes only (the JSON bodies of create and complete are not file bytes).
+    assert value(after, "chunkd_bytes_received_total", frontend="native") == 10 + 4
+    assert value(after, "chunkd_bytes_received_total", frontend="tus") == 7
+    assert value(after, "chunkd_uploads_created_total", frontend="native") == 3
+    assert value(after, "chunkd_uploads_created_total", frontend="tus") == 1
+    finished = "chunkd_uploads_finished_total"
+    assert value(after, finished, frontend="native", status="completed") == 1
+    assert value(after, finished, frontend="native", status="cancelled") == 1
+    assert value(after, finished, frontend="tus", status="completed") == 1  # its last PATCH finished it
+    assert value(after, finished, frontend="tus", status="deleted") == 1
+    assert value(after, "chunkd_uploads_pending") == 1
+
+    # Expiry is counted too (the reaper's work, run here by hand with the clock moved on).
+    later = datetime.now(UTC) + api.runtime.uploads.config.ttl * 2
+    api.runtime.uploads.clock = lambda: later
+    assert await api.runtime.uploads.expire_due() == 1
+    expired = await scrape(api, ops_key)
+    assert value(expired, finished, frontend="native", status="expired") == 1
+    assert value(expired, "chunkd_uploads_pending") == 0
+
+
+async def test_metrics_need_the_metrics_read_scope(api: Api) -> None:
+    anonymous = await api.client.get("/metrics")
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"]
+    files_only = await api.client.get("/metrics", headers=api.auth("alice"))
+    assert files_only.status_code == 403 and "metrics:read" in files_only.json()["error"]["message"]
+    _, ops_key = await api.runtime.keys.create("ops", "metrics:read")
+    # metrics:read grants nothing else.
+    assert (await api.client.get("/v1/files", headers={"Authorization": f"Bearer {ops_key}"})).status_code == 403
+
+
+async def test_webhook_and_hook_counters_keep_label_values_bounded(api: Api) -> None:
+    metrics = api.runtime.metrics
+    metrics.webhook_delivery("delivered")
+    metrics.webhook_delivery("delivered")
+    metrics.webhook_delivery("teapot")  # not a known result: counted as "other"
+    metrics.hook_invocation("pre-create", "rejected")
+    metrics.hook_invocation("made-up-hook", "accepted")
+    _, ops_key = await api.runtime.keys.create("ops", "metrics:read")
+    samples = await scrape(api, ops_key)
+    assert value(samples, "chunkd_webhook_deliveries_total", result="delivered") == 2
+    assert value(samples, "chunkd_webhook_deliveries_total", result="failed") == 0
+    assert value(samples, "chunkd_webhook_deliveries_total", result="other") == 1
+    assert value(samples, "chunkd_hook_invocations_total", hook="pre-create", result="rejected") == 1
+    assert value(samples, "chunkd_hook_invocations_total", hook="other", result="accepted") == 1
+    assert not any("teapot" in str(labels) or "made-up" in str(labels) for _, labels in samples)
+
+
+async def test_each_app_has_its_own_registry(settings: Settings, tmp_path: Path) -> None:
+    first, second = create_app(settings), create_app(settings.model_copy(update={"data_dir": tmp_path / "other"}))
+    a: Metrics = first.state.metrics
+    b: Metrics = second.state.metrics
+    a.webhook_delivery("delivered")
+    assert a.registry is not b.registry
+    assert b'chunkd_webhook_deliveries_total{result="delivered"} 1.0' in a.render(pending=None)
+    assert b'chunkd_webhook_deliveries_total{result="delivered"} 0.0' in b.render(pending=None)

@@ -1,0 +1,141 @@
+"""The access log of a real ``chunkd serve`` process: one line per request, in text or JSON, the
+request id echoed, and no credential of any kind (API key, signed URL, access token) in it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tests.support.server import ChunkdServer
+
+pytestmark = pytest.mark.e2e
+
+FIELDS = {
+    "time",
+    "request_id",
+    "client",
+    "method",
+    "route",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+    "owner",
+    "upload_id",
+}
+
+
+def access_lines(server: ChunkdServer, count: int, *, json_lines: bool) -> list[str]:
+    """The server's access-log lines but those of ``start()``'s /healthz polls, once at least
+    ``count`` are written (each is written just after its response is sent, so the last one may
+    trail the client by a moment)."""
+    deadline = time.monotonic() + 30
+    while True:
+        text = server.log.read_text(errors="replace")
+        if json_lines:
+            lines = [line for line in text.splitlines() if line.startswith('{"time":')]
+        else:
+            lines = [line for line in text.splitlines() if line.startswith("time=")]
+        lines = [line for line in lines if "/healthz" not in line]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.02)
+
+
+def test_json_access_log_has_every_field_and_no_secret(tmp_path: Path) -> None:
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_LOG_FORMAT": "json", "CHUNKD_FSYNC": "false"})
+    server.start()
+    try:
+        key = server.create_key("alice")
+        key_id, key_secret = key.split("_")[1], key.split("_", 2)[2]
+        with httpx.Client(base_url=server.url) as client:
+            created = client.post(
+                "/v1/files",
+                json={"filename": "a.bin", "sizeBytes": 5},
+                headers={"Authorization": f"Bearer {key}", "X-Request-Id": "trace-42.a:b"},
+            )
+            assert created.status_code == 201
+            assert created.headers["x-request-id"] == "trace-42.a:b"
+            file_id = created.json()["id"]
+            upload_url = created.json()["uploadUrl"]
+            signature = parse_qs(urlsplit(upload_url).query)["signature"][0]
+            # The signed URL: no credentials, the signature in the query string.
+            put = client.put(upload_url, content=b"hello", headers={"X-Request-Id": "bad id\twith tab"})
+            assert put.status_code in (200, 201), put.text
+            generated = put.headers["x-request-id"]
+            assert re.fullmatch(r"[0-9a-f]{32}", generated)
+            token = client.post("/v1/auth/token", headers={"X-API-Key": key}).json()["accessToken"]
+            got = client.get(f"/v1/files/{file_id}", headers={"Authorization": f"Bearer {token}"})
+            assert got.status_code == 200
+            basic = base64.b64encode(f"{key_id}:{key_secret}".encode()).decode()
+            assert client.get("/v1/files", headers={"Authorization": f"Basic {basic}"}).status_code == 200
+            assert client.get(f"/v1/files/{file_id}?signature=leaked-on-purpose").status_code == 401
+            assert client.get("/nowhere/" + "x" * 50).status_code == 404
+
+        lines = access_lines(server, 7, json_lines=True)
+        assert len(lines) == 7, lines
+        records = [json.loads(line) for line in lines]
+        for record in records:
+            assert set(record) == FIELDS
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"])
+            assert record["duration_ms"] >= 0 and record["client"] == "127.0.0.1"
+        create, signed_put, token_call, get, listing, bad_signature, unknown = records
+        assert create["request_id"] == "trace-42.a:b"
+        assert (create["method"], create["route"], create["status"], create["owner"]) == (
+            "POST",
+            "/v1/files",
+            201,
+            "alice",
+        )
+        assert create["bytes_out"] == len(created.content) and create["bytes_in"] > 0
+        assert signed_put["request_id"] == generated
+        assert signed_put["route"] == "/v1/files/{file_id}/content"
+        assert signed_put["upload_id"] == file_id and signed_put["bytes_in"] == 5
+        assert token_call["route"] == "/v1/auth/token" and token_call["owner"] == "alice"
+        assert get["upload_id"] == file_id and get["owner"] == "alice" and get["status"] == 200
+        assert listing["owner"] == "alice" and listing["route"] == "/v1/files"
+        assert bad_signature["status"] == 401 and bad_signature["owner"] is None
+        assert unknown["route"] == "unmatched" and unknown["status"] == 404
+
+        log = server.log.read_text()
+        for secret in (key, key_secret, signature, token, basic, "leaked-on-purpose", "bad id"):
+            assert secret not in log, f"a credential reached the log: {secret[:12]}…"
+        assert "?" not in "".join(r["route"] for r in records)
+    finally:
+        server.kill()
+
+
+def test_text_access_log_is_logfmt(tmp_path: Path) -> None:
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_FSYNC": "false"})
+    server.start()
+    try:
+        key = server.create_key("bob")
+        response = httpx.get(f"{server.url}/v1/files", headers={"X-API-Key": key, "X-Request-Id": "req-7"})
+        assert response.status_code == 200 and response.headers["x-request-id"] == "req-7"
+        (line,) = access_lines(server, 1, json_lines=False)
+        pattern = (
+            r"time=\S+Z request_id=req-7 client=127\.0\.0\.1 method=GET route=/v1/files status=200 "
+            r"bytes_in=0 bytes_out=\d+ duration_ms=[\d.]+ owner=bob upload_id=-"
+        )
+        assert re.fullmatch(pattern, line), line
+        assert key not in server.log.read_text()
+    finally:
+        server.kill()
+
+
+def test_access_log_can_be_turned_off(tmp_path: Path) -> None:
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_ACCESS_LOG": "false"})
+    server.start()
+    try:
+        assert httpx.get(f"{server.url}/readyz").headers["x-request-id"]  # ids are still given
+        server.stop()
+        assert "route=" not in server.log.read_text()
+    finally:
+        server.kill()
