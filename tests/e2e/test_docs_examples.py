@@ -10,7 +10,9 @@ out (``tests/support/docblocks.py``)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -62,6 +64,7 @@ def _workspace(tmp: Path, server: ChunkdServer, key: str) -> tuple[Path, dict[st
         "CHUNKD_URL": server.url,
         "CHUNKD_KEY": key,
         "KEY": key,
+        "XDG_STATE_HOME": str(work / ".state"),  # the client's resume records, private to this run
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     return work, env
@@ -79,10 +82,49 @@ def _run_shell(
     )
 
 
-def _run_python(code: str, work: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=180, check=False
-    )
+# The Python blocks of a document run in one interpreter, one after the other in one namespace (as in
+# a REPL session), so a block may use what an earlier one defined; each is reported on its own.
+PYTHON_SESSION = """
+import json, sys, traceback
+namespace = {"__name__": "__main__"}
+for number, code in enumerate(json.load(open(sys.argv[1]))):
+    print(f"@@block {number}", flush=True)
+    try:
+        exec(compile(code, f"<block {number}>", "exec"), namespace)
+    except BaseException:
+        traceback.print_exc()
+        print(f"@@failed {number}", flush=True)
+        sys.exit(1)
+"""
+
+
+class PythonSession:
+    """The Python blocks of one document, run together on first use."""
+
+    def __init__(self, blocks: list[str], work: Path, env: dict[str, str]) -> None:
+        self.blocks, self.work, self.env = blocks, work, env
+        self.failed: int | None = None
+        self.output = ""
+        self.started = False
+
+    def result(self, index: int) -> tuple[bool, str]:
+        if not self.started:
+            self.started = True
+            source = self.work / ".python-blocks.json"
+            source.write_text(json.dumps(self.blocks))
+            done = subprocess.run(
+                [sys.executable, "-c", PYTHON_SESSION, str(source)],
+                cwd=self.work,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            self.output = done.stdout[-3000:] + "\n--- stderr ---\n" + done.stderr[-3000:]
+            failed = [int(n) for n in re.findall(r"^@@failed (\d+)$", done.stdout, re.M)]
+            self.failed = failed[0] if failed else (None if done.returncode == 0 else 0)
+        return (self.failed is None or index < self.failed), self.output
 
 
 def _run_document(path: Path, server: ChunkdServer, key: str, tmp: Path) -> tuple[list[str], list[str], list[str]]:
@@ -92,19 +134,23 @@ def _run_document(path: Path, server: ChunkdServer, key: str, tmp: Path) -> tupl
     failed: list[str] = []
     work, env = _workspace(tmp, server, key)
     state = work / ".shell-state"
-    for block in blocks_of(path):
+    blocks = blocks_of(path)
+    python_blocks = [b for b in blocks if b.language == "python" and b.skip is None]
+    python = PythonSession([_substitute(b.code, server.port) for b in python_blocks], work, env)
+    for block in blocks:
         if block.skip is not None:
             skipped.append(f"{block.where} ({block.language}): {block.skip}")
             continue
         code = _substitute(block.code, server.port)
-        done = _run_shell(block, code, work, env, state) if block.language == "sh" else _run_python(code, work, env)
-        if done.returncode == 0:
+        if block.language == "sh":
+            done = _run_shell(block, code, work, env, state)
+            ok, output = done.returncode == 0, f"{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}"
+        else:
+            ok, output = python.result(python_blocks.index(block))
+        if ok:
             ran.append(f"{block.where} ({block.language})")
         else:
-            failed.append(
-                f"{block.where} ({block.language}) exited {done.returncode}\n--- code ---\n{code}\n"
-                f"--- stdout ---\n{done.stdout[-3000:]}\n--- stderr ---\n{done.stderr[-3000:]}"
-            )
+            failed.append(f"{block.where} ({block.language}) failed\n--- code ---\n{code}\n--- output ---\n{output}")
             break  # later blocks of the document build on this one
     return ran, skipped, failed
 

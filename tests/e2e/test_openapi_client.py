@@ -22,9 +22,11 @@ from io import BytesIO
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.support.media_files import make_png
 from tests.support.server import ChunkdServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +46,8 @@ def _generator() -> str | None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChunkdServer]:
     base = tmp_path_factory.mktemp("openapi-client")
-    running = ChunkdServer(base / "data", env={"CHUNKD_FSYNC": "false", "CHUNKD_MIN_PART_SIZE": "1"})
+    env = {"CHUNKD_FSYNC": "false", "CHUNKD_MIN_PART_SIZE": "1", "CHUNKD_ASSET_PART_SIZE": "100000"}
+    running = ChunkdServer(base / "data", env=env)
     running.start()
     try:
         yield running
@@ -155,3 +158,112 @@ def test_generated_client_whole_body_put(server: ChunkdServer, generated: Module
     assert isinstance(finished, models.FileCompleteResponse) and finished.status == "COMPLETED", finished
     downloaded = _api(generated, "download_v1").sync(created.id, client=client)
     assert isinstance(downloaded, types.File) and hashlib.md5(downloaded.payload.read()).hexdigest() == md5
+
+
+def _signed(url: str) -> tuple[str, str]:
+    query = parse_qs(urlsplit(url).query)
+    return query["expires"][0], query["signature"][0]
+
+
+@pytest.mark.e2e
+def test_generated_client_media_chunks(server: ChunkdServer, generated: ModuleType) -> None:
+    """django-chunked-upload's flow: multipart chunks with Content-Range, then complete with the MD5."""
+    models = importlib.import_module(f"{PACKAGE}.models")
+    types = importlib.import_module(f"{PACKAGE}.types")
+    client = generated.AuthenticatedClient(base_url=server.url, token=server.create_key("carol"))
+    png = make_png(60, 40)
+    half = len(png) // 2
+    chunk = _api(generated, "upload_chunk")
+    first = chunk.sync(
+        client=client,
+        body=models.UploadChunkApiV2MediaUploadChunkPostBody(image=types.File(payload=BytesIO(png[:half]))),
+        content_range=f"bytes 0-{half - 1}/{len(png)}",
+    )
+    assert not isinstance(first, models.MediaError) and first is not None, first
+    upload_id = first["upload_id"]
+    second = chunk.sync(
+        client=client,
+        body=models.UploadChunkApiV2MediaUploadChunkPostBody(
+            upload_id=upload_id, image=types.File(payload=BytesIO(png[half:]), file_name="dot.png")
+        ),
+        content_range=f"bytes {half}-{len(png) - 1}/{len(png)}",
+    )
+    assert not isinstance(second, models.MediaError) and second["offset"] == len(png), second
+    body = models.CompleteUploadApiV2MediaUploadCompletePostBody(upload_id=upload_id, md5=hashlib.md5(png).hexdigest())
+    media = _api(generated, "complete_upload").sync(client=client, body=body)
+    assert not isinstance(media, models.MediaError) and media is not None, media
+    assert media["type"] == "image" and media["image_width"] == 60
+    downloaded = _api(generated, "media_file").sync(media["id"], client=client)
+    assert isinstance(downloaded, types.File) and downloaded.payload.read() == png
+
+
+@pytest.mark.e2e
+def test_generated_client_asset_multipart(server: ChunkdServer, generated: ModuleType) -> None:
+    """The asset flow: create, PUT each part to its signed URL (ETag back), complete with the etags."""
+    models = importlib.import_module(f"{PACKAGE}.models")
+    types = importlib.import_module(f"{PACKAGE}.types")
+    client = generated.AuthenticatedClient(base_url=server.url, token=server.create_key("dave"))
+    data = os.urandom(250_000)
+    created = _api(generated, "create_asset").sync(
+        client=client, body=models.CreateAsset(filename="asset.bin", filesize=len(data))
+    )
+    assert not isinstance(created, models.AssetError) and created is not None, created
+    assert created["multipart"] is True
+    put_part = _api(generated, "put_part_asset")
+    parts = []
+    for entry in created["parts"]:
+        number, (expires, signature) = entry["partNumber"], _signed(entry["uploadUrl"])
+        piece = data[(number - 1) * created["partSize"] : number * created["partSize"]]
+        answer = put_part.sync_detailed(
+            created["fileId"],
+            number,
+            client=client,
+            body=types.File(payload=BytesIO(piece)),
+            expires=expires,
+            signature=signature,
+        )
+        assert answer.status_code == 200, answer.content
+        parts.append(models.PartRef(part_number=number, etag=answer.headers["etag"]))
+    done = _api(generated, "complete_asset").sync(
+        client=client,
+        body=models.CompleteAsset(
+            file_id=created["fileId"], action="complete", upload_id=created["uploadId"], parts=parts
+        ),
+    )
+    assert not isinstance(done, models.AssetError) and done is not None and done["status"] == "success", done
+    view = _api(generated, "download_v1").sync(created["fileId"], client=client)
+    assert (
+        isinstance(view, types.File) and hashlib.md5(view.payload.read()).hexdigest() == hashlib.md5(data).hexdigest()
+    )
+
+
+@pytest.mark.e2e
+def test_generated_client_fine_uploader_chunks(server: ChunkdServer, generated: ModuleType) -> None:
+    """The pm flow (seeds 000/001): multipart chunks (qqfile after the fields), then ?done."""
+    models = importlib.import_module(f"{PACKAGE}.models")
+    types = importlib.import_module(f"{PACKAGE}.types")
+    client = generated.AuthenticatedClient(base_url=server.url, token=server.create_key("erin"))
+    data = os.urandom(5_000)
+    upload = _api(generated, "upload_api_v2_pm")
+    file_uuid: str | Any = types.UNSET
+    for index in (0, 1):
+        piece = data[index * 3_000 : (index + 1) * 3_000]
+        body = models.UploadApiV2PmUploadPostFilesBody(
+            qquuid=file_uuid,
+            qqpartindex=index,
+            qqtotalparts=2,
+            qqchunksize=len(piece),
+            qqpartbyteoffset=index * 3_000,
+            qqfile=types.File(payload=BytesIO(piece), file_name="blob"),
+        )
+        answer = upload.sync(client=client, body=body)
+        assert not isinstance(answer, models.FineUploaderError) and answer is not None, answer
+        file_uuid = answer.file_uuid
+    done = upload.sync(
+        client=client,
+        body=models.UploadApiV2PmUploadPostDataBody(qquuid=file_uuid, qqfilename="pm.bin", qqtotalparts=2),
+        done="",
+    )
+    assert not isinstance(done, models.FineUploaderError) and done is not None and done.success, done
+    downloaded = _api(generated, "download_api_v2_pm_upload_file_uuid").sync(file_uuid, client=client)
+    assert isinstance(downloaded, types.File) and downloaded.payload.read() == data

@@ -6,8 +6,8 @@ on the line right before it::
 
     <!-- docs-test: skip needs PostgreSQL and S3 -->
 
-Blocks in other languages (``nginx``, ``js``, ``json``, none) are not examples of commands and are
-left out.
+``no-test`` in the fence's info string (```` ```sh no-test ````) skips a block too. Blocks in other
+languages (``nginx``, ``js``, ``json``, none) are not examples of commands and are left out.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ SHELL = frozenset({"sh", "bash", "shell"})
 PYTHON = frozenset({"python", "py"})
 RUNNABLE = SHELL | PYTHON
 
-_FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
+_FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)(.*)$")
+# An info string word that marks a block the tests do not run (docs/client.md's convention).
+_NO_TEST = "no-test"
 _DIRECTIVE = re.compile(r"^\s*<!--\s*docs-test:\s*(\w+)\s*(.*?)\s*-->\s*$")
 
 
@@ -55,7 +57,7 @@ def blocks_of(path: Path) -> list[Block]:
         if not match:
             i += 1
             continue
-        indent, fence, language = match.groups()
+        indent, fence, language, info = match.groups()
         start = i
         i += 1
         body: list[str] = []
@@ -75,6 +77,8 @@ def blocks_of(path: Path) -> list[Block]:
             if directive.group(1) != "skip":
                 raise ValueError(f"{path}:{before + 1}: unknown docs-test directive {directive.group(1)!r}")
             skip = directive.group(2) or "marked skip"
+        elif _NO_TEST in info.split():
+            skip = "marked no-test (it sets what the test provides: CHUNKD_URL, CHUNKD_KEY)"
         found.append(
             Block(path, start + 1, "sh" if language in SHELL else "python", textwrap.dedent("\n".join(body)), skip)
         )

@@ -61,7 +61,7 @@ class Authenticator:
         api_key = headers.get("x-api-key")
         access_token = headers.get("accesstoken")
         principals: list[Principal] = []
-        if authorization:
+        if authorization is not None:
             scheme, _, value = authorization.strip().partition(" ")
             value = value.strip()
             if scheme.lower() == "bearer" and value:
@@ -76,9 +76,13 @@ class Authenticator:
                 principals.append(await self.keys.verify_pair(user, password))
             else:
                 raise Unauthenticated("unsupported Authorization scheme; use Bearer or Basic")
-        if api_key:
+        # A credential header that is present must hold a valid credential, even an empty one: a
+        # request that sends one is refused rather than judged by its other credentials alone.
+        if api_key is not None:
             principals.append(await self.keys.verify(api_key.strip()))
-        if access_token:
+        if access_token is not None:
+            if not access_token.strip():
+                raise Unauthenticated("the AccessToken header is empty")
             principals.append(await self._bearer(access_token.strip()))
         if not principals:
             raise Unauthenticated("credentials required: Authorization: Bearer <key>, or X-API-Key")

@@ -19,7 +19,7 @@ from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from starlette.responses import JSONResponse, Response
 
 from chunkd.auth.principal import Principal
@@ -55,7 +55,7 @@ Signature = Annotated[str | None, Query(max_length=100)]
 class CreateAsset(BaseModel):
     model_config = ConfigDict(extra="ignore")
     filename: StrictStr = Field(min_length=1, max_length=1024)
-    filesize: int = Field(ge=0)
+    filesize: StrictInt = Field(ge=0)  # strict: JSON false is not a size of 0
     originalFileId: StrictStr | None = Field(None, max_length=256)
 
     @field_validator("originalFileId")
@@ -77,7 +77,7 @@ class CompleteAsset(BaseModel):
     model_config = ConfigDict(extra="ignore")
     fileId: StrictStr = Field(min_length=1, max_length=64)
     filename: StrictStr | None = Field(None, max_length=1024)
-    filesize: int | None = Field(None, ge=0)
+    filesize: StrictInt | None = Field(None, ge=0)
     action: StrictStr
     originalFileId: StrictStr | None = Field(None, max_length=256)
     uploadId: StrictStr | None = Field(None, max_length=256)

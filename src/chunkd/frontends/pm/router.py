@@ -88,9 +88,10 @@ UPLOAD_OPENAPI: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["qqfile"],
+                    # qqfile is required (400 naming it otherwise) but not listed as such: generated
+                    # clients (openapi-python-client) write required fields first, and the fields that
+                    # place a chunk must come before its bytes.
                     "properties": {
-                        "qqfile": {"type": "string", "format": "binary", "description": "The chunk (last part)."},
                         "qquuid": _field("The file's uuid; required when qqpartindex > 0 (issued if absent)."),
                         "qqpartindex": _field("0-based chunk index; absent for a whole small file.", "integer"),
                         "qqtotalparts": _field("Number of chunks.", "integer"),
@@ -99,6 +100,8 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                         "qqpartbyteoffset": _field("Byte offset of this chunk.", "integer"),
                         "qqchunksize": _field("Size of this chunk in bytes.", "integer"),
                         "qqfilename": _field("Name of the file."),
+                        # Last: the fields that place the bytes must come before them.
+                        "qqfile": {"type": "string", "format": "binary", "description": "The chunk (last part)."},
                     },
                 }
             },
@@ -122,7 +125,20 @@ UPLOAD_OPENAPI: dict[str, Any] = {
     "responses": {
         "200": {
             "description": "A chunk: {file_uuid, success}. A whole file or ?done: {file_url, file_uuid, success}.",
-            "content": {"application/json": {"example": {"file_uuid": "string", "success": True}}},
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file_uuid", "success"],
+                        "properties": {
+                            "file_uuid": _field("The file's qquuid (issued by the first chunk when it had none)."),
+                            "file_url": _field("The file's URL, once it is complete."),
+                            "success": {"type": "boolean"},
+                        },
+                    },
+                    "example": {"file_uuid": "string", "success": True},
+                }
+            },
         },
         "400": {"description": 'Fine Uploader error shape: {"success": false, "error", "preventRetry": true}'},
     },
