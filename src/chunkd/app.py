@@ -18,6 +18,7 @@ from chunkd.frontends.media.router import router as media_router
 from chunkd.frontends.native.auth import keys_router, seed_token_router, token_router
 from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
+from chunkd.frontends.openapi import install_openapi
 from chunkd.frontends.pm.router import router as pm_router
 from chunkd.frontends.tus import build_router as build_tus_router
 from chunkd.memory import limit_malloc_arenas
@@ -108,6 +109,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await open_runtime(settings, metrics=metrics)
         app.state.chunkd = runtime
+        log.info(
+            "storage %s, capabilities: %s",
+            settings.storage,
+            ", ".join(runtime.uploads.caps.names()) or "none beyond the required interface",
+        )
         if settings.bootstrap_admin_key:
             token = await bootstrap_admin_key(runtime)
             if token:
@@ -151,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness only: the process answers (readiness, with dependencies: /readyz)."""
         return {"status": "ok"}
 
+    install_openapi(app)
     install_docs(app, title="chunkd")
     install_guards(app, settings)
     app.add_middleware(SecurityHeaders)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chunkd.auth.authenticator import Authenticator
+from chunkd.auth.key_cache import CachedKeys
 from chunkd.auth.keys import KeyService
 from chunkd.auth.principal import ALL_SCOPES
 from chunkd.auth.signing import UrlSigner
@@ -78,9 +79,11 @@ class Runtime:
     keys: KeyService
     authenticator: Authenticator
     signer: UrlSigner
+    media: MediaService
     tokens: AccessTokens | None = None
     # This process's metrics (see chunkd.metrics): webhooks and hooks count into it too.
     metrics: Metrics = field(default_factory=lambda: Metrics(process_metrics=False))
+    # Per-process state a frontend keeps beside the runtime (tus: the request writing each upload).
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
@@ -116,10 +119,11 @@ async def open_runtime(
     blobs: BlobStore = _load(BLOB_STORES[settings.storage])(settings)
     locks = build_locks(settings)
     uploads = UploadService(repo, blobs, locks, settings.engine_config())
-    keys = KeyService(repo)
+    cached_keys = CachedKeys(repo)  # revocation reaches every node within its 1 s lifetime
+    keys = KeyService(cached_keys)
     secret = server_secret(settings)
     signer = UrlSigner(secret)
-    tokens = AccessTokens.from_settings(settings, repo, secret)
+    tokens = AccessTokens.from_settings(settings, cached_keys, secret)
     metrics = metrics or Metrics(process_metrics=False)
     uploads.subscribe(metrics.on_upload_event)
     return Runtime(
@@ -133,7 +137,7 @@ async def open_runtime(
         signer=signer,
         tokens=tokens,
         metrics=metrics,
-        extras={"media": build_media(settings, engine, uploads)},
+        media=build_media(settings, engine, uploads),
     )
 
 

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     )
     storage: Literal["local", "s3"] = Field("local", description="Where bytes go: local disk or S3-compatible.")
     fsync: bool = Field(True, description="fsync parts before acknowledging them (turn off only for tests).")
+    min_free_bytes: int = Field(
+        64 * MiB,
+        ge=0,
+        description="Local storage: bytes kept free on the blob volume; new upload bytes are refused with 507 below "
+        "it, so the metadata database always has room to commit (0: off).",
+    )
     migrate_on_start: bool = Field(True, description="Apply database migrations when the server starts.")
     secret: SecretStr | None = Field(
         None,
@@ -124,7 +130,9 @@ class Settings(BaseSettings):
 
     # ---- abuse protection ----
     rate_limits: str = Field(
-        "read=1200/minute;write=600/minute;upload=30000/minute",
+        # Sized so one well-behaved client at full speed is never throttled: 1,000 small files a minute
+        # through create + part + complete is 2,000 writes; many small parts or PATCHes a second are uploads.
+        "read=12000/minute;write=6000/minute;upload=60000/minute",
         description="Per-principal limits by category in the `limits` library's notation, `category=limit[,limit]` "
         "separated by ';'. Categories: read, write, upload (requests whose body is file bytes: parts, chunks, "
         "PATCHes; counted as write when not given), and optionally bytes (request body bytes of uploads, e.g. "

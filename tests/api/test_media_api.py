@@ -241,7 +241,14 @@ async def test_first_chunk_not_at_zero_creates_nothing(api: Api) -> None:
 
 
 async def test_chunk_request_validation(api: Api) -> None:
-    no_range = await api.client.post(CHUNK_PATH, files={"image": ("p.png", b"x")}, headers=api.auth())
+    # Without Content-Range a chunk is a whole file; a later chunk of a started upload needs it.
+    started = await api.client.post(CHUNK_PATH, files={"image": ("p.png", b"x")}, headers=chunk_headers(api, 0, 0, 2))
+    no_range = await api.client.post(
+        CHUNK_PATH,
+        data={"upload_id": started.json()["upload_id"]},
+        files={"image": ("p.png", b"y")},
+        headers=api.auth(),
+    )
     assert no_range.status_code == 400 and no_range.json()["field"] == "Content-Range"
     bad_range = await api.client.post(CHUNK_PATH, files={"image": ("p.png", b"x")}, headers=chunk_headers(api, 5, 2, 9))
     assert bad_range.status_code == 400 and bad_range.json()["field"] == "Content-Range"
@@ -307,7 +314,7 @@ async def test_size_limits_are_413_at_the_first_chunk(api: Api) -> None:
 
 
 async def test_declared_type_checks_its_own_size_limit(api: Api) -> None:
-    media = api.runtime.extras["media"]
+    media = api.runtime.media
     media.limits = dataclasses.replace(media.limits, image_bytes=300_000)
     pdf = make_pdf(padding=310_000)
     upload_id = await chunked_upload(api.client, pdf, "scan.pdf", api.auth(), field="document")
@@ -464,3 +471,30 @@ async def test_a_second_file_part_is_refused_and_nothing_kept(api: Api) -> None:
     assert "one file part" in second.text
     status = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
     assert status["bytesReceived"] == 100  # the refused request kept nothing
+
+
+async def test_small_file_without_content_range_is_the_whole_file(api: Api) -> None:
+    """jQuery File Upload sends no Content-Range for a file smaller than one chunk (the media API's
+    protocol comes from django-chunked-upload, which takes such a chunk as the whole file)."""
+    png = make_png(20, 10)
+    assert len(png) < CHUNK
+    response = await api.client.post(CHUNK_PATH, files={"image": ("small.png", png, "image/png")}, headers=api.auth())
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert set(body) == {"upload_id", "offset", "expires"} and body["offset"] == len(png)
+    pending = await file_status(api, body["upload_id"])
+    assert pending["status"] == "PENDING" and pending["sizeBytes"] == len(png)
+    done = await api.client.post(
+        COMPLETE_PATH, data={"upload_id": body["upload_id"], "md5": hashlib.md5(png).hexdigest()}, headers=api.auth()
+    )
+    assert done.status_code == 201, done.text
+    assert_media(done.json(), type="image", width=20, height=10)
+    assert (await api.client.get(done.json()["image"])).content == png
+
+
+async def test_whole_file_without_content_range_is_at_most_one_chunk(api: Api) -> None:
+    big = os.urandom(CHUNK + 1)
+    response = await api.client.post(CHUNK_PATH, files={"image": ("big.png", big)}, headers=api.auth())
+    assert response.status_code == 413, response.text
+    assert response.json()["field"] == "image"
+    assert (await api.client.get("/v1/files", headers=api.auth())).json()["data"] == []

@@ -247,7 +247,9 @@ async def test_done_errors_leave_the_upload_resumable(api: Api) -> None:
         return await api.client.post("/api/v2/pm/upload/?done", data=fields, headers=api.auth())
 
     body = assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin"), 409)
-    assert body["code"] == "missing_parts" and body["missingParts"] == [3]
+    # Fine Uploader's numbering: chunk indexes from 0 (the engine's part 4 is qqpartindex 3).
+    assert body["code"] == "missing_parts" and body["missingParts"] == [2]
+    assert "2" in body["error"] and "3" not in body["error"]
     await upload_chunks(api, data, file_uuid, order=[2])
     wrong = assert_fine_uploader_error(await done(qquuid=file_uuid, qqfilename="f.bin", qqmd5="0" * 32), 400, "qqmd5")
     assert wrong["code"] == "checksum_mismatch"
@@ -295,8 +297,6 @@ async def test_chunk_errors(api: Api) -> None:
     assert_fine_uploader_error(await chunk(wrong_total, piece), 400, "qqtotalfilesize")
     bad_uuid = [(k, "../../etc" if k == "qquuid" else v) for k, v in good]
     assert_fine_uploader_error(await chunk(bad_uuid, piece), 400, "qquuid")
-    no_size = [(k, v) for k, v in chunk_fields(data, 0, str(uuid.uuid4())) if k != "qqtotalfilesize"]
-    assert_fine_uploader_error(await chunk(no_size, data[:CHUNK]), 400, "qqtotalfilesize")
     truncated = form(good, piece)[:-200]
     assert_fine_uploader_error(await post_form(api, truncated), 400)
     # None of those stored a byte: the upload still has exactly chunk 0.
@@ -348,3 +348,107 @@ async def test_delete_cancels_pending_and_removes_completed(api: Api) -> None:
     assert deleted.status_code == 200
     assert_fine_uploader_error(await api.client.get(f"/api/v2/pm/upload/{done_uuid}", headers=api.auth()), 404)
     assert (await api.runtime.uploads.find("alice", "pm", done_uuid)) is None
+
+
+def seed_chunk_fields(index: int, total: int, file_uuid: str | None) -> list[tuple[str, str]]:
+    """What the seed requires of a chunk, and nothing it marks optional bar the chunk size (which
+    says where the bytes go): no qqtotalfilesize, no qqpartbyteoffset, no qqfilename."""
+    fields = [("qqpartindex", str(index)), ("qqtotalparts", str(total)), ("qqchunksize", str(CHUNK))]
+    if index > 0:
+        assert file_uuid is not None
+        fields.insert(0, ("qquuid", file_uuid))
+    return fields
+
+
+async def test_seed_literal_client_without_qqtotalfilesize(api: Api) -> None:
+    """qqtotalfilesize is optional in the seed: the size is learnt from the last chunk."""
+    data = os.urandom(3 * CHUNK + 321)
+    first = await post_form(api, form(seed_chunk_fields(0, 4, None), data[:CHUNK]))
+    assert first.status_code == 200, first.text
+    file_uuid = first.json()["file_uuid"]
+    for index in (1, 2, 3):
+        piece = data[index * CHUNK : (index + 1) * CHUNK]
+        response = await post_form(api, form(seed_chunk_fields(index, 4, file_uuid), piece))
+        assert response.json() == {"file_uuid": file_uuid, "success": True}, response.text
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.size_bytes == len(data)
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done/",
+        data={"qquuid": file_uuid, "qqfilename": "seed.bin", "qqtotalparts": "4"},
+        headers=api.auth(),
+    )
+    assert done.status_code == 200, done.text
+    got = await api.client.get(done.json()["file_url"], headers=api.auth())
+    assert got.content == data
+
+
+async def test_without_qqtotalfilesize_out_of_order_and_errors(api: Api) -> None:
+    data = os.urandom(3 * CHUNK + 5)
+    file_uuid = str(uuid.uuid4())
+
+    async def send(index: int, payload: bytes, total: int = 4, size_field: bool = True) -> httpx.Response:
+        # As Fine Uploader sends them (bar qqtotalfilesize): qqchunksize is this chunk's own size.
+        fields = [
+            ("qquuid", file_uuid),
+            ("qqpartindex", str(index)),
+            ("qqtotalparts", str(total)),
+            ("qqpartbyteoffset", str(index * CHUNK)),
+        ]
+        if size_field:
+            fields.append(("qqchunksize", str(len(payload))))
+        return await post_form(api, form(fields, payload))
+
+    # While the size is unknown, a short chunk that is not the last is refused, in chunk terms.
+    short = assert_fine_uploader_error(await send(1, data[CHUNK : 2 * CHUNK - 1], size_field=False), 400, "qqfile")
+    assert "chunk 1" in short["error"]
+    # The last chunk (sent first): it fixes the size at once.
+    assert (await send(3, data[3 * CHUNK :])).status_code == 200
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.size_bytes == len(data) and upload.parts_received == 1
+    assert_fine_uploader_error(await send(4, data[:CHUNK]), 400, "qqpartindex")
+    assert_fine_uploader_error(await send(1, data[CHUNK : 2 * CHUNK], total=5), 400, "qqtotalparts")
+    # done before every chunk: the missing ones by qqpartindex.
+    early = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "f"}, headers=api.auth()
+    )
+    assert assert_fine_uploader_error(early, 409)["missingParts"] == [0, 1, 2]
+    for index in (0, 1, 2):
+        assert (await send(index, data[index * CHUNK : (index + 1) * CHUNK])).status_code == 200
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done",
+        data={"qquuid": file_uuid, "qqfilename": "f.bin", "qqmd5": hashlib.md5(data).hexdigest()},
+        headers=api.auth(),
+    )
+    assert done.status_code == 200, done.text
+
+
+async def test_size_learnt_at_done(api: Api) -> None:
+    """No chunk tells the size or the count: done's qqtotalfilesize (or qqtotalparts) does."""
+    data = os.urandom(2 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    for index in (0, 1):
+        fields = [("qquuid", file_uuid), ("qqpartindex", str(index)), ("qqchunksize", str(CHUNK))]
+        response = await post_form(api, form(fields, data[index * CHUNK : (index + 1) * CHUNK]))
+        assert response.status_code == 200, response.text
+    unknown = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "f"}, headers=api.auth()
+    )
+    assert_fine_uploader_error(unknown, 400, "qqtotalfilesize")
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done",
+        data={"qquuid": file_uuid, "qqfilename": "f", "qqtotalparts": "2"},
+        headers=api.auth(),
+    )
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+
+
+async def test_out_of_range_chunk_index_is_zero_based(api: Api) -> None:
+    data = os.urandom(2 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, file_uuid, order=[0])
+    fields = [
+        (k, "2" if k == "qqpartindex" else v) for k, v in chunk_fields(data, 1, file_uuid) if k != "qqpartbyteoffset"
+    ]
+    body = assert_fine_uploader_error(await post_form(api, form(fields, data[:CHUNK])), 400, "qqpartindex")
+    assert "between 0 and 1" in body["error"]

@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from chunkd.domain.upload import Status
+from chunkd.ports.blobs import StoreCapabilities
+from chunkd.service.crc import crc64_b64, crc64_hex, crc64nvme
 from tests.conftest import Api
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -136,9 +138,10 @@ async def test_upload_in_chunks_completes_the_engine_upload(api: Api) -> None:
     body = native.json()
     assert body["status"] == "COMPLETED" and body["md5"] == hashlib.md5(data).hexdigest()
     assert body["filename"] == "report.pdf" and body["mimeType"] == "application/pdf"
-    pieces = [data[:100_000], data[100_000:200_000], data[200_000:]]
-    # Appended pieces carry no MD5 of their own (the whole file's is computed once, as it arrives).
-    assert [(p["sizeBytes"], p["etag"]) for p in body["parts"]] == [(len(p), None) for p in pieces]
+    # The three PATCHes grew one stored part (appends continue one blob), checked by its CRC-64/NVME;
+    # no MD5 of its own: the whole file's is computed once, as the bytes arrive.
+    assert [(p["sizeBytes"], p["etag"]) for p in body["parts"]] == [(len(data), f'"{crc64_hex(crc64nvme(data))}"')]
+    assert body["crc64nvme"] == crc64_b64(crc64nvme(data))
     done = await head(api, upload_id)
     assert done.headers["upload-offset"] == str(len(data))
     # A repeated final PATCH (e.g. the client missed the answer) is answered, not refused.
@@ -435,6 +438,8 @@ async def test_concatenation_copies_without_the_link_capability(api: Api) -> Non
 
     service = api.runtime.uploads
     service.blobs = NoLinks(service.blobs)  # type: ignore[assignment]
+    service.caps = StoreCapabilities.of(service.blobs)  # capabilities are composed once, from the store
+    assert service.caps.linker is None
     data = os.urandom(50_000)
     a = await create(api, 20_000, Upload_Concat="partial")
     b = await create(api, 30_000, Upload_Concat="partial")
@@ -554,3 +559,47 @@ async def test_a_writer_in_another_process_gives_423(api: Api, monkeypatch: pyte
     assert busy.status_code == 423 and busy.headers["retry-after"] == "1"
     assert busy.headers["tus-resumable"] == "1.0.0"
     assert (await patch(api, upload_id, 0, b"abc")).status_code == 204
+
+
+async def test_the_patch_that_ends_an_upload_takes_one_lock_and_one_load(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As tusd does it: one lock and one load of the upload per PATCH, also the one that completes
+    it (the completion is part of the same write)."""
+    data = os.urandom(200_000)
+    upload_id = await create(api, len(data))
+    assert (await patch(api, upload_id, 0, data[:100_000])).status_code == 204
+    service = api.runtime.uploads
+    loads: list[str] = []
+    locks: list[str] = []
+    real_get, real_hold = service.repo.get, service.locks.hold
+
+    def counting_get(upload_id: str, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        loads.append(upload_id)
+        return real_get(upload_id, *args, **kwargs)  # type: ignore[arg-type]
+
+    def counting_hold(upload_id: str, *, timeout: float):  # type: ignore[no-untyped-def]
+        locks.append(upload_id)
+        return real_hold(upload_id, timeout=timeout)
+
+    monkeypatch.setattr(service.repo, "get", counting_get)
+    monkeypatch.setattr(service.locks, "hold", counting_hold)
+    last = await patch(api, upload_id, 100_000, data[100_000:])
+    assert last.status_code == 204, last.text
+    assert (loads, locks) == ([upload_id], [upload_id])
+    monkeypatch.undo()
+    done = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert done["status"] == "COMPLETED" and done["md5"] == hashlib.md5(data).hexdigest()
+
+
+async def test_files_api_counts_the_stored_parts_of_a_tus_upload(api: Api) -> None:
+    """Appended uploads have no part geometry: partCount is the parts stored, never 0 once bytes are in."""
+    data = os.urandom(3000)
+    upload_id = await create(api, len(data))
+    for offset in (0, 1000, 2000):
+        assert (await patch(api, upload_id, offset, data[offset : offset + 1000])).status_code == 204
+    view = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert view["status"] == "COMPLETED"
+    assert view["partCount"] == len(view["parts"]) >= 1
+    listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
+    assert [f["partCount"] for f in listed if f["id"] == upload_id] == [view["partCount"]]

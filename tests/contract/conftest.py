@@ -1,15 +1,20 @@
 """The backends every contract suite runs against.
 
-To add a backend (S3, PostgreSQL, ...), append ONE entry to ``BLOB_BACKENDS`` or
-``REPOSITORY_BACKENDS`` below: a name (the test id), a factory, and optional pytest marks (e.g. a
-``skipif`` when the service is unavailable). A factory is an async context manager that takes the
-test's ``tmp_path`` and yields a fresh, empty backend, and cleans up after it; nothing else in the
-suites needs to change. Blob backends also say how to list what they hold for one upload, which
-lets the suite check that abort/discard/delete really free storage.
+To add a backend, append ONE entry to ``BLOB_BACKENDS``, ``REPOSITORY_BACKENDS`` or ``LOCK_BACKENDS``
+below: a name (the test id), a factory, and optional pytest marks. A factory is an async context
+manager that takes the pytest ``request`` (to ask for service fixtures such as ``ceph_rgw`` or
+``pg_server``, which start real services) and the test's ``tmp_path``, yields a fresh, empty
+backend, and cleans up after it; nothing else in the suites needs to change. Blob backends also say
+how to list what they hold for one upload, which lets the suite check that abort/discard/delete
+really free storage.
+
+Today: blobs on local disk and S3 (a real Ceph RGW); the repository on SQLite and PostgreSQL; locks
+in-process with the lock file, on PostgreSQL advisory locks, and the two stacked as a cluster runs them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,7 +33,7 @@ from chunkd.ports.blobs import BlobStore
 @dataclass(frozen=True)
 class BlobBackend:
     name: str
-    make: Callable[[Path], AbstractAsyncContextManager[BlobStore]]
+    make: Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[BlobStore]]
     # Every stored object of one upload, committed or not (names are backend-specific).
     stored: Callable[[BlobStore, Upload], Awaitable[set[str]]]
     marks: Sequence[Any] = field(default_factory=tuple)
@@ -37,13 +42,13 @@ class BlobBackend:
 @dataclass(frozen=True)
 class RepositoryBackend:
     name: str
-    make: Callable[[Path], AbstractAsyncContextManager[SqlRepository]]
+    make: Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[SqlRepository]]
     marks: Sequence[Any] = field(default_factory=tuple)
 
 
 # ---- local disk ------------------------------------------------------------------------------
 @asynccontextmanager
-async def local_blob_store(tmp_path: Path) -> AsyncIterator[BlobStore]:
+async def local_blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
     store = LocalBlobStore(tmp_path / "blobs", fsync=True)
     try:
         yield store
@@ -57,9 +62,34 @@ async def local_stored(store: BlobStore, upload: Upload) -> set[str]:
     return {p.name for p in directory.iterdir()} if directory.exists() else set()
 
 
+# ---- S3 (a real Ceph RGW, one bucket per test) ---------------------------------------------------
+@asynccontextmanager
+async def s3_blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
+    from chunkd.backends.blobs.s3 import S3BlobStore
+
+    gateway = request.getfixturevalue("ceph_rgw")
+    bucket = request.getfixturevalue("s3_bucket")
+    store = S3BlobStore(gateway.client(), bucket, prefix="contract/", spool_dir=tmp_path / "spool")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def s3_stored(store: BlobStore, upload: Upload) -> set[str]:
+    from chunkd.backends.blobs.s3 import S3BlobStore
+
+    assert isinstance(store, S3BlobStore)
+    staged = await store._list_keys(store.staging_prefix(upload.id))
+    finals = await store._list_keys(store.master_prefix(upload.id))
+    # Staged objects are named by their blob refs (as local part files are); a finished object is
+    # told apart by a prefix no blob ref can have.
+    return {key.rsplit("/", 1)[1] for key, _ in staged} | {"final:" + key for key, _ in finals}
+
+
 # ---- SQLite ----------------------------------------------------------------------------------
 @asynccontextmanager
-async def sqlite_repository(tmp_path: Path) -> AsyncIterator[SqlRepository]:
+async def sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlRepository]:
     engine = create_engine(f"sqlite:///{tmp_path / 'contract.db'}")
     await migrate(engine)
     repo = SqlRepository(engine)
@@ -69,13 +99,30 @@ async def sqlite_repository(tmp_path: Path) -> AsyncIterator[SqlRepository]:
         await repo.close()
 
 
+# ---- PostgreSQL (a real server, a fresh database per test) -------------------------------------
+@asynccontextmanager
+async def postgres_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlRepository]:
+    server = request.getfixturevalue("pg_server")
+    name = await asyncio.to_thread(server.acquire_database)  # it runs its own event loop
+    engine = create_engine(server.url(name))
+    await migrate(engine)
+    repo = SqlRepository(engine)
+    try:
+        yield repo
+    finally:
+        await repo.close()
+        await asyncio.to_thread(server.release_database, name)
+
+
 # ---- the lists: add new backends here ---------------------------------------------------------
 BLOB_BACKENDS: list[BlobBackend] = [
     BlobBackend("local", local_blob_store, local_stored),
+    BlobBackend("s3", s3_blob_store, s3_stored),
 ]
 
 REPOSITORY_BACKENDS: list[RepositoryBackend] = [
     RepositoryBackend("sqlite", sqlite_repository),
+    RepositoryBackend("postgresql", postgres_repository),
 ]
 
 
@@ -91,12 +138,12 @@ class BlobFixture:
 @pytest.fixture(params=[pytest.param(b, id=b.name, marks=list(b.marks)) for b in BLOB_BACKENDS])
 async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobFixture]:
     backend: BlobBackend = request.param
-    async with backend.make(tmp_path) as store:
+    async with backend.make(request, tmp_path) as store:
         yield BlobFixture(store, backend)
 
 
 @pytest.fixture(params=[pytest.param(b, id=b.name, marks=list(b.marks)) for b in REPOSITORY_BACKENDS])
 async def repo(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlRepository]:
     backend: RepositoryBackend = request.param
-    async with backend.make(tmp_path) as repository:
+    async with backend.make(request, tmp_path) as repository:
         yield repository

@@ -9,29 +9,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chunkd.domain.names import new_upload_id
-from chunkd.domain.upload import Mode, Part, Status, Upload
+from chunkd.domain.upload import Part, Status, Upload
 from chunkd.ports.blobs import PartLinker
 from tests.contract.conftest import BlobFixture
+from tests.support.uploads import make_upload
 
 PART = 256 * 1024
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def new_upload(size: int, part_size: int = PART) -> Upload:
-    return Upload(
-        id=new_upload_id(),
-        owner="alice",
-        filename="f.bin",
-        mime_type="application/octet-stream",
-        size_bytes=size,
-        part_size=part_size,
-        mode=Mode.PARTS,
-        status=Status.PENDING,
-        created_at=NOW,
-        updated_at=NOW,
-        expires_at=NOW,
-    )
+    return make_upload(size, part_size, filename="f.bin", created=NOW, expires_at=NOW)
 
 
 async def write(blobs: BlobFixture, upload: Upload, number: int, data: bytes, *, piece: int = 64 * 1024) -> Part:

@@ -12,6 +12,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.names import new_upload_id
 from chunkd.domain.upload import Mode, Part, Status, Upload
+from tests.support.uploads import make_upload
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -27,17 +28,14 @@ def make(
     frontend: str = "native",
     upload_id: str | None = None,
 ) -> Upload:
-    return Upload(
-        id=upload_id or new_upload_id(),
+    return make_upload(
+        size,
+        1000,
+        status=status,
+        upload_id=upload_id,
         owner=owner,
         filename="ünï code.bin",
-        mime_type="application/octet-stream",
-        size_bytes=size,
-        part_size=1000,
-        mode=Mode.PARTS,
-        status=status,
-        created_at=created,
-        updated_at=created,
+        created=created,
         expires_at=expires if expires is not None else (created + timedelta(hours=1)),
         frontend=frontend,
         client_ref=client_ref,

@@ -4,7 +4,6 @@ updates' row counts, the usage aggregate, and keyset pagination."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
 
@@ -13,6 +12,7 @@ import pytest
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.upload import Mode, Status
+from chunkd.service.crc import crc64_hex, crc64nvme
 from tests.conftest import Api
 
 
@@ -35,7 +35,8 @@ async def test_round_trip_of_every_column_type(api: Api) -> None:
     state = ResumableMD5()
     state.update(b"0123456789")
     assert got.hash_state == state.state() and got.hash_offset == 10
-    assert got.parts[1].md5 == hashlib.md5(b"0123456789").hexdigest()
+    # A part's checksum is its CRC-64/NVME; its own MD5 only when asked for (Content-MD5).
+    assert got.parts[1].crc64 == crc64_hex(crc64nvme(b"0123456789")) and got.parts[1].md5 == ""
     assert (await service.find("alice", "t", "ref-1")).id == created.id  # type: ignore[union-attr]
     with pytest.raises(e.Conflict):
         await service.create("alice", filename="x", size_bytes=1, part_size=1, frontend="t", client_ref="ref-1")

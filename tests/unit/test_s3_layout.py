@@ -3,23 +3,22 @@ small parts, and APPEND-mode S3 part targets that stay within S3's 10,000 parts.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from chunkd.backends.blobs.s3 import MAX_S3_PART, MIN_S3_PART, S3BlobStore, from_settings
-from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
+from chunkd.domain.upload import MAX_PARTS, Mode, Upload
 from chunkd.settings import Settings
+from tests.support.uploads import make_upload
 
 MiB = 1024 * 1024
 TiB = 1024**4
 
 
 def upload(size: int | None, part_size: int = MiB, mode: Mode = Mode.PARTS, upload_id: str = "A" * 22) -> Upload:
-    now = datetime.now(UTC)
-    return Upload(
-        upload_id, "alice", "clip (1).mp4", "video/mp4", size, part_size, mode, Status.PENDING, now, now, None
+    return make_upload(
+        size, part_size, mode=mode, upload_id=upload_id, filename="clip (1).mp4", mime_type="video/mp4", ttl=None
     )
 
 

@@ -14,9 +14,10 @@ import pytest
 from chunkd.backends.blobs.local import LocalBlobStore
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import ResumableMD5
-from chunkd.domain.names import new_upload_id
-from chunkd.domain.upload import Mode, Part, Status, Upload
+from chunkd.domain.upload import Mode, Part, Upload
+from chunkd.service.crc import crc64nvme
 from chunkd.service.streaming import BATCH_BYTES, BodyReader, StreamedPart, stream_into
+from tests.support.uploads import make_upload
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -28,9 +29,7 @@ def store(tmp_path: Path) -> LocalBlobStore:
 
 @pytest.fixture
 def upload() -> Upload:
-    return Upload(
-        new_upload_id(), "alice", "f", "application/octet-stream", None, 1, Mode.APPEND, Status.PENDING, NOW, NOW, None
-    )
+    return make_upload(None, 1, mode=Mode.APPEND, filename="f", created=NOW, ttl=None)
 
 
 async def body(*chunks: bytes, delay: float = 0.0, fail: bool = False) -> AsyncIterator[bytes]:
@@ -50,11 +49,12 @@ async def stored(store: LocalBlobStore, upload: Upload, part: StreamedPart) -> b
 
 async def test_streams_and_hashes(store: LocalBlobStore, upload: Upload) -> None:
     data = os.urandom(2 * BATCH_BYTES + 12345)
-    part = StreamedPart(await store.open_writer(upload, 1, 0), ResumableMD5(), hashlib.sha256())
+    part = StreamedPart(await store.open_writer(upload, 1, 0), ResumableMD5(), hashlib.sha256(), part_md5=True)
     pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
     await stream_into(part, body(*pieces), limit=len(data))
     assert part.size == len(data)
     assert part.md5 == hashlib.md5(data).hexdigest()
+    assert part.crc64 == crc64nvme(data)
     assert part.whole is not None and part.whole.hexdigest() == part.md5
     assert part.extra is not None and part.extra.digest() == hashlib.sha256(data).digest()
     assert await stored(store, upload, part) == data
@@ -127,3 +127,15 @@ async def test_a_write_after_abort_fails_and_creates_no_file(store: LocalBlobSto
     with pytest.raises(OSError, match="already committed or aborted"):
         await writer.write([b"late"])
     assert not list(store.root.rglob("*.part"))
+
+
+def test_batches_shrink_as_streams_share_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chunkd.service import streaming
+
+    monkeypatch.setattr(streaming, "_active_streams", 1)
+    assert streaming.batch_bytes() == BATCH_BYTES
+    monkeypatch.setattr(streaming, "_active_streams", 32)
+    size = streaming.batch_bytes()
+    assert streaming.MIN_BATCH_BYTES <= size < BATCH_BYTES
+    # Every stream's accumulating batch plus its batches in flight stay within the budget.
+    assert 32 * (streaming.PIPELINE_DEPTH + 1) * size <= streaming.STREAM_BUDGET_BYTES

@@ -8,6 +8,7 @@ import pytest
 
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Part, Status, Upload
+from tests.support.uploads import make_upload as factory
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 TERMINAL = [Status.COMPLETED, Status.CANCELLED, Status.EXPIRED]
@@ -21,19 +22,7 @@ def make_upload(
     status: Status = Status.PENDING,
     ttl: timedelta | None = timedelta(hours=1),
 ) -> Upload:
-    return Upload(
-        id="u" * 22,
-        owner="alice",
-        filename="a.bin",
-        mime_type="application/octet-stream",
-        size_bytes=size,
-        part_size=part_size,
-        mode=mode,
-        status=status,
-        created_at=NOW,
-        updated_at=NOW,
-        expires_at=NOW + ttl if ttl is not None else None,
-    )
+    return factory(size, part_size, mode=mode, status=status, upload_id="u" * 22, created=NOW, ttl=ttl)
 
 
 def add_part(upload: Upload, number: int) -> Part:

@@ -42,6 +42,8 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "SizeMismatch",
+    "StorageError",
+    "StorageFull",
     "TooLarge",
     "Unauthenticated",
 ]
@@ -132,3 +134,16 @@ class QuotaExceeded(ChunkdError):
 
 class RateLimited(ChunkdError):
     code = "rate_limited"
+
+
+class StorageError(ChunkdError):
+    """Storage failed while bytes were written or read: not the client's fault, and nothing past the
+    durable bytes was recorded. The upload resumes once storage is back."""
+
+    code = "storage_unavailable"
+
+
+class StorageFull(StorageError):
+    """No space left on the bytes' volume (ENOSPC, EDQUOT) or less than the configured free-space floor."""
+
+    code = "storage_full"

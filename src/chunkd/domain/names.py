@@ -8,7 +8,7 @@ import unicodedata
 
 from chunkd.domain.errors import InvalidInput
 
-__all__ = ["MAX_FILENAME_BYTES", "clean_filename", "is_upload_id", "new_upload_id"]
+__all__ = ["MAX_FILENAME_BYTES", "check_client_ref", "clean_filename", "is_upload_id", "media_type", "new_upload_id"]
 
 MAX_FILENAME_BYTES = 255
 _UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -40,3 +40,22 @@ def clean_filename(name: str, *, field: str = "filename") -> str:
         base = base.encode()[:budget].decode(errors="ignore")
         name = base + suffix
     return name
+
+
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(;[ -~]*)?$")
+
+
+def media_type(value: str) -> str:
+    """``value`` stripped, once it is a usable media type: RFC 6838 type/subtype (parameters of
+    printable ASCII), at most 255 characters. It is served back as Content-Type. The raw value is
+    checked for control characters, so a trailing newline is refused, not trimmed."""
+    stripped = value.strip()
+    if len(value) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in value) or not _MEDIA_TYPE.match(stripped):
+        raise InvalidInput("mimeType is not a valid media type (type/subtype)", field="mimeType")
+    return stripped
+
+
+def check_client_ref(client_ref: str) -> None:
+    """A client's own id for an upload is stored and queried: printable and at most 128 characters."""
+    if not client_ref or len(client_ref) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in client_ref):
+        raise InvalidInput("the client's upload id must be 1-128 printable characters", field="id")

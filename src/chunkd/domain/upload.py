@@ -4,6 +4,9 @@ An upload is filled in one of two ways:
 
 * ``Mode.PARTS``  — numbered parts of a fixed ``part_size`` (the last one shorter), in any order and
   in parallel; a re-sent part replaces the earlier one. (Files API, assets, Fine Uploader chunks.)
+  ``size_bytes`` may be unknown at first (a Fine Uploader chunk without ``qqtotalfilesize``): parts
+  are then exactly ``part_size`` except the one the caller says is the last, and the size is
+  declared once it is known.
 * ``Mode.APPEND`` — bytes appended at the current end, one writer at a time; every append is stored
   as the next part. (tus PATCH, Content-Range chunks.) ``size_bytes`` may be unknown until later.
 
@@ -48,7 +51,9 @@ class Mode(StrEnum):
 @dataclass
 class Part:
     """One stored part. ``hash_state`` is the whole-file MD5 state *after* this part, set once the
-    contiguous hash frontier has passed it (so a replaced part can rewind the frontier cheaply)."""
+    contiguous hash frontier has passed it (so a replaced part can rewind the frontier cheaply).
+    ``crc64`` is the part's CRC-64/NVME in hex (its integrity checksum, "" for parts stored before
+    it existed); ``md5`` its own MD5 hex digest, only where a client or dialect asked for one."""
 
     number: int
     offset: int
@@ -57,10 +62,24 @@ class Part:
     blob_ref: str
     created_at: datetime
     hash_state: bytes | None = None
+    crc64: str = ""
 
     @property
     def end(self) -> int:
         return self.offset + self.size
+
+    def same_bytes(self, other: Part) -> bool:
+        """True when ``other`` holds the same bytes as far as the checksums both have can tell."""
+        if self.size != other.size:
+            return False
+        if self.crc64 and other.crc64:
+            return self.crc64 == other.crc64
+        return bool(self.md5) and self.md5 == other.md5
+
+    @property
+    def checksum(self) -> str:
+        """The part's checksum shown to clients (its ETag): its MD5 when one was computed, else its CRC."""
+        return self.md5 or self.crc64
 
 
 @dataclass
@@ -85,6 +104,8 @@ class Upload:
     parts_received: int = 0
     hash_offset: int = 0
     hash_state: bytes | None = None
+    # The whole file's CRC-64/NVME (hex), combined from the parts' at completion.
+    crc64: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     # The parts loaded with the aggregate: all of them, or only those an operation needs
     # (``bytes_received`` and ``parts_received`` are kept on the upload itself for that reason).
@@ -107,7 +128,9 @@ class Upload:
         return (number - 1) * self.part_size
 
     def expected_part_size(self, number: int) -> int:
-        assert self.size_bytes is not None
+        """The size part ``number`` must have (with the size still unknown: its most)."""
+        if self.size_bytes is None:
+            return self.part_size
         return min(self.part_size, self.size_bytes - self.offset_of(number))
 
     def sorted_parts(self) -> list[Part]:
@@ -133,13 +156,26 @@ class Upload:
         if self.mode is not Mode.PARTS:
             raise InvalidState("this upload takes appended bytes, not numbered parts")
         count = self.part_count
-        assert count is not None
+        if count is None:  # the size is not known yet: any number a file may have
+            if not 1 <= number <= MAX_PARTS:
+                raise PartOutOfRange(f"partNumber must be between 1 and {MAX_PARTS}", field="partNumber")
+            return
         if not 1 <= number <= max(count, 1) or (count == 0 and number != 1):
             raise PartOutOfRange(
                 f"partNumber must be between 1 and {max(count, 1)}", field="partNumber", partCount=count
             )
 
-    def check_part_size(self, number: int, size: int) -> None:
+    def check_part_size(self, number: int, size: int, *, last: bool = False) -> None:
+        """``last``: with the size still unknown, the caller knows this part ends the file, so it
+        may be shorter than ``part_size`` (but not empty); every other part is exactly ``part_size``."""
+        if self.size_bytes is None and last:
+            if not 0 < size <= self.part_size:
+                raise PartSizeMismatch(
+                    f"part {number} (the last part) must be 1 to {self.part_size} bytes, got {size}",
+                    field="body",
+                    expectedSize=self.part_size,
+                )
+            return
         expected = self.expected_part_size(number)
         if size != expected:
             last = number == self.part_count
@@ -177,7 +213,7 @@ class Upload:
             self.bytes_received += part.size - old.size
         self.parts[part.number] = part
         if old is not None and old.end <= self.hash_offset:
-            if old.md5 == part.md5 and old.size == part.size:
+            if old.same_bytes(part):
                 part.hash_state = old.hash_state  # the same bytes again: the frontier stands
             else:
                 # Different bytes where the hash had already passed: rewind to this part's start.
@@ -219,6 +255,26 @@ class Upload:
             raise SizeMismatch(
                 f"received {received} bytes, declared {self.size_bytes}", field="sizeBytes", bytesReceived=received
             )
+
+    def last_part(self) -> Part | None:
+        """APPEND mode: the loaded part that ends where the next append starts, if loaded."""
+        if self.mode is not Mode.APPEND or not self.parts:
+            return None
+        part = self.parts[max(self.parts)]
+        return part if part.end == self.end_offset else None
+
+    def record_append(self, part: Part, extended: Part | None, hash_state: bytes) -> None:
+        """Appended bytes are durable as ``part``: a new part, or ``extended`` grown in place (the
+        same blob, continued). The whole-file hash frontier moves with them (appends are always
+        hashed as they arrive)."""
+        grown = part.size - (extended.size if extended is not None else 0)
+        self.bytes_received += grown
+        if extended is None:
+            self.parts_received += 1
+        self.parts[part.number] = part
+        part.hash_state = hash_state
+        self.hash_offset = part.end
+        self.hash_state = hash_state
 
     def mark_completed(self, now: datetime, md5: str) -> None:
         # Guarded here too (not only by check_complete): terminal states never change.

@@ -4,15 +4,28 @@ protocols, checked once at start-up (as tusd composes its data stores)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from chunkd.domain.upload import Part, Upload
 
-__all__ = ["BlobStore", "BlobWriter", "DownloadRedirector", "PartLinker", "PartLoader", "PartSettler"]
+__all__ = [
+    "BlobStore",
+    "BlobWriter",
+    "DownloadRedirector",
+    "PartAppender",
+    "PartLinker",
+    "PartLoader",
+    "PartSettler",
+    "StoreCapabilities",
+    "Sweeper",
+]
 
 
 class BlobWriter(Protocol):
-    """Receives one part's bytes. Nothing written is visible until ``commit`` returns."""
+    """Receives one part's bytes. Nothing written is visible until ``commit`` returns. A failing
+    ``write`` or ``commit`` raises ``StorageError`` (``StorageFull`` when out of space), never a
+    bare ``OSError``: the engine then aborts and records nothing of the request."""
 
     async def write(self, chunks: Sequence[bytes]) -> None:
         """Append ``chunks``, in order (one batch of bounded total size; a list rather than one
@@ -49,7 +62,20 @@ class BlobStore(Protocol):
     async def delete(self, upload: Upload) -> None:
         """Free every byte of the upload (cancel, expiry, delete)."""
 
+    async def ensure_room(self) -> None:
+        """Raise ``StorageFull`` when no new upload bytes should be accepted now (e.g. below a
+        free-space floor); a no-op for stores without such a notion."""
+
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PartAppender(Protocol):
+    """Optional: continue an APPEND upload's last part in place (the same blob grows), so appends
+    cost no new blob, directory entry or part row. The writer first drops any bytes past the part's
+    committed size (an append that was never acknowledged) and, on abort, truncates back to it."""
+
+    async def open_appender(self, upload: Upload, part: Part) -> BlobWriter: ...
 
 
 @runtime_checkable
@@ -86,3 +112,51 @@ class DownloadRedirector(Protocol):
 
     async def download_url(self, upload: Upload, *, filename: str, disposition: str) -> str | None:
         """A URL serving the COMPLETED file (with Range), or None to stream it through chunkd."""
+
+
+@runtime_checkable
+class Sweeper(Protocol):
+    """Optional: find and free blobs no metadata points at (``chunkd gc``)."""
+
+    async def sweep(self, live: dict[str, set[str]], *, grace_seconds: float) -> int:
+        """Remove blobs of uploads not in ``live`` (upload id → referenced blob refs) and blob refs
+        not referenced, when older than ``grace_seconds``; returns how many were removed."""
+
+
+@dataclass(frozen=True)
+class StoreCapabilities:
+    """What a blob store can do beyond the required interface, found once at start-up (as tusd's
+    composer does) and read by the engine as plain fields, never probed per call."""
+
+    appender: PartAppender | None
+    linker: PartLinker | None
+    settler: PartSettler | None
+    redirector: DownloadRedirector | None
+    sweeper: Sweeper | None
+    # The store verifies what it holds against each part's own MD5 (S3 ETags), so every part gets
+    # one; otherwise a part's MD5 is computed only on a client's or dialect's request (invariant 5).
+    part_md5: bool
+
+    @classmethod
+    def of(cls, store: BlobStore) -> StoreCapabilities:
+        return cls(
+            appender=store if isinstance(store, PartAppender) else None,
+            linker=store if isinstance(store, PartLinker) else None,
+            settler=store if isinstance(store, PartSettler) else None,
+            redirector=store if isinstance(store, DownloadRedirector) else None,
+            sweeper=store if isinstance(store, Sweeper) else None,
+            part_md5=bool(getattr(store, "wants_part_md5", False)),
+        )
+
+    def names(self) -> list[str]:
+        """The capabilities present, for the start-up log."""
+        found = {
+            "append-in-place": self.appender,
+            "link-parts": self.linker,
+            "settle-parts": self.settler,
+            "download-redirects": self.redirector,
+            "sweep": self.sweeper,
+        }
+        return [name for name, present in found.items() if present is not None] + (
+            ["part-md5"] if self.part_md5 else []
+        )

@@ -9,14 +9,28 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from chunkd.domain.checksum import ResumableMD5, StreamHasher
-from chunkd.domain.errors import TooLarge
+from chunkd.domain.errors import StorageError, TooLarge
 from chunkd.ports.blobs import BlobWriter
+from chunkd.service.crc import crc64_hex, crc64nvme
 
 __all__ = ["BATCH_BYTES", "BodyReader", "StreamedPart", "stream_into"]
 
 # Bodies arrive in ~64 KiB pieces; hashing and writing them in ~1 MiB batches keeps the per-batch
 # thread hand-off cheap while memory stays bounded at one batch per in-flight request.
 BATCH_BYTES = 1024 * 1024
+# What all the bodies streaming in one process may hold in batches (received, not yet written and
+# hashed). One stream gets full 1 MiB batches; many streams share the budget with smaller ones (not
+# below MIN_BATCH_BYTES), so memory stays flat however many uploads run at once: 32 concurrent tus
+# uploads held ~4 MiB each in batches before (≈130 MiB over the process's base), now ≤ 24 MiB in all.
+STREAM_BUDGET_BYTES = 24 * 1024 * 1024
+MIN_BATCH_BYTES = 128 * 1024
+_active_streams = 0
+
+
+def batch_bytes() -> int:
+    """The batch size for a stream now, given how many streams share the budget."""
+    share = STREAM_BUDGET_BYTES // (max(1, _active_streams) * (PIPELINE_DEPTH + 1))
+    return max(MIN_BATCH_BYTES, min(BATCH_BYTES, share))
 
 
 class BodyReader:
@@ -98,11 +112,17 @@ def _in_thread(update: Callable[[bytes], object]) -> Callable[[Sequence[bytes]],
 
 
 class StreamedPart:
-    """What streaming one part produced: its size and digests, and the writer to commit.
+    """What streaming one part produced: its size and checksums, and the writer to commit.
 
-    Each batch goes through independent lanes (the write, the part's MD5, the whole-file MD5, an
-    extra digest). They all release the GIL, so on two cores the two MD5s run side by side while
-    the event loop receives; each lane keeps its batches in order."""
+    Each batch goes through independent lanes (the write, the whole-file MD5, optionally the part's
+    own MD5 and an extra digest). They all release the GIL, so on two cores the digests run side by
+    side while the event loop receives; each lane keeps its batches in order.
+
+    ``size`` counts bytes only once the writer has taken them: a storage fault never leaves bytes
+    counted that are not in storage. The part's CRC-64/NVME is computed in the write lane (at
+    several GB/s it costs less than a lane of its own); it is the part's integrity checksum and
+    combines into the whole file's without reading anything again (invariant 5: MD5 once per byte).
+    """
 
     def __init__(
         self,
@@ -110,26 +130,33 @@ class StreamedPart:
         whole: ResumableMD5 | None,
         extra: StreamHasher | None,
         *,
-        part_md5: bool = True,
+        part_md5: bool = False,
+        crc_seed: int = 0,
     ) -> None:
         self.writer = writer
         self.whole = whole
         self.whole_start = whole.state() if whole is not None else None
         self.extra = extra
         self.size = 0
-        # The part's own MD5 is its ETag and tells a re-sent part from a changed one; appended
-        # parts have no use for it, so they skip that second pass over every byte. A part hashed
-        # into a whole-file state that has seen no byte yet (it starts the file) has the whole-file
-        # digest as its own: hash it once, not twice (MD5 is most of the CPU an upload costs).
+        self.crc64 = crc_seed
+        # The part's own MD5 is computed only where a client or a dialect needs it (Content-MD5, an
+        # S3-style MD5 ETag). A part hashed into a whole-file state that has seen no byte yet (it
+        # starts the file) has the whole-file digest as its own: hash it once, not twice.
         self._part_is_whole = part_md5 and self.whole_start == _EMPTY_MD5_STATE
         self._md5 = hashlib.md5() if part_md5 and not self._part_is_whole else None
-        self._lanes = [_Lane(writer.write)]
+        self._lanes = [_Lane(self._write)]
         for hasher in (self._md5, whole, extra):
             if hasher is not None:
                 self._lanes.append(_Lane(_in_thread(hasher.update)))
 
+    async def _write(self, chunks: Sequence[bytes]) -> None:
+        await self.writer.write(chunks)
+        self.crc64 = await asyncio.to_thread(_crc_all, chunks, self.crc64)
+        self.size += sum(map(len, chunks))
+
     @property
     def md5(self) -> str:
+        """The part's MD5 hex digest, or "" when it was not asked for."""
         if self._md5 is not None:
             return self._md5.hexdigest()
         if self._part_is_whole:
@@ -137,14 +164,23 @@ class StreamedPart:
             return self.whole.hexdigest()
         return ""
 
+    @property
+    def crc_hex(self) -> str:
+        return crc64_hex(self.crc64)
+
     def push(self, chunks: Sequence[bytes]) -> asyncio.Future[list[None]]:
         """Start writing and hashing one batch; the future is done when every lane has it."""
-        self.size += sum(map(len, chunks))
         return asyncio.gather(*(lane.push(chunks) for lane in self._lanes))
 
     async def feed(self, chunks: Sequence[bytes]) -> None:
         """Write and hash one batch, and wait for it."""
         await self.push(chunks)
+
+
+def _crc_all(chunks: Sequence[bytes], crc: int) -> int:
+    for chunk in chunks:
+        crc = crc64nvme(chunk, crc)
+    return crc
 
 
 async def stream_into(
@@ -168,6 +204,10 @@ async def stream_into(
     # Up to PIPELINE_DEPTH batches are written and hashed (in threads) while the next one is
     # received, so reading the socket overlaps with hashing; memory stays bounded by the depth.
     in_flight: collections.deque[asyncio.Future[list[None]]] = collections.deque()
+    body_error: BaseException | None = None
+    global _active_streams
+    _active_streams += 1
+    target = batch_bytes()
     try:
         async for chunk in chunks:
             total += len(chunk)
@@ -175,22 +215,33 @@ async def stream_into(
                 raise (limit_error() if limit_error else TooLarge(f"body is longer than {limit} bytes", field="body"))
             batch.append(chunk)
             batched += len(chunk)
-            if batched >= BATCH_BYTES:
+            if batched >= target:
                 if len(in_flight) >= PIPELINE_DEPTH:
                     await in_flight.popleft()
                 in_flight.append(part.push(batch))
                 batch, batched = [], 0
+                target = batch_bytes()
             # Checked on every chunk, not only per batch: a slow client may take longer than the
             # TTL to fill one batch, and its upload must not expire while its bytes trickle in.
             if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_every:
                 last_beat = time.monotonic()
                 await heartbeat()
+    except BaseException as exc:
+        body_error = exc
     finally:
-        # Also on a broken body (client gone): what arrived is handed over, and the caller
-        # decides whether to keep it (appends keep partial bytes) or abort.
-        if batch:
-            in_flight.append(part.push(batch))
-        outcomes = await asyncio.gather(*in_flight, return_exceptions=True)
+        _active_streams -= 1
+    # Also on a broken body (client gone): what arrived is handed over, and the caller decides
+    # whether to keep it (appends keep partial bytes) or abort.
+    if batch and not isinstance(body_error, StorageError):
+        in_flight.append(part.push(batch))
+    outcomes = await asyncio.gather(*in_flight, return_exceptions=True)
+    # A storage fault decides what is durable, so it wins over whatever ended the body: the caller
+    # must abort, never keep "what arrived" as if the client had merely gone away.
+    for outcome in outcomes:
+        if isinstance(outcome, StorageError):
+            raise outcome from body_error
+    if body_error is not None:
+        raise body_error
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome

@@ -17,17 +17,21 @@ patterns before they touch a path, so client input can never escape ``root``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import re
 import secrets
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
+from chunkd.backends.blobs.errors import storage_error
+from chunkd.domain.errors import StorageError, StorageFull
 from chunkd.domain.upload import Part, Upload
 
 __all__ = ["LocalBlobStore"]
@@ -81,6 +85,14 @@ def _writev_all(fd: int, chunks: Sequence[bytes]) -> int:
     return total
 
 
+@contextlib.contextmanager
+def _disk(doing: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise storage_error(exc, doing) from exc
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -90,10 +102,16 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _LocalWriter:
-    def __init__(self, directory: Path, number: int, fsync: bool) -> None:
+    """Writes one part's bytes: a new file (a new part, or a re-sent one: never overwriting a
+    committed file), or, for appends, the upload's last part file continued past its committed
+    size ``base`` (the same file grows; no new file, name or directory entry per append)."""
+
+    def __init__(self, store: LocalBlobStore, directory: Path, name: str, *, base: int | None, fsync: bool) -> None:
+        self._store = store
         self._dir = directory
-        self._name = f"{number}.{secrets.token_urlsafe(12)}.part"
-        self._path = directory / self._name
+        self._name = name
+        self._path = directory / name
+        self._base = base  # None: a new file; else the committed size of the file being continued
         self._fsync = fsync
         self._fd: int | None = None
         self._written = 0
@@ -105,6 +123,13 @@ class _LocalWriter:
         self._closed = False
 
     def _open(self) -> int:
+        if self._base is not None:
+            fd = os.open(self._path, os.O_WRONLY)
+            # Bytes past the committed size were never acknowledged (a crash or a failed append
+            # left them): they go, and this append starts exactly at the recorded offset.
+            os.ftruncate(fd, self._base)
+            os.lseek(fd, self._base, os.SEEK_SET)
+            return fd
         new_dir = not self._dir.exists()
         self._dir.mkdir(parents=True, exist_ok=True)
         if new_dir and self._fsync:
@@ -113,14 +138,20 @@ class _LocalWriter:
 
     def _write_all(self, chunks: Sequence[bytes]) -> None:
         with self._lock:
-            if self._closed:
-                raise OSError("write to a part that was already committed or aborted")
-            if self._fd is None:
-                self._fd = self._open()
-            self._written += _writev_all(self._fd, chunks)
-            if self._fsync and _START_WRITEBACK is not None and self._written - self._flushed >= WRITEBACK_EVERY:
-                _START_WRITEBACK(self._fd, self._flushed, self._written - self._flushed)
-                self._flushed = self._written
+            if self._closed:  # a cancelled request's late write: not a storage fault
+                raise OSError(errno.EBADF, "write to a part that was already committed or aborted")
+            self._store.check_room()
+            with _disk("writing"):
+                self._write_locked(chunks)
+
+    def _write_locked(self, chunks: Sequence[bytes]) -> None:
+        if self._fd is None:
+            self._fd = self._open()
+        self._written += _writev_all(self._fd, chunks)
+        if self._fsync and _START_WRITEBACK is not None and self._written - self._flushed >= WRITEBACK_EVERY:
+            start = self._base or 0
+            _START_WRITEBACK(self._fd, start + self._flushed, self._written - self._flushed)
+            self._flushed = self._written
 
     async def write(self, chunks: Sequence[bytes]) -> None:
         await asyncio.to_thread(self._write_all, chunks)
@@ -128,18 +159,23 @@ class _LocalWriter:
     def _commit(self) -> str:
         with self._lock:
             if self._closed:
-                raise OSError("part was already committed or aborted")
+                raise OSError(errno.EBADF, "part was already committed or aborted")
             self._closed = True
-            if self._fd is None:
-                self._fd = self._open()
-            try:
-                if self._fsync:
-                    os.fsync(self._fd)
-            finally:
-                os.close(self._fd)
-                self._fd = None
-        if self._fsync:
-            _fsync_dir(self._dir)
+            with _disk("making bytes durable"):
+                return self._commit_locked()
+
+    def _commit_locked(self) -> str:
+        if self._fd is None:
+            self._fd = self._open()
+        try:
+            if self._fsync:
+                # fdatasync: the data and the new length, not the timestamps.
+                os.fdatasync(self._fd)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+        if self._fsync and self._base is None:
+            _fsync_dir(self._dir)  # a new file's name must be durable too
         return self._name
 
     async def commit(self) -> str:
@@ -149,9 +185,13 @@ class _LocalWriter:
         with self._lock:
             self._closed = True
             if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    if self._base is not None:
+                        os.ftruncate(self._fd, self._base)
                 os.close(self._fd)
                 self._fd = None
-            self._path.unlink(missing_ok=True)
+            if self._base is None:
+                self._path.unlink(missing_ok=True)
 
     async def abort(self) -> None:
         await asyncio.to_thread(self._abort)
@@ -160,10 +200,26 @@ class _LocalWriter:
 class LocalBlobStore:
     """Parts as files under one directory; see the module docstring for why."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, min_free_bytes: int = 0) -> None:
         self.root = root
         self.fsync = fsync
+        self.min_free_bytes = min_free_bytes
         root.mkdir(parents=True, exist_ok=True)
+
+    def check_room(self) -> None:
+        """Raise ``StorageFull`` once the volume has less than ``min_free_bytes`` free: new bytes are
+        refused before the disk is full, so the database beside them always has room to commit."""
+        if self.min_free_bytes <= 0:
+            return
+        with _disk("checking free space"):
+            stats = os.statvfs(self.root)
+        if stats.f_bavail * stats.f_frsize < self.min_free_bytes:
+            raise StorageFull(
+                f"the storage volume has less than the {self.min_free_bytes} bytes free that it keeps in reserve"
+            )
+
+    async def ensure_room(self) -> None:
+        await asyncio.to_thread(self.check_room)
 
     def _dir(self, upload_id: str) -> Path:
         if not _ID.match(upload_id):
@@ -176,7 +232,13 @@ class LocalBlobStore:
         return self._dir(upload_id) / blob_ref
 
     async def open_writer(self, upload: Upload, number: int, offset: int) -> _LocalWriter:
-        return _LocalWriter(self._dir(upload.id), number, self.fsync)
+        name = f"{number}.{secrets.token_urlsafe(12)}.part"
+        return _LocalWriter(self, self._dir(upload.id), name, base=None, fsync=self.fsync)
+
+    async def open_appender(self, upload: Upload, part: Part) -> _LocalWriter:
+        """Continue ``part``'s file past its committed size (appends grow one file)."""
+        self._path(upload.id, part.blob_ref)  # validates the ref
+        return _LocalWriter(self, self._dir(upload.id), part.blob_ref, base=part.size, fsync=self.fsync)
 
     async def _read_file(self, path: Path, start: int, end: int) -> AsyncIterator[bytes]:
         fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
@@ -205,7 +267,20 @@ class LocalBlobStore:
                 yield chunk
 
     async def complete(self, upload: Upload) -> None:
-        """Nothing to move: the ordered, durable part files are the finished file."""
+        """Nothing to move: the ordered, durable part files are the finished file. Checked first:
+        every part file holds at least its recorded bytes (a file may be longer: bytes of an append
+        that was never acknowledged), so a file whose bytes storage lost never completes."""
+
+        def check() -> None:
+            for part in upload.sorted_parts():
+                with _disk("checking stored parts"):
+                    size = self._path(upload.id, part.blob_ref).stat().st_size
+                if size < part.size:
+                    raise StorageError(
+                        f"part {part.number} holds {size} bytes in storage, fewer than the {part.size} recorded"
+                    )
+
+        await asyncio.to_thread(check)
 
     async def discard(self, upload: Upload, blob_refs: list[str]) -> None:
         def unlink_all() -> None:
@@ -260,4 +335,4 @@ def from_settings(settings: object) -> LocalBlobStore:
     from chunkd.settings import Settings
 
     assert isinstance(settings, Settings)
-    return LocalBlobStore(settings.data_dir / "blobs", fsync=settings.fsync)
+    return LocalBlobStore(settings.data_dir / "blobs", fsync=settings.fsync, min_free_bytes=settings.min_free_bytes)

@@ -66,7 +66,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
-from chunkd.domain.errors import TooLarge
+from chunkd.backends.blobs.errors import storage_error
+from chunkd.domain.errors import StorageError, TooLarge
 from chunkd.domain.upload import Mode, Part, Upload
 from chunkd.ports.blobs import PartLoader
 
@@ -125,14 +126,20 @@ class _S3Writer:
         self._spool: _Spool | None = None
 
     async def write(self, chunks: Sequence[bytes]) -> None:
-        if self._spool is None:
-            self._spool = _Spool(self._store.spool_dir)
-        if self._spool.size + sum(map(len, chunks)) > MAX_S3_PART:
-            raise TooLarge("one request may carry at most 5 GiB on S3 storage", field="body")
-        await asyncio.to_thread(self._spool.write, chunks)
+        try:
+            if self._spool is None:
+                self._spool = _Spool(self._store.spool_dir)
+            if self._spool.size + sum(map(len, chunks)) > MAX_S3_PART:
+                raise TooLarge("one request may carry at most 5 GiB on S3 storage", field="body")
+            await asyncio.to_thread(self._spool.write, chunks)
+        except OSError as exc:  # the local spool's volume
+            raise storage_error(exc, "spooling a part") from exc
 
     async def commit(self) -> str:
-        spool = self._spool or _Spool(self._store.spool_dir)
+        try:
+            spool = self._spool or _Spool(self._store.spool_dir)
+        except OSError as exc:
+            raise storage_error(exc, "spooling a part") from exc
         try:
             await self._store.call(
                 "put_object",
@@ -141,6 +148,10 @@ class _S3Writer:
                 ContentLength=spool.size,
                 ContentMD5=_b64md5(spool.md5.digest()),
             )
+        except OSError as exc:
+            raise storage_error(exc, "storing a part") from exc
+        except Exception as exc:  # botocore: the object store refused or is unreachable
+            raise StorageError(f"the object store did not take the part: {exc}") from exc
         finally:
             spool.close()
             self._spool = None
@@ -604,6 +615,13 @@ class S3BlobStore:
             )
         )
         return str(url)
+
+    # complete() checks the ETag of every S3 part copied 1:1 from a staged part against that part's
+    # MD5, so the engine computes each part's own MD5 for this store (not only on a client's request).
+    wants_part_md5 = True
+
+    async def ensure_room(self) -> None:
+        return None
 
     async def ping(self) -> None:
         """HeadBucket (readiness): raises when the bucket cannot be reached with our credentials."""

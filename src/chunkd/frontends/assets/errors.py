@@ -52,6 +52,8 @@ def render_error(exc: Exception) -> JSONResponse | None:
         return response
     if isinstance(exc, e.RateLimited):
         return _error(429, exc.message)
+    if isinstance(exc, e.StorageError):
+        return _error(507 if isinstance(exc, e.StorageFull) else 503, exc.message)
     if isinstance(exc, e.ChunkdError):
         return _error(400, exc.message)
     if isinstance(exc, RequestValidationError | ValidationError):

@@ -213,7 +213,10 @@ async def put_part(
     owner = await _writer(request, path, expires, signature, file_id)
     service = runtime(request).uploads
     await _asset(service, owner, file_id, with_parts=False)
-    part = await service.put_part(owner, file_id, part_number, request.stream(), declared_size=content_length(request))
+    # The asset API's contract is S3's: a part's ETag is its MD5 (clients compare them).
+    part = await service.put_part(
+        owner, file_id, part_number, request.stream(), declared_size=content_length(request), md5_etag=True
+    )
     return Response(status_code=200, headers={"ETag": f'"{part.md5}"', "Access-Control-Expose-Headers": "ETag"})
 
 

@@ -43,6 +43,8 @@ _STATUS: list[tuple[type[e.ChunkdError], int]] = [
     (e.Forbidden, 403),
     (e.QuotaExceeded, 403),
     (e.RateLimited, 429),
+    (e.StorageFull, 507),
+    (e.StorageError, 503),
 ]
 
 

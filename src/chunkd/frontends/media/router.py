@@ -25,7 +25,7 @@ from chunkd.domain.upload import Mode
 from chunkd.frontends.forms import small_form
 from chunkd.frontends.http import dialect_route, isotime, principal, runtime
 from chunkd.frontends.media.errors import ERROR_RESPONSES, render_error
-from chunkd.frontends.multipart import FormStream
+from chunkd.frontends.multipart import FilePart, FormStream
 from chunkd.frontends.native.router import DOWNLOAD, file_response
 from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type
 
@@ -58,11 +58,15 @@ def _both(method: str, path: str, **kwargs: Any) -> Callable[[Callable[..., Any]
 
 
 def media_service(request: Request) -> MediaService:
-    return runtime(request).extras["media"]  # type: ignore[no-any-return]
+    return runtime(request).media
 
 
-def _content_range(header: str | None) -> tuple[int, int, int]:
-    match = _CONTENT_RANGE.match((header or "").strip())
+def _content_range(header: str | None) -> tuple[int, int, int] | None:
+    """(start, end, total) of a chunk; None without the header: jQuery File Upload sends none when
+    the file fits in one chunk, and django-chunked-upload then takes the chunk as the whole file."""
+    if header is None:
+        return None
+    match = _CONTENT_RANGE.match(header.strip())
     if not match:
         raise e.InvalidInput("Content-Range must be given as 'bytes START-END/TOTAL'", field="Content-Range")
     start, end, total = map(int, match.groups())
@@ -78,24 +82,29 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
     """``multipart/form-data``: the chunk in ``image`` or ``document``, ``upload_id`` from the
     second chunk on (before the file part), ``Content-Range: bytes START-END/TOTAL``. Answers
     ``{upload_id, offset, expires}``; a chunk that does not start at ``offset`` is refused (400,
-    with the expected ``offset``) and nothing of it is kept."""
+    with the expected ``offset``) and nothing of it is kept. Without ``Content-Range`` (and without
+    ``upload_id``) the chunk is the whole file, at most one chunk long."""
     who = await principal(request, "files:create")
     media = media_service(request)
     service = media.uploads
-    start, end, total = _content_range(request.headers.get("content-range"))
-    length = end - start + 1
-    if length > media.limits.chunk_bytes:
-        raise e.TooLarge(
-            f"a chunk may have at most {media.limits.chunk_bytes} bytes; this one has {length}",
-            field="Content-Range",
-            limit="media_max_chunk_bytes",
-            maxChunkBytes=media.limits.chunk_bytes,
-        )
+    content_range = _content_range(request.headers.get("content-range"))
+    if content_range is not None:
+        start, end, total = content_range
+        length = end - start + 1
+        if length > media.limits.chunk_bytes:
+            raise _chunk_too_large(media, f"this one has {length}", "Content-Range")
     form = FormStream(request, file_fields=FILE_FIELDS)
     part = await form.next_file()
     if part is None:
         raise e.InvalidInput("no chunk was submitted: send it in the image or document field", field="image")
     upload_id = form.fields.get("upload_id") or None
+    if content_range is None:
+        if upload_id is not None:
+            raise e.InvalidInput(
+                "Content-Range is required with upload_id (only a file sent whole in one request may omit it)",
+                field="Content-Range",
+            )
+        return await _whole_file(request, who.owner, media, form, part)
     created = False
     if upload_id is not None:
         upload = await service.get(who.owner, upload_id, with_parts=False)
@@ -136,6 +145,51 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
         if created:  # a first chunk that failed leaves nothing behind
             with suppress(e.ChunkdError):
                 await service.delete(who.owner, upload.id)
+        raise
+    return {"upload_id": upload.id, "offset": upload.bytes_received, "expires": isotime(upload.expires_at)}
+
+
+def _chunk_too_large(media: MediaService, what: str, field: str) -> e.TooLarge:
+    return e.TooLarge(
+        f"a chunk may have at most {media.limits.chunk_bytes} bytes; {what}",
+        field=field,
+        limit="media_max_chunk_bytes",
+        maxChunkBytes=media.limits.chunk_bytes,
+    )
+
+
+async def _whole_file(
+    request: Request, owner: str, media: MediaService, form: FormStream, part: FilePart
+) -> dict[str, Any]:
+    """A chunk without Content-Range: the whole file in one request (jQuery File Upload's way for a
+    file smaller than one chunk). Its size is what arrives, at most one chunk; then it is
+    completed like any other (``complete`` with ``upload_id`` and ``md5``)."""
+    service = media.uploads
+    upload = await service.create(
+        owner,
+        filename=part.filename or part.name,
+        size_bytes=None,
+        mode=Mode.APPEND,
+        frontend=MEDIA_FRONTEND,
+        metadata={"field": part.name},
+        part_size=media.limits.chunk_bytes,
+        strict_part_size=False,
+    )
+    try:
+        try:
+            upload = await service.append(
+                owner, upload.id, 0, part.body(), keep_partial=False, max_bytes=media.limits.chunk_bytes
+            )
+        except e.TooLarge:
+            raise _chunk_too_large(media, "send a larger file in chunks with Content-Range", part.name) from None
+        if (await form.finish()).get("upload_id"):
+            raise e.InvalidInput("upload_id must come before the file part", field="upload_id")
+        hint = MediaType.DOC if part.name == "document" else MediaType.IMAGE
+        media.check_size(default_type(part.filename, hint), upload.bytes_received)
+        upload = await service.declare_size(owner, upload.id, upload.bytes_received)
+    except BaseException:
+        with suppress(e.ChunkdError):  # a whole file that failed leaves nothing behind
+            await service.delete(owner, upload.id)
         raise
     return {"upload_id": upload.id, "offset": upload.bytes_received, "expires": isotime(upload.expires_at)}
 

@@ -25,6 +25,8 @@ _STATUS: list[tuple[type[e.ChunkdError], int]] = [
     (e.Forbidden, 403),
     (e.QuotaExceeded, 403),
     (e.RateLimited, 429),
+    (e.StorageFull, 507),
+    (e.StorageError, 503),
 ]
 
 
@@ -50,8 +52,8 @@ def render_error(exc: Exception) -> JSONResponse | None:
         details = exc.to_dict()
         code, message, field = details.pop("code"), details.pop("message"), details.pop("field", None)
         response = error_response(status_for(exc), code, message, field, **details)
-        if isinstance(exc, e.Busy):
-            response.headers["Retry-After"] = "1"
+        if isinstance(exc, e.Busy | e.StorageError):
+            response.headers["Retry-After"] = "1" if isinstance(exc, e.Busy) else "30"
         return response
     if isinstance(exc, RequestValidationError):
         field, message = validation_error(exc.errors())

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
 from chunkd.domain.names import is_upload_id
-from chunkd.domain.upload import Status, Upload
+from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.http import (
     content_disposition,
     content_length,
@@ -34,6 +34,8 @@ from chunkd.frontends.native.schemas import (
     FileObject,
     PartObject,
 )
+from chunkd.frontends.part_digests import request_digest
+from chunkd.service.crc import crc64_b64
 
 __all__ = ["DOWNLOAD", "router"]
 
@@ -74,13 +76,23 @@ def _complete_view(upload: Upload) -> dict[str, Any]:
     }
 
 
+def _part_count(upload: Upload, *, with_parts: bool) -> int:
+    """PARTS: the number of parts the file has. APPEND (tus, media chunks): the parts stored so far,
+    since appended bytes have no part geometry."""
+    if upload.mode is Mode.APPEND:
+        return len(upload.parts) if with_parts else upload.parts_received
+    return upload.part_count or 0
+
+
 def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[str, Any]:
     view = _complete_view(upload)
     view.update(
         partSize=upload.part_size,
-        partCount=upload.part_count or 0,
+        partCount=_part_count(upload, with_parts=with_parts),
         bytesReceived=upload.bytes_received,
         md5=upload.md5,
+        # The whole file's CRC-64/NVME as S3 reports it (x-amz-checksum-crc64nvme): base64, big-endian.
+        crc64nvme=crc64_b64(int(upload.crc64, 16)) if upload.crc64 else None,
     )
     if upload.status is Status.PENDING:
         rt = runtime(request)
@@ -94,7 +106,7 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[st
         )
     if with_parts:
         view["parts"] = [
-            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.md5}"' if p.md5 else None}
+            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.checksum}"' if p.checksum else None}
             for p in upload.sorted_parts()
         ]
     return view
@@ -180,10 +192,17 @@ async def put_part(
             digest = parse_content_md5(content_md5)
         except ValueError as exc:
             raise e.InvalidInput(str(exc), field="Content-MD5") from None
+    wanted = request_digest(request.headers)
     part = await service.put_part(
-        who.owner, file_id, part_number, request.stream(), content_md5=digest, declared_size=content_length(request)
+        who.owner,
+        file_id,
+        part_number,
+        request.stream(),
+        content_md5=digest,
+        declared_size=content_length(request),
+        digest=(wanted.hasher, wanted.expected, wanted.field) if wanted is not None else None,
     )
-    return {"partNumber": part.number, "sizeBytes": part.size, "etag": f'"{part.md5}"'}
+    return {"partNumber": part.number, "sizeBytes": part.size, "etag": f'"{part.checksum}"'}
 
 
 @router.put(

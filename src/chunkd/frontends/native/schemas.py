@@ -60,9 +60,14 @@ class FileCompleteResponse(BaseModel):
 
 class FileObject(FileCompleteResponse):
     partSize: int
-    partCount: int
+    partCount: int = Field(
+        description="Parts of the file (numbered uploads); for appended uploads (tus, media chunks) the parts stored."
+    )
     bytesReceived: int
     md5: str | None = Field(None, description="MD5 hex digest of the file, once COMPLETED.")
+    crc64nvme: str | None = Field(
+        None, description="CRC-64/NVME of the file once COMPLETED, base64 of 8 big-endian bytes (as S3 reports it)."
+    )
     uploadUrl: str | None = Field(None, description="PUT the whole body here (signed; no credentials needed).")
     uploadMethod: Literal["PUT"] | None = None
     uploadHeaders: dict[str, str] | None = None

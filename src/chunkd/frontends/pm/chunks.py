@@ -5,6 +5,10 @@ size is Fine Uploader's chunk size; the upload is found by its ``qquuid`` (the e
 reference for frontend "pm") or created by the first chunk that arrives. A request without the
 chunk fields is a whole small file: stored and completed at once, since Fine Uploader sends no
 done request for it.
+
+The seed marks ``qqtotalfilesize`` optional. Without it the upload starts with its size unknown;
+the size is declared when the last chunk (``qqpartindex == qqtotalparts - 1``) has been stored,
+from its offset and its own size, or at the done request (``chunkd.frontends.pm.router``).
 """
 
 from __future__ import annotations
@@ -20,13 +24,25 @@ from chunkd.frontends.multipart import FileData, FileEnd, FileStart, FormEvent
 from chunkd.frontends.pm.fields import QQ
 from chunkd.service.uploads import UploadService
 
-__all__ = ["CHUNK_FIELDS", "FRONTEND", "Stored", "find_upload", "finish_whole_file", "store_chunk", "store_whole_file"]
+__all__ = [
+    "CHUNK_FIELDS",
+    "FRONTEND",
+    "TOTAL_PARTS",
+    "Stored",
+    "chunk_count",
+    "find_upload",
+    "finish_whole_file",
+    "store_chunk",
+    "store_whole_file",
+]
 
 FRONTEND = "pm"
 # Any of these makes the request a chunk; without them it is a whole file.
 CHUNK_FIELDS = ("qqpartindex", "qqpartbyteoffset", "qqtotalparts", "qqchunksize")
 # Fine Uploader names every chunk "blob"; such a part filename says nothing about the file.
 _ANONYMOUS = {"", "blob"}
+# Where an upload started without qqtotalfilesize keeps the qqtotalparts its first chunk gave.
+TOTAL_PARTS = "pmTotalParts"
 
 
 @dataclass
@@ -62,7 +78,17 @@ def _name_and_type(qq: QQ, start: FileStart, fallback: str) -> tuple[str, str | 
     return filename or fallback, mime
 
 
-def _part_size(qq: QQ, index: int, total_parts: int | None, total_size: int) -> int:
+def chunk_count(upload: Upload) -> int | None:
+    """The number of chunks of a pm upload: from its size, or (size still unknown) the
+    qqtotalparts its first chunk gave; None when neither is known yet."""
+    count = upload.part_count
+    if count is None:
+        recorded = upload.metadata.get(TOTAL_PARTS)
+        count = recorded if isinstance(recorded, int) else None
+    return count
+
+
+def _part_size(qq: QQ, index: int, total_parts: int | None, total_size: int | None) -> int:
     """Fine Uploader's chunk size: ``qqchunksize`` is the size of *this* chunk (shorter for the
     last), so a later chunk's size comes from its byte offset."""
     offset = qq.integer("qqpartbyteoffset")
@@ -75,7 +101,7 @@ def _part_size(qq: QQ, index: int, total_parts: int | None, total_size: int) -> 
         return offset // index
     if index == 0 and chunk is not None:
         # A single-chunk file may be sent as chunk 0 of 1; its part size is then the whole size.
-        return max(chunk, total_size) if total_parts == 1 else chunk
+        return max(chunk, total_size or 0) if total_parts == 1 else chunk
     if chunk is not None and total_parts is not None and index < total_parts - 1:
         return chunk
     raise e.InvalidInput(
@@ -89,10 +115,10 @@ async def _find_or_create(service: UploadService, owner: str, file_uuid: str, qq
         return upload
     index = qq.integer("qqpartindex") or 0
     total_size = qq.integer("qqtotalfilesize")
-    if total_size is None:
-        raise e.InvalidInput("qqtotalfilesize is required with the first chunk of a file", field="qqtotalfilesize")
     total_parts = qq.integer("qqtotalparts", minimum=1)
     part_size = _part_size(qq, index, total_parts, total_size)
+    if total_size is None and total_parts is not None and index >= total_parts:
+        raise e.PartOutOfRange(f"qqpartindex must be between 0 and {total_parts - 1}", field="qqpartindex")
     filename, mime = _name_and_type(qq, start, file_uuid)
     try:
         return await service.create(
@@ -104,6 +130,9 @@ async def _find_or_create(service: UploadService, owner: str, file_uuid: str, qq
             mode=Mode.PARTS,
             frontend=FRONTEND,
             client_ref=file_uuid,
+            # Without qqtotalfilesize the size is learnt from the last chunk (or at done).
+            defer_size=total_size is None,
+            metadata={TOTAL_PARTS: total_parts} if total_size is None and total_parts is not None else None,
             # Fine Uploader's default 2,000,000-byte chunks may be below the native minimum part size.
             strict_part_size=False,
         )
@@ -118,21 +147,20 @@ def _check_chunk(upload: Upload, qq: QQ, index: int) -> None:
     """The chunk's declared geometry must agree with the upload's (the bytes are checked too)."""
     if upload.mode is not Mode.PARTS or upload.metadata.get("pm") == "whole":
         raise e.InvalidState("this qquuid names a file sent in one request, not in chunks", field="qquuid")
-    count = upload.part_count or 1
+    count = chunk_count(upload)
     total_size = qq.integer("qqtotalfilesize")
-    if total_size is not None and total_size != upload.size_bytes:
+    if total_size is not None and upload.size_bytes is not None and total_size != upload.size_bytes:
         raise e.InvalidInput(
             f"qqtotalfilesize {total_size} differs from the {upload.size_bytes} bytes this file started with",
             field="qqtotalfilesize",
         )
     total_parts = qq.integer("qqtotalparts", minimum=1)
-    if total_parts is not None and total_parts != count:
-        raise e.InvalidInput(
-            f"qqtotalparts {total_parts} does not match {upload.size_bytes} bytes in chunks of {upload.part_size}",
-            field="qqtotalparts",
-        )
-    if index >= count:
-        raise e.PartOutOfRange(f"qqpartindex must be between 0 and {count - 1}", field="qqpartindex")
+    if total_parts is not None and count is not None and total_parts != count:
+        known = f"{upload.size_bytes} bytes in chunks of {upload.part_size}" if upload.size_bytes is not None else count
+        raise e.InvalidInput(f"qqtotalparts {total_parts} does not match {known}", field="qqtotalparts")
+    count = count if count is not None else total_parts
+    if count is not None and index >= max(count, 1):
+        raise e.PartOutOfRange(f"qqpartindex must be between 0 and {max(count, 1) - 1}", field="qqpartindex")
     offset = qq.integer("qqpartbyteoffset")
     if offset is not None and offset != index * upload.part_size:
         raise e.InvalidInput(
@@ -141,7 +169,10 @@ def _check_chunk(upload: Upload, qq: QQ, index: int) -> None:
         )
     chunk = qq.integer("qqchunksize")
     expected = upload.expected_part_size(index + 1)
-    if chunk is not None and chunk != expected:
+    if upload.size_bytes is None and index + 1 == count:
+        if chunk is not None and not 0 < chunk <= expected:
+            raise e.PartSizeMismatch(f"qqchunksize of the last chunk must be 1 to {expected}", field="qqchunksize")
+    elif chunk is not None and chunk != expected:
         raise e.PartSizeMismatch(f"qqchunksize must be {expected} for chunk {index}", field="qqchunksize")
 
 
@@ -160,13 +191,23 @@ async def store_chunk(
         file_uuid = str(uuidlib.uuid4())
     upload = await _find_or_create(service, owner, file_uuid, qq, start)
     _check_chunk(upload, qq, index)
+    total_size = qq.integer("qqtotalfilesize")
+    if upload.size_bytes is None and total_size is not None:  # a later chunk tells the size after all
+        upload = await service.declare_size(owner, upload.id, total_size)
+        _check_chunk(upload, qq, index)
+    count = chunk_count(upload)
+    last = upload.size_bytes is None and count is not None and index + 1 == count
     try:
-        await service.put_part(owner, upload.id, index + 1, file_bytes(events))
+        part = await service.put_part(owner, upload.id, index + 1, file_bytes(events), last=last)
     except e.PartSizeMismatch as exc:  # say it in chunk terms (the engine counts parts from 1)
         expected = exc.details.get("expectedSize")
+        size = f"1 to {expected}" if last else str(expected)
         raise e.PartSizeMismatch(
-            f"qqfile of chunk {index} must be {expected} bytes", field="qqfile", expectedSize=expected
+            f"qqfile of chunk {index} must be {size} bytes", field="qqfile", expectedSize=expected
         ) from None
+    if last:
+        # The last chunk ends the file: its size is now known.
+        upload = await service.declare_size(owner, upload.id, part.offset + part.size)
     return Stored(upload, file_uuid, whole=False, issued=issued)
 
 

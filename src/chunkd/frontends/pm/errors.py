@@ -47,8 +47,11 @@ _STATUS: list[tuple[type[e.ChunkdError], int]] = [
     (e.Forbidden, 403),
     (e.QuotaExceeded, 403),
     (e.RateLimited, 429),
+    (e.StorageFull, 507),
+    (e.StorageError, 503),
 ]
-_RETRYABLE = (e.Busy, e.RateLimited)
+# Fine Uploader retries these (storage faults pass: the upload resumes once space is back).
+_RETRYABLE = (e.Busy, e.RateLimited, e.StorageError)
 # The engine names fields as the native Files API does; a Fine Uploader client knows them as qq*.
 _FIELDS = {
     "sizeBytes": "qqtotalfilesize",
@@ -66,6 +69,22 @@ def _in_dialect(field: str | None, message: str) -> tuple[str | None, str]:
     if field not in _FIELDS:
         return field, message
     return _FIELDS[field], _WORD.sub(lambda m: _FIELDS[m.group(1)], message)
+
+
+def _numbered_in_dialect(exc: e.ChunkdError, details: dict[str, Any]) -> str | None:
+    """Fine Uploader numbers chunks from 0 (``qqpartindex``); the engine numbers parts from 1. Errors
+    that carry part numbers are re-said with chunk indexes (the message, and ``missingParts``)."""
+    if isinstance(exc, e.MissingParts) and isinstance(details.get("missingParts"), list):
+        indexes = [n - 1 for n in details["missingParts"]]
+        details["missingParts"] = indexes
+        shown = ", ".join(map(str, indexes[:20])) + (" …" if len(indexes) > 20 else "")
+        return f"chunks not received (qqpartindex): {shown}"
+    if isinstance(exc, e.PartOutOfRange) and exc.field == "partNumber":
+        count = details.get("partCount")
+        if isinstance(count, int):
+            return f"qqpartindex must be between 0 and {max(count, 1) - 1}"
+        return "qqpartindex is out of range"
+    return None
 
 
 def fine_uploader_error(
@@ -88,7 +107,7 @@ async def render(_: Request, exc: Exception) -> Response | None:
         details = exc.to_dict()
         details.pop("message")
         code, field = details.pop("code"), details.pop("field", None)
-        field, message = _in_dialect(field, exc.message)
+        field, message = _in_dialect(field, _numbered_in_dialect(exc, details) or exc.message)
         response = fine_uploader_error(
             status, message, code=code, field=field, prevent_retry=not isinstance(exc, _RETRYABLE), **details
         )

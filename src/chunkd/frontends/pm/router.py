@@ -31,6 +31,7 @@ from chunkd.frontends.native.router import DOWNLOAD, file_response
 from chunkd.frontends.pm.chunks import (
     CHUNK_FIELDS,
     Stored,
+    chunk_count,
     find_upload,
     finish_whole_file,
     store_chunk,
@@ -38,6 +39,7 @@ from chunkd.frontends.pm.chunks import (
 )
 from chunkd.frontends.pm.errors import ERROR_RESPONSES, render
 from chunkd.frontends.pm.fields import QQ
+from chunkd.service.uploads import UploadService
 
 __all__ = ["BASE", "file_url", "router"]
 
@@ -87,7 +89,7 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                         "qqpartindex": _field("0-based chunk index; absent for a whole small file.", "integer"),
                         "qqtotalparts": _field("Number of chunks.", "integer"),
                         "qqfiletype": _field("Media type of the file."),
-                        "qqtotalfilesize": _field("Size of the whole file in bytes.", "integer"),
+                        "qqtotalfilesize": _field("Size of the whole file in bytes (optional).", "integer"),
                         "qqpartbyteoffset": _field("Byte offset of this chunk.", "integer"),
                         "qqchunksize": _field("Size of this chunk in bytes.", "integer"),
                         "qqfilename": _field("Name of the file."),
@@ -97,8 +99,16 @@ UPLOAD_OPENAPI: dict[str, Any] = {
             "application/x-www-form-urlencoded": {
                 "schema": {
                     "type": "object",
-                    "description": "With ?done: qquuid and qqfilename required; qqtotalparts, qqmd5, qqfiletype, "
-                    "qqtotalfilesize optional (also accepted as JSON or multipart).",
+                    "description": "With ?done (Chunk Upload Done; also accepted as JSON or multipart).",
+                    "required": ["qquuid", "qqfilename"],
+                    "properties": {
+                        "qquuid": _field("The file's uuid."),
+                        "qqfilename": _field("Name of the file."),
+                        "qqtotalparts": _field("Number of chunks.", "integer"),
+                        "qqmd5": _field("MD5 hex digest of the whole file."),
+                        "qqfiletype": _field("Media type of the file."),
+                        "qqtotalfilesize": _field("Size of the whole file in bytes.", "integer"),
+                    },
                 }
             },
         },
@@ -183,6 +193,8 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     total_size = qq.integer("qqtotalfilesize")
     mime = qq.text("qqfiletype")
     upload = await find_upload(service, owner, file_uuid)
+    if upload.size_bytes is None and upload.status is Status.PENDING:
+        upload = await _declare_size_at_done(service, owner, upload, total_size, total_parts)
     if total_size is not None and total_size != upload.size_bytes:
         raise e.SizeMismatch(
             f"qqtotalfilesize {total_size} differs from the {upload.size_bytes} bytes of this file",
@@ -197,6 +209,25 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     if filename != upload.filename or (mime is not None and mime != upload.mime_type):
         upload = await service.rename(owner, upload.id, filename, mime_type=mime)
     return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
+
+
+async def _declare_size_at_done(
+    service: UploadService, owner: str, upload: Upload, total_size: int | None, total_parts: int | None
+) -> Upload:
+    """A chunked file whose size no chunk told: qqtotalfilesize of the done request, or the end of
+    its last chunk (qqtotalparts, or the count its first chunk gave)."""
+    if total_size is None:
+        count = chunk_count(upload) or total_parts
+        if count is None:
+            raise e.InvalidInput(
+                "the file's size is unknown: send qqtotalfilesize or qqtotalparts", field="qqtotalfilesize"
+            )
+        parts = (await service.get(owner, upload.id)).parts
+        if count not in parts:
+            missing = [n for n in range(1, count + 1) if n not in parts]
+            raise e.MissingParts("parts not received", missingParts=missing[:1000])
+        total_size = parts[count].offset + parts[count].size
+    return await service.declare_size(owner, upload.id, total_size)
 
 
 def _file_object(request: Request, upload: Upload, file_uuid: str) -> dict[str, Any]:

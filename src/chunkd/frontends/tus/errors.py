@@ -37,6 +37,8 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (e.Forbidden, 403),
     (e.QuotaExceeded, 403),
     (e.RateLimited, 429),
+    (e.StorageFull, 507),
+    (e.StorageError, 503),
     (UploadInterrupted, 400),
     (UnsupportedVersion, 412),
     (UnsupportedMediaType, 415),

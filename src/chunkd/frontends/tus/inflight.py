@@ -70,6 +70,10 @@ class InFlight:
     def __init__(self) -> None:
         self._writers: dict[str, Writer] = {}
 
+    def writing(self, upload_id: str) -> bool:
+        """True while a request of this process streams into ``upload_id``."""
+        return upload_id in self._writers
+
     @contextlib.asynccontextmanager
     async def take_over(self, upload_id: str, *, wait: float) -> AsyncIterator[Writer]:
         """Stop the request writing ``upload_id`` (if any), wait up to ``wait`` seconds for it to

@@ -223,7 +223,7 @@ class TusEndpoint:
                     raise e.TooLarge(f"the body is longer than Upload-Length ({length})", field="Upload-Length")
                 async with _inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
                     upload = await service.append(
-                        who.owner, upload.id, 0, writer.guard(request.stream()), checksum=checksum
+                        who.owner, upload.id, 0, writer.guard(request.stream()), checksum=checksum, finish=True
                     )
             except (e.ChecksumMismatch, e.TooLarge):
                 # The creation is answered with the error and no Location: drop the new upload.
@@ -282,34 +282,46 @@ class TusEndpoint:
         length = parse_length(request.headers.get("upload-length"), "Upload-Length")
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
-        upload = await _load(request, who.owner, file_id)
-        if _tus_state(upload).get("concat") == "final":
-            raise e.Forbidden("a final upload cannot be patched", field="Upload-Concat")
-        if upload.status is Status.COMPLETED and offset == upload.size_bytes and not _has_body(request):
-            return Response(status_code=204, headers=self.upload_headers(upload, now_pending=False))
-        upload.ensure_pending(service.clock())
-        # Checked before taking over from an in-flight request, so a wrong PATCH cannot end a good one.
-        upload.check_append(offset)
-        if length is not None and upload.size_bytes is not None and length != upload.size_bytes:
-            raise e.InvalidInput(f"Upload-Length is already {upload.size_bytes}", field="Upload-Length")
-        if length is not None and length < offset:
-            raise e.InvalidInput(f"Upload-Length is below the {offset} bytes received", field="Upload-Length")
-        size = length if length is not None else upload.size_bytes
-        if size is not None and content_length is not None and offset + content_length > size:
-            raise e.TooLarge(f"the body goes past Upload-Length ({size} bytes)", field="Content-Length")
-        async with _inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT) as writer:
-            if length is not None and upload.size_bytes is None:
-                await service.declare_size(who.owner, file_id, length)
-            upload = await service.append(
-                who.owner,
-                file_id,
-                offset,
-                writer.guard(request.stream()),
-                checksum=checksum,
-                lock_timeout=TAKE_OVER_WAIT,
-            )
-        if upload.size_bytes is not None and upload.bytes_received == upload.size_bytes:
-            upload = await service.complete(who.owner, file_id)
+        has_body = _has_body(request)
+
+        def inspect(upload: Upload) -> None:
+            """The tus rules on the row as loaded (under the lock, or before taking over)."""
+            if upload.frontend != FRONTEND or upload.mode is not Mode.APPEND:
+                raise e.NotFound(f"no upload with id {file_id!r}", field="id")
+            if _tus_state(upload).get("concat") == "final":
+                raise e.Forbidden("a final upload cannot be patched", field="Upload-Concat")
+            if upload.status is Status.COMPLETED and offset == upload.size_bytes and not has_body:
+                raise _AlreadyComplete(upload)
+            upload.ensure_pending(service.clock())
+            upload.check_append(offset)
+            if length is not None and upload.size_bytes is not None and length != upload.size_bytes:
+                raise e.InvalidInput(f"Upload-Length is already {upload.size_bytes}", field="Upload-Length")
+            if length is not None and length < offset:
+                raise e.InvalidInput(f"Upload-Length is below the {offset} bytes received", field="Upload-Length")
+            size = length if length is not None else upload.size_bytes
+            if size is not None and content_length is not None and offset + content_length > size:
+                raise e.TooLarge(f"the body goes past Upload-Length ({size} bytes)", field="Content-Length")
+
+        inflight = _inflight(request)
+        try:
+            if inflight.writing(file_id):
+                # Checked before taking over from an in-flight request, so a wrong PATCH cannot end
+                # a good one (the only case that costs a second load).
+                inspect(await _load(request, who.owner, file_id))
+            async with inflight.take_over(file_id, wait=TAKE_OVER_WAIT) as writer:
+                upload = await service.append(
+                    who.owner,
+                    file_id,
+                    offset,
+                    writer.guard(request.stream()),
+                    checksum=checksum,
+                    lock_timeout=TAKE_OVER_WAIT,
+                    finish=True,
+                    inspect=inspect,
+                    declare_length=length,
+                )
+        except _AlreadyComplete as done:
+            return Response(status_code=204, headers=self.upload_headers(done.upload, now_pending=False))
         headers = _base_headers()
         headers["Upload-Offset"] = str(upload.bytes_received)
         if upload.status is Status.PENDING and upload.expires_at is not None:
@@ -354,6 +366,14 @@ class TusEndpoint:
             if method in handlers:
                 return await handlers[method](request, file_id)
         return _not_allowed()
+
+
+class _AlreadyComplete(Exception):
+    """A body-less PATCH at the end of a finished upload: answered 204 (a retried last PATCH)."""
+
+    def __init__(self, upload: Upload) -> None:
+        super().__init__("the upload is complete")
+        self.upload = upload
 
 
 def _not_allowed() -> Response:

@@ -46,6 +46,7 @@ def _upload_row(upload: Upload) -> dict[str, Any]:
         "hash_offset": upload.hash_offset,
         "hash_state": upload.hash_state,
         "meta": upload.metadata,
+        "crc64": upload.crc64,
     }
 
 
@@ -73,6 +74,7 @@ def _upload_from(row: Any) -> Upload:
         hash_offset=m["hash_offset"],
         hash_state=m["hash_state"],
         metadata=dict(m["meta"] or {}),
+        crc64=m["crc64"],
     )
 
 
@@ -86,6 +88,7 @@ def _part_from(row: Any) -> Part:
         blob_ref=m["blob_ref"],
         created_at=m["created_at"],
         hash_state=m["hash_state"],
+        crc64=m["crc64"] or "",
     )
 
 
@@ -169,6 +172,7 @@ class SqlRepository:
                 "blob_ref": p.blob_ref,
                 "hash_state": p.hash_state,
                 "created_at": p.created_at,
+                "crc64": p.crc64,
             }
             for p in changed
         ]
@@ -184,6 +188,7 @@ class SqlRepository:
                 "blob_ref": excluded.blob_ref,
                 "hash_state": excluded.hash_state,
                 "created_at": excluded.created_at,
+                "crc64": excluded.crc64,
             },
         )
 

@@ -71,6 +71,7 @@ uploads = Table(
     Column("hash_offset", BigInteger, nullable=False),
     Column("hash_state", LargeBinary, nullable=True),
     Column("meta", JSON, nullable=False),
+    Column("crc64", String(16), nullable=True),
     UniqueConstraint("owner", "frontend", "client_ref", name="uq_uploads_client_ref"),
     Index("ix_uploads_owner_created", "owner", "created_at", "id"),
     Index("ix_uploads_status_expires", "status", "expires_at"),
@@ -87,6 +88,7 @@ parts = Table(
     Column("blob_ref", String(255), nullable=False),
     Column("hash_state", LargeBinary, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("crc64", String(16), nullable=False, server_default=""),
 )
 
 api_keys = Table(

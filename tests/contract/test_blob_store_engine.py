@@ -1,6 +1,5 @@
-"""The BlobStore port's contract, run over local disk and S3 (a real Ceph RGW) alike: what the
-engine relies on from any store. (Parametrised by ``blob_store``; meant to merge into the shared
-contract suite's backend list.)"""
+"""The BlobStore port's contract, part two: what the engine relies on from any store (S3-sized
+parts, appends, completion), over every backend in ``conftest.BLOB_BACKENDS``."""
 
 from __future__ import annotations
 
@@ -12,45 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from chunkd.backends.blobs.local import LocalBlobStore
-from chunkd.backends.blobs.s3 import S3BlobStore
-from chunkd.domain.names import new_upload_id
-from chunkd.domain.upload import Mode, Part, Status, Upload
+from chunkd.domain.upload import Mode, Part, Upload
 from chunkd.ports.blobs import BlobStore
+from tests.contract.conftest import BlobFixture
+from tests.support.uploads import make_upload
 
 MiB = 1024 * 1024
 
 
-@pytest.fixture(params=["local", "s3"])
-async def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
-    store: BlobStore
-    if request.param == "local":
-        store = LocalBlobStore(tmp_path / "blobs", fsync=False)
-    else:
-        gateway = request.getfixturevalue("ceph_rgw")
-        bucket = request.getfixturevalue("s3_bucket")
-        store = S3BlobStore(gateway.client(), bucket, prefix="contract/", spool_dir=tmp_path / "spool")
-    try:
-        yield store
-    finally:
-        await store.close()
+@pytest.fixture
+def blob_store(blobs: BlobFixture) -> BlobStore:
+    """The contract backends' store (conftest.BLOB_BACKENDS: every backend)."""
+    return blobs.store
 
 
 def new_upload(size: int, part_size: int, mode: Mode = Mode.PARTS) -> Upload:
-    now = datetime.now(UTC)
-    return Upload(
-        id=new_upload_id(),
-        owner="alice",
-        filename="contract file.bin",
-        mime_type="application/octet-stream",
-        size_bytes=size,
-        part_size=part_size,
-        mode=mode,
-        status=Status.PENDING,
-        created_at=now,
-        updated_at=now,
-        expires_at=None,
-    )
+    return make_upload(size, part_size, mode=mode, filename="contract file.bin", created=datetime.now(UTC), ttl=None)
 
 
 async def store_part(store: BlobStore, upload: Upload, number: int, data: bytes, offset: int | None = None) -> Part:

@@ -1,0 +1,87 @@
+"""Typed results: a :class:`File` (the Files API's file object) and its :class:`Part` s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = ["File", "Page", "Part"]
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part the server holds. ``etag`` is opaque: compare it, never parse it."""
+
+    part_number: int
+    size_bytes: int
+    etag: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Part:
+        return cls(int(data["partNumber"]), int(data["sizeBytes"]), data.get("etag"))
+
+
+@dataclass(frozen=True)
+class File:
+    """A file (an upload) as the server describes it. Fields the answer did not carry are None
+    (the answer of *complete* has no parts, for example)."""
+
+    id: str
+    filename: str
+    size_bytes: int
+    status: str  # PENDING, COMPLETED, CANCELLED or EXPIRED
+    mime_type: str | None = None
+    created_at: datetime | None = None
+    completed_at: datetime | None = None
+    expires_at: datetime | None = None
+    part_size: int | None = None
+    part_count: int | None = None
+    bytes_received: int | None = None
+    md5: str | None = None
+    parts: tuple[Part, ...] | None = None
+    upload_url: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> File:
+        parts = data.get("parts")
+        return cls(
+            id=str(data["id"]),
+            filename=str(data.get("filename", "")),
+            size_bytes=int(data.get("sizeBytes", 0)),
+            status=str(data.get("status", "")),
+            mime_type=data.get("mimeType"),
+            created_at=_time(data.get("createdAt")),
+            completed_at=_time(data.get("completedAt")),
+            expires_at=_time(data.get("expiresAt")),
+            part_size=data.get("partSize"),
+            part_count=data.get("partCount"),
+            bytes_received=data.get("bytesReceived"),
+            md5=data.get("md5"),
+            parts=tuple(Part.from_json(p) for p in parts) if isinstance(parts, list) else None,
+            upload_url=data.get("uploadUrl"),
+            raw=dict(data),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The fields ``chunkd upload --json`` prints, in the API's spelling."""
+        return {
+            "id": self.id,
+            "filename": self.filename,
+            "sizeBytes": self.size_bytes,
+            "md5": self.md5,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of ``GET /v1/files``; ``next_cursor`` is None on the last page."""
+
+    files: tuple[File, ...]
+    next_cursor: str | None

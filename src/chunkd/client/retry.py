@@ -1,0 +1,85 @@
+"""When to try a request again, and how long to wait first: exponential backoff with jitter on
+network errors, 5xx, 429 and ``upload_busy``, honouring ``Retry-After``."""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+
+import httpx
+
+__all__ = ["RetryNotice", "RetryPolicy", "is_retryable_error", "is_retryable_response", "retry_after"]
+
+# Errors of the connection itself (refused, reset, timed out, cut mid-answer) are worth another try;
+# a malformed URL or an unsupported scheme (other TransportErrors) never get better.
+RETRYABLE_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` tries in all; the n-th wait is drawn from [d/2, d] with d = base·2ⁿ capped at
+    ``max_delay`` ("equal jitter": never ~0, so a restarting server gets time, yet clients spread
+    out). A ``Retry-After`` from the server is a lower bound, itself capped at ``max_retry_after``."""
+
+    attempts: int = 8
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 300.0
+
+    def delay(self, attempt: int, server_hint: float | None = None) -> float:
+        """Seconds to wait after failed try number ``attempt`` (0-based)."""
+        ceiling = min(self.max_delay, self.base_delay * 2.0**attempt)
+        wait = ceiling / 2 + random.uniform(0, ceiling / 2)
+        if server_hint is not None:
+            wait = max(wait, min(server_hint, self.max_retry_after))
+        return wait
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """Passed to a client's ``on_retry`` before it waits ``delay`` seconds and tries again."""
+
+    method: str
+    url: str
+    attempt: int  # the try that failed, 1-based
+    delay: float
+    reason: str
+
+
+def reason_of(failure: BaseException | httpx.Response) -> str:
+    """A short reason for a failed try: the network error, or the status and the API's error code."""
+    if isinstance(failure, httpx.Response):
+        code = ""
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # a body that is not the API's error
+            code = str(failure.json()["error"]["code"])
+        return f"HTTP {failure.status_code}" + (f" {code}" if code else "")
+    return f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+
+
+def is_retryable_error(exc: BaseException) -> bool:
+    return isinstance(exc, RETRYABLE_ERRORS)
+
+
+def is_retryable_response(response: httpx.Response) -> bool:
+    """5xx and 429 always; 409 only when another writer briefly holds the upload."""
+    if response.status_code >= 500 or response.status_code == 429:
+        return True
+    return response.status_code == 409 and b"upload_busy" in response.content
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,264 @@
+"""The OpenAPI document, made true enough for generated clients (openapi-python-client) and fuzzers
+(schemathesis) to use every operation it describes.
+
+FastAPI infers the document from handler signatures, but most upload handlers read the raw request
+(a part streams straight into storage; a multipart chunk is parsed as it arrives), so what FastAPI
+cannot see is added here, in one pass over the generated document:
+
+* security schemes (``X-API-Key``, HTTP Bearer, HTTP Basic, ``AccessToken``) and each operation's
+  ``security``; operations that also take a signed URL (``expires`` + ``signature`` in the query)
+  list the empty requirement too, since the signature alone suffices;
+* request bodies: raw binary (``application/octet-stream``, ``format: binary``) for part and
+  whole-file PUTs, multipart and form schemas for the pm, media and asset routes (``BODIES``);
+* the headers that carry meaning (``Content-MD5``, ``Range``, ``If-Range``, ``Content-Range``);
+* the real error responses: chunkd answers bad input with 400 ``invalid_input``, never 422, so
+  FastAPI's 422 and its ``HTTPValidationError`` schemas are removed, and every operation declares
+  400/401/403/404/409/413/429 in its own dialect's error schema;
+* ``format: date-time`` on timestamps, downloads typed as binary, and an optional JSON body (a
+  ``complete`` without a body) declared as ``required: false`` rather than as ``anyOf [..., null]``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from chunkd.domain.media import MediaType
+from chunkd.frontends.assets.router import CompleteAsset, CreateAsset
+
+__all__ = ["SECURITY_SCHEMES", "customise", "install_openapi"]
+
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "ApiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "An API key `ck_<id>_<secret>`.",
+    },
+    "Bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key, or an access token from `POST /v1/auth/token`.",
+    },
+    "Basic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "The API key's id as the user name, its secret as the password.",
+    },
+    "AccessToken": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "AccessToken",
+        "description": "An access token from `POST /v1/auth/token` (or `POST /auth/token`).",
+    },
+}
+CREDENTIALS: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
+ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 429)
+TIMESTAMPS = frozenset({"createdAt", "completedAt", "expiresAt", "revokedAt", "added_at", "expires"})
+BINARY: dict[str, Any] = {"type": "string", "format": "binary"}
+
+
+def _header(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "schema": {"type": "string"}, "description": description}
+
+
+def _octets(description: str) -> dict[str, Any]:
+    # Not "required": the one part of an empty file is an empty body.
+    return {"required": False, "description": description, "content": {"application/octet-stream": {"schema": BINARY}}}
+
+
+def _model_ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+_MEDIA_COMPLETE: dict[str, Any] = {
+    "type": "object",
+    "required": ["upload_id", "md5"],
+    "properties": {
+        "upload_id": {"type": "string", "description": "The upload_id the chunks answered."},
+        "md5": {"type": "string", "pattern": "^[0-9a-fA-F]{32}$", "description": "MD5 hex digest of the file."},
+        "type": {"type": "string", "enum": [t.value for t in MediaType], "description": "The media's type."},
+    },
+}
+# What each operation's handler reads from the raw request: (method, path) → additions.
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("put", "/v1/files/{file_id}/parts/{part_number}"): {
+        "requestBody": _octets("The part's bytes: exactly partSize bytes (the last part: the rest)."),
+        "parameters": [_header("Content-MD5", "Base64 MD5 of the part (RFC 1864); checked before it is stored.")],
+    },
+    ("put", "/v1/files/{file_id}/content"): {
+        "requestBody": _octets("The whole file (sizeBytes bytes). The upload stays PENDING until complete."),
+    },
+    ("put", "/asset/{file_id}/parts/{part_number}"): {
+        "requestBody": _octets("The part's bytes: partSize bytes, the last part the rest."),
+    },
+    ("put", "/asset/{file_id}/content"): {
+        "requestBody": _octets("The whole asset (up to one part); the PUT completes it."),
+    },
+    ("post", "/asset"): {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _model_ref(CreateAsset)}}},
+    },
+    ("post", "/asset/complete"): {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _model_ref(CompleteAsset)}}},
+    },
+    ("post", "/api/v2/media/upload/chunk/"): {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "upload_id": {"type": "string", "description": "From the second chunk on (first)."},
+                            "image": {**BINARY, "description": "The chunk of an image (or send document)."},
+                            "document": {**BINARY, "description": "The chunk of a PDF (or send image)."},
+                        },
+                    }
+                }
+            },
+        },
+        "parameters": [
+            _header(
+                "Content-Range",
+                "bytes START-END/TOTAL of this chunk; without it (and upload_id) the chunk is the whole file.",
+            )
+        ],
+    },
+    ("post", "/api/v2/media/upload/complete/"): {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {"schema": _MEDIA_COMPLETE},
+                "application/json": {"schema": _MEDIA_COMPLETE},
+                "multipart/form-data": {"schema": _MEDIA_COMPLETE},
+            },
+        },
+    },
+}
+DOWNLOAD_HEADERS = [
+    _header("Range", "bytes=START-END (one range): answered with 206 and Content-Range."),
+    _header("If-Range", "The ETag the Range applies to; another one gets the whole file."),
+]
+MODELS: tuple[type[BaseModel], ...] = (CreateAsset, CompleteAsset)
+
+
+def _walk(node: Any, visit: Callable[[dict[str, Any]], None]) -> None:
+    if isinstance(node, dict):
+        visit(node)
+        for value in node.values():
+            _walk(value, visit)
+    elif isinstance(node, list):
+        for value in node:
+            _walk(value, visit)
+
+
+def _date_times(node: dict[str, Any]) -> None:
+    properties = node.get("properties")
+    if not isinstance(properties, dict):
+        return
+    for name, schema in properties.items():
+        if name not in TIMESTAMPS or not isinstance(schema, dict):
+            continue
+        for branch in [schema, *schema.get("anyOf", [])]:
+            if isinstance(branch, dict) and branch.get("type") == "string":
+                branch["format"] = "date-time"
+
+
+def _add_models(document: dict[str, Any]) -> None:
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+
+
+def _optional_json_body(operation: dict[str, Any]) -> None:
+    """``Body()`` typed ``Model | None`` comes out as ``anyOf [Model, null]``, which generated
+    clients cannot send as "no body"; declare the model with ``required: false`` instead."""
+    body = operation.get("requestBody")
+    if not body:
+        return
+    media = body.get("content", {}).get("application/json")
+    if not media:
+        return
+    branches = media.get("schema", {}).get("anyOf")
+    if isinstance(branches, list) and {"type": "null"} in branches:
+        rest = [b for b in branches if b != {"type": "null"}]
+        if len(rest) == 1:
+            media["schema"] = rest[0]
+            body["required"] = False
+
+
+def _error_responses(operation: dict[str, Any]) -> None:
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    responses.pop("422", None)
+    dialect = responses.get("400", {}).get("content")
+    for status in ERROR_STATUSES:
+        entry = responses.setdefault(str(status), {"description": HTTPStatus(status).phrase})
+        if dialect and "content" not in entry:
+            entry["content"] = copy.deepcopy(dialect)
+
+
+def _downloads(operation: dict[str, Any]) -> None:
+    """A download answers with the file's own media type: declared as binary, octet-stream first
+    (clients pick the first type they know), any type after it."""
+    for status in ("200", "206"):
+        response = operation.get("responses", {}).get(status)
+        if response is not None and "*/*" in response.get("content", {}):
+            response["content"] = {"application/octet-stream": {"schema": BINARY}, "*/*": {"schema": BINARY}}
+
+
+def _parameters(operation: dict[str, Any], added: list[dict[str, Any]]) -> None:
+    present = {(p.get("in"), p.get("name", "").lower()) for p in operation.get("parameters", [])}
+    for parameter in added:
+        if (parameter["in"], parameter["name"].lower()) not in present:
+            operation.setdefault("parameters", []).append(copy.deepcopy(parameter))
+
+
+def customise(document: dict[str, Any]) -> dict[str, Any]:
+    """Apply the additions above to a FastAPI-generated document (in place; returned)."""
+    _add_models(document)
+    components = document.setdefault("components", {})
+    components["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict):
+                continue
+            names = {p.get("name") for p in operation.get("parameters", [])}
+            signed = "signature" in names
+            operation["security"] = CREDENTIALS + ([{}] if signed else [])
+            extra = BODIES.get((method, path), {})
+            if "requestBody" in extra:
+                operation["requestBody"] = copy.deepcopy(extra["requestBody"])
+            _parameters(operation, extra.get("parameters", []))
+            _optional_json_body(operation)
+            _error_responses(operation)
+            if any("*/*" in r.get("content", {}) for r in operation.get("responses", {}).values()):
+                _downloads(operation)
+                _parameters(operation, DOWNLOAD_HEADERS)
+    schemas = components.get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    _walk(document, _date_times)
+    return document
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve the customised document at ``/openapi.json`` (and so in ``/docs``): FastAPI's own
+    generation (with every option it passes, and its cache), then ``customise`` once per document."""
+    generate = app.openapi
+    customised: list[dict[str, Any]] = []
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        if not customised or customised[0] is not document:
+            customise(document)
+            customised[:] = [document]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,237 @@
+"""An upload's life: create, complete (verify and finish), rename, cancel, delete, and expiry of idle uploads."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from chunkd.domain.checksum import ResumableMD5
+from chunkd.domain.errors import (
+    Busy,
+    ChecksumMismatch,
+    InvalidInput,
+    InvalidState,
+    TooLarge,
+)
+from chunkd.domain.names import check_client_ref, clean_filename, media_type, new_upload_id
+from chunkd.domain.parts import choose_part_size
+from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.service.core import EngineCore
+from chunkd.service.crc import crc64_combine, crc64_hex
+from chunkd.service.quotas import check_new_upload
+
+__all__ = ["Lifecycle"]
+
+log = logging.getLogger("chunkd.service")
+
+
+class Lifecycle(EngineCore):
+    """Creating and finishing uploads."""
+
+    async def create(
+        self,
+        owner: str,
+        *,
+        filename: str,
+        size_bytes: int | None,
+        mime_type: str | None = None,
+        md5: str | None = None,
+        part_size: int | None = None,
+        mode: Mode = Mode.PARTS,
+        frontend: str = "native",
+        client_ref: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        strict_part_size: bool = True,
+        defer_size: bool = False,
+    ) -> Upload:
+        """A new PENDING upload. PARTS uploads need ``size_bytes`` unless ``defer_size`` (the
+        size is then declared with ``declare_size`` once the last part is known); APPEND uploads
+        may always defer it."""
+        cfg = self.config
+        filename = clean_filename(filename)
+        if client_ref is not None:
+            check_client_ref(client_ref)
+        if size_bytes is not None:
+            if size_bytes < 0:
+                raise InvalidInput("sizeBytes must not be negative", field="sizeBytes")
+            if size_bytes > cfg.max_file_size:
+                raise TooLarge(
+                    f"sizeBytes exceeds the maximum file size of {cfg.max_file_size} bytes",
+                    field="sizeBytes",
+                    limit="max_file_size",
+                    maxSizeBytes=cfg.max_file_size,
+                )
+        elif mode is Mode.PARTS and not defer_size:
+            raise InvalidInput("sizeBytes is required", field="sizeBytes")
+        part_size = choose_part_size(
+            size_bytes,
+            part_size,
+            default=cfg.default_part_size,
+            minimum=cfg.min_part_size,
+            maximum=cfg.max_part_size,
+            mode=mode,
+            strict=strict_part_size,
+        )
+        guessed = mimetypes.guess_type(filename)[0]
+        mime = media_type((mime_type or "").strip() or guessed or "application/octet-stream")
+        await check_new_upload(self.repo, self.config, owner, size_bytes)
+        await self.blobs.ensure_room()
+        now = self.clock()
+        upload = Upload(
+            id=new_upload_id(),
+            owner=owner,
+            filename=filename,
+            mime_type=mime,
+            size_bytes=size_bytes,
+            part_size=part_size,
+            mode=mode,
+            status=Status.PENDING,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + cfg.ttl,
+            frontend=frontend,
+            client_ref=client_ref,
+            declared_md5=md5,
+            hash_state=ResumableMD5().state(),
+            metadata=dict(metadata or {}),
+        )
+        await self.repo.create(upload)
+        await self._emit("created", upload)
+        return upload
+
+    async def complete(
+        self,
+        owner: str,
+        upload_id: str,
+        *,
+        md5: str | None = None,
+        check: Callable[[Upload], Awaitable[None]] | None = None,
+    ) -> Upload:
+        """Verify and finish an upload. Idempotent: completing a COMPLETED upload returns it.
+        Any failure (missing parts, wrong size, wrong MD5, ``check`` raising) leaves it PENDING.
+        ``check`` lets a frontend validate the content (e.g. "is this really a PDF") first; what it
+        records in ``upload.metadata`` is saved together with the COMPLETED status."""
+        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+            upload = await self.get(owner, upload_id)
+            if upload.status is Status.COMPLETED:
+                if md5 is not None and md5 != upload.md5:
+                    raise ChecksumMismatch("md5 does not match the completed file", field="md5")
+                return upload
+            now = self.clock()
+            upload.check_complete(now)
+            advanced = await self._advance_hash(upload) if upload.hash_offset != upload.size_bytes else []
+            try:
+                await self._finish(upload, now, md5=md5, check=check)
+            except BaseException:
+                if advanced:
+                    await self.repo.save(upload, advanced)
+                raise
+            await self.repo.save(upload, advanced)
+        await self._emit("completed", upload)
+        return upload
+
+    async def _finish(
+        self,
+        upload: Upload,
+        now: datetime,
+        *,
+        md5: str | None,
+        check: Callable[[Upload], Awaitable[None]] | None,
+    ) -> None:
+        """The checks and steps that turn a full, hashed PENDING upload into a COMPLETED one, under
+        its lock (the caller saves it). Raises, leaving it PENDING, when any check fails."""
+        upload.check_complete(now)
+        if upload.hash_offset != upload.size_bytes or upload.hash_state is None:
+            raise InvalidState("the file's checksum is not available; re-send the parts after the gap")
+        digest = ResumableMD5(upload.hash_state).hexdigest()
+        for name, expected in (("md5", md5), ("md5 declared at creation", upload.declared_md5)):
+            if expected is not None and expected != digest:
+                raise ChecksumMismatch(
+                    f"{name} {expected} does not match the uploaded bytes", field="md5", actualMd5=digest
+                )
+        if check is not None:
+            await check(upload)
+        await self.blobs.complete(upload)
+        upload.crc64 = _whole_crc(upload)
+        upload.mark_completed(now, digest)
+
+    async def rename(self, owner: str, upload_id: str, filename: str, *, mime_type: str | None = None) -> Upload:
+        """Change the display filename (and optionally the media type) of an upload in any status:
+        protocols such as Fine Uploader's name the file only when it is finished."""
+        filename = clean_filename(filename)
+        checked_mime = media_type(mime_type) if mime_type is not None else None
+        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+            upload = await self.get(owner, upload_id, with_parts=False)
+            new_mime = checked_mime if checked_mime is not None else upload.mime_type
+            if upload.filename == filename and upload.mime_type == new_mime:
+                return upload
+            upload.filename = filename
+            upload.mime_type = new_mime
+            upload.updated_at = self.clock()
+            await self.repo.save(upload)
+        return upload
+
+    async def cancel(self, owner: str, upload_id: str) -> Upload:
+        """PENDING → CANCELLED; its bytes are freed."""
+        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+            upload = await self.get(owner, upload_id)
+            upload.mark_cancelled(self.clock())
+            # The status and the forgetting of the part rows commit together, so no reader sees a
+            # CANCELLED upload with parts (nor keeps one after a crash); bytes are freed after it
+            # (a crash in between leaves orphaned blobs, which gc sweeps).
+            await self.repo.save(upload, removed_parts=list(upload.parts))
+            await self.blobs.delete(upload)
+            upload.parts = {}
+        await self._emit("cancelled", upload)
+        return upload
+
+    async def delete(self, owner: str, upload_id: str) -> Upload:
+        """Remove an upload whatever its status: bytes and record."""
+        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+            upload = await self.get(owner, upload_id)
+            await self._free(upload)
+            await self.repo.delete_upload(upload_id)
+        await self._emit("deleted", upload)
+        return upload
+
+    async def _free(self, upload: Upload) -> None:
+        await self.blobs.delete(upload)
+        await self.repo.delete_parts(upload.id)
+        upload.parts = {}
+
+    async def expire_due(self, limit: int = 100) -> int:
+        """Expire PENDING uploads idle past ``expiresAt``; uploads busy with a writer are skipped
+        (and their heartbeats keep them alive). Safe to run in several processes at once."""
+        now = self.clock()
+        expired = 0
+        for upload_id in await self.repo.list_expirable(now, limit):
+            try:
+                async with self.locks.hold(upload_id, timeout=0):
+                    # Parts are loaded first because ``expire`` forgets their rows in the same
+                    # transaction as the status change (as ``cancel`` does); the blob store may
+                    # need them to free the bytes.
+                    upload = await self.repo.get(upload_id)
+                    if upload is None or not await self.repo.expire(upload_id, now):
+                        continue
+                    upload.mark_expired(now)
+                    await self.blobs.delete(upload)
+                    upload.parts = {}
+            except Busy:
+                continue
+            expired += 1
+            await self._emit("expired", upload)
+        return expired
+
+
+def _whole_crc(upload: Upload) -> str | None:
+    """The whole file's CRC-64/NVME, combined from its parts' (None if a part has none: stored
+    before parts had CRCs)."""
+    crc = 0
+    for part in upload.sorted_parts():
+        if not part.crc64:
+            return None
+        crc = crc64_combine(crc, int(part.crc64, 16), part.size)
+    return crc64_hex(crc)

@@ -1,0 +1,234 @@
+"""Numbered parts (PARTS mode): one part per request, in any order and in parallel, or the whole
+body in one PUT stored as consecutive parts. Parts stream without the upload's lock; only their
+short commit (metadata + hash frontier) runs under it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+
+from chunkd.domain.checksum import ResumableMD5, StreamHasher
+from chunkd.domain.errors import (
+    ChecksumMismatch,
+    InvalidState,
+    NotFound,
+    PartSizeMismatch,
+    SizeMismatch,
+)
+from chunkd.domain.upload import Mode, Part, Upload
+from chunkd.service.core import EngineCore
+from chunkd.service.streaming import BodyReader, StreamedPart, stream_into
+
+__all__ = ["Parts"]
+
+log = logging.getLogger("chunkd.service")
+
+
+class Parts(EngineCore):
+    """Storing numbered parts."""
+
+    async def put_part(
+        self,
+        owner: str,
+        upload_id: str,
+        number: int,
+        body: AsyncIterator[bytes],
+        *,
+        content_md5: str | None = None,
+        declared_size: int | None = None,
+        md5_etag: bool = False,
+        digest: tuple[StreamHasher, bytes, str] | None = None,
+        last: bool = False,
+    ) -> Part:
+        """Store part ``number`` (1-based) of a PARTS upload; replaces an earlier copy atomically.
+        ``declared_size`` (a request's Content-Length) refuses a wrong-sized part before any byte of
+        it is read; the streamed size is checked in any case. The part's own MD5 is computed only
+        when ``content_md5`` is to be checked or the dialect's ETag is an MD5 (``md5_etag``);
+        otherwise its checksum is its CRC-64/NVME. ``digest``: (hasher, expected digest, the field
+        that carried it), verified over the part's bytes before it is acknowledged. ``last``: the
+        caller knows this part ends a file whose size is not yet declared (it may be shorter than
+        the part size)."""
+        upload = await self.get(owner, upload_id, with_parts=False)
+        upload.ensure_pending(self.clock())
+        upload.check_part_number(number)
+        if declared_size is not None:
+            upload.check_part_size(number, declared_size)
+        expected = upload.expected_part_size(number)
+        streamed = await self._stream_part(
+            upload,
+            number,
+            body,
+            limit=expected,
+            limit_error=lambda: PartSizeMismatch(
+                f"part {number} must be {expected} bytes; the body is longer", field="body", expectedSize=expected
+            ),
+            part_md5=content_md5 is not None or md5_etag,
+            extra=digest[0] if digest is not None else None,
+        )
+        try:
+            upload.check_part_size(number, streamed.size, last=last)
+            if content_md5 is not None and content_md5 != streamed.md5:
+                raise ChecksumMismatch(
+                    "the part's bytes do not match its Content-MD5", field="Content-MD5", actualMd5=streamed.md5
+                )
+            if digest is not None and streamed.extra is not None and streamed.extra.digest() != digest[1]:
+                raise ChecksumMismatch(f"the part's bytes do not match its {digest[2]}", field=digest[2])
+        except BaseException:
+            await streamed.writer.abort()
+            raise
+        return await self._commit_part(owner, upload_id, number, streamed, upload)
+
+    async def put_whole(self, owner: str, upload_id: str, body: AsyncIterator[bytes]) -> Upload:
+        """One PUT of the whole file, stored as the upload's parts one after another (each durable
+        as soon as it is complete, so a broken PUT can be resumed part by part)."""
+        upload = await self.get(owner, upload_id, with_parts=False)
+        upload.ensure_pending(self.clock())
+        if upload.mode is not Mode.PARTS or upload.size_bytes is None:
+            raise InvalidState("this upload does not take a whole-file PUT")
+        reader = BodyReader(body)
+        count = upload.part_count or 0
+        # Part n is made durable and recorded while part n+1 streams in (the fsync and the metadata
+        # write no longer stall the body); commits still run one at a time, in order.
+        committing: asyncio.Task[Part] | None = None
+        try:
+            for number in range(1, count + 1):
+                expected = upload.expected_part_size(number)
+                streamed = await self._stream_part(upload, number, reader.slice(expected), limit=None)
+                if streamed.size != expected:
+                    await streamed.writer.abort()
+                    raise SizeMismatch(
+                        f"the body ended after {upload.offset_of(number) + streamed.size} bytes; "
+                        f"sizeBytes is {upload.size_bytes}",
+                        field="body",
+                    )
+                if streamed.whole is not None:
+                    # The next part carries the whole-file hash on from here rather than having it
+                    # re-read from storage at its commit (its commit checks that this still holds).
+                    upload.hash_offset = upload.offset_of(number) + streamed.size
+                    upload.hash_state = streamed.whole.state()
+                if committing is not None:
+                    previous, committing = committing, None
+                    try:
+                        await previous
+                    except BaseException:
+                        await streamed.writer.abort()
+                        raise
+                committing = asyncio.create_task(self._commit_part(owner, upload_id, number, streamed, upload))
+            if committing is not None:
+                previous, committing = committing, None
+                await previous
+        finally:
+            if committing is not None:
+                # The body broke off (or was too short) after a whole part: that part is kept, so the
+                # upload can be resumed from it; the error that stopped the body is the one raised.
+                with contextlib.suppress(Exception):
+                    await committing
+        if not await reader.at_end():
+            raise SizeMismatch(f"the body is longer than sizeBytes ({upload.size_bytes})", field="body")
+        return await self.get(owner, upload_id)
+
+    async def _stream_part(
+        self,
+        upload: Upload,
+        number: int,
+        body: AsyncIterator[bytes],
+        *,
+        limit: int | None,
+        limit_error: Callable[[], Exception] | None = None,
+        extra: StreamHasher | None = None,
+        offset: int | None = None,
+        part_md5: bool = False,
+    ) -> StreamedPart:
+        offset = upload.offset_of(number) if offset is None else offset
+        # Hash into the whole-file state as we go when this part starts at the frontier.
+        whole = ResumableMD5(upload.hash_state) if upload.hash_offset == offset and upload.hash_state else None
+        await self.blobs.ensure_room()
+        writer = await self.blobs.open_writer(upload, number, offset)
+        streamed = StreamedPart(writer, whole, extra, part_md5=part_md5 or self.caps.part_md5)
+        await self._keep_alive(upload)
+        try:
+            await stream_into(
+                streamed,
+                body,
+                limit=limit,
+                limit_error=limit_error,
+                heartbeat=lambda: self.repo.touch(upload.id, self.clock() + self.config.ttl),
+                heartbeat_every=self.config.heartbeat_every,
+            )
+        except BaseException:
+            await writer.abort()
+            raise
+        return streamed
+
+    async def _keep_alive(self, upload: Upload) -> None:
+        """Push ``expiresAt`` forward before bytes start to flow, unless it is already far off
+        (every commit moves it to now + TTL, so parallel parts rarely need this extra write)."""
+        horizon = self.clock() + self.config.ttl
+        slack = timedelta(seconds=self.config.heartbeat_every)
+        if upload.expires_at is None or upload.expires_at < horizon - slack:
+            await self.repo.touch(upload.id, horizon)
+
+    async def _commit_part(
+        self, owner: str, upload_id: str, number: int, streamed: StreamedPart, opened: Upload
+    ) -> Part:
+        """Make the streamed part durable, then record it under the upload's lock."""
+        ref: str | None = None
+        saved = False
+        upload = opened
+        try:
+            # Make the bytes durable before taking the lock: the commit may be slow (an fsync, or
+            # the whole transfer to object storage) and must not serialise an upload's parallel
+            # parts. Nothing points at the blob until the metadata is saved under the lock.
+            ref = await streamed.writer.commit()
+            async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+                # Load only the parts this commit can touch: from the hash frontier (or the part
+                # before this one) onwards, plus this number (a replaced part).
+                loaded = await self.repo.get(
+                    upload_id,
+                    owner,
+                    parts_from=lambda row: min(row.frontier_part_number(), max(number - 1, 1)),
+                    part_numbers=[number],
+                )
+                if loaded is None:
+                    raise NotFound(f"no upload with id {upload_id!r}", field="id")
+                upload = loaded
+                now = self.clock()
+                upload.ensure_pending(now)
+                old = upload.parts.get(number)
+                part = Part(
+                    number=number,
+                    offset=upload.offset_of(number),
+                    size=streamed.size,
+                    md5=streamed.md5,
+                    blob_ref=ref,
+                    created_at=now,
+                    crc64=streamed.crc_hex,
+                )
+                upload.place_part(
+                    part,
+                    old,
+                    hashed_from=streamed.whole_start,
+                    hashed_to=streamed.whole.state() if streamed.whole is not None else None,
+                )
+                changed = {part.number: part}
+                for advanced in await self._advance_hash(upload):
+                    changed[advanced.number] = advanced
+                upload.expires_at = now + self.config.ttl
+                upload.updated_at = now
+                if self.caps.settler is not None:
+                    self.caps.settler.invalidate(upload, part, old)
+                await self.repo.save(upload, list(changed.values()))
+                saved = True
+                await self._settle(upload, part)
+        except BaseException:
+            if ref is None:
+                await streamed.writer.abort()
+            elif not saved:
+                await self.blobs.discard(upload, [ref])
+            raise
+        if old is not None and old.blob_ref != part.blob_ref:
+            await self.blobs.discard(upload, [old.blob_ref])
+        return part

@@ -1,0 +1,52 @@
+"""Reading uploads: lookups by a client's own id, listings, bytes of a finished file, direct download URLs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from chunkd.domain.errors import (
+    InvalidState,
+)
+from chunkd.domain.names import check_client_ref
+from chunkd.domain.upload import Status, Upload
+from chunkd.service.core import EngineCore
+
+__all__ = ["Queries"]
+
+log = logging.getLogger("chunkd.service")
+
+
+class Queries(EngineCore):
+    """Read-only use cases."""
+
+    async def find(self, owner: str, frontend: str, client_ref: str) -> Upload | None:
+        check_client_ref(client_ref)
+        return await self.repo.find_by_client_ref(owner, frontend, client_ref)
+
+    async def list_uploads(
+        self, owner: str, *, status: Status | None = None, limit: int = 50, before: tuple[datetime, str] | None = None
+    ) -> list[Upload]:
+        return await self.repo.list_uploads(owner, status=status, limit=limit, before=before)
+
+    def read(self, upload: Upload, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of a COMPLETED upload (loaded with its parts)."""
+        if upload.status is not Status.COMPLETED:
+            raise InvalidState(f"upload {upload.id} is {upload.status.value}; only completed files can be read")
+        size = upload.size_bytes or 0
+        return self.blobs.read(upload, start, size if end is None else end)
+
+    async def download_url(self, upload: Upload, *, disposition: str = "attachment") -> str | None:
+        """A direct download URL for a COMPLETED file when the store offers one and is configured
+        to (e.g. a presigned S3 GET); None means: stream it with ``read``."""
+        redirector = self.caps.redirector
+        if upload.status is not Status.COMPLETED or redirector is None:
+            return None
+        return await redirector.download_url(upload, filename=upload.filename, disposition=disposition)
+
+    async def read_received(self, upload: Upload) -> AsyncIterator[bytes]:
+        """The bytes received so far by a PENDING upload, in order (for content checks)."""
+        for part in upload.sorted_parts():
+            async for chunk in self.blobs.read_part(upload, part):
+                yield chunk

@@ -1,0 +1,176 @@
+"""A storage fault (a full disk, an I/O error) in the middle of a body, for every dialect that
+appends and for parts: the request gets 507 (or 503) in its own dialect, nothing past the durable
+bytes is recorded, the server keeps answering, and the upload resumes once space is back."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from chunkd.backends.blobs import local
+from tests.api.test_pm_api import BOUNDARY, form
+from tests.conftest import Api
+
+TUS = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+
+
+@dataclass
+class Disk:
+    """Room left on a simulated volume: the write syscall fails with ``error`` once it is used up,
+    after writing what still fitted (as a real full disk does)."""
+
+    room: int | None = None
+    error: int = errno.ENOSPC
+
+    def fill(self, room: int, error: int = errno.ENOSPC) -> None:
+        self.room, self.error = room, error
+
+    def free(self) -> None:
+        self.room = None
+
+
+@pytest.fixture
+def disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
+    state = Disk()
+    real = local._writev_all
+
+    def writev_all(fd: int, chunks: Sequence[bytes]) -> int:
+        if state.room is None:
+            return real(fd, chunks)
+        data = b"".join(chunks)
+        fits = data[: state.room]
+        written = real(fd, [fits]) if fits else 0
+        state.room -= written
+        if written < len(data):
+            raise OSError(state.error, os.strerror(state.error))
+        return written
+
+    monkeypatch.setattr(local, "_writev_all", writev_all)
+    yield state
+
+
+async def stored_bytes(api: Api, upload_id: str) -> int:
+    """Bytes really on disk for the upload's recorded parts (what a download could serve)."""
+    upload = await api.runtime.uploads.get("alice", upload_id)
+    store = api.runtime.uploads.blobs
+    assert isinstance(store, local.LocalBlobStore)
+    total = 0
+    for part in upload.sorted_parts():
+        on_disk = (store.root / upload_id[:2] / upload_id / part.blob_ref).stat().st_size
+        total += min(on_disk, part.size)
+    return total
+
+
+async def test_tus_patch_on_a_full_disk_keeps_nothing_past_the_durable_bytes(api: Api, disk: Disk) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 77)
+    headers = {**api.auth(), "Tus-Resumable": "1.0.0", "Upload-Length": str(len(data))}
+    created = await api.client.post("/files", headers=headers)
+    upload_id = created.headers["location"].rsplit("/", 1)[1]
+    first = 1024 * 1024
+    ok = await api.client.patch(
+        f"/files/{upload_id}", content=data[:first], headers={**api.auth(), **TUS, "Upload-Offset": "0"}
+    )
+    assert ok.status_code == 204
+    disk.fill(room=600_000)  # the next PATCH runs out of space part-way
+    full = await api.client.patch(
+        f"/files/{upload_id}", content=data[first:], headers={**api.auth(), **TUS, "Upload-Offset": str(first)}
+    )
+    assert full.status_code == 507, full.text
+    assert full.headers["tus-resumable"] == "1.0.0" and full.headers["content-type"].startswith("text/plain")
+    head = await api.client.head(f"/files/{upload_id}", headers={**api.auth(), "Tus-Resumable": "1.0.0"})
+    offset = int(head.headers["upload-offset"])
+    assert offset == first  # nothing of the failed request was recorded
+    assert await stored_bytes(api, upload_id) == offset
+    # The server still answers, and the upload resumes once there is room again.
+    assert (await api.client.get("/v1/files", headers=api.auth())).status_code == 200
+    disk.free()
+    rest = await api.client.patch(
+        f"/files/{upload_id}", content=data[offset:], headers={**api.auth(), **TUS, "Upload-Offset": str(offset)}
+    )
+    assert rest.status_code == 204, rest.text
+    done = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert done["status"] == "COMPLETED" and done["md5"] == hashlib.md5(data).hexdigest()
+    content = await api.client.get(f"/v1/files/{upload_id}/content", headers=api.auth())
+    assert content.content == data
+
+
+async def test_an_io_error_is_503_and_records_nothing(api: Api, disk: Disk) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    headers = {**api.auth(), "Tus-Resumable": "1.0.0", "Upload-Length": str(len(data))}
+    created = await api.client.post("/files", headers=headers)
+    upload_id = created.headers["location"].rsplit("/", 1)[1]
+    disk.fill(room=100_000, error=errno.EIO)
+    failed = await api.client.patch(
+        f"/files/{upload_id}", content=data, headers={**api.auth(), **TUS, "Upload-Offset": "0"}
+    )
+    assert failed.status_code == 503, failed.text
+    head = await api.client.head(f"/files/{upload_id}", headers={**api.auth(), "Tus-Resumable": "1.0.0"})
+    assert head.headers["upload-offset"] == "0"
+
+
+async def test_native_part_on_a_full_disk_is_507_and_not_stored(api: Api, disk: Disk) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    created = await api.client.post(
+        "/v1/files", json={"filename": "f.bin", "sizeBytes": len(data), "partSize": 1024 * 1024}, headers=api.auth()
+    )
+    file_id = created.json()["id"]
+    disk.fill(room=300_000)
+    full = await api.client.put(f"/v1/files/{file_id}/parts/1", content=data[: 1024 * 1024], headers=api.auth())
+    assert full.status_code == 507, full.text
+    assert full.json()["error"]["code"] == "storage_full"
+    got = (await api.client.get(f"/v1/files/{file_id}", headers=api.auth())).json()
+    assert got["parts"] == [] and got["bytesReceived"] == 0
+    disk.free()
+    for n in range(3):
+        part = data[n * 1024 * 1024 : (n + 1) * 1024 * 1024]
+        assert (
+            await api.client.put(f"/v1/files/{file_id}/parts/{n + 1}", content=part, headers=api.auth())
+        ).status_code == 200
+    done = await api.client.post(
+        f"/v1/files/{file_id}/complete", json={"md5": hashlib.md5(data).hexdigest()}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+
+
+async def test_media_chunk_on_a_full_disk_is_507_in_its_dialect(api: Api, disk: Disk) -> None:
+    data = os.urandom(150_000)
+    disk.fill(room=10_000)
+    response = await api.client.post(
+        "/api/v2/media/upload/chunk/",
+        files={"image": ("photo.png", data, "image/png")},
+        headers={**api.auth(), "Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"},
+    )
+    assert response.status_code == 507, response.text
+    assert "detail" in response.json() or "error" in response.json()
+
+
+async def test_pm_chunk_on_a_full_disk_is_507_and_retryable(api: Api, disk: Disk) -> None:
+    data = os.urandom(100_000)
+    disk.fill(room=10_000)
+    body = form([("qquuid", "6c1b2b9e-8d0c-4a43-9a55-1d3f2a5e0c11"), ("qqfilename", "a.bin")], data)
+    response = await api.client.post(
+        "/api/v2/pm/upload/",
+        content=body,
+        headers={**api.auth(), "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    assert response.status_code == 507, response.text
+    answer = response.json()
+    assert answer["success"] is False and answer.get("preventRetry") is not True
+
+
+async def test_below_the_free_space_floor_new_bytes_and_uploads_are_refused(api: Api) -> None:
+    store = api.runtime.uploads.blobs
+    assert isinstance(store, local.LocalBlobStore)
+    stats = os.statvfs(store.root)
+    store.min_free_bytes = stats.f_bavail * stats.f_frsize * 2  # more than the volume has free
+    created = await api.client.post("/v1/files", json={"filename": "f.bin", "sizeBytes": 10}, headers=api.auth())
+    assert created.status_code == 507 and created.json()["error"]["code"] == "storage_full"
+    store.min_free_bytes = 0
+    assert (
+        await api.client.post("/v1/files", json={"filename": "f", "sizeBytes": 1}, headers=api.auth())
+    ).status_code == 201

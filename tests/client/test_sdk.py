@@ -1,0 +1,237 @@
+"""The SDK through the real app: uploads in parallel parts with Content-MD5, resume from the state
+file or an explicit id (only missing parts sent), pagination, typed errors, retries, downloads that
+resume with Range and verify the MD5."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from chunkd.client import (
+    AuthenticationError,
+    ChecksumMismatch,
+    Conflict,
+    File,
+    IntegrityError,
+    NotFound,
+    PermissionDenied,
+    RetryNotice,
+    ServerError,
+)
+from chunkd.client._core import Tracker
+from chunkd.client.source import Source
+from chunkd.client.state import LocalFile, UploadState
+from tests.client.conftest import Sdk
+
+PART = 1000
+
+
+async def test_upload_sends_parts_in_parallel_with_content_md5_and_completes_with_the_file_md5(sdk: Sdk) -> None:
+    data = os.urandom(10 * PART + 17)
+    seen_progress: list[tuple[int, int]] = []
+    async with sdk.client() as client:
+        file = await client.upload(
+            io.BytesIO(data),
+            filename="clip.mp4",
+            part_size=PART,
+            parallel=3,
+            on_progress=lambda done, total: seen_progress.append((done, total)),
+        )
+    assert isinstance(file, File)
+    assert (file.status, file.filename, file.size_bytes) == ("COMPLETED", "clip.mp4", len(data))
+    assert file.md5 == hashlib.md5(data).hexdigest() and file.mime_type == "video/mp4"
+    assert file.part_count == 11 and file.parts is not None and len(file.parts) == 11
+    assert sorted(sdk.recorder.parts_sent(file.id)) == list(range(1, 12))
+    for method, path, headers in sdk.recorder.seen:
+        if method == "PUT":
+            number = int(path.rsplit("/", 1)[1])
+            part = data[(number - 1) * PART : number * PART]
+            assert headers["content-md5"] == base64.b64encode(hashlib.md5(part).digest()).decode()
+            assert headers["content-length"] == str(len(part))
+    assert seen_progress[-1] == (len(data), len(data))
+    assert max(done for done, _ in seen_progress) == len(data)
+
+
+async def test_a_path_uploaded_again_resumes_its_upload_and_sends_only_missing_parts(sdk: Sdk, tmp_path: Path) -> None:
+    path = tmp_path / "movie.bin"
+    data = os.urandom(6 * PART + 3)
+    path.write_bytes(data)
+    state = UploadState(sdk.state_dir)
+    async with sdk.client() as client:
+        # What a run killed after two parts leaves behind: the upload, two parts, the state entry.
+        started = await client.create("movie.bin", len(data), part_size=PART)
+        state.put(client.url, client.key, LocalFile.of(path), started.id)
+        for number in (2, 5):
+            await client._put_part(started, number, Source(path), Tracker(0, None))
+        sdk.recorder.seen.clear()
+
+        file = await client.upload(path, parallel=2)
+    assert file.id == started.id and file.status == "COMPLETED"
+    assert file.md5 == hashlib.md5(data).hexdigest()
+    assert sorted(sdk.recorder.parts_sent(file.id)) == [1, 3, 4, 6, 7]
+    assert state.get(client.url, client.key, LocalFile.of(path)) is None  # forgotten once completed
+    assert stat.S_IMODE(state.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(state.directory.stat().st_mode) == 0o700
+    assert client.key is not None and client.key.split("_")[2] not in state.path.read_text()  # never the secret
+
+
+async def test_a_remembered_upload_that_was_cancelled_or_deleted_starts_over(sdk: Sdk, tmp_path: Path) -> None:
+    path = tmp_path / "again.bin"
+    path.write_bytes(os.urandom(3 * PART))
+    state = UploadState(sdk.state_dir)
+    async with sdk.client() as client:
+        for end in ("cancel", "delete"):
+            old = await client.create("again.bin", 3 * PART, part_size=PART)
+            state.put(client.url, client.key, LocalFile.of(path), old.id)
+            await (client.cancel(old.id) if end == "cancel" else client.delete(old.id))
+            file = await client.upload(path, part_size=PART)
+            assert file.id != old.id and file.status == "COMPLETED"
+
+
+async def test_a_remembered_upload_past_its_expiry_starts_over(sdk: Sdk, tmp_path: Path) -> None:
+    path = tmp_path / "idle.bin"
+    data = os.urandom(3 * PART)
+    path.write_bytes(data)
+    state = UploadState(sdk.state_dir)
+    async with sdk.client() as client:
+        old = await client.create("idle.bin", len(data), part_size=PART)
+        await client._put_part(old, 1, Source(path), Tracker(0, None))
+        state.put(client.url, client.key, LocalFile.of(path), old.id)
+        later = datetime.now(UTC) + timedelta(days=30)  # idle far past CHUNKD_UPLOAD_TTL_SECONDS
+        sdk.runtime.uploads.clock = lambda: later
+        file = await client.upload(path)
+    assert file.id != old.id and file.status == "COMPLETED" and file.md5 == hashlib.md5(data).hexdigest()
+    assert state.get(client.url, client.key, LocalFile.of(path)) is None
+
+
+async def test_a_changed_file_is_a_new_upload(sdk: Sdk, tmp_path: Path) -> None:
+    path = tmp_path / "edited.bin"
+    path.write_bytes(os.urandom(3 * PART))
+    state = UploadState(sdk.state_dir)
+    async with sdk.client() as client:
+        old = await client.create("edited.bin", 3 * PART, part_size=PART)
+        state.put(client.url, client.key, LocalFile.of(path), old.id)
+        os.utime(path, ns=(0, 1_000_000_000))  # same size, another mtime
+        file = await client.upload(path, part_size=PART)
+        assert file.id != old.id
+        assert (await client.get(old.id)).status == "PENDING"
+
+
+async def test_resume_by_id_sends_only_what_the_server_lacks(sdk: Sdk) -> None:
+    data = os.urandom(4 * PART + 1)
+    async with sdk.client() as client:
+        started = await client.create("x.bin", len(data), part_size=PART)
+        await client._put_part(started, 1, Source(io.BytesIO(data)), Tracker(0, None))
+        sdk.recorder.seen.clear()
+        file = await client.resume(started.id, io.BytesIO(data))
+        assert file.status == "COMPLETED" and file.md5 == hashlib.md5(data).hexdigest()
+        assert sorted(sdk.recorder.parts_sent(file.id)) == [2, 3, 4, 5]
+        with pytest.raises(Conflict) as raised:
+            await client.resume(started.id, io.BytesIO(data))
+        assert raised.value.code == "invalid_state"
+
+
+async def test_list_follows_next_cursor(sdk: Sdk) -> None:
+    async with sdk.client(remember=False) as client:
+        ids = [(await client.upload(io.BytesIO(b"%d" % i), filename=f"{i}.txt")).id for i in range(5)]
+        listed = [f.id async for f in client.list(page_size=2)]
+        assert listed == ids[::-1]
+        page = await client.list_page(limit=2)
+        assert len(page.files) == 2 and page.next_cursor
+        pending = await client.create("p.bin", 10)
+        assert [f.id async for f in client.list(status="PENDING")] == [pending.id]
+
+
+async def test_errors_are_typed_and_carry_the_api_code(sdk: Sdk) -> None:
+    async with sdk.client() as client:
+        with pytest.raises(NotFound) as missing:
+            await client.get("AAAAAAAAAAAAAAAAAAAAAA")
+        assert (missing.value.status, missing.value.code) == (404, "not_found")
+
+        file = await client.create("c.bin", 3)
+        await client._put_part(file, 1, Source(io.BytesIO(b"abc")), Tracker(0, None))
+        with pytest.raises(ChecksumMismatch) as mismatch:
+            await client.complete(file.id, "0" * 32)
+        assert (mismatch.value.code, mismatch.value.field, mismatch.value.status) == ("checksum_mismatch", "md5", 400)
+
+    async with sdk.client(key="ck_0123456789abcdef_" + "x" * 43) as stranger:
+        with pytest.raises(AuthenticationError) as refused:
+            await stranger.get(file.id)
+        assert refused.value.code == "unauthenticated"
+    async with sdk.client("reader") as reader:
+        with pytest.raises(PermissionDenied) as denied:
+            await reader.upload(io.BytesIO(b"x"))
+        assert denied.value.code == "missing_scope"
+
+
+async def test_5xx_and_429_are_retried_honouring_retry_after(sdk: Sdk) -> None:
+    data = os.urandom(3 * PART)
+    sdk.recorder.failures, sdk.recorder.fail_when = [503, 429, 502], "/parts/2"
+    notices: list[RetryNotice] = []
+    async with sdk.client(remember=False) as client:
+        client.on_retry = notices.append
+        file = await client.upload(io.BytesIO(data), part_size=PART, parallel=1)
+    assert file.md5 == hashlib.md5(data).hexdigest()
+    assert [(n.method, n.attempt, n.reason) for n in notices] == [
+        ("PUT", 1, "HTTP 503 unavailable"),
+        ("PUT", 2, "HTTP 429 unavailable"),
+        ("PUT", 3, "HTTP 502 unavailable"),
+    ]
+    assert notices[0].url.endswith(f"/v1/files/{file.id}/parts/2")
+    assert sorted(sdk.recorder.parts_sent(file.id)) == [1, 2, 2, 2, 2, 3]
+
+    sdk.recorder.failures, sdk.recorder.fail_when = [503] * 4, "GET /v1/files/"
+    async with sdk.client(remember=False) as client:
+        with pytest.raises(ServerError) as failed:
+            await client.get(file.id)
+    assert failed.value.status == 503 and failed.value.code == "unavailable"
+
+
+async def test_download_resumes_from_a_partial_file_and_verifies_the_md5(sdk: Sdk, tmp_path: Path) -> None:
+    data = os.urandom(5 * PART + 11)
+    async with sdk.client(remember=False) as client:
+        file = await client.upload(io.BytesIO(data), filename="report.pdf", part_size=PART)
+        target = await client.download(file.id, tmp_path)
+        assert target == tmp_path / "report.pdf" and target.read_bytes() == data
+
+        partial = tmp_path / f".copy.pdf.{file.id}.part"
+        partial.write_bytes(data[:2000])
+        sdk.recorder.seen.clear()
+        copy = await client.download(file.id, tmp_path / "copy.pdf")
+        assert copy.read_bytes() == data and not partial.exists()
+        ranges = [h.get("range") for m, p, h in sdk.recorder.seen if p.endswith("/content")]
+        assert ranges == ["bytes=2000-"]
+
+        partial.write_bytes(b"not the file")  # a partial that does not belong: caught by the MD5
+        with pytest.raises(IntegrityError):
+            await client.download(file.id, tmp_path / "copy.pdf")
+        assert not partial.exists()
+        assert (await client.download(file.id, tmp_path / "copy.pdf")).read_bytes() == data
+
+
+async def test_pending_files_do_not_download(sdk: Sdk, tmp_path: Path) -> None:
+    async with sdk.client() as client:
+        file = await client.create("later.bin", 10)
+        with pytest.raises(Conflict):
+            await client.download(file.id, tmp_path)
+
+
+async def test_a_part_that_keeps_failing_raises_its_typed_error_and_a_directory_is_refused(
+    sdk: Sdk, tmp_path: Path
+) -> None:
+    sdk.recorder.failures, sdk.recorder.fail_when = [503] * 4, "/parts/2"
+    async with sdk.client(remember=False) as client:
+        with pytest.raises(ServerError) as failed:
+            await client.upload(io.BytesIO(os.urandom(3 * PART)), part_size=PART)
+        assert failed.value.status == 503
+        before = [f.id async for f in client.list()]
+        with pytest.raises(IsADirectoryError):
+            await client.upload(tmp_path)
+        assert [f.id async for f in client.list()] == before  # nothing created for it

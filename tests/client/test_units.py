@@ -1,0 +1,83 @@
+"""Pure pieces of the SDK: sizes, retry timing, which parts are missing, the state file's keys."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chunkd.client import File, Part, RetryPolicy, parse_size
+from chunkd.client._core import missing_parts
+from chunkd.client.errors import AuthenticationError, ChecksumMismatch, ServerError, error_from_response
+from chunkd.client.retry import is_retryable_response, retry_after
+from chunkd.client.state import LocalFile, UploadState, key_identity
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("8MiB", 8 * 2**20), ("16M", 16 * 2**20), ("512k", 512 * 1024), ("1.5GB", 1_500_000_000), ("1048576", 2**20)],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "MiB", "8 parsecs", "-1M", "1e6"])
+def test_parse_size_refuses_what_is_not_a_size(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_backoff_grows_with_jitter_within_bounds_and_respects_retry_after() -> None:
+    policy = RetryPolicy(base_delay=1, max_delay=8, max_retry_after=60)
+    for attempt, ceiling in [(0, 1), (1, 2), (2, 4), (3, 8), (10, 8)]:
+        waits = {policy.delay(attempt) for _ in range(50)}
+        assert all(ceiling / 2 <= w <= ceiling for w in waits) and len(waits) > 1
+    assert policy.delay(0, server_hint=30) == 30
+    assert policy.delay(0, server_hint=3600) == 60
+
+
+def test_retry_after_in_seconds_or_as_a_date_and_what_is_retried() -> None:
+    assert retry_after(httpx.Response(429, headers={"Retry-After": "7"})) == 7
+    later = email.utils.formatdate(time.time() + 100, usegmt=True)
+    hint = retry_after(httpx.Response(503, headers={"Retry-After": later}))
+    assert hint is not None and 90 < hint <= 100
+    assert retry_after(httpx.Response(503, headers={"Retry-After": "soon"})) is None
+    busy = httpx.Response(409, json={"error": {"code": "upload_busy", "message": "busy"}})
+    conflict = httpx.Response(409, json={"error": {"code": "missing_parts", "message": "no"}})
+    assert is_retryable_response(busy) and not is_retryable_response(conflict)
+    assert is_retryable_response(httpx.Response(502)) and not is_retryable_response(httpx.Response(400))
+
+
+def test_error_bodies_become_typed_errors() -> None:
+    body = {"error": {"code": "checksum_mismatch", "message": "md5 differs", "field": "md5", "expected": "x"}}
+    error = error_from_response(httpx.Response(400, json=body))
+    assert isinstance(error, ChecksumMismatch)
+    assert (error.code, error.field, error.details) == ("checksum_mismatch", "md5", {"expected": "x"})
+    assert isinstance(
+        error_from_response(httpx.Response(401, json={"error": {"code": "x", "message": "m"}})), AuthenticationError
+    )
+    gateway = error_from_response(httpx.Response(502, text="<html>Bad Gateway</html>"))
+    assert isinstance(gateway, ServerError) and gateway.code == "http_error" and "Bad Gateway" in gateway.message
+
+
+def test_missing_parts_go_by_number_and_size_never_by_etag() -> None:
+    parts = (Part(1, 10, "crc:whatever"), Part(2, 4, None), Part(4, 3, '"abc"'))  # 2 is short: sent again
+    file = File("id", "f", 33, "PENDING", part_size=10, part_count=4, parts=parts)
+    assert missing_parts(file) == [2, 3]
+
+
+def test_state_entries_depend_on_server_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    state, local = UploadState(tmp_path / "state"), LocalFile.of(path)
+    key = "ck_0123456789abcdef_" + "s" * 43
+    state.put("http://a", key, local, "UPLOAD")
+    assert state.get("http://a/", key, local) == "UPLOAD"
+    assert state.get("http://b", key, local) is None
+    assert state.get("http://a", "ck_fedcba9876543210_" + "s" * 43, local) is None
+    assert key_identity(key) == "ck_0123456789abcdef" and "s" * 43 not in state.path.read_text()
+    path.write_bytes(b"abcd")
+    assert state.get("http://a", key, LocalFile.of(path)) is None

@@ -1,0 +1,302 @@
+"""``chunkd upload/download/ls/rm`` against a real ``chunkd serve``: a large file in parallel parts,
+kill -9 of the CLI and of the server in the middle of an upload, a wrong key, ``--json`` output.
+A counting proxy (tests/support/proxy.py) in front of the server records every part the CLI sends
+and slows bodies down so the tests can act mid-upload by waiting on what the server holds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.files import MiB, random_file
+from tests.support.proxy import CountingProxy
+from tests.support.server import BIN, ChunkdServer
+
+pytestmark = pytest.mark.e2e
+
+SUMMARY_KEYS = {"id", "filename", "sizeBytes", "md5", "status"}
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The CLI's environment: its own state dir (where it remembers unfinished uploads)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKD_")}
+    return {**env, "XDG_STATE_HOME": str(tmp_path / "state"), "COLUMNS": "200"}
+
+
+def chunkd(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "chunkd"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def spawn(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [str(BIN / "chunkd"), *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 120, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while data := handle.read(MiB):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+class Api:
+    """Direct look at the server (never through the proxy)."""
+
+    def __init__(self, server: ChunkdServer, key: str) -> None:
+        self.http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def pending_named(self, filename: str) -> str | None:
+        try:
+            files = self.http.get("/v1/files", params={"status": "PENDING"}).json()["data"]
+        except httpx.HTTPError:
+            return None
+        return next((f["id"] for f in files if f["filename"] == filename), None)
+
+    def file(self, file_id: str) -> dict[str, Any] | None:
+        try:
+            response = self.http.get(f"/v1/files/{file_id}")
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    def held(self, file_id: str) -> set[int]:
+        file = self.file(file_id)
+        assert file is not None
+        return {p["partNumber"] for p in file["parts"]}
+
+
+@pytest.fixture
+def api(e2e_server: ChunkdServer, e2e_key: str) -> Iterator[Api]:
+    client = Api(e2e_server, e2e_key)
+    yield client
+    client.http.close()
+
+
+def part_puts(proxy: CountingProxy, file_id: str) -> list[int]:
+    prefix = f"/v1/files/{file_id}/parts/"
+    return [
+        int(r["path"][len(prefix) :])
+        for r in proxy.requests()
+        if r["phase"] == "sent" and r["method"] == "PUT" and r["path"].startswith(prefix)
+    ]
+
+
+def settled(proxy: CountingProxy) -> bool:
+    """No request is still on its way to the server."""
+    phases = [r["phase"] for r in proxy.requests()]
+    return phases.count("sent") == phases.count("answered") + phases.count("failed")
+
+
+@pytest.mark.slow
+def test_300_mib_in_parallel_parts_uploads_and_downloads_equal(
+    tmp_path: Path, e2e_server: ChunkdServer, e2e_key: str, cli_env: dict[str, str], api: Api
+) -> None:
+    source = tmp_path / "big.bin"
+    md5 = random_file(source, 300 * MiB)
+    env = {**cli_env, "CHUNKD_URL": e2e_server.url, "CHUNKD_KEY": e2e_key}
+    done = chunkd("upload", str(source), "--parallel", "4", "--part-size", "8MiB", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["md5"] == md5 and summary["sizeBytes"] == 300 * MiB and summary["status"] == "COMPLETED"
+    assert api.held(summary["id"]) == set(range(1, 39))  # 37 × 8 MiB + 4 MiB
+    copy = tmp_path / "copy.bin"
+    got = chunkd("download", summary["id"], "-o", str(copy), env=env)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.strip() == str(copy)
+    assert copy.stat().st_size == 300 * MiB and file_md5(copy) == md5
+    source.unlink()
+    copy.unlink()
+
+
+def test_kill_9_of_the_cli_then_rerun_sends_only_the_missing_parts(
+    tmp_path: Path, e2e_server: ChunkdServer, e2e_key: str, cli_env: dict[str, str], api: Api
+) -> None:
+    source = tmp_path / "killed-cli.bin"
+    md5 = random_file(source, 24 * MiB + 5)
+    slow = CountingProxy(e2e_server.url, tmp_path / "first.log", rate=6 * MiB).start()
+    env = {**cli_env, "CHUNKD_URL": slow.url, "CHUNKD_KEY": e2e_key}
+    args = ("upload", str(source), "--part-size", "1MiB", "--parallel", "3", "--json")
+    try:
+        cli = spawn(*args, env=env, log=tmp_path / "cli-1.log")
+        file_id = wait_for(lambda: api.pending_named(source.name), what="the upload to be created")
+        wait_for(lambda: len(api.held(file_id)) >= 2, what="two parts stored")
+        os.killpg(cli.pid, signal.SIGKILL)
+        cli.wait(timeout=30)
+        wait_for(lambda: settled(slow), what="the proxy to finish the killed requests")
+    finally:
+        slow.stop()
+    held = api.held(file_id)
+    assert 2 <= len(held) < 25
+
+    # The same command again, through the same URL (the remembered upload is per server URL).
+    fast = CountingProxy(e2e_server.url, tmp_path / "second.log", port=slow.port).start()
+    try:
+        rerun = chunkd(*args, env=env)
+    finally:
+        fast.stop()
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary == {
+        "id": file_id,
+        "filename": source.name,
+        "sizeBytes": 24 * MiB + 5,
+        "md5": md5,
+        "status": "COMPLETED",
+    }
+    resent = part_puts(fast, file_id)
+    assert not held & set(resent), f"parts the server held were sent again: {sorted(held & set(resent))}"
+    assert sorted(resent) == sorted(set(range(1, 26)) - held)
+    assert api.held(file_id) == set(range(1, 26))
+
+
+def test_server_kill_9_and_restart_mid_upload_the_cli_retries_and_completes(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_FSYNC": "true"}).start()
+    proxy = CountingProxy(server.url, tmp_path / "proxy.log", rate=8 * MiB)
+    try:
+        key = server.create_key("alice")
+        api = Api(server, key)
+        source = tmp_path / "restarted.bin"
+        md5 = random_file(source, 24 * MiB)
+        proxy.start()
+        env = {**cli_env, "CHUNKD_URL": proxy.url, "CHUNKD_KEY": key}
+        cli = spawn(
+            "upload", str(source), "--part-size", "1MiB", "--parallel", "3", "--json", env=env, log=tmp_path / "cli.log"
+        )
+        file_id = wait_for(lambda: api.pending_named(source.name), what="the upload to be created")
+        wait_for(lambda: len(api.held(file_id)) >= 2, what="two parts stored")
+        server.restart()  # kill -9, then the same data dir and port
+        assert cli.wait(timeout=240) == 0, (tmp_path / "cli.log").read_text()
+        summary = json.loads((tmp_path / "cli.log").read_text().strip().splitlines()[-1])
+        assert summary["id"] == file_id and summary["md5"] == md5 and summary["status"] == "COMPLETED"
+        assert any(r["phase"] == "failed" or (r["status"] or 0) >= 500 for r in proxy.requests()), (
+            "no request failed: the restart did not happen mid-upload"
+        )
+        assert "retrying in" in (tmp_path / "cli.log").read_text()  # the CLI says why it paused
+        file = api.file(file_id)
+        assert file is not None and file["status"] == "COMPLETED" and file["md5"] == md5
+        api.http.close()
+    finally:
+        proxy.stop()
+        server.kill()
+
+
+def test_wrong_or_missing_key_is_a_clear_message_and_exit_1(
+    tmp_path: Path, e2e_server: ChunkdServer, cli_env: dict[str, str]
+) -> None:
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"hello")
+    wrong = "ck_0123456789abcdef_" + "x" * 43
+    for args in (("upload", str(source)), ("ls",), ("download", "someid"), ("rm", "someid")):
+        result = chunkd(*args, "--url", e2e_server.url, "--key", wrong, env=cli_env)
+        assert result.returncode == 1, (args, result.stdout, result.stderr)
+        assert "refused the API key" in result.stderr and "CHUNKD_KEY" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    missing = chunkd("upload", str(source), "--url", e2e_server.url, env=cli_env)
+    assert missing.returncode == 1 and "no API key" in missing.stderr
+
+
+def test_json_prints_one_object_per_finished_file_and_failures_exit_non_zero(
+    tmp_path: Path, e2e_server: ChunkdServer, e2e_key: str, cli_env: dict[str, str]
+) -> None:
+    first, second, empty = tmp_path / "one.txt", tmp_path / "two.bin", tmp_path / "empty"
+    first.write_bytes(b"one\n")
+    md5 = random_file(second, 3 * MiB + 7)
+    empty.write_bytes(b"")
+    env = {**cli_env, "CHUNKD_URL": e2e_server.url, "CHUNKD_KEY": e2e_key}
+    result = chunkd(
+        "upload",
+        str(first),
+        str(tmp_path / "absent.bin"),
+        str(second),
+        str(empty),
+        "--part-size",
+        "1M",
+        "--json",
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "absent.bin" in result.stderr and "No such file" in result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [set(line) for line in lines] == [SUMMARY_KEYS] * 3
+    assert [(line["filename"], line["sizeBytes"], line["md5"], line["status"]) for line in lines] == [
+        ("one.txt", 4, hashlib.md5(b"one\n").hexdigest(), "COMPLETED"),
+        ("two.bin", 3 * MiB + 7, md5, "COMPLETED"),
+        ("empty", 0, hashlib.md5(b"").hexdigest(), "COMPLETED"),
+    ]
+
+    listed = chunkd("ls", "--status", "completed", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    ids = [json.loads(line)["id"] for line in listed.stdout.splitlines()]
+    assert {line["id"] for line in lines} <= set(ids)
+    removed = chunkd("rm", lines[0]["id"], env=env)
+    assert removed.returncode == 0 and removed.stdout.strip() == f"deleted {lines[0]['id']}"
+    again = chunkd("rm", lines[0]["id"], env=env)
+    assert again.returncode == 1 and "not_found" in again.stderr
+
+
+def test_bad_part_size_is_a_usage_error(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    result = chunkd("upload", str(tmp_path), "--part-size", "8 parsecs", "--key", "k", env=cli_env)
+    assert result.returncode == 2 and "--part-size" in result.stderr
+
+
+def test_kill_9_of_a_download_then_rerun_continues_with_range_and_verifies(
+    tmp_path: Path, e2e_server: ChunkdServer, e2e_key: str, cli_env: dict[str, str]
+) -> None:
+    source = tmp_path / "down.bin"
+    md5 = random_file(source, 12 * MiB)
+    env = {**cli_env, "CHUNKD_URL": e2e_server.url, "CHUNKD_KEY": e2e_key}
+    uploaded = chunkd("upload", str(source), "--json", env=env)
+    assert uploaded.returncode == 0, uploaded.stderr
+    file_id = json.loads(uploaded.stdout)["id"]
+    target = tmp_path / "out" / "copy.bin"
+    target.parent.mkdir()
+    partial = target.with_name(f".copy.bin.{file_id}.part")
+
+    slow = CountingProxy(e2e_server.url, tmp_path / "slow.log", rate=3 * MiB).start()
+    try:
+        cli = spawn(
+            "download", file_id, "-o", str(target), env={**env, "CHUNKD_URL": slow.url}, log=tmp_path / "cli.log"
+        )
+        wait_for(lambda: partial.exists() and partial.stat().st_size >= 2 * MiB, what="2 MiB downloaded")
+        os.killpg(cli.pid, signal.SIGKILL)
+        cli.wait(timeout=30)
+    finally:
+        slow.stop()
+    assert not target.exists()
+    kept = partial.stat().st_size
+    assert 2 * MiB <= kept < 12 * MiB
+
+    watched = CountingProxy(e2e_server.url, tmp_path / "again.log").start()
+    try:
+        again = chunkd("download", file_id, "-o", str(target), env={**env, "CHUNKD_URL": watched.url})
+    finally:
+        watched.stop()
+    assert again.returncode == 0, again.stderr
+    assert file_md5(target) == md5 and not partial.exists()
+    content = [r for r in watched.requests() if r["path"].endswith("/content") and r["phase"] == "sent"]
+    assert [r["range"] for r in content] == [f"bytes={kept}-"]

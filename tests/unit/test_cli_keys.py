@@ -1,0 +1,68 @@
+"""``chunkd keys list`` shows whole ids, piped or on a narrow terminal, and ``keys revoke`` takes what
+it shows (or the whole key)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+CHUNKD = str(Path(sys.executable).parent / "chunkd")
+
+
+def run(data_dir: Path, *args: str) -> str:
+    done = subprocess.run(
+        [CHUNKD, *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout
+
+
+def on_a_terminal(data_dir: Path, *args: str, columns: int) -> str:
+    """Run with stdout on a pseudo-terminal of ``columns`` columns."""
+    primary, secondary = os.openpty()
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "dumb"}
+    try:
+        process = subprocess.Popen([CHUNKD, *args, "--data-dir", str(data_dir)], stdout=secondary, env=env)
+        os.close(secondary)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert process.wait(timeout=60) == 0
+    finally:
+        os.close(primary)
+    return re.sub(r"\x1b\[[0-9;]*m", "", output.decode())
+
+
+def test_piped_list_prints_whole_ids_that_revoke_accepts(tmp_path: Path) -> None:
+    key = run(tmp_path, "keys", "create", "--owner", "alice", "--name", "a\tlabel").strip().splitlines()[-1]
+    run(tmp_path, "keys", "create", "--owner", "a-rather-long-owner-name-for-a-narrow-pipe")
+    lines = run(tmp_path, "keys", "list").splitlines()
+    rows = [line.split("\t") for line in lines]
+    assert len(rows) == 2 and all(len(row) == 6 for row in rows)
+    ids = [row[0] for row in rows]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", key_id) for key_id in ids)
+    assert key.startswith(f"ck_{ids[0]}_") or key.startswith(f"ck_{ids[1]}_")
+    run(tmp_path, "keys", "revoke", ids[1])
+    listed = json.loads(run(tmp_path, "keys", "list", "--json"))
+    assert {row["id"] for row in listed} == set(ids)
+    assert set(listed[0]) == {"id", "owner", "scopes", "createdAt", "revokedAt", "name"}
+    assert [row["revokedAt"] is not None for row in listed] == [False, True]
+    # The whole key works as well as its id.
+    run(tmp_path, "keys", "revoke", key)
+    assert all(row["revokedAt"] for row in json.loads(run(tmp_path, "keys", "list", "--json")))
+
+
+def test_narrow_terminal_never_cuts_the_id(tmp_path: Path) -> None:
+    run(tmp_path, "keys", "create", "--owner", "someone-with-a-long-name", "--name", "a long descriptive label")
+    key_id = json.loads(run(tmp_path, "keys", "list", "--json"))[0]["id"]
+    table = on_a_terminal(tmp_path, "keys", "list", columns=60)
+    assert key_id in table, table
