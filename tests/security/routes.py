@@ -194,6 +194,7 @@ PUBLIC = {
     "GET /docs",
     "GET /docs/oauth2-redirect",
     "GET /redoc",
+    "MOUNT /docs/assets",  # the docs pages' scripts and styles (static files)
     # tus capability discovery: no credentials by the protocol
     "OPTIONS /files",
     "OPTIONS /files/",
