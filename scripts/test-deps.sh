@@ -8,4 +8,5 @@ scripts/services/postgres.sh
 scripts/services/nginx.sh
 scripts/services/ceph-rgw.sh install
 scripts/services/redis.sh
+scripts/services/clamav.sh
 exit 0

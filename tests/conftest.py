@@ -15,6 +15,7 @@ from chunkd.app import create_app
 from chunkd.runtime import Runtime
 from chunkd.settings import Settings
 from tests.support import s3 as s3_support
+from tests.support.clamd import Clamd, clamd_binary
 from tests.support.postgres import PostgresServer, session_server
 from tests.support.s3 import CephRgw
 from tests.support.server import ChunkdServer
@@ -112,3 +113,19 @@ def ceph_rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRgw]:
 def s3_bucket(ceph_rgw: CephRgw) -> str:
     """A fresh, empty bucket on the session's gateway."""
     return ceph_rgw.new_bucket()
+
+
+@pytest.fixture(scope="session")
+def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
+    """One clamd (EICAR-only signature database) per session; skipped when ClamAV is not installed
+    (scripts/services/clamav.sh installs it), an error in CI."""
+    if clamd_binary() is None:
+        message = "clamd is not installed (scripts/services/clamav.sh installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    daemon = Clamd(tmp_path_factory.mktemp("clamd")).start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()

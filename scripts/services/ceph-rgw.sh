@@ -8,6 +8,8 @@
 #
 # CEPH_MEMSTORE_BYTES (default 2 GiB) caps the RAM the memstore OSD may hold; a benchmark that keeps
 # more bytes in flight (staged parts count twice until completion) needs more.
+# CEPH_RGW_EXTRA_CONF (default empty): lines added to the gateway's section of ceph.conf, e.g.
+# "rgw multipart min part size = 1048576" for a benchmark that sends 1 MiB parts.
 #
 # Why these settings: see docs in the header of tests/support/s3.py (pool size 1 or RGW hangs; fast
 # paxos intervals cut bootstrap from ~13 s to ~2 s; memstore keeps data in RAM).
@@ -111,6 +113,7 @@ rgw dns name = 127.0.0.1
 rgw gc obj min wait = 60
 rgw gc processor period = 60
 rgw data = $DIR/rgw
+${CEPH_RGW_EXTRA_CONF:-}
 EOF
     local conf=(--conf "$DIR/ceph.conf")
     ceph-authtool --create-keyring "$DIR/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null

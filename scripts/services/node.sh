@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Node.js and the npm packages under tests/ (real JavaScript clients the e2e tests run with node).
-# Idempotent: does nothing when node and every package of tests/package.json are installed.
+# Node.js and the npm packages under tests/ (real JavaScript clients the e2e tests run with node) and
+# bench/node/ (@tus/server, the peer bench/compare.py measures chunkd against).
+# Idempotent: does nothing when node and every package of both package.json files are installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -14,18 +15,21 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 
 missing_packages() {
-    node -e '
-const deps = require("./tests/package.json").dependencies || {};
+    DIR="$1" node -e '
+const dir = process.env.DIR;
+const deps = require(`./${dir}/package.json`).dependencies || {};
 const fs = require("fs");
-console.log(Object.keys(deps).filter(n => !fs.existsSync(`tests/node_modules/${n}/package.json`)).join(" "));
+console.log(Object.keys(deps).filter(n => !fs.existsSync(`${dir}/node_modules/${n}/package.json`)).join(" "));
 '
 }
-if [ -n "$(missing_packages)" ]; then
-    (cd tests && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
-    # The e2e tests load files from these packages (e.g. fine-uploader.core.js): refuse a partial install.
-    still=$(missing_packages)
-    if [ -n "$still" ]; then
-        echo "scripts/services/node.sh: npm install left out: $still" >&2
-        exit 1
+for dir in tests bench/node; do
+    if [ -n "$(missing_packages "$dir")" ]; then
+        (cd "$dir" && npm install --no-audit --no-fund --no-package-lock --loglevel=error)
+        # The e2e tests load files from these packages (e.g. fine-uploader.core.js): refuse a partial install.
+        still=$(missing_packages "$dir")
+        if [ -n "$still" ]; then
+            echo "scripts/services/node.sh: npm install in $dir left out: $still" >&2
+            exit 1
+        fi
     fi
-fi
+done

@@ -6,27 +6,36 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chunkd.frontends.assets.errors import refusal_response as asset_refusal
 from chunkd.frontends.assets.router import router as assets_router
 from chunkd.frontends.guards import install_guards
+from chunkd.frontends.media.errors import refusal_response as media_refusal
 from chunkd.frontends.media.router import router as media_router
 from chunkd.frontends.native.auth import keys_router, seed_token_router, token_router
 from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
+from chunkd.frontends.native.webhooks import webhooks_router
 from chunkd.frontends.openapi import install_openapi
+from chunkd.frontends.pm.errors import refusal_response as pm_refusal
+from chunkd.frontends.pm.router import BASE as PM_BASE
 from chunkd.frontends.pm.router import router as pm_router
+from chunkd.frontends.refusals import register_dialect
 from chunkd.frontends.tus import build_router as build_tus_router
+from chunkd.frontends.tus.errors import refusal_response as tus_refusal
+from chunkd.frontends.web.links import router as links_router
+from chunkd.frontends.web.router import router as web_router
 from chunkd.memory import limit_malloc_arenas
 from chunkd.metrics import Metrics
 from chunkd.observability.access import AccessLog, configure_access_logger
 from chunkd.observability.docs import install_docs
 from chunkd.observability.routes import router as operations_router
-from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime
+from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime, write_bootstrap_key
 from chunkd.settings import Settings
 
 __all__ = ["ChunkdApp", "create_app"]
@@ -117,18 +126,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.bootstrap_admin_key:
             token = await bootstrap_admin_key(runtime)
             if token:
+                where = write_bootstrap_key(settings.data_dir, token)
                 print(
-                    "chunkd: created an admin API key (shown once; store it now):\n" + token,
+                    f"chunkd: created an admin API key; it is in {where.resolve()} (readable by this user only): "
+                    "store it elsewhere and delete the file",
                     file=sys.stderr,
                     flush=True,
                 )
+        # Operator endpoints follow the settings (CHUNKD_WEBHOOK_URLS) at every start.
+        await runtime.extras["webhooks"].repo.sync_operator_endpoints(
+            settings.webhook_url_list(), runtime.uploads.clock()
+        )
         reaper = asyncio.create_task(_reap_forever(runtime))
+        delivery = asyncio.create_task(runtime.extras["delivery"].run_forever())
         try:
             yield
         finally:
-            reaper.cancel()
-            with suppress(asyncio.CancelledError):
-                await reaper
+            for task in (reaper, delivery):
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # a database call cut short by the cancellation: shut down anyway
+                    log.exception("background task failed while stopping")
             await runtime.close()
 
     app = ChunkdApp(
@@ -145,12 +166,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(token_router)
     app.include_router(seed_token_router)
     app.include_router(keys_router)
+    app.include_router(webhooks_router)
     app.include_router(build_tus_router(settings.tus_path))
     app.include_router(media_router)
     app.include_router(assets_router)
     app.include_router(pm_router)
+    app.include_router(links_router)
+    app.include_router(web_router)
 
     app.include_router(operations_router)
+    # Refusals made by the shared guards before a route runs, in the dialect of the path.
+    register_dialect(app, settings.tus_path, tus_refusal)
+    register_dialect(app, media_router.prefix, media_refusal)
+    register_dialect(app, assets_router.prefix, asset_refusal)
+    register_dialect(app, PM_BASE, pm_refusal)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

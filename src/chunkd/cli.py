@@ -48,36 +48,12 @@ def serve(
     settings = _settings(data_dir, host=host, port=port, server=server)
     # Child processes and the app factory read the same settings from the environment.
     os.environ["CHUNKD_DATA_DIR"] = str(settings.data_dir)
-    from chunkd.app import create_app
-
-    app_ = create_app(settings)
     console.print(
         f"chunkd listening on http://{settings.host}:{settings.port} (data: {settings.data_dir})", style="green"
     )
-    if settings.server == "granian":
-        from granian.constants import Interfaces
-        from granian.server import Server
+    from chunkd.server.run import run_granian, run_uvicorn
 
-        Server(
-            target="chunkd.app:create_app",
-            factory=True,
-            address=settings.host,
-            port=settings.port,
-            interface=Interfaces.ASGI,
-        ).serve()
-        return
-    import uvicorn
-
-    uvicorn.run(
-        app_,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        loop="uvloop",
-        http="httptools",
-        timeout_keep_alive=30,
-        h11_max_incomplete_event_size=64 * 1024,
-    )
+    (run_granian if settings.server == "granian" else run_uvicorn)(settings)
 
 
 async def _with_runtime(settings: Settings, action: Any) -> Any:

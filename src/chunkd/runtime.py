@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import logging
 import os
 import tempfile
 from contextlib import suppress
@@ -10,25 +12,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chunkd.auth.authenticator import Authenticator
 from chunkd.auth.key_cache import CachedKeys
 from chunkd.auth.keys import KeyService
+from chunkd.auth.links import UploadLinks
 from chunkd.auth.principal import ALL_SCOPES
 from chunkd.auth.signing import UrlSigner
 from chunkd.auth.tokens import AccessTokens
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
+from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
 from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.backends.repository.sqlalchemy.webhooks import SqlWebhookRepository
 from chunkd.metrics import Metrics
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
+from chunkd.service.delivery import DeliveryWorker
+from chunkd.service.hooks import NO_HOOKS, HookChain, HttpHooks, UploadHooks
+from chunkd.service.inspection import InspectionPool
 from chunkd.service.media import MediaService
 from chunkd.service.uploads import UploadService
+from chunkd.service.virusscan import ClamdScanner
+from chunkd.service.webhooks import WebhookService
 from chunkd.settings import Settings
 
-__all__ = ["Runtime", "open_runtime"]
+__all__ = ["Runtime", "bootstrap_admin_key", "open_runtime", "write_bootstrap_key"]
 
 # Storage backends by name → "module:factory(settings)" (imported only when chosen).
 BLOB_STORES = {
@@ -42,12 +53,54 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def load_secret(path: Path) -> bytes:
-    """The server secret (URL signatures, HS256 tokens): 32 random bytes made on first start.
+log = logging.getLogger("chunkd")
 
-    Written to a temporary file and then hard-linked into place, so several nodes starting at once
-    on a shared data dir all end up with the same, complete secret (never a half-written one)."""
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+BOOTSTRAP_KEY_FILE = "bootstrap-admin-key"
+
+
+def private_data_dir(path: Path) -> None:
+    """Create the data dir readable by this user only (it holds the secret, the database and
+    every uploaded byte), and take group and other access away from one made before."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    _make_private(path, PRIVATE_DIR)
+
+
+def _make_private(path: Path, mode: int) -> None:
+    """Take group and other access away from ``path``; a file this user does not own (a volume
+    mounted by another user) is left as it is, with a warning, rather than stopping the server."""
+    if not path.stat().st_mode & 0o077:
+        return
+    try:
+        os.chmod(path, mode)
+    except PermissionError:
+        log.warning("%s is readable by other users and cannot be made private (not our file)", path)
+
+
+def private_sqlite_files(url: str) -> None:
+    """Make the SQLite database file (and its -wal and -shm, which SQLite creates with the
+    database file's own mode) readable by this user only: created 0600 before SQLite opens it,
+    and tightened when it exists already. Nothing to do for other databases."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return
+    database = Path(parsed.database)
+    os.close(os.open(database, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        with suppress(FileNotFoundError):
+            _make_private(path, PRIVATE_FILE)
+
+
+def load_secret(path: Path) -> bytes:
+    """The server secret (URL signatures, HS256 tokens): 32 random bytes made on first start,
+    readable by this user only.
+
+    Written to a temporary file (mkstemp makes it 0600) and then hard-linked into place, so several
+    nodes starting at once on a shared data dir all end up with the same, complete secret (never a
+    half-written one)."""
     if path.exists():
+        _make_private(path, PRIVATE_FILE)
         return path.read_bytes()
     fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)
     try:
@@ -80,6 +133,7 @@ class Runtime:
     authenticator: Authenticator
     signer: UrlSigner
     media: MediaService
+    links: UploadLinks
     tokens: AccessTokens | None = None
     # This process's metrics (see chunkd.metrics): webhooks and hooks count into it too.
     metrics: Metrics = field(default_factory=lambda: Metrics(process_metrics=False))
@@ -87,6 +141,12 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
 
     async def close(self) -> None:
+        if (worker := self.extras.get("delivery")) is not None:
+            await worker.close()
+        for hook in getattr(self.uploads.hooks, "hooks", ()):
+            if isinstance(hook, HttpHooks):
+                await hook.close()
+        await asyncio.to_thread(self.media.close)  # stops the inspection workers
         await self.blobs.close()
         await self.locks.close()
         await self.repo.close()
@@ -111,7 +171,8 @@ async def open_runtime(
 ) -> Runtime:
     """The backends and services named by ``settings``; ``metrics``: the app's (a private one
     when not given, e.g. for the CLI's commands), subscribed to the engine's events."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir(settings.data_dir)
+    private_sqlite_files(settings.resolved_database_url())
     engine = create_engine(settings.resolved_database_url())
     if settings.migrate_on_start if run_migrations is None else run_migrations:
         await migrate(engine)
@@ -124,7 +185,14 @@ async def open_runtime(
     secret = server_secret(settings)
     signer = UrlSigner(secret)
     tokens = AccessTokens.from_settings(settings, cached_keys, secret)
+    links = UploadLinks(
+        SqlUploadLinkRepository(engine),
+        default_ttl_seconds=settings.upload_link_ttl_seconds,
+        max_ttl_seconds=settings.upload_link_max_ttl_seconds,
+        tus_prefix=settings.tus_path,
+    )
     metrics = metrics or Metrics(process_metrics=False)
+    uploads.hooks = build_hooks(settings, uploads, metrics)
     uploads.subscribe(metrics.on_upload_event)
     return Runtime(
         settings=settings,
@@ -133,24 +201,88 @@ async def open_runtime(
         locks=locks,
         uploads=uploads,
         keys=keys,
-        authenticator=Authenticator(keys, tokens),
+        authenticator=Authenticator(keys, tokens, links),
         signer=signer,
+        links=links,
         tokens=tokens,
-        metrics=metrics,
         media=build_media(settings, engine, uploads),
+        extras=build_webhooks(settings, engine, uploads, metrics),
+        metrics=metrics,
     )
+
+
+def build_hooks(settings: Settings, uploads: UploadService, metrics: Metrics) -> UploadHooks:
+    """The engine's blocking checks: the virus scan first (a refused file never reaches the
+    operator's hook), then the operator's hook service."""
+    hooks: list[UploadHooks] = []
+    if settings.clamd:
+        hooks.append(
+            ClamdScanner(
+                settings.clamd,
+                uploads.read_received,
+                timeout=settings.clamd_timeout_seconds,
+                fail_open=settings.clamd_failure == "allow",
+            )
+        )
+    if settings.hook_url:
+        hooks.append(
+            HttpHooks(
+                settings.hook_url, timeout=settings.hook_timeout_seconds, fail_open=settings.hook_failure == "allow"
+            )
+        )
+    for hook in hooks:
+        hook.count = metrics.hook_invocation  # type: ignore[attr-defined]
+    return HookChain(hooks) if hooks else NO_HOOKS
+
+
+def build_webhooks(settings: Settings, engine: AsyncEngine, uploads: UploadService, metrics: Metrics) -> dict[str, Any]:
+    """The webhook API's service and this process's delivery worker (started by the app), woken
+    whenever this process writes an event."""
+    repo = SqlWebhookRepository(engine)
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret is not None else None
+    worker = DeliveryWorker(repo, settings.delivery_policy(), operator_secret=secret, clock=uploads.clock)
+    worker.count = metrics.webhook_delivery
+
+    async def wake(_event: str, _upload: object) -> None:
+        worker.wake()
+
+    uploads.subscribe(wake)
+    service = WebhookService(repo, uploads.clock, block_private=settings.webhook_block_private, wake=worker.wake)
+    return {"webhooks": service, "delivery": worker}
 
 
 def build_media(settings: Settings, engine: AsyncEngine, uploads: UploadService) -> MediaService:
     """The media API's service (integer media ids over the same database)."""
-    return MediaService(uploads, SqlMediaRepository(engine), settings.media_limits())
+    return MediaService(
+        uploads, SqlMediaRepository(engine), settings.media_limits(), InspectionPool(settings.inspection_limits())
+    )
 
 
 async def bootstrap_admin_key(runtime: Runtime) -> str | None:
-    """On first start (no keys at all), create an admin key; returns its token to print once.
-    Under a lock, so of several nodes starting together on one database only one creates it."""
+    """On first start (no keys at all), create an admin key; returns its token. Under a lock, so
+    of several nodes starting together on one database only one creates it."""
     async with runtime.locks.hold("bootstrap-admin-key", timeout=runtime.settings.lock_timeout_seconds):
         if await runtime.keys.repo.count_keys():
             return None
         _, token = await runtime.keys.create("admin", ALL_SCOPES, name="bootstrap admin key")
     return token
+
+
+def write_bootstrap_key(data_dir: Path, token: str) -> Path:
+    """Keep the bootstrap admin key in ``<data_dir>/bootstrap-admin-key``, readable by this user
+    only, and return its path: the key itself never goes to the log (logs are collected, shipped
+    and read by others). A file left by an earlier bootstrap (its key gone with the database that
+    held it) is replaced whole, never partly written."""
+    path = data_dir / BOOTSTRAP_KEY_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".bootstrap-", dir=data_dir)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path

@@ -15,6 +15,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from chunkd.service.config import EngineConfig
+from chunkd.service.delivery import DeliveryPolicy
+from chunkd.service.inspection import InspectionLimits
 from chunkd.service.media import MediaLimits
 
 __all__ = ["Settings"]
@@ -68,17 +70,69 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, description="TCP port to listen on.")
     server: Literal["uvicorn", "granian"] = Field("uvicorn", description="ASGI server used by `chunkd serve`.")
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Largest request head (request line + headers), in bytes; past it the server answers 431 "
+        "and closes (uvicorn: exact; granian: its read buffer, at least 8 KiB).",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection has to send a complete request head (from its first byte, or from "
+        "the connection's start); past it: 408 and close (granian: whole milliseconds, at most 60 s).",
+    )
+    keep_alive_timeout_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds an idle keep-alive connection stays open between requests (granian: 0 "
+        "turns keep-alive off, any other value keeps its own default).",
+    )
+    limit_concurrency: int | None = Field(
+        1000,
+        ge=1,
+        description="Most connections plus requests in flight at once per process; past it new requests get "
+        "503 (uvicorn), or wait (granian's backpressure). Keep it under the open-files limit (`ulimit -n`). "
+        "Unset: unlimited.",
+    )
+    informational_responses: bool = Field(
+        True,
+        description="Let routes send informational (1xx) responses, e.g. the resumable-upload draft's 104 "
+        "(uvicorn only). Turn off behind a proxy that takes an upstream 1xx for the final response "
+        "(nginx 1.22 does).",
+    )
     public_url: str | None = Field(
         None, description="Base URL clients reach the server at (for upload URLs); default: taken from the request."
     )
     bootstrap_admin_key: bool = Field(
-        True, description="On first start with no API keys, create an admin key and print it once."
+        True,
+        description="On first start with no API keys, create an admin key and write it to "
+        "<data_dir>/bootstrap-admin-key (mode 0600; the log shows the path, never the key).",
     )
 
     tus_path: str = Field(
         "/files",
         pattern=r"^(/[A-Za-z0-9._~-]+)+$",
         description="URL path of the tus 1.0 endpoint (CHUNKD_TUS_PATH).",
+    )
+    # The IETF resumable-upload draft, spoken at tus_path (docs/tus.md); announced in Upload-Limit.
+    resumable_max_append_bytes: int | None = Field(
+        None,
+        ge=1,
+        description="Most bytes one draft creation or append request may carry (max-append-size); unset: no limit.",
+    )
+    resumable_min_append_bytes: int = Field(
+        0,
+        ge=0,
+        description="Fewest bytes an append that does not complete the upload must carry (min-append-size); "
+        "default 0 (no minimum).",
+    )
+    resumable_progress_bytes: int = Field(
+        64 * MiB,
+        ge=0,
+        description="A draft request body is committed every this many bytes and a 104 with the durable "
+        "Upload-Offset sent (interop 5+, when the server can send informational responses); 0: one commit "
+        "per request, no progress responses. Default 64 MiB.",
     )
 
     # ---- operations ----
@@ -128,15 +182,23 @@ class Settings(BaseSettings):
     jwt_ttl_seconds: int = Field(900, ge=1, description="Lifetime of the access tokens chunkd issues, in seconds.")
     jwt_leeway_seconds: int = Field(30, ge=0, description="Clock skew tolerated on `exp`/`nbf`/`iat`, in seconds.")
 
+    # ---- upload links ----
+    upload_link_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=1, description="Lifetime of an upload link created without `expiresIn`, in seconds (7 days)."
+    )
+    upload_link_max_ttl_seconds: int = Field(
+        90 * 24 * 3600, ge=1, description="Longest `expiresIn` an upload link may be given, in seconds (90 days)."
+    )
+
     # ---- abuse protection ----
     rate_limits: str = Field(
         # Sized so one well-behaved client at full speed is never throttled: 1,000 small files a minute
         # through create + part + complete is 2,000 writes; many small parts or PATCHes a second are uploads.
         "read=12000/minute;write=6000/minute;upload=60000/minute",
         description="Per-principal limits by category in the `limits` library's notation, `category=limit[,limit]` "
-        "separated by ';'. Categories: read, write, upload (requests whose body is file bytes: parts, chunks, "
-        "PATCHes; counted as write when not given), and optionally bytes (request body bytes of uploads, e.g. "
-        "bytes=10737418240/hour). Empty: no rate limits.",
+        "separated by ';'. Categories: read (GET, HEAD, OPTIONS), write, upload (requests with a body to the "
+        "routes that take file bytes: parts, chunks, PATCHes; counted as write when not given), and optionally "
+        "bytes (body bytes of uploads as they are read, e.g. bytes=10737418240/hour). Empty: no rate limits.",
     )
     rate_limit_strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"] = Field(
         "moving-window", description="How windows are counted (the `limits` library's strategies)."
@@ -158,6 +220,21 @@ class Settings(BaseSettings):
         gt=0,
         description="A request body that sends nothing for this long is cut off (slowloris); "
         "bytes already durable stay.",
+    )
+    min_body_rate_bytes_per_second: int = Field(
+        1024,
+        ge=0,
+        description="Slowest request body accepted, in bytes per second, averaged over "
+        "min_body_rate_window_seconds of waiting for the client (time the server spends writing is not "
+        "counted); a slower body is cut with 408, bytes already durable stay. 0: no minimum.",
+    )
+    min_body_rate_window_seconds: float = Field(
+        30.0, gt=0, description="Window (seconds of waiting for the body) the minimum body rate is averaged over."
+    )
+    min_body_rate_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds of waiting for a body before the minimum rate is first checked (slow starts).",
     )
     max_form_body_bytes: int = Field(
         1 * MiB, ge=1, description="Largest JSON or url-encoded request body, in bytes (byte uploads excluded)."
@@ -184,6 +261,26 @@ class Settings(BaseSettings):
     media_max_image_pixels: int = Field(
         89_478_485, description="Images with more pixels are refused as decompression bombs (Pillow's default)."
     )
+    # Inspection (Pillow, pypdf) parses hostile files: it runs in worker processes of its own with
+    # these limits (chunkd.service.inspection); passing one refuses the file with a 400.
+    media_inspect_workers: int = Field(
+        2, ge=1, le=64, description="Worker processes that inspect images and PDFs (more wait their turn)."
+    )
+    media_inspect_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Wall time one inspection may take, in seconds; past it the worker is killed and the file "
+        "refused. Its CPU time is capped at this, rounded up, plus one second.",
+    )
+    media_inspect_memory_bytes: int = Field(
+        512 * MiB,
+        ge=128 * MiB,
+        description="Address space of an inspection worker, in bytes (512 MiB; the interpreter and parsers take "
+        "about 60 MiB of it).",
+    )
+    media_max_pdf_pages: int = Field(
+        10_000, ge=1, description="PDFs with more pages are refused (a page tree is walked page by page)."
+    )
 
     # ---- asset API (/asset) ----
     asset_part_size: int = Field(
@@ -192,6 +289,110 @@ class Settings(BaseSettings):
     asset_url_ttl_seconds: float = Field(
         3600.0, description="Lifetime of the signed upload URLs handed out for assets."
     )
+
+    # ---- events and webhooks ----
+    webhook_urls: str = Field(
+        "",
+        description="Comma-separated operator-wide webhook URLs; each receives every owner's events. Empty: none.",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Signing secret of the operator-wide webhooks, in the Standard Webhooks form whsec_<base64> "
+        "(at least 24 bytes); required when webhook_urls is set.",
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, description="Time allowed for one webhook request (connect + answer), in seconds."
+    )
+    webhook_retry_base_seconds: float = Field(
+        5.0, gt=0, description="Delay before the first retry of a failed delivery; doubled on each retry (seconds)."
+    )
+    webhook_retry_max_delay_seconds: float = Field(
+        3600.0, gt=0, description="Longest delay between two attempts of one delivery, in seconds (1 hour)."
+    )
+    webhook_retry_window_seconds: float = Field(
+        86400.0,
+        gt=0,
+        description="How long a failing delivery is retried after its event, in seconds (24 hours); then it is "
+        "marked failed (it can still be redelivered on request).",
+    )
+    webhook_disable_after_seconds: float = Field(
+        5 * 86400.0,
+        gt=0,
+        description="An endpoint whose deliveries have all failed for this long is disabled, in seconds (5 days). "
+        "Operator endpoints are re-enabled at the next start.",
+    )
+    webhook_poll_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="How often each node looks for events and deliveries that are due, in seconds (events written "
+        "by the node itself are picked up at once).",
+    )
+    webhook_concurrency: int = Field(8, ge=1, description="Deliveries one node sends at the same time.")
+    webhook_block_private: bool = Field(
+        True,
+        description="Refuse owner-registered webhook URLs that resolve to loopback, private, link-local or other "
+        "non-public addresses (server-side request forgery). Operator URLs are trusted.",
+    )
+
+    # ---- blocking hooks and virus scanning ----
+    hook_url: str | None = Field(
+        None,
+        description="URL of the blocking hook service, called (JSON POST) before an upload is created (pre-create), "
+        "finished (pre-finish) and downloaded (pre-download); see docs/operations.md. Unset: no hooks.",
+    )
+    hook_timeout_seconds: float = Field(5.0, gt=0, description="Time allowed for one hook call, in seconds.")
+    hook_failure: Literal["reject", "allow"] = Field(
+        "reject",
+        description="When the hook cannot be reached, times out or answers badly: reject the request (retryable, "
+        "code hook_unavailable) or allow it as if there were no hook.",
+    )
+    clamd: str | None = Field(
+        None,
+        description="ClamAV clamd to scan every upload before it completes: a Unix socket path (/run/clamav/"
+        "clamd.ctl) or host:port. Unset: no scan.",
+    )
+    clamd_timeout_seconds: float = Field(
+        120.0, gt=0, description="Time allowed for scanning one file, in seconds (the whole stream and the verdict)."
+    )
+    clamd_failure: Literal["reject", "allow"] = Field(
+        "reject",
+        description="When clamd is down or gives no verdict (e.g. a file over its StreamMaxLength): refuse the "
+        "complete (retryable, code scan_unavailable) or complete the upload unscanned.",
+    )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            text = value.get_secret_value()
+            try:
+                raw = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("CHUNKD_WEBHOOK_SECRET must be whsec_ followed by base64") from None
+            if not text.startswith("whsec_") or len(raw) < 24:
+                raise ValueError("CHUNKD_WEBHOOK_SECRET must be whsec_<base64 of at least 24 bytes>")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_urls_need_secret(self) -> Settings:
+        if self.webhook_url_list() and self.webhook_secret is None:
+            raise ValueError("CHUNKD_WEBHOOK_URLS needs CHUNKD_WEBHOOK_SECRET (whsec_<base64>)")
+        return self
+
+    def webhook_url_list(self) -> list[str]:
+        return [u.strip() for u in self.webhook_urls.split(",") if u.strip()]
+
+    def delivery_policy(self) -> DeliveryPolicy:
+        return DeliveryPolicy(
+            timeout=self.webhook_timeout_seconds,
+            retry_base=self.webhook_retry_base_seconds,
+            retry_max_delay=self.webhook_retry_max_delay_seconds,
+            retry_window=self.webhook_retry_window_seconds,
+            disable_after=self.webhook_disable_after_seconds,
+            poll=self.webhook_poll_seconds,
+            concurrency=self.webhook_concurrency,
+            block_private=self.webhook_block_private,
+        )
 
     @field_validator("secret")
     @classmethod
@@ -230,7 +431,15 @@ class Settings(BaseSettings):
             image_bytes=self.media_max_image_bytes,
             document_bytes=self.media_max_document_bytes,
             chunk_bytes=self.media_max_chunk_bytes,
-            image_pixels=self.media_max_image_pixels,
+        )
+
+    def inspection_limits(self) -> InspectionLimits:
+        return InspectionLimits(
+            workers=self.media_inspect_workers,
+            timeout_seconds=self.media_inspect_timeout_seconds,
+            memory_bytes=self.media_inspect_memory_bytes,
+            max_pdf_pages=self.media_max_pdf_pages,
+            max_image_pixels=self.media_max_image_pixels,
         )
 
     def engine_config(self) -> EngineConfig:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from chunkd.auth.signing import Grant
 from chunkd.settings import Settings
 from tests.conftest import Api
 
@@ -137,7 +138,7 @@ async def test_signed_urls_tampered_or_expired_are_403(api: Api) -> None:
     other_part = url.replace("/parts/1?", "/parts/2?")
     assert (await api.client.put(other_part, content=data[PART:])).status_code == 403
     path = f"/asset/{asset['fileId']}/parts/1"
-    old = api.runtime.signer.sign("PUT", path, -1)
+    old = api.runtime.signer.sign(Grant("PUT", path, asset["fileId"], "alice"), -1)
     expired = await api.client.put(f"{path}?expires={old['expires']}&signature={old['signature']}", content=data[:PART])
     assert expired.status_code == 403 and "expired" in expired.json()["detail"]
     no_signature = await api.client.put(path, content=data[:PART])

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from chunkd.auth.signing import Grant
 from tests.conftest import Api
 from tests.support.media_files import CHUNK, bomb_png, chunked_upload, make_pdf, make_png
 
@@ -44,7 +45,8 @@ def assert_media(body: dict[str, Any], *, type: str, width: int, height: int) ->
     assert body["title"] is None and body["description"] is None and body["url"] is None and body["embed"] is None
     assert isinstance(body["image"], str)
     assert re.fullmatch(
-        rf"http://testserver/api/v2/media/{body['id']}/file/\?expires=\d+&signature=[\w-]+", body["image"]
+        rf"http://testserver/api/v2/media/{body['id']}/file/\?upload=[\w-]+&expires=\d+&signature=[\w-]+",
+        body["image"],
     )
     assert body["image_width"] == width and body["image_height"] == height
     assert isinstance(body["order"], int) and body["order"] == 0
@@ -150,8 +152,10 @@ async def test_media_get_delete_owner_scoped(api: Api) -> None:
     assert tampered.status_code == 403 and tampered.json()["detail"]
     moved = media["image"].replace(f"/media/{media['id']}/", f"/media/{media['id'] + 1}/")
     assert (await api.client.get(moved)).status_code == 403
-    old = api.runtime.signer.sign("GET", file_path, -1)
-    expired = await api.client.get(f"{file_path}?expires={old['expires']}&signature={old['signature']}")
+    old = api.runtime.signer.sign(Grant("GET", file_path, upload_id, "alice"), -1)
+    expired = await api.client.get(
+        f"{file_path}?upload={upload_id}&expires={old['expires']}&signature={old['signature']}"
+    )
     assert expired.status_code == 403 and "expired" in expired.json()["detail"]
     assert (await api.client.get(path)).status_code == 401
     assert (await api.client.delete(path, headers=api.auth("reader"))).status_code == 403

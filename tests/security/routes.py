@@ -28,6 +28,9 @@ Target = Literal[
     "media",  # a published Media object's integer id
     "asset",  # a single-PUT asset's fileId, PENDING
     "asset_multi",  # a multipart asset's fileId (parts uploaded with signed URLs)
+    "link",  # an upload link's id
+    "webhook",  # a webhook endpoint's id
+    "webhook_delivery",  # "<endpoint id>|<delivery id>": one id per {id} of the path, in order
 ]
 Dialect = Literal["native", "seed", "tus", "pm", "media", "asset"]
 
@@ -88,13 +91,26 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/files/{id}/cancel", "files:create"),
     Route("DELETE", "/v1/files/{id}", "files:delete"),
     Route("GET", "/v1/files/{id}/content", "files:read", "upload_done"),
+    Route("HEAD", "/v1/files/{id}/content", "files:read", "upload_done"),
     # credentials
     Route("POST", "/v1/auth/token", None, None, json={}),
     Route("POST", "/auth/token", None, None, json={}, dialect="seed"),
     Route("POST", "/v1/keys", "keys:admin", None, json={"scopes": ["files:read"]}),
     Route("GET", "/v1/keys", "keys:admin", None),
     Route("DELETE", "/v1/keys/{id}", "keys:admin", "key"),
+    # webhooks
+    Route("POST", "/v1/webhooks", "webhooks:admin", None, json={"url": "http://127.0.0.1:9/hook"}),
+    Route("GET", "/v1/webhooks", "webhooks:admin", None),
+    Route("GET", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
+    Route("DELETE", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
+    Route("GET", "/v1/webhooks/{id}/deliveries", "webhooks:admin", "webhook"),
+    Route("POST", "/v1/webhooks/{id}/deliveries/{id}/retry", "webhooks:admin", "webhook_delivery"),
     Route("GET", "/metrics", "metrics:read", None),
+    # upload links
+    Route("POST", "/v1/upload-links", "links:admin", None, json={"maxFiles": 1}),
+    Route("GET", "/v1/upload-links", "links:admin", None),
+    Route("GET", "/v1/upload-links/{id}", "links:admin", "link"),
+    Route("DELETE", "/v1/upload-links/{id}", "links:admin", "link"),
     # tus (/files; not in the OpenAPI document, listed from the app's routes)
     Route("POST", "/files", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
     Route("POST", "/files/", "files:create", None, headers={**TUS, "Upload-Length": "10"}, dialect="tus"),
@@ -113,6 +129,7 @@ ROUTES: list[Route] = [
     Route("DELETE", "/files/{id}", "files:create", "tus", headers=TUS, dialect="tus", label="pending"),
     Route("DELETE", "/files/{id}", "files:delete", "tus_done", headers=TUS, dialect="tus", label="completed"),
     Route("GET", "/files/{id}", "files:read", "tus_done", dialect="tus"),
+    Route("HEAD", "/files/{id}", "files:read", "tus_done", dialect="tus", label="download (no Tus-Resumable)"),
     # Fine Uploader (private messages)
     Route(
         "POST",
@@ -172,6 +189,7 @@ ROUTES: list[Route] = [
     Route("GET", "/api/v2/media/{id}/", "files:read", "media", dialect="media"),
     Route("DELETE", "/api/v2/media/{id}/", "files:delete", "media", dialect="media"),
     Route("GET", "/api/v2/media/{id}/file/", "files:read", "media", dialect="media"),
+    Route("HEAD", "/api/v2/media/{id}/file/", "files:read", "media", dialect="media"),
     # assets (credentials instead of the signed URL on the PUTs)
     Route("POST", "/asset", "files:create", None, json={"filename": "a.txt", "filesize": 10}, dialect="asset"),
     Route("PUT", "/asset/{id}/parts/1", "files:create", "asset_multi", content=TEN[:5], dialect="asset"),
@@ -194,11 +212,32 @@ PUBLIC = {
     "GET /docs",
     "GET /docs/oauth2-redirect",
     "GET /redoc",
-    "MOUNT /docs/assets",  # the docs pages' scripts and styles (static files)
+    # the documentation pages' own scripts and styles (static files shipped in the package)
+    "MOUNT /docs/assets",
     # tus capability discovery: no credentials by the protocol
     "OPTIONS /files",
     "OPTIONS /files/",
     "OPTIONS /files/{id}",
+    # the browser upload page and its static assets (it signs in through the API)
+    "GET /",
+    "GET /web/{id}",
+}
+# Routes for an upload link's own token only (any other credential: 403); tests/api/test_upload_links.py.
+LINK_ONLY = {"GET /v1/upload-links/current"}
+# What an upload link's token may call at all (on uploads made through its own link only).
+LINK_ALLOWED = {
+    "POST /v1/files",
+    "GET /v1/files/{id}",
+    "PUT /v1/files/{id}/parts/1",
+    "PUT /v1/files/{id}/content",
+    "POST /v1/files/{id}/complete",
+    "POST /v1/files/{id}/cancel",
+    "POST /files",
+    "POST /files/",
+    "HEAD /files/{id}",
+    "PATCH /files/{id}",
+    "POST /files/{id}",
+    "DELETE /files/{id}",
 }
 # Handlers that only answer 405 (tus's own dialect) whatever the credentials.
 NOT_ALLOWED = {"GET /files", "PUT /files", "PATCH /files", "DELETE /files", "HEAD /files", "PUT /files/{id}"}

@@ -28,7 +28,7 @@ def guarded_server(tmp_path: Path) -> Iterator[tuple[ChunkdServer, str]]:
     server = ChunkdServer(tmp_path / "data", env=env)
     server.start()
     try:
-        key = next(line.strip() for line in server.log.read_text().splitlines() if line.startswith("ck_"))
+        key = (server.data_dir / "bootstrap-admin-key").read_text().strip()
         yield server, key
     finally:
         server.kill()

@@ -24,6 +24,8 @@ from chunkd.auth.principal import ALL_SCOPES
 from tests.conftest import Api
 from tests.security.conftest import FULL, MakeApi
 from tests.security.routes import (
+    LINK_ALLOWED,
+    LINK_ONLY,
     MULTIPART,
     NOT_ALLOWED,
     PNG,
@@ -37,7 +39,8 @@ from tests.security.routes import (
 )
 
 # Small asset parts, so a multipart asset is two 5-byte parts.
-MATRIX_SETTINGS: dict[str, Any] = {"asset_part_size": 5}
+# Webhook URLs on loopback are allowed here (the matrix is about who may call, not where to).
+MATRIX_SETTINGS: dict[str, Any] = {"asset_part_size": 5, "webhook_block_private": False}
 
 
 async def _ok(response: httpx.Response, *codes: int) -> httpx.Response:
@@ -98,10 +101,22 @@ async def make_target(api: Api, kind: str | None, who: str = "alice") -> str:
             "/api/v2/media/upload/complete/", data={"upload_id": upload_id, "md5": PNG_MD5}, headers=auth
         )
         return str((await _ok(done, 201)).json()["id"])
+    if kind == "link":
+        link, _ = await api.runtime.links.create(who)
+        return link.id
     if kind in ("asset", "asset_multi"):
         size = 10 if kind == "asset_multi" else 5
         created = await _ok(await c.post("/asset", json={"filename": "a.txt", "filesize": size}, headers=auth), 201)
         return str(created.json()["fileId"])
+    if kind in ("webhook", "webhook_delivery"):
+        made = await _ok(await c.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}, headers=auth), 201)
+        endpoint_id = str(made.json()["id"])
+        if kind == "webhook":
+            return endpoint_id
+        await make_target(api, "upload", who)  # an event, fanned out to the endpoint at once:
+        await api.runtime.extras["webhooks"].repo.dispatch(api.runtime.uploads.clock(), 100)
+        log = await _ok(await c.get(f"/v1/webhooks/{endpoint_id}/deliveries", headers=auth), 200)
+        return f"{endpoint_id}|{log.json()['data'][0]['id']}"
     assert kind is None, kind
     return ""
 
@@ -117,9 +132,12 @@ def _fill(value: Any, target: str) -> Any:
 
 
 async def call(api: Api, route: Route, target: str, headers: dict[str, str]) -> httpx.Response:
+    path = route.path
+    for part in target.split("|"):  # several ids: one per {id}, in order
+        path = path.replace("{id}", quote(part, safe=""), 1)
     return await api.client.request(
         route.method,
-        route.path.replace("{id}", quote(target, safe="")),
+        path,
         json=_fill(route.json, target),
         content=route.content.replace(b"{id}", target.encode()) if route.content is not None else None,
         headers={**route.headers, **headers},
@@ -222,7 +240,23 @@ async def test_matrix_postgres(make_api: MakeApi, route: Route) -> None:
 
 
 def _declared() -> set[str]:
-    return {r.name for r in ROUTES} | PUBLIC | NOT_ALLOWED
+    return {r.name for r in ROUTES} | PUBLIC | NOT_ALLOWED | LINK_ONLY
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
+async def test_link_token_matrix(make_api: MakeApi, route: Route) -> None:
+    """An upload link's token of alice's, on every route and alice's own objects (none made
+    through the link): refused (403) or not found (404), except creating an upload, which it may."""
+    async with make_api(keys=_keys(route), **MATRIX_SETTINGS) as api:
+        target = await make_target(api, route.target)
+        _, token = await api.runtime.links.create("alice")
+        answer = await call(api, route, target, {"Authorization": f"Bearer {token}"})
+        if route.target is None and route.name in LINK_ALLOWED:
+            assert answer.status_code == 201, (route.id, answer.status_code, answer.text)
+        else:
+            assert answer.status_code in (403, 404), (route.id, answer.status_code, answer.text)
+            assert_dialect(route, answer)
 
 
 async def test_every_route_is_in_the_matrix(make_api: MakeApi) -> None:

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from chunkd.auth.signing import Grant
 from tests.conftest import Api
 from tests.security.conftest import MakeApi
 from tests.security.routes import TEN
@@ -29,11 +30,14 @@ def _flip(text: str) -> str:
 
 
 async def _refusals(
-    api: Api, method: str, path: str, query: dict[str, str], other_path: str, content: bytes | None
+    api: Api, grant: Grant, query: dict[str, str], other_path: str, content: bytes | None
 ) -> list[httpx.Response]:
     """The answers to every way a signed URL can be misused (none may get past the signature)."""
     c = api.client
-    expired = api.runtime.signer.sign(method, path, -60)  # a genuine signature, past its expiry
+    method, path = grant.method, grant.path
+    extra = {k: v for k, v in query.items() if k not in ("expires", "signature")}
+    expired = {**extra, **api.runtime.signer.sign(grant, -60)}  # a genuine signature, past its expiry
+    as_bob = {**extra, **api.runtime.signer.sign(Grant(method, path, grant.upload_id, "bob"), 600)}
     attempts = [
         {**query, "signature": _flip(query["signature"])},
         {**query, "expires": str(int(query["expires"]) + 3600)},
@@ -41,6 +45,7 @@ async def _refusals(
         {"expires": query["expires"]},
         {**query, "expires": "soon"},
         expired,
+        as_bob,  # a genuine signature for the same path and upload, but another owner
     ]
     out = [await c.request(method, path, params=q, content=content) for q in attempts]
     out.append(await c.request(method, other_path, params=query, content=content))  # another object's URL
@@ -55,7 +60,8 @@ async def test_native_upload_url(make_api: MakeApi) -> None:
         ]
         path, query = _split(first["uploadUrl"])
         other, _ = _split(second["uploadUrl"])
-        for response in await _refusals(api, "PUT", path, query, other, TEN):
+        grant = Grant("PUT", path, first["id"], "alice")
+        for response in await _refusals(api, grant, query, other, TEN):
             assert response.status_code == 403, (response.request.url, response.text)
             assert response.json()["error"]["code"], response.text
         done = await api.client.put(path, params=query, content=TEN)
@@ -72,7 +78,8 @@ async def test_asset_part_and_content_urls(make_api: MakeApi) -> None:
         path1, query1 = _split(parts[0]["uploadUrl"])
         path2, _ = _split(parts[1]["uploadUrl"])
         other1, _ = _split(other.json()["parts"][0]["uploadUrl"])
-        refusals = await _refusals(api, "PUT", path1, query1, path2, TEN[:5])  # part 1's URL for part 2
+        file_id = created.json()["fileId"]
+        refusals = await _refusals(api, Grant("PUT", path1, file_id, "alice"), query1, path2, TEN[:5])  # for part 2
         refusals.append(await api.client.put(other1, params=query1, content=TEN[:5]))  # for another asset
         for response in refusals:
             assert response.status_code == 403, (response.request.url, response.text)
@@ -90,7 +97,8 @@ async def test_asset_part_and_content_urls(make_api: MakeApi) -> None:
         ]
         path, query = _split(single[0]["uploadUrl"])
         other_path, _ = _split(single[1]["uploadUrl"])
-        for response in await _refusals(api, "PUT", path, query, other_path, b"abc"):
+        grant = Grant("PUT", path, single[0]["fileId"], "alice")
+        for response in await _refusals(api, grant, query, other_path, b"abc"):
             assert response.status_code == 403, (response.request.url, response.text)
         assert (await api.client.put(path, params=query, content=b"abc")).status_code == 200
 
@@ -101,7 +109,8 @@ async def test_media_image_url(make_api: MakeApi) -> None:
         media = (await api.client.get(f"/api/v2/media/{ids[0]}/", headers=api.auth())).json()
         path, query = _split(media["image"])
         other = f"/api/v2/media/{ids[1]}/file/"
-        for response in await _refusals(api, "GET", path, query, other, None):
+        grant = Grant("GET", path, query["upload"], "alice")
+        for response in await _refusals(api, grant, query, other, None):
             assert response.status_code == 403, (response.request.url, response.text)
             assert isinstance(response.json()["detail"], str), response.text
         fine = await api.client.get(path, params=query)
@@ -110,3 +119,26 @@ async def test_media_image_url(make_api: MakeApi) -> None:
         assert (await api.client.delete(f"/api/v2/media/{ids[0]}/", headers=api.auth())).status_code == 204
         assert (await api.client.get(path, params=query)).status_code == 404
         assert int(query["expires"]) > time.time()
+
+
+async def test_upload_url_only_for_writers_and_never_minted_by_a_signed_request(make_api: MakeApi) -> None:
+    """The uploadUrl is a write grant: a files:read credential never gets one (it could PUT bytes
+    the owner later completes), and a PUT through the URL does not hand out a fresh, later one."""
+    async with make_api() as api:
+        created = await api.client.post("/v1/files", json={"filename": "a.txt", "sizeBytes": 10}, headers=api.auth())
+        assert created.status_code == 201 and created.json()["uploadUrl"], created.text
+        file_id = created.json()["id"]
+        write_fields = ("uploadUrl", "uploadMethod", "uploadHeaders")
+        as_reader = await api.client.get(f"/v1/files/{file_id}", headers=api.auth("reader"))
+        listed = await api.client.get("/v1/files", headers=api.auth("reader"))
+        assert as_reader.status_code == 200 and listed.status_code == 200
+        for view in (as_reader.json(), *listed.json()["data"]):
+            assert all(view.get(name) is None for name in write_fields), view
+        # The owner's writer credential still sees it, on the object and in the list.
+        assert (await api.client.get(f"/v1/files/{file_id}", headers=api.auth())).json()["uploadUrl"]
+        assert all(v["uploadUrl"] for v in (await api.client.get("/v1/files", headers=api.auth())).json()["data"])
+
+        path, query = _split(created.json()["uploadUrl"])
+        sent = await api.client.put(path, params=query, content=TEN)
+        assert sent.status_code == 200 and sent.json()["status"] == "PENDING", sent.text
+        assert all(sent.json().get(name) is None for name in write_fields), sent.json()

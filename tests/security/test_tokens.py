@@ -105,9 +105,15 @@ async def test_bad_tokens_are_401(make_api: MakeApi) -> None:
     async with make_api() as api:
         key = _hs_key(api)
         now = int(time.time())
-        good = jwt.encode(_claims(), key, algorithm="HS256")
+        key_id = api.keys["alice"][3:19]
+        good = jwt.encode(_claims(chunkd_key=key_id), key, algorithm="HS256")
         assert await _list(api, Authorization=f"Bearer {good}") == 200
         cases = {
+            # HS256 tokens are chunkd's own: each names its API key (revocation applies) and lives
+            # no longer than chunkd issues tokens for.
+            "no key claim": jwt.encode(_claims(), key, algorithm="HS256"),
+            "null key claim": jwt.encode({**_claims(), "chunkd_key": None}, key, algorithm="HS256"),
+            "longer than issued": jwt.encode(_claims(chunkd_key=key_id, exp=now + 7 * 86400), key, algorithm="HS256"),
             "expired": jwt.encode(_claims(iat=now - 7200, exp=now - 3600), key, algorithm="HS256"),
             "not yet valid": jwt.encode(_claims(nbf=now + 3600), key, algorithm="HS256"),
             "wrong signature": jwt.encode(_claims(), b"x" * 32, algorithm="HS256"),

@@ -164,7 +164,12 @@ class PostgresServer:
             conn = await asyncpg.connect(self.url(name))
             try:
                 await conn.execute("SET lock_timeout = '2s'")
-                await conn.execute("TRUNCATE parts, uploads, api_keys CASCADE")
+                # Every table the migrations made (new ones included), not the migration history.
+                tables = await conn.fetch(
+                    "SELECT quote_ident(tablename) AS name FROM pg_tables "
+                    "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                )
+                await conn.execute(f"TRUNCATE {', '.join(t['name'] for t in tables)} CASCADE")
                 return True
             except asyncpg.PostgresError:
                 return False

@@ -6,14 +6,33 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from chunkd.auth.keys import KeyService
 from chunkd.auth.principal import Principal
-from chunkd.domain.errors import Unauthenticated
+from chunkd.domain.errors import InvalidInput, Unauthenticated
 
-__all__ = ["Authenticator", "TokenVerifier"]
+__all__ = ["CREDENTIAL_HEADERS", "Authenticator", "TokenVerifier", "single_credentials"]
+
+# Lower-case name → the name as documented (errors name the header the way clients write it).
+CREDENTIAL_HEADERS = {"authorization": "Authorization", "x-api-key": "X-API-Key", "accesstoken": "AccessToken"}
+
+
+def single_credentials(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The credential headers of a request, each given at most once: a header given twice is
+    refused (400, naming it) rather than one copy picked, because two readers picking different
+    copies (the rate limiter and the route) would disagree on who is asking."""
+    found: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        if key in CREDENTIAL_HEADERS:
+            if key in found:
+                raise InvalidInput(
+                    f"the {CREDENTIAL_HEADERS[key]} header is given more than once", field=CREDENTIAL_HEADERS[key]
+                )
+            found[key] = value
+    return found
 
 
 class TokenVerifier(Protocol):
@@ -21,13 +40,18 @@ class TokenVerifier(Protocol):
 
 
 class Authenticator:
-    def __init__(self, keys: KeyService, tokens: TokenVerifier | None = None) -> None:
+    def __init__(
+        self, keys: KeyService, tokens: TokenVerifier | None = None, links: TokenVerifier | None = None
+    ) -> None:
         self.keys = keys
         self.tokens = tokens
+        self.links = links  # upload link tokens (cl_…), chunkd.auth.links
 
     async def _bearer(self, token: str) -> Principal:
         if token.startswith("ck_"):
             return await self.keys.verify(token)
+        if token.startswith("cl_") and self.links is not None:
+            return await self.links.verify(token)
         if self.tokens is None:
             raise Unauthenticated("invalid API key")
         return await self.tokens.verify(token)
@@ -58,10 +82,14 @@ class Authenticator:
             principals.append(await self._bearer(access_token.strip()))
         if not principals:
             raise Unauthenticated("credentials required: Authorization: Bearer <key>, or X-API-Key")
+        if len(principals) > 1 and any(p.upload_link is not None for p in principals):
+            raise Unauthenticated("an upload link's token must be the only credential of a request")
         owners = {p.owner for p in principals}
         if len(owners) > 1:
             raise Unauthenticated("the credentials given belong to different owners")
         # Several credentials of one owner: the narrowest scopes win.
         scopes = frozenset.intersection(*(p.scopes for p in principals))
         first = principals[0]
+        if len(principals) == 1:
+            return first
         return Principal(owner=first.owner, scopes=scopes, key_id=first.key_id, via=first.via)

@@ -13,6 +13,8 @@ SCOPES = {
     "files:read": "get, list and download files",
     "files:delete": "delete files",
     "keys:admin": "manage API keys over the API",
+    "links:admin": "create, list and revoke upload links (partners upload into your files through them)",
+    "webhooks:admin": "register, list and delete your webhook endpoints; read their delivery log",
     "metrics:read": "read the Prometheus metrics (GET /metrics); grants nothing else",
 }
 ALL_SCOPES = frozenset(SCOPES)
@@ -23,7 +25,10 @@ class Principal:
     owner: str
     scopes: frozenset[str]
     key_id: str
-    via: str = "api_key"  # or "jwt"
+    via: str = "api_key"  # or "jwt", or "link"
+    # Set for an upload link's token: the link id. Such a principal may only create and fill
+    # uploads through that link (chunkd.auth.links.UploadLinks.authorize), never read or delete.
+    upload_link: str | None = None
 
 
 def require_scope(principal: Principal, scope: str) -> None:

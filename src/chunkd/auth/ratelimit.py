@@ -112,5 +112,28 @@ class RateLimits:
             log.warning("rate-limit store unavailable; request allowed", exc_info=True)
             return None
 
+    async def would_refuse(self, category: str, identity: str, cost: int = 1) -> Decision | None:
+        """The refusing decision if ``cost`` units of ``identity`` would not fit in ``category``
+        now, without counting them; None when they fit (or there is no limit, or the store is
+        unreachable)."""
+        items = self.table.get(category)
+        if not items:
+            return None
+        try:
+            for item in items:
+                if not await self.limiter.test(item, category, identity, cost=cost):
+                    stats = await self.limiter.get_window_stats(item, category, identity)
+                    return Decision(
+                        allowed=False,
+                        limit=item.amount,
+                        remaining=max(0, stats.remaining),
+                        reset_after=max(0, math.ceil(stats.reset_time - time.time())),
+                        window=item.get_expiry(),
+                        description=str(item),
+                    )
+        except Exception:
+            log.warning("rate-limit store unavailable; request allowed", exc_info=True)
+        return None
+
     async def reset(self) -> None:
         await self.storage.reset()

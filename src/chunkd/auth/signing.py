@@ -1,41 +1,71 @@
-"""Short-lived signed URLs: a browser or partner can PUT to a part or upload URL without holding
-the API key. The signature binds method, path and expiry with HMAC-SHA256 under the server
-secret, so it cannot be moved to another upload, part or method, nor extended."""
+"""Short-lived signed URLs: a browser or partner can PUT to a part or upload URL, or GET a media
+file, without holding the API key.
+
+The signature is an HMAC-SHA256 under the server secret over exactly what the URL authorises
+(a ``Grant``): the method, the path (which names the upload, part or media id), the upload behind
+it, the owner of that upload, and the expiry. So a URL cannot be moved to another upload, part,
+method or owner, nor extended, and a URL whose id has come to name something else (another
+owner's media, say) no longer verifies. The fields are JSON-encoded before signing so that no
+choice of values can make two different grants sign the same message."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import json
 import time
+from dataclasses import dataclass
 
 from chunkd.domain.errors import Forbidden
 
-__all__ = ["UrlSigner"]
+__all__ = ["Grant", "UrlSigner"]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one signed URL authorises: ``method`` on ``path``, acting on ``upload_id`` of ``owner``."""
+
+    method: str
+    path: str
+    upload_id: str
+    owner: str
+
+    def message(self, expires: int) -> bytes:
+        fields = [self.method.upper(), self.path, self.upload_id, self.owner, expires]
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 class UrlSigner:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
-    def _mac(self, method: str, path: str, expires: int) -> str:
-        message = f"{method.upper()}\n{path}\n{expires}".encode()
-        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
+    def _mac(self, grant: Grant, expires: int) -> str:
+        digest = hmac.new(self._secret, grant.message(expires), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def sign(self, method: str, path: str, ttl_seconds: float) -> dict[str, str]:
+    def sign(self, grant: Grant, ttl_seconds: float) -> dict[str, str]:
+        """The ``expires`` and ``signature`` query parameters of a URL for ``grant``."""
         expires = int(time.time() + ttl_seconds)
-        return {"expires": str(expires), "signature": self._mac(method, path, expires)}
+        return {"expires": str(expires), "signature": self._mac(grant, expires)}
 
-    def verify(self, method: str, path: str, expires: str | None, signature: str | None) -> None:
+    @staticmethod
+    def check_present(expires: str | None, signature: str | None) -> None:
+        """Refuse a URL that carries no signature at all (before anything is looked up)."""
         if not expires or not signature:
             raise Forbidden("missing URL signature", field="signature")
+
+    def verify(self, grant: Grant, expires: str | None, signature: str | None) -> None:
+        """Raise ``Forbidden`` unless ``signature`` was made for exactly ``grant`` and ``expires``
+        and has not expired."""
+        self.check_present(expires, signature)
+        assert expires is not None and signature is not None
         try:
             when = int(expires)
         except ValueError:
             raise Forbidden("invalid URL signature", field="expires") from None
         # bytes: compare_digest refuses non-ASCII str with a TypeError (a 500 for a hostile signature).
-        if not hmac.compare_digest(self._mac(method, path, when).encode(), signature.encode()):
+        if not hmac.compare_digest(self._mac(grant, when).encode(), signature.encode()):
             raise Forbidden("invalid URL signature", field="signature")
         if when < time.time():
             raise Forbidden("the signed URL has expired", field="expires")

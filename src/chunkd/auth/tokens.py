@@ -9,6 +9,8 @@ Security choices:
 - ``exp``, ``iat``, ``sub``, ``iss`` and ``aud`` are required; ``nbf`` is checked when present.
 - Tokens minted by chunkd carry the API key's id (``chunkd_key``); the key is looked up on every
   use, so revoking it stops its tokens at their next request on every node sharing the database.
+  An HS256 token (only chunkd can make one) without that claim, or living longer than
+  ``jwt_ttl_seconds``, is refused, so revocation and the lifetime cap always apply.
   Tokens from an external identity provider (JWKS) have no key and live until ``exp``.
 """
 
@@ -189,6 +191,15 @@ class AccessTokens:
             raise Unauthenticated("invalid access token claims")
         scopes = frozenset(scope.split()) & ALL_SCOPES
         key_id = claims.get(KEY_CLAIM)
+        if self.algorithm == "HS256":
+            # Only chunkd holds the HS256 key, and every token it issues names its API key and
+            # lives at most ttl_seconds: a token that does not would escape revocation and the
+            # lifetime cap, so it is refused whoever made it.
+            if not isinstance(key_id, str):
+                raise Unauthenticated("the access token does not name the API key it was issued for")
+            lifetime = claims["exp"] - claims["iat"]
+            if not isinstance(lifetime, int | float) or lifetime > self.ttl_seconds:
+                raise Unauthenticated(f"the access token lives longer than the {self.ttl_seconds} seconds allowed")
         if key_id is not None:
             record = await self.keys.get_key(key_id) if isinstance(key_id, str) and len(key_id) == 16 else None
             if record is None or record.revoked_at is not None or record.owner != owner:

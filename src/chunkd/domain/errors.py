@@ -8,7 +8,8 @@ these to its own status codes and body shapes.
      │    ├── PartOutOfRange       part_out_of_range    part number outside 1..partCount
      │    ├── PartSizeMismatch     part_size_mismatch   a non-last part that is not partSize bytes
      │    ├── OffsetMismatch       offset_mismatch      an append that does not start at the current end
-     │    └── SizeMismatch         size_mismatch        more (or fewer) bytes than declared
+     │    ├── SizeMismatch         size_mismatch        more (or fewer) bytes than declared
+     │    └── ContentRefused       invalid_input        the content is not what it must be (inspection)
      ├── TooLarge                  too_large            over a size limit (file, part, request)
      ├── NotFound                  not_found            no such upload for this owner
      ├── Conflict                  conflict
@@ -30,6 +31,7 @@ __all__ = [
     "ChecksumMismatch",
     "ChunkdError",
     "Conflict",
+    "ContentRefused",
     "Expired",
     "Forbidden",
     "InvalidInput",
@@ -70,6 +72,12 @@ class ChunkdError(Exception):
 
 class InvalidInput(ChunkdError):
     code = "invalid_input"
+
+
+class ContentRefused(InvalidInput):
+    """An inspection of the content refused it (not a PDF, a damaged image, over a limit). Raised
+    by a ``complete`` check, it still saves what the check recorded on the upload, so the same
+    bytes are not inspected again."""
 
 
 class ChecksumMismatch(InvalidInput):

@@ -30,3 +30,4 @@ class MediaRecord:
     height: int | None
     order: int
     added_at: datetime
+    mime_type: str | None = None  # what inspection found the content to be (None: published before it was kept)

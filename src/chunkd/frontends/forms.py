@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 
 from chunkd.domain.errors import ChunkdError, InvalidInput, TooLarge
+from chunkd.frontends import jsondepth
 from chunkd.frontends.multipart import MAX_FIELD_BYTES, MAX_FIELDS, TextField, boundary_of, form_events
 
 __all__ = ["MAX_SMALL_BODY", "parse_small_body", "read_small_body", "small_form"]
@@ -40,10 +41,7 @@ def parse_small_body(body: bytes, content_type: str | None, *, numbers: bool = T
     text = body.decode("utf-8", "replace").strip()
     kind = (content_type or "").split(";")[0].strip().lower()
     if kind == "application/json" or kind.endswith("+json") or text.startswith("{"):
-        try:
-            data = json.loads(text) if text else {}
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"the body is not valid JSON: {exc.msg} at character {exc.pos}", field="body") from None
+        data = jsondepth.loads(text) if text else {}
         if not isinstance(data, dict):
             raise InvalidInput("the JSON body must be an object", field="body")
         fields: dict[str, str] = {}

@@ -9,32 +9,20 @@ import base64
 import binascii
 import hashlib
 import re
-import zlib
 from collections.abc import Callable, Mapping
 
-from chunkd.domain.checksum import StreamHasher
+from chunkd.domain.checksum import StreamHasher, new_stream_hasher
 from chunkd.domain.errors import InvalidInput
 from chunkd.service.crc import Crc32cHasher, Crc64Hasher
 
 __all__ = ["RequestDigest", "request_digest"]
 
 
-class _Crc32:
-    def __init__(self) -> None:
-        self._value = 0
-
-    def update(self, data: bytes) -> None:
-        self._value = zlib.crc32(data, self._value)
-
-    def digest(self) -> bytes:
-        return self._value.to_bytes(4, "big")
-
-
 # S3 header suffix → (hasher, digest length)
 _AMZ: dict[str, tuple[Callable[[], StreamHasher], int]] = {
     "crc64nvme": (Crc64Hasher, 8),
     "crc32c": (Crc32cHasher, 4),
-    "crc32": (_Crc32, 4),
+    "crc32": (lambda: new_stream_hasher("crc32"), 4),
     "sha256": (hashlib.sha256, 32),
     "sha1": (hashlib.sha1, 20),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
+from chunkd.domain.events import Event
 from chunkd.domain.media import MediaRecord, MediaType
 
 __all__ = ["MediaRepository"]
@@ -23,8 +24,13 @@ class MediaRepository(Protocol):
         height: int | None,
         order: int,
         added_at: datetime,
+        mime_type: str | None = None,
+        event: Event | None = None,
     ) -> MediaRecord:
-        """Insert a record with a new integer id; if the upload already has one, return that one."""
+        """Insert a record with a new integer id, never one handed out before (also when that
+        record was deleted); if the upload already has one, return that one. ``event``
+        (``media.published``) goes to the outbox in the same transaction, with the new record added
+        to its data as ``media``; it is not written when the record already existed."""
 
     async def get(self, media_id: int, owner: str | None) -> MediaRecord | None:
         """The owner's record with this id (another owner's is None, as a missing one); any

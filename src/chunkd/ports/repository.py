@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from chunkd.domain.events import Event
 from chunkd.domain.upload import Part, Status, Upload
 
 __all__ = ["UploadRepository"]
@@ -14,8 +15,9 @@ __all__ = ["UploadRepository"]
 class UploadRepository(Protocol):
     """Persistence of the Upload aggregate. Every method is its own transaction."""
 
-    async def create(self, upload: Upload) -> None:
-        """Insert a new upload; raises ``Conflict`` if (owner, frontend, client_ref) already exists."""
+    async def create(self, upload: Upload, events: Sequence[Event] = ()) -> None:
+        """Insert a new upload; raises ``Conflict`` if (owner, frontend, client_ref) already exists.
+        ``events`` go to the outbox in the same transaction (as for every method taking them)."""
 
     async def get(
         self,
@@ -34,7 +36,13 @@ class UploadRepository(Protocol):
         """An upload a frontend knows by the client's own id (e.g. Fine Uploader's qquuid), without
         its parts (looked up on every chunk; the use cases load what they need by id)."""
 
-    async def save(self, upload: Upload, changed_parts: Sequence[Part] = (), removed_parts: Sequence[int] = ()) -> None:
+    async def save(
+        self,
+        upload: Upload,
+        changed_parts: Sequence[Part] = (),
+        removed_parts: Sequence[int] = (),
+        events: Sequence[Event] = (),
+    ) -> None:
         """Write the upload row and the given part rows atomically."""
 
     async def touch(self, upload_id: str, expires_at: datetime) -> None:
@@ -48,14 +56,14 @@ class UploadRepository(Protocol):
     async def list_expirable(self, now: datetime, limit: int) -> list[str]:
         """Ids of PENDING uploads whose ``expires_at`` has passed."""
 
-    async def expire(self, upload_id: str, now: datetime) -> bool:
+    async def expire(self, upload_id: str, now: datetime, events: Sequence[Event] = ()) -> bool:
         """Mark one upload EXPIRED if it is still PENDING and past ``expires_at``, forgetting its
         part rows in the same transaction; True if it was."""
 
     async def delete_parts(self, upload_id: str) -> None:
         """Forget every part row of an upload (its bytes were freed)."""
 
-    async def delete_upload(self, upload_id: str) -> None:
+    async def delete_upload(self, upload_id: str, events: Sequence[Event] = ()) -> None:
         """Forget an upload and its parts."""
 
     async def usage(self, owner: str) -> tuple[int, int, int]:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from chunkd.domain.checksum import ResumableMD5, StreamHasher
 from chunkd.domain.errors import (
     ChecksumMismatch,
+    ChunkdError,
     InvalidInput,
     InvalidState,
     NotFound,
@@ -17,8 +18,10 @@ from chunkd.domain.errors import (
     StorageError,
     TooLarge,
 )
+from chunkd.domain.events import Event, EventType
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Part, Upload
+from chunkd.service.hooks import ContentRejected
 from chunkd.service.lifecycle import Lifecycle
 from chunkd.service.quotas import byte_room
 from chunkd.service.streaming import StreamedPart, stream_into
@@ -75,6 +78,7 @@ class Appends(Lifecycle):
         fix a deferred length in the same write (tus Upload-Length on a PATCH). So one request
         costs one lock, one load and one write."""
         finished = False
+        refused: ChunkdError | None = None  # a pre-finish hook's refusal of the upload this fills
         async with self.locks.hold(upload_id, timeout=lock_timeout):
             upload = await self._load_for_append(owner, upload_id)
             if inspect is not None:
@@ -170,10 +174,16 @@ class Appends(Lifecycle):
                 if finish and broken is None and upload.bytes_received == upload.size_bytes:
                     if len(upload.parts) != upload.parts_received:  # the store needs every part to finish
                         upload.parts = await self._all_parts(upload)
-                    await self._finish(upload, now, md5=None, check=None)
-                    finished = True
+                    try:
+                        await self.hooks.pre_finish(upload)
+                    except ChunkdError as exc:
+                        refused = exc  # the part is kept and the upload stays PENDING (or is discarded below)
+                    else:
+                        await self._finish(upload, now, md5=None, check=None)
+                        finished = True
                 try:
-                    await self.repo.save(upload, [part])
+                    done = [Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)] if finished else []
+                    await self.repo.save(upload, [part], events=done)
                 except BaseException:
                     if extended is None:
                         await self.blobs.discard(upload, [ref])
@@ -182,12 +192,17 @@ class Appends(Lifecycle):
                     await self._settle(upload, part)
             if broken is not None:
                 raise broken
+            if refused is not None:
+                if isinstance(refused, ContentRejected):
+                    await self._discard_rejected(upload, refused)
+                raise refused
             if finish and not finished and upload.size_bytes is not None and upload.bytes_received == upload.size_bytes:
                 # Nothing arrived, but the upload was already full (e.g. a zero-length upload).
                 if len(upload.parts) != upload.parts_received:
                     upload.parts = await self._all_parts(upload)
+                await self.hooks.pre_finish(upload)
                 await self._finish(upload, now, md5=None, check=None)
-                await self.repo.save(upload)
+                await self.repo.save(upload, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
                 finished = True
         if finished:
             await self._emit("completed", upload)

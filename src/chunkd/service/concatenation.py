@@ -14,6 +14,7 @@ from chunkd.domain.errors import (
     InvalidInput,
     InvalidState,
 )
+from chunkd.domain.events import Event, EventType
 from chunkd.domain.upload import Mode, Part, Status, Upload
 from chunkd.service.crc import crc64_hex, crc64nvme
 from chunkd.service.lifecycle import Lifecycle
@@ -100,7 +101,9 @@ class Concatenation(Lifecycle):
             return await self.complete(owner, upload.id)
         except BaseException:
             await self.blobs.delete(upload)
-            await self.repo.delete_upload(upload.id)
+            await self.repo.delete_upload(
+                upload.id, [Event.for_upload(EventType.UPLOAD_DELETED, upload, self.clock(), parts=())]
+            )
             raise
 
     async def _place_copy(

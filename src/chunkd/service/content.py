@@ -2,13 +2,15 @@
 that decodes. Used as the ``check`` hook of ``UploadService.complete``, so a failed check leaves the
 upload PENDING.
 
-The bytes are read back (``UploadService.read_received``) into a spooled temporary file
-(memory up to 1 MiB, disk beyond) because Pillow and pypdf need a seekable file; the callers' size
-limits bound how much is read."""
+These functions parse hostile input: they run only inside the worker processes of
+``chunkd.service.inspection`` (CPU, memory and wall-time limits), never in the server's process.
+The bytes are read back (``UploadService.read_received``) into a temporary file (``spool_to_file``)
+that the worker opens; the callers' size limits bound how much is read."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import warnings
 from collections.abc import AsyncIterator
@@ -17,11 +19,10 @@ from typing import IO
 
 from chunkd.domain.errors import InvalidInput
 
-__all__ = ["IMAGE_FORMATS", "Inspection", "inspect_image", "inspect_pdf", "spool"]
+__all__ = ["IMAGE_FORMATS", "Inspection", "inspect_image", "inspect_pdf", "spool_to_file"]
 
 # Formats a browser can show. Others Pillow knows (EPS runs Ghostscript, for one) are refused.
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
-SPOOL_MEMORY = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,17 @@ class Inspection:
     mime_type: str
 
 
-async def spool(chunks: AsyncIterator[bytes]) -> IO[bytes]:
-    """``chunks`` in a seekable temporary file (closed by the caller)."""
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 (returned open)
+async def spool_to_file(chunks: AsyncIterator[bytes], directory: str | None = None) -> str:
+    """``chunks`` written to a new temporary file; its path (the caller removes it)."""
+    fd, path = tempfile.mkstemp(prefix="chunkd-inspect-", dir=directory)
     try:
-        async for chunk in chunks:
-            await asyncio.to_thread(spool.write, chunk)
-        spool.seek(0)
+        with os.fdopen(fd, "wb") as handle:
+            async for chunk in chunks:
+                await asyncio.to_thread(handle.write, chunk)
     except BaseException:
-        spool.close()
+        os.unlink(path)
         raise
-    return spool
+    return path
 
 
 def inspect_image(handle: IO[bytes], *, max_pixels: int, field: str = "type") -> Inspection:
@@ -83,9 +84,12 @@ def inspect_image(handle: IO[bytes], *, max_pixels: int, field: str = "type") ->
     return Inspection("image", width, height, fmt, Image.MIME.get(fmt, "application/octet-stream"))
 
 
-def inspect_pdf(handle: IO[bytes], *, field: str = "type") -> Inspection:
+def inspect_pdf(handle: IO[bytes], *, max_pages: int, field: str = "type") -> Inspection:
     """Accept a real PDF only: the ``%PDF-`` signature near the start (as readers allow, within the
-    first 1024 bytes) and a pypdf parse of its page tree with at least one page."""
+    first 1024 bytes) and a pypdf parse of its page tree with at least one page and at most
+    ``max_pages``. The page count the document declares is checked before the tree is walked
+    (refusing an honest huge document at once); a document that lies about it is bounded by the
+    worker's limits while the tree is walked, and refused after."""
     from pypdf import PdfReader
 
     head = handle.read(1024)
@@ -98,7 +102,12 @@ def inspect_pdf(handle: IO[bytes], *, field: str = "type") -> Inspection:
             reader = PdfReader(handle, strict=False)
             if reader.is_encrypted:
                 reader.decrypt("")  # most "encrypted" PDFs only restrict printing; an owner password is fine
+            declared = reader.root_object["/Pages"].get_object().get("/Count")  # type: ignore[union-attr]
+            if isinstance(declared, int) and declared > max_pages:
+                raise InvalidInput(f"the PDF has {declared} pages; at most {max_pages} are allowed", field=field)
             pages = len(reader.pages)
+            if pages > max_pages:
+                raise InvalidInput(f"the PDF has {pages} pages; at most {max_pages} are allowed", field=field)
             if pages == 0:
                 raise InvalidInput("the PDF has no pages", field=field)
             box = reader.pages[0].mediabox

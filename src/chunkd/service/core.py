@@ -28,6 +28,7 @@ from chunkd.ports.blobs import BlobStore, StoreCapabilities
 from chunkd.ports.locks import LockManager
 from chunkd.ports.repository import UploadRepository
 from chunkd.service.config import EngineConfig
+from chunkd.service.hooks import NO_HOOKS, UploadHooks
 
 __all__ = ["EngineCore", "utcnow"]
 
@@ -58,6 +59,7 @@ class EngineCore:
         self.clock = clock
         self.listeners: list[Callable[[str, Upload], Awaitable[None]]] = []
         self.caps = capabilities or StoreCapabilities.of(blobs)
+        self.hooks: UploadHooks = NO_HOOKS  # blocking hooks and scans (chunkd.service.hooks), set at start-up
 
     async def get(self, owner: str, upload_id: str, *, with_parts: bool = True) -> Upload:
         """The owner's upload (another owner's is a ``NotFound``, exactly like a missing one)."""

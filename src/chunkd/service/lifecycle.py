@@ -12,15 +12,18 @@ from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.errors import (
     Busy,
     ChecksumMismatch,
+    ContentRefused,
     InvalidInput,
     InvalidState,
     TooLarge,
 )
+from chunkd.domain.events import Event, EventType
 from chunkd.domain.names import check_client_ref, clean_filename, media_type, new_upload_id
 from chunkd.domain.parts import choose_part_size
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.service.core import EngineCore
 from chunkd.service.crc import crc64_combine, crc64_hex
+from chunkd.service.hooks import ContentRejected
 from chunkd.service.quotas import check_new_upload
 
 __all__ = ["Lifecycle"]
@@ -98,7 +101,8 @@ class Lifecycle(EngineCore):
             hash_state=ResumableMD5().state(),
             metadata=dict(metadata or {}),
         )
-        await self.repo.create(upload)
+        await self.hooks.pre_create(upload)  # may refuse, or set metadata
+        await self.repo.create(upload, [Event.for_upload(EventType.UPLOAD_CREATED, upload, now)])
         await self._emit("created", upload)
         return upload
 
@@ -113,7 +117,8 @@ class Lifecycle(EngineCore):
         """Verify and finish an upload. Idempotent: completing a COMPLETED upload returns it.
         Any failure (missing parts, wrong size, wrong MD5, ``check`` raising) leaves it PENDING.
         ``check`` lets a frontend validate the content (e.g. "is this really a PDF") first; what it
-        records in ``upload.metadata`` is saved together with the COMPLETED status."""
+        records in ``upload.metadata`` is saved together with the COMPLETED status, or with the
+        PENDING one when it raises ``ContentRefused``."""
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
             if upload.status is Status.COMPLETED:
@@ -124,12 +129,17 @@ class Lifecycle(EngineCore):
             upload.check_complete(now)
             advanced = await self._advance_hash(upload) if upload.hash_offset != upload.size_bytes else []
             try:
+                await self.hooks.pre_finish(upload)  # may refuse (stays PENDING) or record a result
                 await self._finish(upload, now, md5=md5, check=check)
-            except BaseException:
-                if advanced:
+            except BaseException as exc:
+                # A refused content keeps what the check recorded (the refusal itself, so the
+                # same bytes are not inspected again); the upload stays PENDING either way.
+                if advanced or isinstance(exc, ContentRefused):
                     await self.repo.save(upload, advanced)
+                if isinstance(exc, ContentRejected):
+                    await self._discard_rejected(upload, exc)
                 raise
-            await self.repo.save(upload, advanced)
+            await self.repo.save(upload, advanced, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
         await self._emit("completed", upload)
         return upload
 
@@ -158,6 +168,24 @@ class Lifecycle(EngineCore):
         upload.crc64 = _whole_crc(upload)
         upload.mark_completed(now, digest)
 
+    async def _discard_rejected(self, upload: Upload, error: ContentRejected) -> None:
+        """An upload whose content was refused for good (e.g. infected): cancelled, bytes removed,
+        ``upload.rejected`` emitted (the caller holds the upload's lock)."""
+        now = self.clock()
+        upload.mark_cancelled(now)
+        upload.metadata["rejected"] = {"reason": error.reason, **error.details}
+        rejected = Event.for_upload(
+            EventType.UPLOAD_REJECTED, upload, now, parts=(), extra={"rejection": upload.metadata["rejected"]}
+        )
+        await self.repo.save(upload, removed_parts=list(upload.parts), events=[rejected])
+        await self.blobs.delete(upload)
+        upload.parts = {}
+        await self._emit("rejected", upload)
+
+    async def pre_download(self, upload: Upload) -> None:
+        """Ask the blocking hooks before a COMPLETED file is served (every dialect's download)."""
+        await self.hooks.pre_download(upload)
+
     async def rename(self, owner: str, upload_id: str, filename: str, *, mime_type: str | None = None) -> Upload:
         """Change the display filename (and optionally the media type) of an upload in any status:
         protocols such as Fine Uploader's name the file only when it is finished."""
@@ -178,11 +206,13 @@ class Lifecycle(EngineCore):
         """PENDING → CANCELLED; its bytes are freed."""
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
-            upload.mark_cancelled(self.clock())
+            now = self.clock()
+            upload.mark_cancelled(now)
             # The status and the forgetting of the part rows commit together, so no reader sees a
             # CANCELLED upload with parts (nor keeps one after a crash); bytes are freed after it
             # (a crash in between leaves orphaned blobs, which gc sweeps).
-            await self.repo.save(upload, removed_parts=list(upload.parts))
+            cancelled = Event.for_upload(EventType.UPLOAD_CANCELLED, upload, now, parts=())
+            await self.repo.save(upload, removed_parts=list(upload.parts), events=[cancelled])
             await self.blobs.delete(upload)
             upload.parts = {}
         await self._emit("cancelled", upload)
@@ -193,7 +223,9 @@ class Lifecycle(EngineCore):
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
             await self._free(upload)
-            await self.repo.delete_upload(upload_id)
+            await self.repo.delete_upload(
+                upload_id, [Event.for_upload(EventType.UPLOAD_DELETED, upload, self.clock(), parts=())]
+            )
         await self._emit("deleted", upload)
         return upload
 
@@ -214,9 +246,12 @@ class Lifecycle(EngineCore):
                     # transaction as the status change (as ``cancel`` does); the blob store may
                     # need them to free the bytes.
                     upload = await self.repo.get(upload_id)
-                    if upload is None or not await self.repo.expire(upload_id, now):
+                    if upload is None or upload.status is not Status.PENDING:
                         continue
-                    upload.mark_expired(now)
+                    upload.mark_expired(now)  # as the row will be if ``expire`` applies (the event shows it)
+                    expired_event = Event.for_upload(EventType.UPLOAD_EXPIRED, upload, now, parts=())
+                    if not await self.repo.expire(upload_id, now, [expired_event]):
+                        continue
                     await self.blobs.delete(upload)
                     upload.parts = {}
             except Busy:

@@ -5,20 +5,30 @@ content check that runs inside ``complete`` and the media record."""
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import suppress
 from dataclasses import dataclass
 
-from chunkd.domain.errors import InvalidInput, NotFound, TooLarge
+from chunkd.domain.errors import ContentRefused, InvalidInput, NotFound, TooLarge
+from chunkd.domain.events import Event, EventType
 from chunkd.domain.media import MediaRecord, MediaType
 from chunkd.domain.upload import Status, Upload
 from chunkd.ports.media import MediaRepository
-from chunkd.service.content import Inspection, inspect_image, inspect_pdf, spool
+from chunkd.service.content import Inspection, spool_to_file
+from chunkd.service.inspection import InspectionPool, Kind
 from chunkd.service.uploads import UploadService
 
-__all__ = ["MEDIA_FRONTEND", "MediaLimits", "MediaService", "default_type"]
+__all__ = ["MEDIA_FRONTEND", "SERVED_TYPES", "MediaLimits", "MediaService", "default_type", "served_type"]
 
 MEDIA_FRONTEND = "media"
+# Upload metadata: {"pdf"|"image": reason} for each kind of inspection that refused these bytes.
+REFUSED_KEY = "inspectionRefused"
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
+# The only types a media file is ever served as: what inspection can find (content.IMAGE_FORMATS
+# and PDF). None of them is a type a browser runs as a document of the API's origin.
+SERVED_TYPES = frozenset(
+    {"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff", "application/pdf"}
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +36,6 @@ class MediaLimits:
     image_bytes: int
     document_bytes: int
     chunk_bytes: int
-    image_pixels: int
 
     def for_type(self, media_type: MediaType) -> int:
         return self.document_bytes if media_type is MediaType.DOC else self.image_bytes
@@ -44,10 +53,13 @@ def default_type(filename: str, hint: MediaType | None = None) -> MediaType:
 
 
 class MediaService:
-    def __init__(self, uploads: UploadService, repo: MediaRepository, limits: MediaLimits) -> None:
+    def __init__(
+        self, uploads: UploadService, repo: MediaRepository, limits: MediaLimits, inspector: InspectionPool
+    ) -> None:
         self.uploads = uploads
         self.repo = repo
         self.limits = limits
+        self.inspector = inspector
 
     def check_size(self, media_type: MediaType, size: int, *, field: str = "Content-Range") -> None:
         limit = self.limits.for_type(media_type)
@@ -61,19 +73,32 @@ class MediaService:
             )
 
     async def _inspect(self, upload: Upload, media_type: MediaType) -> Inspection:
-        """Inspect a PENDING upload's received bytes, or a COMPLETED upload's file."""
+        """Inspect a PENDING upload's received bytes, or a COMPLETED upload's file, in the
+        inspection sandbox. A refusal (``ContentRefused``) is recorded in the upload's metadata
+        under the kind of inspection; the caller saves it, and the same bytes are then refused
+        again at once (``_refused_before``) instead of being parsed again."""
+        kind: Kind = "pdf" if media_type is MediaType.DOC else "image"
+        self._refused_before(upload, kind)
         chunks = self.uploads.read(upload) if upload.status is Status.COMPLETED else self.uploads.read_received(upload)
-        handle = await spool(chunks)
+        path = await spool_to_file(chunks)
         try:
-            if media_type is MediaType.DOC:
-                return await asyncio.to_thread(inspect_pdf, handle)
-            return await asyncio.to_thread(inspect_image, handle, max_pixels=self.limits.image_pixels)
+            return await self.inspector.inspect(kind, path)
+        except ContentRefused as refused:
+            upload.metadata.setdefault(REFUSED_KEY, {})[kind] = refused.message
+            raise
         finally:
-            handle.close()
+            await asyncio.to_thread(os.unlink, path)
+
+    @staticmethod
+    def _refused_before(upload: Upload, kind: Kind) -> None:
+        earlier = (upload.metadata.get(REFUSED_KEY) or {}).get(kind)
+        if isinstance(earlier, str):
+            raise ContentRefused(earlier, field="type")
 
     async def publish(self, owner: str, upload_id: str, *, md5: str, media_type: MediaType | None) -> MediaRecord:
         """Complete a media upload (MD5 and content checked inside the engine's ``complete``, so a
-        failure leaves it PENDING) and give it an integer id. Repeating it returns the same record."""
+        failure leaves it PENDING) and give it an integer id. Repeating it returns the same record.
+        The file is served as the type its content was inspected to be, whatever its name says."""
         upload = await self.uploads.get(owner, upload_id, with_parts=False)
         if upload.frontend != MEDIA_FRONTEND:
             raise NotFound(f"no media upload with id {upload_id!r}", field="upload_id")
@@ -85,17 +110,18 @@ class MediaService:
                 return existing
         chosen = media_type or default_type(upload.filename, _hint(upload))
         self.check_size(chosen, upload.size_bytes or upload.bytes_received, field="upload_id")
+        self._refused_before(upload, "pdf" if chosen is MediaType.DOC else "image")  # at once, before any work
 
         async def check(pending: Upload) -> None:
-            found = await self._inspect(pending, chosen)
-            pending.mime_type = found.mime_type  # served as what it really is, whatever its name said
-            pending.metadata["media"] = {"type": chosen.value, "width": found.width, "height": found.height}
+            _record_inspection(pending, chosen, await self._inspect(pending, chosen))
 
         done = await self.uploads.complete(owner, upload_id, md5=md5, check=check)
         info = done.metadata.get("media") or {}
-        if "type" not in info:  # completed before this record existed (a crash in between): inspect again
-            found = await self._inspect_completed(done, chosen)
-            info = {"type": chosen.value, "width": found.width, "height": found.height}
+        if "type" not in info or "mime_type" not in info:
+            # Completed without the media check (through /v1/files, or a crash before the record
+            # was made): inspect it now, under its lock, and keep what it is.
+            done = await self._inspect_completed(owner, done.id, chosen)
+            info = done.metadata["media"]
         final = MediaType(info["type"])
         return await self.repo.add(
             upload_id=done.id,
@@ -105,11 +131,24 @@ class MediaService:
             height=info.get("height"),
             order=0,
             added_at=done.completed_at or self.uploads.clock(),
+            mime_type=info["mime_type"],
+            event=Event.for_upload(EventType.MEDIA_PUBLISHED, done, self.uploads.clock()),
         )
 
-    async def _inspect_completed(self, upload: Upload, media_type: MediaType) -> Inspection:
-        full = await self.uploads.get(upload.owner, upload.id)
-        return await self._inspect(full, media_type)
+    async def _inspect_completed(self, owner: str, upload_id: str, media_type: MediaType) -> Upload:
+        async with self.uploads.locks.hold(upload_id, timeout=self.uploads.config.lock_timeout):
+            upload = await self.uploads.get(owner, upload_id)
+            try:
+                _record_inspection(upload, media_type, await self._inspect(upload, media_type))
+            except ContentRefused:
+                await self.uploads.repo.save(upload)  # the refusal, so it is not parsed again
+                raise
+            await self.uploads.repo.save(upload)
+        return upload
+
+    def close(self) -> None:
+        """Stop the inspection workers."""
+        self.inspector.close()
 
     async def get(self, owner: str, media_id: int) -> MediaRecord:
         record = await self.repo.get(media_id, owner)
@@ -123,6 +162,26 @@ class MediaService:
         with suppress(NotFound):  # the file went first (deleted through /v1/files)
             await self.uploads.delete(owner, record.upload_id)
         await self.repo.delete(record.id)
+
+
+def served_type(record: MediaRecord, upload_type: str | None = None) -> str:
+    """The type a media file is served as: the inspected one. A record published before that was
+    kept falls back to its upload's type when that is one of ``SERVED_TYPES`` (the media check
+    has always set it from the content), else PDF for a document and opaque bytes otherwise."""
+    for candidate in (record.mime_type, upload_type):
+        if candidate is not None and candidate in SERVED_TYPES:
+            return candidate
+    return "application/pdf" if record.type is MediaType.DOC else "application/octet-stream"
+
+
+def _record_inspection(upload: Upload, media_type: MediaType, found: Inspection) -> None:
+    upload.mime_type = found.mime_type  # served as what it really is, whatever its name said
+    upload.metadata["media"] = {
+        "type": media_type.value,
+        "width": found.width,
+        "height": found.height,
+        "mime_type": found.mime_type,
+    }
 
 
 def _hint(upload: Upload) -> MediaType | None:

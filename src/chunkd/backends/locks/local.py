@@ -1,7 +1,10 @@
 """Per-upload locks for one machine: an asyncio lock per upload (tasks of this process) plus a POSIX
 byte-range lock in one shared lock file (other processes on the data dir, e.g. ``chunkd gc`` from
 cron while ``chunkd serve`` runs). The byte at offset hash(upload id) stands for the upload, so a
-single file serves any number of uploads and nothing needs cleaning up."""
+single file serves any number of uploads and nothing needs cleaning up.
+
+Release requests (``request_release``) reach the writers of this process only: processes sharing
+a data dir without a database lock are not told (several nodes need PostgreSQL anyway)."""
 
 from __future__ import annotations
 
@@ -10,11 +13,13 @@ import fcntl
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from chunkd.backends.locks.release import ReleaseRegistry
 from chunkd.domain.errors import Busy
+from chunkd.ports.locks import release_requester
 
 __all__ = ["LocalLocks"]
 
@@ -32,6 +37,7 @@ class _Entry:
 class LocalLocks:
     def __init__(self, lock_file: Path | None = None) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._releases = ReleaseRegistry()
         # POSIX record locks belong to the process and vanish when *any* descriptor of the file is
         # closed, so the file is opened once and kept open for the life of the process.
         self._fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600) if lock_file else None
@@ -56,6 +62,10 @@ class LocalLocks:
             entry = self._entries[upload_id] = _Entry()
         entry.users += 1
         try:
+            requester = release_requester()
+            if requester is not None and entry.lock.locked():
+                # A take-over: the holder, if releasable, registered before it took the lock.
+                self._releases.fire(upload_id, requester)
             if timeout <= 0:
                 if entry.lock.locked():
                     raise Busy(f"upload {upload_id} is being written by another request")
@@ -84,6 +94,16 @@ class LocalLocks:
             entry.users -= 1
             if entry.users == 0:
                 self._entries.pop(upload_id, None)
+
+    @asynccontextmanager
+    async def releasable(
+        self, upload_id: str, release: Callable[[], None], *, requester: str | None = None
+    ) -> AsyncIterator[None]:
+        with self._releases.register(upload_id, release, requester):
+            yield
+
+    async def request_release(self, upload_id: str, *, requester: str | None = None) -> None:
+        self._releases.fire(upload_id, requester)
 
     async def close(self) -> None:
         if self._fd is not None:

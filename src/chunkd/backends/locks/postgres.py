@@ -20,6 +20,15 @@ Why these choices:
   TCP keepalive gives up (``tcp_keepalives_idle`` etc., see docs/deploy.md).
 - asyncpg's pool runs ``pg_advisory_unlock_all()`` when a connection is released, so even an
   unlock that failed half way cannot leak a lock to the next user of that connection.
+
+Release requests (a newer request asking a stale writer on another node to let go) travel by
+``NOTIFY chunkd_lock_release, '<upload id>'``. Each process LISTENs on one dedicated connection
+of its own (not from the pool: a pooled connection would stop listening when released), opened
+when its first writer registers a release callback; the notification calls the callbacks
+registered in that process. PostgreSQL delivers a notification to every listening session
+including the sender's (the payload names the requester, so a writer is never stopped by
+its own take-over echoing back), and only after the sending statement commits (autocommit here), so the
+cost is one round trip for the asker and nothing for uploads nobody takes over.
 """
 
 from __future__ import annotations
@@ -29,13 +38,15 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from chunkd.backends.locks.release import ReleaseRegistry
 from chunkd.domain.errors import Busy
+from chunkd.ports.locks import ASK_AGAIN, release_requester
 
 __all__ = ["PostgresAdvisoryLocks", "advisory_key"]
 
@@ -44,6 +55,8 @@ log = logging.getLogger("chunkd.locks")
 # Polling starts fast (a part commit holds the lock for milliseconds) and backs off to this.
 _FIRST_POLL = 0.002
 _MAX_POLL = 0.05
+# The NOTIFY channel of release requests.
+RELEASE_CHANNEL = "chunkd_lock_release"
 
 
 def advisory_key(upload_id: str) -> int:
@@ -84,6 +97,9 @@ class PostgresAdvisoryLocks:
         self._min = idle_connections
         self._pool: Any = None
         self._pool_lock = asyncio.Lock()
+        self._releases = ReleaseRegistry()
+        self._listener: Any = None
+        self._listener_lock = asyncio.Lock()
 
     async def _get_pool(self) -> Any:
         if self._pool is None:
@@ -115,7 +131,14 @@ class PostgresAdvisoryLocks:
             raise Busy(f"upload {upload_id} is locked (no lock connection free)") from None
         try:
             delay = _FIRST_POLL
+            requester = release_requester()
+            next_ask = 0.0
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                now = time.monotonic()
+                if requester is not None and now >= next_ask:
+                    # A take-over: ask whoever holds it (here or on another node) to let go.
+                    await self.request_release(upload_id, requester=requester)
+                    next_ask = now + ASK_AGAIN
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise Busy(f"upload {upload_id} is being written by another node or request")
@@ -147,7 +170,51 @@ class PostgresAdvisoryLocks:
         if not released:
             log.error("advisory lock of upload %s was gone before release (connection reset?)", upload_id)
 
+    # ---- release requests ---------------------------------------------------------------------
+    async def _listen(self) -> None:
+        """Open the LISTEN connection if it is not open (again, after a connection loss)."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        async with self._listener_lock:
+            if self._listener is not None and not self._listener.is_closed():
+                return
+            import asyncpg
+
+            conn = await asyncpg.connect(
+                self._dsn, statement_cache_size=0, server_settings={"application_name": "chunkd-lock-release"}
+            )
+            await conn.add_listener(RELEASE_CHANNEL, self._on_notify)
+            self._listener = conn
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        requester, _, upload_id = payload.partition(" ")
+        self._releases.fire(upload_id, requester or None)
+
+    @asynccontextmanager
+    async def releasable(
+        self, upload_id: str, release: Callable[[], None], *, requester: str | None = None
+    ) -> AsyncIterator[None]:
+        try:
+            await self._listen()
+        except Exception:
+            # Still releasable from this process; another node then waits for the lock instead.
+            log.warning("could not LISTEN for lock release requests; takeover from other nodes is off", exc_info=True)
+        with self._releases.register(upload_id, release, requester):
+            yield
+
+    async def request_release(self, upload_id: str, *, requester: str | None = None) -> None:
+        if self._releases.fire(upload_id, requester):
+            return  # the writer runs in this process, and has been told
+        pool = await self._get_pool()
+        # Payload "<requester> <upload id>" (the requester may be empty; ids have no spaces).
+        async with pool.acquire(timeout=5.0) as conn:
+            await conn.execute("SELECT pg_notify($1, $2)", RELEASE_CHANNEL, f"{requester or ''} {upload_id}")
+
     async def close(self) -> None:
+        if self._listener is not None:
+            with suppress(Exception):
+                await self._listener.close(timeout=2.0)
+            self._listener = None
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

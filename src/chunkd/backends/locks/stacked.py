@@ -4,7 +4,7 @@ process queue in memory, cheaply) and then the database lock (other nodes)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from chunkd.ports.locks import LockManager
@@ -27,6 +27,20 @@ class StackedLocks:
             remaining = 0.0 if timeout <= 0 else max(deadline - time.monotonic(), 0.0)
             async with self.inner.hold(upload_id, timeout=remaining):
                 yield
+
+    @asynccontextmanager
+    async def releasable(
+        self, upload_id: str, release: Callable[[], None], *, requester: str | None = None
+    ) -> AsyncIterator[None]:
+        async with (
+            self.outer.releasable(upload_id, release, requester=requester),
+            self.inner.releasable(upload_id, release, requester=requester),
+        ):
+            yield
+
+    async def request_release(self, upload_id: str, *, requester: str | None = None) -> None:
+        await self.outer.request_release(upload_id, requester=requester)
+        await self.inner.request_release(upload_id, requester=requester)
 
     async def close(self) -> None:
         await self.inner.close()

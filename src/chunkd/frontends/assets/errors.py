@@ -11,8 +11,9 @@ from starlette.responses import JSONResponse
 
 from chunkd.domain import errors as e
 from chunkd.frontends.http import validation_error
+from chunkd.frontends.refusals import Refusal
 
-__all__ = ["ERROR_RESPONSES", "AssetError", "render_error"]
+__all__ = ["ERROR_RESPONSES", "AssetError", "refusal_response", "render_error"]
 
 
 class AssetError(BaseModel):
@@ -33,7 +34,18 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"status": "error", "message": message}, status_code=status)
 
 
+def refusal_response(refusal: Refusal) -> JSONResponse:
+    """A guard's refusal as the asset API answers bad requests: ``{status: "error", message}``."""
+    return JSONResponse(
+        {"status": "error", "message": refusal.message},
+        status_code=refusal.status_code,
+        headers=dict(refusal.headers or {}),
+    )
+
+
 def render_error(exc: Exception) -> JSONResponse | None:
+    if isinstance(exc, Refusal):
+        return refusal_response(exc)
     if isinstance(exc, e.Unauthenticated):
         return JSONResponse(
             {"message": "Unauthorized", "detail": exc.message},

@@ -5,13 +5,13 @@ semantics for the parts list). A thin adapter: an asset is an engine PARTS uploa
 ``assets``) whose ``fileId`` is the upload id; the ``uploadId`` is an opaque random token kept in
 the upload's metadata and checked on completion.
 
-Part and upload URLs carry their own HMAC signature (``runtime.signer``) bound to method, path and
-expiry, so a browser or partner can PUT without the API key."""
+Part and upload URLs carry their own HMAC signature (``runtime.signer``) bound to method, path (the
+asset and part), the asset's owner and expiry, so a browser or partner can PUT without the API key
+(``chunkd.frontends.signed``)."""
 
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import secrets
 import unicodedata
@@ -23,12 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from starlette.responses import JSONResponse, Response
 
 from chunkd.auth.principal import Principal
+from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.frontends import jsondepth
 from chunkd.frontends.assets.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.forms import read_small_body
-from chunkd.frontends.http import content_length, dialect_route, isotime, principal, runtime
+from chunkd.frontends.http import content_length, dialect_route, isotime, principal, runtime, takes_file_bytes
+from chunkd.frontends.signed import signed_upload, signed_url
 from chunkd.service.uploads import UploadService
 
 __all__ = ["ASSETS_FRONTEND", "router", "s3_key"]
@@ -94,22 +97,19 @@ def s3_key(file_id: str, filename: str) -> str:
 async def _json(request: Request, model: type[BaseModel]) -> Any:
     raw = await read_small_body(request.stream(), MAX_JSON_BYTES)
     try:
-        data = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = jsondepth.loads(raw or b"null")
+    except jsondepth.TooDeep:
+        raise
+    except e.InvalidInput:
         raise e.InvalidInput("the body must be a JSON object", field="body") from None
     if not isinstance(data, dict):
         raise e.InvalidInput("the body must be a JSON object", field="body")
     return model.model_validate(data)
 
 
-def _base(request: Request) -> str:
-    return (runtime(request).settings.public_url or str(request.base_url)).rstrip("/")
-
-
-def _signed(request: Request, path: str) -> str:
-    rt = runtime(request)
-    query = rt.signer.sign("PUT", path, rt.settings.asset_url_ttl_seconds)
-    return f"{_base(request)}{path}?expires={query['expires']}&signature={query['signature']}"
+def _signed(request: Request, upload: Upload, path: str) -> str:
+    grant = Grant("PUT", path, upload.id, upload.owner)
+    return signed_url(request, grant, runtime(request).settings.asset_url_ttl_seconds)
 
 
 def _asset_view(request: Request, upload: Upload) -> dict[str, Any]:
@@ -124,14 +124,14 @@ def _asset_view(request: Request, upload: Upload) -> dict[str, Any]:
         "expiresAt": isotime(upload.expires_at),
     }
     if meta.get("uploadId") is None:
-        view.update(uploadUrl=_signed(request, f"{router.prefix}/{upload.id}/content"), uploadMethod="PUT")
+        view.update(uploadUrl=_signed(request, upload, f"{router.prefix}/{upload.id}/content"), uploadMethod="PUT")
     else:
         view.update(
             uploadId=meta["uploadId"],
             partSize=upload.part_size,
             partCount=upload.part_count,
             parts=[
-                {"partNumber": n, "uploadUrl": _signed(request, f"{router.prefix}/{upload.id}/parts/{n}")}
+                {"partNumber": n, "uploadUrl": _signed(request, upload, f"{router.prefix}/{upload.id}/parts/{n}")}
                 for n in range(1, (upload.part_count or 0) + 1)
             ],
         )
@@ -159,11 +159,10 @@ async def _asset(service: UploadService, owner: str, file_id: str, *, with_parts
 
 
 async def _writer(request: Request, path: str, expires: str | None, signature: str | None, file_id: str) -> str:
-    """The owner a PUT writes for: from a valid URL signature, else from the request's credentials."""
-    rt = runtime(request)
+    """The owner a PUT writes for: from a URL signature made for this asset, part and owner, else
+    from the request's credentials."""
     if signature is not None or expires is not None:
-        rt.signer.verify("PUT", path, expires, signature)
-        upload = await rt.uploads.repo.get(file_id, parts_from=None)
+        upload = await signed_upload(request, "PUT", path, file_id, expires, signature)
         if upload is None or upload.frontend != ASSETS_FRONTEND:
             raise e.NotFound(f"no asset with fileId {file_id!r}", field="fileId")
         return upload.owner
@@ -202,6 +201,7 @@ async def create_asset(request: Request) -> dict[str, Any]:
 
 
 @router.put("/{file_id}/parts/{part_number}", summary="Upload one part (signed URL); answers its ETag")
+@takes_file_bytes()
 async def put_part(
     request: Request,
     file_id: FileId,
@@ -221,6 +221,7 @@ async def put_part(
 
 
 @router.put("/{file_id}/content", summary="Upload a whole asset of up to one part (signed URL); completes it")
+@takes_file_bytes()
 async def put_content(
     request: Request, file_id: FileId, expires: Expires = None, signature: Signature = None
 ) -> Response:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from chunkd.frontends.guards.body import BodyGuard
 from chunkd.frontends.guards.cors import install_cors
 from chunkd.frontends.guards.ratelimit import RateLimitMiddleware, category_for
+from chunkd.frontends.native.errors import refusal_response
 from chunkd.settings import Settings
 
 __all__ = ["BodyGuard", "RateLimitMiddleware", "category_for", "install_guards"]
@@ -23,7 +24,10 @@ def install_guards(app: FastAPI, settings: Settings) -> None:
         BodyGuard,
         idle_timeout=settings.body_idle_timeout_seconds,
         max_form_bytes=settings.max_form_body_bytes,
+        min_rate=settings.min_body_rate_bytes_per_second,
+        rate_window=settings.min_body_rate_window_seconds,
+        rate_grace=settings.min_body_rate_grace_seconds,
     )
     if settings.rate_limits.strip():
-        app.add_middleware(RateLimitMiddleware, settings=settings)
+        app.add_middleware(RateLimitMiddleware, settings=settings, default_renderer=refusal_response)
     install_cors(app, settings)

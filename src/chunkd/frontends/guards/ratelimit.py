@@ -1,74 +1,100 @@
 """Rate limits for every route of every frontend, as ASGI middleware.
 
-Each request falls into a category: ``read`` (GET, HEAD, OPTIONS) or ``write`` (anything else),
-unless ``ROUTE_CATEGORIES`` says otherwise. A write whose body is file bytes (a part, a chunk, a
-PATCH) counts as ``upload`` when that category is configured: a fast client sending a large file in
-small parts makes many such requests a minute, and they must not be held to the budget meant for
-creating, completing and deleting. Upload bodies with a Content-Length also cost their length in
-``bytes`` when that category is configured. A frontend that needs another category for a
-route adds a ``(method, path regex) → category`` row to ``ROUTE_CATEGORIES``; without one it still
-gets the default rule.
+Everything is decided once, here, before the route runs:
 
-The identity counted is the authenticated owner (all of an owner's keys and tokens share one
-budget, so minting keys does not multiply it); requests without valid credentials are counted by
-client address, so a flood of bad credentials is limited too. The principal found here is left on
-the request (``request.state.principal``), so ``frontends.http.principal`` does not authenticate
-twice.
+- **Identity.** The authenticated owner (all of an owner's keys and tokens share one budget, so
+  minting keys does not multiply it); requests without valid credentials are counted by client
+  address, so a flood of bad credentials is limited too. A request naming a credential header
+  twice (two ``Authorization``, ``X-API-Key`` or ``AccessToken``) is refused with 400 naming it,
+  so this middleware and the route can never read different ones. The principal found here is
+  left on the request (``request.state.principal``), so the route does not authenticate twice.
+- **Category.** ``read`` for GET, HEAD and OPTIONS. Other methods are ``write``, except on the
+  routes whose handler is marked ``takes_file_bytes`` (native parts and content PUT, tus PATCH and
+  creation-with-upload POST, pm chunk POST, media chunk POST, asset part and content PUT) when the
+  request declares a body: those are ``upload`` (counted as ``write`` when no upload budget is
+  configured). The route decides, never the Content-Type.
+- **Bytes.** The body of an ``upload`` request is charged to ``bytes`` (when that category is
+  configured) as it is read, chunked bodies included: a declared length that can never fit is
+  refused with 413 and one that does not fit now with 429 before a byte is read; past the budget
+  mid-body, the body is cut (429 or 413), the bytes already durable stay.
 
 Every response carries ``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` (seconds)
-and ``RateLimit-Policy``; a request over the limit gets 429 with ``Retry-After``."""
+and ``RateLimit-Policy``; a request over the limit gets 429 with ``Retry-After``. Refusals are
+answered in the dialect of the path (:mod:`chunkd.frontends.refusals`)."""
 
 from __future__ import annotations
 
 import ipaddress
-import json
-import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chunkd.auth.authenticator import single_credentials
 from chunkd.auth.ratelimit import Decision, RateLimits
-from chunkd.domain.errors import ChunkdError
+from chunkd.domain.errors import ChunkdError, InvalidInput
+from chunkd.frontends.http import FILE_BYTES_ATTRIBUTE
+from chunkd.frontends.refusals import Refusal, Renderer, render_refusal
 from chunkd.settings import Settings
 
 if TYPE_CHECKING:
     from chunkd.runtime import Runtime
 
-__all__ = ["EXEMPT_PATHS", "ROUTE_CATEGORIES", "RateLimitMiddleware", "category_for"]
+__all__ = ["EXEMPT_PATHS", "RateLimitMiddleware", "RouteTable", "category_for"]
 
-# (method or "*", path pattern) → category; first match wins, before the default rule.
-ROUTE_CATEGORIES: list[tuple[str, re.Pattern[str], str]] = [
-    ("POST", re.compile(r"^/v1/files/[^/]+/(complete|cancel)$"), "write"),
-]
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Request bodies that carry file bytes (charged to the ``bytes`` category by length).
-_BYTE_TYPES = ("application/octet-stream", "application/offset+octet-stream", "multipart/form-data")
+# Bytes are charged to the store in batches of at most this much (one store round trip per
+# batch, not per network read), and at the end of each body.
+BYTES_BATCH = 1024 * 1024
 
 
-def category_for(method: str, path: str, *, file_bytes: bool = False) -> str:
-    """The request's category; ``file_bytes``: its body is file bytes (see ``_carries_file_bytes``)."""
-    for wanted, pattern, category in ROUTE_CATEGORIES:
-        if (wanted == "*" or wanted == method) and pattern.match(path):
-            return category
-    if method in READ_METHODS:
-        return "read"
-    return "upload" if file_bytes else "write"
+def _walk(routes: Iterable[Any]) -> Iterator[BaseRoute]:
+    for route in routes:
+        # FastAPI keeps an included router as one object holding the router it included (whose
+        # routes carry their full paths); older releases copied the routes themselves.
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _walk(included.routes)
+        else:
+            yield route
 
 
-def _carries_file_bytes(scope: Scope) -> bool:
-    """A non-empty body of file bytes: one of the byte content types, or none given (a raw part PUT)."""
-    chunked = "chunked" in (_header(scope, b"transfer-encoding") or "").lower()
-    if not chunked and not _declared_length(scope):
-        return False
-    kind = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
-    return not kind or kind in _BYTE_TYPES
+class RouteTable:
+    """The app's routes by method, to find the route a request will reach before it is routed."""
+
+    def __init__(self, routes: Iterable[Any]) -> None:
+        self.by_method: dict[str, list[BaseRoute]] = {}
+        for route in _walk(routes):
+            for method in getattr(route, "methods", None) or ():
+                self.by_method.setdefault(method, []).append(route)
+
+    def match(self, scope: Scope) -> BaseRoute | None:
+        for route in self.by_method.get(scope["method"], ()):
+            if route.matches(scope)[0] is Match.FULL:
+                return route
+        return None
 
 
-def _declared_length(scope: Scope) -> int:
-    """The body's Content-Length (0 when it is not given, e.g. a chunked body)."""
+def _declares_body(scope: Scope) -> bool:
     length = _header(scope, b"content-length")
-    return int(length) if length and length.isdigit() else 0
+    return bool(length and length.strip() not in ("", "0")) or _header(scope, b"transfer-encoding") is not None
+
+
+def category_for(scope: Scope, route: BaseRoute | None) -> str:
+    """``read``, ``write`` or ``upload`` (before falling back to ``write`` without an upload budget)."""
+    if scope["method"] in READ_METHODS:
+        return "read"
+    when: Callable[[Scope], bool] | None = getattr(getattr(route, "endpoint", None), FILE_BYTES_ATTRIBUTE, None)
+    if when is not None and _declares_body(scope) and when(scope):
+        return "upload"
+    return "write"
+
+
+def _declared_length(scope: Scope) -> int | None:
+    length = _header(scope, b"content-length")
+    return int(length) if length and length.strip().isdigit() else None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -79,12 +105,14 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, default_renderer: Renderer) -> None:
         self.app = app
         self.limits = RateLimits(
             settings.rate_limits, strategy=settings.rate_limit_strategy, storage_url=settings.redis_url
         )
         self.trusted = {p.strip() for p in settings.trusted_proxies.split(",") if p.strip()}
+        self.default_renderer = default_renderer
+        self.routes: RouteTable | None = None
 
     def client_address(self, scope: Scope) -> str:
         client = scope.get("client")
@@ -100,13 +128,12 @@ class RateLimitMiddleware:
                         break
         return address
 
-    async def identity(self, scope: Scope) -> str:
+    async def identity(self, scope: Scope, credentials: dict[str, str]) -> str:
         app = scope.get("app")
         runtime: Runtime | None = getattr(getattr(app, "state", None), "chunkd", None)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if runtime is not None and ("authorization" in headers or "x-api-key" in headers or "accesstoken" in headers):
+        if runtime is not None and credentials:
             try:
-                principal = await runtime.authenticator.authenticate(headers)
+                principal = await runtime.authenticator.authenticate(credentials)
             except ChunkdError:
                 pass  # bad credentials: counted by address; the route answers 401 in its own dialect
             except Exception:  # e.g. the database is briefly away: let the route report it
@@ -116,81 +143,133 @@ class RateLimitMiddleware:
                 return f"owner:{principal.owner}"
         return f"ip:{self.client_address(scope)}"
 
+    def route(self, scope: Scope) -> BaseRoute | None:
+        if self.routes is None:
+            app = scope.get("app")
+            router = getattr(app, "router", None)
+            self.routes = RouteTable(getattr(router, "routes", ()))
+        return self.routes.match(scope)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:
             await self.app(scope, receive, send)
             return
-        method = scope["method"]
-        file_bytes = _carries_file_bytes(scope)
-        category = category_for(method, scope["path"], file_bytes=file_bytes)
+        try:
+            credentials = single_credentials(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])
+            )
+        except InvalidInput as exc:
+            await self._answer(scope, receive, send, Refusal(400, exc.code, exc.message, field=exc.field))
+            return
+        reading = scope["method"] in READ_METHODS  # no need to find the route of a read
+        category = category_for(scope, None if reading else self.route(scope))
+        metered = category == "upload" and self.limits.applies("bytes")
         if category == "upload" and not self.limits.applies("upload"):
             category = "write"
-        who = await self.identity(scope)
+        who = await self.identity(scope, credentials)
         decision = await self.limits.hit(category, who)
-        metered = file_bytes and category in ("write", "upload")
-        if decision is not None and decision.allowed and metered and self.limits.applies("bytes"):
-            length = _declared_length(scope)
-            largest = self.limits.largest("bytes")
-            if length and largest is not None and length > largest:
-                await _too_large(send, length, largest)
-                return
-            charged = await self.limits.hit("bytes", who, cost=length) if length else None
-            if charged is not None and not charged.allowed:
-                category, decision = "bytes", charged
         if decision is not None and not decision.allowed:
-            await self._refuse(send, category, decision)
+            await self._answer(scope, receive, send, _rate_limited(category, decision))
             return
+        meter: ByteMeter | None = None
+        if metered:
+            refusal = await self._admit_bytes(who, _declared_length(scope))
+            if refusal is not None:
+                await self._answer(scope, receive, send, refusal)
+                return
+            meter = ByteMeter(self.limits, who, receive)
+            receive = meter.receive
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and decision is not None:
-                message["headers"] = list(message.get("headers", [])) + _headers(decision)
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if decision is not None:
+                    headers += _headers(decision)
+                if meter is not None and meter.cut:
+                    headers.append((b"connection", b"close"))  # the rest of the body is never read
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
-    async def _refuse(self, send: Send, category: str, decision: Decision) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "rate_limited",
-                    "message": f"rate limit exceeded for {category} requests ({decision.description}); "
-                    f"retry in {decision.retry_after} s",
-                    "category": category,
-                    "limit": decision.description,
-                    "retryAfter": decision.retry_after,
-                }
-            }
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(decision.retry_after).encode()),
-            *_headers(decision),
-        ]
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _admit_bytes(self, who: str, length: int | None) -> Refusal | None:
+        """Refuse a body before reading it when its declared length can never fit (413) or does
+        not fit now (429); a body without a length is admitted while any budget is left."""
+        largest = self.limits.largest("bytes")
+        if length is not None and largest is not None and length > largest:
+            return _bytes_too_large(length, largest)
+        refused = await self.limits.would_refuse("bytes", who, cost=max(1, length or 0))
+        if refused is not None:
+            return _rate_limited("bytes", refused)
+        return None
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
+        response = render_refusal(scope, refusal, self.default_renderer)
+        await response(scope, receive, send)
 
 
-async def _too_large(send: Send, length: int, largest: int) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "code": "too_large",
-                "message": f"a body of {length} bytes exceeds the bytes rate limit of {largest} per window",
-                "field": "Content-Length",
-                "limit": "rate_limits.bytes",
-            }
-        }
-    ).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+class ByteMeter:
+    """Charges a body's bytes to the ``bytes`` budget as they are read (in batches), and cuts the
+    body once it is over: 413 when it is larger than the budget's whole window, else 429."""
+
+    def __init__(self, limits: RateLimits, who: str, receive: Receive) -> None:
+        self.limits = limits
+        self.who = who
+        self.inner = receive
+        self.pending = 0
+        self.total = 0
+        self.largest = limits.largest("bytes")
+        self.cut = False
+
+    async def receive(self) -> Message:
+        message = await self.inner()
+        if message["type"] != "http.request":
+            return message
+        size = len(message.get("body", b""))
+        self.pending += size
+        self.total += size
+        if self.largest is not None and self.total > self.largest:
+            self.cut = True
+            raise _bytes_too_large(self.total, self.largest, close=True)
+        if self.pending >= BYTES_BATCH or (self.pending and not message.get("more_body", False)):
+            cost, self.pending = self.pending, 0
+            charged = await self.limits.hit("bytes", self.who, cost=cost)
+            if charged is not None and not charged.allowed:
+                self.cut = True
+                raise _rate_limited("bytes", charged, close=True)
+        return message
+
+
+def _rate_limited(category: str, decision: Decision, *, close: bool = False) -> Refusal:
+    return Refusal(
+        429,
+        "rate_limited",
+        f"rate limit exceeded for {category} requests ({decision.description}); retry in {decision.retry_after} s",
+        headers={"Retry-After": str(decision.retry_after), **dict(_str_headers(decision))},
+        extra={"category": category, "limit": decision.description, "retryAfter": decision.retry_after},
+        close=close,
+    )
+
+
+def _bytes_too_large(length: int, largest: int, *, close: bool = False) -> Refusal:
+    return Refusal(
+        413,
+        "too_large",
+        f"a body of {length} bytes exceeds the bytes rate limit of {largest} per window",
+        field="Content-Length",
+        extra={"limit": "rate_limits.bytes"},
+        close=close,
+    )
+
+
+def _str_headers(decision: Decision) -> list[tuple[str, str]]:
+    return [
+        ("RateLimit-Limit", str(decision.limit)),
+        ("RateLimit-Remaining", str(decision.remaining)),
+        ("RateLimit-Reset", str(decision.reset_after)),
+        ("RateLimit-Policy", f"{decision.limit};w={decision.window}"),
+    ]
 
 
 def _headers(decision: Decision) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"ratelimit-limit", str(decision.limit).encode()),
-        (b"ratelimit-remaining", str(decision.remaining).encode()),
-        (b"ratelimit-reset", str(decision.reset_after).encode()),
-        (b"ratelimit-policy", f"{decision.limit};w={decision.window}".encode()),
-    ]
+    return [(name.lower().encode(), value.encode()) for name, value in _str_headers(decision)]

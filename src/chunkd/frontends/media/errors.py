@@ -12,8 +12,9 @@ from starlette.responses import JSONResponse
 
 from chunkd.domain import errors as e
 from chunkd.frontends.http import validation_error
+from chunkd.frontends.refusals import Refusal
 
-__all__ = ["ERROR_RESPONSES", "MediaError", "render_error"]
+__all__ = ["ERROR_RESPONSES", "MediaError", "refusal_response", "render_error"]
 
 
 class MediaError(BaseModel):
@@ -52,7 +53,17 @@ def _status(error: e.ChunkdError) -> int:
     return next((status for kind, status in _STATUS if isinstance(error, kind)), 400)
 
 
+def refusal_response(refusal: Refusal) -> JSONResponse:
+    """A guard's refusal in Django REST framework's shape."""
+    body: dict[str, Any] = {"detail": refusal.message, "code": refusal.code}
+    if refusal.field is not None:
+        body["field"] = refusal.field
+    return JSONResponse(body, status_code=refusal.status_code, headers=dict(refusal.headers or {}))
+
+
 def render_error(exc: Exception) -> JSONResponse | None:
+    if isinstance(exc, Refusal):
+        return refusal_response(exc)
     if isinstance(exc, e.ChunkdError):
         body: dict[str, Any] = {"detail": exc.message, "code": exc.code}
         if exc.field is not None:

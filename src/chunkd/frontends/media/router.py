@@ -18,16 +18,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
+from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_md5_hex
 from chunkd.domain.media import MediaRecord, MediaType
 from chunkd.domain.upload import Mode
 from chunkd.frontends.forms import small_form
-from chunkd.frontends.http import dialect_route, isotime, principal, runtime
+from chunkd.frontends.http import dialect_route, isotime, principal, runtime, takes_file_bytes
 from chunkd.frontends.media.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.multipart import FilePart, FormStream
 from chunkd.frontends.native.router import DOWNLOAD, file_response
-from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type
+from chunkd.frontends.signed import signed_upload, signed_url
+from chunkd.frontends.takeover import TAKE_OVER_WAIT, inflight
+from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type, served_type
 
 __all__ = ["router"]
 
@@ -78,6 +81,7 @@ def _content_range(header: str | None) -> tuple[int, int, int] | None:
 
 
 @_both("POST", "/upload/chunk/", status_code=201, summary="Upload one chunk (django-chunked-upload protocol)")
+@takes_file_bytes()
 async def upload_chunk(request: Request) -> dict[str, Any]:
     """``multipart/form-data``: the chunk in ``image`` or ``document``, ``upload_id`` from the
     second chunk on (before the file part), ``Content-Range: bytes START-END/TOTAL``. Answers
@@ -136,7 +140,12 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
         )
         created = True
     try:
-        upload = await service.append(who.owner, upload.id, start, part.body(), exact_size=length)
+        # A chunk retried after a dead connection ends the stale one (on any node) instead of a 409.
+        rt = runtime(request)
+        async with inflight(rt.extras, rt.locks).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
+            upload = await service.append(
+                who.owner, upload.id, start, writer.guard(part.body()), exact_size=length, lock_timeout=TAKE_OVER_WAIT
+            )
         fields = await form.finish()
         late = fields.get("upload_id") or None
         if created and late is not None:
@@ -206,18 +215,18 @@ def _file_path(media_id: int) -> str:
     return f"{router.prefix}/{media_id}/file/"
 
 
-def signed_file_url(request: Request, media_id: int) -> str:
+def signed_file_url(request: Request, record: MediaRecord) -> str:
     """The media's file URL with its own signature, so it works where no header can be sent (an
-    ``<img src>``), as S3 storages hand out pre-signed URLs. The expiry is rounded up to a step of
-    a quarter of the lifetime, so repeated reads give the same URL (and browsers can cache it)."""
-    rt = runtime(request)
-    ttl = rt.settings.media_url_ttl_seconds
+    ``<img src>``), as S3 storages hand out pre-signed URLs. It names the upload behind the media
+    and is signed for that upload and its owner, so once the media is gone the URL answers 404,
+    whatever its id comes to name later. The expiry is rounded up to a step of a quarter of the
+    lifetime, so repeated reads give the same URL (and browsers can cache it)."""
+    ttl = runtime(request).settings.media_url_ttl_seconds
     step = max(60, int(ttl // 4))
     now = time.time()
     expires_at = math.ceil((now + ttl) / step) * step
-    query = rt.signer.sign("GET", _file_path(media_id), expires_at - now)
-    base = (rt.settings.public_url or str(request.base_url)).rstrip("/")
-    return f"{base}{_file_path(media_id)}?expires={query['expires']}&signature={query['signature']}"
+    grant = Grant("GET", _file_path(record.id), record.upload_id, record.owner)
+    return signed_url(request, grant, expires_at - now, extra=f"upload={record.upload_id}&")
 
 
 def media_view(request: Request, record: MediaRecord) -> dict[str, Any]:
@@ -229,7 +238,7 @@ def media_view(request: Request, record: MediaRecord) -> dict[str, Any]:
         "title": None,
         "description": None,
         "url": None,
-        "image": signed_file_url(request, record.id),
+        "image": signed_file_url(request, record),
         "image_width": record.width,
         "image_height": record.height,
         "order": record.order,
@@ -279,20 +288,30 @@ async def delete_media(request: Request, media_id: MediaId) -> Response:
 
 
 @_both("GET", "/{media_id}/file/", summary="Download the media's file (the Media object's image URL)", **DOWNLOAD)
+@_both("HEAD", "/{media_id}/file/", summary="The headers of the media's file, without the body", **DOWNLOAD)
 async def media_file(
     request: Request,
     media_id: MediaId,
+    upload: Annotated[str | None, Query(max_length=64)] = None,
     expires: Annotated[str | None, Query(max_length=20)] = None,
     signature: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Response:
-    """With the signature of the ``image`` URL no credentials are needed; without one, the owner's."""
+    """With the signature of the ``image`` URL no credentials are needed; without one, the owner's.
+    Served only as the type the content was inspected to be, inline, sandboxed."""
     media = media_service(request)
-    if signature is not None or expires is not None:
-        runtime(request).signer.verify("GET", _file_path(media_id), expires, signature)
-        record = await media.repo.get(media_id, None)
-        if record is None:
-            raise e.NotFound(f"no media with id {media_id}", field="id")
+    missing = e.NotFound(f"no media with id {media_id}", field="id")
+    if signature is not None or expires is not None or upload is not None:
+        found = await signed_upload(request, "GET", _file_path(media_id), upload or "", expires, signature)
+        if found is None:
+            raise missing
+        record = await media.repo.get(media_id, found.owner)
+        if record is None or record.upload_id != found.id:
+            raise missing
     else:
         who = await principal(request, "files:read")
         record = await media.get(who.owner, media_id)
-    return await file_response(request, record.owner, record.upload_id, disposition="inline")
+    legacy = None  # a record from before the inspected type was kept: its upload's type, if safe
+    if record.mime_type is None:
+        legacy = (await media.uploads.get(record.owner, record.upload_id, with_parts=False)).mime_type
+    served = served_type(record, legacy)
+    return await file_response(request, record.owner, record.upload_id, disposition="inline", media_type=served)

@@ -33,9 +33,9 @@ async def _render(_: Request, exc: Exception) -> Response | None:
 ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 429)}
 
 
-ScopeName = Literal["files:create", "files:read", "files:delete", "keys:admin", "metrics:read"]
+ScopeName = Literal["files:create", "files:read", "files:delete", "keys:admin", "links:admin", "metrics:read"]
 # One or more scope names separated by spaces or commas.
-_ONE = "(files:create|files:read|files:delete|keys:admin|metrics:read)"
+_ONE = "(files:create|files:read|files:delete|keys:admin|links:admin|metrics:read)"
 SCOPES_PATTERN = rf"^[ ,]*{_ONE}([ ,]+{_ONE})*[ ,]*$"
 
 

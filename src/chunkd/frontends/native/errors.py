@@ -12,8 +12,9 @@ from starlette.routing import Match
 
 from chunkd.domain import errors as e
 from chunkd.frontends.http import validation_error
+from chunkd.frontends.refusals import Refusal
 
-__all__ = ["error_response", "install_error_handlers", "render_error", "status_for"]
+__all__ = ["error_response", "install_error_handlers", "refusal_response", "render_error", "status_for"]
 
 _STATUS: list[tuple[type[e.ChunkdError], int]] = [
     (e.TooLarge, 413),
@@ -46,8 +47,18 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+def refusal_response(refusal: Refusal) -> JSONResponse:
+    """A guard's refusal (rate limit, body timeout, too large...) in the Files API's shape."""
+    response = error_response(refusal.status_code, refusal.code, refusal.message, refusal.field, **refusal.extra)
+    response.headers.update(refusal.headers or {})
+    return response
+
+
 def render_error(exc: Exception) -> JSONResponse | None:
-    """The Files API's answer to a domain or validation error; None for anything else."""
+    """The Files API's answer to a domain or validation error or a guard's refusal; None for
+    anything else."""
+    if isinstance(exc, Refusal):
+        return refusal_response(exc)
     if isinstance(exc, e.ChunkdError):
         details = exc.to_dict()
         code, message, field = details.pop("code"), details.pop("message"), details.pop("field", None)
@@ -88,6 +99,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if isinstance(exc, Refusal):
+            return refusal_response(exc)
         codes = {
             404: "not_found",
             405: "method_not_allowed",

@@ -11,10 +11,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
+from chunkd.auth.links import LINK_METADATA_KEY
+from chunkd.auth.principal import Principal, require_scope
+from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
+from chunkd.domain.events import file_object
 from chunkd.domain.names import is_upload_id
-from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.domain.upload import Status, Upload
+from chunkd.frontends.digests import repr_digest_header
 from chunkd.frontends.http import (
     content_disposition,
     content_length,
@@ -23,19 +28,21 @@ from chunkd.frontends.http import (
     parse_range,
     principal,
     runtime,
+    takes_file_bytes,
 )
 from chunkd.frontends.native.errors import render_error
 from chunkd.frontends.native.schemas import (
     CompleteRequest,
     CreateFileRequest,
     ErrorResponse,
+    FileCompletedResponse,
     FileCompleteResponse,
     FileList,
     FileObject,
     PartObject,
 )
 from chunkd.frontends.part_digests import request_digest
-from chunkd.service.crc import crc64_b64
+from chunkd.frontends.signed import signed_upload, signed_url
 
 __all__ = ["DOWNLOAD", "router"]
 
@@ -76,39 +83,22 @@ def _complete_view(upload: Upload) -> dict[str, Any]:
     }
 
 
-def _part_count(upload: Upload, *, with_parts: bool) -> int:
-    """PARTS: the number of parts the file has. APPEND (tus, media chunks): the parts stored so far,
-    since appended bytes have no part geometry."""
-    if upload.mode is Mode.APPEND:
-        return len(upload.parts) if with_parts else upload.parts_received
-    return upload.part_count or 0
-
-
-def _file_view(request: Request, upload: Upload, *, with_parts: bool) -> dict[str, Any]:
-    view = _complete_view(upload)
-    view.update(
-        partSize=upload.part_size,
-        partCount=_part_count(upload, with_parts=with_parts),
-        bytesReceived=upload.bytes_received,
-        md5=upload.md5,
-        # The whole file's CRC-64/NVME as S3 reports it (x-amz-checksum-crc64nvme): base64, big-endian.
-        crc64nvme=crc64_b64(int(upload.crc64, 16)) if upload.crc64 else None,
-    )
-    if upload.status is Status.PENDING:
-        rt = runtime(request)
-        path = f"/v1/files/{upload.id}/content"
-        query = rt.signer.sign("PUT", path, rt.settings.upload_ttl_seconds)
-        base = (rt.settings.public_url or str(request.base_url)).rstrip("/")
+def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url: bool) -> dict[str, Any]:
+    """The file object; ``upload_url`` only for callers that may write (``files:create``): the URL
+    is a write grant of its own, so a reader never gets one, and a request made through a signed
+    URL never mints a fresh one (which would make the grant outlive its expiry). The rest is the
+    object webhooks carry too (``chunkd.domain.events.file_object``)."""
+    view = file_object(upload, with_parts=with_parts)
+    view["uploadLink"] = upload.metadata.get(LINK_METADATA_KEY)
+    who: Principal | None = getattr(request.state, "principal", None)
+    # No signed uploadUrl for an upload link's token: it would outlive the link's revocation.
+    if upload_url and upload.status is Status.PENDING and (who is None or who.upload_link is None):
+        grant = Grant("PUT", f"/v1/files/{upload.id}/content", upload.id, upload.owner)
         view.update(
-            uploadUrl=f"{base}{path}?expires={query['expires']}&signature={query['signature']}",
+            uploadUrl=signed_url(request, grant, runtime(request).settings.upload_ttl_seconds),
             uploadMethod="PUT",
             uploadHeaders={"Content-Type": "application/octet-stream"},
         )
-    if with_parts:
-        view["parts"] = [
-            {"partNumber": p.number, "sizeBytes": p.size, "etag": f'"{p.checksum}"' if p.checksum else None}
-            for p in upload.sorted_parts()
-        ]
     return view
 
 
@@ -124,15 +114,26 @@ def _md5_field(value: str | None, field: str) -> str | None:
 @router.post("", status_code=201, response_model=FileObject, summary="Create an upload")
 async def create_file(request: Request, body: CreateFileRequest) -> dict[str, Any]:
     who = await principal(request, "files:create")
-    upload = await runtime(request).uploads.create(
-        who.owner,
-        filename=body.filename,
-        size_bytes=body.sizeBytes,
-        mime_type=body.mimeType,
-        md5=_md5_field(body.md5, "md5"),
-        part_size=body.partSize,
+    rt = runtime(request)
+    md5 = _md5_field(body.md5, "md5")
+    # Through an upload link: checked and counted against the link's limits first, and tagged.
+    tags, mime_type = await rt.links.admit(
+        who, filename=body.filename, size_bytes=body.sizeBytes, mime_type=body.mimeType, size_field="sizeBytes"
     )
-    return _file_view(request, upload, with_parts=True)
+    try:
+        upload = await rt.uploads.create(
+            who.owner,
+            filename=body.filename,
+            size_bytes=body.sizeBytes,
+            mime_type=mime_type,
+            md5=md5,
+            part_size=body.partSize,
+            metadata=tags,
+        )
+    except BaseException:
+        await rt.links.release(who, body.sizeBytes)
+        raise
+    return _file_view(request, upload, with_parts=True, upload_url=True)
 
 
 @router.get("", response_model=FileList, summary="List your files, newest first")
@@ -147,7 +148,9 @@ async def list_files(
     uploads = await runtime(request).uploads.list_uploads(who.owner, status=status, limit=limit + 1, before=before)
     page, more = uploads[:limit], len(uploads) > limit
     next_cursor = _encode_cursor(page[-1]) if more and page else None
-    return {"data": [_file_view(request, u, with_parts=False) for u in page], "nextCursor": next_cursor}
+    writer = "files:create" in who.scopes
+    views = [_file_view(request, u, with_parts=False, upload_url=writer) for u in page]
+    return {"data": views, "nextCursor": next_cursor}
 
 
 def _encode_cursor(upload: Upload) -> str:
@@ -169,9 +172,11 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 @router.get("/{file_id}", response_model=FileObject, summary="Get a file, with the parts received")
 async def get_file(request: Request, file_id: FileId) -> dict[str, Any]:
-    who = await principal(request, "files:read")
+    who = await principal(request)
+    if who.upload_link is None:  # a link's token may read its own unfinished uploads (to resume)
+        require_scope(who, "files:read")
     upload = await runtime(request).uploads.get(who.owner, file_id)
-    return _file_view(request, upload, with_parts=True)
+    return _file_view(request, upload, with_parts=True, upload_url="files:create" in who.scopes)
 
 
 @router.put(
@@ -180,6 +185,7 @@ async def get_file(request: Request, file_id: FileId) -> dict[str, Any]:
     summary="Upload one part (raw body)",
     openapi_extra=OCTETS,
 )
+@takes_file_bytes()
 async def put_part(
     request: Request, file_id: FileId, part_number: Annotated[int, Path(ge=1, le=10_000)]
 ) -> dict[str, Any]:
@@ -211,6 +217,7 @@ async def put_part(
     summary="Upload the whole file in one request (the uploadUrl)",
     openapi_extra=OCTETS,
 )
+@takes_file_bytes()
 async def put_content(
     request: Request,
     file_id: FileId,
@@ -218,25 +225,30 @@ async def put_content(
     signature: Annotated[str | None, Query(max_length=100)] = None,
 ) -> dict[str, Any]:
     rt = runtime(request)
-    if signature is not None or expires is not None:
-        rt.signer.verify("PUT", f"/v1/files/{file_id}/content", expires, signature)
-        upload = await rt.uploads.repo.get(file_id, parts_from=None)
-        if upload is None:
+    signed = signature is not None or expires is not None
+    if signed:
+        found = await signed_upload(request, "PUT", f"/v1/files/{file_id}/content", file_id, expires, signature)
+        if found is None:
             raise e.NotFound(f"no upload with id {file_id!r}", field="id")
-        owner = upload.owner
+        owner = found.owner
     else:
         owner = (await principal(request, "files:create")).owner
-        upload = await rt.uploads.get(owner, file_id, with_parts=False)
+    upload = await rt.uploads.get(owner, file_id, with_parts=False)
     length = content_length(request)
     if length is not None and upload.size_bytes is not None and length != upload.size_bytes:
         raise e.SizeMismatch(
             f"Content-Length {length} does not match sizeBytes {upload.size_bytes}", field="Content-Length"
         )
     upload = await rt.uploads.put_whole(owner, file_id, request.stream())
-    return _file_view(request, upload, with_parts=True)
+    return _file_view(request, upload, with_parts=True, upload_url=not signed)
 
 
-@router.post("/{file_id}/complete", response_model=FileCompleteResponse, summary="Complete a file upload")
+@router.post(
+    "/{file_id}/complete",
+    response_model=FileCompletedResponse,
+    response_model_exclude_unset=True,
+    summary="Complete a file upload",
+)
 async def complete_file(
     request: Request, file_id: FileId, body: Annotated[CompleteRequest | None, Body()] = None
 ) -> dict[str, Any]:
@@ -247,7 +259,10 @@ async def complete_file(
     who = await principal(request, "files:create")
     md5 = _md5_field(body.md5 if body else None, "md5")
     upload = await runtime(request).uploads.complete(who.owner, file_id, md5=md5)
-    return _complete_view(upload)
+    view = _complete_view(upload)
+    if "preFinish" in upload.metadata:
+        view["preFinish"] = upload.metadata["preFinish"]
+    return view
 
 
 @router.post("/{file_id}/cancel", response_model=FileCompleteResponse, summary="Cancel a pending upload")
@@ -265,18 +280,23 @@ async def delete_file(request: Request, file_id: FileId) -> Response:
 
 
 @router.get("/{file_id}/content", summary="Download a completed file (Range supported)", **DOWNLOAD)
+@router.head("/{file_id}/content", summary="The headers of a download, without the body", **DOWNLOAD)
 async def download(request: Request, file_id: FileId) -> Response:
     who = await principal(request, "files:read")
     return await file_response(request, who.owner, file_id)
 
 
-async def file_response(request: Request, owner: str, file_id: str, *, disposition: str = "attachment") -> Response:
+async def file_response(
+    request: Request, owner: str, file_id: str, *, disposition: str = "attachment", media_type: str | None = None
+) -> Response:
     """A COMPLETED file as an HTTP response with Range, ETag and a safe Content-Disposition
-    (shared with every frontend that serves downloads)."""
+    (shared with every frontend that serves downloads), as ``media_type`` when given (a type the
+    caller established from the content) or else the upload's own."""
     service = runtime(request).uploads
     upload = await service.get(owner, file_id)
     if upload.status is not Status.COMPLETED:
         raise e.InvalidState(f"file {file_id} is {upload.status.value}; only COMPLETED files can be downloaded")
+    await service.pre_download(upload)
     size = upload.size_bytes or 0
     etag = f'"{upload.md5}"'
     headers = {
@@ -289,8 +309,14 @@ async def file_response(request: Request, owner: str, file_id: str, *, dispositi
     }
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    if request.method == "GET" and (url := await service.download_url(upload, disposition=disposition)):
+    # A redirect serves the store's copy as the upload's own type: only when that is the type wanted.
+    redirect = request.method == "GET" and media_type in (None, upload.mime_type)
+    if redirect and (url := await service.download_url(upload, disposition=disposition)):
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
+    # RFC 9530: the md5 the engine keeps, plus sha-256/512 read from storage when asked for.
+    digest = await repr_digest_header(upload.md5, request.headers.get("want-repr-digest"), lambda: service.read(upload))
+    if digest:
+        headers["Repr-Digest"] = digest
     wanted = parse_range(request.headers.get("range"), size)
     if_range = request.headers.get("if-range")
     if if_range is not None and if_range != etag:
@@ -306,7 +332,8 @@ async def file_response(request: Request, owner: str, file_id: str, *, dispositi
         status, start, end = 206, wanted.start, wanted.end
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
+    served_as = media_type or upload.mime_type
     body = service.read(upload, start, end) if request.method != "HEAD" else None
     if body is None:
-        return Response(status_code=status, headers=headers, media_type=upload.mime_type)
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=upload.mime_type)
+        return Response(status_code=status, headers=headers, media_type=served_as)
+    return StreamingResponse(body, status_code=status, headers=headers, media_type=served_as)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
@@ -12,6 +12,7 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "FileCompleteResponse",
+    "FileCompletedResponse",
     "FileList",
     "FileObject",
     "PartObject",
@@ -58,6 +59,13 @@ class FileCompleteResponse(BaseModel):
     status: StatusLiteral
 
 
+class FileCompletedResponse(FileCompleteResponse):
+    """The answer to a complete: the file, plus what the pre-finish hook returned for it (only when a
+    hook ran), the same on every repeated complete."""
+
+    preFinish: Any = Field(None, description="The pre-finish hook's result, when a hook returned one.")
+
+
 class FileObject(FileCompleteResponse):
     partSize: int
     partCount: int = Field(
@@ -72,6 +80,7 @@ class FileObject(FileCompleteResponse):
     uploadMethod: Literal["PUT"] | None = None
     uploadHeaders: dict[str, str] | None = None
     parts: list[PartObject] | None = Field(None, description="Parts received so far (single-file views only).")
+    uploadLink: str | None = Field(None, description="Id of the upload link the file was uploaded through, if any.")
 
 
 class FileList(BaseModel):

@@ -18,8 +18,9 @@ from starlette.responses import JSONResponse, Response
 
 from chunkd.domain import errors as e
 from chunkd.frontends.http import validation_error
+from chunkd.frontends.refusals import Refusal
 
-__all__ = ["ERROR_RESPONSES", "FineUploaderError", "fine_uploader_error", "render"]
+__all__ = ["ERROR_RESPONSES", "FineUploaderError", "fine_uploader_error", "refusal_response", "render"]
 
 
 class FineUploaderError(BaseModel):
@@ -100,8 +101,26 @@ def fine_uploader_error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def refusal_response(refusal: Refusal) -> JSONResponse:
+    """A guard's refusal in Fine Uploader's shape; retries stay on where waiting can help (429, 408)."""
+    field, message = _in_dialect(refusal.field, refusal.message)
+    response = fine_uploader_error(
+        refusal.status_code,
+        message,
+        code=refusal.code,
+        field=field,
+        prevent_retry=not refusal.retryable,
+        **{k: v for k, v in refusal.extra.items() if k not in ("success", "error", "code", "field")},
+    )
+    response.headers.update(refusal.headers or {})
+    return response
+
+
 async def render(_: Request, exc: Exception) -> Response | None:
-    """The pm API's answer to a domain or validation error; None lets anything else pass."""
+    """The pm API's answer to a domain or validation error or a guard's refusal; None lets anything
+    else pass."""
+    if isinstance(exc, Refusal):
+        return refusal_response(exc)
     if isinstance(exc, e.ChunkdError):
         status = next((s for kind, s in _STATUS if isinstance(exc, kind)), 400)
         details = exc.to_dict()

@@ -25,7 +25,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.forms import parse_small_body, read_small_body, small_form
-from chunkd.frontends.http import dialect_route, principal, runtime
+from chunkd.frontends.http import dialect_route, principal, runtime, takes_file_bytes
 from chunkd.frontends.multipart import FileStart, TextField, boundary_of, form_events
 from chunkd.frontends.native.router import DOWNLOAD, file_response
 from chunkd.frontends.pm.chunks import (
@@ -60,6 +60,12 @@ def _query(request: Request) -> tuple[bool, dict[str, str]]:
     pairs = parse_qsl(request.url.query, keep_blank_values=True)
     done = any(key in _DONE_KEYS for key, _ in pairs)
     return done, {key: value for key, value in pairs if key not in _DONE_KEYS}
+
+
+def _is_done(scope: dict[str, Any]) -> bool:
+    """A ``?done`` request (finishing a chunked file: a write, not file bytes)."""
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return any(key in _DONE_KEYS for key, _ in pairs)
 
 
 def _field(description: str, kind: str = "string") -> dict[str, str]:
@@ -129,6 +135,7 @@ UPLOAD_OPENAPI: dict[str, Any] = {
     openapi_extra=UPLOAD_OPENAPI,
 )
 @router.post(BASE, include_in_schema=False)
+@takes_file_bytes(when=lambda scope: not _is_done(scope))
 async def upload(request: Request) -> JSONResponse:
     """Fine Uploader's upload endpoint and, with ``?done``, its chunking-success endpoint."""
     who = await principal(request, "files:create")

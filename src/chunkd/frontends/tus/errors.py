@@ -8,9 +8,17 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from chunkd.domain import errors as e
+from chunkd.frontends.refusals import Refusal
 from chunkd.frontends.tus.inflight import UploadInterrupted
 
-__all__ = ["TUS_VERSION", "UnsupportedMediaType", "UnsupportedVersion", "render_error", "tus_error"]
+__all__ = [
+    "TUS_VERSION",
+    "UnsupportedMediaType",
+    "UnsupportedVersion",
+    "refusal_response",
+    "render_error",
+    "tus_error",
+]
 
 TUS_VERSION = "1.0.0"
 
@@ -25,6 +33,7 @@ class UnsupportedMediaType(Exception):
 
 # Most specific first.
 _STATUS: list[tuple[type[Exception], int]] = [
+    (UploadInterrupted, 400),  # before Conflict: the stale request's client is gone anyway
     (e.ChecksumMismatch, 460),  # tus checksum extension: "460 Checksum Mismatch"
     (e.OffsetMismatch, 409),
     (e.TooLarge, 413),
@@ -39,7 +48,6 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (e.RateLimited, 429),
     (e.StorageFull, 507),
     (e.StorageError, 503),
-    (UploadInterrupted, 400),
     (UnsupportedVersion, 412),
     (UnsupportedMediaType, 415),
 ]
@@ -61,8 +69,15 @@ def _status(exc: Exception) -> int | None:
     return None
 
 
+def refusal_response(refusal: Refusal) -> Response:
+    """A guard's refusal as tus answers errors: plain text and ``Tus-Resumable``."""
+    return tus_error(refusal.status_code, f"{refusal.code}: {refusal.message}", dict(refusal.headers or {}))
+
+
 def render_error(exc: Exception) -> Response | None:
     """The tus answer to an error; None for errors that are not ours to render."""
+    if isinstance(exc, Refusal):
+        return refusal_response(exc)
     if isinstance(exc, RequestValidationError):
         return tus_error(400, "invalid request")
     status = _status(exc)

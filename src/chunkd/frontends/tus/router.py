@@ -24,14 +24,19 @@ from starlette.responses import Response
 
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
-from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.http import dialect_route, principal, runtime
+from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
+from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
+from chunkd.frontends.http import dialect_route, principal, runtime, takes_file_bytes
 from chunkd.frontends.native.router import file_response
+from chunkd.frontends.takeover import TAKE_OVER_WAIT, InFlight, inflight
+from chunkd.frontends.tus.draft import DraftEndpoint
+from chunkd.frontends.tus.draft_errors import UnsupportedInteropVersion, render_problem
+from chunkd.frontends.tus.draft_versions import InteropVersion, interop_version
 from chunkd.frontends.tus.errors import (
     TUS_VERSION,
     UnsupportedMediaType,
     UnsupportedVersion,
-    render,
+    render_error,
 )
 from chunkd.frontends.tus.headers import (
     CHECKSUM_ALGORITHMS,
@@ -42,7 +47,6 @@ from chunkd.frontends.tus.headers import (
     parse_length,
     parse_metadata,
 )
-from chunkd.frontends.tus.inflight import InFlight
 
 __all__ = ["EXTENSIONS", "build_router"]
 
@@ -58,8 +62,6 @@ EXTENSIONS = (
 OFFSET_STREAM = "application/offset+octet-stream"
 FRONTEND = "tus"
 _OVERRIDABLE = {"PATCH", "DELETE", "HEAD", "GET", "OPTIONS", "POST"}
-# How long a new PATCH waits for the request it took over from to commit, and then for the lock.
-TAKE_OVER_WAIT = 5.0
 
 FileId = Annotated[str, Path(min_length=1, max_length=64)]
 
@@ -67,6 +69,11 @@ FileId = Annotated[str, Path(min_length=1, max_length=64)]
 # ---- helpers -------------------------------------------------------------------------------------
 def _base_headers() -> dict[str, str]:
     return {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"}
+
+
+def _plain_http(request: Request) -> bool:
+    """A request without any resumable-upload protocol header (a browser, `curl`, a download manager)."""
+    return "tus-resumable" not in request.headers and "upload-draft-interop-version" not in request.headers
 
 
 def _require_version(request: Request) -> None:
@@ -78,12 +85,8 @@ def _require_version(request: Request) -> None:
 
 
 def _inflight(request: Request) -> InFlight:
-    extras = runtime(request).extras
-    found = extras.get("tus.inflight")
-    if found is None:
-        found = extras["tus.inflight"] = InFlight()
-    assert isinstance(found, InFlight)
-    return found
+    rt = runtime(request)
+    return inflight(rt.extras, rt.locks)
 
 
 def _tus_state(upload: Upload) -> dict[str, Any]:
@@ -115,12 +118,51 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+def draft_version(request: Request) -> InteropVersion | None:
+    """The IETF draft's interop version when the request speaks the draft; None for tus 1.0.
+    A version we do not speak is a 400, unless the request also says ``Tus-Resumable``."""
+    raw = request.headers.get("upload-draft-interop-version")
+    if raw is None:
+        return None
+    version = interop_version(raw)
+    if version is None and request.headers.get("tus-resumable") is None:
+        raise UnsupportedInteropVersion(
+            f"Upload-Draft-Interop-Version {raw.strip()[:10]!r} is not supported; this server speaks 3 to 8",
+            field="Upload-Draft-Interop-Version",
+        )
+    return version
+
+
+def _speaks_draft(request: Request) -> bool:
+    raw = request.headers.get("upload-draft-interop-version")
+    return raw is not None and (interop_version(raw) is not None or request.headers.get("tus-resumable") is None)
+
+
+async def render(request: Request, exc: Exception) -> Response | None:
+    """Errors in the request's dialect: problem details for the draft, plain text for tus."""
+    if _speaks_draft(request):
+        return render_problem(request, exc)
+    return render_error(exc)
+
+
 class TusEndpoint:
     """The routes of one mount point (``prefix``)."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix.rstrip("/")
         self._url_id = re.compile(re.escape(self.prefix) + r"/([A-Za-z0-9_-]{1,64})/?$")
+        self.draft = DraftEndpoint(self)
+
+    # Shared with the draft.
+    inflight = staticmethod(_inflight)
+
+    @staticmethod
+    async def load(request: Request, owner: str, file_id: str) -> Upload:
+        return await _load(request, owner, file_id)
+
+    @staticmethod
+    def is_final(upload: Upload) -> bool:
+        return _tus_state(upload).get("concat") == "final"
 
     def location(self, request: Request, upload_id: str) -> str:
         rt = runtime(request)
@@ -168,6 +210,10 @@ class TusEndpoint:
                 "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
             }
         )
+        # The IETF draft: an OPTIONS on a resource that creates uploads names its limits.
+        version = interop_version(request.headers.get("upload-draft-interop-version")) or interop_version("8")
+        assert version is not None
+        headers["Upload-Limit"] = self.draft.limits(request, version)
         return Response(status_code=204, headers=headers)
 
     # ---- POST: creation ----------------------------------------------------------------------------
@@ -187,6 +233,8 @@ class TusEndpoint:
         mime_type = meta.text("filetype", "type")
         state: dict[str, Any] = {"meta": meta.stored()}
 
+        if who.upload_link is not None and concat is not None:
+            raise e.Forbidden("an upload link cannot concatenate uploads", field="Upload-Concat")
         if concat is not None and concat.final:
             if length is not None or defer is not None:
                 raise e.InvalidInput(
@@ -204,16 +252,25 @@ class TusEndpoint:
             raise e.InvalidInput("send either Upload-Length or Upload-Defer-Length: 1", field="Upload-Length")
         if concat is not None:
             state["concat"] = "partial"
-        upload = await service.create(
-            who.owner,
-            filename=filename,
-            size_bytes=length,
-            mime_type=mime_type,
-            mode=Mode.APPEND,
-            frontend=FRONTEND,
-            metadata={"tus": state},
-            strict_part_size=False,
+        # Through an upload link: checked and counted against the link's limits first, and tagged.
+        links = runtime(request).links
+        tags, mime_type = await links.admit(
+            who, filename=filename, size_bytes=length, mime_type=mime_type, size_field="Upload-Length"
         )
+        try:
+            upload = await service.create(
+                who.owner,
+                filename=filename,
+                size_bytes=length,
+                mime_type=mime_type,
+                mode=Mode.APPEND,
+                frontend=FRONTEND,
+                metadata={"tus": state, **tags},
+                strict_part_size=False,
+            )
+        except BaseException:
+            await links.release(who, length)
+            raise
         headers = _base_headers()
         headers["Location"] = self.location(request, upload.id)
         if with_body:
@@ -245,7 +302,16 @@ class TusEndpoint:
         mime_type: str | None,
         state: dict[str, Any],
     ) -> Upload:
+        if len(urls) > MAX_PARTS:
+            message = f"Upload-Concat names {len(urls)} partial uploads; at most {MAX_PARTS} can be concatenated"
+            raise e.InvalidInput(message, field="Upload-Concat")
         ids = [self.upload_id_from_url(url) for url in urls]
+        seen: set[str] = set()
+        for upload_id in ids:
+            # The same partial twice is a client bug (and each repeat would link its bytes again).
+            if upload_id in seen:
+                raise e.InvalidInput(f"Upload-Concat names upload {upload_id} more than once", field="Upload-Concat")
+            seen.add(upload_id)
         for upload_id in ids:
             partial = await _load(request, who.owner, upload_id)
             if _tus_state(partial).get("concat") != "partial":
@@ -259,10 +325,22 @@ class TusEndpoint:
 
     # ---- HEAD ------------------------------------------------------------------------------------
     async def head(self, request: Request, file_id: str) -> Response:
+        if _plain_http(request):
+            # Not a tus client (no Tus-Resumable): `curl -I` or a download manager asking for the
+            # headers of GET /files/{id} gets exactly those once the file is finished; before
+            # that, the request is a tus HEAD without its version (412).
+            who = await principal(request)  # GET checks files:read
+            if (await _load(request, who.owner, file_id)).status is Status.COMPLETED:
+                return await self.get(request, file_id)
         _require_version(request)
         who = await principal(request)
         _check_any_scope(who, "files:create", "files:read")
         upload = await _load(request, who.owner, file_id)
+        if upload.status is Status.PENDING:
+            # A HEAD is how a client resumes: end a stale PATCH (on any node) first, so the offset
+            # answered includes what it received and is the one the next PATCH must send.
+            await _inflight(request).end_stale(file_id, wait=TAKE_OVER_WAIT)
+            upload = await _load(request, who.owner, file_id)
         if upload.status in (Status.PENDING, Status.EXPIRED):
             upload.ensure_pending(runtime(request).uploads.clock())  # 410 once expired
         elif upload.status is Status.CANCELLED:
@@ -279,6 +357,8 @@ class TusEndpoint:
         if offset is None:
             raise e.InvalidInput("Upload-Offset is required", field="Upload-Offset")
         checksum = parse_checksum(request.headers.get("upload-checksum"))
+        if checksum is None:  # RFC 9530, the draft's way of saying the same
+            checksum = content_digest_checksum(request.headers.get("content-digest"))
         length = parse_length(request.headers.get("upload-length"), "Upload-Length")
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
@@ -326,6 +406,8 @@ class TusEndpoint:
         headers["Upload-Offset"] = str(upload.bytes_received)
         if upload.status is Status.PENDING and upload.expires_at is not None:
             headers["Upload-Expires"] = http_date(upload.expires_at)
+        if (digest := md5_repr_digest(upload.md5)) is not None:
+            headers["Repr-Digest"] = digest  # RFC 9530, once the file is complete
         return Response(status_code=204, headers=headers)
 
     # ---- DELETE (termination) ----------------------------------------------------------------------
@@ -358,6 +440,9 @@ class TusEndpoint:
             raise e.InvalidInput(message, field="X-HTTP-Method-Override")
         if method == "OPTIONS":
             return await self.options(request)
+        version = draft_version(request)
+        if version is not None:
+            return await self.draft_request(request, method, file_id, version)
         if file_id is None:
             if method == "POST":
                 return await self.create(request)
@@ -366,6 +451,36 @@ class TusEndpoint:
             if method in handlers:
                 return await handlers[method](request, file_id)
         return _not_allowed()
+
+    async def draft_request(
+        self, request: Request, method: str, file_id: str | None, version: InteropVersion
+    ) -> Response:
+        """A request of the IETF draft: creation by any method with content on the collection;
+        HEAD, GET, PATCH and DELETE on an upload."""
+        if file_id is None:
+            if method in ("POST", "PUT", "PATCH"):
+                return await self.draft.create(request, version)
+            return _not_allowed()
+        if method == "HEAD":
+            return await self.draft.head(request, version, file_id)
+        if method == "PATCH":
+            return await self.draft.append(request, version, file_id)
+        if method == "DELETE":
+            return await self.draft.delete(request, version, file_id)
+        if method == "GET":
+            found = await self.draft.get(request, version, file_id)
+            return found if found is not None else await self.get(request, file_id)
+        return _not_allowed()
+
+    async def dispatch(self, request: Request, file_id: str | None) -> Response:
+        """Route a request by its method, to the draft or to tus 1.0."""
+        version = draft_version(request)
+        if version is not None:
+            return await self.draft_request(request, request.method, file_id, version)
+        if file_id is None:
+            return _not_allowed()
+        handlers = {"PATCH": self.patch, "DELETE": self.delete, "HEAD": self.head, "GET": self.get}
+        return await handlers[request.method](request, file_id)
 
 
 class _AlreadyComplete(Exception):
@@ -398,31 +513,40 @@ def build_router(prefix: str) -> APIRouter:
 
     @router.post("")
     @router.post("/")
+    @takes_file_bytes()  # creation-with-upload when it has a body
     async def create(request: Request) -> Response:
         return await tus.overridden(request, None)
 
     @router.post("/{file_id}")
+    @takes_file_bytes()  # PATCH through X-HTTP-Method-Override
     async def post_upload(request: Request, file_id: FileId) -> Response:
         return await tus.overridden(request, file_id)
 
     @router.api_route("/{file_id}", methods=["HEAD"])
     async def head(request: Request, file_id: FileId) -> Response:
-        return await tus.head(request, file_id)
+        return await tus.dispatch(request, file_id)
 
     @router.patch("/{file_id}")
+    @takes_file_bytes()
     async def patch(request: Request, file_id: FileId) -> Response:
-        return await tus.patch(request, file_id)
+        return await tus.dispatch(request, file_id)
 
     @router.delete("/{file_id}")
     async def delete(request: Request, file_id: FileId) -> Response:
-        return await tus.delete(request, file_id)
+        return await tus.dispatch(request, file_id)
 
     @router.get("/{file_id}")
     async def get(request: Request, file_id: FileId) -> Response:
-        return await tus.get(request, file_id)
+        return await tus.dispatch(request, file_id)
+
+    # The draft creates uploads with any method that carries content (PUT, PATCH on the collection).
+    @router.api_route("", methods=["PUT", "PATCH"])
+    @router.api_route("/", methods=["PUT", "PATCH"])
+    async def draft_create(request: Request) -> Response:
+        return await tus.dispatch(request, None)
 
     # Other methods: a tus-style 405 (with Tus-Resumable) rather than the app's default.
-    @router.api_route("", methods=["GET", "PUT", "PATCH", "DELETE", "HEAD"])
+    @router.api_route("", methods=["GET", "DELETE", "HEAD"])
     @router.api_route("/{file_id}", methods=["PUT"])
     async def not_allowed(request: Request) -> Response:
         return _not_allowed()

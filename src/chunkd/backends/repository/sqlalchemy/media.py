@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -9,7 +10,9 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chunkd.backends.repository.sqlalchemy.outbox import write_events
 from chunkd.backends.repository.sqlalchemy.tables import media
+from chunkd.domain.events import Event
 from chunkd.domain.media import MediaRecord, MediaType
 
 __all__ = ["SqlMediaRepository"]
@@ -26,6 +29,7 @@ def _record(row: Any) -> MediaRecord:
         height=m["image_height"],
         order=m["order"],
         added_at=m["added_at"],
+        mime_type=m["mime_type"],
     )
 
 
@@ -43,10 +47,12 @@ class SqlMediaRepository:
         height: int | None,
         order: int,
         added_at: datetime,
+        event: Event | None = None,
+        mime_type: str | None = None,
     ) -> MediaRecord:
         try:
             async with self.engine.begin() as conn:
-                await conn.execute(
+                result = await conn.execute(
                     insert(media).values(
                         upload_id=upload_id,
                         owner=owner,
@@ -55,8 +61,13 @@ class SqlMediaRepository:
                         image_height=height,
                         order=order,
                         added_at=added_at,
+                        mime_type=mime_type,
                     )
                 )
+                if event is not None:
+                    media_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+                    record = {"id": media_id, "type": type.value, "width": width, "height": height}
+                    await write_events(conn, [replace(event, data={**event.data, "media": record})])
         except IntegrityError:
             pass  # a concurrent or repeated complete published it first: the unique upload_id wins
         found = await self.by_upload(upload_id)

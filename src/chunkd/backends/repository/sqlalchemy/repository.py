@@ -13,8 +13,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from chunkd.backends.repository.sqlalchemy.outbox import write_events
 from chunkd.backends.repository.sqlalchemy.tables import api_keys, parts, uploads
 from chunkd.domain.errors import Conflict
+from chunkd.domain.events import Event
 from chunkd.domain.upload import Mode, Part, Status, Upload
 from chunkd.ports.keys import ApiKeyRecord
 
@@ -113,10 +115,11 @@ class SqlRepository:
         self.dialect = engine.dialect.name
 
     # ---- uploads --------------------------------------------------------------------------
-    async def create(self, upload: Upload) -> None:
+    async def create(self, upload: Upload, events: Sequence[Event] = ()) -> None:
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(insert(uploads).values(**_upload_row(upload)))
+                await write_events(conn, events)
         except IntegrityError:
             raise Conflict("an upload with this client reference already exists", field="client_ref") from None
 
@@ -192,7 +195,13 @@ class SqlRepository:
             },
         )
 
-    async def save(self, upload: Upload, changed_parts: Sequence[Part] = (), removed_parts: Sequence[int] = ()) -> None:
+    async def save(
+        self,
+        upload: Upload,
+        changed_parts: Sequence[Part] = (),
+        removed_parts: Sequence[int] = (),
+        events: Sequence[Event] = (),
+    ) -> None:
         values = _upload_row(upload)
         del values["id"]
         async with self.engine.begin() as conn:
@@ -203,6 +212,7 @@ class SqlRepository:
                 await conn.execute(
                     delete(parts).where(parts.c.upload_id == upload.id, parts.c.number.in_(list(removed_parts)))
                 )
+            await write_events(conn, events)
 
     async def touch(self, upload_id: str, expires_at: datetime) -> None:
         async with self.engine.begin() as conn:
@@ -238,7 +248,7 @@ class SqlRepository:
         async with self.engine.connect() as conn:
             return [r[0] for r in await conn.execute(query)]
 
-    async def expire(self, upload_id: str, now: datetime) -> bool:
+    async def expire(self, upload_id: str, now: datetime, events: Sequence[Event] = ()) -> bool:
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 update(uploads)
@@ -252,16 +262,18 @@ class SqlRepository:
             if not result.rowcount:
                 return False
             await conn.execute(delete(parts).where(parts.c.upload_id == upload_id))
+            await write_events(conn, events)
             return True
 
     async def delete_parts(self, upload_id: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(delete(parts).where(parts.c.upload_id == upload_id))
 
-    async def delete_upload(self, upload_id: str) -> None:
+    async def delete_upload(self, upload_id: str, events: Sequence[Event] = ()) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(delete(parts).where(parts.c.upload_id == upload_id))
             await conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+            await write_events(conn, events)
 
     async def usage(self, owner: str) -> tuple[int, int, int]:
         pending = Status.PENDING.value

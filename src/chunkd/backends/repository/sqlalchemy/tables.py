@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -23,7 +24,17 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["api_keys", "media", "metadata", "parts", "uploads"]
+__all__ = [
+    "api_keys",
+    "events",
+    "media",
+    "metadata",
+    "parts",
+    "upload_links",
+    "uploads",
+    "webhook_deliveries",
+    "webhook_endpoints",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -106,7 +117,8 @@ api_keys = Table(
 media = Table(
     "media",
     metadata,
-    # An integer id per deployment: the media API's ids are integers.
+    # An integer id per deployment: the media API's ids are integers, never handed out twice
+    # (SQLite's AUTOINCREMENT; PostgreSQL sequences never go back).
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column(
         "upload_id", String(64), ForeignKey("uploads.id", ondelete="CASCADE", name="fk_media_upload_id"), nullable=False
@@ -117,6 +129,89 @@ media = Table(
     Column("image_height", Integer, nullable=True),
     Column("order", Integer, nullable=False),
     Column("added_at", UTCDateTime, nullable=False),
+    # The media type the content was inspected to be; the file is served as this and nothing else.
+    Column("mime_type", String(255), nullable=True),
     UniqueConstraint("upload_id", name="uq_media_upload_id"),
     Index("ix_media_owner", "owner"),
+    sqlite_autoincrement=True,
+)
+
+upload_links = Table(
+    "upload_links",
+    metadata,
+    # 128 random bits, hex; the link's token carries it beside a secret of which only a hash is kept.
+    Column("id", String(32), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("max_bytes", BigInteger, nullable=True),
+    Column("max_files", Integer, nullable=True),
+    # Counted at creation (declared sizes), by one conditional UPDATE, so limits hold under races.
+    Column("files_uploaded", Integer, nullable=False),
+    Column("bytes_uploaded", BigInteger, nullable=False),
+    Column("allowed_mime_types", JSON, nullable=True),
+    Column("note", String(1024), nullable=True),
+    Index("ix_upload_links_owner_created", "owner", "created_at"),
+)
+
+# The outbox: one row per lifecycle event, written in the transaction of the state change it reports
+# (no foreign key to uploads: a deleted upload's events outlive it). ``dispatched`` is set once the
+# delivery worker has made the event's deliveries.
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("upload_id", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("dispatched", Boolean, nullable=False),
+    UniqueConstraint("id", name="uq_events_id"),
+    Index("ix_events_dispatched_seq", "dispatched", "seq"),
+)
+
+# Where events go: operator-wide endpoints (owner NULL, kept in step with the settings at start-up,
+# signed with the operator's secret) and owners' own endpoints (with their own secret).
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("owner", String(128), nullable=True),
+    Column("url", String(2048), nullable=False),
+    Column("secret", String(128), nullable=True),
+    Column("event_types", JSON, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("failing_since", UTCDateTime, nullable=True),
+    Column("disabled_at", UTCDateTime, nullable=True),
+    Index("ix_webhook_endpoints_owner", "owner"),
+)
+
+# One row per (event, endpoint) and per redelivery asked for: its attempts, its outcome, and the lease
+# of the node sending it right now.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column(
+        "endpoint_id",
+        String(40),
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE", name="fk_webhook_deliveries_endpoint_id"),
+        nullable=False,
+    ),
+    Column("event_id", String(40), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("last_attempt_at", UTCDateTime, nullable=True),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Column("response_status", Integer, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
 )

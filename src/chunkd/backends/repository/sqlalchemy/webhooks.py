@@ -1,0 +1,324 @@
+"""WebhookRepository over SQLAlchemy Core (SQLite and PostgreSQL).
+
+Claims are single ``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING`` statements: on PostgreSQL
+the inner SELECT takes ``FOR UPDATE SKIP LOCKED``, so concurrent nodes each take different rows
+and never wait on each other; on SQLite the statement holds the database's write lock for its
+duration, which serialises claimers the same way."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Select
+
+from chunkd.backends.repository.sqlalchemy.tables import events, webhook_deliveries, webhook_endpoints
+from chunkd.ports.webhooks import ClaimedDelivery, Delivery, DeliveryStatus, Endpoint, new_delivery_id
+
+__all__ = ["SqlWebhookRepository", "operator_endpoint_id"]
+
+D = webhook_deliveries
+E = webhook_endpoints
+
+
+def operator_endpoint_id(url: str) -> str:
+    """Stable per URL, so every node (and every restart) agrees on an operator endpoint's id."""
+    return "whop_" + hashlib.sha256(url.encode()).hexdigest()[:24]
+
+
+def _endpoint(row: Any) -> Endpoint:
+    m = row._mapping
+    types = m["event_types"]
+    return Endpoint(
+        id=m["id"],
+        owner=m["owner"],
+        url=m["url"],
+        secret=m["secret"],
+        event_types=tuple(types) if types is not None else None,
+        created_at=m["created_at"],
+        failing_since=m["failing_since"],
+        disabled_at=m["disabled_at"],
+    )
+
+
+def _delivery(row: Any) -> Delivery:
+    m = row._mapping
+    return Delivery(
+        id=m["id"],
+        endpoint_id=m["endpoint_id"],
+        event_id=m["event_id"],
+        status=DeliveryStatus(m["status"]),
+        attempts=m["attempts"],
+        created_at=m["created_at"],
+        next_attempt_at=m["next_attempt_at"],
+        last_attempt_at=m["last_attempt_at"],
+        delivered_at=m["delivered_at"],
+        response_status=m["response_status"],
+        last_error=m["last_error"],
+    )
+
+
+def _matches(endpoint: Endpoint, owner: str, event_type: str) -> bool:
+    if endpoint.owner is not None and endpoint.owner != owner:
+        return False  # an owner's endpoint only ever receives that owner's events
+    return endpoint.event_types is None or event_type in endpoint.event_types
+
+
+class SqlWebhookRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    def _skip_locked(self, query: Select[Any]) -> Select[Any]:
+        if self.dialect == "postgresql":
+            return query.with_for_update(skip_locked=True)
+        return query
+
+    # ---- endpoints ------------------------------------------------------------------------
+    async def sync_operator_endpoints(self, urls: Sequence[str], now: datetime) -> None:
+        wanted = {operator_endpoint_id(url): url for url in urls}
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(E).where(E.c.owner.is_(None), E.c.id.not_in(list(wanted)) if wanted else E.c.owner.is_(None))
+            )
+            for endpoint_id, url in wanted.items():
+                # Several nodes start at once: the first insert wins, the others find it there.
+                await conn.execute(
+                    dialect_insert(E)
+                    .values(id=endpoint_id, owner=None, url=url, secret=None, event_types=None, created_at=now)
+                    .on_conflict_do_nothing(index_elements=[E.c.id])
+                )
+            if wanted:
+                await conn.execute(
+                    update(E)
+                    .where(E.c.id.in_(list(wanted)), E.c.disabled_at.is_not(None))
+                    .values(disabled_at=None, failing_since=None)
+                )
+
+    async def add_endpoint(self, endpoint: Endpoint) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(E).values(
+                    id=endpoint.id,
+                    owner=endpoint.owner,
+                    url=endpoint.url,
+                    secret=endpoint.secret,
+                    event_types=list(endpoint.event_types) if endpoint.event_types is not None else None,
+                    created_at=endpoint.created_at,
+                )
+            )
+
+    async def list_endpoints(self, owner: str) -> list[Endpoint]:
+        query = select(E).where(E.c.owner == owner).order_by(E.c.created_at, E.c.id)
+        async with self.engine.connect() as conn:
+            return [_endpoint(r) for r in await conn.execute(query)]
+
+    async def get_endpoint(self, endpoint_id: str, owner: str | None) -> Endpoint | None:
+        query = select(E).where(E.c.id == endpoint_id)
+        if owner is not None:
+            query = query.where(E.c.owner == owner)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _endpoint(row)
+
+    async def delete_endpoint(self, endpoint_id: str, owner: str) -> bool:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(D).where(
+                    D.c.endpoint_id == endpoint_id,
+                    D.c.endpoint_id.in_(select(E.c.id).where(E.c.id == endpoint_id, E.c.owner == owner)),
+                )
+            )
+            result = await conn.execute(delete(E).where(E.c.id == endpoint_id, E.c.owner == owner))
+            return bool(result.rowcount)
+
+    # ---- outbox fan-out and claims --------------------------------------------------------
+    async def dispatch(self, now: datetime, limit: int) -> int:
+        due = self._skip_locked(
+            select(events.c.seq).where(events.c.dispatched.is_(False)).order_by(events.c.seq).limit(limit)
+        )
+        async with self.engine.begin() as conn:
+            taken = (
+                await conn.execute(
+                    update(events)
+                    .where(events.c.seq.in_(due.scalar_subquery()), events.c.dispatched.is_(False))
+                    .values(dispatched=True)
+                    .returning(events.c.id, events.c.owner, events.c.type)
+                )
+            ).all()
+            if not taken:
+                return 0
+            endpoints = [_endpoint(r) for r in await conn.execute(select(E).where(E.c.disabled_at.is_(None)))]
+            rows = [
+                {
+                    "id": new_delivery_id(),
+                    "endpoint_id": endpoint.id,
+                    "event_id": event_id,
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "created_at": now,
+                    "next_attempt_at": now,
+                }
+                for event_id, owner, event_type in taken
+                for endpoint in endpoints
+                if _matches(endpoint, owner, event_type)
+            ]
+            if rows:
+                await conn.execute(insert(D), rows)
+        return len(taken)
+
+    async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
+        free = and_(
+            D.c.status == DeliveryStatus.PENDING.value,
+            D.c.next_attempt_at <= now,
+            or_(D.c.lease_until.is_(None), D.c.lease_until < now),
+        )
+        due = select(D.c.id).join(E, E.c.id == D.c.endpoint_id).where(free, E.c.disabled_at.is_(None))
+        due = due.order_by(D.c.next_attempt_at).limit(limit)
+        if self.dialect == "postgresql":
+            due = due.with_for_update(of=D, skip_locked=True)
+        async with self.engine.begin() as conn:
+            ids = [
+                r[0]
+                for r in await conn.execute(
+                    update(D)
+                    .where(D.c.id.in_(due.scalar_subquery()), free)
+                    .values(lease_until=lease_until)
+                    .returning(D.c.id)
+                )
+            ]
+            if not ids:
+                return []
+            rows = await conn.execute(
+                select(
+                    D,
+                    E.c.owner,
+                    E.c.url,
+                    E.c.secret,
+                    E.c.event_types,
+                    E.c.failing_since,
+                    E.c.disabled_at,
+                    E.c.created_at.label("endpoint_created_at"),
+                    events.c.payload,
+                    events.c.created_at.label("event_at"),
+                )
+                .join(E, E.c.id == D.c.endpoint_id)
+                .join(events, events.c.id == D.c.event_id)
+                .where(D.c.id.in_(ids))
+            )
+            claimed = []
+            for row in rows:
+                m = row._mapping
+                types = m["event_types"]
+                endpoint = Endpoint(
+                    id=m["endpoint_id"],
+                    owner=m["owner"],
+                    url=m["url"],
+                    secret=m["secret"],
+                    event_types=tuple(types) if types is not None else None,
+                    created_at=m["endpoint_created_at"],
+                    failing_since=m["failing_since"],
+                    disabled_at=m["disabled_at"],
+                )
+                claimed.append(ClaimedDelivery(_delivery(row), endpoint, dict(m["payload"]), m["event_at"]))
+        return claimed
+
+    async def record_success(self, delivery_id: str, now: datetime, response_status: int) -> None:
+        async with self.engine.begin() as conn:
+            endpoint_id = (
+                await conn.execute(
+                    update(D)
+                    .where(D.c.id == delivery_id)
+                    .values(
+                        status=DeliveryStatus.DELIVERED.value,
+                        attempts=D.c.attempts + 1,
+                        last_attempt_at=now,
+                        delivered_at=now,
+                        response_status=response_status,
+                        last_error=None,
+                        lease_until=None,
+                    )
+                    .returning(D.c.endpoint_id)
+                )
+            ).scalar()
+            if endpoint_id is not None:
+                await conn.execute(
+                    update(E).where(E.c.id == endpoint_id, E.c.failing_since.is_not(None)).values(failing_since=None)
+                )
+
+    async def record_failure(
+        self,
+        delivery_id: str,
+        now: datetime,
+        *,
+        response_status: int | None,
+        error: str,
+        retry_at: datetime | None,
+        disable_after_seconds: float,
+    ) -> bool:
+        async with self.engine.begin() as conn:
+            endpoint_id = (
+                await conn.execute(
+                    update(D)
+                    .where(D.c.id == delivery_id)
+                    .values(
+                        status=(DeliveryStatus.PENDING if retry_at is not None else DeliveryStatus.FAILED).value,
+                        attempts=D.c.attempts + 1,
+                        last_attempt_at=now,
+                        next_attempt_at=retry_at if retry_at is not None else D.c.next_attempt_at,
+                        response_status=response_status,
+                        last_error=error[:500],
+                        lease_until=None,
+                    )
+                    .returning(D.c.endpoint_id)
+                )
+            ).scalar()
+            if endpoint_id is None:
+                return False
+            await conn.execute(
+                update(E).where(E.c.id == endpoint_id, E.c.failing_since.is_(None)).values(failing_since=now)
+            )
+            disabled = await conn.execute(
+                update(E)
+                .where(
+                    E.c.id == endpoint_id,
+                    E.c.disabled_at.is_(None),
+                    E.c.failing_since <= now - timedelta(seconds=disable_after_seconds),
+                )
+                .values(disabled_at=now)
+            )
+            return bool(disabled.rowcount)
+
+    async def list_deliveries(self, endpoint_id: str, limit: int) -> list[Delivery]:
+        query = (
+            select(D).where(D.c.endpoint_id == endpoint_id).order_by(D.c.created_at.desc(), D.c.id.desc()).limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [_delivery(r) for r in await conn.execute(query)]
+
+    async def redeliver(self, endpoint_id: str, delivery_id: str, now: datetime, new_id: str) -> Delivery | None:
+        async with self.engine.begin() as conn:
+            event_id = (
+                await conn.execute(select(D.c.event_id).where(D.c.id == delivery_id, D.c.endpoint_id == endpoint_id))
+            ).scalar()
+            if event_id is None:
+                return None
+            await conn.execute(
+                insert(D).values(
+                    id=new_id,
+                    endpoint_id=endpoint_id,
+                    event_id=event_id,
+                    status=DeliveryStatus.PENDING.value,
+                    attempts=0,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+            )
+            row = (await conn.execute(select(D).where(D.c.id == new_id))).one()
+        return _delivery(row)

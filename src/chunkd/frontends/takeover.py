@@ -1,0 +1,129 @@
+"""Ending a stale request when a newer one arrives for the same upload (as tusd v2 does), on any
+node.
+
+A client whose connection silently died retries with a new request while the server may still be
+waiting for bytes on the old one, which holds the upload's lock. Instead of answering the retry
+with 423 until the old request times out, the new request asks the old one to stop through the
+lock port (``LockManager.request_release``: in-process, or by PostgreSQL NOTIFY to the node that
+runs it): the old body iterator raises ``UploadInterrupted``, which the engine treats like a
+broken-off body (the bytes that arrived are committed and the lock released), and the new request
+then proceeds from the current offset (or gets 409 if its offset is now wrong).
+
+Used by every dialect whose appends hold the lock while a body streams: tus, the IETF draft and
+the media API's Content-Range chunks. (Parts — native, assets, pm chunks — hold the lock only for
+their short commit, so nothing needs taking over.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+
+from chunkd.domain.errors import Conflict
+from chunkd.ports.locks import LockManager, asking_release, take_over
+
+__all__ = ["TAKE_OVER_WAIT", "InFlight", "UploadInterrupted", "Writer", "inflight"]
+
+# How long a new request waits for the request it takes over from to commit, and then for the lock.
+TAKE_OVER_WAIT = 5.0
+
+
+class UploadInterrupted(Conflict):
+    """The request's body was cut short because a newer request for the upload took over (the
+    bytes that arrived are kept where the dialect keeps partial bodies)."""
+
+    code = "upload_taken_over"
+
+    def __init__(self, message: str = "the upload was taken over by a newer request") -> None:
+        super().__init__(message, field="body")
+
+
+class Writer:
+    """One request streaming into an upload."""
+
+    def __init__(self) -> None:
+        self._task = asyncio.current_task()
+        self._stopped = False
+        self._waiting = False
+        self._cancelled = False
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def stop(self) -> None:
+        """Ask the request to stop reading its body. If it is blocked waiting for bytes (the usual
+        case for a dead connection), its task is woken with a cancellation that ``guard`` turns
+        into ``UploadInterrupted`` right at the read, so nothing else in the task is cancelled."""
+        self._stopped = True
+        if self._waiting and not self._cancelled and self._task is not None:
+            self._cancelled = True
+            self._task.cancel()
+
+    async def guard(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``body``, ending with ``UploadInterrupted`` once ``stop`` was called."""
+        iterator = aiter(body)
+        while True:
+            if self._stopped:
+                raise UploadInterrupted()
+            self._waiting = True
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except asyncio.CancelledError:
+                if not self._cancelled:
+                    raise
+                if self._task is not None:
+                    self._task.uncancel()
+                raise UploadInterrupted() from None
+            finally:
+                self._waiting = False
+            yield chunk
+
+
+class InFlight:
+    """Take-over of uploads over one lock manager."""
+
+    def __init__(self, locks: LockManager) -> None:
+        self.locks = locks
+        self._local: dict[str, int] = {}
+
+    def writing(self, upload_id: str) -> bool:
+        """True while a request of this process streams into ``upload_id`` (one on another node
+        is not seen here; the lock port reaches it when it is taken over)."""
+        return upload_id in self._local
+
+    async def end_stale(self, upload_id: str, *, wait: float) -> None:
+        """Stop the request writing ``upload_id`` (on any node) and wait up to ``wait`` seconds
+        for it to commit what it has; ``Busy`` if the lock is still held then."""
+        await take_over(self.locks, upload_id, timeout=wait, requester=secrets.token_hex(8))
+
+    @contextlib.asynccontextmanager
+    async def take_over(self, upload_id: str, *, wait: float) -> AsyncIterator[Writer]:
+        """Register the caller as the writer of ``upload_id`` that a later request may stop, and
+        make every lock wait in the block ask the current holder (on any node) to let go. The
+        caller passes ``wait`` as its lock timeout: the take-over happens in the engine's own
+        lock acquisition, so a request costs one lock whether or not it takes over."""
+        del wait  # the caller's lock timeout bounds the wait
+        token = secrets.token_hex(8)
+        me = Writer()
+        self._local[upload_id] = self._local.get(upload_id, 0) + 1
+        try:
+            with asking_release(token):
+                async with self.locks.releasable(upload_id, me.stop, requester=token):
+                    yield me
+        finally:
+            left = self._local.pop(upload_id) - 1
+            if left:
+                self._local[upload_id] = left
+
+
+def inflight(extras: dict[str, object], locks: LockManager) -> InFlight:
+    """The process's ``InFlight`` kept in ``extras`` (the runtime's), made on first use."""
+    found = extras.get("inflight")
+    if not isinstance(found, InFlight):
+        found = extras["inflight"] = InFlight(locks)
+    return found

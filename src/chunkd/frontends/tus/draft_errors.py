@@ -1,0 +1,140 @@
+"""Errors of the IETF resumable-upload draft as problem details (RFC 9457,
+``application/problem+json``), with the draft's own problem types where the request's interop
+version defines them (``mismatching-upload-offset``, ``completed-upload``,
+``inconsistent-upload-length``) and the draft's state fields (``Upload-Offset``, the completion
+field) where the draft asks for them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chunkd.domain import errors as e
+from chunkd.frontends.tus.draft_versions import INTEROP_VERSIONS, InteropVersion, interop_version
+from chunkd.frontends.tus.errors import UnsupportedMediaType
+from chunkd.frontends.tus.inflight import UploadInterrupted
+
+__all__ = [
+    "CompletedUpload",
+    "InconsistentLength",
+    "UnsupportedInteropVersion",
+    "problem",
+    "render_problem",
+]
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class InconsistentLength(e.InvalidInput):
+    """Two indications of the upload's length disagree (``Upload-Length``, ``Content-Length`` with
+    the upload completed, the length recorded before)."""
+
+    code = "inconsistent_upload_length"
+
+
+class CompletedUpload(e.InvalidInput):
+    """An append to an upload that is already complete."""
+
+    code = "completed_upload"
+
+
+class UnsupportedInteropVersion(e.InvalidInput):
+    """``Upload-Draft-Interop-Version`` names a version this server does not speak."""
+
+    code = "unsupported_interop_version"
+
+
+# Most specific first.
+_STATUS: list[tuple[type[Exception], int, str | None]] = [
+    (UploadInterrupted, 400, None),
+    (InconsistentLength, 400, "inconsistent-upload-length"),
+    (CompletedUpload, 400, "completed-upload"),
+    (e.OffsetMismatch, 409, "mismatching-upload-offset"),
+    (e.ChecksumMismatch, 400, None),
+    (e.TooLarge, 413, None),
+    (e.InvalidInput, 400, None),
+    (e.NotFound, 404, None),
+    (e.Expired, 404, None),  # an expired upload resource is no longer active: 404, as the draft says
+    (e.Busy, 423, None),
+    (e.Conflict, 409, None),
+    (e.Unauthenticated, 401, None),
+    (e.Forbidden, 403, None),
+    (e.QuotaExceeded, 403, None),
+    (e.RateLimited, 429, None),
+    (e.StorageFull, 507, None),
+    (e.StorageError, 503, None),
+    (UnsupportedMediaType, 415, None),
+]
+
+
+def problem(
+    version: InteropVersion,
+    status: int,
+    title: str,
+    *,
+    kind: str | None = None,
+    headers: dict[str, str] | None = None,
+    **members: Any,
+) -> Response:
+    """A problem-details response; ``kind`` names one of the draft's problem types (used only if
+    ``version`` defines it, else the type is ``about:blank``)."""
+    body: dict[str, Any] = {"type": (version.problem_type(kind) if kind else None) or "about:blank", "title": title}
+    body["status"] = status
+    body.update(members)
+    response = Response(json.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    response.headers["Upload-Draft-Interop-Version"] = version.header
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def render_problem(request: Request, exc: Exception) -> Response | None:
+    """The draft's answer to ``exc`` for ``request``; None for errors that are not ours."""
+    version = interop_version(request.headers.get("upload-draft-interop-version")) or INTEROP_VERSIONS[8]
+    if isinstance(exc, RequestValidationError):
+        return problem(version, 400, "invalid request")
+    if isinstance(exc, e.InvalidState) and exc.details.get("uploadStatus") == "CANCELLED":
+        return problem(version, 404, "the upload was cancelled")
+    found = next((entry for entry in _STATUS if isinstance(exc, entry[0])), None)
+    if found is None:
+        return None
+    _, status, name = found
+    headers: dict[str, str] = {}
+    members: dict[str, Any] = {}
+    if isinstance(exc, e.ChunkdError):
+        members["detail"] = exc.message
+        members["code"] = exc.code
+        if exc.field is not None:
+            members["field"] = exc.field
+    else:
+        members["detail"] = str(exc)
+    if isinstance(exc, e.ChecksumMismatch) and request.headers.get("content-digest") is not None:
+        members["detail"] = "the request content does not match Content-Digest"
+        members["field"] = "Content-Digest"
+    if isinstance(exc, e.OffsetMismatch):
+        expected = exc.details.get("expectedOffset")
+        if isinstance(expected, int):
+            headers["Upload-Offset"] = str(expected)
+            members["expected-offset"] = expected
+        provided = exc.details.get("providedOffset")
+        if isinstance(provided, int):
+            members["provided-offset"] = provided
+        headers[version.complete_field] = version.complete_value(False)
+    elif isinstance(exc, CompletedUpload | InconsistentLength):
+        headers[version.complete_field] = version.complete_value(False)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="chunkd"'
+    elif status == 423:
+        headers["Retry-After"] = "1"
+    limits = getattr(request.state, "upload_limit", None)
+    if status == 413 and isinstance(limits, str):
+        headers["Upload-Limit"] = limits
+    title = {
+        "mismatching-upload-offset": "offset from request does not match offset of resource",
+        "completed-upload": "upload is already completed",
+        "inconsistent-upload-length": "inconsistent length values for upload",
+    }.get(name or "", members["detail"])
+    return problem(version, status, title, kind=name, headers=headers, **members)

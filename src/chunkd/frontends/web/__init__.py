@@ -1,0 +1,1 @@
+"""The browser upload page (``/``) and upload links (``/v1/upload-links``)."""

@@ -1,0 +1,112 @@
+"""Where webhook endpoints and their deliveries live, and the claim protocol that lets several nodes
+deliver the outbox without sending one delivery twice at once."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+__all__ = ["ClaimedDelivery", "Delivery", "DeliveryStatus", "Endpoint", "WebhookRepository", "new_delivery_id"]
+
+
+def new_delivery_id() -> str:
+    return "dlv_" + secrets.token_hex(16)
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # waiting for its next attempt (or being attempted under a lease)
+    DELIVERED = "delivered"  # a 2xx answer was received
+    FAILED = "failed"  # given up: the retry window passed, or the endpoint was disabled or deleted
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A webhook destination. ``owner`` None: operator-wide (gets every owner's events, signed with
+    the operator's secret); ``event_types`` None: every type."""
+
+    id: str
+    owner: str | None
+    url: str
+    secret: str | None
+    event_types: tuple[str, ...] | None
+    created_at: datetime
+    failing_since: datetime | None
+    disabled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event to one endpoint: its attempts so far and their outcome (the delivery log)."""
+
+    id: str
+    endpoint_id: str
+    event_id: str
+    status: DeliveryStatus
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    response_status: int | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A delivery this node holds the lease of, with what it needs to send it."""
+
+    delivery: Delivery
+    endpoint: Endpoint
+    payload: dict[str, Any]
+    event_timestamp: datetime
+
+
+class WebhookRepository(Protocol):
+    """Endpoints, deliveries and the outbox's fan-out. Every method is its own transaction."""
+
+    async def sync_operator_endpoints(self, urls: Sequence[str], now: datetime) -> None:
+        """Make the operator-wide endpoints exactly ``urls`` (re-enabling them: the settings rule)."""
+
+    async def add_endpoint(self, endpoint: Endpoint) -> None: ...
+
+    async def list_endpoints(self, owner: str) -> list[Endpoint]: ...
+
+    async def get_endpoint(self, endpoint_id: str, owner: str | None) -> Endpoint | None:
+        """Scoped to ``owner`` unless None (internal callers)."""
+
+    async def delete_endpoint(self, endpoint_id: str, owner: str) -> bool:
+        """Forget an owner's endpoint and its delivery log; True if it existed."""
+
+    async def dispatch(self, now: datetime, limit: int) -> int:
+        """Turn up to ``limit`` undispatched outbox events into one pending delivery per matching,
+        enabled endpoint, and mark them dispatched, atomically (each event by exactly one node)."""
+
+    async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` due pending deliveries (no live lease held by anyone, endpoint
+        enabled) until ``lease_until``; another node skips them meanwhile."""
+
+    async def record_success(self, delivery_id: str, now: datetime, response_status: int) -> None: ...
+
+    async def record_failure(
+        self,
+        delivery_id: str,
+        now: datetime,
+        *,
+        response_status: int | None,
+        error: str,
+        retry_at: datetime | None,
+        disable_after_seconds: float,
+    ) -> bool:
+        """Note a failed attempt; retry at ``retry_at`` or give up (None). The endpoint is disabled
+        once it has been failing without a success for ``disable_after_seconds``; True if it was."""
+
+    async def list_deliveries(self, endpoint_id: str, limit: int) -> list[Delivery]:
+        """The endpoint's deliveries, newest first."""
+
+    async def redeliver(self, endpoint_id: str, delivery_id: str, now: datetime, new_id: str) -> Delivery | None:
+        """A new pending delivery of the same event to the same endpoint, due now (None: no such
+        delivery of that endpoint)."""

@@ -1,0 +1,280 @@
+"""chunkd's HTTP/1.1 protocol for uvicorn: uvicorn's httptools protocol plus the limits it lacks.
+
+uvicorn's ``h11_max_incomplete_event_size`` applies to its h11 protocol only; with httptools (the
+fast parser chunkd runs) a request head can grow without bound, a connection may take forever to
+send it, and a client that goes away mid-request is logged as ``Exception in ASGI application``
+with a traceback. This subclass adds, per connection:
+
+- **a cap on the request head** (request line + headers): past ``max_header_bytes`` the server
+  answers ``431 Request Header Fields Too Large`` and closes, without buffering more than one read
+  beyond the cap (httptools keeps a partial header in memory, so the raw bytes of an unfinished
+  head are counted, not only the parsed ones);
+- **a header timeout**: a head not complete ``header_timeout`` seconds after its first byte (or
+  after the connection opened) is answered ``408 Request Timeout`` (silently closed when nothing
+  was sent); idle keep-alive stays bounded by uvicorn's ``timeout_keep_alive``;
+- **disconnects as one info line**: an exception escaping the app after the client went away is
+  logged as ``client disconnected: METHOD path (ExceptionType)`` on ``chunkd.server``;
+- **informational responses**, an ASGI extension: the scope advertises
+  ``scope["extensions"]["http.response.informational"] = {}`` and the app may send
+  ``{"type": "http.response.informational", "status": 100..199, "headers": [(name, value), ...]}``
+  any number of times before ``http.response.start``; each is written to the transport at once,
+  also while the request body is still arriving (e.g. ``104 Upload Resumption Supported``).
+
+It relies on uvicorn's ``HttpToolsProtocol`` internals (parser callbacks, ``_start_asgi_task``,
+``RequestResponseCycle``); tests/security/test_server_limits.py runs it end to end, so a uvicorn
+release that changes them fails there first. The minimum body rate is enforced by the body guard
+(``frontends/guards/body.py``), which works under every ASGI server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+
+__all__ = ["INFORMATIONAL", "ChunkdHttpToolsProtocol", "protocol_class"]
+
+INFORMATIONAL = "http.response.informational"
+LINGER_SECONDS = 2.0  # after a refusal (431, 408): longest time input is still drained before closing
+LINGER_BYTES = 1024 * 1024  # ... and most bytes drained
+log = logging.getLogger("chunkd.server")
+
+
+class _HeadTooLarge(Exception):
+    """Raised inside a parser callback to stop parsing a head that passed the cap."""
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b""
+
+
+_EXTRA_REASONS = {104: b"Upload Resumption Supported"}  # not (yet) in http.HTTPStatus
+
+
+def _status_line(status: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, _EXTRA_REASONS.get(status) or _reason(status))
+
+
+def _plain_response(status: int, text: str) -> bytes:
+    body = text.encode()
+    return (
+        _status_line(status)
+        + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        + body
+    )
+
+
+class ChunkdHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a head cap, a header timeout, quiet disconnects and
+    informational responses (see the module docstring). Limits are class attributes, set by
+    :func:`protocol_class`."""
+
+    max_header_bytes: ClassVar[int] = 64 * 1024
+    header_timeout: ClassVar[float] = 10.0
+    informational: ClassVar[bool] = True  # offer the informational-response extension
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._awaiting_head = True  # between a message's end (or the connection's start) and its head's end
+        self._head_raw = 0  # raw bytes received while awaiting the head (an upper bound of its size)
+        self._head_parsed = 0  # bytes of request line and headers the parser handed over
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._lingering = 0  # after a refusal: bytes still read and dropped before closing
+
+    # ---- connection ----
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()  # a connection that never sends a head is closed too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingering -= len(data)  # read and dropped (see _answer_and_close)
+            if self._lingering <= 0:
+                self.transport.close()
+            return
+        if self._awaiting_head:
+            self._head_raw += len(data)
+            if self._header_timer is None:
+                self._arm_header_timer()
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HeadTooLarge):
+                self._refuse_head()
+                return
+            self._bad_request()
+            return
+        except httptools.HttpParserError:
+            self._bad_request()
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        if self._awaiting_head and self._head_raw > self.max_header_bytes and not self.transport.is_closing():
+            self._refuse_head()  # an unfinished head already past the cap: stop before httptools buffers more
+
+    def _bad_request(self) -> None:
+        msg = "Invalid HTTP request received."
+        self.logger.warning(msg)
+        self.send_400_response(msg)
+
+    def _refuse_head(self) -> None:
+        self._cancel_header_timer()
+        log.info("request head over %d bytes from %s: answered 431", self.max_header_bytes, self._peer())
+        self._answer_and_close(
+            _plain_response(431, f"the request line and headers may be at most {self.max_header_bytes} bytes")
+        )
+
+    def _answer_and_close(self, response: bytes) -> None:
+        """Send ``response`` and close, lingering as web servers do: closing a socket with unread
+        input makes the kernel send a reset, which can destroy the response before the client
+        reads it. So the write side is shut, then input is read and dropped until the client
+        closes, ``LINGER_BYTES`` more arrived, or ``LINGER_SECONDS`` passed."""
+        self._cancel_header_timer()
+        self.transport.write(response)
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self._lingering = LINGER_BYTES
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "unknown"
+
+    # ---- header timeout ----
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._header_timed_out)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or not self._awaiting_head:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head arrives while the previous request is still answered: wait for it.
+            self._arm_header_timer()
+            return
+        if self._head_raw:
+            log.info("request head from %s not complete in %g s: answered 408", self._peer(), self.header_timeout)
+            self._answer_and_close(_plain_response(408, "the request head was not complete in time"))
+            return
+        self.transport.close()
+
+    # ---- parser callbacks ----
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_parsed = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)  # "name: value\r\n"
+        super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        self._head_parsed += size
+        if self._head_parsed > self.max_header_bytes:
+            raise _HeadTooLarge
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_head = False
+        self._cancel_header_timer()
+        if self.informational and self.parser.get_http_version() == "1.1":
+            # 1xx responses are never sent to an HTTP/1.0 client (RFC 9110 §15.2), so only 1.1 gets the extension.
+            self.scope.setdefault("extensions", {})[INFORMATIONAL] = {}
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._awaiting_head = True
+        self._head_raw = 0
+
+    # ---- the ASGI task ----
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        super()._start_asgi_task(cycle, _CycleApp(app, cycle))
+
+
+class _CycleApp:
+    """Runs the app for one request/response cycle: informational responses are written straight
+    to the transport; an exception after the client went away is one info line, not a traceback."""
+
+    def __init__(self, app: Any, cycle: RequestResponseCycle) -> None:
+        self.app = app
+        self.cycle = cycle
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        cycle = self.cycle
+
+        async def send_with_informational(message: Any) -> None:
+            if message["type"] == INFORMATIONAL:
+                self._informational(message)
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_informational)
+        except BaseException as exc:
+            if not cycle.disconnected or not isinstance(exc, Exception):
+                raise
+            log.info("client disconnected: %s %s (%s)", scope.get("method"), scope.get("path"), type(exc).__name__)
+            log.debug("after the disconnect the app raised", exc_info=exc)
+
+    def _informational(self, message: Any) -> None:
+        cycle = self.cycle
+        if cycle.response_started:
+            raise RuntimeError("an informational response must come before http.response.start")
+        status = message.get("status")
+        if not isinstance(status, int) or not 100 <= status <= 199 or status == 101:
+            raise RuntimeError(f"informational responses have a status of 100-199 other than 101, not {status!r}")
+        offered = INFORMATIONAL in cycle.scope.get("extensions", {})  # not to HTTP/1.0, not when turned off
+        if not offered or cycle.disconnected or cycle.transport.is_closing():
+            return
+        content = [_status_line(status)]
+        for name, value in message.get("headers", []):
+            if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+                raise RuntimeError("invalid header in an informational response")
+            content.extend([bytes(name).lower(), b": ", bytes(value), b"\r\n"])
+        content.append(b"\r\n")
+        if status == 100:
+            cycle.waiting_for_100_continue = False  # sent by the app: uvicorn must not send a second one
+        cycle.transport.write(b"".join(content))
+
+
+def protocol_class(
+    *, max_header_bytes: int, header_timeout: float, informational: bool = True
+) -> type[ChunkdHttpToolsProtocol]:
+    """A protocol class with these limits, to pass to uvicorn as ``http=``; ``informational``:
+    offer informational responses to the app (off behind proxies that mishandle them)."""
+    return type(
+        "ChunkdHttpToolsProtocol",
+        (ChunkdHttpToolsProtocol,),
+        {"max_header_bytes": max_header_bytes, "header_timeout": header_timeout, "informational": informational},
+    )

@@ -1,0 +1,82 @@
+"""Run chunkd under an ASGI server with the request limits of the settings.
+
+**uvicorn** (the default) runs chunkd's own HTTP protocol (:mod:`chunkd.server.protocol`): head cap
+(431), header timeout (408), quiet disconnects, informational responses; plus ``limit_concurrency``
+and ``timeout_keep_alive``.
+
+**granian** enforces what its options allow: the header timeout (``header_read_timeout``, whole
+milliseconds, at most 60 s), the head size through hyper's read buffer (``max_buffer_size``, at
+least 8 KiB: a head that does not fit in it is refused with 431), keep-alive on or off only (no idle
+timeout), and ``backpressure`` (most requests in flight per worker) for ``limit_concurrency``.
+It cannot send informational responses, and a client disconnect is reported its own way. The
+minimum body rate and the idle body timeout are enforced by the body guard, under both servers.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging.config
+from typing import Any
+
+from chunkd.settings import Settings
+
+__all__ = ["log_config", "run_granian", "run_uvicorn"]
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging set-up plus chunkd's server logger at info level (disconnects, refused
+    heads) while uvicorn's own stay at warning."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["chunkd.server"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def run_uvicorn(settings: Settings) -> None:
+    import uvicorn
+
+    from chunkd.app import create_app
+    from chunkd.server.protocol import protocol_class
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        log_config=log_config(),
+        loop="uvloop",
+        http=protocol_class(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout=settings.header_timeout_seconds,
+            informational=settings.informational_responses,
+        ),
+        timeout_keep_alive=int(settings.keep_alive_timeout_seconds),
+        limit_concurrency=settings.limit_concurrency,
+    )
+
+
+def run_granian(settings: Settings) -> None:
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server import Server
+
+    logging.config.dictConfig(log_config())
+    # The factory is imported and called by each granian worker (reading CHUNKD_* from the
+    # environment): no app is built in this process.
+    Server(
+        target="chunkd.app:create_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        # HTTP/1 only: hyper's HTTP/2 head limit (max_headers_size) is 16 MiB by default and
+        # chunkd's clients speak HTTP/1.1 (a TLS proxy in front may still speak HTTP/2 to clients).
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=max(1, min(60_000, int(settings.header_timeout_seconds * 1000))),
+            keep_alive=settings.keep_alive_timeout_seconds > 0,
+            max_buffer_size=max(8192, settings.max_header_bytes),
+        ),
+        backpressure=settings.limit_concurrency,
+    ).serve()

@@ -1,0 +1,177 @@
+"""Delivering the outbox to webhook endpoints, at least once, from a background task of each server
+process (never from a request).
+
+Each round: outbox events not yet dispatched become one pending delivery per matching endpoint
+(atomically, by exactly one node); then due deliveries are leased by this node (no other node sends
+them while the lease lasts; a node that dies loses its lease when it runs out, and another node —
+or the same one restarted — sends the delivery again) and sent concurrently. Messages are signed
+per the Standard Webhooks spec: ``webhook-id`` is the event's id (the same on every attempt and
+redelivery, so receivers can deduplicate), ``webhook-timestamp`` the attempt's Unix time and
+``webhook-signature`` ``v1,<base64 HMAC-SHA256>``. A failed attempt is retried with exponential
+backoff until the retry window has passed; an endpoint failing for long is disabled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from standardwebhooks import Webhook
+
+from chunkd.domain.errors import InvalidInput
+from chunkd.ports.webhooks import ClaimedDelivery, WebhookRepository
+from chunkd.service.destinations import check_public_destination
+
+__all__ = ["DeliveryPolicy", "DeliveryWorker", "count_delivery"]
+
+log = logging.getLogger(__name__)
+
+
+def count_delivery(result: str) -> None:
+    """Where a delivery attempt's outcome goes (``delivered``; ``failed``: a non-2xx answer;
+    ``error``: no answer). The runtime points ``DeliveryWorker.count`` at
+    ``Metrics.webhook_delivery`` (``chunkd_webhook_deliveries_total{result}``)."""
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    timeout: float = 10.0
+    retry_base: float = 5.0
+    retry_max_delay: float = 3600.0
+    retry_window: float = 86400.0
+    disable_after: float = 5 * 86400.0
+    poll: float = 2.0
+    concurrency: int = 8
+    block_private: bool = True
+
+    def retry_at(self, claimed: ClaimedDelivery, now: datetime) -> datetime | None:
+        """When to try again after a failed attempt, or None once the window has passed. Delays
+        double from ``retry_base`` up to ``retry_max_delay``, with ±10 % jitter so that many
+        deliveries failing together do not all come back at once."""
+        attempts = claimed.delivery.attempts  # before this one
+        delay = min(self.retry_base * 2 ** min(attempts, 40), self.retry_max_delay) * random.uniform(0.9, 1.1)
+        when = now + timedelta(seconds=delay)
+        if when > claimed.delivery.created_at + timedelta(seconds=self.retry_window):
+            return None
+        return when
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        repo: WebhookRepository,
+        policy: DeliveryPolicy,
+        *,
+        operator_secret: str | None,
+        clock: Callable[[], datetime],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.repo = repo
+        self.policy = policy
+        self.operator_secret = operator_secret
+        self.clock = clock
+        self._wakeup = asyncio.Event()
+        self.count: Callable[[str], None] = count_delivery
+        # No redirects (a 3xx is a failed attempt: the endpoint must name its final URL) and no
+        # proxy settings from the environment; one timeout covers connect, send and answer.
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(policy.timeout),
+            follow_redirects=False,
+            trust_env=False,
+            transport=transport,
+            headers={"User-Agent": "chunkd-webhooks"},
+        )
+
+    def wake(self) -> None:
+        """Look for work now (an event was just written by this process)."""
+        self._wakeup.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            self._wakeup.clear()
+            try:
+                busy = await self.run_once()
+            except Exception:  # keep delivering after a transient database error
+                log.exception("webhook delivery round failed")
+                busy = 0
+            if busy:
+                continue
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+            # arrives as its timeout fires, and the app's shutdown would then wait for this loop forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.policy.poll):
+                    await self._wakeup.wait()
+
+    async def run_once(self) -> int:
+        """One round: dispatch every waiting event, then send one batch of due deliveries.
+        Returns how many deliveries were attempted."""
+        while await self.repo.dispatch(self.clock(), 200) == 200:
+            pass
+        now = self.clock()
+        # Long enough for the request (bounded by the timeout) and recording its outcome; a node that
+        # dies holding it delays that delivery by at most this much.
+        lease = now + timedelta(seconds=self.policy.timeout + 10)
+        claimed = await self.repo.claim(now, lease, self.policy.concurrency)
+        if claimed:
+            await asyncio.gather(*(self.send(c) for c in claimed))
+        return len(claimed)
+
+    def _secret(self, claimed: ClaimedDelivery) -> str | None:
+        return claimed.endpoint.secret if claimed.endpoint.owner is not None else self.operator_secret
+
+    async def send(self, claimed: ClaimedDelivery) -> None:
+        """One attempt of one leased delivery, and its outcome recorded."""
+        delivery = claimed.delivery
+        status: int | None = None
+        error = ""
+        try:
+            secret = self._secret(claimed)
+            if secret is None:
+                raise RuntimeError("no signing secret for this endpoint (CHUNKD_WEBHOOK_SECRET unset)")
+            if claimed.endpoint.owner is not None and self.policy.block_private:
+                await check_public_destination(claimed.endpoint.url)
+            body = json.dumps(claimed.payload, separators=(",", ":"), ensure_ascii=False)
+            sent_at = self.clock()
+            signature = Webhook(secret).sign(delivery.event_id, sent_at, body)
+            response = await self.client.post(
+                claimed.endpoint.url,
+                content=body.encode(),
+                headers={
+                    "Content-Type": "application/json",
+                    "webhook-id": delivery.event_id,
+                    "webhook-timestamp": str(int(sent_at.timestamp())),
+                    "webhook-signature": signature,
+                },
+            )
+            status = response.status_code
+            if 200 <= status < 300:
+                await self.repo.record_success(delivery.id, self.clock(), status)
+                self.count("delivered")
+                return
+            error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+        except InvalidInput as exc:
+            error = exc.message
+        except (httpx.HTTPError, OSError, RuntimeError) as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        now = self.clock()
+        retry_at = self.policy.retry_at(claimed, now)
+        disabled = await self.repo.record_failure(
+            delivery.id,
+            now,
+            response_status=status,
+            error=error,
+            retry_at=retry_at,
+            disable_after_seconds=self.policy.disable_after,
+        )
+        self.count("failed" if status is not None else "error")
+        if disabled:
+            log.warning("webhook endpoint %s disabled after failing since long", claimed.endpoint.id)
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,179 @@
+"""Blocking hooks: chunkd asks an operator's service (``CHUNKD_HOOK_URL``) before it creates an
+upload, finishes one and serves one, and does what it answers. Every dialect goes through them, as
+they are called by the engine (create, complete) and by the shared download response.
+
+Request: ``POST <hook url>`` with JSON ``{"hook": "pre-create" | "pre-finish" | "pre-download",
+"owner": ..., "upload": <the file object of the Files API, plus frontend and metadata>}``.
+
+Answer: a 2xx with a JSON object (or an empty body: go ahead).
+
+* ``{"reject": true, "status": 403, "message": "..."}`` refuses the request; the client gets the
+  message in its own dialect's error shape, with the status mapped to the nearest engine error
+  (400/422: invalid input, 403 and anything else: forbidden, 404: not found, 409: conflict, 413: too
+  large). A refused pre-finish leaves the upload PENDING and resumable.
+* pre-create: ``{"metadata": {...}}`` is merged into the upload's metadata.
+* pre-finish: ``{"result": <any JSON>}`` is stored with the completed upload (``metadata.preFinish``)
+  and returned again on every repeated complete.
+
+Failure policy (``CHUNKD_HOOK_FAILURE``): when the hook cannot be reached, times out, answers a
+non-2xx status or something that is not a JSON object, ``reject`` (the default: a hook is often a
+security check) refuses the request as retryable (``hook_unavailable``, like a busy upload), and
+``allow`` goes ahead as if there were no hook."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import httpx
+
+from chunkd.domain import errors as e
+from chunkd.domain.events import file_object
+from chunkd.domain.upload import Upload
+
+__all__ = ["NO_HOOKS", "ContentRejected", "HookChain", "HttpHooks", "UploadHooks", "count_hook", "rejection"]
+
+log = logging.getLogger(__name__)
+
+
+def count_hook(hook: str, result: str) -> None:
+    """Where a hook call's outcome goes (``accepted``, ``rejected``, ``error``). The runtime points
+    ``HttpHooks.count`` and ``ClamdScanner.count`` at ``Metrics.hook_invocation``
+    (``chunkd_hook_invocations_total{hook,result}``)."""
+
+
+class ContentRejected(e.InvalidInput):
+    """A pre-finish check found the content unacceptable for good (e.g. a virus): the engine removes
+    the upload's bytes, cancels it and emits ``upload.rejected`` with ``reason`` (plus ``details``)."""
+
+    code = "content_rejected"
+
+    def __init__(self, message: str, *, reason: str, **details: Any) -> None:
+        super().__init__(message, field="file", reason=reason, **details)
+        self.reason = reason
+
+
+class UploadHooks(Protocol):
+    """What the engine asks before a change; each may raise a domain error to refuse it."""
+
+    async def pre_create(self, upload: Upload) -> None:
+        """May change ``upload.metadata``."""
+
+    async def pre_finish(self, upload: Upload) -> None:
+        """May record a result in ``upload.metadata`` (saved with the COMPLETED status)."""
+
+    async def pre_download(self, upload: Upload) -> None: ...
+
+
+class _NoHooks:
+    async def pre_create(self, upload: Upload) -> None:
+        return None
+
+    async def pre_finish(self, upload: Upload) -> None:
+        return None
+
+    async def pre_download(self, upload: Upload) -> None:
+        return None
+
+
+NO_HOOKS: UploadHooks = _NoHooks()
+
+
+class HookChain:
+    """Several hooks, called in order (e.g. the virus scan, then the operator's HTTP hook)."""
+
+    def __init__(self, hooks: Sequence[UploadHooks]) -> None:
+        self.hooks = list(hooks)
+
+    async def pre_create(self, upload: Upload) -> None:
+        for hook in self.hooks:
+            await hook.pre_create(upload)
+
+    async def pre_finish(self, upload: Upload) -> None:
+        for hook in self.hooks:
+            await hook.pre_finish(upload)
+
+    async def pre_download(self, upload: Upload) -> None:
+        for hook in self.hooks:
+            await hook.pre_download(upload)
+
+
+def rejection(status: int, message: str) -> e.ChunkdError:
+    """The engine error that carries a hook's refusal to every dialect."""
+    error: e.ChunkdError
+    if status in (400, 422):
+        error = e.InvalidInput(message, field="hook")
+    elif status == 404:
+        error = e.NotFound(message, field="hook")
+    elif status == 409:
+        error = e.Conflict(message, field="hook")
+    elif status == 413:
+        error = e.TooLarge(message, field="hook")
+    else:
+        error = e.Forbidden(message, field="hook")
+    error.code = "rejected_by_hook"
+    return error
+
+
+class HttpHooks:
+    """The operator's hook service over HTTP (JSON, a timeout, no redirects followed)."""
+
+    def __init__(
+        self, url: str, *, timeout: float, fail_open: bool, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.url = url
+        self.fail_open = fail_open
+        self.count: Callable[[str, str], None] = count_hook
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False, transport=transport
+        )
+
+    async def call(self, hook: str, upload: Upload) -> dict[str, Any]:
+        """The hook's answer (``{}`` to go ahead); raises the refusal, or the failure per the policy."""
+        view = file_object(upload, with_parts=False)
+        view.update(frontend=upload.frontend, metadata=upload.metadata)
+        body = {"hook": hook, "owner": upload.owner, "upload": view}
+        try:
+            response = await self.client.post(self.url, json=body)
+            if not 200 <= response.status_code < 300:
+                raise ValueError(f"HTTP {response.status_code}")
+            answer = json.loads(response.content) if response.content.strip() else {}
+            if not isinstance(answer, dict):
+                raise ValueError("the answer is not a JSON object")
+        except (httpx.HTTPError, ValueError) as exc:
+            self.count(hook, "error")
+            log.warning("%s hook failed (%s); policy: %s", hook, exc, "allow" if self.fail_open else "reject")
+            if self.fail_open:
+                return {}
+            error = e.Busy(f"the {hook} hook is not available; try again later", field="hook")
+            error.code = "hook_unavailable"
+            raise error from None
+        if answer.get("reject"):
+            self.count(hook, "rejected")
+            status = answer.get("status")
+            message = answer.get("message")
+            raise rejection(
+                status if isinstance(status, int) else 403,
+                message if isinstance(message, str) and message else f"refused by the {hook} hook",
+            )
+        self.count(hook, "accepted")
+        return answer
+
+    async def pre_create(self, upload: Upload) -> None:
+        answer = await self.call("pre-create", upload)
+        metadata = answer.get("metadata")
+        if isinstance(metadata, dict):
+            upload.metadata.update(metadata)
+
+    async def pre_finish(self, upload: Upload) -> None:
+        answer = await self.call("pre-finish", upload)
+        if "result" in answer:
+            upload.metadata["preFinish"] = answer["result"]
+
+    async def pre_download(self, upload: Upload) -> None:
+        await self.call("pre-download", upload)
+
+    async def close(self) -> None:
+        await self.client.aclose()

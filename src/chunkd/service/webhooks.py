@@ -1,0 +1,100 @@
+"""Webhook endpoints registered by owners: register (with a generated signing secret, shown once),
+list, delete, read the delivery log, ask for a redelivery. Delivery itself is
+``chunkd.service.delivery``."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from chunkd.domain.errors import InvalidInput, NotFound
+from chunkd.domain.events import EventType
+from chunkd.ports.webhooks import Delivery, Endpoint, WebhookRepository, new_delivery_id
+from chunkd.service.destinations import check_public_destination, check_url_shape
+
+__all__ = ["MAX_ENDPOINTS_PER_OWNER", "WebhookService", "new_endpoint_id", "new_signing_secret"]
+
+MAX_ENDPOINTS_PER_OWNER = 20
+EVENT_TYPES = frozenset(t.value for t in EventType)
+
+
+def new_endpoint_id() -> str:
+    return "wh_" + secrets.token_hex(16)
+
+
+def new_signing_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class WebhookService:
+    def __init__(
+        self,
+        repo: WebhookRepository,
+        clock: Callable[[], datetime],
+        *,
+        block_private: bool,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.repo = repo
+        self.clock = clock
+        self.block_private = block_private
+        self.wake = wake
+
+    async def register(self, owner: str, url: str, event_types: Sequence[str] | None) -> Endpoint:
+        """A new endpoint for ``owner``'s events (all types when ``event_types`` is None). The
+        returned endpoint carries its secret; it is not shown again."""
+        check_url_shape(url)
+        if self.block_private:
+            await check_public_destination(url)
+        types: tuple[str, ...] | None = None
+        if event_types is not None:
+            unknown = sorted(set(event_types) - EVENT_TYPES)
+            if unknown or not event_types:
+                raise InvalidInput(
+                    f"events must be a non-empty list of {', '.join(sorted(EVENT_TYPES))}; unknown: {unknown}",
+                    field="events",
+                )
+            types = tuple(sorted(set(event_types)))
+        if len(await self.repo.list_endpoints(owner)) >= MAX_ENDPOINTS_PER_OWNER:
+            raise InvalidInput(f"at most {MAX_ENDPOINTS_PER_OWNER} webhook endpoints per owner", field="url")
+        endpoint = Endpoint(
+            id=new_endpoint_id(),
+            owner=owner,
+            url=url,
+            secret=new_signing_secret(),
+            event_types=types,
+            created_at=self.clock(),
+            failing_since=None,
+            disabled_at=None,
+        )
+        await self.repo.add_endpoint(endpoint)
+        return endpoint
+
+    async def list_endpoints(self, owner: str) -> list[Endpoint]:
+        return await self.repo.list_endpoints(owner)
+
+    async def get(self, owner: str, endpoint_id: str) -> Endpoint:
+        endpoint = await self.repo.get_endpoint(endpoint_id, owner) if len(endpoint_id) <= 40 else None
+        if endpoint is None:
+            raise NotFound(f"no webhook endpoint with id {endpoint_id!r}", field="id")
+        return endpoint
+
+    async def delete(self, owner: str, endpoint_id: str) -> None:
+        if len(endpoint_id) > 40 or not await self.repo.delete_endpoint(endpoint_id, owner):
+            raise NotFound(f"no webhook endpoint with id {endpoint_id!r}", field="id")
+
+    async def deliveries(self, owner: str, endpoint_id: str, limit: int = 100) -> list[Delivery]:
+        endpoint = await self.get(owner, endpoint_id)
+        return await self.repo.list_deliveries(endpoint.id, limit)
+
+    async def redeliver(self, owner: str, endpoint_id: str, delivery_id: str) -> Delivery:
+        """Send a delivery's event again to its endpoint (same event id), as a new delivery."""
+        endpoint = await self.get(owner, endpoint_id)
+        delivery = await self.repo.redeliver(endpoint.id, delivery_id, self.clock(), new_delivery_id())
+        if delivery is None:
+            raise NotFound(f"no delivery with id {delivery_id!r} for this endpoint", field="delivery_id")
+        self.wake()
+        return delivery

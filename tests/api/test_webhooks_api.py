@@ -1,0 +1,227 @@
+"""Events and webhooks through the in-process app (SQLite and PostgreSQL), delivered by the app's own
+background worker to a real receiver process that verifies every Standard Webhooks signature."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from chunkd.backends.repository.sqlalchemy.tables import events
+from chunkd.settings import Settings
+from tests.conftest import Api
+from tests.support.media_files import chunked_upload, make_png
+from tests.support.server import free_port
+from tests.support.webhook_receiver import WebhookReceiver
+
+OPERATOR_SECRET = "whsec_" + base64.b64encode(b"operator-secret-of-32-bytes-long").decode()
+ADMIN = "files:create,files:read,files:delete,webhooks:admin"
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver(tmp_path / "receiver", free_port())
+    server.set_secret("/operator", OPERATOR_SECRET)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str | None, receiver: WebhookReceiver) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        bootstrap_admin_key=False,
+        fsync=False,
+        min_part_size=1,
+        reaper_interval_seconds=3600,
+        lock_timeout_seconds=5,
+        webhook_urls=receiver.url("/operator"),
+        webhook_secret=OPERATOR_SECRET,
+        webhook_poll_seconds=0.05,
+        webhook_retry_base_seconds=0.05,
+        webhook_retry_max_delay_seconds=0.2,
+        webhook_disable_after_seconds=0.5,
+        webhook_block_private=False,  # the receiver is on loopback; the refusal has its own test
+    )
+
+
+async def admin(api: Api, owner: str) -> dict[str, str]:
+    _, token = await api.runtime.keys.create(owner, ADMIN)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def upload_file(api: Api, auth: dict[str, str], data: bytes, *, complete: bool = True) -> str:
+    created = await api.client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data)}, headers=auth)
+    assert created.status_code == 201, created.text
+    file_id: str = created.json()["id"]
+    assert (await api.client.put(f"/v1/files/{file_id}/parts/1", content=data, headers=auth)).status_code == 200
+    if complete:
+        done = await api.client.post(f"/v1/files/{file_id}/complete", headers=auth)
+        assert done.status_code == 200, done.text
+    return file_id
+
+
+def types_for(messages: list[dict[str, Any]], file_id: str) -> list[str]:
+    """The types of the events about ``file_id``, sorted (deliveries are concurrent: no order is promised)."""
+    return sorted(m["payload"]["type"] for m in messages if m["payload"]["data"]["id"] == file_id)
+
+
+async def test_lifecycle_events_reach_the_operator_endpoint_signed(api: Api, receiver: WebhookReceiver) -> None:
+    auth = api.auth()
+    data = os.urandom(3000)
+    kept = await upload_file(api, auth, data)
+    view = (await api.client.get(f"/v1/files/{kept}", headers=auth)).json()
+    cancelled = await upload_file(api, auth, b"x", complete=False)
+    assert (await api.client.post(f"/v1/files/{cancelled}/cancel", headers=auth)).status_code == 200
+    assert (await api.client.delete(f"/v1/files/{kept}", headers=auth)).status_code == 204
+
+    got = await receiver.arrived(lambda ms: len(ms) >= 5, path="/operator")
+    assert all(m["verified"] for m in got)
+    assert types_for(got, kept) == ["upload.completed", "upload.created", "upload.deleted"]
+    assert types_for(got, cancelled) == ["upload.cancelled", "upload.created"]
+    ids = [m["id"] for m in got]
+    assert len(set(ids)) == 5 and all(i.startswith("evt_") for i in ids)
+    completed = next(m["payload"] for m in got if m["payload"]["type"] == "upload.completed")
+    # The file object exactly as GET /v1/files/{id} shows it (but its upload URL), plus the frontend.
+    assert {k for k in view if k not in completed["data"]} == {"uploadUrl", "uploadMethod", "uploadHeaders"}
+    assert completed["data"] == {**{k: v for k, v in view.items() if not k.startswith("upload")}, "frontend": "native"}
+    assert completed["data"]["md5"] == hashlib.md5(data).hexdigest() and completed["timestamp"].endswith("Z")
+    cancel = next(m["payload"] for m in got if m["payload"]["type"] == "upload.cancelled")
+    assert cancel["data"]["status"] == "CANCELLED" and cancel["data"]["parts"] == []
+
+
+async def test_a_failed_change_writes_no_event(api: Api) -> None:
+    """The event is committed with the state change or not at all: a refused complete adds none."""
+    auth = api.auth()
+    file_id = await upload_file(api, auth, b"abc", complete=False)
+    wrong = await api.client.post(f"/v1/files/{file_id}/complete", json={"md5": "0" * 32}, headers=auth)
+    assert wrong.status_code == 400
+    async with api.runtime.repo.engine.connect() as conn:
+        written = (await conn.execute(select(events.c.type).where(events.c.upload_id == file_id))).scalars().all()
+    assert written == ["upload.created"]
+
+
+async def test_expiry_and_media_publication_are_events(api: Api, receiver: WebhookReceiver) -> None:
+    auth = api.auth()
+    pending = await upload_file(api, auth, b"abc", complete=False)
+    later = api.runtime.uploads.clock() + timedelta(days=2)
+    service = api.runtime.uploads
+    clock = service.clock
+    service.clock = lambda: later
+    try:
+        assert await service.expire_due() == 1
+    finally:
+        service.clock = clock
+    png = make_png(8, 8)
+    media_upload = await chunked_upload(api.client, png, "a.png", auth)
+    published = await api.client.post(
+        "/api/v2/media/upload/complete/",
+        data={"upload_id": media_upload, "md5": hashlib.md5(png).hexdigest()},
+        headers=auth,
+    )
+    assert published.status_code == 201, published.text
+    got = await receiver.arrived(lambda ms: "media.published" in types_for(ms, media_upload), path="/operator")
+    assert types_for(got, pending) == ["upload.created", "upload.expired"]
+    assert types_for(got, media_upload) == ["media.published", "upload.completed", "upload.created"]
+    media = next(m["payload"]["data"] for m in got if m["payload"]["type"] == "media.published")
+    assert media["frontend"] == "media" and media["media"]["id"] == published.json()["id"]
+    assert media["media"]["type"] == "image" and media["media"]["width"] == 8
+
+
+async def test_owner_endpoints_get_only_their_owners_events(api: Api, receiver: WebhookReceiver) -> None:
+    alice, bob = await admin(api, "alice"), await admin(api, "bob")
+    made = await api.client.post("/v1/webhooks", json={"url": receiver.url("/alice")}, headers=alice)
+    assert made.status_code == 201, made.text
+    endpoint = made.json()
+    assert endpoint["secret"].startswith("whsec_") and endpoint["events"] is None
+    receiver.set_secret("/alice", endpoint["secret"])
+    only_done = await api.client.post(
+        "/v1/webhooks", json={"url": receiver.url("/bob"), "events": ["upload.completed"]}, headers=bob
+    )
+    assert only_done.status_code == 201
+    receiver.set_secret("/bob", only_done.json()["secret"])
+
+    mine = await upload_file(api, alice, b"alice's")
+    theirs = await upload_file(api, bob, b"bob's")
+    await receiver.arrived(lambda ms: len(ms) >= 4, path="/operator")  # both uploads' events went out
+    alice_got = await receiver.arrived(lambda ms: len(ms) >= 2, path="/alice")
+    bob_got = await receiver.arrived(lambda ms: len(ms) >= 1, path="/bob")
+    assert all(m["verified"] for m in alice_got + bob_got)
+    assert types_for(alice_got, mine) == ["upload.completed", "upload.created"] and len(alice_got) == 2
+    assert types_for(bob_got, theirs) == ["upload.completed"] and len(bob_got) == 1
+
+    # The endpoint and its log are the owner's alone; the secret is not shown again.
+    listed = (await api.client.get("/v1/webhooks", headers=alice)).json()["data"]
+    assert [e["id"] for e in listed] == [endpoint["id"]] and listed[0].get("secret") is None
+    for path in (f"/v1/webhooks/{endpoint['id']}", f"/v1/webhooks/{endpoint['id']}/deliveries"):
+        assert (await api.client.get(path, headers=bob)).status_code == 404
+    assert (await api.client.delete(f"/v1/webhooks/{endpoint['id']}", headers=bob)).status_code == 404
+    log = (await api.client.get(f"/v1/webhooks/{endpoint['id']}/deliveries", headers=alice)).json()["data"]
+    assert len(log) == 2 and {d["status"] for d in log} == {"delivered"}
+    assert {d["eventId"] for d in log} == {m["id"] for m in alice_got}
+    assert all(d["attempts"] == 1 and d["responseStatus"] == 204 for d in log)
+
+    # Redelivery on request: a new delivery of the same event, with the same webhook-id.
+    first = log[-1]
+    again = await api.client.post(f"/v1/webhooks/{endpoint['id']}/deliveries/{first['id']}/retry", headers=alice)
+    assert again.status_code == 202, again.text
+    assert again.json()["eventId"] == first["eventId"] and again.json()["id"] != first["id"]
+    repeated = await receiver.arrived(lambda ms: len(ms) >= 3, path="/alice")
+    assert [m["id"] for m in repeated].count(first["eventId"]) == 2
+    assert (
+        await api.client.post(f"/v1/webhooks/{endpoint['id']}/deliveries/{first['id']}/retry", headers=bob)
+    ).status_code == 404
+
+    assert (await api.client.delete(f"/v1/webhooks/{endpoint['id']}", headers=alice)).status_code == 204
+    assert (await api.client.get("/v1/webhooks", headers=alice)).json()["data"] == []
+
+
+async def test_webhook_requests_are_checked(api: Api, receiver: WebhookReceiver) -> None:
+    alice = await admin(api, "alice")
+    no_scope = await api.client.post("/v1/webhooks", json={"url": receiver.url("/x")}, headers=api.auth())
+    assert no_scope.status_code == 403 and no_scope.json()["error"]["code"] == "missing_scope"
+    for body, field in (
+        ({"url": "ftp://example.com/hook"}, "url"),
+        ({"url": "http://user:pw@example.com/hook"}, "url"),
+        ({"url": receiver.url("/x"), "events": ["upload.exploded"]}, "events"),
+        ({"url": receiver.url("/x"), "events": []}, "events"),
+    ):
+        response = await api.client.post("/v1/webhooks", json=body, headers=alice)
+        assert response.status_code == 400 and response.json()["error"]["field"] == field, (body, response.text)
+    # Owner URLs must be public by default (SSRF): loopback, private and metadata addresses are refused.
+    api.runtime.extras["webhooks"].block_private = True
+    for url in (receiver.url("/x"), "http://10.0.0.1/hook", "http://169.254.169.254/latest", "http://[::1]:80/"):
+        response = await api.client.post("/v1/webhooks", json={"url": url}, headers=alice)
+        assert response.status_code == 400, (url, response.text)
+        assert response.json()["error"]["field"] == "url" and "public" in response.json()["error"]["message"]
+    assert (await api.client.get("/v1/webhooks", headers=alice)).json()["data"] == []
+
+
+async def test_an_endpoint_failing_for_long_is_disabled(api: Api, receiver: WebhookReceiver) -> None:
+    """Every attempt to an endpoint whose secret the receiver does not know gets a 400; after
+    failing for longer than webhook_disable_after_seconds (0.5 s here) the endpoint is disabled,
+    and its log shows the attempts and the answers."""
+    alice = await admin(api, "alice")
+    made = (await api.client.post("/v1/webhooks", json={"url": receiver.url("/broken")}, headers=alice)).json()
+    await upload_file(api, alice, b"x", complete=False)
+    while True:  # the worker retries every 0.05-0.2 s; wait until it gives up on the endpoint
+        endpoint = (await api.client.get(f"/v1/webhooks/{made['id']}", headers=alice)).json()
+        if endpoint["disabledAt"] is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert endpoint["failingSince"] is not None
+    log = (await api.client.get(f"/v1/webhooks/{made['id']}/deliveries", headers=alice)).json()["data"]
+    assert len(log) == 1 and log[0]["attempts"] >= 2 and log[0]["responseStatus"] == 400
+    assert log[0]["lastError"] == "HTTP 400" and log[0]["status"] == "pending"

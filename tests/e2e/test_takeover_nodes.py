@@ -1,0 +1,186 @@
+"""Two ``chunkd serve`` nodes on one PostgreSQL and one data dir, as behind a load balancer: a
+client whose PATCH on node A stalled (its connection still open, no more bytes) reconnects to
+node B and resumes at once. The request on B asks A's request to let go (PostgreSQL NOTIFY); A
+commits the bytes it received; B answers within 2 s; no byte is lost or written twice."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+from collections.abc import Iterator
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+import pytest
+
+from chunkd.backends.locks.postgres import advisory_key, asyncpg_dsn
+from tests.support.cluster import start_cluster
+from tests.support.media_files import make_pdf
+from tests.support.postgres import PostgresServer
+from tests.support.server import ChunkdServer
+
+pytestmark = [pytest.mark.e2e]
+
+MiB = 1024 * 1024
+DEADLINE = 2.0  # the take-over must be answered within this (the client's timeout)
+
+
+@pytest.fixture(scope="module")
+def database(pg_server: PostgresServer) -> str:
+    return pg_server.url(pg_server.create_database())
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[list[ChunkdServer]]:
+    servers = start_cluster(tmp_path_factory.mktemp("takeover"), database, {}, nodes=2)
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.kill()
+
+
+def wait_until_locked(database: str, upload_id: str) -> None:
+    """Until some node holds the upload's advisory lock (its request is streaming): seen held
+    three polls in a row, so a request's momentary look at the lock before it starts is not
+    mistaken for it."""
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(asyncpg_dsn(database))
+        try:
+            key = advisory_key(upload_id)
+            held = 0
+            for _ in range(1000):
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    held += 1
+                    if held == 3:
+                        return
+                else:
+                    held = 0
+                    await conn.fetchval("SELECT pg_advisory_unlock($1)", key)
+                await asyncio.sleep(0.01)
+            raise AssertionError("no node took the upload's lock")
+        finally:
+            await conn.close()
+
+    asyncio.run(probe())
+
+
+def stall(
+    server: ChunkdServer, path: str, headers: dict[str, str], length: int, first: bytes, method: str = "PATCH"
+) -> socket.socket:
+    """Start a request of ``length`` bytes on ``server``, send ``first`` of them, and go silent."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}", f"Content-Length: {length}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + first)
+    return sock
+
+
+def md5_on(server: ChunkdServer, key: str, upload_id: str) -> str:
+    info = httpx.get(f"{server.url}/v1/files/{upload_id}", headers={"Authorization": f"Bearer {key}"}).json()
+    assert info["status"] == "COMPLETED"
+    return str(info["md5"])
+
+
+def test_tus_patch_on_node_b_takes_over_a_stalled_patch_on_node_a(two_nodes: list[ChunkdServer], database: str) -> None:
+    node_a, node_b = two_nodes
+    key = node_a.create_key("alice")
+    data = os.urandom(6 * MiB)
+    tus = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {key}"}
+    url = httpx.post(f"{node_a.url}/files", headers={**tus, "Upload-Length": str(len(data))}).headers["location"]
+    upload_id = url.rsplit("/", 1)[1]
+    octets = {**tus, "Content-Type": "application/offset+octet-stream"}
+    stalled = stall(node_a, f"/files/{upload_id}", {**octets, "Upload-Offset": "0"}, len(data), data[: 2 * MiB])
+    try:
+        wait_until_locked(database, upload_id)
+        with httpx.Client(base_url=node_b.url, timeout=DEADLINE) as client:
+            # What tus-js-client does on a retry: HEAD (which ends the stale PATCH), then PATCH.
+            offset = int(client.head(f"/files/{upload_id}", headers=tus).headers["upload-offset"])
+            assert 0 <= offset <= 2 * MiB
+            done = client.patch(
+                f"/files/{upload_id}", content=data[offset:], headers={**octets, "Upload-Offset": str(offset)}
+            )
+        assert done.status_code == 204, done.text
+        # A's request was ended (its client is long gone; it gets the tus error answer).
+        response = stalled.recv(4096)
+        assert response.startswith(b"HTTP/1.1 400") or response == b""
+    finally:
+        stalled.close()
+    assert md5_on(node_a, key, upload_id) == hashlib.md5(data).hexdigest()
+
+
+def test_draft_patch_on_node_b_takes_over_without_a_head(two_nodes: list[ChunkdServer], database: str) -> None:
+    """An IETF-draft client that appends on B without asking for the offset first: B's PATCH
+    itself ends A's stalled one; if A had committed bytes, B answers 409 with the offset to resume
+    from at once."""
+    node_a, node_b = two_nodes
+    key = node_a.create_key("alice")
+    data = os.urandom(5 * MiB)
+    draft = {"Upload-Draft-Interop-Version": "8", "Authorization": f"Bearer {key}"}
+    created = httpx.post(f"{node_a.url}/files", headers={**draft, "Upload-Complete": "?0"})
+    upload_id = created.headers["location"].rsplit("/", 1)[1]
+    append = {**draft, "Content-Type": "application/partial-upload", "Upload-Complete": "?1"}
+    stalled = stall(node_a, f"/files/{upload_id}", {**append, "Upload-Offset": "0"}, len(data), data[: MiB // 2])
+    try:
+        wait_until_locked(database, upload_id)
+        with httpx.Client(base_url=node_b.url, timeout=DEADLINE) as client:
+            done = client.patch(f"/files/{upload_id}", content=data, headers={**append, "Upload-Offset": "0"})
+            if done.status_code == 409:  # A committed what it had received: resume from there
+                offset = int(done.headers["upload-offset"])
+                assert 0 < offset <= MiB // 2
+                done = client.patch(
+                    f"/files/{upload_id}", content=data[offset:], headers={**append, "Upload-Offset": str(offset)}
+                )
+        assert done.status_code == 200, done.text
+        assert done.json()["md5"] == hashlib.md5(data).hexdigest()
+    finally:
+        stalled.close()
+    assert md5_on(node_b, key, upload_id) == hashlib.md5(data).hexdigest()
+
+
+def test_media_chunk_on_node_b_takes_over_a_stalled_chunk_on_node_a(
+    two_nodes: list[ChunkdServer], database: str
+) -> None:
+    """The media API's Content-Range chunks: a chunk retried on B ends the same chunk stalled on A."""
+    node_a, node_b = two_nodes
+    key = node_a.create_key("alice")
+    pdf = make_pdf(padding=300_000)
+    first, second = pdf[:200_000], pdf[200_000:]
+    total = len(pdf)
+    auth = {"Authorization": f"Bearer {key}"}
+    one = httpx.post(
+        f"{node_a.url}/api/v2/media/upload/chunk/",
+        headers={**auth, "Content-Range": f"bytes 0-{len(first) - 1}/{total}"},
+        files={"document": ("doc.pdf", first, "application/pdf")},
+    )
+    assert one.status_code == 201, one.text
+    upload_id = one.json()["upload_id"]
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="upload_id"\r\n\r\n{upload_id}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="document"; filename="doc.pdf"\r\n'
+        "Content-Type: application/pdf\r\n\r\n"
+    ).encode()
+    body = head + second + f"\r\n--{boundary}--\r\n".encode()
+    headers = {
+        **auth,
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        "Content-Range": f"bytes {len(first)}-{total - 1}/{total}",
+    }
+    stalled = stall(node_a, "/api/v2/media/upload/chunk/", headers, len(body), body[: len(head) + 50_000], "POST")
+    try:
+        wait_until_locked(database, upload_id)
+        retry = httpx.post(f"{node_b.url}/api/v2/media/upload/chunk/", content=body, headers=headers, timeout=DEADLINE)
+        assert retry.status_code == 201, retry.text
+        assert retry.json()["offset"] == total
+    finally:
+        stalled.close()
+    md5 = hashlib.md5(pdf).hexdigest()
+    done = httpx.post(
+        f"{node_b.url}/api/v2/media/upload/complete/", headers=auth, data={"upload_id": upload_id, "md5": md5}
+    )
+    assert done.status_code == 201, done.text
+    assert md5_on(node_a, key, upload_id) == md5

@@ -1,0 +1,338 @@
+"""The browser upload page (``/``) in Debian's headless Chromium against a real ``chunkd serve``:
+sign in with an API key, upload three files (one of 50 MiB) with progress shown, pause and resume,
+reload the page mid-upload and pick the file again (it continues: no part the server already held
+is sent again), and delete a file from the list. Upload throughput is throttled through the
+DevTools protocol so that "mid-upload" lasts long enough to act in, whatever the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.files import FilesClient, MiB, random_file
+from tests.support.server import ChunkdServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+BIG = 50 * MiB + 12345
+
+
+def require_chromium() -> None:
+    if Path(CHROMIUM).exists():
+        return
+    message = f"chromium missing at {CHROMIUM}: run scripts/test-deps.sh"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+def throttle(page: Any, bytes_per_second: int, *, offline: bool = False, cdp: Any = None) -> Any:
+    """Limit the page's upload speed, or cut its network (DevTools network emulation; the server is
+    untouched). Returns the DevTools session, to change the conditions later through it."""
+    cdp = cdp or page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    conditions = {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_second}
+    cdp.send("Network.emulateNetworkConditions", conditions)
+    return cdp
+
+
+def state_of(page: Any, name: str) -> dict[str, Any]:
+    """The page's own view of one upload (state, bytes sent, parts the server acknowledged)."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """name => { const u = window.chunkdUploads.filter(u => u.file.name === name).pop();
+        return u ? {state: u.state, sent: u.sent, size: u.size, id: u.meta && u.meta.id,
+                    received: [...u.received], error: u.error && u.error.message, resumed: u.resumed} : null; }""",
+        name,
+    )
+
+
+def wait_for(page: Any, name: str, condition: str, timeout: float = 120_000) -> None:
+    """Wait until ``condition`` (JS over ``u``, the named upload) holds."""
+    page.wait_for_function(
+        f"""name => {{ const u = (window.chunkdUploads || []).filter(u => u.file.name === name).pop();
+        return Boolean(u && ({condition})); }}""",
+        arg=name,
+        timeout=timeout,
+    )
+
+
+def sign_in(page: Any, server: ChunkdServer, key: str) -> None:
+    page.goto(server.url + "/")
+    page.fill("#api-key", key)
+    page.click("#sign-in-form button[type=submit]")
+    page.wait_for_selector("#uploader:not([hidden])")
+    assert page.input_value("#api-key") == ""  # the key is not left in the form
+
+
+def test_page_is_served_with_a_strict_csp(live_server: ChunkdServer) -> None:
+    import httpx
+
+    page = httpx.get(live_server.url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "http" not in page.text.split("<body>")[0].replace("http-equiv", "")  # no asset from elsewhere
+    for asset in ("app.js", "uploader.js", "md5.js", "style.css"):
+        response = httpx.get(f"{live_server.url}/web/{asset}")
+        assert response.status_code == 200 and response.headers["content-security-policy"] == csp
+        assert "https://" not in response.text
+    assert httpx.get(f"{live_server.url}/web/..%2Fapp.py").status_code == 404
+
+
+def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, browser: Any, tmp_path: Path) -> None:
+    key = live_server.create_key("alice")
+    files = {"big.bin": BIG, "small.txt": 300_000, "medium.bin": 3 * MiB + 7}
+    paths = {name: tmp_path / name for name in files}
+    md5s = {name: random_file(paths[name], size) for name, size in files.items()}
+
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, live_server, key)
+    throttle(page, 4 * MiB)
+    page.set_input_files("#pick", [str(paths[n]) for n in files])
+
+    # Progress is shown while the big file is on its way, per file and in total.
+    wait_for(page, "big.bin", "u.received.size >= 1 && u.state === 'uploading'")
+    row = page.locator("#uploads li[data-name='big.bin']")
+    percent = int(row.locator(".percent").inner_text().rstrip("%"))
+    assert 0 < percent < 100
+    assert float(page.locator("#total-bar").get_attribute("value") or 0) > 0
+    assert "MiB of" in page.locator("#total-text").inner_text()
+
+    # Pause: nothing more is acknowledged; resume: it goes on.
+    row.locator("button.pause").click()
+    wait_for(page, "big.bin", "u.state === 'paused'")
+    paused = state_of(page, "big.bin")
+    assert row.locator(".status").inner_text() == "paused"
+    with FilesClient(live_server, key) as client:
+        held = client.get(paused["id"])
+        assert held["status"] == "PENDING" and 0 < len(held["parts"]) < held["partCount"]
+    row.locator("button.pause").click()  # now labelled Resume
+    # Held again the moment one more part is acknowledged (paused inside the page, in the same
+    # turn as the check, so several of its seven parts are surely still to go) ...
+    wait_for(
+        page,
+        "big.bin",
+        f"u.state === 'uploading' && u.received.size > {len(paused['received'])} && (u.pause(), true)",
+    )
+    wait_for(page, "small.txt", "u.state === 'done'")  # ... while the others finish
+    wait_for(page, "medium.bin", "u.state === 'done'")
+    upload_id = state_of(page, "big.bin")["id"]
+    storage = page.evaluate("() => JSON.stringify(Object.assign({}, localStorage))")
+    assert key not in storage and "eyJ" not in storage and "ck_" not in storage
+    assert upload_id in storage
+
+    # Reload mid-upload (bytes in flight): the token is gone with the page (memory only).
+    row.locator("button.pause").click()
+    wait_for(page, "big.bin", "u.state === 'uploading' && u.inflight.size > 0")
+    page.reload()
+    with FilesClient(live_server, key) as client:
+        before = client.get(upload_id)
+    assert before["status"] == "PENDING" and len(before["parts"]) < before["partCount"]
+    held_parts = {p["partNumber"] for p in before["parts"]}
+
+    sent_parts: list[int] = []
+    page.on(
+        "request",
+        lambda request: (
+            sent_parts.append(int(request.url.rsplit("/", 1)[1]))
+            if request.method == "PUT" and "/parts/" in request.url
+            else None
+        ),
+    )
+    page.wait_for_selector("#sign-in:not([hidden])")
+    sign_in(page, live_server, key)
+    throttle(page, 4 * MiB)
+    page.set_input_files("#pick", str(paths["big.bin"]))
+    wait_for(page, "big.bin", "u.state === 'done'", timeout=180_000)
+    after = state_of(page, "big.bin")
+    assert after["id"] == upload_id and after["resumed"] is True
+    assert not held_parts & set(sent_parts), "parts the server already held were sent again"
+    assert set(sent_parts) == set(range(1, before["partCount"] + 1)) - held_parts
+
+    with FilesClient(live_server, key) as client:
+        listed = {f["filename"]: f for f in client.http.get("/v1/files").json()["data"]}
+        for name, size in files.items():
+            assert listed[name]["status"] == "COMPLETED" and listed[name]["sizeBytes"] == size
+            assert client.download_md5(listed[name]["id"]) == (size, md5s[name])
+        assert json.loads(page.evaluate("() => localStorage.getItem('chunkd.resume.owner')")) == {}
+
+        # The list shows them; delete one from the page.
+        page.click("#refresh")
+        victim = page.locator(f"#file-rows tr[data-id='{listed['small.txt']['id']}']")
+        victim.wait_for()
+        victim.locator("button.delete").click()
+        page.wait_for_selector(f"#file-rows tr[data-id='{listed['small.txt']['id']}']", state="detached")
+        assert client.http.get(f"/v1/files/{listed['small.txt']['id']}").status_code == 404
+
+        # Cancel mid-upload: the server's upload is CANCELLED and the page forgets it.
+        dropped = tmp_path / "dropped.bin"
+        random_file(dropped, 40 * MiB)
+        page.set_input_files("#pick", str(dropped))
+        wait_for(page, dropped.name, "u.meta && u.sent > 0 && u.received.size === 0 && u.state === 'uploading'")
+        page.locator(f"#uploads li[data-name='{dropped.name}'] button.cancel").click()
+        wait_for(page, dropped.name, "u.state === 'cancelled'")
+        cancelled_id = state_of(page, dropped.name)["id"]
+        page.wait_for_function(f"() => !(localStorage.getItem('chunkd.resume.owner') || '').includes('{cancelled_id}')")
+
+        def cancelled() -> bool:
+            return bool(client.get(cancelled_id)["status"] == "CANCELLED")
+
+        deadline = time.monotonic() + 30  # the cancel request follows the page's change of state
+        while not cancelled() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cancelled()
+    context.close()
+
+
+def open_link(browser: Any, url: str) -> tuple[Any, Any]:
+    """The link's URL in a fresh browser context: no cookies, no storage, no key."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(url)
+    return context, page
+
+
+def test_upload_link_in_a_fresh_browser(live_server: ChunkdServer, browser: Any, tmp_path: Path) -> None:
+    owner_key = live_server.create_key("alice", "files:create,files:read,files:delete,links:admin")
+    path = tmp_path / "from partner.bin"
+    md5 = random_file(path, 5 * MiB + 3)
+    with FilesClient(live_server, owner_key) as owner:
+        # The owner makes the link on the page (shown because the key holds links:admin).
+        owner_page = browser.new_page()
+        sign_in(owner_page, live_server, owner_key)
+        owner_page.fill("#link-files", "2")
+        owner_page.fill("#link-note-input", "Invoices for ACME, please")
+        owner_page.click("#link-form button[type=submit]")
+        owner_page.wait_for_selector("#link-created:not([hidden])")
+        url = owner_page.input_value("#link-url")
+        assert url.startswith(f"{live_server.url}/#link=cl_")
+        links = owner.http.get("/v1/upload-links").json()["data"]
+        assert len(links) == 1 and links[0]["maxFiles"] == 2 and links[0]["note"] == "Invoices for ACME, please"
+        link = links[0]
+        owner_page.locator(f"#link-rows tr[data-id='{link['id']}']").wait_for()
+
+        context, page = open_link(browser, url)
+        page.wait_for_selector("#uploader:not([hidden])")
+        assert page.locator("#sign-in").is_hidden()
+        assert page.inner_text("#link-note") == "Invoices for ACME, please"
+        assert "up to 2 files" in page.inner_text("#link-limits")
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.state === 'done'")
+        assert page.locator("#files").is_hidden()  # a link's visitor sees no list of files
+        context.close()
+
+        files = owner.http.get("/v1/files").json()["data"]
+        assert [(f["filename"], f["uploadLink"], f["status"]) for f in files] == [(path.name, link["id"], "COMPLETED")]
+        assert owner.download_md5(files[0]["id"]) == (5 * MiB + 3, md5)
+
+        # Revoked from the page: the link is refused from then on.
+        owner_page.locator(f"#link-rows tr[data-id='{link['id']}'] button.revoke").click()
+        owner_page.wait_for_selector(f"#link-rows tr[data-id='{link['id']}'] button.revoke", state="detached")
+        assert owner.http.get("/v1/upload-links").json()["data"][0]["revokedAt"] is not None
+
+
+def test_refused_links_say_why_and_store_nothing(live_server: ChunkdServer, browser: Any, tmp_path: Path) -> None:
+    owner_key = live_server.create_key("alice", "files:create,files:read,files:delete,links:admin")
+    path = tmp_path / "big.bin"
+    random_file(path, 2 * MiB)
+    with FilesClient(live_server, owner_key) as owner:
+        # Past maxBytes: the server refuses the creation; the page shows its reason.
+        small = owner.http.post("/v1/upload-links", json={"maxBytes": MiB}).json()
+        context, page = open_link(browser, small["url"])
+        page.wait_for_selector("#uploader:not([hidden])")
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.state === 'failed'")
+        row = page.locator(f"#uploads li[data-name='{path.name}']")
+        assert "accepts at most 1048576 bytes" in row.locator(".detail").inner_text()
+        context.close()
+
+        # Revoked while the page is open: the next request is refused, with the reason.
+        revoked = owner.http.post("/v1/upload-links", json={}).json()
+        context, page = open_link(browser, revoked["url"])
+        page.wait_for_selector("#uploader:not([hidden])")
+        assert owner.http.delete(f"/v1/upload-links/{revoked['id']}").status_code == 200
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.state === 'failed'")
+        assert "revoked" in page.inner_text("#message")
+        page.reload()  # and opened again: refused at once
+        page.wait_for_selector("#message:not([hidden])")
+        assert "revoked" in page.inner_text("#message") and page.locator("#uploader").is_hidden()
+        context.close()
+
+        # Expired (a one-second link, waited for through the API): refused when opened.
+        expired = owner.http.post("/v1/upload-links", json={"expiresIn": 1}).json()
+        token = expired["url"].split("#link=", 1)[1]
+        import httpx
+
+        with httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {token}"}) as partner:
+            while (status := partner.get("/v1/upload-links/current").status_code) != 401:
+                assert status == 200, status
+                time.sleep(0.05)  # pacing the poll (the link's expiry is the server's own clock)
+        context, page = open_link(browser, expired["url"])
+        page.wait_for_selector("#message:not([hidden])")
+        assert "expired" in page.inner_text("#message") and page.locator("#uploader").is_hidden()
+        context.close()
+
+        assert owner.http.get("/v1/files").json()["data"] == []
+
+
+def test_upload_survives_a_dropped_network(browser: Any, tmp_path: Path) -> None:
+    """The browser goes offline mid-upload (parts in flight fail): the page waits for the network
+    and carries on by itself, and the file arrives whole."""
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_PART_SIZE": str(MiB)}).start()
+    try:
+        key = server.create_key("alice")
+        path = tmp_path / "through a tunnel.bin"
+        md5 = random_file(path, 12 * MiB + 1)
+        context = browser.new_context()
+        page = context.new_page()
+        sign_in(page, server, key)
+        cdp = throttle(page, 2 * MiB)
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.received.size >= 2")
+        failed: list[str] = []
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        throttle(page, 2 * MiB, offline=True, cdp=cdp)
+        page.wait_for_function("() => navigator.onLine === false")
+        wait_for(page, path.name, "u.requests.size === 0")  # every part in flight broke off
+        assert failed, "no request failed while offline"
+        offline = state_of(page, path.name)
+        assert offline["state"] == "uploading" and len(offline["received"]) < 13  # waiting, not failed
+        throttle(page, 2 * MiB, cdp=cdp)
+        wait_for(page, path.name, "u.state === 'done'", timeout=180_000)
+        with FilesClient(server, key) as client:
+            assert client.download_md5(offline["id"]) == (12 * MiB + 1, md5)
+        context.close()
+    finally:
+        server.kill()

@@ -1,0 +1,114 @@
+"""Asking the holder of an upload's lock to let go (``LockManager.releasable`` /
+``request_release`` / ``take_over``): in one process, and across two "nodes" (two lock managers)
+on one PostgreSQL database by LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chunkd.backends.locks.local import LocalLocks
+from chunkd.backends.locks.postgres import PostgresAdvisoryLocks
+from chunkd.backends.locks.stacked import StackedLocks
+from chunkd.domain import errors as e
+from chunkd.ports.locks import LockManager, take_over
+from tests.support.postgres import PostgresServer
+
+Pair = tuple[LockManager, LockManager]
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    return pg_server.url(pg_server.migrated_database())
+
+
+@pytest.fixture(params=["local", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str | None:
+    """None for one process's local locks, else a PostgreSQL URL for two nodes."""
+    if request.param == "local":
+        return None
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return server.url(server.migrated_database())
+
+
+@pytest.fixture
+async def nodes(backend: str | None, tmp_path: Path) -> AsyncIterator[Pair]:
+    """Two lock managers that must exclude each other: one process (local), or two nodes."""
+    if backend is None:
+        one = LocalLocks(tmp_path / "locks")
+        yield one, one
+        await one.close()
+        return
+    a = StackedLocks(LocalLocks(None), PostgresAdvisoryLocks(backend))
+    b = StackedLocks(LocalLocks(None), PostgresAdvisoryLocks(backend))
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def hold_until_released(locks: LockManager, upload_id: str, held: asyncio.Event, **kw: str) -> str:
+    """A writer: holds the lock until asked to let go."""
+    asked = asyncio.Event()
+    async with locks.releasable(upload_id, asked.set, **kw), locks.hold(upload_id, timeout=1):
+        held.set()
+        await asyncio.wait_for(asked.wait(), 10)
+    return "released"
+
+
+async def test_take_over_asks_the_holder_to_let_go(nodes: Pair) -> None:
+    a, b = nodes
+    held = asyncio.Event()
+    writer = asyncio.create_task(hold_until_released(a, "u1", held))
+    await held.wait()
+    await take_over(b, "u1", timeout=2)  # returns once the writer let go
+    assert await writer == "released"
+    async with b.hold("u1", timeout=0):
+        pass
+
+
+async def test_a_free_lock_is_taken_over_without_asking(nodes: Pair) -> None:
+    a, b = nodes
+    calls: list[str] = []
+    async with a.releasable("u2", lambda: calls.append("asked")):
+        await take_over(b, "u2", timeout=1)
+    assert calls == []
+
+
+async def test_a_holder_that_is_not_releasable_keeps_its_lock(nodes: Pair) -> None:
+    a, b = nodes
+    async with a.hold("u3", timeout=1):
+        with pytest.raises(e.Busy):
+            await take_over(b, "u3", timeout=0.5)
+
+
+async def test_a_writer_is_not_stopped_by_its_own_request(nodes: Pair) -> None:
+    """A writer's own take-over request (echoed back by NOTIFY) does not stop it; another's does.
+    Notifications arrive in order, so once the other's is seen the echo has been handled."""
+    a, b = nodes
+    calls: list[str] = []
+    stopped = asyncio.Event()
+
+    def stop() -> None:
+        calls.append("stopped")
+        stopped.set()
+
+    async with a.releasable("u4", stop, requester="me"):
+        await a.request_release("u4", requester="me")
+        await b.request_release("u4", requester="someone-else")
+        await asyncio.wait_for(stopped.wait(), 5)
+    assert calls == ["stopped"]
+
+
+async def test_release_requests_cross_nodes(pg_url: str) -> None:
+    a, b = PostgresAdvisoryLocks(pg_url), PostgresAdvisoryLocks(pg_url)
+    try:
+        asked = asyncio.Event()
+        async with a.releasable("u5", asked.set):
+            await b.request_release("u5")
+            await asyncio.wait_for(asked.wait(), 5)
+    finally:
+        await a.close()
+        await b.close()

@@ -1,0 +1,112 @@
+"""Refusals made by the shared guards (rate limits 429/413, duplicate credentials 400, a stalled
+body 408) come back in each dialect's own error shape: Fine Uploader's ``{"success": false,
+"error"}`` (retries left on for 429), tus's plain text with ``Tus-Resumable``, the media API's
+``{"detail", "code"}``, the asset API's ``{"status": "error", "message"}``, the Files API's JSON."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from tests.security.conftest import MakeApi
+
+TUS = {"Tus-Resumable": "1.0.0"}
+ONE_READ = "read=100/minute;write=1/minute;upload=1/minute"
+
+
+async def test_pm_rate_limit(make_api: MakeApi) -> None:
+    async with make_api(rate_limits=ONE_READ) as api:
+        form = {"qquuid": "0b9a4a4e-2f6e-4c55-9f8b-6f1f0d1f0c11", "qqfilename": "p.bin"}
+        for _ in range(2):
+            response = await api.client.post(
+                "/api/v2/pm/upload/", data=form, files={"qqfile": ("p.bin", b"x")}, headers=api.auth()
+            )
+        assert response.status_code == 429
+        body = response.json()
+        assert body["success"] is False and body["code"] == "rate_limited" and "rate limit" in body["error"]
+        assert "preventRetry" not in body  # Fine Uploader may retry after Retry-After
+        assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_tus_rate_limit_and_duplicate_credentials(make_api: MakeApi) -> None:
+    async with make_api(rate_limits=ONE_READ) as api:
+        for _ in range(2):
+            response = await api.client.post("/files/", headers={**api.auth(), **TUS, "Upload-Length": "5"})
+        assert response.status_code == 429
+        assert response.headers["Tus-Resumable"] == "1.0.0"
+        assert response.headers["Content-Type"].startswith("text/plain")
+        assert response.text.startswith("rate_limited: ")
+        key = api.keys["alice"]
+        duplicate = await api.client.head(
+            "/files/abc", headers=[("X-API-Key", key), ("X-API-Key", key), ("Tus-Resumable", "1.0.0")]
+        )
+        assert duplicate.status_code == 400 and duplicate.headers["Tus-Resumable"] == "1.0.0"
+
+
+async def test_media_rate_limit(make_api: MakeApi) -> None:
+    async with make_api(rate_limits=ONE_READ) as api:
+        for _ in range(2):
+            response = await api.client.post(
+                "/api/v2/media/upload/complete/", data={"upload_id": "x"}, headers=api.auth()
+            )
+        assert response.status_code == 429
+        body = response.json()
+        assert body["code"] == "rate_limited" and "rate limit" in body["detail"]
+
+
+async def test_asset_rate_limit(make_api: MakeApi) -> None:
+    async with make_api(rate_limits=ONE_READ) as api:
+        for _ in range(2):
+            response = await api.client.post("/asset", json={"filename": "a.mp4"}, headers=api.auth())
+        assert response.status_code == 429
+        body = response.json()
+        assert body["status"] == "error" and "rate limit" in body["message"]
+
+
+async def test_native_rate_limit_keeps_its_shape(make_api: MakeApi) -> None:
+    async with make_api(rate_limits=ONE_READ) as api:
+        for _ in range(2):
+            response = await api.client.post("/v1/files", json={"filename": "a", "sizeBytes": 1}, headers=api.auth())
+        assert response.status_code == 429
+        error = response.json()["error"]
+        assert error["code"] == "rate_limited" and error["category"] == "write"
+
+
+async def test_bytes_budget_cut_in_the_pm_dialect(make_api: MakeApi) -> None:
+    async with make_api(rate_limits="read=100/minute;write=100/minute;bytes=100/minute") as api:
+        response = await api.client.post(
+            "/api/v2/pm/upload/",
+            data={"qquuid": "0b9a4a4e-2f6e-4c55-9f8b-6f1f0d1f0c12", "qqfilename": "p.bin"},
+            files={"qqfile": ("p.bin", b"x" * 1000)},
+            headers=api.auth(),
+        )
+        assert response.status_code == 413
+        body = response.json()
+        assert body["success"] is False and body["code"] == "too_large" and body["preventRetry"] is True
+
+
+async def test_stalled_tus_patch_gets_a_plain_text_408(make_api: MakeApi) -> None:
+    async with make_api(body_idle_timeout_seconds=0.3, rate_limits="") as api:
+        created = await api.client.post("/files/", headers={**api.auth(), **TUS, "Upload-Length": "10"})
+        location = created.headers["Location"]
+
+        async def stalls() -> AsyncIterator[bytes]:
+            yield b"01234"
+            await asyncio.sleep(5)  # the client stops sending (the guard cuts it after 0.3 s)
+            yield b"56789"
+
+        response = await api.client.patch(
+            location,
+            content=stalls(),
+            headers={
+                **api.auth(),
+                **TUS,
+                "Upload-Offset": "0",
+                "Content-Type": "application/offset+octet-stream",
+            },
+        )
+        assert response.status_code == 408, response.text
+        assert response.headers["Tus-Resumable"] == "1.0.0"
+        assert response.text.startswith("body_timeout: ")
+        offset = await api.client.head(location, headers={**api.auth(), **TUS})
+        assert offset.headers["Upload-Offset"] == "5"  # the durable bytes stay

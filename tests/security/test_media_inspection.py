@@ -1,0 +1,118 @@
+"""Hostile PDFs and images are inspected in worker processes with limits: a page cap, a wall time
+past which the worker is killed (the file refused with a 400 while the server carries on), and a
+refusal recorded on the upload, so completing the same bytes again answers the same 400 at once
+without parsing them again."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+
+import httpx
+import pytest
+from pypdf import PdfWriter
+
+from chunkd.service.media import MediaService
+from tests.conftest import Api
+from tests.security.conftest import MakeApi
+from tests.support.media_files import chunked_upload, make_png
+
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+COMPLETE = "/api/v2/media/upload/complete/"
+
+
+def _pdf_pages(pages: int) -> bytes:
+    writer = PdfWriter()
+    for _ in range(pages):
+        writer.add_blank_page(width=100, height=100)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def _lying_pdf(pages: int, declared: int = 1) -> bytes:
+    """A PDF whose page tree holds ``pages`` pages but declares ``declared`` (so a check of the
+    declared count alone lets it through, and walking the tree is what costs)."""
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets: list[int] = []
+
+    def obj(body: bytes) -> None:
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n%s\nendobj\n" % (len(offsets), body))
+
+    kids = b" ".join(b"%d 0 R" % (3 + i) for i in range(pages))
+    obj(b"<< /Type /Catalog /Pages 2 0 R >>")
+    obj(b"<< /Type /Pages /Count %d /Kids [%s] >>" % (declared, kids))
+    for _ in range(pages):
+        obj(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(offsets) + 1))
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(offsets) + 1, xref))
+    return out.getvalue()
+
+
+def _media(api: Api) -> MediaService:
+    return api.runtime.media
+
+
+async def _complete(api: Api, upload_id: str, data: bytes) -> httpx.Response:
+    return await api.client.post(
+        COMPLETE, data={"upload_id": upload_id, "md5": hashlib.md5(data).hexdigest()}, headers=api.auth()
+    )
+
+
+async def test_page_cap_refuses_a_pdf_with_too_many_pages_once(make_api: MakeApi) -> None:
+    async with make_api(media_max_pdf_pages=10) as api:
+        for data, pages in ((_pdf_pages(50), 50), (_lying_pdf(30), 30)):
+            upload_id = await chunked_upload(api.client, data, "book.pdf", api.auth(), field="document")
+            refused = await _complete(api, upload_id, data)
+            assert refused.status_code == 400, refused.text
+            assert f"{pages} pages" in refused.json()["detail"] and "10" in refused.json()["detail"]
+            status = await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())
+            assert status.json()["status"] == "PENDING"
+            # The same bytes again: the same answer, and no worker parses them a second time.
+            jobs = _media(api).inspector.jobs_started
+            again = await _complete(api, upload_id, data)
+            assert again.status_code == 400 and again.json()["detail"] == refused.json()["detail"]
+            assert _media(api).inspector.jobs_started == jobs
+        # A document under the cap is still published.
+        fine = _pdf_pages(3)
+        upload_id = await chunked_upload(api.client, fine, "ok.pdf", api.auth(), field="document")
+        assert (await _complete(api, upload_id, fine)).status_code == 201
+
+
+async def test_an_inspection_past_its_wall_time_is_killed_and_refused(make_api: MakeApi) -> None:
+    # 20,000 pages behind a declared count of 1: walking the page tree takes pypdf many seconds.
+    hostile = _lying_pdf(20_000)
+    async with make_api(media_inspect_timeout_seconds=1, media_max_chunk_bytes=1024 * 1024) as api:
+        inspector = _media(api).inspector
+        upload_id = await chunked_upload(api.client, hostile, "slow.pdf", api.auth(), field="document", chunk=2**20)
+        before = inspector.jobs_started
+        slow = asyncio.create_task(_complete(api, upload_id, hostile))
+        while inspector.jobs_started == before and not slow.done():  # the job is in a worker now
+            await asyncio.sleep(0.01)
+
+        # Meanwhile the server answers: a native upload, and an image inspected by another worker.
+        created = await api.client.post("/v1/files", json={"filename": "a", "sizeBytes": 3}, headers=api.auth())
+        assert created.status_code == 201
+        file_id = created.json()["id"]
+        assert (await api.client.put(f"/v1/files/{file_id}/content", content=b"abc", headers=api.auth())).is_success
+        png = make_png(16, 16)
+        png_id = await chunked_upload(api.client, png, "a.png", api.auth())
+        assert (await _complete(api, png_id, png)).status_code == 201
+
+        refused = await slow
+        assert refused.status_code == 400, refused.text
+        assert "longer than the 1 seconds" in refused.json()["detail"]
+        jobs = inspector.jobs_started
+        again = await _complete(api, upload_id, hostile)
+        assert again.status_code == 400 and again.json()["detail"] == refused.json()["detail"]
+        assert inspector.jobs_started == jobs
+        # The pool replaced the killed worker: inspections go on.
+        png_id = await chunked_upload(api.client, png, "b.png", api.auth())
+        assert (await _complete(api, png_id, png)).status_code == 201

@@ -1,0 +1,347 @@
+"""The HTTP server's own limits, from a raw socket against a real ``chunkd serve`` (uvicorn with
+chunkd's protocol): a request head over the cap gets 431 and the connection closes; a head not
+finished in time gets 408; a silent connection is closed; a trickled body is cut with 408 and the
+durable parts stay; a client that goes away leaves one info line and no traceback;
+``limit_concurrency`` answers 503; informational responses reach the client before the request
+body is complete."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.server import ChunkdServer, free_port
+
+pytestmark = pytest.mark.e2e
+
+HEAD_CAP = 8192
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ChunkdServer, str]]:
+    env = {
+        "CHUNKD_MAX_HEADER_BYTES": str(HEAD_CAP),
+        "CHUNKD_HEADER_TIMEOUT_SECONDS": "1",
+        "CHUNKD_MIN_BODY_RATE_BYTES_PER_SECOND": "1000",
+        "CHUNKD_MIN_BODY_RATE_WINDOW_SECONDS": "1",
+        "CHUNKD_MIN_BODY_RATE_GRACE_SECONDS": "1",
+        "CHUNKD_BODY_IDLE_TIMEOUT_SECONDS": "60",
+        "CHUNKD_MIN_PART_SIZE": "1",
+        "CHUNKD_FSYNC": "false",
+    }
+    server = ChunkdServer(tmp_path_factory.mktemp("limits") / "data", env=env)
+    server.start()
+    try:
+        yield server, server.create_key("alice")
+    finally:
+        server.kill()
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=20)
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One response (status, lower-cased headers, body by Content-Length) from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a response head: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def _closed(sock: socket.socket) -> bool:
+    """True when the server closed the connection (EOF or reset), waiting for it."""
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _wait_for_log(server: ChunkdServer, text: str, count: int = 1, timeout: float = 20.0) -> str:
+    """The server log once ``text`` is in it ``count`` times."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = server.log.read_text()
+        if log.count(text) >= count:
+            return log
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the server log:\n{server.log.read_text()}")
+
+
+def test_oversized_head_sent_at_once_gets_431_and_close(limited: tuple[ChunkdServer, str]) -> None:
+    server, _ = limited
+    with _connect(server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
+        status, headers, body = _read_response(sock)
+        assert status == 431 and headers["connection"] == "close", body
+        assert str(HEAD_CAP).encode() in body
+        assert _closed(sock)
+
+
+def test_unfinished_head_over_the_cap_is_refused_without_waiting_for_its_end(
+    limited: tuple[ChunkdServer, str],
+) -> None:
+    server, _ = limited
+    with _connect(server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        sent = 0
+        sock.settimeout(5)
+        try:
+            while sent < 64 * HEAD_CAP:  # never ends the header line
+                sock.sendall(b"a" * 1024)
+                sent += 1024
+        except OSError:
+            pass
+        sock.settimeout(20)
+        status, _, _ = _read_response(sock)
+        assert status == 431
+        assert _closed(sock)
+    # Many headers, each small, add up too.
+    with _connect(server.port) as sock:
+        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        assert _read_response(sock)[0] == 431
+
+
+def test_head_under_the_cap_is_served(limited: tuple[ChunkdServer, str]) -> None:
+    server, _ = limited
+    with _connect(server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (HEAD_CAP // 2) + b"\r\n\r\n")
+        assert _read_response(sock)[0] == 200
+        # Keep-alive: the cap counts each request's head on its own.
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (HEAD_CAP // 2) + b"\r\n\r\n")
+        assert _read_response(sock)[0] == 200
+
+
+def test_half_sent_head_is_answered_408_and_closed(limited: tuple[ChunkdServer, str]) -> None:
+    server, _ = limited
+    with _connect(server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line
+        status, headers, body = _read_response(sock)
+        assert status == 408 and headers["connection"] == "close", body
+        assert _closed(sock)
+
+
+def test_silent_connection_is_closed(limited: tuple[ChunkdServer, str]) -> None:
+    server, _ = limited
+    with _connect(server.port) as sock:
+        assert _closed(sock)
+
+
+def test_keep_alive_connection_sending_a_slow_second_head_is_closed(limited: tuple[ChunkdServer, str]) -> None:
+    server, _ = limited
+    with _connect(server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_response(sock)[0] == 200
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert _read_response(sock)[0] == 408
+        assert _closed(sock)
+
+
+def test_trickled_body_is_cut_with_408_and_durable_parts_kept(limited: tuple[ChunkdServer, str]) -> None:
+    server, key = limited
+    auth = {"Authorization": f"Bearer {key}"}
+    created = httpx.post(
+        f"{server.url}/v1/files", json={"filename": "t.bin", "sizeBytes": 3000, "partSize": 1000}, headers=auth
+    )
+    file_id = created.json()["id"]
+    answered = threading.Event()
+    with _connect(server.port) as sock:
+        sock.sendall(
+            (
+                f"PUT /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                "Content-Type: application/octet-stream\r\nContent-Length: 3000\r\n\r\n"
+            ).encode()
+            + b"a" * 2000
+        )
+
+        def trickle() -> None:  # 10 bytes a second: well under the 1,000 bytes/s minimum
+            for _ in range(900):
+                if answered.wait(0.1):
+                    return
+                try:
+                    sock.sendall(b"a")
+                except OSError:
+                    return
+
+        sender = threading.Thread(target=trickle, daemon=True)
+        sender.start()
+        try:
+            status, headers, body = _read_response(sock)
+        finally:
+            answered.set()
+            sender.join()
+    assert status == 408, body
+    assert b"slower than 1000 bytes/s" in body
+    assert headers.get("connection") == "close"
+    got = httpx.get(f"{server.url}/v1/files/{file_id}", headers=auth).json()
+    assert got["status"] == "PENDING" and [p["partNumber"] for p in got["parts"]] == [1, 2]
+
+
+def test_dropped_client_is_one_info_line_without_traceback(limited: tuple[ChunkdServer, str]) -> None:
+    server, key = limited
+    auth = {"Authorization": f"Bearer {key}"}
+    created = httpx.post(
+        f"{server.url}/v1/files", json={"filename": "d.bin", "sizeBytes": 30000, "partSize": 30000}, headers=auth
+    )
+    file_id = created.json()["id"]
+    line = f"client disconnected: PUT /v1/files/{file_id}/parts/1"
+    for drops in range(1, 4):
+        with _connect(server.port) as sock:
+            sock.sendall(
+                (
+                    f"PUT /v1/files/{file_id}/parts/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                    "Content-Type: application/octet-stream\r\nContent-Length: 30000\r\n\r\n"
+                ).encode()
+                + b"a" * 10000
+            )
+        _wait_for_log(server, line, drops)
+    log = server.log.read_text()
+    assert log.count(line) == 3
+    assert "Traceback" not in log and "Exception in ASGI application" not in log
+    assert all(not entry.startswith(("ERROR", "WARNING")) for entry in log.splitlines() if file_id in entry), log
+
+
+def test_concurrency_limit_answers_503(tmp_path: Path) -> None:
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_LIMIT_CONCURRENCY": "3"}).start()
+    try:
+        held = [_connect(server.port) for _ in range(3)]
+        try:
+            with _connect(server.port) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert _read_response(sock)[0] == 503
+        finally:
+            for sock in held:
+                sock.close()
+    finally:
+        server.kill()
+
+
+@contextmanager
+def _informational_app(root: Path, mode: str) -> Iterator[int]:
+    """tests/support/informational_app.py under uvicorn with chunkd's protocol; yields its port."""
+    port = free_port()
+    log = root / f"informational-{mode}.log"
+    sources = Path(__file__).resolve().parents[2]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.informational_app", str(port), mode],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(sources / "src"), str(sources)])},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(log.read_text()) from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def informational_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    with _informational_app(tmp_path_factory.mktemp("informational"), "on") as port:
+        yield port
+
+
+def _read_head(sock: socket.socket, buffer: bytearray) -> bytes:
+    """The next response head (up to the blank line) from ``buffer`` + the socket."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed; got {bytes(buffer)!r}")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    buffer[:] = rest
+    return head
+
+
+def test_informational_responses_arrive_before_the_body_is_complete(informational_server: int) -> None:
+    with _connect(informational_server) as sock:
+        sock.sendall(b"POST /files/ HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+        buffer = bytearray()
+        first = _read_head(sock, buffer).split(b"\r\n")
+        assert first[0] == b"HTTP/1.1 104 Upload Resumption Supported"
+        assert b"location: /files/abc" in first and b"upload-offset: 0" in first
+        second = _read_head(sock, buffer).split(b"\r\n")
+        assert second[0] == b"HTTP/1.1 104 Upload Resumption Supported" and b"upload-offset: 1" in second
+        sock.sendall(b"67890")  # the body's end only after both 104s arrived
+        final = _read_head(sock, buffer)
+        assert final.startswith(b"HTTP/1.1 200 ")
+        while len(buffer) < len(b"read 10; informational supported"):
+            buffer += sock.recv(65536)
+        assert bytes(buffer) == b"read 10; informational supported"
+
+
+def test_informational_responses_are_not_offered_to_http_1_0(informational_server: int) -> None:
+    with _connect(informational_server) as sock:
+        sock.sendall(b"POST /files/ HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+        status, _, body = _read_response(sock)
+        assert status == 200 and body == b"read 2; informational unsupported"
+
+
+def test_informational_responses_turned_off_are_not_offered(tmp_path: Path) -> None:
+    with _informational_app(tmp_path, "off") as port, _connect(port) as sock:
+        sock.sendall(b"POST /files/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
+        status, _, body = _read_response(sock)
+        assert status == 200 and body == b"read 2; informational unsupported"
+
+
+def test_server_limits_are_documented_settings() -> None:
+    from chunkd.settings import Settings
+
+    fields = Settings.model_fields
+    for name in (
+        "max_header_bytes",
+        "header_timeout_seconds",
+        "min_body_rate_bytes_per_second",
+        "min_body_rate_window_seconds",
+        "limit_concurrency",
+    ):
+        assert fields[name].description, name
+    assert Settings().max_header_bytes == 64 * 1024
+
+
+def test_granian_applies_the_head_cap_and_the_header_timeout(tmp_path: Path) -> None:
+    env = {"CHUNKD_SERVER": "granian", "CHUNKD_MAX_HEADER_BYTES": "8192", "CHUNKD_HEADER_TIMEOUT_SECONDS": "1"}
+    server = ChunkdServer(tmp_path / "data", env=env).start()
+    try:
+        with _connect(server.port) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+            assert _read_response(sock)[0] == 431
+        with _connect(server.port) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            assert _closed(sock)
+    finally:
+        server.kill()

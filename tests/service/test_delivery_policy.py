@@ -1,0 +1,42 @@
+"""Retry timing of webhook deliveries: doubling delays from the base, capped, with ±10 % jitter,
+and no retry once the window after the delivery's creation has passed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from chunkd.ports.webhooks import ClaimedDelivery, Delivery, DeliveryStatus, Endpoint
+from chunkd.service.delivery import DeliveryPolicy
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def claimed(attempts: int, created: datetime = T0) -> ClaimedDelivery:
+    delivery = Delivery(
+        "dlv_1", "wh_1", "evt_1", DeliveryStatus.PENDING, attempts, created, created, None, None, None, None
+    )
+    endpoint = Endpoint("wh_1", "alice", "https://example.com/", "whsec_x", None, created, None, None)
+    return ClaimedDelivery(delivery, endpoint, {}, created)
+
+
+def test_delays_double_up_to_the_cap() -> None:
+    policy = DeliveryPolicy(retry_base=5, retry_max_delay=3600, retry_window=10 * 86400)
+    for attempts, base in ((0, 5), (1, 10), (2, 20), (5, 160), (20, 3600), (500, 3600)):
+        when = policy.retry_at(claimed(attempts), T0)
+        assert when is not None
+        delay = (when - T0).total_seconds()
+        assert base * 0.9 <= delay <= base * 1.1, (attempts, delay)
+
+
+def test_default_schedule_covers_at_least_a_day() -> None:
+    policy = DeliveryPolicy()
+    now, attempts = T0, 0
+    while (when := policy.retry_at(claimed(attempts), now)) is not None:
+        now, attempts = when, attempts + 1
+    assert now - T0 >= timedelta(hours=23) and attempts >= 20
+
+
+def test_no_retry_after_the_window() -> None:
+    policy = DeliveryPolicy(retry_base=5, retry_window=60)
+    assert policy.retry_at(claimed(0), T0 + timedelta(seconds=50)) is not None
+    assert policy.retry_at(claimed(3), T0 + timedelta(seconds=59)) is None
