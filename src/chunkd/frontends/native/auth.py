@@ -60,6 +60,9 @@ class TokenResponse(BaseModel):
 
 async def _issue(request: Request, body: TokenRequest | None) -> dict[str, Any]:
     who = await principal(request)
+    if body is None and (await request.body()).strip():
+        # The body is optional, but one that is sent must be an object: JSON null is refused.
+        raise e.InvalidInput("the body must be a JSON object (or absent)", field="body")
     tokens = runtime(request).tokens
     if tokens is None:
         raise e.Forbidden("access tokens are not enabled on this server", field="accessToken")

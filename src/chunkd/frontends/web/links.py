@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from chunkd.frontends.http import dialect_route, isotime, principal, runtime
@@ -83,6 +84,22 @@ router = APIRouter(
 LinkId = Annotated[str, Path(min_length=1, max_length=64, description="Upload link id.")]
 
 
+class _LinkIdConvertor(Convertor[str]):
+    """Only a link id (32 hex digits) matches ``{link_id:linkid}``: so ``/v1/upload-links/current``
+    is never also taken for a link id (its 405 would name methods it does not have)."""
+
+    regex = "[0-9a-f]{32}"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("linkid", _LinkIdConvertor())
+
+
 @router.post("", status_code=201, response_model=UploadLink, summary="Create an upload link")
 async def create_link(request: Request, body: CreateUploadLinkRequest) -> dict[str, Any]:
     """Uploads made through the link land in your files, tagged with ``uploadLink``. Required
@@ -116,14 +133,14 @@ async def current_link(request: Request) -> dict[str, Any]:
     return _view(await runtime(request).links.current(who))
 
 
-@router.get("/{link_id}", response_model=UploadLink, summary="Get an upload link")
+@router.get("/{link_id:linkid}", response_model=UploadLink, summary="Get an upload link")
 async def get_link(request: Request, link_id: LinkId) -> dict[str, Any]:
     """A revoked (deleted) link answers 404; the list still shows it, with ``revokedAt``."""
     who = await principal(request, "links:admin")
     return _view(await runtime(request).links.get(who.owner, link_id, revoked=False))
 
 
-@router.delete("/{link_id}", response_model=UploadLink, summary="Revoke an upload link at once")
+@router.delete("/{link_id:linkid}", response_model=UploadLink, summary="Revoke an upload link at once")
 async def revoke_link(request: Request, link_id: LinkId) -> dict[str, Any]:
     """The link's token is refused from its next request on, also for uploads in progress through
     it. Answers the revoked link (``revokedAt`` set); revoking again changes nothing."""
