@@ -132,7 +132,7 @@ def test_generated_client_creates_uploads_completes_and_downloads(server: Chunkd
     assert isinstance(wrong, models.ErrorResponse) and wrong.error.code == "checksum_mismatch"
     # complete with no body at all.
     finished = _api(generated, "complete_file").sync(created.id, client=client)
-    assert isinstance(finished, models.FileCompleteResponse), finished
+    assert isinstance(finished, models.FileCompletedResponse), finished
     assert finished.status == "COMPLETED" and isinstance(finished.completed_at, datetime)
     downloaded = _api(generated, "download_v1").sync(created.id, client=client)
     assert isinstance(downloaded, types.File), downloaded
@@ -155,7 +155,7 @@ def test_generated_client_whole_body_put(server: ChunkdServer, generated: Module
     assert isinstance(stored, models.FileObject) and stored.status == "PENDING", stored
     md5 = hashlib.md5(data).hexdigest()
     finished = _api(generated, "complete_file").sync(created.id, client=client, body=models.CompleteRequest(md5=md5))
-    assert isinstance(finished, models.FileCompleteResponse) and finished.status == "COMPLETED", finished
+    assert isinstance(finished, models.FileCompletedResponse) and finished.status == "COMPLETED", finished
     downloaded = _api(generated, "download_v1").sync(created.id, client=client)
     assert isinstance(downloaded, types.File) and hashlib.md5(downloaded.payload.read()).hexdigest() == md5
 

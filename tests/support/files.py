@@ -80,3 +80,10 @@ def read_slice(path: Path, start: int, length: int) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(start)
         return handle.read(length)
+
+
+def part_etag(data: bytes) -> str:
+    """The ETag the Files API gives a part sent without Content-MD5: its CRC-64/NVME, quoted."""
+    from chunkd.service.crc import crc64_hex, crc64nvme
+
+    return f'"{crc64_hex(crc64nvme(data))}"'
