@@ -308,7 +308,12 @@ async def test_corpus_in_frontend_ids(make_api: MakeApi, tmp_path: Path) -> None
         failures = []
         for value in CORPUS:
             for label, response in await _frontend_id_requests(api, value, ids):
-                if not 400 <= response.status_code < 500:
+                # The client resolves dot segments itself: "/files/../" is sent as "/", the upload
+                # page, which is no request to the frontend at all (nothing stored, nothing read).
+                left = response.request.url.path == "/" and response.headers.get("content-type", "").startswith(
+                    "text/html"
+                )
+                if not 400 <= response.status_code < 500 and not left:
                     failures.append((label, value[:40], response.status_code, response.text[:200]))
         assert not failures, "\n".join(map(str, failures))
         assert _snapshot(tmp_path, data_dir) == before

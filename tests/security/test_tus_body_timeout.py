@@ -25,7 +25,6 @@ def stalling_server(tmp_path: Path) -> Iterator[tuple[ChunkdServer, str]]:
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=False, reason="middleware dialect rendering (sec-http)")
 def test_stalled_tus_patch_is_a_plain_text_408(stalling_server: tuple[ChunkdServer, str]) -> None:
     server, key = stalling_server
     created = httpx.post(
