@@ -282,7 +282,12 @@ def test_kill_9_of_a_download_then_rerun_continues_with_range_and_verifies(
         cli = spawn(
             "download", file_id, "-o", str(target), env={**env, "CHUNKD_URL": slow.url}, log=tmp_path / "cli.log"
         )
-        wait_for(lambda: partial.exists() and partial.stat().st_size >= 2 * MiB, what="2 MiB downloaded")
+        # Also stop waiting if the CLI ended early, and show why.
+        wait_for(
+            lambda: (partial.exists() and partial.stat().st_size >= 2 * MiB) or cli.poll() is not None,
+            what="2 MiB downloaded",
+        )
+        assert cli.poll() is None, (tmp_path / "cli.log").read_text()[-2000:]
         os.killpg(cli.pid, signal.SIGKILL)
         cli.wait(timeout=30)
     finally:
