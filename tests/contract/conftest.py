@@ -28,6 +28,7 @@ from chunkd.backends.repository.sqlalchemy.database import create_engine, migrat
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
 from chunkd.domain.upload import Upload
 from chunkd.ports.blobs import BlobStore
+from tests.support.sqlite import copy_sqlite
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,9 @@ async def s3_stored(store: BlobStore, upload: Upload) -> set[str]:
 # ---- SQLite ----------------------------------------------------------------------------------
 @asynccontextmanager
 async def sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlRepository]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'contract.db'}")
+    # A copy of the session's migrated template; migrate() then checks and finds nothing to do.
+    database = copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path, "contract.db")
+    engine = create_engine(f"sqlite:///{database}")
     await migrate(engine)
     repo = SqlRepository(engine)
     try:
