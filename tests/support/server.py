@@ -1,14 +1,16 @@
 """A real ``chunkd serve`` process for end-to-end tests: start, stop, kill -9, restart on the
-same data dir, and API keys made with the real ``chunkd keys create`` command."""
+same data dir, and API keys made in its database."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -72,21 +74,22 @@ class ChunkdServer:
         return self.start()
 
     def create_key(self, owner: str, scopes: str = "files:create,files:read,files:delete") -> str:
-        result = subprocess.run(
-            [
-                str(BIN / "chunkd"),
-                "keys",
-                "create",
-                "--owner",
-                owner,
-                "--scopes",
-                scopes,
-                "--data-dir",
-                str(self.data_dir),
-            ],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return result.stdout.strip().splitlines()[-1]
+        """An API key in this server's database, made as ``chunkd keys create`` makes it (through the
+        runtime's key service) but in this process: a ``chunkd`` process would spend seconds of CPU
+        importing the app for each key. The command itself is tested in tests/cli/test_keys.py."""
+        from chunkd.runtime import open_runtime
+        from chunkd.settings import Settings
+
+        settings = Settings(data_dir=self.data_dir, database_url=self.env.get("CHUNKD_DATABASE_URL"))
+
+        async def create() -> str:
+            runtime = await open_runtime(settings)
+            try:
+                _, token = await runtime.keys.create(owner, scopes)
+                return token
+            finally:
+                await runtime.close()
+
+        # A thread of its own: the caller may be a test that runs an event loop already.
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, create()).result()
