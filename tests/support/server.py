@@ -38,7 +38,9 @@ class ChunkdServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> ChunkdServer:
+    def start(self, timeout: float = 120.0) -> ChunkdServer:
+        """Spawn the server and wait until it answers /healthz; ``timeout`` only bounds a server that
+        never comes up (a loaded machine may take many seconds to import the app)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
@@ -49,15 +51,18 @@ class ChunkdServer:
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"chunkd serve exited with {self.process.returncode}: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        # One client for the whole wait: each httpx.get() builds a client (and an SSL context), tens
+        # of milliseconds of CPU per poll taken from the server we are waiting for.
+        with httpx.Client(timeout=5) as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"chunkd serve exited with {self.process.returncode}: {self.log.read_text()}")
+                try:
+                    if http.get(f"{self.url}/healthz").status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.05)
         raise RuntimeError(f"chunkd serve did not answer in {timeout}s: {self.log.read_text()}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
