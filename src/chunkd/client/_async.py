@@ -9,11 +9,11 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from chunkd.client._core import ClientCore, ProgressCallback, Tracker
+from chunkd.client._core import ClientCore, ProgressCallback, Tracker, UploadOptions
 from chunkd.client._effects import Blocking, Driver, Effect, Fetch, Flow, Parallel, Request, Sleep
 from chunkd.client.models import File, Page
 from chunkd.client.source import CHUNK, Source, SourceLike
@@ -81,18 +81,9 @@ class AsyncClient(ClientCore[httpx.AsyncBaseTransport]):
         """Finish an upload; the server checks the whole file against ``md5`` (hex) when given."""
         return await self._run(self._complete_flow(file_id, md5))
 
-    async def upload(
-        self,
-        source: SourceLike,
-        *,
-        filename: str | None = None,
-        part_size: int | None = None,
-        parallel: int = 4,
-        on_progress: ProgressCallback | None = None,
-        mime_type: str | None = None,
-    ) -> File:
+    async def upload(self, source: SourceLike, **options: Unpack[UploadOptions]) -> File:
         """See :meth:`chunkd.client.Client.upload`."""
-        return await self._run(self._upload_flow(source, filename, part_size, parallel, on_progress, mime_type))
+        return await self._run(self._upload_flow(source, **options))
 
     async def resume(
         self, file_id: str, source: SourceLike, *, parallel: int = 4, on_progress: ProgressCallback | None = None

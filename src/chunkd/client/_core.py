@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 import httpx
 
@@ -43,6 +43,7 @@ __all__ = [
     "ClientCore",
     "ProgressCallback",
     "Tracker",
+    "UploadOptions",
     "content_md5",
     "missing_parts",
     "resumable",
@@ -52,6 +53,16 @@ __all__ = [
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TransportT = TypeVar("TransportT")
+
+
+class UploadOptions(TypedDict, total=False):
+    """The keyword options of ``upload()``, declared once for both clients (defaults in brackets)."""
+
+    filename: str | None  # the name the server keeps [the path's, or the file object's, name]
+    part_size: int | None  # bytes per part [the server's CHUNKD_PART_SIZE]
+    parallel: int  # parts in flight at once [4]
+    on_progress: ProgressCallback | None  # told (bytes done, bytes in all) as parts go out [None]
+    mime_type: str | None  # the file's media type [the server's guess from the name]
 
 
 def user_agent() -> str:
@@ -207,11 +218,12 @@ class ClientCore(Generic[TransportT]):
     def _upload_flow(
         self,
         source: SourceLike,
-        filename: str | None,
-        part_size: int | None,
-        parallel: int,
-        on_progress: ProgressCallback | None,
-        mime_type: str | None,
+        *,
+        filename: str | None = None,
+        part_size: int | None = None,
+        parallel: int = 4,
+        on_progress: ProgressCallback | None = None,
+        mime_type: str | None = None,
     ) -> Flow[File]:
         src = Source(source)
         try:

@@ -9,11 +9,11 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from chunkd.client._core import DEFAULT_URL, ClientCore, ProgressCallback
+from chunkd.client._core import DEFAULT_URL, ClientCore, ProgressCallback, UploadOptions
 from chunkd.client._effects import Blocking, Driver, Effect, Fetch, Flow, Parallel, Request, Sleep
 from chunkd.client.models import File, Page
 from chunkd.client.source import CHUNK, SourceLike
@@ -74,21 +74,13 @@ class Client(ClientCore[httpx.BaseTransport]):
         """Finish an upload; the server checks the whole file against ``md5`` (hex) when given."""
         return self._run(self._complete_flow(file_id, md5))
 
-    def upload(
-        self,
-        source: SourceLike,
-        *,
-        filename: str | None = None,
-        part_size: int | None = None,
-        parallel: int = 4,
-        on_progress: ProgressCallback | None = None,
-        mime_type: str | None = None,
-    ) -> File:
+    def upload(self, source: SourceLike, **options: Unpack[UploadOptions]) -> File:
         """Upload a file (a path, or a seekable binary file object from its current position) in
         parts, ``parallel`` at a time, each with its Content-MD5, and complete it with the whole
         file's MD5. A path uploaded before by this key to this server and not finished (same size
-        and mtime) is resumed: only the parts the server lacks are sent."""
-        return self._run(self._upload_flow(source, filename, part_size, parallel, on_progress, mime_type))
+        and mtime) is resumed: only the parts the server lacks are sent. ``options``: ``filename``,
+        ``part_size``, ``parallel``, ``on_progress``, ``mime_type`` (see :class:`UploadOptions`)."""
+        return self._run(self._upload_flow(source, **options))
 
     def resume(
         self, file_id: str, source: SourceLike, *, parallel: int = 4, on_progress: ProgressCallback | None = None
