@@ -47,7 +47,7 @@ class HookServer:
             return []
         return [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
 
-    def start(self, timeout: float = 20.0) -> HookServer:
+    def start(self, timeout: float = 120.0) -> HookServer:
         repo = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.process = subprocess.Popen(
@@ -65,12 +65,13 @@ class HookServer:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(self.url, timeout=1)
-                return self
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        with httpx.Client(timeout=5) as http:  # one client: a new one per poll costs real CPU
+            while time.monotonic() < deadline:
+                try:
+                    http.get(self.url)
+                    return self
+                except httpx.HTTPError:
+                    time.sleep(0.05)
         raise RuntimeError("the hook server did not start")
 
     def stop(self) -> None:

@@ -52,7 +52,7 @@ class WebhookReceiver:
         tmp.write_text(json.dumps(secrets))
         tmp.replace(self.secrets_file)
 
-    def start(self, timeout: float = 20.0) -> WebhookReceiver:
+    def start(self, timeout: float = 120.0) -> WebhookReceiver:
         root_of_repo = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": f"{root_of_repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.process = subprocess.Popen(
@@ -71,14 +71,15 @@ class WebhookReceiver:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the receiver exited: {(self.root / 'receiver.err').read_text()}")
-            try:
-                httpx.get(self.url("/ready"), timeout=1)
-                return self
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        with httpx.Client(timeout=5) as http:  # one client: a new one per poll costs real CPU
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the receiver exited: {(self.root / 'receiver.err').read_text()}")
+                try:
+                    http.get(self.url("/ready"))
+                    return self
+                except httpx.HTTPError:
+                    time.sleep(0.05)
         raise RuntimeError("the webhook receiver did not start")
 
     def stop(self) -> None:
