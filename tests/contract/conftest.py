@@ -8,8 +8,9 @@ backend, and cleans up after it; nothing else in the suites needs to change. Blo
 how to list what they hold for one upload, which lets the suite check that abort/discard/delete
 really free storage.
 
-Today: blobs on local disk and S3 (a real Ceph RGW); every repository port on SQLite (the raw ``sqlite3`` hot path, and SQLAlchemy throughout) and PostgreSQL; locks
-in-process with the lock file, on PostgreSQL advisory locks, and the two stacked as a cluster runs them.
+Today: blobs on local disk and S3 (a real Ceph RGW); every repository port on SQLite (as served:
+the raw ``sqlite3`` hot path; and SQLAlchemy throughout) and PostgreSQL; locks in-process with the
+lock file, on PostgreSQL advisory locks, and the two stacked as a cluster runs them.
 """
 
 from __future__ import annotations
