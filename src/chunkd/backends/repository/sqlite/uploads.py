@@ -9,6 +9,7 @@ which also orders correctly as text), JSON as ``json.dumps`` text, enums as thei
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -308,5 +309,5 @@ class SqliteUploadRepository:
 
     async def close(self) -> None:
         """Commit what is queued and close this repository's connections (not the engine's)."""
-        self.writer.close()
-        self.readers.close()
+        await asyncio.to_thread(self.writer.close)  # joins threads: not in the event loop
+        await asyncio.to_thread(self.readers.close)
