@@ -1,5 +1,18 @@
-"""Concatenation (tus): a new COMPLETED upload made of finished uploads of the same owner, linking
-their stored parts where the store can."""
+"""Concatenation (tus): an upload made of other uploads of the same owner, one after another,
+linking their stored parts where the store can.
+
+The sources may still be running when the concatenation is asked for (tus
+``concatenation-unfinished``), if they were created as concatenation sources
+(``CONCATENATION_SOURCE`` in their metadata). The new upload then stays PENDING and *waits*: the
+request that finishes the last source fills and completes it in the same breath (a listener on
+this engine's events), and if a source is cancelled, deleted, rejected or expires first, the
+waiting upload is cancelled with the reason recorded, so it never hangs. Sources are never written
+to by a concatenation (a PATCH may be streaming into one): the waiting upload is found from the
+source by a scan of the owner's PENDING uploads, done only when a source ends.
+
+Every change of the new upload's bytes, offset and hash state goes through the ``Upload``
+aggregate (``record_append`` per placed part, ``declare_size`` for a length learnt late).
+"""
 
 from __future__ import annotations
 
@@ -10,23 +23,40 @@ from dataclasses import replace
 from typing import Any
 
 from chunkd.domain.checksum import ResumableMD5
-from chunkd.domain.errors import (
-    InvalidInput,
-    InvalidState,
-)
+from chunkd.domain.errors import ChunkdError, InvalidInput, InvalidState
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.upload import Mode, Part, Status, Upload
 from chunkd.service.crc import crc64_hex, crc64nvme
+from chunkd.service.hooks import ContentRejected
 from chunkd.service.lifecycle import Lifecycle
 from chunkd.service.streaming import StreamedPart
 
-__all__ = ["Concatenation"]
+__all__ = ["CONCATENATION", "CONCATENATION_SOURCE", "Concatenation", "waiting_for"]
 
 log = logging.getLogger("chunkd.service")
 
+# Metadata of a concatenated upload: {"sources": [ids], "waiting": bool, "failed": reason}.
+CONCATENATION = "concatenation"
+# Metadata flag of an upload that a concatenation may name before it is finished.
+CONCATENATION_SOURCE = "concatenationSource"
+# Uploads listed per page when a source that ended looks for the concatenations waiting on it.
+_SCAN_PAGE = 500
+
+
+def waiting_for(upload: Upload) -> list[str] | None:
+    """The source ids a PENDING concatenation still waits for (None: not a waiting concatenation)."""
+    info = upload.metadata.get(CONCATENATION)
+    if upload.status is not Status.PENDING or not isinstance(info, dict) or not info.get("waiting"):
+        return None
+    return [str(i) for i in info.get("sources", [])]
+
 
 class Concatenation(Lifecycle):
-    """Joining finished uploads into a new one."""
+    """Joining uploads into a new one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.subscribe(self._source_ended)
 
     async def concatenate(
         self,
@@ -37,21 +67,38 @@ class Concatenation(Lifecycle):
         mime_type: str | None = None,
         frontend: str = "native",
         metadata: dict[str, Any] | None = None,
+        unfinished: bool = False,
     ) -> Upload:
-        """A new COMPLETED upload whose bytes are the given COMPLETED uploads of the same owner, one
-        after another (tus concatenation). Each source part becomes a part of the new upload: linked
-        where the blob store has the ``PartLinker`` capability (no byte copied), otherwise copied
-        through the store. The sources are left as they were."""
+        """A new upload whose bytes are the given uploads of the same owner, one after another (tus
+        concatenation). Each source part becomes a part of the new upload: linked where the blob
+        store has the ``PartLinker`` capability (no byte copied), otherwise copied through the
+        store. The sources are left as they were.
+
+        With every source COMPLETED the new upload is returned COMPLETED (and on any failure it is
+        removed again). With ``unfinished``, sources still PENDING are allowed if they were created
+        as concatenation sources: the new upload is returned PENDING and is completed when the last
+        of them finishes (see the module's docstring)."""
         if not source_ids:
             raise InvalidInput("name at least one upload to concatenate", field="sources")
-        sources = [await self.get(owner, source_id) for source_id in source_ids]
+        sources = [await self.get(owner, source_id, with_parts=False) for source_id in source_ids]
+        now = self.clock()
         for source in sources:
-            if source.status is not Status.COMPLETED:
+            if source.status is Status.COMPLETED:
+                continue
+            if not unfinished or source.status is not Status.PENDING:
                 raise InvalidState(
                     f"upload {source.id} is {source.status.value}; only completed uploads can be concatenated",
                     field="sources",
                 )
-        size = sum(source.size_bytes or 0 for source in sources)
+            source.ensure_pending(now)  # an upload past its expiry will not finish
+            if not source.metadata.get(CONCATENATION_SOURCE):
+                raise InvalidState(
+                    f"upload {source.id} is not finished and was not created as a concatenation source",
+                    field="sources",
+                )
+        sizes = [source.size_bytes for source in sources]
+        size = sum(s for s in sizes if s is not None) if None not in sizes else None
+        info = {"sources": list(source_ids), "waiting": True}
         upload = await self.create(
             owner,
             filename=filename,
@@ -59,54 +106,110 @@ class Concatenation(Lifecycle):
             mime_type=mime_type,
             mode=Mode.APPEND,
             frontend=frontend,
-            metadata=metadata,
+            metadata={**(metadata or {}), CONCATENATION: info},
             strict_part_size=False,
         )
         try:
-            async with self.locks.hold(upload.id, timeout=self.config.lock_timeout):
-                parts: dict[int, Part] = {}
-                # MD5 states cannot be combined, so the final's whole-file MD5 is computed here once,
-                # over the linked parts' bytes read back from storage (normally the page cache):
-                # linking saves the copy, not the read. When copying, the copy is hashed as it passes.
-                whole = ResumableMD5()
-                offset = 0
-                for source in sources:
-                    # The source's lock keeps it from being deleted while its parts are linked.
-                    async with self.locks.hold(source.id, timeout=self.config.lock_timeout):
-                        current = await self.get(owner, source.id)
-                        if current.status is not Status.COMPLETED:
-                            raise InvalidState(f"upload {source.id} is {current.status.value}", field="sources")
-                        for part in current.sorted_parts():
-                            number = len(parts) + 1
-                            placed = await self._place_copy(current, part, upload, number, offset, whole)
-                            ref, crc = placed
-                            parts[number] = Part(
-                                number=number,
-                                offset=offset,
-                                size=part.size,
-                                md5=part.md5,
-                                blob_ref=ref,
-                                created_at=self.clock(),
-                                hash_state=whole.state(),
-                                crc64=crc,
-                            )
-                            offset += part.size
-                upload.parts = parts
-                upload.bytes_received = offset
-                upload.parts_received = len(parts)
-                upload.hash_offset = offset
-                upload.hash_state = whole.state()
-                upload.updated_at = self.clock()
-                await self.repo.save(upload, tuple(parts.values()))
-            return await self.complete(owner, upload.id)
+            # Sources may have finished (or gone) since they were looked at: this settles it, and a
+            # source that finishes after it finds this upload by its scan.
+            upload = await self.finish_concatenation(owner, upload.id)
         except BaseException:
-            await self.blobs.delete(upload)
-            await self.repo.delete_upload(
-                upload.id, [Event.for_upload(EventType.UPLOAD_DELETED, upload, self.clock(), parts=())]
-            )
+            await self._remove(upload)
             raise
+        if upload.status is Status.CANCELLED:  # a source went away meanwhile: nothing to keep
+            await self._remove(upload)
+            raise InvalidState(str(upload.metadata[CONCATENATION].get("failed")), field="sources")
+        return upload
 
-    async def _place_copy(
+    async def finish_concatenation(self, owner: str, upload_id: str) -> Upload:
+        """Complete a waiting concatenation if all its sources are finished, or cancel it if one
+        of them will never finish; otherwise leave it waiting. Idempotent and safe on any node
+        (under the upload's lock). Storage errors leave it waiting, with nothing placed."""
+        ended: str | None = None
+        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+            upload = await self.get(owner, upload_id, with_parts=False)
+            source_ids = waiting_for(upload)
+            if source_ids is None:
+                return upload
+            sources: list[Upload] = []
+            for source_id in source_ids:
+                source = await self.repo.get(source_id, owner, parts_from=None)
+                if source is None or source.status in (Status.CANCELLED, Status.EXPIRED):
+                    state = "deleted" if source is None else source.status.value.lower()
+                    await self._fail(upload, f"upload {source_id} was {state} before it was finished")
+                    ended = "cancelled"
+                    break
+                sources.append(source)
+            else:
+                if any(source.status is not Status.COMPLETED for source in sources):
+                    return upload
+                ended = await self._fill_and_finish(upload, sources)
+        if ended is not None:
+            await self._emit(ended, upload)
+        return upload
+
+    async def _fill_and_finish(self, upload: Upload, sources: list[Upload]) -> str | None:
+        """Place every source's parts into ``upload`` and complete it (its lock is held). Returns
+        the event still to emit. A refusal by a pre-finish hook cancels it (its content will not change);
+        any other failure removes what was placed and leaves it waiting."""
+        now = self.clock()
+        upload.ensure_pending(now)  # a concatenation left waiting past its expiry is for expiry to end
+        try:
+            parts = await self._fill(upload, sources)
+            upload.metadata[CONCATENATION]["waiting"] = False
+            upload.updated_at = now
+            try:
+                await self.hooks.pre_finish(upload)
+            except ContentRejected as exc:
+                await self._discard_rejected(upload, exc)  # emits "rejected"
+                return None
+            except ChunkdError as exc:
+                await self._fail(upload, f"refused: {exc}")
+                return "cancelled"
+            await self._finish(upload, now, md5=None, check=None)
+            await self.repo.save(upload, parts, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
+        except BaseException:
+            if upload.status is Status.PENDING:
+                await self.blobs.delete(upload)  # whatever was placed; the upload waits as before
+                upload.parts = {}
+            raise
+        return "completed"
+
+    async def _fill(self, upload: Upload, sources: list[Upload]) -> list[Part]:
+        """Append every part of ``sources`` (each held by its lock, so none is deleted meanwhile)
+        to ``upload``, carrying the whole-file MD5 over their bytes."""
+        total = sum(source.size_bytes or 0 for source in sources)
+        if upload.size_bytes is None:
+            upload.declare_size(total)
+        elif upload.size_bytes != total:
+            raise InvalidState(f"the sources hold {total} bytes, not {upload.size_bytes}", field="sources")
+        # MD5 states cannot be combined, so the whole-file MD5 is computed here once, over the
+        # linked parts' bytes read back from storage (normally the page cache): linking saves the
+        # copy, not the read. When copying, the copy is hashed as it passes.
+        whole = ResumableMD5()
+        placed: list[Part] = []
+        for source in sources:
+            async with self.locks.hold(source.id, timeout=self.config.lock_timeout):
+                current = await self.get(upload.owner, source.id)
+                if current.status is not Status.COMPLETED:
+                    raise InvalidState(f"upload {source.id} is {current.status.value}", field="sources")
+                for part in current.sorted_parts():
+                    number = upload.parts_received + 1
+                    ref, crc = await self._place(current, part, upload, number, upload.bytes_received, whole)
+                    new = Part(
+                        number=number,
+                        offset=upload.bytes_received,
+                        size=part.size,
+                        md5=part.md5,
+                        blob_ref=ref,
+                        created_at=self.clock(),
+                        crc64=crc,
+                    )
+                    upload.record_append(new, None, whole.state())
+                    placed.append(new)
+        return placed
+
+    async def _place(
         self, source: Upload, part: Part, target: Upload, number: int, offset: int, whole: ResumableMD5
     ) -> tuple[str, str]:
         """Put ``source``'s ``part`` into ``target`` as part ``number``; feed its bytes to ``whole``.
@@ -129,3 +232,48 @@ class Concatenation(Lifecycle):
         except BaseException:
             await writer.abort()
             raise
+
+    async def _fail(self, upload: Upload, reason: str) -> None:
+        """A concatenation that cannot be completed: cancelled, bytes freed, the reason recorded
+        (its lock is held)."""
+        now = self.clock()
+        upload.mark_cancelled(now)
+        upload.metadata[CONCATENATION].update(waiting=False, failed=reason)
+        cancelled = Event.for_upload(EventType.UPLOAD_CANCELLED, upload, now, parts=())
+        await self.repo.save(upload, removed_parts=list(upload.parts), events=[cancelled])
+        await self.blobs.delete(upload)
+        upload.parts = {}
+
+    async def _remove(self, upload: Upload) -> None:
+        await self.blobs.delete(upload)
+        await self.repo.delete_upload(
+            upload.id, [Event.for_upload(EventType.UPLOAD_DELETED, upload, self.clock(), parts=())]
+        )
+
+    async def _source_ended(self, event: str, source: Upload) -> None:
+        """A concatenation source finished or went away: settle the concatenations waiting on it.
+        Never raises (the request that ended the source has succeeded); a concatenation left
+        waiting by an error is settled again by ``finish_concatenation`` (tus: its next HEAD)."""
+        if event == "created" or not source.metadata.get(CONCATENATION_SOURCE):
+            return
+        try:
+            waiting = await self._waiting_on(source)
+        except Exception:
+            log.warning("could not look for concatenations waiting on upload %s", source.id, exc_info=True)
+            return
+        for upload_id in waiting:
+            try:
+                await self.finish_concatenation(source.owner, upload_id)
+            except Exception:
+                log.warning("could not finish concatenation %s after %s", upload_id, source.id, exc_info=True)
+
+    async def _waiting_on(self, source: Upload) -> list[str]:
+        """Ids of the owner's waiting concatenations that name ``source``."""
+        found: list[str] = []
+        before = None
+        while True:
+            page = await self.repo.list_uploads(source.owner, status=Status.PENDING, limit=_SCAN_PAGE, before=before)
+            found.extend(u.id for u in page if source.id in (waiting_for(u) or ()))
+            if len(page) < _SCAN_PAGE:
+                return found
+            before = (page[-1].created_at, page[-1].id)

@@ -20,6 +20,7 @@ EXTENSIONS = (
     "checksum",
     "termination",
     "concatenation",
+    "concatenation-unfinished",
 )
 
 
