@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from chunkd.domain.checksum import ResumableMD5
@@ -35,12 +34,21 @@ __all__ = ["CONCATENATION", "CONCATENATION_SOURCE", "Concatenation", "waiting_fo
 
 log = logging.getLogger("chunkd.service")
 
-# Metadata of a concatenated upload: {"sources": [ids], "waiting": bool, "failed": reason}.
+# Metadata of a concatenation until it completes: {"sources": [ids], "waiting": True}, or once it
+# failed {"sources": [ids], "waiting": False, "failed": reason}.
 CONCATENATION = "concatenation"
 # Metadata flag of an upload that a concatenation may name before it is finished.
 CONCATENATION_SOURCE = "concatenationSource"
 # Uploads listed per page when a source that ended looks for the concatenations waiting on it.
 _SCAN_PAGE = 500
+
+
+class _Hashing:
+    """The whole-file MD5 being carried over placed parts (replaced wholesale when a source's own
+    state can be taken over)."""
+
+    def __init__(self, md5: ResumableMD5) -> None:
+        self.md5 = md5
 
 
 def waiting_for(upload: Upload) -> list[str] | None:
@@ -156,7 +164,7 @@ class Concatenation(Lifecycle):
         upload.ensure_pending(now)  # a concatenation left waiting past its expiry is for expiry to end
         try:
             parts = await self._fill(upload, sources)
-            upload.metadata[CONCATENATION]["waiting"] = False
+            waiting = upload.metadata.pop(CONCATENATION)  # done waiting: nothing left to record
             upload.updated_at = now
             try:
                 await self.hooks.pre_finish(upload)
@@ -164,6 +172,7 @@ class Concatenation(Lifecycle):
                 await self._discard_rejected(upload, exc)  # emits "rejected"
                 return None
             except ChunkdError as exc:
+                upload.metadata[CONCATENATION] = waiting
                 await self._fail(upload, f"refused: {exc}")
                 return "cancelled"
             await self._finish(upload, now, md5=None, check=None)
@@ -176,62 +185,100 @@ class Concatenation(Lifecycle):
         return "completed"
 
     async def _fill(self, upload: Upload, sources: list[Upload]) -> list[Part]:
-        """Append every part of ``sources`` (each held by its lock, so none is deleted meanwhile)
-        to ``upload``, carrying the whole-file MD5 over their bytes."""
+        """Append the bytes of ``sources`` (each held by its lock, so none is deleted meanwhile)
+        to ``upload``, carrying the whole-file MD5 over them."""
         total = sum(source.size_bytes or 0 for source in sources)
         if upload.size_bytes is None:
             upload.declare_size(total)
         elif upload.size_bytes != total:
             raise InvalidState(f"the sources hold {total} bytes, not {upload.size_bytes}", field="sources")
         # MD5 states cannot be combined, so the whole-file MD5 is computed here once, over the
-        # linked parts' bytes read back from storage (normally the page cache): linking saves the
-        # copy, not the read. When copying, the copy is hashed as it passes.
-        whole = ResumableMD5()
+        # placed bytes read back from storage (normally the page cache): linking or copying inside
+        # the store saves the copy, not the read. The first source needs no read: the states it
+        # kept are the new upload's too. When copying through chunkd, the copy is hashed as it passes.
+        whole = _Hashing(ResumableMD5())
         placed: list[Part] = []
         for source in sources:
             async with self.locks.hold(source.id, timeout=self.config.lock_timeout):
-                current = await self.get(upload.owner, source.id)
+                current = await self.get(upload.owner, source.id, with_parts=self.caps.copier is None)
                 if current.status is not Status.COMPLETED:
                     raise InvalidState(f"upload {source.id} is {current.status.value}", field="sources")
+                # Nothing placed yet: this source's own hash states are the new upload's.
+                first = upload.bytes_received == 0
+                if self.caps.copier is not None:
+                    if current.size_bytes:
+                        piece = await self._copy_whole(current, upload, whole, first=first)
+                        upload.record_append(piece, None, whole.md5.state())
+                        placed.append(piece)
+                    continue
                 for part in current.sorted_parts():
-                    number = upload.parts_received + 1
-                    ref, crc = await self._place(current, part, upload, number, upload.bytes_received, whole)
-                    new = Part(
-                        number=number,
-                        offset=upload.bytes_received,
-                        size=part.size,
-                        md5=part.md5,
-                        blob_ref=ref,
-                        created_at=self.clock(),
-                        crc64=crc,
-                    )
-                    upload.record_append(new, None, whole.state())
-                    placed.append(new)
+                    piece = await self._place(current, part, upload, whole, first=first)
+                    upload.record_append(piece, None, whole.md5.state())
+                    placed.append(piece)
         return placed
 
-    async def _place(
-        self, source: Upload, part: Part, target: Upload, number: int, offset: int, whole: ResumableMD5
-    ) -> tuple[str, str]:
-        """Put ``source``'s ``part`` into ``target`` as part ``number``; feed its bytes to ``whole``.
-        Returns the new part's blob ref and CRC."""
+    async def _copy_whole(self, source: Upload, target: Upload, whole: _Hashing, *, first: bool) -> Part:
+        """``source``'s whole file as the next part of ``target``, copied inside the store."""
+        assert self.caps.copier is not None and source.size_bytes
+        number, offset = target.parts_received + 1, target.bytes_received
+        ref = await self.caps.copier.copy_upload(source, target, number, offset)
+        part = Part(
+            number=number,
+            offset=offset,
+            size=source.size_bytes,
+            md5=source.md5 or "",  # the source's whole-file MD5 is this part's own
+            blob_ref=ref,
+            created_at=self.clock(),
+            crc64=source.crc64 or "",
+        )
+        if first and source.hash_offset == source.size_bytes and source.hash_state and part.crc64:
+            whole.md5 = ResumableMD5(source.hash_state)
+        else:
+            part.crc64 = await self._hash(target, part, whole)
+        return part
+
+    async def _place(self, source: Upload, part: Part, target: Upload, whole: _Hashing, *, first: bool) -> Part:
+        """``source``'s ``part`` as the next part of ``target``: linked where the store can, else
+        copied through chunkd; its bytes go into ``whole``."""
+        number, offset = target.parts_received + 1, target.bytes_received
+        placed = Part(
+            number=number,
+            offset=offset,
+            size=part.size,
+            md5=part.md5,
+            blob_ref="",
+            created_at=self.clock(),
+            crc64=part.crc64,
+        )
         linker = self.caps.linker
         if linker is not None:
-            ref = await linker.link_part(source, part, target, number, offset)
-            crc = 0
-            async for chunk in self.blobs.read_part(target, replace(part, blob_ref=ref)):
-                await asyncio.to_thread(whole.update, chunk)
-                if not part.crc64:
-                    crc = crc64nvme(chunk, crc)
-            return ref, part.crc64 or crc64_hex(crc)
+            placed.blob_ref = await linker.link_part(source, part, target, number, offset)
+            if first and part.hash_state is not None and part.crc64:
+                whole.md5 = ResumableMD5(part.hash_state)
+            else:
+                placed.crc64 = await self._hash(target, placed, whole)
+            return placed
         writer = await self.blobs.open_writer(target, number, offset)
-        streamed = StreamedPart(writer, whole, None)
+        streamed = StreamedPart(writer, whole.md5, None)
         try:
             async for chunk in self.blobs.read_part(source, part):
                 await streamed.feed([chunk])
-            return await writer.commit(), streamed.crc_hex
+            placed.blob_ref = await writer.commit()
         except BaseException:
             await writer.abort()
             raise
+        placed.crc64 = streamed.crc_hex
+        return placed
+
+    async def _hash(self, upload: Upload, part: Part, whole: _Hashing) -> str:
+        """Read ``part`` of ``upload`` back into ``whole``; returns its CRC (the one it has, or
+        computed on the way)."""
+        crc = 0
+        async for chunk in self.blobs.read_part(upload, part):
+            await asyncio.to_thread(whole.md5.update, chunk)
+            if not part.crc64:
+                crc = crc64nvme(chunk, crc)
+        return part.crc64 or crc64_hex(crc)
 
     async def _fail(self, upload: Upload, reason: str) -> None:
         """A concatenation that cannot be completed: cancelled, bytes freed, the reason recorded

@@ -29,6 +29,13 @@ completes (transiently twice the storage) and deleted in batches then.
   appended bytes; a piece ≥ the target size is copied server-side (``UploadPartCopy`` with a range),
   smaller runs are concatenated up to the target and re-uploaded. The target is 5 MiB, doubling every
   900 S3 parts (and at least ``size / 9000`` when the size is known), so 10,000 parts reach > 5 TiB.
+  At completion a tail that is one staged object is copied server-side too (the last part may be small).
+* Concatenation (tus): each finished source object is copied inside the store (``CopyObject``) into
+  one staged part of the new upload (``UploadCopier``), which then completes like appended bytes: a
+  source of ≥ 5 MiB (or the last one) becomes an S3 part by ``UploadPartCopy``, smaller ones are
+  concatenated through chunkd (S3's minimum part size). chunkd reads the new file's bytes once to
+  compute its whole-file MD5 (MD5 states do not combine), except the first source's, whose state it
+  kept; it uploads none of them.
 
 Every step is idempotent: S3 parts are rebuilt from staged objects under the same numbers, and the
 state saved with the engine's commit says which ones are trustworthy. ``complete`` builds what is left
@@ -48,6 +55,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC
@@ -55,15 +63,20 @@ from urllib.parse import quote
 
 from chunkd.backends.blobs.s3_client import MAX_S3_PART, MIN_S3_PART, STATE, make_client
 from chunkd.backends.blobs.s3_multipart import S3Multipart, S3Writer
+from chunkd.domain.errors import StorageError
 from chunkd.domain.upload import Mode, Part, Upload
 
 log = logging.getLogger("chunkd.s3")
 
-__all__ = ["MAX_S3_PART", "MIN_S3_PART", "STATE", "S3BlobStore", "from_settings", "make_client"]
+# The largest object one CopyObject copies (S3's limit); past it a copy is a multipart copy.
+COPY_OBJECT_LIMIT = MAX_S3_PART
+
+__all__ = ["COPY_OBJECT_LIMIT", "MAX_S3_PART", "MIN_S3_PART", "STATE", "S3BlobStore", "from_settings", "make_client"]
 
 
 class S3BlobStore(S3Multipart):
-    """BlobStore, PartSettler and DownloadRedirector over an S3 bucket; see the module docstring."""
+    """BlobStore, PartSettler, UploadCopier and DownloadRedirector over an S3 bucket; see the module
+    docstring."""
 
     # ---- BlobStore ------------------------------------------------------------------------------
     async def open_writer(self, upload: Upload, number: int, offset: int) -> S3Writer:
@@ -203,6 +216,43 @@ class S3BlobStore(S3Multipart):
             if upload_id not in live and modified.timestamp() < cutoff:
                 doomed.append(key)
         return removed + await self._delete_keys(doomed)
+
+    # ---- UploadCopier --------------------------------------------------------------------------
+    async def copy_upload(self, source: Upload, target: Upload, number: int, offset: int) -> str:
+        """``source``'s finished object, copied inside the store into a staged part of ``target``:
+        ``CopyObject``, or past ``COPY_OBJECT_LIMIT`` a multipart copy in ranges of that size. When
+        the target completes, a staged copy of at least the S3 part target (5 MiB) becomes an S3 part
+        of its multipart upload by ``UploadPartCopy``, again inside the store; smaller ones are
+        concatenated through chunkd like any small part (S3 refuses parts under 5 MiB but the last)."""
+        size = source.size_bytes or 0
+        ref = f"{number}.{secrets.token_urlsafe(12)}"
+        key = self.staging_key(target.id, ref)
+        copy_source = {"Bucket": self.bucket, "Key": self.final_key(source)}
+        try:
+            if size <= COPY_OBJECT_LIMIT:
+                await self.call("copy_object", Key=key, CopySource=copy_source)
+                return ref
+            mp_id = str((await self.call("create_multipart_upload", Key=key))["UploadId"])
+            try:
+                etags = []
+                for s3_no, lo in enumerate(range(0, size, COPY_OBJECT_LIMIT), 1):
+                    hi = min(lo + COPY_OBJECT_LIMIT, size)
+                    response = await self.call(
+                        "upload_part_copy",
+                        Key=key,
+                        UploadId=mp_id,
+                        PartNumber=s3_no,
+                        CopySource=copy_source,
+                        CopySourceRange=f"bytes={lo}-{hi - 1}",
+                    )
+                    etags.append({"PartNumber": s3_no, "ETag": response["CopyPartResult"]["ETag"]})
+                await self.call("complete_multipart_upload", Key=key, UploadId=mp_id, MultipartUpload={"Parts": etags})
+            except BaseException:
+                await self.call("abort_multipart_upload", Key=key, UploadId=mp_id)
+                raise
+        except Exception as exc:  # botocore: the object store refused or is unreachable
+            raise StorageError(f"the object store did not copy upload {source.id}: {exc}") from exc
+        return ref
 
     # ---- DownloadRedirector -------------------------------------------------------------------
     async def download_url(self, upload: Upload, *, filename: str, disposition: str) -> str | None:

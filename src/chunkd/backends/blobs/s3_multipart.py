@@ -174,7 +174,9 @@ class S3Multipart(S3Bucket):
             while parts[cursor_part].end <= cursor:
                 cursor_part += 1
             piece = parts[cursor_part]
-            if piece.end - cursor >= target:
+            # A piece big enough for an S3 part, or the rest of the file in one staged object (the
+            # last S3 part may be small): copied inside the store.
+            if piece.end - cursor >= target or (final and piece.end == end):
                 take = min(piece.end - cursor, MAX_S3_PART)
                 await self._copy_part(upload, mp_id, s3_no, piece, cursor - piece.offset, cursor - piece.offset + take)
             else:

@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from fastapi import Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
+from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
 from chunkd.frontends.http import principal, runtime
 from chunkd.frontends.native.router import file_response
 from chunkd.frontends.takeover import TAKE_OVER_WAIT
+from chunkd.frontends.tus.checksum_trailer import TrailerChecksum, announces_checksum_trailer
 from chunkd.frontends.tus.errors import TUS_VERSION, UnsupportedMediaType
 from chunkd.frontends.tus.headers import http_date, parse_checksum, parse_length
 from chunkd.frontends.tus.resource import (
@@ -91,9 +94,13 @@ class Transfer(TusResource):
         offset = parse_length(request.headers.get("upload-offset"), "Upload-Offset")
         if offset is None:
             raise e.InvalidInput("Upload-Offset is required", field="Upload-Offset")
+        checksum: tuple[StreamHasher, bytes | Callable[[], bytes]] | None
         checksum = parse_checksum(request.headers.get("upload-checksum"))
         if checksum is None:  # RFC 9530, the draft's way of saying the same
             checksum = content_digest_checksum(request.headers.get("content-digest"))
+        if checksum is None and announces_checksum_trailer(request):  # checksum-trailer
+            trailer = TrailerChecksum(request)
+            checksum = (trailer, trailer.expected)
         length = parse_length(request.headers.get("upload-length"), "Upload-Length")
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
