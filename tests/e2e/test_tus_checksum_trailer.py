@@ -129,3 +129,19 @@ def test_the_last_patch_completes_with_a_good_trailer(server: ChunkdServer) -> N
     assert status == 204, text
     done = httpx.get(f"{server.url}/files/{upload_id}", headers={"Authorization": f"Bearer {key}"})
     assert done.content == data
+
+
+def test_granian_does_not_announce_it_and_refuses_the_trailer(tmp_path: Path) -> None:
+    """granian passes no trailers to the app: the extension is not announced, and a PATCH that
+    announces a checksum trailer is refused before a byte is kept (it could not be verified)."""
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_SERVER": "granian"}).start()
+    try:
+        key = server.create_key("alice")
+        extensions = httpx.options(f"{server.url}/files").headers["tus-extension"].split(",")
+        assert "checksum-trailer" not in extensions and "concatenation-unfinished" in extensions
+        upload_id = create(server, key, 10)
+        status, text = chunked_patch(server, key, upload_id, 0, b"0123456789", checksum("md5", b"0123456789"))
+        assert status == 400 and "trailers" in text
+        assert offset(server, key, upload_id) == 0
+    finally:
+        server.kill()
