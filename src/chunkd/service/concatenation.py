@@ -120,19 +120,21 @@ class Concatenation(Lifecycle):
         try:
             # Sources may have finished (or gone) since they were looked at: this settles it, and a
             # source that finishes after it finds this upload by its scan.
-            upload = await self.finish_concatenation(owner, upload.id)
+            upload = await self.finish_concatenation(owner, upload.id, refusals=True)
         except BaseException:
             await self._remove(upload)
             raise
         if upload.status is Status.CANCELLED:  # a source went away meanwhile: nothing to keep
             await self._remove(upload)
-            raise InvalidState(str(upload.metadata[CONCATENATION].get("failed")), field="sources")
+            raise InvalidState(str(upload.metadata.get(CONCATENATION, {}).get("failed")), field="sources")
         return upload
 
-    async def finish_concatenation(self, owner: str, upload_id: str) -> Upload:
+    async def finish_concatenation(self, owner: str, upload_id: str, *, refusals: bool = False) -> Upload:
         """Complete a waiting concatenation if all its sources are finished, or cancel it if one
         of them will never finish; otherwise leave it waiting. Idempotent and safe on any node
-        (under the upload's lock). Storage errors leave it waiting, with nothing placed."""
+        (under the upload's lock). Storage errors leave it waiting, with nothing placed.
+        ``refusals``: a pre-finish hook's refusal is raised (once the upload is cancelled) rather
+        than only recorded."""
         ended: str | None = None
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id, with_parts=False)
@@ -151,12 +153,12 @@ class Concatenation(Lifecycle):
             else:
                 if any(source.status is not Status.COMPLETED for source in sources):
                     return upload
-                ended = await self._fill_and_finish(upload, sources)
+                ended = await self._fill_and_finish(upload, sources, refusals=refusals)
         if ended is not None:
             await self._emit(ended, upload)
         return upload
 
-    async def _fill_and_finish(self, upload: Upload, sources: list[Upload]) -> str | None:
+    async def _fill_and_finish(self, upload: Upload, sources: list[Upload], *, refusals: bool) -> str | None:
         """Place every source's parts into ``upload`` and complete it (its lock is held). Returns
         the event still to emit. A refusal by a pre-finish hook cancels it (its content will not change);
         any other failure removes what was placed and leaves it waiting."""
@@ -170,10 +172,14 @@ class Concatenation(Lifecycle):
                 await self.hooks.pre_finish(upload)
             except ContentRejected as exc:
                 await self._discard_rejected(upload, exc)  # emits "rejected"
+                if refusals:
+                    raise
                 return None
             except ChunkdError as exc:
                 upload.metadata[CONCATENATION] = waiting
                 await self._fail(upload, f"refused: {exc}")
+                if refusals:
+                    raise
                 return "cancelled"
             await self._finish(upload, now, md5=None, check=None)
             await self.repo.save(upload, parts, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
