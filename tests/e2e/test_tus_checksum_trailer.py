@@ -121,6 +121,38 @@ def test_checksum_trailer_is_announced_and_verified(server: ChunkdServer) -> Non
     assert done["status"] == "COMPLETED" and done["md5"] == hashlib.md5(data).hexdigest()
 
 
+def test_a_trailer_ends_its_request_only(server: ChunkdServer) -> None:
+    """On a kept-alive connection, the request after one with a trailer is read as usual (the
+    trailer fields belong to the first message and never reach the next one's headers)."""
+    key = server.create_key("alice")
+    upload_id = create(server, key, 10)
+    piece = b"0123456789"
+    patch = (
+        (
+            f"PATCH /files/{upload_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nTus-Resumable: 1.0.0\r\n"
+            "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nTransfer-Encoding: chunked\r\n"
+            "Trailer: Upload-Checksum\r\n\r\n"
+        ).encode()
+        + b"a\r\n"
+        + piece
+        + b"\r\n0\r\n"
+        + checksum("md5", piece).encode()
+        + b"\r\n\r\n"
+    )
+    head = (
+        f"HEAD /files/{upload_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nTus-Resumable: 1.0.0\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(patch + head)  # pipelined
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    first, second = [part for part in answer.split(b"\r\n\r\n") if part][:2]
+    assert first.startswith(b"HTTP/1.1 204"), answer
+    assert second.startswith(b"HTTP/1.1 200") and b"upload-offset: 10" in second.lower(), answer
+
+
 def test_the_last_patch_completes_with_a_good_trailer(server: ChunkdServer) -> None:
     key = server.create_key("alice")
     data = os.urandom(1_000_003)
