@@ -25,7 +25,7 @@ from starlette.responses import Response
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
 from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
-from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
+from chunkd.frontends.digests import content_digest_checksum, repr_digest_of
 from chunkd.frontends.http import dialect_route, principal, runtime, takes_file_bytes
 from chunkd.frontends.native.router import file_response
 from chunkd.frontends.takeover import TAKE_OVER_WAIT, InFlight, inflight
@@ -406,7 +406,7 @@ class TusEndpoint:
         headers["Upload-Offset"] = str(upload.bytes_received)
         if upload.status is Status.PENDING and upload.expires_at is not None:
             headers["Upload-Expires"] = http_date(upload.expires_at)
-        if (digest := md5_repr_digest(upload.md5)) is not None:
+        if (digest := repr_digest_of(upload.md5, upload.crc64)) is not None:
             headers["Repr-Digest"] = digest  # RFC 9530, once the file is complete
         return Response(status_code=204, headers=headers)
 
