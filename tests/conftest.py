@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -56,6 +57,12 @@ def settings(tmp_path: Path, db_url: str | None) -> Settings:
         reaper_interval_seconds=3600,
         lock_timeout_seconds=5,
     )
+
+
+def settings_with(settings: Settings, **changes: Any) -> Settings:
+    """``settings`` with ``changes``, validated like any settings (``model_copy(update=...)`` would
+    keep a plain string where a secret belongs). A module's own ``settings`` fixture uses it."""
+    return Settings(**{**settings.model_dump(), **changes})
 
 
 @dataclass
