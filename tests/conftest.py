@@ -3,7 +3,6 @@ API keys for two owners."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from tests.support.clamd import Clamd, clamd_binary
 from tests.support.postgres import PostgresServer, session_server
 from tests.support.s3 import CephRgw
 from tests.support.server import ChunkdServer
+from tests.support.tools import missing
 
 
 @pytest.fixture(scope="session")
@@ -27,10 +27,7 @@ def pg_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL server for the whole session (started on first use)."""
     for server in session_server():
         if server is None:
-            message = "PostgreSQL is not installed (scripts/services/postgres.sh installs it)"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
+            missing("PostgreSQL is not installed (scripts/services/postgres.sh installs it)")
         yield server
 
 
@@ -95,12 +92,8 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[ChunkdServer]:
     """A real ``chunkd serve`` subprocess on a free port and a fresh data dir."""
-    server = ChunkdServer(tmp_path / "live-data", env={"CHUNKD_FSYNC": "true"})
-    server.start()
-    try:
+    with ChunkdServer(tmp_path / "live-data", env={"CHUNKD_FSYNC": "true"}) as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture(scope="session")
@@ -127,10 +120,7 @@ def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
     """One clamd (EICAR-only signature database) per session; skipped when ClamAV is not installed
     (scripts/services/clamav.sh installs it), an error in CI."""
     if clamd_binary() is None:
-        message = "clamd is not installed (scripts/services/clamav.sh installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("clamd is not installed (scripts/services/clamav.sh installs it)")
     daemon = Clamd(tmp_path_factory.mktemp("clamd")).start()
     try:
         yield daemon

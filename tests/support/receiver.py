@@ -12,13 +12,12 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-import httpx
+from tests.support.server import wait_until_up
 
 __all__ = ["Answer", "ReceiverProcess", "append_json_line", "read_json_lines", "serve", "write_json"]
 
@@ -53,16 +52,8 @@ class ReceiverProcess:
             stderr=open(errors, "ab"),  # noqa: SIM115 - the child keeps it
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the {self.name} exited: {errors.read_text()}")
-            try:
-                httpx.get(f"http://127.0.0.1:{self.port}/ready", timeout=1)
-                return self
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError(f"the {self.name} did not start")
+        wait_until_up(self.process, f"http://127.0.0.1:{self.port}/ready", f"the {self.name}", errors, timeout)
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
