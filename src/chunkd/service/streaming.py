@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from chunkd.domain.checksum import ResumableMD5, StreamHasher
 from chunkd.domain.errors import StorageError, TooLarge
 from chunkd.ports.blobs import BlobWriter, BlockingWriter
-from chunkd.service.crc import crc64_hex, crc64nvme
+from chunkd.service.crc import Crc64Hasher
 
 __all__ = ["BATCH_BYTES", "BodyReader", "StreamedPart", "stream_into"]
 
@@ -138,7 +138,7 @@ class StreamedPart:
         self.whole_start = whole.state() if whole is not None else None
         self.extra = extra
         self.size = 0
-        self.crc64 = crc_seed
+        self._crc = Crc64Hasher(crc_seed)
         # The part's own MD5 is computed only where a client or a dialect needs it (Content-MD5, an
         # S3-style MD5 ETag). A part hashed into a whole-file state that has seen no byte yet (it
         # starts the file) has the whole-file digest as its own: hash it once, not twice.
@@ -153,24 +153,22 @@ class StreamedPart:
     async def _write(self, chunks: Sequence[bytes]) -> None:
         if self._blocking is not None:
             # The write and the CRC in one executor hop (a store that can write in our thread).
-            self.crc64 = await asyncio.to_thread(self._write_blocking, self._blocking, chunks, self.crc64)
+            await asyncio.to_thread(self._write_blocking, self._blocking, chunks)
         else:
             await self.writer.write(chunks)
-            self.crc64 = await asyncio.to_thread(_crc_all, chunks, self.crc64)
+            await asyncio.to_thread(self._crc.update_all, chunks)
         self.size += sum(map(len, chunks))
 
-    @staticmethod
-    def _write_blocking(writer: BlockingWriter, chunks: Sequence[bytes], crc: int) -> int:
+    def _write_blocking(self, writer: BlockingWriter, chunks: Sequence[bytes]) -> None:
         writer.write_blocking(chunks)
-        return _crc_all(chunks, crc)
+        self._crc.update_all(chunks)
 
     def _everything(self, writer: BlockingWriter, chunks: Sequence[bytes]) -> None:
         """The whole body as one batch, in one worker thread: write, CRC and every digest."""
-        crc = self._write_blocking(writer, chunks, self.crc64)
+        self._write_blocking(writer, chunks)
         for hasher in self._hashers:
             for chunk in chunks:
                 hasher.update(chunk)
-        self.crc64 = crc
         self.size += sum(map(len, chunks))
 
     @property
@@ -184,8 +182,13 @@ class StreamedPart:
         return ""
 
     @property
+    def crc64(self) -> int:
+        """The part's CRC-64/NVME so far (continuing from ``crc_seed``)."""
+        return self._crc.value
+
+    @property
     def crc_hex(self) -> str:
-        return crc64_hex(self.crc64)
+        return self._crc.hexdigest()
 
     def push(self, chunks: Sequence[bytes], *, only: bool = False) -> asyncio.Future[list[None]]:
         """Start writing and hashing one batch; the future is done when every lane has it.
@@ -200,12 +203,6 @@ class StreamedPart:
     async def feed(self, chunks: Sequence[bytes]) -> None:
         """Write and hash one batch, and wait for it."""
         await self.push(chunks)
-
-
-def _crc_all(chunks: Sequence[bytes], crc: int) -> int:
-    for chunk in chunks:
-        crc = crc64nvme(chunk, crc)
-    return crc
 
 
 async def stream_into(

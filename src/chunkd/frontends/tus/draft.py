@@ -11,162 +11,43 @@ protocol is one engine upload. What the draft adds over tus:
 - ``104 Upload Resumption Supported`` with ``Location`` and ``Upload-Limit`` as soon as the upload
   exists, before the body is read, and progress 104s with the durable ``Upload-Offset`` every
   ``resumable_progress_bytes`` (each one a commit: the offset in a 104 is never ahead of the
-  bytes stored). Both need an ASGI server that offers the ``http.response.informational``
-  extension; without it they are left out (the draft allows that);
+  bytes stored), in ``draft_progress``;
 - completion only when the client says so (``Upload-Complete: ?1``), never merely because the
   offset reached the length;
 - errors as problem details (``draft_errors``); ``Upload-Limit`` on creation, HEAD, appends and
   OPTIONS; RFC 9530 digests (``chunkd.frontends.digests``).
 
-Version differences are in ``draft_versions``.
+The request fields are read in ``draft_fields``; version differences are in ``draft_versions``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Collection
 from datetime import datetime
-from email.message import EmailMessage
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import http_sf
 from fastapi import Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
-from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest, parse_digest_field
+from chunkd.frontends.digests import content_digest_checksum, parse_digest_field, repr_digest_header
 from chunkd.frontends.http import principal, runtime
-from chunkd.frontends.takeover import TAKE_OVER_WAIT, Writer
-from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength
-from chunkd.frontends.tus.draft_versions import PARTIAL_UPLOAD, InteropVersion
+from chunkd.frontends.takeover import TAKE_OVER_WAIT
+from chunkd.frontends.tus import draft_fields as fields
+from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength, length_overrun
+from chunkd.frontends.tus.draft_progress import send_informational, write_body
+from chunkd.frontends.tus.draft_versions import INTEROP_HEADER, PARTIAL_UPLOAD, InteropVersion
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.headers import parse_metadata
 
 if TYPE_CHECKING:
     from chunkd.frontends.tus.router import TusEndpoint
 
-__all__ = ["DraftEndpoint", "Segments", "send_informational"]
-
-INFORMATIONAL = "http.response.informational"
-INTEROP_HEADER = "Upload-Draft-Interop-Version"
-
-
-# ---- structured-field request headers --------------------------------------------------------------
-def _sf_item(request: Request, name: str) -> object | None:
-    """The bare item of an Item header, or None when absent or not a valid Item ("other values
-    MUST cause the entire header field to be ignored")."""
-    raw = request.headers.get(name)
-    if raw is None:
-        return None
-    try:
-        value = http_sf.parse(raw.encode("latin-1"), tltype="item")
-    except (http_sf.StructuredFieldError, UnicodeEncodeError):
-        return None
-    return value[0] if isinstance(value, tuple) else value
-
-
-def sf_integer(request: Request, name: str) -> int | None:
-    value = _sf_item(request, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
-
-
-def sf_boolean(request: Request, name: str) -> bool | None:
-    value = _sf_item(request, name)
-    return value if isinstance(value, bool) else None
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-def _has_body(request: Request) -> bool:
-    length = request.headers.get("content-length")
-    return request.headers.get("transfer-encoding") is not None or (length is not None and length.strip() != "0")
-
-
-def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 19:
-        raise e.InvalidInput("Content-Length must be a number of bytes", field="Content-Length")
-    return int(raw)
-
-
-def _filename(request: Request) -> str | None:
-    """The ``filename`` of ``Content-Disposition`` (``filename*`` per RFC 8187 preferred)."""
-    raw = request.headers.get("content-disposition")
-    if not raw:
-        return None
-    message = EmailMessage()
-    try:
-        message["content-disposition"] = raw
-        name = message.get_filename()
-    except (ValueError, TypeError, IndexError):
-        return None
-    return name or None
-
-
-# ---- informational responses ---------------------------------------------------------------------------
-def can_send_informational(request: Request) -> bool:
-    return INFORMATIONAL in request.scope.get("extensions", {})
-
-
-async def send_informational(request: Request, headers: dict[str, str]) -> bool:
-    """Send ``104 Upload Resumption Supported`` with ``headers`` ahead of the final response, if
-    the ASGI server offers the ``http.response.informational`` extension; whether it was sent."""
-    if not can_send_informational(request):
-        return False
-    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-    # Starlette keeps the ASGI ``send`` of the request on it (its own ``send_push_promise`` and
-    # early hints use it the same way); informational responses have no other way out of a route.
-    await request._send({"type": INFORMATIONAL, "status": 104, "headers": raw})
-    return True
-
-
-class Segments:
-    """A request body cut into consecutive bodies of at most ``size`` bytes, so each can be
-    committed on its own (and its durable offset announced) while the rest still arrives. A
-    segment reads lazily: waiting for its first byte happens inside the engine's append, under
-    the upload's lock, so a newer request can ask this one to let go at any time."""
-
-    def __init__(self, body: AsyncIterator[bytes], size: int) -> None:
-        self._body = aiter(body)
-        self._size = size
-        self._carry = b""
-        self.finished = False
-
-    def next(self) -> AsyncIterator[bytes] | None:
-        """The next segment (possibly empty, when the body ends on a boundary), or None when the
-        body has ended."""
-        return None if self.finished else self._segment()
-
-    async def _segment(self) -> AsyncIterator[bytes]:
-        sent = 0
-        chunk, self._carry = self._carry, b""
-        while True:
-            if not chunk:
-                got = await anext(self._body, None)
-                if got is None:
-                    self.finished = True
-                    return
-                chunk = got
-                continue
-            room = self._size - sent
-            if len(chunk) > room:
-                self._carry = chunk[room:]
-                yield chunk[:room]
-                return
-            yield chunk
-            sent += len(chunk)
-            chunk = b""
-            if sent == self._size:
-                return
+__all__ = ["DraftEndpoint"]
 
 
 class DraftEndpoint:
@@ -209,98 +90,6 @@ class DraftEndpoint:
             headers["Upload-Length"] = str(upload.size_bytes)
         return headers
 
-    @staticmethod
-    def completion(request: Request, version: InteropVersion) -> bool:
-        """The request's completion field (required on creation and append)."""
-        value = sf_boolean(request, version.complete_field)
-        if value is None:
-            raise e.InvalidInput(
-                f"{version.complete_field} is required and must be a structured-field boolean (?0 or ?1)",
-                field=version.complete_field,
-            )
-        return value if version.number != 3 else not value
-
-    @staticmethod
-    def reject_state_fields(request: Request, version: InteropVersion) -> None:
-        """Versions 3–5: HEAD and DELETE must carry neither ``Upload-Offset`` nor the completion field."""
-        if not version.forbids_state_fields_on_head_and_delete:
-            return
-        for name in ("Upload-Offset", version.complete_field):
-            if request.headers.get(name) is not None:
-                raise e.InvalidInput(f"this request must not carry {name}", field=name)
-
-    @staticmethod
-    def length(
-        request: Request, complete: bool, offset: int, recorded: int | None, content_length: int | None
-    ) -> int | None:
-        """The upload's length from this request (``Upload-Length``, or ``Content-Length`` when the
-        request completes the upload), checked against the length recorded before."""
-        indicated: list[int] = []
-        upload_length = sf_integer(request, "Upload-Length")
-        if upload_length is not None:
-            indicated.append(upload_length)
-        if complete and content_length is not None:
-            indicated.append(offset + content_length)
-        if recorded is not None:
-            indicated.append(recorded)
-        if len(set(indicated)) > 1:
-            raise InconsistentLength(
-                "Upload-Length, Content-Length and the length recorded before do not agree", field="Upload-Length"
-            )
-        if indicated and indicated[0] < offset:
-            raise InconsistentLength(f"the length is below the offset {offset}", field="Upload-Length")
-        return indicated[0] if indicated else None
-
-    def check_append_size(self, request: Request, complete: bool, content_length: int | None, creation: bool) -> None:
-        settings = runtime(request).settings
-        if content_length is None:
-            return
-        most = settings.resumable_max_append_bytes
-        if most is not None and content_length > most:
-            raise e.TooLarge(f"a request may carry at most {most} bytes (max-append-size)", field="Content-Length")
-        least = settings.resumable_min_append_bytes
-        empty_creation = creation and content_length == 0
-        if least and content_length < least and not complete and not empty_creation:
-            raise e.InvalidInput(
-                f"a request that does not complete the upload must carry at least {least} bytes (min-append-size)",
-                field="Content-Length",
-            )
-
-    async def _write(
-        self,
-        request: Request,
-        version: InteropVersion,
-        owner: str,
-        upload_id: str,
-        offset: int,
-        writer: Writer,
-        checksum: tuple[StreamHasher, bytes] | None,
-    ) -> Upload:
-        """Append the request body at ``offset``: in segments with a progress 104 after each commit
-        where the version and the server allow, else in one engine append."""
-        rt = runtime(request)
-        service = rt.uploads
-        most = rt.settings.resumable_max_append_bytes
-        body = writer.guard(request.stream())
-        every = rt.settings.resumable_progress_bytes
-        if checksum is not None or not every or not version.progress_responses or not can_send_informational(request):
-            # A Content-Digest covers the whole request, so it is verified (and kept) as one append.
-            return await service.append(
-                owner, upload_id, offset, body, checksum=checksum, max_bytes=most, lock_timeout=TAKE_OVER_WAIT
-            )
-        segments = Segments(body, every)
-        start = offset
-        upload: Upload | None = None
-        while (segment := segments.next()) is not None:
-            room = None if most is None else most - (offset - start)
-            upload = await service.append(
-                owner, upload_id, offset, segment, max_bytes=room, lock_timeout=TAKE_OVER_WAIT
-            )
-            offset = upload.bytes_received
-            if not segments.finished:
-                await send_informational(request, {INTEROP_HEADER: version.header, "Upload-Offset": str(offset)})
-        return upload if upload is not None else await service.get(owner, upload_id, with_parts=False)
-
     async def _finish(self, request: Request, owner: str, upload: Upload) -> Upload:
         """Complete the upload the client declared complete: its length is what arrived."""
         service = runtime(request).uploads
@@ -314,15 +103,20 @@ class DraftEndpoint:
             )
         return await service.complete(owner, upload.id)
 
-    def completed_response(
+    async def completed_response(
         self, request: Request, version: InteropVersion, upload: Upload, *, status: int, location: str
     ) -> Response:
         """What the targeted resource (the collection) answers for a finished file: the file as
-        JSON, with the draft's state fields and the representation digest."""
+        JSON, with the draft's state fields and the representation digest (what the engine keeps,
+        plus what ``Want-Repr-Digest`` asks for on this request or on the creation request)."""
         headers = self.state_headers(request, version, upload)
         headers["Location"] = location
         headers["Cache-Control"] = "no-store"
-        digest = md5_repr_digest(upload.md5)
+        want = request.headers.get("want-repr-digest") or _draft_state(upload).get("want")
+        service = runtime(request).uploads
+        digest = await repr_digest_header(
+            upload.md5, want if isinstance(want, str) else None, lambda: service.read(upload), upload.crc64
+        )
         if digest:
             headers["Repr-Digest"] = digest
         body = {
@@ -336,26 +130,68 @@ class DraftEndpoint:
         }
         return Response(json.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
+    @contextlib.asynccontextmanager
+    async def _offset_on_error(self, request: Request, owner: str, upload_id: str) -> AsyncIterator[None]:
+        """On an error, note the upload's current offset for the problem response (versions 3–6:
+        "the server MUST send the Upload-Offset header field in the response if it considers the
+        upload active, either when the response is a success or when the response is a
+        failure"); nothing when the upload is no longer active."""
+        try:
+            yield
+        except e.ChunkdError:
+            with contextlib.suppress(e.ChunkdError):
+                upload = await runtime(request).uploads.get(owner, upload_id, with_parts=False)
+                if upload.status is Status.PENDING:
+                    request.state.draft_offset = upload.bytes_received
+            raise
+
+    async def _refuse_overrun(
+        self, request: Request, version: InteropVersion, owner: str, upload_id: str, length: int, exc: e.TooLarge
+    ) -> NoReturn:
+        """A body that would take the offset past the upload's length, refused with nothing of it
+        kept: a 400 from version 6 on (413 before); from version 7 the upload is no longer usable
+        ("marking the upload resource invalid and rejecting any further interaction with it")."""
+        if version.invalidates_on_length_overrun:
+            with contextlib.suppress(e.ChunkdError):
+                await runtime(request).uploads.cancel(owner, upload_id)
+        raise length_overrun(version, f"the body goes past the upload's length of {length} bytes") from exc
+
+    @staticmethod
+    def _past_length(request: Request, length: int | None, offset: int, content_length: int | None) -> bool:
+        """Whether a ``TooLarge`` from an append at ``offset`` means the upload's length was
+        passed (not ``max-append-size`` nor the file size limit, which are 413s)."""
+        if length is None:
+            return False
+        if content_length is not None:
+            return offset + content_length > length
+        most = runtime(request).settings.resumable_max_append_bytes
+        return most is None or most >= length - offset
+
     # ---- creation --------------------------------------------------------------------------------
     async def create(self, request: Request, version: InteropVersion) -> Response:
         who = await principal(request, "files:create")
         service = runtime(request).uploads
-        complete = self.completion(request, version)
-        offset = sf_integer(request, "Upload-Offset")
+        complete = fields.completion(request, version)
+        offset = fields.sf_integer(request, "Upload-Offset")
         if offset not in (None, 0):
             raise e.InvalidInput("an upload creation request starts at offset 0", field="Upload-Offset")
-        content_length = _content_length(request)
-        length = self.length(request, complete, 0, None, content_length)
+        content_length = fields.content_length(request)
+        length = fields.declared_length(request, complete, 0, None, content_length)
         self.limits(request, version)  # kept on the request for a 413's answer
-        self.check_append_size(request, complete, content_length, creation=True)
+        fields.check_append_size(runtime(request).settings, complete, content_length, creation=True)
+        if length is not None and content_length is not None and content_length > length:
+            raise length_overrun(version, f"the body is longer than the upload's length of {length} bytes")
         meta = parse_metadata(request.headers.get("upload-metadata"))
-        filename = _filename(request) or meta.text("filename", "name") or "upload"
-        media_type = _media_type(request)
+        filename = fields.filename(request) or meta.text("filename", "name") or "upload"
+        media_type = fields.media_type(request)
         mime_type = meta.text("filetype", "type") or (
             media_type if media_type and media_type != PARTIAL_UPLOAD else None
         )
         declared = parse_digest_field(request.headers.get("repr-digest"), "Repr-Digest").get("md5")
         checksum = content_digest_checksum(request.headers.get("content-digest"))
+        state: dict[str, Any] = {"meta": meta.stored(), "draft": version.number}
+        if want := request.headers.get("want-repr-digest"):
+            state["want"] = want[:200]  # honoured when the upload completes, maybe in a later request
         upload = await service.create(
             who.owner,
             filename=filename,
@@ -364,7 +200,7 @@ class DraftEndpoint:
             md5=declared.hex() if declared is not None else None,
             mode=Mode.APPEND,
             frontend="tus",
-            metadata={"tus": {"meta": meta.stored(), "draft": version.number}},
+            metadata={"tus": state},
             strict_part_size=False,
         )
         location = self.tus.location(request, upload.id)
@@ -372,24 +208,31 @@ class DraftEndpoint:
         await send_informational(
             request, {INTEROP_HEADER: version.header, "Location": location, "Upload-Limit": limits}
         )
-        if _has_body(request):
+        if fields.has_body(request):
             try:
                 async with self.tus.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
-                    upload = await self._write(request, version, who.owner, upload.id, 0, writer, checksum)
-            except (e.ChecksumMismatch, e.TooLarge, e.SizeMismatch):
-                # Nothing of the body was kept and the answer is a 4xx (do not resume): drop the upload.
+                    upload = await write_body(request, version, who.owner, upload.id, 0, writer, checksum)
+            except e.TooLarge as exc:
                 await service.delete(who.owner, upload.id)
+                if self._past_length(request, length, 0, content_length):
+                    raise length_overrun(version, f"the body is longer than the upload's length of {length}") from exc
                 raise
-        if complete:
-            upload = await self._finish(request, who.owner, upload)
-            return self.completed_response(request, version, upload, status=201, location=location)
+            except (e.ChecksumMismatch, e.SizeMismatch):
+                # Nothing of the body was kept and the answer is a 4xx (do not resume): drop the upload.
+                with contextlib.suppress(e.NotFound):
+                    await service.delete(who.owner, upload.id)
+                raise
+        async with self._offset_on_error(request, who.owner, upload.id):
+            if complete:
+                upload = await self._finish(request, who.owner, upload)
+                return await self.completed_response(request, version, upload, status=201, location=location)
         headers = self.state_headers(request, version, upload)
         headers["Location"] = location
         return Response(status_code=201, headers=headers)
 
     # ---- offset retrieval --------------------------------------------------------------------------
     async def head(self, request: Request, version: InteropVersion, file_id: str) -> Response:
-        self.reject_state_fields(request, version)
+        fields.reject_state_fields(request, version, head=True)
         who = await principal(request)
         _any_scope(who.scopes, "files:create", "files:read")
         upload = await self.tus.load(request, who.owner, file_id)
@@ -422,46 +265,59 @@ class DraftEndpoint:
     # ---- append --------------------------------------------------------------------------------------
     async def append(self, request: Request, version: InteropVersion, file_id: str) -> Response:
         who = await principal(request, "files:create")
-        if version.requires_partial_upload_type and _media_type(request) != PARTIAL_UPLOAD:
+        async with self._offset_on_error(request, who.owner, file_id):
+            return await self._append(request, version, who.owner, file_id)
+
+    async def _append(self, request: Request, version: InteropVersion, owner: str, file_id: str) -> Response:
+        if version.requires_partial_upload_type and fields.media_type(request) != PARTIAL_UPLOAD:
             raise UnsupportedMediaType(f"an append must be sent as Content-Type: {PARTIAL_UPLOAD}")
-        offset = sf_integer(request, "Upload-Offset")
+        offset = fields.sf_integer(request, "Upload-Offset")
         if offset is None:
             raise e.InvalidInput("Upload-Offset is required (a non-negative integer)", field="Upload-Offset")
-        complete = self.completion(request, version)
-        content_length = _content_length(request)
+        complete = fields.completion(request, version)
+        content_length = fields.content_length(request)
         service = runtime(request).uploads
-        upload = await self.tus.load(request, who.owner, file_id)
+        upload = await self.tus.load(request, owner, file_id)
         if self.tus.is_final(upload):
             raise e.Forbidden("a final concatenation cannot be appended to", field="Upload-Concat")
         location = self.tus.location(request, upload.id)
         if upload.status is Status.COMPLETED:
-            if complete and offset == upload.size_bytes and not _has_body(request):
+            replay = complete and offset == upload.size_bytes and not fields.has_body(request)
+            if replay and version.replays_final_response:
                 # The client lost the final response and asks again: replay it.
-                return self.completed_response(request, version, upload, status=200, location=location)
+                return await self.completed_response(request, version, upload, status=200, location=location)
             raise CompletedUpload(f"upload {file_id} is already complete", field="Upload-Complete")
         self._check_active(request, upload)
         self._check_offset(upload, offset)
-        length = self.length(request, complete, offset, upload.size_bytes, content_length)
+        length = fields.declared_length(request, complete, offset, upload.size_bytes, content_length)
         self.limits(request, version, upload)  # kept on the request for a 413's answer
-        self.check_append_size(request, complete, content_length, creation=False)
+        fields.check_append_size(runtime(request).settings, complete, content_length, creation=False)
         checksum = content_digest_checksum(request.headers.get("content-digest"))
-        async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT) as writer:
-            # Again now that a stale request (if any) has committed what it received.
-            upload = await self.tus.load(request, who.owner, file_id)
-            self._check_active(request, upload)
-            self._check_offset(upload, offset)
-            if length is not None and upload.size_bytes is None:
-                upload = await service.declare_size(who.owner, file_id, length)
-            if _has_body(request):
-                try:
-                    upload = await self._write(request, version, who.owner, file_id, offset, writer, checksum)
-                except e.OffsetMismatch as exc:
-                    exc.details["providedOffset"] = offset
-                    raise
+        known = length if length is not None else upload.size_bytes
+        try:
+            if known is not None and content_length is not None and offset + content_length > known:
+                raise e.TooLarge("the body goes past the upload's length", field="Content-Length")
+            async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT) as writer:
+                # Again now that a stale request (if any) has committed what it received.
+                upload = await self.tus.load(request, owner, file_id)
+                self._check_active(request, upload)
+                self._check_offset(upload, offset)
+                if length is not None and upload.size_bytes is None:
+                    upload = await service.declare_size(owner, file_id, length)
+                if fields.has_body(request):
+                    upload = await write_body(request, version, owner, file_id, offset, writer, checksum)
+        except e.OffsetMismatch as exc:
+            exc.details["providedOffset"] = offset
+            raise
+        except e.TooLarge as exc:
+            if known is None or not self._past_length(request, known, offset, content_length):
+                raise
+            await self._refuse_overrun(request, version, owner, file_id, known, exc)
         if complete:
-            upload = await self._finish(request, who.owner, upload)
-            return self.completed_response(request, version, upload, status=200, location=location)
-        return Response(status_code=204, headers=self.state_headers(request, version, upload))
+            upload = await self._finish(request, owner, upload)
+            return await self.completed_response(request, version, upload, status=200, location=location)
+        status = version.incomplete_append_status
+        return Response(status_code=status, headers=self.state_headers(request, version, upload))
 
     @staticmethod
     def _check_offset(upload: Upload, offset: int) -> None:
@@ -473,13 +329,20 @@ class DraftEndpoint:
 
     # ---- cancellation --------------------------------------------------------------------------------
     async def delete(self, request: Request, version: InteropVersion, file_id: str) -> Response:
-        self.reject_state_fields(request, version)
+        fields.reject_state_fields(request, version, head=False)
         who = await principal(request)
         upload = await self.tus.load(request, who.owner, file_id)
+        if upload.status is Status.CANCELLED:
+            raise e.NotFound(f"no upload with id {upload.id!r}", field="id")
         _any_scope(who.scopes, "files:delete" if upload.status is Status.COMPLETED else "files:create")
         async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT):
             await runtime(request).uploads.delete(who.owner, file_id)
         return Response(status_code=204, headers={INTEROP_HEADER: version.header})
+
+
+def _draft_state(upload: Upload) -> dict[str, Any]:
+    state = upload.metadata.get("tus")
+    return state if isinstance(state, dict) else {}
 
 
 def _any_scope(scopes: Collection[str], *wanted: str) -> None:
