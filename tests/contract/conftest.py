@@ -106,7 +106,8 @@ async def sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> A
 @asynccontextmanager
 async def sqlalchemy_sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
     """SQLAlchemy throughout on SQLite (what PostgreSQL runs, and the SQLite fast path's cold paths)."""
-    store = await open_sql_metadata(f"sqlite:///{tmp_path / 'contract.db'}", run_migrations=True)
+    database = copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path, "contract.db")
+    store = await open_sql_metadata(f"sqlite:///{database}", run_migrations=True)
     try:
         yield store
     finally:

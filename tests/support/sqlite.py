@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
@@ -26,7 +27,9 @@ def migrated_sqlite(path: Path) -> Path:
         finally:
             await engine.dispose()
 
-    asyncio.run(upgrade())
+    # A thread of its own: the first test to ask may be running an event loop already.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, upgrade()).result()
     return path
 
 
