@@ -31,6 +31,7 @@ from chunkd.domain.upload import Upload
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.metadata import MetadataStore
 from chunkd.ports.repository import UploadRepository
+from tests.support.sqlite import copy_sqlite
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,9 @@ async def s3_stored(store: BlobStore, upload: Upload) -> set[str]:
 # ---- SQLite ----------------------------------------------------------------------------------
 @asynccontextmanager
 async def sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
-    store = await open_metadata(f"sqlite:///{tmp_path / 'contract.db'}", run_migrations=True)
+    # A copy of the session's migrated template; the migration check then finds nothing to do.
+    database = copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path, "contract.db")
+    store = await open_metadata(f"sqlite:///{database}", run_migrations=True)
     try:
         yield store
     finally:
