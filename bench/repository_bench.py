@@ -6,9 +6,9 @@ its last part, then save it with that part grown — for each repository backend
     .venv/bin/python bench/repository_bench.py --rounds 2000
     .venv/bin/python bench/repository_bench.py --postgres     # also PostgreSQL (a throwaway server)
 
-Backends: ``sqlite`` (as served: raw sqlite3, group commit), ``sqlite-sqlalchemy`` (SQLAlchemy +
-aiosqlite, as before), ``postgresql-sqlalchemy`` (SQLAlchemy + asyncpg) and, as a floor for the
-last, ``postgresql-asyncpg``: the same two reads and two writes as asyncpg prepared statements.
+Backends as served — ``sqlite`` (raw sqlite3, group commit), ``postgresql`` (asyncpg, statements
+prepared once) — and SQLAlchemy throughout on each (``sqlite-sqlalchemy`` over aiosqlite,
+``postgresql-sqlalchemy`` over asyncpg): what the hot paths ran on before.
 """
 
 from __future__ import annotations
@@ -61,43 +61,6 @@ async def repository_rounds(store: MetadataStore, uploads: int) -> Round:
     return one
 
 
-async def asyncpg_rounds(url: str, uploads: int) -> tuple[Round, Callable[[], Awaitable[None]]]:
-    """The same statements as asyncpg prepared statements on a pool (a floor, not a repository)."""
-    import asyncpg
-
-    pool = await asyncpg.create_pool(url.replace("postgresql+asyncpg", "postgresql"), min_size=4, max_size=16)
-    store = await open_sql_metadata(url, run_migrations=False)
-    await repository_rounds(store, uploads)  # creates the rows
-    await store.close()
-    async with pool.acquire() as conn:
-        ids = [r[0] for r in await conn.fetch("SELECT id FROM uploads WHERE owner = 'bench' ORDER BY created_at")]
-
-    async def one(n: int) -> None:
-        async with pool.acquire() as conn:
-            # asyncpg prepares each statement once per connection and keeps it (statement cache).
-            row = await conn.fetchrow("SELECT * FROM uploads WHERE id = $1 AND owner = $2", ids[n], "bench")
-            found = await conn.fetch(
-                'SELECT * FROM parts WHERE upload_id = $1 AND "number" >= $2 ORDER BY "number"',
-                ids[n],
-                max(row["parts_received"], 1),
-            )
-            async with conn.transaction():
-                await conn.execute(
-                    "UPDATE uploads SET bytes_received = $2, updated_at = $3 WHERE id = $1",
-                    ids[n],
-                    row["bytes_received"] + 256 * 1024,
-                    datetime.now(UTC),
-                )
-                await conn.execute(
-                    'UPDATE parts SET size = $3 WHERE upload_id = $1 AND "number" = $2',
-                    ids[n],
-                    found[-1]["number"],
-                    found[-1]["size"] + 256 * 1024,
-                )
-
-    return one, pool.close
-
-
 async def measure(one: Round, rounds: int, concurrency: int) -> tuple[float, float]:
     """(CPU ms, wall ms) per round."""
     for n in range(concurrency):  # warm: first statements, connections
@@ -136,15 +99,9 @@ async def main() -> None:
         assert bin_dir is not None, "no PostgreSQL binaries found"
         server = await asyncio.to_thread(lambda: PostgresServer(bin_dir).start())
         pg_url = server.url(await asyncio.to_thread(server.create_database))
-        backends.append(opener("postgresql-sqlalchemy", lambda u: open_metadata(u, run_migrations=True), pg_url))
-        floor_url = server.url(await asyncio.to_thread(server.create_database))
-
-        async def floor() -> tuple[Round, Callable[[], Awaitable[None]]]:
-            store = await open_sql_metadata(floor_url, run_migrations=True)
-            await store.close()
-            return await asyncpg_rounds(floor_url, 16)
-
-        backends.append(("postgresql-asyncpg", floor))
+        backends.append(opener("postgresql", lambda u: open_metadata(u, run_migrations=True), pg_url))
+        other_url = server.url(await asyncio.to_thread(server.create_database))
+        backends.append(opener("postgresql-sqlalchemy", lambda u: open_sql_metadata(u, run_migrations=True), other_url))
     try:
         print(f"{'backend':<24} {'1 writer':>22} {'16 concurrent':>26}")
         for name, make in backends:

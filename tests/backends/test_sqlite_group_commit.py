@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from chunkd.backends.repository import open_metadata
+from chunkd.backends.repository.composed import ComposedMetadata
 from chunkd.backends.repository.sqlalchemy import open_sql_metadata
 from chunkd.backends.repository.sqlite import SqliteMetadata
+from chunkd.backends.repository.sqlite.uploads import SqliteUploadRepository
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Upload
 from tests.support.uploads import make_upload
@@ -24,7 +26,7 @@ WRITERS = 32
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteMetadata]:
     opened = await open_metadata(f"sqlite:///{tmp_path / 'chunkd.db'}", run_migrations=True)
-    assert isinstance(opened, SqliteMetadata)
+    assert isinstance(opened, ComposedMetadata) and isinstance(opened.uploads, SqliteUploadRepository)
     try:
         yield opened
     finally:

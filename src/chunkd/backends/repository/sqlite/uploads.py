@@ -18,33 +18,24 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chunkd.backends.repository.sqlalchemy.tables import parts as parts_table
-from chunkd.backends.repository.sqlalchemy.tables import uploads as uploads_table
+from chunkd.backends.repository.rows import (
+    PART_COLUMNS,
+    UPLOAD_COLUMNS,
+    part_from,
+    part_values,
+    quoted,
+    upload_from,
+    upload_values,
+)
 from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
 from chunkd.backends.repository.sqlite.connections import GroupCommitWriter, Readers
 from chunkd.domain.errors import Conflict
 from chunkd.domain.events import Event
-from chunkd.domain.upload import Mode, Part, Status, Upload
+from chunkd.domain.upload import Part, Status, Upload
 
 __all__ = ["SqliteUploadRepository"]
 
-# The columns in the order the values below are written and read. The schema mirror (which a test
-# checks against the migrations) must have exactly these: a new column fails here, at import.
-_UPLOAD_COLUMNS = [
-    *("id", "owner", "frontend", "client_ref", "filename", "mime_type", "size_bytes", "part_size", "mode"),
-    *("status", "created_at", "updated_at", "expires_at", "completed_at", "declared_md5", "md5"),
-    *("bytes_received", "parts_received", "hash_offset", "hash_state", "meta", "crc64"),
-]
-_PART_COLUMNS = ["number", "offset", "size", "md5", "blob_ref", "hash_state", "created_at", "crc64"]
-if [c.name for c in uploads_table.columns] != _UPLOAD_COLUMNS or ["upload_id", *_PART_COLUMNS] != [
-    c.name for c in parts_table.columns
-]:
-    raise ImportError("chunkd.backends.repository.sqlite.uploads does not match the uploads/parts tables")
-
-
-def _quoted(columns: Iterable[str]) -> str:
-    return ", ".join(f'"{c}"' for c in columns)
-
+_UPLOAD_COLUMNS, _PART_COLUMNS, _quoted = UPLOAD_COLUMNS, PART_COLUMNS, quoted
 
 _SELECT_UPLOAD = f"SELECT {_quoted(_UPLOAD_COLUMNS)} FROM uploads"
 _GET = f"{_SELECT_UPLOAD} WHERE id = ?"
@@ -52,9 +43,8 @@ _GET_OWNED = f"{_SELECT_UPLOAD} WHERE id = ? AND owner = ?"
 _BY_CLIENT_REF = f"{_SELECT_UPLOAD} WHERE owner = ? AND frontend = ? AND client_ref = ?"
 _PARTS_FROM = f'SELECT {_quoted(_PART_COLUMNS)} FROM parts WHERE upload_id = ? AND "number" >= ? ORDER BY "number"'
 _INSERT_UPLOAD = f"INSERT INTO uploads ({_quoted(_UPLOAD_COLUMNS)}) VALUES ({', '.join('?' * len(_UPLOAD_COLUMNS))})"
-_UPDATE_UPLOAD = (
-    f"UPDATE uploads SET {', '.join(f'{chr(34)}{c}{chr(34)} = ?' for c in _UPLOAD_COLUMNS[1:])} WHERE id = ?"
-)
+_ASSIGN_UPLOAD = ", ".join(f'"{c}" = ?' for c in _UPLOAD_COLUMNS[1:])
+_UPDATE_UPLOAD = f"UPDATE uploads SET {_ASSIGN_UPLOAD} WHERE id = ?"
 _UPSERT_PART = (
     f"INSERT INTO parts (upload_id, {_quoted(_PART_COLUMNS)}) VALUES (?, {', '.join('?' * len(_PART_COLUMNS))}) "
     f'ON CONFLICT (upload_id, "number") DO UPDATE SET '
@@ -87,81 +77,19 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def _upload_values(upload: Upload) -> list[Any]:
-    """The row's values in ``_UPLOAD_COLUMNS`` order."""
-    return [
-        upload.id,
-        upload.owner,
-        upload.frontend,
-        upload.client_ref,
-        upload.filename,
-        upload.mime_type,
-        upload.size_bytes,
-        upload.part_size,
-        upload.mode.value,
-        upload.status.value,
-        _time(upload.created_at),
-        _time(upload.updated_at),
-        _time(upload.expires_at),
-        _time(upload.completed_at),
-        upload.declared_md5,
-        upload.md5,
-        upload.bytes_received,
-        upload.parts_received,
-        upload.hash_offset,
-        upload.hash_state,
-        json.dumps(upload.metadata),
-        upload.crc64,
-    ]
+    return upload_values(upload, _time)
 
 
 def _upload(row: Sequence[Any]) -> Upload:
-    (id_, owner, frontend, client_ref, filename, mime_type, size_bytes, part_size, mode, status, created_at) = row[:11]
-    (updated_at, expires_at, completed_at, declared_md5, md5, received, parts_received, hash_offset) = row[11:19]
-    hash_state, meta, crc64 = row[19:]
-    return Upload(
-        id=id_,
-        owner=owner,
-        frontend=frontend,
-        client_ref=client_ref,
-        filename=filename,
-        mime_type=mime_type,
-        size_bytes=size_bytes,
-        part_size=part_size,
-        mode=Mode(mode),
-        status=Status(status),
-        created_at=_parse_time(created_at),  # type: ignore[arg-type]  # NOT NULL
-        updated_at=_parse_time(updated_at),  # type: ignore[arg-type]  # NOT NULL
-        expires_at=_parse_time(expires_at),
-        completed_at=_parse_time(completed_at),
-        declared_md5=declared_md5,
-        md5=md5,
-        bytes_received=received,
-        parts_received=parts_received,
-        hash_offset=hash_offset,
-        hash_state=hash_state,
-        metadata=dict(json.loads(meta) or {}),
-        crc64=crc64,
-    )
+    return upload_from(row, _parse_time)
 
 
 def _part_values(upload_id: str, part: Part) -> list[Any]:
-    """``upload_id`` and the part's values in ``_PART_COLUMNS`` order."""
-    return [
-        upload_id,
-        part.number,
-        part.offset,
-        part.size,
-        part.md5,
-        part.blob_ref,
-        part.hash_state,
-        _time(part.created_at),
-        part.crc64,
-    ]
+    return part_values(upload_id, part, _time)
 
 
 def _part(row: Sequence[Any]) -> Part:
-    number, offset, size, md5, blob_ref, hash_state, created_at, crc64 = row
-    return Part(number, offset, size, md5, blob_ref, _parse_time(created_at), hash_state, crc64 or "")  # type: ignore[arg-type]
+    return part_from(row, _parse_time)
 
 
 def _write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
