@@ -151,6 +151,12 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         self._cancel_header_timer()
         log.info("request head over %d bytes from %s: answered 431", self.max_header_bytes, self._peer())
+        if not self._awaiting_head and self.cycle is not None and not self.cycle.response_complete:
+            # Trailers over the cap, while the app reads this message's body: it is told at once
+            # that the client is gone (as uvicorn does when a connection is lost), so it ends and
+            # lets go of what it holds instead of waiting for the connection to close.
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
         self._answer_and_close(
             _plain_response(431, f"the request line and headers may be at most {self.max_header_bytes} bytes")
         )
