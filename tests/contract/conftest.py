@@ -8,8 +8,9 @@ backend, and cleans up after it; nothing else in the suites needs to change. Blo
 how to list what they hold for one upload, which lets the suite check that abort/discard/delete
 really free storage.
 
-Today: blobs on local disk and S3 (a real Ceph RGW); the repository on SQLite and PostgreSQL; locks
-in-process with the lock file, on PostgreSQL advisory locks, and the two stacked as a cluster runs them.
+Today: blobs on local disk and S3 (a real Ceph RGW); every repository port on SQLite (as served:
+the raw ``sqlite3`` hot path; and SQLAlchemy throughout) and PostgreSQL; locks in-process with the
+lock file, on PostgreSQL advisory locks, and the two stacked as a cluster runs them.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from typing import Any
 import pytest
 
 from chunkd.backends.blobs.local import LocalBlobStore
-from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
-from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.backends.repository import open_metadata
+from chunkd.backends.repository.sqlalchemy import open_sql_metadata
 from chunkd.domain.upload import Upload
 from chunkd.ports.blobs import BlobStore
+from chunkd.ports.metadata import MetadataStore
+from chunkd.ports.repository import UploadRepository
+from tests.support.sqlite import copy_sqlite
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class BlobBackend:
 @dataclass(frozen=True)
 class RepositoryBackend:
     name: str
-    make: Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[SqlRepository]]
+    make: Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[MetadataStore]]
     marks: Sequence[Any] = field(default_factory=tuple)
 
 
@@ -89,28 +93,36 @@ async def s3_stored(store: BlobStore, upload: Upload) -> set[str]:
 
 # ---- SQLite ----------------------------------------------------------------------------------
 @asynccontextmanager
-async def sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlRepository]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'contract.db'}")
-    await migrate(engine)
-    repo = SqlRepository(engine)
+async def sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+    # A copy of the session's migrated template; the migration check then finds nothing to do.
+    database = copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path, "contract.db")
+    store = await open_metadata(f"sqlite:///{database}", run_migrations=True)
     try:
-        yield repo
+        yield store
     finally:
-        await repo.close()
+        await store.close()
+
+
+@asynccontextmanager
+async def sqlalchemy_sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+    """SQLAlchemy throughout on SQLite (what PostgreSQL runs, and the SQLite fast path's cold paths)."""
+    store = await open_sql_metadata(f"sqlite:///{tmp_path / 'contract.db'}", run_migrations=True)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 # ---- PostgreSQL (a real server, a fresh database per test) -------------------------------------
 @asynccontextmanager
-async def postgres_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlRepository]:
+async def postgres_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
     server = request.getfixturevalue("pg_server")
     name = await asyncio.to_thread(server.acquire_database)  # it runs its own event loop
-    engine = create_engine(server.url(name))
-    await migrate(engine)
-    repo = SqlRepository(engine)
+    store = await open_metadata(server.url(name), run_migrations=True)
     try:
-        yield repo
+        yield store
     finally:
-        await repo.close()
+        await store.close()
         await asyncio.to_thread(server.release_database, name)
 
 
@@ -122,6 +134,7 @@ BLOB_BACKENDS: list[BlobBackend] = [
 
 REPOSITORY_BACKENDS: list[RepositoryBackend] = [
     RepositoryBackend("sqlite", sqlite_repository),
+    RepositoryBackend("sqlite-sqlalchemy", sqlalchemy_sqlite_repository),
     RepositoryBackend("postgresql", postgres_repository),
 ]
 
@@ -143,7 +156,14 @@ async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 @pytest.fixture(params=[pytest.param(b, id=b.name, marks=list(b.marks)) for b in REPOSITORY_BACKENDS])
-async def repo(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlRepository]:
+async def metadata(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+    """Every repository port of one fresh database, once per backend."""
     backend: RepositoryBackend = request.param
-    async with backend.make(request, tmp_path) as repository:
-        yield repository
+    async with backend.make(request, tmp_path) as store:
+        yield store
+
+
+@pytest.fixture
+def repo(metadata: MetadataStore) -> UploadRepository:
+    """The upload repository of ``metadata``."""
+    return metadata.uploads

@@ -18,6 +18,7 @@ import pytest
 from chunkd.backends.locks.postgres import advisory_key, asyncpg_dsn
 from tests.support.cluster import start_cluster
 from tests.support.media_files import make_pdf
+from tests.support.pm_forms import chunk_head, form_tail
 from tests.support.postgres import PostgresServer
 from tests.support.server import ChunkdServer
 
@@ -25,6 +26,7 @@ pytestmark = [pytest.mark.e2e]
 
 MiB = 1024 * 1024
 DEADLINE = 2.0  # the take-over must be answered within this (the client's timeout)
+PM_BOUNDARY = "pmb0undary"
 
 
 @pytest.fixture(scope="module")
@@ -187,26 +189,18 @@ def test_media_chunk_on_node_b_takes_over_a_stalled_chunk_on_node_a(
 
 
 def pm_chunk(file_uuid: str, index: int, chunk: bytes, chunk_size: int, total: int, parts: int) -> tuple[bytes, bytes]:
-    """A Fine Uploader chunk request body as (the part up to and including qqfile's headers, the rest)."""
-    boundary = "pmb0undary"
-    fields = {
-        "qquuid": file_uuid,
-        "qqpartindex": str(index),
-        "qqpartbyteoffset": str(index * chunk_size),
-        "qqchunksize": str(len(chunk)),
-        "qqtotalparts": str(parts),
-        "qqtotalfilesize": str(total),
-        "qqfilename": "pm.bin",
-    }
-    head = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
+    """A Fine Uploader chunk request body as (the part up to qqfile's first byte, the rest)."""
+    head = chunk_head(
+        PM_BOUNDARY,
+        file_uuid,
+        index=index,
+        chunk_size=chunk_size,
+        this_size=len(chunk),
+        total_parts=parts,
+        total_size=total,
+        filename="pm.bin",
     )
-    head += (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="qqfile"; filename="blob"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    return head, chunk + f"\r\n--{boundary}--\r\n".encode()
+    return head, chunk + form_tail(PM_BOUNDARY)
 
 
 def wait_for_log(server: ChunkdServer, needle: str, timeout: float = 60.0) -> None:
@@ -237,12 +231,12 @@ def test_pm_chunk_on_node_b_while_the_same_chunk_stalls_on_node_a(two_nodes: lis
 
     def post(server: ChunkdServer, index: int) -> httpx.Response:
         head, rest = pm_chunk(file_uuid, index, chunks[index], chunk_size, len(data), len(chunks))
-        headers = {**auth, "Content-Type": "multipart/form-data; boundary=pmb0undary"}
+        headers = {**auth, "Content-Type": f"multipart/form-data; boundary={PM_BOUNDARY}"}
         return httpx.post(f"{server.url}{url}", content=head + rest, headers=headers, timeout=DEADLINE)
 
     assert post(node_b, 0).status_code == 200
     head, rest = pm_chunk(file_uuid, 1, chunks[1], chunk_size, len(data), len(chunks))
-    headers = {**auth, "Content-Type": "multipart/form-data; boundary=pmb0undary"}
+    headers = {**auth, "Content-Type": f"multipart/form-data; boundary={PM_BOUNDARY}"}
     stalled = stall(node_a, url, headers, len(head) + len(rest), head + rest[:300_000], "POST")
     try:
         retry = post(node_b, 1)  # answered within DEADLINE (the client's timeout) despite A's copy

@@ -13,10 +13,11 @@ import pytest
 from chunkd.backends.blobs.local import LocalBlobStore
 from chunkd.backends.locks.local import LocalLocks
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
-from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Status, Upload
 from chunkd.service.uploads import EngineConfig, UploadService
+from tests.support.bodies import body
 
 TTL = timedelta(minutes=10)
 PART = 1000
@@ -49,16 +50,12 @@ class Setup:
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     await migrate(engine)
-    repo = SqlRepository(engine)
+    repo = SqlUploadRepository(engine)
     blobs = LocalBlobStore(tmp_path / "blobs", fsync=False)
     clock = Clock()
     config = EngineConfig(min_part_size=1, ttl=TTL, lock_timeout=1)
     yield Setup(UploadService(repo, blobs, LocalLocks(tmp_path / "locks"), config, clock=clock), blobs, clock)
     await repo.close()
-
-
-async def body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 async def started(setup: Setup, parts: int = 2) -> Upload:

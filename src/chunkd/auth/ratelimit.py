@@ -94,15 +94,7 @@ class RateLimits:
             binding: Decision | None = None
             for item in items:
                 allowed = await self.limiter.hit(item, category, identity, cost=cost)
-                stats = await self.limiter.get_window_stats(item, category, identity)
-                decision = Decision(
-                    allowed=allowed,
-                    limit=item.amount,
-                    remaining=max(0, stats.remaining),
-                    reset_after=max(0, math.ceil(stats.reset_time - time.time())),
-                    window=item.get_expiry(),
-                    description=str(item),
-                )
+                decision = await self._decision(item, category, identity, allowed=allowed)
                 if not allowed:
                     return decision
                 if binding is None or decision.remaining < binding.remaining:
@@ -122,18 +114,22 @@ class RateLimits:
         try:
             for item in items:
                 if not await self.limiter.test(item, category, identity, cost=cost):
-                    stats = await self.limiter.get_window_stats(item, category, identity)
-                    return Decision(
-                        allowed=False,
-                        limit=item.amount,
-                        remaining=max(0, stats.remaining),
-                        reset_after=max(0, math.ceil(stats.reset_time - time.time())),
-                        window=item.get_expiry(),
-                        description=str(item),
-                    )
+                    return await self._decision(item, category, identity, allowed=False)
         except Exception:
             log.warning("rate-limit store unavailable; request allowed", exc_info=True)
         return None
+
+    async def _decision(self, item: RateLimitItem, category: str, identity: str, *, allowed: bool) -> Decision:
+        """The decision on ``item`` with the figures of its window as they stand."""
+        stats = await self.limiter.get_window_stats(item, category, identity)
+        return Decision(
+            allowed=allowed,
+            limit=item.amount,
+            remaining=max(0, stats.remaining),
+            reset_after=max(0, math.ceil(stats.reset_time - time.time())),
+            window=item.get_expiry(),
+            description=str(item),
+        )
 
     async def reset(self) -> None:
         await self.storage.reset()
