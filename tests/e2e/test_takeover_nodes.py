@@ -1,7 +1,9 @@
 """Two ``chunkd serve`` nodes on one PostgreSQL and one data dir, as behind a load balancer: a
-client whose PATCH on node A stalled (its connection still open, no more bytes) reconnects to
-node B and resumes at once. The request on B asks A's request to let go (PostgreSQL NOTIFY); A
-commits the bytes it received; B answers within 2 s; no byte is lost or written twice."""
+client whose request on node A stalled (its connection still open, no more bytes) reconnects to
+node B and resumes at once, in every append dialect — tus PATCH, the IETF draft's creation and
+PATCH, media Content-Range chunks (the request on B asks A's request to let go through PostgreSQL
+NOTIFY; A commits the bytes it received; B answers within 2 s) and pm chunks (parts, which hold
+the lock only for their commit, so B never waits for A) — with no byte lost or written twice."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from tests.support.cluster import start_cluster
 from tests.support.media_files import make_pdf
 from tests.support.pm_forms import chunk_head, form_tail
 from tests.support.postgres import PostgresServer
+from tests.support.raw_http import ResponseReader
 from tests.support.server import ChunkdServer
 
 pytestmark = [pytest.mark.e2e]
@@ -141,6 +144,44 @@ def test_draft_patch_on_node_b_takes_over_without_a_head(two_nodes: list[ChunkdS
     finally:
         stalled.close()
     assert md5_on(node_b, key, upload_id) == hashlib.md5(data).hexdigest()
+
+
+def test_draft_creation_stalled_on_node_a_resumed_on_node_b(two_nodes: list[ChunkdServer], database: str) -> None:
+    """What URLSession does: the creation request's 104 gave the upload's URL, then its connection
+    went silent mid-body on node A; the client asks node B for the offset (ending A's request)
+    and appends the rest there."""
+    node_a, node_b = two_nodes
+    key = node_a.create_key("alice")
+    data = os.urandom(4 * MiB)
+    headers = {"Authorization": f"Bearer {key}", "Upload-Draft-Interop-Version": "8", "Upload-Complete": "?1"}
+    stalled = stall(node_a, "/files", headers, len(data), b"", "POST")
+    try:
+        status, interim = ResponseReader(stalled).next_head()
+        assert status == 104
+        location = interim["location"]
+        upload_id = location.rsplit("/", 1)[1]
+        stalled.sendall(data[: MiB + 5])
+        wait_until_locked(database, upload_id)
+        draft = {"Authorization": f"Bearer {key}", "Upload-Draft-Interop-Version": "8"}
+        with httpx.Client(base_url=node_b.url, timeout=DEADLINE) as client:
+            state = client.head(f"/files/{upload_id}", headers=draft)
+            assert state.status_code == 204 and state.headers["upload-complete"] == "?0"
+            offset = int(state.headers["upload-offset"])
+            assert 0 <= offset <= MiB + 5
+            done = client.patch(
+                f"/files/{upload_id}",
+                content=data[offset:],
+                headers={
+                    **draft,
+                    "Upload-Offset": str(offset),
+                    "Upload-Complete": "?1",
+                    "Content-Type": "application/partial-upload",
+                },
+            )
+        assert done.status_code == 200, done.text
+    finally:
+        stalled.close()
+    assert md5_on(node_a, key, upload_id) == hashlib.md5(data).hexdigest()
 
 
 def test_media_chunk_on_node_b_takes_over_a_stalled_chunk_on_node_a(
