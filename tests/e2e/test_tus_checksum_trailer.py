@@ -177,3 +177,18 @@ def test_granian_does_not_announce_it_and_refuses_the_trailer(tmp_path: Path) ->
         assert offset(server, key, upload_id) == 0
     finally:
         server.kill()
+
+
+def test_trailers_share_the_head_cap(tmp_path: Path) -> None:
+    """Trailer fields are bounded like the head (``CHUNKD_MAX_HEADER_BYTES``): past it the answer is
+    431 and nothing of the request is kept."""
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_MAX_HEADER_BYTES": "8192"}).start()
+    try:
+        key = server.create_key("alice")
+        upload_id = create(server, key, 10)
+        huge = checksum("md5", b"0123456789") + "\r\nX-Padding: " + "a" * 20_000
+        status, _ = chunked_patch(server, key, upload_id, 0, b"0123456789", huge)
+        assert status == 431
+        assert offset(server, key, upload_id) == 0
+    finally:
+        server.kill()
