@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.cutting_proxy import CuttingProxy
 from tests.support.files import random_file
+from tests.support.raw_http import ResponseReader
 from tests.support.server import ChunkdServer
 
 pytestmark = pytest.mark.e2e
@@ -40,38 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChunkdServer]:
         live.kill()
 
 
-class RawResponse:
-    """Responses read off a raw socket: every informational response, then the final one."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
-
-    def next_head(self) -> tuple[int, dict[str, str]]:
-        while b"\r\n\r\n" not in self.buffer:
-            data = self.sock.recv(65536)
-            if not data:
-                raise AssertionError(f"connection closed; got {self.buffer!r}")
-            self.buffer += data
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return status, headers
-
-    def read_body(self, length: int) -> bytes:
-        while len(self.buffer) < length:
-            data = self.sock.recv(65536)
-            if not data:
-                raise AssertionError(f"connection closed; got {self.buffer!r}")
-            self.buffer += data
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
-        return body
-
-
 def request_head(server: ChunkdServer, method: str, path: str, key: str, headers: dict[str, str]) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}", f"Authorization: Bearer {key}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
@@ -91,7 +60,7 @@ def test_104_with_location_arrives_before_the_body_is_sent(server: ChunkdServer,
     headers = {"Upload-Draft-Interop-Version": str(v), "Content-Length": str(len(data)), **completion(v, True)}
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request_head(server, "POST", "/files", key, headers))
-        responses = RawResponse(sock)
+        responses = ResponseReader(sock)
         # Not one byte of the body is sent yet: the 104 must come anyway.
         status, first = responses.next_head()
         assert status == 104
@@ -132,7 +101,7 @@ def test_no_104_without_an_interop_version(server: ChunkdServer) -> None:
     }
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request_head(server, "POST", "/files", key, headers) + b"hello")
-        status, _ = RawResponse(sock).next_head()
+        status, _ = ResponseReader(sock).next_head()
     assert status == 201
 
 
@@ -145,7 +114,7 @@ def test_resume_after_the_connection_drops_after_the_104(server: ChunkdServer) -
     headers = {"Upload-Draft-Interop-Version": "8", "Content-Length": str(len(data)), **completion(v, True)}
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request_head(server, "POST", "/files", key, headers))
-        responses = RawResponse(sock)
+        responses = ResponseReader(sock)
         _, first = responses.next_head()
         location = first["location"]
         sock.sendall(data[: 2 * MiB + 100])
@@ -178,7 +147,7 @@ def test_104_does_not_replace_100_continue(server: ChunkdServer, v: int) -> None
     headers = {"Upload-Draft-Interop-Version": str(v), "Content-Length": "5", "Expect": "100-continue"}
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request_head(server, "POST", "/files", key, {**headers, **completion(v, True)}))
-        responses = RawResponse(sock)
+        responses = ResponseReader(sock)
         assert responses.next_head()[0] == 104
         assert responses.next_head()[0] == 100  # the body is not sent before this
         sock.sendall(b"hello")
@@ -194,7 +163,7 @@ def test_no_104_for_an_interop_version_not_spoken(server: ChunkdServer, version:
     headers = {"Upload-Draft-Interop-Version": version, "Content-Length": "5", "Upload-Complete": "?1"}
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request_head(server, "POST", "/files", key, headers) + b"hello")
-        status, found = RawResponse(sock).next_head()
+        status, found = ResponseReader(sock).next_head()
     assert status == 400
     assert found["content-type"] == "application/problem+json"
 
@@ -207,7 +176,7 @@ def test_incomplete_creation_keeps_one_location(server: ChunkdServer, v: int) ->
     headers = {"Upload-Draft-Interop-Version": str(v), "Content-Length": "5", **completion(v, False)}
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request_head(server, "POST", "/files", key, headers))
-        responses = RawResponse(sock)
+        responses = ResponseReader(sock)
         status, interim = responses.next_head()
         assert status == 104 and "max-size=" in interim["upload-limit"]
         sock.sendall(b"hello")
@@ -236,7 +205,7 @@ def test_append_progress_104s(server: ChunkdServer, v: int) -> None:
     progress: list[int] = []
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request_head(server, "PATCH", path, key, headers) + data)
-        responses = RawResponse(sock)
+        responses = ResponseReader(sock)
         while True:
             status, found = responses.next_head()
             if status != 104:

@@ -1,7 +1,9 @@
 """Two ``chunkd serve`` nodes on one PostgreSQL and one data dir, as behind a load balancer: a
-client whose PATCH on node A stalled (its connection still open, no more bytes) reconnects to
-node B and resumes at once. The request on B asks A's request to let go (PostgreSQL NOTIFY); A
-commits the bytes it received; B answers within 2 s; no byte is lost or written twice."""
+client whose request on node A stalled (its connection still open, no more bytes) reconnects to
+node B and resumes at once, in every append dialect — tus PATCH, the IETF draft's creation and
+PATCH, media Content-Range chunks (the request on B asks A's request to let go through PostgreSQL
+NOTIFY; A commits the bytes it received; B answers within 2 s) and pm chunks (parts, which hold
+the lock only for their commit, so B never waits for A) — with no byte lost or written twice."""
 
 from __future__ import annotations
 
@@ -18,13 +20,16 @@ import pytest
 from chunkd.backends.locks.postgres import advisory_key, asyncpg_dsn
 from tests.support.cluster import start_cluster
 from tests.support.media_files import make_pdf
+from tests.support.pm_forms import chunk_head, form_tail
 from tests.support.postgres import PostgresServer
+from tests.support.raw_http import ResponseReader
 from tests.support.server import ChunkdServer
 
 pytestmark = [pytest.mark.e2e]
 
 MiB = 1024 * 1024
 DEADLINE = 2.0  # the take-over must be answered within this (the client's timeout)
+PM_BOUNDARY = "pmb0undary"
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +146,44 @@ def test_draft_patch_on_node_b_takes_over_without_a_head(two_nodes: list[ChunkdS
     assert md5_on(node_b, key, upload_id) == hashlib.md5(data).hexdigest()
 
 
+def test_draft_creation_stalled_on_node_a_resumed_on_node_b(two_nodes: list[ChunkdServer], database: str) -> None:
+    """What URLSession does: the creation request's 104 gave the upload's URL, then its connection
+    went silent mid-body on node A; the client asks node B for the offset (ending A's request)
+    and appends the rest there."""
+    node_a, node_b = two_nodes
+    key = node_a.create_key("alice")
+    data = os.urandom(4 * MiB)
+    headers = {"Authorization": f"Bearer {key}", "Upload-Draft-Interop-Version": "8", "Upload-Complete": "?1"}
+    stalled = stall(node_a, "/files", headers, len(data), b"", "POST")
+    try:
+        status, interim = ResponseReader(stalled).next_head()
+        assert status == 104
+        location = interim["location"]
+        upload_id = location.rsplit("/", 1)[1]
+        stalled.sendall(data[: MiB + 5])
+        wait_until_locked(database, upload_id)
+        draft = {"Authorization": f"Bearer {key}", "Upload-Draft-Interop-Version": "8"}
+        with httpx.Client(base_url=node_b.url, timeout=DEADLINE) as client:
+            state = client.head(f"/files/{upload_id}", headers=draft)
+            assert state.status_code == 204 and state.headers["upload-complete"] == "?0"
+            offset = int(state.headers["upload-offset"])
+            assert 0 <= offset <= MiB + 5
+            done = client.patch(
+                f"/files/{upload_id}",
+                content=data[offset:],
+                headers={
+                    **draft,
+                    "Upload-Offset": str(offset),
+                    "Upload-Complete": "?1",
+                    "Content-Type": "application/partial-upload",
+                },
+            )
+        assert done.status_code == 200, done.text
+    finally:
+        stalled.close()
+    assert md5_on(node_a, key, upload_id) == hashlib.md5(data).hexdigest()
+
+
 def test_media_chunk_on_node_b_takes_over_a_stalled_chunk_on_node_a(
     two_nodes: list[ChunkdServer], database: str
 ) -> None:
@@ -187,26 +230,18 @@ def test_media_chunk_on_node_b_takes_over_a_stalled_chunk_on_node_a(
 
 
 def pm_chunk(file_uuid: str, index: int, chunk: bytes, chunk_size: int, total: int, parts: int) -> tuple[bytes, bytes]:
-    """A Fine Uploader chunk request body as (the part up to and including qqfile's headers, the rest)."""
-    boundary = "pmb0undary"
-    fields = {
-        "qquuid": file_uuid,
-        "qqpartindex": str(index),
-        "qqpartbyteoffset": str(index * chunk_size),
-        "qqchunksize": str(len(chunk)),
-        "qqtotalparts": str(parts),
-        "qqtotalfilesize": str(total),
-        "qqfilename": "pm.bin",
-    }
-    head = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
+    """A Fine Uploader chunk request body as (the part up to qqfile's first byte, the rest)."""
+    head = chunk_head(
+        PM_BOUNDARY,
+        file_uuid,
+        index=index,
+        chunk_size=chunk_size,
+        this_size=len(chunk),
+        total_parts=parts,
+        total_size=total,
+        filename="pm.bin",
     )
-    head += (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="qqfile"; filename="blob"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    return head, chunk + f"\r\n--{boundary}--\r\n".encode()
+    return head, chunk + form_tail(PM_BOUNDARY)
 
 
 def wait_for_log(server: ChunkdServer, needle: str, timeout: float = 60.0) -> None:
@@ -237,12 +272,12 @@ def test_pm_chunk_on_node_b_while_the_same_chunk_stalls_on_node_a(two_nodes: lis
 
     def post(server: ChunkdServer, index: int) -> httpx.Response:
         head, rest = pm_chunk(file_uuid, index, chunks[index], chunk_size, len(data), len(chunks))
-        headers = {**auth, "Content-Type": "multipart/form-data; boundary=pmb0undary"}
+        headers = {**auth, "Content-Type": f"multipart/form-data; boundary={PM_BOUNDARY}"}
         return httpx.post(f"{server.url}{url}", content=head + rest, headers=headers, timeout=DEADLINE)
 
     assert post(node_b, 0).status_code == 200
     head, rest = pm_chunk(file_uuid, 1, chunks[1], chunk_size, len(data), len(chunks))
-    headers = {**auth, "Content-Type": "multipart/form-data; boundary=pmb0undary"}
+    headers = {**auth, "Content-Type": f"multipart/form-data; boundary={PM_BOUNDARY}"}
     stalled = stall(node_a, url, headers, len(head) + len(rest), head + rest[:300_000], "POST")
     try:
         retry = post(node_b, 1)  # answered within DEADLINE (the client's timeout) despite A's copy

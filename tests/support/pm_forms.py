@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-__all__ = ["form_tail", "whole_file_chunk_head"]
+__all__ = ["chunk_head", "form_tail", "whole_file_chunk_head"]
 
 
-def whole_file_chunk_head(boundary: str, file_uuid: str, size: int, filename: str = "big.bin") -> bytes:
-    """The multipart form up to the first byte of ``qqfile``: one chunk that is the whole file."""
+def chunk_head(
+    boundary: str,
+    file_uuid: str,
+    *,
+    index: int,
+    chunk_size: int,
+    this_size: int,
+    total_parts: int,
+    total_size: int,
+    filename: str = "big.bin",
+) -> bytes:
+    """The multipart form up to the first byte of ``qqfile`` for chunk ``index`` (of
+    ``chunk_size``-byte chunks; this one has ``this_size`` bytes)."""
     fields = {
         "qquuid": file_uuid,
-        "qqpartindex": "0",
-        "qqpartbyteoffset": "0",
-        "qqchunksize": str(size),
-        "qqtotalparts": "1",
-        "qqtotalfilesize": str(size),
+        "qqpartindex": str(index),
+        "qqpartbyteoffset": str(index * chunk_size),
+        "qqchunksize": str(this_size),
+        "qqtotalparts": str(total_parts),
+        "qqtotalfilesize": str(total_size),
         "qqfilename": filename,
     }
     head = "".join(
@@ -24,6 +35,20 @@ def whole_file_chunk_head(boundary: str, file_uuid: str, size: int, filename: st
         "Content-Type: application/octet-stream\r\n\r\n"
     )
     return head.encode()
+
+
+def whole_file_chunk_head(boundary: str, file_uuid: str, size: int, filename: str = "big.bin") -> bytes:
+    """The multipart form up to the first byte of ``qqfile``: one chunk that is the whole file."""
+    return chunk_head(
+        boundary,
+        file_uuid,
+        index=0,
+        chunk_size=size,
+        this_size=size,
+        total_parts=1,
+        total_size=size,
+        filename=filename,
+    )
 
 
 def form_tail(boundary: str) -> bytes:

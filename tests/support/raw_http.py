@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["read_response"]
+__all__ = ["ResponseReader", "read_response"]
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
@@ -26,3 +26,38 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
             break
         body += chunk
     return int(lines[0].split()[1]), headers, body
+
+
+class ResponseReader:
+    """Responses read off a raw socket one head at a time: every informational (1xx) response,
+    then the final one and, with ``read_body``, its body."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def next_head(self) -> tuple[int, dict[str, str]]:
+        """The next response head: (status, lower-cased headers)."""
+        while b"\r\n\r\n" not in self.buffer:
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError(f"connection closed; got {self.buffer!r}")
+            self.buffer += data
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return status, headers
+
+    def read_body(self, length: int) -> bytes:
+        """The next ``length`` bytes (the body of the response just read)."""
+        while len(self.buffer) < length:
+            data = self.sock.recv(65536)
+            if not data:
+                raise AssertionError(f"connection closed; got {self.buffer!r}")
+            self.buffer += data
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return body
