@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ChunkdServer", "free_port"]
+__all__ = ["ChunkdServer", "free_port", "wait_until_up"]
 
 BIN = Path(sys.executable).parent
 
@@ -24,6 +24,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_until_up(process: subprocess.Popen[bytes], probe: str, name: str, output: Path, timeout: float) -> None:
+    """Return once GET ``probe`` answers 200; fail at once if ``process`` exits, and after ``timeout``
+    seconds, showing ``output`` (what the process wrote)."""
+    deadline = time.monotonic() + timeout
+    # One client for the whole wait: each httpx.get() builds a client (and an SSL context), tens of
+    # milliseconds of CPU per poll taken from the process we are waiting for.
+    with httpx.Client(timeout=5) as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}: {output.read_text()}")
+            try:
+                if http.get(probe).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+    raise RuntimeError(f"{name} did not answer in {timeout}s: {output.read_text()}")
 
 
 class ChunkdServer:
@@ -50,20 +69,14 @@ class ChunkdServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        # One client for the whole wait: each httpx.get() builds a client (and an SSL context), tens
-        # of milliseconds of CPU per poll taken from the server we are waiting for.
-        with httpx.Client(timeout=5) as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"chunkd serve exited with {self.process.returncode}: {self.log.read_text()}")
-                try:
-                    if http.get(f"{self.url}/healthz").status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-        raise RuntimeError(f"chunkd serve did not answer in {timeout}s: {self.log.read_text()}")
+        wait_until_up(self.process, f"{self.url}/healthz", "chunkd serve", self.log, timeout)
+        return self
+
+    def __enter__(self) -> ChunkdServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.kill()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:
