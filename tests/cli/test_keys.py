@@ -15,7 +15,7 @@ CHUNKD = str(Path(sys.executable).parent / "chunkd")
 
 def run(data_dir: Path, *args: str) -> str:
     done = subprocess.run(
-        [CHUNKD, *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=60, check=True
+        [CHUNKD, *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=240, check=True
     )
     return done.stdout
 
@@ -36,7 +36,7 @@ def on_a_terminal(data_dir: Path, *args: str, columns: int) -> str:
             if not chunk:
                 break
             output += chunk
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=240) == 0
     finally:
         os.close(primary)
     return re.sub(r"\x1b\[[0-9;]*m", "", output.decode())
