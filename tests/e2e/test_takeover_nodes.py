@@ -184,3 +184,82 @@ def test_media_chunk_on_node_b_takes_over_a_stalled_chunk_on_node_a(
     )
     assert done.status_code == 201, done.text
     assert md5_on(node_a, key, upload_id) == md5
+
+
+def pm_chunk(file_uuid: str, index: int, chunk: bytes, chunk_size: int, total: int, parts: int) -> tuple[bytes, bytes]:
+    """A Fine Uploader chunk request body as (the part up to and including qqfile's headers, the rest)."""
+    boundary = "pmb0undary"
+    fields = {
+        "qquuid": file_uuid,
+        "qqpartindex": str(index),
+        "qqpartbyteoffset": str(index * chunk_size),
+        "qqchunksize": str(len(chunk)),
+        "qqtotalparts": str(parts),
+        "qqtotalfilesize": str(total),
+        "qqfilename": "pm.bin",
+    }
+    head = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    )
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="qqfile"; filename="blob"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head, chunk + f"\r\n--{boundary}--\r\n".encode()
+
+
+def wait_for_log(server: ChunkdServer, needle: str, timeout: float = 60.0) -> None:
+    """Until ``server``'s log has a line containing ``needle`` (its access log line is written when
+    a request ends, also when the client went away)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in server.log.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} never appeared in {server.log}")
+
+
+def test_pm_chunk_on_node_b_while_the_same_chunk_stalls_on_node_a(two_nodes: list[ChunkdServer]) -> None:
+    """pm chunks are parts: a chunk holds the upload's lock only for its short commit, so a retry on
+    node B is answered at once while node A still waits for the stalled copy's bytes, and A's
+    copy, broken off later, neither blocks B nor damages the part B stored."""
+    node_a, node_b = two_nodes
+    key = node_a.create_key("alice")
+    chunk_size = MiB
+    data = os.urandom(2 * MiB + 300_000)
+    chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
+    file_uuid = "6f1c2a70-8f0e-4d5a-9a53-6f3c1d2b9e11"
+    auth = {"Authorization": f"Bearer {key}"}
+    url = "/api/v2/pm/upload/"
+
+    def post(server: ChunkdServer, index: int) -> httpx.Response:
+        head, rest = pm_chunk(file_uuid, index, chunks[index], chunk_size, len(data), len(chunks))
+        headers = {**auth, "Content-Type": "multipart/form-data; boundary=pmb0undary"}
+        return httpx.post(f"{server.url}{url}", content=head + rest, headers=headers, timeout=DEADLINE)
+
+    assert post(node_b, 0).status_code == 200
+    head, rest = pm_chunk(file_uuid, 1, chunks[1], chunk_size, len(data), len(chunks))
+    headers = {**auth, "Content-Type": "multipart/form-data; boundary=pmb0undary"}
+    stalled = stall(node_a, url, headers, len(head) + len(rest), head + rest[:300_000], "POST")
+    try:
+        retry = post(node_b, 1)  # answered within DEADLINE (the client's timeout) despite A's copy
+        assert retry.status_code == 200, retry.text
+        assert post(node_b, 2).status_code == 200
+    finally:
+        stalled.close()
+    # A's copy of chunk 1 breaks off now, after B stored it.
+    wait_for_log(node_a, "route=/api/v2/pm/upload")
+    done = httpx.post(
+        f"{node_b.url}{url}?done",
+        headers=auth,
+        data={"qquuid": file_uuid, "qqfilename": "pm.bin", "qqtotalfilesize": str(len(data)), "qqtotalparts": "3"},
+    )
+    assert done.status_code == 200, done.text
+    md5 = hashlib.md5(data).hexdigest()
+    file_url = done.json()["file_url"]
+    download = httpx.get(file_url if file_url.startswith("http") else f"{node_a.url}{file_url}", headers=auth)
+    assert download.status_code == 200
+    assert hashlib.md5(download.content).hexdigest() == md5

@@ -12,6 +12,7 @@ from chunkd.domain.upload import Part, Upload
 __all__ = [
     "BlobStore",
     "BlobWriter",
+    "BlockingWriter",
     "DownloadRedirector",
     "PartAppender",
     "PartLinker",
@@ -37,6 +38,15 @@ class BlobWriter(Protocol):
 
     async def abort(self) -> None:
         """Forget the bytes written so far; safe to call after a failed ``write``."""
+
+
+@runtime_checkable
+class BlockingWriter(Protocol):
+    """Optional, on a ``BlobWriter``: the same write as a plain blocking call, for the engine to run
+    in a worker thread it already uses. A body that arrives as one batch (a 256 KiB PATCH, a 64 KiB
+    part) is then written and checksummed in one executor hop instead of one per stage."""
+
+    def write_blocking(self, chunks: Sequence[bytes]) -> None: ...
 
 
 class BlobStore(Protocol):

@@ -19,7 +19,7 @@ from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
 from chunkd.domain.events import file_object
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Status, Upload
-from chunkd.frontends.digests import repr_digest_header
+from chunkd.frontends.digests import repr_digest_header, request_digest
 from chunkd.frontends.http import (
     content_disposition,
     content_length,
@@ -41,7 +41,6 @@ from chunkd.frontends.native.schemas import (
     FileObject,
     PartObject,
 )
-from chunkd.frontends.part_digests import request_digest
 from chunkd.frontends.signed import signed_upload, signed_url
 
 __all__ = ["DOWNLOAD", "router"]
@@ -313,8 +312,10 @@ async def file_response(
     redirect = request.method == "GET" and media_type in (None, upload.mime_type)
     if redirect and (url := await service.download_url(upload, disposition=disposition)):
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
-    # RFC 9530: the md5 the engine keeps, plus sha-256/512 read from storage when asked for.
-    digest = await repr_digest_header(upload.md5, request.headers.get("want-repr-digest"), lambda: service.read(upload))
+    # RFC 9530: the md5 and CRC-64/NVME the engine keeps, plus sha-256/512 read from storage when asked for.
+    digest = await repr_digest_header(
+        upload.md5, request.headers.get("want-repr-digest"), lambda: service.read(upload), upload.crc64
+    )
     if digest:
         headers["Repr-Digest"] = digest
     wanted = parse_range(request.headers.get("range"), size)

@@ -105,7 +105,8 @@ class Creation(TusResource):
                 await service.delete(who.owner, upload.id)
                 raise
             headers["Upload-Offset"] = str(upload.bytes_received)
-        if upload.size_bytes is not None and upload.bytes_received == upload.size_bytes:
+        if upload.status is Status.PENDING and upload.bytes_received == upload.size_bytes:
+            # A zero-length upload (the append that fills one completes it in the same write).
             upload = await service.complete(who.owner, upload.id)
         if upload.status is Status.PENDING and upload.expires_at is not None:
             headers["Upload-Expires"] = http_date(upload.expires_at)

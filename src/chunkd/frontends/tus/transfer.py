@@ -12,7 +12,7 @@ from starlette.responses import Response
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
+from chunkd.frontends.digests import content_digest_checksum, repr_digest_of
 from chunkd.frontends.http import principal, runtime
 from chunkd.frontends.native.router import file_response
 from chunkd.frontends.takeover import TAKE_OVER_WAIT
@@ -148,7 +148,7 @@ class Transfer(TusResource):
         headers["Upload-Offset"] = str(upload.bytes_received)
         if upload.status is Status.PENDING and upload.expires_at is not None:
             headers["Upload-Expires"] = http_date(upload.expires_at)
-        if (digest := md5_repr_digest(upload.md5)) is not None:
+        if (digest := repr_digest_of(upload.md5, upload.crc64)) is not None:
             headers["Repr-Digest"] = digest  # RFC 9530, once the file is complete
         return Response(status_code=204, headers=headers)
 
