@@ -27,6 +27,7 @@ from standardwebhooks import Webhook
 from chunkd.domain.errors import InvalidInput
 from chunkd.ports.webhooks import ClaimedDelivery, WebhookRepository
 from chunkd.service.destinations import check_public_destination
+from chunkd.service.tls import outgoing_tls
 
 __all__ = ["DeliveryPolicy", "DeliveryWorker", "count_delivery"]
 
@@ -84,6 +85,7 @@ class DeliveryWorker:
             timeout=httpx.Timeout(policy.timeout),
             follow_redirects=False,
             trust_env=False,
+            verify=outgoing_tls(),
             transport=transport,
             headers={"User-Agent": "chunkd-webhooks"},
         )

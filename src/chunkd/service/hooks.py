@@ -32,6 +32,7 @@ import httpx
 from chunkd.domain import errors as e
 from chunkd.domain.events import file_object
 from chunkd.domain.upload import Upload
+from chunkd.service.tls import outgoing_tls
 
 __all__ = ["NO_HOOKS", "ContentRejected", "HookChain", "HttpHooks", "UploadHooks", "count_hook", "rejection"]
 
@@ -127,7 +128,11 @@ class HttpHooks:
         self.fail_open = fail_open
         self.count: Callable[[str, str], None] = count_hook
         self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout), follow_redirects=False, trust_env=False, transport=transport
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,
+            verify=outgoing_tls(),
+            transport=transport,
         )
 
     async def call(self, hook: str, upload: Upload) -> dict[str, Any]:
