@@ -8,15 +8,20 @@ import json
 import os
 import re
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
 if TYPE_CHECKING:  # imported where used: the client commands need neither SQLAlchemy nor the settings
+    from chunkd.ports.keys import ApiKeyRecord
+    from chunkd.runtime import Runtime
     from chunkd.settings import Settings
+
+T = TypeVar("T")
 
 app = typer.Typer(help="chunkd: a self-hosted, resumable, chunked upload server.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -56,7 +61,7 @@ def serve(
     (run_granian if settings.server == "granian" else run_uvicorn)(settings)
 
 
-async def _with_runtime(settings: Settings, action: Any) -> Any:
+async def _with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
     from chunkd.runtime import open_runtime
 
     runtime = await open_runtime(settings)
@@ -75,8 +80,8 @@ def keys_create(
 ) -> None:
     """Create an API key; the key itself is printed alone on the last line."""
 
-    async def create(runtime: Any) -> tuple[Any, str]:
-        return await runtime.keys.create(owner, scopes, name=name)  # type: ignore[no-any-return]
+    async def create(runtime: Runtime) -> tuple[ApiKeyRecord, str]:
+        return await runtime.keys.create(owner, scopes, name=name)
 
     from chunkd.domain.errors import ChunkdError
 
@@ -89,7 +94,7 @@ def keys_create(
     print(token, flush=True)
 
 
-def _key_row(key: Any) -> dict[str, Any]:
+def _key_row(key: ApiKeyRecord) -> dict[str, Any]:
     return {
         "id": key.id,
         "owner": key.owner,
@@ -109,7 +114,7 @@ def keys_list(
     per key (id, owner, scopes, created, revoked, name), ids always whole, so what is shown can be
     passed to ``keys revoke``."""
 
-    async def listing(runtime: Any) -> Any:
+    async def listing(runtime: Runtime) -> list[ApiKeyRecord]:
         return await runtime.keys.list()
 
     rows = [_key_row(key) for key in asyncio.run(_with_runtime(_settings(data_dir), listing))]
@@ -159,7 +164,7 @@ def keys_revoke(
 
     target = _revoke_target(key_id)
 
-    async def revoke(runtime: Any) -> None:
+    async def revoke(runtime: Runtime) -> None:
         await runtime.keys.revoke(target)
 
     try:
@@ -177,7 +182,7 @@ def gc(
 ) -> None:
     """Expire idle uploads and remove blobs nothing points at (safe beside a running server)."""
 
-    async def collect(runtime: Any) -> tuple[int, int]:
+    async def collect(runtime: Runtime) -> tuple[int, int]:
         expired = 0
         while True:
             batch = await runtime.uploads.expire_due(limit=500)

@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,14 @@ from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
 from chunkd.backends.repository.sqlalchemy.webhooks import SqlWebhookRepository
 from chunkd.metrics import Metrics
+from chunkd.observability.readiness import Readiness
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
 from chunkd.service.delivery import DeliveryWorker
 from chunkd.service.hooks import NO_HOOKS, HookChain, HttpHooks, UploadHooks
 from chunkd.service.inspection import InspectionPool
 from chunkd.service.media import MediaService
+from chunkd.service.takeover import InFlight
 from chunkd.service.uploads import UploadService
 from chunkd.service.virusscan import ClamdScanner
 from chunkd.service.webhooks import WebhookService
@@ -124,6 +126,10 @@ def server_secret(settings: Settings) -> bytes:
 
 @dataclass
 class Runtime:
+    """Everything one process serves with, built once by :func:`open_runtime` (nothing is looked
+    up or made later): the settings, the backends, the engine's services and this process's
+    per-node parts (metrics, take-over registry, readiness checks, webhook delivery worker)."""
+
     settings: Settings
     repo: SqlRepository
     blobs: BlobStore
@@ -134,15 +140,18 @@ class Runtime:
     signer: UrlSigner
     media: MediaService
     links: UploadLinks
-    tokens: AccessTokens | None = None
+    webhooks: WebhookService
+    # Sends the outbox's deliveries (started by the app; woken whenever this process writes an event).
+    delivery: DeliveryWorker
+    # The request streaming into each upload, which a newer request may take over (tus, media).
+    takeover: InFlight
+    readiness: Readiness
     # This process's metrics (see chunkd.metrics): webhooks and hooks count into it too.
-    metrics: Metrics = field(default_factory=lambda: Metrics(process_metrics=False))
-    # Per-process state a frontend keeps beside the runtime (tus: the request writing each upload).
-    extras: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics
+    tokens: AccessTokens | None = None
 
     async def close(self) -> None:
-        if (worker := self.extras.get("delivery")) is not None:
-            await worker.close()
+        await self.delivery.close()
         for hook in getattr(self.uploads.hooks, "hooks", ()):
             if isinstance(hook, HttpHooks):
                 await hook.close()
@@ -194,6 +203,7 @@ async def open_runtime(
     metrics = metrics or Metrics(process_metrics=False)
     uploads.hooks = build_hooks(settings, uploads, metrics)
     uploads.subscribe(metrics.on_upload_event)
+    webhooks, delivery = build_webhooks(settings, engine, uploads, metrics)
     return Runtime(
         settings=settings,
         repo=repo,
@@ -206,7 +216,10 @@ async def open_runtime(
         links=links,
         tokens=tokens,
         media=build_media(settings, engine, uploads),
-        extras=build_webhooks(settings, engine, uploads, metrics),
+        webhooks=webhooks,
+        delivery=delivery,
+        takeover=InFlight(locks),
+        readiness=Readiness(repo.ping, blobs, settings.readyz_timeout_seconds),
         metrics=metrics,
     )
 
@@ -235,7 +248,9 @@ def build_hooks(settings: Settings, uploads: UploadService, metrics: Metrics) ->
     return HookChain(hooks) if hooks else NO_HOOKS
 
 
-def build_webhooks(settings: Settings, engine: AsyncEngine, uploads: UploadService, metrics: Metrics) -> dict[str, Any]:
+def build_webhooks(
+    settings: Settings, engine: AsyncEngine, uploads: UploadService, metrics: Metrics
+) -> tuple[WebhookService, DeliveryWorker]:
     """The webhook API's service and this process's delivery worker (started by the app), woken
     whenever this process writes an event."""
     repo = SqlWebhookRepository(engine)
@@ -248,7 +263,7 @@ def build_webhooks(settings: Settings, engine: AsyncEngine, uploads: UploadServi
 
     uploads.subscribe(wake)
     service = WebhookService(repo, uploads.clock, block_private=settings.webhook_block_private, wake=worker.wake)
-    return {"webhooks": service, "delivery": worker}
+    return service, worker
 
 
 def build_media(settings: Settings, engine: AsyncEngine, uploads: UploadService) -> MediaService:

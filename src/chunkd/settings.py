@@ -22,6 +22,10 @@ from chunkd.service.media import MediaLimits
 __all__ = ["Settings"]
 
 MiB = 1024 * 1024
+# The engine's and the delivery worker's defaults are written once, in their own dataclasses; the
+# settings below that configure them take their defaults from these (the descriptions say the value).
+ENGINE = EngineConfig()
+DELIVERY = DeliveryPolicy()
 
 
 def _decode_secret(text: str) -> bytes:
@@ -147,20 +151,38 @@ class Settings(BaseSettings):
     )
 
     # ---- uploads ----
-    part_size: int = Field(8 * MiB, description="Default part size in bytes for new uploads.")
-    min_part_size: int = Field(256 * 1024, description="Smallest part size a client may ask for, in bytes.")
-    max_part_size: int = Field(5 * 1024 * MiB, description="Largest part size a client may ask for, in bytes.")
-    max_file_size: int = Field(5 * 1024 * 1024 * MiB, description="Largest file accepted, in bytes (default 5 TiB).")
-    upload_ttl_seconds: float = Field(
-        24 * 3600, description="Idle time after which a PENDING upload expires; each part pushes it forward."
+    part_size: int = Field(
+        ENGINE.default_part_size, description="Default part size in bytes for new uploads (default 8 MiB)."
     )
-    reaper_interval_seconds: float = Field(60.0, description="How often the server looks for expired uploads.")
-    lock_timeout_seconds: float = Field(30.0, description="How long an operation waits for an upload's lock.")
+    min_part_size: int = Field(
+        ENGINE.min_part_size, description="Smallest part size a client may ask for, in bytes (default 256 KiB)."
+    )
+    max_part_size: int = Field(
+        ENGINE.max_part_size, description="Largest part size a client may ask for, in bytes (default 5 GiB)."
+    )
+    max_file_size: int = Field(ENGINE.max_file_size, description="Largest file accepted, in bytes (default 5 TiB).")
+    upload_ttl_seconds: float = Field(
+        ENGINE.ttl.total_seconds(),
+        description="Idle time after which a PENDING upload expires, in seconds (default 86400: 24 hours); each "
+        "part pushes it forward.",
+    )
+    reaper_interval_seconds: float = Field(
+        60.0, description="How often the server looks for expired uploads, in seconds (default 60)."
+    )
+    lock_timeout_seconds: float = Field(
+        ENGINE.lock_timeout, description="How long an operation waits for an upload's lock, in seconds (default 30)."
+    )
 
-    # ---- per-owner quotas (unset: unlimited) ----
-    max_pending_uploads: int | None = Field(None, description="Most PENDING uploads one owner may hold.")
-    max_pending_bytes: int | None = Field(None, description="Most bytes one owner's PENDING uploads may declare.")
-    max_stored_bytes: int | None = Field(None, description="Most bytes one owner may store (completed + pending).")
+    # ---- per-owner quotas (unset, the default: unlimited) ----
+    max_pending_uploads: int | None = Field(
+        ENGINE.max_pending_uploads, description="Most PENDING uploads one owner may hold."
+    )
+    max_pending_bytes: int | None = Field(
+        ENGINE.max_pending_bytes, description="Most bytes one owner's PENDING uploads may declare."
+    )
+    max_stored_bytes: int | None = Field(
+        ENGINE.max_stored_bytes, description="Most bytes one owner may store (completed + pending)."
+    )
 
     # ---- access tokens (JWT) ----
     jwt_algorithm: Literal["HS256", "RS256", "ES256"] = Field(
@@ -301,37 +323,43 @@ class Settings(BaseSettings):
         "(at least 24 bytes); required when webhook_urls is set.",
     )
     webhook_timeout_seconds: float = Field(
-        10.0, gt=0, description="Time allowed for one webhook request (connect + answer), in seconds."
+        DELIVERY.timeout, gt=0, description="Time allowed for one webhook request (connect + answer), in seconds (10)."
     )
     webhook_retry_base_seconds: float = Field(
-        5.0, gt=0, description="Delay before the first retry of a failed delivery; doubled on each retry (seconds)."
+        DELIVERY.retry_base,
+        gt=0,
+        description="Delay before the first retry of a failed delivery; doubled on each retry (seconds, default 5).",
     )
     webhook_retry_max_delay_seconds: float = Field(
-        3600.0, gt=0, description="Longest delay between two attempts of one delivery, in seconds (1 hour)."
+        DELIVERY.retry_max_delay,
+        gt=0,
+        description="Longest delay between two attempts of one delivery, in seconds (1 hour).",
     )
     webhook_retry_window_seconds: float = Field(
-        86400.0,
+        DELIVERY.retry_window,
         gt=0,
         description="How long a failing delivery is retried after its event, in seconds (24 hours); then it is "
         "marked failed (it can still be redelivered on request).",
     )
     webhook_disable_after_seconds: float = Field(
-        5 * 86400.0,
+        DELIVERY.disable_after,
         gt=0,
         description="An endpoint whose deliveries have all failed for this long is disabled, in seconds (5 days). "
         "Operator endpoints are re-enabled at the next start.",
     )
     webhook_poll_seconds: float = Field(
-        2.0,
+        DELIVERY.poll,
         gt=0,
-        description="How often each node looks for events and deliveries that are due, in seconds (events written "
-        "by the node itself are picked up at once).",
+        description="How often each node looks for events and deliveries that are due, in seconds (default 2; "
+        "events written by the node itself are picked up at once).",
     )
-    webhook_concurrency: int = Field(8, ge=1, description="Deliveries one node sends at the same time.")
+    webhook_concurrency: int = Field(
+        DELIVERY.concurrency, ge=1, description="Deliveries one node sends at the same time (default 8)."
+    )
     webhook_block_private: bool = Field(
-        True,
+        DELIVERY.block_private,
         description="Refuse owner-registered webhook URLs that resolve to loopback, private, link-local or other "
-        "non-public addresses (server-side request forgery). Operator URLs are trusted.",
+        "non-public addresses (server-side request forgery; default on). Operator URLs are trusted.",
     )
 
     # ---- blocking hooks and virus scanning ----

@@ -29,8 +29,8 @@ from chunkd.frontends.media.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.multipart import FilePart, FormStream
 from chunkd.frontends.native.router import DOWNLOAD, file_response
 from chunkd.frontends.signed import signed_upload, signed_url
-from chunkd.frontends.takeover import TAKE_OVER_WAIT, inflight
 from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type, served_type
+from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["router"]
 
@@ -141,8 +141,7 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
         created = True
     try:
         # A chunk retried after a dead connection ends the stale one (on any node) instead of a 409.
-        rt = runtime(request)
-        async with inflight(rt.extras, rt.locks).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
+        async with runtime(request).takeover.take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
             upload = await service.append(
                 who.owner, upload.id, start, writer.guard(part.body()), exact_size=length, lock_timeout=TAKE_OVER_WAIT
             )

@@ -38,11 +38,11 @@ from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest, parse_digest_field
 from chunkd.frontends.http import principal, runtime
-from chunkd.frontends.takeover import TAKE_OVER_WAIT, Writer
 from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength
 from chunkd.frontends.tus.draft_versions import PARTIAL_UPLOAD, InteropVersion
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.headers import parse_metadata
+from chunkd.service.takeover import TAKE_OVER_WAIT, Writer
 
 if TYPE_CHECKING:
     from chunkd.frontends.tus.router import TusEndpoint

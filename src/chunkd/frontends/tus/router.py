@@ -28,7 +28,6 @@ from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
 from chunkd.frontends.http import dialect_route, principal, runtime, takes_file_bytes
 from chunkd.frontends.native.router import file_response
-from chunkd.frontends.takeover import TAKE_OVER_WAIT, InFlight, inflight
 from chunkd.frontends.tus.draft import DraftEndpoint
 from chunkd.frontends.tus.draft_errors import UnsupportedInteropVersion, render_problem
 from chunkd.frontends.tus.draft_versions import InteropVersion, interop_version
@@ -47,6 +46,7 @@ from chunkd.frontends.tus.headers import (
     parse_length,
     parse_metadata,
 )
+from chunkd.service.takeover import TAKE_OVER_WAIT, InFlight
 
 __all__ = ["EXTENSIONS", "build_router"]
 
@@ -85,8 +85,7 @@ def _require_version(request: Request) -> None:
 
 
 def _inflight(request: Request) -> InFlight:
-    rt = runtime(request)
-    return inflight(rt.extras, rt.locks)
+    return runtime(request).takeover
 
 
 def _tus_state(upload: Upload) -> dict[str, Any]:
