@@ -24,10 +24,9 @@ from chunkd.domain.checksum import parse_md5_hex
 from chunkd.domain.media import MediaRecord, MediaType
 from chunkd.domain.upload import Mode
 from chunkd.frontends.forms import small_form
-from chunkd.frontends.http import dialect_route, isotime, principal, runtime, takes_file_bytes
+from chunkd.frontends.http import DOWNLOAD, dialect_route, file_response, isotime, principal, runtime, takes_file_bytes
 from chunkd.frontends.media.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.multipart import FilePart, FormStream
-from chunkd.frontends.native.router import DOWNLOAD, file_response
 from chunkd.frontends.signed import signed_upload, signed_url
 from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type, served_type
 from chunkd.service.takeover import TAKE_OVER_WAIT

@@ -25,9 +25,16 @@ from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.forms import parse_small_body, read_small_body, small_form
-from chunkd.frontends.http import dialect_route, principal, runtime, takes_file_bytes
+from chunkd.frontends.http import (
+    DOWNLOAD,
+    dialect_route,
+    file_response,
+    principal,
+    public_base_url,
+    runtime,
+    takes_file_bytes,
+)
 from chunkd.frontends.multipart import FileStart, TextField, boundary_of, form_events
-from chunkd.frontends.native.router import DOWNLOAD, file_response
 from chunkd.frontends.pm.chunks import (
     CHUNK_FIELDS,
     Stored,
@@ -51,8 +58,7 @@ _DONE_KEYS = {"done", "done/"}
 
 
 def file_url(request: Request, file_uuid: str) -> str:
-    base = (runtime(request).settings.public_url or str(request.base_url)).rstrip("/")
-    return f"{base}{BASE}/{file_uuid}"
+    return f"{public_base_url(request)}{BASE}/{file_uuid}"
 
 
 def _query(request: Request) -> tuple[bool, dict[str, str]]:

@@ -37,7 +37,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest, parse_digest_field
-from chunkd.frontends.http import principal, runtime
+from chunkd.frontends.http import declares_body, parse_length, principal, runtime
 from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength
 from chunkd.frontends.tus.draft_versions import PARTIAL_UPLOAD, InteropVersion
 from chunkd.frontends.tus.errors import UnsupportedMediaType
@@ -81,21 +81,6 @@ def sf_boolean(request: Request, name: str) -> bool | None:
 
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-def _has_body(request: Request) -> bool:
-    length = request.headers.get("content-length")
-    return request.headers.get("transfer-encoding") is not None or (length is not None and length.strip() != "0")
-
-
-def _content_length(request: Request) -> int | None:
-    raw = request.headers.get("content-length")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 19:
-        raise e.InvalidInput("Content-Length must be a number of bytes", field="Content-Length")
-    return int(raw)
 
 
 def _filename(request: Request) -> str | None:
@@ -344,7 +329,7 @@ class DraftEndpoint:
         offset = sf_integer(request, "Upload-Offset")
         if offset not in (None, 0):
             raise e.InvalidInput("an upload creation request starts at offset 0", field="Upload-Offset")
-        content_length = _content_length(request)
+        content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         length = self.length(request, complete, 0, None, content_length)
         self.limits(request, version)  # kept on the request for a 413's answer
         self.check_append_size(request, complete, content_length, creation=True)
@@ -372,7 +357,7 @@ class DraftEndpoint:
         await send_informational(
             request, {INTEROP_HEADER: version.header, "Location": location, "Upload-Limit": limits}
         )
-        if _has_body(request):
+        if declares_body(request.headers):
             try:
                 async with self.tus.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
                     upload = await self._write(request, version, who.owner, upload.id, 0, writer, checksum)
@@ -428,14 +413,14 @@ class DraftEndpoint:
         if offset is None:
             raise e.InvalidInput("Upload-Offset is required (a non-negative integer)", field="Upload-Offset")
         complete = self.completion(request, version)
-        content_length = _content_length(request)
+        content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
         upload = await self.tus.load(request, who.owner, file_id)
         if self.tus.is_final(upload):
             raise e.Forbidden("a final concatenation cannot be appended to", field="Upload-Concat")
         location = self.tus.location(request, upload.id)
         if upload.status is Status.COMPLETED:
-            if complete and offset == upload.size_bytes and not _has_body(request):
+            if complete and offset == upload.size_bytes and not declares_body(request.headers):
                 # The client lost the final response and asks again: replay it.
                 return self.completed_response(request, version, upload, status=200, location=location)
             raise CompletedUpload(f"upload {file_id} is already complete", field="Upload-Complete")
@@ -452,7 +437,7 @@ class DraftEndpoint:
             self._check_offset(upload, offset)
             if length is not None and upload.size_bytes is None:
                 upload = await service.declare_size(who.owner, file_id, length)
-            if _has_body(request):
+            if declares_body(request.headers):
                 try:
                     upload = await self._write(request, version, who.owner, file_id, offset, writer, checksum)
                 except e.OffsetMismatch as exc:

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
+from chunkd.frontends.http import StatusTable, error_headers
 from chunkd.frontends.tus.draft_versions import INTEROP_VERSIONS, InteropVersion, interop_version
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.inflight import UploadInterrupted
@@ -48,27 +49,20 @@ class UnsupportedInteropVersion(e.InvalidInput):
     code = "unsupported_interop_version"
 
 
-# Most specific first.
-_STATUS: list[tuple[type[Exception], int, str | None]] = [
-    (UploadInterrupted, 400, None),
-    (InconsistentLength, 400, "inconsistent-upload-length"),
-    (CompletedUpload, 400, "completed-upload"),
-    (e.OffsetMismatch, 409, "mismatching-upload-offset"),
-    (e.ChecksumMismatch, 400, None),
-    (e.TooLarge, 413, None),
-    (e.InvalidInput, 400, None),
-    (e.NotFound, 404, None),
-    (e.Expired, 404, None),  # an expired upload resource is no longer active: 404, as the draft says
-    (e.Busy, 423, None),
-    (e.Conflict, 409, None),
-    (e.Unauthenticated, 401, None),
-    (e.Forbidden, 403, None),
-    (e.QuotaExceeded, 403, None),
-    (e.RateLimited, 429, None),
-    (e.StorageFull, 507, None),
-    (e.StorageError, 503, None),
-    (UnsupportedMediaType, 415, None),
-]
+# The draft's own statuses, before the shared ones (most specific first).
+_STATUS = StatusTable(
+    (UploadInterrupted, 400),
+    (e.OffsetMismatch, 409),
+    (e.Expired, 404),  # an expired upload resource is no longer active: 404, as the draft says
+    (e.Busy, 423),
+    (UnsupportedMediaType, 415),
+)
+# The draft's problem types (each a 400 or 409 by the table above).
+_PROBLEM_TYPES: tuple[tuple[type[Exception], str], ...] = (
+    (InconsistentLength, "inconsistent-upload-length"),
+    (CompletedUpload, "completed-upload"),
+    (e.OffsetMismatch, "mismatching-upload-offset"),
+)
 
 
 def problem(
@@ -98,11 +92,11 @@ def render_problem(request: Request, exc: Exception) -> Response | None:
         return problem(version, 400, "invalid request")
     if isinstance(exc, e.InvalidState) and exc.details.get("uploadStatus") == "CANCELLED":
         return problem(version, 404, "the upload was cancelled")
-    found = next((entry for entry in _STATUS if isinstance(exc, entry[0])), None)
-    if found is None:
+    status = _STATUS.status(exc)
+    if status is None:
         return None
-    _, status, name = found
-    headers: dict[str, str] = {}
+    name = next((kind_name for kind, kind_name in _PROBLEM_TYPES if isinstance(exc, kind)), None)
+    headers = error_headers(exc, status)
     members: dict[str, Any] = {}
     if isinstance(exc, e.ChunkdError):
         members["detail"] = exc.message
@@ -125,10 +119,6 @@ def render_problem(request: Request, exc: Exception) -> Response | None:
         headers[version.complete_field] = version.complete_value(False)
     elif isinstance(exc, CompletedUpload | InconsistentLength):
         headers[version.complete_field] = version.complete_value(False)
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="chunkd"'
-    elif status == 423:
-        headers["Retry-After"] = "1"
     limits = getattr(request.state, "upload_limit", None)
     if status == 413 and isinstance(limits, str):
         headers["Upload-Limit"] = limits

@@ -24,10 +24,19 @@ from starlette.responses import Response
 
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
+from chunkd.domain.names import UPLOAD_ID_PATTERN
 from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
-from chunkd.frontends.http import dialect_route, principal, runtime, takes_file_bytes
-from chunkd.frontends.native.router import file_response
+from chunkd.frontends.http import (
+    declares_body,
+    dialect_route,
+    file_response,
+    parse_length,
+    principal,
+    public_base_url,
+    runtime,
+    takes_file_bytes,
+)
 from chunkd.frontends.tus.draft import DraftEndpoint
 from chunkd.frontends.tus.draft_errors import UnsupportedInteropVersion, render_problem
 from chunkd.frontends.tus.draft_versions import InteropVersion, interop_version
@@ -43,7 +52,6 @@ from chunkd.frontends.tus.headers import (
     http_date,
     parse_checksum,
     parse_concat,
-    parse_length,
     parse_metadata,
 )
 from chunkd.service.takeover import TAKE_OVER_WAIT, InFlight
@@ -108,11 +116,6 @@ def _check_any_scope(who: Principal, *scopes: str) -> None:
         raise error
 
 
-def _has_body(request: Request) -> bool:
-    length = request.headers.get("content-length")
-    return request.headers.get("transfer-encoding") is not None or (length is not None and length.strip() != "0")
-
-
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
@@ -149,7 +152,7 @@ class TusEndpoint:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix.rstrip("/")
-        self._url_id = re.compile(re.escape(self.prefix) + r"/([A-Za-z0-9_-]{1,64})/?$")
+        self._url_id = re.compile(re.escape(self.prefix) + f"/({UPLOAD_ID_PATTERN})/?$")
         self.draft = DraftEndpoint(self)
 
     # Shared with the draft.
@@ -164,9 +167,7 @@ class TusEndpoint:
         return _tus_state(upload).get("concat") == "final"
 
     def location(self, request: Request, upload_id: str) -> str:
-        rt = runtime(request)
-        base = (rt.settings.public_url or str(request.base_url)).rstrip("/")
-        return f"{base}{self.prefix}/{upload_id}"
+        return f"{public_base_url(request)}{self.prefix}/{upload_id}"
 
     def upload_id_from_url(self, url: str) -> str:
         """The id in a URL we handed out (absolute or a path), for ``Upload-Concat: final``."""
@@ -226,7 +227,7 @@ class TusEndpoint:
         defer = request.headers.get("upload-defer-length")
         if defer is not None and defer.strip() != "1":
             raise e.InvalidInput("Upload-Defer-Length must be 1", field="Upload-Defer-Length")
-        with_body = _media_type(request) == OFFSET_STREAM and _has_body(request)
+        with_body = _media_type(request) == OFFSET_STREAM and declares_body(request.headers)
         checksum = parse_checksum(request.headers.get("upload-checksum")) if with_body else None
         filename = meta.text("filename", "name") or "upload"
         mime_type = meta.text("filetype", "type")
@@ -361,7 +362,7 @@ class TusEndpoint:
         length = parse_length(request.headers.get("upload-length"), "Upload-Length")
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
-        has_body = _has_body(request)
+        has_body = declares_body(request.headers)
 
         def inspect(upload: Upload) -> None:
             """The tus rules on the row as loaded (under the lock, or before taking over)."""
