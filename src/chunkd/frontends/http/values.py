@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import UTC, datetime
 from urllib.parse import quote
 
+# One way to write times in every API, the engine's events included (defined beside them).
+from chunkd.domain.events import isotime
+
 __all__ = ["content_disposition", "isotime"]
-
-
-def isotime(value: datetime | None) -> str | None:
-    """``value`` as ISO 8601 in UTC with milliseconds and a ``Z`` (None stays None)."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def content_disposition(filename: str, disposition: str = "attachment") -> str:

@@ -16,7 +16,7 @@ from chunkd.auth.principal import Principal, require_scope
 from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
-from chunkd.domain.events import file_object
+from chunkd.domain.events import file_object, file_summary
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.http import (
@@ -24,7 +24,6 @@ from chunkd.frontends.http import (
     content_length,
     dialect_route,
     file_response,
-    isotime,
     principal,
     runtime,
     takes_file_bytes,
@@ -58,19 +57,6 @@ router = APIRouter(prefix="/v1/files", tags=["files"], route_class=dialect_route
 FileId = Annotated[str, Path(description="Unique identifier of the file.", min_length=1, max_length=64)]
 # Not "required": the one part of an empty file is an empty body.
 OCTETS = {"requestBody": {"required": False, "content": {"application/octet-stream": {"schema": {}}}}}
-
-
-def _complete_view(upload: Upload) -> dict[str, Any]:
-    return {
-        "id": upload.id,
-        "completedAt": isotime(upload.completed_at),
-        "createdAt": isotime(upload.created_at),
-        "expiresAt": isotime(upload.expires_at) if upload.status is Status.PENDING else None,
-        "filename": upload.filename,
-        "mimeType": upload.mime_type,
-        "sizeBytes": upload.size_bytes or 0,
-        "status": upload.status.value,
-    }
 
 
 def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url: bool) -> dict[str, Any]:
@@ -249,7 +235,7 @@ async def complete_file(
     who = await principal(request, "files:create")
     md5 = _md5_field(body.md5 if body else None, "md5")
     upload = await runtime(request).uploads.complete(who.owner, file_id, md5=md5)
-    view = _complete_view(upload)
+    view = file_summary(upload)
     if "preFinish" in upload.metadata:
         view["preFinish"] = upload.metadata["preFinish"]
     return view
@@ -259,7 +245,7 @@ async def complete_file(
 async def cancel_file(request: Request, file_id: FileId) -> dict[str, Any]:
     who = await principal(request, "files:create")
     upload = await runtime(request).uploads.cancel(who.owner, file_id)
-    return _complete_view(upload)
+    return file_summary(upload)
 
 
 @router.delete("/{file_id}", status_code=204, summary="Delete a file and its bytes")

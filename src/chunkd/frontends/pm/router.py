@@ -35,6 +35,7 @@ from chunkd.frontends.http import (
     takes_file_bytes,
 )
 from chunkd.frontends.multipart import FileStart, TextField, boundary_of, form_events
+from chunkd.frontends.openapi import form_schema
 from chunkd.frontends.pm.chunks import (
     CHUNK_FIELDS,
     Stored,
@@ -92,12 +93,11 @@ UPLOAD_OPENAPI: dict[str, Any] = {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    # qqfile is required (400 naming it otherwise) but not listed as such: generated
-                    # clients (openapi-python-client) write required fields first, and the fields that
-                    # place a chunk must come before its bytes.
-                    "properties": {
+                # qqfile is required (400 naming it otherwise) but not listed as such: generated
+                # clients (openapi-python-client) write required fields first, and the fields that
+                # place a chunk must come before its bytes.
+                "schema": form_schema(
+                    {
                         "qquuid": _field("The file's uuid; required when qqpartindex > 0 (issued if absent)."),
                         "qqpartindex": _field("0-based chunk index; absent for a whole small file.", "integer"),
                         "qqtotalparts": _field("Number of chunks.", "integer"),
@@ -108,15 +108,12 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                         "qqfilename": _field("Name of the file."),
                         # Last: the fields that place the bytes must come before them.
                         "qqfile": {"type": "string", "format": "binary", "description": "The chunk (last part)."},
-                    },
-                }
+                    }
+                )
             },
             "application/x-www-form-urlencoded": {
-                "schema": {
-                    "type": "object",
-                    "description": "With ?done (Chunk Upload Done; also accepted as JSON or multipart).",
-                    "required": ["qquuid", "qqfilename"],
-                    "properties": {
+                "schema": form_schema(
+                    {
                         "qquuid": _field("The file's uuid."),
                         "qqfilename": _field("Name of the file."),
                         "qqtotalparts": _field("Number of chunks.", "integer"),
@@ -124,7 +121,9 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                         "qqfiletype": _field("Media type of the file."),
                         "qqtotalfilesize": _field("Size of the whole file in bytes.", "integer"),
                     },
-                }
+                    description="With ?done (Chunk Upload Done; also accepted as JSON or multipart).",
+                    required=["qquuid", "qqfilename"],
+                )
             },
         },
     },
