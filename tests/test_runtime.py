@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from chunkd.observability.readiness import Readiness
+from chunkd.readiness import Readiness
 from chunkd.runtime import Runtime, open_runtime
 from chunkd.service.config import EngineConfig
 from chunkd.service.delivery import DeliveryPolicy, DeliveryWorker

@@ -28,9 +28,9 @@ from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
 from chunkd.backends.repository.sqlalchemy.webhooks import SqlWebhookRepository
 from chunkd.metrics import Metrics
-from chunkd.observability.readiness import Readiness
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
+from chunkd.readiness import Readiness
 from chunkd.service.delivery import DeliveryWorker
 from chunkd.service.hooks import NO_HOOKS, HookChain, HttpHooks, UploadHooks
 from chunkd.service.inspection import InspectionPool
