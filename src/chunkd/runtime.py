@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chunkd.auth.authenticator import Authenticator
 from chunkd.auth.key_cache import CachedKeys
@@ -22,14 +21,14 @@ from chunkd.auth.links import UploadLinks
 from chunkd.auth.principal import ALL_SCOPES
 from chunkd.auth.signing import UrlSigner
 from chunkd.auth.tokens import AccessTokens
-from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
-from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
-from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
-from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
-from chunkd.backends.repository.sqlalchemy.webhooks import SqlWebhookRepository
+from chunkd.backends.repository import open_metadata
 from chunkd.metrics import Metrics
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.locks import LockManager
+from chunkd.ports.media import MediaRepository
+from chunkd.ports.metadata import MetadataStore
+from chunkd.ports.repository import UploadRepository
+from chunkd.ports.webhooks import WebhookRepository
 from chunkd.readiness import Readiness
 from chunkd.service.delivery import DeliveryWorker
 from chunkd.service.hooks import NO_HOOKS, HookChain, HttpHooks, UploadHooks
@@ -131,7 +130,8 @@ class Runtime:
     per-node parts (metrics, take-over registry, readiness checks, webhook delivery worker)."""
 
     settings: Settings
-    repo: SqlRepository
+    repo: UploadRepository
+    metadata: MetadataStore
     blobs: BlobStore
     locks: LockManager
     uploads: UploadService
@@ -158,7 +158,7 @@ class Runtime:
         await asyncio.to_thread(self.media.close)  # stops the inspection workers
         await self.blobs.close()
         await self.locks.close()
-        await self.repo.close()
+        await self.metadata.close()
 
 
 def build_locks(settings: Settings) -> LockManager:
@@ -182,20 +182,21 @@ async def open_runtime(
     when not given, e.g. for the CLI's commands), subscribed to the engine's events."""
     private_data_dir(settings.data_dir)
     private_sqlite_files(settings.resolved_database_url())
-    engine = create_engine(settings.resolved_database_url())
-    if settings.migrate_on_start if run_migrations is None else run_migrations:
-        await migrate(engine)
-    repo = SqlRepository(engine)
+    metadata = await open_metadata(
+        settings.resolved_database_url(),
+        run_migrations=settings.migrate_on_start if run_migrations is None else run_migrations,
+    )
+    repo = metadata.uploads
     blobs: BlobStore = _load(BLOB_STORES[settings.storage])(settings)
     locks = build_locks(settings)
     uploads = UploadService(repo, blobs, locks, settings.engine_config())
-    cached_keys = CachedKeys(repo)  # revocation reaches every node within its 1 s lifetime
+    cached_keys = CachedKeys(metadata.keys)  # revocation reaches every node within its 1 s lifetime
     keys = KeyService(cached_keys)
     secret = server_secret(settings)
     signer = UrlSigner(secret)
     tokens = AccessTokens.from_settings(settings, cached_keys, secret)
     links = UploadLinks(
-        SqlUploadLinkRepository(engine),
+        metadata.links,
         default_ttl_seconds=settings.upload_link_ttl_seconds,
         max_ttl_seconds=settings.upload_link_max_ttl_seconds,
         tus_prefix=settings.tus_path,
@@ -203,10 +204,11 @@ async def open_runtime(
     metrics = metrics or Metrics(process_metrics=False)
     uploads.hooks = build_hooks(settings, uploads, metrics)
     uploads.subscribe(metrics.on_upload_event)
-    webhooks, delivery = build_webhooks(settings, engine, uploads, metrics)
+    webhooks, delivery = build_webhooks(settings, metadata.webhooks, uploads, metrics)
     return Runtime(
         settings=settings,
         repo=repo,
+        metadata=metadata,
         blobs=blobs,
         locks=locks,
         uploads=uploads,
@@ -215,7 +217,7 @@ async def open_runtime(
         signer=signer,
         links=links,
         tokens=tokens,
-        media=build_media(settings, engine, uploads),
+        media=build_media(settings, metadata.media, uploads),
         webhooks=webhooks,
         delivery=delivery,
         takeover=InFlight(locks),
@@ -249,11 +251,10 @@ def build_hooks(settings: Settings, uploads: UploadService, metrics: Metrics) ->
 
 
 def build_webhooks(
-    settings: Settings, engine: AsyncEngine, uploads: UploadService, metrics: Metrics
+    settings: Settings, repo: WebhookRepository, uploads: UploadService, metrics: Metrics
 ) -> tuple[WebhookService, DeliveryWorker]:
     """The webhook API's service and this process's delivery worker (started by the app), woken
     whenever this process writes an event."""
-    repo = SqlWebhookRepository(engine)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret is not None else None
     worker = DeliveryWorker(repo, settings.delivery_policy(), operator_secret=secret, clock=uploads.clock)
     worker.count = metrics.webhook_delivery
@@ -266,11 +267,9 @@ def build_webhooks(
     return service, worker
 
 
-def build_media(settings: Settings, engine: AsyncEngine, uploads: UploadService) -> MediaService:
+def build_media(settings: Settings, repo: MediaRepository, uploads: UploadService) -> MediaService:
     """The media API's service (integer media ids over the same database)."""
-    return MediaService(
-        uploads, SqlMediaRepository(engine), settings.media_limits(), InspectionPool(settings.inspection_limits())
-    )
+    return MediaService(uploads, repo, settings.media_limits(), InspectionPool(settings.inspection_limits()))
 
 
 async def bootstrap_admin_key(runtime: Runtime) -> str | None:

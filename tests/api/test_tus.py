@@ -565,9 +565,9 @@ async def test_custom_mount_path(tmp_path, settings) -> None:
 
 async def test_a_writer_in_another_process_gives_423(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """The in-process take-over cannot reach a writer elsewhere; the engine's lock answers 423."""
-    from chunkd.frontends.tus import router
+    from chunkd.frontends.tus import transfer
 
-    monkeypatch.setattr(router, "TAKE_OVER_WAIT", 0.2)
+    monkeypatch.setattr(transfer, "TAKE_OVER_WAIT", 0.2)
     upload_id = await create(api, 10)
     async with api.runtime.locks.hold(upload_id, timeout=1):  # stands for another process's writer
         busy = await patch(api, upload_id, 0, b"abc")

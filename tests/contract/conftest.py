@@ -8,7 +8,7 @@ backend, and cleans up after it; nothing else in the suites needs to change. Blo
 how to list what they hold for one upload, which lets the suite check that abort/discard/delete
 really free storage.
 
-Today: blobs on local disk and S3 (a real Ceph RGW); the repository on SQLite and PostgreSQL; locks
+Today: blobs on local disk and S3 (a real Ceph RGW); every repository port on SQLite and PostgreSQL; locks
 in-process with the lock file, on PostgreSQL advisory locks, and the two stacked as a cluster runs them.
 """
 
@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 
 from chunkd.backends.blobs.local import LocalBlobStore
-from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
-from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.backends.repository import open_metadata
 from chunkd.domain.upload import Upload
 from chunkd.ports.blobs import BlobStore
+from chunkd.ports.metadata import MetadataStore
+from chunkd.ports.repository import UploadRepository
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class BlobBackend:
 @dataclass(frozen=True)
 class RepositoryBackend:
     name: str
-    make: Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[SqlRepository]]
+    make: Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[MetadataStore]]
     marks: Sequence[Any] = field(default_factory=tuple)
 
 
@@ -89,28 +90,24 @@ async def s3_stored(store: BlobStore, upload: Upload) -> set[str]:
 
 # ---- SQLite ----------------------------------------------------------------------------------
 @asynccontextmanager
-async def sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlRepository]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'contract.db'}")
-    await migrate(engine)
-    repo = SqlRepository(engine)
+async def sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+    store = await open_metadata(f"sqlite:///{tmp_path / 'contract.db'}", run_migrations=True)
     try:
-        yield repo
+        yield store
     finally:
-        await repo.close()
+        await store.close()
 
 
 # ---- PostgreSQL (a real server, a fresh database per test) -------------------------------------
 @asynccontextmanager
-async def postgres_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlRepository]:
+async def postgres_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
     server = request.getfixturevalue("pg_server")
     name = await asyncio.to_thread(server.acquire_database)  # it runs its own event loop
-    engine = create_engine(server.url(name))
-    await migrate(engine)
-    repo = SqlRepository(engine)
+    store = await open_metadata(server.url(name), run_migrations=True)
     try:
-        yield repo
+        yield store
     finally:
-        await repo.close()
+        await store.close()
         await asyncio.to_thread(server.release_database, name)
 
 
@@ -143,7 +140,14 @@ async def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 @pytest.fixture(params=[pytest.param(b, id=b.name, marks=list(b.marks)) for b in REPOSITORY_BACKENDS])
-async def repo(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlRepository]:
+async def metadata(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+    """Every repository port of one fresh database, once per backend."""
     backend: RepositoryBackend = request.param
-    async with backend.make(request, tmp_path) as repository:
-        yield repository
+    async with backend.make(request, tmp_path) as store:
+        yield store
+
+
+@pytest.fixture
+def repo(metadata: MetadataStore) -> UploadRepository:
+    """The upload repository of ``metadata``."""
+    return metadata.uploads

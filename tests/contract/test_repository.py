@@ -7,11 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import ResumableMD5
+from chunkd.domain.events import Event, EventType
 from chunkd.domain.names import new_upload_id
 from chunkd.domain.upload import Mode, Part, Status, Upload
+from chunkd.ports.metadata import MetadataStore
+from chunkd.ports.repository import UploadRepository
+from chunkd.ports.webhooks import Endpoint
 from tests.support.uploads import make_upload
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -48,7 +51,7 @@ def part(number: int, *, md5: str = "a" * 32, ref: str | None = None, state: byt
     return Part(number, (number - 1) * 1000, 1000, md5, ref or f"{number}.ref", T0, state)
 
 
-async def with_parts(repo: SqlRepository, upload: Upload, numbers: list[int]) -> Upload:
+async def with_parts(repo: UploadRepository, upload: Upload, numbers: list[int]) -> Upload:
     await repo.create(upload)
     upload.bytes_received = 1000 * len(numbers)
     upload.parts_received = len(numbers)
@@ -56,7 +59,7 @@ async def with_parts(repo: SqlRepository, upload: Upload, numbers: list[int]) ->
     return upload
 
 
-async def test_create_and_get_round_trip(repo: SqlRepository) -> None:
+async def test_create_and_get_round_trip(repo: UploadRepository) -> None:
     upload = make(client_ref="c1", frontend="tus")
     upload.declared_md5 = "b" * 32
     await repo.create(upload)
@@ -73,7 +76,7 @@ async def test_create_and_get_round_trip(repo: SqlRepository) -> None:
     assert got.parts == {}
 
 
-async def test_get_is_scoped_by_owner(repo: SqlRepository) -> None:
+async def test_get_is_scoped_by_owner(repo: UploadRepository) -> None:
     upload = make("alice")
     await repo.create(upload)
     assert await repo.get(upload.id, "bob") is None
@@ -81,7 +84,7 @@ async def test_get_is_scoped_by_owner(repo: SqlRepository) -> None:
     assert await repo.get(new_upload_id()) is None
 
 
-async def test_get_loads_only_the_parts_asked_for(repo: SqlRepository) -> None:
+async def test_get_loads_only_the_parts_asked_for(repo: UploadRepository) -> None:
     upload = await with_parts(repo, make(), [1, 2, 4, 5, 7])
 
     async def numbers(**kwargs: object) -> list[int]:
@@ -106,7 +109,7 @@ async def test_get_loads_only_the_parts_asked_for(repo: SqlRepository) -> None:
     assert got is not None and (got.bytes_received, got.parts_received) == (5000, 5)
 
 
-async def test_save_replaces_and_removes_parts_atomically_with_the_upload(repo: SqlRepository) -> None:
+async def test_save_replaces_and_removes_parts_atomically_with_the_upload(repo: UploadRepository) -> None:
     upload = await with_parts(repo, make(), [1, 2, 3])
     state = os.urandom(92)
     upload.hash_offset = 2000
@@ -124,7 +127,7 @@ async def test_save_replaces_and_removes_parts_atomically_with_the_upload(repo: 
     assert again is not None and sorted(again.parts) == [1, 2, 4]
 
 
-async def test_status_changes_persist(repo: SqlRepository) -> None:
+async def test_status_changes_persist(repo: UploadRepository) -> None:
     upload = await with_parts(repo, make(), [1])
     upload.mark_completed(T0 + timedelta(minutes=1), "d" * 32)
     await repo.save(upload)
@@ -134,7 +137,7 @@ async def test_status_changes_persist(repo: SqlRepository) -> None:
     assert got.completed_at == T0 + timedelta(minutes=1)
 
 
-async def test_client_ref_is_unique_per_owner_and_frontend(repo: SqlRepository) -> None:
+async def test_client_ref_is_unique_per_owner_and_frontend(repo: UploadRepository) -> None:
     first = make("alice", client_ref="qq-1", frontend="fine")
     await repo.create(first)
     with pytest.raises(e.Conflict) as caught:
@@ -155,14 +158,14 @@ async def test_client_ref_is_unique_per_owner_and_frontend(repo: SqlRepository) 
     assert await repo.find_by_client_ref("carol", "fine", "qq-1") is None
 
 
-async def test_duplicate_id_is_refused(repo: SqlRepository) -> None:
+async def test_duplicate_id_is_refused(repo: UploadRepository) -> None:
     upload = make()
     await repo.create(upload)
     with pytest.raises(e.Conflict):
         await repo.create(make(upload_id=upload.id))
 
 
-async def test_touch_only_moves_expiry_forward_and_only_while_pending(repo: SqlRepository) -> None:
+async def test_touch_only_moves_expiry_forward_and_only_while_pending(repo: UploadRepository) -> None:
     upload = make(expires=T0 + timedelta(hours=1))
     await repo.create(upload)
 
@@ -182,7 +185,7 @@ async def test_touch_only_moves_expiry_forward_and_only_while_pending(repo: SqlR
     await repo.touch(new_upload_id(), T0)  # unknown id: nothing happens
 
 
-async def test_list_is_newest_first_with_stable_pagination(repo: SqlRepository) -> None:
+async def test_list_is_newest_first_with_stable_pagination(repo: UploadRepository) -> None:
     ids_by_time: list[tuple[datetime, str]] = []
     for i in range(7):
         created = T0 + timedelta(seconds=i // 2)  # pairs share a timestamp: the id breaks ties
@@ -203,7 +206,7 @@ async def test_list_is_newest_first_with_stable_pagination(repo: SqlRepository) 
     assert all(u.parts == {} for u in await repo.list_uploads("alice", status=None, limit=10, before=None))
 
 
-async def test_list_filters_by_status(repo: SqlRepository) -> None:
+async def test_list_filters_by_status(repo: UploadRepository) -> None:
     done = make(created=T0)
     done.status, done.expires_at = Status.COMPLETED, None
     await repo.create(done)
@@ -216,7 +219,7 @@ async def test_list_filters_by_status(repo: SqlRepository) -> None:
     assert await repo.list_uploads("alice", status=Status.EXPIRED, limit=10, before=None) == []
 
 
-async def test_list_expirable_and_conditional_expire(repo: SqlRepository) -> None:
+async def test_list_expirable_and_conditional_expire(repo: UploadRepository) -> None:
     now = T0 + timedelta(hours=10)
     due_late = make(expires=now - timedelta(minutes=1))
     due_early = make(expires=now - timedelta(hours=1))
@@ -248,7 +251,7 @@ async def test_list_expirable_and_conditional_expire(repo: SqlRepository) -> Non
     assert still is not None and still.status is Status.COMPLETED
 
 
-async def test_usage(repo: SqlRepository) -> None:
+async def test_usage(repo: UploadRepository) -> None:
     assert await repo.usage("alice") == (0, 0, 0)
     await repo.create(make(size=100))
     await repo.create(make(size=250))
@@ -266,7 +269,7 @@ async def test_usage(repo: SqlRepository) -> None:
     assert await repo.usage("bob") == (1, 7, 0)
 
 
-async def test_delete_parts_and_delete_upload(repo: SqlRepository) -> None:
+async def test_delete_parts_and_delete_upload(repo: UploadRepository) -> None:
     a = await with_parts(repo, make(), [1, 2])
     b = await with_parts(repo, make(), [1])
     await repo.delete_parts(a.id)
@@ -278,7 +281,7 @@ async def test_delete_parts_and_delete_upload(repo: SqlRepository) -> None:
     await repo.delete_upload(b.id)  # again: no error
 
 
-async def test_live_blobs_lists_what_gc_must_keep(repo: SqlRepository) -> None:
+async def test_live_blobs_lists_what_gc_must_keep(repo: UploadRepository) -> None:
     pending = await with_parts(repo, make(), [1, 2])
     empty = make()
     await repo.create(empty)
@@ -286,3 +289,29 @@ async def test_live_blobs_lists_what_gc_must_keep(repo: SqlRepository) -> None:
     cancelled.mark_cancelled(T0)
     await repo.save(cancelled)
     assert await repo.live_blobs() == {pending.id: {"1.ref", "2.ref"}, empty.id: set()}
+
+
+async def test_count_pending_counts_every_owner(repo: UploadRepository) -> None:
+    assert await repo.count_pending() == 0
+    await repo.create(make("alice"))
+    await repo.create(make("bob"))
+    await repo.create(make("bob", status=Status.COMPLETED))
+    assert await repo.count_pending() == 2
+    await repo.ping()  # answers while the database does
+
+
+async def test_events_are_written_with_the_change_they_report(metadata: MetadataStore) -> None:
+    repo = metadata.uploads
+    await metadata.webhooks.add_endpoint(Endpoint("we_1", "alice", "https://x.test/", None, None, T0, None, None))
+    upload = make()
+    await repo.create(upload, [Event.for_upload(EventType.UPLOAD_CREATED, upload, T0)])
+    taken = make(client_ref="same")
+    await repo.create(taken)
+    with pytest.raises(e.Conflict):  # a failed change writes no event either
+        await repo.create(make(client_ref="same"), [Event.for_upload(EventType.UPLOAD_CREATED, taken, T0)])
+    upload.mark_cancelled(T0)
+    await repo.save(upload, events=[Event.for_upload(EventType.UPLOAD_CANCELLED, upload, T0)])
+    await repo.delete_upload(upload.id, [Event.for_upload(EventType.UPLOAD_DELETED, upload, T0)])
+    assert await metadata.webhooks.dispatch(T0, 10) == 3
+    claimed = await metadata.webhooks.claim(T0, T0, 10)
+    assert sorted(c.payload["type"] for c in claimed) == ["upload.cancelled", "upload.created", "upload.deleted"]

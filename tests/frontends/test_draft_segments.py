@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chunkd.frontends.tus.draft import Segments
+from chunkd.frontends.tus.draft_progress import Segments
 
 
 async def body(*chunks: bytes) -> AsyncIterator[bytes]:

@@ -330,4 +330,4 @@ async def test_nodes_starting_together_create_one_bootstrap_admin_key(two_nodes:
     a, b = two_nodes
     tokens = await asyncio.gather(*(bootstrap_admin_key(node) for node in (a, b, a, b)))
     assert len([t for t in tokens if t]) == 1
-    assert await a.repo.count_keys() == 1
+    assert await a.metadata.keys.count_keys() == 1

@@ -18,7 +18,7 @@ class Clock:
 
 
 async def test_revocation_reaches_another_node_within_the_cache_lifetime(api: Api) -> None:
-    repo = api.runtime.repo
+    repo = api.runtime.metadata.keys
     clock = Clock()
     node_a = KeyService(CachedKeys(repo, clock=clock))
     node_b = KeyService(CachedKeys(repo, clock=clock))
@@ -42,7 +42,7 @@ async def test_revocation_reaches_another_node_within_the_cache_lifetime(api: Ap
 
 
 async def test_unknown_ids_are_not_cached(api: Api) -> None:
-    cache = CachedKeys(api.runtime.repo)
+    cache = CachedKeys(api.runtime.metadata.keys)
     for n in range(50):
         assert await cache.get_key(f"{n:016x}") is None
     assert not cache._entries

@@ -15,7 +15,7 @@ import pytest
 from chunkd.backends.blobs.local import LocalBlobStore
 from chunkd.backends.locks.local import LocalLocks
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
-from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.upload import Part, Status, Upload
@@ -47,7 +47,7 @@ class Engine:
     async def start(self) -> Engine:
         engine = create_engine(f"sqlite:///{self.root / 'chunkd.db'}")
         await migrate(engine)
-        self.repo = SqlRepository(engine)
+        self.repo = SqlUploadRepository(engine)
         self.blobs = CountingBlobStore(self.root / "blobs")
         self.service = UploadService(self.repo, self.blobs, LocalLocks(), EngineConfig(min_part_size=1))
         return self

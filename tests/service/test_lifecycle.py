@@ -13,7 +13,7 @@ import pytest
 from chunkd.backends.blobs.local import LocalBlobStore
 from chunkd.backends.locks.local import LocalLocks
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
-from chunkd.backends.repository.sqlalchemy.repository import SqlRepository
+from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Status, Upload
 from chunkd.service.uploads import EngineConfig, UploadService
@@ -49,7 +49,7 @@ class Setup:
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     await migrate(engine)
-    repo = SqlRepository(engine)
+    repo = SqlUploadRepository(engine)
     blobs = LocalBlobStore(tmp_path / "blobs", fsync=False)
     clock = Clock()
     config = EngineConfig(min_part_size=1, ttl=TTL, lock_timeout=1)

@@ -11,8 +11,8 @@ is installed::
 """
 
 from chunkd.client._async import AsyncClient
-from chunkd.client._core import ProgressCallback
-from chunkd.client._sync import DEFAULT_URL, Client
+from chunkd.client._core import DEFAULT_URL, ProgressCallback, UploadOptions
+from chunkd.client._sync import Client
 from chunkd.client.errors import (
     APIError,
     AuthenticationError,
@@ -57,6 +57,7 @@ __all__ = [
     "ServerError",
     "TooLarge",
     "UploadExpired",
+    "UploadOptions",
     "format_size",
     "parse_size",
 ]

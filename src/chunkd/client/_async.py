@@ -1,73 +1,38 @@
-"""The asyncio client: :class:`AsyncClient` (httpx.AsyncClient; parallel parts as tasks, file
-reads and hashing in worker threads so the event loop never blocks on disk or MD5)."""
+"""The asyncio client: :class:`AsyncClient` performs the core's effects with httpx.AsyncClient,
+``asyncio.sleep``, tasks for parallel parts and worker threads for file reads and hashing, so the
+event loop never blocks on disk or MD5. It decides nothing itself (see :mod:`chunkd.client._core`)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from chunkd.client import _core
-from chunkd.client._core import ProgressCallback, Tracker, content_md5, missing_parts, resumable, reusable
-from chunkd.client._sync import DEFAULT_URL
-from chunkd.client.errors import (
-    Conflict,
-    ConnectionFailed,
-    IntegrityError,
-    NotFound,
-    UploadExpired,
-    error_from_response,
-)
+from chunkd.client._core import ClientCore, ProgressCallback, Tracker, UploadOptions
+from chunkd.client._effects import Blocking, Driver, Effect, Fetch, Flow, Parallel, Request, Sleep
 from chunkd.client.models import File, Page
-from chunkd.client.retry import (
-    RetryNotice,
-    RetryPolicy,
-    is_retryable_error,
-    is_retryable_response,
-    reason_of,
-    retry_after,
-)
-from chunkd.client.source import CHUNK, Source, SourceLike, part_range
-from chunkd.client.state import UploadState
+from chunkd.client.source import CHUNK, Source, SourceLike
 
 __all__ = ["AsyncClient"]
 
-BodyFactory = Callable[[], AsyncIterable[bytes]]
+T = TypeVar("T")
 
 
-class AsyncClient:
+class AsyncClient(ClientCore[httpx.AsyncBaseTransport]):
     """The same API as :class:`chunkd.client.Client`, awaitable. ``transport`` lets tests talk to
     an in-process app (``httpx.ASGITransport``)."""
 
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        key: str | None = None,
-        *,
-        timeout: float = 60.0,
-        retry: RetryPolicy | None = None,
-        remember_uploads: bool = True,
-        state_dir: Path | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        on_retry: Callable[[RetryNotice], None] | None = None,
+    _http: httpx.AsyncClient
+
+    def _connect(
+        self, headers: dict[str, str], timeout: httpx.Timeout, transport: httpx.AsyncBaseTransport | None
     ) -> None:
-        self.url = url.rstrip("/")
-        self.key = key
-        self.retry = retry or RetryPolicy()
-        self.on_retry = on_retry
-        self.state = UploadState(state_dir) if remember_uploads else None
-        headers = {"User-Agent": _core.user_agent()}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        self._http = httpx.AsyncClient(
-            base_url=self.url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), transport=transport
-        )
+        self._http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -78,58 +43,14 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _wait(self, method: str, path: str, attempt: int, hint: float | None, reason: str) -> float:
-        """How long to wait before the next try, told to ``on_retry`` first."""
-        delay = self.retry.delay(attempt, hint)
-        if self.on_retry is not None:
-            self.on_retry(RetryNotice(method, f"{self.url}{path}", attempt + 1, delay, reason))
-        return delay
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: dict[str, Any] | None = None,
-        body: BodyFactory | None = None,
-        headers: dict[str, str] | None = None,
-        before_retry: Callable[[], None] | None = None,
-    ) -> httpx.Response:
-        for attempt in range(self.retry.attempts):
-            last = attempt == self.retry.attempts - 1
-            try:
-                response = await self._http.request(
-                    method, path, json=json, params=params, content=body() if body else None, headers=headers
-                )
-            except httpx.TransportError as exc:
-                if last or not is_retryable_error(exc):
-                    raise ConnectionFailed(f"{method} {self.url}{path}: {exc or type(exc).__name__}") from exc
-                hint, failure = None, reason_of(exc)
-            else:
-                if not (is_retryable_response(response) and not last):
-                    if response.is_error:
-                        raise error_from_response(response)
-                    return response
-                hint, failure = retry_after(response), reason_of(response)
-            if before_retry is not None:
-                before_retry()
-            await asyncio.sleep(self._wait(method, path, attempt, hint, failure))
-        raise AssertionError("unreachable")
-
+    # ---- the calls (documented on Client) -------------------------------------------------------
     async def get(self, file_id: str) -> File:
         """The file object, with the parts the server holds."""
-        return File.from_json((await self._send("GET", f"/v1/files/{file_id}")).json())
+        return await self._run(self._get_flow(file_id))
 
     async def list_page(self, *, status: str | None = None, limit: int = 50, cursor: str | None = None) -> Page:
         """One page of your files, newest first."""
-        params: dict[str, Any] = {"limit": limit}
-        if status:
-            params["status"] = status
-        if cursor:
-            params["cursor"] = cursor
-        data = (await self._send("GET", "/v1/files", params=params)).json()
-        return Page(tuple(File.from_json(f) for f in data["data"]), data.get("nextCursor"))
+        return await self._run(self._list_page_flow(status, limit, cursor))
 
     async def list(self, *, status: str | None = None, page_size: int = 50) -> AsyncIterator[File]:
         """All your files (optionally in one status), newest first, following ``nextCursor``."""
@@ -144,212 +65,99 @@ class AsyncClient:
 
     async def cancel(self, file_id: str) -> File:
         """PENDING → CANCELLED; the bytes received are freed."""
-        return File.from_json((await self._send("POST", f"/v1/files/{file_id}/cancel")).json())
+        return await self._run(self._cancel_flow(file_id))
 
     async def delete(self, file_id: str) -> None:
         """Remove a file and its bytes."""
-        await self._send("DELETE", f"/v1/files/{file_id}")
+        await self._run(self._delete_flow(file_id))
 
     async def create(
         self, filename: str, size: int, *, part_size: int | None = None, mime_type: str | None = None
     ) -> File:
         """Start an upload (the server picks the part size unless given)."""
-        body = _core.create_body(filename, size, part_size, mime_type)
-        return File.from_json((await self._send("POST", "/v1/files", json=body)).json())
+        return await self._run(self._create_flow(filename, size, part_size, mime_type))
 
     async def complete(self, file_id: str, md5: str | None = None) -> File:
         """Finish an upload; the server checks the whole file against ``md5`` (hex) when given."""
-        response = await self._send("POST", f"/v1/files/{file_id}/complete", json={"md5": md5} if md5 else {})
-        return File.from_json(response.json())
+        return await self._run(self._complete_flow(file_id, md5))
 
-    async def upload(
-        self,
-        source: SourceLike,
-        *,
-        filename: str | None = None,
-        part_size: int | None = None,
-        parallel: int = 4,
-        on_progress: ProgressCallback | None = None,
-        mime_type: str | None = None,
-    ) -> File:
+    async def upload(self, source: SourceLike, **options: Unpack[UploadOptions]) -> File:
         """See :meth:`chunkd.client.Client.upload`."""
-        src = Source(source)
-        try:
-            remembered = await self._remembered(src)
-            if remembered is not None and remembered.status == "COMPLETED":
-                return remembered
-
-            async def start() -> File:
-                file = await self.create(filename or src.name, src.size, part_size=part_size, mime_type=mime_type)
-                if self.state is not None and src.local is not None:
-                    await asyncio.to_thread(self.state.put, self.url, self.key, src.local, file.id)
-                return file
-
-            try:
-                done = await self._fill_and_complete(remembered or await start(), src, parallel, on_progress)
-            except UploadExpired:
-                if remembered is None:
-                    raise
-                # It expired while we resumed it (idle too long before this run): start over, once.
-                done = await self._fill_and_complete(await start(), src, parallel, on_progress)
-            if self.state is not None and src.local is not None:
-                await asyncio.to_thread(self.state.forget, self.url, self.key, src.local)
-            return done
-        finally:
-            src.close()
+        return await self._run(self._upload_flow(source, **options))
 
     async def resume(
         self, file_id: str, source: SourceLike, *, parallel: int = 4, on_progress: ProgressCallback | None = None
     ) -> File:
         """See :meth:`chunkd.client.Client.resume`."""
-        src = Source(source)
-        try:
-            file = await self.get(file_id)
-            if not resumable(file, src.size):
-                raise Conflict(409, "invalid_state", f"upload {file_id} is {file.status} ({file.size_bytes} bytes)")
-            return await self._fill_and_complete(file, src, parallel, on_progress)
-        finally:
-            src.close()
-
-    async def _remembered(self, src: Source) -> File | None:
-        if self.state is None or src.local is None:
-            return None
-        upload_id = await asyncio.to_thread(self.state.get, self.url, self.key, src.local)
-        if upload_id is None:
-            return None
-        try:
-            file: File | None = await self.get(upload_id)
-        except NotFound:
-            file = None
-        if file is not None and reusable(file, src.size):
-            return file
-        await asyncio.to_thread(self.state.forget, self.url, self.key, src.local)
-        return None
-
-    async def _fill_and_complete(
-        self, file: File, src: Source, parallel: int, on_progress: ProgressCallback | None
-    ) -> File:
-        assert file.part_size is not None
-        todo = missing_parts(file)
-        tracker = Tracker(src.size, on_progress)
-        tracker.add(src.size - sum(part_range(n, file.part_size, src.size)[1] for n in todo))
-        slots = asyncio.Semaphore(max(1, parallel))
-
-        async def one(number: int) -> None:
-            async with slots:
-                await self._put_part(file, number, src, tracker)
-
-        stop = threading.Event()
-        whole = asyncio.get_running_loop().run_in_executor(None, src.md5, 0, None, stop)
-        try:
-            async with asyncio.TaskGroup() as group:
-                for number in todo:
-                    group.create_task(one(number))
-            digest = await whole
-        except BaseExceptionGroup as failed:  # callers get the typed error, as from Client
-            raise _first(failed) from None
-        finally:
-            stop.set()  # and wait: the hashing thread must be done with the file before it is closed
-            await asyncio.wait([whole])
-        await self.complete(file.id, digest.hex())
-        return await self.get(file.id)
-
-    async def _put_part(self, file: File, number: int, src: Source, tracker: Tracker) -> None:
-        assert file.part_size is not None
-        offset, length = part_range(number, file.part_size, file.size_bytes)
-        digest = await asyncio.to_thread(src.md5, offset, length)
-        headers = {
-            "Content-MD5": content_md5(digest),
-            "Content-Length": str(length),
-            "Content-Type": "application/octet-stream",
-        }
-        sent = 0
-
-        async def body() -> AsyncIterator[bytes]:
-            nonlocal sent
-            position, end = offset, offset + length
-            while position < end:
-                data = await asyncio.to_thread(src.read, position, min(CHUNK, end - position))
-                if not data:
-                    raise OSError(f"{src.name} is shorter than when the upload started")
-                position += len(data)
-                sent += len(data)
-                tracker.add(len(data))
-                yield data
-
-        def rewind() -> None:
-            nonlocal sent
-            tracker.add(-sent)
-            sent = 0
-
-        await self._send("PUT", f"/v1/files/{file.id}/parts/{number}", body=body, headers=headers, before_retry=rewind)
+        return await self._run(self._resume_flow(file_id, source, parallel, on_progress))
 
     async def download(
         self, file_id: str, dest: str | os.PathLike[str] | None = None, *, on_progress: ProgressCallback | None = None
     ) -> Path:
         """See :meth:`chunkd.client.Client.download`."""
-        file = await self.get(file_id)
-        if file.status != "COMPLETED":
-            raise Conflict(409, "invalid_state", f"file {file_id} is {file.status}; only COMPLETED files download")
-        target = Path(dest) if dest is not None else Path(_core.download_name(file))
-        if target.is_dir():
-            target = target / _core.download_name(file)
-        partial = target.with_name(f".{target.name}.{file.id}.part")
-        digest, offset = hashlib.md5(), 0
-        if partial.exists() and partial.stat().st_size <= file.size_bytes:
-            offset, digest = await asyncio.to_thread(_hash_file, partial)
-        tracker = Tracker(file.size_bytes, on_progress)
-        tracker.add(offset)
-        with open(partial, "r+b" if partial.exists() else "wb") as out:
-            out.truncate(offset)
-            out.seek(offset)
-            attempt = 0
-            while offset < file.size_bytes or file.size_bytes == 0:
-                start = offset
-                headers = {"Range": f"bytes={offset}-"} if offset else {}
-                hint: float | None = None
-                try:
-                    async with self._http.stream(
-                        "GET", f"/v1/files/{file_id}/content", headers=headers, follow_redirects=True
-                    ) as response:
-                        if response.is_error and not is_retryable_response(response):
-                            await response.aread()
-                            raise error_from_response(response)
-                        if response.is_success:
-                            if response.status_code == 200 and offset:
-                                out.seek(0)
-                                out.truncate()
-                                digest, offset = hashlib.md5(), 0
-                                tracker.add(-start)
-                            async for data in response.aiter_bytes(CHUNK):
-                                await asyncio.to_thread(out.write, data)
-                                digest.update(data)
-                                offset += len(data)
-                                tracker.add(len(data))
-                            break
-                        await response.aread()
-                        hint = retry_after(response)
-                        failure: BaseException = error_from_response(response)
-                        reason = reason_of(response)
-                except httpx.TransportError as exc:
-                    if not is_retryable_error(exc):
-                        raise ConnectionFailed(f"GET {self.url}/v1/files/{file_id}/content: {exc}") from exc
-                    failure = ConnectionFailed(f"GET {self.url}/v1/files/{file_id}/content: {exc}")
-                    reason = reason_of(exc)
-                attempt = 0 if offset > start else attempt + 1
-                if attempt >= self.retry.attempts:
-                    raise failure
-                await asyncio.sleep(self._wait("GET", f"/v1/files/{file_id}/content", attempt, hint, reason))
-            out.flush()
-            await asyncio.to_thread(os.fsync, out.fileno())
-        if offset != file.size_bytes or (file.md5 is not None and digest.hexdigest() != file.md5):
-            partial.unlink()
-            raise IntegrityError(
-                f"downloaded {offset} bytes with MD5 {digest.hexdigest()}, "
-                f"expected {file.size_bytes} bytes with MD5 {file.md5}"
-            )
-        os.replace(partial, target)
-        return target
+        return await self._run(self._download_flow(file_id, dest, on_progress))
+
+    async def _put_part(self, file: File, number: int, src: Source, tracker: Tracker) -> None:
+        """Send one part (tests use it to leave an upload half done)."""
+        await self._run(self._put_part_flow(file, number, src, tracker))
+
+    # ---- performing effects ---------------------------------------------------------------------
+    async def _run(self, flow: Flow[T]) -> T:
+        driver = Driver(flow)
+        while (effect := driver.next()) is not None:
+            try:
+                driver.answer(await self._perform(effect))
+            except BaseException as exc:  # raised inside the flow, which decides (cancellation too)
+                driver.fail(exc)
+        return driver.result
+
+    async def _perform(self, effect: Effect) -> Any:
+        if isinstance(effect, Request):
+            content = _in_thread(effect.body.read) if effect.body is not None else None
+            return await self._http.request(effect.method, effect.path, content=content, **effect.options())
+        if isinstance(effect, Fetch):
+            return await self._fetch(effect)
+        if isinstance(effect, Sleep):
+            await asyncio.sleep(effect.seconds)
+            return None
+        if isinstance(effect, Blocking):
+            return await asyncio.to_thread(effect.function, *effect.args)
+        return await self._parallel(effect)
+
+    async def _fetch(self, fetch: Fetch) -> httpx.Response:
+        async with self._http.stream("GET", fetch.path, headers=fetch.headers, follow_redirects=True) as response:
+            if fetch.sink.accepts(response):
+                async for data in response.aiter_bytes(CHUNK):
+                    await asyncio.to_thread(fetch.sink.write, data)
+            else:
+                await response.aread()
+        return response
+
+    async def _parallel(self, job: Parallel) -> Any:
+        slots = asyncio.Semaphore(job.limit)
+
+        async def one(flow: Flow[None]) -> None:
+            async with slots:
+                await self._run(flow)
+
+        stop = threading.Event()
+        whole = asyncio.get_running_loop().run_in_executor(None, job.whole, stop)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for flow in job.flows:
+                    group.create_task(one(flow))
+            return await whole
+        except BaseExceptionGroup as failed:  # callers get the typed error, as from Client
+            raise _first(failed) from None
+        finally:
+            stop.set()  # and wait: the hashing thread must be done with the file before it is closed
+            await asyncio.wait([whole])
+
+
+async def _in_thread(read: Callable[[], bytes]) -> AsyncIterator[bytes]:
+    """``read()`` until it returns nothing, each call in a worker thread."""
+    while data := await asyncio.to_thread(read):
+        yield data
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -360,12 +168,3 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if not isinstance(error, asyncio.CancelledError):
             return error
     return group.exceptions[0]
-
-
-def _hash_file(path: Path) -> tuple[int, Any]:
-    digest, size = hashlib.md5(), 0
-    with open(path, "rb") as handle:
-        while data := handle.read(CHUNK):
-            digest.update(data)
-            size += len(data)
-    return size, digest

@@ -1,20 +1,68 @@
-"""What the sync and async clients share: no I/O here, only decisions."""
+"""What the sync and async clients share: every decision, and no I/O.
+
+:class:`ClientCore` holds a client's settings and writes each call once, as a flow (see
+:mod:`chunkd.client._effects`): the requests, the retry policy, which parts to send, where a download
+resumes, how error answers map to exceptions, and the checks on the bytes. ``Client`` and
+``AsyncClient`` subclass it and only perform the effects."""
 
 from __future__ import annotations
 
 import base64
-import threading
-from collections.abc import Callable
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Generic, TypedDict, TypeVar
 
-from chunkd.client.models import File
-from chunkd.client.source import part_range
+import httpx
 
-__all__ = ["ProgressCallback", "Tracker", "content_md5", "missing_parts", "resumable", "reusable", "user_agent"]
+from chunkd.client._effects import Blocking, Fetch, Flow, Parallel, Request, Sleep
+from chunkd.client._transfer import DownloadSink, PartBody, ProgressCallback, Tracker
+from chunkd.client.errors import (
+    ClientError,
+    Conflict,
+    ConnectionFailed,
+    IntegrityError,
+    NotFound,
+    UploadExpired,
+    error_from_response,
+)
+from chunkd.client.models import File, Page
+from chunkd.client.retry import (
+    RetryNotice,
+    RetryNoticeCallback,
+    RetryPolicy,
+    is_retryable_error,
+    is_retryable_response,
+    reason_of,
+    retry_after,
+)
+from chunkd.client.source import Source, SourceLike, part_range
+from chunkd.client.state import UploadState
 
-ProgressCallback = Callable[[int, int], None]
-"""Called with (bytes done, bytes in all) as bytes go out or come in (from worker threads in
-:class:`~chunkd.client.Client`)."""
+__all__ = [
+    "DEFAULT_URL",
+    "ClientCore",
+    "ProgressCallback",
+    "Tracker",
+    "UploadOptions",
+    "content_md5",
+    "missing_parts",
+    "resumable",
+    "reusable",
+    "user_agent",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+TransportT = TypeVar("TransportT")
+
+
+class UploadOptions(TypedDict, total=False):
+    """The keyword options of ``upload()``, declared once for both clients (defaults in brackets)."""
+
+    filename: str | None  # the name the server keeps [the path's, or the file object's, name]
+    part_size: int | None  # bytes per part [the server's CHUNKD_PART_SIZE]
+    parallel: int  # parts in flight at once [4]
+    on_progress: ProgressCallback | None  # told (bytes done, bytes in all) as parts go out [None]
+    mime_type: str | None  # the file's media type [the server's guess from the name]
 
 
 def user_agent() -> str:
@@ -49,23 +97,6 @@ def missing_parts(file: File) -> list[int]:
     return [n for n in range(1, count + 1) if n not in held]
 
 
-class Tracker:
-    """Bytes done across parallel parts; a part that is sent again first gives its bytes back."""
-
-    def __init__(self, total: int, callback: ProgressCallback | None) -> None:
-        self.total = total
-        self.done = 0
-        self._callback = callback
-        self._lock = threading.Lock()
-
-    def add(self, count: int) -> None:
-        with self._lock:
-            self.done += count
-            done = self.done
-        if self._callback is not None:
-            self._callback(done, self.total)
-
-
 def create_body(filename: str, size: int, part_size: int | None, mime_type: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {"filename": filename, "sizeBytes": size}
     if part_size is not None:
@@ -79,3 +110,245 @@ def download_name(file: File) -> str:
     """A safe local name for a file's (client-chosen, so untrusted) filename."""
     name = file.filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
     return name if name not in ("", ".", "..") else file.id
+
+
+class ClientCore(Generic[TransportT]):
+    """A chunkd server's Files API. ``key`` is an API key (``ck_…``) or an access token.
+
+    Uploads remember (server, key, absolute path, size, mtime) → upload id in a small state file
+    (see :mod:`chunkd.client.state`), so uploading the same file again after a crash resumes it;
+    pass ``remember_uploads=False`` to turn that off. ``transport`` replaces httpx's (tests talk
+    to an in-process app through ``httpx.ASGITransport``); ``on_retry`` is told before each wait."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        remember_uploads: bool = True,
+        state_dir: Path | None = None,
+        transport: TransportT | None = None,
+        on_retry: RetryNoticeCallback | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.key = key
+        self.retry = retry or RetryPolicy()
+        self.on_retry = on_retry
+        self.state = UploadState(state_dir) if remember_uploads else None
+        headers = {"User-Agent": user_agent()}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._connect(headers, httpx.Timeout(timeout, connect=10.0), transport)
+
+    def _connect(self, headers: dict[str, str], timeout: httpx.Timeout, transport: TransportT | None) -> None:
+        """Open the shell's httpx client."""
+        raise NotImplementedError
+
+    # ---- requests with retries ------------------------------------------------------------------
+    def _wait(self, method: str, path: str, attempt: int, hint: float | None, reason: str) -> Sleep:
+        """The wait before the next try, told to ``on_retry`` first."""
+        delay = self.retry.delay(attempt, hint)
+        if self.on_retry is not None:
+            self.on_retry(RetryNotice(method, f"{self.url}{path}", attempt + 1, delay, reason))
+        return Sleep(delay)
+
+    def _send_flow(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        body: PartBody | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Flow[httpx.Response]:
+        """One API call, tried again (with backoff) on network errors, 5xx, 429 and upload_busy;
+        an error answer becomes a typed exception."""
+        for attempt in range(self.retry.attempts):
+            last = attempt == self.retry.attempts - 1
+            try:
+                response: httpx.Response = yield Request(method, path, json, params, headers, body)
+            except httpx.TransportError as exc:
+                if last or not is_retryable_error(exc):
+                    raise ConnectionFailed(f"{method} {self.url}{path}: {exc or type(exc).__name__}") from exc
+                hint, failure = None, reason_of(exc)
+            else:
+                if not (is_retryable_response(response) and not last):
+                    if response.is_error:
+                        raise error_from_response(response)
+                    return response
+                hint, failure = retry_after(response), reason_of(response)
+            if body is not None:
+                body.rewind()
+            yield self._wait(method, path, attempt, hint, failure)
+        raise AssertionError("unreachable")
+
+    def _file_flow(self, method: str, path: str, **kwargs: Any) -> Flow[File]:
+        response = yield from self._send_flow(method, path, **kwargs)
+        return File.from_json(response.json())
+
+    # ---- simple calls ---------------------------------------------------------------------------
+    def _get_flow(self, file_id: str) -> Flow[File]:
+        return self._file_flow("GET", f"/v1/files/{file_id}")
+
+    def _list_page_flow(self, status: str | None, limit: int, cursor: str | None) -> Flow[Page]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if cursor:
+            params["cursor"] = cursor
+        data = (yield from self._send_flow("GET", "/v1/files", params=params)).json()
+        return Page(tuple(File.from_json(f) for f in data["data"]), data.get("nextCursor"))
+
+    def _cancel_flow(self, file_id: str) -> Flow[File]:
+        return self._file_flow("POST", f"/v1/files/{file_id}/cancel")
+
+    def _delete_flow(self, file_id: str) -> Flow[None]:
+        yield from self._send_flow("DELETE", f"/v1/files/{file_id}")
+
+    def _create_flow(self, filename: str, size: int, part_size: int | None, mime_type: str | None) -> Flow[File]:
+        return self._file_flow("POST", "/v1/files", json=create_body(filename, size, part_size, mime_type))
+
+    def _complete_flow(self, file_id: str, md5: str | None) -> Flow[File]:
+        return self._file_flow("POST", f"/v1/files/{file_id}/complete", json={"md5": md5} if md5 else {})
+
+    # ---- upload ---------------------------------------------------------------------------------
+    def _upload_flow(
+        self,
+        source: SourceLike,
+        *,
+        filename: str | None = None,
+        part_size: int | None = None,
+        parallel: int = 4,
+        on_progress: ProgressCallback | None = None,
+        mime_type: str | None = None,
+    ) -> Flow[File]:
+        src = Source(source)
+        try:
+            remembered = yield from self._remembered_flow(src)
+            if remembered is not None and remembered.status == "COMPLETED":
+                return remembered
+
+            def start() -> Flow[File]:
+                file = yield from self._create_flow(filename or src.name, src.size, part_size, mime_type)
+                if self.state is not None and src.local is not None:
+                    yield Blocking(self.state.put, (self.url, self.key, src.local, file.id))
+                return file
+
+            try:
+                done = yield from self._fill_flow(remembered or (yield from start()), src, parallel, on_progress)
+            except UploadExpired:
+                if remembered is None:
+                    raise
+                # It expired while we resumed it (idle too long before this run): start over, once.
+                done = yield from self._fill_flow((yield from start()), src, parallel, on_progress)
+            if self.state is not None and src.local is not None:
+                yield Blocking(self.state.forget, (self.url, self.key, src.local))
+            return done
+        finally:
+            src.close()
+
+    def _resume_flow(
+        self, file_id: str, source: SourceLike, parallel: int, on_progress: ProgressCallback | None
+    ) -> Flow[File]:
+        src = Source(source)
+        try:
+            file = yield from self._get_flow(file_id)
+            if not resumable(file, src.size):
+                raise Conflict(409, "invalid_state", f"upload {file_id} is {file.status} ({file.size_bytes} bytes)")
+            return (yield from self._fill_flow(file, src, parallel, on_progress))
+        finally:
+            src.close()
+
+    def _remembered_flow(self, src: Source) -> Flow[File | None]:
+        """The unfinished upload this local file went to before, if it can still take the rest."""
+        if self.state is None or src.local is None:
+            return None
+        upload_id: str | None = yield Blocking(self.state.get, (self.url, self.key, src.local))
+        if upload_id is None:
+            return None
+        try:
+            file: File | None = yield from self._get_flow(upload_id)
+        except NotFound:
+            file = None
+        if file is not None and reusable(file, src.size):
+            return file
+        yield Blocking(self.state.forget, (self.url, self.key, src.local))  # expired, cancelled or gone
+        return None
+
+    def _fill_flow(self, file: File, src: Source, parallel: int, on_progress: ProgressCallback | None) -> Flow[File]:
+        """Send the parts the server lacks, ``parallel`` at a time, beside one pass over the whole
+        file for its MD5; then complete with it."""
+        assert file.part_size is not None
+        todo = missing_parts(file)
+        tracker = Tracker(src.size, on_progress)
+        tracker.add(src.size - sum(part_range(n, file.part_size, src.size)[1] for n in todo))
+        parts = [self._put_part_flow(file, n, src, tracker) for n in todo]
+        digest: bytes = yield Parallel(parts, max(1, parallel), lambda stop: src.md5(0, None, stop))
+        yield from self._complete_flow(file.id, digest.hex())
+        return (yield from self._get_flow(file.id))
+
+    def _put_part_flow(self, file: File, number: int, src: Source, tracker: Tracker) -> Flow[None]:
+        assert file.part_size is not None
+        offset, length = part_range(number, file.part_size, file.size_bytes)
+        digest: bytes = yield Blocking(src.md5, (offset, length))
+        headers = {
+            "Content-MD5": content_md5(digest),
+            "Content-Length": str(length),
+            "Content-Type": "application/octet-stream",
+        }
+        body = PartBody(src, offset, length, tracker)
+        yield from self._send_flow("PUT", f"/v1/files/{file.id}/parts/{number}", body=body, headers=headers)
+
+    # ---- download -------------------------------------------------------------------------------
+    def _download_flow(
+        self, file_id: str, dest: str | os.PathLike[str] | None, on_progress: ProgressCallback | None
+    ) -> Flow[Path]:
+        file = yield from self._get_flow(file_id)
+        if file.status != "COMPLETED":
+            raise Conflict(409, "invalid_state", f"file {file_id} is {file.status}; only COMPLETED files download")
+        target = Path(dest) if dest is not None else Path(download_name(file))
+        if target.is_dir():
+            target = target / download_name(file)
+        partial = target.with_name(f".{target.name}.{file.id}.part")
+        sink = DownloadSink(file.size_bytes, on_progress)
+        if partial.exists() and partial.stat().st_size <= file.size_bytes:
+            yield Blocking(sink.resume_from, (partial,))
+        with open(partial, "r+b" if partial.exists() else "wb") as out:
+            sink.open(out)
+            yield from self._fetch_flow(f"/v1/files/{file_id}/content", sink)
+            yield Blocking(sink.sync)
+        md5 = sink.digest.hexdigest()
+        if sink.offset != file.size_bytes or (file.md5 is not None and md5 != file.md5):
+            partial.unlink()
+            raise IntegrityError(
+                f"downloaded {sink.offset} bytes with MD5 {md5}, expected {file.size_bytes} bytes with MD5 {file.md5}"
+            )
+        os.replace(partial, target)
+        return target
+
+    def _fetch_flow(self, path: str, sink: DownloadSink) -> Flow[None]:
+        """Fill ``sink`` from ``path``, continuing with a Range request after a failure; the retry
+        budget starts again whenever a try brought bytes."""
+        attempt = 0
+        failure: ClientError
+        while not sink.finished:
+            start = sink.offset
+            try:
+                response: httpx.Response = yield Fetch(path, sink.range_headers(), sink)
+            except httpx.TransportError as exc:
+                if not is_retryable_error(exc):
+                    raise ConnectionFailed(f"GET {self.url}{path}: {exc}") from exc
+                hint, reason, failure = None, reason_of(exc), ConnectionFailed(f"GET {self.url}{path}: {exc}")
+            else:
+                if response.is_success:
+                    return
+                if not is_retryable_response(response):
+                    raise error_from_response(response)
+                hint, reason, failure = retry_after(response), reason_of(response), error_from_response(response)
+            attempt = 0 if sink.offset > start else attempt + 1
+            if attempt >= self.retry.attempts:
+                raise failure
+            yield self._wait("GET", path, attempt, hint, reason)

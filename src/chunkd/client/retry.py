@@ -7,11 +7,19 @@ import contextlib
 import email.utils
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
-__all__ = ["RetryNotice", "RetryPolicy", "is_retryable_error", "is_retryable_response", "retry_after"]
+__all__ = [
+    "RetryNotice",
+    "RetryNoticeCallback",
+    "RetryPolicy",
+    "is_retryable_error",
+    "is_retryable_response",
+    "retry_after",
+]
 
 # Errors of the connection itself (refused, reset, timed out, cut mid-answer) are worth another try;
 # a malformed URL or an unsupported scheme (other TransportErrors) never get better.
@@ -47,6 +55,9 @@ class RetryNotice:
     attempt: int  # the try that failed, 1-based
     delay: float
     reason: str
+
+
+RetryNoticeCallback = Callable[[RetryNotice], None]
 
 
 def reason_of(failure: BaseException | httpx.Response) -> str:

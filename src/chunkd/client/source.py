@@ -71,13 +71,19 @@ class Source:
             self._fileobj.seek(self.start + offset)
             return self._fileobj.read(length)
 
+    def chunk(self, offset: int, end: int) -> bytes:
+        """The next piece of the range [offset, end): up to ``CHUNK`` bytes; fails if the file
+        shrank under us."""
+        data = self.read(offset, min(CHUNK, end - offset))
+        if not data:
+            raise OSError(f"{self.name} is shorter than when the upload started")
+        return data
+
     def chunks(self, offset: int, length: int) -> Iterator[bytes]:
         """The range as ``CHUNK``-sized pieces; fails if the file shrank under us."""
         end = offset + length
         while offset < end:
-            data = self.read(offset, min(CHUNK, end - offset))
-            if not data:
-                raise OSError(f"{self.name} is shorter than when the upload started")
+            data = self.chunk(offset, end)
             offset += len(data)
             yield data
 

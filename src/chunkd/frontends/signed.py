@@ -12,7 +12,6 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from chunkd.auth.signing import Grant
-from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Upload
 from chunkd.frontends.http import public_base_url, runtime
 
@@ -35,8 +34,6 @@ async def signed_upload(
     its own 404). A URL with no signature at all is refused before anything is looked up."""
     rt = runtime(request)
     rt.signer.check_present(expires, signature)
-    found = await rt.uploads.repo.get(upload_id, parts_from=None) if is_upload_id(upload_id) else None
-    if found is None:
-        return None
-    rt.signer.verify(Grant(method, path, found.id, found.owner), expires, signature)
-    return found
+    return await rt.uploads.get_signed(
+        upload_id, lambda found: rt.signer.verify(Grant(method, path, found.id, found.owner), expires, signature)
+    )

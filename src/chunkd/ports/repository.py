@@ -70,6 +70,16 @@ class UploadRepository(Protocol):
         """(PENDING uploads, bytes declared by PENDING uploads, bytes of COMPLETED uploads) of an owner."""
 
     async def all_ids(self) -> set[str]:
-        """Every upload id known (gc uses it to find orphaned blobs)."""
+        """Every upload id known."""
+
+    async def live_blobs(self) -> dict[str, set[str]]:
+        """Blob refs of every upload that still holds bytes (PENDING or COMPLETED), by upload id
+        (``chunkd gc`` frees every other blob)."""
+
+    async def count_pending(self) -> int:
+        """PENDING uploads of every owner (the ``chunkd_uploads_pending`` gauge)."""
+
+    async def ping(self) -> None:
+        """A trivial query (readiness): raises when the metadata store cannot answer."""
 
     async def close(self) -> None: ...

@@ -9,6 +9,8 @@ in the service, not the domain, because the domain imports only the standard lib
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
+from typing import ClassVar
 
 from awscrt.checksums import combine_crc64nvme as _combine  # type: ignore[import-untyped]
 from awscrt.checksums import crc32c as _crc32c
@@ -48,28 +50,50 @@ def crc64_b64(value: int) -> str:
     return base64.b64encode(value.to_bytes(8, "big")).decode()
 
 
-class Crc64Hasher:
-    """CRC-64/NVME behind the hashlib interface (8 big-endian bytes)."""
+class _CrcHasher:
+    """A running CRC behind the hashlib interface (``digest_size`` big-endian bytes), optionally
+    continuing from ``seed`` (the CRC of the bytes before)."""
 
-    def __init__(self) -> None:
-        self._value = 0
+    digest_size: ClassVar[int]
 
-    def update(self, data: bytes) -> None:
-        self._value = int(_crc64nvme(data, self._value))
+    def __init__(self, seed: int = 0) -> None:
+        self.value = seed
+
+    @staticmethod
+    def _step(data: bytes | memoryview, previous: int) -> int:
+        raise NotImplementedError
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.value = self._step(data, self.value)
+
+    def update_all(self, chunks: Iterable[bytes]) -> None:
+        """``update`` with each chunk in turn (one call for a batch, e.g. from a worker thread)."""
+        for chunk in chunks:
+            self.value = self._step(chunk, self.value)
 
     def digest(self) -> bytes:
-        return self._value.to_bytes(8, "big")
+        return self.value.to_bytes(self.digest_size, "big")
 
 
-class Crc32cHasher:
+class Crc64Hasher(_CrcHasher):
+    """CRC-64/NVME behind the hashlib interface (8 big-endian bytes)."""
+
+    digest_size = 8
+
+    @staticmethod
+    def _step(data: bytes | memoryview, previous: int) -> int:
+        return crc64nvme(data, previous)
+
+    def hexdigest(self) -> str:
+        return crc64_hex(self.value)
+
+
+class Crc32cHasher(_CrcHasher):
     """CRC-32C (Castagnoli) behind the hashlib interface (4 big-endian bytes), for S3's
     ``x-amz-checksum-crc32c``."""
 
-    def __init__(self) -> None:
-        self._value = 0
+    digest_size = 4
 
-    def update(self, data: bytes) -> None:
-        self._value = int(_crc32c(data, self._value))
-
-    def digest(self) -> bytes:
-        return self._value.to_bytes(4, "big")
+    @staticmethod
+    def _step(data: bytes | memoryview, previous: int) -> int:
+        return int(_crc32c(data, previous))

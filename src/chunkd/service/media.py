@@ -156,6 +156,15 @@ class MediaService:
             raise NotFound(f"no media with id {media_id}", field="id")
         return record
 
+    async def get_signed(self, upload: Upload, media_id: int) -> MediaRecord:
+        """The media a signed file URL names, once ``upload`` was found and verified for that URL
+        (``UploadService.get_signed``): scoped to the upload's owner, and only the record published
+        from that very upload (a ``NotFound`` otherwise, as for a missing one)."""
+        record = await self.repo.get(media_id, upload.owner)
+        if record is None or record.upload_id != upload.id:
+            raise NotFound(f"no media with id {media_id}", field="id")
+        return record
+
     async def delete(self, owner: str, media_id: int) -> None:
         """Delete the media and its file."""
         record = await self.get(owner, media_id)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 from chunkd.domain.errors import (
     InvalidState,
 )
-from chunkd.domain.names import check_client_ref
+from chunkd.domain.names import check_client_ref, is_upload_id
 from chunkd.domain.upload import Status, Upload
 from chunkd.service.core import EngineCore
 
@@ -24,6 +24,16 @@ class Queries(EngineCore):
     async def find(self, owner: str, frontend: str, client_ref: str) -> Upload | None:
         check_client_ref(client_ref)
         return await self.repo.find_by_client_ref(owner, frontend, client_ref)
+
+    async def get_signed(self, upload_id: str, verify: Callable[[Upload], None]) -> Upload | None:
+        """The upload a credential-less (signed) request acts on, without its parts: looked up by
+        its id alone — the request names no owner — and handed to ``verify`` (which raises unless
+        the signature binds this upload *and its owner*) before it is returned. None when no upload
+        has this id; an id that is not one of ours is never looked up (as in ``get``)."""
+        found = await self.repo.get(upload_id, parts_from=None) if is_upload_id(upload_id) else None
+        if found is not None:
+            verify(found)
+        return found
 
     async def list_uploads(
         self, owner: str, *, status: Status | None = None, limit: int = 50, before: tuple[datetime, str] | None = None

@@ -3,16 +3,11 @@ uploads, and bytes stored in all. Each refusal names its limit."""
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from chunkd.domain.errors import QuotaExceeded
+from chunkd.ports.repository import UploadRepository
 from chunkd.service.config import EngineConfig
 
 __all__ = ["byte_room", "check_new_upload"]
-
-
-class UsageSource(Protocol):
-    async def usage(self, owner: str) -> tuple[int, int, int]: ...
 
 
 def _byte_limits(cfg: EngineConfig, pending_bytes: int, stored: int) -> list[tuple[int, QuotaExceeded]]:
@@ -43,7 +38,7 @@ def _byte_limits(cfg: EngineConfig, pending_bytes: int, stored: int) -> list[tup
     return limits
 
 
-async def check_new_upload(usage: UsageSource, cfg: EngineConfig, owner: str, size_bytes: int | None) -> None:
+async def check_new_upload(usage: UploadRepository, cfg: EngineConfig, owner: str, size_bytes: int | None) -> None:
     """Refuse a new upload of ``size_bytes`` (None: not yet known) that would pass a quota."""
     if cfg.max_pending_uploads is None and cfg.max_pending_bytes is None and cfg.max_stored_bytes is None:
         return
@@ -59,7 +54,7 @@ async def check_new_upload(usage: UsageSource, cfg: EngineConfig, owner: str, si
             raise error
 
 
-async def byte_room(usage: UsageSource, cfg: EngineConfig, owner: str) -> tuple[int, QuotaExceeded] | None:
+async def byte_room(usage: UploadRepository, cfg: EngineConfig, owner: str) -> tuple[int, QuotaExceeded] | None:
     """How many more bytes ``owner`` may hold before a byte quota is passed, and the error to
     raise then; None without byte quotas."""
     if cfg.max_pending_bytes is None and cfg.max_stored_bytes is None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from chunkd.domain.checksum import ResumableMD5, StreamHasher
 from chunkd.domain.errors import StorageError, TooLarge
 from chunkd.ports.blobs import BlobWriter
-from chunkd.service.crc import crc64_hex, crc64nvme
+from chunkd.service.crc import Crc64Hasher
 
 __all__ = ["BATCH_BYTES", "BodyReader", "StreamedPart", "stream_into"]
 
@@ -138,7 +138,7 @@ class StreamedPart:
         self.whole_start = whole.state() if whole is not None else None
         self.extra = extra
         self.size = 0
-        self.crc64 = crc_seed
+        self._crc = Crc64Hasher(crc_seed)
         # The part's own MD5 is computed only where a client or a dialect needs it (Content-MD5, an
         # S3-style MD5 ETag). A part hashed into a whole-file state that has seen no byte yet (it
         # starts the file) has the whole-file digest as its own: hash it once, not twice.
@@ -151,7 +151,7 @@ class StreamedPart:
 
     async def _write(self, chunks: Sequence[bytes]) -> None:
         await self.writer.write(chunks)
-        self.crc64 = await asyncio.to_thread(_crc_all, chunks, self.crc64)
+        await asyncio.to_thread(self._crc.update_all, chunks)
         self.size += sum(map(len, chunks))
 
     @property
@@ -165,8 +165,13 @@ class StreamedPart:
         return ""
 
     @property
+    def crc64(self) -> int:
+        """The part's CRC-64/NVME so far (continuing from ``crc_seed``)."""
+        return self._crc.value
+
+    @property
     def crc_hex(self) -> str:
-        return crc64_hex(self.crc64)
+        return self._crc.hexdigest()
 
     def push(self, chunks: Sequence[bytes]) -> asyncio.Future[list[None]]:
         """Start writing and hashing one batch; the future is done when every lane has it."""
@@ -175,12 +180,6 @@ class StreamedPart:
     async def feed(self, chunks: Sequence[bytes]) -> None:
         """Write and hash one batch, and wait for it."""
         await self.push(chunks)
-
-
-def _crc_all(chunks: Sequence[bytes], crc: int) -> int:
-    for chunk in chunks:
-        crc = crc64nvme(chunk, crc)
-    return crc
 
 
 async def stream_into(

@@ -299,9 +299,7 @@ async def media_file(
         found = await signed_upload(request, "GET", _file_path(media_id), upload or "", expires, signature)
         if found is None:
             raise missing
-        record = await media.repo.get(media_id, found.owner)
-        if record is None or record.upload_id != found.id:
-            raise missing
+        record = await media.get_signed(found, media_id)
     else:
         who = await principal(request, "files:read")
         record = await media.get(who.owner, media_id)

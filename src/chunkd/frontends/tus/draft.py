@@ -11,22 +11,20 @@ protocol is one engine upload. What the draft adds over tus:
 - ``104 Upload Resumption Supported`` with ``Location`` and ``Upload-Limit`` as soon as the upload
   exists, before the body is read, and progress 104s with the durable ``Upload-Offset`` every
   ``resumable_progress_bytes`` (each one a commit: the offset in a 104 is never ahead of the
-  bytes stored). Both need an ASGI server that offers the ``http.response.informational``
-  extension; without it they are left out (the draft allows that);
+  bytes stored), in ``draft_progress``;
 - completion only when the client says so (``Upload-Complete: ?1``), never merely because the
   offset reached the length;
 - errors as problem details (``draft_errors``); ``Upload-Limit`` on creation, HEAD, appends and
   OPTIONS; RFC 9530 digests (``chunkd.frontends.digests``).
 
-Version differences are in ``draft_versions``.
+The request fields are read in ``draft_fields``; version differences are in ``draft_versions``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from datetime import datetime
-from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
 import http_sf
@@ -34,124 +32,21 @@ from fastapi import Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
-from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest, parse_digest_field
 from chunkd.frontends.http import declares_body, parse_length, principal, runtime
+from chunkd.frontends.tus import draft_fields as fields
 from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength
-from chunkd.frontends.tus.draft_versions import PARTIAL_UPLOAD, InteropVersion
+from chunkd.frontends.tus.draft_progress import send_informational, write_body
+from chunkd.frontends.tus.draft_versions import INTEROP_HEADER, PARTIAL_UPLOAD, InteropVersion
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.headers import parse_metadata
-from chunkd.service.takeover import TAKE_OVER_WAIT, Writer
+from chunkd.service.takeover import TAKE_OVER_WAIT
 
 if TYPE_CHECKING:
     from chunkd.frontends.tus.router import TusEndpoint
 
-__all__ = ["DraftEndpoint", "Segments", "send_informational"]
-
-INFORMATIONAL = "http.response.informational"
-INTEROP_HEADER = "Upload-Draft-Interop-Version"
-
-
-# ---- structured-field request headers --------------------------------------------------------------
-def _sf_item(request: Request, name: str) -> object | None:
-    """The bare item of an Item header, or None when absent or not a valid Item ("other values
-    MUST cause the entire header field to be ignored")."""
-    raw = request.headers.get(name)
-    if raw is None:
-        return None
-    try:
-        value = http_sf.parse(raw.encode("latin-1"), tltype="item")
-    except (http_sf.StructuredFieldError, UnicodeEncodeError):
-        return None
-    return value[0] if isinstance(value, tuple) else value
-
-
-def sf_integer(request: Request, name: str) -> int | None:
-    value = _sf_item(request, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
-
-
-def sf_boolean(request: Request, name: str) -> bool | None:
-    value = _sf_item(request, name)
-    return value if isinstance(value, bool) else None
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-def _filename(request: Request) -> str | None:
-    """The ``filename`` of ``Content-Disposition`` (``filename*`` per RFC 8187 preferred)."""
-    raw = request.headers.get("content-disposition")
-    if not raw:
-        return None
-    message = EmailMessage()
-    try:
-        message["content-disposition"] = raw
-        name = message.get_filename()
-    except (ValueError, TypeError, IndexError):
-        return None
-    return name or None
-
-
-# ---- informational responses ---------------------------------------------------------------------------
-def can_send_informational(request: Request) -> bool:
-    return INFORMATIONAL in request.scope.get("extensions", {})
-
-
-async def send_informational(request: Request, headers: dict[str, str]) -> bool:
-    """Send ``104 Upload Resumption Supported`` with ``headers`` ahead of the final response, if
-    the ASGI server offers the ``http.response.informational`` extension; whether it was sent."""
-    if not can_send_informational(request):
-        return False
-    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-    # Starlette keeps the ASGI ``send`` of the request on it (its own ``send_push_promise`` and
-    # early hints use it the same way); informational responses have no other way out of a route.
-    await request._send({"type": INFORMATIONAL, "status": 104, "headers": raw})
-    return True
-
-
-class Segments:
-    """A request body cut into consecutive bodies of at most ``size`` bytes, so each can be
-    committed on its own (and its durable offset announced) while the rest still arrives. A
-    segment reads lazily: waiting for its first byte happens inside the engine's append, under
-    the upload's lock, so a newer request can ask this one to let go at any time."""
-
-    def __init__(self, body: AsyncIterator[bytes], size: int) -> None:
-        self._body = aiter(body)
-        self._size = size
-        self._carry = b""
-        self.finished = False
-
-    def next(self) -> AsyncIterator[bytes] | None:
-        """The next segment (possibly empty, when the body ends on a boundary), or None when the
-        body has ended."""
-        return None if self.finished else self._segment()
-
-    async def _segment(self) -> AsyncIterator[bytes]:
-        sent = 0
-        chunk, self._carry = self._carry, b""
-        while True:
-            if not chunk:
-                got = await anext(self._body, None)
-                if got is None:
-                    self.finished = True
-                    return
-                chunk = got
-                continue
-            room = self._size - sent
-            if len(chunk) > room:
-                self._carry = chunk[room:]
-                yield chunk[:room]
-                return
-            yield chunk
-            sent += len(chunk)
-            chunk = b""
-            if sent == self._size:
-                return
+__all__ = ["DraftEndpoint"]
 
 
 class DraftEndpoint:
@@ -194,98 +89,6 @@ class DraftEndpoint:
             headers["Upload-Length"] = str(upload.size_bytes)
         return headers
 
-    @staticmethod
-    def completion(request: Request, version: InteropVersion) -> bool:
-        """The request's completion field (required on creation and append)."""
-        value = sf_boolean(request, version.complete_field)
-        if value is None:
-            raise e.InvalidInput(
-                f"{version.complete_field} is required and must be a structured-field boolean (?0 or ?1)",
-                field=version.complete_field,
-            )
-        return value if version.number != 3 else not value
-
-    @staticmethod
-    def reject_state_fields(request: Request, version: InteropVersion) -> None:
-        """Versions 3–5: HEAD and DELETE must carry neither ``Upload-Offset`` nor the completion field."""
-        if not version.forbids_state_fields_on_head_and_delete:
-            return
-        for name in ("Upload-Offset", version.complete_field):
-            if request.headers.get(name) is not None:
-                raise e.InvalidInput(f"this request must not carry {name}", field=name)
-
-    @staticmethod
-    def length(
-        request: Request, complete: bool, offset: int, recorded: int | None, content_length: int | None
-    ) -> int | None:
-        """The upload's length from this request (``Upload-Length``, or ``Content-Length`` when the
-        request completes the upload), checked against the length recorded before."""
-        indicated: list[int] = []
-        upload_length = sf_integer(request, "Upload-Length")
-        if upload_length is not None:
-            indicated.append(upload_length)
-        if complete and content_length is not None:
-            indicated.append(offset + content_length)
-        if recorded is not None:
-            indicated.append(recorded)
-        if len(set(indicated)) > 1:
-            raise InconsistentLength(
-                "Upload-Length, Content-Length and the length recorded before do not agree", field="Upload-Length"
-            )
-        if indicated and indicated[0] < offset:
-            raise InconsistentLength(f"the length is below the offset {offset}", field="Upload-Length")
-        return indicated[0] if indicated else None
-
-    def check_append_size(self, request: Request, complete: bool, content_length: int | None, creation: bool) -> None:
-        settings = runtime(request).settings
-        if content_length is None:
-            return
-        most = settings.resumable_max_append_bytes
-        if most is not None and content_length > most:
-            raise e.TooLarge(f"a request may carry at most {most} bytes (max-append-size)", field="Content-Length")
-        least = settings.resumable_min_append_bytes
-        empty_creation = creation and content_length == 0
-        if least and content_length < least and not complete and not empty_creation:
-            raise e.InvalidInput(
-                f"a request that does not complete the upload must carry at least {least} bytes (min-append-size)",
-                field="Content-Length",
-            )
-
-    async def _write(
-        self,
-        request: Request,
-        version: InteropVersion,
-        owner: str,
-        upload_id: str,
-        offset: int,
-        writer: Writer,
-        checksum: tuple[StreamHasher, bytes] | None,
-    ) -> Upload:
-        """Append the request body at ``offset``: in segments with a progress 104 after each commit
-        where the version and the server allow, else in one engine append."""
-        rt = runtime(request)
-        service = rt.uploads
-        most = rt.settings.resumable_max_append_bytes
-        body = writer.guard(request.stream())
-        every = rt.settings.resumable_progress_bytes
-        if checksum is not None or not every or not version.progress_responses or not can_send_informational(request):
-            # A Content-Digest covers the whole request, so it is verified (and kept) as one append.
-            return await service.append(
-                owner, upload_id, offset, body, checksum=checksum, max_bytes=most, lock_timeout=TAKE_OVER_WAIT
-            )
-        segments = Segments(body, every)
-        start = offset
-        upload: Upload | None = None
-        while (segment := segments.next()) is not None:
-            room = None if most is None else most - (offset - start)
-            upload = await service.append(
-                owner, upload_id, offset, segment, max_bytes=room, lock_timeout=TAKE_OVER_WAIT
-            )
-            offset = upload.bytes_received
-            if not segments.finished:
-                await send_informational(request, {INTEROP_HEADER: version.header, "Upload-Offset": str(offset)})
-        return upload if upload is not None else await service.get(owner, upload_id, with_parts=False)
-
     async def _finish(self, request: Request, owner: str, upload: Upload) -> Upload:
         """Complete the upload the client declared complete: its length is what arrived."""
         service = runtime(request).uploads
@@ -325,17 +128,17 @@ class DraftEndpoint:
     async def create(self, request: Request, version: InteropVersion) -> Response:
         who = await principal(request, "files:create")
         service = runtime(request).uploads
-        complete = self.completion(request, version)
-        offset = sf_integer(request, "Upload-Offset")
+        complete = fields.completion(request, version)
+        offset = fields.sf_integer(request, "Upload-Offset")
         if offset not in (None, 0):
             raise e.InvalidInput("an upload creation request starts at offset 0", field="Upload-Offset")
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
-        length = self.length(request, complete, 0, None, content_length)
+        length = fields.declared_length(request, complete, 0, None, content_length)
         self.limits(request, version)  # kept on the request for a 413's answer
-        self.check_append_size(request, complete, content_length, creation=True)
+        fields.check_append_size(runtime(request).settings, complete, content_length, creation=True)
         meta = parse_metadata(request.headers.get("upload-metadata"))
-        filename = _filename(request) or meta.text("filename", "name") or "upload"
-        media_type = _media_type(request)
+        filename = fields.filename(request) or meta.text("filename", "name") or "upload"
+        media_type = fields.media_type(request)
         mime_type = meta.text("filetype", "type") or (
             media_type if media_type and media_type != PARTIAL_UPLOAD else None
         )
@@ -360,7 +163,7 @@ class DraftEndpoint:
         if declares_body(request.headers):
             try:
                 async with self.tus.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
-                    upload = await self._write(request, version, who.owner, upload.id, 0, writer, checksum)
+                    upload = await write_body(request, version, who.owner, upload.id, 0, writer, checksum)
             except (e.ChecksumMismatch, e.TooLarge, e.SizeMismatch):
                 # Nothing of the body was kept and the answer is a 4xx (do not resume): drop the upload.
                 await service.delete(who.owner, upload.id)
@@ -374,7 +177,7 @@ class DraftEndpoint:
 
     # ---- offset retrieval --------------------------------------------------------------------------
     async def head(self, request: Request, version: InteropVersion, file_id: str) -> Response:
-        self.reject_state_fields(request, version)
+        fields.reject_state_fields(request, version, head=True)
         who = await principal(request)
         _any_scope(who.scopes, "files:create", "files:read")
         upload = await self.tus.load(request, who.owner, file_id)
@@ -407,12 +210,12 @@ class DraftEndpoint:
     # ---- append --------------------------------------------------------------------------------------
     async def append(self, request: Request, version: InteropVersion, file_id: str) -> Response:
         who = await principal(request, "files:create")
-        if version.requires_partial_upload_type and _media_type(request) != PARTIAL_UPLOAD:
+        if version.requires_partial_upload_type and fields.media_type(request) != PARTIAL_UPLOAD:
             raise UnsupportedMediaType(f"an append must be sent as Content-Type: {PARTIAL_UPLOAD}")
-        offset = sf_integer(request, "Upload-Offset")
+        offset = fields.sf_integer(request, "Upload-Offset")
         if offset is None:
             raise e.InvalidInput("Upload-Offset is required (a non-negative integer)", field="Upload-Offset")
-        complete = self.completion(request, version)
+        complete = fields.completion(request, version)
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
         upload = await self.tus.load(request, who.owner, file_id)
@@ -426,9 +229,9 @@ class DraftEndpoint:
             raise CompletedUpload(f"upload {file_id} is already complete", field="Upload-Complete")
         self._check_active(request, upload)
         self._check_offset(upload, offset)
-        length = self.length(request, complete, offset, upload.size_bytes, content_length)
+        length = fields.declared_length(request, complete, offset, upload.size_bytes, content_length)
         self.limits(request, version, upload)  # kept on the request for a 413's answer
-        self.check_append_size(request, complete, content_length, creation=False)
+        fields.check_append_size(runtime(request).settings, complete, content_length, creation=False)
         checksum = content_digest_checksum(request.headers.get("content-digest"))
         async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT) as writer:
             # Again now that a stale request (if any) has committed what it received.
@@ -439,7 +242,7 @@ class DraftEndpoint:
                 upload = await service.declare_size(who.owner, file_id, length)
             if declares_body(request.headers):
                 try:
-                    upload = await self._write(request, version, who.owner, file_id, offset, writer, checksum)
+                    upload = await write_body(request, version, who.owner, file_id, offset, writer, checksum)
                 except e.OffsetMismatch as exc:
                     exc.details["providedOffset"] = offset
                     raise
@@ -458,7 +261,7 @@ class DraftEndpoint:
 
     # ---- cancellation --------------------------------------------------------------------------------
     async def delete(self, request: Request, version: InteropVersion, file_id: str) -> Response:
-        self.reject_state_fields(request, version)
+        fields.reject_state_fields(request, version, head=False)
         who = await principal(request)
         upload = await self.tus.load(request, who.owner, file_id)
         _any_scope(who.scopes, "files:delete" if upload.status is Status.COMPLETED else "files:create")

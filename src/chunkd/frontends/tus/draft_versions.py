@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["INTEROP_VERSIONS", "PARTIAL_UPLOAD", "InteropVersion", "interop_version"]
+__all__ = ["INTEROP_HEADER", "INTEROP_VERSIONS", "PARTIAL_UPLOAD", "InteropVersion", "interop_version"]
 
+INTEROP_HEADER = "Upload-Draft-Interop-Version"
 PARTIAL_UPLOAD = "application/partial-upload"
 PROBLEM_BASE = "https://iana.org/assignments/http-problem-types#"
 
@@ -66,6 +67,11 @@ class InteropVersion:
     def forbids_state_fields_on_head_and_delete(self) -> bool:
         """Versions 3–5: a HEAD or DELETE carrying ``Upload-Offset`` or the completion field is a 400."""
         return self.number <= 5
+
+    @property
+    def forbids_length_on_head(self) -> bool:
+        """Version 6 adds ``Upload-Length`` to the fields a HEAD must not carry."""
+        return self.number == 6
 
     def problem_type(self, name: str) -> str | None:
         """The draft's problem type URI for ``name`` if this version defines it, else None."""

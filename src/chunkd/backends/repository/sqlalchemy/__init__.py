@@ -1,0 +1,50 @@
+"""The repositories over SQLAlchemy 2 Core: SQLite (aiosqlite) and PostgreSQL (asyncpg)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
+from chunkd.backends.repository.sqlalchemy.keys import SqlKeyRepository
+from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
+from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
+from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
+from chunkd.backends.repository.sqlalchemy.webhooks import SqlWebhookRepository
+
+__all__ = ["SqlMetadata", "open_sql_metadata"]
+
+
+@dataclass(frozen=True)
+class SqlMetadata:
+    """Every repository over one engine (a ``MetadataStore``)."""
+
+    engine: AsyncEngine
+    uploads: SqlUploadRepository
+    keys: SqlKeyRepository
+    links: SqlUploadLinkRepository
+    media: SqlMediaRepository
+    webhooks: SqlWebhookRepository
+
+    @classmethod
+    def over(cls, engine: AsyncEngine) -> SqlMetadata:
+        return cls(
+            engine,
+            SqlUploadRepository(engine),
+            SqlKeyRepository(engine),
+            SqlUploadLinkRepository(engine),
+            SqlMediaRepository(engine),
+            SqlWebhookRepository(engine),
+        )
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+async def open_sql_metadata(url: str, *, run_migrations: bool) -> SqlMetadata:
+    """The repositories over the database at ``url``, migrated first when ``run_migrations``."""
+    engine = create_engine(url)
+    if run_migrations:
+        await migrate(engine)
+    return SqlMetadata.over(engine)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
 from chunkd.backends.repository.sqlalchemy.tables import upload_links
 from chunkd.ports.links import UploadLinkRecord
 
@@ -16,63 +15,32 @@ __all__ = ["SqlUploadLinkRepository"]
 t = upload_links.c
 
 
-def _record(row: Any) -> UploadLinkRecord:
-    m = row._mapping
-    types = m["allowed_mime_types"]
-    return UploadLinkRecord(
-        id=m["id"],
-        owner=m["owner"],
-        secret_hash=m["secret_hash"],
-        created_at=m["created_at"],
-        expires_at=m["expires_at"],
-        revoked_at=m["revoked_at"],
-        max_bytes=m["max_bytes"],
-        max_files=m["max_files"],
-        files_uploaded=m["files_uploaded"],
-        bytes_uploaded=m["bytes_uploaded"],
-        allowed_mime_types=None if types is None else tuple(types),
-        note=m["note"],
-    )
+# Allowed media types are a JSON list (a tuple in the record).
+LINKS = RowMap(
+    UploadLinkRecord,
+    load={"allowed_mime_types": lambda value: None if value is None else tuple(value)},
+    dump={"allowed_mime_types": lambda value: None if value is None else list(value)},
+)
 
 
-class SqlUploadLinkRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+class SqlUploadLinkRepository(SqlStore):
+    """Upload links (only a hash of each link's secret)."""
 
     async def add_link(self, link: UploadLinkRecord) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(upload_links).values(
-                    id=link.id,
-                    owner=link.owner,
-                    secret_hash=link.secret_hash,
-                    created_at=link.created_at,
-                    expires_at=link.expires_at,
-                    revoked_at=link.revoked_at,
-                    max_bytes=link.max_bytes,
-                    max_files=link.max_files,
-                    files_uploaded=link.files_uploaded,
-                    bytes_uploaded=link.bytes_uploaded,
-                    allowed_mime_types=None if link.allowed_mime_types is None else list(link.allowed_mime_types),
-                    note=link.note,
-                )
-            )
+        await self.run(insert(upload_links).values(**LINKS.to_row(link)))
 
     async def get_link(self, link_id: str, owner: str | None = None) -> UploadLinkRecord | None:
         query = select(upload_links).where(t.id == link_id)
         if owner is not None:
             query = query.where(t.owner == owner)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else _record(row)
+        return await self.first(query, LINKS.from_row)
 
     async def list_links(self, owner: str, limit: int) -> list[UploadLinkRecord]:
         query = select(upload_links).where(t.owner == owner).order_by(t.created_at.desc(), t.id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            return [_record(r) for r in await conn.execute(query)]
+        return await self.all(query, LINKS.from_row)
 
     async def revoke_link(self, link_id: str, owner: str, now: datetime) -> bool:
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             found = (await conn.execute(select(t.revoked_at).where(t.id == link_id, t.owner == owner))).first()
             if found is None:
                 return False
@@ -96,8 +64,7 @@ class SqlUploadLinkRepository:
             )
             .values(files_uploaded=t.files_uploaded + 1, bytes_uploaded=t.bytes_uploaded + size_bytes)
         )
-        async with self.engine.begin() as conn:
-            return bool((await conn.execute(statement)).rowcount)
+        return bool(await self.run(statement))
 
     async def release(self, link_id: str, size_bytes: int) -> None:
         statement = (
@@ -105,5 +72,4 @@ class SqlUploadLinkRepository:
             .where(t.id == link_id, t.files_uploaded > 0)
             .values(files_uploaded=t.files_uploaded - 1, bytes_uploaded=t.bytes_uploaded - size_bytes)
         )
-        async with self.engine.begin() as conn:
-            await conn.execute(statement)
+        await self.run(statement)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
 from chunkd.backends.repository.sqlalchemy.outbox import write_events
 from chunkd.backends.repository.sqlalchemy.tables import media
 from chunkd.domain.events import Event
@@ -18,24 +17,17 @@ from chunkd.domain.media import MediaRecord, MediaType
 __all__ = ["SqlMediaRepository"]
 
 
-def _record(row: Any) -> MediaRecord:
-    m = row._mapping
-    return MediaRecord(
-        id=m["id"],
-        upload_id=m["upload_id"],
-        owner=m["owner"],
-        type=MediaType(m["type"]),
-        width=m["image_width"],
-        height=m["image_height"],
-        order=m["order"],
-        added_at=m["added_at"],
-        mime_type=m["mime_type"],
-    )
+# The media API's width and height are the image's.
+MEDIA = RowMap(
+    MediaRecord,
+    columns={"width": "image_width", "height": "image_height"},
+    load={"type": MediaType},
+    dump={"type": lambda value: value.value},
+)
 
 
-class SqlMediaRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+class SqlMediaRepository(SqlStore):
+    """Media records (at most one per upload)."""
 
     async def add(
         self,
@@ -51,7 +43,7 @@ class SqlMediaRepository:
         mime_type: str | None = None,
     ) -> MediaRecord:
         try:
-            async with self.engine.begin() as conn:
+            async with self.transaction() as conn:
                 result = await conn.execute(
                     insert(media).values(
                         upload_id=upload_id,
@@ -78,15 +70,10 @@ class SqlMediaRepository:
         query = select(media).where(media.c.id == media_id)
         if owner is not None:
             query = query.where(media.c.owner == owner)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else _record(row)
+        return await self.first(query, MEDIA.from_row)
 
     async def by_upload(self, upload_id: str) -> MediaRecord | None:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(select(media).where(media.c.upload_id == upload_id))).first()
-        return None if row is None else _record(row)
+        return await self.first(select(media).where(media.c.upload_id == upload_id), MEDIA.from_row)
 
     async def delete(self, media_id: int) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(delete(media).where(media.c.id == media_id))
+        await self.run(delete(media).where(media.c.id == media_id))

@@ -13,10 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Select
 
+from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
 from chunkd.backends.repository.sqlalchemy.tables import events, webhook_deliveries, webhook_endpoints
 from chunkd.ports.webhooks import ClaimedDelivery, Delivery, DeliveryStatus, Endpoint, new_delivery_id
 
@@ -31,36 +30,20 @@ def operator_endpoint_id(url: str) -> str:
     return "whop_" + hashlib.sha256(url.encode()).hexdigest()[:24]
 
 
-def _endpoint(row: Any) -> Endpoint:
-    m = row._mapping
-    types = m["event_types"]
-    return Endpoint(
-        id=m["id"],
-        owner=m["owner"],
-        url=m["url"],
-        secret=m["secret"],
-        event_types=tuple(types) if types is not None else None,
-        created_at=m["created_at"],
-        failing_since=m["failing_since"],
-        disabled_at=m["disabled_at"],
-    )
-
-
-def _delivery(row: Any) -> Delivery:
-    m = row._mapping
-    return Delivery(
-        id=m["id"],
-        endpoint_id=m["endpoint_id"],
-        event_id=m["event_id"],
-        status=DeliveryStatus(m["status"]),
-        attempts=m["attempts"],
-        created_at=m["created_at"],
-        next_attempt_at=m["next_attempt_at"],
-        last_attempt_at=m["last_attempt_at"],
-        delivered_at=m["delivered_at"],
-        response_status=m["response_status"],
-        last_error=m["last_error"],
-    )
+# Event types are a JSON list (a tuple in the record).
+ENDPOINTS = RowMap(
+    Endpoint,
+    load={"event_types": lambda value: None if value is None else tuple(value)},
+    dump={"event_types": lambda value: None if value is None else list(value)},
+)
+DELIVERIES = RowMap(Delivery, load={"status": DeliveryStatus}, dump={"status": lambda value: value.value})
+# The endpoint's columns as ``claim`` selects them beside a delivery's (whose own ``id``,
+# ``owner`` … would otherwise clash).
+CLAIMED_ENDPOINTS = RowMap(
+    Endpoint,
+    columns={"id": "endpoint_id", "created_at": "endpoint_created_at"},
+    load={"event_types": lambda value: None if value is None else tuple(value)},
+)
 
 
 def _matches(endpoint: Endpoint, owner: str, event_type: str) -> bool:
@@ -69,10 +52,8 @@ def _matches(endpoint: Endpoint, owner: str, event_type: str) -> bool:
     return endpoint.event_types is None or event_type in endpoint.event_types
 
 
-class SqlWebhookRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect.name
+class SqlWebhookRepository(SqlStore):
+    """Webhook endpoints, their deliveries, and the outbox's fan-out."""
 
     def _skip_locked(self, query: Select[Any]) -> Select[Any]:
         if self.dialect == "postgresql":
@@ -82,15 +63,14 @@ class SqlWebhookRepository:
     # ---- endpoints ------------------------------------------------------------------------
     async def sync_operator_endpoints(self, urls: Sequence[str], now: datetime) -> None:
         wanted = {operator_endpoint_id(url): url for url in urls}
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 delete(E).where(E.c.owner.is_(None), E.c.id.not_in(list(wanted)) if wanted else E.c.owner.is_(None))
             )
             for endpoint_id, url in wanted.items():
                 # Several nodes start at once: the first insert wins, the others find it there.
                 await conn.execute(
-                    dialect_insert(E)
+                    self.insert(E)
                     .values(id=endpoint_id, owner=None, url=url, secret=None, event_types=None, created_at=now)
                     .on_conflict_do_nothing(index_elements=[E.c.id])
                 )
@@ -102,33 +82,20 @@ class SqlWebhookRepository:
                 )
 
     async def add_endpoint(self, endpoint: Endpoint) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(E).values(
-                    id=endpoint.id,
-                    owner=endpoint.owner,
-                    url=endpoint.url,
-                    secret=endpoint.secret,
-                    event_types=list(endpoint.event_types) if endpoint.event_types is not None else None,
-                    created_at=endpoint.created_at,
-                )
-            )
+        await self.run(insert(E).values(**ENDPOINTS.to_row(endpoint)))
 
     async def list_endpoints(self, owner: str) -> list[Endpoint]:
         query = select(E).where(E.c.owner == owner).order_by(E.c.created_at, E.c.id)
-        async with self.engine.connect() as conn:
-            return [_endpoint(r) for r in await conn.execute(query)]
+        return await self.all(query, ENDPOINTS.from_row)
 
     async def get_endpoint(self, endpoint_id: str, owner: str | None) -> Endpoint | None:
         query = select(E).where(E.c.id == endpoint_id)
         if owner is not None:
             query = query.where(E.c.owner == owner)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else _endpoint(row)
+        return await self.first(query, ENDPOINTS.from_row)
 
     async def delete_endpoint(self, endpoint_id: str, owner: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             await conn.execute(
                 delete(D).where(
                     D.c.endpoint_id == endpoint_id,
@@ -143,7 +110,7 @@ class SqlWebhookRepository:
         due = self._skip_locked(
             select(events.c.seq).where(events.c.dispatched.is_(False)).order_by(events.c.seq).limit(limit)
         )
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             taken = (
                 await conn.execute(
                     update(events)
@@ -154,7 +121,7 @@ class SqlWebhookRepository:
             ).all()
             if not taken:
                 return 0
-            endpoints = [_endpoint(r) for r in await conn.execute(select(E).where(E.c.disabled_at.is_(None)))]
+            endpoints = [ENDPOINTS.from_row(r) for r in await conn.execute(select(E).where(E.c.disabled_at.is_(None)))]
             rows = [
                 {
                     "id": new_delivery_id(),
@@ -183,7 +150,7 @@ class SqlWebhookRepository:
         due = due.order_by(D.c.next_attempt_at).limit(limit)
         if self.dialect == "postgresql":
             due = due.with_for_update(of=D, skip_locked=True)
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             ids = [
                 r[0]
                 for r in await conn.execute(
@@ -212,25 +179,18 @@ class SqlWebhookRepository:
                 .join(events, events.c.id == D.c.event_id)
                 .where(D.c.id.in_(ids))
             )
-            claimed = []
-            for row in rows:
-                m = row._mapping
-                types = m["event_types"]
-                endpoint = Endpoint(
-                    id=m["endpoint_id"],
-                    owner=m["owner"],
-                    url=m["url"],
-                    secret=m["secret"],
-                    event_types=tuple(types) if types is not None else None,
-                    created_at=m["endpoint_created_at"],
-                    failing_since=m["failing_since"],
-                    disabled_at=m["disabled_at"],
+            return [
+                ClaimedDelivery(
+                    DELIVERIES.from_row(row),
+                    CLAIMED_ENDPOINTS.from_row(row),
+                    dict(row._mapping["payload"]),
+                    row._mapping["event_at"],
                 )
-                claimed.append(ClaimedDelivery(_delivery(row), endpoint, dict(m["payload"]), m["event_at"]))
-        return claimed
+                for row in rows
+            ]
 
     async def record_success(self, delivery_id: str, now: datetime, response_status: int) -> None:
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             endpoint_id = (
                 await conn.execute(
                     update(D)
@@ -262,7 +222,7 @@ class SqlWebhookRepository:
         retry_at: datetime | None,
         disable_after_seconds: float,
     ) -> bool:
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             endpoint_id = (
                 await conn.execute(
                     update(D)
@@ -299,11 +259,10 @@ class SqlWebhookRepository:
         query = (
             select(D).where(D.c.endpoint_id == endpoint_id).order_by(D.c.created_at.desc(), D.c.id.desc()).limit(limit)
         )
-        async with self.engine.connect() as conn:
-            return [_delivery(r) for r in await conn.execute(query)]
+        return await self.all(query, DELIVERIES.from_row)
 
     async def redeliver(self, endpoint_id: str, delivery_id: str, now: datetime, new_id: str) -> Delivery | None:
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             event_id = (
                 await conn.execute(select(D.c.event_id).where(D.c.id == delivery_id, D.c.endpoint_id == endpoint_id))
             ).scalar()
@@ -321,4 +280,4 @@ class SqlWebhookRepository:
                 )
             )
             row = (await conn.execute(select(D).where(D.c.id == new_id))).one()
-        return _delivery(row)
+        return DELIVERIES.from_row(row)

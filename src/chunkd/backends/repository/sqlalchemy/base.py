@@ -1,0 +1,117 @@
+"""What every SQLAlchemy repository shares: the engine and its short transactions, row ↔ record
+mapping, and the dialect's own ``INSERT … ON CONFLICT``.
+
+Each repository method is one short transaction (``transaction``) or one read (``first``,
+``all``, ``scalar``). Write transactions start with a write, so SQLite takes its write lock up
+front instead of failing a read → write upgrade."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql import Executable
+
+__all__ = ["RowMap", "SqlStore"]
+
+T = TypeVar("T")
+
+
+class RowMap(Generic[T]):
+    """How a record dataclass maps onto a table row: a field is stored in the column of its own
+    name unless ``columns`` renames it; ``load``/``dump`` convert a field's value on the way out of
+    and into the database; fields in ``skip`` are not stored (e.g. the parts loaded with an
+    upload)."""
+
+    def __init__(
+        self,
+        record: type[T],
+        *,
+        columns: Mapping[str, str] | None = None,
+        load: Mapping[str, Callable[[Any], Any]] | None = None,
+        dump: Mapping[str, Callable[[Any], Any]] | None = None,
+        skip: Iterable[str] = (),
+    ) -> None:
+        skipped = set(skip)
+        renamed = columns or {}
+        self.record = record
+        # (field, column) for every stored field, computed once: rows are mapped on every request.
+        self.pairs = [
+            (f.name, renamed.get(f.name, f.name))
+            for f in dataclasses.fields(record)  # type: ignore[arg-type]
+            if f.name not in skipped
+        ]
+        self.load = dict(load or {})
+        self.dump = dict(dump or {})
+
+    def from_row(self, row: Row[Any]) -> T:
+        """The record of a row (selected with every column of the table)."""
+        values = row._mapping
+        load = self.load
+        kwargs = {}
+        for name, column in self.pairs:
+            value = values[column]
+            convert = load.get(name)
+            kwargs[name] = value if convert is None else convert(value)
+        return self.record(**kwargs)
+
+    def to_row(self, record: T) -> dict[str, Any]:
+        """The column values of a record."""
+        dump = self.dump
+        row = {}
+        for name, column in self.pairs:
+            value = getattr(record, name)
+            convert = dump.get(name)
+            row[column] = value if convert is None else convert(value)
+        return row
+
+
+class SqlStore:
+    """The engine a repository works on, and the few ways it talks to it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection in a transaction, committed when the block ends (rolled back on error)."""
+        return self.engine.begin()
+
+    async def first(self, query: Executable, mapper: Callable[[Row[Any]], T]) -> T | None:
+        """The first row of ``query`` mapped, or None."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else mapper(row)
+
+    async def all(self, query: Executable, mapper: Callable[[Row[Any]], T]) -> list[T]:
+        """Every row of ``query``, mapped."""
+        async with self.engine.connect() as conn:
+            return [mapper(row) for row in await conn.execute(query)]
+
+    async def scalar(self, query: Executable) -> Any:
+        """The single value ``query`` selects."""
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).scalar_one()
+
+    async def run(self, statement: Executable) -> int:
+        """Run one write statement in its own transaction; the number of rows it matched."""
+        async with self.engine.begin() as conn:
+            return int((await conn.execute(statement)).rowcount)
+
+    def insert(self, table: Table) -> Any:
+        """The dialect's own INSERT (with ``on_conflict_do_update``/``do_nothing``)."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    async def ping(self) -> None:
+        """A trivial query (readiness): raises when the database cannot answer."""
+        async with self.engine.connect() as conn:
+            await conn.execute(select(1))
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,45 @@
+"""KeyRepository over SQLAlchemy Core (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, update
+
+from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
+from chunkd.backends.repository.sqlalchemy.tables import api_keys
+from chunkd.ports.keys import ApiKeyRecord
+
+__all__ = ["SqlKeyRepository"]
+
+# Scopes are stored as one space-separated string.
+KEYS = RowMap(
+    ApiKeyRecord,
+    load={"scopes": lambda value: frozenset(s for s in value.split() if s)},
+    dump={"scopes": lambda value: " ".join(sorted(value))},
+)
+
+
+class SqlKeyRepository(SqlStore):
+    """API keys (only hashes of their secrets)."""
+
+    async def add_key(self, key: ApiKeyRecord) -> None:
+        await self.run(insert(api_keys).values(**KEYS.to_row(key)))
+
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        return await self.first(select(api_keys).where(api_keys.c.id == key_id), KEYS.from_row)
+
+    async def list_keys(self, owner: str | None = None) -> list[ApiKeyRecord]:
+        query = select(api_keys).order_by(api_keys.c.created_at)
+        if owner is not None:
+            query = query.where(api_keys.c.owner == owner)
+        return await self.all(query, KEYS.from_row)
+
+    async def revoke_key(self, key_id: str, now: datetime) -> bool:
+        statement = (
+            update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
+        )
+        return bool(await self.run(statement))
+
+    async def count_keys(self) -> int:
+        return int(await self.scalar(select(func.count()).select_from(api_keys)))

@@ -1,0 +1,138 @@
+"""tus creation (``POST``): a new upload, with its first bytes (creation-with-upload), its length
+deferred (creation-defer-length), as a partial upload, or as the final concatenation of partials
+(concatenation)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from starlette.responses import Response
+
+from chunkd.auth.principal import Principal
+from chunkd.domain import errors as e
+from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
+from chunkd.frontends.http import declares_body, parse_length, principal, runtime
+from chunkd.frontends.tus.headers import http_date, parse_checksum, parse_concat, parse_metadata
+from chunkd.frontends.tus.resource import (
+    FRONTEND,
+    OFFSET_STREAM,
+    TusResource,
+    base_headers,
+    media_type,
+    require_version,
+    tus_state,
+)
+from chunkd.service.takeover import TAKE_OVER_WAIT
+
+__all__ = ["Creation"]
+
+
+class Creation(TusResource):
+    """``POST`` on the collection."""
+
+    async def create(self, request: Request) -> Response:
+        require_version(request)
+        who = await principal(request, "files:create")
+        service = runtime(request).uploads
+        concat = parse_concat(request.headers.get("upload-concat"))
+        meta = parse_metadata(request.headers.get("upload-metadata"))
+        length = parse_length(request.headers.get("upload-length"), "Upload-Length")
+        defer = request.headers.get("upload-defer-length")
+        if defer is not None and defer.strip() != "1":
+            raise e.InvalidInput("Upload-Defer-Length must be 1", field="Upload-Defer-Length")
+        with_body = media_type(request) == OFFSET_STREAM and declares_body(request.headers)
+        checksum = parse_checksum(request.headers.get("upload-checksum")) if with_body else None
+        filename = meta.text("filename", "name") or "upload"
+        mime_type = meta.text("filetype", "type")
+        state: dict[str, Any] = {"meta": meta.stored()}
+
+        if who.upload_link is not None and concat is not None:
+            raise e.Forbidden("an upload link cannot concatenate uploads", field="Upload-Concat")
+        if concat is not None and concat.final:
+            if length is not None or defer is not None:
+                raise e.InvalidInput(
+                    "a final upload takes its length from its partial uploads; send no Upload-Length",
+                    field="Upload-Length",
+                )
+            if with_body:
+                raise e.InvalidInput("a final upload takes no body", field="Upload-Concat")
+            upload = await self._concatenate(request, who, concat.urls, filename, mime_type, state)
+            headers = base_headers()
+            headers["Location"] = self.location(request, upload.id)
+            return Response(status_code=201, headers=headers)
+
+        if (length is None) == (defer is None):
+            raise e.InvalidInput("send either Upload-Length or Upload-Defer-Length: 1", field="Upload-Length")
+        if concat is not None:
+            state["concat"] = "partial"
+        # Through an upload link: checked and counted against the link's limits first, and tagged.
+        links = runtime(request).links
+        tags, mime_type = await links.admit(
+            who, filename=filename, size_bytes=length, mime_type=mime_type, size_field="Upload-Length"
+        )
+        try:
+            upload = await service.create(
+                who.owner,
+                filename=filename,
+                size_bytes=length,
+                mime_type=mime_type,
+                mode=Mode.APPEND,
+                frontend=FRONTEND,
+                metadata={"tus": state, **tags},
+                strict_part_size=False,
+            )
+        except BaseException:
+            await links.release(who, length)
+            raise
+        headers = base_headers()
+        headers["Location"] = self.location(request, upload.id)
+        if with_body:
+            content_length = parse_length(request.headers.get("content-length"), "Content-Length")
+            try:
+                if content_length is not None and length is not None and content_length > length:
+                    raise e.TooLarge(f"the body is longer than Upload-Length ({length})", field="Upload-Length")
+                async with self.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
+                    upload = await service.append(
+                        who.owner, upload.id, 0, writer.guard(request.stream()), checksum=checksum, finish=True
+                    )
+            except (e.ChecksumMismatch, e.TooLarge):
+                # The creation is answered with the error and no Location: drop the new upload.
+                await service.delete(who.owner, upload.id)
+                raise
+            headers["Upload-Offset"] = str(upload.bytes_received)
+        if upload.size_bytes is not None and upload.bytes_received == upload.size_bytes:
+            upload = await service.complete(who.owner, upload.id)
+        if upload.status is Status.PENDING and upload.expires_at is not None:
+            headers["Upload-Expires"] = http_date(upload.expires_at)
+        return Response(status_code=201, headers=headers)
+
+    async def _concatenate(
+        self,
+        request: Request,
+        who: Principal,
+        urls: tuple[str, ...],
+        filename: str,
+        mime_type: str | None,
+        state: dict[str, Any],
+    ) -> Upload:
+        if len(urls) > MAX_PARTS:
+            message = f"Upload-Concat names {len(urls)} partial uploads; at most {MAX_PARTS} can be concatenated"
+            raise e.InvalidInput(message, field="Upload-Concat")
+        ids = [self.upload_id_from_url(url) for url in urls]
+        seen: set[str] = set()
+        for upload_id in ids:
+            # The same partial twice is a client bug (and each repeat would link its bytes again).
+            if upload_id in seen:
+                raise e.InvalidInput(f"Upload-Concat names upload {upload_id} more than once", field="Upload-Concat")
+            seen.add(upload_id)
+        for upload_id in ids:
+            partial = await self.load(request, who.owner, upload_id)
+            if tus_state(partial).get("concat") != "partial":
+                raise e.InvalidInput(f"upload {upload_id} is not a partial upload", field="Upload-Concat")
+            if partial.status is not Status.COMPLETED:
+                raise e.InvalidInput(f"partial upload {upload_id} is not finished", field="Upload-Concat")
+        state.update(concat="final", parts=ids)
+        return await runtime(request).uploads.concatenate(
+            who.owner, ids, filename=filename, mime_type=mime_type, frontend=FRONTEND, metadata={"tus": state}
+        )

@@ -1,0 +1,134 @@
+"""What every tus request handler shares: the protocol's constants and header rules, loading the
+caller's tus upload, and describing an upload in tus headers (``TusResource``, the base of the
+endpoint's handler groups)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import Request
+from starlette.responses import Response
+
+from chunkd.auth.principal import Principal
+from chunkd.domain import errors as e
+from chunkd.domain.names import UPLOAD_ID_PATTERN
+from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.frontends.http import public_base_url, runtime
+from chunkd.frontends.tus.errors import TUS_VERSION, UnsupportedVersion
+from chunkd.frontends.tus.headers import Metadata, http_date
+from chunkd.service.takeover import InFlight
+
+__all__ = [
+    "FRONTEND",
+    "OFFSET_STREAM",
+    "TusResource",
+    "base_headers",
+    "check_any_scope",
+    "media_type",
+    "not_allowed",
+    "plain_http",
+    "require_version",
+    "tus_state",
+]
+
+OFFSET_STREAM = "application/offset+octet-stream"
+FRONTEND = "tus"
+
+
+def base_headers() -> dict[str, str]:
+    return {"Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"}
+
+
+def plain_http(request: Request) -> bool:
+    """A request without any resumable-upload protocol header (a browser, `curl`, a download manager)."""
+    return "tus-resumable" not in request.headers and "upload-draft-interop-version" not in request.headers
+
+
+def require_version(request: Request) -> None:
+    version = request.headers.get("tus-resumable")
+    if version is None:
+        raise UnsupportedVersion("the Tus-Resumable header is required")
+    if version.strip() != TUS_VERSION:
+        raise UnsupportedVersion(f"tus version {version.strip()[:20]!r} is not supported; use {TUS_VERSION}")
+
+
+def tus_state(upload: Upload) -> dict[str, Any]:
+    """The tus state kept with the upload (``metadata["tus"]``: metadata pairs, partial/final)."""
+    state = upload.metadata.get("tus")
+    return state if isinstance(state, dict) else {}
+
+
+def check_any_scope(who: Principal, *scopes: str) -> None:
+    if not any(scope in who.scopes for scope in scopes):
+        error = e.Forbidden(f"this credential lacks the {scopes[0]} scope", field="scope", scope=scopes[0])
+        error.code = "missing_scope"
+        raise error
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def not_allowed() -> Response:
+    headers = base_headers()
+    headers["Allow"] = "OPTIONS, POST, HEAD, PATCH, GET, DELETE"
+    return Response("method not allowed\n", status_code=405, headers=headers, media_type="text/plain")
+
+
+class TusResource:
+    """The tus uploads under one mount point (``prefix``): their URLs and how they are described."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.rstrip("/")
+        self._url_id = re.compile(re.escape(self.prefix) + f"/({UPLOAD_ID_PATTERN})/?$")
+
+    @staticmethod
+    def inflight(request: Request) -> InFlight:
+        """The process's registry of requests streaming into uploads (for taking over stale ones)."""
+        return runtime(request).takeover
+
+    @staticmethod
+    async def load(request: Request, owner: str, file_id: str) -> Upload:
+        """The caller's tus upload; anything else (another owner's, or not a tus upload) is a 404."""
+        upload = await runtime(request).uploads.get(owner, file_id, with_parts=False)
+        if upload.frontend != FRONTEND or upload.mode is not Mode.APPEND:
+            raise e.NotFound(f"no upload with id {file_id!r}", field="id")
+        return upload
+
+    @staticmethod
+    def is_final(upload: Upload) -> bool:
+        return tus_state(upload).get("concat") == "final"
+
+    def location(self, request: Request, upload_id: str) -> str:
+        return f"{public_base_url(request)}{self.prefix}/{upload_id}"
+
+    def upload_id_from_url(self, url: str) -> str:
+        """The id in a URL we handed out (absolute or a path), for ``Upload-Concat: final``."""
+        match = self._url_id.search(urlsplit(url).path)
+        if match is None:
+            message = f"Upload-Concat names {url[:200]!r}, which is not an upload URL"
+            raise e.InvalidInput(message, field="Upload-Concat")
+        return match.group(1)
+
+    def upload_headers(self, upload: Upload, *, now_pending: bool) -> dict[str, str]:
+        """The headers that describe an upload (HEAD, and POST/PATCH where they apply)."""
+        headers = base_headers()
+        state = tus_state(upload)
+        offset = upload.size_bytes if upload.status is Status.COMPLETED else upload.bytes_received
+        headers["Upload-Offset"] = str(offset or 0)
+        if upload.size_bytes is None:
+            headers["Upload-Defer-Length"] = "1"
+        else:
+            headers["Upload-Length"] = str(upload.size_bytes)
+        meta = Metadata.from_stored(state.get("meta") or {})
+        if meta.pairs:
+            headers["Upload-Metadata"] = meta.header()
+        if state.get("concat") == "partial":
+            headers["Upload-Concat"] = "partial"
+        elif state.get("concat") == "final":
+            headers["Upload-Concat"] = "final;" + " ".join(f"{self.prefix}/{i}" for i in state.get("parts", []))
+        if now_pending and upload.status is Status.PENDING and upload.expires_at is not None:
+            headers["Upload-Expires"] = http_date(upload.expires_at)
+        return headers

@@ -1,0 +1,146 @@
+"""tus requests on one upload: offset retrieval (``HEAD``), appending (``PATCH``), termination
+(``DELETE``) and, beside the protocol, downloading a finished upload (``GET``)."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.responses import Response
+
+from chunkd.domain import errors as e
+from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
+from chunkd.frontends.http import declares_body, file_response, parse_length, principal, runtime
+from chunkd.frontends.tus.errors import TUS_VERSION, UnsupportedMediaType
+from chunkd.frontends.tus.headers import http_date, parse_checksum
+from chunkd.frontends.tus.resource import (
+    FRONTEND,
+    OFFSET_STREAM,
+    TusResource,
+    base_headers,
+    check_any_scope,
+    media_type,
+    plain_http,
+    require_version,
+    tus_state,
+)
+from chunkd.service.takeover import TAKE_OVER_WAIT
+
+__all__ = ["Transfer"]
+
+
+class Transfer(TusResource):
+    """``HEAD``, ``PATCH``, ``DELETE`` and ``GET`` on an upload."""
+
+    async def head(self, request: Request, file_id: str) -> Response:
+        if plain_http(request):
+            # Not a tus client (no Tus-Resumable): `curl -I` or a download manager asking for the
+            # headers of GET /files/{id} gets exactly those once the file is finished; before
+            # that, the request is a tus HEAD without its version (412).
+            who = await principal(request)  # GET checks files:read
+            if (await self.load(request, who.owner, file_id)).status is Status.COMPLETED:
+                return await self.get(request, file_id)
+        require_version(request)
+        who = await principal(request)
+        check_any_scope(who, "files:create", "files:read")
+        upload = await self.load(request, who.owner, file_id)
+        if upload.status is Status.PENDING:
+            # A HEAD is how a client resumes: end a stale PATCH (on any node) first, so the offset
+            # answered includes what it received and is the one the next PATCH must send.
+            await self.inflight(request).end_stale(file_id, wait=TAKE_OVER_WAIT)
+            upload = await self.load(request, who.owner, file_id)
+        if upload.status in (Status.PENDING, Status.EXPIRED):
+            upload.ensure_pending(runtime(request).uploads.clock())  # 410 once expired
+        elif upload.status is Status.CANCELLED:
+            raise e.NotFound(f"no upload with id {file_id!r}", field="id")
+        return Response(status_code=200, headers=self.upload_headers(upload, now_pending=True))
+
+    async def patch(self, request: Request, file_id: str) -> Response:
+        require_version(request)
+        who = await principal(request, "files:create")
+        if media_type(request) != OFFSET_STREAM:
+            raise UnsupportedMediaType(f"a PATCH body must be sent as Content-Type: {OFFSET_STREAM}")
+        offset = parse_length(request.headers.get("upload-offset"), "Upload-Offset")
+        if offset is None:
+            raise e.InvalidInput("Upload-Offset is required", field="Upload-Offset")
+        checksum = parse_checksum(request.headers.get("upload-checksum"))
+        if checksum is None:  # RFC 9530, the draft's way of saying the same
+            checksum = content_digest_checksum(request.headers.get("content-digest"))
+        length = parse_length(request.headers.get("upload-length"), "Upload-Length")
+        content_length = parse_length(request.headers.get("content-length"), "Content-Length")
+        service = runtime(request).uploads
+        with_body = declares_body(request.headers)
+
+        def inspect(upload: Upload) -> None:
+            """The tus rules on the row as loaded (under the lock, or before taking over)."""
+            if upload.frontend != FRONTEND or upload.mode is not Mode.APPEND:
+                raise e.NotFound(f"no upload with id {file_id!r}", field="id")
+            if tus_state(upload).get("concat") == "final":
+                raise e.Forbidden("a final upload cannot be patched", field="Upload-Concat")
+            if upload.status is Status.COMPLETED and offset == upload.size_bytes and not with_body:
+                raise _AlreadyComplete(upload)
+            upload.ensure_pending(service.clock())
+            upload.check_append(offset)
+            if length is not None and upload.size_bytes is not None and length != upload.size_bytes:
+                raise e.InvalidInput(f"Upload-Length is already {upload.size_bytes}", field="Upload-Length")
+            if length is not None and length < offset:
+                raise e.InvalidInput(f"Upload-Length is below the {offset} bytes received", field="Upload-Length")
+            size = length if length is not None else upload.size_bytes
+            if size is not None and content_length is not None and offset + content_length > size:
+                raise e.TooLarge(f"the body goes past Upload-Length ({size} bytes)", field="Content-Length")
+
+        inflight = self.inflight(request)
+        try:
+            if inflight.writing(file_id):
+                # Checked before taking over from an in-flight request, so a wrong PATCH cannot end
+                # a good one (the only case that costs a second load).
+                inspect(await self.load(request, who.owner, file_id))
+            async with inflight.take_over(file_id, wait=TAKE_OVER_WAIT) as writer:
+                upload = await service.append(
+                    who.owner,
+                    file_id,
+                    offset,
+                    writer.guard(request.stream()),
+                    checksum=checksum,
+                    lock_timeout=TAKE_OVER_WAIT,
+                    finish=True,
+                    inspect=inspect,
+                    declare_length=length,
+                )
+        except _AlreadyComplete as done:
+            return Response(status_code=204, headers=self.upload_headers(done.upload, now_pending=False))
+        headers = base_headers()
+        headers["Upload-Offset"] = str(upload.bytes_received)
+        if upload.status is Status.PENDING and upload.expires_at is not None:
+            headers["Upload-Expires"] = http_date(upload.expires_at)
+        if (digest := md5_repr_digest(upload.md5)) is not None:
+            headers["Repr-Digest"] = digest  # RFC 9530, once the file is complete
+        return Response(status_code=204, headers=headers)
+
+    async def delete(self, request: Request, file_id: str) -> Response:
+        require_version(request)
+        who = await principal(request)
+        upload = await self.load(request, who.owner, file_id)
+        # Ending an unfinished upload is part of uploading; deleting a stored file needs files:delete.
+        check_any_scope(who, "files:delete" if upload.status is Status.COMPLETED else "files:create")
+        async with self.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT):
+            await runtime(request).uploads.delete(who.owner, file_id)
+        return Response(status_code=204, headers=base_headers())
+
+    async def get(self, request: Request, file_id: str) -> Response:
+        """A download, not part of tus: no Tus-Resumable check, so browsers and plain HTTP clients
+        download from here."""
+        who = await principal(request, "files:read")
+        upload = await self.load(request, who.owner, file_id)
+        if upload.status is not Status.COMPLETED:
+            raise e.InvalidState(f"upload {file_id} is not finished; only finished uploads can be downloaded")
+        response = await file_response(request, who.owner, file_id)
+        response.headers["Tus-Resumable"] = TUS_VERSION
+        return response
+
+
+class _AlreadyComplete(Exception):
+    """A body-less PATCH at the end of a finished upload: answered 204 (a retried last PATCH)."""
+
+    def __init__(self, upload: Upload) -> None:
+        super().__init__("the upload is complete")
+        self.upload = upload

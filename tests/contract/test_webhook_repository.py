@@ -1,0 +1,115 @@
+"""The webhook repository port's contract, run against every backend in
+``conftest.REPOSITORY_BACKENDS``: endpoints, the outbox's fan-out into deliveries, leases, and the
+delivery log."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from chunkd.domain.events import Event, EventType
+from chunkd.ports.metadata import MetadataStore
+from chunkd.ports.webhooks import DeliveryStatus, Endpoint
+from tests.support.uploads import make_upload
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+S = timedelta(seconds=1)
+
+
+def endpoint(endpoint_id: str, owner: str | None = "alice", types: tuple[str, ...] | None = None) -> Endpoint:
+    return Endpoint(endpoint_id, owner, f"https://{endpoint_id}.test/", "secret", types, T0, None, None)
+
+
+async def created_upload(metadata: MetadataStore, owner: str = "alice") -> str:
+    upload = make_upload(10, 10, owner=owner)
+    await metadata.uploads.create(upload, [Event.for_upload(EventType.UPLOAD_CREATED, upload, T0)])
+    return upload.id
+
+
+async def test_endpoints_are_scoped_by_owner(metadata: MetadataStore) -> None:
+    hooks = metadata.webhooks
+    mine, theirs = endpoint("we_a", types=("upload.completed",)), endpoint("we_b", "bob")
+    await hooks.add_endpoint(mine)
+    await hooks.add_endpoint(theirs)
+    assert await hooks.list_endpoints("alice") == [mine]
+    assert await hooks.get_endpoint("we_a", "alice") == mine
+    assert await hooks.get_endpoint("we_a", "bob") is None
+    assert await hooks.get_endpoint("we_a", None) == mine
+    assert await hooks.delete_endpoint("we_a", "bob") is False
+    assert await hooks.delete_endpoint("we_a", "alice") is True
+    assert await hooks.get_endpoint("we_a", None) is None
+
+
+async def test_operator_endpoints_follow_the_settings(metadata: MetadataStore) -> None:
+    hooks = metadata.webhooks
+    await hooks.sync_operator_endpoints(["https://a.test/", "https://b.test/"], T0)
+    await hooks.sync_operator_endpoints(["https://b.test/"], T0)  # a restart with one URL fewer
+    upload_id = await created_upload(metadata, "carol")
+    assert await hooks.dispatch(T0, 10) == 1
+    claimed = await hooks.claim(T0, T0 + S, 10)
+    assert [(c.endpoint.url, c.endpoint.owner, c.delivery.event_id) for c in claimed] == [
+        ("https://b.test/", None, claimed[0].delivery.event_id)
+    ]
+    assert claimed[0].payload["data"]["id"] == upload_id
+
+
+async def test_dispatch_fans_out_to_matching_endpoints_once(metadata: MetadataStore) -> None:
+    hooks = metadata.webhooks
+    await hooks.add_endpoint(endpoint("we_all"))
+    await hooks.add_endpoint(endpoint("we_done", types=("upload.completed",)))
+    await hooks.add_endpoint(endpoint("we_bob", "bob"))
+    await created_upload(metadata)
+    await created_upload(metadata)
+    assert await hooks.dispatch(T0, 1) == 1  # at most ``limit`` events
+    assert await hooks.dispatch(T0, 10) == 1
+    assert await hooks.dispatch(T0, 10) == 0  # each event once
+    deliveries = await hooks.list_deliveries("we_all", 10)
+    assert len(deliveries) == 2 and {d.status for d in deliveries} == {DeliveryStatus.PENDING}
+    assert await hooks.list_deliveries("we_done", 10) == [] and await hooks.list_deliveries("we_bob", 10) == []
+
+
+async def test_claims_lease_and_concurrent_claimers_split_the_work(metadata: MetadataStore) -> None:
+    hooks = metadata.webhooks
+    await hooks.add_endpoint(endpoint("we_all"))
+    for _ in range(4):
+        await created_upload(metadata)
+    await hooks.dispatch(T0, 10)
+    batches = await asyncio.gather(*(hooks.claim(T0, T0 + 30 * S, 2) for _ in range(3)))
+    ids = [c.delivery.id for batch in batches for c in batch]
+    assert len(ids) == 4 and len(set(ids)) == 4  # nobody gets a delivery another holds
+    assert await hooks.claim(T0 + S, T0 + 30 * S, 10) == []  # leased
+    assert len(await hooks.claim(T0 + 31 * S, T0 + 60 * S, 10)) == 4  # the leases ran out
+
+
+async def test_success_failure_disable_and_redeliver(metadata: MetadataStore) -> None:
+    hooks = metadata.webhooks
+    await hooks.add_endpoint(endpoint("we_all"))
+    await created_upload(metadata)
+    await created_upload(metadata)
+    await hooks.dispatch(T0, 10)
+    first, second = await hooks.claim(T0, T0 + S, 10)
+    await hooks.record_success(first.delivery.id, T0, 204)
+    disabled = await hooks.record_failure(
+        second.delivery.id, T0, response_status=500, error="boom", retry_at=T0 + 10 * S, disable_after_seconds=60
+    )
+    assert disabled is False
+    assert await hooks.claim(T0 + 5 * S, T0 + 6 * S, 10) == []  # not due yet
+    retried = await hooks.claim(T0 + 10 * S, T0 + 11 * S, 10)
+    assert [c.delivery.id for c in retried] == [second.delivery.id] and retried[0].delivery.attempts == 1
+    disabled = await hooks.record_failure(
+        second.delivery.id, T0 + 61 * S, response_status=None, error="x" * 900, retry_at=None, disable_after_seconds=60
+    )
+    assert disabled is True
+    log = {d.id: d for d in await hooks.list_deliveries("we_all", 10)}
+    assert (log[first.delivery.id].status, log[first.delivery.id].response_status) == (DeliveryStatus.DELIVERED, 204)
+    failed = log[second.delivery.id]
+    assert (failed.status, failed.attempts, len(failed.last_error or "")) == (DeliveryStatus.FAILED, 2, 500)
+    found = await hooks.get_endpoint("we_all", None)
+    assert found is not None and found.disabled_at == T0 + 61 * S and found.failing_since == T0
+    again = await hooks.redeliver("we_all", first.delivery.id, T0 + 70 * S, "dlv_again")
+    assert again is not None and (again.id, again.event_id, again.status) == (
+        "dlv_again",
+        first.delivery.event_id,
+        DeliveryStatus.PENDING,
+    )
+    assert await hooks.redeliver("we_other", first.delivery.id, T0, "dlv_no") is None
