@@ -15,6 +15,8 @@ client, not the server, set the pace).
     .venv/bin/python bench/compare.py --only tus-256k,tus-1g --rounds 5
     .venv/bin/python bench/compare.py --quick --rounds 1    # small sizes, a minute or so
     .venv/bin/python bench/compare.py --size 0.25 --json results.json
+    .venv/bin/python bench/compare.py --chunkd-only --only parts-8m-4   # chunkd's side alone
+    PYTHONPATH=<other checkout>/src .venv/bin/python bench/compare.py --chunkd-only   # ... of another version
 
 Workloads (``--only`` takes these names; ``--list`` prints them).
 """
@@ -897,7 +899,8 @@ def summarise(workload: Workload, runs: list[Run]) -> dict[str, Any]:
     for run in runs:
         by.setdefault(run.target, []).append(run)
     names = list(by)
-    chunkd, peer = by["chunkd"], by[names[1]]
+    peer_name = names[1] if len(names) > 1 else None  # None: --chunkd-only
+    chunkd, peer = by["chunkd"], by[peer_name] if peer_name else []
     rounds = [ratio(workload.metric, a.value, b.value) for a, b in zip(chunkd, peer, strict=False)]
     medians: dict[str, dict[str, Any]] = {
         name: {
@@ -913,9 +916,11 @@ def summarise(workload: Workload, runs: list[Run]) -> dict[str, Any]:
         "name": workload.name,
         "title": workload.title,
         "metric": workload.metric,
-        "peer": names[1],
+        "peer": peer_name,
         "medians": medians,
-        "ratio_of_medians": ratio(workload.metric, medians["chunkd"]["value"], medians[names[1]]["value"]),
+        "ratio_of_medians": (
+            ratio(workload.metric, medians["chunkd"]["value"], medians[peer_name]["value"]) if peer_name else None
+        ),
         "round_ratios": rounds,
         "runs": [asdict(r) for r in runs],
     }
@@ -933,11 +938,19 @@ def print_table(summaries: list[dict[str, Any]]) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for s in summaries:
-        a, b, metric = s["medians"]["chunkd"], s["medians"][s["peer"]], s["metric"]
+        a, metric = s["medians"]["chunkd"], s["metric"]
+        client = max(m["client_cpu_share"] for m in s["medians"].values())
+        if s["peer"] is None:  # --chunkd-only
+            p99 = f"{a['p99_ms']:.0f}" if a["p99_ms"] is not None else "–"
+            print(
+                f"| {s['name']}: {s['title']} | {fmt(a['value'], metric)} | – | – "
+                f"| {a['cpu_ms_per_request']:.2f} | {a['peak_rss_mib']:.0f} | {p99} | {client:.0%} |"
+            )
+            continue
+        b = s["medians"][s["peer"]]
         rounds = ", ".join(f"{r:.2f}" for r in s["round_ratios"])
         both = a["p99_ms"] is not None and b["p99_ms"] is not None
         p99 = f"{a['p99_ms']:.0f} / {b['p99_ms']:.0f}" if both else "–"
-        client = max(m["client_cpu_share"] for m in s["medians"].values())
         print(
             f"| {s['name']}: {s['title']} | {fmt(a['value'], metric)} | {s['peer']} {fmt(b['value'], metric)} "
             f"| {s['ratio_of_medians']:.2f}× ({rounds}) "
@@ -980,6 +993,11 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the workloads and exit")
     parser.add_argument("--report", type=Path, help="print the table of a saved --json file and exit")
     parser.add_argument("--work-dir", type=Path, help="where data dirs go (default: a temporary directory)")
+    parser.add_argument(
+        "--chunkd-only",
+        action="store_true",
+        help="run only chunkd's side of each workload (no peer, no floors): for comparing two versions of chunkd",
+    )
     args = parser.parse_args()
     if args.report:
         saved = json.loads(args.report.read_text())
@@ -1011,7 +1029,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="chunkd-compare-", dir=args.work_dir) as tmp:
         work = Path(tmp)
         source = Source(work / "source.bin", max([256 * KiB, *(w.source_bytes for w in chosen)]))
-        parts_bytes = max((w.source_bytes for w in chosen if w.peer == "rgw"), default=0)
+        parts_bytes = max((w.source_bytes for w in chosen if w.peer == "rgw" and not args.chunkd_only), default=0)
         rgw = Rgw(work, max(2 * GiB, 3 * parts_bytes + GiB))
         try:
             for workload in chosen:
@@ -1021,12 +1039,13 @@ def main() -> None:
                 servers: list[tuple[Server, Side]] = []
                 try:
                     servers.append((start_chunkd(wdir), workload.chunkd))
-                    if workload.peer == "rgw":
-                        peer = rgw.server()
-                    else:
-                        peer = (start_tus_node if workload.peer == "tus" else start_nginx)(wdir)
-                    servers.append((peer, workload.other))
-                    if workload.floors and not args.no_floors:
+                    if not args.chunkd_only:
+                        if workload.peer == "rgw":
+                            peer = rgw.server()
+                        else:
+                            peer = (start_tus_node if workload.peer == "tus" else start_nginx)(wdir)
+                        servers.append((peer, workload.other))
+                    if workload.floors and not args.no_floors and not args.chunkd_only:
                         for kind in ("drain", "store"):
                             servers.append((start_floor(wdir, kind), workload.other))
                     for server, _ in servers:

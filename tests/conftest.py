@@ -3,10 +3,10 @@ API keys for two owners."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +19,9 @@ from tests.support.clamd import Clamd, clamd_binary
 from tests.support.postgres import PostgresServer, session_server
 from tests.support.s3 import CephRgw
 from tests.support.server import ChunkdServer
+from tests.support.shared import is_worker, shared_dir, stop_all
+from tests.support.sqlite import copy_sqlite, migrated_sqlite
+from tests.support.tools import missing
 
 
 @pytest.fixture(scope="session")
@@ -26,10 +29,7 @@ def pg_server() -> Iterator[PostgresServer]:
     """A real PostgreSQL server for the whole session (started on first use)."""
     for server in session_server():
         if server is None:
-            message = "PostgreSQL is not installed (scripts/services/postgres.sh installs it)"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
+            missing("PostgreSQL is not installed (scripts/services/postgres.sh installs it)")
         yield server
 
 
@@ -45,8 +45,19 @@ def db_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     server.release_database(name)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated once per session (per xdist worker); tests start from a copy."""
+    return migrated_sqlite(tmp_path_factory.mktemp("sqlite-template") / "chunkd.db")
+
+
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str | None) -> Settings:
+def settings(request: pytest.FixtureRequest, tmp_path: Path, db_url: str | None) -> Settings:
+    """An in-process app's settings: its own data dir, and its database already migrated (a copy
+    of the session's SQLite template, or a PostgreSQL clone); the app's own migrate at start-up
+    then finds nothing to do."""
+    if db_url is None:
+        copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path / "data")
     return Settings(
         data_dir=tmp_path / "data",
         database_url=db_url,
@@ -56,6 +67,12 @@ def settings(tmp_path: Path, db_url: str | None) -> Settings:
         reaper_interval_seconds=3600,
         lock_timeout_seconds=5,
     )
+
+
+def settings_with(settings: Settings, **changes: Any) -> Settings:
+    """``settings`` with ``changes``, validated like any settings (``model_copy(update=...)`` would
+    keep a plain string where a secret belongs). A module's own ``settings`` fixture uses it."""
+    return Settings(**{**settings.model_dump(), **changes})
 
 
 @dataclass
@@ -88,25 +105,25 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[ChunkdServer]:
     """A real ``chunkd serve`` subprocess on a free port and a fresh data dir."""
-    server = ChunkdServer(tmp_path / "live-data", env={"CHUNKD_FSYNC": "true"})
-    server.start()
-    try:
+    with ChunkdServer(tmp_path / "live-data", env={"CHUNKD_FSYNC": "true"}) as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture(scope="session")
-def ceph_rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRgw]:
-    """One Ceph RADOS Gateway (real S3) per test session. Outside CI, tests that need it are skipped
-    when its Debian packages cannot be installed; in CI (CI=true) that is an error."""
-    if not s3_support.in_ci() and (why := s3_support.can_install()) is not None:
-        pytest.skip(f"Ceph RGW is not available here: {why}")
-    gateway = CephRgw(tmp_path_factory.mktemp("ceph-rgw")).start()
+def ceph_rgw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRgw]:
+    """One Ceph RADOS Gateway (real S3) per test run, shared by the xdist workers (each test uses
+    its own bucket). Outside CI, tests that need it are skipped when its Debian packages cannot be
+    installed; in CI (CI=true) that is an error."""
+    with shared_dir("ceph-rgw", request, tmp_path_factory) as place:
+        if not s3_support.in_ci() and (why := s3_support.can_install()) is not None:
+            pytest.skip(f"Ceph RGW is not available here: {why}")
+        gateway = CephRgw(place.path).start()  # finds the gateway another worker started, if any
+        place.on_run_end(gateway.stop_command())
     try:
         yield gateway
     finally:
-        gateway.stop()
+        if place.owned:
+            gateway.stop()
 
 
 @pytest.fixture
@@ -120,12 +137,30 @@ def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
     """One clamd (EICAR-only signature database) per session; skipped when ClamAV is not installed
     (scripts/services/clamav.sh installs it), an error in CI."""
     if clamd_binary() is None:
-        message = "clamd is not installed (scripts/services/clamav.sh installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("clamd is not installed (scripts/services/clamav.sh installs it)")
     daemon = Clamd(tmp_path_factory.mktemp("clamd")).start()
     try:
         yield daemon
     finally:
         daemon.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The xdist controller stops the services its workers shared, once they have all finished."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and not is_worker(session.config) and session.config.pluginmanager.has_plugin("dsession"):
+        stop_all(factory.getbasetemp())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist (``--dist loadgroup``), keep a module's tests on one worker when they share a
+    module- or class-scoped fixture (a server started with special settings, a generated client):
+    it is then set up once, not once per worker. Other tests spread test by test."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        scopes = {d.scope for defs in info.name2fixturedefs.values() for d in defs}
+        if scopes & {"module", "class", "package"}:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))

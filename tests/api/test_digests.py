@@ -1,6 +1,6 @@
-"""RFC 9530 digest fields: Repr-Digest on completion and downloads (md5 kept by the engine,
-sha-256/512 read from storage when Want-Repr-Digest asks), Content-Digest verified on appends
-before they are acknowledged."""
+"""RFC 9530 digest fields: Repr-Digest on completion and downloads (md5 and CRC-64/NVME kept by
+the engine, sha-256/512 read from storage when Want-Repr-Digest asks), Content-Digest verified on
+appends before they are acknowledged."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import base64
 import hashlib
 import os
 
+import http_sf
 import pytest
+from awscrt.checksums import crc64nvme  # type: ignore[import-untyped]
 
 from tests.conftest import Api
 
@@ -25,6 +27,18 @@ def sf_bytes(digest: bytes) -> str:
     return ":" + base64.b64encode(digest).decode() + ":"
 
 
+def kept(data: bytes) -> str:
+    """The Repr-Digest of what the engine keeps for ``data``: its MD5 and its CRC-64/NVME."""
+    crc = int(crc64nvme(data)).to_bytes(8, "big")
+    return f"md5={sf_bytes(hashlib.md5(data).digest())}, crc64nvme={sf_bytes(crc)}"
+
+
+def members(value: str) -> dict[str, bytes]:
+    parsed = http_sf.parse(value.encode(), tltype="dictionary")
+    assert isinstance(parsed, dict)
+    return {key: member[0] for key, member in parsed.items()}
+
+
 async def tus_upload(api: Api, data: bytes) -> tuple[str, dict[str, str]]:
     created = await api.client.post("/files", headers={**TUS, **api.auth(), "Upload-Length": str(len(data))})
     path = "/files/" + created.headers["location"].rsplit("/", 1)[1]
@@ -33,10 +47,10 @@ async def tus_upload(api: Api, data: bytes) -> tuple[str, dict[str, str]]:
     return path, dict(done.headers)
 
 
-async def test_tus_completion_carries_the_md5_repr_digest(api: Api) -> None:
+async def test_tus_completion_carries_the_kept_repr_digests(api: Api) -> None:
     data = os.urandom(10_000)
     _, headers = await tus_upload(api, data)
-    assert headers["repr-digest"] == "md5=" + sf_bytes(hashlib.md5(data).digest())
+    assert headers["repr-digest"] == kept(data)
 
 
 async def test_downloads_carry_repr_digest_and_honour_want_repr_digest(api: Api) -> None:
@@ -45,13 +59,14 @@ async def test_downloads_carry_repr_digest_and_honour_want_repr_digest(api: Api)
     upload_id = path.rsplit("/", 1)[1]
     for url in (path, f"/v1/files/{upload_id}/content"):
         plain = await api.client.get(url, headers=api.auth())
-        assert plain.headers["repr-digest"] == "md5=" + sf_bytes(hashlib.md5(data).digest())
+        assert plain.headers["repr-digest"] == kept(data)
         wanted = await api.client.get(url, headers={**api.auth(), "Want-Repr-Digest": "sha-256=10, sha-512=3, crc=1"})
-        members = dict(part.strip().split("=", 1) for part in wanted.headers["repr-digest"].split(","))
-        assert members["sha-256"] == sf_bytes(hashlib.sha256(data).digest())
-        assert members["sha-512"] == sf_bytes(hashlib.sha512(data).digest())
-        assert members["md5"] == sf_bytes(hashlib.md5(data).digest())
-        assert "crc" not in members
+        found = members(wanted.headers["repr-digest"])
+        assert found["sha-256"] == hashlib.sha256(data).digest()
+        assert found["sha-512"] == hashlib.sha512(data).digest()
+        assert found["md5"] == hashlib.md5(data).digest()
+        assert found["crc64nvme"] == int(crc64nvme(data)).to_bytes(8, "big")
+        assert "crc" not in found
         # A range is part of the same representation: the digest is still the whole file's.
         ranged = await api.client.get(
             url, headers={**api.auth(), "Range": "bytes=0-9", "Want-Repr-Digest": "sha-256=1"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chunkd.settings import Settings
-from tests.conftest import Api
+from tests.conftest import Api, settings_with
 from tests.support.hook_server import HookServer
 from tests.support.server import free_port
 
@@ -22,26 +22,13 @@ TUS = {"Tus-Resumable": "1.0.0"}
 
 @pytest.fixture
 def hooks(tmp_path: Path) -> Iterator[HookServer]:
-    server = HookServer(tmp_path / "hooks", free_port()).start()
-    try:
+    with HookServer(tmp_path / "hooks", free_port()) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str | None, hooks: HookServer) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        bootstrap_admin_key=False,
-        fsync=False,
-        min_part_size=1,
-        reaper_interval_seconds=3600,
-        lock_timeout_seconds=5,
-        hook_url=hooks.url,
-        hook_timeout_seconds=5,
-    )
+def settings(settings: Settings, hooks: HookServer) -> Settings:
+    return settings_with(settings, hook_url=hooks.url, hook_timeout_seconds=5)
 
 
 def b64(value: str) -> str:

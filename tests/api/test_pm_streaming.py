@@ -14,6 +14,7 @@ from pathlib import Path
 from chunkd.service.streaming import BATCH_BYTES, PIPELINE_DEPTH
 from tests.api.test_pm_api import BOUNDARY
 from tests.conftest import Api
+from tests.support.pm_forms import form_tail, whole_file_chunk_head
 
 MiB = 1024 * 1024
 
@@ -29,22 +30,7 @@ async def test_chunk_bytes_reach_storage_before_the_body_ends(api: Api, monkeypa
     blobs = api.runtime.settings.data_dir / "blobs"
     spool = Path(tempfile.mkdtemp())
     monkeypatch.setattr(tempfile, "tempdir", str(spool))  # anything spooled would land here
-    fields = {
-        "qquuid": file_uuid,
-        "qqpartindex": "0",
-        "qqpartbyteoffset": "0",
-        "qqchunksize": str(size),
-        "qqtotalparts": "1",
-        "qqtotalfilesize": str(size),
-        "qqfilename": "big.bin",
-    }
-    head = b"".join(
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
-    )
-    head += (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="qqfile"; filename="blob"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
+    head = whole_file_chunk_head(BOUNDARY, file_uuid, size)
     seen_while_sending: list[int] = []
 
     async def body() -> AsyncIterator[bytes]:
@@ -55,7 +41,7 @@ async def test_chunk_bytes_reach_storage_before_the_body_ends(api: Api, monkeypa
                 seen_while_sending.append(on_disk(blobs))
                 assert not any(spool.iterdir()), "the request body was spooled to a temporary file"
             yield data[start : start + piece]
-        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+        yield form_tail(BOUNDARY)
 
     response = await api.client.post(
         "/api/v2/pm/upload/",

@@ -49,6 +49,12 @@ def hd(api: Api, v: int, who: str = "alice", **extra: str) -> dict[str, str]:
     return {"Upload-Draft-Interop-Version": str(v), **api.auth(who), **extra}
 
 
+def incomplete_status(v: int) -> int:
+    """An append that leaves the upload incomplete: 201 up to version 6 (drafts -01 to -05 say
+    MUST), 204 since (any 2xx)."""
+    return 201 if v <= 6 else 204
+
+
 def append_type(v: int) -> dict[str, str]:
     return {"Content-Type": "application/partial-upload"} if v >= 6 else {}
 
@@ -62,7 +68,14 @@ def upload_path(response: httpx.Response) -> str:
 
 
 async def append(
-    api: Api, v: int, path: str, offset: int, data: bytes, *, complete: bool = False, **extra: str
+    api: Api,
+    v: int,
+    path: str,
+    offset: int,
+    data: bytes | AsyncIterator[bytes],
+    *,
+    complete: bool = False,
+    **extra: str,
 ) -> httpx.Response:
     headers = {**hd(api, v, **extra), **append_type(v), **completion(v, complete), "Upload-Offset": str(offset)}
     return await api.client.patch(path, content=data, headers=headers)
@@ -104,8 +117,8 @@ async def test_creation_with_the_whole_representation_completes(api: Api, v: int
     body = response.json()
     assert body["md5"] == hashlib.md5(data).hexdigest()
     assert body["filename"] == "a b.bin"
-    digest = base64.b64encode(hashlib.md5(data).digest()).decode()
-    assert response.headers["repr-digest"] == f"md5=:{digest}:"
+    digests = http_sf.parse(response.headers["repr-digest"].encode(), tltype="dictionary")
+    assert isinstance(digests, dict) and digests["md5"][0] == hashlib.md5(data).digest()
     upload = await api.runtime.uploads.get("alice", body["id"])
     assert upload.status.value == "COMPLETED"
     download = await api.client.get(upload_path(response), headers=api.auth())
@@ -147,7 +160,7 @@ async def test_empty_creation_then_appends(api: Api, v: int) -> None:
     path = upload_path(response)
     assert response.headers["upload-offset"] == "0"
     first = await append(api, v, path, 0, data[:20_000])
-    assert first.status_code == 204 and not is_complete(v, first)
+    assert first.status_code == incomplete_status(v) and not is_complete(v, first)
     assert first.headers["upload-offset"] == "20000"
     last = await append(api, v, path, 20_000, data[20_000:], complete=True)
     assert last.status_code == 200 and is_complete(v, last)
@@ -185,16 +198,25 @@ async def test_offset_retrieval_of_a_completed_upload(api: Api, v: int) -> None:
 
 
 async def test_head_and_delete_with_state_fields(api: Api, v: int) -> None:
-    """Versions 3-5 reject a HEAD or DELETE carrying Upload-Offset or the completion field."""
-    path = upload_path(await create(api, v, b"ab"))
+    """Versions 3-6 reject a HEAD or DELETE carrying Upload-Offset or the completion field (and,
+    in version 6, a HEAD carrying Upload-Length); later versions dropped the rule."""
+    path = upload_path(await create(api, v, b"ab", **{"Upload-Length": "10"}))
     with_offset = await head(api, v, path, **{"Upload-Offset": "2"})
-    deleted = await api.client.delete(path, headers={**hd(api, v), **completion(v, False)})
-    if v <= 5:
-        assert with_offset.status_code == 400
+    with_completion = await head(api, v, path, **completion(v, False))
+    with_length = await head(api, v, path, **{"Upload-Length": "10"})
+    assert with_length.status_code == (400 if v == 6 else 204)
+    delete_with_offset = await api.client.delete(path, headers={**hd(api, v), "Upload-Offset": "2"})
+    if v <= 6:
+        assert with_offset.status_code == with_completion.status_code == 400
+        assert delete_with_offset.status_code == 400
+        assert problem(delete_with_offset)["field"] == "Upload-Offset"
+        deleted = await api.client.delete(path, headers={**hd(api, v), **completion(v, False)})
         assert deleted.status_code == 400
+        assert problem(deleted)["field"] == complete_field(v).title()
+        assert (await head(api, v, path)).status_code == 204  # not cancelled
     else:
-        assert with_offset.status_code == 204
-        assert deleted.status_code == 204
+        assert with_offset.status_code == with_completion.status_code == 204
+        assert delete_with_offset.status_code == 204
 
 
 async def test_another_owners_upload_is_404(api: Api, v: int) -> None:
@@ -211,9 +233,9 @@ async def test_mismatching_offset_is_409_with_the_right_offset(api: Api, v: int)
     assert response.headers["upload-offset"] == "3"
     assert not is_complete(v, response)
     body = problem(response)
-    if v >= 6:
-        assert body["type"] == PROBLEMS + "mismatching-upload-offset"
-        assert body["expected-offset"] == 3 and body["provided-offset"] == 7
+    assert body["expected-offset"] == 3 and body["provided-offset"] == 7
+    # The draft's problem types exist from version 6; before, the type is about:blank.
+    assert body["type"] == (PROBLEMS + "mismatching-upload-offset" if v >= 6 else "about:blank")
     assert (await head(api, v, path)).headers["upload-offset"] == "3"
 
 
@@ -226,7 +248,7 @@ async def test_append_media_type(api: Api, v: int) -> None:
         assert response.status_code == 415
         assert (await head(api, v, path)).headers["upload-offset"] == "3"
     else:
-        assert response.status_code == 204
+        assert response.status_code == 201
 
 
 async def test_append_needs_offset_and_completion(api: Api, v: int) -> None:
@@ -241,18 +263,23 @@ async def test_appending_to_a_completed_upload(api: Api, v: int) -> None:
     path = upload_path(await create(api, v, b"abc", complete=True))
     response = await append(api, v, path, 3, b"more")
     assert response.status_code == 400
-    if v >= 6:
-        assert problem(response)["type"] == PROBLEMS + "completed-upload"
-    # A client that lost the final response may ask again: it is replayed.
+    assert problem(response)["type"] == (PROBLEMS + "completed-upload" if v >= 6 else "about:blank")
+    # A client that lost the final response may ask again: version 8 replays it; before, an
+    # append to a completed upload must be rejected.
     again = await append(api, v, path, 3, b"", complete=True)
-    assert again.status_code == 200 and is_complete(v, again)
+    if v >= 8:
+        assert again.status_code == 200 and is_complete(v, again)
+        assert again.json()["md5"] == hashlib.md5(b"abc").hexdigest()
+    else:
+        assert again.status_code == 400
+        assert not is_complete(v, again)
+    assert (await head(api, v, path)).headers["upload-offset"] == "3"
 
 
 async def test_inconsistent_lengths_are_400(api: Api, v: int) -> None:
     response = await create(api, v, b"abc", complete=True, **{"Upload-Length": "10"})
     assert response.status_code == 400
-    if v >= 7:
-        assert problem(response)["type"] == PROBLEMS + "inconsistent-upload-length"
+    assert problem(response)["type"] == (PROBLEMS + "inconsistent-upload-length" if v >= 7 else "about:blank")
     path = upload_path(await create(api, v, b"abc", **{"Upload-Length": "10"}))
     later = await append(api, v, path, 3, b"d", **{"Upload-Length": "11"})
     assert later.status_code == 400
@@ -260,10 +287,38 @@ async def test_inconsistent_lengths_are_400(api: Api, v: int) -> None:
 
 
 async def test_the_offset_never_passes_the_length(api: Api, v: int) -> None:
+    """A body past the recorded length is refused with none of it kept: 400 from version 6 (413
+    before); from version 7 (draft -08) the upload is then unusable."""
     path = upload_path(await create(api, v, b"abc", **{"Upload-Length": "5"}))
     response = await append(api, v, path, 3, b"defgh")
-    assert response.status_code == 413
-    assert (await head(api, v, path)).headers["upload-offset"] == "3"
+    assert response.status_code == (400 if v >= 6 else 413)
+    assert not is_complete(v, response)
+    after = await head(api, v, path)
+    if v >= 7:
+        assert after.status_code == 404
+        assert (await append(api, v, path, 3, b"de")).status_code == 404
+    else:
+        assert after.headers["upload-offset"] == "3"
+
+
+async def test_a_chunked_body_past_the_length(api: Api, v: int) -> None:
+    """The length is enforced on the bytes, not on Content-Length (absent from a chunked body)."""
+    path = upload_path(await create(api, v, b"abc", **{"Upload-Length": "5"}))
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b"de"
+        yield b"fgh"
+
+    response = await append(api, v, path, 3, chunked())
+    assert response.status_code == (400 if v >= 6 else 413)
+    after = await head(api, v, path)
+    assert after.status_code == (404 if v >= 7 else 204)
+
+
+async def test_a_creation_body_past_its_length(api: Api, v: int) -> None:
+    response = await create(api, v, b"abcdef", **{"Upload-Length": "5"})
+    assert response.status_code == (400 if v >= 6 else 413)
+    assert not is_complete(v, response)
 
 
 async def test_content_digest_is_verified_before_the_append_is_kept(api: Api, v: int) -> None:
@@ -274,7 +329,7 @@ async def test_content_digest_is_verified_before_the_append_is_kept(api: Api, v:
     assert (await head(api, v, path)).headers["upload-offset"] == "3"
     right = base64.b64encode(hashlib.sha256(b"def").digest()).decode()
     response = await append(api, v, path, 3, b"def", **{"Content-Digest": f"sha-256=:{right}:"})
-    assert response.status_code == 204
+    assert response.status_code == incomplete_status(v)
     assert response.headers["upload-offset"] == "6"
 
 
@@ -285,6 +340,127 @@ async def test_repr_digest_declared_at_creation_is_checked_on_completion(api: Ap
     assert response.status_code == 400
     still_open = await head(api, v, path)
     assert not is_complete(v, still_open)
+
+
+# ---- fields on every response --------------------------------------------------------------------------------
+async def test_a_failed_append_to_an_active_upload_carries_its_offset(api: Api, v: int) -> None:
+    """Versions 3-6: "the server MUST send the Upload-Offset header field in the response if it
+    considers the upload active, either when the response is a success or when the response is
+    a failure" (chunkd does it in every version)."""
+    path = upload_path(await create(api, v, b"abc", **{"Upload-Length": "10"}))
+    inconsistent = await append(api, v, path, 3, b"d", **{"Upload-Length": "11"})
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    corrupt = await append(api, v, path, 3, b"d", **{"Content-Digest": f"sha-256=:{wrong}:"})
+    for response in (inconsistent, corrupt):
+        assert response.status_code == 400
+        assert response.headers["upload-offset"] == "3"
+
+
+async def test_a_failed_creation_or_append_says_the_upload_is_not_complete(api: Api, v: int) -> None:
+    """From version 7: "If the request didn't complete the upload, any response, successful or
+    not, MUST include the Upload-Complete header field with a false value" (chunkd: every version)."""
+    path = upload_path(await create(api, v, b"abc"))
+    failures = [
+        await append(api, v, path, 9, b"d", complete=True),  # 409
+        await append(api, v, path, 3, b"", complete=True, **{"Upload-Length": "7"}),  # 400 inconsistent
+        await create(api, v, b"abc", complete=True, **{"Upload-Length": "4"}),  # 400 inconsistent
+        await create(api, v, b"abc", complete=True, **{"Content-Digest": "sha-256=:AAAA:"}),  # 400 digest
+    ]
+    for response in failures:
+        assert response.status_code in (400, 409), response.text
+        assert not is_complete(v, response)
+
+
+async def test_limits_other_than_the_lifetime_never_change(api: Api, v: int) -> None:
+    """The draft: "Except for the max-age limit, the existence of a limit or its value MUST NOT change
+    throughout the lifetime of the upload resource."
+    """
+    lifetime = "max-age" if v >= 7 else "expires"
+    created = await create(api, v, b"abc")
+    path = upload_path(created)
+    appended = await append(api, v, path, 3, b"def")
+    state = await head(api, v, path)
+    seen = [limits(r) for r in (created, appended, state)]
+    for found in seen:
+        assert found.pop(lifetime) > 0
+    assert seen[0] == seen[1] == seen[2]
+    options = await api.client.options("/files", headers={"Upload-Draft-Interop-Version": str(v)})
+    announced = limits(options)
+    announced.pop(lifetime, None)
+    assert announced == seen[0]  # OPTIONS is not less restrictive than the upload's limits
+
+
+async def test_malformed_state_fields_are_ignored(api: Api, v: int) -> None:
+    """ "Other values MUST cause the entire header field to be ignored": an Upload-Length that is
+    not a non-negative Integer is as if absent; an append without a valid Upload-Offset or
+    completion field lacks a required field."""
+    path = upload_path(await create(api, v, b"abc", **{"Upload-Length": "-5"}))
+    assert "upload-length" not in (await head(api, v, path)).headers
+    path = upload_path(await create(api, v, b"abc", **{"Upload-Length": "5.0"}))
+    assert "upload-length" not in (await head(api, v, path)).headers
+    base = {**hd(api, v), **append_type(v)}
+    no_offset = await api.client.patch(
+        path, content=b"d", headers={**base, **completion(v, False), "Upload-Offset": "?1"}
+    )
+    assert no_offset.status_code == 400 and problem(no_offset)["field"] == "Upload-Offset"
+    field = complete_field(v).title()
+    no_completion = await api.client.patch(path, content=b"d", headers={**base, "Upload-Offset": "3", field: "1"})
+    assert no_completion.status_code == 400 and problem(no_completion)["field"] == field
+    assert (await head(api, v, path)).headers["upload-offset"] == "3"
+
+
+async def test_a_creation_request_starts_at_offset_zero(api: Api, v: int) -> None:
+    """The creation request "MUST NOT include the Upload-Offset header field" (drafts -01 to -05)."""
+    response = await create(api, v, b"abc", **{"Upload-Offset": "5"})
+    assert response.status_code == 400
+    assert problem(response)["field"] == "Upload-Offset"
+
+
+async def test_get_on_an_upload_is_offset_retrieval(api: Api, v: int) -> None:
+    """Editor's copy: "A successful response to a HEAD or GET request against an upload resource
+    MUST include" the offset, completeness, length and limits; once complete, GET downloads."""
+    path = upload_path(await create(api, v, b"abc", **{"Upload-Length": "6"}))
+    state = await api.client.get(path, headers=hd(api, v))
+    assert state.status_code == 204
+    assert state.headers["upload-offset"] == "3" and state.headers["upload-length"] == "6"
+    assert not is_complete(v, state) and "max-size" in limits(state)
+    assert state.headers["cache-control"] == "no-store"
+    await append(api, v, path, 3, b"def", complete=True)
+    assert (await api.client.get(path, headers=hd(api, v))).content == b"abcdef"
+
+
+async def test_deleting_an_upload_that_is_gone_is_404(api: Api, v: int) -> None:
+    """Drafts -01 to -05: "If the server does not consider the upload resource to be active, it
+    MUST respond with a 404 (Not Found) status code."
+    """
+    path = upload_path(await create(api, v, b"abc"))
+    assert (await api.client.delete(path, headers=hd(api, v))).status_code == 204
+    assert (await api.client.delete(path, headers=hd(api, v))).status_code == 404
+    assert (await append(api, v, path, 3, b"d")).status_code == 404
+
+
+# ---- representation digests --------------------------------------------------------------------------------------
+async def test_completion_carries_the_kept_digests_and_the_wanted_ones(api: Api, v: int) -> None:
+    """Repr-Digest on the completing response: the md5 and CRC-64/NVME the engine keeps, plus the
+    sha-256 that Want-Repr-Digest asked for on the creation request (the upload completes in a
+    later append)."""
+    from awscrt.checksums import crc64nvme  # type: ignore[import-untyped]
+
+    data = os.urandom(200_000)
+    path = upload_path(await create(api, v, data[:70_000], **{"Want-Repr-Digest": "sha-256=5, unixsum=9"}))
+    done = await append(api, v, path, 70_000, data[70_000:], complete=True)
+    assert done.status_code == 200
+    digests = http_sf.parse(done.headers["repr-digest"].encode(), tltype="dictionary")
+    assert isinstance(digests, dict)
+    assert digests["md5"][0] == hashlib.md5(data).digest()
+    assert digests["crc64nvme"][0] == int(crc64nvme(data)).to_bytes(8, "big")
+    assert digests["sha-256"][0] == hashlib.sha256(data).digest()
+    assert "unixsum" not in digests
+    # Downloads carry the same kept digests.
+    download = await api.client.get(path, headers=api.auth())
+    assert download.headers["repr-digest"] == f"md5=:{base64.b64encode(hashlib.md5(data).digest()).decode()}:, " + (
+        f"crc64nvme=:{base64.b64encode(int(crc64nvme(data)).to_bytes(8, 'big')).decode()}:"
+    )
 
 
 # ---- cancellation ---------------------------------------------------------------------------------------------

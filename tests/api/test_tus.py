@@ -68,6 +68,7 @@ async def test_options_needs_no_auth_or_version(api: Api) -> None:
             "checksum",
             "termination",
             "concatenation",
+            "concatenation-unfinished",
         }
         assert int(response.headers["tus-max-size"]) == api.runtime.settings.max_file_size
         assert response.headers["tus-checksum-algorithm"] == "md5,sha1,sha256,crc32"
@@ -412,7 +413,8 @@ async def test_concatenation_rules(api: Api) -> None:
     async def final(value: str, **extra: str) -> httpx.Response:
         return await api.client.post("/files", headers=h(api, Upload_Concat=value, **extra))
 
-    assert (await final(f"final;/files/{partial} /files/{unfinished}")).status_code == 400
+    # An unfinished partial is welcome (concatenation-unfinished, tests/api/test_tus_concatenation.py).
+    assert (await final(f"final;/files/{partial} /files/{unfinished}")).status_code == 201
     assert (await final(f"final;/files/{partial} /files/{plain}")).status_code == 400
     assert (await final(f"final;/files/{partial} /files/{bobs}")).status_code == 404
     assert (await final(f"final;/files/{partial}", Upload_Length="3")).status_code == 400

@@ -7,31 +7,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from chunkd.backends.repository.sqlalchemy.tables import events
 from chunkd.settings import Settings
-from tests.conftest import Api
+from tests.conftest import Api, settings_with
 from tests.support.clamd import EICAR, Clamd
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str | None, clamd: Clamd) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        bootstrap_admin_key=False,
-        fsync=False,
-        min_part_size=1,
-        reaper_interval_seconds=3600,
-        lock_timeout_seconds=5,
-        clamd=str(clamd.socket),
-    )
+def settings(settings: Settings, clamd: Clamd) -> Settings:
+    return settings_with(settings, clamd=str(clamd.socket))
 
 
 async def upload(api: Api, data: bytes, part_size: int) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from chunkd.backends.repository.sqlalchemy.tables import events
 from chunkd.settings import Settings
-from tests.conftest import Api
+from tests.conftest import Api, settings_with
 from tests.support.media_files import chunked_upload, make_png
 from tests.support.server import free_port
 from tests.support.webhook_receiver import WebhookReceiver
@@ -30,23 +30,14 @@ ADMIN = "files:create,files:read,files:delete,webhooks:admin"
 def receiver(tmp_path: Path) -> Iterator[WebhookReceiver]:
     server = WebhookReceiver(tmp_path / "receiver", free_port())
     server.set_secret("/operator", OPERATOR_SECRET)
-    server.start()
-    try:
+    with server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str | None, receiver: WebhookReceiver) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        bootstrap_admin_key=False,
-        fsync=False,
-        min_part_size=1,
-        reaper_interval_seconds=3600,
-        lock_timeout_seconds=5,
+def settings(settings: Settings, receiver: WebhookReceiver) -> Settings:
+    return settings_with(
+        settings,
         webhook_urls=receiver.url("/operator"),
         webhook_secret=OPERATOR_SECRET,
         webhook_poll_seconds=0.05,

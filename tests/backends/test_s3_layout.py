@@ -68,3 +68,15 @@ def test_append_targets_fit_five_tib_in_10000_parts() -> None:
 def test_bucket_is_required(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="CHUNKD_S3_BUCKET"):
         from_settings(Settings(data_dir=tmp_path, storage="s3"))
+
+
+def test_the_s3_store_declares_copying_uploads_and_local_storage_linking(store: S3BlobStore, tmp_path: Path) -> None:
+    """Capabilities are composed once and named in the start-up log: S3 copies finished uploads
+    inside the store (tus concatenation), local storage links parts."""
+    from chunkd.backends.blobs.local import LocalBlobStore
+    from chunkd.ports.blobs import StoreCapabilities
+
+    s3 = StoreCapabilities.of(store)
+    assert s3.copier is store and s3.linker is None and "copy-uploads" in s3.names()
+    local = StoreCapabilities.of(LocalBlobStore(tmp_path))
+    assert local.copier is None and local.linker is not None and "copy-uploads" not in local.names()

@@ -8,8 +8,9 @@ backend, and cleans up after it; nothing else in the suites needs to change. Blo
 how to list what they hold for one upload, which lets the suite check that abort/discard/delete
 really free storage.
 
-Today: blobs on local disk and S3 (a real Ceph RGW); every repository port on SQLite and PostgreSQL; locks
-in-process with the lock file, on PostgreSQL advisory locks, and the two stacked as a cluster runs them.
+Today: blobs on local disk and S3 (a real Ceph RGW); every repository port on SQLite (as served:
+the raw ``sqlite3`` hot path; and SQLAlchemy throughout) and PostgreSQL; locks in-process with the
+lock file, on PostgreSQL advisory locks, and the two stacked as a cluster runs them.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ import pytest
 
 from chunkd.backends.blobs.local import LocalBlobStore
 from chunkd.backends.repository import open_metadata
+from chunkd.backends.repository.sqlalchemy import open_sql_metadata
 from chunkd.domain.upload import Upload
 from chunkd.ports.blobs import BlobStore
 from chunkd.ports.metadata import MetadataStore
 from chunkd.ports.repository import UploadRepository
+from tests.support.sqlite import copy_sqlite
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,20 @@ async def s3_stored(store: BlobStore, upload: Upload) -> set[str]:
 # ---- SQLite ----------------------------------------------------------------------------------
 @asynccontextmanager
 async def sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
-    store = await open_metadata(f"sqlite:///{tmp_path / 'contract.db'}", run_migrations=True)
+    # A copy of the session's migrated template; the migration check then finds nothing to do.
+    database = copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path, "contract.db")
+    store = await open_metadata(f"sqlite:///{database}", run_migrations=True)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def sqlalchemy_sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+    """SQLAlchemy throughout on SQLite (what PostgreSQL runs, and the SQLite fast path's cold paths)."""
+    database = copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path, "contract.db")
+    store = await open_sql_metadata(f"sqlite:///{database}", run_migrations=True)
     try:
         yield store
     finally:
@@ -119,6 +135,7 @@ BLOB_BACKENDS: list[BlobBackend] = [
 
 REPOSITORY_BACKENDS: list[RepositoryBackend] = [
     RepositoryBackend("sqlite", sqlite_repository),
+    RepositoryBackend("sqlite-sqlalchemy", sqlalchemy_sqlite_repository),
     RepositoryBackend("postgresql", postgres_repository),
 ]
 

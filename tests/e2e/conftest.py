@@ -12,12 +12,8 @@ from tests.support.server import ChunkdServer
 @pytest.fixture(scope="session")
 def e2e_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChunkdServer]:
     """One real server shared by the e2e tests that need no special settings (each uses its own uploads)."""
-    server = ChunkdServer(tmp_path_factory.mktemp("e2e") / "data", env={"CHUNKD_FSYNC": "true"})
-    server.start()
-    try:
+    with ChunkdServer(tmp_path_factory.mktemp("e2e") / "data", env={"CHUNKD_FSYNC": "true"}) as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture(scope="session")

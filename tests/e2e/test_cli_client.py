@@ -1,7 +1,8 @@
 """``chunkd upload/download/ls/rm`` against a real ``chunkd serve``: a large file in parallel parts,
 kill -9 of the CLI and of the server in the middle of an upload, a wrong key, ``--json`` output.
 A counting proxy (tests/support/proxy.py) in front of the server records every part the CLI sends
-and slows bodies down so the tests can act mid-upload by waiting on what the server holds."""
+and holds the CLI at a chosen point (after N parts, after N downloaded bytes), so the tests act
+mid-upload or mid-download by waiting on conditions, however slow the machine is."""
 
 from __future__ import annotations
 
@@ -105,9 +106,13 @@ def part_puts(proxy: CountingProxy, file_id: str) -> list[int]:
 
 
 def settled(proxy: CountingProxy) -> bool:
-    """No request is still on its way to the server."""
-    phases = [r["phase"] for r in proxy.requests()]
-    return phases.count("sent") == phases.count("answered") + phases.count("failed")
+    """Every request the proxy took has ended (answered or failed)."""
+    seen = proxy.requests()
+    return {r["id"] for r in seen} == {r["id"] for r in seen if r["phase"] in ("answered", "failed")}
+
+
+def holding(proxy: CountingProxy) -> bool:
+    return any(r["phase"] == "held" for r in proxy.requests())
 
 
 @pytest.mark.slow
@@ -136,13 +141,14 @@ def test_kill_9_of_the_cli_then_rerun_sends_only_the_missing_parts(
 ) -> None:
     source = tmp_path / "killed-cli.bin"
     md5 = random_file(source, 24 * MiB + 5)
-    slow = CountingProxy(e2e_server.url, tmp_path / "first.log", rate=6 * MiB).start()
+    # Two parts go through, the later ones wait in the proxy: the CLI is killed mid-upload.
+    slow = CountingProxy(e2e_server.url, tmp_path / "first.log", pass_uploads=2).start()
     env = {**cli_env, "CHUNKD_URL": slow.url, "CHUNKD_KEY": e2e_key}
     args = ("upload", str(source), "--part-size", "1MiB", "--parallel", "3", "--json")
     try:
         cli = spawn(*args, env=env, log=tmp_path / "cli-1.log")
         file_id = wait_for(lambda: api.pending_named(source.name), what="the upload to be created")
-        wait_for(lambda: len(api.held(file_id)) >= 2, what="two parts stored")
+        wait_for(lambda: len(api.held(file_id)) >= 2 and holding(slow), what="two parts stored, the next held")
         os.killpg(cli.pid, signal.SIGKILL)
         cli.wait(timeout=30)
         wait_for(lambda: settled(slow), what="the proxy to finish the killed requests")
@@ -176,7 +182,7 @@ def test_server_kill_9_and_restart_mid_upload_the_cli_retries_and_completes(
     tmp_path: Path, cli_env: dict[str, str]
 ) -> None:
     server = ChunkdServer(tmp_path / "data", env={"CHUNKD_FSYNC": "true"}).start()
-    proxy = CountingProxy(server.url, tmp_path / "proxy.log", rate=8 * MiB)
+    proxy = CountingProxy(server.url, tmp_path / "proxy.log", pass_uploads=2)
     try:
         key = server.create_key("alice")
         api = Api(server, key)
@@ -188,8 +194,11 @@ def test_server_kill_9_and_restart_mid_upload_the_cli_retries_and_completes(
             "upload", str(source), "--part-size", "1MiB", "--parallel", "3", "--json", env=env, log=tmp_path / "cli.log"
         )
         file_id = wait_for(lambda: api.pending_named(source.name), what="the upload to be created")
-        wait_for(lambda: len(api.held(file_id)) >= 2, what="two parts stored")
-        server.restart()  # kill -9, then the same data dir and port
+        wait_for(lambda: len(api.held(file_id)) >= 2 and holding(proxy), what="two parts stored, the next held")
+        server.kill()  # kill -9 mid-upload; what the proxy held now meets a dead server
+        proxy.release()
+        wait_for(lambda: any(r["phase"] == "failed" for r in proxy.requests()), what="a request to fail")
+        server.start()  # the same data dir and port
         assert cli.wait(timeout=240) == 0, (tmp_path / "cli.log").read_text()
         summary = json.loads((tmp_path / "cli.log").read_text().strip().splitlines()[-1])
         assert summary["id"] == file_id and summary["md5"] == md5 and summary["status"] == "COMPLETED"
@@ -277,7 +286,8 @@ def test_kill_9_of_a_download_then_rerun_continues_with_range_and_verifies(
     target.parent.mkdir()
     partial = target.with_name(f".copy.bin.{file_id}.part")
 
-    slow = CountingProxy(e2e_server.url, tmp_path / "slow.log", rate=3 * MiB).start()
+    # The proxy sends the first 2 MiB of the download and holds the rest: the CLI is killed mid-download.
+    slow = CountingProxy(e2e_server.url, tmp_path / "slow.log", pass_response_bytes=2 * MiB).start()
     try:
         cli = spawn(
             "download", file_id, "-o", str(target), env={**env, "CHUNKD_URL": slow.url}, log=tmp_path / "cli.log"

@@ -38,12 +38,8 @@ curl() { command curl --fail-with-body --silent --show-error "$@"; }
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChunkdServer]:
     base = tmp_path_factory.mktemp("docs-server")
-    running = ChunkdServer(base / "data", env={"CHUNKD_FSYNC": "false"})
-    running.start()
-    try:
+    with ChunkdServer(base / "data", env={"CHUNKD_FSYNC": "false"}) as running:
         yield running
-    finally:
-        running.kill()
 
 
 def _substitute(code: str, port: int) -> str:

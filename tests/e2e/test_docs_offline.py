@@ -3,21 +3,17 @@ assets come from chunkd itself, and a real browser that may reach nothing else r
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from tests.support.server import ChunkdServer
+from tests.support.tools import CHROMIUM, launch_chromium, require
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 URL = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url:\s*'([^']+)'""")
 
 
@@ -41,11 +37,7 @@ def test_pages_reference_only_local_assets(live_server: ChunkdServer) -> None:
 
 
 def test_a_browser_cut_off_from_other_hosts_renders_both_pages(live_server: ChunkdServer) -> None:
-    if not Path(CHROMIUM).exists():
-        message = f"chromium missing at {CHROMIUM}: run scripts/test-deps.sh"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require(CHROMIUM, "chromium")
     from playwright.sync_api import Route, sync_playwright
 
     own = urlsplit(live_server.url).netloc
@@ -60,7 +52,7 @@ def test_a_browser_cut_off_from_other_hosts_renders_both_pages(live_server: Chun
             route.abort()
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page()
             page.on("pageerror", lambda error: errors.append(str(error)))

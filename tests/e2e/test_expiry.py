@@ -38,12 +38,8 @@ def short_ttl_server(tmp_path: Path, reaper_interval: float) -> ChunkdServer:
 
 @pytest.fixture(scope="module")
 def reaping_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChunkdServer]:
-    server = short_ttl_server(tmp_path_factory.mktemp("reaping"), reaper_interval=0.2)
-    server.start()
-    try:
+    with short_ttl_server(tmp_path_factory.mktemp("reaping"), reaper_interval=0.2) as server:
         yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture(scope="module")

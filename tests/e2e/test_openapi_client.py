@@ -47,12 +47,8 @@ def _generator() -> str | None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChunkdServer]:
     base = tmp_path_factory.mktemp("openapi-client")
     env = {"CHUNKD_FSYNC": "false", "CHUNKD_MIN_PART_SIZE": "1", "CHUNKD_ASSET_PART_SIZE": "100000"}
-    running = ChunkdServer(base / "data", env=env)
-    running.start()
-    try:
+    with ChunkdServer(base / "data", env=env) as running:
         yield running
-    finally:
-        running.kill()
 
 
 @pytest.fixture(scope="module")

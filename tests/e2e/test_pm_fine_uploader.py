@@ -8,27 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.server import ChunkdServer
+from tests.support.tools import CHROMIUM, launch_chromium, require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LIBRARY = Path(__file__).parents[1] / "node_modules" / "fine-uploader" / "fine-uploader" / "fine-uploader.core.js"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><script src="/__pmtest__/fine-uploader.core.js"></script></head>
@@ -79,18 +69,9 @@ window.runDelete = function () {
 """
 
 
-def _require(path: str | Path, what: str) -> None:
-    if Path(path).exists():
-        return
-    message = f"{what} missing at {path}: run scripts/test-deps.sh"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def test_fine_uploader_chunked_concurrent_upload(live_server: ChunkdServer) -> None:
-    _require(CHROMIUM, "chromium")
-    _require(LIBRARY, "fine-uploader")
+    require(CHROMIUM, "chromium")
+    require(LIBRARY, "fine-uploader")
     from playwright.sync_api import Route, sync_playwright
 
     key = live_server.create_key("alice")
@@ -120,7 +101,7 @@ def test_fine_uploader_chunked_concurrent_upload(live_server: ChunkdServer) -> N
         route.continue_()
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch_chromium(pw)
         try:
             page = browser.new_page()
             page.route(f"{live_server.url}/__pmtest__/*", serve)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.api.test_pm_api import BOUNDARY
+from tests.support.pm_forms import form_tail, whole_file_chunk_head
 from tests.support.server import ChunkdServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -32,26 +33,12 @@ def test_large_chunk_does_not_grow_server_memory(live_server: ChunkdServer) -> N
     size = 64 * MiB
     piece = os.urandom(MiB)
     file_uuid = str(uuid.uuid4())
-    fields = {
-        "qquuid": file_uuid,
-        "qqpartindex": "0",
-        "qqpartbyteoffset": "0",
-        "qqchunksize": str(size),
-        "qqtotalparts": "1",
-        "qqtotalfilesize": str(size),
-        "qqfilename": "big.bin",
-    }
 
     def body() -> Iterator[bytes]:
-        for name, value in fields.items():
-            yield f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        yield (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="qqfile"; filename="blob"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n"
-        ).encode()
+        yield whole_file_chunk_head(BOUNDARY, file_uuid, size)
         for _ in range(size // MiB):
             yield piece
-        yield f"\r\n--{BOUNDARY}--\r\n".encode()
+        yield form_tail(BOUNDARY)
 
     headers = {"Authorization": f"Bearer {key}", "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
     with httpx.Client(base_url=live_server.url, headers=headers, timeout=120) as client:

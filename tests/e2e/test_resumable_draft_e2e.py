@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.cutting_proxy import CuttingProxy
 from tests.support.files import random_file
+from tests.support.raw_http import ResponseReader
 from tests.support.server import ChunkdServer
 
 pytestmark = pytest.mark.e2e
@@ -28,38 +29,16 @@ TESTS = Path(__file__).resolve().parents[1]
 RESUME_JS = TESTS / "e2e" / "js" / "tus_resume.cjs"
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ChunkdServer]:
-    """A real server committing (and announcing) draft uploads every MiB."""
-    live = ChunkdServer(tmp_path / "data", env={"CHUNKD_RESUMABLE_PROGRESS_BYTES": str(MiB)})
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChunkdServer]:
+    """A real server committing (and announcing) draft uploads every MiB, shared by the module's
+    tests (each makes its own uploads)."""
+    live = ChunkdServer(tmp_path_factory.mktemp("draft") / "data", env={"CHUNKD_RESUMABLE_PROGRESS_BYTES": str(MiB)})
     live.start()
     try:
         yield live
     finally:
         live.kill()
-
-
-class RawResponse:
-    """Responses read off a raw socket: every informational response, then the final one."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
-
-    def next_head(self) -> tuple[int, dict[str, str]]:
-        while b"\r\n\r\n" not in self.buffer:
-            data = self.sock.recv(65536)
-            if not data:
-                raise AssertionError(f"connection closed; got {self.buffer!r}")
-            self.buffer += data
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return status, headers
 
 
 def request_head(server: ChunkdServer, method: str, path: str, key: str, headers: dict[str, str]) -> bytes:
@@ -81,7 +60,7 @@ def test_104_with_location_arrives_before_the_body_is_sent(server: ChunkdServer,
     headers = {"Upload-Draft-Interop-Version": str(v), "Content-Length": str(len(data)), **completion(v, True)}
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request_head(server, "POST", "/files", key, headers))
-        responses = RawResponse(sock)
+        responses = ResponseReader(sock)
         # Not one byte of the body is sent yet: the 104 must come anyway.
         status, first = responses.next_head()
         assert status == 104
@@ -122,7 +101,7 @@ def test_no_104_without_an_interop_version(server: ChunkdServer) -> None:
     }
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request_head(server, "POST", "/files", key, headers) + b"hello")
-        status, _ = RawResponse(sock).next_head()
+        status, _ = ResponseReader(sock).next_head()
     assert status == 201
 
 
@@ -135,7 +114,7 @@ def test_resume_after_the_connection_drops_after_the_104(server: ChunkdServer) -
     headers = {"Upload-Draft-Interop-Version": "8", "Content-Length": str(len(data)), **completion(v, True)}
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request_head(server, "POST", "/files", key, headers))
-        responses = RawResponse(sock)
+        responses = ResponseReader(sock)
         _, first = responses.next_head()
         location = first["location"]
         sock.sendall(data[: 2 * MiB + 100])
@@ -158,6 +137,86 @@ def test_resume_after_the_connection_drops_after_the_104(server: ChunkdServer) -
     )
     assert done.status_code == 200, done.text
     assert done.json()["md5"] == hashlib.md5(data).hexdigest()
+
+
+@pytest.mark.parametrize("v", [3, 4, 5, 6, 7, 8])
+def test_104_does_not_replace_100_continue(server: ChunkdServer, v: int) -> None:
+    """Editor's copy: "the server MUST NOT omit the 100 (Continue) response because it has sent an
+    interim response with the 104 (Upload Resumption Supported) status code"."""
+    key = server.create_key("alice")
+    headers = {"Upload-Draft-Interop-Version": str(v), "Content-Length": "5", "Expect": "100-continue"}
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request_head(server, "POST", "/files", key, {**headers, **completion(v, True)}))
+        responses = ResponseReader(sock)
+        assert responses.next_head()[0] == 104
+        assert responses.next_head()[0] == 100  # the body is not sent before this
+        sock.sendall(b"hello")
+        assert responses.next_head()[0] == 201
+
+
+@pytest.mark.parametrize("version", ["2", "9", "banana"])
+def test_no_104_for_an_interop_version_not_spoken(server: ChunkdServer, version: str) -> None:
+    """ "Server implementations of draft versions of the protocol MUST NOT send a 104 (Upload
+    Resumption Supported) informational response when the interop version ... is missing or
+    mismatching": the first response is the final 400."""
+    key = server.create_key("alice")
+    headers = {"Upload-Draft-Interop-Version": version, "Content-Length": "5", "Upload-Complete": "?1"}
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request_head(server, "POST", "/files", key, headers) + b"hello")
+        status, found = ResponseReader(sock).next_head()
+    assert status == 400
+    assert found["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("v", [3, 4, 5, 6, 7, 8])
+def test_incomplete_creation_keeps_one_location(server: ChunkdServer, v: int) -> None:
+    """ "All interim and final response messages for the same request MUST contain an identical
+    Location value" (when the final response does not complete the upload)."""
+    key = server.create_key("alice")
+    headers = {"Upload-Draft-Interop-Version": str(v), "Content-Length": "5", **completion(v, False)}
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request_head(server, "POST", "/files", key, headers))
+        responses = ResponseReader(sock)
+        status, interim = responses.next_head()
+        assert status == 104 and "max-size=" in interim["upload-limit"]
+        sock.sendall(b"hello")
+        status, final = responses.next_head()
+    assert status == 201
+    assert final["location"] == interim["location"]
+    assert final["upload-offset"] == "5" and "max-size=" in final["upload-limit"]
+
+
+@pytest.mark.parametrize("v", [3, 4, 5, 6, 7, 8])
+def test_append_progress_104s(server: ChunkdServer, v: int) -> None:
+    """An append's interim responses (interop 5 on) carry Upload-Offset, each durable and never
+    smaller than the one before, and never Location; 3 and 4 have none."""
+    key = server.create_key("alice")
+    auth = {"Authorization": f"Bearer {key}", "Upload-Draft-Interop-Version": str(v)}
+    location = httpx.post(f"{server.url}/files", headers={**auth, **completion(v, False)}).headers["location"]
+    data = os.urandom(3 * MiB + 11)
+    headers = {
+        "Upload-Draft-Interop-Version": str(v),
+        "Upload-Offset": "0",
+        "Content-Length": str(len(data)),
+        "Content-Type": "application/partial-upload",
+        **completion(v, True),
+    }
+    path = "/files/" + location.rsplit("/", 1)[1]
+    progress: list[int] = []
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request_head(server, "PATCH", path, key, headers) + data)
+        responses = ResponseReader(sock)
+        while True:
+            status, found = responses.next_head()
+            if status != 104:
+                break
+            assert "location" not in found
+            assert found["upload-draft-interop-version"] == str(v)
+            progress.append(int(found["upload-offset"]))
+        body = responses.read_body(int(found["content-length"]))
+    assert status == 200
+    assert progress == ([MiB, 2 * MiB, 3 * MiB] if v >= 5 else [])
+    assert json.loads(body)["md5"] == hashlib.md5(data).hexdigest()
 
 
 # ---- tus-js-client ---------------------------------------------------------------------------------------

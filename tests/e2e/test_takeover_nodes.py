@@ -1,7 +1,9 @@
 """Two ``chunkd serve`` nodes on one PostgreSQL and one data dir, as behind a load balancer: a
-client whose PATCH on node A stalled (its connection still open, no more bytes) reconnects to
-node B and resumes at once. The request on B asks A's request to let go (PostgreSQL NOTIFY); A
-commits the bytes it received; B answers within 2 s; no byte is lost or written twice."""
+client whose request on node A stalled (its connection still open, no more bytes) reconnects to
+node B and resumes at once, in every append dialect — tus PATCH, the IETF draft's creation and
+PATCH, media Content-Range chunks (the request on B asks A's request to let go through PostgreSQL
+NOTIFY; A commits the bytes it received; B answers within 2 s) and pm chunks (parts, which hold
+the lock only for their commit, so B never waits for A) — with no byte lost or written twice."""
 
 from __future__ import annotations
 
@@ -18,13 +20,16 @@ import pytest
 from chunkd.backends.locks.postgres import advisory_key, asyncpg_dsn
 from tests.support.cluster import start_cluster
 from tests.support.media_files import make_pdf
+from tests.support.pm_forms import chunk_head, form_tail
 from tests.support.postgres import PostgresServer
+from tests.support.raw_http import ResponseReader
 from tests.support.server import ChunkdServer
 
 pytestmark = [pytest.mark.e2e]
 
 MiB = 1024 * 1024
 DEADLINE = 2.0  # the take-over must be answered within this (the client's timeout)
+PM_BOUNDARY = "pmb0undary"
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +146,44 @@ def test_draft_patch_on_node_b_takes_over_without_a_head(two_nodes: list[ChunkdS
     assert md5_on(node_b, key, upload_id) == hashlib.md5(data).hexdigest()
 
 
+def test_draft_creation_stalled_on_node_a_resumed_on_node_b(two_nodes: list[ChunkdServer], database: str) -> None:
+    """What URLSession does: the creation request's 104 gave the upload's URL, then its connection
+    went silent mid-body on node A; the client asks node B for the offset (ending A's request)
+    and appends the rest there."""
+    node_a, node_b = two_nodes
+    key = node_a.create_key("alice")
+    data = os.urandom(4 * MiB)
+    headers = {"Authorization": f"Bearer {key}", "Upload-Draft-Interop-Version": "8", "Upload-Complete": "?1"}
+    stalled = stall(node_a, "/files", headers, len(data), b"", "POST")
+    try:
+        status, interim = ResponseReader(stalled).next_head()
+        assert status == 104
+        location = interim["location"]
+        upload_id = location.rsplit("/", 1)[1]
+        stalled.sendall(data[: MiB + 5])
+        wait_until_locked(database, upload_id)
+        draft = {"Authorization": f"Bearer {key}", "Upload-Draft-Interop-Version": "8"}
+        with httpx.Client(base_url=node_b.url, timeout=DEADLINE) as client:
+            state = client.head(f"/files/{upload_id}", headers=draft)
+            assert state.status_code == 204 and state.headers["upload-complete"] == "?0"
+            offset = int(state.headers["upload-offset"])
+            assert 0 <= offset <= MiB + 5
+            done = client.patch(
+                f"/files/{upload_id}",
+                content=data[offset:],
+                headers={
+                    **draft,
+                    "Upload-Offset": str(offset),
+                    "Upload-Complete": "?1",
+                    "Content-Type": "application/partial-upload",
+                },
+            )
+        assert done.status_code == 200, done.text
+    finally:
+        stalled.close()
+    assert md5_on(node_a, key, upload_id) == hashlib.md5(data).hexdigest()
+
+
 def test_media_chunk_on_node_b_takes_over_a_stalled_chunk_on_node_a(
     two_nodes: list[ChunkdServer], database: str
 ) -> None:
@@ -184,3 +227,74 @@ def test_media_chunk_on_node_b_takes_over_a_stalled_chunk_on_node_a(
     )
     assert done.status_code == 201, done.text
     assert md5_on(node_a, key, upload_id) == md5
+
+
+def pm_chunk(file_uuid: str, index: int, chunk: bytes, chunk_size: int, total: int, parts: int) -> tuple[bytes, bytes]:
+    """A Fine Uploader chunk request body as (the part up to qqfile's first byte, the rest)."""
+    head = chunk_head(
+        PM_BOUNDARY,
+        file_uuid,
+        index=index,
+        chunk_size=chunk_size,
+        this_size=len(chunk),
+        total_parts=parts,
+        total_size=total,
+        filename="pm.bin",
+    )
+    return head, chunk + form_tail(PM_BOUNDARY)
+
+
+def wait_for_log(server: ChunkdServer, needle: str, timeout: float = 60.0) -> None:
+    """Until ``server``'s log has a line containing ``needle`` (its access log line is written when
+    a request ends, also when the client went away)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if needle in server.log.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} never appeared in {server.log}")
+
+
+def test_pm_chunk_on_node_b_while_the_same_chunk_stalls_on_node_a(two_nodes: list[ChunkdServer]) -> None:
+    """pm chunks are parts: a chunk holds the upload's lock only for its short commit, so a retry on
+    node B is answered at once while node A still waits for the stalled copy's bytes, and A's
+    copy, broken off later, neither blocks B nor damages the part B stored."""
+    node_a, node_b = two_nodes
+    key = node_a.create_key("alice")
+    chunk_size = MiB
+    data = os.urandom(2 * MiB + 300_000)
+    chunks = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
+    file_uuid = "6f1c2a70-8f0e-4d5a-9a53-6f3c1d2b9e11"
+    auth = {"Authorization": f"Bearer {key}"}
+    url = "/api/v2/pm/upload/"
+
+    def post(server: ChunkdServer, index: int) -> httpx.Response:
+        head, rest = pm_chunk(file_uuid, index, chunks[index], chunk_size, len(data), len(chunks))
+        headers = {**auth, "Content-Type": f"multipart/form-data; boundary={PM_BOUNDARY}"}
+        return httpx.post(f"{server.url}{url}", content=head + rest, headers=headers, timeout=DEADLINE)
+
+    assert post(node_b, 0).status_code == 200
+    head, rest = pm_chunk(file_uuid, 1, chunks[1], chunk_size, len(data), len(chunks))
+    headers = {**auth, "Content-Type": f"multipart/form-data; boundary={PM_BOUNDARY}"}
+    stalled = stall(node_a, url, headers, len(head) + len(rest), head + rest[:300_000], "POST")
+    try:
+        retry = post(node_b, 1)  # answered within DEADLINE (the client's timeout) despite A's copy
+        assert retry.status_code == 200, retry.text
+        assert post(node_b, 2).status_code == 200
+    finally:
+        stalled.close()
+    # A's copy of chunk 1 breaks off now, after B stored it.
+    wait_for_log(node_a, "route=/api/v2/pm/upload")
+    done = httpx.post(
+        f"{node_b.url}{url}?done",
+        headers=auth,
+        data={"qquuid": file_uuid, "qqfilename": "pm.bin", "qqtotalfilesize": str(len(data)), "qqtotalparts": "3"},
+    )
+    assert done.status_code == 200, done.text
+    md5 = hashlib.md5(data).hexdigest()
+    file_url = done.json()["file_url"]
+    download = httpx.get(file_url if file_url.startswith("http") else f"{node_a.url}{file_url}", headers=auth)
+    assert download.status_code == 200
+    assert hashlib.md5(download.content).hexdigest() == md5

@@ -7,8 +7,6 @@ DevTools protocol so that "mid-upload" lasts long enough to act in, whatever the
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,38 +16,20 @@ import pytest
 
 from tests.support.files import FilesClient, MiB, random_file
 from tests.support.server import ChunkdServer
+from tests.support.tools import CHROMIUM, launch_chromium, require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 BIG = 50 * MiB + 12345
-
-
-def require_chromium() -> None:
-    if Path(CHROMIUM).exists():
-        return
-    message = f"chromium missing at {CHROMIUM}: run scripts/test-deps.sh"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    require_chromium()
+    require(CHROMIUM, "chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        instance = launch_chromium(pw)
         try:
             yield instance
         finally:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from chunkd.app import create_app
+from chunkd.backends.blobs import s3 as s3_module
 from chunkd.backends.blobs.s3 import MIN_S3_PART, STATE, S3BlobStore
 from chunkd.domain.upload import Mode
 from chunkd.service.uploads import UploadService
@@ -293,3 +294,91 @@ async def test_failed_clean_up_after_completion_does_not_fail_complete(
     assert done.status.value == "COMPLETED"
     read = b"".join([chunk async for chunk in service.read(await service.get("alice", upload.id))])
     assert read == data
+
+
+async def _tus_partial(api: Api, data: bytes) -> str:
+    tus = {"Tus-Resumable": "1.0.0", **api.auth()}
+    made = await api.client.post("/files", headers={**tus, "Upload-Length": str(len(data)), "Upload-Concat": "partial"})
+    assert made.status_code == 201, made.text
+    upload_id = made.headers["location"].rsplit("/", 1)[1]
+    sent = await api.client.patch(
+        f"/files/{upload_id}",
+        content=data,
+        headers={**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+    )
+    assert sent.status_code == 204, sent.text
+    return upload_id
+
+
+def _count_calls(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    store = store_of(api)
+    calls: list[tuple[str, dict[str, Any]]] = []
+    real_call = store.call
+
+    async def counting(method: str, **kwargs: Any) -> Any:
+        calls.append((method, kwargs))
+        return await real_call(method, **kwargs)
+
+    monkeypatch.setattr(store, "call", counting)
+    return calls
+
+
+@pytest.mark.parametrize("multipart_copy", [False, True], ids=["copy-object", "multipart-copy"])
+async def test_tus_concatenation_copies_inside_the_store(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch, multipart_copy: bool
+) -> None:
+    """Partials of ≥ 5 MiB (and a small last one) become S3 parts of the final by server-side
+    copies: chunkd uploads none of their bytes and reads none from the partials' objects (it reads
+    the final's copies once, but for the first partial, to compute the whole-file MD5)."""
+    if multipart_copy:  # a source past CopyObject's limit is copied in ranges
+        monkeypatch.setattr(s3_module, "COPY_OBJECT_LIMIT", MIN_S3_PART)
+    sizes = (6 * MiB, MIN_S3_PART + 12_345, 100_000)
+    chunks = [os.urandom(n) for n in sizes]
+    partials = [await _tus_partial(s3_api, chunk) for chunk in chunks]
+    calls = _count_calls(s3_api, monkeypatch)
+    urls = " ".join(f"/files/{i}" for i in partials)
+    made = await s3_api.client.post(
+        "/files", headers={"Tus-Resumable": "1.0.0", **s3_api.auth(), "Upload-Concat": f"final;{urls}"}
+    )
+    assert made.status_code == 201, made.text
+    final_id = made.headers["location"].rsplit("/", 1)[1]
+    data = b"".join(chunks)
+    final = await s3_api.runtime.uploads.get("alice", final_id)
+    assert final.status.value == "COMPLETED" and final.md5 == hashlib.md5(data).hexdigest()
+
+    methods = [method for method, _ in calls]
+    uploaded = [kwargs.get("ContentLength", 0) for method, kwargs in calls if method in ("put_object", "upload_part")]
+    assert uploaded == [], "no byte of the partials was uploaded through chunkd"
+    read_keys = [str(kwargs["Key"]) for method, kwargs in calls if method == "get_object"]
+    assert not [k for k in read_keys if any(p in k for p in partials)], "nothing read from the partials' objects"
+    assert len(read_keys) == 2  # the MD5 read of the 2nd and 3rd copies; the 1st partial's state is reused
+    if multipart_copy:
+        assert methods.count("copy_object") == 1  # the small last partial
+        assert methods.count("upload_part_copy") == 2 + 2 + 3  # two copies in ranges, then three S3 parts
+    else:
+        assert methods.count("copy_object") == 3 and methods.count("upload_part_copy") == 3
+    got = await s3_api.client.get(f"/files/{final_id}", headers=s3_api.auth())
+    assert got.status_code == 200 and got.content == data
+    keys, uploads = bucket_state(s3_api)
+    assert not uploads and not [k for k in keys if f"staging/{final_id}/" in k]
+
+
+async def test_tus_concatenation_of_a_small_partial_streams_it(s3_api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partial under S3's 5 MiB part minimum (not the last) cannot be an S3 part of its own: its
+    copy is concatenated with what follows through chunkd, and the final is still right."""
+    chunks = [os.urandom(300_000), os.urandom(6 * MiB)]
+    partials = [await _tus_partial(s3_api, chunk) for chunk in chunks]
+    calls = _count_calls(s3_api, monkeypatch)
+    urls = " ".join(f"/files/{i}" for i in partials)
+    made = await s3_api.client.post(
+        "/files", headers={"Tus-Resumable": "1.0.0", **s3_api.auth(), "Upload-Concat": f"final;{urls}"}
+    )
+    assert made.status_code == 201, made.text
+    final_id = made.headers["location"].rsplit("/", 1)[1]
+    data = b"".join(chunks)
+    assert (await s3_api.runtime.uploads.get("alice", final_id)).md5 == hashlib.md5(data).hexdigest()
+    uploaded = [kwargs["ContentLength"] for method, kwargs in calls if method == "upload_part"]
+    assert uploaded == [MIN_S3_PART]  # the small partial and the start of the next, re-uploaded once
+    assert [m for m, _ in calls].count("upload_part_copy") == 1  # the rest of the big one
+    got = await s3_api.client.get(f"/files/{final_id}", headers=s3_api.auth())
+    assert got.content == data

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.security.conftest import MakeApi
+from tests.support.raw_http import read_response
 from tests.support.server import ChunkdServer
 
 
@@ -32,25 +33,6 @@ def guarded_server(tmp_path: Path) -> Iterator[tuple[ChunkdServer, str]]:
         yield server, key
     finally:
         server.kill()
-
-
-def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return int(lines[0].split()[1]), headers, body
 
 
 def _create(server: ChunkdServer, key: str, size: int, part_size: int) -> str:
@@ -77,7 +59,7 @@ def test_stalled_body_is_cut_and_durable_parts_kept(guarded_server: tuple[Chunkd
             + b"a" * 2500
         )
         started = time.monotonic()
-        status, headers, body = _read_response(sock)  # ... and then send nothing more
+        status, headers, body = read_response(sock)  # ... and then send nothing more
         waited = time.monotonic() - started
     assert status == 408, body
     assert json.loads(body)["error"]["code"] == "body_timeout"
@@ -112,7 +94,7 @@ def test_over_long_body_is_not_read_to_the_end(guarded_server: tuple[ChunkdServe
 
         def read() -> None:
             try:
-                result["response"] = _read_response(sock)
+                result["response"] = read_response(sock)
             finally:
                 answered.set()
 

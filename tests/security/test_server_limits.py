@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.raw_http import read_response
 from tests.support.server import ChunkdServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -51,26 +52,6 @@ def _connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=20)
 
 
-def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One response (status, lower-cased headers, body by Content-Length) from a raw socket."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a response head: {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    return int(lines[0].split()[1]), headers, body
-
-
 def _closed(sock: socket.socket) -> bool:
     """True when the server closed the connection (EOF or reset), waiting for it."""
     try:
@@ -94,7 +75,7 @@ def test_oversized_head_sent_at_once_gets_431_and_close(limited: tuple[ChunkdSer
     server, _ = limited
     with _connect(server.port) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n")
-        status, headers, body = _read_response(sock)
+        status, headers, body = read_response(sock)
         assert status == 431 and headers["connection"] == "close", body
         assert str(HEAD_CAP).encode() in body
         assert _closed(sock)
@@ -115,31 +96,31 @@ def test_unfinished_head_over_the_cap_is_refused_without_waiting_for_its_end(
         except OSError:
             pass
         sock.settimeout(20)
-        status, _, _ = _read_response(sock)
+        status, _, _ = read_response(sock)
         assert status == 431
         assert _closed(sock)
     # Many headers, each small, add up too.
     with _connect(server.port) as sock:
         headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
-        assert _read_response(sock)[0] == 431
+        assert read_response(sock)[0] == 431
 
 
 def test_head_under_the_cap_is_served(limited: tuple[ChunkdServer, str]) -> None:
     server, _ = limited
     with _connect(server.port) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (HEAD_CAP // 2) + b"\r\n\r\n")
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
         # Keep-alive: the cap counts each request's head on its own.
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (HEAD_CAP // 2) + b"\r\n\r\n")
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
 
 
 def test_half_sent_head_is_answered_408_and_closed(limited: tuple[ChunkdServer, str]) -> None:
     server, _ = limited
     with _connect(server.port) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # ... and never the blank line
-        status, headers, body = _read_response(sock)
+        status, headers, body = read_response(sock)
         assert status == 408 and headers["connection"] == "close", body
         assert _closed(sock)
 
@@ -154,9 +135,9 @@ def test_keep_alive_connection_sending_a_slow_second_head_is_closed(limited: tup
     server, _ = limited
     with _connect(server.port) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert _read_response(sock)[0] == 200
+        assert read_response(sock)[0] == 200
         sock.sendall(b"GET /healthz HTTP/1.1\r\n")
-        assert _read_response(sock)[0] == 408
+        assert read_response(sock)[0] == 408
         assert _closed(sock)
 
 
@@ -189,7 +170,7 @@ def test_trickled_body_is_cut_with_408_and_durable_parts_kept(limited: tuple[Chu
         sender = threading.Thread(target=trickle, daemon=True)
         sender.start()
         try:
-            status, headers, body = _read_response(sock)
+            status, headers, body = read_response(sock)
         finally:
             answered.set()
             sender.join()
@@ -231,7 +212,7 @@ def test_concurrency_limit_answers_503(tmp_path: Path) -> None:
         try:
             with _connect(server.port) as sock:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                assert _read_response(sock)[0] == 503
+                assert read_response(sock)[0] == 503
         finally:
             for sock in held:
                 sock.close()
@@ -307,14 +288,14 @@ def test_informational_responses_arrive_before_the_body_is_complete(informationa
 def test_informational_responses_are_not_offered_to_http_1_0(informational_server: int) -> None:
     with _connect(informational_server) as sock:
         sock.sendall(b"POST /files/ HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
-        status, _, body = _read_response(sock)
+        status, _, body = read_response(sock)
         assert status == 200 and body == b"read 2; informational unsupported"
 
 
 def test_informational_responses_turned_off_are_not_offered(tmp_path: Path) -> None:
     with _informational_app(tmp_path, "off") as port, _connect(port) as sock:
         sock.sendall(b"POST /files/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
-        status, _, body = _read_response(sock)
+        status, _, body = read_response(sock)
         assert status == 200 and body == b"read 2; informational unsupported"
 
 
@@ -339,7 +320,7 @@ def test_granian_applies_the_head_cap_and_the_header_timeout(tmp_path: Path) -> 
     try:
         with _connect(server.port) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
-            assert _read_response(sock)[0] == 431
+            assert read_response(sock)[0] == 431
         with _connect(server.port) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
             assert _closed(sock)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,13 +11,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.checksum import new_stream_hasher
 from chunkd.domain.upload import Mode
 from tests.conftest import Api
-
-
-async def body(*chunks: bytes, fail_after: bool = False) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-    if fail_after:
-        raise ConnectionResetError("client went away")
+from tests.support.bodies import body
 
 
 async def test_append_keeps_partial_and_hashes(api: Api) -> None:

@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
 
 import pytest
 
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode
 from tests.conftest import Api
-
-
-async def body(*chunks: bytes, fail_after: bool = False) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-    if fail_after:
-        raise ConnectionResetError("client went away")
+from tests.support.bodies import body
 
 
 async def test_exact_size_all_or_nothing(api: Api) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Status
+from chunkd.service.concatenation import CONCATENATION_SOURCE
 from tests.conftest import Api
 
 
@@ -57,3 +58,56 @@ async def test_concatenate_validates_its_sources(api: Api) -> None:
     with pytest.raises(e.NotFound):
         await service.concatenate("alice", [done, bobs], filename="x")
     assert [u.id for u in await service.list_uploads("alice")] == [pending.id, done]  # nothing half-made left
+
+
+class _RefuseFinals:
+    """Pre-finish hook refusing any upload that is a concatenation (its sources pass)."""
+
+    async def pre_create(self, upload: object) -> None:
+        return None
+
+    async def pre_finish(self, upload: object) -> None:
+        from chunkd.domain.upload import Upload
+
+        assert isinstance(upload, Upload)
+        if upload.filename == "all.bin":
+            raise e.ContentRefused("not wanted", field="body")
+
+    async def pre_download(self, upload: object) -> None:
+        return None
+
+
+async def test_a_refused_concatenation_leaves_nothing_or_ends_clearly(api: Api) -> None:
+    """A pre-finish refusal of a concatenation of finished uploads is the caller's error and leaves
+    no upload; one of a waiting concatenation cancels it with the reason (nothing hangs)."""
+    service = api.runtime.uploads
+    service.hooks = _RefuseFinals()
+    done = await finished(api, "alice", b"abc")
+    before = len(await service.list_uploads("alice"))
+    with pytest.raises(e.ContentRefused):
+        await service.concatenate("alice", [done], filename="all.bin")
+    assert len(await service.list_uploads("alice")) == before
+
+    running = await service.create(
+        "alice",
+        filename="p",
+        size_bytes=3,
+        mode=Mode.APPEND,
+        frontend="test",
+        metadata={CONCATENATION_SOURCE: True},
+    )
+    waiting = await service.concatenate("alice", [done, running.id], filename="all.bin", unfinished=True)
+    assert waiting.status is Status.PENDING
+    await service.append("alice", running.id, 0, body(b"def"), finish=True)  # ends the source: settles the final
+    final = await service.get("alice", waiting.id)
+    assert final.status is Status.CANCELLED and not final.parts
+    assert "refused" in final.metadata["concatenation"]["failed"]
+
+
+async def test_an_unfinished_source_must_be_one_made_for_it(api: Api) -> None:
+    service = api.runtime.uploads
+    done = await finished(api, "alice", b"abc")
+    plain = await service.create("alice", filename="p", size_bytes=3, mode=Mode.APPEND, frontend="test")
+    with pytest.raises(e.InvalidState):
+        await service.concatenate("alice", [done, plain.id], filename="x", unfinished=True)
+    assert (await service.get("alice", plain.id)).status is Status.PENDING

@@ -17,6 +17,7 @@ from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Status, Upload
 from chunkd.service.uploads import EngineConfig, UploadService
+from tests.support.bodies import body
 
 TTL = timedelta(minutes=10)
 PART = 1000
@@ -55,10 +56,6 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     config = EngineConfig(min_part_size=1, ttl=TTL, lock_timeout=1)
     yield Setup(UploadService(repo, blobs, LocalLocks(tmp_path / "locks"), config, clock=clock), blobs, clock)
     await repo.close()
-
-
-async def body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 async def started(setup: Setup, parts: int = 2) -> Upload:

@@ -28,7 +28,7 @@ class Clamd:
         self.socket = root / "clamd.sock"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> Clamd:
+    def start(self, timeout: float = 120.0) -> Clamd:
         binary = clamd_binary()
         assert binary is not None
         db = self.root / "db"

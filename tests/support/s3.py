@@ -35,8 +35,11 @@ class CephRgw:
         self.region = values["CHUNKD_S3_REGION"]
         return self
 
+    def stop_command(self) -> list[str]:
+        return [str(SCRIPT), "stop", str(self.directory)]
+
     def stop(self) -> None:
-        subprocess.run([str(SCRIPT), "stop", str(self.directory)], check=False, timeout=60)
+        subprocess.run(self.stop_command(), check=False, timeout=60)
 
     def client(self) -> Any:
         from chunkd.backends.blobs.s3 import make_client

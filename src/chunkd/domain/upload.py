@@ -263,10 +263,19 @@ class Upload:
         part = self.parts[max(self.parts)]
         return part if part.end == self.end_offset else None
 
+    def declare_size(self, size: int) -> None:
+        """Fix a size that was not known at creation (a deferred tus length, or a concatenation of
+        uploads whose lengths were not all known yet). Set once, never below the bytes received."""
+        if self.size_bytes is not None and self.size_bytes != size:
+            raise InvalidState("the upload's length is already set", field="sizeBytes")
+        if size < self.bytes_received:
+            raise SizeMismatch(f"length is below the {self.bytes_received} bytes received", field="sizeBytes")
+        self.size_bytes = size
+
     def record_append(self, part: Part, extended: Part | None, hash_state: bytes) -> None:
         """Appended bytes are durable as ``part``: a new part, or ``extended`` grown in place (the
         same blob, continued). The whole-file hash frontier moves with them (appends are always
-        hashed as they arrive)."""
+        hashed as they arrive; a concatenation appends its sources' parts the same way)."""
         grown = part.size - (extended.size if extended is not None else 0)
         self.bytes_received += grown
         if extended is None:

@@ -1,66 +1,103 @@
-"""RFC 9530 digest fields: ``Repr-Digest`` / ``Want-Repr-Digest`` for whole files and
-``Content-Digest`` for one request's content.
+"""Integrity fields, parsed once for every dialect: RFC 9530 ``Content-Digest`` (one request's
+content), ``Repr-Digest`` and ``Want-Repr-Digest`` (the whole file), and S3's
+``x-amz-checksum-<algorithm>`` on a part. (``Content-MD5`` stays where it is read: it also makes
+a part's ETag an MD5.)
 
 What chunkd can say without extra work, and what costs a pass over the bytes:
 
 - ``md5`` of the whole representation is the engine's own whole-file MD5 (carried forward as bytes
-  arrive, invariant 4), so ``Repr-Digest: md5=:…:`` costs nothing on completion and downloads.
-  (RFC 9530 lists md5 as "deprecated" for collision resistance; it is still what the engine
-  keeps, and it detects transfer corruption.)
+  arrive, invariant 4), and ``crc64nvme`` its whole-file CRC-64/NVME (combined from the parts'
+  CRCs at completion), so ``Repr-Digest: md5=:…:, crc64nvme=:…:`` costs nothing on completion and
+  downloads. (RFC 9530 lists md5 as "deprecated" for collision resistance; it is still what the
+  engine keeps, and it detects transfer corruption. ``crc64nvme`` is not in the IANA registry of
+  digest algorithms; RFC 9530 §2 has recipients ignore algorithms they do not know, and it is the
+  CRC S3 clients already check, ``x-amz-checksum-crc64nvme``.)
 - ``sha-256`` / ``sha-512`` of a whole file are not kept (a second hash over every uploaded byte
-  would break invariant 5), so they are computed only for a download whose request asks for them
-  in ``Want-Repr-Digest``, by reading the stored bytes once before the response starts.
-- ``Content-Digest`` on an append (sha-256, sha-512, md5) is verified by the engine while the
-  body streams (one extra hash over that request's bytes, which the client asked for) before
-  the append is acknowledged; on mismatch nothing of the request is kept.
+  would break invariant 5), so they are computed only when a request asks for them in
+  ``Want-Repr-Digest``, by reading the stored bytes once.
+- A digest of one request's content is verified by the engine while the body streams (one extra
+  hash over that request's bytes, which the client asked for) before the bytes are acknowledged;
+  on mismatch nothing of the request is kept.
 
-Digests in the structured-field byte-sequence form ``algorithm=:base64:``.
+Digests travel in the structured-field byte-sequence form ``algorithm=:base64:``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import http_sf
 
-from chunkd.domain.checksum import StreamHasher
+from chunkd.domain.checksum import StreamHasher, new_stream_hasher
 from chunkd.domain.errors import InvalidInput
+from chunkd.service.crc import Crc32cHasher, Crc64Hasher
 
 __all__ = [
-    "CONTENT_DIGEST_ALGORITHMS",
+    "APPEND_ALGORITHMS",
+    "PART_ALGORITHMS",
+    "RequestDigest",
+    "content_digest",
     "content_digest_checksum",
-    "md5_repr_digest",
     "parse_digest_field",
     "parse_want",
     "repr_digest_header",
+    "repr_digest_of",
+    "request_digest",
     "wants",
 ]
 
-# Algorithms accepted in Content-Digest (strongest first, the first one present is verified).
-CONTENT_DIGEST_ALGORITHMS: dict[str, Callable[[], StreamHasher]] = {
-    "sha-512": hashlib.sha512,
-    "sha-256": hashlib.sha256,
-    "md5": hashlib.md5,
+# RFC 9530 algorithm → (hasher, digest length in bytes)
+_RFC9530: dict[str, tuple[Callable[[], StreamHasher], int]] = {
+    "sha-512": (hashlib.sha512, 64),
+    "sha-256": (hashlib.sha256, 32),
+    "md5": (hashlib.md5, 16),
 }
-# Whole-file algorithms computed by reading the stored bytes (downloads only).
+# Content-Digest algorithms each dialect verifies, strongest first (the first one sent is verified).
+# An append (tus, the draft) also takes md5; a part has Content-MD5 for that.
+APPEND_ALGORITHMS = ("sha-512", "sha-256", "md5")
+PART_ALGORITHMS = ("sha-512", "sha-256")
+# S3 header suffix → (hasher, digest length)
+_AMZ: dict[str, tuple[Callable[[], StreamHasher], int]] = {
+    "crc64nvme": (Crc64Hasher, 8),
+    "crc32c": (Crc32cHasher, 4),
+    "crc32": (lambda: new_stream_hasher("crc32"), 4),
+    "sha256": (hashlib.sha256, 32),
+    "sha1": (hashlib.sha1, 20),
+}
+# Whole-file algorithms computed by reading the stored bytes, when asked for.
 _READ_ALGORITHMS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 
 
-def _byte_sequence(digest: bytes) -> str:
-    return ":" + base64.b64encode(digest).decode() + ":"
+class RequestDigest:
+    """One digest to verify over a request's bytes: a fresh hasher, the expected digest, and the
+    header that carried it (named in the error)."""
+
+    def __init__(self, field: str, make: Callable[[], StreamHasher], expected: bytes) -> None:
+        self.field = field
+        self.hasher = make()
+        self.expected = expected
+
+    def matches(self) -> bool:
+        return self.hasher.digest() == self.expected
+
+    @property
+    def checksum(self) -> tuple[StreamHasher, bytes]:
+        """``(hasher, expected digest)``, the form the engine's appends take."""
+        return self.hasher, self.expected
 
 
-def md5_repr_digest(md5_hex: str | None) -> str | None:
-    """``md5=:…:`` from the engine's hex MD5, or None when there is none."""
-    if not md5_hex:
-        return None
+# ---- parsing -----------------------------------------------------------------------------------
+def _dictionary(value: str) -> dict[str, object] | None:
     try:
-        return "md5=" + _byte_sequence(bytes.fromhex(md5_hex))
-    except ValueError:
+        parsed = http_sf.parse(value.encode("latin-1"), tltype="dictionary")
+    except (http_sf.StructuredFieldError, UnicodeEncodeError):
         return None
+    assert isinstance(parsed, dict)
+    return {key: member[0] if isinstance(member, tuple) else member for key, member in parsed.items()}
 
 
 def parse_digest_field(value: str | None, field: str) -> dict[str, bytes]:
@@ -68,35 +105,23 @@ def parse_digest_field(value: str | None, field: str) -> dict[str, bytes]:
     are not byte sequences are ignored (RFC 9530 §2); a field that is not a dictionary is a 400."""
     if value is None:
         return {}
-    try:
-        parsed = http_sf.parse(value.encode("latin-1"), tltype="dictionary")
-    except (http_sf.StructuredFieldError, UnicodeEncodeError):
-        raise InvalidInput(f"{field} is not a structured-field dictionary", field=field) from None
-    assert isinstance(parsed, dict)
-    found: dict[str, bytes] = {}
-    for key, member in parsed.items():
-        item = member[0] if isinstance(member, tuple) else member
-        if isinstance(item, bytes):
-            found[key] = item
-    return found
+    parsed = _dictionary(value)
+    if parsed is None:
+        raise InvalidInput(f"{field} must be a dictionary of algorithm=:base64:", field=field)
+    return {key: item for key, item in parsed.items() if isinstance(item, bytes)}
 
 
 def parse_want(value: str | None) -> dict[str, int]:
     """``Want-Repr-Digest``: algorithm → preference (1–10; 0 means "not acceptable", left out).
     A malformed field is ignored: it only states a preference."""
-    if value is None:
+    parsed = _dictionary(value) if value is not None else None
+    if not parsed:
         return {}
-    try:
-        parsed = http_sf.parse(value.encode("latin-1"), tltype="dictionary")
-    except (http_sf.StructuredFieldError, UnicodeEncodeError):
-        return {}
-    assert isinstance(parsed, dict)
-    wanted: dict[str, int] = {}
-    for key, member in parsed.items():
-        item = member[0] if isinstance(member, tuple) else member
-        if isinstance(item, int) and not isinstance(item, bool) and 0 < item <= 10:
-            wanted[key] = item
-    return wanted
+    return {
+        key: item
+        for key, item in parsed.items()
+        if isinstance(item, int) and not isinstance(item, bool) and 0 < item <= 10
+    }
 
 
 def wants(value: str | None) -> list[str]:
@@ -104,34 +129,89 @@ def wants(value: str | None) -> list[str]:
     return [key for key, _ in sorted(parse_want(value).items(), key=lambda kv: -kv[1])]
 
 
-def content_digest_checksum(value: str | None) -> tuple[StreamHasher, bytes] | None:
-    """``(hasher, expected digest)`` for the engine's ``checksum=`` from a ``Content-Digest``
-    header: the strongest algorithm we know among those sent. None when there is no header, or
-    only algorithms we do not know (RFC 9530 lets a recipient ignore those)."""
+# ---- one request's content -----------------------------------------------------------------------
+def content_digest(value: str | None, algorithms: tuple[str, ...], *, unknown_is_error: bool) -> RequestDigest | None:
+    """The ``Content-Digest`` member to verify: the first of ``algorithms`` that the field carries.
+    A member of the wrong length is a 400. When the field names none of ``algorithms``, a 400 if
+    ``unknown_is_error``, else None (RFC 9530 lets a recipient ignore algorithms it does not know)."""
     digests = parse_digest_field(value, "Content-Digest")
-    for name, make in CONTENT_DIGEST_ALGORITHMS.items():
+    if value is None:
+        return None
+    for name in algorithms:
         if name in digests:
-            return make(), digests[name]
+            make, length = _RFC9530[name]
+            if len(digests[name]) != length:
+                raise InvalidInput(f"Content-Digest's {name} must be a {length}-byte digest", field="Content-Digest")
+            return RequestDigest("Content-Digest", make, digests[name])
+    if unknown_is_error:
+        known = ", ".join(algorithms)
+        raise InvalidInput(f"Content-Digest names no algorithm chunkd verifies ({known})", field="Content-Digest")
     return None
 
 
-async def repr_digest_header(
-    md5_hex: str | None, want: str | None, read: Callable[[], AsyncIterator[bytes]] | None = None
-) -> str | None:
-    """The ``Repr-Digest`` value for a file: md5 always (free), plus sha-256/sha-512 when ``want``
-    asks for them and ``read`` (the stored bytes) is given — one read of the file, hashed in a
-    worker thread."""
+def content_digest_checksum(value: str | None) -> tuple[StreamHasher, bytes] | None:
+    """An append's ``Content-Digest`` (tus, the draft) as the engine's ``checksum=``: the strongest
+    of sha-512, sha-256 and md5 sent; None when there is no header, or only algorithms chunkd does
+    not know."""
+    found = content_digest(value, APPEND_ALGORITHMS, unknown_is_error=False)
+    return found.checksum if found is not None else None
+
+
+def _b64(value: str, length: int, field: str) -> bytes:
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != length:
+        raise InvalidInput(f"{field} must be the base64 encoding of a {length}-byte digest", field=field)
+    return raw
+
+
+def request_digest(headers: Mapping[str, str]) -> RequestDigest | None:
+    """The digest a part's request asks to have verified, if any (one per request: the first of
+    the S3 headers, else the strongest ``Content-Digest`` member of sha-512 and sha-256; a
+    ``Content-Digest`` naming neither is a 400)."""
+    for suffix, (make, length) in _AMZ.items():
+        name = f"x-amz-checksum-{suffix}"
+        value = headers.get(name)
+        if value is not None:
+            return RequestDigest(name, make, _b64(value, length, name))
+    return content_digest(headers.get("content-digest"), PART_ALGORITHMS, unknown_is_error=True)
+
+
+# ---- the whole representation ----------------------------------------------------------------------
+def _byte_sequence(digest: bytes) -> str:
+    return ":" + base64.b64encode(digest).decode() + ":"
+
+
+def repr_digest_of(md5_hex: str | None, crc64_hex: str | None = None) -> str | None:
+    """``Repr-Digest`` from what the engine keeps: ``md5=:…:`` and, once the file is complete,
+    ``crc64nvme=:…:`` (8 big-endian bytes, as S3 sends it); None when there is neither."""
     members: list[str] = []
-    md5 = md5_repr_digest(md5_hex)
-    if md5:
-        members.append(md5)
-    if read is not None:
-        for name in wants(want):
-            make = _READ_ALGORITHMS.get(name)
-            if make is None:
-                continue
-            hasher = make()
-            async for chunk in read():
+    for name, hex_value in (("md5", md5_hex), ("crc64nvme", crc64_hex)):
+        try:
+            digest = bytes.fromhex(hex_value) if hex_value else b""
+        except ValueError:
+            digest = b""
+        if digest:
+            members.append(f"{name}={_byte_sequence(digest)}")
+    return ", ".join(members) or None
+
+
+async def repr_digest_header(
+    md5_hex: str | None,
+    want: str | None,
+    read: Callable[[], AsyncIterator[bytes]] | None = None,
+    crc64_hex: str | None = None,
+) -> str | None:
+    """The ``Repr-Digest`` value for a file: what the engine keeps (free), plus sha-256/sha-512
+    when ``want`` asks for them and ``read`` (the stored bytes) is given — one read of the file,
+    hashed in a worker thread."""
+    members = [kept] if (kept := repr_digest_of(md5_hex, crc64_hex)) else []
+    hashers = {name: _READ_ALGORITHMS[name]() for name in wants(want) if name in _READ_ALGORITHMS}
+    if read is not None and hashers:
+        async for chunk in read():
+            for hasher in hashers.values():
                 await asyncio.to_thread(hasher.update, chunk)
-            members.append(f"{name}={_byte_sequence(hasher.digest())}")
+        members += [f"{name}={_byte_sequence(hasher.digest())}" for name, hasher in hashers.items()]
     return ", ".join(members) or None

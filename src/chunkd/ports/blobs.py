@@ -12,6 +12,7 @@ from chunkd.domain.upload import Part, Upload
 __all__ = [
     "BlobStore",
     "BlobWriter",
+    "BlockingWriter",
     "DownloadRedirector",
     "PartAppender",
     "PartLinker",
@@ -19,6 +20,7 @@ __all__ = [
     "PartSettler",
     "StoreCapabilities",
     "Sweeper",
+    "UploadCopier",
 ]
 
 
@@ -36,6 +38,15 @@ class BlobWriter(Protocol):
 
     async def abort(self) -> None:
         """Forget the bytes written so far; safe to call after a failed ``write``."""
+
+
+@runtime_checkable
+class BlockingWriter(Protocol):
+    """Optional, on a ``BlobWriter``: the same write as a plain blocking call, for the engine to run
+    in a worker thread it already uses. A body that arrives as one batch (a 256 KiB PATCH, a 64 KiB
+    part) is then written and checksummed in one executor hop instead of one per stage."""
+
+    def write_blocking(self, chunks: Sequence[bytes]) -> None: ...
 
 
 class BlobStore(Protocol):
@@ -85,6 +96,16 @@ class PartLinker(Protocol):
     async def link_part(self, source: Upload, part: Part, target: Upload, number: int, offset: int) -> str: ...
 
 
+@runtime_checkable
+class UploadCopier(Protocol):
+    """Optional: copy a COMPLETED upload's whole file into another upload as its part ``number``
+    (at byte ``offset``) inside the store, so no byte passes through chunkd (tus concatenation on
+    S3: a server-side copy). Preferred over ``PartLinker`` where both exist."""
+
+    async def copy_upload(self, source: Upload, target: Upload, number: int, offset: int) -> str:
+        """Returns the new part's ``blob_ref``; the part's size is the source's."""
+
+
 # Loads the given part numbers of an upload (those that exist), for a store that needs more parts
 # than the operation loaded.
 PartLoader = Callable[[Iterable[int]], Awaitable[dict[int, Part]]]
@@ -130,6 +151,7 @@ class StoreCapabilities:
 
     appender: PartAppender | None
     linker: PartLinker | None
+    copier: UploadCopier | None
     settler: PartSettler | None
     redirector: DownloadRedirector | None
     sweeper: Sweeper | None
@@ -142,6 +164,7 @@ class StoreCapabilities:
         return cls(
             appender=store if isinstance(store, PartAppender) else None,
             linker=store if isinstance(store, PartLinker) else None,
+            copier=store if isinstance(store, UploadCopier) else None,
             settler=store if isinstance(store, PartSettler) else None,
             redirector=store if isinstance(store, DownloadRedirector) else None,
             sweeper=store if isinstance(store, Sweeper) else None,
@@ -153,6 +176,7 @@ class StoreCapabilities:
         found = {
             "append-in-place": self.appender,
             "link-parts": self.linker,
+            "copy-uploads": self.copier,
             "settle-parts": self.settler,
             "download-redirects": self.redirector,
             "sweep": self.sweeper,

@@ -18,7 +18,14 @@ with a traceback. This subclass adds, per connection:
   ``scope["extensions"]["http.response.informational"] = {}`` and the app may send
   ``{"type": "http.response.informational", "status": 100..199, "headers": [(name, value), ...]}``
   any number of times before ``http.response.start``; each is written to the transport at once,
-  also while the request body is still arriving (e.g. ``104 Upload Resumption Supported``).
+  also while the request body is still arriving (e.g. ``104 Upload Resumption Supported``);
+- **request trailers**, an ASGI extension (ASGI has no message for them, and uvicorn drops them):
+  the scope of an HTTP/1.1 request carries ``scope["extensions"]["http.request.trailers"]``, a dict
+  into which the server puts ``"headers"`` (``[(lowercased name, value), ...]``, the fields after the
+  last chunk of a chunked body; empty for any other body) once the body has ended, before the app
+  receives the last ``http.request`` message (``more_body=False``). llhttp reports trailer fields
+  through the same ``on_header`` callback as the head's, after ``on_headers_complete``; they count
+  against ``max_header_bytes`` like the head (a head and its trailers share the budget).
 
 It relies on uvicorn's ``HttpToolsProtocol`` internals (parser callbacks, ``_start_asgi_task``,
 ``RequestResponseCycle``); tests/security/test_server_limits.py runs it end to end, so a uvicorn
@@ -41,9 +48,10 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-__all__ = ["INFORMATIONAL", "ChunkdHttpToolsProtocol", "protocol_class"]
+__all__ = ["INFORMATIONAL", "TRAILERS", "ChunkdHttpToolsProtocol", "protocol_class"]
 
 INFORMATIONAL = "http.response.informational"
+TRAILERS = "http.request.trailers"
 LINGER_SECONDS = 2.0  # after a refusal (431, 408): longest time input is still drained before closing
 LINGER_BYTES = 1024 * 1024  # ... and most bytes drained
 log = logging.getLogger("chunkd.server")
@@ -92,6 +100,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         self._head_parsed = 0  # bytes of request line and headers the parser handed over
         self._header_timer: asyncio.TimerHandle | None = None
         self._lingering = 0  # after a refusal: bytes still read and dropped before closing
+        self._trailers: list[tuple[bytes, bytes]] = []  # the current message's trailer fields
+        self._trailers_extension: dict[object, object] | None = None  # the current scope's, to fill at its end
 
     # ---- connection ----
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -141,6 +151,12 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_head(self) -> None:
         self._cancel_header_timer()
         log.info("request head over %d bytes from %s: answered 431", self.max_header_bytes, self._peer())
+        if not self._awaiting_head and self.cycle is not None and not self.cycle.response_complete:
+            # Trailers over the cap, while the app reads this message's body: it is told at once
+            # that the client is gone (as uvicorn does when a connection is lost), so it ends and
+            # lets go of what it holds instead of waiting for the connection to close.
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
         self._answer_and_close(
             _plain_response(431, f"the request line and headers may be at most {self.max_header_bytes} bytes")
         )
@@ -190,6 +206,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_parsed = 0
+        self._trailers = []
+        self._trailers_extension = None
 
     def on_url(self, url: bytes) -> None:
         self._count_head(len(url))
@@ -197,6 +215,11 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count_head(len(name) + len(value) + 4)  # "name: value\r\n"
+        if not self._awaiting_head:
+            # After the head: a trailer field of a chunked body. Kept apart (uvicorn would append it
+            # to the scope's headers, which the app has read long ago).
+            self._trailers.append((name.lower(), value))
+            return
         super().on_header(name, value)
 
     def _count_head(self, size: int) -> None:
@@ -210,9 +233,15 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         if self.informational and self.parser.get_http_version() == "1.1":
             # 1xx responses are never sent to an HTTP/1.0 client (RFC 9110 §15.2), so only 1.1 gets the extension.
             self.scope.setdefault("extensions", {})[INFORMATIONAL] = {}
+        if self.parser.get_http_version() == "1.1":
+            extension: dict[object, object] = {}
+            self.scope.setdefault("extensions", {})[TRAILERS] = self._trailers_extension = extension
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        if self._trailers_extension is not None:
+            # Before the body's end is handed to the app (uvicorn's on_message_complete does that).
+            self._trailers_extension["headers"] = self._trailers
         super().on_message_complete()
         self._awaiting_head = True
         self._head_raw = 0

@@ -50,7 +50,7 @@ class Appends(Lifecycle):
         offset: int,
         body: AsyncIterator[bytes],
         *,
-        checksum: tuple[StreamHasher, bytes] | None = None,
+        checksum: tuple[StreamHasher, bytes | Callable[[], bytes]] | None = None,
         keep_partial: bool = True,
         max_bytes: int | None = None,
         exact_size: int | None = None,
@@ -66,7 +66,8 @@ class Appends(Lifecycle):
         part in place: one blob per upload, not one per request, so no number of appends comes
         near the part ceiling. If the body breaks off (client gone), the bytes that arrived and
         were written are kept when ``keep_partial`` and no ``checksum`` is to be verified.
-        ``checksum`` is (hasher, expected digest) over this request's bytes; on mismatch none of
+        ``checksum`` is (hasher, expected digest) over this request's bytes — the digest may be a
+        callable, asked once the body has ended (a checksum sent as a trailer); on mismatch none of
         them are kept. Past the declared size (or ``max_bytes``) reading stops and nothing of this
         request is kept. ``exact_size``: the body must be exactly that long (a chunk whose length
         a header announced); a longer or shorter body is refused with ``SizeMismatch`` and nothing
@@ -141,8 +142,10 @@ class Appends(Lifecycle):
             try:
                 if broken is not None and (not keep_partial or checksum is not None):
                     raise broken
-                if checksum is not None and streamed.extra is not None and streamed.extra.digest() != checksum[1]:
-                    raise ChecksumMismatch("the body does not match Upload-Checksum", field="Upload-Checksum")
+                if checksum is not None and streamed.extra is not None:
+                    expected = checksum[1]() if callable(checksum[1]) else checksum[1]
+                    if streamed.extra.digest() != expected:
+                        raise ChecksumMismatch("the body does not match Upload-Checksum", field="Upload-Checksum")
                 if exact_size is not None and streamed.size != exact_size:
                     raise SizeMismatch(f"the body has {streamed.size} bytes, not {exact_size}", field="body")
             except BaseException:

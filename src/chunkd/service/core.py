@@ -9,8 +9,17 @@ lock (invariant 2). A part is acknowledged only after its bytes are durable and 
 The whole-file MD5 (invariant 4) lives in ``upload.hash_state``/``hash_offset``: the digest state of
 bytes ``[0, hash_offset)``. A part that starts at the frontier when it begins streaming is hashed
 into a copy of that state as it arrives; parts that arrive ahead of a gap are hashed when the gap
-fills (read back from storage, normally the page cache). Each part keeps the state after it, so a
-re-sent part with different bytes rewinds the frontier to its start instead of to zero.
+fills (read back from storage once, normally from the page cache). Each part keeps the state after
+it, so a re-sent part with different bytes rewinds the frontier to its start instead of to zero.
+
+That read-back runs *outside* the upload's lock, in one hash run per upload and process
+(``_carry_hash``): the commits of parallel parts record their rows under the lock and never wait
+behind another part's MD5; the run hashes every part that has become contiguous with the frontier,
+then records the new frontier under the lock only if nothing moved it meanwhile (the frontier and
+the parts' blobs are checked again: a re-sent part or another node's run simply wins). A commit
+whose part is contiguous with the frontier waits for the run to pass it, so once every part's
+request has been answered the frontier is at the end and ``complete`` reads nothing. If the run
+fails or loses the race, ``complete`` carries the frontier itself under the lock, as before.
 """
 
 from __future__ import annotations
@@ -18,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.errors import NotFound
 from chunkd.domain.names import is_upload_id
-from chunkd.domain.upload import Part, Upload
+from chunkd.domain.upload import Part, Status, Upload
 from chunkd.ports.blobs import BlobStore, StoreCapabilities
 from chunkd.ports.locks import LockManager
 from chunkd.ports.repository import UploadRepository
@@ -37,6 +47,15 @@ log = logging.getLogger("chunkd.service")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass
+class _HashRun:
+    """The hash run of one upload in this process (see the module docstring). ``wanted`` is bumped by
+    every commit that leaves parts to hash while the run is going: it makes one more pass."""
+
+    task: asyncio.Task[None] | None = None
+    wanted: int = 0
 
 
 class EngineCore:
@@ -60,6 +79,7 @@ class EngineCore:
         self.listeners: list[Callable[[str, Upload], Awaitable[None]]] = []
         self.caps = capabilities or StoreCapabilities.of(blobs)
         self.hooks: UploadHooks = NO_HOOKS  # blocking hooks and scans (chunkd.service.hooks), set at start-up
+        self._hash_runs: dict[str, _HashRun] = {}
 
     async def get(self, owner: str, upload_id: str, *, with_parts: bool = True) -> Upload:
         """The owner's upload (another owner's is a ``NotFound``, exactly like a missing one)."""
@@ -100,6 +120,85 @@ class EngineCore:
             upload.mark_hashed(part, digest.state())
             advanced.append(part)
         return advanced
+
+    async def _carry_hash(self, upload: Upload) -> None:
+        """Carry the whole-file hash over the parts contiguous with the frontier, outside the lock
+        (``upload``: the state just committed, used as the run's first snapshot). Returns once a
+        run has passed the parts this commit saw; a failed run only leaves work for ``complete``."""
+        run = self._hash_runs.get(upload.id)
+        if run is None:
+            run = self._hash_runs[upload.id] = _HashRun()
+            run.task = asyncio.create_task(self._hash_run(upload.id, run, upload))
+        else:
+            run.wanted += 1
+        assert run.task is not None
+        # Shielded: a request that goes away must not stop the run other requests wait for.
+        await asyncio.shield(run.task)
+
+    async def _hash_idle(self, upload_id: str) -> None:
+        """Wait for this process's hash run of the upload, if one is going (``complete`` does, so
+        that it does not hash the same parts again under the lock)."""
+        run = self._hash_runs.get(upload_id)
+        if run is not None and run.task is not None:
+            await asyncio.shield(run.task)
+
+    async def _hash_run(self, upload_id: str, run: _HashRun, first: Upload) -> None:
+        snapshot: Upload | None = first
+        try:
+            while True:
+                seen = run.wanted
+                if snapshot is None:
+                    snapshot = await self.repo.get(upload_id, parts_from=lambda row: row.frontier_part_number())
+                if snapshot is not None:
+                    await self._hash_ahead(snapshot)
+                snapshot = None
+                if run.wanted == seen:  # no commit came in during the pass: nothing new to hash
+                    return
+        except Exception:  # complete carries the frontier itself; the parts are durable either way
+            log.warning("could not carry the hash frontier of upload %s", upload_id, exc_info=True)
+        finally:
+            # No await between the last check of ``wanted`` and here: a commit either bumped this
+            # run before it ended, or finds no run and starts one.
+            if self._hash_runs.get(upload_id) is run:
+                del self._hash_runs[upload_id]
+
+    async def _hash_ahead(self, upload: Upload) -> bool:
+        """One pass: hash the loaded parts contiguous with ``upload``'s frontier (read back once, no
+        lock held), then record the new frontier under the lock if it has not moved meanwhile.
+        True if the frontier moved."""
+        if upload.status is not Status.PENDING:
+            return False
+        start_offset, start_state = upload.hash_offset, upload.hash_state
+        hashed: list[tuple[Part, bytes]] = []
+        digest: ResumableMD5 | None = None
+        while (part := upload.next_part_to_hash()) is not None:
+            digest = digest or ResumableMD5(upload.hash_state)
+            async for chunk in self.blobs.read_part(upload, part):
+                await asyncio.to_thread(digest.update, chunk)
+            state = digest.state()
+            hashed.append((part, state))
+            upload.mark_hashed(part, state)
+        if not hashed:
+            return False
+        async with self.locks.hold(upload.id, timeout=self.config.lock_timeout):
+            current = await self.repo.get(upload.id, parts_from=None, part_numbers=[p.number for p, _ in hashed])
+            if (
+                current is None
+                or current.status is not Status.PENDING
+                or current.hash_offset != start_offset
+                or current.hash_state != start_state
+            ):
+                return False  # moved meanwhile (a re-sent part, another node, complete): its owner carries on
+            advanced: list[Part] = []
+            for part, state in hashed:
+                stored = current.parts.get(part.number)
+                if stored is None or stored.blob_ref != part.blob_ref or stored.offset != current.hash_offset:
+                    break  # replaced since it was read: the frontier stops before it
+                current.mark_hashed(stored, state)
+                advanced.append(stored)
+            if advanced:
+                await self.repo.save(current, advanced)
+            return bool(advanced)
 
     def subscribe(self, listener: Callable[[str, Upload], Awaitable[None]]) -> None:
         """Call ``listener(event, upload)`` after each lifecycle event (created, completed,

@@ -119,6 +119,7 @@ class Lifecycle(EngineCore):
         ``check`` lets a frontend validate the content (e.g. "is this really a PDF") first; what it
         records in ``upload.metadata`` is saved together with the COMPLETED status, or with the
         PENDING one when it raises ``ContentRefused``."""
+        await self._hash_idle(upload_id)  # a hash run of this process going: let it finish, not redo it
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
             if upload.status is Status.COMPLETED:

@@ -213,14 +213,11 @@ class Parts(EngineCore):
                     hashed_from=streamed.whole_start,
                     hashed_to=streamed.whole.state() if streamed.whole is not None else None,
                 )
-                changed = {part.number: part}
-                for advanced in await self._advance_hash(upload):
-                    changed[advanced.number] = advanced
                 upload.expires_at = now + self.config.ttl
                 upload.updated_at = now
                 if self.caps.settler is not None:
                     self.caps.settler.invalidate(upload, part, old)
-                await self.repo.save(upload, list(changed.values()))
+                await self.repo.save(upload, [part])
                 saved = True
                 await self._settle(upload, part)
         except BaseException:
@@ -231,4 +228,8 @@ class Parts(EngineCore):
             raise
         if old is not None and old.blob_ref != part.blob_ref:
             await self.blobs.discard(upload, [old.blob_ref])
+        if upload.next_part_to_hash() is not None:
+            # Parts that arrived ahead of the frontier (this one, or ones this part made contiguous)
+            # are hashed now, outside the lock, so parallel parts' commits never wait behind an MD5.
+            await self._carry_hash(upload)
         return part

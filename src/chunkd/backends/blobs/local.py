@@ -136,6 +136,10 @@ class _LocalWriter:
             _fsync_dir(self._dir.parent)
         return os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
+    def write_blocking(self, chunks: Sequence[bytes]) -> None:
+        """``write`` as a blocking call (``BlockingWriter``), for a caller already in a worker thread."""
+        self._write_all(chunks)
+
     def _write_all(self, chunks: Sequence[bytes]) -> None:
         with self._lock:
             if self._closed:  # a cancelled request's late write: not a storage fault
@@ -219,7 +223,9 @@ class LocalBlobStore:
             )
 
     async def ensure_room(self) -> None:
-        await asyncio.to_thread(self.check_room)
+        # Called inline, not in a worker thread: statvfs answers from the filesystem's in-memory
+        # counters (a few microseconds), less than the thread hop it used to take per request.
+        self.check_room()
 
     def _dir(self, upload_id: str) -> Path:
         if not is_upload_id(upload_id):

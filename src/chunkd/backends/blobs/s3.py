@@ -29,6 +29,13 @@ completes (transiently twice the storage) and deleted in batches then.
   appended bytes; a piece ≥ the target size is copied server-side (``UploadPartCopy`` with a range),
   smaller runs are concatenated up to the target and re-uploaded. The target is 5 MiB, doubling every
   900 S3 parts (and at least ``size / 9000`` when the size is known), so 10,000 parts reach > 5 TiB.
+  At completion a tail that is one staged object is copied server-side too (the last part may be small).
+* Concatenation (tus): each finished source object is copied inside the store (``CopyObject``) into
+  one staged part of the new upload (``UploadCopier``), which then completes like appended bytes: a
+  source of ≥ 5 MiB (or the last one) becomes an S3 part by ``UploadPartCopy``, smaller ones are
+  concatenated through chunkd (S3's minimum part size). chunkd reads the new file's bytes once to
+  compute its whole-file MD5 (MD5 states do not combine), except the first source's, whose state it
+  kept; it uploads none of them.
 
 Every step is idempotent: S3 parts are rebuilt from staged objects under the same numbers, and the
 state saved with the engine's commit says which ones are trustworthy. ``complete`` builds what is left
@@ -38,428 +45,42 @@ re-uploaded or re-read. Cancel, expiry and delete abort the multipart upload(s) 
 and delete staged objects; ``sweep`` (``chunkd gc``) does the same for uploads the database no longer
 knows.
 
-**Client: boto3 in a thread pool, not aiobotocore.** Measured against Ceph RGW 16.2 on 127.0.0.1 (two
-shared cores): 200 ``HeadBucket`` calls at concurrency 16 took 1.4 s with boto3 in 16 threads vs 5.0 s
-with aiobotocore 3.10; 16 × 8 MiB ``PutObject`` ran at 30–45 MiB/s vs 22–31 MiB/s. boto3 also streams
-from a file object without extra copies, and avoids aiobotocore's tight pin on botocore versions.
-
-Request bodies are spooled to an unlinked temporary file (S3 needs the length up front, and memory
-stays bounded), as tusd's s3store does.
+The store is split by concept: ``s3_client`` (boto3 client, configuration, key layout, bucket
+calls), ``s3_multipart`` (staging writes and building S3 parts), and this module (the ``BlobStore``
+itself: reads, completion, deletes, ``sweep``, download redirects, and copying finished uploads).
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import functools
-import hashlib
 import logging
 import os
-import re
 import secrets
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import AsyncIterator
+from datetime import UTC
 from urllib.parse import quote
 
-from chunkd.backends.blobs.errors import storage_error
-from chunkd.domain.errors import StorageError, TooLarge
-from chunkd.domain.names import is_upload_id
+from chunkd.backends.blobs.s3_client import MAX_S3_PART, MIN_S3_PART, STATE, make_client
+from chunkd.backends.blobs.s3_multipart import S3Multipart, S3Writer
+from chunkd.domain.errors import StorageError
 from chunkd.domain.upload import Mode, Part, Upload
-from chunkd.ports.blobs import PartLoader
 
 log = logging.getLogger("chunkd.s3")
 
-__all__ = ["MAX_S3_PART", "MIN_S3_PART", "S3BlobStore", "from_settings"]
+# The largest object one CopyObject copies (S3's limit); past it a copy is a multipart copy.
+COPY_OBJECT_LIMIT = MAX_S3_PART
 
-MiB = 1024 * 1024
-MIN_S3_PART = 5 * MiB  # S3's minimum size of every part but the last
-MAX_S3_PART = 5 * 1024 * MiB  # S3's maximum part (and single PUT) size
-READ_CHUNK = MiB
-STATE = "_s3"
-
-_REF = re.compile(r"^[0-9]{1,5}\.[A-Za-z0-9_-]{8,32}$")
+__all__ = ["COPY_OBJECT_LIMIT", "MAX_S3_PART", "MIN_S3_PART", "STATE", "S3BlobStore", "from_settings", "make_client"]
 
 
-def _b64md5(digest: bytes) -> str:
-    return base64.b64encode(digest).decode()
-
-
-def _etag(value: str) -> str:
-    return value.strip('"')
-
-
-class _Spool:
-    """Bytes on their way to S3: an unlinked temporary file plus their MD5."""
-
-    def __init__(self, directory: Path | None) -> None:
-        self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by close()
-        self.md5 = hashlib.md5()
-        self.size = 0
-
-    def write(self, chunks: Sequence[bytes]) -> None:
-        for chunk in chunks:
-            self.file.write(chunk)
-            self.md5.update(chunk)
-            self.size += len(chunk)
-
-    def rewind(self) -> IO[bytes]:
-        self.file.flush()
-        self.file.seek(0)
-        return self.file
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class _S3Writer:
-    """Spools one part, then stores it as a staged object on ``commit``."""
-
-    def __init__(self, store: S3BlobStore, upload_id: str, number: int) -> None:
-        self._store = store
-        self._ref = f"{number}.{secrets.token_urlsafe(12)}"
-        self._key = store.staging_key(upload_id, self._ref)
-        self._spool: _Spool | None = None
-
-    async def write(self, chunks: Sequence[bytes]) -> None:
-        try:
-            if self._spool is None:
-                self._spool = _Spool(self._store.spool_dir)
-            if self._spool.size + sum(map(len, chunks)) > MAX_S3_PART:
-                raise TooLarge("one request may carry at most 5 GiB on S3 storage", field="body")
-            await asyncio.to_thread(self._spool.write, chunks)
-        except OSError as exc:  # the local spool's volume
-            raise storage_error(exc, "spooling a part") from exc
-
-    async def commit(self) -> str:
-        try:
-            spool = self._spool or _Spool(self._store.spool_dir)
-        except OSError as exc:
-            raise storage_error(exc, "spooling a part") from exc
-        try:
-            await self._store.call(
-                "put_object",
-                Key=self._key,
-                Body=spool.rewind(),
-                ContentLength=spool.size,
-                ContentMD5=_b64md5(spool.md5.digest()),
-            )
-        except OSError as exc:
-            raise storage_error(exc, "storing a part") from exc
-        except Exception as exc:  # botocore: the object store refused or is unreachable
-            raise StorageError(f"the object store did not take the part: {exc}") from exc
-        finally:
-            spool.close()
-            self._spool = None
-        return self._ref
-
-    async def abort(self) -> None:
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-
-
-class S3BlobStore:
-    """BlobStore, PartSettler and DownloadRedirector over an S3 bucket; see the module docstring."""
-
-    def __init__(
-        self,
-        client: Any,
-        bucket: str,
-        *,
-        prefix: str = "",
-        presigned_downloads: bool = False,
-        presign_seconds: int = 300,
-        max_workers: int = 32,
-        spool_dir: Path | None = None,
-    ) -> None:
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        self.client = client
-        self.bucket = bucket
-        self.prefix = prefix
-        self.presigned_downloads = presigned_downloads
-        self.presign_seconds = presign_seconds
-        self.spool_dir = spool_dir
-        if spool_dir is not None:
-            spool_dir.mkdir(parents=True, exist_ok=True)
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="chunkd-s3")
-
-    # ---- plumbing -----------------------------------------------------------------------------
-    async def call(self, method: str, **kwargs: Any) -> Any:
-        """Run one boto3 call in the store's thread pool (``Bucket`` filled in)."""
-        fn = getattr(self.client, method)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, Bucket=self.bucket, **kwargs))
-
-    async def _run(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-
-    @staticmethod
-    def _check_id(upload_id: str) -> str:
-        if not is_upload_id(upload_id):
-            raise ValueError("invalid upload id for storage")
-        return upload_id
-
-    def staging_prefix(self, upload_id: str) -> str:
-        return f"{self.prefix}staging/{self._check_id(upload_id)}/"
-
-    def staging_key(self, upload_id: str, ref: str) -> str:
-        if not _REF.match(ref):
-            raise ValueError("invalid blob reference")
-        return self.staging_prefix(upload_id) + ref
-
-    def master_prefix(self, upload_id: str) -> str:
-        return f"{self.prefix}masters/{self._check_id(upload_id)}/"
-
-    def final_key(self, upload: Upload) -> str:
-        """Where the finished file is (fixed when the multipart upload is created)."""
-        state = upload.metadata.get(STATE) or {}
-        key = state.get("key")
-        if isinstance(key, str) and key.startswith(self.master_prefix(upload.id)):
-            return key
-        # The filename was sanitised by the engine (no separators or control characters); the
-        # checks here make sure nothing else can shape the key.
-        name = upload.filename
-        if not name or "/" in name or "\\" in name or name in {".", ".."}:
-            raise ValueError("unsafe filename for an object key")
-        return self.master_prefix(upload.id) + name
-
-    @staticmethod
-    def _state(upload: Upload) -> dict[str, Any]:
-        state = upload.metadata.get(STATE)
-        if not isinstance(state, dict):
-            state = {}
-            upload.metadata[STATE] = state
-        return state
-
-    async def _get_stream(self, key: str, range_: str | None = None) -> AsyncIterator[bytes]:
-        kwargs: dict[str, Any] = {"Key": key}
-        if range_ is not None:
-            kwargs["Range"] = range_
-        response = await self.call("get_object", **kwargs)
-        body = response["Body"]
-        try:
-            while True:
-                chunk = await self._run(functools.partial(body.read, READ_CHUNK))
-                if not chunk:
-                    break
-                yield chunk
-        finally:
-            body.close()
-
-    async def _list_keys(self, prefix: str) -> list[tuple[str, datetime]]:
-        def list_all() -> list[tuple[str, datetime]]:
-            out: list[tuple[str, datetime]] = []
-            paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                out.extend((item["Key"], item["LastModified"]) for item in page.get("Contents", []))
-            return out
-
-        return list(await self._run(list_all))
-
-    async def _delete_keys(self, keys: Iterable[str]) -> int:
-        keys = list(keys)
-        for start in range(0, len(keys), 1000):
-            batch = [{"Key": k} for k in keys[start : start + 1000]]
-            await self.call("delete_objects", Delete={"Objects": batch, "Quiet": True})
-        return len(keys)
-
-    async def _multipart_uploads(self, prefix: str) -> list[dict[str, Any]]:
-        def list_all() -> list[dict[str, Any]]:
-            out: list[dict[str, Any]] = []
-            paginator = self.client.get_paginator("list_multipart_uploads")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                out.extend(page.get("Uploads", []))
-            return out
-
-        return list(await self._run(list_all))
-
-    async def _list_parts(self, key: str, mp_id: str) -> dict[int, tuple[str, int]]:
-        def list_all() -> dict[int, tuple[str, int]]:
-            out: dict[int, tuple[str, int]] = {}
-            paginator = self.client.get_paginator("list_parts")
-            for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=mp_id):
-                for item in page.get("Parts", []):
-                    out[int(item["PartNumber"])] = (_etag(item["ETag"]), int(item["Size"]))
-            return out
-
-        return dict(await self._run(list_all))
-
-    async def _multipart(self, upload: Upload) -> str:
-        """The upload's S3 multipart upload id: recorded, adopted after a crash, or created."""
-        state = self._state(upload)
-        mp_id = state.get("uploadId")
-        if isinstance(mp_id, str):
-            return mp_id
-        key = self.final_key(upload)
-        existing = [u for u in await self._multipart_uploads(key) if u["Key"] == key]
-        if existing:
-            mp_id = str(existing[0]["UploadId"])
-        else:
-            response = await self.call("create_multipart_upload", Key=key, ContentType=upload.mime_type)
-            mp_id = str(response["UploadId"])
-        state["uploadId"] = mp_id
-        state["key"] = key
-        return mp_id
-
-    # ---- building S3 parts ------------------------------------------------------------------------
-    async def _copy_part(self, upload: Upload, mp_id: str, s3_no: int, part: Part, lo: int, hi: int) -> str:
-        """S3 part ``s3_no`` := bytes [lo, hi) of a staged part, copied inside the store."""
-        response = await self.call(
-            "upload_part_copy",
-            Key=self.final_key(upload),
-            UploadId=mp_id,
-            PartNumber=s3_no,
-            CopySource={"Bucket": self.bucket, "Key": self.staging_key(upload.id, part.blob_ref)},
-            CopySourceRange=f"bytes={lo}-{hi - 1}",
-        )
-        return _etag(response["CopyPartResult"]["ETag"])
-
-    async def _concat_part(self, upload: Upload, mp_id: str, s3_no: int, pieces: list[tuple[Part, int, int]]) -> str:
-        """S3 part ``s3_no`` := the given ranges of staged parts, re-uploaded through a spool."""
-        spool = _Spool(self.spool_dir)
-        try:
-            for part, lo, hi in pieces:
-                whole = lo == 0 and hi == part.size
-                range_ = None if whole else f"bytes={lo}-{hi - 1}"
-                async for chunk in self._get_stream(self.staging_key(upload.id, part.blob_ref), range_):
-                    await asyncio.to_thread(spool.write, [chunk])
-            expected = sum(hi - lo for _, lo, hi in pieces)
-            if spool.size != expected:
-                raise OSError(f"staged parts of upload {upload.id} are shorter than recorded")
-            response = await self.call(
-                "upload_part",
-                Key=self.final_key(upload),
-                UploadId=mp_id,
-                PartNumber=s3_no,
-                Body=spool.rewind(),
-                ContentLength=spool.size,
-                ContentMD5=_b64md5(spool.md5.digest()),
-            )
-        finally:
-            spool.close()
-        return _etag(response["ETag"])
-
-    # PARTS mode: fixed groups of k engine parts per S3 part.
-    @staticmethod
-    def group_size(upload: Upload) -> int:
-        return max(1, -(-MIN_S3_PART // upload.part_size))
-
-    def _group_numbers(self, upload: Upload, group: int) -> list[int]:
-        k = self.group_size(upload)
-        count = upload.part_count or 0
-        return list(range(group * k + 1, min((group + 1) * k, count) + 1))
-
-    @staticmethod
-    def _bits(state: dict[str, Any]) -> bytearray:
-        return bytearray(base64.b64decode(state.get("built", "")))
-
-    @staticmethod
-    def _bit(bits: bytearray, group: int) -> bool:
-        return group // 8 < len(bits) and bool(bits[group // 8] & (1 << (group % 8)))
-
-    @staticmethod
-    def _set_bit(state: dict[str, Any], group: int, value: bool) -> None:
-        bits = bytearray(base64.b64decode(state.get("built", "")))
-        if len(bits) <= group // 8:
-            bits.extend(b"\0" * (group // 8 + 1 - len(bits)))
-        if value:
-            bits[group // 8] |= 1 << (group % 8)
-        else:
-            bits[group // 8] &= ~(1 << (group % 8)) & 0xFF
-        state["built"] = base64.b64encode(bytes(bits)).decode()
-
-    async def _build_group(self, upload: Upload, mp_id: str, group: int, parts: list[Part]) -> str:
-        if len(parts) == 1 and self.group_size(upload) == 1:
-            return await self._copy_part(upload, mp_id, group + 1, parts[0], 0, parts[0].size)
-        return await self._concat_part(upload, mp_id, group + 1, [(p, 0, p.size) for p in parts])
-
-    # APPEND mode: a cursor over the appended bytes.
-    @staticmethod
-    def append_target(upload: Upload, s3_no: int) -> int:
-        """Size of S3 part ``s3_no`` (deterministic, so a rebuilt part has the same bounds)."""
-        target = MIN_S3_PART << min((s3_no - 1) // 900, 10)
-        if upload.size_bytes is not None:
-            target = max(target, -(-upload.size_bytes // 9000))
-        return min(target, MAX_S3_PART)
-
-    async def _advance_append(self, upload: Upload, load_parts: PartLoader | None, *, final: bool) -> bool:
-        state = self._state(upload)
-        cursor = int(state.get("cursor", 0))
-        cursor_part = int(state.get("cursorPart", 1))
-        s3_no = int(state.get("next", 1))
-        end = upload.bytes_received
-        if end - cursor < self.append_target(upload, s3_no) and not (final and end > cursor):
-            return False
-        numbers = range(cursor_part, upload.parts_received + 1)
-        parts = {n: upload.parts[n] for n in numbers if n in upload.parts}
-        if len(parts) < len(numbers) and load_parts is not None:
-            parts.update(await load_parts([n for n in numbers if n not in parts]))
-        mp_id = await self._multipart(upload)
-        changed = False
-        while end > cursor:
-            target = self.append_target(upload, s3_no)
-            if end - cursor < target and not final:
-                break
-            while parts[cursor_part].end <= cursor:
-                cursor_part += 1
-            piece = parts[cursor_part]
-            if piece.end - cursor >= target:
-                take = min(piece.end - cursor, MAX_S3_PART)
-                await self._copy_part(upload, mp_id, s3_no, piece, cursor - piece.offset, cursor - piece.offset + take)
-            else:
-                take = min(end - cursor, target)
-                pieces: list[tuple[Part, int, int]] = []
-                at, number = cursor, cursor_part
-                while at < cursor + take:
-                    p = parts[number]
-                    hi = min(p.end, cursor + take)
-                    pieces.append((p, at - p.offset, hi - p.offset))
-                    at, number = hi, number + 1
-                await self._concat_part(upload, mp_id, s3_no, pieces)
-            cursor += take
-            s3_no += 1
-            changed = True
-        state.update(cursor=cursor, cursorPart=cursor_part, next=s3_no)
-        return changed
-
-    # ---- PartSettler ----------------------------------------------------------------------------
-    def invalidate(self, upload: Upload, part: Part, replaced: Part | None) -> None:
-        if upload.mode is not Mode.PARTS or replaced is None:
-            return
-        if replaced.md5 == part.md5 and replaced.size == part.size:
-            return  # the same bytes again: the S3 part built from the old copy still holds
-        state = self._state(upload)
-        group = (part.number - 1) // self.group_size(upload)
-        if self._bit(self._bits(state), group):
-            self._set_bit(state, group, False)
-
-    async def settle(self, upload: Upload, part: Part, load_parts: PartLoader) -> bool:
-        if upload.mode is Mode.APPEND:
-            return await self._advance_append(upload, load_parts, final=False)
-        state = self._state(upload)
-        group = (part.number - 1) // self.group_size(upload)
-        if self._bit(self._bits(state), group):
-            return False
-        numbers = self._group_numbers(upload, group)
-        have = {n: upload.parts[n] for n in numbers if n in upload.parts}
-        if len(have) < len(numbers):
-            have.update(await load_parts([n for n in numbers if n not in have]))
-        if len(have) < len(numbers):
-            return False  # the group is not complete yet
-        mp_id = await self._multipart(upload)
-        await self._build_group(upload, mp_id, group, [have[n] for n in numbers])
-        self._set_bit(state, group, True)
-        return True
+class S3BlobStore(S3Multipart):
+    """BlobStore, PartSettler, UploadCopier and DownloadRedirector over an S3 bucket; see the module
+    docstring."""
 
     # ---- BlobStore ------------------------------------------------------------------------------
-    async def open_writer(self, upload: Upload, number: int, offset: int) -> _S3Writer:
-        return _S3Writer(self, upload.id, number)
+    async def open_writer(self, upload: Upload, number: int, offset: int) -> S3Writer:
+        return S3Writer(self, upload.id, number)
 
     async def read_part(self, upload: Upload, part: Part) -> AsyncIterator[bytes]:
         if part.size == 0:
@@ -596,6 +217,43 @@ class S3BlobStore:
                 doomed.append(key)
         return removed + await self._delete_keys(doomed)
 
+    # ---- UploadCopier --------------------------------------------------------------------------
+    async def copy_upload(self, source: Upload, target: Upload, number: int, offset: int) -> str:
+        """``source``'s finished object, copied inside the store into a staged part of ``target``:
+        ``CopyObject``, or past ``COPY_OBJECT_LIMIT`` a multipart copy in ranges of that size. When
+        the target completes, a staged copy of at least the S3 part target (5 MiB) becomes an S3 part
+        of its multipart upload by ``UploadPartCopy``, again inside the store; smaller ones are
+        concatenated through chunkd like any small part (S3 refuses parts under 5 MiB but the last)."""
+        size = source.size_bytes or 0
+        ref = f"{number}.{secrets.token_urlsafe(12)}"
+        key = self.staging_key(target.id, ref)
+        copy_source = {"Bucket": self.bucket, "Key": self.final_key(source)}
+        try:
+            if size <= COPY_OBJECT_LIMIT:
+                await self.call("copy_object", Key=key, CopySource=copy_source)
+                return ref
+            mp_id = str((await self.call("create_multipart_upload", Key=key))["UploadId"])
+            try:
+                etags = []
+                for s3_no, lo in enumerate(range(0, size, COPY_OBJECT_LIMIT), 1):
+                    hi = min(lo + COPY_OBJECT_LIMIT, size)
+                    response = await self.call(
+                        "upload_part_copy",
+                        Key=key,
+                        UploadId=mp_id,
+                        PartNumber=s3_no,
+                        CopySource=copy_source,
+                        CopySourceRange=f"bytes={lo}-{hi - 1}",
+                    )
+                    etags.append({"PartNumber": s3_no, "ETag": response["CopyPartResult"]["ETag"]})
+                await self.call("complete_multipart_upload", Key=key, UploadId=mp_id, MultipartUpload={"Parts": etags})
+            except BaseException:
+                await self.call("abort_multipart_upload", Key=key, UploadId=mp_id)
+                raise
+        except Exception as exc:  # botocore: the object store refused or is unreachable
+            raise StorageError(f"the object store did not copy upload {source.id}: {exc}") from exc
+        return ref
+
     # ---- DownloadRedirector -------------------------------------------------------------------
     async def download_url(self, upload: Upload, *, filename: str, disposition: str) -> str | None:
         if not self.presigned_downloads:
@@ -629,37 +287,6 @@ class S3BlobStore:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def make_client(
-    *, endpoint: str | None, region: str, access_key: str | None, secret_key: str | None, max_connections: int
-) -> Any:
-    """A boto3 S3 client: path-style addressing (needed by RGW/MinIO), SigV4, standard retries, and
-    checksums only where required (newer botocore's default CRC trailers are not understood by
-    every S3-compatible server)."""
-    import boto3  # type: ignore[import-untyped]
-    from botocore.config import Config  # type: ignore[import-untyped]
-
-    config = Config(
-        signature_version="s3v4",
-        s3={"addressing_style": "path"},
-        max_pool_connections=max_connections,
-        retries={"max_attempts": 5, "mode": "standard"},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        connect_timeout=10,
-        read_timeout=120,
-    )
-    session = boto3.session.Session()
-    return session.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=region,
-        # None falls back to the standard AWS credential chain (env, shared files, instance role).
-        aws_access_key_id=access_key or None,
-        aws_secret_access_key=secret_key or None,
-        config=config,
-    )
 
 
 def from_settings(settings: object) -> S3BlobStore:

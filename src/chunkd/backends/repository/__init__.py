@@ -1,4 +1,9 @@
-"""Where metadata lives: ``open_metadata`` opens every repository of the database a URL names."""
+"""Where metadata lives: ``open_metadata`` opens every repository of the database a URL names.
+
+The upload repository's hot paths run on the raw driver: ``sqlite3`` with group commit for a SQLite
+file (``sqlite/``), asyncpg with prepared statements for PostgreSQL (``postgres/``); everything else
+(and an in-memory SQLite database) on SQLAlchemy (``sqlalchemy/``). All store the same rows the
+same way."""
 
 from __future__ import annotations
 
@@ -10,6 +15,14 @@ __all__ = ["open_metadata"]
 async def open_metadata(url: str, *, run_migrations: bool) -> MetadataStore:
     """The repositories over the database at ``url`` (``sqlite:///…`` or ``postgresql://…``),
     migrated first when ``run_migrations``."""
+    from chunkd.backends.repository.postgres import is_postgres, open_postgres_metadata
+    from chunkd.backends.repository.sqlite import open_sqlite_metadata, sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None:
+        return await open_sqlite_metadata(url, path, run_migrations=run_migrations)
+    if is_postgres(url):
+        return await open_postgres_metadata(url, run_migrations=run_migrations)
     from chunkd.backends.repository.sqlalchemy import open_sql_metadata
 
     return await open_sql_metadata(url, run_migrations=run_migrations)

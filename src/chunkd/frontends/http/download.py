@@ -57,8 +57,10 @@ async def file_response(
     redirect = request.method == "GET" and media_type in (None, upload.mime_type)
     if redirect and (url := await service.download_url(upload, disposition=disposition)):
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
-    # RFC 9530: the md5 the engine keeps, plus sha-256/512 read from storage when asked for.
-    digest = await repr_digest_header(upload.md5, request.headers.get("want-repr-digest"), lambda: service.read(upload))
+    # RFC 9530: the md5 and CRC-64/NVME the engine keeps, plus sha-256/512 read from storage when asked for.
+    digest = await repr_digest_header(
+        upload.md5, request.headers.get("want-repr-digest"), lambda: service.read(upload), upload.crc64
+    )
     if digest:
         headers["Repr-Digest"] = digest
     wanted = parse_range(request.headers.get("range"), size)

@@ -19,6 +19,7 @@ from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
 from chunkd.domain.events import file_object, file_summary
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Status, Upload
+from chunkd.frontends.digests import request_digest
 from chunkd.frontends.http import (
     DOWNLOAD,
     content_length,
@@ -39,7 +40,6 @@ from chunkd.frontends.native.schemas import (
     FileObject,
     PartObject,
 )
-from chunkd.frontends.part_digests import request_digest
 from chunkd.frontends.signed import signed_upload, signed_url
 
 __all__ = ["router"]

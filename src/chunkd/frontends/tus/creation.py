@@ -23,6 +23,7 @@ from chunkd.frontends.tus.resource import (
     require_version,
     tus_state,
 )
+from chunkd.service.concatenation import CONCATENATION_SOURCE
 from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["Creation"]
@@ -64,8 +65,10 @@ class Creation(TusResource):
 
         if (length is None) == (defer is None):
             raise e.InvalidInput("send either Upload-Length or Upload-Defer-Length: 1", field="Upload-Length")
+        extra: dict[str, Any] = {}
         if concat is not None:
             state["concat"] = "partial"
+            extra[CONCATENATION_SOURCE] = True  # a final may name it before it is finished
         # Through an upload link: checked and counted against the link's limits first, and tagged.
         links = runtime(request).links
         tags, mime_type = await links.admit(
@@ -79,7 +82,7 @@ class Creation(TusResource):
                 mime_type=mime_type,
                 mode=Mode.APPEND,
                 frontend=FRONTEND,
-                metadata={"tus": state, **tags},
+                metadata={"tus": state, **extra, **tags},
                 strict_part_size=False,
             )
         except BaseException:
@@ -101,7 +104,8 @@ class Creation(TusResource):
                 await service.delete(who.owner, upload.id)
                 raise
             headers["Upload-Offset"] = str(upload.bytes_received)
-        if upload.size_bytes is not None and upload.bytes_received == upload.size_bytes:
+        if upload.status is Status.PENDING and upload.bytes_received == upload.size_bytes:
+            # A zero-length upload (the append that fills one completes it in the same write).
             upload = await service.complete(who.owner, upload.id)
         if upload.status is Status.PENDING and upload.expires_at is not None:
             headers["Upload-Expires"] = http_date(upload.expires_at)
@@ -126,13 +130,26 @@ class Creation(TusResource):
             if upload_id in seen:
                 raise e.InvalidInput(f"Upload-Concat names upload {upload_id} more than once", field="Upload-Concat")
             seen.add(upload_id)
+        now = runtime(request).uploads.clock()
         for upload_id in ids:
             partial = await self.load(request, who.owner, upload_id)
             if tus_state(partial).get("concat") != "partial":
                 raise e.InvalidInput(f"upload {upload_id} is not a partial upload", field="Upload-Concat")
-            if partial.status is not Status.COMPLETED:
+            if partial.status is Status.PENDING and partial.expires_at is not None and partial.expires_at <= now:
+                raise e.InvalidInput(f"partial upload {upload_id} has expired", field="Upload-Concat")
+            if partial.status in (Status.CANCELLED, Status.EXPIRED):
+                message = f"partial upload {upload_id} is {partial.status.value.lower()}"
+                raise e.InvalidInput(message, field="Upload-Concat")
+            if partial.status is Status.PENDING and not partial.metadata.get(CONCATENATION_SOURCE):
+                # Made before unfinished partials could be concatenated: it must finish first.
                 raise e.InvalidInput(f"partial upload {upload_id} is not finished", field="Upload-Concat")
         state.update(concat="final", parts=ids)
         return await runtime(request).uploads.concatenate(
-            who.owner, ids, filename=filename, mime_type=mime_type, frontend=FRONTEND, metadata={"tus": state}
+            who.owner,
+            ids,
+            filename=filename,
+            mime_type=mime_type,
+            frontend=FRONTEND,
+            metadata={"tus": state},
+            unfinished=True,  # concatenation-unfinished: completed when the last partial finishes
         )

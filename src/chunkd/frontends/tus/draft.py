@@ -22,10 +22,11 @@ The request fields are read in ``draft_fields``; version differences are in ``dr
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import http_sf
 from fastapi import Request
@@ -33,10 +34,10 @@ from starlette.responses import Response
 
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest, parse_digest_field
+from chunkd.frontends.digests import content_digest_checksum, parse_digest_field, repr_digest_header
 from chunkd.frontends.http import declares_body, parse_length, principal, runtime
 from chunkd.frontends.tus import draft_fields as fields
-from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength
+from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength, length_overrun
 from chunkd.frontends.tus.draft_progress import send_informational, write_body
 from chunkd.frontends.tus.draft_versions import INTEROP_HEADER, PARTIAL_UPLOAD, InteropVersion
 from chunkd.frontends.tus.errors import UnsupportedMediaType
@@ -102,15 +103,20 @@ class DraftEndpoint:
             )
         return await service.complete(owner, upload.id)
 
-    def completed_response(
+    async def completed_response(
         self, request: Request, version: InteropVersion, upload: Upload, *, status: int, location: str
     ) -> Response:
         """What the targeted resource (the collection) answers for a finished file: the file as
-        JSON, with the draft's state fields and the representation digest."""
+        JSON, with the draft's state fields and the representation digest (what the engine keeps,
+        plus what ``Want-Repr-Digest`` asks for on this request or on the creation request)."""
         headers = self.state_headers(request, version, upload)
         headers["Location"] = location
         headers["Cache-Control"] = "no-store"
-        digest = md5_repr_digest(upload.md5)
+        want = request.headers.get("want-repr-digest") or _draft_state(upload).get("want")
+        service = runtime(request).uploads
+        digest = await repr_digest_header(
+            upload.md5, want if isinstance(want, str) else None, lambda: service.read(upload), upload.crc64
+        )
         if digest:
             headers["Repr-Digest"] = digest
         body = {
@@ -124,6 +130,43 @@ class DraftEndpoint:
         }
         return Response(json.dumps(body), status_code=status, headers=headers, media_type="application/json")
 
+    @contextlib.asynccontextmanager
+    async def _offset_on_error(self, request: Request, owner: str, upload_id: str) -> AsyncIterator[None]:
+        """On an error, note the upload's current offset for the problem response (versions 3–6:
+        "the server MUST send the Upload-Offset header field in the response if it considers the
+        upload active, either when the response is a success or when the response is a
+        failure"); nothing when the upload is no longer active."""
+        try:
+            yield
+        except e.ChunkdError:
+            with contextlib.suppress(e.ChunkdError):
+                upload = await runtime(request).uploads.get(owner, upload_id, with_parts=False)
+                if upload.status is Status.PENDING:
+                    request.state.draft_offset = upload.bytes_received
+            raise
+
+    async def _refuse_overrun(
+        self, request: Request, version: InteropVersion, owner: str, upload_id: str, length: int, exc: e.TooLarge
+    ) -> NoReturn:
+        """A body that would take the offset past the upload's length, refused with nothing of it
+        kept: a 400 from version 6 on (413 before); from version 7 the upload is no longer usable
+        ("marking the upload resource invalid and rejecting any further interaction with it")."""
+        if version.invalidates_on_length_overrun:
+            with contextlib.suppress(e.ChunkdError):
+                await runtime(request).uploads.cancel(owner, upload_id)
+        raise length_overrun(version, f"the body goes past the upload's length of {length} bytes") from exc
+
+    @staticmethod
+    def _past_length(request: Request, length: int | None, offset: int, content_length: int | None) -> bool:
+        """Whether a ``TooLarge`` from an append at ``offset`` means the upload's length was
+        passed (not ``max-append-size`` nor the file size limit, which are 413s)."""
+        if length is None:
+            return False
+        if content_length is not None:
+            return offset + content_length > length
+        most = runtime(request).settings.resumable_max_append_bytes
+        return most is None or most >= length - offset
+
     # ---- creation --------------------------------------------------------------------------------
     async def create(self, request: Request, version: InteropVersion) -> Response:
         who = await principal(request, "files:create")
@@ -136,6 +179,8 @@ class DraftEndpoint:
         length = fields.declared_length(request, complete, 0, None, content_length)
         self.limits(request, version)  # kept on the request for a 413's answer
         fields.check_append_size(runtime(request).settings, complete, content_length, creation=True)
+        if length is not None and content_length is not None and content_length > length:
+            raise length_overrun(version, f"the body is longer than the upload's length of {length} bytes")
         meta = parse_metadata(request.headers.get("upload-metadata"))
         filename = fields.filename(request) or meta.text("filename", "name") or "upload"
         media_type = fields.media_type(request)
@@ -144,6 +189,9 @@ class DraftEndpoint:
         )
         declared = parse_digest_field(request.headers.get("repr-digest"), "Repr-Digest").get("md5")
         checksum = content_digest_checksum(request.headers.get("content-digest"))
+        state: dict[str, Any] = {"meta": meta.stored(), "draft": version.number}
+        if want := request.headers.get("want-repr-digest"):
+            state["want"] = want[:200]  # honoured when the upload completes, maybe in a later request
         upload = await service.create(
             who.owner,
             filename=filename,
@@ -152,7 +200,7 @@ class DraftEndpoint:
             md5=declared.hex() if declared is not None else None,
             mode=Mode.APPEND,
             frontend="tus",
-            metadata={"tus": {"meta": meta.stored(), "draft": version.number}},
+            metadata={"tus": state},
             strict_part_size=False,
         )
         location = self.tus.location(request, upload.id)
@@ -164,13 +212,20 @@ class DraftEndpoint:
             try:
                 async with self.tus.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
                     upload = await write_body(request, version, who.owner, upload.id, 0, writer, checksum)
-            except (e.ChecksumMismatch, e.TooLarge, e.SizeMismatch):
-                # Nothing of the body was kept and the answer is a 4xx (do not resume): drop the upload.
+            except e.TooLarge as exc:
                 await service.delete(who.owner, upload.id)
+                if self._past_length(request, length, 0, content_length):
+                    raise length_overrun(version, f"the body is longer than the upload's length of {length}") from exc
                 raise
-        if complete:
-            upload = await self._finish(request, who.owner, upload)
-            return self.completed_response(request, version, upload, status=201, location=location)
+            except (e.ChecksumMismatch, e.SizeMismatch):
+                # Nothing of the body was kept and the answer is a 4xx (do not resume): drop the upload.
+                with contextlib.suppress(e.NotFound):
+                    await service.delete(who.owner, upload.id)
+                raise
+        async with self._offset_on_error(request, who.owner, upload.id):
+            if complete:
+                upload = await self._finish(request, who.owner, upload)
+                return await self.completed_response(request, version, upload, status=201, location=location)
         headers = self.state_headers(request, version, upload)
         headers["Location"] = location
         return Response(status_code=201, headers=headers)
@@ -210,6 +265,10 @@ class DraftEndpoint:
     # ---- append --------------------------------------------------------------------------------------
     async def append(self, request: Request, version: InteropVersion, file_id: str) -> Response:
         who = await principal(request, "files:create")
+        async with self._offset_on_error(request, who.owner, file_id):
+            return await self._append(request, version, who.owner, file_id)
+
+    async def _append(self, request: Request, version: InteropVersion, owner: str, file_id: str) -> Response:
         if version.requires_partial_upload_type and fields.media_type(request) != PARTIAL_UPLOAD:
             raise UnsupportedMediaType(f"an append must be sent as Content-Type: {PARTIAL_UPLOAD}")
         offset = fields.sf_integer(request, "Upload-Offset")
@@ -218,14 +277,15 @@ class DraftEndpoint:
         complete = fields.completion(request, version)
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
-        upload = await self.tus.load(request, who.owner, file_id)
+        upload = await self.tus.load(request, owner, file_id)
         if self.tus.is_final(upload):
             raise e.Forbidden("a final concatenation cannot be appended to", field="Upload-Concat")
         location = self.tus.location(request, upload.id)
         if upload.status is Status.COMPLETED:
-            if complete and offset == upload.size_bytes and not declares_body(request.headers):
+            replay = complete and offset == upload.size_bytes and not declares_body(request.headers)
+            if replay and version.replays_final_response:
                 # The client lost the final response and asks again: replay it.
-                return self.completed_response(request, version, upload, status=200, location=location)
+                return await self.completed_response(request, version, upload, status=200, location=location)
             raise CompletedUpload(f"upload {file_id} is already complete", field="Upload-Complete")
         self._check_active(request, upload)
         self._check_offset(upload, offset)
@@ -233,23 +293,31 @@ class DraftEndpoint:
         self.limits(request, version, upload)  # kept on the request for a 413's answer
         fields.check_append_size(runtime(request).settings, complete, content_length, creation=False)
         checksum = content_digest_checksum(request.headers.get("content-digest"))
-        async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT) as writer:
-            # Again now that a stale request (if any) has committed what it received.
-            upload = await self.tus.load(request, who.owner, file_id)
-            self._check_active(request, upload)
-            self._check_offset(upload, offset)
-            if length is not None and upload.size_bytes is None:
-                upload = await service.declare_size(who.owner, file_id, length)
-            if declares_body(request.headers):
-                try:
-                    upload = await write_body(request, version, who.owner, file_id, offset, writer, checksum)
-                except e.OffsetMismatch as exc:
-                    exc.details["providedOffset"] = offset
-                    raise
+        known = length if length is not None else upload.size_bytes
+        try:
+            if known is not None and content_length is not None and offset + content_length > known:
+                raise e.TooLarge("the body goes past the upload's length", field="Content-Length")
+            async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT) as writer:
+                # Again now that a stale request (if any) has committed what it received.
+                upload = await self.tus.load(request, owner, file_id)
+                self._check_active(request, upload)
+                self._check_offset(upload, offset)
+                if length is not None and upload.size_bytes is None:
+                    upload = await service.declare_size(owner, file_id, length)
+                if declares_body(request.headers):
+                    upload = await write_body(request, version, owner, file_id, offset, writer, checksum)
+        except e.OffsetMismatch as exc:
+            exc.details["providedOffset"] = offset
+            raise
+        except e.TooLarge as exc:
+            if known is None or not self._past_length(request, known, offset, content_length):
+                raise
+            await self._refuse_overrun(request, version, owner, file_id, known, exc)
         if complete:
-            upload = await self._finish(request, who.owner, upload)
-            return self.completed_response(request, version, upload, status=200, location=location)
-        return Response(status_code=204, headers=self.state_headers(request, version, upload))
+            upload = await self._finish(request, owner, upload)
+            return await self.completed_response(request, version, upload, status=200, location=location)
+        status = version.incomplete_append_status
+        return Response(status_code=status, headers=self.state_headers(request, version, upload))
 
     @staticmethod
     def _check_offset(upload: Upload, offset: int) -> None:
@@ -264,10 +332,17 @@ class DraftEndpoint:
         fields.reject_state_fields(request, version, head=False)
         who = await principal(request)
         upload = await self.tus.load(request, who.owner, file_id)
+        if upload.status is Status.CANCELLED:
+            raise e.NotFound(f"no upload with id {upload.id!r}", field="id")
         _any_scope(who.scopes, "files:delete" if upload.status is Status.COMPLETED else "files:create")
         async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT):
             await runtime(request).uploads.delete(who.owner, file_id)
         return Response(status_code=204, headers={INTEROP_HEADER: version.header})
+
+
+def _draft_state(upload: Upload) -> dict[str, Any]:
+    state = upload.metadata.get("tus")
+    return state if isinstance(state, dict) else {}
 
 
 def _any_scope(scopes: Collection[str], *wanted: str) -> None:

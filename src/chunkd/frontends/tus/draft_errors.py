@@ -14,7 +14,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
-from chunkd.frontends.http import StatusTable, error_headers
 from chunkd.frontends.tus.draft_versions import INTEROP_VERSIONS, InteropVersion, interop_version
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.inflight import UploadInterrupted
@@ -22,7 +21,9 @@ from chunkd.frontends.tus.inflight import UploadInterrupted
 __all__ = [
     "CompletedUpload",
     "InconsistentLength",
+    "LengthExceeded",
     "UnsupportedInteropVersion",
+    "length_overrun",
     "problem",
     "render_problem",
 ]
@@ -43,26 +44,48 @@ class CompletedUpload(e.InvalidInput):
     code = "completed_upload"
 
 
+class LengthExceeded(e.InvalidInput):
+    """A body that would take the offset past the upload's length (a 400 from version 6 on)."""
+
+    code = "upload_length_exceeded"
+
+
+def length_overrun(version: InteropVersion, message: str) -> e.ChunkdError:
+    """The error for a body past the upload's length: ``LengthExceeded`` (400) where the version
+    asks for a 400 (6 and later), else ``TooLarge`` (413)."""
+    if version.length_overrun_is_400:
+        return LengthExceeded(message, field="Upload-Length")
+    return e.TooLarge(message, field="Upload-Length")
+
+
 class UnsupportedInteropVersion(e.InvalidInput):
     """``Upload-Draft-Interop-Version`` names a version this server does not speak."""
 
     code = "unsupported_interop_version"
 
 
-# The draft's own statuses, before the shared ones (most specific first).
-_STATUS = StatusTable(
-    (UploadInterrupted, 400),
-    (e.OffsetMismatch, 409),
-    (e.Expired, 404),  # an expired upload resource is no longer active: 404, as the draft says
-    (e.Busy, 423),
-    (UnsupportedMediaType, 415),
-)
-# The draft's problem types (each a 400 or 409 by the table above).
-_PROBLEM_TYPES: tuple[tuple[type[Exception], str], ...] = (
-    (InconsistentLength, "inconsistent-upload-length"),
-    (CompletedUpload, "completed-upload"),
-    (e.OffsetMismatch, "mismatching-upload-offset"),
-)
+# Most specific first.
+_STATUS: list[tuple[type[Exception], int, str | None]] = [
+    (UploadInterrupted, 400, None),
+    (InconsistentLength, 400, "inconsistent-upload-length"),
+    (CompletedUpload, 400, "completed-upload"),
+    (LengthExceeded, 400, None),
+    (e.OffsetMismatch, 409, "mismatching-upload-offset"),
+    (e.ChecksumMismatch, 400, None),
+    (e.TooLarge, 413, None),
+    (e.InvalidInput, 400, None),
+    (e.NotFound, 404, None),
+    (e.Expired, 404, None),  # an expired upload resource is no longer active: 404, as the draft says
+    (e.Busy, 423, None),
+    (e.Conflict, 409, None),
+    (e.Unauthenticated, 401, None),
+    (e.Forbidden, 403, None),
+    (e.QuotaExceeded, 403, None),
+    (e.RateLimited, 429, None),
+    (e.StorageFull, 507, None),
+    (e.StorageError, 503, None),
+    (UnsupportedMediaType, 415, None),
+]
 
 
 def problem(
@@ -85,18 +108,27 @@ def problem(
     return response
 
 
+def _not_complete(request: Request, version: InteropVersion) -> dict[str, str]:
+    """The completion field set to false on the answer to a failed creation or append: it did not
+    complete the upload, and "any response, successful or not, MUST include the Upload-Complete
+    header field with a false value" (version 7 on; harmless before)."""
+    if request.method in ("POST", "PUT", "PATCH"):
+        return {version.complete_field: version.complete_value(False)}
+    return {}
+
+
 def render_problem(request: Request, exc: Exception) -> Response | None:
     """The draft's answer to ``exc`` for ``request``; None for errors that are not ours."""
     version = interop_version(request.headers.get("upload-draft-interop-version")) or INTEROP_VERSIONS[8]
     if isinstance(exc, RequestValidationError):
-        return problem(version, 400, "invalid request")
+        return problem(version, 400, "invalid request", headers=_not_complete(request, version))
     if isinstance(exc, e.InvalidState) and exc.details.get("uploadStatus") == "CANCELLED":
-        return problem(version, 404, "the upload was cancelled")
-    status = _STATUS.status(exc)
-    if status is None:
+        return problem(version, 404, "the upload was cancelled", headers=_not_complete(request, version))
+    found = next((entry for entry in _STATUS if isinstance(exc, entry[0])), None)
+    if found is None:
         return None
-    name = next((kind_name for kind, kind_name in _PROBLEM_TYPES if isinstance(exc, kind)), None)
-    headers = error_headers(exc, status)
+    _, status, name = found
+    headers = _not_complete(request, version)
     members: dict[str, Any] = {}
     if isinstance(exc, e.ChunkdError):
         members["detail"] = exc.message
@@ -116,9 +148,14 @@ def render_problem(request: Request, exc: Exception) -> Response | None:
         provided = exc.details.get("providedOffset")
         if isinstance(provided, int):
             members["provided-offset"] = provided
-        headers[version.complete_field] = version.complete_value(False)
-    elif isinstance(exc, CompletedUpload | InconsistentLength):
-        headers[version.complete_field] = version.complete_value(False)
+    offset = getattr(request.state, "draft_offset", None)
+    if "Upload-Offset" not in headers and isinstance(offset, int) and status != 404:
+        # Versions 3-6: every response for an active upload carries its offset, failures too.
+        headers["Upload-Offset"] = str(offset)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="chunkd"'
+    elif status == 423:
+        headers["Retry-After"] = "1"
     limits = getattr(request.state, "upload_limit", None)
     if status == 413 and isinstance(limits, str):
         headers["Upload-Limit"] = limits

@@ -3,16 +3,25 @@ asks for, read from the published drafts and the editor's copy:
 
 ====  ==========  ==========================================================================
  3    -01         ``Upload-Incomplete`` (?1 = more to come) instead of ``Upload-Complete``;
-                  HEAD and DELETE must carry neither ``Upload-Offset`` nor the completion field
+                  HEAD and DELETE must carry neither ``Upload-Offset`` nor the completion
+                  field (400); every response for an active upload carries ``Upload-Offset``;
+                  an append that leaves the upload incomplete is a ``201``
  4    -02         ``Upload-Complete`` replaces ``Upload-Incomplete``
- 5    -03         104 progress responses with ``Upload-Offset`` while a body arrives
+ 5    -03         104 progress responses with ``Upload-Offset`` (never decreasing) while a
+                  body arrives; HEAD may answer 200 or 204
  6    -04, -05    PATCH bodies must be ``application/partial-upload``; problem types
                   ``mismatching-upload-offset`` and ``completed-upload``; ``Upload-Limit``
-                  (lifetime key ``expires``); ``Upload-Length``; digests (RFC 9530)
+                  (lifetime key ``expires``); ``Upload-Length`` (which a HEAD must not carry
+                  either); a body past the length is a 400; an append to a completed upload
+                  is a 400; digests (RFC 9530)
  7    -06..-08    ``expires`` renamed ``max-age``; ``inconsistent-upload-length``; the
-                  restriction on HEAD/DELETE headers gone
- 8    -09..       ``Upload-Limit`` required on 104, creation and HEAD responses;
-                  the 104 must name the interop version
+                  restriction on HEAD/DELETE fields gone; any response to a request that did
+                  not complete the upload carries ``Upload-Complete: ?0``; an incomplete
+                  append may answer any 2xx; a body past the length also makes the upload
+                  unusable (-08)
+ 8    -09..-11,   ``Upload-Limit`` required on the 104, on an incomplete creation's response
+      editor's    and on HEAD; a repeated completing append may replay the final response;
+      copy        a 104 does not replace a ``100 Continue``; GET on an upload answers like HEAD
 ====  ==========  ==========================================================================
 
 Every version uses the status code 104 for "Upload Resumption Supported". Headers a version does
@@ -65,13 +74,35 @@ class InteropVersion:
 
     @property
     def forbids_state_fields_on_head_and_delete(self) -> bool:
-        """Versions 3–5: a HEAD or DELETE carrying ``Upload-Offset`` or the completion field is a 400."""
-        return self.number <= 5
+        """Versions 3–6: a HEAD or DELETE carrying ``Upload-Offset`` or the completion field is a 400."""
+        return self.number <= 6
 
     @property
     def forbids_length_on_head(self) -> bool:
         """Version 6 adds ``Upload-Length`` to the fields a HEAD must not carry."""
         return self.number == 6
+
+    @property
+    def incomplete_append_status(self) -> int:
+        """The status of an append that leaves the upload incomplete: ``201 (Created)`` up to
+        version 6 (a MUST of drafts -01 to -05), any 2xx since (chunkd answers 204)."""
+        return 201 if self.number <= 6 else 204
+
+    @property
+    def length_overrun_is_400(self) -> bool:
+        """A body past the upload's length is a 400 from version 6 on (chunkd answers 413 before)."""
+        return self.number >= 6
+
+    @property
+    def invalidates_on_length_overrun(self) -> bool:
+        """From version 7 (draft -08) a body past the length also makes the upload unusable."""
+        return self.number >= 7
+
+    @property
+    def replays_final_response(self) -> bool:
+        """Version 8 lets a repeated completing append on a completed upload replay the final
+        response; before, an append to a completed upload must be rejected."""
+        return self.number >= 8
 
     def problem_type(self, name: str) -> str | None:
         """The draft's problem type URI for ``name`` if this version defines it, else None."""

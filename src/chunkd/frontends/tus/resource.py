@@ -112,16 +112,21 @@ class TusResource:
             raise e.InvalidInput(message, field="Upload-Concat")
         return match.group(1)
 
-    def upload_headers(self, upload: Upload, *, now_pending: bool) -> dict[str, str]:
-        """The headers that describe an upload (HEAD, and POST/PATCH where they apply)."""
+    def upload_headers(self, upload: Upload, *, now_pending: bool, final_length: int | None = None) -> dict[str, str]:
+        """The headers that describe an upload (HEAD, and POST/PATCH where they apply). A final
+        upload still waiting for its partials has no ``Upload-Offset`` (tus concatenation-unfinished)
+        and an ``Upload-Length`` only once its partials' lengths are all known (``final_length``)."""
         headers = base_headers()
         state = tus_state(upload)
-        offset = upload.size_bytes if upload.status is Status.COMPLETED else upload.bytes_received
-        headers["Upload-Offset"] = str(offset or 0)
-        if upload.size_bytes is None:
+        waiting = state.get("concat") == "final" and upload.status is Status.PENDING
+        if not waiting:
+            offset = upload.size_bytes if upload.status is Status.COMPLETED else upload.bytes_received
+            headers["Upload-Offset"] = str(offset or 0)
+        length = upload.size_bytes if upload.size_bytes is not None else final_length
+        if length is not None:
+            headers["Upload-Length"] = str(length)
+        elif not waiting:
             headers["Upload-Defer-Length"] = "1"
-        else:
-            headers["Upload-Length"] = str(upload.size_bytes)
         meta = Metadata.from_stored(state.get("meta") or {})
         if meta.pairs:
             headers["Upload-Metadata"] = meta.header()

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 from fastapi import Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
+from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.digests import content_digest_checksum, md5_repr_digest
+from chunkd.frontends.digests import content_digest_checksum, repr_digest_of
 from chunkd.frontends.http import declares_body, file_response, parse_length, principal, runtime
+from chunkd.frontends.tus.checksum_trailer import TrailerChecksum, announces_checksum_trailer
 from chunkd.frontends.tus.errors import TUS_VERSION, UnsupportedMediaType
 from chunkd.frontends.tus.headers import http_date, parse_checksum
 from chunkd.frontends.tus.resource import (
@@ -23,6 +28,7 @@ from chunkd.frontends.tus.resource import (
     require_version,
     tus_state,
 )
+from chunkd.service.concatenation import CONCATENATION
 from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["Transfer"]
@@ -48,11 +54,35 @@ class Transfer(TusResource):
             # answered includes what it received and is the one the next PATCH must send.
             await self.inflight(request).end_stale(file_id, wait=TAKE_OVER_WAIT)
             upload = await self.load(request, who.owner, file_id)
+        final_length = None
+        if self.is_final(upload):
+            upload, final_length = await self._settle_final(request, upload)
         if upload.status in (Status.PENDING, Status.EXPIRED):
             upload.ensure_pending(runtime(request).uploads.clock())  # 410 once expired
         elif upload.status is Status.CANCELLED:
             raise e.NotFound(f"no upload with id {file_id!r}", field="id")
-        return Response(status_code=200, headers=self.upload_headers(upload, now_pending=True))
+        headers = self.upload_headers(upload, now_pending=True, final_length=final_length)
+        return Response(status_code=200, headers=headers)
+
+    async def _settle_final(self, request: Request, upload: Upload) -> tuple[Upload, int | None]:
+        """A final upload: completed if its partials are all finished (normally done already by
+        the PATCH that finished the last one; this covers a node that stopped in between), and its
+        length if it is known. One whose partial went away before finishing is gone (410)."""
+        service = runtime(request).uploads
+        if upload.status is Status.PENDING:
+            with contextlib.suppress(e.Busy):  # someone is completing it right now
+                upload = await service.finish_concatenation(upload.owner, upload.id)
+        failed = upload.metadata.get(CONCATENATION, {}).get("failed")
+        if upload.status is Status.CANCELLED and failed:
+            raise e.Expired(f"the final upload cannot be completed: {failed}")
+        if upload.status is not Status.PENDING or upload.size_bytes is not None:
+            return upload, None
+        lengths = []
+        for partial_id in tus_state(upload).get("parts", []):
+            with contextlib.suppress(e.NotFound):
+                lengths.append((await self.load(request, upload.owner, partial_id)).size_bytes)
+        known = len(lengths) == len(tus_state(upload).get("parts", [])) and None not in lengths
+        return upload, sum(n for n in lengths if n is not None) if known else None
 
     async def patch(self, request: Request, file_id: str) -> Response:
         require_version(request)
@@ -62,9 +92,13 @@ class Transfer(TusResource):
         offset = parse_length(request.headers.get("upload-offset"), "Upload-Offset")
         if offset is None:
             raise e.InvalidInput("Upload-Offset is required", field="Upload-Offset")
+        checksum: tuple[StreamHasher, bytes | Callable[[], bytes]] | None
         checksum = parse_checksum(request.headers.get("upload-checksum"))
         if checksum is None:  # RFC 9530, the draft's way of saying the same
             checksum = content_digest_checksum(request.headers.get("content-digest"))
+        if checksum is None and announces_checksum_trailer(request):  # checksum-trailer
+            trailer = TrailerChecksum(request)
+            checksum = (trailer, trailer.expected)
         length = parse_length(request.headers.get("upload-length"), "Upload-Length")
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
@@ -112,7 +146,7 @@ class Transfer(TusResource):
         headers["Upload-Offset"] = str(upload.bytes_received)
         if upload.status is Status.PENDING and upload.expires_at is not None:
             headers["Upload-Expires"] = http_date(upload.expires_at)
-        if (digest := md5_repr_digest(upload.md5)) is not None:
+        if (digest := repr_digest_of(upload.md5, upload.crc64)) is not None:
             headers["Repr-Digest"] = digest  # RFC 9530, once the file is complete
         return Response(status_code=204, headers=headers)
 
@@ -131,6 +165,8 @@ class Transfer(TusResource):
         download from here."""
         who = await principal(request, "files:read")
         upload = await self.load(request, who.owner, file_id)
+        if self.is_final(upload):
+            upload, _ = await self._settle_final(request, upload)
         if upload.status is not Status.COMPLETED:
             raise e.InvalidState(f"upload {file_id} is not finished; only finished uploads can be downloaded")
         response = await file_response(request, who.owner, file_id)

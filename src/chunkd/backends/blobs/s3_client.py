@@ -1,0 +1,256 @@
+"""The S3 store's plumbing: the boto3 client and its configuration, the bucket's key layout, and
+the calls every other room of the store makes (see ``chunkd.backends.blobs.s3``).
+
+**Client: boto3 in a thread pool, not aiobotocore.** Measured against Ceph RGW 16.2 on 127.0.0.1 (two
+shared cores): 200 ``HeadBucket`` calls at concurrency 16 took 1.4 s with boto3 in 16 threads vs 5.0 s
+with aiobotocore 3.10; 16 × 8 MiB ``PutObject`` ran at 30–45 MiB/s vs 22–31 MiB/s. boto3 also streams
+from a file object without extra copies, and avoids aiobotocore's tight pin on botocore versions.
+
+Request bodies are spooled to an unlinked temporary file (S3 needs the length up front, and memory
+stays bounded), as tusd's s3store does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import re
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from chunkd.domain.names import is_upload_id
+from chunkd.domain.upload import Upload
+
+__all__ = [
+    "MAX_S3_PART",
+    "MIN_S3_PART",
+    "READ_CHUNK",
+    "STATE",
+    "S3Bucket",
+    "Spool",
+    "b64md5",
+    "etag",
+    "make_client",
+]
+
+MiB = 1024 * 1024
+MIN_S3_PART = 5 * MiB  # S3's minimum size of every part but the last
+MAX_S3_PART = 5 * 1024 * MiB  # S3's maximum part (and single PUT) size
+READ_CHUNK = MiB
+STATE = "_s3"
+
+_REF = re.compile(r"^[0-9]{1,5}\.[A-Za-z0-9_-]{8,32}$")
+
+
+def b64md5(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def etag(value: str) -> str:
+    return value.strip('"')
+
+
+class Spool:
+    """Bytes on their way to S3: an unlinked temporary file plus their MD5."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - closed by close()
+        self.md5 = hashlib.md5()
+        self.size = 0
+
+    def write(self, chunks: Sequence[bytes]) -> None:
+        for chunk in chunks:
+            self.file.write(chunk)
+            self.md5.update(chunk)
+            self.size += len(chunk)
+
+    def rewind(self) -> IO[bytes]:
+        self.file.flush()
+        self.file.seek(0)
+        return self.file
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class S3Bucket:
+    """One bucket (and key prefix) of an S3 store: the boto3 calls in a thread pool, the key layout,
+    listings, deletes and the upload's multipart upload. The store's other rooms build on it."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        *,
+        prefix: str = "",
+        presigned_downloads: bool = False,
+        presign_seconds: int = 300,
+        max_workers: int = 32,
+        spool_dir: Path | None = None,
+    ) -> None:
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.presigned_downloads = presigned_downloads
+        self.presign_seconds = presign_seconds
+        self.spool_dir = spool_dir
+        if spool_dir is not None:
+            spool_dir.mkdir(parents=True, exist_ok=True)
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="chunkd-s3")
+
+    # ---- plumbing -----------------------------------------------------------------------------
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        """Run one boto3 call in the store's thread pool (``Bucket`` filled in)."""
+        fn = getattr(self.client, method)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, Bucket=self.bucket, **kwargs))
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    @staticmethod
+    def _check_id(upload_id: str) -> str:
+        if not is_upload_id(upload_id):
+            raise ValueError("invalid upload id for storage")
+        return upload_id
+
+    def staging_prefix(self, upload_id: str) -> str:
+        return f"{self.prefix}staging/{self._check_id(upload_id)}/"
+
+    def staging_key(self, upload_id: str, ref: str) -> str:
+        if not _REF.match(ref):
+            raise ValueError("invalid blob reference")
+        return self.staging_prefix(upload_id) + ref
+
+    def master_prefix(self, upload_id: str) -> str:
+        return f"{self.prefix}masters/{self._check_id(upload_id)}/"
+
+    def final_key(self, upload: Upload) -> str:
+        """Where the finished file is (fixed when the multipart upload is created)."""
+        state = upload.metadata.get(STATE) or {}
+        key = state.get("key")
+        if isinstance(key, str) and key.startswith(self.master_prefix(upload.id)):
+            return key
+        # The filename was sanitised by the engine (no separators or control characters); the
+        # checks here make sure nothing else can shape the key.
+        name = upload.filename
+        if not name or "/" in name or "\\" in name or name in {".", ".."}:
+            raise ValueError("unsafe filename for an object key")
+        return self.master_prefix(upload.id) + name
+
+    @staticmethod
+    def _state(upload: Upload) -> dict[str, Any]:
+        state = upload.metadata.get(STATE)
+        if not isinstance(state, dict):
+            state = {}
+            upload.metadata[STATE] = state
+        return state
+
+    async def _get_stream(self, key: str, range_: str | None = None) -> AsyncIterator[bytes]:
+        kwargs: dict[str, Any] = {"Key": key}
+        if range_ is not None:
+            kwargs["Range"] = range_
+        response = await self.call("get_object", **kwargs)
+        body = response["Body"]
+        try:
+            while True:
+                chunk = await self._run(functools.partial(body.read, READ_CHUNK))
+                if not chunk:
+                    break
+                yield chunk
+        finally:
+            body.close()
+
+    async def _list_keys(self, prefix: str) -> list[tuple[str, datetime]]:
+        def list_all() -> list[tuple[str, datetime]]:
+            out: list[tuple[str, datetime]] = []
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                out.extend((item["Key"], item["LastModified"]) for item in page.get("Contents", []))
+            return out
+
+        return list(await self._run(list_all))
+
+    async def _delete_keys(self, keys: Iterable[str]) -> int:
+        keys = list(keys)
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            await self.call("delete_objects", Delete={"Objects": batch, "Quiet": True})
+        return len(keys)
+
+    async def _multipart_uploads(self, prefix: str) -> list[dict[str, Any]]:
+        def list_all() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                out.extend(page.get("Uploads", []))
+            return out
+
+        return list(await self._run(list_all))
+
+    async def _list_parts(self, key: str, mp_id: str) -> dict[int, tuple[str, int]]:
+        def list_all() -> dict[int, tuple[str, int]]:
+            out: dict[int, tuple[str, int]] = {}
+            paginator = self.client.get_paginator("list_parts")
+            for page in paginator.paginate(Bucket=self.bucket, Key=key, UploadId=mp_id):
+                for item in page.get("Parts", []):
+                    out[int(item["PartNumber"])] = (etag(item["ETag"]), int(item["Size"]))
+            return out
+
+        return dict(await self._run(list_all))
+
+    async def _multipart(self, upload: Upload) -> str:
+        """The upload's S3 multipart upload id: recorded, adopted after a crash, or created."""
+        state = self._state(upload)
+        mp_id = state.get("uploadId")
+        if isinstance(mp_id, str):
+            return mp_id
+        key = self.final_key(upload)
+        existing = [u for u in await self._multipart_uploads(key) if u["Key"] == key]
+        if existing:
+            mp_id = str(existing[0]["UploadId"])
+        else:
+            response = await self.call("create_multipart_upload", Key=key, ContentType=upload.mime_type)
+            mp_id = str(response["UploadId"])
+        state["uploadId"] = mp_id
+        state["key"] = key
+        return mp_id
+
+
+def make_client(
+    *, endpoint: str | None, region: str, access_key: str | None, secret_key: str | None, max_connections: int
+) -> Any:
+    """A boto3 S3 client: path-style addressing (needed by RGW/MinIO), SigV4, standard retries, and
+    checksums only where required (newer botocore's default CRC trailers are not understood by
+    every S3-compatible server)."""
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config  # type: ignore[import-untyped]
+
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        max_pool_connections=max_connections,
+        retries={"max_attempts": 5, "mode": "standard"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        connect_timeout=10,
+        read_timeout=120,
+    )
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        # None falls back to the standard AWS credential chain (env, shared files, instance role).
+        aws_access_key_id=access_key or None,
+        aws_secret_access_key=secret_key or None,
+        config=config,
+    )

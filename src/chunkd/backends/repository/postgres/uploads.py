@@ -1,0 +1,208 @@
+"""UploadRepository on PostgreSQL for the hot paths: asyncpg directly, each statement prepared once
+per connection (asyncpg's statement cache) instead of compiled by SQLAlchemy per call — on the
+project's machine that is most of a PATCH's metadata CPU (``bench/repository_bench.py``). The
+listings, usage and gc queries, run rarely, are the SQLAlchemy repository's (``cold``).
+
+Values are stored as the SQLAlchemy repository stores them: ``timestamptz`` times, JSON as
+``json.dumps`` text, enums as their values. Each method is one transaction, as the port says;
+PostgreSQL itself lets concurrent commits share a WAL flush."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from chunkd.backends.repository.rows import (
+    PART_COLUMNS,
+    UPLOAD_COLUMNS,
+    part_from,
+    part_values,
+    quoted,
+    upload_from,
+    upload_values,
+)
+from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
+from chunkd.domain.errors import Conflict
+from chunkd.domain.events import Event
+from chunkd.domain.upload import Part, Status, Upload
+
+__all__ = ["PostgresUploadRepository"]
+
+
+def _placeholders(count: int, start: int = 1) -> str:
+    return ", ".join(f"${n}" for n in range(start, start + count))
+
+
+_SELECT_UPLOAD = f"SELECT {quoted(UPLOAD_COLUMNS)} FROM uploads"
+_GET = f"{_SELECT_UPLOAD} WHERE id = $1"
+_GET_OWNED = f"{_SELECT_UPLOAD} WHERE id = $1 AND owner = $2"
+_BY_CLIENT_REF = f"{_SELECT_UPLOAD} WHERE owner = $1 AND frontend = $2 AND client_ref = $3"
+_SELECT_PARTS = f"SELECT {quoted(PART_COLUMNS)} FROM parts"
+_PARTS = f'{_SELECT_PARTS} WHERE upload_id = $1 AND ("number" >= $2 OR "number" = ANY($3::int[])) ORDER BY "number"'
+_LISTED_PARTS = f'{_SELECT_PARTS} WHERE upload_id = $1 AND "number" = ANY($2::int[]) ORDER BY "number"'
+_INSERT_UPLOAD = f"INSERT INTO uploads ({quoted(UPLOAD_COLUMNS)}) VALUES ({_placeholders(len(UPLOAD_COLUMNS))})"
+_ASSIGN_UPLOAD = ", ".join(f'"{c}" = ${n}' for n, c in enumerate(UPLOAD_COLUMNS[1:], start=2))
+_UPDATE_UPLOAD = f"UPDATE uploads SET {_ASSIGN_UPLOAD} WHERE id = $1"
+_UPSERT_PART = (
+    f"INSERT INTO parts (upload_id, {quoted(PART_COLUMNS)}) VALUES ({_placeholders(len(PART_COLUMNS) + 1)}) "
+    f'ON CONFLICT (upload_id, "number") DO UPDATE SET '
+    + ", ".join(f'"{c}" = excluded."{c}"' for c in PART_COLUMNS if c != "number")
+)
+_DELETE_PARTS_LISTED = 'DELETE FROM parts WHERE upload_id = $1 AND "number" = ANY($2::int[])'
+_DELETE_PARTS = "DELETE FROM parts WHERE upload_id = $1"
+_DELETE_UPLOAD = "DELETE FROM uploads WHERE id = $1"
+_PENDING_BEFORE = "status = 'PENDING' AND (expires_at IS NULL OR expires_at < $2)"
+_TOUCH = f"UPDATE uploads SET expires_at = $2 WHERE id = $1 AND {_PENDING_BEFORE}"
+_EXPIRE = (
+    "UPDATE uploads SET status = 'EXPIRED', expires_at = NULL, updated_at = $2 "
+    "WHERE id = $1 AND status = 'PENDING' AND expires_at <= $2"
+)
+_INSERT_EVENT = (
+    "INSERT INTO events (id, type, owner, upload_id, created_at, payload, dispatched) "
+    "VALUES ($1, $2, $3, $4, $5, $6, false)"
+)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _upload(row: Sequence[Any]) -> Upload:
+    return upload_from(row, _same)
+
+
+def _part(row: Sequence[Any]) -> Part:
+    return part_from(row, _same)
+
+
+async def _write_events(conn: asyncpg.Connection, events: Sequence[Event]) -> None:
+    if events:
+        await conn.executemany(
+            _INSERT_EVENT,
+            [(e.id, e.type, e.owner, e.upload_id, e.timestamp, json.dumps(e.payload())) for e in events],
+        )
+
+
+class PostgresUploadRepository:
+    """Upload sessions and their parts in PostgreSQL (see the module docstring)."""
+
+    def __init__(self, pool: asyncpg.Pool, cold: SqlUploadRepository) -> None:
+        self.pool = pool
+        self.cold = cold
+        self.engine = cold.engine  # the SQLAlchemy engine over the same database
+
+    @classmethod
+    async def open(cls, dsn: str, cold: SqlUploadRepository, *, max_connections: int = 10) -> PostgresUploadRepository:
+        return cls(await asyncpg.create_pool(dsn, min_size=1, max_size=max_connections), cold)
+
+    async def create(self, upload: Upload, events: Sequence[Event] = ()) -> None:
+        values = upload_values(upload, _same)
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(_INSERT_UPLOAD, *values)
+                await _write_events(conn, events)
+        except asyncpg.UniqueViolationError:
+            raise Conflict("an upload with this client reference already exists", field="client_ref") from None
+
+    async def get(
+        self,
+        upload_id: str,
+        owner: str | None = None,
+        *,
+        parts_from: int | Callable[[Upload], int] | None = 1,
+        part_numbers: Iterable[int] = (),
+    ) -> Upload | None:
+        wanted = sorted(set(part_numbers))
+        async with self.pool.acquire() as conn:
+            if owner is None:
+                row = await conn.fetchrow(_GET, upload_id)
+            else:
+                row = await conn.fetchrow(_GET_OWNED, upload_id, owner)
+            if row is None:
+                return None
+            upload = _upload(row)
+            first = parts_from(upload) if callable(parts_from) else parts_from
+            if first is not None:
+                rows = await conn.fetch(_PARTS, upload_id, first, wanted)
+            elif wanted:
+                rows = await conn.fetch(_LISTED_PARTS, upload_id, wanted)
+            else:
+                rows = []
+        upload.parts = {p.number: p for p in map(_part, rows)}
+        return upload
+
+    async def find_by_client_ref(self, owner: str, frontend: str, client_ref: str) -> Upload | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(_BY_CLIENT_REF, owner, frontend, client_ref)
+        return None if row is None else _upload(row)
+
+    async def save(
+        self,
+        upload: Upload,
+        changed_parts: Sequence[Part] = (),
+        removed_parts: Sequence[int] = (),
+        events: Sequence[Event] = (),
+    ) -> None:
+        values = upload_values(upload, _same)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_UPDATE_UPLOAD, *values)
+            if changed_parts:
+                await conn.executemany(_UPSERT_PART, [part_values(upload.id, p, _same) for p in changed_parts])
+            if removed_parts:
+                await conn.execute(_DELETE_PARTS_LISTED, upload.id, list(removed_parts))
+            await _write_events(conn, events)
+
+    async def touch(self, upload_id: str, expires_at: datetime) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(_TOUCH, upload_id, expires_at)
+
+    async def expire(self, upload_id: str, now: datetime, events: Sequence[Event] = ()) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if await conn.execute(_EXPIRE, upload_id, now) == "UPDATE 0":
+                return False
+            await conn.execute(_DELETE_PARTS, upload_id)
+            await _write_events(conn, events)
+            return True
+
+    async def delete_parts(self, upload_id: str) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(_DELETE_PARTS, upload_id)
+
+    async def delete_upload(self, upload_id: str, events: Sequence[Event] = ()) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(_DELETE_PARTS, upload_id)
+            await conn.execute(_DELETE_UPLOAD, upload_id)
+            await _write_events(conn, events)
+
+    # ---- cold paths: listings and counts through SQLAlchemy --------------------------------
+    async def list_uploads(
+        self, owner: str, *, status: Status | None, limit: int, before: tuple[datetime, str] | None
+    ) -> list[Upload]:
+        return await self.cold.list_uploads(owner, status=status, limit=limit, before=before)
+
+    async def list_expirable(self, now: datetime, limit: int) -> list[str]:
+        return await self.cold.list_expirable(now, limit)
+
+    async def usage(self, owner: str) -> tuple[int, int, int]:
+        return await self.cold.usage(owner)
+
+    async def all_ids(self) -> set[str]:
+        return await self.cold.all_ids()
+
+    async def live_blobs(self) -> dict[str, set[str]]:
+        return await self.cold.live_blobs()
+
+    async def count_pending(self) -> int:
+        return await self.cold.count_pending()
+
+    async def ping(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def close(self) -> None:
+        """Close this repository's connections (not the engine's)."""
+        await self.pool.close()

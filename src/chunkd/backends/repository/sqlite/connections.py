@@ -1,0 +1,216 @@
+"""SQLite connections owned by threads: one writer that commits concurrent writes together (group
+commit), and readers beside it (WAL lets them read while it writes).
+
+Why not aiosqlite and SQLAlchemy here: on the hot paths (a tus PATCH, a part) their Python layers
+cost more than the statements themselves — statement compilation and cache keys, a thread hop per
+statement, a pool checkout per transaction (measured in docs/benchmarks.md). Here a repository
+call is one hop to a thread that runs a few statements prepared once (``sqlite3`` keeps each
+connection's prepared statements by their SQL text).
+
+Group commit: a write is a function of the write connection. The writer thread takes every write
+queued when it becomes free, runs them in one transaction — each inside its own SAVEPOINT, so one
+that fails is rolled back alone and its caller gets its error — and commits once: one WAL sync
+for all of them (``synchronous=FULL``: the commit is durable when COMMIT returns). A caller is
+released only after the commit that holds its write, so acknowledged still means durable."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = ["MAX_BATCH", "GroupCommitWriter", "Readers", "connect"]
+
+T = TypeVar("T")
+
+# Writes committed in one transaction at most: bounds how long the first of them waits behind the
+# others' statements (each is a few tens of microseconds; the commit's sync is ~0.3 ms here).
+MAX_BATCH = 128
+
+
+def connect(path: str, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection with the engine's settings: WAL, ``synchronous=FULL`` (a commit is durable
+    before it returns), foreign keys, and a busy timeout for the cold paths' writers."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    if read_only:
+        conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+@dataclass
+class _Write:
+    work: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+    def settle(self, ok: bool, value: Any) -> None:
+        with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            self.loop.call_soon_threadsafe(_resolve, self.future, ok, value)
+
+
+def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+async def _outcome(future: asyncio.Future[T]) -> T:
+    """The write's outcome, also when the waiting task is cancelled meanwhile: a write handed to
+    the writer is committed or not whatever its caller does, and the caller must know which (a part
+    whose row was committed must not have its blob discarded). The cancellation is delivered after
+    a failed write; after a committed one the caller carries on as if it had come a moment later."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        pass
+    while not future.done():
+        with suppress(asyncio.CancelledError):
+            await asyncio.wait([future])  # neither raises the write's error nor cancels it
+    if future.exception() is not None:
+        raise asyncio.CancelledError
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return future.result()
+
+
+class GroupCommitWriter:
+    """The one thread that writes to the database (see the module docstring)."""
+
+    def __init__(self, path: str, *, max_batch: int = MAX_BATCH) -> None:
+        self.path = path
+        self.max_batch = max_batch
+        # Counters for tests and metrics, each written by one thread only: writes handed to the
+        # writer (event loop) and transactions committed (writer thread).
+        self.submitted = 0
+        self.commits = 0
+        self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="chunkd-sqlite-writer", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._failed is not None:
+            raise self._failed
+
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` on the write connection inside a transaction and return its result once
+        that transaction is committed; its exception (having rolled back only its own changes)
+        when it raises; the commit's error when the commit fails (then nothing of it is stored)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Write(work, loop, future))
+        self.submitted += 1
+        return await _outcome(future)
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread and close the connection."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            conn = connect(self.path)
+        except BaseException as exc:
+            self._failed = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < self.max_batch:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stopping = True
+                        break
+                    batch.append(more)
+                self._commit(conn, batch)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        alone = len(batch) == 1  # no savepoint needed: its failure rolls the transaction back
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for write in batch:
+                if not alone:
+                    conn.execute("SAVEPOINT write")
+                try:
+                    result = write.work(conn)
+                except Exception as exc:
+                    if alone:
+                        raise
+                    conn.execute("ROLLBACK TO write")
+                    conn.execute("RELEASE write")
+                    outcomes.append((False, exc))
+                else:
+                    if not alone:
+                        conn.execute("RELEASE write")
+                    outcomes.append((True, result))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception as exc:  # BEGIN, COMMIT or the lone write failed: nothing of the batch is stored
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            outcomes = [(False, exc)] * len(batch)
+        for write, (ok, value) in zip(batch, outcomes, strict=True):
+            write.settle(ok, value)
+
+
+class Readers:
+    """Threads that each keep a read-only connection; a read runs on one of them, in one read
+    transaction (its statements see one snapshot)."""
+
+    def __init__(self, path: str, *, threads: int = 2) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="chunkd-sqlite-reader")
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work``'s result, run on a reader's connection."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, work)
+
+    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path, read_only=True)
+            with self._lock:
+                self._connections.append(conn)
+        conn.execute("BEGIN")
+        try:
+            return work(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
