@@ -134,11 +134,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     flush=True,
                 )
         # Operator endpoints follow the settings (CHUNKD_WEBHOOK_URLS) at every start.
-        await runtime.extras["webhooks"].repo.sync_operator_endpoints(
-            settings.webhook_url_list(), runtime.uploads.clock()
-        )
+        await runtime.webhooks.repo.sync_operator_endpoints(settings.webhook_url_list(), runtime.uploads.clock())
         reaper = asyncio.create_task(_reap_forever(runtime))
-        delivery = asyncio.create_task(runtime.extras["delivery"].run_forever())
+        delivery = asyncio.create_task(runtime.delivery.run_forever())
         try:
             yield
         finally:

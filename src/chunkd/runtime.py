@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,12 @@ from chunkd.ports.media import MediaRepository
 from chunkd.ports.metadata import MetadataStore
 from chunkd.ports.repository import UploadRepository
 from chunkd.ports.webhooks import WebhookRepository
+from chunkd.readiness import Readiness
 from chunkd.service.delivery import DeliveryWorker
 from chunkd.service.hooks import NO_HOOKS, HookChain, HttpHooks, UploadHooks
 from chunkd.service.inspection import InspectionPool
 from chunkd.service.media import MediaService
+from chunkd.service.takeover import InFlight
 from chunkd.service.uploads import UploadService
 from chunkd.service.virusscan import ClamdScanner
 from chunkd.service.webhooks import WebhookService
@@ -123,6 +125,10 @@ def server_secret(settings: Settings) -> bytes:
 
 @dataclass
 class Runtime:
+    """Everything one process serves with, built once by :func:`open_runtime` (nothing is looked
+    up or made later): the settings, the backends, the engine's services and this process's
+    per-node parts (metrics, take-over registry, readiness checks, webhook delivery worker)."""
+
     settings: Settings
     repo: UploadRepository
     metadata: MetadataStore
@@ -134,15 +140,18 @@ class Runtime:
     signer: UrlSigner
     media: MediaService
     links: UploadLinks
-    tokens: AccessTokens | None = None
+    webhooks: WebhookService
+    # Sends the outbox's deliveries (started by the app; woken whenever this process writes an event).
+    delivery: DeliveryWorker
+    # The request streaming into each upload, which a newer request may take over (tus, media).
+    takeover: InFlight
+    readiness: Readiness
     # This process's metrics (see chunkd.metrics): webhooks and hooks count into it too.
-    metrics: Metrics = field(default_factory=lambda: Metrics(process_metrics=False))
-    # Per-process state a frontend keeps beside the runtime (tus: the request writing each upload).
-    extras: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics
+    tokens: AccessTokens | None = None
 
     async def close(self) -> None:
-        if (worker := self.extras.get("delivery")) is not None:
-            await worker.close()
+        await self.delivery.close()
         for hook in getattr(self.uploads.hooks, "hooks", ()):
             if isinstance(hook, HttpHooks):
                 await hook.close()
@@ -195,6 +204,7 @@ async def open_runtime(
     metrics = metrics or Metrics(process_metrics=False)
     uploads.hooks = build_hooks(settings, uploads, metrics)
     uploads.subscribe(metrics.on_upload_event)
+    webhooks, delivery = build_webhooks(settings, metadata.webhooks, uploads, metrics)
     return Runtime(
         settings=settings,
         repo=repo,
@@ -208,7 +218,10 @@ async def open_runtime(
         links=links,
         tokens=tokens,
         media=build_media(settings, metadata.media, uploads),
-        extras=build_webhooks(settings, metadata.webhooks, uploads, metrics),
+        webhooks=webhooks,
+        delivery=delivery,
+        takeover=InFlight(locks),
+        readiness=Readiness(repo.ping, blobs, settings.readyz_timeout_seconds),
         metrics=metrics,
     )
 
@@ -239,7 +252,7 @@ def build_hooks(settings: Settings, uploads: UploadService, metrics: Metrics) ->
 
 def build_webhooks(
     settings: Settings, repo: WebhookRepository, uploads: UploadService, metrics: Metrics
-) -> dict[str, Any]:
+) -> tuple[WebhookService, DeliveryWorker]:
     """The webhook API's service and this process's delivery worker (started by the app), woken
     whenever this process writes an event."""
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret is not None else None
@@ -251,7 +264,7 @@ def build_webhooks(
 
     uploads.subscribe(wake)
     service = WebhookService(repo, uploads.clock, block_private=settings.webhook_block_private, wake=worker.wake)
-    return {"webhooks": service, "delivery": worker}
+    return service, worker
 
 
 def build_media(settings: Settings, repo: MediaRepository, uploads: UploadService) -> MediaService:

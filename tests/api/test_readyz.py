@@ -131,7 +131,7 @@ async def test_s3_bucket_reachable_is_ready(tmp_path: Path, ceph_rgw: CephRgw, s
 
 
 def test_local_storage_checks_free_space_and_writability(tmp_path: Path) -> None:
-    from chunkd.observability.readiness import local_storage_problem
+    from chunkd.readiness import local_storage_problem
 
     assert local_storage_problem(tmp_path) is None
     assert local_storage_problem(tmp_path / "absent") == "the blob directory is missing"

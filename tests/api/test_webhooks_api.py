@@ -198,7 +198,7 @@ async def test_webhook_requests_are_checked(api: Api, receiver: WebhookReceiver)
         response = await api.client.post("/v1/webhooks", json=body, headers=alice)
         assert response.status_code == 400 and response.json()["error"]["field"] == field, (body, response.text)
     # Owner URLs must be public by default (SSRF): loopback, private and metadata addresses are refused.
-    api.runtime.extras["webhooks"].block_private = True
+    api.runtime.webhooks.block_private = True
     for url in (receiver.url("/x"), "http://10.0.0.1/hook", "http://169.254.169.254/latest", "http://[::1]:80/"):
         response = await api.client.post("/v1/webhooks", json={"url": url}, headers=alice)
         assert response.status_code == 400, (url, response.text)

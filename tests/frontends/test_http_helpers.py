@@ -7,7 +7,17 @@ from typing import Any
 
 import pytest
 
-from chunkd.frontends.http import ByteRange, content_disposition, isotime, parse_range, validation_error
+from chunkd.domain.errors import InvalidInput
+from chunkd.frontends.http import (
+    ByteRange,
+    byte_count,
+    content_disposition,
+    declares_body,
+    isotime,
+    parse_length,
+    parse_range,
+    validation_error,
+)
 
 
 @pytest.mark.parametrize(
@@ -91,3 +101,22 @@ def test_isotime() -> None:
 def test_validation_error_names_the_field(errors: list[dict[str, Any]], field: str) -> None:
     named, message = validation_error(errors)
     assert named == field and message.startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(("value", "count"), [("0", 0), (" 17 ", 17), ("9" * 19, int("9" * 19)), (None, None)])
+def test_byte_counts(value: str | None, count: int | None) -> None:
+    assert byte_count(value) == count
+    assert parse_length(value, "Upload-Offset") == count
+
+
+@pytest.mark.parametrize("value", ["", "-1", "1.0", "0x10", "²", "١٢", "1 2", "9" * 20])
+def test_what_is_not_a_byte_count_is_refused_naming_the_header(value: str) -> None:
+    assert byte_count(value) is None
+    with pytest.raises(InvalidInput) as refused:
+        parse_length(value, "Content-Length")
+    assert refused.value.field == "Content-Length"
+
+
+def test_a_declared_body() -> None:
+    assert declares_body({"content-length": "5"}) and declares_body({"transfer-encoding": "chunked"})
+    assert not declares_body({"content-length": " 0 "}) and not declares_body({})

@@ -114,7 +114,7 @@ async def make_target(api: Api, kind: str | None, who: str = "alice") -> str:
         if kind == "webhook":
             return endpoint_id
         await make_target(api, "upload", who)  # an event, fanned out to the endpoint at once:
-        await api.runtime.extras["webhooks"].repo.dispatch(api.runtime.uploads.clock(), 100)
+        await api.runtime.webhooks.repo.dispatch(api.runtime.uploads.clock(), 100)
         log = await _ok(await c.get(f"/v1/webhooks/{endpoint_id}/deliveries", headers=auth), 200)
         return f"{endpoint_id}|{log.json()['data'][0]['id']}"
     assert kind is None, kind

@@ -18,7 +18,7 @@ from typing import Any
 
 from chunkd.domain.upload import Mode, Part, Status, Upload
 
-__all__ = ["Event", "EventType", "file_object", "isotime", "new_event_id"]
+__all__ = ["Event", "EventType", "file_object", "file_summary", "isotime", "new_event_id"]
 
 
 class EventType(StrEnum):
@@ -51,10 +51,10 @@ def _part_count(upload: Upload, *, with_parts: bool) -> int:
     return upload.part_count or 0
 
 
-def file_object(upload: Upload, *, parts: Iterable[Part] | None = None, with_parts: bool = True) -> dict[str, Any]:
-    """The file object of the Files API without its upload URL. ``parts`` overrides the upload's
-    own (e.g. none for an upload whose part rows are being removed in the same transaction)."""
-    view: dict[str, Any] = {
+def file_summary(upload: Upload) -> dict[str, Any]:
+    """The file's identity, state and times: what the Files API answers to complete and cancel, and
+    the first members of the file object."""
+    return {
         "id": upload.id,
         "completedAt": isotime(upload.completed_at),
         "createdAt": isotime(upload.created_at),
@@ -63,6 +63,14 @@ def file_object(upload: Upload, *, parts: Iterable[Part] | None = None, with_par
         "mimeType": upload.mime_type,
         "sizeBytes": upload.size_bytes or 0,
         "status": upload.status.value,
+    }
+
+
+def file_object(upload: Upload, *, parts: Iterable[Part] | None = None, with_parts: bool = True) -> dict[str, Any]:
+    """The file object of the Files API without its upload URL. ``parts`` overrides the upload's
+    own (e.g. none for an upload whose part rows are being removed in the same transaction)."""
+    view = file_summary(upload)
+    view |= {
         "partSize": upload.part_size,
         "partCount": _part_count(upload, with_parts=with_parts),
         "bytesReceived": upload.bytes_received,

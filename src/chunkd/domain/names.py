@@ -8,10 +8,21 @@ import unicodedata
 
 from chunkd.domain.errors import InvalidInput
 
-__all__ = ["MAX_FILENAME_BYTES", "check_client_ref", "clean_filename", "is_upload_id", "media_type", "new_upload_id"]
+__all__ = [
+    "MAX_FILENAME_BYTES",
+    "UPLOAD_ID_PATTERN",
+    "check_client_ref",
+    "clean_filename",
+    "is_upload_id",
+    "media_type",
+    "new_upload_id",
+]
 
 MAX_FILENAME_BYTES = 255
-_UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+# Every upload id, in every dialect's URLs and in storage paths and keys: what new_upload_id mints.
+# Signed URLs and upload links carry the same ids; there are no others (no legacy shape).
+UPLOAD_ID_PATTERN = r"[A-Za-z0-9_-]{22}"
+_UPLOAD_ID = re.compile(UPLOAD_ID_PATTERN)
 
 
 def new_upload_id() -> str:
@@ -20,7 +31,9 @@ def new_upload_id() -> str:
 
 
 def is_upload_id(value: str) -> bool:
-    return bool(_UPLOAD_ID.match(value))
+    """Whether ``value`` has the shape of an upload id (``UPLOAD_ID_PATTERN``), so that it can be
+    looked up, or used in a storage path, without further checks."""
+    return _UPLOAD_ID.fullmatch(value) is not None
 
 
 def clean_filename(name: str, *, field: str = "filename") -> str:

@@ -72,6 +72,12 @@ def _octets(description: str) -> dict[str, Any]:
     return {"required": False, "description": description, "content": {"application/octet-stream": {"schema": BINARY}}}
 
 
+def form_schema(properties: dict[str, Any], **members: Any) -> dict[str, Any]:
+    """The JSON schema of a form (multipart or url-encoded): an object with ``properties``, listed in
+    the order a client sends them (the fields that place a file's bytes before the bytes)."""
+    return {"type": "object", **members, "properties": properties}
+
+
 def _model_ref(model: type[BaseModel]) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
@@ -117,14 +123,13 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
             "required": True,
             "content": {
                 "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
+                    "schema": form_schema(
+                        {
                             "upload_id": {"type": "string", "description": "From the second chunk on (first)."},
                             "image": {**BINARY, "description": "The chunk of an image (or send document)."},
                             "document": {**BINARY, "description": "The chunk of a PDF (or send image)."},
-                        },
-                    }
+                        }
+                    )
                 }
             },
         },

@@ -13,7 +13,7 @@ from starlette.requests import Request
 
 from chunkd.auth.signing import Grant
 from chunkd.domain.upload import Upload
-from chunkd.frontends.http import runtime
+from chunkd.frontends.http import public_base_url, runtime
 
 __all__ = ["signed_upload", "signed_url"]
 
@@ -23,8 +23,7 @@ def signed_url(request: Request, grant: Grant, ttl_seconds: float, *, extra: str
     ``a=b&``) and the grant's signature."""
     rt = runtime(request)
     query = rt.signer.sign(grant, ttl_seconds)
-    base = (rt.settings.public_url or str(request.base_url)).rstrip("/")
-    return f"{base}{grant.path}?{extra}expires={query['expires']}&signature={query['signature']}"
+    return f"{public_base_url(request)}{grant.path}?{extra}expires={query['expires']}&signature={query['signature']}"
 
 
 async def signed_upload(

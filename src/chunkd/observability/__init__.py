@@ -1,3 +1,4 @@
 """What an operator needs to run chunkd: the access log and HTTP metrics (``access``), the
-readiness probe (``readiness``), the ``/metrics``, ``/readyz`` and offline ``/docs`` routes
-(``routes``, ``docs``). Metrics themselves live in ``chunkd.metrics``."""
+``/metrics``, ``/readyz`` and offline ``/docs`` routes (``routes``, ``docs``). Metrics themselves
+live in ``chunkd.metrics`` and the readiness checks in ``chunkd.readiness``: the runtime builds
+both, below the frontends."""

@@ -10,7 +10,6 @@ from starlette.responses import JSONResponse, Response
 from chunkd.frontends.http import dialect_route, principal, runtime
 from chunkd.frontends.native.errors import render_error
 from chunkd.metrics import CONTENT_TYPE, Metrics
-from chunkd.observability.readiness import Readiness
 
 __all__ = ["router"]
 
@@ -48,11 +47,7 @@ async def metrics(request: Request) -> Response:
 async def readyz(request: Request) -> JSONResponse:
     """200 when the database and the storage both answer; 503 naming the part that does not.
     Unauthenticated and not rate limited (for load balancers and orchestrators)."""
-    rt = runtime(request)
-    readiness: Readiness | None = rt.extras.get("readiness")
-    if readiness is None:
-        readiness = rt.extras["readiness"] = Readiness(rt, rt.settings.readyz_timeout_seconds)
-    checks = await readiness.check()
+    checks = await runtime(request).readiness.check()
     failing = sorted(name for name, result in checks.items() if result != "ok")
     body = {"status": "unavailable" if failing else "ok", "failing": failing, "checks": checks}
     return JSONResponse(body, status_code=503 if failing else 200, headers={"Cache-Control": "no-store"})

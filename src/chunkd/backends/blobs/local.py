@@ -32,11 +32,11 @@ from pathlib import Path
 
 from chunkd.backends.blobs.errors import storage_error
 from chunkd.domain.errors import StorageError, StorageFull
+from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Part, Upload
 
 __all__ = ["LocalBlobStore"]
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _REF = re.compile(r"^[0-9]{1,5}\.[A-Za-z0-9_-]{8,32}\.part$")
 READ_CHUNK = 1024 * 1024
 
@@ -228,7 +228,7 @@ class LocalBlobStore:
         self.check_room()
 
     def _dir(self, upload_id: str) -> Path:
-        if not _ID.match(upload_id):
+        if not is_upload_id(upload_id):
             raise ValueError("invalid upload id for storage")
         return self.root / upload_id[:2] / upload_id
 

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Upload
 
 __all__ = [
@@ -44,7 +45,6 @@ MAX_S3_PART = 5 * 1024 * MiB  # S3's maximum part (and single PUT) size
 READ_CHUNK = MiB
 STATE = "_s3"
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _REF = re.compile(r"^[0-9]{1,5}\.[A-Za-z0-9_-]{8,32}$")
 
 
@@ -118,7 +118,7 @@ class S3Bucket:
 
     @staticmethod
     def _check_id(upload_id: str) -> str:
-        if not _ID.match(upload_id):
+        if not is_upload_id(upload_id):
             raise ValueError("invalid upload id for storage")
         return upload_id
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
 from chunkd.domain import errors as e
-from chunkd.frontends.http import validation_error
+from chunkd.frontends.http import StatusTable, error_headers, validation_error
 from chunkd.frontends.refusals import Refusal
 
 __all__ = ["ERROR_RESPONSES", "AssetError", "refusal_response", "render_error"]
@@ -30,6 +30,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+# The shared statuses, except that the asset API calls every other problem a bad request (400).
+_STATUS = StatusTable((e.Busy, 409), (e.Conflict, 400), (e.Expired, 400))
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"status": "error", "message": message}, status_code=status)
 
@@ -46,28 +50,14 @@ def refusal_response(refusal: Refusal) -> JSONResponse:
 def render_error(exc: Exception) -> JSONResponse | None:
     if isinstance(exc, Refusal):
         return refusal_response(exc)
-    if isinstance(exc, e.Unauthenticated):
-        return JSONResponse(
-            {"message": "Unauthorized", "detail": exc.message},
-            status_code=401,
-            headers={"WWW-Authenticate": 'Bearer realm="chunkd"'},
-        )
-    if isinstance(exc, e.Forbidden | e.QuotaExceeded):
-        return JSONResponse({"message": "Forbidden", "detail": exc.message}, status_code=403)
-    if isinstance(exc, e.NotFound):
-        return _error(404, exc.message)
-    if isinstance(exc, e.TooLarge):
-        return _error(413, exc.message)
-    if isinstance(exc, e.Busy):
-        response = _error(409, exc.message)
-        response.headers["Retry-After"] = "1"
-        return response
-    if isinstance(exc, e.RateLimited):
-        return _error(429, exc.message)
-    if isinstance(exc, e.StorageError):
-        return _error(507 if isinstance(exc, e.StorageFull) else 503, exc.message)
     if isinstance(exc, e.ChunkdError):
-        return _error(400, exc.message)
+        status = _STATUS.status(exc) or 400
+        if status in (401, 403):
+            body = {"message": "Unauthorized" if status == 401 else "Forbidden", "detail": exc.message}
+            return JSONResponse(body, status_code=status, headers=error_headers(exc, status))
+        response = _error(status, exc.message)
+        response.headers.update(error_headers(exc, status))
+        return response
     if isinstance(exc, RequestValidationError | ValidationError):
         return _error(400, validation_error(exc.errors())[1])
     return None

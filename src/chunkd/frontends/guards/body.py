@@ -30,6 +30,7 @@ from collections import deque
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chunkd.frontends.http.headers import byte_count
 from chunkd.frontends.jsondepth import DepthMeter, TooDeep
 from chunkd.frontends.native.errors import refusal_response
 from chunkd.frontends.refusals import Refusal, render_refusal
@@ -57,8 +58,7 @@ def _content_type(scope: Scope) -> str:
 def _content_length(scope: Scope) -> int | None:
     for key, value in scope.get("headers", []):
         if key.lower() == b"content-length":
-            raw = value.decode("latin-1").strip()
-            return int(raw) if raw.isdigit() else None
+            return byte_count(value.decode("latin-1"))
     return None
 
 

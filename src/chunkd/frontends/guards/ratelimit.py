@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chunkd.auth.authenticator import single_credentials
 from chunkd.auth.ratelimit import Decision, RateLimits
 from chunkd.domain.errors import ChunkdError, InvalidInput
-from chunkd.frontends.http import FILE_BYTES_ATTRIBUTE
+from chunkd.frontends.http import FILE_BYTES_ATTRIBUTE, byte_count
 from chunkd.frontends.refusals import Refusal, Renderer, render_refusal
 from chunkd.settings import Settings
 
@@ -93,8 +93,7 @@ def category_for(scope: Scope, route: BaseRoute | None) -> str:
 
 
 def _declared_length(scope: Scope) -> int | None:
-    length = _header(scope, b"content-length")
-    return int(length) if length and length.strip().isdigit() else None
+    return byte_count(_header(scope, b"content-length"))
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from chunkd.domain import errors as e
-from chunkd.frontends.http import validation_error
+from chunkd.frontends.http import StatusTable, error_headers, validation_error
 from chunkd.frontends.refusals import Refusal
 
 __all__ = ["ERROR_RESPONSES", "MediaError", "refusal_response", "render_error"]
@@ -31,26 +31,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status in (400, 401, 403, 404, 409, 410, 413, 429)
 }
 
-_STATUS: list[tuple[type[e.ChunkdError], int]] = [
-    (e.TooLarge, 413),
-    (e.InvalidInput, 400),
-    (e.NotFound, 404),
-    (e.Busy, 409),
-    (e.InvalidState, 400),  # django-chunked-upload: "Upload has already been marked as complete"
-    (e.MissingParts, 400),
-    (e.Conflict, 409),
-    (e.Expired, 410),  # django-chunked-upload answers 410 Gone for an expired upload
-    (e.Unauthenticated, 401),
-    (e.Forbidden, 403),
-    (e.QuotaExceeded, 403),
-    (e.RateLimited, 429),
-    (e.StorageFull, 507),
-    (e.StorageError, 503),
-]
+# The shared statuses (410 Gone for an expired upload, as django-chunked-upload answers), but a
+# finished upload and missing chunks are bad requests ("Upload has already been marked as complete").
+_STATUS = StatusTable((e.Busy, 409), (e.InvalidState, 400), (e.MissingParts, 400))
 
 
 def _status(error: e.ChunkdError) -> int:
-    return next((status for kind, status in _STATUS if isinstance(error, kind)), 400)
+    return _STATUS.status(error) or 400
 
 
 def refusal_response(refusal: Refusal) -> JSONResponse:
@@ -71,10 +58,7 @@ def render_error(exc: Exception) -> JSONResponse | None:
         if isinstance(exc, e.OffsetMismatch):
             body["offset"] = exc.details.get("expectedOffset")
         status = _status(exc)
-        headers = {"WWW-Authenticate": 'Bearer realm="chunkd"'} if status == 401 else None
-        if isinstance(exc, e.Busy):
-            headers = {"Retry-After": "1"}
-        return JSONResponse(body, status_code=status, headers=headers)
+        return JSONResponse(body, status_code=status, headers=error_headers(exc, status))
     if isinstance(exc, RequestValidationError):
         name, detail = validation_error(exc.errors())
         return JSONResponse(

@@ -22,15 +22,14 @@ from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_md5_hex
 from chunkd.domain.media import MediaRecord, MediaType
-from chunkd.domain.upload import Mode
+from chunkd.domain.upload import Mode, Upload
 from chunkd.frontends.forms import small_form
-from chunkd.frontends.http import dialect_route, isotime, principal, runtime, takes_file_bytes
+from chunkd.frontends.http import DOWNLOAD, dialect_route, file_response, isotime, principal, runtime, takes_file_bytes
 from chunkd.frontends.media.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.multipart import FilePart, FormStream
-from chunkd.frontends.native.router import DOWNLOAD, file_response
 from chunkd.frontends.signed import signed_upload, signed_url
-from chunkd.frontends.takeover import TAKE_OVER_WAIT, inflight
 from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type, served_type
+from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["router"]
 
@@ -128,21 +127,11 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
                 field="Content-Range",
                 expectedOffset=0,
             )
-        upload = await service.create(
-            who.owner,
-            filename=part.filename or part.name,
-            size_bytes=total,
-            mode=Mode.APPEND,
-            frontend=MEDIA_FRONTEND,
-            metadata={"field": part.name},
-            part_size=media.limits.chunk_bytes,
-            strict_part_size=False,
-        )
+        upload = await _create(media, who.owner, part, total)
         created = True
     try:
         # A chunk retried after a dead connection ends the stale one (on any node) instead of a 409.
-        rt = runtime(request)
-        async with inflight(rt.extras, rt.locks).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
+        async with runtime(request).takeover.take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
             upload = await service.append(
                 who.owner, upload.id, start, writer.guard(part.body()), exact_size=length, lock_timeout=TAKE_OVER_WAIT
             )
@@ -167,6 +156,21 @@ def _chunk_too_large(media: MediaService, what: str, field: str) -> e.TooLarge:
     )
 
 
+async def _create(media: MediaService, owner: str, part: FilePart, size: int | None) -> Upload:
+    """A media upload for the file ``part`` starts (``size``: the whole file's, when known), filled
+    by appends of at most one chunk each."""
+    return await media.uploads.create(
+        owner,
+        filename=part.filename or part.name,
+        size_bytes=size,
+        mode=Mode.APPEND,
+        frontend=MEDIA_FRONTEND,
+        metadata={"field": part.name},
+        part_size=media.limits.chunk_bytes,
+        strict_part_size=False,
+    )
+
+
 async def _whole_file(
     request: Request, owner: str, media: MediaService, form: FormStream, part: FilePart
 ) -> dict[str, Any]:
@@ -174,16 +178,7 @@ async def _whole_file(
     file smaller than one chunk). Its size is what arrives, at most one chunk; then it is
     completed like any other (``complete`` with ``upload_id`` and ``md5``)."""
     service = media.uploads
-    upload = await service.create(
-        owner,
-        filename=part.filename or part.name,
-        size_bytes=None,
-        mode=Mode.APPEND,
-        frontend=MEDIA_FRONTEND,
-        metadata={"field": part.name},
-        part_size=media.limits.chunk_bytes,
-        strict_part_size=False,
-    )
+    upload = await _create(media, owner, part, None)
     try:
         try:
             upload = await service.append(

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from chunkd.auth.keys import parse_scopes
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
-from chunkd.frontends.http import dialect_route, isotime, principal, runtime
+from chunkd.frontends.http import dialect_route, error_headers, isotime, principal, runtime
 from chunkd.frontends.native.errors import render_error, status_for
 from chunkd.frontends.native.schemas import ErrorResponse
 from chunkd.ports.keys import ApiKeyRecord
@@ -96,7 +96,7 @@ async def _render_seed(_: Request, exc: Exception) -> Response | None:
         message = "invalid request"
     if status == 400:
         return JSONResponse({"status": "error", "message": message}, status_code=400)
-    headers = {"WWW-Authenticate": 'Bearer realm="chunkd"'} if status == 401 else None
+    headers = error_headers(exc, status)
     return JSONResponse({"message": message, "detail": message}, status_code=status, headers=headers)
 
 

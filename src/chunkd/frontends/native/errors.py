@@ -11,31 +11,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Match
 
 from chunkd.domain import errors as e
-from chunkd.frontends.http import validation_error
+from chunkd.frontends.http import StatusTable, error_headers, validation_error
 from chunkd.frontends.refusals import Refusal
 
 __all__ = ["error_response", "install_error_handlers", "refusal_response", "render_error", "status_for"]
 
-_STATUS: list[tuple[type[e.ChunkdError], int]] = [
-    (e.TooLarge, 413),
-    (e.InvalidInput, 400),
-    (e.NotFound, 404),
-    (e.Conflict, 409),
-    (e.Expired, 409),
-    (e.Unauthenticated, 401),
-    (e.Forbidden, 403),
-    (e.QuotaExceeded, 403),
-    (e.RateLimited, 429),
-    (e.StorageFull, 507),
-    (e.StorageError, 503),
-]
+# The shared statuses, but an expired upload is a conflict with its state here (409), not gone.
+_STATUS = StatusTable((e.Expired, 409))
 
 
 def status_for(error: e.ChunkdError) -> int:
-    for kind, status in _STATUS:
-        if isinstance(error, kind):
-            return status
-    return 400
+    return _STATUS.status(error) or 400
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None, /, **extra: Any) -> JSONResponse:
@@ -43,8 +29,7 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
     if field is not None:
         body["field"] = field
     body.update(extra)
-    headers = {"WWW-Authenticate": 'Bearer realm="chunkd"'} if status == 401 else None
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    return JSONResponse({"error": body}, status_code=status, headers=error_headers(None, status))
 
 
 def refusal_response(refusal: Refusal) -> JSONResponse:
@@ -62,9 +47,9 @@ def render_error(exc: Exception) -> JSONResponse | None:
     if isinstance(exc, e.ChunkdError):
         details = exc.to_dict()
         code, message, field = details.pop("code"), details.pop("message"), details.pop("field", None)
-        response = error_response(status_for(exc), code, message, field, **details)
-        if isinstance(exc, e.Busy | e.StorageError):
-            response.headers["Retry-After"] = "1" if isinstance(exc, e.Busy) else "30"
+        status = status_for(exc)
+        response = error_response(status, code, message, field, **details)
+        response.headers.update(error_headers(exc, status))
         return response
     if isinstance(exc, RequestValidationError):
         field, message = validation_error(exc.errors())

@@ -9,23 +9,22 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import Response
 
 from chunkd.auth.links import LINK_METADATA_KEY
 from chunkd.auth.principal import Principal, require_scope
 from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
-from chunkd.domain.events import file_object
+from chunkd.domain.events import file_object, file_summary
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Status, Upload
-from chunkd.frontends.digests import repr_digest_header, request_digest
+from chunkd.frontends.digests import request_digest
 from chunkd.frontends.http import (
-    content_disposition,
+    DOWNLOAD,
     content_length,
     dialect_route,
-    isotime,
-    parse_range,
+    file_response,
     principal,
     runtime,
     takes_file_bytes,
@@ -43,7 +42,7 @@ from chunkd.frontends.native.schemas import (
 )
 from chunkd.frontends.signed import signed_upload, signed_url
 
-__all__ = ["DOWNLOAD", "router"]
+__all__ = ["router"]
 
 
 async def _render(_: Request, exc: Exception) -> Response | None:
@@ -57,29 +56,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"], route_class=dialect_route
 
 FileId = Annotated[str, Path(description="Unique identifier of the file.", min_length=1, max_length=64)]
 # Not "required": the one part of an empty file is an empty body.
-# A download answers with the file's own media type (whatever it was stored as), in full or a range.
-DOWNLOAD: dict[str, Any] = {
-    "response_class": StreamingResponse,
-    "responses": {
-        200: {"description": "The file", "content": {"*/*": {}, "application/octet-stream": {}}},
-        206: {"description": "Partial content", "content": {"*/*": {}}},
-        416: {"description": "Range not satisfiable"},
-    },
-}
 OCTETS = {"requestBody": {"required": False, "content": {"application/octet-stream": {"schema": {}}}}}
-
-
-def _complete_view(upload: Upload) -> dict[str, Any]:
-    return {
-        "id": upload.id,
-        "completedAt": isotime(upload.completed_at),
-        "createdAt": isotime(upload.created_at),
-        "expiresAt": isotime(upload.expires_at) if upload.status is Status.PENDING else None,
-        "filename": upload.filename,
-        "mimeType": upload.mime_type,
-        "sizeBytes": upload.size_bytes or 0,
-        "status": upload.status.value,
-    }
 
 
 def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url: bool) -> dict[str, Any]:
@@ -258,7 +235,7 @@ async def complete_file(
     who = await principal(request, "files:create")
     md5 = _md5_field(body.md5 if body else None, "md5")
     upload = await runtime(request).uploads.complete(who.owner, file_id, md5=md5)
-    view = _complete_view(upload)
+    view = file_summary(upload)
     if "preFinish" in upload.metadata:
         view["preFinish"] = upload.metadata["preFinish"]
     return view
@@ -268,7 +245,7 @@ async def complete_file(
 async def cancel_file(request: Request, file_id: FileId) -> dict[str, Any]:
     who = await principal(request, "files:create")
     upload = await runtime(request).uploads.cancel(who.owner, file_id)
-    return _complete_view(upload)
+    return file_summary(upload)
 
 
 @router.delete("/{file_id}", status_code=204, summary="Delete a file and its bytes")
@@ -283,58 +260,3 @@ async def delete_file(request: Request, file_id: FileId) -> Response:
 async def download(request: Request, file_id: FileId) -> Response:
     who = await principal(request, "files:read")
     return await file_response(request, who.owner, file_id)
-
-
-async def file_response(
-    request: Request, owner: str, file_id: str, *, disposition: str = "attachment", media_type: str | None = None
-) -> Response:
-    """A COMPLETED file as an HTTP response with Range, ETag and a safe Content-Disposition
-    (shared with every frontend that serves downloads), as ``media_type`` when given (a type the
-    caller established from the content) or else the upload's own."""
-    service = runtime(request).uploads
-    upload = await service.get(owner, file_id)
-    if upload.status is not Status.COMPLETED:
-        raise e.InvalidState(f"file {file_id} is {upload.status.value}; only COMPLETED files can be downloaded")
-    await service.pre_download(upload)
-    size = upload.size_bytes or 0
-    etag = f'"{upload.md5}"'
-    headers = {
-        "ETag": etag,
-        "Accept-Ranges": "bytes",
-        "Content-Disposition": content_disposition(upload.filename, disposition),
-        "X-Content-Type-Options": "nosniff",
-        "Cache-Control": "private, no-cache",
-        "Content-Security-Policy": "sandbox",
-    }
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    # A redirect serves the store's copy as the upload's own type: only when that is the type wanted.
-    redirect = request.method == "GET" and media_type in (None, upload.mime_type)
-    if redirect and (url := await service.download_url(upload, disposition=disposition)):
-        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
-    # RFC 9530: the md5 and CRC-64/NVME the engine keeps, plus sha-256/512 read from storage when asked for.
-    digest = await repr_digest_header(
-        upload.md5, request.headers.get("want-repr-digest"), lambda: service.read(upload), upload.crc64
-    )
-    if digest:
-        headers["Repr-Digest"] = digest
-    wanted = parse_range(request.headers.get("range"), size)
-    if_range = request.headers.get("if-range")
-    if if_range is not None and if_range != etag:
-        wanted = None
-    if wanted is False:
-        return JSONResponse(
-            {"error": {"code": "range_not_satisfiable", "message": f"the file has {size} bytes", "field": "Range"}},
-            status_code=416,
-            headers={"Content-Range": f"bytes */{size}"},
-        )
-    status, start, end = 200, 0, size
-    if wanted is not None and wanted is not True:
-        status, start, end = 206, wanted.start, wanted.end
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    headers["Content-Length"] = str(end - start)
-    served_as = media_type or upload.mime_type
-    body = service.read(upload, start, end) if request.method != "HEAD" else None
-    if body is None:
-        return Response(status_code=status, headers=headers, media_type=served_as)
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=served_as)

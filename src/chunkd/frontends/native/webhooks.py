@@ -74,8 +74,7 @@ class DeliveryList(BaseModel):
 
 
 def _service(request: Request) -> WebhookService:
-    service: WebhookService = runtime(request).extras["webhooks"]
-    return service
+    return runtime(request).webhooks
 
 
 def _endpoint_view(endpoint: Endpoint, *, with_secret: bool = False) -> dict[str, Any]:

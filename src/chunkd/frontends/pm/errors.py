@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chunkd.domain import errors as e
-from chunkd.frontends.http import validation_error
+from chunkd.frontends.http import StatusTable, error_headers, validation_error
 from chunkd.frontends.refusals import Refusal
 
 __all__ = ["ERROR_RESPONSES", "FineUploaderError", "fine_uploader_error", "refusal_response", "render"]
@@ -38,19 +38,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status in (400, 401, 403, 404, 409, 410, 413, 429)
 }
 
-_STATUS: list[tuple[type[e.ChunkdError], int]] = [
-    (e.TooLarge, 413),
-    (e.InvalidInput, 400),
-    (e.NotFound, 404),
-    (e.Conflict, 409),
-    (e.Expired, 410),
-    (e.Unauthenticated, 401),
-    (e.Forbidden, 403),
-    (e.QuotaExceeded, 403),
-    (e.RateLimited, 429),
-    (e.StorageFull, 507),
-    (e.StorageError, 503),
-]
+_STATUS = StatusTable()  # the shared statuses as they are
 # Fine Uploader retries these (storage faults pass: the upload resumes once space is back).
 _RETRYABLE = (e.Busy, e.RateLimited, e.StorageError)
 # The engine names fields as the native Files API does; a Fine Uploader client knows them as qq*.
@@ -97,8 +85,7 @@ def fine_uploader_error(
     if field is not None:
         body["field"] = field
     body.update(extra)
-    headers = {"WWW-Authenticate": 'Bearer realm="chunkd"'} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=error_headers(None, status))
 
 
 def refusal_response(refusal: Refusal) -> JSONResponse:
@@ -122,7 +109,7 @@ async def render(_: Request, exc: Exception) -> Response | None:
     if isinstance(exc, Refusal):
         return refusal_response(exc)
     if isinstance(exc, e.ChunkdError):
-        status = next((s for kind, s in _STATUS if isinstance(exc, kind)), 400)
+        status = _STATUS.status(exc) or 400
         details = exc.to_dict()
         details.pop("message")
         code, field = details.pop("code"), details.pop("field", None)
@@ -130,8 +117,7 @@ async def render(_: Request, exc: Exception) -> Response | None:
         response = fine_uploader_error(
             status, message, code=code, field=field, prevent_retry=not isinstance(exc, _RETRYABLE), **details
         )
-        if isinstance(exc, e.Busy):
-            response.headers["Retry-After"] = "1"
+        response.headers.update(error_headers(exc, status))
         return response
     if isinstance(exc, RequestValidationError):
         field, message = validation_error(exc.errors())

@@ -25,9 +25,17 @@ from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.forms import parse_small_body, read_small_body, small_form
-from chunkd.frontends.http import dialect_route, principal, runtime, takes_file_bytes
+from chunkd.frontends.http import (
+    DOWNLOAD,
+    dialect_route,
+    file_response,
+    principal,
+    public_base_url,
+    runtime,
+    takes_file_bytes,
+)
 from chunkd.frontends.multipart import FileStart, TextField, boundary_of, form_events
-from chunkd.frontends.native.router import DOWNLOAD, file_response
+from chunkd.frontends.openapi import form_schema
 from chunkd.frontends.pm.chunks import (
     CHUNK_FIELDS,
     Stored,
@@ -51,8 +59,7 @@ _DONE_KEYS = {"done", "done/"}
 
 
 def file_url(request: Request, file_uuid: str) -> str:
-    base = (runtime(request).settings.public_url or str(request.base_url)).rstrip("/")
-    return f"{base}{BASE}/{file_uuid}"
+    return f"{public_base_url(request)}{BASE}/{file_uuid}"
 
 
 def _query(request: Request) -> tuple[bool, dict[str, str]]:
@@ -86,12 +93,11 @@ UPLOAD_OPENAPI: dict[str, Any] = {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    # qqfile is required (400 naming it otherwise) but not listed as such: generated
-                    # clients (openapi-python-client) write required fields first, and the fields that
-                    # place a chunk must come before its bytes.
-                    "properties": {
+                # qqfile is required (400 naming it otherwise) but not listed as such: generated
+                # clients (openapi-python-client) write required fields first, and the fields that
+                # place a chunk must come before its bytes.
+                "schema": form_schema(
+                    {
                         "qquuid": _field("The file's uuid; required when qqpartindex > 0 (issued if absent)."),
                         "qqpartindex": _field("0-based chunk index; absent for a whole small file.", "integer"),
                         "qqtotalparts": _field("Number of chunks.", "integer"),
@@ -102,15 +108,12 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                         "qqfilename": _field("Name of the file."),
                         # Last: the fields that place the bytes must come before them.
                         "qqfile": {"type": "string", "format": "binary", "description": "The chunk (last part)."},
-                    },
-                }
+                    }
+                )
             },
             "application/x-www-form-urlencoded": {
-                "schema": {
-                    "type": "object",
-                    "description": "With ?done (Chunk Upload Done; also accepted as JSON or multipart).",
-                    "required": ["qquuid", "qqfilename"],
-                    "properties": {
+                "schema": form_schema(
+                    {
                         "qquuid": _field("The file's uuid."),
                         "qqfilename": _field("Name of the file."),
                         "qqtotalparts": _field("Number of chunks.", "integer"),
@@ -118,7 +121,9 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                         "qqfiletype": _field("Media type of the file."),
                         "qqtotalfilesize": _field("Size of the whole file in bytes.", "integer"),
                     },
-                }
+                    description="With ?done (Chunk Upload Done; also accepted as JSON or multipart).",
+                    required=["qquuid", "qqfilename"],
+                )
             },
         },
     },

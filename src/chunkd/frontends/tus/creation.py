@@ -12,20 +12,19 @@ from starlette.responses import Response
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
 from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
-from chunkd.frontends.http import principal, runtime
-from chunkd.frontends.takeover import TAKE_OVER_WAIT
-from chunkd.frontends.tus.headers import http_date, parse_checksum, parse_concat, parse_length, parse_metadata
+from chunkd.frontends.http import declares_body, parse_length, principal, runtime
+from chunkd.frontends.tus.headers import http_date, parse_checksum, parse_concat, parse_metadata
 from chunkd.frontends.tus.resource import (
     FRONTEND,
     OFFSET_STREAM,
     TusResource,
     base_headers,
-    has_body,
     media_type,
     require_version,
     tus_state,
 )
 from chunkd.service.concatenation import CONCATENATION_SOURCE
+from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["Creation"]
 
@@ -43,7 +42,7 @@ class Creation(TusResource):
         defer = request.headers.get("upload-defer-length")
         if defer is not None and defer.strip() != "1":
             raise e.InvalidInput("Upload-Defer-Length must be 1", field="Upload-Defer-Length")
-        with_body = media_type(request) == OFFSET_STREAM and has_body(request)
+        with_body = media_type(request) == OFFSET_STREAM and declares_body(request.headers)
         checksum = parse_checksum(request.headers.get("upload-checksum")) if with_body else None
         filename = meta.text("filename", "name") or "upload"
         mime_type = meta.text("filetype", "type")

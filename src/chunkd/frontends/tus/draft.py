@@ -35,14 +35,14 @@ from starlette.responses import Response
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, parse_digest_field, repr_digest_header
-from chunkd.frontends.http import principal, runtime
-from chunkd.frontends.takeover import TAKE_OVER_WAIT
+from chunkd.frontends.http import declares_body, parse_length, principal, runtime
 from chunkd.frontends.tus import draft_fields as fields
 from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength, length_overrun
 from chunkd.frontends.tus.draft_progress import send_informational, write_body
 from chunkd.frontends.tus.draft_versions import INTEROP_HEADER, PARTIAL_UPLOAD, InteropVersion
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.headers import parse_metadata
+from chunkd.service.takeover import TAKE_OVER_WAIT
 
 if TYPE_CHECKING:
     from chunkd.frontends.tus.router import TusEndpoint
@@ -175,7 +175,7 @@ class DraftEndpoint:
         offset = fields.sf_integer(request, "Upload-Offset")
         if offset not in (None, 0):
             raise e.InvalidInput("an upload creation request starts at offset 0", field="Upload-Offset")
-        content_length = fields.content_length(request)
+        content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         length = fields.declared_length(request, complete, 0, None, content_length)
         self.limits(request, version)  # kept on the request for a 413's answer
         fields.check_append_size(runtime(request).settings, complete, content_length, creation=True)
@@ -208,7 +208,7 @@ class DraftEndpoint:
         await send_informational(
             request, {INTEROP_HEADER: version.header, "Location": location, "Upload-Limit": limits}
         )
-        if fields.has_body(request):
+        if declares_body(request.headers):
             try:
                 async with self.tus.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
                     upload = await write_body(request, version, who.owner, upload.id, 0, writer, checksum)
@@ -275,14 +275,14 @@ class DraftEndpoint:
         if offset is None:
             raise e.InvalidInput("Upload-Offset is required (a non-negative integer)", field="Upload-Offset")
         complete = fields.completion(request, version)
-        content_length = fields.content_length(request)
+        content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
         upload = await self.tus.load(request, owner, file_id)
         if self.tus.is_final(upload):
             raise e.Forbidden("a final concatenation cannot be appended to", field="Upload-Concat")
         location = self.tus.location(request, upload.id)
         if upload.status is Status.COMPLETED:
-            replay = complete and offset == upload.size_bytes and not fields.has_body(request)
+            replay = complete and offset == upload.size_bytes and not declares_body(request.headers)
             if replay and version.replays_final_response:
                 # The client lost the final response and asks again: replay it.
                 return await self.completed_response(request, version, upload, status=200, location=location)
@@ -304,7 +304,7 @@ class DraftEndpoint:
                 self._check_offset(upload, offset)
                 if length is not None and upload.size_bytes is None:
                     upload = await service.declare_size(owner, file_id, length)
-                if fields.has_body(request):
+                if declares_body(request.headers):
                     upload = await write_body(request, version, owner, file_id, offset, writer, checksum)
         except e.OffsetMismatch as exc:
             exc.details["providedOffset"] = offset

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
+from chunkd.frontends.http import error_headers
 from chunkd.frontends.tus.draft_versions import INTEROP_VERSIONS, InteropVersion, interop_version
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.inflight import UploadInterrupted
@@ -152,10 +153,7 @@ def render_problem(request: Request, exc: Exception) -> Response | None:
     if "Upload-Offset" not in headers and isinstance(offset, int) and status != 404:
         # Versions 3-6: every response for an active upload carries its offset, failures too.
         headers["Upload-Offset"] = str(offset)
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="chunkd"'
-    elif status == 423:
-        headers["Retry-After"] = "1"
+    headers.update(error_headers(exc, status))  # the challenge, Retry-After (shared by every dialect)
     limits = getattr(request.state, "upload_limit", None)
     if status == 413 and isinstance(limits, str):
         headers["Upload-Limit"] = limits

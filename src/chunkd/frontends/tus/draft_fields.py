@@ -18,10 +18,8 @@ from chunkd.settings import Settings
 __all__ = [
     "check_append_size",
     "completion",
-    "content_length",
     "declared_length",
     "filename",
-    "has_body",
     "media_type",
     "reject_state_fields",
     "sf_boolean",
@@ -59,23 +57,6 @@ def sf_boolean(request: Request, name: str) -> bool | None:
 def media_type(request: Request) -> str:
     """The request's media type, lower-cased, without parameters ("" when there is none)."""
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
-def has_body(request: Request) -> bool:
-    """Whether the request announces content (chunked, or a non-zero ``Content-Length``)."""
-    length = request.headers.get("content-length")
-    return request.headers.get("transfer-encoding") is not None or (length is not None and length.strip() != "0")
-
-
-def content_length(request: Request) -> int | None:
-    """``Content-Length`` as a number; None when absent (a chunked body)."""
-    raw = request.headers.get("content-length")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 19:
-        raise e.InvalidInput("Content-Length must be a number of bytes", field="Content-Length")
-    return int(raw)
 
 
 def filename(request: Request) -> str | None:

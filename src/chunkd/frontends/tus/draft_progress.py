@@ -14,8 +14,8 @@ from starlette.requests import Request
 from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Upload
 from chunkd.frontends.http import runtime
-from chunkd.frontends.takeover import TAKE_OVER_WAIT, Writer
 from chunkd.frontends.tus.draft_versions import INTEROP_HEADER, InteropVersion
+from chunkd.service.takeover import TAKE_OVER_WAIT, Writer
 
 __all__ = ["Segments", "can_send_informational", "send_informational", "write_body"]
 

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from chunkd.domain import errors as e
+from chunkd.frontends.http import StatusTable, error_headers
 from chunkd.frontends.refusals import Refusal
 from chunkd.frontends.tus.inflight import UploadInterrupted
 
@@ -31,26 +32,15 @@ class UnsupportedMediaType(Exception):
     """A PATCH whose body is not ``application/offset+octet-stream`` (415)."""
 
 
-# Most specific first.
-_STATUS: list[tuple[type[Exception], int]] = [
+# tus's own statuses, before the shared ones (most specific first).
+_STATUS = StatusTable(
     (UploadInterrupted, 400),  # before Conflict: the stale request's client is gone anyway
     (e.ChecksumMismatch, 460),  # tus checksum extension: "460 Checksum Mismatch"
     (e.OffsetMismatch, 409),
-    (e.TooLarge, 413),
-    (e.InvalidInput, 400),
-    (e.NotFound, 404),
-    (e.Busy, 423),
-    (e.Conflict, 409),
-    (e.Expired, 410),
-    (e.Unauthenticated, 401),
-    (e.Forbidden, 403),
-    (e.QuotaExceeded, 403),
-    (e.RateLimited, 429),
-    (e.StorageFull, 507),
-    (e.StorageError, 503),
+    (e.Busy, 423),  # tusd's answer to a locked upload
     (UnsupportedVersion, 412),
     (UnsupportedMediaType, 415),
-]
+)
 
 
 def tus_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -63,10 +53,7 @@ def tus_error(status: int, message: str, headers: dict[str, str] | None = None) 
 def _status(exc: Exception) -> int | None:
     if isinstance(exc, e.InvalidState) and exc.details.get("uploadStatus") == "CANCELLED":
         return 404  # a terminated upload is gone, as far as tus is concerned
-    for kind, status in _STATUS:
-        if isinstance(exc, kind):
-            return status
-    return None
+    return _STATUS.status(exc)
 
 
 def refusal_response(refusal: Refusal) -> Response:
@@ -84,13 +71,9 @@ def render_error(exc: Exception) -> Response | None:
     if status is None:
         return None
     message = f"{exc.code}: {exc.message}" if isinstance(exc, e.ChunkdError) else str(exc)
-    headers: dict[str, str] = {}
+    headers = error_headers(exc, status)
     if status == 412:
         headers["Tus-Version"] = TUS_VERSION
-    elif status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="chunkd"'
-    elif status == 423:
-        headers["Retry-After"] = "1"
     return tus_error(status, message, headers)
 
 

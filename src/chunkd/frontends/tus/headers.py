@@ -24,7 +24,6 @@ __all__ = [
     "http_date",
     "parse_checksum",
     "parse_concat",
-    "parse_length",
     "parse_metadata",
 ]
 
@@ -34,17 +33,6 @@ MAX_METADATA_BYTES = 16 * 1024
 # keep out control characters so a key can be echoed in a header safely.
 _KEY = re.compile(r"^[!-+\--~]+$")  # printable ASCII except space (0x20) and comma (0x2c)
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
-_DIGITS = re.compile(r"^[0-9]{1,19}$")
-
-
-def parse_length(value: str | None, header: str) -> int | None:
-    """A non-negative decimal byte count; None when the header is absent."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not _DIGITS.match(value):
-        raise InvalidInput(f"{header} must be a non-negative integer", field=header)
-    return int(value)
 
 
 @dataclass(frozen=True)

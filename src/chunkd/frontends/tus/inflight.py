@@ -1,5 +1,5 @@
-"""Take-over of stale writers, shared by every append dialect: see ``chunkd.frontends.takeover``."""
+"""Take-over of stale writers, shared by every append dialect: see ``chunkd.service.takeover``."""
 
-from chunkd.frontends.takeover import InFlight, UploadInterrupted, Writer
+from chunkd.service.takeover import InFlight, UploadInterrupted, Writer
 
 __all__ = ["InFlight", "UploadInterrupted", "Writer"]

@@ -13,11 +13,12 @@ from starlette.responses import Response
 
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
+from chunkd.domain.names import UPLOAD_ID_PATTERN
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.http import runtime
-from chunkd.frontends.takeover import InFlight, inflight
+from chunkd.frontends.http import public_base_url, runtime
 from chunkd.frontends.tus.errors import TUS_VERSION, UnsupportedVersion
 from chunkd.frontends.tus.headers import Metadata, http_date
+from chunkd.service.takeover import InFlight
 
 __all__ = [
     "FRONTEND",
@@ -25,7 +26,6 @@ __all__ = [
     "TusResource",
     "base_headers",
     "check_any_scope",
-    "has_body",
     "media_type",
     "not_allowed",
     "plain_http",
@@ -67,11 +67,6 @@ def check_any_scope(who: Principal, *scopes: str) -> None:
         raise error
 
 
-def has_body(request: Request) -> bool:
-    length = request.headers.get("content-length")
-    return request.headers.get("transfer-encoding") is not None or (length is not None and length.strip() != "0")
-
-
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
@@ -87,13 +82,12 @@ class TusResource:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix.rstrip("/")
-        self._url_id = re.compile(re.escape(self.prefix) + r"/([A-Za-z0-9_-]{1,64})/?$")
+        self._url_id = re.compile(re.escape(self.prefix) + f"/({UPLOAD_ID_PATTERN})/?$")
 
     @staticmethod
     def inflight(request: Request) -> InFlight:
         """The process's registry of requests streaming into uploads (for taking over stale ones)."""
-        rt = runtime(request)
-        return inflight(rt.extras, rt.locks)
+        return runtime(request).takeover
 
     @staticmethod
     async def load(request: Request, owner: str, file_id: str) -> Upload:
@@ -108,9 +102,7 @@ class TusResource:
         return tus_state(upload).get("concat") == "final"
 
     def location(self, request: Request, upload_id: str) -> str:
-        rt = runtime(request)
-        base = (rt.settings.public_url or str(request.base_url)).rstrip("/")
-        return f"{base}{self.prefix}/{upload_id}"
+        return f"{public_base_url(request)}{self.prefix}/{upload_id}"
 
     def upload_id_from_url(self, url: str) -> str:
         """The id in a URL we handed out (absolute or a path), for ``Upload-Concat: final``."""

@@ -13,25 +13,23 @@ from chunkd.domain import errors as e
 from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, repr_digest_of
-from chunkd.frontends.http import principal, runtime
-from chunkd.frontends.native.router import file_response
-from chunkd.frontends.takeover import TAKE_OVER_WAIT
+from chunkd.frontends.http import declares_body, file_response, parse_length, principal, runtime
 from chunkd.frontends.tus.checksum_trailer import TrailerChecksum, announces_checksum_trailer
 from chunkd.frontends.tus.errors import TUS_VERSION, UnsupportedMediaType
-from chunkd.frontends.tus.headers import http_date, parse_checksum, parse_length
+from chunkd.frontends.tus.headers import http_date, parse_checksum
 from chunkd.frontends.tus.resource import (
     FRONTEND,
     OFFSET_STREAM,
     TusResource,
     base_headers,
     check_any_scope,
-    has_body,
     media_type,
     plain_http,
     require_version,
     tus_state,
 )
 from chunkd.service.concatenation import CONCATENATION
+from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["Transfer"]
 
@@ -104,7 +102,7 @@ class Transfer(TusResource):
         length = parse_length(request.headers.get("upload-length"), "Upload-Length")
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
-        with_body = has_body(request)
+        with_body = declares_body(request.headers)
 
         def inspect(upload: Upload) -> None:
             """The tus rules on the row as loaded (under the lock, or before taking over)."""

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
-from chunkd.frontends.http import dialect_route, isotime, principal, runtime
+from chunkd.frontends.http import dialect_route, isotime, principal, public_base_url, runtime
 from chunkd.frontends.native.errors import render_error
 from chunkd.frontends.native.schemas import ErrorResponse
 from chunkd.ports.links import UploadLinkRecord
@@ -114,8 +114,7 @@ async def create_link(request: Request, body: CreateUploadLinkRequest) -> dict[s
         allowed_mime_types=body.allowedMimeTypes,
         note=body.note,
     )
-    base = (rt.settings.public_url or str(request.base_url)).rstrip("/")
-    return _view(record, f"{base}/#link={token}")
+    return _view(record, f"{public_base_url(request)}/#link={token}")
 
 
 @router.get("", response_model=UploadLinkList, summary="List your upload links (revoked ones too), newest first")

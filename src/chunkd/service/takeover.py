@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from chunkd.domain.errors import Conflict
 from chunkd.ports.locks import LockManager, asking_release, take_over
 
-__all__ = ["TAKE_OVER_WAIT", "InFlight", "UploadInterrupted", "Writer", "inflight"]
+__all__ = ["TAKE_OVER_WAIT", "InFlight", "UploadInterrupted", "Writer"]
 
 # How long a new request waits for the request it takes over from to commit, and then for the lock.
 TAKE_OVER_WAIT = 5.0
@@ -85,7 +85,8 @@ class Writer:
 
 
 class InFlight:
-    """Take-over of uploads over one lock manager."""
+    """Take-over of uploads over one lock manager: one per process, built with the runtime
+    (``Runtime.takeover``) and shared by every dialect that streams appends."""
 
     def __init__(self, locks: LockManager) -> None:
         self.locks = locks
@@ -119,11 +120,3 @@ class InFlight:
             left = self._local.pop(upload_id) - 1
             if left:
                 self._local[upload_id] = left
-
-
-def inflight(extras: dict[str, object], locks: LockManager) -> InFlight:
-    """The process's ``InFlight`` kept in ``extras`` (the runtime's), made on first use."""
-    found = extras.get("inflight")
-    if not isinstance(found, InFlight):
-        found = extras["inflight"] = InFlight(locks)
-    return found

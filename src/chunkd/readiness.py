@@ -21,10 +21,9 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from chunkd.runtime import Runtime
+from chunkd.ports.blobs import BlobStore
 
 __all__ = ["Readiness", "StorageNotReady", "local_storage_problem"]
 
@@ -63,17 +62,19 @@ async def _check_storage(blobs: Any) -> None:
 
 @dataclass
 class Readiness:
-    """The checks of one runtime, with at most one run of each in flight."""
+    """The checks of one node (built once with its runtime), with at most one run of each in flight:
+    ``database`` pings the metadata database, ``blobs`` is the blob store."""
 
-    runtime: Runtime
+    database: Callable[[], Awaitable[None]]
+    blobs: BlobStore
     timeout: float
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     async def check(self) -> dict[str, str]:
         """``{part: "ok" | reason}`` for ``database`` and ``storage``."""
         checks: dict[str, Callable[[], Awaitable[None]]] = {
-            "database": self.runtime.repo.ping,
-            "storage": lambda: _check_storage(self.runtime.blobs),
+            "database": self.database,
+            "storage": lambda: _check_storage(self.blobs),
         }
         results = await asyncio.gather(*(self._run(name, probe) for name, probe in checks.items()))
         return dict(zip(checks, results, strict=True))

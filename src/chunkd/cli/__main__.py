@@ -1,0 +1,5 @@
+"""``python -m chunkd.cli``."""
+
+from chunkd.cli import main
+
+main()

@@ -1,0 +1,48 @@
+"""The ``chunkd`` command's root: the Typer app every command registers on, the console, and what
+the server-side commands share (the settings with command-line overrides, a runtime for one
+command)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:  # imported where used: the client commands need neither SQLAlchemy nor the settings
+    from chunkd.runtime import Runtime
+    from chunkd.settings import Settings
+
+__all__ = ["DataDir", "app", "console", "settings_for", "with_runtime"]
+
+T = TypeVar("T")
+
+app = typer.Typer(help="chunkd: a self-hosted, resumable, chunked upload server.", no_args_is_help=True)
+console = Console()
+
+DataDir = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (default: $CHUNKD_DATA_DIR or ./chunkd-data).")
+]
+
+
+def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
+    """The settings (``CHUNKD_*``) with the options given on the command line (None: not given)."""
+    from chunkd.settings import Settings
+
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values)
+
+
+async def with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Run ``action`` with a runtime opened on ``settings`` (closed afterwards, also on errors)."""
+    from chunkd.runtime import open_runtime
+
+    runtime = await open_runtime(settings)
+    try:
+        return await action(runtime)
+    finally:
+        await runtime.close()

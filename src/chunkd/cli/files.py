@@ -1,0 +1,227 @@
+"""The client commands ``upload``, ``download``, ``ls`` and ``rm``: the SDK (:mod:`chunkd.client`,
+imported only when one of them runs) over HTTP, never the server's modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from chunkd.cli.common import app, console
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from chunkd.client import Client, RetryNotice
+
+__all__ = ["download", "list_files", "remove", "upload"]
+
+
+Url = Annotated[str, typer.Option("--url", envvar="CHUNKD_URL", help="Server URL.")]
+Key = Annotated[
+    str | None, typer.Option("--key", envvar="CHUNKD_KEY", help="API key (ck_...) or access token.", show_default=False)
+]
+JsonOutput = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of text.")]
+DEFAULT_URL = "http://127.0.0.1:8080"  # as chunkd.client.DEFAULT_URL (not imported here: `serve` stays lean)
+err_console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines in logs
+
+
+def _client(url: str, key: str | None) -> Client:
+    from chunkd.client import Client
+
+    if not key:
+        err_console.print("error: no API key: pass --key or set CHUNKD_KEY", style="red", markup=False)
+        raise typer.Exit(1)
+    return Client(url, key, on_retry=_tell_retry)
+
+
+def _tell_retry(notice: RetryNotice) -> None:
+    """Say why the command seems to pause (a server restarting, a proxy answering 502, a 429)."""
+    err_console.print(
+        f"retrying in {notice.delay:.1f} s after try {notice.attempt}: {notice.method} {notice.url}: {notice.reason}",
+        style="yellow",
+        markup=False,
+    )
+
+
+def _fatal(exc: Exception, url: str) -> None:
+    """Exit at once on errors every further request would repeat (wrong key, server unreachable)."""
+    from chunkd.client import AuthenticationError, ConnectionFailed, PermissionDenied
+
+    if isinstance(exc, AuthenticationError):
+        message = f"error: the server at {url} refused the API key ({exc.message}); check --key or CHUNKD_KEY"
+    elif isinstance(exc, PermissionDenied) and exc.code == "missing_scope":
+        message = f"error: the API key lacks a scope: {exc.message}"
+    elif isinstance(exc, ConnectionFailed):
+        message = f"error: cannot reach the server at {url}: {exc.message}"
+    else:
+        return
+    err_console.print(message, style="red", markup=False)
+    raise typer.Exit(1)
+
+
+def _progress(enabled: bool) -> Progress:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    return Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not enabled,
+    )
+
+
+@app.command()
+def upload(
+    paths: Annotated[list[Path], typer.Argument(help="Files to upload.", show_default=False)],
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    parallel: Annotated[int, typer.Option(min=1, max=64, help="Parts sent at the same time.")] = 4,
+    part_size: Annotated[
+        str | None, typer.Option("--part-size", help="Bytes per part, e.g. 8MiB or 16M (default: the server's).")
+    ] = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """Upload files in parts, in parallel, verified by MD5. Run the same command again after an
+    interruption (Ctrl-C, kill, lost network) and it resumes: parts the server holds are not re-sent."""
+    import json
+
+    from chunkd.client import APIError, ClientError, format_size, parse_size
+
+    try:
+        part_bytes = parse_size(part_size) if part_size is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--part-size") from None
+    failed = 0
+    sizes: dict[Path, int] = {}
+    for path in paths:
+        try:
+            sizes[path] = path.stat().st_size
+        except OSError as exc:
+            err_console.print(f"error: {path}: {exc.strerror or exc}", style="red", markup=False)
+            failed += 1
+    show = err_console.is_terminal and not json_output
+    with _client(url, key) as client, _progress(show) as progress:
+        tasks = {path: progress.add_task(path.name, total=size) for path, size in sizes.items()}
+        total = progress.add_task("total", total=sum(sizes.values())) if len(sizes) > 1 else None
+        finished = 0
+        for path, task in tasks.items():
+
+            def on_progress(done: int, _: int, task: TaskID = task, base: int = finished) -> None:
+                progress.update(task, completed=done)
+                if total is not None:
+                    progress.update(total, completed=base + done)
+
+            try:
+                file = client.upload(path, parallel=parallel, part_size=part_bytes, on_progress=on_progress)
+            except KeyboardInterrupt:
+                err_console.print("interrupted: run the same command again to resume", markup=False)
+                raise typer.Exit(130) from None
+            except (ClientError, OSError) as exc:
+                progress.stop_task(task)
+                if isinstance(exc, ClientError):
+                    _fatal(exc, url)
+                reason = str(exc) if isinstance(exc, APIError) else getattr(exc, "message", None) or str(exc)
+                err_console.print(f"error: {path}: {reason}", style="red", markup=False)
+                failed += 1
+                continue
+            finished += sizes[path]
+            if json_output:
+                print(json.dumps(file.summary()), flush=True)
+            else:
+                print(f"{path} → {file.id} ({format_size(file.size_bytes)}, md5 {file.md5})", flush=True)
+    if failed:
+        err_console.print(f"{failed} of {len(paths)} file(s) failed", style="red", markup=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def download(
+    file_id: Annotated[str, typer.Argument(metavar="ID", help="The file's id.", show_default=False)],
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="A file or a directory (default: the file's name, here)."),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+) -> None:
+    """Download a completed file, verified by MD5; run it again after an interruption to continue
+    where it stopped (Range)."""
+    from chunkd.client import ClientError
+
+    with _client(url, key) as client, _progress(err_console.is_terminal) as progress:
+        task = progress.add_task(file_id, total=None)
+        try:
+            path = client.download(
+                file_id, output, on_progress=lambda done, size: progress.update(task, completed=done, total=size)
+            )
+        except ClientError as exc:
+            _fatal(exc, url)
+            err_console.print(f"error: {file_id}: {exc}", style="red", markup=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: run the same command again to continue", markup=False)
+            raise typer.Exit(130) from None
+    print(path)
+
+
+@app.command("ls")
+def list_files(
+    status: Annotated[
+        str | None, typer.Option(help="Only files in this status: PENDING, COMPLETED, CANCELLED or EXPIRED.")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+    json_output: JsonOutput = False,
+) -> None:
+    """List your files, newest first."""
+    import json
+
+    from chunkd.client import ClientError, format_size
+
+    table = Table("status", "size", "created", "filename")
+    table.add_column("id", no_wrap=True, min_width=22)  # ids are for copying: never cut
+    with _client(url, key) as client:
+        try:
+            for file in client.list(status=status.upper() if status else None):
+                if json_output:
+                    print(json.dumps(file.summary()), flush=True)
+                    continue
+                created = file.created_at.strftime("%Y-%m-%d %H:%M") if file.created_at else ""
+                table.add_row(file.status, format_size(file.size_bytes), created, file.filename, file.id)
+        except ClientError as exc:
+            _fatal(exc, url)
+            err_console.print(f"error: {exc}", style="red", markup=False)
+            raise typer.Exit(1) from None
+    if not json_output:
+        console.print(table)
+
+
+@app.command("rm")
+def remove(
+    file_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Files to delete.", show_default=False)],
+    url: Url = DEFAULT_URL,
+    key: Key = None,
+) -> None:
+    """Delete files and their bytes."""
+    from chunkd.client import ClientError
+
+    failed = 0
+    with _client(url, key) as client:
+        for file_id in file_ids:
+            try:
+                client.delete(file_id)
+            except ClientError as exc:
+                _fatal(exc, url)
+                err_console.print(f"error: {file_id}: {exc}", style="red", markup=False)
+                failed += 1
+                continue
+            print(f"deleted {file_id}")
+    if failed:
+        raise typer.Exit(1)

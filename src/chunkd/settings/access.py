@@ -1,0 +1,96 @@
+"""Who may do what, and how much: access tokens (JWT), rate limits, CORS and the request-body
+guards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from chunkd.settings.units import MiB
+
+__all__ = ["AccessSettings"]
+
+
+class AccessSettings(BaseModel):
+    """The token, rate-limit, CORS and body-guard settings."""
+
+    # ---- access tokens (JWT) ----
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = Field(
+        "HS256",
+        description="Signature algorithm of access tokens; the only one accepted (pinned, so `alg: none` and "
+        "HS/RS confusion fail). HS256 signs with a key derived from <data_dir>/secret.key.",
+    )
+    jwt_private_key_file: Path | None = Field(
+        None, description="PEM private key (RS256/ES256) chunkd signs its own tokens with; its public half verifies."
+    )
+    jwt_public_key_file: Path | None = Field(
+        None, description="PEM public key (RS256/ES256) that verifies tokens issued elsewhere."
+    )
+    jwt_jwks_file: Path | None = Field(
+        None, description="JWKS JSON file of an identity provider; tokens are verified by the key their `kid` names."
+    )
+    jwt_issuer: str = Field("chunkd", description="`iss` of tokens chunkd issues, and the only `iss` accepted.")
+    jwt_audience: str = Field("chunkd", description="`aud` of tokens chunkd issues, and the `aud` required.")
+    jwt_ttl_seconds: int = Field(900, ge=1, description="Lifetime of the access tokens chunkd issues, in seconds.")
+    jwt_leeway_seconds: int = Field(30, ge=0, description="Clock skew tolerated on `exp`/`nbf`/`iat`, in seconds.")
+
+    # ---- abuse protection ----
+    rate_limits: str = Field(
+        # Sized so one well-behaved client at full speed is never throttled: 1,000 small files a minute
+        # through create + part + complete is 2,000 writes; many small parts or PATCHes a second are uploads.
+        "read=12000/minute;write=6000/minute;upload=60000/minute",
+        description="Per-principal limits by category in the `limits` library's notation, `category=limit[,limit]` "
+        "separated by ';'. Categories: read (GET, HEAD, OPTIONS), write, upload (requests with a body to the "
+        "routes that take file bytes: parts, chunks, PATCHes; counted as write when not given), and optionally "
+        "bytes (body bytes of uploads as they are read, e.g. bytes=10737418240/hour). Empty: no rate limits.",
+    )
+    rate_limit_strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"] = Field(
+        "moving-window", description="How windows are counted (the `limits` library's strategies)."
+    )
+    redis_url: str | None = Field(
+        None, description="redis://host:port/db shared by every node for rate-limit counters; default: in memory."
+    )
+    trusted_proxies: str = Field(
+        "", description="Comma-separated proxy addresses whose X-Forwarded-For names the client (rate-limit keys)."
+    )
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed to call the API from a browser ('*' for any); empty: none."
+    )
+    cors_allow_credentials: bool = Field(
+        False, description="Send Access-Control-Allow-Credentials (cookies/HTTP auth); refused together with '*'."
+    )
+    body_idle_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A request body that sends nothing for this long is cut off (slowloris); "
+        "bytes already durable stay.",
+    )
+    min_body_rate_bytes_per_second: int = Field(
+        1024,
+        ge=0,
+        description="Slowest request body accepted, in bytes per second, averaged over "
+        "min_body_rate_window_seconds of waiting for the client (time the server spends writing is not "
+        "counted); a slower body is cut with 408, bytes already durable stay. 0: no minimum.",
+    )
+    min_body_rate_window_seconds: float = Field(
+        30.0, gt=0, description="Window (seconds of waiting for the body) the minimum body rate is averaged over."
+    )
+    min_body_rate_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds of waiting for a body before the minimum rate is first checked (slow starts).",
+    )
+    max_form_body_bytes: int = Field(
+        1 * MiB, ge=1, description="Largest JSON or url-encoded request body, in bytes (byte uploads excluded)."
+    )
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> Self:
+        if self.cors_allow_credentials and "*" in self.cors_origin_list():
+            raise ValueError("cors_origins '*' cannot be combined with cors_allow_credentials")
+        return self
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
