@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from chunkd.backends.repository.cold import ColdPaths
 from chunkd.backends.repository.rows import (
     PART_COLUMNS,
     UPLOAD_COLUMNS,
@@ -28,7 +29,7 @@ from chunkd.backends.repository.rows import (
 from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
 from chunkd.domain.errors import Conflict
 from chunkd.domain.events import Event
-from chunkd.domain.upload import Part, Status, Upload
+from chunkd.domain.upload import Part, Upload
 
 __all__ = ["PostgresUploadRepository"]
 
@@ -87,7 +88,7 @@ async def _write_events(conn: asyncpg.Connection, events: Sequence[Event]) -> No
         )
 
 
-class PostgresUploadRepository:
+class PostgresUploadRepository(ColdPaths):
     """Upload sessions and their parts in PostgreSQL (see the module docstring)."""
 
     def __init__(self, pool: asyncpg.Pool, cold: SqlUploadRepository) -> None:
@@ -178,27 +179,7 @@ class PostgresUploadRepository:
             await conn.execute(_DELETE_UPLOAD, upload_id)
             await _write_events(conn, events)
 
-    # ---- cold paths: listings and counts through SQLAlchemy --------------------------------
-    async def list_uploads(
-        self, owner: str, *, status: Status | None, limit: int, before: tuple[datetime, str] | None
-    ) -> list[Upload]:
-        return await self.cold.list_uploads(owner, status=status, limit=limit, before=before)
-
-    async def list_expirable(self, now: datetime, limit: int) -> list[str]:
-        return await self.cold.list_expirable(now, limit)
-
-    async def usage(self, owner: str) -> tuple[int, int, int]:
-        return await self.cold.usage(owner)
-
-    async def all_ids(self) -> set[str]:
-        return await self.cold.all_ids()
-
-    async def live_blobs(self) -> dict[str, set[str]]:
-        return await self.cold.live_blobs()
-
-    async def count_pending(self) -> int:
-        return await self.cold.count_pending()
-
+    # ---- cold paths (listings, usage, gc): ColdPaths, through SQLAlchemy ----------------------
     async def ping(self) -> None:
         async with self.pool.acquire() as conn:
             await conn.fetchval("SELECT 1")

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chunkd.backends.repository.cold import ColdPaths
 from chunkd.backends.repository.rows import (
     PART_COLUMNS,
     UPLOAD_COLUMNS,
@@ -31,7 +32,7 @@ from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
 from chunkd.backends.repository.sqlite.connections import GroupCommitWriter, Readers
 from chunkd.domain.errors import Conflict
 from chunkd.domain.events import Event
-from chunkd.domain.upload import Part, Status, Upload
+from chunkd.domain.upload import Part, Upload
 
 __all__ = ["SqliteUploadRepository"]
 
@@ -100,7 +101,7 @@ def _write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
         )
 
 
-class SqliteUploadRepository:
+class SqliteUploadRepository(ColdPaths):
     """Upload sessions and their parts in a SQLite file (see the module docstring)."""
 
     def __init__(self, path: str, cold: SqlUploadRepository, *, readers: int = 2) -> None:
@@ -211,27 +212,7 @@ class SqliteUploadRepository:
 
         await self.writer.write(work)
 
-    # ---- cold paths: listings and counts through SQLAlchemy --------------------------------
-    async def list_uploads(
-        self, owner: str, *, status: Status | None, limit: int, before: tuple[datetime, str] | None
-    ) -> list[Upload]:
-        return await self.cold.list_uploads(owner, status=status, limit=limit, before=before)
-
-    async def list_expirable(self, now: datetime, limit: int) -> list[str]:
-        return await self.cold.list_expirable(now, limit)
-
-    async def usage(self, owner: str) -> tuple[int, int, int]:
-        return await self.cold.usage(owner)
-
-    async def all_ids(self) -> set[str]:
-        return await self.cold.all_ids()
-
-    async def live_blobs(self) -> dict[str, set[str]]:
-        return await self.cold.live_blobs()
-
-    async def count_pending(self) -> int:
-        return await self.cold.count_pending()
-
+    # ---- cold paths (listings, usage, gc): ColdPaths, through SQLAlchemy ----------------------
     async def ping(self) -> None:
         await self.readers.read(lambda conn: conn.execute("SELECT 1").fetchone())
 
