@@ -79,7 +79,7 @@ async def test_a_path_uploaded_again_resumes_its_upload_and_sends_only_missing_p
     assert state.get(client.url, client.key, LocalFile.of(path)) is None  # forgotten once completed
     assert stat.S_IMODE(state.path.stat().st_mode) == 0o600
     assert stat.S_IMODE(state.directory.stat().st_mode) == 0o700
-    assert client.key is not None and client.key.split("_")[2] not in state.path.read_text()  # never the secret
+    assert client.key is not None and client.key.split("_", 2)[2] not in state.path.read_text()  # never the secret
 
 
 async def test_a_remembered_upload_that_was_cancelled_or_deleted_starts_over(sdk: Sdk, tmp_path: Path) -> None:

@@ -92,7 +92,11 @@ def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
     assert result.returncode == 0, output[-6000:]
     generated = re.search(r"(\d+) generated", output)
     assert generated is not None, output[-2000:]
-    assert int(generated.group(1)) >= 500, output[-2000:]
+    # How many cases fit in MAX_TIME depends on how busy the machine is (1,000+ on a quiet one, 235 at
+    # a load average of 20): what must hold is that every phase ran and each operation got cases.
+    for phase in ("Coverage", "Fuzzing", "Stateful"):
+        assert re.search(rf"✅ {phase}", output), output[-2000:]
+    assert int(generated.group(1)) >= 100, output[-2000:]
     # Every dialect's operations were reached with credentials that work (security schemes and
     # request bodies in the document): none of them answered only 401/403 (the signed-URL PUTs may,
     # since schemathesis also makes up their optional signature).

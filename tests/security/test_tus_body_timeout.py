@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.security.test_body_guard import _read_response
+from tests.support.raw_http import read_response as _read_response
 from tests.support.server import ChunkdServer
 
 

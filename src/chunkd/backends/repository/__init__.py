@@ -15,13 +15,17 @@ __all__ = ["open_metadata"]
 async def open_metadata(url: str, *, run_migrations: bool) -> MetadataStore:
     """The repositories over the database at ``url`` (``sqlite:///…`` or ``postgresql://…``),
     migrated first when ``run_migrations``."""
-    from chunkd.backends.repository.postgres import is_postgres, open_postgres_metadata
+    from sqlalchemy.engine import make_url
+
     from chunkd.backends.repository.sqlite import open_sqlite_metadata, sqlite_path
 
     path = sqlite_path(url)
     if path is not None:
         return await open_sqlite_metadata(url, path, run_migrations=run_migrations)
-    if is_postgres(url):
+    if make_url(url).drivername.split("+")[0] in ("postgresql", "postgres"):
+        # Imported only here: asyncpg costs a SQLite node ~4 MB of RSS for nothing.
+        from chunkd.backends.repository.postgres import open_postgres_metadata
+
         return await open_postgres_metadata(url, run_migrations=run_migrations)
     from chunkd.backends.repository.sqlalchemy import open_sql_metadata
 

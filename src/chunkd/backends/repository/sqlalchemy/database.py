@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["async_url", "create_engine", "migrate"]
+__all__ = ["HEAD_REVISION", "async_url", "create_engine", "migrate"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration (a test checks it is Alembic's head). A database already there is not handed
+# to Alembic at start-up, so a node never imports it (~9.5 MB of RSS, measured 2026-11-30) unless it
+# has something to migrate.
+HEAD_REVISION = "0005_webhooks"
 
 
 def async_url(url: str) -> str:
@@ -44,7 +46,18 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
+def _current_revision(connection: Connection) -> str | None:
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def _upgrade(connection: Connection) -> None:
+    if _current_revision(connection) == HEAD_REVISION:
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection

@@ -1,0 +1,52 @@
+"""Start-up skips Alembic for a database already at ``HEAD_REVISION``: that constant must be
+Alembic's head, and a database behind it is still migrated."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from chunkd.backends.repository.sqlalchemy.database import HEAD_REVISION, MIGRATIONS, create_engine, migrate
+
+
+def test_head_revision_is_alembics_head() -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
+WEBHOOK_TABLES = {"events", "webhook_endpoints", "webhook_deliveries"}  # what 0005_webhooks creates
+
+
+async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
+    database = tmp_path / "m.db"
+    engine = create_engine(f"sqlite:///{database}")
+    try:
+        await migrate(engine)
+        await engine.dispose()
+        assert _version(database) == HEAD_REVISION and _tables(database) >= WEBHOOK_TABLES
+        # Undo the newest migration by hand: the next start-up must see it is behind and apply it.
+        with sqlite3.connect(database) as conn:
+            for table in ("webhook_deliveries", "webhook_endpoints", "events"):
+                conn.execute(f"DROP TABLE {table}")
+            conn.execute("UPDATE alembic_version SET version_num = '0004_upload_links'")
+        await migrate(engine)
+        await engine.dispose()
+        assert _version(database) == HEAD_REVISION and _tables(database) >= WEBHOOK_TABLES
+        await migrate(engine)  # at head: nothing to do, nothing changes
+        assert _version(database) == HEAD_REVISION
+    finally:
+        await engine.dispose()
+
+
+def _version(database: Path) -> str:
+    with sqlite3.connect(database) as conn:
+        return str(conn.execute("SELECT version_num FROM alembic_version").fetchone()[0])
+
+
+def _tables(database: Path) -> set[str]:
+    with sqlite3.connect(database) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
