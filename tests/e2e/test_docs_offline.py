@@ -17,6 +17,9 @@ pytestmark = pytest.mark.e2e
 URL = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url:\s*'([^']+)'""")
 
 
+WAIT = 120_000  # ms; bounds a page that never renders, not how fast it renders
+
+
 def test_pages_reference_only_local_assets(live_server: ChunkdServer) -> None:
     with httpx.Client(base_url=live_server.url) as client:
         for page in ("/docs", "/redoc"):
@@ -55,18 +58,19 @@ def test_a_browser_cut_off_from_other_hosts_renders_both_pages(live_server: Chun
         browser = launch_chromium(pw)
         try:
             page = browser.new_page()
+            page.set_default_timeout(WAIT)  # navigation too: Chromium on a loaded machine is slow, not wrong
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.route("**/*", only_chunkd)
             page.goto(f"{live_server.url}/docs")
             # Swagger UI rendered the document: the title and an operation of the Files API.
-            page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
-            page.wait_for_selector("#operations-files-create_file_v1_files_post, .opblock-tag", timeout=30_000)
+            page.wait_for_selector(".swagger-ui .info .title", timeout=WAIT)
+            page.wait_for_selector("#operations-files-create_file_v1_files_post, .opblock-tag", timeout=WAIT)
             assert "chunkd" in page.inner_text(".swagger-ui .info .title")
 
             page.goto(f"{live_server.url}/redoc")
-            page.wait_for_selector("redoc .api-info h1, .api-info h1", timeout=30_000)
+            page.wait_for_selector("redoc .api-info h1, .api-info h1", timeout=WAIT)
             assert "chunkd" in page.inner_text(".api-info h1")
-            page.locator("h2", has_text="Create an upload").first.wait_for(timeout=30_000)
+            page.locator("h2", has_text="Create an upload").first.wait_for(timeout=WAIT)
         finally:
             browser.close()
     assert elsewhere == [], f"the docs pages tried to reach other hosts: {elsewhere}"
