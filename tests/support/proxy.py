@@ -86,6 +86,7 @@ class CountingProxy:
                 return self
             except OSError:
                 time.sleep(0.05)
+        self.stop()  # never leave a proxy behind (a caller that gets the error has nothing to stop)
         raise RuntimeError("the proxy did not start")
 
     def release(self) -> None:

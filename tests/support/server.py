@@ -69,7 +69,11 @@ class ChunkdServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        wait_until_up(self.process, f"{self.url}/healthz", "chunkd serve", self.log, timeout)
+        try:
+            wait_until_up(self.process, f"{self.url}/healthz", "chunkd serve", self.log, timeout)
+        except RuntimeError:
+            self.kill()  # never leave a server behind (a caller that gets the error has nothing to kill)
+            raise
         return self
 
     def __enter__(self) -> ChunkdServer:
