@@ -41,6 +41,7 @@ from chunkd.settings import Settings
 __all__ = ["ChunkdApp", "create_app"]
 
 log = logging.getLogger("chunkd")
+startup_log = logging.getLogger("chunkd.startup")  # shown by `chunkd serve` (server/run.py:log_config)
 
 try:
     VERSION = version("chunkd")
@@ -118,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await open_runtime(settings, metrics=metrics)
         app.state.chunkd = runtime
-        log.info(
+        startup_log.info(
             "storage %s, capabilities: %s",
             settings.storage,
             ", ".join(runtime.uploads.caps.names()) or "none beyond the required interface",

@@ -23,3 +23,8 @@ def test_create_upload_complete_download(live_server: ChunkdServer) -> None:
         done = client.post(f"/v1/files/{file_id}/complete", json={"md5": hashlib.md5(data).hexdigest()})
         assert done.status_code == 200, done.text
         assert client.get(f"/v1/files/{file_id}/content").content == data
+
+
+def test_start_up_log_names_the_store_and_its_capabilities(live_server: ChunkdServer) -> None:
+    # Printed once the app has started (the server answered /healthz by now).
+    assert "storage local, capabilities: append-in-place, link-parts, sweep" in live_server.log.read_text()

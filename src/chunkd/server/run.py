@@ -24,12 +24,13 @@ __all__ = ["log_config", "run_granian", "run_uvicorn"]
 
 
 def log_config() -> dict[str, Any]:
-    """uvicorn's logging set-up plus chunkd's server logger at info level (disconnects, refused
-    heads) while uvicorn's own stay at warning."""
+    """uvicorn's logging set-up plus chunkd's server logger (disconnects, refused heads) and its
+    start-up line (storage and store capabilities) at info level, while uvicorn's own stay at warning."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["chunkd.server"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["loggers"]["chunkd.startup"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
 
 
