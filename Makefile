@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # pytest-xdist workers for `make test`: most of the end-to-end time is waiting on subprocesses and
-# I/O, so more workers than cores pays (measured on 2 cores: see README, Tests).
+# I/O, so more workers than cores pays (4 was not compared with 2 or 3 on a quiet machine yet).
 TEST_WORKERS ?= 4
 
 .PHONY: serve test lint install clean bench
