@@ -25,7 +25,7 @@ from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.errors import ChunkdError, InvalidInput, InvalidState
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.upload import Mode, Part, Status, Upload
-from chunkd.service.crc import crc64_hex, crc64nvme
+from chunkd.service.crc import Crc64Hasher
 from chunkd.service.hooks import ContentRejected
 from chunkd.service.lifecycle import Lifecycle
 from chunkd.service.streaming import StreamedPart
@@ -279,12 +279,16 @@ class Concatenation(Lifecycle):
     async def _hash(self, upload: Upload, part: Part, whole: _Hashing) -> str:
         """Read ``part`` of ``upload`` back into ``whole``; returns its CRC (the one it has, or
         computed on the way)."""
-        crc = 0
+        crc = None if part.crc64 else Crc64Hasher()
+
+        def feed(chunk: bytes) -> None:  # both digests in one worker-thread hop, off the event loop
+            whole.md5.update(chunk)
+            if crc is not None:
+                crc.update(chunk)
+
         async for chunk in self.blobs.read_part(upload, part):
-            await asyncio.to_thread(whole.md5.update, chunk)
-            if not part.crc64:
-                crc = crc64nvme(chunk, crc)
-        return part.crc64 or crc64_hex(crc)
+            await asyncio.to_thread(feed, chunk)
+        return crc.hexdigest() if crc is not None else part.crc64
 
     async def _fail(self, upload: Upload, reason: str) -> None:
         """A concatenation that cannot be completed: cancelled, bytes freed, the reason recorded
