@@ -31,7 +31,7 @@ async def test_add_is_once_per_upload_with_its_event(metadata: MetadataStore) ->
         type=MediaType.DOC, event=Event.for_upload(EventType.MEDIA_PUBLISHED, upload, T0), **fields
     )
     assert again == record  # the first one wins; no second event
-    assert await metadata.webhooks.dispatch(T0, 10) == 1
+    assert (await metadata.webhooks.dispatch(T0, 10)).events == 1
     claimed = await metadata.webhooks.claim(T0, T0, 10)
     assert [c.payload["data"]["media"]["id"] for c in claimed] == [record.id]
 

@@ -45,7 +45,7 @@ async def test_operator_endpoints_follow_the_settings(metadata: MetadataStore) -
     await hooks.sync_operator_endpoints(["https://a.test/", "https://b.test/"], T0)
     await hooks.sync_operator_endpoints(["https://b.test/"], T0)  # a restart with one URL fewer
     upload_id = await created_upload(metadata, "carol")
-    assert await hooks.dispatch(T0, 10) == 1
+    assert (await hooks.dispatch(T0, 10)).events == 1
     claimed = await hooks.claim(T0, T0 + S, 10)
     assert [(c.endpoint.url, c.endpoint.owner, c.delivery.event_id) for c in claimed] == [
         ("https://b.test/", None, claimed[0].delivery.event_id)
@@ -60,9 +60,10 @@ async def test_dispatch_fans_out_to_matching_endpoints_once(metadata: MetadataSt
     await hooks.add_endpoint(endpoint("we_bob", "bob"))
     await created_upload(metadata)
     await created_upload(metadata)
-    assert await hooks.dispatch(T0, 1) == 1  # at most ``limit`` events
-    assert await hooks.dispatch(T0, 10) == 1
-    assert await hooks.dispatch(T0, 10) == 0  # each event once
+    # at most ``limit`` events; each a delivery for we_all only (created events, alice's)
+    assert await hooks.dispatch(T0, 1) == (1, 1)
+    assert await hooks.dispatch(T0, 10) == (1, 1)
+    assert await hooks.dispatch(T0, 10) == (0, 0)  # each event once
     deliveries = await hooks.list_deliveries("we_all", 10)
     assert len(deliveries) == 2 and {d.status for d in deliveries} == {DeliveryStatus.PENDING}
     assert await hooks.list_deliveries("we_done", 10) == [] and await hooks.list_deliveries("we_bob", 10) == []

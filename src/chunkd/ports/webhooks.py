@@ -8,9 +8,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-__all__ = ["ClaimedDelivery", "Delivery", "DeliveryStatus", "Endpoint", "WebhookRepository", "new_delivery_id"]
+__all__ = [
+    "ClaimedDelivery",
+    "Delivery",
+    "DeliveryStatus",
+    "Dispatched",
+    "Endpoint",
+    "WebhookRepository",
+    "new_delivery_id",
+]
 
 
 def new_delivery_id() -> str:
@@ -65,6 +73,13 @@ class ClaimedDelivery:
     event_timestamp: datetime
 
 
+class Dispatched(NamedTuple):
+    """What one ``dispatch`` did: outbox events taken, and pending deliveries made of them."""
+
+    events: int
+    deliveries: int
+
+
 class WebhookRepository(Protocol):
     """Endpoints, deliveries and the outbox's fan-out. Every method is its own transaction."""
 
@@ -81,7 +96,7 @@ class WebhookRepository(Protocol):
     async def delete_endpoint(self, endpoint_id: str, owner: str) -> bool:
         """Forget an owner's endpoint and its delivery log; True if it existed."""
 
-    async def dispatch(self, now: datetime, limit: int) -> int:
+    async def dispatch(self, now: datetime, limit: int) -> Dispatched:
         """Turn up to ``limit`` undispatched outbox events into one pending delivery per matching,
         enabled endpoint, and mark them dispatched, atomically (each event by exactly one node)."""
 

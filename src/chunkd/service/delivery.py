@@ -98,13 +98,15 @@ class DeliveryWorker:
         self._wakeup.set()
 
     async def run_forever(self) -> None:
+        woken = False
         while True:
             self._wakeup.clear()
             try:
-                busy = await self.run_once()
+                busy = await self.run_once(claim_anyway=not woken)
             except Exception:  # keep delivering after a transient database error
                 log.exception("webhook delivery round failed")
                 busy = 0
+            woken = False
             if busy:
                 continue
             # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
@@ -114,13 +116,22 @@ class DeliveryWorker:
                     await self._wakeup.wait()
             except TimeoutError:
                 continue
+            woken = True
             await asyncio.sleep(self.policy.coalesce)
 
-    async def run_once(self) -> int:
+    async def run_once(self, *, claim_anyway: bool = True) -> int:
         """One round: dispatch every waiting event, then send one batch of due deliveries.
-        Returns how many deliveries were attempted."""
-        while await self.repo.dispatch(self.clock(), 200) == 200:
-            pass
+        Returns how many deliveries were attempted. ``claim_anyway=False`` (a round woken by this
+        process's own events) looks for due deliveries only if the dispatch made some: deliveries
+        made by other nodes, and retries, are found by the rounds that poll."""
+        made = 0
+        while True:
+            dispatched = await self.repo.dispatch(self.clock(), 200)
+            made += dispatched.deliveries
+            if dispatched.events < 200:
+                break
+        if not made and not claim_anyway:
+            return 0
         now = self.clock()
         # Long enough for the request (bounded by the timeout) and recording its outcome; a node that
         # dies holding it delays that delivery by at most this much.

@@ -17,7 +17,7 @@ from sqlalchemy.sql import Select
 
 from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
 from chunkd.backends.repository.sqlalchemy.tables import events, webhook_deliveries, webhook_endpoints
-from chunkd.ports.webhooks import ClaimedDelivery, Delivery, DeliveryStatus, Endpoint, new_delivery_id
+from chunkd.ports.webhooks import ClaimedDelivery, Delivery, DeliveryStatus, Dispatched, Endpoint, new_delivery_id
 
 __all__ = ["SqlWebhookRepository", "operator_endpoint_id"]
 
@@ -106,7 +106,7 @@ class SqlWebhookRepository(SqlStore):
             return bool(result.rowcount)
 
     # ---- outbox fan-out and claims --------------------------------------------------------
-    async def dispatch(self, now: datetime, limit: int) -> int:
+    async def dispatch(self, now: datetime, limit: int) -> Dispatched:
         due = self._skip_locked(
             select(events.c.seq).where(events.c.dispatched.is_(False)).order_by(events.c.seq).limit(limit)
         )
@@ -120,7 +120,7 @@ class SqlWebhookRepository(SqlStore):
                 )
             ).all()
             if not taken:
-                return 0
+                return Dispatched(0, 0)
             endpoints = [ENDPOINTS.from_row(r) for r in await conn.execute(select(E).where(E.c.disabled_at.is_(None)))]
             rows = [
                 {
@@ -138,7 +138,7 @@ class SqlWebhookRepository(SqlStore):
             ]
             if rows:
                 await conn.execute(insert(D), rows)
-        return len(taken)
+        return Dispatched(len(taken), len(rows))
 
     async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
         free = and_(

@@ -1,0 +1,106 @@
+"""The delivery worker's rounds over a real SQLite store: a round woken by this process's own events
+looks for due deliveries only when its dispatch made some (with no endpoint registered, a completed
+upload costs one dispatch and nothing more); a polling round always looks, so deliveries made by
+another node, and retries, are still sent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chunkd.backends.repository import open_metadata
+from chunkd.domain.events import Event, EventType
+from chunkd.ports.metadata import MetadataStore
+from chunkd.ports.webhooks import ClaimedDelivery, Dispatched, Endpoint, WebhookRepository
+from chunkd.service.delivery import DeliveryPolicy, DeliveryWorker
+from tests.support.uploads import make_upload
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class CountingClaims:
+    """The real repository, with its claims counted."""
+
+    def __init__(self, repo: WebhookRepository) -> None:
+        self.repo = repo
+        self.claims = 0
+
+    async def dispatch(self, now: datetime, limit: int) -> Dispatched:
+        return await self.repo.dispatch(now, limit)
+
+    async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
+        self.claims += 1
+        return await self.repo.claim(now, lease_until, limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.repo, name)
+
+
+@pytest.fixture
+async def metadata(tmp_path: Path) -> AsyncIterator[MetadataStore]:
+    store = await open_metadata(f"sqlite:///{tmp_path / 'chunkd.db'}", run_migrations=True)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def completed_upload(metadata: MetadataStore) -> None:
+    upload = make_upload(10, 10, owner="alice")
+    await metadata.uploads.create(upload, [Event.for_upload(EventType.UPLOAD_COMPLETED, upload, T0)])
+
+
+def worker(repo: CountingClaims, received: list[httpx.Request]) -> DeliveryWorker:
+    def answer(request: httpx.Request) -> httpx.Response:
+        received.append(request)
+        return httpx.Response(204)
+
+    policy = DeliveryPolicy(block_private=False)
+    return DeliveryWorker(
+        repo,  # type: ignore[arg-type]  # the real repository behind a counter
+        policy,
+        operator_secret=None,
+        clock=lambda: T0 + timedelta(seconds=1),
+        transport=httpx.MockTransport(answer),
+    )
+
+
+async def test_a_woken_round_without_deliveries_claims_nothing(metadata: MetadataStore) -> None:
+    repo, received = CountingClaims(metadata.webhooks), list[httpx.Request]()
+    delivery = worker(repo, received)
+    await completed_upload(metadata)
+    assert await delivery.run_once(claim_anyway=False) == 0
+    assert repo.claims == 0
+    assert await metadata.webhooks.dispatch(T0, 10) == (0, 0)  # the event was dispatched all the same
+    await delivery.close()
+
+
+async def test_a_woken_round_sends_what_its_dispatch_made(metadata: MetadataStore) -> None:
+    repo, received = CountingClaims(metadata.webhooks), list[httpx.Request]()
+    delivery = worker(repo, received)
+    await metadata.webhooks.add_endpoint(
+        Endpoint("we_1", "alice", "https://hooks.example/", "whsec_c2VjcmV0", None, T0, None, None)
+    )
+    await completed_upload(metadata)
+    assert await delivery.run_once(claim_anyway=False) == 1
+    assert [str(r.url) for r in received] == ["https://hooks.example/"]
+    await delivery.close()
+
+
+async def test_a_polling_round_sends_deliveries_made_elsewhere(metadata: MetadataStore) -> None:
+    repo, received = CountingClaims(metadata.webhooks), list[httpx.Request]()
+    delivery = worker(repo, received)
+    await metadata.webhooks.add_endpoint(
+        Endpoint("we_1", "alice", "https://hooks.example/", "whsec_c2VjcmV0", None, T0, None, None)
+    )
+    await completed_upload(metadata)
+    assert await metadata.webhooks.dispatch(T0, 10) == (1, 1)  # another node's dispatch
+    assert await delivery.run_once(claim_anyway=False) == 0
+    assert await delivery.run_once() == 1
+    assert len(received) == 1
+    await delivery.close()
