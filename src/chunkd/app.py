@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chunkd.frontends.assets.errors import refusal_response as asset_refusal
 from chunkd.frontends.assets.router import router as assets_router
 from chunkd.frontends.guards import install_guards
+from chunkd.frontends.http.routes import DirectRoutes
 from chunkd.frontends.media.errors import refusal_response as media_refusal
 from chunkd.frontends.media.router import router as media_router
 from chunkd.frontends.native.auth import keys_router, seed_token_router, token_router
@@ -79,6 +80,9 @@ class ChunkdApp(FastAPI):
     access_log: AccessLog | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
+        # Built at the first request, when every route is in: plain routes are called directly.
+        if not isinstance(self.router.middleware_stack, DirectRoutes):
+            self.router.middleware_stack = DirectRoutes(self.router, self.router.middleware_stack)
         stack = super().build_middleware_stack()
         if self.access_log is None:
             return stack

@@ -7,10 +7,9 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from starlette.routing import BaseRoute
 
 from chunkd.app import create_app
-from chunkd.frontends.guards.ratelimit import RouteTable
+from chunkd.frontends.http.routes import RouteTable
 from chunkd.settings import Settings
 from tests.conftest import Api
 from tests.support.media_files import chunked_upload, make_png
@@ -98,5 +97,5 @@ def test_every_download_route_has_head(path: str, tmp_path: object) -> None:
     app = create_app(Settings(data_dir=tmp_path))  # type: ignore[arg-type]
     table = RouteTable(app.router.routes)
     sample = path.replace("{id}", "1" if "media" in path else "AAAAAAAAAAAAAAAAAAAAAA")
-    route: BaseRoute | None = table.match({"type": "http", "method": "HEAD", "path": sample, "root_path": ""})
-    assert route is not None, f"HEAD {path} has no route"
+    found = table.match({"type": "http", "method": "HEAD", "path": sample, "root_path": ""})
+    assert found is not None, f"HEAD {path} has no route"

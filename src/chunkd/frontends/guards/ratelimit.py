@@ -25,56 +25,30 @@ answered in the dialect of the path (:mod:`chunkd.frontends.refusals`)."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunkd.auth.authenticator import single_credentials
 from chunkd.auth.ratelimit import Decision, RateLimits
 from chunkd.domain.errors import ChunkdError, InvalidInput
 from chunkd.frontends.http import FILE_BYTES_ATTRIBUTE, byte_count
+from chunkd.frontends.http.routes import RouteTable
 from chunkd.frontends.refusals import Refusal, Renderer, render_refusal
 from chunkd.settings import Settings
 
 if TYPE_CHECKING:
     from chunkd.runtime import Runtime
 
-__all__ = ["EXEMPT_PATHS", "RateLimitMiddleware", "RouteTable", "category_for"]
+__all__ = ["EXEMPT_PATHS", "RateLimitMiddleware", "category_for"]
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Bytes are charged to the store in batches of at most this much (one store round trip per
 # batch, not per network read), and at the end of each body.
 BYTES_BATCH = 1024 * 1024
-
-
-def _walk(routes: Iterable[Any]) -> Iterator[BaseRoute]:
-    for route in routes:
-        # FastAPI keeps an included router as one object holding the router it included (whose
-        # routes carry their full paths); older releases copied the routes themselves.
-        included = getattr(route, "original_router", None)
-        if included is not None:
-            yield from _walk(included.routes)
-        else:
-            yield route
-
-
-class RouteTable:
-    """The app's routes by method, to find the route a request will reach before it is routed."""
-
-    def __init__(self, routes: Iterable[Any]) -> None:
-        self.by_method: dict[str, list[BaseRoute]] = {}
-        for route in _walk(routes):
-            for method in getattr(route, "methods", None) or ():
-                self.by_method.setdefault(method, []).append(route)
-
-    def match(self, scope: Scope) -> BaseRoute | None:
-        for route in self.by_method.get(scope["method"], ()):
-            if route.matches(scope)[0] is Match.FULL:
-                return route
-        return None
 
 
 def _declares_body(scope: Scope) -> bool:
@@ -147,7 +121,8 @@ class RateLimitMiddleware:
             app = scope.get("app")
             router = getattr(app, "router", None)
             self.routes = RouteTable(getattr(router, "routes", ()))
-        return self.routes.match(scope)
+        found = self.routes.match(scope)  # kept in the scope: the router's lookup too
+        return found[0] if found is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT_PATHS:

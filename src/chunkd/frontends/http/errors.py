@@ -86,11 +86,14 @@ def validation_error(errors: Sequence[Any]) -> tuple[str, str]:
     return field, f"{field}: {first.get('msg', 'invalid value')}"
 
 
-def dialect_route(render: Callable[[Request, Exception], Awaitable[Response | None]]) -> type[APIRoute]:
+def dialect_route(render_error: Callable[[Request, Exception], Awaitable[Response | None]]) -> type[APIRoute]:
     """An APIRoute class whose errors (domain errors and request validation alike) are rendered
-    by ``render`` in the frontend's own dialect; ``render`` returns None to let an error pass."""
+    by ``render_error`` in the frontend's own dialect; it returns None to let an error pass."""
 
     class DialectRoute(APIRoute):
+        # Also read by frontends.http.routes.DirectRoutes, which calls plain endpoints itself.
+        render = staticmethod(render_error)
+
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
@@ -98,7 +101,7 @@ def dialect_route(render: Callable[[Request, Exception], Awaitable[Response | No
                 try:
                     return await handler(request)
                 except Exception as exc:
-                    response = await render(request, exc)
+                    response = await render_error(request, exc)
                     if response is None:
                         raise
                     return response

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from chunkd.auth.links import LINK_METADATA_KEY
 from chunkd.auth.principal import Principal, require_scope
@@ -162,9 +162,9 @@ async def get_file(request: Request, file_id: FileId) -> dict[str, Any]:
     openapi_extra=OCTETS,
 )
 @takes_file_bytes()
-async def put_part(
-    request: Request, file_id: FileId, part_number: Annotated[int, Path(ge=1, le=10_000)]
-) -> dict[str, Any]:
+async def put_part(request: Request, file_id: FileId, part_number: Annotated[int, Path(ge=1, le=10_000)]) -> Response:
+    """Answers with its own response (the ``PartObject`` shape), so it is called without FastAPI's
+    dependency solving and serialisation (frontends.http.routes: a part is a hot path)."""
     who = await principal(request, "files:create")
     service = runtime(request).uploads
     content_md5 = request.headers.get("content-md5")
@@ -184,7 +184,7 @@ async def put_part(
         declared_size=content_length(request),
         digest=(wanted.hasher, wanted.expected, wanted.field) if wanted is not None else None,
     )
-    return {"partNumber": part.number, "sizeBytes": part.size, "etag": f'"{part.checksum}"'}
+    return JSONResponse({"partNumber": part.number, "sizeBytes": part.size, "etag": f'"{part.checksum}"'})
 
 
 @router.put(
