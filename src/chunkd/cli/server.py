@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -25,14 +26,22 @@ def serve(
 ) -> None:
     """Run the server (SQLite + local disk under the data dir unless configured otherwise)."""
     settings = settings_for(data_dir, host=host, port=port, server=server)
-    # Child processes and the app factory read the same settings from the environment.
-    os.environ["CHUNKD_DATA_DIR"] = str(settings.data_dir)
+    # The server reads the same settings from the environment: the options are passed on there.
+    os.environ.update(
+        CHUNKD_DATA_DIR=str(settings.data_dir),
+        CHUNKD_HOST=settings.host,
+        CHUNKD_PORT=str(settings.port),
+        CHUNKD_SERVER=settings.server,
+    )
     console.print(
         f"chunkd listening on http://{settings.host}:{settings.port} (data: {settings.data_dir})", style="green"
     )
-    from chunkd.server.run import run_granian, run_uvicorn
-
-    (run_granian if settings.server == "granian" else run_uvicorn)(settings)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The server runs in a fresh interpreter in this same process (same pid, signals and
+    # descriptors), without the command line's libraries: typer, click and rich stay resident
+    # otherwise, ~10 MiB of a ~115 MiB idle server (2026-11-30).
+    os.execv(sys.executable, [sys.executable, "-m", "chunkd.server"])
 
 
 @app.command()
