@@ -22,8 +22,10 @@ BATCH_BYTES = 1024 * 1024
 # What all the bodies streaming in one process may hold in batches (received, not yet written and
 # hashed). One stream gets full 1 MiB batches; many streams share the budget with smaller ones (not
 # below MIN_BATCH_BYTES), so memory stays flat however many uploads run at once: 32 concurrent tus
-# uploads held ~4 MiB each in batches before (≈130 MiB over the process's base), now ≤ 24 MiB in all.
-STREAM_BUDGET_BYTES = 24 * 1024 * 1024
+# uploads held ~4 MiB each in batches before (≈130 MiB over the process's base), now ≤ 16 MiB in all.
+# 16 MiB rather than 24 (32 streams: 128 KiB batches instead of 192 KiB): peak RSS of 32 concurrent
+# uploads 159–166 → 152–153 MiB; up to 4 streams still get 1 MiB batches (compare.py rss-32, 2026-11-30).
+STREAM_BUDGET_BYTES = 16 * 1024 * 1024
 MIN_BATCH_BYTES = 128 * 1024
 _active_streams = 0
 
