@@ -50,7 +50,7 @@ class DeliveryPolicy:
     # After a wake-up, how long to let further events gather before a round: a round is a dispatch and
     # a claim transaction whatever it finds, and one per completed upload cost 64 KiB tus uploads
     # ~6 ms of event-loop CPU each (bench/request_cost.py tus-small, 2026-11-30).
-    coalesce: float = 0.1
+    coalesce: float = 0.25
     concurrency: int = 8
     block_private: bool = True
 
