@@ -139,3 +139,32 @@ def test_batches_shrink_as_streams_share_the_memory_budget(monkeypatch: pytest.M
     assert streaming.MIN_BATCH_BYTES <= size < BATCH_BYTES
     # Every stream's accumulating batch plus its batches in flight stay within the budget.
     assert 32 * (streaming.PIPELINE_DEPTH + 1) * size <= streaming.STREAM_BUDGET_BYTES
+
+
+async def test_a_one_batch_body_is_durable_in_its_one_hop(
+    tmp_path: Path, upload: Upload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fsync on: the body's only batch is written, hashed and synced in one worker job, so the
+    # commit after it only closes the file; an abort after the sync still drops the bytes.
+    durable = LocalBlobStore(tmp_path / "durable", fsync=True)
+    whole = ResumableMD5()
+    part = StreamedPart(await durable.open_writer(upload, 1, 0), whole, None)
+    await stream_into(part, body(b"x" * 1000), limit=None)
+    assert part.size == 1000 and whole.hexdigest() == hashlib.md5(b"x" * 1000).hexdigest()
+    hops: list[object] = []
+    real_to_thread = asyncio.to_thread
+
+    async def counted(func: object, *args: object) -> object:
+        hops.append(func)
+        return await real_to_thread(func, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    name = await part.writer.commit()
+    assert hops == []  # nothing left to wait for in a worker thread
+    assert (durable.root / upload.id[:2] / upload.id / name).read_bytes() == b"x" * 1000
+
+    appended = await durable.open_appender(upload, Part(1, 0, 1000, "", name, NOW, crc64=part.crc_hex))
+    more = StreamedPart(appended, ResumableMD5(), None, crc_seed=part.crc64)
+    await stream_into(more, body(b"y" * 10), limit=None)
+    await more.writer.abort()  # e.g. a checksum mismatch found after the sync
+    assert (durable.root / upload.id[:2] / upload.id / name).read_bytes() == b"x" * 1000

@@ -180,11 +180,13 @@ class StreamedPart:
         self._crc.update_all(chunks)
 
     def _everything(self, writer: BlockingWriter, chunks: Sequence[bytes]) -> None:
-        """The whole body as one batch, in one worker thread: write, CRC and every digest."""
+        """The whole body as one batch, in one worker thread: write, CRC, every digest, and the
+        sync that makes the bytes durable (so the commit after it needs no hop of its own)."""
         self._write_blocking(writer, chunks)
         for hasher in self._hashers:
             for chunk in chunks:
                 hasher.update(chunk)
+        writer.sync_blocking()
         self.size += sum(map(len, chunks))
 
     @property

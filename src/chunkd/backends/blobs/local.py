@@ -116,6 +116,7 @@ class _LocalWriter:
         self._fd: int | None = None
         self._written = 0
         self._flushed = 0
+        self._synced = -1  # bytes made durable by sync_blocking (name included); -1: not synced
         # Writes run in worker threads. If a request is cancelled mid-write (server shutdown), its
         # abort may come while a write is still running: the lock makes the abort wait for it, so a
         # closed descriptor number, reused by another file, is never written to.
@@ -160,6 +161,23 @@ class _LocalWriter:
     async def write(self, chunks: Sequence[bytes]) -> None:
         await asyncio.to_thread(self._write_all, chunks)
 
+    def sync_blocking(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise OSError(errno.EBADF, "sync of a part that was already committed or aborted")
+            with _disk("making bytes durable"):
+                self._sync_locked()
+                self._synced = self._written
+
+    def _sync_locked(self) -> None:
+        if self._fd is None:
+            self._fd = self._open()
+        if self._fsync:
+            # fdatasync: the data and the new length, not the timestamps.
+            os.fdatasync(self._fd)
+            if self._base is None:
+                _fsync_dir(self._dir)  # a new file's name must be durable too
+
     def _commit(self) -> str:
         with self._lock:
             if self._closed:
@@ -169,20 +187,18 @@ class _LocalWriter:
                 return self._commit_locked()
 
     def _commit_locked(self) -> str:
-        if self._fd is None:
-            self._fd = self._open()
         try:
-            if self._fsync:
-                # fdatasync: the data and the new length, not the timestamps.
-                os.fdatasync(self._fd)
+            if self._synced != self._written:
+                self._sync_locked()
         finally:
-            os.close(self._fd)
-            self._fd = None
-        if self._fsync and self._base is None:
-            _fsync_dir(self._dir)  # a new file's name must be durable too
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
         return self._name
 
     async def commit(self) -> str:
+        if self._synced == self._written:
+            return self._commit()  # durable already (sync_blocking): closing needs no worker thread
         return await asyncio.to_thread(self._commit)
 
     def _abort(self) -> None:
