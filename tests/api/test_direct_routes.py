@@ -10,10 +10,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
 
 from chunkd.app import create_app
-from chunkd.frontends.http.routes import DirectCall, direct_call, walk_routes
+from chunkd.frontends.http.routes import DirectCall, DirectRoutes, direct_call, walk_routes
 from chunkd.settings import Settings
 from tests.conftest import Api
 
@@ -94,3 +97,20 @@ async def test_a_path_parameter_past_its_limit_gets_fastapis_validation_in_the_d
     body = good.json()
     assert body["partNumber"] == 1 and body["sizeBytes"] == 4 and body["etag"].startswith('"')
     assert set(body) == {"partNumber", "sizeBytes", "etag"}  # the documented PartObject, nothing more
+
+
+def test_a_router_included_with_a_prefix_or_dependencies_is_left_to_fastapi() -> None:
+    def build(**include: object) -> DirectRoutes:
+        inner = APIRouter()
+
+        @inner.get("/thing/{name}")
+        async def thing(request: Request, name: str) -> Response:
+            return Response(name)
+
+        app = FastAPI()
+        app.include_router(inner, **include)  # type: ignore[arg-type]
+        return DirectRoutes(app.router, app.router.middleware_stack)
+
+    assert build().calls
+    assert not build(prefix="/api").calls
+    assert not build(dependencies=[Depends(lambda: None)]).calls

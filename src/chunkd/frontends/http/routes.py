@@ -46,6 +46,21 @@ def walk_routes(routes: Iterable[Any]) -> Iterator[BaseRoute]:
             yield route
 
 
+def _plain_includes(routes: Iterable[Any]) -> bool:
+    """Whether every included router was included as is: no prefix (its routes then carry their
+    full paths) and no dependencies (its routes' own dependants then say all that runs)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is None:
+            continue
+        context = getattr(route, "include_context", None)
+        if getattr(context, "prefix", "") or getattr(context, "dependencies", None):
+            return False
+        if not _plain_includes(included.routes):
+            return False
+    return True
+
+
 class RouteTable:
     """The app's routes by method, in routing order (mounts, which take every method, in their place)."""
 
@@ -209,6 +224,8 @@ class DirectRoutes:
         self.dispatch = dispatch
         self.table = RouteTable(router.routes)
         self.calls = {id(r): c for r in walk_routes(router.routes) if (c := direct_call(r)) is not None}
+        if not _plain_includes(router.routes):  # chunkd includes its routers as is; anything else: FastAPI
+            self.calls = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
