@@ -58,6 +58,7 @@ class Appends(Lifecycle):
         finish: bool = False,
         inspect: Callable[[Upload], None] | None = None,
         declare_length: int | None = None,
+        created: Upload | None = None,
     ) -> Upload:
         """Append bytes at ``offset`` (which must be the current end) to an APPEND upload.
 
@@ -76,12 +77,15 @@ class Appends(Lifecycle):
         ``finish``: when the bytes reach the declared size, complete the upload under the same
         lock and in the same write (tus: the PATCH that ends an upload). ``inspect``: a frontend's
         own checks on the row just loaded, before anything else (it may raise). ``declare_length``:
-        fix a deferred length in the same write (tus Upload-Length on a PATCH). So one request
-        costs one lock, one load and one write."""
+        fix a deferred length in the same write (tus Upload-Length on a PATCH). ``created``: the
+        upload exactly as this same request just created it (its id not yet given to anyone:
+        tus creation-with-upload), used instead of loading it again. So one request costs one
+        lock, one load and one write."""
         finished = False
         refused: ChunkdError | None = None  # a pre-finish hook's refusal of the upload this fills
         async with self.locks.hold(upload_id, timeout=lock_timeout):
-            upload = await self._load_for_append(owner, upload_id)
+            fresh = created is not None and created.id == upload_id and created.owner == owner
+            upload = created if fresh and created is not None else await self._load_for_append(owner, upload_id)
             if inspect is not None:
                 inspect(upload)
             now = self.clock()

@@ -97,7 +97,13 @@ class Creation(TusResource):
                     raise e.TooLarge(f"the body is longer than Upload-Length ({length})", field="Upload-Length")
                 async with self.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
                     upload = await service.append(
-                        who.owner, upload.id, 0, writer.guard(request.stream()), checksum=checksum, finish=True
+                        who.owner,
+                        upload.id,
+                        0,
+                        writer.guard(request.stream()),
+                        checksum=checksum,
+                        finish=True,
+                        created=upload,  # no one else knows its id yet: no need to load it again
                     )
             except (e.ChecksumMismatch, e.TooLarge):
                 # The creation is answered with the error and no Location: drop the new upload.
