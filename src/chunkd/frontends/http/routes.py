@@ -5,7 +5,7 @@ as Starlette's router does) and keeps the answer in the request's scope, so the 
 must know the route before the route runs) and ``DirectRoutes`` share one lookup.
 
 ``DirectRoutes`` sits where the router is. A route whose endpoint asks FastAPI for nothing but the
-``Request`` and string path parameters (every hot path: tus PATCH/HEAD/POST, native part PUT,
+``Request`` and ``str``/``int`` path parameters (every hot path: tus PATCH/HEAD/POST, native part PUT,
 pm/media chunks) is called directly, with its dialect's error rendering; everything else goes to
 the router as before. Why by hand: FastAPI 0.165's router walks its candidate routes with
 per-route scope bookkeeping and then solves the endpoint's (empty) dependencies, ~0.3 ms of event-loop
@@ -125,7 +125,6 @@ class DirectCall:
     endpoint: Callable[..., Awaitable[Response]]
     request_param: str
     params: dict[str, PathParam]
-
     render: Render | None
 
     def arguments(self, path_params: dict[str, Any]) -> dict[str, Any] | None:
@@ -155,7 +154,7 @@ class DirectCall:
 
 
 def direct_call(route: BaseRoute) -> DirectCall | None:
-    """A ``DirectCall`` for a route FastAPI would only hand the request and its string path
+    """A ``DirectCall`` for a route FastAPI would only hand the request and its ``str``/``int`` path
     parameters to, and whose answer is a ``Response`` of its own making; None for any other."""
     if not isinstance(route, APIRoute) or not inspect.iscoroutinefunction(route.endpoint):
         return None
