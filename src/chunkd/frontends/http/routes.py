@@ -5,8 +5,8 @@ as Starlette's router does) and keeps the answer in the request's scope, so the 
 must know the route before the route runs) and ``DirectRoutes`` share one lookup.
 
 ``DirectRoutes`` sits where the router is. A route whose endpoint asks FastAPI for nothing but the
-``Request`` and ``str``/``int`` path parameters (every hot path: tus PATCH/HEAD/POST, native part PUT,
-pm/media chunks) is called directly, with its dialect's error rendering; everything else goes to
+``Request`` and ``str``/``int`` path parameters (every tus request, the native part PUT, pm's chunk
+POST, downloads) is called directly, with its dialect's error rendering; everything else goes to
 the router as before. Why by hand: FastAPI 0.165's router walks its candidate routes with
 per-route scope bookkeeping and then solves the endpoint's (empty) dependencies, ~0.3 ms of event-loop
 CPU per request against ~0.02 ms here (bench/request_cost.py, 2026-11-30); answers are unchanged
