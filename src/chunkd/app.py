@@ -145,6 +145,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # The delivery worker ends its round (bounded by the delivery timeout) rather than
+            # being cancelled inside a database transaction; the reaper is cancelled between sweeps.
+            runtime.delivery.stop()
+            await asyncio.wait({delivery}, timeout=runtime.delivery.policy.timeout + 5)
             for task in (reaper, delivery):
                 task.cancel()
                 try:

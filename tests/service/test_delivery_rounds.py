@@ -5,6 +5,7 @@ another node, and retries, are still sent."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,4 +104,19 @@ async def test_a_polling_round_sends_deliveries_made_elsewhere(metadata: Metadat
     assert await delivery.run_once(claim_anyway=False) == 0
     assert await delivery.run_once() == 1
     assert len(received) == 1
+    await delivery.close()
+
+
+async def test_stop_ends_the_loop_without_cancelling_a_round(metadata: MetadataStore) -> None:
+    # Shutdown asks the worker to stop; it ends between rounds (here: while gathering events after a
+    # wake-up) instead of being cancelled inside a database transaction.
+    repo, received = CountingClaims(metadata.webhooks), list[httpx.Request]()
+    delivery = worker(repo, received)
+    running = asyncio.create_task(delivery.run_forever())
+    await completed_upload(metadata)
+    delivery.wake()
+    await asyncio.sleep(0)
+    delivery.stop()
+    done, _ = await asyncio.wait({running}, timeout=30)
+    assert running in done and running.exception() is None
     await delivery.close()

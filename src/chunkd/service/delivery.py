@@ -81,6 +81,7 @@ class DeliveryWorker:
         self.operator_secret = operator_secret
         self.clock = clock
         self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
         self.count: Callable[[str], None] = count_delivery
         # No redirects (a 3xx is a failed attempt: the endpoint must name its final URL) and no
         # proxy settings from the environment; one timeout covers connect, send and answer.
@@ -97,9 +98,26 @@ class DeliveryWorker:
         """Look for work now (an event was just written by this process)."""
         self._wakeup.set()
 
+    def stop(self) -> None:
+        """Let ``run_forever`` return once its round (if one is running) has ended: cancelling it in
+        the middle of a database transaction can leave the driver's connection waiting forever."""
+        self._stopping.set()
+        self._wakeup.set()
+
+    async def _pause(self, event: asyncio.Event, seconds: float) -> bool:
+        """Wait until ``event`` is set or ``seconds`` have passed; True if it was set.
+        asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
+        arrives as its timeout fires, and the app's shutdown would then wait for this loop forever."""
+        try:
+            async with asyncio.timeout(seconds):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True
+
     async def run_forever(self) -> None:
         woken = False
-        while True:
+        while not self._stopping.is_set():
             self._wakeup.clear()
             try:
                 busy = await self.run_once(claim_anyway=not woken)
@@ -109,15 +127,10 @@ class DeliveryWorker:
             woken = False
             if busy:
                 continue
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
-            # arrives as its timeout fires, and the app's shutdown would then wait for this loop forever.
-            try:
-                async with asyncio.timeout(self.policy.poll):
-                    await self._wakeup.wait()
-            except TimeoutError:
+            if not await self._pause(self._wakeup, self.policy.poll):
                 continue
             woken = True
-            await asyncio.sleep(self.policy.coalesce)
+            await self._pause(self._stopping, self.policy.coalesce)
 
     async def run_once(self, *, claim_anyway: bool = True) -> int:
         """One round: dispatch every waiting event, then send one batch of due deliveries.
@@ -130,7 +143,7 @@ class DeliveryWorker:
             made += dispatched.deliveries
             if dispatched.events < 200:
                 break
-        if not made and not claim_anyway:
+        if (not made and not claim_anyway) or self._stopping.is_set():
             return 0
         now = self.clock()
         # Long enough for the request (bounded by the timeout) and recording its outcome; a node that
