@@ -168,30 +168,3 @@ async def test_a_one_batch_body_is_durable_in_its_one_hop(
     await stream_into(more, body(b"y" * 10), limit=None)
     await more.writer.abort()  # e.g. a checksum mismatch found after the sync
     assert (durable.root / upload.id[:2] / upload.id / name).read_bytes() == b"x" * 1000
-
-
-@pytest.mark.parametrize(
-    ("chunks", "batches"),
-    [
-        ([64 * 1024] * 4, [(256 * 1024, True)]),  # a body of exactly one first batch: one job
-        ([64 * 1024] * 3, [(192 * 1024, True)]),
-        ([64 * 1024] * 16, [(256 * 1024, False), (512 * 1024, False), (256 * 1024, False)]),
-    ],
-)
-async def test_batches_start_small_and_a_whole_body_batch_is_one_job(
-    store: LocalBlobStore, upload: Upload, chunks: list[int], batches: list[tuple[int, bool]]
-) -> None:
-    part = StreamedPart(await store.open_writer(upload, 1, 0), ResumableMD5(), None)
-    pushed: list[tuple[int, bool]] = []
-    real_push = part.push
-
-    def push(batch: list[bytes], *, only: bool = False) -> asyncio.Future[list[None]]:
-        pushed.append((sum(map(len, batch)), only))
-        return real_push(batch, only=only)
-
-    part.push = push  # type: ignore[method-assign]
-    data = [os.urandom(size) for size in chunks]
-    await stream_into(part, body(*data), limit=None)
-    assert pushed == batches
-    assert part.size == sum(chunks)
-    await part.writer.abort()

@@ -27,8 +27,6 @@ BATCH_BYTES = 1024 * 1024
 # uploads 159–166 → 152–153 MiB; up to 4 streams still get 1 MiB batches (compare.py rss-32, 2026-11-30).
 STREAM_BUDGET_BYTES = 16 * 1024 * 1024
 MIN_BATCH_BYTES = 128 * 1024
-# A body's first batch; the next ones double up to batch_bytes().
-FIRST_BATCH_BYTES = 256 * 1024
 _active_streams = 0
 
 
@@ -246,31 +244,23 @@ async def stream_into(
     # Up to PIPELINE_DEPTH batches are written and hashed (in threads) while the next one is
     # received, so reading the socket overlaps with hashing; memory stays bounded by the depth.
     in_flight: collections.deque[asyncio.Future[list[None]]] = collections.deque()
-    # A full batch waits for the next chunk before it goes to the lanes: if the body ends instead,
-    # it is the whole body and goes as one job (write, hashes and sync in one hop).
-    ready: list[bytes] | None = None
-    pushed = False
     body_error: BaseException | None = None
     global _active_streams
     _active_streams += 1
-    # The first batches are small and double up to the stream's share, so the hashing and the
-    # disk start on a body's first bytes instead of after its first full megabyte.
-    target = min(FIRST_BATCH_BYTES, batch_bytes())
+    target = batch_bytes()
     try:
         async for chunk in chunks:
             total += len(chunk)
             if limit is not None and total > limit:
                 raise (limit_error() if limit_error else TooLarge(f"body is longer than {limit} bytes", field="body"))
-            if ready is not None:
-                if len(in_flight) >= PIPELINE_DEPTH:
-                    await in_flight.popleft()
-                in_flight.append(part.push(ready))
-                ready, pushed = None, True
             batch.append(chunk)
             batched += len(chunk)
             if batched >= target:
-                ready, batch, batched = batch, [], 0
-                target = min(target * 2, batch_bytes())
+                if len(in_flight) >= PIPELINE_DEPTH:
+                    await in_flight.popleft()
+                in_flight.append(part.push(batch))
+                batch, batched = [], 0
+                target = batch_bytes()
             # Checked on every chunk, not only per batch: a slow client may take longer than the
             # TTL to fill one batch, and its upload must not expire while its bytes trickle in.
             if heartbeat is not None and time.monotonic() - last_beat >= heartbeat_every:
@@ -282,9 +272,8 @@ async def stream_into(
         _active_streams -= 1
     # Also on a broken body (client gone): what arrived is handed over, and the caller decides
     # whether to keep it (appends keep partial bytes) or abort.
-    last = ready if ready is not None else batch
-    if last and not isinstance(body_error, StorageError):
-        in_flight.append(part.push(last, only=not pushed))
+    if batch and not isinstance(body_error, StorageError):
+        in_flight.append(part.push(batch, only=total == batched))
     outcomes = await asyncio.gather(*in_flight, return_exceptions=True)
     # A storage fault decides what is durable, so it wins over whatever ended the body: the caller
     # must abort, never keep "what arrived" as if the client had merely gone away.

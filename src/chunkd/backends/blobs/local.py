@@ -62,9 +62,8 @@ def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
 _START_WRITEBACK = _load_sync_file_range()
 # Start writing a part's bytes to disk every this many bytes, so the fsync before the part is
 # acknowledged waits only for the tail instead of flushing the whole part at once (the disk works
-# while the rest of the body is still arriving, as RocksDB's bytes_per_sync does). Small enough that
-# a 1 MiB body's first batches are on their way to disk before its last one arrives.
-WRITEBACK_EVERY = 512 * 1024
+# while the rest of the body is still arriving, as RocksDB's bytes_per_sync does).
+WRITEBACK_EVERY = 8 * 1024 * 1024
 
 
 # Linux's IOV_MAX: one writev takes at most this many buffers.
