@@ -263,7 +263,9 @@ def build_webhooks(
         worker.wake()
 
     uploads.subscribe(wake)
-    service = WebhookService(repo, uploads.clock, block_private=settings.webhook_block_private, wake=worker.wake)
+    service = WebhookService(
+        repo, uploads.clock, block_private=settings.webhook_block_private, wake=lambda: worker.wake(due=True)
+    )
     return service, worker
 
 

@@ -56,12 +56,12 @@ async def completed_upload(metadata: MetadataStore) -> None:
     await metadata.uploads.create(upload, [Event.for_upload(EventType.UPLOAD_COMPLETED, upload, T0)])
 
 
-def worker(repo: CountingClaims, received: list[httpx.Request]) -> DeliveryWorker:
+def worker(repo: CountingClaims, received: list[httpx.Request], *, poll: float = 2.0) -> DeliveryWorker:
     def answer(request: httpx.Request) -> httpx.Response:
         received.append(request)
         return httpx.Response(204)
 
-    policy = DeliveryPolicy(block_private=False)
+    policy = DeliveryPolicy(block_private=False, poll=poll)
     return DeliveryWorker(
         repo,  # type: ignore[arg-type]  # the real repository behind a counter
         policy,
@@ -119,4 +119,25 @@ async def test_stop_ends_the_loop_without_cancelling_a_round(metadata: MetadataS
     delivery.stop()
     done, _ = await asyncio.wait({running}, timeout=30)
     assert running in done and running.exception() is None
+    await delivery.close()
+
+
+async def test_a_redelivery_wake_up_claims_at_once(metadata: MetadataStore) -> None:
+    # Polling every hour: only the wake-up that says a delivery is due can send it.
+    repo, received = CountingClaims(metadata.webhooks), list[httpx.Request]()
+    delivery = worker(repo, received, poll=3600)
+    await metadata.webhooks.add_endpoint(
+        Endpoint("we_1", "alice", "https://hooks.example/", "whsec_c2VjcmV0", None, T0, None, None)
+    )
+    running = asyncio.create_task(delivery.run_forever())
+    while repo.claims == 0:  # the first round (at start) has looked
+        await asyncio.sleep(0.01)
+    await completed_upload(metadata)
+    assert await metadata.webhooks.dispatch(T0, 10) == (1, 1)  # made due without this worker's dispatch
+    delivery.wake(due=True)
+    while not received:
+        await asyncio.sleep(0.01)
+    assert [str(r.url) for r in received] == ["https://hooks.example/"]
+    delivery.stop()
+    await running
     await delivery.close()

@@ -82,6 +82,7 @@ class DeliveryWorker:
         self.clock = clock
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._claim_due = False
         self.count: Callable[[str], None] = count_delivery
         # No redirects (a 3xx is a failed attempt: the endpoint must name its final URL) and no
         # proxy settings from the environment; one timeout covers connect, send and answer.
@@ -94,8 +95,11 @@ class DeliveryWorker:
             headers={"User-Agent": "chunkd-webhooks"},
         )
 
-    def wake(self) -> None:
-        """Look for work now (an event was just written by this process)."""
+    def wake(self, *, due: bool = False) -> None:
+        """Look for work now: an event was just written by this process, or (``due``) a delivery
+        was made due directly (a redelivery asked for), which the next round must claim."""
+        if due:
+            self._claim_due = True
         self._wakeup.set()
 
     def stop(self) -> None:
@@ -119,8 +123,9 @@ class DeliveryWorker:
         woken = False
         while not self._stopping.is_set():
             self._wakeup.clear()
+            claim_anyway, self._claim_due = not woken or self._claim_due, False
             try:
-                busy = await self.run_once(claim_anyway=not woken)
+                busy = await self.run_once(claim_anyway=claim_anyway)
             except Exception:  # keep delivering after a transient database error
                 log.exception("webhook delivery round failed")
                 busy = 0
