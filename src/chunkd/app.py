@@ -146,7 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             # The delivery worker ends its round (bounded by the delivery timeout) rather than
-            # being cancelled inside a database transaction; the reaper is cancelled between sweeps.
+            # being cancelled inside a database transaction; the reaper is cancelled as before
+            # (it spends nearly all its time asleep between sweeps).
             runtime.delivery.stop()
             await asyncio.wait({delivery}, timeout=runtime.delivery.policy.timeout + 5)
             for task in (reaper, delivery):
