@@ -230,12 +230,6 @@ def workloads(scale: float, source: bytes) -> dict[str, Callable[[Client], Await
     }
 
 
-def loop_thread_cpu() -> float:
-    """CPU seconds of this (the event loop's) thread alone; the rest of ``process_time`` is worker
-    threads (hashing, writes, fsync) and the SQLite writer."""
-    return time.thread_time()
-
-
 async def main(args: argparse.Namespace) -> None:
     source = os.urandom(8 * MiB)
     chosen = workloads(args.scale, source)
@@ -258,14 +252,16 @@ async def main(args: argparse.Namespace) -> None:
                 loop_cpu: list[float] = []
                 wall: list[float] = []
                 for _ in range(args.rounds):
-                    cpu0, loop0, wall0 = time.process_time(), loop_thread_cpu(), time.perf_counter()
+                    # thread_time: the event loop's thread alone; the rest of process_time is worker
+                    # threads (hashing, writes, fsync) and the SQLite writer.
+                    cpu0, loop0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
                     if profiler is not None:
                         profiler.enable()
                     requests = await run(client)
                     if profiler is not None:
                         profiler.disable()
                     cpu.append((time.process_time() - cpu0) / requests * 1000)
-                    loop_cpu.append((loop_thread_cpu() - loop0) / requests * 1000)
+                    loop_cpu.append((time.thread_time() - loop0) / requests * 1000)
                     wall.append((time.perf_counter() - wall0) / requests * 1000)
         print(
             f"{name:<13} CPU {statistics.median(cpu):7.3f} ms/request (min {min(cpu):.3f}; "

@@ -92,26 +92,28 @@ async def s3_stored(store: BlobStore, upload: Upload) -> set[str]:
 
 
 # ---- SQLite ----------------------------------------------------------------------------------
-@asynccontextmanager
-async def sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
-    # A copy of the session's migrated template; the migration check then finds nothing to do.
-    database = copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path, "contract.db")
-    store = await open_metadata(f"sqlite:///{database}", run_migrations=True)
-    try:
-        yield store
-    finally:
-        await store.close()
+def _sqlite_copy(
+    opener: Callable[..., Awaitable[MetadataStore]],
+) -> Callable[[pytest.FixtureRequest, Path], AbstractAsyncContextManager[MetadataStore]]:
+    """A repository factory: ``opener`` over a copy of the session's migrated template (the
+    migration check then finds nothing to do)."""
+
+    @asynccontextmanager
+    async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+        database = copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path, "contract.db")
+        store = await opener(f"sqlite:///{database}", run_migrations=True)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    return make
 
 
-@asynccontextmanager
-async def sqlalchemy_sqlite_repository(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
-    """SQLAlchemy throughout on SQLite (what PostgreSQL runs, and the SQLite fast path's cold paths)."""
-    database = copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path, "contract.db")
-    store = await open_sql_metadata(f"sqlite:///{database}", run_migrations=True)
-    try:
-        yield store
-    finally:
-        await store.close()
+# As served: the raw ``sqlite3`` hot path, with SQLAlchemy for the cold paths.
+sqlite_repository = _sqlite_copy(open_metadata)
+# SQLAlchemy throughout on SQLite (what PostgreSQL runs, and the SQLite fast path's cold paths).
+sqlalchemy_sqlite_repository = _sqlite_copy(open_sql_metadata)
 
 
 # ---- PostgreSQL (a real server, a fresh database per test) -------------------------------------

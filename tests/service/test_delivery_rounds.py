@@ -51,6 +51,13 @@ async def metadata(tmp_path: Path) -> AsyncIterator[MetadataStore]:
         await store.close()
 
 
+async def add_endpoint(metadata: MetadataStore) -> None:
+    """Alice's endpoint for every event type."""
+    await metadata.webhooks.add_endpoint(
+        Endpoint("we_1", "alice", "https://hooks.example/", "whsec_c2VjcmV0", None, T0, None, None)
+    )
+
+
 async def completed_upload(metadata: MetadataStore) -> None:
     upload = make_upload(10, 10, owner="alice")
     await metadata.uploads.create(upload, [Event.for_upload(EventType.UPLOAD_COMPLETED, upload, T0)])
@@ -84,9 +91,7 @@ async def test_a_woken_round_without_deliveries_claims_nothing(metadata: Metadat
 async def test_a_woken_round_sends_what_its_dispatch_made(metadata: MetadataStore) -> None:
     repo, received = CountingClaims(metadata.webhooks), list[httpx.Request]()
     delivery = worker(repo, received)
-    await metadata.webhooks.add_endpoint(
-        Endpoint("we_1", "alice", "https://hooks.example/", "whsec_c2VjcmV0", None, T0, None, None)
-    )
+    await add_endpoint(metadata)
     await completed_upload(metadata)
     assert await delivery.run_once(claim_anyway=False) == 1
     assert [str(r.url) for r in received] == ["https://hooks.example/"]
@@ -96,9 +101,7 @@ async def test_a_woken_round_sends_what_its_dispatch_made(metadata: MetadataStor
 async def test_a_polling_round_sends_deliveries_made_elsewhere(metadata: MetadataStore) -> None:
     repo, received = CountingClaims(metadata.webhooks), list[httpx.Request]()
     delivery = worker(repo, received)
-    await metadata.webhooks.add_endpoint(
-        Endpoint("we_1", "alice", "https://hooks.example/", "whsec_c2VjcmV0", None, T0, None, None)
-    )
+    await add_endpoint(metadata)
     await completed_upload(metadata)
     assert await metadata.webhooks.dispatch(T0, 10) == (1, 1)  # another node's dispatch
     assert await delivery.run_once(claim_anyway=False) == 0
@@ -126,9 +129,7 @@ async def test_a_redelivery_wake_up_claims_at_once(metadata: MetadataStore) -> N
     # Polling every hour: only the wake-up that says a delivery is due can send it.
     repo, received = CountingClaims(metadata.webhooks), list[httpx.Request]()
     delivery = worker(repo, received, poll=3600)
-    await metadata.webhooks.add_endpoint(
-        Endpoint("we_1", "alice", "https://hooks.example/", "whsec_c2VjcmV0", None, T0, None, None)
-    )
+    await add_endpoint(metadata)
     running = asyncio.create_task(delivery.run_forever())
     while repo.claims == 0:  # the first round (at start) has looked
         await asyncio.sleep(0.01)

@@ -84,8 +84,10 @@ class Appends(Lifecycle):
         finished = False
         refused: ChunkdError | None = None  # a pre-finish hook's refusal of the upload this fills
         async with self.locks.hold(upload_id, timeout=lock_timeout):
-            fresh = created is not None and created.id == upload_id and created.owner == owner
-            upload = created if fresh and created is not None else await self._load_for_append(owner, upload_id)
+            if created is not None and created.id == upload_id and created.owner == owner:
+                upload = created
+            else:
+                upload = await self._load_for_append(owner, upload_id)
             if inspect is not None:
                 inspect(upload)
             now = self.clock()
