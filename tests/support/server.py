@@ -4,6 +4,7 @@ same data dir, and API keys made in its database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -20,10 +21,71 @@ __all__ = ["ChunkdServer", "free_port", "wait_until_up"]
 BIN = Path(sys.executable).parent
 
 
+# Ports handed out by free_port: below Linux's ephemeral range (32768-60999), so no outgoing
+# connection holds one, and a block of its own per pytest-xdist worker, so two workers never pick
+# the same port. Asking the kernel for port 0 did neither: a port it handed one worker could be
+# handed to another before the first server bound it, and the loser's readiness probe was then
+# answered by the winner (CI saw a module's keys refused by another worker's server).
+_PORTS_FIRST = 20_000
+_PORTS_PER_WORKER = 600
+_next_port = 0
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    digits = worker.removeprefix("gw")
+    return int(digits) % 20 if digits.isdigit() else 0
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 nothing listens on now, from this worker's own block (see above)."""
+    global _next_port
+    first = _PORTS_FIRST + _worker_index() * _PORTS_PER_WORKER
+    for _ in range(_PORTS_PER_WORKER):
+        port = first + _next_port
+        _next_port = (_next_port + 1) % _PORTS_PER_WORKER
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + _PORTS_PER_WORKER - 1}")
+
+
+def _process_tree(pid: int) -> set[int]:
+    """``pid`` and its descendants (a server may listen from a worker process of its own)."""
+    found, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        found.add(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(child) for child in task.read_text().split())
+    return found
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether ``pid`` (or a process it started) holds the listening TCP socket on ``port``; True
+    where /proc cannot tell (not Linux)."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        return True
+    inodes = set()
+    for table in tables:
+        with contextlib.suppress(OSError):
+            for line in table.read_text().splitlines()[1:]:
+                fields = line.split()
+                # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; field 9 is the socket's inode.
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for member in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{member}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return True
+    return False
 
 
 def wait_until_up(process: subprocess.Popen[bytes], probe: str, name: str, output: Path, timeout: float) -> None:
@@ -37,10 +99,13 @@ def wait_until_up(process: subprocess.Popen[bytes], probe: str, name: str, outpu
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}: {output.read_text()}")
             try:
-                if http.get(probe).status_code == 200:
-                    return
+                answered = http.get(probe).status_code == 200
             except httpx.HTTPError:
-                pass
+                answered = False
+            # Answered by this process, not by another that holds the port (this one then exits).
+            port = httpx.URL(probe).port
+            if answered and (port is None or listens_on(process.pid, port)):
+                return
             time.sleep(0.05)
     raise RuntimeError(f"{name} did not answer in {timeout}s: {output.read_text()}")
 
