@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
@@ -101,15 +101,20 @@ def _frontend_prefixes(settings: Settings) -> dict[str, str]:
     }
 
 
-async def _reap_forever(runtime: Runtime) -> None:
+async def _reap_until(runtime: Runtime, stopping: asyncio.Event) -> None:
+    """Expire idle uploads every ``reaper_interval_seconds`` until ``stopping`` is set; a sweep
+    that has begun ends its batch first (cancelled inside a transaction, a database driver's
+    connection can be left waiting for ever, as the delivery worker's once was)."""
     interval = runtime.settings.reaper_interval_seconds
-    while True:
+    while not stopping.is_set():
         try:
-            while await runtime.uploads.expire_due(limit=200) == 200:
+            while await runtime.uploads.expire_due(limit=200) == 200 and not stopping.is_set():
                 pass
         except Exception:  # keep reaping after a transient database or storage error
             log.exception("expiry sweep failed")
-        await asyncio.sleep(interval)
+        with suppress(TimeoutError):
+            async with asyncio.timeout(interval):  # not wait_for: see DeliveryWorker._pause
+                await stopping.wait()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -140,16 +145,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
         # Operator endpoints follow the settings (CHUNKD_WEBHOOK_URLS) at every start.
         await runtime.webhooks.repo.sync_operator_endpoints(settings.webhook_url_list(), runtime.uploads.clock())
-        reaper = asyncio.create_task(_reap_forever(runtime))
+        stop_reaping = asyncio.Event()
+        reaper = asyncio.create_task(_reap_until(runtime, stop_reaping))
         delivery = asyncio.create_task(runtime.delivery.run_forever())
         try:
             yield
         finally:
-            # The delivery worker ends its round (bounded by the delivery timeout) rather than
-            # being cancelled inside a database transaction; the reaper is cancelled as before
-            # (it spends nearly all its time asleep between sweeps).
+            # Both background tasks end what they are doing (a delivery round is bounded by the
+            # delivery timeout; an expiry batch never waits for a lock) rather than being cancelled
+            # inside a database transaction; the cancel below only ends one that overruns that.
+            stop_reaping.set()
             runtime.delivery.stop()
-            await asyncio.wait({delivery}, timeout=runtime.delivery.policy.timeout + 5)
+            await asyncio.wait({reaper, delivery}, timeout=runtime.delivery.policy.timeout + 5)
             for task in (reaper, delivery):
                 task.cancel()
                 try:
