@@ -70,5 +70,7 @@ def test_upload_ids() -> None:
     ids = {new_upload_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(is_upload_id(i) and len(i) == 22 for i in ids)
+    # Never an option on a command line: with 1,000 ids, about 15 would begin with '-' otherwise.
+    assert not any(i.startswith("-") for i in ids)
     for bad in ("", "short", "a" * 21, "a" * 23, "../" + "a" * 19, "a" * 21 + "/", "a" * 21 + "=", "a" * 22 + "\n"):
         assert not is_upload_id(bad)

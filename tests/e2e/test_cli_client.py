@@ -272,6 +272,17 @@ def test_json_prints_one_object_per_finished_file_and_failures_exit_non_zero(
     assert again.returncode == 1 and "not_found" in again.stderr
 
 
+def test_an_id_that_begins_with_a_dash_goes_after_double_dash(
+    e2e_server: ChunkdServer, e2e_key: str, cli_env: dict[str, str]
+) -> None:
+    """Ids made before chunkd stopped minting ids that begin with '-' still reach the server."""
+    env = {**cli_env, "CHUNKD_URL": e2e_server.url, "CHUNKD_KEY": e2e_key}
+    dashed = "-" + "A" * 21
+    for args in (("download", "--", dashed), ("rm", "--", dashed)):
+        result = chunkd(*args, env=env)
+        assert result.returncode == 1 and "not_found" in result.stderr, (args, result.stderr)
+
+
 def test_bad_part_size_is_a_usage_error(tmp_path: Path, cli_env: dict[str, str]) -> None:
     result = chunkd("upload", str(tmp_path), "--part-size", "8 parsecs", "--key", "k", env=cli_env)
     assert result.returncode == 2 and "--part-size" in result.stderr

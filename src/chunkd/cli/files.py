@@ -26,6 +26,9 @@ Key = Annotated[
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of text.")]
 DEFAULT_URL = "http://127.0.0.1:8080"  # as chunkd.client.DEFAULT_URL (not imported here: `serve` stays lean)
+# Ids made before chunkd stopped minting ids that begin with '-' still may; the shell cannot tell one from an option.
+ID_NOTE = "An id that begins with '-' goes after '--' (chunkd download -- -Xw…)."
+ID_HELP = f"The file's id. {ID_NOTE}"
 err_console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines in logs
 
 
@@ -143,7 +146,7 @@ def upload(
 
 @app.command()
 def download(
-    file_id: Annotated[str, typer.Argument(metavar="ID", help="The file's id.", show_default=False)],
+    file_id: Annotated[str, typer.Argument(metavar="ID", help=ID_HELP, show_default=False)],
     output: Annotated[
         Path | None,
         typer.Option("-o", "--output", help="A file or a directory (default: the file's name, here)."),
@@ -205,7 +208,9 @@ def list_files(
 
 @app.command("rm")
 def remove(
-    file_ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Files to delete.", show_default=False)],
+    file_ids: Annotated[
+        list[str], typer.Argument(metavar="ID...", help=f"Files to delete. {ID_NOTE}", show_default=False)
+    ],
     url: Url = DEFAULT_URL,
     key: Key = None,
 ) -> None:
