@@ -5,7 +5,7 @@ declared later (tus Upload-Defer-Length)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from chunkd.domain.checksum import ResumableMD5, StreamHasher
 from chunkd.domain.errors import (
@@ -59,6 +59,7 @@ class Appends(Lifecycle):
         inspect: Callable[[Upload], None] | None = None,
         declare_length: int | None = None,
         created: Upload | None = None,
+        stored: Awaitable[None] | None = None,
     ) -> Upload:
         """Append bytes at ``offset`` (which must be the current end) to an APPEND upload.
 
@@ -79,8 +80,10 @@ class Appends(Lifecycle):
         own checks on the row just loaded, before anything else (it may raise). ``declare_length``:
         fix a deferred length in the same write (tus Upload-Length on a PATCH). ``created``: the
         upload exactly as this same request just created it (its id not yet given to anyone:
-        tus creation-with-upload), used instead of loading it again. So one request costs one
-        lock, one load and one write."""
+        tus creation-with-upload), used instead of loading it again; ``stored``: its creation's
+        write, still under way while the body streams (its sync then overlaps the body's), awaited
+        before this append writes anything (the caller awaits it on every other way out). So one
+        request costs one lock, one load and one write."""
         finished = False
         refused: ChunkdError | None = None  # a pre-finish hook's refusal of the upload this fills
         async with self.locks.hold(upload_id, timeout=lock_timeout):
@@ -157,6 +160,13 @@ class Appends(Lifecycle):
             except BaseException:
                 await writer.abort()
                 raise
+            if stored is not None:
+                # The row everything below updates, and that hooks and webhooks may look up.
+                try:
+                    await stored
+                except BaseException:
+                    await writer.abort()
+                    raise
             if streamed.size == 0:
                 await writer.abort()
             else:

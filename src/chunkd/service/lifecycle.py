@@ -50,9 +50,50 @@ class Lifecycle(EngineCore):
         strict_part_size: bool = True,
         defer_size: bool = False,
     ) -> Upload:
-        """A new PENDING upload. PARTS uploads need ``size_bytes`` unless ``defer_size`` (the
-        size is then declared with ``declare_size`` once the last part is known); APPEND uploads
-        may always defer it."""
+        """A new PENDING upload, stored. PARTS uploads need ``size_bytes`` unless ``defer_size``
+        (the size is then declared with ``declare_size`` once the last part is known); APPEND
+        uploads may always defer it."""
+        upload = await self.new(
+            owner,
+            filename=filename,
+            size_bytes=size_bytes,
+            mime_type=mime_type,
+            md5=md5,
+            part_size=part_size,
+            mode=mode,
+            frontend=frontend,
+            client_ref=client_ref,
+            metadata=metadata,
+            strict_part_size=strict_part_size,
+            defer_size=defer_size,
+        )
+        await self.store_new(upload)
+        return upload
+
+    async def store_new(self, upload: Upload) -> None:
+        """Store an upload made by ``new`` (with its ``upload.created`` event) and tell the
+        subscribers."""
+        await self.repo.create(upload, [Event.for_upload(EventType.UPLOAD_CREATED, upload, upload.created_at)])
+        await self._emit("created", upload)
+
+    async def new(
+        self,
+        owner: str,
+        *,
+        filename: str,
+        size_bytes: int | None,
+        mime_type: str | None = None,
+        md5: str | None = None,
+        part_size: int | None = None,
+        mode: Mode = Mode.PARTS,
+        frontend: str = "native",
+        client_ref: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        strict_part_size: bool = True,
+        defer_size: bool = False,
+    ) -> Upload:
+        """What ``create`` stores: the upload checked against the limits and quotas and passed by
+        the pre-create hook, not stored yet (``store_new`` stores it)."""
         cfg = self.config
         filename = clean_filename(filename)
         if client_ref is not None:
@@ -102,8 +143,6 @@ class Lifecycle(EngineCore):
             metadata=dict(metadata or {}),
         )
         await self.hooks.pre_create(upload)  # may refuse, or set metadata
-        await self.repo.create(upload, [Event.for_upload(EventType.UPLOAD_CREATED, upload, now)])
-        await self._emit("created", upload)
         return upload
 
     async def complete(

@@ -4,6 +4,7 @@ deferred (creation-defer-length), as a partial upload, or as the final concatena
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import Request
@@ -75,7 +76,7 @@ class Creation(TusResource):
             who, filename=filename, size_bytes=length, mime_type=mime_type, size_field="Upload-Length"
         )
         try:
-            upload = await service.create(
+            upload = await service.new(
                 who.owner,
                 filename=filename,
                 size_bytes=length,
@@ -88,23 +89,42 @@ class Creation(TusResource):
         except BaseException:
             await links.release(who, length)
             raise
+        created = upload
+
+        async def store() -> None:
+            try:
+                await service.store_new(created)
+            except BaseException:
+                await links.release(who, length)
+                raise
+
         headers = base_headers()
         headers["Location"] = self.location(request, upload.id)
-        if with_body:
+        if not with_body:
+            await store()
+        else:
             content_length = parse_length(request.headers.get("content-length"), "Content-Length")
+            # The upload is stored while its first bytes stream in, so the two syncs overlap; the
+            # append waits for the row before it writes. 64 KiB files, one client: 94.8 → 102.5
+            # files/s (compare.py small-tus-1, three alternating pairs, 2026-11-30).
+            stored = asyncio.ensure_future(store())
             try:
-                if content_length is not None and length is not None and content_length > length:
-                    raise e.TooLarge(f"the body is longer than Upload-Length ({length})", field="Upload-Length")
-                async with self.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
-                    upload = await service.append(
-                        who.owner,
-                        upload.id,
-                        0,
-                        writer.guard(request.stream()),
-                        checksum=checksum,
-                        finish=True,
-                        created=upload,  # no one else knows its id yet: no need to load it again
-                    )
+                try:
+                    if content_length is not None and length is not None and content_length > length:
+                        raise e.TooLarge(f"the body is longer than Upload-Length ({length})", field="Upload-Length")
+                    async with self.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
+                        upload = await service.append(
+                            who.owner,
+                            upload.id,
+                            0,
+                            writer.guard(request.stream()),
+                            checksum=checksum,
+                            finish=True,
+                            created=upload,  # no one else knows its id yet: no need to load it again
+                            stored=stored,
+                        )
+                finally:
+                    await stored  # on every way out: its error (the database's) is the one to report
             except (e.ChecksumMismatch, e.TooLarge):
                 # The creation is answered with the error and no Location: drop the new upload.
                 await service.delete(who.owner, upload.id)
