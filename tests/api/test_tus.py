@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 import pytest
 
-from chunkd.domain.upload import Status
+from chunkd.domain.upload import Status, Upload
 from chunkd.ports.blobs import StoreCapabilities
 from chunkd.service.crc import crc64_b64, crc64_hex, crc64nvme
 from tests.conftest import Api
@@ -225,6 +225,24 @@ async def test_creation_with_upload(api: Api) -> None:
     # Without the tus content type the body is not upload data.
     ignored = await api.client.post("/files", content=b"zzz", headers=h(api, Upload_Length="3"))
     assert ignored.status_code == 201 and "upload-offset" not in ignored.headers
+
+
+async def test_creation_with_the_whole_upload_is_stored_then_completed(api: Api) -> None:
+    """The new upload is stored while its bytes stream in; it is still created before it is
+    completed, for subscribers and in the event log that webhooks are made from."""
+    seen: list[tuple[str, str]] = []
+
+    async def listen(event: str, upload: Upload) -> None:
+        seen.append((event, upload.id))
+
+    api.runtime.uploads.subscribe(listen)
+    data = os.urandom(3000)
+    response = await api.client.post("/files", content=data, headers={**h(api, Upload_Length="3000"), **OCTETS})
+    assert response.status_code == 201 and response.headers["upload-offset"] == "3000"
+    upload_id = response.headers["location"].rsplit("/", 1)[1]
+    assert seen == [("created", upload_id), ("completed", upload_id)]
+    stored = await api.runtime.repo.get(upload_id)
+    assert stored is not None and stored.status is Status.COMPLETED and stored.bytes_received == 3000
 
 
 async def test_defer_length(api: Api) -> None:
