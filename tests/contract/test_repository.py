@@ -109,6 +109,22 @@ async def test_get_loads_only_the_parts_asked_for(repo: UploadRepository) -> Non
     assert got is not None and (got.bytes_received, got.parts_received) == (5000, 5)
 
 
+async def test_get_loads_many_parts_as_it_loads_a_few(repo: UploadRepository) -> None:
+    """An upload with more parts than a backend reads in one go on its fast path (SQLite reads up to
+    32 part rows on the event loop, more on a reader thread) loads the same way."""
+    upload = make(size=100_000)
+    upload = await with_parts(repo, upload, list(range(1, 41)))
+    for kwargs, expected in [
+        ({}, list(range(1, 41))),
+        ({"parts_from": 39}, [39, 40]),
+        ({"parts_from": 5, "part_numbers": [1]}, [1, *range(5, 41)]),
+        ({"parts_from": None, "part_numbers": list(range(1, 45))}, list(range(1, 41))),
+    ]:
+        got = await repo.get(upload.id, **kwargs)  # type: ignore[arg-type]
+        assert got is not None and sorted(got.parts) == expected, kwargs
+        assert got.parts[expected[-1]].blob_ref == f"{expected[-1]}.ref"
+
+
 async def test_save_replaces_and_removes_parts_atomically_with_the_upload(repo: UploadRepository) -> None:
     upload = await with_parts(repo, make(), [1, 2, 3])
     state = os.urandom(92)

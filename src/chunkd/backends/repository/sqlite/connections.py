@@ -208,6 +208,12 @@ class Readers:
         finally:
             conn.execute("COMMIT")
 
+    def read_inline(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work``'s result, run now in the caller's thread (the event loop's) on that thread's
+        own connection, in one read transaction. For short reads only: it holds the caller
+        meanwhile (a WAL reader does not wait for the writer)."""
+        return self._run(work)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         with self._lock:
