@@ -193,7 +193,7 @@ class SqliteUploadRepository(ColdPaths):
             row = conn.execute(_BY_CLIENT_REF, (owner, frontend, client_ref)).fetchone()
             return None if row is None else _upload(row)
 
-        return await self.readers.read(work)
+        return self.readers.read_inline(work)  # one row, no parts: a short read (see INLINE_PART_ROWS)
 
     async def save(
         self,
