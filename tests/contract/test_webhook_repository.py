@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import text
+
 from chunkd.domain.events import Event, EventType
 from chunkd.ports.metadata import MetadataStore
 from chunkd.ports.webhooks import DeliveryStatus, Endpoint
@@ -114,3 +116,25 @@ async def test_success_failure_disable_and_redeliver(metadata: MetadataStore) ->
         DeliveryStatus.PENDING,
     )
     assert await hooks.redeliver("we_other", first.delivery.id, T0, "dlv_no") is None
+
+
+async def test_a_batch_never_takes_more_than_its_limit_whatever_the_plan(metadata: MetadataStore) -> None:
+    """PostgreSQL may rescan an ``IN (subquery)`` for each row it updates; a rescan with ``SKIP
+    LOCKED`` skips the rows the statement has just updated, so a plain subquery could take more
+    than its ``LIMIT`` (a full run once saw ``dispatch(limit=1)`` take two events). Here the planner
+    is steered to a rescanning nested loop; a batch still takes at most its limit."""
+    hooks = metadata.webhooks
+    engine = getattr(hooks, "engine", None)
+    if engine is not None and engine.dialect.name == "postgresql":
+        async with engine.begin() as conn:
+            name = (await conn.execute(text("SELECT current_database()"))).scalar_one()
+            for setting in ("enable_hashjoin", "enable_mergejoin", "enable_material", "enable_hashagg"):
+                await conn.execute(text(f'ALTER DATABASE "{name}" SET {setting} = off'))
+        await engine.dispose()  # new connections take the settings
+    await hooks.add_endpoint(endpoint("we_all"))
+    for _ in range(3):
+        await created_upload(metadata)
+    assert await hooks.dispatch(T0, 1) == (1, 1)
+    assert await hooks.dispatch(T0, 10) == (2, 2)
+    assert len(await hooks.claim(T0, T0 + S, 1)) == 1
+    assert len(await hooks.claim(T0, T0 + S, 10)) == 2

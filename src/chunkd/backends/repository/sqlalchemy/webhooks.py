@@ -1,9 +1,10 @@
 """WebhookRepository over SQLAlchemy Core (SQLite and PostgreSQL).
 
-Claims are single ``UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING`` statements: on PostgreSQL
-the inner SELECT takes ``FOR UPDATE SKIP LOCKED``, so concurrent nodes each take different rows
-and never wait on each other; on SQLite the statement holds the database's write lock for its
-duration, which serialises claimers the same way."""
+Claims are single ``WITH due AS (SELECT … LIMIT n) UPDATE … WHERE id IN (SELECT id FROM due)
+RETURNING`` statements: on PostgreSQL the CTE is materialized (evaluated once) and takes ``FOR UPDATE
+SKIP LOCKED``, so concurrent nodes each take different rows, never wait on each other, and a batch
+never exceeds its limit; on SQLite the statement holds the database's write lock for its duration,
+which serialises claimers the same way."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import CTE, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.sql import Select
 
 from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
@@ -55,10 +56,15 @@ def _matches(endpoint: Endpoint, owner: str, event_type: str) -> bool:
 class SqlWebhookRepository(SqlStore):
     """Webhook endpoints, their deliveries, and the outbox's fan-out."""
 
-    def _skip_locked(self, query: Select[Any]) -> Select[Any]:
+    def _taken_once(self, query: Select[Any], name: str, *, of: Table | None = None) -> CTE:
+        """``query`` as a CTE evaluated once per statement, its rows locked and the rows others
+        hold skipped (PostgreSQL). As a plain ``IN (subquery)``, PostgreSQL may rescan the
+        subquery for each row it updates, and a rescan skips the rows this very statement has just
+        updated, so a ``LIMIT`` of 1 took two events (seen once in a full run)."""
         if self.dialect == "postgresql":
-            return query.with_for_update(skip_locked=True)
-        return query
+            locked = query.with_for_update(of=of, skip_locked=True)
+            return locked.cte(name).prefix_with("MATERIALIZED", dialect="postgresql")
+        return query.cte(name)
 
     # ---- endpoints ------------------------------------------------------------------------
     async def sync_operator_endpoints(self, urls: Sequence[str], now: datetime) -> None:
@@ -107,14 +113,14 @@ class SqlWebhookRepository(SqlStore):
 
     # ---- outbox fan-out and claims --------------------------------------------------------
     async def dispatch(self, now: datetime, limit: int) -> Dispatched:
-        due = self._skip_locked(
-            select(events.c.seq).where(events.c.dispatched.is_(False)).order_by(events.c.seq).limit(limit)
+        due = self._taken_once(
+            select(events.c.seq).where(events.c.dispatched.is_(False)).order_by(events.c.seq).limit(limit), "due"
         )
         async with self.transaction() as conn:
             taken = (
                 await conn.execute(
                     update(events)
-                    .where(events.c.seq.in_(due.scalar_subquery()), events.c.dispatched.is_(False))
+                    .where(events.c.seq.in_(select(due.c.seq)), events.c.dispatched.is_(False))
                     .values(dispatched=True)
                     .returning(events.c.id, events.c.owner, events.c.type)
                 )
@@ -146,16 +152,14 @@ class SqlWebhookRepository(SqlStore):
             D.c.next_attempt_at <= now,
             or_(D.c.lease_until.is_(None), D.c.lease_until < now),
         )
-        due = select(D.c.id).join(E, E.c.id == D.c.endpoint_id).where(free, E.c.disabled_at.is_(None))
-        due = due.order_by(D.c.next_attempt_at).limit(limit)
-        if self.dialect == "postgresql":
-            due = due.with_for_update(of=D, skip_locked=True)
+        candidates = select(D.c.id).join(E, E.c.id == D.c.endpoint_id).where(free, E.c.disabled_at.is_(None))
+        due = self._taken_once(candidates.order_by(D.c.next_attempt_at).limit(limit), "due", of=D)
         async with self.transaction() as conn:
             ids = [
                 r[0]
                 for r in await conn.execute(
                     update(D)
-                    .where(D.c.id.in_(due.scalar_subquery()), free)
+                    .where(D.c.id.in_(select(due.c.id)), free)
                     .values(lease_until=lease_until)
                     .returning(D.c.id)
                 )
