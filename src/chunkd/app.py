@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
@@ -37,6 +37,7 @@ from chunkd.observability.access import AccessLog, configure_access_logger
 from chunkd.observability.docs import install_docs
 from chunkd.observability.routes import router as operations_router
 from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime, write_bootstrap_key
+from chunkd.service.waiting import until_set
 from chunkd.settings import Settings
 
 __all__ = ["ChunkdApp", "create_app"]
@@ -112,9 +113,7 @@ async def _reap_until(runtime: Runtime, stopping: asyncio.Event) -> None:
                 pass
         except Exception:  # keep reaping after a transient database or storage error
             log.exception("expiry sweep failed")
-        with suppress(TimeoutError):
-            async with asyncio.timeout(interval):  # not wait_for: see DeliveryWorker._pause
-                await stopping.wait()
+        await until_set(stopping, interval)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

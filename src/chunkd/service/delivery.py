@@ -27,6 +27,7 @@ from chunkd.domain.errors import InvalidInput
 from chunkd.ports.webhooks import ClaimedDelivery, WebhookRepository
 from chunkd.service.destinations import check_public_destination
 from chunkd.service.tls import outgoing_tls
+from chunkd.service.waiting import until_set
 
 __all__ = ["DeliveryPolicy", "DeliveryWorker", "count_delivery"]
 
@@ -108,17 +109,6 @@ class DeliveryWorker:
         self._stopping.set()
         self._wakeup.set()
 
-    async def _pause(self, event: asyncio.Event, seconds: float) -> bool:
-        """Wait until ``event`` is set or ``seconds`` have passed; True if it was set.
-        asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that
-        arrives as its timeout fires, and the app's shutdown would then wait for this loop forever."""
-        try:
-            async with asyncio.timeout(seconds):
-                await event.wait()
-        except TimeoutError:
-            return False
-        return True
-
     async def run_forever(self) -> None:
         woken = False
         while not self._stopping.is_set():
@@ -132,10 +122,10 @@ class DeliveryWorker:
             woken = False
             if busy:
                 continue
-            if not await self._pause(self._wakeup, self.policy.poll):
+            if not await until_set(self._wakeup, self.policy.poll):
                 continue
             woken = True
-            await self._pause(self._stopping, self.policy.coalesce)
+            await until_set(self._stopping, self.policy.coalesce)
 
     async def run_once(self, *, claim_anyway: bool = True) -> int:
         """One round: dispatch every waiting event, then send one batch of due deliveries.
