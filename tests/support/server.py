@@ -92,6 +92,7 @@ def wait_until_up(process: subprocess.Popen[bytes], probe: str, name: str, outpu
     """Return once GET ``probe`` answers 200; fail at once if ``process`` exits, and after ``timeout``
     seconds, showing ``output`` (what the process wrote)."""
     deadline = time.monotonic() + timeout
+    port = httpx.URL(probe).port
     # One client for the whole wait: each httpx.get() builds a client (and an SSL context), tens of
     # milliseconds of CPU per poll taken from the process we are waiting for.
     with httpx.Client(timeout=5) as http:
@@ -103,7 +104,6 @@ def wait_until_up(process: subprocess.Popen[bytes], probe: str, name: str, outpu
             except httpx.HTTPError:
                 answered = False
             # Answered by this process, not by another that holds the port (this one then exits).
-            port = httpx.URL(probe).port
             if answered and (port is None or listens_on(process.pid, port)):
                 return
             time.sleep(0.05)
