@@ -7,6 +7,7 @@ disturbs far less than wall time; wall time per request is printed beside it.
     .venv/bin/python bench/request_cost.py                         # every workload, 3 rounds
     .venv/bin/python bench/request_cost.py --only tus-256k --profile /tmp/tus.prof
     .venv/bin/python bench/request_cost.py --fsync false           # without the durability waits
+    .venv/bin/python bench/request_cost.py --threads               # and each thread's share (clock ticks)
 
 It measures the ``chunkd`` it imports: run it with ``PYTHONPATH=src`` for this checkout, or with another
 checkout's ``src`` to compare two versions on the same script.
@@ -35,6 +36,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -230,6 +232,23 @@ def workloads(scale: float, source: bytes) -> dict[str, Callable[[Client], Await
     }
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) so far of each of this process's threads, summed by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    by_name: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(task.name)) or stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        name = name.rstrip("0123456789_")  # asyncio_0, asyncio_1... count as one pool
+        by_name[name] = by_name.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return by_name
+
+
 async def main(args: argparse.Namespace) -> None:
     source = os.urandom(8 * MiB)
     chosen = workloads(args.scale, source)
@@ -251,6 +270,8 @@ async def main(args: argparse.Namespace) -> None:
                 cpu: list[float] = []
                 loop_cpu: list[float] = []
                 wall: list[float] = []
+                threads0 = thread_cpu()
+                total_requests = 0
                 for _ in range(args.rounds):
                     # thread_time: the event loop's thread alone; the rest of process_time is worker
                     # threads (hashing, writes, fsync) and the SQLite writer.
@@ -263,6 +284,13 @@ async def main(args: argparse.Namespace) -> None:
                     cpu.append((time.process_time() - cpu0) / requests * 1000)
                     loop_cpu.append((time.thread_time() - loop0) / requests * 1000)
                     wall.append((time.perf_counter() - wall0) / requests * 1000)
+                    total_requests += requests
+                threads1 = thread_cpu()
+        if args.threads:
+            for thread, seconds in sorted(threads1.items(), key=lambda item: -item[1]):
+                spent = (seconds - threads0.get(thread, 0.0)) / total_requests * 1000
+                if spent > 0:
+                    print(f"    {thread:<24} {spent:7.3f} ms/request", file=sys.stderr)
         print(
             f"{name:<13} CPU {statistics.median(cpu):7.3f} ms/request (min {min(cpu):.3f}; "
             f"event loop {statistics.median(loop_cpu):.3f}), "
@@ -281,5 +309,6 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every request count by this")
     parser.add_argument("--fsync", type=lambda v: v.lower() in ("1", "true", "yes"), default=True)
     parser.add_argument("--profile", type=Path, help="write a cProfile of the measured rounds here")
+    parser.add_argument("--threads", action="store_true", help="also print each thread's CPU per request")
     parser.add_argument("--work-dir", type=Path, help="where data dirs go (default: a temporary directory)")
     asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,100 @@
+"""The local store makes every name above a part file durable before the part is acknowledged: the
+upload's directory in its shard, a new shard in the root, and the root in the data dir. A part
+file's own sync covers its data and its entry in the upload's directory, nothing above it."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from chunkd.backends.blobs import local
+from chunkd.backends.blobs.local import LocalBlobStore
+from chunkd.domain.upload import Part, Upload
+from tests.support.uploads import make_upload
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The directories fsynced, in order."""
+    seen: list[Path] = []
+    real = local._fsync_dir
+
+    def record(path: Path) -> None:
+        seen.append(Path(path))
+        real(path)
+
+    monkeypatch.setattr(local, "_fsync_dir", record)
+    return seen
+
+
+async def put(store: LocalBlobStore, upload: Upload, number: int, data: bytes) -> Part:
+    offset = upload.offset_of(number)
+    writer = await store.open_writer(upload, number, offset)
+    await writer.write([data])
+    ref = await writer.commit()
+    part = Part(number, offset, len(data), hashlib.md5(data).hexdigest(), ref, NOW)
+    upload.parts[number] = part
+    return part
+
+
+async def test_a_first_part_makes_its_shard_and_directory_durable(tmp_path: Path, synced: list[Path]) -> None:
+    root = tmp_path / "data" / "blobs"
+    store = LocalBlobStore(root, fsync=True)
+    assert synced == [tmp_path / "data"]  # the new root's entry
+    upload = make_upload(10, 10, filename="a.bin", created=NOW, expires_at=NOW)
+    shard, directory = root / upload.id[:2], root / upload.id[:2] / upload.id
+
+    synced.clear()
+    await put(store, upload, 1, b"0123456789")
+    assert set(synced) == {root, shard, directory}
+
+    # A second part of the same upload: only its own name is new.
+    synced.clear()
+    second = make_upload(20, 10, upload_id=upload.id, filename="a.bin", created=NOW, expires_at=NOW)
+    await put(store, second, 2, b"abcdefghij")
+    assert synced == [directory]
+
+
+async def test_a_new_upload_in_an_existing_shard_syncs_the_shard_not_the_root(
+    tmp_path: Path, synced: list[Path]
+) -> None:
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root, fsync=True)
+    upload = make_upload(4, 4, filename="a.bin", created=NOW, expires_at=NOW)
+    (root / upload.id[:2]).mkdir()
+    synced.clear()
+    await put(store, upload, 1, b"data")
+    assert set(synced) == {root / upload.id[:2], root / upload.id[:2] / upload.id}
+    assert root not in synced
+
+
+async def test_a_directory_removed_before_the_file_is_made_is_made_again(tmp_path: Path) -> None:
+    """``chunkd gc`` removes empty directories of uploads it does not know yet; a writer that
+    finds its directory gone makes it again instead of failing."""
+    store = LocalBlobStore(tmp_path / "blobs", fsync=True)
+    upload = make_upload(4, 4, filename="a.bin", created=NOW, expires_at=NOW)
+    first = await put(store, upload, 1, b"data")
+    shutil.rmtree(tmp_path / "blobs" / upload.id[:2])
+    upload.parts.clear()
+    again = await put(store, upload, 1, b"more")
+    assert again.blob_ref != first.blob_ref
+    assert b"".join([c async for c in store.read_part(upload, again)]) == b"more"
+
+
+async def test_linking_into_a_new_upload_makes_its_directory_durable(tmp_path: Path, synced: list[Path]) -> None:
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root, fsync=True)
+    source = make_upload(4, 4, filename="a.bin", created=NOW, expires_at=NOW)
+    part = await put(store, source, 1, b"data")
+    target = make_upload(4, 4, filename="b.bin", created=NOW, expires_at=NOW)
+    synced.clear()
+    ref = await store.link_part(source, part, target, 1, 0)
+    directory = root / target.id[:2] / target.id
+    assert directory in synced and directory.parent in synced
+    assert (directory / ref).read_bytes() == b"data"
