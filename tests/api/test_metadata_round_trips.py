@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from chunkd.frontends.tus.creation import ONE_WRITE_BODY
 from tests.conftest import Api
 
 READS = {"get", "find_by_client_ref", "list_uploads", "list_expirable", "usage", "all_ids", "live_blobs"}
@@ -83,25 +84,36 @@ async def test_a_tus_patch_is_one_read_and_one_write(api: Api, counting: Callabl
         assert (counted.reads, counted.writes) == (["get"], ["save"])
 
 
-async def test_tus_creation_with_upload_is_two_writes_and_no_read(api: Api, counting: Callable[[], Any]) -> None:
+@pytest.mark.parametrize(
+    ("size", "writes"),
+    [
+        # A short body: the upload is stored with its bytes, in one write.
+        (1000, ["create"]),
+        # A long one: stored first, while the body streams in, then the bytes' write.
+        (ONE_WRITE_BODY + 1, ["create", "save"]),
+    ],
+)
+async def test_tus_creation_with_upload_writes_once_or_twice_and_never_reads(
+    api: Api, counting: Callable[[], Any], size: int, writes: list[str]
+) -> None:
     metadata = "filename " + base64.b64encode(b"a.bin").decode()
     async with counting() as counted:
         made = await api.client.post(
             "/files",
-            content=os.urandom(1000),
+            content=os.urandom(size),
             headers={
                 **api.auth(),
                 **TUS,
-                "Upload-Length": "1000",
+                "Upload-Length": str(size),
                 "Upload-Metadata": metadata,
                 "Content-Type": "application/offset+octet-stream",
             },
         )
-    assert made.status_code == 201 and made.headers["upload-offset"] == "1000"
-    assert (counted.reads, counted.writes) == ([], ["create", "save"])
+    assert made.status_code == 201 and made.headers["upload-offset"] == str(size)
+    assert (counted.reads, counted.writes) == ([], writes)
     # And the upload is complete, with the file's MD5, as when it was loaded again.
     head = await api.client.head(made.headers["location"].replace("http://testserver", ""), headers=api.auth() | TUS)
-    assert head.headers["upload-offset"] == "1000" and head.headers["upload-length"] == "1000"
+    assert head.headers["upload-offset"] == str(size) and head.headers["upload-length"] == str(size)
 
 
 async def test_native_create_part_and_complete(api: Api, counting: Callable[[], Any]) -> None:

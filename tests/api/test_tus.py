@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from chunkd.domain.upload import Status, Upload
+from chunkd.frontends.tus.creation import ONE_WRITE_BODY
 from chunkd.ports.blobs import StoreCapabilities
 from chunkd.service.crc import crc64_b64, crc64_hex, crc64nvme
 from tests.conftest import Api
@@ -243,6 +244,29 @@ async def test_creation_with_the_whole_upload_is_stored_then_completed(api: Api)
     assert seen == [("created", upload_id), ("completed", upload_id)]
     stored = await api.runtime.repo.get(upload_id)
     assert stored is not None and stored.status is Status.COMPLETED and stored.bytes_received == 3000
+
+
+@pytest.mark.parametrize("size", [3000, ONE_WRITE_BODY + 1000], ids=["stored-with-its-bytes", "stored-first"])
+async def test_a_refused_creation_with_upload_leaves_no_upload(api: Api, size: int) -> None:
+    """A creation answered with an error gives the client no Location, so nothing of it may stay:
+    a short body's upload is never stored, a long body's is deleted again."""
+    seen: list[str] = []
+
+    async def listen(event: str, upload: Upload) -> None:
+        seen.append(event)
+
+    api.runtime.uploads.subscribe(listen)
+    data = os.urandom(size)
+    wrong = f"sha1 {b64(hashlib.sha1(b'other bytes').digest())}"
+    refused = await api.client.post(
+        "/files", content=data, headers={**h(api, Upload_Length=str(size), Upload_Checksum=wrong), **OCTETS}
+    )
+    assert refused.status_code == 460 and "location" not in refused.headers
+    too_long = await api.client.post("/files", content=data, headers={**h(api, Upload_Length="10"), **OCTETS})
+    assert too_long.status_code == 413 and "location" not in too_long.headers
+    listed = await api.client.get("/v1/files", headers=api.auth())
+    assert listed.status_code == 200 and listed.json()["data"] == []
+    assert "completed" not in seen and seen.count("created") == seen.count("deleted")
 
 
 async def test_defer_length(api: Api) -> None:

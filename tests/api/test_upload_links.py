@@ -5,13 +5,17 @@ revocation and expiry taking effect at the next request, also in the middle of a
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import update
 
 from chunkd.backends.repository.sqlalchemy.tables import upload_links
+from chunkd.frontends.tus.creation import ONE_WRITE_BODY
 from tests.conftest import Api
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -280,6 +284,22 @@ async def test_tus_accepts_a_link_token(api: Api) -> None:
         "/files", headers={**TUS, **partner, "Upload-Length": "1", "Upload-Concat": "partial"}
     )
     assert concat.status_code == 403
+
+
+@pytest.mark.parametrize("size", [10, ONE_WRITE_BODY + 10], ids=["stored-with-its-bytes", "stored-first"])
+async def test_a_refused_tus_creation_with_upload_does_not_count_against_the_link(api: Api, size: int) -> None:
+    owner = await admin(api)
+    link, partner = await make_link(api, owner, maxFiles=1, maxBytes=size)
+    data = os.urandom(size)
+    headers = {**PATCH, **partner, "Upload-Length": str(size), "Upload-Metadata": "filename bm90ZXMudHh0"}
+    wrong = {"Upload-Checksum": "sha1 " + base64.b64encode(hashlib.sha1(b"other").digest()).decode()}
+    refused = await api.client.post("/files", content=data, headers={**headers, **wrong})
+    assert refused.status_code == 460, refused.text
+    counted = (await api.client.get(f"/v1/upload-links/{link['id']}", headers=owner)).json()
+    assert (counted["filesUploaded"], counted["bytesUploaded"]) == (0, 0)
+    accepted = await api.client.post("/files", content=data, headers=headers)
+    assert accepted.status_code == 201 and accepted.headers["upload-offset"] == str(size), accepted.text
+    assert [f["status"] for f in await owner_files(api, owner)] == ["COMPLETED"]
 
 
 async def test_current_link_is_for_link_tokens_only(api: Api) -> None:

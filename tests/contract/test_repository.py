@@ -76,6 +76,25 @@ async def test_create_and_get_round_trip(repo: UploadRepository) -> None:
     assert got.parts == {}
 
 
+async def test_create_with_its_first_part_stores_both_in_one_write(metadata: MetadataStore) -> None:
+    repo = metadata.uploads
+    await metadata.webhooks.add_endpoint(Endpoint("we_1", "alice", "https://x.test/", None, None, T0, None, None))
+    upload = make()
+    created = Event.for_upload(EventType.UPLOAD_CREATED, upload, T0)
+    upload.bytes_received, upload.parts_received = 1000, 1
+    await repo.create(upload, [created], parts=[part(1, ref="1.first")])
+    got = await repo.get(upload.id)
+    assert got is not None and (got.bytes_received, got.parts_received) == (1000, 1)
+    assert list(got.parts) == [1] and got.parts[1].blob_ref == "1.first"
+    # Refused as a whole: neither the upload, its part nor its event is written.
+    refused = make(upload_id=upload.id)
+    with pytest.raises(e.Conflict):
+        await repo.create(refused, [Event.for_upload(EventType.UPLOAD_CREATED, refused, T0)], parts=[part(2)])
+    again = await repo.get(upload.id)
+    assert again is not None and list(again.parts) == [1]
+    assert (await metadata.webhooks.dispatch(T0, 10)).events == 1
+
+
 async def test_get_is_scoped_by_owner(repo: UploadRepository) -> None:
     upload = make("alice")
     await repo.create(upload)

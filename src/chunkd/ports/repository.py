@@ -15,9 +15,10 @@ __all__ = ["UploadRepository"]
 class UploadRepository(Protocol):
     """Persistence of the Upload aggregate. Every method is its own transaction."""
 
-    async def create(self, upload: Upload, events: Sequence[Event] = ()) -> None:
-        """Insert a new upload; raises ``Conflict`` if (owner, frontend, client_ref) already exists.
-        ``events`` go to the outbox in the same transaction (as for every method taking them)."""
+    async def create(self, upload: Upload, events: Sequence[Event] = (), parts: Sequence[Part] = ()) -> None:
+        """Insert a new upload, with its first ``parts``; raises ``Conflict`` if (owner, frontend,
+        client_ref) already exists. ``events`` go to the outbox in the same transaction (as for
+        every method taking them)."""
 
     async def get(
         self,

@@ -60,6 +60,7 @@ class Appends(Lifecycle):
         declare_length: int | None = None,
         created: Upload | None = None,
         stored: Awaitable[None] | None = None,
+        store_created: bool = False,
     ) -> Upload:
         """Append bytes at ``offset`` (which must be the current end) to an APPEND upload.
 
@@ -83,8 +84,15 @@ class Appends(Lifecycle):
         tus creation-with-upload), used instead of loading it again; ``stored``: its creation's
         write, still under way while the body streams (its sync then overlaps the body's), awaited
         before this append writes anything (the caller awaits it on every other way out). So one
-        request costs one lock, one load and one write."""
+        request costs one lock, one load and one write. ``store_created``: ``created`` is not stored
+        yet, and this append stores it: its row, its ``upload.created`` event and the bytes that
+        arrived in one write (and the upload alone when none did). If the append fails before it
+        writes, the upload is never stored."""
         finished = False
+        unstored: Event | None = None  # the created event of an upload this append must store
+        if store_created:
+            assert created is not None and created.id == upload_id and stored is None
+            unstored = Event.for_upload(EventType.UPLOAD_CREATED, created, created.created_at)
         refused: ChunkdError | None = None  # a pre-finish hook's refusal of the upload this fills
         async with self.locks.hold(upload_id, timeout=lock_timeout):
             if created is not None and created.id == upload_id and created.owner == owner:
@@ -169,6 +177,9 @@ class Appends(Lifecycle):
                     raise
             if streamed.size == 0:
                 await writer.abort()
+                if unstored is not None:
+                    await self._store_created(upload, unstored)
+                    unstored = None
             else:
                 try:
                     ref = await writer.commit()
@@ -202,11 +213,17 @@ class Appends(Lifecycle):
                         finished = True
                 try:
                     done = [Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)] if finished else []
-                    await self.repo.save(upload, [part], events=done)
+                    if unstored is not None:
+                        await self.repo.create(upload, [unstored, *done], parts=[part])
+                    else:
+                        await self.repo.save(upload, [part], events=done)
                 except BaseException:
                     if extended is None:
                         await self.blobs.discard(upload, [ref])
                     raise
+                if unstored is not None:
+                    unstored = None
+                    await self._emit("created", upload)
                 if not finished:
                     await self._settle(upload, part)
             if broken is not None:
@@ -226,6 +243,10 @@ class Appends(Lifecycle):
         if finished:
             await self._emit("completed", upload)
         return upload
+
+    async def _store_created(self, upload: Upload, created: Event) -> None:
+        await self.repo.create(upload, [created])
+        await self._emit("created", upload)
 
     async def _all_parts(self, upload: Upload) -> dict[int, Part]:
         loaded = await self.repo.get(upload.id, parts_from=1)

@@ -100,11 +100,13 @@ class PostgresUploadRepository(ColdPaths):
     async def open(cls, dsn: str, cold: SqlUploadRepository, *, max_connections: int = 10) -> PostgresUploadRepository:
         return cls(await asyncpg.create_pool(dsn, min_size=1, max_size=max_connections), cold)
 
-    async def create(self, upload: Upload, events: Sequence[Event] = ()) -> None:
+    async def create(self, upload: Upload, events: Sequence[Event] = (), parts: Sequence[Part] = ()) -> None:
         values = upload_values(upload, _same)
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute(_INSERT_UPLOAD, *values)
+                if parts:
+                    await conn.executemany(_UPSERT_PART, [part_values(upload.id, p, _same) for p in parts])
                 await _write_events(conn, events)
         except asyncpg.UniqueViolationError:
             raise Conflict("an upload with this client reference already exists", field="client_ref") from None

@@ -32,10 +32,12 @@ _LIVE = [Status.PENDING.value, Status.COMPLETED.value]
 class SqlUploadRepository(SqlStore):
     """Upload sessions and their parts."""
 
-    async def create(self, upload: Upload, events: Sequence[Event] = ()) -> None:
+    async def create(self, upload: Upload, events: Sequence[Event] = (), parts: Sequence[Part] = ()) -> None:
         try:
             async with self.transaction() as conn:
                 await conn.execute(insert(uploads).values(**UPLOADS.to_row(upload)))
+                if parts:
+                    await conn.execute(self._upsert_parts(upload.id, parts))
                 await write_events(conn, events)
         except IntegrityError:
             raise Conflict("an upload with this client reference already exists", field="client_ref") from None

@@ -138,14 +138,17 @@ class SqliteUploadRepository(ColdPaths):
         self.readers = Readers(path, threads=readers)
 
     # ---- hot paths: one hop to a thread, statements prepared once --------------------------
-    async def create(self, upload: Upload, events: Sequence[Event] = ()) -> None:
+    async def create(self, upload: Upload, events: Sequence[Event] = (), parts: Sequence[Part] = ()) -> None:
         values = _upload_values(upload)
+        added = [_part_values(upload.id, p) for p in parts]
 
         def work(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(_INSERT_UPLOAD, values)
             except sqlite3.IntegrityError:
                 raise Conflict("an upload with this client reference already exists", field="client_ref") from None
+            if added:
+                conn.executemany(_UPSERT_PART, added)
             _write_events(conn, events)
 
         await self.writer.write(work)
