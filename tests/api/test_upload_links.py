@@ -302,6 +302,35 @@ async def test_a_refused_tus_creation_with_upload_does_not_count_against_the_lin
     assert [f["status"] for f in await owner_files(api, owner)] == ["COMPLETED"]
 
 
+async def test_an_ietf_draft_creation_through_a_link_is_held_to_its_limits(api: Api) -> None:
+    """The draft creates uploads by a POST to the tus collection, which a link's token may call:
+    the link's media types, byte and file limits hold there too, and the upload is the link's."""
+    owner = await admin(api)
+    link, partner = await make_link(api, owner, maxFiles=1, maxBytes=10, allowedMimeTypes=["text/plain"])
+    draft = {**partner, "Upload-Draft-Interop-Version": "6", "Upload-Complete": "?1"}
+    wrong_type = await api.client.post(
+        "/files", content=b"abc", headers={**draft, "Content-Type": "application/x-msdownload"}
+    )
+    assert wrong_type.status_code == 403, wrong_type.text
+    too_big = await api.client.post("/files", content=b"x" * 11, headers={**draft, "Content-Type": "text/plain"})
+    assert too_big.status_code == 403, too_big.text
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    corrupt = await api.client.post(
+        "/files",
+        content=b"hello",
+        headers={**draft, "Content-Type": "text/plain", "Content-Digest": f"sha-256=:{wrong}:"},
+    )
+    assert corrupt.status_code == 400, corrupt.text
+    counted = (await api.client.get(f"/v1/upload-links/{link['id']}", headers=owner)).json()
+    assert (counted["filesUploaded"], counted["bytesUploaded"]) == (0, 0)
+    made = await api.client.post("/files", content=b"hello", headers={**draft, "Content-Type": "text/plain"})
+    assert made.status_code == 201, made.text
+    [mine] = await owner_files(api, owner)
+    assert mine["status"] == "COMPLETED" and mine["uploadLink"] == link["id"]
+    again = await api.client.post("/files", content=b"x", headers={**draft, "Content-Type": "text/plain"})
+    assert again.status_code == 403, again.text
+
+
 async def test_current_link_is_for_link_tokens_only(api: Api) -> None:
     owner = await admin(api)
     assert (await api.client.get("/v1/upload-links/current")).status_code == 401

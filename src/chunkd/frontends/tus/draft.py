@@ -192,17 +192,27 @@ class DraftEndpoint:
         state: dict[str, Any] = {"meta": meta.stored(), "draft": version.number}
         if want := request.headers.get("want-repr-digest"):
             state["want"] = want[:200]  # honoured when the upload completes, maybe in a later request
-        upload = await service.create(
-            who.owner,
-            filename=filename,
-            size_bytes=length,
-            mime_type=mime_type,
-            md5=declared.hex() if declared is not None else None,
-            mode=Mode.APPEND,
-            frontend="tus",
-            metadata={"tus": state},
-            strict_part_size=False,
+        # Through an upload link (its token may POST to the tus collection, which is also the
+        # draft's): checked and counted against the link's limits first, and tagged, as tus does.
+        links = runtime(request).links
+        tags, mime_type = await links.admit(
+            who, filename=filename, size_bytes=length, mime_type=mime_type, size_field="Upload-Length"
         )
+        try:
+            upload = await service.create(
+                who.owner,
+                filename=filename,
+                size_bytes=length,
+                mime_type=mime_type,
+                md5=declared.hex() if declared is not None else None,
+                mode=Mode.APPEND,
+                frontend="tus",
+                metadata={"tus": state, **tags},
+                strict_part_size=False,
+            )
+        except BaseException:
+            await links.release(who, length)
+            raise
         location = self.tus.location(request, upload.id)
         limits = self.limits(request, version, upload)
         await send_informational(
@@ -214,13 +224,16 @@ class DraftEndpoint:
                     upload = await write_body(request, version, who.owner, upload.id, 0, writer, checksum)
             except e.TooLarge as exc:
                 await service.delete(who.owner, upload.id)
+                await links.release(who, length)
                 if self._past_length(request, length, 0, content_length):
                     raise length_overrun(version, f"the body is longer than the upload's length of {length}") from exc
                 raise
             except (e.ChecksumMismatch, e.SizeMismatch):
-                # Nothing of the body was kept and the answer is a 4xx (do not resume): drop the upload.
+                # Nothing of the body was kept and the answer is a 4xx (do not resume): drop the
+                # upload, and an upload link counts it no more.
                 with contextlib.suppress(e.NotFound):
                     await service.delete(who.owner, upload.id)
+                    await links.release(who, length)
                 raise
         async with self._offset_on_error(request, who.owner, upload.id):
             if complete:
