@@ -3,9 +3,13 @@ that revoked it, and on every other node sharing the database once its cache ent
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
+
 from chunkd.auth.key_cache import CachedKeys
 from chunkd.auth.keys import KeyService
 from chunkd.domain.errors import Unauthenticated
+from chunkd.ports.keys import ApiKeyRecord, KeyRepository
 from tests.conftest import Api
 
 
@@ -57,3 +61,70 @@ async def test_revoked_key_through_the_api_fails_at_once(api: Api) -> None:
     revoked = await api.client.delete(f"/v1/keys/{key_id}", headers={"Authorization": f"Bearer {admin_key}"})
     assert revoked.status_code in (200, 204), revoked.text
     assert (await api.client.get("/v1/files", headers=headers)).status_code == 401
+
+
+async def settle() -> None:
+    """Let every task that can run, run (no timer involved: nothing here sleeps)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+class CountingKeys:
+    """A key repository over a real one that counts lookups and can hold them until released."""
+
+    def __init__(self, repo: KeyRepository) -> None:
+        self.repo = repo
+        self.lookups = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        self.lookups += 1
+        await self.gate.wait()
+        return await self.repo.get_key(key_id)
+
+    async def revoke_key(self, key_id: str, now: datetime) -> bool:
+        return await self.repo.revoke_key(key_id, now)
+
+
+async def test_requests_share_one_lookup_and_a_busy_key_is_refreshed_without_waiting(api: Api) -> None:
+    _, token = await api.runtime.keys.create("dave", "files:read")
+    key_id = token.split("_")[1]
+    counting, clock = CountingKeys(api.runtime.metadata.keys), Clock()
+    cache = CachedKeys(counting, clock=clock)  # type: ignore[arg-type]  # the two methods used here
+
+    # Sixteen requests for a key nobody has looked up yet: one lookup, which they all wait for.
+    counting.gate.clear()
+    waiting = [asyncio.ensure_future(cache.get_key(key_id)) for _ in range(16)]
+    await settle()
+    assert counting.lookups == 1 and not any(w.done() for w in waiting)
+    counting.gate.set()
+    assert all(record is not None and record.owner == "dave" for record in await asyncio.gather(*waiting))
+
+    # Half a lifetime later: answered from the entry at once while one refresh runs behind it.
+    clock.now += 0.6
+    counting.gate.clear()
+    for _ in range(5):
+        found = await cache.get_key(key_id)
+        assert found is not None and found.owner == "dave"
+    await settle()
+    assert counting.lookups == 2
+    # Revoked meanwhile: the refresh that began before must not bring the key back.
+    await cache.revoke_key(key_id, datetime.now(UTC))
+    counting.gate.set()
+    await settle()
+    found = await cache.get_key(key_id)
+    assert found is not None and found.revoked_at is not None
+
+
+async def test_an_entry_a_whole_lifetime_old_is_never_used(api: Api) -> None:
+    _, token = await api.runtime.keys.create("erin", "files:read")
+    key_id = token.split("_")[1]
+    counting, clock = CountingKeys(api.runtime.metadata.keys), Clock()
+    cache = CachedKeys(counting, clock=clock)  # type: ignore[arg-type]
+    assert await cache.get_key(key_id) is not None
+    # Another node revokes it; this node's entry (no request came to refresh it) runs out.
+    await api.runtime.metadata.keys.revoke_key(key_id, datetime.now(UTC))
+    clock.now += 1.0
+    found = await cache.get_key(key_id)
+    assert found is not None and found.revoked_at is not None and counting.lookups == 2

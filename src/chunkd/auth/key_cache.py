@@ -2,15 +2,24 @@
 
 Every request carries a credential, and looking its key up cost a database round trip per request
 (0.6–0.9 ms of the per-request cost on the project's machine). The cache keeps a key's record for
-``ttl`` seconds (1 s by default), so a busy client costs one lookup a second instead of one per
-request, and revocation still takes effect everywhere within that second: a key revoked on this
-node is dropped from its cache at once; every other node re-reads it at most ``ttl`` later (each
-node has its own cache and nothing is shared, so there is nothing to invalidate across nodes).
-Unknown key ids are never cached (a flood of made-up ids must not fill memory), and the cache holds
-at most ``max_entries`` keys, dropping the oldest first."""
+``ttl`` seconds (1 s by default), so a busy client costs about two lookups a second instead of one
+per request, and revocation still takes effect everywhere within that second: a key revoked on this
+node is dropped from its cache at once; every other node re-reads it at most ``ttl`` after the read
+it holds began (each node has its own cache and nothing is shared, so there is nothing to
+invalidate across nodes). Unknown key ids are never cached (a flood of made-up ids must not fill
+memory), and the cache holds at most ``max_entries`` keys, dropping the oldest first.
+
+No request waits for a busy key's lookup: once an entry is half its lifetime old, the next request
+starts a refresh in the background and is answered from the entry; only an entry that is a whole
+lifetime old is waited for. Requests that need the same key meanwhile share one lookup. Before,
+every second each key's entry ran out under all the requests in flight at once, and each looked the
+key up itself: 16 clients creating tus files saw every request in flight stall ~200 ms once a
+second (p99 290 ms against a median of 60, 2026-11-30)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,17 +46,37 @@ class CachedKeys:
         self.clock = clock
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, ApiKeyRecord]] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[ApiKeyRecord | None]] = {}  # one lookup per key at a time
+        self._revocations = 0  # a lookup that a revocation overtook must not store what it read
 
     async def get_key(self, key_id: str) -> ApiKeyRecord | None:
-        now = self.clock()
         found = self._entries.get(key_id)
-        if found is not None and now - found[0] < self.ttl:
-            return found[1]
+        if found is not None:
+            age = self.clock() - found[0]
+            if age < self.ttl:
+                if age >= self.ttl / 2 and key_id not in self._loading:
+                    self._lookup(key_id).add_done_callback(_ignore_outcome)  # refreshed in the background
+                return found[1]
+        return await asyncio.shield(self._loading.get(key_id) or self._lookup(key_id))
+
+    def _lookup(self, key_id: str) -> asyncio.Future[ApiKeyRecord | None]:
+        lookup = asyncio.ensure_future(self._read(key_id))
+        self._loading[key_id] = lookup
+        lookup.add_done_callback(lambda _: self._forget(key_id, lookup))
+        return lookup
+
+    def _forget(self, key_id: str, lookup: asyncio.Future[ApiKeyRecord | None]) -> None:
+        if self._loading.get(key_id) is lookup:  # not a later one (a revocation dropped this one)
+            del self._loading[key_id]
+
+    async def _read(self, key_id: str) -> ApiKeyRecord | None:
+        # Dated from before the read: what it returns is at least as new as this moment.
+        started, revocations = self.clock(), self._revocations
         record = await self.repo.get_key(key_id)
-        if record is None:
+        if record is None or revocations != self._revocations:
             self._entries.pop(key_id, None)
-            return None
-        self._entries[key_id] = (now, record)
+            return record
+        self._entries[key_id] = (started, record)
         self._entries.move_to_end(key_id)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -60,10 +89,21 @@ class CachedKeys:
         return await self.repo.list_keys(owner)
 
     async def revoke_key(self, key_id: str, now: datetime) -> bool:
+        self._revocations += 1
         self._entries.pop(key_id, None)
         revoked = await self.repo.revoke_key(key_id, now)
-        self._entries.pop(key_id, None)  # a lookup that ran meanwhile must not keep the old record
+        self._revocations += 1  # a lookup that ran meanwhile must not keep the old record
+        self._entries.pop(key_id, None)
+        self._loading.pop(key_id, None)  # nor may a request wait for one that began before
         return revoked
 
     async def count_keys(self) -> int:
         return await self.repo.count_keys()
+
+
+def _ignore_outcome(lookup: asyncio.Future[ApiKeyRecord | None]) -> None:
+    """A background refresh's error is not a request's (the next request that needs the key looks
+    it up itself once the entry runs out)."""
+    if not lookup.cancelled():
+        with contextlib.suppress(Exception):
+            lookup.exception()
