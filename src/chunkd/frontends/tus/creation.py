@@ -142,17 +142,7 @@ class Creation(TusResource):
         commit instead of two), or not at all when the body is refused."""
         service = runtime(request).uploads
         try:
-            async with self.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
-                return await service.append(
-                    who.owner,
-                    upload.id,
-                    0,
-                    writer.guard(request.stream()),
-                    checksum=checksum,
-                    finish=True,
-                    created=upload,  # no one else knows its id yet: no need to load it
-                    store_created=True,
-                )
+            return await self._first_bytes(request, who, upload, checksum, store_created=True)
         except BaseException:
             # Stored only if the append got as far as its write (a body cut short keeps its bytes).
             with contextlib.suppress(Exception):
@@ -174,29 +164,43 @@ class Creation(TusResource):
         """A long body (or one of unknown length): the upload is stored while its first bytes
         stream in, so the two syncs overlap, and a body that takes long is never of an upload
         the database does not know yet. The append waits for the row before it writes."""
-        service = runtime(request).uploads
         stored = asyncio.ensure_future(store())
         try:
             try:
-                async with self.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
-                    return await service.append(
-                        who.owner,
-                        upload.id,
-                        0,
-                        writer.guard(request.stream()),
-                        checksum=checksum,
-                        finish=True,
-                        created=upload,  # no one else knows its id yet: no need to load it again
-                        stored=stored,
-                    )
+                return await self._first_bytes(request, who, upload, checksum, stored=stored)
             finally:
                 await stored  # on every way out: its error (the database's) is the one to report
         except (e.ChecksumMismatch, e.TooLarge):
             # The creation is answered with the error and no Location: drop the new upload, and
             # an upload link counts it no more.
-            await service.delete(who.owner, upload.id)
+            await runtime(request).uploads.delete(who.owner, upload.id)
             await runtime(request).links.release(who, length)
             raise
+
+    async def _first_bytes(
+        self,
+        request: Request,
+        who: Principal,
+        upload: Upload,
+        checksum: tuple[StreamHasher, bytes] | None,
+        *,
+        store_created: bool = False,
+        stored: Awaitable[None] | None = None,
+    ) -> Upload:
+        """The creation's body appended to the upload it has just made (no one else knows its id
+        yet: it is not loaded again), finishing it when the body fills it."""
+        async with self.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
+            return await runtime(request).uploads.append(
+                who.owner,
+                upload.id,
+                0,
+                writer.guard(request.stream()),
+                checksum=checksum,
+                finish=True,
+                created=upload,
+                stored=stored,
+                store_created=store_created,
+            )
 
     async def _concatenate(
         self,
