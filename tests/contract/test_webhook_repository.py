@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import text
 
 from chunkd.domain.events import Event, EventType
@@ -138,3 +139,48 @@ async def test_a_batch_never_takes_more_than_its_limit_whatever_the_plan(metadat
     assert await hooks.dispatch(T0, 10) == (2, 2)
     assert len(await hooks.claim(T0, T0 + S, 1)) == 1
     assert len(await hooks.claim(T0, T0 + S, 10)) == 2
+
+
+async def test_a_dispatch_whose_deliveries_cannot_be_written_leaves_its_events_for_later(
+    metadata: MetadataStore,
+) -> None:
+    """The events a dispatch marks and the deliveries it writes for them are one transaction: if
+    the deliveries cannot be written (here a trigger refuses them; in life, a crash between the
+    two), the events stay undispatched and the next dispatch takes them. On SQLite the marking
+    statement once began with ``WITH``, which Python's sqlite3 runs outside the transaction: it
+    committed alone, and a kill -9 at the wrong moment lost every event it had marked."""
+    hooks = metadata.webhooks
+    engine = hooks.engine  # type: ignore[attr-defined]
+    postgres = engine.dialect.name == "postgresql"
+    refuse = (
+        [
+            "CREATE FUNCTION refuse_deliveries() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ "
+            "LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_deliveries BEFORE INSERT ON webhook_deliveries "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_deliveries()",
+        ]
+        if postgres
+        else [
+            "CREATE TRIGGER refuse_deliveries BEFORE INSERT ON webhook_deliveries "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ]
+    )
+    allow = (
+        ["DROP TRIGGER refuse_deliveries ON webhook_deliveries", "DROP FUNCTION refuse_deliveries()"]
+        if postgres
+        else ["DROP TRIGGER refuse_deliveries"]
+    )
+    await hooks.add_endpoint(endpoint("we_all"))
+    await created_upload(metadata)
+    async with engine.begin() as conn:
+        for statement in refuse:
+            await conn.execute(text(statement))
+    try:
+        with pytest.raises(Exception, match="refused"):
+            await hooks.dispatch(T0, 10)
+    finally:
+        async with engine.begin() as conn:
+            for statement in allow:
+                await conn.execute(text(statement))
+    assert await hooks.dispatch(T0, 10) == (1, 1)
+    assert len(await hooks.list_deliveries("we_all", 10)) == 1

@@ -1,10 +1,14 @@
 """WebhookRepository over SQLAlchemy Core (SQLite and PostgreSQL).
 
-Claims are single ``WITH due AS (SELECT … LIMIT n) UPDATE … WHERE id IN (SELECT id FROM due)
-RETURNING`` statements: on PostgreSQL the CTE is materialized (evaluated once) and takes ``FOR UPDATE
-SKIP LOCKED``, so concurrent nodes each take different rows, never wait on each other, and a batch
-never exceeds its limit; on SQLite the statement holds the database's write lock for its duration,
-which serialises claimers the same way."""
+Claims are single ``UPDATE … WHERE id IN (the due rows, LIMIT n) RETURNING`` statements. On
+PostgreSQL the due rows come from a materialized CTE (``WITH due AS MATERIALIZED (SELECT … FOR
+UPDATE SKIP LOCKED)``, evaluated once), so concurrent nodes each take different rows, never wait on
+each other, and a batch never exceeds its limit. On SQLite they are a plain subquery: the statement
+holds the database's write lock for its duration, which serialises claimers the same way, and a
+statement that began with ``WITH`` would not be in its transaction at all (Python's ``sqlite3``
+opens a transaction only before a statement that *begins* with INSERT, UPDATE, DELETE or REPLACE:
+a dispatch's ``WITH … UPDATE events`` committed on its own, and a crash before its deliveries were
+written lost those events)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import CTE, Table, and_, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, insert, or_, select, update
 from sqlalchemy.sql import Select
 
 from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
@@ -56,15 +60,16 @@ def _matches(endpoint: Endpoint, owner: str, event_type: str) -> bool:
 class SqlWebhookRepository(SqlStore):
     """Webhook endpoints, their deliveries, and the outbox's fan-out."""
 
-    def _taken_once(self, query: Select[Any], name: str, *, of: Table | None = None) -> CTE:
-        """``query`` as a CTE evaluated once per statement, its rows locked and the rows others
-        hold skipped (PostgreSQL). As a plain ``IN (subquery)``, PostgreSQL may rescan the
-        subquery for each row it updates, and a rescan skips the rows this very statement has just
-        updated, so a ``LIMIT`` of 1 took two events (seen once in a full run)."""
+    def _taken_once(self, query: Select[Any], name: str, *, of: Table | None = None) -> Select[Any]:
+        """The rows of ``query`` for an ``IN``, taken once per statement. On PostgreSQL from a CTE
+        evaluated once, its rows locked and the rows others hold skipped: as a plain subquery,
+        PostgreSQL may rescan it for each row it updates, and a rescan skips the rows this very
+        statement has just updated, so a ``LIMIT`` of 1 took two events (seen once in a full run).
+        Elsewhere ``query`` itself (see the module docstring for why not a CTE on SQLite)."""
         if self.dialect == "postgresql":
             locked = query.with_for_update(of=of, skip_locked=True)
-            return locked.cte(name).prefix_with("MATERIALIZED", dialect="postgresql")
-        return query.cte(name)
+            return select(*locked.cte(name).prefix_with("MATERIALIZED", dialect="postgresql").c)
+        return query
 
     # ---- endpoints ------------------------------------------------------------------------
     async def sync_operator_endpoints(self, urls: Sequence[str], now: datetime) -> None:
@@ -120,7 +125,7 @@ class SqlWebhookRepository(SqlStore):
             taken = (
                 await conn.execute(
                     update(events)
-                    .where(events.c.seq.in_(select(due.c.seq)), events.c.dispatched.is_(False))
+                    .where(events.c.seq.in_(due), events.c.dispatched.is_(False))
                     .values(dispatched=True)
                     .returning(events.c.id, events.c.owner, events.c.type)
                 )
@@ -159,7 +164,7 @@ class SqlWebhookRepository(SqlStore):
                 r[0]
                 for r in await conn.execute(
                     update(D)
-                    .where(D.c.id.in_(select(due.c.id)), free)
+                    .where(D.c.id.in_(due), free)
                     .values(lease_until=lease_until)
                     .returning(D.c.id)
                 )
