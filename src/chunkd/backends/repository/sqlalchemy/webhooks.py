@@ -163,10 +163,7 @@ class SqlWebhookRepository(SqlStore):
             ids = [
                 r[0]
                 for r in await conn.execute(
-                    update(D)
-                    .where(D.c.id.in_(due), free)
-                    .values(lease_until=lease_until)
-                    .returning(D.c.id)
+                    update(D).where(D.c.id.in_(due), free).values(lease_until=lease_until).returning(D.c.id)
                 )
             ]
             if not ids:
