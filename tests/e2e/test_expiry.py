@@ -9,7 +9,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,16 @@ def wait_for_status(client: FilesClient, file_id: str, status: str, timeout: flo
         time.sleep(0.1)
 
 
+def eventually(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``condition`` holds within ``timeout`` seconds (looked at every 0.05 s)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def trickle(data: bytes, pieces: int, every: float) -> Iterator[bytes]:
     step = -(-len(data) // pieces)
     for start in range(0, len(data), step):
@@ -81,8 +91,9 @@ def test_idle_upload_expires_and_its_bytes_are_freed(reaping_server: ChunkdServe
         state = wait_for_status(client, file_id, "EXPIRED", timeout=TTL + 10)
         assert state["status"] == "EXPIRED", state
         assert state["expiresAt"] is None and state["parts"] == []
-        assert blob_bytes(reaping_server, file_id) == 0
-        assert not (reaping_server.data_dir / "blobs" / file_id[:2] / file_id).exists()
+        # The sweep commits the status first and removes the bytes right after: wait for them.
+        directory = reaping_server.data_dir / "blobs" / file_id[:2] / file_id
+        assert eventually(lambda: blob_bytes(reaping_server, file_id) == 0 and not directory.exists(), 30)
         late = client.put_part(file_id, 3, data[2 * PART :])
         assert late.status_code == 409 and late.json()["error"]["code"] == "upload_expired"
         assert client.complete(file_id).status_code == 409
