@@ -178,7 +178,7 @@ class Appends(Lifecycle):
             if streamed.size == 0:
                 await writer.abort()
                 if unstored is not None:
-                    await self._store_created(upload, unstored)
+                    await self.store_new(upload, unstored)
                     unstored = None
             else:
                 try:
@@ -243,10 +243,6 @@ class Appends(Lifecycle):
         if finished:
             await self._emit("completed", upload)
         return upload
-
-    async def _store_created(self, upload: Upload, created: Event) -> None:
-        await self.repo.create(upload, [created])
-        await self._emit("created", upload)
 
     async def _all_parts(self, upload: Upload) -> dict[int, Part]:
         loaded = await self.repo.get(upload.id, parts_from=1)

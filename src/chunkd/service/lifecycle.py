@@ -70,10 +70,11 @@ class Lifecycle(EngineCore):
         await self.store_new(upload)
         return upload
 
-    async def store_new(self, upload: Upload) -> None:
-        """Store an upload made by ``new`` (with its ``upload.created`` event) and tell the
-        subscribers."""
-        await self.repo.create(upload, [Event.for_upload(EventType.UPLOAD_CREATED, upload, upload.created_at)])
+    async def store_new(self, upload: Upload, created: Event | None = None) -> None:
+        """Store an upload made by ``new`` (with its ``upload.created`` event: ``created`` when the
+        caller made it before the upload changed) and tell the subscribers."""
+        created = created or Event.for_upload(EventType.UPLOAD_CREATED, upload, upload.created_at)
+        await self.repo.create(upload, [created])
         await self._emit("created", upload)
 
     async def new(
