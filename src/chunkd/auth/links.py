@@ -26,7 +26,8 @@ import hmac
 import mimetypes
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -247,6 +248,21 @@ class UploadLinks:
         if not await self.repo.reserve(link, size_bytes, now):
             raise self._refusal(await self.get(who.owner, link), size_bytes, now, size_field)
         return {LINK_METADATA_KEY: link}, effective
+
+    @asynccontextmanager
+    async def admitted(
+        self, who: Principal, *, filename: str, size_bytes: int | None, mime_type: str | None, size_field: str
+    ) -> AsyncIterator[tuple[dict[str, Any], str | None]]:
+        """``admit`` for the block that creates the upload, and ``release`` if that block fails
+        (an upload that was not created counts against no link)."""
+        admission = await self.admit(
+            who, filename=filename, size_bytes=size_bytes, mime_type=mime_type, size_field=size_field
+        )
+        try:
+            yield admission
+        except BaseException:
+            await self.release(who, size_bytes)
+            raise
 
     async def release(self, who: Principal, size_bytes: int | None) -> None:
         """Give back what ``admit`` counted when the upload was then not created."""

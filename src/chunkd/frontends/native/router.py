@@ -93,10 +93,9 @@ async def create_file(request: Request, body: CreateFileRequest) -> dict[str, An
     rt = runtime(request)
     md5 = _md5_field(body.md5, "md5")
     # Through an upload link: checked and counted against the link's limits first, and tagged.
-    tags, mime_type = await rt.links.admit(
+    async with rt.links.admitted(
         who, filename=body.filename, size_bytes=body.sizeBytes, mime_type=body.mimeType, size_field="sizeBytes"
-    )
-    try:
+    ) as (tags, mime_type):
         upload = await rt.uploads.create(
             who.owner,
             filename=body.filename,
@@ -106,9 +105,6 @@ async def create_file(request: Request, body: CreateFileRequest) -> dict[str, An
             part_size=body.partSize,
             metadata=tags,
         )
-    except BaseException:
-        await rt.links.release(who, body.sizeBytes)
-        raise
     return _file_view(request, upload, with_parts=True, upload_url=True)
 
 

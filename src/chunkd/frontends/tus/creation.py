@@ -83,10 +83,9 @@ class Creation(TusResource):
             extra[CONCATENATION_SOURCE] = True  # a final may name it before it is finished
         # Through an upload link: checked and counted against the link's limits first, and tagged.
         links = runtime(request).links
-        tags, mime_type = await links.admit(
+        async with links.admitted(
             who, filename=filename, size_bytes=length, mime_type=mime_type, size_field="Upload-Length"
-        )
-        try:
+        ) as (tags, mime_type):
             upload = await service.new(
                 who.owner,
                 filename=filename,
@@ -97,9 +96,6 @@ class Creation(TusResource):
                 metadata={"tus": state, **extra, **tags},
                 strict_part_size=False,
             )
-        except BaseException:
-            await links.release(who, length)
-            raise
         created = upload
 
         async def store() -> None:

@@ -195,10 +195,9 @@ class DraftEndpoint:
         # Through an upload link (its token may POST to the tus collection, which is also the
         # draft's): checked and counted against the link's limits first, and tagged, as tus does.
         links = runtime(request).links
-        tags, mime_type = await links.admit(
+        async with links.admitted(
             who, filename=filename, size_bytes=length, mime_type=mime_type, size_field="Upload-Length"
-        )
-        try:
+        ) as (tags, mime_type):
             upload = await service.create(
                 who.owner,
                 filename=filename,
@@ -210,9 +209,6 @@ class DraftEndpoint:
                 metadata={"tus": state, **tags},
                 strict_part_size=False,
             )
-        except BaseException:
-            await links.release(who, length)
-            raise
         location = self.tus.location(request, upload.id)
         limits = self.limits(request, version, upload)
         await send_informational(
