@@ -5,9 +5,10 @@ as Starlette's router does) and keeps the answer in the request's scope, so the 
 must know the route before the route runs) and ``DirectRoutes`` share one lookup.
 
 ``DirectRoutes`` sits where the router is. A route whose endpoint asks FastAPI for nothing but the
-``Request`` and ``str``/``int`` path parameters (every tus request, the native part PUT, pm's chunk
-POST, downloads) is called directly, with its dialect's error rendering; everything else goes to
-the router as before. Why by hand: FastAPI 0.165's router walks its candidate routes with
+``Request``, ``str``/``int`` path parameters and at most one JSON body model (every tus request, the
+native create, part PUT and complete, pm's chunk POST, downloads), and answers with a ``Response``
+of its own, is called directly, with its dialect's error rendering; everything else goes to the
+router as before. Why by hand: FastAPI 0.165's router walks its candidate routes with
 per-route scope bookkeeping and then solves the endpoint's (empty) dependencies, ~0.3 ms of event-loop
 CPU per request against ~0.02 ms here (bench/request_cost.py, 2026-11-30); answers are unchanged
 because the endpoint, its path parameters' length limits and its error renderer are the same."""
@@ -25,6 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from chunkd.frontends.http.json_body import BODY_LIMIT_SCOPE_KEY, JsonBody, json_body_of
 
 __all__ = ["DirectRoutes", "RouteTable", "walk_routes"]
 
@@ -119,13 +122,14 @@ class PathParam:
 
 @dataclass(frozen=True)
 class DirectCall:
-    """How to call one plain endpoint: its request parameter, its path parameters, and the
-    dialect's error renderer (None: errors go on to the app's handlers)."""
+    """How to call one plain endpoint: its request parameter, its path parameters, its JSON body
+    (if it takes one), and the dialect's error renderer (None: errors go on to the app's handlers)."""
 
     endpoint: Callable[..., Awaitable[Response]]
     request_param: str
     params: dict[str, PathParam]
     render: Render | None
+    body: JsonBody | None = None
 
     def arguments(self, path_params: dict[str, Any]) -> dict[str, Any] | None:
         """The endpoint's path arguments as FastAPI would pass them, or None to leave the request
@@ -142,6 +146,8 @@ class DirectCall:
     async def __call__(self, scope: Scope, receive: Receive, send: Send, arguments: dict[str, Any]) -> None:
         request = Request(scope, receive, send)
         try:
+            if self.body is not None:
+                arguments = {**arguments, self.body.name: await self.body.value(request)}
             response = await self.endpoint(**{self.request_param: request}, **arguments)
         except Exception as exc:
             if self.render is None:
@@ -154,32 +160,33 @@ class DirectCall:
 
 
 def direct_call(route: BaseRoute) -> DirectCall | None:
-    """A ``DirectCall`` for a route FastAPI would only hand the request and its ``str``/``int`` path
-    parameters to, and whose answer is a ``Response`` of its own making; None for any other."""
+    """A ``DirectCall`` for a route FastAPI would only hand the request, its ``str``/``int`` path
+    parameters and at most one JSON body model to, and whose answer is a ``Response`` of its own
+    making; None for any other."""
     if not isinstance(route, APIRoute) or not inspect.iscoroutinefunction(route.endpoint):
         return None
     dependant = route.dependant
+    body = json_body_of(route) if dependant.body_params else None
     if (
         dependant.request_param_name is None
         or dependant.dependencies
         or dependant.query_params
         or dependant.header_params
         or dependant.cookie_params
-        or dependant.body_params
+        or (dependant.body_params and body is None)
         or dependant.websocket_param_name
         or dependant.http_connection_param_name
         or dependant.response_param_name
         or dependant.background_tasks_param_name
         or dependant.security_scopes_param_name
-        or route.status_code is not None
     ):
         return None
     try:
         annotation = inspect.signature(route.endpoint, eval_str=True).return_annotation
     except (NameError, TypeError, SyntaxError):  # an annotation that does not resolve: leave it to FastAPI
         return None
-    # An endpoint that returns its own Response is answered with it as is (a ``response_model``
-    # then only documents it), so only those are called directly.
+    # An endpoint that returns its own Response is answered with it as is (a ``response_model`` and
+    # a ``status_code`` then only document it), so only those are called directly.
     if not (inspect.isclass(annotation) and issubclass(annotation, Response)):
         return None
     params: dict[str, PathParam] = {}
@@ -188,7 +195,7 @@ def direct_call(route: BaseRoute) -> DirectCall | None:
         if param is None:
             return None
         params[field.alias] = param
-    return DirectCall(route.endpoint, dependant.request_param_name, params, getattr(route, "render", None))
+    return DirectCall(route.endpoint, dependant.request_param_name, params, getattr(route, "render", None), body)
 
 
 def _path_param(kind: Any, rules: list[Any]) -> PathParam | None:
@@ -233,7 +240,7 @@ class DirectRoutes:
                 route, child = found
                 call = self.calls.get(id(route))
                 arguments = call.arguments(child.get("path_params", {})) if call is not None else None
-                if call is not None and arguments is not None:
+                if call is not None and arguments is not None and not (call.body and BODY_LIMIT_SCOPE_KEY in scope):
                     scope.update(child)
                     scope.setdefault("router", self.router)
                     await call(scope, receive, send, arguments)

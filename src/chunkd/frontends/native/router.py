@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
 from chunkd.auth.links import LINK_METADATA_KEY
@@ -87,8 +88,21 @@ def _md5_field(value: str | None, field: str) -> str | None:
         raise e.InvalidInput(str(exc), field=field) from None
 
 
+def _answer(
+    model: type[BaseModel], content: dict[str, Any], status_code: int = 200, *, exclude_unset: bool = False
+) -> Response:
+    """``content`` as FastAPI answers with its ``response_model``: validated into ``model`` (so only
+    its fields, with their defaults) and dumped to JSON. The JSON routes answer with their own
+    ``Response`` so that they are called directly (frontends.http.routes); the decorator's
+    ``response_model`` then only documents them."""
+    body = model.model_validate(content, from_attributes=True).model_dump_json(
+        by_alias=True, exclude_unset=exclude_unset
+    )
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
 @router.post("", status_code=201, response_model=FileObject, summary="Create an upload")
-async def create_file(request: Request, body: CreateFileRequest) -> dict[str, Any]:
+async def create_file(request: Request, body: CreateFileRequest) -> Response:
     who = await principal(request, "files:create")
     rt = runtime(request)
     md5 = _md5_field(body.md5, "md5")
@@ -105,7 +119,7 @@ async def create_file(request: Request, body: CreateFileRequest) -> dict[str, An
             part_size=body.partSize,
             metadata=tags,
         )
-    return _file_view(request, upload, with_parts=True, upload_url=True)
+    return _answer(FileObject, _file_view(request, upload, with_parts=True, upload_url=True), 201)
 
 
 @router.get("", response_model=FileList, summary="List your files, newest first")
@@ -223,7 +237,7 @@ async def put_content(
 )
 async def complete_file(
     request: Request, file_id: FileId, body: Annotated[CompleteRequest | None, Body()] = None
-) -> dict[str, Any]:
+) -> Response:
     """Finalizes an upload after the file bytes have been uploaded. If an optional md5 hex digest is
     provided, the server validates the checksum before marking the file as completed.
 
@@ -234,7 +248,7 @@ async def complete_file(
     view = file_summary(upload)
     if "preFinish" in upload.metadata:
         view["preFinish"] = upload.metadata["preFinish"]
-    return view
+    return _answer(FileCompletedResponse, view, exclude_unset=True)
 
 
 @router.post("/{file_id}/cancel", response_model=FileCompleteResponse, summary="Cancel a pending upload")
