@@ -6,7 +6,8 @@
   broke off, so what was already durable stays (an APPEND upload keeps the bytes it had; a PARTS
   upload keeps its finished parts and drops only the part in flight). The client gets 408 and
   the connection is closed.
-- **Deep JSON.** The JSON bodies FastAPI parses itself are watched as they arrive: nested deeper
+- **Deep JSON.** The JSON body models of routes (parsed by FastAPI, or as FastAPI does by
+  ``frontends.http.json_body`` for the routes called directly) are watched as they arrive: nested deeper
   than ``MAX_JSON_DEPTH`` they are refused with 400 before the parser sees them (Python's parser
   would recurse until ``RecursionError``).
 - **Trickling clients.** A body that keeps sending, but slower than ``min_rate`` bytes per second
