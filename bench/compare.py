@@ -803,6 +803,7 @@ def workloads(scale: float) -> list[Workload]:
             "MiB/s",
             tus_many(many, many_files, many_lo, many_hi, 256 * KiB),
             tus_many(many, many_files, many_lo, many_hi, 256 * KiB),
+            floors=True,
         ),
     ]
     need = {
