@@ -44,8 +44,8 @@ class JsonBody:
     async def value(self, request: Request) -> Any:
         """The validated body (the field's default when it is optional and the body is empty);
         raises ``RequestValidationError`` or ``HTTPException(400)`` exactly where FastAPI would."""
+        received: Any = PydanticUndefined  # FastAPI's "no body": missing, or the field's default
         try:
-            received: Any = None
             raw = await request.body()
             if raw:
                 received = json.loads(raw) if self._is_json(request.headers.get("content-type")) else raw
@@ -56,8 +56,6 @@ class JsonBody:
             raise
         except Exception as exc:
             raise HTTPException(status_code=400, detail="There was an error parsing the body") from exc
-        if not raw:
-            received = PydanticUndefined  # FastAPI's "no body": missing, or the field's default
         values, errors = await request_body_to_args([self.field], received, embed_body_fields=False)
         if errors:
             raise RequestValidationError(errors, body=received)
@@ -78,7 +76,7 @@ def json_body_of(route: APIRoute) -> JsonBody | None:
     """The ``JsonBody`` of a route whose only body parameter is a pydantic model (or an optional
     one), not embedded and not a form; None for a route with any other body, or none."""
     body = route.dependant.body_params
-    strict = getattr(route, "strict_content_type", None)  # FastAPI ≥ 0.13x; older ones: leave to FastAPI
+    strict = getattr(route, "strict_content_type", None)  # a FastAPI without it: left to FastAPI
     if len(body) != 1 or strict is None or getattr(route, "_embed_body_fields", True):
         return None
     field = body[0]
