@@ -8,13 +8,16 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Body, Depends, FastAPI
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 
 from chunkd.app import create_app
 from chunkd.frontends.http.routes import DirectCall, DirectRoutes, direct_call, walk_routes
@@ -177,3 +180,76 @@ def test_a_router_included_with_a_prefix_or_dependencies_is_left_to_fastapi() ->
     assert build().calls
     assert not build(prefix="/api").calls
     assert not build(dependencies=[Depends(lambda: None)]).calls
+
+
+class Thing(BaseModel):
+    name: str
+
+
+# Endpoints at module level: their annotations (strings here) must resolve, as in the app's routers.
+bodies = APIRouter()
+
+
+@bodies.post("/model")
+async def model_body(request: Request, body: Thing) -> Response:
+    return Response(body.name)
+
+
+@bodies.post("/optional")
+async def optional_body(request: Request, body: Annotated[Thing | None, Body()] = None) -> Response:
+    return Response(body.name if body else "")
+
+
+@bodies.post("/embedded")
+async def embedded_body(request: Request, body: Annotated[Thing, Body(embed=True)]) -> Response:
+    return Response(body.name)
+
+
+@bodies.post("/two")
+async def two_bodies(request: Request, first: Thing, second: Thing) -> Response:
+    return Response(first.name + second.name)
+
+
+@bodies.post("/scalar")
+async def scalar_body(request: Request, name: Annotated[str, Body()]) -> Response:
+    return Response(name)
+
+
+@bodies.post("/dict")
+async def dict_answer(request: Request, body: Thing) -> dict[str, str]:  # FastAPI serialises it: not direct
+    return {"name": body.name}
+
+
+def test_only_a_single_unembedded_json_model_body_is_read_directly() -> None:
+    app = FastAPI()
+    app.include_router(bodies)
+    calls = {route.path: direct_call(route) for route in walk_routes(app.router.routes) if isinstance(route, APIRoute)}
+    for direct in ("/model", "/optional"):
+        call = calls[direct]
+        assert call is not None and call.body is not None, direct
+    for left in ("/embedded", "/two", "/scalar", "/dict"):
+        assert calls[left] is None, left
+
+
+async def test_an_app_with_fastapis_body_limit_leaves_json_bodies_to_fastapi() -> None:
+    app = FastAPI()
+    app.include_router(bodies)
+    direct = DirectRoutes(app.router, app.router.middleware_stack)
+    assert direct.calls
+    taken: list[str] = []
+
+    async def fastapi(scope: Scope, receive: Receive, send: Send) -> None:
+        taken.append(scope["path"])
+
+    direct.dispatch = fastapi
+    scope = {"type": "http", "method": "POST", "path": "/model", "headers": [], "starlette.max_body_size": 10}
+    await direct(scope, _no_body, _discard)
+    assert taken == ["/model"]
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _discard(message: Message) -> None:
+    return None
