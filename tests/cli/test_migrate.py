@@ -66,3 +66,9 @@ def test_serve_migrates_a_new_data_dir_so_the_server_never_imports_alembic(tmp_p
     assert_private(data_dir)
     assert revision(data_dir / "chunkd.db") == HEAD_REVISION
     assert not imports_alembic_to_start(data_dir)
+
+
+def test_serve_leaves_the_database_alone_when_told_not_to_migrate_on_start(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    _migrate_embedded(Settings(data_dir=data_dir, migrate_on_start=False))
+    assert not (data_dir / "chunkd.db").exists()

@@ -50,7 +50,9 @@ def _migrate_embedded(settings: Settings) -> None:
     """Create the default SQLite database of a new data dir here, before the server starts: the
     server then finds it current and never imports Alembic (idle RSS 105 → 100 MiB, 2026-11-30).
     Anything else is left to the server, which migrates what needs it and reports any failure."""
-    if settings.database_url is not None or (settings.data_dir / "chunkd.db").exists():
+    if not settings.migrate_on_start or settings.database_url is not None:
+        return
+    if (settings.data_dir / "chunkd.db").exists():
         return
     try:
         _upgrade(settings)
