@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from chunkd.app import create_app
+from chunkd.frontends.http import json_body
 from chunkd.frontends.http.routes import DirectCall, DirectRoutes, direct_call, walk_routes
 from chunkd.settings import Settings
 from tests.conftest import Api
@@ -253,3 +254,11 @@ async def _no_body() -> Message:
 
 async def _discard(message: Message) -> None:
     return None
+
+
+def test_a_fastapi_whose_body_validation_changed_leaves_json_bodies_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_body, "_VALIDATES", False)
+    app = FastAPI()
+    app.include_router(bodies)
+    calls = {route.path: direct_call(route) for route in walk_routes(app.router.routes) if isinstance(route, APIRoute)}
+    assert calls["/model"] is None and calls["/optional"] is None

@@ -12,6 +12,7 @@ Only a route whose one body parameter is a model, not embedded, is read here (``
 from __future__ import annotations
 
 import email.message
+import inspect
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,13 @@ __all__ = ["JsonBody", "json_body_of"]
 # Set when an app gives FastAPI a ``max_body_size``, whose errors only FastAPI's handler unwraps.
 BODY_LIMIT_SCOPE_KEY = "starlette.max_body_size"
 _JSON = frozenset({"application/json", "application/json; charset=utf-8"})
+# The FastAPI function this module validates with is not public: a release that changes its
+# parameters leaves every route to FastAPI again rather than failing requests.
+_VALIDATES = list(inspect.signature(request_body_to_args).parameters) == [
+    "body_fields",
+    "received_body",
+    "embed_body_fields",
+]
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ def json_body_of(route: APIRoute) -> JsonBody | None:
     one), not embedded and not a form; None for a route with any other body, or none."""
     body = route.dependant.body_params
     strict = getattr(route, "strict_content_type", None)  # a FastAPI without it: left to FastAPI
-    if len(body) != 1 or strict is None or getattr(route, "_embed_body_fields", True):
+    if not _VALIDATES or len(body) != 1 or strict is None or getattr(route, "_embed_body_fields", True):
         return None
     field = body[0]
     info = field.field_info
