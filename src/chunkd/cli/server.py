@@ -52,7 +52,7 @@ def _migrate_embedded(settings: Settings) -> None:
     Anything else is left to the server, which migrates what needs it and reports any failure."""
     if not settings.migrate_on_start or settings.database_url is not None:
         return
-    if (settings.data_dir / "chunkd.db").exists():
+    if settings.default_database_path().exists():
         return
     try:
         _upgrade(settings)

@@ -88,5 +88,9 @@ class StorageSettings(BaseModel):
         assert self.secret is not None
         return _decode_secret(self.secret.get_secret_value())
 
+    def default_database_path(self) -> Path:
+        """The embedded SQLite database, used when ``database_url`` is unset."""
+        return self.data_dir / "chunkd.db"
+
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'chunkd.db').resolve()}"
+        return self.database_url or f"sqlite:///{self.default_database_path().resolve()}"
