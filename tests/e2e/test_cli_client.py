@@ -11,8 +11,7 @@ import json
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 from tests.support.files import MiB, random_file
 from tests.support.proxy import CountingProxy
 from tests.support.server import BIN, ChunkdServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -44,15 +44,6 @@ def spawn(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
         return subprocess.Popen(
             [str(BIN / "chunkd"), *args], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 120, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def file_md5(path: Path) -> str:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.files import FilesClient, seeded_bytes
 from tests.support.server import BIN, ChunkdServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -63,16 +64,6 @@ def wait_for_status(client: FilesClient, file_id: str, status: str, timeout: flo
         time.sleep(0.1)
 
 
-def eventually(condition: Callable[[], bool], timeout: float) -> bool:
-    """Whether ``condition`` holds within ``timeout`` seconds (looked at every 0.05 s)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def trickle(data: bytes, pieces: int, every: float) -> Iterator[bytes]:
     step = -(-len(data) // pieces)
     for start in range(0, len(data), step):
@@ -93,7 +84,11 @@ def test_idle_upload_expires_and_its_bytes_are_freed(reaping_server: ChunkdServe
         assert state["expiresAt"] is None and state["parts"] == []
         # The sweep commits the status first and removes the bytes right after: wait for them.
         directory = reaping_server.data_dir / "blobs" / file_id[:2] / file_id
-        assert eventually(lambda: blob_bytes(reaping_server, file_id) == 0 and not directory.exists(), 30)
+        wait_for(
+            lambda: blob_bytes(reaping_server, file_id) == 0 and not directory.exists(),
+            timeout=30,
+            what="the expired upload's bytes to be removed",
+        )
         late = client.put_part(file_id, 3, data[2 * PART :])
         assert late.status_code == 409 and late.json()["error"]["code"] == "upload_expired"
         assert client.complete(file_id).status_code == 409
