@@ -2,8 +2,11 @@
 
 Each app (``create_app``) makes one ``Metrics``; ``GET /metrics`` renders it. A registry per app,
 not prometheus_client's global one, so that several apps in one process (tests, embedding) keep
-separate counts. ``chunkd serve`` runs one process, so one node exposes one set of series: with
-several nodes, scrape every node and add them up in PromQL (``sum by (route) (...)``).
+separate counts. A node exposes one set of series: with several nodes, scrape every node and add
+them up in PromQL (``sum by (route) (...)``). The workers of ``chunkd serve --workers N`` are one
+node: they count in prometheus_client's multi-process mode (``PROMETHEUS_MULTIPROC_DIR``, set by
+the supervisor), and any of them renders the sum of all; the ``process_*``/``python_*`` series,
+which would describe only the worker that answered, are left out then.
 
 What is counted, and who counts it:
 
@@ -29,6 +32,7 @@ value (it is counted as ``other``, so label cardinality stays bounded whatever a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from prometheus_client import (
@@ -85,6 +89,15 @@ class Metrics:
     def __init__(self, *, process_metrics: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # What /metrics renders: this registry, or every worker's counts (multi-process mode).
+        self.exposed = r
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if shared:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed, path=shared)  # type: ignore[no-untyped-call]
+            process_metrics = False
         self.http_requests = Counter(
             "chunkd_http_requests",
             "HTTP requests answered, by route template, method and status code.",
@@ -117,6 +130,7 @@ class Metrics:
             "chunkd_uploads_pending",
             "PENDING uploads in the database at scrape time (all nodes together).",
             registry=r,
+            multiprocess_mode="mostrecent",  # workers: the one that scraped last
         )
         self.webhook_deliveries = Counter(
             "chunkd_webhook_deliveries", "Webhook delivery attempts, by result.", ["result"], registry=r
@@ -181,4 +195,4 @@ class Metrics:
         read from the database (None: the database did not answer; the gauge keeps its last value)."""
         if pending is not None:
             self.uploads_pending.set(pending)
-        return generate_latest(self.registry)
+        return generate_latest(self.exposed)

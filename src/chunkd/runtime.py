@@ -172,7 +172,9 @@ def build_locks(settings: Settings) -> LockManager:
         from chunkd.backends.locks.stacked import StackedLocks
 
         return StackedLocks(LocalLocks(None), PostgresAdvisoryLocks(url, max_connections=settings.lock_connections))
-    return LocalLocks(settings.data_dir / "locks")
+    from chunkd.backends.locks import siblings
+
+    return LocalLocks(settings.data_dir / "locks", siblings=siblings.current())
 
 
 async def open_runtime(

@@ -24,15 +24,19 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080].")] = None,
     data_dir: DataDir = None,
     server: Annotated[str | None, typer.Option(help="ASGI server: uvicorn or granian.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="Server processes on the one port (uvicorn) [default: 1].")
+    ] = None,
 ) -> None:
     """Run the server (SQLite + local disk under the data dir unless configured otherwise)."""
-    settings = settings_for(data_dir, host=host, port=port, server=server)
+    settings = settings_for(data_dir, host=host, port=port, server=server, workers=workers)
     # The server reads the same settings from the environment: the options are passed on there.
     os.environ.update(
         CHUNKD_DATA_DIR=str(settings.data_dir),
         CHUNKD_HOST=settings.host,
         CHUNKD_PORT=str(settings.port),
         CHUNKD_SERVER=settings.server,
+        CHUNKD_WORKERS=str(settings.workers),
     )
     _migrate_embedded(settings)
     console.print(

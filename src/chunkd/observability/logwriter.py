@@ -16,11 +16,26 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
+import weakref
 from collections import deque
 from typing import TextIO
 
 __all__ = ["BatchingHandler"]
+
+_handlers: weakref.WeakSet[BatchingHandler] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A forked worker (``chunkd serve --workers N``) has none of its parent's threads: each handler
+    # starts its writer again at its next line, and its lock may have been held by the parent's writer.
+    for handler in list(_handlers):
+        handler._write_lock = threading.Lock()
+        handler._running = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class BatchingHandler(logging.Handler):
@@ -34,6 +49,7 @@ class BatchingHandler(logging.Handler):
         self._running = False
         self._start()
         atexit.register(self.flush)
+        _handlers.add(self)
 
     def _start(self) -> None:
         with self._write_lock:

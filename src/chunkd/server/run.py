@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import copy
 import logging.config
+import socket
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from chunkd.settings import Settings
@@ -34,27 +37,66 @@ def log_config() -> dict[str, Any]:
     return config
 
 
-def run_uvicorn(settings: Settings) -> None:
-    import uvicorn
-
-    from chunkd.app import create_app
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     from chunkd.server.protocol import protocol_class
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        log_config=log_config(),
-        loop="uvloop",
-        http=protocol_class(
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        "log_config": log_config(),
+        "loop": "uvloop",
+        "http": protocol_class(
             max_header_bytes=settings.max_header_bytes,
             header_timeout=settings.header_timeout_seconds,
             informational=settings.informational_responses,
         ),
-        timeout_keep_alive=int(settings.keep_alive_timeout_seconds),
-        limit_concurrency=settings.limit_concurrency,
-    )
+        "timeout_keep_alive": int(settings.keep_alive_timeout_seconds),
+        "limit_concurrency": settings.limit_concurrency,
+    }
+
+
+def run_uvicorn(settings: Settings) -> None:
+    if settings.workers > 1:
+        run_uvicorn_workers(settings)
+        return
+    import uvicorn
+
+    from chunkd.app import create_app
+
+    uvicorn.run(create_app(settings), **_uvicorn_options(settings))
+
+
+def run_uvicorn_workers(settings: Settings) -> None:
+    """``settings.workers`` processes on one socket (:mod:`chunkd.server.workers`). The app is
+    made once, here, before the fork: the workers share its pages until they write them."""
+    from chunkd.server.workers import Supervisor, shared_metrics
+
+    with shared_metrics():
+        import uvicorn
+
+        from chunkd.app import create_app
+
+        config = uvicorn.Config(create_app(settings), **_uvicorn_options(settings))
+        sock = config.bind_socket()
+
+        class Announcing(uvicorn.Server):
+            def __init__(self, ready: Callable[[], None]) -> None:
+                super().__init__(config)
+                self.ready = ready
+
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets=sockets)
+                if self.started:
+                    self.ready()
+
+        def serve(ready: Callable[[], None]) -> int:
+            server = Announcing(ready)
+            server.run(sockets=[sock])
+            return 0 if server.started else 3  # uvicorn's own status for a failed start
+
+        status = Supervisor(settings.workers, sock, serve).run()
+    sys.exit(status)
 
 
 def run_granian(settings: Settings) -> None:

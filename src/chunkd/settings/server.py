@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from chunkd.settings.units import MiB
 
@@ -15,10 +15,26 @@ __all__ = ["ServerSettings"]
 class ServerSettings(BaseModel):
     """The server and operations settings."""
 
+    @model_validator(mode="after")
+    def _workers_need_uvicorn(self) -> ServerSettings:
+        # The processes of --workers share take-over requests and metrics through chunkd's own
+        # supervisor, which runs uvicorn; granian's workers would not.
+        if self.workers > 1 and self.server != "uvicorn":
+            raise ValueError("workers: more than one server process needs server=uvicorn")
+        return self
+
     # ---- server ----
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, description="TCP port to listen on.")
     server: Literal["uvicorn", "granian"] = Field("uvicorn", description="ASGI server used by `chunkd serve`.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the listening socket (uvicorn only). More than one uses more "
+        "cores for many concurrent uploads; each process costs its own memory (~100 MiB), and rate-limit "
+        "counters are kept per process unless CHUNKD_REDIS_URL names a shared store.",
+    )
     max_header_bytes: int = Field(
         64 * 1024,
         ge=1024,

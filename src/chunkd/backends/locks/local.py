@@ -3,8 +3,10 @@ byte-range lock in one shared lock file (other processes on the data dir, e.g. `
 cron while ``chunkd serve`` runs). The byte at offset hash(upload id) stands for the upload, so a
 single file serves any number of uploads and nothing needs cleaning up.
 
-Release requests (``request_release``) reach the writers of this process only: processes sharing
-a data dir without a database lock are not told (several nodes need PostgreSQL anyway)."""
+Release requests (``request_release``, and a take-over's wait) reach the writers of this process,
+and with ``siblings`` those of the other workers of the same ``chunkd serve --workers N``
+(``chunkd.backends.locks.siblings``). Other processes on the data dir (``chunkd gc``) are not
+asked: they hold an upload only for a short step. Several nodes need PostgreSQL anyway."""
 
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from chunkd.backends.locks.release import ReleaseRegistry
+from chunkd.backends.locks.siblings import Siblings
 from chunkd.domain.errors import Busy
-from chunkd.ports.locks import release_requester
+from chunkd.ports.locks import ASK_AGAIN, release_requester
 
 __all__ = ["LocalLocks"]
 
@@ -35,12 +38,15 @@ class _Entry:
 
 
 class LocalLocks:
-    def __init__(self, lock_file: Path | None = None) -> None:
+    def __init__(self, lock_file: Path | None = None, *, siblings: Siblings | None = None) -> None:
         self._entries: dict[str, _Entry] = {}
         self._releases = ReleaseRegistry()
         # POSIX record locks belong to the process and vanish when *any* descriptor of the file is
         # closed, so the file is opened once and kept open for the life of the process.
         self._fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600) if lock_file else None
+        self._siblings = siblings
+        if siblings is not None:  # built in the event loop that serves requests (open_runtime)
+            siblings.listen(self._releases.fire)
 
     @staticmethod
     def _offset(upload_id: str) -> int:
@@ -81,8 +87,14 @@ class LocalLocks:
             try:
                 if self._fd is not None:
                     offset = self._offset(upload_id)
+                    asked = -ASK_AGAIN
                     while not self._try_file_lock(offset):
-                        if time.monotonic() >= deadline:
+                        now = time.monotonic()
+                        if requester is not None and self._siblings is not None and now - asked >= ASK_AGAIN:
+                            # A take-over: the holder is another worker of this server.
+                            self._siblings.ask(upload_id, requester)
+                            asked = now
+                        if now >= deadline:
                             raise Busy(f"upload {upload_id} is locked by another process")
                         await asyncio.sleep(_POLL)
                     try:
@@ -107,8 +119,12 @@ class LocalLocks:
 
     async def request_release(self, upload_id: str, *, requester: str | None = None) -> None:
         self._releases.fire(upload_id, requester)
+        if self._siblings is not None:
+            self._siblings.ask(upload_id, requester)
 
     async def close(self) -> None:
+        if self._siblings is not None:
+            self._siblings.stop()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

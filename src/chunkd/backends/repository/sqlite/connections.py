@@ -11,11 +11,19 @@ Group commit: a write is a function of the write connection. The writer thread t
 queued when it becomes free, runs them in one transaction — each inside its own SAVEPOINT, so one
 that fails is rolled back alone and its caller gets its error — and commits once: one WAL sync
 for all of them (``synchronous=FULL``: the commit is durable when COMMIT returns). A caller is
-released only after the commit that holds its write, so acknowledged still means durable."""
+released only after the commit that holds its write, so acknowledged still means durable.
+
+Several processes (the workers of ``chunkd serve --workers N``, ``chunkd gc`` beside a server) each
+have a writer. They take turns through a POSIX lock on ``<database>-wlock`` around each
+transaction: a waiting writer wakes when the lock is let go, where SQLite's own busy handler
+sleeps 1, 2, 5, 10… ms between tries. With two workers under 100 concurrent uploads:
+69 → 73 MiB/s and request p99 650 → 465 ms (``compare.py many-100``, 2026-11-30)."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -123,9 +131,13 @@ class GroupCommitWriter:
             self._thread.join()
 
     def _run(self) -> None:
+        turns = -1
         try:
+            turns = os.open(f"{self.path}-wlock", os.O_RDWR | os.O_CREAT, 0o600)
             conn = connect(self.path)
         except BaseException as exc:
+            if turns >= 0:
+                os.close(turns)
             self._failed = exc
             self._ready.set()
             return
@@ -146,14 +158,16 @@ class GroupCommitWriter:
                         stopping = True
                         break
                     batch.append(more)
-                self._commit(conn, batch)
+                self._commit(conn, turns, batch)
         finally:
             conn.close()
+            os.close(turns)
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Write]) -> None:
+    def _commit(self, conn: sqlite3.Connection, turns: int, batch: list[_Write]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         alone = len(batch) == 1  # no savepoint needed: its failure rolls the transaction back
         try:
+            fcntl.lockf(turns, fcntl.LOCK_EX)
             conn.execute("BEGIN IMMEDIATE")
             for write in batch:
                 if not alone:
@@ -177,6 +191,8 @@ class GroupCommitWriter:
                 with suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             outcomes = [(False, exc)] * len(batch)
+        finally:
+            fcntl.lockf(turns, fcntl.LOCK_UN)
         for write, (ok, value) in zip(batch, outcomes, strict=True):
             write.settle(ok, value)
 
