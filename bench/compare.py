@@ -177,8 +177,9 @@ def terminate(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def start_chunkd(work: Path) -> Server:
-    node = ChunkdServer(work / "chunkd-data", env={"CHUNKD_FSYNC": "true"}).start()
+def start_chunkd(work: Path, workers: int = 1) -> Server:
+    env = {"CHUNKD_FSYNC": "true", "CHUNKD_WORKERS": str(workers)}
+    node = ChunkdServer(work / "chunkd-data", env=env).start()
     key = node.create_key("bench")
     assert node.process is not None
     pid = node.process.pid
@@ -999,6 +1000,12 @@ def main() -> None:
         action="store_true",
         help="run only chunkd's side of each workload (no peer, no floors): for comparing two versions of chunkd",
     )
+    parser.add_argument(
+        "--chunkd-workers",
+        type=int,
+        default=1,
+        help="chunkd's server processes (CHUNKD_WORKERS; default 1, chunkd's own default)",
+    )
     args = parser.parse_args()
     if args.report:
         saved = json.loads(args.report.read_text())
@@ -1025,7 +1032,11 @@ def main() -> None:
 
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     host = machine()
-    print(f"{started_at}; {host['cores']} × {host['cpu']}; load {host['loadavg'][0]:.1f}; scale {scale:g}", flush=True)
+    print(
+        f"{started_at}; {host['cores']} × {host['cpu']}; load {host['loadavg'][0]:.1f}; scale {scale:g}; "
+        f"chunkd workers {args.chunkd_workers}",
+        flush=True,
+    )
     summaries: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="chunkd-compare-", dir=args.work_dir) as tmp:
         work = Path(tmp)
@@ -1039,7 +1050,7 @@ def main() -> None:
                 wdir.mkdir()
                 servers: list[tuple[Server, Side]] = []
                 try:
-                    servers.append((start_chunkd(wdir), workload.chunkd))
+                    servers.append((start_chunkd(wdir, args.chunkd_workers), workload.chunkd))
                     if not args.chunkd_only:
                         if workload.peer == "rgw":
                             peer = rgw.server()
