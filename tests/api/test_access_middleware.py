@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import select
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -121,3 +123,53 @@ def test_batching_handler_writes_again_after_being_closed() -> None:
         time.sleep(0.01)
     assert stream.getvalue() == "before\nafter\n"
     handler.close()
+
+
+class _Writes(io.StringIO):
+    """A stream that records what each flush let out (one system call on a real pipe)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[str] = []
+        self._mark = 0
+
+    def flush(self) -> None:
+        value = self.getvalue()
+        if len(value) > self._mark:
+            self.flushed.append(value[self._mark :])
+            self._mark = len(value)
+
+
+def test_batching_handler_writes_whole_lines_of_at_most_pipe_buf_bytes() -> None:
+    """Workers share one stdout: a write of up to PIPE_BUF bytes to a pipe is never interleaved with
+    another process's, so each write holds whole lines and at most PIPE_BUF bytes (a longer line alone)."""
+    stream = _Writes()
+    handler = BatchingHandler(stream, interval=3600)
+    lines = [f"line {n} " + "é" * (n % 7) * 40 for n in range(300)] + ["x" * (2 * select.PIPE_BUF), "last"]
+    for line in lines:
+        handler.write(line)
+    handler.close()
+    assert stream.getvalue().splitlines() == lines
+    assert len(stream.flushed) > 1
+    for piece in stream.flushed:
+        assert piece.endswith("\n")
+        assert len(piece.encode()) <= select.PIPE_BUF or piece.count("\n") == 1
+
+
+def test_batching_handler_writes_in_a_forked_child() -> None:
+    """A forked worker has none of its parent's threads: its lines must still be written."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w") as stream:
+        handler = BatchingHandler(stream, interval=0.01)
+        handler.write("parent")
+        pid = os.fork()
+        if pid == 0:  # the child: log, wait for the writer thread (never closed here), exit
+            handler.write("child")
+            deadline = time.monotonic() + 30
+            while handler._lines and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os._exit(0 if not handler._lines else 1)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        handler.close()
+    with os.fdopen(read_end) as output:
+        assert sorted(output.read().splitlines()) == ["child", "parent"]

@@ -17,9 +17,11 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import select
 import threading
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from typing import TextIO
 
 __all__ = ["BatchingHandler"]
@@ -29,10 +31,12 @@ _handlers: weakref.WeakSet[BatchingHandler] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     # A forked worker (``chunkd serve --workers N``) has none of its parent's threads: each handler
-    # starts its writer again at its next line, and its lock may have been held by the parent's writer.
+    # starts its writer again at its next line, and its lock may have been held by the parent's
+    # writer. Lines queued before the fork are the parent's to write.
     for handler in list(_handlers):
         handler._write_lock = threading.Lock()
         handler._running = False
+        handler._lines.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -88,12 +92,12 @@ class BatchingHandler(logging.Handler):
             lines = []
             while self._lines:
                 lines.append(self._lines.popleft())
-            if lines:
-                try:
-                    self.stream.write("\n".join(lines) + "\n")
+            try:
+                for piece in _atomic_pieces(lines):
+                    self.stream.write(piece)
                     self.stream.flush()
-                except (OSError, ValueError):  # stream closed or gone (e.g. at interpreter exit)
-                    pass
+            except (OSError, ValueError):  # stream closed or gone (e.g. at interpreter exit)
+                pass
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
@@ -105,3 +109,21 @@ class BatchingHandler(logging.Handler):
             self._stop.set()
         self.flush()
         super().close()
+
+
+def _atomic_pieces(lines: list[str]) -> Iterator[str]:
+    """``lines`` joined into pieces of at most PIPE_BUF bytes (a longer line alone), each written
+    with one system call: the workers of ``chunkd serve --workers N`` share one stdout, and a
+    write of up to PIPE_BUF bytes to a pipe is never interleaved with another process's, so no
+    line of the log is ever cut by another worker's."""
+    piece: list[str] = []
+    size = 0
+    for line in lines:
+        length = (len(line) if line.isascii() else len(line.encode())) + 1
+        if piece and size + length > select.PIPE_BUF:
+            yield "\n".join(piece) + "\n"
+            piece, size = [], 0
+        piece.append(line)
+        size += length
+    if piece:
+        yield "\n".join(piece) + "\n"
