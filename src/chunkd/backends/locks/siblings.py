@@ -45,6 +45,10 @@ class Siblings:
     def listen(self, on_request: Callable[[str, str | None], object]) -> None:
         """Call ``on_request(upload_id, requester)`` in this event loop for each request that arrives."""
         loop = asyncio.get_running_loop()
+        # Requests left from a worker that ran in this slot before (and died) were not for this one.
+        with contextlib.suppress(OSError):
+            while self._inbox.recv(_MAX_MESSAGE):
+                pass
 
         def readable() -> None:
             while True:
