@@ -257,13 +257,3 @@ def test_sigterm_stops_every_worker(tmp_path: Path) -> None:
         assert not any(_alive(pid) for pid in workers)
     finally:
         node.kill()
-
-
-def test_more_than_one_worker_needs_uvicorn() -> None:
-    from pydantic import ValidationError
-
-    from chunkd.settings import Settings
-
-    with pytest.raises(ValidationError, match="workers: more than one server process needs server=uvicorn"):
-        Settings(workers=2, server="granian")
-    assert Settings(workers=2).workers == 2

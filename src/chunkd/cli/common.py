@@ -29,12 +29,21 @@ DataDir = Annotated[
 
 def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
     """The settings (``CHUNKD_*``) with the options given on the command line (None: not given)."""
+    from pydantic import ValidationError
+
     from chunkd.settings import Settings
 
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:  # a setting's name and what is wrong with it, not a traceback
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            where = f"{field} (CHUNKD_{field.upper()})" if field else "settings"
+            typer.echo(f"chunkd: {where}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
 
 
 async def with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
