@@ -33,6 +33,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -43,6 +44,8 @@ __all__ = ["Supervisor", "shared_metrics"]
 log = logging.getLogger("chunkd.server")
 
 _PR_SET_PDEATHSIG = 1
+# A worker that dies within this many seconds of its start waits this long before the next.
+RESTART_PAUSE = 1.0
 
 # serve(ready) runs one worker's server on the socket and returns its exit status; it calls
 # ready() once the server answers requests.
@@ -72,6 +75,7 @@ class Supervisor:
         self.pids: dict[int, int] = {}  # pid → slot
         self.ready: dict[int, int] = {}  # pid → the pipe its worker writes a byte to once it serves
         self.serving: set[int] = set()  # pids whose byte has been read
+        self.forked: dict[int, float] = {}  # slot → when its worker was last forked
         self.stopping = 0  # stop signals received
         self.failed = False
 
@@ -110,6 +114,8 @@ class Supervisor:
                 self._signal_all(signal.SIGTERM)
                 continue
             log.warning("worker %d (pid %d) exited with %d: starting it again", slot, pid, code)
+            if time.monotonic() - self.forked[slot] < RESTART_PAUSE:
+                time.sleep(RESTART_PAUSE)  # one that fails at each start of its work must not spin
             self._spawn(slot)
 
     def _served(self, pid: int, *, wait: bool) -> bool:
@@ -148,9 +154,11 @@ class Supervisor:
         pid = os.fork()
         if pid:
             os.close(ready)
+            self.forked[slot] = time.monotonic()
             self.pids[pid] = slot
             self.ready[pid] = ready_read
             return pid
+        self.pids.clear()  # a stop signal before the handlers are reset must not reach the others
         os.close(ready_read)
         for other in self.ready.values():
             os.close(other)
