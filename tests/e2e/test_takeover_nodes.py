@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import socket
 from collections.abc import Iterator
 
 import asyncpg  # type: ignore[import-untyped]
@@ -24,6 +23,7 @@ from tests.support.pm_forms import chunk_head, form_tail
 from tests.support.postgres import PostgresServer
 from tests.support.raw_http import ResponseReader
 from tests.support.server import ChunkdServer
+from tests.support.takeover import completed_md5, stall
 
 pytestmark = [pytest.mark.e2e]
 
@@ -78,23 +78,6 @@ def wait_until_locked(database: str, upload_id: str) -> None:
     asyncio.run(probe())
 
 
-def stall(
-    server: ChunkdServer, path: str, headers: dict[str, str], length: int, first: bytes, method: str = "PATCH"
-) -> socket.socket:
-    """Start a request of ``length`` bytes on ``server``, send ``first`` of them, and go silent."""
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}", f"Content-Length: {length}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + first)
-    return sock
-
-
-def md5_on(server: ChunkdServer, key: str, upload_id: str) -> str:
-    info = httpx.get(f"{server.url}/v1/files/{upload_id}", headers={"Authorization": f"Bearer {key}"}).json()
-    assert info["status"] == "COMPLETED"
-    return str(info["md5"])
-
-
 def test_tus_patch_on_node_b_takes_over_a_stalled_patch_on_node_a(two_nodes: list[ChunkdServer], database: str) -> None:
     node_a, node_b = two_nodes
     key = node_a.create_key("alice")
@@ -119,7 +102,7 @@ def test_tus_patch_on_node_b_takes_over_a_stalled_patch_on_node_a(two_nodes: lis
         assert response.startswith(b"HTTP/1.1 400") or response == b""
     finally:
         stalled.close()
-    assert md5_on(node_a, key, upload_id) == hashlib.md5(data).hexdigest()
+    assert completed_md5(node_a, key, upload_id) == hashlib.md5(data).hexdigest()
 
 
 def test_draft_patch_on_node_b_takes_over_without_a_head(two_nodes: list[ChunkdServer], database: str) -> None:
@@ -148,7 +131,7 @@ def test_draft_patch_on_node_b_takes_over_without_a_head(two_nodes: list[ChunkdS
         assert done.json()["md5"] == hashlib.md5(data).hexdigest()
     finally:
         stalled.close()
-    assert md5_on(node_b, key, upload_id) == hashlib.md5(data).hexdigest()
+    assert completed_md5(node_b, key, upload_id) == hashlib.md5(data).hexdigest()
 
 
 def test_draft_creation_stalled_on_node_a_resumed_on_node_b(two_nodes: list[ChunkdServer], database: str) -> None:
@@ -186,7 +169,7 @@ def test_draft_creation_stalled_on_node_a_resumed_on_node_b(two_nodes: list[Chun
         assert done.status_code == 200, done.text
     finally:
         stalled.close()
-    assert md5_on(node_a, key, upload_id) == hashlib.md5(data).hexdigest()
+    assert completed_md5(node_a, key, upload_id) == hashlib.md5(data).hexdigest()
 
 
 def test_media_chunk_on_node_b_takes_over_a_stalled_chunk_on_node_a(
@@ -231,7 +214,7 @@ def test_media_chunk_on_node_b_takes_over_a_stalled_chunk_on_node_a(
         f"{node_b.url}/api/v2/media/upload/complete/", headers=auth, data={"upload_id": upload_id, "md5": md5}
     )
     assert done.status_code == 201, done.text
-    assert md5_on(node_a, key, upload_id) == md5
+    assert completed_md5(node_a, key, upload_id) == md5
 
 
 def pm_chunk(file_uuid: str, index: int, chunk: bytes, chunk_size: int, total: int, parts: int) -> tuple[bytes, bytes]:

@@ -8,6 +8,7 @@ Which worker a connection reached is read from /proc: the worker holding the ser
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import http.client
 import os
@@ -19,7 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chunkd.backends.locks.local import LocalLocks
 from tests.support.server import ChunkdServer
+from tests.support.takeover import completed_md5, stall
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc")]
@@ -107,15 +110,29 @@ def connection_to(
     raise AssertionError("the kernel never handed a connection to the other worker")
 
 
-def stall(
-    server: ChunkdServer, path: str, headers: dict[str, str], length: int, first: bytes, method: str = "PATCH"
-) -> socket.socket:
-    """Start a request of ``length`` bytes, send ``first`` of them, and go silent."""
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=DEADLINE)
-    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}", f"Content-Length: {length}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + first)
-    return sock
+def wait_until_locked(server: ChunkdServer, upload_id: str) -> None:
+    """Until a worker holds the upload's lock (its request is streaming), seen held three probes in
+    a row: a take-over tried before that would find the lock free, and the stalled request, arriving
+    at the lock later, would take over from it instead (the newest writer wins)."""
+    fd = os.open(server.data_dir / "locks", os.O_RDWR)
+    offset = LocalLocks._offset(upload_id)
+    held = 0
+
+    def probe() -> bool:
+        nonlocal held
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+        except OSError:
+            held += 1
+            return held == 3
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)
+        held = 0
+        return False
+
+    try:
+        wait_for(probe, what="a worker to hold the upload's lock")
+    finally:
+        os.close(fd)
 
 
 def request(
@@ -127,12 +144,6 @@ def request(
     return response
 
 
-def md5_of(server: ChunkdServer, key: str, upload_id: str) -> str:
-    info = httpx.get(f"{server.url}/v1/files/{upload_id}", headers={"Authorization": f"Bearer {key}"}).json()
-    assert info["status"] == "COMPLETED"
-    return str(info["md5"])
-
-
 def test_a_tus_head_on_one_worker_takes_over_a_patch_stalled_on_the_other(server: ChunkdServer, key: str) -> None:
     data = os.urandom(5 * MiB)
     tus = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {key}"}
@@ -142,6 +153,7 @@ def test_a_tus_head_on_one_worker_takes_over_a_patch_stalled_on_the_other(server
     stalled = stall(server, f"/files/{upload_id}", {**octets, "Upload-Offset": "0"}, len(data), data[: 2 * MiB])
     try:
         stalled_on = worker_serving(server, stalled)
+        wait_until_locked(server, upload_id)
         with connection_to(server, not_on=stalled_on) as conn:
             # What tus-js-client does on a retry: HEAD (which ends the stale PATCH), then PATCH.
             head = request(conn, "HEAD", f"/files/{upload_id}", tus)
@@ -156,7 +168,7 @@ def test_a_tus_head_on_one_worker_takes_over_a_patch_stalled_on_the_other(server
         assert response.startswith(b"HTTP/1.1 400") or response == b""
     finally:
         stalled.close()
-    assert md5_of(server, key, upload_id) == hashlib.md5(data).hexdigest()
+    assert completed_md5(server, key, upload_id) == hashlib.md5(data).hexdigest()
 
 
 def test_a_draft_patch_on_one_worker_takes_over_without_a_head(server: ChunkdServer, key: str) -> None:
@@ -168,6 +180,7 @@ def test_a_draft_patch_on_one_worker_takes_over_without_a_head(server: ChunkdSer
     stalled = stall(server, f"/files/{upload_id}", {**append, "Upload-Offset": "0"}, len(data), data[: MiB // 2])
     try:
         stalled_on = worker_serving(server, stalled)
+        wait_until_locked(server, upload_id)
         with connection_to(server, not_on=stalled_on) as conn:
             done = request(conn, "PATCH", f"/files/{upload_id}", {**append, "Upload-Offset": "0"}, data)
             if done.status == 409:  # the stalled request committed what it had: resume from there
@@ -179,7 +192,7 @@ def test_a_draft_patch_on_one_worker_takes_over_without_a_head(server: ChunkdSer
             assert done.status == 200, done.status
     finally:
         stalled.close()
-    assert md5_of(server, key, upload_id) == hashlib.md5(data).hexdigest()
+    assert completed_md5(server, key, upload_id) == hashlib.md5(data).hexdigest()
 
 
 NOT_FOUND = 'chunkd_http_requests_total{method="GET",route="/v1/files/{file_id}",status="404"}'
