@@ -46,7 +46,10 @@ class LocalLocks:
         self._fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600) if lock_file else None
         self._siblings = siblings
         if siblings is not None:  # built in the event loop that serves requests (open_runtime)
-            siblings.listen(self._releases.fire)
+            siblings.listen(self._on_sibling_request)
+
+    def _on_sibling_request(self, upload_id: str, requester: str | None, asked_at: float) -> None:
+        self._releases.fire(upload_id, requester, asked_at=asked_at)
 
     @staticmethod
     def _offset(upload_id: str) -> int:

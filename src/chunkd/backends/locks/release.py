@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -18,11 +19,11 @@ class ReleaseRegistry:
     must not stop it."""
 
     def __init__(self) -> None:
-        self._callbacks: dict[str, list[tuple[Callable[[], None], str | None]]] = {}
+        self._callbacks: dict[str, list[tuple[Callable[[], None], str | None, float]]] = {}
 
     @contextmanager
     def register(self, upload_id: str, release: Callable[[], None], requester: str | None = None) -> Iterator[None]:
-        entry = (release, requester)
+        entry = (release, requester, time.monotonic())
         self._callbacks.setdefault(upload_id, []).append(entry)
         try:
             yield
@@ -33,11 +34,15 @@ class ReleaseRegistry:
             if not callbacks:
                 self._callbacks.pop(upload_id, None)
 
-    def fire(self, upload_id: str, requester: str | None = None) -> int:
+    def fire(self, upload_id: str, requester: str | None = None, *, asked_at: float | None = None) -> int:
         """Call every callback registered for ``upload_id`` except the requester's own; how many
-        were called."""
+        were called. ``asked_at``: when the request was sent (``time.monotonic``, which every
+        process of one machine shares): a writer registered after that is newer than the request,
+        which arrived late (a waiter asks again every ``ASK_AGAIN``), and is left alone."""
         callbacks = [
-            release for release, token in self._callbacks.get(upload_id, ()) if requester is None or token != requester
+            release
+            for release, token, since in self._callbacks.get(upload_id, ())
+            if (requester is None or token != requester) and (asked_at is None or since <= asked_at)
         ]
         for release in callbacks:
             try:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import Callable, Sequence
 
 __all__ = ["Siblings", "current", "join"]
 
-# An upload id is 22 characters and a requester token 16; anything longer is not a request.
+# An upload id is 22 characters, a requester token 16 and a time ~20; anything longer is not a request.
 _MAX_MESSAGE = 256
 
 
@@ -36,14 +37,15 @@ class Siblings:
     def ask(self, upload_id: str, requester: str | None) -> None:
         """Ask every other worker to release ``upload_id`` (never blocks: a full inbox drops the
         request, and the waiter asks again, see ``ASK_AGAIN``)."""
-        message = f"{upload_id}\n{requester or ''}".encode()
+        message = f"{upload_id}\n{requester or ''}\n{time.monotonic()!r}".encode()
         for box in self._outboxes:
             # Full (BlockingIOError), or that worker is gone: it holds nothing now.
             with contextlib.suppress(OSError):
                 box.send(message)
 
-    def listen(self, on_request: Callable[[str, str | None], object]) -> None:
-        """Call ``on_request(upload_id, requester)`` in this event loop for each request that arrives."""
+    def listen(self, on_request: Callable[[str, str | None, float], object]) -> None:
+        """Call ``on_request(upload_id, requester, asked_at)`` in this event loop for each request
+        that arrives (``asked_at``: the sender's ``time.monotonic()``, the same clock here)."""
         loop = asyncio.get_running_loop()
         # Requests left from a worker that ran in this slot before (and died) were not for this one.
         with contextlib.suppress(OSError):
@@ -56,9 +58,13 @@ class Siblings:
                     message = self._inbox.recv(_MAX_MESSAGE)
                 except OSError:  # drained (BlockingIOError)
                     return
-                upload_id, _, requester = message.decode("ascii", "replace").partition("\n")
+                upload_id, requester, asked_at = [*message.decode("ascii", "replace").split("\n"), "", ""][:3]
+                try:
+                    when = float(asked_at)
+                except ValueError:
+                    continue
                 if upload_id:
-                    on_request(upload_id, requester or None)
+                    on_request(upload_id, requester or None, when)
 
         loop.add_reader(self._inbox.fileno(), readable)
         self._listening = loop
