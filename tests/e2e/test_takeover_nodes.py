@@ -23,7 +23,7 @@ from tests.support.pm_forms import chunk_head, form_tail
 from tests.support.postgres import PostgresServer
 from tests.support.raw_http import ResponseReader
 from tests.support.server import ChunkdServer
-from tests.support.takeover import completed_md5, stall
+from tests.support.takeover import completed_md5, stall, stalled_draft_patch, stalled_tus_patch
 
 pytestmark = [pytest.mark.e2e]
 
@@ -82,16 +82,12 @@ def test_tus_patch_on_node_b_takes_over_a_stalled_patch_on_node_a(two_nodes: lis
     node_a, node_b = two_nodes
     key = node_a.create_key("alice")
     data = os.urandom(6 * MiB)
-    tus = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {key}"}
-    url = httpx.post(f"{node_a.url}/files", headers={**tus, "Upload-Length": str(len(data))}).headers["location"]
-    upload_id = url.rsplit("/", 1)[1]
-    octets = {**tus, "Content-Type": "application/offset+octet-stream"}
-    stalled = stall(node_a, f"/files/{upload_id}", {**octets, "Upload-Offset": "0"}, len(data), data[: 2 * MiB])
+    upload_id, octets, stalled = stalled_tus_patch(node_a, key, data, 2 * MiB)
     try:
         wait_until_locked(database, upload_id)
         with httpx.Client(base_url=node_b.url, timeout=DEADLINE) as client:
             # What tus-js-client does on a retry: HEAD (which ends the stale PATCH), then PATCH.
-            offset = int(client.head(f"/files/{upload_id}", headers=tus).headers["upload-offset"])
+            offset = int(client.head(f"/files/{upload_id}", headers=octets).headers["upload-offset"])
             assert 0 <= offset <= 2 * MiB
             done = client.patch(
                 f"/files/{upload_id}", content=data[offset:], headers={**octets, "Upload-Offset": str(offset)}
@@ -112,11 +108,7 @@ def test_draft_patch_on_node_b_takes_over_without_a_head(two_nodes: list[ChunkdS
     node_a, node_b = two_nodes
     key = node_a.create_key("alice")
     data = os.urandom(5 * MiB)
-    draft = {"Upload-Draft-Interop-Version": "8", "Authorization": f"Bearer {key}"}
-    created = httpx.post(f"{node_a.url}/files", headers={**draft, "Upload-Complete": "?0"})
-    upload_id = created.headers["location"].rsplit("/", 1)[1]
-    append = {**draft, "Content-Type": "application/partial-upload", "Upload-Complete": "?1"}
-    stalled = stall(node_a, f"/files/{upload_id}", {**append, "Upload-Offset": "0"}, len(data), data[: MiB // 2])
+    upload_id, append, stalled = stalled_draft_patch(node_a, key, data, MiB // 2)
     try:
         wait_until_locked(database, upload_id)
         with httpx.Client(base_url=node_b.url, timeout=DEADLINE) as client:

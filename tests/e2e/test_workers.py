@@ -17,12 +17,11 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from chunkd.backends.locks.local import LocalLocks
 from tests.support.server import ChunkdServer
-from tests.support.takeover import completed_md5, stall
+from tests.support.takeover import completed_md5, stalled_draft_patch, stalled_tus_patch
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc")]
@@ -146,17 +145,13 @@ def request(
 
 def test_a_tus_head_on_one_worker_takes_over_a_patch_stalled_on_the_other(server: ChunkdServer, key: str) -> None:
     data = os.urandom(5 * MiB)
-    tus = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {key}"}
-    url = httpx.post(f"{server.url}/files", headers={**tus, "Upload-Length": str(len(data))}).headers["location"]
-    upload_id = url.rsplit("/", 1)[1]
-    octets = {**tus, "Content-Type": "application/offset+octet-stream"}
-    stalled = stall(server, f"/files/{upload_id}", {**octets, "Upload-Offset": "0"}, len(data), data[: 2 * MiB])
+    upload_id, octets, stalled = stalled_tus_patch(server, key, data, 2 * MiB)
     try:
         stalled_on = worker_serving(server, stalled)
         wait_until_locked(server, upload_id)
         with connection_to(server, not_on=stalled_on) as conn:
             # What tus-js-client does on a retry: HEAD (which ends the stale PATCH), then PATCH.
-            head = request(conn, "HEAD", f"/files/{upload_id}", tus)
+            head = request(conn, "HEAD", f"/files/{upload_id}", octets)
             assert head.status == 200, head.status
             offset = int(head.headers["upload-offset"])
             assert 0 <= offset <= 2 * MiB
@@ -173,11 +168,7 @@ def test_a_tus_head_on_one_worker_takes_over_a_patch_stalled_on_the_other(server
 
 def test_a_draft_patch_on_one_worker_takes_over_without_a_head(server: ChunkdServer, key: str) -> None:
     data = os.urandom(3 * MiB)
-    draft = {"Upload-Draft-Interop-Version": "8", "Authorization": f"Bearer {key}"}
-    created = httpx.post(f"{server.url}/files", headers={**draft, "Upload-Complete": "?0"})
-    upload_id = created.headers["location"].rsplit("/", 1)[1]
-    append = {**draft, "Content-Type": "application/partial-upload", "Upload-Complete": "?1"}
-    stalled = stall(server, f"/files/{upload_id}", {**append, "Upload-Offset": "0"}, len(data), data[: MiB // 2])
+    upload_id, append, stalled = stalled_draft_patch(server, key, data, MiB // 2)
     try:
         stalled_on = worker_serving(server, stalled)
         wait_until_locked(server, upload_id)

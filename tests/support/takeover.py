@@ -9,7 +9,7 @@ import httpx
 
 from tests.support.server import ChunkdServer
 
-__all__ = ["completed_md5", "stall"]
+__all__ = ["completed_md5", "stall", "stalled_draft_patch", "stalled_tus_patch"]
 
 
 def stall(
@@ -28,3 +28,29 @@ def completed_md5(server: ChunkdServer, key: str, upload_id: str) -> str:
     info = httpx.get(f"{server.url}/v1/files/{upload_id}", headers={"Authorization": f"Bearer {key}"}).json()
     assert info["status"] == "COMPLETED"
     return str(info["md5"])
+
+
+def stalled_tus_patch(
+    server: ChunkdServer, key: str, data: bytes, sent: int
+) -> tuple[str, dict[str, str], socket.socket]:
+    """Create a tus upload for ``data`` and start a PATCH of all of it that goes silent after
+    ``sent`` bytes: (the upload's id, the headers of a PATCH without its offset, the socket)."""
+    tus = {"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {key}"}
+    url = httpx.post(f"{server.url}/files", headers={**tus, "Upload-Length": str(len(data))}).headers["location"]
+    upload_id = url.rsplit("/", 1)[1]
+    octets = {**tus, "Content-Type": "application/offset+octet-stream"}
+    stalled = stall(server, f"/files/{upload_id}", {**octets, "Upload-Offset": "0"}, len(data), data[:sent])
+    return upload_id, octets, stalled
+
+
+def stalled_draft_patch(
+    server: ChunkdServer, key: str, data: bytes, sent: int
+) -> tuple[str, dict[str, str], socket.socket]:
+    """The same for the IETF draft: an upload created empty, and a PATCH that completes it with
+    ``data`` going silent after ``sent`` bytes."""
+    draft = {"Upload-Draft-Interop-Version": "8", "Authorization": f"Bearer {key}"}
+    created = httpx.post(f"{server.url}/files", headers={**draft, "Upload-Complete": "?0"})
+    upload_id = created.headers["location"].rsplit("/", 1)[1]
+    append = {**draft, "Content-Type": "application/partial-upload", "Upload-Complete": "?1"}
+    stalled = stall(server, f"/files/{upload_id}", {**append, "Upload-Offset": "0"}, len(data), data[:sent])
+    return upload_id, append, stalled
