@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 from bench.upload_bench import NGINX_CONF  # noqa: E402
 from tests.support.files import random_file  # noqa: E402
+from tests.support.proc import process_tree as descendants  # noqa: E402
 from tests.support.s3 import CephRgw  # noqa: E402
 from tests.support.server import ChunkdServer, free_port  # noqa: E402
 
@@ -70,21 +71,9 @@ T = TypeVar("T")
 # ---------------------------------------------------------------- servers and what they cost
 
 
-def process_tree(roots: list[int]) -> list[int]:
-    """The given processes and all their descendants that are alive now."""
-    seen: list[int] = []
-    stack = list(roots)
-    while stack:
-        pid = stack.pop()
-        if pid in seen:
-            continue
-        try:
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                stack.extend(int(child) for child in (task / "children").read_text().split())
-        except OSError:
-            continue
-        seen.append(pid)
-    return seen
+def process_tree(roots: list[int]) -> set[int]:
+    """The given processes and all their descendants."""
+    return set().union(*(descendants(root) for root in roots))
 
 
 def cpu_seconds(roots: list[int]) -> float:

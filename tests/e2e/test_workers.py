@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from chunkd.backends.locks.local import LocalLocks
+from tests.support.proc import children, holds, tcp_socket
 from tests.support.server import ChunkdServer
 from tests.support.takeover import completed_md5, stalled_draft_patch, stalled_tus_patch
 from tests.support.waiting import wait_for
@@ -32,11 +33,7 @@ DEADLINE = 120.0
 
 def workers_of(server: ChunkdServer) -> list[int]:
     assert server.process is not None
-    children: list[int] = []
-    for task in Path(f"/proc/{server.process.pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            children.extend(int(pid) for pid in task.read_text().split())
-    return children
+    return children(server.process.pid)
 
 
 @pytest.fixture(scope="module")
@@ -57,35 +54,17 @@ def key(server: ChunkdServer) -> str:
     return server.create_key("alice")
 
 
-def _inode_of_peer(server_port: int, client_port: int) -> str | None:
-    """The inode of the server's end of the connection from ``client_port``."""
-    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
-        with contextlib.suppress(OSError):
-            for line in table.read_text().splitlines()[1:]:
-                fields = line.split()
-                local, remote = fields[1], fields[2]
-                if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
-                    return f"socket:[{fields[9]}]"
-    return None
-
-
 def worker_serving(server: ChunkdServer, sock: socket.socket) -> int:
     """The worker that accepted ``sock``'s connection (waits until one has)."""
-    found: list[int] = []
 
-    def accepted() -> bool:
-        inode = _inode_of_peer(server.port, sock.getsockname()[1])
-        for pid in workers_of(server):
-            with contextlib.suppress(OSError):
-                for fd in Path(f"/proc/{pid}/fd").iterdir():
-                    with contextlib.suppress(OSError):
-                        if inode is not None and os.readlink(fd) == inode:
-                            found.append(pid)
-                            return True
-        return False
+    def accepted() -> int | None:
+        peer = tcp_socket(server.port, sock.getsockname()[1])  # the server's end
+        if peer is None:
+            return None
+        return next((pid for pid in workers_of(server) if holds(pid, [peer.inode])), None)
 
-    wait_for(accepted, what="a worker to accept the connection")
-    return found[0]
+    worker: int = wait_for(accepted, what="a worker to accept the connection")
+    return worker
 
 
 @contextlib.contextmanager
@@ -238,7 +217,7 @@ def test_the_workers_die_with_the_supervisor(tmp_path: Path) -> None:
         node.process.wait(timeout=30)
 
         def gone() -> bool:
-            return not any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in workers)
+            return not any(_alive(pid) for pid in workers)
 
         wait_for(gone, what="the workers to exit")
 

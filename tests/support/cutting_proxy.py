@@ -9,6 +9,8 @@ import struct
 import threading
 import time
 
+from tests.support.proc import tcp_socket
+
 __all__ = ["CuttingProxy"]
 
 
@@ -77,26 +79,13 @@ class CuttingProxy:
         self._listener.close()
 
 
-def _queues(local_port: int, remote_port: int) -> tuple[int, int] | None:
-    """(send queue, receive queue) of the loopback TCP socket ``local_port`` → ``remote_port``."""
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as lines:
-            for line in list(lines)[1:]:
-                fields = line.split()
-                local, remote = fields[1], fields[2]
-                if int(local.rsplit(":", 1)[1], 16) == local_port and int(remote.rsplit(":", 1)[1], 16) == remote_port:
-                    tx, rx = fields[4].split(":")
-                    return int(tx, 16), int(rx, 16)
-    return None
-
-
 def _wait_until_read(upstream: socket.socket, server_port: int, timeout: float = 120.0) -> None:
     """Until the server's process has read every byte sent on ``upstream`` (nothing queued in the
     proxy's socket nor in the server's); ``timeout`` bounds only a server that stopped reading."""
     port = upstream.getsockname()[1]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ours, theirs = _queues(port, server_port), _queues(server_port, port)
-        if ours is None or theirs is None or (ours[0] == 0 and theirs[1] == 0):
+        ours, theirs = tcp_socket(port, server_port), tcp_socket(server_port, port)
+        if ours is None or theirs is None or (ours.send_queue == 0 and theirs.receive_queue == 0):
             return
         time.sleep(0.01)

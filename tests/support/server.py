@@ -4,7 +4,6 @@ same data dir, and API keys made in its database."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -15,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+
+from tests.support.proc import holds, process_tree, tcp_sockets
 
 __all__ = ["ChunkdServer", "free_port", "wait_until_up"]
 
@@ -53,39 +54,13 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {first}-{first + _PORTS_PER_WORKER - 1}")
 
 
-def _process_tree(pid: int) -> set[int]:
-    """``pid`` and its descendants (a server may listen from a worker process of its own)."""
-    found, todo = set(), [pid]
-    while todo:
-        current = todo.pop()
-        found.add(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                todo.extend(int(child) for child in task.read_text().split())
-    return found
-
-
 def listens_on(pid: int, port: int) -> bool:
-    """Whether ``pid`` (or a process it started) holds the listening TCP socket on ``port``; True
-    where /proc cannot tell (not Linux)."""
-    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
-    if not tables[0].exists():
+    """Whether ``pid`` (or a process it started: a server may listen from a worker process of its
+    own) holds the listening TCP socket on ``port``; True where /proc cannot tell (not Linux)."""
+    if not Path("/proc/net/tcp").exists():
         return True
-    inodes = set()
-    for table in tables:
-        with contextlib.suppress(OSError):
-            for line in table.read_text().splitlines()[1:]:
-                fields = line.split()
-                # local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; field 9 is the socket's inode.
-                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{fields[9]}]")
-    for member in _process_tree(pid):
-        with contextlib.suppress(OSError):
-            for fd in Path(f"/proc/{member}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if os.readlink(fd) in inodes:
-                        return True
-    return False
+    inodes = {s.inode for s in tcp_sockets() if s.listening and s.local_port == port}
+    return any(holds(member, inodes) for member in process_tree(pid))
 
 
 def wait_until_up(process: subprocess.Popen[bytes], probe: str, name: str, output: Path, timeout: float) -> None:
