@@ -5,8 +5,9 @@ that another process holds an upload but not how to ask it to let go. Each worke
 reading end of a datagram socket pair made by the supervisor before it forks, so only the workers
 (which inherit the sending ends) can write to it; no name on the file system or in the abstract
 socket namespace that another local user could reach. A worker that finds an upload locked by
-another process sends ``upload id, requester`` to every other inbox; the worker holding the
-upload's writer stops it as a take-over in its own process would (tus, the IETF draft, Content-Range).
+another process sends ``upload id, requester, when`` to every other inbox; the worker holding the
+upload's writer stops it as a take-over in its own process would (tus, the IETF draft, Content-Range),
+unless that writer registered after ``when`` (the request arrived late and was meant for another).
 
 PostgreSQL deployments do not use this: their advisory locks ask the holder by NOTIFY, on any node.
 """
