@@ -168,3 +168,61 @@ async def test_a_one_batch_body_is_durable_in_its_one_hop(
     await stream_into(more, body(b"y" * 10), limit=None)
     await more.writer.abort()  # e.g. a checksum mismatch found after the sync
     assert (durable.root / upload.id[:2] / upload.id / name).read_bytes() == b"x" * 1000
+
+
+async def test_a_longer_body_is_synced_after_its_last_write_before_the_commit(
+    tmp_path: Path, upload: Upload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fsync on, several batches: the sync is queued in the write lane right after the last write
+    # (beside the digests still running), so it covers every byte and the commit only closes.
+    durable = LocalBlobStore(tmp_path / "durable", fsync=True)
+    data = os.urandom(2 * BATCH_BYTES + 4096)
+    synced_sizes: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def recording_fdatasync(fd: int) -> None:
+        synced_sizes.append(os.fstat(fd).st_size)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording_fdatasync)
+    whole = ResumableMD5()
+    part = StreamedPart(await durable.open_writer(upload, 1, 0), whole, hashlib.sha256())
+    pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    await stream_into(part, body(*pieces), limit=None)
+    assert synced_sizes == [len(data)]
+    assert whole.hexdigest() == hashlib.md5(data).hexdigest()
+    assert part.extra is not None and part.extra.digest() == hashlib.sha256(data).digest()
+    hops: list[object] = []
+    real_to_thread = asyncio.to_thread
+
+    async def counted(func: object, *args: object) -> object:
+        hops.append(func)
+        return await real_to_thread(func, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    name = await part.writer.commit()
+    assert hops == [] and synced_sizes == [len(data)]
+    assert (durable.root / upload.id[:2] / upload.id / name).read_bytes() == data
+
+
+async def test_an_empty_or_broken_body_is_not_synced_before_its_caller_decides(
+    tmp_path: Path, upload: Upload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    durable = LocalBlobStore(tmp_path / "durable", fsync=True)
+    syncs: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def recording_fdatasync(fd: int) -> None:
+        syncs.append(fd)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", recording_fdatasync)
+    empty = StreamedPart(await durable.open_writer(upload, 1, 0), ResumableMD5(), None)
+    await stream_into(empty, body(), limit=None)
+    assert syncs == [] and not (durable.root / upload.id[:2] / upload.id).exists()  # no file made for nothing
+    await empty.writer.abort()
+    broken = StreamedPart(await durable.open_writer(upload, 1, 0), ResumableMD5(), None)
+    with pytest.raises(ConnectionResetError):
+        await stream_into(broken, body(*[b"z" * 65536] * 40, fail=True), limit=None)
+    assert syncs == []  # what arrived waits for the caller: kept (synced at commit) or aborted
+    await broken.writer.abort()
