@@ -141,6 +141,19 @@ def test_batches_shrink_as_streams_share_the_memory_budget(monkeypatch: pytest.M
     assert 32 * (streaming.PIPELINE_DEPTH + 1) * size <= streaming.STREAM_BUDGET_BYTES
 
 
+def count_hops(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The functions handed to worker threads from now on."""
+    hops: list[object] = []
+    real_to_thread = asyncio.to_thread
+
+    async def counted(func: object, *args: object) -> object:
+        hops.append(func)
+        return await real_to_thread(func, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    return hops
+
+
 async def test_a_one_batch_body_is_durable_in_its_one_hop(
     tmp_path: Path, upload: Upload, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,14 +164,7 @@ async def test_a_one_batch_body_is_durable_in_its_one_hop(
     part = StreamedPart(await durable.open_writer(upload, 1, 0), whole, None)
     await stream_into(part, body(b"x" * 1000), limit=None)
     assert part.size == 1000 and whole.hexdigest() == hashlib.md5(b"x" * 1000).hexdigest()
-    hops: list[object] = []
-    real_to_thread = asyncio.to_thread
-
-    async def counted(func: object, *args: object) -> object:
-        hops.append(func)
-        return await real_to_thread(func, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(asyncio, "to_thread", counted)
+    hops = count_hops(monkeypatch)
     name = await part.writer.commit()
     assert hops == []  # nothing left to wait for in a worker thread
     assert (durable.root / upload.id[:2] / upload.id / name).read_bytes() == b"x" * 1000
@@ -192,14 +198,7 @@ async def test_a_longer_body_is_synced_after_its_last_write_before_the_commit(
     assert synced_sizes == [len(data)]
     assert whole.hexdigest() == hashlib.md5(data).hexdigest()
     assert part.extra is not None and part.extra.digest() == hashlib.sha256(data).digest()
-    hops: list[object] = []
-    real_to_thread = asyncio.to_thread
-
-    async def counted(func: object, *args: object) -> object:
-        hops.append(func)
-        return await real_to_thread(func, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(asyncio, "to_thread", counted)
+    hops = count_hops(monkeypatch)
     name = await part.writer.commit()
     assert hops == [] and synced_sizes == [len(data)]
     assert (durable.root / upload.id[:2] / upload.id / name).read_bytes() == data
