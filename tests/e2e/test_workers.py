@@ -1,7 +1,7 @@
 """``chunkd serve --workers 2`` on the embedded defaults (SQLite, local disk): both workers serve
 one port; a request on one worker takes over an upload stalled on the other (tus HEAD, the IETF
 draft's PATCH); ``/metrics`` from either counts both; a worker that dies is started again, and the
-workers die with the supervisor.
+workers die with the supervisor (whose metrics directory the next start removes).
 
 Which worker a connection reached is read from /proc: the worker holding the server's end of it."""
 
@@ -209,9 +209,13 @@ def test_a_worker_that_dies_is_started_again(tmp_path: Path) -> None:
 
 
 def test_the_workers_die_with_the_supervisor(tmp_path: Path) -> None:
-    with ChunkdServer(tmp_path / "data", env={"CHUNKD_WORKERS": "2"}) as node:
+    # ... and the next start removes the metrics directory the killed supervisor left behind.
+    (tmp := tmp_path / "tmp").mkdir()
+    env = {"CHUNKD_WORKERS": "2", "TMPDIR": str(tmp)}
+    with ChunkdServer(tmp_path / "data", env=env) as node:
         wait_for(lambda: len(workers_of(node)) == 2, what="two workers")
         workers = workers_of(node)
+        [left] = tmp.glob("chunkd-metrics-*")
         assert node.process is not None
         os.kill(node.process.pid, signal.SIGKILL)  # the supervisor alone, not its process group
         node.process.wait(timeout=30)
@@ -220,6 +224,17 @@ def test_the_workers_die_with_the_supervisor(tmp_path: Path) -> None:
             return not any(_alive(pid) for pid in workers)
 
         wait_for(gone, what="the workers to exit")
+    assert left.is_dir()
+    node = ChunkdServer(tmp_path / "data", env=env).start()
+    try:
+        [own] = tmp.glob("chunkd-metrics-*")
+        assert own != left and not left.exists()
+        assert node.process is not None
+        node.process.send_signal(signal.SIGTERM)
+        assert node.process.wait(timeout=DEADLINE) == 0
+        assert not list(tmp.glob("chunkd-metrics-*"))
+    finally:
+        node.kill()
 
 
 def _alive(pid: int) -> bool:

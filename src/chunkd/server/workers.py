@@ -31,10 +31,12 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import FrameType
 
 from chunkd.backends.locks import siblings
@@ -52,13 +54,34 @@ RESTART_PAUSE = 1.0
 Serve = Callable[[Callable[[], None]], int]
 
 
+_METRICS_PREFIX = "chunkd-metrics-"
+
+
+def _remove_orphaned_metrics() -> None:
+    """Remove the metrics directories of supervisors that are gone without cleaning up (``kill -9``):
+    ours (same user), named after a process that no longer exists."""
+    root = Path(tempfile.gettempdir())
+    for path in root.glob(f"{_METRICS_PREFIX}*-*"):
+        pid = path.name.removeprefix(_METRICS_PREFIX).partition("-")[0]
+        try:
+            info = path.lstat()  # a symlink is never followed, nor removed
+            if not pid.isdigit() or info.st_uid != os.getuid() or not stat.S_ISDIR(info.st_mode):
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue  # alive under another user (EPERM), or the entry went meanwhile
+
+
 @contextlib.contextmanager
 def shared_metrics() -> Iterator[None]:
     """A private directory for prometheus_client's multi-process mode, named in its environment
     variable before any metric exists (the library picks its value class at import), removed at the end."""
     if "prometheus_client" in sys.modules:
         raise RuntimeError("shared_metrics must come before prometheus_client is imported")
-    directory = tempfile.mkdtemp(prefix="chunkd-metrics-")  # 0700
+    _remove_orphaned_metrics()
+    directory = tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-")  # 0700
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     try:
         yield
