@@ -211,14 +211,10 @@ class Creation(TusResource):
             message = f"Upload-Concat names {len(urls)} partial uploads; at most {MAX_PARTS} can be concatenated"
             raise e.InvalidInput(message, field="Upload-Concat")
         ids = [self.upload_id_from_url(url) for url in urls]
-        seen: set[str] = set()
-        for upload_id in ids:
-            # The same partial twice is a client bug (and each repeat would link its bytes again).
-            if upload_id in seen:
-                raise e.InvalidInput(f"Upload-Concat names upload {upload_id} more than once", field="Upload-Concat")
-            seen.add(upload_id)
         now = runtime(request).uploads.clock()
-        for upload_id in ids:
+        # A partial may be named more than once (its bytes then appear once per mention, as the
+        # concatenation extension allows); each is checked once.
+        for upload_id in dict.fromkeys(ids):
             partial = await self.load(request, who.owner, upload_id)
             if tus_state(partial).get("concat") != "partial":
                 raise e.InvalidInput(f"upload {upload_id} is not a partial upload", field="Upload-Concat")
