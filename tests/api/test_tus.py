@@ -228,6 +228,18 @@ async def test_creation_with_upload(api: Api) -> None:
     assert ignored.status_code == 201 and "upload-offset" not in ignored.headers
 
 
+@pytest.mark.parametrize("length", [{"Upload-Length": "0"}, {"Upload-Length": "5"}, {"Upload-Defer-Length": "1"}])
+async def test_creation_with_an_empty_upload_answers_its_offset(api: Api, length: dict[str, str]) -> None:
+    """creation-with-upload: the server "MUST include the Upload-Offset header in the response"
+    when the request is sent as application/offset+octet-stream, also when its body is empty (a
+    0-byte file sent during creation), as tusd does."""
+    response = await api.client.post("/files", content=b"", headers={**h(api), **length, **OCTETS})
+    assert response.status_code == 201, response.text
+    assert response.headers["upload-offset"] == "0"
+    upload_id = response.headers["location"].rsplit("/", 1)[1]
+    assert (await head(api, upload_id)).headers["upload-offset"] == "0"
+
+
 async def test_creation_with_the_whole_upload_is_stored_then_completed(api: Api) -> None:
     """The new upload is stored while its bytes stream in; it is still created before it is
     completed, for subscribers and in the event log that webhooks are made from."""

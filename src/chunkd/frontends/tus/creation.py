@@ -54,7 +54,8 @@ class Creation(TusResource):
         defer = request.headers.get("upload-defer-length")
         if defer is not None and defer.strip() != "1":
             raise e.InvalidInput("Upload-Defer-Length must be 1", field="Upload-Defer-Length")
-        with_body = media_type(request) == OFFSET_STREAM and declares_body(request.headers)
+        with_upload = media_type(request) == OFFSET_STREAM  # creation-with-upload, maybe of no bytes
+        with_body = with_upload and declares_body(request.headers)
         checksum = parse_checksum(request.headers.get("upload-checksum")) if with_body else None
         filename = meta.text("filename", "name") or "upload"
         mime_type = meta.text("filetype", "type")
@@ -109,6 +110,8 @@ class Creation(TusResource):
         headers["Location"] = self.location(request, upload.id)
         if not with_body:
             await store()
+            if with_upload:  # an empty body is still answered with its offset ("MUST include")
+                headers["Upload-Offset"] = "0"
         else:
             content_length = parse_length(request.headers.get("content-length"), "Content-Length")
             if content_length is not None and length is not None and content_length > length:
