@@ -438,7 +438,7 @@ async def test_concatenation_links_parts_and_computes_md5(api: Api) -> None:
     described = await head(api, final_id)
     data = b"".join(chunks)
     assert described.headers["upload-offset"] == described.headers["upload-length"] == str(len(data))
-    assert described.headers["upload-concat"] == "final;" + " ".join(f"/files/{i}" for i in ids)
+    assert described.headers["upload-concat"] == "final;" + " ".join(f"http://testserver/files/{i}" for i in ids)
     native = (await api.client.get(f"/v1/files/{final_id}", headers=api.auth())).json()
     assert native["status"] == "COMPLETED" and native["md5"] == hashlib.md5(data).hexdigest()
     assert native["filename"] == "all.bin"
@@ -498,7 +498,8 @@ async def test_concatenation_may_name_a_partial_more_than_once(api: Api) -> None
     second_id = again.headers["location"].rsplit("/", 1)[1]
     described = await head(api, first_id)
     assert described.headers["upload-length"] == "8" and "upload-offset" not in described.headers  # still waiting
-    assert described.headers["upload-concat"] == f"final;/files/{partial} /files/{partial} /files/{other}"
+    urls = (f"http://testserver/files/{i}" for i in (partial, partial, other))
+    assert described.headers["upload-concat"] == "final;" + " ".join(urls)
     await patch(api, other, 0, b"de")  # finishes the first final
     for final_id, data in ((first_id, b"abcabcde"), (second_id, b"abcabc")):
         upload = await api.runtime.uploads.get("alice", final_id)
@@ -623,6 +624,31 @@ async def test_a_new_patch_ends_a_stale_one(api: Api) -> None:
     upload = await api.runtime.uploads.get("alice", upload_id)
     assert upload.md5 == hashlib.md5(data).hexdigest()
     gate.set()
+
+
+async def test_a_final_names_its_partials_by_their_public_urls(settings) -> None:
+    """HEAD of a final upload carries ``Upload-Concat: final;<urls>``, its partials' URLs as the
+    client knows them: absolute, under ``CHUNKD_PUBLIC_URL`` (a proxy's path prefix included),
+    like the ``Location`` each partial was created with."""
+    from chunkd.app import create_app
+
+    settings.public_url = "https://uploads.example/chunkd"
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        _, key = await app.state.chunkd.keys.create("alice", "files:create,files:read")
+        auth = {**TUS, "Authorization": f"Bearer {key}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            urls = []
+            for _ in range(2):
+                made = await client.post("/files", headers={**auth, "Upload-Length": "1", "Upload-Concat": "partial"})
+                urls.append(made.headers["location"])
+            assert all(url.startswith("https://uploads.example/chunkd/files/") for url in urls)
+            final = await client.post("/files", headers={**auth, "Upload-Concat": "final;" + " ".join(urls)})
+            described = await client.head(
+                final.headers["location"].removeprefix("https://uploads.example/chunkd"), headers=auth
+            )
+            assert described.headers["upload-concat"] == "final;" + " ".join(urls)
 
 
 async def test_custom_mount_path(tmp_path, settings) -> None:
