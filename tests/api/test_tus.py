@@ -316,6 +316,9 @@ async def test_metadata_is_parsed_strictly_and_reencoded(api: Api) -> None:
     assert base64.b64decode(pairs["note"]) == b"a\r\nX-Evil: 1"
     native = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
     assert "/" not in native["filename"]
+    # An empty value with its separating space kept (tus-js-client's encoding of an empty string).
+    empty_value = await create(api, 1, Upload_Metadata=f"caption ,filename {b64('a.txt')}")
+    assert (await head(api, empty_value)).headers["upload-metadata"] == f"caption,filename {b64('a.txt')}"
     name_only = await create(api, 1, Upload_Metadata=f"name {b64('photo.jpg')},type {b64('image/jpeg')}")
     native = (await api.client.get(f"/v1/files/{name_only}", headers=api.auth())).json()
     assert native["filename"] == "photo.jpg" and native["mimeType"] == "image/jpeg"
