@@ -478,6 +478,16 @@ async def test_options_announces_limits(api: Api, v: int) -> None:
     assert limits(response)["min-size"] == 0
 
 
+async def test_options_names_the_patch_media_types(api: Api, v: int) -> None:
+    """Drafts -10 and -11 (interop 8): an OPTIONS on a resource that creates uploads MUST carry
+    ``Accept-Patch`` with ``application/partial-upload`` (RFC 5789); tus PATCHes take
+    ``application/offset+octet-stream``. Sent whatever the request's version (it costs nothing)."""
+    for path, headers in (("/files", {"Upload-Draft-Interop-Version": str(v)}), ("/files/", {})):
+        response = await api.client.options(path, headers=headers)
+        accepted = {t.strip() for t in response.headers["accept-patch"].split(",")}
+        assert accepted == {"application/partial-upload", "application/offset+octet-stream"}
+
+
 async def test_unknown_interop_version_is_400(api: Api, v: int) -> None:
     response = await api.client.post(
         "/files",

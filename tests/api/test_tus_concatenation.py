@@ -43,7 +43,7 @@ async def test_the_final_completes_when_the_last_partial_finishes(api: Api) -> N
     assert waiting.status_code == 200
     assert "upload-offset" not in waiting.headers  # not until the concatenation is complete
     assert waiting.headers["upload-length"] == str(len(data))
-    assert waiting.headers["upload-concat"] == f"final;/files/{first} /files/{second}"
+    assert waiting.headers["upload-concat"] == f"final;http://testserver/files/{first} http://testserver/files/{second}"
     assert (await native(api, final_id))["status"] == "PENDING"
     assert (await api.client.get(f"/files/{final_id}", headers=api.auth())).status_code == 409
     assert (await patch(api, final_id, 0, b"x")).status_code == 403
@@ -134,8 +134,6 @@ async def test_a_final_naming_partials_that_cannot_finish_is_refused(api: Api) -
     before = len(await api.runtime.uploads.list_uploads("alice"))
     assert (await final(api, mine, bobs)).status_code == 404  # another owner's is as good as missing
     assert (await final(api, mine, plain)).status_code == 400
-    twice = await final(api, mine, mine)
-    assert twice.status_code == 400 and "more than once" in twice.text
     cancelled = await create(api, 3, Upload_Concat="partial")
     await api.runtime.uploads.cancel("alice", cancelled)
     refused = await final(api, mine, cancelled)

@@ -382,3 +382,19 @@ async def test_tus_concatenation_of_a_small_partial_streams_it(s3_api: Api, monk
     assert [m for m, _ in calls].count("upload_part_copy") == 1  # the rest of the big one
     got = await s3_api.client.get(f"/files/{final_id}", headers=s3_api.auth())
     assert got.content == data
+
+
+async def test_tus_concatenation_may_name_a_partial_twice(s3_api: Api) -> None:
+    """The same partial named twice (tus allows it) is copied inside the store once per mention."""
+    big, small = os.urandom(6 * MiB), os.urandom(100_000)
+    big_id, small_id = await _tus_partial(s3_api, big), await _tus_partial(s3_api, small)
+    urls = " ".join(f"/files/{i}" for i in (big_id, small_id, big_id, small_id))
+    made = await s3_api.client.post(
+        "/files", headers={"Tus-Resumable": "1.0.0", **s3_api.auth(), "Upload-Concat": f"final;{urls}"}
+    )
+    assert made.status_code == 201, made.text
+    final_id = made.headers["location"].rsplit("/", 1)[1]
+    data = big + small + big + small
+    assert (await s3_api.runtime.uploads.get("alice", final_id)).md5 == hashlib.md5(data).hexdigest()
+    got = await s3_api.client.get(f"/files/{final_id}", headers=s3_api.auth())
+    assert got.content == data

@@ -47,6 +47,14 @@ async def test_preflight_and_simple_requests(make_api: MakeApi) -> None:
             "upload-defer-length",
             "upload-concat",
             "upload-expires",
+            # the checksum extension and the IETF draft's state fields, read by browser clients
+            # (tus-js-client's IETF draft modes read Upload-Complete and Upload-Draft-Interop-Version)
+            "tus-checksum-algorithm",
+            "upload-complete",
+            "upload-incomplete",
+            "upload-limit",
+            "upload-draft-interop-version",
+            "repr-digest",
             "etag",
             "ratelimit-limit",
             "ratelimit-remaining",

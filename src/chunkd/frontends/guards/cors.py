@@ -14,8 +14,9 @@ from chunkd.settings import Settings
 
 __all__ = ["EXPOSED_HEADERS", "install_cors"]
 
-# Response headers a browser client must be able to read: resumable-upload state (tus and ours),
-# caching validators, ranges, and the rate-limit figures.
+# Response headers a browser client must be able to read: resumable-upload state (tus, the IETF
+# draft's fields, which tus-js-client reads in its draft modes, and ours), digests, caching
+# validators, ranges, and the rate-limit figures.
 EXPOSED_HEADERS = [
     "Location",
     "ETag",
@@ -31,6 +32,12 @@ EXPOSED_HEADERS = [
     "Tus-Resumable",
     "Tus-Max-Size",
     "Tus-Extension",
+    "Tus-Checksum-Algorithm",
+    "Upload-Complete",
+    "Upload-Incomplete",
+    "Upload-Limit",
+    "Upload-Draft-Interop-Version",
+    "Repr-Digest",
     "RateLimit-Limit",
     "RateLimit-Remaining",
     "RateLimit-Reset",

@@ -54,7 +54,8 @@ class Creation(TusResource):
         defer = request.headers.get("upload-defer-length")
         if defer is not None and defer.strip() != "1":
             raise e.InvalidInput("Upload-Defer-Length must be 1", field="Upload-Defer-Length")
-        with_body = media_type(request) == OFFSET_STREAM and declares_body(request.headers)
+        with_upload = media_type(request) == OFFSET_STREAM  # creation-with-upload, maybe of no bytes
+        with_body = with_upload and declares_body(request.headers)
         checksum = parse_checksum(request.headers.get("upload-checksum")) if with_body else None
         filename = meta.text("filename", "name") or "upload"
         mime_type = meta.text("filetype", "type")
@@ -109,6 +110,8 @@ class Creation(TusResource):
         headers["Location"] = self.location(request, upload.id)
         if not with_body:
             await store()
+            if with_upload:  # an empty body is still answered with its offset ("MUST include")
+                headers["Upload-Offset"] = "0"
         else:
             content_length = parse_length(request.headers.get("content-length"), "Content-Length")
             if content_length is not None and length is not None and content_length > length:
@@ -211,14 +214,10 @@ class Creation(TusResource):
             message = f"Upload-Concat names {len(urls)} partial uploads; at most {MAX_PARTS} can be concatenated"
             raise e.InvalidInput(message, field="Upload-Concat")
         ids = [self.upload_id_from_url(url) for url in urls]
-        seen: set[str] = set()
-        for upload_id in ids:
-            # The same partial twice is a client bug (and each repeat would link its bytes again).
-            if upload_id in seen:
-                raise e.InvalidInput(f"Upload-Concat names upload {upload_id} more than once", field="Upload-Concat")
-            seen.add(upload_id)
         now = runtime(request).uploads.clock()
-        for upload_id in ids:
+        # A partial may be named more than once (its bytes then appear once per mention, as the
+        # concatenation extension allows); each is checked once.
+        for upload_id in dict.fromkeys(ids):
             partial = await self.load(request, who.owner, upload_id)
             if tus_state(partial).get("concat") != "partial":
                 raise e.InvalidInput(f"upload {upload_id} is not a partial upload", field="Upload-Concat")

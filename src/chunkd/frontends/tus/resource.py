@@ -112,10 +112,13 @@ class TusResource:
             raise e.InvalidInput(message, field="Upload-Concat")
         return match.group(1)
 
-    def upload_headers(self, upload: Upload, *, now_pending: bool, final_length: int | None = None) -> dict[str, str]:
+    def upload_headers(
+        self, request: Request, upload: Upload, *, now_pending: bool, final_length: int | None = None
+    ) -> dict[str, str]:
         """The headers that describe an upload (HEAD, and POST/PATCH where they apply). A final
         upload still waiting for its partials has no ``Upload-Offset`` (tus concatenation-unfinished)
-        and an ``Upload-Length`` only once its partials' lengths are all known (``final_length``)."""
+        and an ``Upload-Length`` only once its partials' lengths are all known (``final_length``);
+        it names its partials by the URLs they were created with (their ``Location``)."""
         headers = base_headers()
         state = tus_state(upload)
         waiting = state.get("concat") == "final" and upload.status is Status.PENDING
@@ -133,7 +136,8 @@ class TusResource:
         if state.get("concat") == "partial":
             headers["Upload-Concat"] = "partial"
         elif state.get("concat") == "final":
-            headers["Upload-Concat"] = "final;" + " ".join(f"{self.prefix}/{i}" for i in state.get("parts", []))
+            urls = (self.location(request, i) for i in state.get("parts", []))
+            headers["Upload-Concat"] = "final;" + " ".join(urls)
         if now_pending and upload.status is Status.PENDING and upload.expires_at is not None:
             headers["Upload-Expires"] = http_date(upload.expires_at)
         return headers

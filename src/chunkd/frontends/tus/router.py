@@ -30,9 +30,9 @@ from chunkd.frontends.tus.capabilities import EXTENSIONS, capability_headers
 from chunkd.frontends.tus.creation import Creation
 from chunkd.frontends.tus.draft import DraftEndpoint
 from chunkd.frontends.tus.draft_errors import UnsupportedInteropVersion, render_problem
-from chunkd.frontends.tus.draft_versions import InteropVersion, interop_version
+from chunkd.frontends.tus.draft_versions import PARTIAL_UPLOAD, InteropVersion, interop_version
 from chunkd.frontends.tus.errors import render_error
-from chunkd.frontends.tus.resource import not_allowed
+from chunkd.frontends.tus.resource import OFFSET_STREAM, not_allowed
 from chunkd.frontends.tus.transfer import Transfer
 
 __all__ = ["EXTENSIONS", "TusEndpoint", "build_router"]
@@ -83,6 +83,9 @@ class TusEndpoint(Creation, Transfer):
         version = interop_version(request.headers.get("upload-draft-interop-version")) or interop_version("8")
         assert version is not None
         headers["Upload-Limit"] = self.draft.limits(request, version)
+        # RFC 5789's Accept-Patch: what a PATCH here may carry. Drafts -10 and -11 (interop 8)
+        # require application/partial-upload in it (the editor's copy dropped the rule again).
+        headers["Accept-Patch"] = f"{PARTIAL_UPLOAD}, {OFFSET_STREAM}"
         return Response(status_code=204, headers=headers)
 
     # ---- POST with X-HTTP-Method-Override ----------------------------------------------------------

@@ -61,7 +61,7 @@ class Transfer(TusResource):
             upload.ensure_pending(runtime(request).uploads.clock())  # 410 once expired
         elif upload.status is Status.CANCELLED:
             raise e.NotFound(f"no upload with id {file_id!r}", field="id")
-        headers = self.upload_headers(upload, now_pending=True, final_length=final_length)
+        headers = self.upload_headers(request, upload, now_pending=True, final_length=final_length)
         return Response(status_code=200, headers=headers)
 
     async def _settle_final(self, request: Request, upload: Upload) -> tuple[Upload, int | None]:
@@ -141,7 +141,7 @@ class Transfer(TusResource):
                     declare_length=length,
                 )
         except _AlreadyComplete as done:
-            return Response(status_code=204, headers=self.upload_headers(done.upload, now_pending=False))
+            return Response(status_code=204, headers=self.upload_headers(request, done.upload, now_pending=False))
         headers = base_headers()
         headers["Upload-Offset"] = str(upload.bytes_received)
         if upload.status is Status.PENDING and upload.expires_at is not None:
