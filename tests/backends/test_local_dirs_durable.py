@@ -4,7 +4,9 @@ file's own sync covers its data and its entry in the upload's directory, nothing
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,3 +100,22 @@ async def test_linking_into_a_new_upload_makes_its_directory_durable(tmp_path: P
     directory = root / target.id[:2] / target.id
     assert directory in synced and directory.parent in synced
     assert (directory / ref).read_bytes() == b"data"
+
+
+async def test_a_source_with_too_many_links_is_copied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A tus final may name one partial 10,000 times, and several finals may: past the filesystem's
+    # limit of links per file (ext4: 65,000) os.link fails with EMLINK, and the part is copied.
+    store = LocalBlobStore(tmp_path / "blobs", fsync=True)
+    source = make_upload(4, 4, filename="a.bin", created=NOW, expires_at=NOW)
+    part = await put(store, source, 1, b"data")
+    target = make_upload(4, 4, filename="b.bin", created=NOW, expires_at=NOW)
+
+    def full_link(src: object, dst: object) -> None:
+        raise OSError(errno.EMLINK, "Too many links")
+
+    monkeypatch.setattr(os, "link", full_link)
+    ref = await store.link_part(source, part, target, 1, 0)
+    copied = tmp_path / "blobs" / target.id[:2] / target.id / ref
+    assert copied.read_bytes() == b"data" and copied.stat().st_nlink == 1
+    assert copied.stat().st_mode & 0o777 == 0o600
+    assert b"".join([c async for c in store.read_part(source, part)]) == b"data"

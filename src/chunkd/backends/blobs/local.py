@@ -141,6 +141,29 @@ def _create_in(directory: Path, path: Path, *, fsync: bool) -> int:
     return os.open(path, flags, 0o600)
 
 
+def _link_or_copy(source: Path, target: Path, *, fsync: bool) -> None:
+    """A hard link; a copy once the source has as many links as its filesystem allows (ext4:
+    65,000; a tus final may name one partial up to 10,000 times, and several finals may)."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EMLINK:
+            raise
+    else:
+        return
+    with open(source, "rb") as src:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with open(fd, "wb") as dst:
+                shutil.copyfileobj(src, dst, READ_CHUNK)
+                dst.flush()
+                if fsync:
+                    os.fdatasync(fd)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+
 class _LocalWriter:
     """Writes one part's bytes: a new file (a new part, or a re-sent one: never overwriting a
     committed file), or, for appends, the upload's last part file continued past its committed
@@ -361,11 +384,11 @@ class LocalBlobStore:
             directory = self._dir(target.id)
             name = f"{number}.{secrets.token_urlsafe(12)}.part"
             try:
-                os.link(self._path(source.id, part.blob_ref), directory / name)
+                _link_or_copy(self._path(source.id, part.blob_ref), directory / name, fsync=self.fsync)
             except FileNotFoundError:
                 if not directory.is_dir():
                     _make_upload_dir(directory, fsync=self.fsync)
-                os.link(self._path(source.id, part.blob_ref), directory / name)
+                _link_or_copy(self._path(source.id, part.blob_ref), directory / name, fsync=self.fsync)
             if self.fsync:
                 _fsync_dir(directory)
             return name
