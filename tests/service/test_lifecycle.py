@@ -147,3 +147,30 @@ async def test_a_part_streaming_when_its_upload_expires_is_refused_and_leaves_no
     got = await setup.service.get("alice", upload.id)
     assert got.status is Status.EXPIRED and got.parts == {}
     assert setup.stored(upload) == []
+
+
+class _Crash(BaseException):
+    """The process dying (kill -9) at that instant: nothing after it runs."""
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.COMPLETED])
+async def test_a_crash_while_a_delete_frees_the_bytes_never_leaves_a_record_without_them(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, status: Status
+) -> None:
+    upload = await started(setup, parts=3)
+    if status is Status.COMPLETED:
+        await setup.service.complete("alice", upload.id)
+    real_delete = setup.blobs.delete
+
+    async def delete_then_die(doomed: Upload) -> None:
+        await real_delete(doomed)
+        raise _Crash
+
+    monkeypatch.setattr(setup.blobs, "delete", delete_then_die)
+    with pytest.raises(_Crash):
+        await setup.service.delete("alice", upload.id)
+    # The delete was never answered, but its bytes are gone: so must its record be (a record left
+    # behind would list parts, or a finished file, that no longer exist and could never be resumed).
+    assert setup.stored(upload) == []
+    with pytest.raises(e.NotFound):
+        await setup.service.get("alice", upload.id)
