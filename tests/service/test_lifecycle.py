@@ -174,3 +174,40 @@ async def test_a_crash_while_a_delete_frees_the_bytes_never_leaves_a_record_with
     assert setup.stored(upload) == []
     with pytest.raises(e.NotFound):
         await setup.service.get("alice", upload.id)
+
+
+@pytest.mark.parametrize("ending", ["cancel", "delete", "expire"])
+async def test_a_part_whose_upload_ends_while_its_bytes_are_on_disk_gets_the_uploads_state(
+    setup: Setup, ending: str
+) -> None:
+    # With fsync on, the part's commit syncs the upload's directory, which the ending has removed
+    # with the bytes: that is the upload's end showing, not a storage fault (a 503 once).
+    setup.blobs.fsync = True
+    big = 3 * 1024 * 1024
+    upload = await setup.service.create("alice", filename="f.bin", size_bytes=2 * big, part_size=big)
+    await setup.service.put_part("alice", upload.id, 1, body(os.urandom(big)))
+    gate = asyncio.Event()
+
+    async def held_body() -> AsyncIterator[bytes]:
+        yield os.urandom(2 * 1024 * 1024)
+        await gate.wait()
+        yield os.urandom(big - 2 * 1024 * 1024)
+
+    sending = asyncio.create_task(setup.service.put_part("alice", upload.id, 2, held_body()))
+    for _ in range(500):  # until part 2's first bytes are in their file
+        if len(setup.stored(upload)) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(setup.stored(upload)) == 2
+    if ending == "cancel":
+        await setup.service.cancel("alice", upload.id)
+    elif ending == "delete":
+        await setup.service.delete("alice", upload.id)
+    else:
+        setup.clock.now += TTL * 2
+        assert await setup.service.expire_due() == 1
+    gate.set()
+    expected = {"cancel": e.InvalidState, "delete": e.NotFound, "expire": e.Expired}[ending]
+    with pytest.raises(expected):
+        await sending
+    assert setup.stored(upload) == []
