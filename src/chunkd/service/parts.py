@@ -105,6 +105,11 @@ class Parts(EngineCore):
                         f"sizeBytes is {upload.size_bytes}",
                         field="body",
                     )
+                if number == count and not await reader.at_end():
+                    # Too long (only a chunked body shows it, at its end): the last part goes with
+                    # the refusal, so the upload never holds a whole file the client sent wrong.
+                    await streamed.writer.abort()
+                    raise SizeMismatch(f"the body is longer than sizeBytes ({upload.size_bytes})", field="body")
                 if streamed.whole is not None:
                     # The next part carries the whole-file hash on from here rather than having it
                     # re-read from storage at its commit (its commit checks that this still holds).
