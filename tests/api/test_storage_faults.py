@@ -7,12 +7,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pytest
 
 from chunkd.backends.blobs import local
+from chunkd.backends.repository.sqlite.uploads import SqliteUploadRepository
 from tests.api.test_pm_api import BOUNDARY, form
 from tests.conftest import Api
 
@@ -174,3 +176,53 @@ async def test_below_the_free_space_floor_new_bytes_and_uploads_are_refused(api:
     assert (
         await api.client.post("/v1/files", json={"filename": "f", "sizeBytes": 1}, headers=api.auth())
     ).status_code == 201
+
+
+async def test_a_full_database_is_507_and_the_upload_resumes(api: Api) -> None:
+    # The metadata database's volume full too (no free-space floor, or another writer filled it):
+    # SQLite's "database or disk is full" is the same clear 507 as a full blob volume, not a 500.
+    repo = api.runtime.repo
+    if not isinstance(repo, SqliteUploadRepository):
+        pytest.skip("SQLite's own size limit stands in for a full volume")
+    data = os.urandom(300_000)
+    created = await api.client.post(
+        "/files", headers={**api.auth(), "Tus-Resumable": "1.0.0", "Upload-Length": "300000"}
+    )
+    upload_id = created.headers["location"].rsplit("/", 1)[1]
+    first = await api.client.patch(
+        f"/files/{upload_id}", content=data[:100_000], headers={**api.auth(), **TUS, "Upload-Offset": "0"}
+    )
+    assert first.status_code == 204
+
+    def limit(pages: int | None) -> Callable[[sqlite3.Connection], None]:
+        def work(conn: sqlite3.Connection) -> None:
+            count = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {pages if pages is not None else count}")
+
+        return work
+
+    await repo.writer.write(limit(None))  # not one page more: the next write that grows the file fails
+    for _ in range(200):  # a row may fit in a page with room left: create until one does not
+        refused = await api.client.post("/v1/files", json={"filename": "f.bin", "sizeBytes": 10}, headers=api.auth())
+        if refused.status_code != 201:
+            break
+    assert refused.status_code == 507 and refused.json()["error"]["code"] == "storage_full", refused.text
+    for _ in range(200):  # likewise for appends
+        head = await api.client.head(f"/files/{upload_id}", headers={**api.auth(), "Tus-Resumable": "1.0.0"})
+        offset = int(head.headers["upload-offset"])
+        full = await api.client.patch(
+            f"/files/{upload_id}",
+            content=data[offset : offset + 1000],
+            headers={**api.auth(), **TUS, "Upload-Offset": str(offset)},
+        )
+        if full.status_code != 204:
+            break
+    assert full.status_code == 507, full.text
+    assert await stored_bytes(api, upload_id) >= offset
+    await repo.writer.write(limit(2**30))
+    rest = await api.client.patch(
+        f"/files/{upload_id}", content=data[offset:], headers={**api.auth(), **TUS, "Upload-Offset": str(offset)}
+    )
+    assert rest.status_code == 204, rest.text
+    done = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert done["status"] == "COMPLETED" and done["md5"] == hashlib.md5(data).hexdigest()

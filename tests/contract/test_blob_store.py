@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from datetime import UTC, datetime
 
 import pytest
 
+from chunkd.backends.blobs.local import LocalBlobStore
 from chunkd.domain.upload import Part, Status, Upload
 from chunkd.ports.blobs import PartLinker
 from tests.contract.conftest import BlobFixture
@@ -179,6 +181,24 @@ async def test_link_part_shares_bytes_without_tying_lifetimes(blobs: BlobFixture
     target.parts[2] = Part(2, PART, PART, part.md5, ref, NOW)
     await blobs.store.delete(source)
     assert await read_part(blobs, target, target.parts[2]) == data
+
+
+async def test_sweep_spares_a_part_just_linked_from_an_old_one(blobs: BlobFixture) -> None:
+    # A concatenation links its sources' parts first and records them after: a sweep in between
+    # (``chunkd gc`` beside the server) must see the new link as young, however old its bytes are.
+    sweep = getattr(blobs.store, "sweep", None)
+    if sweep is None or not isinstance(blobs.store, PartLinker):
+        pytest.skip(f"{blobs.backend.name} does not both link parts and sweep")
+    assert isinstance(blobs.store, LocalBlobStore)  # the one store that links; aged below on its disk
+    data = os.urandom(PART)
+    source, target = new_upload(PART), new_upload(PART)
+    part = await write(blobs, source, 1, data)
+    written_long_ago = time.time() - 7200
+    os.utime(blobs.store.root / source.id[:2] / source.id / part.blob_ref, (written_long_ago, written_long_ago))
+    ref = await blobs.store.link_part(source, part, target, 1, 0)
+    assert await sweep({source.id: {part.blob_ref}}, grace_seconds=3600) == 0
+    target.parts[1] = Part(1, 0, PART, part.md5, ref, NOW)
+    assert await read_part(blobs, target, target.parts[1]) == data
 
 
 async def test_sweep_removes_only_unreferenced_old_blobs(blobs: BlobFixture) -> None:

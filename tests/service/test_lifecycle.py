@@ -147,3 +147,67 @@ async def test_a_part_streaming_when_its_upload_expires_is_refused_and_leaves_no
     got = await setup.service.get("alice", upload.id)
     assert got.status is Status.EXPIRED and got.parts == {}
     assert setup.stored(upload) == []
+
+
+class _Crash(BaseException):
+    """The process dying (kill -9) at that instant: nothing after it runs."""
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.COMPLETED])
+async def test_a_crash_while_a_delete_frees_the_bytes_never_leaves_a_record_without_them(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, status: Status
+) -> None:
+    upload = await started(setup, parts=3)
+    if status is Status.COMPLETED:
+        await setup.service.complete("alice", upload.id)
+    real_delete = setup.blobs.delete
+
+    async def delete_then_die(doomed: Upload) -> None:
+        await real_delete(doomed)
+        raise _Crash
+
+    monkeypatch.setattr(setup.blobs, "delete", delete_then_die)
+    with pytest.raises(_Crash):
+        await setup.service.delete("alice", upload.id)
+    # The delete was never answered, but its bytes are gone: so must its record be (a record left
+    # behind would list parts, or a finished file, that no longer exist and could never be resumed).
+    assert setup.stored(upload) == []
+    with pytest.raises(e.NotFound):
+        await setup.service.get("alice", upload.id)
+
+
+@pytest.mark.parametrize("ending", ["cancel", "delete", "expire"])
+async def test_a_part_whose_upload_ends_while_its_bytes_are_on_disk_gets_the_uploads_state(
+    setup: Setup, ending: str
+) -> None:
+    # With fsync on, the part's commit syncs the upload's directory, which the ending has removed
+    # with the bytes: that is the upload's end showing, not a storage fault (a 503 once).
+    setup.blobs.fsync = True
+    big = 3 * 1024 * 1024
+    upload = await setup.service.create("alice", filename="f.bin", size_bytes=2 * big, part_size=big)
+    await setup.service.put_part("alice", upload.id, 1, body(os.urandom(big)))
+    gate = asyncio.Event()
+
+    async def held_body() -> AsyncIterator[bytes]:
+        yield os.urandom(2 * 1024 * 1024)
+        await gate.wait()
+        yield os.urandom(big - 2 * 1024 * 1024)
+
+    sending = asyncio.create_task(setup.service.put_part("alice", upload.id, 2, held_body()))
+    for _ in range(500):  # until part 2's first bytes are in their file
+        if len(setup.stored(upload)) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(setup.stored(upload)) == 2
+    if ending == "cancel":
+        await setup.service.cancel("alice", upload.id)
+    elif ending == "delete":
+        await setup.service.delete("alice", upload.id)
+    else:
+        setup.clock.now += TTL * 2
+        assert await setup.service.expire_due() == 1
+    gate.set()
+    expected = {"cancel": e.InvalidState, "delete": e.NotFound, "expire": e.Expired}[ending]
+    with pytest.raises(expected):
+        await sending
+    assert setup.stored(upload) == []

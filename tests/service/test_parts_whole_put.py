@@ -76,3 +76,21 @@ async def test_a_short_body_is_refused_and_keeps_its_whole_parts(api: Api) -> No
         await service.put_whole("alice", upload.id, body(data[: PART + 100]))
     kept = await service.get("alice", upload.id)
     assert sorted(kept.parts) == [1]
+
+
+@pytest.mark.parametrize("parts", [1, 3])
+async def test_a_body_longer_than_the_file_never_leaves_it_whole(api: Api, parts: int) -> None:
+    # Only a chunked body's end shows that it is too long. Its last part is refused with it, so
+    # the upload never holds a full file of what the client said was wrong (a complete without
+    # an md5 would otherwise finish it with the body's first sizeBytes bytes).
+    service = api.runtime.uploads
+    data = os.urandom(parts * PART)
+    upload = await service.create("alice", filename="f.bin", size_bytes=len(data), part_size=PART)
+    with pytest.raises(e.SizeMismatch):
+        await service.put_whole("alice", upload.id, body(data + b"one byte too many"))
+    kept = await service.get("alice", upload.id)
+    assert sorted(kept.parts) == list(range(1, parts))
+    assert isinstance(service.blobs, LocalBlobStore)
+    assert len(list((service.blobs.root / upload.id[:2] / upload.id).glob("*.part"))) == parts - 1
+    with pytest.raises(e.MissingParts):
+        await service.complete("alice", upload.id)

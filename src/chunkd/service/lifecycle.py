@@ -263,17 +263,16 @@ class Lifecycle(EngineCore):
         """Remove an upload whatever its status: bytes and record."""
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
-            await self._free(upload)
+            # The record (with its part rows) goes first, the bytes after it, as in ``cancel``: a
+            # crash in between leaves orphaned blobs, which gc sweeps, never a record (a finished
+            # file, or parts a client would not re-send) pointing at bytes that are gone.
             await self.repo.delete_upload(
                 upload_id, [Event.for_upload(EventType.UPLOAD_DELETED, upload, self.clock(), parts=())]
             )
+            await self.blobs.delete(upload)
+            upload.parts = {}
         await self._emit("deleted", upload)
         return upload
-
-    async def _free(self, upload: Upload) -> None:
-        await self.blobs.delete(upload)
-        await self.repo.delete_parts(upload.id)
-        upload.parts = {}
 
     async def expire_due(self, limit: int = 100) -> int:
         """Expire PENDING uploads idle past ``expiresAt``; uploads busy with a writer are skipped

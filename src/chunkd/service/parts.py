@@ -17,6 +17,7 @@ from chunkd.domain.errors import (
     NotFound,
     PartSizeMismatch,
     SizeMismatch,
+    StorageError,
 )
 from chunkd.domain.upload import Mode, Part, Upload
 from chunkd.service.core import EngineCore
@@ -104,6 +105,11 @@ class Parts(EngineCore):
                         f"sizeBytes is {upload.size_bytes}",
                         field="body",
                     )
+                if number == count and not await reader.at_end():
+                    # Too long (only a chunked body shows it, at its end): the last part goes with
+                    # the refusal, so the upload never holds a whole file the client sent wrong.
+                    await streamed.writer.abort()
+                    raise SizeMismatch(f"the body is longer than sizeBytes ({upload.size_bytes})", field="body")
                 if streamed.whole is not None:
                     # The next part carries the whole-file hash on from here rather than having it
                     # re-read from storage at its commit (its commit checks that this still holds).
@@ -158,10 +164,23 @@ class Parts(EngineCore):
                 heartbeat=lambda: self.repo.touch(upload.id, self.clock() + self.config.ttl),
                 heartbeat_every=self.config.heartbeat_every,
             )
+        except StorageError:
+            await writer.abort()
+            await self._ensure_still_pending(upload.owner, upload.id)
+            raise
         except BaseException:
             await writer.abort()
             raise
         return streamed
+
+    async def _ensure_still_pending(self, owner: str, upload_id: str) -> None:
+        """After a storage error on a part: raise the upload's own state error instead if it was
+        cancelled, deleted or expired while the part streamed (its bytes, directory included,
+        were freed under the part: that is why they could not be made durable, not a fault)."""
+        current = await self.repo.get(upload_id, owner, parts_from=None)
+        if current is None:
+            raise NotFound(f"no upload with id {upload_id!r}", field="id")
+        current.ensure_pending(self.clock())
 
     async def _keep_alive(self, upload: Upload) -> None:
         """Push ``expiresAt`` forward before bytes start to flow, unless it is already far off
@@ -182,7 +201,11 @@ class Parts(EngineCore):
             # Make the bytes durable before taking the lock: the commit may be slow (an fsync, or
             # the whole transfer to object storage) and must not serialise an upload's parallel
             # parts. Nothing points at the blob until the metadata is saved under the lock.
-            ref = await streamed.writer.commit()
+            try:
+                ref = await streamed.writer.commit()
+            except StorageError:
+                await self._ensure_still_pending(owner, upload_id)
+                raise
             async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
                 # Load only the parts this commit can touch: from the hash frontier (or the part
                 # before this one) onwards, plus this number (a replaced part).

@@ -409,7 +409,11 @@ class LocalBlobStore:
                 for directory in shard.iterdir():
                     refs = live.get(directory.name)
                     for entry in directory.iterdir():
-                        if (refs is None or entry.name not in refs) and entry.stat().st_mtime < cutoff:
+                        # A blob's age is its last write, or the making of its name: a part just
+                        # hard-linked into a concatenation keeps its source's old mtime (a link
+                        # changes only the ctime) until the concatenation records it.
+                        stat = entry.stat()
+                        if (refs is None or entry.name not in refs) and max(stat.st_mtime, stat.st_ctime) < cutoff:
                             entry.unlink(missing_ok=True)
                             removed += 1
                     if refs is None and not any(directory.iterdir()):

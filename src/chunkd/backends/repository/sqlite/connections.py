@@ -33,6 +33,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from chunkd.domain.errors import StorageFull
+
 __all__ = ["MAX_BATCH", "GroupCommitWriter", "Readers", "connect"]
 
 T = TypeVar("T")
@@ -122,7 +124,14 @@ class GroupCommitWriter:
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Write(work, loop, future))
         self.submitted += 1
-        return await _outcome(future)
+        try:
+            return await _outcome(future)
+        except sqlite3.OperationalError as exc:
+            # The database's volume is full: the engine's storage error (507 in every dialect, the
+            # upload resumable), as a full blob volume is, not an unexplained 500.
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL:
+                raise StorageFull("no space left for the metadata database") from exc
+            raise
 
     def close(self) -> None:
         """Commit what is queued, then stop the thread and close the connection."""
