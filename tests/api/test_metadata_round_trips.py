@@ -20,7 +20,7 @@ from chunkd.frontends.tus.creation import ONE_WRITE_BODY
 from tests.conftest import Api
 
 READS = {"get", "find_by_client_ref", "list_uploads", "list_expirable", "usage", "all_ids", "live_blobs"}
-WRITES = {"create", "save", "touch", "expire", "delete_parts", "delete_upload"}
+WRITES = {"create", "save", "touch", "expire", "delete_upload"}
 TUS = {"Tus-Resumable": "1.0.0"}
 
 

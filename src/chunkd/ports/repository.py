@@ -61,9 +61,6 @@ class UploadRepository(Protocol):
         """Mark one upload EXPIRED if it is still PENDING and past ``expires_at``, forgetting its
         part rows in the same transaction; True if it was."""
 
-    async def delete_parts(self, upload_id: str) -> None:
-        """Forget every part row of an upload (its bytes were freed)."""
-
     async def delete_upload(self, upload_id: str, events: Sequence[Event] = ()) -> None:
         """Forget an upload and its parts."""
 

@@ -171,10 +171,6 @@ class PostgresUploadRepository(ColdPaths):
             await _write_events(conn, events)
             return True
 
-    async def delete_parts(self, upload_id: str) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.execute(_DELETE_PARTS, upload_id)
-
     async def delete_upload(self, upload_id: str, events: Sequence[Event] = ()) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(_DELETE_PARTS, upload_id)

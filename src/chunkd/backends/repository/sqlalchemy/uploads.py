@@ -155,9 +155,6 @@ class SqlUploadRepository(SqlStore):
             await write_events(conn, events)
             return True
 
-    async def delete_parts(self, upload_id: str) -> None:
-        await self.run(delete(parts).where(parts.c.upload_id == upload_id))
-
     async def delete_upload(self, upload_id: str, events: Sequence[Event] = ()) -> None:
         async with self.transaction() as conn:
             await conn.execute(delete(parts).where(parts.c.upload_id == upload_id))

@@ -236,9 +236,6 @@ class SqliteUploadRepository(ColdPaths):
 
         return await self.writer.write(work)
 
-    async def delete_parts(self, upload_id: str) -> None:
-        await self.writer.write(lambda conn: conn.execute(_DELETE_PARTS, (upload_id,)))
-
     async def delete_upload(self, upload_id: str, events: Sequence[Event] = ()) -> None:
         def work(conn: sqlite3.Connection) -> None:
             conn.execute(_DELETE_PARTS, (upload_id,))
