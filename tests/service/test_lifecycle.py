@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,8 @@ from chunkd.backends.locks.local import LocalLocks
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
 from chunkd.domain import errors as e
-from chunkd.domain.upload import Status, Upload
+from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.service.concatenation import CONCATENATION_SOURCE
 from chunkd.service.uploads import EngineConfig, UploadService
 from tests.support.bodies import body
 
@@ -211,3 +213,39 @@ async def test_a_part_whose_upload_ends_while_its_bytes_are_on_disk_gets_the_upl
     with pytest.raises(expected):
         await sending
     assert setup.stored(upload) == []
+
+
+async def test_a_concatenation_whose_sources_ended_in_time_completes_instead_of_expiring(setup: Setup) -> None:
+    # The last source completed, but the assembly never ran (a kill -9 right after that commit,
+    # stood in for by unsubscribing the engine's own listener): the reaper finishes it when it
+    # comes due, rather than expiring a file whose bytes all arrived in time.
+    service = setup.service
+    data = [os.urandom(700), os.urandom(300)]
+    sources = []
+    for chunk in data:
+        source = await service.create(
+            "alice", filename="p", size_bytes=len(chunk), mode=Mode.APPEND, metadata={CONCATENATION_SOURCE: True}
+        )
+        sources.append(source)
+    final = await service.concatenate("alice", [s.id for s in sources], filename="all.bin", unfinished=True)
+    listeners = list(service.listeners)
+    service.listeners.clear()
+    for source, chunk in zip(sources, data, strict=True):
+        await service.append("alice", source.id, 0, body(chunk), finish=True)
+    service.listeners.extend(listeners)
+    assert (await service.get("alice", final.id)).status is Status.PENDING
+    setup.clock.now += TTL + timedelta(seconds=1)
+    assert await service.expire_due() == 0
+    got = await service.get("alice", final.id)
+    assert got.status is Status.COMPLETED and got.md5 == hashlib.md5(b"".join(data)).hexdigest()
+
+
+async def test_a_concatenation_whose_source_is_late_still_expires(setup: Setup) -> None:
+    service = setup.service
+    late = await service.create(
+        "alice", filename="p", size_bytes=3, mode=Mode.APPEND, metadata={CONCATENATION_SOURCE: True}
+    )
+    final = await service.concatenate("alice", [late.id], filename="all.bin", unfinished=True)
+    setup.clock.now += TTL + timedelta(seconds=1)
+    assert await service.expire_due() == 2  # the source and the concatenation waiting on it
+    assert (await service.get("alice", final.id)).status is Status.EXPIRED

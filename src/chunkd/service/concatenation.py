@@ -163,7 +163,13 @@ class Concatenation(Lifecycle):
         the event still to emit. A refusal by a pre-finish hook cancels it (its content will not change);
         any other failure removes what was placed and leaves it waiting."""
         now = self.clock()
-        upload.ensure_pending(now)  # a concatenation left waiting past its expiry is for expiry to end
+        # A concatenation left waiting past its expiry is for expiry to end, unless every source
+        # had ended before it was due: it was finished then, and only its assembly came late (a
+        # crash or an error after the last source completed). It completes now.
+        expires_at = upload.expires_at
+        if expires_at is not None and all(s.completed_at is not None and s.completed_at <= expires_at for s in sources):
+            upload.expires_at = None  # completing clears it anyway; the checks below must not expire it
+        upload.ensure_pending(now)
         try:
             parts = await self._fill(upload, sources)
             waiting = upload.metadata.pop(CONCATENATION)  # done waiting: nothing left to record
@@ -306,6 +312,21 @@ class Concatenation(Lifecycle):
         await self.repo.delete_upload(
             upload.id, [Event.for_upload(EventType.UPLOAD_DELETED, upload, self.clock(), parts=())]
         )
+
+    async def _finished_instead_of_expired(self, upload_id: str) -> bool:
+        """A waiting concatenation due to expire is settled first. Its sources may all have ended
+        with nobody left to settle it: a crash between the last source's completion and the
+        assembly (``_source_ended``), or an error there. It then completes (or is cancelled, if a
+        source went away) rather than expiring over finished sources."""
+        upload = await self.repo.get(upload_id, parts_from=None)
+        if upload is None or waiting_for(upload) is None:
+            return False
+        try:
+            settled = await self.finish_concatenation(upload.owner, upload_id)
+        except Exception:
+            log.warning("could not settle concatenation %s before its expiry", upload_id, exc_info=True)
+            return False
+        return settled.status is not Status.PENDING
 
     async def _source_ended(self, event: str, source: Upload) -> None:
         """A concatenation source finished or went away: settle the concatenations waiting on it.
