@@ -12,6 +12,8 @@ from collections.abc import Iterable
 import httpx
 import pytest
 
+from chunkd.domain.upload import PART_SIZE_FROM_PART_1, Mode
+from chunkd.frontends.pm.chunks import TOTAL_PARTS
 from tests.conftest import Api
 
 BOUNDARY = "----qqBoundary7MA4YWxkTrZu0gW"
@@ -452,3 +454,102 @@ async def test_out_of_range_chunk_index_is_zero_based(api: Api) -> None:
     ]
     body = assert_fine_uploader_error(await post_form(api, form(fields, data[:CHUNK])), 400, "qqpartindex")
     assert "between 0 and 1" in body["error"]
+
+
+async def test_seed_example_chunks_without_qqchunksize(api: Api) -> None:
+    """Seed 001 marks qqchunksize (and qqpartbyteoffset, qqtotalfilesize) optional; its example body
+    is only ``qqpartindex``, ``qqtotalparts`` and ``qqfile``, and chunks go "in series". Chunk 0
+    is then the measure of the chunk size."""
+    data = os.urandom(3 * CHUNK + 77)
+    first = await post_form(api, form([("qqpartindex", "0"), ("qqtotalparts", "4")], data[:CHUNK]))
+    assert first.status_code == 200, first.text
+    file_uuid = first.json()["file_uuid"]
+    assert first.json() == {"file_uuid": file_uuid, "success": True}
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.part_size == CHUNK and upload.size_bytes is None
+    # Chunk 0 again (a retry) is the same chunk; a later chunk of another size is refused, in chunk terms.
+    again = await post_form(
+        api, form([("qqpartindex", "0"), ("qqtotalparts", "4"), ("qquuid", file_uuid)], data[:CHUNK])
+    )
+    assert again.status_code == 200, again.text
+    fields = [("qquuid", file_uuid), ("qqpartindex", "1"), ("qqtotalparts", "4")]
+    assert_fine_uploader_error(await post_form(api, form(fields, data[CHUNK : 2 * CHUNK - 1])), 400, "qqfile")
+    for index in (1, 2, 3):
+        fields = [("qquuid", file_uuid), ("qqpartindex", str(index)), ("qqtotalparts", "4")]
+        response = await post_form(api, form(fields, data[index * CHUNK : (index + 1) * CHUNK]))
+        assert response.json() == {"file_uuid": file_uuid, "success": True}, response.text
+    body = f'{{\n  "qquuid": "{file_uuid}",\n  "qqfilename": "seed.bin",\n  "qqtotalparts": 4\n}}'
+    done = await api.client.post("/api/v2/pm/upload/?done/", content=body.encode(), headers=api.auth())
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+    native = (await api.client.get(f"/v1/files/{upload.id}", headers=api.auth())).json()
+    assert native["md5"] == hashlib.md5(data).hexdigest() and native["partSize"] == CHUNK
+
+
+async def test_without_qqchunksize_one_chunk_or_a_declared_size(api: Api) -> None:
+    # One chunk of one: the whole file.
+    data = os.urandom(CHUNK + 5)
+    one = await post_form(api, form([("qqpartindex", "0"), ("qqtotalparts", "1")], data))
+    assert one.status_code == 200, one.text
+    file_uuid = one.json()["file_uuid"]
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "one.bin"}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+    # With qqtotalfilesize: the size is declared once chunk 0 has measured the chunk size.
+    data = os.urandom(2 * CHUNK + 9)
+    fields = [("qqpartindex", "0"), ("qqtotalparts", "3"), ("qqtotalfilesize", str(len(data)))]
+    first = await post_form(api, form(fields, data[:CHUNK]))
+    assert first.status_code == 200, first.text
+    file_uuid = first.json()["file_uuid"]
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.size_bytes == len(data) and upload.part_count == 3
+    for index in (1, 2):
+        fields = [("qquuid", file_uuid), ("qqpartindex", str(index)), ("qqtotalparts", "3")]
+        response = await post_form(api, form(fields, data[index * CHUNK : (index + 1) * CHUNK]))
+        assert response.status_code == 200, response.text
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "three.bin"}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+
+
+async def test_later_chunk_before_chunk_0_measured_the_size(api: Api) -> None:
+    """Without a chunk size, chunk 0 must come first: a later chunk before it cannot be placed."""
+    data = os.urandom(2 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    early = [("qquuid", file_uuid), ("qqpartindex", "1"), ("qqtotalparts", "2")]
+    body = assert_fine_uploader_error(await post_form(api, form(early, data[CHUNK:])), 400, "qqchunksize")
+    assert "chunk 0" in body["error"]
+    assert await api.runtime.uploads.find("alice", "pm", file_uuid) is None
+    # While chunk 0 is still arriving (its upload exists, its part size provisional), a later chunk
+    # is asked to wait and retry: 409 upload_busy, retries left on, nothing stored.
+    measuring = await api.runtime.uploads.create(
+        "alice",
+        filename="m.bin",
+        size_bytes=None,
+        part_size=api.runtime.uploads.config.max_part_size,
+        mode=Mode.PARTS,
+        frontend="pm",
+        client_ref=file_uuid,
+        defer_size=True,
+        metadata={PART_SIZE_FROM_PART_1: True, TOTAL_PARTS: 2},
+        strict_part_size=False,
+    )
+    busy = await post_form(api, form(early, data[CHUNK:]))
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["code"] == "upload_busy" and "preventRetry" not in busy.json()
+    assert busy.headers["retry-after"] == "1"
+    assert (await api.runtime.uploads.get("alice", measuring.id)).parts_received == 0
+    first = await post_form(
+        api, form([("qquuid", file_uuid), ("qqpartindex", "0"), ("qqtotalparts", "2")], data[:CHUNK])
+    )
+    assert first.status_code == 200, first.text
+    assert (await post_form(api, form(early, data[CHUNK:]))).status_code == 200
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "m.bin"}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data

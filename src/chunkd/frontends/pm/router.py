@@ -104,7 +104,11 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                         "qqfiletype": _field("Media type of the file."),
                         "qqtotalfilesize": _field("Size of the whole file in bytes (optional).", "integer"),
                         "qqpartbyteoffset": _field("Byte offset of this chunk.", "integer"),
-                        "qqchunksize": _field("Size of this chunk in bytes.", "integer"),
+                        "qqchunksize": _field(
+                            "Size of this chunk in bytes (optional: without it, chunk 0's own size is the chunk"
+                            " size, and chunk 0 must be sent first).",
+                            "integer",
+                        ),
                         "qqfilename": _field("Name of the file."),
                         # Last: the fields that place the bytes must come before them.
                         "qqfile": {"type": "string", "format": "binary", "description": "The chunk (last part)."},
