@@ -553,3 +553,19 @@ async def test_later_chunk_before_chunk_0_measured_the_size(api: Api) -> None:
     )
     assert done.status_code == 200, done.text
     assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+
+
+async def test_done_body_errors_name_the_body(api: Api) -> None:
+    """A done request carries no qqfile: a body that is not JSON, or too long, is named as the body."""
+    file_uuid = str(uuid.uuid4())
+    # The seed's first example body, as printed (a comma missing).
+    broken = f'{{\n  "qquuid": "{file_uuid}",\n  "qqfilename": "string"\n  "qqtotalparts": 5\n}}'
+    response = await api.client.post("/api/v2/pm/upload/?done/", content=broken.encode(), headers=api.auth())
+    body = assert_fine_uploader_error(response, 400, "body")
+    assert "qqfile" not in body["error"]
+    huge = await api.client.post(
+        "/api/v2/pm/upload/?done",
+        content=b"qquuid=" + b"a" * 70_000,
+        headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_fine_uploader_error(huge, 413, "body")

@@ -45,7 +45,7 @@ from chunkd.frontends.pm.chunks import (
     store_chunk,
     store_whole_file,
 )
-from chunkd.frontends.pm.errors import ERROR_RESPONSES, render
+from chunkd.frontends.pm.errors import DONE_KEYS, ERROR_RESPONSES, is_done, render
 from chunkd.frontends.pm.fields import QQ
 from chunkd.service.uploads import UploadService
 
@@ -55,7 +55,6 @@ router = APIRouter(tags=["private messages"], route_class=dialect_route(render),
 
 BASE = "/api/v2/pm/upload"
 FileUuid = Annotated[str, Path(description="The file's qquuid.", min_length=1, max_length=128)]
-_DONE_KEYS = {"done", "done/"}
 
 
 def file_url(request: Request, file_uuid: str) -> str:
@@ -65,14 +64,8 @@ def file_url(request: Request, file_uuid: str) -> str:
 def _query(request: Request) -> tuple[bool, dict[str, str]]:
     """(is this a done request, the other query parameters)."""
     pairs = parse_qsl(request.url.query, keep_blank_values=True)
-    done = any(key in _DONE_KEYS for key, _ in pairs)
-    return done, {key: value for key, value in pairs if key not in _DONE_KEYS}
-
-
-def _is_done(scope: dict[str, Any]) -> bool:
-    """A ``?done`` request (finishing a chunked file: a write, not file bytes)."""
-    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-    return any(key in _DONE_KEYS for key, _ in pairs)
+    done = any(key in DONE_KEYS for key, _ in pairs)
+    return done, {key: value for key, value in pairs if key not in DONE_KEYS}
 
 
 def _field(description: str, kind: str = "string") -> dict[str, str]:
@@ -160,7 +153,7 @@ UPLOAD_OPENAPI: dict[str, Any] = {
     openapi_extra=UPLOAD_OPENAPI,
 )
 @router.post(BASE, include_in_schema=False)
-@takes_file_bytes(when=lambda scope: not _is_done(scope))
+@takes_file_bytes(when=lambda scope: not is_done(scope))  # done: a write, not file bytes
 async def upload(request: Request) -> JSONResponse:
     """Fine Uploader's upload endpoint and, with ``?done``, its chunking-success endpoint."""
     who = await principal(request, "files:create")
