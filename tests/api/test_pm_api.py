@@ -569,3 +569,41 @@ async def test_done_body_errors_name_the_body(api: Api) -> None:
         headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert_fine_uploader_error(huge, 413, "body")
+
+
+async def test_delete_as_a_post_with_method_override(api: Api) -> None:
+    """Fine Uploader's ``deleteFile.method: "POST"``: a POST to the endpoint itself with
+    ``_method=DELETE&qquuid=…`` url-encoded, instead of ``DELETE {endpoint}/{uuid}``."""
+    data = os.urandom(2 * CHUNK)
+    pending = str(uuid.uuid4())
+    await upload_chunks(api, data, pending, order=[0])
+    url_encoded = {**api.auth(), "Content-Type": "application/x-www-form-urlencoded"}
+    gone = await api.client.post("/api/v2/pm/upload", content=f"_method=DELETE&qquuid={pending}", headers=url_encoded)
+    assert gone.status_code == 200, gone.text
+    assert gone.json() == {"file_uuid": pending, "success": True}
+    upload = await api.runtime.uploads.find("alice", "pm", pending)
+    assert upload is not None and upload.status.value == "CANCELLED"
+    done_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, done_uuid)
+    await api.client.post("/api/v2/pm/upload/?done", data={"qquuid": done_uuid, "qqfilename": "d"}, headers=api.auth())
+    # bob cannot; a key with files:delete alone can (as with DELETE); the uuid is required.
+    other = await api.client.post(
+        "/api/v2/pm/upload/", content=f"_method=DELETE&qquuid={done_uuid}", headers={**url_encoded, **api.auth("bob")}
+    )
+    assert_fine_uploader_error(other, 404, "qquuid")
+    assert_fine_uploader_error(
+        await api.client.post("/api/v2/pm/upload/", content="_method=DELETE", headers=url_encoded), 400, "qquuid"
+    )
+    _, deleter = await api.runtime.keys.create("alice", "files:delete")
+    deleted = await api.client.post(
+        f"/api/v2/pm/upload/?_method=DELETE&qquuid={done_uuid}", headers={"Authorization": f"Bearer {deleter}"}
+    )
+    assert deleted.status_code == 200, deleted.text
+    assert (await api.runtime.uploads.find("alice", "pm", done_uuid)) is None
+    # _method=DELETE never lets a chunk in without files:create.
+    chunk = form(chunk_fields(data, 0, None), data[:CHUNK])
+    sneaky = await post_form(api, chunk, path="/api/v2/pm/upload/?_method=DELETE", who="reader")
+    assert_fine_uploader_error(sneaky, 403)
+    reader = {"Authorization": f"Bearer {api.keys['reader']}", "Content-Type": "application/x-www-form-urlencoded"}
+    no_scope = await api.client.post("/api/v2/pm/upload/", content=f"qquuid={done_uuid}", headers=reader)
+    assert_fine_uploader_error(no_scope, 403)

@@ -155,12 +155,19 @@ UPLOAD_OPENAPI: dict[str, Any] = {
 @router.post(BASE, include_in_schema=False)
 @takes_file_bytes(when=lambda scope: not is_done(scope))  # done: a write, not file bytes
 async def upload(request: Request) -> JSONResponse:
-    """Fine Uploader's upload endpoint and, with ``?done``, its chunking-success endpoint."""
-    who = await principal(request, "files:create")
+    """Fine Uploader's upload endpoint and, with ``?done``, its chunking-success endpoint; with
+    ``_method=DELETE`` (its ``deleteFile.method: "POST"``), its delete endpoint."""
+    who = await principal(request)
     done, query = _query(request)
+    if done or boundary_of(request.headers.get("content-type")) is not None:
+        await principal(request, "files:create")  # else a delete, perhaps: scoped in _upload
     if done:
         return await _done(request, who.owner, query)
     return await _upload(request, who.owner, query)
+
+
+def _deleting(fields: dict[str, str]) -> bool:
+    return fields.get("_method", "").strip().upper() == "DELETE"
 
 
 async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONResponse:
@@ -168,8 +175,17 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
     boundary = boundary_of(request.headers.get("content-type"))
     if boundary is None:
         # The seed's own examples send only the fields (JSON or url-encoded), which carry no bytes.
-        given = parse_small_body(await read_small_body(request.stream()), request.headers.get("content-type"))
-        QQ({**query, **given}).uuid()
+        given = {
+            **query,
+            **parse_small_body(await read_small_body(request.stream()), request.headers.get("content-type")),
+        }
+        if _deleting(given):
+            file_uuid = QQ(given).uuid()
+            if file_uuid is None:
+                raise e.InvalidInput("qquuid is required to delete a file", field="qquuid")
+            return await _delete(request, file_uuid)
+        await principal(request, "files:create")
+        QQ(given).uuid()
         raise e.InvalidInput(
             "qqfile is required: send the chunk as the qqfile file part of a multipart/form-data body", field="qqfile"
         )
@@ -292,6 +308,10 @@ async def info(request: Request, file_uuid: FileUuid) -> dict[str, Any]:
 async def delete(request: Request, file_uuid: FileUuid) -> JSONResponse:
     """Cancelling one's own unfinished upload is part of uploading (scope files:create, as the
     Files API's cancel); removing a finished file needs files:delete."""
+    return await _delete(request, file_uuid)
+
+
+async def _delete(request: Request, file_uuid: str) -> JSONResponse:
     who = await principal(request)
     service = runtime(request).uploads
     upload = await find_upload(service, who.owner, file_uuid)
