@@ -502,3 +502,18 @@ async def test_whole_file_without_content_range_is_at_most_one_chunk(api: Api) -
     assert response.status_code == 413, response.text
     assert response.json()["field"] == "image"
     assert (await api.client.get("/v1/files", headers=api.auth())).json()["data"] == []
+
+
+@pytest.mark.parametrize(("name", "make", "type"), [("scan.pdf", make_pdf, "doc"), ("photo.png", make_png, "image")])
+async def test_django_chunked_upload_default_field_file(api: Api, name: str, make: Any, type: str) -> None:
+    """django-chunked-upload's view takes the chunk in a field named ``file``: accepted too, the
+    type then coming from the extension (else the content's check as an image)."""
+    data = make()
+    upload_id = await chunked_upload(api.client, data, name, api.auth(), field="file")
+    response = await complete(api, upload_id, hashlib.md5(data).hexdigest())
+    assert response.status_code == 201, response.text
+    assert response.json()["type"] == type
+    # A file of at most one chunk, sent whole (no Content-Range), in the same field.
+    whole = await api.client.post(CHUNK_PATH, files={"file": (name, data[:CHUNK])}, headers=api.auth())
+    assert whole.status_code == 201, whole.text
+    assert whole.json()["offset"] == len(data[:CHUNK])

@@ -33,7 +33,16 @@ from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["router"]
 
-FILE_FIELDS = frozenset({"image", "document"})
+# The service's two fields, and django-chunked-upload's own default ("file": the type then comes
+# from the file's extension only).
+FILE_FIELDS = frozenset({"image", "document", "file"})
+
+
+def _hint(field: str) -> MediaType | None:
+    """The media type the form field suggests (``default_type`` decides by extension first)."""
+    return MediaType.DOC if field == "document" else MediaType.IMAGE if field == "image" else None
+
+
 _CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
 
 MediaId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The media's id (a 32-bit integer column).")]
@@ -82,8 +91,8 @@ def _content_range(header: str | None) -> tuple[int, int, int] | None:
 @_both("POST", "/upload/chunk/", status_code=201, summary="Upload one chunk (django-chunked-upload protocol)")
 @takes_file_bytes()
 async def upload_chunk(request: Request) -> dict[str, Any]:
-    """``multipart/form-data``: the chunk in ``image`` or ``document``, ``upload_id`` from the
-    second chunk on (before the file part), ``Content-Range: bytes START-END/TOTAL``. Answers
+    """``multipart/form-data``: the chunk in ``image`` or ``document`` (or ``file``), ``upload_id``
+    from the second chunk on (before the file part), ``Content-Range: bytes START-END/TOTAL``. Answers
     ``{upload_id, offset, expires}``; a chunk that does not start at ``offset`` is refused (400,
     with the expected ``offset``) and nothing of it is kept. Without ``Content-Range`` (and without
     ``upload_id``) the chunk is the whole file, at most one chunk long."""
@@ -119,8 +128,7 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
                 field="Content-Range",
             )
     else:
-        hint = MediaType.DOC if part.name == "document" else MediaType.IMAGE
-        media.check_size(default_type(part.filename, hint), total)
+        media.check_size(default_type(part.filename, _hint(part.name)), total)
         if start != 0:
             raise e.OffsetMismatch(
                 f"the first chunk must start at byte 0, not {start} (or send upload_id before the file part)",
@@ -188,8 +196,7 @@ async def _whole_file(
             raise _chunk_too_large(media, "send a larger file in chunks with Content-Range", part.name) from None
         if (await form.finish()).get("upload_id"):
             raise e.InvalidInput("upload_id must come before the file part", field="upload_id")
-        hint = MediaType.DOC if part.name == "document" else MediaType.IMAGE
-        media.check_size(default_type(part.filename, hint), upload.bytes_received)
+        media.check_size(default_type(part.filename, _hint(part.name)), upload.bytes_received)
         upload = await service.declare_size(owner, upload.id, upload.bytes_received)
     except BaseException:
         with suppress(e.ChunkdError):  # a whole file that failed leaves nothing behind
