@@ -487,6 +487,9 @@ async def test_seed_example_chunks_without_qqchunksize(api: Api) -> None:
 
 
 async def test_without_qqchunksize_one_chunk_or_a_declared_size(api: Api) -> None:
+    # An empty chunk 0 measures nothing: refused in chunk terms, as any empty chunk.
+    empty = await post_form(api, form([("qqpartindex", "0"), ("qqtotalparts", "2")], b""))
+    assert "chunk 0 must be 1 to" in assert_fine_uploader_error(empty, 400, "qqfile")["error"]
     # One chunk of one: the whole file.
     data = os.urandom(CHUNK + 5)
     one = await post_form(api, form([("qqpartindex", "0"), ("qqtotalparts", "1")], data))

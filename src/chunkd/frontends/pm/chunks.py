@@ -145,7 +145,7 @@ async def _find_or_create(service: UploadService, owner: str, file_uuid: str, qq
             filename=filename,
             size_bytes=None if deferred else total_size,
             mime_type=mime,
-            part_size=service.config.max_part_size if part_size is None else part_size,
+            part_size=_largest_chunk(service) if part_size is None else part_size,
             mode=Mode.PARTS,
             frontend=FRONTEND,
             client_ref=file_uuid,
@@ -159,6 +159,11 @@ async def _find_or_create(service: UploadService, owner: str, file_uuid: str, qq
             raise
         # Concurrent first chunks of one file: another request created it a moment ago.
         return await find_upload(service, owner, file_uuid)
+
+
+def _largest_chunk(service: UploadService) -> int:
+    """The provisional part size of an upload whose chunk 0 is still measuring it."""
+    return max(1, min(service.config.max_part_size, service.config.max_file_size))
 
 
 def _check_chunk(upload: Upload, qq: QQ, index: int) -> None:
@@ -226,7 +231,7 @@ async def store_chunk(
         part = await service.put_part(owner, upload.id, index + 1, file_bytes(events), last=last or measuring)
     except e.PartSizeMismatch as exc:  # say it in chunk terms (the engine counts parts from 1)
         expected = exc.details.get("expectedSize")
-        size = f"1 to {expected}" if last else str(expected)
+        size = f"1 to {expected}" if last or measuring else str(expected)
         raise e.PartSizeMismatch(
             f"qqfile of chunk {index} must be {size} bytes", field="qqfile", expectedSize=expected
         ) from None
