@@ -121,7 +121,8 @@ async def test_token_scopes_bind_the_asset_api(make_api: MakeApi) -> None:
 async def test_authorization_as_the_seed_reads_it(make_api: MakeApi) -> None:
     """Seed 003 says only that ``Authorization`` is "provided by Authentication Token creation
     operation": a client may send the token as is, without ``Bearer``. Its BasicAuth scheme is
-    also met by the whole API key as the user (empty password) or as the password."""
+    also met by the whole API key as the user (empty password) or as the password. ``AccessToken``
+    may carry the JWT with a ``Bearer`` prefix, as ``Authorization`` would."""
     async with make_api(asset_part_size=5) as api:
         key = api.keys["alice"]
         token = await _token(api, "alice")
@@ -135,6 +136,7 @@ async def test_authorization_as_the_seed_reads_it(make_api: MakeApi) -> None:
         bare = {"X-API-Key": key, "Authorization": token, "AccessToken": token, "Content-Type": "application/json"}
         for headers in (
             {"Authorization": token},
+            {"AccessToken": f"Bearer {token}"},
             {"Authorization": key},
             {"Authorization": basic(key, "")},
             {"Authorization": basic("", key)},

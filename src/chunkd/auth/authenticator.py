@@ -5,7 +5,8 @@
 The asset API's document (seed 003) says only that ``Authorization`` is "provided by [the]
 Authentication Token creation operation" and lists BasicAuth, so two more readings are accepted:
 the API key or access token alone, without a scheme, and Basic with the whole API key as the user
-(empty password) or as the password (any user), as many key-over-Basic APIs take it."""
+(empty password) or as the password (any user), as many key-over-Basic APIs take it; and
+``AccessToken`` may carry its token after ``Bearer``, as ``Authorization`` does."""
 
 from __future__ import annotations
 
@@ -95,9 +96,13 @@ class Authenticator:
         if api_key is not None:
             principals.append(await self.keys.verify(api_key.strip()))
         if access_token is not None:
-            if not access_token.strip():
+            token = access_token.strip()
+            scheme, _, rest = token.partition(" ")
+            if scheme.lower() == "bearer":  # the token as Authorization would carry it
+                token = rest.strip()
+            if not token:
                 raise Unauthenticated("the AccessToken header is empty")
-            principals.append(await self._bearer(access_token.strip()))
+            principals.append(await self._bearer(token))
         if not principals:
             raise Unauthenticated("credentials required: Authorization: Bearer <key>, or X-API-Key")
         if len(principals) > 1 and any(p.upload_link is not None for p in principals):
