@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from typing import Annotated, Any
 
@@ -94,8 +94,10 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
     """``multipart/form-data``: the chunk in ``image`` or ``document`` (or ``file``), ``upload_id``
     from the second chunk on (before the file part), ``Content-Range: bytes START-END/TOTAL``. Answers
     ``{upload_id, offset, expires}``; a chunk that does not start at ``offset`` is refused (400,
-    with the expected ``offset``) and nothing of it is kept. Without ``Content-Range`` (and without
-    ``upload_id``) the chunk is the whole file, at most one chunk long."""
+    with the expected ``offset``) and nothing of it is kept. A later chunk may name its
+    ``upload_id`` after the file part too (held in memory then: it is at most one chunk).
+    Without ``Content-Range`` (and without ``upload_id``) the chunk is the whole file, at most one
+    chunk long."""
     who = await principal(request, "files:create")
     media = media_service(request)
     service = media.uploads
@@ -117,6 +119,14 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
                 field="Content-Range",
             )
         return await _whole_file(request, who.owner, media, form, part)
+    body = part.body()
+    if upload_id is None and start != 0:
+        # A later chunk whose form names upload_id after the file part (django-chunked-upload
+        # reads a form in any order): the chunk, at most media_max_chunk_bytes (checked above), is
+        # held until the end of the form names its upload.
+        held = await _hold(body, length)
+        upload_id = form.fields.get("upload_id") or None
+        body = _replay(held)
     created = False
     if upload_id is not None:
         upload = await service.get(who.owner, upload_id, with_parts=False)
@@ -141,7 +151,7 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
         # A chunk retried after a dead connection ends the stale one (on any node) instead of a 409.
         async with runtime(request).takeover.take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
             upload = await service.append(
-                who.owner, upload.id, start, writer.guard(part.body()), exact_size=length, lock_timeout=TAKE_OVER_WAIT
+                who.owner, upload.id, start, writer.guard(body), exact_size=length, lock_timeout=TAKE_OVER_WAIT
             )
         fields = await form.finish()
         late = fields.get("upload_id") or None
@@ -153,6 +163,20 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
                 await service.delete(who.owner, upload.id)
         raise
     return {"upload_id": upload.id, "offset": upload.bytes_received, "expires": isotime(upload.expires_at)}
+
+
+async def _hold(body: AsyncIterator[bytes], length: int) -> bytes:
+    """The chunk's bytes in memory, refused past its announced ``length``."""
+    held = bytearray()
+    async for piece in body:
+        held += piece
+        if len(held) > length:
+            raise e.SizeMismatch(f"the body is longer than {length} bytes", field="body")
+    return bytes(held)
+
+
+async def _replay(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _chunk_too_large(media: MediaService, what: str, field: str) -> e.TooLarge:
