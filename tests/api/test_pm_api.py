@@ -210,12 +210,15 @@ async def test_fields_after_the_file(api: Api) -> None:
     late_name = form([("qqfilename", "late.txt")], b"late bytes", file_first=True)
     response = await post_form(api, late_name)
     assert response.status_code == 200, response.text
-    # Chunk fields after the bytes: the bytes could not be placed; a clear 400 and nothing kept.
+    # Chunk fields after bytes that were not held (longer than pm_max_held_chunk_bytes; see
+    # test_fields_after_the_file_in_the_seed_table_order) or after fields that placed them: the
+    # bytes could not be placed; a clear 400 and nothing kept.
+    api.runtime.settings.pm_max_held_chunk_bytes = CHUNK // 2
     data = os.urandom(2 * CHUNK)
     late_chunk = form(chunk_fields(data, 0, None), data[:CHUNK], file_first=True)
     assert_fine_uploader_error(await post_form(api, late_chunk), 400, "qqpartindex")
-    # The client's own qquuid after the bytes: they went to a server-named file, so the same.
-    late_uuid = form([("qquuid", str(uuid.uuid4()))], b"bytes", file_first=True)
+    # The client's own qquuid after bytes that were not held: they went to a server-named file.
+    late_uuid = form([("qquuid", str(uuid.uuid4()))], os.urandom(CHUNK), file_first=True)
     assert_fine_uploader_error(await post_form(api, late_uuid), 400, "qquuid")
     late_chunk_uuid = form(chunk_fields(data, 0, None), data[:CHUNK], after=[("qquuid", str(uuid.uuid4()))])
     assert_fine_uploader_error(await post_form(api, late_chunk_uuid), 400, "qquuid")
@@ -610,3 +613,27 @@ async def test_delete_as_a_post_with_method_override(api: Api) -> None:
     reader = {"Authorization": f"Bearer {api.keys['reader']}", "Content-Type": "application/x-www-form-urlencoded"}
     no_scope = await api.client.post("/api/v2/pm/upload/", content=f"qquuid={done_uuid}", headers=reader)
     assert_fine_uploader_error(no_scope, 403)
+
+
+async def test_fields_after_the_file_in_the_seed_table_order(api: Api) -> None:
+    """A client that builds its form in the seed's table order sends qqfile first, then qquuid,
+    qqpartindex, qqtotalparts…: a file part with nothing before it is held (up to
+    pm_max_held_chunk_bytes) until the fields after it say where it goes."""
+    data = os.urandom(2 * CHUNK + 11)
+    first = await post_form(api, form([], data[:CHUNK], after=[("qqpartindex", "0"), ("qqtotalparts", "3")]))
+    assert first.status_code == 200, first.text
+    file_uuid = first.json()["file_uuid"]
+    for index in (1, 2):
+        after = [("qquuid", file_uuid), ("qqpartindex", str(index)), ("qqtotalparts", "3")]
+        response = await post_form(api, form([], data[index * CHUNK : (index + 1) * CHUNK], after=after))
+        assert response.json() == {"file_uuid": file_uuid, "success": True}, response.text
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done/", data={"qquuid": file_uuid, "qqfilename": "t.bin"}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+    # A whole file named after its bytes, with its own qquuid: also fine now.
+    own = str(uuid.uuid4())
+    whole = await post_form(api, form([], b"late bytes", after=[("qquuid", own), ("qqfilename", "w.txt")]))
+    assert whole.status_code == 200 and whole.json()["file_uuid"] == own, whole.text
+    assert (await api.client.get(whole.json()["file_url"], headers=api.auth())).content == b"late bytes"

@@ -15,6 +15,7 @@ Every path also answers without its trailing slash. Errors use Fine Uploader's s
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -34,7 +35,7 @@ from chunkd.frontends.http import (
     runtime,
     takes_file_bytes,
 )
-from chunkd.frontends.multipart import FileStart, TextField, boundary_of, form_events
+from chunkd.frontends.multipart import FileData, FileEnd, FileStart, FormEvent, TextField, boundary_of, form_events
 from chunkd.frontends.openapi import form_schema
 from chunkd.frontends.pm.chunks import (
     CHUNK_FIELDS,
@@ -190,7 +191,7 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
             "qqfile is required: send the chunk as the qqfile file part of a multipart/form-data body", field="qqfile"
         )
     fields: dict[str, str] = dict(query)
-    events = form_events(request.stream(), boundary, file_fields=frozenset({"qqfile"}))
+    events: AsyncIterator[FormEvent] = form_events(request.stream(), boundary, file_fields=frozenset({"qqfile"}))
     stored: Stored | None = None
     async for event in events:
         if isinstance(event, TextField):
@@ -208,6 +209,16 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
                 raise e.InvalidInput("only one qqfile per request", field="qqfile")
             qq = QQ(fields)
             qq.md5()  # a malformed qqmd5 is refused before any byte is stored
+            limit = runtime(request).settings.pm_max_held_chunk_bytes
+            if limit > 0 and not any(name in qq for name in _PLACING):
+                # Nothing before the bytes says where they go (a form built in the seed's table
+                # order: qqfile first): hold them, up to a bound, to read the fields after them.
+                held, ended = await _hold(events, limit)
+                if ended:
+                    await _read_rest(events, fields)
+                    qq = QQ(fields)
+                    qq.md5()
+                events = _replay(held, ended, events)
             if any(name in qq for name in CHUNK_FIELDS):
                 stored = await store_chunk(service, owner, qq, event, events)
             else:
@@ -220,6 +231,44 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
         await finish_whole_file(service, owner, stored, QQ(fields))
         body["file_url"] = file_url(request, stored.file_uuid)
     return JSONResponse(body)
+
+
+# Fields that, sent before qqfile, say where its bytes go.
+_PLACING = (*CHUNK_FIELDS, "qquuid", "qqfilename", "qqtotalfilesize")
+
+
+async def _hold(events: AsyncIterator[FormEvent], limit: int) -> tuple[list[FormEvent], bool]:
+    """The file part's events up to ``limit`` bytes: (the events, whether the part ended)."""
+    held: list[FormEvent] = []
+    size = 0
+    while size <= limit:
+        event = await anext(events, None)
+        if event is None:
+            break  # the form ends inside the file: file_bytes says so
+        held.append(event)
+        if isinstance(event, FileEnd):
+            return held, True
+        if isinstance(event, FileData):
+            size += len(event.data)
+    return held, False
+
+
+async def _read_rest(events: AsyncIterator[FormEvent], fields: dict[str, str]) -> None:
+    """The text fields after a held file part (a second qqfile is refused)."""
+    async for event in events:
+        if isinstance(event, TextField):
+            fields[event.name] = event.value
+        elif isinstance(event, FileStart):
+            raise e.InvalidInput("only one qqfile per request", field="qqfile")
+
+
+async def _replay(held: list[FormEvent], ended: bool, rest: AsyncIterator[FormEvent]) -> AsyncIterator[FormEvent]:
+    """The held events, then (when the file part had not ended) the rest of the form."""
+    for event in held:
+        yield event
+    if not ended:
+        async for event in rest:
+            yield event
 
 
 async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResponse:
