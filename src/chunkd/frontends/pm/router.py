@@ -2,7 +2,8 @@
 traditional-server protocol.
 
 * ``POST /api/v2/pm/upload/`` — multipart/form-data, one chunk (or a whole small file) per request,
-  streamed into storage as it is parsed → ``{"file_uuid", "success": true}``.
+  streamed into storage as it is parsed (held, up to ``pm_max_held_chunk_bytes``, when it comes
+  before every field that places it) → ``{"file_uuid", "success": true}``.
 * ``POST /api/v2/pm/upload/?done`` (or ``?done/``) — url-encoded or JSON → ``{"file_url",
   "file_uuid", "success": true}``.
 * ``GET /api/v2/pm/upload/{uuid}`` — the file (``file_url``); ``GET …/{uuid}/info`` — its File
