@@ -15,7 +15,7 @@ import binascii
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from chunkd.auth.keys import KeyService
+from chunkd.auth.keys import KeyService, is_key_id
 from chunkd.auth.principal import Principal
 from chunkd.domain.errors import InvalidInput, Unauthenticated
 
@@ -69,6 +69,8 @@ class Authenticator:
             raise Unauthenticated("malformed Basic credentials") from None
         if not sep:
             raise Unauthenticated("malformed Basic credentials")
+        if is_key_id(user):  # key id and secret (a secret may begin with "ck_" too)
+            return await self.keys.verify_pair(user, password)
         if password.startswith("ck_"):  # the whole key as the password
             return await self.keys.verify(password)
         if user.startswith("ck_") and not password:  # the whole key as the user
