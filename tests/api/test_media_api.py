@@ -404,27 +404,45 @@ async def test_type_defaults_from_extension_then_field(api: Api) -> None:
     assert download.content == pdf and download.headers["content-type"] == "application/pdf"
 
 
-async def test_upload_id_after_the_file_part_is_refused_and_nothing_kept(api: Api) -> None:
+async def test_upload_id_after_the_file_part(api: Api) -> None:
+    """django-chunked-upload reads the form in any order: a later chunk may name its upload_id
+    after the file part (a FormData built file first, ``curl -F image=@… -F upload_id=…``). The
+    chunk (at most one chunk long) is then held until the form's end names the upload. A first
+    chunk followed by an upload_id is refused, and nothing of it kept."""
     first = await api.client.post(
         CHUNK_PATH, files={"image": ("p.png", b"x" * 100)}, headers=chunk_headers(api, 0, 99, 300)
     )
     upload_id = first.json()["upload_id"]
-    # httpx puts data fields first; build a body with the file part before upload_id by hand.
-    body = (
-        b'--B\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n\r\n'
-        + b"y" * 100
-        + b'\r\n--B\r\nContent-Disposition: form-data; name="upload_id"\r\n\r\n'
-        + upload_id.encode()
-        + b"\r\n--B--\r\n"
-    )
-    late = await api.client.post(
-        CHUNK_PATH,
-        content=body,
-        headers={**chunk_headers(api, 100, 199, 300), "Content-Type": "multipart/form-data; boundary=B"},
-    )
-    assert late.status_code == 400 and late.json()["offset"] == 0  # read as a new upload's first chunk
+
+    def file_first(data: bytes, upload: str | None) -> bytes:
+        # httpx puts data fields first; build a body with the file part before upload_id by hand.
+        late_field = b""
+        if upload is not None:
+            late_field = b'--B\r\nContent-Disposition: form-data; name="upload_id"\r\n\r\n' + upload.encode() + b"\r\n"
+        return (
+            b'--B\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n\r\n'
+            + data
+            + b"\r\n"
+            + late_field
+            + b"--B--\r\n"
+        )
+
+    def headers(start: int, end: int) -> dict[str, str]:
+        return {**chunk_headers(api, start, end, 300), "Content-Type": "multipart/form-data; boundary=B"}
+
+    late = await api.client.post(CHUNK_PATH, content=file_first(b"y" * 100, upload_id), headers=headers(100, 199))
+    assert late.status_code == 201, late.text
+    assert late.json()["upload_id"] == upload_id and late.json()["offset"] == 200
+    # Longer than its Content-Range, at a wrong offset, or naming no upload at all: refused, nothing kept.
+    long = await api.client.post(CHUNK_PATH, content=file_first(b"z" * 101, upload_id), headers=headers(200, 299))
+    assert long.status_code == 400, long.text
+    wrong = await api.client.post(CHUNK_PATH, content=file_first(b"z" * 100, upload_id), headers=headers(100, 199))
+    assert wrong.status_code == 400 and wrong.json()["offset"] == 200
+    nameless = await api.client.post(CHUNK_PATH, content=file_first(b"z" * 100, None), headers=headers(200, 299))
+    assert nameless.status_code == 400 and nameless.json()["offset"] == 0  # read as a new upload's first chunk
     listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
-    assert [f["id"] for f in listed] == [upload_id] and listed[0]["bytesReceived"] == 100
+    assert [f["id"] for f in listed] == [upload_id] and listed[0]["bytesReceived"] == 200
+    body = file_first(b"y" * 100, upload_id)
     at_zero = await api.client.post(
         CHUNK_PATH,
         content=body,
@@ -502,3 +520,18 @@ async def test_whole_file_without_content_range_is_at_most_one_chunk(api: Api) -
     assert response.status_code == 413, response.text
     assert response.json()["field"] == "image"
     assert (await api.client.get("/v1/files", headers=api.auth())).json()["data"] == []
+
+
+@pytest.mark.parametrize(("name", "make", "type"), [("scan.pdf", make_pdf, "doc"), ("photo.png", make_png, "image")])
+async def test_django_chunked_upload_default_field_file(api: Api, name: str, make: Any, type: str) -> None:
+    """django-chunked-upload's view takes the chunk in a field named ``file``: accepted too, the
+    type then coming from the extension (else the content's check as an image)."""
+    data = make()
+    upload_id = await chunked_upload(api.client, data, name, api.auth(), field="file")
+    response = await complete(api, upload_id, hashlib.md5(data).hexdigest())
+    assert response.status_code == 201, response.text
+    assert response.json()["type"] == type
+    # A file of at most one chunk, sent whole (no Content-Range), in the same field.
+    whole = await api.client.post(CHUNK_PATH, files={"file": (name, data[:CHUNK])}, headers=api.auth())
+    assert whole.status_code == 201, whole.text
+    assert whole.json()["offset"] == len(data[:CHUNK])

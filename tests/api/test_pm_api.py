@@ -12,6 +12,8 @@ from collections.abc import Iterable
 import httpx
 import pytest
 
+from chunkd.domain.upload import PART_SIZE_FROM_PART_1, Mode
+from chunkd.frontends.pm.chunks import TOTAL_PARTS
 from tests.conftest import Api
 
 BOUNDARY = "----qqBoundary7MA4YWxkTrZu0gW"
@@ -208,12 +210,15 @@ async def test_fields_after_the_file(api: Api) -> None:
     late_name = form([("qqfilename", "late.txt")], b"late bytes", file_first=True)
     response = await post_form(api, late_name)
     assert response.status_code == 200, response.text
-    # Chunk fields after the bytes: the bytes could not be placed; a clear 400 and nothing kept.
+    # Chunk fields after bytes that were not held (longer than pm_max_held_chunk_bytes; see
+    # test_fields_after_the_file_in_the_seed_table_order) or after fields that placed them: the
+    # bytes could not be placed; a clear 400 and nothing kept.
+    api.runtime.settings.pm_max_held_chunk_bytes = CHUNK // 2
     data = os.urandom(2 * CHUNK)
     late_chunk = form(chunk_fields(data, 0, None), data[:CHUNK], file_first=True)
     assert_fine_uploader_error(await post_form(api, late_chunk), 400, "qqpartindex")
-    # The client's own qquuid after the bytes: they went to a server-named file, so the same.
-    late_uuid = form([("qquuid", str(uuid.uuid4()))], b"bytes", file_first=True)
+    # The client's own qquuid after bytes that were not held: they went to a server-named file.
+    late_uuid = form([("qquuid", str(uuid.uuid4()))], os.urandom(CHUNK), file_first=True)
     assert_fine_uploader_error(await post_form(api, late_uuid), 400, "qquuid")
     late_chunk_uuid = form(chunk_fields(data, 0, None), data[:CHUNK], after=[("qquuid", str(uuid.uuid4()))])
     assert_fine_uploader_error(await post_form(api, late_chunk_uuid), 400, "qquuid")
@@ -452,3 +457,183 @@ async def test_out_of_range_chunk_index_is_zero_based(api: Api) -> None:
     ]
     body = assert_fine_uploader_error(await post_form(api, form(fields, data[:CHUNK])), 400, "qqpartindex")
     assert "between 0 and 1" in body["error"]
+
+
+async def test_seed_example_chunks_without_qqchunksize(api: Api) -> None:
+    """Seed 001 marks qqchunksize (and qqpartbyteoffset, qqtotalfilesize) optional; its example body
+    is only ``qqpartindex``, ``qqtotalparts`` and ``qqfile``, and chunks go "in series". Chunk 0
+    is then the measure of the chunk size."""
+    data = os.urandom(3 * CHUNK + 77)
+    first = await post_form(api, form([("qqpartindex", "0"), ("qqtotalparts", "4")], data[:CHUNK]))
+    assert first.status_code == 200, first.text
+    file_uuid = first.json()["file_uuid"]
+    assert first.json() == {"file_uuid": file_uuid, "success": True}
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.part_size == CHUNK and upload.size_bytes is None
+    # Chunk 0 again (a retry) is the same chunk; a later chunk of another size is refused, in chunk terms.
+    again = await post_form(
+        api, form([("qqpartindex", "0"), ("qqtotalparts", "4"), ("qquuid", file_uuid)], data[:CHUNK])
+    )
+    assert again.status_code == 200, again.text
+    fields = [("qquuid", file_uuid), ("qqpartindex", "1"), ("qqtotalparts", "4")]
+    assert_fine_uploader_error(await post_form(api, form(fields, data[CHUNK : 2 * CHUNK - 1])), 400, "qqfile")
+    for index in (1, 2, 3):
+        fields = [("qquuid", file_uuid), ("qqpartindex", str(index)), ("qqtotalparts", "4")]
+        response = await post_form(api, form(fields, data[index * CHUNK : (index + 1) * CHUNK]))
+        assert response.json() == {"file_uuid": file_uuid, "success": True}, response.text
+    body = f'{{\n  "qquuid": "{file_uuid}",\n  "qqfilename": "seed.bin",\n  "qqtotalparts": 4\n}}'
+    done = await api.client.post("/api/v2/pm/upload/?done/", content=body.encode(), headers=api.auth())
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+    native = (await api.client.get(f"/v1/files/{upload.id}", headers=api.auth())).json()
+    assert native["md5"] == hashlib.md5(data).hexdigest() and native["partSize"] == CHUNK
+
+
+async def test_without_qqchunksize_one_chunk_or_a_declared_size(api: Api) -> None:
+    # An empty chunk 0 measures nothing: refused in chunk terms, as any empty chunk.
+    empty = await post_form(api, form([("qqpartindex", "0"), ("qqtotalparts", "2")], b""))
+    assert "chunk 0 must be 1 to" in assert_fine_uploader_error(empty, 400, "qqfile")["error"]
+    # One chunk of one: the whole file.
+    data = os.urandom(CHUNK + 5)
+    one = await post_form(api, form([("qqpartindex", "0"), ("qqtotalparts", "1")], data))
+    assert one.status_code == 200, one.text
+    file_uuid = one.json()["file_uuid"]
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "one.bin"}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+    # With qqtotalfilesize: the size is declared once chunk 0 has measured the chunk size.
+    data = os.urandom(2 * CHUNK + 9)
+    fields = [("qqpartindex", "0"), ("qqtotalparts", "3"), ("qqtotalfilesize", str(len(data)))]
+    first = await post_form(api, form(fields, data[:CHUNK]))
+    assert first.status_code == 200, first.text
+    file_uuid = first.json()["file_uuid"]
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.size_bytes == len(data) and upload.part_count == 3
+    for index in (1, 2):
+        fields = [("qquuid", file_uuid), ("qqpartindex", str(index)), ("qqtotalparts", "3")]
+        response = await post_form(api, form(fields, data[index * CHUNK : (index + 1) * CHUNK]))
+        assert response.status_code == 200, response.text
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "three.bin"}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+
+
+async def test_later_chunk_before_chunk_0_measured_the_size(api: Api) -> None:
+    """Without a chunk size, chunk 0 must come first: a later chunk before it cannot be placed."""
+    data = os.urandom(2 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    early = [("qquuid", file_uuid), ("qqpartindex", "1"), ("qqtotalparts", "2")]
+    body = assert_fine_uploader_error(await post_form(api, form(early, data[CHUNK:])), 400, "qqchunksize")
+    assert "chunk 0" in body["error"]
+    assert await api.runtime.uploads.find("alice", "pm", file_uuid) is None
+    # While chunk 0 is still arriving (its upload exists, its part size provisional), a later chunk
+    # is asked to wait and retry: 409 upload_busy, retries left on, nothing stored.
+    measuring = await api.runtime.uploads.create(
+        "alice",
+        filename="m.bin",
+        size_bytes=None,
+        part_size=api.runtime.uploads.config.max_part_size,
+        mode=Mode.PARTS,
+        frontend="pm",
+        client_ref=file_uuid,
+        defer_size=True,
+        metadata={PART_SIZE_FROM_PART_1: True, TOTAL_PARTS: 2},
+        strict_part_size=False,
+    )
+    busy = await post_form(api, form(early, data[CHUNK:]))
+    assert busy.status_code == 409, busy.text
+    assert busy.json()["code"] == "upload_busy" and "preventRetry" not in busy.json()
+    assert busy.headers["retry-after"] == "1"
+    assert (await api.runtime.uploads.get("alice", measuring.id)).parts_received == 0
+    first = await post_form(
+        api, form([("qquuid", file_uuid), ("qqpartindex", "0"), ("qqtotalparts", "2")], data[:CHUNK])
+    )
+    assert first.status_code == 200, first.text
+    assert (await post_form(api, form(early, data[CHUNK:]))).status_code == 200
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "m.bin"}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+
+
+async def test_done_body_errors_name_the_body(api: Api) -> None:
+    """A done request carries no qqfile: a body that is not JSON, or too long, is named as the body."""
+    file_uuid = str(uuid.uuid4())
+    # The seed's first example body, as printed (a comma missing).
+    broken = f'{{\n  "qquuid": "{file_uuid}",\n  "qqfilename": "string"\n  "qqtotalparts": 5\n}}'
+    response = await api.client.post("/api/v2/pm/upload/?done/", content=broken.encode(), headers=api.auth())
+    body = assert_fine_uploader_error(response, 400, "body")
+    assert "qqfile" not in body["error"]
+    huge = await api.client.post(
+        "/api/v2/pm/upload/?done",
+        content=b"qquuid=" + b"a" * 70_000,
+        headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_fine_uploader_error(huge, 413, "body")
+
+
+async def test_delete_as_a_post_with_method_override(api: Api) -> None:
+    """Fine Uploader's ``deleteFile.method: "POST"``: a POST to the endpoint itself with
+    ``_method=DELETE&qquuid=…`` url-encoded, instead of ``DELETE {endpoint}/{uuid}``."""
+    data = os.urandom(2 * CHUNK)
+    pending = str(uuid.uuid4())
+    await upload_chunks(api, data, pending, order=[0])
+    url_encoded = {**api.auth(), "Content-Type": "application/x-www-form-urlencoded"}
+    gone = await api.client.post("/api/v2/pm/upload", content=f"_method=DELETE&qquuid={pending}", headers=url_encoded)
+    assert gone.status_code == 200, gone.text
+    assert gone.json() == {"file_uuid": pending, "success": True}
+    upload = await api.runtime.uploads.find("alice", "pm", pending)
+    assert upload is not None and upload.status.value == "CANCELLED"
+    done_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, done_uuid)
+    await api.client.post("/api/v2/pm/upload/?done", data={"qquuid": done_uuid, "qqfilename": "d"}, headers=api.auth())
+    # bob cannot; a key with files:delete alone can (as with DELETE); the uuid is required.
+    other = await api.client.post(
+        "/api/v2/pm/upload/", content=f"_method=DELETE&qquuid={done_uuid}", headers={**url_encoded, **api.auth("bob")}
+    )
+    assert_fine_uploader_error(other, 404, "qquuid")
+    assert_fine_uploader_error(
+        await api.client.post("/api/v2/pm/upload/", content="_method=DELETE", headers=url_encoded), 400, "qquuid"
+    )
+    _, deleter = await api.runtime.keys.create("alice", "files:delete")
+    deleted = await api.client.post(
+        f"/api/v2/pm/upload/?_method=DELETE&qquuid={done_uuid}", headers={"Authorization": f"Bearer {deleter}"}
+    )
+    assert deleted.status_code == 200, deleted.text
+    assert (await api.runtime.uploads.find("alice", "pm", done_uuid)) is None
+    # _method=DELETE never lets a chunk in without files:create.
+    chunk = form(chunk_fields(data, 0, None), data[:CHUNK])
+    sneaky = await post_form(api, chunk, path="/api/v2/pm/upload/?_method=DELETE", who="reader")
+    assert_fine_uploader_error(sneaky, 403)
+    reader = {"Authorization": f"Bearer {api.keys['reader']}", "Content-Type": "application/x-www-form-urlencoded"}
+    no_scope = await api.client.post("/api/v2/pm/upload/", content=f"qquuid={done_uuid}", headers=reader)
+    assert_fine_uploader_error(no_scope, 403)
+
+
+async def test_fields_after_the_file_in_the_seed_table_order(api: Api) -> None:
+    """A client that builds its form in the seed's table order sends qqfile first, then qquuid,
+    qqpartindex, qqtotalparts…: a file part with nothing before it is held (up to
+    pm_max_held_chunk_bytes) until the fields after it say where it goes."""
+    data = os.urandom(2 * CHUNK + 11)
+    first = await post_form(api, form([], data[:CHUNK], after=[("qqpartindex", "0"), ("qqtotalparts", "3")]))
+    assert first.status_code == 200, first.text
+    file_uuid = first.json()["file_uuid"]
+    for index in (1, 2):
+        after = [("qquuid", file_uuid), ("qqpartindex", str(index)), ("qqtotalparts", "3")]
+        response = await post_form(api, form([], data[index * CHUNK : (index + 1) * CHUNK], after=after))
+        assert response.json() == {"file_uuid": file_uuid, "success": True}, response.text
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done/", data={"qquuid": file_uuid, "qqfilename": "t.bin"}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+    # A whole file named after its bytes, with its own qquuid: also fine now.
+    own = str(uuid.uuid4())
+    whole = await post_form(api, form([], b"late bytes", after=[("qquuid", own), ("qqfilename", "w.txt")]))
+    assert whole.status_code == 200 and whole.json()["file_uuid"] == own, whole.text
+    assert (await api.client.get(whole.json()["file_url"], headers=api.auth())).content == b"late bytes"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chunkd.domain import errors as e
-from chunkd.domain.upload import Mode, Part, Status, Upload
+from chunkd.domain.upload import PART_SIZE_FROM_PART_1, Mode, Part, Status, Upload
 from tests.support.uploads import make_upload as factory
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -86,6 +86,29 @@ def test_part_sizes() -> None:
     assert caught.value.field == "body" and caught.value.details["expectedSize"] == 1000
     with pytest.raises(e.PartSizeMismatch, match="last part"):
         upload.check_part_size(3, 1000)
+
+
+def test_part_size_measured_by_part_one() -> None:
+    """A provisional part size (the largest allowed) becomes part 1's size, once, and only while
+    part 1 is the only part and the size is unknown."""
+    upload = make_upload(None, 10_000)
+    assert upload.settle_part_size() is False  # nothing provisional: nothing to settle
+    upload.metadata[PART_SIZE_FROM_PART_1] = True
+    with pytest.raises(e.InvalidState):
+        upload.settle_part_size()  # part 1 has not arrived
+    upload.parts[1] = Part(1, 0, 700, "0" * 32, "1.ref", NOW)
+    upload.parts_received, upload.bytes_received = 1, 700
+    assert upload.settle_part_size() is True
+    assert upload.part_size == 700 and PART_SIZE_FROM_PART_1 not in upload.metadata
+    assert upload.offset_of(3) == 1400 and upload.settle_part_size() is False
+    upload.declare_size(1500)
+    assert upload.part_count == 3 and upload.expected_part_size(3) == 100
+    second = make_upload(None, 10_000)
+    second.metadata[PART_SIZE_FROM_PART_1] = True
+    second.parts[1] = Part(1, 0, 700, "0" * 32, "1.ref", NOW)
+    second.parts[2] = Part(2, 10_000, 700, "0" * 32, "2.ref", NOW)
+    with pytest.raises(e.InvalidState):
+        second.settle_part_size()  # a part placed by the provisional size: too late to measure
 
 
 def test_missing_parts_in_any_order() -> None:

@@ -5,6 +5,7 @@ detail}``."""
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -115,3 +116,43 @@ async def test_token_scopes_bind_the_asset_api(make_api: MakeApi) -> None:
         )
         assert response.status_code == 403, response.text
         assert set(response.json()) == {"message", "detail"} and "files:create" in response.json()["detail"]
+
+
+async def test_authorization_as_the_seed_reads_it(make_api: MakeApi) -> None:
+    """Seed 003 says only that ``Authorization`` is "provided by Authentication Token creation
+    operation": a client may send the token as is, without ``Bearer``. Its BasicAuth scheme is
+    also met by the whole API key as the user (empty password) or as the password. ``AccessToken``
+    may carry the JWT with a ``Bearer`` prefix, as ``Authorization`` would."""
+    async with make_api(asset_part_size=5) as api:
+        key = api.keys["alice"]
+        token = await _token(api, "alice")
+        file_id, upload_id, parts = await _multipart_asset(api)
+        payload = {"fileId": file_id, "action": "complete", "uploadId": upload_id, "parts": parts}
+
+        def basic(user: str, password: str) -> str:
+            return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+        # The seed's three headers, the token sent bare in Authorization.
+        bare = {"X-API-Key": key, "Authorization": token, "AccessToken": token, "Content-Type": "application/json"}
+        for headers in (
+            {"Authorization": token},
+            {"AccessToken": f"Bearer {token}"},
+            {"Authorization": key},
+            {"Authorization": basic(key, "")},
+            {"Authorization": basic("", key)},
+            {"Authorization": basic("api", key)},
+        ):
+            response = await api.client.post("/asset", json={"filename": "a.txt", "filesize": 3}, headers=headers)
+            assert response.status_code == 201, (headers, response.text)
+        # Bare but wrong: still a 401 in the seed's shape, and another owner's still refused.
+        bobs = await _token(api, "bob")
+        for headers in (
+            {"Authorization": "not-a-token"},
+            {"Authorization": token[:-4] + "AAAA"},
+            {"X-API-Key": key, "Authorization": bobs},
+            {"Authorization": basic(api.keys["bob"] + "x", "")},
+        ):
+            _assert_401(await api.client.post("/asset/complete", json=payload, headers=headers))
+        done = await api.client.post("/asset/complete", json=payload, headers=bare)
+        assert done.status_code == 200, done.text
+        assert done.json()["status"] == "success"

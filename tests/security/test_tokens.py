@@ -227,3 +227,17 @@ async def test_credentials_of_two_owners_are_refused(make_api: MakeApi, owner_pa
         token = (await api.client.post("/v1/auth/token", headers=api.auth("bob"))).json()["accessToken"]
         mixed = {"X-API-Key": api.keys["alice"], "AccessToken": token}
         assert (await api.client.get("/v1/files", headers=mixed)).status_code == 401
+
+
+async def test_basic_key_id_and_a_secret_that_begins_like_a_key(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Basic also takes the whole key as user or password; a key id as the user still means
+    ``id:secret``, even for a secret that happens to begin with ``ck_``."""
+    async with make_api() as api:
+        monkeypatch.setattr("chunkd.auth.keys.secrets.token_urlsafe", lambda n: "ck_" + "a" * 40)
+        _, key = await api.runtime.keys.create("alice", "files:read")
+        assert key.endswith("_ck_" + "a" * 40)
+        assert await _list(api, Authorization=_basic(key)) == 200
+        whole = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+        assert await _list(api, Authorization=whole) == 200

@@ -1,6 +1,12 @@
 """Turns request headers into a Principal, the same way for every frontend:
 ``Authorization: Bearer <API key or access token>``, ``Authorization: Basic <key id:secret>``,
-``X-API-Key: <API key>`` and ``AccessToken: <access token>``."""
+``X-API-Key: <API key>`` and ``AccessToken: <access token>``.
+
+The asset API's document (seed 003) says only that ``Authorization`` is "provided by [the]
+Authentication Token creation operation" and lists BasicAuth, so two more readings are accepted:
+the API key or access token alone, without a scheme, and Basic with the whole API key as the user
+(empty password) or as the password (any user), as many key-over-Basic APIs take it; and
+``AccessToken`` may carry its token after ``Bearer``, as ``Authorization`` does."""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import binascii
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from chunkd.auth.keys import KeyService
+from chunkd.auth.keys import KeyService, is_key_id
 from chunkd.auth.principal import Principal
 from chunkd.domain.errors import InvalidInput, Unauthenticated
 
@@ -56,6 +62,21 @@ class Authenticator:
             raise Unauthenticated("invalid API key")
         return await self.tokens.verify(token)
 
+    async def _basic(self, value: str) -> Principal:
+        try:
+            user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise Unauthenticated("malformed Basic credentials") from None
+        if not sep:
+            raise Unauthenticated("malformed Basic credentials")
+        if is_key_id(user):  # key id and secret (a secret may begin with "ck_" too)
+            return await self.keys.verify_pair(user, password)
+        if password.startswith("ck_"):  # the whole key as the password
+            return await self.keys.verify(password)
+        if user.startswith("ck_") and not password:  # the whole key as the user
+            return await self.keys.verify(user)
+        return await self.keys.verify_pair(user, password)
+
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
         authorization = headers.get("authorization")
         api_key = headers.get("x-api-key")
@@ -67,13 +88,9 @@ class Authenticator:
             if scheme.lower() == "bearer" and value:
                 principals.append(await self._bearer(value))
             elif scheme.lower() == "basic" and value:
-                try:
-                    user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
-                except (binascii.Error, UnicodeDecodeError, ValueError):
-                    raise Unauthenticated("malformed Basic credentials") from None
-                if not sep:
-                    raise Unauthenticated("malformed Basic credentials")
-                principals.append(await self.keys.verify_pair(user, password))
+                principals.append(await self._basic(value))
+            elif scheme and not value and scheme.lower() not in ("bearer", "basic"):
+                principals.append(await self._bearer(scheme))  # the token alone, no scheme
             else:
                 raise Unauthenticated("unsupported Authorization scheme; use Bearer or Basic")
         # A credential header that is present must hold a valid credential, even an empty one: a
@@ -81,9 +98,13 @@ class Authenticator:
         if api_key is not None:
             principals.append(await self.keys.verify(api_key.strip()))
         if access_token is not None:
-            if not access_token.strip():
+            token = access_token.strip()
+            scheme, _, rest = token.partition(" ")
+            if scheme.lower() == "bearer":  # the token as Authorization would carry it
+                token = rest.strip()
+            if not token:
                 raise Unauthenticated("the AccessToken header is empty")
-            principals.append(await self._bearer(access_token.strip()))
+            principals.append(await self._bearer(token))
         if not principals:
             raise Unauthenticated("credentials required: Authorization: Bearer <key>, or X-API-Key")
         if len(principals) > 1 and any(p.upload_link is not None for p in principals):

@@ -14,10 +14,17 @@ from chunkd.auth.principal import ALL_SCOPES, Principal
 from chunkd.domain.errors import InvalidInput, NotFound, Unauthenticated
 from chunkd.ports.keys import ApiKeyRecord, KeyRepository
 
-__all__ = ["KeyService", "is_owner", "parse_scopes"]
+__all__ = ["KeyService", "is_key_id", "is_owner", "parse_scopes"]
 
 _TOKEN = re.compile(r"^ck_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def is_key_id(value: str) -> bool:
+    """Whether ``value`` has the shape of an API key's id (the user of ``Basic id:secret``)."""
+    return _KEY_ID.fullmatch(value) is not None
+
+
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 
 

@@ -6,7 +6,9 @@ An upload is filled in one of two ways:
   in parallel; a re-sent part replaces the earlier one. (Files API, assets, Fine Uploader chunks.)
   ``size_bytes`` may be unknown at first (a Fine Uploader chunk without ``qqtotalfilesize``): parts
   are then exactly ``part_size`` except the one the caller says is the last, and the size is
-  declared once it is known.
+  declared once it is known. The part size itself may be provisional until part 1 has arrived
+  (``PART_SIZE_FROM_PART_1`` in the metadata: a Fine Uploader chunk 0 sent without
+  ``qqchunksize``): part 1's size then becomes the part size (``settle_part_size``).
 * ``Mode.APPEND`` — bytes appended at the current end, one writer at a time; every append is stored
   as the next part. (tus PATCH, Content-Range chunks.) ``size_bytes`` may be unknown until later.
 
@@ -31,9 +33,11 @@ from chunkd.domain.errors import (
     SizeMismatch,
 )
 
-__all__ = ["MAX_PARTS", "Mode", "Part", "Status", "Upload"]
+__all__ = ["MAX_PARTS", "PART_SIZE_FROM_PART_1", "Mode", "Part", "Status", "Upload"]
 
 MAX_PARTS = 10_000
+# Metadata key: the part size is provisional (the largest allowed) until part 1 measures it.
+PART_SIZE_FROM_PART_1 = "partSizeFromPart1"
 
 
 class Status(StrEnum):
@@ -271,6 +275,20 @@ class Upload:
         if size < self.bytes_received:
             raise SizeMismatch(f"length is below the {self.bytes_received} bytes received", field="sizeBytes")
         self.size_bytes = size
+
+    def settle_part_size(self) -> bool:
+        """Make part 1's size the part size of an upload created with a provisional one
+        (``PART_SIZE_FROM_PART_1``); False when there is nothing to settle. Needs the parts loaded:
+        part 1 must be the only one, and the size still unknown (no other part was placed by the
+        provisional size)."""
+        if not self.metadata.get(PART_SIZE_FROM_PART_1):
+            return False
+        first = self.parts.get(1)
+        if self.mode is not Mode.PARTS or self.size_bytes is not None or first is None or len(self.parts) != 1:
+            raise InvalidState("the part size is measured by part 1 alone, before the size is declared")
+        self.part_size = first.size
+        del self.metadata[PART_SIZE_FROM_PART_1]
+        return True
 
     def record_append(self, part: Part, extended: Part | None, hash_state: bytes) -> None:
         """Appended bytes are durable as ``part``: a new part, or ``extended`` grown in place (the

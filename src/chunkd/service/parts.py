@@ -82,6 +82,17 @@ class Parts(EngineCore):
             raise
         return await self._commit_part(owner, upload_id, number, streamed, upload)
 
+    async def settle_part_size(self, owner: str, upload_id: str) -> Upload:
+        """An upload created with a provisional part size (``PART_SIZE_FROM_PART_1``) takes part 1's
+        size, now that part 1 is stored, as its part size; a no-op once settled."""
+        async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+            upload = await self.get(owner, upload_id)
+            upload.ensure_pending(self.clock())
+            if upload.settle_part_size():
+                upload.updated_at = self.clock()
+                await self.repo.save(upload)
+        return upload
+
     async def put_whole(self, owner: str, upload_id: str, body: AsyncIterator[bytes]) -> Upload:
         """One PUT of the whole file, stored as the upload's parts one after another (each durable
         as soon as it is complete, so a broken PUT can be resumed part by part)."""

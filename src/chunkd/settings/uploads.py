@@ -64,6 +64,15 @@ class UploadSettings(BaseModel):
         90 * 24 * 3600, ge=1, description="Longest `expiresIn` an upload link may be given, in seconds (90 days)."
     )
 
+    # ---- private-message files (/api/v2/pm, Fine Uploader's protocol) ----
+    pm_max_held_chunk_bytes: int = Field(
+        8 * MiB,
+        ge=0,
+        description="Largest qqfile held in memory when it comes first in its form, so that the fields after it "
+        "(qquuid, qqpartindex, …) can say where it goes, in bytes (8 MiB: four of Fine Uploader's 2,000,000-byte "
+        "chunks); a longer one is stored as a whole file. 0 holds none.",
+    )
+
     # ---- media API (/api/v2/media; "MB" read as MiB, as S3 and Django count sizes) ----
     media_max_image_bytes: int = Field(5 * MiB, description="Largest image (type image or eimage), in bytes (5 MiB).")
     media_max_document_bytes: int = Field(50 * MiB, description="Largest document (type doc, PDF), in bytes (50 MiB).")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from typing import Annotated, Any
 
@@ -33,7 +33,16 @@ from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["router"]
 
-FILE_FIELDS = frozenset({"image", "document"})
+# The service's two fields, and django-chunked-upload's own default ("file": the type then comes
+# from the file's extension only).
+FILE_FIELDS = frozenset({"image", "document", "file"})
+
+
+def _hint(field: str) -> MediaType | None:
+    """The media type the form field suggests (``default_type`` decides by extension first)."""
+    return MediaType.DOC if field == "document" else MediaType.IMAGE if field == "image" else None
+
+
 _CONTENT_RANGE = re.compile(r"^bytes (\d{1,19})-(\d{1,19})/(\d{1,19})$")
 
 MediaId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The media's id (a 32-bit integer column).")]
@@ -82,11 +91,13 @@ def _content_range(header: str | None) -> tuple[int, int, int] | None:
 @_both("POST", "/upload/chunk/", status_code=201, summary="Upload one chunk (django-chunked-upload protocol)")
 @takes_file_bytes()
 async def upload_chunk(request: Request) -> dict[str, Any]:
-    """``multipart/form-data``: the chunk in ``image`` or ``document``, ``upload_id`` from the
-    second chunk on (before the file part), ``Content-Range: bytes START-END/TOTAL``. Answers
+    """``multipart/form-data``: the chunk in ``image`` or ``document`` (or ``file``), ``upload_id``
+    from the second chunk on (before the file part), ``Content-Range: bytes START-END/TOTAL``. Answers
     ``{upload_id, offset, expires}``; a chunk that does not start at ``offset`` is refused (400,
-    with the expected ``offset``) and nothing of it is kept. Without ``Content-Range`` (and without
-    ``upload_id``) the chunk is the whole file, at most one chunk long."""
+    with the expected ``offset``) and nothing of it is kept. A later chunk may name its
+    ``upload_id`` after the file part too (held in memory then: it is at most one chunk).
+    Without ``Content-Range`` (and without ``upload_id``) the chunk is the whole file, at most one
+    chunk long."""
     who = await principal(request, "files:create")
     media = media_service(request)
     service = media.uploads
@@ -108,6 +119,14 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
                 field="Content-Range",
             )
         return await _whole_file(request, who.owner, media, form, part)
+    body = part.body()
+    if upload_id is None and start != 0:
+        # A later chunk whose form names upload_id after the file part (django-chunked-upload
+        # reads a form in any order): the chunk, at most media_max_chunk_bytes (checked above), is
+        # held until the end of the form names its upload.
+        held = await _hold(body, length)
+        upload_id = form.fields.get("upload_id") or None
+        body = _replay(held)
     created = False
     if upload_id is not None:
         upload = await service.get(who.owner, upload_id, with_parts=False)
@@ -119,8 +138,7 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
                 field="Content-Range",
             )
     else:
-        hint = MediaType.DOC if part.name == "document" else MediaType.IMAGE
-        media.check_size(default_type(part.filename, hint), total)
+        media.check_size(default_type(part.filename, _hint(part.name)), total)
         if start != 0:
             raise e.OffsetMismatch(
                 f"the first chunk must start at byte 0, not {start} (or send upload_id before the file part)",
@@ -133,7 +151,7 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
         # A chunk retried after a dead connection ends the stale one (on any node) instead of a 409.
         async with runtime(request).takeover.take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
             upload = await service.append(
-                who.owner, upload.id, start, writer.guard(part.body()), exact_size=length, lock_timeout=TAKE_OVER_WAIT
+                who.owner, upload.id, start, writer.guard(body), exact_size=length, lock_timeout=TAKE_OVER_WAIT
             )
         fields = await form.finish()
         late = fields.get("upload_id") or None
@@ -145,6 +163,20 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
                 await service.delete(who.owner, upload.id)
         raise
     return {"upload_id": upload.id, "offset": upload.bytes_received, "expires": isotime(upload.expires_at)}
+
+
+async def _hold(body: AsyncIterator[bytes], length: int) -> bytes:
+    """The chunk's bytes in memory, refused past its announced ``length``."""
+    held = bytearray()
+    async for piece in body:
+        held += piece
+        if len(held) > length:
+            raise e.SizeMismatch(f"the body is longer than {length} bytes", field="body")
+    return bytes(held)
+
+
+async def _replay(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _chunk_too_large(media: MediaService, what: str, field: str) -> e.TooLarge:
@@ -188,8 +220,7 @@ async def _whole_file(
             raise _chunk_too_large(media, "send a larger file in chunks with Content-Range", part.name) from None
         if (await form.finish()).get("upload_id"):
             raise e.InvalidInput("upload_id must come before the file part", field="upload_id")
-        hint = MediaType.DOC if part.name == "document" else MediaType.IMAGE
-        media.check_size(default_type(part.filename, hint), upload.bytes_received)
+        media.check_size(default_type(part.filename, _hint(part.name)), upload.bytes_received)
         upload = await service.declare_size(owner, upload.id, upload.bytes_received)
     except BaseException:
         with suppress(e.ChunkdError):  # a whole file that failed leaves nothing behind

@@ -9,6 +9,11 @@ done request for it.
 The seed marks ``qqtotalfilesize`` optional. Without it the upload starts with its size unknown;
 the size is declared when the last chunk (``qqpartindex == qqtotalparts - 1``) has been stored,
 from its offset and its own size, or at the done request (``chunkd.frontends.pm.router``).
+
+It marks ``qqchunksize`` and ``qqpartbyteoffset`` optional too, and has chunks sent in series:
+a chunk 0 without ``qqchunksize`` starts an upload whose part size is provisional
+(``PART_SIZE_FROM_PART_1``) and becomes chunk 0's own size once it is stored; until then a later
+chunk cannot be placed and is asked to wait (``Busy``: 409, retried).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from chunkd.domain import errors as e
-from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.domain.upload import PART_SIZE_FROM_PART_1, Mode, Status, Upload
 from chunkd.frontends.multipart import FileData, FileEnd, FileStart, FormEvent
 from chunkd.frontends.pm.fields import QQ
 from chunkd.service.uploads import UploadService
@@ -88,9 +93,10 @@ def chunk_count(upload: Upload) -> int | None:
     return count
 
 
-def _part_size(qq: QQ, index: int, total_parts: int | None, total_size: int | None) -> int:
+def _part_size(qq: QQ, index: int, total_parts: int | None, total_size: int | None) -> int | None:
     """Fine Uploader's chunk size: ``qqchunksize`` is the size of *this* chunk (shorter for the
-    last), so a later chunk's size comes from its byte offset."""
+    last), so a later chunk's size comes from its byte offset. None: chunk 0 without
+    ``qqchunksize``, whose own size will be the chunk size."""
     offset = qq.integer("qqpartbyteoffset")
     chunk = qq.integer("qqchunksize", minimum=1)
     if index > 0 and offset is not None:
@@ -99,13 +105,17 @@ def _part_size(qq: QQ, index: int, total_parts: int | None, total_size: int | No
                 f"qqpartbyteoffset {offset} is not a multiple of qqpartindex {index}", field="qqpartbyteoffset"
             )
         return offset // index
-    if index == 0 and chunk is not None:
+    if index == 0:
+        if chunk is None:
+            return None
         # A single-chunk file may be sent as chunk 0 of 1; its part size is then the whole size.
         return max(chunk, total_size or 0) if total_parts == 1 else chunk
     if chunk is not None and total_parts is not None and index < total_parts - 1:
         return chunk
     raise e.InvalidInput(
-        "qqchunksize (or qqpartbyteoffset for a later chunk) is required to start an upload", field="qqchunksize"
+        "a later chunk needs qqchunksize or qqpartbyteoffset to start an upload; without them, send chunk 0 "
+        "first (its size is the chunk size)",
+        field="qqchunksize",
     )
 
 
@@ -117,22 +127,30 @@ async def _find_or_create(service: UploadService, owner: str, file_uuid: str, qq
     total_size = qq.integer("qqtotalfilesize")
     total_parts = qq.integer("qqtotalparts", minimum=1)
     part_size = _part_size(qq, index, total_parts, total_size)
+    measured = part_size is None  # chunk 0 will measure it; until then the largest part allowed
     if total_size is None and total_parts is not None and index >= total_parts:
         raise e.PartOutOfRange(f"qqpartindex must be between 0 and {total_parts - 1}", field="qqpartindex")
     filename, mime = _name_and_type(qq, start, file_uuid)
+    # Without qqtotalfilesize the size is learnt from the last chunk (or at done); while the part
+    # size is provisional a qqtotalfilesize waits until chunk 0 has measured it.
+    deferred = total_size is None or measured
+    metadata: dict[str, object] = {}
+    if deferred and total_parts is not None:
+        metadata[TOTAL_PARTS] = total_parts
+    if measured:
+        metadata[PART_SIZE_FROM_PART_1] = True
     try:
         return await service.create(
             owner,
             filename=filename,
-            size_bytes=total_size,
+            size_bytes=None if deferred else total_size,
             mime_type=mime,
-            part_size=part_size,
+            part_size=_largest_chunk(service) if part_size is None else part_size,
             mode=Mode.PARTS,
             frontend=FRONTEND,
             client_ref=file_uuid,
-            # Without qqtotalfilesize the size is learnt from the last chunk (or at done).
-            defer_size=total_size is None,
-            metadata={TOTAL_PARTS: total_parts} if total_size is None and total_parts is not None else None,
+            defer_size=deferred,
+            metadata=metadata or None,
             # Fine Uploader's default 2,000,000-byte chunks may be below the native minimum part size.
             strict_part_size=False,
         )
@@ -143,10 +161,20 @@ async def _find_or_create(service: UploadService, owner: str, file_uuid: str, qq
         return await find_upload(service, owner, file_uuid)
 
 
+def _largest_chunk(service: UploadService) -> int:
+    """The provisional part size of an upload whose chunk 0 is still measuring it."""
+    return max(1, min(service.config.max_part_size, service.config.max_file_size))
+
+
 def _check_chunk(upload: Upload, qq: QQ, index: int) -> None:
     """The chunk's declared geometry must agree with the upload's (the bytes are checked too)."""
     if upload.mode is not Mode.PARTS or upload.metadata.get("pm") == "whole":
         raise e.InvalidState("this qquuid names a file sent in one request, not in chunks", field="qquuid")
+    if index > 0 and upload.metadata.get(PART_SIZE_FROM_PART_1):
+        raise e.Busy(
+            "chunk 0 has not arrived yet, and without qqchunksize its size is the chunk size: send chunk 0 first",
+            field="qqpartindex",
+        )
     count = chunk_count(upload)
     total_size = qq.integer("qqtotalfilesize")
     if total_size is not None and upload.size_bytes is not None and total_size != upload.size_bytes:
@@ -191,24 +219,42 @@ async def store_chunk(
         file_uuid = str(uuidlib.uuid4())
     upload = await _find_or_create(service, owner, file_uuid, qq, start)
     _check_chunk(upload, qq, index)
+    measuring = bool(upload.metadata.get(PART_SIZE_FROM_PART_1))
     total_size = qq.integer("qqtotalfilesize")
-    if upload.size_bytes is None and total_size is not None:  # a later chunk tells the size after all
-        upload = await service.declare_size(owner, upload.id, total_size)
+    if upload.size_bytes is None and total_size is not None and not measuring:
+        upload = await service.declare_size(owner, upload.id, total_size)  # a later chunk tells the size after all
         _check_chunk(upload, qq, index)
     count = chunk_count(upload)
     last = upload.size_bytes is None and count is not None and index + 1 == count
     try:
-        part = await service.put_part(owner, upload.id, index + 1, file_bytes(events), last=last)
+        # A measuring chunk 0 may be any size up to the provisional (largest) part size.
+        part = await service.put_part(owner, upload.id, index + 1, file_bytes(events), last=last or measuring)
     except e.PartSizeMismatch as exc:  # say it in chunk terms (the engine counts parts from 1)
         expected = exc.details.get("expectedSize")
-        size = f"1 to {expected}" if last else str(expected)
+        size = f"1 to {expected}" if last or measuring else str(expected)
         raise e.PartSizeMismatch(
             f"qqfile of chunk {index} must be {size} bytes", field="qqfile", expectedSize=expected
         ) from None
+    if measuring:
+        upload = await service.settle_part_size(owner, upload.id)
+        if total_size is not None:
+            _check_total_parts(upload, total_size, count)
+            upload = await service.declare_size(owner, upload.id, total_size)
+            last = False
     if last:
         # The last chunk ends the file: its size is now known.
         upload = await service.declare_size(owner, upload.id, part.offset + part.size)
     return Stored(upload, file_uuid, whole=False, issued=issued)
+
+
+def _check_total_parts(upload: Upload, total_size: int, count: int | None) -> None:
+    """qqtotalparts must agree with qqtotalfilesize in chunks of the size chunk 0 measured."""
+    chunks = -(-total_size // upload.part_size)
+    if count is not None and chunks != count:
+        raise e.InvalidInput(
+            f"qqtotalparts {count} does not match {total_size} bytes in chunks of {upload.part_size}",
+            field="qqtotalparts",
+        )
 
 
 async def store_whole_file(

@@ -9,7 +9,9 @@ checksum, unknown uuid, missing scope). Only a busy upload and rate limiting lea
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
@@ -20,7 +22,15 @@ from chunkd.domain import errors as e
 from chunkd.frontends.http import StatusTable, error_headers, validation_error
 from chunkd.frontends.refusals import Refusal
 
-__all__ = ["ERROR_RESPONSES", "FineUploaderError", "fine_uploader_error", "refusal_response", "render"]
+__all__ = [
+    "DONE_KEYS",
+    "ERROR_RESPONSES",
+    "FineUploaderError",
+    "fine_uploader_error",
+    "is_done",
+    "refusal_response",
+    "render",
+]
 
 
 class FineUploaderError(BaseModel):
@@ -52,12 +62,25 @@ _FIELDS = {
     "body": "qqfile",
 }
 _WORD = re.compile(r"\b(" + "|".join(_FIELDS) + r")\b")
+# A done request (``?done``) carries no qqfile: there the body is the body.
+_DONE_FIELDS = {k: v for k, v in _FIELDS.items() if k != "body"}
+_DONE_WORD = re.compile(r"\b(" + "|".join(_DONE_FIELDS) + r")\b")
 
 
-def _in_dialect(field: str | None, message: str) -> tuple[str | None, str]:
-    if field not in _FIELDS:
+DONE_KEYS = frozenset({"done", "done/"})
+
+
+def is_done(scope: Mapping[str, Any]) -> bool:
+    """A ``?done`` (or ``?done/``) request: finishing a chunked file (Chunk Upload Done)."""
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    return any(key in DONE_KEYS for key, _ in pairs)
+
+
+def _in_dialect(field: str | None, message: str, *, done: bool = False) -> tuple[str | None, str]:
+    fields, word = (_DONE_FIELDS, _DONE_WORD) if done else (_FIELDS, _WORD)
+    if field not in fields:
         return field, message
-    return _FIELDS[field], _WORD.sub(lambda m: _FIELDS[m.group(1)], message)
+    return fields[field], word.sub(lambda m: fields[m.group(1)], message)
 
 
 def _numbered_in_dialect(exc: e.ChunkdError, details: dict[str, Any]) -> str | None:
@@ -103,7 +126,7 @@ def refusal_response(refusal: Refusal) -> JSONResponse:
     return response
 
 
-async def render(_: Request, exc: Exception) -> Response | None:
+async def render(request: Request, exc: Exception) -> Response | None:
     """The pm API's answer to a domain or validation error or a guard's refusal; None lets anything
     else pass."""
     if isinstance(exc, Refusal):
@@ -113,7 +136,8 @@ async def render(_: Request, exc: Exception) -> Response | None:
         details = exc.to_dict()
         details.pop("message")
         code, field = details.pop("code"), details.pop("field", None)
-        field, message = _in_dialect(field, _numbered_in_dialect(exc, details) or exc.message)
+        message = _numbered_in_dialect(exc, details) or exc.message
+        field, message = _in_dialect(field, message, done=is_done(request.scope))
         response = fine_uploader_error(
             status, message, code=code, field=field, prevent_retry=not isinstance(exc, _RETRYABLE), **details
         )

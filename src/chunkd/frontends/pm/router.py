@@ -2,7 +2,8 @@
 traditional-server protocol.
 
 * ``POST /api/v2/pm/upload/`` — multipart/form-data, one chunk (or a whole small file) per request,
-  streamed into storage as it is parsed → ``{"file_uuid", "success": true}``.
+  streamed into storage as it is parsed (held, up to ``pm_max_held_chunk_bytes``, when it comes
+  before every field that places it) → ``{"file_uuid", "success": true}``.
 * ``POST /api/v2/pm/upload/?done`` (or ``?done/``) — url-encoded or JSON → ``{"file_url",
   "file_uuid", "success": true}``.
 * ``GET /api/v2/pm/upload/{uuid}`` — the file (``file_url``); ``GET …/{uuid}/info`` — its File
@@ -15,6 +16,7 @@ Every path also answers without its trailing slash. Errors use Fine Uploader's s
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -34,7 +36,7 @@ from chunkd.frontends.http import (
     runtime,
     takes_file_bytes,
 )
-from chunkd.frontends.multipart import FileStart, TextField, boundary_of, form_events
+from chunkd.frontends.multipart import FileData, FileEnd, FileStart, FormEvent, TextField, boundary_of, form_events
 from chunkd.frontends.openapi import form_schema
 from chunkd.frontends.pm.chunks import (
     CHUNK_FIELDS,
@@ -45,7 +47,7 @@ from chunkd.frontends.pm.chunks import (
     store_chunk,
     store_whole_file,
 )
-from chunkd.frontends.pm.errors import ERROR_RESPONSES, render
+from chunkd.frontends.pm.errors import DONE_KEYS, ERROR_RESPONSES, is_done, render
 from chunkd.frontends.pm.fields import QQ
 from chunkd.service.uploads import UploadService
 
@@ -55,7 +57,6 @@ router = APIRouter(tags=["private messages"], route_class=dialect_route(render),
 
 BASE = "/api/v2/pm/upload"
 FileUuid = Annotated[str, Path(description="The file's qquuid.", min_length=1, max_length=128)]
-_DONE_KEYS = {"done", "done/"}
 
 
 def file_url(request: Request, file_uuid: str) -> str:
@@ -65,14 +66,8 @@ def file_url(request: Request, file_uuid: str) -> str:
 def _query(request: Request) -> tuple[bool, dict[str, str]]:
     """(is this a done request, the other query parameters)."""
     pairs = parse_qsl(request.url.query, keep_blank_values=True)
-    done = any(key in _DONE_KEYS for key, _ in pairs)
-    return done, {key: value for key, value in pairs if key not in _DONE_KEYS}
-
-
-def _is_done(scope: dict[str, Any]) -> bool:
-    """A ``?done`` request (finishing a chunked file: a write, not file bytes)."""
-    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-    return any(key in _DONE_KEYS for key, _ in pairs)
+    done = any(key in DONE_KEYS for key, _ in pairs)
+    return done, {key: value for key, value in pairs if key not in DONE_KEYS}
 
 
 def _field(description: str, kind: str = "string") -> dict[str, str]:
@@ -104,7 +99,11 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                         "qqfiletype": _field("Media type of the file."),
                         "qqtotalfilesize": _field("Size of the whole file in bytes (optional).", "integer"),
                         "qqpartbyteoffset": _field("Byte offset of this chunk.", "integer"),
-                        "qqchunksize": _field("Size of this chunk in bytes.", "integer"),
+                        "qqchunksize": _field(
+                            "Size of this chunk in bytes (optional: without it, chunk 0's own size is the chunk"
+                            " size, and chunk 0 must be sent first).",
+                            "integer",
+                        ),
                         "qqfilename": _field("Name of the file."),
                         # Last: the fields that place the bytes must come before them.
                         "qqfile": {"type": "string", "format": "binary", "description": "The chunk (last part)."},
@@ -156,14 +155,21 @@ UPLOAD_OPENAPI: dict[str, Any] = {
     openapi_extra=UPLOAD_OPENAPI,
 )
 @router.post(BASE, include_in_schema=False)
-@takes_file_bytes(when=lambda scope: not _is_done(scope))
+@takes_file_bytes(when=lambda scope: not is_done(scope))  # done: a write, not file bytes
 async def upload(request: Request) -> JSONResponse:
-    """Fine Uploader's upload endpoint and, with ``?done``, its chunking-success endpoint."""
-    who = await principal(request, "files:create")
+    """Fine Uploader's upload endpoint and, with ``?done``, its chunking-success endpoint; with
+    ``_method=DELETE`` (its ``deleteFile.method: "POST"``), its delete endpoint."""
+    who = await principal(request)
     done, query = _query(request)
+    if done or boundary_of(request.headers.get("content-type")) is not None:
+        await principal(request, "files:create")  # else a delete, perhaps: scoped in _upload
     if done:
         return await _done(request, who.owner, query)
     return await _upload(request, who.owner, query)
+
+
+def _deleting(fields: dict[str, str]) -> bool:
+    return fields.get("_method", "").strip().upper() == "DELETE"
 
 
 async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONResponse:
@@ -171,13 +177,22 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
     boundary = boundary_of(request.headers.get("content-type"))
     if boundary is None:
         # The seed's own examples send only the fields (JSON or url-encoded), which carry no bytes.
-        given = parse_small_body(await read_small_body(request.stream()), request.headers.get("content-type"))
-        QQ({**query, **given}).uuid()
+        given = {
+            **query,
+            **parse_small_body(await read_small_body(request.stream()), request.headers.get("content-type")),
+        }
+        if _deleting(given):
+            file_uuid = QQ(given).uuid()
+            if file_uuid is None:
+                raise e.InvalidInput("qquuid is required to delete a file", field="qquuid")
+            return await _delete(request, file_uuid)
+        await principal(request, "files:create")
+        QQ(given).uuid()
         raise e.InvalidInput(
             "qqfile is required: send the chunk as the qqfile file part of a multipart/form-data body", field="qqfile"
         )
     fields: dict[str, str] = dict(query)
-    events = form_events(request.stream(), boundary, file_fields=frozenset({"qqfile"}))
+    events: AsyncIterator[FormEvent] = form_events(request.stream(), boundary, file_fields=frozenset({"qqfile"}))
     stored: Stored | None = None
     async for event in events:
         if isinstance(event, TextField):
@@ -195,6 +210,16 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
                 raise e.InvalidInput("only one qqfile per request", field="qqfile")
             qq = QQ(fields)
             qq.md5()  # a malformed qqmd5 is refused before any byte is stored
+            limit = runtime(request).settings.pm_max_held_chunk_bytes
+            if limit > 0 and not any(name in qq for name in _PLACING):
+                # Nothing before the bytes says where they go (a form built in the seed's table
+                # order: qqfile first): hold them, up to a bound, to read the fields after them.
+                held, ended = await _hold(events, limit)
+                if ended:
+                    await _read_rest(events, fields)
+                    qq = QQ(fields)
+                    qq.md5()
+                events = _replay(held, ended, events)
             if any(name in qq for name in CHUNK_FIELDS):
                 stored = await store_chunk(service, owner, qq, event, events)
             else:
@@ -207,6 +232,44 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
         await finish_whole_file(service, owner, stored, QQ(fields))
         body["file_url"] = file_url(request, stored.file_uuid)
     return JSONResponse(body)
+
+
+# Fields that, sent before qqfile, say where its bytes go.
+_PLACING = (*CHUNK_FIELDS, "qquuid", "qqfilename", "qqtotalfilesize")
+
+
+async def _hold(events: AsyncIterator[FormEvent], limit: int) -> tuple[list[FormEvent], bool]:
+    """The file part's events up to ``limit`` bytes: (the events, whether the part ended)."""
+    held: list[FormEvent] = []
+    size = 0
+    while size <= limit:
+        event = await anext(events, None)
+        if event is None:
+            break  # the form ends inside the file: file_bytes says so
+        held.append(event)
+        if isinstance(event, FileEnd):
+            return held, True
+        if isinstance(event, FileData):
+            size += len(event.data)
+    return held, False
+
+
+async def _read_rest(events: AsyncIterator[FormEvent], fields: dict[str, str]) -> None:
+    """The text fields after a held file part (a second qqfile is refused)."""
+    async for event in events:
+        if isinstance(event, TextField):
+            fields[event.name] = event.value
+        elif isinstance(event, FileStart):
+            raise e.InvalidInput("only one qqfile per request", field="qqfile")
+
+
+async def _replay(held: list[FormEvent], ended: bool, rest: AsyncIterator[FormEvent]) -> AsyncIterator[FormEvent]:
+    """The held events, then (when the file part had not ended) the rest of the form."""
+    for event in held:
+        yield event
+    if not ended:
+        async for event in rest:
+            yield event
 
 
 async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResponse:
@@ -295,6 +358,10 @@ async def info(request: Request, file_uuid: FileUuid) -> dict[str, Any]:
 async def delete(request: Request, file_uuid: FileUuid) -> JSONResponse:
     """Cancelling one's own unfinished upload is part of uploading (scope files:create, as the
     Files API's cancel); removing a finished file needs files:delete."""
+    return await _delete(request, file_uuid)
+
+
+async def _delete(request: Request, file_uuid: str) -> JSONResponse:
     who = await principal(request)
     service = runtime(request).uploads
     upload = await find_upload(service, who.owner, file_uuid)
