@@ -192,6 +192,24 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
             "qqfile is required: send the chunk as the qqfile file part of a multipart/form-data body", field="qqfile"
         )
     fields: dict[str, str] = dict(query)
+    held = _Held()
+    try:
+        stored = await _store(request, owner, fields, boundary, held)
+    finally:
+        held.release()
+    if stored is None:
+        raise e.InvalidInput("qqfile is required: the form has no qqfile part", field="qqfile")
+    body: dict[str, Any] = {"file_uuid": stored.file_uuid, "success": True}
+    if stored.whole:
+        # No done request follows a whole file: it is complete now, and its URL is known.
+        await finish_whole_file(service, owner, stored, QQ(fields))
+        body["file_url"] = file_url(request, stored.file_uuid)
+    return JSONResponse(body)
+
+
+async def _store(request: Request, owner: str, fields: dict[str, str], boundary: bytes, held: _Held) -> Stored | None:
+    """Read the form, storing its qqfile where the fields say (``fields`` fills as it is read)."""
+    service = runtime(request).uploads
     events: AsyncIterator[FormEvent] = form_events(request.stream(), boundary, file_fields=frozenset({"qqfile"}))
     stored: Stored | None = None
     async for event in events:
@@ -214,44 +232,63 @@ async def _upload(request: Request, owner: str, query: dict[str, str]) -> JSONRe
             if limit > 0 and not any(name in qq for name in _PLACING):
                 # Nothing before the bytes says where they go (a form built in the seed's table
                 # order: qqfile first): hold them, up to a bound, to read the fields after them.
-                held, ended = await _hold(events, limit)
+                ended = await held.hold(events, limit)
                 if ended:
                     await _read_rest(events, fields)
                     qq = QQ(fields)
                     qq.md5()
-                events = _replay(held, ended, events)
+                events = _replay(held.events, ended, events)
             if any(name in qq for name in CHUNK_FIELDS):
                 stored = await store_chunk(service, owner, qq, event, events)
             else:
                 stored = await store_whole_file(service, owner, qq, event, events)
-    if stored is None:
-        raise e.InvalidInput("qqfile is required: the form has no qqfile part", field="qqfile")
-    body: dict[str, Any] = {"file_uuid": stored.file_uuid, "success": True}
-    if stored.whole:
-        # No done request follows a whole file: it is complete now, and its URL is known.
-        await finish_whole_file(service, owner, stored, QQ(fields))
-        body["file_url"] = file_url(request, stored.file_uuid)
-    return JSONResponse(body)
+    return stored
 
 
 # Fields that, sent before qqfile, say where its bytes go.
 _PLACING = (*CHUNK_FIELDS, "qquuid", "qqfilename", "qqtotalfilesize")
 
 
-async def _hold(events: AsyncIterator[FormEvent], limit: int) -> tuple[list[FormEvent], bool]:
-    """The file part's events up to ``limit`` bytes: (the events, whether the part ended)."""
-    held: list[FormEvent] = []
-    size = 0
-    while size <= limit:
-        event = await anext(events, None)
-        if event is None:
-            break  # the form ends inside the file: file_bytes says so
-        held.append(event)
-        if isinstance(event, FileEnd):
-            return held, True
-        if isinstance(event, FileData):
-            size += len(event.data)
-    return held, False
+# What the forms of this process may hold at once, all together: past it a file-first form is
+# answered 429 (Retry-After), so memory does not grow with the number of such requests in flight.
+# Fine Uploader itself sends qqfile last; only forms built in the seed's table order are held.
+HELD_TOTAL_BYTES = 32 * 1024 * 1024
+_held_now = 0
+
+
+class _Held:
+    """One request's held file part: its events, and the bytes it counts against the total."""
+
+    def __init__(self) -> None:
+        self.events: list[FormEvent] = []
+        self.size = 0
+
+    async def hold(self, events: AsyncIterator[FormEvent], limit: int) -> bool:
+        """The file part's events up to ``limit`` bytes; whether the part ended within them."""
+        global _held_now
+        while self.size <= limit:
+            event = await anext(events, None)
+            if event is None:
+                break  # the form ends inside the file: file_bytes says so
+            self.events.append(event)
+            if isinstance(event, FileEnd):
+                return True
+            if isinstance(event, FileData):
+                if _held_now + len(event.data) > max(HELD_TOTAL_BYTES, limit):
+                    raise e.RateLimited(
+                        "too many forms that send qqfile before qquuid and the chunk fields are being held;"
+                        " retry, or send qqfile last",
+                        field="qqfile",
+                    )
+                _held_now += len(event.data)
+                self.size += len(event.data)
+        return False
+
+    def release(self) -> None:
+        global _held_now
+        _held_now -= self.size
+        self.size = 0
+        self.events.clear()
 
 
 async def _read_rest(events: AsyncIterator[FormEvent], fields: dict[str, str]) -> None:
