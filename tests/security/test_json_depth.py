@@ -27,8 +27,8 @@ async def test_pm_done(api: Api) -> None:
     response = await api.client.post("/api/v2/pm/upload/?done", content=OBJECTS, headers={**api.auth(), **JSON})
     assert response.status_code == 400, response.text
     body = response.json()
-    # Fine Uploader's dialect names the request body by its form field, qqfile.
-    assert body["success"] is False and body["code"] == "too_deep" and body["field"] == "qqfile"
+    # A done request carries no qqfile: the dialect names its body as the body.
+    assert body["success"] is False and body["code"] == "too_deep" and body["field"] == "body"
     assert "nested" in body["error"]
 
 

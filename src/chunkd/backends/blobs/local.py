@@ -142,14 +142,18 @@ def _create_in(directory: Path, path: Path, *, fsync: bool) -> int:
 
 
 def _link_or_copy(source: Path, target: Path, *, fsync: bool) -> None:
-    """A hard link; a copy once the source has as many links as its filesystem allows (ext4:
-    65,000; a tus final may name one partial up to 10,000 times, and several finals may)."""
+    """A hard link, made young; a copy once the source has as many links as its filesystem allows
+    (ext4: 65,000; a tus final may name one partial up to 10,000 times, and several finals may)."""
     try:
         os.link(source, target)
     except OSError as exc:
         if exc.errno != errno.EMLINK:
             raise
     else:
+        # The new name shares its source's inode, and with it an old mtime: a sweep (chunkd gc)
+        # between the link and the concatenation's record would take it for a crash leftover.
+        # Touched, it is as young as a part just written (the source's own name is kept by its row).
+        os.utime(target)
         return
     with open(source, "rb") as src:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -409,11 +413,9 @@ class LocalBlobStore:
                 for directory in shard.iterdir():
                     refs = live.get(directory.name)
                     for entry in directory.iterdir():
-                        # A blob's age is its last write, or the making of its name: a part just
-                        # hard-linked into a concatenation keeps its source's old mtime (a link
-                        # changes only the ctime) until the concatenation records it.
-                        stat = entry.stat()
-                        if (refs is None or entry.name not in refs) and max(stat.st_mtime, stat.st_ctime) < cutoff:
+                        # A blob's age is its last write; a part hard-linked into a concatenation
+                        # is touched when linked (_link_or_copy), so it is young until recorded.
+                        if (refs is None or entry.name not in refs) and entry.stat().st_mtime < cutoff:
                             entry.unlink(missing_ok=True)
                             removed += 1
                     if refs is None and not any(directory.iterdir()):
