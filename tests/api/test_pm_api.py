@@ -81,6 +81,15 @@ def assert_fine_uploader_error(response: httpx.Response, status: int, field: str
     return body
 
 
+async def finished(api: Api, file_uuid: str, filename: str, *, query: str = "done") -> bytes:
+    """Send the done request for ``file_uuid`` (it must succeed) and download the file."""
+    done = await api.client.post(
+        f"/api/v2/pm/upload/?{query}", data={"qquuid": file_uuid, "qqfilename": filename}, headers=api.auth()
+    )
+    assert done.status_code == 200, done.text
+    return (await api.client.get(done.json()["file_url"], headers=api.auth())).content
+
+
 async def upload_chunks(api: Api, data: bytes, file_uuid: str, order: Iterable[int] | None = None) -> None:
     count = -(-len(data) // CHUNK)
     for index in order if order is not None else range(count):
@@ -156,11 +165,7 @@ async def test_first_chunk_without_qquuid_gets_one(api: Api) -> None:
     for index in (1, 2):
         response = await send_chunk(api, data, index, issued)
         assert response.json() == {"file_uuid": issued, "success": True}
-    done = await api.client.post(
-        "/api/v2/pm/upload/?done", data={"qquuid": issued, "qqfilename": "a.bin"}, headers=api.auth()
-    )
-    assert done.status_code == 200, done.text
-    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+    assert await finished(api, issued, "a.bin") == data
 
 
 async def test_concurrent_chunks_of_a_new_file_make_one_upload(api: Api) -> None:
@@ -499,11 +504,7 @@ async def test_without_qqchunksize_one_chunk_or_a_declared_size(api: Api) -> Non
     one = await post_form(api, form([("qqpartindex", "0"), ("qqtotalparts", "1")], data))
     assert one.status_code == 200, one.text
     file_uuid = one.json()["file_uuid"]
-    done = await api.client.post(
-        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "one.bin"}, headers=api.auth()
-    )
-    assert done.status_code == 200, done.text
-    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+    assert await finished(api, file_uuid, "one.bin") == data
     # With qqtotalfilesize: the size is declared once chunk 0 has measured the chunk size.
     data = os.urandom(2 * CHUNK + 9)
     fields = [("qqpartindex", "0"), ("qqtotalparts", "3"), ("qqtotalfilesize", str(len(data)))]
@@ -516,11 +517,7 @@ async def test_without_qqchunksize_one_chunk_or_a_declared_size(api: Api) -> Non
         fields = [("qquuid", file_uuid), ("qqpartindex", str(index)), ("qqtotalparts", "3")]
         response = await post_form(api, form(fields, data[index * CHUNK : (index + 1) * CHUNK]))
         assert response.status_code == 200, response.text
-    done = await api.client.post(
-        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "three.bin"}, headers=api.auth()
-    )
-    assert done.status_code == 200, done.text
-    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+    assert await finished(api, file_uuid, "three.bin") == data
 
 
 async def test_later_chunk_before_chunk_0_measured_the_size(api: Api) -> None:
@@ -555,11 +552,7 @@ async def test_later_chunk_before_chunk_0_measured_the_size(api: Api) -> None:
     )
     assert first.status_code == 200, first.text
     assert (await post_form(api, form(early, data[CHUNK:]))).status_code == 200
-    done = await api.client.post(
-        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "m.bin"}, headers=api.auth()
-    )
-    assert done.status_code == 200, done.text
-    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+    assert await finished(api, file_uuid, "m.bin") == data
 
 
 async def test_done_body_errors_name_the_body(api: Api) -> None:
@@ -628,11 +621,7 @@ async def test_fields_after_the_file_in_the_seed_table_order(api: Api) -> None:
         after = [("qquuid", file_uuid), ("qqpartindex", str(index)), ("qqtotalparts", "3")]
         response = await post_form(api, form([], data[index * CHUNK : (index + 1) * CHUNK], after=after))
         assert response.json() == {"file_uuid": file_uuid, "success": True}, response.text
-    done = await api.client.post(
-        "/api/v2/pm/upload/?done/", data={"qquuid": file_uuid, "qqfilename": "t.bin"}, headers=api.auth()
-    )
-    assert done.status_code == 200, done.text
-    assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
+    assert await finished(api, file_uuid, "t.bin", query="done/") == data
     # A whole file named after its bytes, with its own qquuid: also fine now.
     own = str(uuid.uuid4())
     whole = await post_form(api, form([], b"late bytes", after=[("qquuid", own), ("qqfilename", "w.txt")]))
