@@ -8,17 +8,42 @@ front instead of failing a read → write upgrade."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
-__all__ = ["RowMap", "SqlStore"]
+from chunkd.domain.errors import StorageFull
+
+__all__ = ["RowMap", "SqlStore", "full_database_as_storage_full"]
+
+# PostgreSQL's disk_full condition (SQLSTATE class 53, insufficient resources).
+_PG_DISK_FULL = "53100"
+
+
+@contextmanager
+def full_database_as_storage_full() -> Iterator[None]:
+    """A database whose volume is full fails a write with the engine's ``StorageFull`` (507 in
+    every dialect, saying what is wrong), not an unexplained 500."""
+    try:
+        yield
+    except DBAPIError as exc:
+        orig = exc.orig
+        full = (
+            orig.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
+            if isinstance(orig, sqlite3.Error)
+            else getattr(orig, "sqlstate", None) == _PG_DISK_FULL
+        )
+        if full:
+            raise StorageFull("no space left for the metadata database") from exc
+        raise
 
 T = TypeVar("T")
 
@@ -79,9 +104,12 @@ class SqlStore:
         self.engine = engine
         self.dialect = engine.dialect.name
 
-    def transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction, committed when the block ends (rolled back on error)."""
-        return self.engine.begin()
+        with full_database_as_storage_full():
+            async with self.engine.begin() as conn:
+                yield conn
 
     async def first(self, query: Executable, mapper: Callable[[Row[Any]], T]) -> T | None:
         """The first row of ``query`` mapped, or None."""
@@ -101,7 +129,7 @@ class SqlStore:
 
     async def run(self, statement: Executable) -> int:
         """Run one write statement in its own transaction; the number of rows it matched."""
-        async with self.engine.begin() as conn:
+        async with self.transaction() as conn:
             return int((await conn.execute(statement)).rowcount)
 
     def insert(self, table: Table) -> Any:
