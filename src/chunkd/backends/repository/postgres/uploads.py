@@ -10,7 +10,8 @@ PostgreSQL itself lets concurrent commits share a WAL flush."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +28,7 @@ from chunkd.backends.repository.rows import (
     upload_values,
 )
 from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
-from chunkd.domain.errors import Conflict
+from chunkd.domain.errors import Conflict, StorageFull
 from chunkd.domain.events import Event
 from chunkd.domain.upload import Part, Upload
 
@@ -100,10 +101,24 @@ class PostgresUploadRepository(ColdPaths):
     async def open(cls, dsn: str, cold: SqlUploadRepository, *, max_connections: int = 10) -> PostgresUploadRepository:
         return cls(await asyncpg.create_pool(dsn, min_size=1, max_size=max_connections), cold)
 
+    @asynccontextmanager
+    async def _writing(self, *, transaction: bool = True) -> AsyncIterator[Any]:
+        """A connection (in a transaction unless told otherwise: one statement needs none); a
+        full database volume is StorageFull (507 in every dialect, saying so), not a 500."""
+        try:
+            async with self.pool.acquire() as conn:
+                if not transaction:
+                    yield conn
+                    return
+                async with conn.transaction():
+                    yield conn
+        except asyncpg.DiskFullError as exc:
+            raise StorageFull("no space left for the metadata database") from exc
+
     async def create(self, upload: Upload, events: Sequence[Event] = (), parts: Sequence[Part] = ()) -> None:
         values = upload_values(upload, _same)
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self._writing() as conn:
                 await conn.execute(_INSERT_UPLOAD, *values)
                 if parts:
                     await conn.executemany(_UPSERT_PART, [part_values(upload.id, p, _same) for p in parts])
@@ -151,7 +166,7 @@ class PostgresUploadRepository(ColdPaths):
         events: Sequence[Event] = (),
     ) -> None:
         values = upload_values(upload, _same)
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._writing() as conn:
             await conn.execute(_UPDATE_UPLOAD, *values)
             if changed_parts:
                 await conn.executemany(_UPSERT_PART, [part_values(upload.id, p, _same) for p in changed_parts])
@@ -160,11 +175,11 @@ class PostgresUploadRepository(ColdPaths):
             await _write_events(conn, events)
 
     async def touch(self, upload_id: str, expires_at: datetime) -> None:
-        async with self.pool.acquire() as conn:
+        async with self._writing(transaction=False) as conn:
             await conn.execute(_TOUCH, upload_id, expires_at)
 
     async def expire(self, upload_id: str, now: datetime, events: Sequence[Event] = ()) -> bool:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._writing() as conn:
             if await conn.execute(_EXPIRE, upload_id, now) == "UPDATE 0":
                 return False
             await conn.execute(_DELETE_PARTS, upload_id)
@@ -172,7 +187,7 @@ class PostgresUploadRepository(ColdPaths):
             return True
 
     async def delete_upload(self, upload_id: str, events: Sequence[Event] = ()) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._writing() as conn:
             await conn.execute(_DELETE_PARTS, upload_id)
             await conn.execute(_DELETE_UPLOAD, upload_id)
             await _write_events(conn, events)

@@ -45,6 +45,7 @@ def full_database_as_storage_full() -> Iterator[None]:
             raise StorageFull("no space left for the metadata database") from exc
         raise
 
+
 T = TypeVar("T")
 
 
