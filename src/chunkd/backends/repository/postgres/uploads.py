@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from chunkd.backends.repository.cold import ColdPaths
+from chunkd.backends.repository.full import database_full
 from chunkd.backends.repository.rows import (
     PART_COLUMNS,
     UPLOAD_COLUMNS,
@@ -28,7 +29,7 @@ from chunkd.backends.repository.rows import (
     upload_values,
 )
 from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
-from chunkd.domain.errors import Conflict, StorageFull
+from chunkd.domain.errors import Conflict
 from chunkd.domain.events import Event
 from chunkd.domain.upload import Part, Upload
 
@@ -113,7 +114,7 @@ class PostgresUploadRepository(ColdPaths):
                 async with conn.transaction():
                     yield conn
         except asyncpg.DiskFullError as exc:
-            raise StorageFull("no space left for the metadata database") from exc
+            raise database_full() from exc
 
     async def create(self, upload: Upload, events: Sequence[Event] = (), parts: Sequence[Part] = ()) -> None:
         values = upload_values(upload, _same)

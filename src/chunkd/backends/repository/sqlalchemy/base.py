@@ -8,7 +8,6 @@ front instead of failing a read → write upgrade."""
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar
@@ -20,29 +19,18 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
-from chunkd.domain.errors import StorageFull
+from chunkd.backends.repository.full import database_full, is_full
 
-__all__ = ["RowMap", "SqlStore", "full_database_as_storage_full"]
-
-# PostgreSQL's disk_full condition (SQLSTATE class 53, insufficient resources).
-_PG_DISK_FULL = "53100"
+__all__ = ["RowMap", "SqlStore"]
 
 
 @contextmanager
-def full_database_as_storage_full() -> Iterator[None]:
-    """A database whose volume is full fails a write with the engine's ``StorageFull`` (507 in
-    every dialect, saying what is wrong), not an unexplained 500."""
+def _full_database_as_storage_full() -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        orig = exc.orig
-        full = (
-            orig.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
-            if isinstance(orig, sqlite3.Error)
-            else getattr(orig, "sqlstate", None) == _PG_DISK_FULL
-        )
-        if full:
-            raise StorageFull("no space left for the metadata database") from exc
+        if is_full(exc.orig):
+            raise database_full() from exc
         raise
 
 
@@ -108,7 +96,7 @@ class SqlStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction, committed when the block ends (rolled back on error)."""
-        with full_database_as_storage_full():
+        with _full_database_as_storage_full():
             async with self.engine.begin() as conn:
                 yield conn
 

@@ -33,7 +33,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from chunkd.domain.errors import StorageFull
+from chunkd.backends.repository.full import database_full, is_full
 
 __all__ = ["MAX_BATCH", "GroupCommitWriter", "Readers", "connect"]
 
@@ -127,10 +127,8 @@ class GroupCommitWriter:
         try:
             return await _outcome(future)
         except sqlite3.OperationalError as exc:
-            # The database's volume is full: the engine's storage error (507 in every dialect, the
-            # upload resumable), as a full blob volume is, not an unexplained 500.
-            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL:
-                raise StorageFull("no space left for the metadata database") from exc
+            if is_full(exc):  # as a full blob volume is: 507, the upload resumable
+                raise database_full() from exc
             raise
 
     def close(self) -> None:
