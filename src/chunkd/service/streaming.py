@@ -6,7 +6,6 @@ import asyncio
 import collections
 import functools
 import hashlib
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -115,16 +114,8 @@ class _Lane:
 # machine a 256 KiB write + MD5 + fdatasync took 1.17–1.26 ms one after the other and 0.81–0.83 ms
 # overlapped; 1 MiB 3.7–4.4 ms and 2.3–2.9 ms (200 each, medians, 2026-12-01). A pool of its own:
 # the writing job, in asyncio's pool, waits for this one, which must never queue behind it there.
-_digest_pool: ThreadPoolExecutor | None = None
-_digest_pool_lock = threading.Lock()
-
-
-def _digests() -> ThreadPoolExecutor:
-    global _digest_pool
-    with _digest_pool_lock:
-        if _digest_pool is None:
-            _digest_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chunkd-digest")
-        return _digest_pool
+# Its threads start at the first job (never in a supervisor that forks workers).
+_DIGESTS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chunkd-digest")
 
 
 # Whether a writer's type can write in the caller's thread, by type: isinstance against a
@@ -212,7 +203,7 @@ class StreamedPart:
         if not self._hashers:
             writer.sync_blocking()
         else:
-            digested = _digests().submit(self._digest_all, chunks)
+            digested = _DIGESTS.submit(self._digest_all, chunks)
             try:
                 writer.sync_blocking()
             finally:
