@@ -2,6 +2,7 @@
 # A one-node Ceph cluster with a RADOS Gateway (a real S3-compatible store) on 127.0.0.1, for tests.
 #
 #   ceph-rgw.sh install        install Debian's packages when missing (idempotent, quick when present)
+#   ceph-rgw.sh packages       print the Debian packages `install` would install (none when present)
 #   ceph-rgw.sh start DIR      bootstrap mon + memstore osd + radosgw in DIR on free ports; prints env lines
 #   ceph-rgw.sh env DIR        print the env lines of a running gateway (CHUNKD_S3_ENDPOINT=... etc.)
 #   ceph-rgw.sh stop DIR       stop the daemons started in DIR (by their pid files only)
@@ -25,16 +26,22 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+PACKAGES="ceph-mon ceph-osd radosgw ceph-common uuid-runtime curl"
+
+present() {
+    command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null && command -v radosgw >/dev/null \
+        && command -v ceph >/dev/null && command -v uuidgen >/dev/null && command -v curl >/dev/null
+}
+
 install() {
-    if command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null && command -v radosgw >/dev/null \
-        && command -v ceph >/dev/null && command -v uuidgen >/dev/null && command -v curl >/dev/null; then
+    if present; then
         return 0
     fi
     [ "$(id -u)" = 0 ] || die "ceph packages missing and not root (install: ceph-mon ceph-osd radosgw ceph-common uuid-runtime curl)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
-        ceph-mon ceph-osd radosgw ceph-common uuid-runtime curl >/dev/null
+    # shellcheck source=apt.sh
+    . "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+    # shellcheck disable=SC2086  # a list of package names
+    apt_install $PACKAGES
 }
 
 # Start a daemon in its own session, stdio redirected, no inherited descriptors beyond 0-2.
@@ -159,6 +166,7 @@ stop() {
 cmd=${1:-}
 case "$cmd" in
     install) install ;;
+    packages) present || echo "$PACKAGES" ;;
     start|stop|env)
         [ $# -ge 2 ] || die "usage: $0 $cmd DIR"
         DIR=$2
@@ -167,5 +175,5 @@ case "$cmd" in
             stop) stop ;;
             env) print_env ;;
         esac ;;
-    *) die "usage: $0 install | start DIR | stop DIR | env DIR" ;;
+    *) die "usage: $0 install | packages | start DIR | stop DIR | env DIR" ;;
 esac

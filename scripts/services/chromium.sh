@@ -2,11 +2,12 @@
 # Debian's chromium for the browser tests (Playwright drives it through executable_path; its own
 # downloaded browser builds are not used). Quick when already installed.
 set -euo pipefail
-if command -v chromium >/dev/null 2>&1; then
+present() { command -v chromium >/dev/null 2>&1; }
+if [ "${1:-}" = packages ]; then present || echo chromium; exit 0; fi
+if present; then
     exit 0
 fi
-SUDO=""
-if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+# shellcheck source=apt.sh
+. "$(dirname "$0")/apt.sh"
+apt_install --recommends chromium
 command -v chromium

@@ -4,16 +4,18 @@
 # test itself), so nothing is downloaded: freshclam is never run, and the service the package may
 # register is neither needed nor used.
 set -euo pipefail
-if command -v clamd >/dev/null || [ -x /usr/sbin/clamd ]; then
+present() { command -v clamd >/dev/null || [ -x /usr/sbin/clamd ]; }
+if [ "${1:-}" = packages ]; then present || echo clamav-daemon; exit 0; fi
+if present; then
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
     echo "clamav: clamd missing and not root (install: apt-get install clamav-daemon)" >&2
     exit 0
 fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends clamav-daemon >/dev/null
+# shellcheck source=apt.sh
+. "$(dirname "$0")/apt.sh"
+apt_install clamav-daemon
 # The package's own daemon and updater (if the package started them) would look for the signature
 # download this machine never does; the tests do not use them.
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then

@@ -5,9 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+present() { command -v node >/dev/null && command -v npm >/dev/null; }
+if [ "${1:-}" = packages ]; then present || echo nodejs npm; exit 0; fi
+if ! present; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+        # shellcheck source=apt.sh
+        . scripts/services/apt.sh
+        apt_install --recommends nodejs npm
     else
         echo "scripts/services/node.sh: node and npm are needed (apt-get install nodejs npm)" >&2
         exit 1
