@@ -15,7 +15,8 @@ import pytest
 from chunkd.app import create_app
 from chunkd.backends.blobs import s3 as s3_module
 from chunkd.backends.blobs.s3 import MIN_S3_PART, STATE, S3BlobStore
-from chunkd.domain.upload import Mode
+from chunkd.domain.checksum import ResumableMD5
+from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.service.uploads import UploadService
 from chunkd.settings import Settings
 from tests.conftest import Api
@@ -397,4 +398,129 @@ async def test_tus_concatenation_may_name_a_partial_twice(s3_api: Api) -> None:
     data = big + small + big + small
     assert (await s3_api.runtime.uploads.get("alice", final_id)).md5 == hashlib.md5(data).hexdigest()
     got = await s3_api.client.get(f"/files/{final_id}", headers=s3_api.auth())
+    assert got.content == data
+
+
+async def test_complete_of_a_small_append_upload_after_a_crash_that_followed_s3_completion(s3_api: Api) -> None:
+    """An APPEND upload under 5 MiB gets its multipart upload only at completion, so the state that
+    names it is saved with the COMPLETED record: a crash right after CompleteMultipartUpload (the
+    staged parts already deleted) left the retried complete starting a new multipart upload from
+    parts that are gone, failing for ever. The finished object is recognised instead."""
+    service = s3_api.runtime.uploads
+    data = os.urandom(300_000)
+    upload = await service.create("alice", filename="t.bin", size_bytes=len(data), mode=Mode.APPEND)
+    await service.append("alice", upload.id, 0, body(data[:100_000]))
+    await service.append("alice", upload.id, 100_000, body(data[100_000:]))
+    loaded = await s3_api.runtime.repo.get(upload.id)
+    assert loaded is not None and "uploadId" not in loaded.metadata.get(STATE, {})
+    await store_of(s3_api).complete(loaded)  # S3 side done; the engine's record stays PENDING
+    done = await service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
+    assert done.status is Status.COMPLETED
+    assert bucket_state(s3_api) == ([store_of(s3_api).final_key(done)], [])  # no stray multipart upload
+    assert b"".join([c async for c in service.read(done)]) == data
+
+
+async def test_complete_that_carried_the_hash_survives_a_crash_before_its_record(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``complete`` carries a hash frontier that fell behind (the node that stored the parts died
+    before it did) by reading staged parts, then S3's completion deletes them. If the COMPLETED
+    record is then not written (a crash, the database away), the retried complete must not need
+    those parts again: the carried frontier is recorded before the store finishes the file."""
+    service = s3_api.runtime.uploads
+    repo = service.repo
+    data = os.urandom(6 * MiB + 1)
+    upload = await service.create("alice", filename="h.bin", size_bytes=len(data), part_size=3 * MiB)
+    await put_parts(service, upload.id, data, 3 * MiB, [1, 2, 3])
+    loaded = await repo.get(upload.id)
+    assert loaded is not None
+    loaded.hash_offset, loaded.hash_state = 0, ResumableMD5().state()
+    await repo.save(loaded)
+    real_save = repo.save
+
+    async def dies_before_recording_completion(target: Upload, *args: Any, **kwargs: Any) -> None:
+        if target.status is Status.COMPLETED:
+            raise ConnectionError("the node died before the COMPLETED record was written")
+        await real_save(target, *args, **kwargs)
+
+    monkeypatch.setattr(repo, "save", dies_before_recording_completion)
+    with pytest.raises(ConnectionError):
+        await service.complete("alice", upload.id)
+    monkeypatch.setattr(repo, "save", real_save)
+    assert (await service.get("alice", upload.id)).status is Status.PENDING
+    await check_complete(s3_api, upload.id, data, 2)
+
+
+async def test_gc_sweeps_the_staged_parts_a_completion_could_not_delete(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staged parts whose deletion failed after a completion were referenced by the completed
+    upload's part rows, so ``chunkd gc`` kept them for as long as the file lived (twice its size
+    in the bucket). The file is complete in S3, so gc removes them and keeps the file."""
+    service = s3_api.runtime.uploads
+    store = store_of(s3_api)
+    data = os.urandom(2 * MiB + 5)
+    upload = await service.create("alice", filename="g.bin", size_bytes=len(data), part_size=MiB)
+    await put_parts(service, upload.id, data, MiB, [1, 2, 3])
+    real_cleanup = store._cleanup
+
+    async def dropped_connection(target: Any, *, keep_final: bool) -> None:
+        if keep_final:
+            raise ConnectionError("the gateway closed the connection")
+        await real_cleanup(target, keep_final=keep_final)
+
+    monkeypatch.setattr(store, "_cleanup", dropped_connection)
+    done = await service.complete("alice", upload.id)
+    key = store.final_key(done)
+    assert len(bucket_state(s3_api)[0]) == 4  # the file and its three staged parts
+    # A pending upload with an S3 part built (a multipart upload open) keeps everything.
+    big = os.urandom(MIN_S3_PART + 5)
+    pending = await service.create("alice", filename="p.bin", size_bytes=len(big), part_size=MIN_S3_PART)
+    await put_parts(service, pending.id, big, MIN_S3_PART, [1])
+    kept = sorted(k for k in bucket_state(s3_api)[0] if pending.id in k)
+    assert len(kept) == 1
+    assert await store.sweep(await s3_api.runtime.repo.live_blobs(), grace_seconds=0) == 3
+    objects, uploads = bucket_state(s3_api)
+    assert sorted(objects) == sorted([key, *kept])
+    assert [u["Key"] for u in uploads] == [store.final_key(await service.get("alice", pending.id))]
+    assert b"".join([c async for c in service.read(await service.get("alice", upload.id))]) == data
+
+
+async def test_object_store_faults_during_complete_are_503_and_retryable(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway answering 503 SlowDown (or being unreachable) while a file is completed is a
+    storage fault: 503 with Retry-After in the client's dialect, not a 500; the upload stays
+    PENDING and completes once the gateway is back."""
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    auth = s3_api.auth()
+    store = store_of(s3_api)
+    data = os.urandom(2 * MiB + 5)
+    created = await s3_api.client.post(
+        "/v1/files", json={"filename": "f.bin", "sizeBytes": len(data), "partSize": MiB}, headers=auth
+    )
+    file_id = created.json()["id"]
+    for n, start in enumerate(range(0, len(data), MiB), 1):
+        put = await s3_api.client.put(f"/v1/files/{file_id}/parts/{n}", content=data[start : start + MiB], headers=auth)
+        assert put.status_code == 200, put.text
+
+    def slow_down(**kwargs: Any) -> Any:
+        error = {"Error": {"Code": "SlowDown", "Message": "Please reduce your request rate."}}
+        raise ClientError({**error, "ResponseMetadata": {"HTTPStatusCode": 503}}, "CompleteMultipartUpload")
+
+    def unreachable(**kwargs: Any) -> Any:
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    for fault, method in ((slow_down, "complete_multipart_upload"), (unreachable, "list_parts")):
+        with monkeypatch.context() as patched:
+            patched.setattr(store.client, method, fault)
+            refused = await s3_api.client.post(f"/v1/files/{file_id}/complete", headers=auth)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "storage_unavailable"
+        assert int(refused.headers["retry-after"]) > 0
+        assert (await s3_api.client.get(f"/v1/files/{file_id}", headers=auth)).json()["status"] == "PENDING"
+    done = await s3_api.client.post(f"/v1/files/{file_id}/complete", headers=auth)
+    assert done.status_code == 200, done.text
+    got = await s3_api.client.get(f"/v1/files/{file_id}/content", headers=auth)
     assert got.content == data

@@ -169,6 +169,12 @@ class Lifecycle(EngineCore):
             now = self.clock()
             upload.check_complete(now)
             advanced = await self._advance_hash(upload) if upload.hash_offset != upload.size_bytes else []
+            if advanced:
+                # Recorded before the store finishes the file: finishing may free the parts just
+                # read back (S3 deletes its staged objects), and a complete retried after a crash
+                # that kept the COMPLETED record from being written must not need them again.
+                await self.repo.save(upload, advanced)
+                advanced = []
             try:
                 await self.hooks.pre_finish(upload)  # may refuse (stays PENDING) or record a result
                 await self._finish(upload, now, md5=md5, check=check)

@@ -131,8 +131,11 @@ class S3BlobStore(S3Multipart):
 
     async def _completed_before(self, upload: Upload, key: str, size: int) -> bool:
         """True if ``CompleteMultipartUpload`` already succeeded for this upload: the object is there
-        with its size and the multipart upload is gone (only this code completes it, under the lock)."""
-        if "uploadId" not in self._state(upload) or not await self._exists(key, size):
+        with its size and the multipart upload is gone (only this code completes it, under the lock).
+        Asked even when no multipart upload was recorded: one made by ``complete`` itself (an
+        APPEND upload under 5 MiB has none before) is recorded only with the COMPLETED status,
+        and a crash before that record must not start a new one from staged parts already freed."""
+        if not await self._exists(key, size):
             return False
         return not [u for u in await self._multipart_uploads(key) if u["Key"] == key]
 
@@ -189,8 +192,9 @@ class S3BlobStore(S3Multipart):
         await self._cleanup(upload, keep_final=False)
 
     async def sweep(self, live: dict[str, set[str]], *, grace_seconds: float) -> int:
-        """Abort multipart uploads and delete objects no live upload references (older than
-        ``grace_seconds``). ``live`` maps each upload id that still holds bytes to its blob refs."""
+        """Abort multipart uploads and delete objects no live upload references, and the staged
+        parts of uploads whose file S3 has assembled (older than ``grace_seconds``). ``live`` maps
+        each upload id that still holds bytes to its blob refs."""
         cutoff = time.time() - grace_seconds
         removed = 0
 
@@ -199,21 +203,30 @@ class S3BlobStore(S3Multipart):
             upload_id, _, name = rest.partition("/")
             return upload_id, name
 
+        assembling: set[str] = set()  # uploads with a multipart upload still open
         for mp in await self._multipart_uploads(self.prefix + "masters/"):
             upload_id, _ = upload_id_of(mp["Key"], "masters/")
             initiated = mp["Initiated"].replace(tzinfo=mp["Initiated"].tzinfo or UTC).timestamp()
             if upload_id not in live and initiated < cutoff:
                 await self.call("abort_multipart_upload", Key=mp["Key"], UploadId=mp["UploadId"])
                 removed += 1
+            else:
+                assembling.add(upload_id)
         doomed: list[str] = []
-        for key, modified in await self._list_keys(self.prefix + "staging/"):
-            upload_id, ref = upload_id_of(key, "staging/")
-            refs = live.get(upload_id)
-            if (refs is None or ref not in refs) and modified.timestamp() < cutoff:
-                doomed.append(key)
+        finished: set[str] = set()  # uploads whose file S3 has assembled
         for key, modified in await self._list_keys(self.prefix + "masters/"):
             upload_id, _ = upload_id_of(key, "masters/")
             if upload_id not in live and modified.timestamp() < cutoff:
+                doomed.append(key)
+            elif upload_id not in assembling:
+                finished.add(upload_id)
+        for key, modified in await self._list_keys(self.prefix + "staging/"):
+            upload_id, ref = upload_id_of(key, "staging/")
+            refs = live.get(upload_id)
+            # Once S3 holds the finished file its staged parts are spent, though the completed
+            # upload's part rows still name them: ``complete`` deletes them, unless that failed.
+            spent = refs is None or ref not in refs or upload_id in finished
+            if spent and modified.timestamp() < cutoff:
                 doomed.append(key)
         return removed + await self._delete_keys(doomed)
 

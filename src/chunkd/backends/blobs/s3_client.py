@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from chunkd.domain.errors import StorageError
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Upload
 
@@ -37,6 +38,7 @@ __all__ = [
     "b64md5",
     "etag",
     "make_client",
+    "store_fault",
 ]
 
 MiB = 1024 * 1024
@@ -108,13 +110,16 @@ class S3Bucket:
 
     # ---- plumbing -----------------------------------------------------------------------------
     async def call(self, method: str, **kwargs: Any) -> Any:
-        """Run one boto3 call in the store's thread pool (``Bucket`` filled in)."""
+        """Run one boto3 call in the store's thread pool (``Bucket`` filled in). The store refusing
+        or being unreachable is a ``StorageError`` (503 and Retry-After in every dialect)."""
         fn = getattr(self.client, method)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, Bucket=self.bucket, **kwargs))
+        return await self._run(functools.partial(fn, Bucket=self.bucket, **kwargs))
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        except Exception as exc:
+            raise store_fault(exc) from exc
 
     @staticmethod
     def _check_id(upload_id: str) -> str:
@@ -223,6 +228,17 @@ class S3Bucket:
         state["uploadId"] = mp_id
         state["key"] = key
         return mp_id
+
+
+def store_fault(exc: Exception) -> Exception:
+    """``exc`` as the engine sees it: botocore's errors (the store answered an error such as 503
+    SlowDown or 500, after the client's own retries, or could not be reached) become a
+    ``StorageError``, so a client is told to retry, not handed a 500; anything else is unchanged."""
+    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+    if isinstance(exc, BotoCoreError | ClientError):
+        return StorageError(f"the object store failed: {exc}")
+    return exc
 
 
 def make_client(
