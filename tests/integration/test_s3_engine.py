@@ -524,3 +524,42 @@ async def test_object_store_faults_during_complete_are_503_and_retryable(
     assert done.status_code == 200, done.text
     got = await s3_api.client.get(f"/v1/files/{file_id}/content", headers=auth)
     assert got.content == data
+
+
+@pytest.mark.parametrize("ending", ["cancel", "delete"])
+async def test_an_ending_the_object_store_fails_to_free_is_done_and_gc_frees_it(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """A cancel or delete is recorded first and its bytes are freed after: the store failing then
+    (a 500 before, a 503 once storage faults were mapped) told the client to retry an operation
+    that was done, and a retried cancel got 409. It answers as done; gc frees the bytes later."""
+    from botocore.exceptions import EndpointConnectionError
+
+    auth = s3_api.auth()
+    store = store_of(s3_api)
+    data = os.urandom(7 * MiB)
+    created = await s3_api.client.post(
+        "/v1/files", json={"filename": "e.bin", "sizeBytes": len(data), "partSize": MiB}, headers=auth
+    )
+    file_id = created.json()["id"]
+    for n in range(1, 7):
+        put = await s3_api.client.put(
+            f"/v1/files/{file_id}/parts/{n}", content=data[(n - 1) * MiB : n * MiB], headers=auth
+        )
+        assert put.status_code == 200, put.text
+    assert bucket_state(s3_api)[1]  # a multipart upload is open (S3 part 1 was built)
+
+    def unreachable(**kwargs: Any) -> Any:
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    with monkeypatch.context() as patched:
+        for method in ("abort_multipart_upload", "delete_objects"):
+            patched.setattr(store.client, method, unreachable)
+        if ending == "cancel":
+            ended = await s3_api.client.post(f"/v1/files/{file_id}/cancel", headers=auth)
+            assert ended.status_code == 200 and ended.json()["status"] == "CANCELLED", ended.text
+        else:
+            ended = await s3_api.client.delete(f"/v1/files/{file_id}", headers=auth)
+            assert ended.status_code == 204, ended.text
+    assert await store.sweep(await s3_api.runtime.repo.live_blobs(), grace_seconds=0) == 7
+    assert bucket_state(s3_api) == ([], [])

@@ -304,7 +304,7 @@ class Concatenation(Lifecycle):
         upload.metadata[CONCATENATION].update(waiting=False, failed=reason)
         cancelled = Event.for_upload(EventType.UPLOAD_CANCELLED, upload, now, parts=())
         await self.repo.save(upload, removed_parts=list(upload.parts), events=[cancelled])
-        await self.blobs.delete(upload)
+        await self._free(upload)
         upload.parts = {}
 
     async def _remove(self, upload: Upload) -> None:

@@ -92,6 +92,16 @@ class EngineCore:
             raise NotFound(f"no upload with id {upload_id!r}", field="id")
         return upload
 
+    async def _free(self, upload: Upload) -> None:
+        """Free every byte of an upload whose record already says it is gone (cancelled, expired,
+        rejected, deleted). Best effort: the change is committed, so a storage fault here must not
+        fail the request that made it (the client would retry an operation that was done); what
+        is left no record points at, and ``chunkd gc`` sweeps it."""
+        try:
+            await self.blobs.delete(upload)
+        except Exception:
+            log.warning("could not free the bytes of upload %s; gc will", upload.id, exc_info=True)
+
     async def _settle(self, upload: Upload, part: Part) -> None:
         """Let a store that derives state from parts (S3 coalescing) do so, under the lock. A failure
         here does not undo the committed part: ``complete`` finishes whatever is left."""

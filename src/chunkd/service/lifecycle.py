@@ -225,7 +225,7 @@ class Lifecycle(EngineCore):
             EventType.UPLOAD_REJECTED, upload, now, parts=(), extra={"rejection": upload.metadata["rejected"]}
         )
         await self.repo.save(upload, removed_parts=list(upload.parts), events=[rejected])
-        await self.blobs.delete(upload)
+        await self._free(upload)
         upload.parts = {}
         await self._emit("rejected", upload)
 
@@ -260,7 +260,7 @@ class Lifecycle(EngineCore):
             # (a crash in between leaves orphaned blobs, which gc sweeps).
             cancelled = Event.for_upload(EventType.UPLOAD_CANCELLED, upload, now, parts=())
             await self.repo.save(upload, removed_parts=list(upload.parts), events=[cancelled])
-            await self.blobs.delete(upload)
+            await self._free(upload)
             upload.parts = {}
         await self._emit("cancelled", upload)
         return upload
@@ -275,7 +275,7 @@ class Lifecycle(EngineCore):
             await self.repo.delete_upload(
                 upload_id, [Event.for_upload(EventType.UPLOAD_DELETED, upload, self.clock(), parts=())]
             )
-            await self.blobs.delete(upload)
+            await self._free(upload)
             upload.parts = {}
         await self._emit("deleted", upload)
         return upload
@@ -300,7 +300,7 @@ class Lifecycle(EngineCore):
                     expired_event = Event.for_upload(EventType.UPLOAD_EXPIRED, upload, now, parts=())
                     if not await self.repo.expire(upload_id, now, [expired_event]):
                         continue
-                    await self.blobs.delete(upload)
+                    await self._free(upload)
                     upload.parts = {}
             except Busy:
                 continue
