@@ -161,21 +161,26 @@ class DeliveryWorker:
             secret = self._secret(claimed)
             if secret is None:
                 raise RuntimeError("no signing secret for this endpoint (CHUNKD_WEBHOOK_SECRET unset)")
-            if claimed.endpoint.owner is not None and self.policy.block_private:
-                await check_public_destination(claimed.endpoint.url)
-            body = json.dumps(claimed.payload, separators=(",", ":"), ensure_ascii=False)
-            sent_at = self.clock()
-            signature = Webhook(secret).sign(delivery.event_id, sent_at, body)
-            response = await self.client.post(
-                claimed.endpoint.url,
-                content=body.encode(),
-                headers={
-                    "Content-Type": "application/json",
-                    "webhook-id": delivery.event_id,
-                    "webhook-timestamp": str(int(sent_at.timestamp())),
-                    "webhook-signature": signature,
-                },
-            )
+            # The whole attempt (the address check's lookup, connect, send, answer) within the
+            # timeout: httpx's own timeouts bound each network read, so a receiver trickling its
+            # answer a byte at a time would hold the attempt, its round and every delivery waiting
+            # behind it, and outlive the lease (another node would send the event again meanwhile).
+            async with asyncio.timeout(self.policy.timeout):
+                if claimed.endpoint.owner is not None and self.policy.block_private:
+                    await check_public_destination(claimed.endpoint.url)
+                body = json.dumps(claimed.payload, separators=(",", ":"), ensure_ascii=False)
+                sent_at = self.clock()
+                signature = Webhook(secret).sign(delivery.event_id, sent_at, body)
+                response = await self.client.post(
+                    claimed.endpoint.url,
+                    content=body.encode(),
+                    headers={
+                        "Content-Type": "application/json",
+                        "webhook-id": delivery.event_id,
+                        "webhook-timestamp": str(int(sent_at.timestamp())),
+                        "webhook-signature": signature,
+                    },
+                )
             status = response.status_code
             if 200 <= status < 300:
                 await self.repo.record_success(delivery.id, self.clock(), status)
@@ -184,6 +189,8 @@ class DeliveryWorker:
             error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
         except InvalidInput as exc:
             error = exc.message
+        except TimeoutError:
+            error = f"no answer within {self.policy.timeout:g} s"
         except (httpx.HTTPError, OSError, RuntimeError) as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         now = self.clock()
