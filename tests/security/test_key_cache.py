@@ -128,3 +128,39 @@ async def test_an_entry_a_whole_lifetime_old_is_never_used(api: Api) -> None:
     clock.now += 1.0
     found = await cache.get_key(key_id)
     assert found is not None and found.revoked_at is not None and counting.lookups == 2
+
+
+class LateAnswers:
+    """A key repository whose lookups read at once but answer only when released (a database
+    that is slow to answer, or a saturated event loop)."""
+
+    def __init__(self, repo: KeyRepository) -> None:
+        self.repo = repo
+        self.gate = asyncio.Event()
+
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        record = await self.repo.get_key(key_id)
+        await self.gate.wait()
+        return record
+
+
+async def test_a_request_never_takes_the_answer_of_a_lookup_begun_a_lifetime_before(api: Api) -> None:
+    """A request that found a lookup of its key under way waited for that lookup's answer however
+    old the lookup was: with the answer late by more than a second, a key revoked on another node
+    after the lookup read it was still accepted more than a second after its revocation."""
+    _, token = await api.runtime.keys.create("frank", "files:read")
+    key_id = token.split("_")[1]
+    late, clock = LateAnswers(api.runtime.metadata.keys), Clock()
+    cache = CachedKeys(late, clock=clock)  # type: ignore[arg-type]  # the one method used here
+    first = asyncio.ensure_future(cache.get_key(key_id))  # reads the live key, answers late
+    await settle()
+    await api.runtime.metadata.keys.revoke_key(key_id, datetime.now(UTC))  # on another node
+    clock.now += 1.5
+    second = asyncio.ensure_future(cache.get_key(key_id))
+    await settle()
+    late.gate.set()
+    old, new = await asyncio.gather(first, second)
+    assert old is not None and old.revoked_at is None  # the first request began before the revocation
+    assert new is not None and new.revoked_at is not None
+    found = await cache.get_key(key_id)  # the late answer did not replace the newer one
+    assert found is not None and found.revoked_at is not None
