@@ -418,6 +418,9 @@ async def test_complete_of_a_small_append_upload_after_a_crash_that_followed_s3_
     assert done.status is Status.COMPLETED
     assert bucket_state(s3_api) == ([store_of(s3_api).final_key(done)], [])  # no stray multipart upload
     assert b"".join([c async for c in service.read(done)]) == data
+    # The key it was found at is recorded: a later rename does not lose the file.
+    renamed = await service.rename("alice", upload.id, "other name.bin")
+    assert b"".join([c async for c in service.read(renamed)]) == data
 
 
 async def test_complete_that_carried_the_hash_survives_a_crash_before_its_record(

@@ -102,7 +102,6 @@ class S3BlobStore(S3Multipart):
         if size == 0:
             # S3 has no empty multipart upload: an empty file is one empty PUT.
             await self.call("put_object", Key=key, Body=b"", ContentType=upload.mime_type)
-            self._state(upload)["key"] = key
         elif await self._completed_before(upload, key, size):
             pass  # completed before a crash that kept the engine from recording it
         else:
@@ -122,6 +121,9 @@ class S3BlobStore(S3Multipart):
                     raise
         if not await self._exists(key, size):
             raise OSError(f"the completed object {key!r} does not have {size} bytes")
+        # Where the file is, saved with the COMPLETED record (a later rename changes the filename,
+        # not the key; it may not be recorded yet if a crash came between completion and record).
+        self._state(upload)["key"] = key
         try:
             await self._cleanup(upload, keep_final=True)
         except Exception:
