@@ -43,6 +43,18 @@ def test_keys_come_from_server_names(store: S3BlobStore) -> None:
     evil.metadata["_s3"] = {"key": "pre/masters/OTHERUPLOADIDxxxxxxxxx/f"}  # a recorded key must be this upload's
     with pytest.raises(ValueError):
         store.final_key(evil)
+    evil.metadata["_s3"] = {"key": f"pre/masters/{u.id}/../../staging/{u.id}/1.abcdefghijkl"}  # and one name
+    with pytest.raises(ValueError):
+        store.final_key(evil)
+
+
+def test_append_parts_past_99999_have_keys(store: S3BlobStore) -> None:
+    """An APPEND upload gets a part per append on S3, with no 10,000-part bound: the 100,000th
+    (a tus upload in 1 MiB PATCHes, at about 98 GiB) was refused as an invalid reference (a 500,
+    and the upload could go no further)."""
+    u = upload(None, mode=Mode.APPEND)
+    assert store.staging_key(u.id, "100000.abcdefghijkl") == f"pre/staging/{u.id}/100000.abcdefghijkl"
+    assert store.staging_key(u.id, "4000000000.abcdefghijkl").endswith("/4000000000.abcdefghijkl")
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,10 @@ MAX_S3_PART = 5 * 1024 * MiB  # S3's maximum part (and single PUT) size
 READ_CHUNK = MiB
 STATE = "_s3"
 
-_REF = re.compile(r"^[0-9]{1,5}\.[A-Za-z0-9_-]{8,32}$")
+# ``<part number>.<random token>``. APPEND uploads get a part per append (S3 cannot grow an
+# object), so numbers are not bounded by the 10,000 parts of a PARTS upload: a tus upload sent in
+# 1 MiB PATCHes passes 99,999 parts at about 98 GiB, well inside the 5 TiB a file may have.
+_REF = re.compile(r"^[0-9]{1,10}\.[A-Za-z0-9_-]{8,32}$")
 
 
 def b64md5(digest: bytes) -> str:
@@ -142,14 +145,14 @@ class S3Bucket:
         """Where the finished file is (fixed when the multipart upload is created)."""
         state = upload.metadata.get(STATE) or {}
         key = state.get("key")
-        if isinstance(key, str) and key.startswith(self.master_prefix(upload.id)):
+        prefix = self.master_prefix(upload.id)
+        if isinstance(key, str) and key.startswith(prefix) and _safe_name(key[len(prefix) :]):
             return key
         # The filename was sanitised by the engine (no separators or control characters); the
         # checks here make sure nothing else can shape the key.
-        name = upload.filename
-        if not name or "/" in name or "\\" in name or name in {".", ".."}:
+        if not _safe_name(upload.filename):
             raise ValueError("unsafe filename for an object key")
-        return self.master_prefix(upload.id) + name
+        return prefix + upload.filename
 
     @staticmethod
     def _state(upload: Upload) -> dict[str, Any]:
@@ -228,6 +231,11 @@ class S3Bucket:
         state["uploadId"] = mp_id
         state["key"] = key
         return mp_id
+
+
+def _safe_name(name: str) -> bool:
+    """One path segment: no separator, not ``.`` or ``..``, not empty."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in {".", ".."}
 
 
 def store_fault(exc: Exception) -> Exception:
