@@ -566,3 +566,34 @@ async def test_an_ending_the_object_store_fails_to_free_is_done_and_gc_frees_it(
             assert ended.status_code == 204, ended.text
     assert await store.sweep(await s3_api.runtime.repo.live_blobs(), grace_seconds=0) == 7
     assert bucket_state(s3_api) == ([], [])
+
+
+async def test_a_download_while_the_object_store_fails_is_503_before_any_byte(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file was first read once the 200 and its headers were sent, so a store that could not
+    serve it (unreachable, 503) cut a 200 short: the client saw a broken transfer, not a status
+    saying to try again. The first bytes are read before the answer starts."""
+    from botocore.exceptions import EndpointConnectionError
+
+    service = s3_api.runtime.uploads
+    data = os.urandom(MiB + 5)
+    upload = await service.create("alice", filename="d.bin", size_bytes=len(data), part_size=MiB)
+    await put_parts(service, upload.id, data, MiB, [1, 2])
+    await service.complete("alice", upload.id)
+
+    def unreachable(**kwargs: Any) -> Any:
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store_of(s3_api).client, "get_object", unreachable)
+        for ranged in ({}, {"Range": "bytes=10-19"}):
+            refused = await s3_api.client.get(f"/v1/files/{upload.id}/content", headers={**s3_api.auth(), **ranged})
+            assert refused.status_code == 503, refused.text
+            assert int(refused.headers["retry-after"]) > 0
+    got = await s3_api.client.get(f"/v1/files/{upload.id}/content", headers=s3_api.auth())
+    assert got.status_code == 200 and got.content == data
+    empty = await service.create("alice", filename="e.bin", size_bytes=0)
+    await service.complete("alice", empty.id)
+    nothing = await s3_api.client.get(f"/v1/files/{empty.id}/content", headers=s3_api.auth())
+    assert nothing.status_code == 200 and nothing.content == b""

@@ -4,6 +4,7 @@ the store's own URL where it offers one."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
@@ -79,7 +80,22 @@ async def file_response(
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
     served_as = media_type or upload.mime_type
-    body = service.read(upload, start, end) if request.method != "HEAD" else None
-    if body is None:
+    if request.method == "HEAD" or end <= start:
         return Response(status_code=status, headers=headers, media_type=served_as)
+    body = await _started(service.read(upload, start, end))
     return StreamingResponse(body, status_code=status, headers=headers, media_type=served_as)
+
+
+async def _started(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``body`` with its first chunk already read: a store that cannot serve the file (S3 away)
+    fails the request with the dialect's error (503 and Retry-After) before the status line is
+    sent, instead of cutting a 200 short after its headers."""
+    first = await anext(body, None)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        if first is not None:
+            yield first
+        async for chunk in body:
+            yield chunk
+
+    return chunks()
