@@ -515,7 +515,8 @@ async def test_object_store_faults_during_complete_are_503_and_retryable(
     def unreachable(**kwargs: Any) -> Any:
         raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
 
-    for fault, method in ((slow_down, "complete_multipart_upload"), (unreachable, "list_parts")):
+    faults = ((slow_down, "complete_multipart_upload"), (unreachable, "list_parts"), (slow_down, "head_object"))
+    for fault, method in faults:
         with monkeypatch.context() as patched:
             patched.setattr(store.client, method, fault)
             refused = await s3_api.client.post(f"/v1/files/{file_id}/complete", headers=auth)

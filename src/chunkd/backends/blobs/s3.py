@@ -171,10 +171,15 @@ class S3BlobStore(S3Multipart):
         return [listed[n][0] for n in range(1, count + 1)]
 
     async def _exists(self, key: str, size: int) -> bool:
+        """Whether ``key`` holds ``size`` bytes. Only the store saying there is no such object is a
+        no: a store that cannot answer (503, unreachable) is a ``StorageError``, not a missing file
+        (which made a completion that had succeeded fail with a 500)."""
         try:
             head = await self.call("head_object", Key=key)
-        except Exception:
-            return False
+        except StorageError as exc:
+            if _not_found(exc.__cause__):
+                return False
+            raise
         return int(head["ContentLength"]) == size
 
     async def _cleanup(self, upload: Upload, *, keep_final: bool) -> None:
@@ -302,6 +307,12 @@ class S3BlobStore(S3Multipart):
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _not_found(exc: BaseException | None) -> bool:
+    """Whether a botocore error is the store's 404 (HeadObject has no body, so no error code)."""
+    response = getattr(exc, "response", None)
+    return isinstance(response, dict) and response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
 
 
 def from_settings(settings: object) -> S3BlobStore:
