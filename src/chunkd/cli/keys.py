@@ -36,11 +36,23 @@ def keys_create(
 
     from chunkd.domain.errors import ChunkdError
 
+    settings = settings_for(data_dir)
+    # Run from another directory than the server's, the command would make a database of its own
+    # there, and its key would be refused by the server: say so (the key is still made, for a data
+    # dir prepared before its first `chunkd serve`).
+    fresh = settings.database_url is None and not settings.default_database_path().exists()
     try:
-        record, token = asyncio.run(with_runtime(settings_for(data_dir), create))
+        record, token = asyncio.run(with_runtime(settings, create))
     except ChunkdError as exc:
         console.print(f"error: {exc.message}", style="red")
         raise typer.Exit(2) from None
+    if fresh:
+        typer.echo(
+            f"chunkd: note: {settings.data_dir} had no database, so a new one was made for this key; a server "
+            "using another data directory will refuse the key (run this where `chunkd serve` runs, or pass "
+            "--data-dir or CHUNKD_DATA_DIR)",
+            err=True,
+        )
     console.print(f"key id {record.id} for owner {record.owner}, scopes {' '.join(sorted(record.scopes))}")
     print(token, flush=True)
 

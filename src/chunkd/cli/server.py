@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import socket
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
     from chunkd.runtime import Runtime
     from chunkd.settings import Settings
 
-__all__ = ["gc", "migrate", "serve"]
+__all__ = ["gc", "listen_problem", "migrate", "serve"]
 
 
 @app.command()
@@ -30,6 +32,11 @@ def serve(
 ) -> None:
     """Run the server (SQLite + local disk under the data dir unless configured otherwise)."""
     settings = settings_for(data_dir, host=host, port=port, server=server, workers=workers)
+    # Before anything is made or announced: a port in use is one clear line, not a data dir, a
+    # bootstrap key and "listening on" followed by the server's own bind error.
+    if problem := listen_problem(settings.host, settings.port):
+        typer.echo(f"chunkd: {problem}", err=True)
+        raise typer.Exit(1)
     # The server reads the same settings from the environment: the options are passed on there.
     os.environ.update(
         CHUNKD_DATA_DIR=str(settings.data_dir),
@@ -48,6 +55,29 @@ def serve(
     # descriptors), without the command line's libraries: typer, click and rich stay resident
     # otherwise, ~10 MiB of a ~115 MiB idle server (2026-11-30).
     os.execv(sys.executable, [sys.executable, "-m", "chunkd.server"])
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (a trial bind, released at once, with
+    SO_REUSEADDR as the server binds), or None."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        return f"host (--host, CHUNKD_HOST): cannot listen on {host!r}: {exc.strerror}"
+    with socket.socket(family, kind, proto) as trial:
+        trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            trial.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is already in use (by another chunkd serve?): stop that, "
+                    "or choose another port with --port or CHUNKD_PORT"
+                )
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def _migrate_embedded(settings: Settings) -> None:
