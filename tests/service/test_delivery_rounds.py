@@ -194,3 +194,39 @@ async def test_an_endpoint_that_never_answers_fails_the_attempt_at_the_timeout(m
     assert (logged.status, logged.attempts, logged.response_status) == ("pending", 1, None)
     assert logged.last_error == "no answer within 0.2 s"  # and it will be tried again
     await delivery.close()
+
+
+async def test_a_delivery_goes_to_the_address_that_was_checked(
+    metadata: MetadataStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DNS rebinding: the name resolves to a public address for the check, then to loopback. The
+    # request must be sent to the address checked (the name kept for Host and TLS), so resolving
+    # the name again — as the transport would — can never reach the loopback.
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+
+    async def resolve(host: str, port: int) -> list[str]:
+        assert (host, port) == ("hooks.example", 443)
+        return next(answers)
+
+    monkeypatch.setattr("chunkd.service.destinations.resolve", resolve)
+    received: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        received.append(request)
+        return httpx.Response(204)
+
+    delivery = DeliveryWorker(
+        metadata.webhooks,
+        DeliveryPolicy(block_private=True),
+        operator_secret=None,
+        clock=lambda: T0 + timedelta(seconds=1),
+        transport=httpx.MockTransport(answer),
+    )
+    await add_endpoint(metadata)
+    await completed_upload(metadata)
+    assert await delivery.run_once() == 1
+    [request] = received
+    assert str(request.url) == "https://93.184.216.34/"
+    assert request.headers["Host"] == "hooks.example"
+    assert request.extensions["sni_hostname"] == "hooks.example"  # the certificate is checked for the name
+    await delivery.close()

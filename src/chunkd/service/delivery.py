@@ -25,7 +25,7 @@ from standardwebhooks import Webhook
 
 from chunkd.domain.errors import InvalidInput
 from chunkd.ports.webhooks import ClaimedDelivery, WebhookRepository
-from chunkd.service.destinations import check_public_destination
+from chunkd.service.destinations import Pinned, check_public_destination
 from chunkd.service.tls import outgoing_tls
 from chunkd.service.waiting import until_set
 
@@ -166,21 +166,25 @@ class DeliveryWorker:
             # One deadline for the whole attempt (address check, connect, send, answer), so an
             # endpoint that hangs or trickles holds neither the round nor its lease past it.
             async with asyncio.timeout(self.policy.timeout):
+                target: Pinned | None = None
                 if claimed.endpoint.owner is not None and self.policy.block_private:
-                    await check_public_destination(claimed.endpoint.url)
+                    # Sent to the address just checked, not to whatever the name resolves to next.
+                    target = Pinned(claimed.endpoint.url, await check_public_destination(claimed.endpoint.url))
                 body = json.dumps(claimed.payload, separators=(",", ":"), ensure_ascii=False)
                 sent_at = self.clock()
                 signature = Webhook(secret).sign(delivery.event_id, sent_at, body)
                 request = self.client.build_request(
                     "POST",
-                    claimed.endpoint.url,
+                    target.url if target else claimed.endpoint.url,
                     content=body.encode(),
                     headers={
+                        **(target.headers if target else {}),
                         "Content-Type": "application/json",
                         "webhook-id": delivery.event_id,
                         "webhook-timestamp": str(int(sent_at.timestamp())),
                         "webhook-signature": signature,
                     },
+                    extensions=target.extensions if target else None,
                 )
                 # Only the status counts: the answer's body is never read (nor held in memory).
                 response = await self.client.send(request, stream=True)
