@@ -58,18 +58,15 @@ def serve(
 
 
 def listen_problem(host: str, port: int) -> str | None:
-    """Why the server could not listen on ``host:port`` (a trial bind, released at once, with
-    SO_REUSEADDR as the server binds), or None."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        return f"host (--host, CHUNKD_HOST): cannot listen on {host!r}: {exc.strerror}"
-    with socket.socket(family, kind, proto) as trial:
+    """Why the server could not listen on ``host:port``, or None: a trial bind, released at once,
+    made as uvicorn binds (IPv6 when the host has a colon, IPv4 otherwise; SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as trial:
         trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            trial.bind(address)
+            trial.bind((host, port))
+        except socket.gaierror as exc:
+            return f"host (--host, CHUNKD_HOST): cannot listen on {host!r}: {exc.strerror}"
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 return (
