@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from chunkd.cli.common import app, console
 
@@ -197,7 +198,9 @@ def list_files(
                     print(json.dumps(file.summary()), flush=True)
                     continue
                 created = file.created_at.strftime("%Y-%m-%d %H:%M") if file.created_at else ""
-                table.add_row(file.status, format_size(file.size_bytes), created, file.filename, file.id)
+                # Filenames are chosen by whoever uploaded (a partner, through a link): shown as they
+                # are, never read as rich markup ("[conceal]…" would hide, "[red]" vanish).
+                table.add_row(file.status, format_size(file.size_bytes), created, Text(file.filename), file.id)
         except ClientError as exc:
             _fatal(exc, url)
             err_console.print(f"error: {exc}", style="red", markup=False)
