@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Column, Table
+from rich.text import Text
 
 from chunkd.cli.common import DataDir, console, settings_for, with_runtime
 
@@ -94,13 +95,14 @@ def keys_list(
     # The id is what `keys revoke` takes: it is never shortened, whatever the terminal's width.
     table.columns.insert(0, Column("id", no_wrap=True, min_width=max((len(r["id"]) for r in rows), default=2)))
     for row in rows:
+        # A name can come from the API (POST /v1/keys): shown verbatim, never read as markup.
         table.add_row(
             row["id"],
             row["owner"],
             " ".join(row["scopes"]),
             row["createdAt"],
             row["revokedAt"] or "",
-            row["name"] or "",
+            Text(row["name"] or ""),
         )
     console.print(table)
 
