@@ -169,6 +169,10 @@ def download(
             _fatal(exc, url)
             err_console.print(f"error: {file_id}: {exc}", style="red", markup=False)
             raise typer.Exit(1) from None
+        except OSError as exc:  # where the bytes go: a missing directory, no permission, a full disk
+            where = f"cannot write {exc.filename}: " if exc.filename else ""
+            err_console.print(f"error: {file_id}: {where}{exc.strerror or exc}", style="red", markup=False)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: run the same command again to continue", markup=False)
             raise typer.Exit(130) from None
