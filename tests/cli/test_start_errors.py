@@ -61,3 +61,16 @@ def test_keys_create_says_when_it_made_a_database_of_its_own(tmp_path: Path, mon
     assert "chunkd-data had no database, so a new one was made for this key" in done.stderr
     again = CliRunner().invoke(app, ["keys", "create", "--owner", "bob"])
     assert again.exit_code == 0 and again.stderr == ""
+
+
+def test_migrate_of_a_database_elsewhere_needs_no_data_dir(tmp_path: Path) -> None:
+    # e.g. `chunkd migrate` against PostgreSQL from a read-only container: the data dir is not used.
+    (tmp_path / "taken").write_text("not a directory")
+    database = tmp_path / "elsewhere.db"
+    done = CliRunner().invoke(
+        app,
+        ["migrate", "--data-dir", str(tmp_path / "taken")],
+        env={"CHUNKD_DATABASE_URL": f"sqlite:///{database}"},
+    )
+    assert done.exit_code == 0, done.output
+    assert "database is up to date" in done.stdout and database.exists()

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # imported where used: the client commands need neither SQLAl
     from chunkd.runtime import Runtime
     from chunkd.settings import Settings
 
-__all__ = ["DataDir", "app", "console", "data_dir_problem", "settings_for", "with_runtime"]
+__all__ = ["DataDir", "app", "console", "data_dir_problem", "require_data_dir", "settings_for", "with_runtime"]
 
 T = TypeVar("T")
 
@@ -45,13 +45,17 @@ def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
             where = f"{field} (CHUNKD_{field.upper()})" if field else "settings"
             typer.echo(f"chunkd: {where}: {error['msg']}", err=True)
         raise typer.Exit(2) from None
-    # Every server-side command keeps its secret, database or bytes there: one line, not a traceback.
+    return settings
+
+
+def require_data_dir(settings: Settings) -> None:
+    """Stop with one line (exit 2, as for any bad setting) when the data dir cannot be used: the
+    server and every command on its runtime keep the secret, the SQLite database or bytes there."""
     if problem := data_dir_problem(settings.data_dir):
         typer.echo(
             f"chunkd: data_dir (--data-dir, CHUNKD_DATA_DIR): cannot use {settings.data_dir}: {problem}", err=True
         )
         raise typer.Exit(2)
-    return settings
 
 
 def data_dir_problem(path: Path) -> str | None:
@@ -71,6 +75,7 @@ async def with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable
     """Run ``action`` with a runtime opened on ``settings`` (closed afterwards, also on errors)."""
     from chunkd.runtime import open_runtime
 
+    require_data_dir(settings)
     runtime = await open_runtime(settings)
     try:
         return await action(runtime)

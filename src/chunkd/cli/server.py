@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from chunkd.cli.common import DataDir, app, console, settings_for, with_runtime
+from chunkd.cli.common import DataDir, app, console, require_data_dir, settings_for, with_runtime
 
 if TYPE_CHECKING:
     from chunkd.runtime import Runtime
@@ -32,6 +32,7 @@ def serve(
 ) -> None:
     """Run the server (SQLite + local disk under the data dir unless configured otherwise)."""
     settings = settings_for(data_dir, host=host, port=port, server=server, workers=workers)
+    require_data_dir(settings)
     # Before anything is made or announced: a port in use is one clear line, not a data dir, a
     # bootstrap key and "listening on" followed by the server's own bind error.
     if problem := listen_problem(settings.host, settings.port):
@@ -99,6 +100,7 @@ def _upgrade(settings: Settings) -> None:
     from chunkd.runtime import private_data_dir, private_sqlite_files
 
     if settings.database_url is None:  # the default SQLite file lives in the data dir
+        require_data_dir(settings)
         private_data_dir(settings.data_dir)
     private_sqlite_files(settings.resolved_database_url())
 
