@@ -13,8 +13,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# --no-compile: pip would byte-compile all ~5,000 modules of the dependencies (107 → 73 s for this
+# install on a 2-core machine, 2026-12-01); Python compiles the ~1,500 that chunkd imports on first use.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-compile -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
