@@ -14,7 +14,8 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 # --no-compile: pip would byte-compile all ~5,000 modules of the dependencies (107 → 73 s for this
-# install on a 2-core machine, 2026-12-01); Python compiles the ~1,500 that chunkd imports on first use.
+# install on a 2-core machine, 2026-12-01); Python compiles the ones a process imports on first use
+# (about 1,000 for the server and the command line).
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --no-compile -e '.[test]'
 	touch $(STAMP)
