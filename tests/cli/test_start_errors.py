@@ -74,3 +74,15 @@ def test_migrate_of_a_database_elsewhere_needs_no_data_dir(tmp_path: Path) -> No
     )
     assert done.exit_code == 0, done.output
     assert "database is up to date" in done.stdout and database.exists()
+
+
+def test_keys_errors_go_to_stderr_so_a_pipe_never_takes_them_for_the_key(tmp_path: Path) -> None:
+    # README: KEY=$(chunkd keys create --owner alice --scopes … | tail -n 1)
+    done = CliRunner().invoke(
+        app, ["keys", "create", "--owner", "alice", "--scopes", "files:write", "--data-dir", str(tmp_path)]
+    )
+    assert done.exit_code == 2
+    assert done.stdout == "" and "error: unknown scope(s): files:write" in done.stderr
+    revoked = CliRunner().invoke(app, ["keys", "revoke", "deadbeefdeadbeef", "--data-dir", str(tmp_path)])
+    assert revoked.exit_code == 2
+    assert revoked.stdout == "" and "no API key with id 'deadbeefdeadbeef'" in revoked.stderr

@@ -16,12 +16,22 @@ if TYPE_CHECKING:  # imported where used: the client commands need neither SQLAl
     from chunkd.runtime import Runtime
     from chunkd.settings import Settings
 
-__all__ = ["DataDir", "app", "console", "data_dir_problem", "require_data_dir", "settings_for", "with_runtime"]
+__all__ = [
+    "DataDir",
+    "app",
+    "console",
+    "data_dir_problem",
+    "err_console",
+    "require_data_dir",
+    "settings_for",
+    "with_runtime",
+]
 
 T = TypeVar("T")
 
 app = typer.Typer(help="chunkd: a self-hosted, resumable, chunked upload server.", no_args_is_help=True)
 console = Console()
+err_console = Console(stderr=True, soft_wrap=True)  # errors: on stderr, whole lines in logs
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (default: $CHUNKD_DATA_DIR or ./chunkd-data).")

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from chunkd.cli.common import app, console
+from chunkd.cli.common import app, console, err_console
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -30,7 +29,6 @@ DEFAULT_URL = "http://127.0.0.1:8080"  # as chunkd.client.DEFAULT_URL (not impor
 # Ids made before chunkd stopped minting ids that begin with '-' still may; the shell cannot tell one from an option.
 ID_NOTE = "An id that begins with '-' goes after '--' (chunkd download -- -Xw…)."
 ID_HELP = f"The file's id. {ID_NOTE}"
-err_console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines in logs
 
 
 def _client(url: str, key: str | None) -> Client:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Column, Table
 from rich.text import Text
 
-from chunkd.cli.common import DataDir, console, settings_for, with_runtime
+from chunkd.cli.common import DataDir, console, err_console, settings_for, with_runtime
 
 if TYPE_CHECKING:
     from chunkd.ports.keys import ApiKeyRecord
@@ -45,7 +45,8 @@ def keys_create(
     try:
         record, token = asyncio.run(with_runtime(settings, create))
     except ChunkdError as exc:
-        console.print(f"error: {exc.message}", style="red")
+        # On stderr: `KEY=$(chunkd keys create … | tail -n 1)` must not take an error for the key.
+        err_console.print(f"error: {exc.message}", style="red", markup=False)
         raise typer.Exit(2) from None
     if fresh:
         typer.echo(
@@ -135,6 +136,6 @@ def keys_revoke(
     try:
         asyncio.run(with_runtime(settings_for(data_dir), revoke))
     except ChunkdError as exc:
-        console.print(f"error: {exc.message}", style="red")
+        err_console.print(f"error: {exc.message}", style="red", markup=False)
         raise typer.Exit(2) from None
     console.print(f"revoked {target}")
