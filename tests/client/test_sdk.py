@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from chunkd.client import (
+    AsyncClient,
     AuthenticationError,
     ChecksumMismatch,
     Conflict,
@@ -30,7 +31,7 @@ from chunkd.client.source import Source
 from chunkd.client.state import LocalFile, UploadState
 from chunkd.domain.errors import Busy as DomainBusy
 from chunkd.domain.upload import Upload
-from tests.client.conftest import Sdk
+from tests.client.conftest import FAST_RETRIES, Sdk
 
 PART = 1000
 
@@ -271,3 +272,23 @@ async def test_a_hook_briefly_unavailable_is_retried_as_the_server_asks(sdk: Sdk
     assert file.status == "COMPLETED" and file.md5 == hashlib.md5(data).hexdigest()
     assert hook.calls == 2
     assert [(n.method, n.reason) for n in notices] == [("POST", "HTTP 409 hook_unavailable")]
+
+
+async def test_a_state_dir_that_cannot_be_written_costs_only_the_resuming(
+    sdk: Sdk, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A read-only home, or a state path under a file: the upload goes on, with one warning.
+    (tmp_path / "not-a-dir").write_text("")
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(2 * PART))
+    async with AsyncClient(
+        "http://testserver",
+        sdk.keys["alice"],
+        retry=FAST_RETRIES,
+        transport=sdk.recorder,
+        state_dir=tmp_path / "not-a-dir" / "chunkd",
+    ) as client:
+        file = await client.upload(source, part_size=PART)
+    assert file.status == "COMPLETED" and file.md5 == hashlib.md5(source.read_bytes()).hexdigest()
+    warnings = [r for r in caplog.records if r.name == "chunkd.client" and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "an interrupted one will start over" in warnings[0].getMessage()
