@@ -81,13 +81,13 @@ def test_tus_patch_killed_on_node_a_resumes_on_node_b(
         sent = on_a.patch(path, content=data[:first], headers={**patch, "Upload-Offset": "0"})
         assert sent.status_code == 204 and sent.headers["upload-offset"] == str(first)
 
-        streaming = threading.Event()
+        streaming, killed = threading.Event(), threading.Event()
 
         def body() -> Iterator[bytes]:
-            for at in range(first, len(data), 256 * 1024):
-                yield data[at : at + 256 * 1024]
-                streaming.set()
-                threading.Event().wait(0.05)  # a slow client: A is killed while this streams
+            yield data[first : first + 256 * 1024]
+            streaming.set()
+            killed.wait(120)  # the rest only once A is dead: the PATCH never ends on A
+            yield data[first + 256 * 1024 :]
 
         def doomed() -> BaseException | int:
             try:
@@ -99,6 +99,7 @@ def test_tus_patch_killed_on_node_a_resumes_on_node_b(
             outcome = pool.submit(doomed)
             assert streaming.wait(60)
             a.kill()
+            killed.set()
             assert isinstance(outcome.result(timeout=60), httpx.HTTPError)
 
         head = on_b.head(path)
