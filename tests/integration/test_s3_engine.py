@@ -598,3 +598,23 @@ async def test_a_download_while_the_object_store_fails_is_503_before_any_byte(
     await service.complete("alice", empty.id)
     nothing = await s3_api.client.get(f"/v1/files/{empty.id}/content", headers=s3_api.auth())
     assert nothing.status_code == 200 and nothing.content == b""
+
+
+async def test_a_multipart_copy_left_by_a_crash_is_aborted_by_cancel_and_gc(s3_api: Api) -> None:
+    """A concatenation copies a source past CopyObject's limit into a staged part by a multipart
+    copy on the staged key. A node dying during that copy left the multipart upload open, and only
+    those under masters/ were ever aborted: neither the upload's cancel nor gc freed its parts."""
+    service = s3_api.runtime.uploads
+    store = store_of(s3_api)
+    client = s3(s3_api)
+    live = await service.create("alice", filename="c.bin", size_bytes=None, mode=Mode.APPEND)
+    ghost = "H" * 22
+    for upload_id in (ghost, live.id):
+        made = client.create_multipart_upload(Bucket=store.bucket, Key=f"chunkd/staging/{upload_id}/1.abcdefghijkl")
+        client.upload_part(
+            Bucket=store.bucket, Key=made["Key"], UploadId=made["UploadId"], PartNumber=1, Body=b"x" * 1000
+        )
+    assert await store.sweep(await s3_api.runtime.repo.live_blobs(), grace_seconds=0) == 1
+    assert [u["Key"] for u in bucket_state(s3_api)[1]] == [f"chunkd/staging/{live.id}/1.abcdefghijkl"]
+    await service.cancel("alice", live.id)
+    assert bucket_state(s3_api) == ([], [])

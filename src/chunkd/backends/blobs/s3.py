@@ -185,8 +185,10 @@ class S3BlobStore(S3Multipart):
     async def _cleanup(self, upload: Upload, *, keep_final: bool) -> None:
         """Abort the upload's multipart upload(s) and delete its staged (and final) objects."""
         keep = self.final_key(upload) if keep_final else None
-        for mp in await self._multipart_uploads(self.master_prefix(upload.id)):
-            await self.call("abort_multipart_upload", Key=mp["Key"], UploadId=mp["UploadId"])
+        # Under staging/ too: a multipart copy of a big concatenation source that a crash cut short.
+        for folder in (self.master_prefix(upload.id), self.staging_prefix(upload.id)):
+            for mp in await self._multipart_uploads(folder):
+                await self.call("abort_multipart_upload", Key=mp["Key"], UploadId=mp["UploadId"])
         doomed = [k for k, _ in await self._list_keys(self.staging_prefix(upload.id))]
         if not keep_final:
             doomed += [k for k, _ in await self._list_keys(self.master_prefix(upload.id))]
@@ -227,6 +229,14 @@ class S3BlobStore(S3Multipart):
                 doomed.append(key)
             elif upload_id not in assembling:
                 finished.add(upload_id)
+        for mp in await self._multipart_uploads(self.prefix + "staging/"):
+            # A multipart copy into a staged part (``copy_upload``) left open by a crash; one of a
+            # pending upload may still be running, and is aborted when that upload ends.
+            upload_id, _ = upload_id_of(mp["Key"], "staging/")
+            initiated = mp["Initiated"].replace(tzinfo=mp["Initiated"].tzinfo or UTC).timestamp()
+            if (upload_id not in live or upload_id in finished) and initiated < cutoff:
+                await self.call("abort_multipart_upload", Key=mp["Key"], UploadId=mp["UploadId"])
+                removed += 1
         for key, modified in await self._list_keys(self.prefix + "staging/"):
             upload_id, ref = upload_id_of(key, "staging/")
             refs = live.get(upload_id)
