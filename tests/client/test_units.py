@@ -53,6 +53,7 @@ def test_retry_after_in_seconds_or_as_a_date_and_what_is_retried() -> None:
         away = httpx.Response(409, headers={"Retry-After": "1"}, json={"error": {"code": code, "message": "later"}})
         assert is_retryable_response(away)
     assert is_retryable_response(httpx.Response(502)) and not is_retryable_response(httpx.Response(400))
+    assert not is_retryable_response(httpx.Response(501)) and not is_retryable_response(httpx.Response(505))
 
 
 def test_error_bodies_become_typed_errors() -> None:
