@@ -119,6 +119,7 @@ class Lifecycle(EngineCore):
             maximum=cfg.max_part_size,
             mode=mode,
             strict=strict_part_size,
+            ceiling=cfg.max_file_size,
         )
         guessed = mimetypes.guess_type(filename)[0]
         mime = media_type((mime_type or "").strip() or guessed or "application/octet-stream")

@@ -127,6 +127,16 @@ async def _find_or_create(service: UploadService, owner: str, file_uuid: str, qq
     total_size = qq.integer("qqtotalfilesize")
     total_parts = qq.integer("qqtotalparts", minimum=1)
     part_size = _part_size(qq, index, total_parts, total_size)
+    largest = service.config.max_file_size
+    if part_size is not None and part_size > largest:
+        # A chunk larger than the largest file could never be filled (nor, past 2**63, stored).
+        field = "qqpartbyteoffset" if index > 0 and qq.integer("qqpartbyteoffset") is not None else "qqchunksize"
+        raise e.TooLarge(
+            f"{field} gives chunks of {part_size} bytes, more than the maximum file size of {largest} bytes",
+            field=field,
+            limit="max_file_size",
+            maxSizeBytes=largest,
+        )
     measured = part_size is None  # chunk 0 will measure it; until then the largest part allowed
     if total_size is None and total_parts is not None and index >= total_parts:
         raise e.PartOutOfRange(f"qqpartindex must be between 0 and {total_parts - 1}", field="qqpartindex")

@@ -1,0 +1,93 @@
+"""Hostile numbers in the Fine Uploader fields (qqtotalparts, qqchunksize, qqpartbyteoffset, ...):
+each is a 400 or 413 in Fine Uploader's error shape naming the field, and nothing is stored.
+
+A qqtotalparts of 10**12 on chunk 0 used to be kept, and the done request then counted the missing
+chunks one by one (the event loop blocked for good); a qqchunksize or qqpartbyteoffset past 2**63
+was a 500 (the database cannot store it)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chunkd.domain.upload import Mode
+from chunkd.frontends.pm.chunks import FRONTEND, TOTAL_PARTS
+from tests.conftest import Api
+
+BOUNDARY = "----qqHostileNumbers"
+MULTIPART = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def form(fields: list[tuple[str, str]], data: bytes = b"0123456789") -> bytes:
+    out = b"".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields
+    )
+    out += (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="qqfile"; filename="blob"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return out + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+HUGE = "9" * 4000  # int() still takes it (its limit is 4300 digits)
+CASES = [
+    pytest.param([("qqpartindex", "0"), ("qqtotalparts", "1000000000000"), ("qqchunksize", "10")], 400,
+                 "qqtotalparts", id="total-parts-past-max-parts"),
+    pytest.param([("qqpartindex", "0"), ("qqtotalparts", HUGE), ("qqchunksize", "10")], 400,
+                 "qqtotalparts", id="total-parts-huge"),
+    pytest.param([("qqpartindex", "10000"), ("qqtotalparts", "2"), ("qqchunksize", "10")], 400,
+                 "qqpartindex", id="part-index-past-max-parts"),
+    pytest.param([("qqpartindex", "0"), ("qqtotalparts", "2"), ("qqchunksize", HUGE)], 400,
+                 "qqchunksize", id="chunk-size-huge"),
+    pytest.param([("qqpartindex", "0"), ("qqtotalparts", "2"), ("qqchunksize", "9223372036854775808")], 400,
+                 "qqchunksize", id="chunk-size-past-int64"),
+    pytest.param([("qqpartindex", "0"), ("qqtotalparts", "2"), ("qqchunksize", str(2**62))], 413,
+                 "qqchunksize", id="chunk-size-past-max-file-size"),
+    pytest.param([("qqpartindex", "1"), ("qqtotalparts", "2"), ("qqpartbyteoffset", HUGE)], 400,
+                 "qqpartbyteoffset", id="offset-huge"),
+    pytest.param([("qqpartindex", "1"), ("qqtotalparts", "3"), ("qqpartbyteoffset", str(2**62))], 413,
+                 "qqpartbyteoffset", id="offset-past-max-file-size"),
+    pytest.param([("qqtotalfilesize", HUGE)], 400, "qqtotalfilesize", id="whole-file-size-huge"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("fields", "status", "field"), CASES)
+async def test_hostile_chunk_numbers_are_refused_naming_the_field(
+    api: Api, fields: list[tuple[str, str]], status: int, field: str
+) -> None:
+    body = form([("qquuid", "hostile-1"), *fields])
+    answer = await api.client.post("/api/v2/pm/upload/", content=body, headers={**api.auth(), **MULTIPART})
+    assert answer.status_code == status, answer.text
+    error = answer.json()
+    assert error["success"] is False and error["field"] == field, error
+    assert field in error["error"]
+    assert await api.runtime.uploads.find("alice", FRONTEND, "hostile-1") is None
+    assert await api.runtime.uploads.list_uploads("alice") == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_done_with_a_huge_recorded_chunk_count_answers_at_once(api: Api) -> None:
+    """An upload whose chunk count was recorded before counts were bounded (straight into the
+    engine here): the done request lists at most 1000 missing chunks instead of counting them all."""
+    await api.runtime.uploads.create(
+        "alice",
+        filename="a.bin",
+        size_bytes=None,
+        part_size=10,
+        mode=Mode.PARTS,
+        frontend=FRONTEND,
+        client_ref="counted-1",
+        defer_size=True,
+        metadata={TOTAL_PARTS: 10**12},
+        strict_part_size=False,
+    )
+    # Before the bound this request never ended (the loop was blocked; only the test timeout ends it).
+    answer = await api.client.post(
+        "/api/v2/pm/upload/?done", content=b"qquuid=counted-1&qqfilename=a.bin", headers={**api.auth(), **FORM}
+    )
+    assert answer.status_code == 409, answer.text
+    error = answer.json()
+    assert error["success"] is False and error["code"] == "missing_parts", error
+    assert error["missingParts"] == list(range(1000))  # chunk indexes, from 0
