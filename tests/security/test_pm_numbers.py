@@ -91,3 +91,37 @@ async def test_done_with_a_huge_recorded_chunk_count_answers_at_once(api: Api) -
     error = answer.json()
     assert error["success"] is False and error["code"] == "missing_parts", error
     assert error["missingParts"] == list(range(1000))  # chunk indexes, from 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_size_declared_late_cannot_give_more_than_max_parts(api: Api) -> None:
+    """Chunk 0 of 1-byte chunks, sent without a size; the done request then says the file has
+    5 TB: that is 5e12 chunks, refused naming qqtotalfilesize (it used to be recorded, and the
+    completion then listed the missing chunks one by one, blocking the event loop for good)."""
+    fields = [("qquuid", "late-1"), ("qqpartindex", "0"), ("qqchunksize", "1")]
+    sent = await api.client.post("/api/v2/pm/upload/", content=form(fields, b"x"), headers={**api.auth(), **MULTIPART})
+    assert sent.status_code == 200, sent.text
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done",
+        content=b"qquuid=late-1&qqfilename=a.bin&qqtotalfilesize=5000000000000",
+        headers={**api.auth(), **FORM},
+    )
+    assert done.status_code == 400, done.text
+    error = done.json()
+    assert error["success"] is False and error["field"] == "qqtotalfilesize", error
+    upload = await api.runtime.uploads.find("alice", FRONTEND, "late-1")
+    assert upload is not None and upload.size_bytes is None  # nothing recorded
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_completing_a_row_with_a_huge_part_count_answers_at_once(api: Api) -> None:
+    """A row whose late-declared size gives ~10**12 parts (written before that was refused):
+    completing it lists the first 1000 missing parts instead of all of them."""
+    upload = await api.runtime.uploads.create(
+        "alice", filename="a.bin", size_bytes=None, part_size=1, defer_size=True, strict_part_size=False
+    )
+    upload.size_bytes = 10**12
+    await api.runtime.repo.save(upload)
+    answer = await api.client.post(f"/v1/files/{upload.id}/complete", headers=api.auth())
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["missingParts"] == list(range(1, 1001))
