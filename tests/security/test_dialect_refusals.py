@@ -110,3 +110,32 @@ async def test_stalled_tus_patch_gets_a_plain_text_408(make_api: MakeApi) -> Non
         assert response.text.startswith("body_timeout: ")
         offset = await api.client.head(location, headers={**api.auth(), **TUS})
         assert offset.headers["Upload-Offset"] == "5"  # the durable bytes stay
+
+
+async def test_request_validation_names_the_field_in_every_dialect(make_api: MakeApi) -> None:
+    """A request FastAPI refuses before the handler runs (an id past its length, a body field out
+    of range) names the field in tus's plain text, the draft's problem details and the token
+    API's seed shape, as the Files API does; it used to be a bare "invalid request"."""
+    long_id = "a" * 65
+    async with make_api() as api:
+        tus = await api.client.patch(
+            f"/files/{long_id}",
+            content=b"x",
+            headers={**api.auth(), **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"},
+        )
+        assert tus.status_code == 400 and tus.headers["Tus-Resumable"] == "1.0.0", tus.text
+        assert tus.text.startswith("invalid_input: file_id: "), tus.text
+
+        draft = await api.client.head(f"/files/{long_id}", headers={**api.auth(), "Upload-Draft-Interop-Version": "6"})
+        assert draft.status_code == 400 and draft.headers["Upload-Draft-Interop-Version"] == "6"
+        created = await api.client.post(
+            f"/files/{long_id}",
+            headers={**api.auth(), "Upload-Draft-Interop-Version": "8", "X-HTTP-Method-Override": "DELETE"},
+        )
+        problem = created.json()
+        assert created.status_code == 400 and problem["field"] == "file_id", problem
+        assert problem["code"] == "invalid_input" and "file_id" in problem["detail"], problem
+
+        seed = await api.client.post("/auth/token", json={"expiresIn": 0}, headers=api.auth())
+        assert seed.status_code == 400, seed.text
+        assert seed.json() == {"status": "error", "message": "expiresIn: Input should be greater than or equal to 1"}

@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from chunkd.auth.keys import parse_scopes
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
-from chunkd.frontends.http import dialect_route, error_headers, isotime, principal, runtime
+from chunkd.frontends.http import dialect_route, error_headers, isotime, principal, runtime, validation_error
 from chunkd.frontends.native.errors import render_error, status_for
 from chunkd.frontends.native.schemas import ErrorResponse
 from chunkd.ports.keys import ApiKeyRecord
@@ -92,6 +93,8 @@ async def _render_seed(_: Request, exc: Exception) -> Response | None:
     if isinstance(exc, e.ChunkdError):
         message = exc.message
         status = status_for(exc)
+    elif isinstance(exc, RequestValidationError | ValidationError):
+        message = validation_error(exc.errors())[1]  # "field: what is wrong"
     else:
         message = "invalid request"
     if status == 400:
