@@ -343,9 +343,14 @@ class DraftEndpoint:
         upload = await self.tus.load(request, who.owner, file_id)
         if upload.status is Status.CANCELLED:
             raise e.NotFound(f"no upload with id {upload.id!r}", field="id")
-        _any_scope(who.scopes, "files:delete" if upload.status is Status.COMPLETED else "files:create")
+
+        def allowed(current: Upload) -> None:
+            # Judged again under the upload's lock: one that finished meanwhile needs files:delete.
+            _any_scope(who.scopes, "files:delete" if current.status is Status.COMPLETED else "files:create")
+
+        allowed(upload)
         async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT):
-            await runtime(request).uploads.delete(who.owner, file_id)
+            await runtime(request).uploads.delete(who.owner, file_id, check=allowed)
         return Response(status_code=204, headers={INTEROP_HEADER: version.header})
 
 
