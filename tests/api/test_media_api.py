@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from chunkd.auth.signing import Grant
+from chunkd.frontends import held
 from tests.conftest import Api
 from tests.support.media_files import CHUNK, bomb_png, chunked_upload, make_pdf, make_png
 
@@ -451,6 +452,37 @@ async def test_upload_id_after_the_file_part(api: Api) -> None:
     assert at_zero.status_code == 400 and at_zero.json()["field"] == "upload_id"
     listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
     assert [f["id"] for f in listed] == [upload_id]  # the new upload made for it is gone again
+
+
+async def test_chunks_held_for_their_upload_id_share_one_bound(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk held in memory until a later upload_id names its upload counts against the process's
+    budget (shared with the pm dialect's held forms): past it the chunk is a retryable 429 naming
+    upload_id, nothing of it is kept, and its bytes are counted off again however it ends."""
+    first = await api.client.post(
+        CHUNK_PATH, files={"image": ("p.png", b"x" * 100)}, headers=chunk_headers(api, 0, 99, 300)
+    )
+    upload_id = first.json()["upload_id"]
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n\r\n'
+        + b"y" * 100
+        + b'\r\n--B\r\nContent-Disposition: form-data; name="upload_id"\r\n\r\n'
+        + upload_id.encode()
+        + b"\r\n--B--\r\n"
+    )
+    headers = {**chunk_headers(api, 100, 199, 300), "Content-Type": "multipart/form-data; boundary=B"}
+    monkeypatch.setattr(held, "_held_now", held.HELD_TOTAL_BYTES - 50)  # other requests hold the rest
+    busy = await api.client.post(CHUNK_PATH, content=body, headers=headers)
+    assert busy.status_code == 429, busy.text
+    assert busy.json()["code"] == "rate_limited" and busy.json()["field"] == "upload_id"
+    assert busy.headers["retry-after"] == "1"
+    assert held.held_now() == held.HELD_TOTAL_BYTES - 50
+    listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
+    assert listed[0]["bytesReceived"] == 100
+    # Room again: the same chunk is held, stored, and its bytes counted off.
+    monkeypatch.setattr(held, "_held_now", 0)
+    late = await api.client.post(CHUNK_PATH, content=body, headers=headers)
+    assert late.status_code == 201 and late.json()["offset"] == 200, late.text
+    assert held.held_now() == 0
 
 
 async def test_expired_upload_is_410(api: Api) -> None:

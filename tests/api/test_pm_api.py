@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from chunkd.domain.upload import PART_SIZE_FROM_PART_1, Mode
-from chunkd.frontends.pm import router as pm_router
+from chunkd.frontends import held
 from chunkd.frontends.pm.chunks import TOTAL_PARTS
 from tests.conftest import Api
 
@@ -637,15 +637,15 @@ async def test_held_file_parts_share_one_bound(api: Api, monkeypatch: pytest.Mon
     after = [("qqpartindex", "0"), ("qqtotalparts", "1")]
     ok = await post_form(api, form([], data, after=after))
     assert ok.status_code == 200, ok.text
-    assert pm_router._held_now == 0
+    assert held.held_now() == 0
     bad = await post_form(api, form([], data, after=[*after, ("qqmd5", "not-an-md5")]))
-    assert bad.status_code == 400 and pm_router._held_now == 0
-    monkeypatch.setattr(pm_router, "_held_now", pm_router.HELD_TOTAL_BYTES - 100)  # others hold the rest
+    assert bad.status_code == 400 and held.held_now() == 0
+    monkeypatch.setattr(held, "_held_now", held.HELD_TOTAL_BYTES - 100)  # others hold the rest
     busy = await post_form(api, form([], data, after=after))
-    assert busy.status_code == 429, busy.text
+    assert busy.status_code == 429 and busy.headers["retry-after"] == "1", busy.text
     assert busy.json()["success"] is False and "qqfile" in busy.json()["error"]
     assert "preventRetry" not in busy.json() or busy.json()["preventRetry"] is False
-    assert pm_router._held_now == pm_router.HELD_TOTAL_BYTES - 100
+    assert held.held_now() == held.HELD_TOTAL_BYTES - 100
     # Fields before the file: nothing is held, whatever the others hold.
     placed = await post_form(api, form(chunk_fields(data, 0, None), data))
     assert placed.status_code == 200, placed.text

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.proc import holds, process_tree, tcp_sockets
+from tests.support.sqlite import DB_NAME, copy_sqlite, process_template
 
 __all__ = ["ChunkdServer", "free_port", "wait_until_up"]
 
@@ -101,6 +102,11 @@ class ChunkdServer:
         """Spawn the server and wait until it answers /healthz; ``timeout`` only bounds a server that
         never comes up (a loaded machine may take many seconds to import the app)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if "CHUNKD_DATABASE_URL" not in self.env and not (self.data_dir / DB_NAME).exists():
+            # A new data dir gets a copy of a migrated database, as in-process tests do: `chunkd serve`
+            # would spend about a second of CPU migrating each one (~100 servers a run). Its own
+            # migration of a new data dir is tested in tests/cli/test_migrate.py.
+            copy_sqlite(process_template(), self.data_dir)
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [str(BIN / "chunkd"), "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],

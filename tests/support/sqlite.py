@@ -4,14 +4,17 @@ running every Alembic revision again (each a committed, fsynced transaction)."""
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import os
 import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 
-__all__ = ["copy_sqlite", "migrated_sqlite"]
+__all__ = ["copy_sqlite", "migrated_sqlite", "process_template"]
 
 DB_NAME = "chunkd.db"  # the file Settings uses in its data dir when no database URL is given
 
@@ -31,6 +34,15 @@ def migrated_sqlite(path: Path) -> Path:
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, upgrade()).result()
     return path
+
+
+@functools.cache
+def process_template() -> Path:
+    """One migrated database for this test process, removed when it exits: for code that is not a
+    fixture (a server started on a new data dir, see tests/support/server.py)."""
+    directory = Path(tempfile.mkdtemp(prefix="chunkd-template-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return migrated_sqlite(directory / DB_NAME)
 
 
 def copy_sqlite(template: Path, data_dir: Path, name: str = DB_NAME) -> Path:

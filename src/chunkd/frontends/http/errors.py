@@ -61,10 +61,12 @@ class StatusTable:
 def error_headers(error: Exception | None, status: int) -> dict[str, str]:
     """The headers an error answer (``status``, for ``error`` if it is one of the engine's) carries
     whatever the dialect: the Bearer challenge with a 401 (RFC 9110 requires one), and when to try
-    again after a busy upload (its lock is held for seconds at most) or a storage fault."""
+    again after a busy upload (its lock is held for seconds at most), a full memory budget (held
+    form parts are let go as their requests end: chunkd.frontends.held) or a storage fault. The
+    rate limiter's own 429s carry their own Retry-After."""
     if status == 401:
         return {"WWW-Authenticate": BEARER_CHALLENGE}
-    if isinstance(error, e.Busy):
+    if isinstance(error, (e.Busy, e.RateLimited)):
         return {"Retry-After": "1"}
     if isinstance(error, e.StorageError):
         return {"Retry-After": "30"}

@@ -24,6 +24,7 @@ from chunkd.domain.checksum import parse_md5_hex
 from chunkd.domain.media import MediaRecord, MediaType
 from chunkd.domain.upload import Mode, Upload
 from chunkd.frontends.forms import small_form
+from chunkd.frontends.held import HeldBytes
 from chunkd.frontends.http import DOWNLOAD, dialect_route, file_response, isotime, principal, runtime, takes_file_bytes
 from chunkd.frontends.media.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.multipart import FilePart, FormStream
@@ -98,6 +99,14 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
     ``upload_id`` after the file part too (held in memory then: it is at most one chunk).
     Without ``Content-Range`` (and without ``upload_id``) the chunk is the whole file, at most one
     chunk long."""
+    held = HeldBytes("too many chunks are held until their upload_id; retry, or send upload_id first", "upload_id")
+    try:
+        return await _upload_chunk(request, held)
+    finally:
+        held.release()
+
+
+async def _upload_chunk(request: Request, held: HeldBytes) -> dict[str, Any]:
     who = await principal(request, "files:create")
     media = media_service(request)
     service = media.uploads
@@ -124,9 +133,9 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
         # A later chunk whose form names upload_id after the file part (django-chunked-upload
         # reads a form in any order): the chunk, at most media_max_chunk_bytes (checked above), is
         # held until the end of the form names its upload.
-        held = await _hold(body, length)
+        data = await _hold(body, length, held)
         upload_id = form.fields.get("upload_id") or None
-        body = _replay(held)
+        body = _replay(data)
     created = False
     if upload_id is not None:
         upload = await service.get(who.owner, upload_id, with_parts=False)
@@ -165,13 +174,15 @@ async def upload_chunk(request: Request) -> dict[str, Any]:
     return {"upload_id": upload.id, "offset": upload.bytes_received, "expires": isotime(upload.expires_at)}
 
 
-async def _hold(body: AsyncIterator[bytes], length: int) -> bytes:
-    """The chunk's bytes in memory, refused past its announced ``length``."""
+async def _hold(body: AsyncIterator[bytes], length: int, budget: HeldBytes) -> bytes:
+    """The chunk's bytes in memory, refused past its announced ``length``, and counted against the
+    process's budget while they are read."""
     held = bytearray()
     async for piece in body:
-        held += piece
-        if len(held) > length:
+        if len(held) + len(piece) > length:
             raise e.SizeMismatch(f"the body is longer than {length} bytes", field="body")
+        budget.take(len(piece), limit=length)
+        held += piece
     return bytes(held)
 
 

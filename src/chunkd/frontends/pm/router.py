@@ -28,6 +28,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.forms import parse_small_body, read_small_body, small_form
+from chunkd.frontends.held import HeldBytes
 from chunkd.frontends.http import (
     DOWNLOAD,
     dialect_route,
@@ -250,24 +251,22 @@ async def _store(request: Request, owner: str, fields: dict[str, str], boundary:
 _PLACING = (*CHUNK_FIELDS, "qquuid", "qqfilename", "qqtotalfilesize")
 
 
-# What the forms of this process may hold at once, all together: past it a file-first form is
-# answered 429 (Retry-After), so memory does not grow with the number of such requests in flight.
-# Fine Uploader itself sends qqfile last; only forms built in the seed's table order are held.
-HELD_TOTAL_BYTES = 32 * 1024 * 1024
-_held_now = 0
-
-
 class _Held:
-    """One request's held file part: its events, and the bytes it counts against the total."""
+    """One request's held file part: its events, and their bytes counted against the process's
+    budget (chunkd.frontends.held). Fine Uploader itself sends qqfile last: only forms built in the
+    seed's table order are held."""
 
     def __init__(self) -> None:
         self.events: list[FormEvent] = []
-        self.size = 0
+        self.bytes = HeldBytes(
+            "too many forms that send qqfile before qquuid and the chunk fields are being held;"
+            " retry, or send qqfile last",
+            field="qqfile",
+        )
 
     async def hold(self, events: AsyncIterator[FormEvent], limit: int) -> bool:
         """The file part's events up to ``limit`` bytes; whether the part ended within them."""
-        global _held_now
-        while self.size <= limit:
+        while self.bytes.size <= limit:
             event = await anext(events, None)
             if event is None:
                 break  # the form ends inside the file: file_bytes says so
@@ -275,20 +274,11 @@ class _Held:
             if isinstance(event, FileEnd):
                 return True
             if isinstance(event, FileData):
-                if _held_now + len(event.data) > max(HELD_TOTAL_BYTES, limit):
-                    raise e.RateLimited(
-                        "too many forms that send qqfile before qquuid and the chunk fields are being held;"
-                        " retry, or send qqfile last",
-                        field="qqfile",
-                    )
-                _held_now += len(event.data)
-                self.size += len(event.data)
+                self.bytes.take(len(event.data), limit=limit)
         return False
 
     def release(self) -> None:
-        global _held_now
-        _held_now -= self.size
-        self.size = 0
+        self.bytes.release()
         self.events.clear()
 
 
