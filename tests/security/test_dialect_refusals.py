@@ -139,3 +139,21 @@ async def test_request_validation_names_the_field_in_every_dialect(make_api: Mak
         seed = await api.client.post("/auth/token", json={"expiresIn": 0}, headers=api.auth())
         assert seed.status_code == 400, seed.text
         assert seed.json() == {"status": "error", "message": "expiresIn: Input should be greater than or equal to 1"}
+
+
+async def test_the_seed_token_api_says_what_a_guard_refused(make_api: MakeApi) -> None:
+    """The guards' refusals (too deep, rate limited) come in the seed shape with their message; a
+    too-deep body used to read "invalid request", and a 429 came in the Files API's shape."""
+    async with make_api(rate_limits=ONE_READ) as api:
+        deep = b'{"a":' * 100 + b"1" + b"}" * 100
+        refused = await api.client.post(
+            "/auth/token", content=deep, headers={**api.auth(), "Content-Type": "application/json"}
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json() == {"status": "error", "message": "the JSON body is nested more than 64 levels deep"}
+        for _ in range(2):
+            limited = await api.client.post("/auth/token", json={}, headers=api.auth())
+        assert limited.status_code == 429, limited.text
+        body = limited.json()  # as the asset API (also seed 003) answers it, not the Files API's shape
+        assert body["status"] == "error" and "rate limit" in body["message"] and "error" not in body, body
+        assert int(limited.headers["Retry-After"]) >= 1
