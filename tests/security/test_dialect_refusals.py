@@ -157,3 +157,19 @@ async def test_the_seed_token_api_says_what_a_guard_refused(make_api: MakeApi) -
         body = limited.json()  # as the asset API (also seed 003) answers it, not the Files API's shape
         assert body["status"] == "error" and "rate limit" in body["message"] and "error" not in body, body
         assert int(limited.headers["Retry-After"]) >= 1
+
+
+async def test_a_non_ascii_digit_as_the_draft_version_is_not_a_500(make_api: MakeApi) -> None:
+    """``Upload-Draft-Interop-Version: ²`` (a Latin-1 byte a header may carry, which str.isdigit
+    accepts and int() refuses) was a 500, on the public OPTIONS too; it is a version we do not
+    speak: OPTIONS answers as usual, a draft request is a 400 naming the field."""
+    async with make_api() as api:
+        for raw in (b"\xb2", b"6\xb9"):
+            version = (b"Upload-Draft-Interop-Version", raw)
+            options = await api.client.options("/files", headers=[version])
+            assert options.status_code == 204, options.text
+            created = await api.client.post(
+                "/files", headers=[version, (b"Authorization", api.auth()["Authorization"].encode())]
+            )
+            assert created.status_code == 400, created.text
+            assert created.json()["field"] == "Upload-Draft-Interop-Version"
