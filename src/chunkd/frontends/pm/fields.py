@@ -53,7 +53,7 @@ class QQ:
 
     def uuid(self, name: str = "qquuid") -> str | None:
         raw = self.text(name)
-        if raw is not None and not _UUID.match(raw):
+        if raw is not None and not _UUID.fullmatch(raw):
             raise InvalidInput(f"{name} must be 1-128 letters, digits, '.', '_' or '-' (not only dots)", field=name)
         return raw
 
