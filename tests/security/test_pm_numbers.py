@@ -125,3 +125,32 @@ async def test_completing_a_row_with_a_huge_part_count_answers_at_once(api: Api)
     answer = await api.client.post(f"/v1/files/{upload.id}/complete", headers=api.auth())
     assert answer.status_code == 409, answer.text
     assert answer.json()["error"]["missingParts"] == list(range(1, 1001))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_refused_first_chunk_leaves_no_upload_behind(api: Api) -> None:
+    """A chunk 0 of the wrong size starts the file's upload and is refused (400, preventRetry):
+    the upload it made is removed again (it used to stay, empty, until it expired). An upload
+    holding a stored chunk is kept when a later chunk is refused."""
+    geometry = [("qqpartindex", "0"), ("qqtotalparts", "2"), ("qqchunksize", "10"), ("qqtotalfilesize", "20")]
+    refused = await api.client.post(
+        "/api/v2/pm/upload/",
+        content=form([("qquuid", "short-0"), *geometry], b"01234"),
+        headers={**api.auth(), **MULTIPART},
+    )
+    assert refused.status_code == 400 and refused.json()["field"] == "qqfile", refused.text
+    assert await api.runtime.uploads.find("alice", FRONTEND, "short-0") is None
+    assert await api.runtime.uploads.list_uploads("alice") == []
+
+    stored = await api.client.post(
+        "/api/v2/pm/upload/", content=form([("qquuid", "short-0"), *geometry]), headers={**api.auth(), **MULTIPART}
+    )
+    assert stored.status_code == 200, stored.text
+    again = await api.client.post(
+        "/api/v2/pm/upload/",
+        content=form([("qquuid", "short-0"), *geometry], b"0"),
+        headers={**api.auth(), **MULTIPART},
+    )
+    assert again.status_code == 400, again.text
+    kept = await api.runtime.uploads.find("alice", FRONTEND, "short-0")
+    assert kept is not None and kept.bytes_received == 10
