@@ -66,3 +66,10 @@ def test_narrow_terminal_never_cuts_the_id(tmp_path: Path) -> None:
     key_id = json.loads(run(tmp_path, "keys", "list", "--json"))[0]["id"]
     table = on_a_terminal(tmp_path, "keys", "list", columns=60)
     assert key_id in table, table
+
+
+def test_names_are_shown_verbatim_on_a_terminal(tmp_path: Path) -> None:
+    # A key's name can be chosen through the API (POST /v1/keys): never read as the table's markup.
+    run(tmp_path, "keys", "create", "--owner", "bob", "--name", "[i]k")
+    table = on_a_terminal(tmp_path, "keys", "list", columns=200)
+    assert "[i]k" in table, table

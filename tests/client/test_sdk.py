@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from chunkd.client import (
+    AsyncClient,
     AuthenticationError,
     ChecksumMismatch,
     Conflict,
@@ -28,7 +29,9 @@ from chunkd.client import (
 from chunkd.client._core import Tracker
 from chunkd.client.source import Source
 from chunkd.client.state import LocalFile, UploadState
-from tests.client.conftest import Sdk
+from chunkd.domain.errors import Busy as DomainBusy
+from chunkd.domain.upload import Upload
+from tests.client.conftest import FAST_RETRIES, Sdk
 
 PART = 1000
 
@@ -235,3 +238,57 @@ async def test_a_part_that_keeps_failing_raises_its_typed_error_and_a_directory_
         with pytest.raises(IsADirectoryError):
             await client.upload(tmp_path)
         assert [f.id async for f in client.list()] == before  # nothing created for it
+
+
+class HookAwayOnce:
+    """A pre-finish hook that is unreachable for its first call (the server answers 409
+    hook_unavailable with Retry-After, as with CHUNKD_HOOK_FAILURE=reject), then lets it through."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def pre_create(self, upload: Upload) -> None:
+        return None
+
+    async def pre_finish(self, upload: Upload) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            error = DomainBusy("the pre-finish hook is not available; try again later", field="hook")
+            error.code = "hook_unavailable"
+            raise error
+
+    async def pre_download(self, upload: Upload) -> None:
+        return None
+
+
+async def test_a_hook_briefly_unavailable_is_retried_as_the_server_asks(sdk: Sdk) -> None:
+    data = os.urandom(2 * PART)
+    hook = HookAwayOnce()
+    sdk.runtime.uploads.hooks = hook
+    notices: list[RetryNotice] = []
+    async with sdk.client(remember=False) as client:
+        client.on_retry = notices.append
+        file = await client.upload(io.BytesIO(data), part_size=PART)
+    assert file.status == "COMPLETED" and file.md5 == hashlib.md5(data).hexdigest()
+    assert hook.calls == 2
+    assert [(n.method, n.reason) for n in notices] == [("POST", "HTTP 409 hook_unavailable")]
+
+
+async def test_a_state_dir_that_cannot_be_written_costs_only_the_resuming(
+    sdk: Sdk, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A read-only home, or a state path under a file: the upload goes on, with one warning.
+    (tmp_path / "not-a-dir").write_text("")
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(2 * PART))
+    async with AsyncClient(
+        "http://testserver",
+        sdk.keys["alice"],
+        retry=FAST_RETRIES,
+        transport=sdk.recorder,
+        state_dir=tmp_path / "not-a-dir" / "chunkd",
+    ) as client:
+        file = await client.upload(source, part_size=PART)
+    assert file.status == "COMPLETED" and file.md5 == hashlib.md5(source.read_bytes()).hexdigest()
+    warnings = [r for r in caplog.records if r.name == "chunkd.client" and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "an interrupted one will start over" in warnings[0].getMessage()

@@ -50,6 +50,10 @@ def test_retry_after_in_seconds_or_as_a_date_and_what_is_retried() -> None:
     busy = httpx.Response(409, json={"error": {"code": "upload_busy", "message": "busy"}})
     conflict = httpx.Response(409, json={"error": {"code": "missing_parts", "message": "no"}})
     assert is_retryable_response(busy) and not is_retryable_response(conflict)
+    # A hook or virus scanner briefly away: the server's 409 says when to try again.
+    for code in ("hook_unavailable", "scan_unavailable"):
+        away = httpx.Response(409, headers={"Retry-After": "1"}, json={"error": {"code": code, "message": "later"}})
+        assert is_retryable_response(away)
     assert is_retryable_response(httpx.Response(502)) and not is_retryable_response(httpx.Response(400))
 
 

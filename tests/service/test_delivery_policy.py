@@ -33,7 +33,10 @@ def test_default_schedule_covers_at_least_a_day() -> None:
     now, attempts = T0, 0
     while (when := policy.retry_at(claimed(attempts), now)) is not None:
         now, attempts = when, attempts + 1
-    assert now - T0 >= timedelta(hours=23) and attempts >= 20
+    # The last retry is the last one that fits in the window: at most one (jittered) longest delay
+    # before its end. (23 h was asserted here, which about one run in ten missed by the jitter.)
+    last_gap = timedelta(seconds=policy.retry_max_delay * 1.1)
+    assert now - T0 >= timedelta(seconds=policy.retry_window) - last_gap and attempts >= 20
 
 
 def test_no_retry_after_the_window() -> None:

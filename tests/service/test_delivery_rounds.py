@@ -6,7 +6,7 @@ another node, and retries, are still sent."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -141,4 +141,92 @@ async def test_a_redelivery_wake_up_claims_at_once(metadata: MetadataStore) -> N
     assert [str(r.url) for r in received] == ["https://hooks.example/"]
     delivery.stop()
     await running
+    await delivery.close()
+
+
+class EndlessBody(httpx.AsyncByteStream):
+    """An answer body that sends one byte and then nothing, never ending: what an endpoint trickling
+    a byte now and then looks like (httpx's timeout bounds each read, so it never ends either)."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"{"
+        await asyncio.Event().wait()
+
+
+def endless_worker(
+    metadata: MetadataStore, answer: Callable[[httpx.Request], Awaitable[httpx.Response]]
+) -> DeliveryWorker:
+    return DeliveryWorker(
+        metadata.webhooks,
+        DeliveryPolicy(block_private=False, timeout=0.2),
+        operator_secret=None,
+        clock=lambda: T0 + timedelta(seconds=1),
+        transport=httpx.MockTransport(answer),
+    )
+
+
+async def test_a_2xx_whose_body_never_ends_is_delivered_without_reading_it(metadata: MetadataStore) -> None:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=EndlessBody())
+
+    delivery = endless_worker(metadata, answer)
+    await add_endpoint(metadata)
+    await completed_upload(metadata)
+    # (wait_for only turns a hang into a failure.)
+    assert await asyncio.wait_for(delivery.run_once(), 30) == 1
+    [logged] = await metadata.webhooks.list_deliveries("we_1", 10)
+    assert (logged.status, logged.attempts, logged.response_status) == ("delivered", 1, 200)
+    await delivery.close()
+
+
+async def test_an_endpoint_that_never_answers_fails_the_attempt_at_the_timeout(metadata: MetadataStore) -> None:
+    # The mock transport applies no httpx timeout at all: it stands for an endpoint that trickles its
+    # status line and headers, which never trips httpx's per-read timeout either.
+    async def answer(request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    delivery = endless_worker(metadata, answer)
+    await add_endpoint(metadata)
+    await completed_upload(metadata)
+    assert await asyncio.wait_for(delivery.run_once(), 30) == 1
+    [logged] = await metadata.webhooks.list_deliveries("we_1", 10)
+    assert (logged.status, logged.attempts, logged.response_status) == ("pending", 1, None)
+    assert logged.last_error == "no answer within 0.2 s"  # and it will be tried again
+    await delivery.close()
+
+
+async def test_a_delivery_goes_to_the_address_that_was_checked(
+    metadata: MetadataStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DNS rebinding: the name resolves to a public address for the check, then to loopback. The
+    # request must be sent to the address checked (the name kept for Host and TLS), so resolving
+    # the name again — as the transport would — can never reach the loopback.
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+
+    async def resolve(host: str, port: int) -> list[str]:
+        assert (host, port) == ("hooks.example", 443)
+        return next(answers)
+
+    monkeypatch.setattr("chunkd.service.destinations.resolve", resolve)
+    received: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        received.append(request)
+        return httpx.Response(204)
+
+    delivery = DeliveryWorker(
+        metadata.webhooks,
+        DeliveryPolicy(block_private=True),
+        operator_secret=None,
+        clock=lambda: T0 + timedelta(seconds=1),
+        transport=httpx.MockTransport(answer),
+    )
+    await add_endpoint(metadata)
+    await completed_upload(metadata)
+    assert await delivery.run_once() == 1
+    [request] = received
+    assert str(request.url) == "https://93.184.216.34/"
+    assert request.headers["Host"] == "hooks.example"
+    assert request.extensions["sni_hostname"] == "hooks.example"  # the certificate is checked for the name
     await delivery.close()

@@ -4,6 +4,7 @@ command)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -15,12 +16,22 @@ if TYPE_CHECKING:  # imported where used: the client commands need neither SQLAl
     from chunkd.runtime import Runtime
     from chunkd.settings import Settings
 
-__all__ = ["DataDir", "app", "console", "settings_for", "with_runtime"]
+__all__ = [
+    "DataDir",
+    "app",
+    "console",
+    "data_dir_problem",
+    "err_console",
+    "require_data_dir",
+    "settings_for",
+    "with_runtime",
+]
 
 T = TypeVar("T")
 
 app = typer.Typer(help="chunkd: a self-hosted, resumable, chunked upload server.", no_args_is_help=True)
 console = Console()
+err_console = Console(stderr=True, soft_wrap=True)  # errors: on stderr, whole lines in logs
 
 DataDir = Annotated[
     Path | None, typer.Option("--data-dir", help="Data directory (default: $CHUNKD_DATA_DIR or ./chunkd-data).")
@@ -37,19 +48,44 @@ def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
     if data_dir is not None:
         values["data_dir"] = data_dir
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:  # a setting's name and what is wrong with it, not a traceback
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
             where = f"{field} (CHUNKD_{field.upper()})" if field else "settings"
             typer.echo(f"chunkd: {where}: {error['msg']}", err=True)
         raise typer.Exit(2) from None
+    return settings
+
+
+def require_data_dir(settings: Settings) -> None:
+    """Stop with one line (exit 2, as for any bad setting) when the data dir cannot be used: the
+    server and every command on its runtime keep the secret, the SQLite database or bytes there."""
+    if problem := data_dir_problem(settings.data_dir):
+        typer.echo(
+            f"chunkd: data_dir (--data-dir, CHUNKD_DATA_DIR): cannot use {settings.data_dir}: {problem}", err=True
+        )
+        raise typer.Exit(2)
+
+
+def data_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be the data directory (made if missing, then written to), or None. Checked
+    on the directory itself, or on the nearest existing one above it, without making anything."""
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user" if existing == path else f"cannot create it in {existing}"
+    return None
 
 
 async def with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
     """Run ``action`` with a runtime opened on ``settings`` (closed afterwards, also on errors)."""
     from chunkd.runtime import open_runtime
 
+    require_data_dir(settings)
     runtime = await open_runtime(settings)
     try:
         return await action(runtime)

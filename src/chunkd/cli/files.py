@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from chunkd.cli.common import app, console
+from chunkd.cli.common import app, console, err_console
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -29,7 +29,6 @@ DEFAULT_URL = "http://127.0.0.1:8080"  # as chunkd.client.DEFAULT_URL (not impor
 # Ids made before chunkd stopped minting ids that begin with '-' still may; the shell cannot tell one from an option.
 ID_NOTE = "An id that begins with '-' goes after '--' (chunkd download -- -Xw…)."
 ID_HELP = f"The file's id. {ID_NOTE}"
-err_console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines in logs
 
 
 def _client(url: str, key: str | None) -> Client:
@@ -168,6 +167,10 @@ def download(
             _fatal(exc, url)
             err_console.print(f"error: {file_id}: {exc}", style="red", markup=False)
             raise typer.Exit(1) from None
+        except OSError as exc:  # where the bytes go: a missing directory, no permission, a full disk
+            where = f"cannot write {exc.filename}: " if exc.filename else ""
+            err_console.print(f"error: {file_id}: {where}{exc.strerror or exc}", style="red", markup=False)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: run the same command again to continue", markup=False)
             raise typer.Exit(130) from None
@@ -197,7 +200,9 @@ def list_files(
                     print(json.dumps(file.summary()), flush=True)
                     continue
                 created = file.created_at.strftime("%Y-%m-%d %H:%M") if file.created_at else ""
-                table.add_row(file.status, format_size(file.size_bytes), created, file.filename, file.id)
+                # Filenames are chosen by whoever uploaded (a partner, through a link): shown as they
+                # are, never read as rich markup ("[conceal]…" would hide, "[red]" vanish).
+                table.add_row(file.status, format_size(file.size_bytes), created, Text(file.filename), file.id)
         except ClientError as exc:
             _fatal(exc, url)
             err_console.print(f"error: {exc}", style="red", markup=False)

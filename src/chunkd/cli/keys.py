@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Column, Table
+from rich.text import Text
 
-from chunkd.cli.common import DataDir, console, settings_for, with_runtime
+from chunkd.cli.common import DataDir, console, err_console, settings_for, with_runtime
 
 if TYPE_CHECKING:
     from chunkd.ports.keys import ApiKeyRecord
@@ -36,11 +37,24 @@ def keys_create(
 
     from chunkd.domain.errors import ChunkdError
 
+    settings = settings_for(data_dir)
+    # Run from another directory than the server's, the command would make a database of its own
+    # there, and its key would be refused by the server: say so (the key is still made, for a data
+    # dir prepared before its first `chunkd serve`).
+    fresh = settings.database_url is None and not settings.default_database_path().exists()
     try:
-        record, token = asyncio.run(with_runtime(settings_for(data_dir), create))
+        record, token = asyncio.run(with_runtime(settings, create))
     except ChunkdError as exc:
-        console.print(f"error: {exc.message}", style="red")
+        # On stderr: `KEY=$(chunkd keys create … | tail -n 1)` must not take an error for the key.
+        err_console.print(f"error: {exc.message}", style="red", markup=False)
         raise typer.Exit(2) from None
+    if fresh:
+        typer.echo(
+            f"chunkd: note: {settings.data_dir} had no database, so a new one was made for this key; a server "
+            "using another data directory will refuse the key (run this where `chunkd serve` runs, or pass "
+            "--data-dir or CHUNKD_DATA_DIR)",
+            err=True,
+        )
     console.print(f"key id {record.id} for owner {record.owner}, scopes {' '.join(sorted(record.scopes))}")
     print(token, flush=True)
 
@@ -82,13 +96,14 @@ def keys_list(
     # The id is what `keys revoke` takes: it is never shortened, whatever the terminal's width.
     table.columns.insert(0, Column("id", no_wrap=True, min_width=max((len(r["id"]) for r in rows), default=2)))
     for row in rows:
+        # A name can come from the API (POST /v1/keys): shown verbatim, never read as markup.
         table.add_row(
             row["id"],
             row["owner"],
             " ".join(row["scopes"]),
             row["createdAt"],
             row["revokedAt"] or "",
-            row["name"] or "",
+            Text(row["name"] or ""),
         )
     console.print(table)
 
@@ -121,6 +136,6 @@ def keys_revoke(
     try:
         asyncio.run(with_runtime(settings_for(data_dir), revoke))
     except ChunkdError as exc:
-        console.print(f"error: {exc.message}", style="red")
+        err_console.print(f"error: {exc.message}", style="red", markup=False)
         raise typer.Exit(2) from None
     console.print(f"revoked {target}")

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import socket
 import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from chunkd.cli.common import DataDir, app, console, settings_for, with_runtime
+from chunkd.cli.common import DataDir, app, console, require_data_dir, settings_for, with_runtime
 
 if TYPE_CHECKING:
     from chunkd.runtime import Runtime
     from chunkd.settings import Settings
 
-__all__ = ["gc", "migrate", "serve"]
+__all__ = ["gc", "listen_problem", "migrate", "serve"]
 
 
 @app.command()
@@ -30,6 +32,12 @@ def serve(
 ) -> None:
     """Run the server (SQLite + local disk under the data dir unless configured otherwise)."""
     settings = settings_for(data_dir, host=host, port=port, server=server, workers=workers)
+    require_data_dir(settings)
+    # Before anything is made or announced: a port in use is one clear line, not a data dir, a
+    # bootstrap key and "listening on" followed by the server's own bind error.
+    if problem := listen_problem(settings.host, settings.port):
+        typer.echo(f"chunkd: {problem}", err=True)
+        raise typer.Exit(1)
     # The server reads the same settings from the environment: the options are passed on there.
     os.environ.update(
         CHUNKD_DATA_DIR=str(settings.data_dir),
@@ -48,6 +56,26 @@ def serve(
     # descriptors), without the command line's libraries: typer, click and rich stay resident
     # otherwise, ~10 MiB of a ~115 MiB idle server (2026-11-30).
     os.execv(sys.executable, [sys.executable, "-m", "chunkd.server"])
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port``, or None: a trial bind, released at once,
+    made as uvicorn binds (IPv6 when the host has a colon, IPv4 otherwise; SO_REUSEADDR)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as trial:
+        trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            trial.bind((host, port))
+        except socket.gaierror as exc:
+            return f"host (--host, CHUNKD_HOST): cannot listen on {host!r}: {exc.strerror}"
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is already in use (by another chunkd serve?): stop that, "
+                    "or choose another port with --port or CHUNKD_PORT"
+                )
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
 
 
 def _migrate_embedded(settings: Settings) -> None:
@@ -72,6 +100,7 @@ def _upgrade(settings: Settings) -> None:
     from chunkd.runtime import private_data_dir, private_sqlite_files
 
     if settings.database_url is None:  # the default SQLite file lives in the data dir
+        require_data_dir(settings)
         private_data_dir(settings.data_dir)
     private_sqlite_files(settings.resolved_database_url())
 

@@ -164,7 +164,7 @@ class ClientCore(Generic[TransportT]):
         body: PartBody | None = None,
         headers: dict[str, str] | None = None,
     ) -> Flow[httpx.Response]:
-        """One API call, tried again (with backoff) on network errors, 5xx, 429 and upload_busy;
+        """One API call, tried again (with backoff) on network errors, 5xx, 429 and retryable 409s;
         an error answer becomes a typed exception."""
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1

@@ -1,5 +1,5 @@
 """When to try a request again, and how long to wait first: exponential backoff with jitter on
-network errors, 5xx, 429 and ``upload_busy``, honouring ``Retry-After``."""
+network errors, 5xx, 429 and the 409s the server marks retryable, honouring ``Retry-After``."""
 
 from __future__ import annotations
 
@@ -75,10 +75,12 @@ def is_retryable_error(exc: BaseException) -> bool:
 
 
 def is_retryable_response(response: httpx.Response) -> bool:
-    """5xx and 429 always; 409 only when another writer briefly holds the upload."""
+    """5xx and 429 always; 409 only when the server says to try again: another writer briefly holds
+    the upload (``upload_busy``), or a blocking hook or the virus scanner is briefly unavailable
+    (``hook_unavailable``, ``scan_unavailable``) — the 409s that carry ``Retry-After``."""
     if response.status_code >= 500 or response.status_code == 429:
         return True
-    return response.status_code == 409 and b"upload_busy" in response.content
+    return response.status_code == 409 and ("retry-after" in response.headers or b"upload_busy" in response.content)
 
 
 def retry_after(response: httpx.Response) -> float | None:

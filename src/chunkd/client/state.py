@@ -5,7 +5,9 @@ variable is unset), private to the user (0600 in a 0700 directory). An entry is 
 (server URL, key identity, absolute path, size, mtime_ns): a changed file, another server or another
 key never resumes someone else's upload. The key identity is the key id of a ``ck_<id>_<secret>``
 key (never its secret), or a hash of any other credential. Entries are removed when their upload
-completes or turns out to be gone; entries untouched for 30 days are dropped."""
+completes or turns out to be gone; entries untouched for 30 days are dropped. A state file that
+cannot be written (a read-only home, a path that is not a directory) costs only the resuming: the
+upload goes on, with one warning (logger ``chunkd.client``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import time
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["LocalFile", "UploadState", "default_state_dir", "key_identity"]
+
+log = logging.getLogger("chunkd.client")
 
 _KEY = re.compile(r"^(ck_[0-9a-f]{16})_")
 MAX_AGE_SECONDS = 30 * 86400
@@ -64,6 +69,7 @@ class UploadState:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory or default_state_dir()
         self.path = self.directory / "uploads.json"
+        self._warned = False
 
     @staticmethod
     def entry_key(server: str, key: str | None, local: LocalFile) -> str:
@@ -75,12 +81,27 @@ class UploadState:
         return str(entry["id"]) if isinstance(entry, dict) and "id" in entry else None
 
     def put(self, server: str, key: str | None, local: LocalFile, upload_id: str) -> None:
-        with self._locked() as entries:
-            entries[self.entry_key(server, key, local)] = {"id": upload_id, "path": local.path, "at": time.time()}
+        try:
+            with self._locked() as entries:
+                entries[self.entry_key(server, key, local)] = {"id": upload_id, "path": local.path, "at": time.time()}
+        except OSError as exc:
+            self._cannot_write(exc)
 
     def forget(self, server: str, key: str | None, local: LocalFile) -> None:
-        with self._locked() as entries:
-            entries.pop(self.entry_key(server, key, local), None)
+        try:
+            with self._locked() as entries:
+                entries.pop(self.entry_key(server, key, local), None)
+        except OSError as exc:
+            self._cannot_write(exc)
+
+    def _cannot_write(self, exc: OSError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "cannot keep upload state in %s (%s): uploads go on, but an interrupted one will start over",
+                self.directory,
+                exc.strerror or exc,
+            )
 
     def _read(self) -> dict[str, Any]:
         try:

@@ -25,7 +25,7 @@ from standardwebhooks import Webhook
 
 from chunkd.domain.errors import InvalidInput
 from chunkd.ports.webhooks import ClaimedDelivery, WebhookRepository
-from chunkd.service.destinations import check_public_destination
+from chunkd.service.destinations import Pinned, check_public_destination
 from chunkd.service.tls import outgoing_tls
 from chunkd.service.waiting import until_set
 
@@ -86,7 +86,9 @@ class DeliveryWorker:
         self._claim_due = False
         self.count: Callable[[str], None] = count_delivery
         # No redirects (a 3xx is a failed attempt: the endpoint must name its final URL) and no
-        # proxy settings from the environment; one timeout covers connect, send and answer.
+        # proxy settings from the environment. httpx's timeout bounds each read and write, not the
+        # whole exchange (an endpoint trickling its answer a byte at a time would never time out):
+        # ``send`` puts one deadline of ``policy.timeout`` on the attempt as a whole.
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(policy.timeout),
             follow_redirects=False,
@@ -161,21 +163,32 @@ class DeliveryWorker:
             secret = self._secret(claimed)
             if secret is None:
                 raise RuntimeError("no signing secret for this endpoint (CHUNKD_WEBHOOK_SECRET unset)")
-            if claimed.endpoint.owner is not None and self.policy.block_private:
-                await check_public_destination(claimed.endpoint.url)
-            body = json.dumps(claimed.payload, separators=(",", ":"), ensure_ascii=False)
-            sent_at = self.clock()
-            signature = Webhook(secret).sign(delivery.event_id, sent_at, body)
-            response = await self.client.post(
-                claimed.endpoint.url,
-                content=body.encode(),
-                headers={
-                    "Content-Type": "application/json",
-                    "webhook-id": delivery.event_id,
-                    "webhook-timestamp": str(int(sent_at.timestamp())),
-                    "webhook-signature": signature,
-                },
-            )
+            # One deadline for the whole attempt (address check, connect, send, answer), so an
+            # endpoint that hangs or trickles holds neither the round nor its lease past it.
+            async with asyncio.timeout(self.policy.timeout):
+                target: Pinned | None = None
+                if claimed.endpoint.owner is not None and self.policy.block_private:
+                    # Sent to the address just checked, not to whatever the name resolves to next.
+                    target = Pinned(claimed.endpoint.url, await check_public_destination(claimed.endpoint.url))
+                body = json.dumps(claimed.payload, separators=(",", ":"), ensure_ascii=False)
+                sent_at = self.clock()
+                signature = Webhook(secret).sign(delivery.event_id, sent_at, body)
+                request = self.client.build_request(
+                    "POST",
+                    target.url if target else claimed.endpoint.url,
+                    content=body.encode(),
+                    headers={
+                        **(target.headers if target else {}),
+                        "Content-Type": "application/json",
+                        "webhook-id": delivery.event_id,
+                        "webhook-timestamp": str(int(sent_at.timestamp())),
+                        "webhook-signature": signature,
+                    },
+                    extensions=target.extensions if target else None,
+                )
+                # Only the status counts: the answer's body is never read (nor held in memory).
+                response = await self.client.send(request, stream=True)
+                await response.aclose()
             status = response.status_code
             if 200 <= status < 300:
                 await self.repo.record_success(delivery.id, self.clock(), status)
@@ -184,6 +197,8 @@ class DeliveryWorker:
             error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
         except InvalidInput as exc:
             error = exc.message
+        except TimeoutError:
+            error = f"no answer within {self.policy.timeout:g} s"
         except (httpx.HTTPError, OSError, RuntimeError) as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         now = self.clock()

@@ -1,17 +1,22 @@
 """Which URLs chunkd may send a request to on an owner's behalf (webhooks): http(s) only, and —
 unless the operator allows it — only hosts whose every address is public, so an owner cannot make
-the server call its own loopback, the private network or a cloud metadata address (SSRF)."""
+the server call its own loopback, the private network or a cloud metadata address (SSRF).
+
+The address checked is the address called: ``Pinned`` sends the request to it (the name stays in
+``Host`` and in TLS's SNI and certificate check), so a name that resolves to a public address for
+the check and to a private one a moment later (DNS rebinding) reaches nothing it should not."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
 from chunkd.domain.errors import InvalidInput
 
-__all__ = ["check_public_destination", "check_url_shape"]
+__all__ = ["Pinned", "check_public_destination", "check_url_shape", "resolve"]
 
 
 def check_url_shape(url: str, *, field: str = "url") -> None:
@@ -30,21 +35,48 @@ def check_url_shape(url: str, *, field: str = "url") -> None:
     del port
 
 
-async def check_public_destination(url: str, *, field: str = "url") -> None:
-    """Refuse ``url`` unless its host resolves, and only to globally routable addresses. Checked when
-    an endpoint is registered and again before each delivery (a name can be re-pointed later)."""
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses ``host`` resolves to (OSError when it does not)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def check_public_destination(url: str, *, field: str = "url") -> str:
+    """Refuse ``url`` unless its host resolves, and only to globally routable addresses; returns the
+    first of them (the one to call, see ``Pinned``). Checked when an endpoint is registered and again
+    before each delivery (a name can be re-pointed later)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = await resolve(host, port)
     except OSError:
         raise InvalidInput(f"the host {host!r} of url does not resolve", field=field) from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
+    if not addresses:
+        raise InvalidInput(f"the host {host!r} of url does not resolve", field=field)
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
         mapped = getattr(address, "ipv4_mapped", None)
         if not (mapped or address).is_global:
             raise InvalidInput(
                 f"url resolves to {address}, which is not a public address; webhooks may only call public hosts",
                 field=field,
             )
+    return addresses[0]
+
+
+class Pinned:
+    """A request for ``url`` sent to ``address``: the URL to send to, and the headers and httpx
+    extensions that keep the name for the server (``Host``) and for TLS (SNI, certificate check)."""
+
+    def __init__(self, url: str, address: str) -> None:
+        parts = urlsplit(url)
+        name = parts.hostname or ""
+        literal = f"[{address}]" if ":" in address else address
+        netloc = f"{literal}:{parts.port}" if parts.port is not None else literal
+        self.url = parts._replace(netloc=netloc).geturl()
+        host = f"[{name}]" if ":" in name else name
+        # Connection: close, because httpx pools connections by the URL's address: a connection
+        # kept for one name (and its certificate) must not carry a request for another name there.
+        self.headers = {"Host": f"{host}:{parts.port}" if parts.port is not None else host, "Connection": "close"}
+        self.extensions: dict[str, Any] = {"sni_hostname": name} if parts.scheme == "https" else {}

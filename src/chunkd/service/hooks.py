@@ -15,13 +15,15 @@ Answer: a 2xx with a JSON object (or an empty body: go ahead).
 * pre-finish: ``{"result": <any JSON>}`` is stored with the completed upload (``metadata.preFinish``)
   and returned again on every repeated complete.
 
-Failure policy (``CHUNKD_HOOK_FAILURE``): when the hook cannot be reached, times out, answers a
-non-2xx status or something that is not a JSON object, ``reject`` (the default: a hook is often a
+Failure policy (``CHUNKD_HOOK_FAILURE``): when the hook cannot be reached, has not answered in full
+within ``CHUNKD_HOOK_TIMEOUT_SECONDS``, answers a non-2xx status, more than ``MAX_ANSWER_BYTES`` or
+something that is not a JSON object, ``reject`` (the default: a hook is often a
 security check) refuses the request as retryable (``hook_unavailable``, like a busy upload), and
 ``allow`` goes ahead as if there were no hook."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -37,6 +39,9 @@ from chunkd.service.tls import outgoing_tls
 __all__ = ["NO_HOOKS", "ContentRejected", "HookChain", "HttpHooks", "UploadHooks", "count_hook", "rejection"]
 
 log = logging.getLogger(__name__)
+
+# The most of a hook's answer that is read: an answer is a small JSON object, and a request waits on it.
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 def count_hook(hook: str, result: str) -> None:
@@ -125,8 +130,11 @@ class HttpHooks:
         self, url: str, *, timeout: float, fail_open: bool, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self.url = url
+        self.timeout = timeout
         self.fail_open = fail_open
         self.count: Callable[[str, str], None] = count_hook
+        # httpx's timeout bounds each read and write, not the whole exchange; ``call`` puts one
+        # deadline on it (a hook trickling its answer would otherwise hold the request for ever).
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
@@ -141,13 +149,14 @@ class HttpHooks:
         view.update(frontend=upload.frontend, metadata=upload.metadata)
         body = {"hook": hook, "owner": upload.owner, "upload": view}
         try:
-            response = await self.client.post(self.url, json=body)
-            if not 200 <= response.status_code < 300:
-                raise ValueError(f"HTTP {response.status_code}")
-            answer = json.loads(response.content) if response.content.strip() else {}
+            async with asyncio.timeout(self.timeout):
+                content = await self._answer(body)
+            answer = json.loads(content) if content.strip() else {}
             if not isinstance(answer, dict):
                 raise ValueError("the answer is not a JSON object")
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                exc = TimeoutError(f"no answer within {self.timeout:g} s")
             self.count(hook, "error")
             log.warning("%s hook failed (%s); policy: %s", hook, exc, "allow" if self.fail_open else "reject")
             if self.fail_open:
@@ -165,6 +174,18 @@ class HttpHooks:
             )
         self.count(hook, "accepted")
         return answer
+
+    async def _answer(self, body: dict[str, Any]) -> bytes:
+        """The body of a 2xx answer, at most ``MAX_ANSWER_BYTES`` of it (ValueError otherwise)."""
+        async with self.client.stream("POST", self.url, json=body) as response:
+            if not 200 <= response.status_code < 300:
+                raise ValueError(f"HTTP {response.status_code}")
+            content = bytearray()
+            async for data in response.aiter_bytes():
+                content += data
+                if len(content) > MAX_ANSWER_BYTES:
+                    raise ValueError(f"the answer is longer than {MAX_ANSWER_BYTES} bytes")
+            return bytes(content)
 
     async def pre_create(self, upload: Upload) -> None:
         answer = await self.call("pre-create", upload)

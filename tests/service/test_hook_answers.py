@@ -1,0 +1,69 @@
+"""What chunkd reads of a blocking hook's answer: all of it within ``CHUNKD_HOOK_TIMEOUT_SECONDS``
+(httpx's own timeout bounds each read, so a hook trickling its answer would hold the request for
+ever) and at most ``MAX_ANSWER_BYTES``; either failure follows the failure policy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from chunkd.domain import errors as e
+from chunkd.service.hooks import MAX_ANSWER_BYTES, HttpHooks
+from tests.support.uploads import make_upload
+
+Answer = Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+
+class EndlessBody(httpx.AsyncByteStream):
+    """A body that sends one byte and then nothing, never ending."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"{"
+        await asyncio.Event().wait()
+
+
+async def never_ending(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, stream=EndlessBody())
+
+
+async def never_answering(request: httpx.Request) -> httpx.Response:
+    # The mock transport applies no httpx timeout: this stands for a hook trickling its head.
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+async def too_long(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=b'{"metadata": {"x": "' + b"y" * MAX_ANSWER_BYTES + b'"}}')
+
+
+def hooks(answer: Answer, *, fail_open: bool) -> HttpHooks:
+    return HttpHooks("http://hooks.example/", timeout=0.2, fail_open=fail_open, transport=httpx.MockTransport(answer))
+
+
+@pytest.mark.parametrize("answer", [never_ending, never_answering, too_long])
+async def test_an_answer_that_never_ends_or_is_too_long_is_a_hook_failure(answer: Answer) -> None:
+    refusing = hooks(answer, fail_open=False)
+    with pytest.raises(e.Busy) as refused:
+        await asyncio.wait_for(refusing.pre_create(make_upload()), 30)  # wait_for: a hang fails, not hangs
+    assert refused.value.code == "hook_unavailable"
+    await refusing.close()
+
+    allowing = hooks(answer, fail_open=True)
+    upload = make_upload()
+    await asyncio.wait_for(allowing.pre_create(upload), 30)
+    assert "x" not in upload.metadata  # gone ahead as if there were no hook
+    await allowing.close()
+
+
+async def test_an_answer_in_time_and_within_the_cap_is_used() -> None:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"metadata": {"project": "x"}})
+
+    upload = make_upload()
+    ok = hooks(answer, fail_open=False)
+    await ok.pre_create(upload)
+    assert upload.metadata["project"] == "x"
+    await ok.close()
