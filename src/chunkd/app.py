@@ -195,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_dialect(app, media_router.prefix, media_refusal)
     register_dialect(app, assets_router.prefix, asset_refusal)
     register_dialect(app, PM_BASE, pm_refusal)
+    register_dialect(app, seed_token_router.prefix, asset_refusal)  # seed 003's token route
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -49,7 +49,7 @@ def captured() -> Iterator[Lines]:
 @asynccontextmanager
 async def running(tmp_path: Path, **changes: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     settings = Settings(
-        data_dir=tmp_path / "data", bootstrap_admin_key=False, fsync=False, log_format="json", **changes
+        data_dir=tmp_path / "data", bootstrap_admin_key=False, fsync=False, **{"log_format": "json", **changes}
     )
     app = create_app(settings)
 
@@ -173,3 +173,13 @@ def test_batching_handler_writes_in_a_forked_child() -> None:
         handler.close()
     with os.fdopen(read_end) as output:
         assert sorted(output.read().splitlines()) == ["child", "parent"]
+
+
+async def test_a_path_id_ending_in_a_newline_is_not_logged(tmp_path: Path, captured: Lines) -> None:
+    """``$`` matches before a trailing newline: ``/v1/files/abc%0A`` put "abc\\n" into a logfmt
+    line (ending it early). Such an id is logged as ``-``, like any id that is not one."""
+    async with running(tmp_path, log_format="text") as (_, client):
+        response = await client.get("/v1/files/abc%0A")
+        assert response.status_code == 401
+        line = captured.lines[-1]
+        assert "\n" not in line and line.endswith("upload_id=-"), line

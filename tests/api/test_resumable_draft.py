@@ -342,6 +342,18 @@ async def test_repr_digest_declared_at_creation_is_checked_on_completion(api: Ap
     assert not is_complete(v, still_open)
 
 
+async def test_a_repr_digest_md5_of_the_wrong_length_is_refused_before_anything_is_stored(api: Api, v: int) -> None:
+    """It could never match: the upload it declared could never be completed (it used to be made,
+    with the body stored, and answered 400 only when completing)."""
+    for digest in ("AAAA", "zz", base64.b64encode(hashlib.sha256(b"abc").digest()).decode()):
+        response = await create(api, v, b"abc", complete=True, **{"Repr-Digest": f"md5=:{digest}:"})
+        assert response.status_code == 400, response.text
+        problem = response.json()
+        assert problem["field"] == "Repr-Digest" and "16-byte" in problem["detail"], problem
+        assert "location" not in response.headers
+    assert await api.runtime.uploads.list_uploads("alice") == []
+
+
 # ---- fields on every response --------------------------------------------------------------------------------
 async def test_a_failed_append_to_an_active_upload_carries_its_offset(api: Api, v: int) -> None:
     """Versions 3-6: "the server MUST send the Upload-Offset header field in the response if it

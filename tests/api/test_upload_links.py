@@ -85,6 +85,21 @@ async def test_owner_manages_links(api: Api) -> None:
     assert [x["revokedAt"] for x in listed] == [revoked.json()["revokedAt"]]
 
 
+async def test_a_credential_without_files_create_cannot_make_a_link(api: Api) -> None:
+    """A link's token creates and fills uploads (files:create): a key that may manage links but
+    not upload would otherwise grant itself that scope, through a link it then uses itself (the
+    keys API never lets a key grant a scope it lacks either). Refused, naming files:create, and
+    no link is made."""
+    _, key = await api.runtime.keys.create("alice", "files:read,links:admin")
+    manager = {"Authorization": f"Bearer {key}"}
+    refused = await api.client.post("/v1/upload-links", json={"maxFiles": 1}, headers=manager)
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "missing_scope" and error["scope"] == "files:create", error
+    assert "files:create" in error["message"]
+    assert (await api.client.get("/v1/upload-links", headers=manager)).json()["data"] == []
+
+
 async def test_bad_link_requests_name_the_field(api: Api) -> None:
     owner = await admin(api)
     for body, field in [

@@ -207,7 +207,18 @@ async def test_webhook_requests_are_checked(api: Api, receiver: WebhookReceiver)
         assert response.status_code == 400 and response.json()["error"]["field"] == field, (body, response.text)
     # Owner URLs must be public by default (SSRF): loopback, private and metadata addresses are refused.
     api.runtime.webhooks.block_private = True
-    for url in (receiver.url("/x"), "http://10.0.0.1/hook", "http://169.254.169.254/latest", "http://[::1]:80/"):
+    for url in (
+        receiver.url("/x"),
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest",
+        "http://[::1]:80/",
+        # IPv4 inside IPv6: mapped, NAT64 (RFC 6052), 6to4, IPv4-compatible.
+        "http://[::ffff:127.0.0.1]/",
+        "http://[64:ff9b::a9fe:a9fe]/latest",
+        "http://[64:ff9b:1::a00:1]/",
+        "http://[2002:a00:1::1]/",
+        "http://[::a00:1]/",
+    ):
         response = await api.client.post("/v1/webhooks", json={"url": url}, headers=alice)
         assert response.status_code == 400, (url, response.text)
         assert response.json()["error"]["field"] == "url" and "public" in response.json()["error"]["message"]

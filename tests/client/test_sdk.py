@@ -219,6 +219,22 @@ async def test_download_resumes_from_a_partial_file_and_verifies_the_md5(sdk: Sd
         assert (await client.download(file.id, tmp_path / "copy.pdf")).read_bytes() == data
 
 
+async def test_a_name_from_the_upload_never_replaces_a_file(sdk: Sdk, tmp_path: Path) -> None:
+    """The filename is the uploader's choice (a partner's, through a link): downloaded into a
+    directory, it never replaces a file there; a path the caller gives does."""
+    async with sdk.client(remember=False) as client:
+        file = await client.upload(io.BytesIO(b"export EVIL=1\n"), filename=".bashrc")
+        home = tmp_path / "home"
+        home.mkdir()
+        mine = home / ".bashrc"
+        mine.write_bytes(b"my shell settings\n")
+        with pytest.raises(FileExistsError):
+            await client.download(file.id, home)
+        assert mine.read_bytes() == b"my shell settings\n"
+        assert [p.name for p in home.iterdir()] == [".bashrc"]  # nothing fetched, no partial left
+        assert (await client.download(file.id, mine)).read_bytes() == b"export EVIL=1\n"
+
+
 async def test_pending_files_do_not_download(sdk: Sdk, tmp_path: Path) -> None:
     async with sdk.client() as client:
         file = await client.create("later.bin", 10)

@@ -45,6 +45,8 @@ def test_retry_after_in_seconds_or_as_a_date_and_what_is_retried() -> None:
     hint = retry_after(httpx.Response(503, headers={"Retry-After": later}))
     assert hint is not None and 90 < hint <= 100
     assert retry_after(httpx.Response(503, headers={"Retry-After": "soon"})) is None
+    # "²" passes str.isdigit but not float(): unreadable, not a crash of the client.
+    assert retry_after(httpx.Response(503, headers=[(b"Retry-After", b"\xb2")])) is None
     busy = httpx.Response(409, json={"error": {"code": "upload_busy", "message": "busy"}})
     conflict = httpx.Response(409, json={"error": {"code": "missing_parts", "message": "no"}})
     assert is_retryable_response(busy) and not is_retryable_response(conflict)
@@ -53,6 +55,7 @@ def test_retry_after_in_seconds_or_as_a_date_and_what_is_retried() -> None:
         away = httpx.Response(409, headers={"Retry-After": "1"}, json={"error": {"code": code, "message": "later"}})
         assert is_retryable_response(away)
     assert is_retryable_response(httpx.Response(502)) and not is_retryable_response(httpx.Response(400))
+    assert not is_retryable_response(httpx.Response(501)) and not is_retryable_response(httpx.Response(505))
 
 
 def test_error_bodies_become_typed_errors() -> None:

@@ -104,3 +104,12 @@ def test_crc32_and_unknown_algorithm() -> None:
     assert hasher.digest() == zlib.crc32(b"hello world").to_bytes(4, "big")
     with pytest.raises(ValueError, match="unsupported"):
         new_stream_hasher("whirlpool")
+
+
+def test_an_md5_with_a_newline_before_its_closing_quote_is_refused() -> None:
+    """ "$" matches before a trailing newline: '"<32 hex>\\n"' (stripped of spaces, then quotes)
+    passed as an MD5 and could only ever mismatch; it is malformed."""
+    digest = "0" * 32
+    assert parse_md5_hex(f' "{digest.upper()}" ', field="md5") == digest
+    with pytest.raises(ValueError, match="md5"):
+        parse_md5_hex(f'"{digest}\n"', field="md5")

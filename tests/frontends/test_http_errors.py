@@ -18,6 +18,7 @@ from chunkd.frontends.native.errors import render_error as native_render
 from chunkd.frontends.pm.errors import render as pm_render
 from chunkd.frontends.tus.draft_errors import render_problem
 from chunkd.frontends.tus.errors import render_error as tus_render
+from tests.conftest import Api
 
 
 def _request() -> Request:
@@ -73,3 +74,16 @@ def test_a_dialects_own_entries_come_before_the_shared_ones() -> None:
     assert StatusTable().entries == SHARED_STATUS
     assert error_headers(None, 401) == {"WWW-Authenticate": 'Bearer realm="chunkd"'}
     assert error_headers(e.InvalidInput("bad"), 400) == {}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_json_syntax_error_names_the_body_not_a_character_position(api: Api) -> None:
+    """FastAPI reports a JSON syntax error at ``("body", <character>)``: the answer names the
+    body as the field, not the number."""
+    for raw in (b"{", b'{"filename": "a", }', b"\xff\xfe"):
+        answer = await api.client.post(
+            "/v1/files", content=raw, headers={**api.auth(), "Content-Type": "application/json"}
+        )
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["field"] == "body" and "not valid JSON" in error["message"], error

@@ -110,3 +110,66 @@ async def test_stalled_tus_patch_gets_a_plain_text_408(make_api: MakeApi) -> Non
         assert response.text.startswith("body_timeout: ")
         offset = await api.client.head(location, headers={**api.auth(), **TUS})
         assert offset.headers["Upload-Offset"] == "5"  # the durable bytes stay
+
+
+async def test_request_validation_names_the_field_in_every_dialect(make_api: MakeApi) -> None:
+    """A request FastAPI refuses before the handler runs (an id past its length, a body field out
+    of range) names the field in tus's plain text, the draft's problem details and the token
+    API's seed shape, as the Files API does; it used to be a bare "invalid request"."""
+    long_id = "a" * 65
+    async with make_api() as api:
+        tus = await api.client.patch(
+            f"/files/{long_id}",
+            content=b"x",
+            headers={**api.auth(), **TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"},
+        )
+        assert tus.status_code == 400 and tus.headers["Tus-Resumable"] == "1.0.0", tus.text
+        assert tus.text.startswith("invalid_input: file_id: "), tus.text
+
+        draft = await api.client.head(f"/files/{long_id}", headers={**api.auth(), "Upload-Draft-Interop-Version": "6"})
+        assert draft.status_code == 400 and draft.headers["Upload-Draft-Interop-Version"] == "6"
+        created = await api.client.post(
+            f"/files/{long_id}",
+            headers={**api.auth(), "Upload-Draft-Interop-Version": "8", "X-HTTP-Method-Override": "DELETE"},
+        )
+        problem = created.json()
+        assert created.status_code == 400 and problem["field"] == "file_id", problem
+        assert problem["code"] == "invalid_input" and "file_id" in problem["detail"], problem
+
+        seed = await api.client.post("/auth/token", json={"expiresIn": 0}, headers=api.auth())
+        assert seed.status_code == 400, seed.text
+        assert seed.json() == {"status": "error", "message": "expiresIn: Input should be greater than or equal to 1"}
+
+
+async def test_the_seed_token_api_says_what_a_guard_refused(make_api: MakeApi) -> None:
+    """The guards' refusals (too deep, rate limited) come in the seed shape with their message; a
+    too-deep body used to read "invalid request", and a 429 came in the Files API's shape."""
+    async with make_api(rate_limits=ONE_READ) as api:
+        deep = b'{"a":' * 100 + b"1" + b"}" * 100
+        refused = await api.client.post(
+            "/auth/token", content=deep, headers={**api.auth(), "Content-Type": "application/json"}
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json() == {"status": "error", "message": "the JSON body is nested more than 64 levels deep"}
+        for _ in range(2):
+            limited = await api.client.post("/auth/token", json={}, headers=api.auth())
+        assert limited.status_code == 429, limited.text
+        body = limited.json()  # as the asset API (also seed 003) answers it, not the Files API's shape
+        assert body["status"] == "error" and "rate limit" in body["message"] and "error" not in body, body
+        assert int(limited.headers["Retry-After"]) >= 1
+
+
+async def test_a_non_ascii_digit_as_the_draft_version_is_not_a_500(make_api: MakeApi) -> None:
+    """``Upload-Draft-Interop-Version: ²`` (a Latin-1 byte a header may carry, which str.isdigit
+    accepts and int() refuses) was a 500, on the public OPTIONS too; it is a version we do not
+    speak: OPTIONS answers as usual, a draft request is a 400 naming the field."""
+    async with make_api() as api:
+        for raw in (b"\xb2", b"6\xb9"):
+            version = (b"Upload-Draft-Interop-Version", raw)
+            options = await api.client.options("/files", headers=[version])
+            assert options.status_code == 204, options.text
+            created = await api.client.post(
+                "/files", headers=[version, (b"Authorization", api.auth()["Authorization"].encode())]
+            )
+            assert created.status_code == 400, created.text
+            assert created.json()["field"] == "Upload-Draft-Interop-Version"

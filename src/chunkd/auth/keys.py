@@ -30,7 +30,7 @@ _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 
 def is_owner(value: str) -> bool:
     """A valid owner name (what API keys are created for, and what a token's ``sub`` must be)."""
-    return bool(_OWNER.match(value))
+    return bool(_OWNER.fullmatch(value))
 
 
 def _hash(secret: str) -> str:
@@ -55,7 +55,7 @@ class KeyService:
         self, owner: str, scopes: Iterable[str] | str, name: str | None = None
     ) -> tuple[ApiKeyRecord, str]:
         """A new key; returns its record and the full token (shown once, never stored)."""
-        if not _OWNER.match(owner):
+        if not _OWNER.fullmatch(owner):
             raise InvalidInput("owner must be 1-128 characters of letters, digits, '.', '_', '@', '-'", field="owner")
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
@@ -71,7 +71,7 @@ class KeyService:
         return record, f"ck_{key_id}_{secret}"
 
     async def verify(self, token: str) -> Principal:
-        match = _TOKEN.match(token)
+        match = _TOKEN.fullmatch(token)
         if not match:
             raise Unauthenticated("malformed API key")
         return await self.verify_pair(match.group(1), match.group(2))

@@ -127,7 +127,7 @@ class UploadLinks:
         if allowed_mime_types is not None:
             types = tuple(dict.fromkeys(t.strip().lower() for t in allowed_mime_types))
             for index, value in enumerate(types):
-                if not _MIME_PATTERN.match(value):
+                if not _MIME_PATTERN.fullmatch(value):
                     message = f"allowedMimeTypes[{index}] is not a media type (type/subtype, type/* or */*)"
                     raise InvalidInput(message, field=f"allowedMimeTypes.{index}")
             if not types:
@@ -158,7 +158,7 @@ class UploadLinks:
     async def get(self, owner: str, link_id: str, *, revoked: bool = True) -> UploadLinkRecord:
         """The owner's link; with ``revoked=False`` a revoked one is gone (404), as a deleted
         resource is (it stays in ``list``, with ``revokedAt``, for the record)."""
-        record = await self.repo.get_link(link_id, owner) if _LINK_ID.match(link_id) else None
+        record = await self.repo.get_link(link_id, owner) if _LINK_ID.fullmatch(link_id) else None
         if record is None:
             raise NotFound(f"no upload link with id {link_id!r}", field="id")
         if not revoked and record.revoked_at is not None:
@@ -167,13 +167,13 @@ class UploadLinks:
 
     async def revoke(self, owner: str, link_id: str) -> UploadLinkRecord:
         """Revoke at once: the link's token is refused from its next request on."""
-        if not _LINK_ID.match(link_id) or not await self.repo.revoke_link(link_id, owner, datetime.now(UTC)):
+        if not _LINK_ID.fullmatch(link_id) or not await self.repo.revoke_link(link_id, owner, datetime.now(UTC)):
             raise NotFound(f"no upload link with id {link_id!r}", field="id")
         return await self.get(owner, link_id)
 
     # ---- the token as a credential ---------------------------------------------------------
     async def verify(self, token: str) -> Principal:
-        match = _TOKEN.match(token)
+        match = _TOKEN.fullmatch(token)
         if match is None:
             raise Unauthenticated("malformed upload link token")
         record = await self.repo.get_link(match.group(1))

@@ -148,7 +148,12 @@ def download(
     file_id: Annotated[str, typer.Argument(metavar="ID", help=ID_HELP, show_default=False)],
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="A file or a directory (default: the file's name, here)."),
+        typer.Option(
+            "-o",
+            "--output",
+            help="A file (replaced if it exists) or a directory (default: the file's name, here, which never"
+            " replaces an existing file).",
+        ),
     ] = None,
     url: Url = DEFAULT_URL,
     key: Key = None,

@@ -117,7 +117,13 @@ def _upgrade(settings: Settings) -> None:
 @app.command()
 def gc(
     data_dir: DataDir = None,
-    grace: Annotated[float, typer.Option(help="Spare unreferenced blobs younger than this many seconds.")] = 3600,
+    grace: Annotated[
+        float,
+        typer.Option(
+            help="Spare unreferenced blobs younger than this many seconds. Beside a running server keep it"
+            " longer than a part can take to arrive: a part being written is not referenced yet."
+        ),
+    ] = 3600,
 ) -> None:
     """Expire idle uploads and remove blobs nothing points at (safe beside a running server)."""
 

@@ -8,6 +8,7 @@ resumes, how error answers map to exceptions, and the checks on the bytes. ``Cli
 from __future__ import annotations
 
 import base64
+import errno
 import os
 from pathlib import Path
 from typing import Any, Generic, TypedDict, TypeVar
@@ -110,6 +111,16 @@ def download_name(file: File) -> str:
     """A safe local name for a file's (client-chosen, so untrusted) filename."""
     name = file.filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
     return name if name not in ("", ".", "..") else file.id
+
+
+def _refuse_existing(target: Path) -> None:
+    """A name taken from the upload (chosen by whoever uploaded: a partner, say) never replaces a
+    file already there, such as a ``.bashrc`` in the directory a download runs in; a ``dest`` path
+    given by the caller does."""
+    if target.exists() or target.is_symlink():
+        raise FileExistsError(
+            errno.EEXIST, "it exists already (the name comes from the upload: give a path to replace it)", str(target)
+        )
 
 
 class ClientCore(Generic[TransportT]):
@@ -310,8 +321,11 @@ class ClientCore(Generic[TransportT]):
         if file.status != "COMPLETED":
             raise Conflict(409, "invalid_state", f"file {file_id} is {file.status}; only COMPLETED files download")
         target = Path(dest) if dest is not None else Path(download_name(file))
+        named_by_uploader = dest is None or target.is_dir()
         if target.is_dir():
             target = target / download_name(file)
+        if named_by_uploader:
+            _refuse_existing(target)
         partial = target.with_name(f".{target.name}.{file.id}.part")
         sink = DownloadSink(file.size_bytes, on_progress)
         if partial.exists() and partial.stat().st_size <= file.size_bytes:
@@ -326,6 +340,8 @@ class ClientCore(Generic[TransportT]):
             raise IntegrityError(
                 f"downloaded {sink.offset} bytes with MD5 {md5}, expected {file.size_bytes} bytes with MD5 {file.md5}"
             )
+        if named_by_uploader:
+            _refuse_existing(target)  # one may have appeared meanwhile
         os.replace(partial, target)
         return target
 

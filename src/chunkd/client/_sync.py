@@ -94,7 +94,8 @@ class Client(ClientCore[httpx.BaseTransport]):
     ) -> Path:
         """Download a COMPLETED file to ``dest`` (a path or a directory; default: its filename in
         the current directory) and verify its MD5. Bytes go to a hidden ``.NAME.ID.part`` file
-        first: an interrupted download continues from there with a Range request."""
+        first: an interrupted download continues from there with a Range request. A name taken from
+        the upload never replaces an existing file (FileExistsError); a path given as ``dest`` does."""
         return self._run(self._download_flow(file_id, dest, on_progress))
 
     # ---- performing effects ---------------------------------------------------------------------

@@ -74,10 +74,16 @@ def is_retryable_error(exc: BaseException) -> bool:
     return isinstance(exc, RETRYABLE_ERRORS)
 
 
+# 5xx answers that say the request will never work there: trying again only delays the error.
+_PERMANENT = frozenset({501, 505})  # Not Implemented, HTTP Version Not Supported
+
+
 def is_retryable_response(response: httpx.Response) -> bool:
-    """5xx and 429 always; 409 only when the server says to try again: another writer briefly holds
+    """5xx (but 501 and 505) and 429 always; 409 only when the server says to try again: another writer briefly holds
     the upload (``upload_busy``), or a blocking hook or the virus scanner is briefly unavailable
     (``hook_unavailable``, ``scan_unavailable``) — the 409s that carry ``Retry-After``."""
+    if response.status_code in _PERMANENT:
+        return False
     if response.status_code >= 500 or response.status_code == 429:
         return True
     return response.status_code == 409 and ("retry-after" in response.headers or b"upload_busy" in response.content)
@@ -89,7 +95,7 @@ def retry_after(response: httpx.Response) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which isdigit accepts and float() refuses
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -92,7 +92,7 @@ _HEX_MD5 = re.compile(r"^[0-9a-fA-F]{32}$")
 def parse_md5_hex(value: str, *, field: str) -> str:
     """A client's MD5 hex digest, lower-cased; ``ValueError`` naming the field otherwise."""
     value = value.strip().strip('"')
-    if not _HEX_MD5.match(value):
+    if not _HEX_MD5.fullmatch(value):
         raise ValueError(f"{field} must be an MD5 digest of 32 hexadecimal characters")
     return value.lower()
 

@@ -21,11 +21,13 @@ def choose_part_size(
     maximum: int,
     mode: Mode,
     strict: bool = True,
+    ceiling: int | None = None,
 ) -> int:
     """The part size of a new upload: ``requested`` (within ``minimum``..``maximum`` when
     ``strict``) or ``default``, grown when needed so a PARTS upload never has more than
     ``MAX_PARTS`` parts; a requested size that would give more is refused naming the smallest
-    that works."""
+    that works. No part size passes ``ceiling`` (the largest file), strict or not: such a part
+    could never be filled."""
     part_size = requested
     if part_size is None:
         part_size = default
@@ -35,6 +37,8 @@ def choose_part_size(
         raise InvalidInput(f"partSize must be between {minimum} and {maximum} bytes", field="partSize")
     if part_size <= 0:
         raise InvalidInput("partSize must be positive", field="partSize")
+    if ceiling is not None and part_size > max(ceiling, maximum):
+        raise InvalidInput(f"partSize must be at most {max(ceiling, maximum)} bytes", field="partSize")
     if mode is Mode.PARTS and size_bytes is not None and part_count(size_bytes, part_size) > MAX_PARTS:
         raise InvalidInput(
             f"partSize gives more than {MAX_PARTS} parts; use at least {part_count(size_bytes, MAX_PARTS)} bytes",

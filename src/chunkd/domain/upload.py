@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from itertools import islice
 from typing import Any
 
 from chunkd.domain.checksum import ResumableMD5
@@ -140,12 +141,14 @@ class Upload:
     def sorted_parts(self) -> list[Part]:
         return [self.parts[n] for n in sorted(self.parts)]
 
-    def missing_parts(self) -> list[int]:
-        """Needs every part loaded."""
+    def missing_parts(self, limit: int = 1000) -> list[int]:
+        """The first ``limit`` part numbers not received (needs every part loaded). Found lazily: a
+        size declared late can give a part count far past ``MAX_PARTS`` in a row written before
+        that was refused, and listing all its missing parts would never end."""
         count = self.part_count
         if count is None:
             return []
-        return [n for n in range(1, count + 1) if n not in self.parts]
+        return list(islice((n for n in range(1, count + 1) if n not in self.parts), limit))
 
     # ---- checks before bytes are accepted ----------------------------------------------------
     def ensure_pending(self, now: datetime) -> None:
@@ -251,7 +254,7 @@ class Upload:
         missing = self.missing_parts()
         if missing:
             shown = ", ".join(map(str, missing[:20])) + (" …" if len(missing) > 20 else "")
-            raise MissingParts(f"parts not received: {shown}", missingParts=missing[:1000])
+            raise MissingParts(f"parts not received: {shown}", missingParts=missing)
         if self.size_bytes is None:
             raise SizeMismatch("the upload's size is not yet declared", field="sizeBytes")
         received = self.bytes_received

@@ -42,6 +42,7 @@ __all__ = [
     "RequestDigest",
     "content_digest",
     "content_digest_checksum",
+    "declared_md5",
     "parse_digest_field",
     "parse_want",
     "repr_digest_header",
@@ -109,6 +110,18 @@ def parse_digest_field(value: str | None, field: str) -> dict[str, bytes]:
     if parsed is None:
         raise InvalidInput(f"{field} must be a dictionary of algorithm=:base64:", field=field)
     return {key: item for key, item in parsed.items() if isinstance(item, bytes)}
+
+
+def declared_md5(value: str | None) -> str | None:
+    """The whole file's MD5 a ``Repr-Digest`` declares (hex), to be checked at completion; None
+    when it declares none. An md5 member of the wrong length is a 400 now, before anything is
+    stored: it could never match, and would leave an upload that cannot be completed."""
+    digest = parse_digest_field(value, "Repr-Digest").get("md5")
+    if digest is None:
+        return None
+    if len(digest) != _RFC9530["md5"][1]:
+        raise InvalidInput(f"Repr-Digest's md5 must be a {_RFC9530['md5'][1]}-byte digest", field="Repr-Digest")
+    return digest.hex()
 
 
 def parse_want(value: str | None) -> dict[str, int]:

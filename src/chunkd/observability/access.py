@@ -44,6 +44,8 @@ log = logging.getLogger("chunkd.access")
 
 UNMATCHED = "unmatched"  # the route label of a request no route matches (404s of unknown paths)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Checked with fullmatch: "$" also matches before a trailing newline, which would end a log line
+# early (a path parameter "abc%0A" is "abc\n").
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@+=/-]{1,128}$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _SAFE_OWNER = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
@@ -106,7 +108,7 @@ class AccessLog:
         # Routing rewrites these inside mounts; kept to find the template of a request not routed.
         path, root_path = scope["path"], scope.get("root_path", "")
         given = _header(scope, b"x-request-id")
-        if given is not None and _REQUEST_ID.match(given):
+        if given is not None and _REQUEST_ID.fullmatch(given):
             request_id = given.decode()
         else:
             # Unique, not secret (it is echoed and logged): the process's Mersenne Twister, seeded
@@ -226,7 +228,7 @@ class AccessLog:
     ) -> str:
         principal = scope.get("state", {}).get("principal")
         owner = getattr(principal, "owner", None)
-        if owner is not None and not _SAFE_OWNER.match(owner):
+        if owner is not None and not _SAFE_OWNER.fullmatch(owner):
             owner = "?"
         upload_id = None
         params = scope.get("path_params") or {}
@@ -234,10 +236,10 @@ class AccessLog:
             value = params.get(name)
             if value is not None:
                 text = str(value)
-                upload_id = text if _SAFE_ID.match(text) else None
+                upload_id = text if _SAFE_ID.fullmatch(text) else None
                 break
         client = scope.get("client")
-        address = client[0] if client and _SAFE_CLIENT.match(str(client[0])) else None
+        address = client[0] if client and _SAFE_CLIENT.fullmatch(str(client[0])) else None
         milliseconds = round(duration * 1000, 3)
         if self.json:
             fields = {

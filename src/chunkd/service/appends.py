@@ -20,7 +20,8 @@ from chunkd.domain.errors import (
 )
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.names import is_upload_id
-from chunkd.domain.upload import Part, Upload
+from chunkd.domain.parts import part_count
+from chunkd.domain.upload import MAX_PARTS, Mode, Part, Upload
 from chunkd.service.hooks import ContentRejected
 from chunkd.service.lifecycle import Lifecycle
 from chunkd.service.quotas import byte_room
@@ -271,6 +272,13 @@ class Appends(Lifecycle):
         if size_bytes > self.config.max_file_size:
             raise TooLarge(
                 f"length exceeds the maximum file size of {self.config.max_file_size} bytes", field="sizeBytes"
+            )
+        if upload.mode is Mode.PARTS and part_count(size_bytes, upload.part_size) > MAX_PARTS:
+            # As at creation: a PARTS upload never has more than MAX_PARTS parts (a Fine Uploader
+            # file of 1-byte chunks declared 5 TB long would otherwise have 5e12 parts to check).
+            raise InvalidInput(
+                f"sizeBytes {size_bytes} in parts of {upload.part_size} bytes gives more than {MAX_PARTS} parts",
+                field="sizeBytes",
             )
         quota = await byte_room(self.repo, self.config, upload.owner)
         if quota is not None and size_bytes - upload.bytes_received > quota[0]:

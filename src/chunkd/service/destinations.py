@@ -56,13 +56,32 @@ async def check_public_destination(url: str, *, field: str = "url") -> str:
         raise InvalidInput(f"the host {host!r} of url does not resolve", field=field)
     for text in addresses:
         address = ipaddress.ip_address(text.split("%", 1)[0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        if not (mapped or address).is_global:
+        if not all(each.is_global for each in (address, *_embedded_ipv4(address))):
             raise InvalidInput(
                 f"url resolves to {address}, which is not a public address; webhooks may only call public hosts",
                 field=field,
             )
     return addresses[0]
+
+
+# IPv6 prefixes whose last 32 bits are an IPv4 address a translator reaches (RFC 6052's NAT64
+# prefixes; the deprecated IPv4-compatible ::a.b.c.d): ipaddress counts them as global whatever
+# address they carry (64:ff9b::10.0.0.1, say).
+_CARRY_IPV4_IN_LOW_BITS = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::/96"),
+)
+
+
+def _embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to (mapped, 6to4, NAT64, IPv4-compatible)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if any(address in network for network in _CARRY_IPV4_IN_LOW_BITS):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
 
 
 class Pinned:

@@ -119,6 +119,7 @@ class Lifecycle(EngineCore):
             maximum=cfg.max_part_size,
             mode=mode,
             strict=strict_part_size,
+            ceiling=cfg.max_file_size,
         )
         guessed = mimetypes.guess_type(filename)[0]
         mime = media_type((mime_type or "").strip() or guessed or "application/octet-stream")
@@ -265,10 +266,15 @@ class Lifecycle(EngineCore):
         await self._emit("cancelled", upload)
         return upload
 
-    async def delete(self, owner: str, upload_id: str) -> Upload:
-        """Remove an upload whatever its status: bytes and record."""
+    async def delete(self, owner: str, upload_id: str, *, check: Callable[[Upload], None] | None = None) -> Upload:
+        """Remove an upload whatever its status: bytes and record. ``check`` sees the upload as it
+        is under the lock and may refuse (raise): a caller whose right to delete depends on the
+        status (an unfinished upload may be ended with files:create, a finished one needs
+        files:delete) judges the status it deletes, not one read before another request finished it."""
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id)
+            if check is not None:
+                check(upload)
             # The record (with its part rows) goes first, the bytes after it, as in ``cancel``: a
             # crash in between leaves orphaned blobs, which gc sweeps, never a record (a finished
             # file, or parts a client would not re-send) pointing at bytes that are gone.

@@ -315,7 +315,7 @@ class LocalBlobStore:
         return self.root / upload_id[:2] / upload_id
 
     def _path(self, upload_id: str, blob_ref: str) -> Path:
-        if not _REF.match(blob_ref):
+        if not _REF.fullmatch(blob_ref):
             raise ValueError("invalid blob reference")
         return self._dir(upload_id) / blob_ref
 

@@ -134,7 +134,7 @@ class S3Bucket:
         return f"{self.prefix}staging/{self._check_id(upload_id)}/"
 
     def staging_key(self, upload_id: str, ref: str) -> str:
-        if not _REF.match(ref):
+        if not _REF.fullmatch(ref):
             raise ValueError("invalid blob reference")
         return self.staging_prefix(upload_id) + ref
 

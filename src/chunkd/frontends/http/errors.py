@@ -81,6 +81,12 @@ def validation_error(errors: Sequence[Any]) -> tuple[str, str]:
     or pydantic's ``errors()``): the field is its path inside the body, query, path or headers,
     joined with dots, or ``body`` when the whole body is at fault."""
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        # FastAPI puts the character position of a JSON syntax error where a field name goes
+        # (``("body", 1)``): the field at fault is the body itself.
+        where = [p for p in first.get("loc", ()) if isinstance(p, int)]
+        at = f" (at character {where[0]})" if where else ""
+        return "body", f"body: the body is not valid JSON{at}"
     # Union members add type tags to the location ("constrained-str", "list[...]"): not field names.
     locations = (str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header"))
     parts = [p for p in locations if not _TYPE_TAG.match(p)]

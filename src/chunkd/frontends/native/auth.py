@@ -12,15 +12,18 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from chunkd.auth.keys import parse_scopes
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
-from chunkd.frontends.http import dialect_route, error_headers, isotime, principal, runtime
+from chunkd.frontends.assets.errors import refusal_response as seed_refusal
+from chunkd.frontends.http import dialect_route, error_headers, isotime, principal, runtime, validation_error
 from chunkd.frontends.native.errors import render_error, status_for
 from chunkd.frontends.native.schemas import ErrorResponse
+from chunkd.frontends.refusals import Refusal
 from chunkd.ports.keys import ApiKeyRecord
 
 __all__ = ["keys_router", "seed_token_router", "token_router"]
@@ -84,7 +87,11 @@ async def create_token(request: Request, body: Annotated[TokenRequest | None, Bo
 
 
 async def _render_seed(_: Request, exc: Exception) -> Response | None:
-    """Seed 003's error shape: ``{message, detail}`` (and ``{status, message}`` for 400)."""
+    """Seed 003's error shape: ``{message, detail}`` (and ``{status, message}`` for 400). A guard's
+    refusal (too deep, too large, too slow, rate limited) is answered as the asset API, the other
+    seed-003 route, answers it, here as when it is made before routing (``app.py``)."""
+    if isinstance(exc, Refusal):
+        return seed_refusal(exc)
     native = render_error(exc)
     if native is None:
         return None
@@ -92,6 +99,8 @@ async def _render_seed(_: Request, exc: Exception) -> Response | None:
     if isinstance(exc, e.ChunkdError):
         message = exc.message
         status = status_for(exc)
+    elif isinstance(exc, RequestValidationError | ValidationError):
+        message = validation_error(exc.errors())[1]  # "field: what is wrong"
     else:
         message = "invalid request"
     if status == 400:

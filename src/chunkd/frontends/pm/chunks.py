@@ -119,14 +119,27 @@ def _part_size(qq: QQ, index: int, total_parts: int | None, total_size: int | No
     )
 
 
-async def _find_or_create(service: UploadService, owner: str, file_uuid: str, qq: QQ, start: FileStart) -> Upload:
+async def _find_or_create(
+    service: UploadService, owner: str, file_uuid: str, qq: QQ, start: FileStart
+) -> tuple[Upload, bool]:
+    """The file's upload, and whether this request created it."""
     upload = await service.find(owner, FRONTEND, file_uuid)
     if upload is not None:
-        return upload
+        return upload, False
     index = qq.integer("qqpartindex") or 0
     total_size = qq.integer("qqtotalfilesize")
     total_parts = qq.integer("qqtotalparts", minimum=1)
     part_size = _part_size(qq, index, total_parts, total_size)
+    largest = service.config.max_file_size
+    if part_size is not None and part_size > largest:
+        # A chunk larger than the largest file could never be filled (nor, past 2**63, stored).
+        field = "qqpartbyteoffset" if index > 0 and qq.integer("qqpartbyteoffset") is not None else "qqchunksize"
+        raise e.TooLarge(
+            f"{field} gives chunks of {part_size} bytes, more than the maximum file size of {largest} bytes",
+            field=field,
+            limit="max_file_size",
+            maxSizeBytes=largest,
+        )
     measured = part_size is None  # chunk 0 will measure it; until then the largest part allowed
     if total_size is None and total_parts is not None and index >= total_parts:
         raise e.PartOutOfRange(f"qqpartindex must be between 0 and {total_parts - 1}", field="qqpartindex")
@@ -140,7 +153,7 @@ async def _find_or_create(service: UploadService, owner: str, file_uuid: str, qq
     if measured:
         metadata[PART_SIZE_FROM_PART_1] = True
     try:
-        return await service.create(
+        created = await service.create(
             owner,
             filename=filename,
             size_bytes=None if deferred else total_size,
@@ -158,7 +171,14 @@ async def _find_or_create(service: UploadService, owner: str, file_uuid: str, qq
         if exc.field != "client_ref":
             raise
         # Concurrent first chunks of one file: another request created it a moment ago.
-        return await find_upload(service, owner, file_uuid)
+        return await find_upload(service, owner, file_uuid), False
+    return created, True
+
+
+def _still_empty(upload: Upload) -> None:
+    """Refuse to remove an upload that holds a chunk (another request's, sent meanwhile)."""
+    if upload.parts:
+        raise e.Busy("the upload holds chunks", field="qquuid")
 
 
 def _largest_chunk(service: UploadService) -> int:
@@ -217,7 +237,30 @@ async def store_chunk(
         if index > 0:
             raise e.InvalidInput("qquuid is required when qqpartindex > 0", field="qquuid")
         file_uuid = str(uuidlib.uuid4())
-    upload = await _find_or_create(service, owner, file_uuid, qq, start)
+    upload, created = await _find_or_create(service, owner, file_uuid, qq, start)
+    try:
+        return await _fill_chunk(service, owner, qq, upload, index, events, file_uuid=file_uuid, issued=issued)
+    except BaseException:
+        if created:
+            # The chunk that started the file was refused: the upload it made goes too, unless
+            # another chunk was stored in it meanwhile (judged under its lock).
+            with suppress(e.ChunkdError):
+                await service.delete(owner, upload.id, check=_still_empty)
+        raise
+
+
+async def _fill_chunk(
+    service: UploadService,
+    owner: str,
+    qq: QQ,
+    upload: Upload,
+    index: int,
+    events: AsyncIterator[FormEvent],
+    *,
+    file_uuid: str,
+    issued: bool,
+) -> Stored:
+    """Store chunk ``index`` in ``upload`` (and the size, once a chunk tells it)."""
     _check_chunk(upload, qq, index)
     measuring = bool(upload.metadata.get(PART_SIZE_FROM_PART_1))
     total_size = qq.integer("qqtotalfilesize")

@@ -34,7 +34,7 @@ from starlette.responses import Response
 
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.digests import content_digest_checksum, parse_digest_field, repr_digest_header
+from chunkd.frontends.digests import content_digest_checksum, declared_md5, repr_digest_header
 from chunkd.frontends.http import declares_body, parse_length, principal, runtime
 from chunkd.frontends.tus import draft_fields as fields
 from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength, length_overrun
@@ -187,7 +187,7 @@ class DraftEndpoint:
         mime_type = meta.text("filetype", "type") or (
             media_type if media_type and media_type != PARTIAL_UPLOAD else None
         )
-        declared = parse_digest_field(request.headers.get("repr-digest"), "Repr-Digest").get("md5")
+        declared = declared_md5(request.headers.get("repr-digest"))
         checksum = content_digest_checksum(request.headers.get("content-digest"))
         state: dict[str, Any] = {"meta": meta.stored(), "draft": version.number}
         if want := request.headers.get("want-repr-digest"):
@@ -203,7 +203,7 @@ class DraftEndpoint:
                 filename=filename,
                 size_bytes=length,
                 mime_type=mime_type,
-                md5=declared.hex() if declared is not None else None,
+                md5=declared,
                 mode=Mode.APPEND,
                 frontend="tus",
                 metadata={"tus": state, **tags},
@@ -343,9 +343,14 @@ class DraftEndpoint:
         upload = await self.tus.load(request, who.owner, file_id)
         if upload.status is Status.CANCELLED:
             raise e.NotFound(f"no upload with id {upload.id!r}", field="id")
-        _any_scope(who.scopes, "files:delete" if upload.status is Status.COMPLETED else "files:create")
+
+        def allowed(current: Upload) -> None:
+            # Judged again under the upload's lock: one that finished meanwhile needs files:delete.
+            _any_scope(who.scopes, "files:delete" if current.status is Status.COMPLETED else "files:create")
+
+        allowed(upload)
         async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT):
-            await runtime(request).uploads.delete(who.owner, file_id)
+            await runtime(request).uploads.delete(who.owner, file_id, check=allowed)
         return Response(status_code=204, headers={INTEROP_HEADER: version.header})
 
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
-from chunkd.frontends.http import error_headers
+from chunkd.frontends.http import error_headers, validation_error
 from chunkd.frontends.tus.draft_versions import INTEROP_VERSIONS, InteropVersion, interop_version
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.inflight import UploadInterrupted
@@ -121,8 +121,17 @@ def _not_complete(request: Request, version: InteropVersion) -> dict[str, str]:
 def render_problem(request: Request, exc: Exception) -> Response | None:
     """The draft's answer to ``exc`` for ``request``; None for errors that are not ours."""
     version = interop_version(request.headers.get("upload-draft-interop-version")) or INTEROP_VERSIONS[8]
-    if isinstance(exc, RequestValidationError):
-        return problem(version, 400, "invalid request", headers=_not_complete(request, version))
+    if isinstance(exc, RequestValidationError):  # a path parameter (the id) out of bounds
+        field, message = validation_error(exc.errors())
+        return problem(
+            version,
+            400,
+            message,
+            headers=_not_complete(request, version),
+            detail=message,
+            code=e.InvalidInput.code,
+            field=field,
+        )
     if isinstance(exc, e.InvalidState) and exc.details.get("uploadStatus") == "CANCELLED":
         return problem(version, 404, "the upload was cancelled", headers=_not_complete(request, version))
     found = next((entry for entry in _STATUS if isinstance(exc, entry[0])), None)

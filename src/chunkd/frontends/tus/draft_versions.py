@@ -120,6 +120,8 @@ def interop_version(value: str | None) -> InteropVersion | None:
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit() or len(text) > 3:
+    # ASCII digits only: str.isdigit also accepts "²" (Latin-1, so a header may carry it), which
+    # int() refuses (a 500, on the public OPTIONS too).
+    if not (text.isascii() and text.isdigit()) or len(text) > 3:
         return None
     return INTEROP_VERSIONS.get(int(text))

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from chunkd.domain import errors as e
-from chunkd.frontends.http import StatusTable, error_headers
+from chunkd.frontends.http import StatusTable, error_headers, validation_error
 from chunkd.frontends.refusals import Refusal
 from chunkd.frontends.tus.inflight import UploadInterrupted
 
@@ -65,8 +65,8 @@ def render_error(exc: Exception) -> Response | None:
     """The tus answer to an error; None for errors that are not ours to render."""
     if isinstance(exc, Refusal):
         return refusal_response(exc)
-    if isinstance(exc, RequestValidationError):
-        return tus_error(400, "invalid request")
+    if isinstance(exc, RequestValidationError):  # a path parameter (the id) out of bounds
+        return tus_error(400, f"invalid_input: {validation_error(exc.errors())[1]}")
     status = _status(exc)
     if status is None:
         return None

@@ -83,7 +83,7 @@ def parse_metadata(value: str | None) -> Metadata:
                 "Upload-Metadata must be comma-separated pairs of a key and a base64 value", field="Upload-Metadata"
             )
         key = fields[0]
-        if not _KEY.match(key):
+        if not _KEY.fullmatch(key):
             raise InvalidInput(
                 f"Upload-Metadata key {key[:40]!r} must be ASCII without spaces or commas", field="Upload-Metadata"
             )
@@ -93,7 +93,7 @@ def parse_metadata(value: str | None) -> Metadata:
             pairs[key] = None
             continue
         encoded = fields[1]
-        if not _B64.match(encoded) or len(encoded) % 4:
+        if not _B64.fullmatch(encoded) or len(encoded) % 4:
             raise InvalidInput(f"Upload-Metadata value of {key!r} is not base64", field="Upload-Metadata")
         try:
             pairs[key] = base64.b64decode(encoded, validate=True)

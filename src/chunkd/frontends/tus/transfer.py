@@ -154,10 +154,15 @@ class Transfer(TusResource):
         require_version(request)
         who = await principal(request)
         upload = await self.load(request, who.owner, file_id)
-        # Ending an unfinished upload is part of uploading; deleting a stored file needs files:delete.
-        check_any_scope(who, "files:delete" if upload.status is Status.COMPLETED else "files:create")
+
+        def allowed(current: Upload) -> None:
+            # Ending an unfinished upload is part of uploading; deleting a stored file needs
+            # files:delete. Judged again under the upload's lock, on the status it is deleted in.
+            check_any_scope(who, "files:delete" if current.status is Status.COMPLETED else "files:create")
+
+        allowed(upload)
         async with self.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT):
-            await runtime(request).uploads.delete(who.owner, file_id)
+            await runtime(request).uploads.delete(who.owner, file_id, check=allowed)
         return Response(status_code=204, headers=base_headers())
 
     async def get(self, request: Request, file_id: str) -> Response:

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
+from chunkd.auth.links import LINK_SCOPES
+from chunkd.domain import errors as e
 from chunkd.frontends.http import dialect_route, isotime, principal, public_base_url, runtime
 from chunkd.frontends.native.errors import render_error
 from chunkd.frontends.native.schemas import ErrorResponse
@@ -103,8 +105,16 @@ register_url_convertor("linkid", _LinkIdConvertor())
 @router.post("", status_code=201, response_model=UploadLink, summary="Create an upload link")
 async def create_link(request: Request, body: CreateUploadLinkRequest) -> dict[str, Any]:
     """Uploads made through the link land in your files, tagged with ``uploadLink``. Required
-    scope: links:admin. The ``url`` is in this answer only."""
+    scopes: links:admin, and files:create, which the link's token carries (as with API keys, a
+    credential never grants a scope it lacks). The ``url`` is in this answer only."""
     who = await principal(request, "links:admin")
+    lacking = sorted(LINK_SCOPES - who.scopes)
+    if lacking:
+        error = e.Forbidden(
+            f"an upload link grants {' '.join(lacking)}, which this credential lacks", field="scope", scope=lacking[0]
+        )
+        error.code = "missing_scope"
+        raise error
     rt = runtime(request)
     record, token = await rt.links.create(
         who.owner,
