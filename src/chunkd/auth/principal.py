@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from chunkd.domain.errors import Forbidden
 
-__all__ = ["ALL_SCOPES", "SCOPES", "Principal", "require_scope"]
+__all__ = ["ALL_SCOPES", "SCOPES", "Principal", "refuse_escalation", "require_scope"]
 
 SCOPES = {
     "files:create": "create uploads, send parts, complete and cancel them",
@@ -34,5 +34,17 @@ class Principal:
 def require_scope(principal: Principal, scope: str) -> None:
     if scope not in principal.scopes:
         error = Forbidden(f"this credential lacks the {scope} scope", field="scope", scope=scope)
+        error.code = "missing_scope"
+        raise error
+
+
+def refuse_escalation(principal: Principal, scopes: frozenset[str], *, granting: str, field: str) -> None:
+    """A credential never grants a scope it lacks, whatever it makes (a key, an upload link whose
+    token carries scopes): ``granting`` names what would grant them, ``field`` the request's field."""
+    beyond = sorted(scopes - principal.scopes)
+    if beyond:
+        error = Forbidden(
+            f"{granting} would grant {' '.join(beyond)}, which this credential lacks", field=field, scope=beyond[0]
+        )
         error.code = "missing_scope"
         raise error

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from starlette.responses import JSONResponse, Response
 
 from chunkd.auth.keys import parse_scopes
-from chunkd.auth.principal import Principal
+from chunkd.auth.principal import refuse_escalation
 from chunkd.domain import errors as e
 from chunkd.frontends.assets.errors import refusal_response as seed_refusal
 from chunkd.frontends.http import dialect_route, error_headers, isotime, principal, runtime, validation_error
@@ -170,21 +170,11 @@ def _key_view(record: ApiKeyRecord) -> dict[str, Any]:
 keys_router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=dialect_route(_render), responses=ERRORS)
 
 
-def _no_escalation(who: Principal, scopes: frozenset[str]) -> None:
-    beyond = sorted(scopes - who.scopes)
-    if beyond:
-        error = e.Forbidden(
-            f"a key cannot grant the {' '.join(beyond)} scope(s) its creator lacks", field="scopes", scope=beyond[0]
-        )
-        error.code = "missing_scope"
-        raise error
-
-
 @keys_router.post("", status_code=201, response_model=CreatedApiKey, summary="Create an API key for your owner")
 async def create_key(request: Request, body: CreateKeyRequest) -> dict[str, Any]:
     who = await principal(request, "keys:admin")
     scopes = parse_scopes(body.scopes)
-    _no_escalation(who, scopes)
+    refuse_escalation(who, scopes, granting="a new key", field="scopes")
     name = body.name
     if name is not None and any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise e.InvalidInput("name must not contain control characters", field="name")

@@ -14,7 +14,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from chunkd.auth.links import LINK_SCOPES
-from chunkd.domain import errors as e
+from chunkd.auth.principal import refuse_escalation
 from chunkd.frontends.http import dialect_route, isotime, principal, public_base_url, runtime
 from chunkd.frontends.native.errors import render_error
 from chunkd.frontends.native.schemas import ErrorResponse
@@ -108,13 +108,7 @@ async def create_link(request: Request, body: CreateUploadLinkRequest) -> dict[s
     scopes: links:admin, and files:create, which the link's token carries (as with API keys, a
     credential never grants a scope it lacks). The ``url`` is in this answer only."""
     who = await principal(request, "links:admin")
-    lacking = sorted(LINK_SCOPES - who.scopes)
-    if lacking:
-        error = e.Forbidden(
-            f"an upload link grants {' '.join(lacking)}, which this credential lacks", field="scope", scope=lacking[0]
-        )
-        error.code = "missing_scope"
-        raise error
+    refuse_escalation(who, LINK_SCOPES, granting="an upload link", field="scope")
     rt = runtime(request)
     record, token = await rt.links.create(
         who.owner,
