@@ -279,9 +279,21 @@ async def test_failed_clean_up_after_completion_does_not_fail_complete(
     """The gateway dropping the connection while staged parts are deleted must not turn a file that
     is complete in S3 into an error (found by the S3 multi-node benchmark: it answered 500)."""
     service = s3_api.runtime.uploads
+    done, data = await _complete_with_cleanup_dropped(s3_api, monkeypatch, "x.bin")
+    assert done.status.value == "COMPLETED"
+    read = b"".join([chunk async for chunk in service.read(await service.get("alice", done.id))])
+    assert read == data
+
+
+async def _complete_with_cleanup_dropped(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch, filename: str
+) -> tuple[Upload, bytes]:
+    """A three-part file completed while the gateway drops the connection as its staged parts are
+    deleted (the later clean-ups of the test go through)."""
+    service = s3_api.runtime.uploads
     store = store_of(s3_api)
     data = os.urandom(2 * MiB + 5)
-    upload = await service.create("alice", filename="x.bin", size_bytes=len(data), part_size=MiB)
+    upload = await service.create("alice", filename=filename, size_bytes=len(data), part_size=MiB)
     await put_parts(service, upload.id, data, MiB, [1, 2, 3])
     real_cleanup = store._cleanup
 
@@ -291,10 +303,7 @@ async def test_failed_clean_up_after_completion_does_not_fail_complete(
         await real_cleanup(target, keep_final=keep_final)
 
     monkeypatch.setattr(store, "_cleanup", dropped_connection)
-    done = await service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
-    assert done.status.value == "COMPLETED"
-    read = b"".join([chunk async for chunk in service.read(await service.get("alice", upload.id))])
-    assert read == data
+    return await service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest()), data
 
 
 async def _tus_partial(api: Api, data: bytes) -> str:
@@ -462,18 +471,7 @@ async def test_gc_sweeps_the_staged_parts_a_completion_could_not_delete(
     in the bucket). The file is complete in S3, so gc removes them and keeps the file."""
     service = s3_api.runtime.uploads
     store = store_of(s3_api)
-    data = os.urandom(2 * MiB + 5)
-    upload = await service.create("alice", filename="g.bin", size_bytes=len(data), part_size=MiB)
-    await put_parts(service, upload.id, data, MiB, [1, 2, 3])
-    real_cleanup = store._cleanup
-
-    async def dropped_connection(target: Any, *, keep_final: bool) -> None:
-        if keep_final:
-            raise ConnectionError("the gateway closed the connection")
-        await real_cleanup(target, keep_final=keep_final)
-
-    monkeypatch.setattr(store, "_cleanup", dropped_connection)
-    done = await service.complete("alice", upload.id)
+    done, data = await _complete_with_cleanup_dropped(s3_api, monkeypatch, "g.bin")
     key = store.final_key(done)
     assert len(bucket_state(s3_api)[0]) == 4  # the file and its three staged parts
     # A pending upload with an S3 part built (a multipart upload open) keeps everything.
@@ -486,7 +484,7 @@ async def test_gc_sweeps_the_staged_parts_a_completion_could_not_delete(
     objects, uploads = bucket_state(s3_api)
     assert sorted(objects) == sorted([key, *kept])
     assert [u["Key"] for u in uploads] == [store.final_key(await service.get("alice", pending.id))]
-    assert b"".join([c async for c in service.read(await service.get("alice", upload.id))]) == data
+    assert b"".join([c async for c in service.read(await service.get("alice", done.id))]) == data
 
 
 async def test_object_store_faults_during_complete_are_503_and_retryable(
