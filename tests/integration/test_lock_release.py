@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chunkd.backends.locks.local import LocalLocks
-from chunkd.backends.locks.postgres import PostgresAdvisoryLocks
+from chunkd.backends.locks.postgres import PostgresAdvisoryLocks, asyncpg_dsn
 from chunkd.backends.locks.stacked import StackedLocks
 from chunkd.domain import errors as e
 from chunkd.ports.locks import LockManager, take_over
@@ -112,3 +112,31 @@ async def test_release_requests_cross_nodes(pg_url: str) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_writers_are_stopped_when_their_lock_connection_is_lost(pg_url: str) -> None:
+    """A lock's PostgreSQL session ends (a restart, a network cut, pg_terminate_backend): the server
+    has dropped the lock, and another node may take it. The writers holding it in this process are
+    told to let go, as by a take-over, rather than go on writing unfenced."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    locks = PostgresAdvisoryLocks(pg_url)
+    held = asyncio.Event()
+    writer = asyncio.create_task(hold_until_released(locks, "u-lost", held))
+    try:
+        await held.wait()
+        admin = await asyncpg.connect(asyncpg_dsn(pg_url))
+        try:
+            ended = await admin.fetch(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'chunkd-locks'"
+            )
+        finally:
+            await admin.close()
+        assert ended
+        assert await writer == "released"  # hold_until_released gives up after 10 s otherwise
+        async with locks.hold("u-lost", timeout=1):  # a new connection takes the lock again
+            pass
+    finally:
+        writer.cancel()
+        await locks.close()

@@ -34,6 +34,7 @@ cost is one round trip for the asker and nothing for uploads nobody takes over.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import random
@@ -145,12 +146,24 @@ class PostgresAdvisoryLocks:
                 # Jitter keeps waiters on several nodes from polling in lockstep.
                 await asyncio.sleep(min(delay * (0.5 + random.random()), remaining))
                 delay = min(delay * 2, _MAX_POLL)
+            # A session's advisory locks die with it: once this connection closes (PostgreSQL
+            # restarted, a connection reset, pg_terminate_backend), another node may take the lock while
+            # this process still writes under it. Its writers here are told to let go then, as by
+            # a take-over, instead of going on unfenced.
+            lost = functools.partial(self._lost, upload_id)
+            conn.add_termination_listener(lost)
             try:
                 yield
             finally:
+                with suppress(Exception):  # a lost connection is detached from its pool proxy already
+                    conn.remove_termination_listener(lost)
                 await self._unlock(conn, key, upload_id)
         finally:
             await pool.release(conn)
+
+    def _lost(self, upload_id: str, _conn: Any) -> None:
+        stopped = self._releases.fire(upload_id)
+        log.error("the connection holding upload %s's lock closed; %d writer(s) here told to stop", upload_id, stopped)
 
     @staticmethod
     async def _unlock(conn: Any, key: int, upload_id: str) -> None:
