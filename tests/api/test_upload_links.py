@@ -351,3 +351,32 @@ async def test_current_link_is_for_link_tokens_only(api: Api) -> None:
     assert (await api.client.get("/v1/upload-links/current")).status_code == 401
     refused = await api.client.get("/v1/upload-links/current", headers=owner)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+
+
+async def test_a_create_sent_again_with_its_idempotency_key_makes_nothing_new(api: Api) -> None:
+    """``Idempotency-Key`` on POST /v1/files: a create sent again (its answer lost) is answered with
+    the upload the first one made; through a link it is not counted twice. The same key with
+    another file, or from a credential that did not make the upload, is a 400 naming the header."""
+    owner = await admin(api)
+    key = {"Idempotency-Key": "8e03978e-40d5-43e8-bc93-6894a57f9324"}
+    first = await create_file(api, {**owner, **key}, 10, "a.bin")
+    again = await create_file(api, {**owner, "Idempotency-Key": f'"{key["Idempotency-Key"]}"'}, 10, "a.bin")
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json()["id"] == first.json()["id"] and "uploadUrl" in again.json()
+    together = await asyncio.gather(*(create_file(api, {**owner, "Idempotency-Key": "k2"}, 5) for _ in range(4)))
+    assert {r.status_code for r in together} == {201} and len({r.json()["id"] for r in together}) == 1
+    assert len(await owner_files(api, owner)) == 2
+    for other in ({"name": "b.bin"}, {"size": 11}, {"extra": {"partSize": 5 * 1024 * 1024 + 1}}):
+        refused = await create_file(
+            api, {**owner, **key}, other.get("size", 10), other.get("name", "a.bin"), **other.get("extra", {})
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == "Idempotency-Key", refused.text
+    bad = await create_file(api, {**owner, "Idempotency-Key": "x" * 129}, 10)
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "Idempotency-Key"
+    # Through a link: counted once; the owner's key is not the link's to reuse.
+    _, via_link = await make_link(api, owner, maxFiles=1)
+    made = await create_file(api, {**via_link, "Idempotency-Key": "k3"}, 3)
+    assert made.status_code == 201, made.text
+    assert (await create_file(api, {**via_link, "Idempotency-Key": "k3"}, 3)).json()["id"] == made.json()["id"]
+    assert (await create_file(api, {**via_link, **key}, 10, "a.bin")).status_code == 400
+    assert len(await owner_files(api, owner)) == 3

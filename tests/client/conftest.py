@@ -21,12 +21,16 @@ FAST_RETRIES = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, max_retr
 @dataclass
 class Recorder(httpx.AsyncBaseTransport):
     """Forwards to the app; records (method, path, headers) of each request; answers the next
-    request matching ``fail_when`` with each status in ``failures`` first (a flaky network/proxy)."""
+    request matching ``fail_when`` with each status in ``failures`` first (a flaky network/proxy), and
+    loses the answers of ``losses`` requests matching ``lose_when`` after the app handled them."""
 
     inner: httpx.AsyncBaseTransport
     seen: list[tuple[str, str, httpx.Headers]] = field(default_factory=list)
     failures: list[int] = field(default_factory=list)
     fail_when: str = ""
+    # Requests matching ``lose_when`` reach the app, but their answers are lost (a proxy's 502).
+    losses: int = 0
+    lose_when: str = ""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.seen.append((request.method, request.url.path, request.headers))
@@ -35,7 +39,12 @@ class Recorder(httpx.AsyncBaseTransport):
             await request.aread()
             body = b'{"error": {"code": "unavailable", "message": "try again"}}'
             return httpx.Response(status, headers={"Retry-After": "0"}, content=body)
-        return await self.inner.handle_async_request(request)
+        answer = await self.inner.handle_async_request(request)
+        if self.losses and self.lose_when in f"{request.method} {request.url.path}":
+            self.losses -= 1
+            await answer.aread()
+            return httpx.Response(502, headers={"Retry-After": "0"}, content=b"bad gateway")
+        return answer
 
     def parts_sent(self, file_id: str) -> list[int]:
         prefix = f"/v1/files/{file_id}/parts/"

@@ -235,6 +235,18 @@ async def test_a_name_from_the_upload_never_replaces_a_file(sdk: Sdk, tmp_path: 
         assert (await client.download(file.id, mine)).read_bytes() == b"export EVIL=1\n"
 
 
+async def test_a_create_whose_answer_was_lost_makes_one_upload(sdk: Sdk) -> None:
+    """The server made the upload but its answer was lost (a proxy's 502): the retried create carries
+    the same Idempotency-Key and gets that upload, so no second one waits to expire."""
+    sdk.recorder.losses, sdk.recorder.lose_when = 1, "POST /v1/files"
+    async with sdk.client(remember=False) as client:
+        file = await client.upload(io.BytesIO(b"once"), filename="once.txt")
+        listed = [f async for f in client.list()]
+    assert [f.id for f in listed] == [file.id] and file.status == "COMPLETED"
+    keys = [h.get("idempotency-key") for m, p, h in sdk.recorder.seen if (m, p) == ("POST", "/v1/files")]
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0]
+
+
 async def test_pending_files_do_not_download(sdk: Sdk, tmp_path: Path) -> None:
     async with sdk.client() as client:
         file = await client.create("later.bin", 10)

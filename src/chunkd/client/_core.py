@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import errno
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Generic, TypedDict, TypeVar
 
@@ -220,7 +221,12 @@ class ClientCore(Generic[TransportT]):
         yield from self._send_flow("DELETE", f"/v1/files/{file_id}")
 
     def _create_flow(self, filename: str, size: int, part_size: int | None, mime_type: str | None) -> Flow[File]:
-        return self._file_flow("POST", "/v1/files", json=create_body(filename, size, part_size, mime_type))
+        # One key for every try of this create: a try whose answer was lost (a network error, a
+        # proxy's 5xx) made the upload, and the next try is answered with it, not with a second one.
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        return self._file_flow(
+            "POST", "/v1/files", json=create_body(filename, size, part_size, mime_type), headers=headers
+        )
 
     def _complete_flow(self, file_id: str, md5: str | None) -> Flow[File]:
         return self._file_flow("POST", f"/v1/files/{file_id}/complete", json={"md5": md5} if md5 else {})

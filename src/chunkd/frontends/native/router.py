@@ -31,6 +31,7 @@ from chunkd.frontends.http import (
     takes_file_bytes,
 )
 from chunkd.frontends.native.errors import render_error
+from chunkd.frontends.native.idempotency import HEADER, idempotency_key, same_request
 from chunkd.frontends.native.schemas import (
     CompleteRequest,
     CreateFileRequest,
@@ -101,24 +102,56 @@ def _answer(
     return Response(body, status_code=status_code, media_type="application/json")
 
 
-@router.post("", status_code=201, response_model=FileObject, summary="Create an upload")
+@router.post(
+    "",
+    status_code=201,
+    response_model=FileObject,
+    summary="Create an upload",
+    openapi_extra={
+        "parameters": [
+            {
+                "name": HEADER,
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                "description": "Any 1-128 printable characters, new for each file (a UUID): the same create"
+                " sent again (its answer lost) is answered with the upload the first one made. Sent again"
+                " with another file, it is a 400.",
+            }
+        ]
+    },
+)
 async def create_file(request: Request, body: CreateFileRequest) -> Response:
     who = await principal(request, "files:create")
     rt = runtime(request)
     md5 = _md5_field(body.md5, "md5")
-    # Through an upload link: checked and counted against the link's limits first, and tagged.
-    async with rt.links.admitted(
-        who, filename=body.filename, size_bytes=body.sizeBytes, mime_type=body.mimeType, size_field="sizeBytes"
-    ) as (tags, mime_type):
-        upload = await rt.uploads.create(
-            who.owner,
-            filename=body.filename,
-            size_bytes=body.sizeBytes,
-            mime_type=mime_type,
-            md5=md5,
-            part_size=body.partSize,
-            metadata=tags,
-        )
+    key = idempotency_key(request)
+    if key is not None and (earlier := await rt.uploads.find(who.owner, "native", key)) is not None:
+        upload = same_request(earlier, who, body, md5)  # sent again: nothing new is made or counted
+        return _answer(FileObject, _file_view(request, upload, with_parts=True, upload_url=True), 201)
+    try:
+        # Through an upload link: checked and counted against the link's limits first, and tagged.
+        async with rt.links.admitted(
+            who, filename=body.filename, size_bytes=body.sizeBytes, mime_type=body.mimeType, size_field="sizeBytes"
+        ) as (tags, mime_type):
+            upload = await rt.uploads.create(
+                who.owner,
+                filename=body.filename,
+                size_bytes=body.sizeBytes,
+                mime_type=mime_type,
+                md5=md5,
+                part_size=body.partSize,
+                client_ref=key,
+                metadata=tags,
+            )
+    except e.Conflict as exc:
+        if key is None or exc.field != "client_ref":
+            raise
+        # The same key sent twice at once: the other request made it a moment ago.
+        earlier = await rt.uploads.find(who.owner, "native", key)
+        if earlier is None:
+            raise
+        upload = same_request(earlier, who, body, md5)
     return _answer(FileObject, _file_view(request, upload, with_parts=True, upload_url=True), 201)
 
 
