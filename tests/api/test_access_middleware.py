@@ -168,6 +168,10 @@ def test_batching_handler_writes_in_a_forked_child() -> None:
             deadline = time.monotonic() + 30
             while handler._lines and time.monotonic() < deadline:
                 time.sleep(0.01)
+            # The writer takes the lines under its lock and writes them before letting go: once the
+            # queue is empty, the lock says when the write is done (exiting sooner lost the line once).
+            with handler._write_lock:
+                pass
             os._exit(0 if not handler._lines else 1)
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
         handler.close()
