@@ -137,9 +137,11 @@ class LateAnswers:
     def __init__(self, repo: KeyRepository) -> None:
         self.repo = repo
         self.gate = asyncio.Event()
+        self.read = asyncio.Event()  # set once a lookup has read (its answer still held back)
 
     async def get_key(self, key_id: str) -> ApiKeyRecord | None:
         record = await self.repo.get_key(key_id)
+        self.read.set()
         await self.gate.wait()
         return record
 
@@ -153,7 +155,7 @@ async def test_a_request_never_takes_the_answer_of_a_lookup_begun_a_lifetime_bef
     late, clock = LateAnswers(api.runtime.metadata.keys), Clock()
     cache = CachedKeys(late, clock=clock)  # type: ignore[arg-type]  # the one method used here
     first = asyncio.ensure_future(cache.get_key(key_id))  # reads the live key, answers late
-    await settle()
+    await late.read.wait()  # read before the revocation (a loop turn or two was not always enough)
     await api.runtime.metadata.keys.revoke_key(key_id, datetime.now(UTC))  # on another node
     clock.now += 1.5
     second = asyncio.ensure_future(cache.get_key(key_id))
