@@ -73,7 +73,8 @@ def media_type(value: str) -> str:
     return stripped
 
 
-def check_client_ref(client_ref: str) -> None:
-    """A client's own id for an upload is stored and queried: printable and at most 128 characters."""
+def check_client_ref(client_ref: str, *, field: str = "id", name: str = "the client's upload id") -> None:
+    """A client's own id for an upload is stored and queried: printable and at most 128 characters.
+    ``field`` and ``name`` say where the request carried it (a form field, an Idempotency-Key)."""
     if not client_ref or len(client_ref) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in client_ref):
-        raise InvalidInput("the client's upload id must be 1-128 printable characters", field="id")
+        raise InvalidInput(f"{name} must be 1-128 printable characters", field=field)

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from chunkd.auth.links import LINK_METADATA_KEY
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
-from chunkd.domain.names import clean_filename
+from chunkd.domain.names import check_client_ref, clean_filename
 from chunkd.domain.upload import Upload
 from chunkd.frontends.native.schemas import CreateFileRequest
 
@@ -27,8 +27,7 @@ def idempotency_key(request: Request) -> str | None:
     key = raw.strip()
     if len(key) >= 2 and key[0] == key[-1] == '"':
         key = key[1:-1]
-    if not key or len(key) > 128 or any(ord(c) < 32 or ord(c) == 127 for c in key):
-        raise e.InvalidInput(f"{HEADER} must be 1-128 printable characters", field=HEADER)
+    check_client_ref(key, field=HEADER, name=HEADER)  # the key is the upload's client reference
     return key
 
 
