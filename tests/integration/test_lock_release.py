@@ -5,6 +5,7 @@ on one PostgreSQL database by LISTEN/NOTIFY."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -139,4 +140,39 @@ async def test_writers_are_stopped_when_their_lock_connection_is_lost(pg_url: st
             pass
     finally:
         writer.cancel()
+        await locks.close()
+
+
+async def _end_lock_sessions(pg_url: str) -> list[object]:
+    """Ends every chunkd-locks session of the database and waits (up to 5 s) until each is gone."""
+    import asyncpg
+
+    admin = await asyncpg.connect(asyncpg_dsn(pg_url))
+    try:
+        return list(
+            await admin.fetch(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'chunkd-locks'"
+            )
+        )
+    finally:
+        await admin.close()
+
+
+async def test_a_lock_is_taken_on_a_new_connection_when_an_idle_one_died(pg_url: str) -> None:
+    """PostgreSQL restarted, or an operator ended the sessions, while the pool's lock connections sat
+    idle: asyncpg learns it only when a connection is used. The next lock is asked for again on a
+    new connection, and the request it guards does not fail."""
+    locks = PostgresAdvisoryLocks(pg_url)
+    try:
+        async with locks.hold("u-idle", timeout=1):
+            pass  # the pool now keeps idle connections
+        # The sessions are ended from another thread while this event loop waits without turning,
+        # so nothing here reads the server's goodbye before the next hold uses a dead connection.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            ended = pool.submit(asyncio.run, _end_lock_sessions(pg_url)).result()
+        assert ended and all(row[0] for row in ended)  # type: ignore[index]
+        async with locks.hold("u-idle", timeout=1):
+            pass
+    finally:
         await locks.close()

@@ -81,6 +81,26 @@ def asyncpg_dsn(url: str) -> str:
 _SQLALCHEMY_ONLY = {"prepared_statement_cache_size", "prepared_statement_name_func", "async_fallback"}
 
 
+# A lock asked for on a pooled connection that turns out dead is asked for again, on a new one.
+_CONNECTION_ATTEMPTS = 3
+
+
+def _connection_broken(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection itself is gone (not the lock busy, not a cancel)."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    return isinstance(
+        exc,
+        (
+            OSError,  # ConnectionResetError and kin
+            asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+            asyncpg.exceptions.OperatorInterventionError,  # 57P01 terminated, 57P03 cannot connect now
+            asyncpg.InterfaceError,  # ConnectionDoesNotExistError, a protocol left mid-error
+            asyncpg.exceptions.InternalClientError,
+        ),
+    )
+
+
 def _discard(conn: Any) -> None:
     """Close a lock connection for good (the pool opens a new one in its place)."""
     with suppress(Exception):  # already closed and detached by the pool after a connection loss
@@ -106,7 +126,7 @@ class PostgresAdvisoryLocks:
         if self._pool is None:
             async with self._pool_lock:
                 if self._pool is None:
-                    import asyncpg  # type: ignore[import-untyped]
+                    import asyncpg
 
                     self._pool = await asyncpg.create_pool(
                         self._dsn,
@@ -125,27 +145,8 @@ class PostgresAdvisoryLocks:
         deadline = time.monotonic() + max(timeout, 0.0)
         key = advisory_key(upload_id)
         pool = await self._get_pool()
+        conn = await self._take(pool, upload_id, key, deadline, timeout)
         try:
-            # Even a try-once (timeout 0) may wait a moment for a free connection.
-            conn = await pool.acquire(timeout=max(timeout, 1.0))
-        except TimeoutError:
-            raise Busy(f"upload {upload_id} is locked (no lock connection free)") from None
-        try:
-            delay = _FIRST_POLL
-            requester = release_requester()
-            next_ask = 0.0
-            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                now = time.monotonic()
-                if requester is not None and now >= next_ask:
-                    # A take-over: ask whoever holds it (here or on another node) to let go.
-                    await self.request_release(upload_id, requester=requester)
-                    next_ask = now + ASK_AGAIN
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise Busy(f"upload {upload_id} is being written by another node or request")
-                # Jitter keeps waiters on several nodes from polling in lockstep.
-                await asyncio.sleep(min(delay * (0.5 + random.random()), remaining))
-                delay = min(delay * 2, _MAX_POLL)
             # A session's advisory locks die with it: once this connection closes (PostgreSQL
             # restarted, a connection reset, pg_terminate_backend), another node may take the lock while
             # this process still writes under it. Its writers here are told to let go then, as by
@@ -160,6 +161,47 @@ class PostgresAdvisoryLocks:
                 await self._unlock(conn, key, upload_id)
         finally:
             await pool.release(conn)
+
+    async def _take(self, pool: Any, upload_id: str, key: int, deadline: float, timeout: float) -> Any:
+        """A pool connection that holds the upload's lock. An idle pooled connection may have died
+        unnoticed (PostgreSQL restarted, ``pg_terminate_backend``): asyncpg learns it only on use,
+        sometimes half way through reading the server's goodbye. Such a connection is closed and
+        the lock asked for again on a new one, so a restart costs no request."""
+        for attempt in range(_CONNECTION_ATTEMPTS):
+            try:
+                # Even a try-once (timeout 0) may wait a moment for a free connection.
+                conn = await pool.acquire(timeout=max(timeout, 1.0))
+            except TimeoutError:
+                raise Busy(f"upload {upload_id} is locked (no lock connection free)") from None
+            try:
+                await self._poll(conn, upload_id, key, deadline)
+                return conn
+            except BaseException as exc:
+                broken = _connection_broken(exc) and attempt + 1 < _CONNECTION_ATTEMPTS
+                if broken:
+                    log.warning("a lock connection was lost (%s); asking again on a new one", type(exc).__name__)
+                    _discard(conn)
+                await pool.release(conn)
+                if not broken:
+                    raise
+        raise AssertionError("unreachable: the last attempt re-raises")
+
+    async def _poll(self, conn: Any, upload_id: str, key: int, deadline: float) -> None:
+        delay = _FIRST_POLL
+        requester = release_requester()
+        next_ask = 0.0
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            now = time.monotonic()
+            if requester is not None and now >= next_ask:
+                # A take-over: ask whoever holds it (here or on another node) to let go.
+                await self.request_release(upload_id, requester=requester)
+                next_ask = now + ASK_AGAIN
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Busy(f"upload {upload_id} is being written by another node or request")
+            # Jitter keeps waiters on several nodes from polling in lockstep.
+            await asyncio.sleep(min(delay * (0.5 + random.random()), remaining))
+            delay = min(delay * 2, _MAX_POLL)
 
     def _lost(self, upload_id: str, _conn: Any) -> None:
         stopped = self._releases.fire(upload_id)
