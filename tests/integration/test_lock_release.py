@@ -1,22 +1,27 @@
 """Asking the holder of an upload's lock to let go (``LockManager.releasable`` /
 ``request_release`` / ``take_over``): in one process, and across two "nodes" (two lock managers)
-on one PostgreSQL database by LISTEN/NOTIFY."""
+on one PostgreSQL database by LISTEN/NOTIFY; and what happens when a lock's PostgreSQL session is lost
+(its writers are stopped, its saves refused, the next lock taken on a new connection)."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chunkd.backends.locks.local import LocalLocks
 from chunkd.backends.locks.postgres import PostgresAdvisoryLocks, asyncpg_dsn
 from chunkd.backends.locks.stacked import StackedLocks
+from chunkd.backends.repository import open_metadata
 from chunkd.domain import errors as e
 from chunkd.ports.locks import LockManager, take_over
 from tests.support.postgres import PostgresServer
+from tests.support.uploads import make_upload
 
 Pair = tuple[LockManager, LockManager]
 
@@ -176,3 +181,59 @@ async def test_a_lock_is_taken_on_a_new_connection_when_an_idle_one_died(pg_url:
             pass
     finally:
         await locks.close()
+
+
+async def test_a_save_under_a_lost_lock_is_refused(pg_url: str) -> None:
+    """The fence: a save runs on the session that holds the upload's lock. Once that session has
+    ended, the lock is gone and another node may be writing, so the save fails (409, the client
+    resumes) instead of committing over the other node's work; the row is unchanged."""
+    metadata = await open_metadata(pg_url, run_migrations=False)
+    locks = StackedLocks(LocalLocks(None), PostgresAdvisoryLocks(pg_url))
+    try:
+        upload = make_upload(filename="before.bin")
+        await metadata.uploads.create(upload)
+        async with locks.hold(upload.id, timeout=1):
+            assert await _end_lock_sessions(pg_url)
+            upload.filename = "after.bin"
+            with pytest.raises(e.Busy, match="lock was lost"):
+                await metadata.uploads.save(upload)
+        stored = await metadata.uploads.get(upload.id)
+        assert stored is not None and stored.filename == "before.bin"
+
+        async with locks.hold(upload.id, timeout=1):  # held again: the same save lands
+            await metadata.uploads.save(upload)
+        stored = await metadata.uploads.get(upload.id)
+        assert stored is not None and stored.filename == "after.bin"
+    finally:
+        await locks.close()
+        await metadata.close()
+
+
+async def test_a_task_started_under_a_lock_saves_on_its_session_only_while_it_is_held(pg_url: str) -> None:
+    """A task started while the lock is held shares the lock's session, one statement at a time;
+    once the hold has ended it saves through the pool like any other writer."""
+    metadata = await open_metadata(pg_url, run_migrations=False)
+    locks = PostgresAdvisoryLocks(pg_url)
+    try:
+        upload = make_upload(filename="0.bin")
+        await metadata.uploads.create(upload)
+
+        async def rename(name: str) -> None:
+            await metadata.uploads.save(dataclasses.replace(upload, filename=name))
+
+        async with locks.hold(upload.id, timeout=1):
+            await asyncio.gather(*(rename(f"{n}.bin") for n in range(1, 6)), rename("6.bin"))
+            late = asyncio.Event()
+            after = asyncio.create_task(_after(late, rename("7.bin")))
+        late.set()
+        await after
+        stored = await metadata.uploads.get(upload.id)
+        assert stored is not None and stored.filename == "7.bin"
+    finally:
+        await locks.close()
+        await metadata.close()
+
+
+async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    await event.wait()
+    await work

@@ -18,6 +18,8 @@ Why these choices:
   power loss) PostgreSQL releases it as soon as it notices the connection is gone: at once for
   a dead process (the kernel closes its socket); for a vanished machine, after the server's
   TCP keepalive gives up (``tcp_keepalives_idle`` etc., see docs/deploy.md).
+- *Fenced writes*: the session holding the lock is lent to the upload's saves while it is held
+  (``sessions``), so a save commits only while the lock is still held.
 - asyncpg's pool runs ``pg_advisory_unlock_all()`` when a connection is released, so even an
   unlock that failed half way cannot leak a lock to the next user of that connection.
 
@@ -46,10 +48,11 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from chunkd.backends.locks.release import ReleaseRegistry
+from chunkd.backends.locks.sessions import LockSession, lend
 from chunkd.domain.errors import Busy
 from chunkd.ports.locks import ASK_AGAIN, release_requester
 
-__all__ = ["PostgresAdvisoryLocks", "advisory_key"]
+__all__ = ["PostgresAdvisoryLocks", "advisory_key", "connection_broken"]
 
 log = logging.getLogger("chunkd.locks")
 
@@ -85,7 +88,7 @@ _SQLALCHEMY_ONLY = {"prepared_statement_cache_size", "prepared_statement_name_fu
 _CONNECTION_ATTEMPTS = 3
 
 
-def _connection_broken(exc: BaseException) -> bool:
+def connection_broken(exc: BaseException) -> bool:
     """Whether ``exc`` says the connection itself is gone (not the lock busy, not a cancel)."""
     import asyncpg  # type: ignore[import-untyped]
 
@@ -134,8 +137,8 @@ class PostgresAdvisoryLocks:
                         max_size=self._max,
                         # Idle lock connections above min_size are closed after a minute.
                         max_inactive_connection_lifetime=60.0,
-                        # Lock connections never run user statements: no statement cache needed.
-                        statement_cache_size=0,
+                        # The default statement cache: the upload's saves run on its lock's
+                        # connection (``sessions``), prepared once per connection.
                         server_settings={"application_name": "chunkd-locks"},
                     )
         return self._pool
@@ -153,9 +156,13 @@ class PostgresAdvisoryLocks:
             # a take-over, instead of going on unfenced.
             lost = functools.partial(self._lost, upload_id)
             conn.add_termination_listener(lost)
+            session = LockSession(self._dsn, upload_id, conn)
             try:
-                yield
+                with lend(session):  # the upload's saves run on this session: fenced by the lock
+                    yield
             finally:
+                async with session.busy:  # a save still running in a task this one started
+                    session.conn = None
                 with suppress(Exception):  # a lost connection is detached from its pool proxy already
                     conn.remove_termination_listener(lost)
                 await self._unlock(conn, key, upload_id)
@@ -177,7 +184,7 @@ class PostgresAdvisoryLocks:
                 await self._poll(conn, upload_id, key, deadline)
                 return conn
             except BaseException as exc:
-                broken = _connection_broken(exc) and attempt + 1 < _CONNECTION_ATTEMPTS
+                broken = connection_broken(exc) and attempt + 1 < _CONNECTION_ATTEMPTS
                 if broken:
                     log.warning("a lock connection was lost (%s); asking again on a new one", type(exc).__name__)
                     _discard(conn)

@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
+from chunkd.backends.locks.postgres import connection_broken
+from chunkd.backends.locks.sessions import lock_session
 from chunkd.backends.repository.cold import ColdPaths
 from chunkd.backends.repository.full import database_full
 from chunkd.backends.repository.rows import (
@@ -29,7 +31,7 @@ from chunkd.backends.repository.rows import (
     upload_values,
 )
 from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
-from chunkd.domain.errors import Conflict
+from chunkd.domain.errors import Busy, Conflict
 from chunkd.domain.events import Event
 from chunkd.domain.upload import Part, Upload
 
@@ -90,23 +92,50 @@ async def _write_events(conn: asyncpg.Connection, events: Sequence[Event]) -> No
         )
 
 
+@asynccontextmanager
+async def _fenced(conn: asyncpg.Connection, upload_id: str) -> AsyncIterator[None]:
+    """A transaction on the session holding ``upload_id``'s lock. If that session is gone, so is
+    the lock, and another node may be writing: nothing is saved, and the client is told to
+    resume (409, as when another request holds the upload)."""
+    try:
+        async with conn.transaction():
+            yield
+    except Exception as exc:
+        if not connection_broken(exc):
+            raise
+        raise Busy(
+            f"upload {upload_id}'s lock was lost before this write was saved (its database session ended); "
+            "resume from the upload's current offset"
+        ) from exc
+
+
 class PostgresUploadRepository(ColdPaths):
     """Upload sessions and their parts in PostgreSQL (see the module docstring)."""
 
-    def __init__(self, pool: asyncpg.Pool, cold: SqlUploadRepository) -> None:
+    def __init__(self, pool: asyncpg.Pool, cold: SqlUploadRepository, *, dsn: str | None = None) -> None:
         self.pool = pool
         self.cold = cold
         self.engine = cold.engine  # the SQLAlchemy engine over the same database
+        self._dsn = dsn  # its locks' database: a save under one of them runs on the lock's session
 
     @classmethod
     async def open(cls, dsn: str, cold: SqlUploadRepository, *, max_connections: int = 10) -> PostgresUploadRepository:
-        return cls(await asyncpg.create_pool(dsn, min_size=1, max_size=max_connections), cold)
+        return cls(await asyncpg.create_pool(dsn, min_size=1, max_size=max_connections), cold, dsn=dsn)
 
     @asynccontextmanager
-    async def _writing(self, *, transaction: bool = True) -> AsyncIterator[Any]:
+    async def _writing(self, *, transaction: bool = True, fenced_by: str | None = None) -> AsyncIterator[Any]:
         """A connection (in a transaction unless told otherwise: one statement needs none); a
-        full database volume is StorageFull (507 in every dialect, saying so), not a 500."""
+        full database volume is StorageFull (507 in every dialect, saying so), not a 500.
+        ``fenced_by``: an upload id; while this task holds that upload's lock, the transaction
+        runs on the lock's own session, so it commits only if the lock is still held."""
+        session = lock_session(self._dsn, fenced_by) if self._dsn and fenced_by else None
         try:
+            if session is not None:
+                async with session.busy:
+                    if session.conn is not None:
+                        async with _fenced(session.conn, fenced_by or ""):
+                            yield session.conn
+                        return
             async with self.pool.acquire() as conn:
                 if not transaction:
                     yield conn
@@ -167,7 +196,7 @@ class PostgresUploadRepository(ColdPaths):
         events: Sequence[Event] = (),
     ) -> None:
         values = upload_values(upload, _same)
-        async with self._writing() as conn:
+        async with self._writing(fenced_by=upload.id) as conn:
             await conn.execute(_UPDATE_UPLOAD, *values)
             if changed_parts:
                 await conn.executemany(_UPSERT_PART, [part_values(upload.id, p, _same) for p in changed_parts])
@@ -188,7 +217,7 @@ class PostgresUploadRepository(ColdPaths):
             return True
 
     async def delete_upload(self, upload_id: str, events: Sequence[Event] = ()) -> None:
-        async with self._writing() as conn:
+        async with self._writing(fenced_by=upload_id) as conn:
             await conn.execute(_DELETE_PARTS, upload_id)
             await conn.execute(_DELETE_UPLOAD, upload_id)
             await _write_events(conn, events)
