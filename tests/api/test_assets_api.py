@@ -205,7 +205,12 @@ async def test_complete_errors_leave_asset_pending(api: Api) -> None:
     await assert_error(
         await post(url, json={k: v for k, v in body.items() if k != "fileId"}, headers=h), words="fileId"
     )
-    await assert_error(await post(url, json={**body, "fileId": "A" * 22}, headers=h), status=404)
+    # An unknown fileId is named as the seed's field, as a fileId of another API already was.
+    await assert_error(
+        await post(url, json={**body, "fileId": "A" * 22}, headers=h),
+        status=404,
+        words=f"no asset with fileId {'A' * 22!r}",
+    )
     got = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
     assert got["status"] == "PENDING" and got["bytesReceived"] == len(data)
     # Etags are compared with or without their quotes.
@@ -267,7 +272,8 @@ async def test_authentication_and_rights(api: Api) -> None:
         assert response.status_code == status, (headers, response.text)
         assert set(response.json()) == {"message", "detail"} and response.json()["detail"]
     bob = await api.client.post("/asset/complete", json=body, headers=seed_headers(api, "bob"))
-    await assert_error(bob, status=404)
+    # Another owner's fileId reads as a missing one, said in the seed's words (fileId, not "upload id").
+    await assert_error(bob, status=404, words=f"no asset with fileId {asset['fileId']!r}")
     denied = await api.client.post(
         "/asset", json={"filename": "a", "filesize": 1}, headers={"X-API-Key": api.keys["reader"]}
     )

@@ -152,8 +152,11 @@ def _result(upload: Upload, action: str) -> dict[str, Any]:
 
 
 async def _asset(service: UploadService, owner: str, file_id: str, *, with_parts: bool = True) -> Upload:
-    upload = await service.get(owner, file_id, with_parts=with_parts)
-    if upload.frontend != ASSETS_FRONTEND:
+    try:
+        upload: Upload | None = await service.get(owner, file_id, with_parts=with_parts)
+    except e.NotFound:
+        upload = None  # said as this API says it: the engine's "no upload with id" names no fileId
+    if upload is None or upload.frontend != ASSETS_FRONTEND:
         raise e.NotFound(f"no asset with fileId {file_id!r}", field="fileId")
     return upload
 

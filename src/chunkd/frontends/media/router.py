@@ -138,9 +138,7 @@ async def _upload_chunk(request: Request, held: HeldBytes) -> dict[str, Any]:
         body = _replay(data)
     created = False
     if upload_id is not None:
-        upload = await service.get(who.owner, upload_id, with_parts=False)
-        if upload.frontend != MEDIA_FRONTEND:
-            raise e.NotFound(f"no media upload with id {upload_id!r}", field="upload_id")
+        upload = await media.upload(who.owner, upload_id)
         if upload.size_bytes != total:
             raise e.InvalidInput(
                 f"Content-Range gives a total of {total} bytes; the upload was started with {upload.size_bytes}",
