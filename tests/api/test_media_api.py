@@ -201,7 +201,13 @@ async def test_offset_mismatch_is_400_with_expected_offset_and_stores_nothing(ap
             headers=chunk_headers(api, start, start + 99, total),
         )
         assert wrong.status_code == 400, wrong.text
-        assert wrong.json()["offset"] == CHUNK and wrong.json()["detail"]
+        assert wrong.json()["offset"] == CHUNK and wrong.json()["code"] == "offset_mismatch"
+        # The start at fault comes in the Content-Range header (the API has no "offset" request field).
+        assert wrong.json()["field"] == "Content-Range"
+        assert (
+            wrong.json()["detail"]
+            == f"Content-Range must start at byte {CHUNK} (the offset received so far), not {start}"
+        )
     assert (await file_status(api, upload_id))["bytesReceived"] == CHUNK
     # A chunk whose bytes do not match its Content-Range length: refused, nothing kept.
     short = await api.client.post(

@@ -157,9 +157,18 @@ async def _upload_chunk(request: Request, held: HeldBytes) -> dict[str, Any]:
     try:
         # A chunk retried after a dead connection ends the stale one (on any node) instead of a 409.
         async with runtime(request).takeover.take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
-            upload = await service.append(
-                who.owner, upload.id, start, writer.guard(body), exact_size=length, lock_timeout=TAKE_OVER_WAIT
-            )
+            try:
+                upload = await service.append(
+                    who.owner, upload.id, start, writer.guard(body), exact_size=length, lock_timeout=TAKE_OVER_WAIT
+                )
+            except e.OffsetMismatch as exc:
+                # The engine names its own "offset" field; here the start comes in Content-Range.
+                expected = exc.details.get("expectedOffset")
+                raise e.OffsetMismatch(
+                    f"Content-Range must start at byte {expected} (the offset received so far), not {start}",
+                    field="Content-Range",
+                    expectedOffset=expected,
+                ) from None
         fields = await form.finish()
         late = fields.get("upload_id") or None
         if created and late is not None:
