@@ -361,6 +361,38 @@ async def test_delete_cancels_pending_and_removes_completed(api: Api) -> None:
     assert (await api.runtime.uploads.find("alice", "pm", done_uuid)) is None
 
 
+async def test_a_file_that_left_pending_is_named_by_its_qquuid(api: Api) -> None:
+    """A Fine Uploader client only ever knows the qquuid (seeds 000/001: "the file uuid"); a chunk,
+    a done request or a download of a file that is no longer (or not yet) in the state it needs
+    names the file by it and the field as qquuid. The engine's own words named an id the client
+    never saw ("upload <engine id> is COMPLETED")."""
+    data = os.urandom(2 * CHUNK)
+    done_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, done_uuid, order=[0])
+    upload = await api.runtime.uploads.find("alice", "pm", done_uuid)
+    assert upload is not None
+    early = await api.client.get(f"/api/v2/pm/upload/{done_uuid}", headers=api.auth())
+    body = assert_fine_uploader_error(early, 409, field="qquuid")
+    assert body["error"] == f"the file with qquuid {done_uuid} is PENDING; only COMPLETED files can be downloaded"
+    await upload_chunks(api, data, done_uuid, order=[1])
+    await finished(api, done_uuid, "a.bin")
+    late = assert_fine_uploader_error(await send_chunk(api, data, 1, done_uuid), 409, field="qquuid")
+    assert late["error"] == f"the file with qquuid {done_uuid} is COMPLETED" and late["code"] == "invalid_state"
+    assert upload.id not in late["error"]
+
+    cancelled = str(uuid.uuid4())
+    await upload_chunks(api, data, cancelled, order=[0, 1])
+    assert (await api.client.delete(f"/api/v2/pm/upload/{cancelled}", headers=api.auth())).status_code == 200
+    for response in (
+        await send_chunk(api, data, 1, cancelled),
+        await api.client.post(
+            "/api/v2/pm/upload/?done", data={"qquuid": cancelled, "qqfilename": "c"}, headers=api.auth()
+        ),
+    ):
+        body = assert_fine_uploader_error(response, 409, field="qquuid")
+        assert body["error"] == f"the file with qquuid {cancelled} is CANCELLED"
+
+
 def seed_chunk_fields(index: int, total: int, file_uuid: str | None) -> list[tuple[str, str]]:
     """What the seed requires of a chunk, and nothing it marks optional bar the chunk size (which
     says where the bytes go): no qqtotalfilesize, no qqpartbyteoffset, no qqfilename."""
