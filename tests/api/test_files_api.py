@@ -162,3 +162,14 @@ async def test_bad_input_is_400_naming_field(api: Api) -> None:
         "/v1/files", json={"filename": "a", "sizeBytes": 10, "md5": "zz"}, headers=api.auth()
     )
     assert response.status_code == 400 and response.json()["error"]["field"] == "md5"
+
+
+async def test_path_errors_name_the_documented_id(api: Api) -> None:
+    """Seed 004 documents ``POST /v1/files/{id}/complete`` with the parameter ``id``; an id the
+    route refuses before looking it up (past 64 characters) is named ``id``, as the document names
+    it, not by the handler's ``file_id``."""
+    response = await api.client.post(f"/v1/files/{'a' * 65}/complete", headers=api.auth())
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and error["field"] == "id"
+    assert error["message"].startswith("id: ") and "file_id" not in error["message"]
