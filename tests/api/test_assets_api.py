@@ -121,6 +121,22 @@ async def test_small_asset_single_put_completes(api: Api) -> None:
     assert short.status_code == 400 and short.json()["status"] == "error"
 
 
+async def test_complete_of_a_one_part_asset(api: Api) -> None:
+    """Seed 003: "For files 100MB or less in size this operation is not needed." A client that
+    calls it anyway is told what to do before the PUT (the asset has no parts to list, so "parts
+    must list every part" misled), and gets the asset's result after it."""
+    data = os.urandom(PART)
+    asset = await create(api, data)
+    body = {"fileId": asset["fileId"], "action": "complete", "filesize": len(data)}
+    early = await api.client.post("/asset/complete", json=body, headers=seed_headers(api))
+    await assert_error(early, words="PUT the whole file to its uploadUrl")
+    assert (await api.client.put(asset["uploadUrl"], content=data)).status_code == 200
+    done = await api.client.post("/asset/complete", json=body, headers=seed_headers(api))
+    assert done.status_code == 200, done.text
+    assert set(done.json()) == RESULT_FIELDS and done.json()["status"] == "success"
+    assert done.json()["action"] == "complete" and done.json()["uploadId"] is None
+
+
 async def test_empty_asset(api: Api) -> None:
     asset = await create(api, b"")
     response = await api.client.put(asset["uploadUrl"], content=b"")

@@ -312,6 +312,13 @@ async def complete_asset(request: Request) -> dict[str, Any]:
         return _result(upload, "cancel")
     if upload.status is not Status.COMPLETED:
         upload.ensure_pending(service.clock())  # a cancelled or expired asset says so, not "part 1 missing"
+        if expected_id is None and not body.parts:
+            # The seed: files of one part need no complete call; their PUT completes them.
+            raise e.InvalidInput(
+                "this asset has not been uploaded: PUT the whole file to its uploadUrl, which completes it"
+                " (an asset of one part needs no complete call)",
+                field="parts",
+            )
         _check_parts(upload, body.parts)
         if body.filesize is not None and body.filesize != upload.bytes_received:
             raise e.SizeMismatch(
