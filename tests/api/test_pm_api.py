@@ -310,6 +310,12 @@ async def test_chunk_errors(api: Api) -> None:
     assert_fine_uploader_error(await chunk(bad_uuid, piece), 400, "qquuid")
     truncated = form(good, piece)[:-200]
     assert_fine_uploader_error(await post_form(api, truncated), 400)
+    # Seed 001 marks qqtotalparts required (true) beside qqpartindex: a chunk without it, the first
+    # of a file or a later one, is a 400 naming it. (It used to be taken, the count left unknown.)
+    without_total = [(k, v) for k, v in good if k != "qqtotalparts"]
+    assert_fine_uploader_error(await chunk(without_total, piece), 400, "qqtotalparts")
+    first_without_total = [(k, v) for k, v in chunk_fields(data, 0, None) if k != "qqtotalparts"]
+    assert_fine_uploader_error(await chunk(first_without_total, data[:CHUNK]), 400, "qqtotalparts")
     # None of those stored a byte: the upload still has exactly chunk 0.
     upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
     assert upload is not None and upload.parts_received == 1 and upload.bytes_received == CHUNK
@@ -466,17 +472,29 @@ async def test_without_qqtotalfilesize_out_of_order_and_errors(api: Api) -> None
 
 
 async def test_size_learnt_at_done(api: Api) -> None:
-    """No chunk tells the size or the count: done's qqtotalfilesize (or qqtotalparts) does."""
+    """No chunk tells the size (no qqtotalfilesize) and the last has not arrived: done's
+    qqtotalfilesize declares it, and done then lists the chunk still missing. (Every chunk carries
+    qqtotalparts, which seed 001 requires; a chunk without it is a 400, see test_chunk_errors.)"""
     data = os.urandom(2 * CHUNK)
     file_uuid = str(uuid.uuid4())
-    for index in (0, 1):
-        fields = [("qquuid", file_uuid), ("qqpartindex", str(index)), ("qqchunksize", str(CHUNK))]
-        response = await post_form(api, form(fields, data[index * CHUNK : (index + 1) * CHUNK]))
-        assert response.status_code == 200, response.text
-    unknown = await api.client.post(
+    fields = [("qquuid", file_uuid), ("qqpartindex", "0"), ("qqtotalparts", "2"), ("qqchunksize", str(CHUNK))]
+    response = await post_form(api, form(fields, data[:CHUNK]))
+    assert response.status_code == 200, response.text
+    missing = await api.client.post(
         "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "f"}, headers=api.auth()
     )
-    assert_fine_uploader_error(unknown, 400, "qqtotalfilesize")
+    assert assert_fine_uploader_error(missing, 409)["missingParts"] == [1]
+    told = await api.client.post(
+        "/api/v2/pm/upload/?done",
+        data={"qquuid": file_uuid, "qqfilename": "f", "qqtotalfilesize": str(len(data))},
+        headers=api.auth(),
+    )
+    assert assert_fine_uploader_error(told, 409)["missingParts"] == [1]
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.size_bytes == len(data)  # declared by done
+    fields = [("qquuid", file_uuid), ("qqpartindex", "1"), ("qqtotalparts", "2"), ("qqchunksize", str(CHUNK))]
+    response = await post_form(api, form(fields, data[CHUNK:]))
+    assert response.status_code == 200, response.text
     done = await api.client.post(
         "/api/v2/pm/upload/?done",
         data={"qquuid": file_uuid, "qqfilename": "f", "qqtotalparts": "2"},

@@ -232,6 +232,9 @@ async def store_chunk(
     index = qq.integer("qqpartindex")
     if index is None:
         raise e.InvalidInput("qqpartindex is required with chunk fields, before qqfile", field="qqpartindex")
+    if qq.integer("qqtotalparts", minimum=1) is None:
+        # The seed marks it required for every chunk (Fine Uploader always sends it).
+        raise e.InvalidInput("qqtotalparts is required with qqpartindex, before qqfile", field="qqtotalparts")
     file_uuid = qq.uuid()
     issued = file_uuid is None
     if file_uuid is None:

@@ -98,7 +98,7 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                     {
                         "qquuid": _field("The file's uuid; required when qqpartindex > 0 (issued if absent)."),
                         "qqpartindex": _field("0-based chunk index; absent for a whole small file.", "integer"),
-                        "qqtotalparts": _field("Number of chunks.", "integer"),
+                        "qqtotalparts": _field("Number of chunks; required with qqpartindex.", "integer"),
                         "qqfiletype": _field("Media type of the file."),
                         "qqtotalfilesize": _field("Size of the whole file in bytes (optional).", "integer"),
                         "qqpartbyteoffset": _field("Byte offset of this chunk.", "integer"),
