@@ -211,6 +211,26 @@ async def test_whole_small_file_without_chunk_fields(api: Api) -> None:
     assert got.content == b"hello"
 
 
+async def test_done_for_a_file_sent_whole_counts_it_as_one_chunk(api: Api) -> None:
+    """A done request (seed 000) for a file that was sent whole, in one request, is answered as
+    for any finished file; its qqtotalparts must then be 1, as for a one-chunk file: a count that
+    does not add up is a 400 naming qqtotalparts (it was taken, since such a file has no part
+    count of its own)."""
+    data = b"hello"
+    file_uuid = str(uuid.uuid4())
+    sent = await post_form(api, form([("qquuid", file_uuid), ("qqfilename", "s.txt")], data))
+    assert sent.status_code == 200, sent.text
+
+    async def done(**fields: str) -> httpx.Response:
+        body = {"qquuid": file_uuid, "qqfilename": "s.txt", **fields}
+        return await api.client.post("/api/v2/pm/upload/?done/", data=body, headers=api.auth())
+
+    ok = await done(qqtotalparts="1", qqtotalfilesize=str(len(data)), qqmd5=hashlib.md5(data).hexdigest())
+    assert ok.status_code == 200 and ok.json()["file_url"] == sent.json()["file_url"], ok.text
+    wrong = assert_fine_uploader_error(await done(qqtotalparts="2"), 400, "qqtotalparts")
+    assert wrong["error"] == "qqtotalparts 2 differs from the 1 chunk of this file"
+
+
 async def test_fields_after_the_file(api: Api) -> None:
     # A whole file whose name comes after the bytes: fine.
     late_name = form([("qqfilename", "late.txt")], b"late bytes", file_first=True)

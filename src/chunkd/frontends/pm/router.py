@@ -340,9 +340,11 @@ async def _finish(
             f"qqtotalfilesize {total_size} differs from the {upload.size_bytes} bytes of this file",
             field="qqtotalfilesize",
         )
-    if total_parts is not None and upload.part_count is not None and total_parts != upload.part_count:
+    # A file sent whole, in one request, is one chunk (it is an appended upload: no part count).
+    count = 1 if upload.metadata.get("pm") == "whole" else upload.part_count
+    if total_parts is not None and count is not None and total_parts != count:
         raise e.InvalidInput(
-            f"qqtotalparts {total_parts} differs from the {upload.part_count} chunks of this file",
+            f"qqtotalparts {total_parts} differs from the {count} chunk{'s' if count != 1 else ''} of this file",
             field="qqtotalparts",
         )
     return await service.complete(owner, upload.id, md5=md5)
