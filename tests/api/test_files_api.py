@@ -173,3 +173,28 @@ async def test_path_errors_name_the_documented_id(api: Api) -> None:
     error = response.json()["error"]
     assert error["code"] == "invalid_input" and error["field"] == "id"
     assert error["message"].startswith("id: ") and "file_id" not in error["message"]
+
+
+async def test_complete_body_sent_without_a_json_content_type_names_it(api: Api) -> None:
+    """Seed 004's body ``{md5}`` is JSON; sent as ``curl -d '{"md5": …}'`` does (url-encoded
+    Content-Type), it is refused naming Content-Type and saying so, where FastAPI's own words were
+    "body: Input should be a valid dictionary or object" for a body that is one."""
+    data = b"abc"
+    created = await create(api, data, 3)
+    await put_part(api, created["id"], 1, data)
+    body = f'{{"md5": "{hashlib.md5(data).hexdigest()}"}}'
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        response = await api.client.post(
+            f"/v1/files/{created['id']}/complete",
+            content=body,
+            headers={**api.auth(), "Content-Type": content_type},
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["field"] == "Content-Type" and "application/json" in error["message"]
+    ok = await api.client.post(
+        f"/v1/files/{created['id']}/complete",
+        content=body,
+        headers={**api.auth(), "Content-Type": "application/json"},
+    )
+    assert ok.status_code == 200 and ok.json()["status"] == "COMPLETED", ok.text
