@@ -53,7 +53,9 @@ async def _render(request: Request, exc: Exception) -> Response | None:
         # FastAPI reads a JSON body only under a JSON Content-Type; under another (curl -d sends
         # application/x-www-form-urlencoded) it said "body: Input should be a valid dictionary".
         return render_error(
-            e.InvalidInput("the body is JSON: send it with Content-Type: application/json", field="Content-Type")
+            e.InvalidInput(
+                "the body must be a JSON object, sent with Content-Type: application/json", field="Content-Type"
+            )
         )
     return render_error(exc)
 
