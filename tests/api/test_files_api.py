@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from datetime import timedelta
 
 from chunkd.service.crc import crc64_hex, crc64nvme
 from tests.conftest import Api
@@ -129,6 +130,27 @@ async def test_cancel_and_state_conflicts(api: Api) -> None:
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
     assert (await api.client.post(f"/v1/files/{file_id}/complete", headers=api.auth())).status_code == 409
     assert (await put_part(api, file_id, 1, b"x" * 10)).status_code == 409
+
+
+async def test_an_upload_past_its_expiry_reads_as_expired_before_the_reaper_runs(api: Api) -> None:
+    """GET answers what complete and every write already answer (upload_expired): EXPIRED, with
+    no expiry left and no fresh uploadUrl, whether or not the reaper has recorded it yet."""
+    file_id = (await create(api, b"x" * 10, 1024))["id"]
+    service = api.runtime.uploads
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + timedelta(days=2)
+    try:
+        done = await api.client.post(f"/v1/files/{file_id}/complete", headers=api.auth())
+        assert done.status_code == 409 and done.json()["error"]["code"] == "upload_expired"
+        for reaped in (False, True):
+            shown = (await api.client.get(f"/v1/files/{file_id}", headers=api.auth())).json()
+            assert shown["status"] == "EXPIRED" and shown["expiresAt"] is None, (reaped, shown)
+            assert "uploadUrl" not in shown or shown["uploadUrl"] is None
+            listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
+            assert [f["status"] for f in listed if f["id"] == file_id] == ["EXPIRED"]
+            assert await service.expire_due() == (0 if reaped else 1)
+    finally:
+        service.clock = real_clock
 
 
 async def test_owner_isolation_and_scopes(api: Api) -> None:

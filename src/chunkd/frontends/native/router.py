@@ -83,7 +83,9 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url
     """The file object; ``upload_url`` only for callers that may write (``files:create``): the URL
     is a write grant of its own, so a reader never gets one, and a request made through a signed
     URL never mints a fresh one (which would make the grant outlive its expiry). The rest is the
-    object webhooks carry too (``chunkd.domain.events.file_object``)."""
+    object webhooks carry too (``chunkd.domain.events.file_object``). An upload past its expiry
+    is shown EXPIRED, as complete and every write already answer, before the reaper records it."""
+    upload = upload.as_of(runtime(request).uploads.clock())
     view = file_object(upload, with_parts=with_parts)
     view["uploadLink"] = upload.metadata.get(LINK_METADATA_KEY)
     who: Principal | None = getattr(request.state, "principal", None)
