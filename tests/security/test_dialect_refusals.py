@@ -173,3 +173,27 @@ async def test_a_non_ascii_digit_as_the_draft_version_is_not_a_500(make_api: Mak
             )
             assert created.status_code == 400, created.text
             assert created.json()["field"] == "Upload-Draft-Interop-Version"
+
+
+async def test_unknown_method_or_path_under_a_dialect_is_answered_in_its_shape(make_api: MakeApi) -> None:
+    """Starlette's own 405 (a path served, not with this method) and 404 (no route) under a
+    dialect's prefix come in that dialect's shape, with Allow on a 405; elsewhere the Files API's."""
+    async with make_api() as api:
+        pm = await api.client.put("/api/v2/pm/upload/", headers=api.auth())
+        assert pm.status_code == 405 and "POST" in pm.headers["Allow"]
+        assert pm.json()["success"] is False and pm.json()["code"] == "method_not_allowed"
+
+        media = await api.client.put("/api/v2/media/upload/complete/", headers=api.auth())
+        assert media.status_code == 405 and media.headers["Allow"] == "POST"
+        assert media.json()["code"] == "method_not_allowed" and "detail" in media.json()
+
+        asset = await api.client.get("/asset/complete", headers=api.auth())
+        assert asset.status_code == 405 and asset.headers["Allow"] == "POST"
+        assert asset.json()["status"] == "error" and asset.json()["message"]
+
+        nothing = await api.client.get("/api/v2/media/no/such/route/", headers=api.auth())
+        assert nothing.status_code == 404 and nothing.json()["code"] == "not_found"
+
+        native = await api.client.put("/v1/files", headers=api.auth())
+        assert native.status_code == 405 and native.json()["error"]["code"] == "method_not_allowed"
+        assert set(native.headers["Allow"].split(", ")) >= {"GET", "POST"}

@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
 from chunkd.domain import errors as e
 from chunkd.frontends.http import StatusTable, error_headers, validation_error
-from chunkd.frontends.refusals import Refusal
+from chunkd.frontends.refusals import Refusal, render_refusal
 
 __all__ = ["error_response", "install_error_handlers", "refusal_response", "render_error", "status_for"]
 
@@ -90,18 +90,19 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _handle)
 
     @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        if isinstance(exc, Refusal):
-            return refusal_response(exc)
-        codes = {
-            404: "not_found",
-            405: "method_not_allowed",
-            401: "unauthenticated",
-            408: "body_timeout",
-            413: "too_large",
-        }
-        response = error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
-        response.headers.update(exc.headers or {})
-        if exc.status_code == 405:
-            response.headers["Allow"] = ", ".join(_allowed_methods(request))
-        return response
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        # Starlette's own 404 and 405 (no route, or not this method) under a dialect's path are
+        # answered in that dialect's shape, as its guards' refusals are.
+        if not isinstance(exc, Refusal):
+            codes = {
+                404: "not_found",
+                405: "method_not_allowed",
+                401: "unauthenticated",
+                408: "body_timeout",
+                413: "too_large",
+            }
+            headers = dict(exc.headers or {})
+            if exc.status_code == 405:
+                headers["Allow"] = ", ".join(_allowed_methods(request))
+            exc = Refusal(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers=headers)
+        return render_refusal(request.scope, exc, refusal_response)
