@@ -331,3 +331,29 @@ async def test_nodes_starting_together_create_one_bootstrap_admin_key(two_nodes:
     tokens = await asyncio.gather(*(bootstrap_admin_key(node) for node in (a, b, a, b)))
     assert len([t for t in tokens if t]) == 1
     assert await a.metadata.keys.count_keys() == 1
+
+
+async def test_a_node_saves_under_its_lock_on_the_lock_session(two_nodes: tuple[Runtime, Runtime]) -> None:
+    """The fence as a node is wired (runtime: locks and repository on one database): a save made
+    while the node holds an upload's lock runs on the lock's session, so once that session is
+    gone the save is refused instead of committed."""
+    import asyncpg
+
+    a, _ = two_nodes
+    upload = await a.uploads.create("alice", filename="fenced.bin", size_bytes=10, part_size=10)
+    async with a.locks.hold(upload.id, timeout=1):
+        dsn = asyncpg_dsn(a.settings.resolved_database_url())
+        admin = await asyncpg.connect(dsn)
+        try:
+            ended = await admin.fetch(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'chunkd-locks'"
+            )
+        finally:
+            await admin.close()
+        assert ended
+        upload.filename = "moved.bin"
+        with pytest.raises(e.Busy):
+            await a.metadata.uploads.save(upload)
+    stored = await a.metadata.uploads.get(upload.id)
+    assert stored is not None and stored.filename == "fenced.bin"
