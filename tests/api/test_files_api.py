@@ -136,6 +136,7 @@ async def test_an_upload_past_its_expiry_reads_as_expired_before_the_reaper_runs
     """GET answers what complete and every write already answer (upload_expired): EXPIRED, with
     no expiry left and no fresh uploadUrl, whether or not the reaper has recorded it yet."""
     file_id = (await create(api, b"x" * 10, 1024))["id"]
+    assert (await put_part(api, file_id, 1, b"x" * 10)).status_code == 200
     service = api.runtime.uploads
     real_clock = service.clock
     service.clock = lambda: real_clock() + timedelta(days=2)
@@ -144,7 +145,7 @@ async def test_an_upload_past_its_expiry_reads_as_expired_before_the_reaper_runs
         assert done.status_code == 409 and done.json()["error"]["code"] == "upload_expired"
         for reaped in (False, True):
             shown = (await api.client.get(f"/v1/files/{file_id}", headers=api.auth())).json()
-            assert shown["status"] == "EXPIRED" and shown["expiresAt"] is None, (reaped, shown)
+            assert shown["status"] == "EXPIRED" and shown["expiresAt"] is None and shown["parts"] == [], (reaped, shown)
             assert "uploadUrl" not in shown or shown["uploadUrl"] is None
             listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
             assert [f["status"] for f in listed if f["id"] == file_id] == ["EXPIRED"]

@@ -324,11 +324,11 @@ class Upload:
         self.updated_at = now
 
     def as_of(self, now: datetime) -> Upload:
-        """This upload as it stands at ``now``: a PENDING one past its expiry is EXPIRED (as the
-        reaper will record it, up to an interval later), as every write already treats it
-        (``ensure_pending``). A copy when it differs; ``self`` is never changed."""
+        """This upload as it stands at ``now``: a PENDING one past its expiry is EXPIRED with no
+        parts (as the reaper will record it, up to an interval later, and as every write already
+        treats it: ``ensure_pending``). A copy when it differs; ``self`` is never changed."""
         if self.status is Status.PENDING and self.expires_at is not None and self.expires_at <= now:
-            seen = dataclasses.replace(self)
+            seen = dataclasses.replace(self, parts={})
             seen.mark_expired(self.expires_at)
             return seen
         return self
