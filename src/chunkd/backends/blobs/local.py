@@ -329,13 +329,17 @@ class LocalBlobStore:
         return _LocalWriter(self, self._dir(upload.id), part.blob_ref, base=part.size, fsync=self.fsync)
 
     async def _read_file(self, path: Path, start: int, end: int) -> AsyncIterator[bytes]:
-        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+        # A part file gone, cut short or unreadable is a storage fault (503, the upload stays as it
+        # was), not a bug: complete reads parts back to carry the hash, a download reads them all.
+        with _disk("reading stored bytes"):
+            fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
         try:
             position = start
             while position < end:
-                chunk = await asyncio.to_thread(os.pread, fd, min(READ_CHUNK, end - position), position)
+                with _disk("reading stored bytes"):
+                    chunk = await asyncio.to_thread(os.pread, fd, min(READ_CHUNK, end - position), position)
                 if not chunk:
-                    raise OSError(f"{path.name} is shorter than its recorded size")
+                    raise StorageError(f"part file {path.name} is shorter than its recorded size")
                 position += len(chunk)
                 yield chunk
         finally:
@@ -397,7 +401,8 @@ class LocalBlobStore:
                 _fsync_dir(directory)
             return name
 
-        return await asyncio.to_thread(link)
+        with _disk("linking stored parts"):  # a source part file gone is a storage fault, as on reads
+            return await asyncio.to_thread(link)
 
     async def sweep(self, live: dict[str, set[str]], *, grace_seconds: float) -> int:
         """Remove blobs no metadata points at: directories of unknown uploads and unreferenced part
