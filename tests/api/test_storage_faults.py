@@ -277,3 +277,27 @@ async def test_a_download_whose_part_file_is_gone_is_503_before_any_byte(api: Ap
     gone = await api.client.get(f"/v1/files/{file_id}/content", headers=api.auth())
     assert gone.status_code == 503, gone.text
     assert gone.json()["error"]["code"] == "storage_unavailable"
+
+
+async def test_an_append_to_a_part_file_storage_cut_short_is_503_not_zeros(api: Api) -> None:
+    # Storage lost the tail of the part file a tus upload continues: the next PATCH is a 503 and
+    # nothing is recorded; before, the file was padded with zeros to its recorded size and the
+    # upload completed with the MD5 of the bytes that were sent, not of the bytes stored.
+    data = os.urandom(200_000)
+    created = await api.client.post(
+        "/files", headers={**api.auth(), "Tus-Resumable": "1.0.0", "Upload-Length": str(len(data))}
+    )
+    upload_id = created.headers["location"].rsplit("/", 1)[1]
+    first = await api.client.patch(
+        f"/files/{upload_id}", content=data[:100_000], headers={**api.auth(), **TUS, "Upload-Offset": "0"}
+    )
+    assert first.status_code == 204, first.text
+    stored = part_file(api, upload_id, 1)
+    os.truncate(stored, 60_000)
+    rest = await api.client.patch(
+        f"/files/{upload_id}", content=data[100_000:], headers={**api.auth(), **TUS, "Upload-Offset": "100000"}
+    )
+    assert rest.status_code == 503, rest.text
+    state = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert (state["status"], state["bytesReceived"]) == ("PENDING", 100_000)
+    assert stored.stat().st_size == 60_000  # not padded

@@ -193,10 +193,21 @@ class _LocalWriter:
     def _open(self) -> int:
         if self._base is not None:
             fd = os.open(self._path, os.O_WRONLY)
-            # Bytes past the committed size were never acknowledged (a crash or a failed append
-            # left them): they go, and this append starts exactly at the recorded offset.
-            os.ftruncate(fd, self._base)
-            os.lseek(fd, self._base, os.SEEK_SET)
+            try:
+                held = os.fstat(fd).st_size
+                if held < self._base:
+                    # Storage lost acknowledged bytes: ftruncate would fill them with zeros, and the
+                    # upload would complete with the MD5 of the bytes that were sent, not of these.
+                    raise StorageError(
+                        f"part file {self._name} holds {held} bytes in storage, fewer than the {self._base} recorded"
+                    )
+                # Bytes past the committed size were never acknowledged (a crash or a failed append
+                # left them): they go, and this append starts exactly at the recorded offset.
+                os.ftruncate(fd, self._base)
+                os.lseek(fd, self._base, os.SEEK_SET)
+            except BaseException:
+                os.close(fd)
+                raise
             return fd
         return _create_in(self._dir, self._path, fsync=self._fsync)
 
