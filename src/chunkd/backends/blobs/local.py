@@ -427,15 +427,24 @@ class LocalBlobStore:
                 if not shard.is_dir():
                     continue
                 for directory in shard.iterdir():
-                    refs = live.get(directory.name)
-                    for entry in directory.iterdir():
-                        # A blob's age is its last write; a part hard-linked into a concatenation
-                        # is touched when linked (_link_or_copy), so it is young until recorded.
-                        if (refs is None or entry.name not in refs) and entry.stat().st_mtime < cutoff:
-                            entry.unlink(missing_ok=True)
-                            removed += 1
-                    if refs is None and not any(directory.iterdir()):
-                        directory.rmdir()
+                    # Beside a running server a directory or file may go (a cancel, a delete, an
+                    # expiry) or a part arrive while it is looked at: that is no reason to stop.
+                    with contextlib.suppress(FileNotFoundError):
+                        removed += sweep_upload(directory, live.get(directory.name), cutoff)
+            return removed
+
+        def sweep_upload(directory: Path, refs: set[str] | None, cutoff: float) -> int:
+            removed = 0
+            for entry in directory.iterdir():
+                # A blob's age is its last write; a part hard-linked into a concatenation
+                # is touched when linked (_link_or_copy), so it is young until recorded.
+                with contextlib.suppress(FileNotFoundError):
+                    if (refs is None or entry.name not in refs) and entry.stat().st_mtime < cutoff:
+                        entry.unlink()
+                        removed += 1
+            if refs is None and not any(directory.iterdir()):
+                with contextlib.suppress(OSError):  # a first part arrived meanwhile: its directory stays
+                    directory.rmdir()
             return removed
 
         return await asyncio.to_thread(sweep)
