@@ -67,3 +67,18 @@ async def test_an_answer_in_time_and_within_the_cap_is_used() -> None:
     await ok.pre_create(upload)
     assert upload.metadata["project"] == "x"
     await ok.close()
+
+
+async def test_pre_create_metadata_adds_but_never_replaces() -> None:
+    """A hook that echoes a client's fields back cannot set the dialect's state, a link's tags or
+    the store's reserved ``_`` keys; its new keys are added."""
+
+    async def echoing(request: httpx.Request) -> httpx.Response:
+        fields = {"project": "x", "tus": {"forged": True}, "link": "other", "_s3": {"UploadId": "forged"}}
+        return httpx.Response(200, json={"metadata": fields})
+
+    answering = hooks(echoing, fail_open=False)
+    upload = make_upload(metadata={"tus": {"metadata": {}}, "link": "L1"})
+    await answering.pre_create(upload)
+    assert upload.metadata == {"tus": {"metadata": {}}, "link": "L1", "project": "x"}
+    await answering.close()

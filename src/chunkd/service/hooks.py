@@ -11,7 +11,8 @@ Answer: a 2xx with a JSON object (or an empty body: go ahead).
   message in its own dialect's error shape, with the status mapped to the nearest engine error
   (400/422: invalid input, 403 and anything else: forbidden, 404: not found, 409: conflict, 413: too
   large). A refused pre-finish leaves the upload PENDING and resumable.
-* pre-create: ``{"metadata": {...}}`` is merged into the upload's metadata.
+* pre-create: ``{"metadata": {...}}`` is added to the upload's metadata; keys the upload already has
+  (a dialect's state, a link's tags) and keys starting with ``_`` (the store's) are not replaced.
 * pre-finish: ``{"result": <any JSON>}`` is stored with the completed upload (``metadata.preFinish``)
   and returned again on every repeated complete.
 
@@ -191,7 +192,13 @@ class HttpHooks:
         answer = await self.call("pre-create", upload)
         metadata = answer.get("metadata")
         if isinstance(metadata, dict):
-            upload.metadata.update(metadata)
+            # Added to, never replacing: the dialects' own state ("tus", "pm"…), a link's tags
+            # and the store's "_" keys are what the upload runs on; a hook echoing a client's
+            # fields back must not be a way to set them.
+            kept = [k for k in metadata if k.startswith("_") or k in upload.metadata]
+            if kept:
+                log.warning("the pre-create hook's metadata may not replace %s; ignored", ", ".join(sorted(kept)))
+            upload.metadata.update((k, v) for k, v in metadata.items() if k not in kept)
 
     async def pre_finish(self, upload: Upload) -> None:
         answer = await self.call("pre-finish", upload)
