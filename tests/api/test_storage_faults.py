@@ -301,3 +301,29 @@ async def test_an_append_to_a_part_file_storage_cut_short_is_503_not_zeros(api: 
     state = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
     assert (state["status"], state["bytesReceived"]) == ("PENDING", 100_000)
     assert stored.stat().st_size == 60_000  # not padded
+
+
+async def test_a_part_whose_file_cannot_be_removed_after_a_fault_is_still_503(
+    api: Api, disk: Disk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A disk error turns the volume read-only: the write fails, and so does the removal of the
+    # half-written file on the way out. The answer is the fault's 503, not a 500 from the cleanup.
+    real_unlink = Path.unlink
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.suffix == ".part":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        real_unlink(self, missing_ok=missing_ok)
+
+    created = await api.client.post("/v1/files", json={"filename": "f.bin", "sizeBytes": 100_000}, headers=api.auth())
+    file_id = created.json()["id"]
+    disk.fill(room=30_000, error=errno.EIO)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    failed = await api.client.put(f"/v1/files/{file_id}/parts/1", content=os.urandom(100_000), headers=api.auth())
+    assert failed.status_code == 503, failed.text
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    disk.free()
+    data = os.urandom(100_000)
+    assert (await api.client.put(f"/v1/files/{file_id}/parts/1", content=data, headers=api.auth())).status_code == 200
+    done = await api.client.post(f"/v1/files/{file_id}/complete", json={}, headers=api.auth())
+    assert done.status_code == 200, done.text

@@ -285,7 +285,11 @@ class _LocalWriter:
                 os.close(self._fd)
                 self._fd = None
             if self._base is None:
-                self._path.unlink(missing_ok=True)
+                # Best effort, as the truncation above: abort runs on the way out of a storage
+                # fault (a volume gone read-only refuses the unlink too), whose 503 must not turn
+                # into a 500; a file left behind is an orphan that gc sweeps.
+                with contextlib.suppress(OSError):
+                    self._path.unlink(missing_ok=True)
 
     async def abort(self) -> None:
         await asyncio.to_thread(self._abort)
@@ -391,7 +395,10 @@ class LocalBlobStore:
     async def discard(self, upload: Upload, blob_refs: list[str]) -> None:
         def unlink_all() -> None:
             for ref in blob_refs:
-                self._path(upload.id, ref).unlink(missing_ok=True)
+                # Best effort: a discard follows a committed replacement (the request succeeded)
+                # or a failed one (its own error is the answer); a blob left behind is swept by gc.
+                with contextlib.suppress(OSError):
+                    self._path(upload.id, ref).unlink(missing_ok=True)
 
         await asyncio.to_thread(unlink_all)
 
