@@ -121,6 +121,22 @@ async def test_small_asset_single_put_completes(api: Api) -> None:
     assert short.status_code == 400 and short.json()["status"] == "error"
 
 
+async def test_complete_of_a_one_part_asset(api: Api) -> None:
+    """Seed 003: "For files 100MB or less in size this operation is not needed." A client that
+    calls it anyway is told what to do before the PUT (the asset has no parts to list, so "parts
+    must list every part" misled), and gets the asset's result after it."""
+    data = os.urandom(PART)
+    asset = await create(api, data)
+    body = {"fileId": asset["fileId"], "action": "complete", "filesize": len(data)}
+    early = await api.client.post("/asset/complete", json=body, headers=seed_headers(api))
+    await assert_error(early, words="PUT the whole file to its uploadUrl")
+    assert (await api.client.put(asset["uploadUrl"], content=data)).status_code == 200
+    done = await api.client.post("/asset/complete", json=body, headers=seed_headers(api))
+    assert done.status_code == 200, done.text
+    assert set(done.json()) == RESULT_FIELDS and done.json()["status"] == "success"
+    assert done.json()["action"] == "complete" and done.json()["uploadId"] is None
+
+
 async def test_empty_asset(api: Api) -> None:
     asset = await create(api, b"")
     response = await api.client.put(asset["uploadUrl"], content=b"")
@@ -205,7 +221,12 @@ async def test_complete_errors_leave_asset_pending(api: Api) -> None:
     await assert_error(
         await post(url, json={k: v for k, v in body.items() if k != "fileId"}, headers=h), words="fileId"
     )
-    await assert_error(await post(url, json={**body, "fileId": "A" * 22}, headers=h), status=404)
+    # An unknown fileId is named as the seed's field, as a fileId of another API already was.
+    await assert_error(
+        await post(url, json={**body, "fileId": "A" * 22}, headers=h),
+        status=404,
+        words=f"no asset with fileId {'A' * 22!r}",
+    )
     got = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
     assert got["status"] == "PENDING" and got["bytesReceived"] == len(data)
     # Etags are compared with or without their quotes.
@@ -267,7 +288,8 @@ async def test_authentication_and_rights(api: Api) -> None:
         assert response.status_code == status, (headers, response.text)
         assert set(response.json()) == {"message", "detail"} and response.json()["detail"]
     bob = await api.client.post("/asset/complete", json=body, headers=seed_headers(api, "bob"))
-    await assert_error(bob, status=404)
+    # Another owner's fileId reads as a missing one, said in the seed's words (fileId, not "upload id").
+    await assert_error(bob, status=404, words=f"no asset with fileId {asset['fileId']!r}")
     denied = await api.client.post(
         "/asset", json={"filename": "a", "filesize": 1}, headers={"X-API-Key": api.keys["reader"]}
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from datetime import timedelta
 
 from chunkd.service.crc import crc64_hex, crc64nvme
 from tests.conftest import Api
@@ -131,6 +132,27 @@ async def test_cancel_and_state_conflicts(api: Api) -> None:
     assert (await put_part(api, file_id, 1, b"x" * 10)).status_code == 409
 
 
+async def test_an_upload_past_its_expiry_reads_as_expired_before_the_reaper_runs(api: Api) -> None:
+    """GET answers what complete and every write already answer (upload_expired): EXPIRED, with
+    no expiry left and no fresh uploadUrl, whether or not the reaper has recorded it yet."""
+    file_id = (await create(api, b"x" * 10, 1024))["id"]
+    service = api.runtime.uploads
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + timedelta(days=2)
+    try:
+        done = await api.client.post(f"/v1/files/{file_id}/complete", headers=api.auth())
+        assert done.status_code == 409 and done.json()["error"]["code"] == "upload_expired"
+        for reaped in (False, True):
+            shown = (await api.client.get(f"/v1/files/{file_id}", headers=api.auth())).json()
+            assert shown["status"] == "EXPIRED" and shown["expiresAt"] is None, (reaped, shown)
+            assert "uploadUrl" not in shown or shown["uploadUrl"] is None
+            listed = (await api.client.get("/v1/files", headers=api.auth())).json()["data"]
+            assert [f["status"] for f in listed if f["id"] == file_id] == ["EXPIRED"]
+            assert await service.expire_due() == (0 if reaped else 1)
+    finally:
+        service.clock = real_clock
+
+
 async def test_owner_isolation_and_scopes(api: Api) -> None:
     file_id = (await create(api, b"x" * 10, 1024))["id"]
     assert (await api.client.get(f"/v1/files/{file_id}", headers=api.auth("bob"))).status_code == 404
@@ -162,3 +184,39 @@ async def test_bad_input_is_400_naming_field(api: Api) -> None:
         "/v1/files", json={"filename": "a", "sizeBytes": 10, "md5": "zz"}, headers=api.auth()
     )
     assert response.status_code == 400 and response.json()["error"]["field"] == "md5"
+
+
+async def test_path_errors_name_the_documented_id(api: Api) -> None:
+    """Seed 004 documents ``POST /v1/files/{id}/complete`` with the parameter ``id``; an id the
+    route refuses before looking it up (past 64 characters) is named ``id``, as the document names
+    it, not by the handler's ``file_id``."""
+    response = await api.client.post(f"/v1/files/{'a' * 65}/complete", headers=api.auth())
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and error["field"] == "id"
+    assert error["message"].startswith("id: ") and "file_id" not in error["message"]
+
+
+async def test_complete_body_sent_without_a_json_content_type_names_it(api: Api) -> None:
+    """Seed 004's body ``{md5}`` is JSON; sent as ``curl -d '{"md5": …}'`` does (url-encoded
+    Content-Type), it is refused naming Content-Type and saying so, where FastAPI's own words were
+    "body: Input should be a valid dictionary or object" for a body that is one."""
+    data = b"abc"
+    created = await create(api, data, 3)
+    await put_part(api, created["id"], 1, data)
+    body = f'{{"md5": "{hashlib.md5(data).hexdigest()}"}}'
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        response = await api.client.post(
+            f"/v1/files/{created['id']}/complete",
+            content=body,
+            headers={**api.auth(), "Content-Type": content_type},
+        )
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["field"] == "Content-Type" and "application/json" in error["message"]
+    ok = await api.client.post(
+        f"/v1/files/{created['id']}/complete",
+        content=body,
+        headers={**api.auth(), "Content-Type": "application/json"},
+    )
+    assert ok.status_code == 200 and ok.json()["status"] == "COMPLETED", ok.text

@@ -201,7 +201,13 @@ async def test_offset_mismatch_is_400_with_expected_offset_and_stores_nothing(ap
             headers=chunk_headers(api, start, start + 99, total),
         )
         assert wrong.status_code == 400, wrong.text
-        assert wrong.json()["offset"] == CHUNK and wrong.json()["detail"]
+        assert wrong.json()["offset"] == CHUNK and wrong.json()["code"] == "offset_mismatch"
+        # The start at fault comes in the Content-Range header (the API has no "offset" request field).
+        assert wrong.json()["field"] == "Content-Range"
+        assert (
+            wrong.json()["detail"]
+            == f"Content-Range must start at byte {CHUNK} (the offset received so far), not {start}"
+        )
     assert (await file_status(api, upload_id))["bytesReceived"] == CHUNK
     # A chunk whose bytes do not match its Content-Range length: refused, nothing kept.
     short = await api.client.post(
@@ -295,6 +301,33 @@ async def test_another_owners_upload_id_is_404(api: Api) -> None:
     assert response.status_code == 404
 
 
+async def test_unknown_or_foreign_upload_id_is_named_upload_id(api: Api) -> None:
+    """Seed 002 names the field ``upload_id``; a client that sends a wrong one (unknown, another
+    owner's) must be told so in those words, on the chunk and on complete alike, as it already was
+    for an id of another API. The engine's own answer named a field ``id`` the API does not have."""
+    png = make_png(8, 8)
+    upload_id = await chunked_upload(api.client, png, "a.png", api.auth())
+    for who, wrong in (("alice", "no-such-upload"), ("bob", upload_id)):
+        response = await api.client.post(
+            COMPLETE_PATH, data={"upload_id": wrong, "md5": hashlib.md5(png).hexdigest()}, headers=api.auth(who)
+        )
+        assert response.status_code == 404
+        assert response.json() == {
+            "detail": f"no media upload with id {wrong!r}",
+            "code": "not_found",
+            "field": "upload_id",
+        }
+        response = await api.client.post(
+            CHUNK_PATH,
+            data={"upload_id": wrong},
+            files={"image": ("a.png", b"x")},
+            headers=chunk_headers(api, 1, 1, 2, who),
+        )
+        assert response.status_code == 404
+        assert response.json()["field"] == "upload_id"
+        assert response.json()["detail"] == f"no media upload with id {wrong!r}"
+
+
 async def test_size_limits_are_413_at_the_first_chunk(api: Api) -> None:
     too_big_chunk = await api.client.post(
         CHUNK_PATH, files={"image": ("p.png", b"x" * (CHUNK + 1))}, headers=chunk_headers(api, 0, CHUNK, 10 * CHUNK)
@@ -368,8 +401,13 @@ async def test_incomplete_upload_cannot_complete(api: Api) -> None:
     first = await api.client.post(
         CHUNK_PATH, files={"image": ("p.png", png[:CHUNK])}, headers=chunk_headers(api, 0, CHUNK - 1, len(png))
     )
-    response = await complete(api, first.json()["upload_id"], hashlib.md5(png).hexdigest())
+    upload_id = first.json()["upload_id"]
+    response = await complete(api, upload_id, hashlib.md5(png).hexdigest())
     assert response.status_code == 400 and response.json()["code"] == "size_mismatch"
+    # Named as this API's field (the complete call's upload_id), not the Files API's sizeBytes.
+    assert response.json()["field"] == "upload_id"
+    assert f"received {CHUNK} of {len(png)} bytes" in response.json()["detail"]
+    assert (await file_status(api, upload_id))["status"] == "PENDING"
 
 
 @pytest.mark.parametrize(

@@ -211,6 +211,26 @@ async def test_whole_small_file_without_chunk_fields(api: Api) -> None:
     assert got.content == b"hello"
 
 
+async def test_done_for_a_file_sent_whole_counts_it_as_one_chunk(api: Api) -> None:
+    """A done request (seed 000) for a file that was sent whole, in one request, is answered as
+    for any finished file; its qqtotalparts must then be 1, as for a one-chunk file: a count that
+    does not add up is a 400 naming qqtotalparts (it was taken, since such a file has no part
+    count of its own)."""
+    data = b"hello"
+    file_uuid = str(uuid.uuid4())
+    sent = await post_form(api, form([("qquuid", file_uuid), ("qqfilename", "s.txt")], data))
+    assert sent.status_code == 200, sent.text
+
+    async def done(**fields: str) -> httpx.Response:
+        body = {"qquuid": file_uuid, "qqfilename": "s.txt", **fields}
+        return await api.client.post("/api/v2/pm/upload/?done/", data=body, headers=api.auth())
+
+    ok = await done(qqtotalparts="1", qqtotalfilesize=str(len(data)), qqmd5=hashlib.md5(data).hexdigest())
+    assert ok.status_code == 200 and ok.json()["file_url"] == sent.json()["file_url"], ok.text
+    wrong = assert_fine_uploader_error(await done(qqtotalparts="2"), 400, "qqtotalparts")
+    assert wrong["error"] == "qqtotalparts 2 differs from the 1 chunk of this file"
+
+
 async def test_fields_after_the_file(api: Api) -> None:
     # A whole file whose name comes after the bytes: fine.
     late_name = form([("qqfilename", "late.txt")], b"late bytes", file_first=True)
@@ -310,6 +330,12 @@ async def test_chunk_errors(api: Api) -> None:
     assert_fine_uploader_error(await chunk(bad_uuid, piece), 400, "qquuid")
     truncated = form(good, piece)[:-200]
     assert_fine_uploader_error(await post_form(api, truncated), 400)
+    # Seed 001 marks qqtotalparts required (true) beside qqpartindex: a chunk without it, the first
+    # of a file or a later one, is a 400 naming it. (It used to be taken, the count left unknown.)
+    without_total = [(k, v) for k, v in good if k != "qqtotalparts"]
+    assert_fine_uploader_error(await chunk(without_total, piece), 400, "qqtotalparts")
+    first_without_total = [(k, v) for k, v in chunk_fields(data, 0, None) if k != "qqtotalparts"]
+    assert_fine_uploader_error(await chunk(first_without_total, data[:CHUNK]), 400, "qqtotalparts")
     # None of those stored a byte: the upload still has exactly chunk 0.
     upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
     assert upload is not None and upload.parts_received == 1 and upload.bytes_received == CHUNK
@@ -359,6 +385,38 @@ async def test_delete_cancels_pending_and_removes_completed(api: Api) -> None:
     assert deleted.status_code == 200
     assert_fine_uploader_error(await api.client.get(f"/api/v2/pm/upload/{done_uuid}", headers=api.auth()), 404)
     assert (await api.runtime.uploads.find("alice", "pm", done_uuid)) is None
+
+
+async def test_a_file_that_left_pending_is_named_by_its_qquuid(api: Api) -> None:
+    """A Fine Uploader client only ever knows the qquuid (seeds 000/001: "the file uuid"); a chunk,
+    a done request or a download of a file that is no longer (or not yet) in the state it needs
+    names the file by it and the field as qquuid. The engine's own words named an id the client
+    never saw ("upload <engine id> is COMPLETED")."""
+    data = os.urandom(2 * CHUNK)
+    done_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, done_uuid, order=[0])
+    upload = await api.runtime.uploads.find("alice", "pm", done_uuid)
+    assert upload is not None
+    early = await api.client.get(f"/api/v2/pm/upload/{done_uuid}", headers=api.auth())
+    body = assert_fine_uploader_error(early, 409, field="qquuid")
+    assert body["error"] == f"the file with qquuid {done_uuid} is PENDING; only COMPLETED files can be downloaded"
+    await upload_chunks(api, data, done_uuid, order=[1])
+    await finished(api, done_uuid, "a.bin")
+    late = assert_fine_uploader_error(await send_chunk(api, data, 1, done_uuid), 409, field="qquuid")
+    assert late["error"] == f"the file with qquuid {done_uuid} is COMPLETED" and late["code"] == "invalid_state"
+    assert upload.id not in late["error"]
+
+    cancelled = str(uuid.uuid4())
+    await upload_chunks(api, data, cancelled, order=[0, 1])
+    assert (await api.client.delete(f"/api/v2/pm/upload/{cancelled}", headers=api.auth())).status_code == 200
+    for response in (
+        await send_chunk(api, data, 1, cancelled),
+        await api.client.post(
+            "/api/v2/pm/upload/?done", data={"qquuid": cancelled, "qqfilename": "c"}, headers=api.auth()
+        ),
+    ):
+        body = assert_fine_uploader_error(response, 409, field="qquuid")
+        assert body["error"] == f"the file with qquuid {cancelled} is CANCELLED"
 
 
 def seed_chunk_fields(index: int, total: int, file_uuid: str | None) -> list[tuple[str, str]]:
@@ -434,17 +492,29 @@ async def test_without_qqtotalfilesize_out_of_order_and_errors(api: Api) -> None
 
 
 async def test_size_learnt_at_done(api: Api) -> None:
-    """No chunk tells the size or the count: done's qqtotalfilesize (or qqtotalparts) does."""
+    """No chunk tells the size (no qqtotalfilesize) and the last has not arrived: done's
+    qqtotalfilesize declares it, and done then lists the chunk still missing. (Every chunk carries
+    qqtotalparts, which seed 001 requires; a chunk without it is a 400, see test_chunk_errors.)"""
     data = os.urandom(2 * CHUNK)
     file_uuid = str(uuid.uuid4())
-    for index in (0, 1):
-        fields = [("qquuid", file_uuid), ("qqpartindex", str(index)), ("qqchunksize", str(CHUNK))]
-        response = await post_form(api, form(fields, data[index * CHUNK : (index + 1) * CHUNK]))
-        assert response.status_code == 200, response.text
-    unknown = await api.client.post(
+    fields = [("qquuid", file_uuid), ("qqpartindex", "0"), ("qqtotalparts", "2"), ("qqchunksize", str(CHUNK))]
+    response = await post_form(api, form(fields, data[:CHUNK]))
+    assert response.status_code == 200, response.text
+    missing = await api.client.post(
         "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "f"}, headers=api.auth()
     )
-    assert_fine_uploader_error(unknown, 400, "qqtotalfilesize")
+    assert assert_fine_uploader_error(missing, 409)["missingParts"] == [1]
+    told = await api.client.post(
+        "/api/v2/pm/upload/?done",
+        data={"qquuid": file_uuid, "qqfilename": "f", "qqtotalfilesize": str(len(data))},
+        headers=api.auth(),
+    )
+    assert assert_fine_uploader_error(told, 409)["missingParts"] == [1]
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.size_bytes == len(data)  # declared by done
+    fields = [("qquuid", file_uuid), ("qqpartindex", "1"), ("qqtotalparts", "2"), ("qqchunksize", str(CHUNK))]
+    response = await post_form(api, form(fields, data[CHUNK:]))
+    assert response.status_code == 200, response.text
     done = await api.client.post(
         "/api/v2/pm/upload/?done",
         data={"qquuid": file_uuid, "qqfilename": "f", "qqtotalparts": "2"},

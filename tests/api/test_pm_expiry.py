@@ -31,9 +31,12 @@ async def test_idle_pm_upload_expires(api: Api) -> None:
     assert await api.runtime.uploads.expire_due() == 1
     upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
     assert upload is not None and upload.status.value == "EXPIRED"
-    body = assert_fine_uploader_error(await send_chunk(api, data, 1, file_uuid), 410)
+    body = assert_fine_uploader_error(await send_chunk(api, data, 1, file_uuid), 410, field="qquuid")
     assert body["code"] == "upload_expired"
+    # Said with the qquuid the client knows, never the engine's id of the file.
+    assert body["error"] == f"the file with qquuid {file_uuid} has expired" and upload.id not in body["error"]
     done = await api.client.post(
         "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "x"}, headers=api.auth()
     )
-    assert assert_fine_uploader_error(done, 410)["code"] == "upload_expired"
+    assert assert_fine_uploader_error(done, 410, field="qquuid")["code"] == "upload_expired"
+    assert done.json()["error"] == f"the file with qquuid {file_uuid} has expired"

@@ -98,7 +98,7 @@ async def test_a_size_declared_late_cannot_give_more_than_max_parts(api: Api) ->
     """Chunk 0 of 1-byte chunks, sent without a size; the done request then says the file has
     5 TB: that is 5e12 chunks, refused naming qqtotalfilesize (it used to be recorded, and the
     completion then listed the missing chunks one by one, blocking the event loop for good)."""
-    fields = [("qquuid", "late-1"), ("qqpartindex", "0"), ("qqchunksize", "1")]
+    fields = [("qquuid", "late-1"), ("qqpartindex", "0"), ("qqtotalparts", "2"), ("qqchunksize", "1")]
     sent = await api.client.post("/api/v2/pm/upload/", content=form(fields, b"x"), headers={**api.auth(), **MULTIPART})
     assert sent.status_code == 200, sent.text
     done = await api.client.post(

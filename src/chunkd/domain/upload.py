@@ -17,6 +17,7 @@ Status moves PENDING → COMPLETED | CANCELLED | EXPIRED and never leaves a term
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -321,6 +322,16 @@ class Upload:
         self.status = Status.CANCELLED
         self.expires_at = None
         self.updated_at = now
+
+    def as_of(self, now: datetime) -> Upload:
+        """This upload as it stands at ``now``: a PENDING one past its expiry is EXPIRED (as the
+        reaper will record it, up to an interval later), as every write already treats it
+        (``ensure_pending``). A copy when it differs; ``self`` is never changed."""
+        if self.status is Status.PENDING and self.expires_at is not None and self.expires_at <= now:
+            seen = dataclasses.replace(self)
+            seen.mark_expired(self.expires_at)
+            return seen
+        return self
 
     def mark_expired(self, now: datetime) -> None:
         if self.status is not Status.PENDING:

@@ -9,7 +9,7 @@ import os
 from contextlib import suppress
 from dataclasses import dataclass
 
-from chunkd.domain.errors import ContentRefused, InvalidInput, NotFound, TooLarge
+from chunkd.domain.errors import ContentRefused, InvalidInput, NotFound, SizeMismatch, TooLarge
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.media import MediaRecord, MediaType
 from chunkd.domain.upload import Status, Upload
@@ -95,13 +95,22 @@ class MediaService:
         if isinstance(earlier, str):
             raise ContentRefused(earlier, field="type")
 
+    async def upload(self, owner: str, upload_id: str) -> Upload:
+        """The owner's media upload ``upload_id`` (without its parts); a missing one, another
+        owner's and an upload of another API are all ``NotFound``, named as ``upload_id``."""
+        try:
+            upload = await self.uploads.get(owner, upload_id, with_parts=False)
+        except NotFound:
+            upload = None
+        if upload is None or upload.frontend != MEDIA_FRONTEND:
+            raise NotFound(f"no media upload with id {upload_id!r}", field="upload_id")
+        return upload
+
     async def publish(self, owner: str, upload_id: str, *, md5: str, media_type: MediaType | None) -> MediaRecord:
         """Complete a media upload (MD5 and content checked inside the engine's ``complete``, so a
         failure leaves it PENDING) and give it an integer id. Repeating it returns the same record.
         The file is served as the type its content was inspected to be, whatever its name says."""
-        upload = await self.uploads.get(owner, upload_id, with_parts=False)
-        if upload.frontend != MEDIA_FRONTEND:
-            raise NotFound(f"no media upload with id {upload_id!r}", field="upload_id")
+        upload = await self.upload(owner, upload_id)
         if upload.status is Status.COMPLETED:
             existing = await self.repo.by_upload(upload.id)
             if existing is not None:
@@ -115,7 +124,18 @@ class MediaService:
         async def check(pending: Upload) -> None:
             _record_inspection(pending, chosen, await self._inspect(pending, chosen))
 
-        done = await self.uploads.complete(owner, upload_id, md5=md5, check=check)
+        try:
+            done = await self.uploads.complete(owner, upload_id, md5=md5, check=check)
+        except SizeMismatch as exc:
+            if exc.field != "sizeBytes":
+                raise
+            # The engine says it in the Files API's words; this API has no sizeBytes.
+            received = exc.details.get("bytesReceived", upload.bytes_received)
+            raise SizeMismatch(
+                f"upload_id {upload_id} has received {received} of {upload.size_bytes} bytes: send the remaining"
+                " chunks before completing it",
+                field="upload_id",
+            ) from None
         info = done.metadata.get("media") or {}
         if "type" not in info or "mime_type" not in info:
             # Completed without the media check (through /v1/files, or a crash before the record

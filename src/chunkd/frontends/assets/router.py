@@ -152,8 +152,11 @@ def _result(upload: Upload, action: str) -> dict[str, Any]:
 
 
 async def _asset(service: UploadService, owner: str, file_id: str, *, with_parts: bool = True) -> Upload:
-    upload = await service.get(owner, file_id, with_parts=with_parts)
-    if upload.frontend != ASSETS_FRONTEND:
+    try:
+        upload: Upload | None = await service.get(owner, file_id, with_parts=with_parts)
+    except e.NotFound:
+        upload = None  # said as this API says it: the engine's "no upload with id" names no fileId
+    if upload is None or upload.frontend != ASSETS_FRONTEND:
         raise e.NotFound(f"no asset with fileId {file_id!r}", field="fileId")
     return upload
 
@@ -309,6 +312,13 @@ async def complete_asset(request: Request) -> dict[str, Any]:
         return _result(upload, "cancel")
     if upload.status is not Status.COMPLETED:
         upload.ensure_pending(service.clock())  # a cancelled or expired asset says so, not "part 1 missing"
+        if expected_id is None and not body.parts:
+            # The seed: files of one part need no complete call; their PUT completes them.
+            raise e.InvalidInput(
+                "this asset has not been uploaded: PUT the whole file to its uploadUrl, which completes it"
+                " (an asset of one part needs no complete call)",
+                field="parts",
+            )
         _check_parts(upload, body.parts)
         if body.filesize is not None and body.filesize != upload.bytes_received:
             raise e.SizeMismatch(

@@ -138,9 +138,7 @@ async def _upload_chunk(request: Request, held: HeldBytes) -> dict[str, Any]:
         body = _replay(data)
     created = False
     if upload_id is not None:
-        upload = await service.get(who.owner, upload_id, with_parts=False)
-        if upload.frontend != MEDIA_FRONTEND:
-            raise e.NotFound(f"no media upload with id {upload_id!r}", field="upload_id")
+        upload = await media.upload(who.owner, upload_id)
         if upload.size_bytes != total:
             raise e.InvalidInput(
                 f"Content-Range gives a total of {total} bytes; the upload was started with {upload.size_bytes}",
@@ -159,9 +157,18 @@ async def _upload_chunk(request: Request, held: HeldBytes) -> dict[str, Any]:
     try:
         # A chunk retried after a dead connection ends the stale one (on any node) instead of a 409.
         async with runtime(request).takeover.take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
-            upload = await service.append(
-                who.owner, upload.id, start, writer.guard(body), exact_size=length, lock_timeout=TAKE_OVER_WAIT
-            )
+            try:
+                upload = await service.append(
+                    who.owner, upload.id, start, writer.guard(body), exact_size=length, lock_timeout=TAKE_OVER_WAIT
+                )
+            except e.OffsetMismatch as exc:
+                # The engine names its own "offset" field; here the start comes in Content-Range.
+                expected = exc.details.get("expectedOffset")
+                raise e.OffsetMismatch(
+                    f"Content-Range must start at byte {expected} (the offset received so far), not {start}",
+                    field="Content-Range",
+                    expectedOffset=expected,
+                ) from None
         fields = await form.finish()
         late = fields.get("upload_id") or None
         if created and late is not None:

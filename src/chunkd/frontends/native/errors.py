@@ -53,8 +53,15 @@ def render_error(exc: Exception) -> JSONResponse | None:
         return response
     if isinstance(exc, RequestValidationError):
         field, message = validation_error(exc.errors())
+        if field in _PATH_NAMES:  # the path parameter as the API documents it, not the handler's name
+            message = f"{_PATH_NAMES[field]}{message.removeprefix(field)}"
+            field = _PATH_NAMES[field]
         return error_response(400, "invalid_input", message, field)
     return None
+
+
+# The Files API documents its file's path parameter as ``id`` (``POST /v1/files/{id}/complete``).
+_PATH_NAMES = {"file_id": "id"}
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
@@ -47,8 +48,25 @@ from chunkd.frontends.signed import signed_upload, signed_url
 __all__ = ["router"]
 
 
-async def _render(_: Request, exc: Exception) -> Response | None:
+async def _render(request: Request, exc: Exception) -> Response | None:
+    if isinstance(exc, RequestValidationError) and _json_sent_as_something_else(request, exc):
+        # FastAPI reads a JSON body only under a JSON Content-Type; under another (curl -d sends
+        # application/x-www-form-urlencoded) it said "body: Input should be a valid dictionary".
+        return render_error(
+            e.InvalidInput(
+                "the body must be a JSON object, sent with Content-Type: application/json", field="Content-Type"
+            )
+        )
     return render_error(exc)
+
+
+def _json_sent_as_something_else(request: Request, exc: RequestValidationError) -> bool:
+    """Whether the whole body was refused for its type while the request does not call it JSON."""
+    errors = exc.errors()
+    if not errors or tuple(errors[0].get("loc", ())) != ("body",) or errors[0].get("type") != "model_attributes_type":
+        return False
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind != "application/json" and not kind.endswith("+json")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -65,7 +83,9 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url
     """The file object; ``upload_url`` only for callers that may write (``files:create``): the URL
     is a write grant of its own, so a reader never gets one, and a request made through a signed
     URL never mints a fresh one (which would make the grant outlive its expiry). The rest is the
-    object webhooks carry too (``chunkd.domain.events.file_object``)."""
+    object webhooks carry too (``chunkd.domain.events.file_object``). An upload past its expiry
+    is shown EXPIRED, as complete and every write already answer, before the reaper records it."""
+    upload = upload.as_of(runtime(request).uploads.clock())
     view = file_object(upload, with_parts=with_parts)
     view["uploadLink"] = upload.metadata.get(LINK_METADATA_KEY)
     who: Principal | None = getattr(request.state, "principal", None)

@@ -34,6 +34,7 @@ __all__ = [
     "FRONTEND",
     "TOTAL_PARTS",
     "Stored",
+    "by_qquuid",
     "chunk_count",
     "find_upload",
     "finish_whole_file",
@@ -231,6 +232,9 @@ async def store_chunk(
     index = qq.integer("qqpartindex")
     if index is None:
         raise e.InvalidInput("qqpartindex is required with chunk fields, before qqfile", field="qqpartindex")
+    if qq.integer("qqtotalparts", minimum=1) is None:
+        # The seed marks it required for every chunk (Fine Uploader always sends it).
+        raise e.InvalidInput("qqtotalparts is required with qqpartindex, before qqfile", field="qqtotalparts")
     file_uuid = qq.uuid()
     issued = file_uuid is None
     if file_uuid is None:
@@ -239,7 +243,10 @@ async def store_chunk(
         file_uuid = str(uuidlib.uuid4())
     upload, created = await _find_or_create(service, owner, file_uuid, qq, start)
     try:
-        return await _fill_chunk(service, owner, qq, upload, index, events, file_uuid=file_uuid, issued=issued)
+        try:
+            return await _fill_chunk(service, owner, qq, upload, index, events, file_uuid=file_uuid, issued=issued)
+        except (e.InvalidState, e.Expired) as exc:
+            raise by_qquuid(exc, upload, file_uuid) from None
     except BaseException:
         if created:
             # The chunk that started the file was refused: the upload it made goes too, unless
@@ -288,6 +295,15 @@ async def _fill_chunk(
         # The last chunk ends the file: its size is now known.
         upload = await service.declare_size(owner, upload.id, part.offset + part.size)
     return Stored(upload, file_uuid, whole=False, issued=issued)
+
+
+def by_qquuid(exc: e.InvalidState | e.Expired, upload: Upload, file_uuid: str) -> e.ChunkdError:
+    """The engine's "upload <id> is COMPLETED" (or "has expired") said with the qquuid the client
+    knows: the engine's id of the file is never shown to a Fine Uploader client."""
+    if upload.id not in exc.message:
+        return exc
+    message = exc.message.replace(f"upload {upload.id}", f"the file with qquuid {file_uuid}")
+    return type(exc)(message, field="qquuid", **exc.details)
 
 
 def _check_total_parts(upload: Upload, total_size: int, count: int | None) -> None:

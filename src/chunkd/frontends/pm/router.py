@@ -43,6 +43,7 @@ from chunkd.frontends.openapi import form_schema
 from chunkd.frontends.pm.chunks import (
     CHUNK_FIELDS,
     Stored,
+    by_qquuid,
     chunk_count,
     find_upload,
     finish_whole_file,
@@ -97,7 +98,7 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                     {
                         "qquuid": _field("The file's uuid; required when qqpartindex > 0 (issued if absent)."),
                         "qqpartindex": _field("0-based chunk index; absent for a whole small file.", "integer"),
-                        "qqtotalparts": _field("Number of chunks.", "integer"),
+                        "qqtotalparts": _field("Number of chunks; required with qqpartindex.", "integer"),
                         "qqfiletype": _field("Media type of the file."),
                         "qqtotalfilesize": _field("Size of the whole file in bytes (optional).", "integer"),
                         "qqpartbyteoffset": _field("Byte offset of this chunk.", "integer"),
@@ -312,6 +313,26 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     total_size = qq.integer("qqtotalfilesize")
     mime = qq.text("qqfiletype")
     upload = await find_upload(service, owner, file_uuid)
+    try:
+        upload = await _finish(service, owner, upload, md5=md5, total_parts=total_parts, total_size=total_size)
+    except (e.InvalidState, e.Expired) as exc:
+        raise by_qquuid(exc, upload, file_uuid) from None
+    if filename != upload.filename or (mime is not None and mime != upload.mime_type):
+        upload = await service.rename(owner, upload.id, filename, mime_type=mime)
+    return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
+
+
+async def _finish(
+    service: UploadService,
+    owner: str,
+    upload: Upload,
+    *,
+    md5: str | None,
+    total_parts: int | None,
+    total_size: int | None,
+) -> Upload:
+    """Check the done request's totals against the file (declaring its size if no chunk told it)
+    and complete it."""
     if upload.size_bytes is None and upload.status is Status.PENDING:
         upload = await _declare_size_at_done(service, owner, upload, total_size, total_parts)
     if total_size is not None and total_size != upload.size_bytes:
@@ -319,15 +340,14 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
             f"qqtotalfilesize {total_size} differs from the {upload.size_bytes} bytes of this file",
             field="qqtotalfilesize",
         )
-    if total_parts is not None and upload.part_count is not None and total_parts != upload.part_count:
+    # A file sent whole, in one request, is one chunk (it is an appended upload: no part count).
+    count = 1 if upload.metadata.get("pm") == "whole" else upload.part_count
+    if total_parts is not None and count is not None and total_parts != count:
         raise e.InvalidInput(
-            f"qqtotalparts {total_parts} differs from the {upload.part_count} chunks of this file",
+            f"qqtotalparts {total_parts} differs from the {count} chunk{'s' if count != 1 else ''} of this file",
             field="qqtotalparts",
         )
-    upload = await service.complete(owner, upload.id, md5=md5)
-    if filename != upload.filename or (mime is not None and mime != upload.mime_type):
-        upload = await service.rename(owner, upload.id, filename, mime_type=mime)
-    return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
+    return await service.complete(owner, upload.id, md5=md5)
 
 
 async def _declare_size_at_done(
@@ -372,6 +392,11 @@ def _file_object(request: Request, upload: Upload, file_uuid: str) -> dict[str, 
 async def download(request: Request, file_uuid: FileUuid) -> Response:
     who = await principal(request, "files:read")
     upload = await find_upload(runtime(request).uploads, who.owner, file_uuid)
+    if upload.status is not Status.COMPLETED:  # said with the qquuid, not the engine's id
+        raise e.InvalidState(
+            f"the file with qquuid {file_uuid} is {upload.status.value}; only COMPLETED files can be downloaded",
+            field="qquuid",
+        )
     return await file_response(request, who.owner, upload.id)
 
 
