@@ -7,10 +7,12 @@ completes with the right bytes. Needs root, a loop device and ext4; skipped with
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,11 @@ def ext4_volume(tmp_path: Path) -> Iterator[Volume]:
     image = tmp_path / "volume.img"
     with open(image, "wb") as file:
         file.truncate(64 * MiB)
-    attached = run("losetup", "-f", "--show", str(image))
+    # One test at a time picks a free loop device: two xdist workers asking at once may be handed
+    # the same one (losetup finds a free device, then attaches it).
+    with open(Path(tempfile.gettempdir()) / "chunkd-tests-losetup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        attached = run("losetup", "-f", "--show", str(image))
     if attached.returncode != 0:
         pytest.skip(f"no loop device here: {attached.stderr.strip()}")
     device = attached.stdout.strip()
