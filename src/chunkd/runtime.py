@@ -113,6 +113,14 @@ def load_secret(path: Path) -> bytes:
             os.link(tmp, path)
     finally:
         os.unlink(tmp)
+    # The new name must be durable before anything is signed with the secret: lost in a crash
+    # (a power cut, a disk error within the filesystem's commit interval), it would be made anew
+    # on restart and every URL, token and link signed before would stop working.
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     return path.read_bytes()
 
 

@@ -193,10 +193,21 @@ class _LocalWriter:
     def _open(self) -> int:
         if self._base is not None:
             fd = os.open(self._path, os.O_WRONLY)
-            # Bytes past the committed size were never acknowledged (a crash or a failed append
-            # left them): they go, and this append starts exactly at the recorded offset.
-            os.ftruncate(fd, self._base)
-            os.lseek(fd, self._base, os.SEEK_SET)
+            try:
+                held = os.fstat(fd).st_size
+                if held < self._base:
+                    # Storage lost acknowledged bytes: ftruncate would fill them with zeros, and the
+                    # upload would complete with the MD5 of the bytes that were sent, not of these.
+                    raise StorageError(
+                        f"part file {self._name} holds {held} bytes in storage, fewer than the {self._base} recorded"
+                    )
+                # Bytes past the committed size were never acknowledged (a crash or a failed append
+                # left them): they go, and this append starts exactly at the recorded offset.
+                os.ftruncate(fd, self._base)
+                os.lseek(fd, self._base, os.SEEK_SET)
+            except BaseException:
+                os.close(fd)
+                raise
             return fd
         return _create_in(self._dir, self._path, fsync=self._fsync)
 
@@ -274,7 +285,11 @@ class _LocalWriter:
                 os.close(self._fd)
                 self._fd = None
             if self._base is None:
-                self._path.unlink(missing_ok=True)
+                # Best effort, as the truncation above: abort runs on the way out of a storage
+                # fault (a volume gone read-only refuses the unlink too), whose 503 must not turn
+                # into a 500; a file left behind is an orphan that gc sweeps.
+                with contextlib.suppress(OSError):
+                    self._path.unlink(missing_ok=True)
 
     async def abort(self) -> None:
         await asyncio.to_thread(self._abort)
@@ -329,13 +344,17 @@ class LocalBlobStore:
         return _LocalWriter(self, self._dir(upload.id), part.blob_ref, base=part.size, fsync=self.fsync)
 
     async def _read_file(self, path: Path, start: int, end: int) -> AsyncIterator[bytes]:
-        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+        # A part file gone, cut short or unreadable is a storage fault (503, the upload stays as it
+        # was), not a bug: complete reads parts back to carry the hash, a download reads them all.
+        with _disk("reading stored bytes"):
+            fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
         try:
             position = start
             while position < end:
-                chunk = await asyncio.to_thread(os.pread, fd, min(READ_CHUNK, end - position), position)
+                with _disk("reading stored bytes"):
+                    chunk = await asyncio.to_thread(os.pread, fd, min(READ_CHUNK, end - position), position)
                 if not chunk:
-                    raise OSError(f"{path.name} is shorter than its recorded size")
+                    raise StorageError(f"part file {path.name} is shorter than its recorded size")
                 position += len(chunk)
                 yield chunk
         finally:
@@ -376,7 +395,10 @@ class LocalBlobStore:
     async def discard(self, upload: Upload, blob_refs: list[str]) -> None:
         def unlink_all() -> None:
             for ref in blob_refs:
-                self._path(upload.id, ref).unlink(missing_ok=True)
+                # Best effort: a discard follows a committed replacement (the request succeeded)
+                # or a failed one (its own error is the answer); a blob left behind is swept by gc.
+                with contextlib.suppress(OSError):
+                    self._path(upload.id, ref).unlink(missing_ok=True)
 
         await asyncio.to_thread(unlink_all)
 
@@ -397,7 +419,8 @@ class LocalBlobStore:
                 _fsync_dir(directory)
             return name
 
-        return await asyncio.to_thread(link)
+        with _disk("linking stored parts"):  # a source part file gone is a storage fault, as on reads
+            return await asyncio.to_thread(link)
 
     async def sweep(self, live: dict[str, set[str]], *, grace_seconds: float) -> int:
         """Remove blobs no metadata points at: directories of unknown uploads and unreferenced part
@@ -411,15 +434,24 @@ class LocalBlobStore:
                 if not shard.is_dir():
                     continue
                 for directory in shard.iterdir():
-                    refs = live.get(directory.name)
-                    for entry in directory.iterdir():
-                        # A blob's age is its last write; a part hard-linked into a concatenation
-                        # is touched when linked (_link_or_copy), so it is young until recorded.
-                        if (refs is None or entry.name not in refs) and entry.stat().st_mtime < cutoff:
-                            entry.unlink(missing_ok=True)
-                            removed += 1
-                    if refs is None and not any(directory.iterdir()):
-                        directory.rmdir()
+                    # Beside a running server a directory or file may go (a cancel, a delete, an
+                    # expiry) or a part arrive while it is looked at: that is no reason to stop.
+                    with contextlib.suppress(FileNotFoundError):
+                        removed += sweep_upload(directory, live.get(directory.name), cutoff)
+            return removed
+
+        def sweep_upload(directory: Path, refs: set[str] | None, cutoff: float) -> int:
+            removed = 0
+            for entry in directory.iterdir():
+                # A blob's age is its last write; a part hard-linked into a concatenation
+                # is touched when linked (_link_or_copy), so it is young until recorded.
+                with contextlib.suppress(FileNotFoundError):
+                    if (refs is None or entry.name not in refs) and entry.stat().st_mtime < cutoff:
+                        entry.unlink()
+                        removed += 1
+            if refs is None and not any(directory.iterdir()):
+                with contextlib.suppress(OSError):  # a first part arrived meanwhile: its directory stays
+                    directory.rmdir()
             return removed
 
         return await asyncio.to_thread(sweep)

@@ -19,18 +19,18 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
-from chunkd.backends.repository.full import database_full, is_full
+from chunkd.backends.repository.full import storage_fault
 
 __all__ = ["RowMap", "SqlStore"]
 
 
 @contextmanager
-def _full_database_as_storage_full() -> Iterator[None]:
+def _database_storage_faults() -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        if is_full(exc.orig):
-            raise database_full() from exc
+        if (fault := storage_fault(exc.orig)) is not None:
+            raise fault from exc
         raise
 
 
@@ -96,7 +96,7 @@ class SqlStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction, committed when the block ends (rolled back on error)."""
-        with _full_database_as_storage_full():
+        with _database_storage_faults():
             async with self.engine.begin() as conn:
                 yield conn
 

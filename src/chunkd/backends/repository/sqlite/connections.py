@@ -33,7 +33,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from chunkd.backends.repository.full import database_full, is_full
+from chunkd.backends.repository.full import storage_fault
 
 __all__ = ["MAX_BATCH", "GroupCommitWriter", "Readers", "connect"]
 
@@ -127,8 +127,10 @@ class GroupCommitWriter:
         try:
             return await _outcome(future)
         except sqlite3.OperationalError as exc:
-            if is_full(exc):  # as a full blob volume is: 507, the upload resumable
-                raise database_full() from exc
+            # As the same fault on the blob volume is: 507 when full, 503 on an I/O error (the
+            # upload resumable either way), not a 500.
+            if (fault := storage_fault(exc)) is not None:
+                raise fault from exc
             raise
 
     def close(self) -> None:
@@ -225,11 +227,16 @@ class Readers:
             conn = self._local.conn = connect(self.path, read_only=True)
             with self._lock:
                 self._connections.append(conn)
-        conn.execute("BEGIN")
         try:
-            return work(conn)
-        finally:
-            conn.execute("COMMIT")
+            conn.execute("BEGIN")
+            try:
+                return work(conn)
+            finally:
+                conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if (fault := storage_fault(exc)) is not None:  # as for writes: 503, not a 500
+                raise fault from exc
+            raise
 
     def read_inline(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work``'s result, run now in the caller's thread (the event loop's) on that thread's
