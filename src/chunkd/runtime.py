@@ -116,11 +116,9 @@ def load_secret(path: Path) -> bytes:
     # The new name must be durable before anything is signed with the secret: lost in a crash
     # (a power cut, a disk error within the filesystem's commit interval), it would be made anew
     # on restart and every URL, token and link signed before would stop working.
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    from chunkd.backends.blobs.local import fsync_dir
+
+    fsync_dir(path.parent)
     return path.read_bytes()
 
 

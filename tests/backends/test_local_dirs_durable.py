@@ -25,13 +25,13 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The directories fsynced, in order."""
     seen: list[Path] = []
-    real = local._fsync_dir
+    real = local.fsync_dir
 
     def record(path: Path) -> None:
         seen.append(Path(path))
         real(path)
 
-    monkeypatch.setattr(local, "_fsync_dir", record)
+    monkeypatch.setattr(local, "fsync_dir", record)
     return seen
 
 

@@ -35,7 +35,7 @@ from chunkd.domain.errors import StorageError, StorageFull
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Part, Upload
 
-__all__ = ["LocalBlobStore"]
+__all__ = ["LocalBlobStore", "fsync_dir"]
 
 _REF = re.compile(r"^[0-9]{1,5}\.[A-Za-z0-9_-]{8,32}\.part$")
 READ_CHUNK = 1024 * 1024
@@ -98,7 +98,9 @@ def _disk(doing: str) -> Iterator[None]:
         raise storage_error(exc, doing) from exc
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the names created in directory ``path`` durable (a file's own sync keeps its bytes,
+    not its name)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -118,13 +120,13 @@ def _make_upload_dir(directory: Path, *, fsync: bool) -> None:
         pass
     else:
         if fsync:
-            _fsync_dir(shard.parent)
+            fsync_dir(shard.parent)
     try:
         os.mkdir(directory)
     except FileExistsError:
         return
     if fsync:
-        _fsync_dir(shard)
+        fsync_dir(shard)
 
 
 def _create_in(directory: Path, path: Path, *, fsync: bool) -> int:
@@ -250,7 +252,7 @@ class _LocalWriter:
             # fdatasync: the data and the new length, not the timestamps.
             os.fdatasync(self._fd)
             if self._base is None:
-                _fsync_dir(self._dir)  # a new file's name must be durable too
+                fsync_dir(self._dir)  # a new file's name must be durable too
 
     def _commit(self) -> str:
         with self._lock:
@@ -305,7 +307,7 @@ class LocalBlobStore:
         if not root.is_dir():
             root.mkdir(parents=True, exist_ok=True)
             if fsync:
-                _fsync_dir(root.parent)  # the root's own name, before any part below it is acknowledged
+                fsync_dir(root.parent)  # the root's own name, before any part below it is acknowledged
 
     def check_room(self) -> None:
         """Raise ``StorageFull`` once the volume has less than ``min_free_bytes`` free: new bytes are
@@ -416,7 +418,7 @@ class LocalBlobStore:
                     _make_upload_dir(directory, fsync=self.fsync)
                 _link_or_copy(self._path(source.id, part.blob_ref), directory / name, fsync=self.fsync)
             if self.fsync:
-                _fsync_dir(directory)
+                fsync_dir(directory)
             return name
 
         with _disk("linking stored parts"):  # a source part file gone is a storage fault, as on reads
