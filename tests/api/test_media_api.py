@@ -46,7 +46,7 @@ def assert_media(body: dict[str, Any], *, type: str, width: int, height: int) ->
     assert body["title"] is None and body["description"] is None and body["url"] is None and body["embed"] is None
     assert isinstance(body["image"], str)
     assert re.fullmatch(
-        rf"http://testserver/api/v2/media/{body['id']}/file/\?upload=[\w-]+&expires=\d+&signature=[\w-]+",
+        rf"http://testserver/api/v2/media/{body['id']}/file/\?upload=[\w-]+&expires=\d+&key_id=[0-9a-f]{{16}}&signature=[\w-]+",
         body["image"],
     )
     assert body["image_width"] == width and body["image_height"] == height

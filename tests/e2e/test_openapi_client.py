@@ -156,9 +156,9 @@ def test_generated_client_whole_body_put(server: ChunkdServer, generated: Module
     assert isinstance(downloaded, types.File) and hashlib.md5(downloaded.payload.read()).hexdigest() == md5
 
 
-def _signed(url: str) -> tuple[str, str]:
+def _signed(url: str) -> tuple[str, str, str]:
     query = parse_qs(urlsplit(url).query)
-    return query["expires"][0], query["signature"][0]
+    return query["expires"][0], query["key_id"][0], query["signature"][0]
 
 
 @pytest.mark.e2e
@@ -208,7 +208,7 @@ def test_generated_client_asset_multipart(server: ChunkdServer, generated: Modul
     put_part = _api(generated, "put_part_asset")
     parts = []
     for entry in created["parts"]:
-        number, (expires, signature) = entry["partNumber"], _signed(entry["uploadUrl"])
+        number, (expires, key_id, signature) = entry["partNumber"], _signed(entry["uploadUrl"])
         piece = data[(number - 1) * created["partSize"] : number * created["partSize"]]
         answer = put_part.sync_detailed(
             created["fileId"],
@@ -216,6 +216,7 @@ def test_generated_client_asset_multipart(server: ChunkdServer, generated: Modul
             client=client,
             body=types.File(payload=BytesIO(piece)),
             expires=expires,
+            key_id=key_id,
             signature=signature,
         )
         assert answer.status_code == 200, answer.content

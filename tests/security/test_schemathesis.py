@@ -26,6 +26,7 @@ MAX_TIME = 50
 # Operations that also take a signed URL: schemathesis makes up their optional expires/signature.
 SIGNED = {
     "GET /api/v2/media/{media_id}/file/",
+    "HEAD /api/v2/media/{media_id}/file/",
     "PUT /asset/{file_id}/content",
     "PUT /asset/{file_id}/parts/{part_number}",
     "PUT /v1/files/{file_id}/content",

@@ -1,10 +1,12 @@
 """Signed URLs (the native ``uploadUrl``, the asset API's upload and part URLs, the media ``image``
 URL): usable without credentials while valid, and refused with 403 when the signature is tampered
-with, the expiry is changed or past, or the URL of one object (or part) is used for another."""
+with, the expiry is changed or past, the URL of one object (or part) is used for another, or the
+API key whose credential asked for the URL is named otherwise or has been revoked."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -34,11 +36,16 @@ async def _refusals(
 ) -> list[httpx.Response]:
     """The answers to every way a signed URL can be misused (none may get past the signature)."""
     c = api.client
+    grant = replace(grant, key_id=query["key_id"])
     method, path = grant.method, grant.path
-    extra = {k: v for k, v in query.items() if k not in ("expires", "signature")}
+    extra = {k: v for k, v in query.items() if k not in ("expires", "key_id", "signature")}
     expired = {**extra, **api.runtime.signer.sign(grant, -60)}  # a genuine signature, past its expiry
-    as_bob = {**extra, **api.runtime.signer.sign(Grant(method, path, grant.upload_id, "bob"), 600)}
+    as_bob = {**extra, **api.runtime.signer.sign(replace(grant, owner="bob"), 600)}
+    _, other_key = await api.runtime.keys.create("alice", "files:create,files:read")
     attempts = [
+        {k: v for k, v in query.items() if k != "key_id"},  # the key it is bound to left out
+        {**query, "key_id": other_key.split("_")[1]},  # or swapped for another key of the same owner
+        {**query, "key_id": "../../etc"},
         {**query, "signature": _flip(query["signature"])},
         {**query, "expires": str(int(query["expires"]) + 3600)},
         {**query, "signature": ""},
@@ -142,3 +149,61 @@ async def test_upload_url_only_for_writers_and_never_minted_by_a_signed_request(
         sent = await api.client.put(path, params=query, content=TEN)
         assert sent.status_code == 200 and sent.json()["status"] == "PENDING", sent.text
         assert all(sent.json().get(name) is None for name in write_fields), sent.json()
+
+
+async def _signed_urls(api: Api, auth: dict[str, str]) -> dict[str, tuple[str, str, bytes | None]]:
+    """One URL of each kind asked for with ``auth``: name → (method, URL, body)."""
+    c = api.client
+    native = await c.post("/v1/files", json={"filename": "a.txt", "sizeBytes": 10}, headers=auth)
+    asset = await c.post("/asset", json={"filename": "a.txt", "filesize": 10}, headers=auth)
+    media_id = await make_target(api, "media")
+    media = await c.get(f"/api/v2/media/{media_id}/", headers=auth)
+    assert native.status_code == asset.status_code == 201 and media.status_code == 200, asset.text
+    return {
+        "native": ("PUT", native.json()["uploadUrl"], TEN),
+        "asset": ("PUT", asset.json()["uploadUrl"], TEN),
+        "media": ("GET", media.json()["image"], None),
+    }
+
+
+async def test_urls_stop_with_the_key_that_asked_for_them(make_api: MakeApi) -> None:
+    """Revoking an API key ends the URLs made for it, directly or through a token issued for it
+    (as deleting an S3 access key ends its presigned URLs); another key's URLs go on working."""
+    async with make_api() as api:
+        c = api.client
+        record, key = await api.runtime.keys.create("alice", "files:create,files:read")
+        issued = await c.post("/v1/auth/token", headers={"Authorization": f"Bearer {key}"})
+        assert issued.status_code == 200, issued.text
+        doomed = {
+            **await _signed_urls(api, {"Authorization": f"Bearer {key}"}),
+            **{
+                f"{name} by token": url
+                for name, url in (
+                    await _signed_urls(api, {"Authorization": f"Bearer {issued.json()['accessToken']}"})
+                ).items()
+            },
+        }
+        kept = await _signed_urls(api, api.auth())
+        for urls, key_id in ((doomed, record.id), (kept, api.keys["alice"].split("_")[1])):
+            assert all(_split(url)[1]["key_id"] == key_id for _, url, _ in urls.values()), urls
+
+        await api.runtime.keys.revoke(record.id, "alice")
+        for name, (method, url, body) in doomed.items():
+            refused = await c.request(method, url, content=body)
+            assert refused.status_code == 403, (name, refused.text)
+            assert "revoked" in refused.text, (name, refused.text)
+            if method == "PUT":  # nothing of the body was stored
+                file_id = _split(url)[0].split("/")[-2]
+                got = await c.get(f"/v1/files/{file_id}", headers=api.auth())
+                assert got.json()["bytesReceived"] == 0, (name, got.text)
+        for name, (method, url, body) in kept.items():
+            assert (await c.request(method, url, content=body)).status_code == 200, name
+
+
+async def test_a_url_made_before_urls_were_bound_to_keys_still_works_until_it_expires(make_api: MakeApi) -> None:
+    async with make_api() as api:
+        created = await api.client.post("/v1/files", json={"filename": "a.txt", "sizeBytes": 10}, headers=api.auth())
+        path, _ = _split(created.json()["uploadUrl"])
+        unbound = api.runtime.signer.sign(Grant("PUT", path, created.json()["id"], "alice"), 600)
+        assert "key_id" not in unbound
+        assert (await api.client.put(path, params=unbound, content=TEN)).status_code == 200

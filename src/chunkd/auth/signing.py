@@ -3,9 +3,11 @@ file, without holding the API key.
 
 The signature is an HMAC-SHA256 under the server secret over exactly what the URL authorises
 (a ``Grant``): the method, the path (which names the upload, part or media id), the upload behind
-it, the owner of that upload, and the expiry. So a URL cannot be moved to another upload, part,
-method or owner, nor extended, and a URL whose id has come to name something else (another
-owner's media, say) no longer verifies. The fields are JSON-encoded before signing so that no
+it, the owner of that upload, the API key whose credential asked for it, and the expiry. So a URL
+cannot be moved to another upload, part, method, owner or key, nor extended, and a URL whose id has
+come to name something else (another owner's media, say) no longer verifies. The key is named in
+the URL (``key_id``) so that revoking it ends its URLs too, as deleting an S3 access key ends the
+URLs presigned with it (``chunkd.frontends.signed`` checks it). The fields are JSON-encoded before signing so that no
 choice of values can make two different grants sign the same message."""
 
 from __future__ import annotations
@@ -24,15 +26,20 @@ __all__ = ["Grant", "UrlSigner"]
 
 @dataclass(frozen=True)
 class Grant:
-    """What one signed URL authorises: ``method`` on ``path``, acting on ``upload_id`` of ``owner``."""
+    """What one signed URL authorises: ``method`` on ``path``, acting on ``upload_id`` of ``owner``,
+    for as long as the API key ``key_id`` stands ("": bound to no key, e.g. a URL asked for with an
+    identity provider's token)."""
 
     method: str
     path: str
     upload_id: str
     owner: str
+    key_id: str = ""
 
     def message(self, expires: int) -> bytes:
-        fields = [self.method.upper(), self.path, self.upload_id, self.owner, expires]
+        fields: list[str | int] = [self.method.upper(), self.path, self.upload_id, self.owner, expires]
+        if self.key_id:  # appended only when bound: URLs made before keys were bound still verify
+            fields.append(self.key_id)
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
 
 
@@ -45,9 +52,14 @@ class UrlSigner:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def sign(self, grant: Grant, ttl_seconds: float) -> dict[str, str]:
-        """The ``expires`` and ``signature`` query parameters of a URL for ``grant``."""
+        """The query parameters of a URL for ``grant``: ``expires``, ``key_id`` when it is bound to
+        a key, and ``signature``."""
         expires = int(time.time() + ttl_seconds)
-        return {"expires": str(expires), "signature": self._mac(grant, expires)}
+        query = {"expires": str(expires)}
+        if grant.key_id:
+            query["key_id"] = grant.key_id
+        query["signature"] = self._mac(grant, expires)
+        return query
 
     @staticmethod
     def check_present(expires: str | None, signature: str | None) -> None:

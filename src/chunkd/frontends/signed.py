@@ -5,35 +5,74 @@ A signed request carries no credentials, so the owner it acts for can only come 
 its path names. The upload is looked up by its id alone, and the signature is then checked
 against that upload *and its owner* (``Grant``): a URL made for another upload, part, method or
 owner does not verify. Everything after that goes through the owner-scoped service calls, as for
-a request with credentials."""
+a request with credentials.
+
+A URL is bound to the API key behind the credential that asked for it (the key itself, or the
+key a chunkd token was issued for), and answers only while that key stands: revoking a key ends
+its URLs as it ends its tokens, on every node within the key cache's second. A URL asked for with
+an identity provider's token names no key and lives until its expiry."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Annotated
+
+from fastapi import Query
 from starlette.requests import Request
 
+from chunkd.auth.keys import is_key_id
+from chunkd.auth.principal import Principal
 from chunkd.auth.signing import Grant
+from chunkd.domain.errors import Forbidden
 from chunkd.domain.upload import Upload
 from chunkd.frontends.http import public_base_url, runtime
 
-__all__ = ["signed_upload", "signed_url"]
+__all__ = ["SigningKey", "signed_upload", "signed_url"]
+
+# The ``key_id`` query parameter of a signed URL (its shape is checked by ``signed_upload``).
+SigningKey = Annotated[str | None, Query(max_length=64, description="The API key the signed URL is bound to")]
+
+
+def _signing_key(request: Request) -> str:
+    """The id of the API key a URL made for this request is bound to ("" for none)."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None or who.via == "link":  # an upload link's token is never given a URL
+        return ""
+    return who.key_id if is_key_id(who.key_id) else ""  # "jwt:<owner>": an identity provider's token
 
 
 def signed_url(request: Request, grant: Grant, ttl_seconds: float, *, extra: str = "") -> str:
     """The absolute URL of ``grant.path`` with ``extra`` query parameters (already encoded,
-    ``a=b&``) and the grant's signature."""
+    ``a=b&``) and the grant's signature, bound to the key of the request's credential."""
     rt = runtime(request)
-    query = rt.signer.sign(grant, ttl_seconds)
-    return f"{public_base_url(request)}{grant.path}?{extra}expires={query['expires']}&signature={query['signature']}"
+    query = rt.signer.sign(replace(grant, key_id=_signing_key(request)), ttl_seconds)
+    signed = "&".join(f"{name}={value}" for name, value in query.items())
+    return f"{public_base_url(request)}{grant.path}?{extra}{signed}"
 
 
 async def signed_upload(
-    request: Request, method: str, path: str, upload_id: str, expires: str | None, signature: str | None
+    request: Request,
+    method: str,
+    path: str,
+    upload_id: str,
+    expires: str | None,
+    signature: str | None,
+    key_id: str | None = None,
 ) -> Upload | None:
     """The upload a signed ``method`` on ``path`` acts on, once its signature is verified for that
-    upload and owner (``Forbidden`` otherwise); None when no upload has this id (the caller answers
-    its own 404). A URL with no signature at all is refused before anything is looked up."""
+    upload, owner and key, and the key still stands (``Forbidden`` otherwise); None when no upload
+    has this id (the caller answers its own 404). A URL with no signature at all is refused before
+    anything is looked up."""
     rt = runtime(request)
     rt.signer.check_present(expires, signature)
-    return await rt.uploads.get_signed(
-        upload_id, lambda found: rt.signer.verify(Grant(method, path, found.id, found.owner), expires, signature)
+    if key_id is not None and not is_key_id(key_id):
+        raise Forbidden("invalid URL signature", field="key_id")
+    bound = key_id or ""
+    found = await rt.uploads.get_signed(
+        upload_id, lambda found: rt.signer.verify(Grant(method, path, found.id, found.owner, bound), expires, signature)
     )
+    if found is not None and bound:
+        key = await rt.keys.repo.get_key(bound)  # the key cache: a revocation is seen within 1 s
+        if key is None or key.revoked_at is not None or key.owner != found.owner:
+            raise Forbidden("the API key this URL was made with has been revoked", field="key_id")
+    return found

@@ -31,7 +31,7 @@ from chunkd.frontends import jsondepth
 from chunkd.frontends.assets.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.forms import read_small_body
 from chunkd.frontends.http import content_length, dialect_route, isotime, principal, runtime, takes_file_bytes
-from chunkd.frontends.signed import signed_upload, signed_url
+from chunkd.frontends.signed import SigningKey, signed_upload, signed_url
 from chunkd.service.uploads import UploadService
 
 __all__ = ["ASSETS_FRONTEND", "router", "s3_key"]
@@ -161,11 +161,13 @@ async def _asset(service: UploadService, owner: str, file_id: str, *, with_parts
     return upload
 
 
-async def _writer(request: Request, path: str, expires: str | None, signature: str | None, file_id: str) -> str:
+async def _writer(
+    request: Request, path: str, file_id: str, expires: str | None, signature: str | None, key_id: str | None
+) -> str:
     """The owner a PUT writes for: from a URL signature made for this asset, part and owner, else
     from the request's credentials."""
-    if signature is not None or expires is not None:
-        upload = await signed_upload(request, "PUT", path, file_id, expires, signature)
+    if signature is not None or expires is not None or key_id is not None:
+        upload = await signed_upload(request, "PUT", path, file_id, expires, signature, key_id)
         if upload is None or upload.frontend != ASSETS_FRONTEND:
             raise e.NotFound(f"no asset with fileId {file_id!r}", field="fileId")
         return upload.owner
@@ -211,9 +213,10 @@ async def put_part(
     part_number: Annotated[int, Path(ge=1, le=10_000)],
     expires: Expires = None,
     signature: Signature = None,
+    key_id: SigningKey = None,
 ) -> Response:
     path = f"{router.prefix}/{file_id}/parts/{part_number}"
-    owner = await _writer(request, path, expires, signature, file_id)
+    owner = await _writer(request, path, file_id, expires, signature, key_id)
     service = runtime(request).uploads
     await _asset(service, owner, file_id, with_parts=False)
     # The asset API's contract is S3's: a part's ETag is its MD5 (clients compare them).
@@ -226,10 +229,10 @@ async def put_part(
 @router.put("/{file_id}/content", summary="Upload a whole asset of up to one part (signed URL); completes it")
 @takes_file_bytes()
 async def put_content(
-    request: Request, file_id: FileId, expires: Expires = None, signature: Signature = None
+    request: Request, file_id: FileId, expires: Expires = None, signature: Signature = None, key_id: SigningKey = None
 ) -> Response:
     path = f"{router.prefix}/{file_id}/content"
-    owner = await _writer(request, path, expires, signature, file_id)
+    owner = await _writer(request, path, file_id, expires, signature, key_id)
     service = runtime(request).uploads
     upload = await _asset(service, owner, file_id, with_parts=False)
     length = content_length(request)

@@ -28,7 +28,7 @@ from chunkd.frontends.held import HeldBytes
 from chunkd.frontends.http import DOWNLOAD, dialect_route, file_response, isotime, principal, runtime, takes_file_bytes
 from chunkd.frontends.media.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.multipart import FilePart, FormStream
-from chunkd.frontends.signed import signed_upload, signed_url
+from chunkd.frontends.signed import SigningKey, signed_upload, signed_url
 from chunkd.service.media import MEDIA_FRONTEND, MediaService, default_type, served_type
 from chunkd.service.takeover import TAKE_OVER_WAIT
 
@@ -339,13 +339,14 @@ async def media_file(
     upload: Annotated[str | None, Query(max_length=64)] = None,
     expires: Annotated[str | None, Query(max_length=20)] = None,
     signature: Annotated[str | None, Query(max_length=100)] = None,
+    key_id: SigningKey = None,
 ) -> Response:
     """With the signature of the ``image`` URL no credentials are needed; without one, the owner's.
     Served only as the type the content was inspected to be, inline, sandboxed."""
     media = media_service(request)
     missing = e.NotFound(f"no media with id {media_id}", field="id")
-    if signature is not None or expires is not None or upload is not None:
-        found = await signed_upload(request, "GET", _file_path(media_id), upload or "", expires, signature)
+    if signature is not None or expires is not None or upload is not None or key_id is not None:
+        found = await signed_upload(request, "GET", _file_path(media_id), upload or "", expires, signature, key_id)
         if found is None:
             raise missing
         record = await media.get_signed(found, media_id)

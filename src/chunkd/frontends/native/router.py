@@ -43,7 +43,7 @@ from chunkd.frontends.native.schemas import (
     FileObject,
     PartObject,
 )
-from chunkd.frontends.signed import signed_upload, signed_url
+from chunkd.frontends.signed import SigningKey, signed_upload, signed_url
 
 __all__ = ["router"]
 
@@ -262,11 +262,12 @@ async def put_content(
     file_id: FileId,
     expires: Annotated[str | None, Query(max_length=20)] = None,
     signature: Annotated[str | None, Query(max_length=100)] = None,
+    key_id: SigningKey = None,
 ) -> dict[str, Any]:
     rt = runtime(request)
     signed = signature is not None or expires is not None
     if signed:
-        found = await signed_upload(request, "PUT", f"/v1/files/{file_id}/content", file_id, expires, signature)
+        found = await signed_upload(request, "PUT", f"/v1/files/{file_id}/content", file_id, expires, signature, key_id)
         if found is None:
             raise e.NotFound(f"no upload with id {file_id!r}", field="id")
         owner = found.owner
