@@ -31,7 +31,7 @@ from chunkd.frontends.tus import build_router as build_tus_router
 from chunkd.frontends.tus.errors import refusal_response as tus_refusal
 from chunkd.frontends.web.links import router as links_router
 from chunkd.frontends.web.router import router as web_router
-from chunkd.memory import freeze_startup_objects, limit_malloc_arenas
+from chunkd.memory import limit_malloc_arenas, tune_collector
 from chunkd.metrics import Metrics
 from chunkd.observability.access import AccessLog, configure_access_logger
 from chunkd.observability.docs import install_docs
@@ -147,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop_reaping = asyncio.Event()
         reaper = asyncio.create_task(_reap_until(runtime, stop_reaping))
         delivery = asyncio.create_task(runtime.delivery.run_forever())
-        freeze_startup_objects()
+        tune_collector()
         try:
             yield
         finally:

@@ -51,6 +51,11 @@ def _load_libcrypto() -> ctypes.CDLL:
 
 
 _LIB = _load_libcrypto()
+# The buffer types, held here: ctypes keeps ``c_char * n`` only while something refers to it, so a
+# type made per call died with its last buffer (a reference cycle for the collector) and was made
+# again by the next request.
+_CTX = ctypes.c_char * MD5_STATE_SIZE
+_DIGEST = ctypes.c_char * 16
 
 
 class ResumableMD5:
@@ -59,13 +64,13 @@ class ResumableMD5:
     __slots__ = ("_ctx",)
 
     def __init__(self, state: bytes | None = None) -> None:
-        self._ctx = ctypes.create_string_buffer(MD5_STATE_SIZE)
         if state is None:
+            self._ctx = _CTX()
             _LIB.MD5_Init(self._ctx)
         else:
             if len(state) != MD5_STATE_SIZE:
                 raise ValueError(f"MD5 state must be {MD5_STATE_SIZE} bytes, got {len(state)}")
-            ctypes.memmove(self._ctx, state, MD5_STATE_SIZE)
+            self._ctx = _CTX.from_buffer_copy(state)
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         if len(data):
@@ -80,8 +85,8 @@ class ResumableMD5:
 
     def hexdigest(self) -> str:
         """The digest of everything so far; the object itself stays usable."""
-        ctx = ctypes.create_string_buffer(self._ctx.raw, MD5_STATE_SIZE)
-        out = ctypes.create_string_buffer(16)
+        ctx = _CTX.from_buffer_copy(self._ctx)
+        out = _DIGEST()
         _LIB.MD5_Final(out, ctx)
         return out.raw.hex()
 

@@ -76,7 +76,7 @@ def run_uvicorn_workers(settings: Settings) -> None:
         import uvicorn
 
         from chunkd.app import create_app
-        from chunkd.memory import freeze_startup_objects
+        from chunkd.memory import tune_collector
 
         config = uvicorn.Config(create_app(settings), **_uvicorn_options(settings))
         sock = config.bind_socket()
@@ -96,7 +96,7 @@ def run_uvicorn_workers(settings: Settings) -> None:
             server.run(sockets=[sock])
             return 0 if server.started else 3  # uvicorn's own status for a failed start
 
-        freeze_startup_objects()  # the collector then leaves the pages the workers share alone
+        tune_collector()  # the collector then leaves the pages the workers share alone
         status = Supervisor(settings.workers, sock, serve).run()
     sys.exit(status)
 
