@@ -6,9 +6,11 @@ import asyncio
 import collections
 import functools
 import hashlib
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from typing import cast
 
 from chunkd.domain.checksum import ResumableMD5, StreamHasher
@@ -88,11 +90,11 @@ PIPELINE_DEPTH = 3
 
 
 class _Lane:
-    """One stage of the pipeline (the write, or one digest): its jobs run one after another in
-    worker threads, in the order they were pushed, without the caller waiting for each. A lane
-    holds no job once it has run: a lane that kept its stage's function (a bound method of the
-    part) would make each part a reference cycle, left for the cyclic collector to find (~23
-    objects per request, promoted to older generations while the request runs)."""
+    """The write stage of a store whose ``write`` is a coroutine (S3): its jobs run one after
+    another, in the order they were pushed, without the caller waiting for each. A lane holds no
+    job once it has run: a lane that kept its stage's function (a bound method of the part) would
+    make each part a reference cycle, left for the cyclic collector to find (~23 objects per
+    request, promoted to older generations while the request runs)."""
 
     def __init__(self) -> None:
         self._tail: asyncio.Task[None] | None = None
@@ -107,6 +109,62 @@ class _Lane:
         if previous is not None:
             await previous  # a failed stage fails every later job of it too
         await job()
+
+
+class _ThreadLane:
+    """A stage whose jobs are blocking calls (a local write, a digest): they run one after another
+    in a worker thread that takes the next job as soon as it has finished the last, with no round
+    trip through the event loop in between. A ``_Lane``'s next job waited for the loop to notice
+    the last one had ended and hand the next to a thread, while the loop was busy receiving the
+    next batch or serving other requests, and the stage sat idle meanwhile. The thread is one of
+    the loop's default executor's, held while jobs are queued and given back when none is left.
+    A job that fails fails every later job of the lane with the same error, unrun."""
+
+    def __init__(self) -> None:
+        self._jobs: collections.deque[tuple[Callable[[], object], asyncio.Future[None]]] = collections.deque()
+        self._lock = threading.Lock()
+        self._draining = False
+        self._failed: BaseException | None = None
+
+    def push(self, job: Callable[[], object]) -> asyncio.Future[None]:
+        """Queue ``job``; the future is done once it has run (or failed)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            self._jobs.append((job, done))
+            idle, self._draining = not self._draining, True
+        if idle:
+            loop.run_in_executor(None, self._drain, loop)
+        return done
+
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._draining = False
+                    return
+                job, done = self._jobs.popleft()
+            if self._failed is None:
+                try:
+                    job()
+                except BaseException as exc:  # the job's caller gets it, in the event loop
+                    self._failed = exc
+            with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+                loop.call_soon_threadsafe(_settle, done, self._failed)
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():  # cancelled: its caller has gone
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
+def _update_all(hasher: StreamHasher | ResumableMD5, chunks: Sequence[bytes]) -> None:
+    for chunk in chunks:
+        hasher.update(chunk)
 
 
 # Digests of a one-batch body run here while the worker thread that wrote it waits for the disk:
@@ -129,17 +187,6 @@ def _as_blocking(writer: BlobWriter) -> BlockingWriter | None:
     if blocking is None:
         blocking = _BLOCKING_TYPES[kind] = isinstance(writer, BlockingWriter)
     return cast("BlockingWriter", writer) if blocking else None
-
-
-def _in_thread(update: Callable[[bytes], object]) -> Callable[[Sequence[bytes]], Awaitable[None]]:
-    def run(chunks: Sequence[bytes]) -> None:
-        for chunk in chunks:
-            update(chunk)
-
-    async def job(chunks: Sequence[bytes]) -> None:
-        await asyncio.to_thread(run, chunks)
-
-    return job
 
 
 class StreamedPart:
@@ -176,23 +223,28 @@ class StreamedPart:
         self._part_is_whole = part_md5 and self.whole_start == _EMPTY_MD5_STATE
         self._md5 = hashlib.md5() if part_md5 and not self._part_is_whole else None
         self._hashers = [hasher for hasher in (self._md5, whole, extra) if hasher is not None]
-        self._write_lane = _Lane()
-        self._digest_lanes = [(_Lane(), _in_thread(hasher.update)) for hasher in self._hashers]
         self._blocking = _as_blocking(writer)
+        # A store that writes in the caller's thread writes in a lane of blocking jobs, as the
+        # digests run; any other store's ``write`` is a coroutine, in a lane of its own.
+        self._thread_write = _ThreadLane() if self._blocking is not None else None
+        self._async_write = _Lane() if self._blocking is None else None
+        self._digest_lanes = [(_ThreadLane(), hasher) for hasher in self._hashers]
         self._sealed = False  # the bytes' sync is on its way (``seal``, or the one-batch hop)
 
     async def _write(self, chunks: Sequence[bytes]) -> None:
-        if self._blocking is not None:
-            # The write and the CRC in one executor hop (a store that can write in our thread).
-            await asyncio.to_thread(self._write_blocking, self._blocking, chunks)
-        else:
-            await self.writer.write(chunks)
-            await asyncio.to_thread(self._crc.update_all, chunks)
+        """A store whose write is a coroutine: the write, then the CRC in a worker thread."""
+        await self.writer.write(chunks)
+        await asyncio.to_thread(self._crc.update_all, chunks)
         self.size += sum(map(len, chunks))
 
     def _write_blocking(self, writer: BlockingWriter, chunks: Sequence[bytes]) -> None:
         writer.write_blocking(chunks)
         self._crc.update_all(chunks)
+
+    def _write_counted(self, writer: BlockingWriter, chunks: Sequence[bytes]) -> None:
+        """A lane job: the write and the CRC, then the bytes are counted (only once written)."""
+        self._write_blocking(writer, chunks)
+        self.size += sum(map(len, chunks))
 
     def _everything(self, writer: BlockingWriter, chunks: Sequence[bytes]) -> None:
         """The whole body as one batch, in one worker thread: write, CRC, and the sync that makes
@@ -242,19 +294,23 @@ class StreamedPart:
         if only and self._blocking is not None:
             self._sealed = True
             return asyncio.gather(*[asyncio.to_thread(self._everything, self._blocking, chunks)])
-        jobs = [self._write_lane.push(functools.partial(self._write, chunks))]
-        jobs += [lane.push(functools.partial(job, chunks)) for lane, job in self._digest_lanes]
+        jobs: list[asyncio.Future[None]] = []
+        if self._thread_write is not None:
+            assert self._blocking is not None
+            jobs.append(self._thread_write.push(functools.partial(self._write_counted, self._blocking, chunks)))
+        elif self._async_write is not None:
+            jobs.append(self._async_write.push(functools.partial(self._write, chunks)))
+        jobs += [lane.push(functools.partial(_update_all, hasher, chunks)) for lane, hasher in self._digest_lanes]
         return asyncio.gather(*jobs)
 
     def seal(self) -> asyncio.Future[list[None]] | None:
         """The body has ended: make the written bytes durable in the write lane, right after its
         last write and beside the digests still running, so the commit has no sync left to wait
         for. None where the store syncs only in its commit, or the one-batch hop already syncs."""
-        if self._blocking is None or self._sealed:
+        if self._thread_write is None or self._blocking is None or self._sealed:
             return None
         self._sealed = True
-        sync = functools.partial(asyncio.to_thread, self._blocking.sync_blocking)
-        return asyncio.gather(*[self._write_lane.push(sync)])
+        return asyncio.gather(*[self._thread_write.push(self._blocking.sync_blocking)])
 
     async def feed(self, chunks: Sequence[bytes]) -> None:
         """Write and hash one batch, and wait for it."""
