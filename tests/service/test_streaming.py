@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from chunkd.backends.blobs.local import LocalBlobStore
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.upload import Mode, Part, Upload
+from chunkd.service import streaming
 from chunkd.service.crc import crc64nvme
 from chunkd.service.streaming import BATCH_BYTES, BodyReader, StreamedPart, stream_into
 from tests.support.uploads import make_upload
@@ -225,3 +229,39 @@ async def test_an_empty_or_broken_body_is_not_synced_before_its_caller_decides(
         await stream_into(broken, body(*[b"z" * 65536] * 40, fail=True), limit=None)
     assert syncs == []  # what arrived waits for the caller: kept (synced at commit) or aborted
     await broken.writer.abort()
+
+
+async def test_a_busy_lane_lets_other_lanes_take_their_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lane runs its queued jobs back to back, but no more than a turn's worth before the lanes
+    waiting for a thread go: with every thread held by lanes that are kept busy, other uploads'
+    lanes would otherwise wait until those bodies ended."""
+    one_thread = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(streaming, "_LANES", one_thread)
+    ran: list[str] = []
+    go = threading.Event()
+
+    def job(name: str) -> None:
+        go.wait()  # the busy lane's first job holds the only thread until both lanes are queued
+        ran.append(name)
+
+    busy, other = streaming._ThreadLane(), streaming._ThreadLane()
+    done = [busy.push(functools.partial(job, "busy")) for _ in range(3 * streaming._TURN)]
+    done.append(other.push(functools.partial(job, "other")))
+    go.set()
+    await asyncio.gather(*done)
+    one_thread.shutdown()
+    assert ran.index("other") == streaming._TURN, ran
+
+
+async def test_a_failed_job_fails_the_lanes_later_jobs_unrun() -> None:
+    lane = streaming._ThreadLane()
+    ran: list[int] = []
+
+    def job(n: int) -> None:
+        if n == 1:
+            raise OSError(5, "Input/output error")
+        ran.append(n)
+
+    outcomes = await asyncio.gather(*[lane.push(functools.partial(job, n)) for n in range(4)], return_exceptions=True)
+    assert ran == [0]
+    assert outcomes[0] is None and all(isinstance(o, OSError) for o in outcomes[1:]), outcomes

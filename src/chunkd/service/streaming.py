@@ -6,6 +6,7 @@ import asyncio
 import collections
 import functools
 import hashlib
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -111,14 +112,23 @@ class _Lane:
         await job()
 
 
+# The threads of every stream's thread lanes, sized as asyncio's default executor (which ran these
+# jobs before). Its threads start at the first job (never in a supervisor that forks workers).
+_LANES = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="chunkd-lane")
+# Jobs a lane runs before it lets the pool's other lanes go first: a whole pipeline's worth.
+_TURN = PIPELINE_DEPTH
+
+
 class _ThreadLane:
     """A stage whose jobs are blocking calls (a local write, a digest): they run one after another
     in a worker thread that takes the next job as soon as it has finished the last, with no round
     trip through the event loop in between. A ``_Lane``'s next job waited for the loop to notice
     the last one had ended and hand the next to a thread, while the loop was busy receiving the
     next batch or serving other requests, and the stage sat idle meanwhile. The thread is one of
-    the loop's default executor's, held while jobs are queued and given back when none is left.
-    A job that fails fails every later job of the lane with the same error, unrun."""
+    ``_LANES``', held for at most ``_TURN`` jobs at a time: a lane with more queued goes to the back
+    of the pool's queue, so that lanes kept busy by fast clients cannot hold every thread while
+    other uploads' lanes wait. A job that fails fails every later job of the lane with the same
+    error, unrun."""
 
     def __init__(self) -> None:
         self._jobs: collections.deque[tuple[Callable[[], object], asyncio.Future[None]]] = collections.deque()
@@ -134,11 +144,11 @@ class _ThreadLane:
             self._jobs.append((job, done))
             idle, self._draining = not self._draining, True
         if idle:
-            loop.run_in_executor(None, self._drain, loop)
+            _LANES.submit(self._drain, loop)
         return done
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
-        while True:
+        for _ in range(_TURN):
             with self._lock:
                 if not self._jobs:
                     self._draining = False
@@ -151,6 +161,7 @@ class _ThreadLane:
                     self._failed = exc
             with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
                 loop.call_soon_threadsafe(_settle, done, self._failed)
+        _LANES.submit(self._drain, loop)  # the turn is over; still draining: back of the queue
 
 
 def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
