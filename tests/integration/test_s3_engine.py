@@ -162,6 +162,30 @@ async def test_appends_of_any_size(s3_api: Api) -> None:
     await check_complete(s3_api, upload.id, data, 3)
 
 
+async def test_tus_patch_that_ends_an_upload_of_many_appends_completes_it(s3_api: Api) -> None:
+    """The PATCH that reaches Upload-Length completes the upload in the same write. S3 stores one
+    object per append, so that PATCH loads every part for the store's completion: the part it has
+    just made, not yet saved, must be among them (it was not, and every such PATCH failed with a
+    500, leaving the upload stuck one PATCH short of its end)."""
+    data = os.urandom(2 * MiB + 300 * 1024)
+    tus = {**s3_api.auth(), "Tus-Resumable": "1.0.0"}
+    created = await s3_api.client.post("/files", headers={**tus, "Upload-Length": str(len(data))})
+    assert created.status_code == 201, created.text
+    url = created.headers["location"]
+    offset = 0
+    for size in (MiB, MiB, 300 * 1024):  # three appends: three staged objects
+        patched = await s3_api.client.patch(
+            url,
+            content=data[offset : offset + size],
+            headers={**tus, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
+        )
+        assert patched.status_code == 204, patched.text
+        offset += size
+    done = await s3_api.runtime.uploads.get("alice", url.rsplit("/", 1)[1])
+    assert done.status is Status.COMPLETED and done.md5 == hashlib.md5(data).hexdigest()
+    assert b"".join([c async for c in s3_api.runtime.uploads.read(done)]) == data
+
+
 async def test_crash_leftovers_are_adopted_or_rebuilt(s3_api: Api) -> None:
     """A crash after S3 work but before its state was saved: the multipart upload is adopted (no
     stray), S3 parts not marked built are rebuilt, and the result is right."""
