@@ -16,6 +16,7 @@ from chunkd.app import create_app
 from chunkd.backends.blobs import s3 as s3_module
 from chunkd.backends.blobs.s3 import MIN_S3_PART, STATE, S3BlobStore
 from chunkd.domain.checksum import ResumableMD5
+from chunkd.domain.errors import Busy
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.service.uploads import UploadService
 from chunkd.settings import Settings
@@ -184,6 +185,51 @@ async def test_tus_patch_that_ends_an_upload_of_many_appends_completes_it(s3_api
     done = await s3_api.runtime.uploads.get("alice", url.rsplit("/", 1)[1])
     assert done.status is Status.COMPLETED and done.md5 == hashlib.md5(data).hexdigest()
     assert b"".join([c async for c in s3_api.runtime.uploads.read(done)]) == data
+
+
+async def test_appends_survive_a_completion_whose_record_was_lost(s3_api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PATCH that ends a tus upload completes it in S3, then loses its lock (PostgreSQL
+    restarted) before the COMPLETED record is saved: the upload stays PENDING at its last recorded
+    offset, and the client resumes from there. The completion must not have deleted the staged
+    parts that record still names: it did, and the resumed upload could never complete (every
+    PATCH that needed those parts was a 503), its acknowledged bytes lost."""
+    data = os.urandom(MIN_S3_PART + MiB)
+    head = 100 * 1024
+    tus = {**s3_api.auth(), "Tus-Resumable": "1.0.0"}
+    append = {**tus, "Content-Type": "application/offset+octet-stream"}
+    created = await s3_api.client.post("/files", headers={**tus, "Upload-Length": str(len(data))})
+    url = created.headers["location"]
+    first = await s3_api.client.patch(url, content=data[:head], headers={**append, "Upload-Offset": "0"})
+    assert first.status_code == 204, first.text
+
+    repo = s3_api.runtime.uploads.repo
+    real_save = repo.save
+
+    async def lock_lost_at_the_record(target: Upload, *args: Any, **kwargs: Any) -> None:
+        if target.status is Status.COMPLETED:
+            raise Busy("the upload's lock was lost before this write was saved")
+        await real_save(target, *args, **kwargs)
+
+    monkeypatch.setattr(repo, "save", lock_lost_at_the_record)
+    lost = await s3_api.client.patch(url, content=data[head:], headers={**append, "Upload-Offset": str(head)})
+    assert lost.status_code == 423, lost.text
+    monkeypatch.setattr(repo, "save", real_save)
+
+    # The client resumes from the offset the server reports, in two PATCHes: the first is big
+    # enough for the store to build an S3 part from the staged parts, the recorded one included.
+    offset = int((await s3_api.client.head(url, headers=tus)).headers["upload-offset"])
+    assert offset == head
+    middle = offset + MIN_S3_PART
+    for start, end in ((offset, middle), (middle, len(data))):
+        resumed = await s3_api.client.patch(
+            url, content=data[start:end], headers={**append, "Upload-Offset": str(start)}
+        )
+        assert resumed.status_code == 204, resumed.text
+    done = await s3_api.runtime.uploads.get("alice", url.rsplit("/", 1)[1])
+    assert done.status is Status.COMPLETED and done.md5 == hashlib.md5(data).hexdigest()
+    assert b"".join([c async for c in s3_api.runtime.uploads.read(done)]) == data
+    objects, uploads = bucket_state(s3_api)
+    assert objects == [store_of(s3_api).final_key(done)] and uploads == []  # staged parts freed once recorded
 
 
 async def test_crash_leftovers_are_adopted_or_rebuilt(s3_api: Api) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "BlobStore",
     "BlobWriter",
     "BlockingWriter",
+    "CompletionCleaner",
     "DownloadRedirector",
     "PartAppender",
     "PartLinker",
@@ -133,6 +134,18 @@ class PartSettler(Protocol):
 
 
 @runtime_checkable
+class CompletionCleaner(Protocol):
+    """Optional: a store whose ``complete`` leaves blobs behind that the finished file no longer
+    needs (S3: the staged parts its multipart upload was built from). ``complete`` keeps them: until
+    the service has saved the COMPLETED record, the upload's part rows still name them, and a record
+    that fails (the upload's lock or the database lost) leaves the upload PENDING on those parts,
+    to be resumed and completed again."""
+
+    async def release_completed(self, upload: Upload) -> None:
+        """After the COMPLETED record is saved: free what completion no longer needs."""
+
+
+@runtime_checkable
 class DownloadRedirector(Protocol):
     """Optional: a store that can hand clients a direct, time-limited download URL."""
 
@@ -158,6 +171,7 @@ class StoreCapabilities:
     linker: PartLinker | None
     copier: UploadCopier | None
     settler: PartSettler | None
+    cleaner: CompletionCleaner | None
     redirector: DownloadRedirector | None
     sweeper: Sweeper | None
     # The store verifies what it holds against each part's own MD5 (S3 ETags), so every part gets
@@ -171,6 +185,7 @@ class StoreCapabilities:
             linker=store if isinstance(store, PartLinker) else None,
             copier=store if isinstance(store, UploadCopier) else None,
             settler=store if isinstance(store, PartSettler) else None,
+            cleaner=store if isinstance(store, CompletionCleaner) else None,
             redirector=store if isinstance(store, DownloadRedirector) else None,
             sweeper=store if isinstance(store, Sweeper) else None,
             part_md5=bool(getattr(store, "wants_part_md5", False)),
@@ -183,6 +198,7 @@ class StoreCapabilities:
             "link-parts": self.linker,
             "copy-uploads": self.copier,
             "settle-parts": self.settler,
+            "clean-after-complete": self.cleaner,
             "download-redirects": self.redirector,
             "sweep": self.sweeper,
         }

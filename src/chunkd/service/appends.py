@@ -244,6 +244,7 @@ class Appends(Lifecycle):
                 await self.repo.save(upload, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
                 finished = True
         if finished:
+            await self._release_completed(upload)
             await self._emit("completed", upload)
         return upload
 

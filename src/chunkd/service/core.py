@@ -102,6 +102,18 @@ class EngineCore:
         except Exception:
             log.warning("could not free the bytes of upload %s; gc will", upload.id, exc_info=True)
 
+    async def _release_completed(self, upload: Upload) -> None:
+        """The COMPLETED record of ``upload`` is saved: let the store free what its completion no
+        longer needs (S3's staged parts). Best effort: the file is complete and correct, what is
+        left costs space only and is removed with the upload (or by ``chunkd gc``)."""
+        cleaner = self.caps.cleaner
+        if cleaner is None:
+            return
+        try:
+            await cleaner.release_completed(upload)
+        except Exception:
+            log.warning("could not free what the completion of upload %s left behind", upload.id, exc_info=True)
+
     async def _settle(self, upload: Upload, part: Part) -> None:
         """Let a store that derives state from parts (S3 coalescing) do so, under the lock. A failure
         here does not undo the committed part: ``complete`` finishes whatever is left."""

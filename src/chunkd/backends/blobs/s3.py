@@ -41,7 +41,8 @@ Every step is idempotent: S3 parts are rebuilt from staged objects under the sam
 state saved with the engine's commit says which ones are trustworthy. ``complete`` builds what is left
 (normally only the small tail), checks every S3 part against ``ListParts`` (for 1:1 parts the ETag
 must equal the engine's part MD5), then ``CompleteMultipartUpload`` — the whole file is never
-re-uploaded or re-read. Cancel, expiry and delete abort the multipart upload(s) under the upload's key
+re-uploaded or re-read. The staged parts are deleted only once the COMPLETED record is saved
+(``release_completed``). Cancel, expiry and delete abort the multipart upload(s) under the upload's key
 and delete staged objects; ``sweep`` (``chunkd gc``) does the same for uploads the database no longer
 knows.
 
@@ -53,7 +54,6 @@ itself: reads, completion, deletes, ``sweep``, download redirects, and copying f
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import secrets
 import time
@@ -66,8 +66,6 @@ from chunkd.backends.blobs.s3_multipart import S3Multipart, S3Writer
 from chunkd.domain.errors import StorageError
 from chunkd.domain.upload import Mode, Part, Upload
 
-log = logging.getLogger("chunkd.s3")
-
 # The largest object one CopyObject copies (S3's limit); past it a copy is a multipart copy.
 COPY_OBJECT_LIMIT = MAX_S3_PART
 
@@ -75,8 +73,8 @@ __all__ = ["COPY_OBJECT_LIMIT", "MAX_S3_PART", "MIN_S3_PART", "STATE", "S3BlobSt
 
 
 class S3BlobStore(S3Multipart):
-    """BlobStore, PartSettler, UploadCopier and DownloadRedirector over an S3 bucket; see the module
-    docstring."""
+    """BlobStore, PartSettler, CompletionCleaner, UploadCopier and DownloadRedirector over an S3
+    bucket; see the module docstring."""
 
     # ---- BlobStore ------------------------------------------------------------------------------
     async def open_writer(self, upload: Upload, number: int, offset: int) -> S3Writer:
@@ -123,13 +121,16 @@ class S3BlobStore(S3Multipart):
             raise OSError(f"the completed object {key!r} does not have {size} bytes")
         # Where the file is, saved with the COMPLETED record (a later rename changes the filename,
         # not the key; it may not be recorded yet if a crash came between completion and record).
+        # The staged parts stay until that record is saved (``release_completed``): if it is not
+        # (the lock or the database lost), the upload stays PENDING on those parts. Deleting them
+        # here lost acknowledged appends for good: the client resumed, and the next completion
+        # found its parts gone.
         self._state(upload)["key"] = key
-        try:
-            await self._cleanup(upload, keep_final=True)
-        except Exception:
-            # The file is complete and correct in S3: failing to delete its staged parts must not
-            # turn that into an error (they cost space only, and are removed with the upload).
-            log.warning("could not delete the staged parts of completed upload %s", upload.id, exc_info=True)
+
+    async def release_completed(self, upload: Upload) -> None:
+        """CompletionCleaner: the COMPLETED record is saved; abort what multipart uploads are left
+        and delete the staged parts (the file is complete without them)."""
+        await self._cleanup(upload, keep_final=True)
 
     async def _completed_before(self, upload: Upload, key: str, size: int) -> bool:
         """True if ``CompleteMultipartUpload`` already succeeded for this upload: the object is there
