@@ -1,14 +1,18 @@
 """PostgreSQL down or restarting (an operator's restart, a failover): every request that needs the
 database is a 503 with Retry-After in its own dialect (a dependency down, not a bug), nothing is
-recorded, and the uploads resume where they were once the database is back."""
+recorded, and the uploads resume where they were once the database is back. And a connection lost
+while a commit's answer was on its way: the part it recorded keeps its bytes."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import httpx
 import pytest
 
@@ -40,10 +44,16 @@ def own_pg_url(own_pg: PostgresServer) -> str:
 
 
 @pytest.fixture
-async def client(tmp_path: Path, own_pg_url: str) -> AsyncIterator[httpx.AsyncClient]:
+def shared_pg_url(pg_server: PostgresServer) -> str:
+    return pg_server.url(pg_server.migrated_database())
+
+
+@asynccontextmanager
+async def app_client(data_dir: Path, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in this process on ``database_url`` and local storage, with alice's key."""
     settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=own_pg_url,
+        data_dir=data_dir,
+        database_url=database_url,
         bootstrap_admin_key=False,
         fsync=False,
         min_part_size=1,
@@ -57,6 +67,12 @@ async def client(tmp_path: Path, own_pg_url: str) -> AsyncIterator[httpx.AsyncCl
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=headers) as http:
             yield http
+
+
+@pytest.fixture
+async def client(tmp_path: Path, own_pg_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(tmp_path / "data", own_pg_url) as http:
+        yield http
 
 
 async def until_up(request: httpx.Request, http: httpx.AsyncClient) -> httpx.Response:
@@ -120,3 +136,56 @@ async def test_a_database_outage_is_503_everywhere_and_uploads_resume(
     assert rest.status_code == 204, rest.text
     tus_id = tus_url.rsplit("/", 1)[1]
     assert (await client.get(f"/v1/files/{tus_id}")).json()["md5"] == hashlib.md5(data).hexdigest()
+
+
+@pytest.fixture
+def commit_answer_lost(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Arms (append True) a fault: the next transaction that commits is committed by the server,
+    then its connection is reported lost, as when PostgreSQL's answer to COMMIT never arrives (the
+    server restarted or the backend was terminated right after the commit)."""
+    armed: list[bool] = []
+    real_exit = asyncpg.transaction.Transaction.__aexit__
+
+    async def exit_then_lose_the_answer(self: Any, extype: Any, ex: Any, tb: Any) -> Any:
+        result = await real_exit(self, extype, ex, tb)
+        if extype is None and armed:
+            armed.clear()
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        return result
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "__aexit__", exit_then_lose_the_answer)
+    return armed
+
+
+@pytest.mark.parametrize("dialect", ["native", "tus"])
+async def test_a_part_whose_commit_answer_was_lost_keeps_its_bytes(
+    tmp_path: Path, shared_pg_url: str, commit_answer_lost: list[bool], dialect: str
+) -> None:
+    """The request fails (its outcome unknown to the node: 409 or 503, the client resumes), but
+    the part was recorded. Its bytes used to be freed as those of a part that was not: the server
+    then reported the part as stored, and the upload could never complete."""
+    data = os.urandom(2 * MiB)
+    async with app_client(tmp_path / "data", shared_pg_url) as client:
+        if dialect == "native":
+            made = await client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": MiB})
+            file_id = made.json()["id"]
+            commit_answer_lost.append(True)
+            failed = await client.put(f"/v1/files/{file_id}/parts/1", content=data[:MiB])
+            assert failed.status_code in (409, 503), failed.text
+            listed = (await client.get(f"/v1/files/{file_id}")).json()
+            assert [p["partNumber"] for p in listed["parts"]] == [1]  # recorded after all
+            assert (await client.put(f"/v1/files/{file_id}/parts/2", content=data[MiB:])).status_code == 200
+            done = await client.post(f"/v1/files/{file_id}/complete")
+        else:
+            created = await client.post("/files", headers={**TUS, "Upload-Length": str(len(data))})
+            url = created.headers["location"]
+            file_id = url.rsplit("/", 1)[1]
+            commit_answer_lost.append(True)
+            failed = await client.patch(url, content=data[:MiB], headers={**APPEND, "Upload-Offset": "0"})
+            assert failed.status_code in (409, 423, 503), failed.text
+            offset = int((await client.head(url, headers=TUS)).headers["upload-offset"])
+            assert offset == MiB  # recorded after all: the client resumes after it
+            done = await client.patch(url, content=data[offset:], headers={**APPEND, "Upload-Offset": str(offset)})
+        assert done.status_code in (200, 204), done.text
+        assert (await client.get(f"/v1/files/{file_id}")).json()["md5"] == hashlib.md5(data).hexdigest()
+        assert (await client.get(f"/v1/files/{file_id}/content")).content == data

@@ -222,7 +222,7 @@ class Appends(Lifecycle):
                         await self.repo.save(upload, [part], events=done)
                 except BaseException:
                     if extended is None:
-                        await self.blobs.discard(upload, [ref])
+                        await self._discard_unrecorded(upload, part.number, ref)
                     raise
                 if unstored is not None:
                     unstored = None
