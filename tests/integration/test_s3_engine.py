@@ -193,15 +193,25 @@ async def test_appends_survive_a_completion_whose_record_was_lost(s3_api: Api, m
     offset, and the client resumes from there. The completion must not have deleted the staged
     parts that record still names: it did, and the resumed upload could never complete (every
     PATCH that needed those parts was a 503), its acknowledged bytes lost."""
+    url, data, head = await _tus_completion_record_lost(s3_api, monkeypatch)
+    await _resume_tus_completion(s3_api, url, data, head)
+
+
+TUS_APPEND = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+
+
+async def _tus_completion_record_lost(s3_api: Api, monkeypatch: pytest.MonkeyPatch) -> tuple[str, bytes, int]:
+    """A tus upload of one recorded PATCH whose second, final PATCH completed the file in S3 and
+    then lost its lock at the COMPLETED record: (its URL, its bytes, the recorded offset)."""
     data = os.urandom(MIN_S3_PART + MiB)
     head = 100 * 1024
-    tus = {**s3_api.auth(), "Tus-Resumable": "1.0.0"}
-    append = {**tus, "Content-Type": "application/offset+octet-stream"}
-    created = await s3_api.client.post("/files", headers={**tus, "Upload-Length": str(len(data))})
+    append = {**s3_api.auth(), **TUS_APPEND}
+    created = await s3_api.client.post(
+        "/files", headers={**s3_api.auth(), "Tus-Resumable": "1.0.0", "Upload-Length": str(len(data))}
+    )
     url = created.headers["location"]
     first = await s3_api.client.patch(url, content=data[:head], headers={**append, "Upload-Offset": "0"})
     assert first.status_code == 204, first.text
-
     repo = s3_api.runtime.uploads.repo
     real_save = repo.save
 
@@ -210,19 +220,23 @@ async def test_appends_survive_a_completion_whose_record_was_lost(s3_api: Api, m
             raise Busy("the upload's lock was lost before this write was saved")
         await real_save(target, *args, **kwargs)
 
-    monkeypatch.setattr(repo, "save", lock_lost_at_the_record)
-    lost = await s3_api.client.patch(url, content=data[head:], headers={**append, "Upload-Offset": str(head)})
+    with monkeypatch.context() as patched:
+        patched.setattr(repo, "save", lock_lost_at_the_record)
+        lost = await s3_api.client.patch(url, content=data[head:], headers={**append, "Upload-Offset": str(head)})
     assert lost.status_code == 423, lost.text
-    monkeypatch.setattr(repo, "save", real_save)
+    return url, data, head
 
-    # The client resumes from the offset the server reports, in two PATCHes: the first is big
-    # enough for the store to build an S3 part from the staged parts, the recorded one included.
+
+async def _resume_tus_completion(s3_api: Api, url: str, data: bytes, head: int) -> None:
+    """The client resumes from the offset the server reports, in two PATCHes: the first is big
+    enough for the store to build an S3 part from the staged parts, the recorded one included."""
+    tus = {**s3_api.auth(), "Tus-Resumable": "1.0.0"}
     offset = int((await s3_api.client.head(url, headers=tus)).headers["upload-offset"])
     assert offset == head
     middle = offset + MIN_S3_PART
     for start, end in ((offset, middle), (middle, len(data))):
         resumed = await s3_api.client.patch(
-            url, content=data[start:end], headers={**append, "Upload-Offset": str(start)}
+            url, content=data[start:end], headers={**tus, **TUS_APPEND, "Upload-Offset": str(start)}
         )
         assert resumed.status_code == 204, resumed.text
     done = await s3_api.runtime.uploads.get("alice", url.rsplit("/", 1)[1])
@@ -550,11 +564,25 @@ async def test_gc_sweeps_the_staged_parts_a_completion_could_not_delete(
     await put_parts(service, pending.id, big, MIN_S3_PART, [1])
     kept = sorted(k for k in bucket_state(s3_api)[0] if pending.id in k)
     assert len(kept) == 1
-    assert await store.sweep(await s3_api.runtime.repo.live_blobs(), grace_seconds=0) == 3
+    repo = s3_api.runtime.repo
+    assert await store.sweep(await repo.live_blobs(), grace_seconds=0, completed=await repo.completed_ids()) == 3
     objects, uploads = bucket_state(s3_api)
     assert sorted(objects) == sorted([key, *kept])
     assert [u["Key"] for u in uploads] == [store.final_key(await service.get("alice", pending.id))]
     assert b"".join([c async for c in service.read(await service.get("alice", done.id))]) == data
+
+
+async def test_gc_keeps_the_staged_parts_of_a_completion_whose_record_was_lost(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file S3 has assembled does not make its staged parts spent while the upload is PENDING
+    (its COMPLETED record was lost with its lock): the upload resumes on them. gc deleted them
+    as those of a finished file, and the resumed upload could never complete."""
+    repo = s3_api.runtime.uploads.repo
+    url, data, head = await _tus_completion_record_lost(s3_api, monkeypatch)
+    store = store_of(s3_api)
+    assert await store.sweep(await repo.live_blobs(), grace_seconds=0, completed=await repo.completed_ids()) == 0
+    await _resume_tus_completion(s3_api, url, data, head)
 
 
 async def test_object_store_faults_during_complete_are_503_and_retryable(

@@ -3,7 +3,7 @@ protocols, checked once at start-up (as tusd composes its data stores)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -157,9 +157,12 @@ class DownloadRedirector(Protocol):
 class Sweeper(Protocol):
     """Optional: find and free blobs no metadata points at (``chunkd gc``)."""
 
-    async def sweep(self, live: dict[str, set[str]], *, grace_seconds: float) -> int:
+    async def sweep(
+        self, live: dict[str, set[str]], *, grace_seconds: float, completed: Collection[str] = frozenset()
+    ) -> int:
         """Remove blobs of uploads not in ``live`` (upload id → referenced blob refs) and blob refs
-        not referenced, when older than ``grace_seconds``; returns how many were removed."""
+        not referenced, when older than ``grace_seconds``; returns how many were removed. A store
+        may also free what the completion of an upload in ``completed`` (COMPLETED ones) left."""
 
 
 @dataclass(frozen=True)

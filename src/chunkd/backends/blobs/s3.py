@@ -57,7 +57,7 @@ import functools
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import UTC
 from urllib.parse import quote
 
@@ -201,10 +201,14 @@ class S3BlobStore(S3Multipart):
     async def delete(self, upload: Upload) -> None:
         await self._cleanup(upload, keep_final=False)
 
-    async def sweep(self, live: dict[str, set[str]], *, grace_seconds: float) -> int:
+    async def sweep(
+        self, live: dict[str, set[str]], *, grace_seconds: float, completed: Collection[str] = frozenset()
+    ) -> int:
         """Abort multipart uploads and delete objects no live upload references, and the staged
-        parts of uploads whose file S3 has assembled (older than ``grace_seconds``). ``live`` maps
-        each upload id that still holds bytes to its blob refs."""
+        parts of ``completed`` uploads whose file S3 has assembled (older than ``grace_seconds``).
+        ``live`` maps each upload id that still holds bytes to its blob refs. An assembled file
+        alone does not make an upload's staged parts spent: a completion whose record was lost
+        leaves the upload PENDING on them (it is resumed and completed again)."""
         cutoff = time.time() - grace_seconds
         removed = 0
 
@@ -223,12 +227,12 @@ class S3BlobStore(S3Multipart):
             else:
                 assembling.add(upload_id)
         doomed: list[str] = []
-        finished: set[str] = set()  # uploads whose file S3 has assembled
+        finished: set[str] = set()  # COMPLETED uploads whose file S3 has assembled
         for key, modified in await self._list_keys(self.prefix + "masters/"):
             upload_id, _ = upload_id_of(key, "masters/")
             if upload_id not in live and modified.timestamp() < cutoff:
                 doomed.append(key)
-            elif upload_id not in assembling:
+            elif upload_id not in assembling and upload_id in completed:
                 finished.add(upload_id)
         for mp in await self._multipart_uploads(self.prefix + "staging/"):
             # A multipart copy into a staged part (``copy_upload``) left open by a crash; one of a
@@ -241,8 +245,9 @@ class S3BlobStore(S3Multipart):
         for key, modified in await self._list_keys(self.prefix + "staging/"):
             upload_id, ref = upload_id_of(key, "staging/")
             refs = live.get(upload_id)
-            # Once S3 holds the finished file its staged parts are spent, though the completed
-            # upload's part rows still name them: ``complete`` deletes them, unless that failed.
+            # Once S3 holds the finished file of a COMPLETED upload its staged parts are spent,
+            # though its part rows still name them: ``release_completed`` deletes them, unless
+            # that failed.
             spent = refs is None or ref not in refs or upload_id in finished
             if spent and modified.timestamp() < cutoff:
                 doomed.append(key)

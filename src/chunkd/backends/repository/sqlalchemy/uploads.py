@@ -190,6 +190,10 @@ class SqlUploadRepository(SqlStore):
     async def all_ids(self) -> set[str]:
         return set(await self.all(select(uploads.c.id), _first_column))
 
+    async def completed_ids(self) -> set[str]:
+        query = select(uploads.c.id).where(uploads.c.status == Status.COMPLETED.value)
+        return set(await self.all(query, _first_column))
+
     async def count_pending(self) -> int:
         # An index scan of ``ix_uploads_status_expires``.
         return int(
