@@ -326,6 +326,13 @@ async def test_live_blobs_lists_what_gc_must_keep(repo: UploadRepository) -> Non
     assert await repo.live_blobs() == {pending.id: {"1.ref", "2.ref"}, empty.id: set()}
 
 
+async def test_completed_ids_are_the_completed_uploads(repo: UploadRepository) -> None:
+    done = make(status=Status.COMPLETED)
+    await repo.create(done)
+    await repo.create(make())
+    assert await repo.completed_ids() == {done.id}
+
+
 async def test_count_pending_counts_every_owner(repo: UploadRepository) -> None:
     assert await repo.count_pending() == 0
     await repo.create(make("alice"))

@@ -16,6 +16,7 @@ from chunkd.app import create_app
 from chunkd.backends.blobs import s3 as s3_module
 from chunkd.backends.blobs.s3 import MIN_S3_PART, STATE, S3BlobStore
 from chunkd.domain.checksum import ResumableMD5
+from chunkd.domain.errors import Busy
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.service.uploads import UploadService
 from chunkd.settings import Settings
@@ -160,6 +161,89 @@ async def test_appends_of_any_size(s3_api: Api) -> None:
     assert s3_parts(s3_api, upload.id, state["key"], state["uploadId"]) == {1: MIN_S3_PART, 2: 7 * MiB - head}
     await service.declare_size("alice", upload.id, len(data))
     await check_complete(s3_api, upload.id, data, 3)
+
+
+async def test_tus_patch_that_ends_an_upload_of_many_appends_completes_it(s3_api: Api) -> None:
+    """The PATCH that reaches Upload-Length completes the upload in the same write. S3 stores one
+    object per append, so that PATCH loads every part for the store's completion: the part it has
+    just made, not yet saved, must be among them (it was not, and every such PATCH failed with a
+    500, leaving the upload stuck one PATCH short of its end)."""
+    data = os.urandom(2 * MiB + 300 * 1024)
+    tus = {**s3_api.auth(), "Tus-Resumable": "1.0.0"}
+    created = await s3_api.client.post("/files", headers={**tus, "Upload-Length": str(len(data))})
+    assert created.status_code == 201, created.text
+    url = created.headers["location"]
+    offset = 0
+    for size in (MiB, MiB, 300 * 1024):  # three appends: three staged objects
+        patched = await s3_api.client.patch(
+            url,
+            content=data[offset : offset + size],
+            headers={**tus, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
+        )
+        assert patched.status_code == 204, patched.text
+        offset += size
+    done = await s3_api.runtime.uploads.get("alice", url.rsplit("/", 1)[1])
+    assert done.status is Status.COMPLETED and done.md5 == hashlib.md5(data).hexdigest()
+    assert b"".join([c async for c in s3_api.runtime.uploads.read(done)]) == data
+
+
+async def test_appends_survive_a_completion_whose_record_was_lost(s3_api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PATCH that ends a tus upload completes it in S3, then loses its lock (PostgreSQL
+    restarted) before the COMPLETED record is saved: the upload stays PENDING at its last recorded
+    offset, and the client resumes from there. The completion must not have deleted the staged
+    parts that record still names: it did, and the resumed upload could never complete (every
+    PATCH that needed those parts was a 503), its acknowledged bytes lost."""
+    url, data, head = await _tus_completion_record_lost(s3_api, monkeypatch)
+    await _resume_tus_completion(s3_api, url, data, head)
+
+
+TUS_APPEND = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+
+
+async def _tus_completion_record_lost(s3_api: Api, monkeypatch: pytest.MonkeyPatch) -> tuple[str, bytes, int]:
+    """A tus upload of one recorded PATCH whose second, final PATCH completed the file in S3 and
+    then lost its lock at the COMPLETED record: (its URL, its bytes, the recorded offset)."""
+    data = os.urandom(MIN_S3_PART + MiB)
+    head = 100 * 1024
+    append = {**s3_api.auth(), **TUS_APPEND}
+    created = await s3_api.client.post(
+        "/files", headers={**s3_api.auth(), "Tus-Resumable": "1.0.0", "Upload-Length": str(len(data))}
+    )
+    url = created.headers["location"]
+    first = await s3_api.client.patch(url, content=data[:head], headers={**append, "Upload-Offset": "0"})
+    assert first.status_code == 204, first.text
+    repo = s3_api.runtime.uploads.repo
+    real_save = repo.save
+
+    async def lock_lost_at_the_record(target: Upload, *args: Any, **kwargs: Any) -> None:
+        if target.status is Status.COMPLETED:
+            raise Busy("the upload's lock was lost before this write was saved")
+        await real_save(target, *args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(repo, "save", lock_lost_at_the_record)
+        lost = await s3_api.client.patch(url, content=data[head:], headers={**append, "Upload-Offset": str(head)})
+    assert lost.status_code == 423, lost.text
+    return url, data, head
+
+
+async def _resume_tus_completion(s3_api: Api, url: str, data: bytes, head: int) -> None:
+    """The client resumes from the offset the server reports, in two PATCHes: the first is big
+    enough for the store to build an S3 part from the staged parts, the recorded one included."""
+    tus = {**s3_api.auth(), "Tus-Resumable": "1.0.0"}
+    offset = int((await s3_api.client.head(url, headers=tus)).headers["upload-offset"])
+    assert offset == head
+    middle = offset + MIN_S3_PART
+    for start, end in ((offset, middle), (middle, len(data))):
+        resumed = await s3_api.client.patch(
+            url, content=data[start:end], headers={**tus, **TUS_APPEND, "Upload-Offset": str(start)}
+        )
+        assert resumed.status_code == 204, resumed.text
+    done = await s3_api.runtime.uploads.get("alice", url.rsplit("/", 1)[1])
+    assert done.status is Status.COMPLETED and done.md5 == hashlib.md5(data).hexdigest()
+    assert b"".join([c async for c in s3_api.runtime.uploads.read(done)]) == data
+    objects, uploads = bucket_state(s3_api)
+    assert objects == [store_of(s3_api).final_key(done)] and uploads == []  # staged parts freed once recorded
 
 
 async def test_crash_leftovers_are_adopted_or_rebuilt(s3_api: Api) -> None:
@@ -480,11 +564,25 @@ async def test_gc_sweeps_the_staged_parts_a_completion_could_not_delete(
     await put_parts(service, pending.id, big, MIN_S3_PART, [1])
     kept = sorted(k for k in bucket_state(s3_api)[0] if pending.id in k)
     assert len(kept) == 1
-    assert await store.sweep(await s3_api.runtime.repo.live_blobs(), grace_seconds=0) == 3
+    repo = s3_api.runtime.repo
+    assert await store.sweep(await repo.live_blobs(), grace_seconds=0, completed=await repo.completed_ids()) == 3
     objects, uploads = bucket_state(s3_api)
     assert sorted(objects) == sorted([key, *kept])
     assert [u["Key"] for u in uploads] == [store.final_key(await service.get("alice", pending.id))]
     assert b"".join([c async for c in service.read(await service.get("alice", done.id))]) == data
+
+
+async def test_gc_keeps_the_staged_parts_of_a_completion_whose_record_was_lost(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file S3 has assembled does not make its staged parts spent while the upload is PENDING
+    (its COMPLETED record was lost with its lock): the upload resumes on them. gc deleted them
+    as those of a finished file, and the resumed upload could never complete."""
+    repo = s3_api.runtime.uploads.repo
+    url, data, head = await _tus_completion_record_lost(s3_api, monkeypatch)
+    store = store_of(s3_api)
+    assert await store.sweep(await repo.live_blobs(), grace_seconds=0, completed=await repo.completed_ids()) == 0
+    await _resume_tus_completion(s3_api, url, data, head)
 
 
 async def test_object_store_faults_during_complete_are_503_and_retryable(

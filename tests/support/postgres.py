@@ -87,6 +87,10 @@ class PostgresServer:
             check=True,
             capture_output=True,
         )
+        return self.resume()
+
+    def resume(self) -> PostgresServer:
+        """Start the server on its cluster (again, after ``pause``), on the same port."""
         # Durability settings off: this cluster lives for one test session. Unix sockets go to the
         # temporary directory (the default /var/run/postgresql may not exist or be writable).
         options = (
@@ -101,6 +105,15 @@ class PostgresServer:
             capture_output=True,
         )
         return self
+
+    def pause(self) -> None:
+        """Stop the server as an operator's restart does (``pg_ctl stop -m fast``: sessions are
+        ended, committed data kept), leaving its cluster for ``resume``."""
+        subprocess.run(
+            self._cmd(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"),
+            check=True,
+            capture_output=True,
+        )
 
     def stop(self) -> None:
         subprocess.run(

@@ -137,7 +137,8 @@ def gc(
         swept = 0
         sweeper = runtime.uploads.caps.sweeper
         if sweeper is not None:
-            swept = await sweeper.sweep(await runtime.repo.live_blobs(), grace_seconds=grace)
+            live, completed = await runtime.repo.live_blobs(), await runtime.repo.completed_ids()
+            swept = await sweeper.sweep(live, grace_seconds=grace, completed=completed)
         return expired, swept
 
     expired, swept = asyncio.run(with_runtime(settings_for(data_dir), collect))

@@ -3,7 +3,7 @@ protocols, checked once at start-up (as tusd composes its data stores)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -13,6 +13,7 @@ __all__ = [
     "BlobStore",
     "BlobWriter",
     "BlockingWriter",
+    "CompletionCleaner",
     "DownloadRedirector",
     "PartAppender",
     "PartLinker",
@@ -133,6 +134,18 @@ class PartSettler(Protocol):
 
 
 @runtime_checkable
+class CompletionCleaner(Protocol):
+    """Optional: a store whose ``complete`` leaves blobs behind that the finished file no longer
+    needs (S3: the staged parts its multipart upload was built from). ``complete`` keeps them: until
+    the service has saved the COMPLETED record, the upload's part rows still name them, and a record
+    that fails (the upload's lock or the database lost) leaves the upload PENDING on those parts,
+    to be resumed and completed again."""
+
+    async def release_completed(self, upload: Upload) -> None:
+        """After the COMPLETED record is saved: free what completion no longer needs."""
+
+
+@runtime_checkable
 class DownloadRedirector(Protocol):
     """Optional: a store that can hand clients a direct, time-limited download URL."""
 
@@ -144,9 +157,12 @@ class DownloadRedirector(Protocol):
 class Sweeper(Protocol):
     """Optional: find and free blobs no metadata points at (``chunkd gc``)."""
 
-    async def sweep(self, live: dict[str, set[str]], *, grace_seconds: float) -> int:
+    async def sweep(
+        self, live: dict[str, set[str]], *, grace_seconds: float, completed: Collection[str] = frozenset()
+    ) -> int:
         """Remove blobs of uploads not in ``live`` (upload id → referenced blob refs) and blob refs
-        not referenced, when older than ``grace_seconds``; returns how many were removed."""
+        not referenced, when older than ``grace_seconds``; returns how many were removed. A store
+        may also free what the completion of an upload in ``completed`` (COMPLETED ones) left."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +174,7 @@ class StoreCapabilities:
     linker: PartLinker | None
     copier: UploadCopier | None
     settler: PartSettler | None
+    cleaner: CompletionCleaner | None
     redirector: DownloadRedirector | None
     sweeper: Sweeper | None
     # The store verifies what it holds against each part's own MD5 (S3 ETags), so every part gets
@@ -171,6 +188,7 @@ class StoreCapabilities:
             linker=store if isinstance(store, PartLinker) else None,
             copier=store if isinstance(store, UploadCopier) else None,
             settler=store if isinstance(store, PartSettler) else None,
+            cleaner=store if isinstance(store, CompletionCleaner) else None,
             redirector=store if isinstance(store, DownloadRedirector) else None,
             sweeper=store if isinstance(store, Sweeper) else None,
             part_md5=bool(getattr(store, "wants_part_md5", False)),
@@ -183,6 +201,7 @@ class StoreCapabilities:
             "link-parts": self.linker,
             "copy-uploads": self.copier,
             "settle-parts": self.settler,
+            "clean-after-complete": self.cleaner,
             "download-redirects": self.redirector,
             "sweep": self.sweeper,
         }

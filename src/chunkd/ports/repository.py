@@ -74,6 +74,10 @@ class UploadRepository(Protocol):
         """Blob refs of every upload that still holds bytes (PENDING or COMPLETED), by upload id
         (``chunkd gc`` frees every other blob)."""
 
+    async def completed_ids(self) -> set[str]:
+        """Ids of the COMPLETED uploads (``chunkd gc``: a store may free what their completion
+        left behind, never what a PENDING upload's parts still need)."""
+
     async def count_pending(self) -> int:
         """PENDING uploads of every owner (the ``chunkd_uploads_pending`` gauge)."""
 

@@ -204,7 +204,9 @@ class Appends(Lifecycle):
                     self.caps.settler.invalidate(upload, part, extended)
                 if finish and broken is None and upload.bytes_received == upload.size_bytes:
                     if len(upload.parts) != upload.parts_received:  # the store needs every part to finish
-                        upload.parts = await self._all_parts(upload)
+                        # The stored parts, and over them the ones this append holds in memory: the
+                        # part it just made (or grew) is not saved yet, so the database lacks it.
+                        upload.parts = {**await self._all_parts(upload), **upload.parts}
                     try:
                         await self.hooks.pre_finish(upload)
                     except ChunkdError as exc:
@@ -220,7 +222,7 @@ class Appends(Lifecycle):
                         await self.repo.save(upload, [part], events=done)
                 except BaseException:
                     if extended is None:
-                        await self.blobs.discard(upload, [ref])
+                        await self._discard_unrecorded(upload, part.number, ref)
                     raise
                 if unstored is not None:
                     unstored = None
@@ -242,6 +244,7 @@ class Appends(Lifecycle):
                 await self.repo.save(upload, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
                 finished = True
         if finished:
+            await self._release_completed(upload)
             await self._emit("completed", upload)
         return upload
 

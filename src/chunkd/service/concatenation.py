@@ -189,6 +189,7 @@ class Concatenation(Lifecycle):
                 return "cancelled"
             await self._finish(upload, now, md5=None, check=None)
             await self.repo.save(upload, parts, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
+            await self._release_completed(upload)
         except BaseException:
             if upload.status is Status.PENDING:
                 await self.blobs.delete(upload)  # whatever was placed; the upload waits as before

@@ -102,6 +102,38 @@ class EngineCore:
         except Exception:
             log.warning("could not free the bytes of upload %s; gc will", upload.id, exc_info=True)
 
+    async def _discard_unrecorded(self, upload: Upload, number: int, ref: str) -> None:
+        """The save that was to record blob ``ref`` as part ``number`` failed, but may have committed
+        all the same: a connection lost while the commit's answer was on its way (PostgreSQL
+        restarted, a backend terminated) says nothing about the commit itself. The blob is freed
+        only if the part's row does not name it; if it does, freeing it would leave a recorded part
+        without its bytes, and an upload that can never complete. When the database cannot tell
+        (still down), the blob is kept: ``chunkd gc`` frees it if no row names it."""
+        try:
+            current = await self.repo.get(upload.id, parts_from=None, part_numbers=[number])
+        except Exception:
+            log.warning("kept part %s of upload %s: whether its record was saved is unknown", number, upload.id)
+            return
+        stored = current.parts.get(number) if current is not None else None
+        if stored is not None and stored.blob_ref == ref:
+            log.warning(
+                "part %s of upload %s was recorded though its save failed; its bytes are kept", number, upload.id
+            )
+            return
+        await self.blobs.discard(upload, [ref])
+
+    async def _release_completed(self, upload: Upload) -> None:
+        """The COMPLETED record of ``upload`` is saved: let the store free what its completion no
+        longer needs (S3's staged parts). Best effort: the file is complete and correct, what is
+        left costs space only and is removed with the upload (or by ``chunkd gc``)."""
+        cleaner = self.caps.cleaner
+        if cleaner is None:
+            return
+        try:
+            await cleaner.release_completed(upload)
+        except Exception:
+            log.warning("could not free what the completion of upload %s left behind", upload.id, exc_info=True)
+
     async def _settle(self, upload: Upload, part: Part) -> None:
         """Let a store that derives state from parts (S3 coalescing) do so, under the lock. A failure
         here does not undo the committed part: ``complete`` finishes whatever is left."""

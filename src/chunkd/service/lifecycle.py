@@ -171,9 +171,8 @@ class Lifecycle(EngineCore):
             upload.check_complete(now)
             advanced = await self._advance_hash(upload) if upload.hash_offset != upload.size_bytes else []
             if advanced:
-                # Recorded before the store finishes the file: finishing may free the parts just
-                # read back (S3 deletes its staged objects), and a complete retried after a crash
-                # that kept the COMPLETED record from being written must not need them again.
+                # Recorded before the store finishes the file: a complete retried after a crash
+                # that kept the COMPLETED record from being written must not read them again.
                 await self.repo.save(upload, advanced)
                 advanced = []
             try:
@@ -188,6 +187,7 @@ class Lifecycle(EngineCore):
                     await self._discard_rejected(upload, exc)
                 raise
             await self.repo.save(upload, advanced, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
+        await self._release_completed(upload)
         await self._emit("completed", upload)
         return upload
 

@@ -206,7 +206,7 @@ class Parts(EngineCore):
     ) -> Part:
         """Make the streamed part durable, then record it under the upload's lock."""
         ref: str | None = None
-        saved = False
+        saving = False  # from here on, a failure may come after the record's commit
         upload = opened
         try:
             # Make the bytes durable before taking the lock: the commit may be slow (an fsync, or
@@ -251,13 +251,15 @@ class Parts(EngineCore):
                 upload.updated_at = now
                 if self.caps.settler is not None:
                     self.caps.settler.invalidate(upload, part, old)
+                saving = True
                 await self.repo.save(upload, [part])
-                saved = True
                 await self._settle(upload, part)
         except BaseException:
             if ref is None:
                 await streamed.writer.abort()
-            elif not saved:
+            elif saving:
+                await self._discard_unrecorded(upload, number, ref)
+            else:
                 await self.blobs.discard(upload, [ref])
             raise
         if old is not None and old.blob_ref != part.blob_ref:

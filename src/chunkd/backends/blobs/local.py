@@ -27,7 +27,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 from chunkd.backends.blobs.errors import storage_error
@@ -424,10 +424,13 @@ class LocalBlobStore:
         with _disk("linking stored parts"):  # a source part file gone is a storage fault, as on reads
             return await asyncio.to_thread(link)
 
-    async def sweep(self, live: dict[str, set[str]], *, grace_seconds: float) -> int:
+    async def sweep(
+        self, live: dict[str, set[str]], *, grace_seconds: float, completed: Collection[str] = frozenset()
+    ) -> int:
         """Remove blobs no metadata points at: directories of unknown uploads and unreferenced part
         files (crash leftovers), if older than ``grace_seconds`` so in-flight writes are spared.
-        ``live`` maps each upload id that still holds bytes to its referenced blob refs."""
+        ``live`` maps each upload id that still holds bytes to its referenced blob refs (a completed
+        upload's parts are its file here: ``completed`` changes nothing)."""
 
         def sweep() -> int:
             removed = 0

@@ -41,7 +41,8 @@ Every step is idempotent: S3 parts are rebuilt from staged objects under the sam
 state saved with the engine's commit says which ones are trustworthy. ``complete`` builds what is left
 (normally only the small tail), checks every S3 part against ``ListParts`` (for 1:1 parts the ETag
 must equal the engine's part MD5), then ``CompleteMultipartUpload`` — the whole file is never
-re-uploaded or re-read. Cancel, expiry and delete abort the multipart upload(s) under the upload's key
+re-uploaded or re-read. The staged parts are deleted only once the COMPLETED record is saved
+(``release_completed``). Cancel, expiry and delete abort the multipart upload(s) under the upload's key
 and delete staged objects; ``sweep`` (``chunkd gc``) does the same for uploads the database no longer
 knows.
 
@@ -53,11 +54,10 @@ itself: reads, completion, deletes, ``sweep``, download redirects, and copying f
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import UTC
 from urllib.parse import quote
 
@@ -66,8 +66,6 @@ from chunkd.backends.blobs.s3_multipart import S3Multipart, S3Writer
 from chunkd.domain.errors import StorageError
 from chunkd.domain.upload import Mode, Part, Upload
 
-log = logging.getLogger("chunkd.s3")
-
 # The largest object one CopyObject copies (S3's limit); past it a copy is a multipart copy.
 COPY_OBJECT_LIMIT = MAX_S3_PART
 
@@ -75,8 +73,8 @@ __all__ = ["COPY_OBJECT_LIMIT", "MAX_S3_PART", "MIN_S3_PART", "STATE", "S3BlobSt
 
 
 class S3BlobStore(S3Multipart):
-    """BlobStore, PartSettler, UploadCopier and DownloadRedirector over an S3 bucket; see the module
-    docstring."""
+    """BlobStore, PartSettler, CompletionCleaner, UploadCopier and DownloadRedirector over an S3
+    bucket; see the module docstring."""
 
     # ---- BlobStore ------------------------------------------------------------------------------
     async def open_writer(self, upload: Upload, number: int, offset: int) -> S3Writer:
@@ -123,13 +121,16 @@ class S3BlobStore(S3Multipart):
             raise OSError(f"the completed object {key!r} does not have {size} bytes")
         # Where the file is, saved with the COMPLETED record (a later rename changes the filename,
         # not the key; it may not be recorded yet if a crash came between completion and record).
+        # The staged parts stay until that record is saved (``release_completed``): if it is not
+        # (the lock or the database lost), the upload stays PENDING on those parts. Deleting them
+        # here lost acknowledged appends for good: the client resumed, and the next completion
+        # found its parts gone.
         self._state(upload)["key"] = key
-        try:
-            await self._cleanup(upload, keep_final=True)
-        except Exception:
-            # The file is complete and correct in S3: failing to delete its staged parts must not
-            # turn that into an error (they cost space only, and are removed with the upload).
-            log.warning("could not delete the staged parts of completed upload %s", upload.id, exc_info=True)
+
+    async def release_completed(self, upload: Upload) -> None:
+        """CompletionCleaner: the COMPLETED record is saved; abort what multipart uploads are left
+        and delete the staged parts (the file is complete without them)."""
+        await self._cleanup(upload, keep_final=True)
 
     async def _completed_before(self, upload: Upload, key: str, size: int) -> bool:
         """True if ``CompleteMultipartUpload`` already succeeded for this upload: the object is there
@@ -200,10 +201,14 @@ class S3BlobStore(S3Multipart):
     async def delete(self, upload: Upload) -> None:
         await self._cleanup(upload, keep_final=False)
 
-    async def sweep(self, live: dict[str, set[str]], *, grace_seconds: float) -> int:
+    async def sweep(
+        self, live: dict[str, set[str]], *, grace_seconds: float, completed: Collection[str] = frozenset()
+    ) -> int:
         """Abort multipart uploads and delete objects no live upload references, and the staged
-        parts of uploads whose file S3 has assembled (older than ``grace_seconds``). ``live`` maps
-        each upload id that still holds bytes to its blob refs."""
+        parts of ``completed`` uploads whose file S3 has assembled (older than ``grace_seconds``).
+        ``live`` maps each upload id that still holds bytes to its blob refs. An assembled file
+        alone does not make an upload's staged parts spent: a completion whose record was lost
+        leaves the upload PENDING on them (it is resumed and completed again)."""
         cutoff = time.time() - grace_seconds
         removed = 0
 
@@ -222,12 +227,12 @@ class S3BlobStore(S3Multipart):
             else:
                 assembling.add(upload_id)
         doomed: list[str] = []
-        finished: set[str] = set()  # uploads whose file S3 has assembled
+        finished: set[str] = set()  # COMPLETED uploads whose file S3 has assembled
         for key, modified in await self._list_keys(self.prefix + "masters/"):
             upload_id, _ = upload_id_of(key, "masters/")
             if upload_id not in live and modified.timestamp() < cutoff:
                 doomed.append(key)
-            elif upload_id not in assembling:
+            elif upload_id not in assembling and upload_id in completed:
                 finished.add(upload_id)
         for mp in await self._multipart_uploads(self.prefix + "staging/"):
             # A multipart copy into a staged part (``copy_upload``) left open by a crash; one of a
@@ -240,8 +245,9 @@ class S3BlobStore(S3Multipart):
         for key, modified in await self._list_keys(self.prefix + "staging/"):
             upload_id, ref = upload_id_of(key, "staging/")
             refs = live.get(upload_id)
-            # Once S3 holds the finished file its staged parts are spent, though the completed
-            # upload's part rows still name them: ``complete`` deletes them, unless that failed.
+            # Once S3 holds the finished file of a COMPLETED upload its staged parts are spent,
+            # though its part rows still name them: ``release_completed`` deletes them, unless
+            # that failed.
             spent = refs is None or ref not in refs or upload_id in finished
             if spent and modified.timestamp() < cutoff:
                 doomed.append(key)

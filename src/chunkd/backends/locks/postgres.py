@@ -49,7 +49,7 @@ from sqlalchemy.engine import make_url
 
 from chunkd.backends.locks.release import ReleaseRegistry
 from chunkd.backends.locks.sessions import LockSession, lend
-from chunkd.domain.errors import Busy
+from chunkd.domain.errors import Busy, StorageError
 from chunkd.ports.locks import ASK_AGAIN, release_requester
 
 __all__ = ["PostgresAdvisoryLocks", "advisory_key", "connection_broken"]
@@ -104,6 +104,12 @@ def connection_broken(exc: BaseException) -> bool:
     )
 
 
+def _unreachable(upload_id: str) -> StorageError:
+    """No lock can be taken while the database is unreachable (restarting, shut down, refusing
+    connections): a dependency down, 503 in every dialect, never a 500. Nothing was written."""
+    return StorageError(f"upload {upload_id}'s lock cannot be taken: the database is unreachable; try again shortly")
+
+
 def _discard(conn: Any) -> None:
     """Close a lock connection for good (the pool opens a new one in its place)."""
     with suppress(Exception):  # already closed and detached by the pool after a connection loss
@@ -147,7 +153,12 @@ class PostgresAdvisoryLocks:
     async def hold(self, upload_id: str, *, timeout: float) -> AsyncIterator[None]:
         deadline = time.monotonic() + max(timeout, 0.0)
         key = advisory_key(upload_id)
-        pool = await self._get_pool()
+        try:
+            pool = await self._get_pool()
+        except Exception as exc:
+            if connection_broken(exc):
+                raise _unreachable(upload_id) from exc
+            raise
         conn = await self._take(pool, upload_id, key, deadline, timeout)
         try:
             # A session's advisory locks die with it: once this connection closes (PostgreSQL
@@ -173,25 +184,33 @@ class PostgresAdvisoryLocks:
         """A pool connection that holds the upload's lock. An idle pooled connection may have died
         unnoticed (PostgreSQL restarted, ``pg_terminate_backend``): asyncpg learns it only on use,
         sometimes half way through reading the server's goodbye. Such a connection is closed and
-        the lock asked for again on a new one, so a restart costs no request."""
+        the lock asked for again on a new one, so a restart costs no request. A database that
+        cannot be reached at all (no new connection, or every attempt's lost) is a
+        ``StorageError``."""
         for attempt in range(_CONNECTION_ATTEMPTS):
             try:
                 # Even a try-once (timeout 0) may wait a moment for a free connection.
                 conn = await pool.acquire(timeout=max(timeout, 1.0))
             except TimeoutError:
                 raise Busy(f"upload {upload_id} is locked (no lock connection free)") from None
+            except Exception as exc:  # a new connection could not be opened
+                if connection_broken(exc):
+                    raise _unreachable(upload_id) from exc
+                raise
             try:
                 await self._poll(conn, upload_id, key, deadline)
                 return conn
             except BaseException as exc:
-                broken = connection_broken(exc) and attempt + 1 < _CONNECTION_ATTEMPTS
+                broken = connection_broken(exc)
                 if broken:
                     log.warning("a lock connection was lost (%s); asking again on a new one", type(exc).__name__)
                     _discard(conn)
                 await pool.release(conn)
                 if not broken:
                     raise
-        raise AssertionError("unreachable: the last attempt re-raises")
+                if attempt + 1 == _CONNECTION_ATTEMPTS:
+                    raise _unreachable(upload_id) from exc
+        raise AssertionError("unreachable: the last attempt raises")
 
     async def _poll(self, conn: Any, upload_id: str, key: int, deadline: float) -> None:
         delay = _FIRST_POLL
@@ -267,10 +286,15 @@ class PostgresAdvisoryLocks:
     async def request_release(self, upload_id: str, *, requester: str | None = None) -> None:
         if self._releases.fire(upload_id, requester):
             return  # the writer runs in this process, and has been told
-        pool = await self._get_pool()
-        # Payload "<requester> <upload id>" (the requester may be empty; ids have no spaces).
-        async with pool.acquire(timeout=5.0) as conn:
-            await conn.execute("SELECT pg_notify($1, $2)", RELEASE_CHANNEL, f"{requester or ''} {upload_id}")
+        try:
+            pool = await self._get_pool()
+            # Payload "<requester> <upload id>" (the requester may be empty; ids have no spaces).
+            async with pool.acquire(timeout=5.0) as conn:
+                await conn.execute("SELECT pg_notify($1, $2)", RELEASE_CHANNEL, f"{requester or ''} {upload_id}")
+        except Exception as exc:
+            if connection_broken(exc):
+                raise _unreachable(upload_id) from exc
+            raise
 
     async def close(self) -> None:
         if self._listener is not None:

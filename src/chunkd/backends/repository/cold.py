@@ -34,5 +34,8 @@ class ColdPaths:
     async def live_blobs(self) -> dict[str, set[str]]:
         return await self.cold.live_blobs()
 
+    async def completed_ids(self) -> set[str]:
+        return await self.cold.completed_ids()
+
     async def count_pending(self) -> int:
         return await self.cold.count_pending()

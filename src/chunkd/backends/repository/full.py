@@ -1,7 +1,9 @@
 """A metadata database whose volume is full, whichever driver noticed: the engine's ``StorageFull``
 (507 in every dialect, saying what is wrong, the upload resumable), not an unexplained 500. Likewise
 a SQLite database whose storage failed (an I/O error, a volume the kernel remounted read-only after
-a disk error): ``StorageError``, 503 with Retry-After, as the same fault on the blob files is."""
+a disk error), and a PostgreSQL server that cannot be reached or whose connection was lost (it is
+restarting or shut down, the connection was refused, reset or terminated): ``StorageError``, 503
+with Retry-After, as the same fault on the blob files is. The client retries once it is back."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ import sqlite3
 
 from chunkd.domain.errors import StorageError, StorageFull
 
-__all__ = ["database_full", "is_full", "storage_fault"]
+__all__ = ["database_full", "is_full", "storage_fault", "unreachable"]
 
 # PostgreSQL's disk_full condition (SQLSTATE class 53, insufficient resources).
 _PG_DISK_FULL = "53100"
+# Class 08 (connection exception) and the server going away: admin_shutdown (57P01, also
+# pg_terminate_backend), crash_shutdown (57P02), cannot_connect_now (57P03: starting, stopping).
+_PG_UNREACHABLE = ("08", "57P01", "57P02", "57P03")
 
 
 def is_full(error: BaseException | None) -> bool:
@@ -23,15 +28,37 @@ def is_full(error: BaseException | None) -> bool:
     return getattr(error, "sqlstate", None) == _PG_DISK_FULL
 
 
+def unreachable(error: BaseException | None) -> bool:
+    """Whether a driver's error says the database could not be reached or the connection to it is
+    gone: a socket error (refused, reset), a PostgreSQL SQLSTATE saying so (asyncpg's own errors
+    and SQLAlchemy's wrappers of them both carry ``sqlstate``), or an asyncpg connection left
+    unusable half way through a message."""
+    if isinstance(error, OSError):
+        return True
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate.startswith(_PG_UNREACHABLE):
+        return True
+    # Only asyncpg's own errors reach the lock module's test (it imports asyncpg: not on SQLite).
+    if error is not None and type(error).__module__.startswith("asyncpg."):
+        from chunkd.backends.locks.postgres import connection_broken
+
+        return connection_broken(error)
+    return False
+
+
 def database_full() -> StorageFull:
     return StorageFull("no space left for the metadata database")
 
 
 def storage_fault(error: BaseException | None) -> StorageError | None:
-    """The engine's error for a driver's error that says the database's storage failed or is full;
-    None for any other error (a bug, a constraint: left as it is)."""
+    """The engine's error for a driver's error that says the database's storage failed or is full,
+    or that the database is unreachable; None for any other error (a bug, a constraint: left as it
+    is)."""
     if is_full(error):
         return database_full()
+    if unreachable(error):
+        # Not the driver's words: they name the database's host and port.
+        return StorageError("the metadata database is unreachable; try again shortly")
     if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_IOERR:
         return StorageError(f"the metadata database's storage failed: {error}")
     return None

@@ -20,7 +20,7 @@ import asyncpg  # type: ignore[import-untyped]
 from chunkd.backends.locks.postgres import connection_broken
 from chunkd.backends.locks.sessions import lock_session
 from chunkd.backends.repository.cold import ColdPaths
-from chunkd.backends.repository.full import database_full
+from chunkd.backends.repository.full import storage_fault
 from chunkd.backends.repository.rows import (
     PART_COLUMNS,
     UPLOAD_COLUMNS,
@@ -123,11 +123,24 @@ class PostgresUploadRepository(ColdPaths):
         return cls(await asyncpg.create_pool(dsn, min_size=1, max_size=max_connections), cold, dsn=dsn)
 
     @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Any]:
+        """A pooled connection for reads; an unreachable database is a StorageError (503 in every
+        dialect: the client retries once it is back), not a 500."""
+        try:
+            async with self.pool.acquire() as conn:
+                yield conn
+        except Exception as exc:
+            if (fault := storage_fault(exc)) is not None:
+                raise fault from exc
+            raise
+
+    @asynccontextmanager
     async def _writing(self, *, transaction: bool = True, fenced_by: str | None = None) -> AsyncIterator[Any]:
         """A connection (in a transaction unless told otherwise: one statement needs none); a
-        full database volume is StorageFull (507 in every dialect, saying so), not a 500.
-        ``fenced_by``: an upload id; while this task holds that upload's lock, the transaction
-        runs on the lock's own session, so it commits only if the lock is still held."""
+        full database volume is StorageFull (507 in every dialect, saying so), and an unreachable
+        database a StorageError (503), not a 500. ``fenced_by``: an upload id; while this task
+        holds that upload's lock, the transaction runs on the lock's own session, so it commits
+        only if the lock is still held (a lost session is ``Busy``: see ``_fenced``)."""
         session = lock_session(self._dsn, fenced_by) if self._dsn and fenced_by else None
         try:
             if session is not None:
@@ -142,8 +155,10 @@ class PostgresUploadRepository(ColdPaths):
                     return
                 async with conn.transaction():
                     yield conn
-        except asyncpg.DiskFullError as exc:
-            raise database_full() from exc
+        except Exception as exc:
+            if (fault := storage_fault(exc)) is not None:
+                raise fault from exc
+            raise
 
     async def create(self, upload: Upload, events: Sequence[Event] = (), parts: Sequence[Part] = ()) -> None:
         values = upload_values(upload, _same)
@@ -165,7 +180,7 @@ class PostgresUploadRepository(ColdPaths):
         part_numbers: Iterable[int] = (),
     ) -> Upload | None:
         wanted = sorted(set(part_numbers))
-        async with self.pool.acquire() as conn:
+        async with self._reading() as conn:
             if owner is None:
                 row = await conn.fetchrow(_GET, upload_id)
             else:
@@ -184,7 +199,7 @@ class PostgresUploadRepository(ColdPaths):
         return upload
 
     async def find_by_client_ref(self, owner: str, frontend: str, client_ref: str) -> Upload | None:
-        async with self.pool.acquire() as conn:
+        async with self._reading() as conn:
             row = await conn.fetchrow(_BY_CLIENT_REF, owner, frontend, client_ref)
         return None if row is None else _upload(row)
 

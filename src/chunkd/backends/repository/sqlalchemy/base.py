@@ -20,18 +20,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from chunkd.backends.repository.full import storage_fault
+from chunkd.domain.errors import StorageError
 
-__all__ = ["RowMap", "SqlStore"]
+__all__ = ["RowMap", "SqlStore", "database_faults"]
 
 
 @contextmanager
-def _database_storage_faults() -> Iterator[None]:
+def database_faults() -> Iterator[None]:
+    """A full, failed or unreachable database is the engine's ``StorageError`` (``full.py``), for
+    reads as for writes. SQLAlchemy wraps the driver's errors (``orig``), but lets a failed
+    connect's socket error through as it is; a connection it found dead is ``connection_invalidated``."""
     try:
         yield
     except DBAPIError as exc:
         if (fault := storage_fault(exc.orig)) is not None:
             raise fault from exc
+        if exc.connection_invalidated:
+            raise StorageError("the metadata database is unreachable; try again shortly") from exc
         raise
+    except OSError as exc:
+        raise StorageError("the metadata database is unreachable; try again shortly") from exc
 
 
 T = TypeVar("T")
@@ -96,24 +104,31 @@ class SqlStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in a transaction, committed when the block ends (rolled back on error)."""
-        with _database_storage_faults():
+        with database_faults():
             async with self.engine.begin() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (no transaction of ours)."""
+        with database_faults():
+            async with self.engine.connect() as conn:
                 yield conn
 
     async def first(self, query: Executable, mapper: Callable[[Row[Any]], T]) -> T | None:
         """The first row of ``query`` mapped, or None."""
-        async with self.engine.connect() as conn:
+        async with self.reading() as conn:
             row = (await conn.execute(query)).first()
         return None if row is None else mapper(row)
 
     async def all(self, query: Executable, mapper: Callable[[Row[Any]], T]) -> list[T]:
         """Every row of ``query``, mapped."""
-        async with self.engine.connect() as conn:
+        async with self.reading() as conn:
             return [mapper(row) for row in await conn.execute(query)]
 
     async def scalar(self, query: Executable) -> Any:
         """The single value ``query`` selects."""
-        async with self.engine.connect() as conn:
+        async with self.reading() as conn:
             return (await conn.execute(query)).scalar_one()
 
     async def run(self, statement: Executable) -> int:

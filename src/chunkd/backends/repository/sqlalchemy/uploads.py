@@ -53,7 +53,7 @@ class SqlUploadRepository(SqlStore):
         query = select(uploads).where(uploads.c.id == upload_id)
         if owner is not None:
             query = query.where(uploads.c.owner == owner)
-        async with self.engine.connect() as conn:
+        async with self.reading() as conn:
             row = (await conn.execute(query)).first()
             if row is None:
                 return None
@@ -180,7 +180,7 @@ class SqlUploadRepository(SqlStore):
     async def live_blobs(self) -> dict[str, set[str]]:
         refs = select(parts.c.upload_id, parts.c.blob_ref).join(uploads, uploads.c.id == parts.c.upload_id)
         live: dict[str, set[str]] = {}
-        async with self.engine.connect() as conn:
+        async with self.reading() as conn:
             for upload_id, ref in await conn.execute(refs.where(uploads.c.status.in_(_LIVE))):
                 live.setdefault(upload_id, set()).add(ref)
             for (upload_id,) in await conn.execute(select(uploads.c.id).where(uploads.c.status.in_(_LIVE))):
@@ -189,6 +189,10 @@ class SqlUploadRepository(SqlStore):
 
     async def all_ids(self) -> set[str]:
         return set(await self.all(select(uploads.c.id), _first_column))
+
+    async def completed_ids(self) -> set[str]:
+        query = select(uploads.c.id).where(uploads.c.status == Status.COMPLETED.value)
+        return set(await self.all(query, _first_column))
 
     async def count_pending(self) -> int:
         # An index scan of ``ix_uploads_status_expires``.

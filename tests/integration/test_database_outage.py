@@ -1,0 +1,191 @@
+"""PostgreSQL down or restarting (an operator's restart, a failover): every request that needs the
+database is a 503 with Retry-After in its own dialect (a dependency down, not a bug), nothing is
+recorded, and the uploads resume where they were once the database is back. And a connection lost
+while a commit's answer was on its way: the part it recorded keeps its bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import httpx
+import pytest
+
+from chunkd.app import create_app
+from chunkd.settings import Settings
+from tests.support.postgres import PostgresServer, find_pg_bin
+
+MiB = 1024 * 1024
+TUS = {"Tus-Resumable": "1.0.0"}
+APPEND = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own (it is stopped in the middle: the session's is shared)."""
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (scripts/services/postgres.sh installs it)")
+    server = PostgresServer(bin_dir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_pg_url(own_pg: PostgresServer) -> str:
+    return own_pg.url(own_pg.migrated_database())
+
+
+@pytest.fixture
+def shared_pg_url(pg_server: PostgresServer) -> str:
+    return pg_server.url(pg_server.migrated_database())
+
+
+@asynccontextmanager
+async def app_client(data_dir: Path, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in this process on ``database_url`` and local storage, with alice's key."""
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        bootstrap_admin_key=False,
+        fsync=False,
+        min_part_size=1,
+        reaper_interval_seconds=3600,
+        lock_timeout_seconds=5,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        _, key = await app.state.chunkd.keys.create("alice", "files:create,files:read,files:delete")
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=headers) as http:
+            yield http
+
+
+@pytest.fixture
+async def client(tmp_path: Path, own_pg_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_client(tmp_path / "data", own_pg_url) as http:
+        yield http
+
+
+async def until_up(request: httpx.Request, http: httpx.AsyncClient) -> httpx.Response:
+    """Send ``request`` until it is not a 503: the first requests after the restart may meet pooled
+    connections the restart closed (a 503 too, never anything else); a few tries use them up."""
+    for _ in range(50):
+        response = await http.send(request)
+        if response.status_code != 503:
+            return response
+    raise AssertionError(f"still 503 after the database came back: {response.text}")
+
+
+async def test_a_database_outage_is_503_everywhere_and_uploads_resume(
+    client: httpx.AsyncClient, own_pg: PostgresServer
+) -> None:
+    data = os.urandom(2 * MiB)
+    native = (
+        await client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": MiB})
+    ).json()
+    assert (await client.put(f"/v1/files/{native['id']}/parts/1", content=data[:MiB])).status_code == 200
+    created = await client.post("/files", headers={**TUS, "Upload-Length": str(len(data))})
+    tus_url = created.headers["location"]
+    first = await client.patch(tus_url, content=data[:MiB], headers={**APPEND, "Upload-Offset": "0"})
+    assert first.status_code == 204
+
+    own_pg.pause()
+    try:
+        attempts = {
+            "create": client.build_request("POST", "/v1/files", json={"filename": "b.bin", "sizeBytes": 1}),
+            "get": client.build_request("GET", f"/v1/files/{native['id']}"),
+            "part": client.build_request("PUT", f"/v1/files/{native['id']}/parts/2", content=data[MiB:]),
+            "complete": client.build_request("POST", f"/v1/files/{native['id']}/complete"),
+            "tus create": client.build_request("POST", "/files", headers={**TUS, "Upload-Length": "5"}),
+            "tus head": client.build_request("HEAD", tus_url, headers=TUS),
+            "tus patch": client.build_request(
+                "PATCH", tus_url, content=data[MiB:], headers={**APPEND, "Upload-Offset": str(MiB)}
+            ),
+        }
+        for name, request in attempts.items():
+            response = await client.send(request)
+            # Before the fix: 500 (the driver's ConnectionRefusedError or CannotConnectNowError).
+            assert response.status_code == 503, (name, response.status_code, response.text)
+            assert response.headers["retry-after"], name
+            assert str(own_pg.port) not in response.text  # the driver's words name the host and port
+    finally:
+        own_pg.resume()
+
+    # Nothing was recorded during the outage: both uploads resume from where they were.
+    listed = (await until_up(client.build_request("GET", f"/v1/files/{native['id']}"), client)).json()
+    assert [p["partNumber"] for p in listed["parts"]] == [1]
+    put = await until_up(client.build_request("PUT", f"/v1/files/{native['id']}/parts/2", content=data[MiB:]), client)
+    assert put.status_code == 200, put.text
+    done = await until_up(client.build_request("POST", f"/v1/files/{native['id']}/complete"), client)
+    assert done.status_code == 200 and done.json()["status"] == "COMPLETED", done.text
+    assert (await client.get(f"/v1/files/{native['id']}")).json()["md5"] == hashlib.md5(data).hexdigest()
+    assert (await client.get(f"/v1/files/{native['id']}/content")).content == data
+
+    head = await until_up(client.build_request("HEAD", tus_url, headers=TUS), client)
+    assert head.headers["upload-offset"] == str(MiB)
+    rest = await client.patch(tus_url, content=data[MiB:], headers={**APPEND, "Upload-Offset": str(MiB)})
+    assert rest.status_code == 204, rest.text
+    tus_id = tus_url.rsplit("/", 1)[1]
+    assert (await client.get(f"/v1/files/{tus_id}")).json()["md5"] == hashlib.md5(data).hexdigest()
+
+
+@pytest.fixture
+def commit_answer_lost(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Arms (append True) a fault: the next transaction that commits is committed by the server,
+    then its connection is reported lost, as when PostgreSQL's answer to COMMIT never arrives (the
+    server restarted or the backend was terminated right after the commit)."""
+    armed: list[bool] = []
+    real_exit = asyncpg.transaction.Transaction.__aexit__
+
+    async def exit_then_lose_the_answer(self: Any, extype: Any, ex: Any, tb: Any) -> Any:
+        result = await real_exit(self, extype, ex, tb)
+        if extype is None and armed:
+            armed.clear()
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        return result
+
+    monkeypatch.setattr(asyncpg.transaction.Transaction, "__aexit__", exit_then_lose_the_answer)
+    return armed
+
+
+@pytest.mark.parametrize("dialect", ["native", "tus"])
+async def test_a_part_whose_commit_answer_was_lost_keeps_its_bytes(
+    tmp_path: Path, shared_pg_url: str, commit_answer_lost: list[bool], dialect: str
+) -> None:
+    """The request fails (its outcome unknown to the node: 409 or 503, the client resumes), but
+    the part was recorded. Its bytes used to be freed as those of a part that was not: the server
+    then reported the part as stored, and the upload could never complete."""
+    data = os.urandom(2 * MiB)
+    async with app_client(tmp_path / "data", shared_pg_url) as client:
+        if dialect == "native":
+            made = await client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": MiB})
+            file_id = made.json()["id"]
+            commit_answer_lost.append(True)
+            failed = await client.put(f"/v1/files/{file_id}/parts/1", content=data[:MiB])
+            assert failed.status_code in (409, 503), failed.text
+            listed = (await client.get(f"/v1/files/{file_id}")).json()
+            assert [p["partNumber"] for p in listed["parts"]] == [1]  # recorded after all
+            assert (await client.put(f"/v1/files/{file_id}/parts/2", content=data[MiB:])).status_code == 200
+            done = await client.post(f"/v1/files/{file_id}/complete")
+        else:
+            created = await client.post("/files", headers={**TUS, "Upload-Length": str(len(data))})
+            url = created.headers["location"]
+            file_id = url.rsplit("/", 1)[1]
+            commit_answer_lost.append(True)
+            failed = await client.patch(url, content=data[:MiB], headers={**APPEND, "Upload-Offset": "0"})
+            assert failed.status_code in (409, 423, 503), failed.text
+            offset = int((await client.head(url, headers=TUS)).headers["upload-offset"])
+            assert offset == MiB  # recorded after all: the client resumes after it
+            done = await client.patch(url, content=data[offset:], headers={**APPEND, "Upload-Offset": str(offset)})
+        assert done.status_code in (200, 204), done.text
+        assert (await client.get(f"/v1/files/{file_id}")).json()["md5"] == hashlib.md5(data).hexdigest()
+        assert (await client.get(f"/v1/files/{file_id}/content")).content == data
