@@ -4,7 +4,6 @@ spaced out, and the upload paths leave nothing for it to find."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import hashlib
 import json
@@ -12,10 +11,9 @@ import os
 import platform
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from starlette.types import ASGIApp
+from bench.request_cost import Client
 
 from chunkd.app import create_app
 from chunkd.memory import YOUNG_COLLECTION_EVERY, limit_malloc_arenas
@@ -46,80 +44,35 @@ async def test_a_started_server_freezes_what_start_up_made(tmp_path: Path, unfro
         assert gc.get_threshold()[0] == YOUNG_COLLECTION_EVERY
 
 
-async def _call(
-    app: ASGIApp, method: str, path: str, headers: dict[str, str], body: bytes = b""
-) -> tuple[int, dict[bytes, bytes], bytes]:
-    """One request straight to the ASGI app, as the server hands it over: an HTTP client in the same
-    process would add its own objects (httpx's requests and responses are reference cycles)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in {**headers, "content-length": str(len(body))}.items()],
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-        "state": {},
-    }
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    start: dict[str, Any] = {}
-    sent: list[bytes] = []
-
-    async def receive() -> Any:
-        if messages:
-            return messages.pop()
-        await asyncio.Event().wait()  # no disconnect before the answer
-
-    async def send(message: Any) -> None:
-        if message["type"] == "http.response.start":
-            start.update(message)
-        else:
-            sent.append(message.get("body", b""))
-
-    await app(scope, receive, send)
-    return start["status"], dict(start.get("headers", [])), b"".join(sent)
-
-
 async def test_uploading_leaves_no_reference_cycles(tmp_path: Path, unfrozen: None) -> None:
     """What a tus PATCH, a part and a complete make is freed by reference counting as soon as the
     request ends: garbage in reference cycles would wait for the cyclic collector's passes, which
     the server spaces out (``tune_collector``), and be promoted to older generations meanwhile
-    (each request's streaming pipeline was such a cycle of ~23 objects)."""
+    (each request's streaming pipeline was such a cycle of ~23 objects). The requests go straight to
+    the ASGI app, as the server hands them over (the benchmark's caller): an HTTP client in the same
+    process would add its own objects (httpx's requests and responses are reference cycles)."""
     app = create_app(Settings(data_dir=tmp_path, bootstrap_admin_key=False))
     async with app.router.lifespan_context(app):
         _, key = await app.state.chunkd.keys.create("alice", "files:create,files:read")
-        auth = {"authorization": f"Bearer {key}"}
-        tus = {**auth, "tus-resumable": "1.0.0"}
-        status, headers, _ = await _call(app, "POST", "/files", {**tus, "upload-length": str(20 * 1000)})
-        assert status == 201
+        client = Client(app, f"Bearer {key}".encode())
+        tus = {"Tus-Resumable": "1.0.0"}
+        headers, _ = await client.expect(201, "POST", "/files", headers={**tus, "Upload-Length": str(20 * 1000)})
         location = "/files/" + headers[b"location"].decode().rsplit("/", 1)[1]
-        status, _, created = await _call(
-            app,
-            "POST",
-            "/v1/files",
-            {**auth, "content-type": "application/json"},
-            b'{"filename": "a", "sizeBytes": 1000}',
+        json_type = {"Content-Type": "application/json"}
+        _, created = await client.expect(
+            201, "POST", "/v1/files", b'{"filename": "a", "sizeBytes": 1000}', headers=json_type
         )
-        assert status == 201, created
         file_id = json.loads(created)["id"]
         body = os.urandom(1000)
         gc.collect()
         gc.disable()
         try:
             for offset in range(0, 20 * 1000, 1000):
-                patch = {**tus, "content-type": "application/offset+octet-stream", "upload-offset": str(offset)}
-                assert (await _call(app, "PATCH", location, patch, body))[0] == 204
-            assert (await _call(app, "PUT", f"/v1/files/{file_id}/parts/1", auth, body))[0] == 200
+                patch = {**tus, "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)}
+                await client.expect(204, "PATCH", location, body, headers=patch)
+            await client.expect(200, "PUT", f"/v1/files/{file_id}/parts/1", body)
             completion = json.dumps({"md5": hashlib.md5(body).hexdigest()}).encode()
-            answer = await _call(
-                app, "POST", f"/v1/files/{file_id}/complete", {**auth, "content-type": "application/json"}, completion
-            )
-            assert answer[0] == 200, answer
+            await client.expect(200, "POST", f"/v1/files/{file_id}/complete", completion, headers=json_type)
             found = gc.collect()
         finally:
             gc.enable()
