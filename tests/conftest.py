@@ -58,9 +58,15 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, db_url: str | None)
     then finds nothing to do."""
     if db_url is None:
         copy_sqlite(request.getfixturevalue("sqlite_template"), tmp_path / "data")
+    return in_process_settings(tmp_path / "data", db_url)
+
+
+def in_process_settings(data_dir: Path, database_url: str | None) -> Settings:
+    """The settings of an app run in the test's process: no bootstrap key, no fsync, parts of any
+    size, no reaper during the test, a short lock wait."""
     return Settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
+        data_dir=data_dir,
+        database_url=database_url,
         bootstrap_admin_key=False,
         fsync=False,
         min_part_size=1,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from chunkd.app import create_app
-from chunkd.settings import Settings
+from tests.conftest import in_process_settings
 from tests.support.postgres import PostgresServer, find_pg_bin
 
 MiB = 1024 * 1024
@@ -51,16 +51,7 @@ def shared_pg_url(pg_server: PostgresServer) -> str:
 @asynccontextmanager
 async def app_client(data_dir: Path, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """The app in this process on ``database_url`` and local storage, with alice's key."""
-    settings = Settings(
-        data_dir=data_dir,
-        database_url=database_url,
-        bootstrap_admin_key=False,
-        fsync=False,
-        min_part_size=1,
-        reaper_interval_seconds=3600,
-        lock_timeout_seconds=5,
-    )
-    app = create_app(settings)
+    app = create_app(in_process_settings(data_dir, database_url))
     async with app.router.lifespan_context(app):
         _, key = await app.state.chunkd.keys.create("alice", "files:create,files:read,files:delete")
         transport = httpx.ASGITransport(app=app)
