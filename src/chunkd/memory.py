@@ -21,8 +21,8 @@ with 100 concurrent tus uploads, passes every 700 allocations walked them ~1,650
 the middle and full passes that follow ~160 times, 0.95 s of the event loop's time in a 1 GiB run
 (~8 % of it); every 10,000, 50 passes and 0.25 s (``compare.py many-100``, 2026-12-01). Garbage
 freed by reference counting is not affected; only garbage in reference cycles waits longer, and
-the request path makes none (``chunkd.service.streaming._Lane``). A pass then takes ~5 ms at that
-load, against ~0.3 ms: well inside the requests' own latency (p99 ~400 ms)."""
+the request path makes none (``chunkd.service.streaming``; a test keeps it so). A pass then takes
+~5 ms at that load, against ~0.3 ms: well inside the requests' own latency (p99 ~400 ms)."""
 
 from __future__ import annotations
 
