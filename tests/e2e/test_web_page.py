@@ -66,6 +66,18 @@ def wait_for(page: Any, name: str, condition: str, timeout: float = 120_000) -> 
     )
 
 
+def wait_drawn(page: Any, name: str, condition: str, timeout: float = 120_000) -> None:
+    """Wait until ``condition`` (JS over ``li``, the named upload's row) holds. The page draws its
+    rows at the next animation frame after an upload changes, so what ``wait_for`` saw may not be
+    on the screen yet; the row's ``data-state`` and texts are drawn together."""
+    page.wait_for_function(
+        f"""name => {{ const li = [...document.querySelectorAll('#uploads li')].find(li => li.dataset.name === name);
+        return Boolean(li && ({condition})); }}""",
+        arg=name,
+        timeout=timeout,
+    )
+
+
 def sign_in(page: Any, server: ChunkdServer, key: str) -> None:
     page.goto(server.url + "/")
     page.fill("#api-key", key)
@@ -103,6 +115,7 @@ def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, br
 
     # Progress is shown while the big file is on its way, per file and in total.
     wait_for(page, "big.bin", "u.received.size >= 1 && u.state === 'uploading'")
+    wait_drawn(page, "big.bin", "parseInt(li.querySelector('.percent').textContent) > 0")
     row = page.locator("#uploads li[data-name='big.bin']")
     percent = int(row.locator(".percent").inner_text().rstrip("%"))
     assert 0 < percent < 100
@@ -112,6 +125,7 @@ def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, br
     # Pause: nothing more is acknowledged; resume: it goes on.
     row.locator("button.pause").click()
     wait_for(page, "big.bin", "u.state === 'paused'")
+    wait_drawn(page, "big.bin", "li.dataset.state === 'paused'")
     paused = state_of(page, "big.bin")
     assert row.locator(".status").inner_text() == "paused"
     with FilesClient(live_server, key) as client:
@@ -253,6 +267,7 @@ def test_refused_links_say_why_and_store_nothing(live_server: ChunkdServer, brow
         page.wait_for_selector("#uploader:not([hidden])")
         page.set_input_files("#pick", str(path))
         wait_for(page, path.name, "u.state === 'failed'")
+        wait_drawn(page, path.name, "li.dataset.state === 'failed'")
         row = page.locator(f"#uploads li[data-name='{path.name}']")
         assert "accepts at most 1048576 bytes" in row.locator(".detail").inner_text()
         context.close()
