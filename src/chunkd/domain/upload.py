@@ -152,10 +152,12 @@ class Upload:
         return list(islice((n for n in range(1, count + 1) if n not in self.parts), limit))
 
     # ---- checks before bytes are accepted ----------------------------------------------------
+    def past_expiry(self, now: datetime) -> bool:
+        """A PENDING upload whose expiry has come: expired, whether or not the reaper recorded it."""
+        return self.status is Status.PENDING and self.expires_at is not None and self.expires_at <= now
+
     def ensure_pending(self, now: datetime) -> None:
-        if self.status is Status.EXPIRED or (
-            self.status is Status.PENDING and self.expires_at is not None and self.expires_at <= now
-        ):
+        if self.status is Status.EXPIRED or self.past_expiry(now):
             raise Expired(f"upload {self.id} has expired", uploadStatus=Status.EXPIRED.value)
         if self.status is not Status.PENDING:
             raise InvalidState(f"upload {self.id} is {self.status.value}", uploadStatus=self.status.value)
@@ -327,7 +329,8 @@ class Upload:
         """This upload as it stands at ``now``: a PENDING one past its expiry is EXPIRED with no
         parts (as the reaper will record it, up to an interval later, and as every write already
         treats it: ``ensure_pending``). A copy when it differs; ``self`` is never changed."""
-        if self.status is Status.PENDING and self.expires_at is not None and self.expires_at <= now:
+        if self.past_expiry(now):
+            assert self.expires_at is not None
             seen = dataclasses.replace(self, parts={})
             seen.mark_expired(self.expires_at)
             return seen

@@ -11,7 +11,7 @@ import sqlite3
 
 from chunkd.domain.errors import StorageError, StorageFull
 
-__all__ = ["database_full", "is_full", "storage_fault", "unreachable"]
+__all__ = ["database_full", "database_unreachable", "is_full", "storage_fault", "unreachable"]
 
 # PostgreSQL's disk_full condition (SQLSTATE class 53, insufficient resources).
 _PG_DISK_FULL = "53100"
@@ -50,6 +50,11 @@ def database_full() -> StorageFull:
     return StorageFull("no space left for the metadata database")
 
 
+def database_unreachable() -> StorageError:
+    # Not the driver's words: they name the database's host and port.
+    return StorageError("the metadata database is unreachable; try again shortly")
+
+
 def storage_fault(error: BaseException | None) -> StorageError | None:
     """The engine's error for a driver's error that says the database's storage failed or is full,
     or that the database is unreachable; None for any other error (a bug, a constraint: left as it
@@ -57,8 +62,7 @@ def storage_fault(error: BaseException | None) -> StorageError | None:
     if is_full(error):
         return database_full()
     if unreachable(error):
-        # Not the driver's words: they name the database's host and port.
-        return StorageError("the metadata database is unreachable; try again shortly")
+        return database_unreachable()
     if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_IOERR:
         return StorageError(f"the metadata database's storage failed: {error}")
     return None

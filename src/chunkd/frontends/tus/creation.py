@@ -221,7 +221,7 @@ class Creation(TusResource):
             partial = await self.load(request, who.owner, upload_id)
             if tus_state(partial).get("concat") != "partial":
                 raise e.InvalidInput(f"upload {upload_id} is not a partial upload", field="Upload-Concat")
-            if partial.status is Status.PENDING and partial.expires_at is not None and partial.expires_at <= now:
+            if partial.past_expiry(now):
                 raise e.InvalidInput(f"partial upload {upload_id} has expired", field="Upload-Concat")
             if partial.status in (Status.CANCELLED, Status.EXPIRED):
                 message = f"partial upload {upload_id} is {partial.status.value.lower()}"

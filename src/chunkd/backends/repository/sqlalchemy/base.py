@@ -19,8 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
-from chunkd.backends.repository.full import storage_fault
-from chunkd.domain.errors import StorageError
+from chunkd.backends.repository.full import database_unreachable, storage_fault
 
 __all__ = ["RowMap", "SqlStore", "database_faults"]
 
@@ -36,10 +35,10 @@ def database_faults() -> Iterator[None]:
         if (fault := storage_fault(exc.orig)) is not None:
             raise fault from exc
         if exc.connection_invalidated:
-            raise StorageError("the metadata database is unreachable; try again shortly") from exc
+            raise database_unreachable() from exc
         raise
     except OSError as exc:
-        raise StorageError("the metadata database is unreachable; try again shortly") from exc
+        raise database_unreachable() from exc
 
 
 T = TypeVar("T")
