@@ -275,8 +275,7 @@ class StreamedPart:
 
     def _digest_all(self, chunks: Sequence[bytes]) -> None:
         for hasher in self._hashers:
-            for chunk in chunks:
-                hasher.update(chunk)
+            _update_all(hasher, chunks)
 
     @property
     def md5(self) -> str:
