@@ -200,10 +200,12 @@ async def test_appends_survive_a_completion_whose_record_was_lost(s3_api: Api, m
 TUS_APPEND = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
 
 
-async def _tus_completion_record_lost(s3_api: Api, monkeypatch: pytest.MonkeyPatch) -> tuple[str, bytes, int]:
+async def _tus_completion_record_lost(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch, size: int = MIN_S3_PART + MiB
+) -> tuple[str, bytes, int]:
     """A tus upload of one recorded PATCH whose second, final PATCH completed the file in S3 and
     then lost its lock at the COMPLETED record: (its URL, its bytes, the recorded offset)."""
-    data = os.urandom(MIN_S3_PART + MiB)
+    data = os.urandom(size)
     head = 100 * 1024
     append = {**s3_api.auth(), **TUS_APPEND}
     created = await s3_api.client.post(
@@ -345,7 +347,7 @@ async def test_presigned_download_redirect(s3_settings: Settings) -> None:
 
 async def test_complete_after_a_crash_that_followed_s3_completion(s3_api: Api) -> None:
     """CompleteMultipartUpload succeeded but the process died before the engine recorded it: the
-    retried complete recognises the finished object instead of failing on the vanished upload."""
+    retried complete builds the file again instead of failing on the vanished multipart upload."""
     service = s3_api.runtime.uploads
     data = os.urandom(6 * MiB + 1)
     upload = await service.create("alice", filename="c.bin", size_bytes=len(data), part_size=3 * MiB)
@@ -355,6 +357,43 @@ async def test_complete_after_a_crash_that_followed_s3_completion(s3_api: Api) -
     await store_of(s3_api).complete(loaded)  # S3 side done; the engine's record stays PENDING
     assert (await service.get("alice", upload.id)).status.value == "PENDING"
     await check_complete(s3_api, upload.id, data, 2)
+
+
+async def test_a_part_re_sent_after_a_lost_completion_is_in_the_file(s3_api: Api) -> None:
+    """A completion finished the file in S3 but its record was lost; the client then re-sent a part
+    with other bytes (its right, the upload being PENDING). The next complete must build the file
+    again: it trusted the object already at the key, of the right size, and served the old bytes
+    under the new MD5."""
+    service = s3_api.runtime.uploads
+    part = 3 * MiB
+    data = bytearray(os.urandom(2 * part + 1))
+    upload = await service.create("alice", filename="c.bin", size_bytes=len(data), part_size=part)
+    await put_parts(service, upload.id, bytes(data), part, [1, 2, 3])
+    loaded = await s3_api.runtime.repo.get(upload.id)
+    assert loaded is not None
+    await store_of(s3_api).complete(loaded)  # S3 side done; the engine's record stays PENDING
+    data[part : 2 * part] = os.urandom(part)
+    await put_parts(service, upload.id, bytes(data), part, [2])
+    await check_complete(s3_api, upload.id, bytes(data), 2)
+
+
+async def test_a_resumed_append_after_a_lost_completion_is_in_the_file(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The PATCH that ended a tus upload completed it in S3 and lost its COMPLETED record; the
+    client resumed from the recorded offset with other bytes. The file served is the one whose
+    MD5 is recorded: the one the resumed PATCHes made."""
+    url, data, head = await _tus_completion_record_lost(s3_api, monkeypatch, size=300_000)
+    changed = data[:head] + os.urandom(len(data) - head)
+    tus = {**s3_api.auth(), "Tus-Resumable": "1.0.0"}
+    resumed = await s3_api.client.patch(
+        url, content=changed[head:], headers={**tus, **TUS_APPEND, "Upload-Offset": str(head)}
+    )
+    assert resumed.status_code == 204, resumed.text
+    done = await s3_api.runtime.uploads.get("alice", url.rsplit("/", 1)[1])
+    assert done.status is Status.COMPLETED and done.md5 == hashlib.md5(changed).hexdigest()
+    assert b"".join([c async for c in s3_api.runtime.uploads.read(done)]) == changed
+    assert bucket_state(s3_api) == ([store_of(s3_api).final_key(done)], [])
 
 
 async def test_failed_clean_up_after_completion_does_not_fail_complete(
@@ -496,9 +535,9 @@ async def test_tus_concatenation_may_name_a_partial_twice(s3_api: Api) -> None:
 
 async def test_complete_of_a_small_append_upload_after_a_crash_that_followed_s3_completion(s3_api: Api) -> None:
     """An APPEND upload under 5 MiB gets its multipart upload only at completion, so the state that
-    names it is saved with the COMPLETED record: a crash right after CompleteMultipartUpload (the
-    staged parts already deleted) left the retried complete starting a new multipart upload from
-    parts that are gone, failing for ever. The finished object is recognised instead."""
+    names it is saved with the COMPLETED record: a crash right after CompleteMultipartUpload leaves
+    the retried complete with no record of it. It builds the file again from the staged parts
+    (kept until the record is saved) in a new multipart upload, and leaves no stray one."""
     service = s3_api.runtime.uploads
     data = os.urandom(300_000)
     upload = await service.create("alice", filename="t.bin", size_bytes=len(data), mode=Mode.APPEND)

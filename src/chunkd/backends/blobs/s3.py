@@ -42,9 +42,11 @@ state saved with the engine's commit says which ones are trustworthy. ``complete
 (normally only the small tail), checks every S3 part against ``ListParts`` (for 1:1 parts the ETag
 must equal the engine's part MD5), then ``CompleteMultipartUpload`` — the whole file is never
 re-uploaded or re-read. The staged parts are deleted only once the COMPLETED record is saved
-(``release_completed``). Cancel, expiry and delete abort the multipart upload(s) under the upload's key
-and delete staged objects; ``sweep`` (``chunkd gc``) does the same for uploads the database no longer
-knows.
+(``release_completed``), so a PENDING upload can always be built again from them: when its recorded
+multipart upload is gone (completed by an attempt whose record was lost, or aborted by a lifecycle
+rule), a new one is built rather than trusting an object already at the key. Cancel, expiry and
+delete abort the multipart upload(s) under the upload's key and delete staged objects; ``sweep``
+(``chunkd gc``) does the same for uploads the database no longer knows.
 
 The store is split by concept: ``s3_client`` (boto3 client, configuration, key layout, bucket
 calls), ``s3_multipart`` (staging writes and building S3 parts), and this module (the ``BlobStore``
@@ -100,11 +102,8 @@ class S3BlobStore(S3Multipart):
         if size == 0:
             # S3 has no empty multipart upload: an empty file is one empty PUT.
             await self.call("put_object", Key=key, Body=b"", ContentType=upload.mime_type)
-        elif await self._completed_before(upload, key, size):
-            pass  # completed before a crash that kept the engine from recording it
         else:
-            mp_id = await self._multipart(upload)
-            etags = await (self._complete_append if upload.mode is Mode.APPEND else self._complete_parts)(upload, mp_id)
+            mp_id, etags = await self.on_live_multipart(upload, lambda: self._build_all(upload))
             try:
                 await self.call(
                     "complete_multipart_upload",
@@ -113,9 +112,11 @@ class S3BlobStore(S3Multipart):
                     MultipartUpload={"Parts": [{"PartNumber": n, "ETag": f'"{t}"'} for n, t in enumerate(etags, 1)]},
                 )
             except Exception:
-                # Completed before a crash (the engine did not record it): RGW then answers 500,
-                # AWS NoSuchUpload. The object being there with the right size settles it.
-                if not await self._exists(key, size):
+                # This very completion, its first answer lost: the client's retry finds the
+                # multipart upload gone (RGW answers 500, AWS NoSuchUpload). Only that upload
+                # being gone settles it: an object of the right size may be a stale one that an
+                # earlier completion left (see ``on_live_multipart``).
+                if await self.is_open(upload, mp_id) or not await self._exists(key, size):
                     raise
         if not await self._exists(key, size):
             raise OSError(f"the completed object {key!r} does not have {size} bytes")
@@ -132,15 +133,11 @@ class S3BlobStore(S3Multipart):
         and delete the staged parts (the file is complete without them)."""
         await self._cleanup(upload, keep_final=True)
 
-    async def _completed_before(self, upload: Upload, key: str, size: int) -> bool:
-        """True if ``CompleteMultipartUpload`` already succeeded for this upload: the object is there
-        with its size and the multipart upload is gone (only this code completes it, under the lock).
-        Asked even when no multipart upload was recorded: one made by ``complete`` itself (an
-        APPEND upload under 5 MiB has none before) is recorded only with the COMPLETED status,
-        and a crash before that record must not start a new one from staged parts already freed."""
-        if not await self._exists(key, size):
-            return False
-        return not [u for u in await self._multipart_uploads(key) if u["Key"] == key]
+    async def _build_all(self, upload: Upload) -> tuple[str, list[str]]:
+        """The upload's multipart upload and the ETags of all its S3 parts, built where missing."""
+        mp_id = await self._multipart(upload)
+        build = self._complete_append if upload.mode is Mode.APPEND else self._complete_parts
+        return mp_id, await build(upload, mp_id)
 
     async def _complete_parts(self, upload: Upload, mp_id: str) -> list[str]:
         state = self._state(upload)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from chunkd.backends.blobs.errors import storage_error
 from chunkd.backends.blobs.s3_client import MAX_S3_PART, MIN_S3_PART, S3Bucket, Spool, b64md5, etag
@@ -20,6 +20,8 @@ from chunkd.domain.upload import Mode, Part, Upload
 from chunkd.ports.blobs import PartLoader
 
 __all__ = ["S3Multipart", "S3Writer"]
+
+T = TypeVar("T")
 
 
 class S3Writer:
@@ -207,6 +209,9 @@ class S3Multipart(S3Bucket):
             self._set_bit(state, group, False)
 
     async def settle(self, upload: Upload, part: Part, load_parts: PartLoader) -> bool:
+        return await self.on_live_multipart(upload, lambda: self._settle(upload, part, load_parts))
+
+    async def _settle(self, upload: Upload, part: Part, load_parts: PartLoader) -> bool:
         if upload.mode is Mode.APPEND:
             return await self._advance_append(upload, load_parts, final=False)
         state = self._state(upload)
@@ -223,3 +228,42 @@ class S3Multipart(S3Bucket):
         await self._build_group(upload, mp_id, group, [have[n] for n in numbers])
         self._set_bit(state, group, True)
         return True
+
+    # ---- a multipart upload that is gone ---------------------------------------------------------
+    async def on_live_multipart(self, upload: Upload, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` (which builds S3 parts in the upload's multipart upload); if the recorded
+        multipart upload is gone, forget it and everything built in it, and run ``work`` once more
+        in a new one.
+
+        It is gone when an earlier completion finished it but its COMPLETED record was lost (a
+        crash, the lock or the database lost), or when a bucket lifecycle rule aborted it. The
+        staged parts are all still there (they are freed only once that record is saved), so the
+        file is built again from them. The object such a completion left at the key is never
+        trusted: a part re-sent with other bytes, or a resumed append, may have changed the file
+        since, and the object's size would not show it."""
+        try:
+            return await work()
+        except StorageError as exc:
+            # RGW answers NoSuchKey, not NoSuchUpload, to ListParts on a finished upload; a missing
+            # staged object is a NoSuchKey too, so only the store's own listing says it is gone.
+            mp_id = self._state(upload).get("uploadId")
+            if not isinstance(mp_id, str) or not _missing(exc.__cause__) or await self.is_open(upload, mp_id):
+                raise
+        self._forget_multipart(upload)
+        return await work()
+
+    async def is_open(self, upload: Upload, mp_id: str) -> bool:
+        """Whether multipart upload ``mp_id`` of the upload's key is still open."""
+        key = self.final_key(upload)
+        return any(u["Key"] == key and u["UploadId"] == mp_id for u in await self._multipart_uploads(key))
+
+    def _forget_multipart(self, upload: Upload) -> None:
+        state = self._state(upload)
+        for field in ("uploadId", "built", "cursor", "cursorPart", "next"):
+            state.pop(field, None)
+
+
+def _missing(exc: BaseException | None) -> bool:
+    """Whether a botocore error says something does not exist (the multipart upload or a key)."""
+    response = getattr(exc, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") in {"NoSuchUpload", "NoSuchKey"}
