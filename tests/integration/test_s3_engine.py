@@ -377,6 +377,22 @@ async def test_a_part_re_sent_after_a_lost_completion_is_in_the_file(s3_api: Api
     await check_complete(s3_api, upload.id, bytes(data), 2)
 
 
+async def test_a_multipart_upload_aborted_behind_the_engines_back_is_built_again(s3_api: Api) -> None:
+    """A bucket lifecycle rule (or an operator) aborted the upload's multipart upload: every
+    complete failed with a 503 on the vanished upload. It is built again from the staged parts."""
+    service = s3_api.runtime.uploads
+    data = os.urandom(3 * MIN_S3_PART)
+    upload = await service.create("alice", filename="a.bin", size_bytes=len(data), part_size=MIN_S3_PART)
+    await put_parts(service, upload.id, data, MIN_S3_PART, [1, 2])
+    _, uploads = bucket_state(s3_api)
+    assert len(uploads) == 1
+    s3(s3_api).abort_multipart_upload(
+        Bucket=store_of(s3_api).bucket, Key=uploads[0]["Key"], UploadId=uploads[0]["UploadId"]
+    )
+    await put_parts(service, upload.id, data, MIN_S3_PART, [3])
+    await check_complete(s3_api, upload.id, data, 3)
+
+
 async def test_a_resumed_append_after_a_lost_completion_is_in_the_file(
     s3_api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
