@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -679,6 +680,48 @@ async def test_object_store_faults_during_complete_are_503_and_retryable(
     assert done.status_code == 200, done.text
     got = await s3_api.client.get(f"/v1/files/{file_id}/content", headers=auth)
     assert got.content == data
+
+
+async def test_a_store_that_hangs_is_a_503_and_the_upload_resumes(
+    s3_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that takes connections and never answers: each try waits at most
+    ``s3_timeout_seconds``, so the part is refused with a 503 (nothing recorded) instead of holding
+    the request and the upload's lock for minutes; the same part is taken once the store answers."""
+    settings = s3_settings.model_copy(update={"s3_timeout_seconds": 0.5, "s3_attempts": 2})
+    hung = socket.create_server(("127.0.0.1", 0))  # listens, never accepts or answers
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        runtime = app.state.chunkd
+        store = runtime.blobs
+        assert isinstance(store, S3BlobStore)
+        config = store.client.meta.config
+        assert (config.read_timeout, config.connect_timeout, config.retries["total_max_attempts"]) == (0.5, 0.5, 2)
+        _, key = await runtime.keys.create("alice", "files:create,files:read")
+        auth = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
+            created = await client.post("/v1/files", json={"filename": "h.bin", "sizeBytes": 10}, headers=auth)
+            file_id = created.json()["id"]
+            with hung, monkeypatch.context() as patched:
+                patched.setattr(
+                    store,
+                    "client",
+                    s3_module.make_client(
+                        endpoint=f"http://127.0.0.1:{hung.getsockname()[1]}",
+                        region="us-east-1",
+                        access_key="k",
+                        secret_key="s",
+                        max_connections=2,
+                        timeout=0.5,
+                        attempts=2,
+                    ),
+                )
+                refused = await client.put(f"/v1/files/{file_id}/parts/1", content=b"0123456789", headers=auth)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "storage_unavailable"
+            assert (await client.get(f"/v1/files/{file_id}", headers=auth)).json()["bytesReceived"] == 0
+            taken = await client.put(f"/v1/files/{file_id}/parts/1", content=b"0123456789", headers=auth)
+            assert taken.status_code == 200, taken.text
 
 
 @pytest.mark.parametrize("ending", ["cancel", "delete"])

@@ -75,6 +75,15 @@ class StorageSettings(BaseModel):
     )
     s3_presign_seconds: int = Field(300, description="Lifetime of a presigned download URL, in seconds.")
     s3_max_connections: int = Field(32, description="HTTP connections (and worker threads) to S3 per process.")
+    s3_timeout_seconds: float = Field(
+        30,
+        gt=0,
+        description="How long one S3 call may wait for the store (to connect, or between bytes of its answer) "
+        "before it is tried again; a store that hangs is then a 503 for the client, not a request held open.",
+    )
+    s3_attempts: int = Field(
+        3, ge=1, le=10, description="Tries per S3 call (the first included) before the client gets a 503."
+    )
 
     @field_validator("secret")
     @classmethod

@@ -340,6 +340,8 @@ def from_settings(settings: object) -> S3BlobStore:
         access_key=settings.s3_access_key,
         secret_key=settings.s3_secret_key,
         max_connections=settings.s3_max_connections,
+        timeout=settings.s3_timeout_seconds,
+        attempts=settings.s3_attempts,
     )
     spool = settings.data_dir / "s3-spool"
     return S3BlobStore(

@@ -250,11 +250,23 @@ def store_fault(exc: Exception) -> Exception:
 
 
 def make_client(
-    *, endpoint: str | None, region: str, access_key: str | None, secret_key: str | None, max_connections: int
+    *,
+    endpoint: str | None,
+    region: str,
+    access_key: str | None,
+    secret_key: str | None,
+    max_connections: int,
+    timeout: float = 30,
+    attempts: int = 3,
 ) -> Any:
     """A boto3 S3 client: path-style addressing (needed by RGW/MinIO), SigV4, standard retries, and
     checksums only where required (newer botocore's default CRC trailers are not understood by
-    every S3-compatible server)."""
+    every S3-compatible server).
+
+    ``timeout`` bounds each wait on the store (connecting, and each read of its answer), not a whole
+    call. A 120 s read timeout and 5 attempts held a request, and the upload's lock, for ten
+    minutes when the store hung; RGW and AWS keep long copies alive by sending whitespace, so a
+    short wait does not cut them."""
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config  # type: ignore[import-untyped]
 
@@ -262,11 +274,11 @@ def make_client(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
         max_pool_connections=max_connections,
-        retries={"max_attempts": 5, "mode": "standard"},
+        retries={"total_max_attempts": attempts, "mode": "standard"},
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        connect_timeout=10,
-        read_timeout=120,
+        connect_timeout=timeout,
+        read_timeout=timeout,
     )
     session = boto3.session.Session()
     return session.client(
