@@ -7,12 +7,14 @@ import hashlib
 import os
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from chunkd.backends.blobs.local import LocalBlobStore
+from chunkd.domain.errors import StorageError
 from chunkd.domain.upload import Part, Status, Upload
-from chunkd.ports.blobs import PartLinker
+from chunkd.ports.blobs import BlockingReader, PartLinker
 from tests.contract.conftest import BlobFixture
 from tests.support.uploads import make_upload
 
@@ -169,6 +171,31 @@ async def test_complete_twice_is_harmless(blobs: BlobFixture) -> None:
     await blobs.store.complete(upload)
     upload.status = Status.COMPLETED
     assert await read(blobs, upload, 0, len(data)) == data
+
+
+async def test_a_blocking_read_gives_the_bytes_read_part_gives(blobs: BlobFixture) -> None:
+    if not isinstance(blobs.store, BlockingReader):
+        pytest.skip(f"{blobs.backend.name} has no BlockingReader capability")
+    size = 2 * 1024 * 1024 + 3  # more than one read's worth, and not a multiple of it
+    upload = new_upload(size, size)
+    data = os.urandom(size)
+    part = await write(blobs, upload, 1, data, piece=1024 * 1024)
+    chunks = await asyncio.to_thread(list, blobs.store.read_part_blocking(upload, part))
+    assert len(chunks) > 1 and b"".join(chunks) == data == await read_part(blobs, upload, part)
+
+
+async def test_a_blocking_read_of_a_part_storage_cut_short_is_a_storage_fault(tmp_path: Path) -> None:
+    """The local store: a part file shorter than its record (storage lost bytes) is a StorageError
+    (a 503 where the engine reads it back to hash it), not a hash over fewer bytes."""
+    store = LocalBlobStore(tmp_path)
+    upload = new_upload(PART)
+    writer = await store.open_writer(upload, 1, 0)
+    await writer.write([os.urandom(PART)])
+    ref = await writer.commit()
+    part = Part(1, 0, PART, "", ref, NOW)
+    os.truncate(store._path(upload.id, ref), PART - 1)
+    with pytest.raises(StorageError, match="shorter than its recorded size"):
+        await asyncio.to_thread(list, store.read_part_blocking(upload, part))
 
 
 async def test_link_part_shares_bytes_without_tying_lifetimes(blobs: BlobFixture) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,10 @@ class CountingBlobStore(LocalBlobStore):
         self.reads.append(part.number)
         async for chunk in super().read_part(upload, part):
             yield chunk
+
+    def read_part_blocking(self, upload: Upload, part: Part) -> Generator[bytes, None, None]:
+        self.reads.append(part.number)  # list.append is atomic: safe from the worker thread
+        yield from super().read_part_blocking(upload, part)
 
 
 class Engine:

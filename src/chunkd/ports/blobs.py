@@ -3,7 +3,7 @@ protocols, checked once at start-up (as tusd composes its data stores)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -12,6 +12,7 @@ from chunkd.domain.upload import Part, Upload
 __all__ = [
     "BlobStore",
     "BlobWriter",
+    "BlockingReader",
     "BlockingWriter",
     "CompletionCleaner",
     "DownloadRedirector",
@@ -53,6 +54,17 @@ class BlockingWriter(Protocol):
         """Make what was written so far durable now, in the caller's thread; ``commit`` then has
         nothing left to wait for (the same hop as the write: one hop, not two, per small body).
         Bytes made durable here and then aborted are dropped by ``abort`` as ever."""
+
+
+@runtime_checkable
+class BlockingReader(Protocol):
+    """Optional: a stored part's bytes as a plain blocking generator, for the engine to run in one
+    worker thread. A part read back to be hashed (it arrived ahead of the hash frontier) then costs
+    one executor hop instead of two per chunk read; each hop waits its turn on the event loop, which
+    is busy receiving the other parts in flight just when parts arrive ahead of the frontier.
+    Failures raise ``StorageError``, as ``read_part`` does."""
+
+    def read_part_blocking(self, upload: Upload, part: Part) -> Generator[bytes, None, None]: ...
 
 
 class BlobStore(Protocol):
@@ -177,6 +189,7 @@ class StoreCapabilities:
     cleaner: CompletionCleaner | None
     redirector: DownloadRedirector | None
     sweeper: Sweeper | None
+    reader: BlockingReader | None
     # The store verifies what it holds against each part's own MD5 (S3 ETags), so every part gets
     # one; otherwise a part's MD5 is computed only on a client's or dialect's request (invariant 5).
     part_md5: bool
@@ -191,6 +204,7 @@ class StoreCapabilities:
             cleaner=store if isinstance(store, CompletionCleaner) else None,
             redirector=store if isinstance(store, DownloadRedirector) else None,
             sweeper=store if isinstance(store, Sweeper) else None,
+            reader=store if isinstance(store, BlockingReader) else None,
             part_md5=bool(getattr(store, "wants_part_md5", False)),
         )
 
@@ -204,6 +218,7 @@ class StoreCapabilities:
             "clean-after-complete": self.cleaner,
             "download-redirects": self.redirector,
             "sweep": self.sweeper,
+            "blocking-reads": self.reader,
         }
         return [name for name, present in found.items() if present is not None] + (
             ["part-md5"] if self.part_md5 else []

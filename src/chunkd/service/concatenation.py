@@ -16,7 +16,6 @@ aggregate (``record_append`` per placed part, ``declare_size`` for a length lear
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -293,8 +292,7 @@ class Concatenation(Lifecycle):
             if crc is not None:
                 crc.update(chunk)
 
-        async for chunk in self.blobs.read_part(upload, part):
-            await asyncio.to_thread(feed, chunk)
+        await self._feed_part(upload, part, feed)
         return crc.hexdigest() if crc is not None else part.crc64
 
     async def _fail(self, upload: Upload, reason: str) -> None:

@@ -25,8 +25,9 @@ fails or loses the race, ``complete`` carries the frontier itself under the lock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -151,14 +152,24 @@ class EngineCore:
         except Exception:
             log.warning("storage could not settle part %s of upload %s", part.number, upload.id, exc_info=True)
 
+    async def _feed_part(self, upload: Upload, part: Part, feed: Callable[[bytes], None]) -> None:
+        """Read ``part`` back from storage into ``feed`` (a digest's update), off the event loop: in
+        one worker-thread hop where the store can read blocking, else one hop per chunk."""
+        reader = self.caps.reader
+        if reader is not None:
+            chunks = reader.read_part_blocking(upload, part)
+            await asyncio.to_thread(_feed_all, chunks, feed)
+            return
+        async for chunk in self.blobs.read_part(upload, part):
+            await asyncio.to_thread(feed, chunk)
+
     async def _advance_hash(self, upload: Upload) -> list[Part]:
         """Carry the whole-file hash over loaded parts that are contiguous with the frontier, reading
         them back from storage (parts that arrived ahead of a gap; normally still in the page cache)."""
         advanced: list[Part] = []
         while (part := upload.next_part_to_hash()) is not None:
             digest = ResumableMD5(upload.hash_state)
-            async for chunk in self.blobs.read_part(upload, part):
-                await asyncio.to_thread(digest.update, chunk)
+            await self._feed_part(upload, part, digest.update)
             upload.mark_hashed(part, digest.state())
             advanced.append(part)
         return advanced
@@ -215,8 +226,7 @@ class EngineCore:
         digest: ResumableMD5 | None = None
         while (part := upload.next_part_to_hash()) is not None:
             digest = digest or ResumableMD5(upload.hash_state)
-            async for chunk in self.blobs.read_part(upload, part):
-                await asyncio.to_thread(digest.update, chunk)
+            await self._feed_part(upload, part, digest.update)
             state = digest.state()
             hashed.append((part, state))
             upload.mark_hashed(part, state)
@@ -250,3 +260,9 @@ class EngineCore:
     async def _emit(self, event: str, upload: Upload) -> None:
         for listener in self.listeners:
             await listener(event, upload)
+
+
+def _feed_all(chunks: Generator[bytes, None, None], feed: Callable[[bytes], None]) -> None:
+    with contextlib.closing(chunks):  # its file is closed here, in this thread, even if ``feed`` fails
+        for chunk in chunks:
+            feed(chunk)

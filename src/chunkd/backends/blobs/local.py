@@ -27,7 +27,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Generator, Iterator, Sequence
 from pathlib import Path
 
 from chunkd.backends.blobs.errors import storage_error
@@ -365,6 +365,23 @@ class LocalBlobStore:
     async def read_part(self, upload: Upload, part: Part) -> AsyncIterator[bytes]:
         async for chunk in self._read_file(self._path(upload.id, part.blob_ref), 0, part.size):
             yield chunk
+
+    def read_part_blocking(self, upload: Upload, part: Part) -> Generator[bytes, None, None]:
+        """BlockingReader: ``read_part`` in the caller's (worker) thread."""
+        path = self._path(upload.id, part.blob_ref)
+        with _disk("reading stored bytes"):
+            fd = os.open(path, os.O_RDONLY)
+        try:
+            position = 0
+            while position < part.size:
+                with _disk("reading stored bytes"):
+                    chunk = os.pread(fd, min(READ_CHUNK, part.size - position), position)
+                if not chunk:
+                    raise StorageError(f"part file {path.name} is shorter than its recorded size")
+                position += len(chunk)
+                yield chunk
+        finally:
+            os.close(fd)
 
     async def read(self, upload: Upload, start: int, end: int) -> AsyncIterator[bytes]:
         for part in upload.sorted_parts():
