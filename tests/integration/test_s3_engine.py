@@ -202,12 +202,11 @@ TUS_APPEND = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octe
 
 
 async def _tus_completion_record_lost(
-    s3_api: Api, monkeypatch: pytest.MonkeyPatch, size: int = MIN_S3_PART + MiB
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch, size: int = MIN_S3_PART + MiB, head: int = 100 * 1024
 ) -> tuple[str, bytes, int]:
-    """A tus upload of one recorded PATCH whose second, final PATCH completed the file in S3 and
-    then lost its lock at the COMPLETED record: (its URL, its bytes, the recorded offset)."""
+    """A tus upload of one recorded PATCH (``head`` bytes) whose second, final PATCH completed the
+    file in S3 and then lost its lock at the COMPLETED record: (its URL, its bytes, ``head``)."""
     data = os.urandom(size)
-    head = 100 * 1024
     append = {**s3_api.auth(), **TUS_APPEND}
     created = await s3_api.client.post(
         "/files", headers={**s3_api.auth(), "Tus-Resumable": "1.0.0", "Upload-Length": str(len(data))}
@@ -394,13 +393,24 @@ async def test_a_multipart_upload_aborted_behind_the_engines_back_is_built_again
     await check_complete(s3_api, upload.id, data, 3)
 
 
+@pytest.mark.parametrize(
+    ("size", "head"),
+    [(300_000, 100 * 1024), (MIN_S3_PART + MiB, MIN_S3_PART + 1000)],
+    ids=["no-s3-part-recorded", "an-s3-part-recorded"],
+)
 async def test_a_resumed_append_after_a_lost_completion_is_in_the_file(
-    s3_api: Api, monkeypatch: pytest.MonkeyPatch
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch, size: int, head: int
 ) -> None:
     """The PATCH that ended a tus upload completed it in S3 and lost its COMPLETED record; the
     client resumed from the recorded offset with other bytes. The file served is the one whose
-    MD5 is recorded: the one the resumed PATCHes made."""
-    url, data, head = await _tus_completion_record_lost(s3_api, monkeypatch, size=300_000)
+    MD5 is recorded: the one the resumed PATCHes made. In the second case the first PATCH was big
+    enough for an S3 part, so the recorded multipart upload is the one the lost completion
+    finished: it is gone, and the file is built again from the staged parts."""
+    url, data, head = await _tus_completion_record_lost(s3_api, monkeypatch, size=size, head=head)
+    recorded = await s3_api.runtime.repo.get(url.rsplit("/", 1)[1])
+    assert recorded is not None
+    finished_mp = recorded.metadata.get(STATE, {}).get("uploadId")
+    assert (finished_mp is not None) == (head >= MIN_S3_PART)
     changed = data[:head] + os.urandom(len(data) - head)
     tus = {**s3_api.auth(), "Tus-Resumable": "1.0.0"}
     resumed = await s3_api.client.patch(
@@ -411,6 +421,7 @@ async def test_a_resumed_append_after_a_lost_completion_is_in_the_file(
     assert done.status is Status.COMPLETED and done.md5 == hashlib.md5(changed).hexdigest()
     assert b"".join([c async for c in s3_api.runtime.uploads.read(done)]) == changed
     assert bucket_state(s3_api) == ([store_of(s3_api).final_key(done)], [])
+    assert done.metadata[STATE]["uploadId"] != finished_mp  # built again in a new multipart upload
 
 
 async def test_failed_clean_up_after_completion_does_not_fail_complete(
