@@ -16,6 +16,7 @@ import pytest
 from chunkd.app import create_app
 from chunkd.backends.blobs import s3 as s3_module
 from chunkd.backends.blobs.s3 import MIN_S3_PART, STATE, S3BlobStore
+from chunkd.backends.blobs.s3_client import PATIENT_CALLS, PATIENT_READ_TIMEOUT
 from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.errors import Busy
 from chunkd.domain.upload import Mode, Status, Upload
@@ -681,7 +682,7 @@ async def test_object_store_faults_during_complete_are_503_and_retryable(
     faults = ((slow_down, "complete_multipart_upload"), (unreachable, "list_parts"), (slow_down, "head_object"))
     for fault, method in faults:
         with monkeypatch.context() as patched:
-            patched.setattr(store.client, method, fault)
+            patched.setattr(store.patient_client if method in PATIENT_CALLS else store.client, method, fault)
             refused = await s3_api.client.post(f"/v1/files/{file_id}/complete", headers=auth)
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] == "storage_unavailable"
@@ -708,6 +709,9 @@ async def test_a_store_that_hangs_is_a_503_and_the_upload_resumes(
         assert isinstance(store, S3BlobStore)
         config = store.client.meta.config
         assert (config.read_timeout, config.connect_timeout, config.retries["total_max_attempts"]) == (0.5, 0.5, 2)
+        # Server-side copies and completions may keep a slow cluster busy for minutes before it answers.
+        patient = store.patient_client.meta.config
+        assert (patient.read_timeout, patient.connect_timeout) == (PATIENT_READ_TIMEOUT, 0.5)
         _, key = await runtime.keys.create("alice", "files:create,files:read")
         auth = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:

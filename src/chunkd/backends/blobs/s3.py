@@ -61,9 +61,10 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Collection
 from datetime import UTC
+from typing import Any
 from urllib.parse import quote
 
-from chunkd.backends.blobs.s3_client import MAX_S3_PART, MIN_S3_PART, STATE, make_client
+from chunkd.backends.blobs.s3_client import MAX_S3_PART, MIN_S3_PART, PATIENT_READ_TIMEOUT, STATE, make_client
 from chunkd.backends.blobs.s3_multipart import S3Multipart, S3Writer
 from chunkd.domain.errors import StorageError
 from chunkd.domain.upload import Mode, Part, Upload
@@ -334,19 +335,24 @@ def from_settings(settings: object) -> S3BlobStore:
     assert isinstance(settings, Settings)
     if not settings.s3_bucket:
         raise ValueError("CHUNKD_S3_BUCKET is required with CHUNKD_STORAGE=s3")
-    client = make_client(
-        endpoint=settings.s3_endpoint,
-        region=settings.s3_region,
-        access_key=settings.s3_access_key,
-        secret_key=settings.s3_secret_key,
-        max_connections=settings.s3_max_connections,
-        timeout=settings.s3_timeout_seconds,
-        attempts=settings.s3_attempts,
-    )
+
+    def client(read_timeout: float | None = None) -> Any:
+        return make_client(
+            endpoint=settings.s3_endpoint,
+            region=settings.s3_region,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            max_connections=settings.s3_max_connections,
+            timeout=settings.s3_timeout_seconds,
+            attempts=settings.s3_attempts,
+            read_timeout=read_timeout,
+        )
+
     spool = settings.data_dir / "s3-spool"
     return S3BlobStore(
-        client,
+        client(),
         settings.s3_bucket,
+        patient_client=client(max(settings.s3_timeout_seconds, PATIENT_READ_TIMEOUT)),
         prefix=settings.s3_prefix,
         presigned_downloads=settings.s3_presigned_downloads,
         presign_seconds=settings.s3_presign_seconds,

@@ -84,6 +84,15 @@ class Spool:
         self.file.close()
 
 
+# Calls the store may work on for a long time before its answer starts: a server-side copy of up
+# to 5 GiB, the assembly of up to 10,000 parts. They get the patient client (its own read timeout),
+# so that a short timeout for everything else does not cut them off on a slow cluster.
+PATIENT_CALLS = frozenset({"upload_part_copy", "copy_object", "complete_multipart_upload"})
+
+# The patient client's read timeout: a 5 GiB copy at ~20 MiB/s, a slow cluster's pace.
+PATIENT_READ_TIMEOUT = 300.0
+
+
 class S3Bucket:
     """One bucket (and key prefix) of an S3 store: the boto3 calls in a thread pool, the key layout,
     listings, deletes and the upload's multipart upload. The store's other rooms build on it."""
@@ -93,6 +102,7 @@ class S3Bucket:
         client: Any,
         bucket: str,
         *,
+        patient_client: Any = None,
         prefix: str = "",
         presigned_downloads: bool = False,
         presign_seconds: int = 300,
@@ -102,6 +112,7 @@ class S3Bucket:
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         self.client = client
+        self.patient_client = client if patient_client is None else patient_client
         self.bucket = bucket
         self.prefix = prefix
         self.presigned_downloads = presigned_downloads
@@ -115,7 +126,7 @@ class S3Bucket:
     async def call(self, method: str, **kwargs: Any) -> Any:
         """Run one boto3 call in the store's thread pool (``Bucket`` filled in). The store refusing
         or being unreachable is a ``StorageError`` (503 and Retry-After in every dialect)."""
-        fn = getattr(self.client, method)
+        fn = getattr(self.patient_client if method in PATIENT_CALLS else self.client, method)
         return await self._run(functools.partial(fn, Bucket=self.bucket, **kwargs))
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
@@ -258,15 +269,16 @@ def make_client(
     max_connections: int,
     timeout: float = 30,
     attempts: int = 3,
+    read_timeout: float | None = None,
 ) -> Any:
     """A boto3 S3 client: path-style addressing (needed by RGW/MinIO), SigV4, standard retries, and
     checksums only where required (newer botocore's default CRC trailers are not understood by
     every S3-compatible server).
 
-    ``timeout`` bounds each wait on the store (connecting, and each read of its answer), not a whole
-    call. A 120 s read timeout and 5 attempts held a request, and the upload's lock, for ten
-    minutes when the store hung; RGW and AWS keep long copies alive by sending whitespace, so a
-    short wait does not cut them."""
+    ``timeout`` bounds each wait on the store (connecting, and each read of its answer: the time
+    between bytes, not a whole call); ``read_timeout``, when given, the reads alone. A 120 s read
+    timeout and 5 attempts held a request, and the upload's lock, for ten minutes when the store
+    hung."""
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config  # type: ignore[import-untyped]
 
@@ -278,7 +290,7 @@ def make_client(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
         connect_timeout=timeout,
-        read_timeout=timeout,
+        read_timeout=timeout if read_timeout is None else read_timeout,
     )
     session = boto3.session.Session()
     return session.client(
