@@ -116,6 +116,20 @@ def _discard(conn: Any) -> None:
         conn.terminate()
 
 
+async def _give_back(pool: Any, conn: Any, upload_id: str) -> None:
+    """Return a lock connection to its pool. The pool resets a connection on its way back; if the
+    session ended after the unlock (a restart, pg_terminate_backend), that reset fails and asyncpg
+    closes the connection, which frees its place in the pool. The lock went with the session and
+    the work done under it is committed, so this is no reason to fail the request (it made a 500
+    of a PATCH whose bytes were saved), nor to hide the error the work itself raised."""
+    try:
+        await pool.release(conn)
+    except Exception as exc:
+        if not connection_broken(exc):
+            raise
+        log.warning("the connection of upload %s's lock closed on its way back to the pool", upload_id)
+
+
 class PostgresAdvisoryLocks:
     """``LockManager`` over PostgreSQL advisory locks; exclusive across every process and node that
     shares the database. Compose it behind an in-process lock (``StackedLocks``) so tasks of one
@@ -178,7 +192,7 @@ class PostgresAdvisoryLocks:
                     conn.remove_termination_listener(lost)
                 await self._unlock(conn, key, upload_id)
         finally:
-            await pool.release(conn)
+            await _give_back(pool, conn, upload_id)
 
     async def _take(self, pool: Any, upload_id: str, key: int, deadline: float, timeout: float) -> Any:
         """A pool connection that holds the upload's lock. An idle pooled connection may have died
@@ -205,7 +219,7 @@ class PostgresAdvisoryLocks:
                 if broken:
                     log.warning("a lock connection was lost (%s); asking again on a new one", type(exc).__name__)
                     _discard(conn)
-                await pool.release(conn)
+                await _give_back(pool, conn, upload_id)
                 if not broken:
                     raise
                 if attempt + 1 == _CONNECTION_ATTEMPTS:
