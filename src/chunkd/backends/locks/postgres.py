@@ -177,8 +177,8 @@ class PostgresAdvisoryLocks:
         try:
             # A session's advisory locks die with it: once this connection closes (PostgreSQL
             # restarted, a connection reset, pg_terminate_backend), another node may take the lock while
-            # this process still writes under it. Its writers here are told to let go then, as by
-            # a take-over, instead of going on unfenced.
+            # this process still writes under it. Its writers here are told to let go then (their
+            # ``lost`` callbacks: busy, not taken over), instead of going on unfenced.
             lost = functools.partial(self._lost, upload_id)
             conn.add_termination_listener(lost)
             session = LockSession(self._dsn, upload_id, conn)
@@ -244,7 +244,7 @@ class PostgresAdvisoryLocks:
             delay = min(delay * 2, _MAX_POLL)
 
     def _lost(self, upload_id: str, _conn: Any) -> None:
-        stopped = self._releases.fire(upload_id)
+        stopped = self._releases.lose(upload_id)
         log.error("the connection holding upload %s's lock closed; %d writer(s) here told to stop", upload_id, stopped)
 
     @staticmethod
@@ -287,14 +287,19 @@ class PostgresAdvisoryLocks:
 
     @asynccontextmanager
     async def releasable(
-        self, upload_id: str, release: Callable[[], None], *, requester: str | None = None
+        self,
+        upload_id: str,
+        release: Callable[[], None],
+        *,
+        requester: str | None = None,
+        lost: Callable[[], None] | None = None,
     ) -> AsyncIterator[None]:
         try:
             await self._listen()
         except Exception:
             # Still releasable from this process; another node then waits for the lock instead.
             log.warning("could not LISTEN for lock release requests; takeover from other nodes is off", exc_info=True)
-        with self._releases.register(upload_id, release, requester):
+        with self._releases.register(upload_id, release, requester, lost):
             yield
 
     async def request_release(self, upload_id: str, *, requester: str | None = None) -> None:
