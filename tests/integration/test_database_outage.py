@@ -150,20 +150,52 @@ def commit_answer_lost(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return armed
 
 
+@pytest.fixture
+def commit_seen_late(monkeypatch: pytest.MonkeyPatch, commit_answer_lost: list[bool]) -> list[int]:
+    """With ``commit_answer_lost``: while the test holds a part number here, a read of that part
+    alone does not see the commit the fault answered, as when PostgreSQL died in the middle of it
+    (an immediate shutdown, a crash): the commit is durable, and visible once recovery has run,
+    but a backend still answering in the meantime reads the row as it was."""
+    from chunkd.backends.repository.postgres.uploads import PostgresUploadRepository
+
+    late: list[int] = []
+    real_get = PostgresUploadRepository.get
+
+    async def as_before_the_commit(self: Any, upload_id: str, *args: Any, **kwargs: Any) -> Any:
+        found = await real_get(self, upload_id, *args, **kwargs)
+        if found is not None and not commit_answer_lost and kwargs.get("part_numbers") == late:
+            found.parts = {n: p for n, p in found.parts.items() if n not in late}
+        return found
+
+    monkeypatch.setattr(PostgresUploadRepository, "get", as_before_the_commit)
+    return late
+
+
+@pytest.mark.parametrize("seen", ["at_once", "after_recovery"])
 @pytest.mark.parametrize("dialect", ["native", "tus"])
 async def test_a_part_whose_commit_answer_was_lost_keeps_its_bytes(
-    tmp_path: Path, shared_pg_url: str, commit_answer_lost: list[bool], dialect: str
+    tmp_path: Path,
+    shared_pg_url: str,
+    commit_answer_lost: list[bool],
+    commit_seen_late: list[int],
+    dialect: str,
+    seen: str,
 ) -> None:
     """The request fails (its outcome unknown to the node: 409 or 503, the client resumes), but
     the part was recorded. Its bytes used to be freed as those of a part that was not: the server
-    then reported the part as stored, and the upload could never complete."""
+    then reported the part as stored, and the upload could never complete. A read of the row
+    right after the failure cannot tell either (``after_recovery``: the commit becomes visible
+    only later); that read freed the bytes of a media chunk under an immediate PostgreSQL stop."""
     data = os.urandom(2 * MiB)
+    if seen == "after_recovery":
+        commit_seen_late.append(1)
     async with app_client(tmp_path / "data", shared_pg_url) as client:
         if dialect == "native":
             made = await client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": MiB})
             file_id = made.json()["id"]
             commit_answer_lost.append(True)
             failed = await client.put(f"/v1/files/{file_id}/parts/1", content=data[:MiB])
+            commit_seen_late.clear()  # recovered: the commit is visible
             assert failed.status_code in (409, 503), failed.text
             listed = (await client.get(f"/v1/files/{file_id}")).json()
             assert [p["partNumber"] for p in listed["parts"]] == [1]  # recorded after all
@@ -175,6 +207,7 @@ async def test_a_part_whose_commit_answer_was_lost_keeps_its_bytes(
             file_id = url.rsplit("/", 1)[1]
             commit_answer_lost.append(True)
             failed = await client.patch(url, content=data[:MiB], headers={**APPEND, "Upload-Offset": "0"})
+            commit_seen_late.clear()  # recovered: the commit is visible
             assert failed.status_code in (409, 423, 503), failed.text
             offset = int((await client.head(url, headers=TUS)).headers["upload-offset"])
             assert offset == MiB  # recorded after all: the client resumes after it
