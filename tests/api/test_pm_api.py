@@ -211,6 +211,28 @@ async def test_whole_small_file_without_chunk_fields(api: Api) -> None:
     assert got.content == b"hello"
 
 
+async def test_a_whole_file_sent_again_after_its_answer_was_lost(api: Api) -> None:
+    """Fine Uploader sends a request again when its answer did not arrive (the node died right
+    after it completed the file), with the same qquuid. The same bytes again are answered as the
+    first request would have been, and the file is not stored twice; other bytes under that
+    qquuid are still refused (409, preventRetry). The retry used to get that 409, and the client
+    gave up on a file the server held."""
+    data = os.urandom(3 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    fields = [("qquuid", file_uuid), ("qqfilename", "w.bin"), ("qqtotalfilesize", str(len(data)))]
+    first = await post_form(api, form(fields, data))
+    assert first.status_code == 200, first.text
+    again = await post_form(api, form(fields, data))
+    assert again.status_code == 200, again.text
+    assert again.json()["success"] is True and again.json()["file_uuid"] == file_uuid
+    assert (await api.client.get(again.json()["file_url"], headers=api.auth())).content == data
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.bytes_received == len(data)
+    for other in (os.urandom(len(data)), data + b"x", data[:-1]):
+        assert_fine_uploader_error(await post_form(api, form(fields, other)), 409, field="qquuid")
+    assert (await api.client.get(again.json()["file_url"], headers=api.auth())).content == data
+
+
 async def test_done_for_a_file_sent_whole_counts_it_as_one_chunk(api: Api) -> None:
     """A done request (seed 000) for a file that was sent whole, in one request, is answered as
     for any finished file; its qqtotalparts must then be 1, as for a one-chunk file: a count that

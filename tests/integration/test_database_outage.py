@@ -5,6 +5,7 @@ while a commit's answer was on its way: the part it recorded keeps its bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -23,6 +24,7 @@ from tests.support.postgres import PostgresServer, find_pg_bin
 MiB = 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
 APPEND = {**TUS, "Content-Type": "application/offset+octet-stream"}
+DRAFT = {"Upload-Draft-Interop-Version": "8"}
 
 
 @pytest.fixture
@@ -148,20 +150,52 @@ def commit_answer_lost(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     return armed
 
 
+@pytest.fixture
+def commit_seen_late(monkeypatch: pytest.MonkeyPatch, commit_answer_lost: list[bool]) -> list[int]:
+    """With ``commit_answer_lost``: while the test holds a part number here, a read of that part
+    alone does not see the commit the fault answered, as when PostgreSQL died in the middle of it
+    (an immediate shutdown, a crash): the commit is durable, and visible once recovery has run,
+    but a backend still answering in the meantime reads the row as it was."""
+    from chunkd.backends.repository.postgres.uploads import PostgresUploadRepository
+
+    late: list[int] = []
+    real_get = PostgresUploadRepository.get
+
+    async def as_before_the_commit(self: Any, upload_id: str, *args: Any, **kwargs: Any) -> Any:
+        found = await real_get(self, upload_id, *args, **kwargs)
+        if found is not None and not commit_answer_lost and kwargs.get("part_numbers") == late:
+            found.parts = {n: p for n, p in found.parts.items() if n not in late}
+        return found
+
+    monkeypatch.setattr(PostgresUploadRepository, "get", as_before_the_commit)
+    return late
+
+
+@pytest.mark.parametrize("seen", ["at_once", "after_recovery"])
 @pytest.mark.parametrize("dialect", ["native", "tus"])
 async def test_a_part_whose_commit_answer_was_lost_keeps_its_bytes(
-    tmp_path: Path, shared_pg_url: str, commit_answer_lost: list[bool], dialect: str
+    tmp_path: Path,
+    shared_pg_url: str,
+    commit_answer_lost: list[bool],
+    commit_seen_late: list[int],
+    dialect: str,
+    seen: str,
 ) -> None:
     """The request fails (its outcome unknown to the node: 409 or 503, the client resumes), but
     the part was recorded. Its bytes used to be freed as those of a part that was not: the server
-    then reported the part as stored, and the upload could never complete."""
+    then reported the part as stored, and the upload could never complete. A read of the row
+    right after the failure cannot tell either (``after_recovery``: the commit becomes visible
+    only later); that read freed the bytes of a media chunk under an immediate PostgreSQL stop."""
     data = os.urandom(2 * MiB)
+    if seen == "after_recovery":
+        commit_seen_late.append(1)
     async with app_client(tmp_path / "data", shared_pg_url) as client:
         if dialect == "native":
             made = await client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": MiB})
             file_id = made.json()["id"]
             commit_answer_lost.append(True)
             failed = await client.put(f"/v1/files/{file_id}/parts/1", content=data[:MiB])
+            commit_seen_late.clear()  # recovered: the commit is visible
             assert failed.status_code in (409, 503), failed.text
             listed = (await client.get(f"/v1/files/{file_id}")).json()
             assert [p["partNumber"] for p in listed["parts"]] == [1]  # recorded after all
@@ -173,6 +207,7 @@ async def test_a_part_whose_commit_answer_was_lost_keeps_its_bytes(
             file_id = url.rsplit("/", 1)[1]
             commit_answer_lost.append(True)
             failed = await client.patch(url, content=data[:MiB], headers={**APPEND, "Upload-Offset": "0"})
+            commit_seen_late.clear()  # recovered: the commit is visible
             assert failed.status_code in (409, 423, 503), failed.text
             offset = int((await client.head(url, headers=TUS)).headers["upload-offset"])
             assert offset == MiB  # recorded after all: the client resumes after it
@@ -180,3 +215,57 @@ async def test_a_part_whose_commit_answer_was_lost_keeps_its_bytes(
         assert done.status_code in (200, 204), done.text
         assert (await client.get(f"/v1/files/{file_id}")).json()["md5"] == hashlib.md5(data).hexdigest()
         assert (await client.get(f"/v1/files/{file_id}/content")).content == data
+
+
+async def _end_lock_sessions(database_url: str) -> None:
+    """What a PostgreSQL restart or an operator's pg_terminate_backend does to the database's lock
+    sessions (waiting until each is gone)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        ended = await conn.fetch(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = 'chunkd-locks'"
+        )
+    finally:
+        await conn.close()
+    assert ended and all(row[0] for row in ended)
+
+
+@pytest.mark.parametrize("dialect", ["tus", "draft"])
+async def test_a_lock_lost_under_a_waiting_patch_is_retried_not_taken_over(
+    tmp_path: Path, shared_pg_url: str, dialect: str
+) -> None:
+    """The session holding an upload's lock ends while a PATCH waits for its body. The PATCH must
+    stop (another node may take the lock now), but nobody took the upload over and its client is
+    still there: it is told to try again (423 with Retry-After) and resumes. It used to be told
+    that a newer request had taken over (a 400, after which tus clients give up)."""
+    data = os.urandom(MiB)
+    if dialect == "tus":
+        creation, head, append = {**TUS, "Upload-Length": str(len(data))}, TUS, APPEND
+    else:
+        creation, head = {**DRAFT, "Upload-Complete": "?0"}, DRAFT
+        append = {**DRAFT, "Content-Type": "application/partial-upload", "Upload-Complete": "?1"}
+    async with app_client(tmp_path / "data", shared_pg_url) as client:
+        created = await client.post("/files", headers=creation)
+        assert created.status_code == 201, created.text
+        url = created.headers["location"]
+        reading, let_go = asyncio.Event(), asyncio.Event()
+
+        async def late_body() -> AsyncIterator[bytes]:
+            reading.set()  # the PATCH holds the upload's lock and waits for its first byte
+            await let_go.wait()
+            yield data
+
+        patch = asyncio.create_task(client.patch(url, content=late_body(), headers={**append, "Upload-Offset": "0"}))
+        await asyncio.wait_for(reading.wait(), 10)
+        await _end_lock_sessions(shared_pg_url)
+        stopped = await asyncio.wait_for(patch, 10)
+        let_go.set()
+        assert stopped.status_code == 423, stopped.text
+        assert stopped.headers["retry-after"] == "1"
+        offset = int((await until_up(client.build_request("HEAD", url, headers=head), client)).headers["upload-offset"])
+        assert offset == 0
+        done = await client.patch(url, content=data, headers={**append, "Upload-Offset": "0"})
+        assert done.status_code in (200, 201, 204), done.text
+        file_id = url.rsplit("/", 1)[1]
+        assert (await client.get(f"/v1/files/{file_id}")).json()["md5"] == hashlib.md5(data).hexdigest()

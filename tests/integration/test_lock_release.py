@@ -237,3 +237,31 @@ async def test_a_task_started_under_a_lock_saves_on_its_session_only_while_it_is
 async def _after(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
     await event.wait()
     await work
+
+
+async def test_a_session_that_ends_after_the_unlock_does_not_fail_the_work_it_guarded(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock's session ends (a restart, pg_terminate_backend) after its unlock but before the
+    pool has reset the connection on its way back: the work under the lock is done and committed,
+    and the lock is gone with the session, so leaving the hold must not fail the request (a 500
+    for a PATCH whose bytes were saved)."""
+    locks = PostgresAdvisoryLocks(pg_url)
+    unlock = PostgresAdvisoryLocks._unlock
+
+    async def unlock_then_end_session(conn: Any, key: int, upload_id: str) -> None:
+        await unlock(conn, key, upload_id)
+        # Ended from another thread while this event loop waits without turning: the pool's reset
+        # of the connection is what meets the closed session.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            assert pool.submit(asyncio.run, _end_lock_sessions(pg_url)).result()
+
+    try:
+        monkeypatch.setattr(PostgresAdvisoryLocks, "_unlock", staticmethod(unlock_then_end_session))
+        async with locks.hold("u-late", timeout=1):
+            pass
+        monkeypatch.undo()
+        async with locks.hold("u-late", timeout=1):  # free, and taken on a new connection
+            pass
+    finally:
+        await locks.close()

@@ -53,12 +53,19 @@ class LockManager(Protocol):
         nodes."""
 
     def releasable(
-        self, upload_id: str, release: Callable[[], None], *, requester: str | None = None
+        self,
+        upload_id: str,
+        release: Callable[[], None],
+        *,
+        requester: str | None = None,
+        lost: Callable[[], None] | None = None,
     ) -> AbstractAsyncContextManager[None]:
         """While the block runs, a ``request_release(upload_id)`` from this process — or, where
         the backend spans nodes, from any node — calls ``release`` (in this process's event
         loop), unless it carries ``requester``: the token this writer itself used to take over
-        (its own request may arrive back late). ``release`` must be idempotent and must not
+        (its own request may arrive back late). A backend that loses a lock it held for the upload
+        (its database session ended) calls ``lost`` instead (``release`` when there is none): the
+        writer must stop, though no newer request took over. Both must be idempotent and must not
         block."""
 
     async def request_release(self, upload_id: str, *, requester: str | None = None) -> None:

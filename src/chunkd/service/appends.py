@@ -220,9 +220,9 @@ class Appends(Lifecycle):
                         await self.repo.create(upload, [unstored, *done], parts=[part])
                     else:
                         await self.repo.save(upload, [part], events=done)
-                except BaseException:
+                except BaseException as exc:
                     if extended is None:
-                        await self._discard_unrecorded(upload, part.number, ref)
+                        await self._discard_unrecorded(upload, part.number, ref, exc)
                     raise
                 if unstored is not None:
                     unstored = None

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from chunkd.domain.checksum import ResumableMD5
-from chunkd.domain.errors import NotFound
+from chunkd.domain.errors import Busy, NotFound, StorageError
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Part, Status, Upload
 from chunkd.ports.blobs import BlobStore, StoreCapabilities
@@ -103,13 +103,20 @@ class EngineCore:
         except Exception:
             log.warning("could not free the bytes of upload %s; gc will", upload.id, exc_info=True)
 
-    async def _discard_unrecorded(self, upload: Upload, number: int, ref: str) -> None:
-        """The save that was to record blob ``ref`` as part ``number`` failed, but may have committed
-        all the same: a connection lost while the commit's answer was on its way (PostgreSQL
-        restarted, a backend terminated) says nothing about the commit itself. The blob is freed
-        only if the part's row does not name it; if it does, freeing it would leave a recorded part
-        without its bytes, and an upload that can never complete. When the database cannot tell
-        (still down), the blob is kept: ``chunkd gc`` frees it if no row names it."""
+    async def _discard_unrecorded(self, upload: Upload, number: int, ref: str, error: BaseException) -> None:
+        """The save that was to record blob ``ref`` as part ``number`` failed with ``error``, but may
+        have committed all the same: a connection lost while the commit's answer was on its way
+        (PostgreSQL restarted or crashed, a backend or the lock's session terminated) says nothing
+        about the commit itself, and neither does a read made at once: a commit that is durable
+        but not yet visible (the server died in the middle of it) reads as absent until recovery
+        has run. So when the save's outcome is unknown (its connection lost, or the request
+        cancelled during it) the blob is kept, and ``chunkd gc`` frees it if no row names it;
+        freeing it on such a read left a part recorded after recovery without its bytes, and an
+        upload that could never complete. Otherwise (the database answered and refused the save)
+        the blob is freed, unless the part's row names it after all."""
+        if isinstance(error, StorageError | Busy) or not isinstance(error, Exception):
+            log.warning("kept part %s of upload %s: whether its record was saved is unknown", number, upload.id)
+            return
         try:
             current = await self.repo.get(upload.id, parts_from=None, part_numbers=[number])
         except Exception:

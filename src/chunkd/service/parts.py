@@ -254,11 +254,11 @@ class Parts(EngineCore):
                 saving = True
                 await self.repo.save(upload, [part])
                 await self._settle(upload, part)
-        except BaseException:
+        except BaseException as exc:
             if ref is None:
                 await streamed.writer.abort()
             elif saving:
-                await self._discard_unrecorded(upload, number, ref)
+                await self._discard_unrecorded(upload, number, ref, exc)
             else:
                 await self.blobs.discard(upload, [ref])
             raise

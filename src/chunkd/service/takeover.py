@@ -21,10 +21,10 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 
-from chunkd.domain.errors import Conflict
+from chunkd.domain.errors import Busy, Conflict
 from chunkd.ports.locks import LockManager, asking_release, take_over
 
-__all__ = ["TAKE_OVER_WAIT", "InFlight", "UploadInterrupted", "Writer"]
+__all__ = ["TAKE_OVER_WAIT", "InFlight", "LockLost", "UploadInterrupted", "Writer"]
 
 # How long a new request waits for the request it takes over from to commit, and then for the lock.
 TAKE_OVER_WAIT = 5.0
@@ -40,12 +40,27 @@ class UploadInterrupted(Conflict):
         super().__init__(message, field="body")
 
 
+class LockLost(Busy):
+    """The request's body was cut short because the upload's lock was lost under it (its database
+    session ended: a restart, pg_terminate_backend). Nobody took over: the client is still there
+    and resumes from the upload's current offset (a busy upload's answer in every dialect, with
+    Retry-After), where a taken-over request's 400 would have made it give up."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the upload's lock was lost while this request wrote (its database session ended); "
+            "resume from the upload's current offset",
+            field="body",
+        )
+
+
 class Writer:
     """One request streaming into an upload."""
 
     def __init__(self) -> None:
         self._task = asyncio.current_task()
         self._stopped = False
+        self._lost = False
         self._waiting = False
         self._cancelled = False
 
@@ -62,12 +77,21 @@ class Writer:
             self._cancelled = True
             self._task.cancel()
 
+    def lose(self) -> None:
+        """Stop as ``stop`` does, because the upload's lock was lost under the request (see
+        ``LockLost``): the rest of its body is refused with ``LockLost``."""
+        self._lost = True
+        self.stop()
+
+    def _interrupted(self) -> Busy | UploadInterrupted:
+        return LockLost() if self._lost else UploadInterrupted()
+
     async def guard(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """``body``, ending with ``UploadInterrupted`` once ``stop`` was called."""
         iterator = aiter(body)
         while True:
             if self._stopped:
-                raise UploadInterrupted()
+                raise self._interrupted()
             self._waiting = True
             try:
                 chunk = await anext(iterator)
@@ -78,7 +102,7 @@ class Writer:
                     raise
                 if self._task is not None:
                     self._task.uncancel()
-                raise UploadInterrupted() from None
+                raise self._interrupted() from None
             finally:
                 self._waiting = False
             yield chunk
@@ -114,7 +138,7 @@ class InFlight:
         self._local[upload_id] = self._local.get(upload_id, 0) + 1
         try:
             with asking_release(token):
-                async with self.locks.releasable(upload_id, me.stop, requester=token):
+                async with self.locks.releasable(upload_id, me.stop, requester=token, lost=me.lose):
                     yield me
         finally:
             left = self._local.pop(upload_id) - 1

@@ -115,9 +115,14 @@ class LocalLocks:
 
     @asynccontextmanager
     async def releasable(
-        self, upload_id: str, release: Callable[[], None], *, requester: str | None = None
+        self,
+        upload_id: str,
+        release: Callable[[], None],
+        *,
+        requester: str | None = None,
+        lost: Callable[[], None] | None = None,
     ) -> AsyncIterator[None]:
-        with self._releases.register(upload_id, release, requester):
+        with self._releases.register(upload_id, release, requester, lost):
             yield
 
     async def request_release(self, upload_id: str, *, requester: str | None = None) -> None:

@@ -116,6 +116,20 @@ def _discard(conn: Any) -> None:
         conn.terminate()
 
 
+async def _give_back(pool: Any, conn: Any, upload_id: str) -> None:
+    """Return a lock connection to its pool. The pool resets a connection on its way back; if the
+    session ended after the unlock (a restart, pg_terminate_backend), that reset fails and asyncpg
+    closes the connection, which frees its place in the pool. The lock went with the session and
+    the work done under it is committed, so this is no reason to fail the request (it made a 500
+    of a PATCH whose bytes were saved), nor to hide the error the work itself raised."""
+    try:
+        await pool.release(conn)
+    except Exception as exc:
+        if not connection_broken(exc):
+            raise
+        log.warning("the connection of upload %s's lock closed on its way back to the pool", upload_id)
+
+
 class PostgresAdvisoryLocks:
     """``LockManager`` over PostgreSQL advisory locks; exclusive across every process and node that
     shares the database. Compose it behind an in-process lock (``StackedLocks``) so tasks of one
@@ -163,8 +177,8 @@ class PostgresAdvisoryLocks:
         try:
             # A session's advisory locks die with it: once this connection closes (PostgreSQL
             # restarted, a connection reset, pg_terminate_backend), another node may take the lock while
-            # this process still writes under it. Its writers here are told to let go then, as by
-            # a take-over, instead of going on unfenced.
+            # this process still writes under it. Its writers here are told to let go then (their
+            # ``lost`` callbacks: busy, not taken over), instead of going on unfenced.
             lost = functools.partial(self._lost, upload_id)
             conn.add_termination_listener(lost)
             session = LockSession(self._dsn, upload_id, conn)
@@ -178,7 +192,7 @@ class PostgresAdvisoryLocks:
                     conn.remove_termination_listener(lost)
                 await self._unlock(conn, key, upload_id)
         finally:
-            await pool.release(conn)
+            await _give_back(pool, conn, upload_id)
 
     async def _take(self, pool: Any, upload_id: str, key: int, deadline: float, timeout: float) -> Any:
         """A pool connection that holds the upload's lock. An idle pooled connection may have died
@@ -205,7 +219,7 @@ class PostgresAdvisoryLocks:
                 if broken:
                     log.warning("a lock connection was lost (%s); asking again on a new one", type(exc).__name__)
                     _discard(conn)
-                await pool.release(conn)
+                await _give_back(pool, conn, upload_id)
                 if not broken:
                     raise
                 if attempt + 1 == _CONNECTION_ATTEMPTS:
@@ -230,7 +244,7 @@ class PostgresAdvisoryLocks:
             delay = min(delay * 2, _MAX_POLL)
 
     def _lost(self, upload_id: str, _conn: Any) -> None:
-        stopped = self._releases.fire(upload_id)
+        stopped = self._releases.lose(upload_id)
         log.error("the connection holding upload %s's lock closed; %d writer(s) here told to stop", upload_id, stopped)
 
     @staticmethod
@@ -273,14 +287,19 @@ class PostgresAdvisoryLocks:
 
     @asynccontextmanager
     async def releasable(
-        self, upload_id: str, release: Callable[[], None], *, requester: str | None = None
+        self,
+        upload_id: str,
+        release: Callable[[], None],
+        *,
+        requester: str | None = None,
+        lost: Callable[[], None] | None = None,
     ) -> AsyncIterator[None]:
         try:
             await self._listen()
         except Exception:
             # Still releasable from this process; another node then waits for the lock instead.
             log.warning("could not LISTEN for lock release requests; takeover from other nodes is off", exc_info=True)
-        with self._releases.register(upload_id, release, requester):
+        with self._releases.register(upload_id, release, requester, lost):
             yield
 
     async def request_release(self, upload_id: str, *, requester: str | None = None) -> None:

@@ -30,11 +30,16 @@ class StackedLocks:
 
     @asynccontextmanager
     async def releasable(
-        self, upload_id: str, release: Callable[[], None], *, requester: str | None = None
+        self,
+        upload_id: str,
+        release: Callable[[], None],
+        *,
+        requester: str | None = None,
+        lost: Callable[[], None] | None = None,
     ) -> AsyncIterator[None]:
         async with (
-            self.outer.releasable(upload_id, release, requester=requester),
-            self.inner.releasable(upload_id, release, requester=requester),
+            self.outer.releasable(upload_id, release, requester=requester, lost=lost),
+            self.inner.releasable(upload_id, release, requester=requester, lost=lost),
         ):
             yield
 

@@ -18,6 +18,7 @@ chunk cannot be placed and is asked to wait (``Busy``: 409, retried).
 
 from __future__ import annotations
 
+import hashlib
 import uuid as uuidlib
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -327,6 +328,12 @@ async def store_whole_file(
     if old is not None:
         if old.status is Status.PENDING and old.metadata.get("pm") == "whole":
             await service.delete(owner, old.id)  # what is left of a failed earlier attempt
+        elif old.status is Status.COMPLETED and old.metadata.get("pm") == "whole" and await _same_file(old, events):
+            # The same file sent again because the answer to the request that completed it was
+            # lost (a node died, a connection broke): Fine Uploader retries with the same qquuid.
+            # Answered as that request would have been; a 409 here made the client give up on a
+            # file the server holds.
+            return Stored(old, file_uuid, whole=True, issued=issued)
         else:
             raise e.Conflict(f"qquuid {file_uuid} is already taken; delete that file first", field="qquuid")
     filename, mime = _name_and_type(qq, start, file_uuid)
@@ -352,6 +359,19 @@ async def store_whole_file(
         await _forget(service, owner, upload.id)
         raise
     return Stored(upload, file_uuid, whole=True, issued=issued)
+
+
+async def _same_file(completed: Upload, events: AsyncIterator[FormEvent]) -> bool:
+    """Whether the qqfile part of ``events`` has exactly the bytes of the ``completed`` file (its
+    size and MD5); reading stops as soon as it is longer."""
+    digest = hashlib.md5()
+    size = 0
+    async for data in file_bytes(events):
+        size += len(data)
+        if size > (completed.size_bytes or 0):
+            return False
+        digest.update(data)
+    return size == completed.size_bytes and digest.hexdigest() == completed.md5
 
 
 async def finish_whole_file(service: UploadService, owner: str, stored: Stored, qq: QQ) -> Upload:
