@@ -229,6 +229,29 @@ async def test_a_full_database_is_507_and_the_upload_resumes(api: Api) -> None:
     assert done["status"] == "COMPLETED" and done["md5"] == hashlib.md5(data).hexdigest()
 
 
+async def test_a_part_a_full_database_refuses_leaves_no_bytes_behind(api: Api) -> None:
+    """The database says no for lack of room: the save's outcome is known, so the part's blob is
+    freed at once (kept, it would only take more of the space that is short), not left for gc."""
+    repo = api.runtime.repo
+    if not isinstance(repo, SqliteUploadRepository):
+        pytest.skip("SQLite's own size limit stands in for a full volume")
+    created = await api.client.post(
+        "/v1/files", json={"filename": "p.bin", "sizeBytes": 4000, "partSize": 10}, headers=api.auth()
+    )
+    file_id = created.json()["id"]
+    count = (await repo.readers.read(lambda conn: conn.execute("PRAGMA page_count").fetchone()))[0]
+    await repo.writer.write(lambda conn: conn.execute(f"PRAGMA max_page_count = {count}") and None)
+    for number in range(1, 401):  # a row may fit in a page with room left: send parts until one does not
+        put = await api.client.put(f"/v1/files/{file_id}/parts/{number}", content=b"0123456789", headers=api.auth())
+        if put.status_code != 200:
+            break
+    assert put.status_code == 507 and put.json()["error"]["code"] == "storage_full", put.text
+    store = api.runtime.uploads.blobs
+    assert isinstance(store, local.LocalBlobStore)
+    assert not list((store.root / file_id[:2] / file_id).glob(f"{number}.*.part"))
+    await repo.writer.write(lambda conn: conn.execute("PRAGMA max_page_count = 1073741824") and None)
+
+
 def part_file(api: Api, upload_id: str, number: int) -> Path:
     store = api.runtime.uploads.blobs
     assert isinstance(store, local.LocalBlobStore)

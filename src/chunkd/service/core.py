@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from chunkd.domain.checksum import ResumableMD5
-from chunkd.domain.errors import Busy, NotFound, StorageError
+from chunkd.domain.errors import Busy, NotFound, StorageError, StorageFull
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Part, Status, Upload
 from chunkd.ports.blobs import BlobStore, StoreCapabilities
@@ -112,9 +112,11 @@ class EngineCore:
         has run. So when the save's outcome is unknown (its connection lost, or the request
         cancelled during it) the blob is kept, and ``chunkd gc`` frees it if no row names it;
         freeing it on such a read left a part recorded after recovery without its bytes, and an
-        upload that could never complete. Otherwise (the database answered and refused the save)
-        the blob is freed, unless the part's row names it after all."""
-        if isinstance(error, StorageError | Busy) or not isinstance(error, Exception):
+        upload that could never complete. Otherwise (the database answered and refused the save,
+        a full one included: its blob would only take more of the room that is short) the blob is
+        freed, unless the part's row names it after all."""
+        refused = isinstance(error, StorageFull)  # the database had no room: it said no, nothing was saved
+        if (isinstance(error, StorageError | Busy) and not refused) or not isinstance(error, Exception):
             log.warning("kept part %s of upload %s: whether its record was saved is unknown", number, upload.id)
             return
         try:
