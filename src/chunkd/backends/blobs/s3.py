@@ -336,6 +336,10 @@ def from_settings(settings: object) -> S3BlobStore:
     if not settings.s3_bucket:
         raise ValueError("CHUNKD_S3_BUCKET is required with CHUNKD_STORAGE=s3")
 
+    import boto3  # type: ignore[import-untyped]
+
+    session = boto3.session.Session()  # one for both clients: they share its service model
+
     def client(read_timeout: float | None = None) -> Any:
         return make_client(
             endpoint=settings.s3_endpoint,
@@ -346,6 +350,7 @@ def from_settings(settings: object) -> S3BlobStore:
             timeout=settings.s3_timeout_seconds,
             attempts=settings.s3_attempts,
             read_timeout=read_timeout,
+            session=session,
         )
 
     spool = settings.data_dir / "s3-spool"

@@ -270,6 +270,7 @@ def make_client(
     timeout: float = 30,
     attempts: int = 3,
     read_timeout: float | None = None,
+    session: Any = None,
 ) -> Any:
     """A boto3 S3 client: path-style addressing (needed by RGW/MinIO), SigV4, standard retries, and
     checksums only where required (newer botocore's default CRC trailers are not understood by
@@ -278,7 +279,8 @@ def make_client(
     ``timeout`` bounds each wait on the store (connecting, and each read of its answer: the time
     between bytes, not a whole call); ``read_timeout``, when given, the reads alone. A 120 s read
     timeout and 5 attempts held a request, and the upload's lock, for ten minutes when the store
-    hung."""
+    hung. Clients made from one boto3 ``session`` share its loaded service model: a second client
+    then costs 0.3 MiB of RSS instead of 12 (measured 2026-12-01)."""
     import boto3  # type: ignore[import-untyped]
     from botocore.config import Config  # type: ignore[import-untyped]
 
@@ -292,7 +294,7 @@ def make_client(
         connect_timeout=timeout,
         read_timeout=timeout if read_timeout is None else read_timeout,
     )
-    session = boto3.session.Session()
+    session = session or boto3.session.Session()
     return session.client(
         "s3",
         endpoint_url=endpoint,
