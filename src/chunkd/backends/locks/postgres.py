@@ -41,8 +41,8 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -110,6 +110,18 @@ def _unreachable(upload_id: str) -> StorageError:
     return StorageError(f"upload {upload_id}'s lock cannot be taken: the database is unreachable; try again shortly")
 
 
+@contextmanager
+def _reaching(upload_id: str) -> Iterator[None]:
+    """Around a call that needs the database to answer: a lost or refused connection is
+    ``_unreachable``; any other error passes as it is."""
+    try:
+        yield
+    except Exception as exc:
+        if connection_broken(exc):
+            raise _unreachable(upload_id) from exc
+        raise
+
+
 def _discard(conn: Any) -> None:
     """Close a lock connection for good (the pool opens a new one in its place)."""
     with suppress(Exception):  # already closed and detached by the pool after a connection loss
@@ -167,12 +179,8 @@ class PostgresAdvisoryLocks:
     async def hold(self, upload_id: str, *, timeout: float) -> AsyncIterator[None]:
         deadline = time.monotonic() + max(timeout, 0.0)
         key = advisory_key(upload_id)
-        try:
+        with _reaching(upload_id):
             pool = await self._get_pool()
-        except Exception as exc:
-            if connection_broken(exc):
-                raise _unreachable(upload_id) from exc
-            raise
         conn = await self._take(pool, upload_id, key, deadline, timeout)
         try:
             # A session's advisory locks die with it: once this connection closes (PostgreSQL
@@ -202,15 +210,12 @@ class PostgresAdvisoryLocks:
         cannot be reached at all (no new connection, or every attempt's lost) is a
         ``StorageError``."""
         for attempt in range(_CONNECTION_ATTEMPTS):
-            try:
-                # Even a try-once (timeout 0) may wait a moment for a free connection.
-                conn = await pool.acquire(timeout=max(timeout, 1.0))
-            except TimeoutError:
-                raise Busy(f"upload {upload_id} is locked (no lock connection free)") from None
-            except Exception as exc:  # a new connection could not be opened
-                if connection_broken(exc):
-                    raise _unreachable(upload_id) from exc
-                raise
+            with _reaching(upload_id):  # a new connection could not be opened
+                try:
+                    # Even a try-once (timeout 0) may wait a moment for a free connection.
+                    conn = await pool.acquire(timeout=max(timeout, 1.0))
+                except TimeoutError:  # an OSError too: answered as busy before it could look unreachable
+                    raise Busy(f"upload {upload_id} is locked (no lock connection free)") from None
             try:
                 await self._poll(conn, upload_id, key, deadline)
                 return conn
@@ -305,15 +310,11 @@ class PostgresAdvisoryLocks:
     async def request_release(self, upload_id: str, *, requester: str | None = None) -> None:
         if self._releases.fire(upload_id, requester):
             return  # the writer runs in this process, and has been told
-        try:
+        with _reaching(upload_id):
             pool = await self._get_pool()
             # Payload "<requester> <upload id>" (the requester may be empty; ids have no spaces).
             async with pool.acquire(timeout=5.0) as conn:
                 await conn.execute("SELECT pg_notify($1, $2)", RELEASE_CHANNEL, f"{requester or ''} {upload_id}")
-        except Exception as exc:
-            if connection_broken(exc):
-                raise _unreachable(upload_id) from exc
-            raise
 
     async def close(self) -> None:
         if self._listener is not None:

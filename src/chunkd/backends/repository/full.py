@@ -8,10 +8,12 @@ with Retry-After, as the same fault on the blob files is. The client retries onc
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from chunkd.domain.errors import StorageError, StorageFull
 
-__all__ = ["database_full", "database_unreachable", "is_full", "storage_fault", "unreachable"]
+__all__ = ["database_full", "database_unreachable", "is_full", "storage_fault", "storage_faults", "unreachable"]
 
 # PostgreSQL's disk_full condition (SQLSTATE class 53, insufficient resources).
 _PG_DISK_FULL = "53100"
@@ -53,6 +55,18 @@ def database_full() -> StorageFull:
 def database_unreachable() -> StorageError:
     # Not the driver's words: they name the database's host and port.
     return StorageError("the metadata database is unreachable; try again shortly")
+
+
+@contextmanager
+def storage_faults() -> Iterator[None]:
+    """Around a driver's calls: raise ``storage_fault``'s error in place of the driver's where
+    there is one; any other error passes as it is."""
+    try:
+        yield
+    except Exception as exc:
+        if (fault := storage_fault(exc)) is not None:
+            raise fault from exc
+        raise
 
 
 def storage_fault(error: BaseException | None) -> StorageError | None:

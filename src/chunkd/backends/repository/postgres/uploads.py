@@ -20,7 +20,7 @@ import asyncpg  # type: ignore[import-untyped]
 from chunkd.backends.locks.postgres import connection_broken
 from chunkd.backends.locks.sessions import lock_session
 from chunkd.backends.repository.cold import ColdPaths
-from chunkd.backends.repository.full import storage_fault
+from chunkd.backends.repository.full import storage_faults
 from chunkd.backends.repository.rows import (
     PART_COLUMNS,
     UPLOAD_COLUMNS,
@@ -126,13 +126,9 @@ class PostgresUploadRepository(ColdPaths):
     async def _reading(self) -> AsyncIterator[Any]:
         """A pooled connection for reads; an unreachable database is a StorageError (503 in every
         dialect: the client retries once it is back), not a 500."""
-        try:
+        with storage_faults():
             async with self.pool.acquire() as conn:
                 yield conn
-        except Exception as exc:
-            if (fault := storage_fault(exc)) is not None:
-                raise fault from exc
-            raise
 
     @asynccontextmanager
     async def _writing(self, *, transaction: bool = True, fenced_by: str | None = None) -> AsyncIterator[Any]:
@@ -142,7 +138,7 @@ class PostgresUploadRepository(ColdPaths):
         holds that upload's lock, the transaction runs on the lock's own session, so it commits
         only if the lock is still held (a lost session is ``Busy``: see ``_fenced``)."""
         session = lock_session(self._dsn, fenced_by) if self._dsn and fenced_by else None
-        try:
+        with storage_faults():
             if session is not None:
                 async with session.busy:
                     if session.conn is not None:
@@ -155,10 +151,6 @@ class PostgresUploadRepository(ColdPaths):
                     return
                 async with conn.transaction():
                     yield conn
-        except Exception as exc:
-            if (fault := storage_fault(exc)) is not None:
-                raise fault from exc
-            raise
 
     async def create(self, upload: Upload, events: Sequence[Event] = (), parts: Sequence[Part] = ()) -> None:
         values = upload_values(upload, _same)
