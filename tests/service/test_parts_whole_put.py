@@ -4,14 +4,17 @@ while the next one streams, and a body that breaks off keeps every part it compl
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import cast
 
 import pytest
 
 from chunkd.backends.blobs.local import LocalBlobStore
 from chunkd.domain import errors as e
+from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.upload import Part, Upload
 from chunkd.service.crc import crc64_hex, crc64nvme
 from tests.conftest import Api
@@ -26,25 +29,42 @@ async def body(data: bytes, *, piece: int = 10_000, break_after: int | None = No
         yield data[start : start + piece]
 
 
-async def test_whole_body_is_hashed_once_as_it_streams(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("part_size", "piece"),
+    [(PART, 10_000), (2 * 1024 * 1024 + 4096, 100_003)],
+    ids=["one-batch-parts", "parts-of-several-batches"],
+)
+async def test_whole_body_is_hashed_once_as_it_streams(
+    api: Api, monkeypatch: pytest.MonkeyPatch, part_size: int, piece: int
+) -> None:
+    """Each part's whole-file state is the MD5 state after exactly its bytes, though the next part
+    streams in (and is hashed in the same lane) before the last one has landed."""
     service = api.runtime.uploads
-    data = os.urandom(5 * PART + 123)
-    upload = await service.create("alice", filename="f.bin", size_bytes=len(data), part_size=PART)
+    data = os.urandom(5 * part_size + 123)
+    upload = await service.create("alice", filename="f.bin", size_bytes=len(data), part_size=part_size)
     read_back: list[int] = []
-    read_part = service.blobs.read_part
+    read_part, read_part_blocking = service.blobs.read_part, service.blobs.read_part_blocking  # type: ignore[attr-defined]
 
     def spy(upload: Upload, part: Part) -> AsyncIterator[bytes]:
         read_back.append(part.number)
         return read_part(upload, part)
 
+    def spy_blocking(upload: Upload, part: Part) -> Iterator[bytes]:
+        read_back.append(part.number)
+        return cast("Iterator[bytes]", read_part_blocking(upload, part))
+
     monkeypatch.setattr(service.blobs, "read_part", spy)
-    done = await service.put_whole("alice", upload.id, body(data))
+    monkeypatch.setattr(service.blobs, "read_part_blocking", spy_blocking)
+    done = await service.put_whole("alice", upload.id, body(data, piece=piece))
     assert read_back == []
     assert done.bytes_received == len(data) and done.hash_offset == len(data)
     for number, part in done.parts.items():
-        chunk = data[(number - 1) * PART : number * PART]
+        chunk = data[(number - 1) * part_size : number * part_size]
         # One MD5 pass per byte: the whole file's; each part is checked by its CRC-64/NVME.
         assert (part.size, part.crc64) == (len(chunk), crc64_hex(crc64nvme(chunk)))
+        after = ResumableMD5()
+        after.update(data[: part.end])
+        assert part.hash_state == after.state(), f"part {number}"
     completed = await service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
     assert completed.md5 == hashlib.md5(data).hexdigest()
 
@@ -94,3 +114,38 @@ async def test_a_body_longer_than_the_file_never_leaves_it_whole(api: Api, parts
     assert len(list((service.blobs.root / upload.id[:2] / upload.id).glob("*.part"))) == parts - 1
     with pytest.raises(e.MissingParts):
         await service.complete("alice", upload.id)
+
+
+async def test_a_part_that_cannot_be_made_durable_stops_the_body_while_the_next_streams(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Part 2's sync fails after part 3 has started to stream in (a part's end no longer waits for
+    its sync): the PUT fails with the storage error, part 2 is not recorded and part 3 leaves no
+    file, and the upload resumes from part 2."""
+    service = api.runtime.uploads
+    data = os.urandom(4 * PART)
+    upload = await service.create("alice", filename="f.bin", size_bytes=len(data), part_size=PART)
+    assert isinstance(service.blobs, LocalBlobStore)
+    open_writer = service.blobs.open_writer
+
+    async def failing_second(upload: Upload, number: int, offset: int) -> object:
+        writer = await open_writer(upload, number, offset)
+        if number == 2:
+
+            def broken_disk() -> None:
+                raise OSError(errno.EIO, "I/O error")
+
+            monkeypatch.setattr(writer, "_sync_locked", broken_disk)
+        return writer
+
+    monkeypatch.setattr(service.blobs, "open_writer", failing_second)
+    with pytest.raises(e.StorageError):
+        await service.put_whole("alice", upload.id, body(data))
+    kept = await service.get("alice", upload.id)
+    assert sorted(kept.parts) == [1] and kept.hash_offset == PART
+    assert len(list((service.blobs.root / upload.id[:2] / upload.id).glob("*.part"))) == 1
+    monkeypatch.setattr(service.blobs, "open_writer", open_writer)
+    for number in (2, 3, 4):
+        await service.put_part("alice", upload.id, number, body(data[(number - 1) * PART : number * PART]))
+    completed = await service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
+    assert completed.bytes_received == len(data)

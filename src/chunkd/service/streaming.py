@@ -222,10 +222,27 @@ class StreamedPart:
         *,
         part_md5: bool = False,
         crc_seed: int = 0,
+        follows: StreamedPart | None = None,
     ) -> None:
         self.writer = writer
-        self.whole = whole
-        self.whole_start = whole.state() if whole is not None else None
+        # ``follows``: the part before this one in the same body, whose lanes may still be hashing
+        # it. This part's bytes continue its whole-file MD5 in the same lane, queued behind its
+        # bytes, so the body's next part streams in without waiting for the last one's hash.
+        chained = follows is not None and follows.whole is not None
+        self._whole_lane: _ThreadLane | None
+        if chained:
+            assert follows is not None
+            whole, self._whole_lane = follows.whole, follows._whole_lane
+        else:
+            self._whole_lane = _ThreadLane() if whole is not None else None
+        self.whole: ResumableMD5 | None = whole
+        self._chained = chained
+        # The whole-file MD5 state before this part's bytes and after them. A chained part's are
+        # snapshots taken in the lane (the shared hasher runs on past them), known once it has landed.
+        self.whole_start = whole.state() if whole is not None and not chained else None
+        self._whole_end: bytes | None = None
+        self._tail: asyncio.Future[list[object]] | None = None
+        self.received = 0  # bytes the body gave (``size`` counts them once written)
         self.extra = extra
         self.size = 0
         self._crc = Crc64Hasher(crc_seed)
@@ -240,8 +257,29 @@ class StreamedPart:
         # digests run; any other store's ``write`` is a coroutine, in a lane of its own.
         self._thread_write = _ThreadLane() if self._blocking is not None else None
         self._async_write = _Lane() if self._blocking is None else None
-        self._digest_lanes = [(_ThreadLane(), hasher) for hasher in self._hashers]
+        self._digest_lanes = [
+            (self._whole_lane if hasher is whole and self._whole_lane is not None else _ThreadLane(), hasher)
+            for hasher in self._hashers
+        ]
+        if chained:
+            assert self._whole_lane is not None
+            self._whole_lane.push(self._mark_start)
         self._sealed = False  # the bytes' sync is on its way (``seal``, or the one-batch hop)
+
+    def _mark_start(self) -> None:
+        assert self.whole is not None
+        self.whole_start = self.whole.state()
+
+    def _mark_end(self) -> None:
+        assert self.whole is not None
+        self._whole_end = self.whole.state()
+
+    @property
+    def whole_end(self) -> bytes | None:
+        """The whole-file MD5 state after this part's bytes (once the part has landed)."""
+        if self._whole_end is not None:
+            return self._whole_end
+        return self.whole.state() if self.whole is not None else None
 
     async def _write(self, chunks: Sequence[bytes]) -> None:
         """A store whose write is a coroutine: the write, then the CRC in a worker thread."""
@@ -302,7 +340,7 @@ class StreamedPart:
         writes in our thread it is then written and hashed in one executor hop: for a small body
         the hops cost more than the work (a 256 KiB PATCH took five hops, two of them per lane);
         a longer body keeps the lanes, whose MD5 runs beside the write on another core."""
-        if only and self._blocking is not None:
+        if only and self._blocking is not None and not self._chained:
             self._sealed = True
             return asyncio.gather(*[asyncio.to_thread(self._everything, self._blocking, chunks)])
         jobs: list[asyncio.Future[None]] = []
@@ -323,9 +361,49 @@ class StreamedPart:
         self._sealed = True
         return asyncio.gather(*[self._thread_write.push(self._blocking.sync_blocking)])
 
+    def mark_end(self) -> asyncio.Future[list[None]] | None:
+        """The body has ended: snapshot the whole-file state after its bytes, in their lane, before
+        a part that follows adds its own (None if this part hashes no whole-file MD5)."""
+        if self._whole_lane is None:
+            return None
+        return asyncio.gather(*[self._whole_lane.push(self._mark_end)])
+
     async def feed(self, chunks: Sequence[bytes]) -> None:
         """Write and hash one batch, and wait for it."""
         await self.push(chunks)
+
+    def land_later(self, jobs: Sequence[asyncio.Future[list[None]]]) -> None:
+        """``landed`` is to wait for these (``stream_into(wait=False)``)."""
+        self._tail = asyncio.gather(*jobs, return_exceptions=True)
+
+    async def landed(self) -> None:
+        """Wait until every byte handed over is written, hashed and, where the store syncs as it
+        goes, durable; raise what failed. Only a part streamed with ``wait=False`` has anything
+        left to wait for here."""
+        if self._tail is None:
+            return
+        tail, self._tail = self._tail, None
+        _raise_first(await tail, None)
+
+    async def abandon(self) -> None:
+        """Abort the writer, once no lane job still runs on it."""
+        if self._tail is not None:
+            tail, self._tail = self._tail, None
+            await asyncio.wait([tail])
+        await self.writer.abort()
+
+
+def _raise_first(outcomes: Sequence[object], body_error: BaseException | None) -> None:
+    # A storage fault decides what is durable, so it wins over whatever ended the body: the caller
+    # must abort, never keep "what arrived" as if the client had merely gone away.
+    for outcome in outcomes:
+        if isinstance(outcome, StorageError):
+            raise outcome from body_error
+    if body_error is not None:
+        raise body_error
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def stream_into(
@@ -336,10 +414,17 @@ async def stream_into(
     limit_error: Callable[[], Exception] | None = None,
     heartbeat: Callable[[], Awaitable[None]] | None = None,
     heartbeat_every: float = 30.0,
+    wait: bool = True,
 ) -> None:
     """Feed ``chunks`` into ``part``. Past ``limit`` bytes reading stops at once and ``limit_error()``
     is raised (the rest of the body is never read). ``heartbeat`` runs every ``heartbeat_every``
-    seconds while bytes flow, so an upload receiving bytes does not expire."""
+    seconds while bytes flow, so an upload receiving bytes does not expire.
+
+    ``wait=False``: once the body has ended well, return without waiting for the last batches'
+    writes, hashes and sync; ``part.landed()`` waits for them (and raises what failed). The next
+    part of one long body then streams in meanwhile, its whole-file MD5 queued behind this one's
+    (``StreamedPart(follows=...)``): up to two pipelines of batches are in memory at that moment.
+    A body that breaks off is waited for in either case."""
     # Chunks are batched as a list, never joined: copying every byte once more in the event loop
     # cost as much loop time as receiving it (a 1 MiB bytearray append-then-copy measured ~0.9 ms).
     batch: list[bytes] = []
@@ -377,18 +462,16 @@ async def stream_into(
         _active_streams -= 1
     # Also on a broken body (client gone): what arrived is handed over, and the caller decides
     # whether to keep it (appends keep partial bytes) or abort.
+    part.received = total
     if batch and not isinstance(body_error, StorageError):
-        in_flight.append(part.push(batch, only=total == batched))
+        # One hop for a one-batch body, unless a later part's hash is to continue from this one's
+        # in its lane (the one-hop job hashes outside the lanes).
+        in_flight.append(part.push(batch, only=total == batched and wait))
     if body_error is None and total and (sealed := part.seal()) is not None:
         in_flight.append(sealed)
-    outcomes = await asyncio.gather(*in_flight, return_exceptions=True)
-    # A storage fault decides what is durable, so it wins over whatever ended the body: the caller
-    # must abort, never keep "what arrived" as if the client had merely gone away.
-    for outcome in outcomes:
-        if isinstance(outcome, StorageError):
-            raise outcome from body_error
-    if body_error is not None:
-        raise body_error
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    if body_error is None and not wait:
+        if (marked := part.mark_end()) is not None:
+            in_flight.append(marked)
+        part.land_later(in_flight)
+        return
+    _raise_first(await asyncio.gather(*in_flight, return_exceptions=True), body_error)
