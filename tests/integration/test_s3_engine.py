@@ -320,6 +320,28 @@ async def test_download_streams_with_range(s3_api: Api) -> None:
     assert ranged.status_code == 206 and ranged.content == data[100:5243000]
 
 
+async def test_a_whole_file_put_streams_part_after_part_into_the_store(s3_api: Api) -> None:
+    """One PUT to the uploadUrl, cut into 3 MiB parts that each go to S3 while the next streams in;
+    the whole-file MD5 runs on across them, so complete checks it without reading anything back."""
+    data = os.urandom(10 * MiB + 7)
+    auth = s3_api.auth()
+    created = await s3_api.client.post(
+        "/v1/files", json={"filename": "w.bin", "sizeBytes": len(data), "partSize": 3 * MiB}, headers=auth
+    )
+    file_id = created.json()["id"]
+    put = await s3_api.client.put(f"/v1/files/{file_id}/content", content=data, headers=auth)
+    assert put.status_code == 200, put.text
+    assert [p["sizeBytes"] for p in put.json()["parts"]] == [3 * MiB, 3 * MiB, 3 * MiB, MiB + 7]
+    stored = await s3_api.runtime.uploads.get("alice", file_id)
+    assert stored.hash_offset == len(data)  # hashed as it streamed: nothing left to read back
+    done = await s3_api.client.post(
+        f"/v1/files/{file_id}/complete", json={"md5": hashlib.md5(data).hexdigest()}, headers=auth
+    )
+    assert done.status_code == 200 and done.json()["status"] == "COMPLETED", done.text
+    whole = await s3_api.client.get(f"/v1/files/{file_id}/content", headers=auth)
+    assert whole.status_code == 200 and whole.content == data
+
+
 async def test_presigned_download_redirect(s3_settings: Settings) -> None:
     s3_settings.s3_presigned_downloads = True
     app = create_app(s3_settings)
