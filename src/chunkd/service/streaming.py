@@ -382,15 +382,20 @@ class StreamedPart:
         left to wait for here."""
         if self._tail is None:
             return
-        tail, self._tail = self._tail, None
-        _raise_first(await tail, None)
+        # Shielded: a caller cancelled here leaves the jobs running, and ``abandon`` waits for them.
+        outcomes = await asyncio.shield(self._tail)
+        self._tail = None
+        _raise_first(outcomes, None)
 
     async def abandon(self) -> None:
-        """Abort the writer, once no lane job still runs on it."""
-        if self._tail is not None:
-            tail, self._tail = self._tail, None
-            await asyncio.wait([tail])
-        await self.writer.abort()
+        """Abort the writer, once no lane job still runs on it (or at once if cancelled meanwhile:
+        a store's writer refuses writes after its abort)."""
+        try:
+            if self._tail is not None:
+                await asyncio.wait([self._tail])
+        finally:
+            self._tail = None
+            await self.writer.abort()
 
 
 def _raise_first(outcomes: Sequence[object], body_error: BaseException | None) -> None:
