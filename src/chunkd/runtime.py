@@ -158,6 +158,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.delivery.close()
+        await self.uploads.finish_hash_runs()
         for hook in getattr(self.uploads.hooks, "hooks", ()):
             if isinstance(hook, HttpHooks):
                 await hook.close()

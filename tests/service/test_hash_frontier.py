@@ -5,8 +5,10 @@ bytes), so the tests can tell when the service read parts back from storage and 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 
@@ -30,6 +32,8 @@ class CountingBlobStore(LocalBlobStore):
     def __init__(self, root: Path) -> None:
         super().__init__(root, fsync=False)
         self.reads: list[int] = []
+        self.gate = threading.Event()  # a read back waits for it (set: reads go straight through)
+        self.gate.set()
 
     async def read_part(self, upload: Upload, part: Part) -> AsyncIterator[bytes]:
         self.reads.append(part.number)
@@ -38,22 +42,27 @@ class CountingBlobStore(LocalBlobStore):
 
     def read_part_blocking(self, upload: Upload, part: Part) -> Generator[bytes, None, None]:
         self.reads.append(part.number)  # list.append is atomic: safe from the worker thread
+        if not self.gate.wait(timeout=60):
+            raise TimeoutError("the test never opened the gate")
         yield from super().read_part_blocking(upload, part)
 
 
 class Engine:
     """One service over a data dir; ``restart()`` builds a fresh one over the same files."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, hash_lag_bytes: int = 0) -> None:
         self.root = root
         self.service: UploadService
+        # 0 by default: each part's answer waits for the hash run to pass it, so the tests below can
+        # tell exactly where the frontier stands after each part.
+        self.config = EngineConfig(min_part_size=1, hash_lag_bytes=hash_lag_bytes)
 
     async def start(self) -> Engine:
         engine = create_engine(f"sqlite:///{self.root / 'chunkd.db'}")
         await migrate(engine)
         self.repo = SqlUploadRepository(engine)
         self.blobs = CountingBlobStore(self.root / "blobs")
-        self.service = UploadService(self.repo, self.blobs, LocalLocks(), EngineConfig(min_part_size=1))
+        self.service = UploadService(self.repo, self.blobs, LocalLocks(), self.config)
         return self
 
     async def restart(self) -> Engine:
@@ -224,3 +233,44 @@ async def test_a_rejected_part_changes_nothing(engine: Engine) -> None:
     # Nothing of the refused bodies is left on disk.
     directory = engine.blobs.root / upload.id[:2] / upload.id
     assert sorted(p.name for p in directory.iterdir()) == [after.parts[1].blob_ref]
+
+
+async def test_parts_ahead_are_answered_while_the_run_still_hashes_them(tmp_path: Path) -> None:
+    """Within the lag, the part that fills the gap is answered without waiting for the hash run to
+    read back the parts after it (here it cannot: the reads are held), and complete then waits for
+    the run instead of reading them a second time."""
+    engine = await Engine(tmp_path, hash_lag_bytes=64 * PART).start()
+    try:
+        data = os.urandom(5 * PART)
+        upload = await new_upload(engine, data)
+        await send(engine, upload, data, 2, 3, 4, 5)
+        engine.blobs.gate.clear()
+        await asyncio.wait_for(send(engine, upload, data, 1), timeout=30)  # answered with its reads held
+        assert (await frontier(engine, upload))[0] == PART
+        completing = asyncio.ensure_future(
+            engine.service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
+        )
+        engine.blobs.gate.set()
+        done = await asyncio.wait_for(completing, timeout=30)
+        assert done.status is Status.COMPLETED and done.md5 == hashlib.md5(data).hexdigest()
+        assert engine.blobs.reads == [2, 3, 4, 5]  # once each, by the run
+    finally:
+        engine.blobs.gate.set()
+        await engine.repo.close()
+
+
+async def test_a_part_waits_once_the_run_is_further_behind_than_the_lag(tmp_path: Path) -> None:
+    """Beyond the lag the answer waits until the run has come within it, so what complete may still
+    have to wait for stays bounded."""
+    engine = await Engine(tmp_path, hash_lag_bytes=2 * PART).start()
+    try:
+        data = os.urandom(8 * PART)
+        upload = await new_upload(engine, data)
+        await send(engine, upload, data, *range(2, 9))
+        await send(engine, upload, data, 1)
+        assert (await frontier(engine, upload))[0] >= len(data) - 2 * PART
+        done = await engine.service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
+        assert done.md5 == hashlib.md5(data).hexdigest()
+        assert sorted(engine.blobs.reads) == list(range(2, 9))
+    finally:
+        await engine.repo.close()

@@ -17,9 +17,12 @@ That read-back runs *outside* the upload's lock, in one hash run per upload and 
 behind another part's MD5; the run hashes every part that has become contiguous with the frontier,
 then records the new frontier under the lock only if nothing moved it meanwhile (the frontier and
 the parts' blobs are checked again: a re-sent part or another node's run simply wins). A commit
-whose part is contiguous with the frontier waits for the run to pass it, so once every part's
-request has been answered the frontier is at the end and ``complete`` reads nothing. If the run
-fails or loses the race, ``complete`` carries the frontier itself under the lock, as before.
+that leaves work for the run is answered at once while the run is at most ``hash_lag_bytes``
+behind the bytes received, and waits for it to catch up to that distance otherwise, so the run
+works while the client sends more parts and never falls far behind. ``complete`` waits for this
+process's run (at most that much hashing) and then reads nothing; on another node, or if the run
+failed or lost the race, it carries the frontier itself under the lock (reading back at most
+about that much).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Generator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from chunkd.domain.checksum import ResumableMD5
@@ -53,10 +56,14 @@ def utcnow() -> datetime:
 @dataclass
 class _HashRun:
     """The hash run of one upload in this process (see the module docstring). ``wanted`` is bumped by
-    every commit that leaves parts to hash while the run is going: it makes one more pass."""
+    every commit that leaves parts to hash while the run is going: it makes one more pass.
+    ``frontier``: where its passes have recorded the frontier so far; ``moved`` is set (and replaced)
+    after each pass."""
 
     task: asyncio.Task[None] | None = None
     wanted: int = 0
+    frontier: int = 0
+    moved: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class EngineCore:
@@ -185,17 +192,35 @@ class EngineCore:
 
     async def _carry_hash(self, upload: Upload) -> None:
         """Carry the whole-file hash over the parts contiguous with the frontier, outside the lock
-        (``upload``: the state just committed, used as the run's first snapshot). Returns once a
-        run has passed the parts this commit saw; a failed run only leaves work for ``complete``."""
+        (``upload``: the state just committed, used as the run's first snapshot). Returns at once
+        while the frontier is at most ``hash_lag_bytes`` behind the bytes this commit saw, else once
+        the run has come that close (or ended); a failed run only leaves work for ``complete``."""
         run = self._hash_runs.get(upload.id)
         if run is None:
-            run = self._hash_runs[upload.id] = _HashRun()
+            run = self._hash_runs[upload.id] = _HashRun(frontier=upload.hash_offset)
             run.task = asyncio.create_task(self._hash_run(upload.id, run, upload))
         else:
             run.wanted += 1
-        assert run.task is not None
-        # Shielded: a request that goes away must not stop the run other requests wait for.
-        await asyncio.shield(run.task)
+        near = upload.bytes_received - self.config.hash_lag_bytes
+        # Waiting never cancels the run: other requests, and complete, count on it.
+        while run.frontier < near and run.task is not None and not run.task.done():
+            moved = asyncio.ensure_future(run.moved.wait())
+            try:
+                await asyncio.wait([moved, run.task], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                moved.cancel()
+
+    async def finish_hash_runs(self, timeout: float = 10.0) -> None:
+        """At shutdown: let this process's hash runs end (each is at most ``hash_lag_bytes``
+        behind), cancelling what is left after ``timeout`` (complete carries it on later)."""
+        tasks = [run.task for run in self._hash_runs.values() if run.task is not None]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     async def _hash_idle(self, upload_id: str) -> None:
         """Wait for this process's hash run of the upload, if one is going (``complete`` does, so
@@ -211,8 +236,10 @@ class EngineCore:
                 seen = run.wanted
                 if snapshot is None:
                     snapshot = await self.repo.get(upload_id, parts_from=lambda row: row.frontier_part_number())
-                if snapshot is not None:
-                    await self._hash_ahead(snapshot)
+                if snapshot is not None and await self._hash_ahead(snapshot):
+                    run.frontier = max(run.frontier, snapshot.hash_offset)
+                run.moved.set()
+                run.moved = asyncio.Event()
                 snapshot = None
                 if run.wanted == seen:  # no commit came in during the pass: nothing new to hash
                     return
