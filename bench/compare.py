@@ -746,6 +746,7 @@ def workloads(scale: float) -> list[Workload]:
                 "files/s",
                 native_small(small, 64 * KiB, clients),
                 tus_small(small, 64 * KiB, clients),
+                prepare=lambda source: [source.md5(i * 64 * KiB, 64 * KiB) for i in range(small)],
             )
         )
     for part in (8 * MiB, MiB):
@@ -759,6 +760,7 @@ def workloads(scale: float) -> list[Workload]:
                     "MiB/s",
                     native_parts(total, part, flight),
                     rgw_parts(total, part, flight),
+                    prepare=lambda source, total=total: source.md5(0, total),
                 )
             )
     result += [
