@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Generator
@@ -273,4 +274,28 @@ async def test_a_part_waits_once_the_run_is_further_behind_than_the_lag(tmp_path
         assert done.md5 == hashlib.md5(data).hexdigest()
         assert sorted(engine.blobs.reads) == list(range(2, 9))
     finally:
+        await engine.repo.close()
+
+
+async def test_an_upload_cancelled_under_its_hash_run_logs_no_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run goes on after the parts are answered; a cancel frees the parts it was about to read.
+    That is the upload ending, not a fault: nothing is logged as a warning."""
+    engine = await Engine(tmp_path, hash_lag_bytes=64 * PART).start()
+    try:
+        data = os.urandom(3 * PART)
+        upload = await new_upload(engine, data)
+        await send(engine, upload, data, 2, 3)
+        engine.blobs.gate.clear()
+        await asyncio.wait_for(send(engine, upload, data, 1), timeout=30)
+        await engine.service.cancel("alice", upload.id)
+        with caplog.at_level(logging.DEBUG, logger="chunkd.service"):
+            engine.blobs.gate.set()
+            await engine.service.finish_hash_runs()
+        assert engine.blobs.reads == [2]  # the run did try to read part 2 back, after the cancel
+        assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert any("has ended" in r.getMessage() for r in caplog.records)
+    finally:
+        engine.blobs.gate.set()
         await engine.repo.close()

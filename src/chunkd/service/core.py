@@ -244,12 +244,23 @@ class EngineCore:
                 if run.wanted == seen:  # no commit came in during the pass: nothing new to hash
                     return
         except Exception:  # complete carries the frontier itself; the parts are durable either way
-            log.warning("could not carry the hash frontier of upload %s", upload_id, exc_info=True)
+            if await self._still_pending(upload_id):
+                log.warning("could not carry the hash frontier of upload %s", upload_id, exc_info=True)
+            else:  # cancelled, deleted or completed under the run (which answers no request): its parts went with it
+                log.debug("the hash run of upload %s stopped: the upload has ended", upload_id, exc_info=True)
         finally:
             # No await between the last check of ``wanted`` and here: a commit either bumped this
             # run before it ended, or finds no run and starts one.
             if self._hash_runs.get(upload_id) is run:
                 del self._hash_runs[upload_id]
+
+    async def _still_pending(self, upload_id: str) -> bool:
+        """Whether the upload is still PENDING (True if the database cannot tell)."""
+        try:
+            current = await self.repo.get(upload_id, parts_from=None)
+        except Exception:
+            return True
+        return current is not None and current.status is Status.PENDING
 
     async def _hash_ahead(self, upload: Upload) -> bool:
         """One pass: hash the loaded parts contiguous with ``upload``'s frontier (read back once, no
