@@ -244,6 +244,9 @@ class EngineCore:
                 if run.wanted == seen:  # no commit came in during the pass: nothing new to hash
                     return
         except Exception:  # complete carries the frontier itself; the parts are durable either way
+            # Off the table before the await below (see ``finally``): a commit from here on starts a new run.
+            if self._hash_runs.get(upload_id) is run:
+                del self._hash_runs[upload_id]
             if await self._still_pending(upload_id):
                 log.warning("could not carry the hash frontier of upload %s", upload_id, exc_info=True)
             else:  # cancelled, deleted or completed under the run (which answers no request): its parts went with it
