@@ -236,12 +236,16 @@ class EngineCore:
                 seen = run.wanted
                 if snapshot is None:
                     snapshot = await self.repo.get(upload_id, parts_from=lambda row: row.frontier_part_number())
-                if snapshot is not None and await self._hash_ahead(snapshot):
+                more = False  # a pass stopped at its size with contiguous parts left
+                # Passes of at most half the lag, each recorded, so that a commit waiting for the run
+                # to come within the lag is let go once it has, not once a long gap is all hashed.
+                if snapshot is not None and await self._hash_ahead(snapshot, self.config.hash_lag_bytes // 2):
                     run.frontier = max(run.frontier, snapshot.hash_offset)
+                    more = snapshot.next_part_to_hash() is not None
                 run.moved.set()
                 run.moved = asyncio.Event()
                 snapshot = None
-                if run.wanted == seen:  # no commit came in during the pass: nothing new to hash
+                if run.wanted == seen and not more:  # nothing new came in, nothing is left: done
                     return
         except Exception:  # complete carries the frontier itself; the parts are durable either way
             # Off the table before the await below (see ``finally``): a commit from here on starts a new run.
@@ -265,10 +269,10 @@ class EngineCore:
             return True
         return current is not None and current.status is Status.PENDING
 
-    async def _hash_ahead(self, upload: Upload) -> bool:
+    async def _hash_ahead(self, upload: Upload, size: int = 0) -> bool:
         """One pass: hash the loaded parts contiguous with ``upload``'s frontier (read back once, no
-        lock held), then record the new frontier under the lock if it has not moved meanwhile.
-        True if the frontier moved."""
+        lock held), stopping once ``size`` bytes are hashed (0: no limit; at least one part), then
+        record the new frontier under the lock if it has not moved meanwhile. True if it moved."""
         if upload.status is not Status.PENDING:
             return False
         start_offset, start_state = upload.hash_offset, upload.hash_state
@@ -280,6 +284,8 @@ class EngineCore:
             state = digest.state()
             hashed.append((part, state))
             upload.mark_hashed(part, state)
+            if size and upload.hash_offset - start_offset >= size:
+                break
         if not hashed:
             return False
         async with self.locks.hold(upload.id, timeout=self.config.lock_timeout):
