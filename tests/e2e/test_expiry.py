@@ -25,12 +25,18 @@ TTL = 3.0  # seconds; generous so a busy machine cannot make a working upload lo
 PART = 64 * 1024
 
 
-def short_ttl_server(tmp_path: Path, reaper_interval: float) -> ChunkdServer:
+# The gc test's uploads must be created and sent to within their TTL before it sleeps past it: on a
+# loaded CI machine (4 workers, the host's disk stalling on fsync) a 3 s TTL once ran out between a
+# create and its first part (409).
+GC_TTL = 8.0
+
+
+def short_ttl_server(tmp_path: Path, reaper_interval: float, ttl: float = TTL) -> ChunkdServer:
     return ChunkdServer(
         tmp_path / "data",
         env={
             "CHUNKD_FSYNC": "true",
-            "CHUNKD_UPLOAD_TTL_SECONDS": str(TTL),
+            "CHUNKD_UPLOAD_TTL_SECONDS": str(ttl),
             "CHUNKD_REAPER_INTERVAL_SECONDS": str(reaper_interval),
             "CHUNKD_MIN_PART_SIZE": "1024",
         },
@@ -134,7 +140,7 @@ def test_uploads_receiving_bytes_do_not_expire(reaping_server: ChunkdServer, rea
 
 def test_chunkd_gc_beside_a_running_server(tmp_path: Path) -> None:
     # The server's own reaper runs once at start and then not for an hour: only gc can expire.
-    server = short_ttl_server(tmp_path, reaper_interval=3600)
+    server = short_ttl_server(tmp_path, reaper_interval=3600, ttl=GC_TTL)
     server.start()
     try:
         key = server.create_key("alice")
@@ -153,7 +159,7 @@ def test_chunkd_gc_beside_a_running_server(tmp_path: Path) -> None:
             two_hours_ago = time.time() - 7200
             os.utime(orphan, (two_hours_ago, two_hours_ago))
 
-            time.sleep(TTL + 0.5)
+            time.sleep(GC_TTL + 0.5)
             # Past its expiry it reads as EXPIRED at once, but nobody has expired it yet: its
             # bytes are still stored until gc does.
             assert client.get(stale)["status"] == "EXPIRED"
