@@ -21,7 +21,8 @@ class EngineConfig:
     # and only a commit that finds the run further behind than this waits for it to catch up. So
     # ``complete`` waits for at most this much hashing (~0.1 s per 64 MiB on one core). Answering
     # each such part only once the run had passed it held the client's connection idle meanwhile:
-    # 8 MiB parts 4 in flight 237 → 314 MiB/s, 1 MiB parts 126–138 → 163–172 MiB/s (2026-12-01).
+    # 256 MiB, 4 parts in flight, two alternating pairs of three: 8 MiB parts 240–272 → 273–341 MiB/s,
+    # 1 MiB parts 98–172 → 162–195 MiB/s (2026-12-01; docs/benchmarks.md, thirteenth session).
     hash_lag_bytes: int = 64 * 1024 * 1024
     # Per-owner quotas; None means unlimited.
     max_pending_uploads: int | None = None

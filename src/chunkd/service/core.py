@@ -231,6 +231,7 @@ class EngineCore:
 
     async def _hash_run(self, upload_id: str, run: _HashRun, first: Upload) -> None:
         snapshot: Upload | None = first
+        error: Exception | None = None
         try:
             while True:
                 seen = run.wanted
@@ -247,19 +248,18 @@ class EngineCore:
                 snapshot = None
                 if run.wanted == seen and not more:  # nothing new came in, nothing is left: done
                     return
-        except Exception:  # complete carries the frontier itself; the parts are durable either way
-            # Off the table before the await below (see ``finally``): a commit from here on starts a new run.
-            if self._hash_runs.get(upload_id) is run:
-                del self._hash_runs[upload_id]
-            if await self._still_pending(upload_id):
-                log.warning("could not carry the hash frontier of upload %s", upload_id, exc_info=True)
-            else:  # cancelled, deleted or completed under the run (which answers no request): its parts went with it
-                log.debug("the hash run of upload %s stopped: the upload has ended", upload_id, exc_info=True)
+        except Exception as exc:  # complete carries the frontier itself; the parts are durable either way
+            error = exc
         finally:
             # No await between the last check of ``wanted`` and here: a commit either bumped this
             # run before it ended, or finds no run and starts one.
             if self._hash_runs.get(upload_id) is run:
                 del self._hash_runs[upload_id]
+        if error is not None:  # off the table already: a commit from here on starts a new run
+            if await self._still_pending(upload_id):
+                log.warning("could not carry the hash frontier of upload %s", upload_id, exc_info=error)
+            else:  # cancelled, deleted or completed under the run (which answers no request): its parts went with it
+                log.debug("the hash run of upload %s stopped: the upload has ended", upload_id, exc_info=error)
 
     async def _still_pending(self, upload_id: str) -> bool:
         """Whether the upload is still PENDING (True if the database cannot tell)."""
@@ -269,7 +269,7 @@ class EngineCore:
             return True
         return current is not None and current.status is Status.PENDING
 
-    async def _hash_ahead(self, upload: Upload, size: int = 0) -> bool:
+    async def _hash_ahead(self, upload: Upload, size: int) -> bool:
         """One pass: hash the loaded parts contiguous with ``upload``'s frontier (read back once, no
         lock held), stopping once ``size`` bytes are hashed (0: no limit; at least one part), then
         record the new frontier under the lock if it has not moved meanwhile. True if it moved."""
