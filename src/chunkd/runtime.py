@@ -178,7 +178,12 @@ def build_locks(settings: Settings) -> LockManager:
         from chunkd.backends.locks.postgres import PostgresAdvisoryLocks
         from chunkd.backends.locks.stacked import StackedLocks
 
-        return StackedLocks(LocalLocks(None), PostgresAdvisoryLocks(url, max_connections=settings.lock_connections))
+        return StackedLocks(
+            LocalLocks(None),
+            PostgresAdvisoryLocks(
+                url, max_connections=settings.lock_connections, timeout=settings.database_timeout_seconds
+            ),
+        )
     from chunkd.backends.locks import siblings
 
     return LocalLocks(settings.data_dir / "locks", siblings=siblings.current())
@@ -194,6 +199,7 @@ async def open_runtime(
     metadata = await open_metadata(
         settings.resolved_database_url(),
         run_migrations=settings.migrate_on_start if run_migrations is None else run_migrations,
+        timeout=settings.database_timeout_seconds,
     )
     repo = metadata.uploads
     blobs: BlobStore = _load(BLOB_STORES[settings.storage])(settings)

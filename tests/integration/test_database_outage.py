@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from chunkd.app import create_app
-from tests.conftest import in_process_settings
+from tests.conftest import in_process_settings, settings_with
 from tests.support.postgres import PostgresServer, find_pg_bin
 
 MiB = 1024 * 1024
@@ -51,9 +51,10 @@ def shared_pg_url(pg_server: PostgresServer) -> str:
 
 
 @asynccontextmanager
-async def app_client(data_dir: Path, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in this process on ``database_url`` and local storage, with alice's key."""
-    app = create_app(in_process_settings(data_dir, database_url))
+async def app_client(data_dir: Path, database_url: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in this process on ``database_url`` and local storage, with alice's key; ``settings``
+    change the test defaults."""
+    app = create_app(settings_with(in_process_settings(data_dir, database_url), **settings))
     async with app.router.lifespan_context(app):
         _, key = await app.state.chunkd.keys.create("alice", "files:create,files:read,files:delete")
         transport = httpx.ASGITransport(app=app)
@@ -129,6 +130,79 @@ async def test_a_database_outage_is_503_everywhere_and_uploads_resume(
     assert rest.status_code == 204, rest.text
     tus_id = tus_url.rsplit("/", 1)[1]
     assert (await client.get(f"/v1/files/{tus_id}")).json()["md5"] == hashlib.md5(data).hexdigest()
+
+
+async def test_a_hung_database_is_503_within_its_timeout_and_uploads_resume(
+    tmp_path: Path, own_pg: PostgresServer, own_pg_url: str
+) -> None:
+    """PostgreSQL stops answering without closing anything (every process of it stopped: a stalled
+    disk, a host that no longer schedules it). Each request that needs it is answered 503 once a
+    statement has waited ``database_timeout_seconds``, instead of being held (with its upload's
+    lock) until TCP gives up, which it never does on a socket the kernel still answers for. That
+    includes a PATCH whose body arrived before its save could run on the lock's session. Nothing is
+    recorded, and every upload resumes once the server answers again. Before, this test ran into
+    the suite's timeout: the first request never came back."""
+    data = os.urandom(2 * MiB)
+    body_half_sent, freeze_done = asyncio.Event(), asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield data[MiB : MiB + MiB // 2]
+        body_half_sent.set()
+        await freeze_done.wait()
+        yield data[MiB + MiB // 2 :]
+
+    async with app_client(tmp_path / "data", own_pg_url, database_timeout_seconds=2) as client:
+        native = (
+            await client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": MiB})
+        ).json()
+        assert (await client.put(f"/v1/files/{native['id']}/parts/1", content=data[:MiB])).status_code == 200
+        tus_url = (await client.post("/files", headers={**TUS, "Upload-Length": str(len(data))})).headers["location"]
+        first = await client.patch(tus_url, content=data[:MiB], headers={**APPEND, "Upload-Offset": "0"})
+        assert first.status_code == 204
+        waiting_patch = asyncio.create_task(
+            client.patch(tus_url, content=slow_body(), headers={**APPEND, "Upload-Offset": str(MiB)})
+        )
+        await body_half_sent.wait()  # the PATCH holds the upload's lock and streams its body
+        own_pg.freeze()
+        try:
+            freeze_done.set()
+            attempts = {
+                "create": client.post("/v1/files", json={"filename": "b.bin", "sizeBytes": 1}),
+                "get": client.get(f"/v1/files/{native['id']}"),
+                "part": client.put(f"/v1/files/{native['id']}/parts/2", content=data[MiB:]),
+                "complete": client.post(f"/v1/files/{native['id']}/complete"),
+                "tus create": client.post("/files", headers={**TUS, "Upload-Length": "5"}),
+                "tus head": client.head(tus_url, headers=TUS),
+            }
+            answers = dict(zip(attempts, await asyncio.gather(*attempts.values()), strict=True))
+            answers["waiting tus patch"] = await waiting_patch
+        finally:
+            own_pg.thaw()
+        for name, response in answers.items():
+            assert response.status_code == 503, (name, response.status_code, response.text)
+            assert response.headers["retry-after"], name
+            if name != "tus head":  # a HEAD has no body
+                assert "did not answer in time" in response.text, (name, response.text)
+
+        # Nothing was recorded while it hung: both uploads resume from where they were.
+        listed = (await until_up(client.build_request("GET", f"/v1/files/{native['id']}"), client)).json()
+        assert [p["partNumber"] for p in listed["parts"]] == [1]
+        put = await until_up(
+            client.build_request("PUT", f"/v1/files/{native['id']}/parts/2", content=data[MiB:]), client
+        )
+        assert put.status_code == 200, put.text
+        done = await until_up(client.build_request("POST", f"/v1/files/{native['id']}/complete"), client)
+        assert done.status_code == 200 and done.json()["status"] == "COMPLETED", done.text
+        assert (await client.get(f"/v1/files/{native['id']}")).json()["md5"] == hashlib.md5(data).hexdigest()
+        head = await until_up(client.build_request("HEAD", tus_url, headers=TUS), client)
+        assert head.headers["upload-offset"] == str(MiB)
+        rest = await until_up(
+            client.build_request("PATCH", tus_url, content=data[MiB:], headers={**APPEND, "Upload-Offset": str(MiB)}),
+            client,
+        )
+        assert rest.status_code == 204, rest.text
+        tus_id = tus_url.rsplit("/", 1)[1]
+        assert (await client.get(f"/v1/files/{tus_id}/content")).content == data
 
 
 @pytest.fixture

@@ -199,10 +199,16 @@ def empty_pg_url(pg_server: PostgresServer) -> str:
 async def test_nodes_migrating_at_once_wait_for_each_other(empty_pg_url: str, tmp_path: Path) -> None:
     """Two ``chunkd migrate`` processes on an empty database (as nodes starting together): both
     queue on the migration lock (seen in pg_locks while the test holds it), then both succeed and
-    the schema is there once."""
+    the schema is there once. They wait for longer than their statement timeout: a migration (or
+    the wait for another node's) is not cut off by it."""
     import asyncpg
 
-    env = {**os.environ, "CHUNKD_DATABASE_URL": empty_pg_url, "CHUNKD_DATA_DIR": str(tmp_path / "data")}
+    env = {
+        **os.environ,
+        "CHUNKD_DATABASE_URL": empty_pg_url,
+        "CHUNKD_DATA_DIR": str(tmp_path / "data"),
+        "CHUNKD_DATABASE_TIMEOUT_SECONDS": "0.5",
+    }
     chunkd = str(Path(sys.executable).parent / "chunkd")
     gate = await asyncpg.connect(empty_pg_url)
     try:
@@ -219,6 +225,8 @@ async def test_nodes_migrating_at_once_wait_for_each_other(empty_pg_url: str, tm
             assert all(p.returncode is None for p in procs), "a node migrated without waiting for the lock"
             assert time.monotonic() < deadline, "the nodes never queued on the migration lock"
             await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)  # twice their statement timeout: the wait under test, not a synchronisation
+        assert all(p.returncode is None for p in procs), "a node gave up waiting for the migration lock"
         await gate.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
         outputs = [(await p.communicate())[0].decode() for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outputs

@@ -16,6 +16,7 @@ import itertools
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -114,6 +115,30 @@ class PostgresServer:
             check=True,
             capture_output=True,
         )
+
+    def _processes(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer, walwriter...)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        pids = [postmaster]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[1]) == postmaster:  # the parent's pid, after the state letter
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def freeze(self) -> None:
+        """Make the server hang without closing anything (SIGSTOP to all its processes): its
+        sockets stay open and connections are still accepted by the kernel, but nothing answers,
+        as with a server stuck on a dead disk or a host that stopped scheduling it."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         subprocess.run(

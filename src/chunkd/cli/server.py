@@ -105,7 +105,7 @@ def _upgrade(settings: Settings) -> None:
     private_sqlite_files(settings.resolved_database_url())
 
     async def run() -> None:
-        engine = create_engine(settings.resolved_database_url())
+        engine = create_engine(settings.resolved_database_url(), timeout=settings.database_timeout_seconds)
         try:
             await upgrade(engine)
         finally:

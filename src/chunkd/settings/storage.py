@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
+from chunkd.backends.repository.full import DATABASE_TIMEOUT
 from chunkd.settings.units import MiB
 
 __all__ = ["StorageSettings"]
@@ -54,6 +55,12 @@ class StorageSettings(BaseModel):
         None,
         description="Server secret (URL signatures, tokens) as hex or base64, at least 32 bytes; overrides "
         "<data_dir>/secret.key. Every node of a cluster needs the same one.",
+    )
+    database_timeout_seconds: float = Field(
+        DATABASE_TIMEOUT,
+        gt=0,
+        description="PostgreSQL only: how long one statement, or a new connection, may wait for the database; "
+        "a database that hangs is then a 503 for the client, not a request held open.",
     )
     lock_connections: int = Field(
         50, ge=1, description="PostgreSQL only: most connections held for per-upload advisory locks at once."

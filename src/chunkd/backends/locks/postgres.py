@@ -49,6 +49,7 @@ from sqlalchemy.engine import make_url
 
 from chunkd.backends.locks.release import ReleaseRegistry
 from chunkd.backends.locks.sessions import LockSession, lend
+from chunkd.backends.repository.full import DATABASE_TIMEOUT
 from chunkd.domain.errors import Busy, StorageError
 from chunkd.ports.locks import ASK_AGAIN, release_requester
 
@@ -110,6 +111,10 @@ def _unreachable(upload_id: str) -> StorageError:
     return StorageError(f"upload {upload_id}'s lock cannot be taken: the database is unreachable; try again shortly")
 
 
+def _unanswered(upload_id: str) -> StorageError:
+    return StorageError(f"upload {upload_id}'s lock cannot be taken: the database did not answer in time; try again")
+
+
 @contextmanager
 def _reaching(upload_id: str) -> Iterator[None]:
     """Around a call that needs the database to answer: a lost or refused connection is
@@ -147,8 +152,11 @@ class PostgresAdvisoryLocks:
     shares the database. Compose it behind an in-process lock (``StackedLocks``) so tasks of one
     process queue in memory instead of polling the database."""
 
-    def __init__(self, url: str, *, max_connections: int = 50, idle_connections: int = 2) -> None:
+    def __init__(
+        self, url: str, *, max_connections: int = 50, idle_connections: int = 2, timeout: float = DATABASE_TIMEOUT
+    ) -> None:
         self._dsn = asyncpg_dsn(url)
+        self._timeout = timeout  # for each statement and each new connection: a hung server is a 503
         self._max = max_connections
         self._min = idle_connections
         self._pool: Any = None
@@ -172,6 +180,8 @@ class PostgresAdvisoryLocks:
                         # The default statement cache: the upload's saves run on its lock's
                         # connection (``sessions``), prepared once per connection.
                         server_settings={"application_name": "chunkd-locks"},
+                        command_timeout=self._timeout,
+                        timeout=self._timeout,
                     )
         return self._pool
 
@@ -219,6 +229,11 @@ class PostgresAdvisoryLocks:
             try:
                 await self._poll(conn, upload_id, key, deadline)
                 return conn
+            except TimeoutError as exc:
+                # The server took the connection but does not answer (hung): asking again on
+                # another connection would only wait as long again.
+                await _give_back(pool, conn, upload_id)
+                raise _unanswered(upload_id) from exc
             except BaseException as exc:
                 broken = connection_broken(exc)
                 if broken:
@@ -281,7 +296,10 @@ class PostgresAdvisoryLocks:
             import asyncpg
 
             conn = await asyncpg.connect(
-                self._dsn, statement_cache_size=0, server_settings={"application_name": "chunkd-lock-release"}
+                self._dsn,
+                statement_cache_size=0,
+                server_settings={"application_name": "chunkd-lock-release"},
+                timeout=self._timeout,
             )
             await conn.add_listener(RELEASE_CHANNEL, self._on_notify)
             self._listener = conn

@@ -7,14 +7,16 @@ same way."""
 
 from __future__ import annotations
 
+from chunkd.backends.repository.full import DATABASE_TIMEOUT
 from chunkd.ports.metadata import MetadataStore
 
 __all__ = ["open_metadata"]
 
 
-async def open_metadata(url: str, *, run_migrations: bool) -> MetadataStore:
+async def open_metadata(url: str, *, run_migrations: bool, timeout: float = DATABASE_TIMEOUT) -> MetadataStore:
     """The repositories over the database at ``url`` (``sqlite:///…`` or ``postgresql://…``),
-    migrated first when ``run_migrations``."""
+    migrated first when ``run_migrations``; ``timeout``: PostgreSQL only, how long a statement
+    may wait for the server."""
     from sqlalchemy.engine import make_url
 
     from chunkd.backends.repository.sqlite import open_sqlite_metadata, sqlite_path
@@ -26,7 +28,7 @@ async def open_metadata(url: str, *, run_migrations: bool) -> MetadataStore:
         # Imported only here: asyncpg costs a SQLite node ~4 MB of RSS for nothing.
         from chunkd.backends.repository.postgres import open_postgres_metadata
 
-        return await open_postgres_metadata(url, run_migrations=run_migrations)
+        return await open_postgres_metadata(url, run_migrations=run_migrations, timeout=timeout)
     from chunkd.backends.repository.sqlalchemy import open_sql_metadata
 
     return await open_sql_metadata(url, run_migrations=run_migrations)

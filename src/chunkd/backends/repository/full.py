@@ -2,8 +2,9 @@
 (507 in every dialect, saying what is wrong, the upload resumable), not an unexplained 500. Likewise
 a SQLite database whose storage failed (an I/O error, a volume the kernel remounted read-only after
 a disk error), and a PostgreSQL server that cannot be reached or whose connection was lost (it is
-restarting or shut down, the connection was refused, reset or terminated): ``StorageError``, 503
-with Retry-After, as the same fault on the blob files is. The client retries once it is back."""
+restarting or shut down, the connection was refused, reset or terminated) or that does not answer
+within ``DATABASE_TIMEOUT`` (hung: a stalled disk, a stopped host): ``StorageError``, 503 with
+Retry-After, as the same fault on the blob files is. The client retries once it is back."""
 
 from __future__ import annotations
 
@@ -13,7 +14,22 @@ from contextlib import contextmanager
 
 from chunkd.domain.errors import StorageError, StorageFull
 
-__all__ = ["database_full", "database_unreachable", "is_full", "storage_fault", "storage_faults", "unreachable"]
+__all__ = [
+    "DATABASE_TIMEOUT",
+    "database_full",
+    "database_timed_out",
+    "database_unreachable",
+    "is_full",
+    "storage_fault",
+    "storage_faults",
+    "unreachable",
+]
+
+# How long one PostgreSQL statement, or a new connection, may wait for the server (seconds). Every
+# statement chunkd runs touches a handful of rows; without a bound, a server that hangs without
+# closing its sockets would hold each request (and its upload's lock) until TCP gives up, which
+# on an idle socket is never.
+DATABASE_TIMEOUT = 30.0
 
 # PostgreSQL's disk_full condition (SQLSTATE class 53, insufficient resources).
 _PG_DISK_FULL = "53100"
@@ -52,6 +68,10 @@ def database_full() -> StorageFull:
     return StorageFull("no space left for the metadata database")
 
 
+def database_timed_out() -> StorageError:
+    return StorageError("the metadata database did not answer in time; try again shortly")
+
+
 def database_unreachable() -> StorageError:
     # Not the driver's words: they name the database's host and port.
     return StorageError("the metadata database is unreachable; try again shortly")
@@ -75,6 +95,8 @@ def storage_fault(error: BaseException | None) -> StorageError | None:
     is)."""
     if is_full(error):
         return database_full()
+    if isinstance(error, TimeoutError):  # asyncpg's command timeout (an OSError too: tested first)
+        return database_timed_out()
     if unreachable(error):
         return database_unreachable()
     if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_IOERR:

@@ -20,7 +20,7 @@ import asyncpg  # type: ignore[import-untyped]
 from chunkd.backends.locks.postgres import connection_broken
 from chunkd.backends.locks.sessions import lock_session
 from chunkd.backends.repository.cold import ColdPaths
-from chunkd.backends.repository.full import storage_faults
+from chunkd.backends.repository.full import DATABASE_TIMEOUT, database_timed_out, storage_faults
 from chunkd.backends.repository.rows import (
     PART_COLUMNS,
     UPLOAD_COLUMNS,
@@ -101,6 +101,8 @@ async def _fenced(conn: asyncpg.Connection, upload_id: str) -> AsyncIterator[Non
         async with conn.transaction():
             yield
     except Exception as exc:
+        if isinstance(exc, TimeoutError):  # the session is there but the server did not answer
+            raise database_timed_out() from exc
         if not connection_broken(exc):
             raise
         raise Busy(
@@ -119,8 +121,15 @@ class PostgresUploadRepository(ColdPaths):
         self._dsn = dsn  # its locks' database: a save under one of them runs on the lock's session
 
     @classmethod
-    async def open(cls, dsn: str, cold: SqlUploadRepository, *, max_connections: int = 10) -> PostgresUploadRepository:
-        return cls(await asyncpg.create_pool(dsn, min_size=1, max_size=max_connections), cold, dsn=dsn)
+    async def open(
+        cls, dsn: str, cold: SqlUploadRepository, *, max_connections: int = 10, timeout: float = DATABASE_TIMEOUT
+    ) -> PostgresUploadRepository:
+        """``timeout``: how long a statement, or a new connection, may wait for the server; a
+        statement that runs out is cancelled and its request answered 503 (``full.py``)."""
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=max_connections, command_timeout=timeout, timeout=timeout
+        )
+        return cls(pool, cold, dsn=dsn)
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[Any]:

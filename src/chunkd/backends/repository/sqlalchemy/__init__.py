@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from chunkd.backends.repository.full import DATABASE_TIMEOUT
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.keys import SqlKeyRepository
 from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
@@ -42,9 +43,10 @@ class SqlMetadata:
         await self.engine.dispose()
 
 
-async def open_sql_metadata(url: str, *, run_migrations: bool) -> SqlMetadata:
-    """The repositories over the database at ``url``, migrated first when ``run_migrations``."""
-    engine = create_engine(url)
+async def open_sql_metadata(url: str, *, run_migrations: bool, timeout: float = DATABASE_TIMEOUT) -> SqlMetadata:
+    """The repositories over the database at ``url``, migrated first when ``run_migrations``;
+    ``timeout``: see ``create_engine``."""
+    engine = create_engine(url, timeout=timeout)
     if run_migrations:
         await migrate(engine)
     return SqlMetadata.over(engine)

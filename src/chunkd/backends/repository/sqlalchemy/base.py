@@ -16,10 +16,12 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from chunkd.backends.repository.full import database_unreachable, storage_fault
+from chunkd.domain.errors import StorageError
 
 __all__ = ["RowMap", "SqlStore", "database_faults"]
 
@@ -37,8 +39,12 @@ def database_faults() -> Iterator[None]:
         if exc.connection_invalidated:
             raise database_unreachable() from exc
         raise
-    except OSError as exc:
-        raise database_unreachable() from exc
+    except OSError as exc:  # a timed-out statement too (asyncpg's TimeoutError is an OSError)
+        raise (storage_fault(exc) or database_unreachable()) from exc
+    except PoolTimeout as exc:
+        # No pooled connection came free in time: with a hung database every connection is
+        # held by a statement waiting for it (until its own timeout).
+        raise StorageError("no metadata database connection came free in time; try again shortly") from exc
 
 
 T = TypeVar("T")

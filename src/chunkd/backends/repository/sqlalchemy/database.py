@@ -8,6 +8,8 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from chunkd.backends.repository.full import DATABASE_TIMEOUT
+
 __all__ = ["HEAD_REVISION", "async_url", "create_engine", "migrate"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -26,7 +28,10 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, timeout: float | None = DATABASE_TIMEOUT) -> AsyncEngine:
+    """``timeout``: PostgreSQL only, how long a statement or a new connection may wait for the
+    server (``full.DATABASE_TIMEOUT``; None: the driver's defaults, no statement timeout); SQLite
+    waits for its write lock for 30 s (busy_timeout)."""
     url = async_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -43,7 +48,13 @@ def create_engine(url: str) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        connect_args={} if timeout is None else {"command_timeout": timeout, "timeout": timeout},
+    )
 
 
 def _current_revision(connection: Connection) -> str | None:
@@ -73,7 +84,20 @@ async def migrate(engine: AsyncEngine) -> None:
 
     On PostgreSQL the DDL is transactional and the whole upgrade runs under a transaction-level
     advisory lock, so several nodes starting at once migrate one after the other: the first does
-    the work, the others wait for it and then find nothing left to do."""
+    the work, the others wait for it and then find nothing left to do. There, it runs on an
+    engine of its own without a statement timeout: a migration may rewrite a large table, and
+    waits for as long as another node's takes."""
+    if engine.dialect.name == "postgresql":
+        untimed = create_engine(engine.url.render_as_string(hide_password=False), timeout=None)
+        try:
+            await _migrate(untimed)
+        finally:
+            await untimed.dispose()
+    else:
+        await _migrate(engine)
+
+
+async def _migrate(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
