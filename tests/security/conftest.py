@@ -4,6 +4,7 @@ scopes, and a real redis-server on a free port."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -52,8 +53,14 @@ def make_api(settings: Settings) -> MakeApi:
 
 
 @pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A private redis-server (the Debian package; scripts/services/redis.sh installs it)."""
+def redis_url(redis_server: tuple[str, subprocess.Popen[bytes]]) -> str:
+    return redis_server[0]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A private redis-server (the Debian package; scripts/services/redis.sh installs it): its URL
+    and its process."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: run scripts/services/redis.sh")
@@ -80,7 +87,8 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", process
     finally:
+        process.send_signal(signal.SIGCONT)  # if a test stopped it
         process.terminate()
         process.wait(timeout=10)

@@ -5,12 +5,15 @@ address, the bytes category, and one budget shared by two server processes throu
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from chunkd.auth import ratelimit
 from tests.security.conftest import MakeApi
 from tests.support.server import ChunkdServer
 
@@ -125,6 +128,33 @@ async def test_redis_down_fails_open(make_api: MakeApi) -> None:
             response = await api.client.get("/v1/files", headers=api.auth())
             assert response.status_code == 200
             assert "RateLimit-Limit" not in response.headers
+
+
+async def test_a_hung_redis_fails_open_without_holding_requests(
+    make_api: MakeApi, redis_server: tuple[str, subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis stops answering but keeps its socket open (stopped, as a paused VM or a stuck host
+    is): requests are still answered, allowed as when it is down, instead of each waiting on a
+    counter that never comes; once it answers again, requests are counted again. Before, the
+    first such request never came back (the suite's timeout ended the test)."""
+    monkeypatch.setattr(ratelimit, "STORE_RETRY_AFTER", 0.2)
+    url, process = redis_server
+    async with make_api(rate_limits="read=100/minute", redis_url=url) as api:
+        counted = await api.client.get("/v1/files", headers=api.auth())
+        assert counted.status_code == 200 and counted.headers["RateLimit-Limit"] == "100"
+        process.send_signal(signal.SIGSTOP)
+        try:
+            for _ in range(5):
+                response = await api.client.get("/v1/files", headers=api.auth())
+                assert response.status_code == 200
+                assert "RateLimit-Limit" not in response.headers
+        finally:
+            process.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 30  # bounds a failure only
+        while "RateLimit-Limit" not in (response := await api.client.get("/v1/files", headers=api.auth())).headers:
+            assert time.monotonic() < deadline, "requests were not counted again once Redis answered"
+            await asyncio.sleep(0.05)
+        assert response.status_code == 200
 
 
 def _admin_key(server: ChunkdServer) -> str:

@@ -4,6 +4,7 @@ in ``chunkd.frontends.guards.ratelimit`` decides the category and the identity o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -25,6 +26,15 @@ __all__ = ["CATEGORIES", "Decision", "RateLimits", "parse_rate_limits"]
 log = logging.getLogger("chunkd.ratelimit")
 
 CATEGORIES = ("read", "write", "upload", "bytes")
+
+# A shared counter store (Redis) that does not answer within STORE_TIMEOUT seconds lets the request
+# through uncounted, as one that refuses connections does; it is then left alone for
+# STORE_RETRY_AFTER seconds, so an outage costs one such wait per interval, not one per request.
+# A count is two or three round trips of well under a millisecond on a healthy store. Without a
+# bound, a store that hangs with its socket open (a stopped process, a paused VM) held every request
+# forever.
+STORE_TIMEOUT = 1.0
+STORE_RETRY_AFTER = 5.0
 _STRATEGIES: dict[str, type[RateLimiter]] = {
     "moving-window": MovingWindowRateLimiter,
     "fixed-window": FixedWindowRateLimiter,
@@ -157,6 +167,20 @@ class RateLimits:
         else:
             self.storage = MemoryStorage()
         self.limiter = _STRATEGIES[strategy](self.storage)
+        self._store_back_at = 0.0  # monotonic time until which the store is not asked (after a failure)
+
+    def _store_resting(self) -> bool:
+        return time.monotonic() < self._store_back_at
+
+    def _store_failed(self) -> None:
+        """The store did not answer (an error or STORE_TIMEOUT): requests are let through uncounted,
+        without asking it, for STORE_RETRY_AFTER seconds; logged once per interval."""
+        self._store_back_at = time.monotonic() + STORE_RETRY_AFTER
+        log.warning(
+            "rate-limit store unavailable; requests allowed uncounted, asking it again in %.0f s",
+            STORE_RETRY_AFTER,
+            exc_info=True,
+        )
 
     def applies(self, category: str) -> bool:
         return category in self.table
@@ -175,18 +199,21 @@ class RateLimits:
             return None
         if self.local is not None:
             return self._hit_local(items, category, identity, cost)
+        if self._store_resting():
+            return None
         try:
-            binding: Decision | None = None
-            for item in items:
-                allowed = await self.limiter.hit(item, category, identity, cost=cost)
-                decision = await self._decision(item, category, identity, allowed=allowed)
-                if not allowed:
-                    return decision
-                if binding is None or decision.remaining < binding.remaining:
-                    binding = decision
-            return binding
-        except Exception:
-            log.warning("rate-limit store unavailable; request allowed", exc_info=True)
+            async with asyncio.timeout(STORE_TIMEOUT):
+                binding: Decision | None = None
+                for item in items:
+                    allowed = await self.limiter.hit(item, category, identity, cost=cost)
+                    decision = await self._decision(item, category, identity, allowed=allowed)
+                    if not allowed:
+                        return decision
+                    if binding is None or decision.remaining < binding.remaining:
+                        binding = decision
+                return binding
+        except Exception:  # TimeoutError included
+            self._store_failed()
             return None
 
     def _hit_local(self, items: list[RateLimitItem], category: str, identity: str, cost: int) -> Decision | None:
@@ -227,12 +254,15 @@ class RateLimits:
                 if not self.local.test(item, category, identity, cost, now):
                     return self._local_decision(item, category, identity, False, now)
             return None
+        if self._store_resting():
+            return None
         try:
-            for item in items:
-                if not await self.limiter.test(item, category, identity, cost=cost):
-                    return await self._decision(item, category, identity, allowed=False)
-        except Exception:
-            log.warning("rate-limit store unavailable; request allowed", exc_info=True)
+            async with asyncio.timeout(STORE_TIMEOUT):
+                for item in items:
+                    if not await self.limiter.test(item, category, identity, cost=cost):
+                        return await self._decision(item, category, identity, allowed=False)
+        except Exception:  # TimeoutError included
+            self._store_failed()
         return None
 
     async def _decision(self, item: RateLimitItem, category: str, identity: str, *, allowed: bool) -> Decision:
