@@ -169,6 +169,7 @@ async def test_a_hung_database_is_503_within_its_timeout_and_uploads_resume(
             attempts = {
                 "create": client.post("/v1/files", json={"filename": "b.bin", "sizeBytes": 1}),
                 "get": client.get(f"/v1/files/{native['id']}"),
+                "list": client.get("/v1/files"),  # SQLAlchemy's path, not the hot paths' asyncpg
                 "part": client.put(f"/v1/files/{native['id']}/parts/2", content=data[MiB:]),
                 "complete": client.post(f"/v1/files/{native['id']}/complete"),
                 "tus create": client.post("/files", headers={**TUS, "Upload-Length": "5"}),
