@@ -139,15 +139,19 @@ async def test_a_hung_redis_fails_open_without_holding_requests(
     first such request never came back (the suite's timeout ended the test)."""
     monkeypatch.setattr(ratelimit, "STORE_RETRY_AFTER", 0.2)
     url, process = redis_server
-    async with make_api(rate_limits="read=100/minute", redis_url=url) as api:
+    async with make_api(rate_limits="read=100/minute;bytes=1000000/minute", redis_url=url) as api:
         counted = await api.client.get("/v1/files", headers=api.auth())
         assert counted.status_code == 200 and counted.headers["RateLimit-Limit"] == "100"
+        made = await api.client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": 10}, headers=api.auth())
         process.send_signal(signal.SIGSTOP)
         try:
             for _ in range(5):
                 response = await api.client.get("/v1/files", headers=api.auth())
                 assert response.status_code == 200
                 assert "RateLimit-Limit" not in response.headers
+            # A body's bytes are checked against their budget before it is read (``would_refuse``).
+            part = await api.client.put(f"/v1/files/{made.json()['id']}/parts/1", content=b"x" * 10, headers=api.auth())
+            assert part.status_code == 200, part.text
         finally:
             process.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + 30  # bounds a failure only
