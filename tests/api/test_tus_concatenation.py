@@ -164,3 +164,22 @@ async def test_concatenation_state_changes_go_through_the_aggregate(api: Api) ->
     assert upload.parts_received == len(upload.parts)
     assert [p.offset for p in upload.sorted_parts()] == [0, 10_000]
     assert "concatenation" not in upload.metadata  # only while waiting (or once failed)
+
+
+async def test_a_final_whose_settling_was_missed_is_settled_by_a_native_get(api: Api) -> None:
+    """The request that finishes the last partial settles the final. If its node stopped in between
+    (here: the settling listener is taken away), a client polling the Files API used to see the
+    final PENDING until a tus HEAD or its expiry came; the GET settles it as a HEAD does."""
+    settle = api.runtime.uploads._source_ended
+    api.runtime.uploads.listeners.remove(settle)
+    data = os.urandom(20_000)
+    first = await create(api, 10_000, Upload_Concat="partial")
+    second = await create(api, 10_000, Upload_Concat="partial")
+    final_id = location_id(await final(api, first, second))
+    assert (await patch(api, first, 0, data[:10_000])).status_code == 204
+    assert (await patch(api, second, 0, data[10_000:])).status_code == 204
+    assert (await api.runtime.uploads.get("alice", final_id)).status is Status.PENDING  # missed
+
+    view = await native(api, final_id)
+    assert view["status"] == "COMPLETED" and view["md5"] == hashlib.md5(data).hexdigest(), view
+    assert (await api.client.get(f"/v1/files/{final_id}/content", headers=api.auth())).content == data

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -44,6 +45,7 @@ from chunkd.frontends.native.schemas import (
     PartObject,
 )
 from chunkd.frontends.signed import SigningKey, signed_upload, signed_url
+from chunkd.service.concatenation import waiting_for
 
 __all__ = ["router"]
 
@@ -214,7 +216,15 @@ async def get_file(request: Request, file_id: FileId) -> dict[str, Any]:
     who = await principal(request)
     if who.upload_link is None:  # a link's token may read its own unfinished uploads (to resume)
         require_scope(who, "files:read")
-    upload = await runtime(request).uploads.get(who.owner, file_id)
+    service = runtime(request).uploads
+    upload = await service.get(who.owner, file_id)
+    if waiting_for(upload) is not None:
+        # A concatenation (a tus final) still waiting: the request that finished its last source
+        # settles it, unless its node stopped in between. Settled here as a tus HEAD settles it,
+        # so that a client polling this view sees it complete.
+        with contextlib.suppress(e.Busy):  # someone is settling it right now
+            await service.finish_concatenation(who.owner, file_id)
+        upload = await service.get(who.owner, file_id)
     return _file_view(request, upload, with_parts=True, upload_url="files:create" in who.scopes)
 
 
