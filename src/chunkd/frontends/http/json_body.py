@@ -60,11 +60,6 @@ class JsonBody:
         except json.JSONDecodeError as exc:
             error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error", "input": {}}
             raise RequestValidationError([{**error, "ctx": {"error": exc.msg}}], body=exc.doc) from exc
-        except UnicodeDecodeError as exc:
-            # JSON is UTF-8 (RFC 8259). FastAPI answers "There was an error parsing the body",
-            # which names neither the body nor where; this is the same error as bad syntax.
-            error = {"type": "json_invalid", "loc": ("body", exc.start), "msg": "JSON decode error", "input": {}}
-            raise RequestValidationError([{**error, "ctx": {"error": exc.reason}}], body=None) from exc
         except HTTPException:  # a guard's refusal (too large, too slow, too deep)
             raise
         except Exception as exc:

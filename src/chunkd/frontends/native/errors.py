@@ -16,6 +16,10 @@ from chunkd.frontends.refusals import Refusal, render_refusal
 
 __all__ = ["error_response", "install_error_handlers", "refusal_response", "render_error", "status_for"]
 
+# FastAPI's detail for a body it could not decode (fastapi.routing; the JSON helper for the
+# direct routes raises the same, so both answer alike).
+_UNPARSED_BODY = "There was an error parsing the body"
+
 # The shared statuses, but an expired upload is a conflict with its state here (409), not gone.
 _STATUS = StatusTable((e.Expired, 409))
 
@@ -104,5 +108,12 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = dict(exc.headers or {})
             if exc.status_code == 405:
                 headers["Allow"] = ", ".join(_allowed_methods(request))
-            exc = Refusal(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers=headers)
+            if exc.status_code == 400 and exc.detail == _UNPARSED_BODY:
+                # FastAPI's answer to a JSON body it cannot decode at all (not UTF-8), which names
+                # neither the field nor what is wrong; a syntax error is "not valid JSON" already.
+                exc = Refusal(400, "invalid_input", "body: the body is not valid JSON (not UTF-8 text)", field="body")
+            else:
+                exc = Refusal(
+                    exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers=headers
+                )
         return render_refusal(request.scope, exc, refusal_response)
