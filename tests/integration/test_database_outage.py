@@ -18,6 +18,8 @@ import httpx
 import pytest
 
 from chunkd.app import create_app
+from chunkd.backends.locks.postgres import PostgresAdvisoryLocks
+from chunkd.domain.errors import StorageError
 from tests.conftest import in_process_settings, settings_with
 from tests.support.postgres import PostgresServer, find_pg_bin
 
@@ -204,6 +206,25 @@ async def test_a_hung_database_is_503_within_its_timeout_and_uploads_resume(
         assert rest.status_code == 204, rest.text
         tus_id = tus_url.rsplit("/", 1)[1]
         assert (await client.get(f"/v1/files/{tus_id}/content")).content == data
+
+
+async def test_a_lock_that_needs_a_new_connection_from_a_hung_database_is_503(
+    own_pg: PostgresServer, own_pg_url: str
+) -> None:
+    """No idle lock connection: taking a lock opens one, and the server does not answer that
+    either. That is the database not answering (503), not every lock connection in use (409)."""
+    locks = PostgresAdvisoryLocks(own_pg_url, idle_connections=0, timeout=1.0)
+    try:
+        async with locks.hold("held-upload", timeout=0):  # the pool's only connection is in use
+            own_pg.freeze()
+            try:
+                with pytest.raises(StorageError, match="did not answer in time"):
+                    async with locks.hold("other-upload", timeout=1.0):
+                        pass
+            finally:
+                own_pg.thaw()
+    finally:
+        await locks.close()
 
 
 @pytest.fixture

@@ -221,10 +221,16 @@ class PostgresAdvisoryLocks:
         ``StorageError``."""
         for attempt in range(_CONNECTION_ATTEMPTS):
             with _reaching(upload_id):  # a new connection could not be opened
+                # With no idle connection and room for one, the acquire opens a connection: if
+                # that is what runs out of time, the server is not answering, not every lock
+                # connection in use.
+                opening = pool.get_idle_size() == 0 and pool.get_size() < pool.get_max_size()
                 try:
                     # Even a try-once (timeout 0) may wait a moment for a free connection.
                     conn = await pool.acquire(timeout=max(timeout, 1.0))
-                except TimeoutError:  # an OSError too: answered as busy before it could look unreachable
+                except TimeoutError:  # an OSError too: answered here before it could look unreachable
+                    if opening:
+                        raise _unanswered(upload_id) from None
                     raise Busy(f"upload {upload_id} is locked (no lock connection free)") from None
             try:
                 await self._poll(conn, upload_id, key, deadline)
