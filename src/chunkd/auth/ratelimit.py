@@ -30,10 +30,10 @@ CATEGORIES = ("read", "write", "upload", "bytes")
 # A shared counter store (Redis) that does not answer within STORE_TIMEOUT seconds lets the request
 # through uncounted, as one that refuses connections does; it is then left alone for
 # STORE_RETRY_AFTER seconds, so an outage costs one such wait per interval, not one per request.
-# A count is two or three round trips of well under a millisecond on a healthy store. Without a
-# bound, a store that hangs with its socket open (a stopped process, a paused VM) held every request
-# forever.
-STORE_TIMEOUT = 1.0
+# A count is two or three round trips of well under a millisecond on a healthy store; the bound
+# is wide so that a busy event loop's own lag is not taken for an outage. Without a bound, a store
+# that hangs with its socket open (a stopped process, a paused VM) held every request forever.
+STORE_TIMEOUT = 2.0
 STORE_RETRY_AFTER = 5.0
 _STRATEGIES: dict[str, type[RateLimiter]] = {
     "moving-window": MovingWindowRateLimiter,
