@@ -153,7 +153,7 @@ async def test_a_hung_database_is_503_within_its_timeout_and_uploads_resume(
         await freeze_done.wait()
         yield data[MiB + MiB // 2 :]
 
-    async with app_client(tmp_path / "data", own_pg_url, database_timeout_seconds=2) as client:
+    async with app_client(tmp_path / "data", own_pg_url, database_timeout_seconds=3) as client:
         native = (
             await client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": MiB})
         ).json()
@@ -213,7 +213,7 @@ async def test_a_lock_that_needs_a_new_connection_from_a_hung_database_is_503(
 ) -> None:
     """No idle lock connection: taking a lock opens one, and the server does not answer that
     either. That is the database not answering (503), not every lock connection in use (409)."""
-    locks = PostgresAdvisoryLocks(own_pg_url, idle_connections=0, timeout=1.0)
+    locks = PostgresAdvisoryLocks(own_pg_url, idle_connections=0, timeout=2.0)
     try:
         async with locks.hold("held-upload", timeout=0):  # the pool's only connection is in use
             own_pg.freeze()
