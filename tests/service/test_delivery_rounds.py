@@ -6,6 +6,7 @@ another node, and retries, are still sent."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from chunkd.backends.repository import open_metadata
+from chunkd.domain.errors import StorageError
 from chunkd.domain.events import Event, EventType
 from chunkd.ports.metadata import MetadataStore
 from chunkd.ports.webhooks import ClaimedDelivery, Dispatched, Endpoint, WebhookRepository
@@ -230,3 +232,43 @@ async def test_a_delivery_goes_to_the_address_that_was_checked(
     assert request.headers["Host"] == "hooks.example"
     assert request.extensions["sni_hostname"] == "hooks.example"  # the certificate is checked for the name
     await delivery.close()
+
+
+class FailingDispatch(CountingClaims):
+    """The real repository, whose dispatch fails as the database's outage does while ``down``."""
+
+    def __init__(self, repo: WebhookRepository) -> None:
+        super().__init__(repo)
+        self.down = True
+        self.rounds = 0
+
+    async def dispatch(self, now: datetime, limit: int) -> Dispatched:
+        self.rounds += 1
+        if self.down:
+            raise StorageError("the metadata database is unreachable; try again shortly")
+        return await self.repo.dispatch(now, limit)
+
+
+async def test_an_outage_is_logged_once_not_every_round(
+    metadata: MetadataStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rounds run every ``poll`` seconds; through a database outage each failed with a traceback (one
+    every two seconds by default). Now the outage is one warning, and its end one info line."""
+    repo, received = FailingDispatch(metadata.webhooks), list[httpx.Request]()
+    delivery = worker(repo, received, poll=0.01)
+    caplog.set_level(logging.DEBUG, logger="chunkd.service.delivery")
+    running = asyncio.create_task(delivery.run_forever())
+    try:
+        while repo.rounds < 5:
+            await asyncio.sleep(0.01)
+        repo.down = False
+        while repo.rounds < 10:  # five more rounds, the first of them back to normal
+            await asyncio.sleep(0.01)
+    finally:
+        delivery.stop()
+        await running
+        await delivery.close()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage(), warnings
+    assert warnings[0].exc_info is None
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == ["webhook delivery resumed"]

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 import httpx
 from standardwebhooks import Webhook
 
-from chunkd.domain.errors import InvalidInput
+from chunkd.domain.errors import InvalidInput, StorageError
 from chunkd.ports.webhooks import ClaimedDelivery, WebhookRepository
 from chunkd.service.destinations import Pinned, check_public_destination
 from chunkd.service.tls import outgoing_tls
@@ -84,6 +84,7 @@ class DeliveryWorker:
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._claim_due = False
+        self._outage = False  # the last round failed for want of its database
         self.count: Callable[[str], None] = count_delivery
         # No redirects (a 3xx is a failed attempt: the endpoint must name its final URL) and no
         # proxy settings from the environment. httpx's timeout bounds each read and write, not the
@@ -118,7 +119,16 @@ class DeliveryWorker:
             claim_anyway, self._claim_due = not woken or self._claim_due, False
             try:
                 busy = await self.run_once(claim_anyway=claim_anyway)
-            except Exception:  # keep delivering after a transient database error
+                if self._outage:
+                    log.info("webhook delivery resumed")
+                    self._outage = False
+            except StorageError as exc:  # keep delivering once the database is back
+                # A round every ``poll`` seconds through an outage: one warning for it, not a
+                # traceback every two seconds.
+                log.log(logging.DEBUG if self._outage else logging.WARNING, "webhook delivery round failed: %s", exc)
+                self._outage = True
+                busy = 0
+            except Exception:  # keep delivering after any other transient error
                 log.exception("webhook delivery round failed")
                 busy = 0
             woken = False
