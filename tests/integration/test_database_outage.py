@@ -20,6 +20,7 @@ import pytest
 from chunkd.app import create_app
 from chunkd.backends.locks.postgres import PostgresAdvisoryLocks
 from chunkd.domain.errors import StorageError
+from chunkd.runtime import open_runtime
 from tests.conftest import in_process_settings, settings_with
 from tests.support.postgres import PostgresServer, find_pg_bin
 
@@ -225,6 +226,28 @@ async def test_a_lock_that_needs_a_new_connection_from_a_hung_database_is_503(
                 own_pg.thaw()
     finally:
         await locks.close()
+
+
+async def test_shutdown_while_the_database_hangs_closes_everything(
+    tmp_path: Path, own_pg: PostgresServer, own_pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing a connection waits for the server's goodbye. With the server frozen, the first pool's
+    close failed at the statement timeout and its error ended the shutdown there, the other pools
+    left open; now each pool that does not close in time has its connections dropped, and
+    shutdown goes on."""
+    settings = settings_with(in_process_settings(tmp_path / "data", own_pg_url), database_timeout_seconds=1)
+    runtime = await open_runtime(settings)
+    upload = await runtime.uploads.create("alice", filename="a.bin", size_bytes=3, part_size=3)
+    async with runtime.locks.hold(upload.id, timeout=1):  # the lock pool has a connection
+        pass
+    own_pg.freeze()
+    try:
+        await runtime.close()
+    finally:
+        own_pg.thaw()
+    dropped = [r.getMessage() for r in caplog.records if "did not close cleanly" in r.getMessage()]
+    assert any("lock connection pool" in m for m in dropped), dropped
+    assert any("upload repository" in m for m in dropped), dropped
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ from sqlalchemy.engine import make_url
 
 from chunkd.backends.locks.release import ReleaseRegistry
 from chunkd.backends.locks.sessions import LockSession, lend
-from chunkd.backends.repository.full import DATABASE_TIMEOUT
+from chunkd.backends.repository.full import DATABASE_TIMEOUT, closed_within
 from chunkd.domain.errors import Busy, StorageError
 from chunkd.ports.locks import ASK_AGAIN, release_requester
 
@@ -346,5 +346,5 @@ class PostgresAdvisoryLocks:
                 await self._listener.close(timeout=2.0)
             self._listener = None
         if self._pool is not None:
-            await self._pool.close()
+            await closed_within(self._pool.close(), "the lock connection pool", drop=self._pool.terminate)
             self._pool = None

@@ -8,14 +8,18 @@ Retry-After, as the same fault on the blob files is. The client retries once it 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from chunkd.domain.errors import StorageError, StorageFull
 
 __all__ = [
+    "CLOSE_TIMEOUT",
     "DATABASE_TIMEOUT",
+    "closed_within",
     "database_full",
     "database_timed_out",
     "database_unreachable",
@@ -30,6 +34,15 @@ __all__ = [
 # closing its sockets would hold each request (and its upload's lock) until TCP gives up, which
 # on an idle socket is never.
 DATABASE_TIMEOUT = 30.0
+
+# How long closing a pool of database connections may take at shutdown (seconds). A healthy server
+# takes milliseconds. Against one that hangs, each connection's goodbye waits for it (up to the
+# statement timeout, and then fails), and a failed close used to end the shutdown there, leaving
+# the rest open. Past this, or on such a failure, the connections are dropped, which ends their
+# sessions and the locks those held all the same, and shutdown goes on.
+CLOSE_TIMEOUT = 5.0
+
+log = logging.getLogger(__name__)
 
 # PostgreSQL's disk_full condition (SQLSTATE class 53, insufficient resources).
 _PG_DISK_FULL = "53100"
@@ -102,3 +115,15 @@ def storage_fault(error: BaseException | None) -> StorageError | None:
     if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_IOERR:
         return StorageError(f"the metadata database's storage failed: {error}")
     return None
+
+
+async def closed_within(close: Awaitable[None], what: str, *, drop: Callable[[], None] | None = None) -> None:
+    """Await ``close`` (a pool's or an engine's) for at most ``CLOSE_TIMEOUT`` seconds; past that,
+    or on an error, ``drop`` the connections without a goodbye (if given) and log it. An asyncpg
+    pool whose ``close`` is cancelled terminates its connections itself."""
+    try:
+        await asyncio.wait_for(close, CLOSE_TIMEOUT)
+    except Exception as exc:  # TimeoutError included: shutdown goes on
+        if drop is not None:
+            drop()
+        log.warning("%s did not close cleanly (%s); its connections were dropped", what, type(exc).__name__)

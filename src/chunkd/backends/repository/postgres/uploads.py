@@ -20,7 +20,7 @@ import asyncpg  # type: ignore[import-untyped]
 from chunkd.backends.locks.postgres import connection_broken
 from chunkd.backends.locks.sessions import lock_session
 from chunkd.backends.repository.cold import ColdPaths
-from chunkd.backends.repository.full import DATABASE_TIMEOUT, database_timed_out, storage_faults
+from chunkd.backends.repository.full import DATABASE_TIMEOUT, closed_within, database_timed_out, storage_faults
 from chunkd.backends.repository.rows import (
     PART_COLUMNS,
     UPLOAD_COLUMNS,
@@ -245,4 +245,4 @@ class PostgresUploadRepository(ColdPaths):
 
     async def close(self) -> None:
         """Close this repository's connections (not the engine's)."""
-        await self.pool.close()
+        await closed_within(self.pool.close(), "the upload repository's database pool", drop=self.pool.terminate)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chunkd.backends.repository.full import DATABASE_TIMEOUT
+from chunkd.backends.repository.full import DATABASE_TIMEOUT, closed_within
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.keys import SqlKeyRepository
 from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
@@ -40,7 +40,7 @@ class SqlMetadata:
         )
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await closed_within(self.engine.dispose(), "the metadata database engine")
 
 
 async def open_sql_metadata(url: str, *, run_migrations: bool, timeout: float = DATABASE_TIMEOUT) -> SqlMetadata:
