@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chunkd.domain.errors import StorageError
 from chunkd.frontends.assets.errors import refusal_response as asset_refusal
 from chunkd.frontends.assets.router import router as assets_router
 from chunkd.frontends.guards import install_guards
@@ -111,7 +112,9 @@ async def _reap_until(runtime: Runtime, stopping: asyncio.Event) -> None:
         try:
             while await runtime.uploads.expire_due(limit=200) == 200 and not stopping.is_set():
                 pass
-        except Exception:  # keep reaping after a transient database or storage error
+        except StorageError as exc:  # the database or storage is away: a line a sweep, no traceback
+            log.warning("expiry sweep failed: %s", exc)
+        except Exception:  # keep reaping after any other transient error
             log.exception("expiry sweep failed")
         await until_set(stopping, interval)
 

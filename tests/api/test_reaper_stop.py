@@ -5,8 +5,12 @@ waiting for ever, as the webhook delivery worker's once did)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from chunkd.app import create_app
+from chunkd.domain.errors import StorageError
 from chunkd.settings import Settings
 from tests.conftest import settings_with
 
@@ -39,3 +43,23 @@ async def test_shutdown_lets_a_running_sweep_finish(settings: Settings) -> None:
     release.set()
     await asyncio.wait_for(stopping, 60)
     assert outcomes == ["finished"]
+
+
+async def test_a_sweep_that_meets_an_outage_logs_one_line(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """The database away (unreachable or not answering): each sweep says so in one warning line,
+    without a traceback; any other error keeps its traceback."""
+    app = create_app(settings_with(settings, reaper_interval_seconds=0.01))
+    sweeps = 0
+
+    async def failing_sweep(limit: int = 100) -> int:
+        nonlocal sweeps
+        sweeps += 1
+        raise StorageError("the metadata database did not answer in time; try again shortly")
+
+    async with app.router.lifespan_context(app):
+        app.state.chunkd.uploads.expire_due = failing_sweep
+        while sweeps < 3:
+            await asyncio.sleep(0.01)
+    failed = [r for r in caplog.records if r.getMessage().startswith("expiry sweep failed")]
+    assert failed and all(r.levelno == logging.WARNING and r.exc_info is None for r in failed), failed
+    assert "did not answer in time" in failed[0].getMessage()
