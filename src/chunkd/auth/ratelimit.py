@@ -9,6 +9,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse_many
@@ -169,18 +170,23 @@ class RateLimits:
         self.limiter = _STRATEGIES[strategy](self.storage)
         self._store_back_at = 0.0  # monotonic time until which the store is not asked (after a failure)
 
-    def _store_resting(self) -> bool:
-        return time.monotonic() < self._store_back_at
-
-    def _store_failed(self) -> None:
-        """The store did not answer (an error or STORE_TIMEOUT): requests are let through uncounted,
-        without asking it, for STORE_RETRY_AFTER seconds; logged once per interval."""
-        self._store_back_at = time.monotonic() + STORE_RETRY_AFTER
-        log.warning(
-            "rate-limit store unavailable; requests allowed uncounted, asking it again in %.0f s",
-            STORE_RETRY_AFTER,
-            exc_info=True,
-        )
+    async def _from_store(self, ask: Callable[[], Awaitable[Decision | None]]) -> Decision | None:
+        """``ask()`` of the shared store, or None (the request let through uncounted) while it is
+        resting after a failure, or when it fails or takes longer than STORE_TIMEOUT: it is then
+        not asked for STORE_RETRY_AFTER seconds, and that is logged once per interval."""
+        if time.monotonic() < self._store_back_at:
+            return None
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT):
+                return await ask()
+        except Exception:  # TimeoutError included
+            self._store_back_at = time.monotonic() + STORE_RETRY_AFTER
+            log.warning(
+                "rate-limit store unavailable; requests allowed uncounted, asking it again in %.0f s",
+                STORE_RETRY_AFTER,
+                exc_info=True,
+            )
+            return None
 
     def applies(self, category: str) -> bool:
         return category in self.table
@@ -199,22 +205,19 @@ class RateLimits:
             return None
         if self.local is not None:
             return self._hit_local(items, category, identity, cost)
-        if self._store_resting():
-            return None
-        try:
-            async with asyncio.timeout(STORE_TIMEOUT):
-                binding: Decision | None = None
-                for item in items:
-                    allowed = await self.limiter.hit(item, category, identity, cost=cost)
-                    decision = await self._decision(item, category, identity, allowed=allowed)
-                    if not allowed:
-                        return decision
-                    if binding is None or decision.remaining < binding.remaining:
-                        binding = decision
-                return binding
-        except Exception:  # TimeoutError included
-            self._store_failed()
-            return None
+
+        async def count() -> Decision | None:
+            binding: Decision | None = None
+            for item in items:
+                allowed = await self.limiter.hit(item, category, identity, cost=cost)
+                decision = await self._decision(item, category, identity, allowed=allowed)
+                if not allowed:
+                    return decision
+                if binding is None or decision.remaining < binding.remaining:
+                    binding = decision
+            return binding
+
+        return await self._from_store(count)
 
     def _hit_local(self, items: list[RateLimitItem], category: str, identity: str, cost: int) -> Decision | None:
         assert self.local is not None
@@ -254,16 +257,14 @@ class RateLimits:
                 if not self.local.test(item, category, identity, cost, now):
                     return self._local_decision(item, category, identity, False, now)
             return None
-        if self._store_resting():
+
+        async def refusal() -> Decision | None:
+            for item in items:
+                if not await self.limiter.test(item, category, identity, cost=cost):
+                    return await self._decision(item, category, identity, allowed=False)
             return None
-        try:
-            async with asyncio.timeout(STORE_TIMEOUT):
-                for item in items:
-                    if not await self.limiter.test(item, category, identity, cost=cost):
-                        return await self._decision(item, category, identity, allowed=False)
-        except Exception:  # TimeoutError included
-            self._store_failed()
-        return None
+
+        return await self._from_store(refusal)
 
     async def _decision(self, item: RateLimitItem, category: str, identity: str, *, allowed: bool) -> Decision:
         """The decision on ``item`` with the figures of its window as they stand."""
