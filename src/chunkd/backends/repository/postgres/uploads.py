@@ -20,7 +20,7 @@ import asyncpg  # type: ignore[import-untyped]
 from chunkd.backends.locks.postgres import connection_broken
 from chunkd.backends.locks.sessions import lock_session
 from chunkd.backends.repository.cold import ColdPaths
-from chunkd.backends.repository.full import DATABASE_TIMEOUT, closed_within, database_timed_out, storage_faults
+from chunkd.backends.repository.full import DATABASE_TIMEOUT, closed_within, storage_faults
 from chunkd.backends.repository.rows import (
     PART_COLUMNS,
     UPLOAD_COLUMNS,
@@ -101,9 +101,9 @@ async def _fenced(conn: asyncpg.Connection, upload_id: str) -> AsyncIterator[Non
         async with conn.transaction():
             yield
     except Exception as exc:
-        if isinstance(exc, TimeoutError):  # the session is there but the server did not answer
-            raise database_timed_out() from exc
-        if not connection_broken(exc):
+        # A timeout (an OSError, so "broken" to the lock module) is the server not answering, not
+        # the session gone: ``storage_faults`` around this makes it the 503 it is.
+        if isinstance(exc, TimeoutError) or not connection_broken(exc):
             raise
         raise Busy(
             f"upload {upload_id}'s lock was lost before this write was saved (its database session ended); "
