@@ -27,10 +27,12 @@ from pydantic_core import PydanticUndefined
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-__all__ = ["JsonBody", "json_body_of"]
+__all__ = ["UNPARSED_BODY", "JsonBody", "json_body_of"]
 
 # Set when an app gives FastAPI a ``max_body_size``, whose errors only FastAPI's handler unwraps.
 BODY_LIMIT_SCOPE_KEY = "starlette.max_body_size"
+# FastAPI's detail for a body it cannot decode at all (fastapi.routing), raised here alike.
+UNPARSED_BODY = "There was an error parsing the body"
 _JSON = frozenset({"application/json", "application/json; charset=utf-8"})
 # The FastAPI function this module validates with is not public: a release that changes its
 # parameters leaves every route to FastAPI again rather than failing requests.
@@ -63,7 +65,7 @@ class JsonBody:
         except HTTPException:  # a guard's refusal (too large, too slow, too deep)
             raise
         except Exception as exc:
-            raise HTTPException(status_code=400, detail="There was an error parsing the body") from exc
+            raise HTTPException(status_code=400, detail=UNPARSED_BODY) from exc
         values, errors = await request_body_to_args([self.field], received, embed_body_fields=False)
         if errors:
             raise RequestValidationError(errors, body=received)

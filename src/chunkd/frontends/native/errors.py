@@ -12,13 +12,10 @@ from starlette.routing import Match
 
 from chunkd.domain import errors as e
 from chunkd.frontends.http import StatusTable, error_headers, validation_error
+from chunkd.frontends.http.json_body import UNPARSED_BODY
 from chunkd.frontends.refusals import Refusal, render_refusal
 
 __all__ = ["error_response", "install_error_handlers", "refusal_response", "render_error", "status_for"]
-
-# FastAPI's detail for a body it could not decode (fastapi.routing; the JSON helper for the
-# direct routes raises the same, so both answer alike).
-_UNPARSED_BODY = "There was an error parsing the body"
 
 # The shared statuses, but an expired upload is a conflict with its state here (409), not gone.
 _STATUS = StatusTable((e.Expired, 409))
@@ -108,7 +105,7 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = dict(exc.headers or {})
             if exc.status_code == 405:
                 headers["Allow"] = ", ".join(_allowed_methods(request))
-            if exc.status_code == 400 and exc.detail == _UNPARSED_BODY:
+            if exc.status_code == 400 and exc.detail == UNPARSED_BODY:
                 # FastAPI's answer to a JSON body it cannot decode at all (not UTF-8), which names
                 # neither the field nor what is wrong; a syntax error is "not valid JSON" already.
                 exc = Refusal(400, "invalid_input", "body: the body is not valid JSON (not UTF-8 text)", field="body")
