@@ -261,6 +261,50 @@ async def test_revocation_stops_an_upload_in_progress(api: Api) -> None:
     assert len(await owner_files(api, owner)) == 2  # the refused create stored nothing
 
 
+async def test_revoking_the_key_a_link_was_made_with_ends_the_link(api: Api) -> None:
+    """A link is bound to the API key of the credential that made it (a key, or a chunkd token
+    issued for one), as that key's tokens and signed URLs are: revoking a leaked key must not leave
+    the links made with it open. The key's links show as revoked; links made with another key go
+    on; nothing received is lost."""
+    record, key = await api.runtime.keys.create("alice", "files:create,files:read,links:admin")
+    key_id = record.id
+    by_key = {"Authorization": f"Bearer {key}"}
+    token = await api.client.post("/v1/auth/token", headers=by_key)
+    assert token.status_code == 200, token.text
+    by_token = {"Authorization": f"Bearer {token.json()['accessToken']}"}
+    other_record, other = await api.runtime.keys.create("alice", "files:create,files:read,links:admin")
+    other_id = other_record.id
+    link, partner = await make_link(api, by_key)
+    token_link, token_partner = await make_link(api, by_token)
+    other_link, other_partner = await make_link(api, {"Authorization": f"Bearer {other}"})
+    assert (link["keyId"], token_link["keyId"], other_link["keyId"]) == (key_id, key_id, other_id)
+    file_id = (await create_file(api, partner, 8, partSize=4)).json()["id"]
+    assert (await api.client.put(f"/v1/files/{file_id}/parts/1", content=b"1234", headers=partner)).status_code == 200
+
+    await api.runtime.keys.revoke(key_id)  # as `chunkd keys revoke` does
+    refused = [
+        await api.client.put(f"/v1/files/{file_id}/parts/2", content=b"5678", headers=partner),
+        await create_file(api, partner, 1),
+        await create_file(api, token_partner, 1),
+        await api.client.post("/files", headers={**TUS, **token_partner, "Upload-Length": "1"}),
+    ]
+    for response in refused:
+        assert response.status_code == 401, (response.request.url, response.text)
+    assert refused[0].json()["error"]["code"] == "link_revoked", refused[0].text
+    assert (await create_file(api, other_partner, 1)).status_code == 201  # another key's link goes on
+    owner = {"Authorization": f"Bearer {other}"}
+    held = (await api.client.get(f"/v1/files/{file_id}", headers=owner)).json()
+    assert held["status"] == "PENDING" and held["bytesReceived"] == 4
+    listed = {x["id"]: x for x in (await api.client.get("/v1/upload-links", headers=owner)).json()["data"]}
+    assert {i: x["keyId"] for i, x in listed.items()} == {
+        link["id"]: key_id,
+        token_link["id"]: key_id,
+        other_link["id"]: other_id,
+    }
+    assert listed[link["id"]]["revokedAt"] and listed[token_link["id"]]["revokedAt"]
+    assert listed[other_link["id"]]["revokedAt"] is None
+
+
 async def test_an_expired_link_is_refused(api: Api) -> None:
     owner = await admin(api)
     link, partner = await make_link(api, owner, expiresIn=3600)

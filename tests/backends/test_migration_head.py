@@ -19,6 +19,7 @@ def test_head_revision_is_alembics_head() -> None:
 
 
 WEBHOOK_TABLES = {"events", "webhook_endpoints", "webhook_deliveries"}  # what 0005_webhooks creates
+LINK_KEY = "key_id"  # the column 0007_link_keys adds to upload_links
 
 
 async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
@@ -28,14 +29,18 @@ async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
         await migrate(engine)
         await engine.dispose()
         assert _version(database) == HEAD_REVISION and _tables(database) >= WEBHOOK_TABLES
-        # Undo the newest migration by hand: the next start-up must see it is behind and apply it.
+        assert LINK_KEY in _columns(database, "upload_links")
+        # Undo the two newest migrations by hand: the next start-up must see it is behind and apply them.
         with sqlite3.connect(database) as conn:
+            conn.execute("DROP INDEX ix_upload_links_key")
+            conn.execute(f"ALTER TABLE upload_links DROP COLUMN {LINK_KEY}")
             for table in ("webhook_deliveries", "webhook_endpoints", "events"):
                 conn.execute(f"DROP TABLE {table}")
             conn.execute("UPDATE alembic_version SET version_num = '0004_upload_links'")
         await migrate(engine)
         await engine.dispose()
         assert _version(database) == HEAD_REVISION and _tables(database) >= WEBHOOK_TABLES
+        assert LINK_KEY in _columns(database, "upload_links")
         await migrate(engine)  # at head: nothing to do, nothing changes
         assert _version(database) == HEAD_REVISION
     finally:
@@ -50,3 +55,8 @@ def _version(database: Path) -> str:
 def _tables(database: Path) -> set[str]:
     with sqlite3.connect(database) as conn:
         return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _columns(database: Path, table: str) -> set[str]:
+    with sqlite3.connect(database) as conn:
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}

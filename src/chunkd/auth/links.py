@@ -12,7 +12,10 @@ As a credential (``Authorization: Bearer``, on the Files API and on the tus endp
 - on an upload id, only an upload made through this very link, and reads (``GET /v1/files/{id}``,
   tus ``HEAD``) only while it is unfinished, so a client can resume; anything else is a 404;
 - the link is looked up on every request, so a revoked or expired link stops at once, also for
-  uploads in progress through it (their next part or PATCH is refused).
+  uploads in progress through it (their next part or PATCH is refused);
+- a link made with an API key (or a chunkd token issued for one) names that key, and revoking the
+  key revokes the link in the same transaction (``KeyRepository.revoke_key``), as it ends the key's
+  tokens and signed URLs. A link made with an identity provider's token names no key.
 
 Limits are counted when an upload is created (``admit``): one file more and its declared size,
 in one conditional UPDATE (``UploadLinkRepository.reserve``), so concurrent creates cannot pass
@@ -118,8 +121,10 @@ class UploadLinks:
         max_files: int | None = None,
         allowed_mime_types: Iterable[str] | None = None,
         note: str | None = None,
+        key_id: str | None = None,
     ) -> tuple[UploadLinkRecord, str]:
-        """A new link; returns its record and its token (shown once, never stored)."""
+        """A new link, bound to the API key ``key_id`` when given (revoking that key revokes the
+        link); returns its record and its token (shown once, never stored)."""
         ttl = self.default_ttl if expires_in is None else expires_in
         if not 1 <= ttl <= self.max_ttl:
             raise InvalidInput(f"expiresIn must be between 1 and {self.max_ttl} seconds", field="expiresIn")
@@ -148,6 +153,7 @@ class UploadLinks:
             max_files=max_files,
             allowed_mime_types=types,
             note=note,
+            key_id=key_id,
         )
         await self.repo.add_link(record)
         return record, f"{LINK_PREFIX}{record.id}_{secret}"

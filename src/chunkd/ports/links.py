@@ -23,6 +23,7 @@ class UploadLinkRecord:
     bytes_uploaded: int = 0
     allowed_mime_types: tuple[str, ...] | None = None
     note: str | None = None
+    key_id: str | None = None  # the API key it was made with; revoking that key ends the link
 
 
 class UploadLinkRepository(Protocol):

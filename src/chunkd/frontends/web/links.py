@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
+from chunkd.auth.keys import is_key_id
 from chunkd.auth.links import LINK_SCOPES
 from chunkd.auth.principal import refuse_escalation
 from chunkd.frontends.http import dialect_route, isotime, principal, public_base_url, runtime
@@ -58,6 +59,10 @@ class UploadLink(BaseModel):
     note: str | None
     createdAt: str
     revokedAt: str | None
+    keyId: str | None = Field(
+        description="The API key the link was made with: revoking that key ends the link too (null for a link made "
+        "with an identity provider's token)."
+    )
 
 
 class UploadLinkList(BaseModel):
@@ -77,6 +82,7 @@ def _view(record: UploadLinkRecord, url: str | None = None) -> dict[str, Any]:
         "note": record.note,
         "createdAt": isotime(record.created_at),
         "revokedAt": isotime(record.revoked_at),
+        "keyId": record.key_id,
     }
 
 
@@ -106,7 +112,8 @@ register_url_convertor("linkid", _LinkIdConvertor())
 async def create_link(request: Request, body: CreateUploadLinkRequest) -> dict[str, Any]:
     """Uploads made through the link land in your files, tagged with ``uploadLink``. Required
     scopes: links:admin, and files:create, which the link's token carries (as with API keys, a
-    credential never grants a scope it lacks). The ``url`` is in this answer only."""
+    credential never grants a scope it lacks). The ``url`` is in this answer only. The link is
+    bound to the API key of the credential that makes it (``keyId``): revoking that key ends it."""
     who = await principal(request, "links:admin")
     refuse_escalation(who, LINK_SCOPES, granting="an upload link", field="scope")
     rt = runtime(request)
@@ -117,6 +124,7 @@ async def create_link(request: Request, body: CreateUploadLinkRequest) -> dict[s
         max_files=body.maxFiles,
         allowed_mime_types=body.allowedMimeTypes,
         note=body.note,
+        key_id=who.key_id if is_key_id(who.key_id) else None,  # "jwt:<owner>": an identity provider's token
     )
     return _view(record, f"{public_base_url(request)}/#link={token}")
 

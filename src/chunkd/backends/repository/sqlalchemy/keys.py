@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 
 from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
-from chunkd.backends.repository.sqlalchemy.tables import api_keys
+from chunkd.backends.repository.sqlalchemy.tables import api_keys, upload_links
 from chunkd.ports.keys import ApiKeyRecord
 
 __all__ = ["SqlKeyRepository"]
@@ -36,10 +36,19 @@ class SqlKeyRepository(SqlStore):
         return await self.all(query, KEYS.from_row)
 
     async def revoke_key(self, key_id: str, now: datetime) -> bool:
-        statement = (
-            update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
+        # The upload links made with the key go with it, in the same transaction: a link's row is
+        # read on every request it serves, so every node refuses it from the commit on.
+        key = update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
+        links = (
+            update(upload_links)
+            .where(upload_links.c.key_id == key_id, upload_links.c.revoked_at.is_(None))
+            .values(revoked_at=now)
         )
-        return bool(await self.run(statement))
+        async with self.transaction() as conn:
+            if not (await conn.execute(key)).rowcount:
+                return False
+            await conn.execute(links)
+            return True
 
     async def count_keys(self) -> int:
         return int(await self.scalar(select(func.count()).select_from(api_keys)))

@@ -153,7 +153,11 @@ upload_links = Table(
     Column("bytes_uploaded", BigInteger, nullable=False),
     Column("allowed_mime_types", JSON, nullable=True),
     Column("note", String(1024), nullable=True),
+    # The API key the link was made with (none for an identity provider's token): revoking the key
+    # revokes the link, as it ends the key's tokens and signed URLs.
+    Column("key_id", String(64), nullable=True),
     Index("ix_upload_links_owner_created", "owner", "created_at"),
+    Index("ix_upload_links_key", "key_id"),
 )
 
 # The outbox: one row per lifecycle event, written in the transaction of the state change it reports
