@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from chunkd.ports.keys import ApiKeyRecord
+from chunkd.ports.links import UploadLinkRecord
 from chunkd.ports.metadata import MetadataStore
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -37,3 +39,24 @@ async def test_revoke_sets_revoked_at_once(metadata: MetadataStore) -> None:
     assert await keys.revoke_key("missing", later) is False
     found = await keys.get_key("k1")
     assert found is not None and found.revoked_at == later
+
+
+async def test_revoking_a_key_revokes_the_links_made_with_it(metadata: MetadataStore) -> None:
+    """In the same call (one transaction): the links bound to the key, and no other, get its
+    ``revoked_at``; a link already revoked keeps its own time."""
+    await metadata.keys.add_key(key("k1"))
+    made = UploadLinkRecord("l1", "alice", "hash-l1", T0, T0 + timedelta(hours=1), key_id="k1")
+    await metadata.links.add_link(made)
+    await metadata.links.add_link(replace(made, id="l2", key_id="k2"))
+    await metadata.links.add_link(replace(made, id="l3", key_id=None))
+    await metadata.links.add_link(replace(made, id="l4"))
+    assert await metadata.links.revoke_link("l4", "alice", T0)
+    later = T0 + timedelta(minutes=5)
+    assert await metadata.keys.revoke_key("k1", later) is True
+    revoked = {i: (await metadata.links.get_link(i)) for i in ("l1", "l2", "l3", "l4")}
+    assert {i: r.revoked_at if r else "missing" for i, r in revoked.items()} == {
+        "l1": later,
+        "l2": None,
+        "l3": None,
+        "l4": T0,
+    }
