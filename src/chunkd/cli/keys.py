@@ -125,7 +125,8 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key id as `keys list` shows it, or the whole key.")],
     data_dir: DataDir = None,
 ) -> None:
-    """Revoke an API key at once."""
+    """Revoke an API key at once, with the tokens minted from it, the URLs signed for it and the
+    upload links made with it."""
     from chunkd.domain.errors import ChunkdError
 
     target = _revoke_target(key_id)

@@ -188,7 +188,11 @@ async def list_keys(request: Request) -> dict[str, Any]:
     return {"data": [_key_view(k) for k in await runtime(request).keys.list(who.owner)]}
 
 
-@keys_router.delete("/{key_id}", status_code=204, summary="Revoke an API key at once (and the tokens minted from it)")
+@keys_router.delete(
+    "/{key_id}",
+    status_code=204,
+    summary="Revoke an API key at once (and its tokens, the URLs signed for it and the upload links made with it)",
+)
 async def revoke_key(
     request: Request, key_id: Annotated[str, Path(min_length=1, max_length=64, description="Key id.")]
 ) -> Response:
