@@ -108,49 +108,39 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _make_upload_dir(directory: Path) -> list[Path]:
-    """Create an upload's directory, and its shard if that is new too; the directories whose new
-    entries are not durable yet (the shard's, then the root's), for the caller to sync once its
-    file is synced. A part file's own sync keeps its name, not the directories above it.
-
-    Synced after the file rather than after each ``mkdir``: on ext4 each directory sync of a new
-    entry is a journal commit of its own, while the first sync after the file commits every
-    entry made before it and leaves the later ones nothing to wait for. Measured on the bare
-    system calls (400 new uploads of a 64 KiB file each, ten alternating pairs, the project's
-    2-vCPU machine, 2026-12-01): a median ratio of 0.78 in wall time when most shards are new,
-    0.95 when every shard exists (that run's setup included). Nothing is acknowledged before
-    the last of these syncs, so what a crash can leave is what it could before: names without a
-    row, which gc sweeps."""
-    unsynced: list[Path] = []
+def _make_upload_dir(directory: Path, *, fsync: bool) -> None:
+    """Create an upload's directory, and its shard if that is new too. With ``fsync`` each name
+    created is made durable in its parent: a part file's own sync keeps its name, not the
+    directories above it, and a shard created by this call would otherwise hang on the root's
+    unsynced entry."""
     shard = directory.parent
     try:
         os.mkdir(shard)
     except FileExistsError:
         pass
     else:
-        unsynced.append(shard.parent)
+        if fsync:
+            fsync_dir(shard.parent)
     try:
         os.mkdir(directory)
     except FileExistsError:
-        return unsynced
-    unsynced.insert(0, shard)
-    return unsynced
+        return
+    if fsync:
+        fsync_dir(shard)
 
 
-def _create_in(directory: Path, path: Path) -> tuple[int, list[Path]]:
-    """Open a new file ``path`` in an upload's ``directory``, creating the directory when missing;
-    the descriptor, and the directories ``_make_upload_dir`` left to sync. Tried first without
-    looking: most parts go to a directory that exists, and a failed open costs less than a stat.
-    Tried again if the directory vanished meanwhile (``chunkd gc`` removes the empty directories
-    of uploads it does not know, which a brand-new upload's may be)."""
+def _create_in(directory: Path, path: Path, *, fsync: bool) -> int:
+    """Open a new file ``path`` in an upload's ``directory``, creating the directory when missing.
+    Tried first without looking: most parts go to a directory that exists, and a failed open
+    costs less than a stat. Tried again if the directory vanished meanwhile (``chunkd gc`` removes
+    the empty directories of uploads it does not know, which a brand-new upload's may be)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    unsynced: list[Path] = []
     for _ in range(3):
         try:
-            return os.open(path, flags, 0o600), unsynced
+            return os.open(path, flags, 0o600)
         except FileNotFoundError:
-            unsynced += _make_upload_dir(directory)
-    return os.open(path, flags, 0o600), unsynced
+            _make_upload_dir(directory, fsync=fsync)
+    return os.open(path, flags, 0o600)
 
 
 def _link_or_copy(source: Path, target: Path, *, fsync: bool) -> None:
@@ -196,7 +186,6 @@ class _LocalWriter:
         self._written = 0
         self._flushed = 0
         self._synced = -1  # bytes made durable by sync_blocking (name included); -1: not synced
-        self._unsynced_dirs: list[Path] = []  # made for this file, synced with it (_make_upload_dir)
         # Writes run in worker threads. If a request is cancelled mid-write (server shutdown), its
         # abort may come while a write is still running: the lock makes the abort wait for it, so a
         # closed descriptor number, reused by another file, is never written to.
@@ -222,8 +211,7 @@ class _LocalWriter:
                 os.close(fd)
                 raise
             return fd
-        fd, self._unsynced_dirs = _create_in(self._dir, self._path)
-        return fd
+        return _create_in(self._dir, self._path, fsync=self._fsync)
 
     def write_blocking(self, chunks: Sequence[bytes]) -> None:
         """``write`` as a blocking call (``BlockingWriter``), for a caller already in a worker thread."""
@@ -265,9 +253,6 @@ class _LocalWriter:
             os.fdatasync(self._fd)
             if self._base is None:
                 fsync_dir(self._dir)  # a new file's name must be durable too
-                for directory in self._unsynced_dirs:  # and the directories made for it
-                    fsync_dir(directory)
-                self._unsynced_dirs = []
 
     def _commit(self) -> str:
         with self._lock:
@@ -443,16 +428,14 @@ class LocalBlobStore:
         def link() -> str:
             directory = self._dir(target.id)
             name = f"{number}.{secrets.token_urlsafe(12)}.part"
-            unsynced: list[Path] = []
             try:
                 _link_or_copy(self._path(source.id, part.blob_ref), directory / name, fsync=self.fsync)
             except FileNotFoundError:
                 if not directory.is_dir():
-                    unsynced = _make_upload_dir(directory)
+                    _make_upload_dir(directory, fsync=self.fsync)
                 _link_or_copy(self._path(source.id, part.blob_ref), directory / name, fsync=self.fsync)
             if self.fsync:
-                for made in (directory, *unsynced):
-                    fsync_dir(made)
+                fsync_dir(directory)
             return name
 
         with _disk("linking stored parts"):  # a source part file gone is a storage fault, as on reads
