@@ -212,6 +212,7 @@ async def open_runtime(
     tokens = AccessTokens.from_settings(settings, cached_keys, secret)
     links = UploadLinks(
         metadata.links,
+        keys=cached_keys,
         default_ttl_seconds=settings.upload_link_ttl_seconds,
         max_ttl_seconds=settings.upload_link_max_ttl_seconds,
         tus_prefix=settings.tus_path,

@@ -305,6 +305,20 @@ async def test_revoking_the_key_a_link_was_made_with_ends_the_link(api: Api) -> 
     assert listed[other_link["id"]]["revokedAt"] is None
 
 
+async def test_a_link_bound_to_a_revoked_key_is_refused_even_if_the_revocation_missed_it(api: Api) -> None:
+    """A node trusts a key it read up to a second ago: a link made there just after the key was
+    revoked elsewhere is committed after the revocation's update of the key's links, and misses it.
+    Such a link is refused all the same (its key is looked up on each request)."""
+    record, _ = await api.runtime.keys.create("alice", "files:create,links:admin")
+    await api.runtime.keys.revoke(record.id)
+    link, token = await api.runtime.links.create("alice", key_id=record.id)  # as the late node makes it
+    assert link.revoked_at is None
+    refused = await create_file(api, {"Authorization": f"Bearer {token}"}, 1)
+    assert refused.status_code == 401, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "link_revoked" and "API key" in error["message"], error
+
+
 async def test_an_expired_link_is_refused(api: Api) -> None:
     owner = await admin(api)
     link, partner = await make_link(api, owner, expiresIn=3600)

@@ -15,7 +15,10 @@ As a credential (``Authorization: Bearer``, on the Files API and on the tus endp
   uploads in progress through it (their next part or PATCH is refused);
 - a link made with an API key (or a chunkd token issued for one) names that key, and revoking the
   key revokes the link in the same transaction (``KeyRepository.revoke_key``), as it ends the key's
-  tokens and signed URLs. A link made with an identity provider's token names no key.
+  tokens and signed URLs. A link made while the key was being revoked (a node trusts a key it
+  read up to a second ago) could miss that update, so each request through a link also looks its
+  key up (in the key cache) and refuses the link once the key is gone. A link made with an
+  identity provider's token names no key.
 
 Limits are counted when an upload is created (``admit``): one file more and its declared size,
 in one conditional UPDATE (``UploadLinkRepository.reserve``), so concurrent creates cannot pass
@@ -38,6 +41,7 @@ from chunkd.auth.principal import Principal
 from chunkd.domain.errors import Forbidden, InvalidInput, NotFound, QuotaExceeded, Unauthenticated
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Status, Upload
+from chunkd.ports.keys import ApiKeyRecord
 from chunkd.ports.links import UploadLinkRecord, UploadLinkRepository
 
 __all__ = ["LINK_METADATA_KEY", "LINK_PREFIX", "LINK_SCOPES", "UploadLinks", "link_routes", "mime_allowed"]
@@ -95,6 +99,10 @@ class UploadLoader(Protocol):
     async def get(self, owner: str, upload_id: str, *, with_parts: bool = True) -> Upload: ...
 
 
+class KeyLookup(Protocol):
+    async def get_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+
 class UploadLinks:
     """Creates, verifies and enforces upload links."""
 
@@ -102,11 +110,13 @@ class UploadLinks:
         self,
         repo: UploadLinkRepository,
         *,
+        keys: KeyLookup | None = None,
         default_ttl_seconds: int,
         max_ttl_seconds: int,
         tus_prefix: str = "/files",
     ) -> None:
         self.repo = repo
+        self.keys = keys  # the key cache: what a link's key answers is at most a second old
         self.default_ttl = default_ttl_seconds
         self.max_ttl = max_ttl_seconds
         self.routes = link_routes(tus_prefix)
@@ -188,6 +198,12 @@ class UploadLinks:
         if not hmac.compare_digest(expected, _hash(match.group(2))) or record is None:
             raise Unauthenticated("invalid upload link")
         self._check_live(record, datetime.now(UTC))
+        if record.key_id is not None and self.keys is not None:
+            key = await self.keys.get_key(record.key_id)
+            if key is None or key.revoked_at is not None or key.owner != record.owner:
+                error = Unauthenticated("the API key this upload link was made with has been revoked", field="link")
+                error.code = "link_revoked"
+                raise error
         return Principal(
             owner=record.owner, scopes=LINK_SCOPES, key_id=f"link:{record.id}", via="link", upload_link=record.id
         )
