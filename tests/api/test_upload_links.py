@@ -411,6 +411,15 @@ async def test_current_link_is_for_link_tokens_only(api: Api) -> None:
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
 
 
+async def test_the_partner_sees_the_link_but_not_the_owners_key_id(api: Api) -> None:
+    owner = await admin(api)
+    link, partner = await make_link(api, owner, note="For ACME")
+    assert link["keyId"]  # the owner sees which key the link hangs on
+    seen = await api.client.get("/v1/upload-links/current", headers=partner)
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["note"] == "For ACME" and seen.json()["keyId"] is None
+
+
 async def test_a_create_sent_again_with_its_idempotency_key_makes_nothing_new(api: Api) -> None:
     """``Idempotency-Key`` on POST /v1/files: a create sent again (its answer lost) is answered with
     the upload the first one made; through a link it is not counted twice. The same key with

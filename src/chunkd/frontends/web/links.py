@@ -139,9 +139,10 @@ async def list_links(
 
 @router.get("/current", response_model=UploadLink, summary="The upload link whose token is presented")
 async def current_link(request: Request) -> dict[str, Any]:
-    """For a link's token (the upload page shows the partner the link's note and limits)."""
+    """For a link's token (the upload page shows the partner the link's note and limits). The
+    owner's key id (``keyId``) is the owner's business, not the partner's: it is null here."""
     who = await principal(request)
-    return _view(await runtime(request).links.current(who))
+    return {**_view(await runtime(request).links.current(who)), "keyId": None}
 
 
 @router.get("/{link_id:linkid}", response_model=UploadLink, summary="Get an upload link")
