@@ -8,6 +8,7 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +57,9 @@ async def test_a_first_part_makes_its_shard_and_directory_durable(tmp_path: Path
     await put(store, upload, 1, b"0123456789")
     assert set(synced) == {root, shard, directory}
 
+    # Settled: neither directory keeps the mark a concurrent writer would look for.
+    assert not shard.stat().st_mode & stat.S_ISVTX and not directory.stat().st_mode & stat.S_ISVTX
+
     # A second part of the same upload: only its own name is new.
     synced.clear()
     second = make_upload(20, 10, upload_id=upload.id, filename="a.bin", created=NOW, expires_at=NOW)
@@ -74,6 +78,54 @@ async def test_a_new_upload_in_an_existing_shard_syncs_the_shard_not_the_root(
     await put(store, upload, 1, b"data")
     assert set(synced) == {root / upload.id[:2], root / upload.id[:2] / upload.id}
     assert root not in synced
+
+
+async def test_a_maker_marks_each_directory_until_its_name_is_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root, fsync=True)
+    upload = make_upload(4, 4, filename="a.bin", created=NOW, expires_at=NOW)
+    shard, directory = root / upload.id[:2], root / upload.id[:2] / upload.id
+    marked_while_synced: dict[Path, bool] = {}
+    real = local.fsync_dir
+
+    def record(path: Path) -> None:
+        for made in (shard, directory):
+            if made.parent == Path(path):
+                marked_while_synced[made] = bool(made.stat().st_mode & stat.S_ISVTX)
+        real(path)
+
+    monkeypatch.setattr(local, "fsync_dir", record)
+    await put(store, upload, 1, b"data")
+    assert marked_while_synced == {shard: True, directory: True}
+    assert not shard.stat().st_mode & stat.S_ISVTX and not directory.stat().st_mode & stat.S_ISVTX
+
+
+async def test_a_part_in_directories_another_writer_just_made_syncs_them_itself(
+    tmp_path: Path, synced: list[Path]
+) -> None:
+    """Parallel parts of a new upload race to make its directory (and new uploads in a new shard, the
+    shard): a writer that finds it made cannot tell whether the maker's sync of the parent has
+    returned. The maker marks what it made (the sticky bit) until then; a part is not acknowledged
+    in a marked directory before its writer has synced the parent itself and taken the mark off.
+    A mark left by a crash is settled the same way."""
+    root = tmp_path / "blobs"
+    store = LocalBlobStore(root, fsync=True)
+    upload = make_upload(8, 4, filename="a.bin", created=NOW, expires_at=NOW)
+    shard, directory = root / upload.id[:2], root / upload.id[:2] / upload.id
+    # As a concurrent maker leaves them between its mkdirs and its syncs.
+    os.mkdir(shard, 0o777 | stat.S_ISVTX)
+    os.mkdir(directory, 0o777 | stat.S_ISVTX)
+    synced.clear()
+    await put(store, upload, 1, b"data")
+    assert synced == [directory, root, shard]  # its own file's name, then the shard's and the directory's
+    assert not shard.stat().st_mode & stat.S_ISVTX and not directory.stat().st_mode & stat.S_ISVTX
+    synced.clear()
+    second = make_upload(8, 4, upload_id=upload.id, filename="a.bin", created=NOW, expires_at=NOW)
+    second.parts.update(upload.parts)
+    await put(store, second, 2, b"more")
+    assert synced == [directory]  # settled: only the new file's own name
 
 
 async def test_a_directory_removed_before_the_file_is_made_is_made_again(tmp_path: Path) -> None:

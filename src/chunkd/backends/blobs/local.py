@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Generator, Iterator, Sequence
@@ -108,25 +109,48 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Set on a directory this store makes until its name is durable in its parent. A writer that finds
+# its upload's directory already made (a concurrent part of the same new upload made it, or a new
+# upload in the same new shard) cannot otherwise tell whether the maker's sync of the parent has
+# returned; it must not acknowledge a part whose path may still vanish in a crash. On a directory
+# that only its owner writes to, the sticky bit means nothing else.
+_UNSETTLED = stat.S_ISVTX
+
+
+def _make_dir(path: Path, *, fsync: bool) -> None:
+    """``mkdir path`` (nothing if it exists), its name made durable in its parent when ``fsync``;
+    marked unsettled until then, so that a concurrent writer knows to sync the parent itself."""
+    try:
+        os.mkdir(path, (0o777 | _UNSETTLED) if fsync else 0o777)
+    except FileExistsError:
+        return
+    if fsync:
+        _settle(path)
+
+
+def _settle(path: Path) -> None:
+    """Make the name of directory ``path`` durable in its parent, then take its unsettled mark off."""
+    fsync_dir(path.parent)
+    with contextlib.suppress(FileNotFoundError):  # gone meanwhile (a delete): nothing left to mark
+        os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~_UNSETTLED)
+
+
+def _ensure_settled(directory: Path) -> None:
+    """Before a part in an upload's ``directory`` is acknowledged: if this directory or its shard
+    is still marked unsettled (made by a concurrent writer whose sync may not have returned, or
+    left so by a crash), sync its parent here. Two ``stat``s when nothing is pending."""
+    for path in (directory.parent, directory):
+        if os.stat(path).st_mode & _UNSETTLED:
+            _settle(path)
+
+
 def _make_upload_dir(directory: Path, *, fsync: bool) -> None:
     """Create an upload's directory, and its shard if that is new too. With ``fsync`` each name
     created is made durable in its parent: a part file's own sync keeps its name, not the
     directories above it, and a shard created by this call would otherwise hang on the root's
     unsynced entry."""
-    shard = directory.parent
-    try:
-        os.mkdir(shard)
-    except FileExistsError:
-        pass
-    else:
-        if fsync:
-            fsync_dir(shard.parent)
-    try:
-        os.mkdir(directory)
-    except FileExistsError:
-        return
-    if fsync:
-        fsync_dir(shard)
+    _make_dir(directory.parent, fsync=fsync)
+    _make_dir(directory, fsync=fsync)
 
 
 def _create_in(directory: Path, path: Path, *, fsync: bool) -> int:
@@ -253,6 +277,7 @@ class _LocalWriter:
             os.fdatasync(self._fd)
             if self._base is None:
                 fsync_dir(self._dir)  # a new file's name must be durable too
+                _ensure_settled(self._dir)  # and the directories above it
 
     def _commit(self) -> str:
         with self._lock:
@@ -436,6 +461,7 @@ class LocalBlobStore:
                 _link_or_copy(self._path(source.id, part.blob_ref), directory / name, fsync=self.fsync)
             if self.fsync:
                 fsync_dir(directory)
+                _ensure_settled(directory)
             return name
 
         with _disk("linking stored parts"):  # a source part file gone is a storage fault, as on reads
