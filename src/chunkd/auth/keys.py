@@ -9,12 +9,13 @@ import re
 import secrets
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import TypeGuard
 
 from chunkd.auth.principal import ALL_SCOPES, Principal
 from chunkd.domain.errors import InvalidInput, NotFound, Unauthenticated
 from chunkd.ports.keys import ApiKeyRecord, KeyRepository
 
-__all__ = ["KeyService", "is_key_id", "is_owner", "parse_scopes"]
+__all__ = ["KeyService", "api_key_of", "is_key_id", "is_owner", "key_stands", "parse_scopes"]
 
 _TOKEN = re.compile(r"^ck_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
@@ -23,6 +24,19 @@ _KEY_ID = re.compile(r"[0-9a-f]{16}")
 def is_key_id(value: str) -> bool:
     """Whether ``value`` has the shape of an API key's id (the user of ``Basic id:secret``)."""
     return _KEY_ID.fullmatch(value) is not None
+
+
+def api_key_of(who: Principal) -> str | None:
+    """The id of the API key behind a credential: the key itself, or the key a chunkd token was
+    issued for; None for an identity provider's token (``jwt:<owner>``) or an upload link's
+    (``link:<id>``). What a signed URL or an upload link made for the request is bound to."""
+    return who.key_id if is_key_id(who.key_id) else None
+
+
+def key_stands(key: ApiKeyRecord | None, owner: str) -> TypeGuard[ApiKeyRecord]:
+    """Whether ``key`` (the answer to a lookup of a key something was made with: a token, a signed
+    URL, an upload link) still stands for ``owner``: found, not revoked, and that owner's."""
+    return key is not None and key.revoked_at is None and key.owner == owner
 
 
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")

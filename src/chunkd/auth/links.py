@@ -37,6 +37,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from chunkd.auth.keys import key_stands
 from chunkd.auth.principal import Principal
 from chunkd.domain.errors import Forbidden, InvalidInput, NotFound, QuotaExceeded, Unauthenticated
 from chunkd.domain.names import clean_filename
@@ -200,7 +201,7 @@ class UploadLinks:
         self._check_live(record, datetime.now(UTC))
         if record.key_id is not None and self.keys is not None:
             key = await self.keys.get_key(record.key_id)
-            if key is None or key.revoked_at is not None or key.owner != record.owner:
+            if not key_stands(key, record.owner):
                 error = Unauthenticated("the API key this upload link was made with has been revoked", field="link")
                 error.code = "link_revoked"
                 raise error

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chunkd.auth.keys import is_owner
+from chunkd.auth.keys import is_owner, key_stands
 from chunkd.auth.principal import ALL_SCOPES, Principal
 from chunkd.domain.errors import Forbidden, InvalidInput, Unauthenticated
 from chunkd.ports.keys import KeyRepository
@@ -215,7 +215,7 @@ class AccessTokens:
                 raise Unauthenticated(f"the access token lives longer than the {self.ttl_seconds} seconds allowed")
         if key_id is not None:
             record = await self.keys.get_key(key_id) if isinstance(key_id, str) and len(key_id) == 16 else None
-            if record is None or record.revoked_at is not None or record.owner != owner:
+            if not key_stands(record, owner):
                 raise Unauthenticated("the API key this token was issued for has been revoked")
             scopes &= record.scopes
         return Principal(owner=owner, scopes=scopes, key_id=key_id or f"jwt:{owner}", via="jwt")

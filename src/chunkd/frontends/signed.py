@@ -20,7 +20,7 @@ from typing import Annotated
 from fastapi import Query
 from starlette.requests import Request
 
-from chunkd.auth.keys import is_key_id
+from chunkd.auth.keys import api_key_of, is_key_id, key_stands
 from chunkd.auth.principal import Principal
 from chunkd.auth.signing import Grant
 from chunkd.domain.errors import Forbidden
@@ -38,7 +38,7 @@ def _signing_key(request: Request) -> str:
     who: Principal | None = getattr(request.state, "principal", None)
     if who is None or who.via == "link":  # an upload link's token is never given a URL
         return ""
-    return who.key_id if is_key_id(who.key_id) else ""  # "jwt:<owner>": an identity provider's token
+    return api_key_of(who) or ""  # none for an identity provider's token
 
 
 def signed_url(request: Request, grant: Grant, ttl_seconds: float, *, extra: str = "") -> str:
@@ -73,6 +73,6 @@ async def signed_upload(
     )
     if found is not None and bound:
         key = await rt.keys.repo.get_key(bound)  # the key cache: a revocation is seen within 1 s
-        if key is None or key.revoked_at is not None or key.owner != found.owner:
+        if not key_stands(key, found.owner):
             raise Forbidden("the API key this URL was made with has been revoked", field="key_id")
     return found

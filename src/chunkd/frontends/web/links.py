@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
-from chunkd.auth.keys import is_key_id
+from chunkd.auth.keys import api_key_of
 from chunkd.auth.links import LINK_SCOPES
 from chunkd.auth.principal import refuse_escalation
 from chunkd.frontends.http import dialect_route, isotime, principal, public_base_url, runtime
@@ -124,7 +124,7 @@ async def create_link(request: Request, body: CreateUploadLinkRequest) -> dict[s
         max_files=body.maxFiles,
         allowed_mime_types=body.allowedMimeTypes,
         note=body.note,
-        key_id=who.key_id if is_key_id(who.key_id) else None,  # "jwt:<owner>": an identity provider's token
+        key_id=api_key_of(who),
     )
     return _view(record, f"{public_base_url(request)}/#link={token}")
 
