@@ -250,6 +250,40 @@ async def test_shutdown_while_the_database_hangs_closes_everything(
     assert any("upload repository" in m for m in dropped), dropped
 
 
+@pytest.mark.timeout(60)  # the driver's own connect timeout is 60 s: a hang must not reach it
+@pytest.mark.parametrize("hang", ["frozen", "table_locked"])
+async def test_starting_against_a_hung_database_fails_within_its_timeout_saying_so(
+    own_pg: PostgresServer, own_pg_url: str, hang: str
+) -> None:
+    """A node starting while PostgreSQL does not answer: every process of it stopped, or a
+    session left holding a lock on the migrations' table (a stuck maintenance transaction).
+    Migrations run without a statement timeout, and start-up used to ask whether one is pending on
+    that untimed engine, so it waited for ever. Now the question is asked within the database
+    timeout, and start-up fails with the engine's words, not the driver's."""
+    from chunkd.backends.locks.postgres import asyncpg_dsn
+    from chunkd.backends.repository.sqlalchemy import open_sql_metadata
+
+    holder = await asyncpg.connect(asyncpg_dsn(own_pg_url))
+    stuck = holder.transaction()
+    try:
+        if hang == "frozen":
+            own_pg.freeze()
+        else:
+            await stuck.start()
+            await holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+        try:
+            with pytest.raises(StorageError, match="did not answer in time"):
+                await open_sql_metadata(own_pg_url, run_migrations=True, timeout=1)
+        finally:
+            own_pg.thaw()
+            if hang == "table_locked":
+                await stuck.rollback()
+    finally:
+        await holder.close()
+    opened = await open_sql_metadata(own_pg_url, run_migrations=True, timeout=5)  # and it starts once answered
+    await opened.close()
+
+
 @pytest.fixture
 def commit_answer_lost(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Arms (append True) a fault: the next transaction that commits is committed by the server,

@@ -107,7 +107,7 @@ def _upgrade(settings: Settings) -> None:
     async def run() -> None:
         engine = create_engine(settings.resolved_database_url(), timeout=settings.database_timeout_seconds)
         try:
-            await upgrade(engine)
+            await upgrade(engine, connect_timeout=settings.database_timeout_seconds)
         finally:
             await engine.dispose()
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chunkd.backends.repository.full import DATABASE_TIMEOUT, closed_within
+from chunkd.backends.repository.full import DATABASE_TIMEOUT, closed_within, storage_faults
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.keys import SqlKeyRepository
 from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
@@ -48,5 +48,10 @@ async def open_sql_metadata(url: str, *, run_migrations: bool, timeout: float = 
     ``timeout``: see ``create_engine``."""
     engine = create_engine(url, timeout=timeout)
     if run_migrations:
-        await migrate(engine)
+        try:
+            with storage_faults():  # a database down or not answering is said so, not the driver's error
+                await migrate(engine, connect_timeout=timeout)
+        except BaseException:
+            await closed_within(engine.dispose(), "the metadata database engine")
+            raise
     return SqlMetadata.over(engine)

@@ -28,10 +28,10 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_engine(url: str, *, timeout: float | None = DATABASE_TIMEOUT) -> AsyncEngine:
-    """``timeout``: PostgreSQL only, how long a statement or a new connection may wait for the
-    server (``full.DATABASE_TIMEOUT``; None: the driver's defaults, no statement timeout); SQLite
-    waits for its write lock for 30 s (busy_timeout)."""
+def create_engine(url: str, *, timeout: float = DATABASE_TIMEOUT, timed_statements: bool = True) -> AsyncEngine:
+    """``timeout``: PostgreSQL only, how long a new connection, and a statement unless not
+    ``timed_statements``, may wait for the server (``full.DATABASE_TIMEOUT``); SQLite waits for its
+    write lock for 30 s (busy_timeout)."""
     url = async_url(url)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -53,7 +53,7 @@ def create_engine(url: str, *, timeout: float | None = DATABASE_TIMEOUT) -> Asyn
         pool_size=10,
         max_overflow=20,
         pool_pre_ping=True,
-        connect_args={} if timeout is None else {"command_timeout": timeout, "timeout": timeout},
+        connect_args={"timeout": timeout, **({"command_timeout": timeout} if timed_statements else {})},
     )
 
 
@@ -79,16 +79,24 @@ def _upgrade(connection: Connection) -> None:
 MIGRATION_LOCK_KEY = int.from_bytes(b"chunkdmg", "big", signed=True)
 
 
-async def migrate(engine: AsyncEngine) -> None:
+async def migrate(engine: AsyncEngine, *, connect_timeout: float = DATABASE_TIMEOUT) -> None:
     """Apply every pending migration (idempotent), in one transaction.
 
     On PostgreSQL the DDL is transactional and the whole upgrade runs under a transaction-level
     advisory lock, so several nodes starting at once migrate one after the other: the first does
     the work, the others wait for it and then find nothing left to do. There, it runs on an
     engine of its own without a statement timeout: a migration may rewrite a large table, and
-    waits for as long as another node's takes."""
+    waits for as long as another node's takes (a new connection still waits at most
+    ``connect_timeout``). Whether one is pending is asked first on ``engine``,
+    whose statements are timed: a node starting against a database that accepts connections but
+    does not answer (frozen, a stalled disk) fails within the timeout, saying so, instead of
+    waiting for ever; only a pending migration waits untimed."""
     if engine.dialect.name == "postgresql":
-        untimed = create_engine(engine.url.render_as_string(hide_password=False), timeout=None)
+        async with engine.connect() as connection:
+            if await connection.run_sync(_current_revision) == HEAD_REVISION:
+                return
+        url = engine.url.render_as_string(hide_password=False)
+        untimed = create_engine(url, timeout=connect_timeout, timed_statements=False)
         try:
             await _migrate(untimed)
         finally:
