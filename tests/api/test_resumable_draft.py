@@ -246,6 +246,8 @@ async def test_append_media_type(api: Api, v: int) -> None:
     response = await api.client.patch(path, content=b"de", headers=headers)
     if v >= 6:
         assert response.status_code == 415
+        if v == 6:  # drafts -04/-05: the offset on every answer for an active upload, failures too
+            assert response.headers["upload-offset"] == "3"
         assert (await head(api, v, path)).headers["upload-offset"] == "3"
     else:
         assert response.status_code == 201
@@ -255,15 +257,61 @@ async def test_append_needs_offset_and_completion(api: Api, v: int) -> None:
     path = upload_path(await create(api, v, b"abc"))
     headers = {**hd(api, v), **append_type(v), **completion(v, False)}
     assert (await api.client.patch(path, content=b"d", headers=headers)).status_code == 400
+    malformed = {**hd(api, v), **append_type(v), "Upload-Offset": "3", complete_field(v): "true"}
+    assert (await api.client.patch(path, content=b"d", headers=malformed)).status_code == 400
+    assert (await head(api, v, path)).headers["upload-offset"] == "3"
     headers = {**hd(api, v), **append_type(v), "Upload-Offset": "3"}
-    assert (await api.client.patch(path, content=b"d", headers=headers)).status_code == 400
+    response = await api.client.patch(path, content=b"d", headers=headers)
+    if v >= 7:  # draft -06: "The request MUST include the Upload-Complete header field."
+        assert response.status_code == 400
+        assert (await head(api, v, path)).headers["upload-offset"] == "3"
+    elif v == 3:  # draft -01: complete on a request "with the Upload-Incomplete header being omitted"
+        assert response.status_code == 200 and is_complete(v, response)
+        assert response.json()["md5"] == hashlib.md5(b"abcd").hexdigest()
+    else:  # drafts -02 to -05: only Upload-Complete: ?1 completes (their append example has none)
+        assert response.status_code == 201 and not is_complete(v, response)
+        assert response.headers["upload-offset"] == "4"
+        assert not is_complete(v, await head(api, v, path))
+
+
+async def test_a_field_sent_on_several_lines_is_read_whole(api: Api, v: int) -> None:
+    """RFC 9651 §4.2: the lines of a structured field are joined before parsing. Two values of an
+    Item make no Item, so the field is ignored (here: missing, a 400), not read as its first line."""
+    path = upload_path(await create(api, v, b"abc"))
+    base = [(k, val) for k, val in {**hd(api, v), **append_type(v), **completion(v, False)}.items()]
+    twice = [*base, ("Upload-Offset", "3"), ("Upload-Offset", "0")]
+    assert (await api.client.patch(path, content=b"d", headers=twice)).status_code == 400
+    ends = [(k, val) for k, val in {**hd(api, v), **append_type(v), "Upload-Offset": "3"}.items()]
+    both = [*ends, *completion(v, True).items(), *completion(v, False).items()]
+    assert (await api.client.patch(path, content=b"d", headers=both)).status_code == 400
+    after = await head(api, v, path)
+    assert after.headers["upload-offset"] == "3" and not is_complete(v, after)
+    lengths = [(k, val) for k, val in hd(api, v).items()] + [("Upload-Length", "5"), ("Upload-Length", "10")]
+    created = await api.client.post("/files", content=b"ab", headers=[*lengths, *completion(v, False).items()])
+    assert created.status_code == 201
+    assert "upload-length" not in (await head(api, v, upload_path(created))).headers
+    versions = [
+        *api.auth("alice").items(),
+        ("Upload-Draft-Interop-Version", str(v)),
+        ("Upload-Draft-Interop-Version", "3"),
+    ]
+    refused = await api.client.post("/files", content=b"ab", headers=[*versions, *completion(v, True).items()])
+    assert refused.status_code == 400
+    assert problem(refused)["field"] == "Upload-Draft-Interop-Version"
 
 
 async def test_appending_to_a_completed_upload(api: Api, v: int) -> None:
+    """Refused, nothing changed. Bytes appended are an inconsistent length in version 8 (drafts
+    -10, -11: "MUST treat this as an inconsistent length failure"), a ``completed-upload`` before.
+    Up to version 6 the completion field of the refusal says the upload is complete (drafts -01
+    to -05: whether "the corresponding upload is considered complete"); from 7, that this request
+    did not complete it."""
     path = upload_path(await create(api, v, b"abc", complete=True))
     response = await append(api, v, path, 3, b"more")
     assert response.status_code == 400
-    assert problem(response)["type"] == (PROBLEMS + "completed-upload" if v >= 6 else "about:blank")
+    kind = "inconsistent-upload-length" if v >= 8 else "completed-upload"
+    assert problem(response)["type"] == (PROBLEMS + kind if v >= 6 else "about:blank")
+    assert is_complete(v, response) == (v <= 6)
     # A client that lost the final response may ask again: version 8 replays it; before, an
     # append to a completed upload must be rejected.
     again = await append(api, v, path, 3, b"", complete=True)
@@ -272,7 +320,8 @@ async def test_appending_to_a_completed_upload(api: Api, v: int) -> None:
         assert again.json()["md5"] == hashlib.md5(b"abc").hexdigest()
     else:
         assert again.status_code == 400
-        assert not is_complete(v, again)
+        assert problem(again)["type"] == (PROBLEMS + "completed-upload" if v >= 6 else "about:blank")
+        assert is_complete(v, again) == (v <= 6)
     assert (await head(api, v, path)).headers["upload-offset"] == "3"
 
 
@@ -560,6 +609,36 @@ async def test_offset_retrieval_ends_a_stale_append(api: Api, v: int) -> None:
     offset = int(state.headers["upload-offset"])
     assert offset == 1_000_000
     assert (await old).status_code == 400
+    done = await append(api, v, path, offset, data[offset:], complete=True)
+    assert done.status_code == 200
+    assert done.json()["md5"] == hashlib.md5(data).hexdigest()
+    gate.set()
+
+
+async def test_offset_retrieval_ends_a_stale_creation(api: Api, v: int) -> None:
+    """The same for a creation whose body stalls: the refusal of the creation carries the offset
+    up to version 6 (drafts -01 to -05: the offset on every answer for an active upload, failures
+    too), and the upload resumes from it."""
+    data = os.urandom(3 * 1024 * 1024)
+    gate, streaming = asyncio.Event(), asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield data[:1_000_000]
+        streaming.set()
+        await gate.wait()
+        yield data[1_000_000:]
+
+    headers = {**hd(api, v), **completion(v, True)}
+    old = asyncio.create_task(api.client.post("/files", content=stalled(), headers=headers))
+    await streaming.wait()
+    listed = (await api.client.get("/v1/files", headers=api.auth("alice"))).json()
+    path = "/files/" + next(f["id"] for f in listed["data"] if f["status"] == "PENDING")
+    offset = int((await head(api, v, path)).headers["upload-offset"])
+    assert offset == 1_000_000
+    refused = await old
+    assert refused.status_code == 400 and problem(refused)["code"] == "upload_taken_over"
+    if v <= 6:
+        assert refused.headers["upload-offset"] == str(offset)
     done = await append(api, v, path, offset, data[offset:], complete=True)
     assert done.status_code == 200
     assert done.json()["md5"] == hashlib.md5(data).hexdigest()

@@ -29,6 +29,7 @@ from chunkd.frontends.http.headers import (
     byte_count,
     content_length,
     declares_body,
+    field_value,
     parse_length,
     parse_range,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "declares_body",
     "dialect_route",
     "error_headers",
+    "field_value",
     "file_response",
     "isotime",
     "parse_length",

@@ -12,11 +12,27 @@ from starlette.requests import Request
 
 from chunkd.domain.errors import InvalidInput
 
-__all__ = ["ByteRange", "byte_count", "content_length", "declares_body", "parse_length", "parse_range"]
+__all__ = [
+    "ByteRange",
+    "byte_count",
+    "content_length",
+    "declares_body",
+    "field_value",
+    "parse_length",
+    "parse_range",
+]
 
 # ASCII digits only (str.isdigit also accepts "²" and other digits int() refuses); 19 digits always
 # fit the signed 64-bit integers the database stores sizes and offsets in.
 _BYTE_COUNT = re.compile(r"[0-9]{1,19}")
+
+
+def field_value(request: Request, name: str) -> str | None:
+    """Header ``name`` with all its lines joined by ", " (RFC 9110 §5.3; RFC 9651 §4.2 parses a
+    structured field so): ``Upload-Offset: 3`` and ``Upload-Offset: 0`` make ``3, 0``, which a
+    parser of one Item refuses, instead of the first line read as the field. None when absent."""
+    lines = request.headers.getlist(name)
+    return ", ".join(lines) if lines else None
 
 
 def byte_count(value: str | None) -> int | None:

@@ -138,7 +138,7 @@ class DraftEndpoint:
         failure"); nothing when the upload is no longer active."""
         try:
             yield
-        except e.ChunkdError:
+        except (e.ChunkdError, UnsupportedMediaType):
             with contextlib.suppress(e.ChunkdError):
                 upload = await runtime(request).uploads.get(owner, upload_id, with_parts=False)
                 if upload.status is Status.PENDING:
@@ -216,7 +216,12 @@ class DraftEndpoint:
         )
         if declares_body(request.headers):
             try:
-                async with self.tus.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer:
+                # A body cut short (a newer request took over) keeps what arrived: the answer
+                # carries the offset to resume from (the upload is deleted on the errors below).
+                async with (
+                    self._offset_on_error(request, who.owner, upload.id),
+                    self.tus.inflight(request).take_over(upload.id, wait=TAKE_OVER_WAIT) as writer,
+                ):
                     upload = await write_body(request, version, who.owner, upload.id, 0, writer, checksum)
             except e.TooLarge as exc:
                 await service.delete(who.owner, upload.id)
@@ -283,7 +288,7 @@ class DraftEndpoint:
         offset = fields.sf_integer(request, "Upload-Offset")
         if offset is None:
             raise e.InvalidInput("Upload-Offset is required (a non-negative integer)", field="Upload-Offset")
-        complete = fields.completion(request, version)
+        complete = fields.completion(request, version, append=True)
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
         upload = await self.tus.load(request, owner, file_id)
@@ -295,6 +300,13 @@ class DraftEndpoint:
             if replay and version.replays_final_response:
                 # The client lost the final response and asks again: replay it.
                 return await self.completed_response(request, version, upload, status=200, location=location)
+            if version.bytes_to_completed_is_inconsistent_length and declares_body(request.headers):
+                # Drafts -10/-11: "If the client attempted to append a non-zero length document,
+                # the server MUST treat this as an inconsistent length failure."
+                raise InconsistentLength(
+                    f"upload {file_id} is already complete at {upload.size_bytes} bytes; nothing can be appended",
+                    field="Upload-Offset",
+                )
             raise CompletedUpload(f"upload {file_id} is already complete", field="Upload-Complete")
         self._check_active(request, upload)
         self._check_offset(upload, offset)

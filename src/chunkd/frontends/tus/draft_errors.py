@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
-from chunkd.frontends.http import error_headers, validation_error
+from chunkd.frontends.http import error_headers, field_value, validation_error
 from chunkd.frontends.tus.draft_versions import INTEROP_VERSIONS, InteropVersion, interop_version
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.inflight import UploadInterrupted
@@ -109,18 +109,21 @@ def problem(
     return response
 
 
-def _not_complete(request: Request, version: InteropVersion) -> dict[str, str]:
-    """The completion field set to false on the answer to a failed creation or append: it did not
-    complete the upload, and "any response, successful or not, MUST include the Upload-Complete
-    header field with a false value" (version 7 on; harmless before)."""
-    if request.method in ("POST", "PUT", "PATCH"):
-        return {version.complete_field: version.complete_value(False)}
-    return {}
+def _not_complete(request: Request, version: InteropVersion, exc: Exception | None = None) -> dict[str, str]:
+    """The completion field on the answer to a failed creation or append. From version 7 it says
+    whether *this request* completed the upload: false ("any response, successful or not, MUST
+    include the Upload-Complete header field with a false value"). Before, it says whether the
+    upload is complete (drafts -01 to -05: "indicating whether the corresponding upload is
+    considered complete"): true on the refusal of an append to a completed upload."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return {}
+    upload_complete = isinstance(exc, CompletedUpload) and version.number <= 6
+    return {version.complete_field: version.complete_value(upload_complete)}
 
 
 def render_problem(request: Request, exc: Exception) -> Response | None:
     """The draft's answer to ``exc`` for ``request``; None for errors that are not ours."""
-    version = interop_version(request.headers.get("upload-draft-interop-version")) or INTEROP_VERSIONS[8]
+    version = interop_version(field_value(request, "upload-draft-interop-version")) or INTEROP_VERSIONS[8]
     if isinstance(exc, RequestValidationError):  # a path parameter (the id) out of bounds
         field, message = validation_error(exc.errors())
         return problem(
@@ -138,7 +141,7 @@ def render_problem(request: Request, exc: Exception) -> Response | None:
     if found is None:
         return None
     _, status, name = found
-    headers = _not_complete(request, version)
+    headers = _not_complete(request, version, exc)
     members: dict[str, Any] = {}
     if isinstance(exc, e.ChunkdError):
         members["detail"] = exc.message

@@ -11,6 +11,7 @@ import http_sf
 from starlette.requests import Request
 
 from chunkd.domain import errors as e
+from chunkd.frontends.http import field_value
 from chunkd.frontends.tus.draft_errors import InconsistentLength
 from chunkd.frontends.tus.draft_versions import InteropVersion
 from chunkd.settings import Settings
@@ -30,7 +31,7 @@ __all__ = [
 def _sf_item(request: Request, name: str) -> object | None:
     """The bare item of an Item header, or None when absent or not a valid Item ("other values
     MUST cause the entire header field to be ignored")."""
-    raw = request.headers.get(name)
+    raw = field_value(request, name)
     if raw is None:
         return None
     try:
@@ -73,15 +74,21 @@ def filename(request: Request) -> str | None:
     return name or None
 
 
-def completion(request: Request, version: InteropVersion) -> bool:
-    """The request's completion field (required on creation and append): whether this request
-    ends the upload."""
-    value = sf_boolean(request, version.complete_field)
+def completion(request: Request, version: InteropVersion, *, append: bool = False) -> bool:
+    """The request's completion field: whether this request ends the upload. Required on a
+    creation, and on an append from version 7 (draft -06: "The request MUST include the
+    Upload-Complete header field"). Before, an append may leave it out: in version 3 that ends the
+    upload (draft -01: complete on a request "with the Upload-Incomplete header being omitted or
+    set to false"); in versions 4-6 it does not (drafts -02 to -05: "the last part of the upload
+    has a Upload-Complete field value set to true", and their append example, which does not
+    complete, carries none). A field that is present but not a boolean is a 400, not taken as
+    absent: a malformed ``Upload-Incomplete`` must not complete an upload."""
+    name = version.complete_field
+    value = sf_boolean(request, name)
     if value is None:
-        raise e.InvalidInput(
-            f"{version.complete_field} is required and must be a structured-field boolean (?0 or ?1)",
-            field=version.complete_field,
-        )
+        if append and version.number <= 6 and field_value(request, name) is None:
+            return version.number == 3
+        raise e.InvalidInput(f"{name} is required and must be a structured-field boolean (?0 or ?1)", field=name)
     return value if version.number != 3 else not value
 
 

@@ -104,6 +104,12 @@ class InteropVersion:
         response; before, an append to a completed upload must be rejected."""
         return self.number >= 8
 
+    @property
+    def bytes_to_completed_is_inconsistent_length(self) -> bool:
+        """Version 8 (drafts -10, -11): bytes appended to a completed upload are an inconsistent
+        length failure, not a ``completed-upload``."""
+        return self.number >= 8
+
     def problem_type(self, name: str) -> str | None:
         """The draft's problem type URI for ``name`` if this version defines it, else None."""
         since = {"mismatching-upload-offset": 6, "completed-upload": 6, "inconsistent-upload-length": 7}

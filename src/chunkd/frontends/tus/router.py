@@ -25,7 +25,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
-from chunkd.frontends.http import dialect_route, takes_file_bytes
+from chunkd.frontends.http import dialect_route, field_value, takes_file_bytes
 from chunkd.frontends.tus.capabilities import EXTENSIONS, capability_headers
 from chunkd.frontends.tus.creation import Creation
 from chunkd.frontends.tus.draft import DraftEndpoint
@@ -45,7 +45,7 @@ FileId = Annotated[str, Path(min_length=1, max_length=64)]
 def draft_version(request: Request) -> InteropVersion | None:
     """The IETF draft's interop version when the request speaks the draft; None for tus 1.0.
     A version we do not speak is a 400, unless the request also says ``Tus-Resumable``."""
-    raw = request.headers.get("upload-draft-interop-version")
+    raw = field_value(request, "upload-draft-interop-version")
     if raw is None:
         return None
     version = interop_version(raw)
@@ -58,7 +58,7 @@ def draft_version(request: Request) -> InteropVersion | None:
 
 
 def _speaks_draft(request: Request) -> bool:
-    raw = request.headers.get("upload-draft-interop-version")
+    raw = field_value(request, "upload-draft-interop-version")
     return raw is not None and (interop_version(raw) is not None or request.headers.get("tus-resumable") is None)
 
 
@@ -80,7 +80,7 @@ class TusEndpoint(Creation, Transfer):
         """Capabilities; no authentication and no Tus-Resumable needed."""
         headers = capability_headers(request)
         # The IETF draft: an OPTIONS on a resource that creates uploads names its limits.
-        version = interop_version(request.headers.get("upload-draft-interop-version")) or interop_version("8")
+        version = interop_version(field_value(request, "upload-draft-interop-version")) or interop_version("8")
         assert version is not None
         headers["Upload-Limit"] = self.draft.limits(request, version)
         # RFC 5789's Accept-Patch: what a PATCH here may carry. Drafts -10 and -11 (interop 8)
