@@ -143,6 +143,35 @@ async def test_a_final_naming_partials_that_cannot_finish_is_refused(api: Api) -
     assert (await patch(api, mine, 0, b"abc")).status_code == 204
 
 
+async def test_upload_concat_names_upload_urls_and_nothing_looser(api: Api) -> None:
+    """Each URL of ``final;`` is one of this mount point's upload URLs, absolute or its path. A
+    comma for the space once made a final of the last partial alone; a broken host was a 500."""
+    first = await create(api, 3, Upload_Concat="partial")
+    second = await create(api, 3, Upload_Concat="partial")
+    await patch(api, first, 0, b"AAA")
+    await patch(api, second, 0, b"BBB")
+    before = len(await api.runtime.uploads.list_uploads("alice"))
+    for value in (
+        f"final;/files/{first},/files/{second}",
+        f"final;/files/{first}/../files/{second}",
+        f"final;/files/{first}%20/files/{second}",
+        f"final;/v1/files/{first}",
+        f"final;/elsewhere/files/{first}",
+        f"final;ftp://testserver/files/{first}",
+        f"final;/files/{first}?x=1",
+        "final;http://[::1/files/x",
+        "final;http://[zz]/files/x",
+    ):
+        refused = await api.client.post("/files", headers=h(api, Upload_Concat=value))
+        assert refused.status_code == 400, (value, refused.status_code, refused.text)
+        assert refused.headers["tus-resumable"] == "1.0.0"
+        assert "Upload-Concat" in refused.text, value
+    assert len(await api.runtime.uploads.list_uploads("alice")) == before
+    value = f"final;http://testserver/files/{first} /files/{second}/"
+    final_id = location_id(await api.client.post("/files", headers=h(api, Upload_Concat=value)))
+    assert (await api.client.get(f"/files/{final_id}", headers=api.auth())).content == b"AAABBB"
+
+
 async def test_a_final_made_of_finished_partials_is_complete_at_once(api: Api) -> None:
     first = await create(api, 3, Upload_Concat="partial")
     await patch(api, first, 0, b"abc")

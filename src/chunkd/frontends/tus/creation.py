@@ -213,7 +213,7 @@ class Creation(TusResource):
         if len(urls) > MAX_PARTS:
             message = f"Upload-Concat names {len(urls)} partial uploads; at most {MAX_PARTS} can be concatenated"
             raise e.InvalidInput(message, field="Upload-Concat")
-        ids = [self.upload_id_from_url(url) for url in urls]
+        ids = [self.upload_id_from_url(request, url) for url in urls]
         now = runtime(request).uploads.clock()
         # A partial may be named more than once (its bytes then appear once per mention, as the
         # concatenation extension allows); each is checked once.

@@ -82,7 +82,7 @@ class TusResource:
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix.rstrip("/")
-        self._url_id = re.compile(re.escape(self.prefix) + f"/({UPLOAD_ID_PATTERN})/?$")
+        self._path_id = re.compile(f"(.*){re.escape(self.prefix)}/({UPLOAD_ID_PATTERN})/?")
 
     @staticmethod
     def inflight(request: Request) -> InFlight:
@@ -104,13 +104,23 @@ class TusResource:
     def location(self, request: Request, upload_id: str) -> str:
         return f"{public_base_url(request)}{self.prefix}/{upload_id}"
 
-    def upload_id_from_url(self, url: str) -> str:
-        """The id in a URL we handed out (absolute or a path), for ``Upload-Concat: final``."""
-        match = self._url_id.search(urlsplit(url).path)
-        if match is None:
-            message = f"Upload-Concat names {url[:200]!r}, which is not an upload URL"
+    def upload_id_from_url(self, request: Request, url: str) -> str:
+        """The id in an upload URL of this mount point, for ``Upload-Concat: final``: absolute
+        (http or https), or its path, and nothing else: the path is ``{prefix}/{id}``, or the
+        public URL's path before it (behind a proxy). Anything looser once let
+        ``final;/files/A,/files/B`` (a comma for the space) stand for B alone."""
+        base_path = urlsplit(public_base_url(request)).path.rstrip("/")
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # "http://[::1/files/x": a broken IPv6 host
+            parts = None
+        match = None
+        if parts is not None and parts.scheme in ("", "http", "https") and not (parts.query or parts.fragment):
+            match = self._path_id.fullmatch(parts.path)
+        if match is None or match.group(1) not in ("", base_path):
+            message = f"Upload-Concat names {url[:200]!r}, which is not an upload URL of {self.prefix}/"
             raise e.InvalidInput(message, field="Upload-Concat")
-        return match.group(1)
+        return match.group(2)
 
     def upload_headers(
         self, request: Request, upload: Upload, *, now_pending: bool, final_length: int | None = None
