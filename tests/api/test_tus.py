@@ -296,6 +296,23 @@ async def test_defer_length(api: Api) -> None:
     assert native["status"] == "COMPLETED" and native["md5"] == hashlib.md5(data).hexdigest()
 
 
+async def test_a_body_less_patch_declares_a_deferred_length(api: Api) -> None:
+    """The length may come on its own, in a PATCH without a body ("the Client MUST set the
+    Upload-Length header in the next PATCH"): it is kept, and holds the PATCHes after it. It was
+    answered 204 and dropped."""
+    data = os.urandom(10)
+    upload_id = await create(api, None)
+    assert (await patch(api, upload_id, 0, data[:4])).status_code == 204
+    declared = await patch(api, upload_id, 4, b"", Upload_Length="10")
+    assert declared.status_code == 204 and declared.headers["upload-offset"] == "4"
+    described = await head(api, upload_id)
+    assert described.headers["upload-length"] == "10" and "upload-defer-length" not in described.headers
+    assert (await patch(api, upload_id, 4, os.urandom(25))).status_code == 413
+    assert (await patch(api, upload_id, 4, data[4:])).status_code == 204
+    native = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert native["status"] == "COMPLETED" and native["md5"] == hashlib.md5(data).hexdigest()
+
+
 async def test_length_can_be_declared_once(api: Api) -> None:
     upload_id = await create(api, None)
     assert (await patch(api, upload_id, 0, b"abc", Upload_Length="10")).status_code == 204

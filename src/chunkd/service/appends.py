@@ -105,9 +105,10 @@ class Appends(Lifecycle):
             now = self.clock()
             upload.ensure_pending(now)
             upload.check_append(offset)
+            declared = False  # this request fixes a deferred length
             if declare_length is not None and upload.size_bytes != declare_length:
                 await self._check_declared_length(upload, declare_length)
-                upload.size_bytes = declare_length
+                upload.size_bytes, declared = declare_length, True
             room = upload.room_left()
             cap = room if room is not None else self.config.max_file_size - offset
             if max_bytes is not None:
@@ -181,6 +182,11 @@ class Appends(Lifecycle):
                 if unstored is not None:
                     await self.store_new(upload, unstored)
                     unstored = None
+                elif declared and broken is None and not (finish and upload.bytes_received == upload.size_bytes):
+                    # A body-less PATCH that declares a deferred length: the length alone is the
+                    # change (when it equals the offset, finishing below saves it).
+                    upload.updated_at = self.clock()
+                    await self.repo.save(upload)
             else:
                 try:
                     ref = await writer.commit()
