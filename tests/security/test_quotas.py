@@ -79,3 +79,35 @@ async def test_deferred_length_uploads_count_against_byte_quotas(make_api: MakeA
         with pytest.raises(e.QuotaExceeded):
             await service.declare_size("alice", upload.id, 9000)
         await service.declare_size("alice", upload.id, 5000)
+
+
+@pytest.mark.parametrize("limit", ["max_file_size", "max_stored_bytes"])
+async def test_a_concatenation_whose_length_is_learnt_late_is_held_to_the_limits(make_api: MakeApi, limit: str) -> None:
+    """A tus final made of a partial whose length was deferred has no length until the partial
+    finishes. It is then held to the file size limit and the byte quotas as any declared length
+    is: it used to be assembled whatever its size (a partial named three times made a final three
+    times over the limit). Refused, it is cancelled with the reason, and nothing is stored for it."""
+    tus = {"Tus-Resumable": "1.0.0"}
+    async with make_api(**{limit: 2000}) as api:
+        auth = {**tus, **api.auth()}
+        created = await api.client.post(
+            "/files", headers={**auth, "Upload-Defer-Length": "1", "Upload-Concat": "partial"}
+        )
+        partial = created.headers["location"].rsplit("/", 1)[1]
+        concat = "final;" + " ".join([f"/files/{partial}"] * 3)
+        waiting = await api.client.post("/files", headers={**auth, "Upload-Concat": concat})
+        assert waiting.status_code == 201, waiting.text
+        final_id = waiting.headers["location"].rsplit("/", 1)[1]
+        patch = {
+            **auth,
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0",
+            "Upload-Length": "900",
+        }
+        assert (await api.client.patch(f"/files/{partial}", content=b"x" * 900, headers=patch)).status_code == 204
+        final = await api.runtime.uploads.get("alice", final_id)
+        assert final.status.value == "CANCELLED" and not final.parts
+        assert "refused" in final.metadata["concatenation"]["failed"]
+        assert (await api.client.head(f"/files/{final_id}", headers=auth)).status_code == 410
+        _, _, stored = await api.runtime.repo.usage("alice")
+        assert stored == 900  # the partial alone

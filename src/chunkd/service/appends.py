@@ -11,8 +11,6 @@ from chunkd.domain.checksum import ResumableMD5, StreamHasher
 from chunkd.domain.errors import (
     ChecksumMismatch,
     ChunkdError,
-    InvalidInput,
-    InvalidState,
     NotFound,
     SizeMismatch,
     StorageError,
@@ -20,8 +18,7 @@ from chunkd.domain.errors import (
 )
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.names import is_upload_id
-from chunkd.domain.parts import part_count
-from chunkd.domain.upload import MAX_PARTS, Mode, Part, Upload
+from chunkd.domain.upload import Part, Upload
 from chunkd.service.hooks import ContentRejected
 from chunkd.service.lifecycle import Lifecycle
 from chunkd.service.quotas import byte_room
@@ -270,25 +267,3 @@ class Appends(Lifecycle):
             upload.updated_at = self.clock()
             await self.repo.save(upload)
         return upload
-
-    async def _check_declared_length(self, upload: Upload, size_bytes: int) -> None:
-        """A deferred length may be set once: not below the bytes received, within the file size
-        limit and the owner's byte quotas."""
-        if upload.size_bytes is not None:
-            raise InvalidState("the upload's length is already set", field="sizeBytes")
-        if size_bytes < upload.bytes_received:
-            raise InvalidInput(f"length is below the {upload.bytes_received} bytes received", field="sizeBytes")
-        if size_bytes > self.config.max_file_size:
-            raise TooLarge(
-                f"length exceeds the maximum file size of {self.config.max_file_size} bytes", field="sizeBytes"
-            )
-        if upload.mode is Mode.PARTS and part_count(size_bytes, upload.part_size) > MAX_PARTS:
-            # As at creation: a PARTS upload never has more than MAX_PARTS parts (a Fine Uploader
-            # file of 1-byte chunks declared 5 TB long would otherwise have 5e12 parts to check).
-            raise InvalidInput(
-                f"sizeBytes {size_bytes} in parts of {upload.part_size} bytes gives more than {MAX_PARTS} parts",
-                field="sizeBytes",
-            )
-        quota = await byte_room(self.repo, self.config, upload.owner)
-        if quota is not None and size_bytes - upload.bytes_received > quota[0]:
-            raise quota[1]

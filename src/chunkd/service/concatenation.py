@@ -169,6 +169,17 @@ class Concatenation(Lifecycle):
         if expires_at is not None and all(s.completed_at is not None and s.completed_at <= expires_at for s in sources):
             upload.expires_at = None  # completing clears it anyway; the checks below must not expire it
         upload.ensure_pending(now)
+        if upload.size_bytes is None:
+            # Its length is learnt only now (a source's was deferred when it was made): held to
+            # the file size limit and the byte quotas as any declared length is, before anything
+            # is placed. Refused, it can never complete: cancelled, as a hook's refusal is.
+            try:
+                await self._check_declared_length(upload, sum(s.size_bytes or 0 for s in sources))
+            except ChunkdError as exc:
+                await self._fail(upload, f"refused: {exc}")
+                if refusals:
+                    raise
+                return "cancelled"
         try:
             parts = await self._fill(upload, sources)
             waiting = upload.metadata.pop(CONCATENATION)  # done waiting: nothing left to record

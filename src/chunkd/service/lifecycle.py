@@ -19,12 +19,12 @@ from chunkd.domain.errors import (
 )
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.names import check_client_ref, clean_filename, media_type, new_upload_id
-from chunkd.domain.parts import choose_part_size
-from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.domain.parts import choose_part_size, part_count
+from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
 from chunkd.service.core import EngineCore
 from chunkd.service.crc import crc64_combine, crc64_hex
 from chunkd.service.hooks import ContentRejected
-from chunkd.service.quotas import check_new_upload
+from chunkd.service.quotas import byte_room, check_new_upload
 
 __all__ = ["Lifecycle"]
 
@@ -215,6 +215,29 @@ class Lifecycle(EngineCore):
         await self.blobs.complete(upload)
         upload.crc64 = _whole_crc(upload)
         upload.mark_completed(now, digest)
+
+    async def _check_declared_length(self, upload: Upload, size_bytes: int) -> None:
+        """A deferred length may be set once: not below the bytes received, within the file size
+        limit and the owner's byte quotas (a tus PATCH's ``Upload-Length``, a concatenation whose
+        sources' lengths were not all known when it was made)."""
+        if upload.size_bytes is not None:
+            raise InvalidState("the upload's length is already set", field="sizeBytes")
+        if size_bytes < upload.bytes_received:
+            raise InvalidInput(f"length is below the {upload.bytes_received} bytes received", field="sizeBytes")
+        if size_bytes > self.config.max_file_size:
+            raise TooLarge(
+                f"length exceeds the maximum file size of {self.config.max_file_size} bytes", field="sizeBytes"
+            )
+        if upload.mode is Mode.PARTS and part_count(size_bytes, upload.part_size) > MAX_PARTS:
+            # As at creation: a PARTS upload never has more than MAX_PARTS parts (a Fine Uploader
+            # file of 1-byte chunks declared 5 TB long would otherwise have 5e12 parts to check).
+            raise InvalidInput(
+                f"sizeBytes {size_bytes} in parts of {upload.part_size} bytes gives more than {MAX_PARTS} parts",
+                field="sizeBytes",
+            )
+        quota = await byte_room(self.repo, self.config, upload.owner)
+        if quota is not None and size_bytes - upload.bytes_received > quota[0]:
+            raise quota[1]
 
     async def _discard_rejected(self, upload: Upload, error: ContentRejected) -> None:
         """An upload whose content was refused for good (e.g. infected): cancelled, bytes removed,
