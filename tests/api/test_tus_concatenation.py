@@ -37,7 +37,10 @@ async def test_the_final_completes_when_the_last_partial_finishes(api: Api) -> N
     first = await create(api, len(a), Upload_Concat="partial")
     second = await create(api, len(b), Upload_Concat="partial")
     assert (await patch(api, first, 0, a[:1000])).status_code == 204
-    final_id = location_id(await final(api, first, second))
+    made = await final(api, first, second)
+    final_id = location_id(made)
+    # "If the expiration is known at the creation, the Upload-Expires header MUST be included."
+    assert made.headers["upload-expires"] == (await head(api, final_id)).headers["upload-expires"]
 
     waiting = await head(api, final_id)
     assert waiting.status_code == 200
@@ -175,7 +178,9 @@ async def test_upload_concat_names_upload_urls_and_nothing_looser(api: Api) -> N
 async def test_a_final_made_of_finished_partials_is_complete_at_once(api: Api) -> None:
     first = await create(api, 3, Upload_Concat="partial")
     await patch(api, first, 0, b"abc")
-    final_id = location_id(await final(api, first))
+    made = await final(api, first)
+    final_id = location_id(made)
+    assert "upload-expires" not in made.headers
     assert (await native(api, final_id))["status"] == "COMPLETED"
     assert (await head(api, final_id)).headers["upload-offset"] == "3"
 

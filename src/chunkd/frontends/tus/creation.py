@@ -74,6 +74,8 @@ class Creation(TusResource):
             upload = await self._concatenate(request, who, concat.urls, filename, mime_type, state)
             headers = base_headers()
             headers["Location"] = self.location(request, upload.id)
+            if upload.status is Status.PENDING and upload.expires_at is not None:  # waiting on its partials
+                headers["Upload-Expires"] = http_date(upload.expires_at)
             return Response(status_code=201, headers=headers)
 
         if (length is None) == (defer is None):
