@@ -98,6 +98,41 @@ async def test_a_short_body_is_refused_and_keeps_its_whole_parts(api: Api) -> No
     assert sorted(kept.parts) == [1]
 
 
+@pytest.mark.parametrize("wrong", ["short", "long", "broken"], ids=["short-body", "long-body", "body-broken-off"])
+async def test_a_body_refused_or_broken_never_replaces_a_stored_part(api: Api, wrong: str) -> None:
+    """Parts 1 and 2 stored; a whole PUT whose body turns out wrong (a chunked body shows its
+    length only at its end) or breaks off leaves them as they were, byte for byte, while a part
+    it completed that was not stored yet is kept for resuming (a broken body) as before. A refused
+    whole PUT used to replace every stored part its body covered."""
+    service = api.runtime.uploads
+    data = os.urandom(3 * PART)
+    upload = await service.create("alice", filename="f.bin", size_bytes=len(data), part_size=PART)
+    for number in (1, 2):
+        await service.put_part("alice", upload.id, number, body(data[(number - 1) * PART : number * PART]))
+    before = await service.get("alice", upload.id)
+    other = os.urandom(len(data))
+    sent = {
+        "short": body(other[: 2 * PART + 100]),
+        "long": body(other + b"x"),
+        "broken": body(other, break_after=2 * PART + 5000),
+    }[wrong]
+    with pytest.raises((e.SizeMismatch, ConnectionResetError)):
+        await service.put_whole("alice", upload.id, sent)
+    after = await service.get("alice", upload.id)
+    assert sorted(after.parts) == [1, 2]
+    assert {n: p.blob_ref for n, p in after.parts.items()} == {n: p.blob_ref for n, p in before.parts.items()}
+    assert isinstance(service.blobs, LocalBlobStore)
+    assert len(list((service.blobs.root / upload.id[:2] / upload.id).glob("*.part"))) == 2  # no blob left over
+    await service.put_part("alice", upload.id, 3, body(data[2 * PART :]))
+    completed = await service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
+    assert completed.status.value == "COMPLETED"
+    # A whole PUT of the right length replaces what the upload held.
+    again = await service.create("alice", filename="g.bin", size_bytes=len(data), part_size=PART)
+    await service.put_part("alice", again.id, 1, body(other[:PART]))
+    await service.put_whole("alice", again.id, body(data))
+    assert (await service.complete("alice", again.id)).md5 == hashlib.md5(data).hexdigest()
+
+
 @pytest.mark.parametrize("parts", [1, 3])
 async def test_a_body_longer_than_the_file_never_leaves_it_whole(api: Api, parts: int) -> None:
     # Only a chunked body's end shows that it is too long. Its last part is refused with it, so

@@ -95,11 +95,19 @@ class Parts(EngineCore):
 
     async def put_whole(self, owner: str, upload_id: str, body: AsyncIterator[bytes]) -> Upload:
         """One PUT of the whole file, stored as the upload's parts one after another (each durable
-        as soon as it is complete, so a broken PUT can be resumed part by part)."""
+        as soon as it is complete, so a broken PUT can be resumed part by part).
+
+        A part the upload already holds is replaced only once the whole body has arrived, of the
+        right length: until then its new bytes are durable but not recorded. A body refused for
+        its length (a chunked one shows it only at its end), or broken off, so never replaces a
+        stored part; it used to, and a later complete without an MD5 stored the wrong bytes."""
         upload = await self.get(owner, upload_id, with_parts=False)
         upload.ensure_pending(self.clock())
         if upload.mode is not Mode.PARTS or upload.size_bytes is None:
             raise InvalidState("this upload does not take a whole-file PUT")
+        stored: set[int] = set()
+        if upload.parts_received:
+            stored = set((await self.get(owner, upload_id)).parts)
         reader = BodyReader(body)
         count = upload.part_count or 0
         # Part n is made durable and recorded while part n+1 streams in (the fsync and the metadata
@@ -110,6 +118,7 @@ class Parts(EngineCore):
         # against 1.22–1.24 s with 64 MiB parts).
         committing: asyncio.Task[Part] | None = None
         streamed: StreamedPart | None = None
+        held: list[tuple[int, StreamedPart, str]] = []  # replacements of stored parts, not recorded yet
         try:
             for number in range(1, count + 1):
                 expected = upload.expected_part_size(number)
@@ -135,19 +144,40 @@ class Parts(EngineCore):
                     except BaseException:
                         await streamed.abandon()
                         raise
-                committing = asyncio.create_task(self._commit_part(owner, upload_id, number, streamed, upload))
+                if number in stored:
+                    held.append((number, streamed, await self._make_durable(owner, upload_id, streamed)))
+                else:
+                    committing = asyncio.create_task(self._commit_part(owner, upload_id, number, streamed, upload))
             if committing is not None:
                 previous, committing = committing, None
                 await previous
+            if not await reader.at_end():
+                raise SizeMismatch(f"the body is longer than sizeBytes ({upload.size_bytes})", field="body")
+            while held:  # the whole body arrived, of the right length: the replacements count now
+                number, streamed, ref = held.pop(0)  # a failed record discards its own blob
+                await self._commit_part(owner, upload_id, number, streamed, upload, ref=ref)
         finally:
             if committing is not None:
                 # The body broke off (or was too short) after a whole part: that part is kept, so the
                 # upload can be resumed from it; the error that stopped the body is the one raised.
                 with contextlib.suppress(Exception):
                     await committing
-        if not await reader.at_end():
-            raise SizeMismatch(f"the body is longer than sizeBytes ({upload.size_bytes})", field="body")
+            if held:
+                await self.blobs.discard(upload, [ref for _, _, ref in held])
         return await self.get(owner, upload_id)
+
+    async def _make_durable(self, owner: str, upload_id: str, streamed: StreamedPart) -> str:
+        """Wait for ``streamed`` to land and commit its blob (durable, not recorded): its ref."""
+        try:
+            await streamed.landed()
+            return await streamed.writer.commit()
+        except StorageError:
+            await streamed.abandon()
+            await self._ensure_still_pending(owner, upload_id)
+            raise
+        except BaseException:
+            await streamed.abandon()
+            raise
 
     async def _stream_part(
         self,
@@ -209,10 +239,10 @@ class Parts(EngineCore):
             await self.repo.touch(upload.id, horizon)
 
     async def _commit_part(
-        self, owner: str, upload_id: str, number: int, streamed: StreamedPart, opened: Upload
+        self, owner: str, upload_id: str, number: int, streamed: StreamedPart, opened: Upload, ref: str | None = None
     ) -> Part:
-        """Make the streamed part durable, then record it under the upload's lock."""
-        ref: str | None = None
+        """Make the streamed part durable (unless ``ref``: it is, as that blob), then record it
+        under the upload's lock."""
         saving = False  # from here on, a failure may come after the record's commit
         upload = opened
         try:
@@ -220,8 +250,9 @@ class Parts(EngineCore):
             # the whole transfer to object storage) and must not serialise an upload's parallel
             # parts. Nothing points at the blob until the metadata is saved under the lock.
             try:
-                await streamed.landed()
-                ref = await streamed.writer.commit()
+                if ref is None:
+                    await streamed.landed()
+                    ref = await streamed.writer.commit()
             except StorageError:
                 await self._ensure_still_pending(owner, upload_id)
                 raise
