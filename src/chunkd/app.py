@@ -29,6 +29,7 @@ from chunkd.frontends.pm.router import BASE as PM_BASE
 from chunkd.frontends.pm.router import router as pm_router
 from chunkd.frontends.refusals import register_dialect
 from chunkd.frontends.tus import build_router as build_tus_router
+from chunkd.frontends.tus.draft_errors import register_draft_refusals
 from chunkd.frontends.tus.errors import refusal_response as tus_refusal
 from chunkd.frontends.web.links import router as links_router
 from chunkd.frontends.web.router import router as web_router
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(operations_router)
     # Refusals made by the shared guards before a route runs, in the dialect of the path.
+    register_draft_refusals(app, settings.tus_path)  # the IETF draft shares tus's path: first
     register_dialect(app, settings.tus_path, tus_refusal)
     register_dialect(app, media_router.prefix, media_refusal)
     register_dialect(app, assets_router.prefix, asset_refusal)

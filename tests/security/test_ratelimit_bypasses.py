@@ -103,3 +103,23 @@ async def test_duplicate_credential_headers_are_refused(make_api: MakeApi, heade
         # One of each is fine (both belong to alice).
         single = await api.client.get("/v1/files", headers=[("Authorization", f"Bearer {alice}"), ("X-API-Key", alice)])
         assert single.status_code == 200
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+async def test_a_draft_creation_is_an_upload_and_its_content_is_metered(make_api: MakeApi, method: str) -> None:
+    """The IETF draft creates uploads with any method that carries content, and that content is
+    file bytes: counted against the bytes budget like a PATCH's. PUT and PATCH on the collection
+    were counted as one write, their bodies not metered at all."""
+    async with make_api(rate_limits="read=100/minute;write=100/minute;upload=100/minute;bytes=1500/minute") as api:
+        headers = {**api.auth(), "Upload-Draft-Interop-Version": "8", "Upload-Complete": "?1"}
+        first = await api.client.request(method, "/files/", content=b"x" * 1000, headers=headers)
+        assert first.status_code == 201, first.text
+        second = await api.client.request(method, "/files/", content=b"x" * 1000, headers=headers)
+        assert second.status_code == 429, second.text
+        # In the draft's own shape (problem details), as every draft error, not tus's plain text.
+        assert second.headers["content-type"] == "application/problem+json"
+        assert second.json()["code"] == "rate_limited" and second.headers["upload-draft-interop-version"] == "8"
+        # A chunked body is cut once it passes the budget: answered by the route, in the same shape.
+        cut = await api.client.request(method, "/files/", content=_chunks(b"x" * 1000), headers=headers)
+        assert cut.status_code == 429, cut.text
+        assert cut.headers["content-type"] == "application/problem+json" and cut.json()["code"] == "rate_limited"

@@ -7,6 +7,8 @@ field) where the draft asks for them."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +17,8 @@ from starlette.responses import Response
 
 from chunkd.domain import errors as e
 from chunkd.frontends.http import error_headers, field_value, validation_error
-from chunkd.frontends.tus.draft_versions import INTEROP_VERSIONS, InteropVersion, interop_version
+from chunkd.frontends.refusals import Refusal, register_dialect
+from chunkd.frontends.tus.draft_versions import INTEROP_HEADER, INTEROP_VERSIONS, InteropVersion, interop_version
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.inflight import UploadInterrupted
 
@@ -26,10 +29,12 @@ __all__ = [
     "UnsupportedInteropVersion",
     "length_overrun",
     "problem",
+    "register_draft_refusals",
     "render_problem",
 ]
 
 PROBLEM_JSON = "application/problem+json"
+INTEROP_HEADER_LOWER = INTEROP_HEADER.lower().encode("latin-1")
 
 
 class InconsistentLength(e.InvalidInput):
@@ -121,9 +126,47 @@ def _not_complete(request: Request, version: InteropVersion, exc: Exception | No
     return {version.complete_field: version.complete_value(upload_complete)}
 
 
+def _refusal_problem(version: InteropVersion, refusal: Refusal, headers: dict[str, str] | None = None) -> Response:
+    """A shared guard's refusal (rate limits, the body guard) as a problem, naming its field."""
+    members: dict[str, Any] = {"detail": refusal.message, "code": refusal.code}
+    if refusal.field is not None:
+        members["field"] = refusal.field
+    return problem(version, refusal.status_code, refusal.message, headers=headers, **members)
+
+
+def _scope_version(scope: MutableMapping[str, Any]) -> int | None:
+    """The interop version a request's scope names (all its lines joined, as ``field_value``):
+    0 for one this server does not speak, None when the request names none."""
+    lines = [value.decode("latin-1") for name, value in scope.get("headers", []) if name == INTEROP_HEADER_LOWER]
+    if not lines:
+        return None
+    version = interop_version(", ".join(lines))
+    return version.number if version is not None else 0
+
+
+def register_draft_refusals(app: Any, prefix: str) -> None:
+    """The refusals a guard makes before a route runs, for draft requests at ``prefix``: problem
+    details in the request's interop version (register before tus's plain text at that prefix).
+    A version this server does not speak is answered as the router does: as the draft (version 8)
+    unless the request also says ``Tus-Resumable``."""
+
+    def names(number: int) -> Callable[[MutableMapping[str, Any]], bool]:
+        return lambda scope: _scope_version(scope) == number
+
+    for number, version in INTEROP_VERSIONS.items():
+        register_dialect(app, prefix, partial(_refusal_problem, version), when=names(number))
+
+    def unknown_version(scope: MutableMapping[str, Any]) -> bool:
+        return _scope_version(scope) == 0 and not any(name == b"tus-resumable" for name, _ in scope.get("headers", []))
+
+    register_dialect(app, prefix, partial(_refusal_problem, INTEROP_VERSIONS[8]), when=unknown_version)
+
+
 def render_problem(request: Request, exc: Exception) -> Response | None:
     """The draft's answer to ``exc`` for ``request``; None for errors that are not ours."""
     version = interop_version(field_value(request, "upload-draft-interop-version")) or INTEROP_VERSIONS[8]
+    if isinstance(exc, Refusal):  # a guard's, raised while the body was read (the bytes budget, a slow body)
+        return _refusal_problem(version, exc, {**_not_complete(request, version), **(exc.headers or {})})
     if isinstance(exc, RequestValidationError):  # a path parameter (the id) out of bounds
         field, message = validation_error(exc.errors())
         return problem(

@@ -184,6 +184,7 @@ def build_router(prefix: str) -> APIRouter:
     # The draft creates uploads with any method that carries content (PUT, PATCH on the collection).
     @router.api_route("", methods=["PUT", "PATCH"])
     @router.api_route("/", methods=["PUT", "PATCH"])
+    @takes_file_bytes()  # its content is the upload's first bytes
     async def draft_create(request: Request) -> Response:
         return await tus.dispatch(request, None)
 
