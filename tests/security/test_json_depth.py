@@ -46,6 +46,24 @@ async def test_asset_complete(api: Api) -> None:
     assert body["status"] == "error" and "nested" in body["message"]
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v2/pm/upload/?done", b'{"qquuid": "u", "qqtotalfilesize": ' + b"9" * 5000 + b"}"),
+        ("/api/v2/media/upload/complete/", b'{"upload_id": ' + b"9" * 5000 + b', "md5": "x"}'),
+        ("/asset", b'{"filename": "a.bin", "filesize": ' + b"9" * 5000 + b"}"),
+        ("/asset/complete", b'{"fileId": "f", "filesize": ' + b"9" * 5000 + b"}"),
+        ("/v1/files", b'{"filename": "a.bin", "sizeBytes": ' + b"9" * 5000 + b"}"),
+    ],
+)
+async def test_an_integer_past_the_conversion_limit_is_a_400(api: Api, path: str, body: bytes) -> None:
+    """Python refuses to convert an integer of more than 4,300 digits (ValueError, not a
+    JSONDecodeError): the hand-parsed JSON doors answered 500."""
+    response = await api.client.post(path, content=body, headers={**api.auth(), **JSON})
+    assert response.status_code == 400, (path, response.status_code, response.text)
+    assert "digits" in response.text
+
+
 async def test_shallow_json_is_parsed_as_before(api: Api) -> None:
     nested = {"filename": "a", "sizeBytes": 1, "extra": [[[{"x": "[[[[{{{"}]]]}
     created = await api.client.post("/v1/files", json=nested, headers=api.auth())

@@ -78,3 +78,5 @@ def loads(raw: bytes | str, *, field: str = "body", max_depth: int = MAX_JSON_DE
         raise InvalidInput(f"the {field} is not valid JSON: {exc.msg} at character {exc.pos}", field=field) from None
     except (UnicodeDecodeError, RecursionError):
         raise InvalidInput(f"the {field} is not valid JSON", field=field) from None
+    except ValueError as exc:  # an integer past Python's 4,300-digit conversion limit
+        raise InvalidInput(f"the {field} is not usable JSON: {exc}", field=field) from None

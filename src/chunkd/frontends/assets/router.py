@@ -100,8 +100,8 @@ async def _json(request: Request, model: type[BaseModel]) -> Any:
         data = jsondepth.loads(raw or b"null")
     except jsondepth.TooDeep:
         raise
-    except e.InvalidInput:
-        raise e.InvalidInput("the body must be a JSON object", field="body") from None
+    except e.InvalidInput as exc:
+        raise e.InvalidInput(f"the body must be a JSON object; {exc.message}", field="body") from None
     if not isinstance(data, dict):
         raise e.InvalidInput("the body must be a JSON object", field="body")
     return model.model_validate(data)

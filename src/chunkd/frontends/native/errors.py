@@ -106,9 +106,11 @@ def install_error_handlers(app: FastAPI) -> None:
             if exc.status_code == 405:
                 headers["Allow"] = ", ".join(_allowed_methods(request))
             if exc.status_code == 400 and exc.detail == UNPARSED_BODY:
-                # FastAPI's answer to a JSON body it cannot decode at all (not UTF-8), which names
-                # neither the field nor what is wrong; a syntax error is "not valid JSON" already.
-                exc = Refusal(400, "invalid_input", "body: the body is not valid JSON (not UTF-8 text)", field="body")
+                # FastAPI's answer to a JSON body it cannot decode at all (not UTF-8, or an integer
+                # past Python's 4,300-digit limit), which names neither the field nor what is
+                # wrong; a syntax error is "not valid JSON" already.
+                message = "body: the body is not valid JSON (not UTF-8 text, or a number of more than 4300 digits)"
+                exc = Refusal(400, "invalid_input", message, field="body")
             else:
                 exc = Refusal(
                     exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers=headers
