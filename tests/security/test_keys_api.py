@@ -51,3 +51,21 @@ async def test_no_escalation_and_no_other_owner(make_api: MakeApi) -> None:
             "/v1/keys", json={"scopes": "files:read", "name": "a\x00b"}, headers=api.auth("limited")
         )
         assert bad_name.status_code == 400 and bad_name.json()["error"]["field"] == "name"
+
+
+async def test_every_scope_can_be_given_alone_to_a_key_and_a_token(make_api: MakeApi) -> None:
+    """Least privilege for each scope there is: webhooks:admin was missing from what the keys and
+    token APIs accept, so no key or token could be made for webhooks alone."""
+    from typing import get_args
+
+    from chunkd.auth.principal import ALL_SCOPES
+    from chunkd.frontends.native.auth import ScopeName
+
+    assert set(get_args(ScopeName)) == ALL_SCOPES
+    async with make_api() as api:
+        for scope in sorted(ALL_SCOPES):
+            for given in (scope, [scope]):
+                key = await api.client.post("/v1/keys", json={"scopes": given}, headers=api.auth("admin"))
+                assert key.status_code == 201 and key.json()["scopes"] == [scope], (given, key.text)
+                token = await api.client.post("/v1/auth/token", json={"scope": given}, headers=api.auth("admin"))
+                assert token.status_code == 200 and token.json()["scope"] == scope, (given, token.text)

@@ -9,6 +9,7 @@ so one leaked admin key exposes one owner, not the whole server.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Request
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from starlette.responses import JSONResponse, Response
 
 from chunkd.auth.keys import parse_scopes
-from chunkd.auth.principal import refuse_escalation
+from chunkd.auth.principal import SCOPES, refuse_escalation
 from chunkd.domain import errors as e
 from chunkd.frontends.assets.errors import refusal_response as seed_refusal
 from chunkd.frontends.http import dialect_route, error_headers, isotime, principal, runtime, validation_error
@@ -36,9 +37,13 @@ async def _render(_: Request, exc: Exception) -> Response | None:
 ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 429)}
 
 
-ScopeName = Literal["files:create", "files:read", "files:delete", "keys:admin", "links:admin", "metrics:read"]
+# Every name of ``SCOPES`` (a test holds the two equal: webhooks:admin was missing here once, so no
+# key or token could be made for webhooks alone).
+ScopeName = Literal[
+    "files:create", "files:read", "files:delete", "keys:admin", "links:admin", "webhooks:admin", "metrics:read"
+]
 # One or more scope names separated by spaces or commas.
-_ONE = "(files:create|files:read|files:delete|keys:admin|links:admin|metrics:read)"
+_ONE = "(" + "|".join(re.escape(name) for name in SCOPES) + ")"
 SCOPES_PATTERN = rf"^[ ,]*{_ONE}([ ,]+{_ONE})*[ ,]*$"
 
 
