@@ -139,3 +139,29 @@ def test_access_log_can_be_turned_off(tmp_path: Path) -> None:
         assert "route=" not in server.log.read_text()
     finally:
         server.kill()
+
+
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"], ids=["no-proxy-trusted", "loopback-proxy-trusted"])
+def test_forwarded_headers_are_believed_only_from_trusted_proxies(tmp_path: Path, trusted: str) -> None:
+    """``X-Forwarded-For``/``-Proto`` name the client and the scheme of the URLs handed out only
+    when the peer is one of ``CHUNKD_TRUSTED_PROXIES``. uvicorn's own default believed any loopback
+    peer, so a local client could take any address (a fresh rate-limit budget per address)."""
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_FSYNC": "false", "CHUNKD_TRUSTED_PROXIES": trusted})
+    server.env.pop("FORWARDED_ALLOW_IPS", None)  # uvicorn's own setting, from the environment
+    server.start()
+    try:
+        key = server.create_key("alice")
+        forwarded = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+        with httpx.Client(base_url=server.url) as client:
+            created = client.post(
+                "/files",
+                headers={"Authorization": f"Bearer {key}", "Tus-Resumable": "1.0.0", "Upload-Length": "1", **forwarded},
+            )
+        assert created.status_code == 201, created.text
+        [line] = access_lines(server, 1, json_lines=False)
+        if trusted:
+            assert "client=203.0.113.9 " in line and created.headers["location"].startswith("https://")
+        else:
+            assert "client=127.0.0.1 " in line and created.headers["location"].startswith("http://")
+    finally:
+        server.stop()

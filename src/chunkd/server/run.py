@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging.config
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -53,7 +54,19 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         ),
         "timeout_keep_alive": int(settings.keep_alive_timeout_seconds),
         "limit_concurrency": settings.limit_concurrency,
+        **_proxy_options(settings),
     }
+
+
+def _proxy_options(settings: Settings) -> dict[str, Any]:
+    """Whose ``X-Forwarded-For``/``-Proto`` uvicorn believes (the client address and the scheme
+    of the URLs handed out): the proxies of ``CHUNKD_TRUSTED_PROXIES``, the list the rate limits
+    believe, or uvicorn's own ``FORWARDED_ALLOW_IPS`` when set; none otherwise. uvicorn's default
+    believed any loopback peer, so a local client could name itself any address."""
+    trusted = os.environ.get("FORWARDED_ALLOW_IPS") or settings.trusted_proxies.strip()
+    if not trusted:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
 
 
 def run_uvicorn(settings: Settings) -> None:

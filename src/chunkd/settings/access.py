@@ -54,7 +54,9 @@ class AccessSettings(BaseModel):
         None, description="redis://host:port/db shared by every node for rate-limit counters; default: in memory."
     )
     trusted_proxies: str = Field(
-        "", description="Comma-separated proxy addresses whose X-Forwarded-For names the client (rate-limit keys)."
+        "",
+        description="Comma-separated proxy addresses whose X-Forwarded-For names the client (rate-limit keys, the "
+        "access log) and whose X-Forwarded-Proto the scheme of the URLs handed out; empty: no one's.",
     )
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed to call the API from a browser ('*' for any); empty: none."
