@@ -111,3 +111,34 @@ async def test_a_concatenation_whose_length_is_learnt_late_is_held_to_the_limits
         assert (await api.client.head(f"/files/{final_id}", headers=auth)).status_code == 410
         _, _, stored = await api.runtime.repo.usage("alice")
         assert stored == 900  # the partial alone
+
+
+async def test_parallel_creations_never_pass_a_quota_together(make_api: MakeApi) -> None:
+    """Each creation checks the owner's usage and then stores its row. Parallel ones each read the
+    same usage and passed a quota only one of them fitted in: 20 at once against 3 pending
+    uploads made 7. Now they take turns per owner, whatever the door."""
+    import asyncio
+
+    tus = {"Tus-Resumable": "1.0.0"}
+    async with make_api(max_pending_uploads=3, max_pending_bytes=1000) as api:
+
+        async def native() -> int:
+            return (await _create(api, 100)).status_code
+
+        async def tus_create() -> int:
+            headers = {**tus, **api.auth(), "Upload-Length": "100", "Content-Type": "application/offset+octet-stream"}
+            return (await api.client.post("/files", content=b"x" * 10, headers=headers)).status_code
+
+        async def draft() -> int:
+            headers = {**api.auth(), "Upload-Draft-Interop-Version": "8", "Upload-Complete": "?0"}
+            return (await api.client.post("/files", content=b"x" * 10, headers=headers)).status_code
+
+        statuses = await asyncio.gather(*[door() for door in (native, tus_create, draft) for _ in range(8)])
+        assert sorted(set(statuses)) == [201, 403] and statuses.count(201) == 3, statuses
+        pending, _, _ = await api.runtime.repo.usage("alice")
+        assert pending == 3
+    async with make_api(max_pending_bytes=1000) as api:  # the same database: bob has nothing yet
+        statuses = await asyncio.gather(*[_create(api, 400, who="bob") for _ in range(20)])
+        assert [r.status_code for r in statuses].count(201) == 2
+        _, held, _ = await api.runtime.repo.usage("bob")
+        assert held == 800

@@ -30,5 +30,13 @@ class EngineConfig:
     max_stored_bytes: int | None = None
 
     @property
+    def has_quotas(self) -> bool:
+        return (
+            self.max_pending_uploads is not None
+            or self.max_pending_bytes is not None
+            or self.max_stored_bytes is not None
+        )
+
+    @property
     def heartbeat_every(self) -> float:
         return max(0.05, min(30.0, self.ttl.total_seconds() / 4))

@@ -40,7 +40,7 @@ def _byte_limits(cfg: EngineConfig, pending_bytes: int, stored: int) -> list[tup
 
 async def check_new_upload(usage: UploadRepository, cfg: EngineConfig, owner: str, size_bytes: int | None) -> None:
     """Refuse a new upload of ``size_bytes`` (None: not yet known) that would pass a quota."""
-    if cfg.max_pending_uploads is None and cfg.max_pending_bytes is None and cfg.max_stored_bytes is None:
+    if not cfg.has_quotas:
         return
     pending, pending_bytes, stored = await usage.usage(owner)
     if cfg.max_pending_uploads is not None and pending >= cfg.max_pending_uploads:

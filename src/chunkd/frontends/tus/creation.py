@@ -84,12 +84,18 @@ class Creation(TusResource):
         if concat is not None:
             state["concat"] = "partial"
             extra[CONCATENATION_SOURCE] = True  # a final may name it before it is finished
+        content_length = parse_length(request.headers.get("content-length"), "Content-Length") if with_body else None
+        if content_length is not None and length is not None and content_length > length:
+            raise e.TooLarge(f"the body is longer than Upload-Length ({length})", field="Upload-Length")
+        # With quotas, the upload is stored at once, in the owner's quota turn (see
+        # ``quota_turn``); otherwise its row is written with its first bytes, or while they stream.
+        stored_now = service.config.has_quotas
         # Through an upload link: checked and counted against the link's limits first, and tagged.
         links = runtime(request).links
         async with links.admitted(
             who, filename=filename, size_bytes=length, mime_type=mime_type, size_field="Upload-Length"
         ) as (tags, mime_type):
-            upload = await service.new(
+            upload = await (service.create if stored_now else service.new)(
                 who.owner,
                 filename=filename,
                 size_bytes=length,
@@ -102,6 +108,8 @@ class Creation(TusResource):
         created = upload
 
         async def store() -> None:
+            if stored_now:
+                return
             try:
                 await service.store_new(created)
             except BaseException:
@@ -115,11 +123,7 @@ class Creation(TusResource):
             if with_upload:  # an empty body is still answered with its offset ("MUST include")
                 headers["Upload-Offset"] = "0"
         else:
-            content_length = parse_length(request.headers.get("content-length"), "Content-Length")
-            if content_length is not None and length is not None and content_length > length:
-                await links.release(who, length)
-                raise e.TooLarge(f"the body is longer than Upload-Length ({length})", field="Upload-Length")
-            if content_length is not None and content_length <= ONE_WRITE_BODY:
+            if content_length is not None and content_length <= ONE_WRITE_BODY and not stored_now:
                 upload = await self._create_with_body(request, who, upload, checksum, length)
             else:
                 upload = await self._create_then_append(request, who, upload, checksum, store, length)
