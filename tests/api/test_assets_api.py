@@ -99,6 +99,14 @@ async def test_multipart_asset_seed_flow(api: Api) -> None:
     # Completing again (a retried request) answers the same; the trailing-slash path works too.
     again = await api.client.post("/asset/complete/", json=body, headers=seed_headers(api))
     assert again.status_code == 200 and again.json() == result
+    # Only for the list that completed it: any other is refused as it would have been then.
+    for wrong in ([{"partNumber": 1, "etag": "bogus"}], [], parts[:2], [{**parts[0], "partNumber": "1"}, *parts[1:]]):
+        refused = await api.client.post(
+            "/asset/complete", json=complete_body(asset, wrong, len(data)), headers=seed_headers(api)
+        )
+        assert refused.status_code == 400 and refused.json()["status"] == "error", (wrong, refused.text)
+    without = {k: v for k, v in body.items() if k != "parts"}
+    assert (await api.client.post("/asset/complete", json=without, headers=seed_headers(api))).status_code == 400
 
 
 async def test_small_asset_single_put_completes(api: Api) -> None:

@@ -69,7 +69,7 @@ class CreateAsset(BaseModel):
 
 
 class PartRef(BaseModel):
-    partNumber: int = Field(ge=1, le=10_000)
+    partNumber: StrictInt = Field(ge=1, le=10_000)  # the seed's "number": not "1", not true
     etag: StrictStr = Field(max_length=200)
 
 
@@ -289,7 +289,8 @@ def _check_parts(upload: Upload, parts: list[PartRef]) -> None:
 async def complete_asset(request: Request) -> dict[str, Any]:
     """``action: complete`` checks the parts list (ascending, every part, etags matching the stored
     parts) and ``filesize`` against the bytes received, then completes the asset; ``action:
-    cancel`` aborts it and frees its parts. Both are idempotent."""
+    cancel`` aborts it and frees its parts. Both are idempotent (a repeated complete is checked
+    against the parts list as the first was)."""
     who = await principal(request, "files:create")
     body: CompleteAsset = await _json(request, CompleteAsset)
     if body.action not in ACTIONS:
@@ -329,6 +330,11 @@ async def complete_asset(request: Request) -> dict[str, Any]:
                 field="filesize",
             )
         upload = await service.complete(who.owner, upload.id)
-    elif body.filesize is not None and body.filesize != upload.size_bytes:
-        raise e.SizeMismatch(f"filesize {body.filesize} does not match the asset's {upload.size_bytes} bytes")
+    else:
+        if expected_id is not None:
+            # Complete again (a retry): answered as the first time only for the list that completed
+            # it. Any other list is refused as it would have been then (S3's rules).
+            _check_parts(upload, body.parts)
+        if body.filesize is not None and body.filesize != upload.size_bytes:
+            raise e.SizeMismatch(f"filesize {body.filesize} does not match the asset's {upload.size_bytes} bytes")
     return _result(upload, "complete")
