@@ -40,3 +40,24 @@ async def test_idle_pm_upload_expires(api: Api) -> None:
     )
     assert assert_fine_uploader_error(done, 410, field="qquuid")["code"] == "upload_expired"
     assert done.json()["error"] == f"the file with qquuid {file_uuid} has expired"
+
+
+async def test_a_pm_upload_past_its_expiry_is_expired_before_the_reaper_records_it(api: Api) -> None:
+    """Every answer about it says so at once (as the chunk and DELETE answers did): its info shows
+    EXPIRED, not PENDING; done and the download are a 410, not "chunks not received" or "PENDING".
+    A file whose size no chunk told is no exception."""
+    data = os.urandom(4000)
+    file_uuid = str(uuid.uuid4())
+    assert (await send_chunk(api, data, 0, file_uuid)).status_code == 200
+    real_clock = api.runtime.uploads.clock
+    api.runtime.uploads.clock = lambda: real_clock() + timedelta(seconds=TTL + 1)  # no reaper run
+    info = await api.client.get(f"/api/v2/pm/upload/{file_uuid}/info", headers=api.auth())
+    assert info.status_code == 200 and info.json()["status"] == "EXPIRED"
+    for form in (
+        {"qquuid": file_uuid, "qqfilename": "x"},
+        {"qquuid": file_uuid, "qqfilename": "x", "qqtotalfilesize": "9"},
+    ):
+        done = await api.client.post("/api/v2/pm/upload/?done", data=form, headers=api.auth())
+        assert assert_fine_uploader_error(done, 410, field="qquuid")["code"] == "upload_expired", done.text
+    download = await api.client.get(f"/api/v2/pm/upload/{file_uuid}", headers=api.auth())
+    assert download.status_code == 410 and file_uuid in download.text, download.text

@@ -312,7 +312,11 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     total_parts = qq.integer("qqtotalparts", minimum=1)
     total_size = qq.integer("qqtotalfilesize")
     mime = qq.text("qqfiletype")
-    upload = await find_upload(service, owner, file_uuid)
+    # As it stands now: one past its expiry is EXPIRED (410) before the reaper records it, not a
+    # file missing chunks or of unknown size.
+    upload = (await find_upload(service, owner, file_uuid)).as_of(service.clock())
+    if upload.status is Status.EXPIRED:
+        raise by_qquuid(e.Expired(f"upload {upload.id} has expired"), upload, file_uuid)
     try:
         upload = await _finish(service, owner, upload, md5=md5, total_parts=total_parts, total_size=total_size)
     except (e.InvalidState, e.Expired) as exc:
@@ -391,7 +395,10 @@ def _file_object(request: Request, upload: Upload, file_uuid: str) -> dict[str, 
 @router.api_route(f"{BASE}/{{file_uuid}}/", methods=["GET", "HEAD"], include_in_schema=False)
 async def download(request: Request, file_uuid: FileUuid) -> Response:
     who = await principal(request, "files:read")
-    upload = await find_upload(runtime(request).uploads, who.owner, file_uuid)
+    service = runtime(request).uploads
+    upload = (await find_upload(service, who.owner, file_uuid)).as_of(service.clock())
+    if upload.status is Status.EXPIRED:
+        raise by_qquuid(e.Expired(f"upload {upload.id} has expired"), upload, file_uuid)
     if upload.status is not Status.COMPLETED:  # said with the qquuid, not the engine's id
         raise e.InvalidState(
             f"the file with qquuid {file_uuid} is {upload.status.value}; only COMPLETED files can be downloaded",
@@ -403,7 +410,8 @@ async def download(request: Request, file_uuid: FileUuid) -> Response:
 @router.get(f"{BASE}/{{file_uuid}}/info", summary="The File object of a file")
 async def info(request: Request, file_uuid: FileUuid) -> dict[str, Any]:
     who = await principal(request, "files:read")
-    upload = await find_upload(runtime(request).uploads, who.owner, file_uuid)
+    service = runtime(request).uploads
+    upload = (await find_upload(service, who.owner, file_uuid)).as_of(service.clock())  # expired: EXPIRED
     return _file_object(request, upload, file_uuid)
 
 
