@@ -557,6 +557,19 @@ async def test_out_of_range_chunk_index_is_zero_based(api: Api) -> None:
     assert "between 0 and 1" in body["error"]
 
 
+async def test_a_later_chunk_starting_an_upload_at_a_byte_offset_too_small_names_it(api: Api) -> None:
+    """Chunk 1 of a new file at offset 0 (no qqchunksize): the offset is what is wrong, and the
+    refusal says so (it named qqchunksize, which was not sent)."""
+    data = os.urandom(2 * CHUNK)
+    fields = [
+        (k, "0" if k == "qqpartbyteoffset" else v)
+        for k, v in chunk_fields(data, 1, str(uuid.uuid4()))
+        if k != "qqchunksize"
+    ]
+    body = assert_fine_uploader_error(await post_form(api, form(fields, data[CHUNK:])), 400, "qqpartbyteoffset")
+    assert "too small" in body["error"]
+
+
 async def test_seed_example_chunks_without_qqchunksize(api: Api) -> None:
     """Seed 001 marks qqchunksize (and qqpartbyteoffset, qqtotalfilesize) optional; its example body
     is only ``qqpartindex``, ``qqtotalparts`` and ``qqfile``, and chunks go "in series". Chunk 0

@@ -102,6 +102,12 @@ def _part_size(qq: QQ, index: int, total_parts: int | None, total_size: int | No
     offset = qq.integer("qqpartbyteoffset")
     chunk = qq.integer("qqchunksize", minimum=1)
     if index > 0 and offset is not None:
+        if offset < index:  # chunks of at least one byte each came before this one
+            raise e.InvalidInput(
+                f"qqpartbyteoffset {offset} is too small for chunk {index}: the chunks before it hold at least "
+                f"{index} bytes",
+                field="qqpartbyteoffset",
+            )
         if offset % index:
             raise e.InvalidInput(
                 f"qqpartbyteoffset {offset} is not a multiple of qqpartindex {index}", field="qqpartbyteoffset"
