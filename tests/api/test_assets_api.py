@@ -319,3 +319,8 @@ async def test_create_validation(api: Api) -> None:
         await assert_error(await api.client.post("/asset/", json=bad, headers=h))
     huge = await api.client.post("/asset", json={"filename": "a", "filesize": 10**16}, headers=h)
     assert huge.status_code == 413 and huge.json()["status"] == "error"
+    assert "filesize" in huge.json()["message"] and "sizeBytes" not in huge.json()["message"]
+    # Past the parts an asset can have (10,000 of the asset part size): said with the API's own field.
+    many = await api.client.post("/asset", json={"filename": "a", "filesize": 10_000 * PART + 1}, headers=h)
+    assert many.status_code == 400 and "filesize" in many.json()["message"], many.text
+    assert "partSize" not in many.json()["message"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -34,8 +35,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 _STATUS = StatusTable((e.Busy, 409), (e.Conflict, 400), (e.Expired, 400))
 
 
+# The engine names the size as the Files API does; the asset API calls it filesize.
+_SIZE_WORD = re.compile(r"\bsizeBytes\b")
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"status": "error", "message": message}, status_code=status)
+    return JSONResponse({"status": "error", "message": _SIZE_WORD.sub("filesize", message)}, status_code=status)
 
 
 def refusal_response(refusal: Refusal) -> JSONResponse:

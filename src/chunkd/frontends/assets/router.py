@@ -26,7 +26,8 @@ from chunkd.auth.principal import Principal
 from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename
-from chunkd.domain.upload import Mode, Status, Upload
+from chunkd.domain.parts import part_count
+from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
 from chunkd.frontends import jsondepth
 from chunkd.frontends.assets.errors import ERROR_RESPONSES, render_error
 from chunkd.frontends.forms import read_small_body
@@ -188,6 +189,13 @@ async def create_asset(request: Request) -> dict[str, Any]:
     part_size = rt.settings.asset_part_size
     filename = clean_filename(body.filename)
     multipart = body.filesize > part_size
+    too_many = part_count(body.filesize, part_size) > MAX_PARTS
+    if too_many and body.filesize <= rt.uploads.config.max_file_size:  # the engine's error names a partSize
+        raise e.InvalidInput(
+            f"filesize {body.filesize} needs more than {MAX_PARTS} parts of {part_size} bytes; an asset holds at "
+            f"most {MAX_PARTS * part_size} bytes",
+            field="filesize",
+        )
     upload = await rt.uploads.create(
         who.owner,
         filename=filename,
@@ -299,6 +307,8 @@ async def complete_asset(request: Request) -> dict[str, Any]:
     service = runtime(request).uploads
     upload = await _asset(service, who.owner, body.fileId, with_parts=action == "complete")
     expected_id = upload.metadata.get("uploadId")
+    if expected_id is not None and not body.uploadId:
+        raise e.InvalidInput("uploadId is required: this asset is a multipart upload", field="uploadId")
     if (expected_id is not None or body.uploadId) and (
         not body.uploadId
         # bytes: compare_digest refuses non-ASCII str (a TypeError, i.e. a 500, for a hostile uploadId)
