@@ -199,6 +199,7 @@ async def test_creation_rules(api: Api) -> None:
     assert (await api.client.post("/files", headers=h(api, Upload_Length="x"))).status_code == 400
     too_big = await api.client.post("/files", headers=h(api, Upload_Length=str(api.runtime.settings.max_file_size + 1)))
     assert too_big.status_code == 413
+    assert "Upload-Length" in too_big.text and "sizeBytes" not in too_big.text  # tus's own name for it
     empty = await api.client.post("/files", headers=h(api, Upload_Length="0"))
     assert empty.status_code == 201
     upload_id = empty.headers["location"].rsplit("/", 1)[1]

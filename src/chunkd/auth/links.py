@@ -212,7 +212,7 @@ class UploadLinks:
     @staticmethod
     def _check_live(record: UploadLinkRecord, now: datetime) -> None:
         if record.revoked_at is not None:
-            error = Unauthenticated("this upload link has been revoked by its owner", field="link")
+            error = Unauthenticated("this upload link has been revoked", field="link")
             error.code = "link_revoked"
             raise error
         if record.expires_at <= now:

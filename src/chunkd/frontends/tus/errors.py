@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -61,6 +63,9 @@ def refusal_response(refusal: Refusal) -> Response:
     return tus_error(refusal.status_code, f"{refusal.code}: {refusal.message}", dict(refusal.headers or {}))
 
 
+_SIZE_WORD = re.compile(r"\bsizeBytes\b")
+
+
 def render_error(exc: Exception) -> Response | None:
     """The tus answer to an error; None for errors that are not ours to render."""
     if isinstance(exc, Refusal):
@@ -71,6 +76,7 @@ def render_error(exc: Exception) -> Response | None:
     if status is None:
         return None
     message = f"{exc.code}: {exc.message}" if isinstance(exc, e.ChunkdError) else str(exc)
+    message = _SIZE_WORD.sub("Upload-Length", message)  # the engine names the length as the Files API does
     headers = error_headers(exc, status)
     if status == 412:
         headers["Tus-Version"] = TUS_VERSION
