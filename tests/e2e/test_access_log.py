@@ -165,3 +165,34 @@ def test_forwarded_headers_are_believed_only_from_trusted_proxies(tmp_path: Path
             assert "client=127.0.0.1 " in line and created.headers["location"].startswith("http://")
     finally:
         server.stop()
+
+
+def test_a_client_gone_mid_body_is_logged_499_not_500(tmp_path: Path) -> None:
+    """A PATCH whose client closes the connection mid-body keeps what arrived (tus) and is logged
+    499, as nginx logs a client that went away: it was logged 500, which an operator's alerts on
+    5xx count as a server fault."""
+    import socket
+
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_FSYNC": "false"})
+    server.start()
+    try:
+        key = server.create_key("alice")
+        tus = {"Authorization": f"Bearer {key}", "Tus-Resumable": "1.0.0"}
+        with httpx.Client(base_url=server.url) as client:
+            location = client.post("/files", headers={**tus, "Upload-Length": "1000000"}).headers["location"]
+        path = urlsplit(location).path
+        host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+        with socket.create_connection((host, port)) as sock:
+            head = (
+                f"PATCH {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nTus-Resumable: 1.0.0\r\n"
+                "Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\nContent-Length: 1000000\r\n\r\n"
+            )
+            sock.sendall(head.encode() + b"x" * 100_000)
+        lines = access_lines(server, 2, json_lines=False)
+        patch = [line for line in lines if "method=PATCH" in line]
+        assert patch and "status=499 " in patch[0], lines
+        with httpx.Client(base_url=server.url) as client:  # and what arrived is kept, to resume from
+            offset = client.head(location, headers=tus).headers["upload-offset"]
+        assert int(offset) > 0
+    finally:
+        server.stop()

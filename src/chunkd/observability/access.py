@@ -118,12 +118,14 @@ class AccessLog:
         state["request_id"] = request_id
         echoed = request_id.encode()
         # [bytes in, bytes out, status, upload-body frontend (None: not an upload body), decided?,
-        #  the response's Content-Length]
-        seen: list[Any] = [0, 0, 0, None, False, 0]
+        #  the response's Content-Length, the client went away?]
+        seen: list[Any] = [0, 0, 0, None, False, 0, False]
 
         async def counting_receive() -> Message:
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.disconnect":
+                seen[6] = True
+            elif message["type"] == "http.request":
                 size = len(message.get("body", b""))
                 seen[0] += size
                 if not seen[4]:  # first read: routing is done, the route is known
@@ -156,7 +158,9 @@ class AccessLog:
             await self.app(scope, counting_receive, counting_send)
         except BaseException:
             if not seen[2]:
-                seen[2] = 500
+                # A request whose client went away mid-body ends in an error of the body's reader:
+                # 499 as nginx logs it, not a 500 an operator's alert would count as a fault.
+                seen[2] = 499 if seen[6] else 500
             raise
         finally:
             status = seen[2] or 499  # no response at all: the client went away first

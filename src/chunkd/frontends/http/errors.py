@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from fastapi.routing import APIRoute
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
@@ -94,13 +94,23 @@ def validation_error(errors: Sequence[Any]) -> tuple[str, str]:
     return field, f"{field}: {first.get('msg', 'invalid value')}"
 
 
+CLIENT_GONE = 499  # nginx's status for a request whose client closed the connection first
+
+
 def dialect_route(render_error: Callable[[Request, Exception], Awaitable[Response | None]]) -> type[APIRoute]:
     """An APIRoute class whose errors (domain errors and request validation alike) are rendered
     by ``render_error`` in the frontend's own dialect; it returns None to let an error pass."""
 
+    async def answer(request: Request, exc: Exception) -> Response | None:
+        if isinstance(exc, ClientDisconnect):
+            # The client went away mid-body (what arrived is kept where the dialect keeps it):
+            # nobody reads this answer; 499, as nginx logs it, not a 500 counted as a fault.
+            return Response(status_code=CLIENT_GONE)
+        return await render_error(request, exc)
+
     class DialectRoute(APIRoute):
         # Also read by frontends.http.routes.DirectRoutes, which calls plain endpoints itself.
-        render = staticmethod(render_error)
+        render = staticmethod(answer)
 
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
@@ -109,7 +119,7 @@ def dialect_route(render_error: Callable[[Request, Exception], Awaitable[Respons
                 try:
                     return await handler(request)
                 except Exception as exc:
-                    response = await render_error(request, exc)
+                    response = await answer(request, exc)
                     if response is None:
                         raise
                     return response
