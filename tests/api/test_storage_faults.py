@@ -116,6 +116,29 @@ async def test_an_io_error_is_503_and_records_nothing(api: Api, disk: Disk) -> N
     assert head.headers["upload-offset"] == "0"
 
 
+@pytest.mark.parametrize("size", [200_000, 3 * 1024 * 1024], ids=["one-write-body", "streamed-body"])
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO], ids=["full", "io-error"])
+async def test_a_tus_creation_with_upload_a_storage_fault_refuses_leaves_no_upload(
+    api: Api, disk: Disk, size: int, error: int
+) -> None:
+    """The creation is answered 507/503 without Location, so its client can never reach the
+    upload: none is left behind. One was left PENDING, counted against the owner's quotas (the
+    client's retry once storage was back met its own pending-uploads quota) for its whole TTL."""
+    data = os.urandom(size)
+    headers = {**api.auth(), **TUS, "Upload-Length": str(len(data))}
+    disk.fill(room=100_000, error=error)
+    failed = await api.client.post("/files", content=data, headers=headers)
+    assert failed.status_code == (507 if error == errno.ENOSPC else 503), failed.text
+    assert "location" not in failed.headers
+    assert (await api.client.get("/v1/files", headers=api.auth())).json()["data"] == []
+    disk.free()
+    retried = await api.client.post("/files", content=data, headers=headers)
+    assert retried.status_code == 201, retried.text
+    upload_id = retried.headers["location"].rsplit("/", 1)[1]
+    done = (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).json()
+    assert done["status"] == "COMPLETED" and done["md5"] == hashlib.md5(data).hexdigest()
+
+
 async def test_native_part_on_a_full_disk_is_507_and_not_stored(api: Api, disk: Disk) -> None:
     data = os.urandom(3 * 1024 * 1024)
     created = await api.client.post(

@@ -175,10 +175,17 @@ class Creation(TusResource):
                 return await self._first_bytes(request, who, upload, checksum, stored=stored)
             finally:
                 await stored  # on every way out: its error (the database's) is the one to report
-        except (e.ChecksumMismatch, e.TooLarge):
-            # The creation is answered with the error and no Location: drop the new upload, and
-            # an upload link counts it no more.
-            await runtime(request).uploads.delete(who.owner, upload.id)
+        except (e.ChecksumMismatch, e.TooLarge, e.StorageError) as exc:
+            # The creation is answered with the error and no Location, so its client can never
+            # reach the upload: drop it (a storage fault keeps none of the body's bytes), and
+            # neither a quota nor an upload link counts it any more. A storage fault left it
+            # PENDING and counted, and the client's retry met its own quota.
+            try:
+                await runtime(request).uploads.delete(who.owner, upload.id)
+            except e.NotFound:
+                pass  # never stored
+            except e.StorageError:
+                raise exc from None  # the database is down too: the upload expires in time
             await runtime(request).links.release(who, length)
             raise
 
