@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -105,10 +106,14 @@ def _frontend_prefixes(settings: Settings) -> dict[str, str]:
 
 
 async def _reap_until(runtime: Runtime, stopping: asyncio.Event) -> None:
-    """Expire idle uploads every ``reaper_interval_seconds`` until ``stopping`` is set; a sweep
-    that has begun ends its batch first (cancelled inside a transaction, a database driver's
-    connection can be left waiting for ever, as the delivery worker's once was)."""
-    interval = runtime.settings.reaper_interval_seconds
+    """Expire idle uploads every ``reaper_interval_seconds``, and remove orphaned blobs every
+    ``orphan_sweep_interval_seconds`` (the first time at start: a crash's leftovers), until
+    ``stopping`` is set; a sweep that has begun ends its batch first (cancelled inside a
+    transaction, a database driver's connection can be left waiting for ever, as the delivery
+    worker's once was)."""
+    settings = runtime.settings
+    interval, orphans_every = settings.reaper_interval_seconds, settings.orphan_sweep_interval_seconds
+    orphans_due = time.monotonic()
     while not stopping.is_set():
         try:
             while await runtime.uploads.expire_due(limit=200) == 200 and not stopping.is_set():
@@ -117,6 +122,15 @@ async def _reap_until(runtime: Runtime, stopping: asyncio.Event) -> None:
             log.warning("expiry sweep failed: %s", exc)
         except Exception:  # keep reaping after any other transient error
             log.exception("expiry sweep failed")
+        if orphans_every and time.monotonic() >= orphans_due and not stopping.is_set():
+            orphans_due = time.monotonic() + orphans_every
+            try:
+                if removed := await runtime.uploads.sweep_orphans(settings.orphan_grace_seconds):
+                    log.info("removed %d orphaned blob(s)", removed)
+            except StorageError as exc:
+                log.warning("orphaned-blob sweep failed: %s", exc)
+            except Exception:
+                log.exception("orphaned-blob sweep failed")
         await until_set(stopping, interval)
 
 

@@ -158,6 +158,7 @@ def test_chunkd_gc_beside_a_running_server(tmp_path: Path) -> None:
             orphan.write_bytes(os.urandom(1000))
             two_hours_ago = time.time() - 7200
             os.utime(orphan, (two_hours_ago, two_hours_ago))
+            os.utime(orphan_dir, (two_hours_ago, two_hours_ago))
 
             time.sleep(GC_TTL + 0.5)
             # Past its expiry it reads as EXPIRED at once, but nobody has expired it yet: its

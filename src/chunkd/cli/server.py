@@ -134,12 +134,7 @@ def gc(
             expired += batch
             if batch < 500:
                 break
-        swept = 0
-        sweeper = runtime.uploads.caps.sweeper
-        if sweeper is not None:
-            live, completed = await runtime.repo.live_blobs(), await runtime.repo.completed_ids()
-            swept = await sweeper.sweep(live, grace_seconds=grace, completed=completed)
-        return expired, swept
+        return expired, await runtime.uploads.sweep_orphans(grace)
 
     expired, swept = asyncio.run(with_runtime(settings_for(data_dir), collect))
     console.print(f"expired {expired} upload(s); removed {swept} orphaned blob(s)")

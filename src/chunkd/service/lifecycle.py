@@ -324,6 +324,17 @@ class Lifecycle(EngineCore):
         await self._emit("deleted", upload)
         return upload
 
+    async def sweep_orphans(self, grace_seconds: float) -> int:
+        """Remove blobs no record points at and older than ``grace_seconds`` (a part being written
+        is not recorded yet: the grace spares it), where the store can list them; returns how
+        many. They are what a crash between a record's removal and its bytes' left behind (a
+        delete, a cancel, an expiry), or a part written and never recorded."""
+        sweeper = self.caps.sweeper
+        if sweeper is None:
+            return 0
+        live, completed = await self.repo.live_blobs(), await self.repo.completed_ids()
+        return await sweeper.sweep(live, grace_seconds=grace_seconds, completed=completed)
+
     async def expire_due(self, limit: int = 100) -> int:
         """Expire PENDING uploads idle past ``expiresAt``; uploads busy with a writer are skipped
         (and their heartbeats keep them alive). Safe to run in several processes at once."""

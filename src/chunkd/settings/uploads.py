@@ -41,6 +41,18 @@ class UploadSettings(BaseModel):
     reaper_interval_seconds: float = Field(
         60.0, description="How often the server looks for expired uploads, in seconds (default 60)."
     )
+    orphan_sweep_interval_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How often the server removes blobs no record points at (what a crash in the middle of a "
+        "delete, a cancel or an expiry left), in seconds (default 3600; 0: never, leave it to `chunkd gc`).",
+    )
+    orphan_grace_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="Age below which such a blob is spared, in seconds (default 3600): a part being written is "
+        "not recorded yet, so keep it longer than a part can take to arrive.",
+    )
     lock_timeout_seconds: float = Field(
         ENGINE.lock_timeout, description="How long an operation waits for an upload's lock, in seconds (default 30)."
     )

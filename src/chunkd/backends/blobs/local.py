@@ -490,6 +490,8 @@ class LocalBlobStore:
 
         def sweep_upload(directory: Path, refs: set[str] | None, cutoff: float) -> int:
             removed = 0
+            # Its age before this sweep's unlinks (each of which makes it young again).
+            old = directory.stat().st_mtime < cutoff
             for entry in directory.iterdir():
                 # A blob's age is its last write; a part hard-linked into a concatenation
                 # is touched when linked (_link_or_copy), so it is young until recorded.
@@ -497,7 +499,9 @@ class LocalBlobStore:
                     if (refs is None or entry.name not in refs) and entry.stat().st_mtime < cutoff:
                         entry.unlink()
                         removed += 1
-            if refs is None and not any(directory.iterdir()):
+            # An empty directory of no known upload goes too, if it is old: a young one may be a
+            # new upload's, made just before its first part file.
+            if refs is None and old and not any(directory.iterdir()):
                 with contextlib.suppress(OSError):  # a first part arrived meanwhile: its directory stays
                     directory.rmdir()
             return removed
