@@ -42,10 +42,11 @@ class UploadSettings(BaseModel):
         60.0, description="How often the server looks for expired uploads, in seconds (default 60)."
     )
     orphan_sweep_interval_seconds: float = Field(
-        3600.0,
+        86400.0,
         ge=0,
         description="How often the server removes blobs no record points at (what a crash in the middle of a "
-        "delete, a cancel or an expiry left), in seconds (default 3600; 0: never, leave it to `chunkd gc`).",
+        "delete, a cancel or an expiry left), in seconds, and once at start (so after the crash that left "
+        "them); default 86400 (a day: a sweep walks every stored blob); 0: never, leave it to `chunkd gc`.",
     )
     orphan_grace_seconds: float = Field(
         3600.0,
