@@ -297,6 +297,20 @@ async def test_defer_length(api: Api) -> None:
     assert native["status"] == "COMPLETED" and native["md5"] == hashlib.md5(data).hexdigest()
 
 
+async def test_a_header_sent_twice_is_read_whole_not_by_its_first_line(api: Api) -> None:
+    """Two Upload-Length or Upload-Offset lines make one value ("5, 10"), which is no number: a
+    400 naming the header. The first line used to win, while a proxy keeping the last would see
+    another upload than chunkd."""
+    base = [(k, v) for k, v in h(api).items()]
+    twice = await api.client.post("/files", headers=[*base, ("Upload-Length", "5"), ("Upload-Length", "10")])
+    assert twice.status_code == 400 and "Upload-Length" in twice.text
+    upload_id = await create(api, 10)
+    patch_headers = [*base, *OCTETS.items(), ("Upload-Offset", "0"), ("Upload-Offset", "3")]
+    refused = await api.client.patch(f"/files/{upload_id}", content=b"abc", headers=patch_headers)
+    assert refused.status_code == 400 and "Upload-Offset" in refused.text
+    assert (await head(api, upload_id)).headers["upload-offset"] == "0"
+
+
 async def test_a_body_less_patch_declares_a_deferred_length(api: Api) -> None:
     """The length may come on its own, in a PATCH without a body ("the Client MUST set the
     Upload-Length header in the next PATCH"): it is kept, and holds the PATCHes after it. It was

@@ -145,7 +145,7 @@ class Concatenation(Lifecycle):
                 source = await self.repo.get(source_id, owner, parts_from=None)
                 if source is None or source.status in (Status.CANCELLED, Status.EXPIRED):
                     state = "deleted" if source is None else source.status.value.lower()
-                    await self._fail(upload, f"upload {source_id} was {state} before it was finished")
+                    await self._fail(upload, f"upload {source_id} was {state} before the concatenation was assembled")
                     ended = "cancelled"
                     break
                 sources.append(source)

@@ -16,7 +16,7 @@ from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
-from chunkd.frontends.http import declares_body, parse_length, principal, runtime
+from chunkd.frontends.http import declares_body, field_value, parse_length, principal, runtime
 from chunkd.frontends.tus.headers import http_date, parse_checksum, parse_concat, parse_metadata
 from chunkd.frontends.tus.resource import (
     FRONTEND,
@@ -48,15 +48,15 @@ class Creation(TusResource):
         require_version(request)
         who = await principal(request, "files:create")
         service = runtime(request).uploads
-        concat = parse_concat(request.headers.get("upload-concat"))
-        meta = parse_metadata(request.headers.get("upload-metadata"))
-        length = parse_length(request.headers.get("upload-length"), "Upload-Length")
-        defer = request.headers.get("upload-defer-length")
+        concat = parse_concat(field_value(request, "upload-concat"))
+        meta = parse_metadata(field_value(request, "upload-metadata"))
+        length = parse_length(field_value(request, "upload-length"), "Upload-Length")
+        defer = field_value(request, "upload-defer-length")
         if defer is not None and defer.strip() != "1":
             raise e.InvalidInput("Upload-Defer-Length must be 1", field="Upload-Defer-Length")
         with_upload = media_type(request) == OFFSET_STREAM  # creation-with-upload, maybe of no bytes
         with_body = with_upload and declares_body(request.headers)
-        checksum = parse_checksum(request.headers.get("upload-checksum")) if with_body else None
+        checksum = parse_checksum(field_value(request, "upload-checksum")) if with_body else None
         filename = meta.text("filename", "name") or "upload"
         mime_type = meta.text("filetype", "type")
         state: dict[str, Any] = {"meta": meta.stored()}

@@ -13,7 +13,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.digests import content_digest_checksum, repr_digest_of
-from chunkd.frontends.http import declares_body, file_response, parse_length, principal, runtime
+from chunkd.frontends.http import declares_body, field_value, file_response, parse_length, principal, runtime
 from chunkd.frontends.tus.checksum_trailer import TrailerChecksum, announces_checksum_trailer
 from chunkd.frontends.tus.errors import TUS_VERSION, UnsupportedMediaType
 from chunkd.frontends.tus.headers import http_date, parse_checksum
@@ -89,17 +89,17 @@ class Transfer(TusResource):
         who = await principal(request, "files:create")
         if media_type(request) != OFFSET_STREAM:
             raise UnsupportedMediaType(f"a PATCH body must be sent as Content-Type: {OFFSET_STREAM}")
-        offset = parse_length(request.headers.get("upload-offset"), "Upload-Offset")
+        offset = parse_length(field_value(request, "upload-offset"), "Upload-Offset")
         if offset is None:
             raise e.InvalidInput("Upload-Offset is required", field="Upload-Offset")
         checksum: tuple[StreamHasher, bytes | Callable[[], bytes]] | None
-        checksum = parse_checksum(request.headers.get("upload-checksum"))
+        checksum = parse_checksum(field_value(request, "upload-checksum"))
         if checksum is None:  # RFC 9530, the draft's way of saying the same
             checksum = content_digest_checksum(request.headers.get("content-digest"))
         if checksum is None and announces_checksum_trailer(request):  # checksum-trailer
             trailer = TrailerChecksum(request)
             checksum = (trailer, trailer.expected)
-        length = parse_length(request.headers.get("upload-length"), "Upload-Length")
+        length = parse_length(field_value(request, "upload-length"), "Upload-Length")
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
         with_body = declares_body(request.headers)
