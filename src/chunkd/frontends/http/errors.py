@@ -9,6 +9,7 @@ response."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -94,6 +95,7 @@ def validation_error(errors: Sequence[Any]) -> tuple[str, str]:
     return field, f"{field}: {first.get('msg', 'invalid value')}"
 
 
+disconnects = logging.getLogger("chunkd.server")
 CLIENT_GONE = 499  # nginx's status for a request whose client closed the connection first
 
 
@@ -104,7 +106,9 @@ def dialect_route(render_error: Callable[[Request, Exception], Awaitable[Respons
     async def answer(request: Request, exc: Exception) -> Response | None:
         if isinstance(exc, ClientDisconnect):
             # The client went away mid-body (what arrived is kept where the dialect keeps it):
-            # nobody reads this answer; 499, as nginx logs it, not a 500 counted as a fault.
+            # nobody reads this answer; 499, as nginx logs it, not a 500 counted as a fault. One
+            # info line, as the server's protocol says it of any error after a disconnect.
+            disconnects.info("client disconnected: %s %s (%s)", request.method, request.url.path, type(exc).__name__)
             return Response(status_code=CLIENT_GONE)
         return await render_error(request, exc)
 
