@@ -66,8 +66,16 @@ def chunked_patch(
         "Transfer-Encoding: chunked",
         "Connection: close",
     ]
+    return send_chunked(server, head, data, trailer, announce=announce)
+
+
+def send_chunked(
+    server: ChunkdServer, head: list[str], data: bytes, trailer: str | None, *, announce: bool = True
+) -> tuple[int, str]:
+    """The request of ``head`` with ``data`` as a chunked body in 3 chunks and ``trailer`` as its
+    trailer section; the status and body of the answer."""
     if announce:
-        head.append("Trailer: Upload-Checksum")
+        head = [*head, "Trailer: Upload-Checksum"]
     body = b""
     step = max(1, -(-len(data) // 3))
     for start in range(0, len(data), step):
@@ -119,6 +127,36 @@ def test_checksum_trailer_is_announced_and_verified(server: ChunkdServer) -> Non
     assert status == 204
     done = httpx.get(f"{server.url}/v1/files/{upload_id}", headers={"Authorization": f"Bearer {key}"}).json()
     assert done["status"] == "COMPLETED" and done["md5"] == hashlib.md5(data).hexdigest()
+
+
+def test_a_creation_with_upload_verifies_its_checksum_trailer(server: ChunkdServer) -> None:
+    """A creation with upload is a PATCH in all but name (the creation-with-upload extension: "all
+    semantics of PATCH apply"): its trailer is verified too. A wrong one made an upload of the
+    unverified bytes, answered 201."""
+    key = server.create_key("alice")
+    data = os.urandom(100_000)
+
+    def creation(trailer: str) -> tuple[int, str]:
+        head = [
+            "POST /files HTTP/1.1",
+            f"Host: 127.0.0.1:{server.port}",
+            f"Authorization: Bearer {key}",
+            "Tus-Resumable: 1.0.0",
+            "Content-Type: application/offset+octet-stream",
+            f"Upload-Length: {len(data)}",
+            "Transfer-Encoding: chunked",
+            "Connection: close",
+        ]
+        return send_chunked(server, head, data, trailer)
+
+    status, text = creation(checksum("sha256", b"something else"))
+    assert status == 460, text
+    files = httpx.get(f"{server.url}/v1/files", headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    assert files == []  # refused with no Location: nothing left behind
+    status, text = creation(checksum("sha1", data))
+    assert status == 201, text
+    [made] = httpx.get(f"{server.url}/v1/files", headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    assert made["status"] == "COMPLETED" and made["md5"] == hashlib.md5(data).hexdigest()
 
 
 def test_a_trailer_ends_its_request_only(server: ChunkdServer) -> None:

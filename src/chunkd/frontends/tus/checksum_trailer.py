@@ -15,15 +15,25 @@ announce a checksum trailer pay for that).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
 
 from chunkd.domain.checksum import StreamHasher, new_stream_hasher
 from chunkd.domain.errors import InvalidInput
+from chunkd.frontends.digests import content_digest_checksum
+from chunkd.frontends.http import field_value
 from chunkd.frontends.tus.headers import CHECKSUM_ALGORITHMS, parse_checksum
 
-__all__ = ["TRAILERS", "TrailerChecksum", "announces_checksum_trailer", "reads_trailers"]
+__all__ = [
+    "TRAILERS",
+    "BodyChecksum",
+    "TrailerChecksum",
+    "announces_checksum_trailer",
+    "body_checksum",
+    "reads_trailers",
+]
 
 TRAILERS = "http.request.trailers"  # the extension's name (chunkd.server.protocol.TRAILERS)
 
@@ -78,3 +88,21 @@ class TrailerChecksum:
 
     def expected(self) -> bytes:
         return self._trailer()[1]
+
+
+# A body's checksum: the hasher it streams through, and the digest expected (or, for a trailer, a
+# callable that gives it once the body has ended).
+BodyChecksum = tuple[StreamHasher, bytes | Callable[[], bytes]]
+
+
+def body_checksum(request: Request) -> BodyChecksum | None:
+    """The checksum a tus request with a body asks to be verified, a PATCH or a creation with
+    upload alike ("all semantics of PATCH apply"): ``Upload-Checksum``, else RFC 9530's
+    ``Content-Digest`` (the draft's way of saying the same), else an announced trailer."""
+    checksum: BodyChecksum | None = parse_checksum(field_value(request, "upload-checksum"))
+    if checksum is None:
+        checksum = content_digest_checksum(request.headers.get("content-digest"))
+    if checksum is None and announces_checksum_trailer(request):
+        trailer = TrailerChecksum(request)
+        checksum = (trailer, trailer.expected)
+    return checksum

@@ -14,10 +14,10 @@ from starlette.responses import Response
 
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
-from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
 from chunkd.frontends.http import declares_body, field_value, parse_length, principal, runtime
-from chunkd.frontends.tus.headers import http_date, parse_checksum, parse_concat, parse_metadata
+from chunkd.frontends.tus.checksum_trailer import BodyChecksum, body_checksum
+from chunkd.frontends.tus.headers import http_date, parse_concat, parse_metadata
 from chunkd.frontends.tus.resource import (
     FRONTEND,
     OFFSET_STREAM,
@@ -56,7 +56,7 @@ class Creation(TusResource):
             raise e.InvalidInput("Upload-Defer-Length must be 1", field="Upload-Defer-Length")
         with_upload = media_type(request) == OFFSET_STREAM  # creation-with-upload, maybe of no bytes
         with_body = with_upload and declares_body(request.headers)
-        checksum = parse_checksum(field_value(request, "upload-checksum")) if with_body else None
+        checksum = body_checksum(request) if with_body else None
         filename = meta.text("filename", "name") or "upload"
         mime_type = meta.text("filetype", "type")
         state: dict[str, Any] = {"meta": meta.stored()}
@@ -140,7 +140,7 @@ class Creation(TusResource):
         request: Request,
         who: Principal,
         upload: Upload,
-        checksum: tuple[StreamHasher, bytes] | None,
+        checksum: BodyChecksum | None,
         length: int | None,
     ) -> Upload:
         """A short body: the upload is stored by the append's own write, with the bytes (one
@@ -162,7 +162,7 @@ class Creation(TusResource):
         request: Request,
         who: Principal,
         upload: Upload,
-        checksum: tuple[StreamHasher, bytes] | None,
+        checksum: BodyChecksum | None,
         store: Callable[[], Awaitable[None]],
         length: int | None,
     ) -> Upload:
@@ -194,7 +194,7 @@ class Creation(TusResource):
         request: Request,
         who: Principal,
         upload: Upload,
-        checksum: tuple[StreamHasher, bytes] | None,
+        checksum: BodyChecksum | None,
         *,
         store_created: bool = False,
         stored: Awaitable[None] | None = None,

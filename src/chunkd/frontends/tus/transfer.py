@@ -4,19 +4,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 
 from fastapi import Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
-from chunkd.domain.checksum import StreamHasher
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.digests import content_digest_checksum, repr_digest_of
+from chunkd.frontends.digests import repr_digest_of
 from chunkd.frontends.http import declares_body, field_value, file_response, parse_length, principal, runtime
-from chunkd.frontends.tus.checksum_trailer import TrailerChecksum, announces_checksum_trailer
+from chunkd.frontends.tus.checksum_trailer import body_checksum
 from chunkd.frontends.tus.errors import TUS_VERSION, UnsupportedMediaType
-from chunkd.frontends.tus.headers import http_date, parse_checksum
+from chunkd.frontends.tus.headers import http_date
 from chunkd.frontends.tus.resource import (
     FRONTEND,
     OFFSET_STREAM,
@@ -92,13 +90,7 @@ class Transfer(TusResource):
         offset = parse_length(field_value(request, "upload-offset"), "Upload-Offset")
         if offset is None:
             raise e.InvalidInput("Upload-Offset is required", field="Upload-Offset")
-        checksum: tuple[StreamHasher, bytes | Callable[[], bytes]] | None
-        checksum = parse_checksum(field_value(request, "upload-checksum"))
-        if checksum is None:  # RFC 9530, the draft's way of saying the same
-            checksum = content_digest_checksum(request.headers.get("content-digest"))
-        if checksum is None and announces_checksum_trailer(request):  # checksum-trailer
-            trailer = TrailerChecksum(request)
-            checksum = (trailer, trailer.expected)
+        checksum = body_checksum(request)
         length = parse_length(field_value(request, "upload-length"), "Upload-Length")
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
