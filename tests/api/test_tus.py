@@ -426,8 +426,10 @@ async def test_expiration(api: Api) -> None:
     try:
         assert (await head(api, upload_id)).status_code == 410
         assert (await patch(api, upload_id, 3, b"def")).status_code == 410
+        assert (await api.client.get(f"/files/{upload_id}", headers=api.auth())).status_code == 410  # not 409
         assert await service.expire_due() == 1
         assert (await head(api, upload_id)).status_code == 410
+        assert (await api.client.get(f"/files/{upload_id}", headers=api.auth())).status_code == 410
     finally:
         service.clock = real_clock
 

@@ -164,6 +164,8 @@ class Transfer(TusResource):
         upload = await self.load(request, who.owner, file_id)
         if self.is_final(upload):
             upload, _ = await self._settle_final(request, upload)
+        if upload.status in (Status.PENDING, Status.EXPIRED):
+            upload.ensure_pending(runtime(request).uploads.clock())  # expired: 410, as HEAD says
         if upload.status is not Status.COMPLETED:
             raise e.InvalidState(f"upload {file_id} is not finished; only finished uploads can be downloaded")
         response = await file_response(request, who.owner, file_id)
