@@ -142,3 +142,25 @@ async def test_parallel_creations_never_pass_a_quota_together(make_api: MakeApi)
         assert [r.status_code for r in statuses].count(201) == 2
         _, held, _ = await api.runtime.repo.usage("bob")
         assert held == 800
+
+
+async def test_parallel_appends_to_deferred_uploads_never_pass_a_byte_quota_together(make_api: MakeApi) -> None:
+    """Bytes of uploads whose length is deferred count as they arrive: each append read the room
+    when its body began, so three in parallel (900 bytes each, 1,000 allowed) held 1,800. The room
+    is read again, with the save, in the owner's quota turn: what no longer fits is refused."""
+    import asyncio
+
+    tus = {"Tus-Resumable": "1.0.0"}
+    async with make_api(max_pending_bytes=1000) as api:
+        auth = {**tus, **api.auth()}
+        ids = []
+        for _ in range(3):
+            made = await api.client.post("/files", headers={**auth, "Upload-Defer-Length": "1"})
+            ids.append(made.headers["location"].rsplit("/", 1)[1])
+        patch = {**auth, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+        answers = await asyncio.gather(
+            *[api.client.patch(f"/files/{i}", content=b"x" * 900, headers=patch) for i in ids]
+        )
+        assert sorted(r.status_code for r in answers) == [204, 403, 403], [r.text for r in answers]
+        _, held, _ = await api.runtime.repo.usage("alice")
+        assert held == 900

@@ -4,6 +4,7 @@ declared later (tus Upload-Defer-Length)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -19,6 +20,7 @@ from chunkd.domain.errors import (
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Part, Upload
+from chunkd.ports.blobs import BlobWriter
 from chunkd.service.hooks import ContentRejected
 from chunkd.service.lifecycle import Lifecycle
 from chunkd.service.quotas import byte_room
@@ -106,6 +108,7 @@ class Appends(Lifecycle):
             if declare_length is not None and upload.size_bytes != declare_length:
                 await self._check_declared_length(upload, declare_length)
                 upload.size_bytes, declared = declare_length, True
+            deferred = upload.size_bytes is None
             room = upload.room_left()
             cap = room if room is not None else self.config.max_file_size - offset
             if max_bytes is not None:
@@ -174,64 +177,68 @@ class Appends(Lifecycle):
                 except BaseException:
                     await writer.abort()
                     raise
-            if streamed.size == 0:
-                await writer.abort()
-                if unstored is not None:
-                    await self.store_new(upload, unstored)
-                    unstored = None
-                elif declared and broken is None and not (finish and upload.bytes_received == upload.size_bytes):
-                    # A body-less PATCH that declares a deferred length: the length alone is the
-                    # change (when it equals the offset, finishing below saves it).
-                    upload.updated_at = self.clock()
-                    await self.repo.save(upload)
-            else:
-                try:
-                    ref = await writer.commit()
-                except BaseException:
+            # Bytes of a deferred length count against the byte quotas as they come: checked
+            # again, with the save, in the owner's quota turn, so parallel appends to several
+            # such uploads cannot each fill the same room (three of 900 bytes held 1,800 of 1,000).
+            async with self._deferred_bytes_counted(owner, deferred and streamed.size > 0, streamed.size, writer):
+                if streamed.size == 0:
                     await writer.abort()
-                    raise
-                assert streamed.whole is not None
-                part = Part(
-                    number=number,
-                    offset=part_offset,
-                    size=(extended.size if extended is not None else 0) + streamed.size,
-                    md5="",
-                    blob_ref=ref,
-                    created_at=extended.created_at if extended is not None else now,
-                    crc64=streamed.crc_hex,
-                )
-                upload.record_append(part, extended, streamed.whole.state())
-                upload.updated_at = self.clock()
-                upload.expires_at = upload.updated_at + self.config.ttl
-                if self.caps.settler is not None:
-                    self.caps.settler.invalidate(upload, part, extended)
-                if finish and broken is None and upload.bytes_received == upload.size_bytes:
-                    if len(upload.parts) != upload.parts_received:  # the store needs every part to finish
-                        # The stored parts, and over them the ones this append holds in memory: the
-                        # part it just made (or grew) is not saved yet, so the database lacks it.
-                        upload.parts = {**await self._all_parts(upload), **upload.parts}
-                    try:
-                        await self.hooks.pre_finish(upload)
-                    except ChunkdError as exc:
-                        refused = exc  # the part is kept and the upload stays PENDING (or is discarded below)
-                    else:
-                        await self._finish(upload, now, md5=None, check=None)
-                        finished = True
-                try:
-                    done = [Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)] if finished else []
                     if unstored is not None:
-                        await self.repo.create(upload, [unstored, *done], parts=[part])
-                    else:
-                        await self.repo.save(upload, [part], events=done)
-                except BaseException as exc:
-                    if extended is None:
-                        await self._discard_unrecorded(upload, part.number, ref, exc)
-                    raise
-                if unstored is not None:
-                    unstored = None
-                    await self._emit("created", upload)
-                if not finished:
-                    await self._settle(upload, part)
+                        await self.store_new(upload, unstored)
+                        unstored = None
+                    elif declared and broken is None and not (finish and upload.bytes_received == upload.size_bytes):
+                        # A body-less PATCH that declares a deferred length: the length alone is the
+                        # change (when it equals the offset, finishing below saves it).
+                        upload.updated_at = self.clock()
+                        await self.repo.save(upload)
+                else:
+                    try:
+                        ref = await writer.commit()
+                    except BaseException:
+                        await writer.abort()
+                        raise
+                    assert streamed.whole is not None
+                    part = Part(
+                        number=number,
+                        offset=part_offset,
+                        size=(extended.size if extended is not None else 0) + streamed.size,
+                        md5="",
+                        blob_ref=ref,
+                        created_at=extended.created_at if extended is not None else now,
+                        crc64=streamed.crc_hex,
+                    )
+                    upload.record_append(part, extended, streamed.whole.state())
+                    upload.updated_at = self.clock()
+                    upload.expires_at = upload.updated_at + self.config.ttl
+                    if self.caps.settler is not None:
+                        self.caps.settler.invalidate(upload, part, extended)
+                    if finish and broken is None and upload.bytes_received == upload.size_bytes:
+                        if len(upload.parts) != upload.parts_received:  # the store needs every part to finish
+                            # The stored parts, and over them the ones this append holds in memory: the
+                            # part it just made (or grew) is not saved yet, so the database lacks it.
+                            upload.parts = {**await self._all_parts(upload), **upload.parts}
+                        try:
+                            await self.hooks.pre_finish(upload)
+                        except ChunkdError as exc:
+                            refused = exc  # the part is kept and the upload stays PENDING (or is discarded below)
+                        else:
+                            await self._finish(upload, now, md5=None, check=None)
+                            finished = True
+                    try:
+                        done = [Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)] if finished else []
+                        if unstored is not None:
+                            await self.repo.create(upload, [unstored, *done], parts=[part])
+                        else:
+                            await self.repo.save(upload, [part], events=done)
+                    except BaseException as exc:
+                        if extended is None:
+                            await self._discard_unrecorded(upload, part.number, ref, exc)
+                        raise
+                    if unstored is not None:
+                        unstored = None
+                        await self._emit("created", upload)
+                    if not finished:
+                        await self._settle(upload, part)
             if broken is not None:
                 raise broken
             if refused is not None:
@@ -250,6 +257,24 @@ class Appends(Lifecycle):
             await self._release_completed(upload)
             await self._emit("completed", upload)
         return upload
+
+    @contextlib.asynccontextmanager
+    async def _deferred_bytes_counted(
+        self, owner: str, deferred: bool, size: int, writer: BlobWriter
+    ) -> AsyncIterator[None]:
+        """With byte quotas, for ``size`` new bytes of an upload whose length is deferred: the
+        body runs in the owner's quota turn, after a check that the bytes still fit (the room
+        read when the body began may have been taken since); if not, the bytes are dropped and
+        the quota's error raised. Otherwise nothing."""
+        if not (deferred and self.config.has_quotas):
+            yield
+            return
+        async with self.quota_turn(owner):
+            quota = await byte_room(self.repo, self.config, owner)
+            if quota is not None and size > quota[0]:
+                await writer.abort()
+                raise quota[1]
+            yield
 
     async def _all_parts(self, upload: Upload) -> dict[int, Part]:
         loaded = await self.repo.get(upload.id, parts_from=1)
