@@ -51,6 +51,11 @@ async def _refusals(
         {**query, "signature": ""},
         {"expires": query["expires"]},
         {**query, "expires": "soon"},
+        # The same time written otherwise: a URL is honoured only as it was made.
+        {**query, "expires": "+" + query["expires"]},
+        {**query, "expires": " " + query["expires"]},
+        {**query, "expires": "0" + query["expires"]},
+        {**query, "expires": query["expires"] + " "},
         expired,
         as_bob,  # a genuine signature for the same path and upload, but another owner
     ]

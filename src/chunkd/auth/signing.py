@@ -72,10 +72,11 @@ class UrlSigner:
         and has not expired."""
         self.check_present(expires, signature)
         assert expires is not None and signature is not None
-        try:
-            when = int(expires)
-        except ValueError:
-            raise Forbidden("invalid URL signature", field="expires") from None
+        # Exactly as it was signed: decimal digits, no sign, space or leading zero ("+17…", " 17…"
+        # and "017…" name the same time, but a URL is honoured only in the form it was made in).
+        if not (expires.isascii() and expires.isdigit() and str(int(expires)) == expires):
+            raise Forbidden("invalid URL signature", field="expires")
+        when = int(expires)
         # bytes: compare_digest refuses non-ASCII str with a TypeError (a 500 for a hostile signature).
         if not hmac.compare_digest(self._mac(grant, when).encode(), signature.encode()):
             raise Forbidden("invalid URL signature", field="signature")
