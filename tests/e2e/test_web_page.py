@@ -99,6 +99,10 @@ def test_page_is_served_with_a_strict_csp(live_server: ChunkdServer) -> None:
         assert response.status_code == 200 and response.headers["content-security-policy"] == csp
         assert "https://" not in response.text
     assert httpx.get(f"{live_server.url}/web/..%2Fapp.py").status_code == 404
+    # HEAD, as uptime checks and link previews send it: the page's headers, no body (it was a 405).
+    head = httpx.head(live_server.url + "/")
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-security-policy"] == csp
+    assert httpx.head(f"{live_server.url}/web/app.js").status_code == 200
 
 
 def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, browser: Any, tmp_path: Path) -> None:

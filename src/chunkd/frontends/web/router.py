@@ -47,13 +47,13 @@ def _read(name: str) -> bytes:
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])  # HEAD: what uptime checks and link previews send
 async def index() -> Response:
     """The upload page (sign in with an API key, or open an upload link's URL)."""
     return Response(_read("index.html"), media_type="text/html; charset=utf-8", headers=HEADERS)
 
 
-@router.get("/web/{name}")
+@router.api_route("/web/{name}", methods=["GET", "HEAD"])
 async def asset(name: Annotated[str, Path(max_length=64)]) -> Response:
     media_type = ASSETS.get(name)
     if media_type is None:
