@@ -559,6 +559,14 @@ async def test_unknown_interop_version_is_400(api: Api, v: int) -> None:
     assert problem(response)["field"] == "Upload-Draft-Interop-Version"
 
 
+async def test_an_interop_version_with_parameters_is_that_version(api: Api, v: int) -> None:
+    """The field is a structured-field Integer, which may carry parameters: "8;x=1" is version 8."""
+    headers = {**api.auth(), "Upload-Draft-Interop-Version": f"{v};x=1", **completion(v, True)}
+    response = await api.client.post("/files", content=b"abc", headers=headers)
+    assert response.status_code == 201, response.text
+    assert response.headers["upload-draft-interop-version"] == str(v)
+
+
 async def test_max_append_size(tmp_path, settings: Settings, v: int) -> None:
     from chunkd.app import create_app
 

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import http_sf
+
 __all__ = ["INTEROP_HEADER", "INTEROP_VERSIONS", "PARTIAL_UPLOAD", "InteropVersion", "interop_version"]
 
 INTEROP_HEADER = "Upload-Draft-Interop-Version"
@@ -128,6 +130,15 @@ def interop_version(value: str | None) -> InteropVersion | None:
     text = value.strip()
     # ASCII digits only: str.isdigit also accepts "²" (Latin-1, so a header may carry it), which
     # int() refuses (a 500, on the public OPTIONS too).
-    if not (text.isascii() and text.isdigit()) or len(text) > 3:
+    if text.isascii() and text.isdigit() and len(text) <= 3:
+        return INTEROP_VERSIONS.get(int(text))
+    # Otherwise a structured-field Integer may still carry parameters ("8;x=1"), which name the
+    # same version.
+    try:
+        item = http_sf.parse(text.encode("latin-1"), tltype="item")
+    except (http_sf.StructuredFieldError, UnicodeEncodeError):
         return None
-    return INTEROP_VERSIONS.get(int(text))
+    number = item[0] if isinstance(item, tuple) else item
+    if isinstance(number, bool) or not isinstance(number, int):
+        return None
+    return INTEROP_VERSIONS.get(number)
