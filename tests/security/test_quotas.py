@@ -164,3 +164,18 @@ async def test_parallel_appends_to_deferred_uploads_never_pass_a_byte_quota_toge
         assert sorted(r.status_code for r in answers) == [204, 403, 403], [r.text for r in answers]
         _, held, _ = await api.runtime.repo.usage("alice")
         assert held == 900
+
+
+async def test_a_tus_creation_whose_body_passes_a_byte_quota_leaves_no_upload(make_api: MakeApi) -> None:
+    """A creation with upload of deferred length whose bytes no longer fit (another upload took
+    the room meanwhile) is refused with no Location: nothing is left behind for its client, who
+    could never reach it, to be counted against its quotas."""
+    tus = {"Tus-Resumable": "1.0.0", "Content-Type": "application/offset+octet-stream"}
+    async with make_api(max_pending_bytes=1000) as api:
+        auth = {**tus, **api.auth()}
+        taken = await api.client.post("/files", content=b"x" * 900, headers={**auth, "Upload-Defer-Length": "1"})
+        assert taken.status_code == 201, taken.text
+        refused = await api.client.post("/files", content=b"y" * 900, headers={**auth, "Upload-Defer-Length": "1"})
+        assert refused.status_code == 403 and "location" not in refused.headers, refused.text
+        pending, held, _ = await api.runtime.repo.usage("alice")
+        assert (pending, held) == (1, 900)

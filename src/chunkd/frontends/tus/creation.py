@@ -175,9 +175,9 @@ class Creation(TusResource):
                 return await self._first_bytes(request, who, upload, checksum, stored=stored)
             finally:
                 await stored  # on every way out: its error (the database's) is the one to report
-        except (e.ChecksumMismatch, e.TooLarge, e.StorageError) as exc:
+        except (e.ChecksumMismatch, e.TooLarge, e.QuotaExceeded, e.StorageError) as exc:
             # The creation is answered with the error and no Location, so its client can never
-            # reach the upload: drop it (a storage fault keeps none of the body's bytes), and
+            # reach the upload: drop it (none of these keeps any of the body's bytes), and
             # neither a quota nor an upload link counts it any more. A storage fault left it
             # PENDING and counted, and the client's retry met its own quota.
             try:
