@@ -7,6 +7,8 @@ import hashlib
 import os
 from datetime import timedelta
 
+import httpx
+
 from chunkd.service.crc import crc64_hex, crc64nvme
 from tests.conftest import Api
 
@@ -62,6 +64,57 @@ async def test_lifecycle_out_of_order_parts(api: Api) -> None:
     ranged = await api.client.get(f"/v1/files/{file_id}/content", headers={**api.auth(), "Range": "bytes=1000-3000"})
     assert ranged.status_code == 206 and ranged.content == data[1000:3001]
     assert ranged.headers["content-range"] == f"bytes 1000-3000/{len(data)}"
+
+
+async def test_downloads_honour_conditional_requests(api: Api) -> None:
+    """RFC 9110 §13: If-Match (strong, 412), If-None-Match (weak comparison, ``*``, lists: 304),
+    If-Unmodified-Since / If-Modified-Since against Last-Modified (the completion time), If-Range
+    by ETag or by that date; and of an empty file a suffix range is the whole (empty) file. If-Match
+    was ignored, If-None-Match matched one exact strong tag only, and there was no Last-Modified."""
+    from email.utils import format_datetime, parsedate_to_datetime
+
+    data = os.urandom(3000)
+    file_id = (await create(api, data, 3000))["id"]
+    await put_part(api, file_id, 1, data)
+    assert (await api.client.post(f"/v1/files/{file_id}/complete", headers=api.auth())).status_code == 200
+    url = f"/v1/files/{file_id}/content"
+
+    async def get(method: str = "GET", **headers: str) -> httpx.Response:
+        return await api.client.request(method, url, headers={**api.auth(), **headers})
+
+    plain = await get()
+    etag, modified = plain.headers["etag"], plain.headers["last-modified"]
+    later = format_datetime(parsedate_to_datetime(modified) + timedelta(hours=1), usegmt=True)
+    earlier = format_datetime(parsedate_to_datetime(modified) - timedelta(hours=1), usegmt=True)
+    assert (await get(**{"If-Match": '"nope"'})).status_code == 412
+    assert (await get(**{"If-Match": '"nope"', "Range": "bytes=0-1"})).status_code == 412
+    assert (await get(**{"If-Match": f'"x", {etag}'})).status_code == 200
+    assert (await get(**{"If-Match": "*"})).status_code == 200
+    assert (await get(**{"If-Match": f"W/{etag}"})).status_code == 412  # strong comparison
+    for value in (etag, f"W/{etag}", "*", f'"x", {etag}', f'{etag}, "x"'):
+        for method in ("GET", "HEAD"):
+            answer = await get(method, **{"If-None-Match": value})
+            assert answer.status_code == 304 and answer.content == b"", (value, method)
+            assert answer.headers["etag"] == etag and "content-disposition" not in answer.headers
+    assert (await get(**{"If-None-Match": '"x"'})).status_code == 200
+    assert (await get(**{"If-Unmodified-Since": earlier})).status_code == 412
+    assert (await get(**{"If-Unmodified-Since": later})).status_code == 200
+    assert (await get(**{"If-Modified-Since": later})).status_code == 304
+    assert (await get(**{"If-Modified-Since": modified})).status_code == 304
+    assert (await get(**{"If-Modified-Since": earlier})).status_code == 200
+    assert (await get(**{"If-Modified-Since": "yesterday"})).status_code == 200  # not a date: ignored
+    # If-None-Match wins over If-Modified-Since.
+    assert (await get(**{"If-None-Match": '"x"', "If-Modified-Since": later})).status_code == 200
+    for value, partial in ((etag, True), (modified, True), ('"x"', False), (earlier, False)):
+        ranged = await get(**{"Range": "bytes=0-9", "If-Range": value})
+        assert ranged.status_code == (206 if partial else 200), value
+        assert ranged.content == (data[:10] if partial else data)
+    empty = (await create(api, b"", 1))["id"]
+    assert (await api.client.post(f"/v1/files/{empty}/complete", headers=api.auth())).status_code == 200
+    suffix = await api.client.get(f"/v1/files/{empty}/content", headers={**api.auth(), "Range": "bytes=-1"})
+    assert suffix.status_code == 200 and suffix.content == b""
+    start = await api.client.get(f"/v1/files/{empty}/content", headers={**api.auth(), "Range": "bytes=0-"})
+    assert start.status_code == 416
 
 
 async def test_resent_part_with_different_bytes_rewinds_hash(api: Api) -> None:

@@ -5,6 +5,8 @@ the store's own URL where it offers one."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -52,8 +54,12 @@ async def file_response(
         "Cache-Control": "private, no-cache",
         "Content-Security-Policy": "sandbox",
     }
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
+    modified = upload.completed_at.replace(microsecond=0) if upload.completed_at is not None else None
+    if modified is not None:
+        headers["Last-Modified"] = format_datetime(modified, usegmt=True)
+    if (refused := _preconditions(request, etag, modified)) is not None:
+        kept = {k: v for k, v in headers.items() if k in ("ETag", "Cache-Control", "Last-Modified")}
+        return Response(status_code=refused, headers=kept)
     # A redirect serves the store's copy as the upload's own type: only when that is the type wanted.
     redirect = request.method == "GET" and media_type in (None, upload.mime_type)
     if redirect and (url := await service.download_url(upload, disposition=disposition)):
@@ -66,7 +72,7 @@ async def file_response(
         headers["Repr-Digest"] = digest
     wanted = parse_range(request.headers.get("range"), size)
     if_range = request.headers.get("if-range")
-    if if_range is not None and if_range != etag:
+    if if_range is not None and not _if_range_holds(if_range.strip(), etag, modified):
         wanted = None
     if wanted is False:
         return JSONResponse(
@@ -84,6 +90,61 @@ async def file_response(
         return Response(status_code=status, headers=headers, media_type=served_as)
     body = await _started(service.read(upload, start, end))
     return StreamingResponse(body, status_code=status, headers=headers, media_type=served_as)
+
+
+def _tags(value: str) -> list[tuple[bool, str]]:
+    """An ``If-Match``/``If-None-Match`` list as (weak?, opaque tag) pairs (the tags chunkd makes,
+    MD5 hex, hold no comma)."""
+    tags = []
+    for item in value.split(","):
+        item = item.strip()
+        weak = item.startswith("W/")
+        tags.append((weak, item[2:] if weak else item))
+    return tags
+
+
+def _date(value: str | None) -> datetime | None:
+    """An HTTP date, or None when absent or not one (an invalid date is ignored, RFC 9110)."""
+    if value is None:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)  # "-0000": GMT all the same
+
+
+def _preconditions(request: Request, etag: str, modified: datetime | None) -> int | None:
+    """RFC 9110 §13.2.2, in its order: 412 when ``If-Match`` (strong comparison) or, without it,
+    ``If-Unmodified-Since`` fails; 304 (GET, HEAD) when ``If-None-Match`` (weak comparison, ``*``
+    or any tag of a list) or, without it, ``If-Modified-Since`` says the client's copy is current;
+    else None."""
+    if_match = request.headers.get("if-match")
+    if if_match is not None:
+        if if_match.strip() != "*" and (False, etag) not in _tags(if_match):
+            return 412
+    else:
+        since = _date(request.headers.get("if-unmodified-since"))
+        if since is not None and modified is not None and modified > since:
+            return 412
+    read = request.method in ("GET", "HEAD")
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        if if_none_match.strip() == "*" or any(tag == etag for _, tag in _tags(if_none_match)):
+            return 304 if read else 412
+    else:
+        since = _date(request.headers.get("if-modified-since"))
+        if read and since is not None and modified is not None and modified <= since:
+            return 304
+    return None
+
+
+def _if_range_holds(value: str, etag: str, modified: datetime | None) -> bool:
+    """Whether ``If-Range`` names the file as it is: its ETag (strong comparison), or exactly its
+    Last-Modified date."""
+    if value.startswith('"') or value.startswith("W/"):
+        return value == etag
+    return modified is not None and _date(value) == modified
 
 
 async def _started(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

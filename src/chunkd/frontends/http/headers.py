@@ -95,7 +95,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | bool | None:
         suffix = int(last)
         if suffix == 0:
             return False
-        return ByteRange(max(0, size - suffix), size) if size else False
+        # Of an empty file a suffix range is the one satisfiable form: the whole (empty) file.
+        return ByteRange(max(0, size - suffix), size) if size else None
     start = int(first)
     if start >= size:
         return False
