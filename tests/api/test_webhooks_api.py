@@ -202,6 +202,12 @@ async def test_webhook_requests_are_checked(api: Api, receiver: WebhookReceiver)
         ({"url": "http://user:pw@example.com/hook"}, "url"),
         ({"url": receiver.url("/x"), "events": ["upload.exploded"]}, "events"),
         ({"url": receiver.url("/x"), "events": []}, "events"),
+        # What the HTTP client cannot send to is refused at once (a control character let an
+        # endpoint jam delivery; a host IDNA cannot encode was a 500).
+        ({"url": "http://93.184.216.34/\u0000x"}, "url"),
+        ({"url": "http://93.184.216.34/a b"}, "url"),
+        ({"url": "http://a..b/"}, "url"),
+        ({"url": f"http://{'a' * 64}.example/"}, "url"),
     ):
         response = await api.client.post("/v1/webhooks", json=body, headers=alice)
         assert response.status_code == 400 and response.json()["error"]["field"] == field, (body, response.text)

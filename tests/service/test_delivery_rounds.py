@@ -198,6 +198,29 @@ async def test_an_endpoint_that_never_answers_fails_the_attempt_at_the_timeout(m
     await delivery.close()
 
 
+async def test_an_attempt_that_fails_in_an_unforeseen_way_is_recorded_as_failed(metadata: MetadataStore) -> None:
+    """An endpoint stored before its URL was checked as strictly as now (a control character in it):
+    the HTTP client refuses to build the request (httpx.InvalidURL, which is no HTTPError). The
+    attempt is recorded as failed and retried later like any other; it was left pending with no
+    attempt counted, first in the queue at every round, holding back every other owner's events."""
+    sent: list[httpx.Request] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(204)
+
+    delivery = endless_worker(metadata, answer)
+    await metadata.webhooks.add_endpoint(
+        Endpoint("we_1", "alice", "https://hooks.example/\x00x", "whsec_c2VjcmV0", None, T0, None, None)
+    )
+    await completed_upload(metadata)
+    assert await asyncio.wait_for(delivery.run_once(), 30) == 1
+    [logged] = await metadata.webhooks.list_deliveries("we_1", 10)
+    assert (logged.status, logged.attempts) == ("pending", 1) and "InvalidURL" in (logged.last_error or "")
+    assert sent == []
+    await delivery.close()
+
+
 async def test_a_delivery_goes_to_the_address_that_was_checked(
     metadata: MetadataStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,11 +39,25 @@ async def too_long(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=b'{"metadata": {"x": "' + b"y" * MAX_ANSWER_BYTES + b'"}}')
 
 
+async def too_deep(request: httpx.Request) -> httpx.Response:
+    # Under the size cap, past the parser's recursion limit (it raised RecursionError: a 500).
+    return httpx.Response(200, content=b'{"metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+
+async def lone_surrogate(request: httpx.Request) -> httpx.Response:
+    # Valid JSON whose string cannot be stored as UTF-8: every later answer about the upload was a 500.
+    return httpx.Response(200, content=b'{"result": "\\ud800", "metadata": {"x": "\\udfff"}}')
+
+
+async def not_a_number(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, content=b'{"result": NaN, "metadata": {"x": Infinity}}')
+
+
 def hooks(answer: Answer, *, fail_open: bool) -> HttpHooks:
     return HttpHooks("http://hooks.example/", timeout=0.2, fail_open=fail_open, transport=httpx.MockTransport(answer))
 
 
-@pytest.mark.parametrize("answer", [never_ending, never_answering, too_long])
+@pytest.mark.parametrize("answer", [never_ending, never_answering, too_long, too_deep, lone_surrogate, not_a_number])
 async def test_an_answer_that_never_ends_or_is_too_long_is_a_hook_failure(answer: Answer) -> None:
     refusing = hooks(answer, fail_open=False)
     with pytest.raises(e.Busy) as refused:

@@ -209,7 +209,12 @@ class DeliveryWorker:
             error = exc.message
         except TimeoutError:
             error = f"no answer within {self.policy.timeout:g} s"
-        except (httpx.HTTPError, OSError, RuntimeError) as exc:
+        except StorageError:
+            raise  # the database, not the endpoint: the lease runs out and the delivery is tried again
+        except Exception as exc:  # any failure of the attempt is the attempt's outcome
+            # Recorded like any failed attempt, whatever its class: an error not foreseen here
+            # (httpx.InvalidURL, which is no HTTPError) left the delivery pending with no attempt
+            # counted, first in the queue at every round, and held every other owner's events.
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         now = self.clock()
         retry_at = self.policy.retry_at(claimed, now)

@@ -14,6 +14,8 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from chunkd.domain.errors import InvalidInput
 
 __all__ = ["Pinned", "check_public_destination", "check_url_shape", "resolve"]
@@ -33,6 +35,16 @@ def check_url_shape(url: str, *, field: str = "url") -> None:
     if parts.username is not None or parts.password is not None:
         raise InvalidInput("url must not carry credentials", field=field)
     del port
+    # What the HTTP client will refuse to send to (a control character, a host IDNA cannot
+    # encode: "a..b", a label over 63 characters) is refused here: such an endpoint's every
+    # delivery failed before it was sent, and an unexpected error class let it jam the queue.
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise InvalidInput("url must not contain spaces or control characters", field=field)
+    try:
+        parts.hostname.encode("idna")
+        httpx.URL(url)
+    except (UnicodeError, httpx.InvalidURL):
+        raise InvalidInput("url is not a valid URL", field=field) from None
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -50,7 +62,7 @@ async def check_public_destination(url: str, *, field: str = "url") -> str:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         addresses = await resolve(host, port)
-    except OSError:
+    except (OSError, UnicodeError):  # UnicodeError: a name IDNA cannot encode
         raise InvalidInput(f"the host {host!r} of url does not resolve", field=field) from None
     if not addresses:
         raise InvalidInput(f"the host {host!r} of url does not resolve", field=field)

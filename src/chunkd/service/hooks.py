@@ -51,6 +51,11 @@ def count_hook(hook: str, result: str) -> None:
     (``chunkd_hook_invocations_total{hook,result}``)."""
 
 
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity``, ``-Infinity``: not JSON (RFC 8259), though Python's parser takes them."""
+    raise ValueError(f"the answer holds {name}, which is not JSON")
+
+
 class ContentRejected(e.InvalidInput):
     """A pre-finish check found the content unacceptable for good (e.g. a virus): the engine removes
     the upload's bytes, cancels it and emits ``upload.rejected`` with ``reason`` (plus ``details``)."""
@@ -152,10 +157,13 @@ class HttpHooks:
         try:
             async with asyncio.timeout(self.timeout):
                 content = await self._answer(body)
-            answer = json.loads(content) if content.strip() else {}
+            answer = json.loads(content, parse_constant=_no_constant) if content.strip() else {}
             if not isinstance(answer, dict):
                 raise ValueError("the answer is not a JSON object")
-        except (httpx.HTTPError, ValueError, TimeoutError) as exc:
+            # What is kept of it (metadata, the pre-finish result) is stored and sent as UTF-8
+            # JSON: a lone surrogate ("\ud800") in it made every later answer about the upload a 500.
+            json.dumps(answer, ensure_ascii=False).encode()
+        except (httpx.HTTPError, ValueError, TimeoutError, RecursionError) as exc:  # RecursionError: nested too deep
             if isinstance(exc, TimeoutError):
                 exc = TimeoutError(f"no answer within {self.timeout:g} s")
             self.count(hook, "error")
