@@ -220,7 +220,9 @@ PUBLIC = {
     "OPTIONS /files/{id}",
     # the browser upload page and its static assets (it signs in through the API)
     "GET /",
+    "HEAD /",
     "GET /web/{id}",
+    "HEAD /web/{id}",
 }
 # Routes for an upload link's own token only (any other credential: 403); tests/api/test_upload_links.py.
 LINK_ONLY = {"GET /v1/upload-links/current"}
