@@ -56,6 +56,39 @@ async def test_operator_endpoints_follow_the_settings(metadata: MetadataStore) -
     assert claimed[0].payload["data"]["id"] == upload_id
 
 
+async def test_events_for_a_disabled_operator_endpoint_wait_for_it(metadata: MetadataStore) -> None:
+    """At least once, also while an operator endpoint is disabled: the event's delivery is made,
+    not claimed while the endpoint is disabled, and sent once a restart enables it again (it was
+    never made: the event was lost). An owner's disabled endpoint gets none (nothing enables it
+    again but a new registration)."""
+    hooks = metadata.webhooks
+    await hooks.sync_operator_endpoints(["https://ops.test/"], T0)
+    await hooks.add_endpoint(endpoint("we_owner"))
+    await created_upload(metadata)
+    await hooks.dispatch(T0, 10)
+    for claimed in await hooks.claim(T0, T0 + S, 10):  # both fail, and again a minute on: disabled
+        await hooks.record_failure(
+            claimed.delivery.id, T0, response_status=500, error="boom", retry_at=T0 + S, disable_after_seconds=60
+        )
+    for claimed in await hooks.claim(T0 + S, T0 + 2 * S, 10):
+        disabled = await hooks.record_failure(
+            claimed.delivery.id,
+            T0 + 61 * S,
+            response_status=500,
+            error="boom",
+            retry_at=T0 + 62 * S,
+            disable_after_seconds=60,
+        )
+        assert disabled
+    await created_upload(metadata)
+    assert await hooks.dispatch(T0 + 70 * S, 10) == (1, 1)  # for the operator endpoint only
+    assert await hooks.claim(T0 + 80 * S, T0 + 81 * S, 10) == []  # disabled: they wait
+    await hooks.sync_operator_endpoints(["https://ops.test/"], T0 + 90 * S)  # a restart enables it
+    claimed = await hooks.claim(T0 + 90 * S, T0 + 91 * S, 10)
+    assert {c.endpoint.url for c in claimed} == {"https://ops.test/"} and len(claimed) == 2
+    assert len(await hooks.list_deliveries("we_owner", 10)) == 1  # the first event's only
+
+
 async def test_dispatch_fans_out_to_matching_endpoints_once(metadata: MetadataStore) -> None:
     hooks = metadata.webhooks
     await hooks.add_endpoint(endpoint("we_all"))

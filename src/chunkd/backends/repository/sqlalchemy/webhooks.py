@@ -132,7 +132,11 @@ class SqlWebhookRepository(SqlStore):
             ).all()
             if not taken:
                 return Dispatched(0, 0)
-            endpoints = [ENDPOINTS.from_row(r) for r in await conn.execute(select(E).where(E.c.disabled_at.is_(None)))]
+            # A disabled operator endpoint gets its deliveries too, to wait until a restart enables
+            # it again (they were lost: at least once, whatever its state). An owner's disabled
+            # endpoint does not: nothing enables it again but a new registration.
+            kept = or_(E.c.disabled_at.is_(None), E.c.owner.is_(None))
+            endpoints = [ENDPOINTS.from_row(r) for r in await conn.execute(select(E).where(kept))]
             rows = [
                 {
                     "id": new_delivery_id(),
