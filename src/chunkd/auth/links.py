@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from chunkd.auth.keys import key_stands
 from chunkd.auth.principal import Principal
 from chunkd.domain.errors import Forbidden, InvalidInput, NotFound, QuotaExceeded, Unauthenticated
+from chunkd.domain.events import LINK_METADATA_KEY
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Status, Upload
 from chunkd.ports.keys import ApiKeyRecord
@@ -48,7 +49,6 @@ from chunkd.ports.links import UploadLinkRecord, UploadLinkRepository
 __all__ = ["LINK_METADATA_KEY", "LINK_PREFIX", "LINK_SCOPES", "UploadLinks", "link_routes", "mime_allowed"]
 
 LINK_PREFIX = "cl_"
-LINK_METADATA_KEY = "uploadLink"  # in Upload.metadata: the link an upload was made through
 LINK_SCOPES = frozenset({"files:create"})
 _TOKEN = re.compile(r"^cl_([0-9a-f]{32})_([A-Za-z0-9_-]{43})$")
 _LINK_ID = re.compile(r"^[0-9a-f]{32}$")

@@ -66,6 +66,9 @@ def file_summary(upload: Upload) -> dict[str, Any]:
     }
 
 
+LINK_METADATA_KEY = "uploadLink"  # in Upload.metadata: the upload link an upload was made through
+
+
 def file_object(upload: Upload, *, parts: Iterable[Part] | None = None, with_parts: bool = True) -> dict[str, Any]:
     """The file object of the Files API without its upload URL. ``parts`` overrides the upload's
     own (e.g. none for an upload whose part rows are being removed in the same transaction)."""
@@ -77,6 +80,9 @@ def file_object(upload: Upload, *, parts: Iterable[Part] | None = None, with_par
         "md5": upload.md5,
         # The whole file's CRC-64/NVME as S3 reports it (x-amz-checksum-crc64nvme): base64, big-endian.
         "crc64nvme": base64.b64encode(int(upload.crc64, 16).to_bytes(8, "big")).decode() if upload.crc64 else None,
+        # The upload link it came through (None: its owner's own), also in events: a receiver tells
+        # a partner's file from the owner's by it.
+        "uploadLink": upload.metadata.get(LINK_METADATA_KEY),
     }
     if with_parts:
         shown = upload.sorted_parts() if parts is None else sorted(parts, key=lambda p: p.number)

@@ -14,7 +14,6 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
-from chunkd.auth.links import LINK_METADATA_KEY
 from chunkd.auth.principal import Principal, require_scope
 from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
@@ -89,7 +88,6 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url
     is shown EXPIRED, as complete and every write already answer, before the reaper records it."""
     upload = upload.as_of(runtime(request).uploads.clock())
     view = file_object(upload, with_parts=with_parts)
-    view["uploadLink"] = upload.metadata.get(LINK_METADATA_KEY)
     who: Principal | None = getattr(request.state, "principal", None)
     # No signed uploadUrl for an upload link's token: it would outlive the link's revocation.
     if upload_url and upload.status is Status.PENDING and (who is None or who.upload_link is None):
