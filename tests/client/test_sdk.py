@@ -62,6 +62,26 @@ async def test_upload_sends_parts_in_parallel_with_content_md5_and_completes_wit
     assert max(done for done, _ in seen_progress) == len(data)
 
 
+async def test_a_credential_that_may_upload_but_not_read_gets_its_completed_file(sdk: Sdk, tmp_path: Path) -> None:
+    """files:create alone is all an upload needs (an upload link's token has no more): after the
+    complete, the client's read of the full view is refused, and the upload used to be reported
+    as failed, though the server had completed it and checked its MD5."""
+    data = os.urandom(3 * PART + 5)
+    _, writer = await sdk.runtime.keys.create("alice", "files:create")
+    async with sdk.client(key=writer) as client:
+        file = await client.upload(io.BytesIO(data), filename="w.bin", part_size=PART)
+    assert file.status == "COMPLETED" and file.md5 == hashlib.md5(data).hexdigest()
+    assert file.size_bytes == len(data)
+    async with sdk.client() as reader:
+        assert (await reader.get(file.id)).md5 == hashlib.md5(data).hexdigest()
+    path = tmp_path / "w.bin"  # a path is remembered; uploaded again, it cannot be looked up: a new upload
+    path.write_bytes(data)
+    async with sdk.client(key=writer) as client:
+        first = await client.upload(path, part_size=PART)
+        again = await client.upload(path, part_size=PART)
+    assert first.status == again.status == "COMPLETED"
+
+
 async def test_a_path_uploaded_again_resumes_its_upload_and_sends_only_missing_parts(sdk: Sdk, tmp_path: Path) -> None:
     path = tmp_path / "movie.bin"
     data = os.urandom(6 * PART + 3)
