@@ -340,3 +340,20 @@ async def test_a_state_dir_that_cannot_be_written_costs_only_the_resuming(
     assert file.status == "COMPLETED" and file.md5 == hashlib.md5(source.read_bytes()).hexdigest()
     warnings = [r for r in caplog.records if r.name == "chunkd.client" and r.levelname == "WARNING"]
     assert len(warnings) == 1 and "an interrupted one will start over" in warnings[0].getMessage()
+
+
+async def test_another_server_at_the_url_is_an_error_not_a_success() -> None:
+    """A wrong CHUNKD_URL that reaches some other web server answering 200 with a page: a delete
+    was reported as done, and a call whose answer must be JSON ended in a JSONDecodeError or a
+    KeyError instead of the client's own error."""
+    import httpx
+
+    from chunkd.client import ClientError
+
+    def page(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, html="<html>welcome</html>")
+
+    async with AsyncClient("http://elsewhere", "ck_x_y", transport=httpx.MockTransport(page)) as client:
+        for call in (client.delete("someid"), client.get("someid"), client.list_page()):
+            with pytest.raises(ClientError, match="not as a chunkd server does"):
+                await call

@@ -192,12 +192,25 @@ class ClientCore(Generic[TransportT]):
                 if not (is_retryable_response(response) and not last):
                     if response.is_error:
                         raise error_from_response(response)
+                    self._check_answered_by_chunkd(method, path, response)
                     return response
                 hint, failure = retry_after(response), reason_of(response)
             if body is not None:
                 body.rewind()
             yield self._wait(method, path, attempt, hint, failure)
         raise AssertionError("unreachable")
+
+    def _check_answered_by_chunkd(self, method: str, path: str, response: httpx.Response) -> None:
+        """Every successful answer of the API is JSON, or empty (204): anything else is another
+        server at this URL (a web page, a proxy's login form), not a success. A DELETE answered
+        200 with HTML was reported as done, and a page where JSON was due ended in a traceback."""
+        kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if response.status_code == 204 or kind == "application/json" or kind.endswith("+json"):
+            return
+        raise ClientError(
+            f"{method} {self.url}{path}: the server answered {response.status_code} with "
+            f"{kind or 'no content type'}, not as a chunkd server does: check the URL (CHUNKD_URL, --url)"
+        )
 
     def _file_flow(self, method: str, path: str, **kwargs: Any) -> Flow[File]:
         response = yield from self._send_flow(method, path, **kwargs)
