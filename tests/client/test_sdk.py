@@ -147,6 +147,28 @@ async def test_a_changed_file_is_a_new_upload(sdk: Sdk, tmp_path: Path) -> None:
         assert (await client.get(old.id)).status == "PENDING"
 
 
+async def test_a_file_edited_in_place_with_its_size_and_mtime_kept_is_sent_again(sdk: Sdk, tmp_path: Path) -> None:
+    # Its remembered upload holds parts of the old content: resuming onto them failed at complete
+    # with checksum_mismatch at every run, and the upload stayed stuck.
+    path = tmp_path / "kept.bin"
+    before, after = os.urandom(3 * PART), os.urandom(3 * PART)
+    path.write_bytes(before)
+    stamp = path.stat()
+    state = UploadState(sdk.state_dir)
+    async with sdk.client() as client:
+        old = await client.create("kept.bin", len(before), part_size=PART)
+        for number in (1, 2):
+            await client._put_part(old, number, Source(path), Tracker(0, None))
+        state.put(client.url, client.key, LocalFile.of(path), old.id)
+        path.write_bytes(after)
+        os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+        sdk.recorder.seen.clear()
+        file = await client.upload(path)
+    assert (file.id, file.status, file.md5) == (old.id, "COMPLETED", hashlib.md5(after).hexdigest())
+    assert sorted(sdk.recorder.parts_sent(file.id)) == [1, 2, 3, 3]
+    assert state.get(client.url, client.key, LocalFile.of(path)) is None
+
+
 async def test_resume_by_id_sends_only_what_the_server_lacks(sdk: Sdk) -> None:
     data = os.urandom(4 * PART + 1)
     async with sdk.client() as client:

@@ -83,7 +83,7 @@ def run_both(answers: list[int | str], tmp_path: Path) -> list[tuple[object, lis
         ([503, 503, 503], ("ServerError", 503), 3),
         ([404], ("NotFound", 404), 1),
         ([DOWN, 200], File.from_json(FILE), 2),
-        ([DOWN, DOWN, DOWN], ("ConnectionFailed", None), 3),
+        ([DOWN, DOWN, DOWN], ("ConnectionFailed", None), 2),  # never answered: one more try only
     ],
 )
 def test_sync_and_async_clients_decide_alike(

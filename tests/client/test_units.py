@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chunkd.client import File, Part, RetryPolicy, parse_size
+from chunkd.client import Client, ConnectionFailed, File, Part, RetryPolicy, parse_size
 from chunkd.client._core import missing_parts
 from chunkd.client.errors import AuthenticationError, ChecksumMismatch, ServerError, error_from_response
 from chunkd.client.retry import is_retryable_response, retry_after
@@ -88,3 +88,26 @@ def test_state_entries_depend_on_server_key_and_file(tmp_path: Path) -> None:
     assert key_identity(key) == "ck_0123456789abcdef" and "s" * 43 not in state.path.read_text()
     path.write_bytes(b"abcd")
     assert state.get("http://a", key, LocalFile.of(path)) is None
+
+
+def test_a_server_never_reached_fails_after_one_more_try_and_one_that_answered_is_waited_for() -> None:
+    tries: list[str] = []
+    answering = False
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        tries.append(request.url.path)
+        if not answering or len(tries) in (2, 3):  # refused; later a restart: refused twice
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json={"id": "abc", "filename": "a", "sizeBytes": 1, "status": "PENDING"})
+
+    policy = RetryPolicy(base_delay=0.001, max_delay=0.001)
+    with Client("http://127.0.0.1:9", "k", transport=httpx.MockTransport(answer), retry=policy) as client:
+        with pytest.raises(ConnectionFailed):
+            client.get("abc")
+        assert len(tries) == 2  # not the policy's 8: a wrong URL or a server not started
+    tries.clear()
+    answering = True
+    with Client("http://127.0.0.1:9", "k", transport=httpx.MockTransport(answer), retry=policy) as client:
+        assert client.get("abc").id == "abc"
+        assert client.get("abc").id == "abc"  # refused twice, then answered: the restart is ridden out
+    assert len(tries) == 4

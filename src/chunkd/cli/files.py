@@ -147,10 +147,11 @@ def upload(
 def download(
     file_id: Annotated[str, typer.Argument(metavar="ID", help=ID_HELP, show_default=False)],
     output: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "-o",
             "--output",
+            metavar="PATH",
             help="A file (replaced if it exists) or a directory (default: the file's name, here, which never"
             " replaces an existing file).",
         ),

@@ -20,6 +20,7 @@ import httpx
 from chunkd.client._effects import Blocking, Fetch, Flow, Parallel, Request, Sleep
 from chunkd.client._transfer import DownloadSink, PartBody, ProgressCallback, Tracker
 from chunkd.client.errors import (
+    ChecksumMismatch,
     ClientError,
     Conflict,
     ConnectionFailed,
@@ -88,11 +89,16 @@ def reusable(file: File, size: int) -> bool:
     return (file.status == "COMPLETED" and file.size_bytes == size) or resumable(file, size)
 
 
+def part_count(file: File) -> int:
+    assert file.part_size is not None
+    return file.part_count if file.part_count is not None else -(-file.size_bytes // file.part_size)
+
+
 def missing_parts(file: File) -> list[int]:
     """Part numbers the server does not hold yet, judged by number and size only (an etag's format
     is the server's business; the whole-file MD5 at *complete* is the check)."""
     assert file.part_size is not None
-    count = file.part_count if file.part_count is not None else -(-file.size_bytes // file.part_size)
+    count = part_count(file)
     held = {
         p.part_number
         for p in file.parts or ()
@@ -151,6 +157,8 @@ class ClientCore(Generic[TransportT]):
         self.retry = retry or RetryPolicy()
         self.on_retry = on_retry
         self.state = UploadState(state_dir) if remember_uploads else None
+        # Whether the server has answered this client yet: see ``_send_flow``.
+        self._answered = False
         headers = {"User-Agent": user_agent()}
         if key:
             headers["Authorization"] = f"Bearer {key}"
@@ -185,10 +193,14 @@ class ClientCore(Generic[TransportT]):
             try:
                 response: httpx.Response = yield Request(method, path, json, params, headers, body)
             except httpx.TransportError as exc:
-                if last or not is_retryable_error(exc):
+                # A refused connection before the server ever answered is a wrong URL or a server
+                # not started: one more try, not the 40-55 s of backoff that ride out a restart.
+                never_answered = isinstance(exc, httpx.ConnectError) and not self._answered and attempt >= 1
+                if last or never_answered or not is_retryable_error(exc):
                     raise ConnectionFailed(f"{method} {self.url}{path}: {exc or type(exc).__name__}") from exc
                 hint, failure = None, reason_of(exc)
             else:
+                self._answered = True
                 if not (is_retryable_response(response) and not last):
                     if response.is_error:
                         raise error_from_response(response)
@@ -276,6 +288,13 @@ class ClientCore(Generic[TransportT]):
                     raise
                 # It expired while we resumed it (idle too long before this run): start over, once.
                 done = yield from self._fill_flow((yield from start()), src, parallel, on_progress)
+            except ChecksumMismatch:
+                if remembered is None:
+                    raise  # the file changed while this run read it: nothing to retry with
+                # The file was edited in place since the parts sent before (same size and mtime:
+                # an editor or a copy that keeps them). Resuming onto those parts failed at every
+                # run; sending every part again, once, replaces them with the file as it is now.
+                done = yield from self._fill_flow(remembered, src, parallel, on_progress, every_part=True)
             if self.state is not None and src.local is not None:
                 yield Blocking(self.state.forget, (self.url, self.key, src.local))
             return done
@@ -310,11 +329,19 @@ class ClientCore(Generic[TransportT]):
         yield Blocking(self.state.forget, (self.url, self.key, src.local))  # expired, cancelled or gone
         return None
 
-    def _fill_flow(self, file: File, src: Source, parallel: int, on_progress: ProgressCallback | None) -> Flow[File]:
-        """Send the parts the server lacks, ``parallel`` at a time, beside one pass over the whole
-        file for its MD5; then complete with it."""
+    def _fill_flow(
+        self,
+        file: File,
+        src: Source,
+        parallel: int,
+        on_progress: ProgressCallback | None,
+        *,
+        every_part: bool = False,
+    ) -> Flow[File]:
+        """Send the parts the server lacks (``every_part``: all of them), ``parallel`` at a time,
+        beside one pass over the whole file for its MD5; then complete with it."""
         assert file.part_size is not None
-        todo = missing_parts(file)
+        todo = missing_parts(file) if not every_part else list(range(1, part_count(file) + 1))
         tracker = Tracker(src.size, on_progress)
         tracker.add(src.size - sum(part_range(n, file.part_size, src.size)[1] for n in todo))
         parts = [self._put_part_flow(file, n, src, tracker) for n in todo]
@@ -347,6 +374,9 @@ class ClientCore(Generic[TransportT]):
         file = yield from self._get_flow(file_id)
         if file.status != "COMPLETED":
             raise Conflict(409, "invalid_state", f"file {file_id} is {file.status}; only COMPLETED files download")
+        if isinstance(dest, str) and dest.endswith(("/", os.sep)) and not Path(dest).is_dir():
+            # Path() drops the trailing slash: "missing-dir/" would become a file of that name.
+            raise FileNotFoundError(errno.ENOENT, "no such directory", dest)
         target = Path(dest) if dest is not None else Path(download_name(file))
         named_by_uploader = dest is None or target.is_dir()
         if target.is_dir():
@@ -357,10 +387,17 @@ class ClientCore(Generic[TransportT]):
         sink = DownloadSink(file.size_bytes, on_progress)
         if partial.exists() and partial.stat().st_size <= file.size_bytes:
             yield Blocking(sink.resume_from, (partial,))
-        with open(partial, "r+b" if partial.exists() else "wb") as out:
-            sink.open(out)
-            yield from self._fetch_flow(f"/v1/files/{file_id}/content", sink)
-            yield Blocking(sink.sync)
+        try:
+            with open(partial, "r+b" if partial.exists() else "wb") as out:
+                sink.open(out)
+                yield from self._fetch_flow(f"/v1/files/{file_id}/content", sink)
+                yield Blocking(sink.sync)
+        except OSError as exc:  # a full disk, say: the bytes so far stay for the next try, said where
+            if not partial.exists():
+                raise
+            kept = f"{sink.offset} bytes received are kept in {partial}"
+            advice = "run the download again to continue, or delete it"
+            raise OSError(exc.errno, f"{exc.strerror or exc}; {kept}: {advice}", exc.filename) from exc
         md5 = sink.digest.hexdigest()
         if sink.offset != file.size_bytes or (file.md5 is not None and md5 != file.md5):
             partial.unlink()

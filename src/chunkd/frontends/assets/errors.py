@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -11,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
 from chunkd.domain import errors as e
+from chunkd.frontends.fieldnames import FieldNames
 from chunkd.frontends.http import StatusTable, error_headers, validation_error
 from chunkd.frontends.refusals import Refusal
 
@@ -36,11 +36,11 @@ _STATUS = StatusTable((e.Busy, 409), (e.Conflict, 400), (e.Expired, 400))
 
 
 # The engine names the size as the Files API does; the asset API calls it filesize.
-_SIZE_WORD = re.compile(r"\bsizeBytes\b")
+_NAMES = FieldNames({"sizeBytes": "filesize"})
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"status": "error", "message": _SIZE_WORD.sub("filesize", message)}, status_code=status)
+    return JSONResponse({"status": "error", "message": _NAMES.message(message)}, status_code=status)
 
 
 def refusal_response(refusal: Refusal) -> JSONResponse:

@@ -8,7 +8,6 @@ checksum, unknown uuid, missing scope). Only a busy upload and rate limiting lea
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -19,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from chunkd.domain import errors as e
+from chunkd.frontends.fieldnames import FieldNames
 from chunkd.frontends.http import StatusTable, error_headers, validation_error
 from chunkd.frontends.refusals import Refusal
 
@@ -52,19 +52,19 @@ _STATUS = StatusTable()  # the shared statuses as they are
 # Fine Uploader retries these (storage faults pass: the upload resumes once space is back).
 _RETRYABLE = (e.Busy, e.RateLimited, e.StorageError)
 # The engine names fields as the native Files API does; a Fine Uploader client knows them as qq*.
-_FIELDS = {
-    "sizeBytes": "qqtotalfilesize",
-    "partSize": "qqchunksize",
-    "partNumber": "qqpartindex",
-    "filename": "qqfilename",
-    "mimeType": "qqfiletype",
-    "md5": "qqmd5",
-    "body": "qqfile",
-}
-_WORD = re.compile(r"\b(" + "|".join(_FIELDS) + r")\b")
+_FIELDS = FieldNames(
+    {
+        "sizeBytes": "qqtotalfilesize",
+        "partSize": "qqchunksize",
+        "partNumber": "qqpartindex",
+        "filename": "qqfilename",
+        "mimeType": "qqfiletype",
+        "md5": "qqmd5",
+        "body": "qqfile",
+    }
+)
 # A done request (``?done``) carries no qqfile: there the body is the body.
-_DONE_FIELDS = {k: v for k, v in _FIELDS.items() if k != "body"}
-_DONE_WORD = re.compile(r"\b(" + "|".join(_DONE_FIELDS) + r")\b")
+_DONE_FIELDS = _FIELDS.without("body")
 
 
 DONE_KEYS = frozenset({"done", "done/"})
@@ -77,10 +77,10 @@ def is_done(scope: Mapping[str, Any]) -> bool:
 
 
 def _in_dialect(field: str | None, message: str, *, done: bool = False) -> tuple[str | None, str]:
-    fields, word = (_DONE_FIELDS, _DONE_WORD) if done else (_FIELDS, _WORD)
-    if field not in fields:
+    fields = _DONE_FIELDS if done else _FIELDS
+    if field is None or field not in fields:
         return field, message
-    return fields[field], word.sub(lambda m: fields[m.group(1)], message)
+    return fields.field(field), fields.message(message)
 
 
 def _numbered_in_dialect(exc: e.ChunkdError, details: dict[str, Any]) -> str | None:

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import re
-
 from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from chunkd.domain import errors as e
+from chunkd.frontends.fieldnames import FieldNames
 from chunkd.frontends.http import StatusTable, error_headers, validation_error
 from chunkd.frontends.refusals import Refusal
 from chunkd.frontends.tus.inflight import UploadInterrupted
@@ -63,7 +62,8 @@ def refusal_response(refusal: Refusal) -> Response:
     return tus_error(refusal.status_code, f"{refusal.code}: {refusal.message}", dict(refusal.headers or {}))
 
 
-_SIZE_WORD = re.compile(r"\bsizeBytes\b")
+# The engine names the length as the Files API does.
+_NAMES = FieldNames({"sizeBytes": "Upload-Length"})
 
 
 def render_error(exc: Exception) -> Response | None:
@@ -76,7 +76,7 @@ def render_error(exc: Exception) -> Response | None:
     if status is None:
         return None
     message = f"{exc.code}: {exc.message}" if isinstance(exc, e.ChunkdError) else str(exc)
-    message = _SIZE_WORD.sub("Upload-Length", message)  # the engine names the length as the Files API does
+    message = _NAMES.message(message)
     headers = error_headers(exc, status)
     if status == 412:
         headers["Tus-Version"] = TUS_VERSION
