@@ -1,5 +1,5 @@
 """The IETF draft "Resumable Uploads for HTTP" at /files, one test per requirement chunkd
-implements, for every interop version (3 to 8), through the in-process app. (The 104 informational
+implements, for every interop version (3 to 9), through the in-process app. (The 104 informational
 responses need a real server: tests/e2e/test_resumable_draft_e2e.py.)"""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from chunkd.settings import Settings
 from tests.conftest import Api
 
-VERSIONS = [3, 4, 5, 6, 7, 8]
+VERSIONS = [3, 4, 5, 6, 7, 8, 9]
 PROBLEMS = "https://iana.org/assignments/http-problem-types#"
 
 
@@ -322,6 +322,10 @@ async def test_appending_to_a_completed_upload(api: Api, v: int) -> None:
         assert again.status_code == 400
         assert problem(again)["type"] == (PROBLEMS + "completed-upload" if v >= 6 else "about:blank")
         assert is_complete(v, again) == (v <= 6)
+    # An empty append that does not complete: a completed-upload in 6 to 8; -12 removed the type.
+    empty = await append(api, v, path, 3, b"")
+    assert empty.status_code == 400
+    assert problem(empty)["type"] == (PROBLEMS + "completed-upload" if 6 <= v <= 8 else "about:blank")
     assert (await head(api, v, path)).headers["upload-offset"] == "3"
 
 
@@ -487,7 +491,28 @@ async def test_get_on_an_upload_is_offset_retrieval(api: Api, v: int) -> None:
     assert not is_complete(v, state) and "max-size" in limits(state)
     assert state.headers["cache-control"] == "no-store"
     await append(api, v, path, 3, b"def", complete=True)
-    assert (await api.client.get(path, headers=hd(api, v))).content == b"abcdef"
+    done = await api.client.get(path, headers=hd(api, v))
+    assert done.status_code == 200 and done.content == b"abcdef"
+    # -12: the state fields on every successful GET, a finished upload's download included.
+    assert done.headers["upload-offset"] == "6" and done.headers["upload-length"] == "6"
+    assert is_complete(v, done) and "max-size" in limits(done)
+    assert done.headers["cache-control"] == "no-store"
+
+
+async def test_an_upload_another_node_writes_is_busy_with_retry_after(
+    api: Api, v: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """423 (tus's) until 8; from 9 a 503, which -12's clients retry (409, 413, 429, 5xx)."""
+    from chunkd.frontends.tus import draft
+
+    monkeypatch.setattr(draft, "TAKE_OVER_WAIT", 0.2)
+    path = upload_path(await create(api, v, b"abc"))
+    async with api.runtime.locks.hold(path.rsplit("/", 1)[1], timeout=1):  # a writer on another node
+        busy = await append(api, v, path, 3, b"def")
+    assert busy.status_code == (503 if v >= 9 else 423)
+    assert busy.headers["retry-after"] == "1"
+    assert problem(busy)["code"] == "upload_busy"
+    assert (await append(api, v, path, 3, b"def")).status_code in (201, 204)
 
 
 async def test_deleting_an_upload_that_is_gone_is_404(api: Api, v: int) -> None:
@@ -588,6 +613,8 @@ async def test_max_append_size(tmp_path, settings: Settings, v: int) -> None:
             assert limits(too_big)["max-append-size"] == 4
             too_small = await client.patch(path, content=b"c", headers=patch)
             assert too_small.status_code == 400
+            # -12: a refusal for a limit SHOULD carry Upload-Limit with all limits.
+            assert limits(too_small)["min-append-size"] == 2
             # The last append may be smaller than min-append-size.
             last = await client.patch(path, content=b"c", headers={**patch, **completion(v, True)})
             assert last.status_code == 200

@@ -1,5 +1,5 @@
 """The IETF "Resumable Uploads for HTTP" draft (draft-ietf-httpbis-resumable-upload, interop
-versions 3 to 8) at the tus endpoint, told apart from tus 1.0 by ``Upload-Draft-Interop-Version``.
+versions 3 to 9) at the tus endpoint, told apart from tus 1.0 by ``Upload-Draft-Interop-Version``.
 
 The same engine calls as tus 1.0 (an upload in ``Mode.APPEND`` with ``frontend="tus"``), so the
 same authentication, scopes, quotas, expiry and events apply, and an upload created by either
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -266,15 +266,27 @@ class DraftEndpoint:
         elif upload.status is Status.CANCELLED:
             raise e.NotFound(f"no upload with id {upload.id!r}", field="id")
 
-    async def get(self, request: Request, version: InteropVersion, file_id: str) -> Response | None:
-        """GET on an upload resource: the offset retrieval of HEAD for an unfinished upload; None
-        (the caller serves the download) for a finished one."""
+    async def get(
+        self,
+        request: Request,
+        version: InteropVersion,
+        file_id: str,
+        *,
+        download: Callable[[Request, str], Awaitable[Response]],
+    ) -> Response:
+        """GET on an upload resource: the offset retrieval of HEAD for an unfinished upload; for a
+        finished one, ``download`` serves its content, with the state fields a successful GET
+        must carry from version 9 ("Upload-Offset", "Upload-Complete", "Upload-Limit")."""
         who = await principal(request)
         _any_scope(who.scopes, "files:create", "files:read")
         upload = await self.tus.load(request, who.owner, file_id)
-        if upload.status is Status.COMPLETED:
-            return None
-        return await self.head(request, version, file_id)
+        if upload.status is not Status.COMPLETED:
+            return await self.head(request, version, file_id)
+        response = await download(request, file_id)
+        if response.status_code in (200, 206, 304):
+            response.headers.update(self.state_headers(request, version, upload))
+            response.headers["Cache-Control"] = "no-store"
+        return response
 
     # ---- append --------------------------------------------------------------------------------------
     async def append(self, request: Request, version: InteropVersion, file_id: str) -> Response:

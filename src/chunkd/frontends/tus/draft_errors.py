@@ -18,11 +18,18 @@ from starlette.responses import Response
 from chunkd.domain import errors as e
 from chunkd.frontends.http import error_headers, field_value, validation_error
 from chunkd.frontends.refusals import Refusal, register_dialect
-from chunkd.frontends.tus.draft_versions import INTEROP_HEADER, INTEROP_VERSIONS, InteropVersion, interop_version
+from chunkd.frontends.tus.draft_versions import (
+    INTEROP_HEADER,
+    INTEROP_VERSIONS,
+    NEWEST,
+    InteropVersion,
+    interop_version,
+)
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.inflight import UploadInterrupted
 
 __all__ = [
+    "BelowAppendMinimum",
     "CompletedUpload",
     "InconsistentLength",
     "LengthExceeded",
@@ -62,6 +69,10 @@ def length_overrun(version: InteropVersion, message: str) -> e.ChunkdError:
     if version.length_overrun_is_400:
         return LengthExceeded(message, field="Upload-Length")
     return e.TooLarge(message, field="Upload-Length")
+
+
+class BelowAppendMinimum(e.InvalidInput):
+    """A request that does not complete the upload carries less than ``min-append-size``."""
 
 
 class UnsupportedInteropVersion(e.InvalidInput):
@@ -147,7 +158,7 @@ def _scope_version(scope: MutableMapping[str, Any]) -> int | None:
 def register_draft_refusals(app: Any, prefix: str) -> None:
     """The refusals a guard makes before a route runs, for draft requests at ``prefix``: problem
     details in the request's interop version (register before tus's plain text at that prefix).
-    A version this server does not speak is answered as the router does: as the draft (version 8)
+    A version this server does not speak is answered as the router does: as the newest draft
     unless the request also says ``Tus-Resumable``."""
 
     def names(number: int) -> Callable[[MutableMapping[str, Any]], bool]:
@@ -159,12 +170,12 @@ def register_draft_refusals(app: Any, prefix: str) -> None:
     def unknown_version(scope: MutableMapping[str, Any]) -> bool:
         return _scope_version(scope) == 0 and not any(name == b"tus-resumable" for name, _ in scope.get("headers", []))
 
-    register_dialect(app, prefix, partial(_refusal_problem, INTEROP_VERSIONS[8]), when=unknown_version)
+    register_dialect(app, prefix, partial(_refusal_problem, NEWEST), when=unknown_version)
 
 
 def render_problem(request: Request, exc: Exception) -> Response | None:
     """The draft's answer to ``exc`` for ``request``; None for errors that are not ours."""
-    version = interop_version(field_value(request, "upload-draft-interop-version")) or INTEROP_VERSIONS[8]
+    version = interop_version(field_value(request, "upload-draft-interop-version")) or NEWEST
     if isinstance(exc, Refusal):  # a guard's, raised while the body was read (the bytes budget, a slow body)
         return _refusal_problem(version, exc, {**_not_complete(request, version), **(exc.headers or {})})
     if isinstance(exc, RequestValidationError):  # a path parameter (the id) out of bounds
@@ -184,6 +195,8 @@ def render_problem(request: Request, exc: Exception) -> Response | None:
     if found is None:
         return None
     _, status, name = found
+    if status == 423:
+        status = version.busy_status
     headers = _not_complete(request, version, exc)
     members: dict[str, Any] = {}
     if isinstance(exc, e.ChunkdError):
@@ -210,7 +223,9 @@ def render_problem(request: Request, exc: Exception) -> Response | None:
         headers["Upload-Offset"] = str(offset)
     headers.update(error_headers(exc, status))  # the challenge, Retry-After (shared by every dialect)
     limits = getattr(request.state, "upload_limit", None)
-    if status == 413 and isinstance(limits, str):
+    if (status == 413 or isinstance(exc, BelowAppendMinimum)) and isinstance(limits, str):
+        # "When a request is rejected because limits were violated, the response SHOULD include
+        # the Upload-Limit header field carrying all limits" (-12).
         headers["Upload-Limit"] = limits
     title = {
         "mismatching-upload-offset": "offset from request does not match offset of resource",

@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from chunkd.domain import errors as e
 from chunkd.frontends.http import field_value
-from chunkd.frontends.tus.draft_errors import InconsistentLength
+from chunkd.frontends.tus.draft_errors import BelowAppendMinimum, InconsistentLength
 from chunkd.frontends.tus.draft_versions import InteropVersion
 from chunkd.settings import Settings
 
@@ -138,7 +138,7 @@ def check_append_size(settings: Settings, complete: bool, length_of_content: int
     least = settings.resumable_min_append_bytes
     empty_creation = creation and length_of_content == 0
     if least and length_of_content < least and not complete and not empty_creation:
-        raise e.InvalidInput(
+        raise BelowAppendMinimum(
             f"a request that does not complete the upload must carry at least {least} bytes (min-append-size)",
             field="Content-Length",
         )

@@ -19,10 +19,17 @@ asks for, read from the published drafts and the editor's copy:
                   not complete the upload carries ``Upload-Complete: ?0``; an incomplete
                   append may answer any 2xx; a body past the length also makes the upload
                   unusable (-08)
- 8    -09..-11,   ``Upload-Limit`` required on the 104, on an incomplete creation's response
-      editor's    and on HEAD; a repeated completing append may replay the final response;
-      copy        a 104 does not replace a ``100 Continue``; GET on an upload answers like HEAD
+ 8    -09..-11    ``Upload-Limit`` required on the 104, on an incomplete creation's response
+                  and on HEAD; a repeated completing append may replay the final response;
+                  a 104 does not replace a ``100 Continue``; GET on an upload answers like HEAD
+ 9    -12         the ``completed-upload`` problem type removed; a successful HEAD or GET on
+                  an upload carries its state fields and ``Upload-Limit`` (a GET of a finished
+                  upload included); ``Upload-Limit`` on a refusal for a limit; a client retries
+                  only 409, 413, 429 and 5xx (so a busy upload is a 503, not a 423)
 ====  ==========  ==========================================================================
+
+Drafts -13 and later are not implemented: their texts were not at hand when 9 was added, and no
+widely used client sends more than 6 (tus-js-client 4 and 5 send 5 or 6; Apple's URLSession 6).
 
 Every version uses the status code 104 for "Upload Resumption Supported". Headers a version does
 not define (``Upload-Limit`` before 6, say) are still sent: a client ignores fields it does not
@@ -35,7 +42,15 @@ from dataclasses import dataclass
 
 import http_sf
 
-__all__ = ["INTEROP_HEADER", "INTEROP_VERSIONS", "PARTIAL_UPLOAD", "InteropVersion", "interop_version"]
+__all__ = [
+    "INTEROP_HEADER",
+    "INTEROP_VERSIONS",
+    "NEWEST",
+    "PARTIAL_UPLOAD",
+    "SPOKEN",
+    "InteropVersion",
+    "interop_version",
+]
 
 INTEROP_HEADER = "Upload-Draft-Interop-Version"
 PARTIAL_UPLOAD = "application/partial-upload"
@@ -112,14 +127,25 @@ class InteropVersion:
         length failure, not a ``completed-upload``."""
         return self.number >= 8
 
+    @property
+    def busy_status(self) -> int:
+        """The status for an upload another request still writes: ``423 (Locked)``, as tus says,
+        until 8; 503 from 9, whose clients retry only 409, 413, 429 and 5xx."""
+        return 503 if self.number >= 9 else 423
+
     def problem_type(self, name: str) -> str | None:
         """The draft's problem type URI for ``name`` if this version defines it, else None."""
-        since = {"mismatching-upload-offset": 6, "completed-upload": 6, "inconsistent-upload-length": 7}
-        first = since.get(name)
-        return PROBLEM_BASE + name if first is not None and self.number >= first else None
+        defined = {
+            "mismatching-upload-offset": range(6, 100),
+            "completed-upload": range(6, 9),  # removed in -12
+            "inconsistent-upload-length": range(7, 100),
+        }
+        return PROBLEM_BASE + name if self.number in defined.get(name, ()) else None
 
 
-INTEROP_VERSIONS = {n: InteropVersion(n) for n in range(3, 9)}
+INTEROP_VERSIONS = {n: InteropVersion(n) for n in range(3, 10)}
+NEWEST = INTEROP_VERSIONS[max(INTEROP_VERSIONS)]
+SPOKEN = f"{min(INTEROP_VERSIONS)} to {NEWEST.number}"
 
 
 def interop_version(value: str | None) -> InteropVersion | None:

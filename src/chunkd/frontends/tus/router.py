@@ -30,7 +30,7 @@ from chunkd.frontends.tus.capabilities import EXTENSIONS, capability_headers
 from chunkd.frontends.tus.creation import Creation
 from chunkd.frontends.tus.draft import DraftEndpoint
 from chunkd.frontends.tus.draft_errors import UnsupportedInteropVersion, render_problem
-from chunkd.frontends.tus.draft_versions import PARTIAL_UPLOAD, InteropVersion, interop_version
+from chunkd.frontends.tus.draft_versions import NEWEST, PARTIAL_UPLOAD, SPOKEN, InteropVersion, interop_version
 from chunkd.frontends.tus.errors import render_error
 from chunkd.frontends.tus.resource import OFFSET_STREAM, not_allowed
 from chunkd.frontends.tus.transfer import Transfer
@@ -51,7 +51,7 @@ def draft_version(request: Request) -> InteropVersion | None:
     version = interop_version(raw)
     if version is None and request.headers.get("tus-resumable") is None:
         raise UnsupportedInteropVersion(
-            f"Upload-Draft-Interop-Version {raw.strip()[:10]!r} is not supported; this server speaks 3 to 8",
+            f"Upload-Draft-Interop-Version {raw.strip()[:10]!r} is not supported; this server speaks {SPOKEN}",
             field="Upload-Draft-Interop-Version",
         )
     return version
@@ -80,8 +80,7 @@ class TusEndpoint(Creation, Transfer):
         """Capabilities; no authentication and no Tus-Resumable needed."""
         headers = capability_headers(request)
         # The IETF draft: an OPTIONS on a resource that creates uploads names its limits.
-        version = interop_version(field_value(request, "upload-draft-interop-version")) or interop_version("8")
-        assert version is not None
+        version = interop_version(field_value(request, "upload-draft-interop-version")) or NEWEST
         headers["Upload-Limit"] = self.draft.limits(request, version)
         # RFC 5789's Accept-Patch: what a PATCH here may carry. Drafts -10 and -11 (interop 8)
         # require application/partial-upload in it (the editor's copy dropped the rule again).
@@ -124,8 +123,7 @@ class TusEndpoint(Creation, Transfer):
         if method == "DELETE":
             return await self.draft.delete(request, version, file_id)
         if method == "GET":
-            found = await self.draft.get(request, version, file_id)
-            return found if found is not None else await self.get(request, file_id)
+            return await self.draft.get(request, version, file_id, download=self.get)
         return not_allowed()
 
     async def dispatch(self, request: Request, file_id: str | None) -> Response:
