@@ -280,7 +280,12 @@ def build_webhooks(
 
     uploads.subscribe(wake)
     service = WebhookService(
-        repo, uploads.clock, block_private=settings.webhook_block_private, wake=lambda: worker.wake(due=True)
+        repo,
+        uploads.clock,
+        block_private=settings.webhook_block_private,
+        locks=uploads.locks,
+        lock_timeout=settings.lock_timeout_seconds,
+        wake=lambda: worker.wake(due=True),
     )
     return service, worker
 

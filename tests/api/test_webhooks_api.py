@@ -228,6 +228,21 @@ async def test_webhook_requests_are_checked(api: Api, receiver: WebhookReceiver)
     assert (await api.client.get("/v1/webhooks", headers=alice)).json()["data"] == []
 
 
+async def test_parallel_registrations_stay_within_the_cap(api: Api, receiver: WebhookReceiver) -> None:
+    """Each registration counted the owner's endpoints before any was stored: 30 at once made 30."""
+    from chunkd.service.webhooks import MAX_ENDPOINTS_PER_OWNER
+
+    alice = await admin(api, "alice")
+    made = await asyncio.gather(
+        *(
+            api.client.post("/v1/webhooks", json={"url": receiver.url(f"/n{n}")}, headers=alice)
+            for n in range(MAX_ENDPOINTS_PER_OWNER + 10)
+        )
+    )
+    assert sorted(r.status_code for r in made) == [201] * MAX_ENDPOINTS_PER_OWNER + [400] * 10
+    assert len((await api.client.get("/v1/webhooks", headers=alice)).json()["data"]) == MAX_ENDPOINTS_PER_OWNER
+
+
 async def test_an_endpoint_failing_for_long_is_disabled(api: Api, receiver: WebhookReceiver) -> None:
     """Every attempt to an endpoint whose secret the receiver does not know gets a 400; after
     failing for longer than webhook_disable_after_seconds (0.5 s here) the endpoint is disabled,

@@ -11,6 +11,7 @@ from datetime import datetime
 
 from chunkd.domain.errors import InvalidInput, NotFound
 from chunkd.domain.events import EventType
+from chunkd.ports.locks import LockManager
 from chunkd.ports.webhooks import Delivery, Endpoint, WebhookRepository, new_delivery_id
 from chunkd.service.destinations import check_public_destination, check_url_shape
 
@@ -36,11 +37,15 @@ class WebhookService:
         clock: Callable[[], datetime],
         *,
         block_private: bool,
+        locks: LockManager,
+        lock_timeout: float,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         self.repo = repo
         self.clock = clock
         self.block_private = block_private
+        self.locks = locks
+        self.lock_timeout = lock_timeout
         self.wake = wake
 
     async def register(self, owner: str, url: str, event_types: Sequence[str] | None) -> Endpoint:
@@ -58,19 +63,22 @@ class WebhookService:
                     field="events",
                 )
             types = tuple(sorted(set(event_types)))
-        if len(await self.repo.list_endpoints(owner)) >= MAX_ENDPOINTS_PER_OWNER:
-            raise InvalidInput(f"at most {MAX_ENDPOINTS_PER_OWNER} webhook endpoints per owner", field="url")
-        endpoint = Endpoint(
-            id=new_endpoint_id(),
-            owner=owner,
-            url=url,
-            secret=new_signing_secret(),
-            event_types=types,
-            created_at=self.clock(),
-            failing_since=None,
-            disabled_at=None,
-        )
-        await self.repo.add_endpoint(endpoint)
+        # The count and the new row under one lock on the owner (on every node): 30 parallel
+        # registrations each counted the same endpoints and all passed the cap.
+        async with self.locks.hold(f"webhooks:{owner}", timeout=self.lock_timeout):
+            if len(await self.repo.list_endpoints(owner)) >= MAX_ENDPOINTS_PER_OWNER:
+                raise InvalidInput(f"at most {MAX_ENDPOINTS_PER_OWNER} webhook endpoints per owner", field="url")
+            endpoint = Endpoint(
+                id=new_endpoint_id(),
+                owner=owner,
+                url=url,
+                secret=new_signing_secret(),
+                event_types=types,
+                created_at=self.clock(),
+                failing_since=None,
+                disabled_at=None,
+            )
+            await self.repo.add_endpoint(endpoint)
         return endpoint
 
     async def list_endpoints(self, owner: str) -> list[Endpoint]:
