@@ -152,25 +152,22 @@ def _run_document(path: Path, server: ChunkdServer, key: str, tmp: Path) -> tupl
 
 
 @pytest.mark.e2e
-def test_every_docs_example_runs(server: ChunkdServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("document", documents(ROOT), ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_docs_example_runs(
+    server: ChunkdServer, document: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """One document at a time, so that the test workers share them (all of them in one test took
+    90 s on one worker while the others were idle)."""
     key = server.create_key("alice", ALL_SCOPES)
-    ran: list[str] = []
-    skipped: list[str] = []
-    failed: list[str] = []
-    for number, path in enumerate(documents(ROOT)):
-        r, s, f = _run_document(path, server, key, tmp_path / f"doc{number}")
-        ran += r
-        skipped += s
-        failed += f
+    ran, skipped, failed = _run_document(document, server, key, tmp_path / "doc")
     summary = "\n".join(
-        [f"docs examples: {len(ran)} ran, {len(skipped)} skipped, {len(failed)} failed"]
+        [f"docs examples of {document.name}: {len(ran)} ran, {len(skipped)} skipped, {len(failed)} failed"]
         + [f"  ran      {item}" for item in ran]
         + [f"  skipped  {item}" for item in skipped]
     )
     request.node.add_report_section("call", "docs examples", summary)
     print(summary)
     assert not failed, summary + "\n\n" + "\n\n".join(failed)
-    assert ran, "no docs example ran"
 
 
 def test_docs_blocks_are_found_and_skips_give_reasons() -> None:
