@@ -194,5 +194,25 @@ def test_a_client_gone_mid_body_is_logged_499_not_500(tmp_path: Path) -> None:
         with httpx.Client(base_url=server.url) as client:  # and what arrived is kept, to resume from
             offset = client.head(location, headers=tus).headers["upload-offset"]
         assert int(offset) > 0
+
+        # A download asking for a SHA-512 of a large file, its client gone at once: the hashing
+        # stops (a 499) rather than reading the whole file for nobody (it was answered 200).
+        size = 128 * 2**20
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            made = client.post(
+                "/files",
+                content=b"\0" * size,
+                headers={**tus, "Upload-Length": str(size), "Content-Type": "application/offset+octet-stream"},
+            )
+        assert made.status_code == 201, made.text
+        done = urlsplit(made.headers["location"]).path
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall(
+                f"GET {done} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                "Tus-Resumable: 1.0.0\r\nWant-Repr-Digest: sha-512=10\r\n\r\n".encode()
+            )
+        lines = access_lines(server, 5, json_lines=False)
+        download = [line for line in lines if "method=GET" in line and f"upload_id={done.rsplit('/', 1)[1]}" in line]
+        assert download and "status=499 " in download[0], lines
     finally:
         server.stop()

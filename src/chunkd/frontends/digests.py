@@ -28,9 +28,10 @@ import asyncio
 import base64
 import binascii
 import hashlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import http_sf
+from starlette.requests import ClientDisconnect
 
 from chunkd.domain.checksum import StreamHasher, new_stream_hasher
 from chunkd.domain.errors import InvalidInput
@@ -216,14 +217,19 @@ async def repr_digest_header(
     want: str | None,
     read: Callable[[], AsyncIterator[bytes]] | None = None,
     crc64_hex: str | None = None,
+    gone: Callable[[], Awaitable[bool]] | None = None,
 ) -> str | None:
     """The ``Repr-Digest`` value for a file: what the engine keeps (free), plus sha-256/sha-512
     when ``want`` asks for them and ``read`` (the stored bytes) is given — one read of the file,
-    hashed in a worker thread."""
+    hashed in a worker thread. ``gone`` (the request's ``is_disconnected``) is asked between
+    chunks: a client that asked for the hash of a large file and left stops the work
+    (``ClientDisconnect``) rather than costing a whole read of the file for nobody."""
     members = [kept] if (kept := repr_digest_of(md5_hex, crc64_hex)) else []
     hashers = {name: _READ_ALGORITHMS[name]() for name in wants(want) if name in _READ_ALGORITHMS}
     if read is not None and hashers:
         async for chunk in read():
+            if gone is not None and await gone():
+                raise ClientDisconnect()
             for hasher in hashers.values():
                 await asyncio.to_thread(hasher.update, chunk)
         members += [f"{name}={_byte_sequence(hasher.digest())}" for name, hasher in hashers.items()]

@@ -66,7 +66,11 @@ async def file_response(
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
     # RFC 9530: the md5 and CRC-64/NVME the engine keeps, plus sha-256/512 read from storage when asked for.
     digest = await repr_digest_header(
-        upload.md5, request.headers.get("want-repr-digest"), lambda: service.read(upload), upload.crc64
+        upload.md5,
+        request.headers.get("want-repr-digest"),
+        lambda: service.read(upload),
+        upload.crc64,
+        gone=request.is_disconnected,
     )
     if digest:
         headers["Repr-Digest"] = digest

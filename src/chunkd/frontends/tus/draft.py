@@ -115,7 +115,11 @@ class DraftEndpoint:
         want = request.headers.get("want-repr-digest") or _draft_state(upload).get("want")
         service = runtime(request).uploads
         digest = await repr_digest_header(
-            upload.md5, want if isinstance(want, str) else None, lambda: service.read(upload), upload.crc64
+            upload.md5,
+            want if isinstance(want, str) else None,
+            lambda: service.read(upload),
+            upload.crc64,
+            gone=request.is_disconnected,
         )
         if digest:
             headers["Repr-Digest"] = digest
