@@ -47,14 +47,14 @@ def test_piped_list_prints_whole_ids_that_revoke_accepts(tmp_path: Path) -> None
     run(tmp_path, "keys", "create", "--owner", "a-rather-long-owner-name-for-a-narrow-pipe")
     lines = run(tmp_path, "keys", "list").splitlines()
     rows = [line.split("\t") for line in lines]
-    assert len(rows) == 2 and all(len(row) == 6 for row in rows)
+    assert len(rows) == 2 and all(len(row) == 7 for row in rows)  # the 7th: the key that made it (none here)
     ids = [row[0] for row in rows]
     assert all(re.fullmatch(r"[0-9a-f]{16}", key_id) for key_id in ids)
     assert key.startswith(f"ck_{ids[0]}_") or key.startswith(f"ck_{ids[1]}_")
     run(tmp_path, "keys", "revoke", ids[1])
     listed = json.loads(run(tmp_path, "keys", "list", "--json"))
     assert {row["id"] for row in listed} == set(ids)
-    assert set(listed[0]) == {"id", "owner", "scopes", "createdAt", "revokedAt", "name"}
+    assert set(listed[0]) == {"id", "owner", "scopes", "createdAt", "revokedAt", "name", "createdBy"}
     assert [row["revokedAt"] is not None for row in listed] == [False, True]
     # The whole key works as well as its id.
     run(tmp_path, "keys", "revoke", key)

@@ -60,3 +60,26 @@ async def test_revoking_a_key_revokes_the_links_made_with_it(metadata: MetadataS
         "l3": None,
         "l4": T0,
     }
+
+
+async def test_a_cascading_revocation_takes_every_key_made_from_the_key(metadata: MetadataStore) -> None:
+    """The keys a key made, theirs, and so on, with their links; not its maker, nor a sibling's
+    line, nor a key already revoked (its own time kept)."""
+    made_by = {"k2": "k1", "k3": "k2", "k4": "k3", "k5": "k0", "k6": "k2"}
+    await metadata.keys.add_key(key("k0"))
+    await metadata.keys.add_key(replace(key("k1"), created_by="k0"))
+    for made, maker in made_by.items():
+        await metadata.keys.add_key(replace(key(made), created_by=maker))
+    assert (await metadata.keys.get_key("k3")) == replace(key("k3"), created_by="k2")  # round-trips
+    earlier, later = T0 + timedelta(minutes=1), T0 + timedelta(minutes=5)
+    assert await metadata.keys.revoke_key("k6", earlier) is True
+    await metadata.links.add_link(UploadLinkRecord("l4", "alice", "hash-l4", T0, T0 + timedelta(hours=1), key_id="k4"))
+    assert await metadata.keys.revoke_key("k1", later, cascade=True) is True
+    revoked = {k.id: k.revoked_at for k in await metadata.keys.list_keys()}
+    assert revoked == {"k0": None, "k1": later, "k2": later, "k3": later, "k4": later, "k5": None, "k6": earlier}
+    link = await metadata.links.get_link("l4")
+    assert link is not None and link.revoked_at == later
+    # Without cascade, only the key itself.
+    await metadata.keys.add_key(replace(key("k7"), created_by="k5"))
+    assert await metadata.keys.revoke_key("k5", later) is True
+    assert (await metadata.keys.get_key("k7")).revoked_at is None  # type: ignore[union-attr]

@@ -83,8 +83,8 @@ class CountingKeys:
         await self.gate.wait()
         return await self.repo.get_key(key_id)
 
-    async def revoke_key(self, key_id: str, now: datetime) -> bool:
-        return await self.repo.revoke_key(key_id, now)
+    async def revoke_key(self, key_id: str, now: datetime, *, cascade: bool = False) -> bool:
+        return await self.repo.revoke_key(key_id, now, cascade=cascade)
 
 
 async def test_requests_share_one_lookup_and_a_busy_key_is_refreshed_without_waiting(api: Api) -> None:

@@ -69,3 +69,29 @@ async def test_every_scope_can_be_given_alone_to_a_key_and_a_token(make_api: Mak
                 assert key.status_code == 201 and key.json()["scopes"] == [scope], (given, key.text)
                 token = await api.client.post("/v1/auth/token", json={"scope": given}, headers=api.auth("admin"))
                 assert token.status_code == 200 and token.json()["scope"] == scope, (given, token.text)
+
+
+async def test_keys_name_their_maker_and_a_leaked_admin_key_is_revoked_with_what_it_made(make_api: MakeApi) -> None:
+    """A keys:admin key (or a token minted from it) that leaked may have made keys: each names the
+    key that made it, and ``?cascade=true`` revokes them with it, on this node at once."""
+    async with make_api() as api:
+        admin = api.auth("admin")
+        admin_id = api.keys["admin"][3:19]  # ck_<id>_<secret>
+        deputy = (await api.client.post("/v1/keys", json={"scopes": "keys:admin files:read"}, headers=admin)).json()
+        assert deputy["createdBy"] == admin_id
+        token = (await api.client.post("/v1/auth/token", headers={"X-API-Key": deputy["key"]})).json()["accessToken"]
+        planted = await api.client.post(
+            "/v1/keys", json={"scopes": "files:read"}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert planted.status_code == 201 and planted.json()["createdBy"] == deputy["id"]  # through its token too
+        other = (await api.client.post("/v1/keys", json={"scopes": "files:read"}, headers=admin)).json()
+        for made in (deputy, planted.json(), other):
+            assert (await api.client.get("/v1/files", headers={"X-API-Key": made["key"]})).status_code == 200
+
+        revoked = await api.client.delete(f"/v1/keys/{deputy['id']}?cascade=true", headers=admin)
+        assert revoked.status_code == 204
+        for made, status in ((deputy, 401), (planted.json(), 401), (other, 200)):
+            assert (await api.client.get("/v1/files", headers={"X-API-Key": made["key"]})).status_code == status
+        rows = {r["id"]: r for r in (await api.client.get("/v1/keys", headers=admin)).json()["data"]}
+        assert rows[planted.json()["id"]]["revokedAt"] is not None and rows[other["id"]]["revokedAt"] is None
+        assert rows[admin_id]["createdBy"] is None  # made by the operator

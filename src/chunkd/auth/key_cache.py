@@ -100,14 +100,23 @@ class CachedKeys:
     async def list_keys(self, owner: str | None = None) -> list[ApiKeyRecord]:
         return await self.repo.list_keys(owner)
 
-    async def revoke_key(self, key_id: str, now: datetime) -> bool:
-        self._revocations += 1
-        self._entries.pop(key_id, None)
-        revoked = await self.repo.revoke_key(key_id, now)
-        self._revocations += 1  # a lookup that ran meanwhile must not keep the old record
-        self._entries.pop(key_id, None)
-        self._loading.pop(key_id, None)  # nor may a request wait for one that began before
+    async def revoke_key(self, key_id: str, now: datetime, *, cascade: bool = False) -> bool:
+        self._drop(key_id, every=cascade)
+        revoked = await self.repo.revoke_key(key_id, now, cascade=cascade)
+        self._drop(key_id, every=cascade)  # a lookup that ran meanwhile must not keep the old record
         return revoked
+
+    def _drop(self, key_id: str, *, every: bool) -> None:
+        """Forget ``key_id`` (``every``: all keys, when the keys it made go too: which ones is the
+        database's to say, and revocations are rare), and the lookups in flight for it, which no
+        request may wait for any longer."""
+        self._revocations += 1
+        if every:
+            self._entries.clear()
+            self._loading.clear()
+        else:
+            self._entries.pop(key_id, None)
+            self._loading.pop(key_id, None)
 
     async def count_keys(self) -> int:
         return await self.repo.count_keys()

@@ -66,9 +66,10 @@ class KeyService:
         self.repo = repo
 
     async def create(
-        self, owner: str, scopes: Iterable[str] | str, name: str | None = None
+        self, owner: str, scopes: Iterable[str] | str, name: str | None = None, created_by: str | None = None
     ) -> tuple[ApiKeyRecord, str]:
-        """A new key; returns its record and the full token (shown once, never stored)."""
+        """A new key; returns its record and the full token (shown once, never stored).
+        ``created_by``: the key whose credential asked for it (None for the operator)."""
         if not _OWNER.fullmatch(owner):
             raise InvalidInput("owner must be 1-128 characters of letters, digits, '.', '_', '@', '-'", field="owner")
         key_id = secrets.token_hex(8)
@@ -80,6 +81,7 @@ class KeyService:
             secret_hash=_hash(secret),
             created_at=datetime.now(UTC),
             name=name,
+            created_by=created_by,
         )
         await self.repo.add_key(record)
         return record, f"ck_{key_id}_{secret}"
@@ -105,8 +107,11 @@ class KeyService:
     async def list(self, owner: str | None = None) -> list[ApiKeyRecord]:
         return await self.repo.list_keys(owner)
 
-    async def revoke(self, key_id: str, owner: str | None = None) -> None:
+    async def revoke(self, key_id: str, owner: str | None = None, *, cascade: bool = False) -> None:
+        """Revoke a key (and the upload links made with it); ``cascade``: also every key it made,
+        the keys those made, and so on (what a leaked keys:admin key may have left behind). The
+        keys it made are all its owner's: a key never makes keys for another owner."""
         record = await self.repo.get_key(key_id) if _KEY_ID.fullmatch(key_id) else None
         if record is None or (owner is not None and record.owner != owner):
             raise NotFound(f"no API key with id {key_id!r}", field="id")
-        await self.repo.revoke_key(key_id, datetime.now(UTC))
+        await self.repo.revoke_key(key_id, datetime.now(UTC), cascade=cascade)

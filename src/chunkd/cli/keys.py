@@ -67,6 +67,7 @@ def _key_row(key: ApiKeyRecord) -> dict[str, Any]:
         "createdAt": key.created_at.isoformat(timespec="seconds"),
         "revokedAt": key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else None,
         "name": key.name,
+        "createdBy": key.created_by,
     }
 
 
@@ -76,8 +77,8 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of key objects.")] = False,
 ) -> None:
     """List API keys (never their secrets). On a terminal: a table; piped: one tab-separated line
-    per key (id, owner, scopes, created, revoked, name), ids always whole, so what is shown can be
-    passed to ``keys revoke``."""
+    per key (id, owner, scopes, created, revoked, name, the id of the key that made it), ids always
+    whole, so what is shown can be passed to ``keys revoke``."""
 
     async def listing(runtime: Runtime) -> list[ApiKeyRecord]:
         return await runtime.keys.list()
@@ -89,7 +90,10 @@ def keys_list(
     if not sys.stdout.isatty():
         # A table would be cut to the (unknown) width of a pipe: plain lines for scripts instead.
         for row in rows:
-            fields = (row["id"], row["owner"], ",".join(row["scopes"]), row["createdAt"], row["revokedAt"], row["name"])
+            fields = (
+                *(row["id"], row["owner"], ",".join(row["scopes"]), row["createdAt"], row["revokedAt"], row["name"]),
+                row["createdBy"],  # last, so that scripts reading the first six fields are unchanged
+            )
             print("\t".join(_tsv(value) for value in fields))
         return
     table = Table("owner", "scopes", "created", "revoked", "name")
@@ -124,6 +128,10 @@ def _revoke_target(given: str) -> str:
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key id as `keys list` shows it, or the whole key.")],
     data_dir: DataDir = None,
+    cascade: Annotated[
+        bool,
+        typer.Option("--cascade", help="Also revoke the keys it made (createdBy), the keys those made, and so on."),
+    ] = False,
 ) -> None:
     """Revoke an API key at once, with the tokens minted from it, the URLs signed for it and the
     upload links made with it."""
@@ -132,7 +140,7 @@ def keys_revoke(
     target = _revoke_target(key_id)
 
     async def revoke(runtime: Runtime) -> None:
-        await runtime.keys.revoke(target)
+        await runtime.keys.revoke(target, cascade=cascade)
 
     try:
         asyncio.run(with_runtime(settings_for(data_dir), revoke))

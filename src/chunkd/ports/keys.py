@@ -18,14 +18,16 @@ class ApiKeyRecord:
     created_at: datetime
     revoked_at: datetime | None = None
     name: str | None = None
+    created_by: str | None = None  # the key whose credential made this one, if any
 
 
 class KeyRepository(Protocol):
     async def add_key(self, key: ApiKeyRecord) -> None: ...
     async def get_key(self, key_id: str) -> ApiKeyRecord | None: ...
     async def list_keys(self, owner: str | None = None) -> list[ApiKeyRecord]: ...
-    async def revoke_key(self, key_id: str, now: datetime) -> bool:
+    async def revoke_key(self, key_id: str, now: datetime, *, cascade: bool = False) -> bool:
         """Set the key's ``revoked_at`` (once), and revoke the upload links made with it in the same
-        transaction; False when no unrevoked key has this id."""
+        transaction (``cascade``: also the keys it made, theirs, and so on, with their links);
+        False when no unrevoked key has this id."""
 
     async def count_keys(self) -> int: ...

@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Path, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from starlette.responses import JSONResponse, Response
 
-from chunkd.auth.keys import parse_scopes
+from chunkd.auth.keys import api_key_of, parse_scopes
 from chunkd.auth.principal import SCOPES, refuse_escalation
 from chunkd.domain import errors as e
 from chunkd.frontends.assets.errors import refusal_response as seed_refusal
@@ -151,6 +151,9 @@ class ApiKey(BaseModel):
     name: str | None
     createdAt: str
     revokedAt: str | None
+    createdBy: str | None = Field(
+        description="The id of the key whose credential made this one (None: made by the operator)."
+    )
 
 
 class CreatedApiKey(ApiKey):
@@ -169,6 +172,7 @@ def _key_view(record: ApiKeyRecord) -> dict[str, Any]:
         "name": record.name,
         "createdAt": isotime(record.created_at),
         "revokedAt": isotime(record.revoked_at),
+        "createdBy": record.created_by,
     }
 
 
@@ -183,7 +187,7 @@ async def create_key(request: Request, body: CreateKeyRequest) -> dict[str, Any]
     name = body.name
     if name is not None and any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise e.InvalidInput("name must not contain control characters", field="name")
-    record, token = await runtime(request).keys.create(who.owner, scopes, name=name)
+    record, token = await runtime(request).keys.create(who.owner, scopes, name=name, created_by=api_key_of(who))
     return {**_key_view(record), "key": token}
 
 
@@ -199,8 +203,16 @@ async def list_keys(request: Request) -> dict[str, Any]:
     summary="Revoke an API key at once (and its tokens, the URLs signed for it and the upload links made with it)",
 )
 async def revoke_key(
-    request: Request, key_id: Annotated[str, Path(min_length=1, max_length=64, description="Key id.")]
+    request: Request,
+    key_id: Annotated[str, Path(min_length=1, max_length=64, description="Key id.")],
+    cascade: Annotated[
+        bool,
+        Query(
+            description="Also revoke every key this key made (createdBy), the keys those made, and so on: what"
+            " a leaked keys:admin key may have left behind."
+        ),
+    ] = False,
 ) -> Response:
     who = await principal(request, "keys:admin")
-    await runtime(request).keys.revoke(key_id, owner=who.owner)
+    await runtime(request).keys.revoke(key_id, owner=who.owner, cascade=cascade)
     return Response(status_code=204)

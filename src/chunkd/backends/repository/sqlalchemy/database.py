@@ -16,7 +16,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration (a test checks it is Alembic's head). A database already there is not handed
 # to Alembic at start-up, so a node never imports it (~9.5 MB of RSS, measured 2026-11-30) unless it
 # has something to migrate.
-HEAD_REVISION = "0007_link_keys"
+HEAD_REVISION = "0008_key_makers"
 
 
 def async_url(url: str) -> str:

@@ -20,6 +20,11 @@ KEYS = RowMap(
 )
 
 
+def _batches(ids: list[str], size: int = 500) -> list[list[str]]:
+    """Ids in groups small enough for one statement's parameters (SQLite allows 32,766)."""
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
 class SqlKeyRepository(SqlStore):
     """API keys (only hashes of their secrets)."""
 
@@ -35,19 +40,29 @@ class SqlKeyRepository(SqlStore):
             query = query.where(api_keys.c.owner == owner)
         return await self.all(query, KEYS.from_row)
 
-    async def revoke_key(self, key_id: str, now: datetime) -> bool:
+    async def revoke_key(self, key_id: str, now: datetime, *, cascade: bool = False) -> bool:
         # The upload links made with the key go with it, in the same transaction: a link's row is
         # read on every request it serves, so every node refuses it from the commit on.
         key = update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
-        links = (
-            update(upload_links)
-            .where(upload_links.c.key_id == key_id, upload_links.c.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
         async with self.transaction() as conn:
             if not (await conn.execute(key)).rowcount:
                 return False
-            await conn.execute(links)
+            revoked, frontier = {key_id}, [key_id]
+            while cascade and frontier:  # the keys it made, and theirs: one query per generation
+                made = select(api_keys.c.id).where(api_keys.c.created_by.in_(frontier))
+                frontier = [row[0] for row in await conn.execute(made) if row[0] not in revoked]
+                revoked.update(frontier)
+            for ids in _batches(sorted(revoked)):
+                await conn.execute(
+                    update(api_keys)
+                    .where(api_keys.c.id.in_(ids), api_keys.c.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+                await conn.execute(
+                    update(upload_links)
+                    .where(upload_links.c.key_id.in_(ids), upload_links.c.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
             return True
 
     async def count_keys(self) -> int:

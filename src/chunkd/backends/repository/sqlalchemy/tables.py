@@ -112,6 +112,8 @@ api_keys = Table(
     Column("name", String(128), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    # The key whose keys:admin credential made this one (None: the operator, or an identity provider's token).
+    Column("created_by", String(32), nullable=True, index=True),
 )
 
 media = Table(
