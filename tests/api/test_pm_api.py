@@ -81,6 +81,17 @@ def assert_fine_uploader_error(response: httpx.Response, status: int, field: str
     return body
 
 
+def assert_reset(response: httpx.Response, status: int) -> dict[str, object]:
+    """Fine Uploader's "start this file over from chunk 0" (and forget its resume record); retries
+    allowed, since chunk 0 makes the file anew. Before, a preventRetry left the browser resuming
+    the dead qquuid at every later try for the 7 days Fine Uploader keeps its record."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False and body["reset"] is True and "preventRetry" not in body
+    assert body["field"] == "qquuid" and "qquuid" in body["error"]
+    return body
+
+
 async def finished(api: Api, file_uuid: str, filename: str, *, query: str = "done") -> bytes:
     """Send the done request for ``file_uuid`` (it must succeed) and download the file."""
     done = await api.client.post(
@@ -394,7 +405,7 @@ async def test_delete_cancels_pending_and_removes_completed(api: Api) -> None:
     assert gone.status_code == 200 and gone.json() == {"file_uuid": pending, "success": True}
     upload = await api.runtime.uploads.find("alice", "pm", pending)
     assert upload is not None and upload.status.value == "CANCELLED"
-    assert_fine_uploader_error(await send_chunk(api, data, 1, pending), 409)
+    assert_reset(await send_chunk(api, data, 1, pending), 409)
 
     done_uuid = str(uuid.uuid4())
     await upload_chunks(api, data, done_uuid)
@@ -437,7 +448,7 @@ async def test_a_file_that_left_pending_is_named_by_its_qquuid(api: Api) -> None
             "/api/v2/pm/upload/?done", data={"qquuid": cancelled, "qqfilename": "c"}, headers=api.auth()
         ),
     ):
-        body = assert_fine_uploader_error(response, 409, field="qquuid")
+        body = assert_reset(response, 409)
         assert body["error"] == f"the file with qquuid {cancelled} is CANCELLED"
 
 

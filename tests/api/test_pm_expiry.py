@@ -1,5 +1,5 @@
 """A pm upload is an ordinary engine upload: left idle past its TTL it expires, and Fine Uploader
-is told not to retry."""
+is told to start the file over ("reset"), which makes it anew under the same qquuid."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from chunkd.settings import Settings
-from tests.api.test_pm_api import assert_fine_uploader_error, send_chunk
+from tests.api.test_pm_api import CHUNK, assert_reset, finished, send_chunk, upload_chunks
 from tests.conftest import Api
 
 TTL = 60.0
@@ -31,14 +31,14 @@ async def test_idle_pm_upload_expires(api: Api) -> None:
     assert await api.runtime.uploads.expire_due() == 1
     upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
     assert upload is not None and upload.status.value == "EXPIRED"
-    body = assert_fine_uploader_error(await send_chunk(api, data, 1, file_uuid), 410, field="qquuid")
+    body = assert_reset(await send_chunk(api, data, 1, file_uuid), 410)
     assert body["code"] == "upload_expired"
     # Said with the qquuid the client knows, never the engine's id of the file.
     assert body["error"] == f"the file with qquuid {file_uuid} has expired" and upload.id not in body["error"]
     done = await api.client.post(
         "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "x"}, headers=api.auth()
     )
-    assert assert_fine_uploader_error(done, 410, field="qquuid")["code"] == "upload_expired"
+    assert assert_reset(done, 410)["code"] == "upload_expired"
     assert done.json()["error"] == f"the file with qquuid {file_uuid} has expired"
 
 
@@ -58,6 +58,28 @@ async def test_a_pm_upload_past_its_expiry_is_expired_before_the_reaper_records_
         {"qquuid": file_uuid, "qqfilename": "x", "qqtotalfilesize": "9"},
     ):
         done = await api.client.post("/api/v2/pm/upload/?done", data=form, headers=api.auth())
-        assert assert_fine_uploader_error(done, 410, field="qquuid")["code"] == "upload_expired", done.text
+        assert assert_reset(done, 410)["code"] == "upload_expired", done.text
     download = await api.client.get(f"/api/v2/pm/upload/{file_uuid}", headers=api.auth())
     assert download.status_code == 410 and file_uuid in download.text, download.text
+
+
+@pytest.mark.parametrize("end", ["expired", "due", "cancelled"])
+async def test_a_dead_file_started_over_from_chunk_0_is_made_anew_under_its_qquuid(api: Api, end: str) -> None:
+    """What Fine Uploader does after a reset: chunk 0 again, same qquuid, then the rest and done."""
+    data = os.urandom(3 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, file_uuid, order=[0, 1])
+    old = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert old is not None
+    if end == "cancelled":
+        await api.runtime.uploads.cancel("alice", old.id)
+    else:
+        real_clock = api.runtime.uploads.clock
+        api.runtime.uploads.clock = lambda: real_clock() + timedelta(seconds=TTL + 1)
+        if end == "expired":
+            assert await api.runtime.uploads.expire_due() == 1
+    assert_reset(await send_chunk(api, data, 2, file_uuid), 409 if end == "cancelled" else 410)
+    await upload_chunks(api, data, file_uuid)  # from chunk 0
+    assert await finished(api, file_uuid, "again.bin") == data
+    new = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert new is not None and new.id != old.id and new.status.value == "COMPLETED"

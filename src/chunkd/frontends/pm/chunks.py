@@ -23,6 +23,7 @@ import uuid as uuidlib
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 
 from chunkd.domain import errors as e
 from chunkd.domain.upload import PART_SIZE_FROM_PART_1, Mode, Status, Upload
@@ -132,9 +133,15 @@ async def _find_or_create(
 ) -> tuple[Upload, bool]:
     """The file's upload, and whether this request created it."""
     upload = await service.find(owner, FRONTEND, file_uuid)
+    index = qq.integer("qqpartindex") or 0
+    if upload is not None and index == 0 and _dead(upload, service.clock()):
+        # Chunk 0 again after an answer with "reset" (the upload expired or was cancelled):
+        # Fine Uploader starts the file over under the same qquuid. The dead upload makes way.
+        with suppress(e.NotFound):
+            await service.delete(owner, upload.id)
+        upload = await service.find(owner, FRONTEND, file_uuid)
     if upload is not None:
         return upload, False
-    index = qq.integer("qqpartindex") or 0
     total_size = qq.integer("qqtotalfilesize")
     total_parts = qq.integer("qqtotalparts", minimum=1)
     part_size = _part_size(qq, index, total_parts, total_size)
@@ -181,6 +188,12 @@ async def _find_or_create(
         # Concurrent first chunks of one file: another request created it a moment ago.
         return await find_upload(service, owner, file_uuid), False
     return created, True
+
+
+def _dead(upload: Upload, now: datetime) -> bool:
+    """Expired (recorded or only due) or cancelled: nothing of it can be used again."""
+    status = upload.as_of(now).status
+    return status is Status.EXPIRED or status is Status.CANCELLED
 
 
 def _still_empty(upload: Upload) -> None:
@@ -332,8 +345,8 @@ async def store_whole_file(
     file_uuid = qq.uuid() or str(uuidlib.uuid4())
     old = await service.find(owner, FRONTEND, file_uuid)
     if old is not None:
-        if old.status is Status.PENDING and old.metadata.get("pm") == "whole":
-            await service.delete(owner, old.id)  # what is left of a failed earlier attempt
+        if (old.status is Status.PENDING and old.metadata.get("pm") == "whole") or _dead(old, service.clock()):
+            await service.delete(owner, old.id)  # what is left of a failed earlier attempt, or a dead one
         elif old.status is Status.COMPLETED and old.metadata.get("pm") == "whole" and await _same_file(old, events):
             # The same file sent again because the answer to the request that completed it was
             # lost (a node died, a connection broke): Fine Uploader retries with the same qquuid.

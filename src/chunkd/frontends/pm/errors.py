@@ -126,6 +126,13 @@ def refusal_response(refusal: Refusal) -> JSONResponse:
     return response
 
 
+def _is_dead(exc: e.ChunkdError) -> bool:
+    """Whether ``exc`` says the qquuid's upload expired or was cancelled: its chunks are gone."""
+    return isinstance(exc, e.Expired) or (
+        isinstance(exc, e.InvalidState) and exc.details.get("uploadStatus") in ("CANCELLED", "EXPIRED")
+    )
+
+
 async def render(request: Request, exc: Exception) -> Response | None:
     """The pm API's answer to a domain or validation error or a guard's refusal; None lets anything
     else pass."""
@@ -138,9 +145,13 @@ async def render(request: Request, exc: Exception) -> Response | None:
         code, field = details.pop("code"), details.pop("field", None)
         message = _numbered_in_dialect(exc, details) or exc.message
         field, message = _in_dialect(field, message, done=is_done(request.scope))
-        response = fine_uploader_error(
-            status, message, code=code, field=field, prevent_retry=not isinstance(exc, _RETRYABLE), **details
-        )
+        if request.method == "POST" and _is_dead(exc):
+            # Fine Uploader's "reset": forget the chunks it sent (and its resume record, which
+            # otherwise made every later try of the file resume the dead qquuid for 7 days) and
+            # start again from chunk 0, which makes the file anew under the same qquuid.
+            details["reset"] = True
+        retryable = isinstance(exc, _RETRYABLE) or details.get("reset") is True
+        response = fine_uploader_error(status, message, code=code, field=field, prevent_retry=not retryable, **details)
         response.headers.update(error_headers(exc, status))
         return response
     if isinstance(exc, RequestValidationError):
