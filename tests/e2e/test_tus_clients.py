@@ -120,6 +120,21 @@ def test_tus_js_client_parallel_uploads_concatenate(live_server: ChunkdServer, t
     assert download_md5(live_server, key, out["url"]) == md5
 
 
+@pytest.mark.parametrize("protocol", ["ietf-draft-03", "ietf-draft-05"])
+def test_tus_js_client_draft_modes_with_a_stream_complete(
+    live_server: ChunkdServer, tmp_path: Path, protocol: str
+) -> None:
+    """With a stream, tus-js-client cannot tell its last slice: every request says Upload-Complete:
+    ?0, and it reports success at the length. chunkd completes there (interop 5, 6), as tusd does;
+    the upload was left PENDING until it expired."""
+    key = live_server.create_key("alice")
+    source = tmp_path / "stream.bin"
+    md5 = random_file(source, 3 * MiB + 5)
+    out = run_js(live_server, f"{live_server.url}/files", key, source, protocol=protocol, stream=True, chunkSize=MiB)
+    info = stored(live_server, key, out["url"])
+    assert info["status"] == "COMPLETED" and info["md5"] == md5
+
+
 def test_tus_js_client_resumes_after_a_connection_is_cut_mid_patch(live_server: ChunkdServer, tmp_path: Path) -> None:
     key = live_server.create_key("alice")
     source = tmp_path / "cut.bin"

@@ -1,14 +1,16 @@
 // Uploads one file to a tus endpoint with tus-js-client, the way an application would.
 // Usage: node tus_upload.cjs <endpoint> <token> <file> '<json options>'
-// Prints {"url": ...} on success; exits 1 with the error on failure.
+// Prints {"url": ...} on success; exits 1 with the error on failure. The option "stream": true
+// sends the file as an fs.ReadStream (with its size given) instead of a Buffer.
 "use strict";
 const fs = require("fs");
 const path = require("path");
 const tus = require("tus-js-client");
 
 const [endpoint, token, file, optionsJson] = process.argv.slice(2);
-const extra = JSON.parse(optionsJson || "{}");
-const data = fs.readFileSync(file);
+const { stream, ...extra } = JSON.parse(optionsJson || "{}");
+const data = stream ? fs.createReadStream(file) : fs.readFileSync(file);
+if (stream) extra.uploadSize = fs.statSync(file).size;
 let progressEvents = 0;
 
 const upload = new tus.Upload(data, {

@@ -241,7 +241,7 @@ class DraftEndpoint:
                     await links.release(who, length)
                 raise
         async with self._offset_on_error(request, who.owner, upload.id):
-            if complete:
+            if complete or _at_length(version, upload):
                 upload = await self._finish(request, who.owner, upload)
                 return await self.completed_response(request, version, upload, status=201, location=location)
         headers = self.state_headers(request, version, upload)
@@ -313,8 +313,10 @@ class DraftEndpoint:
         location = self.tus.location(request, upload.id)
         if upload.status is Status.COMPLETED:
             replay = complete and offset == upload.size_bytes and not declares_body(request.headers)
-            if replay and version.replays_final_response:
-                # The client lost the final response and asks again: replay it.
+            if replay and (version.replays_final_response or version.completes_at_length):
+                # The client lost the final response and asks again: replay it. Up to 6 also the
+                # empty completing request of a client whose last append reached the length,
+                # which completed the upload (``completes_at_length``).
                 return await self.completed_response(request, version, upload, status=200, location=location)
             if version.bytes_to_completed_is_inconsistent_length and declares_body(request.headers):
                 # Drafts -10/-11: "If the client attempted to append a non-zero length document,
@@ -350,7 +352,7 @@ class DraftEndpoint:
             if known is None or not self._past_length(request, known, offset, content_length):
                 raise
             await self._refuse_overrun(request, version, owner, file_id, known, exc)
-        if complete:
+        if complete or _at_length(version, upload):
             upload = await self._finish(request, owner, upload)
             return await self.completed_response(request, version, upload, status=200, location=location)
         status = version.incomplete_append_status
@@ -380,6 +382,16 @@ class DraftEndpoint:
         async with self.tus.inflight(request).take_over(file_id, wait=TAKE_OVER_WAIT):
             await runtime(request).uploads.delete(who.owner, file_id, check=allowed)
         return Response(status_code=204, headers={INTEROP_HEADER: version.header})
+
+
+def _at_length(version: InteropVersion, upload: Upload) -> bool:
+    """Whether this version completes ``upload`` now without being told: it reached its length."""
+    return (
+        version.completes_at_length
+        and upload.status is Status.PENDING
+        and upload.size_bytes is not None
+        and upload.bytes_received == upload.size_bytes
+    )
 
 
 def _draft_state(upload: Upload) -> dict[str, Any]:

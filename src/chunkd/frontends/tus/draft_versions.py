@@ -128,6 +128,15 @@ class InteropVersion:
         return self.number >= 8
 
     @property
+    def completes_at_length(self) -> bool:
+        """Up to 6, reaching a declared ``Upload-Length`` completes the upload, as tusd (which
+        speaks 3 to 6) does: tus-js-client's draft modes (interop 5 and 6) read a stream without
+        knowing which slice is its last, so they send every request with ``Upload-Complete: ?0``
+        and report success once the offset reaches the length; the upload was left unfinished
+        until it expired. From 7 a request must say whether it completes the upload."""
+        return self.number <= 6
+
+    @property
     def busy_status(self) -> int:
         """The status for an upload another request still writes: ``423 (Locked)``, as tus says,
         until 8; 503 from 9, whose clients retry only 409, 413, 429 and 5xx."""
