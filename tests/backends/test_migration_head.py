@@ -20,6 +20,7 @@ def test_head_revision_is_alembics_head() -> None:
 
 WEBHOOK_TABLES = {"events", "webhook_endpoints", "webhook_deliveries"}  # what 0005_webhooks creates
 LINK_KEY = "key_id"  # the column 0007_link_keys adds to upload_links
+KEY_MAKER = "created_by"  # the column 0008_key_makers adds to api_keys
 
 
 async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
@@ -29,9 +30,11 @@ async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
         await migrate(engine)
         await engine.dispose()
         assert _version(database) == HEAD_REVISION and _tables(database) >= WEBHOOK_TABLES
-        assert LINK_KEY in _columns(database, "upload_links")
-        # Undo the two newest migrations by hand: the next start-up must see it is behind and apply them.
+        assert LINK_KEY in _columns(database, "upload_links") and KEY_MAKER in _columns(database, "api_keys")
+        # Undo the three newest migrations by hand: the next start-up must see it is behind and apply them.
         with sqlite3.connect(database) as conn:
+            conn.execute("DROP INDEX ix_api_keys_created_by")
+            conn.execute(f"ALTER TABLE api_keys DROP COLUMN {KEY_MAKER}")
             conn.execute("DROP INDEX ix_upload_links_key")
             conn.execute(f"ALTER TABLE upload_links DROP COLUMN {LINK_KEY}")
             for table in ("webhook_deliveries", "webhook_endpoints", "events"):
@@ -40,7 +43,7 @@ async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
         await migrate(engine)
         await engine.dispose()
         assert _version(database) == HEAD_REVISION and _tables(database) >= WEBHOOK_TABLES
-        assert LINK_KEY in _columns(database, "upload_links")
+        assert LINK_KEY in _columns(database, "upload_links") and KEY_MAKER in _columns(database, "api_keys")
         await migrate(engine)  # at head: nothing to do, nothing changes
         assert _version(database) == HEAD_REVISION
     finally:
