@@ -37,6 +37,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ChunkdSe
         "CHUNKD_MIN_BODY_RATE_WINDOW_SECONDS": "1",
         "CHUNKD_MIN_BODY_RATE_GRACE_SECONDS": "1",
         "CHUNKD_BODY_IDLE_TIMEOUT_SECONDS": "60",
+        "CHUNKD_SEND_TIMEOUT_SECONDS": "2",
         "CHUNKD_MIN_PART_SIZE": "1",
         "CHUNKD_FSYNC": "false",
     }
@@ -203,6 +204,76 @@ def test_dropped_client_is_one_info_line_without_traceback(limited: tuple[Chunkd
     assert log.count(line) == 3
     assert "Traceback" not in log and "Exception in ASGI application" not in log
     assert all(not entry.startswith(("ERROR", "WARNING")) for entry in log.splitlines() if file_id in entry), log
+
+
+def test_a_download_its_client_stopped_reading_is_cut_off(limited: tuple[ChunkdServer, str]) -> None:
+    """It held its connection slot, file descriptor and buffers for ever (59 such clients took all
+    60 slots of a server). Now: cut once the client takes under the minimum rate (1,000 bytes/s
+    here) over the send timeout (2 s), and one info line."""
+    server, key = limited
+    auth = {"Authorization": f"Bearer {key}"}
+    data = os.urandom(16 * 2**20)
+    created = httpx.post(f"{server.url}/v1/files", json={"filename": "s.bin", "sizeBytes": len(data)}, headers=auth)
+    file_id = created.json()["id"]
+    assert httpx.put(f"{server.url}/v1/files/{file_id}/content", content=data, headers=auth).status_code == 200
+    assert httpx.post(f"{server.url}/v1/files/{file_id}/complete", json={}, headers=auth).status_code == 200
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.settimeout(60)
+        sock.connect(("127.0.0.1", server.port))
+        head = f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
+        sock.sendall(head.encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # then it stops reading
+        _wait_for_log(server, f"client disconnected: GET /v1/files/{file_id}/content (ClientStoppedReading)", 1)
+        taken = 0
+        try:  # what was in flight, then the reset (or the end)
+            while chunk := sock.recv(1 << 20):
+                taken += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert taken < len(data)
+    # A reader that keeps reading is not cut, however long it takes in all.
+    with httpx.stream("GET", f"{server.url}/v1/files/{file_id}/content", headers=auth) as response:
+        assert sum(len(chunk) for chunk in response.iter_bytes()) == len(data)
+
+
+def test_sigterm_waits_for_requests_in_flight_only_so_long(tmp_path: Path) -> None:
+    """A body trickling in above the minimum rate held shutdown for as long as it lasted (an 8 MiB
+    part at 2 KiB/s: over an hour). Now the drain is bounded by CHUNKD_SHUTDOWN_GRACE_SECONDS."""
+    import signal
+
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_SHUTDOWN_GRACE_SECONDS": "1"}).start()
+    try:
+        key = server.create_key("alice")
+        auth = {"Authorization": f"Bearer {key}"}
+        created = httpx.post(f"{server.url}/v1/files", json={"filename": "t.bin", "sizeBytes": 10**7}, headers=auth)
+        file_id = created.json()["id"]
+        stop = threading.Event()
+        with _connect(server.port) as sock:
+            sock.sendall(
+                f"PUT /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                "Content-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n".encode()
+            )
+
+            def trickle() -> None:  # 8 KiB a second: above the minimum rate, for minutes
+                while not stop.wait(0.25):
+                    try:
+                        sock.sendall(b"a" * 2048)
+                    except OSError:
+                        return
+
+            sender = threading.Thread(target=trickle, daemon=True)
+            sender.start()
+            time.sleep(0.5)  # the request is in flight (not a wall-clock assertion: it only starts it)
+            assert server.process is not None
+            os.killpg(server.process.pid, signal.SIGTERM)
+            try:
+                server.process.wait(timeout=30)  # it was still up, draining, as long as the body came
+            finally:
+                stop.set()
+                sender.join()
+    finally:
+        server.kill()
 
 
 def test_concurrency_limit_answers_503(tmp_path: Path) -> None:

@@ -14,6 +14,11 @@ with a traceback. This subclass adds, per connection:
   was sent); idle keep-alive stays bounded by uvicorn's ``timeout_keep_alive``;
 - **disconnects as one info line**: an exception escaping the app after the client went away is
   logged as ``client disconnected: METHOD path (ExceptionType)`` on ``chunkd.server``;
+- **a send timeout**: a response whose client takes less than ``min_send_rate`` bytes a second (at
+  least one byte) over ``send_timeout`` seconds, while the server waits to write more, is cut off
+  (the connection aborted, one info line). A client that stopped reading a download held its
+  connection slot, file descriptor and a few MiB of buffers for ever: 59 of them took all 60 slots
+  of a server (``limit_concurrency``) for as long as they liked;
 - **informational responses**, an ASGI extension: the scope advertises
   ``scope["extensions"]["http.response.informational"] = {}`` and the app may send
   ``{"type": "http.response.informational", "status": 100..199, "headers": [(name, value), ...]}``
@@ -92,6 +97,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes: ClassVar[int] = 64 * 1024
     header_timeout: ClassVar[float] = 10.0
     informational: ClassVar[bool] = True  # offer the informational-response extension
+    send_timeout: ClassVar[float] = 60.0
+    min_send_rate: ClassVar[int] = 1024  # bytes a second
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -248,16 +255,22 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
 
     # ---- the ASGI task ----
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        super()._start_asgi_task(cycle, _CycleApp(app, cycle))
+        super()._start_asgi_task(cycle, _CycleApp(app, cycle, self.send_timeout, self.min_send_rate))
+
+
+class ClientStoppedReading(ConnectionError):
+    """The client took (almost) nothing of the response for the send timeout."""
 
 
 class _CycleApp:
     """Runs the app for one request/response cycle: informational responses are written straight
     to the transport; an exception after the client went away is one info line, not a traceback."""
 
-    def __init__(self, app: Any, cycle: RequestResponseCycle) -> None:
+    def __init__(self, app: Any, cycle: RequestResponseCycle, send_timeout: float, min_send_rate: int) -> None:
         self.app = app
         self.cycle = cycle
+        self.send_timeout = send_timeout
+        self.min_send_rate = min_send_rate
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         cycle = self.cycle
@@ -265,6 +278,8 @@ class _CycleApp:
         async def send_with_informational(message: Any) -> None:
             if message["type"] == INFORMATIONAL:
                 self._informational(message)
+            elif cycle.flow.write_paused and message["type"] == "http.response.body":
+                await self._watched(send, message)  # it waits for the client to read: watched
             else:
                 await send(message)
 
@@ -275,6 +290,26 @@ class _CycleApp:
                 raise
             log.info("client disconnected: %s %s (%s)", scope.get("method"), scope.get("path"), type(exc).__name__)
             log.debug("after the disconnect the app raised", exc_info=exc)
+
+    async def _watched(self, send: Any, message: Any) -> None:
+        """``send(message)``, cut off when the client takes less than the minimum rate over the
+        send timeout (judged by what leaves the transport's write buffer)."""
+        transport = self.cycle.transport
+        sending = asyncio.ensure_future(send(message))
+        left = transport.get_write_buffer_size()
+        needed = max(1, int(self.min_send_rate * self.send_timeout))
+        while True:
+            done, _ = await asyncio.wait({sending}, timeout=self.send_timeout)
+            if done:
+                sending.result()
+                return
+            now_left = transport.get_write_buffer_size()
+            if left - now_left < min(needed, left):
+                sending.cancel()
+                self.cycle.disconnected = True
+                transport.abort()
+                raise ClientStoppedReading(f"the client took under {needed} bytes in {self.send_timeout:g} s")
+            left = now_left
 
     def _informational(self, message: Any) -> None:
         cycle = self.cycle
@@ -298,12 +333,23 @@ class _CycleApp:
 
 
 def protocol_class(
-    *, max_header_bytes: int, header_timeout: float, informational: bool = True
+    *,
+    max_header_bytes: int,
+    header_timeout: float,
+    informational: bool = True,
+    send_timeout: float = 60.0,
+    min_send_rate: int = 1024,
 ) -> type[ChunkdHttpToolsProtocol]:
     """A protocol class with these limits, to pass to uvicorn as ``http=``; ``informational``:
     offer informational responses to the app (off behind proxies that mishandle them)."""
     return type(
         "ChunkdHttpToolsProtocol",
         (ChunkdHttpToolsProtocol,),
-        {"max_header_bytes": max_header_bytes, "header_timeout": header_timeout, "informational": informational},
+        {
+            "max_header_bytes": max_header_bytes,
+            "header_timeout": header_timeout,
+            "informational": informational,
+            "send_timeout": send_timeout,
+            "min_send_rate": min_send_rate,
+        },
     )

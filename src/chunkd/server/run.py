@@ -51,8 +51,11 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
             max_header_bytes=settings.max_header_bytes,
             header_timeout=settings.header_timeout_seconds,
             informational=settings.informational_responses,
+            send_timeout=settings.send_timeout_seconds,
+            min_send_rate=settings.min_body_rate_bytes_per_second,
         ),
         "timeout_keep_alive": int(settings.keep_alive_timeout_seconds),
+        "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_seconds)),
         "limit_concurrency": settings.limit_concurrency,
         **_proxy_options(settings),
     }

@@ -47,6 +47,20 @@ class ServerSettings(BaseModel):
         description="Seconds a connection has to send a complete request head (from its first byte, or from "
         "the connection's start); past it: 408 and close (granian: whole milliseconds, at most 60 s).",
     )
+    send_timeout_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A response (a download) whose client takes less than min_body_rate_bytes_per_second "
+        "(at least one byte) over this many seconds is cut off: a client that stops reading held its "
+        "connection slot and a few MiB of memory for ever (uvicorn only).",
+    )
+    shutdown_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="After SIGTERM, seconds requests still in flight may take to finish before their "
+        "connections are closed (uvicorn; bytes already durable stay). A trickling upload held shutdown "
+        "for as long as it lasted.",
+    )
     keep_alive_timeout_seconds: float = Field(
         30.0,
         ge=0,
