@@ -64,7 +64,14 @@ from datetime import UTC
 from typing import Any
 from urllib.parse import quote
 
-from chunkd.backends.blobs.s3_client import MAX_S3_PART, MIN_S3_PART, PATIENT_READ_TIMEOUT, STATE, make_client
+from chunkd.backends.blobs.s3_client import (
+    MAX_S3_PART,
+    MIN_S3_PART,
+    PATIENT_READ_TIMEOUT,
+    STATE,
+    fault_reason,
+    make_client,
+)
 from chunkd.backends.blobs.s3_multipart import S3Multipart, S3Writer
 from chunkd.domain.errors import StorageError
 from chunkd.domain.upload import Mode, Part, Upload
@@ -285,7 +292,7 @@ class S3BlobStore(S3Multipart):
                 await self.call("abort_multipart_upload", Key=key, UploadId=mp_id)
                 raise
         except Exception as exc:  # botocore: the object store refused or is unreachable
-            raise StorageError(f"the object store did not copy upload {source.id}: {exc}") from exc
+            raise StorageError(f"the object store did not copy upload {source.id}: {fault_reason(exc)}") from exc
         return ref
 
     # ---- DownloadRedirector -------------------------------------------------------------------

@@ -16,6 +16,7 @@ import asyncio
 import base64
 import functools
 import hashlib
+import logging
 import re
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -27,6 +28,8 @@ from typing import IO, Any
 from chunkd.domain.errors import StorageError
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Upload
+
+log = logging.getLogger("chunkd.storage")
 
 __all__ = [
     "MAX_S3_PART",
@@ -256,8 +259,33 @@ def store_fault(exc: Exception) -> Exception:
     from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
     if isinstance(exc, BotoCoreError | ClientError):
-        return StorageError(f"the object store failed: {exc}")
+        return StorageError(f"the object store failed: {fault_reason(exc)}")
     return exc
+
+
+def fault_reason(exc: BaseException) -> str:
+    """A short reason for a fault of the object store, fit for any client (an upload link's partner
+    included): its error code or the kind of network failure. botocore's own words name the
+    endpoint, bucket, prefix and object key ("Read timeout on endpoint URL: http://10.0.0.5:9000/
+    uploads/chunkd/staging/…"); those go to the server's log only."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
+
+    log.warning("object store fault: %s: %s", type(exc).__name__, exc)
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return f"it answered {error.get('Code') or 'an error'}" + (f" (HTTP {status})" if status else "")
+    if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
+        return "it did not answer in time"
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError):
+        return "it could not be reached"
+    return f"{type(exc).__name__} (details in the server log)"
 
 
 def make_client(

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from chunkd.backends.blobs.errors import storage_error
-from chunkd.backends.blobs.s3_client import MAX_S3_PART, MIN_S3_PART, S3Bucket, Spool, b64md5, etag
+from chunkd.backends.blobs.s3_client import MAX_S3_PART, MIN_S3_PART, S3Bucket, Spool, b64md5, etag, fault_reason
 from chunkd.domain.errors import StorageError, TooLarge
 from chunkd.domain.upload import Mode, Part, Upload
 from chunkd.ports.blobs import PartLoader
@@ -59,7 +59,7 @@ class S3Writer:
         except OSError as exc:
             raise storage_error(exc, "storing a part") from exc
         except Exception as exc:  # botocore: the object store refused or is unreachable
-            raise StorageError(f"the object store did not take the part: {exc}") from exc
+            raise StorageError(f"the object store did not take the part: {fault_reason(exc)}") from exc
         finally:
             spool.close()
             self._spool = None
