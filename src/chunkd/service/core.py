@@ -257,7 +257,10 @@ class EngineCore:
                 del self._hash_runs[upload_id]
         if error is not None:  # off the table already: a commit from here on starts a new run
             if await self._still_pending(upload_id):
-                log.warning("could not carry the hash frontier of upload %s", upload_id, exc_info=error)
+                # Usually a race that loses nothing (a part replaced, on another node, while it was
+                # read): one line, the traceback only at debug level. ``complete`` hashes what is left.
+                log.warning("could not carry the hash frontier of upload %s: %s", upload_id, error)
+                log.debug("the hash run of upload %s failed", upload_id, exc_info=error)
             else:  # cancelled, deleted or completed under the run (which answers no request): its parts went with it
                 log.debug("the hash run of upload %s stopped: the upload has ended", upload_id, exc_info=error)
 
