@@ -142,7 +142,9 @@ async def test_complete_of_a_one_part_asset(api: Api) -> None:
     done = await api.client.post("/asset/complete", json=body, headers=seed_headers(api))
     assert done.status_code == 200, done.text
     assert set(done.json()) == RESULT_FIELDS and done.json()["status"] == "success"
-    assert done.json()["action"] == "complete" and done.json()["uploadId"] is None
+    # Seed 003 types every field of the answer a string: none is "", not null.
+    assert done.json()["action"] == "complete" and done.json()["uploadId"] == ""
+    assert done.json()["originalFileId"] == ""
 
 
 async def test_empty_asset(api: Api) -> None:
@@ -324,3 +326,30 @@ async def test_create_validation(api: Api) -> None:
     many = await api.client.post("/asset", json={"filename": "a", "filesize": 10_000 * PART + 1}, headers=h)
     assert many.status_code == 400 and "filesize" in many.json()["message"], many.text
     assert "partSize" not in many.json()["message"]
+
+
+async def test_part_numbers_are_numbers_as_clients_write_them(api: Api) -> None:
+    """Seed 003: ``parts.partNumber (number)``. 1.0 is how a client that holds numbers as floats
+    (Python's json, Java's double) writes 1; it was refused as "not a valid integer". "1", true and
+    1.5 are still no part number."""
+    data = os.urandom(2 * PART + 7)
+    asset = await create(api, data)
+    parts = await put_parts(api, asset, data)
+    for wrong in ("1", True, 1.5):
+        body = complete_body(asset, [{**parts[0], "partNumber": wrong}, *parts[1:]], len(data))
+        refused = await api.client.post("/asset/complete", json=body, headers=seed_headers(api))
+        assert refused.status_code == 400 and "partNumber" in refused.json()["message"], (wrong, refused.text)
+    floats = [{**part, "partNumber": float(part["partNumber"])} for part in parts]
+    response = await api.client.post(
+        "/asset/complete", json=complete_body(asset, floats, len(data)), headers=seed_headers(api)
+    )
+    assert response.status_code == 200 and response.json()["status"] == "success", response.text
+
+
+def test_an_s3_key_keeps_the_extension_of_a_name_of_other_scripts() -> None:
+    from chunkd.frontends.assets.router import s3_key
+
+    assert s3_key("f", "видео 报告 📄.mp4") == "masters/f/file.mp4"  # was masters/f/mp4
+    assert s3_key("f", "2 vid.mp4") == "masters/f/2-vid.mp4"
+    assert s3_key("f", "..") == "masters/f/file"
+    assert s3_key("f", "отчёт") == "masters/f/file"

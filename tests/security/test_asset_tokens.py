@@ -98,7 +98,7 @@ async def test_complete_with_the_jwt_of_auth_token(make_api: MakeApi) -> None:
             "fileId": file_id,
             "filename": "2 vid.mp4",
             "action": "complete",
-            "originalFileId": None,
+            "originalFileId": "",  # seed 003: a string
             "uploadId": upload_id,
             "s3Key": f"masters/{file_id}/2-vid.mp4",
             "status": "success",

@@ -70,8 +70,19 @@ class CreateAsset(BaseModel):
 
 
 class PartRef(BaseModel):
-    partNumber: StrictInt = Field(ge=1, le=10_000)  # the seed's "number": not "1", not true
+    # The seed's "number": 1, or 1.0 as clients that hold numbers as floats write it (Python,
+    # Java's double); not "1", not true, not 1.5.
+    partNumber: int = Field(ge=1, le=10_000)
     etag: StrictStr = Field(max_length=200)
+
+    @field_validator("partNumber", mode="before")
+    @classmethod
+    def _number(cls, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a number")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("must be a whole number")
+        return int(value)
 
 
 class CompleteAsset(BaseModel):
@@ -91,7 +102,10 @@ def s3_key(file_id: str, filename: str) -> str:
     ``-``), e.g. ``2 vid.mp4`` → ``2-vid.mp4``."""
     ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_name)
-    safe = re.sub(r"-+\.", ".", safe).strip("-.") or "file"
+    safe = re.sub(r"-+\.", ".", safe).strip("-")
+    if safe.startswith("."):  # only the extension survived ("видео.mp4"): keep it
+        safe = "file" + safe
+    safe = safe.rstrip("-.") or "file"
     return f"masters/{file_id}/{safe[:200]}"
 
 
@@ -140,13 +154,16 @@ def _asset_view(request: Request, upload: Upload) -> dict[str, Any]:
 
 
 def _result(upload: Upload, action: str) -> dict[str, Any]:
+    """Seed 003's 200 answer. Every field is a "(string)" there: one the asset has none of (no
+    originalFileId given, no uploadId for a single-PUT asset) is "", never null, which a client
+    decoding the seed's types strictly refuses."""
     meta = upload.metadata
     return {
         "fileId": upload.id,
         "filename": upload.filename,
         "action": action,
-        "originalFileId": meta.get("originalFileId"),
-        "uploadId": meta.get("uploadId"),
+        "originalFileId": meta.get("originalFileId") or "",
+        "uploadId": meta.get("uploadId") or "",
         "s3Key": s3_key(upload.id, upload.filename),
         "status": "success",
     }
