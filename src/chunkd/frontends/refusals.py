@@ -21,7 +21,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-__all__ = ["Predicate", "Refusal", "Renderer", "register_dialect", "render_refusal"]
+__all__ = ["Chooser", "Predicate", "Refusal", "Renderer", "register_dialect", "render_refusal"]
 
 
 class Refusal(HTTPException):
@@ -54,22 +54,41 @@ class Refusal(HTTPException):
 
 Renderer = Callable[[Refusal], Response]
 Predicate = Callable[[MutableMapping[str, Any]], bool]
+# The renderer for a request (its scope), or None when the request is not in this dialect.
+Chooser = Callable[[MutableMapping[str, Any]], Renderer | None]
 
 
-def _registry(app: Any) -> list[tuple[str, Renderer, Predicate | None]]:
+def _registry(app: Any) -> list[tuple[str, Chooser]]:
     state = app.state
     if not hasattr(state, "dialects"):
         state.dialects = []
     return state.dialects  # type: ignore[no-any-return]
 
 
-def register_dialect(app: Any, prefix: str, renderer: Renderer, *, when: Predicate | None = None) -> None:
+def register_dialect(
+    app: Any,
+    prefix: str,
+    renderer: Renderer | None = None,
+    *,
+    when: Predicate | None = None,
+    choose: Chooser | None = None,
+) -> None:
     """Refusals for paths at or under ``prefix`` are answered by ``renderer`` (only for requests
     where ``when(scope)`` is true, if given: two dialects sharing a path, told apart by a header;
-    register the narrower one first)."""
+    register the narrower one first), or by the renderer ``choose(scope)`` names for the request
+    (a dialect whose answer depends on the request, such as the draft's interop version)."""
+    if (renderer is None) == (choose is None):
+        raise TypeError("register_dialect takes a renderer or a chooser")
+    if choose is None:
+        assert renderer is not None
+        fixed = renderer
+
+        def choose(scope: MutableMapping[str, Any]) -> Renderer | None:
+            return fixed if when is None or when(scope) else None
+
     prefix = prefix.rstrip("/")
     registry = _registry(app)
-    registry.append((prefix, renderer, when))
+    registry.append((prefix, choose))
     registry.sort(key=lambda entry: len(entry[0]), reverse=True)  # the longest prefix wins
 
 
@@ -79,10 +98,12 @@ def render_refusal(scope: MutableMapping[str, Any], refusal: Refusal, default: R
     path = scope.get("path", "")
     renderer = default
     if app is not None:
-        for prefix, candidate, when in _registry(app):
-            if (path == prefix or path.startswith(prefix + "/")) and (when is None or when(scope)):
-                renderer = candidate
-                break
+        for prefix, choose in _registry(app):
+            if path == prefix or path.startswith(prefix + "/"):
+                chosen = choose(scope)
+                if chosen is not None:
+                    renderer = chosen
+                    break
     response = renderer(refusal)
     for name, value in (refusal.headers or {}).items():
         response.headers.setdefault(name, value)

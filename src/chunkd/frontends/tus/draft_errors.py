@@ -19,7 +19,6 @@ from chunkd.domain import errors as e
 from chunkd.frontends.http import error_headers, field_value, validation_error
 from chunkd.frontends.refusals import Refusal, register_dialect
 from chunkd.frontends.tus.draft_versions import (
-    INTEROP_HEADER,
     INTEROP_VERSIONS,
     NEWEST,
     InteropVersion,
@@ -41,7 +40,6 @@ __all__ = [
 ]
 
 PROBLEM_JSON = "application/problem+json"
-INTEROP_HEADER_LOWER = INTEROP_HEADER.lower().encode("latin-1")
 
 
 class InconsistentLength(e.InvalidInput):
@@ -145,32 +143,29 @@ def _refusal_problem(version: InteropVersion, refusal: Refusal, headers: dict[st
     return problem(version, refusal.status_code, refusal.message, headers=headers, **members)
 
 
-def _scope_version(scope: MutableMapping[str, Any]) -> int | None:
-    """The interop version a request's scope names (all its lines joined, as ``field_value``):
-    0 for one this server does not speak, None when the request names none."""
-    lines = [value.decode("latin-1") for name, value in scope.get("headers", []) if name == INTEROP_HEADER_LOWER]
-    if not lines:
+def answering_version(request: Request) -> InteropVersion | None:
+    """The interop version a request at the tus mount point is answered in: the one it names; the
+    newest when it names one this server does not speak (its 400 is the draft's), unless it also
+    says ``Tus-Resumable`` (then it is tus 1.0); None when it names none (tus 1.0)."""
+    raw = field_value(request, "upload-draft-interop-version")
+    if raw is None:
         return None
-    version = interop_version(", ".join(lines))
-    return version.number if version is not None else 0
+    version = interop_version(raw)
+    if version is None and request.headers.get("tus-resumable") is None:
+        return NEWEST
+    return version
 
 
 def register_draft_refusals(app: Any, prefix: str) -> None:
     """The refusals a guard makes before a route runs, for draft requests at ``prefix``: problem
-    details in the request's interop version (register before tus's plain text at that prefix).
-    A version this server does not speak is answered as the router does: as the newest draft
-    unless the request also says ``Tus-Resumable``."""
+    details in the version the request is answered in (register before tus's plain text there)."""
+    renderers = {number: partial(_refusal_problem, version) for number, version in INTEROP_VERSIONS.items()}
 
-    def names(number: int) -> Callable[[MutableMapping[str, Any]], bool]:
-        return lambda scope: _scope_version(scope) == number
+    def choose(scope: MutableMapping[str, Any]) -> Callable[[Refusal], Response] | None:
+        version = answering_version(Request(scope))
+        return None if version is None else renderers[version.number]
 
-    for number, version in INTEROP_VERSIONS.items():
-        register_dialect(app, prefix, partial(_refusal_problem, version), when=names(number))
-
-    def unknown_version(scope: MutableMapping[str, Any]) -> bool:
-        return _scope_version(scope) == 0 and not any(name == b"tus-resumable" for name, _ in scope.get("headers", []))
-
-    register_dialect(app, prefix, partial(_refusal_problem, NEWEST), when=unknown_version)
+    register_dialect(app, prefix, choose=choose)
 
 
 def render_problem(request: Request, exc: Exception) -> Response | None:

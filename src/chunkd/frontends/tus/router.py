@@ -29,7 +29,7 @@ from chunkd.frontends.http import dialect_route, field_value, takes_file_bytes
 from chunkd.frontends.tus.capabilities import EXTENSIONS, capability_headers
 from chunkd.frontends.tus.creation import Creation
 from chunkd.frontends.tus.draft import DraftEndpoint
-from chunkd.frontends.tus.draft_errors import UnsupportedInteropVersion, render_problem
+from chunkd.frontends.tus.draft_errors import UnsupportedInteropVersion, answering_version, render_problem
 from chunkd.frontends.tus.draft_versions import NEWEST, PARTIAL_UPLOAD, SPOKEN, InteropVersion, interop_version
 from chunkd.frontends.tus.errors import render_error
 from chunkd.frontends.tus.resource import OFFSET_STREAM, not_allowed
@@ -45,26 +45,20 @@ FileId = Annotated[str, Path(min_length=1, max_length=64)]
 def draft_version(request: Request) -> InteropVersion | None:
     """The IETF draft's interop version when the request speaks the draft; None for tus 1.0.
     A version we do not speak is a 400, unless the request also says ``Tus-Resumable``."""
-    raw = field_value(request, "upload-draft-interop-version")
-    if raw is None:
-        return None
-    version = interop_version(raw)
-    if version is None and request.headers.get("tus-resumable") is None:
-        raise UnsupportedInteropVersion(
-            f"Upload-Draft-Interop-Version {raw.strip()[:10]!r} is not supported; this server speaks {SPOKEN}",
-            field="Upload-Draft-Interop-Version",
-        )
+    version = answering_version(request)
+    if version is NEWEST:  # named, or standing in for a version this server does not speak
+        raw = field_value(request, "upload-draft-interop-version") or ""
+        if interop_version(raw) is None:
+            raise UnsupportedInteropVersion(
+                f"Upload-Draft-Interop-Version {raw.strip()[:10]!r} is not supported; this server speaks {SPOKEN}",
+                field="Upload-Draft-Interop-Version",
+            )
     return version
-
-
-def _speaks_draft(request: Request) -> bool:
-    raw = field_value(request, "upload-draft-interop-version")
-    return raw is not None and (interop_version(raw) is not None or request.headers.get("tus-resumable") is None)
 
 
 async def render(request: Request, exc: Exception) -> Response | None:
     """Errors in the request's dialect: problem details for the draft, plain text for tus."""
-    if _speaks_draft(request):
+    if answering_version(request) is not None:
         return render_problem(request, exc)
     return render_error(exc)
 
