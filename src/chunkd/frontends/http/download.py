@@ -40,7 +40,10 @@ async def file_response(
     (shared with every frontend that serves downloads), as ``media_type`` when given (a type the
     caller established from the content) or else the upload's own."""
     service = runtime(request).uploads
-    upload = await service.get(owner, file_id)
+    # A range needs only the parts it covers (loaded once the range is known); a whole file, or a
+    # digest of it (Want-Repr-Digest), all of them.
+    ranged = request.method == "GET" and "range" in request.headers and "want-repr-digest" not in request.headers
+    upload = await service.get(owner, file_id, with_parts=not ranged)
     if upload.status is not Status.COMPLETED:
         raise e.InvalidState(f"file {file_id} is {upload.status.value}; only COMPLETED files can be downloaded")
     await service.pre_download(upload)
@@ -92,6 +95,8 @@ async def file_response(
     served_as = media_type or upload.mime_type
     if request.method == "HEAD" or end <= start:
         return Response(status_code=status, headers=headers, media_type=served_as)
+    if ranged:
+        upload = await service.with_parts_covering(upload, start, end)
     body = await _started(service.read(upload, start, end))
     return StreamingResponse(body, status_code=status, headers=headers, media_type=served_as)
 
