@@ -89,7 +89,8 @@ async def test_a_range_of_a_file_of_many_parts_loads_only_its_parts(api: Api) ->
 
 
 async def test_ranges_of_a_tus_upload_of_uneven_appends_are_right(api: Api) -> None:
-    """Appended parts have no fixed size: the range falls back to every part, and is still right."""
+    """Appended parts have no fixed size to place a range by: every part is loaded with the upload,
+    and the range is still right."""
     data = os.urandom(50_000)
     tus = {**api.auth(), "Tus-Resumable": "1.0.0"}
     made = await api.client.post("/files", headers={**tus, "Upload-Length": str(len(data))})
@@ -106,3 +107,11 @@ async def test_ranges_of_a_tus_upload_of_uneven_appends_are_right(api: Api) -> N
     for header, start, end in ranges(len(data)):
         got = await api.client.get(path, headers={**tus, "Range": header})
         assert got.content == data[start:end], header
+
+
+async def test_a_range_of_a_file_of_few_parts_is_one_load(api: Api) -> None:
+    data = os.urandom(3 * PART - 1)
+    file_id = await parts_upload(api, data)
+    loaded = spy_parts_loaded(api)
+    got = await api.client.get(f"/v1/files/{file_id}/content", headers={**api.auth(), "Range": "bytes=1500-1599"})
+    assert got.content == data[1500:1600] and loaded == [3]  # the upload with every part, no second query

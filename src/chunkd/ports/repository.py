@@ -25,7 +25,7 @@ class UploadRepository(Protocol):
         upload_id: str,
         owner: str | None = None,
         *,
-        parts_from: int | Callable[[Upload], int] | None = 1,
+        parts_from: int | Callable[[Upload], int | None] | None = 1,
         part_numbers: Iterable[int] = (),
     ) -> Upload | None:
         """The upload, scoped to ``owner`` unless None (internal callers only), with its parts

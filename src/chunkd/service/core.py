@@ -89,13 +89,15 @@ class EngineCore:
         self.hooks: UploadHooks = NO_HOOKS  # blocking hooks and scans (chunkd.service.hooks), set at start-up
         self._hash_runs: dict[str, _HashRun] = {}
 
-    async def get(self, owner: str, upload_id: str, *, with_parts: bool = True) -> Upload:
-        """The owner's upload (another owner's is a ``NotFound``, exactly like a missing one)."""
+    async def get(self, owner: str, upload_id: str, *, with_parts: bool | Callable[[Upload], bool] = True) -> Upload:
+        """The owner's upload (another owner's is a ``NotFound``, exactly like a missing one), with
+        its parts when ``with_parts`` says so (of the upload's row, when it is a function)."""
         # Ids are ours (invariant 7): anything else cannot exist and never reaches the database
         # (a NUL or a megabyte-long id would be a database error there, not a 404).
         upload = None
         if is_upload_id(upload_id):
-            upload = await self.repo.get(upload_id, owner, parts_from=1 if with_parts else None)
+            parts_from = _parts_from(with_parts) if callable(with_parts) else (1 if with_parts else None)
+            upload = await self.repo.get(upload_id, owner, parts_from=parts_from)
         if upload is None:
             raise NotFound(f"no upload with id {upload_id!r}", field="id")
         return upload
@@ -325,3 +327,12 @@ def _feed_all(chunks: Generator[bytes, None, None], feed: Callable[[bytes], None
     with contextlib.closing(chunks):  # its file is closed here, in this thread, even if ``feed`` fails
         for chunk in chunks:
             feed(chunk)
+
+
+def _parts_from(wanted: Callable[[Upload], bool]) -> Callable[[Upload], int | None]:
+    """A repository's ``parts_from`` that loads every part of a row ``wanted`` says to, none else."""
+
+    def first(row: Upload) -> int | None:
+        return 1 if wanted(row) else None
+
+    return first

@@ -20,6 +20,11 @@ __all__ = ["Queries"]
 log = logging.getLogger("chunkd.service")
 
 
+# A range of a file of more parts loads only the parts it covers (a second, small query); of fewer,
+# all of them with the upload (one query: ~0.2 ms less per range of a 4-part file, 2026-12-02).
+RANGE_WHOLE_PARTS = 64
+
+
 class Queries(EngineCore):
     """Read-only use cases."""
 
@@ -42,12 +47,21 @@ class Queries(EngineCore):
     ) -> list[Upload]:
         return await self.repo.list_uploads(owner, status=status, limit=limit, before=before)
 
+    @staticmethod
+    def loads_whole(upload: Upload) -> bool:
+        """Whether a range of ``upload`` is read with all its parts loaded at once (one query): a
+        file of few parts, or of appended parts (which have no fixed size to place a range by).
+        For the others, ``with_parts_covering`` loads the parts of the range alone."""
+        return upload.mode is not Mode.PARTS or (upload.part_count or 0) <= RANGE_WHOLE_PARTS
+
     async def with_parts_covering(self, upload: Upload, start: int, end: int) -> Upload:
-        """``upload`` (loaded without its parts) with the parts that hold bytes ``[start, end)``:
-        only those when their numbers follow from the part size and what is loaded proves it
-        (contiguous, covering the range), else all of them. A range of a file of 10,000 parts cost
-        ~97 ms of CPU loading every part (~9 µs each) for the one or two it reads."""
-        if upload.mode is Mode.PARTS and upload.part_count and end > start:
+        """``upload``, loaded with its parts if ``loads_whole`` said so, else without, now with the
+        parts that hold bytes ``[start, end)``: only those when their numbers follow from the part
+        size and what is loaded proves it (contiguous, covering the range), else all of them. A
+        range of a file of 5,000 parts cost 33-40 ms of CPU loading every part, 2 ms so."""
+        if self.loads_whole(upload):
+            return upload
+        if upload.part_count and end > start:
             first, last = start // upload.part_size + 1, (end - 1) // upload.part_size + 1
             if last - first + 1 < upload.part_count:
                 some = await self.repo.get(upload.id, parts_from=None, part_numbers=range(first, last + 1))

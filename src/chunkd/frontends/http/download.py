@@ -43,7 +43,7 @@ async def file_response(
     # A range needs only the parts it covers (loaded once the range is known); a whole file, or a
     # digest of it (Want-Repr-Digest), all of them.
     ranged = request.method == "GET" and "range" in request.headers and "want-repr-digest" not in request.headers
-    upload = await service.get(owner, file_id, with_parts=not ranged)
+    upload = await service.get(owner, file_id, with_parts=service.loads_whole if ranged else True)
     if upload.status is not Status.COMPLETED:
         raise e.InvalidState(f"file {file_id} is {upload.status.value}; only COMPLETED files can be downloaded")
     await service.pre_download(upload)

@@ -177,7 +177,7 @@ class PostgresUploadRepository(ColdPaths):
         upload_id: str,
         owner: str | None = None,
         *,
-        parts_from: int | Callable[[Upload], int] | None = 1,
+        parts_from: int | Callable[[Upload], int | None] | None = 1,
         part_numbers: Iterable[int] = (),
     ) -> Upload | None:
         wanted = sorted(set(part_numbers))

@@ -47,7 +47,7 @@ class SqlUploadRepository(SqlStore):
         upload_id: str,
         owner: str | None = None,
         *,
-        parts_from: int | Callable[[Upload], int] | None = 1,
+        parts_from: int | Callable[[Upload], int | None] | None = 1,
         part_numbers: Iterable[int] = (),
     ) -> Upload | None:
         query = select(uploads).where(uploads.c.id == upload_id)
