@@ -55,10 +55,17 @@ def reaping_key(reaping_server: ChunkdServer) -> str:
 
 
 def blob_bytes(server: ChunkdServer, file_id: str | None = None) -> int:
+    """Bytes under the blob tree (of one upload), read while the server may remove them: a file or
+    directory gone between the listing and its stat (the sweep a test waits for) is looked at again
+    (this raised FileNotFoundError in CI, 2026-12-02)."""
     root = server.data_dir / "blobs"
     if file_id is not None:
         root = root / file_id[:2] / file_id
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+    while True:
+        try:
+            return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
+        except FileNotFoundError:
+            continue
 
 
 def wait_for_status(client: FilesClient, file_id: str, status: str, timeout: float) -> dict[str, Any]:
