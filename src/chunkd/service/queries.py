@@ -61,12 +61,13 @@ class Queries(EngineCore):
         range of a file of 5,000 parts cost 33-40 ms of CPU loading every part, 2 ms so."""
         if self.loads_whole(upload):
             return upload
-        if upload.part_count and end > start:
-            first, last = start // upload.part_size + 1, (end - 1) // upload.part_size + 1
-            if last - first + 1 < upload.part_count:
-                some = await self.repo.get(upload.id, parts_from=None, part_numbers=range(first, last + 1))
-                if some is not None and _covers(some.sorted_parts(), start, end):
-                    return some
+        count = upload.part_count
+        assert count is not None  # not loads_whole: numbered parts, the size known
+        first, last = start // upload.part_size + 1, (end - 1) // upload.part_size + 1
+        if last - first + 1 < count:
+            some = await self.repo.get(upload.id, parts_from=None, part_numbers=range(first, last + 1))
+            if some is not None and _covers(some.sorted_parts(), start, end):
+                return some
         loaded = await self.repo.get(upload.id, parts_from=1)
         if loaded is None:
             raise NotFound(f"no upload with id {upload.id!r}", field="id")

@@ -145,12 +145,13 @@ async def render(request: Request, exc: Exception) -> Response | None:
         code, field = details.pop("code"), details.pop("field", None)
         message = _numbered_in_dialect(exc, details) or exc.message
         field, message = _in_dialect(field, message, done=is_done(request.scope))
-        if request.method == "POST" and _is_dead(exc):
-            # Fine Uploader's "reset": forget the chunks it sent (and its resume record, which
-            # otherwise made every later try of the file resume the dead qquuid for 7 days) and
-            # start again from chunk 0, which makes the file anew under the same qquuid.
+        # Fine Uploader's "reset": forget the chunks it sent (and its resume record, which otherwise
+        # made every later try of the file resume the dead qquuid for 7 days) and start again from
+        # chunk 0, which makes the file anew under the same qquuid.
+        reset = request.method == "POST" and _is_dead(exc)
+        if reset:
             details["reset"] = True
-        retryable = isinstance(exc, _RETRYABLE) or details.get("reset") is True
+        retryable = reset or isinstance(exc, _RETRYABLE)
         response = fine_uploader_error(status, message, code=code, field=field, prevent_retry=not retryable, **details)
         response.headers.update(error_headers(exc, status))
         return response

@@ -170,7 +170,7 @@ def register_draft_refusals(app: Any, prefix: str) -> None:
 
 def render_problem(request: Request, exc: Exception) -> Response | None:
     """The draft's answer to ``exc`` for ``request``; None for errors that are not ours."""
-    version = interop_version(field_value(request, "upload-draft-interop-version")) or NEWEST
+    version = answering_version(request) or NEWEST
     if isinstance(exc, Refusal):  # a guard's, raised while the body was read (the bytes budget, a slow body)
         return _refusal_problem(version, exc, {**_not_complete(request, version), **(exc.headers or {})})
     if isinstance(exc, RequestValidationError):  # a path parameter (the id) out of bounds
