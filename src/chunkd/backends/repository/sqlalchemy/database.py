@@ -101,8 +101,35 @@ async def migrate(engine: AsyncEngine, *, connect_timeout: float = DATABASE_TIME
             await _migrate(untimed)
         finally:
             await untimed.dispose()
+    elif engine.url.database in (None, "", ":memory:"):
+        await _migrate(engine)  # a database of this engine's own connection: no other can see it
     else:
-        await _migrate(engine)
+        whole = _transactional_sqlite(engine.url.render_as_string(hide_password=False))
+        try:
+            await _migrate(whole)
+        finally:
+            await whole.dispose()
+
+
+def _transactional_sqlite(url: str) -> AsyncEngine:
+    """An SQLite engine whose transactions hold schema changes too. Python's ``sqlite3`` opens a
+    transaction only before INSERT, UPDATE, DELETE or REPLACE, so each ALTER and CREATE of a
+    migration committed on its own: one killed or failed half-way left a column added under the old
+    revision, and every later start failed on it ("duplicate column name"). Here the driver opens
+    none and each transaction begins with ``BEGIN IMMEDIATE`` (SQLAlchemy's documented recipe), which
+    also takes the write lock first: a second process migrating at once waits, then finds the
+    revision it would have reached."""
+    engine = create_engine(url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection):  # type: ignore[no-untyped-def]
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
 
 
 async def _migrate(engine: AsyncEngine) -> None:
