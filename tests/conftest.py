@@ -63,7 +63,8 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path, db_url: str | None)
 
 def in_process_settings(data_dir: Path, database_url: str | None) -> Settings:
     """The settings of an app run in the test's process: no bootstrap key, no fsync, parts of any
-    size, no reaper during the test, a short lock wait."""
+    size, no reaper and no orphan sweep during the test (not even the sweep at start, which would
+    run beside the test's first requests), a short lock wait."""
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -71,6 +72,7 @@ def in_process_settings(data_dir: Path, database_url: str | None) -> Settings:
         fsync=False,
         min_part_size=1,
         reaper_interval_seconds=3600,
+        orphan_sweep_interval_seconds=0,
         lock_timeout_seconds=5,
     )
 

@@ -4,14 +4,17 @@ same data dir, and API keys made in its database."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -24,25 +27,42 @@ BIN = Path(sys.executable).parent
 
 
 # Ports handed out by free_port: below Linux's ephemeral range (32768-60999), so no outgoing
-# connection holds one, and a block of its own per pytest-xdist worker, so two workers never pick
-# the same port. Asking the kernel for port 0 did neither: a port it handed one worker could be
-# handed to another before the first server bound it, and the loser's readiness probe was then
-# answered by the winner (CI saw a module's keys refused by another worker's server).
+# connection holds one, and a block of its own per test process, so two processes never pick the
+# same port. Asking the kernel for port 0 did neither: a port it handed one worker could be handed to
+# another before the first server bound it, and the loser's readiness probe was then answered by the
+# winner (CI saw a module's keys refused by another worker's server). The block is the first one
+# whose lock file this process can lock, not the xdist worker's number: two suites on one machine
+# (two checkouts) had the same workers, so the same blocks, and took each other's ports.
 _PORTS_FIRST = 20_000
 _PORTS_PER_WORKER = 600
+_BLOCKS = 20
 _next_port = 0
+_block: tuple[int, IO[bytes]] | None = None  # the block's index, and its lock file (held while the process lives)
 
 
-def _worker_index() -> int:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    digits = worker.removeprefix("gw")
-    return int(digits) % 20 if digits.isdigit() else 0
+def _block_index() -> int:
+    global _block
+    if _block is None:
+        locks = Path(tempfile.gettempdir()) / "chunkd-test-ports"
+        locks.mkdir(exist_ok=True)
+        for index in range(_BLOCKS):
+            held = open(locks / f"block-{index}.lock", "wb")  # noqa: SIM115 - kept open: the lock lives with it
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.close()
+                continue
+            _block = (index, held)
+            break
+        else:
+            raise RuntimeError(f"all {_BLOCKS} port blocks are held by other test processes")
+    return _block[0]
 
 
 def free_port() -> int:
-    """A port on 127.0.0.1 nothing listens on now, from this worker's own block (see above)."""
+    """A port on 127.0.0.1 nothing listens on now, from this process's own block (see above)."""
     global _next_port
-    first = _PORTS_FIRST + _worker_index() * _PORTS_PER_WORKER
+    first = _PORTS_FIRST + _block_index() * _PORTS_PER_WORKER
     for _ in range(_PORTS_PER_WORKER):
         port = first + _next_port
         _next_port = (_next_port + 1) % _PORTS_PER_WORKER
