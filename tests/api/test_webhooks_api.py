@@ -259,3 +259,57 @@ async def test_an_endpoint_failing_for_long_is_disabled(api: Api, receiver: Webh
     log = (await api.client.get(f"/v1/webhooks/{made['id']}/deliveries", headers=alice)).json()["data"]
     assert len(log) == 1 and log[0]["attempts"] >= 2 and log[0]["responseStatus"] == 400
     assert log[0]["lastError"] == "HTTP 400" and log[0]["status"] == "pending"
+
+    # Enabled again once its receiver knows the secret: the delivery that waited is sent at once
+    # (its next attempt was up to 0.2 s away; the disabling stopped it) and the streak is cleared.
+    receiver.set_secret("/broken", made["secret"])
+    enabled = await api.client.patch(f"/v1/webhooks/{made['id']}", json={"enabled": True}, headers=alice)
+    assert enabled.status_code == 200, enabled.text
+    assert enabled.json()["disabledAt"] is None and enabled.json()["failingSince"] is None
+    assert enabled.json()["id"] == made["id"] and enabled.json().get("secret") is None
+    got = await receiver.arrived(lambda ms: any(m["verified"] for m in ms), path="/broken")
+    assert [m["id"] for m in got if m["verified"]] == [log[0]["eventId"]]
+
+
+async def test_an_owner_changes_an_endpoint_in_place(api: Api, receiver: WebhookReceiver) -> None:
+    """A new URL and event types keep the id, the secret and the log; disabled by hand, an endpoint
+    gets nothing until it is enabled again. Only the owner can change it, and only as documented."""
+    alice, bob = await admin(api, "alice"), await admin(api, "bob")
+    made = (await api.client.post("/v1/webhooks", json={"url": receiver.url("/old")}, headers=alice)).json()
+    path = f"/v1/webhooks/{made['id']}"
+    receiver.set_secret("/new", made["secret"])
+    moved = await api.client.patch(
+        path, json={"url": receiver.url("/new"), "events": ["upload.completed"]}, headers=alice
+    )
+    assert moved.status_code == 200, moved.text
+    assert (moved.json()["url"], moved.json()["events"]) == (receiver.url("/new"), ["upload.completed"])
+    file_id = await upload_file(api, alice, b"moved")
+    got = await receiver.arrived(lambda ms: len(ms) >= 1, path="/new")
+    assert [m["payload"]["type"] for m in got] == ["upload.completed"] and got[0]["verified"]
+    assert got[0]["payload"]["data"]["id"] == file_id and receiver.messages("/old") == []
+
+    off = await api.client.patch(path, json={"enabled": False}, headers=alice)
+    assert off.status_code == 200 and off.json()["disabledAt"] is not None
+    everything = await api.client.patch(path, json={"events": None}, headers=alice)
+    assert everything.json()["events"] is None and everything.json()["disabledAt"] == off.json()["disabledAt"]
+    quiet = await upload_file(api, alice, b"while disabled")
+    await receiver.arrived(
+        lambda ms: {m["payload"]["data"]["id"] for m in ms} >= {quiet}, path="/operator"
+    )  # the operator's endpoint got its events, so the dispatch ran
+    assert len(receiver.messages("/new")) == 1
+
+    for body, field in (
+        ({"url": None}, "url"),
+        ({"enabled": None}, "enabled"),
+        ({"enabled": "yes"}, "enabled"),
+        ({"enable": True}, "enable"),
+        ({"events": ["upload.exploded"]}, "events"),
+        ({"events": []}, "events"),
+        ({"url": "ftp://example.com/hook"}, "url"),
+    ):
+        refused = await api.client.patch(path, json=body, headers=alice)
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == field, (body, refused.text)
+    assert (await api.client.get(path, headers=alice)).json() == everything.json()  # nothing changed
+    assert (await api.client.patch(path, json={"enabled": True}, headers=bob)).status_code == 404
+    assert (await api.client.patch(path, json={"enabled": True}, headers=api.auth())).status_code == 403
+    assert (await api.client.patch("/v1/webhooks/wh_none", json={}, headers=alice)).status_code == 404

@@ -102,6 +102,7 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/webhooks", "webhooks:admin", None, json={"url": "http://127.0.0.1:9/hook"}),
     Route("GET", "/v1/webhooks", "webhooks:admin", None),
     Route("GET", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
+    Route("PATCH", "/v1/webhooks/{id}", "webhooks:admin", "webhook", json={"enabled": False}),
     Route("DELETE", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
     Route("GET", "/v1/webhooks/{id}/deliveries", "webhooks:admin", "webhook"),
     Route("POST", "/v1/webhooks/{id}/deliveries/{id}/retry", "webhooks:admin", "webhook_delivery"),

@@ -43,3 +43,12 @@ def test_no_retry_after_the_window() -> None:
     policy = DeliveryPolicy(retry_base=5, retry_window=60)
     assert policy.retry_at(claimed(0), T0 + timedelta(seconds=50)) is not None
     assert policy.retry_at(claimed(3), T0 + timedelta(seconds=59)) is None
+
+
+def test_a_receivers_wait_is_kept_up_to_the_longest_delay() -> None:
+    policy = DeliveryPolicy(retry_base=5, retry_max_delay=3600, retry_window=10 * 86400)
+    for asked, floor in ((120, 120), (2, 4.5), (10**9, 3600)):
+        when = policy.retry_at(claimed(0), T0, not_before=asked)
+        assert when is not None and floor <= (when - T0).total_seconds() <= max(floor, 5.5)
+    # Still none past the window, whatever the receiver asked.
+    assert DeliveryPolicy(retry_window=60).retry_at(claimed(0), T0, not_before=120) is None

@@ -295,3 +295,31 @@ async def test_an_outage_is_logged_once_not_every_round(
     assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage(), warnings
     assert warnings[0].exc_info is None
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == ["webhook delivery resumed"]
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "at_least"),
+    [
+        (503, "600", 600),  # delay-seconds, past the 5-10 s backoff of a first failure
+        (429, "Thu, 01 Jan 2026 00:30:01 GMT", 1800),  # an HTTP-date, 30 min after the clock's T0 + 1 s
+        (429, "999999999", 3600),  # no longer than the longest delay
+        (500, "600", 0),  # only a 429 or a 503 asks
+        (503, "soon", 0),
+    ],
+)
+async def test_a_retry_waits_as_long_as_the_receiver_asks(
+    metadata: MetadataStore, status: int, retry_after: str, at_least: float
+) -> None:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, headers={"Retry-After": retry_after})
+
+    delivery = endless_worker(metadata, answer)
+    await add_endpoint(metadata)
+    await completed_upload(metadata)
+    assert await asyncio.wait_for(delivery.run_once(), 30) == 1
+    [logged] = await metadata.webhooks.list_deliveries("we_1", 10)
+    assert logged.status == "pending" and logged.response_status == status
+    waited = (logged.next_attempt_at - (T0 + timedelta(seconds=1))).total_seconds()
+    first_backoff = DeliveryPolicy().retry_base
+    assert max(at_least, first_backoff * 0.9) <= waited <= max(at_least, first_backoff * 1.1), waited
+    await delivery.close()

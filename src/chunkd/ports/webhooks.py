@@ -16,6 +16,7 @@ __all__ = [
     "DeliveryStatus",
     "Dispatched",
     "Endpoint",
+    "EndpointChanges",
     "WebhookRepository",
     "new_delivery_id",
 ]
@@ -44,6 +45,18 @@ class Endpoint:
     created_at: datetime
     failing_since: datetime | None
     disabled_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EndpointChanges:
+    """What an owner changes in an endpoint; each field None leaves it as it is. ``event_types``
+    ``()`` means every type (as None does at registration). ``enabled`` True clears a disabling
+    (and the failure streak that led to it) and makes its waiting deliveries due at once; False
+    disables it as the failures would."""
+
+    url: str | None = None
+    event_types: tuple[str, ...] | None = None
+    enabled: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,12 @@ class WebhookRepository(Protocol):
 
     async def delete_endpoint(self, endpoint_id: str, owner: str) -> bool:
         """Forget an owner's endpoint and its delivery log; True if it existed."""
+
+    async def update_endpoint(
+        self, endpoint_id: str, owner: str, changes: EndpointChanges, now: datetime
+    ) -> Endpoint | None:
+        """Apply ``changes`` to an owner's endpoint in one transaction; the endpoint as it is now,
+        or None if the owner has no such endpoint."""
 
     async def dispatch(self, now: datetime, limit: int) -> Dispatched:
         """Turn up to ``limit`` undispatched outbox events into one pending delivery per matching,

@@ -8,7 +8,8 @@ or the same one restarted — sends the delivery again) and sent concurrently. M
 per the Standard Webhooks spec: ``webhook-id`` is the event's id (the same on every attempt and
 redelivery, so receivers can deduplicate), ``webhook-timestamp`` the attempt's Unix time and
 ``webhook-signature`` ``v1,<base64 HMAC-SHA256>``. A failed attempt is retried with exponential
-backoff until the retry window has passed; an endpoint failing for long is disabled."""
+backoff (no sooner than a 429's or 503's ``Retry-After`` asks) until the retry window has passed;
+an endpoint failing for long is disabled."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import httpx
 from standardwebhooks import Webhook
@@ -29,7 +31,7 @@ from chunkd.service.destinations import Pinned, check_public_destination
 from chunkd.service.tls import outgoing_tls
 from chunkd.service.waiting import until_set
 
-__all__ = ["DeliveryPolicy", "DeliveryWorker", "count_delivery"]
+__all__ = ["DeliveryPolicy", "DeliveryWorker", "count_delivery", "retry_after"]
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +57,35 @@ class DeliveryPolicy:
     concurrency: int = 8
     block_private: bool = True
 
-    def retry_at(self, claimed: ClaimedDelivery, now: datetime) -> datetime | None:
+    def retry_at(self, claimed: ClaimedDelivery, now: datetime, *, not_before: float = 0.0) -> datetime | None:
         """When to try again after a failed attempt, or None once the window has passed. Delays
         double from ``retry_base`` up to ``retry_max_delay``, with ±10 % jitter so that many
-        deliveries failing together do not all come back at once."""
+        deliveries failing together do not all come back at once; never sooner than
+        ``not_before`` seconds (the receiver's ``Retry-After``), up to ``retry_max_delay``."""
         attempts = claimed.delivery.attempts  # before this one
         delay = min(self.retry_base * 2 ** min(attempts, 40), self.retry_max_delay) * random.uniform(0.9, 1.1)
+        delay = max(delay, min(not_before, self.retry_max_delay))
         when = now + timedelta(seconds=delay)
         if when > claimed.delivery.created_at + timedelta(seconds=self.retry_window):
             return None
         return when
+
+
+def retry_after(status: int, value: str | None, now: datetime) -> float:
+    """The seconds a 429 or 503 answer's ``Retry-After`` (delay-seconds or an HTTP-date, RFC 9110
+    10.2.3) asks the sender to wait; 0 for any other answer, or a value that is neither."""
+    if status not in (429, 503) or not value:
+        return 0.0
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:  # "-0000" in an RFC 5322 date; HTTP-dates are GMT
+        return 0.0
+    return max(0.0, (when - now).total_seconds())
 
 
 class DeliveryWorker:
@@ -169,6 +190,7 @@ class DeliveryWorker:
         delivery = claimed.delivery
         status: int | None = None
         error = ""
+        wait = 0.0  # what the receiver asked for before the next attempt
         try:
             secret = self._secret(claimed)
             if secret is None:
@@ -205,6 +227,7 @@ class DeliveryWorker:
                 self.count("delivered")
                 return
             error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+            wait = retry_after(status, response.headers.get("retry-after"), self.clock())
         except InvalidInput as exc:
             error = exc.message
         except TimeoutError:
@@ -217,7 +240,7 @@ class DeliveryWorker:
             # counted, first in the queue at every round, and held every other owner's events.
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         now = self.clock()
-        retry_at = self.policy.retry_at(claimed, now)
+        retry_at = self.policy.retry_at(claimed, now, not_before=wait)
         disabled = await self.repo.record_failure(
             delivery.id,
             now,

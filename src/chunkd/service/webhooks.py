@@ -1,5 +1,6 @@
 """Webhook endpoints registered by owners: register (with a generated signing secret, shown once),
-list, delete, read the delivery log, ask for a redelivery. Delivery itself is
+list, change (its URL, its event types, enabled or not), delete, read the delivery log, ask for a
+redelivery. Delivery itself is
 ``chunkd.service.delivery``."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import datetime
 from chunkd.domain.errors import InvalidInput, NotFound
 from chunkd.domain.events import EventType
 from chunkd.ports.locks import LockManager
-from chunkd.ports.webhooks import Delivery, Endpoint, WebhookRepository, new_delivery_id
+from chunkd.ports.webhooks import Delivery, Endpoint, EndpointChanges, WebhookRepository, new_delivery_id
 from chunkd.service.destinations import check_public_destination, check_url_shape
 
 __all__ = ["MAX_ENDPOINTS_PER_OWNER", "WebhookService", "new_endpoint_id", "new_signing_secret"]
@@ -28,6 +29,16 @@ def new_endpoint_id() -> str:
 def new_signing_secret() -> str:
     """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _event_types(event_types: Sequence[str]) -> tuple[str, ...]:
+    unknown = sorted(set(event_types) - EVENT_TYPES)
+    if unknown or not event_types:
+        raise InvalidInput(
+            f"events must be a non-empty list of {', '.join(sorted(EVENT_TYPES))}; unknown: {unknown}",
+            field="events",
+        )
+    return tuple(sorted(set(event_types)))
 
 
 class WebhookService:
@@ -51,18 +62,8 @@ class WebhookService:
     async def register(self, owner: str, url: str, event_types: Sequence[str] | None) -> Endpoint:
         """A new endpoint for ``owner``'s events (all types when ``event_types`` is None). The
         returned endpoint carries its secret; it is not shown again."""
-        check_url_shape(url)
-        if self.block_private:
-            await check_public_destination(url)
-        types: tuple[str, ...] | None = None
-        if event_types is not None:
-            unknown = sorted(set(event_types) - EVENT_TYPES)
-            if unknown or not event_types:
-                raise InvalidInput(
-                    f"events must be a non-empty list of {', '.join(sorted(EVENT_TYPES))}; unknown: {unknown}",
-                    field="events",
-                )
-            types = tuple(sorted(set(event_types)))
+        await self._check_url(url)
+        types = None if event_types is None else _event_types(event_types)
         # The count and the new row under one lock on the owner (on every node): 30 parallel
         # registrations each counted the same endpoints and all passed the cap.
         async with self.locks.hold(f"webhooks:{owner}", timeout=self.lock_timeout):
@@ -79,6 +80,39 @@ class WebhookService:
                 disabled_at=None,
             )
             await self.repo.add_endpoint(endpoint)
+        return endpoint
+
+    async def _check_url(self, url: str) -> None:
+        check_url_shape(url)
+        if self.block_private:
+            await check_public_destination(url)
+
+    async def change(
+        self,
+        owner: str,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        event_types: Sequence[str] | None = None,
+        every_event: bool = False,
+        enabled: bool | None = None,
+    ) -> Endpoint:
+        """Change an endpoint in place, keeping its id, secret and delivery log: a new ``url``
+        (checked as at registration), ``event_types`` (or ``every_event``), ``enabled`` again
+        (its waiting deliveries are tried at once) or not."""
+        if url is not None:
+            await self._check_url(url)
+        types = () if every_event else None if event_types is None else _event_types(event_types)
+        changes = EndpointChanges(url=url, event_types=types, enabled=enabled)
+        endpoint = (
+            await self.repo.update_endpoint(endpoint_id, owner, changes, self.clock())
+            if len(endpoint_id) <= 40
+            else None
+        )
+        if endpoint is None:
+            raise NotFound(f"no webhook endpoint with id {endpoint_id!r}", field="id")
+        if enabled:
+            self.wake()
         return endpoint
 
     async def list_endpoints(self, owner: str) -> list[Endpoint]:

@@ -1,14 +1,16 @@
-"""``/v1/webhooks``: an owner's webhook endpoints (scope ``webhooks:admin``), their delivery log and
-redelivery on request. Errors in the native API's shape."""
+"""``/v1/webhooks``: an owner's webhook endpoints (scope ``webhooks:admin``): registered, changed
+(URL, event types, enabled) and deleted, their delivery log and redelivery on request. Errors in
+the native API's shape."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.responses import Response
 
+from chunkd.domain.errors import InvalidInput
 from chunkd.domain.events import isotime
 from chunkd.frontends.http import dialect_route, principal, runtime
 from chunkd.frontends.native.errors import render_error
@@ -39,6 +41,21 @@ class CreateWebhookRequest(BaseModel):
     url: StrictStr = Field(min_length=1, max_length=2048, description="http(s) URL that receives the events.")
     events: list[StrictStr] | None = Field(
         None, max_length=16, description="Event types to send (e.g. upload.completed); default: all."
+    )
+
+
+class ChangeWebhookRequest(BaseModel):
+    # A misspelt field would otherwise change nothing and answer 200.
+    model_config = ConfigDict(extra="forbid")
+
+    url: StrictStr | None = Field(None, min_length=1, max_length=2048, description="A new http(s) URL.")
+    events: list[StrictStr] | None = Field(
+        None, max_length=16, description="The event types to send from now on; null: all of them."
+    )
+    enabled: StrictBool | None = Field(
+        None,
+        description="true: enable a disabled endpoint (its waiting deliveries are tried at once); "
+        "false: stop sending to it (events meanwhile are not kept for it).",
     )
 
 
@@ -125,6 +142,25 @@ async def list_webhooks(request: Request) -> dict[str, Any]:
 async def get_webhook(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
     who = await principal(request, SCOPE)
     return _endpoint_view(await _service(request).get(who.owner, endpoint_id))
+
+
+@webhooks_router.patch("/{endpoint_id}", response_model=WebhookObject, summary="Change a webhook endpoint")
+async def change_webhook(request: Request, endpoint_id: EndpointId, body: ChangeWebhookRequest) -> dict[str, Any]:
+    """Only the fields sent change; the id, the secret and the delivery log stay."""
+    who = await principal(request, SCOPE)
+    sent = body.model_fields_set
+    for name in ("url", "enabled"):
+        if name in sent and getattr(body, name) is None:
+            raise InvalidInput(f"{name} may be left out but not null", field=name)
+    endpoint = await _service(request).change(
+        who.owner,
+        endpoint_id,
+        url=body.url,
+        event_types=body.events,
+        every_event="events" in sent and body.events is None,
+        enabled=body.enabled,
+    )
+    return _endpoint_view(endpoint)
 
 
 @webhooks_router.delete("/{endpoint_id}", status_code=204, summary="Delete a webhook endpoint and its log")

@@ -22,7 +22,15 @@ from sqlalchemy.sql import Select
 
 from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
 from chunkd.backends.repository.sqlalchemy.tables import events, webhook_deliveries, webhook_endpoints
-from chunkd.ports.webhooks import ClaimedDelivery, Delivery, DeliveryStatus, Dispatched, Endpoint, new_delivery_id
+from chunkd.ports.webhooks import (
+    ClaimedDelivery,
+    Delivery,
+    DeliveryStatus,
+    Dispatched,
+    Endpoint,
+    EndpointChanges,
+    new_delivery_id,
+)
 
 __all__ = ["SqlWebhookRepository", "operator_endpoint_id"]
 
@@ -116,6 +124,39 @@ class SqlWebhookRepository(SqlStore):
             result = await conn.execute(delete(E).where(E.c.id == endpoint_id, E.c.owner == owner))
             return bool(result.rowcount)
 
+    async def update_endpoint(
+        self, endpoint_id: str, owner: str, changes: EndpointChanges, now: datetime
+    ) -> Endpoint | None:
+        values: dict[str, Any] = {}
+        if changes.url is not None:
+            values["url"] = changes.url
+        if changes.event_types is not None:
+            values["event_types"] = list(changes.event_types) or None
+        if changes.enabled is True:
+            values.update(disabled_at=None, failing_since=None)
+        mine = and_(E.c.id == endpoint_id, E.c.owner == owner)
+        async with self.transaction() as conn:
+            if values:
+                await conn.execute(update(E).where(mine).values(**values))
+            if changes.enabled is False:  # a second disabling keeps the first one's time
+                await conn.execute(update(E).where(mine, E.c.disabled_at.is_(None)).values(disabled_at=now))
+            row = (await conn.execute(select(E).where(mine))).first()
+            if row is None:
+                return None
+            if changes.enabled is True:
+                # What waited while it was disabled (or backed off far) is tried at once: an owner
+                # enables an endpoint again because its receiver is back.
+                await conn.execute(
+                    update(D)
+                    .where(
+                        D.c.endpoint_id == endpoint_id,
+                        D.c.status == DeliveryStatus.PENDING.value,
+                        D.c.next_attempt_at > now,
+                    )
+                    .values(next_attempt_at=now)
+                )
+        return ENDPOINTS.from_row(row)
+
     # ---- outbox fan-out and claims --------------------------------------------------------
     async def dispatch(self, now: datetime, limit: int) -> Dispatched:
         due = self._taken_once(
@@ -134,7 +175,8 @@ class SqlWebhookRepository(SqlStore):
                 return Dispatched(0, 0)
             # A disabled operator endpoint gets its deliveries too, to wait until a restart enables
             # it again (they were lost: at least once, whatever its state). An owner's disabled
-            # endpoint does not: nothing enables it again but a new registration.
+            # endpoint does not: its owner disabled it, or was told (its ``disabledAt``) that it
+            # failed for days, and enables it again when the receiver is back.
             kept = or_(E.c.disabled_at.is_(None), E.c.owner.is_(None))
             endpoints = [ENDPOINTS.from_row(r) for r in await conn.execute(select(E).where(kept))]
             rows = [
