@@ -6,16 +6,55 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from chunkd.backends.repository.sqlalchemy.database import HEAD_REVISION, MIGRATIONS, create_engine, migrate
+from chunkd.backends.repository.sqlalchemy.database import (
+    HEAD_REVISION,
+    KNOWN_REVISIONS,
+    MIGRATIONS,
+    SchemaMismatch,
+    check_schema,
+    create_engine,
+    migrate,
+)
 
 
 def test_head_revision_is_alembics_head() -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+    scripts = ScriptDirectory.from_config(config)
+    assert scripts.get_current_head() == HEAD_REVISION
+    # The revisions known without Alembic (from the files' names) are Alembic's own.
+    assert {script.revision for script in scripts.walk_revisions()} == KNOWN_REVISIONS
+
+
+async def test_a_node_that_does_not_migrate_refuses_an_older_schema_and_runs_on_a_newer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = tmp_path / "m.db"
+    engine = create_engine(f"sqlite:///{database}")
+    try:
+        with pytest.raises(SchemaMismatch, match=r"schema is not there.*run `chunkd migrate`"):
+            await check_schema(engine)  # a new, empty database
+        await migrate(engine)
+        await check_schema(engine)
+        with sqlite3.connect(database) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '0007_link_keys'")
+        with pytest.raises(SchemaMismatch, match="at 0007_link_keys; this chunkd needs " + HEAD_REVISION):
+            await check_schema(engine)
+        # A newer version's schema: run on it (an old node during a rolling upgrade), saying so;
+        # migrating it is refused in one sentence, not Alembic's "Can't locate revision" traceback.
+        with sqlite3.connect(database) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+        await check_schema(engine)
+        assert "newer chunkd" in caplog.text and "rolling upgrade" in caplog.text
+        with pytest.raises(SchemaMismatch, match=r"made by a newer chunkd.*CHUNKD_MIGRATE_ON_START=false"):
+            await migrate(engine)
+        assert _version(database) == "9999_from_the_future"
+    finally:
+        await engine.dispose()
 
 
 WEBHOOK_TABLES = {"events", "webhook_endpoints", "webhook_deliveries"}  # what 0005_webhooks creates

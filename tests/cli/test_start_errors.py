@@ -86,3 +86,13 @@ def test_keys_errors_go_to_stderr_so_a_pipe_never_takes_them_for_the_key(tmp_pat
     revoked = CliRunner().invoke(app, ["keys", "revoke", "deadbeefdeadbeef", "--data-dir", str(tmp_path)])
     assert revoked.exit_code == 2
     assert revoked.stdout == "" and "no API key with id 'deadbeefdeadbeef'" in revoked.stderr
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["keys", "revoke", "k_none"], ["gc"]])
+def test_a_command_on_a_data_dir_without_a_database_says_so_and_makes_none(tmp_path: Path, command: list[str]) -> None:
+    # A mistyped --data-dir (or a server on PostgreSQL without CHUNKD_DATABASE_URL here) listed an
+    # empty server and exited 0, leaving a new, empty database behind.
+    done = CliRunner().invoke(app, [*command, "--data-dir", str(tmp_path / "typo")])
+    assert done.exit_code == 2, done.output
+    assert done.stderr.startswith(f"chunkd: {tmp_path / 'typo'} has no chunkd database"), done.stderr
+    assert not (tmp_path / "typo" / "chunkd.db").exists()

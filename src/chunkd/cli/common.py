@@ -81,11 +81,23 @@ def data_dir_problem(path: Path) -> str | None:
     return None
 
 
-async def with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]]) -> T:
-    """Run ``action`` with a runtime opened on ``settings`` (closed afterwards, also on errors)."""
+async def with_runtime(
+    settings: Settings, action: Callable[[Runtime], Awaitable[T]], *, may_create: bool = False
+) -> T:
+    """Run ``action`` with a runtime opened on ``settings`` (closed afterwards, also on errors).
+    Without ``may_create``, a data dir with no database (and no CHUNKD_DATABASE_URL) is refused
+    rather than given a new, empty one: listing, revoking or collecting there would report an empty
+    server and exit 0 (a mistyped --data-dir, a server on PostgreSQL)."""
     from chunkd.runtime import open_runtime
 
     require_data_dir(settings)
+    if not may_create and settings.database_url is None and not settings.default_database_path().exists():
+        err_console.print(
+            f"chunkd: {settings.data_dir} has no chunkd database: pass the server's data directory (--data-dir, "
+            "CHUNKD_DATA_DIR), or CHUNKD_DATABASE_URL for a server on PostgreSQL",
+            markup=False,
+        )
+        raise typer.Exit(2)
     runtime = await open_runtime(settings)
     try:
         return await action(runtime)

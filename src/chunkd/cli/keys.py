@@ -43,7 +43,7 @@ def keys_create(
     # dir prepared before its first `chunkd serve`).
     fresh = settings.database_url is None and not settings.default_database_path().exists()
     try:
-        record, token = asyncio.run(with_runtime(settings, create))
+        record, token = asyncio.run(with_runtime(settings, create, may_create=True))
     except ChunkdError as exc:
         # On stderr: `KEY=$(chunkd keys create … | tail -n 1)` must not take an error for the key.
         err_console.print(f"error: {exc.message}", style="red", markup=False)

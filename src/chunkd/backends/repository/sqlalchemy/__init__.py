@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chunkd.backends.repository.full import DATABASE_TIMEOUT, closed_within, storage_faults
-from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
+from chunkd.backends.repository.sqlalchemy.database import check_schema, create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.keys import SqlKeyRepository
 from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
 from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
@@ -44,14 +44,16 @@ class SqlMetadata:
 
 
 async def open_sql_metadata(url: str, *, run_migrations: bool, timeout: float = DATABASE_TIMEOUT) -> SqlMetadata:
-    """The repositories over the database at ``url``, migrated first when ``run_migrations``;
-    ``timeout``: see ``create_engine``."""
+    """The repositories over the database at ``url``, migrated first when ``run_migrations``, else
+    checked to be at this version's schema (or a newer one); ``timeout``: see ``create_engine``."""
     engine = create_engine(url, timeout=timeout)
-    if run_migrations:
-        try:
-            with storage_faults():  # a database down or not answering is said so, not the driver's error
+    try:
+        with storage_faults():  # a database down or not answering is said so, not the driver's error
+            if run_migrations:
                 await migrate(engine, connect_timeout=timeout)
-        except BaseException:
-            await closed_within(engine.dispose(), "the metadata database engine")
-            raise
+            else:
+                await check_schema(engine)
+    except BaseException:
+        await closed_within(engine.dispose(), "the metadata database engine")
+        raise
     return SqlMetadata.over(engine)

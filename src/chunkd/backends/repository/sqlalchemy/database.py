@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 from sqlalchemy import event, inspect, text
@@ -10,13 +12,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from chunkd.backends.repository.full import DATABASE_TIMEOUT
 
-__all__ = ["HEAD_REVISION", "async_url", "create_engine", "migrate"]
+__all__ = ["HEAD_REVISION", "SchemaMismatch", "async_url", "check_schema", "create_engine", "migrate"]
+
+log = logging.getLogger("chunkd.startup")  # what `chunkd serve` shows of its start (server/run.py:log_config)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration (a test checks it is Alembic's head). A database already there is not handed
 # to Alembic at start-up, so a node never imports it (~9.5 MB of RSS, measured 2026-11-30) unless it
 # has something to migrate.
 HEAD_REVISION = "0008_key_makers"
+# Every revision this version knows, read from its migration files' ``revision = "…"`` lines (a test
+# checks they are Alembic's), again without importing Alembic.
+KNOWN_REVISIONS = frozenset(
+    match.group(1)
+    for path in (MIGRATIONS / "versions").glob("[0-9]*.py")
+    if (match := re.search(r'^revision = "([^"]+)"$', path.read_text(encoding="utf-8"), re.MULTILINE))
+)
+
+
+class SchemaMismatch(RuntimeError):
+    """The database's schema is not one this version of chunkd can run on."""
 
 
 def async_url(url: str) -> str:
@@ -63,9 +78,23 @@ def _current_revision(connection: Connection) -> str | None:
     return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def _newer_schema(current: str) -> str:
+    return (
+        f"the database's schema ({current}) was made by a newer chunkd than this one, which knows up to {HEAD_REVISION}"
+    )
+
+
 def _upgrade(connection: Connection) -> None:
-    if _current_revision(connection) == HEAD_REVISION:
+    current = _current_revision(connection)
+    if current == HEAD_REVISION:
         return
+    if current is not None and current not in KNOWN_REVISIONS:
+        # Alembic's own refusal is a traceback ending in "Can't locate revision".
+        raise SchemaMismatch(
+            _newer_schema(current) + ": run the newer version, or, while nodes are upgraded one by one, start "
+            "this one with CHUNKD_MIGRATE_ON_START=false"
+        )
+    log.info("migrating the database's schema from %s to %s", current or "nothing", HEAD_REVISION)
     from alembic import command
     from alembic.config import Config
 
@@ -130,6 +159,22 @@ def _transactional_sqlite(url: str) -> AsyncEngine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+async def check_schema(engine: AsyncEngine) -> None:
+    """For a node that does not migrate: refuse to run on a schema older than this version's (every
+    request would fail on a missing column while its health checks passed); run on a newer one,
+    saying so, as an old node does while a rolling upgrade replaces it (migrations only add)."""
+    async with engine.connect() as connection:
+        current = await connection.run_sync(_current_revision)
+    if current == HEAD_REVISION:
+        return
+    if current is None or current in KNOWN_REVISIONS:
+        raise SchemaMismatch(
+            f"the database's schema is {'not there' if current is None else 'at ' + current}; this chunkd "
+            f"needs {HEAD_REVISION}: run `chunkd migrate` (CHUNKD_MIGRATE_ON_START is false)"
+        )
+    log.warning("%s; running on it, as during a rolling upgrade: upgrade this node", _newer_schema(current))
 
 
 async def _migrate(engine: AsyncEngine) -> None:
