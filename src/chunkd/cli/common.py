@@ -81,9 +81,7 @@ def data_dir_problem(path: Path) -> str | None:
     return None
 
 
-async def with_runtime(
-    settings: Settings, action: Callable[[Runtime], Awaitable[T]], *, may_create: bool = False
-) -> T:
+async def with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]], *, may_create: bool = False) -> T:
     """Run ``action`` with a runtime opened on ``settings`` (closed afterwards, also on errors).
     Without ``may_create``, a data dir with no database (and no CHUNKD_DATABASE_URL) is refused
     rather than given a new, empty one: listing, revoking or collecting there would report an empty

@@ -119,25 +119,23 @@ async def migrate(engine: AsyncEngine, *, connect_timeout: float = DATABASE_TIME
     ``connect_timeout``). Whether one is pending is asked first on ``engine``,
     whose statements are timed: a node starting against a database that accepts connections but
     does not answer (frozen, a stalled disk) fails within the timeout, saying so, instead of
-    waiting for ever; only a pending migration waits untimed."""
-    if engine.dialect.name == "postgresql":
-        async with engine.connect() as connection:
-            if await connection.run_sync(_current_revision) == HEAD_REVISION:
-                return
-        url = engine.url.render_as_string(hide_password=False)
-        untimed = create_engine(url, timeout=connect_timeout, timed_statements=False)
-        try:
-            await _migrate(untimed)
-        finally:
-            await untimed.dispose()
-    elif engine.url.database in (None, "", ":memory:"):
+    waiting for ever; only a pending migration waits untimed. On SQLite it runs on an engine of its
+    own too, whose transactions hold schema changes (``_transactional_sqlite``)."""
+    if engine.url.database in (None, "", ":memory:") and engine.dialect.name == "sqlite":
         await _migrate(engine)  # a database of this engine's own connection: no other can see it
+        return
+    async with engine.connect() as connection:
+        if await connection.run_sync(_current_revision) == HEAD_REVISION:
+            return
+    url = engine.url.render_as_string(hide_password=False)
+    if engine.dialect.name == "postgresql":
+        own = create_engine(url, timeout=connect_timeout, timed_statements=False)
     else:
-        whole = _transactional_sqlite(engine.url.render_as_string(hide_password=False))
-        try:
-            await _migrate(whole)
-        finally:
-            await whole.dispose()
+        own = _transactional_sqlite(url)
+    try:
+        await _migrate(own)
+    finally:
+        await own.dispose()
 
 
 def _transactional_sqlite(url: str) -> AsyncEngine:
