@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging.config
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable
@@ -27,14 +28,33 @@ from chunkd.settings import Settings
 __all__ = ["log_config", "run_granian", "run_uvicorn"]
 
 
+# The last line of a failed start's traceback when chunkd refused to start for a reason it words for
+# the operator: the database unreachable or full, its schema not this version's.
+_REFUSAL = re.compile(r"^chunkd\.[\w.]+\.(?:StorageError|StorageFull|SchemaMismatch): (?P<why>.+)$")
+
+
+class StartRefusals(logging.Filter):
+    """uvicorn logs a failed start as the lifespan's whole traceback (some 150 lines through
+    Starlette, SQLAlchemy and the driver); a refusal of chunkd's own is shown as its one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Traceback") and (refused := _REFUSAL.match(message.rstrip().splitlines()[-1])):
+            record.msg, record.args = "chunkd cannot start: %s", (refused["why"],)
+        return True
+
+
 def log_config() -> dict[str, Any]:
     """uvicorn's logging set-up plus chunkd's server logger (disconnects, refused heads) and its
-    start-up line (storage and store capabilities) at info level, while uvicorn's own stay at warning."""
+    start-up line (storage and store capabilities) at info level, while uvicorn's own stay at warning;
+    a start chunkd refused is said in one line (``StartRefusals``)."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["chunkd.server"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     config["loggers"]["chunkd.startup"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config.setdefault("filters", {})["start_refusals"] = {"()": StartRefusals}
+    config["loggers"]["uvicorn.error"] = {**config["loggers"].get("uvicorn.error", {}), "filters": ["start_refusals"]}
     return config
 
 
