@@ -134,6 +134,7 @@ def test_resume_after_the_connection_drops_after_the_104(server: ChunkdServer) -
             "Upload-Complete": "?1",
             "Content-Type": "application/partial-upload",
         },
+        timeout=60,  # httpx's default 5 s: MiBs written and synced, then the completion, on a loaded disk
     )
     assert done.status_code == 200, done.text
     assert done.json()["md5"] == hashlib.md5(data).hexdigest()

@@ -13,7 +13,9 @@ from tests.support.server import ChunkdServer
 def test_create_upload_complete_download(live_server: ChunkdServer) -> None:
     key = live_server.create_key("alice")
     data = os.urandom(3 * 1024 * 1024 + 123)
-    with httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {key}"}) as client:
+    auth = {"Authorization": f"Bearer {key}"}
+    # Not httpx's default 5 s: each answer waits for 2 MiB to be synced (CHUNKD_FSYNC), on a loaded disk.
+    with httpx.Client(base_url=live_server.url, headers=auth, timeout=60) as client:
         created = client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": 2**21})
         assert created.status_code == 201, created.text
         file_id = created.json()["id"]

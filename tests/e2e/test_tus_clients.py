@@ -187,6 +187,7 @@ def test_a_dropped_patch_keeps_the_bytes_that_arrived(live_server: ChunkdServer)
         url,
         content=data[offset:],
         headers={**headers, "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)},
+        timeout=60,  # httpx's default 5 s: 5+ MiB written and synced, then the completion, on a loaded disk
     )
     assert rest.status_code == 204, rest.text
     info = stored(live_server, key, url)

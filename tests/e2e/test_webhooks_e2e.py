@@ -158,8 +158,10 @@ def test_two_nodes_on_postgresql_deliver_each_event_once(
 ) -> None:
     """Both nodes write events and both deliver from the shared outbox; the receiver answers slowly,
     so deliveries are in flight while the other node looks for work. Every event arrives, once."""
-    slow = WebhookReceiver(receiver.root, receiver.port, delay=0.05)
-    slow.start()
+    # The fixture's own receiver, made slow: the fixture stops it even if the nodes fail to start
+    # (a second receiver started here outlived the run when start_cluster raised).
+    receiver.delay = 0.05
+    slow = receiver.start()
     database_url = pg_server.url(pg_server.create_database())
     nodes = start_cluster(tmp_path / "cluster", database_url, webhook_env(slow), nodes=2)
     try:

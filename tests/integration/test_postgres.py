@@ -84,15 +84,17 @@ async def test_advisory_locks_exclude_across_managers(pg_url: str) -> None:
 
         # A waiter gets the lock soon after the holder lets go.
         order: list[str] = []
+        held = asyncio.Event()
 
         async def holder() -> None:
             async with node_a.hold("u3", timeout=1):
                 order.append("a-in")
+                held.set()
                 await asyncio.sleep(0.2)
                 order.append("a-out")
 
         async def waiter() -> None:
-            await asyncio.sleep(0.05)
+            await held.wait()  # not a fixed 50 ms: A's lock query may take longer on a loaded machine
             async with node_b.hold("u3", timeout=5):
                 order.append("b-in")
 

@@ -51,6 +51,9 @@ def test_stalled_body_is_cut_and_durable_parts_kept(guarded_server: tuple[Chunkd
     server, key = guarded_server
     file_id = _create(server, key, 3000, 1000)
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        # Before the send: the server's idle clock cannot start earlier. Taken after it, a client
+        # descheduled for over 0.1 s while the server read the bytes measured less than 0.9 s.
+        started = time.monotonic()
         sock.sendall(
             (
                 f"PUT /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
@@ -58,7 +61,6 @@ def test_stalled_body_is_cut_and_durable_parts_kept(guarded_server: tuple[Chunkd
             ).encode()
             + b"a" * 2500
         )
-        started = time.monotonic()
         status, headers, body = read_response(sock)  # ... and then send nothing more
         waited = time.monotonic() - started
     assert status == 408, body

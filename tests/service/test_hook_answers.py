@@ -53,8 +53,12 @@ async def not_a_number(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=b'{"result": NaN, "metadata": {"x": Infinity}}')
 
 
-def hooks(answer: Answer, *, fail_open: bool) -> HttpHooks:
-    return HttpHooks("http://hooks.example/", timeout=0.2, fail_open=fail_open, transport=httpx.MockTransport(answer))
+def hooks(answer: Answer, *, fail_open: bool, timeout: float = 0.2) -> HttpHooks:
+    """0.2 s keeps the answers that must time out quick; one that must arrive gets a longer deadline
+    (on a loaded machine an in-process exchange alone took over 100 ms)."""
+    return HttpHooks(
+        "http://hooks.example/", timeout=timeout, fail_open=fail_open, transport=httpx.MockTransport(answer)
+    )
 
 
 @pytest.mark.parametrize("answer", [never_ending, never_answering, too_long, too_deep, lone_surrogate, not_a_number])
@@ -77,7 +81,7 @@ async def test_an_answer_in_time_and_within_the_cap_is_used() -> None:
         return httpx.Response(200, json={"metadata": {"project": "x"}})
 
     upload = make_upload()
-    ok = hooks(answer, fail_open=False)
+    ok = hooks(answer, fail_open=False, timeout=30)
     await ok.pre_create(upload)
     assert upload.metadata["project"] == "x"
     await ok.close()
@@ -91,7 +95,7 @@ async def test_pre_create_metadata_adds_but_never_replaces() -> None:
         fields = {"project": "x", "tus": {"forged": True}, "link": "other", "_s3": {"UploadId": "forged"}}
         return httpx.Response(200, json={"metadata": fields})
 
-    answering = hooks(echoing, fail_open=False)
+    answering = hooks(echoing, fail_open=False, timeout=30)
     upload = make_upload(metadata={"tus": {"metadata": {}}, "link": "L1"})
     await answering.pre_create(upload)
     assert upload.metadata == {"tus": {"metadata": {}}, "link": "L1", "project": "x"}
