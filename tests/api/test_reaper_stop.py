@@ -94,11 +94,19 @@ async def test_the_server_removes_orphaned_blobs_itself(settings: Settings) -> N
         old = time.time() - 3600
         orphan, young = directory / "9.leftover.part", directory / "8.being-written.part"
         gone_upload = store.root / "zz" / ("z" * 22)
-        for path in (orphan, young, gone_upload / "1.x.part"):
+        # The old blobs are made outside the store and moved in already old (a rename keeps the
+        # mtime): a sweep (every 10 ms) that unlinked 1.x.part just after gone_upload's utime made
+        # that directory young again, and it was then spared for the whole grace.
+        outside = settings.data_dir / "outside"
+        for path in (outside / "9.leftover.part", outside / "gone" / "1.x.part"):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(b"x")
-        for path in (orphan, gone_upload / "1.x.part", gone_upload):
+        for path in (outside / "9.leftover.part", outside / "gone" / "1.x.part", outside / "gone"):
             os.utime(path, (old, old))
+        gone_upload.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(outside / "gone", gone_upload)
+        os.rename(outside / "9.leftover.part", orphan)
+        young.write_bytes(b"x")
         new_upload = store.root / "yy" / ("y" * 22)  # made by a first part an instant before its file
         new_upload.mkdir(parents=True)
         deadline = time.monotonic() + 30
@@ -108,3 +116,38 @@ async def test_the_server_removes_orphaned_blobs_itself(settings: Settings) -> N
         assert young.exists() and new_upload.exists()
         stored = await uploads.get("alice", upload.id)
         assert (directory / stored.parts[1].blob_ref).exists()
+
+
+async def test_orphans_are_swept_only_in_a_store_of_this_database(settings: Settings) -> None:
+    """A store never marked becomes the database's at its first sweep; a store marked as another
+    database's (this one lost and made anew, a wrong database URL or data dir) is never swept: each
+    of its blobs would have been an orphan here."""
+    import os
+    import time
+
+    from chunkd.backends.blobs.local import DATABASE_MARK, LocalBlobStore
+    from chunkd.domain.errors import ForeignStore
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        uploads = app.state.chunkd.uploads
+        store = uploads.blobs
+        assert isinstance(store, LocalBlobStore)
+        mark = store.root / DATABASE_MARK
+        assert not mark.exists()  # (the tests' apps run no sweep at start)
+        stray = store.root / "zz" / ("z" * 22) / "1.x.part"
+        stray.parent.mkdir(parents=True)
+        stray.write_bytes(b"x")
+        old = time.time() - 3600
+        for path in (stray, stray.parent):
+            os.utime(path, (old, old))
+
+        mark.write_text("db_" + "0" * 32 + "\n")  # another database's store
+        with pytest.raises(ForeignStore, match="belongs to another database"):
+            await uploads.sweep_orphans(60)
+        assert stray.exists()
+
+        mark.unlink()  # unmarked: it becomes this database's, and is swept
+        assert await uploads.sweep_orphans(60) >= 1 and not stray.exists()
+        assert mark.read_text().strip() == await uploads.repo.database_id()
+        assert await uploads.sweep_orphans(60) == 0  # and stays this database's

@@ -70,8 +70,9 @@ async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
         await engine.dispose()
         assert _version(database) == HEAD_REVISION and _tables(database) >= WEBHOOK_TABLES
         assert LINK_KEY in _columns(database, "upload_links") and KEY_MAKER in _columns(database, "api_keys")
-        # Undo the three newest migrations by hand: the next start-up must see it is behind and apply them.
+        # Undo the four newest migrations by hand: the next start-up must see it is behind and apply them.
         with sqlite3.connect(database) as conn:
+            conn.execute("DROP TABLE database_identity")
             conn.execute("DROP INDEX ix_api_keys_created_by")
             conn.execute(f"ALTER TABLE api_keys DROP COLUMN {KEY_MAKER}")
             conn.execute("DROP INDEX ix_upload_links_key")

@@ -14,7 +14,7 @@ import pytest
 from chunkd.backends.blobs.local import LocalBlobStore
 from chunkd.domain.errors import StorageError
 from chunkd.domain.upload import Part, Status, Upload
-from chunkd.ports.blobs import BlockingReader, PartLinker
+from chunkd.ports.blobs import BlockingReader, PartLinker, Sweeper
 from tests.contract.conftest import BlobFixture
 from tests.support.uploads import make_upload
 
@@ -247,3 +247,16 @@ async def test_sweep_removes_only_unreferenced_old_blobs(blobs: BlobFixture) -> 
     assert await blobs.stored(orphan_dir) == set()
     assert gone.blob_ref not in await blobs.stored(orphan_dir)
     assert await read_part(blobs, live, kept) == kept_bytes
+
+
+async def test_a_sweeper_keeps_the_mark_of_its_database(blobs: BlobFixture) -> None:
+    store = blobs.store
+    if not isinstance(store, Sweeper):
+        pytest.skip(f"{blobs.backend.name} has no sweep capability")
+    assert await store.database_mark() is None  # a new store
+    await store.mark_database("db_first")
+    await store.mark_database("db_" + "f" * 32)  # marked again: the newer mark stands, whole
+    assert await store.database_mark() == "db_" + "f" * 32
+    # The mark is no blob: a sweep that frees everything unreferenced leaves it.
+    await store.sweep({}, grace_seconds=0)
+    assert await store.database_mark() == "db_" + "f" * 32

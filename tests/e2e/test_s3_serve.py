@@ -62,14 +62,23 @@ def test_serve_on_s3(tmp_path: Path, ceph_rgw: CephRgw, s3_bucket: str) -> None:
     assert f"e2e/masters/{file_id}/.._clip.mp4" in keys  # the sanitised filename is the real key
     assert len(s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])) == 1  # the pending one
     # The pending upload's record disappears (as if its database were lost): gc aborts its strays.
+    # Only once an empty database is made on purpose: gc in a data dir without one refuses (with a
+    # mistyped --data-dir it would have swept every object of the bucket).
     (server.data_dir / "chunkd.db").unlink()
-    result = subprocess.run(
-        [str(BIN / "chunkd"), "gc", "--grace", "0", "--data-dir", str(server.data_dir)],
-        env=server.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    gc = [str(BIN / "chunkd"), "gc", "--grace", "0", "--data-dir", str(server.data_dir)]
+    refused = subprocess.run(gc, env=server.env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "has no chunkd database" in refused.stderr, refused.stderr
+    assert len(s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])) == 1
+    migrate = [str(BIN / "chunkd"), "migrate", "--data-dir", str(server.data_dir)]
+    subprocess.run(migrate, env=server.env, capture_output=True, check=True)
+    # The bucket is marked as the lost database's (the server's sweep at start marked it): a new
+    # database sweeps it only once the operator removes the mark.
+    foreign = subprocess.run(gc, env=server.env, capture_output=True, text=True)
+    assert foreign.returncode == 1 and "belongs to another database" in foreign.stderr, foreign.stderr
+    assert len(s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])) == 1
+    s3.delete_object(Bucket=s3_bucket, Key="e2e/database-id")
+    result = subprocess.run(gc, env=server.env, capture_output=True, text=True, check=True)
     assert "removed" in result.stdout
     assert s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
-    assert s3.list_objects_v2(Bucket=s3_bucket).get("KeyCount", 0) == 0
+    left = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket).get("Contents", [])]
+    assert left == ["e2e/database-id"]  # the mark, now the new database's

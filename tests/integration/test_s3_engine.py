@@ -15,7 +15,7 @@ import pytest
 
 from chunkd.app import create_app
 from chunkd.backends.blobs import s3 as s3_module
-from chunkd.backends.blobs.s3 import MIN_S3_PART, STATE, S3BlobStore
+from chunkd.backends.blobs.s3 import DATABASE_MARK, MIN_S3_PART, STATE, S3BlobStore
 from chunkd.backends.blobs.s3_client import PATIENT_CALLS, PATIENT_READ_TIMEOUT
 from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.errors import Busy
@@ -76,7 +76,8 @@ def bucket_state(api: Api) -> tuple[list[str], list[dict[str, Any]]]:
     store = store_of(api)
     objects = s3(api).list_objects_v2(Bucket=store.bucket).get("Contents", [])
     uploads = s3(api).list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
-    return [o["Key"] for o in objects], uploads
+    # Less the store's database mark (``DATABASE_MARK``), made by the app's first sweep.
+    return [o["Key"] for o in objects if not o["Key"].endswith(f"/{DATABASE_MARK}")], uploads
 
 
 def s3_parts(api: Api, upload_id: str, key: str, mp_id: str) -> dict[int, int]:

@@ -156,11 +156,11 @@ class EndlessBody(httpx.AsyncByteStream):
 
 
 def endless_worker(
-    metadata: MetadataStore, answer: Callable[[httpx.Request], Awaitable[httpx.Response]]
+    metadata: MetadataStore, answer: Callable[[httpx.Request], Awaitable[httpx.Response]], timeout: float = 0.2
 ) -> DeliveryWorker:
     return DeliveryWorker(
         metadata.webhooks,
-        DeliveryPolicy(block_private=False, timeout=0.2),
+        DeliveryPolicy(block_private=False, timeout=timeout),
         operator_secret=None,
         clock=lambda: T0 + timedelta(seconds=1),
         transport=httpx.MockTransport(answer),
@@ -171,7 +171,9 @@ async def test_a_2xx_whose_body_never_ends_is_delivered_without_reading_it(metad
     async def answer(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, stream=EndlessBody())
 
-    delivery = endless_worker(metadata, answer)
+    # Its headers must arrive within the deadline: 0.2 s was a wall-clock bet on a loaded machine
+    # (a body read in full would still hang until the deadline and fail the test).
+    delivery = endless_worker(metadata, answer, timeout=10)
     await add_endpoint(metadata)
     await completed_upload(metadata)
     # (wait_for only turns a hang into a failure.)

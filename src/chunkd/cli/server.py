@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from chunkd.cli.common import DataDir, app, console, require_data_dir, settings_for, with_runtime
+from chunkd.cli.common import DataDir, app, console, err_console, require_data_dir, settings_for, with_runtime
 
 if TYPE_CHECKING:
     from chunkd.runtime import Runtime
@@ -127,16 +127,25 @@ def gc(
 ) -> None:
     """Expire idle uploads and remove blobs nothing points at (safe beside a running server)."""
 
-    async def collect(runtime: Runtime) -> tuple[int, int]:
+    from chunkd.domain.errors import ForeignStore
+
+    async def collect(runtime: Runtime) -> tuple[int, int | ForeignStore]:
         expired = 0
         while True:
             batch = await runtime.uploads.expire_due(limit=500)
             expired += batch
             if batch < 500:
                 break
-        return expired, await runtime.uploads.sweep_orphans(grace)
+        try:
+            return expired, await runtime.uploads.sweep_orphans(grace)
+        except ForeignStore as refused:
+            return expired, refused
 
     expired, swept = asyncio.run(with_runtime(settings_for(data_dir), collect))
+    if isinstance(swept, ForeignStore):
+        console.print(f"expired {expired} upload(s)")
+        err_console.print(f"chunkd: {swept.message}", markup=False)
+        raise typer.Exit(1)
     console.print(f"expired {expired} upload(s); removed {swept} orphaned blob(s)")
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "ContentRefused",
     "Expired",
     "Forbidden",
+    "ForeignStore",
     "InvalidInput",
     "InvalidState",
     "MissingParts",
@@ -149,6 +150,13 @@ class StorageError(ChunkdError):
     durable bytes was recorded. The upload resumes once storage is back."""
 
     code = "storage_unavailable"
+
+
+class ForeignStore(StorageError):
+    """The blob store is marked as another database's: an orphan sweep here would remove blobs that
+    database's records name."""
+
+    code = "foreign_store"
 
 
 class StorageFull(StorageError):

@@ -176,6 +176,13 @@ class Sweeper(Protocol):
         not referenced, when older than ``grace_seconds``; returns how many were removed. A store
         may also free what the completion of an upload in ``completed`` (COMPLETED ones) left."""
 
+    async def database_mark(self) -> str | None:
+        """The id of the database this store's blobs belong to, as ``mark_database`` left it; None
+        for a store never marked."""
+
+    async def mark_database(self, database_id: str) -> None:
+        """Note, durably, that this store's blobs belong to the database ``database_id``."""
+
 
 @dataclass(frozen=True)
 class StoreCapabilities:

@@ -78,6 +78,9 @@ class UploadRepository(Protocol):
         """Ids of the COMPLETED uploads (``chunkd gc``: a store may free what their completion
         left behind, never what a PENDING upload's parts still need)."""
 
+    async def database_id(self) -> str:
+        """This database's id, made with it (a blob store names the database it belongs to)."""
+
     async def count_pending(self) -> int:
         """PENDING uploads of every owner (the ``chunkd_uploads_pending`` gauge)."""
 

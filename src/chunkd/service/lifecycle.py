@@ -14,6 +14,7 @@ from chunkd.domain.errors import (
     Busy,
     ChecksumMismatch,
     ContentRefused,
+    ForeignStore,
     InvalidInput,
     InvalidState,
     TooLarge,
@@ -332,6 +333,18 @@ class Lifecycle(EngineCore):
         sweeper = self.caps.sweeper
         if sweeper is None:
             return 0
+        # Only in a store of this database's: a database lost and made anew, one restored after
+        # the store moved on, a wrong CHUNKD_DATABASE_URL or --data-dir would take every stored
+        # blob for an orphan. A store never marked (new, or from before marks) becomes this one's.
+        database_id, mark = await self.repo.database_id(), await sweeper.database_mark()
+        if mark is None:
+            await sweeper.mark_database(database_id)
+        elif mark != database_id:
+            raise ForeignStore(
+                f"the blob store belongs to another database ({mark}; this one is {database_id}): no orphaned blob "
+                "is removed. If this database replaced that one for good, remove the store's database-id mark "
+                "(docs/operations.md)"
+            )
         live, completed = await self.repo.live_blobs(), await self.repo.completed_ids()
         return await sweeper.sweep(live, grace_seconds=grace_seconds, completed=completed)
 

@@ -99,6 +99,11 @@ def _disk(doing: str) -> Iterator[None]:
         raise storage_error(exc, doing) from exc
 
 
+# In the store's root, beside the shard directories (a sweep looks only into directories): the id of
+# the database whose records name these blobs.
+DATABASE_MARK = "database-id"
+
+
 def fsync_dir(path: Path) -> None:
     """Make the names created in directory ``path`` durable (a file's own sync keeps its bytes,
     not its name)."""
@@ -466,6 +471,30 @@ class LocalBlobStore:
 
         with _disk("linking stored parts"):  # a source part file gone is a storage fault, as on reads
             return await asyncio.to_thread(link)
+
+    async def database_mark(self) -> str | None:
+        def read() -> str | None:
+            try:
+                return (self.root / DATABASE_MARK).read_text(encoding="ascii").strip() or None
+            except FileNotFoundError:
+                return None
+
+        with _disk("reading the store's database mark"):
+            return await asyncio.to_thread(read)
+
+    async def mark_database(self, database_id: str) -> None:
+        def write() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fresh = self.root / (DATABASE_MARK + ".new")
+            with open(fresh, "w", encoding="ascii") as mark:
+                mark.write(database_id + "\n")
+                mark.flush()
+                os.fsync(mark.fileno())
+            fresh.replace(self.root / DATABASE_MARK)
+            fsync_dir(self.root)
+
+        with _disk("marking the store with its database"):
+            await asyncio.to_thread(write)
 
     async def sweep(
         self, live: dict[str, set[str]], *, grace_seconds: float, completed: Collection[str] = frozenset()

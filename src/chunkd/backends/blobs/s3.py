@@ -81,6 +81,10 @@ COPY_OBJECT_LIMIT = MAX_S3_PART
 
 __all__ = ["COPY_OBJECT_LIMIT", "MAX_S3_PART", "MIN_S3_PART", "STATE", "S3BlobStore", "from_settings", "make_client"]
 
+# Under the store's prefix, beside masters/ and staging/ (the only folders a sweep lists): the id of
+# the database whose records name these objects.
+DATABASE_MARK = "database-id"
+
 
 class S3BlobStore(S3Multipart):
     """BlobStore, PartSettler, CompletionCleaner, UploadCopier and DownloadRedirector over an S3
@@ -205,6 +209,20 @@ class S3BlobStore(S3Multipart):
 
     async def delete(self, upload: Upload) -> None:
         await self._cleanup(upload, keep_final=False)
+
+    async def database_mark(self) -> str | None:
+        # Under the prefix, beside masters/ and staging/ (the only folders a sweep lists).
+        try:
+            got = await self.call("get_object", Key=self.prefix + DATABASE_MARK)
+        except StorageError as exc:
+            if _not_found(exc.__cause__):
+                return None
+            raise
+        body: bytes = await self._run(got["Body"].read)
+        return body.decode("ascii", "replace").strip() or None
+
+    async def mark_database(self, database_id: str) -> None:
+        await self.call("put_object", Key=self.prefix + DATABASE_MARK, Body=(database_id + "\n").encode())
 
     async def sweep(
         self, live: dict[str, set[str]], *, grace_seconds: float, completed: Collection[str] = frozenset()

@@ -37,5 +37,8 @@ class ColdPaths:
     async def completed_ids(self) -> set[str]:
         return await self.cold.completed_ids()
 
+    async def database_id(self) -> str:
+        return await self.cold.database_id()
+
     async def count_pending(self) -> int:
         return await self.cold.count_pending()

@@ -221,3 +221,11 @@ webhook_deliveries = Table(
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
 )
+
+# One row: this database's id, made with it. A blob store keeps the id of the database it belongs
+# to, and an orphan sweep runs only where the two agree (``UploadService.sweep_orphans``).
+database_identity = Table(
+    "database_identity",
+    metadata,
+    Column("id", String(64), primary_key=True),
+)

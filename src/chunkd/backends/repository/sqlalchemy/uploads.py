@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
 from chunkd.backends.repository.sqlalchemy.outbox import write_events
-from chunkd.backends.repository.sqlalchemy.tables import parts, uploads
+from chunkd.backends.repository.sqlalchemy.tables import database_identity, parts, uploads
 from chunkd.domain.errors import Conflict
 from chunkd.domain.events import Event
 from chunkd.domain.upload import Mode, Part, Status, Upload
@@ -193,6 +194,21 @@ class SqlUploadRepository(SqlStore):
     async def completed_ids(self) -> set[str]:
         query = select(uploads.c.id).where(uploads.c.status == Status.COMPLETED.value)
         return set(await self.all(query, _first_column))
+
+    async def database_id(self) -> str:
+        # Made by migration 0009; made here if missing (a database whose tables were created from
+        # the metadata, not by the migrations). The smallest, should two processes make one at once.
+        first = select(database_identity.c.id).order_by(database_identity.c.id).limit(1)
+        async with self.transaction() as conn:
+            made = (await conn.execute(first)).scalar()
+            if made is None:
+                await conn.execute(
+                    self.insert(database_identity)
+                    .values(id="db_" + secrets.token_hex(16))
+                    .on_conflict_do_nothing(index_elements=[database_identity.c.id])
+                )
+                made = (await conn.execute(first)).scalar_one()
+        return str(made)
 
     async def count_pending(self) -> int:
         # An index scan of ``ix_uploads_status_expires``.
