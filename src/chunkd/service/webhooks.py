@@ -31,6 +31,16 @@ def new_signing_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def _may_exist(endpoint_id: str) -> bool:
+    """Whether ``endpoint_id`` could be one of ours (``wh_`` + 32 hex digits, ``whop_`` + 24); a
+    longer one is never looked up."""
+    return len(endpoint_id) <= 40
+
+
+def _no_endpoint(endpoint_id: str) -> NotFound:
+    return NotFound(f"no webhook endpoint with id {endpoint_id!r}", field="id")
+
+
 def _event_types(event_types: Sequence[str]) -> tuple[str, ...]:
     unknown = sorted(set(event_types) - EVENT_TYPES)
     if unknown or not event_types:
@@ -104,13 +114,11 @@ class WebhookService:
             await self._check_url(url)
         types = () if every_event else None if event_types is None else _event_types(event_types)
         changes = EndpointChanges(url=url, event_types=types, enabled=enabled)
-        endpoint = (
-            await self.repo.update_endpoint(endpoint_id, owner, changes, self.clock())
-            if len(endpoint_id) <= 40
-            else None
-        )
+        endpoint = None
+        if _may_exist(endpoint_id):
+            endpoint = await self.repo.update_endpoint(endpoint_id, owner, changes, self.clock())
         if endpoint is None:
-            raise NotFound(f"no webhook endpoint with id {endpoint_id!r}", field="id")
+            raise _no_endpoint(endpoint_id)
         if enabled:
             self.wake()
         return endpoint
@@ -119,14 +127,14 @@ class WebhookService:
         return await self.repo.list_endpoints(owner)
 
     async def get(self, owner: str, endpoint_id: str) -> Endpoint:
-        endpoint = await self.repo.get_endpoint(endpoint_id, owner) if len(endpoint_id) <= 40 else None
+        endpoint = await self.repo.get_endpoint(endpoint_id, owner) if _may_exist(endpoint_id) else None
         if endpoint is None:
-            raise NotFound(f"no webhook endpoint with id {endpoint_id!r}", field="id")
+            raise _no_endpoint(endpoint_id)
         return endpoint
 
     async def delete(self, owner: str, endpoint_id: str) -> None:
-        if len(endpoint_id) > 40 or not await self.repo.delete_endpoint(endpoint_id, owner):
-            raise NotFound(f"no webhook endpoint with id {endpoint_id!r}", field="id")
+        if not _may_exist(endpoint_id) or not await self.repo.delete_endpoint(endpoint_id, owner):
+            raise _no_endpoint(endpoint_id)
 
     async def deliveries(self, owner: str, endpoint_id: str, limit: int = 100) -> list[Delivery]:
         endpoint = await self.get(owner, endpoint_id)
