@@ -22,6 +22,7 @@ __all__ = [
     "console",
     "data_dir_problem",
     "err_console",
+    "no_database_yet",
     "require_data_dir",
     "settings_for",
     "with_runtime",
@@ -81,6 +82,11 @@ def data_dir_problem(path: Path) -> str | None:
     return None
 
 
+def no_database_yet(settings: Settings) -> bool:
+    """Whether ``settings`` name the data dir's own SQLite database and it is not there yet."""
+    return settings.database_url is None and not settings.default_database_path().exists()
+
+
 async def with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable[T]], *, may_create: bool = False) -> T:
     """Run ``action`` with a runtime opened on ``settings`` (closed afterwards, also on errors).
     Without ``may_create``, a data dir with no database (and no CHUNKD_DATABASE_URL) is refused
@@ -89,7 +95,7 @@ async def with_runtime(settings: Settings, action: Callable[[Runtime], Awaitable
     from chunkd.runtime import open_runtime
 
     require_data_dir(settings)
-    if not may_create and settings.database_url is None and not settings.default_database_path().exists():
+    if not may_create and no_database_yet(settings):
         err_console.print(
             f"chunkd: {settings.data_dir} has no chunkd database: pass the server's data directory (--data-dir, "
             "CHUNKD_DATA_DIR), or CHUNKD_DATABASE_URL for a server on PostgreSQL",

@@ -12,7 +12,7 @@ import typer
 from rich.table import Column, Table
 from rich.text import Text
 
-from chunkd.cli.common import DataDir, console, err_console, settings_for, with_runtime
+from chunkd.cli.common import DataDir, console, err_console, no_database_yet, settings_for, with_runtime
 
 if TYPE_CHECKING:
     from chunkd.ports.keys import ApiKeyRecord
@@ -41,7 +41,7 @@ def keys_create(
     # Run from another directory than the server's, the command would make a database of its own
     # there, and its key would be refused by the server: say so (the key is still made, for a data
     # dir prepared before its first `chunkd serve`).
-    fresh = settings.database_url is None and not settings.default_database_path().exists()
+    fresh = no_database_yet(settings)
     try:
         record, token = asyncio.run(with_runtime(settings, create, may_create=True))
     except ChunkdError as exc:

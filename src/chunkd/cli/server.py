@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from chunkd.cli.common import DataDir, app, console, err_console, require_data_dir, settings_for, with_runtime
+from chunkd.cli.common import (
+    DataDir,
+    app,
+    console,
+    err_console,
+    no_database_yet,
+    require_data_dir,
+    settings_for,
+    with_runtime,
+)
 
 if TYPE_CHECKING:
     from chunkd.runtime import Runtime
@@ -82,9 +91,7 @@ def _migrate_embedded(settings: Settings) -> None:
     """Create the default SQLite database of a new data dir here, before the server starts: the
     server then finds it current and never imports Alembic (idle RSS 105 → 100 MiB, 2026-11-30).
     Anything else is left to the server, which migrates what needs it and reports any failure."""
-    if not settings.migrate_on_start or settings.database_url is not None:
-        return
-    if settings.default_database_path().exists():
+    if not settings.migrate_on_start or not no_database_yet(settings):
         return
     try:
         _upgrade(settings)
