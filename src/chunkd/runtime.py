@@ -310,16 +310,8 @@ def write_bootstrap_key(data_dir: Path, token: str) -> Path:
     only, and return its path: the key itself never goes to the log (logs are collected, shipped
     and read by others). A file left by an earlier bootstrap (its key gone with the database that
     held it) is replaced whole, never partly written."""
+    from chunkd.backends.blobs.local import replace_durably
+
     path = data_dir / BOOTSTRAP_KEY_FILE
-    fd, tmp = tempfile.mkstemp(prefix=".bootstrap-", dir=data_dir)  # mode 0600
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(token + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    replace_durably(path, (token + "\n").encode())  # made 0600
     return path

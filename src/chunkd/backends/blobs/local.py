@@ -26,6 +26,7 @@ import re
 import secrets
 import shutil
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Generator, Iterator, Sequence
@@ -36,7 +37,7 @@ from chunkd.domain.errors import StorageError, StorageFull
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Part, Upload
 
-__all__ = ["LocalBlobStore", "fsync_dir"]
+__all__ = ["LocalBlobStore", "fsync_dir", "replace_durably"]
 
 _REF = re.compile(r"^[0-9]{1,5}\.[A-Za-z0-9_-]{8,32}\.part$")
 READ_CHUNK = 1024 * 1024
@@ -112,6 +113,24 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace_durably(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` whole, replacing what was there: written to a temporary file beside
+    it (mkstemp: mode 0600), synced, renamed over ``path``, and the directory synced. A reader never
+    sees it half-written, and a crash leaves the old file or the new one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
 
 
 # Set on a directory this store makes until its name is durable in its parent. A writer that finds
@@ -485,13 +504,7 @@ class LocalBlobStore:
     async def mark_database(self, database_id: str) -> None:
         def write() -> None:
             self.root.mkdir(parents=True, exist_ok=True)
-            fresh = self.root / (DATABASE_MARK + ".new")
-            with open(fresh, "w", encoding="ascii") as mark:
-                mark.write(database_id + "\n")
-                mark.flush()
-                os.fsync(mark.fileno())
-            fresh.replace(self.root / DATABASE_MARK)
-            fsync_dir(self.root)
+            replace_durably(self.root / DATABASE_MARK, (database_id + "\n").encode("ascii"))
 
         with _disk("marking the store with its database"):
             await asyncio.to_thread(write)
