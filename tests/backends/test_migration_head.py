@@ -19,6 +19,7 @@ from chunkd.backends.repository.sqlalchemy.database import (
     create_engine,
     migrate,
 )
+from tests.support.sqlite import column_names, schema_revision, table_names
 
 
 def test_head_revision_is_alembics_head() -> None:
@@ -52,7 +53,7 @@ async def test_a_node_that_does_not_migrate_refuses_an_older_schema_and_runs_on_
         assert "newer chunkd" in caplog.text and "rolling upgrade" in caplog.text
         with pytest.raises(SchemaMismatch, match=r"made by a newer chunkd.*CHUNKD_MIGRATE_ON_START=false"):
             await migrate(engine)
-        assert _version(database) == "9999_from_the_future"
+        assert schema_revision(database) == "9999_from_the_future"
     finally:
         await engine.dispose()
 
@@ -68,8 +69,8 @@ async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
     try:
         await migrate(engine)
         await engine.dispose()
-        assert _version(database) == HEAD_REVISION and _tables(database) >= WEBHOOK_TABLES
-        assert LINK_KEY in _columns(database, "upload_links") and KEY_MAKER in _columns(database, "api_keys")
+        assert schema_revision(database) == HEAD_REVISION and table_names(database) >= WEBHOOK_TABLES
+        assert LINK_KEY in column_names(database, "upload_links") and KEY_MAKER in column_names(database, "api_keys")
         # Undo the four newest migrations by hand: the next start-up must see it is behind and apply them.
         with sqlite3.connect(database) as conn:
             conn.execute("DROP TABLE database_identity")
@@ -82,24 +83,9 @@ async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
             conn.execute("UPDATE alembic_version SET version_num = '0004_upload_links'")
         await migrate(engine)
         await engine.dispose()
-        assert _version(database) == HEAD_REVISION and _tables(database) >= WEBHOOK_TABLES
-        assert LINK_KEY in _columns(database, "upload_links") and KEY_MAKER in _columns(database, "api_keys")
+        assert schema_revision(database) == HEAD_REVISION and table_names(database) >= WEBHOOK_TABLES
+        assert LINK_KEY in column_names(database, "upload_links") and KEY_MAKER in column_names(database, "api_keys")
         await migrate(engine)  # at head: nothing to do, nothing changes
-        assert _version(database) == HEAD_REVISION
+        assert schema_revision(database) == HEAD_REVISION
     finally:
         await engine.dispose()
-
-
-def _version(database: Path) -> str:
-    with sqlite3.connect(database) as conn:
-        return str(conn.execute("SELECT version_num FROM alembic_version").fetchone()[0])
-
-
-def _tables(database: Path) -> set[str]:
-    with sqlite3.connect(database) as conn:
-        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-
-def _columns(database: Path, table: str) -> set[str]:
-    with sqlite3.connect(database) as conn:
-        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}

@@ -14,16 +14,7 @@ from alembic.config import Config
 from sqlalchemy.exc import OperationalError
 
 from chunkd.backends.repository.sqlalchemy.database import HEAD_REVISION, MIGRATIONS, create_engine, migrate
-
-
-def _columns(db: Path, table: str) -> set[str]:
-    with sqlite3.connect(db) as conn:
-        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-
-
-def _revision(db: Path) -> str:
-    with sqlite3.connect(db) as conn:
-        return str(conn.execute("SELECT version_num FROM alembic_version").fetchone()[0])
+from tests.support.sqlite import column_names, schema_revision
 
 
 async def test_a_migration_failing_half_way_changes_nothing(tmp_path: Path) -> None:
@@ -41,12 +32,12 @@ async def test_a_migration_failing_half_way_changes_nothing(tmp_path: Path) -> N
             conn.execute("CREATE INDEX ix_api_keys_created_by ON api_keys(name)")
         with pytest.raises(OperationalError, match="already exists"):
             await migrate(engine)
-        assert "created_by" not in _columns(db, "api_keys") and _revision(db) == "0007_link_keys"
+        assert "created_by" not in column_names(db, "api_keys") and schema_revision(db) == "0007_link_keys"
 
         with sqlite3.connect(db) as conn:
             conn.execute("DROP INDEX ix_api_keys_created_by")
         await migrate(engine)
-        assert "created_by" in _columns(db, "api_keys") and _revision(db) == HEAD_REVISION
+        assert "created_by" in column_names(db, "api_keys") and schema_revision(db) == HEAD_REVISION
     finally:
         await engine.dispose()
 

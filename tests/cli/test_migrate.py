@@ -12,6 +12,7 @@ from pathlib import Path
 from chunkd.backends.repository.sqlalchemy.database import HEAD_REVISION
 from chunkd.cli.server import _migrate_embedded
 from chunkd.settings import Settings
+from tests.support.sqlite import schema_revision
 
 CHUNKD = str(Path(sys.executable).parent / "chunkd")
 
@@ -31,13 +32,6 @@ asyncio.run(main())
 """
 
 
-def revision(database: Path) -> str:
-    import sqlite3
-
-    with sqlite3.connect(database) as conn:
-        return str(conn.execute("SELECT version_num FROM alembic_version").fetchone()[0])
-
-
 def assert_private(data_dir: Path) -> None:
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((data_dir / "chunkd.db").stat().st_mode) == 0o600
@@ -54,7 +48,7 @@ def test_migrate_makes_a_private_current_database(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     subprocess.run([CHUNKD, "migrate", "--data-dir", str(data_dir)], capture_output=True, timeout=240, check=True)
     assert_private(data_dir)
-    assert revision(data_dir / "chunkd.db") == HEAD_REVISION
+    assert schema_revision(data_dir / "chunkd.db") == HEAD_REVISION
 
 
 def test_serve_migrates_a_new_data_dir_so_the_server_never_imports_alembic(tmp_path: Path) -> None:
@@ -64,7 +58,7 @@ def test_serve_migrates_a_new_data_dir_so_the_server_never_imports_alembic(tmp_p
     data_dir = tmp_path / "data"
     _migrate_embedded(Settings(data_dir=data_dir))
     assert_private(data_dir)
-    assert revision(data_dir / "chunkd.db") == HEAD_REVISION
+    assert schema_revision(data_dir / "chunkd.db") == HEAD_REVISION
     assert not imports_alembic_to_start(data_dir)
 
 

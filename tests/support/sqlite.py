@@ -8,13 +8,14 @@ import atexit
 import functools
 import os
 import shutil
+import sqlite3
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 
-__all__ = ["copy_sqlite", "migrated_sqlite", "process_template"]
+__all__ = ["column_names", "copy_sqlite", "migrated_sqlite", "process_template", "schema_revision", "table_names"]
 
 DB_NAME = "chunkd.db"  # the file Settings uses in its data dir when no database URL is given
 
@@ -52,3 +53,19 @@ def copy_sqlite(template: Path, data_dir: Path, name: str = DB_NAME) -> Path:
     shutil.copyfile(template, target)
     os.chmod(target, 0o600)
     return target
+
+
+def schema_revision(database: Path) -> str:
+    """The Alembic revision an SQLite file is at."""
+    with sqlite3.connect(database) as conn:
+        return str(conn.execute("SELECT version_num FROM alembic_version").fetchone()[0])
+
+
+def table_names(database: Path) -> set[str]:
+    with sqlite3.connect(database) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def column_names(database: Path, table: str) -> set[str]:
+    with sqlite3.connect(database) as conn:
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
