@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Api
+from tests.support.tus import append_in_slices
 
 PART = 1000
 PARTS = 300
@@ -95,15 +96,7 @@ async def test_ranges_of_a_tus_upload_of_uneven_appends_are_right(api: Api) -> N
     tus = {**api.auth(), "Tus-Resumable": "1.0.0"}
     made = await api.client.post("/files", headers={**tus, "Upload-Length": str(len(data))})
     path = "/files/" + made.headers["location"].rsplit("/", 1)[1]
-    offset = 0
-    for size in (1, 7_000, 333, 20_000, 22_666):
-        patch = await api.client.patch(
-            path,
-            content=data[offset : offset + size],
-            headers={**tus, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
-        )
-        assert patch.status_code == 204, patch.text
-        offset += size
+    await append_in_slices(api.client, path, data, (1, 7_000, 333, 20_000, 22_666), tus)
     for header, start, end in ranges(len(data)):
         got = await api.client.get(path, headers={**tus, "Range": header})
         assert got.content == data[start:end], header

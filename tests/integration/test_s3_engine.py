@@ -24,6 +24,7 @@ from chunkd.service.uploads import UploadService
 from chunkd.settings import Settings
 from tests.conftest import Api
 from tests.support.s3 import CephRgw
+from tests.support.tus import append_in_slices
 
 MiB = 1024 * 1024
 
@@ -176,15 +177,7 @@ async def test_tus_patch_that_ends_an_upload_of_many_appends_completes_it(s3_api
     created = await s3_api.client.post("/files", headers={**tus, "Upload-Length": str(len(data))})
     assert created.status_code == 201, created.text
     url = created.headers["location"]
-    offset = 0
-    for size in (MiB, MiB, 300 * 1024):  # three appends: three staged objects
-        patched = await s3_api.client.patch(
-            url,
-            content=data[offset : offset + size],
-            headers={**tus, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
-        )
-        assert patched.status_code == 204, patched.text
-        offset += size
+    await append_in_slices(s3_api.client, url, data, (MiB, MiB, 300 * 1024), tus)  # three staged objects
     done = await s3_api.runtime.uploads.get("alice", url.rsplit("/", 1)[1])
     assert done.status is Status.COMPLETED and done.md5 == hashlib.md5(data).hexdigest()
     assert b"".join([c async for c in s3_api.runtime.uploads.read(done)]) == data
