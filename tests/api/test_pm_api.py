@@ -636,6 +636,30 @@ async def test_without_qqchunksize_one_chunk_or_a_declared_size(api: Api) -> Non
     assert await finished(api, file_uuid, "three.bin") == data
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [[], [("qqtotalfilesize", "0")], [("qqtotalfilesize", "0"), ("qqchunksize", "0"), ("qqpartbyteoffset", "0")]],
+    ids=["bare", "sized", "as-computed"],
+)
+async def test_an_empty_file_as_chunk_0_of_1(api: Api, extra: list[tuple[str, str]]) -> None:
+    """A client that always chunks sends an empty file as chunk 0 of 1 (with the sizes it computed:
+    0). A chunk must hold a byte, but that one is the whole file: stored as an empty file."""
+    file_uuid = str(uuid.uuid4())
+    fields = [("qquuid", file_uuid), ("qqpartindex", "0"), ("qqtotalparts", "1"), ("qqfilename", "empty.txt"), *extra]
+    first = await post_form(api, form(fields, b""))
+    assert first.status_code == 200, first.text
+    assert first.json()["file_uuid"] == file_uuid and first.json()["success"] is True
+    again = await post_form(api, form(fields, b""))  # a retry after a lost answer
+    assert again.status_code == 200, again.text
+    assert await finished(api, file_uuid, "empty.txt") == b""
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.size_bytes == 0 and upload.md5 == hashlib.md5(b"").hexdigest()
+    # A declared size or chunk size the empty body contradicts is still refused, naming it.
+    for name in ("qqtotalfilesize", "qqchunksize"):
+        wrong = [("qqpartindex", "0"), ("qqtotalparts", "1"), (name, "5")]
+        assert_fine_uploader_error(await post_form(api, form(wrong, b"")), 400)
+
+
 async def test_later_chunk_before_chunk_0_measured_the_size(api: Api) -> None:
     """Without a chunk size, chunk 0 must come first: a later chunk before it cannot be placed."""
     data = os.urandom(2 * CHUNK)

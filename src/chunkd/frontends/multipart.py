@@ -38,6 +38,7 @@ __all__ = [
     "TextField",
     "boundary_of",
     "form_events",
+    "replayed",
 ]
 
 # Text fields are a few dozen bytes (uuids, numbers, names); these caps keep a hostile body from
@@ -227,6 +228,14 @@ async def form_events(
         ended = parser.state.name == "END"
     if not ended:
         raise InvalidInput("the multipart/form-data body ended early, before its closing boundary", field="body")
+
+
+async def replayed(seen: list[FormEvent], rest: AsyncIterator[FormEvent]) -> AsyncIterator[FormEvent]:
+    """Events already read (to look ahead), then the rest of the form, none of them lost."""
+    for event in seen:
+        yield event
+    async for event in rest:
+        yield event
 
 
 @dataclass

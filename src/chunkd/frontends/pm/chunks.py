@@ -27,7 +27,7 @@ from datetime import datetime
 
 from chunkd.domain import errors as e
 from chunkd.domain.upload import PART_SIZE_FROM_PART_1, Mode, Status, Upload
-from chunkd.frontends.multipart import FileData, FileEnd, FileStart, FormEvent
+from chunkd.frontends.multipart import FileData, FileEnd, FileStart, FormEvent, replayed
 from chunkd.frontends.pm.fields import QQ
 from chunkd.service.uploads import UploadService
 
@@ -255,6 +255,12 @@ async def store_chunk(
     if qq.integer("qqtotalparts", minimum=1) is None:
         # The seed marks it required for every chunk (Fine Uploader always sends it).
         raise e.InvalidInput("qqtotalparts is required with qqpartindex, before qqfile", field="qqtotalparts")
+    if index == 0 and qq.integer("qqtotalparts") == 1 and not qq.integer("qqtotalfilesize"):
+        empty, events = await _starts_empty(events)
+        if empty and not qq.integer("qqchunksize"):
+            # An empty file sent as chunk 0 of 1: a chunk must hold a byte, but the file is whole
+            # as it is, so it is stored (and completed) as a whole file of 0 bytes.
+            return await store_whole_file(service, owner, qq, start, events)
     file_uuid = qq.uuid()
     issued = file_uuid is None
     if file_uuid is None:
@@ -315,6 +321,18 @@ async def _fill_chunk(
         # The last chunk ends the file: its size is now known.
         upload = await service.declare_size(owner, upload.id, part.offset + part.size)
     return Stored(upload, file_uuid, whole=False, issued=issued)
+
+
+async def _starts_empty(events: AsyncIterator[FormEvent]) -> tuple[bool, AsyncIterator[FormEvent]]:
+    """Whether the file part ends before its first byte; and the events, none of them lost."""
+    seen: list[FormEvent] = []
+    empty = False
+    async for event in events:
+        seen.append(event)
+        if isinstance(event, FileEnd) or (isinstance(event, FileData) and event.data):
+            empty = isinstance(event, FileEnd)
+            break
+    return empty, replayed(seen, events)
 
 
 def by_qquuid(exc: e.InvalidState | e.Expired, upload: Upload, file_uuid: str) -> e.ChunkdError:

@@ -38,7 +38,16 @@ from chunkd.frontends.http import (
     runtime,
     takes_file_bytes,
 )
-from chunkd.frontends.multipart import FileData, FileEnd, FileStart, FormEvent, TextField, boundary_of, form_events
+from chunkd.frontends.multipart import (
+    FileData,
+    FileEnd,
+    FileStart,
+    FormEvent,
+    TextField,
+    boundary_of,
+    form_events,
+    replayed,
+)
 from chunkd.frontends.openapi import form_schema
 from chunkd.frontends.pm.chunks import (
     CHUNK_FIELDS,
@@ -240,7 +249,7 @@ async def _store(request: Request, owner: str, fields: dict[str, str], boundary:
                     await _read_rest(events, fields)
                     qq = QQ(fields)
                     qq.md5()
-                events = _replay(held.events, ended, events)
+                events = replayed(held.events, events)  # after _read_rest, nothing is left past them
             if any(name in qq for name in CHUNK_FIELDS):
                 stored = await store_chunk(service, owner, qq, event, events)
             else:
@@ -290,15 +299,6 @@ async def _read_rest(events: AsyncIterator[FormEvent], fields: dict[str, str]) -
             fields[event.name] = event.value
         elif isinstance(event, FileStart):
             raise e.InvalidInput("only one qqfile per request", field="qqfile")
-
-
-async def _replay(held: list[FormEvent], ended: bool, rest: AsyncIterator[FormEvent]) -> AsyncIterator[FormEvent]:
-    """The held events, then (when the file part had not ended) the rest of the form."""
-    for event in held:
-        yield event
-    if not ended:
-        async for event in rest:
-            yield event
 
 
 async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResponse:
