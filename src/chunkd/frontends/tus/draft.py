@@ -1,5 +1,5 @@
 """The IETF "Resumable Uploads for HTTP" draft (draft-ietf-httpbis-resumable-upload, interop
-versions 3 to 9) at the tus endpoint, told apart from tus 1.0 by ``Upload-Draft-Interop-Version``.
+versions 3 to 8) at the tus endpoint, told apart from tus 1.0 by ``Upload-Draft-Interop-Version``.
 
 The same engine calls as tus 1.0 (an upload in ``Mode.APPEND`` with ``frontend="tus"``), so the
 same authentication, scopes, quotas, expiry and events apply, and an upload created by either

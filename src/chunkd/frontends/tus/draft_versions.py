@@ -19,17 +19,21 @@ asks for, read from the published drafts and the editor's copy:
                   not complete the upload carries ``Upload-Complete: ?0``; an incomplete
                   append may answer any 2xx; a body past the length also makes the upload
                   unusable (-08)
- 8    -09..-11    ``Upload-Limit`` required on the 104, on an incomplete creation's response
+ 8    -09..-12    ``Upload-Limit`` required on the 104, on an incomplete creation's response
                   and on HEAD; a repeated completing append may replay the final response;
-                  a 104 does not replace a ``100 Continue``; GET on an upload answers like HEAD
- 9    -12         the ``completed-upload`` problem type removed; a successful HEAD or GET on
-                  an upload carries its state fields and ``Upload-Limit`` (a GET of a finished
-                  upload included); ``Upload-Limit`` on a refusal for a limit; a client retries
-                  only 409, 413, 429 and 5xx (so a busy upload is a 503, not a 423)
+                  a 104 does not replace a ``100 Continue``; GET on an upload answers like HEAD;
+                  -12 (still interop 8) removed the ``completed-upload`` problem type, which
+                  -11 only allowed ("can use"), so it is not sent; a successful HEAD or GET
+                  carries the upload's state fields and ``Upload-Limit`` (a GET of a finished
+                  upload included); ``Upload-Limit`` on a refusal for a limit
 ====  ==========  ==========================================================================
 
-Drafts -13 and later are not implemented: their texts were not at hand when 9 was added, and no
-widely used client sends more than 6 (tus-js-client 4 and 5 send 5 or 6; Apple's URLSession 6).
+-12 kept interop version 8: its source says "The current interop version is 8" and its change log,
+unlike those of the drafts that raised it, has no "Increase the draft interop version". chunkd
+once took -12 for a version 9; no draft up to -12 defines 9, and a request naming it (or any
+version of -13 and later, whose texts were not at hand) is refused without a 104, as the draft asks
+of a mismatching version. No widely used client sends more than 6 (tus-js-client 4 and 5 send 5
+or 6; Apple's URLSession 6).
 
 Every version uses the status code 104 for "Upload Resumption Supported". Headers a version does
 not define (``Upload-Limit`` before 6, say) are still sent: a client ignores fields it does not
@@ -139,20 +143,22 @@ class InteropVersion:
     @property
     def busy_status(self) -> int:
         """The status for an upload another request still writes: ``423 (Locked)``, as tus says,
-        until 8; 503 from 9, whose clients retry only 409, 413, 429 and 5xx."""
-        return 503 if self.number >= 9 else 423
+        until 7; 503 (with ``Retry-After``) from 8. No draft names a status for it, and from -09
+        a client "SHOULD NOT attempt to retry or resume the upload" after a 4xx whose semantics do
+        not invite it, but may resume after a 5xx: the upload stays the client's to finish."""
+        return 503 if self.number >= 8 else 423
 
     def problem_type(self, name: str) -> str | None:
         """The draft's problem type URI for ``name`` if this version defines it, else None."""
         defined = {
             "mismatching-upload-offset": range(6, 100),
-            "completed-upload": range(6, 9),  # removed in -12
+            "completed-upload": range(6, 8),  # optional in -11, removed in -12 (both interop 8)
             "inconsistent-upload-length": range(7, 100),
         }
         return PROBLEM_BASE + name if self.number in defined.get(name, ()) else None
 
 
-INTEROP_VERSIONS = {n: InteropVersion(n) for n in range(3, 10)}
+INTEROP_VERSIONS = {n: InteropVersion(n) for n in range(3, 9)}
 NEWEST = INTEROP_VERSIONS[max(INTEROP_VERSIONS)]
 SPOKEN = f"{min(INTEROP_VERSIONS)} to {NEWEST.number}"
 
