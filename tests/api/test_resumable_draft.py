@@ -397,13 +397,28 @@ async def test_content_digest_is_verified_before_the_append_is_kept(api: Api, v:
     assert response.headers["upload-offset"] == "6"
 
 
-async def test_repr_digest_declared_at_creation_is_checked_on_completion(api: Api, v: int) -> None:
-    wrong = base64.b64encode(hashlib.md5(b"nope").digest()).decode()
-    path = upload_path(await create(api, v, b"abc", **{"Repr-Digest": f"md5=:{wrong}:"}))
-    response = await append(api, v, path, 3, b"", complete=True)
-    assert response.status_code == 400
-    still_open = await head(api, v, path)
-    assert not is_complete(v, still_open)
+def b64digest(algorithm: str, data: bytes) -> str:
+    return base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha256", "sha512"])
+async def test_repr_digest_declared_at_creation_is_checked_on_completion(api: Api, v: int, algorithm: str) -> None:
+    """Every algorithm chunkd knows is checked (md5 from the engine's own hash, sha-256/sha-512 by
+    one read of the stored bytes); on a mismatch "the server SHOULD consider the upload failed":
+    it is cancelled, since neither the declared digest nor the bytes can change any more."""
+    name = algorithm.replace("sha", "sha-")
+    data = os.urandom(70_000)
+    path = upload_path(await create(api, v, data[:40_000], **{"Repr-Digest": f"{name}=:{b64digest(algorithm, data)}:"}))
+    done = await append(api, v, path, 40_000, data[40_000:], complete=True)
+    assert done.status_code == 200 and is_complete(v, done), done.text
+    wrong = b64digest(algorithm, b"nope")
+    path = upload_path(await create(api, v, b"abc", **{"Repr-Digest": f"{name}=:{wrong}:, unixsum=:AAAA:"}))
+    refused = await append(api, v, path, 3, b"", complete=True)
+    assert refused.status_code == 400 and problem(refused)["field"] == "Repr-Digest", refused.text
+    assert "cancelled" in problem(refused)["detail"] and not is_complete(v, refused)
+    assert (await head(api, v, path)).status_code == 404
+    upload = await api.runtime.uploads.get("alice", path.rsplit("/", 1)[1])
+    assert upload.status.value == "CANCELLED"
 
 
 async def test_a_repr_digest_md5_of_the_wrong_length_is_refused_before_anything_is_stored(api: Api, v: int) -> None:

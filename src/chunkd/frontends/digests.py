@@ -14,7 +14,8 @@ What chunkd can say without extra work, and what costs a pass over the bytes:
   CRC S3 clients already check, ``x-amz-checksum-crc64nvme``.)
 - ``sha-256`` / ``sha-512`` of a whole file are not kept (a second hash over every uploaded byte
   would break invariant 5), so they are computed only when a request asks for them in
-  ``Want-Repr-Digest``, by reading the stored bytes once.
+  ``Want-Repr-Digest``, or a draft creation declares them in ``Repr-Digest`` (checked at
+  completion), by reading the stored bytes once.
 - A digest of one request's content is verified by the engine while the body streams (one extra
   hash over that request's bytes, which the client asked for) before the bytes are acknowledged;
   on mismatch nothing of the request is kept.
@@ -34,7 +35,7 @@ import http_sf
 from starlette.requests import ClientDisconnect
 
 from chunkd.domain.checksum import StreamHasher, new_stream_hasher
-from chunkd.domain.errors import InvalidInput
+from chunkd.domain.errors import ChecksumMismatch, InvalidInput
 from chunkd.service.crc import Crc32cHasher, Crc64Hasher
 
 __all__ = [
@@ -43,12 +44,13 @@ __all__ = [
     "RequestDigest",
     "content_digest",
     "content_digest_checksum",
-    "declared_md5",
+    "declared_digests",
     "parse_digest_field",
     "parse_want",
     "repr_digest_header",
     "repr_digest_of",
     "request_digest",
+    "verify_read_digests",
     "wants",
 ]
 
@@ -113,16 +115,19 @@ def parse_digest_field(value: str | None, field: str) -> dict[str, bytes]:
     return {key: item for key, item in parsed.items() if isinstance(item, bytes)}
 
 
-def declared_md5(value: str | None) -> str | None:
-    """The whole file's MD5 a ``Repr-Digest`` declares (hex), to be checked at completion; None
-    when it declares none. An md5 member of the wrong length is a 400 now, before anything is
-    stored: it could never match, and would leave an upload that cannot be completed."""
-    digest = parse_digest_field(value, "Repr-Digest").get("md5")
-    if digest is None:
-        return None
-    if len(digest) != _RFC9530["md5"][1]:
-        raise InvalidInput(f"Repr-Digest's md5 must be a {_RFC9530['md5'][1]}-byte digest", field="Repr-Digest")
-    return digest.hex()
+def declared_digests(value: str | None) -> dict[str, str]:
+    """The whole file's digests a ``Repr-Digest`` declares, algorithm → hex, among md5, sha-256 and
+    sha-512 (others are ignored, RFC 9530 §2), to be checked at completion. A member of the wrong
+    length is a 400 now, before anything is stored: it could never match, and would leave an
+    upload that cannot be completed."""
+    digests = parse_digest_field(value, "Repr-Digest")
+    declared: dict[str, str] = {}
+    for name, (_, length) in _RFC9530.items():
+        if (digest := digests.get(name)) is not None:
+            if len(digest) != length:
+                raise InvalidInput(f"Repr-Digest's {name} must be a {length}-byte digest", field="Repr-Digest")
+            declared[name] = digest.hex()
+    return declared
 
 
 def parse_want(value: str | None) -> dict[str, int]:
@@ -225,12 +230,38 @@ async def repr_digest_header(
     chunks: a client that asked for the hash of a large file and left stops the work
     (``ClientDisconnect``) rather than costing a whole read of the file for nobody."""
     members = [kept] if (kept := repr_digest_of(md5_hex, crc64_hex)) else []
-    hashers = {name: _READ_ALGORITHMS[name]() for name in wants(want) if name in _READ_ALGORITHMS}
-    if read is not None and hashers:
-        async for chunk in read():
-            if gone is not None and await gone():
-                raise ClientDisconnect()
-            for hasher in hashers.values():
-                await asyncio.to_thread(hasher.update, chunk)
-        members += [f"{name}={_byte_sequence(hasher.digest())}" for name, hasher in hashers.items()]
+    names = [name for name in wants(want) if name in _READ_ALGORITHMS]
+    if read is not None and names:
+        computed = await _read_digests(names, read, gone)
+        members += [f"{name}={_byte_sequence(digest)}" for name, digest in computed.items()]
     return ", ".join(members) or None
+
+
+async def verify_read_digests(
+    declared: Mapping[str, str],
+    read: Callable[[], AsyncIterator[bytes]],
+    gone: Callable[[], Awaitable[bool]] | None = None,
+) -> None:
+    """Check the sha-256/sha-512 a ``Repr-Digest`` declared (``declared_digests``) against the
+    stored bytes, read once (the md5 is the engine's own, checked at no cost); a mismatch is a
+    ``ChecksumMismatch`` naming the field. Nothing is read when none was declared."""
+    names = [name for name in declared if name in _READ_ALGORITHMS]
+    if not names:
+        return
+    for name, digest in (await _read_digests(names, read, gone)).items():
+        if digest.hex() != declared[name]:
+            raise ChecksumMismatch(f"Repr-Digest's {name} does not match the uploaded bytes", field="Repr-Digest")
+
+
+async def _read_digests(
+    names: list[str], read: Callable[[], AsyncIterator[bytes]], gone: Callable[[], Awaitable[bool]] | None
+) -> dict[str, bytes]:
+    """The ``names`` digests of the bytes ``read`` yields, hashed in a worker thread. ``gone`` is
+    asked between chunks: a client that left stops the work (``ClientDisconnect``)."""
+    hashers = {name: _READ_ALGORITHMS[name]() for name in names}
+    async for chunk in read():
+        if gone is not None and await gone():
+            raise ClientDisconnect()
+        for hasher in hashers.values():
+            await asyncio.to_thread(hasher.update, chunk)
+    return {name: hasher.digest() for name, hasher in hashers.items()}

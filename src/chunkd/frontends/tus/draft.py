@@ -34,7 +34,7 @@ from starlette.responses import Response
 
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.digests import content_digest_checksum, declared_md5, repr_digest_header
+from chunkd.frontends.digests import content_digest_checksum, declared_digests, repr_digest_header, verify_read_digests
 from chunkd.frontends.http import declares_body, parse_length, principal, runtime
 from chunkd.frontends.tus import draft_fields as fields
 from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength, length_overrun
@@ -101,7 +101,23 @@ class DraftEndpoint:
                 f"{upload.size_bytes}",
                 field="Upload-Complete",
             )
-        return await service.complete(owner, upload.id)
+        declared = _draft_state(upload).get("repr")
+
+        async def check(pending: Upload) -> None:
+            if isinstance(declared, dict):
+                await verify_read_digests(declared, lambda: service.read_received(pending), request.is_disconnected)
+
+        try:
+            return await service.complete(owner, upload.id, check=check)
+        except e.ChecksumMismatch as exc:
+            # "If the digests don't match, the server SHOULD consider the upload failed" (Repr-
+            # Digest, declared at creation): it can neither change nor be met by these bytes, so
+            # the upload is cancelled (a 404 from now on) rather than left to wait for its expiry.
+            with contextlib.suppress(e.ChunkdError):
+                await service.cancel(owner, upload.id)
+            raise e.ChecksumMismatch(
+                f"{exc.message}: the upload has failed and was cancelled", field="Repr-Digest", **exc.details
+            ) from None
 
     async def completed_response(
         self, request: Request, version: InteropVersion, upload: Upload, *, status: int, location: str
@@ -191,9 +207,11 @@ class DraftEndpoint:
         mime_type = meta.text("filetype", "type") or (
             media_type if media_type and media_type != PARTIAL_UPLOAD else None
         )
-        declared = declared_md5(request.headers.get("repr-digest"))
+        declared = declared_digests(request.headers.get("repr-digest"))
         checksum = content_digest_checksum(request.headers.get("content-digest"))
         state: dict[str, Any] = {"meta": meta.stored(), "draft": version.number}
+        if sha := {name: value for name, value in declared.items() if name != "md5"}:
+            state["repr"] = sha  # checked against the stored bytes at completion
         if want := request.headers.get("want-repr-digest"):
             state["want"] = want[:200]  # honoured when the upload completes, maybe in a later request
         # Through an upload link (its token may POST to the tus collection, which is also the
@@ -207,7 +225,7 @@ class DraftEndpoint:
                 filename=filename,
                 size_bytes=length,
                 mime_type=mime_type,
-                md5=declared,
+                md5=declared.get("md5"),
                 mode=Mode.APPEND,
                 frontend="tus",
                 metadata={"tus": state, **tags},
@@ -279,8 +297,8 @@ class DraftEndpoint:
         download: Callable[[Request, str], Awaitable[Response]],
     ) -> Response:
         """GET on an upload resource: the offset retrieval of HEAD for an unfinished upload; for a
-        finished one, ``download`` serves its content, with the state fields a successful GET
-        must carry from version 9 ("Upload-Offset", "Upload-Complete", "Upload-Limit")."""
+        finished one, ``download`` serves its content, with the state fields -12 asks of a
+        successful GET ("Upload-Offset", "Upload-Complete", "Upload-Limit")."""
         who = await principal(request)
         _any_scope(who.scopes, "files:create", "files:read")
         upload = await self.tus.load(request, who.owner, file_id)
