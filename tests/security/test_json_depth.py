@@ -65,9 +65,13 @@ async def test_an_integer_past_the_conversion_limit_is_a_400(api: Api, path: str
 
 
 async def test_shallow_json_is_parsed_as_before(api: Api) -> None:
-    nested = {"filename": "a", "sizeBytes": 1, "extra": [[[{"x": "[[[[{{{"}]]]}
-    created = await api.client.post("/v1/files", json=nested, headers=api.auth())
+    brackets = {"filename": '[[[{"x": "[[[[{{{"}]]]', "sizeBytes": 1}
+    created = await api.client.post("/v1/files", json=brackets, headers=api.auth())
     assert created.status_code == 201, created.text
+    # Shallow nesting is parsed too: a nested member is refused for what it is, an unknown field.
+    nested = {"filename": "a", "sizeBytes": 1, "extra": [[[{"x": "[[[[{{{"}]]]}
+    refused = await api.client.post("/v1/files", json=nested, headers=api.auth())
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "extra", refused.text
 
 
 def test_meter_counts_only_structure_outside_strings() -> None:

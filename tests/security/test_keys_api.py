@@ -42,11 +42,14 @@ async def test_no_escalation_and_no_other_owner(make_api: MakeApi) -> None:
         bob_id = bob_keys[0]["id"]
         assert (await api.client.delete(f"/v1/keys/{bob_id}", headers=api.auth("limited"))).status_code == 404
         assert (await api.client.get("/v1/files", headers=api.auth("bob"))).status_code == 200
-        # An "owner" field is not a way into another owner's keys: the key is made for the caller.
+        # An "owner" field is not a way into another owner's keys: it is no field of the request,
+        # refused by name, and no key is made.
+        before = len((await api.client.get("/v1/keys", headers=api.auth("limited"))).json()["data"])
         sneaky = await api.client.post(
             "/v1/keys", json={"scopes": "files:read", "owner": "bob"}, headers=api.auth("limited")
         )
-        assert sneaky.status_code == 201 and sneaky.json()["owner"] == "alice"
+        assert sneaky.status_code == 400 and sneaky.json()["error"]["field"] == "owner", sneaky.text
+        assert len((await api.client.get("/v1/keys", headers=api.auth("limited"))).json()["data"]) == before
         bad_name = await api.client.post(
             "/v1/keys", json={"scopes": "files:read", "name": "a\x00b"}, headers=api.auth("limited")
         )

@@ -92,6 +92,8 @@ def validation_error(errors: Sequence[Any]) -> tuple[str, str]:
     locations = (str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header"))
     parts = [p for p in locations if not _TYPE_TAG.match(p)]
     field = ".".join(parts) or "body"
+    if first.get("type") == "extra_forbidden":
+        return field, f"{field}: unknown field (a misspelt one is refused, not ignored)"
     return field, f"{field}: {first.get('msg', 'invalid value')}"
 
 

@@ -48,7 +48,11 @@ SCOPES_PATTERN = rf"^[ ,]*{_ONE}([ ,]+{_ONE})*[ ,]*$"
 
 
 class TokenRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # An unknown field is refused, naming it, on every chunkd body: a misspelt narrowing field
+    # ("scopes", "expires_in") was ignored and the token carried every scope of the key for the
+    # longest lifetime; a misspelt md5 completed a file unchecked; a link's "max_bytes" made a
+    # link without limits.
+    model_config = ConfigDict(extra="forbid")
 
     scope: Annotated[StrictStr, Field(pattern=SCOPES_PATTERN, max_length=512)] | list[ScopeName] | None = Field(
         None,
@@ -128,15 +132,23 @@ seed_token_router = APIRouter(
 )
 
 
+class SeedTokenRequest(TokenRequest):
+    # Seed 003 documents no body for its token operation: what its clients send besides chunkd's
+    # own fields is not refused.
+    model_config = ConfigDict(extra="ignore")
+
+
 @seed_token_router.post("/token", response_model=TokenResponse, summary="Authentication Token creation operation")
-async def create_token_seed(request: Request, body: Annotated[TokenRequest | None, Body()] = None) -> dict[str, Any]:
+async def create_token_seed(
+    request: Request, body: Annotated[SeedTokenRequest | None, Body()] = None
+) -> dict[str, Any]:
     """The token the asset API's ``AccessToken`` and ``Authorization`` headers carry."""
     return await _issue(request, body)
 
 
 # ---- API keys -----------------------------------------------------------------------------
 class CreateKeyRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     scopes: Annotated[StrictStr, Field(pattern=SCOPES_PATTERN, max_length=512)] | list[ScopeName] = Field(
         description="Scopes of the new key (space- or comma-separated, or a list); a subset of the caller's."

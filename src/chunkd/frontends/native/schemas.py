@@ -23,7 +23,7 @@ StatusLiteral = Literal["PENDING", "COMPLETED", "CANCELLED", "EXPIRED"]
 
 
 class CreateFileRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     filename: StrictStr = Field(min_length=1, max_length=1024, description="Original file name.")
     sizeBytes: StrictInt = Field(ge=0, le=2**53 - 1, description="Size of the whole file in bytes.")
@@ -35,7 +35,7 @@ class CreateFileRequest(BaseModel):
 
 
 class CompleteRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     md5: StrictStr | None = Field(
         None, pattern=MD5_PATTERN, description="Optional MD5 hex digest of the uploaded file."

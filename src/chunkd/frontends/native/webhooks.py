@@ -36,7 +36,7 @@ EndpointId = Annotated[str, Path(min_length=1, max_length=64, description="Webho
 
 
 class CreateWebhookRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     url: StrictStr = Field(min_length=1, max_length=2048, description="http(s) URL that receives the events.")
     events: list[StrictStr] | None = Field(

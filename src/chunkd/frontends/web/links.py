@@ -32,7 +32,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for 
 
 
 class CreateUploadLinkRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     expiresIn: StrictInt | None = Field(
         None, ge=1, le=2**31, description="Seconds until the link expires (default 7 days; at most 90 by default)."
