@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.proc import process_tree
 from tests.support.raw_http import read_response
 from tests.support.server import ChunkdServer, free_port
 
@@ -206,10 +207,30 @@ def test_dropped_client_is_one_info_line_without_traceback(limited: tuple[Chunkd
     assert all(not entry.startswith(("ERROR", "WARNING")) for entry in log.splitlines() if file_id in entry), log
 
 
+def _open_files_under(server: ChunkdServer, name: str) -> list[str]:
+    """The paths of the files the server's processes hold open that contain ``name``."""
+    found = []
+    for pid in process_tree(server.process.pid):
+        try:
+            descriptors = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in descriptors:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if name in target:
+                found.append(target)
+    return found
+
+
 def test_a_download_its_client_stopped_reading_is_cut_off(limited: tuple[ChunkdServer, str]) -> None:
     """It held its connection slot, file descriptor and buffers for ever (59 such clients took all
     60 slots of a server). Now: cut once the client takes under the minimum rate (1,000 bytes/s
-    here) over the send timeout (2 s), and one info line."""
+    here) over the send timeout (2 s), and one info line. The stored file it was reading is closed
+    then too: the cut-off body was left to the collector, and every such download kept its file
+    open (and some MiB) for good."""
     server, key = limited
     auth = {"Authorization": f"Bearer {key}"}
     data = os.urandom(16 * 2**20)
@@ -225,6 +246,7 @@ def test_a_download_its_client_stopped_reading_is_cut_off(limited: tuple[ChunkdS
         sock.sendall(head.encode())
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # then it stops reading
         _wait_for_log(server, f"client disconnected: GET /v1/files/{file_id}/content (ClientStoppedReading)", 1)
+        assert _open_files_under(server, file_id) == []  # closed before the line is written
         taken = 0
         try:  # what was in flight, then the reset (or the end)
             while chunk := sock.recv(1 << 20):

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import traceback
 from typing import Any, ClassVar
 
 import httptools
@@ -290,6 +291,9 @@ class _CycleApp:
                 raise
             log.info("client disconnected: %s %s (%s)", scope.get("method"), scope.get("path"), type(exc).__name__)
             log.debug("after the disconnect the app raised", exc_info=exc)
+            # The error's frames hold the response and the chunk it was sending, in a reference
+            # cycle the collector reaches late: freed now, not minutes of downloads later.
+            traceback.clear_frames(exc.__traceback__)
 
     async def _watched(self, send: Any, message: Any) -> None:
         """``send(message)``, cut off when the client takes less than the minimum rate over the

@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.types import Send
 
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Status
@@ -98,7 +99,7 @@ async def file_response(
     if ranged:
         upload = await service.with_parts_covering(upload, start, end)
     body = await _started(service.read(upload, start, end))
-    return StreamingResponse(body, status_code=status, headers=headers, media_type=served_as)
+    return ClosingStreamingResponse(body, status_code=status, headers=headers, media_type=served_as)
 
 
 def _tags(value: str) -> list[tuple[bool, str]]:
@@ -163,9 +164,32 @@ async def _started(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     first = await anext(body, None)
 
     async def chunks() -> AsyncIterator[bytes]:
-        if first is not None:
-            yield first
-        async for chunk in body:
-            yield chunk
+        try:
+            if first is not None:
+                yield first
+            async for chunk in body:
+                yield chunk
+        finally:
+            await _close(body)
 
     return chunks()
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body when the response ends in any way. Starlette
+    leaves a body cut off mid-way (a client that stopped reading, answered by the send timeout)
+    to the garbage collector, and the error's frames kept it alive: each such download held its
+    stored file open and ~3 MiB for good (20 of 20 cut-off downloads, 2026-12-02)."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        finally:
+            await _close(self.body_iterator)
+
+
+async def _close(body: object) -> None:
+    """Close an async generator now (its ``finally`` closes the stored file), not at collection."""
+    close = getattr(body, "aclose", None)
+    if close is not None:
+        await close()
