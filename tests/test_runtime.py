@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 from chunkd.readiness import Readiness
@@ -31,3 +33,17 @@ def test_settings_defaults_are_the_engines() -> None:
     settings = Settings()
     assert settings.engine_config() == EngineConfig()
     assert settings.delivery_policy() == DeliveryPolicy()
+
+
+def test_the_app_reads_the_media_type_table_before_serving(tmp_path: Path) -> None:
+    """Read on first use, it was a 500 for the first upload of a server out of file descriptors
+    (opening /etc/mime.types); a fresh interpreter shows it is read when the app is made."""
+    code = (
+        "import mimetypes, sys\n"
+        "from chunkd.app import create_app\n"
+        "from chunkd.settings import Settings\n"
+        "assert not mimetypes.inited\n"
+        f"create_app(Settings(data_dir={str(tmp_path)!r}))\n"
+        "sys.exit(0 if mimetypes.inited else 1)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

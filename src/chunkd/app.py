@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mimetypes
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -137,6 +138,10 @@ async def _reap_until(runtime: Runtime, stopping: asyncio.Event) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     limit_malloc_arenas()  # before any worker thread exists (see chunkd.memory)
+    # The media-type table is read from /etc/mime.types on first use: on a server out of file
+    # descriptors, the first upload's name guess was a 500 ("Too many open files"), not the 503
+    # any other request gets. Read now, while descriptors are plentiful.
+    mimetypes.init()
     metrics = Metrics()  # one registry per app (see chunkd.metrics)
     if settings.access_log:
         configure_access_logger()
