@@ -120,6 +120,14 @@ async def test_small_asset_single_put_completes(api: Api) -> None:
     assert response.json()["status"] == "success" and response.json()["s3Key"] == asset["s3Key"]
     native = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
     assert native["status"] == "COMPLETED" and native["filename"] == "clip 1 (final).mov"
+    # The same body again (its answer was lost) is answered as before; other bytes are refused,
+    # not dropped under a "success", and the asset keeps its own.
+    again = await api.client.put(asset["uploadUrl"], content=data)
+    assert again.status_code == 200 and again.headers["etag"] == response.headers["etag"], again.text
+    other_bytes = await api.client.put(asset["uploadUrl"], content=os.urandom(PART))
+    assert other_bytes.status_code == 400 and "cannot be replaced" in other_bytes.json()["message"], other_bytes.text
+    stored = await api.client.get(f"/v1/files/{asset['fileId']}/content", headers=api.auth())
+    assert stored.content == data
     # The upload URL is for this asset only, and for PUT only.
     other = await create(api, data)
     moved = asset["uploadUrl"].replace(asset["fileId"], other["fileId"])

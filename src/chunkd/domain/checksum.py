@@ -18,7 +18,7 @@ import ctypes.util
 import hashlib
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "new_stream_hasher",
     "parse_content_md5",
     "parse_md5_hex",
+    "same_bytes",
 ]
 
 MD5_STATE_SIZE = 92  # sizeof(MD5_CTX): A,B,C,D,Nl,Nh (6 x u32) + data[16] (u32) + num (u32)
@@ -144,3 +145,16 @@ def new_stream_hasher(algorithm: str) -> StreamHasher:
         return STREAM_HASH_ALGORITHMS[algorithm]()
     except KeyError:
         raise ValueError(f"unsupported checksum algorithm {algorithm!r}") from None
+
+
+async def same_bytes(chunks: AsyncIterator[bytes], size: int, md5: str | None) -> bool:
+    """Whether ``chunks`` are exactly a file of ``size`` bytes with this MD5 (a completed file sent
+    again because the answer that completed it was lost); reading stops as soon as they are longer."""
+    digest = hashlib.md5()
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > size:
+            return False
+        digest.update(chunk)
+    return seen == size and digest.hexdigest() == md5

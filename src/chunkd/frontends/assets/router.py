@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from chunkd.auth.principal import Principal
 from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
+from chunkd.domain.checksum import same_bytes
 from chunkd.domain.names import clean_filename
 from chunkd.domain.parts import part_count
 from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
@@ -266,6 +267,13 @@ async def put_content(
     if upload.status is not Status.COMPLETED:
         await service.put_whole(owner, file_id, request.stream())
         upload = await service.complete(owner, file_id)
+    elif not await same_bytes(request.stream(), upload.size_bytes or 0, upload.md5):
+        # The same body again is a retry whose answer was lost: answered as before. Other bytes
+        # would be dropped under a "success": the asset is complete and its bytes stay as they are.
+        raise e.InvalidState(
+            "this asset is complete: its bytes cannot be replaced (create a new asset for other bytes)",
+            field="uploadUrl",
+        )
     return JSONResponse(
         _result(upload, "complete"),
         headers={"ETag": f'"{upload.md5}"', "Access-Control-Expose-Headers": "ETag"},

@@ -18,7 +18,6 @@ chunk cannot be placed and is asked to wait (``Busy``: 409, retried).
 
 from __future__ import annotations
 
-import hashlib
 import uuid as uuidlib
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from chunkd.domain import errors as e
+from chunkd.domain.checksum import same_bytes
 from chunkd.domain.upload import PART_SIZE_FROM_PART_1, Mode, Status, Upload
 from chunkd.frontends.multipart import FileData, FileEnd, FileStart, FormEvent, replayed
 from chunkd.frontends.pm.fields import QQ
@@ -399,16 +399,8 @@ async def store_whole_file(
 
 
 async def _same_file(completed: Upload, events: AsyncIterator[FormEvent]) -> bool:
-    """Whether the qqfile part of ``events`` has exactly the bytes of the ``completed`` file (its
-    size and MD5); reading stops as soon as it is longer."""
-    digest = hashlib.md5()
-    size = 0
-    async for data in file_bytes(events):
-        size += len(data)
-        if size > (completed.size_bytes or 0):
-            return False
-        digest.update(data)
-    return size == completed.size_bytes and digest.hexdigest() == completed.md5
+    """Whether the qqfile part of ``events`` has exactly the bytes of the ``completed`` file."""
+    return await same_bytes(file_bytes(events), completed.size_bytes or 0, completed.md5)
 
 
 async def finish_whole_file(service: UploadService, owner: str, stored: Stored, qq: QQ) -> Upload:
