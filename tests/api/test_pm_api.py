@@ -147,6 +147,14 @@ async def test_chunks_then_done_url_encoded(api: Api) -> None:
         headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert again.status_code == 200 and again.json() == result
+    # A done naming the file otherwise changes nothing once it is complete (it renamed it each
+    # time, the download's name with it, even with a key that may only upload).
+    renamed = await api.client.post(
+        "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "malware.exe"}, headers=api.auth()
+    )
+    assert renamed.status_code == 200 and renamed.json() == result
+    kept = (await api.client.get(f"/v1/files/{upload.id}", headers=api.auth())).json()
+    assert kept["filename"] == "compressed.tracemonkey-pldi-09.pdf"
 
 
 @pytest.mark.parametrize("path", ["/api/v2/pm/upload/?done/", "/api/v2/pm/upload?done", "/api/v2/pm/upload?done/"])

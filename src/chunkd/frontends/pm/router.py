@@ -317,11 +317,15 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     upload = (await find_upload(service, owner, file_uuid)).as_of(service.clock())
     if upload.status is Status.EXPIRED:
         raise by_qquuid(e.Expired(f"upload {upload.id} has expired"), upload, file_uuid)
+    finishing = upload.status is Status.PENDING
     try:
         upload = await _finish(service, owner, upload, md5=md5, total_parts=total_parts, total_size=total_size)
     except (e.InvalidState, e.Expired) as exc:
         raise by_qquuid(exc, upload, file_uuid) from None
-    if filename != upload.filename or (mime is not None and mime != upload.mime_type):
+    # The done that completes the file names it; a done repeated on a completed file is answered
+    # as before and changes nothing (it renamed the file each time, with a files:create key that
+    # may not even read it).
+    if finishing and (filename != upload.filename or (mime is not None and mime != upload.mime_type)):
         upload = await service.rename(owner, upload.id, filename, mime_type=mime)
     return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
 
