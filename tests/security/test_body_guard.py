@@ -141,3 +141,42 @@ async def test_json_bodies_are_capped_before_reading(make_api: MakeApi) -> None:
         ).json()["id"]
         part = await api.client.put(f"/v1/files/{file_id}/parts/1", content=b"z" * 10000, headers=api.auth())
         assert part.status_code == 200
+
+
+@pytest.mark.e2e
+def test_a_transfer_coding_other_than_chunked_is_501_and_stores_nothing(
+    guarded_server: tuple[ChunkdServer, str],
+) -> None:
+    """The server undoes "chunked" only: "gzip, chunked" reached the routes still compressed and was
+    stored as the file's bytes (a 204 with the compressed size as the offset). RFC 9112 §6.1: 501."""
+    import gzip
+
+    server, key = guarded_server
+    auth = {"Authorization": f"Bearer {key}", "Tus-Resumable": "1.0.0"}
+    created = httpx.post(f"{server.url}/files/", headers={**auth, "Upload-Length": "720"}, timeout=10)
+    path = "/files/" + created.headers["location"].rsplit("/", 1)[1]
+    packed = gzip.compress(b"plain bytes " * 60)
+    for head, dialect in (
+        (
+            f"PATCH {path} HTTP/1.1\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+            "Content-Type: application/offset+octet-stream\r\n",
+            "tus",
+        ),
+        (f"PUT /v1/files/{_create(server, key, 720, 720)}/parts/1 HTTP/1.1\r\n", "native"),
+    ):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(
+                (head + f"Host: x\r\nAuthorization: Bearer {key}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").encode()
+                + f"{len(packed):x}\r\n".encode()
+                + packed
+                + b"\r\n0\r\n\r\n"
+            )
+            status, headers, body = read_response(sock)
+        assert status == 501, (dialect, body)
+        assert b"Transfer-Encoding" in body
+        if dialect == "tus":
+            assert headers["tus-resumable"] == "1.0.0"
+        else:
+            assert json.loads(body)["error"]["field"] == "Transfer-Encoding"
+    offset = httpx.head(f"{server.url}{path}", headers=auth, timeout=10).headers["upload-offset"]
+    assert offset == "0"

@@ -20,6 +20,9 @@
   byte is read, and an undeclared (chunked) body is cut once it passes the cap. Byte uploads
   (routes that stream ``request.stream()``, multipart forms spooled to disk) are not capped here:
   the engine stops reading them at the upload's declared size.
+- **Transfer codings.** A body coded with anything but ``chunked`` (``gzip, chunked``) is refused
+  with 501 before any route sees it: the server undoes ``chunked`` only, and the still-compressed
+  bytes were stored as the file's.
 """
 
 from __future__ import annotations
@@ -54,6 +57,17 @@ def _content_type(scope: Scope) -> str:
         if key.lower() == b"content-type":
             return str(value.decode("latin-1")).split(";")[0].strip().lower()
     return ""
+
+
+def _transfer_coding(scope: Scope) -> str | None:
+    """The first transfer coding other than ``chunked`` the request names, if any."""
+    for key, value in scope.get("headers", []):
+        if key.lower() == b"transfer-encoding":
+            codings: list[str] = [c.strip() for c in bytes(value).decode("latin-1").split(",")]
+            for coding in codings:
+                if coding.lower() not in ("chunked", ""):
+                    return coding
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -111,7 +125,23 @@ class BodyGuard:
         self.rate_grace = rate_grace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if (coding := _transfer_coding(scope)) is not None:
+            # The HTTP server undoes "chunked" only: a body also gzip-coded reached the routes still
+            # compressed and was stored as the file's bytes. RFC 9112 §6.1: 501 for a transfer
+            # coding the server does not understand.
+            refusal = Refusal(
+                501,
+                "unsupported_transfer_coding",
+                f"Transfer-Encoding {coding!r} is not supported: send the body plain or chunked",
+                field="Transfer-Encoding",
+                close=True,
+            )
+            await render_refusal(scope, refusal, refusal_response)(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         state = {"done": False, "received": 0, "cut": 0, "started": False, "cap": -1}
