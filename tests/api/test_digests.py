@@ -84,8 +84,14 @@ async def test_tus_patch_with_content_digest(api: Api) -> None:
         content=b"abc",
         headers={**headers, "Content-Digest": "sha-256=" + sf_bytes(hashlib.sha256(b"x").digest())},
     )
-    assert wrong.status_code == 460
+    assert wrong.status_code == 460 and "Content-Digest" in wrong.text, wrong.text  # the header it came in
     assert (await api.client.head(path, headers={**TUS, **api.auth()})).headers["upload-offset"] == "0"
+    # A digest of an algorithm chunkd checks that is no byte sequence (md5 as hex, a token) is a
+    # 400 naming the field, nothing kept: it was skipped, and the bytes kept unchecked.
+    for malformed in ("md5=" + hashlib.md5(b"abc").hexdigest(), "sha-256=abc", "unixsum=3, sha-512"):
+        refused = await api.client.patch(path, content=b"abc", headers={**headers, "Content-Digest": malformed})
+        assert refused.status_code == 400 and "Content-Digest" in refused.text, (malformed, refused.text)
+        assert (await api.client.head(path, headers={**TUS, **api.auth()})).headers["upload-offset"] == "0"
     right = await api.client.patch(
         path, content=b"abc", headers={**headers, "Content-Digest": "md5=" + sf_bytes(hashlib.md5(b"abc").digest())}
     )

@@ -105,13 +105,18 @@ def _dictionary(value: str) -> dict[str, object] | None:
 
 
 def parse_digest_field(value: str | None, field: str) -> dict[str, bytes]:
-    """A ``Content-Digest`` / ``Repr-Digest`` dictionary: algorithm → digest bytes. Members that
-    are not byte sequences are ignored (RFC 9530 §2); a field that is not a dictionary is a 400."""
+    """A ``Content-Digest`` / ``Repr-Digest`` dictionary: algorithm → digest bytes. A field that is
+    not a dictionary is a 400, and so is a member of an algorithm chunkd checks that is not a byte
+    sequence (``md5=<hex>``, a common slip, left the body unchecked); members of other algorithms
+    are ignored (RFC 9530 §2)."""
     if value is None:
         return {}
     parsed = _dictionary(value)
     if parsed is None:
         raise InvalidInput(f"{field} must be a dictionary of algorithm=:base64:", field=field)
+    for key, item in parsed.items():
+        if key in _RFC9530 and not isinstance(item, bytes):
+            raise InvalidInput(f"{field}'s {key} must be a byte sequence, {key}=:base64 of the digest:", field=field)
     return {key: item for key, item in parsed.items() if isinstance(item, bytes)}
 
 

@@ -66,8 +66,16 @@ def refusal_response(refusal: Refusal) -> Response:
 _NAMES = FieldNames({"sizeBytes": "Upload-Length"})
 
 
-def render_error(exc: Exception) -> Response | None:
+def render_error(exc: Exception, request: Request | None = None) -> Response | None:
     """The tus answer to an error; None for errors that are not ours to render."""
+    if (
+        isinstance(exc, e.ChecksumMismatch)
+        and request is not None
+        and "upload-checksum" not in request.headers
+        and "content-digest" in request.headers
+    ):
+        # The engine's mismatch names tus's own header; this request's digest came in the other.
+        exc = e.ChecksumMismatch("the body does not match Content-Digest", field="Content-Digest")
     if isinstance(exc, Refusal):
         return refusal_response(exc)
     if isinstance(exc, RequestValidationError):  # a path parameter (the id) out of bounds
@@ -81,7 +89,3 @@ def render_error(exc: Exception) -> Response | None:
     if status == 412:
         headers["Tus-Version"] = TUS_VERSION
     return tus_error(status, message, headers)
-
-
-async def render(_: Request, exc: Exception) -> Response | None:
-    return render_error(exc)
