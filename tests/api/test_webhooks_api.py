@@ -221,6 +221,17 @@ async def test_webhook_requests_are_checked(api: Api, receiver: WebhookReceiver)
         "http://[64:ff9b:1::a00:1]/",
         "http://[2002:a00:1::1]/",
         "http://[::a00:1]/",
+        # Global to Python 3.11's ipaddress, no receiver's: multicast, IPv6 site-local, IETF
+        # protocol assignments, the retired 6to4 relay, SIIT's IPv4-translated ::ffff:0:a.b.c.d.
+        "http://224.0.0.1/",
+        "http://239.255.255.250:1900/",
+        "http://[ff02::1]/",
+        "http://[ff05::]/",
+        "http://[fec0::1]/",
+        "http://192.0.0.8/",
+        "http://192.88.99.1/",
+        "http://[::ffff:0:7f00:1]/",
+        "http://[::ffff:0:a9fe:a9fe]/",
     ):
         response = await api.client.post("/v1/webhooks", json={"url": url}, headers=alice)
         assert response.status_code == 400, (url, response.text)

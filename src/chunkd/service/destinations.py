@@ -68,7 +68,7 @@ async def check_public_destination(url: str, *, field: str = "url") -> str:
         raise InvalidInput(f"the host {host!r} of url does not resolve", field=field)
     for text in addresses:
         address = ipaddress.ip_address(text.split("%", 1)[0])
-        if not all(each.is_global for each in (address, *_embedded_ipv4(address))):
+        if not all(_public(each) for each in (address, *_embedded_ipv4(address))):
             raise InvalidInput(
                 f"url resolves to {address}, which is not a public address; webhooks may only call public hosts",
                 field=field,
@@ -77,13 +77,28 @@ async def check_public_destination(url: str, *, field: str = "url") -> str:
 
 
 # IPv6 prefixes whose last 32 bits are an IPv4 address a translator reaches (RFC 6052's NAT64
-# prefixes; the deprecated IPv4-compatible ::a.b.c.d): ipaddress counts them as global whatever
-# address they carry (64:ff9b::10.0.0.1, say).
+# prefixes; the deprecated IPv4-compatible ::a.b.c.d; SIIT's IPv4-translated ::ffff:0:a.b.c.d):
+# ipaddress counts them as global whatever address they carry (64:ff9b::10.0.0.1, say).
 _CARRY_IPV4_IN_LOW_BITS = (
     ipaddress.IPv6Network("64:ff9b::/96"),
     ipaddress.IPv6Network("64:ff9b:1::/48"),
     ipaddress.IPv6Network("::/96"),
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),
 )
+
+# Ranges Python 3.11's is_global still counts as global that no webhook receiver lives in: the
+# IETF protocol assignments (192.0.0.0/24) and the retired 6to4 relay anycast (192.88.99.0/24).
+_NOT_RECEIVERS = (ipaddress.IPv4Network("192.0.0.0/24"), ipaddress.IPv4Network("192.88.99.0/24"))
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A unicast address routable on the public internet (multicast, IPv6 site-local and reserved
+    ranges are global to ipaddress, and were accepted)."""
+    if not address.is_global or address.is_multicast or address.is_reserved:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        return not address.is_site_local
+    return not any(address in network for network in _NOT_RECEIVERS)
 
 
 def _embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
