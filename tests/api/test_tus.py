@@ -649,6 +649,11 @@ async def test_a_new_patch_ends_a_stale_one(api: Api) -> None:
     # A wrong offset does not disturb the writer.
     assert (await patch(api, upload_id, 5, b"zz")).status_code == 409
     assert not old.done()
+    # Nor does a credential that may only read: its HEAD reads the offset recorded, and does not
+    # end the writer (which would have committed 1,500,000 bytes first).
+    _, reader = await api.runtime.keys.create("alice", "files:read")
+    looked = await api.client.head(f"/files/{upload_id}", headers={**TUS, "Authorization": f"Bearer {reader}"})
+    assert looked.status_code == 200 and looked.headers["upload-offset"] == "0"
     # The client resumes from the recorded offset (0): the stale request is ended first, it
     # commits what it has, and this PATCH then finds the offset moved on → 409; HEAD tells where.
     retry = await patch(api, upload_id, 0, data)

@@ -272,9 +272,10 @@ class DraftEndpoint:
         who = await principal(request)
         _any_scope(who.scopes, "files:create", "files:read")
         upload = await self.tus.load(request, who.owner, file_id)
-        if upload.status is Status.PENDING:
+        if upload.status is Status.PENDING and "files:create" in who.scopes:
             # The client is about to resume: end a stale request (on any node) so the offset
-            # answered is final and the next append can use it.
+            # answered is final and the next append can use it (a credential that may not write
+            # only reads the offset).
             await self.tus.inflight(request).end_stale(file_id, wait=TAKE_OVER_WAIT)
             upload = await self.tus.load(request, who.owner, file_id)
         self._check_active(request, upload)

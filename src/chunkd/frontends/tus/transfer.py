@@ -47,9 +47,10 @@ class Transfer(TusResource):
         who = await principal(request)
         check_any_scope(who, "files:create", "files:read")
         upload = await self.load(request, who.owner, file_id)
-        if upload.status is Status.PENDING:
+        if upload.status is Status.PENDING and "files:create" in who.scopes:
             # A HEAD is how a client resumes: end a stale PATCH (on any node) first, so the offset
-            # answered includes what it received and is the one the next PATCH must send.
+            # answered includes what it received and is the one the next PATCH must send. Only a
+            # credential that may write does: a read-only one's HEAD ended its owner's PATCH.
             await self.inflight(request).end_stale(file_id, wait=TAKE_OVER_WAIT)
             upload = await self.load(request, who.owner, file_id)
         final_length = None
