@@ -93,7 +93,10 @@ class UploadSettings(BaseModel):
         204_800, description="Largest chunk one media upload request may carry, in bytes."
     )
     media_url_ttl_seconds: float = Field(
-        3600.0, description="Lifetime of the signed file URL in a Media object's image field (usable in <img>)."
+        3600.0,
+        description="Lifetime of the signed file URL in a Media object's image field (usable in <img>): at "
+        "least this long, and up to a quarter more (at least 60 s more), its expiry rounded up so that "
+        "repeated reads give the same, cacheable URL.",
     )
     media_max_image_pixels: int = Field(
         89_478_485, description="Images with more pixels are refused as decompression bombs (Pillow's default)."
