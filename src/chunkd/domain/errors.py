@@ -32,6 +32,7 @@ __all__ = [
     "ChunkdError",
     "Conflict",
     "ContentRefused",
+    "DatabaseUnavailable",
     "Expired",
     "Forbidden",
     "ForeignStore",
@@ -150,6 +151,14 @@ class StorageError(ChunkdError):
     durable bytes was recorded. The upload resumes once storage is back."""
 
     code = "storage_unavailable"
+
+
+class DatabaseUnavailable(StorageError):
+    """The metadata database is unreachable, did not answer in time, or its storage failed: a
+    storage fault as any other (503, Retry-After), with its own code so that a client or an
+    operator can tell it from the blob store's."""
+
+    code = "database_unavailable"
 
 
 class ForeignStore(StorageError):

@@ -50,7 +50,7 @@ from sqlalchemy.engine import make_url
 from chunkd.backends.locks.release import ReleaseRegistry
 from chunkd.backends.locks.sessions import LockSession, lend
 from chunkd.backends.repository.full import DATABASE_TIMEOUT, closed_within
-from chunkd.domain.errors import Busy, StorageError
+from chunkd.domain.errors import Busy, DatabaseUnavailable, StorageError
 from chunkd.ports.locks import ASK_AGAIN, release_requester
 
 __all__ = ["PostgresAdvisoryLocks", "advisory_key", "connection_broken"]
@@ -108,11 +108,15 @@ def connection_broken(exc: BaseException) -> bool:
 def _unreachable(upload_id: str) -> StorageError:
     """No lock can be taken while the database is unreachable (restarting, shut down, refusing
     connections): a dependency down, 503 in every dialect, never a 500. Nothing was written."""
-    return StorageError(f"upload {upload_id}'s lock cannot be taken: the database is unreachable; try again shortly")
+    return DatabaseUnavailable(
+        f"upload {upload_id}'s lock cannot be taken: the database is unreachable; try again shortly"
+    )
 
 
 def _unanswered(upload_id: str) -> StorageError:
-    return StorageError(f"upload {upload_id}'s lock cannot be taken: the database did not answer in time; try again")
+    return DatabaseUnavailable(
+        f"upload {upload_id}'s lock cannot be taken: the database did not answer in time; try again"
+    )
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
-from chunkd.domain.errors import StorageError, StorageFull
+from chunkd.domain.errors import DatabaseUnavailable, StorageError, StorageFull
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -82,12 +82,12 @@ def database_full() -> StorageFull:
 
 
 def database_timed_out() -> StorageError:
-    return StorageError("the metadata database did not answer in time; try again shortly")
+    return DatabaseUnavailable("the metadata database did not answer in time; try again shortly")
 
 
 def database_unreachable() -> StorageError:
     # Not the driver's words: they name the database's host and port.
-    return StorageError("the metadata database is unreachable; try again shortly")
+    return DatabaseUnavailable("the metadata database is unreachable; try again shortly")
 
 
 @contextmanager
@@ -113,7 +113,7 @@ def storage_fault(error: BaseException | None) -> StorageError | None:
     if unreachable(error):
         return database_unreachable()
     if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_IOERR:
-        return StorageError(f"the metadata database's storage failed: {error}")
+        return DatabaseUnavailable(f"the metadata database's storage failed: {error}")
     return None
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 
 from chunkd.backends.repository.full import database_unreachable, storage_fault
-from chunkd.domain.errors import StorageError
+from chunkd.domain.errors import DatabaseUnavailable
 
 __all__ = ["RowMap", "SqlStore", "database_faults"]
 
@@ -44,7 +44,7 @@ def database_faults() -> Iterator[None]:
     except PoolTimeout as exc:
         # No pooled connection came free in time: with a hung database every connection is
         # held by a statement waiting for it (until its own timeout).
-        raise StorageError("no metadata database connection came free in time; try again shortly") from exc
+        raise DatabaseUnavailable("no metadata database connection came free in time; try again shortly") from exc
 
 
 T = TypeVar("T")
