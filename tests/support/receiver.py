@@ -76,9 +76,13 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The whole lines written so far: a line the child is still writing (no newline yet) is left
+    for the next look (a test read one half-written and failed on its JSON)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    whole = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
 
 _appending = threading.Lock()
