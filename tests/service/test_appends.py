@@ -28,11 +28,16 @@ async def test_append_keeps_partial_and_hashes(api: Api) -> None:
     with pytest.raises(e.TooLarge):
         await service.append("alice", upload.id, 1_500_000, body(data[1_500_000:] + b"extra"))
     hasher = new_stream_hasher("sha1")
-    with pytest.raises(e.ChecksumMismatch):
-        await service.append("alice", upload.id, 1_500_000, body(data[1_500_000:]), checksum=(hasher, b"x" * 20))
+    with pytest.raises(e.ChecksumMismatch) as mismatch:
+        await service.append(
+            "alice", upload.id, 1_500_000, body(data[1_500_000:]), checksum=(hasher, b"x" * 20, "Upload-Checksum")
+        )
+    assert mismatch.value.field == "Upload-Checksum"  # the header the frontend named
     hasher = new_stream_hasher("sha1")
     good = hashlib.sha1(data[1_500_000:]).digest()
-    await service.append("alice", upload.id, 1_500_000, body(data[1_500_000:]), checksum=(hasher, good))
+    await service.append(
+        "alice", upload.id, 1_500_000, body(data[1_500_000:]), checksum=(hasher, good, "Upload-Checksum")
+    )
     done = await service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
     assert done.md5 == hashlib.md5(data).hexdigest()
     read = b"".join([chunk async for chunk in service.read(await service.get("alice", upload.id))])

@@ -89,9 +89,9 @@ class RequestDigest:
         return self.hasher.digest() == self.expected
 
     @property
-    def checksum(self) -> tuple[StreamHasher, bytes]:
-        """``(hasher, expected digest)``, the form the engine's appends take."""
-        return self.hasher, self.expected
+    def checksum(self) -> tuple[StreamHasher, bytes, str]:
+        """``(hasher, expected digest, header)``, the form the engine's appends take."""
+        return self.hasher, self.expected, self.field
 
 
 # ---- parsing -----------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def content_digest(value: str | None, algorithms: tuple[str, ...], *, unknown_is
     return None
 
 
-def content_digest_checksum(value: str | None) -> tuple[StreamHasher, bytes] | None:
+def content_digest_checksum(value: str | None) -> tuple[StreamHasher, bytes, str] | None:
     """An append's ``Content-Digest`` (tus, the draft) as the engine's ``checksum=``: the strongest
     of sha-512, sha-256 and md5 sent; None when there is no header, or only algorithms chunkd does
     not know."""

@@ -50,7 +50,7 @@ class Appends(Lifecycle):
         offset: int,
         body: AsyncIterator[bytes],
         *,
-        checksum: tuple[StreamHasher, bytes | Callable[[], bytes]] | None = None,
+        checksum: tuple[StreamHasher, bytes | Callable[[], bytes], str] | None = None,
         keep_partial: bool = True,
         max_bytes: int | None = None,
         exact_size: int | None = None,
@@ -164,7 +164,7 @@ class Appends(Lifecycle):
                 if checksum is not None and streamed.extra is not None:
                     expected = checksum[1]() if callable(checksum[1]) else checksum[1]
                     if streamed.extra.digest() != expected:
-                        raise ChecksumMismatch("the body does not match Upload-Checksum", field="Upload-Checksum")
+                        raise ChecksumMismatch(f"the body does not match {checksum[2]}", field=checksum[2])
                 if exact_size is not None and streamed.size != exact_size:
                     raise SizeMismatch(f"the body has {streamed.size} bytes, not {exact_size}", field="body")
             except BaseException:

@@ -78,7 +78,7 @@ class TrailerChecksum:
                 "send exactly one Upload-Checksum trailer (announced in Trailer)", field="Upload-Checksum"
             )
         text = values[0].decode("latin-1")
-        parsed: tuple[StreamHasher, bytes] | None = parse_checksum(text)
+        parsed: tuple[StreamHasher, bytes, str] | None = parse_checksum(text)
         assert parsed is not None
         return text.strip().split(" ")[0].lower(), parsed[1]
 
@@ -92,7 +92,7 @@ class TrailerChecksum:
 
 # A body's checksum: the hasher it streams through, and the digest expected (or, for a trailer, a
 # callable that gives it once the body has ended).
-BodyChecksum = tuple[StreamHasher, bytes | Callable[[], bytes]]
+BodyChecksum = tuple[StreamHasher, bytes | Callable[[], bytes], str]
 
 
 def body_checksum(request: Request) -> BodyChecksum | None:
@@ -104,5 +104,5 @@ def body_checksum(request: Request) -> BodyChecksum | None:
         checksum = content_digest_checksum(request.headers.get("content-digest"))
     if checksum is None and announces_checksum_trailer(request):
         trailer = TrailerChecksum(request)
-        checksum = (trailer, trailer.expected)
+        checksum = (trailer, trailer.expected, "Upload-Checksum")
     return checksum

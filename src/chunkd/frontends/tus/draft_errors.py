@@ -201,9 +201,6 @@ def render_problem(request: Request, exc: Exception) -> Response | None:
             members["field"] = exc.field
     else:
         members["detail"] = str(exc)
-    if isinstance(exc, e.ChecksumMismatch) and request.headers.get("content-digest") is not None:
-        members["detail"] = "the request content does not match Content-Digest"
-        members["field"] = "Content-Digest"
     if isinstance(exc, e.OffsetMismatch):
         expected = exc.details.get("expectedOffset")
         if isinstance(expected, int):

@@ -86,7 +86,7 @@ async def write_body(
     upload_id: str,
     offset: int,
     writer: Writer,
-    checksum: tuple[StreamHasher, bytes] | None,
+    checksum: tuple[StreamHasher, bytes, str] | None,
 ) -> Upload:
     """Append the request body at ``offset``: in segments with a progress 104 after each commit
     where the version and the server allow, else in one engine append."""

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from fastapi.exceptions import RequestValidationError
-from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from chunkd.domain import errors as e
@@ -66,16 +65,8 @@ def refusal_response(refusal: Refusal) -> Response:
 _NAMES = FieldNames({"sizeBytes": "Upload-Length"})
 
 
-def render_error(exc: Exception, request: Request | None = None) -> Response | None:
+def render_error(exc: Exception) -> Response | None:
     """The tus answer to an error; None for errors that are not ours to render."""
-    if (
-        isinstance(exc, e.ChecksumMismatch)
-        and request is not None
-        and "upload-checksum" not in request.headers
-        and "content-digest" in request.headers
-    ):
-        # The engine's mismatch names tus's own header; this request's digest came in the other.
-        exc = e.ChecksumMismatch("the body does not match Content-Digest", field="Content-Digest")
     if isinstance(exc, Refusal):
         return refusal_response(exc)
     if isinstance(exc, RequestValidationError):  # a path parameter (the id) out of bounds

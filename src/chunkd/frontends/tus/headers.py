@@ -102,8 +102,9 @@ def parse_metadata(value: str | None) -> Metadata:
     return Metadata(pairs)
 
 
-def parse_checksum(value: str | None) -> tuple[StreamHasher, bytes] | None:
-    """``Upload-Checksum: <algorithm> <base64 digest>`` → (fresh hasher, expected digest)."""
+def parse_checksum(value: str | None) -> tuple[StreamHasher, bytes, str] | None:
+    """``Upload-Checksum: <algorithm> <base64 digest>`` → (fresh hasher, expected digest, the
+    header's name, which a mismatch names)."""
     if value is None:
         return None
     fields = value.strip().split(" ")
@@ -122,7 +123,7 @@ def parse_checksum(value: str | None) -> tuple[StreamHasher, bytes] | None:
         raise InvalidInput("Upload-Checksum digest is not base64", field="Upload-Checksum") from None
     if len(digest) != len(new_stream_hasher(algorithm.lower()).digest()):
         raise InvalidInput(f"Upload-Checksum digest has the wrong length for {algorithm}", field="Upload-Checksum")
-    return hasher, digest
+    return hasher, digest, "Upload-Checksum"
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ async def render(request: Request, exc: Exception) -> Response | None:
     """Errors in the request's dialect: problem details for the draft, plain text for tus."""
     if answering_version(request) is not None:
         return render_problem(request, exc)
-    return render_error(exc, request)
+    return render_error(exc)
 
 
 class TusEndpoint(Creation, Transfer):
