@@ -217,3 +217,12 @@ async def test_a_final_whose_settling_was_missed_is_settled_by_a_native_get(api:
     view = await native(api, final_id)
     assert view["status"] == "COMPLETED" and view["md5"] == hashlib.md5(data).hexdigest(), view
     assert (await api.client.get(f"/v1/files/{final_id}/content", headers=api.auth())).content == data
+
+
+async def test_a_final_past_the_size_limit_names_upload_concat_not_a_length_it_never_sent(api: Api) -> None:
+    half = api.runtime.settings.max_file_size // 2 + 1
+    first = await create(api, half, Upload_Concat="partial")
+    second = await create(api, half, Upload_Concat="partial")
+    refused = await final(api, first, second)
+    assert refused.status_code == 413, refused.text
+    assert "Upload-Length" not in refused.text and "partial uploads' total length" in refused.text

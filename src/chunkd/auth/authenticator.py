@@ -91,6 +91,8 @@ class Authenticator:
                 principals.append(await self._basic(value))
             elif scheme and not value and scheme.lower() not in ("bearer", "basic"):
                 principals.append(await self._bearer(scheme))  # the token alone, no scheme
+            elif scheme.lower() in ("bearer", "basic"):
+                raise Unauthenticated(f"the Authorization header's {scheme} scheme carries no credential")
             else:
                 raise Unauthenticated("unsupported Authorization scheme; use Bearer or Basic")
         # A credential header that is present must hold a valid credential, even an empty one: a

@@ -243,12 +243,18 @@ class Creation(TusResource):
                 # Made before unfinished partials could be concatenated: it must finish first.
                 raise e.InvalidInput(f"partial upload {upload_id} is not finished", field="Upload-Concat")
         state.update(concat="final", parts=ids)
-        return await runtime(request).uploads.concatenate(
-            who.owner,
-            ids,
-            filename=filename,
-            mime_type=mime_type,
-            frontend=FRONTEND,
-            metadata={"tus": state},
-            unfinished=True,  # concatenation-unfinished: completed when the last partial finishes
-        )
+        try:
+            return await runtime(request).uploads.concatenate(
+                who.owner,
+                ids,
+                filename=filename,
+                mime_type=mime_type,
+                frontend=FRONTEND,
+                metadata={"tus": state},
+                unfinished=True,  # concatenation-unfinished: completed when the last partial finishes
+            )
+        except e.TooLarge as exc:
+            # The engine names the length it was given (Upload-Length to tus); a final's client sent
+            # none: the length is its partials' sum, which Upload-Concat names.
+            message = exc.message.replace("sizeBytes", "the partial uploads' total length")
+            raise e.TooLarge(message, field="Upload-Concat", **exc.details) from exc
