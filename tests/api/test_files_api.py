@@ -275,3 +275,29 @@ async def test_complete_body_sent_without_a_json_content_type_names_it(api: Api)
         headers={**api.auth(), "Content-Type": "application/json"},
     )
     assert ok.status_code == 200 and ok.json()["status"] == "COMPLETED", ok.text
+
+
+async def test_a_purpose_given_at_creation_is_kept_and_shown(api: Api) -> None:
+    """The Lightfield files API the Files API follows creates a file from ``{filename, mimeType,
+    sizeBytes, purpose?}``: a client that sends ``purpose`` must be able to create its file."""
+    created = await create(api, b"abc", 1024, purpose="attachment", mimeType="application/pdf")
+    assert created["purpose"] == "attachment"
+    shown = await api.client.get(f"/v1/files/{created['id']}", headers=api.auth())
+    assert shown.json()["purpose"] == "attachment"
+    assert (await create(api, b"abc", 1024))["purpose"] is None
+    for bad in ("", "x" * 101, 5):
+        refused = await api.client.post(
+            "/v1/files", json={"filename": "a", "sizeBytes": 3, "purpose": bad}, headers=api.auth()
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["field"] == "purpose", refused.text
+
+
+async def test_an_idempotency_key_sent_again_with_another_purpose_is_refused(api: Api) -> None:
+    body = {"filename": "a.pdf", "sizeBytes": 3, "purpose": "attachment"}
+    headers = {**api.auth(), "Idempotency-Key": "purpose-key-1"}
+    first = await api.client.post("/v1/files", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    again = await api.client.post("/v1/files", json=body, headers=headers)
+    assert again.status_code == 201 and again.json()["id"] == first.json()["id"]
+    other = await api.client.post("/v1/files", json={**body, "purpose": "avatar"}, headers=headers)
+    assert other.status_code == 400, other.text

@@ -18,7 +18,7 @@ from typing import Any
 
 from chunkd.domain.upload import Mode, Part, Status, Upload
 
-__all__ = ["Event", "EventType", "file_object", "file_summary", "isotime", "new_event_id"]
+__all__ = ["PURPOSE_METADATA_KEY", "Event", "EventType", "file_object", "file_summary", "isotime", "new_event_id"]
 
 
 class EventType(StrEnum):
@@ -67,6 +67,7 @@ def file_summary(upload: Upload) -> dict[str, Any]:
 
 
 LINK_METADATA_KEY = "uploadLink"  # in Upload.metadata: the upload link an upload was made through
+PURPOSE_METADATA_KEY = "purpose"  # in Upload.metadata: the Files API's ``purpose``, as the client gave it
 
 
 def file_object(upload: Upload, *, parts: Iterable[Part] | None = None, with_parts: bool = True) -> dict[str, Any]:
@@ -83,6 +84,7 @@ def file_object(upload: Upload, *, parts: Iterable[Part] | None = None, with_par
         # The upload link it came through (None: its owner's own), also in events: a receiver tells
         # a partner's file from the owner's by it.
         "uploadLink": upload.metadata.get(LINK_METADATA_KEY),
+        "purpose": upload.metadata.get(PURPOSE_METADATA_KEY),
     }
     if with_parts:
         shown = upload.sorted_parts() if parts is None else sorted(parts, key=lambda p: p.number)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from chunkd.auth.links import LINK_METADATA_KEY
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
+from chunkd.domain.events import PURPOSE_METADATA_KEY
 from chunkd.domain.names import check_client_ref, clean_filename
 from chunkd.domain.upload import Upload
 from chunkd.frontends.native.schemas import CreateFileRequest
@@ -42,6 +43,7 @@ def same_request(earlier: Upload, who: Principal, body: CreateFileRequest, md5: 
         or earlier.size_bytes != body.sizeBytes
         or (body.partSize is not None and earlier.part_size != body.partSize)
         or (md5 is not None and earlier.declared_md5 != md5)
+        or earlier.metadata.get(PURPOSE_METADATA_KEY) != body.purpose
     ):
         raise e.InvalidInput(f"this {HEADER} was already used for another request", field=HEADER)
     return earlier

@@ -18,7 +18,7 @@ from chunkd.auth.principal import Principal, require_scope
 from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
-from chunkd.domain.events import file_object, file_summary
+from chunkd.domain.events import PURPOSE_METADATA_KEY, file_object, file_summary
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.digests import request_digest
@@ -162,7 +162,7 @@ async def create_file(request: Request, body: CreateFileRequest) -> Response:
                 md5=md5,
                 part_size=body.partSize,
                 client_ref=key,
-                metadata=tags,
+                metadata={**tags, PURPOSE_METADATA_KEY: body.purpose} if body.purpose is not None else tags,
             )
     except e.Conflict as exc:
         if key is None or exc.field != "client_ref":

@@ -19,6 +19,9 @@ __all__ = [
 ]
 
 MD5_PATTERN = r"^[0-9a-fA-F]{32}$"
+# The Lightfield files API this one follows takes an optional ``purpose`` at creation; its values are
+# the application's own (OpenAI's Uploads API, of the same shape, uses short words: "batch", "vision").
+PURPOSE_MAX_LENGTH = 100
 StatusLiteral = Literal["PENDING", "COMPLETED", "CANCELLED", "EXPIRED"]
 
 
@@ -32,6 +35,12 @@ class CreateFileRequest(BaseModel):
         None, pattern=MD5_PATTERN, description="MD5 hex digest of the whole file, checked at completion."
     )
     partSize: StrictInt | None = Field(None, ge=1, le=2**53 - 1, description="Bytes per part (default 8 MiB).")
+    purpose: StrictStr | None = Field(
+        None,
+        min_length=1,
+        max_length=PURPOSE_MAX_LENGTH,
+        description="What the file is for, as the application names it (kept and shown, never interpreted).",
+    )
 
 
 class CompleteRequest(BaseModel):
@@ -81,6 +90,7 @@ class FileObject(FileCompleteResponse):
     uploadHeaders: dict[str, str] | None = None
     parts: list[PartObject] | None = Field(None, description="Parts received so far (single-file views only).")
     uploadLink: str | None = Field(None, description="Id of the upload link the file was uploaded through, if any.")
+    purpose: str | None = Field(None, description="The purpose given at creation, if any.")
 
 
 class FileList(BaseModel):
