@@ -147,12 +147,12 @@ async def test_chunks_then_done_url_encoded(api: Api) -> None:
         headers={**api.auth(), "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert again.status_code == 200 and again.json() == result
-    # A done naming the file otherwise changes nothing once it is complete (it renamed it each
-    # time, the download's name with it, even with a key that may only upload).
+    # A done naming the file otherwise is refused once it is complete, and changes nothing (it
+    # renamed it each time, the download's name with it, even with a key that may only upload).
     renamed = await api.client.post(
         "/api/v2/pm/upload/?done", data={"qquuid": file_uuid, "qqfilename": "malware.exe"}, headers=api.auth()
     )
-    assert renamed.status_code == 200 and renamed.json() == result
+    assert assert_fine_uploader_error(renamed, 409, field="qqfilename")["preventRetry"] is True
     kept = (await api.client.get(f"/v1/files/{upload.id}", headers=api.auth())).json()
     assert kept["filename"] == "compressed.tracemonkey-pldi-09.pdf"
 
@@ -270,6 +270,35 @@ async def test_done_for_a_file_sent_whole_counts_it_as_one_chunk(api: Api) -> No
     assert ok.status_code == 200 and ok.json()["file_url"] == sent.json()["file_url"], ok.text
     wrong = assert_fine_uploader_error(await done(qqtotalparts="2"), 400, "qqtotalparts")
     assert wrong["error"] == "qqtotalparts 2 differs from the 1 chunk of this file"
+
+
+@pytest.mark.parametrize("sent_name", [None, "blob.tmp"])
+async def test_the_done_after_a_file_sent_whole_names_it(api: Api, sent_name: str | None) -> None:
+    """Seed 001: after the upload "the client must call the Chunk Upload Done endpoint with the
+    given qqfilename parameter to finalize the upload"; seed 000 makes qqfilename required there.
+    For a file sent whole (completed by its one request, named by it or not) that done names it,
+    as the done of a chunked file does. It was answered 200 and the name dropped."""
+    data = b"%PDF-1.4 whole\n"
+    fields = [("qqfilename", sent_name)] if sent_name else []
+    sent = await post_form(api, form(fields, data))
+    assert sent.status_code == 200, sent.text
+    file_uuid = sent.json()["file_uuid"]
+
+    async def done(name: str, **more: str) -> httpx.Response:
+        body = {"qquuid": file_uuid, "qqfilename": name, "qqtotalparts": "1", **more}
+        return await api.client.post("/api/v2/pm/upload/?done/", data=body, headers=api.auth())
+
+    assert (await done("report.pdf")).status_code == 200
+    info = (await api.client.get(f"/api/v2/pm/upload/{file_uuid}/info", headers=api.auth())).json()
+    assert info["filename"] == "report.pdf" and info["mimetype"] == "application/pdf"
+    download = await api.client.get(sent.json()["file_url"], headers=api.auth())
+    assert "report.pdf" in download.headers["content-disposition"]
+    # The same done again (its answer lost) is answered alike; one naming it otherwise is refused.
+    assert (await done("report.pdf")).status_code == 200
+    assert_fine_uploader_error(await done("other.pdf"), 409, field="qqfilename")
+    assert_fine_uploader_error(await done("report.pdf", qqfiletype="text/plain"), 409, field="qqfiletype")
+    info = (await api.client.get(f"/api/v2/pm/upload/{file_uuid}/info", headers=api.auth())).json()
+    assert info["filename"] == "report.pdf"
 
 
 async def test_fields_after_the_file(api: Api) -> None:

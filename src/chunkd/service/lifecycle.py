@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import mimetypes
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -273,18 +273,30 @@ class Lifecycle(EngineCore):
         """Ask the blocking hooks before a COMPLETED file is served (every dialect's download)."""
         await self.hooks.pre_download(upload)
 
-    async def rename(self, owner: str, upload_id: str, filename: str, *, mime_type: str | None = None) -> Upload:
+    async def rename(
+        self,
+        owner: str,
+        upload_id: str,
+        filename: str,
+        *,
+        mime_type: str | None = None,
+        note: Mapping[str, Any] | None = None,
+    ) -> Upload:
         """Change the display filename (and optionally the media type) of an upload in any status:
-        protocols such as Fine Uploader's name the file only when it is finished."""
+        protocols such as Fine Uploader's name the file only when it is finished. ``note``: metadata
+        entries recorded with the name (a dialect's mark that its naming request was seen)."""
         filename = clean_filename(filename)
         checked_mime = media_type(mime_type) if mime_type is not None else None
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id, with_parts=False)
             new_mime = checked_mime if checked_mime is not None else upload.mime_type
-            if upload.filename == filename and upload.mime_type == new_mime:
+            noted = note is None or all(upload.metadata.get(k) == v for k, v in note.items())
+            if upload.filename == filename and upload.mime_type == new_mime and noted:
                 return upload
             upload.filename = filename
             upload.mime_type = new_mime
+            if note is not None:
+                upload.metadata = {**upload.metadata, **note}
             upload.updated_at = self.clock()
             await self.repo.save(upload)
         return upload

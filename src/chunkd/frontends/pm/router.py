@@ -16,6 +16,7 @@ Every path also answers without its trailing slash. Errors use Fine Uploader's s
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import AsyncIterator
 from itertools import islice
 from typing import Annotated, Any
@@ -25,7 +26,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.responses import JSONResponse, Response
 
 from chunkd.domain import errors as e
-from chunkd.domain.names import clean_filename
+from chunkd.domain.names import clean_filename, media_type
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.forms import parse_small_body, read_small_body, small_form
 from chunkd.frontends.held import HeldBytes
@@ -317,17 +318,42 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     upload = (await find_upload(service, owner, file_uuid)).as_of(service.clock())
     if upload.status is Status.EXPIRED:
         raise by_qquuid(e.Expired(f"upload {upload.id} has expired"), upload, file_uuid)
-    finishing = upload.status is Status.PENDING
+    # The first done names the file: the one that completes a chunked file, or the one that follows
+    # a file sent whole (completed by its one request, which may have carried no name). A done
+    # repeated after it is answered as before when it names the file alike (a retry whose answer
+    # was lost), and refused when it names it otherwise: a file is not renamed, nor its download,
+    # by whoever may send a done.
+    names = upload.status is Status.PENDING or (upload.metadata.get("pm") == "whole" and not _named(upload))
     try:
         upload = await _finish(service, owner, upload, md5=md5, total_parts=total_parts, total_size=total_size)
     except (e.InvalidState, e.Expired) as exc:
         raise by_qquuid(exc, upload, file_uuid) from None
-    # The done that completes the file names it; a done repeated on a completed file is answered
-    # as before and changes nothing (it renamed the file each time, with a files:create key that
-    # may not even read it).
-    if finishing and (filename != upload.filename or (mime is not None and mime != upload.mime_type)):
-        upload = await service.rename(owner, upload.id, filename, mime_type=mime)
+    if names:
+        if mime is None and upload.mime_type == UNKNOWN_TYPE:  # sent nameless ("blob"): typed by its name now
+            mime = mimetypes.guess_type(filename)[0]
+        upload = await service.rename(owner, upload.id, filename, mime_type=mime, note={NAMED_BY_DONE: True})
+    elif filename != upload.filename:
+        raise e.Conflict(
+            f"qqfilename {filename!r} differs from {upload.filename!r}, the name file {file_uuid} was finished "
+            "with; a done cannot rename a finished file",
+            field="qqfilename",
+        )
+    elif mime is not None and media_type(mime) != upload.mime_type:
+        raise e.Conflict(
+            f"qqfiletype {mime!r} differs from {upload.mime_type!r}, the type file {file_uuid} was finished "
+            "with; a done cannot change it",
+            field="qqfiletype",
+        )
     return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
+
+
+# In the upload's metadata: a done has named the file (see ``_done``).
+NAMED_BY_DONE = "pmNamed"
+UNKNOWN_TYPE = "application/octet-stream"
+
+
+def _named(upload: Upload) -> bool:
+    return bool(upload.metadata.get(NAMED_BY_DONE))
 
 
 async def _finish(
