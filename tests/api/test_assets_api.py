@@ -5,6 +5,7 @@ seed's headers and body, cancel, and every documented error shape."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from typing import Any
 
@@ -239,12 +240,20 @@ async def test_complete_errors_leave_asset_pending(api: Api) -> None:
     await assert_error(
         await post(url, json={k: v for k, v in body.items() if k != "fileId"}, headers=h), words="fileId"
     )
-    # An unknown fileId is named as the seed's field, as a fileId of another API already was.
+    # An unknown fileId is named as the seed's field, as a fileId of another API already was, with
+    # the seed's 400 (it lists no 404).
     await assert_error(
         await post(url, json={**body, "fileId": "A" * 22}, headers=h),
-        status=404,
+        status=400,
         words=f"no asset with fileId {'A' * 22!r}",
     )
+    # "Content-Type (string, required) Enum: "application/json"": anything else is refused.
+    raw = json.dumps(body).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {k: v for k, v in h.items() if k.lower() != "content-type"}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        await assert_error(await post(url, content=raw, headers=headers), words="Content-Type")
     got = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
     assert got["status"] == "PENDING" and got["bytesReceived"] == len(data)
     # Etags are compared with or without their quotes.
@@ -307,7 +316,7 @@ async def test_authentication_and_rights(api: Api) -> None:
         assert set(response.json()) == {"message", "detail"} and response.json()["detail"]
     bob = await api.client.post("/asset/complete", json=body, headers=seed_headers(api, "bob"))
     # Another owner's fileId reads as a missing one, said in the seed's words (fileId, not "upload id").
-    await assert_error(bob, status=404, words=f"no asset with fileId {asset['fileId']!r}")
+    await assert_error(bob, status=400, words=f"no asset with fileId {asset['fileId']!r}")
     denied = await api.client.post(
         "/asset", json={"filename": "a", "filesize": 1}, headers={"X-API-Key": api.keys["reader"]}
     )

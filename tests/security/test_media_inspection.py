@@ -8,11 +8,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from pypdf import PdfWriter
 
+from chunkd.service import media as media_module
 from chunkd.service.media import MediaService
 from tests.conftest import Api
 from tests.security.conftest import MakeApi
@@ -86,11 +90,28 @@ async def test_page_cap_refuses_a_pdf_with_too_many_pages_once(make_api: MakeApi
         assert (await _complete(api, upload_id, fine)).status_code == 201
 
 
-async def test_an_inspection_past_its_wall_time_is_killed_and_refused(make_api: MakeApi) -> None:
-    # 60,000 pages behind a declared count of 1: walking the page tree takes pypdf far longer than the
-    # limit. The limit is 5 s, not 1, so that the PNG inspected meanwhile (a fresh worker importing
-    # Pillow) stays within it on a loaded machine.
-    hostile = _lying_pdf(60_000)
+async def test_an_inspection_past_its_wall_time_is_killed_and_refused(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A worker that never finishes, whatever the parser's speed: the document's spooled copy is
+    # swapped for a FIFO nobody writes to, so the worker blocks opening it. (A PDF whose page tree
+    # took pypdf long to walk did this until pypdf 7 bounded the walk: its 60,000 pages took 3.9 s,
+    # under the limit, on 2026-12-02.) The limit is 5 s, not 1, so that the PNG inspected meanwhile
+    # (a fresh worker importing Pillow) stays within it on a loaded machine.
+    hostile = _lying_pdf(30)
+    stuck = tmp_path / "stuck.pdf"
+    os.mkfifo(stuck)
+    spool = media_module.spool_to_file
+
+    async def spool_pdf_to_fifo(chunks: AsyncIterator[bytes]) -> str:
+        path = await spool(chunks)
+        with open(path, "rb") as spooled:
+            if spooled.read(5) != b"%PDF-":
+                return path
+        os.unlink(path)
+        return str(stuck)
+
+    monkeypatch.setattr(media_module, "spool_to_file", spool_pdf_to_fifo)
     async with make_api(media_inspect_timeout_seconds=5, media_max_chunk_bytes=1024 * 1024) as api:
         inspector = _media(api).inspector
         upload_id = await chunked_upload(api.client, hostile, "slow.pdf", api.auth(), field="document", chunk=2**20)

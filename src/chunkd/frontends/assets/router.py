@@ -325,12 +325,25 @@ async def complete_asset(request: Request) -> dict[str, Any]:
     cancel`` aborts it and frees its parts. Both are idempotent (a repeated complete is checked
     against the parts list as the first was)."""
     who = await principal(request, "files:create")
+    # Seed 003: "Content-Type (string, required) Enum: "application/json"" (its parameters, such as
+    # a charset, allowed).
+    content_type = request.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        raise e.InvalidInput(
+            f"Content-Type must be application/json, not {content_type[:100]!r}"
+            if content_type
+            else "Content-Type is required: application/json",
+            field="Content-Type",
+        )
     body: CompleteAsset = await _json(request, CompleteAsset)
     if body.action not in ACTIONS:
         raise e.InvalidInput(f"action must be 'complete' or 'cancel' (case-sensitive), not {body.action!r}")
     action: Literal["complete", "cancel"] = body.action  # type: ignore[assignment]
     service = runtime(request).uploads
-    upload = await _asset(service, who.owner, body.fileId, with_parts=action == "complete")
+    try:
+        upload = await _asset(service, who.owner, body.fileId, with_parts=action == "complete")
+    except e.NotFound as exc:  # seed 003 lists 400 for every error of a request's own (no 404)
+        raise e.InvalidInput(exc.message, field="fileId") from None
     expected_id = upload.metadata.get("uploadId")
     if expected_id is not None and not body.uploadId:
         raise e.InvalidInput("uploadId is required: this asset is a multipart upload", field="uploadId")
