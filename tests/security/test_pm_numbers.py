@@ -49,6 +49,10 @@ CASES = [
     pytest.param([("qqpartindex", "1"), ("qqtotalparts", "3"), ("qqpartbyteoffset", str(2**62))], 413,
                  "qqpartbyteoffset", id="offset-past-max-file-size"),
     pytest.param([("qqtotalfilesize", HUGE)], 400, "qqtotalfilesize", id="whole-file-size-huge"),
+    # Digits Python's int() reads but no client sends: an Arabic-Indic three, a digit separator, a sign.
+    pytest.param([("qqpartindex", "\u0663"), ("qqtotalparts", "5")], 400, "qqpartindex", id="index-non-ascii-digit"),
+    pytest.param([("qqpartindex", "0"), ("qqtotalparts", "1_0")], 400, "qqtotalparts", id="total-with-underscore"),
+    pytest.param([("qqpartindex", "+1"), ("qqtotalparts", "2")], 400, "qqpartindex", id="index-with-plus"),
 ]  # fmt: skip
 
 

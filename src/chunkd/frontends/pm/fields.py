@@ -13,6 +13,7 @@ from chunkd.domain.upload import MAX_PARTS
 __all__ = ["QQ"]
 
 # Not only dots: "." and ".." would make a file_url that URL normalisation turns into another path.
+_INTEGER = re.compile(r"-?[0-9]+")
 _UUID = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,128}$")
 # The largest number any qq* field may carry: byte counts and offsets are stored as signed 64-bit
 # integers, so a larger one could never be stored (and used to end in a 500).
@@ -41,10 +42,12 @@ class QQ:
         raw = self.text(name)
         if raw is None:
             return None
-        try:
-            value = int(raw)
-        except ValueError:
-            raise InvalidInput(f"{name} must be an integer, got {raw[:40]!r}", field=name) from None
+        # ASCII digits only: Python's int() also reads "٣" (3), "1_000" and "+7". Past 30 digits the
+        # value is out of range whatever it is (and int() refuses past 4,300).
+        digits = raw.strip()
+        if not _INTEGER.fullmatch(digits):
+            raise InvalidInput(f"{name} must be an integer, got {raw[:40]!r}", field=name)
+        value = int(digits[:31])
         if value < minimum:
             raise InvalidInput(f"{name} must be at least {minimum}", field=name)
         if value > maximum:
