@@ -7,10 +7,12 @@ mid-upload or mid-download by waiting on conditions, however slow the machine is
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -321,3 +323,63 @@ def test_kill_9_of_a_download_then_rerun_continues_with_range_and_verifies(
     assert file_md5(target) == md5 and not partial.exists()
     content = [r for r in watched.requests() if r["path"].endswith("/content") and r["phase"] == "sent"]
     assert [r["range"] for r in content] == [f"bytes={kept}-"]
+
+
+def test_a_key_with_a_trailing_newline_works_and_one_with_inner_whitespace_is_refused_unprinted(
+    tmp_path: Path, e2e_server: ChunkdServer, e2e_key: str, cli_env: dict[str, str]
+) -> None:
+    """A key read with ``$(cat file)$'\\n'`` or pasted with a space was sent as is: httpx refused the
+    header, and its message ("Illegal header value b'Bearer ck_…'") printed the whole secret,
+    blamed on an unreachable server."""
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"hello")
+    env = {**cli_env, "CHUNKD_URL": e2e_server.url}
+    for padded in (e2e_key + "\n", e2e_key + "\r", " " + e2e_key + " "):
+        listed = chunkd("ls", env={**env, "CHUNKD_KEY": padded})
+        assert listed.returncode == 0, listed.stderr
+    secret = e2e_key.rsplit("_", 1)[1]
+    for broken in (e2e_key[:10] + "\n" + e2e_key[10:], e2e_key[:10] + " " + e2e_key[10:]):
+        refused = chunkd("upload", str(source), env={**env, "CHUNKD_KEY": broken})
+        assert refused.returncode == 1, refused.stderr
+        assert "whitespace or control characters" in refused.stderr and "cannot reach" not in refused.stderr
+        assert secret not in refused.stderr and secret[10:] not in refused.stderr + refused.stdout
+
+
+class _InFlight(httpx.BaseTransport):
+    """A real HTTP transport that counts the part PUTs in flight at once."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        part = request.method == "PUT" and "/parts/" in request.url.path
+        if part:
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+        try:
+            response = self.inner.handle_request(request)
+            response.read()
+            return response
+        finally:
+            if part:
+                with self.lock:
+                    self.now -= 1
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_parallel_n_keeps_at_most_n_parts_in_flight(
+    tmp_path: Path, e2e_server: ChunkdServer, e2e_key: str, parallel: int
+) -> None:
+    """``--parallel N`` (the SDK's ``parallel``) is the number of parts in flight. One pool for the
+    parts and the whole-file MD5 let a part take the hashing thread once it was done: N + 1."""
+    from chunkd.client import Client
+
+    data = os.urandom(12 * 262144 + 5)
+    transport = _InFlight()
+    with Client(e2e_server.url, e2e_key, transport=transport, remember_uploads=False) as client:
+        file = client.upload(io.BytesIO(data), filename="p.bin", part_size=262144, parallel=parallel)
+    assert file.status == "COMPLETED" and file.md5 == hashlib.md5(data).hexdigest()
+    assert 1 <= transport.most <= parallel, transport.most

@@ -37,7 +37,11 @@ def _client(url: str, key: str | None) -> Client:
     if not key:
         err_console.print("error: no API key: pass --key or set CHUNKD_KEY", style="red", markup=False)
         raise typer.Exit(1)
-    return Client(url, key, on_retry=_tell_retry)
+    try:
+        return Client(url, key, on_retry=_tell_retry)
+    except ValueError as exc:  # a key that cannot be a header value (said without the key)
+        err_console.print(f"error: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
 
 
 def _tell_retry(notice: RetryNotice) -> None:

@@ -153,6 +153,12 @@ class ClientCore(Generic[TransportT]):
         on_retry: RetryNoticeCallback | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        # A key read from a file or a shell often ends in a newline. Surrounding whitespace is
+        # dropped; whitespace or control characters within are refused here, with the key left out
+        # of the message (httpx's "Illegal header value" quotes the whole header).
+        key = key.strip() if key is not None else None
+        if key is not None and any(c.isspace() or not c.isprintable() for c in key):
+            raise ValueError("the API key contains whitespace or control characters; check how it was copied")
         self.key = key
         self.retry = retry or RetryPolicy()
         self.on_retry = on_retry

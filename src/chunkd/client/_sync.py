@@ -131,9 +131,15 @@ class Client(ClientCore[httpx.BaseTransport]):
         return response
 
     def _parallel(self, job: Parallel) -> Any:
-        with ThreadPoolExecutor(max_workers=job.limit + 1, thread_name_prefix="chunkd-upload") as pool:
+        # The whole-file MD5 has a thread of its own, so that ``job.limit`` is the number of parts in
+        # flight (one pool of limit + 1 threads let a part take the hashing thread once it was done:
+        # N + 1 parts at once for ``--parallel N``).
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunkd-md5") as hashing,
+            ThreadPoolExecutor(max_workers=job.limit, thread_name_prefix="chunkd-upload") as pool,
+        ):
             stop = threading.Event()
-            whole = pool.submit(job.whole, stop)
+            whole = hashing.submit(job.whole, stop)
             futures = [pool.submit(self._run, flow) for flow in job.flows]
             try:
                 for future in as_completed(futures):
