@@ -244,9 +244,11 @@ def test_upload_link_in_a_fresh_browser(live_server: ChunkdServer, browser: Any,
         page.wait_for_selector("#uploader:not([hidden])")
         assert page.locator("#sign-in").is_hidden()
         assert page.inner_text("#link-note") == "Invoices for ACME, please"
-        assert "up to 2 files" in page.inner_text("#link-limits")
+        assert "up to 2 files (2 left)" in page.inner_text("#link-limits")
         page.set_input_files("#pick", str(path))
         wait_for(page, path.name, "u.state === 'done'")
+        # What is left is read again once the file is in (it said "2 left" for good).
+        page.wait_for_function("() => document.querySelector('#link-limits').textContent.includes('(1 left)')")
         assert page.locator("#files").is_hidden()  # a link's visitor sees no list of files
         context.close()
 
@@ -335,3 +337,36 @@ def test_upload_survives_a_dropped_network(browser: Any, tmp_path: Path) -> None
         context.close()
     finally:
         server.kill()
+
+
+def test_parts_from_other_bytes_are_sent_again_and_the_file_completes(
+    live_server: ChunkdServer, browser: Any, tmp_path: Path
+) -> None:
+    """A part the server holds from other bytes (a file changed in place, keeping the name, size
+    and date the page resumes by) makes the complete's MD5 check fail. The page sends every part
+    again, once, and completes; it used to fail, and Resume or picking the file again failed alike."""
+    key = live_server.create_key("alice")
+    path = tmp_path / "changed.bin"
+    md5 = random_file(path, 12 * MiB + 5)
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, live_server, key)
+    throttle(page, 4 * MiB)
+    page.set_input_files("#pick", str(path))
+    wait_for(page, path.name, "u.received.size >= 1 && (u.pause(), true)")
+    upload_id = state_of(page, path.name)["id"]
+    with FilesClient(live_server, key) as client:
+        held = client.get(upload_id)
+        part = held["parts"][0]
+        stale = b"\0" * part["sizeBytes"]  # what the file held before it was changed
+        assert client.put_part(upload_id, part["partNumber"], stale).status_code == 200
+
+        sent: list[int] = []
+        page.on("request", lambda r: sent.append(1) if r.method == "PUT" and "/parts/" in r.url else None)
+        page.evaluate("name => window.chunkdUploads.filter(u => u.file.name === name).pop().resume()", path.name)
+        wait_for(page, path.name, "u.state === 'done' || u.state === 'failed'", timeout=180_000)
+        assert state_of(page, path.name)["state"] == "done", state_of(page, path.name)
+        assert len(sent) >= held["partCount"]  # every part again, the stale one included
+        assert client.get(upload_id)["md5"] == md5
+        assert client.download_md5(upload_id) == (12 * MiB + 5, md5)
+    context.close()

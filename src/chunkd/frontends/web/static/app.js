@@ -86,20 +86,26 @@ async function openLink() {
   api.token = linkToken;
   show('link-info');
   try {
-    const link = await api.request('GET', '/v1/upload-links/current');
+    const link = await showLinkLimits();
     store = new ResumeStore(`link.${link.id}`);
     $('link-note').textContent = link.note || 'You were sent a link to upload files here.';
-    const limits = [];
-    if (link.maxFiles != null) limits.push(`up to ${link.maxFiles} files (${link.maxFiles - link.filesUploaded} left)`);
-    if (link.maxBytes != null) limits.push(`up to ${formatBytes(link.maxBytes)} (${formatBytes(link.maxBytes - link.bytesUploaded)} left)`);
-    if (link.allowedMimeTypes) limits.push(`types: ${link.allowedMimeTypes.join(', ')}`);
-    limits.push(`open until ${new Date(link.expiresAt).toLocaleString()}`);
-    $('link-limits').textContent = `This link accepts ${limits.join('; ')}.`;
     show('uploader');
   } catch (error) {
     $('link-note').textContent = '';
     message(`This upload link cannot be used: ${error.message}`);
   }
+}
+
+/** The link's limits and what is left of them, read again after each file (the counts move). */
+async function showLinkLimits() {
+  const link = await api.request('GET', '/v1/upload-links/current');
+  const limits = [];
+  if (link.maxFiles != null) limits.push(`up to ${link.maxFiles} files (${link.maxFiles - link.filesUploaded} left)`);
+  if (link.maxBytes != null) limits.push(`up to ${formatBytes(link.maxBytes)} (${formatBytes(link.maxBytes - link.bytesUploaded)} left)`);
+  if (link.allowedMimeTypes) limits.push(`types: ${link.allowedMimeTypes.join(', ')}`);
+  limits.push(`open until ${new Date(link.expiresAt).toLocaleString()}`);
+  $('link-limits').textContent = `This link accepts ${limits.join('; ')}.`;
+  return link;
 }
 
 // ---- files picked ------------------------------------------------------------------------------
@@ -112,7 +118,10 @@ function addFiles(fileList) {
     const upload = new FileUpload(file, { api, store, onChange: draw, onUnauthorized: sessionEnded });
     upload.row = makeRow(upload);
     uploads.push(upload);
-    upload.start().then(() => { if (upload.state === 'done' && !linkToken) refreshFiles(); });
+    upload.start().then(() => {
+      if (linkToken) showLinkLimits().catch(() => {}); // a link that ended says so on the next file
+      else if (upload.state === 'done') refreshFiles();
+    });
   }
   draw();
 }

@@ -183,7 +183,24 @@ export class FileUpload {
       this._emit();
       this.md5 = await this.hashing;
       if (this._stopped()) return;
-      const done = await this._withRetries(() => this.api.request('POST', `/v1/files/${this.meta.id}/complete`, { md5: this.md5 }));
+      let done;
+      try {
+        done = await this._complete();
+      } catch (error) {
+        // Parts the server holds came from other bytes: a file changed in place keeping its name,
+        // size and date (the resume key), or changed while it was sent. Send every part again,
+        // once, as the CLI does; the upload stays the same.
+        if (error.code !== 'checksum_mismatch' || this._stopped()) throw error;
+        this.received.clear();
+        this.acked = 0;
+        this.state = 'uploading';
+        this._emit();
+        await this._sendMissing();
+        if (this._stopped()) return;
+        this.state = 'completing';
+        this._emit();
+        done = await this._complete();
+      }
       this.meta = { ...this.meta, ...done };
       this.store.delete(this.file);
       this.state = 'done';
@@ -196,6 +213,10 @@ export class FileUpload {
       if (error.status === 401) this.onUnauthorized(this);
       this._emit();
     }
+  }
+
+  _complete() {
+    return this._withRetries(() => this.api.request('POST', `/v1/files/${this.meta.id}/complete`, { md5: this.md5 }));
   }
 
   /** Find the upload this file was already going to (same name, size and date), or create one. */
