@@ -111,3 +111,34 @@ def test_a_server_never_reached_fails_after_one_more_try_and_one_that_answered_i
         assert client.get("abc").id == "abc"
         assert client.get("abc").id == "abc"  # refused twice, then answered: the restart is ridden out
     assert len(tries) == 4
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_a_path_that_is_not_a_regular_file_is_refused_at_once(tmp_path: Path, kind: str) -> None:
+    """A FIFO used to hang the upload in ``open()`` until a writer came; a device or a directory
+    has no size to declare either."""
+    import concurrent.futures
+    import os
+
+    from chunkd.client.source import Source
+
+    path = {"device": Path("/dev/null"), "directory": tmp_path}.get(kind, tmp_path / "pipe")
+    if kind == "fifo":
+        os.mkfifo(path)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(Source, path)
+        try:
+            with pytest.raises(IsADirectoryError, match="not a regular file"):
+                opening.result(timeout=60)  # a hang is a failure, not a stuck suite
+        finally:
+            if kind == "fifo" and not opening.done():
+                with open(path, "wb"):  # release the blocked open so the pool can end
+                    pass
+
+
+def test_a_key_is_stripped_and_one_with_inner_whitespace_is_refused_without_showing_it() -> None:
+    key = "ck_0123456789abcdef_" + "s" * 43
+    assert Client("http://127.0.0.1:9", key + "\n").key == key
+    with pytest.raises(ValueError, match="whitespace") as refused:
+        Client("http://127.0.0.1:9", key[:25] + "\r\n" + key[25:])
+    assert "sss" not in str(refused.value)

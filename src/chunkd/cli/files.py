@@ -27,8 +27,8 @@ Key = Annotated[
 JsonOutput = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of text.")]
 DEFAULT_URL = "http://127.0.0.1:8080"  # as chunkd.client.DEFAULT_URL (not imported here: `serve` stays lean)
 # Ids made before chunkd stopped minting ids that begin with '-' still may; the shell cannot tell one from an option.
-ID_NOTE = "An id that begins with '-' goes after '--' (chunkd download -- -Xw…)."
-ID_HELP = f"The file's id. {ID_NOTE}"
+ID_NOTE = "An id that begins with '-' goes after '--' (chunkd {command} -- -Xw…)."
+ID_HELP = "The file's id. " + ID_NOTE.format(command="download")
 
 
 def _client(url: str, key: str | None) -> Client:
@@ -133,7 +133,11 @@ def upload(
                 progress.stop_task(task)
                 if isinstance(exc, ClientError):
                     _fatal(exc, url)
-                reason = str(exc) if isinstance(exc, APIError) else getattr(exc, "message", None) or str(exc)
+                reason = (
+                    str(exc)
+                    if isinstance(exc, APIError)
+                    else getattr(exc, "message", None) or getattr(exc, "strerror", None) or str(exc)
+                )
                 err_console.print(f"error: {path}: {reason}", style="red", markup=False)
                 failed += 1
                 continue
@@ -224,7 +228,8 @@ def list_files(
 @app.command("rm")
 def remove(
     file_ids: Annotated[
-        list[str], typer.Argument(metavar="ID...", help=f"Files to delete. {ID_NOTE}", show_default=False)
+        list[str],
+        typer.Argument(metavar="ID...", help="Files to delete. " + ID_NOTE.format(command="rm"), show_default=False),
     ],
     url: Url = DEFAULT_URL,
     key: Key = None,

@@ -78,7 +78,7 @@ def keys_list(
 ) -> None:
     """List API keys (never their secrets). On a terminal: a table; piped: one tab-separated line
     per key (id, owner, scopes, created, revoked, name, the id of the key that made it), ids always
-    whole, so what is shown can be passed to ``keys revoke``."""
+    whole, so what is shown can be passed to `chunkd keys revoke`."""
 
     async def listing(runtime: Runtime) -> list[ApiKeyRecord]:
         return await runtime.keys.list()

@@ -31,12 +31,12 @@ __all__ = ["gc", "listen_problem", "migrate", "serve"]
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on [default: 8080].")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
     data_dir: DataDir = None,
     server: Annotated[str | None, typer.Option(help="ASGI server: uvicorn or granian.")] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, max=64, help="Server processes on the one port (uvicorn) [default: 1].")
+        int | None, typer.Option(min=1, max=64, help="Server processes on the one port (uvicorn; default 1).")
     ] = None,
 ) -> None:
     """Run the server (SQLite + local disk under the data dir unless configured otherwise)."""

@@ -37,10 +37,16 @@ class Source:
         self.local: LocalFile | None = None
         if isinstance(source, (str, os.PathLike)):
             self.local = LocalFile.of(source)
-            self._fd = os.open(self.local.path, os.O_RDONLY)
-            if not stat.S_ISREG(os.fstat(self._fd).st_mode):  # a directory or a device has no size to declare
+            # O_NONBLOCK: opening a FIFO waits for a writer otherwise (the upload hung there for good);
+            # it changes nothing for the regular file that is read.
+            self._fd = os.open(self.local.path, os.O_RDONLY | os.O_NONBLOCK)
+            if not stat.S_ISREG(os.fstat(self._fd).st_mode):  # a directory, device or pipe has no size to declare
                 os.close(self._fd)
-                raise IsADirectoryError(errno.EISDIR, "not a regular file", self.local.path)
+                raise IsADirectoryError(
+                    errno.EISDIR,
+                    "not a regular file (a directory, device or pipe has no size to upload)",
+                    self.local.path,
+                )
             self.name = os.path.basename(self.local.path)
             self.start = 0
             self.size = os.fstat(self._fd).st_size

@@ -59,7 +59,7 @@ class TokenRequest(BaseModel):
         description="Scopes wanted (space-separated or a list); a subset of the key's. Default: all of them.",
     )
     expiresIn: StrictInt | None = Field(
-        None, ge=1, le=2**31, description="Lifetime wanted, in seconds (at most the server's jwt_ttl_seconds)."
+        None, ge=1, description="Lifetime wanted, in seconds (at most the server's jwt_ttl_seconds)."
     )
 
 

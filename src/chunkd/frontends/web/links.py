@@ -35,7 +35,7 @@ class CreateUploadLinkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     expiresIn: StrictInt | None = Field(
-        None, ge=1, le=2**31, description="Seconds until the link expires (default 7 days; at most 90 by default)."
+        None, ge=1, description="Seconds until the link expires (default 7 days; at most 90 by default)."
     )
     maxBytes: StrictInt | None = Field(
         None, ge=1, le=2**53 - 1, description="Most bytes in all, counted by the declared sizes of uploads created."
