@@ -135,3 +135,31 @@ def test_upload_through_nginx_reaches_both_nodes(nginx_cluster: tuple[str, Path,
     assert {p[3] for p in puts} == {f"127.0.0.1:{n.port}" for n in nodes}  # round-robin, no stickiness
     # With request buffering on, nginx would have spooled each 2 MiB body to disk first and said so.
     assert "buffered to a temporary file" not in (root / "error.log").read_text()
+
+
+def test_a_draft_creation_with_its_body_passes_nginx_whole(nginx_cluster: tuple[str, Path, list[ChunkdServer]]) -> None:
+    """An IETF-draft creation that carries the whole file (what tus-js-client's ietf-draft modes and
+    Apple's URLSession send), through the sample config with chunkd's default settings. nginx 1.22
+    took the 104 chunkd sent for it for the final response and stopped relaying the body: the
+    request stalled until chunkd's body timeout (a 408 after 60 s). By default chunkd now sends no
+    1xx to a request that came through a proxy."""
+    url, root, nodes = nginx_cluster
+    key = nodes[0].create_key("alice")
+    data = os.urandom(16 * MiB + 5)
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Upload-Draft-Interop-Version": "6",
+        "Upload-Complete": "?1",
+        "Content-Type": "application/octet-stream",
+    }
+    with httpx.Client(base_url=url, timeout=120) as client:
+        created = client.post("/files/", content=data, headers=headers)
+        assert created.status_code in (200, 201), created.text
+        assert created.headers["upload-complete"] == "?1"
+        file_id = created.headers["location"].rstrip("/").rsplit("/", 1)[1]
+        stored = client.get(f"/v1/files/{file_id}", headers={"Authorization": f"Bearer {key}"}).json()
+        assert stored["status"] == "COMPLETED" and stored["md5"] == hashlib.md5(data).hexdigest()
+    creations = [
+        line.split() for line in (root / "access.log").read_text().splitlines() if line.startswith("POST /files/")
+    ]
+    assert [c[2] for c in creations] == [str(created.status_code)]  # not "104"

@@ -385,6 +385,28 @@ def test_informational_responses_are_not_offered_to_http_1_0(informational_serve
         assert status == 200 and body == b"read 2; informational unsupported"
 
 
+@pytest.mark.parametrize("proxy_header", ["X-Forwarded-For: 10.0.0.9", "Forwarded: for=10.0.0.9", "Via: 1.1 edge"])
+def test_informational_responses_are_not_offered_through_a_proxy_by_default(tmp_path: Path, proxy_header: str) -> None:
+    """The default ("auto") offers them to a client that reached the server directly, not to a
+    request a proxy forwarded: nginx 1.22 takes an upstream 104 for the final response, and a draft
+    client's creation behind it stalled until the body timeout. "on" offers them to both."""
+    request = f"POST /files/ HTTP/1.1\r\nHost: x\r\n{proxy_header}\r\nContent-Length: 2\r\n\r\nab".encode()
+    direct = b"POST /files/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab"
+    with _informational_app(tmp_path, "auto") as port:
+        with _connect(port) as sock:
+            sock.sendall(request)
+            status, _, body = read_response(sock)
+            assert status == 200 and body == b"read 2; informational unsupported"
+        with _connect(port) as sock:
+            sock.sendall(direct)
+            buffer = bytearray()
+            assert _read_head(sock, buffer).startswith(b"HTTP/1.1 104 ")
+    with _informational_app(tmp_path, "on") as port, _connect(port) as sock:
+        sock.sendall(request)
+        buffer = bytearray()
+        assert _read_head(sock, buffer).startswith(b"HTTP/1.1 104 ")
+
+
 def test_informational_responses_turned_off_are_not_offered(tmp_path: Path) -> None:
     with _informational_app(tmp_path, "off") as port, _connect(port) as sock:
         sock.sendall(b"POST /files/ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")

@@ -2,14 +2,17 @@
 tests: it sends ``104 Upload Resumption Supported`` as soon as a request arrives, before reading
 its body, then answers 200 with the number of body bytes it read.
 
-Run: ``python -m tests.support.informational_app PORT [off]`` (``off``: the extension turned off)."""
+Run: ``python -m tests.support.informational_app PORT [auto|on|off]`` (as ``CHUNKD_INFORMATIONAL_RESPONSES``:
+offered to requests that came through no proxy, always, never)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["app"]
+
+MODES: dict[str, bool | Literal["auto"]] = {"auto": "auto", "on": True, "off": False}
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -54,5 +57,9 @@ if __name__ == "__main__":
         host="127.0.0.1",
         port=int(sys.argv[1]),
         log_level="warning",
-        http=protocol_class(max_header_bytes=64 * 1024, header_timeout=10.0, informational=sys.argv[2:] != ["off"]),
+        http=protocol_class(
+            max_header_bytes=64 * 1024,
+            header_timeout=10.0,
+            informational=MODES[sys.argv[2] if sys.argv[2:] else "auto"],
+        ),
     )

@@ -44,7 +44,8 @@ import asyncio
 import http
 import logging
 import traceback
-from typing import Any, ClassVar
+from collections.abc import Iterable
+from typing import Any, ClassVar, Literal
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import (
@@ -97,7 +98,9 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
 
     max_header_bytes: ClassVar[int] = 64 * 1024
     header_timeout: ClassVar[float] = 10.0
-    informational: ClassVar[bool] = True  # offer the informational-response extension
+    # Offer the informational-response extension: always (True), never (False), or "auto": to
+    # requests that show no proxy on their way (see ``_proxied``).
+    informational: ClassVar[bool | Literal["auto"]] = "auto"
     send_timeout: ClassVar[float] = 60.0
     min_send_rate: ClassVar[int] = 1024  # bytes a second
 
@@ -238,7 +241,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
         self._cancel_header_timer()
-        if self.informational and self.parser.get_http_version() == "1.1":
+        offered = self.informational is True or (self.informational == "auto" and not _proxied(self.scope["headers"]))
+        if offered and self.parser.get_http_version() == "1.1":
             # 1xx responses are never sent to an HTTP/1.0 client (RFC 9110 §15.2), so only 1.1 gets the extension.
             self.scope.setdefault("extensions", {})[INFORMATIONAL] = {}
         if self.parser.get_http_version() == "1.1":
@@ -336,16 +340,30 @@ class _CycleApp:
         cycle.transport.write(b"".join(content))
 
 
+# Request headers a proxy adds on its way (nginx's sample config sets X-Forwarded-For).
+_PROXY_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"via"})
+
+
+def _proxied(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request came through a proxy, by the headers proxies add. Not every proxy relays
+    an upstream 1xx: nginx 1.22 takes the draft's 104 for the final response and relays the rest
+    of the connection as its body, so a draft client's creation stalled until the body timeout
+    (408 after 60 s) and the next request on its connection waited out the keep-alive (30 s). A
+    client that sends such a header itself only goes without 1xx responses."""
+    return any(name in _PROXY_HEADERS for name, _ in headers)
+
+
 def protocol_class(
     *,
     max_header_bytes: int,
     header_timeout: float,
-    informational: bool = True,
+    informational: bool | Literal["auto"] = "auto",
     send_timeout: float = 60.0,
     min_send_rate: int = 1024,
 ) -> type[ChunkdHttpToolsProtocol]:
     """A protocol class with these limits, to pass to uvicorn as ``http=``; ``informational``:
-    offer informational responses to the app (off behind proxies that mishandle them)."""
+    offer informational responses to the app: always, never, or ``"auto"`` (to requests that came
+    through no proxy)."""
     return type(
         "ChunkdHttpToolsProtocol",
         (ChunkdHttpToolsProtocol,),

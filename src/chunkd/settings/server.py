@@ -74,11 +74,12 @@ class ServerSettings(BaseModel):
         "503 (uvicorn), or wait (granian's backpressure). Keep it under the open-files limit (`ulimit -n`). "
         "Unset: unlimited.",
     )
-    informational_responses: bool = Field(
-        True,
+    informational_responses: bool | Literal["auto"] = Field(
+        "auto",
         description="Let routes send informational (1xx) responses, e.g. the resumable-upload draft's 104 "
-        "(uvicorn only). Turn off behind a proxy that takes an upstream 1xx for the final response "
-        "(nginx 1.22 does).",
+        "(uvicorn only): `auto` to requests that came through no proxy (none of X-Forwarded-For, Forwarded "
+        "or Via), as nginx 1.22 takes an upstream 1xx for the final response; `true` always (behind a proxy "
+        "that relays 1xx responses); `false` never.",
     )
     public_url: str | None = Field(
         None, description="Base URL clients reach the server at (for upload URLs); default: taken from the request."
