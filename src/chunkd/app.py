@@ -47,6 +47,8 @@ from chunkd.settings import Settings
 __all__ = ["ChunkdApp", "create_app"]
 
 log = logging.getLogger("chunkd")
+# How long the shutdown waits for cancelled requests to finish their clean-up before it closes the stores.
+REQUEST_DRAIN_SECONDS = 10.0
 startup_log = logging.getLogger("chunkd.startup")  # shown by `chunkd serve` (server/run.py:log_config)
 
 try:
@@ -174,6 +176,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # Requests the server cancelled at the end of its shutdown grace still run their
+            # clean-up (releasing locks, aborting writers): the stores and locks close after it.
+            requests = app.access_log if isinstance(app, ChunkdApp) else None
+            if requests is not None and not await requests.drained(REQUEST_DRAIN_SECONDS):
+                log.warning("closing with %d request(s) still in flight", requests.active)
             # Both background tasks end what they are doing (a delivery round is bounded by the
             # delivery timeout; an expiry batch never waits for a lock) rather than being cancelled
             # inside a database transaction; the cancel below only ends one that overruns that.

@@ -21,6 +21,7 @@ is one pass for both the log and the metrics, it sits outside Starlette's error 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
@@ -98,11 +99,39 @@ class AccessLog:
         self._templates: list[tuple[re.Pattern[str], str]] | None = None
         self._second = -1
         self._second_text = ""
+        self.active = 0  # requests in flight (any, logged or not)
+        self._idle: asyncio.Event | None = None  # set when ``active`` drops to 0, while ``drained`` waits
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no request is in flight, for at most ``timeout`` seconds; whether none is.
+        At shutdown, uvicorn cancels the requests its grace did not see end and goes straight on
+        to the app's shutdown: their clean-up (a lock's release, a writer's abort) still runs after
+        that, and found the locks and stores it needs closed (a TypeError and a 500)."""
+        if self.active == 0:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._idle = None
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        self.active += 1
+        try:
+            await self._logged(scope, receive, send)
+        finally:
+            self.active -= 1
+            if self.active == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def _logged(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         wall = time.time()
         # Routing rewrites these inside mounts; kept to find the template of a request not routed.
@@ -156,11 +185,12 @@ class AccessLog:
 
         try:
             await self.app(scope, counting_receive, counting_send)
-        except BaseException:
+        except BaseException as exc:
             if not seen[2]:
                 # A request whose client went away mid-body ends in an error of the body's reader:
-                # 499 as nginx logs it, not a 500 an operator's alert would count as a fault.
-                seen[2] = 499 if seen[6] else 500
+                # 499 as nginx logs it, not a 500 an operator's alert would count as a fault; one
+                # cancelled (by a shutdown whose grace ran out) is answered 503 by the server.
+                seen[2] = 499 if seen[6] else 503 if isinstance(exc, asyncio.CancelledError) else 500
             raise
         finally:
             status = seen[2] or 499  # no response at all: the client went away first

@@ -260,7 +260,15 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
 
     # ---- the ASGI task ----
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        super()._start_asgi_task(cycle, _CycleApp(app, cycle, self.send_timeout, self.min_send_rate))
+        super()._start_asgi_task(cycle, _CycleApp(app, cycle, self.send_timeout, self.min_send_rate, self))
+
+    # Set when the server asks the connection to end (its shutdown began): a request cancelled
+    # after that was cut by the shutdown's grace, not by a fault.
+    stopping = False
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        super().shutdown()
 
 
 class ClientStoppedReading(ConnectionError):
@@ -271,9 +279,17 @@ class _CycleApp:
     """Runs the app for one request/response cycle: informational responses are written straight
     to the transport; an exception after the client went away is one info line, not a traceback."""
 
-    def __init__(self, app: Any, cycle: RequestResponseCycle, send_timeout: float, min_send_rate: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        cycle: RequestResponseCycle,
+        send_timeout: float,
+        min_send_rate: int,
+        connection: ChunkdHttpToolsProtocol | None = None,
+    ) -> None:
         self.app = app
         self.cycle = cycle
+        self.connection = connection
         self.send_timeout = send_timeout
         self.min_send_rate = min_send_rate
 
@@ -290,6 +306,25 @@ class _CycleApp:
 
         try:
             await self.app(scope, receive, send_with_informational)
+        except asyncio.CancelledError:
+            if self.connection is None or not self.connection.stopping:
+                raise
+            # The shutdown's grace ran out with this request in flight (uvicorn cancels it): a 503
+            # the client may retry elsewhere or later, not a 500 and a traceback ("Exception in
+            # ASGI application"). What it had sent and was not committed is not kept.
+            log.warning("request cut by the shutdown: %s %s", scope.get("method"), scope.get("path"))
+            if not cycle.response_started:
+                body = b"the server is shutting down; retry\n"
+                headers = [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", b"5"),
+                    (b"connection", b"close"),
+                ]
+                await send({"type": "http.response.start", "status": 503, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+            else:
+                cycle.transport.close()
         except BaseException as exc:
             if not cycle.disconnected or not isinstance(exc, Exception):
                 raise
