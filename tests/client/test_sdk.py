@@ -134,17 +134,24 @@ async def test_a_remembered_upload_past_its_expiry_starts_over(sdk: Sdk, tmp_pat
     assert state.get(client.url, client.key, LocalFile.of(path)) is None
 
 
-async def test_a_changed_file_is_a_new_upload(sdk: Sdk, tmp_path: Path) -> None:
-    path = tmp_path / "edited.bin"
+async def test_a_changed_file_is_a_new_upload_and_its_old_one_is_cancelled(sdk: Sdk, tmp_path: Path) -> None:
+    """The upload of the file as it was is cancelled: nothing resumes it any more, and it stayed
+    PENDING, counted against pending quotas, until it expired."""
+    path, other = tmp_path / "edited.bin", tmp_path / "other.bin"
     path.write_bytes(os.urandom(3 * PART))
+    other.write_bytes(os.urandom(3 * PART))
     state = UploadState(sdk.state_dir)
     async with sdk.client() as client:
         old = await client.create("edited.bin", 3 * PART, part_size=PART)
         state.put(client.url, client.key, LocalFile.of(path), old.id)
+        unrelated = await client.create("other.bin", 3 * PART, part_size=PART)
+        state.put(client.url, client.key, LocalFile.of(other), unrelated.id)
         os.utime(path, ns=(0, 1_000_000_000))  # same size, another mtime
         file = await client.upload(path, part_size=PART)
-        assert file.id != old.id
-        assert (await client.get(old.id)).status == "PENDING"
+        assert file.id != old.id and file.status == "COMPLETED"
+        assert (await client.get(old.id)).status == "CANCELLED"
+        assert (await client.get(unrelated.id)).status == "PENDING"  # another path's: kept, and resumable
+        assert state.get(client.url, client.key, LocalFile.of(other)) == unrelated.id
 
 
 async def test_a_file_edited_in_place_with_its_size_and_mtime_kept_is_sent_again(sdk: Sdk, tmp_path: Path) -> None:

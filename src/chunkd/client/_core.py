@@ -8,6 +8,7 @@ resumes, how error answers map to exceptions, and the checks on the bytes. ``Cli
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import errno
 import os
@@ -285,6 +286,12 @@ class ClientCore(Generic[TransportT]):
                 file = yield from self._create_flow(filename or src.name, src.size, part_size, mime_type)
                 if self.state is not None and src.local is not None:
                     yield Blocking(self.state.put, (self.url, self.key, src.local, file.id))
+                    # This path's uploads of the file as it was (another size or mtime): nothing
+                    # resumes them now, so they are cancelled, not left pending until they expire.
+                    stale: list[str] = yield Blocking(self.state.superseded, (self.url, self.key, src.local))
+                    for old in stale:
+                        with contextlib.suppress(ClientError):
+                            yield from self._cancel_flow(old)
                 return file
 
             try:

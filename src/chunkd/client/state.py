@@ -80,12 +80,32 @@ class UploadState:
         entry = self._read().get(self.entry_key(server, key, local))
         return str(entry["id"]) if isinstance(entry, dict) and "id" in entry else None
 
+    @staticmethod
+    def _owner_of(server: str, key: str | None, path: str) -> str:
+        """The same server, key and path, whatever the file's size and mtime."""
+        return hashlib.sha256("\0".join([server.rstrip("/"), key_identity(key), path]).encode()).hexdigest()
+
     def put(self, server: str, key: str | None, local: LocalFile, upload_id: str) -> None:
+        entry = {"id": upload_id, "path": local.path, "at": time.time(), "of": self._owner_of(server, key, local.path)}
         try:
             with self._locked() as entries:
-                entries[self.entry_key(server, key, local)] = {"id": upload_id, "path": local.path, "at": time.time()}
+                entries[self.entry_key(server, key, local)] = entry
         except OSError as exc:
             self._cannot_write(exc)
+
+    def superseded(self, server: str, key: str | None, local: LocalFile) -> list[str]:
+        """The uploads this path went to, on this server with this key, while the file was other
+        (another size or mtime); they are forgotten. Nothing will resume them: the caller may
+        cancel them, rather than leave them counted as pending until they expire."""
+        current = self.entry_key(server, key, local)
+        owner = self._owner_of(server, key, local.path)
+        try:
+            with self._locked() as entries:
+                stale = [k for k, v in entries.items() if isinstance(v, dict) and v.get("of") == owner and k != current]
+                return [str(entries.pop(k)["id"]) for k in stale]
+        except OSError as exc:
+            self._cannot_write(exc)
+            return []
 
     def forget(self, server: str, key: str | None, local: LocalFile) -> None:
         try:
