@@ -250,6 +250,12 @@ async def test_path_errors_name_the_documented_id(api: Api) -> None:
     error = response.json()["error"]
     assert error["code"] == "invalid_input" and error["field"] == "id"
     assert error["message"].startswith("id: ") and "file_id" not in error["message"]
+    created = await create(api, b"abc", 1024)
+    for bad in ("0", "10001", "x"):
+        response = await api.client.put(f"/v1/files/{created['id']}/parts/{bad}", content=b"a", headers=api.auth())
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["field"] == "partNumber" and "part_number" not in error["message"], error
 
 
 async def test_complete_body_sent_without_a_json_content_type_names_it(api: Api) -> None:

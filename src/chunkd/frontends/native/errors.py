@@ -61,8 +61,9 @@ def render_error(exc: Exception) -> JSONResponse | None:
     return None
 
 
-# The Files API documents its file's path parameter as ``id`` (``POST /v1/files/{id}/complete``).
-_PATH_NAMES = {"file_id": "id"}
+# The Files API documents its file's path parameter as ``id`` (``POST /v1/files/{id}/complete``);
+# a part's number is ``partNumber``, as its answers and the engine's errors name it.
+_PATH_NAMES = {"file_id": "id", "part_number": "partNumber"}
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
