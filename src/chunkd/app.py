@@ -129,7 +129,8 @@ async def _reap_until(runtime: Runtime, stopping: asyncio.Event) -> None:
             orphans_due = time.monotonic() + orphans_every
             try:
                 if removed := await runtime.uploads.sweep_orphans(settings.orphan_grace_seconds):
-                    log.info("removed %d orphaned blob(s)", removed)
+                    # Bytes removed from the store: always said (the server's log shows warnings).
+                    log.warning("removed %d orphaned blob(s) no upload record points at", removed)
             except StorageError as exc:
                 log.warning("orphaned-blob sweep failed: %s", exc)
             except Exception:

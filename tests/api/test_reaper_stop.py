@@ -151,3 +151,40 @@ async def test_orphans_are_swept_only_in_a_store_of_this_database(settings: Sett
         assert await uploads.sweep_orphans(60) >= 1 and not stray.exists()
         assert mark.read_text().strip() == await uploads.repo.database_id()
         assert await uploads.sweep_orphans(60) == 0  # and stays this database's
+
+
+async def test_a_database_restored_from_a_backup_keeps_what_was_stored_after_it(settings: Settings) -> None:
+    """A restored backup carries the store's mark too, and no record of the files stored after the
+    backup: at the next start every one of them older than the grace went as an orphan, silently.
+    The grace now counts from the database's last write: blobs newer than that (less the grace)
+    stay, until the database has moved past them."""
+    import os
+    import time
+    from datetime import timedelta
+
+    from chunkd.backends.blobs.local import LocalBlobStore
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        uploads = app.state.chunkd.uploads
+        store = uploads.blobs
+        assert isinstance(store, LocalBlobStore)
+        await uploads.sweep_orphans(60)  # marks the store as this database's
+        # The restored database: its last write five hours ago, when the backup was taken.
+        made = await uploads.create("alice", filename="before.bin", size_bytes=10, part_size=10)
+        made.updated_at = uploads.clock() - timedelta(hours=5)
+        await uploads.repo.save(made)
+        # What the backup does not know: a file stored two hours ago (its record is not in the
+        # restored database), long past the grace.
+        after = store.root / "zz" / ("z" * 22) / "1.x.part"
+        after.parent.mkdir(parents=True)
+        after.write_bytes(b"stored after the backup")
+        two_hours_ago = time.time() - 7200
+        for path in (after, after.parent):
+            os.utime(path, (two_hours_ago, two_hours_ago))
+        assert await uploads.sweep_orphans(60) == 0 and after.exists()
+        # A blob older than the database's last write (less the grace) is an orphan as before.
+        older = time.time() - 5 * 3600 - 600
+        for path in (after, after.parent):
+            os.utime(path, (older, older))
+        assert await uploads.sweep_orphans(60) >= 1 and not after.exists()

@@ -342,6 +342,19 @@ async def test_count_pending_counts_every_owner(repo: UploadRepository) -> None:
     await repo.ping()  # answers while the database does
 
 
+async def test_newest_write_is_the_latest_update_of_any_upload(repo: UploadRepository) -> None:
+    assert await repo.newest_write() is None
+    first, second = make("alice"), make("bob")
+    await repo.create(first)
+    await repo.create(second)
+    second.updated_at = T0 + timedelta(hours=2)
+    await repo.save(second)
+    assert await repo.newest_write() == T0 + timedelta(hours=2)
+    first.updated_at = T0 + timedelta(hours=3, microseconds=7)
+    await repo.save(first)
+    assert await repo.newest_write() == T0 + timedelta(hours=3, microseconds=7)
+
+
 async def test_events_are_written_with_the_change_they_report(metadata: MetadataStore) -> None:
     repo = metadata.uploads
     await metadata.webhooks.add_endpoint(Endpoint("we_1", "alice", "https://x.test/", None, None, T0, None, None))

@@ -81,6 +81,11 @@ class UploadRepository(Protocol):
     async def database_id(self) -> str:
         """This database's id, made with it (a blob store names the database it belongs to)."""
 
+    async def newest_write(self) -> datetime | None:
+        """When an upload was last written (its newest ``updated_at``); None with no upload. A
+        database restored from a backup says when the backup was taken: what the store holds from
+        after that is not an orphan of its (see ``sweep_orphans``)."""
+
     async def count_pending(self) -> int:
         """PENDING uploads of every owner (the ``chunkd_uploads_pending`` gauge)."""
 

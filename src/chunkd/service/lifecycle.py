@@ -357,8 +357,17 @@ class Lifecycle(EngineCore):
                 "is removed. If this database replaced that one for good, remove the store's database-id mark "
                 "(docs/operations.md)"
             )
+        # A database restored from a backup has the store's mark too, and no record of what was
+        # stored after the backup: every blob written since would go as an orphan. So the grace
+        # counts from the database's last write when that is older than now: what is newer than
+        # it (less the grace) stays until the database has moved past it. In a database in use its
+        # last write is a moment ago, and the grace is as given.
+        # (A database with no upload at all has nothing to count from: one made anew for a store
+        # whose mark the operator removed takes every blob for an orphan, as it should.)
+        newest = await self.repo.newest_write()
+        behind = max(0.0, (self.clock() - newest).total_seconds()) if newest is not None else 0.0
         live, completed = await self.repo.live_blobs(), await self.repo.completed_ids()
-        return await sweeper.sweep(live, grace_seconds=grace_seconds, completed=completed)
+        return await sweeper.sweep(live, grace_seconds=grace_seconds + behind, completed=completed)
 
     async def expire_due(self, limit: int = 100) -> int:
         """Expire PENDING uploads idle past ``expiresAt``; uploads busy with a writer are skipped

@@ -40,5 +40,8 @@ class ColdPaths:
     async def database_id(self) -> str:
         return await self.cold.database_id()
 
+    async def newest_write(self) -> datetime | None:
+        return await self.cold.newest_write()
+
     async def count_pending(self) -> int:
         return await self.cold.count_pending()

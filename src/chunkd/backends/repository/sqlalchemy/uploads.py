@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -209,6 +209,11 @@ class SqlUploadRepository(SqlStore):
                 )
                 made = (await conn.execute(first)).scalar_one()
         return str(made)
+
+    async def newest_write(self) -> datetime | None:
+        # A scan, as live_blobs beside it in a sweep.
+        newest = await self.scalar(select(func.max(uploads.c.updated_at)))
+        return cast(datetime | None, newest)
 
     async def count_pending(self) -> int:
         # An index scan of ``ix_uploads_status_expires``.
