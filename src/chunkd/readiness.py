@@ -34,8 +34,9 @@ class StorageNotReady(Exception):
     """The storage cannot take writes; the message is the short reason shown to the caller."""
 
 
-def local_storage_problem(root: Path) -> str | None:
-    """Why the local blob directory cannot take uploads, or None when it can."""
+def local_storage_problem(root: Path, min_free_bytes: int = 0) -> str | None:
+    """Why the local blob directory cannot take uploads, or None when it can: also when less than
+    ``min_free_bytes`` is free, the reserve under which the store refuses new bytes (507)."""
     if not root.is_dir():
         return "the blob directory is missing"
     if not os.access(root, os.W_OK | os.X_OK):
@@ -45,13 +46,15 @@ def local_storage_problem(root: Path) -> str | None:
         return "the blob directory's file system is read-only"
     if stats.f_bavail == 0:
         return "no space left on the blob directory's file system"
+    if stats.f_bavail * stats.f_frsize < min_free_bytes:
+        return f"less than the {min_free_bytes} bytes free the blob directory keeps in reserve (uploads get 507)"
     return None
 
 
 async def _check_storage(blobs: Any) -> None:
     root = getattr(blobs, "root", None)
     if isinstance(root, Path):  # local disk
-        problem = await asyncio.to_thread(local_storage_problem, root)
+        problem = await asyncio.to_thread(local_storage_problem, root, getattr(blobs, "min_free_bytes", 0))
         if problem is not None:
             raise StorageNotReady(problem)
         return

@@ -139,3 +139,15 @@ def test_local_storage_checks_free_space_and_writability(tmp_path: Path) -> None
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         assert local_storage_problem(locked) == "the blob directory is not writable"
+
+
+async def test_a_volume_under_its_free_space_reserve_is_not_ready(tmp_path: Path) -> None:
+    """Under CHUNKD_MIN_FREE_BYTES free, every upload gets 507 storage_full: /readyz said "ok" until
+    the volume was entirely full, and a load balancer kept sending uploads to the node."""
+    free = shutil.disk_usage(tmp_path).free
+    async with client_for(base_settings(tmp_path, min_free_bytes=free * 4 + 2**40)) as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["failing"] == ["storage"] and "reserve" in ready.json()["checks"]["storage"]
+    async with client_for(base_settings(tmp_path, min_free_bytes=1)) as client:
+        assert (await client.get("/readyz")).status_code == 200
