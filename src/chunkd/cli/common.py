@@ -5,7 +5,7 @@ command)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -56,7 +56,19 @@ def settings_for(data_dir: Path | None, **overrides: Any) -> Settings:
             where = f"{field} (CHUNKD_{field.upper()})" if field else "settings"
             typer.echo(f"chunkd: {where}: {error['msg']}", err=True)
         raise typer.Exit(2) from None
+    for name in unknown_environment(os.environ, Settings.model_fields):
+        typer.echo(f"chunkd: warning: {name} is not a setting and is ignored (a misspelt name?)", err=True)
     return settings
+
+
+# CHUNKD_* variables read by the chunkd commands that talk to a server, not settings of a server.
+CLIENT_VARIABLES = frozenset({"CHUNKD_URL", "CHUNKD_KEY"})
+
+
+def unknown_environment(environ: Mapping[str, str], fields: Iterable[str]) -> list[str]:
+    """The ``CHUNKD_*`` variables no setting reads (a misspelt one used to be ignored in silence)."""
+    known = {f"CHUNKD_{name.upper()}" for name in fields} | CLIENT_VARIABLES
+    return sorted(name for name in environ if name.upper().startswith("CHUNKD_") and name.upper() not in known)
 
 
 def require_data_dir(settings: Settings) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from chunkd.settings.units import MiB
 
@@ -88,6 +88,25 @@ class AccessSettings(BaseModel):
     max_form_body_bytes: int = Field(
         1 * MiB, ge=1, description="Largest JSON or url-encoded request body, in bytes (byte uploads excluded)."
     )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits_parse(cls, value: str) -> str:
+        # Checked at start: the guard made from it at the first request failed every request (a
+        # 500, /healthz included) for as long as the server ran.
+        from chunkd.auth.ratelimit import parse_rate_limits  # the one parser (here, settings load without it)
+
+        parse_rate_limits(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            scheme, sep, rest = value.strip().removeprefix("async+").partition("://")
+            if not sep or not rest or not scheme.startswith(("redis", "valkey")):
+                raise ValueError(f"redis_url {value[:100]!r} is not a redis:// (or rediss://, redis+unix://, ...) URL")
+        return value
 
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> Self:

@@ -4,8 +4,9 @@ endpoint and the IETF draft's append limits, the access log and readiness."""
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from chunkd.settings.units import MiB
 
@@ -82,8 +83,21 @@ class ServerSettings(BaseModel):
         "that relays 1xx responses); `false` never.",
     )
     public_url: str | None = Field(
-        None, description="Base URL clients reach the server at (for upload URLs); default: taken from the request."
+        None,
+        description="Base URL clients reach the server at (for upload URLs), http(s)://host[:port][/path]; default: "
+        "taken from the request.",
     )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str | None) -> str | None:
+        # Anything else became the start of every upload URL handed out ("not a url/v1/files/…").
+        if value:
+            parts = urlsplit(value.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+                raise ValueError(f"{value[:100]!r} is not an http(s)://host[:port][/path] URL")
+        return value
+
     bootstrap_admin_key: bool = Field(
         True,
         description="On first start with no API keys, create an admin key and write it to "

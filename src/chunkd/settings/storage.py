@@ -80,7 +80,9 @@ class StorageSettings(BaseModel):
     s3_presigned_downloads: bool = Field(
         False, description="Redirect downloads (307) to a presigned S3 GET instead of streaming them through chunkd."
     )
-    s3_presign_seconds: int = Field(300, description="Lifetime of a presigned download URL, in seconds.")
+    s3_presign_seconds: int = Field(
+        300, ge=1, le=7 * 86400, description="Lifetime of a presigned download URL, in seconds (SigV4 allows 7 days)."
+    )
     s3_max_connections: int = Field(32, description="HTTP connections (and worker threads) to S3 per process.")
     s3_timeout_seconds: float = Field(
         30,

@@ -4,8 +4,9 @@ the media API's and the asset API's limits."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from chunkd.service.config import EngineConfig
 from chunkd.service.inspection import InspectionLimits
@@ -22,24 +23,37 @@ ENGINE = EngineConfig()
 class UploadSettings(BaseModel):
     """The upload, quota, upload-link, media and asset settings."""
 
+    @model_validator(mode="after")
+    def _part_sizes_in_order(self) -> Self:
+        # Out of order, every create without its own part size was refused, and the client blamed.
+        if not self.min_part_size <= self.part_size <= self.max_part_size:
+            raise ValueError(
+                f"part_size ({self.part_size}) must lie between min_part_size ({self.min_part_size}) and "
+                f"max_part_size ({self.max_part_size})"
+            )
+        return self
+
     # ---- uploads ----
     part_size: int = Field(
-        ENGINE.default_part_size, description="Default part size in bytes for new uploads (default 8 MiB)."
+        ENGINE.default_part_size, ge=1, description="Default part size in bytes for new uploads (default 8 MiB)."
     )
     min_part_size: int = Field(
-        ENGINE.min_part_size, description="Smallest part size a client may ask for, in bytes (default 256 KiB)."
+        ENGINE.min_part_size, ge=1, description="Smallest part size a client may ask for, in bytes (default 256 KiB)."
     )
     max_part_size: int = Field(
-        ENGINE.max_part_size, description="Largest part size a client may ask for, in bytes (default 5 GiB)."
+        ENGINE.max_part_size, ge=1, description="Largest part size a client may ask for, in bytes (default 5 GiB)."
     )
-    max_file_size: int = Field(ENGINE.max_file_size, description="Largest file accepted, in bytes (default 5 TiB).")
+    max_file_size: int = Field(
+        ENGINE.max_file_size, ge=1, description="Largest file accepted, in bytes (default 5 TiB)."
+    )
     upload_ttl_seconds: float = Field(
         ENGINE.ttl.total_seconds(),
+        gt=0,
         description="Idle time after which a PENDING upload expires, in seconds (default 86400: 24 hours); each "
         "part pushes it forward.",
     )
     reaper_interval_seconds: float = Field(
-        60.0, description="How often the server looks for expired uploads, in seconds (default 60)."
+        60.0, gt=0, description="How often the server looks for expired uploads, in seconds (default 60)."
     )
     orphan_sweep_interval_seconds: float = Field(
         86400.0,
@@ -55,18 +69,20 @@ class UploadSettings(BaseModel):
         "not recorded yet, so keep it longer than a part can take to arrive.",
     )
     lock_timeout_seconds: float = Field(
-        ENGINE.lock_timeout, description="How long an operation waits for an upload's lock, in seconds (default 30)."
+        ENGINE.lock_timeout,
+        ge=0,
+        description="How long an operation waits for an upload's lock, in seconds (default 30).",
     )
 
     # ---- per-owner quotas (unset, the default: unlimited) ----
     max_pending_uploads: int | None = Field(
-        ENGINE.max_pending_uploads, description="Most PENDING uploads one owner may hold."
+        ENGINE.max_pending_uploads, ge=0, description="Most PENDING uploads one owner may hold."
     )
     max_pending_bytes: int | None = Field(
-        ENGINE.max_pending_bytes, description="Most bytes one owner's PENDING uploads may declare."
+        ENGINE.max_pending_bytes, ge=0, description="Most bytes one owner's PENDING uploads may declare."
     )
     max_stored_bytes: int | None = Field(
-        ENGINE.max_stored_bytes, description="Most bytes one owner may store (completed + pending)."
+        ENGINE.max_stored_bytes, ge=0, description="Most bytes one owner may store (completed + pending)."
     )
 
     # ---- upload links ----
