@@ -66,3 +66,25 @@ def test_serve_leaves_the_database_alone_when_told_not_to_migrate_on_start(tmp_p
     data_dir = tmp_path / "data"
     _migrate_embedded(Settings(data_dir=data_dir, migrate_on_start=False))
     assert not (data_dir / "chunkd.db").exists()
+
+
+def test_migrate_says_what_it_did_and_refuses_a_newer_schema_in_one_line(tmp_path: Path) -> None:
+    """It printed "database is up to date" after migrating from nothing too; a schema made by a newer
+    chunkd was a 126-line traceback (the server says it in one line)."""
+    import sqlite3
+
+    from typer.testing import CliRunner
+
+    from chunkd.cli import app
+
+    data_dir = tmp_path / "data"
+    first = CliRunner().invoke(app, ["migrate", "--data-dir", str(data_dir)])
+    assert first.exit_code == 0 and f"database migrated from nothing to schema {HEAD_REVISION}" in first.stdout
+    again = CliRunner().invoke(app, ["migrate", "--data-dir", str(data_dir)])
+    assert again.exit_code == 0 and f"database is up to date (schema {HEAD_REVISION})" in again.stdout
+    with sqlite3.connect(data_dir / "chunkd.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    newer = CliRunner().invoke(app, ["migrate", "--data-dir", str(data_dir)])
+    assert newer.exit_code == 1, newer.output
+    assert "made by a newer chunkd" in newer.output and "Traceback" not in newer.output
+    assert len(newer.output.strip().splitlines()) <= 2  # one line (folded at most once by the terminal width)

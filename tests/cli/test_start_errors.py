@@ -73,7 +73,7 @@ def test_migrate_of_a_database_elsewhere_needs_no_data_dir(tmp_path: Path) -> No
         env={"CHUNKD_DATABASE_URL": f"sqlite:///{database}"},
     )
     assert done.exit_code == 0, done.output
-    assert "database is up to date" in done.stdout and database.exists()
+    assert "database migrated from nothing to schema" in done.stdout and database.exists()
 
 
 def test_keys_errors_go_to_stderr_so_a_pipe_never_takes_them_for_the_key(tmp_path: Path) -> None:

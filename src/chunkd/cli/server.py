@@ -99,7 +99,7 @@ def _migrate_embedded(settings: Settings) -> None:
         return
 
 
-def _upgrade(settings: Settings) -> None:
+def _upgrade(settings: Settings) -> str | None:
     """Migrate the settings' database; the data dir and an SQLite file are made private first, as
     the server makes them (the database holds key hashes and every upload's metadata)."""
     from chunkd.backends.repository.sqlalchemy.database import create_engine
@@ -111,14 +111,14 @@ def _upgrade(settings: Settings) -> None:
         private_data_dir(settings.data_dir)
     private_sqlite_files(settings.resolved_database_url())
 
-    async def run() -> None:
+    async def run() -> str | None:
         engine = create_engine(settings.resolved_database_url(), timeout=settings.database_timeout_seconds)
         try:
-            await upgrade(engine, connect_timeout=settings.database_timeout_seconds)
+            return await upgrade(engine, connect_timeout=settings.database_timeout_seconds)
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
+    return asyncio.run(run())
 
 
 @app.command()
@@ -159,5 +159,14 @@ def gc(
 @app.command()
 def migrate(data_dir: DataDir = None) -> None:
     """Apply database migrations (safe to run from several nodes at once on PostgreSQL)."""
-    _upgrade(settings_for(data_dir))
-    console.print("database is up to date")
+    from chunkd.backends.repository.sqlalchemy.database import HEAD_REVISION, SchemaMismatch
+
+    try:
+        before = _upgrade(settings_for(data_dir))
+    except SchemaMismatch as exc:  # a newer chunkd's schema: one line, as the server says it
+        err_console.print(f"chunkd: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    if before == HEAD_REVISION:
+        console.print(f"database is up to date (schema {HEAD_REVISION})")
+    else:
+        console.print(f"database migrated from {before or 'nothing'} to schema {HEAD_REVISION}")

@@ -108,8 +108,9 @@ def _upgrade(connection: Connection) -> None:
 MIGRATION_LOCK_KEY = int.from_bytes(b"chunkdmg", "big", signed=True)
 
 
-async def migrate(engine: AsyncEngine, *, connect_timeout: float = DATABASE_TIMEOUT) -> None:
-    """Apply every pending migration (idempotent), in one transaction.
+async def migrate(engine: AsyncEngine, *, connect_timeout: float = DATABASE_TIMEOUT) -> str | None:
+    """Apply every pending migration (idempotent), in one transaction; returns the revision the
+    database was at before (None: no schema yet), ``HEAD_REVISION`` when nothing was pending.
 
     On PostgreSQL the DDL is transactional and the whole upgrade runs under a transaction-level
     advisory lock, so several nodes starting at once migrate one after the other: the first does
@@ -123,10 +124,11 @@ async def migrate(engine: AsyncEngine, *, connect_timeout: float = DATABASE_TIME
     own too, whose transactions hold schema changes (``_transactional_sqlite``)."""
     if engine.url.database in (None, "", ":memory:") and engine.dialect.name == "sqlite":
         await _migrate(engine)  # a database of this engine's own connection: no other can see it
-        return
+        return None
     async with engine.connect() as connection:
-        if await connection.run_sync(_current_revision) == HEAD_REVISION:
-            return
+        before = await connection.run_sync(_current_revision)
+        if before == HEAD_REVISION:
+            return before
     url = engine.url.render_as_string(hide_password=False)
     if engine.dialect.name == "postgresql":
         own = create_engine(url, timeout=connect_timeout, timed_statements=False)
@@ -136,6 +138,7 @@ async def migrate(engine: AsyncEngine, *, connect_timeout: float = DATABASE_TIME
         await _migrate(own)
     finally:
         await own.dispose()
+    return before
 
 
 def _transactional_sqlite(url: str) -> AsyncEngine:
