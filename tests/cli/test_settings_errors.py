@@ -61,6 +61,11 @@ def test_bad_rate_limits_stop_the_start_in_one_line(tmp_path: Path) -> None:
         ({"max_file_size": -1}, "max_file_size"),
         ({"max_pending_uploads": -1}, "max_pending_uploads"),
         ({"public_url": "not a url"}, "public_url"),
+        ({"hook_url": "notaurl"}, "hook_url"),  # every upload refused at its first hook call
+        ({"clamd": "nonsense"}, "clamd"),  # every complete refused, scan_unavailable
+        ({"clamd": "localhost:99999"}, "clamd"),
+        ({"trusted_proxies": "10.0.0.0/33"}, "trusted_proxies"),
+        ({"trusted_proxies": "127.0.0.1, proxy.example"}, "trusted_proxies"),
     ],
 )
 def test_a_nonsense_setting_is_refused_at_start(tmp_path: Path, values: dict[str, object], field: str) -> None:
@@ -83,3 +88,17 @@ def test_a_misspelt_variable_is_named(
     settings_for(tmp_path)
     err = capsys.readouterr().err
     assert "CHUNKD_MAX_FILESIZE is not a setting" in err and "CHUNKD_KEY" not in err
+
+
+def test_well_formed_addresses_are_taken(tmp_path: Path) -> None:
+    from chunkd.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp_path,
+        hook_url="https://hooks.example/chunkd",
+        clamd="[::1]:3310",
+        trusted_proxies="127.0.0.1, 10.0.0.0/8, ::1",
+        public_url="https://uploads.example/up",
+    )
+    assert settings.clamd == "[::1]:3310" and Settings(data_dir=tmp_path, clamd="/run/clamav/clamd.ctl").clamd
+    assert Settings(data_dir=tmp_path, trusted_proxies="*").trusted_proxies == "*"

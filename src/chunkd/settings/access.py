@@ -3,6 +3,7 @@ guards."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal, Self
 
@@ -97,6 +98,18 @@ class AccessSettings(BaseModel):
         from chunkd.auth.ratelimit import parse_rate_limits  # the one parser (here, settings load without it)
 
         parse_rate_limits(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies_are_addresses(cls, value: str) -> str:
+        # Addresses or networks, as uvicorn's forwarded_allow_ips takes them ("*": any peer).
+        for entry in (e.strip() for e in value.split(",")):
+            if entry and entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"trusted_proxies: {entry[:100]!r} is not an IP address or network") from None
         return value
 
     @field_validator("redis_url")

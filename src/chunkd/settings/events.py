@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
@@ -96,6 +97,27 @@ class EventSettings(BaseModel):
         description="When clamd is down or gives no verdict (e.g. a file over its StreamMaxLength): refuse the "
         "complete (retryable, code scan_unavailable) or complete the upload unscanned.",
     )
+
+    @field_validator("hook_url")
+    @classmethod
+    def _hook_url_is_http(cls, value: str | None) -> str | None:
+        # Checked at start: a wrong one showed only at the first hook call, failing every upload.
+        if value:
+            parts = urlsplit(value.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{value[:100]!r} is not an http(s) URL")
+        return value
+
+    @field_validator("clamd")
+    @classmethod
+    def _clamd_address(cls, value: str | None) -> str | None:
+        # A socket path, or host:port (an IPv6 host in brackets); a wrong one showed only at the first
+        # complete (every one refused, scan_unavailable).
+        if value and not value.startswith("/"):
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{value[:100]!r} is neither a Unix socket path (/…) nor host:port")
+        return value
 
     @field_validator("webhook_secret")
     @classmethod
