@@ -66,6 +66,8 @@ def test_bad_rate_limits_stop_the_start_in_one_line(tmp_path: Path) -> None:
         ({"clamd": "localhost:99999"}, "clamd"),
         ({"trusted_proxies": "10.0.0.0/33"}, "trusted_proxies"),
         ({"trusted_proxies": "127.0.0.1, proxy.example"}, "trusted_proxies"),
+        ({"storage": "s3"}, ""),  # no bucket: a traceback when the store was made
+        ({"s3_max_connections": 0}, "s3_max_connections"),
     ],
 )
 def test_a_nonsense_setting_is_refused_at_start(tmp_path: Path, values: dict[str, object], field: str) -> None:

@@ -8,9 +8,9 @@ import binascii
 import re
 from contextlib import suppress
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from chunkd.backends.repository.full import DATABASE_TIMEOUT
 from chunkd.settings.units import MiB
@@ -36,6 +36,13 @@ def _decode_secret(text: str) -> bytes:
 
 class StorageSettings(BaseModel):
     """The data dir, database, storage and secret settings."""
+
+    @model_validator(mode="after")
+    def _s3_needs_a_bucket(self) -> Self:
+        # Checked with the other settings (one line at start), not when the store is made (a traceback).
+        if self.storage == "s3" and not (self.s3_bucket or "").strip():
+            raise ValueError("CHUNKD_S3_BUCKET is required with CHUNKD_STORAGE=s3")
+        return self
 
     # ---- where things live ----
     data_dir: Path = Field(Path("./chunkd-data"), description="Directory for the SQLite database, bytes and secrets.")
@@ -83,7 +90,7 @@ class StorageSettings(BaseModel):
     s3_presign_seconds: int = Field(
         300, ge=1, le=7 * 86400, description="Lifetime of a presigned download URL, in seconds (SigV4 allows 7 days)."
     )
-    s3_max_connections: int = Field(32, description="HTTP connections (and worker threads) to S3 per process.")
+    s3_max_connections: int = Field(32, ge=1, description="HTTP connections (and worker threads) to S3 per process.")
     s3_timeout_seconds: float = Field(
         30,
         gt=0,
