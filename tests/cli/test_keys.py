@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 CHUNKD = str(Path(sys.executable).parent / "chunkd")
 
@@ -73,3 +74,30 @@ def test_names_are_shown_verbatim_on_a_terminal(tmp_path: Path) -> None:
     run(tmp_path, "keys", "create", "--owner", "bob", "--name", "[i]k")
     table = on_a_terminal(tmp_path, "keys", "list", columns=200)
     assert "[i]k" in table, table
+
+
+def test_revoke_cascade_names_every_key_it_revoked(tmp_path: Path) -> None:
+    """It printed only the key named, though the keys that key had made went with it."""
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from chunkd.cli import app
+    from chunkd.cli.common import with_runtime
+    from chunkd.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", bootstrap_admin_key=False)
+
+    async def make(runtime: Any) -> tuple[str, str, str, str]:
+        parent, _ = await runtime.keys.create("alice", "keys:admin,files:create")
+        child, _ = await runtime.keys.create("alice", "files:create", created_by=parent.id)
+        grandchild, _ = await runtime.keys.create("alice", "files:create", created_by=child.id)
+        bystander, _ = await runtime.keys.create("alice", "files:create")
+        return parent.id, child.id, grandchild.id, bystander.id
+
+    parent, child, grandchild, bystander = asyncio.run(with_runtime(settings, make, may_create=True))
+    done = CliRunner().invoke(app, ["keys", "revoke", parent, "--cascade", "--data-dir", str(settings.data_dir)])
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines()[0] == f"revoked {parent}"
+    assert {child, grandchild} == {line.split()[1] for line in done.output.splitlines()[1:]}
+    assert bystander not in done.output

@@ -139,12 +139,19 @@ def keys_revoke(
 
     target = _revoke_target(key_id)
 
-    async def revoke(runtime: Runtime) -> None:
+    async def revoke(runtime: Runtime) -> list[str]:
+        """The ids revoked now: the key's, and with ``cascade`` those of the keys it made (by the
+        lists before and after: the service says only that it did)."""
+        live = {k.id for k in await runtime.keys.list() if k.revoked_at is None} if cascade else set()
         await runtime.keys.revoke(target, cascade=cascade)
+        gone = live - {k.id for k in await runtime.keys.list() if k.revoked_at is None}
+        return [target, *sorted(gone - {target})]
 
     try:
-        asyncio.run(with_runtime(settings_for(data_dir), revoke))
+        revoked = asyncio.run(with_runtime(settings_for(data_dir), revoke))
     except ChunkdError as exc:
         err_console.print(f"error: {exc.message}", style="red", markup=False)
         raise typer.Exit(2) from None
     console.print(f"revoked {target}")
+    for made in revoked[1:]:
+        console.print(f"revoked {made} (made by a key revoked with it)")
