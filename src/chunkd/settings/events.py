@@ -6,11 +6,11 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import Literal, Self
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from chunkd.service.delivery import DeliveryPolicy
+from chunkd.settings.units import http_url
 
 __all__ = ["DELIVERY", "EventSettings"]
 
@@ -102,11 +102,7 @@ class EventSettings(BaseModel):
     @classmethod
     def _hook_url_is_http(cls, value: str | None) -> str | None:
         # Checked at start: a wrong one showed only at the first hook call, failing every upload.
-        if value:
-            parts = urlsplit(value.strip())
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError(f"{value[:100]!r} is not an http(s) URL")
-        return value
+        return http_url(value)
 
     @field_validator("clamd")
     @classmethod

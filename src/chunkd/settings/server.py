@@ -4,11 +4,10 @@ endpoint and the IETF draft's append limits, the access log and readiness."""
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from chunkd.settings.units import MiB
+from chunkd.settings.units import MiB, http_url
 
 __all__ = ["ServerSettings"]
 
@@ -92,11 +91,7 @@ class ServerSettings(BaseModel):
     @classmethod
     def _public_url_is_http(cls, value: str | None) -> str | None:
         # Anything else became the start of every upload URL handed out ("not a url/v1/files/…").
-        if value:
-            parts = urlsplit(value.strip())
-            if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-                raise ValueError(f"{value[:100]!r} is not an http(s)://host[:port][/path] URL")
-        return value
+        return http_url(value, base=True)
 
     bootstrap_admin_key: bool = Field(
         True,
