@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chunkd.domain.errors import StorageFull
 from chunkd.ports.blobs import BlobStore
 
 __all__ = ["Readiness", "StorageNotReady", "local_storage_problem"]
@@ -34,9 +35,8 @@ class StorageNotReady(Exception):
     """The storage cannot take writes; the message is the short reason shown to the caller."""
 
 
-def local_storage_problem(root: Path, min_free_bytes: int = 0) -> str | None:
-    """Why the local blob directory cannot take uploads, or None when it can: also when less than
-    ``min_free_bytes`` is free, the reserve under which the store refuses new bytes (507)."""
+def local_storage_problem(root: Path) -> str | None:
+    """Why the local blob directory cannot take uploads, or None when it can."""
     if not root.is_dir():
         return "the blob directory is missing"
     if not os.access(root, os.W_OK | os.X_OK):
@@ -46,17 +46,23 @@ def local_storage_problem(root: Path, min_free_bytes: int = 0) -> str | None:
         return "the blob directory's file system is read-only"
     if stats.f_bavail == 0:
         return "no space left on the blob directory's file system"
-    if stats.f_bavail * stats.f_frsize < min_free_bytes:
-        return f"less than the {min_free_bytes} bytes free the blob directory keeps in reserve (uploads get 507)"
     return None
 
 
 async def _check_storage(blobs: Any) -> None:
     root = getattr(blobs, "root", None)
     if isinstance(root, Path):  # local disk
-        problem = await asyncio.to_thread(local_storage_problem, root, getattr(blobs, "min_free_bytes", 0))
+        problem = await asyncio.to_thread(local_storage_problem, root)
         if problem is not None:
             raise StorageNotReady(problem)
+        # Under its free-space reserve the store refuses new bytes (507): not ready either, by the
+        # store's own check.
+        check_room = getattr(blobs, "check_room", None)
+        if check_room is not None:
+            try:
+                await asyncio.to_thread(check_room)
+            except StorageFull as exc:
+                raise StorageNotReady(f"{exc.message} (uploads get 507)") from None
         return
     ping = getattr(blobs, "ping", None)  # S3: HeadBucket
     if ping is not None:
