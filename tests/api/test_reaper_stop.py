@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -70,9 +73,6 @@ async def test_the_server_removes_orphaned_blobs_itself(settings: Settings) -> N
     the server, at start and every ``orphan_sweep_interval_seconds``, once older than the grace;
     they were left until someone ran ``chunkd gc``. Recorded parts, and young blobs (a part being
     written is not recorded yet), stay."""
-    import os
-    import time
-
     from chunkd.backends.blobs.local import LocalBlobStore
 
     app = create_app(
@@ -122,9 +122,6 @@ async def test_orphans_are_swept_only_in_a_store_of_this_database(settings: Sett
     """A store never marked becomes the database's at its first sweep; a store marked as another
     database's (this one lost and made anew, a wrong database URL or data dir) is never swept: each
     of its blobs would have been an orphan here."""
-    import os
-    import time
-
     from chunkd.backends.blobs.local import DATABASE_MARK, LocalBlobStore
     from chunkd.domain.errors import ForeignStore
 
@@ -135,12 +132,7 @@ async def test_orphans_are_swept_only_in_a_store_of_this_database(settings: Sett
         assert isinstance(store, LocalBlobStore)
         mark = store.root / DATABASE_MARK
         assert not mark.exists()  # (the tests' apps run no sweep at start)
-        stray = store.root / "zz" / ("z" * 22) / "1.x.part"
-        stray.parent.mkdir(parents=True)
-        stray.write_bytes(b"x")
-        old = time.time() - 3600
-        for path in (stray, stray.parent):
-            os.utime(path, (old, old))
+        stray = _unrecorded_blob(store.root, 3600)
 
         mark.write_text("db_" + "0" * 32 + "\n")  # another database's store
         with pytest.raises(ForeignStore, match="belongs to another database"):
@@ -158,8 +150,6 @@ async def test_a_database_restored_from_a_backup_keeps_what_was_stored_after_it(
     backup: at the next start every one of them older than the grace went as an orphan, silently.
     The grace now counts from the database's last write: blobs newer than that (less the grace)
     stay, until the database has moved past them."""
-    import os
-    import time
     from datetime import timedelta
 
     from chunkd.backends.blobs.local import LocalBlobStore
@@ -176,15 +166,24 @@ async def test_a_database_restored_from_a_backup_keeps_what_was_stored_after_it(
         await uploads.repo.save(made)
         # What the backup does not know: a file stored two hours ago (its record is not in the
         # restored database), long past the grace.
-        after = store.root / "zz" / ("z" * 22) / "1.x.part"
-        after.parent.mkdir(parents=True)
-        after.write_bytes(b"stored after the backup")
-        two_hours_ago = time.time() - 7200
-        for path in (after, after.parent):
-            os.utime(path, (two_hours_ago, two_hours_ago))
+        after = _unrecorded_blob(store.root, 7200, b"stored after the backup")
         assert await uploads.sweep_orphans(60) == 0 and after.exists()
         # A blob older than the database's last write (less the grace) is an orphan as before.
-        older = time.time() - 5 * 3600 - 600
-        for path in (after, after.parent):
-            os.utime(path, (older, older))
+        _aged(after, 5 * 3600 + 600)
         assert await uploads.sweep_orphans(60) >= 1 and not after.exists()
+
+
+def _unrecorded_blob(root: Path, seconds_old: float, data: bytes = b"x") -> Path:
+    """A part file in the local store's ``root`` that no upload record names, ``seconds_old``."""
+    blob = root / "zz" / ("z" * 22) / "1.x.part"
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(data)
+    _aged(blob, seconds_old)
+    return blob
+
+
+def _aged(blob: Path, seconds: float) -> None:
+    """``blob`` and its upload's directory made ``seconds`` old (what the sweep judges by)."""
+    when = time.time() - seconds
+    for path in (blob, blob.parent):
+        os.utime(path, (when, when))
