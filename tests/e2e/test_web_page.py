@@ -86,6 +86,17 @@ def sign_in(page: Any, server: ChunkdServer, key: str) -> None:
     assert page.input_value("#api-key") == ""  # the key is not left in the form
 
 
+def picking(browser: Any, server: ChunkdServer, key: str, paths: list[Path], rate: int) -> tuple[Any, Any, Any]:
+    """A new browser context signed in with ``key``, its uploads throttled to ``rate`` bytes a
+    second, with ``paths`` picked: the context, its page and the DevTools session of the throttle."""
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, server, key)
+    cdp = throttle(page, rate)
+    page.set_input_files("#pick", [str(p) for p in paths])
+    return context, page, cdp
+
+
 def test_page_is_served_with_a_strict_csp(live_server: ChunkdServer) -> None:
     import httpx
 
@@ -111,11 +122,7 @@ def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, br
     paths = {name: tmp_path / name for name in files}
     md5s = {name: random_file(paths[name], size) for name, size in files.items()}
 
-    context = browser.new_context()
-    page = context.new_page()
-    sign_in(page, live_server, key)
-    throttle(page, 4 * MiB)
-    page.set_input_files("#pick", [str(paths[n]) for n in files])
+    context, page, _ = picking(browser, live_server, key, [paths[n] for n in files], 4 * MiB)
 
     # Progress is shown while the big file is on its way, per file and in total.
     wait_for(page, "big.bin", "u.received.size >= 1 && u.state === 'uploading'")
@@ -316,11 +323,7 @@ def test_upload_survives_a_dropped_network(browser: Any, tmp_path: Path) -> None
         key = server.create_key("alice")
         path = tmp_path / "through a tunnel.bin"
         md5 = random_file(path, 12 * MiB + 1)
-        context = browser.new_context()
-        page = context.new_page()
-        sign_in(page, server, key)
-        cdp = throttle(page, 2 * MiB)
-        page.set_input_files("#pick", str(path))
+        context, page, cdp = picking(browser, server, key, [path], 2 * MiB)
         wait_for(page, path.name, "u.received.size >= 2")
         failed: list[str] = []
         page.on("requestfailed", lambda request: failed.append(request.url))
@@ -348,11 +351,7 @@ def test_parts_from_other_bytes_are_sent_again_and_the_file_completes(
     key = live_server.create_key("alice")
     path = tmp_path / "changed.bin"
     md5 = random_file(path, 12 * MiB + 5)
-    context = browser.new_context()
-    page = context.new_page()
-    sign_in(page, live_server, key)
-    throttle(page, 4 * MiB)
-    page.set_input_files("#pick", str(path))
+    context, page, _ = picking(browser, live_server, key, [path], 4 * MiB)
     wait_for(page, path.name, "u.received.size >= 1 && (u.pause(), true)")
     upload_id = state_of(page, path.name)["id"]
     with FilesClient(live_server, key) as client:
