@@ -184,13 +184,8 @@ class S3BlobStore(S3Multipart):
         """Whether ``key`` holds ``size`` bytes. Only the store saying there is no such object is a
         no: a store that cannot answer (503, unreachable) is a ``StorageError``, not a missing file
         (which made a completion that had succeeded fail with a 500)."""
-        try:
-            head = await self.call("head_object", Key=key)
-        except StorageError as exc:
-            if _not_found(exc.__cause__):
-                return False
-            raise
-        return int(head["ContentLength"]) == size
+        head = await self.call_if_found("head_object", Key=key)
+        return head is not None and int(head["ContentLength"]) == size
 
     async def _cleanup(self, upload: Upload, *, keep_final: bool) -> None:
         """Abort the upload's multipart upload(s) and delete its staged (and final) objects."""
@@ -212,12 +207,9 @@ class S3BlobStore(S3Multipart):
 
     async def database_mark(self) -> str | None:
         # Under the prefix, beside masters/ and staging/ (the only folders a sweep lists).
-        try:
-            got = await self.call("get_object", Key=self.prefix + DATABASE_MARK)
-        except StorageError as exc:
-            if _not_found(exc.__cause__):
-                return None
-            raise
+        got = await self.call_if_found("get_object", Key=self.prefix + DATABASE_MARK)
+        if got is None:
+            return None
         body: bytes = await self._run(got["Body"].read)
         return body.decode("ascii", "replace").strip() or None
 
@@ -346,12 +338,6 @@ class S3BlobStore(S3Multipart):
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _not_found(exc: BaseException | None) -> bool:
-    """Whether a botocore error is the store's 404 (HeadObject has no body, so no error code)."""
-    response = getattr(exc, "response", None)
-    return isinstance(response, dict) and response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
 
 
 def from_settings(settings: object) -> S3BlobStore:

@@ -41,6 +41,7 @@ __all__ = [
     "b64md5",
     "etag",
     "make_client",
+    "not_found",
     "store_fault",
 ]
 
@@ -131,6 +132,21 @@ class S3Bucket:
         or being unreachable is a ``StorageError`` (503 and Retry-After in every dialect)."""
         fn = getattr(self.patient_client if method in PATIENT_CALLS else self.client, method)
         return await self._run(functools.partial(fn, Bucket=self.bucket, **kwargs))
+
+    async def call_if_found(self, method: str, **kwargs: Any) -> Any | None:
+        """``call``, but the store's 404 (no such object) is None: an answer the caller expects (a
+        first start's missing mark, a part not stored yet), not a fault to log as one."""
+        fn = functools.partial(getattr(self.client, method), Bucket=self.bucket, **kwargs)
+
+        def found() -> Any | None:
+            try:
+                return fn()
+            except Exception as exc:
+                if not_found(exc):
+                    return None
+                raise
+
+        return await self._run(found)
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -250,6 +266,12 @@ class S3Bucket:
 def _safe_name(name: str) -> bool:
     """One path segment: no separator, not ``.`` or ``..``, not empty."""
     return bool(name) and "/" not in name and "\\" not in name and name not in {".", ".."}
+
+
+def not_found(exc: BaseException | None) -> bool:
+    """Whether a botocore error is the store's 404 (HeadObject has no body, so no error code)."""
+    response = getattr(exc, "response", None)
+    return isinstance(response, dict) and response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
 
 
 def store_fault(exc: Exception) -> Exception:
