@@ -5,6 +5,8 @@ lines). Any other failed start keeps its traceback: that one is a bug to report.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import traceback
 
 from chunkd.backends.repository.sqlalchemy.database import SchemaMismatch
@@ -30,3 +32,26 @@ def test_a_refused_start_is_one_line_and_any_other_keeps_its_traceback() -> None
     assert refusals.filter(bug) and bug.getMessage().startswith("Traceback") and "KeyError" in bug.getMessage()
     # And the filter is where uvicorn logs a failed start.
     assert log_config()["loggers"]["uvicorn.error"]["filters"] == ["start_refusals"]
+
+
+def test_asyncpg_warning_of_a_database_down_is_one_line_with_its_cause() -> None:
+    """While PostgreSQL is down, asyncpg's pool warns at every retry with the connection error's whole
+    traceback; under the server's logging it is one line that keeps the cause."""
+    script = """
+import logging, logging.config
+from chunkd.server.run import log_config
+logging.config.dictConfig(log_config())
+try:
+    raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+except ConnectionRefusedError:
+    logging.getLogger("asyncpg.pool").warning("Failed to restore the pool connection floor; retrying", exc_info=True)
+logging.getLogger("asyncpg.pool").warning("a warning without an exception stays as it is")
+"""
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    lines = ran.stderr.splitlines()
+    assert len(lines) == 2 and "Traceback" not in ran.stderr, ran.stderr
+    assert lines[0].startswith("WARNING:") and lines[0].endswith(
+        "Failed to restore the pool connection floor; retrying: ConnectionRefusedError: "
+        "[Errno 111] Connect call failed ('127.0.0.1', 5432)"
+    )
+    assert lines[1].endswith("a warning without an exception stays as it is")

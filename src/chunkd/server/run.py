@@ -44,6 +44,19 @@ class StartRefusals(logging.Filter):
         return True
 
 
+class OneLineFaults(logging.Filter):
+    """A dependency's warning about a service being down, said with its cause in one line. asyncpg
+    warns "Failed to restore the pool connection floor; retrying" with the connection error's whole
+    traceback at every retry while PostgreSQL is down; the cause is all an operator can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg, record.args = f"{record.getMessage()}: {type(exc).__name__}: {exc}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def log_config() -> dict[str, Any]:
     """uvicorn's logging set-up plus chunkd's server logger (disconnects, refused heads) and its
     start-up line (storage and store capabilities) at info level, while uvicorn's own stay at warning;
@@ -55,6 +68,13 @@ def log_config() -> dict[str, Any]:
     config["loggers"]["chunkd.startup"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     config.setdefault("filters", {})["start_refusals"] = {"()": StartRefusals}
     config["loggers"]["uvicorn.error"] = {**config["loggers"].get("uvicorn.error", {}), "filters": ["start_refusals"]}
+    config["filters"]["one_line_faults"] = {"()": OneLineFaults}
+    config["loggers"]["asyncpg.pool"] = {
+        "handlers": ["default"],
+        "level": "WARNING",
+        "propagate": False,
+        "filters": ["one_line_faults"],
+    }
     return config
 
 
