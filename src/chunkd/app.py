@@ -41,6 +41,7 @@ from chunkd.observability.access import AccessLog, configure_access_logger
 from chunkd.observability.docs import install_docs
 from chunkd.observability.routes import router as operations_router
 from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime, write_bootstrap_key
+from chunkd.service.virusscan import clamd_problem
 from chunkd.service.waiting import until_set
 from chunkd.settings import Settings
 
@@ -49,6 +50,7 @@ __all__ = ["ChunkdApp", "create_app"]
 log = logging.getLogger("chunkd")
 # How long the shutdown waits for cancelled requests to finish their clean-up before it closes the stores.
 REQUEST_DRAIN_SECONDS = 10.0
+CLAMD_PING_SECONDS = 2.0  # a start does not wait longer on an unreachable scanner
 startup_log = logging.getLogger("chunkd.startup")  # shown by `chunkd serve` (server/run.py:log_config)
 
 try:
@@ -138,6 +140,23 @@ async def _reap_until(runtime: Runtime, stopping: asyncio.Event) -> None:
         await until_set(stopping, interval)
 
 
+async def _say_whether_clamd_answers(settings: Settings) -> None:
+    """The start says whether the virus scanner answers: set to the wrong place (or not started), it
+    would otherwise show only when the first completion is refused. Not a reason to refuse the start:
+    clamd may come up after chunkd, and completions wait for it (409 ``scan_unavailable``)."""
+    assert settings.clamd is not None
+    problem = await clamd_problem(settings.clamd, min(settings.clamd_timeout_seconds, CLAMD_PING_SECONDS))
+    if problem is None:
+        startup_log.info("virus scan: clamd at %s answers", settings.clamd)
+    else:
+        startup_log.warning(
+            "virus scan: clamd at %s does not answer (%s); completions are %s until it does",
+            settings.clamd,
+            problem,
+            "let through unscanned" if settings.clamd_failure == "allow" else "refused (409 scan_unavailable)",
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     limit_malloc_arenas()  # before any worker thread exists (see chunkd.memory)
@@ -158,6 +177,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.storage,
             ", ".join(runtime.uploads.caps.names()) or "none beyond the required interface",
         )
+        if settings.clamd:
+            await _say_whether_clamd_answers(settings)
         if settings.bootstrap_admin_key:
             token = await bootstrap_admin_key(runtime)
             if token:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from chunkd.app import create_app
 from chunkd.backends.repository.sqlalchemy.tables import events
 from chunkd.settings import Settings
 from tests.conftest import Api, settings_with
@@ -97,3 +100,23 @@ async def test_tus_client_sees_the_refusal_in_its_shape(api: Api) -> None:
     assert patched.status_code == 400 and "Eicar-Test-Signature" in patched.text
     head = await api.client.head(location, headers={**TUS, **api.auth()})
     assert head.status_code in (404, 410)
+
+
+async def test_the_start_says_whether_clamd_answers(
+    settings: Settings, clamd: Clamd, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scanner set to the wrong place showed only when the first completion was refused; the
+    start now says so, and starts all the same (clamd may come up after chunkd)."""
+    nowhere = tmp_path / "no-clamd.sock"
+    for address, said in (
+        (str(clamd.socket), f"virus scan: clamd at {clamd.socket} answers"),
+        (str(nowhere), f"virus scan: clamd at {nowhere} does not answer ("),
+    ):
+        caplog.clear()
+        app = create_app(settings_with(settings, clamd=address))
+        with caplog.at_level(logging.INFO, logger="chunkd.startup"):
+            async with app.router.lifespan_context(app):
+                pass
+        lines = [r for r in caplog.records if r.name == "chunkd.startup" and "virus scan" in r.getMessage()]
+        assert len(lines) == 1 and lines[0].getMessage().startswith(said), [r.getMessage() for r in lines]
+    assert lines[0].levelno == logging.WARNING and "refused (409 scan_unavailable)" in lines[0].getMessage()

@@ -26,7 +26,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.upload import Upload
 from chunkd.service.hooks import ContentRejected, count_hook
 
-__all__ = ["ClamdScanner", "ScanFailed", "instream"]
+__all__ = ["ClamdScanner", "ScanFailed", "clamd_problem", "instream"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,28 @@ async def instream(address: str, chunks: AsyncIterator[bytes]) -> str | None:
     if verdict.endswith(" FOUND"):
         return verdict.removesuffix(" FOUND").strip()
     raise ScanFailed(f"clamd answered {answer!r}")
+
+
+async def clamd_problem(address: str, timeout: float) -> str | None:
+    """Why clamd at ``address`` cannot scan now (its ``PING`` gets no ``PONG``), or None when it
+    answers. Asked once at start: a scanner set to the wrong place otherwise shows only at the
+    first completion, refused with ``scan_unavailable``."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await _connect(address)
+            try:
+                writer.write(b"zPING\0")
+                await writer.drain()
+                answer = (await reader.readuntil(b"\0")).rstrip(b"\0")
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        return str(exc) or type(exc).__name__
+    return None if answer.strip() == b"PONG" else f"it answered {answer[:80]!r} to PING"
 
 
 class ClamdScanner:
