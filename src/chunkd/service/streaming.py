@@ -321,8 +321,11 @@ class StreamedPart:
         if self._md5 is not None:
             return self._md5.hexdigest()
         if self._part_is_whole:
-            assert self.whole is not None
-            return self.whole.hexdigest()
+            # From the state after this part's own bytes: the hasher itself runs on into the next
+            # part of the same body (``follows``) before this part is committed.
+            end = self.whole_end
+            assert end is not None
+            return ResumableMD5(end).hexdigest()
         return ""
 
     @property
