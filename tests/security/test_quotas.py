@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chunkd.backends.blobs.local import LocalBlobStore
 from tests.security.conftest import MakeApi
 
 
@@ -142,6 +143,35 @@ async def test_parallel_creations_never_pass_a_quota_together(make_api: MakeApi)
         assert [r.status_code for r in statuses].count(201) == 2
         _, held, _ = await api.runtime.repo.usage("bob")
         assert held == 800
+
+
+async def test_parts_of_an_upload_of_deferred_size_count_against_byte_quotas(make_api: MakeApi) -> None:
+    """Numbered parts of an upload whose size is not declared yet (Fine Uploader chunks sent
+    without qqtotalfilesize) count as they arrive, as deferred appends do: one such upload took
+    eight parts of 1,000 bytes under a 5,000-byte quota, and the size declared after them (checked
+    only for the bytes it added: none) let it complete."""
+    from chunkd.domain import errors as e
+
+    async def body(data: bytes):  # type: ignore[no-untyped-def]
+        yield data
+
+    async with make_api(max_pending_bytes=5000) as api:
+        service = api.runtime.uploads
+        upload = await service.create(
+            "alice", filename="t.bin", size_bytes=None, part_size=1000, defer_size=True, strict_part_size=False
+        )
+        for number in range(1, 6):
+            await service.put_part("alice", upload.id, number, body(b"x" * 1000))
+        await service.put_part("alice", upload.id, 5, body(b"y" * 1000))  # a re-sent part takes no more room
+        with pytest.raises(e.QuotaExceeded) as refused:
+            await service.put_part("alice", upload.id, 6, body(b"x" * 1000))
+        assert refused.value.details["limit"] == "max_pending_bytes"
+        got = await service.get("alice", upload.id)
+        assert (sorted(got.parts), got.bytes_received) == ([1, 2, 3, 4, 5], 5000)
+        assert isinstance(service.blobs, LocalBlobStore)
+        assert len(list((service.blobs.root / upload.id[:2] / upload.id).glob("*.part"))) == 5  # no blob left over
+        _, held, _ = await api.runtime.repo.usage("alice")
+        assert held == 5000
 
 
 async def test_parallel_appends_to_deferred_uploads_never_pass_a_byte_quota_together(make_api: MakeApi) -> None:
