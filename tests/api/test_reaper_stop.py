@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,8 @@ async def test_the_server_removes_orphaned_blobs_itself(settings: Settings) -> N
     """Blobs no record points at (a crash between a delete's record and its bytes) are removed by
     the server, at start and every ``orphan_sweep_interval_seconds``, once older than the grace;
     they were left until someone ran ``chunkd gc``. Recorded parts, and young blobs (a part being
-    written is not recorded yet), stay."""
+    written is not recorded yet), stay; so does every unrecorded blob of an upload written to
+    within the grace (a whole PUT holds some): this one was last written an hour ago."""
     from chunkd.backends.blobs.local import LocalBlobStore
 
     app = create_app(
@@ -82,16 +84,21 @@ async def test_the_server_removes_orphaned_blobs_itself(settings: Settings) -> N
     )
     async with app.router.lifespan_context(app):
         uploads = app.state.chunkd.uploads
+        real_clock = uploads.clock
+        uploads.clock = lambda: real_clock() - timedelta(hours=1)
         upload = await uploads.create("alice", filename="a.bin", size_bytes=3, part_size=3)
 
         async def body():  # type: ignore[no-untyped-def]
             yield b"abc"
 
         await uploads.put_part("alice", upload.id, 1, body())
+        uploads.clock = real_clock
         store = uploads.blobs
         assert isinstance(store, LocalBlobStore)
         directory = store.root / upload.id[:2] / upload.id
-        old = time.time() - 3600
+        # Older than the grace counted from the database's last write (an hour ago: see
+        # test_a_database_restored_from_a_backup_keeps_what_was_stored_after_it).
+        old = time.time() - 2 * 3600
         orphan, young = directory / "9.leftover.part", directory / "8.being-written.part"
         gone_upload = store.root / "zz" / ("z" * 22)
         # The old blobs are made outside the store and moved in already old (a rename keeps the

@@ -9,7 +9,10 @@ import dataclasses
 import errno
 import hashlib
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -20,6 +23,7 @@ from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.upload import Part, Upload
 from chunkd.service.crc import crc64_hex, crc64nvme
 from tests.conftest import Api
+from tests.support.waiting import until
 
 PART = 64 * 1024
 
@@ -210,3 +214,55 @@ async def test_a_part_that_cannot_be_made_durable_stops_the_body_while_the_next_
         await service.put_part("alice", upload.id, number, body(data[(number - 1) * PART : number * PART]))
     completed = await service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
     assert completed.bytes_received == len(data)
+
+
+async def test_a_sweep_during_a_long_body_spares_the_replacements_it_holds(api: Api) -> None:
+    """The replacements of stored parts wait unrecorded until the whole body has arrived. A body
+    that took longer than the orphan grace had them swept as orphans: the PUT then recorded blobs
+    that were gone, answered 2xx, and every complete failed. An upload written to within the grace
+    (a commit, or the heartbeat of a body still arriving) keeps its unrecorded blobs; one idle for
+    longer loses them, as crash leftovers."""
+    service = api.runtime.uploads
+    assert isinstance(service.blobs, LocalBlobStore)
+    data, new = os.urandom(3 * PART), os.urandom(3 * PART)
+    real_clock = service.clock
+    service.clock = lambda: real_clock() - timedelta(hours=2)  # both uploads were last written then
+    try:
+        upload = await service.create("alice", filename="f.bin", size_bytes=len(data), part_size=PART)
+        idle = await service.create("alice", filename="g.bin", size_bytes=len(data), part_size=PART)
+        for number in (1, 2):
+            await service.put_part("alice", upload.id, number, body(data[(number - 1) * PART : number * PART]))
+        await service.put_part("alice", idle.id, 1, body(data[:PART]))
+    finally:
+        service.clock = real_clock
+    recorded = {p.blob_ref for p in (await service.get("alice", upload.id)).parts.values()}
+    directory = service.blobs.root / upload.id[:2] / upload.id
+    gate = asyncio.Event()
+
+    async def long_body() -> AsyncIterator[bytes]:
+        yield new[: 2 * PART]
+        await gate.wait()  # the rest of a long body is still on its way
+        yield new[2 * PART :]
+
+    def held() -> list[Path]:
+        return [p for p in directory.iterdir() if p.name not in recorded]
+
+    putting = asyncio.create_task(service.put_whole("alice", upload.id, long_body()))
+    await until(lambda: len(held()) == 2, what="the two replacements held")
+    two_hours_ago = time.time() - 2 * 3600
+    for path in held():  # they arrived two hours ago, and the body is still coming:
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    await service.repo.touch(upload.id, service.clock() + service.config.ttl)  # its heartbeat, every 30 s
+    # A crash leftover of the upload idle for two hours; and other uploads are being written now.
+    stray = service.blobs.root / idle.id[:2] / idle.id / "2.leftover0.part"
+    stray.write_bytes(b"x")
+    os.utime(stray, (two_hours_ago, two_hours_ago))
+    busy = await service.create("bob", filename="h.bin", size_bytes=PART, part_size=PART)
+    await service.put_part("bob", busy.id, 1, body(data[:PART]))
+
+    assert await service.sweep_orphans(3600) == 1 and not stray.exists()
+    assert len(held()) == 2
+    gate.set()
+    await putting
+    done = await service.complete("alice", upload.id, md5=hashlib.md5(new).hexdigest())
+    assert done.status.value == "COMPLETED"

@@ -1,7 +1,8 @@
-"""Waiting on a condition in synchronous end-to-end tests (never on a bare sleep)."""
+"""Waiting on a condition in tests (never on a bare sleep)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,4 +16,14 @@ def wait_for(condition: Callable[[], Any], timeout: float = 120, what: str = "co
         if value := condition():
             return value
         time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def until(condition: Callable[[], Any], timeout: float = 120, what: str = "condition") -> Any:
+    """``wait_for`` for in-process async tests: the event loop runs on between looks."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        await asyncio.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")

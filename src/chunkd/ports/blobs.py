@@ -170,11 +170,18 @@ class Sweeper(Protocol):
     """Optional: find and free blobs no metadata points at (``chunkd gc``)."""
 
     async def sweep(
-        self, live: dict[str, set[str]], *, grace_seconds: float, completed: Collection[str] = frozenset()
+        self,
+        live: dict[str, set[str]],
+        *,
+        grace_seconds: float,
+        completed: Collection[str] = frozenset(),
+        spared: Collection[str] = frozenset(),
     ) -> int:
         """Remove blobs of uploads not in ``live`` (upload id → referenced blob refs) and blob refs
         not referenced, when older than ``grace_seconds``; returns how many were removed. A store
-        may also free what the completion of an upload in ``completed`` (COMPLETED ones) left."""
+        may also free what the completion of an upload in ``completed`` (COMPLETED ones) left.
+        The unreferenced blobs of uploads in ``spared`` (live ones written to lately) stay, however
+        old: a whole-file PUT holds the replacements of stored parts unrecorded until its body ends."""
 
     async def database_mark(self) -> str | None:
         """The id of the database this store's blobs belong to, as ``mark_database`` left it; None

@@ -74,6 +74,11 @@ class UploadRepository(Protocol):
         """Blob refs of every upload that still holds bytes (PENDING or COMPLETED), by upload id
         (``chunkd gc`` frees every other blob)."""
 
+    async def pending_expiring_after(self, moment: datetime) -> set[str]:
+        """Ids of the PENDING uploads whose ``expires_at`` lies after ``moment``: every commit and
+        the heartbeat of a body still arriving push it to now + TTL, so these were written to
+        lately (``sweep_orphans`` spares their unrecorded blobs)."""
+
     async def completed_ids(self) -> set[str]:
         """Ids of the COMPLETED uploads (``chunkd gc``: a store may free what their completion
         left behind, never what a PENDING upload's parts still need)."""

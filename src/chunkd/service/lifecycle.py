@@ -6,7 +6,7 @@ import contextlib
 import logging
 import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from chunkd.domain.checksum import ResumableMD5
@@ -366,8 +366,14 @@ class Lifecycle(EngineCore):
         # whose mark the operator removed takes every blob for an orphan, as it should.)
         newest = await self.repo.newest_write()
         behind = max(0.0, (self.clock() - newest).total_seconds()) if newest is not None else 0.0
+        # Uploads written to within the grace (a commit, or the heartbeat of a body still arriving,
+        # moved their expiry to now + TTL) keep their unrecorded blobs: a whole-file PUT holds the
+        # replacements of parts the upload already had until its whole body has arrived, which
+        # may take longer than the grace; swept, they were recorded all the same, and lost.
+        lately = self.clock() + self.config.ttl - timedelta(seconds=grace_seconds)
+        spared = await self.repo.pending_expiring_after(lately)
         live, completed = await self.repo.live_blobs(), await self.repo.completed_ids()
-        return await sweeper.sweep(live, grace_seconds=grace_seconds + behind, completed=completed)
+        return await sweeper.sweep(live, grace_seconds=grace_seconds + behind, completed=completed, spared=spared)
 
     async def expire_due(self, limit: int = 100) -> int:
         """Expire PENDING uploads idle past ``expiresAt``; uploads busy with a writer are skipped

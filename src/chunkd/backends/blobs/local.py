@@ -518,7 +518,12 @@ class LocalBlobStore:
             await asyncio.to_thread(write)
 
     async def sweep(
-        self, live: dict[str, set[str]], *, grace_seconds: float, completed: Collection[str] = frozenset()
+        self,
+        live: dict[str, set[str]],
+        *,
+        grace_seconds: float,
+        completed: Collection[str] = frozenset(),
+        spared: Collection[str] = frozenset(),
     ) -> int:
         """Remove blobs no metadata points at: directories of unknown uploads and unreferenced part
         files (crash leftovers), if older than ``grace_seconds`` so in-flight writes are spared.
@@ -532,6 +537,8 @@ class LocalBlobStore:
                 if not shard.is_dir():
                     continue
                 for directory in shard.iterdir():
+                    if directory.name in spared:
+                        continue
                     # Beside a running server a directory or file may go (a cancel, a delete, an
                     # expiry) or a part arrive while it is looked at: that is no reason to stop.
                     with contextlib.suppress(FileNotFoundError):

@@ -217,7 +217,12 @@ class S3BlobStore(S3Multipart):
         await self.call("put_object", Key=self.prefix + DATABASE_MARK, Body=(database_id + "\n").encode())
 
     async def sweep(
-        self, live: dict[str, set[str]], *, grace_seconds: float, completed: Collection[str] = frozenset()
+        self,
+        live: dict[str, set[str]],
+        *,
+        grace_seconds: float,
+        completed: Collection[str] = frozenset(),
+        spared: Collection[str] = frozenset(),
     ) -> int:
         """Abort multipart uploads and delete objects no live upload references, and the staged
         parts of ``completed`` uploads whose file S3 has assembled (older than ``grace_seconds``).
@@ -263,7 +268,7 @@ class S3BlobStore(S3Multipart):
             # Once S3 holds the finished file of a COMPLETED upload its staged parts are spent,
             # though its part rows still name them: ``release_completed`` deletes them, unless
             # that failed.
-            spent = refs is None or ref not in refs or upload_id in finished
+            spent = (refs is None or ref not in refs or upload_id in finished) and upload_id not in spared
             if spent and modified.timestamp() < cutoff:
                 doomed.append(key)
         return removed + await self._delete_keys(doomed)

@@ -34,6 +34,9 @@ class ColdPaths:
     async def live_blobs(self) -> dict[str, set[str]]:
         return await self.cold.live_blobs()
 
+    async def pending_expiring_after(self, moment: datetime) -> set[str]:
+        return await self.cold.pending_expiring_after(moment)
+
     async def completed_ids(self) -> set[str]:
         return await self.cold.completed_ids()
 

@@ -191,6 +191,10 @@ class SqlUploadRepository(SqlStore):
     async def all_ids(self) -> set[str]:
         return set(await self.all(select(uploads.c.id), _first_column))
 
+    async def pending_expiring_after(self, moment: datetime) -> set[str]:
+        query = select(uploads.c.id).where(uploads.c.status == Status.PENDING.value, uploads.c.expires_at > moment)
+        return set(await self.all(query, _first_column))
+
     async def completed_ids(self) -> set[str]:
         query = select(uploads.c.id).where(uploads.c.status == Status.COMPLETED.value)
         return set(await self.all(query, _first_column))
