@@ -66,6 +66,21 @@ async def test_lifecycle_out_of_order_parts(api: Api) -> None:
     assert ranged.headers["content-range"] == f"bytes 1000-3000/{len(data)}"
 
 
+async def test_a_range_of_more_digits_than_int_reads_is_answered_not_a_500(api: Api) -> None:
+    """RFC 9110 bounds no range position: 5,000 digits (int() refuses past 4,300) was a 500."""
+    data = os.urandom(3000)
+    file_id = (await create(api, data, 3000))["id"]
+    await put_part(api, file_id, 1, data)
+    assert (await api.client.post(f"/v1/files/{file_id}/complete", headers=api.auth())).status_code == 200
+    url = f"/v1/files/{file_id}/content"
+    past = await api.client.get(url, headers={**api.auth(), "Range": "bytes=" + "9" * 5000 + "-"})
+    assert past.status_code == 416 and past.headers["content-range"] == "bytes */3000"
+    suffix = await api.client.get(url, headers={**api.auth(), "Range": "bytes=-" + "9" * 5000})
+    assert suffix.status_code == 206 and suffix.content == data
+    tail = await api.client.get(url, headers={**api.auth(), "Range": "bytes=2990-" + "9" * 5000})
+    assert tail.status_code == 206 and tail.content == data[2990:]
+
+
 async def test_downloads_honour_conditional_requests(api: Api) -> None:
     """RFC 9110 §13: If-Match (strong, 412), If-None-Match (weak comparison, ``*``, lists: 304),
     If-Unmodified-Since / If-Modified-Since against Last-Modified (the completion time), If-Range

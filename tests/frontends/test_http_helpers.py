@@ -32,6 +32,9 @@ from chunkd.frontends.http import (
         ("bytes=0-99999", 1000, ByteRange(0, 1000)),  # last past the end: clamped
         ("bytes=7-7", 1000, ByteRange(7, 8)),
         (" bytes=1-2 ", 1000, ByteRange(1, 3)),
+        ("bytes=-" + "9" * 5000, 1000, ByteRange(0, 1000)),  # past int()'s 4,300 digits: still all of it
+        ("bytes=1-" + "9" * 5000, 1000, ByteRange(1, 1000)),
+        ("bytes=" + "0" * 5000 + "7-" + "0" * 5000 + "8", 1000, ByteRange(7, 9)),
     ],
 )
 def test_satisfiable_ranges(header: str, size: int, expected: ByteRange) -> None:
@@ -40,7 +43,14 @@ def test_satisfiable_ranges(header: str, size: int, expected: ByteRange) -> None
 
 @pytest.mark.parametrize(
     ("header", "size"),
-    [("bytes=1000-", 1000), ("bytes=1000-2000", 1000), ("bytes=-0", 1000), ("bytes=0-", 0)],
+    [
+        ("bytes=1000-", 1000),
+        ("bytes=1000-2000", 1000),
+        ("bytes=-0", 1000),
+        ("bytes=0-", 0),
+        ("bytes=" + "9" * 5000 + "-", 1000),
+        ("bytes=-" + "0" * 5000, 1000),
+    ],
 )
 def test_unsatisfiable_ranges(header: str, size: int) -> None:
     assert parse_range(header, size) is False

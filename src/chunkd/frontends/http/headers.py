@@ -77,7 +77,16 @@ class ByteRange:
         return self.end - self.start
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+# A position past any file: RFC 9110 puts no bound on the digits of a range, and int() refuses
+# more than 4,300 of them (a Range of 5,000 nines was a 500).
+_BEYOND = 2**63
+
+
+def _position(digits: str) -> int:
+    """A range position, clamped to ``_BEYOND`` (which means the same as any larger one)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else _BEYOND
 
 
 def parse_range(header: str | None, size: int) -> ByteRange | bool | None:
@@ -92,15 +101,15 @@ def parse_range(header: str | None, size: int) -> ByteRange | bool | None:
     if not first and not last:
         return None
     if not first:
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0:
             return False
         # Of an empty file a suffix range is the one satisfiable form: the whole (empty) file.
         return ByteRange(max(0, size - suffix), size) if size else None
-    start = int(first)
+    start = _position(first)
     if start >= size:
         return False
-    end = min(int(last) + 1, size) if last else size
+    end = min(_position(last) + 1, size) if last else size
     if end <= start:
         return None
     return ByteRange(start, end)
