@@ -362,6 +362,11 @@ async def test_done_errors_leave_the_upload_resumable(api: Api) -> None:
     assert_fine_uploader_error(await done(qqfilename="f.bin"), 400, "qquuid")
     assert_fine_uploader_error(await done(qquuid=file_uuid), 400, "qqfilename")
     assert_fine_uploader_error(await done(qquuid=str(uuid.uuid4()), qqfilename="f.bin"), 404, "qquuid")
+    # Refused before the file is completed: it was completed first, then refused by the rename,
+    # and the corrected done was a 409 (a finished file is not renamed).
+    assert_fine_uploader_error(
+        await done(qquuid=file_uuid, qqfilename="g.bin", qqfiletype="no type"), 400, "qqfiletype"
+    )
     upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
     assert upload is not None and upload.status.value == "PENDING"
     # A done request sent as multipart/form-data (curl -F) works too.

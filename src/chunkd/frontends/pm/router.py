@@ -313,6 +313,10 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     total_parts = qq.integer("qqtotalparts", minimum=1)
     total_size = qq.integer("qqtotalfilesize")
     mime = qq.text("qqfiletype")
+    if mime is not None:
+        # Checked before the file is completed: refused by the rename after it, the file was
+        # complete but unnamed, and the corrected done was then a 409 (a finished file is not renamed).
+        mime = media_type(mime)  # its mimeType is qqfiletype in this dialect's errors
     # As it stands now: one past its expiry is EXPIRED (410) before the reaper records it, not a
     # file missing chunks or of unknown size.
     upload = (await find_upload(service, owner, file_uuid)).as_of(service.clock())
