@@ -599,6 +599,29 @@ async def test_size_learnt_at_done(api: Api) -> None:
     assert (await api.client.get(done.json()["file_url"], headers=api.auth())).content == data
 
 
+async def test_a_size_at_done_that_the_chunks_contradict_is_refused_and_not_kept(api: Api) -> None:
+    """A done's qqtotalfilesize of more (or fewer) chunks than the chunks' qqtotalparts is a 400
+    that declares nothing: it was declared, answered 409 (chunks 1 to 4 missing), and from then on
+    the real last chunk and every done were refused against it."""
+    data = os.urandom(2 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    fields = [("qquuid", file_uuid), ("qqpartindex", "0"), ("qqtotalparts", "2"), ("qqchunksize", str(CHUNK))]
+    assert (await post_form(api, form(fields, data[:CHUNK]))).status_code == 200
+    for wrong in (5 * CHUNK, CHUNK):
+        refused = await api.client.post(
+            "/api/v2/pm/upload/?done",
+            data={"qquuid": file_uuid, "qqfilename": "f", "qqtotalfilesize": str(wrong)},
+            headers=api.auth(),
+        )
+        assert_fine_uploader_error(refused, 400, "qqtotalfilesize")
+    upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
+    assert upload is not None and upload.size_bytes is None
+    fields = [("qquuid", file_uuid), ("qqpartindex", "1"), ("qqtotalparts", "2"), ("qqchunksize", str(CHUNK))]
+    response = await post_form(api, form(fields, data[CHUNK:]))
+    assert response.status_code == 200, response.text
+    assert await finished(api, file_uuid, "f") == data
+
+
 async def test_out_of_range_chunk_index_is_zero_based(api: Api) -> None:
     data = os.urandom(2 * CHUNK)
     file_uuid = str(uuid.uuid4())

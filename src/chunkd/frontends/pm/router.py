@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from chunkd.domain import errors as e
 from chunkd.domain.names import clean_filename, media_type
-from chunkd.domain.upload import Status, Upload
+from chunkd.domain.upload import PART_SIZE_FROM_PART_1, Status, Upload
 from chunkd.frontends.forms import parse_small_body, read_small_body, small_form
 from chunkd.frontends.held import HeldBytes
 from chunkd.frontends.http import (
@@ -405,6 +405,16 @@ async def _declare_size_at_done(
             missing = list(islice((n for n in range(1, count + 1) if n not in parts), 1000))
             raise e.MissingParts("parts not received", missingParts=missing)
         total_size = parts[count].offset + parts[count].size
+    elif (count := chunk_count(upload)) is not None and not upload.metadata.get(PART_SIZE_FROM_PART_1):
+        # A size the chunks' own qqtotalparts contradicts could never be filled, and once declared
+        # it stays: every later chunk and done was refused against it.
+        chunks = -(-total_size // upload.part_size)
+        if chunks != count:
+            raise e.InvalidInput(
+                f"qqtotalfilesize {total_size} makes {chunks} chunk{'s' if chunks != 1 else ''} of "
+                f"{upload.part_size} bytes; the file's chunks said qqtotalparts {count}",
+                field="qqtotalfilesize",
+            )
     return await service.declare_size(owner, upload.id, total_size)
 
 
