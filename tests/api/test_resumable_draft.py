@@ -397,6 +397,21 @@ async def test_content_digest_is_verified_before_the_append_is_kept(api: Api, v:
     assert response.headers["upload-offset"] == "6"
 
 
+async def test_a_length_sent_with_a_refused_append_is_not_kept(api: Api, v: int) -> None:
+    """An append that declares Upload-Length and is refused (its Content-Digest) fixes no length:
+    it was declared before the body was checked, and the retry with another length was refused as
+    inconsistent."""
+    path = upload_path(await create(api, v))
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    digest = {"Content-Digest": f"sha-256=:{wrong}:", "Upload-Length": "10"}
+    response = await append(api, v, path, 0, b"abc", **digest)
+    assert response.status_code == 400 and problem(response)["field"] == "Content-Digest"
+    assert "upload-length" not in (await head(api, v, path)).headers
+    response = await append(api, v, path, 0, b"abc", **{"Upload-Length": "7"})
+    assert response.status_code == incomplete_status(v), response.text
+    assert (await head(api, v, path)).headers["upload-length"] == "7"
+
+
 def b64digest(algorithm: str, data: bytes) -> str:
     return base64.b64encode(hashlib.new(algorithm, data).digest()).decode()
 

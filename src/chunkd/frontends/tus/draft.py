@@ -360,10 +360,13 @@ class DraftEndpoint:
                 upload = await self.tus.load(request, owner, file_id)
                 self._check_active(request, upload)
                 self._check_offset(upload, offset)
-                if length is not None and upload.size_bytes is None:
-                    upload = await service.declare_size(owner, file_id, length)
+                declare = length if length is not None and upload.size_bytes is None else None
                 if declares_body(request.headers):
-                    upload = await write_body(request, version, owner, file_id, offset, writer, checksum)
+                    # Declared by the append's own write: a body refused (its Content-Digest, say)
+                    # left the length fixed, and a retry with the right one was inconsistent.
+                    upload = await write_body(request, version, owner, file_id, offset, writer, checksum, declare)
+                elif declare is not None:
+                    upload = await service.declare_size(owner, file_id, declare)
         except e.OffsetMismatch as exc:
             exc.details["providedOffset"] = offset
             raise

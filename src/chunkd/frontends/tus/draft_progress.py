@@ -87,9 +87,11 @@ async def write_body(
     offset: int,
     writer: Writer,
     checksum: tuple[StreamHasher, bytes, str] | None,
+    declare_length: int | None = None,
 ) -> Upload:
     """Append the request body at ``offset``: in segments with a progress 104 after each commit
-    where the version and the server allow, else in one engine append."""
+    where the version and the server allow, else in one engine append. ``declare_length`` (an
+    ``Upload-Length`` sent with the body) is fixed by the first write, never by a refused one."""
     rt = runtime(request)
     service = rt.uploads
     most = rt.settings.resumable_max_append_bytes
@@ -98,14 +100,29 @@ async def write_body(
     if checksum is not None or not every or not version.progress_responses or not can_send_informational(request):
         # A Content-Digest covers the whole request, so it is verified (and kept) as one append.
         return await service.append(
-            owner, upload_id, offset, body, checksum=checksum, max_bytes=most, lock_timeout=TAKE_OVER_WAIT
+            owner,
+            upload_id,
+            offset,
+            body,
+            checksum=checksum,
+            max_bytes=most,
+            lock_timeout=TAKE_OVER_WAIT,
+            declare_length=declare_length,
         )
     segments = Segments(body, every)
     start = offset
     upload: Upload | None = None
     while (segment := segments.next()) is not None:
         room = None if most is None else most - (offset - start)
-        upload = await service.append(owner, upload_id, offset, segment, max_bytes=room, lock_timeout=TAKE_OVER_WAIT)
+        upload = await service.append(
+            owner,
+            upload_id,
+            offset,
+            segment,
+            max_bytes=room,
+            lock_timeout=TAKE_OVER_WAIT,
+            declare_length=declare_length if upload is None else None,
+        )
         offset = upload.bytes_received
         if not segments.finished:
             await send_informational(request, {INTEROP_HEADER: version.header, "Upload-Offset": str(offset)})
