@@ -209,3 +209,52 @@ async def test_a_tus_creation_whose_body_passes_a_byte_quota_leaves_no_upload(ma
         assert refused.status_code == 403 and "location" not in refused.headers, refused.text
         pending, held, _ = await api.runtime.repo.usage("alice")
         assert (pending, held) == (1, 900)
+
+
+async def test_parallel_declarations_of_deferred_lengths_never_pass_a_byte_quota_together(make_api: MakeApi) -> None:
+    """A deferred length declared later counts against the byte quotas from then on. Each
+    declaration read the owner's usage under its own upload's lock only, so declarations for
+    several uploads (on one node or several) each saw the same room: three of 900 bytes, 1,000
+    allowed, held 2,700. They take the owner's quota turn, as creations do."""
+    import asyncio
+
+    from chunkd.domain import errors as e
+    from chunkd.domain.upload import Mode
+
+    async with make_api(max_pending_bytes=1000) as api:
+        service = api.runtime.uploads
+        ids = [
+            (await service.create("alice", filename="d.bin", size_bytes=None, mode=Mode.APPEND, frontend="test")).id
+            for _ in range(3)
+        ]
+        results = await asyncio.gather(*[service.declare_size("alice", i, 900) for i in ids], return_exceptions=True)
+        refused = [r for r in results if isinstance(r, e.QuotaExceeded)]
+        assert len(refused) == 2, results
+        _, held, _ = await api.runtime.repo.usage("alice")
+        assert held == 900
+
+
+async def test_parallel_patches_declaring_deferred_lengths_never_pass_a_byte_quota_together(make_api: MakeApi) -> None:
+    """The same through tus PATCHes that declare their Upload-Length with their bytes: the room
+    was read before the body, and three declarations of 900 bytes, 1,000 allowed, all saved."""
+    import asyncio
+
+    tus = {"Tus-Resumable": "1.0.0"}
+    async with make_api(max_pending_bytes=1000) as api:
+        auth = {**tus, **api.auth()}
+        ids = []
+        for _ in range(3):
+            made = await api.client.post("/files", headers={**auth, "Upload-Defer-Length": "1"})
+            ids.append(made.headers["location"].rsplit("/", 1)[1])
+        patch = {
+            **auth,
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0",
+            "Upload-Length": "900",
+        }
+        answers = await asyncio.gather(
+            *[api.client.patch(f"/files/{i}", content=b"x" * 10, headers=patch) for i in ids]
+        )
+        assert sorted(r.status_code for r in answers) == [204, 403, 403], [r.text for r in answers]
+        _, held, _ = await api.runtime.repo.usage("alice")
+        assert held == 900

@@ -105,6 +105,7 @@ class Appends(Lifecycle):
             upload.ensure_pending(now)
             upload.check_append(offset)
             declared = False  # this request fixes a deferred length
+            received = upload.bytes_received  # what the owner's usage counts for it until this saves
             if declare_length is not None and upload.size_bytes != declare_length:
                 await self._check_declared_length(upload, declare_length)
                 upload.size_bytes, declared = declare_length, True
@@ -177,10 +178,12 @@ class Appends(Lifecycle):
                 except BaseException:
                     await writer.abort()
                     raise
-            # Bytes of a deferred length count against the byte quotas as they come: checked
-            # again, with the save, in the owner's quota turn, so parallel appends to several
-            # such uploads cannot each fill the same room (three of 900 bytes held 1,800 of 1,000).
-            async with self._deferred_bytes_counted(owner, deferred and streamed.size > 0, streamed.size, writer):
+            # Bytes of a deferred length count against the byte quotas as they come, and a length
+            # declared here counts whole: checked again, with the save, in the owner's quota turn,
+            # so parallel appends to several such uploads cannot each fill the same room (three of
+            # 900 bytes held 1,800 of 1,000).
+            counted = streamed.size if deferred else (upload.size_bytes or 0) - received if declared else 0
+            async with self._deferred_bytes_counted(owner, counted, writer):
                 if streamed.size == 0:
                     await writer.abort()
                     if unstored is not None:
@@ -259,14 +262,13 @@ class Appends(Lifecycle):
         return upload
 
     @contextlib.asynccontextmanager
-    async def _deferred_bytes_counted(
-        self, owner: str, deferred: bool, size: int, writer: BlobWriter
-    ) -> AsyncIterator[None]:
-        """With byte quotas, for ``size`` new bytes of an upload whose length is deferred: the
-        body runs in the owner's quota turn, after a check that the bytes still fit (the room
-        read when the body began may have been taken since); if not, the bytes are dropped and
-        the quota's error raised. Otherwise nothing."""
-        if not (deferred and self.config.has_quotas):
+    async def _deferred_bytes_counted(self, owner: str, size: int, writer: BlobWriter) -> AsyncIterator[None]:
+        """With byte quotas, for ``size`` bytes an append adds to the owner's usage (new bytes of
+        an upload whose length is deferred, or what a length it declares adds): the body runs in
+        the owner's quota turn, after a check that the bytes still fit (the room read when the
+        body began may have been taken since); if not, the bytes are dropped and the quota's
+        error raised. Otherwise nothing."""
+        if size <= 0 or not self.config.has_quotas:
             yield
             return
         async with self.quota_turn(owner):
@@ -287,8 +289,11 @@ class Appends(Lifecycle):
             upload.ensure_pending(self.clock())
             if upload.size_bytes == size_bytes:
                 return upload
-            await self._check_declared_length(upload, size_bytes)
-            upload.size_bytes = size_bytes
-            upload.updated_at = self.clock()
-            await self.repo.save(upload)
+            # In the owner's quota turn, as a creation: parallel declarations for several uploads
+            # each read the same usage, and passed a byte quota only one of them fitted in.
+            async with self.quota_turn(owner):
+                await self._check_declared_length(upload, size_bytes)
+                upload.size_bytes = size_bytes
+                upload.updated_at = self.clock()
+                await self.repo.save(upload)
         return upload
