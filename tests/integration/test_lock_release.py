@@ -209,6 +209,36 @@ async def test_a_save_under_a_lost_lock_is_refused(pg_url: str) -> None:
         await metadata.close()
 
 
+async def test_an_expiry_under_a_lost_lock_is_refused(pg_url: str) -> None:
+    """The reaper expires an upload under its lock, and the expiry is fenced as a save is: once
+    the reaper's lock session has ended, another node may have taken the upload and be writing
+    it (its clock a little behind the reaper's: the upload not yet due there), so the expiry,
+    which forgets the part rows whose bytes it then frees, is refused instead of committed."""
+    from datetime import timedelta
+
+    metadata = await open_metadata(pg_url, run_migrations=False)
+    locks = StackedLocks(LocalLocks(None), PostgresAdvisoryLocks(pg_url))
+    try:
+        upload = make_upload(filename="due.bin")
+        await metadata.uploads.create(upload)
+        assert upload.expires_at is not None
+        due = upload.expires_at + timedelta(seconds=1)
+        async with locks.hold(upload.id, timeout=1):
+            assert await _end_lock_sessions(pg_url)
+            with pytest.raises(e.Busy, match="lock was lost"):
+                await metadata.uploads.expire(upload.id, due)
+        stored = await metadata.uploads.get(upload.id)
+        assert stored is not None and stored.status.value == "PENDING"
+
+        async with locks.hold(upload.id, timeout=1):  # held again: the same expiry lands
+            assert await metadata.uploads.expire(upload.id, due)
+        stored = await metadata.uploads.get(upload.id)
+        assert stored is not None and stored.status.value == "EXPIRED"
+    finally:
+        await locks.close()
+        await metadata.close()
+
+
 async def test_a_task_started_under_a_lock_saves_on_its_session_only_while_it_is_held(pg_url: str) -> None:
     """A task started while the lock is held shares the lock's session, one statement at a time;
     once the hold has ended it saves through the pool like any other writer."""

@@ -225,7 +225,9 @@ class PostgresUploadRepository(ColdPaths):
             await conn.execute(_TOUCH, upload_id, expires_at)
 
     async def expire(self, upload_id: str, now: datetime, events: Sequence[Event] = ()) -> bool:
-        async with self._writing() as conn:
+        # Fenced as a save is: the reaper frees the bytes of the part rows this forgets, and with
+        # its lock lost another node may be writing the upload (its clock behind this one's).
+        async with self._writing(fenced_by=upload_id) as conn:
             if await conn.execute(_EXPIRE, upload_id, now) == "UPDATE 0":
                 return False
             await conn.execute(_DELETE_PARTS, upload_id)
