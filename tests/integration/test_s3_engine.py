@@ -294,6 +294,31 @@ async def test_gc_sweeps_strays(s3_api: Api) -> None:
     assert len(before_uploads) == 2
 
 
+async def test_sweeps_on_two_nodes_at_once_both_end(s3_api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every node sweeps at its start and then every interval, so nodes started together sweep
+    together: both list a stray multipart upload, one aborts it, and the other's abort found it
+    gone (404) and failed its whole sweep (a StorageError: the strays after it were left, and
+    ``chunkd gc`` failed). An abort of what is gone already is done."""
+    store = store_of(s3_api)
+    client = s3(s3_api)
+    ghost = "G" * 22
+    client.create_multipart_upload(Bucket=store.bucket, Key=f"chunkd/masters/{ghost}/f.bin")
+    client.put_object(Bucket=store.bucket, Key=f"chunkd/staging/{ghost}/1.abcdefghijkl", Body=b"x")
+    listed = store._multipart_uploads
+
+    async def listed_then_swept_elsewhere(folder: str) -> list[dict[str, Any]]:
+        found = await listed(folder)
+        for mp in found:  # the other node's sweep aborts them between this listing and its use
+            client.abort_multipart_upload(Bucket=store.bucket, Key=mp["Key"], UploadId=mp["UploadId"])
+        return found
+
+    monkeypatch.setattr(store, "_multipart_uploads", listed_then_swept_elsewhere)
+    await store.sweep(await s3_api.runtime.repo.live_blobs(), grace_seconds=0)
+    monkeypatch.undo()
+    objects, uploads = bucket_state(s3_api)
+    assert not uploads and not [k for k in objects if ghost in k]
+
+
 async def test_download_streams_with_range(s3_api: Api) -> None:
     data = os.urandom(6 * MiB + 5)
     auth = s3_api.auth()

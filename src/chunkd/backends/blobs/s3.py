@@ -193,7 +193,7 @@ class S3BlobStore(S3Multipart):
         # Under staging/ too: a multipart copy of a big concatenation source that a crash cut short.
         for folder in (self.master_prefix(upload.id), self.staging_prefix(upload.id)):
             for mp in await self._multipart_uploads(folder):
-                await self.call("abort_multipart_upload", Key=mp["Key"], UploadId=mp["UploadId"])
+                await self._abort(mp["Key"], mp["UploadId"])
         doomed = [k for k, _ in await self._list_keys(self.staging_prefix(upload.id))]
         if not keep_final:
             doomed += [k for k, _ in await self._list_keys(self.master_prefix(upload.id))]
@@ -242,7 +242,7 @@ class S3BlobStore(S3Multipart):
             upload_id, _ = upload_id_of(mp["Key"], "masters/")
             initiated = mp["Initiated"].replace(tzinfo=mp["Initiated"].tzinfo or UTC).timestamp()
             if upload_id not in live and initiated < cutoff:
-                await self.call("abort_multipart_upload", Key=mp["Key"], UploadId=mp["UploadId"])
+                await self._abort(mp["Key"], mp["UploadId"])
                 removed += 1
             else:
                 assembling.add(upload_id)
@@ -260,7 +260,7 @@ class S3BlobStore(S3Multipart):
             upload_id, _ = upload_id_of(mp["Key"], "staging/")
             initiated = mp["Initiated"].replace(tzinfo=mp["Initiated"].tzinfo or UTC).timestamp()
             if (upload_id not in live or upload_id in finished) and initiated < cutoff:
-                await self.call("abort_multipart_upload", Key=mp["Key"], UploadId=mp["UploadId"])
+                await self._abort(mp["Key"], mp["UploadId"])
                 removed += 1
         for key, modified in await self._list_keys(self.prefix + "staging/"):
             upload_id, ref = upload_id_of(key, "staging/")
@@ -304,7 +304,7 @@ class S3BlobStore(S3Multipart):
                     etags.append({"PartNumber": s3_no, "ETag": response["CopyPartResult"]["ETag"]})
                 await self.call("complete_multipart_upload", Key=key, UploadId=mp_id, MultipartUpload={"Parts": etags})
             except BaseException:
-                await self.call("abort_multipart_upload", Key=key, UploadId=mp_id)
+                await self._abort(key, mp_id)
                 raise
         except Exception as exc:  # botocore: the object store refused or is unreachable
             raise StorageError(f"the object store did not copy upload {source.id}: {fault_reason(exc)}") from exc

@@ -224,6 +224,11 @@ class S3Bucket:
             await self.call("delete_objects", Delete={"Objects": batch, "Quiet": True})
         return len(keys)
 
+    async def _abort(self, key: str, mp_id: str) -> None:
+        """Abort a multipart upload; one gone already (404: aborted by another node's sweep, or by
+        a cancel, expiry or delete racing a sweep, between their listing and this) is done."""
+        await self.call_if_found("abort_multipart_upload", Key=key, UploadId=mp_id)
+
     async def _multipart_uploads(self, prefix: str) -> list[dict[str, Any]]:
         def list_all() -> list[dict[str, Any]]:
             out: list[dict[str, Any]] = []
