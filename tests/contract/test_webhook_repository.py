@@ -217,3 +217,25 @@ async def test_a_dispatch_whose_deliveries_cannot_be_written_leaves_its_events_f
                 await conn.execute(text(statement))
     assert await hooks.dispatch(T0, 10) == (1, 1)
     assert len(await hooks.list_deliveries("we_all", 10)) == 1
+
+
+async def test_one_owners_backlog_does_not_hold_back_another_owners_deliveries(metadata: MetadataStore) -> None:
+    """A batch takes the owners' due deliveries in turns (each owner's first, then each one's
+    second…), not all of the oldest first: one owner's backlog (an endpoint that answers slowly
+    or not at all, its many events) took every batch, and another owner's delivery waited behind
+    all of it (a round lasts up to the webhook timeout; 10 of bob's events to 5 slow endpoints
+    held alice's back 36 s)."""
+    hooks = metadata.webhooks
+    for number in range(5):
+        await hooks.add_endpoint(endpoint(f"we_bob{number}", "bob"))
+    await hooks.add_endpoint(endpoint("we_alice"))
+    for _ in range(4):
+        await created_upload(metadata, "bob")
+    await hooks.dispatch(T0, 10)  # bob's 20 deliveries, due first
+    await created_upload(metadata, "alice")
+    await hooks.dispatch(T0 + S, 10)
+    claimed = await hooks.claim(T0 + 2 * S, T0 + 30 * S, 8)
+    assert len(claimed) == 8
+    assert [c.endpoint.id for c in claimed].count("we_alice") == 1
+    # The rest are bob's, oldest first; what is left is claimed later.
+    assert len(await hooks.claim(T0 + 3 * S, T0 + 30 * S, 100)) == 13

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.sql import Select
 
 from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
@@ -203,8 +203,33 @@ class SqlWebhookRepository(SqlStore):
             D.c.next_attempt_at <= now,
             or_(D.c.lease_until.is_(None), D.c.lease_until < now),
         )
-        candidates = select(D.c.id).join(E, E.c.id == D.c.endpoint_id).where(free, E.c.disabled_at.is_(None))
-        due = self._taken_once(candidates.order_by(D.c.next_attempt_at).limit(limit), "due", of=D)
+        # The owners take turns (each one's oldest due delivery, then each one's second…): oldest
+        # first alone gave one owner's backlog (many events, endpoints that answer slowly or not at
+        # all, so each round lasts the timeout) every batch, and every other owner's deliveries
+        # waited behind all of it. Turns are counted per owner of the event, so an operator
+        # endpoint's deliveries share them too. The turns rank every due delivery: a claim of 8
+        # over a backlog of 20,000 due ones took 75-150 ms on SQLite (7 ms oldest first) and
+        # 153 ms on PostgreSQL (49 ms) (2026-12-02); a backlog that large is a receiver down for long.
+        turns = (
+            select(
+                D.c.id,
+                D.c.next_attempt_at,
+                func.row_number()
+                .over(partition_by=events.c.owner, order_by=(D.c.next_attempt_at, D.c.id))
+                .label("turn"),
+            )
+            .join(E, E.c.id == D.c.endpoint_id)
+            .join(events, events.c.id == D.c.event_id)
+            .where(free, E.c.disabled_at.is_(None))
+            .subquery("turns")
+        )
+        candidates = (
+            select(D.c.id)
+            .join(turns, turns.c.id == D.c.id)
+            .order_by(turns.c.turn, turns.c.next_attempt_at, turns.c.id)
+            .limit(limit)
+        )
+        due = self._taken_once(candidates, "due", of=D)
         async with self.transaction() as conn:
             ids = [
                 r[0]
