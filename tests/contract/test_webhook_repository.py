@@ -152,6 +152,34 @@ async def test_success_failure_disable_and_redeliver(metadata: MetadataStore) ->
     assert await hooks.redeliver("we_other", first.delivery.id, T0, "dlv_no") is None
 
 
+async def test_an_outcome_recorded_late_never_overwrites_a_final_one(metadata: MetadataStore) -> None:
+    """A node whose lease ran out while it sent (or recorded) a delivery: another node claimed it,
+    sent it and recorded the outcome. The first node's outcome, recorded late, changes nothing."""
+    hooks = metadata.webhooks
+    await hooks.add_endpoint(endpoint("we_all"))
+    await created_upload(metadata)
+    await created_upload(metadata)
+    await hooks.dispatch(T0, 10)
+    first, second = await hooks.claim(T0, T0 + S, 10)
+    assert [c.delivery.id for c in await hooks.claim(T0 + 2 * S, T0 + 3 * S, 10)] == [
+        first.delivery.id,
+        second.delivery.id,
+    ]  # the leases ran out: claimed again, as another node would
+    await hooks.record_success(first.delivery.id, T0 + 2 * S, 200)
+    await hooks.record_failure(
+        second.delivery.id, T0 + 2 * S, response_status=None, error="gone", retry_at=None, disable_after_seconds=60
+    )
+    # The first claimer's outcomes, late: a failure of the delivered one, a success of the failed one.
+    await hooks.record_failure(
+        first.delivery.id, T0 + 4 * S, response_status=500, error="late", retry_at=T0 + 9 * S, disable_after_seconds=60
+    )
+    await hooks.record_success(second.delivery.id, T0 + 4 * S, 204)
+    log = {d.id: d for d in await hooks.list_deliveries("we_all", 10)}
+    assert (log[first.delivery.id].status, log[first.delivery.id].attempts) == (DeliveryStatus.DELIVERED, 1)
+    assert (log[second.delivery.id].status, log[second.delivery.id].last_error) == (DeliveryStatus.FAILED, "gone")
+    assert await hooks.claim(T0 + 10 * S, T0 + 11 * S, 10) == []  # nothing sent a third time
+
+
 async def test_a_batch_never_takes_more_than_its_limit_whatever_the_plan(metadata: MetadataStore) -> None:
     """PostgreSQL may rescan an ``IN (subquery)`` for each row it updates; a rescan with ``SKIP
     LOCKED`` skips the rows the statement has just updated, so a plain subquery could take more

@@ -271,7 +271,10 @@ class SqlWebhookRepository(SqlStore):
             endpoint_id = (
                 await conn.execute(
                     update(D)
-                    .where(D.c.id == delivery_id)
+                    # A pending delivery only: an outcome recorded late (this node's lease ran out
+                    # meanwhile, another node sent it again and recorded that) never overwrites a
+                    # final one (a failure recorded late turned a delivered one into a retry).
+                    .where(D.c.id == delivery_id, D.c.status == DeliveryStatus.PENDING.value)
                     .values(
                         status=DeliveryStatus.DELIVERED.value,
                         attempts=D.c.attempts + 1,
@@ -303,7 +306,7 @@ class SqlWebhookRepository(SqlStore):
             endpoint_id = (
                 await conn.execute(
                     update(D)
-                    .where(D.c.id == delivery_id)
+                    .where(D.c.id == delivery_id, D.c.status == DeliveryStatus.PENDING.value)  # as above
                     .values(
                         status=(DeliveryStatus.PENDING if retry_at is not None else DeliveryStatus.FAILED).value,
                         attempts=D.c.attempts + 1,
