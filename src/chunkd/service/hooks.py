@@ -12,7 +12,8 @@ Answer: a 2xx with a JSON object (or an empty body: go ahead).
   (400/422: invalid input, 403 and anything else: forbidden, 404: not found, 409: conflict, 413: too
   large). A refused pre-finish leaves the upload PENDING and resumable.
 * pre-create: ``{"metadata": {...}}`` is added to the upload's metadata; keys the upload already has
-  (a dialect's state, a link's tags) and keys starting with ``_`` (the store's) are not replaced.
+  (a dialect's state, a link's tags), keys starting with ``_`` (the store's) and the engine's own
+  (``ENGINE_KEYS``: the upload link it was made through, say) are neither replaced nor added.
 * pre-finish: ``{"result": <any JSON>}`` is stored with the completed upload (``metadata.preFinish``)
   and returned again on every repeated complete.
 
@@ -33,7 +34,7 @@ from typing import Any, Protocol
 import httpx
 
 from chunkd.domain import errors as e
-from chunkd.domain.events import file_object
+from chunkd.domain.events import LINK_METADATA_KEY, file_object
 from chunkd.domain.upload import Upload
 from chunkd.service.tls import outgoing_tls
 
@@ -43,6 +44,22 @@ log = logging.getLogger(__name__)
 
 # The most of a hook's answer that is read: an answer is a small JSON object, and a request waits on it.
 MAX_ANSWER_BYTES = 1024 * 1024
+
+# Keys the engine reads that an upload may not have yet, so "never replaced" does not cover them:
+# a pre-create hook may not add them either. ``uploadLink`` says which upload link may act on the
+# upload (a hook echoing a client's fields must not grant one); the others are the engine's record
+# of a concatenation, a scan, an inspection's refusal or a hook's own result and refusal.
+ENGINE_KEYS = frozenset(
+    {
+        LINK_METADATA_KEY,
+        "concatenation",
+        "concatenationSource",
+        "virusScan",
+        "inspectionRefused",
+        "preFinish",
+        "rejected",
+    }
+)
 
 
 def count_hook(hook: str, result: str) -> None:
@@ -203,7 +220,7 @@ class HttpHooks:
             # Added to, never replacing: the dialects' own state ("tus", "pm"…), a link's tags
             # and the store's "_" keys are what the upload runs on; a hook echoing a client's
             # fields back must not be a way to set them.
-            kept = [k for k in metadata if k.startswith("_") or k in upload.metadata]
+            kept = [k for k in metadata if k.startswith("_") or k in upload.metadata or k in ENGINE_KEYS]
             if kept:
                 log.warning("the pre-create hook's metadata may not replace %s; ignored", ", ".join(sorted(kept)))
             upload.metadata.update((k, v) for k, v in metadata.items() if k not in kept)
