@@ -17,6 +17,7 @@ import pytest
 from chunkd.auth.signing import Grant
 from chunkd.frontends import held
 from tests.conftest import Api
+from tests.support.files import seeded_bytes
 from tests.support.media_files import CHUNK, bomb_png, chunked_upload, make_pdf, make_png
 
 CHUNK_PATH = "/api/v2/media/upload/chunk/"
@@ -414,7 +415,9 @@ async def test_incomplete_upload_cannot_complete(api: Api) -> None:
     ("name", "content", "type", "message"),
     [
         ("cut.png", make_png(50, 50)[:-300], None, "damaged"),
-        ("fake.png", os.urandom(1000), None, "not an image"),
+        # Fixed bytes, not os.urandom: one draw in 65,536 begins with "BM", BMP's signature, and is
+        # then a damaged BMP ("the image is damaged"), not "not an image".
+        ("fake.png", seeded_bytes(417, 1000), None, "not an image"),
         ("fake.pdf", b"%PDF-1.7\n" + os.urandom(1000), None, "PDF cannot be read"),
         ("fake.pdf", make_png(10, 10), None, "not a PDF"),
         ("doc.pdf", make_pdf(), "image", "not an image"),
