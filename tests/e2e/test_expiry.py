@@ -21,7 +21,10 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
-TTL = 3.0  # seconds; generous so a busy machine cannot make a working upload look idle
+# Seconds. A working upload has this long, less the gap between its requests, to survive a stall
+# of the server's disk: with 3 s, the steady upload below (a part every 0.9 s) expired if one
+# commit's sync stalled for 2.1 s, and CI's host has stalled for 3 s (see GC_TTL).
+TTL = 8.0
 PART = 64 * 1024
 
 
@@ -114,7 +117,7 @@ def test_uploads_receiving_bytes_do_not_expire(reaping_server: ChunkdServer, rea
     key = reaping_key
     with FilesClient(reaping_server, key) as client:
         idle = client.create(PART, PART)["id"]
-        # One part whose body trickles in over more than three TTLs.
+        # One part whose body trickles in over more than two TTLs.
         slow = seeded_bytes(61, PART)
         slow_id = client.create(PART, PART)["id"]
         # Many parts, each one sent well within a TTL of the previous one.
@@ -125,7 +128,7 @@ def test_uploads_receiving_bytes_do_not_expire(reaping_server: ChunkdServer, rea
 
         def send_slow() -> None:
             with FilesClient(reaping_server, key) as own:
-                answers["slow"] = own.put_part(slow_id, 1, trickle(slow, 16, every=0.45))
+                answers["slow"] = own.put_part(slow_id, 1, trickle(slow, 16, every=TTL * 0.15))
 
         thread = threading.Thread(target=send_slow)
         thread.start()
@@ -133,7 +136,7 @@ def test_uploads_receiving_bytes_do_not_expire(reaping_server: ChunkdServer, rea
             time.sleep(TTL * 0.3)
             response = client.put_part(steady_id, number, steady[(number - 1) * PART : number * PART])
             assert response.status_code == 200, response.text
-        thread.join(timeout=60)
+        thread.join(timeout=120)
         assert answers["slow"].status_code == 200, answers["slow"].text
 
         # The reaper was at work meanwhile: the idle sibling expired.
