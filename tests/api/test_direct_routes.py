@@ -29,7 +29,8 @@ TUS = {"Tus-Resumable": "1.0.0"}
 
 
 def calls_by_route() -> dict[tuple[str, str], DirectCall | None]:
-    app = create_app(Settings(data_dir=Path(tempfile.mkdtemp(prefix="chunkd-routes-"))))
+    with tempfile.TemporaryDirectory(prefix="chunkd-routes-") as data_dir:  # never opened: no runtime starts
+        app = create_app(Settings(data_dir=Path(data_dir)))
     return {
         (method, route.path): direct_call(route)
         for route in walk_routes(app.router.routes)

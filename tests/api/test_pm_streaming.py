@@ -23,12 +23,13 @@ def on_disk(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*.part"))
 
 
-async def test_chunk_bytes_reach_storage_before_the_body_ends(api: Api, monkeypatch) -> None:
+async def test_chunk_bytes_reach_storage_before_the_body_ends(api: Api, monkeypatch, tmp_path: Path) -> None:
     size, piece = 12 * MiB, 256 * 1024
     data = os.urandom(size)
     file_uuid = str(uuid.uuid4())
     blobs = api.runtime.settings.data_dir / "blobs"
-    spool = Path(tempfile.mkdtemp())
+    spool = tmp_path / "spool"
+    spool.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spool))  # anything spooled would land here
     head = whole_file_chunk_head(BOUNDARY, file_uuid, size)
     seen_while_sending: list[int] = []
