@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.proc import process_tree
+from tests.support.proc import process_tree, wait_until_read
 from tests.support.raw_http import read_response
 from tests.support.server import ChunkdServer, free_port
 
@@ -294,7 +294,10 @@ def test_sigterm_waits_for_requests_in_flight_only_so_long(tmp_path: Path, kind:
 
             sender = threading.Thread(target=trickle, daemon=True)
             sender.start()
-            time.sleep(0.5)  # the request is in flight (not a wall-clock assertion: it only starts it)
+            # The request is in flight: the server has read it. Half a second's sleep stood for this, and
+            # a server not run for that long (a loaded machine) got the SIGTERM before it had accepted
+            # the connection, which was reset (seen with the server stopped for that half second).
+            wait_until_read(sock, server.port)
             assert server.process is not None
             os.killpg(server.process.pid, signal.SIGTERM)
             try:

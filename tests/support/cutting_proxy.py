@@ -7,9 +7,8 @@ import contextlib
 import socket
 import struct
 import threading
-import time
 
-from tests.support.proc import tcp_socket
+from tests.support.proc import wait_until_read
 
 __all__ = ["CuttingProxy"]
 
@@ -57,7 +56,7 @@ class CuttingProxy:
                         # What was forwarded reaches the server's process before the cut: an RST
                         # discards what the kernel still holds for it, so on a loaded machine the
                         # cut would land wherever the server happened to be, not after cut_after.
-                        _wait_until_read(sink, self.target_port)
+                        wait_until_read(sink, self.target_port)
                         # RST rather than FIN: the server sees the connection die mid-body.
                         for sock in (source, sink):
                             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -77,15 +76,3 @@ class CuttingProxy:
     def close(self) -> None:
         self._closed = True
         self._listener.close()
-
-
-def _wait_until_read(upstream: socket.socket, server_port: int, timeout: float = 120.0) -> None:
-    """Until the server's process has read every byte sent on ``upstream`` (nothing queued in the
-    proxy's socket nor in the server's); ``timeout`` bounds only a server that stopped reading."""
-    port = upstream.getsockname()[1]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ours, theirs = tcp_socket(port, server_port), tcp_socket(server_port, port)
-        if ours is None or theirs is None or (ours.send_queue == 0 and theirs.receive_queue == 0):
-            return
-        time.sleep(0.01)

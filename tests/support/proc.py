@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TcpSocket", "children", "holds", "process_tree", "tcp_socket", "tcp_sockets"]
+__all__ = ["TcpSocket", "children", "holds", "process_tree", "tcp_socket", "tcp_sockets", "wait_until_read"]
 
 
 def children(pid: int) -> list[int]:
@@ -77,3 +79,16 @@ def holds(pid: int, inodes: Iterable[str]) -> bool:
                 if os.readlink(fd) in wanted:
                     return True
     return False
+
+
+def wait_until_read(upstream: socket.socket, server_port: int, timeout: float = 120.0) -> None:
+    """Until the server's process has read every byte sent on ``upstream`` (nothing queued in this
+    end's socket nor in the server's): what was sent has reached the server itself, however long a
+    loaded machine took to run it. ``timeout`` bounds only a server that stopped reading."""
+    port = upstream.getsockname()[1]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ours, theirs = tcp_socket(port, server_port), tcp_socket(server_port, port)
+        if ours is None or theirs is None or (ours.send_queue == 0 and theirs.receive_queue == 0):
+            return
+        time.sleep(0.01)
