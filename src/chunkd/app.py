@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
@@ -51,6 +52,7 @@ log = logging.getLogger("chunkd")
 # How long the shutdown waits for cancelled requests to finish their clean-up before it closes the stores.
 REQUEST_DRAIN_SECONDS = 10.0
 CLAMD_PING_SECONDS = 2.0  # a start does not wait longer on an unreachable scanner
+HISTORY_EVERY_SECONDS = 3600.0  # how often the reaper forgets events past their retention
 startup_log = logging.getLogger("chunkd.startup")  # shown by `chunkd serve` (server/run.py:log_config)
 
 try:
@@ -111,14 +113,16 @@ def _frontend_prefixes(settings: Settings) -> dict[str, str]:
 
 
 async def _reap_until(runtime: Runtime, stopping: asyncio.Event) -> None:
-    """Expire idle uploads every ``reaper_interval_seconds``, and remove orphaned blobs every
-    ``orphan_sweep_interval_seconds`` (the first time at start: a crash's leftovers), until
+    """Expire idle uploads every ``reaper_interval_seconds``, remove orphaned blobs every
+    ``orphan_sweep_interval_seconds`` (the first time at start: a crash's leftovers) and forget
+    events past ``event_retention_days`` every ``HISTORY_EVERY_SECONDS``, until
     ``stopping`` is set; a sweep that has begun ends its batch first (cancelled inside a
     transaction, a database driver's connection can be left waiting for ever, as the delivery
     worker's once was)."""
     settings = runtime.settings
     interval, orphans_every = settings.reaper_interval_seconds, settings.orphan_sweep_interval_seconds
-    orphans_due = time.monotonic()
+    orphans_due = history_due = time.monotonic()
+    retention = timedelta(days=settings.event_retention_days)
     while not stopping.is_set():
         try:
             while await runtime.uploads.expire_due(limit=200) == 200 and not stopping.is_set():
@@ -137,6 +141,19 @@ async def _reap_until(runtime: Runtime, stopping: asyncio.Event) -> None:
                 log.warning("orphaned-blob sweep failed: %s", exc)
             except Exception:
                 log.exception("orphaned-blob sweep failed")
+        if retention and time.monotonic() >= history_due and not stopping.is_set():
+            history_due = time.monotonic() + HISTORY_EVERY_SECONDS
+            try:
+                if forgotten := await runtime.webhooks.forget_old_events(retention):
+                    log.info(
+                        "forgot %d event(s) older than %g days, with their deliveries",
+                        forgotten,
+                        settings.event_retention_days,
+                    )
+            except StorageError as exc:
+                log.warning("event history clean-up failed: %s", exc)
+            except Exception:
+                log.exception("event history clean-up failed")
         await until_set(stopping, interval)
 
 

@@ -194,3 +194,38 @@ def _aged(blob: Path, seconds: float) -> None:
     when = time.time() - seconds
     for path in (blob, blob.parent):
         os.utime(path, (when, when))
+
+
+async def test_the_reaper_forgets_events_past_their_retention(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox grew by every lifecycle event for ever; the reaper forgets the ones older than
+    ``event_retention_days`` whose deliveries are all final, and keeps the newer ones."""
+    from sqlalchemy import select
+
+    from chunkd.backends.repository.sqlalchemy.tables import events
+
+    monkeypatch.setattr("chunkd.app.HISTORY_EVERY_SECONDS", 0.01)
+    # The uploads live for ten days: the reaper only forgets the old one's event, never expires it.
+    days = 86400
+    app = create_app(
+        settings_with(settings, reaper_interval_seconds=0.01, event_retention_days=1, upload_ttl_seconds=10 * days)
+    )
+    async with app.router.lifespan_context(app):
+        runtime = app.state.chunkd
+        engine = runtime.repo.engine
+
+        async def kept() -> set[str]:
+            async with engine.connect() as conn:
+                return set((await conn.execute(select(events.c.upload_id))).scalars())
+
+        real_clock = runtime.uploads.clock
+        runtime.uploads.clock = lambda: real_clock() - timedelta(days=2)  # made two days ago
+        old = await runtime.uploads.create("alice", filename="old.bin", size_bytes=3, part_size=3)
+        runtime.uploads.clock = real_clock
+        new = await runtime.uploads.create("alice", filename="new.bin", size_bytes=3, part_size=3)
+        await runtime.delivery.run_once()  # dispatched: no endpoint, so nothing is pending
+        deadline = time.monotonic() + 30
+        while old.id in await kept() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert await kept() == {new.id}

@@ -267,3 +267,40 @@ async def test_one_owners_backlog_does_not_hold_back_another_owners_deliveries(m
     assert [c.endpoint.id for c in claimed].count("we_alice") == 1
     # The rest are bob's, oldest first; what is left is claimed later.
     assert len(await hooks.claim(T0 + 3 * S, T0 + 30 * S, 100)) == 13
+
+
+async def test_old_events_with_final_deliveries_are_forgotten_with_them(metadata: MetadataStore) -> None:
+    """The outbox and the delivery logs are kept for the retention, not for ever: an event older than
+    it goes with its deliveries once they are all final. One with a delivery still pending, one not
+    dispatched yet, and a newer one stay."""
+    hooks = metadata.webhooks
+    await hooks.add_endpoint(endpoint("we_all"))
+    day = timedelta(days=1)
+
+    async def event_at(when: datetime) -> str:
+        upload = make_upload(10, 10)
+        await metadata.uploads.create(upload, [Event.for_upload(EventType.UPLOAD_CREATED, upload, when)])
+        return upload.id
+
+    uploads = [await event_at(when) for when in (T0, T0, T0, T0 + 40 * day)]
+    await hooks.dispatch(T0 + 40 * day, 10)
+    claimed = {c.payload["data"]["id"]: c for c in await hooks.claim(T0 + 40 * day, T0 + 40 * day + S, 10)}
+    # Delivered, failed for good, still retrying; and a new one, delivered.
+    delivered, failed, retrying, new = (claimed[upload_id] for upload_id in uploads)
+    for done in (delivered, new):
+        await hooks.record_success(done.delivery.id, T0 + 40 * day, 204)
+    await hooks.record_failure(
+        failed.delivery.id, T0 + 40 * day, response_status=500, error="no", retry_at=None, disable_after_seconds=1e9
+    )
+    await hooks.record_failure(
+        retrying.delivery.id, T0, response_status=500, error="no", retry_at=T0 + 50 * day, disable_after_seconds=1e9
+    )
+    await event_at(T0)  # old, and not dispatched yet
+    assert await hooks.prune(T0 + 30 * day, 1) == 1  # a batch at a time
+    assert await hooks.prune(T0 + 30 * day, 10) == 1
+    assert await hooks.prune(T0 + 30 * day, 10) == 0
+    log = {d.id for d in await hooks.list_deliveries("we_all", 10)}
+    assert log == {retrying.delivery.id, new.delivery.id}
+    assert (await hooks.dispatch(T0 + 40 * day, 10)).events == 1  # the undispatched one is still there
+    again = await hooks.redeliver("we_all", new.delivery.id, T0 + 41 * day, "dlv_again")
+    assert again is not None and again.event_id == new.delivery.event_id

@@ -144,3 +144,8 @@ class WebhookRepository(Protocol):
     async def redeliver(self, endpoint_id: str, delivery_id: str, now: datetime, new_id: str) -> Delivery | None:
         """A new pending delivery of the same event to the same endpoint, due now (None: no such
         delivery of that endpoint)."""
+
+    async def prune(self, before: datetime, limit: int) -> int:
+        """Forget up to ``limit`` dispatched events made before ``before`` whose deliveries are all
+        final (delivered or failed), with those deliveries; returns how many events went. An event
+        not dispatched yet, or with a delivery still pending, stays."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from chunkd.domain.errors import InvalidInput, NotFound
 from chunkd.domain.events import EventType
@@ -91,6 +91,18 @@ class WebhookService:
             )
             await self.repo.add_endpoint(endpoint)
         return endpoint
+
+    async def forget_old_events(self, retention: timedelta, *, batch: int = 1000) -> int:
+        """Forget the events older than ``retention`` whose deliveries are all final, with those
+        deliveries (the endpoints' delivery logs), in batches; returns how many events went. The
+        outbox and the logs otherwise grew by every lifecycle event for ever."""
+        before = self.clock() - retention
+        forgotten = 0
+        while (gone := await self.repo.prune(before, batch)) > 0:
+            forgotten += gone
+            if gone < batch:
+                break
+        return forgotten
 
     async def _check_url(self, url: str) -> None:
         check_url_shape(url)

@@ -66,6 +66,12 @@ class EventSettings(BaseModel):
     webhook_concurrency: int = Field(
         DELIVERY.concurrency, ge=1, description="Deliveries one node sends at the same time (default 8)."
     )
+    event_retention_days: float = Field(
+        30.0,
+        ge=0,
+        description="Days the lifecycle events and their webhook deliveries (the endpoints' delivery logs) are kept "
+        "once every delivery is final (default 30; 0: kept for ever). The reaper forgets older ones.",
+    )
     webhook_block_private: bool = Field(
         DELIVERY.block_private,
         description="Refuse owner-registered webhook URLs that resolve to loopback, private, link-local or other "

@@ -178,6 +178,7 @@ events = Table(
     Column("dispatched", Boolean, nullable=False),
     UniqueConstraint("id", name="uq_events_id"),
     Index("ix_events_dispatched_seq", "dispatched", "seq"),
+    Index("ix_events_created_at", "created_at"),  # the history's retention (migration 0010)
 )
 
 # Where events go: operator-wide endpoints (owner NULL, kept in step with the settings at start-up,
@@ -220,6 +221,7 @@ webhook_deliveries = Table(
     Column("last_error", String(500), nullable=True),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
+    Index("ix_webhook_deliveries_event", "event_id"),  # the history's retention (migration 0010)
 )
 
 # One row: this database's id, made with it. A blob store keeps the id of the database it belongs

@@ -335,6 +335,21 @@ class SqlWebhookRepository(SqlStore):
             )
             return bool(disabled.rowcount)
 
+    async def prune(self, before: datetime, limit: int) -> int:
+        pending = select(D.c.id).where(D.c.event_id == events.c.id, D.c.status == DeliveryStatus.PENDING.value)
+        old = (
+            select(events.c.id)
+            .where(events.c.created_at < before, events.c.dispatched.is_(True), ~pending.exists())
+            .order_by(events.c.created_at)
+            .limit(limit)
+        )
+        async with self.transaction() as conn:
+            gone = [r[0] for r in await conn.execute(old)]
+            if gone:
+                await conn.execute(delete(D).where(D.c.event_id.in_(gone)))
+                await conn.execute(delete(events).where(events.c.id.in_(gone)))
+        return len(gone)
+
     async def list_deliveries(self, endpoint_id: str, limit: int) -> list[Delivery]:
         query = (
             select(D).where(D.c.endpoint_id == endpoint_id).order_by(D.c.created_at.desc(), D.c.id.desc()).limit(limit)
