@@ -268,6 +268,23 @@ async def test_download_resumes_from_a_partial_file_and_verifies_the_md5(sdk: Sd
         assert (await client.download(file.id, tmp_path / "copy.pdf")).read_bytes() == data
 
 
+async def test_a_file_whose_name_is_near_the_limit_downloads(sdk: Sdk, tmp_path: Path) -> None:
+    """The server keeps names of up to 255 bytes; the hidden ``.NAME.ID.part`` beside the target
+    added 29 to them, and a name of more than 226 bytes could not be downloaded at all (ENAMETOOLONG)."""
+    name = "é" * 120 + ".bin"  # 244 bytes
+    data = os.urandom(3 * PART)
+    async with sdk.client(remember=False) as client:
+        file = await client.upload(io.BytesIO(data), filename=name, part_size=PART)
+        assert file.filename == name
+        partial = tmp_path / f".{'é' * 113}.{file.id}.part"  # 255 bytes, cut on a character
+        partial.write_bytes(data[:1234])
+        sdk.recorder.seen.clear()
+        target = await client.download(file.id, tmp_path)
+        assert target == tmp_path / name and target.read_bytes() == data and not partial.exists()
+        ranges = [h.get("range") for m, p, h in sdk.recorder.seen if p.endswith("/content")]
+        assert ranges == ["bytes=1234-"]  # the partial kept there is found again, and continued
+
+
 async def test_a_name_from_the_upload_never_replaces_a_file(sdk: Sdk, tmp_path: Path) -> None:
     """The filename is the uploader's choice (a partner's, through a link): downloaded into a
     directory, it never replaces a file there; a path the caller gives does."""

@@ -52,6 +52,7 @@ __all__ = [
     "UploadOptions",
     "content_md5",
     "missing_parts",
+    "partial_path",
     "resumable",
     "reusable",
     "user_agent",
@@ -121,6 +122,20 @@ def download_name(file: File) -> str:
     """A safe local name for a file's (client-chosen, so untrusted) filename."""
     name = file.filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
     return name if name not in ("", ".", "..") else file.id
+
+
+NAME_MAX = 255  # bytes in one file name, on Linux's and macOS's file systems
+
+
+def partial_path(target: Path, file_id: str) -> Path:
+    """The hidden file a download fills before it takes ``target``'s name: ``.NAME.ID.part``, NAME
+    cut short (on a character) where the whole would pass ``NAME_MAX``. A name of more than 226
+    bytes (the server keeps up to 255) made every download of the file fail with 'File name too long'."""
+    suffix = f".{file_id}.part"
+    name = target.name
+    while len(os.fsencode(f".{name}{suffix}")) > NAME_MAX and name:
+        name = name[:-1]
+    return target.with_name(f".{name}{suffix}")
 
 
 def _refuse_existing(target: Path) -> None:
@@ -396,7 +411,7 @@ class ClientCore(Generic[TransportT]):
             target = target / download_name(file)
         if named_by_uploader:
             _refuse_existing(target)
-        partial = target.with_name(f".{target.name}.{file.id}.part")
+        partial = partial_path(target, file.id)
         sink = DownloadSink(file.size_bytes, on_progress)
         if partial.exists() and partial.stat().st_size <= file.size_bytes:
             yield Blocking(sink.resume_from, (partial,))
