@@ -176,6 +176,25 @@ async def test_a_file_edited_in_place_with_its_size_and_mtime_kept_is_sent_again
     assert state.get(client.url, client.key, LocalFile.of(path)) is None
 
 
+async def test_a_path_whose_name_is_not_utf8_uploads_and_resumes(sdk: Sdk, tmp_path: Path) -> None:
+    """A name made on a Latin-1 system ('café' as b'caf\\xe9'): Python holds it with a surrogate,
+    which neither the state file's key nor the create's JSON could encode; every upload failed."""
+    path = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.bin")
+    data = os.urandom(3 * PART)
+    Path(path).write_bytes(data)
+    state = UploadState(sdk.state_dir)
+    async with sdk.client() as client:
+        started = await client.create("café.bin", len(data), part_size=PART)
+        state.put(client.url, client.key, LocalFile.of(path), started.id)
+        await client._put_part(started, 2, Source(path), Tracker(0, None))
+        sdk.recorder.seen.clear()
+        resumed = await client.upload(path)
+        fresh = await client.upload(path, part_size=PART)
+    assert (resumed.id, resumed.status, resumed.md5) == (started.id, "COMPLETED", hashlib.md5(data).hexdigest())
+    assert sorted(sdk.recorder.parts_sent(started.id)) == [1, 3]
+    assert (fresh.filename, fresh.status, fresh.md5) == ("caf\ufffd.bin", "COMPLETED", resumed.md5)
+
+
 async def test_resume_by_id_sends_only_what_the_server_lacks(sdk: Sdk) -> None:
     data = os.urandom(4 * PART + 1)
     async with sdk.client() as client:

@@ -265,6 +265,21 @@ def test_json_prints_one_object_per_finished_file_and_failures_exit_non_zero(
     assert again.returncode == 1 and "not_found" in again.stderr
 
 
+def test_a_file_whose_name_is_not_utf8_uploads_and_the_next_files_too(
+    tmp_path: Path, e2e_server: ChunkdServer, e2e_key: str, cli_env: dict[str, str]
+) -> None:
+    """b'caf\\xe9.txt' (a Latin-1 name): the command stopped with a traceback, first in the SDK, then
+    printing the name on a strict UTF-8 stdout (any UTF-8 locale but C), and the next files never went."""
+    latin = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.txt")
+    Path(latin).write_bytes(b"latin\n")
+    other = tmp_path / "other.txt"
+    other.write_bytes(b"other\n")
+    env = {**cli_env, "CHUNKD_URL": e2e_server.url, "CHUNKD_KEY": e2e_key, "PYTHONIOENCODING": "utf-8:strict"}
+    result = chunkd("upload", latin, str(other), env=env)
+    assert result.returncode == 0, result.stderr
+    assert [line.split(" → ")[0] for line in result.stdout.splitlines()] == [f"{tmp_path}/caf\ufffd.txt", str(other)]
+
+
 def test_an_id_that_begins_with_a_dash_goes_after_double_dash(
     e2e_server: ChunkdServer, e2e_key: str, cli_env: dict[str, str]
 ) -> None:

@@ -99,6 +99,7 @@ def upload(
     import json
 
     from chunkd.client import APIError, ClientError, format_size, parse_size
+    from chunkd.client.source import display_name
 
     try:
         part_bytes = parse_size(part_size) if part_size is not None else None
@@ -145,7 +146,10 @@ def upload(
             if json_output:
                 print(json.dumps(file.summary()), flush=True)
             else:
-                print(f"{path} → {file.id} ({format_size(file.size_bytes)}, md5 {file.md5})", flush=True)
+                # A name that is not UTF-8 as the terminal shows it: printed as it is, it stopped the
+                # command (UnicodeEncodeError) after its upload, before the other files'.
+                shown = display_name(str(path))
+                print(f"{shown} → {file.id} ({format_size(file.size_bytes)}, md5 {file.md5})", flush=True)
     if failed:
         err_console.print(f"{failed} of {len(paths)} file(s) failed", style="red", markup=False)
         raise typer.Exit(1)

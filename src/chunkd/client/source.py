@@ -13,10 +13,17 @@ from typing import IO, Union
 
 from chunkd.client.state import LocalFile
 
-__all__ = ["CHUNK", "Source", "SourceLike", "part_range"]
+__all__ = ["CHUNK", "Source", "SourceLike", "display_name", "part_range"]
 
 CHUNK = 1024 * 1024  # bytes read (and sent) at a time
 SourceLike = Union[str, "os.PathLike[str]", IO[bytes]]
+
+
+def display_name(name: str) -> str:
+    """The name the server keeps for a local file's: bytes of it that are not UTF-8 (a name made
+    on a Latin-1 system, which Python holds as surrogates) become U+FFFD. Sent as they were, they
+    could not be encoded into the request, and the upload failed with a traceback."""
+    return os.fsencode(name).decode("utf-8", "replace")
 
 
 def part_range(number: int, part_size: int, size: int) -> tuple[int, int]:
@@ -47,7 +54,7 @@ class Source:
                     "not a regular file (a directory, device or pipe has no size to upload)",
                     self.local.path,
                 )
-            self.name = os.path.basename(self.local.path)
+            self.name = display_name(os.path.basename(self.local.path))
             self.start = 0
             self.size = os.fstat(self._fd).st_size
         else:

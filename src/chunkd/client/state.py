@@ -47,6 +47,12 @@ def key_identity(key: str | None) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
+def _digest(parts: list[str]) -> str:
+    # A path is bytes on POSIX: one that is not UTF-8 comes as str with surrogates (PEP 383),
+    # which a plain encode() refused, and every upload of such a file failed.
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
+
+
 @dataclass(frozen=True)
 class LocalFile:
     """What identifies a local file's bytes well enough to resume its upload."""
@@ -74,7 +80,7 @@ class UploadState:
     @staticmethod
     def entry_key(server: str, key: str | None, local: LocalFile) -> str:
         parts = [server.rstrip("/"), key_identity(key), local.path, str(local.size), str(local.mtime_ns)]
-        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+        return _digest(parts)
 
     def get(self, server: str, key: str | None, local: LocalFile) -> str | None:
         entry = self._read().get(self.entry_key(server, key, local))
@@ -83,7 +89,7 @@ class UploadState:
     @staticmethod
     def _owner_of(server: str, key: str | None, path: str) -> str:
         """The same server, key and path, whatever the file's size and mtime."""
-        return hashlib.sha256("\0".join([server.rstrip("/"), key_identity(key), path]).encode()).hexdigest()
+        return _digest([server.rstrip("/"), key_identity(key), path])
 
     def put(self, server: str, key: str | None, local: LocalFile, upload_id: str) -> None:
         entry = {"id": upload_id, "path": local.path, "at": time.time(), "of": self._owner_of(server, key, local.path)}
