@@ -94,3 +94,57 @@ def test_sync_and_async_clients_decide_alike(
     result, sent, notices = sync
     assert result == ends
     assert sent == ["GET /v1/files/f1"] * tries and len(notices) == tries - 1
+
+
+@pytest.mark.parametrize("when", ["parts are retried", "the whole file is hashed"])
+def test_ctrl_c_stops_the_upload_threads_soon(when: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C lets the parts in flight finish, but starts nothing more: parts that met a 503 went on
+    waiting and trying again (about a minute with the default policy) after it, and Ctrl-C once
+    every part was sent waited for the whole-file MD5 to the end of the file."""
+    import signal
+    import threading
+    import time
+
+    from chunkd.client.source import Source
+
+    part, parts = 1000, 3
+    retrying = when == "parts are retried"
+    puts: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        request.read()
+        if request.method == "POST":
+            file = {"id": "f1", "filename": "a.bin", "sizeBytes": part * parts, "status": "PENDING"}
+            return httpx.Response(201, json={**file, "partSize": part, "partCount": parts, "parts": []})
+        puts.append(time.monotonic())
+        if retrying:
+            return httpx.Response(
+                503, json={"error": {"code": "unavailable", "message": "no"}}, headers={"Retry-After": "3"}
+            )
+        return httpx.Response(200, json={"partNumber": 1, "sizeBytes": part})
+
+    whole_md5 = Source.md5
+
+    def slow_whole_md5(self: Source, offset: int = 0, length: int | None = None, stop: Any = None) -> bytes:
+        if length is None and not retrying:
+            assert stop is not None
+            stop.wait(10)  # a large file, still being read
+            return b""
+        return whole_md5(self, offset, length, stop)
+
+    monkeypatch.setattr(Source, "md5", slow_whole_md5)
+    policy = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.002, max_retry_after=3)
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"x" * part * parts)
+    with Client(
+        "http://test", "k", transport=httpx.MockTransport(handler), retry=policy, remember_uploads=False
+    ) as client:
+        ctrl_c = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+        ctrl_c.start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            client.upload(source, parallel=parts)
+        stopped = time.monotonic()
+    assert stopped - started < 2.5, f"Ctrl-C took {stopped - started:.1f} s"
+    assert not [t for t in puts if t > started + 0.5]  # no part sent again after it
+    assert not [t for t in threading.enumerate() if t.name.startswith(("chunkd-upload", "chunkd-md5"))]

@@ -73,8 +73,9 @@ class Blocking:
 @dataclass(frozen=True)
 class Parallel:
     """Run ``flows``, ``limit`` at a time, beside ``whole(stop)`` (blocking; it should give up once
-    ``stop`` is set, which happens when a flow fails). Answered with what ``whole`` returned once
-    every flow is done; the first failure of a flow is raised."""
+    ``stop`` is set, which happens when a flow fails or the run is interrupted; the flows then start
+    no new effect). Answered with what ``whole`` returned once every flow is done; the first failure
+    of a flow is raised."""
 
     flows: list[Flow[None]]
     limit: int

@@ -23,6 +23,10 @@ __all__ = ["DEFAULT_URL", "Client"]
 T = TypeVar("T")
 
 
+class Stopped(Exception):
+    """Raised into a part's flow when its upload is given up: another part failed, or Ctrl-C."""
+
+
 class Client(ClientCore[httpx.BaseTransport]):
     """A chunkd server's Files API, blocking; parts go out from a thread pool. ``key`` is an API key
     (``ck_…``) or an access token; the other settings are :class:`ClientCore`'s."""
@@ -99,23 +103,30 @@ class Client(ClientCore[httpx.BaseTransport]):
         return self._run(self._download_flow(file_id, dest, on_progress))
 
     # ---- performing effects ---------------------------------------------------------------------
-    def _run(self, flow: Flow[T]) -> T:
+    def _run(self, flow: Flow[T], stop: threading.Event | None = None) -> T:
+        """Perform ``flow``'s effects; once ``stop`` is set (a part of the same upload failed, or
+        Ctrl-C), its next effect fails instead: a request in flight finishes, nothing new starts."""
         driver = Driver(flow)
         while (effect := driver.next()) is not None:
             try:
-                driver.answer(self._perform(effect))
+                if stop is not None and stop.is_set():
+                    raise Stopped("the upload was given up")
+                driver.answer(self._perform(effect, stop))
             except BaseException as exc:  # raised inside the flow, which decides
                 driver.fail(exc)
         return driver.result
 
-    def _perform(self, effect: Effect) -> Any:
+    def _perform(self, effect: Effect, stop: threading.Event | None = None) -> Any:
         if isinstance(effect, Request):
             content = iter(effect.body.read, b"") if effect.body is not None else None
             return self._http.request(effect.method, effect.path, content=content, **effect.options())
         if isinstance(effect, Fetch):
             return self._fetch(effect)
         if isinstance(effect, Sleep):
-            time.sleep(effect.seconds)
+            if stop is None:
+                time.sleep(effect.seconds)
+            elif stop.wait(effect.seconds):
+                raise Stopped("the upload was given up")
             return None
         if isinstance(effect, Blocking):
             return effect.function(*effect.args)
@@ -140,13 +151,16 @@ class Client(ClientCore[httpx.BaseTransport]):
         ):
             stop = threading.Event()
             whole = hashing.submit(job.whole, stop)
-            futures = [pool.submit(self._run, flow) for flow in job.flows]
+            futures = [pool.submit(self._run, flow, stop) for flow in job.flows]
             try:
                 for future in as_completed(futures):
                     future.result()
+                return whole.result()
             except BaseException:
+                # The parts in flight finish (their bytes are kept for the resume), but none is
+                # tried again and the MD5 stops: Ctrl-C went on waiting for retries (up to a minute
+                # at a server down) or, once the parts were sent, for the hashing to the file's end.
                 stop.set()
                 for future in futures:
                     future.cancel()
                 raise
-            return whole.result()
