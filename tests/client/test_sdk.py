@@ -195,6 +195,26 @@ async def test_a_path_whose_name_is_not_utf8_uploads_and_resumes(sdk: Sdk, tmp_p
     assert (fresh.filename, fresh.status, fresh.md5) == ("caf\ufffd.bin", "COMPLETED", resumed.md5)
 
 
+async def test_a_remembered_upload_completed_with_other_bytes_is_not_taken_for_the_file(
+    sdk: Sdk, tmp_path: Path
+) -> None:
+    """A run stopped between *complete* and forgetting its entry leaves a COMPLETED upload behind; the
+    file edited since with its size and mtime kept was reported uploaded, as that upload's id and MD5."""
+    path = tmp_path / "done.bin"
+    before, after = os.urandom(3 * PART), os.urandom(3 * PART)
+    path.write_bytes(after)
+    state = UploadState(sdk.state_dir)
+    async with sdk.client() as client:
+        old = await client.create("done.bin", len(before), part_size=PART)
+        await client.resume(old.id, io.BytesIO(before))
+        state.put(client.url, client.key, LocalFile.of(path), old.id)
+        file = await client.upload(path)
+        assert (file.status, file.md5) == ("COMPLETED", hashlib.md5(after).hexdigest()) and file.id != old.id
+        state.put(client.url, client.key, LocalFile.of(path), file.id)  # the same bytes: taken as they are
+        sdk.recorder.seen.clear()
+        assert (await client.upload(path)).id == file.id and not sdk.recorder.parts_sent(file.id)
+
+
 async def test_resume_by_id_sends_only_what_the_server_lacks(sdk: Sdk) -> None:
     data = os.urandom(4 * PART + 1)
     async with sdk.client() as client:

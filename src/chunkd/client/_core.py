@@ -295,7 +295,14 @@ class ClientCore(Generic[TransportT]):
         try:
             remembered = yield from self._remembered_flow(src)
             if remembered is not None and remembered.status == "COMPLETED":
-                return remembered
+                # A run stopped between complete and forget: that upload is this file's only if its
+                # MD5 is this file's (one edited since with its size and mtime kept is not).
+                local_md5: bytes = yield Blocking(src.md5)
+                if remembered.md5 == local_md5.hex():
+                    if self.state is not None and src.local is not None:
+                        yield Blocking(self.state.forget, (self.url, self.key, src.local))
+                    return remembered
+                remembered = None
 
             def start() -> Flow[File]:
                 file = yield from self._create_flow(filename or src.name, src.size, part_size, mime_type)
