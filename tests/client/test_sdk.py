@@ -352,6 +352,19 @@ async def test_a_create_whose_answer_was_lost_makes_one_upload(sdk: Sdk) -> None
     assert len(keys) == 2 and keys[0] == keys[1] and keys[0]
 
 
+async def test_a_delete_whose_answer_was_lost_is_done(sdk: Sdk) -> None:
+    """The server deleted the file but its answer was lost (a proxy's 502): the retry's 404 was
+    reported as a failure (``chunkd rm`` exit 1, 'not_found') of a delete that had been done."""
+    async with sdk.client(remember=False) as client:
+        file = await client.upload(io.BytesIO(b"x"), filename="d.txt")
+        sdk.recorder.losses, sdk.recorder.lose_when = 1, "DELETE /v1/files"
+        await client.delete(file.id)
+        with pytest.raises(NotFound):
+            await client.get(file.id)
+        with pytest.raises(NotFound):  # a 404 at the first try is still one
+            await client.delete(file.id)
+
+
 async def test_pending_files_do_not_download(sdk: Sdk, tmp_path: Path) -> None:
     async with sdk.client() as client:
         file = await client.create("later.bin", 10)

@@ -210,11 +210,15 @@ class ClientCore(Generic[TransportT]):
     ) -> Flow[httpx.Response]:
         """One API call, tried again (with backoff) on network errors, 5xx, 429 and retryable 409s;
         an error answer becomes a typed exception."""
+        # Whether a try may have been carried out though its answer never came (a proxy's 502, a
+        # connection cut after the request went out): a DELETE then answered 404 was done by it.
+        maybe_done = False
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             try:
                 response: httpx.Response = yield Request(method, path, json, params, headers, body)
             except httpx.TransportError as exc:
+                maybe_done = maybe_done or not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
                 # A refused connection before the server ever answered is a wrong URL or a server
                 # not started: one more try, not the 40-55 s of backoff that ride out a restart.
                 never_answered = isinstance(exc, httpx.ConnectError) and not self._answered and attempt >= 1
@@ -224,11 +228,14 @@ class ClientCore(Generic[TransportT]):
             else:
                 self._answered = True
                 if not (is_retryable_response(response) and not last):
+                    if method == "DELETE" and response.status_code == 404 and maybe_done:
+                        return response  # deleted by the try whose answer was lost
                     if response.is_error:
                         raise error_from_response(response)
                     self._check_answered_by_chunkd(method, path, response)
                     return response
                 hint, failure = retry_after(response), reason_of(response)
+                maybe_done = maybe_done or response.status_code != 429
             if body is not None:
                 body.rewind()
             yield self._wait(method, path, attempt, hint, failure)
