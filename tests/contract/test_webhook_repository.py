@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from chunkd.domain.events import Event, EventType
 from chunkd.ports.metadata import MetadataStore
-from chunkd.ports.webhooks import DeliveryStatus, Endpoint
+from chunkd.ports.webhooks import ClaimedDelivery, DeliveryStatus, Endpoint
 from tests.support.uploads import make_upload
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -27,6 +27,15 @@ async def created_upload(metadata: MetadataStore, owner: str = "alice") -> str:
     upload = make_upload(10, 10, owner=owner)
     await metadata.uploads.create(upload, [Event.for_upload(EventType.UPLOAD_CREATED, upload, T0)])
     return upload.id
+
+
+async def two_claimed(metadata: MetadataStore) -> list[ClaimedDelivery]:
+    """Two of alice's uploads made, their events dispatched to one endpoint (``we_all``) and claimed at T0."""
+    await metadata.webhooks.add_endpoint(endpoint("we_all"))
+    await created_upload(metadata)
+    await created_upload(metadata)
+    await metadata.webhooks.dispatch(T0, 10)
+    return await metadata.webhooks.claim(T0, T0 + S, 10)
 
 
 async def test_endpoints_are_scoped_by_owner(metadata: MetadataStore) -> None:
@@ -120,11 +129,7 @@ async def test_claims_lease_and_concurrent_claimers_split_the_work(metadata: Met
 
 async def test_success_failure_disable_and_redeliver(metadata: MetadataStore) -> None:
     hooks = metadata.webhooks
-    await hooks.add_endpoint(endpoint("we_all"))
-    await created_upload(metadata)
-    await created_upload(metadata)
-    await hooks.dispatch(T0, 10)
-    first, second = await hooks.claim(T0, T0 + S, 10)
+    first, second = await two_claimed(metadata)
     await hooks.record_success(first.delivery.id, T0, 204)
     disabled = await hooks.record_failure(
         second.delivery.id, T0, response_status=500, error="boom", retry_at=T0 + 10 * S, disable_after_seconds=60
@@ -156,11 +161,7 @@ async def test_an_outcome_recorded_late_never_overwrites_a_final_one(metadata: M
     """A node whose lease ran out while it sent (or recorded) a delivery: another node claimed it,
     sent it and recorded the outcome. The first node's outcome, recorded late, changes nothing."""
     hooks = metadata.webhooks
-    await hooks.add_endpoint(endpoint("we_all"))
-    await created_upload(metadata)
-    await created_upload(metadata)
-    await hooks.dispatch(T0, 10)
-    first, second = await hooks.claim(T0, T0 + S, 10)
+    first, second = await two_claimed(metadata)
     assert [c.delivery.id for c in await hooks.claim(T0 + 2 * S, T0 + 3 * S, 10)] == [
         first.delivery.id,
         second.delivery.id,

@@ -14,6 +14,16 @@ async def _create(api, size: int, who: str = "alice"):  # type: ignore[no-untype
     )
 
 
+async def _deferred_tus_uploads(api, count: int) -> tuple[dict[str, str], list[str]]:  # type: ignore[no-untyped-def]
+    """``count`` tus uploads of deferred length made by alice, and the headers that made them."""
+    auth = {"Tus-Resumable": "1.0.0", **api.auth()}
+    ids = []
+    for _ in range(count):
+        made = await api.client.post("/files", headers={**auth, "Upload-Defer-Length": "1"})
+        ids.append(made.headers["location"].rsplit("/", 1)[1])
+    return auth, ids
+
+
 async def test_max_file_size(make_api: MakeApi) -> None:
     async with make_api(max_file_size=5000) as api:
         refused = await _create(api, 5001)
@@ -180,13 +190,8 @@ async def test_parallel_appends_to_deferred_uploads_never_pass_a_byte_quota_toge
     is read again, with the save, in the owner's quota turn: what no longer fits is refused."""
     import asyncio
 
-    tus = {"Tus-Resumable": "1.0.0"}
     async with make_api(max_pending_bytes=1000) as api:
-        auth = {**tus, **api.auth()}
-        ids = []
-        for _ in range(3):
-            made = await api.client.post("/files", headers={**auth, "Upload-Defer-Length": "1"})
-            ids.append(made.headers["location"].rsplit("/", 1)[1])
+        auth, ids = await _deferred_tus_uploads(api, 3)
         patch = {**auth, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
         answers = await asyncio.gather(
             *[api.client.patch(f"/files/{i}", content=b"x" * 900, headers=patch) for i in ids]
@@ -239,13 +244,8 @@ async def test_parallel_patches_declaring_deferred_lengths_never_pass_a_byte_quo
     was read before the body, and three declarations of 900 bytes, 1,000 allowed, all saved."""
     import asyncio
 
-    tus = {"Tus-Resumable": "1.0.0"}
     async with make_api(max_pending_bytes=1000) as api:
-        auth = {**tus, **api.auth()}
-        ids = []
-        for _ in range(3):
-            made = await api.client.post("/files", headers={**auth, "Upload-Defer-Length": "1"})
-            ids.append(made.headers["location"].rsplit("/", 1)[1])
+        auth, ids = await _deferred_tus_uploads(api, 3)
         patch = {
             **auth,
             "Content-Type": "application/offset+octet-stream",
