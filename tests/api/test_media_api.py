@@ -423,8 +423,22 @@ async def test_incomplete_upload_cannot_complete(api: Api) -> None:
         ("doc.pdf", make_pdf(), "image", "not an image"),
         ("bomb.png", bomb_png(), None, "pixels"),
         ("page.svg", b'<svg xmlns="http://www.w3.org/2000/svg"/>', None, "not an image"),
+        # A MediaBox past the media record's 32-bit width: its insert failed (500, and again on
+        # every retry, the upload left COMPLETED without media).
+        ("wide.pdf", make_pdf(width=1e30), None, "larger than any page"),
+        ("wider-than-int32.pdf", make_pdf(width=3e9), None, "larger than any page"),
     ],
-    ids=["truncated-png", "random-bytes", "broken-pdf", "png-as-pdf", "pdf-as-image", "bomb", "svg"],
+    ids=[
+        "truncated-png",
+        "random-bytes",
+        "broken-pdf",
+        "png-as-pdf",
+        "pdf-as-image",
+        "bomb",
+        "svg",
+        "huge-page",
+        "page-past-int32",
+    ],
 )
 async def test_content_must_match_type(api: Api, name: str, content: bytes, type: str | None, message: str) -> None:
     field = "document" if name.endswith(".pdf") else "image"

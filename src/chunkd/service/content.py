@@ -19,10 +19,15 @@ from typing import IO
 
 from chunkd.domain.errors import InvalidInput
 
-__all__ = ["IMAGE_FORMATS", "Inspection", "inspect_image", "inspect_pdf", "spool_to_file"]
+__all__ = ["IMAGE_FORMATS", "MAX_PAGE_POINTS", "Inspection", "inspect_image", "inspect_pdf", "spool_to_file"]
 
 # Formats a browser can show. Others Pillow knows (EPS runs Ghostscript, for one) are refused.
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
+# The largest page side kept, in points: the media record's width and height are 32-bit integers
+# (PostgreSQL's INTEGER; SQLite refuses past 64 bits). A PDF's MediaBox may name any number, and
+# a page 10^30 points wide made the media record's insert fail (a 500 on every retry, the upload
+# COMPLETED with no media). Real pages are at most 14,400 points a side (PDF 1.7, Annex C).
+MAX_PAGE_POINTS = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -111,9 +116,15 @@ def inspect_pdf(handle: IO[bytes], *, max_pages: int, field: str = "type") -> In
             if pages == 0:
                 raise InvalidInput("the PDF has no pages", field=field)
             box = reader.pages[0].mediabox
-            width, height = round(float(box.width)), round(float(box.height))
+            width, height = abs(round(float(box.width))), abs(round(float(box.height)))
+            if max(width, height) > MAX_PAGE_POINTS:
+                raise InvalidInput(
+                    f"the PDF's first page is {width}x{height} points, larger than any page"
+                    f" (at most {MAX_PAGE_POINTS} points a side)",
+                    field=field,
+                )
     except InvalidInput:
         raise
     except Exception as exc:  # pypdf raises PdfReadError, but also ValueError/KeyError … on damaged files
         raise InvalidInput(f"the PDF cannot be read: {exc}", field=field) from None
-    return Inspection("pdf", abs(width), abs(height), "PDF", "application/pdf")
+    return Inspection("pdf", width, height, "PDF", "application/pdf")
