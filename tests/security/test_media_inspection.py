@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import itertools
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -139,3 +140,61 @@ async def test_an_inspection_past_its_wall_time_is_killed_and_refused(
         # The pool replaced the killed worker: inspections go on.
         png_id = await chunked_upload(api.client, png, "b.png", api.auth())
         assert (await _complete(api, png_id, png)).status_code == 201
+
+
+async def test_waiting_inspections_take_turns_by_owner_and_are_bounded(
+    make_api: MakeApi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Alice's PDFs each hold the one worker until the wall time (spooled to a FIFO each, as above).
+    # Pebble's own queue was first come, first served and unbounded: 20 completes of one owner's
+    # 3.6 KB PDF held another owner's 70-byte PNG back 46 s.
+    spool = media_module.spool_to_file
+    fifos = itertools.count()
+
+    async def spool_pdf_to_fifo(chunks: AsyncIterator[bytes]) -> str:
+        path = await spool(chunks)
+        with open(path, "rb") as spooled:
+            if spooled.read(5) != b"%PDF-":
+                return path
+        os.unlink(path)
+        stuck = tmp_path / f"stuck-{next(fifos)}.pdf"
+        os.mkfifo(stuck)
+        return str(stuck)
+
+    monkeypatch.setattr(media_module, "spool_to_file", spool_pdf_to_fifo)
+    settings = {"media_inspect_workers": 1, "media_inspect_timeout_seconds": 3, "media_inspect_queue": 3}
+    async with make_api(**settings) as api:
+        inspector = _media(api).inspector
+        pdf = _lying_pdf(3)
+        alice = [await chunked_upload(api.client, pdf, "a.pdf", api.auth(), field="document") for _ in range(4)]
+        png = make_png(16, 16)
+        bob = await chunked_upload(api.client, png, "b.png", api.auth("bob"))
+        before = inspector.jobs_started
+        first = asyncio.create_task(_complete(api, alice[0], pdf))
+        while inspector.jobs_started == before and not first.done():  # alice's first holds the worker
+            await asyncio.sleep(0.01)
+        waiting = [asyncio.create_task(_complete(api, upload_id, pdf)) for upload_id in alice[1:3]]
+        await asyncio.sleep(0.3)
+        bobs = asyncio.create_task(
+            api.client.post(
+                COMPLETE, data={"upload_id": bob, "md5": hashlib.md5(png).hexdigest()}, headers=api.auth("bob")
+            )
+        )
+        await asyncio.sleep(0.3)
+
+        # Three wait already: one more is refused at once, in the media dialect, and recorded nowhere.
+        refused = await _complete(api, alice[3], pdf)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json()["code"] == "rate_limited" and refused.json()["field"] == "upload_id"
+        status = await api.client.get(f"/v1/files/{alice[3]}", headers=api.auth())
+        assert status.json()["status"] == "PENDING"
+
+        # Bob's PNG takes the worker next, before alice's second and third.
+        assert (await bobs).status_code == 201
+        assert not waiting[1].done()
+        assert all(response.status_code == 400 for response in await asyncio.gather(first, *waiting))
+        # The queue drained: alice's fourth is inspected now (its 429 was not recorded as a refusal).
+        jobs = inspector.jobs_started
+        assert (await _complete(api, alice[3], pdf)).status_code == 400
+        assert inspector.jobs_started == jobs + 1

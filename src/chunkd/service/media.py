@@ -82,7 +82,7 @@ class MediaService:
         chunks = self.uploads.read(upload) if upload.status is Status.COMPLETED else self.uploads.read_received(upload)
         path = await spool_to_file(chunks)
         try:
-            return await self.inspector.inspect(kind, path)
+            return await self.inspector.inspect(kind, path, owner=upload.owner)
         except ContentRefused as refused:
             upload.metadata.setdefault(REFUSED_KEY, {})[kind] = refused.message
             raise

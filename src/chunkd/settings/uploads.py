@@ -122,6 +122,12 @@ class UploadSettings(BaseModel):
     media_inspect_workers: int = Field(
         2, ge=1, le=64, description="Worker processes that inspect images and PDFs (more wait their turn)."
     )
+    media_inspect_queue: int = Field(
+        16,
+        ge=0,
+        description="Inspections that may wait for a worker, all owners together; one more is answered 429 "
+        "with Retry-After (nothing is recorded on the upload). Waiting ones take turns by owner.",
+    )
     media_inspect_timeout_seconds: float = Field(
         10.0,
         gt=0,
@@ -156,6 +162,7 @@ class UploadSettings(BaseModel):
     def inspection_limits(self) -> InspectionLimits:
         return InspectionLimits(
             workers=self.media_inspect_workers,
+            queue=self.media_inspect_queue,
             timeout_seconds=self.media_inspect_timeout_seconds,
             memory_bytes=self.media_inspect_memory_bytes,
             max_pdf_pages=self.media_max_pdf_pages,
