@@ -371,3 +371,53 @@ def test_parts_from_other_bytes_are_sent_again_and_the_file_completes(
         assert client.get(upload_id)["md5"] == md5
         assert client.download_md5(upload_id) == (12 * MiB + 5, md5)
     context.close()
+
+
+def test_pause_and_resume_in_a_backoff_keep_to_the_parallel_parts(browser: Any, tmp_path: Path) -> None:
+    """A part answered 503 waits (Retry-After) before it is sent again. Paused and resumed in that
+    wait, the upload's waiting worker went on beside the resumed run's three: four parts in flight,
+    more than PARALLEL_PARTS, and parts the resumed run was sending were sent a second time. (Paused
+    and resumed in one turn, the resume did nothing and the parts the pause broke off were never
+    sent again: the upload stayed 'waiting' for ever.)"""
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_PART_SIZE": str(MiB)}).start()
+    try:
+        key = server.create_key("alice")
+        path = tmp_path / "busy.bin"
+        md5 = random_file(path, 12 * MiB)
+        context = browser.new_context()
+        page = context.new_page()
+        page.add_init_script(  # the most part requests in flight at once (done at readyState 4, before onload)
+            """(() => { let now = 0; window.mostInFlight = 0; const send = XMLHttpRequest.prototype.send;
+            XMLHttpRequest.prototype.send = function (body) {
+              now++; window.mostInFlight = Math.max(window.mostInFlight, now);
+              this.addEventListener('readystatechange', () => { if (this.readyState === 4) now--; });
+              return send.call(this, body); }; })()"""
+        )
+        refused: list[str] = []
+
+        def busy_once(route: Any) -> None:
+            if refused:
+                route.continue_()
+                return
+            refused.append(route.request.url)
+            error = {"error": {"code": "unavailable", "message": "busy"}}
+            route.fulfill(status=503, headers={"Retry-After": "3"}, json=error)
+
+        page.route("**/parts/1", busy_once)
+        sign_in(page, server, key)
+        throttle(page, MiB)
+        page.set_input_files("#pick", str(path))
+        while not refused:
+            page.wait_for_timeout(20)
+        row = page.locator(f"#uploads li[data-name='{path.name}']")
+        row.locator("button.pause").click()  # Pause, then Resume, as a user clicks them
+        wait_drawn(page, path.name, "li.dataset.state === 'paused'")
+        row.locator("button.pause").click()
+        wait_for(page, path.name, "u.state === 'done' || u.state === 'failed'", timeout=180_000)
+        assert state_of(page, path.name)["state"] == "done"
+        assert page.evaluate("() => window.mostInFlight") <= 3
+        with FilesClient(server, key) as client:
+            assert client.download_md5(state_of(page, path.name)["id"]) == (12 * MiB, md5)
+        context.close()
+    finally:
+        server.kill()

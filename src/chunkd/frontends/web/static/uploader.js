@@ -115,6 +115,10 @@ export class FileUpload {
     this.md5 = null;
     this.hashed = 0;
     this.running = null;
+    this.opening = null;
+    // Each run of _run has its own number: a pause, a failure or a new run ends the runs before
+    // it, also their workers waiting out a backoff or the network (they stop at their next step).
+    this.run = 0;
   }
 
   get size() { return this.file.size; }
@@ -125,20 +129,22 @@ export class FileUpload {
   }
 
   _emit() { this.onChange(this); }
-  _stopped() { return this.state === 'paused' || this.state === 'cancelled'; }
+  _stopped(run = this.run) { return run !== this.run || this.state === 'paused' || this.state === 'cancelled'; }
 
   start() {
     if (this.running || this.state === 'done' || this.state === 'cancelled') return this.running;
     this.state = 'uploading';
     this.error = null;
     this._emit();
-    this.running = this._run().finally(() => { this.running = null; });
-    return this.running;
+    const running = this._run(++this.run).finally(() => { if (this.running === running) this.running = null; });
+    this.running = running;
+    return running;
   }
 
   pause() {
     if (this.state !== 'uploading' && this.state !== 'waiting') return;
     this.state = 'paused';
+    this.run++;
     this._abortAll();
     this._emit();
   }
@@ -146,6 +152,7 @@ export class FileUpload {
   resume() {
     if (this.state === 'paused' || this.state === 'failed') {
       this.state = 'waiting';
+      this.running = null; // the paused or failed run ends at its next step (its number is over)
       return this.start();
     }
     return this.running;
@@ -168,45 +175,51 @@ export class FileUpload {
     this.inflight.clear();
   }
 
-  async _run() {
+  async _run(run) {
     try {
-      if (!this.meta) await this._open();
+      if (!this.meta) {
+        // One creation however many runs wait for it (a run resumed while the paused one's was on its way).
+        this.opening = this.opening || this._open().finally(() => { this.opening = null; });
+        await this.opening;
+      }
+      if (this._stopped(run)) return;
       if (!this.hashing) {
         this.hashing = md5OfBlob(this.file, {
           onBytes: (n) => { this.hashed = n; },
           isStopped: () => this.state === 'cancelled',
         });
       }
-      await this._sendMissing();
-      if (this._stopped()) return;
+      await this._sendMissing(run);
+      if (this._stopped(run)) return;
       this.state = 'completing';
       this._emit();
       this.md5 = await this.hashing;
-      if (this._stopped()) return;
+      if (this._stopped(run)) return;
       let done;
       try {
-        done = await this._complete();
+        done = await this._complete(run);
       } catch (error) {
         // Parts the server holds came from other bytes: a file changed in place keeping its name,
         // size and date (the resume key), or changed while it was sent. Send every part again,
         // once, as the CLI does; the upload stays the same.
-        if (error.code !== 'checksum_mismatch' || this._stopped()) throw error;
+        if (error.code !== 'checksum_mismatch' || this._stopped(run)) throw error;
         this.received.clear();
         this.acked = 0;
         this.state = 'uploading';
         this._emit();
-        await this._sendMissing();
-        if (this._stopped()) return;
+        await this._sendMissing(run);
+        if (this._stopped(run)) return;
         this.state = 'completing';
         this._emit();
-        done = await this._complete();
+        done = await this._complete(run);
       }
       this.meta = { ...this.meta, ...done };
       this.store.delete(this.file);
       this.state = 'done';
       this._emit();
     } catch (error) {
-      if (error instanceof Stopped || this._stopped()) return;
+      if (error instanceof Stopped || this._stopped(run)) return;
+      this.run++; // its other workers stop too, those waiting to try again included
       this._abortAll();
       this.state = 'failed';
       this.error = error;
@@ -215,8 +228,8 @@ export class FileUpload {
     }
   }
 
-  _complete() {
-    return this._withRetries(() => this.api.request('POST', `/v1/files/${this.meta.id}/complete`, { md5: this.md5 }));
+  _complete(run) {
+    return this._withRetries(run, () => this.api.request('POST', `/v1/files/${this.meta.id}/complete`, { md5: this.md5 }));
   }
 
   /** Find the upload this file was already going to (same name, size and date), or create one. */
@@ -247,31 +260,31 @@ export class FileUpload {
     this._emit();
   }
 
-  async _sendMissing() {
+  async _sendMissing(run) {
     const queue = [];
     for (let n = 1; n <= this.meta.partCount; n++) if (!this.received.has(n)) queue.push(n);
     const worker = async () => {
-      while (queue.length && !this._stopped()) {
+      while (queue.length && !this._stopped(run)) {
         const n = queue.shift();
-        await this._withRetries(() => this._putPart(n));
+        await this._withRetries(run, () => this._putPart(n));
       }
     };
     await Promise.all(Array.from({ length: Math.min(PARALLEL_PARTS, queue.length) }, worker));
   }
 
   /** Retry network failures (waiting to be back online) and 5xx/429/408, with backoff. */
-  async _withRetries(attempt) {
+  async _withRetries(run, attempt) {
     for (let tries = 0; ; tries++) {
+      if (this._stopped(run)) throw new Stopped();
       try {
         return await attempt();
       } catch (error) {
-        if (error instanceof Stopped || this._stopped()) throw new Stopped();
+        if (error instanceof Stopped || this._stopped(run)) throw new Stopped();
         const transient = error.status >= 500 || error.status === 429 || error.status === 408 || error.code === 'upload_busy';
         if (error.status !== 0 && (!transient || tries >= MAX_RETRIES)) throw error;
         if (error.status === 0) await onlineAgain();
         const wait = error.retryAfter ? Number(error.retryAfter) * 1000 : Math.min(8000, 250 * 2 ** Math.min(tries, 5));
         await sleep(wait * (0.75 + Math.random() / 2));
-        if (this._stopped()) throw new Stopped();
       }
     }
   }
