@@ -7,6 +7,7 @@ DevTools protocol so that "mid-upload" lasts long enough to act in, whatever the
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -418,6 +419,31 @@ def test_pause_and_resume_in_a_backoff_keep_to_the_parallel_parts(browser: Any, 
         assert page.evaluate("() => window.mostInFlight") <= 3
         with FilesClient(server, key) as client:
             assert client.download_md5(state_of(page, path.name)["id"]) == (12 * MiB, md5)
+        context.close()
+    finally:
+        server.kill()
+
+
+def test_a_file_changed_on_disk_mid_upload_fails_with_a_reason(browser: Any, tmp_path: Path) -> None:
+    """Chromium refuses to send a part of a file changed since it was picked
+    (net::ERR_UPLOAD_FILE_CHANGED, a network error to the page): the page took it for a lost
+    connection and tried again for ever, showing 'uploading' with no progress and no reason."""
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_PART_SIZE": str(MiB)}).start()
+    try:
+        key = server.create_key("alice")
+        path = tmp_path / "edited.bin"
+        random_file(path, 12 * MiB)
+        context, page, _ = picking(browser, server, key, [path], 2 * MiB)
+        wait_for(page, path.name, "u.received.size >= 2")
+        with path.open("r+b") as f:
+            f.seek(8 * MiB)
+            f.write(b"edited")
+        later = time.time() + 10
+        os.utime(path, (later, later))
+        wait_for(page, path.name, "u.state === 'failed'", timeout=60_000)
+        wait_drawn(page, path.name, "li.dataset.state === 'failed'")
+        detail = page.locator(f"#uploads li[data-name='{path.name}'] .detail").inner_text()
+        assert "changed" in detail and "pick it again" in detail, detail
         context.close()
     finally:
         server.kill()

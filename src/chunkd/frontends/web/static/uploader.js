@@ -26,6 +26,19 @@ export class ApiError extends Error {
 
 class Stopped extends Error {}
 
+/** The file can no longer be read: Chromium sends no part of a file changed since it was picked
+ * (net::ERR_UPLOAD_FILE_CHANGED), which the page sees as a network error, and would try again for ever. */
+export class FileChanged extends Error {
+  constructor() {
+    super('the file changed on disk after it was picked: pick it again');
+    this.code = 'file_changed';
+  }
+}
+
+async function readable(blob) {
+  try { await blob.slice(0, 1).arrayBuffer(); return true; } catch { return false; }
+}
+
 function parse(text) {
   try { return text ? JSON.parse(text) : null; } catch { return null; }
 }
@@ -187,7 +200,8 @@ export class FileUpload {
         this.hashing = md5OfBlob(this.file, {
           onBytes: (n) => { this.hashed = n; },
           isStopped: () => this.state === 'cancelled',
-        });
+        }).catch(() => { throw new FileChanged(); }); // a read refused: the file changed since it was picked
+        this.hashing.catch(() => {}); // awaited before the complete; until then its failure is no unhandled rejection
       }
       await this._sendMissing(run);
       if (this._stopped(run)) return;
@@ -310,7 +324,10 @@ export class FileUpload {
           reject(new ApiError(xhr.status, parse(xhr.responseText), xhr.getResponseHeader('Retry-After')));
         }
       };
-      xhr.onerror = () => { settle(); reject(new ApiError(0, null)); };
+      xhr.onerror = () => {
+        settle();
+        readable(this.file).then((ok) => reject(ok ? new ApiError(0, null) : new FileChanged()));
+      };
       xhr.ontimeout = xhr.onerror;
       xhr.onabort = () => { settle(); reject(new Stopped()); };
       xhr.send(blob);
