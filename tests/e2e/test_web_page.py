@@ -447,3 +447,52 @@ def test_a_file_changed_on_disk_mid_upload_fails_with_a_reason(browser: Any, tmp
         context.close()
     finally:
         server.kill()
+
+
+def test_a_file_completed_while_the_page_was_away_is_not_sent_again(
+    live_server: ChunkdServer, browser: Any, tmp_path: Path
+) -> None:
+    """The page was reloaded while its complete was on its way, and the server completed the upload:
+    the file picked again is done (its MD5 is the one the server holds). The page created a new
+    upload and sent the whole file again, a second copy in the owner's files."""
+    key = live_server.create_key("alice")
+    path = tmp_path / "finished.bin"
+    md5 = random_file(path, 12 * MiB + 5)
+    context, page, _ = picking(browser, live_server, key, [path], 4 * MiB)
+    wait_for(page, path.name, "u.received.size >= 1 && (u.pause(), true)")
+    upload_id = state_of(page, path.name)["id"]
+    with FilesClient(live_server, key) as client:
+        held = client.get(upload_id)
+        data, size = path.read_bytes(), held["partSize"]
+        for n in set(range(1, held["partCount"] + 1)) - {p["partNumber"] for p in held["parts"]}:
+            assert client.put_part(upload_id, n, data[(n - 1) * size : n * size]).status_code == 200
+        assert client.complete(upload_id, md5).status_code == 200  # what the page's complete did
+
+        page.reload()
+        sign_in(page, live_server, key)
+        sent: list[str] = []
+        page.on("request", lambda r: sent.append(r.url) if r.method in ("POST", "PUT") else None)
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.state === 'done' || u.state === 'failed'", timeout=60_000)
+        assert state_of(page, path.name)["state"] == "done" and state_of(page, path.name)["id"] == upload_id
+        assert sent == []
+        assert [f["id"] for f in client.http.get("/v1/files").json()["data"]] == [upload_id]
+        assert json.loads(page.evaluate("() => localStorage.getItem('chunkd.resume.owner')")) == {}
+
+        # Completed from other bytes (a file changed since, keeping its name, size and date): sent anew.
+        changed = tmp_path / "changed.bin"
+        changed_md5 = random_file(changed, 3 * MiB)
+        stale = client.create(3 * MiB, 3 * MiB, filename=changed.name)
+        assert client.put_part(stale["id"], 1, b"\0" * (3 * MiB)).status_code == 200
+        assert client.complete(stale["id"]).status_code == 200
+        remembered = f"{changed.name}\0{3 * MiB}\0{changed.stat().st_mtime_ns // 1_000_000}"
+        page.evaluate(
+            "([k, id]) => localStorage.setItem('chunkd.resume.owner', JSON.stringify({[k]: id}))",
+            [remembered, stale["id"]],
+        )
+        page.set_input_files("#pick", str(changed))
+        wait_for(page, changed.name, "u.state === 'done' || u.state === 'failed'", timeout=60_000)
+        again = state_of(page, changed.name)
+        assert again["state"] == "done" and again["id"] != stale["id"]
+        assert client.get(again["id"])["md5"] == changed_md5
+    context.close()

@@ -196,12 +196,11 @@ export class FileUpload {
         await this.opening;
       }
       if (this._stopped(run)) return;
-      if (!this.hashing) {
-        this.hashing = md5OfBlob(this.file, {
-          onBytes: (n) => { this.hashed = n; },
-          isStopped: () => this.state === 'cancelled',
-        }).catch(() => { throw new FileChanged(); }); // a read refused: the file changed since it was picked
-        this.hashing.catch(() => {}); // awaited before the complete; until then its failure is no unhandled rejection
+      this._hash();
+      if (this.meta.status === 'COMPLETED') { // completed already, from this file's bytes (see _open)
+        this.md5 = this.meta.md5;
+        this._done(this.meta);
+        return;
       }
       await this._sendMissing(run);
       if (this._stopped(run)) return;
@@ -227,10 +226,7 @@ export class FileUpload {
         this._emit();
         done = await this._complete(run);
       }
-      this.meta = { ...this.meta, ...done };
-      this.store.delete(this.file);
-      this.state = 'done';
-      this._emit();
+      this._done(done);
     } catch (error) {
       if (error instanceof Stopped || this._stopped(run)) return;
       this.run++; // its other workers stop too, those waiting to try again included
@@ -240,6 +236,25 @@ export class FileUpload {
       if (error.status === 401) this.onUnauthorized(this);
       this._emit();
     }
+  }
+
+  _done(file) {
+    this.meta = { ...this.meta, ...file };
+    this.store.delete(this.file);
+    this.state = 'done';
+    this._emit();
+  }
+
+  /** The whole file's MD5, read in slices beside the parts (started once). */
+  _hash() {
+    if (!this.hashing) {
+      this.hashing = md5OfBlob(this.file, {
+        onBytes: (n) => { this.hashed = n; },
+        isStopped: () => this.state === 'cancelled',
+      }).catch(() => { throw new FileChanged(); }); // a read refused: the file changed since it was picked
+      this.hashing.catch(() => {}); // awaited before the complete; until then its failure is no unhandled rejection
+    }
+    return this.hashing;
   }
 
   _complete(run) {
@@ -252,6 +267,14 @@ export class FileUpload {
     if (known) {
       try {
         const found = await this.api.request('GET', `/v1/files/${encodeURIComponent(known)}`);
+        // Completed already: the complete reached the server but its answer did not reach the page
+        // (reloaded, or the connection lost, in the middle of it). The file's if its MD5 is: a file
+        // changed since, keeping its name, size and date, is sent anew.
+        if (found.status === 'COMPLETED' && found.sizeBytes === this.file.size && found.md5
+            && found.md5 === await this._hash()) {
+          this.meta = found;
+          return;
+        }
         if (found.status === 'PENDING' && found.sizeBytes === this.file.size) {
           this.meta = found;
           for (const part of found.parts || []) {
