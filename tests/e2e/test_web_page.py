@@ -496,3 +496,41 @@ def test_a_file_completed_while_the_page_was_away_is_not_sent_again(
         assert again["state"] == "done" and again["id"] != stale["id"]
         assert client.get(again["id"])["md5"] == changed_md5
     context.close()
+
+
+def test_files_picked_together_upload_a_few_at_a_time(browser: Any, tmp_path: Path) -> None:
+    """Every file picked started at once: 50 files made 50 uploads (past a quota of pending uploads
+    the rest failed) and 50 MD5 readers beside 150 part requests. Three upload at a time now; the
+    others wait their turn, and all of them finish."""
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_PART_SIZE": str(MiB)}).start()
+    try:
+        key = server.create_key("alice")
+        paths = [tmp_path / f"f{i}.bin" for i in range(6)]
+        md5s = [random_file(path, 2 * MiB) for path in paths]
+        context = browser.new_context()
+        page = context.new_page()
+        page.add_init_script(  # the most files with a part request in flight at once
+            """(() => { const now = new Map(); window.mostFiles = 0; const open = XMLHttpRequest.prototype.open;
+            XMLHttpRequest.prototype.open = function (method, url, ...rest) {
+              const m = /\\/v1\\/files\\/([^/]+)\\/parts\\//.exec(url);
+              if (m) {
+                this.addEventListener('loadstart', () => {
+                  now.set(m[1], (now.get(m[1]) || 0) + 1); window.mostFiles = Math.max(window.mostFiles, now.size); });
+                this.addEventListener('loadend', () => {
+                  const left = now.get(m[1]) - 1; if (left) now.set(m[1], left); else now.delete(m[1]); });
+              }
+              return open.call(this, method, url, ...rest); }; })()"""
+        )
+        sign_in(page, server, key)
+        throttle(page, 4 * MiB)
+        page.set_input_files("#pick", [str(p) for p in paths])
+        for path in paths:
+            wait_for(page, path.name, "u.state === 'done' || u.state === 'failed'", timeout=180_000)
+        assert [state_of(page, p.name)["state"] for p in paths] == ["done"] * len(paths)
+        assert 2 <= page.evaluate("() => window.mostFiles") <= 3
+        with FilesClient(server, key) as client:
+            for path, md5 in zip(paths, md5s, strict=True):
+                assert client.download_md5(state_of(page, path.name)["id"]) == (2 * MiB, md5)
+        context.close()
+    finally:
+        server.kill()

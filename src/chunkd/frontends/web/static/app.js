@@ -109,6 +109,29 @@ async function showLinkLimits() {
 }
 
 // ---- files picked ------------------------------------------------------------------------------
+// At most this many files upload at once; the others wait their turn, in the order picked. Started
+// all at once, 50 files picked made 50 uploads (past a quota of pending uploads, the rest failed)
+// and 50 MD5s reading 4 MiB at a time, beside 150 part requests queued in the browser.
+const PARALLEL_FILES = 3;
+let filesRunning = 0;
+
+function startWaitingFiles() {
+  while (filesRunning < PARALLEL_FILES) {
+    // A file paused or failed before its turn is started by its own Resume button, not from here.
+    const next = uploads.find((u) => u.state === 'waiting' && !u.queued);
+    if (!next) return;
+    next.queued = true;
+    filesRunning++;
+    next.start().then(() => {
+      if (linkToken) showLinkLimits().catch(() => {}); // a link that ended says so on the next file
+      else if (next.state === 'done') refreshFiles();
+    }).finally(() => {
+      filesRunning--;
+      startWaitingFiles();
+    });
+  }
+}
+
 function addFiles(fileList) {
   message(null);
   for (const file of fileList) {
@@ -118,11 +141,8 @@ function addFiles(fileList) {
     const upload = new FileUpload(file, { api, store, onChange: draw, onUnauthorized: sessionEnded });
     upload.row = makeRow(upload);
     uploads.push(upload);
-    upload.start().then(() => {
-      if (linkToken) showLinkLimits().catch(() => {}); // a link that ended says so on the next file
-      else if (upload.state === 'done') refreshFiles();
-    });
   }
+  startWaitingFiles();
   draw();
 }
 
