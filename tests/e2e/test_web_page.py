@@ -109,6 +109,7 @@ def test_page_is_served_with_a_strict_csp(live_server: ChunkdServer) -> None:
     for asset in ("app.js", "uploader.js", "md5.js", "style.css"):
         response = httpx.get(f"{live_server.url}/web/{asset}")
         assert response.status_code == 200 and response.headers["content-security-policy"] == csp
+        assert response.headers["x-content-type-options"] == "nosniff"
         assert "https://" not in response.text
     assert httpx.get(f"{live_server.url}/web/..%2Fapp.py").status_code == 404
     # HEAD, as uptime checks and link previews send it: the page's headers, no body (it was a 405).
