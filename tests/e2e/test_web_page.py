@@ -535,3 +535,33 @@ def test_files_picked_together_upload_a_few_at_a_time(browser: Any, tmp_path: Pa
         context.close()
     finally:
         server.kill()
+
+
+def test_the_page_can_be_used_from_the_keyboard_and_names_its_controls(
+    live_server: ChunkdServer, browser: Any, tmp_path: Path
+) -> None:
+    """The file input is hidden: the drop zone is the control a keyboard reaches, a button named for
+    what it does (Enter or Space opens the picker), and each row's progress bar and buttons say which
+    file they are for (every row had a "Pause" and a "Cancel" of no file)."""
+    path = tmp_path / "keyboard.bin"
+    random_file(path, 3 * MiB)
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, live_server, live_server.create_key("alice"))
+    throttle(page, 256 * 1024)
+    drop = page.get_by_role("button", name="Drop files here, or press Enter to choose files")
+    # The picker itself is the browser's: the test sees the click the key makes on the hidden input.
+    page.evaluate("""() => document.getElementById('pick').addEventListener('click', (event) => {
+        event.preventDefault(); window.pickerOpened = (window.pickerOpened || 0) + 1; })""")
+    for key in ("Enter", " "):
+        drop.press(key)
+    page.wait_for_function("() => window.pickerOpened === 2")
+    page.set_input_files("#pick", str(path))
+    page.get_by_role("button", name=f"Pause {path.name}").click()
+    wait_drawn(page, path.name, "li.dataset.state === 'paused'")
+    page.get_by_role("button", name=f"Resume {path.name}").wait_for()
+    assert page.get_by_role("progressbar", name=path.name).count() == 1
+    assert page.get_by_role("progressbar", name="All uploads").count() == 1
+    page.get_by_role("button", name=f"Cancel {path.name}").click()
+    wait_drawn(page, path.name, "li.dataset.state === 'cancelled'")
+    context.close()

@@ -155,7 +155,11 @@ drop.addEventListener('drop', (event) => {
   drop.classList.remove('over');
   if (event.dataTransfer && event.dataTransfer.files.length) addFiles(event.dataTransfer.files);
 });
-drop.addEventListener('keydown', (event) => { if (event.key === 'Enter' || event.key === ' ') $('pick').click(); });
+drop.addEventListener('keydown', (event) => {
+  if (event.key !== 'Enter' && event.key !== ' ') return;
+  event.preventDefault(); // Space would scroll the page too
+  $('pick').click();
+});
 
 function makeRow(upload) {
   const li = document.createElement('li');
@@ -172,9 +176,11 @@ function makeRow(upload) {
   const pause = button('Pause', () => (upload.state === 'paused' || upload.state === 'failed' ? upload.resume() : upload.pause()), 'pause');
   const cancel = button('Cancel', () => upload.cancel(), 'cancel');
   line.append(name, status, percent, pause, cancel);
+  cancel.setAttribute('aria-label', `Cancel ${upload.file.name}`);
   const bar = document.createElement('progress');
   bar.max = 1;
   bar.value = 0;
+  bar.setAttribute('aria-label', upload.file.name);
   const detail = document.createElement('div');
   detail.className = 'muted detail';
   li.append(line, bar, detail);
@@ -202,6 +208,7 @@ function draw() {
       row.percent.textContent = `${Math.floor(fraction * 100)}%`;
       row.bar.value = fraction;
       row.pause.textContent = upload.state === 'paused' || upload.state === 'failed' ? 'Resume' : 'Pause';
+      row.pause.setAttribute('aria-label', `${row.pause.textContent} ${upload.file.name}`);
       row.pause.hidden = row.cancel.hidden = ['done', 'cancelled', 'completing'].includes(upload.state);
       const detail = `${formatBytes(upload.sent)} of ${formatBytes(upload.size)}`;
       row.detail.textContent = upload.error ? `${detail} · ${upload.error.message}` : upload.state === 'done' ? `${detail} · MD5 ${upload.md5}` : detail;
