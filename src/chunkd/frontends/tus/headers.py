@@ -29,9 +29,11 @@ __all__ = [
 
 CHECKSUM_ALGORITHMS = tuple(STREAM_HASH_ALGORITHMS)
 MAX_METADATA_BYTES = 16 * 1024
-# A metadata key: "MUST NOT contain spaces and commas and MUST NOT be empty" and be ASCII; we also
-# keep out control characters so a key can be echoed in a header safely.
-_KEY = re.compile(r"^[!-+\--~]+$")  # printable ASCII except space (0x20) and comma (0x2c)
+# A metadata key: "MUST NOT contain spaces and commas and MUST NOT be empty"; it "SHOULD be ASCII",
+# which binds the client, not us: tusd takes any other byte, so a key sent as UTF-8 is taken (its
+# bytes, read as Latin-1, are answered as they came: RFC 9110's obs-text). We keep out ASCII control
+# characters so a key can be echoed in a header safely.
+_KEY = re.compile(r"^[!-+\--~\x80-\xff]+$")  # printable ASCII but space (0x20) and comma (0x2c), or obs-text
 _B64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 
@@ -85,7 +87,8 @@ def parse_metadata(value: str | None) -> Metadata:
         key = fields[0]
         if not _KEY.fullmatch(key):
             raise InvalidInput(
-                f"Upload-Metadata key {key[:40]!r} must be ASCII without spaces or commas", field="Upload-Metadata"
+                f"Upload-Metadata key {key[:40]!r} must have no spaces, commas or control characters",
+                field="Upload-Metadata",
             )
         if key in pairs:
             raise InvalidInput(f"Upload-Metadata key {key!r} appears twice", field="Upload-Metadata")
