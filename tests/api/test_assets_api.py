@@ -370,3 +370,10 @@ def test_an_s3_key_keeps_the_extension_of_a_name_of_other_scripts() -> None:
     assert s3_key("f", "2 vid.mp4") == "masters/f/2-vid.mp4"
     assert s3_key("f", "..") == "masters/f/file"
     assert s3_key("f", "отчёт") == "masters/f/file"
+
+
+async def test_openapi_lists_the_seeds_actions(api: Api) -> None:
+    """Seed 003: ``action`` is "Enum: "complete", "cancel"" (case-sensitive); the published schema
+    says so too, not just "a string"."""
+    schemas = (await api.client.get("/openapi.json")).json()["components"]["schemas"]
+    assert schemas["CompleteAsset"]["properties"]["action"]["enum"] == ["complete", "cancel"]

@@ -224,7 +224,10 @@ def test_generated_client_asset_multipart(server: ChunkdServer, generated: Modul
     done = _api(generated, "complete_asset").sync(
         client=client,
         body=models.CompleteAsset(
-            file_id=created["fileId"], action="complete", upload_id=created["uploadId"], parts=parts
+            file_id=created["fileId"],
+            action=models.CompleteAssetAction("complete"),  # the schema's enum, as generated
+            upload_id=created["uploadId"],
+            parts=parts,
         ),
     )
     assert not isinstance(done, models.AssetError) and done is not None and done["status"] == "success", done

@@ -91,7 +91,9 @@ class CompleteAsset(BaseModel):
     fileId: StrictStr = Field(min_length=1, max_length=64)
     filename: StrictStr | None = Field(None, max_length=1024)
     filesize: StrictInt | None = Field(None, ge=0)
-    action: StrictStr
+    # Checked by the route (its message names both actions); the schema lists them as the seed's
+    # enum does, so that clients generated from chunkd's OpenAPI document know them too.
+    action: StrictStr = Field(json_schema_extra={"enum": list(ACTIONS)})
     originalFileId: StrictStr | None = Field(None, max_length=256)
     uploadId: StrictStr | None = Field(None, max_length=256)
     parts: list[PartRef] = Field(default_factory=list, max_length=10_000)
