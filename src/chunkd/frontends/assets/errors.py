@@ -26,8 +26,9 @@ class AssetError(BaseModel):
     detail: str | None = None
 
 
+# No 410: an expired asset is a bad request here (400, _STATUS below), as seed 003 lists no 410.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": AssetError, "description": "Error"} for status in (400, 401, 403, 404, 409, 410, 413, 429)
+    status: {"model": AssetError, "description": "Error"} for status in (400, 401, 403, 404, 409, 413, 429)
 }
 
 
