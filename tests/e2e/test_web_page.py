@@ -98,6 +98,15 @@ def picking(browser: Any, server: ChunkdServer, key: str, paths: list[Path], rat
     return context, page, cdp
 
 
+def paused_after_a_part(browser: Any, server: ChunkdServer, key: str, path: Path) -> tuple[Any, Any, str, str]:
+    """A file of 12 MiB + 5 written at ``path``, picked in a new signed-in context and paused once the
+    server holds a part of it: the context, its page, the file's MD5 and the upload's id."""
+    md5 = random_file(path, 12 * MiB + 5)
+    context, page, _ = picking(browser, server, key, [path], 4 * MiB)
+    wait_for(page, path.name, "u.received.size >= 1 && (u.pause(), true)")
+    return context, page, md5, state_of(page, path.name)["id"]
+
+
 def test_page_is_served_with_a_strict_csp(live_server: ChunkdServer) -> None:
     import httpx
 
@@ -354,10 +363,7 @@ def test_parts_from_other_bytes_are_sent_again_and_the_file_completes(
     again, once, and completes; it used to fail, and Resume or picking the file again failed alike."""
     key = live_server.create_key("alice")
     path = tmp_path / "changed.bin"
-    md5 = random_file(path, 12 * MiB + 5)
-    context, page, _ = picking(browser, live_server, key, [path], 4 * MiB)
-    wait_for(page, path.name, "u.received.size >= 1 && (u.pause(), true)")
-    upload_id = state_of(page, path.name)["id"]
+    context, page, md5, upload_id = paused_after_a_part(browser, live_server, key, path)
     with FilesClient(live_server, key) as client:
         held = client.get(upload_id)
         part = held["parts"][0]
@@ -458,10 +464,7 @@ def test_a_file_completed_while_the_page_was_away_is_not_sent_again(
     upload and sent the whole file again, a second copy in the owner's files."""
     key = live_server.create_key("alice")
     path = tmp_path / "finished.bin"
-    md5 = random_file(path, 12 * MiB + 5)
-    context, page, _ = picking(browser, live_server, key, [path], 4 * MiB)
-    wait_for(page, path.name, "u.received.size >= 1 && (u.pause(), true)")
-    upload_id = state_of(page, path.name)["id"]
+    context, page, md5, upload_id = paused_after_a_part(browser, live_server, key, path)
     with FilesClient(live_server, key) as client:
         held = client.get(upload_id)
         data, size = path.read_bytes(), held["partSize"]

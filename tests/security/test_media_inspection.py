@@ -71,6 +71,25 @@ async def _complete(api: Api, upload_id: str, data: bytes) -> httpx.Response:
     )
 
 
+def pdfs_spooled_to_fifos(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every PDF spooled for inspection is swapped for a FIFO of its own that nobody writes: its
+    worker blocks on it until the wall-time limit kills it, whatever the parser's speed."""
+    spool = media_module.spool_to_file
+    fifos = itertools.count()
+
+    async def spool_pdf_to_fifo(chunks: AsyncIterator[bytes]) -> str:
+        path = await spool(chunks)
+        with open(path, "rb") as spooled:
+            if spooled.read(5) != b"%PDF-":
+                return path
+        os.unlink(path)
+        stuck = tmp_path / f"stuck-{next(fifos)}.pdf"
+        os.mkfifo(stuck)
+        return str(stuck)
+
+    monkeypatch.setattr(media_module, "spool_to_file", spool_pdf_to_fifo)
+
+
 async def test_page_cap_refuses_a_pdf_with_too_many_pages_once(make_api: MakeApi) -> None:
     async with make_api(media_max_pdf_pages=10) as api:
         for data, pages in ((_pdf_pages(50), 50), (_lying_pdf(30), 30)):
@@ -100,19 +119,7 @@ async def test_an_inspection_past_its_wall_time_is_killed_and_refused(
     # under the limit, on 2026-12-02.) The limit is 5 s, not 1, so that the PNG inspected meanwhile
     # (a fresh worker importing Pillow) stays within it on a loaded machine.
     hostile = _lying_pdf(30)
-    stuck = tmp_path / "stuck.pdf"
-    os.mkfifo(stuck)
-    spool = media_module.spool_to_file
-
-    async def spool_pdf_to_fifo(chunks: AsyncIterator[bytes]) -> str:
-        path = await spool(chunks)
-        with open(path, "rb") as spooled:
-            if spooled.read(5) != b"%PDF-":
-                return path
-        os.unlink(path)
-        return str(stuck)
-
-    monkeypatch.setattr(media_module, "spool_to_file", spool_pdf_to_fifo)
+    pdfs_spooled_to_fifos(monkeypatch, tmp_path)
     async with make_api(media_inspect_timeout_seconds=5, media_max_chunk_bytes=1024 * 1024) as api:
         inspector = _media(api).inspector
         upload_id = await chunked_upload(api.client, hostile, "slow.pdf", api.auth(), field="document", chunk=2**20)
@@ -148,20 +155,7 @@ async def test_waiting_inspections_take_turns_by_owner_and_are_bounded(
     # Alice's PDFs each hold the one worker until the wall time (spooled to a FIFO each, as above).
     # Pebble's own queue was first come, first served and unbounded: 20 completes of one owner's
     # 3.6 KB PDF held another owner's 70-byte PNG back 46 s.
-    spool = media_module.spool_to_file
-    fifos = itertools.count()
-
-    async def spool_pdf_to_fifo(chunks: AsyncIterator[bytes]) -> str:
-        path = await spool(chunks)
-        with open(path, "rb") as spooled:
-            if spooled.read(5) != b"%PDF-":
-                return path
-        os.unlink(path)
-        stuck = tmp_path / f"stuck-{next(fifos)}.pdf"
-        os.mkfifo(stuck)
-        return str(stuck)
-
-    monkeypatch.setattr(media_module, "spool_to_file", spool_pdf_to_fifo)
+    pdfs_spooled_to_fifos(monkeypatch, tmp_path)
     settings = {"media_inspect_workers": 1, "media_inspect_timeout_seconds": 3, "media_inspect_queue": 3}
     async with make_api(**settings) as api:
         inspector = _media(api).inspector
