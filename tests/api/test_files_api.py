@@ -199,6 +199,14 @@ async def test_cancel_and_state_conflicts(api: Api) -> None:
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED"
     assert (await api.client.post(f"/v1/files/{file_id}/complete", headers=api.auth())).status_code == 409
     assert (await put_part(api, file_id, 1, b"x" * 10)).status_code == 409
+    # A cancel sent again (its answer lost) is answered as the first; a completed upload's is a 409.
+    again = await api.client.post(f"/v1/files/{file_id}/cancel", headers=api.auth())
+    assert again.status_code == 200 and again.json() == cancelled.json()
+    done_id = (await create(api, b"y" * 10, 1024))["id"]
+    assert (await put_part(api, done_id, 1, b"y" * 10)).status_code == 200
+    assert (await api.client.post(f"/v1/files/{done_id}/complete", headers=api.auth())).status_code == 200
+    refused = await api.client.post(f"/v1/files/{done_id}/cancel", headers=api.auth())
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "invalid_state"
 
 
 async def test_an_upload_past_its_expiry_reads_as_expired_before_the_reaper_runs(api: Api) -> None:

@@ -316,7 +316,16 @@ async def complete_file(
 @router.post("/{file_id}/cancel", response_model=FileCompleteResponse, summary="Cancel a pending upload")
 async def cancel_file(request: Request, file_id: FileId) -> dict[str, Any]:
     who = await principal(request, "files:create")
-    upload = await runtime(request).uploads.cancel(who.owner, file_id)
+    service = runtime(request).uploads
+    try:
+        upload = await service.cancel(who.owner, file_id)
+    except e.InvalidState:
+        # Cancelled already: a cancel sent again (its answer was lost on the way) is answered as
+        # the first one was, as a complete sent again is; it was a 409 that told a client whose
+        # cancel had worked that it had not. A completed upload stays a 409.
+        upload = await service.get(who.owner, file_id)
+        if upload.status is not Status.CANCELLED:
+            raise
     return file_summary(upload)
 
 
