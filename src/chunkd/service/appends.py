@@ -4,7 +4,6 @@ declared later (tus Upload-Defer-Length)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -20,7 +19,6 @@ from chunkd.domain.errors import (
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Part, Upload
-from chunkd.ports.blobs import BlobWriter
 from chunkd.service.hooks import ContentRejected
 from chunkd.service.lifecycle import Lifecycle
 from chunkd.service.quotas import byte_room
@@ -183,7 +181,7 @@ class Appends(Lifecycle):
             # so parallel appends to several such uploads cannot each fill the same room (three of
             # 900 bytes held 1,800 of 1,000).
             counted = streamed.size if deferred else (upload.size_bytes or 0) - received if declared else 0
-            async with self._deferred_bytes_counted(owner, counted, writer):
+            async with self.bytes_in_quota(owner, counted, on_refusal=writer.abort):
                 if streamed.size == 0:
                     await writer.abort()
                     if unstored is not None:
@@ -260,23 +258,6 @@ class Appends(Lifecycle):
             await self._release_completed(upload)
             await self._emit("completed", upload)
         return upload
-
-    @contextlib.asynccontextmanager
-    async def _deferred_bytes_counted(self, owner: str, size: int, writer: BlobWriter) -> AsyncIterator[None]:
-        """With byte quotas, for ``size`` bytes an append adds to the owner's usage (new bytes of
-        an upload whose length is deferred, or what a length it declares adds): the body runs in
-        the owner's quota turn, after a check that the bytes still fit (the room read when the
-        body began may have been taken since); if not, the bytes are dropped and the quota's
-        error raised. Otherwise nothing."""
-        if size <= 0 or not self.config.has_quotas:
-            yield
-            return
-        async with self.quota_turn(owner):
-            quota = await byte_room(self.repo, self.config, owner)
-            if quota is not None and size > quota[0]:
-                await writer.abort()
-                raise quota[1]
-            yield
 
     async def _all_parts(self, upload: Upload) -> dict[int, Part]:
         loaded = await self.repo.get(upload.id, parts_from=1)

@@ -86,6 +86,26 @@ class Lifecycle(EngineCore):
         async with self.locks.hold(f"quota:{owner}", timeout=self.config.lock_timeout):
             yield
 
+    @contextlib.asynccontextmanager
+    async def bytes_in_quota(
+        self, owner: str, size: int, *, on_refusal: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[None]:
+        """With byte quotas, for ``size`` bytes a write adds to ``owner``'s usage (bytes of an upload
+        whose size is not declared yet count as they arrive; a size declared late counts for what
+        it adds): the body runs in the owner's quota turn, after a check that they still fit (the
+        room read when the body began may have been taken since); if not, ``on_refusal`` runs and
+        the quota's error is raised. Without quotas, or nothing added: nothing."""
+        if size <= 0 or not self.config.has_quotas:
+            yield
+            return
+        async with self.quota_turn(owner):
+            quota = await byte_room(self.repo, self.config, owner)
+            if quota is not None and size > quota[0]:
+                if on_refusal is not None:
+                    await on_refusal()
+                raise quota[1]
+            yield
+
     async def store_new(self, upload: Upload, created: Event | None = None) -> None:
         """Store an upload made by ``new`` (with its ``upload.created`` event: ``created`` when the
         caller made it before the upload changed) and tell the subscribers."""

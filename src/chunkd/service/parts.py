@@ -21,7 +21,6 @@ from chunkd.domain.errors import (
 )
 from chunkd.domain.upload import Mode, Part, Upload
 from chunkd.service.lifecycle import Lifecycle
-from chunkd.service.quotas import byte_room
 from chunkd.service.streaming import BodyReader, StreamedPart, stream_into
 
 __all__ = ["Parts"]
@@ -232,23 +231,6 @@ class Parts(Lifecycle):
             raise NotFound(f"no upload with id {upload_id!r}", field="id")
         current.ensure_pending(self.clock())
 
-    @contextlib.asynccontextmanager
-    async def _deferred_bytes_fit(self, upload: Upload, grown: int) -> AsyncIterator[None]:
-        """With byte quotas, for a part that adds ``grown`` bytes to an upload whose size is not
-        declared yet (a Fine Uploader file sent without its total size): its save runs in the
-        owner's quota turn, after a check that the bytes still fit, as a deferred append's does.
-        A declared size is counted whole when it is declared; these bytes count as they arrive
-        (and a size declared after them is checked only for what it adds), so without this check
-        one such upload took any number of parts past every byte quota. Otherwise nothing."""
-        if upload.size_bytes is not None or grown <= 0 or not self.config.has_quotas:
-            yield
-            return
-        async with self.quota_turn(upload.owner):
-            quota = await byte_room(self.repo, self.config, upload.owner)
-            if quota is not None and grown > quota[0]:
-                raise quota[1]
-            yield
-
     async def _keep_alive(self, upload: Upload) -> None:
         """Push ``expiresAt`` forward before bytes start to flow, unless it is already far off
         (every commit moves it to now + TTL, so parallel parts rarely need this extra write)."""
@@ -309,8 +291,11 @@ class Parts(Lifecycle):
                 upload.updated_at = now
                 if self.caps.settler is not None:
                     self.caps.settler.invalidate(upload, part, old)
-                grown = part.size - (old.size if old is not None else 0)
-                async with self._deferred_bytes_fit(upload, grown):
+                # A part of an upload whose size is not declared yet (a Fine Uploader file sent without
+                # its total size) counts as it arrives: without the check one such upload took any
+                # number of parts past every byte quota (a size declared later counts what it adds).
+                grown = part.size - (old.size if old is not None else 0) if upload.size_bytes is None else 0
+                async with self.bytes_in_quota(upload.owner, grown):
                     saving = True
                     await self.repo.save(upload, [part])
                 await self._settle(upload, part)
