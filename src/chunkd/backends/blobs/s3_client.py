@@ -130,13 +130,12 @@ class S3Bucket:
     async def call(self, method: str, **kwargs: Any) -> Any:
         """Run one boto3 call in the store's thread pool (``Bucket`` filled in). The store refusing
         or being unreachable is a ``StorageError`` (503 and Retry-After in every dialect)."""
-        fn = getattr(self.patient_client if method in PATIENT_CALLS else self.client, method)
-        return await self._run(functools.partial(fn, Bucket=self.bucket, **kwargs))
+        return await self._run(self._bound(method, kwargs))
 
     async def call_if_found(self, method: str, **kwargs: Any) -> Any | None:
         """``call``, but the store's 404 (no such object) is None: an answer the caller expects (a
         first start's missing mark, a part not stored yet), not a fault to log as one."""
-        fn = functools.partial(getattr(self.client, method), Bucket=self.bucket, **kwargs)
+        fn = self._bound(method, kwargs)
 
         def found() -> Any | None:
             try:
@@ -147,6 +146,11 @@ class S3Bucket:
                 raise
 
         return await self._run(found)
+
+    def _bound(self, method: str, kwargs: dict[str, Any]) -> Callable[[], Any]:
+        """The boto3 call ``method`` with ``Bucket`` filled in, on the patient client where it is one."""
+        fn = getattr(self.patient_client if method in PATIENT_CALLS else self.client, method)
+        return functools.partial(fn, Bucket=self.bucket, **kwargs)
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
         try:
