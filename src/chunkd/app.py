@@ -7,7 +7,7 @@ import logging
 import mimetypes
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -123,38 +123,42 @@ async def _reap_until(runtime: Runtime, stopping: asyncio.Event) -> None:
     interval, orphans_every = settings.reaper_interval_seconds, settings.orphan_sweep_interval_seconds
     orphans_due = history_due = time.monotonic()
     retention = timedelta(days=settings.event_retention_days)
+
+    async def expire() -> None:
+        while await runtime.uploads.expire_due(limit=200) == 200 and not stopping.is_set():
+            pass
+
+    async def sweep_orphans() -> None:
+        if removed := await runtime.uploads.sweep_orphans(settings.orphan_grace_seconds):
+            # Bytes removed from the store: always said (the server's log shows warnings).
+            log.warning("removed %d orphaned blob(s) no upload record points at", removed)
+
+    async def forget_events() -> None:
+        if forgotten := await runtime.webhooks.forget_old_events(retention):
+            log.info(
+                "forgot %d event(s) older than %g days, with their deliveries", forgotten, settings.event_retention_days
+            )
+
     while not stopping.is_set():
-        try:
-            while await runtime.uploads.expire_due(limit=200) == 200 and not stopping.is_set():
-                pass
-        except StorageError as exc:  # the database or storage is away: a line a sweep, no traceback
-            log.warning("expiry sweep failed: %s", exc)
-        except Exception:  # keep reaping after any other transient error
-            log.exception("expiry sweep failed")
+        await _logged("expiry sweep", expire)
         if orphans_every and time.monotonic() >= orphans_due and not stopping.is_set():
             orphans_due = time.monotonic() + orphans_every
-            try:
-                if removed := await runtime.uploads.sweep_orphans(settings.orphan_grace_seconds):
-                    # Bytes removed from the store: always said (the server's log shows warnings).
-                    log.warning("removed %d orphaned blob(s) no upload record points at", removed)
-            except StorageError as exc:
-                log.warning("orphaned-blob sweep failed: %s", exc)
-            except Exception:
-                log.exception("orphaned-blob sweep failed")
+            await _logged("orphaned-blob sweep", sweep_orphans)
         if retention and time.monotonic() >= history_due and not stopping.is_set():
             history_due = time.monotonic() + HISTORY_EVERY_SECONDS
-            try:
-                if forgotten := await runtime.webhooks.forget_old_events(retention):
-                    log.info(
-                        "forgot %d event(s) older than %g days, with their deliveries",
-                        forgotten,
-                        settings.event_retention_days,
-                    )
-            except StorageError as exc:
-                log.warning("event history clean-up failed: %s", exc)
-            except Exception:
-                log.exception("event history clean-up failed")
+            await _logged("event history clean-up", forget_events)
         await until_set(stopping, interval)
+
+
+async def _logged(what: str, job: Callable[[], Awaitable[None]]) -> None:
+    """One of the reaper's jobs; a failure is logged and the reaper goes on: the database or
+    storage away is one line a run, no traceback; any other error (transient) with its traceback."""
+    try:
+        await job()
+    except StorageError as exc:
+        log.warning("%s failed: %s", what, exc)
+    except Exception:
+        log.exception("%s failed", what)
 
 
 async def _say_whether_clamd_answers(settings: Settings) -> None:
