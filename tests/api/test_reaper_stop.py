@@ -17,6 +17,7 @@ from chunkd.app import create_app
 from chunkd.domain.errors import StorageError
 from chunkd.settings import Settings
 from tests.conftest import settings_with
+from tests.support.waiting import until
 
 
 async def test_shutdown_lets_a_running_sweep_finish(settings: Settings) -> None:
@@ -116,10 +117,7 @@ async def test_the_server_removes_orphaned_blobs_itself(settings: Settings) -> N
         young.write_bytes(b"x")
         new_upload = store.root / "yy" / ("y" * 22)  # made by a first part an instant before its file
         new_upload.mkdir(parents=True)
-        deadline = time.monotonic() + 30
-        while (orphan.exists() or gone_upload.exists()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert not orphan.exists() and not gone_upload.exists()
+        await until(lambda: not orphan.exists() and not gone_upload.exists(), 30, "the orphans swept")
         assert young.exists() and new_upload.exists()
         stored = await uploads.get("alice", upload.id)
         assert (directory / stored.parts[1].blob_ref).exists()
@@ -225,7 +223,9 @@ async def test_the_reaper_forgets_events_past_their_retention(
         runtime.uploads.clock = real_clock
         new = await runtime.uploads.create("alice", filename="new.bin", size_bytes=3, part_size=3)
         await runtime.delivery.run_once()  # dispatched: no endpoint, so nothing is pending
-        deadline = time.monotonic() + 30
-        while old.id in await kept() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+
+        async def forgotten() -> bool:
+            return old.id not in await kept()
+
+        await until(forgotten, 30, "the old event forgotten")
         assert await kept() == {new.id}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,10 +21,14 @@ def wait_for(condition: Callable[[], Any], timeout: float = 120, what: str = "co
 
 
 async def until(condition: Callable[[], Any], timeout: float = 120, what: str = "condition") -> Any:
-    """``wait_for`` for in-process async tests: the event loop runs on between looks."""
+    """``wait_for`` for in-process async tests: the event loop runs on between looks. ``condition``
+    may be a coroutine function (a look at the database, say)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if value := condition():
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
             return value
         await asyncio.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
