@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from chunkd.domain import errors as e
+from chunkd.domain.metadata import CONCATENATION_SOURCE
 from chunkd.domain.upload import Mode, Status
-from chunkd.service.concatenation import CONCATENATION_SOURCE
 from tests.conftest import Api
 
 

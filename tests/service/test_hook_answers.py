@@ -11,10 +11,7 @@ import httpx
 import pytest
 
 from chunkd.domain import errors as e
-from chunkd.domain.events import LINK_METADATA_KEY
-from chunkd.service.concatenation import CONCATENATION, CONCATENATION_SOURCE
-from chunkd.service.hooks import ENGINE_KEYS, MAX_ANSWER_BYTES, HttpHooks
-from chunkd.service.media import REFUSED_KEY
+from chunkd.service.hooks import MAX_ANSWER_BYTES, HttpHooks
 from tests.support.uploads import make_upload
 
 Answer = Callable[[httpx.Request], Awaitable[httpx.Response]]
@@ -105,7 +102,3 @@ async def test_pre_create_metadata_adds_but_never_replaces() -> None:
     await answering.pre_create(upload)
     assert upload.metadata == {"tus": {"metadata": {}}, "link": "L1", "project": "x"}
     await answering.close()
-
-
-def test_the_engine_keys_a_hook_may_not_add_are_the_ones_the_engine_reads() -> None:
-    assert {LINK_METADATA_KEY, CONCATENATION, CONCATENATION_SOURCE, REFUSED_KEY} <= ENGINE_KEYS

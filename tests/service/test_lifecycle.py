@@ -16,8 +16,8 @@ from chunkd.backends.locks.local import LocalLocks
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
 from chunkd.domain import errors as e
+from chunkd.domain.metadata import CONCATENATION_SOURCE
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.service.concatenation import CONCATENATION_SOURCE
 from chunkd.service.uploads import EngineConfig, UploadService
 from tests.support.bodies import body
 

@@ -40,13 +40,13 @@ from typing import Any, Protocol
 from chunkd.auth.keys import key_stands
 from chunkd.auth.principal import Principal
 from chunkd.domain.errors import Forbidden, InvalidInput, NotFound, QuotaExceeded, Unauthenticated
-from chunkd.domain.events import LINK_METADATA_KEY
+from chunkd.domain.metadata import LINK_METADATA_KEY
 from chunkd.domain.names import clean_filename
 from chunkd.domain.upload import Status, Upload
 from chunkd.ports.keys import ApiKeyRecord
 from chunkd.ports.links import UploadLinkRecord, UploadLinkRepository
 
-__all__ = ["LINK_METADATA_KEY", "LINK_PREFIX", "LINK_SCOPES", "UploadLinks", "link_routes", "mime_allowed"]
+__all__ = ["LINK_PREFIX", "LINK_SCOPES", "UploadLinks", "link_routes", "mime_allowed"]
 
 LINK_PREFIX = "cl_"
 LINK_SCOPES = frozenset({"files:create"})

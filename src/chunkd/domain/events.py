@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from chunkd.domain.metadata import LINK_METADATA_KEY, PURPOSE_METADATA_KEY
 from chunkd.domain.upload import Mode, Part, Status, Upload
 
-__all__ = ["PURPOSE_METADATA_KEY", "Event", "EventType", "file_object", "file_summary", "isotime", "new_event_id"]
+__all__ = ["Event", "EventType", "file_object", "file_summary", "isotime", "new_event_id"]
 
 
 class EventType(StrEnum):
@@ -64,10 +65,6 @@ def file_summary(upload: Upload) -> dict[str, Any]:
         "sizeBytes": upload.size_bytes or 0,
         "status": upload.status.value,
     }
-
-
-LINK_METADATA_KEY = "uploadLink"  # in Upload.metadata: the upload link an upload was made through
-PURPOSE_METADATA_KEY = "purpose"  # in Upload.metadata: the Files API's ``purpose``, as the client gave it
 
 
 def file_object(upload: Upload, *, parts: Iterable[Part] | None = None, with_parts: bool = True) -> dict[str, Any]:

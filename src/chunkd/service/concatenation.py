@@ -23,21 +23,17 @@ from typing import Any
 from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.errors import ChunkdError, InvalidInput, InvalidState
 from chunkd.domain.events import Event, EventType
+from chunkd.domain.metadata import CONCATENATION, CONCATENATION_SOURCE
 from chunkd.domain.upload import Mode, Part, Status, Upload
 from chunkd.service.crc import Crc64Hasher
 from chunkd.service.hooks import ContentRejected
 from chunkd.service.lifecycle import Lifecycle
 from chunkd.service.streaming import StreamedPart
 
-__all__ = ["CONCATENATION", "CONCATENATION_SOURCE", "Concatenation", "waiting_for"]
+__all__ = ["Concatenation", "waiting_for"]
 
 log = logging.getLogger("chunkd.service")
 
-# Metadata of a concatenation until it completes: {"sources": [ids], "waiting": True}, or once it
-# failed {"sources": [ids], "waiting": False, "failed": reason}.
-CONCATENATION = "concatenation"
-# Metadata flag of an upload that a concatenation may name before it is finished.
-CONCATENATION_SOURCE = "concatenationSource"
 # Uploads listed per page when a source that ended looks for the concatenations waiting on it.
 _SCAN_PAGE = 500
 

@@ -34,7 +34,8 @@ from typing import Any, Protocol
 import httpx
 
 from chunkd.domain import errors as e
-from chunkd.domain.events import LINK_METADATA_KEY, file_object
+from chunkd.domain.events import file_object
+from chunkd.domain.metadata import ENGINE_KEYS, PRE_FINISH
 from chunkd.domain.upload import Upload
 from chunkd.service.tls import outgoing_tls
 
@@ -44,22 +45,6 @@ log = logging.getLogger(__name__)
 
 # The most of a hook's answer that is read: an answer is a small JSON object, and a request waits on it.
 MAX_ANSWER_BYTES = 1024 * 1024
-
-# Keys the engine reads that an upload may not have yet, so "never replaced" does not cover them:
-# a pre-create hook may not add them either. ``uploadLink`` says which upload link may act on the
-# upload (a hook echoing a client's fields must not grant one); the others are the engine's record
-# of a concatenation, a scan, an inspection's refusal or a hook's own result and refusal.
-ENGINE_KEYS = frozenset(
-    {
-        LINK_METADATA_KEY,
-        "concatenation",
-        "concatenationSource",
-        "virusScan",
-        "inspectionRefused",
-        "preFinish",
-        "rejected",
-    }
-)
 
 
 def count_hook(hook: str, result: str) -> None:
@@ -228,7 +213,7 @@ class HttpHooks:
     async def pre_finish(self, upload: Upload) -> None:
         answer = await self.call("pre-finish", upload)
         if "result" in answer:
-            upload.metadata["preFinish"] = answer["result"]
+            upload.metadata[PRE_FINISH] = answer["result"]
 
     async def pre_download(self, upload: Upload) -> None:
         await self.call("pre-download", upload)

@@ -20,6 +20,7 @@ from chunkd.domain.errors import (
     TooLarge,
 )
 from chunkd.domain.events import Event, EventType
+from chunkd.domain.metadata import REJECTED
 from chunkd.domain.names import check_client_ref, clean_filename, media_type, new_upload_id
 from chunkd.domain.parts import choose_part_size, part_count
 from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
@@ -280,9 +281,9 @@ class Lifecycle(EngineCore):
         ``upload.rejected`` emitted (the caller holds the upload's lock)."""
         now = self.clock()
         upload.mark_cancelled(now)
-        upload.metadata["rejected"] = {"reason": error.reason, **error.details}
+        upload.metadata[REJECTED] = {"reason": error.reason, **error.details}
         rejected = Event.for_upload(
-            EventType.UPLOAD_REJECTED, upload, now, parts=(), extra={"rejection": upload.metadata["rejected"]}
+            EventType.UPLOAD_REJECTED, upload, now, parts=(), extra={"rejection": upload.metadata[REJECTED]}
         )
         await self.repo.save(upload, removed_parts=list(upload.parts), events=[rejected])
         await self._free(upload)

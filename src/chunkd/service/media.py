@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from chunkd.domain.errors import ContentRefused, InvalidInput, NotFound, SizeMismatch, TooLarge
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.media import MediaRecord, MediaType
+from chunkd.domain.metadata import INSPECTION_REFUSED
 from chunkd.domain.upload import Status, Upload
 from chunkd.ports.media import MediaRepository
 from chunkd.service.content import Inspection, spool_to_file
@@ -21,8 +22,6 @@ from chunkd.service.uploads import UploadService
 __all__ = ["MEDIA_FRONTEND", "SERVED_TYPES", "MediaLimits", "MediaService", "default_type", "served_type"]
 
 MEDIA_FRONTEND = "media"
-# Upload metadata: {"pdf"|"image": reason} for each kind of inspection that refused these bytes.
-REFUSED_KEY = "inspectionRefused"
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".gif", ".webp", ".bmp", ".tif", ".tiff"})
 # The only types a media file is ever served as: what inspection can find (content.IMAGE_FORMATS
 # and PDF). None of them is a type a browser runs as a document of the API's origin.
@@ -84,14 +83,14 @@ class MediaService:
         try:
             return await self.inspector.inspect(kind, path, owner=upload.owner)
         except ContentRefused as refused:
-            upload.metadata.setdefault(REFUSED_KEY, {})[kind] = refused.message
+            upload.metadata.setdefault(INSPECTION_REFUSED, {})[kind] = refused.message
             raise
         finally:
             await asyncio.to_thread(os.unlink, path)
 
     @staticmethod
     def _refused_before(upload: Upload, kind: Kind) -> None:
-        earlier = (upload.metadata.get(REFUSED_KEY) or {}).get(kind)
+        earlier = (upload.metadata.get(INSPECTION_REFUSED) or {}).get(kind)
         if isinstance(earlier, str):
             raise ContentRefused(earlier, field="type")
 

@@ -23,6 +23,7 @@ import struct
 from collections.abc import AsyncIterator, Callable
 
 from chunkd.domain import errors as e
+from chunkd.domain.metadata import VIRUS_SCAN
 from chunkd.domain.upload import Upload
 from chunkd.service.hooks import ContentRejected, count_hook
 
@@ -142,4 +143,4 @@ class ClamdScanner:
                 signature=signature,
             )
         self.count("clamav", "accepted")
-        upload.metadata["virusScan"] = {"scanner": "clamd", "result": "clean"}
+        upload.metadata[VIRUS_SCAN] = {"scanner": "clamd", "result": "clean"}

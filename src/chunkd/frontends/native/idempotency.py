@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from chunkd.auth.links import LINK_METADATA_KEY
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
-from chunkd.domain.events import PURPOSE_METADATA_KEY
+from chunkd.domain.metadata import LINK_METADATA_KEY, PURPOSE_METADATA_KEY
 from chunkd.domain.names import check_client_ref, clean_filename
 from chunkd.domain.upload import Upload
 from chunkd.frontends.native.schemas import CreateFileRequest

@@ -18,7 +18,8 @@ from chunkd.auth.principal import Principal, require_scope
 from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
-from chunkd.domain.events import PURPOSE_METADATA_KEY, file_object, file_summary
+from chunkd.domain.events import file_object, file_summary
+from chunkd.domain.metadata import PRE_FINISH, PURPOSE_METADATA_KEY
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Status, Upload
 from chunkd.frontends.digests import request_digest
@@ -308,8 +309,8 @@ async def complete_file(
     md5 = _md5_field(body.md5 if body else None, "md5")
     upload = await runtime(request).uploads.complete(who.owner, file_id, md5=md5)
     view = file_summary(upload)
-    if "preFinish" in upload.metadata:
-        view["preFinish"] = upload.metadata["preFinish"]
+    if PRE_FINISH in upload.metadata:
+        view["preFinish"] = upload.metadata[PRE_FINISH]
     return _answer(FileCompletedResponse, view, exclude_unset=True)
 
 

@@ -14,6 +14,7 @@ from starlette.responses import Response
 
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
+from chunkd.domain.metadata import CONCATENATION_SOURCE
 from chunkd.domain.names import clean_filename
 from chunkd.domain.names import media_type as names_media_type
 from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
@@ -29,7 +30,6 @@ from chunkd.frontends.tus.resource import (
     require_version,
     tus_state,
 )
-from chunkd.service.concatenation import CONCATENATION_SOURCE
 from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["ONE_WRITE_BODY", "Creation"]

@@ -9,6 +9,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
+from chunkd.domain.metadata import CONCATENATION
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.digests import repr_digest_of
 from chunkd.frontends.http import declares_body, field_value, file_response, parse_length, principal, runtime
@@ -26,7 +27,6 @@ from chunkd.frontends.tus.resource import (
     require_version,
     tus_state,
 )
-from chunkd.service.concatenation import CONCATENATION
 from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["Transfer"]
