@@ -124,6 +124,73 @@ async def test_a_concatenation_whose_length_is_learnt_late_is_held_to_the_limits
         assert stored == 900  # the partial alone
 
 
+async def test_concatenations_learning_their_lengths_at_once_never_pass_a_byte_quota_together(
+    make_api: MakeApi,
+) -> None:
+    """Two tus finals, each made of a partial of deferred length, learn their lengths when the
+    partials finish. Each checked the quota alone and counted only once completed: with room for
+    one, both were assembled when the second's check came while the first was still being
+    assembled. Here the first is held in its pre-finish hook until the second has got as far, or
+    been refused. The length is declared and saved in the owner's quota turn now, so the second
+    sees the first's and is cancelled."""
+    import asyncio
+
+    from chunkd.domain.upload import Upload
+    from tests.support.waiting import until
+
+    class HeldFinish:
+        """No hooks, but the finals' pre-finish waits until the test lets it go."""
+
+        def __init__(self, finals: list[str]) -> None:
+            self.finals = finals
+            self.arrived: list[str] = []
+            self.release = asyncio.Event()
+
+        async def pre_create(self, upload: Upload) -> None:
+            return None
+
+        async def pre_finish(self, upload: Upload) -> None:
+            if upload.id in self.finals:
+                self.arrived.append(upload.id)
+                await self.release.wait()
+
+        async def pre_download(self, upload: Upload) -> None:
+            return None
+
+    async with make_api(max_stored_bytes=1750) as api:  # the partials' 1,000 and room for one 500-byte final
+        auth = {"Tus-Resumable": "1.0.0", **api.auth()}
+        finals = []
+        partials = []
+        for _ in range(2):
+            made = await api.client.post(
+                "/files", headers={**auth, "Upload-Defer-Length": "1", "Upload-Concat": "partial"}
+            )
+            partial = made.headers["location"].rsplit("/", 1)[1]
+            waiting = await api.client.post("/files", headers={**auth, "Upload-Concat": f"final;/files/{partial}"})
+            assert waiting.status_code == 201, waiting.text
+            partials.append(partial)
+            finals.append(waiting.headers["location"].rsplit("/", 1)[1])
+        held = HeldFinish(finals)
+        api.runtime.uploads.hooks = held
+        patch = {
+            **auth,
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0",
+            "Upload-Length": "500",
+        }
+        first = asyncio.create_task(api.client.patch(f"/files/{partials[0]}", content=b"x" * 500, headers=patch))
+        await until(lambda: len(held.arrived) == 1)
+        second = asyncio.create_task(api.client.patch(f"/files/{partials[1]}", content=b"x" * 500, headers=patch))
+        await until(lambda: second.done() or len(held.arrived) == 2)
+        held.release.set()
+        answers = await asyncio.gather(first, second)
+        assert [r.status_code for r in answers] == [204, 204], [r.text for r in answers]
+        states = [(await api.runtime.uploads.get("alice", f)).status.value for f in finals]
+        assert states == ["COMPLETED", "CANCELLED"]
+        _, _, stored = await api.runtime.repo.usage("alice")
+        assert stored == 1500
+
+
 async def test_parallel_creations_never_pass_a_quota_together(make_api: MakeApi) -> None:
     """Each creation checks the owner's usage and then stores its row. Parallel ones each read the
     same usage and passed a quota only one of them fitted in: 20 at once against 3 pending

@@ -16,6 +16,7 @@ aggregate (``record_append`` per placed part, ``declare_size`` for a length lear
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -168,9 +169,18 @@ class Concatenation(Lifecycle):
         if upload.size_bytes is None:
             # Its length is learnt only now (a source's was deferred when it was made): held to
             # the file size limit and the byte quotas as any declared length is, before anything
-            # is placed. Refused, it can never complete: cancelled, as a hook's refusal is.
+            # is placed, and saved in the owner's quota turn (as ``declare_size`` does), so that
+            # concatenations finishing at once each count the others' lengths; only the
+            # declaration holds the turn, not the copy. It is saved with its expiry: if the copy
+            # fails, it waits and expires as before. Refused, it can never complete: cancelled,
+            # as a hook's refusal is.
             try:
-                await self._check_declared_length(upload, sum(s.size_bytes or 0 for s in sources))
+                async with self.quota_turn(upload.owner):
+                    total = sum(s.size_bytes or 0 for s in sources)
+                    await self._check_declared_length(upload, total)
+                    upload.declare_size(total)
+                    upload.updated_at = now
+                    await self.repo.save(dataclasses.replace(upload, expires_at=expires_at))
             except ChunkdError as exc:
                 await self._fail(upload, f"refused: {exc}")
                 if refusals:
