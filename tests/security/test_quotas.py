@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from chunkd.backends.blobs.local import LocalBlobStore
+from chunkd.domain.upload import Upload
 from tests.security.conftest import MakeApi
+from tests.support.waiting import until
+
+
+class HeldFinish:
+    """No hooks, but the pre-finish of the uploads named waits until the test lets it go."""
+
+    def __init__(self, held: list[str]) -> None:
+        self.held = held
+        self.arrived: list[str] = []
+        self.release = asyncio.Event()
+
+    async def pre_create(self, upload: Upload) -> None:
+        return None
+
+    async def pre_finish(self, upload: Upload) -> None:
+        if upload.id in self.held:
+            self.arrived.append(upload.id)
+            await self.release.wait()
+
+    async def pre_download(self, upload: Upload) -> None:
+        return None
 
 
 async def _create(api, size: int, who: str = "alice"):  # type: ignore[no-untyped-def]
@@ -133,30 +157,6 @@ async def test_concatenations_learning_their_lengths_at_once_never_pass_a_byte_q
     assembled. Here the first is held in its pre-finish hook until the second has got as far, or
     been refused. The length is declared and saved in the owner's quota turn now, so the second
     sees the first's and is cancelled."""
-    import asyncio
-
-    from chunkd.domain.upload import Upload
-    from tests.support.waiting import until
-
-    class HeldFinish:
-        """No hooks, but the finals' pre-finish waits until the test lets it go."""
-
-        def __init__(self, finals: list[str]) -> None:
-            self.finals = finals
-            self.arrived: list[str] = []
-            self.release = asyncio.Event()
-
-        async def pre_create(self, upload: Upload) -> None:
-            return None
-
-        async def pre_finish(self, upload: Upload) -> None:
-            if upload.id in self.finals:
-                self.arrived.append(upload.id)
-                await self.release.wait()
-
-        async def pre_download(self, upload: Upload) -> None:
-            return None
-
     async with make_api(max_stored_bytes=1750) as api:  # the partials' 1,000 and room for one 500-byte final
         auth = {"Tus-Resumable": "1.0.0", **api.auth()}
         finals = []
@@ -189,6 +189,36 @@ async def test_concatenations_learning_their_lengths_at_once_never_pass_a_byte_q
         assert states == ["COMPLETED", "CANCELLED"]
         _, _, stored = await api.runtime.repo.usage("alice")
         assert stored == 1500
+
+
+async def test_a_patch_that_declares_and_fills_an_upload_finishes_it_outside_the_quota_turn(
+    make_api: MakeApi,
+) -> None:
+    """A tus PATCH that declares a deferred length and fills the upload saves its bytes in the
+    owner's quota turn. Its pre-finish hook (or virus scan of the whole file) ran in that turn too,
+    so every other creation of the owner's waited for it, and got 423 after the lock timeout. The
+    upload is finished once out of the turn now."""
+    async with make_api(max_stored_bytes=10_000, lock_timeout_seconds=2) as api:
+        auth = {"Tus-Resumable": "1.0.0", **api.auth()}
+        made = await api.client.post("/files", headers={**auth, "Upload-Defer-Length": "1"})
+        upload_id = made.headers["location"].rsplit("/", 1)[1]
+        held = HeldFinish([upload_id])
+        api.runtime.uploads.hooks = held
+        patch = {
+            **auth,
+            "Content-Type": "application/offset+octet-stream",
+            "Upload-Offset": "0",
+            "Upload-Length": "100",
+        }
+        filling = asyncio.create_task(api.client.patch(f"/files/{upload_id}", content=b"x" * 100, headers=patch))
+        await until(lambda: held.arrived)
+        other = await _create(api, 100)
+        assert other.status_code == 201, other.text
+        held.release.set()
+        assert (await filling).status_code == 204
+        assert (await api.runtime.uploads.get("alice", upload_id)).status.value == "COMPLETED"
+        _, held_bytes, stored = await api.runtime.repo.usage("alice")
+        assert (held_bytes, stored) == (100, 100)
 
 
 async def test_parallel_creations_never_pass_a_quota_together(make_api: MakeApi) -> None:

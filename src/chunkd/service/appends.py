@@ -87,6 +87,7 @@ class Appends(Lifecycle):
         arrived in one write (and the upload alone when none did). If the append fails before it
         writes, the upload is never stored."""
         finished = False
+        finish_after_turn = False  # filled in the owner's quota turn: finished once out of it
         unstored: Event | None = None  # the created event of an upload this append must store
         if store_created:
             assert created is not None and created.id == upload_id and stored is None
@@ -213,7 +214,13 @@ class Appends(Lifecycle):
                     upload.expires_at = upload.updated_at + self.config.ttl
                     if self.caps.settler is not None:
                         self.caps.settler.invalidate(upload, part, extended)
-                    if finish and broken is None and upload.bytes_received == upload.size_bytes:
+                    filled = finish and broken is None and upload.bytes_received == upload.size_bytes
+                    if filled and counted and self.config.has_quotas:
+                        # Saved first, and finished below, outside the owner's quota turn: a
+                        # pre-finish hook or a virus scan of the whole file must not hold every other
+                        # creation of the owner's (they wait for the turn, then get 423).
+                        finish_after_turn = True
+                    elif filled:
                         if len(upload.parts) != upload.parts_received:  # the store needs every part to finish
                             # The stored parts, and over them the ones this append holds in memory: the
                             # part it just made (or grew) is not saved yet, so the database lacks it.
@@ -238,7 +245,7 @@ class Appends(Lifecycle):
                     if unstored is not None:
                         unstored = None
                         await self._emit("created", upload)
-                    if not finished:
+                    if not finished and not finish_after_turn:
                         await self._settle(upload, part)
             if broken is not None:
                 raise broken
@@ -247,10 +254,15 @@ class Appends(Lifecycle):
                     await self._discard_rejected(upload, refused)
                 raise refused
             if finish and not finished and upload.size_bytes is not None and upload.bytes_received == upload.size_bytes:
-                # Nothing arrived, but the upload was already full (e.g. a zero-length upload).
+                # Nothing arrived, but the upload was already full (e.g. a zero-length upload), or
+                # the bytes that filled it were saved in the owner's quota turn (above).
                 if len(upload.parts) != upload.parts_received:
                     upload.parts = await self._all_parts(upload)
-                await self.hooks.pre_finish(upload)
+                try:
+                    await self.hooks.pre_finish(upload)
+                except ContentRejected as exc:
+                    await self._discard_rejected(upload, exc)
+                    raise
                 await self._finish(upload, now, md5=None, check=None)
                 await self.repo.save(upload, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
                 finished = True
