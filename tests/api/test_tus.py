@@ -149,7 +149,14 @@ async def test_upload_in_chunks_completes_the_engine_upload(api: Api) -> None:
     # A repeated final PATCH (e.g. the client missed the answer) is answered, not refused.
     again = await patch(api, upload_id, len(data), b"")
     assert again.status_code == 204 and again.headers["upload-offset"] == str(len(data))
+    # So is one with a body, as tusd answers it (204, nothing appended): the stored file is unchanged.
+    extra = await patch(api, upload_id, len(data), b"more bytes")
+    assert extra.status_code == 204 and extra.headers["upload-offset"] == str(len(data))
+    assert extra.headers["upload-length"] == str(len(data))
+    stored = await api.client.get(f"/files/{upload_id}", headers=api.auth())
+    assert stored.content == data
     assert (await patch(api, upload_id, 0, b"x")).status_code == 409
+    assert (await patch(api, upload_id, len(data) - 1, b"x")).status_code == 409
 
 
 async def test_patch_rules(api: Api) -> None:

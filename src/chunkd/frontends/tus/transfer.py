@@ -12,7 +12,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.metadata import CONCATENATION
 from chunkd.domain.upload import Mode, Status, Upload
 from chunkd.frontends.digests import repr_digest_of
-from chunkd.frontends.http import declares_body, field_value, file_response, parse_length, principal, runtime
+from chunkd.frontends.http import field_value, file_response, parse_length, principal, runtime
 from chunkd.frontends.tus.checksum_trailer import body_checksum
 from chunkd.frontends.tus.errors import TUS_VERSION, UnsupportedMediaType
 from chunkd.frontends.tus.headers import http_date
@@ -95,7 +95,6 @@ class Transfer(TusResource):
         length = parse_length(field_value(request, "upload-length"), "Upload-Length")
         content_length = parse_length(request.headers.get("content-length"), "Content-Length")
         service = runtime(request).uploads
-        with_body = declares_body(request.headers)
 
         def inspect(upload: Upload) -> None:
             """The tus rules on the row as loaded (under the lock, or before taking over)."""
@@ -103,7 +102,10 @@ class Transfer(TusResource):
                 raise e.NotFound(f"no upload with id {file_id!r}", field="id")
             if tus_state(upload).get("concat") == "final":
                 raise e.Forbidden("a final upload cannot be patched", field="Upload-Concat")
-            if upload.status is Status.COMPLETED and offset == upload.size_bytes and not with_body:
+            if upload.status is Status.COMPLETED and offset == upload.size_bytes:
+                # A PATCH at the end of a finished upload is a success that adds nothing, as tusd
+                # answers it: 204 with the final offset, any body left unread (the stored bytes
+                # never change). Any other offset stays a 409, as in tusd.
                 raise _AlreadyComplete(upload)
             upload.ensure_pending(service.clock())
             upload.check_append(offset)
@@ -175,7 +177,7 @@ class Transfer(TusResource):
 
 
 class _AlreadyComplete(Exception):
-    """A body-less PATCH at the end of a finished upload: answered 204 (a retried last PATCH)."""
+    """A PATCH at the end of a finished upload: answered 204, nothing of its body read."""
 
     def __init__(self, upload: Upload) -> None:
         super().__init__("the upload is complete")
