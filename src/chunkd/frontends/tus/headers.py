@@ -1,4 +1,4 @@
-"""Parsing of the tus request headers (strictly, per tus 1.0) and formatting of the response ones.
+"""Parsing of the tus request headers (per tus 1.0) and formatting of the response ones.
 
 Every parser raises ``InvalidInput`` naming the header, so a malformed header is a 400 that says
 which header is wrong. Nothing a client sent is ever copied into a response header: metadata is
@@ -71,14 +71,18 @@ class Metadata:
 
 
 def parse_metadata(value: str | None) -> Metadata:
-    """``Upload-Metadata: key base64,key2,key3 base64`` parsed strictly: every key valid and
-    unique, every value canonical base64."""
+    """``Upload-Metadata: key base64,key2,key3 base64``: every key valid and unique, every value
+    base64. Empty items (``a,,b``, a trailing comma) are skipped, as RFC 9110 §5.6.1 has a
+    recipient of a comma-separated list do and as tusd does; a value whose ``=`` padding was left
+    off is read as if it were there (tusd drops such a pair: its value is plain, so it is kept)."""
     if value is None or not value.strip():
         return Metadata({})
     if len(value) > MAX_METADATA_BYTES:
         raise InvalidInput(f"Upload-Metadata is longer than {MAX_METADATA_BYTES} bytes", field="Upload-Metadata")
     pairs: dict[str, bytes | None] = {}
     for item in value.split(","):
+        if not item.strip():
+            continue
         fields = item.strip().split(" ")
         if len(fields) > 2 or not fields[0]:
             raise InvalidInput(
@@ -96,10 +100,11 @@ def parse_metadata(value: str | None) -> Metadata:
             pairs[key] = None
             continue
         encoded = fields[1]
-        if not _B64.fullmatch(encoded) or len(encoded) % 4:
+        if not _B64.fullmatch(encoded):
             raise InvalidInput(f"Upload-Metadata value of {key!r} is not base64", field="Upload-Metadata")
         try:
-            pairs[key] = base64.b64decode(encoded, validate=True)
+            # Padding restored ("YQ" is "YQ=="); a length no padding can fix ("YWJjZ") stays an error.
+            pairs[key] = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise InvalidInput(f"Upload-Metadata value of {key!r} is not base64", field="Upload-Metadata") from None
     return Metadata(pairs)
