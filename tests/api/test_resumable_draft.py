@@ -125,6 +125,39 @@ async def test_creation_with_the_whole_representation_completes(api: Api, v: int
     assert download.content == data
 
 
+def _metadata(**pairs: bytes) -> str:
+    return ",".join(f"{key} {base64.b64encode(value).decode()}" for key, value in pairs.items())
+
+
+@pytest.mark.parametrize(
+    ("sent", "filename", "mime_type"),
+    [
+        ({"Content-Disposition": 'inline; filename=".."', "Content-Type": "jpg"}, "upload", "application/octet-stream"),
+        ({"Upload-Metadata": _metadata(filename=b"\xff.txt", filetype=b"\xff")}, "upload", "application/octet-stream"),
+        (  # the next value offered that is usable
+            {
+                "Content-Disposition": 'inline; filename=".."',
+                "Content-Type": "text",
+                "Upload-Metadata": _metadata(name=b"kept.txt", filetype=b"a/b c"),
+            },
+            "kept.txt",
+            "text/plain",
+        ),
+        ({"Content-Disposition": 'inline; filename="a.bin"', "Content-Type": "image/png"}, "a.bin", "image/png"),
+    ],
+)
+async def test_a_name_or_type_that_cannot_be_used_leaves_the_file_unnamed_or_untyped(
+    api: Api, v: int, sent: dict[str, str], filename: str, mime_type: str
+) -> None:
+    """The draft gives neither Content-Disposition nor Content-Type a meaning for the upload (they
+    "can affect" how a server acts on it): one chunkd cannot use is passed over, as in a tus
+    creation, and the upload is created rather than refused (400)."""
+    response = await create(api, v, b"abc", complete=True, **sent)
+    assert response.status_code == 201, response.text
+    native = (await api.client.get(f"/v1/files/{response.json()['id']}", headers=api.auth())).json()
+    assert (native["filename"], native["mimeType"]) == (filename, mime_type)
+
+
 @pytest.mark.parametrize("method", ["PUT", "PATCH"])
 async def test_creation_with_any_method_that_carries_content(api: Api, v: int, method: str) -> None:
     response = await api.client.request(

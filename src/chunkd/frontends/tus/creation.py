@@ -15,12 +15,11 @@ from starlette.responses import Response
 from chunkd.auth.principal import Principal
 from chunkd.domain import errors as e
 from chunkd.domain.metadata import CONCATENATION_SOURCE
-from chunkd.domain.names import clean_filename
-from chunkd.domain.names import media_type as names_media_type
 from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
 from chunkd.frontends.http import declares_body, field_value, parse_length, principal, runtime
 from chunkd.frontends.tus.checksum_trailer import BodyChecksum, body_checksum
-from chunkd.frontends.tus.headers import Metadata, http_date, parse_concat, parse_metadata
+from chunkd.frontends.tus.headers import http_date, parse_concat, parse_metadata
+from chunkd.frontends.tus.naming import file_name, file_type
 from chunkd.frontends.tus.resource import (
     FRONTEND,
     OFFSET_STREAM,
@@ -43,23 +42,6 @@ __all__ = ["ONE_WRITE_BODY", "Creation"]
 ONE_WRITE_BODY = 1024 * 1024
 
 
-def _usable(meta: Metadata, keys: tuple[str, ...], clean: Callable[[str], str]) -> str | None:
-    """The first of ``keys`` whose metadata value is usable as the file's name or type (UTF-8
-    text that ``clean`` accepts); None when none is. tus metadata is opaque ("arbitrary binary
-    values"; no key has a meaning in the protocol), so a value chunkd cannot use leaves the file
-    unnamed or untyped, as tusd does, rather than refusing the upload: a client sending
-    ``filetype jpg`` or a Latin-1 file name is a tus client like any other."""
-    for key in keys:
-        raw = meta.pairs.get(key)
-        if raw is None:
-            continue
-        try:
-            return clean(raw.decode("utf-8"))
-        except (UnicodeDecodeError, e.InvalidInput):
-            continue
-    return None
-
-
 class Creation(TusResource):
     """``POST`` on the collection."""
 
@@ -76,8 +58,8 @@ class Creation(TusResource):
         with_upload = media_type(request) == OFFSET_STREAM  # creation-with-upload, maybe of no bytes
         with_body = with_upload and declares_body(request.headers)
         checksum = body_checksum(request) if with_body else None
-        filename = _usable(meta, ("filename", "name"), clean_filename) or "upload"
-        mime_type = _usable(meta, ("filetype", "type"), names_media_type)
+        filename = file_name(*meta.values("filename", "name"))
+        mime_type = file_type(*meta.values("filetype", "type"))
         state: dict[str, Any] = {"meta": meta.stored()}
 
         if who.upload_link is not None and concat is not None:

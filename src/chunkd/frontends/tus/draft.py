@@ -42,6 +42,7 @@ from chunkd.frontends.tus.draft_progress import send_informational, write_body
 from chunkd.frontends.tus.draft_versions import INTEROP_HEADER, PARTIAL_UPLOAD, InteropVersion
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.headers import parse_metadata
+from chunkd.frontends.tus.naming import file_name, file_type
 from chunkd.service.takeover import TAKE_OVER_WAIT
 
 if TYPE_CHECKING:
@@ -202,10 +203,11 @@ class DraftEndpoint:
         if length is not None and content_length is not None and content_length > length:
             raise length_overrun(version, f"the body is longer than the upload's length of {length} bytes")
         meta = parse_metadata(request.headers.get("upload-metadata"))
-        filename = fields.filename(request) or meta.text("filename", "name") or "upload"
-        media_type = fields.media_type(request)
-        mime_type = meta.text("filetype", "type") or (
-            media_type if media_type and media_type != PARTIAL_UPLOAD else None
+        # Taken where usable, else the file is unnamed or untyped, as a tus creation does.
+        filename = file_name(fields.filename(request), *meta.values("filename", "name"))
+        content_type = fields.media_type(request)
+        mime_type = file_type(
+            *meta.values("filetype", "type"), content_type if content_type != PARTIAL_UPLOAD else None
         )
         declared = declared_digests(request.headers.get("repr-digest"))
         checksum = content_digest_checksum(request.headers.get("content-digest"))

@@ -43,17 +43,9 @@ class Metadata:
 
     pairs: dict[str, bytes | None]
 
-    def text(self, *keys: str) -> str | None:
-        """The first of ``keys`` present with a value, as UTF-8 text."""
-        for key in keys:
-            raw = self.pairs.get(key)
-            if raw is not None:
-                try:
-                    return raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    message = f"Upload-Metadata value of {key!r} must be UTF-8"
-                    raise InvalidInput(message, field="Upload-Metadata") from None
-        return None
+    def values(self, *keys: str) -> tuple[bytes | None, ...]:
+        """The values of ``keys``, in that order (None for a key absent or without a value)."""
+        return tuple(self.pairs.get(key) for key in keys)
 
     def stored(self) -> dict[str, str | None]:
         """The form kept with the upload: values as base64 (JSON-safe, byte-exact)."""
