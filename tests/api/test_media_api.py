@@ -149,6 +149,11 @@ async def test_media_get_delete_owner_scoped(api: Api) -> None:
     assert (await api.client.get(file_path)).status_code == 401
     # The image URL carries its own signature: it works with no credentials (an <img src>) …
     assert (await api.client.get(media["image"])).content == png
+    # A range past its end, on the signed URL: 416 in the media API's (DRF's) shape.
+    past = await api.client.get(media["image"], headers={"Range": f"bytes={len(png)}-"})
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(png)}"
+    refused = {"detail": f"the file has {len(png)} bytes", "code": "range_not_satisfiable", "field": "Range"}
+    assert past.json() == refused
     # … but not once changed, moved to another media, or expired.
     tampered = await api.client.get(media["image"].replace("signature=", "signature=x"))
     assert tampered.status_code == 403 and tampered.json()["detail"]

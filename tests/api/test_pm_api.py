@@ -134,6 +134,11 @@ async def test_chunks_then_done_url_encoded(api: Api) -> None:
     assert head.status_code == 200 and head.headers["content-length"] == str(len(data)) and head.content == b""
     ranged = await api.client.get(result["file_url"], headers={**api.auth(), "Range": "bytes=10-19"})
     assert ranged.status_code == 206 and ranged.content == data[10:20]
+    # A range past the end: 416 in Fine Uploader's error shape, not the Files API's.
+    past = await api.client.get(result["file_url"], headers={**api.auth(), "Range": f"bytes={len(data)}-"})
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(data)}"
+    refused = past.json()
+    assert refused["success"] is False and refused["code"] == "range_not_satisfiable" and refused["preventRetry"]
     # An ordinary engine upload: visible in the Files API, completed, with the whole-file MD5.
     upload = await api.runtime.uploads.find("alice", "pm", file_uuid)
     assert upload is not None

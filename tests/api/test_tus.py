@@ -676,6 +676,11 @@ async def test_get_downloads_only_finished_uploads(api: Api) -> None:
     assert got.content == data and 'filename="x.bin"' in got.headers["content-disposition"]
     ranged = await api.client.get(f"/files/{upload_id}", headers={**api.auth(), "Range": "bytes=-10"})
     assert ranged.status_code == 206 and ranged.content == data[-10:]
+    # A range past the end: 416 as tus answers errors (plain text), not the Files API's JSON.
+    past = await api.client.get(f"/files/{upload_id}", headers={**api.auth(), "Range": "bytes=5000-"})
+    assert past.status_code == 416 and past.headers["content-range"] == "bytes */1000"
+    assert past.headers["content-type"].startswith("text/plain") and past.headers["tus-resumable"] == "1.0.0"
+    assert past.text.startswith("range_not_satisfiable: ")
     native_upload = (
         await api.client.post("/v1/files", json={"filename": "n", "sizeBytes": 1}, headers=api.auth())
     ).json()

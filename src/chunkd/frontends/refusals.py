@@ -1,4 +1,5 @@
-"""Refusals made by the shared guards (rate limits, body guard), answered in each dialect's shape.
+"""Refusals made by the shared guards (rate limits, body guard) and the shared download response
+(416 for a range past the file's end), answered in each dialect's shape.
 
 A guard refuses in one of two places:
 

@@ -10,7 +10,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.types import Send
 
 from chunkd.domain import errors as e
@@ -19,6 +19,7 @@ from chunkd.frontends.digests import repr_digest_header
 from chunkd.frontends.http.context import runtime
 from chunkd.frontends.http.headers import parse_range
 from chunkd.frontends.http.values import content_disposition
+from chunkd.frontends.refusals import Refusal
 
 __all__ = ["DOWNLOAD", "file_response"]
 
@@ -83,9 +84,13 @@ async def file_response(
     if if_range is not None and not _if_range_holds(if_range.strip(), etag, modified):
         wanted = None
     if wanted is False:
-        return JSONResponse(
-            {"error": {"code": "range_not_satisfiable", "message": f"the file has {size} bytes", "field": "Range"}},
-            status_code=416,
+        # Raised, not answered here: each dialect renders it in its own error shape (Fine Uploader's
+        # JSON, tus's plain text...), as it renders the guards' refusals.
+        raise Refusal(
+            416,
+            "range_not_satisfiable",
+            f"the file has {size} bytes",
+            field="Range",
             headers={"Content-Range": f"bytes */{size}"},
         )
     status, start, end = 200, 0, size
