@@ -216,3 +216,42 @@ def test_a_client_gone_mid_body_is_logged_499_not_500(tmp_path: Path) -> None:
         assert download and "status=499 " in download[0], lines
     finally:
         server.stop()
+
+
+def test_a_file_deleted_mid_download_ends_it_short_with_one_line(tmp_path: Path) -> None:
+    """A delete while the file is being downloaded: the download ends after bytes that are all
+    right (a part file already open stays readable, the next one is gone), the connection is
+    closed, and the server logs one line, not a traceback (it logged Starlette's "Caught handled
+    exception, but response already started" with two tracebacks)."""
+    from tests.support.waiting import wait_for
+
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_FSYNC": "false"})
+    server.start()
+    try:
+        auth = {"Authorization": f"Bearer {server.create_key('alice')}"}
+        part = 5 * 2**20
+        data = b"".join(bytes([n]) * part for n in range(4))
+        with httpx.Client(base_url=server.url, headers=auth, timeout=60) as client:
+            created = client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": part})
+            file_id = created.json()["id"]
+            for n in range(4):
+                sent = client.put(f"/v1/files/{file_id}/parts/{n + 1}", content=data[n * part : (n + 1) * part])
+                assert sent.status_code == 200, sent.text
+            assert client.post(f"/v1/files/{file_id}/complete", json={}).status_code == 200
+            received = b""
+            with client.stream("GET", f"/v1/files/{file_id}/content") as download:
+                chunks = download.iter_raw(65536)
+                received += next(chunks)
+                assert client.delete(f"/v1/files/{file_id}").status_code == 204
+                with pytest.raises(httpx.RemoteProtocolError):
+                    for chunk in chunks:
+                        received += chunk
+        assert part <= len(received) < len(data) and received == data[: len(received)]
+        cut = wait_for(lambda: [line for line in server.log.read_text().splitlines() if "cut short" in line])
+        assert len(cut) == 1 and f"download of file {file_id} cut short after" in cut[0], cut
+        download_line = [line for line in access_lines(server, 7, json_lines=False) if "method=GET" in line]
+        assert download_line and "status=200 " in download_line[0]
+        log = server.log.read_text()
+        assert "Traceback" not in log and "ASGI" not in log, log
+    finally:
+        server.stop()

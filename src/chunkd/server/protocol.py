@@ -12,6 +12,8 @@ with a traceback. This subclass adds, per connection:
 - **a header timeout**: a head not complete ``header_timeout`` seconds after its first byte (or
   after the connection opened) is answered ``408 Request Timeout`` (silently closed when nothing
   was sent); idle keep-alive stays bounded by uvicorn's ``timeout_keep_alive``;
+- **a response cut short on purpose** (a download whose file was deleted while it was read; the
+  app logged why and marked it, ``CUT_SHORT``) closes the connection without a line of its own;
 - **disconnects as one info line**: an exception escaping the app after the client went away is
   logged as ``client disconnected: METHOD path (ExceptionType)`` on ``chunkd.server``;
 - **a send timeout**: a response whose client takes less than ``min_send_rate`` bytes a second (at
@@ -54,6 +56,8 @@ from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+
+from chunkd.frontends.http.download import CUT_SHORT
 
 __all__ = ["INFORMATIONAL", "TRAILERS", "ChunkdHttpToolsProtocol", "protocol_class"]
 
@@ -306,6 +310,11 @@ class _CycleApp:
 
         try:
             await self.app(scope, receive, send_with_informational)
+            if cycle.response_started and not cycle.response_complete and scope.get("state", {}).get(CUT_SHORT):
+                # A download whose file went away mid-way (it logged why): closed here, without
+                # uvicorn's "ASGI callable returned without completing response" on top.
+                cycle.transport.close()
+                cycle.disconnected = True
         except asyncio.CancelledError:
             if self.connection is None or not self.connection.stopping:
                 raise
