@@ -23,6 +23,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.checksum import ResumableMD5
 from chunkd.domain.upload import Part, Status, Upload
 from chunkd.service.uploads import EngineConfig, UploadService
+from tests.support.waiting import until
 
 PART = 64 * 1024
 
@@ -303,6 +304,36 @@ async def test_an_upload_cancelled_under_its_hash_run_logs_no_warning(
         assert engine.blobs.reads == [2]  # the run did try to read part 2 back, after the cancel
         assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
         assert any("has ended" in r.getMessage() for r in caplog.records)
+    finally:
+        engine.blobs.gate.set()
+        await engine.repo.close()
+
+
+async def test_a_part_sent_again_while_the_run_reads_it_is_hashed_anew_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run reads a part back without the lock; the same part sent again meanwhile drops the
+    blob the run was about to read. Nothing the run read is recorded unless its part is still the
+    stored one (checked under the lock), so the MD5 stays right; the run then hashes the new part
+    instead of giving up with a warning ("could not carry the hash frontier") and leaving the rest
+    to complete."""
+    engine = await Engine(tmp_path, hash_lag_bytes=64 * PART).start()
+    try:
+        data = os.urandom(3 * PART)
+        upload = await new_upload(engine, data)
+        await send(engine, upload, data, 2, 3)
+        engine.blobs.gated_from = 2
+        engine.blobs.gate.clear()
+        await asyncio.wait_for(send(engine, upload, data, 1), timeout=30)  # the run now waits to read part 2
+        await until(lambda: engine.blobs.reads == [2], what="the run to start reading part 2")
+        await send(engine, upload, data, 2)  # part 2 again: its old blob is gone
+        with caplog.at_level(logging.DEBUG, logger="chunkd.service"):
+            engine.blobs.gate.set()
+            await engine.service.finish_hash_runs()
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert await frontier(engine, upload) == (len(data), hashlib.md5(data).hexdigest())
+        done = await engine.service.complete("alice", upload.id, md5=hashlib.md5(data).hexdigest())
+        assert done.md5 == hashlib.md5(data).hexdigest()
     finally:
         engine.blobs.gate.set()
         await engine.repo.close()

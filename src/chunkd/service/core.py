@@ -266,6 +266,18 @@ class EngineCore:
             else:  # cancelled, deleted or completed under the run (which answers no request): its parts went with it
                 log.debug("the hash run of upload %s stopped: the upload has ended", upload_id, exc_info=error)
 
+    async def _replaced(self, upload_id: str, part: Part) -> bool:
+        """Whether the PENDING upload's part of ``part``'s number is another one now (sent again
+        meanwhile); False if it is the same, the upload has ended, or the database cannot tell."""
+        try:
+            current = await self.repo.get(upload_id, parts_from=None, part_numbers=[part.number])
+        except Exception:
+            return False
+        if current is None or current.status is not Status.PENDING:
+            return False  # ended: the run's error path says so (at debug level)
+        stored = current.parts.get(part.number)
+        return stored is None or stored.blob_ref != part.blob_ref
+
     async def _still_pending(self, upload_id: str) -> bool:
         """Whether the upload is still PENDING (True if the database cannot tell)."""
         try:
@@ -285,7 +297,15 @@ class EngineCore:
         digest: ResumableMD5 | None = None
         while (part := upload.next_part_to_hash()) is not None:
             digest = digest or ResumableMD5(upload.hash_state)
-            await self._feed_part(upload, part, digest.update)
+            try:
+                await self._feed_part(upload, part, digest.update)
+            except StorageError:
+                if not await self._replaced(upload.id, part):
+                    raise
+                # The part was sent again while it was read, and the replacement dropped the old
+                # blob: expected, not a fault. What was hashed before it is recorded below; the
+                # replacement's commit has the run look again and hash the new part.
+                break
             state = digest.state()
             hashed.append((part, state))
             upload.mark_hashed(part, state)
