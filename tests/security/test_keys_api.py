@@ -98,3 +98,25 @@ async def test_keys_name_their_maker_and_a_leaked_admin_key_is_revoked_with_what
         rows = {r["id"]: r for r in (await api.client.get("/v1/keys", headers=admin)).json()["data"]}
         assert rows[planted.json()["id"]]["revokedAt"] is not None and rows[other["id"]]["revokedAt"] is None
         assert rows[admin_id]["createdBy"] is None  # made by the operator
+
+
+async def test_a_cascade_reaches_what_a_key_revoked_earlier_made(make_api: MakeApi) -> None:
+    """The order of an incident: the leaked admin key is revoked at once, and what it made is
+    revoked with ``?cascade=true`` once that is understood. The cascade answered 204 and revoked
+    nothing, because the key itself was no longer live."""
+    async with make_api() as api:
+        admin = api.auth("admin")
+        deputy = (await api.client.post("/v1/keys", json={"scopes": "keys:admin files:read"}, headers=admin)).json()
+        deputy_auth = {"X-API-Key": deputy["key"]}
+        planted = (await api.client.post("/v1/keys", json={"scopes": "files:read"}, headers=deputy_auth)).json()
+        link = await api.client.post("/v1/upload-links", json={}, headers=admin)
+        assert link.status_code == 201
+        assert (await api.client.delete(f"/v1/keys/{deputy['id']}", headers=admin)).status_code == 204
+        assert (await api.client.get("/v1/files", headers={"X-API-Key": planted["key"]})).status_code == 200
+
+        assert (await api.client.delete(f"/v1/keys/{deputy['id']}?cascade=true", headers=admin)).status_code == 204
+        assert (await api.client.get("/v1/files", headers={"X-API-Key": planted["key"]})).status_code == 401
+        rows = {r["id"]: r for r in (await api.client.get("/v1/keys", headers=admin)).json()["data"]}
+        assert rows[planted["id"]]["revokedAt"] is not None
+        assert rows[api.keys["admin"][3:19]]["revokedAt"] is None  # the key that made the deputy stays
+        assert (await api.client.get(f"/v1/upload-links/{link.json()['id']}", headers=admin)).status_code == 200

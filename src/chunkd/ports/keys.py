@@ -27,7 +27,7 @@ class KeyRepository(Protocol):
     async def list_keys(self, owner: str | None = None) -> list[ApiKeyRecord]: ...
     async def revoke_key(self, key_id: str, now: datetime, *, cascade: bool = False) -> bool:
         """Set the key's ``revoked_at`` (once), and revoke the upload links made with it in the same
-        transaction (``cascade``: also the keys it made, theirs, and so on, with their links);
-        False when no unrevoked key has this id."""
+        transaction (``cascade``: also the keys it made, theirs, and so on, with their links, even
+        when the key itself was revoked before); False when no unrevoked key has this id."""
 
     async def count_keys(self) -> int: ...

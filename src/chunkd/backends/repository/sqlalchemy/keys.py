@@ -45,8 +45,11 @@ class SqlKeyRepository(SqlStore):
         # read on every request it serves, so every node refuses it from the commit on.
         key = update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)).values(revoked_at=now)
         async with self.transaction() as conn:
-            if not (await conn.execute(key)).rowcount:
+            newly = bool((await conn.execute(key)).rowcount)
+            if not newly and not cascade:
                 return False
+            # A cascade also walks from a key revoked earlier: revoking a leaked key first and its
+            # offspring once the leak is understood must reach them (it was a 204 that did nothing).
             revoked, frontier = {key_id}, [key_id]
             while cascade and frontier:  # the keys it made, and theirs: one query per generation
                 made = select(api_keys.c.id).where(api_keys.c.created_by.in_(frontier))
@@ -63,7 +66,7 @@ class SqlKeyRepository(SqlStore):
                     .where(upload_links.c.key_id.in_(ids), upload_links.c.revoked_at.is_(None))
                     .values(revoked_at=now)
                 )
-            return True
+            return newly
 
     async def count_keys(self) -> int:
         return int(await self.scalar(select(func.count()).select_from(api_keys)))
