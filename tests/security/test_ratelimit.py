@@ -60,6 +60,32 @@ async def test_bad_credentials_are_limited_by_address(make_api: MakeApi) -> None
         assert (await api.client.get("/healthz")).status_code == 200  # health checks are exempt
 
 
+async def test_forwarded_clients_are_counted_apart_and_cannot_choose_their_address(make_api: MakeApi) -> None:
+    """Behind a trusted proxy (the in-process client's address is 127.0.0.1) each client has its
+    own budget, also when the proxies are given as a network; and a client cannot pick its address
+    by sending an ``X-Forwarded-For`` line before the one its proxy adds (HAProxy adds a line of its
+    own): only the first line was read, so every request could name a new address."""
+    for trusted in ("127.0.0.0/8", "10.0.0.0/8, ::1/128, 127.0.0.1/32"):
+        async with make_api(rate_limits="read=2/minute", trusted_proxies=trusted) as api:
+            apart = [
+                (await api.client.get("/v1/files", headers={"X-Forwarded-For": f"203.0.113.{i}"})).status_code
+                for i in range(4)
+            ]
+            assert apart == [401, 401, 401, 401], (trusted, apart)  # four clients, one request each
+            again = [
+                (await api.client.get("/v1/files", headers={"X-Forwarded-For": "203.0.113.0"})).status_code
+                for _ in range(2)
+            ]
+            assert again == [401, 429], (trusted, again)  # the first client's third request
+    async with make_api(rate_limits="read=2/minute", trusted_proxies="127.0.0.1") as api:
+        statuses = []
+        for i in range(4):
+            chosen = ("X-Forwarded-For", f"198.51.100.{i}")  # what the client sent
+            added = ("X-Forwarded-For", "203.0.113.7")  # the line the proxy added: the real client
+            statuses.append((await api.client.get("/v1/files", headers=[chosen, added])).status_code)
+        assert statuses == [401, 401, 429, 429]
+
+
 async def test_part_uploads_have_their_own_budget(make_api: MakeApi) -> None:
     # A fast client sends many parts a minute: they count as "upload", not against "write".
     async with make_api(rate_limits="read=100/minute;write=3/minute;upload=4/minute") as api:

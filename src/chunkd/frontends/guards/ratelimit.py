@@ -24,6 +24,7 @@ answered in the dialect of the path (:mod:`chunkd.frontends.refusals`)."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -83,22 +84,34 @@ class RateLimitMiddleware:
         self.limits = RateLimits(
             settings.rate_limits, strategy=settings.rate_limit_strategy, storage_url=settings.redis_url
         )
-        self.trusted = {p.strip() for p in settings.trusted_proxies.split(",") if p.strip()}
+        self.trusted = _TrustedProxies(settings.trusted_proxies)
         self.default_renderer = default_renderer
         self.routes: RouteTable | None = None
 
     def client_address(self, scope: Scope) -> str:
         client = scope.get("client")
         address = client[0] if client else "unknown"
-        forwarded = _header(scope, b"x-forwarded-for")
-        if address in self.trusted and forwarded:
+        # Every X-Forwarded-For line, in order: a proxy may add its own line after the client's
+        # (HAProxy's ``option forwardfor``), so the first line alone is the client's to choose.
+        forwarded = [
+            hop.strip()
+            for key, value in scope.get("headers", [])
+            if key.lower() == b"x-forwarded-for"
+            for hop in value.decode("latin-1").split(",")
+            if hop.strip()
+        ]
+        if forwarded and self.trusted.holds(address):
             # The rightmost hop not added by one of our own proxies is the client.
-            for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-                if hop not in self.trusted:
-                    try:
-                        return str(ipaddress.ip_address(hop))
-                    except ValueError:
-                        break
+            for hop in reversed(forwarded):
+                try:
+                    found = ipaddress.ip_address(hop)
+                except ValueError:
+                    break
+                if not self.trusted.holds(found):
+                    return str(found)
+            else:  # every hop is a trusted proxy (or "*"): the first is where the request began
+                with contextlib.suppress(ValueError):
+                    return str(ipaddress.ip_address(forwarded[0]))
         return address
 
     async def identity(self, scope: Scope, credentials: dict[str, str]) -> str:
@@ -180,6 +193,26 @@ class RateLimitMiddleware:
     async def _answer(self, scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
         response = render_refusal(scope, refusal, self.default_renderer)
         await response(scope, receive, send)
+
+
+class _TrustedProxies:
+    """``CHUNKD_TRUSTED_PROXIES`` as the settings accept it and uvicorn reads it: addresses,
+    networks (``10.0.0.0/8``) or ``*`` (any peer). Compared as strings, a network matched no
+    address and ``*`` none but itself, so every client behind such proxies shared one budget."""
+
+    def __init__(self, setting: str) -> None:
+        entries = [entry.strip() for entry in setting.split(",") if entry.strip()]
+        self.everyone = "*" in entries
+        self.networks = [ipaddress.ip_network(entry, strict=False) for entry in entries if entry != "*"]
+
+    def holds(self, address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if self.everyone:
+            return True
+        try:
+            ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
 
 
 class ByteMeter:
