@@ -6,6 +6,7 @@ DevTools protocol so that "mid-upload" lasts long enough to act in, whatever the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -567,4 +568,47 @@ def test_the_page_can_be_used_from_the_keyboard_and_names_its_controls(
     assert page.get_by_role("progressbar", name="All uploads").count() == 1
     page.get_by_role("button", name=f"Cancel {path.name}").click()
     wait_drawn(page, path.name, "li.dataset.state === 'cancelled'")
+    context.close()
+
+
+def test_a_download_streams_to_disk_through_a_signed_url(
+    live_server: ChunkdServer, browser: Any, tmp_path: Path
+) -> None:
+    """Download reads no byte into the page: it read the whole file into a Blob (a 4 GB file held
+    4 GB in the tab). It follows a short-lived URL signed for that file's download alone, which the
+    browser streams to disk (Content-Disposition: attachment); no key or token is in the URL."""
+    key = live_server.create_key("alice")
+    path = tmp_path / "report 2026.bin"
+    md5 = random_file(path, 3 * MiB + 11)
+    with FilesClient(live_server, key) as client:
+        created = client.create(3 * MiB + 11, 2 * MiB, filename=path.name)
+        data = path.read_bytes()
+        for n, start in enumerate(range(0, len(data), 2 * MiB), 1):
+            assert client.put_part(created["id"], n, data[start : start + 2 * MiB]).status_code == 200
+        assert client.complete(created["id"], md5).status_code == 200
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.add_init_script(  # what the page reads itself: Blobs made into URLs, and the URLs it fetches
+        """(() => { window.blobUrls = 0; window.fetched = [];
+        const make = URL.createObjectURL; URL.createObjectURL = (o) => { window.blobUrls++; return make(o); };
+        const get = window.fetch;
+        window.fetch = (url, ...rest) => { window.fetched.push(String(url)); return get(url, ...rest); };
+        })()"""
+    )
+    sign_in(page, live_server, key)
+    row = page.locator(f"#file-rows tr[data-id='{created['id']}']")
+    row.wait_for()
+    with page.expect_download() as info:
+        row.locator("button.download").click()
+    download = info.value
+    saved = tmp_path / "saved.bin"
+    download.save_as(saved)
+    assert download.suggested_filename == path.name
+    assert saved.stat().st_size == 3 * MiB + 11 and hashlib.md5(saved.read_bytes()).hexdigest() == md5
+    url = download.url
+    assert f"/v1/files/{created['id']}/content?" in url and "signature=" in url
+    assert key.rsplit("_", 1)[1] not in url and "eyJ" not in url  # neither the key's secret nor a token
+    assert page.evaluate("() => window.blobUrls") == 0
+    assert not [u for u in page.evaluate("() => window.fetched") if "/content" in u]
+    assert page.locator("#uploader").is_visible() and page.url == live_server.url + "/"  # the page stayed
     context.close()

@@ -92,6 +92,7 @@ ROUTES: list[Route] = [
     Route("DELETE", "/v1/files/{id}", "files:delete"),
     Route("GET", "/v1/files/{id}/content", "files:read", "upload_done"),
     Route("HEAD", "/v1/files/{id}/content", "files:read", "upload_done"),
+    Route("POST", "/v1/files/{id}/download-url", "files:read", "upload_done"),
     # credentials
     Route("POST", "/v1/auth/token", None, None, json={}),
     Route("POST", "/auth/token", None, None, json={}, dialect="seed"),

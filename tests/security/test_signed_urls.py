@@ -1,4 +1,4 @@
-"""Signed URLs (the native ``uploadUrl``, the asset API's upload and part URLs, the media ``image``
+"""Signed URLs (the native ``uploadUrl`` and download URL, the asset API's upload and part URLs, the media ``image``
 URL): usable without credentials while valid, and refused with 403 when the signature is tampered
 with, the expiry is changed or past, the URL of one object (or part) is used for another, or the
 API key whose credential asked for the URL is named otherwise or has been revoked."""
@@ -80,6 +80,42 @@ async def test_native_upload_url(make_api: MakeApi) -> None:
         assert done.status_code in (200, 201), done.text
         # A signed PUT URL is not a GET URL for the same path.
         assert (await api.client.get(path, params=query)).status_code in (401, 403)
+
+
+async def test_native_download_url(make_api: MakeApi) -> None:
+    """``POST /v1/files/{id}/download-url``: a GET URL of the file's content alone, for a reader of
+    its owner's (what the browser page follows to stream a download to disk)."""
+    async with make_api() as api:
+        c = api.client
+        first, second = [await make_target(api, "upload_done") for _ in range(2)]
+        made = await c.post(f"/v1/files/{first}/download-url", headers=api.auth("reader"))
+        assert made.status_code == 200 and made.json()["expiresIn"] == 60, made.text
+        path, query = _split(made.json()["url"])
+        assert path == f"/v1/files/{first}/content" and api.keys["reader"] not in made.json()["url"]
+        grant = Grant("GET", path, first, "alice")
+        for response in await _refusals(api, grant, query, f"/v1/files/{second}/content", None):
+            assert response.status_code == 403, (response.request.url, response.text)
+            assert response.json()["error"]["code"], response.text
+        fine = await c.get(path, params=query)  # no credentials
+        assert fine.status_code == 200 and fine.content == TEN, fine.text
+        assert (
+            fine.headers["content-disposition"].startswith("attachment")
+            and "a.txt" in fine.headers["content-disposition"]
+        )
+        assert (await c.head(path, params=query)).status_code == 200
+        assert (await c.get(path, params=query, headers={"Range": "bytes=2-4"})).content == TEN[2:5]
+        assert int(query["expires"]) <= time.time() + 60
+        # A GET URL is no PUT URL for the same path.
+        assert (await c.put(path, params=query, content=TEN)).status_code == 403
+        # Only the owner's readers get one, and only of a completed file.
+        assert (await c.post(f"/v1/files/{first}/download-url", headers=api.auth("bob"))).status_code == 404
+        assert (await c.post(f"/v1/files/{first}/download-url")).status_code == 401
+        pending = await make_target(api, "upload")
+        refused = await c.post(f"/v1/files/{pending}/download-url", headers=api.auth())
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "invalid_state", refused.text
+        # The file deleted: its URL answers 404, whatever its id comes to name.
+        assert (await c.delete(f"/v1/files/{first}", headers=api.auth())).status_code == 204
+        assert (await c.get(path, params=query)).status_code == 404
 
 
 async def test_asset_part_and_content_urls(make_api: MakeApi) -> None:
@@ -164,8 +200,11 @@ async def _signed_urls(api: Api, auth: dict[str, str]) -> dict[str, tuple[str, s
     media_id = await make_target(api, "media")
     media = await c.get(f"/api/v2/media/{media_id}/", headers=auth)
     assert native.status_code == asset.status_code == 201 and media.status_code == 200, asset.text
+    download = await c.post(f"/v1/files/{await make_target(api, 'upload_done')}/download-url", headers=auth)
+    assert download.status_code == 200, download.text
     return {
         "native": ("PUT", native.json()["uploadUrl"], TEN),
+        "download": ("GET", download.json()["url"], None),
         "asset": ("PUT", asset.json()["uploadUrl"], TEN),
         "media": ("GET", media.json()["image"], None),
     }

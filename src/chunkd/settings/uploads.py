@@ -52,6 +52,12 @@ class UploadSettings(BaseModel):
         description="Idle time after which a PENDING upload expires, in seconds (default 86400: 24 hours); each "
         "part pushes it forward.",
     )
+    download_url_ttl_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Lifetime of a signed download URL (POST /v1/files/{id}/download-url), in seconds (default 60): "
+        "the browser page asks for one per click and follows it at once, so it need not live long.",
+    )
     reaper_interval_seconds: float = Field(
         60.0, gt=0, description="How often the server looks for expired uploads, in seconds (default 60)."
     )

@@ -37,6 +37,7 @@ from chunkd.frontends.native.idempotency import HEADER, idempotency_key, same_re
 from chunkd.frontends.native.schemas import (
     CompleteRequest,
     CreateFileRequest,
+    DownloadUrl,
     ErrorResponse,
     FileCompletedResponse,
     FileCompleteResponse,
@@ -81,6 +82,11 @@ FileId = Annotated[str, Path(description="Unique identifier of the file.", min_l
 OCTETS = {"requestBody": {"required": False, "content": {"application/octet-stream": {"schema": {}}}}}
 
 
+def _content_path(file_id: str) -> str:
+    """The path a signed URL for the file's whole content is made for (PUT to upload, GET to download)."""
+    return f"/v1/files/{file_id}/content"
+
+
 def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url: bool) -> dict[str, Any]:
     """The file object; ``upload_url`` only for callers that may write (``files:create``): the URL
     is a write grant of its own, so a reader never gets one, and a request made through a signed
@@ -92,7 +98,7 @@ def _file_view(request: Request, upload: Upload, *, with_parts: bool, upload_url
     who: Principal | None = getattr(request.state, "principal", None)
     # No signed uploadUrl for an upload link's token: it would outlive the link's revocation.
     if upload_url and upload.status is Status.PENDING and (who is None or who.upload_link is None):
-        grant = Grant("PUT", f"/v1/files/{upload.id}/content", upload.id, upload.owner)
+        grant = Grant("PUT", _content_path(upload.id), upload.id, upload.owner)
         view.update(
             uploadUrl=signed_url(request, grant, runtime(request).settings.upload_ttl_seconds),
             uploadMethod="PUT",
@@ -276,7 +282,7 @@ async def put_content(
     rt = runtime(request)
     signed = signature is not None or expires is not None
     if signed:
-        found = await signed_upload(request, "PUT", f"/v1/files/{file_id}/content", file_id, expires, signature, key_id)
+        found = await signed_upload(request, "PUT", _content_path(file_id), file_id, expires, signature, key_id)
         if found is None:
             raise e.NotFound(f"no upload with id {file_id!r}", field="id")
         owner = found.owner
@@ -337,8 +343,40 @@ async def delete_file(request: Request, file_id: FileId) -> Response:
     return Response(status_code=204)
 
 
+@router.post(
+    "/{file_id}/download-url", response_model=DownloadUrl, summary="A short-lived URL that downloads a completed file"
+)
+async def create_download_url(request: Request, file_id: FileId) -> dict[str, Any]:
+    """For a browser, which can follow a URL straight to disk but cannot send an ``Authorization``
+    header when it does: a URL signed for GET (and HEAD) of this file's content only, for its owner,
+    bound to the API key asking (revoking the key ends it), living ``download_url_ttl_seconds``.
+
+    Required scope: files:read (an upload link's token may not download)."""
+    who = await principal(request, "files:read")
+    rt = runtime(request)
+    upload = await rt.uploads.get(who.owner, file_id, with_parts=False)
+    if upload.status is not Status.COMPLETED:
+        raise e.InvalidState(f"file {file_id} is {upload.status.value}; only COMPLETED files can be downloaded")
+    ttl = rt.settings.download_url_ttl_seconds
+    grant = Grant("GET", _content_path(upload.id), upload.id, upload.owner)
+    return {"url": signed_url(request, grant, ttl), "expiresIn": int(ttl)}
+
+
 @router.get("/{file_id}/content", summary="Download a completed file (Range supported)", **DOWNLOAD)
 @router.head("/{file_id}/content", summary="The headers of a download, without the body", **DOWNLOAD)
-async def download(request: Request, file_id: FileId) -> Response:
+async def download(
+    request: Request,
+    file_id: FileId,
+    expires: Annotated[str | None, Query(max_length=20)] = None,
+    signature: Annotated[str | None, Query(max_length=100)] = None,
+    key_id: SigningKey = None,
+) -> Response:
+    """With the credentials of a files:read key or token, or with the query of a URL from
+    ``POST /v1/files/{id}/download-url`` (no credentials needed)."""
+    if signature is not None or expires is not None or key_id is not None:
+        found = await signed_upload(request, "GET", _content_path(file_id), file_id, expires, signature, key_id)
+        if found is None:
+            raise e.NotFound(f"no upload with id {file_id!r}", field="id")
+        return await file_response(request, found.owner, file_id)
     who = await principal(request, "files:read")
     return await file_response(request, who.owner, file_id)

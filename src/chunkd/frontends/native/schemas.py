@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 __all__ = [
     "CompleteRequest",
     "CreateFileRequest",
+    "DownloadUrl",
     "ErrorBody",
     "ErrorResponse",
     "FileCompleteResponse",
@@ -66,6 +67,14 @@ class FileCompleteResponse(BaseModel):
     mimeType: str
     sizeBytes: int
     status: StatusLiteral
+
+
+class DownloadUrl(BaseModel):
+    url: str = Field(
+        description="GET it, with no credentials, to download the file (attachment Content-Disposition); bound to "
+        "this file, its owner and the API key that asked for it."
+    )
+    expiresIn: int = Field(description="Seconds until the URL stops working (a download begun before goes on).")
 
 
 class FileCompletedResponse(FileCompleteResponse):

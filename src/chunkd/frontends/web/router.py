@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 __all__ = ["CSP", "router"]
 
-# connect-src 'self': the page talks to this server only; blob: lets a downloaded file be saved.
+# connect-src 'self': the page talks to this server only (a download is a signed URL the browser follows).
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"

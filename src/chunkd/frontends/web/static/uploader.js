@@ -69,12 +69,6 @@ export class Api {
     if (!response.ok) throw new ApiError(response.status, data, response.headers.get('Retry-After'));
     return data;
   }
-
-  async blob(path) {
-    const response = await fetch(path, { headers: { Authorization: `Bearer ${this.token}` }, cache: 'no-store' });
-    if (!response.ok) throw new ApiError(response.status, parse(await response.text()));
-    return response.blob();
-  }
 }
 
 /** Exchange an API key for a short-lived access token; the key itself is not kept anywhere. */
