@@ -204,7 +204,7 @@ def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, br
         for name, size in files.items():
             assert listed[name]["status"] == "COMPLETED" and listed[name]["sizeBytes"] == size
             assert client.download_md5(listed[name]["id"]) == (size, md5s[name])
-        assert json.loads(page.evaluate("() => localStorage.getItem('chunkd.resume.owner')")) == {}
+        assert json.loads(page.evaluate("() => localStorage.getItem('chunkd.resume.owner.alice')")) == {}
 
         # The list shows them; delete one from the page.
         page.click("#refresh")
@@ -222,7 +222,9 @@ def test_sign_in_upload_pause_reload_resume_delete(live_server: ChunkdServer, br
         page.locator(f"#uploads li[data-name='{dropped.name}'] button.cancel").click()
         wait_for(page, dropped.name, "u.state === 'cancelled'")
         cancelled_id = state_of(page, dropped.name)["id"]
-        page.wait_for_function(f"() => !(localStorage.getItem('chunkd.resume.owner') || '').includes('{cancelled_id}')")
+        page.wait_for_function(
+            f"() => !(localStorage.getItem('chunkd.resume.owner.alice') || '').includes('{cancelled_id}')"
+        )
 
         def cancelled() -> bool:
             return bool(client.get(cancelled_id)["status"] == "CANCELLED")
@@ -482,7 +484,7 @@ def test_a_file_completed_while_the_page_was_away_is_not_sent_again(
         assert state_of(page, path.name)["state"] == "done" and state_of(page, path.name)["id"] == upload_id
         assert sent == []
         assert [f["id"] for f in client.http.get("/v1/files").json()["data"]] == [upload_id]
-        assert json.loads(page.evaluate("() => localStorage.getItem('chunkd.resume.owner')")) == {}
+        assert json.loads(page.evaluate("() => localStorage.getItem('chunkd.resume.owner.alice')")) == {}
 
         # Completed from other bytes (a file changed since, keeping its name, size and date): sent anew.
         changed = tmp_path / "changed.bin"
@@ -492,7 +494,7 @@ def test_a_file_completed_while_the_page_was_away_is_not_sent_again(
         assert client.complete(stale["id"]).status_code == 200
         remembered = f"{changed.name}\0{3 * MiB}\0{changed.stat().st_mtime_ns // 1_000_000}"
         page.evaluate(
-            "([k, id]) => localStorage.setItem('chunkd.resume.owner', JSON.stringify({[k]: id}))",
+            "([k, id]) => localStorage.setItem('chunkd.resume.owner.alice', JSON.stringify({[k]: id}))",
             [remembered, stale["id"]],
         )
         page.set_input_files("#pick", str(changed))
@@ -611,4 +613,40 @@ def test_a_download_streams_to_disk_through_a_signed_url(
     assert page.evaluate("() => window.blobUrls") == 0
     assert not [u for u in page.evaluate("() => window.fetched") if "/content" in u]
     assert page.locator("#uploader").is_visible() and page.url == live_server.url + "/"  # the page stayed
+    context.close()
+
+
+def test_each_owner_on_one_browser_resumes_only_their_own_uploads(
+    live_server: ChunkdServer, browser: Any, tmp_path: Path
+) -> None:
+    """The resume store was one for the whole browser: a second owner signing in picked the same
+    file, was offered the first owner's upload id (a GET of it, a 404), and the entry was dropped,
+    so the first owner, back, sent the whole file again. Each owner has a store of their own now."""
+    alice, bob = live_server.create_key("alice"), live_server.create_key("bob")
+    path = tmp_path / "shared.bin"
+    context, page, md5, alice_id = paused_after_a_part(browser, live_server, alice, path)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/v1/files/" in r.url else None)
+
+    page.click("#sign-out")
+    sign_in(page, live_server, bob)
+    page.set_input_files("#pick", str(path))
+    wait_for(page, path.name, "u.state === 'done' || u.state === 'failed'", timeout=120_000)
+    bobs = state_of(page, path.name)
+    assert bobs["state"] == "done" and bobs["id"] != alice_id and not bobs["resumed"]
+    assert not [url for url in asked if alice_id in url], "bob's page was offered alice's upload"
+    stored = page.evaluate("() => JSON.stringify(Object.assign({}, localStorage))")
+    assert alice_id in stored and "chunkd.resume.owner.alice" in stored
+
+    page.click("#sign-out")
+    sign_in(page, live_server, alice)
+    page.set_input_files("#pick", str(path))
+    wait_for(page, path.name, "u.state === 'done' || u.state === 'failed'", timeout=120_000)
+    again = state_of(page, path.name)
+    assert again["state"] == "done" and again["id"] == alice_id and again["resumed"] is True
+    with FilesClient(live_server, alice) as client:
+        assert [f["id"] for f in client.http.get("/v1/files").json()["data"]] == [alice_id]
+        assert client.download_md5(alice_id) == (12 * MiB + 5, md5)
+    with FilesClient(live_server, bob) as client:
+        assert [f["id"] for f in client.http.get("/v1/files").json()["data"]] == [bobs["id"]]
     context.close()

@@ -8,6 +8,7 @@ const linkToken = new URLSearchParams(location.hash.slice(1)).get('link');
 const api = new Api(null); // its token is replaced on every sign-in; never written anywhere
 const uploads = [];
 let store = null;
+let owner = null; // who is signed in (or was, until the session ended): each owner has a store of its own
 
 function show(id, visible = true) { $(id).hidden = !visible; }
 
@@ -43,26 +44,38 @@ $('sign-in-form').addEventListener('submit', async (event) => {
   input.value = ''; // the key leaves the page's memory with this handler
   try {
     const session = await signIn(key);
+    if (owner !== null && session.owner !== owner) forgetOwner(); // another owner, after a session ended
+    owner = session.owner;
     api.token = session.api.token;
     message(null);
-    store = store || new ResumeStore('owner');
+    store = ResumeStore.forOwner(owner);
     show('sign-in', false);
     show('uploader');
     show('sign-out');
     $('who').textContent = `signed in (${session.scope.join(', ')})`;
-    if (session.scope.includes('files:read')) {
-      show('files');
-      refreshFiles();
-    }
-    if (session.scope.includes('links:admin')) {
-      show('links');
-      refreshLinks();
-    }
+    show('files', session.scope.includes('files:read'));
+    if (session.scope.includes('files:read')) refreshFiles();
+    show('links', session.scope.includes('links:admin'));
+    if (session.scope.includes('links:admin')) refreshLinks();
     for (const upload of uploads) if (upload.state === 'failed' && upload.error.status === 401) upload.resume();
   } catch (error) {
     message(`Sign-in failed: ${error.message}`);
   }
 });
+
+/** Nothing of the owner signed in before stays on the page: their uploads (which would go on, or
+ * resume, with the new owner's token), files and links. */
+function forgetOwner() {
+  for (const upload of uploads) {
+    upload.pause();
+    upload.row.li.remove();
+  }
+  uploads.length = 0;
+  $('file-rows').replaceChildren();
+  $('link-rows').replaceChildren();
+  show('link-created', false);
+  draw();
+}
 
 $('sign-out').addEventListener('click', () => {
   for (const upload of uploads) upload.pause();

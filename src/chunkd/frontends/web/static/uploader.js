@@ -71,19 +71,37 @@ export class Api {
   }
 }
 
-/** Exchange an API key for a short-lived access token; the key itself is not kept anywhere. */
+/** Exchange an API key for a short-lived access token; the key itself is not kept anywhere. The
+ * owner is the token's `sub` claim (the server signed it; the page only reads it, to keep each
+ * owner's resume entries apart). */
 export async function signIn(key) {
   const api = new Api(key.trim());
   const token = await api.request('POST', '/v1/auth/token');
-  return { api: new Api(token.accessToken), expiresIn: token.expiresIn, scope: token.scope.split(' ') };
+  return {
+    api: new Api(token.accessToken), owner: subjectOf(token.accessToken), expiresIn: token.expiresIn,
+    scope: token.scope.split(' '),
+  };
+}
+
+function subjectOf(jwt) {
+  const payload = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+  const bytes = Uint8Array.from(atob(payload), (c) => c.charCodeAt(0));
+  return JSON.parse(new TextDecoder().decode(bytes)).sub;
 }
 
 /**
  * Which upload a file picked earlier belongs to: (name, size, lastModified) → upload id, in
- * localStorage. Ids only, never a key or token: an id is useless without a credential.
+ * localStorage. Ids only, never a key or token: an id is useless without a credential. One store
+ * per owner (`owner.<name>`) or upload link (`link.<id>`): with one for every owner, a second owner
+ * signing in on the same browser was offered the first's upload ids, and dropped them (a 404).
  */
 export class ResumeStore {
   constructor(namespace) { this.key = `chunkd.resume.${namespace}`; }
+  static forOwner(owner) {
+    // The one store all owners shared before: whose entries they are cannot be told, so none is offered.
+    localStorage.removeItem('chunkd.resume.owner');
+    return new ResumeStore(`owner.${encodeURIComponent(owner)}`);
+  }
   static fileKey(file) { return `${file.name}\u0000${file.size}\u0000${file.lastModified}`; }
   _all() { return parse(localStorage.getItem(this.key)) || {}; }
   get(file) { return this._all()[ResumeStore.fileKey(file)] || null; }
