@@ -115,6 +115,7 @@ def test_page_is_served_with_a_strict_csp(live_server: ChunkdServer) -> None:
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     csp = page.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert page.headers["referrer-policy"] == "no-referrer"  # no link out of the page names it
     assert "http" not in page.text.split("<body>")[0].replace("http-equiv", "")  # no asset from elsewhere
     for asset in ("app.js", "uploader.js", "md5.js", "style.css"):
         response = httpx.get(f"{live_server.url}/web/{asset}")
@@ -650,3 +651,43 @@ def test_each_owner_on_one_browser_resumes_only_their_own_uploads(
     with FilesClient(live_server, bob) as client:
         assert [f["id"] for f in client.http.get("/v1/files").json()["data"]] == [bobs["id"]]
     context.close()
+
+
+def test_a_link_token_leaves_the_address_bar_and_the_page_still_reloads(
+    live_server: ChunkdServer, browser: Any, tmp_path: Path
+) -> None:
+    """The link's token stayed in the address bar (/#link=cl_…) and so in the tab's history, for
+    anyone looking at the screen or going back. It is read once, kept for the tab
+    (sessionStorage), and taken out of the URL; a reload still opens the link."""
+    owner_key = live_server.create_key("alice", "files:create,files:read,files:delete,links:admin")
+    path = tmp_path / "after reload.bin"
+    md5 = random_file(path, MiB + 1)
+    with FilesClient(live_server, owner_key) as owner:
+        link = owner.http.post("/v1/upload-links", json={"note": "for the reload"}).json()
+        token = link["url"].split("#link=", 1)[1]
+        context, page = open_link(browser, link["url"])
+        page.wait_for_selector("#uploader:not([hidden])")
+        assert page.url == live_server.url + "/" and token not in page.url
+        # Replaced, not pushed: going back leaves the page (no entry of the tab holds the token).
+        page.go_back()
+        assert page.url == "about:blank"
+        page.go_forward()
+        page.wait_for_selector("#uploader:not([hidden])")
+        assert token not in page.url
+        assert page.evaluate("() => sessionStorage.getItem('chunkd.link')") == token
+
+        page.reload()
+        page.wait_for_selector("#uploader:not([hidden])")
+        assert page.inner_text("#link-note") == "for the reload" and token not in page.url
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.state === 'done' || u.state === 'failed'")
+        assert state_of(page, path.name)["state"] == "done"
+        files = owner.http.get("/v1/files").json()["data"]
+        assert [(f["uploadLink"], f["md5"]) for f in files] == [(link["id"], md5)]
+
+        # Kept for that tab alone: another tab of the same browser opens the sign-in page.
+        other = context.new_page()
+        other.goto(live_server.url + "/")
+        other.wait_for_selector("#sign-in:not([hidden])")
+        assert other.locator("#uploader").is_hidden()
+        context.close()

@@ -5,7 +5,8 @@ loads anything from another origin. Only the files named in ``ASSETS`` are serve
 the request ever reaches the filesystem). Every response carries a strict Content-Security-Policy:
 scripts, styles and requests only from this origin, no inline script, no framing, no forms
 posting elsewhere. An upload link's token travels in the URL fragment (``/#link=…``), which
-browsers never send to a server, so it appears in no access log or Referer."""
+browsers never send to a server, so it appears in no access log or Referer; the page then keeps it
+for the tab (sessionStorage) and takes it out of the address bar and the tab's history."""
 
 from __future__ import annotations
 

@@ -4,13 +4,26 @@
 import { Api, FileUpload, ResumeStore, signIn } from './uploader.js';
 
 const $ = (id) => document.getElementById(id);
-const linkToken = new URLSearchParams(location.hash.slice(1)).get('link');
+const linkToken = takeLinkToken();
 const api = new Api(null); // its token is replaced on every sign-in; never written anywhere
 const uploads = [];
 let store = null;
 let owner = null; // who is signed in (or was, until the session ended): each owner has a store of its own
 
 function show(id, visible = true) { $(id).hidden = !visible; }
+
+/** An upload link's token arrives in the URL's fragment (/#link=…), which no server sees; it is read
+ * once, kept for this tab only (sessionStorage: a reload finds it there), and taken out of the address
+ * bar and the tab's history, where anyone looking at the screen, or going back, found it. */
+function takeLinkToken() {
+  const KEY = 'chunkd.link';
+  const fromUrl = new URLSearchParams(location.hash.slice(1)).get('link');
+  if (fromUrl) {
+    sessionStorage.setItem(KEY, fromUrl);
+    history.replaceState(null, '', location.pathname + location.search);
+  }
+  return sessionStorage.getItem(KEY);
+}
 
 function message(text, kind = 'error') {
   const box = $('message');
