@@ -202,6 +202,34 @@ async def test_a_link_token_cannot_list_read_or_delete(api: Api) -> None:
     assert (await c.post("/v1/files", json={"filename": "a", "sizeBytes": 1}, headers=tampered)).status_code == 401
 
 
+async def test_a_link_learns_its_own_upload_completed_only_by_completing_it_again(api: Api) -> None:
+    """What the upload page relies on after a reload during a complete: a link reads none of its
+    finished uploads, but the complete sent again with the same MD5 is answered as the first one was
+    (other bytes: checksum_mismatch), nothing more is counted or stored, and no other link learns
+    anything of it."""
+    owner = await admin(api)
+    link, partner = await make_link(api, owner)
+    _, stranger = await make_link(api, owner)
+    data = b"abcd"
+    md5 = hashlib.md5(data).hexdigest()
+    own = (await create_file(api, partner, 4, partSize=4)).json()["id"]
+    await api.client.put(f"/v1/files/{own}/parts/1", content=data, headers=partner)
+    first = await api.client.post(f"/v1/files/{own}/complete", json={"md5": md5}, headers=partner)
+    assert first.status_code == 200, first.text
+    assert (await api.client.get(f"/v1/files/{own}", headers=partner)).status_code == 404
+
+    again = await api.client.post(f"/v1/files/{own}/complete", json={"md5": md5}, headers=partner)
+    assert again.status_code == 200 and again.json() == first.json()
+    other_bytes = await api.client.post(f"/v1/files/{own}/complete", json={"md5": "0" * 32}, headers=partner)
+    assert other_bytes.status_code == 400 and other_bytes.json()["error"]["code"] == "checksum_mismatch"
+    for body in ({"md5": md5}, {"md5": "0" * 32}, None):  # another link: as if there were no such upload
+        foreign = await api.client.post(f"/v1/files/{own}/complete", json=body, headers=stranger)
+        assert foreign.status_code == 404, foreign.text
+    counted = (await api.client.get(f"/v1/upload-links/{link['id']}", headers=owner)).json()
+    assert counted["filesUploaded"] == 1 and counted["bytesUploaded"] == 4
+    assert [f["id"] for f in await owner_files(api, owner)] == [own]
+
+
 async def test_limits_are_enforced_by_the_server_and_store_nothing(api: Api) -> None:
     owner = await admin(api)
     link, partner = await make_link(api, owner, maxBytes=100, maxFiles=3, allowedMimeTypes=["image/*", "text/plain"])

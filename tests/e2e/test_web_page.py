@@ -691,3 +691,48 @@ def test_a_link_token_leaves_the_address_bar_and_the_page_still_reloads(
         other.wait_for_selector("#sign-in:not([hidden])")
         assert other.locator("#uploader").is_hidden()
         context.close()
+
+
+def test_through_a_link_a_file_completed_while_the_page_was_away_is_not_sent_again(
+    live_server: ChunkdServer, browser: Any, tmp_path: Path
+) -> None:
+    """Reloaded during its complete, a link's page made a second copy of the file: its saved upload,
+    completed, is no longer readable through the link (a 404), and it created a new one. It asks
+    the complete again with the file's MD5 (answered as the first), and the file is done."""
+    owner_key = live_server.create_key("alice", "files:create,files:read,files:delete,links:admin")
+    path = tmp_path / "through the link.bin"
+    md5 = random_file(path, 12 * MiB + 5)
+    import httpx
+
+    with FilesClient(live_server, owner_key) as owner:
+        link = owner.http.post("/v1/upload-links", json={}).json()
+        token = link["url"].split("#link=", 1)[1]
+        context, page = open_link(browser, link["url"])
+        page.wait_for_selector("#uploader:not([hidden])")
+        throttle(page, 4 * MiB)
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.received.size >= 1 && (u.pause(), true)")
+        upload_id = state_of(page, path.name)["id"]
+        with httpx.Client(base_url=live_server.url, headers={"Authorization": f"Bearer {token}"}) as partner:
+            held = partner.get(f"/v1/files/{upload_id}").json()
+            data, size = path.read_bytes(), held["partSize"]
+            for n in set(range(1, held["partCount"] + 1)) - {p["partNumber"] for p in held["parts"]}:
+                assert partner.put(
+                    f"/v1/files/{upload_id}/parts/{n}", content=data[(n - 1) * size : n * size]
+                ).is_success
+            done = partner.post(f"/v1/files/{upload_id}/complete", json={"md5": md5})  # what the page's complete did
+            assert done.status_code == 200, done.text
+            assert partner.get(f"/v1/files/{upload_id}").status_code == 404  # the link reads it no more
+
+        page.reload()
+        page.wait_for_selector("#uploader:not([hidden])")
+        sent: list[str] = []
+        page.on("request", lambda r: sent.append(f"{r.method} {r.url}") if r.method in ("POST", "PUT") else None)
+        page.set_input_files("#pick", str(path))
+        wait_for(page, path.name, "u.state === 'done' || u.state === 'failed'", timeout=60_000)
+        assert state_of(page, path.name)["state"] == "done" and state_of(page, path.name)["id"] == upload_id
+        assert sent == [f"POST {live_server.url}/v1/files/{upload_id}/complete"]
+        assert [f["id"] for f in owner.http.get("/v1/files").json()["data"]] == [upload_id]
+        assert json.loads(page.evaluate(f"() => localStorage.getItem('chunkd.resume.link.{link['id']}')")) == {}
+        assert owner.download_md5(upload_id) == (12 * MiB + 5, md5)
+        context.close()

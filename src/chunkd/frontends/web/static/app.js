@@ -164,7 +164,9 @@ function addFiles(fileList) {
     const same = uploads.find((u) => u.file.name === file.name && u.file.size === file.size
       && u.file.lastModified === file.lastModified && !['done', 'cancelled', 'failed'].includes(u.state));
     if (same) continue;
-    const upload = new FileUpload(file, { api, store, onChange: draw, onUnauthorized: sessionEnded });
+    const upload = new FileUpload(file, {
+      api, store, readsFinished: !linkToken, onChange: draw, onUnauthorized: sessionEnded,
+    });
     upload.row = makeRow(upload);
     uploads.push(upload);
   }

@@ -123,10 +123,11 @@ export class ResumeStore {
  * `onChange(upload)` is called on every change of state or progress.
  */
 export class FileUpload {
-  constructor(file, { api, store, onChange = () => {}, onUnauthorized = () => {} }) {
+  constructor(file, { api, store, readsFinished = true, onChange = () => {}, onUnauthorized = () => {} }) {
     this.file = file;
     this.api = api;
     this.store = store;
+    this.readsFinished = readsFinished; // false for an upload link's token: it reads only unfinished uploads
     this.onChange = onChange;
     this.onUnauthorized = onUnauthorized;
     this.state = 'waiting';
@@ -299,6 +300,7 @@ export class FileUpload {
         }
       } catch (error) {
         if (error.status !== 404 && error.status !== 403) throw error; // gone, or not readable: start anew
+        if (error.status === 404 && !this.readsFinished && await this._completedAlready(known)) return;
       }
       this.store.delete(this.file);
     }
@@ -307,6 +309,25 @@ export class FileUpload {
     this.meta = await this.api.request('POST', '/v1/files', body);
     this.store.set(this.file, this.meta.id);
     this._emit();
+  }
+
+  /** Whether the upload `id`, which a link's token no longer reads, is this file's, completed: a
+   * link reads none of its finished uploads (by design), so its 404 may be its own upload completed
+   * while the page was away (reloaded during the complete), and a new upload made a second copy.
+   * The complete sent again with this file's MD5 tells it without reading anything back: answered
+   * as the first one was for the same bytes, a checksum_mismatch for other bytes, a 404 or 409 for
+   * an upload gone, cancelled or expired (started anew). Only the link's own uploads answer it. */
+  async _completedAlready(id) {
+    const md5 = await this._hash();
+    try {
+      const done = await this.api.request('POST', `/v1/files/${encodeURIComponent(id)}/complete`, { md5 });
+      if (done.status !== 'COMPLETED' || done.sizeBytes !== this.file.size) return false;
+      this.meta = { ...done, md5 };
+      return true;
+    } catch (error) {
+      if ([404, 409].includes(error.status) || error.code === 'checksum_mismatch') return false;
+      throw error; // the link refused (401), the server or network away: this run fails, Resume tries again
+    }
   }
 
   async _sendMissing(run) {
