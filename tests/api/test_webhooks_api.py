@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,6 +21,7 @@ from chunkd.settings import Settings
 from tests.conftest import Api, settings_with
 from tests.support.media_files import chunked_upload, make_png
 from tests.support.server import free_port
+from tests.support.waiting import until
 from tests.support.webhook_receiver import WebhookReceiver
 
 OPERATOR_SECRET = "whsec_" + base64.b64encode(b"operator-secret-of-32-bytes-long").decode()
@@ -266,7 +268,7 @@ async def test_an_endpoint_failing_for_long_is_disabled(api: Api, receiver: Webh
         if endpoint["disabledAt"] is not None:
             break
         await asyncio.sleep(0.05)
-    assert endpoint["failingSince"] is not None
+    assert endpoint["failingSince"] is not None and endpoint["disabledReason"] == "failing"
     log = (await api.client.get(f"/v1/webhooks/{made['id']}/deliveries", headers=alice)).json()["data"]
     assert len(log) == 1 and log[0]["attempts"] >= 2 and log[0]["responseStatus"] == 400
     assert log[0]["lastError"] == "HTTP 400" and log[0]["status"] == "pending"
@@ -280,6 +282,47 @@ async def test_an_endpoint_failing_for_long_is_disabled(api: Api, receiver: Webh
     assert enabled.json()["id"] == made["id"] and enabled.json().get("secret") is None
     got = await receiver.arrived(lambda ms: any(m["verified"] for m in ms), path="/broken")
     assert [m["id"] for m in got if m["verified"]] == [log[0]["eventId"]]
+
+
+async def test_a_receiver_that_answers_410_has_its_endpoint_disabled_at_once(
+    api: Api, receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Standard Webhooks: 410 Gone means the receiver wants no more webhooks from this source, and the
+    sender should disable the endpoint. It was retried like any failure until the streak disabled it
+    (days by default). Now the first 410 disables it, its owner sees why, its later events wait, and
+    enabling it again sends them."""
+    caplog.set_level(logging.WARNING, logger="chunkd.service.delivery")
+    alice = await admin(api, "alice")
+    made = (await api.client.post("/v1/webhooks", json={"url": receiver.url("/gone")}, headers=alice)).json()
+    path = f"/v1/webhooks/{made['id']}"
+    receiver.set_secret("/gone", made["secret"])
+    receiver.set_status("/gone", 410)
+    first = await upload_file(api, alice, b"first", complete=False)
+
+    async def disabled() -> dict[str, Any] | None:
+        endpoint: dict[str, Any] = (await api.client.get(path, headers=alice)).json()
+        return endpoint if endpoint["disabledAt"] is not None else None
+
+    endpoint = await until(disabled, what="the endpoint disabled by its 410")
+    assert endpoint["disabledReason"] == "gone"
+    [answered] = receiver.messages("/gone")  # one attempt, not a retry streak
+    assert answered["payload"]["data"]["id"] == first
+    [logged] = (await api.client.get(f"{path}/deliveries", headers=alice)).json()["data"]
+    assert (logged["status"], logged["attempts"], logged["responseStatus"]) == ("pending", 1, 410)
+    assert "gone" in logged["lastError"]
+    assert any("410 Gone" in r.getMessage() and made["id"] in r.getMessage() for r in caplog.records)
+
+    second = await upload_file(api, alice, b"second")
+    await receiver.arrived(
+        lambda ms: any(m["payload"]["data"]["id"] == second for m in ms), path="/operator"
+    )  # the operator's endpoint got the new events: their dispatch ran, and the disabled one got none
+    assert len(receiver.messages("/gone")) == 1
+
+    receiver.set_status("/gone", None)
+    enabled = (await api.client.patch(path, json={"enabled": True}, headers=alice)).json()
+    assert (enabled["disabledAt"], enabled["disabledReason"]) == (None, None)
+    got = await receiver.arrived(lambda ms: len(ms) >= 2, path="/gone")  # what waited is sent
+    assert [m["payload"]["data"]["id"] for m in got[1:]] == [first]
 
 
 async def test_an_owner_changes_an_endpoint_in_place(api: Api, receiver: WebhookReceiver) -> None:
@@ -300,7 +343,7 @@ async def test_an_owner_changes_an_endpoint_in_place(api: Api, receiver: Webhook
     assert got[0]["payload"]["data"]["id"] == file_id and receiver.messages("/old") == []
 
     off = await api.client.patch(path, json={"enabled": False}, headers=alice)
-    assert off.status_code == 200 and off.json()["disabledAt"] is not None
+    assert off.status_code == 200 and off.json()["disabledAt"] is not None and off.json()["disabledReason"] == "owner"
     everything = await api.client.patch(path, json={"events": None}, headers=alice)
     assert everything.json()["events"] is None and everything.json()["disabledAt"] == off.json()["disabledAt"]
     quiet = await upload_file(api, alice, b"while disabled")

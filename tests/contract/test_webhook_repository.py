@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from chunkd.domain.events import Event, EventType
 from chunkd.ports.metadata import MetadataStore
-from chunkd.ports.webhooks import ClaimedDelivery, DeliveryStatus, Endpoint
+from chunkd.ports.webhooks import ClaimedDelivery, DeliveryStatus, DisabledReason, Endpoint, EndpointChanges
 from tests.support.uploads import make_upload
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -68,8 +68,8 @@ async def test_operator_endpoints_follow_the_settings(metadata: MetadataStore) -
 async def test_events_for_a_disabled_operator_endpoint_wait_for_it(metadata: MetadataStore) -> None:
     """At least once, also while an operator endpoint is disabled: the event's delivery is made,
     not claimed while the endpoint is disabled, and sent once a restart enables it again (it was
-    never made: the event was lost). An owner's disabled endpoint gets none (nothing enables it
-    again but a new registration)."""
+    never made: the event was lost). An owner's disabled endpoint gets none (its owner enables it
+    again with PATCH)."""
     hooks = metadata.webhooks
     await hooks.sync_operator_endpoints(["https://ops.test/"], T0)
     await hooks.add_endpoint(endpoint("we_owner"))
@@ -148,6 +148,7 @@ async def test_success_failure_disable_and_redeliver(metadata: MetadataStore) ->
     assert (failed.status, failed.attempts, len(failed.last_error or "")) == (DeliveryStatus.FAILED, 2, 500)
     found = await hooks.get_endpoint("we_all", None)
     assert found is not None and found.disabled_at == T0 + 61 * S and found.failing_since == T0
+    assert found.disabled_reason == DisabledReason.FAILING
     again = await hooks.redeliver("we_all", first.delivery.id, T0 + 70 * S, "dlv_again")
     assert again is not None and (again.id, again.event_id, again.status) == (
         "dlv_again",
@@ -155,6 +156,45 @@ async def test_success_failure_disable_and_redeliver(metadata: MetadataStore) ->
         DeliveryStatus.PENDING,
     )
     assert await hooks.redeliver("we_other", first.delivery.id, T0, "dlv_no") is None
+
+
+async def test_a_gone_receiver_disables_its_endpoint_at_once(metadata: MetadataStore) -> None:
+    """A 410 disables the endpoint on its first failure (no streak needed), with its reason; its
+    pending deliveries are not claimed while it is disabled; enabling it clears the reason, and a
+    disabling by the owner says so."""
+    hooks = metadata.webhooks
+    first, second = await two_claimed(metadata)
+    disabled = await hooks.record_failure(
+        first.delivery.id,
+        T0,
+        response_status=410,
+        error="HTTP 410",
+        retry_at=T0 + S,
+        disable_after_seconds=86400,
+        gone=True,
+    )
+    assert disabled is True
+    found = await hooks.get_endpoint("we_all", "alice")
+    assert found is not None and (found.disabled_at, found.disabled_reason) == (T0, DisabledReason.GONE)
+    assert (
+        await hooks.record_failure(
+            second.delivery.id,
+            T0,
+            response_status=410,
+            error="HTTP 410",
+            retry_at=T0 + S,
+            disable_after_seconds=1,
+            gone=True,
+        )
+        is False
+    )  # already disabled: the first reason stays
+    assert await hooks.claim(T0 + 10 * S, T0 + 11 * S, 10) == []  # both wait
+    enabled = await hooks.update_endpoint("we_all", "alice", EndpointChanges(enabled=True), T0 + 20 * S)
+    assert enabled is not None and (enabled.disabled_at, enabled.disabled_reason) == (None, None)
+    assert len(await hooks.claim(T0 + 20 * S, T0 + 21 * S, 10)) == 2
+    off = await hooks.update_endpoint("we_all", "alice", EndpointChanges(enabled=False), T0 + 30 * S)
+    assert off is not None and (off.disabled_at, off.disabled_reason) == (T0 + 30 * S, DisabledReason.OWNER)
+    assert [e.disabled_reason for e in await hooks.list_endpoints("alice")] == [DisabledReason.OWNER]
 
 
 async def test_an_outcome_recorded_late_never_overwrites_a_final_one(metadata: MetadataStore) -> None:

@@ -6,7 +6,8 @@ Every POST is verified with the ``standardwebhooks`` package against the secret 
 ``SECRETS_FILE`` (JSON ``{path: "whsec_…"}``, read on each request so a test can add an endpoint's
 secret once it has registered it) gives for the request's path. Each request is appended to
 ``LOG_FILE`` as one JSON line ``{"path", "id", "verified", "payload"}``; a verified message gets a
-204, anything else a 400, after ``DELAY_SECONDS`` (a slow receiver keeps deliveries in flight, so
+204 (or the status ``statuses.json`` beside ``SECRETS_FILE`` gives for its path), anything else a 400,
+after ``DELAY_SECONDS`` (a slow receiver keeps deliveries in flight, so
 several senders overlap). ``WebhookReceiver`` starts, stops and reads it."""
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ class WebhookReceiver(ReceiverProcess):
         super().__init__(root, port)
         self.delay = delay
         self.secrets_file = root / "secrets.json"
+        self.statuses_file = root / "statuses.json"
         self.log_file = root / "received.jsonl"
-        if not self.secrets_file.exists():
-            self.secrets_file.write_text("{}")
+        for empty in (self.secrets_file, self.statuses_file):
+            if not empty.exists():
+                empty.write_text("{}")
 
     def arguments(self) -> list[str]:
         return [str(self.secrets_file), str(self.log_file), str(self.delay)]
@@ -48,6 +51,11 @@ class WebhookReceiver(ReceiverProcess):
 
     def set_secret(self, path: str, secret: str) -> None:
         write_json(self.secrets_file, {**json.loads(self.secrets_file.read_text()), path: secret})
+
+    def set_status(self, path: str, status: int | None) -> None:
+        """The status a verified message to ``path`` gets from now on (None: 204)."""
+        statuses = {k: v for k, v in json.loads(self.statuses_file.read_text()).items() if k != path}
+        write_json(self.statuses_file, statuses if status is None else {**statuses, path: status})
 
     def messages(self, path: str | None = None) -> Messages:
         return [m for m in read_json_lines(self.log_file) if path is None or m["path"] == path]
@@ -97,7 +105,9 @@ def _serve(port: int, secrets_file: Path, log_file: Path, delay: float) -> None:
         append_json_line(
             log_file, {"path": path, "id": headers.get("webhook-id"), "verified": verified, "payload": payload}
         )
-        return (204 if verified else 400), b""
+        statuses = secrets_file.parent / "statuses.json"
+        status = json.loads(statuses.read_text()).get(path, 204) if statuses.exists() else 204
+        return (status if verified else 400), b""
 
     serve(port, answer)
 

@@ -14,6 +14,7 @@ __all__ = [
     "ClaimedDelivery",
     "Delivery",
     "DeliveryStatus",
+    "DisabledReason",
     "Dispatched",
     "Endpoint",
     "EndpointChanges",
@@ -32,6 +33,14 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"  # given up: the retry window passed, or the endpoint was disabled or deleted
 
 
+class DisabledReason(StrEnum):
+    """Why an endpoint is disabled (``disabledReason`` in its object)."""
+
+    FAILING = "failing"  # its attempts all failed for CHUNKD_WEBHOOK_DISABLE_AFTER_SECONDS
+    GONE = "gone"  # its receiver answered 410 Gone: no longer wants these webhooks (Standard Webhooks)
+    OWNER = "owner"  # its owner disabled it (PATCH with "enabled": false)
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """A webhook destination. ``owner`` None: operator-wide (gets every owner's events, signed with
@@ -45,6 +54,7 @@ class Endpoint:
     created_at: datetime
     failing_since: datetime | None
     disabled_at: datetime | None
+    disabled_reason: DisabledReason | None = None  # set exactly when ``disabled_at`` is
 
 
 @dataclass(frozen=True)
@@ -134,9 +144,11 @@ class WebhookRepository(Protocol):
         error: str,
         retry_at: datetime | None,
         disable_after_seconds: float,
+        gone: bool = False,
     ) -> bool:
         """Note a failed attempt; retry at ``retry_at`` or give up (None). The endpoint is disabled
-        once it has been failing without a success for ``disable_after_seconds``; True if it was."""
+        once it has been failing without a success for ``disable_after_seconds``, or at once when
+        ``gone`` (its receiver answered 410); True if this call disabled it."""
 
     async def list_deliveries(self, endpoint_id: str, limit: int) -> list[Delivery]:
         """The endpoint's deliveries, newest first."""

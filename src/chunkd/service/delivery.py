@@ -9,7 +9,8 @@ per the Standard Webhooks spec: ``webhook-id`` is the event's id (the same on ev
 redelivery, so receivers can deduplicate), ``webhook-timestamp`` the attempt's Unix time and
 ``webhook-signature`` ``v1,<base64 HMAC-SHA256>``. A failed attempt is retried with exponential
 backoff (no sooner than a 429's or 503's ``Retry-After`` asks) until the retry window has passed;
-an endpoint failing for long is disabled."""
+an endpoint failing for long is disabled, and one whose receiver answers 410 Gone at once (the
+spec's "no longer interested": its pending deliveries wait until its owner enables it again)."""
 
 from __future__ import annotations
 
@@ -191,6 +192,7 @@ class DeliveryWorker:
         status: int | None = None
         error = ""
         wait = 0.0  # what the receiver asked for before the next attempt
+        gone = False  # 410: the receiver wants no more deliveries
         try:
             secret = self._secret(claimed)
             if secret is None:
@@ -227,6 +229,9 @@ class DeliveryWorker:
                 self.count("delivered")
                 return
             error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+            gone = status == 410
+            if gone:
+                error += " (the receiver is gone: the endpoint is disabled)"
             wait = retry_after(status, response.headers.get("retry-after"), self.clock())
         except InvalidInput as exc:
             error = exc.message
@@ -248,9 +253,16 @@ class DeliveryWorker:
             error=error,
             retry_at=retry_at,
             disable_after_seconds=self.policy.disable_after,
+            gone=gone,
         )
         self.count("failed" if status is not None else "error")
-        if disabled:
+        if disabled and gone:
+            log.warning(
+                "webhook endpoint %s (owner %s) disabled: its receiver answered 410 Gone",
+                claimed.endpoint.id,
+                claimed.endpoint.owner or "operator",
+            )
+        elif disabled:
             log.warning("webhook endpoint %s disabled after failing since long", claimed.endpoint.id)
 
     async def close(self) -> None:

@@ -4,7 +4,7 @@ the native API's shape."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
@@ -66,6 +66,11 @@ class WebhookObject(BaseModel):
     createdAt: str | None
     failingSince: str | None
     disabledAt: str | None
+    disabledReason: Literal["failing", "gone", "owner"] | None = Field(
+        None,
+        description="Why it is disabled: failing (every attempt failed for the configured time), gone (its "
+        "receiver answered 410 Gone), owner (disabled with PATCH); null while enabled.",
+    )
     secret: str | None = Field(None, description="The signing secret (whsec_…); returned once, at creation.")
 
 
@@ -102,6 +107,7 @@ def _endpoint_view(endpoint: Endpoint, *, with_secret: bool = False) -> dict[str
         "createdAt": isotime(endpoint.created_at),
         "failingSince": isotime(endpoint.failing_since),
         "disabledAt": isotime(endpoint.disabled_at),
+        "disabledReason": endpoint.disabled_reason.value if endpoint.disabled_reason is not None else None,
     }
     if with_secret:
         view["secret"] = endpoint.secret

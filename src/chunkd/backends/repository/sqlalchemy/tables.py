@@ -194,6 +194,7 @@ webhook_endpoints = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("failing_since", UTCDateTime, nullable=True),
     Column("disabled_at", UTCDateTime, nullable=True),
+    Column("disabled_reason", String(16), nullable=True),  # ports.webhooks.DisabledReason (migration 0011)
     Index("ix_webhook_endpoints_owner", "owner"),
 )
 

@@ -26,6 +26,7 @@ from chunkd.ports.webhooks import (
     ClaimedDelivery,
     Delivery,
     DeliveryStatus,
+    DisabledReason,
     Dispatched,
     Endpoint,
     EndpointChanges,
@@ -44,10 +45,17 @@ def operator_endpoint_id(url: str) -> str:
 
 
 # Event types are a JSON list (a tuple in the record).
+ENDPOINT_LOADS: dict[str, Any] = {
+    "event_types": lambda value: None if value is None else tuple(value),
+    "disabled_reason": lambda value: None if value is None else DisabledReason(value),
+}
 ENDPOINTS = RowMap(
     Endpoint,
-    load={"event_types": lambda value: None if value is None else tuple(value)},
-    dump={"event_types": lambda value: None if value is None else list(value)},
+    load=ENDPOINT_LOADS,
+    dump={
+        "event_types": lambda value: None if value is None else list(value),
+        "disabled_reason": lambda value: None if value is None else value.value,
+    },
 )
 DELIVERIES = RowMap(Delivery, load={"status": DeliveryStatus}, dump={"status": lambda value: value.value})
 # The endpoint's columns as ``claim`` selects them beside a delivery's (whose own ``id``,
@@ -55,7 +63,7 @@ DELIVERIES = RowMap(Delivery, load={"status": DeliveryStatus}, dump={"status": l
 CLAIMED_ENDPOINTS = RowMap(
     Endpoint,
     columns={"id": "endpoint_id", "created_at": "endpoint_created_at"},
-    load={"event_types": lambda value: None if value is None else tuple(value)},
+    load=ENDPOINT_LOADS,
 )
 
 
@@ -97,7 +105,7 @@ class SqlWebhookRepository(SqlStore):
                 await conn.execute(
                     update(E)
                     .where(E.c.id.in_(list(wanted)), E.c.disabled_at.is_not(None))
-                    .values(disabled_at=None, failing_since=None)
+                    .values(disabled_at=None, disabled_reason=None, failing_since=None)
                 )
 
     async def add_endpoint(self, endpoint: Endpoint) -> None:
@@ -133,13 +141,17 @@ class SqlWebhookRepository(SqlStore):
         if changes.event_types is not None:
             values["event_types"] = list(changes.event_types) or None
         if changes.enabled is True:
-            values.update(disabled_at=None, failing_since=None)
+            values.update(disabled_at=None, disabled_reason=None, failing_since=None)
         mine = and_(E.c.id == endpoint_id, E.c.owner == owner)
         async with self.transaction() as conn:
             if values:
                 await conn.execute(update(E).where(mine).values(**values))
-            if changes.enabled is False:  # a second disabling keeps the first one's time
-                await conn.execute(update(E).where(mine, E.c.disabled_at.is_(None)).values(disabled_at=now))
+            if changes.enabled is False:  # a second disabling keeps the first one's time and reason
+                await conn.execute(
+                    update(E)
+                    .where(mine, E.c.disabled_at.is_(None))
+                    .values(disabled_at=now, disabled_reason=DisabledReason.OWNER.value)
+                )
             row = (await conn.execute(select(E).where(mine))).first()
             if row is None:
                 return None
@@ -248,6 +260,7 @@ class SqlWebhookRepository(SqlStore):
                     E.c.event_types,
                     E.c.failing_since,
                     E.c.disabled_at,
+                    E.c.disabled_reason,
                     E.c.created_at.label("endpoint_created_at"),
                     events.c.payload,
                     events.c.created_at.label("event_at"),
@@ -301,6 +314,7 @@ class SqlWebhookRepository(SqlStore):
         error: str,
         retry_at: datetime | None,
         disable_after_seconds: float,
+        gone: bool = False,
     ) -> bool:
         async with self.transaction() as conn:
             endpoint_id = (
@@ -324,14 +338,15 @@ class SqlWebhookRepository(SqlStore):
             await conn.execute(
                 update(E).where(E.c.id == endpoint_id, E.c.failing_since.is_(None)).values(failing_since=now)
             )
+            if gone:  # the receiver said it wants no more: at once, whatever the streak
+                reason, long_enough = DisabledReason.GONE, E.c.id == endpoint_id
+            else:
+                reason = DisabledReason.FAILING
+                long_enough = E.c.failing_since <= now - timedelta(seconds=disable_after_seconds)
             disabled = await conn.execute(
                 update(E)
-                .where(
-                    E.c.id == endpoint_id,
-                    E.c.disabled_at.is_(None),
-                    E.c.failing_since <= now - timedelta(seconds=disable_after_seconds),
-                )
-                .values(disabled_at=now)
+                .where(E.c.id == endpoint_id, E.c.disabled_at.is_(None), long_enough)
+                .values(disabled_at=now, disabled_reason=reason.value)
             )
             return bool(disabled.rowcount)
 
