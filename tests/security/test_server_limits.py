@@ -259,6 +259,43 @@ def test_a_download_its_client_stopped_reading_is_cut_off(limited: tuple[ChunkdS
         assert sum(len(chunk) for chunk in response.iter_bytes()) == len(data)
 
 
+def _send_until_closed(sock: socket.socket, size: int) -> int:
+    """Send up to ``size`` more body bytes; how many went before the server closed the connection."""
+    sent = 0
+    piece = b"b" * 65536
+    try:
+        while sent < size:
+            sent += sock.send(piece[: size - sent])
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return sent
+
+
+def test_a_response_before_the_body_ends_closes_instead_of_reading_the_rest(limited: tuple[ChunkdServer, str]) -> None:
+    """A request refused before its body was read (here a 401 at its first bytes) ends its
+    connection: the answer says ``connection: close`` and arrives whole, and the server stops
+    reading soon after. It read (and dropped) all the rest of a 64 MiB body to find the next
+    request, kept the connection for as long as a client trickled it, and, after ``Expect:
+    100-continue``, waited for a body the client would never send."""
+    server, _ = limited
+    size = 64 * 2**20
+    head = (
+        "POST /api/v2/pm/upload/ HTTP/1.1\r\nHost: x\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {size}\r\n"
+    )
+    with _connect(server.port) as sock:
+        sock.sendall(head.encode() + b"\r\n" + b"a" * 65536)
+        status, headers, body = read_response(sock)
+        assert status == 401 and b'"success":false' in body
+        assert headers.get("connection") == "close"
+        assert _send_until_closed(sock, size - 65536) < size // 2
+    with _connect(server.port) as sock:
+        sock.sendall(head.encode() + b"Expect: 100-continue\r\n\r\n")  # the body waits for a 100
+        status, headers, _ = read_response(sock)
+        assert status == 401 and headers.get("connection") == "close"
+        assert _closed(sock)  # not held open for a body that will never come
+
+
 @pytest.mark.parametrize("kind", ["put", "tus"])
 def test_sigterm_waits_for_requests_in_flight_only_so_long(tmp_path: Path, kind: str) -> None:
     """A body trickling in above the minimum rate held shutdown for as long as it lasted (an 8 MiB

@@ -32,7 +32,13 @@ with a traceback. This subclass adds, per connection:
   last chunk of a chunked body; empty for any other body) once the body has ended, before the app
   receives the last ``http.request`` message (``more_body=False``). llhttp reports trailer fields
   through the same ``on_header`` callback as the head's, after ``on_headers_complete``; they count
-  against ``max_header_bytes`` like the head (a head and its trailers share the budget).
+  against ``max_header_bytes`` like the head (a head and its trailers share the budget);
+- **a lingering close after an early response**: a response that starts before the request's body
+  has all arrived (a 401, 413 or 400 before the bytes were read) says ``connection: close``, and
+  the connection is closed once it is sent, lingering as after a refusal. uvicorn kept such a
+  connection open and read the rest of the body to find the next request: all 100 MB of an
+  upload refused at its first byte, and for as long as a client trickled it (every byte put off
+  the keep-alive timeout), or, after ``Expect: 100-continue``, for ever.
 
 It relies on uvicorn's ``HttpToolsProtocol`` internals (parser callbacks, ``_start_asgi_task``,
 ``RequestResponseCycle``); tests/security/test_server_limits.py runs it end to end, so a uvicorn
@@ -117,6 +123,7 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = 0  # after a refusal: bytes still read and dropped before closing
         self._trailers: list[tuple[bytes, bytes]] = []  # the current message's trailer fields
         self._trailers_extension: dict[object, object] | None = None  # the current scope's, to fill at its end
+        self.close_after_response = False  # the response came before the request's body ended
 
     # ---- connection ----
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -183,11 +190,19 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         closes, ``LINGER_BYTES`` more arrived, or ``LINGER_SECONDS`` passed."""
         self._cancel_header_timer()
         self.transport.write(response)
+        self._linger()
+
+    def _linger(self) -> None:
+        """Shut the write side and close once the client did, or ``LINGER_BYTES`` more arrived, or
+        ``LINGER_SECONDS`` passed (see ``_answer_and_close``)."""
+        self._cancel_header_timer()
+        self._unset_keepalive_if_required()
         if not self.transport.can_write_eof():
             self.transport.close()
             return
         self.transport.write_eof()
         self._lingering = LINGER_BYTES
+        self.flow.resume_reading()  # paused while the app did not read the body: input is drained now
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _peer(self) -> str:
@@ -262,6 +277,19 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_head = True
         self._head_raw = 0
 
+    def on_response_complete(self) -> None:
+        if self.close_after_response and not self.transport.is_closing():
+            # The request's body had not ended when the response began: what is left of it is
+            # not read to find a next request (it may be gigabytes, or trickle for ever).
+            self.server_state.total_requests += 1
+            self._linger()
+            return
+        super().on_response_complete()
+
+    def body_pending(self, cycle: RequestResponseCycle) -> bool:
+        """Whether ``cycle``'s request body has not all arrived yet."""
+        return cycle is self.cycle and cycle.more_body and not cycle.disconnected and not self._awaiting_head
+
     # ---- the ASGI task ----
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         super()._start_asgi_task(cycle, _CycleApp(app, cycle, self.send_timeout, self.min_send_rate, self))
@@ -303,6 +331,15 @@ class _CycleApp:
         async def send_with_informational(message: Any) -> None:
             if message["type"] == INFORMATIONAL:
                 self._informational(message)
+            elif message["type"] == "http.response.start" and self._early():
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"connection" and b"close" in value.lower() for name, value in headers):
+                    headers.append((b"connection", b"close"))
+                await send({**message, "headers": headers})
+                # uvicorn would close the transport at the response's end, at once: a reset that can
+                # destroy the response before the client, still sending, reads it. The connection
+                # lingers instead (``on_response_complete``).
+                cycle.keep_alive = True
             elif cycle.flow.write_paused and message["type"] == "http.response.body":
                 await self._watched(send, message)  # it waits for the client to read: watched
             else:
@@ -342,6 +379,15 @@ class _CycleApp:
             # The error's frames hold the response and the chunk it was sending, in a reference
             # cycle the collector reaches late: freed now, not minutes of downloads later.
             traceback.clear_frames(exc.__traceback__)
+
+    def _early(self) -> bool:
+        """Whether the response starts before the request's body has all arrived; if so, the
+        connection is marked to close after it."""
+        connection = self.connection
+        if connection is None or not connection.body_pending(self.cycle):
+            return False
+        connection.close_after_response = True
+        return True
 
     async def _watched(self, send: Any, message: Any) -> None:
         """``send(message)``, cut off when the client takes less than the minimum rate over the
