@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.support.proc import process_tree, wait_until_read
-from tests.support.raw_http import read_response
+from tests.support.raw_http import ResponseReader, read_response
 from tests.support.server import ChunkdServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -294,6 +294,40 @@ def test_a_response_before_the_body_ends_closes_instead_of_reading_the_rest(limi
         status, headers, _ = read_response(sock)
         assert status == 401 and headers.get("connection") == "close"
         assert _closed(sock)  # not held open for a body that will never come
+
+
+@pytest.mark.parametrize("framing", [b"0\r\nX-Trailer: ", b"5;ext="], ids=["trailer", "chunk-extension"])
+def test_endless_chunked_framing_is_cut_at_the_head_cap(informational_server: int, framing: bytes) -> None:
+    """An unfinished trailer field was buffered whole by httptools (100 MB sent, 100 MB more held by
+    the process) and an endless chunk extension was read for ever; both count against the head cap
+    (64 KiB here) and are answered 431."""
+    with _connect(informational_server) as sock:
+        sock.sendall(b"POST /files/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n" + framing)
+        assert _send_until_closed(sock, 64 * 2**20) < 32 * 2**20
+        reader = ResponseReader(sock)
+        status, _ = reader.next_head()
+        while status == 104:
+            status, _ = reader.next_head()
+        assert status == 431
+
+
+def test_chunked_bodies_with_small_chunks_and_trailers_are_read(informational_server: int) -> None:
+    """Framing is counted between pieces of data only: many small chunks make no 431."""
+    chunks = b"".join(b"1;n=%d\r\nx\r\n" % i for i in range(20000))  # ~230 KB of framing in all
+    with _connect(informational_server) as sock:
+        sock.sendall(
+            b"POST /files/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            + chunks
+            + b"0\r\nX-Trailer: "
+            + b"t" * 1000
+            + b"\r\n\r\n"
+        )
+        reader = ResponseReader(sock)
+        status, headers = reader.next_head()
+        while status == 104:
+            status, headers = reader.next_head()
+        assert status == 200
+        assert reader.read_body(int(headers["content-length"])) == b"read 20000; informational supported"
 
 
 @pytest.mark.parametrize("kind", ["put", "tus"])

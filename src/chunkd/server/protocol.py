@@ -33,6 +33,10 @@ with a traceback. This subclass adds, per connection:
   receives the last ``http.request`` message (``more_body=False``). llhttp reports trailer fields
   through the same ``on_header`` callback as the head's, after ``on_headers_complete``; they count
   against ``max_header_bytes`` like the head (a head and its trailers share the budget);
+- **a cap on a chunked body's framing**: reads inside a body that carry no body byte (chunk-size
+  lines, chunk extensions, trailer fields) may add up to at most ``max_header_bytes`` between two
+  pieces of data, else ``431`` and close. httptools buffers an unfinished trailer field whole, so
+  one endless trailer line grew the process by every byte sent;
 - **a lingering close after an early response**: a response that starts before the request's body
   has all arrived (a 401, 413 or 400 before the bytes were read) says ``connection: close``, and
   the connection is closed once it is sent, lingering as after a refusal. uvicorn kept such a
@@ -123,6 +127,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = 0  # after a refusal: bytes still read and dropped before closing
         self._trailers: list[tuple[bytes, bytes]] = []  # the current message's trailer fields
         self._trailers_extension: dict[object, object] | None = None  # the current scope's, to fill at its end
+        self._framing = 0  # bytes inside the current body since its last data (chunk lines, trailers)
+        self._progressed = False  # whether the parser reached body data or a new message during this read
         self.close_after_response = False  # the response came before the request's body ended
 
     # ---- connection ----
@@ -145,11 +151,12 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             if self._header_timer is None:
                 self._arm_header_timer()
         self._unset_keepalive_if_required()
+        self._progressed = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
-                self._refuse_head()
+                self._refuse_head(trailers=not self._awaiting_head)
                 return
             self._bad_request()
             return
@@ -162,26 +169,39 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        if self._awaiting_head and self._head_raw > self.max_header_bytes and not self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self._awaiting_head and self._head_raw > self.max_header_bytes:
             self._refuse_head()  # an unfinished head already past the cap: stop before httptools buffers more
+        elif not self._awaiting_head and not self._progressed:
+            # A read inside a body that gave no body byte is framing (a chunk-size line, extensions,
+            # trailer fields): counted from the body's last data, so that an unfinished trailer field,
+            # which httptools buffers whole, is cut at one read past the cap.
+            self._framing += len(data)
+            if self._framing > self.max_header_bytes:
+                self._refuse_head(trailers=True)
 
     def _bad_request(self) -> None:
         msg = "Invalid HTTP request received."
         self.logger.warning(msg)
         self.send_400_response(msg)
 
-    def _refuse_head(self) -> None:
+    def _refuse_head(self, *, trailers: bool = False) -> None:
         self._cancel_header_timer()
-        log.info("request head over %d bytes from %s: answered 431", self.max_header_bytes, self._peer())
+        what = "chunked body framing (extensions, trailers)" if trailers else "request head"
+        log.info("%s over %d bytes from %s: answered 431", what, self.max_header_bytes, self._peer())
         if not self._awaiting_head and self.cycle is not None and not self.cycle.response_complete:
             # Trailers over the cap, while the app reads this message's body: it is told at once
             # that the client is gone (as uvicorn does when a connection is lost), so it ends and
             # lets go of what it holds instead of waiting for the connection to close.
             self.cycle.disconnected = True
             self.cycle.message_event.set()
-        self._answer_and_close(
-            _plain_response(431, f"the request line and headers may be at most {self.max_header_bytes} bytes")
+        text = (
+            f"the chunk extensions and trailer fields of a chunked body may be at most {self.max_header_bytes} bytes"
+            if trailers
+            else f"the request line and headers may be at most {self.max_header_bytes} bytes"
         )
+        self._answer_and_close(_plain_response(431, text))
 
     def _answer_and_close(self, response: bytes) -> None:
         """Send ``response`` and close, lingering as web servers do: closing a socket with unread
@@ -235,6 +255,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
     # ---- parser callbacks ----
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._progressed = True
+        self._framing = 0
         self._head_parsed = 0
         self._trailers = []
         self._trailers_extension = None
@@ -268,6 +290,11 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             extension: dict[object, object] = {}
             self.scope.setdefault("extensions", {})[TRAILERS] = self._trailers_extension = extension
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._progressed = True
+        self._framing = 0
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self._trailers_extension is not None:
