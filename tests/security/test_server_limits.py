@@ -330,6 +330,26 @@ def test_chunked_bodies_with_small_chunks_and_trailers_are_read(informational_se
         assert reader.read_body(int(headers["content-length"])) == b"read 20000; informational supported"
 
 
+@pytest.mark.parametrize("hosts", [b"", b"Host: a.example\r\nHost: b.example\r\n"], ids=["no-host", "two-hosts"])
+def test_a_request_without_exactly_one_host_is_refused(limited: tuple[ChunkdServer, str], hosts: bytes) -> None:
+    """RFC 9112 §3.2 (a MUST). Two were passed on, and the URLs handed out (a tus Location, a pm
+    file_url) used the first, whichever one a proxy in front had checked."""
+    server, key = limited
+    with _connect(server.port) as sock:
+        sock.sendall(
+            b"POST /files/ HTTP/1.1\r\n"
+            + hosts
+            + b"Tus-Resumable: 1.0.0\r\nUpload-Length: 5\r\n"
+            + f"Authorization: Bearer {key}\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        status, headers, body = read_response(sock)
+        assert status == 400 and b"Host" in body and headers.get("connection") == "close"
+        assert _closed(sock)
+    with _connect(server.port) as sock:  # HTTP/1.0 needs none
+        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert read_response(sock)[0] == 200
+
+
 @pytest.mark.parametrize("kind", ["put", "tus"])
 def test_sigterm_waits_for_requests_in_flight_only_so_long(tmp_path: Path, kind: str) -> None:
     """A body trickling in above the minimum rate held shutdown for as long as it lasted (an 8 MiB

@@ -42,7 +42,9 @@ with a traceback. This subclass adds, per connection:
   the connection is closed once it is sent, lingering as after a refusal. uvicorn kept such a
   connection open and read the rest of the body to find the next request: all 100 MB of an
   upload refused at its first byte, and for as long as a client trickled it (every byte put off
-  the keep-alive timeout), or, after ``Expect: 100-continue``, for ever.
+  the keep-alive timeout), or, after ``Expect: 100-continue``, for ever;
+- **one Host field**: a request with two, or an HTTP/1.1 request with none, is answered ``400``
+  and closed (RFC 9112 §3.2), where uvicorn passed both on and the app took the first.
 
 It relies on uvicorn's ``HttpToolsProtocol`` internals (parser callbacks, ``_start_asgi_task``,
 ``RequestResponseCycle``); tests/security/test_server_limits.py runs it end to end, so a uvicorn
@@ -80,6 +82,10 @@ log = logging.getLogger("chunkd.server")
 
 class _HeadTooLarge(Exception):
     """Raised inside a parser callback to stop parsing a head that passed the cap."""
+
+
+class _BadHost(Exception):
+    """Raised inside a parser callback for a head without its one Host field (RFC 9112 §3.2)."""
 
 
 def _reason(status: int) -> bytes:
@@ -157,6 +163,10 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _HeadTooLarge):
                 self._refuse_head(trailers=not self._awaiting_head)
+                return
+            if isinstance(exc.__context__, _BadHost):
+                log.info("request from %s without exactly one Host field: answered 400", self._peer())
+                self._answer_and_close(_plain_response(400, str(exc.__context__)))
                 return
             self._bad_request()
             return
@@ -280,6 +290,11 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
+        hosts = sum(1 for name, _ in self.headers if name == b"host")
+        if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
+            # RFC 9112 §3.2 (a MUST): the URLs handed out (Location, file_url) are built from the
+            # first Host, and a proxy in front may have routed or checked by another one.
+            raise _BadHost("an HTTP/1.1 request has exactly one Host header field")
         self._awaiting_head = False
         self._cancel_header_timer()
         offered = self.informational is True or (self.informational == "auto" and not _proxied(self.scope["headers"]))
