@@ -142,3 +142,70 @@ def test_a_key_is_stripped_and_one_with_inner_whitespace_is_refused_without_show
     with pytest.raises(ValueError, match="whitespace") as refused:
         Client("http://127.0.0.1:9", key[:25] + "\r\n" + key[25:])
     assert "sss" not in str(refused.value)
+
+
+def test_the_state_file_is_replaced_durably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut must leave the old state or the new one: the new bytes are fsynced before the
+    rename, and the directory after it (the rename alone left an empty file after a cut on ext4)."""
+    import os
+
+    import chunkd.client.state as state_module
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        events.append(("replace", os.fspath(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(state_module.os, "fsync", fsync)
+    monkeypatch.setattr(state_module.os, "replace", replace)
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    state = UploadState(tmp_path / "state")
+    state.put("http://a", "ck_0123456789abcdef_x", LocalFile.of(path), "UPLOAD")
+    directory = str(state.directory.resolve())
+    assert events == [
+        ("fsync", str((state.directory / "uploads.json.tmp").resolve())),
+        ("replace", str(state.path)),
+        ("fsync", directory),
+    ]
+    assert state.get("http://a", "ck_0123456789abcdef_x", LocalFile.of(path)) == "UPLOAD"
+    # Nothing changed, nothing written: a create with no superseded upload costs no second fsync.
+    events.clear()
+    assert state.superseded("http://a", "ck_0123456789abcdef_x", LocalFile.of(path)) == []
+    state.forget("http://b", "ck_0123456789abcdef_x", LocalFile.of(path))
+    assert events == []
+    # Forgetting is atomic but need not outlive a power cut (the upload found again is looked up and
+    # forgotten then): the directory is not fsynced for it.
+    state.forget("http://a", "ck_0123456789abcdef_x", LocalFile.of(path))
+    assert events == [("fsync", str((state.directory / "uploads.json.tmp").resolve())), ("replace", str(state.path))]
+    assert state.get("http://a", "ck_0123456789abcdef_x", LocalFile.of(path)) is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"", b'{"uploads": {"0f', b"\xff\xfe\x00", b"[]", b'{"uploads": []}', b'{"uploads": "x"}', b"null"],
+    ids=["empty", "torn", "not-utf8", "a-list", "uploads-a-list", "uploads-a-string", "null"],
+)
+def test_a_damaged_state_file_is_no_saved_state_with_one_warning(
+    tmp_path: Path, damage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a power cut or another program may leave: read as nothing remembered (the upload then
+    starts over), said once, and replaced by a sound file at the next write; never a crash."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    state, local, key = UploadState(tmp_path / "state"), LocalFile.of(path), "ck_0123456789abcdef_x"
+    state.directory.mkdir(parents=True)
+    state.path.write_bytes(damage)
+    assert state.get("http://a", key, local) is None
+    assert state.superseded("http://a", key, local) == []
+    state.put("http://a", key, local, "UPLOAD")
+    assert state.get("http://a", key, local) == "UPLOAD"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "chunkd.client" and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "read as no saved state" in warnings[0], warnings
+    assert str(state.path) in warnings[0]

@@ -7,7 +7,12 @@ key never resumes someone else's upload. The key identity is the key id of a ``c
 key (never its secret), or a hash of any other credential. Entries are removed when their upload
 completes or turns out to be gone; entries untouched for 30 days are dropped. A state file that
 cannot be written (a read-only home, a path that is not a directory) costs only the resuming: the
-upload goes on, with one warning (logger ``chunkd.client``)."""
+upload goes on, with one warning (logger ``chunkd.client``).
+
+The file is replaced whole and durably (a temporary file beside it, fsynced, renamed over it, the
+directory fsynced), so a power cut leaves the old state or the new one, never an empty or torn
+file. One found damaged anyway (empty, not JSON, not the expected shape: another program, a disk
+fault) is read as no saved state, with one warning: the uploads it recorded start over."""
 
 from __future__ import annotations
 
@@ -76,6 +81,7 @@ class UploadState:
         self.directory = directory or default_state_dir()
         self.path = self.directory / "uploads.json"
         self._warned = False
+        self._warned_damaged = False
 
     @staticmethod
     def entry_key(server: str, key: str | None, local: LocalFile) -> str:
@@ -94,7 +100,7 @@ class UploadState:
     def put(self, server: str, key: str | None, local: LocalFile, upload_id: str) -> None:
         entry = {"id": upload_id, "path": local.path, "at": time.time(), "of": self._owner_of(server, key, local.path)}
         try:
-            with self._locked() as entries:
+            with self._locked(durable=True) as entries:
                 entries[self.entry_key(server, key, local)] = entry
         except OSError as exc:
             self._cannot_write(exc)
@@ -130,26 +136,76 @@ class UploadState:
             )
 
     def _read(self) -> dict[str, Any]:
+        return self._load()[0]
+
+    def _load(self) -> tuple[dict[str, Any], bool]:
+        """The entries, and whether the file as found is sound (absent counts as sound)."""
         try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data.get("uploads", {}) if isinstance(data, dict) else {}
+            text = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}, True
+        except OSError:  # unreadable: writing it fails too, and says so (``_cannot_write``)
+            return {}, True
+        try:
+            data = json.loads(text)
+        except ValueError:  # also bytes that are not UTF-8
+            data = None
+        entries = data.get("uploads") if isinstance(data, dict) else None
+        if not isinstance(entries, dict):
+            self._damaged(len(text))
+            return {}, False
+        return entries, True
+
+    def _damaged(self, size: int) -> None:
+        if not self._warned_damaged:
+            self._warned_damaged = True
+            what = "is empty" if size == 0 else "is not a chunkd upload state file"
+            log.warning(
+                "upload state %s %s (a crash or another program?): read as no saved state; "
+                "the uploads it recorded start over",
+                self.path,
+                what,
+            )
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
+    def _locked(self, *, durable: bool = False) -> Iterator[dict[str, Any]]:
+        """The entries, to change in place; written back (atomically) if changed. ``durable``: the
+        change itself must survive a power cut (a new entry, which is what resumes); forgetting one
+        need not (a forgotten upload found again is looked up, and forgotten then), so it saves
+        the directory's fsync."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.directory / "uploads.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            entries = self._read()
+            entries, sound = self._load()
+            before = dict(entries)
             yield entries
             cutoff = time.time() - MAX_AGE_SECONDS
             kept = {k: v for k, v in entries.items() if isinstance(v, dict) and v.get("at", 0) >= cutoff}
-            temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
-            out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(out, "w") as handle:
-                json.dump({"uploads": kept}, handle)
-            os.replace(temporary, self.path)
+            # Most calls change nothing (no superseded upload, nothing to forget): no write, no fsync.
+            if kept != before or not sound:
+                self._replace({"uploads": kept}, durable=durable)
         finally:
             os.close(fd)
+
+    def _replace(self, data: dict[str, Any], *, durable: bool) -> None:
+        """Write ``data`` as the state file, atomically (under the lock): after a power cut the file
+        holds the old entries or the new ones, whole; ``durable``: the new ones. An upload costs
+        three fsyncs here (its entry's two, the forgetting's one): ~20 ms more per 1 KiB file on a
+        loaded 2-core VM's ext4 (fsync ~4-7 ms there), where its upload to a local server took ~100 ms."""
+        # One writer at a time (the lock), so one name: a temporary file left by a crash is reused.
+        temporary = self.directory / "uploads.json.tmp"
+        out = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(out, "w") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            # Without it a power cut after the rename may leave the new name on no data (ext4, XFS).
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+        if not durable:
+            return
+        directory = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)  # the rename itself
+        finally:
+            os.close(directory)
