@@ -209,3 +209,20 @@ def test_a_damaged_state_file_is_no_saved_state_with_one_warning(
     warnings = [r.getMessage() for r in caplog.records if r.name == "chunkd.client" and r.levelname == "WARNING"]
     assert len(warnings) == 1 and "read as no saved state" in warnings[0], warnings
     assert str(state.path) in warnings[0]
+
+
+def test_storage_full_is_tried_three_times_not_eight_and_is_its_own_error() -> None:
+    from chunkd.client import StorageFull
+
+    tries: list[str] = []
+
+    def full(request: httpx.Request) -> httpx.Response:
+        tries.append(request.url.path)
+        body = {"error": {"code": "storage_full", "message": "no space left for upload bytes"}}
+        return httpx.Response(507, headers={"Retry-After": "30"}, json=body)
+
+    policy = RetryPolicy(base_delay=0.001, max_delay=0.001, max_retry_after=0.001)
+    client = Client("http://127.0.0.1:9", "k", transport=httpx.MockTransport(full), retry=policy)
+    with client, pytest.raises(StorageFull) as refused:
+        client.get("abc")
+    assert len(tries) == 3 and isinstance(refused.value, ServerError) and refused.value.code == "storage_full"

@@ -53,8 +53,9 @@ def _tell_retry(notice: RetryNotice) -> None:
     )
 
 
-def _fatal(exc: Exception, url: str) -> None:
-    """Exit at once on errors every further request would repeat (wrong key, server unreachable)."""
+def _fatal(exc: Exception, url: str, *, resumable: bool = False) -> None:
+    """Exit at once on errors every further request would repeat (wrong key, server unreachable);
+    ``resumable``: say that running the command again resumes (``upload``)."""
     from chunkd.client import AuthenticationError, ConnectionFailed, PermissionDenied
 
     if isinstance(exc, AuthenticationError):
@@ -63,6 +64,8 @@ def _fatal(exc: Exception, url: str) -> None:
         message = f"error: the API key lacks a scope: {exc.message}"
     elif isinstance(exc, ConnectionFailed):
         message = f"error: cannot reach the server at {url}: {exc.message}"
+        if resumable:
+            message += "; run the same command again once it answers: uploads resume where they stopped"
     else:
         return
     err_console.print(message, style="red", markup=False)
@@ -98,7 +101,7 @@ def upload(
     interruption (Ctrl-C, kill, lost network) and it resumes: parts the server holds are not re-sent."""
     import json
 
-    from chunkd.client import APIError, ClientError, format_size, parse_size
+    from chunkd.client import APIError, ClientError, StorageFull, format_size, parse_size
     from chunkd.client.source import display_name
 
     try:
@@ -132,8 +135,18 @@ def upload(
                 raise typer.Exit(130) from None
             except (ClientError, OSError) as exc:
                 progress.stop_task(task)
+                if isinstance(exc, StorageFull):
+                    # Tried a few times already (RetryPolicy.storage_full_attempts); the next files
+                    # would be refused too. The server keeps the parts it took, the state file the upload's id.
+                    err_console.print(
+                        f"error: {path}: the server's storage is full ({exc.message}); the parts it received are"
+                        " kept: run the same command again to resume the upload once it has room",
+                        style="red",
+                        markup=False,
+                    )
+                    raise typer.Exit(1) from None
                 if isinstance(exc, ClientError):
-                    _fatal(exc, url)
+                    _fatal(exc, url, resumable=True)
                 reason = (
                     str(exc)
                     if isinstance(exc, APIError)

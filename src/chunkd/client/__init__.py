@@ -26,6 +26,7 @@ from chunkd.client.errors import (
     PermissionDenied,
     RateLimited,
     ServerError,
+    StorageFull,
     TooLarge,
     UploadExpired,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "RetryNotice",
     "RetryPolicy",
     "ServerError",
+    "StorageFull",
     "TooLarge",
     "UploadExpired",
     "UploadOptions",

@@ -213,6 +213,7 @@ class ClientCore(Generic[TransportT]):
         # Whether a try may have been carried out though its answer never came (a proxy's 502, a
         # connection cut after the request went out): a DELETE then answered 404 was done by it.
         maybe_done = False
+        full = 0  # answers 507 so far
         for attempt in range(self.retry.attempts):
             last = attempt == self.retry.attempts - 1
             try:
@@ -227,6 +228,9 @@ class ClientCore(Generic[TransportT]):
                 hint, failure = None, reason_of(exc)
             else:
                 self._answered = True
+                if response.status_code == 507:
+                    full += 1
+                    last = last or full >= self.retry.storage_full_attempts
                 if not (is_retryable_response(response) and not last):
                     if method == "DELETE" and response.status_code == 404 and maybe_done:
                         return response  # deleted by the try whose answer was lost

@@ -14,6 +14,7 @@ the class says what kind of problem it is, the ``code`` says exactly which::
      │    ├── TooLarge            413
      │    ├── RateLimited         429  (retried first, honouring Retry-After)
      │    └── ServerError         5xx  (retried first)
+     │         └── StorageFull        507  the server has no room for the bytes (tried 3 times)
      ├── ConnectionFailed         the server could not be reached (after the retries)
      └── IntegrityError           downloaded bytes do not match the file's MD5
 """
@@ -38,6 +39,7 @@ __all__ = [
     "PermissionDenied",
     "RateLimited",
     "ServerError",
+    "StorageFull",
     "TooLarge",
     "UploadExpired",
     "error_from_response",
@@ -109,6 +111,11 @@ class ServerError(APIError):
     """5xx: the server (or a proxy in front of it) failed, still after the retries."""
 
 
+class StorageFull(ServerError):
+    """507: the server has no room for the bytes (its disk, or its database's, is full), still
+    after a few tries. What the server holds is kept: the upload resumes once it has room."""
+
+
 class ConnectionFailed(ClientError):
     """The server could not be reached or the connection broke, still after the retries."""
 
@@ -129,6 +136,7 @@ _BY_STATUS: dict[int, type[APIError]] = {
     409: Conflict,
     413: TooLarge,
     429: RateLimited,
+    507: StorageFull,
 }
 
 

@@ -30,12 +30,16 @@ RETRYABLE_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProt
 class RetryPolicy:
     """``attempts`` tries in all; the n-th wait is drawn from [d/2, d] with d = base·2ⁿ capped at
     ``max_delay`` ("equal jitter": never ~0, so a restarting server gets time, yet clients spread
-    out). A ``Retry-After`` from the server is a lower bound, itself capped at ``max_retry_after``."""
+    out). A ``Retry-After`` from the server is a lower bound, itself capped at ``max_retry_after``.
+    A request answered 507 (the server's storage full) is tried ``storage_full_attempts`` times at
+    most: room comes back when someone makes it, not in seconds, and eight tries at chunkd's
+    ``Retry-After: 30`` held the command for 3.5 minutes before it said so."""
 
     attempts: int = 8
     base_delay: float = 0.5
     max_delay: float = 30.0
     max_retry_after: float = 300.0
+    storage_full_attempts: int = 3
 
     def delay(self, attempt: int, server_hint: float | None = None) -> float:
         """Seconds to wait after failed try number ``attempt`` (0-based)."""
