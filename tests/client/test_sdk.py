@@ -455,3 +455,28 @@ async def test_another_server_at_the_url_is_an_error_not_a_success() -> None:
         for call in (client.delete("someid"), client.get("someid"), client.list_page()):
             with pytest.raises(ClientError, match="not as a chunkd server does"):
                 await call
+
+
+async def test_a_fresh_access_token_of_the_same_key_resumes_what_an_earlier_one_began(sdk: Sdk, tmp_path: Path) -> None:
+    path = tmp_path / "long.bin"
+    data = os.urandom(4 * PART + 5)
+    path.write_bytes(data)
+
+    async def token() -> str:
+        async with sdk.client() as by_key:
+            answer = await by_key._http.post("/v1/auth/token")
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["accessToken"])
+
+    first, later = await token(), await token()
+    assert first != later
+    async with sdk.client(key=first) as client:
+        # What a run with the first token left when it expired: the upload, one part, the entry.
+        started = await client.create("long.bin", len(data), part_size=PART)
+        UploadState(sdk.state_dir).put(client.url, first, LocalFile.of(path), started.id)
+        await client._put_part(started, 3, Source(path), Tracker(0, None))
+    sdk.recorder.seen.clear()
+    async with sdk.client(key=later) as client:
+        file = await client.upload(path, parallel=2)
+    assert file.id == started.id and file.md5 == hashlib.md5(data).hexdigest()
+    assert sorted(sdk.recorder.parts_sent(file.id)) == [1, 2, 4, 5]

@@ -226,3 +226,27 @@ def test_storage_full_is_tried_three_times_not_eight_and_is_its_own_error() -> N
     with client, pytest.raises(StorageFull) as refused:
         client.get("abc")
     assert len(tries) == 3 and isinstance(refused.value, ServerError) and refused.value.code == "storage_full"
+
+
+def test_an_access_token_is_known_by_the_key_it_was_issued_for() -> None:
+    """A token lives minutes; keyed by its hash, an upload it began was never resumed by the next."""
+    import base64
+    import json
+
+    def token(claims: object) -> str:
+        def part(value: object) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+        return f"{part({'alg': 'HS256'})}.{part(claims)}.c2lnbmF0dXJl"
+
+    first = token({"sub": "alice", "iss": "chunkd", "chunkd_key": "0123456789abcdef", "jti": "a"})
+    later = token({"sub": "alice", "iss": "chunkd", "chunkd_key": "0123456789abcdef", "jti": "b"})
+    assert key_identity(first) == key_identity(later) == key_identity("ck_0123456789abcdef_" + "s" * 43)
+    # Another identity provider's tokens: by issuer and subject.
+    idp = token({"sub": "alice", "iss": "https://idp", "exp": 1})
+    assert key_identity(idp) == key_identity(token({"sub": "alice", "iss": "https://idp", "exp": 2}))
+    assert key_identity(idp) != key_identity(token({"sub": "bob", "iss": "https://idp", "exp": 1}))
+    assert key_identity(idp) != key_identity(token({"sub": "alice", "iss": "https://other", "exp": 1}))
+    # Anything else is known by its hash: a claim that is not a key id, a payload that is not JSON.
+    for other in (token({"chunkd_key": "../x"}), token(["x"]), "a.%%%.c", "cl_0123_secret"):
+        assert key_identity(other).startswith("sha256:"), other

@@ -4,10 +4,11 @@ A small JSON file, ``$XDG_STATE_HOME/chunkd/uploads.json`` (``~/.local/state/chu
 variable is unset), private to the user (0600 in a 0700 directory). An entry is keyed by a hash of
 (server URL, key identity, absolute path, size, mtime_ns): a changed file, another server or another
 key never resumes someone else's upload. The key identity is the key id of a ``ck_<id>_<secret>``
-key (never its secret), or a hash of any other credential. Entries are removed when their upload
-completes or turns out to be gone; entries untouched for 30 days are dropped. A state file that
-cannot be written (a read-only home, a path that is not a directory) costs only the resuming: the
-upload goes on, with one warning (logger ``chunkd.client``).
+key (never its secret) or of the key an access token was issued for (so a fresh token resumes what
+an expired one began), or a hash of any other credential (see :func:`key_identity`). Entries are
+removed when their upload completes or turns out to be gone; entries untouched for 30 days are
+dropped. A state file that cannot be written (a read-only home, a path that is not a directory)
+costs only the resuming: the upload goes on, with one warning (logger ``chunkd.client``).
 
 The file is replaced whole and durably (a temporary file beside it, fsynced, renamed over it, the
 directory fsynced), so a power cut leaves the old state or the new one, never an empty or torn
@@ -16,6 +17,7 @@ fault) is read as no saved state, with one warning: the uploads it recorded star
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -34,6 +36,7 @@ __all__ = ["LocalFile", "UploadState", "default_state_dir", "key_identity"]
 log = logging.getLogger("chunkd.client")
 
 _KEY = re.compile(r"^(ck_[0-9a-f]{16})_")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 MAX_AGE_SECONDS = 30 * 86400
 
 
@@ -43,13 +46,39 @@ def default_state_dir() -> Path:
 
 
 def key_identity(key: str | None) -> str:
-    """Who the uploads belong to, without the secret: the key id, or a hash of the credential."""
+    """Who the uploads belong to, without the secret: the key id; for an access token, the key id it
+    was issued for (its ``chunkd_key`` claim), or its issuer and subject (another identity provider's);
+    else a hash of the credential. A token lives minutes: keyed by its hash, an upload it began was
+    never resumed by the next token of the same key.
+
+    The claims are read, not verified: this is not a check of who may do what (the server checks
+    every request and scopes every lookup by owner) but which remembered uploads to try. A token
+    that lies about its key is refused by the server before any of them is looked up."""
     if not key:
         return "anonymous"
     match = _KEY.match(key)
     if match:
         return match.group(1)
+    claims = _token_claims(key)
+    issued_for = claims.get("chunkd_key")
+    if isinstance(issued_for, str) and _KEY_ID.fullmatch(issued_for):
+        return f"ck_{issued_for}"  # the key's own identity: a key and its tokens resume each other's uploads
+    issuer, subject = claims.get("iss"), claims.get("sub")
+    if isinstance(issuer, str) and isinstance(subject, str) and subject:
+        return "jwt:" + _digest([issuer, subject])[:32]
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _token_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT (``header.payload.signature``, base64url), or {} for anything else."""
+    pieces = token.split(".")
+    if len(pieces) != 3:
+        return {}
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(pieces[1] + "=" * (-len(pieces[1]) % 4)))
+    except (ValueError, TypeError):  # not base64, not UTF-8, not JSON
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 def _digest(parts: list[str]) -> str:
