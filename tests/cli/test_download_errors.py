@@ -66,3 +66,16 @@ def test_a_full_disk_says_where_the_partial_download_is_kept(tmp_path: Path, mon
         f"error: abc: No space left on device; 3 bytes received are kept in {partial}: "
         "run the download again to continue, or delete it"
     )
+
+
+def test_a_disk_full_before_the_first_byte_leaves_no_empty_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("chunkd.client._transfer.DownloadSink.write", full)
+    done = CliRunner().invoke(app, ["download", "abc", "-o", str(tmp_path), "--key", "ck_0000000000000000_x"])
+    assert done.exit_code == 1, done.output
+    assert list(tmp_path.iterdir()) == []  # ".report.pdf.abc.part", empty, stayed behind
+    assert done.stderr.strip() == f"error: abc: cannot write {tmp_path / 'report.pdf'}: No space left on device"

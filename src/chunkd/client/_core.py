@@ -439,9 +439,15 @@ class ClientCore(Generic[TransportT]):
                 yield from self._fetch_flow(f"/v1/files/{file_id}/content", sink)
                 yield Blocking(sink.sync)
         except OSError as exc:  # a full disk, say: the bytes so far stay for the next try, said where
-            if not partial.exists():
-                raise
-            kept = f"{sink.offset} bytes received are kept in {partial}"
+            try:
+                # What reached the file, not what was handed to its buffer (the rest was refused).
+                on_disk = partial.stat().st_size
+            except OSError:
+                raise exc from None
+            if on_disk == 0:  # nothing to continue from: not left behind as an empty hidden file
+                partial.unlink(missing_ok=True)
+                raise OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(target)) from exc
+            kept = f"{on_disk} bytes received are kept in {partial}"
             advice = "run the download again to continue, or delete it"
             raise OSError(exc.errno, f"{exc.strerror or exc}; {kept}: {advice}", exc.filename) from exc
         md5 = sink.digest.hexdigest()
