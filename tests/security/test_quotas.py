@@ -32,6 +32,16 @@ class HeldFinish:
         return None
 
 
+def _declaring_patch(auth: dict[str, str], length: int) -> dict[str, str]:
+    """The headers of a tus PATCH at offset 0 that declares the upload's deferred ``length``."""
+    return {
+        **auth,
+        "Content-Type": "application/offset+octet-stream",
+        "Upload-Offset": "0",
+        "Upload-Length": str(length),
+    }
+
+
 async def _create(api, size: int, who: str = "alice"):  # type: ignore[no-untyped-def]
     return await api.client.post(
         "/v1/files", json={"filename": "q.bin", "sizeBytes": size, "partSize": 1000}, headers=api.auth(who)
@@ -133,12 +143,7 @@ async def test_a_concatenation_whose_length_is_learnt_late_is_held_to_the_limits
         waiting = await api.client.post("/files", headers={**auth, "Upload-Concat": concat})
         assert waiting.status_code == 201, waiting.text
         final_id = waiting.headers["location"].rsplit("/", 1)[1]
-        patch = {
-            **auth,
-            "Content-Type": "application/offset+octet-stream",
-            "Upload-Offset": "0",
-            "Upload-Length": "900",
-        }
+        patch = _declaring_patch(auth, 900)
         assert (await api.client.patch(f"/files/{partial}", content=b"x" * 900, headers=patch)).status_code == 204
         final = await api.runtime.uploads.get("alice", final_id)
         assert final.status.value == "CANCELLED" and not final.parts
@@ -172,12 +177,7 @@ async def test_concatenations_learning_their_lengths_at_once_never_pass_a_byte_q
             finals.append(waiting.headers["location"].rsplit("/", 1)[1])
         held = HeldFinish(finals)
         api.runtime.uploads.hooks = held
-        patch = {
-            **auth,
-            "Content-Type": "application/offset+octet-stream",
-            "Upload-Offset": "0",
-            "Upload-Length": "500",
-        }
+        patch = _declaring_patch(auth, 500)
         first = asyncio.create_task(api.client.patch(f"/files/{partials[0]}", content=b"x" * 500, headers=patch))
         await until(lambda: len(held.arrived) == 1)
         second = asyncio.create_task(api.client.patch(f"/files/{partials[1]}", content=b"x" * 500, headers=patch))
@@ -204,12 +204,7 @@ async def test_a_patch_that_declares_and_fills_an_upload_finishes_it_outside_the
         upload_id = made.headers["location"].rsplit("/", 1)[1]
         held = HeldFinish([upload_id])
         api.runtime.uploads.hooks = held
-        patch = {
-            **auth,
-            "Content-Type": "application/offset+octet-stream",
-            "Upload-Offset": "0",
-            "Upload-Length": "100",
-        }
+        patch = _declaring_patch(auth, 100)
         filling = asyncio.create_task(api.client.patch(f"/files/{upload_id}", content=b"x" * 100, headers=patch))
         await until(lambda: held.arrived)
         other = await _create(api, 100)
@@ -343,12 +338,7 @@ async def test_parallel_patches_declaring_deferred_lengths_never_pass_a_byte_quo
 
     async with make_api(max_pending_bytes=1000) as api:
         auth, ids = await _deferred_tus_uploads(api, 3)
-        patch = {
-            **auth,
-            "Content-Type": "application/offset+octet-stream",
-            "Upload-Offset": "0",
-            "Upload-Length": "900",
-        }
+        patch = _declaring_patch(auth, 900)
         answers = await asyncio.gather(
             *[api.client.patch(f"/files/{i}", content=b"x" * 10, headers=patch) for i in ids]
         )
