@@ -56,8 +56,9 @@ class AccessSettings(BaseModel):
     )
     trusted_proxies: str = Field(
         "",
-        description="Comma-separated proxy addresses whose X-Forwarded-For names the client (rate-limit keys, the "
-        "access log) and whose X-Forwarded-Proto the scheme of the URLs handed out; empty: no one's.",
+        description="Comma-separated proxy addresses or networks (10.0.0.0/8; '*': any peer) whose X-Forwarded-For "
+        "names the client (rate-limit keys, the access log) and whose X-Forwarded-Proto the scheme of the URLs "
+        "handed out; empty: no one's.",
     )
     cors_origins: str = Field(
         "", description="Comma-separated origins allowed to call the API from a browser ('*' for any); empty: none."
