@@ -345,3 +345,44 @@ async def test_parallel_patches_declaring_deferred_lengths_never_pass_a_byte_quo
         assert sorted(r.status_code for r in answers) == [204, 403, 403], [r.text for r in answers]
         _, held, _ = await api.runtime.repo.usage("alice")
         assert held == 900
+
+
+class FailingFinish(HeldFinish):
+    """The pre-finish of the uploads named fails as a hook that is down does (fail closed), until
+    the test lets it go: what a crash between the save of the bytes and the completion leaves too."""
+
+    async def pre_finish(self, upload: Upload) -> None:
+        if upload.id in self.held and not self.release.is_set():
+            self.arrived.append(upload.id)
+            from chunkd.domain import errors
+
+            error = errors.Busy("the pre-finish hook is not available; try again later", field="hook")
+            error.code = "hook_unavailable"
+            raise error
+
+
+@pytest.mark.parametrize("deferred", [True, False])
+async def test_a_full_upload_left_unfinished_is_finished_by_the_head_a_client_resumes_with(
+    make_api: MakeApi, deferred: bool
+) -> None:
+    """A PATCH that fills an upload saves its bytes, then finishes it (out of the owner's quota turn
+    when it declared a deferred length: two writes). Left between the two (a crash, a hook down),
+    the upload was PENDING at its full offset: a tus client resuming with HEAD read Upload-Offset
+    equal to Upload-Length, took the upload for done (tus-js-client reports success and sends
+    nothing more) and the file expired unfinished. The HEAD finishes it now."""
+    async with make_api(max_stored_bytes=10_000) as api:
+        auth = {"Tus-Resumable": "1.0.0", **api.auth()}
+        length = {"Upload-Defer-Length": "1"} if deferred else {"Upload-Length": "100"}
+        made = await api.client.post("/files", headers={**auth, **length})
+        upload_id = made.headers["location"].rsplit("/", 1)[1]
+        failing = FailingFinish([upload_id])
+        api.runtime.uploads.hooks = failing
+        patch = {**auth, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+        if deferred:
+            patch["Upload-Length"] = "100"
+        assert (await api.client.patch(f"/files/{upload_id}", content=b"x" * 100, headers=patch)).status_code == 423
+        assert (await api.runtime.uploads.get("alice", upload_id)).bytes_received == 100  # saved, unfinished
+        failing.release.set()  # the hook is back (or the server restarted)
+        head = await api.client.head(f"/files/{upload_id}", headers=auth)
+        assert head.status_code == 200 and head.headers["upload-offset"] == head.headers["upload-length"] == "100"
+        assert (await api.runtime.uploads.get("alice", upload_id)).status.value == "COMPLETED"

@@ -27,6 +27,7 @@ from chunkd.frontends.tus.resource import (
     require_version,
     tus_state,
 )
+from chunkd.service.hooks import ContentRejected
 from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["Transfer"]
@@ -53,6 +54,19 @@ class Transfer(TusResource):
             # credential that may write does: a read-only one's HEAD ended its owner's PATCH.
             await self.inflight(request).end_stale(file_id, wait=TAKE_OVER_WAIT)
             upload = await self.load(request, who.owner, file_id)
+            if not self.is_final(upload) and upload.bytes_received == upload.size_bytes:
+                # Full but not finished: its bytes were saved and the finish did not follow (a
+                # crash between the two writes, a pre-finish hook down). An Upload-Offset equal to
+                # Upload-Length tells a tus client it is done (tus-js-client sends nothing more),
+                # so it is finished here. A failure that may pass (the hook still down, 423, which
+                # a client retries) or that discarded the upload is answered; a hook's refusal
+                # (its "not yet") was the filling PATCH's answer, and the state is answered as before.
+                try:
+                    upload = await runtime(request).uploads.complete(who.owner, file_id)
+                except (e.Busy, e.StorageError, ContentRejected):
+                    raise
+                except e.ChunkdError:
+                    upload = await self.load(request, who.owner, file_id)
         final_length = None
         if self.is_final(upload):
             upload, final_length = await self._settle_final(request, upload)
