@@ -310,30 +310,6 @@ async def test_one_owners_backlog_does_not_hold_back_another_owners_deliveries(m
     assert len(await hooks.claim(T0 + 3 * S, T0 + 30 * S, 100)) == 13
 
 
-async def test_deliveries_in_flight_take_their_owners_and_endpoints_first_turns(metadata: MetadataStore) -> None:
-    """Workers claim one slot's worth as each send ends. A delivery in flight (a live lease) counts
-    as its owner's turn: without that, the owner whose backlog is older won every slot, one claim
-    after the other. And an endpoint never has more than ``most_per_endpoint`` in flight, so one
-    slow endpoint cannot take every slot."""
-    hooks = metadata.webhooks
-    await hooks.add_endpoint(endpoint("we_bob", "bob"))
-    await hooks.add_endpoint(endpoint("we_alice"))
-    for _ in range(3):
-        await created_upload(metadata, "bob")
-    await hooks.dispatch(T0, 10)  # bob's three, due first
-    await created_upload(metadata, "alice")
-    await hooks.dispatch(T0 + S, 10)
-    lease = T0 + 30 * S
-    [first] = await hooks.claim(T0 + 2 * S, lease, 1)
-    [second] = await hooks.claim(T0 + 2 * S, lease, 1)
-    assert (first.endpoint.id, second.endpoint.id) == ("we_bob", "we_alice")
-    assert [c.endpoint.id for c in await hooks.claim(T0 + 2 * S, lease, 1)] == ["we_bob"]  # alice has none left
-    # we_bob has two in flight: at most two, none more; one ends, and its third is free to go.
-    assert await hooks.claim(T0 + 2 * S, lease, 10, most_per_endpoint=2) == []
-    await hooks.record_success(first.delivery.id, T0 + 3 * S, 204)
-    assert [c.endpoint.id for c in await hooks.claim(T0 + 3 * S, lease, 10, most_per_endpoint=2)] == ["we_bob"]
-
-
 async def test_old_events_with_final_deliveries_are_forgotten_with_them(metadata: MetadataStore) -> None:
     """The outbox and the delivery logs are kept for the retention, not for ever: an event older than
     it goes with its deliveries once they are all final. One with a delivery still pending, one not

@@ -22,7 +22,6 @@ from chunkd.ports.metadata import MetadataStore
 from chunkd.ports.webhooks import ClaimedDelivery, Dispatched, Endpoint, WebhookRepository
 from chunkd.service.delivery import DeliveryPolicy, DeliveryWorker
 from tests.support.uploads import make_upload
-from tests.support.waiting import until
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -37,9 +36,9 @@ class CountingClaims:
     async def dispatch(self, now: datetime, limit: int) -> Dispatched:
         return await self.repo.dispatch(now, limit)
 
-    async def claim(self, now: datetime, lease_until: datetime, limit: int, **limits: Any) -> list[ClaimedDelivery]:
+    async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
         self.claims += 1
-        return await self.repo.claim(now, lease_until, limit, **limits)
+        return await self.repo.claim(now, lease_until, limit)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.repo, name)
@@ -326,52 +325,3 @@ async def test_a_retry_waits_as_long_as_the_receiver_asks(
     first_backoff = DeliveryPolicy().retry_base
     assert max(at_least, first_backoff * 0.9) <= waited <= max(at_least, first_backoff * 1.1), waited
     await delivery.close()
-
-
-async def test_a_slow_endpoint_does_not_hold_back_the_deliveries_due_after_it(metadata: MetadataStore) -> None:
-    """A round waited for its slowest send: while alice's endpoint hung (up to the timeout), bob's
-    event, due a moment later, waited for the round to end. Now a slot is filled as soon as it is
-    free, and alice's endpoint, with a backlog, holds at most half of the slots."""
-    hold = asyncio.Event()
-    at_alice: list[httpx.Request] = []
-    at_bob: list[httpx.Request] = []
-
-    async def answer(request: httpx.Request) -> httpx.Response:
-        if request.url.host == "slow.example":
-            at_alice.append(request)
-            await hold.wait()
-        else:
-            at_bob.append(request)
-        return httpx.Response(204)
-
-    delivery = DeliveryWorker(
-        metadata.webhooks,
-        DeliveryPolicy(block_private=False, timeout=600, concurrency=4),
-        operator_secret=None,
-        clock=lambda: T0 + timedelta(seconds=1),
-        transport=httpx.MockTransport(answer),
-    )
-    hooks = metadata.webhooks
-    await hooks.add_endpoint(
-        Endpoint("we_slow", "alice", "https://slow.example/", "whsec_c2VjcmV0", None, T0, None, None)
-    )
-    await hooks.add_endpoint(
-        Endpoint("we_fast", "bob", "https://fast.example/", "whsec_c2VjcmV0", None, T0, None, None)
-    )
-    for _ in range(6):
-        await completed_upload(metadata)  # alice's
-    running = asyncio.create_task(delivery.run_forever())
-    try:
-        await until(lambda: len(at_alice) >= 2, what="two of alice's deliveries in flight")
-        upload = make_upload(10, 10, owner="bob")
-        await metadata.uploads.create(upload, [Event.for_upload(EventType.UPLOAD_COMPLETED, upload, T0)])
-        delivery.wake()
-        await until(lambda: at_bob, timeout=60, what="bob's delivery sent while alice's endpoint hangs")
-        assert len(at_alice) == 2  # half of the four slots, none more
-        hold.set()
-        await until(lambda: len(at_alice) == 6, what="the rest of alice's backlog, once her sends ended")
-    finally:
-        hold.set()
-        delivery.stop()
-        await running
-        await delivery.close()

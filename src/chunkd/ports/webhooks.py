@@ -129,13 +129,9 @@ class WebhookRepository(Protocol):
         """Turn up to ``limit`` undispatched outbox events into one pending delivery per matching,
         enabled endpoint, and mark them dispatched, atomically (each event by exactly one node)."""
 
-    async def claim(
-        self, now: datetime, lease_until: datetime, limit: int, *, most_per_endpoint: int | None = None
-    ) -> list[ClaimedDelivery]:
+    async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` due pending deliveries (no live lease held by anyone, endpoint
-        enabled) until ``lease_until``; another node skips them meanwhile. The owners take turns,
-        the deliveries in flight (live leases, any node) counting as their first turns; an endpoint
-        never has more than ``most_per_endpoint`` in flight (None: no limit)."""
+        enabled) until ``lease_until``; another node skips them meanwhile."""
 
     async def record_success(self, delivery_id: str, now: datetime, response_status: int) -> None: ...
 

@@ -4,9 +4,7 @@ process (never from a request).
 Each round: outbox events not yet dispatched become one pending delivery per matching endpoint
 (atomically, by exactly one node); then due deliveries are leased by this node (no other node sends
 them while the lease lasts; a node that dies loses its lease when it runs out, and another node —
-or the same one restarted — sends the delivery again) and sent concurrently, up to
-``policy.concurrency`` at a time: as each send ends, its slot is filled from what is due without
-waiting for the others (the owners taking turns, no endpoint holding more than half the slots). Messages are signed
+or the same one restarted — sends the delivery again) and sent concurrently. Messages are signed
 per the Standard Webhooks spec: ``webhook-id`` is the event's id (the same on every attempt and
 redelivery, so receivers can deduplicate), ``webhook-timestamp`` the attempt's Unix time and
 ``webhook-signature`` ``v1,<base64 HMAC-SHA256>``. A failed attempt is retried with exponential
@@ -60,12 +58,6 @@ class DeliveryPolicy:
     concurrency: int = 8
     block_private: bool = True
 
-    @property
-    def most_per_endpoint(self) -> int:
-        """Sends in flight to one endpoint at most (on all nodes together): half the slots, so one
-        slow endpoint leaves the other half to every other endpoint."""
-        return max(1, self.concurrency // 2)
-
     def retry_at(self, claimed: ClaimedDelivery, now: datetime, *, not_before: float = 0.0) -> datetime | None:
         """When to try again after a failed attempt, or None once the window has passed. Delays
         double from ``retry_base`` up to ``retry_max_delay``, with ±10 % jitter so that many
@@ -114,10 +106,6 @@ class DeliveryWorker:
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._claim_due = False
-        self._asked = False  # wake() was called since the last round began
-        self._freed = False  # a send ended since the last round began
-        self._sending: set[asyncio.Task[None]] = set()  # at most policy.concurrency
-        self._started = 0  # sends started, ever (run_once counts its own)
         self._outage = False  # the last round failed for want of its database
         self.count: Callable[[str], None] = count_delivery
         # No redirects (a 3xx is a failed attempt: the endpoint must name its final URL) and no
@@ -138,131 +126,62 @@ class DeliveryWorker:
         was made due directly (a redelivery asked for), which the next round must claim."""
         if due:
             self._claim_due = True
-        self._asked = True
         self._wakeup.set()
 
     def stop(self) -> None:
-        """Let ``run_forever`` return once its round (if one is running) and the sends in flight
-        have ended: cancelling it in the middle of a database transaction can leave the driver's
-        connection waiting forever."""
+        """Let ``run_forever`` return once its round (if one is running) has ended: cancelling it in
+        the middle of a database transaction can leave the driver's connection waiting forever."""
         self._stopping.set()
         self._wakeup.set()
 
     async def run_forever(self) -> None:
-        dispatch = claim_anyway = True  # the first round looks for everything
-        try:
-            while not self._stopping.is_set():
-                self._wakeup.clear()
-                self._asked = self._freed = False
-                try:
-                    more = await self._round(dispatch=dispatch, claim_anyway=claim_anyway)
-                    if self._outage:
-                        log.info("webhook delivery resumed")
-                        self._outage = False
-                except StorageError as exc:  # keep delivering once the database is back
-                    self._storage_failed(exc)
-                    more = False
-                except Exception:  # keep delivering after any other transient error
-                    log.exception("webhook delivery round failed")
-                    more = False
-                woken = await self._next(more)
-                if woken == "freed":  # a slot for what is already due: no dispatch needed
-                    dispatch, claim_anyway = False, True
-                elif woken == "asked":
-                    await until_set(self._stopping, self.policy.coalesce)
-                    dispatch, claim_anyway, self._claim_due = True, self._claim_due, False
-                else:  # the poll: deliveries made by other nodes, and retries come due
-                    dispatch = claim_anyway = True
-        finally:
-            await self._drain()
-
-    async def _next(self, more: bool) -> str:
-        """Wait for what starts the next round: ``asked`` (``wake``), ``freed`` (a send ended while
-        more deliveries may be due, ``more``), ``poll`` (``policy.poll`` seconds passed) or stop."""
-        deadline = asyncio.get_running_loop().time() + self.policy.poll
+        woken = False
         while not self._stopping.is_set():
-            if self._asked:
-                return "asked"
-            if more and self._freed:
-                return "freed"
             self._wakeup.clear()
-            if not await until_set(self._wakeup, deadline - asyncio.get_running_loop().time()):
-                return "poll"
-        return "stop"
-
-    async def _drain(self) -> None:
-        """Wait for the sends in flight (each bounded by the timeout); cancelled, cancel them."""
-        try:
-            while self._sending:
-                await asyncio.wait(set(self._sending))
-        finally:
-            for task in self._sending:
-                task.cancel()
-
-    def _storage_failed(self, exc: StorageError) -> None:
-        # A round every ``poll`` seconds through an outage: one warning for it, not a traceback
-        # every two seconds.
-        log.log(logging.DEBUG if self._outage else logging.WARNING, "webhook delivery round failed: %s", exc)
-        self._outage = True
+            claim_anyway, self._claim_due = not woken or self._claim_due, False
+            try:
+                busy = await self.run_once(claim_anyway=claim_anyway)
+                if self._outage:
+                    log.info("webhook delivery resumed")
+                    self._outage = False
+            except StorageError as exc:  # keep delivering once the database is back
+                # A round every ``poll`` seconds through an outage: one warning for it, not a
+                # traceback every two seconds.
+                log.log(logging.DEBUG if self._outage else logging.WARNING, "webhook delivery round failed: %s", exc)
+                self._outage = True
+                busy = 0
+            except Exception:  # keep delivering after any other transient error
+                log.exception("webhook delivery round failed")
+                busy = 0
+            woken = False
+            if busy:
+                continue
+            if not await until_set(self._wakeup, self.policy.poll):
+                continue
+            woken = True
+            await until_set(self._stopping, self.policy.coalesce)
 
     async def run_once(self, *, claim_anyway: bool = True) -> int:
-        """One round, and its sends awaited: dispatch every waiting event, then send one batch of
-        due deliveries. Returns how many deliveries were attempted. ``claim_anyway=False`` (a round
-        woken by this process's own events) looks for due deliveries only if the dispatch made
-        some: deliveries made by other nodes, and retries, are found by the rounds that poll."""
-        before = self._started
-        try:
-            await self._round(dispatch=True, claim_anyway=claim_anyway)
-        finally:
-            await self._drain()
-        return self._started - before
-
-    async def _round(self, *, dispatch: bool, claim_anyway: bool) -> bool:
-        """Dispatch the waiting events (``dispatch``), then claim due deliveries for the free slots
-        and start sending them, without waiting for the sends: one slow endpoint held its whole
-        batch's round, and every delivery due meanwhile (other endpoints', other owners') waited up
-        to the timeout. True when more may be due than there was room for."""
+        """One round: dispatch every waiting event, then send one batch of due deliveries.
+        Returns how many deliveries were attempted. ``claim_anyway=False`` (a round woken by this
+        process's own events) looks for due deliveries only if the dispatch made some: deliveries
+        made by other nodes, and retries, are found by the rounds that poll."""
         made = 0
-        while dispatch:
+        while True:
             dispatched = await self.repo.dispatch(self.clock(), 200)
             made += dispatched.deliveries
             if dispatched.events < 200:
                 break
         if (not made and not claim_anyway) or self._stopping.is_set():
-            return False
-        room = self.policy.concurrency - len(self._sending)
-        if room <= 0:
-            return True
+            return 0
         now = self.clock()
         # Long enough for the request (bounded by the timeout) and recording its outcome; a node that
         # dies holding it delays that delivery by at most this much.
         lease = now + timedelta(seconds=self.policy.timeout + 10)
-        claimed = await self.repo.claim(now, lease, room, most_per_endpoint=self.policy.most_per_endpoint)
-        for each in claimed:
-            task = asyncio.create_task(self._send_and_report(each))
-            self._sending.add(task)
-            task.add_done_callback(self._sent)
-        self._started += len(claimed)
-        # A full claim may have left more behind; so may the per-endpoint limit, while other
-        # deliveries to that endpoint are in flight.
-        return len(claimed) == room or len(self._sending) > len(claimed)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        self._freed = True
-        self._wakeup.set()
-
-    async def _send_and_report(self, claimed: ClaimedDelivery) -> None:
-        """``send``, its failures logged as a round's were (a send runs on its own now)."""
-        try:
-            await self.send(claimed)
-            if self._outage:
-                log.info("webhook delivery resumed")
-                self._outage = False
-        except StorageError as exc:  # the lease runs out and the delivery is tried again
-            self._storage_failed(exc)
-        except Exception:
-            log.exception("webhook delivery of %s failed", claimed.delivery.id)
+        claimed = await self.repo.claim(now, lease, self.policy.concurrency)
+        if claimed:
+            await asyncio.gather(*(self.send(c) for c in claimed))
+        return len(claimed)
 
     def _secret(self, claimed: ClaimedDelivery) -> str | None:
         return claimed.endpoint.secret if claimed.endpoint.owner is not None else self.operator_secret

@@ -64,10 +64,7 @@ class EventSettings(BaseModel):
         "events written by the node itself are picked up at once).",
     )
     webhook_concurrency: int = Field(
-        DELIVERY.concurrency,
-        ge=1,
-        description="Deliveries one node sends at the same time (default 8); one endpoint gets at most half of "
-        "them (on all nodes together).",
+        DELIVERY.concurrency, ge=1, description="Deliveries one node sends at the same time (default 8)."
     )
     event_retention_days: float = Field(
         30.0,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.sql import Select
 
 from chunkd.backends.repository.sqlalchemy.base import RowMap, SqlStore
@@ -209,9 +209,7 @@ class SqlWebhookRepository(SqlStore):
                 await conn.execute(insert(D), rows)
         return Dispatched(len(taken), len(rows))
 
-    async def claim(
-        self, now: datetime, lease_until: datetime, limit: int, *, most_per_endpoint: int | None = None
-    ) -> list[ClaimedDelivery]:
+    async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
         free = and_(
             D.c.status == DeliveryStatus.PENDING.value,
             D.c.next_attempt_at <= now,
@@ -224,26 +222,25 @@ class SqlWebhookRepository(SqlStore):
         # endpoint's deliveries share them too. The turns rank every due delivery: a claim of 8
         # over a backlog of 20,000 due ones took 75-150 ms on SQLite (7 ms oldest first) and
         # 153 ms on PostgreSQL (49 ms) (2026-12-02); a backlog that large is a receiver down for long.
-        # The deliveries being sent right now (a live lease, on any node) take an owner's first
-        # turns, and an endpoint's: workers claim a slot's worth as each send ends, and an owner
-        # with sends in flight would otherwise win every slot its oldest delivery is older for.
-        in_flight_first = (case((D.c.lease_until >= now, 0), else_=1), D.c.next_attempt_at, D.c.id)
         turns = (
             select(
                 D.c.id,
                 D.c.next_attempt_at,
-                func.row_number().over(partition_by=events.c.owner, order_by=in_flight_first).label("turn"),
-                func.row_number().over(partition_by=D.c.endpoint_id, order_by=in_flight_first).label("at_endpoint"),
+                func.row_number()
+                .over(partition_by=events.c.owner, order_by=(D.c.next_attempt_at, D.c.id))
+                .label("turn"),
             )
             .join(E, E.c.id == D.c.endpoint_id)
             .join(events, events.c.id == D.c.event_id)
-            .where(D.c.status == DeliveryStatus.PENDING.value, D.c.next_attempt_at <= now, E.c.disabled_at.is_(None))
+            .where(free, E.c.disabled_at.is_(None))
             .subquery("turns")
         )
-        candidates = select(D.c.id).join(turns, turns.c.id == D.c.id).where(free)
-        if most_per_endpoint is not None:
-            candidates = candidates.where(turns.c.at_endpoint <= most_per_endpoint)
-        candidates = candidates.order_by(turns.c.turn, turns.c.next_attempt_at, turns.c.id).limit(limit)
+        candidates = (
+            select(D.c.id)
+            .join(turns, turns.c.id == D.c.id)
+            .order_by(turns.c.turn, turns.c.next_attempt_at, turns.c.id)
+            .limit(limit)
+        )
         due = self._taken_once(candidates, "due", of=D)
         async with self.transaction() as conn:
             ids = [
