@@ -653,6 +653,31 @@ def test_each_owner_on_one_browser_resumes_only_their_own_uploads(
     context.close()
 
 
+def test_an_upload_saved_before_stores_were_per_owner_still_resumes(
+    live_server: ChunkdServer, browser: Any, tmp_path: Path
+) -> None:
+    """The resume store was one per browser (``chunkd.resume.owner``) before it was one per owner.
+    Its entries went with the change, so every upload under way then was sent again from its
+    start; they are handed to the first owner who signs in now."""
+    key = live_server.create_key("alice")
+    path = tmp_path / "older.bin"
+    context, page, md5, upload_id = paused_after_a_part(browser, live_server, key, path)
+    page.evaluate(  # as the page before the change kept it
+        """() => { localStorage.setItem('chunkd.resume.owner', localStorage.getItem('chunkd.resume.owner.alice'));
+        localStorage.removeItem('chunkd.resume.owner.alice'); }"""
+    )
+    page.reload()
+    sign_in(page, live_server, key)
+    page.set_input_files("#pick", str(path))
+    wait_for(page, path.name, "u.state === 'done' || u.state === 'failed'", timeout=120_000)
+    again = state_of(page, path.name)
+    assert again["state"] == "done" and again["id"] == upload_id and again["resumed"] is True
+    assert page.evaluate("() => localStorage.getItem('chunkd.resume.owner')") is None
+    with FilesClient(live_server, key) as client:
+        assert client.download_md5(upload_id) == (12 * MiB + 5, md5)
+    context.close()
+
+
 def test_a_link_token_leaves_the_address_bar_and_the_page_still_reloads(
     live_server: ChunkdServer, browser: Any, tmp_path: Path
 ) -> None:

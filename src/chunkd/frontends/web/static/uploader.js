@@ -98,9 +98,16 @@ function subjectOf(jwt) {
 export class ResumeStore {
   constructor(namespace) { this.key = `chunkd.resume.${namespace}`; }
   static forOwner(owner) {
-    // The one store all owners shared before: whose entries they are cannot be told, so none is offered.
-    localStorage.removeItem('chunkd.resume.owner');
-    return new ResumeStore(`owner.${encodeURIComponent(owner)}`);
+    const store = new ResumeStore(`owner.${encodeURIComponent(owner)}`);
+    // The one store all owners shared before goes to the first owner to sign in after the change
+    // (a browser mostly has one), so uploads under way then still resume; an id of another owner's
+    // is answered 404 and dropped, as any stale id is.
+    const shared = localStorage.getItem('chunkd.resume.owner');
+    if (shared !== null) {
+      if (localStorage.getItem(store.key) === null) localStorage.setItem(store.key, shared);
+      localStorage.removeItem('chunkd.resume.owner');
+    }
+    return store;
   }
   static fileKey(file) { return `${file.name}\u0000${file.size}\u0000${file.lastModified}`; }
   _all() { return parse(localStorage.getItem(this.key)) || {}; }
