@@ -16,8 +16,10 @@ What is counted, and who counts it:
 ``chunkd_http_request_duration_seconds``    the same middleware (histogram by ``route``)
 ``chunkd_bytes_received_total{frontend}``   the same middleware, as upload bodies are read
 ``chunkd_uploads_created_total{frontend}``  the engine's ``created`` event (``on_upload_event``)
-``chunkd_uploads_finished_total``           the engine's completed / cancelled / expired /
-  ``{frontend, status}``                    deleted events
+``chunkd_uploads_finished_total``           the engine's completed / cancelled / rejected /
+  ``{frontend, status}``                    expired / deleted events: one per lifecycle event
+                                            the outbox records (a completed upload deleted
+                                            later counts under both)
 ``chunkd_uploads_pending``                  a database count taken at scrape time (so it is
                                             the cluster's total: every node reports the same)
 ``chunkd_webhook_deliveries_total{result}`` ``Metrics.webhook_delivery(result)``
@@ -63,7 +65,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Known label values; anything else is counted as "other" (bounded cardinality).
 FRONTENDS = ("native", "tus", "pm", "media", "assets")
-FINISH_EVENTS = ("completed", "cancelled", "expired", "deleted")
+# ``rejected``: cancelled by a pre-finish check that refused the content for good (the virus scan).
+FINISH_EVENTS = ("completed", "cancelled", "rejected", "expired", "deleted")
 #: ``result`` of one webhook delivery attempt: the receiver answered 2xx (``delivered``), answered
 #: something else (``failed``), or could not be reached / timed out (``error``).
 WEBHOOK_RESULTS = ("delivered", "failed", "error")
@@ -122,7 +125,7 @@ class Metrics:
         )
         self.uploads_finished = Counter(
             "chunkd_uploads_finished",
-            "Uploads that reached an end: completed, cancelled, expired or deleted, by frontend.",
+            "Uploads that reached an end: completed, cancelled, rejected, expired or deleted, by frontend.",
             ["frontend", "status"],
             registry=r,
         )

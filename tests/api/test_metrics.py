@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from chunkd.app import create_app
+from chunkd.backends.repository.sqlalchemy.tables import events
+from chunkd.domain.upload import Upload
 from chunkd.metrics import Metrics
+from chunkd.service.hooks import ContentRejected, rejection
 from chunkd.settings import Settings
 from tests.conftest import Api
 
@@ -139,3 +144,68 @@ async def test_each_app_has_its_own_registry(settings: Settings, tmp_path: Path)
     assert a.registry is not b.registry
     assert b'chunkd_webhook_deliveries_total{result="delivered"} 1.0' in a.render(pending=None)
     assert b'chunkd_webhook_deliveries_total{result="delivered"} 0.0' in b.render(pending=None)
+
+
+class _RefusingFinish:
+    """Blocking checks that let uploads be created and refuse every finish with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def pre_create(self, upload: Upload) -> None:
+        return None
+
+    async def pre_finish(self, upload: Upload) -> None:
+        raise self.error
+
+    async def pre_download(self, upload: Upload) -> None:
+        return None
+
+
+async def outbox_types(api: Api) -> Counter[str]:
+    async with api.runtime.repo.engine.connect() as conn:
+        return Counter((await conn.execute(select(events.c.type))).scalars())
+
+
+async def test_every_end_in_the_outbox_is_counted_once(api: Api) -> None:
+    """``chunkd_uploads_finished_total`` counts what the outbox records: an upload the virus scan
+    rejected (cancelled, ``upload.rejected``) was not counted at all, nor was a tus concatenation
+    refused at its creation (cancelled or rejected, then removed: ``upload.deleted``)."""
+    _, ops_key = await api.runtime.keys.create("ops", "metrics:read")
+    c, auth = api.client, api.auth()
+    partial = await c.post("/files", headers={**TUS, **auth, "Upload-Length": "3", "Upload-Concat": "partial"})
+    partial_id = partial.headers["location"].rsplit("/", 1)[1]
+    octets = {**TUS, **auth, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+    assert (await c.patch(f"/files/{partial_id}", content=b"abc", headers=octets)).status_code == 204
+    made = await c.post("/v1/files", json={"filename": "a.bin", "sizeBytes": 3}, headers=auth)
+    file_id = made.json()["id"]
+    assert (await c.put(f"/v1/files/{file_id}/parts/1", content=b"abc", headers=auth)).status_code == 200
+
+    virus = ContentRejected("the file contains a virus (X)", reason="virus", signature="X")
+    api.runtime.uploads.hooks = _RefusingFinish(virus)
+    assert (await c.post(f"/v1/files/{file_id}/complete", headers=auth)).status_code == 400
+    final = {**TUS, **auth, "Upload-Concat": f"final;/files/{partial_id}"}
+    assert (await c.post("/files", headers=final)).status_code == 400  # rejected, then removed
+    api.runtime.uploads.hooks = _RefusingFinish(rejection(403, "not today"))
+    assert (await c.post("/files", headers=final)).status_code == 403  # cancelled, then removed
+
+    recorded = await outbox_types(api)
+    assert recorded == {
+        "upload.created": 4,
+        "upload.completed": 1,
+        "upload.rejected": 2,
+        "upload.cancelled": 1,
+        "upload.deleted": 2,
+    }
+    samples = await scrape(api, ops_key)
+    finished = "chunkd_uploads_finished_total"
+    assert value(samples, "chunkd_uploads_created_total", frontend="tus") == 3
+    assert value(samples, "chunkd_uploads_created_total", frontend="native") == 1
+    assert value(samples, finished, frontend="tus", status="completed") == 1
+    assert value(samples, finished, frontend="native", status="rejected") == 1
+    assert value(samples, finished, frontend="tus", status="rejected") == 1
+    assert value(samples, finished, frontend="tus", status="cancelled") == 1
+    assert value(samples, finished, frontend="tus", status="deleted") == 2
+    counted = sum(v for (name, _), v in samples.items() if name == finished)
+    assert counted == sum(n for kind, n in recorded.items() if kind not in ("upload.created", "upload.completed")) + 1
+    assert value(samples, "chunkd_uploads_pending") == 0

@@ -132,6 +132,7 @@ class Concatenation(Lifecycle):
         ``refusals``: a pre-finish hook's refusal is raised (once the upload is cancelled) rather
         than only recorded."""
         ended: str | None = None
+        refused: ChunkdError | None = None
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id, with_parts=False)
             source_ids = waiting_for(upload)
@@ -149,15 +150,20 @@ class Concatenation(Lifecycle):
             else:
                 if any(source.status is not Status.COMPLETED for source in sources):
                     return upload
-                ended = await self._fill_and_finish(upload, sources, refusals=refusals)
+                ended, refused = await self._fill_and_finish(upload, sources)
+        # The end is told (metrics, webhook worker) also when the refusal is raised: it is in the
+        # outbox either way.
         if ended is not None:
             await self._emit(ended, upload)
+        if refused is not None and refusals:
+            raise refused
         return upload
 
-    async def _fill_and_finish(self, upload: Upload, sources: list[Upload], *, refusals: bool) -> str | None:
+    async def _fill_and_finish(self, upload: Upload, sources: list[Upload]) -> tuple[str | None, ChunkdError | None]:
         """Place every source's parts into ``upload`` and complete it (its lock is held). Returns
-        the event still to emit. A refusal by a pre-finish hook cancels it (its content will not change);
-        any other failure removes what was placed and leaves it waiting."""
+        the event still to emit, and the refusal that ended it, if one did. A refusal by a
+        pre-finish hook cancels it (its content will not change); any other failure removes what
+        was placed and leaves it waiting."""
         now = self.clock()
         # A concatenation left waiting past its expiry is for expiry to end, unless every source
         # had ended before it was due: it was finished then, and only its assembly came late (a
@@ -183,9 +189,7 @@ class Concatenation(Lifecycle):
                     await self.repo.save(dataclasses.replace(upload, expires_at=expires_at))
             except ChunkdError as exc:
                 await self._fail(upload, f"refused: {exc}")
-                if refusals:
-                    raise
-                return "cancelled"
+                return "cancelled", exc
         try:
             parts = await self._fill(upload, sources)
             waiting = upload.metadata.pop(CONCATENATION)  # done waiting: nothing left to record
@@ -194,15 +198,11 @@ class Concatenation(Lifecycle):
                 await self.hooks.pre_finish(upload)
             except ContentRejected as exc:
                 await self._discard_rejected(upload, exc)  # emits "rejected"
-                if refusals:
-                    raise
-                return None
+                return None, exc
             except ChunkdError as exc:
                 upload.metadata[CONCATENATION] = waiting
                 await self._fail(upload, f"refused: {exc}")
-                if refusals:
-                    raise
-                return "cancelled"
+                return "cancelled", exc
             await self._finish(upload, now, md5=None, check=None)
             await self.repo.save(upload, parts, events=[Event.for_upload(EventType.UPLOAD_COMPLETED, upload, now)])
             await self._release_completed(upload)
@@ -211,7 +211,7 @@ class Concatenation(Lifecycle):
                 await self.blobs.delete(upload)  # whatever was placed; the upload waits as before
                 upload.parts = {}
             raise
-        return "completed"
+        return "completed", None
 
     async def _fill(self, upload: Upload, sources: list[Upload]) -> list[Part]:
         """Append the bytes of ``sources`` (each held by its lock, so none is deleted meanwhile)
@@ -328,6 +328,7 @@ class Concatenation(Lifecycle):
         await self.repo.delete_upload(
             upload.id, [Event.for_upload(EventType.UPLOAD_DELETED, upload, self.clock(), parts=())]
         )
+        await self._emit("deleted", upload)  # as ``delete`` does: the outbox has it
 
     async def _finished_instead_of_expired(self, upload_id: str) -> bool:
         """A waiting concatenation due to expire is settled first. Its sources may all have ended

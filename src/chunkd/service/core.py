@@ -335,7 +335,8 @@ class EngineCore:
 
     def subscribe(self, listener: Callable[[str, Upload], Awaitable[None]]) -> None:
         """Call ``listener(event, upload)`` after each lifecycle event (created, completed,
-        cancelled, expired, deleted), in this process."""
+        cancelled, rejected, expired, deleted), in this process: one call per event the outbox
+        records."""
         self.listeners.append(listener)
 
     async def _emit(self, event: str, upload: Upload) -> None:
