@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.types import Message
 
 from chunkd.app import create_app
 from chunkd.observability.access import log as access_log
@@ -187,3 +188,46 @@ async def test_a_path_id_ending_in_a_newline_is_not_logged(tmp_path: Path, captu
         assert response.status_code == 401
         line = captured.lines[-1]
         assert "\n" not in line and line.endswith("upload_id=-"), line
+
+
+async def test_a_client_gone_before_the_answer_is_a_499_whatever_the_route_answered(
+    tmp_path: Path, captured: Lines
+) -> None:
+    """A JSON body cut by the client's disconnect is, to FastAPI's body reader, a body that does
+    not parse: the route answers 400 to nobody. The line and the counter said 400 (a client error
+    that never happened); the client went away first, so it is 499, as for an upload body."""
+    async with running(tmp_path) as (app, client):
+        _, key = await app.state.chunkd.keys.create("alice", "files:create")
+        auth = {"Authorization": f"Bearer {key}"}
+        assert (await client.post("/v1/files", json={"filename": "a", "sizeBytes": 1}, headers=auth)).status_code == 201
+        headers = {"host": "testserver", "authorization": auth["Authorization"], "content-type": "application/json"}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/files",
+            "raw_path": b"/v1/files",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(name.encode(), value.encode()) for name, value in {**headers, "content-length": "40"}.items()],
+            "client": ("127.0.0.1", 40000),
+            "server": ("testserver", 80),
+        }
+        messages: list[Message] = [{"type": "http.request", "body": b'{"filename": "a', "more_body": True}]
+        answered: list[Message] = []
+
+        async def receive() -> Message:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            answered.append(message)
+
+        await app(scope, receive, send)
+        assert answered and answered[0]["type"] == "http.response.start"  # sent, and dropped by the server
+        record = json.loads(captured.lines[-1])
+        assert (record["route"], record["status"], record["bytes_in"]) == ("/v1/files", 499, 15)
+        text = app.state.metrics.render(pending=None).decode()
+        assert 'chunkd_http_requests_total{method="POST",route="/v1/files",status="499"} 1.0' in text
+        assert 'route="/v1/files",status="400"' not in text

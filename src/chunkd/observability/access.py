@@ -169,7 +169,10 @@ class AccessLog:
             if kind == "http.response.body":
                 seen[1] += len(message.get("body", b""))
             elif kind == "http.response.start":
-                seen[2] = message["status"]
+                # A client seen gone before the answer began never gets it (the server drops it):
+                # 499, as nginx logs it, whatever the route made of its cut body (FastAPI's body
+                # reader answers 400, "There was an error parsing the body").
+                seen[2] = 499 if seen[6] else message["status"]
                 headers = []
                 for key, value in message.get("headers", []):
                     lower = key.lower()
