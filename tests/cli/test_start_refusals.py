@@ -55,3 +55,26 @@ logging.getLogger("asyncpg.pool").warning("a warning without an exception stays 
         "[Errno 111] Connect call failed ('127.0.0.1', 5432)"
     )
     assert lines[1].endswith("a warning without an exception stays as it is")
+
+
+def test_every_chunkd_logger_is_shown_with_its_level_under_the_server() -> None:
+    """Only ``chunkd.server`` and ``chunkd.startup`` had a handler: every other chunkd logger's
+    warnings (readiness, storage, hooks, webhooks) reached stderr through Python's last-resort
+    handler, without a level, and their info lines ("webhook delivery resumed") were dropped."""
+    script = """
+import logging, logging.config
+from chunkd.server.run import log_config
+logging.config.dictConfig(log_config())
+logging.getLogger("chunkd.readiness").warning("readiness: storage: the blob directory is missing")
+logging.getLogger("chunkd.service.delivery").info("webhook delivery resumed")
+logging.getLogger("chunkd").info("forgot 3 event(s)")
+logging.getLogger("chunkd.server").info("client disconnected")
+logging.getLogger("chunkd.service").debug("not shown")
+"""
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert ran.stderr.splitlines() == [
+        "WARNING:  readiness: storage: the blob directory is missing",
+        "INFO:     webhook delivery resumed",
+        "INFO:     forgot 3 event(s)",
+        "INFO:     client disconnected",
+    ], ran.stderr

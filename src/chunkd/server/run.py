@@ -60,10 +60,18 @@ class OneLineFaults(logging.Filter):
 def log_config() -> dict[str, Any]:
     """uvicorn's logging set-up plus chunkd's server logger (disconnects, refused heads) and its
     start-up line (storage and store capabilities) at info level, while uvicorn's own stay at warning;
-    a start chunkd refused is said in one line (``StartRefusals``)."""
+    a start chunkd refused is said in one line (``StartRefusals``). Every other logger (chunkd's
+    readiness, storage, hooks, webhooks, reaper; a library's warnings) writes through the same
+    handler, with its level: without a handler of their own they reached stderr through Python's
+    last-resort handler, with no level, and their info lines ("webhook delivery resumed") not at all.
+    Sets the ``chunkd`` logger's level to info here, not in the returned dict: a logger named there
+    has its existing children reset by ``dictConfig``, and ``chunkd.access`` (made with the app,
+    before uvicorn applies the dict) would lose its own handler."""
     from uvicorn.config import LOGGING_CONFIG
 
+    logging.getLogger("chunkd").setLevel(logging.INFO)
     config = copy.deepcopy(LOGGING_CONFIG)
+    config["root"] = {"handlers": ["default"], "level": "WARNING"}
     config["loggers"]["chunkd.server"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     config["loggers"]["chunkd.startup"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     config.setdefault("filters", {})["start_refusals"] = {"()": StartRefusals}
