@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
@@ -17,6 +20,7 @@ from chunkd.metrics import Metrics
 from chunkd.service.hooks import ContentRejected, rejection
 from chunkd.settings import Settings
 from tests.conftest import Api
+from tests.support.postgres import PostgresServer, find_pg_bin
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -209,3 +213,34 @@ async def test_every_end_in_the_outbox_is_counted_once(api: Api) -> None:
     counted = sum(v for (name, _), v in samples.items() if name == finished)
     assert counted == sum(n for kind, n in recorded.items() if kind not in ("upload.created", "upload.completed")) + 1
     assert value(samples, "chunkd_uploads_pending") == 0
+
+
+async def test_a_scrape_while_the_database_is_down_says_so_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The counters are still exposed and the pending gauge keeps its value; the outage is one
+    warning per scrape, not a traceback every scrape interval (it is not a fault of chunkd's)."""
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (scripts/services/postgres.sh installs it)")
+    server = PostgresServer(bin_dir).start()
+    try:
+        settings = Settings(
+            data_dir=tmp_path / "data", database_url=server.url(), bootstrap_admin_key=False, fsync=False
+        )
+        app = create_app(settings.model_copy(update={"database_timeout_seconds": 5}))
+        async with app.router.lifespan_context(app):
+            _, ops_key = await app.state.chunkd.keys.create("ops", "metrics:read")
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                auth = {"Authorization": f"Bearer {ops_key}"}
+                assert (await client.get("/metrics", headers=auth)).status_code == 200  # the key is now cached
+                server.stop()
+                with caplog.at_level(logging.WARNING, logger="chunkd.metrics"):
+                    scraped = await client.get("/metrics", headers=auth)
+                assert scraped.status_code == 200 and "chunkd_uploads_pending 0.0" in scraped.text
+                [record] = [r for r in caplog.records if r.name == "chunkd.metrics"]
+                assert record.levelno == logging.WARNING and record.exc_info is None
+                assert "unreachable" in record.getMessage()
+    finally:
+        server.stop()

@@ -7,6 +7,7 @@ import logging
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from chunkd.domain.errors import StorageError
 from chunkd.frontends.http import dialect_route, principal, runtime
 from chunkd.frontends.native.errors import render_error
 from chunkd.metrics import CONTENT_TYPE, Metrics
@@ -36,7 +37,12 @@ async def metrics(request: Request) -> Response:
     rt = runtime(request)
     try:
         pending: int | None = await rt.repo.count_pending()
-    except Exception:  # the database is away: still expose the counters, say so in the log
+    except StorageError as exc:
+        # The database is away: still expose the counters; one line per scrape, no traceback
+        # (every scrape interval, for as long as the outage lasts).
+        log.warning("metrics: counting pending uploads failed: %s", exc)
+        pending = None
+    except Exception:  # not an outage: a fault, with its traceback
         log.warning("metrics: counting pending uploads failed", exc_info=True)
         pending = None
     registry: Metrics = rt.metrics
