@@ -152,6 +152,8 @@ class Metrics:
         for frontend in FRONTENDS:
             self.uploads_created.labels(frontend)
             self.bytes_received.labels(frontend)
+            for status in FINISH_EVENTS:
+                self.uploads_finished.labels(frontend, status)
         self._byte_counters = {f: self.bytes_received.labels(f) for f in (*FRONTENDS, OTHER)}
         # Children of the per-request series, cached: ``labels()`` validates and locks on each call.
         self._request_children: dict[tuple[str, str, int], Counter] = {}

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from chunkd.app import create_app
 from chunkd.backends.repository.sqlalchemy.tables import events
 from chunkd.domain.upload import Upload
-from chunkd.metrics import Metrics
+from chunkd.metrics import FINISH_EVENTS, FRONTENDS, Metrics
 from chunkd.service.hooks import ContentRejected, rejection
 from chunkd.settings import Settings
 from tests.conftest import Api
@@ -244,3 +244,15 @@ async def test_a_scrape_while_the_database_is_down_says_so_in_one_line(
                 assert "unreachable" in record.getMessage()
     finally:
         server.stop()
+
+
+async def test_upload_ends_are_exposed_at_zero_from_the_start(api: Api) -> None:
+    """A counter series that first appears at 1 loses that first count to ``increase()`` and
+    ``rate()`` (Prometheus has no earlier sample to compare with): the first completion of each
+    frontend after a start went missing from ``increase(chunkd_uploads_finished_total[1h])``."""
+    _, ops_key = await api.runtime.keys.create("ops", "metrics:read")
+    samples = await scrape(api, ops_key)
+    for frontend in FRONTENDS:
+        for status in FINISH_EVENTS:
+            key = ("chunkd_uploads_finished_total", frozenset({("frontend", frontend), ("status", status)}))
+            assert samples.get(key) == 0.0, key
