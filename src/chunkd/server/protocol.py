@@ -70,6 +70,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 
 from chunkd.frontends.http.download import CUT_SHORT
+from chunkd.frontends.http.errors import loggable_path
 
 __all__ = ["INFORMATIONAL", "TRAILERS", "ChunkdHttpToolsProtocol", "protocol_class"]
 
@@ -400,7 +401,7 @@ class _CycleApp:
             # The shutdown's grace ran out with this request in flight (uvicorn cancels it): a 503
             # the client may retry elsewhere or later, not a 500 and a traceback ("Exception in
             # ASGI application"). What it had sent and was not committed is not kept.
-            log.warning("request cut by the shutdown: %s %s", scope.get("method"), scope.get("path"))
+            log.warning("request cut by the shutdown: %s %s", scope.get("method"), loggable_path(scope.get("path", "")))
             if not cycle.response_started:
                 body = b"the server is shutting down; retry\n"
                 headers = [
@@ -416,7 +417,12 @@ class _CycleApp:
         except BaseException as exc:
             if not cycle.disconnected or not isinstance(exc, Exception):
                 raise
-            log.info("client disconnected: %s %s (%s)", scope.get("method"), scope.get("path"), type(exc).__name__)
+            log.info(
+                "client disconnected: %s %s (%s)",
+                scope.get("method"),
+                loggable_path(scope.get("path", "")),
+                type(exc).__name__,
+            )
             log.debug("after the disconnect the app raised", exc_info=exc)
             # The error's frames hold the response and the chunk it was sending, in a reference
             # cycle the collector reaches late: freed now, not minutes of downloads later.

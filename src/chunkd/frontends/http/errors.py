@@ -13,6 +13,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect, Request
@@ -26,6 +27,7 @@ __all__ = [
     "StatusTable",
     "dialect_route",
     "error_headers",
+    "loggable_path",
     "validation_error",
 ]
 
@@ -99,6 +101,14 @@ def validation_error(errors: Sequence[Any]) -> tuple[str, str]:
 
 disconnects = logging.getLogger("chunkd.server")
 CLIENT_GONE = 499  # nginx's status for a request whose client closed the connection first
+# What a path keeps as it is in a log line: printable ASCII a URL path uses (RFC 3986's pchar and "/").
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def loggable_path(path: str) -> str:
+    """``path`` (percent-decoded, as ASGI gives it) for a server log line: anything but printable
+    path characters percent-encoded again, so a client's ``%0A`` cannot end the line and forge the next."""
+    return quote(path, safe=_PATH_SAFE)
 
 
 def dialect_route(render_error: Callable[[Request, Exception], Awaitable[Response | None]]) -> type[APIRoute]:
@@ -110,7 +120,9 @@ def dialect_route(render_error: Callable[[Request, Exception], Awaitable[Respons
             # The client went away mid-body (what arrived is kept where the dialect keeps it):
             # nobody reads this answer; 499, as nginx logs it, not a 500 counted as a fault. One
             # info line, as the server's protocol says it of any error after a disconnect.
-            disconnects.info("client disconnected: %s %s (%s)", request.method, request.url.path, type(exc).__name__)
+            disconnects.info(
+                "client disconnected: %s %s (%s)", request.method, loggable_path(request.url.path), type(exc).__name__
+            )
             return Response(status_code=CLIENT_GONE)
         return await render_error(request, exc)
 
