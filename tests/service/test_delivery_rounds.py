@@ -325,3 +325,56 @@ async def test_a_retry_waits_as_long_as_the_receiver_asks(
     first_backoff = DeliveryPolicy().retry_base
     assert max(at_least, first_backoff * 0.9) <= waited <= max(at_least, first_backoff * 1.1), waited
     await delivery.close()
+
+
+class FailingRecord:
+    """The real repository, whose next ``record_success`` meets a database outage."""
+
+    def __init__(self, repo: WebhookRepository) -> None:
+        self.repo = repo
+        self.fail_next = False
+
+    async def record_success(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fail_next:
+            self.fail_next = False
+            raise StorageError("the metadata database is unreachable; try again shortly")
+        return await self.repo.record_success(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.repo, name)
+
+
+async def test_each_attempt_is_counted_once_by_its_outcome(metadata: MetadataStore) -> None:
+    """``chunkd_webhook_deliveries_total{result}`` counts attempts: a 2xx ``delivered``, another
+    status (410 Gone too) ``failed``, no answer ``error``. A 2xx whose recording met a database
+    outage was sent and answered all the same (it is sent again later): it went uncounted."""
+    answers: list[int | None] = [204, 500, None, 204, 410]  # None: the connection is refused
+    seen: list[int | None] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        status = answers.pop(0)
+        seen.append(status)
+        if status is None:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(status)
+
+    repo = FailingRecord(metadata.webhooks)
+    delivery = DeliveryWorker(
+        repo,  # type: ignore[arg-type]  # the real repository behind a fault
+        DeliveryPolicy(block_private=False),
+        operator_secret=None,
+        clock=lambda: T0 + timedelta(seconds=1),
+        transport=httpx.MockTransport(answer),
+    )
+    counted: list[str] = []
+    delivery.count = counted.append
+    await add_endpoint(metadata)
+    for attempt in range(5):
+        await completed_upload(metadata)
+        repo.fail_next = attempt == 3
+        assert await delivery.run_once() == 1
+    assert seen == [204, 500, None, 204, 410]
+    assert counted == ["delivered", "failed", "error", "delivered", "failed"]
+    [endpoint] = [e for e in await metadata.webhooks.list_endpoints("alice") if e.id == "we_1"]
+    assert endpoint.disabled_reason == "gone"
+    await delivery.close()

@@ -193,6 +193,7 @@ class DeliveryWorker:
         error = ""
         wait = 0.0  # what the receiver asked for before the next attempt
         gone = False  # 410: the receiver wants no more deliveries
+        delivered = False  # the receiver answered 2xx
         try:
             secret = self._secret(claimed)
             if secret is None:
@@ -224,26 +225,29 @@ class DeliveryWorker:
                 response = await self.client.send(request, stream=True)
                 await response.aclose()
             status = response.status_code
-            if 200 <= status < 300:
-                await self.repo.record_success(delivery.id, self.clock(), status)
-                self.count("delivered")
-                return
-            error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
-            gone = status == 410
-            if gone:
-                error += " (the receiver is gone: the endpoint is disabled)"
-            wait = retry_after(status, response.headers.get("retry-after"), self.clock())
+            delivered = 200 <= status < 300
+            if not delivered:
+                error = f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
+                gone = status == 410
+                if gone:
+                    error += " (the receiver is gone: the endpoint is disabled)"
+                wait = retry_after(status, response.headers.get("retry-after"), self.clock())
         except InvalidInput as exc:
             error = exc.message
         except TimeoutError:
             error = f"no answer within {self.policy.timeout:g} s"
-        except StorageError:
-            raise  # the database, not the endpoint: the lease runs out and the delivery is tried again
         except Exception as exc:  # any failure of the attempt is the attempt's outcome
             # Recorded like any failed attempt, whatever its class: an error not foreseen here
             # (httpx.InvalidURL, which is no HTTPError) left the delivery pending with no attempt
             # counted, first in the queue at every round, and held every other owner's events.
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        # Counted before it is recorded: the attempt was made even when the database does not take
+        # its outcome now (a StorageError: the lease runs out, and the delivery is tried and counted again).
+        if delivered and status is not None:
+            self.count("delivered")
+            await self.repo.record_success(delivery.id, self.clock(), status)
+            return
+        self.count("failed" if status is not None else "error")
         now = self.clock()
         retry_at = self.policy.retry_at(claimed, now, not_before=wait)
         disabled = await self.repo.record_failure(
@@ -255,7 +259,6 @@ class DeliveryWorker:
             disable_after_seconds=self.policy.disable_after,
             gone=gone,
         )
-        self.count("failed" if status is not None else "error")
         if disabled and gone:
             log.warning(
                 "webhook endpoint %s (owner %s) disabled: its receiver answered 410 Gone",
