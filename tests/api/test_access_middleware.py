@@ -231,3 +231,20 @@ async def test_a_client_gone_before_the_answer_is_a_499_whatever_the_route_answe
         text = app.state.metrics.render(pending=None).decode()
         assert 'chunkd_http_requests_total{method="POST",route="/v1/files",status="499"} 1.0' in text
         assert 'route="/v1/files",status="400"' not in text
+
+
+async def test_the_line_names_the_key_used_never_its_secret(tmp_path: Path, captured: Lines) -> None:
+    """An owner with several keys (a CI job's, a person's, Prometheus's): the line says which one
+    made the request (its id, as ``chunkd keys list`` shows it), so one can be revoked on evidence."""
+    async with running(tmp_path) as (app, client):
+        record, key = await app.state.chunkd.keys.create("alice", "files:read")
+        assert (await client.get("/v1/files", headers={"Authorization": f"Bearer {key}"})).status_code == 200
+        line = json.loads(captured.lines[-1])
+        assert (line["owner"], line["key_id"]) == ("alice", record.id)
+        assert key.rsplit("_", 1)[-1] not in captured.lines[-1]
+        assert (await client.get("/v1/files")).status_code == 401
+        assert json.loads(captured.lines[-1])["key_id"] is None
+    async with running(tmp_path / "text", log_format="text") as (app, client):
+        record, key = await app.state.chunkd.keys.create("alice", "files:read")
+        assert (await client.get("/v1/files", headers={"Authorization": f"Bearer {key}"})).status_code == 200
+        assert f" owner=alice key_id={record.id} upload_id=-" in captured.lines[-1]

@@ -28,6 +28,7 @@ FIELDS = {
     "bytes_out",
     "duration_ms",
     "owner",
+    "key_id",
     "upload_id",
 }
 
@@ -122,7 +123,7 @@ def test_text_access_log_is_logfmt(tmp_path: Path) -> None:
         (line,) = access_lines(server, 1, json_lines=False)
         pattern = (
             r"time=\S+Z request_id=req-7 client=127\.0\.0\.1 method=GET route=/v1/files status=200 "
-            r"bytes_in=0 bytes_out=\d+ duration_ms=[\d.]+ owner=bob upload_id=-"
+            r"bytes_in=0 bytes_out=\d+ duration_ms=[\d.]+ owner=bob key_id=[0-9a-f]{16} upload_id=-"
         )
         assert re.fullmatch(pattern, line), line
         assert key not in server.log.read_text()

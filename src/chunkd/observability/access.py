@@ -9,7 +9,7 @@ Per request it:
   they are read;
 - at the end, counts the request by route *template* (``/v1/files/{file_id}``, never the raw path:
   bounded label cardinality) and writes one log line: time, request id, client, method, route,
-  status, bytes in/out, duration, owner and upload id when known.
+  status, bytes in/out, duration, owner, key id and upload id when known.
 
 Nothing secret reaches the line: the path is logged only as its route template (so no query
 string, no ``signature``, no id a client made up), and no header but ``X-Request-Id`` is read.
@@ -50,6 +50,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@+=/-]{1,128}$")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _SAFE_OWNER = re.compile(r"^[A-Za-z0-9._@-]{1,128}$")
+_SAFE_KEY_ID = re.compile(r"^[A-Za-z0-9._@:-]{1,160}$")
 # Path parameters that name an upload, in the frontends' routes.
 _ID_PARAMS = ("file_id", "file_uuid", "media_id", "upload_id")
 _PARSED_TYPES = frozenset({"application/json", "application/x-www-form-urlencoded"})
@@ -267,6 +268,11 @@ class AccessLog:
         owner = getattr(principal, "owner", None)
         if owner is not None and not _SAFE_OWNER.fullmatch(owner):
             owner = "?"
+        # Which of the owner's credentials: the key's id (public, as ``chunkd keys list`` shows it),
+        # ``link:ID`` for an upload link, ``jwt:OWNER`` for an identity provider's token.
+        key_id = getattr(principal, "key_id", None)
+        if key_id is not None and not _SAFE_KEY_ID.fullmatch(key_id):
+            key_id = "?"
         upload_id = None
         params = scope.get("path_params") or {}
         for name in _ID_PARAMS:
@@ -290,6 +296,7 @@ class AccessLog:
                 "bytes_out": bytes_out,
                 "duration_ms": milliseconds,
                 "owner": owner,
+                "key_id": key_id,
                 "upload_id": upload_id,
             }
             return json.dumps(fields, separators=(",", ":"))
@@ -298,7 +305,7 @@ class AccessLog:
         return (
             f"time={self._timestamp(wall)} request_id={request_id} client={address or '-'} method={method} "
             f"route={route} status={status} bytes_in={bytes_in} bytes_out={bytes_out} "
-            f"duration_ms={milliseconds} owner={owner or '-'} upload_id={upload_id or '-'}"
+            f"duration_ms={milliseconds} owner={owner or '-'} key_id={key_id or '-'} upload_id={upload_id or '-'}"
         )
 
 
