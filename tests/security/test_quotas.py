@@ -191,6 +191,44 @@ async def test_concatenations_learning_their_lengths_at_once_never_pass_a_byte_q
         assert stored == 1500
 
 
+async def test_a_concatenation_that_cannot_have_the_quota_turn_now_waits_instead_of_being_cancelled(
+    make_api: MakeApi,
+) -> None:
+    """A final learning its length declares it in the owner's quota turn. When the turn could not be
+    had in time (another of the owner's writes holding it), the final was cancelled for good, as if
+    refused. It waits now, and a HEAD assembles it later."""
+    async with make_api(max_stored_bytes=10_000, lock_timeout_seconds=1) as api:
+        auth = {"Tus-Resumable": "1.0.0", **api.auth()}
+        made = await api.client.post("/files", headers={**auth, "Upload-Defer-Length": "1", "Upload-Concat": "partial"})
+        partial = made.headers["location"].rsplit("/", 1)[1]
+        waiting = await api.client.post("/files", headers={**auth, "Upload-Concat": f"final;/files/{partial}"})
+        final_id = waiting.headers["location"].rsplit("/", 1)[1]
+        release, held = asyncio.Event(), asyncio.Event()
+        holders: list[asyncio.Task[None]] = []
+
+        async def hold_the_turn() -> None:
+            async with api.runtime.uploads.quota_turn("alice"):
+                held.set()
+                await release.wait()
+
+        class TurnTakenAtFinish(HeldFinish):
+            """The partial's pre-finish has another write take the owner's turn, and keep it."""
+
+            async def pre_finish(self, upload: Upload) -> None:
+                if upload.id == partial:
+                    holders.append(asyncio.create_task(hold_the_turn()))
+                    await held.wait()
+
+        api.runtime.uploads.hooks = TurnTakenAtFinish([])
+        filled = await api.client.patch(f"/files/{partial}", content=b"x" * 300, headers=_declaring_patch(auth, 300))
+        assert filled.status_code == 204, filled.text  # the partial is done; the final could not be assembled
+        assert (await api.runtime.uploads.get("alice", final_id)).status.value == "PENDING"
+        release.set()
+        await holders[0]
+        assert (await api.client.head(f"/files/{final_id}", headers=auth)).status_code == 200
+        assert (await api.runtime.uploads.get("alice", final_id)).status.value == "COMPLETED"
+
+
 async def test_a_patch_that_declares_and_fills_an_upload_finishes_it_outside_the_quota_turn(
     make_api: MakeApi,
 ) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chunkd.domain.checksum import ResumableMD5
-from chunkd.domain.errors import ChunkdError, InvalidInput, InvalidState
+from chunkd.domain.errors import Busy, ChunkdError, InvalidInput, InvalidState, StorageError
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.metadata import CONCATENATION, CONCATENATION_SOURCE
 from chunkd.domain.upload import Mode, Part, Status, Upload
@@ -187,6 +187,8 @@ class Concatenation(Lifecycle):
                     upload.declare_size(total)
                     upload.updated_at = now
                     await self.repo.save(dataclasses.replace(upload, expires_at=expires_at))
+            except (Busy, StorageError):
+                raise  # the owner's turn or storage not to be had now: it waits, settled again later
             except ChunkdError as exc:
                 await self._fail(upload, f"refused: {exc}")
                 return "cancelled", exc
