@@ -144,6 +144,12 @@ def _metadata(**pairs: bytes) -> str:
             "text/plain",
         ),
         ({"Content-Disposition": 'inline; filename="a.bin"', "Content-Type": "image/png"}, "a.bin", "image/png"),
+        # tus's body type, which tus-js-client sends in its draft modes too, says nothing of the file
+        (
+            {"Content-Disposition": 'inline; filename="a.png"', "Content-Type": "application/offset+octet-stream"},
+            "a.png",
+            "image/png",
+        ),
     ],
 )
 async def test_a_name_or_type_that_cannot_be_used_leaves_the_file_unnamed_or_untyped(

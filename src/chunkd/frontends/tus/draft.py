@@ -43,12 +43,16 @@ from chunkd.frontends.tus.draft_versions import INTEROP_HEADER, PARTIAL_UPLOAD, 
 from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.headers import parse_metadata
 from chunkd.frontends.tus.naming import file_name, file_type
+from chunkd.frontends.tus.resource import OFFSET_STREAM
 from chunkd.service.takeover import TAKE_OVER_WAIT
 
 if TYPE_CHECKING:
     from chunkd.frontends.tus.router import TusEndpoint
 
 __all__ = ["DraftEndpoint"]
+
+# Content types that say how a request's body is framed, not what the file is: never the file's type.
+BODY_TYPES = frozenset({PARTIAL_UPLOAD, OFFSET_STREAM})
 
 
 class DraftEndpoint:
@@ -207,7 +211,7 @@ class DraftEndpoint:
         filename = file_name(fields.filename(request), *meta.values("filename", "name"))
         content_type = fields.media_type(request)
         mime_type = file_type(
-            *meta.values("filetype", "type"), content_type if content_type != PARTIAL_UPLOAD else None
+            *meta.values("filetype", "type"), content_type if content_type not in BODY_TYPES else None
         )
         declared = declared_digests(request.headers.get("repr-digest"))
         checksum = content_digest_checksum(request.headers.get("content-digest"))
