@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from chunkd.backends.repository.sqlalchemy.database import MIGRATIONS, create_engine, migrate
+from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.tables import metadata
+from tests.support.migrations import upgrade_to
 
 
 def _endpoint_diffs(connection: Connection) -> list[object]:
@@ -20,18 +19,11 @@ def _endpoint_diffs(connection: Connection) -> list[object]:
     return [d for d in compare_metadata(context, metadata) if "webhook_endpoints" in repr(d)]
 
 
-def _upgrade_to(connection: Connection, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
-
-
 async def test_0011_gives_disabled_endpoints_a_reason(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_upgrade_to, "0010_event_retention")
+            await conn.run_sync(upgrade_to, "0010_event_retention")
             await conn.exec_driver_sql(
                 "INSERT INTO webhook_endpoints (id, owner, url, created_at, failing_since, disabled_at) VALUES "
                 "('we_failing', 'a', 'https://a.test/', '2026-01-01', '2026-01-01', '2026-01-06'),"

@@ -6,16 +6,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from chunkd.backends.repository.sqlalchemy.database import MIGRATIONS, create_engine, migrate
+from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
 from chunkd.backends.repository.sqlalchemy.tables import metadata
 from chunkd.domain.media import MediaType
+from tests.support.migrations import upgrade_to
 
 
 def _media_diffs(connection: Connection) -> list[object]:
@@ -54,20 +53,13 @@ async def test_media_table_matches_migration_and_ids_increase(tmp_path: Path) ->
         await engine.dispose()
 
 
-def _upgrade_to(connection: Connection, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
-
-
 async def test_0003_rebuilds_sqlite_media_with_autoincrement_keeping_rows(tmp_path: Path) -> None:
     """A database made before 0003: its rows survive, and the highest id, once deleted, is not
     handed out again (SQLite's plain INTEGER PRIMARY KEY would reuse it)."""
     engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_upgrade_to, "0002_media")
+            await conn.run_sync(upgrade_to, "0002_media")
             await conn.exec_driver_sql(
                 "INSERT INTO uploads (id, owner, frontend, filename, mime_type, part_size, mode, status, created_at, "
                 "updated_at, bytes_received, parts_received, hash_offset, meta) VALUES "
