@@ -144,7 +144,7 @@ def _metadata(**pairs: bytes) -> str:
             "text/plain",
         ),
         ({"Content-Disposition": 'inline; filename="a.bin"', "Content-Type": "image/png"}, "a.bin", "image/png"),
-        # tus's body type, which tus-js-client sends in its draft modes too, says nothing of the file
+        # tus's body type (a client mixing tus into its draft requests) says nothing of the file either
         (
             {"Content-Disposition": 'inline; filename="a.png"', "Content-Type": "application/offset+octet-stream"},
             "a.png",
