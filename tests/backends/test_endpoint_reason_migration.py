@@ -5,18 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import Connection
-
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
-from chunkd.backends.repository.sqlalchemy.tables import metadata
-from tests.support.migrations import upgrade_to
-
-
-def _endpoint_diffs(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
-    return [d for d in compare_metadata(context, metadata) if "webhook_endpoints" in repr(d)]
+from tests.support.migrations import schema_diffs, upgrade_to
 
 
 async def test_0011_gives_disabled_endpoints_a_reason(tmp_path: Path) -> None:
@@ -32,7 +22,7 @@ async def test_0011_gives_disabled_endpoints_a_reason(tmp_path: Path) -> None:
             )
         await migrate(engine)
         async with engine.connect() as conn:
-            assert await conn.run_sync(_endpoint_diffs) == []
+            assert await conn.run_sync(schema_diffs, "webhook_endpoints") == []
             rows = await conn.exec_driver_sql("SELECT id, disabled_reason FROM webhook_endpoints ORDER BY id")
             assert [tuple(r) for r in rows] == [("we_by_hand", "owner"), ("we_failing", "failing"), ("we_on", None)]
     finally:

@@ -6,21 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import Connection
-
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.media import SqlMediaRepository
-from chunkd.backends.repository.sqlalchemy.tables import metadata
 from chunkd.domain.media import MediaType
-from tests.support.migrations import upgrade_to
-
-
-def _media_diffs(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
-    diffs = compare_metadata(context, metadata)
-    return [d for d in diffs if "media" in repr(d)]
+from tests.support.migrations import schema_diffs, upgrade_to
 
 
 async def test_media_table_matches_migration_and_ids_increase(tmp_path: Path) -> None:
@@ -29,7 +18,7 @@ async def test_media_table_matches_migration_and_ids_increase(tmp_path: Path) ->
         await migrate(engine)
         await migrate(engine)  # idempotent
         async with engine.connect() as conn:
-            assert await conn.run_sync(_media_diffs) == []
+            assert await conn.run_sync(schema_diffs, "media") == []
             await conn.exec_driver_sql(
                 "INSERT INTO uploads (id, owner, frontend, filename, mime_type, part_size, mode, status, created_at, "
                 "updated_at, bytes_received, parts_received, hash_offset, meta) VALUES "
@@ -77,7 +66,7 @@ async def test_0003_rebuilds_sqlite_media_with_autoincrement_keeping_rows(tmp_pa
         async with engine.connect() as conn:
             table_sql = (await conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'media'")).scalar()
             assert "AUTOINCREMENT" in str(table_sql)
-            assert await conn.run_sync(_media_diffs) == []
+            assert await conn.run_sync(schema_diffs, "media") == []
             rows = (await conn.exec_driver_sql("SELECT id, upload_id, type FROM media ORDER BY id")).all()
             assert [tuple(r) for r in rows] == [(1, "u1", "image"), (7, "u2", "doc")]
         repo = SqlMediaRepository(engine)

@@ -6,19 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import Connection
-
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
-from chunkd.backends.repository.sqlalchemy.tables import metadata
 from chunkd.ports.links import UploadLinkRecord
-
-
-def _diffs(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
-    return [d for d in compare_metadata(context, metadata) if "upload_links" in repr(d)]
+from tests.support.migrations import schema_diffs
 
 
 async def test_upload_links_table_matches_migration_and_counts_hold(tmp_path: Path) -> None:
@@ -26,7 +17,7 @@ async def test_upload_links_table_matches_migration_and_counts_hold(tmp_path: Pa
     try:
         await migrate(engine)
         async with engine.connect() as conn:
-            assert await conn.run_sync(_diffs) == []
+            assert await conn.run_sync(schema_diffs, "upload_links") == []
         repo = SqlUploadLinkRepository(engine)
         now = datetime.now(UTC)
         link = UploadLinkRecord(
