@@ -250,7 +250,9 @@ def test_a_file_deleted_mid_download_ends_it_short_with_one_line(tmp_path: Path)
         assert part <= len(received) < len(data) and received == data[: len(received)]
         cut = wait_for(lambda: [line for line in server.log.read_text().splitlines() if "cut short" in line])
         assert len(cut) == 1 and f"download of file {file_id} cut short after" in cut[0], cut
-        download_line = [line for line in access_lines(server, 7, json_lines=False) if "method=GET" in line]
+        # Eight requests: create, four parts, complete, the delete, and the download, whose line is
+        # written last (when its response ends), so waiting for seven could miss it.
+        download_line = [line for line in access_lines(server, 8, json_lines=False) if "method=GET" in line]
         assert download_line and "status=200 " in download_line[0]
         log = server.log.read_text()
         assert "Traceback" not in log and "ASGI" not in log, log
