@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunkd.metrics import OTHER, Metrics
 from chunkd.observability.logwriter import BatchingHandler
+from chunkd.scope import REQUEST_ID
 
 __all__ = ["UNMATCHED", "AccessLog", "configure_access_logger", "log"]
 
@@ -145,7 +146,7 @@ class AccessLog:
             # from os.urandom, instead of a getrandom system call per request.
             request_id = f"{random.getrandbits(128):032x}"
         state = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        state[REQUEST_ID] = request_id
         echoed = request_id.encode()
         # [bytes in, bytes out, status, upload-body frontend (None: not an upload body), decided?,
         #  the response's Content-Length, the client went away?]

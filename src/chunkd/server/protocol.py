@@ -69,8 +69,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from chunkd.frontends.http.download import CUT_SHORT
-from chunkd.frontends.http.errors import loggable_path
+from chunkd.scope import CUT_SHORT, loggable_path
 
 __all__ = ["INFORMATIONAL", "TRAILERS", "ChunkdHttpToolsProtocol", "protocol_class"]
 

@@ -21,13 +21,11 @@ from chunkd.frontends.http.context import runtime
 from chunkd.frontends.http.headers import parse_range
 from chunkd.frontends.http.values import content_disposition
 from chunkd.frontends.refusals import Refusal
+from chunkd.scope import CUT_SHORT
 
 __all__ = ["DOWNLOAD", "file_response"]
 
 log = logging.getLogger("chunkd.download")
-# Set in a request's scope["state"] by a response that ended its body short on purpose, having
-# logged why: the server closes the connection without a line of its own (chunkd.server.protocol).
-CUT_SHORT = "chunkd.cut_short"
 
 # The keyword arguments of a download route: it answers with the file's own media type (whatever it
 # was stored as), in full or a range.

@@ -13,13 +13,13 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
+from chunkd.scope import loggable_path
 
 __all__ = [
     "BEARER_CHALLENGE",
@@ -27,7 +27,6 @@ __all__ = [
     "StatusTable",
     "dialect_route",
     "error_headers",
-    "loggable_path",
     "validation_error",
 ]
 
@@ -101,14 +100,6 @@ def validation_error(errors: Sequence[Any]) -> tuple[str, str]:
 
 disconnects = logging.getLogger("chunkd.server")
 CLIENT_GONE = 499  # nginx's status for a request whose client closed the connection first
-# What a path keeps as it is in a log line: printable ASCII a URL path uses (RFC 3986's pchar and "/").
-_PATH_SAFE = "/:@!$&'()*+,;=-._~"
-
-
-def loggable_path(path: str) -> str:
-    """``path`` (percent-decoded, as ASGI gives it) for a server log line: anything but printable
-    path characters percent-encoded again, so a client's ``%0A`` cannot end the line and forge the next."""
-    return quote(path, safe=_PATH_SAFE)
 
 
 def dialect_route(render_error: Callable[[Request, Exception], Awaitable[Response | None]]) -> type[APIRoute]:

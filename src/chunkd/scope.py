@@ -1,0 +1,27 @@
+"""What chunkd's app and the HTTP server under it share about one request: the keys of
+``scope["state"]`` one sets for the other, and how the request's path is written into a log line.
+
+Both ``chunkd.frontends`` (and ``chunkd.observability``) and ``chunkd.server`` import this module;
+it imports nothing of chunkd's, so the server's protocol does not depend on any frontend."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+__all__ = ["CUT_SHORT", "REQUEST_ID", "loggable_path"]
+
+# Set by a response that ended its body short on purpose, having logged why (a download whose file
+# was deleted while it was read): the server closes the connection without a line of its own.
+CUT_SHORT = "chunkd.cut_short"
+# The request's id, set by the access-log middleware (echoed in ``X-Request-Id``): the server names
+# it in the answer and the log line of a request the app failed.
+REQUEST_ID = "request_id"
+
+# What a path keeps as it is in a log line: printable ASCII a URL path uses (RFC 3986's pchar and "/").
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def loggable_path(path: str) -> str:
+    """``path`` (percent-decoded, as ASGI gives it) for a server log line: anything but printable
+    path characters percent-encoded again, so a client's ``%0A`` cannot end the line and forge the next."""
+    return quote(path, safe=_PATH_SAFE)
