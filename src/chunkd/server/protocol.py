@@ -332,6 +332,15 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         """Whether ``cycle``'s request body has not all arrived yet."""
         return cycle is self.cycle and cycle.more_body and not cycle.disconnected and not self._awaiting_head
 
+    def close_after(self, cycle: RequestResponseCycle) -> None:
+        """Close the connection once ``cycle``'s response is sent (``on_response_complete``
+        lingers), rather than read the rest of its request's body to find a next request. Called
+        after the response's start: uvicorn, seeing its ``connection: close``, would close the
+        transport at once at the response's end, a reset that can destroy the response before the
+        client, still sending, reads it."""
+        self.close_after_response = True
+        cycle.keep_alive = True
+
     # ---- the ASGI task ----
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         super()._start_asgi_task(cycle, _CycleApp(app, cycle, self.send_timeout, self.min_send_rate, self))
@@ -373,15 +382,8 @@ class _CycleApp:
         async def send_with_informational(message: Any) -> None:
             if message["type"] == INFORMATIONAL:
                 self._informational(message)
-            elif message["type"] == "http.response.start" and self._early():
-                headers = list(message.get("headers", []))
-                if not any(name.lower() == b"connection" and b"close" in value.lower() for name, value in headers):
-                    headers.append((b"connection", b"close"))
-                await send({**message, "headers": headers})
-                # uvicorn would close the transport at the response's end, at once: a reset that can
-                # destroy the response before the client, still sending, reads it. The connection
-                # lingers instead (``on_response_complete``).
-                cycle.keep_alive = True
+            elif message["type"] == "http.response.start" and self._body_pending():
+                await self._start_early(send, message)
             elif cycle.flow.write_paused and message["type"] == "http.response.body":
                 await self._watched(send, message)  # it waits for the client to read: watched
             else:
@@ -427,14 +429,19 @@ class _CycleApp:
             # cycle the collector reaches late: freed now, not minutes of downloads later.
             traceback.clear_frames(exc.__traceback__)
 
-    def _early(self) -> bool:
-        """Whether the response starts before the request's body has all arrived; if so, the
-        connection is marked to close after it."""
-        connection = self.connection
-        if connection is None or not connection.body_pending(self.cycle):
-            return False
-        connection.close_after_response = True
-        return True
+    def _body_pending(self) -> bool:
+        """Whether the request's body has not all arrived yet (a response starting now is early)."""
+        return self.connection is not None and self.connection.body_pending(self.cycle)
+
+    async def _start_early(self, send: Any, message: Any) -> None:
+        """Start a response that comes before the request's body has all arrived: it says
+        ``connection: close``, and the connection closes after it, lingering."""
+        headers = list(message.get("headers", []))
+        if not any(name.lower() == b"connection" and b"close" in value.lower() for name, value in headers):
+            headers.append((b"connection", b"close"))
+        await send({**message, "headers": headers})
+        assert self.connection is not None  # only called when _body_pending()
+        self.connection.close_after(self.cycle)
 
     async def _watched(self, send: Any, message: Any) -> None:
         """``send(message)``, cut off when the client takes less than the minimum rate over the
