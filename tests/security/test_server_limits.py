@@ -7,6 +7,8 @@ body is complete."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -22,7 +24,8 @@ import pytest
 
 from tests.support.proc import process_tree, wait_until_read
 from tests.support.raw_http import ResponseReader, read_response
-from tests.support.server import ChunkdServer, free_port
+from tests.support.server import ChunkdServer, free_port, wait_until_up
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -548,3 +551,66 @@ def test_granian_applies_the_head_cap_and_the_header_timeout(tmp_path: Path) -> 
             assert _closed(sock)
     finally:
         server.kill()
+
+
+@pytest.fixture(scope="module")
+def failing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    """tests/support/failing_app.py under uvicorn with chunkd's protocol; its port and log."""
+    root = tmp_path_factory.mktemp("failing")
+    port = free_port()
+    log = root / "failing.log"
+    sources = Path(__file__).resolve().parents[2]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.failing_app", str(port), str(root / "data")],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(sources / "src"), str(sources)])},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_up(process, f"http://127.0.0.1:{port}/healthz", "failing app", log, timeout=60)
+        yield port, log
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("path", ["/bare/boom", "/boom"], ids=["no-response-yet", "after-the-apps-500"])
+def test_a_request_the_app_fails_is_answered_500_and_closed_gracefully(
+    failing_server: tuple[int, Path], path: str
+) -> None:
+    """The app raises after the first piece of a large body while the client is still sending it.
+    uvicorn answered a text 500 of its own (or, after the app's error middleware had answered,
+    nothing more) and closed the connection at once, with the body unread: a reset, which can
+    destroy the answer before the client reads it. Now a JSON 500 naming the request id (when no
+    answer had started), one error line with the same id, and a lingering close: the client reads
+    the answer and then the end of the connection, not a reset."""
+    port, log = failing_server
+    request_id = f"failed-{path.strip('/').replace('/', '-')}"
+    size = 64 * 2**20
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nX-Request-Id: {request_id}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
+    )
+    with _connect(port) as sock:
+        sock.sendall(head.encode() + b"a" * 65536)
+        # The client goes on sending while the answer comes: the server has input it never reads.
+        sender = threading.Thread(target=_send_until_closed, args=(sock, 4 * 2**20), daemon=True)
+        sender.start()
+        try:
+            status, headers, body = read_response(sock)
+            assert status == 500 and headers.get("connection") == "close", body
+            assert headers["x-request-id"] == request_id
+            if path == "/bare/boom":
+                assert headers["content-type"] == "application/json"
+                error = json.loads(body)["error"]
+                assert error["code"] == "internal_error" and error["requestId"] == request_id
+            assert sock.recv(65536) == b""  # the end of the connection (a reset raises here)
+        finally:
+            with contextlib.suppress(OSError):  # ends the sender (a reset connection is not connected)
+                sock.shutdown(socket.SHUT_RDWR)
+            sender.join()
+    text = wait_for(lambda: (t := log.read_text()).count(f"(request id {request_id})") and t, what="the error line")
+    assert f"request failed: POST {path} (request id {request_id})" in text
+    assert "RuntimeError: a bug" in text and "Exception in ASGI application" not in text

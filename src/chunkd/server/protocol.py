@@ -43,6 +43,11 @@ with a traceback. This subclass adds, per connection:
   connection open and read the rest of the body to find the next request: all 100 MB of an
   upload refused at its first byte, and for as long as a client trickled it (every byte put off
   the keep-alive timeout), or, after ``Expect: 100-continue``, for ever;
+- **a failed request answered cleanly**: an exception from the app while its client is there is
+  one error line, ``request failed: METHOD path (request id ID)`` with the traceback, and, when no
+  response had started, a JSON ``500`` naming the request id; the connection then closes
+  lingering. uvicorn answered a text 500 and closed at once: a client still sending its body got
+  a reset, often instead of the answer;
 - **one Host field**: a request with two, or an HTTP/1.1 request with none, is answered ``400``
   and closed (RFC 9112 §3.2), where uvicorn passed both on and the app took the first.
 
@@ -56,7 +61,9 @@ from __future__ import annotations
 
 import asyncio
 import http
+import json
 import logging
+import random
 import traceback
 from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
@@ -69,7 +76,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from chunkd.scope import CUT_SHORT, loggable_path
+from chunkd.scope import CUT_SHORT, REQUEST_ID, loggable_path
 
 __all__ = ["INFORMATIONAL", "TRAILERS", "ChunkdHttpToolsProtocol", "protocol_class"]
 
@@ -220,9 +227,9 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         closes, ``LINGER_BYTES`` more arrived, or ``LINGER_SECONDS`` passed."""
         self._cancel_header_timer()
         self.transport.write(response)
-        self._linger()
+        self.linger()
 
-    def _linger(self) -> None:
+    def linger(self) -> None:
         """Shut the write side and close once the client did, or ``LINGER_BYTES`` more arrived, or
         ``LINGER_SECONDS`` passed (see ``_answer_and_close``)."""
         self._cancel_header_timer()
@@ -324,7 +331,7 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             # The request's body had not ended when the response began: what is left of it is
             # not read to find a next request (it may be gigabytes, or trickle for ever).
             self.server_state.total_requests += 1
-            self._linger()
+            self.linger()
             return
         super().on_response_complete()
 
@@ -416,8 +423,11 @@ class _CycleApp:
             else:
                 cycle.transport.close()
         except BaseException as exc:
-            if not cycle.disconnected or not isinstance(exc, Exception):
+            if not isinstance(exc, Exception):
                 raise
+            if not cycle.disconnected:
+                await self._failed(scope, exc, send_with_informational)
+                return
             log.info(
                 "client disconnected: %s %s (%s)",
                 scope.get("method"),
@@ -428,6 +438,41 @@ class _CycleApp:
             # The error's frames hold the response and the chunk it was sending, in a reference
             # cycle the collector reaches late: freed now, not minutes of downloads later.
             traceback.clear_frames(exc.__traceback__)
+
+    async def _failed(self, scope: Any, exc: Exception, send: Any) -> None:
+        """The app raised (a bug) while its client was still there: one error line with the
+        traceback and the request's id, and, when no response had started, a JSON 500 naming that
+        id. uvicorn answered its own text 500 and closed the connection at once, a reset that
+        could destroy the answer while the client was still sending its body (or, after a 500 the
+        app's error middleware sent before it re-raised, cut the lingering close short). Here the
+        connection closes gracefully: lingering after the answer, or after a response the app
+        could not finish (its client sees it end short)."""
+        cycle, connection = self.cycle, self.connection
+        request_id = str(scope.get("state", {}).get(REQUEST_ID) or f"{random.getrandbits(128):032x}")
+        method, path = scope.get("method"), loggable_path(scope.get("path", ""))
+        log.error("request failed: %s %s (request id %s)", method, path, request_id, exc_info=exc)
+        traceback.clear_frames(exc.__traceback__)  # frames holding the request's buffers: freed now
+        if not cycle.response_started:
+            message = f"the server failed to answer this request (request id {request_id}); it was logged"
+            body = json.dumps({"error": {"code": "internal_error", "message": message, "requestId": request_id}})
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                (b"connection", b"close"),
+            ]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            if connection is not None:
+                connection.close_after(cycle)  # lingering once the 500 is sent, early or not
+            await send({"type": "http.response.body", "body": body.encode()})
+        elif not cycle.response_complete:
+            cycle.disconnected = True  # the response cannot be finished (uvicorn must not add its own line)
+            if connection is not None:
+                connection.linger()
+            else:
+                cycle.transport.close()
+        # A response sent whole: its request's body had been read (else its close was arranged
+        # as it started), so the connection is as reusable as after any other answer.
 
     def _body_pending(self) -> bool:
         """Whether the request's body has not all arrived yet (a response starting now is early)."""
