@@ -40,6 +40,7 @@ from chunkd.memory import limit_malloc_arenas, tune_collector
 from chunkd.metrics import Metrics
 from chunkd.observability.access import AccessLog, configure_access_logger
 from chunkd.observability.docs import install_docs
+from chunkd.observability.logformat import json_line
 from chunkd.observability.routes import router as operations_router
 from chunkd.runtime import Runtime, bootstrap_admin_key, open_runtime, write_bootstrap_key
 from chunkd.service.virusscan import clamd_problem
@@ -204,12 +205,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             token = await bootstrap_admin_key(runtime)
             if token:
                 where = write_bootstrap_key(settings.data_dir, token)
-                print(
+                created = (
                     f"chunkd: created an admin API key; it is in {where.resolve()} (readable by this user only): "
-                    "store it elsewhere and delete the file",
-                    file=sys.stderr,
-                    flush=True,
+                    "store it elsewhere and delete the file"
                 )
+                if settings.log_format == "json":
+                    created = json_line("WARNING", startup_log.name, created)
+                print(created, file=sys.stderr, flush=True)
         # Operator endpoints follow the settings (CHUNKD_WEBHOOK_URLS) at every start.
         await runtime.webhooks.repo.sync_operator_endpoints(settings.webhook_url_list(), runtime.uploads.clock())
         stop_reaping = asyncio.Event()

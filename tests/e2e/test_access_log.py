@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.server import ChunkdServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +42,8 @@ def access_lines(server: ChunkdServer, count: int, *, json_lines: bool) -> list[
     while True:
         text = server.log.read_text(errors="replace")
         if json_lines:
-            lines = [line for line in text.splitlines() if line.startswith('{"time":')]
+            # The server log's lines are JSON objects too (time, level, logger, message).
+            lines = [line for line in text.splitlines() if line.startswith('{"time":') and '"request_id":' in line]
         else:
             lines = [line for line in text.splitlines() if line.startswith("time=")]
         lines = [line for line in lines if "/healthz" not in line]
@@ -258,3 +260,36 @@ def test_a_file_deleted_mid_download_ends_it_short_with_one_line(tmp_path: Path)
         assert "Traceback" not in log and "ASGI" not in log, log
     finally:
         server.stop()
+
+
+def test_json_mode_writes_every_line_of_the_server_as_json(tmp_path: Path) -> None:
+    """With CHUNKD_LOG_FORMAT=json only the access lines were JSON: the start-up line, the bootstrap
+    key's line, uvicorn's warnings and chunkd's own server lines were plain text in the same output."""
+    import socket
+
+    from tests.support.raw_http import read_response
+
+    env = {"CHUNKD_LOG_FORMAT": "json", "CHUNKD_FSYNC": "false", "CHUNKD_BOOTSTRAP_ADMIN_KEY": "true"}
+    env["CHUNKD_MAX_HEADER_BYTES"] = "8192"
+    server = ChunkdServer(tmp_path / "data", env=env).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")  # uvicorn's own warning
+            assert read_response(sock)[0] == 400
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+            assert read_response(sock)[0] == 431  # chunkd.server's info line
+        expected = ("chunkd listening on", "created an admin API key", "Invalid HTTP request", "answered 431")
+
+        def logged() -> str | None:
+            text = server.log.read_text()
+            return text if all(piece in text for piece in expected) else None
+
+        text = wait_for(logged, 60, "the four lines")
+    finally:
+        server.stop()
+    records = [json.loads(line) for line in server.log.read_text().splitlines() if line.strip()]
+    assert all(isinstance(record, dict) and record.get("time") for record in records), text
+    by_message = {record.get("message", ""): record for record in records}
+    warning = next(record for message, record in by_message.items() if "Invalid HTTP request" in message)
+    assert (warning["level"], warning["logger"]) == ("WARNING", "uvicorn.error")

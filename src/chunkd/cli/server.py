@@ -56,9 +56,13 @@ def serve(
         CHUNKD_WORKERS=str(settings.workers),
     )
     _migrate_embedded(settings)
-    console.print(
-        f"chunkd listening on http://{settings.host}:{settings.port} (data: {settings.data_dir})", style="green"
-    )
+    listening = f"chunkd listening on http://{settings.host}:{settings.port} (data: {settings.data_dir})"
+    if settings.log_format == "json":  # every line of the server's output is one JSON object then
+        from chunkd.observability.logformat import json_line
+
+        print(json_line("INFO", "chunkd.startup", listening))
+    else:
+        console.print(listening, style="green")
     sys.stdout.flush()
     sys.stderr.flush()
     # The server runs in a fresh interpreter in this same process (same pid, signals and

@@ -57,7 +57,7 @@ class OneLineFaults(logging.Filter):
         return True
 
 
-def log_config() -> dict[str, Any]:
+def log_config(log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging set-up plus chunkd's server logger (disconnects, refused heads) and its
     start-up line (storage and store capabilities) at info level, while uvicorn's own stay at warning;
     a start chunkd refused is said in one line (``StartRefusals``). Every other logger (chunkd's
@@ -66,7 +66,11 @@ def log_config() -> dict[str, Any]:
     last-resort handler, with no level, and their info lines ("webhook delivery resumed") not at all.
     Sets the ``chunkd`` logger's level to info here, not in the returned dict: a logger named there
     has its existing children reset by ``dictConfig``, and ``chunkd.access`` (made with the app,
-    before uvicorn applies the dict) would lose its own handler."""
+    before uvicorn applies the dict) would lose its own handler.
+
+    ``log_format="json"`` (``CHUNKD_LOG_FORMAT``) writes every line as one JSON object
+    (:mod:`chunkd.observability.logformat`): uvicorn's and the libraries' lines included, and
+    Python warnings, which are routed through logging then (they wrote plain text to stderr)."""
     from uvicorn.config import LOGGING_CONFIG
 
     logging.getLogger("chunkd").setLevel(logging.INFO)
@@ -83,6 +87,10 @@ def log_config() -> dict[str, Any]:
         "propagate": False,
         "filters": ["one_line_faults"],
     }
+    if log_format == "json":
+        json_lines = {"()": "chunkd.observability.logformat.JsonLines"}
+        config["formatters"] = {"default": json_lines, "access": json_lines}
+        logging.captureWarnings(True)  # the "py.warnings" logger, through the root's handler
     return config
 
 
@@ -93,7 +101,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "log_level": "warning",
-        "log_config": log_config(),
+        "log_config": log_config(settings.log_format),
         "loop": "uvloop",
         "http": protocol_class(
             max_header_bytes=settings.max_header_bytes,
@@ -170,7 +178,8 @@ def run_granian(settings: Settings) -> None:
     from granian.http import HTTP1Settings
     from granian.server import Server
 
-    logging.config.dictConfig(log_config())
+    config = log_config(settings.log_format)
+    logging.config.dictConfig(config)
     # The factory is imported and called by each granian worker (reading CHUNKD_* from the
     # environment): no app is built in this process.
     Server(
@@ -188,4 +197,5 @@ def run_granian(settings: Settings) -> None:
             max_buffer_size=max(8192, settings.max_header_bytes),
         ),
         backpressure=settings.limit_concurrency,
+        log_dictconfig=config,  # granian's own lines ("_granian") through the same handler and format
     ).serve()
