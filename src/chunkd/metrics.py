@@ -25,10 +25,16 @@ What is counted, and who counts it:
 ``chunkd_webhook_deliveries_total{result}`` ``Metrics.webhook_delivery(result)``
 ``chunkd_hook_invocations_total``           ``Metrics.hook_invocation(hook, result)``
   ``{hook, result}``
+``chunkd_media_inspections_total``          ``Metrics.media_inspection(kind, outcome, seconds)``,
+  ``{kind, outcome}``                       called by the inspection pool for each file
+``chunkd_media_inspection_duration_seconds``  the same call: a worker's time (histogram by ``kind``)
+``chunkd_media_inspections_waiting``        ``Metrics.media_inspection_occupancy(waiting,
+``chunkd_media_inspections_running``        running)``, at each change of the pool's queue
 ==========================================  ================================================
 
-The functions for other modules (webhook delivery, blocking hooks, virus scanning) are
-``webhook_delivery`` and ``hook_invocation``; they are cheap and never raise for an unknown label
+The functions for other modules (webhook delivery, blocking hooks, virus scanning, media
+inspection) are ``webhook_delivery``, ``hook_invocation``, ``media_inspection`` and
+``media_inspection_occupancy``; they are cheap and never raise for an unknown label
 value (it is counted as ``other``, so label cardinality stays bounded whatever a caller passes).
 """
 
@@ -50,6 +56,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from chunkd.domain.upload import Upload
+from chunkd.service.inspection import OUTCOMES as INSPECTION_OUTCOMES
 
 __all__ = [
     "CONTENT_TYPE",
@@ -57,6 +64,8 @@ __all__ = [
     "FRONTENDS",
     "HOOKS",
     "HOOK_RESULTS",
+    "INSPECTION_KINDS",
+    "INSPECTION_OUTCOMES",
     "WEBHOOK_RESULTS",
     "Metrics",
 ]
@@ -76,10 +85,17 @@ HOOKS = ("pre-create", "pre-finish", "pre-download", "clamav")
 #: (``rejected``), or failed (``error``: timeout, bad answer, unreachable).
 HOOK_RESULTS = ("accepted", "rejected", "error")
 OTHER = "other"
+#: ``kind`` of a media inspection (the outcomes are the inspection pool's own, ``INSPECTION_OUTCOMES``).
+INSPECTION_KINDS = ("image", "pdf")
 
 # Request durations from 1 ms to 5 min: metadata calls take milliseconds, a part of hundreds of
 # MiB over a slow link takes minutes.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+# A worker's time for one file: a PNG's header takes about a millisecond, a hostile PDF up to the
+# timeout (CHUNKD_MEDIA_INSPECT_TIMEOUT_SECONDS, 10 s by default).
+INSPECTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 def _known(value: str, known: Iterable[str]) -> str:
@@ -141,6 +157,31 @@ class Metrics:
         self.hook_invocations = Counter(
             "chunkd_hook_invocations", "Blocking hook calls, by hook and result.", ["hook", "result"], registry=r
         )
+        self.media_inspections = Counter(
+            "chunkd_media_inspections",
+            "Media files inspected (images, PDFs), by kind and outcome.",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.media_inspection_duration = Histogram(
+            "chunkd_media_inspection_duration_seconds",
+            "Time an inspection worker spent on one file, by kind (queue wait not included).",
+            ["kind"],
+            buckets=INSPECTION_BUCKETS,
+            registry=r,
+        )
+        self.media_inspections_waiting = Gauge(
+            "chunkd_media_inspections_waiting",
+            "Media files waiting for an inspection worker (the queue CHUNKD_MEDIA_INSPECT_QUEUE bounds).",
+            registry=r,
+            multiprocess_mode="livesum",  # workers: each one's queue, added up
+        )
+        self.media_inspections_running = Gauge(
+            "chunkd_media_inspections_running",
+            "Media files an inspection worker is working on now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         if process_metrics:
             # The standard process_*/python_* series (CPU, memory, fds, GC), for this registry.
             ProcessCollector(registry=r)
@@ -154,6 +195,10 @@ class Metrics:
             self.bytes_received.labels(frontend)
             for status in FINISH_EVENTS:
                 self.uploads_finished.labels(frontend, status)
+        for kind in INSPECTION_KINDS:
+            self.media_inspection_duration.labels(kind)
+            for outcome in INSPECTION_OUTCOMES:
+                self.media_inspections.labels(kind, outcome)
         self._byte_counters = {f: self.bytes_received.labels(f) for f in (*FRONTENDS, OTHER)}
         # Children of the per-request series, cached: ``labels()`` validates and locks on each call.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
@@ -193,6 +238,20 @@ class Metrics:
     def hook_invocation(self, hook: str, result: str) -> None:
         """Count one call of a blocking hook; ``hook`` one of ``HOOKS``, ``result`` one of ``HOOK_RESULTS``."""
         self.hook_invocations.labels(_known(hook, HOOKS), _known(result, HOOK_RESULTS)).inc()
+
+    # ---- for media inspection ---------------------------------------------------------------
+    def media_inspection(self, kind: str, outcome: str, seconds: float | None) -> None:
+        """One file inspected: ``kind`` one of ``INSPECTION_KINDS``, ``outcome`` one of
+        ``INSPECTION_OUTCOMES``, ``seconds`` a worker's time (None: it never reached a worker)."""
+        kind = _known(kind, INSPECTION_KINDS)
+        self.media_inspections.labels(kind, _known(outcome, INSPECTION_OUTCOMES)).inc()
+        if seconds is not None:
+            self.media_inspection_duration.labels(kind).observe(seconds)
+
+    def media_inspection_occupancy(self, waiting: int, running: int) -> None:
+        """The inspection pool's jobs waiting for a worker and running, after a change."""
+        self.media_inspections_waiting.set(waiting)
+        self.media_inspections_running.set(running)
 
     # ---- exposition -----------------------------------------------------------------------
     def render(self, *, pending: int | None) -> bytes:

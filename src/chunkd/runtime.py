@@ -233,7 +233,7 @@ async def open_runtime(
         signer=signer,
         links=links,
         tokens=tokens,
-        media=build_media(settings, metadata.media, uploads),
+        media=build_media(settings, metadata.media, uploads, metrics),
         webhooks=webhooks,
         delivery=delivery,
         takeover=InFlight(locks),
@@ -290,9 +290,12 @@ def build_webhooks(
     return service, worker
 
 
-def build_media(settings: Settings, repo: MediaRepository, uploads: UploadService) -> MediaService:
-    """The media API's service (integer media ids over the same database)."""
-    return MediaService(uploads, repo, settings.media_limits(), InspectionPool(settings.inspection_limits()))
+def build_media(settings: Settings, repo: MediaRepository, uploads: UploadService, metrics: Metrics) -> MediaService:
+    """The media API's service (integer media ids over the same database); its inspections counted."""
+    inspector = InspectionPool(settings.inspection_limits())
+    inspector.count = metrics.media_inspection
+    inspector.occupancy = metrics.media_inspection_occupancy
+    return MediaService(uploads, repo, settings.media_limits(), inspector)
 
 
 async def bootstrap_admin_key(runtime: Runtime) -> str | None:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from chunkd.app import create_app
 from chunkd.backends.repository.sqlalchemy.tables import events
 from chunkd.domain.upload import Upload
-from chunkd.metrics import FINISH_EVENTS, FRONTENDS, Metrics
+from chunkd.metrics import FINISH_EVENTS, FRONTENDS, INSPECTION_KINDS, INSPECTION_OUTCOMES, Metrics
 from chunkd.service.hooks import ContentRejected, rejection
 from chunkd.settings import Settings
 from tests.conftest import Api
@@ -256,3 +256,42 @@ async def test_upload_ends_are_exposed_at_zero_from_the_start(api: Api) -> None:
         for status in FINISH_EVENTS:
             key = ("chunkd_uploads_finished_total", frozenset({("frontend", frontend), ("status", status)}))
             assert samples.get(key) == 0.0, key
+
+
+async def test_media_inspections_are_counted_by_kind_and_outcome(api: Api) -> None:
+    """Inspection (a worker process per image or PDF, with a bounded queue) had no metric: neither
+    how many files it refused nor how long it took nor how many waited."""
+    from tests.support.files import seeded_bytes
+    from tests.support.media_files import chunked_upload, make_pdf, make_png
+
+    _, ops_key = await api.runtime.keys.create("ops", "metrics:read")
+    before = await scrape(api, ops_key)
+    for kind in INSPECTION_KINDS:
+        for outcome in INSPECTION_OUTCOMES:  # every series from the start, at 0
+            assert (("chunkd_media_inspections_total", frozenset({("kind", kind), ("outcome", outcome)}))) in before
+    files = [
+        ("a.png", make_png(20, 10), "image"),
+        ("b.pdf", make_pdf(), "document"),
+        ("c.png", seeded_bytes(5, 900), "image"),
+    ]
+    for name, content, field in files:
+        upload_id = await chunked_upload(api.client, content, name, api.auth(), field=field)
+        body = {"upload_id": upload_id, "md5": hashlib.md5(content).hexdigest()}
+        completed = await api.client.post("/api/v2/media/upload/complete/", data=body, headers=api.auth())
+        assert completed.status_code == (400 if name == "c.png" else 201), completed.text
+    after = await scrape(api, ops_key)
+    assert value(after, "chunkd_media_inspections_total", kind="image", outcome="accepted") == 1
+    assert value(after, "chunkd_media_inspections_total", kind="image", outcome="refused") == 1
+    assert value(after, "chunkd_media_inspections_total", kind="pdf", outcome="accepted") == 1
+    assert value(after, "chunkd_media_inspection_duration_seconds_count", kind="image") == 2
+    assert value(after, "chunkd_media_inspection_duration_seconds_count", kind="pdf") == 1
+    assert (
+        value(after, "chunkd_media_inspections_waiting") == 0 and value(after, "chunkd_media_inspections_running") == 0
+    )
+
+
+def test_inspection_label_values_are_bounded() -> None:
+    metrics = Metrics(process_metrics=False)
+    metrics.media_inspection("svg", "exploded", 0.1)  # unknown values are counted as "other"
+    text = metrics.render(pending=None).decode()
+    assert 'chunkd_media_inspections_total{kind="other",outcome="other"} 1.0' in text

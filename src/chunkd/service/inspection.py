@@ -37,6 +37,8 @@ import math
 import multiprocessing
 import os
 import resource
+import time
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Literal
@@ -46,9 +48,22 @@ from pebble import ProcessExpired, ProcessPool
 from chunkd.domain.errors import ContentRefused, InvalidInput, RateLimited
 from chunkd.service.content import Inspection, inspect_image, inspect_pdf
 
-__all__ = ["InspectionLimits", "InspectionPool", "Kind", "cap_cpu", "run_inspection", "worker_pool"]
+__all__ = [
+    "OUTCOMES",
+    "InspectionLimits",
+    "InspectionPool",
+    "Kind",
+    "cap_cpu",
+    "run_inspection",
+    "worker_pool",
+]
 
 Kind = Literal["image", "pdf"]
+#: How one inspection ended: the file is what it claims (``accepted``), is not, or passed a parser's
+#: own limit (``refused``), took longer than allowed (``timeout``), passed its CPU or memory limit
+#: (``killed``), found ``queue`` jobs waiting already (``busy``, a 429), or was given up by its
+#: request (``cancelled``: the client went away), or failed otherwise (``error``: a fault).
+OUTCOMES = ("accepted", "refused", "timeout", "killed", "busy", "cancelled", "error")
 # How many jobs one worker runs before it is replaced (memory fragmentation from hostile files).
 JOBS_PER_WORKER = 200
 
@@ -151,6 +166,10 @@ class InspectionPool:
         self._last_tag: dict[str, int] = {}  # owners with a job running or waiting: their last tag
         self._jobs: dict[str, int] = {}  # … and how many they have
         self._arrivals = itertools.count()
+        # What the runtime counts (chunkd.metrics): each inspection's kind, outcome and worker time
+        # (None: it never reached a worker), and the jobs waiting and running after each change.
+        self.count: Callable[[Kind, str, float | None], None] = lambda kind, outcome, seconds: None
+        self.occupancy: Callable[[int, int], None] = lambda waiting, running: None
 
     async def _take_turn(self, owner: str) -> None:
         """Wait until a worker is free for ``owner``'s job (``RateLimited`` when ``queue`` jobs wait
@@ -160,6 +179,7 @@ class InspectionPool:
             self._count(owner, tag, +1)
             self._running += 1
             self._clock = tag
+            self.occupancy(len(self._waiting), self._running)
             return
         if len(self._waiting) >= self.limits.queue:
             raise RateLimited(
@@ -168,12 +188,14 @@ class InspectionPool:
         waiter = _Waiter(owner, tag, next(self._arrivals))
         self._waiting.append(waiter)
         self._count(owner, tag, +1)
+        self.occupancy(len(self._waiting), self._running)
         try:
             await waiter.turn
         except BaseException:
             if waiter in self._waiting:  # cancelled while waiting
                 self._waiting.remove(waiter)
                 self._count(owner, tag, -1)
+                self.occupancy(len(self._waiting), self._running)
             elif not waiter.turn.cancelled():  # cancelled once its turn had come
                 self._give_back(owner)
             raise
@@ -196,6 +218,7 @@ class InspectionPool:
             self._running += 1
             self._clock = max(self._clock, waiter.tag)
             waiter.turn.set_result(None)
+        self.occupancy(len(self._waiting), self._running)
 
     def _ensure(self) -> ProcessPool:
         if self._pool is None:
@@ -206,7 +229,11 @@ class InspectionPool:
         """What the file at ``path`` is; ``ContentRefused`` (naming ``field``) when it is not an
         acceptable ``kind``, or when inspecting it passed a limit; ``RateLimited`` when too many
         files wait already (``owner``'s jobs take turns with other owners')."""
-        await self._take_turn(owner)
+        try:
+            await self._take_turn(owner)
+        except RateLimited:
+            self.count(kind, "busy", None)
+            raise
         try:
             return await self._run(kind, path, field)
         finally:
@@ -222,20 +249,30 @@ class InspectionPool:
             timeout=limits.timeout_seconds,
         )
         # Cancelling this await (the client went away) cancels the job, and Pebble kills its worker.
+        started = time.perf_counter()
+        outcome = "error"
         try:
             found, refusal = await asyncio.wrap_future(future)
+            outcome = "refused" if found is None else "accepted"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
         except FutureTimeout:
+            outcome = "timeout"
             raise ContentRefused(
                 f"inspecting the file took longer than the {limits.timeout_seconds:g} seconds allowed",
                 field=field,
                 limit="media_inspect_timeout_seconds",
             ) from None
         except ProcessExpired as exc:  # killed by its CPU or memory limit (or it crashed)
+            outcome = "killed"
             raise ContentRefused(
                 f"inspecting the file passed its CPU or memory limit (the worker stopped: {exc})",
                 field=field,
                 limit="media_inspect_memory_bytes",
             ) from None
+        finally:
+            self.count(kind, outcome, time.perf_counter() - started)
         if found is None:
             raise ContentRefused(refusal, field=field)
         return found
