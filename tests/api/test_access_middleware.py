@@ -69,6 +69,10 @@ async def test_a_500_is_logged_counted_and_carries_the_request_id(tmp_path: Path
         response = await client.get("/boom", headers={"X-Request-Id": "incident-1"})
         assert response.status_code == 500
         assert response.headers["x-request-id"] == "incident-1"
+        # In the Files API's shape (the app-wide fallback), naming the id to quote.
+        error = response.json()["error"]
+        assert error["code"] == "internal_error" and error["requestId"] == "incident-1"
+        assert "incident-1" in error["message"]
         record = json.loads(captured.lines[-1])
         assert (record["route"], record["status"], record["request_id"]) == ("/boom", 500, "incident-1")
         text = app.state.metrics.render(pending=None).decode()

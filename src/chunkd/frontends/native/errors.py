@@ -14,6 +14,7 @@ from chunkd.domain import errors as e
 from chunkd.frontends.http import StatusTable, error_headers, validation_error
 from chunkd.frontends.http.json_body import UNPARSED_BODY
 from chunkd.frontends.refusals import Refusal, render_refusal
+from chunkd.scope import REQUEST_ID
 
 __all__ = ["error_response", "install_error_handlers", "refusal_response", "render_error", "status_for"]
 
@@ -90,6 +91,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(e.ChunkdError, _handle)
     app.add_exception_handler(RequestValidationError, _handle)
+
+    async def _bug(request: Request, exc: Exception) -> Response:
+        # Starlette's error middleware answers an unhandled exception (a bug) with this, then
+        # re-raises it to the server, which logs it: a 500 in the path's dialect naming the request
+        # id of that log line, where Starlette's own was plain text with nothing to quote.
+        request_id = str(request.scope.get("state", {}).get(REQUEST_ID, ""))
+        message = f"the server failed to answer this request (request id {request_id}); it was logged"
+        refusal = Refusal(500, "internal_error", message, extra={"requestId": request_id}, close=True)
+        return render_refusal(request.scope, refusal, refusal_response)
+
+    app.add_exception_handler(Exception, _bug)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:
