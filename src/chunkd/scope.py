@@ -6,9 +6,11 @@ it imports nothing of chunkd's, so the server's protocol does not depend on any 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
-__all__ = ["CUT_SHORT", "REQUEST_ID", "loggable_path"]
+__all__ = ["CUT_SHORT", "REQUEST_ID", "loggable_path", "request_id_of"]
 
 # Set by a response that ended its body short on purpose, having logged why (a download whose file
 # was deleted while it was read): the server closes the connection without a line of its own.
@@ -25,3 +27,9 @@ def loggable_path(path: str) -> str:
     """``path`` (percent-decoded, as ASGI gives it) for a server log line: anything but printable
     path characters percent-encoded again, so a client's ``%0A`` cannot end the line and forge the next."""
     return quote(path, safe=_PATH_SAFE)
+
+
+def request_id_of(scope: Mapping[str, Any]) -> str:
+    """The request's id (as its access line and ``X-Request-Id`` carry it; checked there to be a
+    short token of safe characters), or ``-`` when the access log did not run."""
+    return str(scope.get("state", {}).get(REQUEST_ID) or "-")

@@ -29,7 +29,7 @@ async def _run(app: Any, cycle: Any, connection: Any) -> list[dict[str, Any]]:
     async def receive() -> dict[str, Any]:
         return {"type": "http.disconnect"}
 
-    scope = {"type": "http", "method": "PATCH", "path": FORGED, "headers": []}
+    scope = {"type": "http", "method": "PATCH", "path": FORGED, "headers": [], "state": {"request_id": "trace-7"}}
     await _CycleApp(app, cycle, 60.0, 1024, connection)(scope, receive, send)
     return sent
 
@@ -49,3 +49,5 @@ async def test_a_request_path_cannot_break_a_server_log_line(case: str, caplog: 
     [message] = [r.getMessage() for r in caplog.records if r.name == "chunkd.server"]
     assert "\n" not in message and "\r" not in message, message
     assert "/v1/webhooks/x%0AWARNING:%20%20forged%20line%0D" in message
+    # The id of the request's access line (and X-Request-Id), to find one from the other.
+    assert message.endswith(", request id trace-7"), message

@@ -15,7 +15,8 @@ with a traceback. This subclass adds, per connection:
 - **a response cut short on purpose** (a download whose file was deleted while it was read; the
   app logged why and marked it, ``CUT_SHORT``) closes the connection without a line of its own;
 - **disconnects as one info line**: an exception escaping the app after the client went away is
-  logged as ``client disconnected: METHOD path (ExceptionType)`` on ``chunkd.server``;
+  logged as ``client disconnected: METHOD path (ExceptionType), request id ID`` on ``chunkd.server``
+  (the id of the request's access line);
 - **a send timeout**: a response whose client takes less than ``min_send_rate`` bytes a second (at
   least one byte) over ``send_timeout`` seconds, while the server waits to write more, is cut off
   (the connection aborted, one info line). A client that stopped reading a download held its
@@ -76,7 +77,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from chunkd.scope import CUT_SHORT, REQUEST_ID, loggable_path
+from chunkd.scope import CUT_SHORT, REQUEST_ID, loggable_path, request_id_of
 
 __all__ = ["INFORMATIONAL", "TRAILERS", "ChunkdHttpToolsProtocol", "protocol_class"]
 
@@ -409,7 +410,12 @@ class _CycleApp:
             # The shutdown's grace ran out with this request in flight (uvicorn cancels it): a 503
             # the client may retry elsewhere or later, not a 500 and a traceback ("Exception in
             # ASGI application"). What it had sent and was not committed is not kept.
-            log.warning("request cut by the shutdown: %s %s", scope.get("method"), loggable_path(scope.get("path", "")))
+            log.warning(
+                "request cut by the shutdown: %s %s, request id %s",
+                scope.get("method"),
+                loggable_path(scope.get("path", "")),
+                request_id_of(scope),
+            )
             if not cycle.response_started:
                 body = b"the server is shutting down; retry\n"
                 headers = [
@@ -429,10 +435,11 @@ class _CycleApp:
                 await self._failed(scope, exc, send_with_informational)
                 return
             log.info(
-                "client disconnected: %s %s (%s)",
+                "client disconnected: %s %s (%s), request id %s",
                 scope.get("method"),
                 loggable_path(scope.get("path", "")),
                 type(exc).__name__,
+                request_id_of(scope),
             )
             log.debug("after the disconnect the app raised", exc_info=exc)
             # The error's frames hold the response and the chunk it was sending, in a reference

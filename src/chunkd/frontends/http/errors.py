@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
-from chunkd.scope import loggable_path
+from chunkd.scope import loggable_path, request_id_of
 
 __all__ = [
     "BEARER_CHALLENGE",
@@ -112,7 +112,11 @@ def dialect_route(render_error: Callable[[Request, Exception], Awaitable[Respons
             # nobody reads this answer; 499, as nginx logs it, not a 500 counted as a fault. One
             # info line, as the server's protocol says it of any error after a disconnect.
             disconnects.info(
-                "client disconnected: %s %s (%s)", request.method, loggable_path(request.url.path), type(exc).__name__
+                "client disconnected: %s %s (%s), request id %s",
+                request.method,
+                loggable_path(request.url.path),
+                type(exc).__name__,
+                request_id_of(request.scope),
             )
             return Response(status_code=CLIENT_GONE)
         return await render_error(request, exc)
