@@ -97,3 +97,21 @@ def test_served_type_never_comes_from_the_name() -> None:
     assert served_type(image, "text/html") == "application/octet-stream"
     assert served_type(dataclasses.replace(image, mime_type="text/html"), None) == "application/octet-stream"
     assert served_type(doc, "text/html") == "application/pdf"
+
+
+async def test_a_create_only_key_gets_no_image_url(api: Api) -> None:
+    """The ``image`` URL reads the file without credentials: an uploader's files:create key that
+    completes a media must not get one (it was handed a signed GET for what it may not read)."""
+    _, uploader = await api.runtime.keys.create("alice", "files:create")
+    writer = {"Authorization": f"Bearer {uploader}"}
+    png = make_png(9, 9)
+    upload_id = await chunked_upload(api.client, png, "dot.png", writer)
+    done = await api.client.post(
+        COMPLETE, data={"upload_id": upload_id, "md5": hashlib.md5(png).hexdigest()}, headers=writer
+    )
+    assert done.status_code == 201, done.text
+    assert done.json()["image"] is None
+    assert (await api.client.get(f"/api/v2/media/{done.json()['id']}/file/", headers=writer)).status_code == 403
+    # The owner's reading credential gets the URL, and it serves the file.
+    read = await api.client.get(f"/api/v2/media/{done.json()['id']}/", headers=api.auth("alice"))
+    assert read.status_code == 200 and (await api.client.get(read.json()["image"])).content == png

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
+from chunkd.auth.principal import Principal
 from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
 from chunkd.domain.checksum import parse_md5_hex
@@ -273,8 +274,11 @@ def signed_file_url(request: Request, record: MediaRecord) -> str:
     return signed_url(request, grant, expires_at - now, extra=f"upload={record.upload_id}&")
 
 
-def media_view(request: Request, record: MediaRecord) -> dict[str, Any]:
-    """The Media object of the API's schema."""
+def media_view(request: Request, record: MediaRecord, who: Principal) -> dict[str, Any]:
+    """The Media object of the API's schema. The ``image`` URL reads the file without credentials,
+    so only a credential that may read files (``files:read``) is given one: a files:create-only
+    key (an uploader's) completes a media and gets ``image: null``, as the rest of the API never
+    lets it read what it wrote."""
     return {
         "id": record.id,
         "added_at": isotime(record.added_at),
@@ -282,7 +286,7 @@ def media_view(request: Request, record: MediaRecord) -> dict[str, Any]:
         "title": None,
         "description": None,
         "url": None,
-        "image": signed_file_url(request, record),
+        "image": signed_file_url(request, record) if "files:read" in who.scopes else None,
         "image_width": record.width,
         "image_height": record.height,
         "order": record.order,
@@ -315,13 +319,13 @@ async def complete_upload(request: Request) -> dict[str, Any]:
             allowed = ", ".join(t.value for t in MediaType)
             raise e.InvalidInput(f"type must be one of {allowed}, not {raw_type!r}", field="type") from None
     record = await media_service(request).publish(who.owner, upload_id, md5=md5, media_type=media_type)
-    return media_view(request, record)
+    return media_view(request, record, who)
 
 
 @_both("GET", "/{media_id}/", summary="Get a Media object")
 async def get_media(request: Request, media_id: MediaId) -> dict[str, Any]:
     who = await principal(request, "files:read")
-    return media_view(request, await media_service(request).get(who.owner, media_id))
+    return media_view(request, await media_service(request).get(who.owner, media_id), who)
 
 
 @_both("DELETE", "/{media_id}/", status_code=204, summary="Delete a Media object and its file")
