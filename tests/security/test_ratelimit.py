@@ -220,3 +220,21 @@ def test_two_servers_share_one_budget_in_redis(tmp_path: Path, redis_url: str) -
     finally:
         second.kill()
         first.kill()
+
+
+async def test_an_upload_link_has_a_budget_of_its_own(make_api: MakeApi) -> None:
+    """A partner's requests through an upload link must not spend the owner's budget (a partner
+    could stop the owner's uploads), nor the owner's the partner's; two links do not share one."""
+
+    async def create(auth: dict[str, str]) -> int:
+        made = await api.client.post("/v1/files", json={"filename": "a", "sizeBytes": 1}, headers=auth)
+        return made.status_code
+
+    async with make_api(rate_limits="read=100/minute;write=3/minute") as api:
+        links = []
+        for _ in range(2):  # two of alice's three writes
+            made = await api.client.post("/v1/upload-links", json={}, headers=api.auth("admin"))
+            links.append({"Authorization": "Bearer " + made.json()["url"].split("#link=", 1)[1]})
+        assert [await create(links[0]) for _ in range(4)] == [201, 201, 201, 429]
+        assert [await create(api.auth()) for _ in range(2)] == [201, 429]  # alice's last write is hers
+        assert await create(links[1]) == 201

@@ -3,7 +3,9 @@
 Everything is decided once, here, before the route runs:
 
 - **Identity.** The authenticated owner (all of an owner's keys and tokens share one budget, so
-  minting keys does not multiply it); requests without valid credentials are counted by client
+  minting keys does not multiply it); an upload link's token has its link's own budget (links
+  are made by the owner, within the link's own limits of files and bytes, so a partner cannot
+  multiply it); requests without valid credentials are counted by client
   address, so a flood of bad credentials is limited too. A request naming a credential header
   twice (two ``Authorization``, ``X-API-Key`` or ``AccessToken``) is refused with 400 naming it,
   so this middleware and the route can never read different ones. The principal found here is
@@ -126,6 +128,10 @@ class RateLimitMiddleware:
                 pass
             else:
                 scope.setdefault("state", {})["principal"] = principal
+                if principal.upload_link is not None:
+                    # A partner's link has a budget of its own: it must not spend its owner's (a
+                    # partner could starve the owner's uploads), nor the owner the partner's.
+                    return f"link:{principal.upload_link}"
                 return f"owner:{principal.owner}"
         return f"ip:{self.client_address(scope)}"
 
