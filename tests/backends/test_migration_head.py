@@ -61,6 +61,7 @@ async def test_a_node_that_does_not_migrate_refuses_an_older_schema_and_runs_on_
 WEBHOOK_TABLES = {"events", "webhook_endpoints", "webhook_deliveries"}  # what 0005_webhooks creates
 LINK_KEY = "key_id"  # the column 0007_link_keys adds to upload_links
 KEY_MAKER = "created_by"  # the column 0008_key_makers adds to api_keys
+KEY_EXPIRY = "expires_at"  # the column 0012_key_expiry adds to api_keys
 
 
 async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
@@ -73,6 +74,7 @@ async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
         assert LINK_KEY in column_names(database, "upload_links") and KEY_MAKER in column_names(database, "api_keys")
         # Undo the four newest migrations by hand: the next start-up must see it is behind and apply them.
         with sqlite3.connect(database) as conn:
+            conn.execute(f"ALTER TABLE api_keys DROP COLUMN {KEY_EXPIRY}")
             conn.execute("DROP TABLE database_identity")
             conn.execute("DROP INDEX ix_api_keys_created_by")
             conn.execute(f"ALTER TABLE api_keys DROP COLUMN {KEY_MAKER}")
@@ -85,6 +87,7 @@ async def test_a_database_behind_head_is_migrated(tmp_path: Path) -> None:
         await engine.dispose()
         assert schema_revision(database) == HEAD_REVISION and table_names(database) >= WEBHOOK_TABLES
         assert LINK_KEY in column_names(database, "upload_links") and KEY_MAKER in column_names(database, "api_keys")
+        assert KEY_EXPIRY in column_names(database, "api_keys")
         await migrate(engine)  # at head: nothing to do, nothing changes
         assert schema_revision(database) == HEAD_REVISION
     finally:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from chunkd.auth.principal import Principal
 from tests.security.conftest import MakeApi
 
 
@@ -120,3 +125,56 @@ async def test_a_cascade_reaches_what_a_key_revoked_earlier_made(make_api: MakeA
         assert rows[planted["id"]]["revokedAt"] is not None
         assert rows[api.keys["admin"][3:19]]["revokedAt"] is None  # the key that made the deputy stays
         assert (await api.client.get(f"/v1/upload-links/{link.json()['id']}", headers=admin)).status_code == 200
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+async def test_a_key_never_outlives_the_credential_that_made_it(make_api: MakeApi) -> None:
+    """A short-lived access token with keys:admin made a key that never expired: whoever held the
+    token for its 15 minutes kept a permanent credential. A key made by a credential that expires
+    (a token, a key that expires) now expires no later than it, and cannot ask for longer."""
+    async with make_api() as api:
+        issued = await api.client.post("/v1/auth/token", json={"expiresIn": 300}, headers=api.auth("admin"))
+        assert issued.status_code == 200, issued.text
+        token = {"Authorization": f"Bearer {issued.json()['accessToken']}"}
+        exp = datetime.fromtimestamp(
+            jwt.decode(issued.json()["accessToken"], options={"verify_signature": False})["exp"], UTC
+        )
+
+        made = await api.client.post("/v1/keys", json={"scopes": "files:read keys:admin"}, headers=token)
+        assert made.status_code == 201, made.text
+        assert _at(made.json()["expiresAt"]) == exp  # by default, when the token does
+        longer = await api.client.post("/v1/keys", json={"scopes": "files:read", "expiresIn": 301}, headers=token)
+        assert longer.status_code == 403 and longer.json()["error"]["field"] == "expiresIn", longer.text
+        shorter = await api.client.post("/v1/keys", json={"scopes": "files:read", "expiresIn": 60}, headers=token)
+        assert shorter.status_code == 201 and _at(shorter.json()["expiresAt"]) < exp
+
+        # The key it made carries the limit on: what that key makes expires with it too.
+        child = {"X-API-Key": made.json()["key"]}
+        grandchild = await api.client.post("/v1/keys", json={"scopes": "files:read"}, headers=child)
+        assert grandchild.status_code == 201 and _at(grandchild.json()["expiresAt"]) == exp
+        listed = {k["id"]: k for k in (await api.client.get("/v1/keys", headers=child)).json()["data"]}
+        assert _at(listed[made.json()["id"]]["expiresAt"]) == exp
+
+        # A key that never expires makes keys that never expire unless asked.
+        permanent = await api.client.post("/v1/keys", json={"scopes": "files:read"}, headers=api.auth("admin"))
+        assert permanent.status_code == 201 and permanent.json()["expiresAt"] is None
+
+
+async def test_an_expired_key_and_its_tokens_stop_working(make_api: MakeApi) -> None:
+    async with make_api() as api:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        _, expired = await api.runtime.keys.create("alice", "files:read", expires_at=past)
+        refused = await api.client.get("/v1/files", headers={"X-API-Key": expired})
+        assert refused.status_code == 401 and "expired" in refused.json()["error"]["message"]
+        # A token issued for the key while it stood is refused once it has expired (the key is
+        # looked up at each use), as is a URL signed for it.
+        record = await api.runtime.keys.repo.get_key(expired.split("_")[1])
+        assert record is not None
+        who = Principal(owner="alice", scopes=record.scopes, key_id=record.id)
+        assert api.runtime.tokens is not None
+        token = api.runtime.tokens.issue(who)["accessToken"]
+        late = await api.client.get("/v1/files", headers={"Authorization": f"Bearer {token}"})
+        assert late.status_code == 401, late.text

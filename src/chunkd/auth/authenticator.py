@@ -119,4 +119,7 @@ class Authenticator:
         first = principals[0]
         if len(principals) == 1:
             return first
-        return Principal(owner=first.owner, scopes=scopes, key_id=first.key_id, via=first.via)
+        ends = [p.expires_at for p in principals if p.expires_at is not None]
+        return Principal(
+            owner=first.owner, scopes=scopes, key_id=first.key_id, via=first.via, expires_at=min(ends, default=None)
+        )

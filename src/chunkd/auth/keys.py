@@ -35,8 +35,9 @@ def api_key_of(who: Principal) -> str | None:
 
 def key_stands(key: ApiKeyRecord | None, owner: str) -> TypeGuard[ApiKeyRecord]:
     """Whether ``key`` (the answer to a lookup of a key something was made with: a token, a signed
-    URL, an upload link) still stands for ``owner``: found, not revoked, and that owner's."""
-    return key is not None and key.revoked_at is None and key.owner == owner
+    URL, an upload link) still stands for ``owner``: found, not revoked, not expired, and that
+    owner's."""
+    return key is not None and key.stands_at(datetime.now(UTC)) and key.owner == owner
 
 
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
@@ -66,10 +67,16 @@ class KeyService:
         self.repo = repo
 
     async def create(
-        self, owner: str, scopes: Iterable[str] | str, name: str | None = None, created_by: str | None = None
+        self,
+        owner: str,
+        scopes: Iterable[str] | str,
+        name: str | None = None,
+        created_by: str | None = None,
+        expires_at: datetime | None = None,
     ) -> tuple[ApiKeyRecord, str]:
         """A new key; returns its record and the full token (shown once, never stored).
-        ``created_by``: the key whose credential asked for it (None for the operator)."""
+        ``created_by``: the key whose credential asked for it (None for the operator);
+        ``expires_at``: when it stops working (None: never)."""
         if not _OWNER.fullmatch(owner):
             raise InvalidInput("owner must be 1-128 characters of letters, digits, '.', '_', '@', '-'", field="owner")
         key_id = secrets.token_hex(8)
@@ -82,6 +89,7 @@ class KeyService:
             created_at=datetime.now(UTC),
             name=name,
             created_by=created_by,
+            expires_at=expires_at,
         )
         await self.repo.add_key(record)
         return record, f"ck_{key_id}_{secret}"
@@ -98,11 +106,13 @@ class KeyService:
         expected = record.secret_hash if record else _hash("")
         if not hmac.compare_digest(expected, _hash(secret)) or record is None or record.revoked_at is not None:
             raise Unauthenticated("invalid or revoked API key")
-        return Principal(owner=record.owner, scopes=record.scopes, key_id=record.id)
+        if not record.stands_at(datetime.now(UTC)):
+            raise Unauthenticated("the API key has expired")
+        return Principal(owner=record.owner, scopes=record.scopes, key_id=record.id, expires_at=record.expires_at)
 
     async def is_active(self, key_id: str) -> bool:
         record = await self.repo.get_key(key_id) if _KEY_ID.fullmatch(key_id) else None
-        return record is not None and record.revoked_at is None
+        return record is not None and record.stands_at(datetime.now(UTC))
 
     async def list(self, owner: str | None = None) -> list[ApiKeyRecord]:
         return await self.repo.list_keys(owner)

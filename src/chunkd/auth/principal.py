@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from chunkd.domain.errors import Forbidden
 
@@ -29,6 +30,9 @@ class Principal:
     # Set for an upload link's token: the link id. Such a principal may only create and fill
     # uploads through that link (chunkd.auth.links.UploadLinks.authorize), never read or delete.
     upload_link: str | None = None
+    # When the credential stops working (an access token's exp, an API key's expiry; None: never).
+    # What it makes (a key) may not outlive it.
+    expires_at: datetime | None = None
 
 
 def require_scope(principal: Principal, scope: str) -> None:

@@ -22,6 +22,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,15 @@ KEY_CLAIM = "chunkd_key"
 def derive_hs256_key(server_secret: bytes) -> bytes:
     """A key used for nothing but access tokens, derived from the server secret."""
     return hmac.new(server_secret, b"chunkd-jwt", hashlib.sha256).digest()
+
+
+def _instant(seconds: Any) -> datetime | None:
+    """A token's ``exp`` as a datetime; None when it is beyond what one can hold (an identity
+    provider's token that, in effect, never expires)."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError, TypeError):
+        return None
 
 
 def _read(path: Path) -> bytes:
@@ -204,6 +214,7 @@ class AccessTokens:
             raise Unauthenticated("invalid access token claims")
         scopes = frozenset(scope.split()) & ALL_SCOPES
         key_id = claims.get(KEY_CLAIM)
+        expires_at = _instant(claims["exp"])
         if self.algorithm == "HS256":
             # Only chunkd holds the HS256 key, and every token it issues names its API key and
             # lives at most ttl_seconds: a token that does not would escape revocation and the
@@ -218,4 +229,6 @@ class AccessTokens:
             if not key_stands(record, owner):
                 raise Unauthenticated("the API key this token was issued for has been revoked")
             scopes &= record.scopes
-        return Principal(owner=owner, scopes=scopes, key_id=key_id or f"jwt:{owner}", via="jwt")
+            if record.expires_at is not None:
+                expires_at = min(expires_at or record.expires_at, record.expires_at)
+        return Principal(owner=owner, scopes=scopes, key_id=key_id or f"jwt:{owner}", via="jwt", expires_at=expires_at)

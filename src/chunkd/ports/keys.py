@@ -19,6 +19,11 @@ class ApiKeyRecord:
     revoked_at: datetime | None = None
     name: str | None = None
     created_by: str | None = None  # the key whose credential made this one, if any
+    expires_at: datetime | None = None  # None: never
+
+    def stands_at(self, now: datetime) -> bool:
+        """Neither revoked nor expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
 class KeyRepository(Protocol):

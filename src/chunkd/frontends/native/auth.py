@@ -10,6 +10,7 @@ so one leaked admin key exposes one owner, not the whole server.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from starlette.responses import JSONResponse, Response
 
 from chunkd.auth.keys import api_key_of, parse_scopes
-from chunkd.auth.principal import SCOPES, refuse_escalation
+from chunkd.auth.principal import SCOPES, Principal, refuse_escalation
 from chunkd.domain import errors as e
 from chunkd.frontends.assets.errors import refusal_response as seed_refusal
 from chunkd.frontends.http import dialect_route, error_headers, isotime, principal, runtime, validation_error
@@ -147,6 +148,10 @@ async def create_token_seed(
 
 
 # ---- API keys -----------------------------------------------------------------------------
+# The longest expiresIn (100 years): any longer is as good as never, and would overflow a date.
+MAX_KEY_LIFETIME_SECONDS = 100 * 365 * 86400
+
+
 class CreateKeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -154,6 +159,14 @@ class CreateKeyRequest(BaseModel):
         description="Scopes of the new key (space- or comma-separated, or a list); a subset of the caller's."
     )
     name: StrictStr | None = Field(None, max_length=128, description="A label for the key.")
+    expiresIn: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=MAX_KEY_LIFETIME_SECONDS,
+        description="Seconds until the key stops working. Default: never, or, when the credential making it"
+        " expires (an access token, a key that expires), when that credential does: a key never outlives"
+        " the credential that made it.",
+    )
 
 
 class ApiKey(BaseModel):
@@ -166,6 +179,7 @@ class ApiKey(BaseModel):
     createdBy: str | None = Field(
         description="The id of the key whose credential made this one (None: made by the operator)."
     )
+    expiresAt: str | None = Field(description="When the key stops working (None: never).")
 
 
 class CreatedApiKey(ApiKey):
@@ -185,6 +199,7 @@ def _key_view(record: ApiKeyRecord) -> dict[str, Any]:
         "createdAt": isotime(record.created_at),
         "revokedAt": isotime(record.revoked_at),
         "createdBy": record.created_by,
+        "expiresAt": isotime(record.expires_at),
     }
 
 
@@ -199,8 +214,28 @@ async def create_key(request: Request, body: CreateKeyRequest) -> dict[str, Any]
     name = body.name
     if name is not None and any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise e.InvalidInput("name must not contain control characters", field="name")
-    record, token = await runtime(request).keys.create(who.owner, scopes, name=name, created_by=api_key_of(who))
+    expires_at = _key_expiry(who, body.expiresIn)
+    record, token = await runtime(request).keys.create(
+        who.owner, scopes, name=name, created_by=api_key_of(who), expires_at=expires_at
+    )
     return {**_key_view(record), "key": token}
+
+
+def _key_expiry(who: Principal, expires_in: int | None) -> datetime | None:
+    """When a new key stops working: never outliving the credential that makes it, so a
+    short-lived access token (or a key that expires) cannot make a permanent key."""
+    asked = None if expires_in is None else datetime.now(UTC) + timedelta(seconds=expires_in)
+    if who.expires_at is None:
+        return asked
+    if asked is None:
+        return who.expires_at
+    if asked > who.expires_at:
+        raise e.Forbidden(
+            f"a key made with this credential must expire no later than it does ({isotime(who.expires_at)});"
+            f" ask for at most {max(0, int((who.expires_at - datetime.now(UTC)).total_seconds()))} seconds",
+            field="expiresIn",
+        )
+    return asked
 
 
 @keys_router.get("", response_model=ApiKeyList, summary="List your owner's API keys (never their secrets)")

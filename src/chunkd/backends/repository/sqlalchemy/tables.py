@@ -114,6 +114,8 @@ api_keys = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
     # The key whose keys:admin credential made this one (None: the operator, or an identity provider's token).
     Column("created_by", String(32), nullable=True, index=True),
+    # When the key stops working (None: never); a key made by a credential that expires has one.
+    Column("expires_at", UTCDateTime, nullable=True),
 )
 
 media = Table(
