@@ -52,6 +52,37 @@ async def test_unknown_ids_are_not_cached(api: Api) -> None:
     assert not cache._entries
 
 
+async def test_an_id_that_names_no_key_is_looked_up_once_a_lifetime(api: Api) -> None:
+    """A client repeating a made-up (or deleted) key cost a database lookup per request."""
+    repo = api.runtime.metadata.keys
+    looked_up: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(repo, name)
+
+        async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+            looked_up.append(key_id)
+            return await repo.get_key(key_id)
+
+    clock = Clock()
+    cache = CachedKeys(Counting(), clock=clock, max_entries=2)  # type: ignore[arg-type]
+    for _ in range(3):
+        assert await cache.get_key("00000000000000aa") is None
+    assert looked_up == ["00000000000000aa"] and cache.holds("00000000000000aa")
+    clock.now += 1.0
+    assert not cache.holds("00000000000000aa")
+    assert await cache.get_key("00000000000000aa") is None and len(looked_up) == 2
+    # Bounded: the oldest made-up ids go first.
+    for n in range(3):
+        await cache.get_key(f"{n:016x}")
+    assert len(cache._absent) == 2
+    # A key made through this node is found at once.
+    node = KeyService(cache)
+    record, token = await node.create("carol", "files:read")
+    assert (await node.verify(token)).owner == "carol" and cache.holds(record.id)
+
+
 async def test_revoked_key_through_the_api_fails_at_once(api: Api) -> None:
     admin_key = (await api.runtime.keys.create("alice", "files:read,keys:admin"))[1]
     _, victim = await api.runtime.keys.create("alice", "files:read")

@@ -5,6 +5,7 @@ address, the bytes category, and one budget shared by two server processes throu
 from __future__ import annotations
 
 import asyncio
+import base64
 import signal
 import subprocess
 import time
@@ -238,3 +239,37 @@ async def test_an_upload_link_has_a_budget_of_its_own(make_api: MakeApi) -> None
         assert [await create(links[0]) for _ in range(4)] == [201, 201, 201, 429]
         assert [await create(api.auth()) for _ in range(2)] == [201, 429]  # alice's last write is hers
         assert await create(links[1]) == 201
+
+
+async def test_made_up_keys_cost_one_lookup_each_then_none(make_api: MakeApi) -> None:
+    """A flood of made-up API keys cost two database lookups each (the rate limiter's and the
+    route's), every one of them. Now each costs one, and past the address's failure budget none
+    at all; an access token from that address still works (a made-up one fails on its signature,
+    before any lookup)."""
+    async with make_api(auth_failure_limit="3/minute") as api:
+        inner = api.runtime.keys.repo.repo  # type: ignore[attr-defined]
+        looked_up: list[str] = []
+        get_key = inner.get_key
+
+        async def counting(key_id: str) -> object:
+            looked_up.append(key_id)
+            return await get_key(key_id)
+
+        inner.get_key = counting
+        issued = await api.client.post("/v1/auth/token", headers=api.auth("alice"))
+        token = {"Authorization": f"Bearer {issued.json()['accessToken']}"}
+        looked_up.clear()
+
+        made_up = [{"X-API-Key": f"ck_{i:016x}_" + "A" * 43} for i in range(5)]
+        for n, headers in enumerate(made_up[:3]):
+            assert (await api.client.get("/v1/files", headers=headers)).status_code == 401
+            assert looked_up == [f"{i:016x}" for i in range(n + 1)]  # one lookup each, not two
+        for headers in made_up[3:]:
+            refused = await api.client.get("/v1/files", headers=headers)
+            assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1, refused.text
+            assert refused.json()["error"]["category"] == "auth_failures"
+        assert len(looked_up) == 3, looked_up
+        assert (await api.client.get("/v1/files", headers=token)).status_code == 200
+        basic = {"Authorization": "Basic " + base64.b64encode(f"{9:016x}:secret".encode()).decode()}
+        assert (await api.client.get("/v1/files", headers=basic)).status_code == 429
+        assert len(looked_up) <= 4, looked_up  # at most alice's key, re-read for the token

@@ -77,6 +77,36 @@ class Authenticator:
             return await self.keys.verify(user)
         return await self.keys.verify_pair(user, password)
 
+    def needs_lookup(self, headers: Mapping[str, str]) -> bool:
+        """Whether checking these credentials may ask the database: an API key not held in memory,
+        or an upload link's token (its row is read on every request). A made-up access token costs
+        no lookup: its signature fails first. Used to refuse a flood of made-up credentials
+        cheaply (``chunkd.frontends.guards.ratelimit``) without refusing what memory can answer."""
+        tokens: list[str] = []
+        authorization = headers.get("authorization")
+        if authorization is not None:
+            scheme, _, value = authorization.strip().partition(" ")
+            if scheme.lower() == "basic":
+                try:
+                    user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+                except (binascii.Error, UnicodeDecodeError, ValueError):
+                    user, password = "", ""
+                if is_key_id(user):
+                    if self.keys.needs_lookup_of(user):
+                        return True
+                else:
+                    tokens += [password, user]
+            else:
+                tokens.append(value.strip() or scheme)
+        if (api_key := headers.get("x-api-key")) is not None:
+            tokens.append(api_key.strip())
+        if (access_token := headers.get("accesstoken")) is not None:
+            scheme, _, rest = access_token.strip().partition(" ")
+            tokens.append(rest.strip() if scheme.lower() == "bearer" else access_token.strip())
+        return any(
+            self.keys.needs_lookup(token) if token.startswith("ck_") else token.startswith("cl_") for token in tokens
+        )
+
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
         authorization = headers.get("authorization")
         api_key = headers.get("x-api-key")

@@ -6,8 +6,12 @@ Every request carries a credential, and looking its key up cost a database round
 per request, and revocation still takes effect everywhere within that second: a key revoked on this
 node is dropped from its cache at once; every other node re-reads it at most ``ttl`` after the read
 it holds began (each node has its own cache and nothing is shared, so there is nothing to
-invalidate across nodes). Unknown key ids are never cached (a flood of made-up ids must not fill
-memory), and the cache holds at most ``max_entries`` keys, dropping the oldest first.
+invalidate across nodes). The cache holds at most ``max_entries`` keys, dropping the oldest first.
+An id found to name no key is remembered as such for ``ttl`` too, in a table of its own of at most
+``max_entries`` ids (a flood of made-up ids pushes out only other made-up ids, never a real key):
+a client repeating a made-up or deleted key costs one lookup a second, not one per request. That
+weakens no revocation (an absent key has nothing to revoke), and a key made meanwhile on another
+node is found within the second like any change (its id is random: nobody asked for it before).
 
 No request waits for a busy key's lookup: once an entry is half its lifetime old, the next request
 starts a refresh in the background and is answered from the entry; only an entry that is a whole
@@ -47,11 +51,25 @@ class CachedKeys:
         self.clock = clock
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, ApiKeyRecord]] = OrderedDict()
+        self._absent: OrderedDict[str, float] = OrderedDict()  # ids that named no key, and when they were read
         # One lookup per key at a time, with when it began.
         self._loading: dict[str, tuple[float, asyncio.Future[ApiKeyRecord | None]]] = {}
-        self._revocations = 0  # a lookup that a revocation overtook must not store what it read
+        self._changes = 0  # a lookup that a revocation (or an addition) overtook must not store what it read
+
+    def holds(self, key_id: str) -> bool:
+        """Whether ``get_key(key_id)`` would be answered from memory, without the database."""
+        found = self._entries.get(key_id)
+        if found is not None and self.clock() - found[0] < self.ttl:
+            return True
+        absent = self._absent.get(key_id)
+        return absent is not None and self.clock() - absent < self.ttl
 
     async def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        absent = self._absent.get(key_id)
+        if absent is not None:
+            if self.clock() - absent < self.ttl:
+                return None
+            del self._absent[key_id]
         found = self._entries.get(key_id)
         if found is not None:
             age = self.clock() - found[0]
@@ -80,10 +98,15 @@ class CachedKeys:
             del self._loading[key_id]
 
     async def _read(self, key_id: str, started: float) -> ApiKeyRecord | None:
-        revocations = self._revocations
+        changes = self._changes
         record = await self.repo.get_key(key_id)
-        if record is None or revocations != self._revocations:
+        if record is None or changes != self._changes:
             self._entries.pop(key_id, None)
+            if record is None and changes == self._changes:
+                self._absent[key_id] = started
+                self._absent.move_to_end(key_id)
+                while len(self._absent) > self.max_entries:
+                    self._absent.popitem(last=False)
             return record
         held = self._entries.get(key_id)
         if held is not None and held[0] > started:
@@ -95,7 +118,12 @@ class CachedKeys:
         return record
 
     async def add_key(self, key: ApiKeyRecord) -> None:
+        # A lookup in flight meanwhile may have read before the key existed: it must not remember
+        # the id as absent.
+        self._changes += 1
         await self.repo.add_key(key)
+        self._changes += 1
+        self._absent.pop(key.id, None)
 
     async def list_keys(self, owner: str | None = None) -> list[ApiKeyRecord]:
         return await self.repo.list_keys(owner)
@@ -110,7 +138,7 @@ class CachedKeys:
         """Forget ``key_id`` (``every``: all keys, when the keys it made go too: which ones is the
         database's to say, and revocations are rare), and the lookups in flight for it, which no
         request may wait for any longer."""
-        self._revocations += 1
+        self._changes += 1
         if every:
             self._entries.clear()
             self._loading.clear()

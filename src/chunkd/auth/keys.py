@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import TypeGuard
 
@@ -109,6 +109,16 @@ class KeyService:
         if not record.stands_at(datetime.now(UTC)):
             raise Unauthenticated("the API key has expired")
         return Principal(owner=record.owner, scopes=record.scopes, key_id=record.id, expires_at=record.expires_at)
+
+    def needs_lookup(self, token: str) -> bool:
+        """Whether verifying the API key ``token`` may ask the database (its id is well formed and
+        not held in memory): what a flood of made-up keys costs."""
+        match = _TOKEN.fullmatch(token)
+        return match is not None and self.needs_lookup_of(match.group(1))
+
+    def needs_lookup_of(self, key_id: str) -> bool:
+        holds: Callable[[str], bool] | None = getattr(self.repo, "holds", None)
+        return _KEY_ID.fullmatch(key_id) is not None and (holds is None or not holds(key_id))
 
     async def is_active(self, key_id: str) -> bool:
         record = await self.repo.get_key(key_id) if _KEY_ID.fullmatch(key_id) else None

@@ -48,6 +48,14 @@ class AccessSettings(BaseModel):
         "routes that take file bytes: parts, chunks, PATCHes; counted as write when not given), and optionally "
         "bytes (body bytes of uploads as they are read, e.g. bytes=10737418240/hour). Empty: no rate limits.",
     )
+    auth_failure_limit: str = Field(
+        "600/minute",
+        description="Failed authentications (unknown, revoked or expired API keys, wrong secrets, bad link tokens) "
+        "one client address may make, per node, in the `limits` library's notation (e.g. 600/minute). Past it, "
+        "a request from that address whose credentials would need a database lookup (an API key not held in "
+        "the key cache, a link token) gets 429 without one, until the window frees room; credentials memory can "
+        "answer (a key in use, an access token) still pass. Empty: no limit.",
+    )
     rate_limit_strategy: Literal["moving-window", "fixed-window", "sliding-window-counter"] = Field(
         "moving-window", description="How windows are counted (the `limits` library's strategies)."
     )
@@ -99,6 +107,15 @@ class AccessSettings(BaseModel):
         from chunkd.auth.ratelimit import parse_rate_limits  # the one parser (here, settings load without it)
 
         parse_rate_limits(value)
+        return value
+
+    @field_validator("auth_failure_limit")
+    @classmethod
+    def _auth_failure_limit_parses(cls, value: str) -> str:
+        from limits import parse_many
+
+        if value.strip():
+            parse_many(value)  # ValueError names what is wrong
         return value
 
     @field_validator("trusted_proxies")

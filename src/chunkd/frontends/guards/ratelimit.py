@@ -28,14 +28,17 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from limits import parse_many
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunkd.auth.authenticator import single_credentials
-from chunkd.auth.ratelimit import Decision, RateLimits
+from chunkd.auth.ratelimit import Decision, MovingWindows, RateLimits
 from chunkd.domain.errors import ChunkdError, InvalidInput
 from chunkd.frontends.http import FILE_BYTES_ATTRIBUTE, byte_count
 from chunkd.frontends.http.routes import RouteTable
@@ -87,6 +90,7 @@ class RateLimitMiddleware:
             settings.rate_limits, strategy=settings.rate_limit_strategy, storage_url=settings.redis_url
         )
         self.trusted = _TrustedProxies(settings.trusted_proxies)
+        self.failures = _FailedAuthentications(settings.auth_failure_limit)
         self.default_renderer = default_renderer
         self.routes: RouteTable | None = None
 
@@ -116,14 +120,23 @@ class RateLimitMiddleware:
                     return str(ipaddress.ip_address(forwarded[0]))
         return address
 
-    async def identity(self, scope: Scope, credentials: dict[str, str]) -> str:
+    async def identity(self, scope: Scope, credentials: dict[str, str]) -> str | Refusal:
         app = scope.get("app")
         runtime: Runtime | None = getattr(getattr(app, "state", None), "chunkd", None)
         if runtime is not None and credentials:
+            address = self.client_address(scope)
+            # An address that keeps sending credentials that fail (made-up keys) is refused before
+            # they cost a database lookup each; what memory can answer still passes.
+            refused = self.failures.refusal(address)
+            if refused is not None and runtime.authenticator.needs_lookup(credentials):
+                return refused
             try:
                 principal = await runtime.authenticator.authenticate(credentials)
-            except ChunkdError:
-                pass  # bad credentials: counted by address; the route answers 401 in its own dialect
+            except ChunkdError as exc:
+                # Bad credentials: counted by address; the route answers 401 in its own dialect,
+                # from this answer (looking the key up again would double what a flood costs).
+                self.failures.hit(address)
+                scope.setdefault("state", {})["authentication_error"] = exc
             except Exception:  # e.g. the database is briefly away: let the route report it
                 pass
             else:
@@ -160,6 +173,9 @@ class RateLimitMiddleware:
         if category == "upload" and not self.limits.applies("upload"):
             category = "write"
         who = await self.identity(scope, credentials)
+        if isinstance(who, Refusal):
+            await self._answer(scope, receive, send, who)
+            return
         decision = await self.limits.hit(category, who)
         if decision is not None and not decision.allowed:
             await self._answer(scope, receive, send, _rate_limited(category, decision))
@@ -199,6 +215,37 @@ class RateLimitMiddleware:
     async def _answer(self, scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
         response = render_refusal(scope, refusal, self.default_renderer)
         await response(scope, receive, send)
+
+
+class _FailedAuthentications:
+    """``CHUNKD_AUTH_FAILURE_LIMIT``: failed authentications per client address, in this process's
+    memory (what it protects is this node's database lookups)."""
+
+    CATEGORY = "auth_failures"
+
+    def __init__(self, setting: str) -> None:
+        self.items = parse_many(setting) if setting.strip() else []
+        self.windows = MovingWindows()
+
+    def hit(self, address: str) -> None:
+        now = time.time()
+        for item in self.items:
+            self.windows.hit(item, self.CATEGORY, address, 1, now)
+
+    def refusal(self, address: str) -> Refusal | None:
+        now = time.time()
+        for item in self.items:
+            if not self.windows.test(item, self.CATEGORY, address, 1, now):
+                _, frees_at = self.windows.stats(item, self.CATEGORY, address, now)
+                retry = max(1, math.ceil(frees_at - now))
+                return Refusal(
+                    429,
+                    "rate_limited",
+                    f"too many failed authentications from this address ({item}); retry in {retry} s",
+                    headers={"Retry-After": str(retry)},
+                    extra={"category": self.CATEGORY, "limit": str(item), "retryAfter": retry},
+                )
+        return None
 
 
 class _TrustedProxies:

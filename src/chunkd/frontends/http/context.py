@@ -12,6 +12,7 @@ from chunkd.auth.authenticator import single_credentials
 from chunkd.auth.principal import Principal, require_scope
 
 if TYPE_CHECKING:
+    from chunkd.domain.errors import ChunkdError
     from chunkd.runtime import Runtime
 
 __all__ = ["FILE_BYTES_ATTRIBUTE", "principal", "public_base_url", "runtime", "takes_file_bytes"]
@@ -50,6 +51,9 @@ async def principal(request: Request, scope: str | None = None) -> Principal:
     """Authenticate the request (once; cached on the request) and check ``scope``."""
     found: Principal | None = getattr(request.state, "principal", None)
     if found is None:
+        failed: ChunkdError | None = getattr(request.state, "authentication_error", None)
+        if failed is not None:  # the rate limiter's verdict on these credentials (one lookup, not two)
+            raise failed
         credentials = single_credentials(request.headers.items())  # also when no rate limiter ran
         found = await runtime(request).authenticator.authenticate(credentials)
         request.state.principal = found
