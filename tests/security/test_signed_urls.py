@@ -251,3 +251,34 @@ async def test_a_url_made_before_urls_were_bound_to_keys_still_works_until_it_ex
         unbound = api.runtime.signer.sign(Grant("PUT", path, created.json()["id"], "alice"), 600)
         assert "key_id" not in unbound
         assert (await api.client.put(path, params=unbound, content=TEN)).status_code == 200
+
+
+async def test_a_url_never_outlives_the_credential_that_asked_for_it(make_api: MakeApi) -> None:
+    """A 2-minute access token was handed a day-long uploadUrl (and a download URL outliving it),
+    as URLs presigned with temporary credentials must not be."""
+    async with make_api() as api:
+        issued = await api.client.post("/v1/auth/token", json={"expiresIn": 30}, headers=api.auth("alice"))
+        token = {"Authorization": f"Bearer {issued.json()['accessToken']}"}
+        ends = int(time.time()) + 30
+        created = await api.client.post("/v1/files", json={"filename": "a", "sizeBytes": 10}, headers=token)
+        assert created.status_code == 201, created.text
+        _, query = _split(created.json()["uploadUrl"])
+        assert int(query["expires"]) <= ends
+        done = await make_target(api, "upload_done")
+        download = await api.client.post(f"/v1/files/{done}/download-url", headers=token)
+        assert download.status_code == 200 and download.json()["expiresIn"] <= 30, download.text
+        assert int(_split(download.json()["url"])[1]["expires"]) <= ends
+        # A key that never expires still gets the full lifetimes.
+        own = await api.client.post("/v1/files", json={"filename": "a", "sizeBytes": 10}, headers=api.auth("alice"))
+        assert int(_split(own.json()["uploadUrl"])[1]["expires"]) > ends + 3600
+
+
+async def test_asset_urls_outlive_the_token_that_asked_for_them(make_api: MakeApi) -> None:
+    """An asset's part URLs are handed out once: cut at the token's end, an asset sent for longer
+    than a token lives could never be finished."""
+    async with make_api() as api:
+        issued = await api.client.post("/auth/token", json={"expiresIn": 30}, headers=api.auth("alice"))
+        token = {"AccessToken": issued.json()["accessToken"]}
+        created = await api.client.post("/asset", json={"filename": "a.txt", "filesize": 5}, headers=token)
+        assert created.status_code == 201, created.text
+        assert int(_split(created.json()["uploadUrl"])[1]["expires"]) > time.time() + 60

@@ -15,6 +15,7 @@ an identity provider's token names no key and lives until its expiry."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Query
@@ -27,7 +28,7 @@ from chunkd.domain.errors import Forbidden
 from chunkd.domain.upload import Upload
 from chunkd.frontends.http import public_base_url, runtime
 
-__all__ = ["SigningKey", "signed_upload", "signed_url"]
+__all__ = ["SigningKey", "signed_upload", "signed_url", "url_lifetime"]
 
 # The ``key_id`` query parameter of a signed URL (its shape is checked by ``signed_upload``).
 SigningKey = Annotated[str | None, Query(max_length=64, description="The API key the signed URL is bound to")]
@@ -41,13 +42,27 @@ def _signing_key(request: Request) -> str:
     return api_key_of(who) or ""  # none for an identity provider's token
 
 
-def signed_url(request: Request, grant: Grant, ttl_seconds: float, *, extra: str = "") -> str:
+def signed_url(
+    request: Request, grant: Grant, ttl_seconds: float, *, extra: str = "", outlives_credential: bool = False
+) -> str:
     """The absolute URL of ``grant.path`` with ``extra`` query parameters (already encoded,
-    ``a=b&``) and the grant's signature, bound to the key of the request's credential."""
+    ``a=b&``) and the grant's signature, bound to the key of the request's credential. It expires
+    no later than that credential (an access token, a key that expires), as a URL presigned with
+    temporary credentials does: a 15-minute token cannot hand out a day-long grant; unless
+    ``outlives_credential`` (a URL that can never be asked for again)."""
     rt = runtime(request)
-    query = rt.signer.sign(replace(grant, key_id=_signing_key(request)), ttl_seconds)
+    ttl = ttl_seconds if outlives_credential else url_lifetime(request, ttl_seconds)
+    query = rt.signer.sign(replace(grant, key_id=_signing_key(request)), ttl)
     signed = "&".join(f"{name}={value}" for name, value in query.items())
     return f"{public_base_url(request)}{grant.path}?{extra}{signed}"
+
+
+def url_lifetime(request: Request, ttl_seconds: float) -> float:
+    """``ttl_seconds``, or less: what is left of the request's credential when it expires sooner."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None or who.expires_at is None:
+        return ttl_seconds
+    return max(0.0, min(ttl_seconds, (who.expires_at - datetime.now(UTC)).total_seconds()))
 
 
 async def signed_upload(

@@ -127,7 +127,10 @@ async def _json(request: Request, model: type[BaseModel]) -> Any:
 
 def _signed(request: Request, upload: Upload, path: str) -> str:
     grant = Grant("PUT", path, upload.id, upload.owner)
-    return signed_url(request, grant, runtime(request).settings.asset_url_ttl_seconds)
+    # An asset's URLs are handed out once, when it is created, and cannot be asked for again: cut
+    # at the end of a 15-minute access token (the seed's own credential), an asset that takes
+    # longer to send could never be finished. They end with the key behind the token all the same.
+    return signed_url(request, grant, runtime(request).settings.asset_url_ttl_seconds, outlives_credential=True)
 
 
 def _asset_view(request: Request, upload: Upload) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from chunkd.frontends.native.schemas import (
     FileObject,
     PartObject,
 )
-from chunkd.frontends.signed import SigningKey, signed_upload, signed_url
+from chunkd.frontends.signed import SigningKey, signed_upload, signed_url, url_lifetime
 from chunkd.service.concatenation import waiting_for
 
 __all__ = ["router"]
@@ -357,7 +357,7 @@ async def create_download_url(request: Request, file_id: FileId) -> dict[str, An
     upload = await rt.uploads.get(who.owner, file_id, with_parts=False)
     if upload.status is not Status.COMPLETED:
         raise e.InvalidState(f"file {file_id} is {upload.status.value}; only COMPLETED files can be downloaded")
-    ttl = rt.settings.download_url_ttl_seconds
+    ttl = url_lifetime(request, rt.settings.download_url_ttl_seconds)
     grant = Grant("GET", _content_path(upload.id), upload.id, upload.owner)
     return {"url": signed_url(request, grant, ttl), "expiresIn": int(ttl)}
 
