@@ -3,9 +3,9 @@
 Everything is decided once, here, before the route runs:
 
 - **Identity.** The authenticated owner (all of an owner's keys and tokens share one budget, so
-  minting keys does not multiply it); an upload link's token has its link's own budget (links
-  are made by the owner, within the link's own limits of files and bytes, so a partner cannot
-  multiply it); requests without valid credentials are counted by client
+  minting keys does not multiply it); requests through the owner's upload links share one budget
+  of their own (a partner can neither spend the owner's nor the owner the partners', and making
+  links does not multiply it); requests without valid credentials are counted by client
   address, so a flood of bad credentials is limited too. A request naming a credential header
   twice (two ``Authorization``, ``X-API-Key`` or ``AccessToken``) is refused with 400 naming it,
   so this middleware and the route can never read different ones. The principal found here is
@@ -142,9 +142,11 @@ class RateLimitMiddleware:
             else:
                 scope.setdefault("state", {})["principal"] = principal
                 if principal.upload_link is not None:
-                    # A partner's link has a budget of its own: it must not spend its owner's (a
-                    # partner could starve the owner's uploads), nor the owner the partner's.
-                    return f"link:{principal.upload_link}"
+                    # Partners (upload links) have a budget apart from their owner's: a partner
+                    # must not spend the owner's (and starve the owner's uploads), nor the owner
+                    # the partners'. One for all the owner's links, not one each: an owner who
+                    # made many links would otherwise multiply its budget (bytes included).
+                    return f"links:{principal.owner}"
                 return f"owner:{principal.owner}"
         return f"ip:{self.client_address(scope)}"
 
