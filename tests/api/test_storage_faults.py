@@ -4,11 +4,12 @@ bytes is recorded, the server keeps answering, and the upload resumes once space
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import pytest
 
 from chunkd.backends.blobs import local
 from chunkd.backends.repository.sqlite.uploads import SqliteUploadRepository
+from chunkd.domain.errors import NotFound, StorageError
+from chunkd.domain.upload import Upload
 from tests.api.test_pm_api import BOUNDARY, form
 from tests.conftest import Api
 
@@ -373,3 +376,62 @@ async def test_a_part_whose_file_cannot_be_removed_after_a_fault_is_still_503(
     assert (await api.client.put(f"/v1/files/{file_id}/parts/1", content=data, headers=api.auth())).status_code == 200
     done = await api.client.post(f"/v1/files/{file_id}/complete", json={}, headers=api.auth())
     assert done.status_code == 200, done.text
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/v1/files/{id}/content", {}),
+        ("/v1/files/{id}/content", {"Range": "bytes=100-199"}),
+        ("/v1/files/{id}/content", {"Want-Repr-Digest": "sha-256=10"}),  # read whole before the status line
+        ("/files/{id}", {"Tus-Resumable": "1.0.0"}),
+    ],
+    ids=["native", "native-range", "native-digest", "tus"],
+)
+async def test_a_file_deleted_between_its_lookup_and_its_first_read_is_404(
+    api: Api, monkeypatch: pytest.MonkeyPatch, path: str, headers: dict[str, str]
+) -> None:
+    # The delete commits after the download looked the file up and before it read a byte: the file
+    # is gone, which is a 404 as for any missing file, not a 503 saying storage is down.
+    data = os.urandom(50_000)
+    if path.startswith("/files"):  # tus serves its own uploads
+        made = await api.client.post("/files", content=data, headers={**api.auth(), **TUS, "Upload-Length": "50000"})
+        assert made.status_code == 201, made.text
+        file_id = made.headers["location"].rsplit("/", 1)[1]
+    else:
+        created = await api.client.post("/v1/files", json={"filename": "f", "sizeBytes": len(data)}, headers=api.auth())
+        file_id = created.json()["id"]
+        assert (await api.client.put(f"/v1/files/{file_id}/parts/1", content=data, headers=api.auth())).status_code
+        assert (await api.client.post(f"/v1/files/{file_id}/complete", json={}, headers=api.auth())).status_code == 200
+    service = api.runtime.uploads
+    real_read = service.blobs.read
+
+    async def read_after_a_delete(upload: Upload, start: int, end: int) -> AsyncIterator[bytes]:
+        with contextlib.suppress(NotFound):  # the digest's read, then the body's
+            await service.delete("alice", upload.id)
+        async for chunk in real_read(upload, start, end):
+            yield chunk
+
+    monkeypatch.setattr(service.blobs, "read", read_after_a_delete)
+    gone = await api.client.get(path.format(id=file_id), headers={**api.auth(), **headers})
+    assert gone.status_code == 404, gone.text
+    if path.startswith("/v1"):
+        assert gone.json()["error"]["code"] == "not_found"
+
+
+async def test_a_completed_file_whose_storage_fails_at_the_first_read_is_still_503(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same fault on a file still recorded is storage's: 503, as before.
+    created = await api.client.post("/v1/files", json={"filename": "f.bin", "sizeBytes": 10}, headers=api.auth())
+    file_id = created.json()["id"]
+    assert (await api.client.put(f"/v1/files/{file_id}/parts/1", content=b"x" * 10, headers=api.auth())).status_code
+    assert (await api.client.post(f"/v1/files/{file_id}/complete", json={}, headers=api.auth())).status_code == 200
+
+    async def failing_read(upload: Upload, start: int, end: int) -> AsyncIterator[bytes]:
+        raise StorageError("the volume went away")
+        yield b""
+
+    monkeypatch.setattr(api.runtime.uploads.blobs, "read", failing_read)
+    failed = await api.client.get(f"/v1/files/{file_id}/content", headers=api.auth())
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "storage_unavailable", failed.text

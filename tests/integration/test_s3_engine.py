@@ -856,6 +856,27 @@ async def test_a_download_while_the_object_store_fails_is_503_before_any_byte(
     assert nothing.status_code == 200 and nothing.content == b""
 
 
+async def test_a_file_deleted_between_its_lookup_and_its_first_read_is_404(
+    s3_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete commits (and removes the object) after the download looked the file up and
+    before it read a byte: a 404 as for any missing file, not the 503 of a store that is down."""
+    service = s3_api.runtime.uploads
+    upload = await service.create("alice", filename="d.bin", size_bytes=MiB, part_size=MiB)
+    await put_parts(service, upload.id, os.urandom(MiB), MiB, [1])
+    await service.complete("alice", upload.id)
+    real_read = service.blobs.read
+
+    async def read_after_a_delete(found: Upload, start: int, end: int) -> AsyncIterator[bytes]:
+        await service.delete("alice", found.id)
+        async for chunk in real_read(found, start, end):
+            yield chunk
+
+    monkeypatch.setattr(service.blobs, "read", read_after_a_delete)
+    gone = await s3_api.client.get(f"/v1/files/{upload.id}/content", headers=s3_api.auth())
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found", gone.text
+
+
 async def test_a_multipart_copy_left_by_a_crash_is_aborted_by_cancel_and_gc(s3_api: Api) -> None:
     """A concatenation copies a source past CopyObject's limit into a staged part by a multipart
     copy on the staged key. A node dying during that copy left the multipart upload open, and only

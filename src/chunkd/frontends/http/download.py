@@ -4,6 +4,7 @@ the store's own URL where it offers one."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -74,13 +75,14 @@ async def file_response(
     if redirect and (url := await service.download_url(upload, disposition=disposition)):
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "private, no-store"})
     # RFC 9530: the md5 and CRC-64/NVME the engine keeps, plus sha-256/512 read from storage when asked for.
-    digest = await repr_digest_header(
-        upload.md5,
-        request.headers.get("want-repr-digest"),
-        lambda: service.read(upload),
-        upload.crc64,
-        gone=request.is_disconnected,
-    )
+    async with _deleted_is_missing(request, owner, file_id):
+        digest = await repr_digest_header(
+            upload.md5,
+            request.headers.get("want-repr-digest"),
+            lambda: service.read(upload),
+            upload.crc64,
+            gone=request.is_disconnected,
+        )
     if digest:
         headers["Repr-Digest"] = digest
     wanted = parse_range(request.headers.get("range"), size)
@@ -107,7 +109,8 @@ async def file_response(
         return Response(status_code=status, headers=headers, media_type=served_as)
     if ranged:
         upload = await service.with_parts_covering(upload, start, end)
-    body = await _started(service.read(upload, start, end))
+    async with _deleted_is_missing(request, owner, file_id):
+        body = await _started(service.read(upload, start, end))
     response = ClosingStreamingResponse(body, status_code=status, headers=headers, media_type=served_as)
     response.label = f"file {upload.id}"
     return response
@@ -166,6 +169,18 @@ def _if_range_holds(value: str, etag: str, modified: datetime | None) -> bool:
     if value.startswith('"') or value.startswith("W/"):
         return value == etag
     return modified is not None and _date(value) == modified
+
+
+@contextlib.asynccontextmanager
+async def _deleted_is_missing(request: Request, owner: str, file_id: str) -> AsyncIterator[None]:
+    """Storage failing before the status line, for a file deleted since it was looked up (its
+    bytes go right after its record): the file is missing, the dialect's 404, not storage down
+    (503). A file still recorded keeps the fault's error."""
+    try:
+        yield
+    except e.StorageError:
+        await runtime(request).uploads.get(owner, file_id, with_parts=False)  # NotFound once deleted
+        raise
 
 
 async def _started(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
