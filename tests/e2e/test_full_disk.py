@@ -5,6 +5,7 @@ right MD5. Needs root (to mount); skipped with the reason otherwise."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from tests.support.server import ChunkdServer
+from tests.support.waiting import wait_for
 
 MiB = 1024 * 1024
 pytestmark = pytest.mark.e2e
@@ -77,5 +79,63 @@ def test_tus_upload_on_a_full_volume_resumes_when_space_is_back(small_volume: Pa
             info = client.get(f"/v1/files/{upload_id}").json()
             assert info["status"] == "COMPLETED" and info["md5"] == hashlib.md5(data).hexdigest()
             assert hashlib.md5(client.get(f"/v1/files/{upload_id}/content").content).hexdigest() == info["md5"]
+    finally:
+        server.kill()
+
+
+def fill(volume: Path) -> Path:
+    """Another writer takes every free byte of ``volume``."""
+    filler = volume / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        for size in (MiB, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(b"\0" * size)
+    return filler
+
+
+def test_deleting_and_cancelling_free_a_full_metadata_volume(small_volume: Path) -> None:
+    """The volume of the SQLite database (and the blobs) is full: uploads are refused, but a delete
+    or a cancel, which is how a user frees space, works, and their bytes are freed. Both were 507:
+    SQLite's WAL had no room for the delete itself."""
+    data_dir = small_volume / "data"
+    server = ChunkdServer(data_dir, env={"CHUNKD_FSYNC": "true", "CHUNKD_MIN_FREE_BYTES": "0"}).start()
+    try:
+        key = server.create_key("alice")
+        auth = {"Authorization": f"Bearer {key}"}
+        tus = {**auth, "Tus-Resumable": "1.0.0"}
+        with httpx.Client(base_url=server.url, headers=auth, timeout=60) as client:
+            ids = []
+            for _ in range(2):
+                made = client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": 2 * MiB, "partSize": MiB})
+                ids.append(made.json()["id"])
+                assert client.put(f"/v1/files/{ids[-1]}/parts/1", content=os.urandom(MiB)).status_code == 200
+            made = client.post(
+                "/files",
+                content=os.urandom(MiB),
+                headers={**tus, "Upload-Length": str(2 * MiB), "Content-Type": "application/offset+octet-stream"},
+            )
+            assert made.status_code == 201, made.text
+            ids.append(made.headers["location"].rsplit("/", 1)[1])
+            filler = fill(small_volume)
+            refused = client.post("/v1/files", json={"filename": "b.bin", "sizeBytes": 10})
+            assert refused.status_code == 507, refused.text  # what adds is still refused
+
+            deleted = client.delete(f"/v1/files/{ids[0]}")
+            assert deleted.status_code == 204, deleted.text
+            cancelled = client.post(f"/v1/files/{ids[1]}/cancel")
+            assert cancelled.status_code == 200 and cancelled.json()["status"] == "CANCELLED", cancelled.text
+            terminated = client.delete(f"/files/{ids[2]}", headers=tus)
+            assert terminated.status_code == 204, terminated.text
+            assert client.get(f"/v1/files/{ids[0]}").status_code == 404
+            assert client.get(f"/v1/files/{ids[1]}").json()["status"] == "CANCELLED"
+            assert client.get(f"/v1/files/{ids[2]}").status_code == 404
+            assert not [p for p in (data_dir / "blobs").rglob("*") if p.is_file() and p.parent.name in ids]
+
+            filler.unlink()
+            assert client.post("/v1/files", json={"filename": "b.bin", "sizeBytes": 10}).status_code == 201
+            # The room a delete may use is kept again for the next full volume.
+            reserve = data_dir / "chunkd.db-reserve"
+            wait_for(lambda: reserve.exists() and reserve.stat().st_blocks * 512 >= 4 * MiB, what="the reserve")
     finally:
         server.kill()

@@ -33,7 +33,8 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from chunkd.backends.repository.full import storage_fault
+from chunkd.backends.repository.full import is_full, storage_fault
+from chunkd.backends.repository.sqlite.reserve import SpaceReserve
 
 __all__ = ["MAX_BATCH", "GroupCommitWriter", "Readers", "connect"]
 
@@ -110,16 +111,19 @@ class GroupCommitWriter:
         self._queue: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._failed: BaseException | None = None
+        self.reserve = SpaceReserve(path)
         self._thread = threading.Thread(target=self._run, name="chunkd-sqlite-writer", daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._failed is not None:
             raise self._failed
 
-    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, work: Callable[[sqlite3.Connection], T], *, frees: bool = False) -> T:
         """Run ``work`` on the write connection inside a transaction and return its result once
         that transaction is committed; its exception (having rolled back only its own changes)
-        when it raises; the commit's error when the commit fails (then nothing of it is stored)."""
+        when it raises; the commit's error when the commit fails (then nothing of it is stored).
+        ``frees``: the write frees space (a delete, a cancel, an expiry), and may use the room
+        kept for that (``SpaceReserve``) when the volume is full."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Write(work, loop, future))
@@ -127,6 +131,8 @@ class GroupCommitWriter:
         try:
             return await _outcome(future)
         except sqlite3.OperationalError as exc:
+            if frees and is_full(exc) and self.reserve.release():
+                return await self.write(work)  # rolled back whole: run again, once
             # As the same fault on the blob volume is: 507 when full, 503 on an I/O error (the
             # upload resumable either way), not a 500.
             if (fault := storage_fault(exc)) is not None:
@@ -151,6 +157,7 @@ class GroupCommitWriter:
             self._ready.set()
             return
         self._ready.set()
+        self.reserve.restore()
         try:
             stopping = False
             while not stopping:
@@ -204,6 +211,7 @@ class GroupCommitWriter:
             fcntl.lockf(turns, fcntl.LOCK_UN)
         for write, (ok, value) in zip(batch, outcomes, strict=True):
             write.settle(ok, value)
+        self.reserve.restore()  # after a release: once there is room again (nothing to do otherwise)
 
 
 class Readers:

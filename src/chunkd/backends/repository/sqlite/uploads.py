@@ -32,7 +32,7 @@ from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
 from chunkd.backends.repository.sqlite.connections import GroupCommitWriter, Readers
 from chunkd.domain.errors import Conflict
 from chunkd.domain.events import Event
-from chunkd.domain.upload import Mode, Part, Upload
+from chunkd.domain.upload import Mode, Part, Status, Upload
 
 __all__ = ["SqliteUploadRepository"]
 
@@ -218,7 +218,8 @@ class SqliteUploadRepository(ColdPaths):
                 conn.executemany(_DELETE_PART, removed)
             _write_events(conn, events)
 
-        await self.writer.write(work)
+        # A cancel (or a rejection) frees the upload's bytes: it may use the room kept for that.
+        await self.writer.write(work, frees=upload.status is Status.CANCELLED)
 
     async def touch(self, upload_id: str, expires_at: datetime) -> None:
         when = _time(expires_at)
@@ -234,7 +235,7 @@ class SqliteUploadRepository(ColdPaths):
             _write_events(conn, events)
             return True
 
-        return await self.writer.write(work)
+        return await self.writer.write(work, frees=True)
 
     async def delete_upload(self, upload_id: str, events: Sequence[Event] = ()) -> None:
         def work(conn: sqlite3.Connection) -> None:
@@ -242,7 +243,7 @@ class SqliteUploadRepository(ColdPaths):
             conn.execute(_DELETE_UPLOAD, (upload_id,))
             _write_events(conn, events)
 
-        await self.writer.write(work)
+        await self.writer.write(work, frees=True)
 
     # ---- cold paths (listings, usage, gc): ColdPaths, through SQLAlchemy ----------------------
     async def ping(self) -> None:
