@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import httpx
 
+from chunkd.domain import errors as e
+from chunkd.frontends.native.errors import render_error as native_render
 from chunkd.service.crc import crc64_hex, crc64nvme
 from tests.conftest import Api
 
@@ -207,6 +209,38 @@ async def test_cancel_and_state_conflicts(api: Api) -> None:
     assert (await api.client.post(f"/v1/files/{done_id}/complete", headers=api.auth())).status_code == 200
     refused = await api.client.post(f"/v1/files/{done_id}/cancel", headers=api.auth())
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "invalid_state"
+
+
+async def test_state_conflicts_tell_the_sdk_not_to_retry(api: Api) -> None:
+    """Seed 004's client is a Stainless-generated SDK, which retries every 409 twice (backing off)
+    unless the answer says ``X-Should-Retry: false``: missing parts, a cancelled, completed or
+    expired upload answer the same again, so they say so. A busy upload (409 too) does not."""
+    data = os.urandom(2000)
+    file_id = (await create(api, data, 1000))["id"]
+    await put_part(api, file_id, 1, data[:1000])
+    missing = await api.client.post(f"/v1/files/{file_id}/complete", headers=api.auth())
+    assert missing.status_code == 409 and missing.headers["x-should-retry"] == "false"
+    cancelled_id = (await create(api, b"x" * 10, 1024))["id"]
+    assert (await api.client.post(f"/v1/files/{cancelled_id}/cancel", headers=api.auth())).status_code == 200
+    after_cancel = await api.client.post(f"/v1/files/{cancelled_id}/complete", headers=api.auth())
+    assert after_cancel.status_code == 409 and after_cancel.headers["x-should-retry"] == "false"
+    await put_part(api, file_id, 2, data[1000:])
+    assert (await api.client.post(f"/v1/files/{file_id}/complete", headers=api.auth())).status_code == 200
+    cancel_completed = await api.client.post(f"/v1/files/{file_id}/cancel", headers=api.auth())
+    assert cancel_completed.status_code == 409 and cancel_completed.headers["x-should-retry"] == "false"
+    pending_id = (await create(api, b"y" * 10, 1024))["id"]
+    service = api.runtime.uploads
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + timedelta(days=2)
+    try:
+        expired = await api.client.post(f"/v1/files/{pending_id}/complete", headers=api.auth())
+    finally:
+        service.clock = real_clock
+    assert expired.status_code == 409 and expired.headers["x-should-retry"] == "false"
+    busy = native_render(e.Busy("another request is writing this upload"))
+    assert busy is not None and busy.status_code == 409 and "x-should-retry" not in busy.headers
+    # Other errors are left to the SDK's own rules (it retries no other 4xx).
+    assert "x-should-retry" not in (await api.client.post("/v1/files/nope/complete", headers=api.auth())).headers
 
 
 async def test_an_upload_past_its_expiry_reads_as_expired_before_the_reaper_runs(api: Api) -> None:

@@ -16,10 +16,21 @@ from chunkd.frontends.http.json_body import UNPARSED_BODY
 from chunkd.frontends.refusals import Refusal, render_refusal
 from chunkd.scope import REQUEST_ID
 
-__all__ = ["error_response", "install_error_handlers", "refusal_response", "render_error", "status_for"]
+__all__ = [
+    "SHOULD_RETRY",
+    "error_response",
+    "install_error_handlers",
+    "refusal_response",
+    "render_error",
+    "status_for",
+]
 
 # The shared statuses, but an expired upload is a conflict with its state here (409), not gone.
 _STATUS = StatusTable((e.Expired, 409))
+
+
+# Stainless-generated SDKs' retry hint: "false" stops their automatic retries of a 408/409/429/5xx.
+SHOULD_RETRY = "X-Should-Retry"
 
 
 def status_for(error: e.ChunkdError) -> int:
@@ -52,6 +63,11 @@ def render_error(exc: Exception) -> JSONResponse | None:
         status = status_for(exc)
         response = error_response(status, code, message, field, **details)
         response.headers.update(error_headers(exc, status))
+        if status == 409 and not isinstance(exc, e.Busy):
+            # The Files API follows Lightfield's, whose SDK (Stainless-generated, as seed 004 shows
+            # it) retries every 409 twice, backing off, unless told not to: only a busy upload frees
+            # up; a cancelled, expired or completed one, or missing parts, answer the same again.
+            response.headers[SHOULD_RETRY] = "false"
         return response
     if isinstance(exc, RequestValidationError):
         field, message = validation_error(exc.errors())
