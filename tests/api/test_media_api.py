@@ -402,6 +402,26 @@ async def test_complete_validation_leaves_upload_pending(api: Api) -> None:
     assert ok.status_code == 201 and ok.json()["type"] == "image"
 
 
+async def test_a_repeated_complete_asking_another_type_is_refused(api: Api) -> None:
+    """A complete sent again answers the Media the first one made, but only as what it asks for:
+    asked for another type, it was answered 201 with the first type, as if created so."""
+    png = make_png(16, 8)
+    md5 = hashlib.md5(png).hexdigest()
+    upload_id = await chunked_upload(api.client, png, "x.png", api.auth())
+    first = await complete(api, upload_id, md5)  # the default: image, from the extension
+    assert first.status_code == 201 and first.json()["type"] == "image"
+    for other in ("eimage", "doc"):
+        refused = await complete(api, upload_id, md5, type=other)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["field"] == "type" and other in refused.json()["detail"]
+    # The same request again, with or without the type it made, is answered as the first.
+    for same in ({}, {"type": "image"}):
+        again = await complete(api, upload_id, md5, **same)
+        assert again.status_code == 201 and again.json() == first.json()
+    got = await api.client.get(f"/api/v2/media/{first.json()['id']}/", headers=api.auth())
+    assert got.json()["type"] == "image"
+
+
 async def test_incomplete_upload_cannot_complete(api: Api) -> None:
     png = make_png(500, 300)
     first = await api.client.post(

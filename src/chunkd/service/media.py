@@ -115,6 +115,13 @@ class MediaService:
             if existing is not None:
                 if md5 != upload.md5:
                     raise InvalidInput("md5 does not match the uploaded file", field="md5")
+                if media_type is not None and media_type is not existing.type:
+                    # Answering the record as it is would say "created" for a type not asked for.
+                    raise InvalidInput(
+                        f"upload_id {upload_id} was completed as media {existing.id} of type {existing.type.value};"
+                        f" its type cannot become {media_type.value}",
+                        field="type",
+                    )
                 return existing
         chosen = media_type or default_type(upload.filename, _hint(upload))
         self.check_size(chosen, upload.size_bytes or upload.bytes_received, field="upload_id")
