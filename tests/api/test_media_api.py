@@ -172,7 +172,11 @@ async def test_media_get_delete_owner_scoped(api: Api) -> None:
     assert (await api.client.get(f"/v1/files/{upload_id}", headers=api.auth())).status_code == 404
     assert (await api.client.delete(path.rstrip("/"), headers=api.auth())).status_code == 404
     for bad in ("not-a-number", "0", "-1", str(2**31), str(2**70)):  # never reaches the int4 column
-        assert (await api.client.get(f"/api/v2/media/{bad}/", headers=api.auth())).status_code == 404
+        for method in ("GET", "DELETE"):
+            missing = await api.client.request(method, f"/api/v2/media/{bad}/", headers=api.auth())
+            # As any missing media: not_found, naming the documented path parameter (not the handler's).
+            assert missing.status_code == 404, (bad, missing.text)
+            assert missing.json() == {"detail": f"no media with id {bad!r}", "code": "not_found", "field": "id"}
 
 
 async def test_media_ids_are_increasing_integers(api: Api) -> None:

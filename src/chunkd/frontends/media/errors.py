@@ -61,8 +61,10 @@ def render_error(exc: Exception) -> JSONResponse | None:
         return JSONResponse(body, status_code=status, headers=error_headers(exc, status))
     if isinstance(exc, RequestValidationError):
         name, detail = validation_error(exc.errors())
-        return JSONResponse(
-            {"detail": detail, "code": "invalid_input", "field": name},
-            status_code=400 if name != "media_id" else 404,
-        )
+        if name == "media_id":
+            # A path that is no media id (not a positive 32-bit integer) names no media: answered
+            # as any missing one, with the path parameter as documented (``/api/v2/media/{id}/``).
+            given = str(exc.errors()[0].get("input", ""))[:40]
+            return JSONResponse({"detail": f"no media with id {given!r}", "code": "not_found", "field": "id"}, 404)
+        return JSONResponse({"detail": detail, "code": "invalid_input", "field": name}, status_code=400)
     return None
