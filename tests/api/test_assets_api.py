@@ -4,6 +4,7 @@ seed's headers and body, cancel, and every documented error shape."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -193,6 +194,40 @@ async def test_part_size_rules_at_put(api: Api) -> None:
     assert last_long.status_code == 400
     got = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
     assert got["bytesReceived"] == 0
+
+
+def content_md5_of(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+async def test_a_part_or_body_is_checked_against_its_content_md5(api: Api) -> None:
+    """As S3's UploadPart and PutObject: a Content-MD5 sent with the bytes is checked before they
+    are kept (400, nothing kept), a malformed one is refused before any byte is read, and a
+    matching one is accepted. The header was ignored: bytes corrupted on the way were stored and
+    answered 200 with their own ETag."""
+    data = os.urandom(2 * PART + 10)
+    asset = await create(api, data)
+    url = asset["parts"][0]["uploadUrl"]
+    wrong = await api.client.put(url, content=data[:PART], headers={"Content-MD5": content_md5_of(b"other")})
+    await assert_error(wrong, words="Content-MD5")
+    malformed = await api.client.put(url, content=data[:PART], headers={"Content-MD5": "not-an-md5"})
+    await assert_error(malformed, words="Content-MD5")
+    assert (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()["bytesReceived"] == 0
+    right = await api.client.put(url, content=data[:PART], headers={"Content-MD5": content_md5_of(data[:PART])})
+    assert right.status_code == 200 and right.headers["etag"] == f'"{hashlib.md5(data[:PART]).hexdigest()}"'
+    # A single-PUT asset: a body that does not match its Content-MD5 leaves the asset unfinished,
+    # and the right body PUT again completes it.
+    small = os.urandom(PART // 2)
+    single = await create(api, small)
+    refused = await api.client.put(single["uploadUrl"], content=small, headers={"Content-MD5": content_md5_of(b"x")})
+    await assert_error(refused, words="Content-MD5")
+    native = (await api.client.get(f"/v1/files/{single['fileId']}", headers=api.auth())).json()
+    assert native["status"] == "PENDING"
+    done = await api.client.put(single["uploadUrl"], content=small, headers={"Content-MD5": content_md5_of(small)})
+    assert done.status_code == 200 and done.json()["status"] == "success", done.text
+    # Sent again once complete: a Content-MD5 that is not the asset's is refused too.
+    again = await api.client.put(single["uploadUrl"], content=small, headers={"Content-MD5": content_md5_of(b"y")})
+    await assert_error(again, words="Content-MD5")
 
 
 async def assert_error(response: Any, status: int = 400, words: str = "") -> None:

@@ -31,8 +31,17 @@ from chunkd.domain.parts import part_count
 from chunkd.domain.upload import MAX_PARTS, Mode, Status, Upload
 from chunkd.frontends import jsondepth
 from chunkd.frontends.assets.errors import ERROR_RESPONSES, render_error
+from chunkd.frontends.digests import request_digest
 from chunkd.frontends.forms import read_small_body
-from chunkd.frontends.http import content_length, dialect_route, isotime, principal, runtime, takes_file_bytes
+from chunkd.frontends.http import (
+    content_length,
+    content_md5,
+    dialect_route,
+    isotime,
+    principal,
+    runtime,
+    takes_file_bytes,
+)
 from chunkd.frontends.signed import SigningKey, signed_upload, signed_url
 from chunkd.service.uploads import UploadService
 
@@ -250,9 +259,18 @@ async def put_part(
     owner = await _writer(request, path, file_id, expires, signature, key_id)
     service = runtime(request).uploads
     await _asset(service, owner, file_id, with_parts=False)
-    # The asset API's contract is S3's: a part's ETag is its MD5 (clients compare them).
+    # The asset API's contract is S3's: a part's ETag is its MD5 (clients compare them), and a
+    # Content-MD5 (or x-amz-checksum-*) sent with the part is checked before it is kept.
+    wanted = request_digest(request.headers)
     part = await service.put_part(
-        owner, file_id, part_number, request.stream(), declared_size=content_length(request), md5_etag=True
+        owner,
+        file_id,
+        part_number,
+        request.stream(),
+        content_md5=content_md5(request),
+        declared_size=content_length(request),
+        md5_etag=True,
+        digest=(wanted.hasher, wanted.expected, wanted.field) if wanted is not None else None,
     )
     return Response(status_code=200, headers={"ETag": f'"{part.md5}"', "Access-Control-Expose-Headers": "ETag"})
 
@@ -269,9 +287,15 @@ async def put_content(
     length = content_length(request)
     if length is not None and length != upload.size_bytes:
         raise e.SizeMismatch(f"Content-Length {length} is not the asset's filesize {upload.size_bytes}")
+    md5 = content_md5(request)  # S3's PutObject checks it; so does this PUT, before completing
     if upload.status is not Status.COMPLETED:
         await service.put_whole(owner, file_id, request.stream())
-        upload = await service.complete(owner, file_id)
+        try:
+            upload = await service.complete(owner, file_id, md5=md5)
+        except e.ChecksumMismatch as exc:  # left PENDING: the right bytes PUT again replace these
+            raise e.ChecksumMismatch("the body does not match its Content-MD5", field="Content-MD5") from exc
+    elif md5 is not None and md5 != upload.md5:
+        raise e.ChecksumMismatch("the body does not match its Content-MD5", field="Content-MD5")
     elif not await same_bytes(request.stream(), upload.size_bytes or 0, upload.md5):
         # The same body again is a retry whose answer was lost: answered as before. Other bytes
         # would be dropped under a "success": the asset is complete and its bytes stay as they are.

@@ -3,7 +3,7 @@
 - ``context``: the runtime on ``app.state``, the authenticated principal (once per request), the
   public base URL, ``takes_file_bytes`` (marks routes whose body is file bytes, for rate limits);
 - ``headers``: byte counts (``Content-Length``, ``Upload-Length``, ``Upload-Offset``), whether a
-  body is declared, byte ranges;
+  body is declared, byte ranges, ``Content-MD5``;
 - ``values``: timestamps and ``Content-Disposition``;
 - ``errors``: the status of each engine error (``StatusTable``), the headers every error answer
   carries (``WWW-Authenticate``, ``Retry-After``), the field of a validation error, and
@@ -28,6 +28,7 @@ from chunkd.frontends.http.headers import (
     ByteRange,
     byte_count,
     content_length,
+    content_md5,
     declares_body,
     field_value,
     parse_length,
@@ -45,6 +46,7 @@ __all__ = [
     "byte_count",
     "content_disposition",
     "content_length",
+    "content_md5",
     "declares_body",
     "dialect_route",
     "error_headers",

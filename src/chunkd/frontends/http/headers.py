@@ -1,6 +1,6 @@
 """Request headers every dialect reads the same way: byte counts (``Content-Length``, and the
-``Upload-Length``/``Upload-Offset`` of tus and the draft), whether a body is declared, and byte
-ranges (RFC 9110)."""
+``Upload-Length``/``Upload-Offset`` of tus and the draft), whether a body is declared, byte
+ranges (RFC 9110), and a body's ``Content-MD5`` (RFC 1864)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from chunkd.domain.checksum import parse_content_md5
 from chunkd.domain.errors import InvalidInput
 
 __all__ = [
     "ByteRange",
     "byte_count",
     "content_length",
+    "content_md5",
     "declares_body",
     "field_value",
     "parse_length",
@@ -59,6 +61,18 @@ def content_length(request: Request) -> int | None:
     """The request's Content-Length when it is given (to refuse a wrong-sized body before reading
     it); a value that is not a number of bytes is refused, naming the header."""
     return parse_length(request.headers.get("content-length"), "Content-Length")
+
+
+def content_md5(request: Request) -> str | None:
+    """The request's ``Content-MD5`` as lower-case hex, to be checked against its body; None when
+    absent; a value that is not the base64 of 16 bytes is refused, naming the header."""
+    value = request.headers.get("content-md5")
+    if value is None:
+        return None
+    try:
+        return parse_content_md5(value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="Content-MD5") from None
 
 
 def declares_body(headers: Mapping[str, str]) -> bool:

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from chunkd.auth.principal import Principal, require_scope
 from chunkd.auth.signing import Grant
 from chunkd.domain import errors as e
-from chunkd.domain.checksum import parse_content_md5, parse_md5_hex
+from chunkd.domain.checksum import parse_md5_hex
 from chunkd.domain.events import file_object, file_summary
 from chunkd.domain.metadata import PRE_FINISH, PURPOSE_METADATA_KEY
 from chunkd.domain.names import is_upload_id
@@ -26,6 +26,7 @@ from chunkd.frontends.digests import request_digest
 from chunkd.frontends.http import (
     DOWNLOAD,
     content_length,
+    content_md5,
     dialect_route,
     file_response,
     principal,
@@ -245,20 +246,13 @@ async def put_part(request: Request, file_id: FileId, part_number: Annotated[int
     dependency solving and serialisation (frontends.http.routes: a part is a hot path)."""
     who = await principal(request, "files:create")
     service = runtime(request).uploads
-    content_md5 = request.headers.get("content-md5")
-    digest = None
-    if content_md5 is not None:
-        try:
-            digest = parse_content_md5(content_md5)
-        except ValueError as exc:
-            raise e.InvalidInput(str(exc), field="Content-MD5") from None
     wanted = request_digest(request.headers)
     part = await service.put_part(
         who.owner,
         file_id,
         part_number,
         request.stream(),
-        content_md5=digest,
+        content_md5=content_md5(request),
         declared_size=content_length(request),
         digest=(wanted.hasher, wanted.expected, wanted.field) if wanted is not None else None,
     )
