@@ -531,6 +531,44 @@ async def test_seed_literal_client_without_qqtotalfilesize(api: Api) -> None:
     assert got.content == data
 
 
+async def test_seed_literal_client_with_qqtotalfilesize_and_the_chunk_size_on_every_chunk(api: Api) -> None:
+    """The same client telling the size: its last chunk's qqchunksize is the chunk size all chunks
+    share (the seed's "the size of the chunk"), not its own. Accepted as it is without
+    qqtotalfilesize; with it, the last chunk was refused (qqchunksize must be 321), so the file
+    could never be finished. Its bytes are still checked, and any other qqchunksize refused."""
+    data = os.urandom(3 * CHUNK + 321)
+    size = [("qqtotalfilesize", str(len(data)))]
+    first = await post_form(api, form(seed_chunk_fields(0, 4, None) + size, data[:CHUNK]))
+    assert first.status_code == 200, first.text
+    file_uuid = first.json()["file_uuid"]
+    for index in (1, 2):
+        piece = data[index * CHUNK : (index + 1) * CHUNK]
+        assert (await post_form(api, form(seed_chunk_fields(index, 4, file_uuid) + size, piece))).status_code == 200
+    last = seed_chunk_fields(3, 4, file_uuid) + size
+    short = await post_form(api, form(last, data[3 * CHUNK : -1]))
+    assert_fine_uploader_error(short, 400, "qqfile")
+    wrong = [(name, "999" if name == "qqchunksize" else value) for name, value in last]
+    assert_fine_uploader_error(await post_form(api, form(wrong, data[3 * CHUNK :])), 400, "qqchunksize")
+    response = await post_form(api, form(last, data[3 * CHUNK :]))
+    assert response.json() == {"file_uuid": file_uuid, "success": True}, response.text
+    done = await api.client.post(
+        "/api/v2/pm/upload/?done/",
+        data={"qquuid": file_uuid, "qqfilename": "seed.bin", "qqmd5": hashlib.md5(data).hexdigest()},
+        headers=api.auth(),
+    )
+    assert done.status_code == 200, done.text
+    # A file of one chunk, smaller than the chunk size, sent so.
+    small = os.urandom(321)
+    one = [*seed_chunk_fields(0, 1, None), ("qqtotalfilesize", str(len(small)))]
+    whole = await post_form(api, form(one, small))
+    assert whole.status_code == 200, whole.text
+    got = await api.client.post(
+        "/api/v2/pm/upload/?done/", data={"qquuid": whole.json()["file_uuid"], "qqfilename": "s"}, headers=api.auth()
+    )
+    assert got.status_code == 200, got.text
+    assert (await api.client.get(got.json()["file_url"], headers=api.auth())).content == small
+
+
 async def test_without_qqtotalfilesize_out_of_order_and_errors(api: Api) -> None:
     data = os.urandom(3 * CHUNK + 5)
     file_uuid = str(uuid.uuid4())

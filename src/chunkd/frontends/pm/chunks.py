@@ -238,11 +238,16 @@ def _check_chunk(upload: Upload, qq: QQ, index: int) -> None:
         )
     chunk = qq.integer("qqchunksize")
     expected = upload.expected_part_size(index + 1)
-    if upload.size_bytes is None and index + 1 == count:
+    last = index + 1 == count
+    if upload.size_bytes is None and last:
         if chunk is not None and not 0 < chunk <= expected:
             raise e.PartSizeMismatch(f"qqchunksize of the last chunk must be 1 to {expected}", field="qqchunksize")
-    elif chunk is not None and chunk != expected:
-        raise e.PartSizeMismatch(f"qqchunksize must be {expected} for chunk {index}", field="qqchunksize")
+    elif chunk is not None and chunk != expected and not (last and chunk == upload.part_size):
+        # The last chunk may give its own size (Fine Uploader's qqchunksize) or the chunk size all
+        # chunks share (the seed's "the size of the chunk"), as it may when the file's size is
+        # still unknown; its bytes are checked against its own size either way.
+        sizes = f"{expected} (or the chunk size, {upload.part_size})" if last else str(expected)
+        raise e.PartSizeMismatch(f"qqchunksize must be {sizes} for chunk {index}", field="qqchunksize")
 
 
 async def store_chunk(
