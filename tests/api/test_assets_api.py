@@ -414,6 +414,30 @@ async def test_openapi_lists_the_seeds_actions(api: Api) -> None:
     assert schemas["CompleteAsset"]["properties"]["action"]["enum"] == ["complete", "cancel"]
 
 
+async def test_openapi_types_the_seeds_answers(api: Api) -> None:
+    """Seed 003's 200 fields (every one a string) and the created asset are typed in the published
+    document, as the Files API's answers are; they were untyped objects, so a generated client
+    handed back bare dicts."""
+    document = (await api.client.get("/openapi.json")).json()
+    schemas, paths = document["components"]["schemas"], document["paths"]
+
+    def answer(method: str, path: str, status: str) -> dict[str, Any]:
+        ref = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        schema: dict[str, Any] = schemas[ref.rsplit("/", 1)[1]]
+        return schema
+
+    for method, path in (("post", "/asset/complete"), ("put", "/asset/{file_id}/content")):
+        result = answer(method, path, "200")
+        assert set(result["required"]) == RESULT_FIELDS
+        assert {name: field["type"] for name, field in result["properties"].items()} == dict.fromkeys(
+            RESULT_FIELDS, "string"
+        )
+    created = answer("post", "/asset", "201")
+    assert {"fileId", "filename", "filesize", "s3Key", "multipart", "expiresAt"} <= set(created["required"])
+    assert created["properties"]["filesize"]["type"] == "integer"
+    assert created["properties"]["expiresAt"]["format"] == "date-time"
+
+
 async def test_openapi_lists_no_410_the_asset_api_never_answers(api: Api) -> None:
     """An expired asset is a 400 in this dialect (seed 003 lists 400, 401 and 403): the document
     does not promise a 410 Gone that no asset operation sends."""

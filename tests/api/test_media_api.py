@@ -179,6 +179,32 @@ async def test_media_get_delete_owner_scoped(api: Api) -> None:
             assert missing.json() == {"detail": f"no media with id {bad!r}", "code": "not_found", "field": "id"}
 
 
+async def test_openapi_types_the_media_and_chunk_answers(api: Api) -> None:
+    """Seed 002's Media (every field, with its type) and the chunk answer are typed in the
+    published document; they were untyped objects, so a generated client handed back bare dicts."""
+    document = (await api.client.get("/openapi.json")).json()
+    schemas, paths = document["components"]["schemas"], document["paths"]
+
+    def answer(method: str, path: str, status: str) -> dict[str, Any]:
+        ref = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        schema: dict[str, Any] = schemas[ref.rsplit("/", 1)[1]]
+        return schema
+
+    for media in (answer("post", COMPLETE_PATH, "201"), answer("get", "/api/v2/media/{media_id}/", "200")):
+        assert set(media["required"]) == MEDIA_FIELDS
+        fields = media["properties"]
+        assert fields["id"]["type"] == "integer" and fields["order"]["type"] == "integer"
+        assert fields["added_at"] == {"type": "string", "format": "date-time", "title": "Added At"}
+        assert fields["type"]["enum"] == ["image", "doc", "eimage"] and fields["image"]["type"] == "string"
+        for name in ("title", "description", "url", "embed"):
+            assert {"type": "null"} in fields[name]["anyOf"]
+        assert {"type": "integer"} in fields["image_width"]["anyOf"]
+    chunk = answer("post", CHUNK_PATH, "201")
+    assert set(chunk["required"]) == {"upload_id", "offset", "expires"}
+    assert chunk["properties"]["offset"]["type"] == "integer"
+    assert chunk["properties"]["expires"]["format"] == "date-time"
+
+
 async def test_media_ids_are_increasing_integers(api: Api) -> None:
     ids = []
     for who in ("alice", "bob", "alice"):

@@ -175,8 +175,9 @@ def test_generated_client_media_chunks(server: ChunkdServer, generated: ModuleTy
         body=models.UploadChunkApiV2MediaUploadChunkPostBody(image=types.File(payload=BytesIO(png[:half]))),
         content_range=f"bytes 0-{half - 1}/{len(png)}",
     )
-    assert not isinstance(first, models.MediaError) and first is not None, first
-    upload_id = first["upload_id"]
+    assert isinstance(first, models.MediaChunk), first
+    assert first.offset == half and isinstance(first.expires, datetime)
+    upload_id = first.upload_id
     second = chunk.sync(
         client=client,
         body=models.UploadChunkApiV2MediaUploadChunkPostBody(
@@ -184,12 +185,13 @@ def test_generated_client_media_chunks(server: ChunkdServer, generated: ModuleTy
         ),
         content_range=f"bytes {half}-{len(png) - 1}/{len(png)}",
     )
-    assert not isinstance(second, models.MediaError) and second["offset"] == len(png), second
+    assert isinstance(second, models.MediaChunk) and second.offset == len(png), second
     body = models.CompleteUploadApiV2MediaUploadCompletePostBody(upload_id=upload_id, md5=hashlib.md5(png).hexdigest())
     media = _api(generated, "complete_upload").sync(client=client, body=body)
-    assert not isinstance(media, models.MediaError) and media is not None, media
-    assert media["type"] == "image" and media["image_width"] == 60
-    downloaded = _api(generated, "media_file").sync(media["id"], client=client)
+    assert isinstance(media, models.Media), media
+    assert media.type_ == "image" and media.image_width == 60 and isinstance(media.added_at, datetime)
+    assert media.title is None and media.embed is None
+    downloaded = _api(generated, "media_file").sync(media.id, client=client)
     assert isinstance(downloaded, types.File) and downloaded.payload.read() == png
 
 
@@ -203,15 +205,15 @@ def test_generated_client_asset_multipart(server: ChunkdServer, generated: Modul
     created = _api(generated, "create_asset").sync(
         client=client, body=models.CreateAsset(filename="asset.bin", filesize=len(data))
     )
-    assert not isinstance(created, models.AssetError) and created is not None, created
-    assert created["multipart"] is True
+    assert isinstance(created, models.AssetObject), created
+    assert created.multipart is True and isinstance(created.part_size, int)
     put_part = _api(generated, "put_part_asset")
     parts = []
-    for entry in created["parts"]:
-        number, (expires, key_id, signature) = entry["partNumber"], _signed(entry["uploadUrl"])
-        piece = data[(number - 1) * created["partSize"] : number * created["partSize"]]
+    for entry in created.parts:
+        number, (expires, key_id, signature) = entry.part_number, _signed(entry.upload_url)
+        piece = data[(number - 1) * created.part_size : number * created.part_size]
         answer = put_part.sync_detailed(
-            created["fileId"],
+            created.file_id,
             number,
             client=client,
             body=types.File(payload=BytesIO(piece)),
@@ -224,14 +226,15 @@ def test_generated_client_asset_multipart(server: ChunkdServer, generated: Modul
     done = _api(generated, "complete_asset").sync(
         client=client,
         body=models.CompleteAsset(
-            file_id=created["fileId"],
+            file_id=created.file_id,
             action=models.CompleteAssetAction("complete"),  # the schema's enum, as generated
-            upload_id=created["uploadId"],
+            upload_id=created.upload_id,
             parts=parts,
         ),
     )
-    assert not isinstance(done, models.AssetError) and done is not None and done["status"] == "success", done
-    view = _api(generated, "download_v1").sync(created["fileId"], client=client)
+    assert isinstance(done, models.AssetResult) and done.status == "success", done
+    assert done.original_file_id == "" and done.to_dict()["s3Key"] == f"masters/{created.file_id}/asset.bin"
+    view = _api(generated, "download_v1").sync(created.file_id, client=client)
     assert (
         isinstance(view, types.File) and hashlib.md5(view.payload.read()).hexdigest() == hashlib.md5(data).hexdigest()
     )

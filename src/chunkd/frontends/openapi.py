@@ -30,6 +30,8 @@ from pydantic import BaseModel
 
 from chunkd.domain.media import MediaType
 from chunkd.frontends.assets.router import CompleteAsset, CreateAsset
+from chunkd.frontends.assets.schemas import AssetObject, AssetResult
+from chunkd.frontends.media.schemas import Media, MediaChunk
 
 __all__ = ["SECURITY_SCHEMES", "customise", "install_openapi"]
 
@@ -82,6 +84,12 @@ def _model_ref(model: type[BaseModel]) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
+def _answer(status: int, model: type[BaseModel], description: str, **members: Any) -> dict[str, Any]:
+    """A success response whose JSON body is ``model`` (routes that build their answers as dicts)."""
+    body = {"description": description, "content": {"application/json": {"schema": _model_ref(model)}}, **members}
+    return {"responses": {str(status): body}}
+
+
 _MEDIA_COMPLETE: dict[str, Any] = {
     "type": "object",
     "required": ["upload_id", "md5"],
@@ -91,7 +99,9 @@ _MEDIA_COMPLETE: dict[str, Any] = {
         "type": {"type": "string", "enum": [t.value for t in MediaType], "description": "The media's type."},
     },
 }
-# What each operation's handler reads from the raw request: (method, path) → additions.
+_ETAG = {"ETag": {"schema": {"type": "string"}, "description": "The asset's MD5, quoted."}}
+# What each operation's handler reads from the raw request, and what it answers when FastAPI cannot
+# see it (a dict built by hand): (method, path) → additions.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("put", "/v1/files/{file_id}/parts/{part_number}"): {
         "requestBody": _octets("The part's bytes: exactly partSize bytes (the last part: the rest)."),
@@ -111,12 +121,15 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("put", "/asset/{file_id}/content"): {
         "requestBody": _octets("The whole asset (up to one part); the PUT completes it."),
+        **_answer(200, AssetResult, "Stored and completed.", headers=_ETAG),
     },
     ("post", "/asset"): {
         "requestBody": {"required": True, "content": {"application/json": {"schema": _model_ref(CreateAsset)}}},
+        **_answer(201, AssetObject, "The asset, with its upload URL(s)."),
     },
     ("post", "/asset/complete"): {
         "requestBody": {"required": True, "content": {"application/json": {"schema": _model_ref(CompleteAsset)}}},
+        **_answer(200, AssetResult, "Completed or cancelled."),
     },
     ("post", "/api/v2/media/upload/chunk/"): {
         "requestBody": {
@@ -139,6 +152,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
                 "bytes START-END/TOTAL of this chunk; without it (and upload_id) the chunk is the whole file.",
             )
         ],
+        **_answer(201, MediaChunk, "The chunk is stored."),
     },
     ("post", "/api/v2/media/upload/complete/"): {
         # The seed's own encoding. JSON and multipart bodies with the same fields are accepted too, but
@@ -149,13 +163,15 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
             "description": "Also accepted as JSON or multipart/form-data with the same fields.",
             "content": {"application/x-www-form-urlencoded": {"schema": _MEDIA_COMPLETE}},
         },
+        **_answer(201, Media, "The Media."),
     },
+    ("get", "/api/v2/media/{media_id}/"): _answer(200, Media, "The Media."),
 }
 DOWNLOAD_HEADERS = [
     _header("Range", "bytes=START-END (one range): answered with 206 and Content-Range."),
     _header("If-Range", "The ETag the Range applies to; another one gets the whole file."),
 ]
-MODELS: tuple[type[BaseModel], ...] = (CreateAsset, CompleteAsset)
+MODELS: tuple[type[BaseModel], ...] = (CreateAsset, CompleteAsset, AssetObject, AssetResult, Media, MediaChunk)
 
 
 def _walk(node: Any, visit: Callable[[dict[str, Any]], None]) -> None:
