@@ -228,6 +228,11 @@ async def test_whole_small_file_without_chunk_fields(api: Api) -> None:
         "url": body["file_url"],
         "thumbnail": None,
     }
+    # The published document types it so (it was an untyped object).
+    document = (await api.client.get("/openapi.json")).json()
+    answer = document["paths"]["/api/v2/pm/upload/{file_uuid}/info"]["get"]["responses"]["200"]
+    schema = document["components"]["schemas"][answer["content"]["application/json"]["schema"]["$ref"].split("/")[-1]]
+    assert set(schema["required"]) == set(obj) and schema["properties"]["filesize"]["type"] == "integer"
     # Without qquuid or a declared size, the server names it and measures it.
     bare = await post_form(api, form([("qqfilename", "n.txt")], b"hello"))
     assert bare.status_code == 200, bare.text

@@ -32,6 +32,7 @@ from chunkd.domain.media import MediaType
 from chunkd.frontends.assets.router import CompleteAsset, CreateAsset
 from chunkd.frontends.assets.schemas import AssetObject, AssetResult
 from chunkd.frontends.media.schemas import Media, MediaChunk
+from chunkd.frontends.pm.schemas import PmFile
 
 __all__ = ["SECURITY_SCHEMES", "customise", "install_openapi"]
 
@@ -166,12 +167,21 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         **_answer(201, Media, "The Media."),
     },
     ("get", "/api/v2/media/{media_id}/"): _answer(200, Media, "The Media."),
+    ("get", "/api/v2/pm/upload/{file_uuid}/info"): _answer(200, PmFile, "The File object."),
 }
 DOWNLOAD_HEADERS = [
     _header("Range", "bytes=START-END (one range): answered with 206 and Content-Range."),
     _header("If-Range", "The ETag the Range applies to; another one gets the whole file."),
 ]
-MODELS: tuple[type[BaseModel], ...] = (CreateAsset, CompleteAsset, AssetObject, AssetResult, Media, MediaChunk)
+MODELS: tuple[type[BaseModel], ...] = (
+    CreateAsset,
+    CompleteAsset,
+    AssetObject,
+    AssetResult,
+    Media,
+    MediaChunk,
+    PmFile,
+)
 
 
 def _walk(node: Any, visit: Callable[[dict[str, Any]], None]) -> None:
