@@ -345,3 +345,25 @@ async def test_old_events_with_final_deliveries_are_forgotten_with_them(metadata
     assert (await hooks.dispatch(T0 + 40 * day, 10)).events == 1  # the undispatched one is still there
     again = await hooks.redeliver("we_all", new.delivery.id, T0 + 41 * day, "dlv_again")
     assert again is not None and again.event_id == new.delivery.event_id
+
+
+async def test_a_claim_takes_each_endpoints_oldest_few_and_skips_those_named(metadata: MetadataStore) -> None:
+    """What the delivery worker's endpoint lanes claim: at most ``per_endpoint`` of each endpoint's
+    due deliveries (its oldest), none of ``skip_endpoints`` (lanes already full); and a delivery
+    released (claimed, never sent: its worker stopped) is free for the next claim at once."""
+    hooks = metadata.webhooks
+    for endpoint_id, owner in (("we_a", "alice"), ("we_b", "alice"), ("we_c", "bob")):
+        await hooks.add_endpoint(endpoint(endpoint_id, owner))
+    for step in range(3):  # one event at a time: each endpoint's deliveries are due one after another
+        await created_upload(metadata)
+        if step < 2:
+            await created_upload(metadata, "bob")
+        await hooks.dispatch(T0 + step * S, 10)
+    now, lease = T0 + 10 * S, T0 + 40 * S
+    claimed = await hooks.claim(now, lease, 10, per_endpoint=2, skip_endpoints=["we_b"])
+    assert sorted(c.endpoint.id for c in claimed) == ["we_a", "we_a", "we_c", "we_c"]
+    oldest_two = sorted(d.id for d in (await hooks.list_deliveries("we_a", 10))[1:])  # newest first
+    assert sorted(c.delivery.id for c in claimed if c.endpoint.id == "we_a") == oldest_two
+    await hooks.release([c.delivery.id for c in claimed if c.endpoint.id == "we_a"])
+    again = await hooks.claim(now, lease, 10, per_endpoint=3)
+    assert sorted(c.endpoint.id for c in again) == ["we_a"] * 3 + ["we_b"] * 3  # we_c's two are still leased

@@ -36,9 +36,9 @@ class CountingClaims:
     async def dispatch(self, now: datetime, limit: int) -> Dispatched:
         return await self.repo.dispatch(now, limit)
 
-    async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
+    async def claim(self, now: datetime, lease_until: datetime, limit: int, **limits: Any) -> list[ClaimedDelivery]:
         self.claims += 1
-        return await self.repo.claim(now, lease_until, limit)
+        return await self.repo.claim(now, lease_until, limit, **limits)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.repo, name)

@@ -4,7 +4,7 @@ deliver the outbox without sending one delivery twice at once."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -129,9 +129,23 @@ class WebhookRepository(Protocol):
         """Turn up to ``limit`` undispatched outbox events into one pending delivery per matching,
         enabled endpoint, and mark them dispatched, atomically (each event by exactly one node)."""
 
-    async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
+    async def claim(
+        self,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        *,
+        per_endpoint: int | None = None,
+        skip_endpoints: Collection[str] = (),
+    ) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` due pending deliveries (no live lease held by anyone, endpoint
-        enabled) until ``lease_until``; another node skips them meanwhile."""
+        enabled) until ``lease_until``; another node skips them meanwhile. The owners take turns
+        (each one's oldest, then each one's second…); at most ``per_endpoint`` of one endpoint
+        (its oldest; None: no limit), and none of ``skip_endpoints``."""
+
+    async def release(self, delivery_ids: Collection[str]) -> None:
+        """Give up the leases of claimed deliveries not sent (still pending), so that any node may
+        claim them at once instead of when the leases run out."""
 
     async def record_success(self, delivery_id: str, now: datetime, response_status: int) -> None: ...
 

@@ -64,7 +64,16 @@ class EventSettings(BaseModel):
         "events written by the node itself are picked up at once).",
     )
     webhook_concurrency: int = Field(
-        DELIVERY.concurrency, ge=1, description="Deliveries one node sends at the same time (default 8)."
+        DELIVERY.concurrency,
+        ge=1,
+        description="Deliveries one node sends to one endpoint at the same time (default 8); each endpoint's are "
+        "sent without waiting for any other endpoint's.",
+    )
+    webhook_max_in_flight: int = Field(
+        DELIVERY.in_flight,
+        ge=1,
+        description="Deliveries one node holds at once over every endpoint, being sent or claimed and waiting for "
+        "their endpoint's turn (default 100; each send is one connection).",
     )
     event_retention_days: float = Field(
         30.0,
@@ -152,5 +161,6 @@ class EventSettings(BaseModel):
             disable_after=self.webhook_disable_after_seconds,
             poll=self.webhook_poll_seconds,
             concurrency=self.webhook_concurrency,
+            in_flight=self.webhook_max_in_flight,
             block_private=self.webhook_block_private,
         )

@@ -13,7 +13,7 @@ written lost those events)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -209,12 +209,22 @@ class SqlWebhookRepository(SqlStore):
                 await conn.execute(insert(D), rows)
         return Dispatched(len(taken), len(rows))
 
-    async def claim(self, now: datetime, lease_until: datetime, limit: int) -> list[ClaimedDelivery]:
+    async def claim(
+        self,
+        now: datetime,
+        lease_until: datetime,
+        limit: int,
+        *,
+        per_endpoint: int | None = None,
+        skip_endpoints: Collection[str] = (),
+    ) -> list[ClaimedDelivery]:
         free = and_(
             D.c.status == DeliveryStatus.PENDING.value,
             D.c.next_attempt_at <= now,
             or_(D.c.lease_until.is_(None), D.c.lease_until < now),
         )
+        if skip_endpoints:
+            free = and_(free, D.c.endpoint_id.not_in(list(skip_endpoints)))
         # The owners take turns (each one's oldest due delivery, then each one's second…): oldest
         # first alone gave one owner's backlog (many events, endpoints that answer slowly or not at
         # all, so each round lasts the timeout) every batch, and every other owner's deliveries
@@ -222,19 +232,30 @@ class SqlWebhookRepository(SqlStore):
         # endpoint's deliveries share them too. The turns rank every due delivery: a claim of 8
         # over a backlog of 20,000 due ones took 75-150 ms on SQLite (7 ms oldest first) and
         # 153 ms on PostgreSQL (49 ms) (2026-12-02); a backlog that large is a receiver down for long.
-        turns = (
-            select(
-                D.c.id,
-                D.c.next_attempt_at,
-                func.row_number()
-                .over(partition_by=events.c.owner, order_by=(D.c.next_attempt_at, D.c.id))
-                .label("turn"),
-            )
+        # With ``per_endpoint`` the turns rank only each endpoint's oldest: one sort of every due
+        # delivery by endpoint, and the owners' sort over the few left (88 ms against 124 ms for
+        # the owners' turns alone over 20,000 due, SQLite, 2026-12-03; 206 ms with both over all).
+        oldest_first = (D.c.next_attempt_at, D.c.id)
+        places = (
+            select(D.c.id, D.c.event_id, D.c.next_attempt_at)
             .join(E, E.c.id == D.c.endpoint_id)
-            .join(events, events.c.id == D.c.event_id)
             .where(free, E.c.disabled_at.is_(None))
-            .subquery("turns")
         )
+        if per_endpoint is not None:
+            places = places.add_columns(
+                func.row_number().over(partition_by=D.c.endpoint_id, order_by=oldest_first).label("place")
+            )
+        due_rows = places.subquery("places")
+        heads = select(
+            due_rows.c.id,
+            due_rows.c.next_attempt_at,
+            func.row_number()
+            .over(partition_by=events.c.owner, order_by=(due_rows.c.next_attempt_at, due_rows.c.id))
+            .label("turn"),
+        ).join(events, events.c.id == due_rows.c.event_id)
+        if per_endpoint is not None:
+            heads = heads.where(due_rows.c.place <= per_endpoint)
+        turns = heads.subquery("turns")
         candidates = (
             select(D.c.id)
             .join(turns, turns.c.id == D.c.id)
@@ -278,6 +299,14 @@ class SqlWebhookRepository(SqlStore):
                 )
                 for row in rows
             ]
+
+    async def release(self, delivery_ids: Collection[str]) -> None:
+        if delivery_ids:
+            await self.run(
+                update(D)
+                .where(D.c.id.in_(list(delivery_ids)), D.c.status == DeliveryStatus.PENDING.value)
+                .values(lease_until=None)
+            )
 
     async def record_success(self, delivery_id: str, now: datetime, response_status: int) -> None:
         async with self.transaction() as conn:
