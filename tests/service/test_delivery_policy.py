@@ -50,5 +50,13 @@ def test_a_receivers_wait_is_kept_up_to_the_longest_delay() -> None:
     for asked, floor in ((120, 120), (2, 4.5), (10**9, 3600)):
         when = policy.retry_at(claimed(0), T0, not_before=asked)
         assert when is not None and floor <= (when - T0).total_seconds() <= max(floor, 5.5)
-    # Still none past the window, whatever the receiver asked.
-    assert DeliveryPolicy(retry_window=60).retry_at(claimed(0), T0, not_before=120) is None
+
+
+def test_a_receivers_wait_past_the_window_gets_a_last_attempt_at_its_end() -> None:
+    """A 429 or 503 whose ``Retry-After`` points past the retry window: one more attempt at the
+    window's end (the delivery failed at once, with the window barely begun). Once the backoff
+    alone is past the window, there is none, whatever the receiver asked."""
+    policy = DeliveryPolicy(retry_base=5, retry_window=60)
+    assert policy.retry_at(claimed(0), T0, not_before=120) == T0 + timedelta(seconds=60)
+    assert policy.retry_at(claimed(0), T0 + timedelta(seconds=50), not_before=3600) == T0 + timedelta(seconds=60)
+    assert policy.retry_at(claimed(3), T0 + timedelta(seconds=50), not_before=3600) is None  # 40 s of backoff

@@ -68,14 +68,16 @@ class DeliveryPolicy:
         """When to try again after a failed attempt, or None once the window has passed. Delays
         double from ``retry_base`` up to ``retry_max_delay``, with ±10 % jitter so that many
         deliveries failing together do not all come back at once; never sooner than
-        ``not_before`` seconds (the receiver's ``Retry-After``), up to ``retry_max_delay``."""
+        ``not_before`` seconds (the receiver's ``Retry-After``), up to ``retry_max_delay``, unless
+        that is past the window: then once more at its end. A receiver asking for a pause (a 429,
+        a 503 while it is maintained) asks for later, not for never: its wait past the window
+        made the delivery fail at once, with most of the window left."""
         attempts = claimed.delivery.attempts  # before this one
         delay = min(self.retry_base * 2 ** min(attempts, 40), self.retry_max_delay) * random.uniform(0.9, 1.1)
-        delay = max(delay, min(not_before, self.retry_max_delay))
-        when = now + timedelta(seconds=delay)
-        if when > claimed.delivery.created_at + timedelta(seconds=self.retry_window):
+        end = claimed.delivery.created_at + timedelta(seconds=self.retry_window)
+        if now + timedelta(seconds=delay) > end:
             return None
-        return when
+        return min(now + timedelta(seconds=max(delay, min(not_before, self.retry_max_delay))), end)
 
 
 def retry_after(status: int, value: str | None, now: datetime) -> float:
