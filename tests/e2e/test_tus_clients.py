@@ -4,6 +4,7 @@ source's every time."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.e2e
 MiB = 1024 * 1024
 TESTS = Path(__file__).resolve().parents[1]
 JS_CLIENT = TESTS / "e2e" / "js" / "tus_upload.cjs"
+HELD_CLIENT = TESTS / "e2e" / "js" / "tus_held.cjs"
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
@@ -93,9 +95,13 @@ def test_tuspy_resumes_after_the_server_is_killed(live_server: ChunkdServer, tmp
     assert download_md5(live_server, key, second.url) == md5
 
 
-def run_js(server: ChunkdServer, endpoint: str, key: str, file: Path, **options: object) -> dict:
+def require_tus_js_client() -> None:
     if shutil.which("node") is None or not (TESTS / "node_modules" / "tus-js-client").exists():
         pytest.fail("node and tests/node_modules/tus-js-client are needed: run scripts/test-deps.sh")
+
+
+def run_js(server: ChunkdServer, endpoint: str, key: str, file: Path, **options: object) -> dict:
+    require_tus_js_client()
     result = subprocess.run(
         ["node", str(JS_CLIENT), endpoint, key, str(file), json.dumps(options)],
         capture_output=True,
@@ -133,6 +139,117 @@ def test_tus_js_client_draft_modes_with_a_stream_complete(
     out = run_js(live_server, f"{live_server.url}/files", key, source, protocol=protocol, stream=True, chunkSize=MiB)
     info = stored(live_server, key, out["url"])
     assert info["status"] == "COMPLETED" and info["md5"] == md5
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"uploadLengthDeferred": True, "pipe": True},
+        {"uploadLengthDeferred": True, "pipe": True, "protocol": "ietf-draft-05"},
+        {"uploadDataDuringCreation": True},
+        {"uploadDataDuringCreation": True, "protocol": "ietf-draft-03"},
+        {"overridePatchMethod": True},
+    ],
+    ids=[
+        "deferred-length",
+        "deferred-length-draft-05",
+        "data-during-creation",
+        "data-during-creation-draft-03",
+        "override-patch-method",
+    ],
+)
+def test_tus_js_client_options(
+    e2e_server: ChunkdServer, e2e_key: str, tmp_path: Path, options: dict[str, object]
+) -> None:
+    """tus-js-client's options that change what goes on the wire: a length told only with the last
+    PATCH (creation-defer-length; the draft's Upload-Complete: ?1 there), the first chunk in the
+    creation request (creation-with-upload), PATCH sent as POST with X-HTTP-Method-Override."""
+    source = tmp_path / "options.bin"
+    md5 = random_file(source, 3 * MiB + 5)
+    out = run_js(e2e_server, f"{e2e_server.url}/files", e2e_key, source, chunkSize=MiB, **options)
+    info = stored(e2e_server, e2e_key, out["url"])
+    assert info["status"] == "COMPLETED" and info["md5"] == md5
+    assert info["sizeBytes"] == 3 * MiB + 5 and info["filename"] == "options.bin"
+
+
+@pytest.mark.parametrize("protocol", ["tus-v1", "ietf-draft-05"])
+def test_tus_js_client_terminates_an_upload(
+    e2e_server: ChunkdServer, e2e_key: str, tmp_path: Path, protocol: str
+) -> None:
+    """``upload.abort(true)`` (an application's cancel) sends DELETE: the upload and its bytes go."""
+    source = tmp_path / "cancelled.bin"
+    random_file(source, 3 * MiB)
+    out = run_js(
+        e2e_server, f"{e2e_server.url}/files", e2e_key, source, chunkSize=MiB, terminateAfter=MiB, protocol=protocol
+    )
+    assert out["terminated"] == MiB
+    upload_id = out["url"].rstrip("/").rsplit("/", 1)[1]
+    gone = httpx.get(f"{e2e_server.url}/v1/files/{upload_id}", headers={"Authorization": f"Bearer {e2e_key}"})
+    assert gone.status_code == 404
+
+
+def test_tus_js_client_retries_across_a_server_restart(live_server: ChunkdServer, tmp_path: Path) -> None:
+    """The server is killed (-9) before each client's third PATCH is sent (tus 1.0 and both draft
+    modes, one client each) and started again while they retry: each asks where to resume (HEAD)
+    and goes on from its two acknowledged MiB, on the same upload, and stores the source's bytes."""
+    require_tus_js_client()
+    key = live_server.create_key("alice")
+    source = tmp_path / "restart.bin"
+    size = 6 * MiB + 3
+    md5 = random_file(source, size)
+    clients = [
+        subprocess.Popen(
+            ["node", str(HELD_CLIENT), f"{live_server.url}/files", key, str(source), json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for options in ({"chunkSize": MiB, "protocol": p} for p in ("tus-v1", "ietf-draft-03", "ietf-draft-05"))
+    ]
+    try:
+        held = [json.loads(client.stdout.readline())["held"] for client in clients if client.stdout]
+        live_server.kill()
+        for client in clients:  # each held PATCH now meets a closed port
+            assert client.stdin is not None
+            client.stdin.write("go\n")
+            client.stdin.flush()
+        live_server.start()
+        outputs = [client.communicate(timeout=120) for client in clients]
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+    for client, url, (out, err) in zip(clients, held, outputs, strict=True):
+        assert client.returncode == 0, err
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result["url"] == url
+        methods = result["methods"]
+        assert methods.count("POST") == 1 and "HEAD" in methods
+        resumed = methods[len(methods) - methods[::-1].index("HEAD") :]
+        assert resumed == ["PATCH"] * 5  # 4 MiB + 3 bytes left after the two acknowledged MiB
+        info = stored(live_server, key, url)
+        assert info["status"] == "COMPLETED" and info["md5"] == md5
+        assert sum(part["sizeBytes"] for part in info["parts"]) == size
+
+
+def test_tuspy_sends_checksums_and_uploads_async(e2e_server: ChunkdServer, e2e_key: str, tmp_path: Path) -> None:
+    """tuspy's ``upload_checksum`` (an ``Upload-Checksum: sha1`` on every PATCH, the checksum
+    extension) and its asyncio uploader (aiohttp)."""
+    from tusclient import client as tus_client
+
+    source = tmp_path / "checked.bin"
+    md5 = random_file(source, 3 * MiB + 1)
+    client = tus_client.TusClient(f"{e2e_server.url}/files", headers={"Authorization": f"Bearer {e2e_key}"})
+    checked = client.uploader(str(source), chunk_size=MiB, upload_checksum=True, metadata={"filename": "checked.bin"})
+    checked.upload()
+    concurrent = client.async_uploader(str(source), chunk_size=2 * MiB, upload_checksum=True)
+    asyncio.run(concurrent.upload())
+    for url in (checked.url, concurrent.url):
+        assert url is not None
+        info = stored(e2e_server, e2e_key, url)
+        assert info["status"] == "COMPLETED" and info["md5"] == md5
 
 
 def test_tus_js_client_resumes_after_a_connection_is_cut_mid_patch(live_server: ChunkdServer, tmp_path: Path) -> None:
