@@ -290,3 +290,56 @@ def test_tus_js_client_draft_resumes_after_a_restart(server: ChunkdServer, tmp_p
     assert second["firstOffset"] == 4 * MiB  # resumed where the first process stopped
     download, info = stored_md5(server, key, second["url"])
     assert info["status"] == "COMPLETED" and info["md5"] == md5 == download
+
+
+def curl_heads(output: bytes) -> list[tuple[int, dict[str, str]]]:
+    """The responses ``curl -i`` printed, informational ones included: (status, lower-cased fields)."""
+    heads: list[tuple[int, dict[str, str]]] = []
+    for block in output.split(b"\r\n\r\n"):
+        lines = block.decode("latin-1").split("\r\n")
+        if lines[0].startswith("HTTP/"):
+            fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+            heads.append((int(lines[0].split()[1]), {name.lower(): value for name, value in fields.items()}))
+    return heads
+
+
+@pytest.mark.parametrize("v", [6, 8])
+def test_curl_creates_resumes_and_completes(server: ChunkdServer, tmp_path: Path, v: int) -> None:
+    """The draft by hand with curl: a creation carrying the first bytes (?0), the offset asked with
+    HEAD, the rest appended with PATCH (application/partial-upload, ?1). curl shows the 104s."""
+    curl = shutil.which("curl") or pytest.fail("curl is needed")
+    key = server.create_key("alice")
+    first, rest = tmp_path / "first", tmp_path / "rest"
+    data = os.urandom(3 * MiB + 11)
+    first.write_bytes(data[: 2 * MiB + 5])
+    rest.write_bytes(data[2 * MiB + 5 :])
+    draft = ["-H", f"Authorization: Bearer {key}", "-H", f"Upload-Draft-Interop-Version: {v}"]
+
+    def run(*args: str) -> list[tuple[int, dict[str, str]]]:
+        done = subprocess.run([curl, "-sS", "-i", *draft, *args], capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return curl_heads(done.stdout)
+
+    name = 'Content-Disposition: attachment; filename="by curl.bin"'
+    created = run(
+        *("-X", "POST", "-H", "Upload-Complete: ?0", "-H", f"Upload-Length: {len(data)}", "-H", name),
+        *("-H", "Content-Type: application/octet-stream", "--data-binary", f"@{first}", f"{server.url}/files"),
+    )
+    statuses = [status for status, _ in created]
+    assert statuses[0] == 104 and statuses[-1] == 201
+    location = created[0][1]["location"]
+    assert created[-1][1]["location"] == location
+    assert [int(h["upload-offset"]) for s, h in created if s == 104 and "upload-offset" in h] == [MiB, 2 * MiB]
+    [(status, state)] = run("-I", location)
+    assert status == 204
+    assert [state["upload-offset"], state["upload-complete"]] == [str(2 * MiB + 5), "?0"]
+    assert state["upload-length"] == str(len(data))
+    appended = run(
+        *("-X", "PATCH", "-H", f"Upload-Offset: {2 * MiB + 5}", "-H", "Upload-Complete: ?1"),
+        *("-H", "Content-Type: application/partial-upload", "--data-binary", f"@{rest}", location),
+    )
+    status, final = appended[-1]
+    assert status == 200 and final["upload-complete"] == "?1" and final["upload-offset"] == str(len(data))
+    download, info = stored_md5(server, key, location)
+    assert info["status"] == "COMPLETED" and info["md5"] == hashlib.md5(data).hexdigest() == download
+    assert (info["filename"], info["mimeType"]) == ("by curl.bin", "application/octet-stream")
