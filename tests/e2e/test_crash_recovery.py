@@ -2,12 +2,14 @@
 every acknowledged part is intact, the uploads resume from the parts list and complete with the
 right MD5; ``chunkd gc`` then removes what the killed requests left behind. Half of the uploads are
 *replacing* parts they had already sent when the kill comes: each part is then wholly the old or
-wholly the new copy, never a mix."""
+wholly the new copy, never a mix. The same for tus PATCHes, and for an IETF draft creation whose
+announced (104) offsets must all survive."""
 
 from __future__ import annotations
 
 import hashlib
 import random
+import socket
 import subprocess
 import threading
 import time
@@ -19,6 +21,7 @@ import httpx
 import pytest
 
 from tests.support.files import FilesClient, part_etag, seeded_bytes
+from tests.support.raw_http import ResponseReader
 from tests.support.server import BIN, ChunkdServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -239,5 +242,48 @@ def test_kill_9_mid_tus_patches_then_resume(tmp_path: Path) -> None:
                 file_id = upload.url.rstrip("/").rsplit("/", 1)[1]
                 state = http.get(f"/v1/files/{file_id}", headers=tus).json()
                 assert (state["status"], state["md5"]) == ("COMPLETED", upload.md5)
+    finally:
+        server.kill()
+
+
+def test_kill_9_mid_draft_creation_keeps_every_announced_offset(tmp_path: Path) -> None:
+    """An IETF draft creation (interop 8) streaming a whole file when the server is killed, right
+    after it announced a durable offset in a 104: on restart the upload's HEAD reports at least that
+    offset, and the client's append from there completes the file with the right MD5."""
+    mib = 1024 * 1024
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_FSYNC": "true", "CHUNKD_RESUMABLE_PROGRESS_BYTES": str(mib)})
+    server.start()
+    try:
+        key = server.create_key("alice")
+        data = seeded_bytes(800, 5 * mib + 3)
+        head = (
+            f"POST /files HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: Bearer {key}\r\n"
+            f"Upload-Draft-Interop-Version: 8\r\nUpload-Complete: ?1\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(head.encode())
+            responses = ResponseReader(sock)
+            status, created = responses.next_head()
+            assert status == 104
+            sock.sendall(data[: 2 * mib + 500])
+            announced = [int(responses.next_head()[1]["upload-offset"]) for _ in range(2)]
+            assert announced == [mib, 2 * mib]
+            server.kill()
+        server.start()
+        draft = {"Authorization": f"Bearer {key}", "Upload-Draft-Interop-Version": "8"}
+        with httpx.Client(timeout=60) as http:
+            state = http.head(created["location"], headers=draft)
+            assert state.status_code == 204
+            offset = int(state.headers["upload-offset"])
+            assert 2 * mib <= offset <= 2 * mib + 500
+            assert (state.headers["upload-complete"], state.headers["upload-length"]) == ("?0", str(len(data)))
+            appended = {
+                "Upload-Offset": str(offset),
+                "Upload-Complete": "?1",
+                "Content-Type": "application/partial-upload",
+            }
+            done = http.patch(created["location"], headers={**draft, **appended}, content=data[offset:])
+            assert done.status_code == 200, done.text
+            assert done.json()["md5"] == hashlib.md5(data).hexdigest()
     finally:
         server.kill()
