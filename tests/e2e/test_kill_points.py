@@ -201,4 +201,3 @@ def test_a_concatenation_killed_at_each_step_is_made_again(killed: Killed) -> No
             len(b"".join(pieces))
         )
         assert killed.http.get(f"/files/{upload_id}").content == b"".join(pieces)
-
