@@ -252,6 +252,26 @@ def test_tuspy_sends_checksums_and_uploads_async(e2e_server: ChunkdServer, e2e_k
         assert info["status"] == "COMPLETED" and info["md5"] == md5
 
 
+def test_tus_js_client_parallel_uploads_in_a_draft_mode_are_refused_naming_the_field(
+    e2e_server: ChunkdServer, e2e_key: str, tmp_path: Path
+) -> None:
+    """The draft has no concatenation: tus-js-client's final POST in a draft mode (Upload-Concat, no
+    Upload-Complete) is a 400 naming Upload-Complete, which the client reports (docs/tus.md)."""
+    require_tus_js_client()
+    source = tmp_path / "parallel-draft.bin"
+    random_file(source, 2 * MiB)
+    options = json.dumps({"parallelUploads": 2, "protocol": "ietf-draft-05"})
+    result = subprocess.run(
+        ["node", str(JS_CLIENT), f"{e2e_server.url}/files", e2e_key, str(source), options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "while creating upload" in result.stderr and "response code: 400" in result.stderr
+    assert '"field": "Upload-Complete"' in result.stderr
+
+
 def test_tus_js_client_resumes_after_a_connection_is_cut_mid_patch(live_server: ChunkdServer, tmp_path: Path) -> None:
     key = live_server.create_key("alice")
     source = tmp_path / "cut.bin"
