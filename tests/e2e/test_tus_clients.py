@@ -188,6 +188,15 @@ def test_tus_js_client_terminates_an_upload(
     assert gone.status_code == 404
 
 
+def held_url(client: subprocess.Popen[str]) -> str:
+    """The upload URL tus_held.cjs prints when it holds its PATCH (the client's error if it ended first)."""
+    assert client.stdout is not None and client.stderr is not None
+    line = client.stdout.readline()
+    if not line:
+        pytest.fail(f"tus_held.cjs ended before holding a PATCH: {client.stderr.read()}")
+    return str(json.loads(line)["held"])
+
+
 def test_tus_js_client_retries_across_a_server_restart(live_server: ChunkdServer, tmp_path: Path) -> None:
     """The server is killed (-9) before each client's third PATCH is sent (tus 1.0 and both draft
     modes, one client each) and started again while they retry: each asks where to resume (HEAD)
@@ -208,7 +217,7 @@ def test_tus_js_client_retries_across_a_server_restart(live_server: ChunkdServer
         for options in ({"chunkSize": MiB, "protocol": p} for p in ("tus-v1", "ietf-draft-03", "ietf-draft-05"))
     ]
     try:
-        held = [json.loads(client.stdout.readline())["held"] for client in clients if client.stdout]
+        held = [held_url(client) for client in clients]
         live_server.kill()
         for client in clients:  # each held PATCH now meets a closed port
             assert client.stdin is not None

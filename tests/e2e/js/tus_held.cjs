@@ -18,8 +18,9 @@ const upload = new tus.Upload(fs.readFileSync(file), {
   endpoint,
   headers: { Authorization: `Bearer ${token}` },
   metadata: { filename: path.basename(file) },
-  // About a minute in all: a loaded machine may take many seconds to start the server again.
-  retryDelays: [0, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000],
+  // A retry every half second for a minute: a loaded machine may take many seconds to start the
+  // server again, and the test should go on as soon as it is back (not at the next long backoff).
+  retryDelays: Array.from({ length: 120 }, () => 500),
   ...JSON.parse(optionsJson || "{}"),
   async onBeforeRequest(req) {
     methods.push(req.getMethod());
