@@ -166,6 +166,18 @@ async def test_missing_parts_and_wrong_md5_leave_upload_pending(api: Api) -> Non
     assert ok.status_code == 200 and ok.json()["status"] == "COMPLETED"
 
 
+async def test_a_part_etag_is_described_as_what_it_is(api: Api) -> None:
+    """Without Content-MD5 a part's etag is its CRC-64/NVME, not its MD5: the published document
+    said "The part's MD5", and a client comparing it with the part's MD5 saw every part differ."""
+    data = os.urandom(100)
+    file_id = (await create(api, data, 1024))["id"]
+    etag = (await put_part(api, file_id, 1, data)).json()["etag"]
+    assert etag == f'"{crc64_hex(crc64nvme(data))}"' and etag != f'"{hashlib.md5(data).hexdigest()}"'
+    schemas = (await api.client.get("/openapi.json")).json()["components"]["schemas"]
+    described = schemas["PartObject"]["properties"]["etag"]["description"]
+    assert "CRC-64/NVME" in described and "Content-MD5" in described
+
+
 async def test_part_validation(api: Api) -> None:
     data = os.urandom(2500)
     file_id = (await create(api, data, 1000))["id"]

@@ -55,7 +55,11 @@ class CompleteRequest(BaseModel):
 class PartObject(BaseModel):
     partNumber: int
     sizeBytes: int
-    etag: str | None = Field(description="The part's MD5, quoted; null for bytes appended through tus or media.")
+    etag: str | None = Field(
+        description="The part's checksum, quoted, to compare (never to parse): its MD5 when it was sent with"
+        " Content-MD5, else its CRC-64/NVME (16 hex digits; on an S3 store, the store's MD5 ETag); null for bytes"
+        " appended through tus or media."
+    )
 
 
 class FileCompleteResponse(BaseModel):
