@@ -27,7 +27,10 @@ class Media(BaseModel):
     title: str | None
     description: str | None
     url: str | None
-    image: str = Field(description="The file's URL, signed: it works without credentials until it expires.")
+    image: str | None = Field(
+        description="The file's URL, signed: it works without credentials until it expires. Null for a credential"
+        " without files:read (the URL would read what it may not)."
+    )
     image_width: int | None = Field(description="Pixels; a document's first page in points.")
     image_height: int | None = Field(description="Pixels; a document's first page in points.")
     order: int
