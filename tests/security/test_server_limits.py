@@ -377,7 +377,10 @@ def test_sigterm_waits_for_requests_in_flight_only_so_long(tmp_path: Path, kind:
             head += "Content-Type: application/offset+octet-stream\r\n"
         stop = threading.Event()
         with _connect(server.port) as sock:
-            sock.sendall(f"{head}Host: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 10000000\r\n\r\n".encode())
+            sock.sendall(
+                f"{head}Host: x\r\nAuthorization: Bearer {key}\r\nX-Request-Id: cut-{kind}\r\n"
+                "Content-Length: 10000000\r\n\r\n".encode()
+            )
 
             def trickle() -> None:  # 8 KiB a second: above the minimum rate, for minutes
                 while not stop.wait(0.25):
@@ -397,13 +400,14 @@ def test_sigterm_waits_for_requests_in_flight_only_so_long(tmp_path: Path, kind:
             try:
                 status, headers, body = read_response(sock)
                 assert status == 503 and headers.get("retry-after") and b"shutting down" in body, (status, body)
+                assert headers.get("x-request-id") == f"cut-{kind}"  # the id its log lines name
                 server.process.wait(timeout=30)  # it was still up, draining, as long as the body came
             finally:
                 stop.set()
                 sender.join()
         log = server.log.read_text()
         assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
-        assert "request cut by the shutdown" in log
+        assert f"request cut by the shutdown: {head.split()[0]} {head.split()[1]}, request id cut-{kind}" in log
     finally:
         server.kill()
 

@@ -422,6 +422,7 @@ class _CycleApp:
                     (b"content-type", b"text/plain; charset=utf-8"),
                     (b"content-length", str(len(body)).encode()),
                     (b"retry-after", b"5"),
+                    (b"x-request-id", request_id_of(scope).encode()),  # as its access line says it
                     (b"connection", b"close"),
                 ]
                 await send({"type": "http.response.start", "status": 503, "headers": headers})
