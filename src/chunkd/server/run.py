@@ -110,7 +110,8 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
             send_timeout=settings.send_timeout_seconds,
             min_send_rate=settings.min_body_rate_bytes_per_second,
         ),
-        "timeout_keep_alive": int(settings.keep_alive_timeout_seconds),
+        # As given: int() made 0.5 s a 0 (keep-alive off) and 2.9 s 2 s (uvicorn takes a float).
+        "timeout_keep_alive": settings.keep_alive_timeout_seconds,
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_seconds)),
         "limit_concurrency": settings.limit_concurrency,
         **_proxy_options(settings),
