@@ -58,6 +58,17 @@ async def test_pre_create_refusal_in_each_dialects_shape(api: Api, hooks: HookSe
     assert allowed.status_code == 201
 
 
+async def test_a_hook_call_carries_the_request_id(api: Api, hooks: HookServer) -> None:
+    """The hook service can name, in its own logs, the request it was asked about: the id of the
+    request's access line and X-Request-Id (the client's, or the one chunkd made)."""
+    given = await api.client.post(
+        "/v1/files", json={"filename": "a.txt", "sizeBytes": 3}, headers={**api.auth(), "X-Request-Id": "trace-9"}
+    )
+    made = await api.client.post("/v1/files", json={"filename": "b.txt", "sizeBytes": 3}, headers=api.auth())
+    assert given.status_code == made.status_code == 201
+    assert [call["_request_id"] for call in hooks.calls()] == ["trace-9", made.headers["x-request-id"]]
+
+
 async def test_pre_create_sets_metadata_and_status_maps(api: Api, hooks: HookServer) -> None:
     hooks.rules(
         {

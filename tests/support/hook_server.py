@@ -47,7 +47,7 @@ class HookServer(ReceiverProcess):
 def _serve(port: int, rules_file: Path, log_file: Path) -> None:
     def answer(path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
         call = json.loads(body)
-        append_json_line(log_file, call)
+        append_json_line(log_file, {**call, "_request_id": headers.get("x-request-id")})  # the X-Request-Id it carried
         rules = json.loads(rules_file.read_text()).get(call["hook"], {})
         rule = rules.get(call["upload"]["filename"], rules.get("*", {}))
         if "http_status" in rule:

@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunkd.metrics import OTHER, Metrics
 from chunkd.observability.logwriter import BatchingHandler
-from chunkd.scope import REQUEST_ID
+from chunkd.scope import CURRENT_REQUEST_ID, REQUEST_ID
 
 __all__ = ["UNMATCHED", "AccessLog", "configure_access_logger", "log"]
 
@@ -147,6 +147,7 @@ class AccessLog:
             request_id = f"{random.getrandbits(128):032x}"
         state = scope.setdefault("state", {})
         state[REQUEST_ID] = request_id
+        current = CURRENT_REQUEST_ID.set(request_id)  # for what the request runs; reset at its end
         echoed = request_id.encode()
         # [bytes in, bytes out, status, upload-body frontend (None: not an upload body), decided?,
         #  the response's Content-Length, the client went away?]
@@ -198,6 +199,7 @@ class AccessLog:
                 seen[2] = 499 if seen[6] else 503 if isinstance(exc, asyncio.CancelledError) else 500
             raise
         finally:
+            CURRENT_REQUEST_ID.reset(current)
             status = seen[2] or 499  # no response at all: the client went away first
             route = self._route(scope, path, root_path)
             method = scope["method"] if scope["method"] in METHODS else OTHER

@@ -37,6 +37,7 @@ from chunkd.domain import errors as e
 from chunkd.domain.events import file_object
 from chunkd.domain.metadata import ENGINE_KEYS, PRE_FINISH
 from chunkd.domain.upload import Upload
+from chunkd.scope import CURRENT_REQUEST_ID
 from chunkd.service.tls import outgoing_tls
 
 __all__ = ["NO_HOOKS", "ContentRejected", "HookChain", "HttpHooks", "UploadHooks", "count_hook", "rejection"]
@@ -188,7 +189,10 @@ class HttpHooks:
 
     async def _answer(self, body: dict[str, Any]) -> bytes:
         """The body of a 2xx answer, at most ``MAX_ANSWER_BYTES`` of it (ValueError otherwise)."""
-        async with self.client.stream("POST", self.url, json=body) as response:
+        # The request's id, as its access line and X-Request-Id say it: the hook's logs can name it.
+        request_id = CURRENT_REQUEST_ID.get()
+        headers = {"X-Request-Id": request_id} if request_id else None
+        async with self.client.stream("POST", self.url, json=body, headers=headers) as response:
             if not 200 <= response.status_code < 300:
                 raise ValueError(f"HTTP {response.status_code}")
             content = bytearray()
