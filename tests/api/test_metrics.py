@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections import Counter
@@ -295,3 +296,21 @@ def test_inspection_label_values_are_bounded() -> None:
     metrics.media_inspection("svg", "exploded", 0.1)  # unknown values are counted as "other"
     text = metrics.render(pending=None).decode()
     assert 'chunkd_media_inspections_total{kind="other",outcome="other"} 1.0' in text
+
+
+async def test_an_inspection_refused_for_a_full_queue_is_counted_busy(tmp_path: Path) -> None:
+    from chunkd.domain.errors import RateLimited
+    from chunkd.service.inspection import InspectionLimits, InspectionPool
+
+    metrics = Metrics(process_metrics=False)
+    limits = InspectionLimits(workers=1, timeout_seconds=1, memory_bytes=2**28, max_pdf_pages=1, max_image_pixels=1)
+    pool = InspectionPool(dataclasses.replace(limits, queue=0))
+    pool.count, pool.occupancy = metrics.media_inspection, metrics.media_inspection_occupancy
+    await pool._take_turn("bob")  # the one worker is taken, and no job may wait
+    with pytest.raises(RateLimited):
+        await pool.inspect("pdf", str(tmp_path / "x.pdf"), owner="alice")
+    text = metrics.render(pending=None).decode()
+    assert 'chunkd_media_inspections_total{kind="pdf",outcome="busy"} 1.0' in text
+    assert "chunkd_media_inspections_running 1.0" in text and "chunkd_media_inspections_waiting 0.0" in text
+    pool._give_back("bob")
+    assert "chunkd_media_inspections_running 0.0" in metrics.render(pending=None).decode()
