@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,11 +133,20 @@ async def test_pre_download_refusal(api: Api, hooks: HookServer) -> None:
     assert tus.status_code == 403 and "embargoed" in tus.text
 
 
-async def test_failure_policy_rejects_as_retryable(api: Api, hooks: HookServer) -> None:
+async def test_failure_policy_rejects_as_retryable(
+    api: Api, hooks: HookServer, caplog: pytest.LogCaptureFixture
+) -> None:
     hooks.rules({"pre-create": {"*": {"http_status": 500}}})
-    response = await api.client.post("/v1/files", json={"filename": "x.txt", "sizeBytes": 1}, headers=api.auth())
+    with caplog.at_level(logging.WARNING, logger="chunkd.service.hooks"):
+        response = await api.client.post(
+            "/v1/files", json={"filename": "x.txt", "sizeBytes": 1}, headers={**api.auth(), "X-Request-Id": "trace-5"}
+        )
     assert response.status_code == 409 and response.json()["error"]["code"] == "hook_unavailable"
     assert response.headers["retry-after"] == "1"
+    # The warning names the request the client was refused (its answer's X-Request-Id).
+    assert any(
+        "pre-create hook failed" in r.getMessage() and "request id trace-5" in r.getMessage() for r in caplog.records
+    )
     hooks.stop()
     down = await api.client.post("/v1/files", json={"filename": "x.txt", "sizeBytes": 1}, headers=api.auth())
     assert down.status_code == 409 and down.json()["error"]["code"] == "hook_unavailable"

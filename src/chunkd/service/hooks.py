@@ -170,7 +170,9 @@ class HttpHooks:
             if isinstance(exc, TimeoutError):
                 exc = TimeoutError(f"no answer within {self.timeout:g} s")
             self.count(hook, "error")
-            log.warning("%s hook failed (%s); policy: %s", hook, exc, "allow" if self.fail_open else "reject")
+            policy = "allow" if self.fail_open else "reject"
+            request_id = CURRENT_REQUEST_ID.get() or "-"
+            log.warning("%s hook failed (%s); policy: %s, request id %s", hook, exc, policy, request_id)
             if self.fail_open:
                 return {}
             error = e.Busy(f"the {hook} hook is not available; try again later", field="hook")
