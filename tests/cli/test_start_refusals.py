@@ -4,10 +4,13 @@ lines). Any other failed start keeps its traceback: that one is a bug to report.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
 import traceback
+
+import pytest
 
 from chunkd.backends.repository.sqlalchemy.database import SchemaMismatch
 from chunkd.domain.errors import StorageError
@@ -78,3 +81,23 @@ logging.getLogger("chunkd.service").debug("not shown")
         "INFO:     forgot 3 event(s)",
         "INFO:     client disconnected",
     ], ran.stderr
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_python_warning_is_one_line_with_its_level(log_format: str) -> None:
+    """A library's ``warnings.warn`` wrote its own two lines to stderr (the warning, then the
+    source line it points at), with no level, and plain text in JSON mode too."""
+    script = f"""
+import logging, logging.config, warnings
+from chunkd.server.run import log_config
+logging.config.dictConfig(log_config({log_format!r}))
+warnings.warn("a library's warning", UserWarning)
+"""
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    [line] = ran.stderr.splitlines()
+    if log_format == "json":
+        record = json.loads(line)
+        assert (record["level"], record["logger"]) == ("WARNING", "py.warnings")
+        assert record["message"].endswith("UserWarning: a library's warning")
+    else:
+        assert line.startswith("WARNING:") and line.endswith("UserWarning: a library's warning"), line

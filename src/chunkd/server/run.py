@@ -57,6 +57,16 @@ class OneLineFaults(logging.Filter):
         return True
 
 
+class OneLineWarnings(logging.Filter):
+    """A Python warning routed through logging is ``file:line: Category: message`` and then the
+    source line it points at, on a line of its own (and a trailing line break): kept to its
+    first line, so it is one line of the log like any other."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = record.getMessage().strip().splitlines()[0], ()
+        return True
+
+
 def log_config(log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging set-up plus chunkd's server logger (disconnects, refused heads) and its
     start-up line (storage and store capabilities) at info level, while uvicorn's own stay at warning;
@@ -68,9 +78,10 @@ def log_config(log_format: str = "text") -> dict[str, Any]:
     has its existing children reset by ``dictConfig``, and ``chunkd.access`` (made with the app,
     before uvicorn applies the dict) would lose its own handler.
 
-    ``log_format="json"`` (``CHUNKD_LOG_FORMAT``) writes every line as one JSON object
-    (:mod:`chunkd.observability.logformat`): uvicorn's and the libraries' lines included, and
-    Python warnings, which are routed through logging then (they wrote plain text to stderr)."""
+    Python warnings go through logging too, one line each (``OneLineWarnings``): they wrote their
+    own two lines to stderr, with no level. ``log_format="json"`` (``CHUNKD_LOG_FORMAT``) writes
+    every line as one JSON object (:mod:`chunkd.observability.logformat`), uvicorn's and the
+    libraries' lines included."""
     from uvicorn.config import LOGGING_CONFIG
 
     logging.getLogger("chunkd").setLevel(logging.INFO)
@@ -87,10 +98,17 @@ def log_config(log_format: str = "text") -> dict[str, Any]:
         "propagate": False,
         "filters": ["one_line_faults"],
     }
+    logging.captureWarnings(True)  # the "py.warnings" logger
+    config["filters"]["one_line_warnings"] = {"()": OneLineWarnings}
+    config["loggers"]["py.warnings"] = {
+        "handlers": ["default"],
+        "level": "WARNING",
+        "propagate": False,
+        "filters": ["one_line_warnings"],
+    }
     if log_format == "json":
         json_lines = {"()": "chunkd.observability.logformat.JsonLines"}
         config["formatters"] = {"default": json_lines, "access": json_lines}
-        logging.captureWarnings(True)  # the "py.warnings" logger, through the root's handler
     return config
 
 
