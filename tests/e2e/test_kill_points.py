@@ -201,3 +201,23 @@ def test_a_concatenation_killed_at_each_step_is_made_again(killed: Killed) -> No
             len(b"".join(pieces))
         )
         assert killed.http.get(f"/files/{upload_id}").content == b"".join(pieces)
+
+
+@pytest.mark.parametrize("killed", [KillPoint(SAVE, "after", 1)], ids=lambda p: p.id, indirect=True)
+def test_a_whole_put_killed_while_it_records_its_replacements_replaces_all_or_none(killed: Killed) -> None:
+    """A whole-file PUT over parts the upload holds replaces them only once its whole body has
+    arrived; killed while it records them, the upload holds the old parts or the new ones, never
+    some of each (a complete without an MD5 would make a file nobody sent)."""
+    old, new = seeded_bytes(7, 3 * MiB), seeded_bytes(8, 3 * MiB)
+    made = killed.http.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(old), "partSize": MiB})
+    file_id = made.json()["id"]
+    for number in (1, 2, 3):
+        piece = old[(number - 1) * MiB : number * MiB]
+        assert killed.http.put(f"/v1/files/{file_id}/parts/{number}", content=piece).status_code == 200
+    killed.dies("PUT", f"/v1/files/{file_id}/content", content=new)
+
+    etags = [p["etag"] for p in killed.http.get(f"/v1/files/{file_id}").json()["parts"]]
+    assert etags in [[part_etag(d[n * MiB : (n + 1) * MiB]) for n in range(3)] for d in (old, new)], etags
+    done = killed.http.post(f"/v1/files/{file_id}/complete", json={})
+    assert done.status_code == 200, done.text
+    assert killed.http.get(f"/v1/files/{file_id}/content").content in (old, new)

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from chunkd.domain.checksum import ResumableMD5, StreamHasher
 from chunkd.domain.errors import (
@@ -154,9 +154,9 @@ class Parts(Lifecycle):
                 await previous
             if not await reader.at_end():
                 raise SizeMismatch(f"the body is longer than sizeBytes ({upload.size_bytes})", field="body")
-            while held:  # the whole body arrived, of the right length: the replacements count now
-                number, streamed, ref = held.pop(0)  # a failed record discards its own blob
-                await self._commit_part(owner, upload_id, number, streamed, upload, ref=ref)
+            if held:  # the whole body arrived, of the right length: the replacements count now
+                replacements, held = held, []  # a failed record discards its own blobs
+                await self._record_replacements(owner, upload_id, replacements, upload)
         finally:
             if committing is not None:
                 # The body broke off (or was too short) after a whole part: that part is kept, so the
@@ -239,6 +239,68 @@ class Parts(Lifecycle):
         if upload.expires_at is None or upload.expires_at < horizon - slack:
             await self.repo.touch(upload.id, horizon)
 
+    def _place_streamed(
+        self, upload: Upload, number: int, streamed: StreamedPart, ref: str, now: datetime
+    ) -> tuple[Part, Part | None]:
+        """Place the durable blob ``ref`` as part ``number`` of ``upload`` (loaded under its lock,
+        with the part it replaces): the new part and the one it replaces."""
+        old = upload.parts.get(number)
+        part = Part(
+            number=number,
+            offset=upload.offset_of(number),
+            size=streamed.size,
+            md5=streamed.md5,
+            blob_ref=ref,
+            created_at=now,
+            crc64=streamed.crc_hex,
+        )
+        upload.place_part(part, old, hashed_from=streamed.whole_start, hashed_to=streamed.whole_end)
+        upload.expires_at = now + self.config.ttl
+        upload.updated_at = now
+        if self.caps.settler is not None:
+            self.caps.settler.invalidate(upload, part, old)
+        return part, old
+
+    async def _record_replacements(
+        self, owner: str, upload_id: str, held: list[tuple[int, StreamedPart, str]], opened: Upload
+    ) -> None:
+        """Record a whole-file PUT's durable replacements of parts the upload held, all in one
+        write under its lock: a crash (or a failure) leaves the old parts or the new ones, never
+        some of each (recorded one by one, a kill between two left a file nobody sent, which a
+        complete without an MD5 took). The PUT declared the size: no byte quota moves."""
+        numbers = [number for number, _, _ in held]
+        upload = opened
+        saving = False  # from here on, a failure may come after the record's commit
+        try:
+            async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
+                loaded = await self.repo.get(
+                    upload_id,
+                    owner,
+                    parts_from=lambda row: min(row.frontier_part_number(), max(min(numbers) - 1, 1)),
+                    part_numbers=numbers,
+                )
+                if loaded is None:
+                    raise NotFound(f"no upload with id {upload_id!r}", field="id")
+                upload = loaded
+                now = self.clock()
+                upload.ensure_pending(now)
+                placed = [self._place_streamed(upload, number, streamed, ref, now) for number, streamed, ref in held]
+                saving = True
+                await self.repo.save(upload, [part for part, _ in placed])
+                for part, _ in placed:
+                    await self._settle(upload, part)
+        except BaseException as exc:
+            if not saving:
+                await self.blobs.discard(upload, [ref for _, _, ref in held])
+            for number, _, ref in held if saving else ():
+                await self._discard_unrecorded(upload, number, ref, exc)
+            raise
+        replaced = [old.blob_ref for part, old in placed if old is not None and old.blob_ref != part.blob_ref]
+        if replaced:
+            await self.blobs.discard(upload, replaced)
+        if upload.next_part_to_hash() is not None:
+            await self._carry_hash(upload)
+
     async def _commit_part(
         self, owner: str, upload_id: str, number: int, streamed: StreamedPart, opened: Upload, ref: str | None = None
     ) -> Part:
@@ -271,26 +333,7 @@ class Parts(Lifecycle):
                 upload = loaded
                 now = self.clock()
                 upload.ensure_pending(now)
-                old = upload.parts.get(number)
-                part = Part(
-                    number=number,
-                    offset=upload.offset_of(number),
-                    size=streamed.size,
-                    md5=streamed.md5,
-                    blob_ref=ref,
-                    created_at=now,
-                    crc64=streamed.crc_hex,
-                )
-                upload.place_part(
-                    part,
-                    old,
-                    hashed_from=streamed.whole_start,
-                    hashed_to=streamed.whole_end,
-                )
-                upload.expires_at = now + self.config.ttl
-                upload.updated_at = now
-                if self.caps.settler is not None:
-                    self.caps.settler.invalidate(upload, part, old)
+                part, old = self._place_streamed(upload, number, streamed, ref, now)
                 # A part of an upload whose size is not declared yet (a Fine Uploader file sent without
                 # its total size) counts as it arrives: without the check one such upload took any
                 # number of parts past every byte quota (a size declared later counts what it adds).
