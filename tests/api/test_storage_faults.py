@@ -435,3 +435,35 @@ async def test_a_completed_file_whose_storage_fails_at_the_first_read_is_still_5
     monkeypatch.setattr(api.runtime.uploads.blobs, "read", failing_read)
     failed = await api.client.get(f"/v1/files/{file_id}/content", headers=api.auth())
     assert failed.status_code == 503 and failed.json()["error"]["code"] == "storage_unavailable", failed.text
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO], ids=["full", "io-error"])
+async def test_an_ietf_draft_append_on_a_failing_disk_keeps_nothing_and_resumes(
+    api: Api, disk: Disk, error: int
+) -> None:
+    # The draft's creation with a first piece, then an append storage cuts off part-way: 507 (or
+    # 503) as a problem document, the offset retrieval says the acknowledged bytes, the client
+    # resumes there once storage is back.
+    data = os.urandom(2 * 1024 * 1024 + 11)
+    draft = {**api.auth(), "Upload-Draft-Interop-Version": "8"}
+    first = 700_000
+    made = await api.client.post("/files", content=data[:first], headers={**draft, "Upload-Complete": "?0"})
+    assert made.status_code == 201, made.text
+    path = "/files/" + made.headers["location"].rsplit("/", 1)[1]
+    append = {**draft, "Content-Type": "application/partial-upload"}
+    disk.fill(room=300_000, error=error)
+    failed = await api.client.patch(
+        path, content=data[first:], headers={**append, "Upload-Offset": str(first), "Upload-Complete": "?1"}
+    )
+    assert failed.status_code == (507 if error == errno.ENOSPC else 503), failed.text
+    assert failed.headers["content-type"].startswith("application/problem+json")
+    offset = int((await api.client.head(path, headers=draft)).headers["upload-offset"])
+    assert offset == first
+    assert await stored_bytes(api, path.rsplit("/", 1)[1]) == offset
+    disk.free()
+    rest = await api.client.patch(
+        path, content=data[offset:], headers={**append, "Upload-Offset": str(offset), "Upload-Complete": "?1"}
+    )
+    assert rest.status_code in (200, 204), rest.text
+    done = (await api.client.get(f"/v1/files/{path.rsplit('/', 1)[1]}", headers=api.auth())).json()
+    assert done["status"] == "COMPLETED" and done["md5"] == hashlib.md5(data).hexdigest()

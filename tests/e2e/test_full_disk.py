@@ -139,3 +139,34 @@ def test_deleting_and_cancelling_free_a_full_metadata_volume(small_volume: Path)
             wait_for(lambda: reserve.exists() and reserve.stat().st_blocks * 512 >= 4 * MiB, what="the reserve")
     finally:
         server.kill()
+
+
+def test_a_native_part_on_a_full_volume_is_507_records_nothing_and_is_sent_again(small_volume: Path) -> None:
+    server = ChunkdServer(small_volume / "data", env={"CHUNKD_FSYNC": "true", "CHUNKD_MIN_FREE_BYTES": "0"}).start()
+    try:
+        key = server.create_key("alice")
+        data = os.urandom(8 * MiB)
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+            made = client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": 4 * MiB})
+            file_id = made.json()["id"]
+            assert client.put(f"/v1/files/{file_id}/parts/1", content=data[: 4 * MiB]).status_code == 200
+            filler = small_volume / "filler"
+            filler.write_bytes(b"\0" * (_free(small_volume) - 2 * MiB))  # part 2 runs out half-way
+            full = client.put(f"/v1/files/{file_id}/parts/2", content=data[4 * MiB :])
+            assert full.status_code == 507 and full.json()["error"]["code"] == "storage_full", full.text
+            assert int(full.headers["retry-after"]) > 0
+            state = client.get(f"/v1/files/{file_id}").json()
+            assert [p["partNumber"] for p in state["parts"]] == [1] and state["bytesReceived"] == 4 * MiB
+            assert not list((small_volume / "data" / "blobs").rglob("2.*"))  # its bytes are gone too
+            filler.unlink()
+            assert client.put(f"/v1/files/{file_id}/parts/2", content=data[4 * MiB :]).status_code == 200
+            done = client.post(f"/v1/files/{file_id}/complete", json={"md5": hashlib.md5(data).hexdigest()})
+            assert done.status_code == 200, done.text
+            assert client.get(f"/v1/files/{file_id}/content").content == data
+    finally:
+        server.kill()
+
+
+def _free(volume: Path) -> int:
+    stats = os.statvfs(volume)
+    return stats.f_bavail * stats.f_frsize
