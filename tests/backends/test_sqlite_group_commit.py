@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from chunkd.backends.repository.sqlite.uploads import SqliteUploadRepository
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Upload
 from tests.support.uploads import make_upload
+from tests.support.waiting import until
 
 WRITERS = 32
 
@@ -92,3 +94,35 @@ async def test_a_cancelled_caller_learns_its_committed_write(store: SqliteMetada
     write.cancel()
     await write  # committed: the caller carries on (its blob must not be discarded)
     assert await store.uploads.get(upload.id) is not None
+
+
+async def test_every_write_that_frees_space_in_a_batch_the_full_volume_failed_is_run_again(
+    store: SqliteMetadata,
+) -> None:
+    """Two deletes committed together meet the full volume: the first to see it removes the
+    reserve kept for them, and both run again (the second saw no reserve left and was a 507)."""
+    writer = store.uploads.writer
+    await until(lambda: Path(writer.reserve.path).exists(), what="the reserve")
+    gate = threading.Event()
+    tries: dict[str, int] = {}
+
+    def full_once(name: str) -> Callable[[sqlite3.Connection], str]:
+        def work(_conn: sqlite3.Connection) -> str:
+            tries[name] = tries.get(name, 0) + 1
+            if tries[name] == 1:
+                error = sqlite3.OperationalError("database or disk is full")
+                error.sqlite_errorcode = sqlite3.SQLITE_FULL
+                raise error
+            return name
+
+        return work
+
+    blocker = asyncio.create_task(writer.write(lambda _conn: gate.wait()))
+    await handed_over(store, 1)
+    deletes = [asyncio.create_task(writer.write(full_once(name), frees=True)) for name in ("a", "b")]
+    await handed_over(store, 3)
+    gate.set()
+    await blocker
+    assert await asyncio.gather(*deletes) == ["a", "b"]
+    assert tries == {"a": 2, "b": 2}
+    await until(lambda: Path(writer.reserve.path).exists(), what="the reserve made again")  # room here

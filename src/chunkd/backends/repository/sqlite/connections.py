@@ -131,8 +131,11 @@ class GroupCommitWriter:
         try:
             return await _outcome(future)
         except sqlite3.OperationalError as exc:
-            if frees and is_full(exc) and self.reserve.release():
-                return await self.write(work)  # rolled back whole: run again, once
+            if frees and is_full(exc):
+                # Rolled back whole: run again, once, with the reserve's room (released by this
+                # write, or by another one of the same failed batch).
+                self.reserve.release()
+                return await self.write(work)
             # As the same fault on the blob volume is: 507 when full, 503 on an I/O error (the
             # upload resumable either way), not a 500.
             if (fault := storage_fault(exc)) is not None:

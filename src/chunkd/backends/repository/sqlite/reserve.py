@@ -30,15 +30,14 @@ class SpaceReserve:
         self.size = size
         self.missing = True  # until ``restore`` has seen it whole
 
-    def release(self) -> bool:
-        """Remove the reserve; whether there was one (else a retry would meet the same full volume)."""
+    def release(self) -> None:
+        """Remove the reserve (if another write has not already)."""
         self.missing = True
         try:
             os.unlink(self.path)
-        except FileNotFoundError:
-            return False
+        except OSError:  # gone already, or the volume refuses even that: the retry will tell
+            return
         log.warning("the metadata database's volume is full: its reserved %d bytes were used for a delete", self.size)
-        return True
 
     def restore(self) -> None:
         """Allocate the reserve if it is missing and the volume has room for twice its size. Best
