@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.crash import KillPoint, armed_server
 from tests.support.files import MiB, part_etag, seeded_bytes
+from tests.support.postgres import PostgresServer
+from tests.support.s3 import CephRgw
 from tests.support.server import BIN, ChunkdServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -39,8 +41,8 @@ BYTE_STEPS = [
 class Killed:
     """A server that dies at a kill point once armed, and the client that watches it."""
 
-    def __init__(self, tmp_path: Path, point: KillPoint) -> None:
-        self.server, self.armed = armed_server(tmp_path / "data", point, {"CHUNKD_FSYNC": "true"})
+    def __init__(self, tmp_path: Path, point: KillPoint, env: dict[str, str] | None = None) -> None:
+        self.server, self.armed = armed_server(tmp_path / "data", point, {"CHUNKD_FSYNC": "true", **(env or {})})
         self.server.start()
         self.key = self.server.create_key("alice")
         self.http = httpx.Client(base_url=self.server.url, headers=self.auth, timeout=60)
@@ -221,3 +223,71 @@ def test_a_whole_put_killed_while_it_records_its_replacements_replaces_all_or_no
     done = killed.http.post(f"/v1/files/{file_id}/complete", json={})
     assert done.status_code == 200, done.text
     assert killed.http.get(f"/v1/files/{file_id}/content").content in (old, new)
+
+
+PG_SAVE = "chunkd.backends.repository.postgres.uploads:PostgresUploadRepository.save"
+
+
+@pytest.fixture
+def remote(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_server: PostgresServer, ceph_rgw: CephRgw
+) -> Iterator[Killed]:
+    """As ``killed``, on PostgreSQL and S3 (Ceph RGW)."""
+    env = {"CHUNKD_DATABASE_URL": pg_server.url(pg_server.create_database()), **ceph_rgw.env(ceph_rgw.new_bucket())}
+    run = Killed(tmp_path, request.param, env)
+    try:
+        yield run
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize(
+    "remote",
+    [KillPoint(PG_SAVE, "before"), KillPoint(PG_SAVE), KillPoint("chunkd.backends.blobs.s3:S3BlobStore.complete")],
+    ids=lambda p: p.id,
+    indirect=True,
+)
+def test_on_postgres_and_s3_a_part_and_a_complete_killed_at_each_step_resume(remote: Killed) -> None:
+    """A part's request killed (its row saved or not), then the complete killed (S3's object
+    made and the row not, or the row saved and the answer not sent): the part is sent again, the
+    complete retried, and both give the one file."""
+    data = seeded_bytes(9, 2 * MiB + 9)
+    made = remote.http.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": MiB})
+    file_id = made.json()["id"]
+    assert remote.http.put(f"/v1/files/{file_id}/parts/1", content=data[:MiB]).status_code == 200
+    assert remote.http.put(f"/v1/files/{file_id}/parts/3", content=data[2 * MiB :]).status_code == 200
+    md5 = hashlib.md5(data).hexdigest()
+    if "complete" in remote.server.env["CHUNKD_TEST_KILL_AT"]:
+        assert remote.http.put(f"/v1/files/{file_id}/parts/2", content=data[MiB : 2 * MiB]).status_code == 200
+        remote.dies("POST", f"/v1/files/{file_id}/complete", json={"md5": md5})
+    else:
+        remote.dies("PUT", f"/v1/files/{file_id}/parts/2", content=data[MiB : 2 * MiB])
+        parts = {p["partNumber"]: p["etag"] for p in remote.http.get(f"/v1/files/{file_id}").json()["parts"]}
+        piece = data[MiB : 2 * MiB]
+        assert parts.keys() in ({1, 3}, {1, 2, 3})
+        assert parts.get(2) in (None, part_etag(piece), f'"{hashlib.md5(piece).hexdigest()}"')  # S3: parts' MD5
+        if 2 not in parts:
+            assert remote.http.put(f"/v1/files/{file_id}/parts/2", content=data[MiB : 2 * MiB]).status_code == 200
+    answers = [remote.http.post(f"/v1/files/{file_id}/complete", json={"md5": md5}) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200], answers[0].text
+    assert answers[0].json() == answers[1].json()
+    remote.gc()
+    assert remote.http.get(f"/v1/files/{file_id}").json()["md5"] == md5
+    assert remote.http.get(f"/v1/files/{file_id}/content").content == data
+
+
+@pytest.mark.parametrize(
+    "remote", [KillPoint(PG_SAVE, "before"), KillPoint(PG_SAVE)], ids=lambda p: p.id, indirect=True
+)
+def test_on_postgres_and_s3_a_tus_patch_killed_at_each_step_resumes(remote: Killed) -> None:
+    data = seeded_bytes(10, 3 * MiB)
+    made = remote.http.post("/files", content=data[:MiB], headers={**PATCHING, "Upload-Length": str(len(data))})
+    assert made.status_code == 201, made.text
+    url = "/files/" + made.headers["location"].rsplit("/", 1)[1]
+    remote.dies("PATCH", url, content=data[MiB : 2 * MiB], headers={**PATCHING, "Upload-Offset": str(MiB)})
+    offset = int(remote.http.head(url, headers=TUS).headers["upload-offset"])
+    assert offset in (MiB, 2 * MiB)
+    rest = remote.http.patch(url, content=data[offset:], headers={**PATCHING, "Upload-Offset": str(offset)})
+    assert rest.status_code == 204, rest.text
+    remote.gc()
+    assert remote.http.get(url).content == data
