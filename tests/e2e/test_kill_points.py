@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.crash import KillPoint, armed_server
 from tests.support.files import MiB, part_etag, seeded_bytes
+from tests.support.pm_forms import chunk_head, form_tail
 from tests.support.postgres import PostgresServer
 from tests.support.s3 import CephRgw
 from tests.support.server import BIN, ChunkdServer
@@ -291,3 +292,74 @@ def test_on_postgres_and_s3_a_tus_patch_killed_at_each_step_resumes(remote: Kill
     assert rest.status_code == 204, rest.text
     remote.gc()
     assert remote.http.get(url).content == data
+
+
+PM = "/api/v2/pm/upload/"
+BOUNDARY = "----qqBoundaryKill"
+
+
+def pm_chunk(data: bytes, file_uuid: str, index: int) -> tuple[bytes, dict[str, str]]:
+    """Fine Uploader's request for chunk ``index`` (1 MiB chunks): its body and Content-Type."""
+    piece = data[index * MiB : (index + 1) * MiB]
+    head = chunk_head(
+        BOUNDARY,
+        file_uuid,
+        index=index,
+        chunk_size=MiB,
+        this_size=len(piece),
+        total_parts=-(-len(data) // MiB),
+        total_size=len(data),
+    )
+    return head + piece + form_tail(BOUNDARY), {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+@pytest.mark.parametrize(
+    "killed",
+    [KillPoint(CREATE), KillPoint(SAVE, "before"), KillPoint(SAVE), KillPoint(WRITER + "_write_locked")],
+    ids=lambda p: p.id,
+    indirect=True,
+)
+def test_a_fine_uploader_chunk_killed_at_each_step_is_sent_again(killed: Killed) -> None:
+    """The chunk the kill cut off is sent again, as Fine Uploader retries it (chunk 0 too, which
+    made the upload: the retry finds it by its qquuid, or makes it), and the file is whole."""
+    data = seeded_bytes(11, 3 * MiB - 77)
+    file_uuid = "6c1b2b9e-8d0c-4a43-9a55-1d3f2a5e0c11"
+    first = 0 if "create" in killed.server.env["CHUNKD_TEST_KILL_AT"] else 1
+    for index in range(first):
+        body, headers = pm_chunk(data, file_uuid, index)
+        assert killed.http.post(PM, content=body, headers=headers).status_code == 200
+    body, headers = pm_chunk(data, file_uuid, first)
+    killed.dies("POST", PM, content=body, headers=headers)
+    for index in range(first, 3):
+        body, headers = pm_chunk(data, file_uuid, index)
+        sent = killed.http.post(PM, content=body, headers=headers)
+        assert sent.status_code == 200 and sent.json()["success"] is True, sent.text
+    done = killed.http.post(f"{PM}?done", data={"qquuid": file_uuid, "qqfilename": "a.bin"})
+    assert done.status_code == 200, done.text
+    killed.gc()
+    assert killed.http.get(done.json()["file_url"]).content == data
+
+
+@pytest.mark.parametrize("killed", [KillPoint(SAVE, "before"), KillPoint(SAVE)], ids=lambda p: p.id, indirect=True)
+def test_an_ietf_draft_append_killed_at_each_step_resumes_from_the_offset_retrieved(killed: Killed) -> None:
+    data = seeded_bytes(12, 3 * MiB)
+    draft = {"Upload-Draft-Interop-Version": "8"}
+    append = {**draft, "Content-Type": "application/partial-upload"}
+    made = killed.http.post("/files", content=data[:MiB], headers={**draft, "Upload-Complete": "?0"})
+    assert made.status_code == 201, made.text
+    url = "/files/" + made.headers["location"].rsplit("/", 1)[1]
+    killed.dies(
+        "PATCH",
+        url,
+        content=data[MiB : 2 * MiB],
+        headers={**append, "Upload-Offset": str(MiB), "Upload-Complete": "?0"},
+    )
+    offset = int(killed.http.head(url, headers=draft).headers["upload-offset"])
+    assert offset in (MiB, 2 * MiB)
+    rest = killed.http.patch(
+        url, content=data[offset:], headers={**append, "Upload-Offset": str(offset), "Upload-Complete": "?1"}
+    )
+    assert rest.status_code in (200, 204), rest.text
+    killed.gc()
+    state = killed.http.get(f"/v1/files/{url.rsplit('/', 1)[1]}").json()
+    assert (state["status"], state["md5"]) == ("COMPLETED", hashlib.md5(data).hexdigest())
