@@ -367,3 +367,38 @@ async def test_an_owner_changes_an_endpoint_in_place(api: Api, receiver: Webhook
     assert (await api.client.patch(path, json={"enabled": True}, headers=bob)).status_code == 404
     assert (await api.client.patch(path, json={"enabled": True}, headers=api.auth())).status_code == 403
     assert (await api.client.patch("/v1/webhooks/wh_none", json={}, headers=alice)).status_code == 404
+
+
+async def test_a_rotated_secret_signs_beside_the_new_one_for_a_while(api: Api, receiver: WebhookReceiver) -> None:
+    """Rotating an endpoint's secret returns the new one (shown this once); deliveries carry a
+    signature by each, so a receiver verifies them whether it has switched yet or not. The secret
+    had no way to change but deleting the endpoint (its id and log with it) and registering another,
+    every delivery in between rejected by a receiver on one secret or the other."""
+    alice, bob = await admin(api, "alice"), await admin(api, "bob")
+    made = await api.client.post(
+        "/v1/webhooks", json={"url": receiver.url("/hook"), "events": ["upload.completed"]}, headers=alice
+    )
+    first = made.json()["secret"]
+    path = f"/v1/webhooks/{made.json()['id']}/secret/rotate"
+    receiver.set_secret("/hook", first)
+    rotated = await api.client.post(path, headers=alice)
+    assert rotated.status_code == 200, rotated.text
+    second = rotated.json()["secret"]
+    assert second.startswith("whsec_") and second != first and rotated.json()["previousSecretExpiresAt"]
+    shown = (await api.client.get(f"/v1/webhooks/{made.json()['id']}", headers=alice)).json()
+    assert shown.get("secret") is None and shown["previousSecretExpiresAt"] == rotated.json()["previousSecretExpiresAt"]
+
+    async def delivered(file_id: str) -> dict[str, Any]:
+        got = await receiver.arrived(lambda ms: any(m["payload"]["data"]["id"] == file_id for m in ms), path="/hook")
+        [message] = [m for m in got if m["payload"]["data"]["id"] == file_id]
+        return message
+
+    assert (await delivered(await upload_file(api, alice, b"receiver on the old secret")))["verified"]
+    receiver.set_secret("/hook", second)
+    assert (await delivered(await upload_file(api, alice, b"receiver on the new secret")))["verified"]
+    # A second rotation: the first secret signs no more (the second one does, for a while).
+    third = (await api.client.post(path, headers=alice)).json()["secret"]
+    receiver.set_secret("/hook", third)
+    assert (await delivered(await upload_file(api, alice, b"receiver on the third secret")))["verified"]
+    assert (await api.client.post(path, headers=bob)).status_code == 404
+    assert (await api.client.post("/v1/webhooks/wh_none/secret/rotate", headers=alice)).status_code == 404

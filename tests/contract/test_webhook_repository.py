@@ -367,3 +367,22 @@ async def test_a_claim_takes_each_endpoints_oldest_few_and_skips_those_named(met
     await hooks.release([c.delivery.id for c in claimed if c.endpoint.id == "we_a"])
     again = await hooks.claim(now, lease, 10, per_endpoint=3)
     assert sorted(c.endpoint.id for c in again) == ["we_a"] * 3 + ["we_b"] * 3  # we_c's two are still leased
+
+
+async def test_a_rotation_keeps_the_replaced_secret_beside_the_new_one(metadata: MetadataStore) -> None:
+    """The owner's endpoint takes the new secret, the one it replaces kept with the end of its grace,
+    and both reach the worker with a claimed delivery; another owner's rotation finds nothing."""
+    hooks = metadata.webhooks
+    await hooks.add_endpoint(endpoint("we_all"))
+    assert await hooks.rotate_secret("we_all", "bob", "whsec_bobs", T0 + S) is None
+    rotated = await hooks.rotate_secret("we_all", "alice", "whsec_new", T0 + 60 * S)
+    assert rotated is not None
+    assert (rotated.secret, rotated.previous_secret, rotated.previous_secret_until) == (
+        "whsec_new",
+        "secret",
+        T0 + 60 * S,
+    )
+    await created_upload(metadata)
+    await hooks.dispatch(T0, 10)
+    [claimed] = await hooks.claim(T0, T0 + S, 10)
+    assert claimed.endpoint == rotated

@@ -106,6 +106,7 @@ ROUTES: list[Route] = [
     Route("PATCH", "/v1/webhooks/{id}", "webhooks:admin", "webhook", json={"enabled": False}),
     Route("DELETE", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
     Route("GET", "/v1/webhooks/{id}/deliveries", "webhooks:admin", "webhook"),
+    Route("POST", "/v1/webhooks/{id}/secret/rotate", "webhooks:admin", "webhook"),
     Route("POST", "/v1/webhooks/{id}/deliveries/{id}/retry", "webhooks:admin", "webhook_delivery"),
     Route("GET", "/metrics", "metrics:read", None),
     # upload links

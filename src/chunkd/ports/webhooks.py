@@ -55,6 +55,17 @@ class Endpoint:
     failing_since: datetime | None
     disabled_at: datetime | None
     disabled_reason: DisabledReason | None = None  # set exactly when ``disabled_at`` is
+    # The secret the last rotation replaced, which still signs (beside ``secret``) until then.
+    previous_secret: str | None = None
+    previous_secret_until: datetime | None = None
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The owner's secrets that sign a message sent at ``now``: the current one, and the
+        previous one while its grace lasts (empty for an operator endpoint)."""
+        keys = [self.secret] if self.secret is not None else []
+        if self.previous_secret is not None and self.previous_secret_until and now < self.previous_secret_until:
+            keys.append(self.previous_secret)
+        return keys
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,12 @@ class WebhookRepository(Protocol):
 
     async def get_endpoint(self, endpoint_id: str, owner: str | None) -> Endpoint | None:
         """Scoped to ``owner`` unless None (internal callers)."""
+
+    async def rotate_secret(
+        self, endpoint_id: str, owner: str, secret: str, previous_until: datetime
+    ) -> Endpoint | None:
+        """Make ``secret`` the owner's endpoint's secret, the one it replaces signing beside it until
+        ``previous_until``; the endpoint as it is now, or None if the owner has no such endpoint."""
 
     async def delete_endpoint(self, endpoint_id: str, owner: str) -> bool:
         """Forget an owner's endpoint and its delivery log; True if it existed."""

@@ -340,8 +340,10 @@ class DeliveryWorker:
             await asyncio.gather(*(self.send(c) for c in claimed))
         return len(claimed)
 
-    def _secret(self, claimed: ClaimedDelivery) -> str | None:
-        return claimed.endpoint.secret if claimed.endpoint.owner is not None else self.operator_secret
+    def _secrets(self, claimed: ClaimedDelivery, now: datetime) -> list[str]:
+        if claimed.endpoint.owner is None:
+            return [self.operator_secret] if self.operator_secret is not None else []
+        return claimed.endpoint.signing_secrets(now)
 
     async def send(self, claimed: ClaimedDelivery) -> None:
         """One attempt of one leased delivery, and its outcome recorded."""
@@ -352,8 +354,7 @@ class DeliveryWorker:
         gone = False  # 410: the receiver wants no more deliveries
         delivered = False  # the receiver answered 2xx
         try:
-            secret = self._secret(claimed)
-            if secret is None:
+            if not self._secrets(claimed, self.clock()):
                 raise RuntimeError("no signing secret for this endpoint (CHUNKD_WEBHOOK_SECRET unset)")
             # One deadline for the whole attempt (address check, connect, send, answer), so an
             # endpoint that hangs or trickles holds neither the round nor its lease past it.
@@ -364,7 +365,11 @@ class DeliveryWorker:
                     target = Pinned(claimed.endpoint.url, await check_public_destination(claimed.endpoint.url))
                 body = json.dumps(claimed.payload, separators=(",", ":"), ensure_ascii=False)
                 sent_at = self.clock()
-                signature = Webhook(secret).sign(delivery.event_id, sent_at, body)
+                # One signature per secret, space-separated (the spec's form for rotations): a
+                # receiver still on the previous secret verifies one, one on the new the other.
+                signature = " ".join(
+                    Webhook(secret).sign(delivery.event_id, sent_at, body) for secret in self._secrets(claimed, sent_at)
+                )
                 request = self.client.build_request(
                     "POST",
                     target.url if target else claimed.endpoint.url,

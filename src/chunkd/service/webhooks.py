@@ -16,9 +16,18 @@ from chunkd.ports.locks import LockManager
 from chunkd.ports.webhooks import Delivery, Endpoint, EndpointChanges, WebhookRepository, new_delivery_id
 from chunkd.service.destinations import check_public_destination, check_url_shape
 
-__all__ = ["MAX_ENDPOINTS_PER_OWNER", "WebhookService", "new_endpoint_id", "new_signing_secret"]
+__all__ = [
+    "MAX_ENDPOINTS_PER_OWNER",
+    "PREVIOUS_SECRET_GRACE",
+    "WebhookService",
+    "new_endpoint_id",
+    "new_signing_secret",
+]
 
 MAX_ENDPOINTS_PER_OWNER = 20
+# How long a rotated-out secret still signs beside the new one (Svix's 24 hours): time for the
+# receiver to take the new secret without rejecting a delivery in between.
+PREVIOUS_SECRET_GRACE = timedelta(hours=24)
 EVENT_TYPES = frozenset(t.value for t in EventType)
 
 
@@ -140,6 +149,18 @@ class WebhookService:
 
     async def get(self, owner: str, endpoint_id: str) -> Endpoint:
         endpoint = await self.repo.get_endpoint(endpoint_id, owner) if _may_exist(endpoint_id) else None
+        if endpoint is None:
+            raise _no_endpoint(endpoint_id)
+        return endpoint
+
+    async def rotate_secret(self, owner: str, endpoint_id: str) -> Endpoint:
+        """A new signing secret for an endpoint (returned with it, shown this once). Deliveries
+        carry a signature by each secret for ``PREVIOUS_SECRET_GRACE``, then by the new one only; a
+        second rotation meanwhile ends the first one's grace."""
+        endpoint = None
+        if _may_exist(endpoint_id):
+            until = self.clock() + PREVIOUS_SECRET_GRACE
+            endpoint = await self.repo.rotate_secret(endpoint_id, owner, new_signing_secret(), until)
         if endpoint is None:
             raise _no_endpoint(endpoint_id)
         return endpoint

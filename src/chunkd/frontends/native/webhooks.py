@@ -71,7 +71,14 @@ class WebhookObject(BaseModel):
         description="Why it is disabled: failing (every attempt failed for the configured time), gone (its "
         "receiver answered 410 Gone), owner (disabled with PATCH); null while enabled.",
     )
-    secret: str | None = Field(None, description="The signing secret (whsec_…); returned once, at creation.")
+    secret: str | None = Field(
+        None, description="The signing secret (whsec_…); returned once, at creation and at each rotation."
+    )
+    previousSecretExpiresAt: str | None = Field(
+        None,
+        description="Until when the secret replaced by the last rotation still signs deliveries, beside the "
+        "current one; null when none does.",
+    )
 
 
 class WebhookList(BaseModel):
@@ -108,6 +115,7 @@ def _endpoint_view(endpoint: Endpoint, *, with_secret: bool = False) -> dict[str
         "failingSince": isotime(endpoint.failing_since),
         "disabledAt": isotime(endpoint.disabled_at),
         "disabledReason": endpoint.disabled_reason.value if endpoint.disabled_reason is not None else None,
+        "previousSecretExpiresAt": isotime(endpoint.previous_secret_until),
     }
     if with_secret:
         view["secret"] = endpoint.secret
@@ -167,6 +175,17 @@ async def change_webhook(request: Request, endpoint_id: EndpointId, body: Change
         enabled=body.enabled,
     )
     return _endpoint_view(endpoint)
+
+
+@webhooks_router.post(
+    "/{endpoint_id}/secret/rotate", response_model=WebhookObject, summary="Rotate a webhook endpoint's secret"
+)
+async def rotate_webhook_secret(request: Request, endpoint_id: EndpointId) -> dict[str, Any]:
+    """A new signing secret, in this response only. For 24 hours each delivery carries a signature
+    by the new secret and one by the old (``webhook-signature: v1,… v1,…``; any Standard Webhooks
+    library accepts either), so the receiver can switch to the new one without rejecting any."""
+    who = await principal(request, SCOPE)
+    return _endpoint_view(await _service(request).rotate_secret(who.owner, endpoint_id), with_secret=True)
 
 
 @webhooks_router.delete("/{endpoint_id}", status_code=204, summary="Delete a webhook endpoint and its log")

@@ -20,7 +20,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration (a test checks it is Alembic's head). A database already there is not handed
 # to Alembic at start-up, so a node never imports it (~9.5 MB of RSS, measured 2026-11-30) unless it
 # has something to migrate.
-HEAD_REVISION = "0012_key_expiry"
+HEAD_REVISION = "0013_endpoint_secret_rotation"
 # Every revision this version knows, read from its migration files' ``revision = "…"`` lines (a test
 # checks they are Alembic's), again without importing Alembic.
 KNOWN_REVISIONS = frozenset(

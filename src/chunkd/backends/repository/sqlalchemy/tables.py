@@ -197,6 +197,9 @@ webhook_endpoints = Table(
     Column("failing_since", UTCDateTime, nullable=True),
     Column("disabled_at", UTCDateTime, nullable=True),
     Column("disabled_reason", String(16), nullable=True),  # ports.webhooks.DisabledReason (migration 0011)
+    # The secret a rotation replaced, still signing beside the new one until the time after it (0013).
+    Column("previous_secret", String(128), nullable=True),
+    Column("previous_secret_until", UTCDateTime, nullable=True),
     Index("ix_webhook_endpoints_owner", "owner"),
 )
 

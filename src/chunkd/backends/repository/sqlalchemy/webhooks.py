@@ -132,6 +132,19 @@ class SqlWebhookRepository(SqlStore):
             result = await conn.execute(delete(E).where(E.c.id == endpoint_id, E.c.owner == owner))
             return bool(result.rowcount)
 
+    async def rotate_secret(
+        self, endpoint_id: str, owner: str, secret: str, previous_until: datetime
+    ) -> Endpoint | None:
+        mine = and_(E.c.id == endpoint_id, E.c.owner == owner)
+        async with self.transaction() as conn:
+            await conn.execute(
+                update(E)
+                .where(mine)
+                .values(previous_secret=E.c.secret, previous_secret_until=previous_until, secret=secret)
+            )
+            row = (await conn.execute(select(E).where(mine))).first()
+        return None if row is None else ENDPOINTS.from_row(row)
+
     async def update_endpoint(
         self, endpoint_id: str, owner: str, changes: EndpointChanges, now: datetime
     ) -> Endpoint | None:
@@ -282,6 +295,8 @@ class SqlWebhookRepository(SqlStore):
                     E.c.failing_since,
                     E.c.disabled_at,
                     E.c.disabled_reason,
+                    E.c.previous_secret,
+                    E.c.previous_secret_until,
                     E.c.created_at.label("endpoint_created_at"),
                     events.c.payload,
                     events.c.created_at.label("event_at"),
