@@ -272,7 +272,14 @@ def build_webhooks(
     """The webhook API's service and this process's delivery worker (started by the app), woken
     whenever this process writes an event."""
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret is not None else None
-    worker = DeliveryWorker(repo, settings.delivery_policy(), operator_secret=secret, clock=uploads.clock)
+    previous = settings.webhook_previous_secret
+    worker = DeliveryWorker(
+        repo,
+        settings.delivery_policy(),
+        operator_secret=secret,
+        operator_previous_secret=previous.get_secret_value() if previous is not None else None,
+        clock=uploads.clock,
+    )
     worker.count = metrics.webhook_delivery
 
     async def wake(_event: str, _upload: object) -> None:

@@ -8,14 +8,16 @@ import base64
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from chunkd.app import create_app
 from chunkd.backends.repository.sqlalchemy.tables import events
 from chunkd.settings import Settings
 from tests.conftest import Api, settings_with
@@ -402,3 +404,30 @@ async def test_a_rotated_secret_signs_beside_the_new_one_for_a_while(api: Api, r
     assert (await delivered(await upload_file(api, alice, b"receiver on the third secret")))["verified"]
     assert (await api.client.post(path, headers=bob)).status_code == 404
     assert (await api.client.post("/v1/webhooks/wh_none/secret/rotate", headers=alice)).status_code == 404
+
+
+def both_events_of(file_id: str) -> Callable[[list[dict[str, Any]]], bool]:
+    return lambda messages: len(types_for(messages, file_id)) == 2
+
+
+async def test_the_operators_previous_secret_signs_beside_the_new_one(
+    settings: Settings, receiver: WebhookReceiver
+) -> None:
+    """CHUNKD_WEBHOOK_PREVIOUS_SECRET: while the operator's receivers switch to a new
+    CHUNKD_WEBHOOK_SECRET, each delivery carries a signature by each; the operator's secret could
+    only change at once, every receiver not yet switched refusing every delivery meanwhile."""
+    previous = "whsec_" + base64.b64encode(b"the-operators-previous-secret!!!").decode()
+    app = create_app(settings_with(settings, webhook_previous_secret=previous))
+    async with app.router.lifespan_context(app):
+        runtime = app.state.chunkd
+        _, key = await runtime.keys.create("alice", "files:create,files:read")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            api = Api(client, runtime, {"alice": key})
+            for secret in (previous, OPERATOR_SECRET):  # a receiver not switched yet, then one switched
+                receiver.set_secret("/operator", secret)
+                file_id = await upload_file(api, api.auth(), secret.encode())
+                got = await receiver.arrived(both_events_of(file_id), path="/operator")
+                assert all(m["verified"] for m in got if m["payload"]["data"]["id"] == file_id)
+    with pytest.raises(ValueError, match="CHUNKD_WEBHOOK_PREVIOUS_SECRET must be whsec_"):
+        settings_with(settings, webhook_previous_secret="whsec_short")

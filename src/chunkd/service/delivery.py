@@ -120,10 +120,15 @@ class DeliveryWorker:
         operator_secret: str | None,
         clock: Callable[[], datetime],
         transport: httpx.AsyncBaseTransport | None = None,
+        operator_previous_secret: str | None = None,
     ) -> None:
         self.repo = repo
         self.policy = policy
-        self.operator_secret = operator_secret
+        # The operator endpoints' secret, and the one it replaces while their receivers switch
+        # (CHUNKD_WEBHOOK_PREVIOUS_SECRET): both sign, as an owner's rotation does for 24 hours.
+        self.operator_secrets: list[str] = []
+        if operator_secret is not None:
+            self.operator_secrets = [operator_secret, *([operator_previous_secret] if operator_previous_secret else [])]
         self.clock = clock
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -342,7 +347,7 @@ class DeliveryWorker:
 
     def _secrets(self, claimed: ClaimedDelivery, now: datetime) -> list[str]:
         if claimed.endpoint.owner is None:
-            return [self.operator_secret] if self.operator_secret is not None else []
+            return self.operator_secrets
         return claimed.endpoint.signing_secrets(now)
 
     async def send(self, claimed: ClaimedDelivery) -> None:

@@ -7,7 +7,7 @@ import base64
 import binascii
 from typing import Literal, Self
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from chunkd.service.delivery import DeliveryPolicy
 from chunkd.settings.units import http_url
@@ -31,6 +31,12 @@ class EventSettings(BaseModel):
         None,
         description="Signing secret of the operator-wide webhooks, in the Standard Webhooks form whsec_<base64> "
         "(at least 24 bytes); required when webhook_urls is set.",
+    )
+    webhook_previous_secret: SecretStr | None = Field(
+        None,
+        description="While the operator-wide webhooks switch to a new webhook_secret: the one it replaces, in the "
+        "same form. Each delivery then carries a signature by each (webhook-signature: v1,… v1,…), so a receiver "
+        "verifies it with either; unset it once every receiver has the new secret.",
     )
     webhook_timeout_seconds: float = Field(
         DELIVERY.timeout, gt=0, description="Time allowed for one webhook request (connect + answer), in seconds (10)."
@@ -130,17 +136,18 @@ class EventSettings(BaseModel):
                 raise ValueError(f"{value[:100]!r} is neither a Unix socket path (/…) nor host:port")
         return value
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secret", "webhook_previous_secret")
     @classmethod
-    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+    def _check_webhook_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None:
+            name = f"CHUNKD_{(info.field_name or '').upper()}"
             text = value.get_secret_value()
             try:
                 raw = base64.b64decode(text.removeprefix("whsec_"), validate=True)
             except (binascii.Error, ValueError):
-                raise ValueError("CHUNKD_WEBHOOK_SECRET must be whsec_ followed by base64") from None
+                raise ValueError(f"{name} must be whsec_ followed by base64") from None
             if not text.startswith("whsec_") or len(raw) < 24:
-                raise ValueError("CHUNKD_WEBHOOK_SECRET must be whsec_<base64 of at least 24 bytes>")
+                raise ValueError(f"{name} must be whsec_<base64 of at least 24 bytes>")
         return value
 
     @model_validator(mode="after")
