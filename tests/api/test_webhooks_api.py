@@ -431,3 +431,52 @@ async def test_the_operators_previous_secret_signs_beside_the_new_one(
                 assert all(m["verified"] for m in got if m["payload"]["data"]["id"] == file_id)
     with pytest.raises(ValueError, match="CHUNKD_WEBHOOK_PREVIOUS_SECRET must be whsec_"):
         settings_with(settings, webhook_previous_secret="whsec_short")
+
+
+async def test_deliveries_that_failed_for_good_are_recovered_at_once(
+    settings: Settings, receiver: WebhookReceiver
+) -> None:
+    """A receiver down for longer than the retry window: its deliveries fail for good. Once it is
+    back, one request sends each of those events again (same webhook-id), instead of a redelivery
+    asked for each in turn."""
+    app = create_app(settings_with(settings, webhook_retry_window_seconds=0.3))
+    async with app.router.lifespan_context(app):
+        runtime = app.state.chunkd
+        _, key = await runtime.keys.create("alice", "files:create,files:read," + ADMIN)
+        _, bobs = await runtime.keys.create("bob", ADMIN)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            api = Api(client, runtime, {"alice": key})
+            made = (await client.post("/v1/webhooks", json={"url": receiver.url("/down")}, headers=api.auth())).json()
+            receiver.set_secret("/down", made["secret"])
+            receiver.set_status("/down", 500)
+            file_id = await upload_file(api, api.auth(), b"while the receiver is down")
+            log_path = f"/v1/webhooks/{made['id']}/deliveries"
+
+            async def failed_for_good() -> bool:
+                log = (await client.get(log_path, headers=api.auth())).json()["data"]
+                return len(log) == 2 and {d["status"] for d in log} == {"failed"}
+
+            await until(failed_for_good, 60, "both deliveries failed for good")
+            receiver.set_status("/down", None)
+            path = f"/v1/webhooks/{made['id']}/recover"
+            for body in ({"since": "2026-01-01T00:00:00"}, {"since": "soon"}, {}, {"since": made["createdAt"], "x": 1}):
+                refused = await client.post(path, json=body, headers=api.auth())
+                assert refused.status_code == 400, (body, refused.text)
+            assert (
+                await client.post(path, json={"since": made["createdAt"]}, headers={"Authorization": f"Bearer {bobs}"})
+            ).status_code == 404
+            before = len(receiver.messages("/down"))  # every failed attempt reached it too
+            recovered = await client.post(path, json={"since": made["createdAt"]}, headers=api.auth())
+            assert recovered.status_code == 202 and recovered.json() == {"recovered": 2}, recovered.text
+            assert (await client.post(path, json={"since": made["createdAt"]}, headers=api.auth())).json() == {
+                "recovered": 0
+            }
+            got = (await receiver.arrived(lambda ms: len(ms) >= before + 2, path="/down"))[before:]
+            assert types_for(got, file_id) == ["upload.completed", "upload.created"] and all(m["verified"] for m in got)
+
+            async def delivered() -> bool:
+                log = (await client.get(log_path, headers=api.auth())).json()["data"]
+                return sorted(d["status"] for d in log) == ["delivered", "delivered", "failed", "failed"]
+
+            await until(delivered, 60, "the recovered deliveries delivered")

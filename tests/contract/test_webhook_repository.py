@@ -386,3 +386,44 @@ async def test_a_rotation_keeps_the_replaced_secret_beside_the_new_one(metadata:
     await hooks.dispatch(T0, 10)
     [claimed] = await hooks.claim(T0, T0 + S, 10)
     assert claimed.endpoint == rotated
+
+
+async def test_recovery_sends_again_each_event_that_failed_for_good_once(metadata: MetadataStore) -> None:
+    """Events whose delivery failed for good since the time asked get one new pending delivery each
+    (a batch at a time, oldest first); an event delivered, or pending again, meanwhile does not, nor
+    one whose delivery was made before that time, nor any other endpoint's."""
+    hooks = metadata.webhooks
+    await hooks.add_endpoint(endpoint("we_all"))
+    await hooks.add_endpoint(endpoint("we_other"))
+    for step in range(5):
+        await created_upload(metadata)
+        await hooks.dispatch(T0 + step * S, 10)
+    mine = sorted(
+        (c for c in await hooks.claim(T0 + 10 * S, T0 + 11 * S, 20) if c.endpoint.id == "we_all"),
+        key=lambda c: c.delivery.created_at,
+    )
+    for claimed in mine:  # all five fail for good
+        await hooks.record_failure(
+            claimed.delivery.id,
+            T0 + 10 * S,
+            response_status=500,
+            error="down",
+            retry_at=None,
+            disable_after_seconds=1e9,
+        )
+    too_old, delivered_since, pending_again, *recoverable = mine
+    again = await hooks.redeliver("we_all", delivered_since.delivery.id, T0 + 20 * S, "dlv_done")
+    assert again is not None
+    [done] = await hooks.claim(T0 + 20 * S, T0 + 21 * S, 10, skip_endpoints=["we_other"])
+    await hooks.record_success(done.delivery.id, T0 + 20 * S, 204)
+    assert await hooks.redeliver("we_all", pending_again.delivery.id, T0 + 20 * S, "dlv_pending") is not None
+
+    since = T0 + S  # after the first event's delivery was made
+    assert await hooks.recover("we_all", since, T0 + 30 * S, 1) == 1  # a batch at a time
+    assert await hooks.recover("we_all", since, T0 + 30 * S, 10) == 1
+    assert await hooks.recover("we_all", since, T0 + 30 * S, 10) == 0  # each once
+    made = [d for d in await hooks.list_deliveries("we_all", 20) if d.created_at == T0 + 30 * S]
+    assert sorted(d.event_id for d in made) == sorted(c.delivery.event_id for c in recoverable)
+    assert {(d.status, d.attempts, d.next_attempt_at) for d in made} == {(DeliveryStatus.PENDING, 0, T0 + 30 * S)}
+    assert too_old.delivery.event_id not in {d.event_id for d in made}
+    assert all(d.created_at != T0 + 30 * S for d in await hooks.list_deliveries("we_other", 20))

@@ -107,6 +107,7 @@ ROUTES: list[Route] = [
     Route("DELETE", "/v1/webhooks/{id}", "webhooks:admin", "webhook"),
     Route("GET", "/v1/webhooks/{id}/deliveries", "webhooks:admin", "webhook"),
     Route("POST", "/v1/webhooks/{id}/secret/rotate", "webhooks:admin", "webhook"),
+    Route("POST", "/v1/webhooks/{id}/recover", "webhooks:admin", "webhook", json={"since": "2026-01-01T00:00:00Z"}),
     Route("POST", "/v1/webhooks/{id}/deliveries/{id}/retry", "webhooks:admin", "webhook_delivery"),
     Route("GET", "/metrics", "metrics:read", None),
     # upload links

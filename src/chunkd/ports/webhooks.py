@@ -188,6 +188,11 @@ class WebhookRepository(Protocol):
         """A new pending delivery of the same event to the same endpoint, due now (None: no such
         delivery of that endpoint)."""
 
+    async def recover(self, endpoint_id: str, since: datetime, now: datetime, limit: int) -> int:
+        """A new pending delivery, due now, of each event (up to ``limit``, oldest first) whose
+        delivery to the endpoint made since ``since`` failed for good and that has none delivered or
+        pending there; returns how many were made (fewer than ``limit``: no more to recover)."""
+
     async def prune(self, before: datetime, limit: int) -> int:
         """Forget up to ``limit`` dispatched events made before ``before`` whose deliveries are all
         final (delivered or failed), with those deliveries; returns how many events went. An event

@@ -173,6 +173,21 @@ class WebhookService:
         endpoint = await self.get(owner, endpoint_id)
         return await self.repo.list_deliveries(endpoint.id, limit)
 
+    async def recover(self, owner: str, endpoint_id: str, since: datetime, *, batch: int = 1000) -> int:
+        """Send again every event whose delivery to the endpoint, made since ``since``, failed for good
+        (the retry window passed: a receiver down for longer), each once, as new deliveries with the
+        same ``webhook-id``; an event delivered or pending there meanwhile is left alone. Returns how
+        many; one redelivery at a time (and a log that lists 500) was all there was."""
+        endpoint = await self.get(owner, endpoint_id)
+        recovered = 0
+        while (made := await self.repo.recover(endpoint.id, since, self.clock(), batch)) > 0:
+            recovered += made
+            if made < batch:
+                break
+        if recovered:
+            self.wake()
+        return recovered
+
     async def redeliver(self, owner: str, endpoint_id: str, delivery_id: str) -> Delivery:
         """Send a delivery's event again to its endpoint (same event id), as a new delivery."""
         endpoint = await self.get(owner, endpoint_id)

@@ -1,13 +1,13 @@
 """``/v1/webhooks``: an owner's webhook endpoints (scope ``webhooks:admin``): registered, changed
-(URL, event types, enabled) and deleted, their delivery log and redelivery on request. Errors in
-the native API's shape."""
+(URL, event types, enabled) and deleted, their delivery log, redelivery and recovery on request, and
+secret rotation. Errors in the native API's shape."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from starlette.responses import Response
 
 from chunkd.domain.errors import InvalidInput
@@ -57,6 +57,18 @@ class ChangeWebhookRequest(BaseModel):
         description="true: enable a disabled endpoint (its waiting deliveries are tried at once); "
         "false: stop sending to it (events meanwhile are not kept for it).",
     )
+
+
+class RecoverRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: AwareDatetime = Field(
+        description="RFC 3339 time with its offset: the failed deliveries made since then are sent again."
+    )
+
+
+class RecoverAnswer(BaseModel):
+    recovered: int = Field(description="How many events are sent again (new deliveries, same webhook-id).")
 
 
 class WebhookObject(BaseModel):
@@ -204,6 +216,20 @@ async def list_deliveries(
     who = await principal(request, SCOPE)
     deliveries = await _service(request).deliveries(who.owner, endpoint_id, limit)
     return {"data": [_delivery_view(d) for d in deliveries]}
+
+
+@webhooks_router.post(
+    "/{endpoint_id}/recover",
+    status_code=202,
+    response_model=RecoverAnswer,
+    summary="Send again every event whose delivery failed for good since a time",
+)
+async def recover_deliveries(request: Request, endpoint_id: EndpointId, body: RecoverRequest) -> dict[str, Any]:
+    """After a receiver was down for longer than the retry window: each event whose delivery to this
+    endpoint was made since ``since`` and failed for good is sent again, once, as a new delivery
+    with the same ``webhook-id``; one delivered or pending meanwhile is not."""
+    who = await principal(request, SCOPE)
+    return {"recovered": await _service(request).recover(who.owner, endpoint_id, body.since)}
 
 
 @webhooks_router.post(

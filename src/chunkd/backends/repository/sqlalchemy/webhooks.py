@@ -394,6 +394,43 @@ class SqlWebhookRepository(SqlStore):
             )
             return bool(disabled.rowcount)
 
+    async def recover(self, endpoint_id: str, since: datetime, now: datetime, limit: int) -> int:
+        async with self.transaction() as conn:
+            settled = select(D.c.event_id).where(
+                D.c.endpoint_id == endpoint_id,
+                D.c.status.in_([DeliveryStatus.PENDING.value, DeliveryStatus.DELIVERED.value]),
+            )
+            failed = (
+                select(D.c.event_id, func.min(D.c.created_at).label("first_made"))
+                .where(
+                    D.c.endpoint_id == endpoint_id,
+                    D.c.status == DeliveryStatus.FAILED.value,
+                    D.c.created_at >= since,
+                    D.c.event_id.not_in(settled),
+                )
+                .group_by(D.c.event_id)
+                .order_by("first_made", D.c.event_id)
+                .limit(limit)
+            )
+            event_ids = [r[0] for r in await conn.execute(failed)]
+            if event_ids:
+                await conn.execute(
+                    insert(D),
+                    [
+                        {
+                            "id": new_delivery_id(),
+                            "endpoint_id": endpoint_id,
+                            "event_id": event_id,
+                            "status": DeliveryStatus.PENDING.value,
+                            "attempts": 0,
+                            "created_at": now,
+                            "next_attempt_at": now,
+                        }
+                        for event_id in event_ids
+                    ],
+                )
+        return len(event_ids)
+
     async def prune(self, before: datetime, limit: int) -> int:
         pending = select(D.c.id).where(D.c.event_id == events.c.id, D.c.status == DeliveryStatus.PENDING.value)
         old = (
