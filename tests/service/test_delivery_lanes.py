@@ -15,11 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from chunkd.backends.repository import open_metadata
+from chunkd.backends.repository.sqlalchemy.tables import webhook_deliveries as D
 from chunkd.domain.events import Event, EventType
 from chunkd.ports.metadata import MetadataStore
-from chunkd.ports.webhooks import ClaimedDelivery, DeliveryStatus, Endpoint, WebhookRepository
+from chunkd.ports.webhooks import ClaimedDelivery, DeliveryStatus, DisabledReason, Endpoint, WebhookRepository
 from chunkd.service.delivery import DeliveryPolicy, DeliveryWorker
 from tests.support.uploads import make_upload
 from tests.support.waiting import until
@@ -173,3 +175,50 @@ async def test_deliveries_claimed_and_not_started_are_released_at_stop(metadata:
     assert sorted(await statuses(metadata, "we_alice")) == [(DeliveryStatus.DELIVERED, 1), (DeliveryStatus.PENDING, 0)]
     [released] = await metadata.webhooks.claim(NOW, NOW + timedelta(seconds=30), 10)
     assert released.delivery.attempts == 0
+
+
+async def test_a_receiver_that_answers_410_gets_none_of_the_deliveries_waiting_for_it(
+    metadata: MetadataStore,
+) -> None:
+    """``concurrency`` 2, four deliveries: the first is answered at once, so the lane claims two
+    more while the second is in flight, and the fourth waits behind the third. The second and third
+    are answered 410 Gone, which disables the endpoint: the fourth is released, not sent (it was
+    sent, and answered 410 again). It waits, pending, for the endpoint to be enabled."""
+    sent: list[httpx.Request] = []
+    third_arrived = asyncio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        if len(sent) == 1:
+            return httpx.Response(204)
+        if len(sent) == 3:  # the fourth is in the lane now
+            third_arrived.set()
+        await third_arrived.wait()
+        return httpx.Response(410)
+
+    await add_endpoint(metadata, "we_alice", "alice")
+    for _ in range(4):
+        await event_of(metadata, "alice")
+    delivery = worker(metadata.webhooks, httpx.MockTransport(answer), concurrency=2, poll=3600)
+    running = asyncio.create_task(delivery.run_forever())
+    engine = metadata.webhooks.engine  # type: ignore[attr-defined]
+
+    async def settled() -> bool:
+        endpoint = await metadata.webhooks.get_endpoint("we_alice", None)
+        async with engine.connect() as conn:
+            leased = (await conn.execute(select(func.count()).where(D.c.lease_until.is_not(None)))).scalar_one()
+        return endpoint is not None and endpoint.disabled_reason == DisabledReason.GONE and leased == 0
+
+    try:
+        await until(settled, 30, "the endpoint disabled and no delivery leased")
+    finally:
+        delivery.stop()
+        await running
+        await delivery.close()
+    assert len(sent) == 3
+    assert sorted(await statuses(metadata, "we_alice")) == [
+        (DeliveryStatus.DELIVERED, 1),
+        (DeliveryStatus.PENDING, 0),
+        (DeliveryStatus.PENDING, 1),
+        (DeliveryStatus.PENDING, 1),
+    ]

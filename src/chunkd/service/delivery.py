@@ -281,7 +281,7 @@ class DeliveryWorker:
         while lane.waiting and lane.sending < self.policy.concurrency and not self._stopping.is_set():
             claimed, lease = lane.waiting.popleft()
             lane.sending += 1
-            task = asyncio.create_task(self._send_in_lane(claimed, lease))
+            task = asyncio.create_task(self._send_in_lane(claimed, lease, lane))
             self._sending.add(task)
             task.add_done_callback(partial(self._sent, endpoint=endpoint, lane=lane))
         if not lane.load and not lane.more and self._lanes.get(endpoint) is lane:
@@ -296,14 +296,21 @@ class DeliveryWorker:
             self._wakeup.set()
         self._pump(endpoint, lane)
 
-    async def _send_in_lane(self, claimed: ClaimedDelivery, lease: datetime) -> None:
-        """``send``, its failures logged as a round's are (a send runs on its own)."""
+    async def _send_in_lane(self, claimed: ClaimedDelivery, lease: datetime, lane: _Lane) -> None:
+        """``send``, its failures logged as a round's are (a send runs on its own). When it leaves
+        the endpoint disabled, the lane's waiting deliveries are released unsent: a receiver that
+        answered 410 Gone got every one of them (up to twice ``concurrency``), each a 410 again."""
         try:
             if lease - self.clock() < timedelta(seconds=self.policy.timeout + 5):
                 # Waited so long (a stalled process) that its lease may run out while it is sent,
                 # and another node send it too: left to whoever claims it next.
                 return
-            await self.send(claimed)
+            if await self.send(claimed) and lane.waiting:
+                unsent = [waiting.delivery.id for waiting, _ in lane.waiting]
+                lane.waiting.clear()
+                lane.more = False
+                self._held -= len(unsent)
+                await self.repo.release(unsent)  # they wait, pending, until the endpoint is enabled
             if self._outage:
                 log.info("webhook delivery resumed")
                 self._outage = False
@@ -350,8 +357,9 @@ class DeliveryWorker:
             return self.operator_secrets
         return claimed.endpoint.signing_secrets(now)
 
-    async def send(self, claimed: ClaimedDelivery) -> None:
-        """One attempt of one leased delivery, and its outcome recorded."""
+    async def send(self, claimed: ClaimedDelivery) -> bool:
+        """One attempt of one leased delivery, and its outcome recorded. True when the endpoint is
+        to get no more for now: its receiver answered 410 Gone, or this failure disabled it."""
         delivery = claimed.delivery
         status: int | None = None
         error = ""
@@ -413,7 +421,7 @@ class DeliveryWorker:
         if delivered and status is not None:
             self.count("delivered")
             await self.repo.record_success(delivery.id, self.clock(), status)
-            return
+            return False
         self.count("failed" if status is not None else "error")
         now = self.clock()
         retry_at = self.policy.retry_at(claimed, now, not_before=wait)
@@ -434,6 +442,7 @@ class DeliveryWorker:
             )
         elif disabled:
             log.warning("webhook endpoint %s disabled after failing since long", claimed.endpoint.id)
+        return gone or disabled
 
     async def close(self) -> None:
         await self.client.aclose()
