@@ -48,14 +48,15 @@ def test_piped_list_prints_whole_ids_that_revoke_accepts(tmp_path: Path) -> None
     run(tmp_path, "keys", "create", "--owner", "a-rather-long-owner-name-for-a-narrow-pipe")
     lines = run(tmp_path, "keys", "list").splitlines()
     rows = [line.split("\t") for line in lines]
-    assert len(rows) == 2 and all(len(row) == 7 for row in rows)  # the 7th: the key that made it (none here)
+    # The 7th: the key that made it (none here); the 8th: when it expires (never here).
+    assert len(rows) == 2 and all(len(row) == 8 for row in rows)
     ids = [row[0] for row in rows]
     assert all(re.fullmatch(r"[0-9a-f]{16}", key_id) for key_id in ids)
     assert key.startswith(f"ck_{ids[0]}_") or key.startswith(f"ck_{ids[1]}_")
     run(tmp_path, "keys", "revoke", ids[1])
     listed = json.loads(run(tmp_path, "keys", "list", "--json"))
     assert {row["id"] for row in listed} == set(ids)
-    assert set(listed[0]) == {"id", "owner", "scopes", "createdAt", "revokedAt", "name", "createdBy"}
+    assert set(listed[0]) == {"id", "owner", "scopes", "createdAt", "revokedAt", "name", "createdBy", "expiresAt"}
     assert [row["revokedAt"] is not None for row in listed] == [False, True]
     # The whole key works as well as its id.
     run(tmp_path, "keys", "revoke", key)
@@ -101,3 +102,12 @@ def test_revoke_cascade_names_every_key_it_revoked(tmp_path: Path) -> None:
     assert done.output.splitlines()[0] == f"revoked {parent}"
     assert {child, grandchild} == {line.split()[1] for line in done.output.splitlines()[1:]}
     assert bystander not in done.output
+
+
+def test_an_operator_can_make_a_key_that_expires(tmp_path: Path) -> None:
+    """Keys could not expire; a key made over the API may now, and the operator sees when."""
+    run(tmp_path, "keys", "create", "--owner", "alice", "--expires-in", "3600")
+    run(tmp_path, "keys", "create", "--owner", "alice")
+    listed = json.loads(run(tmp_path, "keys", "list", "--json"))
+    assert listed[0]["expiresAt"] is not None and listed[1]["expiresAt"] is None
+    assert run(tmp_path, "keys", "list").splitlines()[0].split("\t")[7] == listed[0]["expiresAt"]

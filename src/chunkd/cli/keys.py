@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -28,12 +29,16 @@ def keys_create(
     owner: Annotated[str, typer.Option(help="Owner the key acts for.")],
     scopes: Annotated[str, typer.Option(help="Comma-separated scopes.")] = "files:create,files:read",
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+    expires_in: Annotated[
+        int | None, typer.Option(min=1, help="Seconds until the key stops working (default: never).")
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Create an API key; the key itself is printed alone on the last line."""
 
     async def create(runtime: Runtime) -> tuple[ApiKeyRecord, str]:
-        return await runtime.keys.create(owner, scopes, name=name)
+        expires_at = None if expires_in is None else datetime.now(UTC) + timedelta(seconds=expires_in)
+        return await runtime.keys.create(owner, scopes, name=name, expires_at=expires_at)
 
     from chunkd.domain.errors import ChunkdError
 
@@ -55,7 +60,8 @@ def keys_create(
             "--data-dir or CHUNKD_DATA_DIR)",
             err=True,
         )
-    console.print(f"key id {record.id} for owner {record.owner}, scopes {' '.join(sorted(record.scopes))}")
+    until = f", expires {record.expires_at.isoformat(timespec='seconds')}" if record.expires_at else ""
+    console.print(f"key id {record.id} for owner {record.owner}, scopes {' '.join(sorted(record.scopes))}{until}")
     print(token, flush=True)
 
 
@@ -68,6 +74,7 @@ def _key_row(key: ApiKeyRecord) -> dict[str, Any]:
         "revokedAt": key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else None,
         "name": key.name,
         "createdBy": key.created_by,
+        "expiresAt": key.expires_at.isoformat(timespec="seconds") if key.expires_at else None,
     }
 
 
@@ -77,7 +84,7 @@ def keys_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array of key objects.")] = False,
 ) -> None:
     """List API keys (never their secrets). On a terminal: a table; piped: one tab-separated line
-    per key (id, owner, scopes, created, revoked, name, the id of the key that made it), ids always
+    per key (id, owner, scopes, created, revoked, name, the id of the key that made it, expiry), ids always
     whole, so what is shown can be passed to `chunkd keys revoke`."""
 
     async def listing(runtime: Runtime) -> list[ApiKeyRecord]:
@@ -92,11 +99,12 @@ def keys_list(
         for row in rows:
             fields = (
                 *(row["id"], row["owner"], ",".join(row["scopes"]), row["createdAt"], row["revokedAt"], row["name"]),
-                row["createdBy"],  # last, so that scripts reading the first six fields are unchanged
+                row["createdBy"],  # after the first six, so that scripts reading those are unchanged
+                row["expiresAt"],
             )
             print("\t".join(_tsv(value) for value in fields))
         return
-    table = Table("owner", "scopes", "created", "revoked", "name")
+    table = Table("owner", "scopes", "created", "revoked", "expires", "name")
     # The id is what `keys revoke` takes: it is never shortened, whatever the terminal's width.
     table.columns.insert(0, Column("id", no_wrap=True, min_width=max((len(r["id"]) for r in rows), default=2)))
     for row in rows:
@@ -107,6 +115,7 @@ def keys_list(
             " ".join(row["scopes"]),
             row["createdAt"],
             row["revokedAt"] or "",
+            row["expiresAt"] or "",
             Text(row["name"] or ""),
         )
     console.print(table)
