@@ -178,3 +178,21 @@ async def test_an_expired_key_and_its_tokens_stop_working(make_api: MakeApi) -> 
         token = api.runtime.tokens.issue(who)["accessToken"]
         late = await api.client.get("/v1/files", headers={"Authorization": f"Bearer {token}"})
         assert late.status_code == 401, late.text
+
+
+async def test_a_token_never_outlives_its_key(make_api: MakeApi) -> None:
+    """A token issued for a key expiring in 100 s said it lived 900 s (it was refused at the key's
+    expiry all the same, but its exp and expiresIn were wrong)."""
+    async with make_api() as api:
+        _, key = await api.runtime.keys.create(
+            "alice", "files:read", expires_at=datetime.now(UTC) + timedelta(seconds=100)
+        )
+        issued = await api.client.post("/v1/auth/token", headers={"X-API-Key": key})
+        assert issued.status_code == 200 and issued.json()["expiresIn"] <= 100, issued.text
+        claims = jwt.decode(issued.json()["accessToken"], options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] <= 100
+        longer = await api.client.post("/v1/auth/token", json={"expiresIn": 200}, headers={"X-API-Key": key})
+        assert longer.status_code == 400 and longer.json()["error"]["field"] == "expiresIn", longer.text
+        # A key that never expires gets the whole lifetime.
+        full = await api.client.post("/v1/auth/token", headers=api.auth("admin"))
+        assert full.json()["expiresIn"] == api.runtime.settings.jwt_ttl_seconds

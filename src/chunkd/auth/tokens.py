@@ -152,9 +152,15 @@ class AccessTokens:
             )
             error.code = "missing_scope"
             raise error
-        ttl = self.ttl_seconds if ttl_seconds is None else ttl_seconds
-        if not 1 <= ttl <= self.ttl_seconds:
-            raise InvalidInput(f"expiresIn must be between 1 and {self.ttl_seconds} seconds", field="expiresIn")
+        # A token never outlives its key: it would be refused past the key's expiry all the same,
+        # but its exp (and expiresIn) would say otherwise.
+        longest = self.ttl_seconds
+        if principal.expires_at is not None:
+            longest = max(1, min(longest, int(principal.expires_at.timestamp() - time.time())))
+        ttl = longest if ttl_seconds is None else ttl_seconds
+        if not 1 <= ttl <= longest:
+            why = "" if longest == self.ttl_seconds else " (the API key expires then)"
+            raise InvalidInput(f"expiresIn must be between 1 and {longest} seconds{why}", field="expiresIn")
         now = int(time.time())
         claims = {
             "iss": self.issuer,
