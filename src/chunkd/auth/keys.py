@@ -15,7 +15,7 @@ from chunkd.auth.principal import ALL_SCOPES, Principal
 from chunkd.domain.errors import InvalidInput, NotFound, Unauthenticated
 from chunkd.ports.keys import ApiKeyRecord, KeyRepository
 
-__all__ = ["KeyService", "api_key_of", "is_key_id", "is_owner", "key_stands", "parse_scopes"]
+__all__ = ["KeyService", "api_key_of", "is_key_id", "is_owner", "key_gone", "key_stands", "parse_scopes"]
 
 _TOKEN = re.compile(r"^ck_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
@@ -38,6 +38,13 @@ def key_stands(key: ApiKeyRecord | None, owner: str) -> TypeGuard[ApiKeyRecord]:
     URL, an upload link) still stands for ``owner``: found, not revoked, not expired, and that
     owner's."""
     return key is not None and key.stands_at(datetime.now(UTC)) and key.owner == owner
+
+
+def key_gone(key: ApiKeyRecord | None) -> str:
+    """What became of a key that no longer stands, as refusals say it: an expired key is told
+    apart from a revoked one (which an operator would otherwise go looking for)."""
+    expired = key is not None and key.revoked_at is None and not key.stands_at(datetime.now(UTC))
+    return "has expired" if expired else "has been revoked"
 
 
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")

@@ -37,7 +37,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from chunkd.auth.keys import key_stands
+from chunkd.auth.keys import key_gone, key_stands
 from chunkd.auth.principal import Principal
 from chunkd.domain.errors import Forbidden, InvalidInput, NotFound, QuotaExceeded, Unauthenticated
 from chunkd.domain.metadata import LINK_METADATA_KEY
@@ -202,7 +202,7 @@ class UploadLinks:
         if record.key_id is not None and self.keys is not None:
             key = await self.keys.get_key(record.key_id)
             if not key_stands(key, record.owner):
-                error = Unauthenticated("the API key this upload link was made with has been revoked", field="link")
+                error = Unauthenticated(f"the API key this upload link was made with {key_gone(key)}", field="link")
                 error.code = "link_revoked"
                 raise error
         return Principal(

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chunkd.auth.keys import is_owner, key_stands
+from chunkd.auth.keys import is_owner, key_gone, key_stands
 from chunkd.auth.principal import ALL_SCOPES, Principal
 from chunkd.domain.errors import Forbidden, InvalidInput, Unauthenticated
 from chunkd.ports.keys import KeyRepository
@@ -233,7 +233,7 @@ class AccessTokens:
         if key_id is not None:
             record = await self.keys.get_key(key_id) if isinstance(key_id, str) and len(key_id) == 16 else None
             if not key_stands(record, owner):
-                raise Unauthenticated("the API key this token was issued for has been revoked")
+                raise Unauthenticated(f"the API key this token was issued for {key_gone(record)}")
             scopes &= record.scopes
             if record.expires_at is not None:
                 expires_at = min(expires_at or record.expires_at, record.expires_at)

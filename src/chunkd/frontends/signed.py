@@ -21,7 +21,7 @@ from typing import Annotated
 from fastapi import Query
 from starlette.requests import Request
 
-from chunkd.auth.keys import api_key_of, is_key_id, key_stands
+from chunkd.auth.keys import api_key_of, is_key_id, key_gone, key_stands
 from chunkd.auth.principal import Principal
 from chunkd.auth.signing import Grant
 from chunkd.domain.errors import Forbidden
@@ -89,5 +89,5 @@ async def signed_upload(
     if found is not None and bound:
         key = await rt.keys.repo.get_key(bound)  # the key cache: a revocation is seen within 1 s
         if not key_stands(key, found.owner):
-            raise Forbidden("the API key this URL was made with has been revoked", field="key_id")
+            raise Forbidden(f"the API key this URL was made with {key_gone(key)}", field="key_id")
     return found
