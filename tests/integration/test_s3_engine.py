@@ -3,6 +3,7 @@ coalesced into ≥ 5 MiB S3 parts, appends, replaced parts, crash leftovers, can
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -362,6 +363,31 @@ async def test_a_whole_file_put_streams_part_after_part_into_the_store(s3_api: A
     )
     assert done.status_code == 200 and done.json()["status"] == "COMPLETED", done.text
     whole = await s3_api.client.get(f"/v1/files/{file_id}/content", headers=auth)
+    assert whole.status_code == 200 and whole.content == data
+
+
+async def test_a_whole_file_put_with_a_wrong_content_md5_leaves_nothing_in_the_bucket(s3_api: Api) -> None:
+    """A Content-MD5 sent with the whole body is checked at its end, from the MD5 the parts were
+    hashed into as they went to S3: a mismatch records none of them and removes their objects; the
+    right body PUT again is stored and completes."""
+    data = os.urandom(7 * MiB + 3)
+    auth = s3_api.auth()
+    created = await s3_api.client.post(
+        "/v1/files", json={"filename": "w.bin", "sizeBytes": len(data), "partSize": 3 * MiB}, headers=auth
+    )
+    file_id = created.json()["id"]
+    url = f"/v1/files/{file_id}/content"
+    right = base64.b64encode(hashlib.md5(data).digest()).decode()
+    corrupted = data[: 5 * MiB] + bytes([data[5 * MiB] ^ 1]) + data[5 * MiB + 1 :]
+    refused = await s3_api.client.put(url, content=corrupted, headers={**auth, "Content-MD5": right})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "Content-MD5", refused.text
+    assert (await s3_api.runtime.uploads.get("alice", file_id)).parts == {}
+    assert bucket_state(s3_api) == ([], [])  # the held parts' objects were removed
+    put = await s3_api.client.put(url, content=data, headers={**auth, "Content-MD5": right})
+    assert put.status_code == 200, put.text
+    done = await s3_api.client.post(f"/v1/files/{file_id}/complete", headers=auth)
+    assert done.status_code == 200 and done.json()["status"] == "COMPLETED", done.text
+    whole = await s3_api.client.get(url, headers=auth)
     assert whole.status_code == 200 and whole.content == data
 
 

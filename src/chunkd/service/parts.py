@@ -94,18 +94,35 @@ class Parts(Lifecycle):
                 await self.repo.save(upload)
         return upload
 
-    async def put_whole(self, owner: str, upload_id: str, body: AsyncIterator[bytes]) -> Upload:
+    async def put_whole(
+        self,
+        owner: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        *,
+        content_md5: str | None = None,
+        digest: tuple[StreamHasher, bytes, str] | None = None,
+    ) -> Upload:
         """One PUT of the whole file, stored as the upload's parts one after another (each durable
         as soon as it is complete, so a broken PUT can be resumed part by part).
 
         A part the upload already holds is replaced only once the whole body has arrived, of the
         right length: until then its new bytes are durable but not recorded. A body refused for
         its length (a chunked one shows it only at its end), or broken off, so never replaces a
-        stored part; it used to, and a later complete without an MD5 stored the wrong bytes."""
+        stored part; it used to, and a later complete without an MD5 stored the wrong bytes.
+
+        ``content_md5`` (hex) and ``digest`` ((hasher, expected digest, the field that carried
+        it), as ``put_part``'s) are checked over the whole body before any part of it is recorded:
+        every part is then held as a replaced one is (durable, not recorded), so a mismatch (a
+        ``ChecksumMismatch`` naming the field) or a crash leaves the upload as it was, pending and
+        open to a fresh PUT. The MD5 is the whole-file MD5 the parts are hashed into as they
+        arrive, begun afresh at byte 0 (the upload's own frontier may be past earlier bytes), and
+        ``digest``'s hasher runs on across the parts; nothing is read back."""
         upload = await self.get(owner, upload_id, with_parts=False)
         upload.ensure_pending(self.clock())
         if upload.mode is not Mode.PARTS or upload.size_bytes is None:
             raise InvalidState("this upload does not take a whole-file PUT")
+        verified = content_md5 is not None or digest is not None
         stored: set[int] = set()
         if upload.parts_received:
             stored = set((await self.get(owner, upload_id)).parts)
@@ -119,12 +136,19 @@ class Parts(Lifecycle):
         # against 1.22–1.24 s with 64 MiB parts).
         committing: asyncio.Task[Part] | None = None
         streamed: StreamedPart | None = None
-        held: list[tuple[int, StreamedPart, str]] = []  # replacements of stored parts, not recorded yet
+        held: list[tuple[int, StreamedPart, str]] = []  # durable, not recorded yet (replacements; a checked PUT's)
         try:
             for number in range(1, count + 1):
                 expected = upload.expected_part_size(number)
                 streamed = await self._stream_part(
-                    upload, number, reader.slice(expected), limit=None, follows=streamed, wait=False
+                    upload,
+                    number,
+                    reader.slice(expected),
+                    limit=None,
+                    follows=streamed,
+                    wait=False,
+                    whole=ResumableMD5() if verified and number == 1 else None,
+                    extra=digest[0] if digest is not None else None,
                 )
                 if streamed.received != expected:
                     await streamed.abandon()
@@ -145,7 +169,9 @@ class Parts(Lifecycle):
                     except BaseException:
                         await streamed.abandon()
                         raise
-                if number in stored:
+                if number in stored or verified:
+                    # Landed before the next part streams, so ``digest``'s one hasher sees the
+                    # parts' bytes in order.
                     held.append((number, streamed, await self._make_durable(owner, upload_id, streamed)))
                 else:
                     committing = asyncio.create_task(self._commit_part(owner, upload_id, number, streamed, upload))
@@ -154,9 +180,11 @@ class Parts(Lifecycle):
                 await previous
             if not await reader.at_end():
                 raise SizeMismatch(f"the body is longer than sizeBytes ({upload.size_bytes})", field="body")
-            if held:  # the whole body arrived, of the right length: the replacements count now
-                replacements, held = held, []  # a failed record discards its own blobs
-                await self._record_replacements(owner, upload_id, replacements, upload)
+            if verified:  # every part has landed: the hashers have seen the whole body
+                _check_whole(streamed.whole_end if streamed is not None else None, content_md5, digest)
+            if held:  # the whole body arrived, of the right length (and checked): the held parts count now
+                recorded, held = held, []  # a failed record discards its own blobs
+                await self._record_replacements(owner, upload_id, recorded, upload)
         finally:
             if committing is not None:
                 # The body broke off (or was too short) after a whole part: that part is kept, so the
@@ -193,12 +221,15 @@ class Parts(Lifecycle):
         part_md5: bool = False,
         follows: StreamedPart | None = None,
         wait: bool = True,
+        whole: ResumableMD5 | None = None,
     ) -> StreamedPart:
         """``follows``: the part before this one in the same body (its whole-file hash goes on into
-        this one). ``wait``: as ``stream_into``'s; the part's commit waits for it to land."""
+        this one). ``wait``: as ``stream_into``'s; the part's commit waits for it to land.
+        ``whole``: the whole-file MD5 state to hash into, instead of the upload's frontier."""
         offset = upload.offset_of(number) if offset is None else offset
         # Hash into the whole-file state as we go when this part starts at the frontier.
-        whole = ResumableMD5(upload.hash_state) if upload.hash_offset == offset and upload.hash_state else None
+        if whole is None and upload.hash_offset == offset and upload.hash_state:
+            whole = ResumableMD5(upload.hash_state)
         await self.blobs.ensure_room()
         writer = await self.blobs.open_writer(upload, number, offset)
         streamed = StreamedPart(writer, whole, extra, part_md5=part_md5 or self.caps.part_md5, follows=follows)
@@ -264,8 +295,9 @@ class Parts(Lifecycle):
     async def _record_replacements(
         self, owner: str, upload_id: str, held: list[tuple[int, StreamedPart, str]], opened: Upload
     ) -> None:
-        """Record a whole-file PUT's durable replacements of parts the upload held, all in one
-        write under its lock: a crash (or a failure) leaves the old parts or the new ones, never
+        """Record a whole-file PUT's parts held until its whole body arrived (replacements of
+        parts the upload held; every part of a PUT checked against a digest), all in one write
+        under its lock: a crash (or a failure) leaves the old parts or the new ones, never
         some of each (recorded one by one, a kill between two left a file nobody sent, which a
         complete without an MD5 took). The PUT declared the size: no byte quota moves."""
         numbers = [number for number, _, _ in held]
@@ -357,3 +389,18 @@ class Parts(Lifecycle):
             # are hashed now, outside the lock, so parallel parts' commits never wait behind an MD5.
             await self._carry_hash(upload)
         return part
+
+
+def _check_whole(
+    whole_state: bytes | None, content_md5: str | None, digest: tuple[StreamHasher, bytes, str] | None
+) -> None:
+    """Refuse a whole-file PUT whose bytes do not match what its request declared. ``whole_state``:
+    the whole-file MD5 state after the body's last part (None: the body was empty)."""
+    if content_md5 is not None:
+        actual = ResumableMD5(whole_state).hexdigest()
+        if actual != content_md5:
+            raise ChecksumMismatch(
+                "the file's bytes do not match its Content-MD5", field="Content-MD5", actualMd5=actual
+            )
+    if digest is not None and digest[0].digest() != digest[1]:
+        raise ChecksumMismatch(f"the file's bytes do not match its {digest[2]}", field=digest[2])

@@ -273,6 +273,9 @@ async def put_content(
     signature: Annotated[str | None, Query(max_length=100)] = None,
     key_id: SigningKey = None,
 ) -> dict[str, Any]:
+    """Stores the body as the file's parts. A ``Content-MD5``, ``x-amz-checksum-*`` or
+    ``Content-Digest`` sent with it is checked over the whole body before any part of it is kept:
+    a mismatch is a 400 naming the header, and the upload stays as it was."""
     rt = runtime(request)
     signed = signature is not None or expires is not None
     if signed:
@@ -288,7 +291,15 @@ async def put_content(
         raise e.SizeMismatch(
             f"Content-Length {length} does not match sizeBytes {upload.size_bytes}", field="Content-Length"
         )
-    upload = await rt.uploads.put_whole(owner, file_id, request.stream())
+    # Checked over the whole body before any of it is recorded, as a part's are over the part.
+    wanted = request_digest(request.headers)
+    upload = await rt.uploads.put_whole(
+        owner,
+        file_id,
+        request.stream(),
+        content_md5=content_md5(request),
+        digest=wanted.checksum if wanted is not None else None,
+    )
     return _file_view(request, upload, with_parts=True, upload_url=not signed)
 
 
