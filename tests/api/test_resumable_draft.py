@@ -150,6 +150,13 @@ def _metadata(**pairs: bytes) -> str:
             "a.png",
             "image/png",
         ),
+        # curl --data-binary's default type: a draft body is never a form
+        (
+            {"Content-Disposition": 'inline; filename="a.png"', "Content-Type": "application/x-www-form-urlencoded"},
+            "a.png",
+            "image/png",
+        ),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, "upload", "application/octet-stream"),
     ],
 )
 async def test_a_name_or_type_that_cannot_be_used_leaves_the_file_unnamed_or_untyped(

@@ -52,7 +52,9 @@ if TYPE_CHECKING:
 __all__ = ["DraftEndpoint"]
 
 # Content types that say how a request's body is framed, not what the file is: never the file's type.
-BODY_TYPES = frozenset({PARTIAL_UPLOAD, OFFSET_STREAM})
+# curl's --data-binary sends its default form type unless told another: a draft body is never a
+# form, and the file was stored as application/x-www-form-urlencoded.
+BODY_TYPES = frozenset({PARTIAL_UPLOAD, OFFSET_STREAM, "application/x-www-form-urlencoded"})
 
 
 class DraftEndpoint:
