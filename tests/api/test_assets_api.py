@@ -222,7 +222,7 @@ async def test_a_part_or_body_is_checked_against_its_content_md5(api: Api) -> No
     refused = await api.client.put(single["uploadUrl"], content=small, headers={"Content-MD5": content_md5_of(b"x")})
     await assert_error(refused, words="Content-MD5")
     native = (await api.client.get(f"/v1/files/{single['fileId']}", headers=api.auth())).json()
-    assert native["status"] == "PENDING"
+    assert native["status"] == "PENDING" and native["bytesReceived"] == 0  # nothing of it recorded
     done = await api.client.put(single["uploadUrl"], content=small, headers={"Content-MD5": content_md5_of(small)})
     assert done.status_code == 200 and done.json()["status"] == "success", done.text
     # Sent again once complete: a Content-MD5 that is not the asset's is refused too.

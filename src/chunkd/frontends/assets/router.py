@@ -289,7 +289,9 @@ async def put_content(
         raise e.SizeMismatch(f"Content-Length {length} is not the asset's filesize {upload.size_bytes}")
     md5 = content_md5(request)  # S3's PutObject checks it; so does this PUT, before completing
     if upload.status is not Status.COMPLETED:
-        await service.put_whole(owner, file_id, request.stream())
+        # Checked over the body before it is recorded: a refused body is not left for a complete
+        # without an MD5 (POST /asset/complete) to finish.
+        await service.put_whole(owner, file_id, request.stream(), content_md5=md5)
         try:
             upload = await service.complete(owner, file_id, md5=md5)
         except e.ChecksumMismatch as exc:  # left PENDING: the right bytes PUT again replace these
