@@ -15,6 +15,7 @@ import pytest
 from chunkd.auth.signing import Grant
 from chunkd.settings import Settings
 from tests.conftest import Api
+from tests.support.openapi import answer_schema
 
 PART = 1000
 RESULT_FIELDS = {"fileId", "filename", "action", "originalFileId", "uploadId", "s3Key", "status"}
@@ -419,20 +420,14 @@ async def test_openapi_types_the_seeds_answers(api: Api) -> None:
     document, as the Files API's answers are; they were untyped objects, so a generated client
     handed back bare dicts."""
     document = (await api.client.get("/openapi.json")).json()
-    schemas, paths = document["components"]["schemas"], document["paths"]
-
-    def answer(method: str, path: str, status: str) -> dict[str, Any]:
-        ref = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
-        schema: dict[str, Any] = schemas[ref.rsplit("/", 1)[1]]
-        return schema
 
     for method, path in (("post", "/asset/complete"), ("put", "/asset/{file_id}/content")):
-        result = answer(method, path, "200")
+        result = answer_schema(document, method, path, "200")
         assert set(result["required"]) == RESULT_FIELDS
         assert {name: field["type"] for name, field in result["properties"].items()} == dict.fromkeys(
             RESULT_FIELDS, "string"
         )
-    created = answer("post", "/asset", "201")
+    created = answer_schema(document, "post", "/asset", "201")
     assert {"fileId", "filename", "filesize", "s3Key", "multipart", "expiresAt"} <= set(created["required"])
     assert created["properties"]["filesize"]["type"] == "integer"
     assert created["properties"]["expiresAt"]["format"] == "date-time"

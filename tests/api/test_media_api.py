@@ -19,6 +19,7 @@ from chunkd.frontends import held
 from tests.conftest import Api
 from tests.support.files import seeded_bytes
 from tests.support.media_files import CHUNK, bomb_png, chunked_upload, make_pdf, make_png
+from tests.support.openapi import answer_schema
 
 CHUNK_PATH = "/api/v2/media/upload/chunk/"
 COMPLETE_PATH = "/api/v2/media/upload/complete/"
@@ -183,14 +184,11 @@ async def test_openapi_types_the_media_and_chunk_answers(api: Api) -> None:
     """Seed 002's Media (every field, with its type) and the chunk answer are typed in the
     published document; they were untyped objects, so a generated client handed back bare dicts."""
     document = (await api.client.get("/openapi.json")).json()
-    schemas, paths = document["components"]["schemas"], document["paths"]
 
-    def answer(method: str, path: str, status: str) -> dict[str, Any]:
-        ref = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
-        schema: dict[str, Any] = schemas[ref.rsplit("/", 1)[1]]
-        return schema
-
-    for media in (answer("post", COMPLETE_PATH, "201"), answer("get", "/api/v2/media/{media_id}/", "200")):
+    for media in (
+        answer_schema(document, "post", COMPLETE_PATH, "201"),
+        answer_schema(document, "get", "/api/v2/media/{media_id}/", "200"),
+    ):
         assert set(media["required"]) == MEDIA_FIELDS
         fields = media["properties"]
         assert fields["id"]["type"] == "integer" and fields["order"]["type"] == "integer"
@@ -200,7 +198,7 @@ async def test_openapi_types_the_media_and_chunk_answers(api: Api) -> None:
         for name in ("title", "description", "url", "embed", "image"):
             assert {"type": "null"} in fields[name]["anyOf"]
         assert {"type": "integer"} in fields["image_width"]["anyOf"]
-    chunk = answer("post", CHUNK_PATH, "201")
+    chunk = answer_schema(document, "post", CHUNK_PATH, "201")
     assert set(chunk["required"]) == {"upload_id", "offset", "expires"}
     assert chunk["properties"]["offset"]["type"] == "integer"
     assert chunk["properties"]["expires"]["format"] == "date-time"

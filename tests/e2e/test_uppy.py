@@ -25,7 +25,7 @@ import pytest
 
 from tests.support.files import FilesClient, MiB, random_file
 from tests.support.server import ChunkdServer, free_port
-from tests.support.tools import CHROMIUM, launch_chromium, require
+from tests.support.tools import chromium, require
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -139,15 +139,8 @@ def api(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Chunkd
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    require(CHROMIUM, "chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = launch_chromium(pw)
-        try:
-            yield instance
-        finally:
-            instance.close()
+    with chromium() as instance:
+        yield instance
 
 
 @pytest.fixture

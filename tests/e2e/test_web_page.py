@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.files import FilesClient, MiB, random_file
 from tests.support.server import ChunkdServer
-from tests.support.tools import CHROMIUM, launch_chromium, require
+from tests.support.tools import chromium
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -27,15 +27,8 @@ BIG = 50 * MiB + 12345
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    require(CHROMIUM, "chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        instance = launch_chromium(pw)
-        try:
-            yield instance
-        finally:
-            instance.close()
+    with chromium() as instance:
+        yield instance
 
 
 def throttle(page: Any, bytes_per_second: int, *, offline: bool = False, cdp: Any = None) -> Any:

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
-from chunkd.backends.repository import open_metadata
 from chunkd.backends.repository.sqlalchemy.tables import webhook_deliveries as D
 from chunkd.domain.events import Event, EventType
 from chunkd.ports.metadata import MetadataStore
@@ -28,15 +24,6 @@ from tests.support.waiting import until
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = T0 + timedelta(seconds=1)
-
-
-@pytest.fixture
-async def metadata(tmp_path: Path) -> AsyncIterator[MetadataStore]:
-    store = await open_metadata(f"sqlite:///{tmp_path / 'chunkd.db'}", run_migrations=True)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def add_endpoint(metadata: MetadataStore, endpoint_id: str, owner: str) -> None:

@@ -9,13 +9,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from chunkd.backends.repository import open_metadata
 from chunkd.domain.errors import StorageError
 from chunkd.domain.events import Event, EventType
 from chunkd.ports.metadata import MetadataStore
@@ -42,15 +40,6 @@ class CountingClaims:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.repo, name)
-
-
-@pytest.fixture
-async def metadata(tmp_path: Path) -> AsyncIterator[MetadataStore]:
-    store = await open_metadata(f"sqlite:///{tmp_path / 'chunkd.db'}", run_migrations=True)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def add_endpoint(metadata: MetadataStore) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "launch_chromium", "missing", "require"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "chromium", "launch_chromium", "missing", "require"]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -41,3 +43,17 @@ def launch_chromium(playwright: Any) -> Any:
     """A headless Chromium from a running ``sync_playwright()`` (the test closes it)."""
     require(CHROMIUM, "chromium")
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium in a Playwright of its own, closed after use."""
+    require(CHROMIUM, "chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = launch_chromium(pw)
+        try:
+            yield instance
+        finally:
+            instance.close()
