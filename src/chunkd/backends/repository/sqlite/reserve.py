@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from contextlib import suppress
 
 __all__ = ["RESERVE_BYTES", "SpaceReserve"]
@@ -29,14 +30,19 @@ class SpaceReserve:
         self.path = f"{database}-reserve"
         self.size = size
         self.missing = True  # until ``restore`` has seen it whole
+        # ``release`` runs on the event loop, ``restore`` on the writer's thread: without the lock a
+        # release between restore's allocation and its ``missing = False`` left no reserve, and
+        # none was made again (seen in CI: two deletes of one failed batch).
+        self._lock = threading.Lock()
 
     def release(self) -> None:
         """Remove the reserve (if another write has not already)."""
-        self.missing = True
-        try:
-            os.unlink(self.path)
-        except OSError:  # gone already, or the volume refuses even that: the retry will tell
-            return
+        with self._lock:
+            self.missing = True
+            try:
+                os.unlink(self.path)
+            except OSError:  # gone already, or the volume refuses even that: the retry will tell
+                return
         log.warning("the metadata database's volume is full: its reserved %d bytes were used for a delete", self.size)
 
     def restore(self) -> None:
@@ -44,7 +50,7 @@ class SpaceReserve:
         effort: on any error it stays missing, and the next commit tries again."""
         if not self.missing:
             return
-        with suppress(OSError):
+        with self._lock, suppress(OSError):
             directory = os.path.dirname(self.path) or "."
             with suppress(FileNotFoundError):
                 if os.stat(self.path).st_blocks * 512 >= self.size:  # another process's, whole
