@@ -116,7 +116,7 @@ def load_secret(path: Path) -> bytes:
     # The new name must be durable before anything is signed with the secret: lost in a crash
     # (a power cut, a disk error within the filesystem's commit interval), it would be made anew
     # on restart and every URL, token and link signed before would stop working.
-    from chunkd.backends.blobs.local import fsync_dir
+    from chunkd.backends.blobs.local_fs import fsync_dir
 
     fsync_dir(path.parent)
     return path.read_bytes()
@@ -320,7 +320,7 @@ def write_bootstrap_key(data_dir: Path, token: str) -> Path:
     only, and return its path: the key itself never goes to the log (logs are collected, shipped
     and read by others). A file left by an earlier bootstrap (its key gone with the database that
     held it) is replaced whole, never partly written."""
-    from chunkd.backends.blobs.local import replace_durably
+    from chunkd.backends.blobs.local_fs import replace_durably
 
     path = data_dir / BOOTSTRAP_KEY_FILE
     replace_durably(path, (token + "\n").encode())  # made 0600

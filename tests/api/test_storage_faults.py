@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chunkd.backends.blobs import local
+from chunkd.backends.blobs import local, local_fs
 from chunkd.backends.repository.sqlite.uploads import SqliteUploadRepository
 from chunkd.domain.errors import NotFound, StorageError
 from chunkd.domain.upload import Upload
@@ -43,7 +43,7 @@ class Disk:
 @pytest.fixture
 def disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
     state = Disk()
-    real = local._writev_all
+    real = local_fs.writev_all
 
     def writev_all(fd: int, chunks: Sequence[bytes]) -> int:
         if state.room is None:
@@ -56,7 +56,7 @@ def disk(monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
             raise OSError(state.error, os.strerror(state.error))
         return written
 
-    monkeypatch.setattr(local, "_writev_all", writev_all)
+    monkeypatch.setattr(local_fs, "writev_all", writev_all)
     yield state
 
 

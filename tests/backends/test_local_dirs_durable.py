@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chunkd.backends.blobs import local
+from chunkd.backends.blobs import local_fs
 from chunkd.backends.blobs.local import LocalBlobStore
 from chunkd.domain.upload import Part, Upload
 from tests.support.uploads import make_upload
@@ -26,13 +26,13 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def synced(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """The directories fsynced, in order."""
     seen: list[Path] = []
-    real = local.fsync_dir
+    real = local_fs.fsync_dir
 
     def record(path: Path) -> None:
         seen.append(Path(path))
         real(path)
 
-    monkeypatch.setattr(local, "fsync_dir", record)
+    monkeypatch.setattr(local_fs, "fsync_dir", record)
     return seen
 
 
@@ -88,7 +88,7 @@ async def test_a_maker_marks_each_directory_until_its_name_is_durable(
     upload = make_upload(4, 4, filename="a.bin", created=NOW, expires_at=NOW)
     shard, directory = root / upload.id[:2], root / upload.id[:2] / upload.id
     marked_while_synced: dict[Path, bool] = {}
-    real = local.fsync_dir
+    real = local_fs.fsync_dir
 
     def record(path: Path) -> None:
         for made in (shard, directory):
@@ -96,7 +96,7 @@ async def test_a_maker_marks_each_directory_until_its_name_is_durable(
                 marked_while_synced[made] = bool(made.stat().st_mode & stat.S_ISVTX)
         real(path)
 
-    monkeypatch.setattr(local, "fsync_dir", record)
+    monkeypatch.setattr(local_fs, "fsync_dir", record)
     await put(store, upload, 1, b"data")
     assert marked_while_synced == {shard: True, directory: True}
     assert not shard.stat().st_mode & stat.S_ISVTX and not directory.stat().st_mode & stat.S_ISVTX

@@ -18,26 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import re
 import secrets
 import shutil
-import stat
-import tempfile
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Generator, Iterator, Sequence
 from pathlib import Path
 
+from chunkd.backends.blobs import local_fs as fs
 from chunkd.backends.blobs.errors import storage_error
 from chunkd.domain.errors import StorageError, StorageFull
 from chunkd.domain.names import is_upload_id
 from chunkd.domain.upload import Part, Upload
 
-__all__ = ["LocalBlobStore", "fsync_dir", "replace_durably"]
+__all__ = ["LocalBlobStore"]
 
 _REF = re.compile(r"^[0-9]{1,5}\.[A-Za-z0-9_-]{8,32}\.part$")
 READ_CHUNK = 1024 * 1024
@@ -47,53 +44,10 @@ READ_CHUNK = 1024 * 1024
 DOWNLOAD_CHUNK = 256 * 1024
 
 
-def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
-    """Linux's ``sync_file_range(fd, offset, n, SYNC_FILE_RANGE_WRITE)``: start writeback of a range
-    without waiting for it. Python's ``os`` lacks it, hence ctypes. None where unavailable."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        call = libc.sync_file_range
-    except (OSError, AttributeError):
-        return None
-    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    call.restype = ctypes.c_int
-    sync_file_range_write = 2
-
-    def start_writeback(fd: int, offset: int, length: int) -> None:
-        call(fd, offset, length, sync_file_range_write)  # advisory: an error only means no head start
-
-    return start_writeback
-
-
-_START_WRITEBACK = _load_sync_file_range()
-# Start writing a part's bytes to disk every this many bytes, so the fsync before the part is
-# acknowledged waits only for the tail instead of flushing the whole part at once (the disk works
-# while the rest of the body is still arriving, as RocksDB's bytes_per_sync does).
-WRITEBACK_EVERY = 8 * 1024 * 1024
-
-
 # A completion checks this many part files at most on the event loop, more in a worker thread. A
 # stat answers from the inode cache in microseconds (the parts were just written); the hop to a
 # thread cost ~0.2 ms of CPU per completion (64 KiB tus files, 2026-11-30), more than the stats.
 _INLINE_CHECKS = 8
-
-# Linux's IOV_MAX: one writev takes at most this many buffers.
-_IOV_MAX = 1024
-
-
-def _writev_all(fd: int, chunks: Sequence[bytes]) -> int:
-    """Write every chunk with as few syscalls as possible (writev may stop short: resume there)."""
-    views = [memoryview(chunk) for chunk in chunks if chunk]
-    total = first = 0
-    while first < len(views):
-        written = os.writev(fd, views[first : first + _IOV_MAX])
-        total += written
-        while first < len(views) and written >= len(views[first]):
-            written -= len(views[first])
-            first += 1
-        if written:
-            views[first] = views[first][written:]
-    return total
 
 
 @contextlib.contextmanager
@@ -107,119 +61,6 @@ def _disk(doing: str) -> Iterator[None]:
 # In the store's root, beside the shard directories (a sweep looks only into directories): the id of
 # the database whose records name these blobs.
 DATABASE_MARK = "database-id"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make the names created in directory ``path`` durable (a file's own sync keeps its bytes,
-    not its name)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_durably(path: Path, data: bytes) -> None:
-    """Put ``data`` at ``path`` whole, replacing what was there: written to a temporary file beside
-    it (mkstemp: mode 0600), synced, renamed over ``path``, and the directory synced. A reader never
-    sees it half-written, and a crash leaves the old file or the new one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-# Set on a directory this store makes until its name is durable in its parent. A writer that finds
-# its upload's directory already made (a concurrent part of the same new upload made it, or a new
-# upload in the same new shard) cannot otherwise tell whether the maker's sync of the parent has
-# returned; it must not acknowledge a part whose path may still vanish in a crash. On a directory
-# that only its owner writes to, the sticky bit means nothing else.
-_UNSETTLED = stat.S_ISVTX
-
-
-def _make_dir(path: Path, *, fsync: bool) -> None:
-    """``mkdir path`` (nothing if it exists), its name made durable in its parent when ``fsync``;
-    marked unsettled until then, so that a concurrent writer knows to sync the parent itself."""
-    try:
-        os.mkdir(path, (0o777 | _UNSETTLED) if fsync else 0o777)
-    except FileExistsError:
-        return
-    if fsync:
-        _settle(path)
-
-
-def _settle(path: Path) -> None:
-    """Make the name of directory ``path`` durable in its parent, then take its unsettled mark off."""
-    fsync_dir(path.parent)
-    with contextlib.suppress(FileNotFoundError):  # gone meanwhile (a delete): nothing left to mark
-        os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~_UNSETTLED)
-
-
-def _ensure_settled(directory: Path) -> None:
-    """Before a part in an upload's ``directory`` is acknowledged: if this directory or its shard
-    is still marked unsettled (made by a concurrent writer whose sync may not have returned, or
-    left so by a crash), sync its parent here. Two ``stat``s when nothing is pending."""
-    for path in (directory.parent, directory):
-        if os.stat(path).st_mode & _UNSETTLED:
-            _settle(path)
-
-
-def _make_upload_dir(directory: Path, *, fsync: bool) -> None:
-    """Create an upload's directory, and its shard if that is new too. With ``fsync`` each name
-    created is made durable in its parent: a part file's own sync keeps its name, not the
-    directories above it, and a shard created by this call would otherwise hang on the root's
-    unsynced entry."""
-    _make_dir(directory.parent, fsync=fsync)
-    _make_dir(directory, fsync=fsync)
-
-
-def _create_in(directory: Path, path: Path, *, fsync: bool) -> int:
-    """Open a new file ``path`` in an upload's ``directory``, creating the directory when missing.
-    Tried first without looking: most parts go to a directory that exists, and a failed open
-    costs less than a stat. Tried again if the directory vanished meanwhile (``chunkd gc`` removes
-    the empty directories of uploads it does not know, which a brand-new upload's may be)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    for _ in range(3):
-        try:
-            return os.open(path, flags, 0o600)
-        except FileNotFoundError:
-            _make_upload_dir(directory, fsync=fsync)
-    return os.open(path, flags, 0o600)
-
-
-def _link_or_copy(source: Path, target: Path, *, fsync: bool) -> None:
-    """A hard link, made young; a copy once the source has as many links as its filesystem allows
-    (ext4: 65,000; a tus final may name one partial up to 10,000 times, and several finals may)."""
-    try:
-        os.link(source, target)
-    except OSError as exc:
-        if exc.errno != errno.EMLINK:
-            raise
-    else:
-        # The new name shares its source's inode, and with it an old mtime: a sweep (chunkd gc)
-        # between the link and the concatenation's record would take it for a crash leftover.
-        # Touched, it is as young as a part just written (the source's own name is kept by its row).
-        os.utime(target)
-        return
-    with open(source, "rb") as src:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with open(fd, "wb") as dst:
-                shutil.copyfileobj(src, dst, READ_CHUNK)
-                dst.flush()
-                if fsync:
-                    os.fdatasync(fd)
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
 
 
 class _LocalWriter:
@@ -263,7 +104,7 @@ class _LocalWriter:
                 os.close(fd)
                 raise
             return fd
-        return _create_in(self._dir, self._path, fsync=self._fsync)
+        return fs.create_in(self._dir, self._path, fsync=self._fsync)
 
     def write_blocking(self, chunks: Sequence[bytes]) -> None:
         """``write`` as a blocking call (``BlockingWriter``), for a caller already in a worker thread."""
@@ -280,10 +121,10 @@ class _LocalWriter:
     def _write_locked(self, chunks: Sequence[bytes]) -> None:
         if self._fd is None:
             self._fd = self._open()
-        self._written += _writev_all(self._fd, chunks)
-        if self._fsync and _START_WRITEBACK is not None and self._written - self._flushed >= WRITEBACK_EVERY:
+        self._written += fs.writev_all(self._fd, chunks)
+        if self._fsync and fs.START_WRITEBACK is not None and self._written - self._flushed >= fs.WRITEBACK_EVERY:
             start = self._base or 0
-            _START_WRITEBACK(self._fd, start + self._flushed, self._written - self._flushed)
+            fs.START_WRITEBACK(self._fd, start + self._flushed, self._written - self._flushed)
             self._flushed = self._written
 
     async def write(self, chunks: Sequence[bytes]) -> None:
@@ -304,8 +145,8 @@ class _LocalWriter:
             # fdatasync: the data and the new length, not the timestamps.
             os.fdatasync(self._fd)
             if self._base is None:
-                fsync_dir(self._dir)  # a new file's name must be durable too
-                _ensure_settled(self._dir)  # and the directories above it
+                fs.fsync_dir(self._dir)  # a new file's name must be durable too
+                fs.ensure_settled(self._dir)  # and the directories above it
 
     def _commit(self) -> str:
         with self._lock:
@@ -360,7 +201,7 @@ class LocalBlobStore:
         if not root.is_dir():
             root.mkdir(parents=True, exist_ok=True)
             if fsync:
-                fsync_dir(root.parent)  # the root's own name, before any part below it is acknowledged
+                fs.fsync_dir(root.parent)  # the root's own name, before any part below it is acknowledged
 
     def check_room(self) -> None:
         """Raise ``StorageFull`` once the volume has less than ``min_free_bytes`` free: new bytes are
@@ -486,14 +327,14 @@ class LocalBlobStore:
             directory = self._dir(target.id)
             name = f"{number}.{secrets.token_urlsafe(12)}.part"
             try:
-                _link_or_copy(self._path(source.id, part.blob_ref), directory / name, fsync=self.fsync)
+                fs.link_or_copy(self._path(source.id, part.blob_ref), directory / name, fsync=self.fsync)
             except FileNotFoundError:
                 if not directory.is_dir():
-                    _make_upload_dir(directory, fsync=self.fsync)
-                _link_or_copy(self._path(source.id, part.blob_ref), directory / name, fsync=self.fsync)
+                    fs.make_upload_dir(directory, fsync=self.fsync)
+                fs.link_or_copy(self._path(source.id, part.blob_ref), directory / name, fsync=self.fsync)
             if self.fsync:
-                fsync_dir(directory)
-                _ensure_settled(directory)
+                fs.fsync_dir(directory)
+                fs.ensure_settled(directory)
             return name
 
         with _disk("linking stored parts"):  # a source part file gone is a storage fault, as on reads
@@ -512,7 +353,7 @@ class LocalBlobStore:
     async def mark_database(self, database_id: str) -> None:
         def write() -> None:
             self.root.mkdir(parents=True, exist_ok=True)
-            replace_durably(self.root / DATABASE_MARK, (database_id + "\n").encode("ascii"))
+            fs.replace_durably(self.root / DATABASE_MARK, (database_id + "\n").encode("ascii"))
 
         with _disk("marking the store with its database"):
             await asyncio.to_thread(write)
@@ -551,7 +392,7 @@ class LocalBlobStore:
             old = directory.stat().st_mtime < cutoff
             for entry in directory.iterdir():
                 # A blob's age is its last write; a part hard-linked into a concatenation
-                # is touched when linked (_link_or_copy), so it is young until recorded.
+                # is touched when linked (fs.link_or_copy), so it is young until recorded.
                 with contextlib.suppress(FileNotFoundError):
                     if (refs is None or entry.name not in refs) and entry.stat().st_mtime < cutoff:
                         entry.unlink()
