@@ -258,7 +258,10 @@ def build_hooks(settings: Settings, uploads: UploadService, metrics: Metrics) ->
     if settings.hook_url:
         hooks.append(
             HttpHooks(
-                settings.hook_url, timeout=settings.hook_timeout_seconds, fail_open=settings.hook_failure == "allow"
+                settings.hook_url,
+                timeout=settings.hook_timeout_seconds,
+                fail_open=settings.hook_failure == "allow",
+                secret=settings.hook_secret.get_secret_value() if settings.hook_secret is not None else None,
             )
         )
     for hook in hooks:

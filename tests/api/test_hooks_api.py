@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from chunkd.settings import Settings
 from tests.conftest import Api, settings_with
@@ -27,11 +28,20 @@ def hooks(tmp_path: Path) -> Iterator[HookServer]:
         yield server
 
 
+SECRET = "whsec_" + base64.b64encode(b"h" * 32).decode()
+
+
 @pytest.fixture
-def settings(settings: Settings, hooks: HookServer) -> Settings:
+def hook_secret() -> str | None:
+    """Unsigned calls, unless a test parametrizes this."""
+    return None
+
+
+@pytest.fixture
+def settings(settings: Settings, hooks: HookServer, hook_secret: str | None) -> Settings:
     # The hook service is a process of its own: on a loaded machine it may take seconds to answer, and
     # no test here relies on the timeout (the failure-policy test stops the service: refused at once).
-    return settings_with(settings, hook_url=hooks.url, hook_timeout_seconds=120)
+    return settings_with(settings, hook_url=hooks.url, hook_timeout_seconds=120, hook_secret=hook_secret)
 
 
 def b64(value: str) -> str:
@@ -68,6 +78,35 @@ async def test_a_hook_call_carries_the_request_id(api: Api, hooks: HookServer) -
     made = await api.client.post("/v1/files", json={"filename": "b.txt", "sizeBytes": 3}, headers=api.auth())
     assert given.status_code == made.status_code == 201
     assert [call["_request_id"] for call in hooks.calls()] == ["trace-9", made.headers["x-request-id"]]
+
+
+async def test_hook_calls_are_unsigned_without_a_secret(api: Api, hooks: HookServer) -> None:
+    made = await api.client.post("/v1/files", json={"filename": "a.txt", "sizeBytes": 3}, headers=api.auth())
+    assert made.status_code == 201
+    assert [call["_signed"] for call in hooks.calls()] == [{}]
+
+
+@pytest.mark.parametrize("hook_secret", [SECRET])
+async def test_hook_calls_are_signed_with_the_hook_secret(api: Api, hooks: HookServer) -> None:
+    """With CHUNKD_HOOK_SECRET each call is a Standard Webhooks message: a receiver's library verifies
+    it with the secret, and refuses it with another secret or with the body changed."""
+    for name in ("a.txt", "b.txt"):
+        made = await api.client.post("/v1/files", json={"filename": name, "sizeBytes": 3}, headers=api.auth())
+        assert made.status_code == 201
+    calls = hooks.calls()
+    assert [call["hook"] for call in calls] == ["pre-create", "pre-create"]
+    for call in calls:
+        assert Webhook(SECRET).verify(call["_body"], call["_signed"])["upload"] == call["upload"]
+        with pytest.raises(WebhookVerificationError):
+            Webhook("whsec_" + base64.b64encode(b"x" * 32).decode()).verify(call["_body"], call["_signed"])
+        with pytest.raises(WebhookVerificationError):
+            Webhook(SECRET).verify(call["_body"].replace("alice", "mallory"), call["_signed"])
+    assert calls[0]["_signed"]["webhook-id"] != calls[1]["_signed"]["webhook-id"]
+
+
+def test_a_hook_secret_not_in_the_standard_webhooks_form_is_refused_at_start(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="CHUNKD_HOOK_SECRET must be whsec_"):
+        settings_with(settings, hook_secret="plain-password-of-enough-length-here")
 
 
 async def test_pre_create_sets_metadata_and_status_maps(api: Api, hooks: HookServer) -> None:

@@ -47,7 +47,12 @@ class HookServer(ReceiverProcess):
 def _serve(port: int, rules_file: Path, log_file: Path) -> None:
     def answer(path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
         call = json.loads(body)
-        append_json_line(log_file, {**call, "_request_id": headers.get("x-request-id")})  # the X-Request-Id it carried
+        # What it carried besides: its X-Request-Id, and the raw body and Standard Webhooks headers a
+        # signed call is verified by.
+        signed = {k: headers[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature") if k in headers}
+        append_json_line(
+            log_file, {**call, "_request_id": headers.get("x-request-id"), "_signed": signed, "_body": body.decode()}
+        )
         rules = json.loads(rules_file.read_text()).get(call["hook"], {})
         rule = rules.get(call["upload"]["filename"], rules.get("*", {}))
         if "http_status" in rule:

@@ -28,10 +28,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
+from standardwebhooks import Webhook
 
 from chunkd.domain import errors as e
 from chunkd.domain.events import file_object
@@ -133,14 +136,24 @@ def rejection(status: int, message: str) -> e.ChunkdError:
 
 
 class HttpHooks:
-    """The operator's hook service over HTTP (JSON, a timeout, no redirects followed)."""
+    """The operator's hook service over HTTP (JSON, a timeout, no redirects followed). With a
+    ``secret`` (``CHUNKD_HOOK_SECRET``) each call is signed as a Standard Webhooks message, so the
+    service can refuse calls that are not chunkd's (its answers decide what chunkd accepts, and a
+    pre-finish may record a result)."""
 
     def __init__(
-        self, url: str, *, timeout: float, fail_open: bool, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        url: str,
+        *,
+        timeout: float,
+        fail_open: bool,
+        secret: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
         self.fail_open = fail_open
+        self.signer = Webhook(secret) if secret is not None else None
         self.count: Callable[[str, str], None] = count_hook
         # httpx's timeout bounds each read and write, not the whole exchange; ``call`` puts one
         # deadline on it (a hook trickling its answer would otherwise hold the request for ever).
@@ -193,8 +206,18 @@ class HttpHooks:
         """The body of a 2xx answer, at most ``MAX_ANSWER_BYTES`` of it (ValueError otherwise)."""
         # The request's id, as its access line and X-Request-Id say it: the hook's logs can name it.
         request_id = CURRENT_REQUEST_ID.get()
-        headers = {"X-Request-Id": request_id} if request_id else None
-        async with self.client.stream("POST", self.url, json=body, headers=headers) as response:
+        headers = {"Content-Type": "application/json"}
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        if self.signer is not None:
+            # A fresh id per call (a retry by the client is another call), and the time it is sent:
+            # a receiver's library refuses a replay outside its tolerance (5 minutes).
+            call_id, sent_at = f"hook_{uuid.uuid4().hex}", datetime.now(UTC)
+            headers["webhook-id"] = call_id
+            headers["webhook-timestamp"] = str(int(sent_at.timestamp()))
+            headers["webhook-signature"] = self.signer.sign(call_id, sent_at, payload)
+        async with self.client.stream("POST", self.url, content=payload.encode(), headers=headers) as response:
             if not 200 <= response.status_code < 300:
                 raise ValueError(f"HTTP {response.status_code}")
             content = bytearray()

@@ -105,6 +105,12 @@ class EventSettings(BaseModel):
         description="When the hook cannot be reached, times out or answers badly: reject the request (retryable, "
         "code hook_unavailable) or allow it as if there were no hook.",
     )
+    hook_secret: SecretStr | None = Field(
+        None,
+        description="Signing secret of the hook calls, in the Standard Webhooks form whsec_<base64> (at least 24 "
+        "bytes): each call then carries webhook-id, webhook-timestamp and webhook-signature, so the hook service "
+        "can tell chunkd's calls from anyone else's. Unset: calls are not signed.",
+    )
     clamd: str | None = Field(
         None,
         description="ClamAV clamd to scan every upload before it completes: a Unix socket path (/run/clamav/"
@@ -136,7 +142,7 @@ class EventSettings(BaseModel):
                 raise ValueError(f"{value[:100]!r} is neither a Unix socket path (/…) nor host:port")
         return value
 
-    @field_validator("webhook_secret", "webhook_previous_secret")
+    @field_validator("webhook_secret", "webhook_previous_secret", "hook_secret")
     @classmethod
     def _check_webhook_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None:
