@@ -1,5 +1,6 @@
-"""The client commands ``upload``, ``download``, ``ls`` and ``rm``: the SDK (:mod:`chunkd.client`,
-imported only when one of them runs) over HTTP, never the server's modules."""
+"""The client commands ``upload``, ``download``, ``ls`` and ``rm`` (and the options and error
+handling ``links`` shares with them): the SDK (:mod:`chunkd.client`, imported only when one of them
+runs) over HTTP, never the server's modules."""
 
 from __future__ import annotations
 
@@ -17,7 +18,18 @@ if TYPE_CHECKING:
 
     from chunkd.client import Client, RetryNotice
 
-__all__ = ["download", "list_files", "remove", "upload"]
+__all__ = [
+    "DEFAULT_URL",
+    "JsonOutput",
+    "Key",
+    "Url",
+    "client_for",
+    "download",
+    "fatal",
+    "list_files",
+    "remove",
+    "upload",
+]
 
 
 Url = Annotated[str, typer.Option("--url", envvar="CHUNKD_URL", help="Server URL.")]
@@ -31,7 +43,7 @@ ID_NOTE = "An id that begins with '-' goes after '--' (chunkd {command} -- -Xwâ€
 ID_HELP = "The file's id. " + ID_NOTE.format(command="download")
 
 
-def _client(url: str, key: str | None) -> Client:
+def client_for(url: str, key: str | None) -> Client:
     from chunkd.client import Client
 
     if not key:
@@ -53,7 +65,7 @@ def _tell_retry(notice: RetryNotice) -> None:
     )
 
 
-def _fatal(exc: Exception, url: str, *, resumable: bool = False) -> None:
+def fatal(exc: Exception, url: str, *, resumable: bool = False) -> None:
     """Exit at once on errors every further request would repeat (wrong key, server unreachable);
     ``resumable``: say that running the command again resumes (``upload``)."""
     from chunkd.client import AuthenticationError, ConnectionFailed, PermissionDenied
@@ -117,7 +129,7 @@ def upload(
             err_console.print(f"error: {path}: {exc.strerror or exc}", style="red", markup=False)
             failed += 1
     show = err_console.is_terminal and not json_output
-    with _client(url, key) as client, _progress(show) as progress:
+    with client_for(url, key) as client, _progress(show) as progress:
         tasks = {path: progress.add_task(path.name, total=size) for path, size in sizes.items()}
         total = progress.add_task("total", total=sum(sizes.values())) if len(sizes) > 1 else None
         finished = 0
@@ -146,7 +158,7 @@ def upload(
                     )
                     raise typer.Exit(1) from None
                 if isinstance(exc, ClientError):
-                    _fatal(exc, url, resumable=True)
+                    fatal(exc, url, resumable=True)
                 reason = (
                     str(exc)
                     if isinstance(exc, APIError)
@@ -188,14 +200,14 @@ def download(
     where it stopped (Range)."""
     from chunkd.client import ClientError
 
-    with _client(url, key) as client, _progress(err_console.is_terminal) as progress:
+    with client_for(url, key) as client, _progress(err_console.is_terminal) as progress:
         task = progress.add_task(file_id, total=None)
         try:
             path = client.download(
                 file_id, output, on_progress=lambda done, size: progress.update(task, completed=done, total=size)
             )
         except ClientError as exc:
-            _fatal(exc, url)
+            fatal(exc, url)
             err_console.print(f"error: {file_id}: {exc}", style="red", markup=False)
             raise typer.Exit(1) from None
         except OSError as exc:  # where the bytes go: a missing directory, no permission, a full disk
@@ -224,7 +236,7 @@ def list_files(
 
     table = Table("status", "size", "created", "filename")
     table.add_column("id", no_wrap=True, min_width=22)  # ids are for copying: never cut
-    with _client(url, key) as client:
+    with client_for(url, key) as client:
         try:
             for file in client.list(status=status.upper() if status else None):
                 if json_output:
@@ -235,7 +247,7 @@ def list_files(
                 # are, never read as rich markup ("[conceal]â€¦" would hide, "[red]" vanish).
                 table.add_row(file.status, format_size(file.size_bytes), created, Text(file.filename), file.id)
         except ClientError as exc:
-            _fatal(exc, url)
+            fatal(exc, url)
             err_console.print(f"error: {exc}", style="red", markup=False)
             raise typer.Exit(1) from None
     if not json_output:
@@ -255,12 +267,12 @@ def remove(
     from chunkd.client import ClientError
 
     failed = 0
-    with _client(url, key) as client:
+    with client_for(url, key) as client:
         for file_id in file_ids:
             try:
                 client.delete(file_id)
             except ClientError as exc:
-                _fatal(exc, url)
+                fatal(exc, url)
                 err_console.print(f"error: {file_id}: {exc}", style="red", markup=False)
                 failed += 1
                 continue

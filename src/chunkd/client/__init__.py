@@ -30,6 +30,7 @@ from chunkd.client.errors import (
     TooLarge,
     UploadExpired,
 )
+from chunkd.client.links import UploadLink
 from chunkd.client.models import File, Page, Part
 from chunkd.client.retry import RetryNotice, RetryPolicy
 from chunkd.client.sizes import format_size, parse_size
@@ -59,6 +60,7 @@ __all__ = [
     "StorageFull",
     "TooLarge",
     "UploadExpired",
+    "UploadLink",
     "UploadOptions",
     "format_size",
     "parse_size",

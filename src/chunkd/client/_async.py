@@ -5,9 +5,10 @@ event loop never blocks on disk or MD5. It decides nothing itself (see :mod:`chu
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
 
@@ -15,6 +16,7 @@ import httpx
 
 from chunkd.client._core import ClientCore, ProgressCallback, Tracker, UploadOptions
 from chunkd.client._effects import Blocking, Driver, Effect, Fetch, Flow, Parallel, Request, Sleep
+from chunkd.client.links import UploadLink, create_link_flow, links_flow, revoke_link_flow
 from chunkd.client.models import File, Page
 from chunkd.client.source import CHUNK, Source, SourceLike
 
@@ -96,6 +98,35 @@ class AsyncClient(ClientCore[httpx.AsyncBaseTransport]):
     ) -> Path:
         """See :meth:`chunkd.client.Client.download`."""
         return await self._run(self._download_flow(file_id, dest, on_progress))
+
+    async def create_upload_link(
+        self,
+        *,
+        expires_in: int | None = None,
+        max_files: int | None = None,
+        max_bytes: int | None = None,
+        allowed_mime_types: Sequence[str] | None = None,
+        note: str | None = None,
+    ) -> UploadLink:
+        """See :meth:`chunkd.client.Client.create_upload_link`."""
+        return await self._run(
+            create_link_flow(
+                self._send_flow,
+                expires_in=expires_in,
+                max_files=max_files,
+                max_bytes=max_bytes,
+                allowed_mime_types=allowed_mime_types,
+                note=note,
+            )
+        )
+
+    async def upload_links(self, *, limit: int = 100) -> builtins.list[UploadLink]:
+        """See :meth:`chunkd.client.Client.upload_links`."""
+        return await self._run(links_flow(self._send_flow, limit))
+
+    async def revoke_upload_link(self, link_id: str) -> UploadLink:
+        """See :meth:`chunkd.client.Client.revoke_upload_link`."""
+        return await self._run(revoke_link_flow(self._send_flow, link_id))
 
     async def _put_part(self, file: File, number: int, src: Source, tracker: Tracker) -> None:
         """Send one part (tests use it to leave an upload half done)."""

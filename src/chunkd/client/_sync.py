@@ -3,10 +3,11 @@ and a thread pool for parallel parts. It decides nothing itself (see :mod:`chunk
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
@@ -15,6 +16,7 @@ import httpx
 
 from chunkd.client._core import DEFAULT_URL, ClientCore, ProgressCallback, UploadOptions
 from chunkd.client._effects import Blocking, Driver, Effect, Fetch, Flow, Parallel, Request, Sleep
+from chunkd.client.links import UploadLink, create_link_flow, links_flow, revoke_link_flow
 from chunkd.client.models import File, Page
 from chunkd.client.source import CHUNK, SourceLike
 
@@ -101,6 +103,37 @@ class Client(ClientCore[httpx.BaseTransport]):
         first: an interrupted download continues from there with a Range request. A name taken from
         the upload never replaces an existing file (FileExistsError); a path given as ``dest`` does."""
         return self._run(self._download_flow(file_id, dest, on_progress))
+
+    # ---- upload links (scope links:admin) -------------------------------------------------------
+    def create_upload_link(
+        self,
+        *,
+        expires_in: int | None = None,
+        max_files: int | None = None,
+        max_bytes: int | None = None,
+        allowed_mime_types: Sequence[str] | None = None,
+        note: str | None = None,
+    ) -> UploadLink:
+        """Make an upload link (its ``url``, token included, is in this answer only). Defaults are
+        the server's: 7 days, any number of files and bytes, any media type."""
+        return self._run(
+            create_link_flow(
+                self._send_flow,
+                expires_in=expires_in,
+                max_files=max_files,
+                max_bytes=max_bytes,
+                allowed_mime_types=allowed_mime_types,
+                note=note,
+            )
+        )
+
+    def upload_links(self, *, limit: int = 100) -> builtins.list[UploadLink]:
+        """Your upload links, revoked and expired ones too, newest first (never their tokens)."""
+        return self._run(links_flow(self._send_flow, limit))
+
+    def revoke_upload_link(self, link_id: str) -> UploadLink:
+        """End an upload link at once; what was uploaded through it stays."""
+        return self._run(revoke_link_flow(self._send_flow, link_id))
 
     # ---- performing effects ---------------------------------------------------------------------
     def _run(self, flow: Flow[T], stop: threading.Event | None = None) -> T:
