@@ -399,3 +399,28 @@ def test_parallel_n_keeps_at_most_n_parts_in_flight(
         file = client.upload(io.BytesIO(data), filename="p.bin", part_size=262144, parallel=parallel)
     assert file.status == "COMPLETED" and file.md5 == hashlib.md5(data).hexdigest()
     assert 1 <= transport.most <= parallel, transport.most
+
+
+def test_recursive_uploads_every_file_below_a_directory_and_a_bare_directory_is_an_error(
+    tmp_path: Path, e2e_server: ChunkdServer, e2e_key: str, cli_env: dict[str, str]
+) -> None:
+    tree = tmp_path / "shoot"
+    (tree / "day2" / "raw").mkdir(parents=True)
+    md5s = {
+        "a.jpg": random_file(tree / "a.jpg", 70_000),
+        "b.jpg": random_file(tree / "day2" / "b.jpg", 1),
+        "c.cr2": random_file(tree / "day2" / "raw" / "c.cr2", 300_000),
+    }
+    os.mkfifo(tree / "day2" / "pipe")  # not a file: left alone, not waited on
+    (tree / "loop").symlink_to(tree)  # a link to a directory is not followed
+    env = {**cli_env, "CHUNKD_URL": e2e_server.url, "CHUNKD_KEY": e2e_key}
+
+    bare = chunkd("upload", str(tree), env=env)
+    assert bare.returncode == 1 and "is a directory (-r uploads the files in it)" in bare.stderr
+
+    done = chunkd("upload", "-r", str(tree), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    sent = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(s["filename"], s["md5"], s["status"]) for s in sent] == [
+        (name, md5s[name], "COMPLETED") for name in ("a.jpg", "b.jpg", "c.cr2")
+    ]

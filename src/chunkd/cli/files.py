@@ -4,6 +4,7 @@ runs) over HTTP, never the server's modules."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -98,11 +99,30 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+def _expand(paths: list[Path], *, recursive: bool) -> list[Path]:
+    """The files to upload: ``paths`` as given, with ``recursive`` each directory replaced by the
+    files below it, in name order (links to directories are not followed: a loop would never end)."""
+    chosen: list[Path] = []
+    for path in paths:
+        if not (recursive and path.is_dir()):
+            chosen.append(path)
+            continue
+        for top, dirs, files in os.walk(path):
+            dirs.sort()
+            # Regular files (or links to them): a FIFO or a socket would hang the read or fail it.
+            chosen.extend(Path(top) / name for name in sorted(files) if (Path(top) / name).is_file())
+    return chosen
+
+
 @app.command()
 def upload(
     paths: Annotated[list[Path], typer.Argument(help="Files to upload.", show_default=False)],
     url: Url = DEFAULT_URL,
     key: Key = None,
+    recursive: Annotated[
+        bool,
+        typer.Option("--recursive", "-r", help="Upload the files in the directories given, and in theirs, by name."),
+    ] = False,
     parallel: Annotated[int, typer.Option(min=1, max=64, help="Parts sent at the same time.")] = 4,
     part_size: Annotated[
         str | None, typer.Option("--part-size", help="Bytes per part, e.g. 8MiB or 16M (default: the server's).")
@@ -122,8 +142,11 @@ def upload(
         raise typer.BadParameter(str(exc), param_hint="--part-size") from None
     failed = 0
     sizes: dict[Path, int] = {}
-    for path in paths:
+    chosen = _expand(paths, recursive=recursive)
+    for path in chosen:
         try:
+            if path.is_dir():
+                raise IsADirectoryError(0, "is a directory (-r uploads the files in it)")
             sizes[path] = path.stat().st_size
         except OSError as exc:
             err_console.print(f"error: {path}: {exc.strerror or exc}", style="red", markup=False)
@@ -176,7 +199,7 @@ def upload(
                 shown = display_name(str(path))
                 print(f"{shown} → {file.id} ({format_size(file.size_bytes)}, md5 {file.md5})", flush=True)
     if failed:
-        err_console.print(f"{failed} of {len(paths)} file(s) failed", style="red", markup=False)
+        err_console.print(f"{failed} of {len(chosen)} file(s) failed", style="red", markup=False)
         raise typer.Exit(1)
 
 
