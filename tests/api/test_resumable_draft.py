@@ -15,6 +15,7 @@ import http_sf
 import httpx
 import pytest
 
+from chunkd.domain.upload import Upload
 from chunkd.settings import Settings
 from tests.conftest import Api
 
@@ -637,6 +638,30 @@ async def test_completion_carries_the_kept_digests_and_the_wanted_ones(api: Api,
     assert download.headers["repr-digest"] == f"md5=:{base64.b64encode(hashlib.md5(data).digest()).decode()}:, " + (
         f"crc64nvme=:{base64.b64encode(int(crc64nvme(data)).to_bytes(8, 'big')).decode()}:"
     )
+
+
+async def test_a_completion_whose_file_is_deleted_before_its_wanted_digest_is_read_still_succeeds(
+    api: Api, v: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sha-256 a client wants is read after the upload's lock is let go: a delete in between
+    leaves the completion done (its answer, with the kept md5), not a 503 saying storage is down."""
+    data = os.urandom(50_000)
+    path = upload_path(await create(api, v, data[:20_000], **{"Want-Repr-Digest": "sha-256=5"}))
+    service = api.runtime.uploads
+    real_read = service.blobs.read
+
+    async def read_after_a_delete(upload: Upload, start: int, end: int) -> AsyncIterator[bytes]:
+        await service.delete("alice", upload.id)
+        async for chunk in real_read(upload, start, end):
+            yield chunk
+
+    monkeypatch.setattr(service.blobs, "read", read_after_a_delete)
+    done = await append(api, v, path, 20_000, data[20_000:], complete=True)
+    assert done.status_code == 200, done.text
+    assert done.json()["md5"] == hashlib.md5(data).hexdigest()
+    digests = http_sf.parse(done.headers["repr-digest"].encode(), tltype="dictionary")
+    assert isinstance(digests, dict) and digests["md5"][0] == hashlib.md5(data).digest() and "sha-256" not in digests
+    assert (await head(api, v, path)).status_code == 404  # deleted indeed
 
 
 # ---- cancellation ---------------------------------------------------------------------------------------------

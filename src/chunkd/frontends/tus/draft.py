@@ -34,7 +34,13 @@ from starlette.responses import Response
 
 from chunkd.domain import errors as e
 from chunkd.domain.upload import Mode, Status, Upload
-from chunkd.frontends.digests import content_digest_checksum, declared_digests, repr_digest_header, verify_read_digests
+from chunkd.frontends.digests import (
+    content_digest_checksum,
+    declared_digests,
+    repr_digest_header,
+    repr_digest_of,
+    verify_read_digests,
+)
 from chunkd.frontends.http import declares_body, parse_length, principal, runtime
 from chunkd.frontends.tus import draft_fields as fields
 from chunkd.frontends.tus.draft_errors import CompletedUpload, InconsistentLength, length_overrun
@@ -137,13 +143,24 @@ class DraftEndpoint:
         headers["Cache-Control"] = "no-store"
         want = request.headers.get("want-repr-digest") or _draft_state(upload).get("want")
         service = runtime(request).uploads
-        digest = await repr_digest_header(
-            upload.md5,
-            want if isinstance(want, str) else None,
-            lambda: service.read(upload),
-            upload.crc64,
-            gone=request.is_disconnected,
-        )
+        try:
+            digest = await repr_digest_header(
+                upload.md5,
+                want if isinstance(want, str) else None,
+                lambda: service.read(upload),
+                upload.crc64,
+                gone=request.is_disconnected,
+            )
+        except e.StorageError:
+            # Read after the upload's lock is let go: deleted since (its bytes go right after its
+            # record), the file was completed all the same, and only the digests asked for (a
+            # preference, RFC 9530) cannot be given; still recorded, storage is down (503).
+            try:
+                await service.get(upload.owner, upload.id, with_parts=False)
+            except e.NotFound:
+                digest = repr_digest_of(upload.md5, upload.crc64)
+            else:
+                raise
         if digest:
             headers["Repr-Digest"] = digest
         body = {
