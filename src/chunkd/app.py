@@ -25,6 +25,7 @@ from chunkd.frontends.media.router import router as media_router
 from chunkd.frontends.native.auth import keys_router, seed_token_router, token_router
 from chunkd.frontends.native.errors import install_error_handlers
 from chunkd.frontends.native.router import router as native_router
+from chunkd.frontends.native.usage import usage_router
 from chunkd.frontends.native.webhooks import webhooks_router
 from chunkd.frontends.openapi import install_openapi
 from chunkd.frontends.pm.errors import refusal_response as pm_refusal
@@ -253,6 +254,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(native_router)
+    app.include_router(usage_router)
     app.include_router(token_router)
     app.include_router(seed_token_router)
     app.include_router(keys_router)

@@ -14,6 +14,7 @@ from chunkd.domain.errors import (
 from chunkd.domain.names import check_client_ref, is_upload_id
 from chunkd.domain.upload import Mode, Part, Status, Upload
 from chunkd.service.core import EngineCore
+from chunkd.service.quotas import Usage, usage_of
 
 __all__ = ["Queries"]
 
@@ -41,6 +42,10 @@ class Queries(EngineCore):
         if found is not None:
             verify(found)
         return found
+
+    async def usage(self, owner: str) -> Usage:
+        """What ``owner`` holds and the quotas it counts against (``GET /v1/usage``)."""
+        return await usage_of(self.repo, self.config, owner)
 
     async def list_uploads(
         self, owner: str, *, status: Status | None = None, limit: int = 50, before: tuple[datetime, str] | None = None

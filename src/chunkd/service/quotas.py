@@ -3,11 +3,30 @@ uploads, and bytes stored in all. Each refusal names its limit."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from chunkd.domain.errors import QuotaExceeded
 from chunkd.ports.repository import UploadRepository
 from chunkd.service.config import EngineConfig
 
-__all__ = ["byte_room", "check_new_upload"]
+__all__ = ["Usage", "byte_room", "check_new_upload", "usage_of"]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What an owner holds, counted as the quotas count it, beside those quotas (None: no limit)."""
+
+    pending_uploads: int
+    pending_bytes: int  # declared sizes of PENDING uploads (bytes received, where not declared yet)
+    stored_bytes: int  # sizes of COMPLETED files
+    max_pending_uploads: int | None
+    max_pending_bytes: int | None
+    max_stored_bytes: int | None
+
+
+async def usage_of(repo: UploadRepository, cfg: EngineConfig, owner: str) -> Usage:
+    pending, pending_bytes, stored = await repo.usage(owner)
+    return Usage(pending, pending_bytes, stored, cfg.max_pending_uploads, cfg.max_pending_bytes, cfg.max_stored_bytes)
 
 
 def _byte_limits(cfg: EngineConfig, pending_bytes: int, stored: int) -> list[tuple[int, QuotaExceeded]]:
