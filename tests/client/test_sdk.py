@@ -480,3 +480,16 @@ async def test_a_fresh_access_token_of_the_same_key_resumes_what_an_earlier_one_
         file = await client.upload(path, parallel=2)
     assert file.id == started.id and file.md5 == hashlib.md5(data).hexdigest()
     assert sorted(sdk.recorder.parts_sent(file.id)) == [1, 2, 4, 5]
+
+
+async def test_usage_counts_the_owners_pending_and_stored_bytes(sdk: Sdk, tmp_path: Path) -> None:
+    async with sdk.client() as client:
+        before = await client.usage()
+        assert (before.pending_uploads, before.pending_bytes, before.stored_bytes) == (0, 0, 0)
+        assert before.max_stored_bytes is None
+        source = tmp_path / "u.bin"
+        source.write_bytes(b"u" * 5000)
+        await client.upload(source)
+        await client.create("later.bin", 700)
+        after = await client.usage()
+        assert (after.pending_uploads, after.pending_bytes, after.stored_bytes) == (1, 700, 5000)

@@ -424,3 +424,23 @@ def test_recursive_uploads_every_file_below_a_directory_and_a_bare_directory_is_
     assert [(s["filename"], s["md5"], s["status"]) for s in sent] == [
         (name, md5s[name], "COMPLETED") for name in ("a.jpg", "b.jpg", "c.cr2")
     ]
+
+
+def test_usage_prints_what_the_key_s_owner_holds_and_the_quotas(
+    tmp_path: Path, e2e_server: ChunkdServer, cli_env: dict[str, str]
+) -> None:
+    key = e2e_server.create_key("dora")  # an owner of this test alone: the shared server has others' files
+    env = {**cli_env, "CHUNKD_URL": e2e_server.url, "CHUNKD_KEY": key}
+    source = tmp_path / "u.bin"
+    random_file(source, 3000)
+    assert chunkd("upload", str(source), env=env).returncode == 0
+    shown = chunkd("usage", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == {
+        "pendingUploads": 0,
+        "pendingBytes": 0,
+        "storedBytes": 3000,
+        "limits": {"maxPendingUploads": None, "maxPendingBytes": None, "maxStoredBytes": None},
+    }
+    text = chunkd("usage", env=env)
+    assert text.returncode == 0 and "stored bytes     2.9 KiB (no limit)" in text.stdout, text.stdout

@@ -30,6 +30,7 @@ __all__ = [
     "list_files",
     "remove",
     "upload",
+    "usage",
 ]
 
 
@@ -275,6 +276,40 @@ def list_files(
             raise typer.Exit(1) from None
     if not json_output:
         console.print(table)
+
+
+@app.command("usage")
+def usage(url: Url = DEFAULT_URL, key: Key = None, json_output: JsonOutput = False) -> None:
+    """What you hold (pending uploads, their bytes, stored bytes), as the server's quotas count it, and those quotas."""
+    import json
+
+    from chunkd.client import ClientError, format_size
+
+    with client_for(url, key) as client:
+        try:
+            held = client.usage()
+        except ClientError as exc:
+            fatal(exc, url)
+            err_console.print(f"error: {exc}", style="red", markup=False)
+            raise typer.Exit(1) from None
+    if json_output:
+        print(json.dumps(held.raw), flush=True)  # the API's own object
+        return
+
+    def of(limit: int | None, size: bool) -> str:
+        if limit is None:
+            return "no limit"
+        return f"of {format_size(limit)}" if size else f"of {limit}"
+
+    print(f"pending uploads  {held.pending_uploads} ({of(held.max_pending_uploads, False)})")
+    print(f"pending bytes    {format_size(held.pending_bytes)} ({of(held.max_pending_bytes, True)})")
+    stored = f"stored bytes     {format_size(held.stored_bytes)}"
+    if held.max_stored_bytes is not None:
+        stored += f" ({format_size(held.stored_bytes + held.pending_bytes)} with the pending ones, "
+        stored += f"{of(held.max_stored_bytes, True)})"
+    else:
+        stored += " (no limit)"
+    print(stored, flush=True)
 
 
 @app.command("rm")

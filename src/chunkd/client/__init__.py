@@ -31,7 +31,7 @@ from chunkd.client.errors import (
     UploadExpired,
 )
 from chunkd.client.links import UploadLink
-from chunkd.client.models import File, Page, Part
+from chunkd.client.models import File, Page, Part, Usage
 from chunkd.client.retry import RetryNotice, RetryPolicy
 from chunkd.client.sizes import format_size, parse_size
 
@@ -62,6 +62,7 @@ __all__ = [
     "UploadExpired",
     "UploadLink",
     "UploadOptions",
+    "Usage",
     "format_size",
     "parse_size",
 ]

@@ -17,7 +17,7 @@ import httpx
 from chunkd.client._core import ClientCore, ProgressCallback, Tracker, UploadOptions
 from chunkd.client._effects import Blocking, Driver, Effect, Fetch, Flow, Parallel, Request, Sleep
 from chunkd.client.links import UploadLink, create_link_flow, links_flow, revoke_link_flow
-from chunkd.client.models import File, Page
+from chunkd.client.models import File, Page, Usage
 from chunkd.client.source import CHUNK, Source, SourceLike
 
 __all__ = ["AsyncClient"]
@@ -64,6 +64,10 @@ class AsyncClient(ClientCore[httpx.AsyncBaseTransport]):
             if not page.next_cursor:
                 return
             cursor = page.next_cursor
+
+    async def usage(self) -> Usage:
+        """See :meth:`chunkd.client.Client.usage`."""
+        return await self._run(self._usage_flow())
 
     async def cancel(self, file_id: str) -> File:
         """PENDING → CANCELLED; the bytes received are freed."""

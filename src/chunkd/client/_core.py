@@ -31,7 +31,7 @@ from chunkd.client.errors import (
     UploadExpired,
     error_from_response,
 )
-from chunkd.client.models import File, Page
+from chunkd.client.models import File, Page, Usage
 from chunkd.client.retry import (
     RetryNotice,
     RetryNoticeCallback,
@@ -273,6 +273,9 @@ class ClientCore(Generic[TransportT]):
             params["cursor"] = cursor
         data = (yield from self._send_flow("GET", "/v1/files", params=params)).json()
         return Page(tuple(File.from_json(f) for f in data["data"]), data.get("nextCursor"))
+
+    def _usage_flow(self) -> Flow[Usage]:
+        return Usage.from_json((yield from self._send_flow("GET", "/v1/usage")).json())
 
     def _cancel_flow(self, file_id: str) -> Flow[File]:
         return self._file_flow("POST", f"/v1/files/{file_id}/cancel")

@@ -17,7 +17,7 @@ import httpx
 from chunkd.client._core import DEFAULT_URL, ClientCore, ProgressCallback, UploadOptions
 from chunkd.client._effects import Blocking, Driver, Effect, Fetch, Flow, Parallel, Request, Sleep
 from chunkd.client.links import UploadLink, create_link_flow, links_flow, revoke_link_flow
-from chunkd.client.models import File, Page
+from chunkd.client.models import File, Page, Usage
 from chunkd.client.source import CHUNK, SourceLike
 
 __all__ = ["DEFAULT_URL", "Client"]
@@ -63,6 +63,10 @@ class Client(ClientCore[httpx.BaseTransport]):
         while page.next_cursor:
             page = self.list_page(status=status, limit=page_size, cursor=page.next_cursor)
             yield from page.files
+
+    def usage(self) -> Usage:
+        """What you hold (pending uploads and bytes, stored bytes) and your quotas."""
+        return self._run(self._usage_flow())
 
     def cancel(self, file_id: str) -> File:
         """PENDING → CANCELLED; the bytes received are freed."""

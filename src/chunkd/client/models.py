@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["File", "Page", "Part"]
+__all__ = ["File", "Page", "Part", "Usage"]
 
 
 def _time(value: Any) -> datetime | None:
@@ -85,3 +85,29 @@ class Page:
 
     files: tuple[File, ...]
     next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """``GET /v1/usage``: what you hold as the quotas count it, and the quotas (None: no limit)."""
+
+    pending_uploads: int
+    pending_bytes: int
+    stored_bytes: int
+    max_pending_uploads: int | None
+    max_pending_bytes: int | None
+    max_stored_bytes: int | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Usage:
+        limits = data.get("limits") or {}
+        return cls(
+            int(data["pendingUploads"]),
+            int(data["pendingBytes"]),
+            int(data["storedBytes"]),
+            limits.get("maxPendingUploads"),
+            limits.get("maxPendingBytes"),
+            limits.get("maxStoredBytes"),
+            raw=dict(data),
+        )
