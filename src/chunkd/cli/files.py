@@ -5,6 +5,7 @@ runs) over HTTP, never the server's modules."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,6 +28,7 @@ __all__ = [
     "client_for",
     "download",
     "fatal",
+    "for_each_id",
     "list_files",
     "remove",
     "upload",
@@ -65,6 +67,26 @@ def _tell_retry(notice: RetryNotice) -> None:
         style="yellow",
         markup=False,
     )
+
+
+def for_each_id(ids: list[str], url: str, key: str | None, act: Callable[[Client, str], object], done: str) -> None:
+    """``act`` on each id in turn, saying ``done ID`` for each; an id refused is said on stderr and
+    the others go on (exit status 1 at the end), but a wrong key or a server out of reach stops at once."""
+    from chunkd.client import ClientError
+
+    failed = 0
+    with client_for(url, key) as client:
+        for each in ids:
+            try:
+                act(client, each)
+            except ClientError as exc:
+                fatal(exc, url)
+                err_console.print(f"error: {each}: {exc}", style="red", markup=False)
+                failed += 1
+                continue
+            print(f"{done} {each}")
+    if failed:
+        raise typer.Exit(1)
 
 
 def fatal(exc: Exception, url: str, *, resumable: bool = False) -> None:
@@ -322,18 +344,4 @@ def remove(
     key: Key = None,
 ) -> None:
     """Delete files and their bytes."""
-    from chunkd.client import ClientError
-
-    failed = 0
-    with client_for(url, key) as client:
-        for file_id in file_ids:
-            try:
-                client.delete(file_id)
-            except ClientError as exc:
-                fatal(exc, url)
-                err_console.print(f"error: {file_id}: {exc}", style="red", markup=False)
-                failed += 1
-                continue
-            print(f"deleted {file_id}")
-    if failed:
-        raise typer.Exit(1)
+    for_each_id(file_ids, url, key, lambda client, file_id: client.delete(file_id), "deleted")

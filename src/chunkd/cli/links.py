@@ -12,7 +12,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from chunkd.cli.common import console, err_console
-from chunkd.cli.files import DEFAULT_URL, JsonOutput, Key, Url, client_for, fatal
+from chunkd.cli.files import DEFAULT_URL, JsonOutput, Key, Url, client_for, fatal, for_each_id
 
 if TYPE_CHECKING:
     from chunkd.client import UploadLink
@@ -137,18 +137,4 @@ def links_revoke(
     key: Key = None,
 ) -> None:
     """End upload links at once; what was uploaded through them stays in your files."""
-    from chunkd.client import ClientError
-
-    failed = 0
-    with client_for(url, key) as client:
-        for link_id in link_ids:
-            try:
-                client.revoke_upload_link(link_id)
-            except ClientError as exc:
-                fatal(exc, url)
-                err_console.print(f"error: {link_id}: {exc}", style="red", markup=False)
-                failed += 1
-                continue
-            print(f"revoked {link_id}")
-    if failed:
-        raise typer.Exit(1)
+    for_each_id(link_ids, url, key, lambda client, link_id: client.revoke_upload_link(link_id), "revoked")

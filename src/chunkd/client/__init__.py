@@ -30,8 +30,7 @@ from chunkd.client.errors import (
     TooLarge,
     UploadExpired,
 )
-from chunkd.client.links import UploadLink
-from chunkd.client.models import File, Page, Part, Usage
+from chunkd.client.models import File, Page, Part, UploadLink, Usage
 from chunkd.client.retry import RetryNotice, RetryPolicy
 from chunkd.client.sizes import format_size, parse_size
 

@@ -16,8 +16,8 @@ import httpx
 
 from chunkd.client._core import ClientCore, ProgressCallback, Tracker, UploadOptions
 from chunkd.client._effects import Blocking, Driver, Effect, Fetch, Flow, Parallel, Request, Sleep
-from chunkd.client.links import UploadLink, create_link_flow, links_flow, revoke_link_flow
-from chunkd.client.models import File, Page, Usage
+from chunkd.client.links import create_link_flow, links_flow, revoke_link_flow
+from chunkd.client.models import File, Page, UploadLink, Usage
 from chunkd.client.source import CHUNK, Source, SourceLike
 
 __all__ = ["AsyncClient"]

@@ -6,60 +6,17 @@ performed by both clients."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from chunkd.client._effects import Flow
+from chunkd.client.models import UploadLink
 
-__all__ = ["UploadLink", "create_link_flow", "links_flow", "revoke_link_flow"]
+__all__ = ["create_link_flow", "links_flow", "revoke_link_flow"]
 
 Send = Callable[..., Flow[httpx.Response]]
 PATH = "/v1/upload-links"
-
-
-def _time(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else None
-
-
-@dataclass(frozen=True)
-class UploadLink:
-    """An upload link as the server describes it. ``url`` (the token included) is given only by the
-    answer that made the link: the server keeps a hash of the token, never the token."""
-
-    id: str
-    url: str | None
-    expires_at: datetime | None
-    max_bytes: int | None
-    max_files: int | None
-    files_uploaded: int
-    bytes_uploaded: int
-    allowed_mime_types: tuple[str, ...] | None
-    note: str | None
-    created_at: datetime | None
-    revoked_at: datetime | None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> UploadLink:
-        types = data.get("allowedMimeTypes")
-        return cls(
-            id=str(data["id"]),
-            url=data.get("url"),
-            expires_at=_time(data.get("expiresAt")),
-            max_bytes=data.get("maxBytes"),
-            max_files=data.get("maxFiles"),
-            files_uploaded=int(data.get("filesUploaded", 0)),
-            bytes_uploaded=int(data.get("bytesUploaded", 0)),
-            allowed_mime_types=tuple(types) if isinstance(types, list) else None,
-            note=data.get("note"),
-            created_at=_time(data.get("createdAt")),
-            revoked_at=_time(data.get("revokedAt")),
-            raw=dict(data),
-        )
 
 
 def create_link_flow(

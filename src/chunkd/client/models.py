@@ -1,4 +1,5 @@
-"""Typed results: a :class:`File` (the Files API's file object) and its :class:`Part` s."""
+"""Typed results: a :class:`File` (the Files API's file object) and its :class:`Part` s, a :class:`Page` of
+files, :class:`Usage` and an :class:`UploadLink`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["File", "Page", "Part", "Usage"]
+__all__ = ["File", "Page", "Part", "UploadLink", "Usage"]
 
 
 def _time(value: Any) -> datetime | None:
@@ -109,5 +110,42 @@ class Usage:
             limits.get("maxPendingUploads"),
             limits.get("maxPendingBytes"),
             limits.get("maxStoredBytes"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class UploadLink:
+    """An upload link as the server describes it. ``url`` (the token included) is given only by the
+    answer that made the link: the server keeps a hash of the token, never the token."""
+
+    id: str
+    url: str | None
+    expires_at: datetime | None
+    max_bytes: int | None
+    max_files: int | None
+    files_uploaded: int
+    bytes_uploaded: int
+    allowed_mime_types: tuple[str, ...] | None
+    note: str | None
+    created_at: datetime | None
+    revoked_at: datetime | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UploadLink:
+        types = data.get("allowedMimeTypes")
+        return cls(
+            id=str(data["id"]),
+            url=data.get("url"),
+            expires_at=_time(data.get("expiresAt")),
+            max_bytes=data.get("maxBytes"),
+            max_files=data.get("maxFiles"),
+            files_uploaded=int(data.get("filesUploaded", 0)),
+            bytes_uploaded=int(data.get("bytesUploaded", 0)),
+            allowed_mime_types=tuple(types) if isinstance(types, list) else None,
+            note=data.get("note"),
+            created_at=_time(data.get("createdAt")),
+            revoked_at=_time(data.get("revokedAt")),
             raw=dict(data),
         )
