@@ -1,7 +1,7 @@
 """Hostile PDFs and images are inspected in worker processes with limits: a page cap, a wall time
 past which the worker is killed (the file refused with a 400 while the server carries on), and a
 refusal recorded on the upload, so completing the same bytes again answers the same 400 at once
-without parsing them again."""
+without parsing them again; a worker that dies idle does not stop inspections."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import hashlib
 import io
 import itertools
 import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from chunkd.service.media import MediaService
 from tests.conftest import Api
 from tests.security.conftest import MakeApi
 from tests.support.media_files import chunked_upload, make_png
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -192,3 +194,23 @@ async def test_waiting_inspections_take_turns_by_owner_and_are_bounded(
         jobs = inspector.jobs_started
         assert (await _complete(api, alice[3], pdf)).status_code == 400
         assert inspector.jobs_started == jobs + 1
+
+
+async def test_a_worker_killed_while_idle_leaves_inspections_working(make_api: MakeApi) -> None:
+    # A worker that died with no job (the OOM killer, a stray kill) made Pebble give up on the whole
+    # pool, and every media complete after it was a 500 until a restart (seen under load).
+    async with make_api(media_inspect_workers=1) as api:
+        png = make_png(16, 16)
+        first = await chunked_upload(api.client, png, "a.png", api.auth())
+        assert (await _complete(api, first, png)).status_code == 201
+        pool = _media(api).inspector._pool
+        assert pool is not None
+        for pid in list(pool._pool_manager.worker_manager.workers):
+            os.kill(pid, signal.SIGKILL)
+        await until(lambda: not pool.active, what="Pebble to give up on the pool")
+
+        second = await chunked_upload(api.client, png, "b.png", api.auth())
+        answer = await _complete(api, second, png)
+        assert answer.status_code == 201, answer.text
+        third = await chunked_upload(api.client, png, "c.png", api.auth())
+        assert (await _complete(api, third, png)).status_code == 201

@@ -21,6 +21,12 @@ killed one is cheap and inherits nothing of the server's threads, sockets or mem
 Any of these limits answers the client with the same 400 as a file that is not what it claims
 to be (``ContentRefused``); the caller records it on the upload so the bytes are not parsed again.
 
+A worker that dies while it has no job (the OOM killer, a stray ``kill``) makes Pebble give up
+on the whole pool: that job and every one after it failed with ``BrokenProcessPool`` (a 500 on
+every media complete until a restart). A broken pool is let go and a fresh one started; the job,
+which never ran, is tried once on it, and a second break answers 429 (``RateLimited``, nothing
+recorded) like a full queue.
+
 Jobs wait for a worker in this process, not in Pebble's queue, so that the wait is bounded and
 shared fairly: at most ``queue`` jobs wait (one more is ``RateLimited``, a 429 that records
 nothing), and a free worker goes to the waiting job whose owner has had the fewest turns since it
@@ -40,6 +46,7 @@ import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -138,6 +145,14 @@ def worker_pool(limits: InspectionLimits) -> ProcessPool:
         initargs=(limits.memory_bytes,),
         context=_context(),
     )
+
+
+class _PoolBroken(Exception):
+    """Pebble gave up on ``pool``: the job did not run."""
+
+    def __init__(self, pool: ProcessPool) -> None:
+        super().__init__("the inspection pool is broken")
+        self.pool = pool
 
 
 @dataclass(eq=False)
@@ -240,14 +255,37 @@ class InspectionPool:
             self._give_back(owner)
 
     async def _run(self, kind: Kind, path: str, field: str) -> Inspection:
-        pool = self._ensure()
+        try:
+            return await self._run_on(self._ensure(), kind, path, field)
+        except _PoolBroken as broken:
+            await self._discard(broken.pool)
+        try:
+            return await self._run_on(self._ensure(), kind, path, field)
+        except _PoolBroken as broken:
+            await self._discard(broken.pool)
+            raise RateLimited(
+                "the inspection workers stopped and are being restarted; try again shortly", field=field
+            ) from None
+
+    async def _discard(self, pool: ProcessPool) -> None:
+        """Let go of a pool Pebble gave up on (its threads have stopped; its workers are killed), so
+        that the next job starts a fresh one."""
+        if self._pool is pool:
+            self._pool = None
+        pool.stop()  # type: ignore[no-untyped-call]
+        await asyncio.to_thread(pool.join, 10)
+
+    async def _run_on(self, pool: ProcessPool, kind: Kind, path: str, field: str) -> Inspection:
         limits = self.limits
+        try:
+            future = pool.schedule(
+                run_inspection,
+                args=(kind, path, limits.max_image_pixels, limits.max_pdf_pages, limits.cpu_seconds),
+                timeout=limits.timeout_seconds,
+            )
+        except RuntimeError as exc:  # "Unexpected error within the Pool": broken before this job
+            raise _PoolBroken(pool) from exc
         self.jobs_started += 1
-        future = pool.schedule(
-            run_inspection,
-            args=(kind, path, limits.max_image_pixels, limits.max_pdf_pages, limits.cpu_seconds),
-            timeout=limits.timeout_seconds,
-        )
         # Cancelling this await (the client went away) cancels the job, and Pebble kills its worker.
         started = time.perf_counter()
         outcome = "error"
@@ -257,6 +295,8 @@ class InspectionPool:
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
+        except BrokenProcessPool as exc:  # a worker died idle: Pebble failed every job of the pool
+            raise _PoolBroken(pool) from exc
         except FutureTimeout:
             outcome = "timeout"
             raise ContentRefused(
