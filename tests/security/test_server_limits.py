@@ -412,16 +412,64 @@ def test_sigterm_waits_for_requests_in_flight_only_so_long(tmp_path: Path, kind:
         server.kill()
 
 
+def _created(server: ChunkdServer, key: str) -> str:
+    created = httpx.post(
+        f"{server.url}/v1/files", json={"filename": "a", "sizeBytes": 10}, headers={"Authorization": f"Bearer {key}"}
+    )
+    return str(created.json()["id"])
+
+
+def _in_flight(server: ChunkdServer, key: str, upload_id: str) -> socket.socket:
+    """A connection whose request is in flight: a part PUT told to go on (100 Continue) whose body
+    never comes."""
+    sock = _connect(server.port)
+    sock.sendall(
+        f"PUT /v1/files/{upload_id}/parts/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        "Expect: 100-continue\r\nContent-Length: 10\r\n\r\n".encode()
+    )
+    assert sock.recv(1024).startswith(b"HTTP/1.1 100 ")
+    return sock
+
+
 def test_concurrency_limit_answers_503(tmp_path: Path) -> None:
+    # The connections held have requests in flight: idle ones give way (the test below).
     server = ChunkdServer(tmp_path / "data", env={"CHUNKD_LIMIT_CONCURRENCY": "3"}).start()
     try:
-        held = [_connect(server.port) for _ in range(3)]
+        key = server.create_key("alice")
+        uploads = [_created(server, key) for _ in range(2)]
+        held = [_in_flight(server, key, upload_id) for upload_id in uploads]  # with the next one: 3
         try:
             with _connect(server.port) as sock:
                 sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
                 assert read_response(sock)[0] == 503
         finally:
             for sock in held:
+                sock.close()
+    finally:
+        server.kill()
+
+
+def test_idle_connections_give_way_at_the_concurrency_limit(tmp_path: Path) -> None:
+    # Connections that held the slots with no request in flight (silent, or kept alive after an
+    # answer) had every new request answered 503 until they timed out: one address could shut
+    # every other client out by opening the limit's worth of them again and again.
+    env = {"CHUNKD_LIMIT_CONCURRENCY": "3", "CHUNKD_HEADER_TIMEOUT_SECONDS": "60"}
+    server = ChunkdServer(tmp_path / "data", env=env).start()
+    try:
+        silent = [_connect(server.port) for _ in range(2)]
+        kept = _connect(server.port)
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(kept)[0] == 200
+        try:
+            with _connect(server.port) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert read_response(sock)[0] == 200
+            # The silent ones went first, the oldest first; the one kept alive still serves.
+            assert all(_closed(sock) for sock in silent)
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(kept)[0] == 200
+        finally:
+            for sock in [*silent, kept]:
                 sock.close()
     finally:
         server.kill()
