@@ -4,6 +4,7 @@ requests replayed, every documented field checked, and the error cases."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -653,6 +654,35 @@ async def test_small_file_without_content_range_is_the_whole_file(api: Api) -> N
     assert done.status_code == 201, done.text
     assert_media(done.json(), type="image", width=20, height=10)
     assert (await api.client.get(done.json()["image"])).content == png
+
+
+async def test_whole_file_without_content_range_waits_for_its_lock_as_a_chunk_does(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new upload's lock may take a moment (on PostgreSQL, a free one of CHUNKD_LOCK_CONNECTIONS):
+    the whole file's append tried once where a chunk's waits TAKE_OVER_WAIT, and was refused 409
+    upload_busy. Here the new upload's lock is held elsewhere until the request asks for it."""
+    from chunkd.service import lifecycle
+
+    monkeypatch.setattr(lifecycle, "new_upload_id", lambda: "crowdedlockBBBBBBBBBBB")
+    service = api.runtime.uploads
+    real_hold = service.locks.hold
+    asked = asyncio.Event()
+
+    def noting_hold(upload_id: str, *, timeout: float):  # type: ignore[no-untyped-def]
+        if upload_id == "crowdedlockBBBBBBBBBBB":
+            asked.set()
+        return real_hold(upload_id, timeout=timeout)
+
+    png = make_png(20, 10)
+    async with real_hold("crowdedlockBBBBBBBBBBB", timeout=1):
+        monkeypatch.setattr(service.locks, "hold", noting_hold)
+        files = {"image": ("small.png", png, "image/png")}
+        sending = asyncio.create_task(api.client.post(CHUNK_PATH, files=files, headers=api.auth()))
+        await asked.wait()
+    response = await sending
+    assert response.status_code == 201, response.text
+    assert response.json()["offset"] == len(png)
 
 
 async def test_whole_file_without_content_range_is_at_most_one_chunk(api: Api) -> None:

@@ -233,7 +233,13 @@ async def _whole_file(
     try:
         try:
             upload = await service.append(
-                owner, upload.id, 0, part.body(), keep_partial=False, max_bytes=media.limits.chunk_bytes
+                owner,
+                upload.id,
+                0,
+                part.body(),
+                keep_partial=False,
+                max_bytes=media.limits.chunk_bytes,
+                lock_timeout=TAKE_OVER_WAIT,  # as a chunk's: a lock connection may take a moment
             )
         except e.TooLarge:
             raise _chunk_too_large(media, "send a larger file in chunks with Content-Range", part.name) from None

@@ -209,6 +209,9 @@ class Creation(TusResource):
                 0,
                 writer.guard(request.stream()),
                 checksum=checksum,
+                # As every other append waits: no one else writes a new upload, but on PostgreSQL
+                # its lock needs one of CHUNKD_LOCK_CONNECTIONS, which busy appends may all hold.
+                lock_timeout=TAKE_OVER_WAIT,
                 finish=True,
                 created=upload,
                 stored=stored,
