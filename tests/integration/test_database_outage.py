@@ -424,3 +424,24 @@ async def test_a_lock_lost_under_a_waiting_patch_is_retried_not_taken_over(
         assert done.status_code in (200, 201, 204), done.text
         file_id = url.rsplit("/", 1)[1]
         assert (await client.get(f"/v1/files/{file_id}")).json()["md5"] == hashlib.md5(data).hexdigest()
+
+
+async def test_requests_while_the_database_is_down_are_not_failed_authentications(
+    tmp_path: Path, own_pg: PostgresServer, own_pg_url: str
+) -> None:
+    """A key this node has not looked up yet (a key new to it, or one whose cache entry ran out)
+    is checked in the database, which is down. That is not a failed authentication: counted as one,
+    a client that kept retrying spent its address's failure budget, and was refused with 429 "too
+    many failed authentications", blaming it, during the outage and for up to the budget's window
+    after it."""
+    async with app_client(tmp_path / "data", own_pg_url, auth_failure_limit="2/minute") as client:
+        own_pg.pause()
+        try:
+            for _ in range(4):
+                response = await client.get("/v1/files")
+                assert response.status_code == 503, response.text
+                assert response.json()["error"]["code"] == "database_unavailable"
+        finally:
+            own_pg.resume()
+        listed = await until_up(client.build_request("GET", "/v1/files"), client)
+        assert listed.status_code == 200, listed.text

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunkd.auth.authenticator import single_credentials
 from chunkd.auth.ratelimit import Decision, MovingWindows, RateLimits
-from chunkd.domain.errors import ChunkdError, InvalidInput
+from chunkd.domain.errors import ChunkdError, InvalidInput, StorageError
 from chunkd.frontends.http import FILE_BYTES_ATTRIBUTE, byte_count
 from chunkd.frontends.http.routes import RouteTable
 from chunkd.frontends.refusals import Refusal, Renderer, render_refusal
@@ -132,6 +132,10 @@ class RateLimitMiddleware:
                 return refused
             try:
                 principal = await runtime.authenticator.authenticate(credentials)
+            except StorageError as exc:
+                # The database is away (the route answers 503): the credentials were not judged,
+                # so this is no failed authentication, which would get the address 429s blaming it.
+                scope.setdefault("state", {})["authentication_error"] = exc
             except ChunkdError as exc:
                 # Bad credentials: counted by address; the route answers 401 in its own dialect,
                 # from this answer (looking the key up again would double what a flood costs).
