@@ -6,6 +6,9 @@
 #   ceph-rgw.sh start DIR      bootstrap mon + memstore osd + radosgw in DIR on free ports; prints env lines
 #   ceph-rgw.sh env DIR        print the env lines of a running gateway (CHUNKD_S3_ENDPOINT=... etc.)
 #   ceph-rgw.sh stop DIR       stop the daemons started in DIR (by their pid files only)
+#   ceph-rgw.sh stop-gateway DIR / start-gateway DIR
+#                              stop the radosgw alone (an S3 outage; the cluster keeps the objects),
+#                              and start it again on its port
 #
 # CEPH_MEMSTORE_BYTES (default 2 GiB) caps the RAM the memstore OSD may hold; a benchmark that keeps
 # more bytes in flight (staged parts count twice until completion) needs more.
@@ -146,34 +149,55 @@ EOF
     print_env
 }
 
-stop() {
+# Stop the named daemons (rgw, osd, mon), by their pid files only.
+stop_daemons() {
     local name pid
-    for name in rgw osd mon; do
+    for name in "$@"; do
         [ -f "$DIR/run/$name.pid" ] || continue
         pid=$(cat "$DIR/run/$name.pid")
         kill "$pid" 2>/dev/null || true
     done
-    for name in rgw osd mon; do
+    for name in "$@"; do
         [ -f "$DIR/run/$name.pid" ] || continue
         pid=$(cat "$DIR/run/$name.pid")
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
         rm -f "$DIR/run/$name.pid"
     done
+}
+
+stop() {
+    stop_daemons rgw osd mon
     rm -f "$DIR/rgw.port"
+}
+
+# The gateway alone, for outage tests: its cluster (and the objects in it) stays up meanwhile, and
+# it comes back on the same port.
+stop_gateway() {
+    stop_daemons rgw
+}
+
+start_gateway() {
+    DIR=$(cd "$DIR" && pwd)
+    local port
+    port=$(cat "$DIR/rgw.port")
+    spawn rgw radosgw -f --conf "$DIR/ceph.conf" --id "rgw.$RGW_NAME"
+    wait_for "radosgw" 600 sh -c "curl -fsS http://127.0.0.1:$port/ | grep -q ListAllMyBucketsResult"
 }
 
 cmd=${1:-}
 case "$cmd" in
     install) install ;;
     packages) present || echo "$PACKAGES" ;;
-    start|stop|env)
+    start|stop|env|stop-gateway|start-gateway)
         [ $# -ge 2 ] || die "usage: $0 $cmd DIR"
         DIR=$2
         case "$cmd" in
             start) start ;;
             stop) stop ;;
             env) print_env ;;
+            stop-gateway) stop_gateway ;;
+            start-gateway) start_gateway ;;
         esac ;;
-    *) die "usage: $0 install | packages | start DIR | stop DIR | env DIR" ;;
+    *) die "usage: $0 install | packages | start DIR | stop DIR | env DIR | stop-gateway DIR | start-gateway DIR" ;;
 esac

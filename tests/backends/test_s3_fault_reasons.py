@@ -37,3 +37,15 @@ def test_a_store_fault_is_said_without_the_stores_addresses(
     assert isinstance(error, StorageError) and error.message == said
     assert "10.0.0.5" not in error.message and "staging" not in error.message
     assert URL in caplog.text  # the detail is the operator's, in the log
+
+
+def test_a_fault_worded_once_keeps_its_reason_and_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A part's or a copy's fault comes from ``call``, already the engine's error: worded again, it
+    was "StorageError (details in the server log)" for the client, and a second line in the log."""
+    from chunkd.backends.blobs.s3_client import fault_reason
+
+    fault = EndpointConnectionError(endpoint_url=URL)
+    error = store_fault(fault)
+    error.__cause__ = fault  # as ``call`` raises it
+    assert fault_reason(error) == "it could not be reached"
+    assert len([r for r in caplog.records if "object store fault" in r.getMessage()]) == 1

@@ -41,6 +41,16 @@ class CephRgw:
     def stop(self) -> None:
         subprocess.run(self.stop_command(), check=False, timeout=60)
 
+    def stop_gateway(self) -> None:
+        """Stop the S3 endpoint alone (refused connections, as an outage or a restart of it); the
+        cluster keeps the objects for ``start_gateway``. Only on a gateway of a test's own: the
+        session's is shared."""
+        subprocess.run([str(SCRIPT), "stop-gateway", str(self.directory)], check=True, timeout=60)
+
+    def start_gateway(self) -> None:
+        """Start the stopped endpoint again on its port, and wait until it answers."""
+        subprocess.run([str(SCRIPT), "start-gateway", str(self.directory)], check=True, timeout=120)
+
     def client(self) -> Any:
         from chunkd.backends.blobs.s3 import make_client
 

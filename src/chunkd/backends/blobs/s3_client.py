@@ -300,6 +300,7 @@ def fault_reason(exc: BaseException) -> str:
     endpoint, bucket, prefix and object key ("Read timeout on endpoint URL: http://10.0.0.5:9000/
     uploads/chunkd/staging/…"); those go to the server's log only."""
     from botocore.exceptions import (
+        BotoCoreError,
         ClientError,
         ConnectionClosedError,
         ConnectTimeoutError,
@@ -307,7 +308,11 @@ def fault_reason(exc: BaseException) -> str:
         ReadTimeoutError,
     )
 
-    log.warning("object store fault: %s: %s", type(exc).__name__, exc)
+    if isinstance(exc, StorageError) and isinstance(exc.__cause__, BotoCoreError | ClientError):
+        # ``store_fault``'s (``call`` raised it, and the fault is logged already): its reason, said once.
+        exc = exc.__cause__
+    else:
+        log.warning("object store fault: %s: %s", type(exc).__name__, exc)
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

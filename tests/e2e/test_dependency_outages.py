@@ -1,0 +1,163 @@
+"""Dependencies down and back while uploads are in flight, in distributed mode: two ``chunkd serve``
+nodes on a PostgreSQL server and a Ceph RADOS Gateway of this module's own (they are stopped in the
+middle; the session's are shared). During the outage every request that needs the dependency is a
+503 in its dialect saying which one is down, and /readyz says not ready; once it is back the same
+processes serve again, /readyz says ready, and every interrupted upload resumes and completes with
+the right MD5."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.cluster import start_cluster
+from tests.support.postgres import PostgresServer, find_pg_bin
+from tests.support.s3 import CephRgw
+from tests.support.server import ChunkdServer
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.e2e]
+
+MiB = 1024 * 1024
+PART = 5 * MiB  # S3's smallest part but the last
+TUS = {"Tus-Resumable": "1.0.0"}
+APPEND = {**TUS, "Content-Type": "application/offset+octet-stream"}
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PostgresServer]:
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (scripts/services/postgres.sh installs it)")
+    server = PostgresServer(bin_dir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_rgw(tmp_path: Path, ceph_rgw: CephRgw) -> Iterator[CephRgw]:
+    """A gateway of this test's own (``ceph_rgw`` first: it installs Ceph, or skips)."""
+    gateway = CephRgw(tmp_path / "rgw").start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, own_pg: PostgresServer, own_rgw: CephRgw) -> Iterator[list[ChunkdServer]]:
+    servers = start_cluster(
+        tmp_path / "nodes", own_pg.url(own_pg.create_database()), own_rgw.env(own_rgw.new_bucket()), nodes=2
+    )
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.kill()
+
+
+class HeldBody:
+    """A request body that sends its first half, then waits for ``release()`` (the test stops a
+    dependency meanwhile) before it sends the rest."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.half_sent = threading.Event()
+        self.released = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        half = len(self.data) // 2
+        yield self.data[:half]
+        self.half_sent.set()
+        self.released.wait(120)
+        yield self.data[half:]
+
+
+def ready(server: ChunkdServer) -> httpx.Response:
+    return httpx.get(f"{server.url}/readyz", timeout=30)
+
+
+def is_ready(server: ChunkdServer) -> bool:
+    return ready(server).status_code == 200
+
+
+def test_an_object_store_outage_is_503_on_every_node_and_every_upload_resumes(
+    nodes: list[ChunkdServer], own_rgw: CephRgw
+) -> None:
+    a, b = nodes
+    key = a.create_key("alice")
+    auth = {"Authorization": f"Bearer {key}"}
+    data = os.urandom(3 * PART)
+    md5 = hashlib.md5(data).hexdigest()
+    with (
+        httpx.Client(base_url=a.url, headers=auth, timeout=120) as on_a,
+        httpx.Client(base_url=b.url, headers=auth, timeout=120) as on_b,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        created = on_a.post("/v1/files", json={"filename": "n.bin", "sizeBytes": len(data), "partSize": PART})
+        native = created.json()["id"]
+        assert on_a.put(f"/v1/files/{native}/parts/1", content=data[:PART]).status_code == 200
+        tus = on_b.post("/files", headers={**TUS, "Upload-Length": str(len(data))}).headers["location"]
+        tus_path = httpx.URL(tus).path
+        assert on_b.patch(tus_path, content=data[:PART], headers={**APPEND, "Upload-Offset": "0"}).status_code == 204
+
+        # A part and a PATCH in the middle of their bodies when the gateway stops.
+        part_body, patch_body = HeldBody(data[PART : 2 * PART]), HeldBody(data[PART:])
+        in_flight: dict[str, Future[httpx.Response]] = {
+            "part": pool.submit(on_b.put, f"/v1/files/{native}/parts/2", content=part_body),
+            "tus patch": pool.submit(
+                on_a.patch, tus_path, content=patch_body, headers={**APPEND, "Upload-Offset": str(PART)}
+            ),
+        }
+        assert part_body.half_sent.wait(60) and patch_body.half_sent.wait(60)
+        own_rgw.stop_gateway()
+        try:
+            part_body.released.set()
+            patch_body.released.set()
+            answers = {name: future.result(timeout=120) for name, future in in_flight.items()}
+            answers["part on a"] = on_a.put(f"/v1/files/{native}/parts/3", content=data[2 * PART :])
+            answers["tus patch on b"] = on_b.patch(
+                tus_path, content=data[PART:], headers={**APPEND, "Upload-Offset": str(PART)}
+            )
+            for name, response in answers.items():
+                assert response.status_code == 503, (name, response.status_code, response.text)
+                assert response.headers["retry-after"], name
+                assert "storage_unavailable" in response.text, (name, response.text)
+                # Which dependency, and what is wrong with it (not "StorageError (details in the log)").
+                assert "object store" in response.text and "could not be reached" in response.text, (
+                    name,
+                    response.text,
+                )
+            for server in nodes:
+                answer = ready(server)
+                assert answer.status_code == 503 and answer.json()["failing"] == ["storage"], answer.text
+            # Nothing was recorded past the durable bytes.
+            assert on_b.head(tus_path, headers=TUS).headers["upload-offset"] == str(PART)
+            assert [p["partNumber"] for p in on_a.get(f"/v1/files/{native}").json()["parts"]] == [1]
+        finally:
+            own_rgw.start_gateway()
+
+        for server in nodes:  # the same processes, without a restart
+            wait_for(partial(is_ready, server), what=f"{server.url} ready again")
+        assert on_a.put(f"/v1/files/{native}/parts/2", content=data[PART : 2 * PART]).status_code == 200
+        assert on_b.put(f"/v1/files/{native}/parts/3", content=data[2 * PART :]).status_code == 200
+        done = on_b.post(f"/v1/files/{native}/complete")
+        assert done.status_code == 200, done.text
+        offset = on_a.head(tus_path, headers=TUS).headers["upload-offset"]
+        rest = on_a.patch(tus_path, content=data[int(offset) :], headers={**APPEND, "Upload-Offset": offset})
+        assert rest.status_code == 204, rest.text
+        for file_id in (native, tus_path.rsplit("/", 1)[1]):
+            assert on_a.get(f"/v1/files/{file_id}").json()["md5"] == md5
+            assert hashlib.md5(on_b.get(f"/v1/files/{file_id}/content").content).hexdigest() == md5
+    for server in nodes:
+        assert "Traceback" not in server.log.read_text()
