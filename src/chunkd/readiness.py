@@ -10,7 +10,7 @@ Two checks, run together, each bounded by ``readyz_timeout_seconds``:
 A check that is still running when the next probe comes is joined, not started again, so a hung
 dependency does not pile up threads or connections. The answer names the failing part with a
 short reason; the full error goes to the server's log (an unauthenticated caller learns no host
-names or paths).
+names or paths), once when the check starts failing and once when it passes again.
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ class Readiness:
     blobs: BlobStore
     timeout: float
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    # The reason each failing check was last logged with: a probe comes every few seconds, so an
+    # outage is said when it starts (or its reason changes) and when it ends, not at every probe.
+    _failing: dict[str, str] = field(default_factory=dict)
 
     async def check(self) -> dict[str, str]:
         """``{part: "ok" | reason}`` for ``database`` and ``storage``."""
@@ -102,12 +105,20 @@ class Readiness:
             async with asyncio.timeout(self.timeout):
                 await asyncio.shield(task)
         except TimeoutError:
-            log.warning("readiness: %s did not answer within %g s", name, self.timeout)
-            return f"no answer within {self.timeout:g} s"
+            return self._failed(
+                name, f"no answer within {self.timeout:g} s", f"{name} did not answer within {self.timeout:g} s"
+            )
         except StorageNotReady as exc:
-            log.warning("readiness: storage: %s", exc)
-            return str(exc)
+            return self._failed(name, str(exc), f"storage: {exc}")
         except Exception as exc:
-            log.warning("readiness: %s failed: %r", name, exc)
-            return f"unavailable ({type(exc).__name__})"
+            return self._failed(name, f"unavailable ({type(exc).__name__})", f"{name} failed: {exc!r}")
+        if self._failing.pop(name, None) is not None:
+            log.info("readiness: %s ok again", name)
         return "ok"
+
+    def _failed(self, name: str, reason: str, detail: str) -> str:
+        """``reason`` for the caller; ``detail`` logged when the check starts failing or fails otherwise."""
+        said = self._failing.get(name) == reason
+        self._failing[name] = reason
+        log.log(logging.DEBUG if said else logging.WARNING, "readiness: %s", detail)
+        return reason

@@ -3,6 +3,7 @@ unauthenticated and never rate limited. /healthz stays liveness only."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -59,6 +60,26 @@ async def test_ready_then_storage_missing_then_ready_again(api: Api) -> None:
     finally:
         moved.rename(root)
     assert (await api.client.get("/readyz")).status_code == 200
+
+
+async def test_an_outage_is_logged_when_it_starts_and_when_it_ends_not_at_every_probe(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Probes come every few seconds for as long as an outage lasts: each failing one wrote a
+    warning (an hour's outage, a thousand lines per node and check), and nothing said when it was
+    over. Now one warning when a check starts failing, and one line when it is ok again."""
+    caplog.set_level(logging.INFO, logger="chunkd.readiness")
+    async with client_for(base_settings(tmp_path)) as client:
+        root = tmp_path / "data" / "blobs"
+        moved = root.with_name("blobs-unmounted")
+        root.rename(moved)
+        for _ in range(3):
+            assert (await client.get("/readyz")).status_code == 503
+        moved.rename(root)
+        for _ in range(2):
+            assert (await client.get("/readyz")).status_code == 200
+    said = [r.getMessage() for r in caplog.records if r.name == "chunkd.readiness" and r.levelno >= logging.INFO]
+    assert said == ["readiness: storage: the blob directory is missing", "readiness: storage ok again"]
 
 
 async def test_a_file_where_the_blob_directory_should_be_is_not_ready(api: Api) -> None:
