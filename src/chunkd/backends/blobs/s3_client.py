@@ -38,6 +38,7 @@ __all__ = [
     "STATE",
     "S3Bucket",
     "Spool",
+    "StoreOutage",
     "b64md5",
     "etag",
     "make_client",
@@ -125,6 +126,7 @@ class S3Bucket:
         if spool_dir is not None:
             spool_dir.mkdir(parents=True, exist_ok=True)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="chunkd-s3")
+        self.outage = StoreOutage()
 
     # ---- plumbing -----------------------------------------------------------------------------
     async def call(self, method: str, **kwargs: Any) -> Any:
@@ -154,9 +156,11 @@ class S3Bucket:
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+            result = await asyncio.get_running_loop().run_in_executor(self._pool, fn)
         except Exception as exc:
-            raise store_fault(exc) from exc
+            raise store_fault(exc, self.outage) from exc
+        self.outage.answered()
+        return result
 
     @staticmethod
     def _check_id(upload_id: str) -> str:
@@ -283,22 +287,23 @@ def not_found(exc: BaseException | None) -> bool:
     return isinstance(response, dict) and response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
 
 
-def store_fault(exc: Exception) -> Exception:
+def store_fault(exc: Exception, outage: StoreOutage | None = None) -> Exception:
     """``exc`` as the engine sees it: botocore's errors (the store answered an error such as 503
     SlowDown or 500, after the client's own retries, or could not be reached) become a
     ``StorageError``, so a client is told to retry, not handed a 500; anything else is unchanged."""
     from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
     if isinstance(exc, BotoCoreError | ClientError):
-        return StorageError(f"the object store failed: {fault_reason(exc)}")
+        return StorageError(f"the object store failed: {fault_reason(exc, outage)}")
     return exc
 
 
-def fault_reason(exc: BaseException) -> str:
+def fault_reason(exc: BaseException, outage: StoreOutage | None = None) -> str:
     """A short reason for a fault of the object store, fit for any client (an upload link's partner
     included): its error code or the kind of network failure. botocore's own words name the
     endpoint, bucket, prefix and object key ("Read timeout on endpoint URL: http://10.0.0.5:9000/
-    uploads/chunkd/staging/…"); those go to the server's log only."""
+    uploads/chunkd/staging/…"); those go to the server's log only, as the store's ``outage`` says
+    (without one, each fault is a warning)."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -312,7 +317,7 @@ def fault_reason(exc: BaseException) -> str:
         # ``store_fault``'s (``call`` raised it, and the fault is logged already): its reason, said once.
         exc = exc.__cause__
     else:
-        log.warning("object store fault: %s: %s", type(exc).__name__, exc)
+        (outage or StoreOutage()).fault(exc)
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -322,6 +327,32 @@ def fault_reason(exc: BaseException) -> str:
     if isinstance(exc, EndpointConnectionError | ConnectionClosedError):
         return "it could not be reached"
     return f"{type(exc).__name__} (details in the server log)"
+
+
+class StoreOutage:
+    """The object store away (unreachable, not answering, or answering 5xx): every request of
+    every client meets it while it lasts, so its first fault is logged as a warning with botocore's
+    details, the others at debug, and the first call answered after it says the store is back.
+    Other faults (a 4xx the store answered) are each logged as a warning."""
+
+    def __init__(self) -> None:
+        self.failed = 0  # calls failed since the outage began; 0: no outage
+
+    def fault(self, exc: BaseException) -> None:
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as StoreUnreachable
+
+        status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        away = isinstance(exc, StoreUnreachable | HTTPClientError) or (isinstance(exc, ClientError) and status >= 500)
+        level = logging.DEBUG if away and self.failed else logging.WARNING
+        log.log(level, "object store fault: %s: %s", type(exc).__name__, exc)
+        if away:
+            self.failed += 1
+
+    def answered(self) -> None:
+        if self.failed:
+            log.info("object store answering again (%d call(s) failed meanwhile)", self.failed)
+            self.failed = 0
 
 
 def make_client(
