@@ -20,8 +20,9 @@ import pytest
 
 from tests.support.cluster import start_cluster
 from tests.support.postgres import PostgresServer, find_pg_bin
+from tests.support.redis import RedisServer
 from tests.support.s3 import CephRgw
-from tests.support.server import ChunkdServer
+from tests.support.server import ChunkdServer, free_port
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.e2e]
@@ -171,3 +172,77 @@ def test_an_object_store_outage_is_503_on_every_node_and_every_upload_resumes(
             "storage ok again",
         ):
             assert said.count(line) == 1, (line, said)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", free_port()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def counted(server: ChunkdServer, auth: dict[str, str]) -> bool:
+    """Whether a request to ``server`` is counted in the shared store now (it says its budget)."""
+    return "ratelimit-limit" in httpx.get(f"{server.url}/v1/files", headers=auth, timeout=30).headers
+
+
+def test_a_redis_outage_lets_uploads_through_uncounted_and_counting_resumes(
+    tmp_path: Path, pg_server: PostgresServer, ceph_rgw: CephRgw, redis: RedisServer
+) -> None:
+    """Redis holds the rate limits' shared counters: while it is away requests are let through
+    uncounted (an outage of it must not take uploads down), every upload in flight goes on, and
+    once it is back the same processes count again. Said in the log once each way, without a
+    traceback."""
+    env = {
+        **ceph_rgw.env(ceph_rgw.new_bucket()),
+        "CHUNKD_REDIS_URL": redis.url,
+        "CHUNKD_RATE_LIMITS": "read=1000/minute;write=1000/minute",
+    }
+    nodes = start_cluster(tmp_path / "nodes", pg_server.url(pg_server.create_database()), env, nodes=2)
+    try:
+        a, b = nodes
+        auth = {"Authorization": f"Bearer {a.create_key('alice')}"}
+        data = os.urandom(2 * PART)
+        with (
+            httpx.Client(base_url=a.url, headers=auth, timeout=120) as on_a,
+            httpx.Client(base_url=b.url, headers=auth, timeout=120) as on_b,
+            ThreadPoolExecutor(2) as pool,
+        ):
+            assert counted(a, auth) and counted(b, auth)
+            created = on_a.post("/v1/files", json={"filename": "n.bin", "sizeBytes": len(data), "partSize": PART})
+            native = created.json()["id"]
+            tus_path = httpx.URL(
+                on_b.post("/files", headers={**TUS, "Upload-Length": str(len(data))}).headers["location"]
+            ).path
+            part_body, patch_body = HeldBody(data[:PART]), HeldBody(data)
+            part = pool.submit(on_b.put, f"/v1/files/{native}/parts/1", content=part_body)
+            patch = pool.submit(on_a.patch, tus_path, content=patch_body, headers={**APPEND, "Upload-Offset": "0"})
+            assert part_body.half_sent.wait(60) and patch_body.half_sent.wait(60)
+            redis.stop()
+            part_body.released.set()
+            patch_body.released.set()
+            assert part.result(timeout=120).status_code == 200
+            assert patch.result(timeout=120).status_code == 204
+            for server in nodes:
+                for _ in range(3):
+                    assert not counted(server, auth)
+                assert ready(server).status_code == 200  # Redis is not needed to serve
+            assert on_b.put(f"/v1/files/{native}/parts/2", content=data[PART:]).status_code == 200
+            redis.start()
+            for server in nodes:  # the same processes count again (after their pause from asking it)
+                wait_for(partial(counted, server, auth), what=f"{server.url} counting again")
+            done = on_a.post(f"/v1/files/{native}/complete")
+            assert done.status_code == 200, done.text
+            md5 = hashlib.md5(data).hexdigest()
+            for file_id in (native, tus_path.rsplit("/", 1)[1]):
+                assert on_b.get(f"/v1/files/{file_id}").json()["md5"] == md5
+    finally:
+        for server in nodes:
+            server.kill()
+    for server in nodes:
+        said = server.log.read_text()
+        assert "Traceback" not in said
+        assert said.count("rate-limit store unavailable") == 1, said
+        assert said.count("rate-limit store answering again") == 1, said

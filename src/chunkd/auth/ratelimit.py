@@ -169,24 +169,33 @@ class RateLimits:
             self.storage = MemoryStorage()
         self.limiter = _STRATEGIES[strategy](self.storage)
         self._store_back_at = 0.0  # monotonic time until which the store is not asked (after a failure)
+        self._store_down = False  # the last time it was asked, it failed
 
     async def _from_store(self, ask: Callable[[], Awaitable[Decision | None]]) -> Decision | None:
         """``ask()`` of the shared store, or None (the request let through uncounted) while it is
         resting after a failure, or when it fails or takes longer than STORE_TIMEOUT: it is then
-        not asked for STORE_RETRY_AFTER seconds, and that is logged once per interval."""
+        not asked for STORE_RETRY_AFTER seconds. The outage is logged when it begins and ends."""
         if time.monotonic() < self._store_back_at:
             return None
         try:
             async with asyncio.timeout(STORE_TIMEOUT):
-                return await ask()
-        except Exception:  # TimeoutError included
+                decision = await ask()
+        except Exception as exc:  # TimeoutError included
             self._store_back_at = time.monotonic() + STORE_RETRY_AFTER
-            log.warning(
-                "rate-limit store unavailable; requests allowed uncounted, asking it again in %.0f s",
+            # A dependency down, not a fault: one line with its cause when the outage begins (it is
+            # asked again every STORE_RETRY_AFTER s while it lasts), and one when it is over.
+            log.log(
+                logging.DEBUG if self._store_down else logging.WARNING,
+                "rate-limit store unavailable (%s); requests allowed uncounted, asking it again every %.0f s",
+                f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
                 STORE_RETRY_AFTER,
-                exc_info=True,
             )
+            self._store_down = True
             return None
+        if self._store_down:
+            self._store_down = False
+            log.info("rate-limit store answering again; requests are counted")
+        return decision
 
     def applies(self, category: str) -> bool:
         return category in self.table
