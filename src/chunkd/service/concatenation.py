@@ -27,6 +27,7 @@ from chunkd.domain.events import Event, EventType
 from chunkd.domain.metadata import CONCATENATION, CONCATENATION_SOURCE
 from chunkd.domain.upload import Mode, Part, Status, Upload
 from chunkd.service.crc import Crc64Hasher
+from chunkd.service.faults import warn_failed
 from chunkd.service.hooks import ContentRejected
 from chunkd.service.lifecycle import Lifecycle
 from chunkd.service.streaming import StreamedPart
@@ -343,7 +344,7 @@ class Concatenation(Lifecycle):
         try:
             settled = await self.finish_concatenation(upload.owner, upload_id)
         except Exception:
-            log.warning("could not settle concatenation %s before its expiry", upload_id, exc_info=True)
+            warn_failed(log, "could not settle concatenation %s before its expiry", upload_id)
             return False
         return settled.status is not Status.PENDING
 
@@ -356,13 +357,13 @@ class Concatenation(Lifecycle):
         try:
             waiting = await self._waiting_on(source)
         except Exception:
-            log.warning("could not look for concatenations waiting on upload %s", source.id, exc_info=True)
+            warn_failed(log, "could not look for concatenations waiting on upload %s", source.id)
             return
         for upload_id in waiting:
             try:
                 await self.finish_concatenation(source.owner, upload_id)
             except Exception:
-                log.warning("could not finish concatenation %s after %s", upload_id, source.id, exc_info=True)
+                warn_failed(log, "could not finish concatenation %s after %s", upload_id, source.id)
 
     async def _waiting_on(self, source: Upload) -> list[str]:
         """Ids of the owner's waiting concatenations that name ``source``."""

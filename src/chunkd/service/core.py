@@ -42,6 +42,7 @@ from chunkd.ports.blobs import BlobStore, StoreCapabilities
 from chunkd.ports.locks import LockManager
 from chunkd.ports.repository import UploadRepository
 from chunkd.service.config import EngineConfig
+from chunkd.service.faults import warn_failed
 from chunkd.service.hooks import NO_HOOKS, UploadHooks
 
 __all__ = ["EngineCore", "utcnow"]
@@ -110,7 +111,7 @@ class EngineCore:
         try:
             await self.blobs.delete(upload)
         except Exception:
-            log.warning("could not free the bytes of upload %s; gc will", upload.id, exc_info=True)
+            warn_failed(log, "could not free the bytes of upload %s; gc will", upload.id)
 
     async def _discard_unrecorded(self, upload: Upload, number: int, ref: str, error: BaseException) -> None:
         """The save that was to record blob ``ref`` as part ``number`` failed with ``error``, but may
@@ -151,7 +152,7 @@ class EngineCore:
         try:
             await cleaner.release_completed(upload)
         except Exception:
-            log.warning("could not free what the completion of upload %s left behind", upload.id, exc_info=True)
+            warn_failed(log, "could not free what the completion of upload %s left behind", upload.id)
 
     async def _settle(self, upload: Upload, part: Part) -> None:
         """Let a store that derives state from parts (S3 coalescing) do so, under the lock. A failure
@@ -168,7 +169,7 @@ class EngineCore:
             if await settler.settle(upload, part, load_parts):
                 await self.repo.save(upload)
         except Exception:
-            log.warning("storage could not settle part %s of upload %s", part.number, upload.id, exc_info=True)
+            warn_failed(log, "storage could not settle part %s of upload %s", part.number, upload.id)
 
     async def _feed_part(self, upload: Upload, part: Part, feed: Callable[[bytes], None]) -> None:
         """Read ``part`` back from storage into ``feed`` (a digest's update), off the event loop: in
