@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -120,3 +121,53 @@ async def test_the_start_says_whether_clamd_answers(
         lines = [r for r in caplog.records if r.name == "chunkd.startup" and "virus scan" in r.getMessage()]
         assert len(lines) == 1 and lines[0].getMessage().startswith(said), [r.getMessage() for r in lines]
     assert lines[0].levelno == logging.WARNING and "refused (409 scan_unavailable)" in lines[0].getMessage()
+
+
+async def test_clamd_away_refuses_completions_as_retryable_and_they_complete_once_it_is_back(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """clamd stops (a restart, a crash) while uploads are being finished: each completion is
+    refused as retryable, nothing received is lost, and once clamd answers again the same
+    completions go through with the file's MD5. Every refused completion wrote a warning (its
+    clients retry each second: a line per client per second for the whole outage); the outage is
+    now said when it begins and when it ends."""
+    caplog.set_level(logging.INFO, logger="chunkd.service.virusscan")
+    own = Clamd(tmp_path / "own-clamd").start()
+    try:
+        app = create_app(settings_with(settings, clamd=str(own.socket)))
+        async with app.router.lifespan_context(app):
+            _, key = await app.state.chunkd.keys.create("alice", "files:create,files:read")
+            auth = {"Authorization": f"Bearer {key}"}
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=auth) as client:
+                api = Api(client, app.state.chunkd, {"alice": key})
+                data = os.urandom(3000)
+                native = await upload(api, data, 1000)
+                tus = (await client.post("/files", headers={**TUS, "Upload-Length": str(len(data))})).headers[
+                    "location"
+                ]
+                own.stop()
+                caplog.clear()
+                for _ in range(3):
+                    refused = await client.post(f"/v1/files/{native}/complete")
+                    assert refused.status_code == 409 and refused.headers["retry-after"], refused.text
+                    assert refused.json()["error"]["code"] == "scan_unavailable"
+                append = {**TUS, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+                last = await client.patch(tus, content=data, headers=append)
+                assert last.status_code == 423 and "scan_unavailable" in last.text, last.text  # tus: try again
+                own.start()
+                done = await client.post(f"/v1/files/{native}/complete")
+                assert done.status_code == 200, done.text
+                head = await client.head(tus, headers=TUS)  # completes what the PATCH received
+                assert head.status_code == 200 and head.headers["upload-offset"] == str(len(data))
+                for file_id in (native, tus.rsplit("/", 1)[1]):
+                    found = (await client.get(f"/v1/files/{file_id}")).json()
+                    assert found["status"] == "COMPLETED" and found["md5"] == hashlib.md5(data).hexdigest()
+    finally:
+        own.stop()
+    said = [
+        r.getMessage() for r in caplog.records if r.name == "chunkd.service.virusscan" and r.levelno >= logging.INFO
+    ]
+    assert len(said) == 2, said
+    assert said[0].startswith(f"virus scan of {native} failed: cannot reach clamd"), said
+    assert said[1] == f"virus scan: clamd at {own.socket} answering again", said

@@ -35,7 +35,11 @@ _CHUNK = 256 * 1024  # clamd reads each length-prefixed chunk whole; keep them m
 
 
 class ScanFailed(Exception):
-    """clamd could not be reached or did not give a verdict."""
+    """clamd could not be reached (``unreachable``) or did not give a verdict."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 async def _connect(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -50,7 +54,7 @@ async def instream(address: str, chunks: AsyncIterator[bytes]) -> str | None:
     try:
         reader, writer = await _connect(address)
     except (OSError, ValueError) as exc:
-        raise ScanFailed(f"cannot reach clamd at {address}: {exc}") from None
+        raise ScanFailed(f"cannot reach clamd at {address}: {exc}", unreachable=True) from None
     try:
         writer.write(b"zINSTREAM\0")
         async for chunk in chunks:
@@ -116,6 +120,7 @@ class ClamdScanner:
         self.timeout = timeout
         self.fail_open = fail_open
         self.count: Callable[[str, str], None] = count_hook
+        self._unreachable = False  # the last scan could not reach clamd
 
     async def pre_create(self, upload: Upload) -> None:
         return None
@@ -129,12 +134,20 @@ class ClamdScanner:
                 signature = await instream(self.address, self.read(upload))
         except (ScanFailed, TimeoutError) as exc:
             self.count("clamav", "error")
-            log.warning("virus scan of %s failed: %s", upload.id, exc or "timeout")
+            # clamd away fails every completion, and its clients retry each second: said when it
+            # goes and when it is back. A scan that failed otherwise is said each time.
+            away = isinstance(exc, ScanFailed) and exc.unreachable
+            level = logging.DEBUG if away and self._unreachable else logging.WARNING
+            log.log(level, "virus scan of %s failed: %s", upload.id, exc or "timeout")
+            self._unreachable = away or self._unreachable
             if self.fail_open:
                 return
             error = e.Busy("the virus scanner is not available; try completing again later", field="file")
             error.code = "scan_unavailable"
             raise error from None
+        if self._unreachable:
+            self._unreachable = False
+            log.info("virus scan: clamd at %s answering again", self.address)
         if signature is not None:
             self.count("clamav", "rejected")
             raise ContentRejected(
