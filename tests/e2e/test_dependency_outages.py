@@ -7,6 +7,7 @@ the right MD5."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import threading
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +26,7 @@ from tests.support.redis import RedisServer
 from tests.support.s3 import CephRgw
 from tests.support.server import ChunkdServer, free_port
 from tests.support.waiting import wait_for
+from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = [pytest.mark.e2e]
 
@@ -252,3 +255,135 @@ def test_a_redis_outage_lets_uploads_through_uncounted_and_counting_resumes(
         assert "Traceback" not in said
         assert said.count("rate-limit store unavailable") == 1, said
         assert said.count("rate-limit store answering again") == 1, said
+
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
+@pytest.mark.parametrize("outage", ["restart", "terminate"])
+def test_a_database_restart_or_its_sessions_ended_and_every_node_serves_again(
+    tmp_path: Path, own_pg: PostgresServer, ceph_rgw: CephRgw, outage: str
+) -> None:
+    """PostgreSQL restarted (``pg_ctl stop -m fast``, then started) or every session of it ended
+    (``pg_terminate_backend``) while a part and a tus PATCH are mid-body. During a restart every
+    request that needs the database is a 503 naming it and /readyz says so; afterwards the same
+    processes serve again (their pools and lock sessions recover, nothing stays locked), every
+    upload resumes and completes with its MD5, and the webhook outbox delivers the events of both
+    nodes (its workers went on)."""
+    receiver = WebhookReceiver(tmp_path / "receiver", free_port())
+    receiver.set_secret("/operator", SECRET)
+    receiver.start()
+    env = {
+        **ceph_rgw.env(ceph_rgw.new_bucket()),
+        "CHUNKD_WEBHOOK_URLS": receiver.url("/operator"),
+        "CHUNKD_WEBHOOK_SECRET": SECRET,
+        "CHUNKD_WEBHOOK_BLOCK_PRIVATE": "false",
+        "CHUNKD_WEBHOOK_RETRY_BASE_SECONDS": "0.1",
+        "CHUNKD_WEBHOOK_RETRY_MAX_DELAY_SECONDS": "0.5",
+        "CHUNKD_WEBHOOK_POLL_SECONDS": "0.1",
+    }
+    try:
+        nodes = start_cluster(tmp_path / "nodes", own_pg.url(own_pg.create_database()), env, nodes=2)
+    except BaseException:
+        receiver.stop()
+        raise
+    try:
+        a, b = nodes
+        auth = {"Authorization": f"Bearer {a.create_key('alice')}"}
+        data = os.urandom(3 * PART)
+        md5 = hashlib.md5(data).hexdigest()
+        with (
+            httpx.Client(base_url=a.url, headers=auth, timeout=120) as on_a,
+            httpx.Client(base_url=b.url, headers=auth, timeout=120) as on_b,
+            ThreadPoolExecutor(2) as pool,
+        ):
+            created = on_a.post("/v1/files", json={"filename": "n.bin", "sizeBytes": len(data), "partSize": PART})
+            native = created.json()["id"]
+            assert on_a.put(f"/v1/files/{native}/parts/1", content=data[:PART]).status_code == 200
+            tus_path = httpx.URL(
+                on_b.post("/files", headers={**TUS, "Upload-Length": str(len(data))}).headers["location"]
+            ).path
+            first = on_b.patch(tus_path, content=data[:PART], headers={**APPEND, "Upload-Offset": "0"})
+            assert first.status_code == 204
+            part_body, patch_body = HeldBody(data[PART : 2 * PART]), HeldBody(data[PART:])
+            part = pool.submit(on_b.put, f"/v1/files/{native}/parts/2", content=part_body)
+            patch = pool.submit(
+                on_a.patch, tus_path, content=patch_body, headers={**APPEND, "Upload-Offset": str(PART)}
+            )
+            assert part_body.half_sent.wait(60) and patch_body.half_sent.wait(60)
+            if outage == "restart":
+                own_pg.pause()
+            else:
+                own_pg.admin(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                )
+            try:
+                part_body.released.set()
+                patch_body.released.set()
+                # The part was spooled before its lock and save: saved once the database answers,
+                # else refused. The PATCH held the upload's lock from its start: that session is
+                # gone, so it stops, telling its client to resume (tus's 423), never a 500 or a 400.
+                stopped = part.result(timeout=120)
+                assert stopped.status_code in ((503,) if outage == "restart" else (200, 503)), stopped.text
+                assert patch.result(timeout=120).status_code == 423
+                if outage == "restart":
+                    for server in nodes:
+                        with httpx.Client(base_url=server.url, headers=auth, timeout=60) as http:
+                            for name, response in {
+                                "create": http.post("/v1/files", json={"filename": "x.bin", "sizeBytes": 1}),
+                                "part": http.put(f"/v1/files/{native}/parts/3", content=data[2 * PART :]),
+                                "tus create": http.post("/files", headers={**TUS, "Upload-Length": "1"}),
+                                "tus patch": http.patch(
+                                    tus_path, content=data[PART:], headers={**APPEND, "Upload-Offset": str(PART)}
+                                ),
+                            }.items():
+                                assert response.status_code == 503, (name, response.status_code, response.text)
+                                assert "database_unavailable" in response.text, (name, response.text)
+                        for _ in range(3):
+                            answer = ready(server)
+                            assert answer.status_code == 503 and answer.json()["failing"] == ["database"]
+            finally:
+                if outage == "restart":
+                    own_pg.resume()
+
+            for server in nodes:
+                wait_for(partial(is_ready, server), what=f"{server.url} ready again")
+
+            # The same processes, without a restart; the first requests may meet a pooled
+            # connection the outage closed (503, nothing else).
+            def put(http: httpx.Client, number: int) -> bool:
+                response = http.put(
+                    f"/v1/files/{native}/parts/{number}", content=data[(number - 1) * PART : number * PART]
+                )
+                assert response.status_code in (200, 503), response.text
+                return response.status_code == 200
+
+            wait_for(partial(put, on_a, 2), what="part 2 stored")
+            wait_for(partial(put, on_b, 3), what="part 3 stored")
+            assert on_b.post(f"/v1/files/{native}/complete").status_code == 200
+            offset = on_a.head(tus_path, headers=TUS).headers["upload-offset"]
+            assert offset == str(PART)  # nothing recorded past the acknowledged bytes
+            rest = on_a.patch(tus_path, content=data[PART:], headers={**APPEND, "Upload-Offset": offset})
+            assert rest.status_code == 204, rest.text
+            ids = {native, tus_path.rsplit("/", 1)[1]}
+            for file_id in ids:
+                assert on_b.get(f"/v1/files/{file_id}").json()["md5"] == md5
+            expected = {(file_id, "upload.completed") for file_id in ids}
+
+            def delivered(messages: list[dict[str, Any]]) -> bool:
+                return expected <= {(m["payload"]["data"]["id"], m["payload"]["type"]) for m in messages}
+
+            receiver.wait_for(delivered, path="/operator", timeout=60)
+    finally:
+        for server in nodes:
+            server.kill()
+        receiver.stop()
+    for server in nodes:
+        said = server.log.read_text()
+        assert "Traceback" not in said
+        if outage == "restart":  # the outage and its end, once each per node
+            assert said.count("readiness: database failed") == 1, said
+            assert said.count("readiness: database ok again") == 1, said
+        # Writers that could not LISTEN for release requests during the outage: said once.
+        assert said.count("could not LISTEN") <= 1, said

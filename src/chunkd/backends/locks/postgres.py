@@ -168,6 +168,7 @@ class PostgresAdvisoryLocks:
         self._releases = ReleaseRegistry()
         self._listener: Any = None
         self._listener_lock = asyncio.Lock()
+        self._listen_failed = False  # the last try to (re)open the LISTEN connection failed
 
     async def _get_pool(self) -> Any:
         if self._pool is None:
@@ -313,6 +314,9 @@ class PostgresAdvisoryLocks:
             )
             await conn.add_listener(RELEASE_CHANNEL, self._on_notify)
             self._listener = conn
+            if self._listen_failed:
+                self._listen_failed = False
+                log.info("listening for lock release requests again; takeover from other nodes is on")
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         requester, _, upload_id = payload.partition(" ")
@@ -329,9 +333,17 @@ class PostgresAdvisoryLocks:
     ) -> AsyncIterator[None]:
         try:
             await self._listen()
-        except Exception:
+        except Exception as exc:
             # Still releasable from this process; another node then waits for the lock instead.
-            log.warning("could not LISTEN for lock release requests; takeover from other nodes is off", exc_info=True)
+            # The database away fails this for every writer while it lasts: one line when it
+            # begins (and one when listening again), not a traceback per request.
+            log.log(
+                logging.DEBUG if self._listen_failed else logging.WARNING,
+                "could not LISTEN for lock release requests; takeover from other nodes is off: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
+            self._listen_failed = True
         with self._releases.register(upload_id, release, requester, lost):
             yield
 
