@@ -20,7 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
+from chunkd.app import create_app
+from chunkd.settings import Settings
 from tests.support.cluster import start_cluster
+from tests.support.media_files import chunked_upload, make_png
 from tests.support.postgres import PostgresServer, find_pg_bin
 from tests.support.redis import RedisServer
 from tests.support.s3 import CephRgw
@@ -34,6 +37,7 @@ MiB = 1024 * 1024
 PART = 5 * MiB  # S3's smallest part but the last
 TUS = {"Tus-Resumable": "1.0.0"}
 APPEND = {**TUS, "Content-Type": "application/offset+octet-stream"}
+MEDIA_COMPLETE = "/api/v2/media/upload/complete/"
 
 
 @pytest.fixture
@@ -387,3 +391,50 @@ def test_a_database_restart_or_its_sessions_ended_and_every_node_serves_again(
             assert said.count("readiness: database ok again") == 1, said
         # Writers that could not LISTEN for release requests during the outage: said once.
         assert said.count("could not LISTEN") <= 1, said
+
+
+async def test_media_completions_during_an_object_store_outage_are_503_and_inspection_goes_on(
+    tmp_path: Path, own_rgw: CephRgw
+) -> None:
+    """A media file (the seed's chunked API) completed while the object store is away: its bytes
+    cannot be read for inspection, so each completion is a 503 in the media API's shape, no
+    inspection worker or queue place stays taken, and once the store is back the same app
+    inspects and completes it."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        bootstrap_admin_key=False,
+        fsync=False,
+        reaper_interval_seconds=3600,
+        orphan_sweep_interval_seconds=0,
+        storage="s3",
+        s3_endpoint=own_rgw.endpoint,
+        s3_bucket=own_rgw.new_bucket(),
+        s3_access_key=own_rgw.access_key,
+        s3_secret_key=own_rgw.secret_key,
+        s3_attempts=1,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        keys = app.state.chunkd.keys
+        auth = {"Authorization": f"Bearer {(await keys.create('alice', 'files:create,files:read'))[1]}"}
+        metrics = {"Authorization": f"Bearer {(await keys.create('monitoring', 'metrics:read'))[1]}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            png = make_png(500, 300)
+            upload_id = await chunked_upload(client, png, "photo.png", auth)
+            form = {"upload_id": upload_id, "md5": hashlib.md5(png).hexdigest()}
+            own_rgw.stop_gateway()
+            try:
+                for _ in range(3):
+                    refused = await client.post(MEDIA_COMPLETE, data=form, headers=auth)
+                    assert refused.status_code == 503 and refused.headers["retry-after"], refused.text
+                    assert refused.json()["code"] == "storage_unavailable", refused.text
+                scraped = (await client.get("/metrics", headers=metrics)).text
+                for gauge in ("chunkd_media_inspections_waiting", "chunkd_media_inspections_running"):
+                    assert f"{gauge} 0.0" in scraped, scraped
+            finally:
+                own_rgw.start_gateway()
+            done = await client.post(MEDIA_COMPLETE, data=form, headers=auth)
+            assert done.status_code == 201, done.text
+            image = await client.get(done.json()["image"], headers=auth)
+            assert image.status_code == 200 and image.content == png
