@@ -276,7 +276,14 @@ class PostgresAdvisoryLocks:
 
     def _lost(self, upload_id: str, _conn: Any) -> None:
         stopped = self._releases.lose(upload_id)
-        log.error("the connection holding upload %s's lock closed; %d writer(s) here told to stop", upload_id, stopped)
+        # A warning, not an error: its cause is the database's (a restart, a session ended), and the
+        # writers resume from the upload's offset; every lock held then says it once.
+        log.warning(
+            "the connection holding upload %s's lock closed (database restarted or session ended); "
+            "%d writer(s) here told to stop",
+            upload_id,
+            stopped,
+        )
 
     @staticmethod
     async def _unlock(conn: Any, key: int, upload_id: str) -> None:
