@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
 
@@ -187,9 +187,12 @@ class Client(ClientCore[httpx.BaseTransport]):
             ThreadPoolExecutor(max_workers=job.limit, thread_name_prefix="chunkd-upload") as pool,
         ):
             stop = threading.Event()
-            whole = hashing.submit(job.whole, stop)
-            futures = [pool.submit(self._run, flow, stop) for flow in job.flows]
+            futures: builtins.list[Future[Any]] = []
             try:
+                # Inside the try: a Ctrl-C between the submissions must stop what was submitted too
+                # (the executors' exit waits for their threads, the MD5's to the file's end).
+                whole = hashing.submit(job.whole, stop)
+                futures.extend(pool.submit(self._run, flow, stop) for flow in job.flows)
                 for future in as_completed(futures):
                     future.result()
                 return whole.result()
