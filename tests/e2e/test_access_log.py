@@ -170,11 +170,21 @@ def test_forwarded_headers_are_believed_only_from_trusted_proxies(tmp_path: Path
         server.stop()
 
 
+def bytes_read(pid: int) -> int:
+    """What process ``pid`` has read so far (its sockets and files), from /proc."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no rchar in /proc/{pid}/io")
+
+
 def test_a_client_gone_mid_body_is_logged_499_not_500(tmp_path: Path) -> None:
     """A PATCH whose client closes the connection mid-body keeps what arrived (tus) and is logged
     499, as nginx logs a client that went away: it was logged 500, which an operator's alerts on
     5xx count as a server fault."""
     import socket
+
+    from tests.support.waiting import wait_for
 
     server = ChunkdServer(tmp_path / "data", env={"CHUNKD_FSYNC": "false"})
     server.start()
@@ -209,11 +219,17 @@ def test_a_client_gone_mid_body_is_logged_499_not_500(tmp_path: Path) -> None:
             )
         assert made.status_code == 201, made.text
         done = urlsplit(made.headers["location"]).path
+        assert server.process is not None
+        pid = server.process.pid
+        began = bytes_read(pid)
         with socket.create_connection((host, port)) as sock:
             sock.sendall(
                 f"GET {done} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
                 "Tus-Resumable: 1.0.0\r\nWant-Repr-Digest: sha-512=10\r\n\r\n".encode()
             )
+            # Gone once the server is reading the file for its hash (not at once: on a loaded
+            # machine the server could hash all 128 MiB before it saw a client gone that early).
+            wait_for(lambda: bytes_read(pid) - began > 8 * 2**20, what="the server reading the file to hash it")
         lines = access_lines(server, 5, json_lines=False)
         download = [line for line in lines if "method=GET" in line and f"upload_id={done.rsplit('/', 1)[1]}" in line]
         assert download and "status=499 " in download[0], lines

@@ -23,13 +23,15 @@ def blocks(language: str) -> list[str]:
     return [body for lang, info, body in FENCE.findall(DOC.read_text()) if lang == language and "no-test" not in info]
 
 
-def test_the_examples_of_docs_client_md_run(tmp_path: Path, e2e_server: ChunkdServer, e2e_key: str) -> None:
+def test_the_examples_of_docs_client_md_run(tmp_path: Path, e2e_server: ChunkdServer) -> None:
     shell, python = blocks("sh"), blocks("python")
+    # Every scope the page's examples use: files, and upload links (chunkd links …).
+    key = e2e_server.create_key("alice", "files:create,files:read,files:delete,links:admin")
     assert len(shell) >= 3 and len(python) >= 4
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHUNKD_")}
     env.update(
         CHUNKD_URL=e2e_server.url,
-        CHUNKD_KEY=e2e_key,
+        CHUNKD_KEY=key,
         XDG_STATE_HOME=str(tmp_path / "state"),
         PATH=f"{BIN}{os.pathsep}{env['PATH']}",
     )

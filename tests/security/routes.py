@@ -84,6 +84,7 @@ ROUTES: list[Route] = [
     # native Files API
     Route("POST", "/v1/files", "files:create", None, json={"filename": "a.txt", "sizeBytes": 10}),
     Route("GET", "/v1/files", "files:read", None),
+    Route("GET", "/v1/usage", "files:read", None),
     Route("GET", "/v1/files/{id}", "files:read"),
     Route("PUT", "/v1/files/{id}/parts/1", "files:create", content=TEN),
     Route("PUT", "/v1/files/{id}/content", "files:create", content=TEN),
