@@ -58,7 +58,13 @@ with a traceback. This subclass adds, per connection:
   silent connections from one address, opened again every ``header_timeout``, shut out every
   other client (seen under load: 300 idle connections beside 300 uploading clients);
 - **one Host field**: a request with two, or an HTTP/1.1 request with none, is answered ``400``
-  and closed (RFC 9112 §3.2), where uvicorn passed both on and the app took the first.
+  and closed (RFC 9112 §3.2), where uvicorn passed both on and the app took the first;
+- **refusals in order**: a request the server itself refuses (not HTTP, too large a head, no
+  Host, a malformed chunked body) that was pipelined behind others is answered after their
+  responses, each request its own answer, and the connection then closes. uvicorn wrote the
+  refusal at once, ahead of the responses still owed: the client took it for the answer to its
+  first request, and those responses, written after the lingering close had begun, failed with
+  a traceback.
 
 It relies on uvicorn's ``HttpToolsProtocol`` internals (parser callbacks, ``_start_asgi_task``,
 ``RequestResponseCycle``); tests/security/test_server_limits.py runs it end to end, so a uvicorn
@@ -154,6 +160,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         self.close_after_response = False  # the response came before the request's body ended
         self._idle_since = 0.0  # when it last began waiting for a request (the oldest idle give way first)
         self._served = False  # whether a response was sent on it (kept alive since)
+        self._running: RequestResponseCycle | None = None  # the cycle whose app runs (or ran last)
+        self._refusal: bytes | None = None  # a refusal waiting for the responses owed before it
 
     # ---- connection ----
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -208,6 +216,9 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             if self._lingering <= 0:
                 self.transport.close()
             return
+        if self._refusal is not None:
+            self.flow.pause_reading()  # input after a refused request is not parsed (see _refuse)
+            return
         if self._awaiting_head:
             self._head_raw += len(data)
             if self._header_timer is None:
@@ -222,12 +233,12 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
                 return
             if isinstance(exc.__context__, _BadHost):
                 log.info("request from %s without exactly one Host field: answered 400", self._peer())
-                self._answer_and_close(_plain_response(400, str(exc.__context__)))
+                self._refuse(_plain_response(400, str(exc.__context__)))
                 return
-            self._bad_request()
+            self._bad_request(exc)
             return
-        except httptools.HttpParserError:
-            self._bad_request()
+        except httptools.HttpParserError as exc:
+            self._bad_request(exc)
             return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
@@ -247,27 +258,52 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             if self._framing > self.max_header_bytes:
                 self._refuse_head(trailers=True)
 
-    def _bad_request(self) -> None:
-        msg = "Invalid HTTP request received."
-        self.logger.warning(msg)
-        self.send_400_response(msg)
+    def _bad_request(self, exc: Exception) -> None:
+        self.logger.warning("Invalid HTTP request received: %s", exc)
+        self._refuse(_plain_response(400, f"Invalid HTTP request received: {exc}"))
 
     def _refuse_head(self, *, trailers: bool = False) -> None:
         self._cancel_header_timer()
         what = "chunked body framing (extensions, trailers)" if trailers else "request head"
         log.info("%s over %d bytes from %s: answered 431", what, self.max_header_bytes, self._peer())
-        if not self._awaiting_head and self.cycle is not None and not self.cycle.response_complete:
-            # Trailers over the cap, while the app reads this message's body: it is told at once
-            # that the client is gone (as uvicorn does when a connection is lost), so it ends and
-            # lets go of what it holds instead of waiting for the connection to close.
-            self.cycle.disconnected = True
-            self.cycle.message_event.set()
         text = (
             f"the chunk extensions and trailer fields of a chunked body may be at most {self.max_header_bytes} bytes"
             if trailers
             else f"the request line and headers may be at most {self.max_header_bytes} bytes"
         )
-        self._answer_and_close(_plain_response(431, text))
+        self._refuse(_plain_response(431, text))
+
+    def _refuse(self, response: bytes) -> None:
+        """Answer a request the server refuses with ``response`` and close the connection,
+        after the responses still owed to the requests pipelined before it (see the module
+        docstring): until then nothing more is read."""
+        self._cancel_header_timer()
+        broken = self.cycle if self.cycle is not None and not self._awaiting_head else None
+        if broken is not None and not broken.response_complete:
+            # The fault is in the body of the message being read: its app never gets the rest.
+            queued = [entry for entry in self.pipeline if entry[0] is broken]
+            for entry in queued:
+                self.pipeline.remove(entry)  # not started yet: it never will be
+            if not queued:
+                # Running: told at once that the client is gone (as uvicorn does when a connection
+                # is lost), so it ends and lets go of what it holds; a response it began cannot
+                # be followed by another, so the connection just ends.
+                broken.disconnected = True
+                broken.message_event.set()
+                if broken.response_started:
+                    response = b""
+        if self._answers_owed():
+            self._refusal = response
+            self.flow.pause_reading()
+            return
+        self._answer_and_close(response)
+
+    def _answers_owed(self) -> bool:
+        """Whether responses to earlier requests on this connection are still to be written."""
+        running = self._running
+        return bool(self.pipeline) or (
+            running is not None and not running.response_complete and not running.disconnected
+        )
 
     def _answer_and_close(self, response: bytes) -> None:
         """Send ``response`` and close, lingering as web servers do: closing a socket with unread
@@ -377,6 +413,15 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         self._head_raw = 0
 
     def on_response_complete(self) -> None:
+        if self._refusal is not None and not self.transport.is_closing():
+            if self.pipeline:  # the next request pipelined before the refused one is answered first
+                super().on_response_complete()
+                self.flow.pause_reading()
+                return
+            self.server_state.total_requests += 1
+            refusal, self._refusal = self._refusal, None
+            self._answer_and_close(refusal)
+            return
         if self.close_after_response and not self.transport.is_closing():
             # The request's body had not ended when the response began: what is left of it is
             # not read to find a next request (it may be gigabytes, or trickle for ever).
@@ -402,6 +447,7 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
 
     # ---- the ASGI task ----
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._running = cycle
         super()._start_asgi_task(cycle, _CycleApp(app, cycle, self.send_timeout, self.min_send_rate, self))
 
     # Set when the server asks the connection to end (its shutdown began): a request cancelled

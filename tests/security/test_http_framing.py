@@ -1,0 +1,100 @@
+"""Hostile HTTP/1.1 from a raw socket against a real ``chunkd serve``, under uvicorn (chunkd's own
+protocol, :mod:`chunkd.server.protocol`) and granian where the case applies to it: requests
+pipelined behind others, smuggling attempts, upgrades, targets and versions RFC 9112 says what
+to do with. Each request gets exactly its own answer, in order; what is refused is a 4xx (or a
+505) and the end of the connection, never a 5xx, a traceback, or a connection left hanging."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.raw_http import ResponseReader
+from tests.support.server import ChunkdServer
+
+pytestmark = pytest.mark.e2e
+
+HEAD_CAP = 8192
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.fixture(scope="module", params=["uvicorn", "granian"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChunkdServer]:
+    env = {
+        "CHUNKD_SERVER": request.param,
+        "CHUNKD_MAX_HEADER_BYTES": str(HEAD_CAP),
+        "CHUNKD_HEADER_TIMEOUT_SECONDS": "5",
+        "CHUNKD_MIN_PART_SIZE": "1",
+        "CHUNKD_FSYNC": "false",
+    }
+    started = ChunkdServer(tmp_path_factory.mktemp(f"framing-{request.param}") / "data", env=env).start()
+    try:
+        yield started
+    finally:
+        started.kill()
+
+
+def _uvicorn_only(server: ChunkdServer, why: str) -> None:
+    if server.env["CHUNKD_SERVER"] != "uvicorn":
+        pytest.skip(f"granian (hyper) {why}")
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=20)
+
+
+def _closed(sock: socket.socket, reader: ResponseReader) -> bool:
+    """True when nothing but the end of the connection follows what was read (EOF or reset)."""
+    if reader.buffer:
+        return False
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _healthy(reader: ResponseReader) -> None:
+    status, headers = reader.next_head()
+    assert (status, reader.read_body(int(headers["content-length"]))) == (200, b'{"status":"ok"}')
+
+
+def _no_traceback(server: ChunkdServer) -> None:
+    log = server.log.read_text()
+    assert "Traceback" not in log and "request failed" not in log and "Exception in ASGI" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("refused", "statuses"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", {400}),
+        (b"GET /healthz HTTP/1.1\r\n\r\n", {400}),  # no Host
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2 * HEAD_CAP + b"\r\n\r\n", {431}),
+        # A bad chunk size: 400, or the app's 405 when its answer comes before the body is read.
+        (b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", {400, 405}),
+    ],
+    ids=["not-http", "no-host", "head-over-the-cap", "bad-chunk-size"],
+)
+def test_a_refused_request_pipelined_behind_others_is_answered_after_them(
+    server: ChunkdServer, refused: bytes, statuses: set[int]
+) -> None:
+    """The refusal was written at once, ahead of the two responses still owed: the client read
+    it as the answer to its first request, and the two responses, written once the lingering
+    close had begun, failed (``request failed ... Cannot call write() after write_eof()``)."""
+    if refused.startswith(b"GET /healthz HTTP/1.1\r\n\r\n"):
+        _uvicorn_only(server, "does not check the Host field")
+    with _connect(server.port) as sock:
+        sock.sendall(HEALTHZ + HEALTHZ + refused)
+        reader = ResponseReader(sock)
+        _healthy(reader)
+        _healthy(reader)
+        got, headers = reader.next_head()
+        assert got in statuses
+        assert got == 405 or headers.get("connection") == "close"  # the server's own refusal says so
+        reader.read_body(int(headers.get("content-length", "0")))
+        assert _closed(sock, reader)
+    with _connect(server.port) as sock:  # and the server serves the next client
+        sock.sendall(HEALTHZ)
+        _healthy(ResponseReader(sock))
+    _no_traceback(server)
