@@ -6,9 +6,11 @@ to do with. Each request gets exactly its own answer, in order; what is refused 
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.support.raw_http import ResponseReader
@@ -97,4 +99,38 @@ def test_a_refused_request_pipelined_behind_others_is_answered_after_them(
     with _connect(server.port) as sock:  # and the server serves the next client
         sock.sendall(HEALTHZ)
         _healthy(ResponseReader(sock))
+    _no_traceback(server)
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [(b"Content-Length: 5", b"hello"), (b"Transfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n")],
+    ids=["content-length", "chunked"],
+)
+def test_a_request_whose_upgrade_is_not_made_is_read_whole_and_the_next_one_answered(
+    server: ChunkdServer, framing: bytes, body: bytes
+) -> None:
+    """An Upgrade chunkd does not perform (h2c here) is ignored, as RFC 9110 §7.8 allows: the
+    request is HTTP/1.1 with its body. llhttp ended it at its head and uvicorn dropped the rest of
+    the read: the part was refused as 0 bytes ("got 0") and the request behind it never answered."""
+    key = server.create_key("alice")
+    auth = {"Authorization": f"Bearer {key}"}
+    created = httpx.post(
+        f"{server.url}/v1/files", json={"filename": "u.bin", "sizeBytes": 5, "partSize": 5}, headers=auth
+    )
+    file_id = created.json()["id"]
+    head = (
+        f"PUT /v1/files/{file_id}/parts/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/octet-stream\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+    ).encode()
+    with _connect(server.port) as sock:
+        sock.sendall(head + framing + b"\r\n\r\n" + body + HEALTHZ)
+        reader = ResponseReader(sock)
+        status, headers = reader.next_head()
+        answer = json.loads(reader.read_body(int(headers["content-length"])))
+        assert (status, answer["partNumber"], answer["sizeBytes"]) == (200, 1, 5), answer
+        _healthy(reader)
+    parts = httpx.get(f"{server.url}/v1/files/{file_id}", headers=auth).json()["parts"]
+    assert [(part["partNumber"], part["sizeBytes"]) for part in parts] == [(1, 5)]
     _no_traceback(server)

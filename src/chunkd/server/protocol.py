@@ -64,7 +64,13 @@ with a traceback. This subclass adds, per connection:
   responses, each request its own answer, and the connection then closes. uvicorn wrote the
   refusal at once, ahead of the responses still owed: the client took it for the answer to its
   first request, and those responses, written after the lingering close had begun, failed with
-  a traceback.
+  a traceback;
+- **an Upgrade it does not perform is ignored** (RFC 9110 §7.8: anything but a WebSocket, e.g.
+  ``h2c``): the request is read and answered as HTTP/1.1, its body included, and what follows it
+  is the next request. llhttp ends such a request at its head and takes the rest of the
+  connection for the other protocol, which uvicorn dropped: the app got an empty body for a PUT
+  of ``Content-Length: 5`` (a part refused as 0 bytes, a whole file stored empty), and a request
+  pipelined behind it in the same read was never answered.
 
 It relies on uvicorn's ``HttpToolsProtocol`` internals (parser callbacks, ``_start_asgi_task``,
 ``RequestResponseCycle``); tests/security/test_server_limits.py runs it end to end, so a uvicorn
@@ -162,6 +168,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         self._served = False  # whether a response was sent on it (kept alive since)
         self._running: RequestResponseCycle | None = None  # the cycle whose app runs (or ran last)
         self._refusal: bytes | None = None  # a refusal waiting for the responses owed before it
+        self._ignored_upgrade_framing: bytes | None = None  # the body framing of an ignored Upgrade's request
+        self._reframing = False  # while a fresh parser is told that framing (its callbacks are not a request)
 
     # ---- connection ----
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -240,11 +248,11 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             self._bad_request(exc)
             return
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
-                self._unsupported_upgrade_warning()
+                self._ignore_upgrade(data[upgrade.args[0] :])
             return
         if self.transport.is_closing():
             return
@@ -257,6 +265,21 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             self._framing += len(data)
             if self._framing > self.max_header_bytes:
                 self._refuse_head(trailers=True)
+
+    def _ignore_upgrade(self, rest: bytes) -> None:
+        """Go on as HTTP/1.1 after a request whose Upgrade is not performed (see the module
+        docstring): llhttp stopped at its head, ``rest`` being what followed in this read. When the
+        request has a body, a fresh parser is told its framing (the callbacks of that head are
+        no request's) and reads it; ``rest`` is parsed as its body, then the next requests."""
+        framing, self._ignored_upgrade_framing = self._ignored_upgrade_framing, None
+        if framing is not None:
+            version = self.parser.get_http_version().encode()
+            self.parser = httptools.HttpRequestParser(self)
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's parser
+            self._reframing = True
+            self.parser.feed_data(b"POST / HTTP/%s\r\n%s\r\n\r\n" % (version, framing))
+        if rest:
+            self.data_received(rest)
 
     def _bad_request(self, exc: Exception) -> None:
         self.logger.warning("Invalid HTTP request received: %s", exc)
@@ -356,6 +379,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
 
     # ---- parser callbacks ----
     def on_message_begin(self) -> None:
+        if self._reframing:
+            return
         super().on_message_begin()
         self._progressed = True
         self._framing = 0
@@ -364,10 +389,14 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         self._trailers_extension = None
 
     def on_url(self, url: bytes) -> None:
+        if self._reframing:
+            return
         self._count_head(len(url))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._reframing:
+            return
         self._count_head(len(name) + len(value) + 4)  # "name: value\r\n"
         if not self._awaiting_head:
             # After the head: a trailer field of a chunked body. Kept apart (uvicorn would append it
@@ -382,6 +411,9 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
+        if self._reframing:
+            self._reframing = False  # the body of the request whose Upgrade was ignored comes next
+            return
         hosts = sum(1 for name, _ in self.headers if name == b"host")
         if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
             # RFC 9112 §3.2 (a MUST): the URLs handed out (Location, file_url) are built from the
@@ -398,6 +430,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             self.scope.setdefault("extensions", {})[TRAILERS] = self._trailers_extension = extension
         self._make_room()  # before uvicorn's own check of the limit
         super().on_headers_complete()
+        if self.parser.should_upgrade() and not self._should_upgrade() and self.scope["method"] != "CONNECT":
+            self._ignored_upgrade_framing = _body_framing(self.headers)
 
     def on_body(self, body: bytes) -> None:
         self._progressed = True
@@ -405,6 +439,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self._ignored_upgrade_framing is not None:
+            return  # llhttp ends an Upgrade's request at its head: its body is still to come (_ignore_upgrade)
         if self._trailers_extension is not None:
             # Before the body's end is handed to the app (uvicorn's on_message_complete does that).
             self._trailers_extension["headers"] = self._trailers
@@ -632,6 +668,15 @@ class _CycleApp:
         if status == 100:
             cycle.waiting_for_100_continue = False  # sent by the app: uvicorn must not send a second one
         cycle.transport.write(b"".join(content))
+
+
+def _body_framing(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The header that frames a request's body (llhttp checked it), or None when it has none."""
+    fields = dict(headers)
+    if b"transfer-encoding" in fields:
+        return b"transfer-encoding: chunked"  # a request's last coding is chunked, else llhttp refused it
+    length = fields.get(b"content-length", b"0").strip()
+    return None if int(length) == 0 else b"content-length: " + length
 
 
 # Request headers a proxy adds on its way (nginx's sample config sets X-Forwarded-For).
