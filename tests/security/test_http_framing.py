@@ -134,3 +134,19 @@ def test_a_request_whose_upgrade_is_not_made_is_read_whole_and_the_next_one_answ
     parts = httpx.get(f"{server.url}/v1/files/{file_id}", headers=auth).json()["parts"]
     assert [(part["partNumber"], part["sizeBytes"]) for part in parts] == [(1, 5)]
     _no_traceback(server)
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["whole", "unfinished"])
+def test_a_request_target_over_the_cap_is_414(server: ChunkdServer, finished: bool) -> None:
+    """RFC 9112 §3 (a MUST): 414 URI Too Long, not the 431 of a head over the cap."""
+    _uvicorn_only(server, "answers 431: its read buffer holds the head, the target included")
+    with _connect(server.port) as sock:
+        sock.sendall(b"GET /v1/files/" + b"a" * 2 * HEAD_CAP + (b" HTTP/1.1\r\nHost: x\r\n\r\n" if finished else b""))
+        reader = ResponseReader(sock)
+        status, headers = reader.next_head()
+        assert status == 414 and headers["connection"] == "close"
+        assert str(HEAD_CAP).encode() in reader.read_body(int(headers["content-length"]))
+        assert _closed(sock, reader)
+    with _connect(server.port) as sock:  # a head over the cap by its fields is still a 431
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2 * HEAD_CAP + b"\r\n\r\n")
+        assert ResponseReader(sock).next_head()[0] == 431

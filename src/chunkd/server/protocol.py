@@ -57,6 +57,8 @@ with a traceback. This subclass adds, per connection:
   connections against the limit and answered every new request 503 while they were open: 1,000
   silent connections from one address, opened again every ``header_timeout``, shut out every
   other client (seen under load: 300 idle connections beside 300 uploading clients);
+- **a request-target too long is a 414** (RFC 9112 §3, a MUST): longer than
+  ``max_header_bytes``, ``414 URI Too Long`` (it was the 431 of a head over the cap);
 - **one Host field**: a request with two, or an HTTP/1.1 request with none, is answered ``400``
   and closed (RFC 9112 §3.2), where uvicorn passed both on and the app took the first;
 - **refusals in order**: a request the server itself refuses (not HTTP, too large a head, no
@@ -112,8 +114,13 @@ class _HeadTooLarge(Exception):
     """Raised inside a parser callback to stop parsing a head that passed the cap."""
 
 
-class _BadHost(Exception):
-    """Raised inside a parser callback for a head without its one Host field (RFC 9112 §3.2)."""
+class _Refused(Exception):
+    """Raised inside a parser callback to refuse the request being parsed with ``status`` (the
+    message says why, to the client)."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
 
 
 def _reason(status: int) -> bytes:
@@ -157,6 +164,7 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         self._awaiting_head = True  # between a message's end (or the connection's start) and its head's end
         self._head_raw = 0  # raw bytes received while awaiting the head (an upper bound of its size)
         self._head_parsed = 0  # bytes of request line and headers the parser handed over
+        self._target_bytes = 0  # bytes of the request-target the parser handed over
         self._header_timer: asyncio.TimerHandle | None = None
         self._lingering = 0  # after a refusal: bytes still read and dropped before closing
         self._trailers: list[tuple[bytes, bytes]] = []  # the current message's trailer fields
@@ -239,9 +247,10 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             if isinstance(exc.__context__, _HeadTooLarge):
                 self._refuse_head(trailers=not self._awaiting_head)
                 return
-            if isinstance(exc.__context__, _BadHost):
-                log.info("request from %s without exactly one Host field: answered 400", self._peer())
-                self._refuse(_plain_response(400, str(exc.__context__)))
+            if isinstance(exc.__context__, _Refused):
+                refused = exc.__context__
+                log.info("request from %s refused: answered %d (%s)", self._peer(), refused.status, refused)
+                self._refuse(_plain_response(refused.status, str(refused)))
                 return
             self._bad_request(exc)
             return
@@ -282,8 +291,9 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             self.data_received(rest)
 
     def _bad_request(self, exc: Exception) -> None:
-        self.logger.warning("Invalid HTTP request received: %s", exc)
-        self._refuse(_plain_response(400, f"Invalid HTTP request received: {exc}"))
+        reason = str(exc.__context__ or exc)  # a callback's own error, not "User callback error"
+        self.logger.warning("Invalid HTTP request received: %s", reason)
+        self._refuse(_plain_response(400, f"Invalid HTTP request received: {reason}"))
 
     def _refuse_head(self, *, trailers: bool = False) -> None:
         self._cancel_header_timer()
@@ -385,12 +395,17 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         self._progressed = True
         self._framing = 0
         self._head_parsed = 0
+        self._target_bytes = 0
         self._trailers = []
         self._trailers_extension = None
 
     def on_url(self, url: bytes) -> None:
         if self._reframing:
             return
+        self._target_bytes += len(url)
+        if self._target_bytes > self.max_header_bytes:
+            # RFC 9112 §3 (a MUST): a target longer than the server parses is a 414, not a 431.
+            raise _Refused(414, f"the request target may be at most {self.max_header_bytes} bytes")
         self._count_head(len(url))
         super().on_url(url)
 
@@ -414,11 +429,12 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         if self._reframing:
             self._reframing = False  # the body of the request whose Upgrade was ignored comes next
             return
+        version = self.parser.get_http_version()
         hosts = sum(1 for name, _ in self.headers if name == b"host")
-        if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
             # RFC 9112 §3.2 (a MUST): the URLs handed out (Location, file_url) are built from the
             # first Host, and a proxy in front may have routed or checked by another one.
-            raise _BadHost("an HTTP/1.1 request has exactly one Host header field")
+            raise _Refused(400, "an HTTP/1.1 request has exactly one Host header field")
         self._awaiting_head = False
         self._cancel_header_timer()
         offered = self.informational is True or (self.informational == "auto" and not _proxied(self.scope["headers"]))
