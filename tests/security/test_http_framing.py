@@ -150,3 +150,21 @@ def test_a_request_target_over_the_cap_is_414(server: ChunkdServer, finished: bo
     with _connect(server.port) as sock:  # a head over the cap by its fields is still a 431
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2 * HEAD_CAP + b"\r\n\r\n")
         assert ResponseReader(sock).next_head()[0] == 431
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [b"GET /healthz HTTP/2.0", b"GET /healthz HTTP/0.9", b"GET /healthz HTTP/3.0", b"PRI * HTTP/2.0"],
+    ids=["2.0", "0.9-with-a-head", "3.0", "http2-preface"],
+)
+def test_a_version_other_than_http_1_is_505(server: ChunkdServer, request_line: bytes) -> None:
+    """RFC 9110 §15.6.6. llhttp took "HTTP/2.0" and "HTTP/0.9" with a head for HTTP/1.x requests
+    (served 200, without the Host an HTTP/1.1 request must have); the others were a 400."""
+    _uvicorn_only(server, "answers 400 or closes")
+    with _connect(server.port) as sock:
+        sock.sendall(request_line + (b"\r\n\r\nSM\r\n\r\n" if request_line.startswith(b"PRI") else b"\r\n\r\n"))
+        reader = ResponseReader(sock)
+        status, headers = reader.next_head()
+        assert status == 505 and headers["connection"] == "close"
+        assert b"HTTP/1.1" in reader.read_body(int(headers["content-length"]))
+        assert _closed(sock, reader)

@@ -57,8 +57,11 @@ with a traceback. This subclass adds, per connection:
   connections against the limit and answered every new request 503 while they were open: 1,000
   silent connections from one address, opened again every ``header_timeout``, shut out every
   other client (seen under load: 300 idle connections beside 300 uploading clients);
-- **a request-target too long is a 414** (RFC 9112 §3, a MUST): longer than
-  ``max_header_bytes``, ``414 URI Too Long`` (it was the 431 of a head over the cap);
+- **the request line's own answers** (RFC 9112 §3, RFC 9110 §15.6.6): a request-target longer
+  than ``max_header_bytes`` is ``414 URI Too Long`` (it was a 431, as for the whole head), and a
+  version other than HTTP/1.0 or 1.1 (``HTTP/2.0``, which llhttp took as an HTTP/1.x request
+  needing no Host, ``HTTP/3.0``, HTTP/2's preface) is ``505 HTTP Version Not Supported`` (it
+  was served, or a 400);
 - **one Host field**: a request with two, or an HTTP/1.1 request with none, is answered ``400``
   and closed (RFC 9112 §3.2), where uvicorn passed both on and the app took the first;
 - **refusals in order**: a request the server itself refuses (not HTTP, too large a head, no
@@ -121,6 +124,11 @@ class _Refused(Exception):
     def __init__(self, status: int, why: str) -> None:
         super().__init__(why)
         self.status = status
+
+
+# llhttp's reasons for a request line whose version is not HTTP/1.x (HTTP/1.2, 3.0, 9.9) or that
+# is HTTP/2's connection preface: 505 HTTP Version Not Supported (RFC 9110 §15.6.6), not a 400.
+_VERSION_ERRORS = frozenset({"Invalid HTTP version", "Pause on PRI/Upgrade"})
 
 
 def _reason(status: int) -> bytes:
@@ -292,6 +300,10 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
 
     def _bad_request(self, exc: Exception) -> None:
         reason = str(exc.__context__ or exc)  # a callback's own error, not "User callback error"
+        if reason in _VERSION_ERRORS:
+            log.info("request from %s in another HTTP version: answered 505", self._peer())
+            self._refuse(_plain_response(505, "this server speaks HTTP/1.1 (and 1.0) only"))
+            return
         self.logger.warning("Invalid HTTP request received: %s", reason)
         self._refuse(_plain_response(400, f"Invalid HTTP request received: {reason}"))
 
@@ -429,7 +441,10 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         if self._reframing:
             self._reframing = False  # the body of the request whose Upgrade was ignored comes next
             return
-        version = self.parser.get_http_version()
+        if (version := self.parser.get_http_version()) not in ("1.0", "1.1"):
+            # llhttp takes "HTTP/2.0" and "HTTP/0.9" request lines with a head for HTTP/1.x
+            # requests (no Host needed, keep-alive assumed).
+            raise _Refused(505, f"this server speaks HTTP/1.1 (and 1.0) only, not HTTP/{version}")
         hosts = sum(1 for name, _ in self.headers if name == b"host")
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             # RFC 9112 §3.2 (a MUST): the URLs handed out (Location, file_url) are built from the
