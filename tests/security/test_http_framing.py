@@ -85,7 +85,7 @@ def test_a_refused_request_pipelined_behind_others_is_answered_after_them(
     it as the answer to its first request, and the two responses, written once the lingering
     close had begun, failed (``request failed ... Cannot call write() after write_eof()``)."""
     if refused.startswith(b"GET /healthz HTTP/1.1\r\n\r\n"):
-        _uvicorn_only(server, "does not check the Host field")
+        _uvicorn_only(server, "hands a request without Host to the app with an empty one")
     with _connect(server.port) as sock:
         sock.sendall(HEALTHZ + HEALTHZ + refused)
         reader = ResponseReader(sock)
@@ -168,3 +168,53 @@ def test_a_version_other_than_http_1_is_505(server: ChunkdServer, request_line: 
         assert status == 505 and headers["connection"] == "close"
         assert b"HTTP/1.1" in reader.read_body(int(headers["content-length"]))
         assert _closed(sock, reader)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [b"a b", b"evil.example/x?", b"user@evil.example", b"x:port", b"[::1", b"a.example\r\nHost: b.example"],
+    ids=["space", "path", "userinfo", "port", "bracket", "two-hosts"],
+)
+def test_a_host_that_is_not_host_and_port_is_refused(server: ChunkdServer, host: bytes) -> None:
+    """RFC 9112 §3.2 (a MUST: 400 for a Host with an invalid value, or two). Both servers passed
+    these on (uvicorn's protocol refused two Hosts itself, with a plain 400; granian did not),
+    and the URLs chunkd hands out are built from the Host: uploadUrl and Location pointed at
+    ``http://evil.example/x?/v1/files/...``."""
+    with _connect(server.port) as sock:
+        sock.sendall(b"POST /v1/files HTTP/1.1\r\nHost: " + host + b"\r\nContent-Length: 2\r\n\r\n{}")
+        reader = ResponseReader(sock)
+        status, headers = reader.next_head()
+        body = reader.read_body(int(headers["content-length"]))
+        assert status == 400 and headers["connection"] == "close"
+        if headers["content-type"] == "application/json":  # the app's (uvicorn refuses two Hosts before it)
+            error = json.loads(body)["error"]
+            assert (error["code"], error["field"]) == ("invalid_host", "Host")
+        else:
+            assert b"Host" in body
+        assert _closed(sock, reader)
+    with _connect(server.port) as sock:  # a host, a port, an IP literal, or empty (RFC 9112 §3.2) are served
+        sock.sendall(
+            b"".join(b"GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n" % h for h in (b"a.example:80", b"[::1]", b""))
+        )
+        reader = ResponseReader(sock)
+        for _ in range(3):
+            _healthy(reader)
+
+
+@pytest.mark.parametrize(
+    "request_line", [b"CONNECT evil.example:443 HTTP/1.1", b"GET evil.example:80 HTTP/1.1", b"GET * HTTP/1.1"]
+)
+def test_a_request_target_that_is_not_a_path_is_refused(server: ChunkdServer, request_line: bytes) -> None:
+    """Under granian the routers got them and answered 307 to ``http://<Host>/`` (CONNECT too);
+    under uvicorn ``GET *`` reached them. RFC 9112 §3.2: a server takes a path (origin-form),
+    the absolute-form, and ``*`` for OPTIONS only."""
+    with _connect(server.port) as sock:
+        sock.sendall(request_line + b"\r\nHost: evil.example:443\r\n\r\n" + HEALTHZ)
+        reader = ResponseReader(sock)
+        status, headers = reader.next_head()
+        assert status == 400 and headers["connection"] == "close"
+        body = reader.read_body(int(headers["content-length"]))
+        if headers["content-type"] == "application/json":  # the app's (uvicorn refuses most before it)
+            assert json.loads(body)["error"]["field"] == "request-target"
+        assert _closed(sock, reader)
+    _no_traceback(server)
