@@ -218,3 +218,23 @@ def test_a_request_target_that_is_not_a_path_is_refused(server: ChunkdServer, re
             assert json.loads(body)["error"]["field"] == "request-target"
         assert _closed(sock, reader)
     _no_traceback(server)
+
+
+def test_an_http_1_0_request_with_transfer_encoding_is_refused(server: ChunkdServer) -> None:
+    """RFC 9112 §6.1 (a MUST): an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+    chunkd read the body as chunked and answered it (200); an HTTP/1.0 proxy in front sees a request
+    without a body and, in the "chunks", a second request of its own: the two disagree on where
+    the next request starts. granian refused it already."""
+    smuggled = b"GET /v1/keys HTTP/1.1\r\nHost: x\r\n\r\n"
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(smuggled), smuggled)
+    with _connect(server.port) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunked
+        )
+        reader = ResponseReader(sock)
+        status, headers = reader.next_head()
+        assert status == 400 and headers.get("connection") == "close"
+        reader.read_body(int(headers.get("content-length", "0")))
+        assert _closed(sock, reader)
+    _no_traceback(server)

@@ -62,6 +62,9 @@ with a traceback. This subclass adds, per connection:
   version other than HTTP/1.0 or 1.1 (``HTTP/2.0``, which llhttp took as an HTTP/1.x request
   needing no Host, ``HTTP/3.0``, HTTP/2's preface) is ``505 HTTP Version Not Supported`` (it
   was served, or a 400);
+- **no Transfer-Encoding in HTTP/1.0** (RFC 9112 §6.1): such a request is answered ``400`` and
+  closed; llhttp read its body as chunked, while an HTTP/1.0 intermediary takes the same bytes
+  for a request without a body and a next request (smuggling);
 - **one Host field**: a request with two, or an HTTP/1.1 request with none, is answered ``400``
   and closed (RFC 9112 §3.2), where uvicorn passed both on and the app took the first;
 - **refusals in order**: a request the server itself refuses (not HTTP, too large a head, no
@@ -445,6 +448,11 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             # llhttp takes "HTTP/2.0" and "HTTP/0.9" request lines with a head for HTTP/1.x
             # requests (no Host needed, keep-alive assumed).
             raise _Refused(505, f"this server speaks HTTP/1.1 (and 1.0) only, not HTTP/{version}")
+        if version == "1.0" and any(name == b"transfer-encoding" for name, _ in self.headers):
+            # RFC 9112 §6.1 (a MUST): its framing is faulty. HTTP/1.0 has no chunked coding: a 1.0
+            # intermediary in front reads no body there (or Content-Length's), and what chunkd
+            # took for the chunked body it read as the next request.
+            raise _Refused(400, "an HTTP/1.0 request has no Transfer-Encoding: send Content-Length")
         hosts = sum(1 for name, _ in self.headers if name == b"host")
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             # RFC 9112 §3.2 (a MUST): the URLs handed out (Location, file_url) are built from the
