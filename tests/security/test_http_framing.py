@@ -238,3 +238,69 @@ def test_an_http_1_0_request_with_transfer_encoding_is_refused(server: ChunkdSer
         reader.read_body(int(headers.get("content-length", "0")))
         assert _closed(sock, reader)
     _no_traceback(server)
+
+
+NEXT = b"GET /v1/keys HTTP/1.1\r\nHost: x\r\n\r\n"  # 401 if it were taken for a request
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        b"Content-Length: 5\r\nContent-Length: 0\r\n\r\nhello",
+        b"Content-Length: 0, 5\r\n\r\nhello",
+        b"Content-Length: -5\r\n\r\nhello",
+        b"Content-Length: +5\r\n\r\nhello",
+        b"Content-Length: 0x5\r\n\r\nhello",
+        b"Content-Length: 99999999999999999999999\r\n\r\n",
+        b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        b"Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        b"Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n 5\r\nhello\r\n0\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
+        b"X-A: a\r\n Content-Length: 5\r\n\r\nhello",  # obs-fold
+        b"X-A: a\x00b\r\n\r\n",
+        b"X-A: a\x01b\r\n\r\n",
+        b"X-A : b\r\n\r\n",
+        b"X-A\rContent-Length: 5\r\n\r\nhello",  # bare CR
+    ],
+    ids=[
+        "cl-then-te",
+        "te-then-cl",
+        "two-lengths",
+        "listed-lengths",
+        "negative-length",
+        "plus-length",
+        "hex-length",
+        "huge-length",
+        "te-not-last-chunked",
+        "te-xchunked",
+        "te-space-before-colon",
+        "chunk-size-overflow",
+        "chunk-size-leading-space",
+        "chunk-without-crlf",
+        "chunked-bare-lf",
+        "obs-fold",
+        "nul-in-value",
+        "control-in-value",
+        "space-before-colon",
+        "bare-cr",
+    ],
+)
+def test_ambiguous_framing_is_refused_and_what_follows_is_not_a_request(server: ChunkdServer, hostile: bytes) -> None:
+    """A smuggler's request (RFC 9112 §6.3, §5): the server answers it with a 4xx and closes; the
+    request that another reading of its framing would find behind it is never answered."""
+    with _connect(server.port) as sock:
+        sock.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\n" + hostile + NEXT)
+        reader = ResponseReader(sock)
+        status, headers = reader.next_head()
+        assert 400 <= status < 500
+        reader.read_body(int(headers.get("content-length", "0")))
+        assert _closed(sock, reader)  # no second answer: nothing was taken for the next request
+    with _connect(server.port) as sock:
+        sock.sendall(HEALTHZ)
+        _healthy(ResponseReader(sock))
+    _no_traceback(server)
