@@ -304,3 +304,36 @@ def test_ambiguous_framing_is_refused_and_what_follows_is_not_a_request(server: 
         sock.sendall(HEALTHZ)
         _healthy(ResponseReader(sock))
     _no_traceback(server)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [b"zz\r\n", b"-5\r\nhello\r\n", b"5\r\nhelloXX", b"ffffffffffffffffffff\r\n"],
+    ids=["letters", "negative", "no-crlf", "overflow"],
+)
+def test_a_chunked_body_broken_midway_is_a_400_and_nothing_is_recorded(server: ChunkdServer, broken: bytes) -> None:
+    """A part whose chunked framing breaks after its first chunk. granian ends such a body as if
+    the client had gone, and the client, still there, got a bare ``HTTP/1.1 499 <none>``; now a
+    400 naming the body, in the dialect's shape (under uvicorn chunkd's protocol answers 400
+    itself). The part is not recorded either way."""
+    key = server.create_key("alice")
+    auth = {"Authorization": f"Bearer {key}"}
+    created = httpx.post(
+        f"{server.url}/v1/files", json={"filename": "b.bin", "sizeBytes": 100, "partSize": 100}, headers=auth
+    )
+    file_id = created.json()["id"]
+    head = (
+        f"PUT /v1/files/{file_id}/parts/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+    with _connect(server.port) as sock:
+        sock.sendall(head + b"5\r\nhello\r\n" + broken)
+        reader = ResponseReader(sock)
+        status, headers = reader.next_head()
+        body = reader.read_body(int(headers["content-length"]))
+        assert status == 400 and headers["connection"] == "close", body
+        if headers["content-type"] == "application/json":
+            assert json.loads(body)["error"]["field"] == "body"
+        assert _closed(sock, reader)
+    assert httpx.get(f"{server.url}/v1/files/{file_id}", headers=auth).json()["parts"] == []
+    _no_traceback(server)

@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from chunkd.domain import errors as e
+from chunkd.frontends.refusals import Refusal
 from chunkd.scope import loggable_path, request_id_of
 
 __all__ = [
@@ -100,6 +101,7 @@ def validation_error(errors: Sequence[Any]) -> tuple[str, str]:
 
 disconnects = logging.getLogger("chunkd.server")
 CLIENT_GONE = 499  # nginx's status for a request whose client closed the connection first
+_BODY_INCOMPLETE = "the request body ended before it was whole: the connection closed, or its framing was broken"
 
 
 def dialect_route(render_error: Callable[[Request, Exception], Awaitable[Response | None]]) -> type[APIRoute]:
@@ -109,8 +111,8 @@ def dialect_route(render_error: Callable[[Request, Exception], Awaitable[Respons
     async def answer(request: Request, exc: Exception) -> Response | None:
         if isinstance(exc, ClientDisconnect):
             # The client went away mid-body (what arrived is kept where the dialect keeps it):
-            # nobody reads this answer; 499, as nginx logs it, not a 500 counted as a fault. One
-            # info line, as the server's protocol says it of any error after a disconnect.
+            # the access log says 499, as nginx logs it, not a 500 counted as a fault. One info
+            # line, as the server's protocol says it of any error after a disconnect.
             disconnects.info(
                 "client disconnected: %s %s (%s), request id %s",
                 request.method,
@@ -118,7 +120,15 @@ def dialect_route(render_error: Callable[[Request, Exception], Awaitable[Respons
                 type(exc).__name__,
                 request_id_of(request.scope),
             )
-            return Response(status_code=CLIENT_GONE)
+            # Mostly nobody reads the answer; but granian also ends the body this way when its
+            # framing is broken (a bad chunk size), the client still there: it got a bare
+            # "499 <none>". It gets a 400 naming the body, in the dialect's shape.
+            refusal = Refusal(400, "body_incomplete", _BODY_INCOMPLETE, field="body", close=True)
+            answer = await render_error(request, refusal)
+            if answer is None:
+                return Response(status_code=CLIENT_GONE)
+            answer.headers["Connection"] = "close"
+            return answer
         return await render_error(request, exc)
 
     class DialectRoute(APIRoute):
