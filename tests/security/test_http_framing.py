@@ -136,6 +136,20 @@ def test_a_request_whose_upgrade_is_not_made_is_read_whole_and_the_next_one_answ
     _no_traceback(server)
 
 
+def test_a_read_holding_many_requests_whose_upgrade_is_ignored_answers_each(server: ChunkdServer) -> None:
+    """Each ignored Upgrade's rest was parsed by a recursive call: a read holding a thousand such
+    requests ran out of stack (RecursionError, tracebacks, the connection reset, none answered)."""
+    upgrading = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n"
+    count = 2000
+    with _connect(server.port) as sock:
+        sock.sendall(upgrading * count + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reader = ResponseReader(sock)
+        for _ in range(count + 1):
+            _healthy(reader)
+        assert _closed(sock, reader)
+    _no_traceback(server)
+
+
 @pytest.mark.parametrize("finished", [True, False], ids=["whole", "unfinished"])
 def test_a_request_target_over_the_cap_is_414(server: ChunkdServer, finished: bool) -> None:
     """RFC 9112 §3 (a MUST): 414 URI Too Long, not the 431 of a head over the cap."""

@@ -252,28 +252,33 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
                 self._arm_header_timer()
         self._unset_keepalive_if_required()
         self._progressed = False
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadTooLarge):
-                self._refuse_head(trailers=not self._awaiting_head)
+        unparsed = memoryview(data)
+        while unparsed:
+            try:
+                self.parser.feed_data(unparsed)
+                break
+            except httptools.HttpParserCallbackError as exc:
+                if isinstance(exc.__context__, _HeadTooLarge):
+                    self._refuse_head(trailers=not self._awaiting_head)
+                    return
+                if isinstance(exc.__context__, _Refused):
+                    refused = exc.__context__
+                    log.info("request from %s refused: answered %d (%s)", self._peer(), refused.status, refused)
+                    self._refuse(_plain_response(refused.status, str(refused)))
+                    return
+                self._bad_request(exc)
                 return
-            if isinstance(exc.__context__, _Refused):
-                refused = exc.__context__
-                log.info("request from %s refused: answered %d (%s)", self._peer(), refused.status, refused)
-                self._refuse(_plain_response(refused.status, str(refused)))
+            except httptools.HttpParserError as exc:
+                self._bad_request(exc)
                 return
-            self._bad_request(exc)
-            return
-        except httptools.HttpParserError as exc:
-            self._bad_request(exc)
-            return
-        except httptools.HttpParserUpgrade as upgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._ignore_upgrade(data[upgrade.args[0] :])
-            return
+            except httptools.HttpParserUpgrade as upgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                    return
+                # What followed the request is parsed in turn: in this loop, as a read may hold
+                # a thousand such requests (a recursion for each ran out of stack).
+                self._ignore_upgrade()
+                unparsed = unparsed[upgrade.args[0] :]
         if self.transport.is_closing():
             return
         if self._awaiting_head and self._head_raw > self.max_header_bytes:
@@ -286,11 +291,11 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             if self._framing > self.max_header_bytes:
                 self._refuse_head(trailers=True)
 
-    def _ignore_upgrade(self, rest: bytes) -> None:
+    def _ignore_upgrade(self) -> None:
         """Go on as HTTP/1.1 after a request whose Upgrade is not performed (see the module
-        docstring): llhttp stopped at its head, ``rest`` being what followed in this read. When the
-        request has a body, a fresh parser is told its framing (the callbacks of that head are
-        no request's) and reads it; ``rest`` is parsed as its body, then the next requests."""
+        docstring): llhttp stopped at its head. When the request has a body, a fresh parser is
+        told its framing (the callbacks of that head are no request's), so that what follows is
+        parsed as its body, then the next requests."""
         framing, self._ignored_upgrade_framing = self._ignored_upgrade_framing, None
         if framing is not None:
             version = self.parser.get_http_version().encode()
@@ -298,8 +303,6 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's parser
             self._reframing = True
             self.parser.feed_data(b"POST / HTTP/%s\r\n%s\r\n\r\n" % (version, framing))
-        if rest:
-            self.data_received(rest)
 
     def _bad_request(self, exc: Exception) -> None:
         reason = str(exc.__context__ or exc)  # a callback's own error, not "User callback error"
