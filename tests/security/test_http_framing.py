@@ -351,3 +351,25 @@ def test_a_chunked_body_broken_midway_is_a_400_and_nothing_is_recorded(server: C
         assert _closed(sock, reader)
     assert httpx.get(f"{server.url}/v1/files/{file_id}", headers=auth).json()["parts"] == []
     _no_traceback(server)
+
+
+def test_an_absolute_form_targets_authority_is_the_host(server: ChunkdServer) -> None:
+    """RFC 9112 §3.2.2 (a MUST): the server ignores Host and uses the target's authority. The
+    Host field was passed on, and the uploadUrl the answer hands out named its site instead."""
+    _uvicorn_only(server, "hands the app the target's path only: its authority is gone")
+    key = server.create_key("alice")
+    body = json.dumps({"filename": "a.bin", "sizeBytes": 5}).encode()
+    with _connect(server.port) as sock:
+        sock.sendall(
+            b"POST http://files.example:8080/v1/files HTTP/1.1\r\nHost: other.example\r\n"
+            b"Authorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            b"GET http://user@files.example/healthz HTTP/1.1\r\nHost: files.example\r\n\r\n"
+            % (key.encode(), len(body), body)
+        )
+        reader = ResponseReader(sock)
+        status, headers = reader.next_head()
+        created = json.loads(reader.read_body(int(headers["content-length"])))
+        assert status == 201 and created["uploadUrl"].startswith("http://files.example:8080/v1/files/"), created
+        status, headers = reader.next_head()  # RFC 9110 §4.2.4: a userinfo is an error
+        assert status == 400 and b"userinfo" in reader.read_body(int(headers["content-length"]))
+        assert _closed(sock, reader)

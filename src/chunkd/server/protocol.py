@@ -65,6 +65,9 @@ with a traceback. This subclass adds, per connection:
 - **no Transfer-Encoding in HTTP/1.0** (RFC 9112 §6.1): such a request is answered ``400`` and
   closed; llhttp read its body as chunked, while an HTTP/1.0 intermediary takes the same bytes
   for a request without a body and a next request (smuggling);
+- **an absolute-form target's authority is the Host** (RFC 9112 §3.2.2): ``GET http://a/x``
+  reaches the app with ``host: a`` whatever Host field came with it (a userinfo in it is a 400);
+  uvicorn passed the field on, and the URLs handed out named another site;
 - **one Host field**: a request with two, or an HTTP/1.1 request with none, is answered ``400``
   and closed (RFC 9112 §3.2), where uvicorn passed both on and the app took the first;
 - **refusals in order**: a request the server itself refuses (not HTTP, too large a head, no
@@ -461,6 +464,12 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             # RFC 9112 §3.2 (a MUST): the URLs handed out (Location, file_url) are built from the
             # first Host, and a proxy in front may have routed or checked by another one.
             raise _Refused(400, "an HTTP/1.1 request has exactly one Host header field")
+        if (authority := _target_authority(self.url)) is not None:
+            # RFC 9112 §3.2.2 (a MUST): for an absolute-form target the server ignores Host and
+            # uses the target's authority. The URLs handed out are built from the Host field,
+            # which named another site than the one the request was sent to.
+            fields = [(name, value) for name, value in self.headers if name != b"host"]
+            self.headers[:] = [(b"host", authority), *fields]
         self._awaiting_head = False
         self._cancel_header_timer()
         offered = self.informational is True or (self.informational == "auto" and not _proxied(self.scope["headers"]))
@@ -710,6 +719,19 @@ class _CycleApp:
         if status == 100:
             cycle.waiting_for_100_continue = False  # sent by the app: uvicorn must not send a second one
         cycle.transport.write(b"".join(content))
+
+
+def _target_authority(target: bytes) -> bytes | None:
+    """The authority (``host[:port]``) of an absolute-form request-target, None for any other."""
+    if not target[:8].lower().startswith((b"http://", b"https://")):
+        return None
+    url = httptools.parse_url(target)
+    if not url.host:
+        raise _Refused(400, "the request target names no host")
+    if url.userinfo is not None:  # RFC 9110 §4.2.4: an error, not credentials
+        raise _Refused(400, "the request target has no userinfo (user@host)")
+    host = b"[%s]" % url.host if b":" in url.host else url.host
+    return host if url.port is None else b"%s:%d" % (host, url.port)
 
 
 def _body_framing(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
