@@ -84,9 +84,11 @@ with a traceback. This subclass adds, per connection:
   pipelined behind it in the same read was never answered.
 
 It relies on uvicorn's ``HttpToolsProtocol`` internals (parser callbacks, ``_start_asgi_task``,
-``RequestResponseCycle``); tests/security/test_server_limits.py runs it end to end, so a uvicorn
-release that changes them fails there first. The minimum body rate is enforced by the body guard
-(``frontends/guards/body.py``), which works under every ASGI server.
+``RequestResponseCycle``, ``pipeline``, its ``parser`` attribute); tests/security/test_server_limits.py
+runs it end to end and tests/security/test_http_framing.py attacks it (and granian) with malformed,
+smuggled and pipelined requests, so a uvicorn release that changes them fails there first. The
+minimum body rate is enforced by the body guard (``frontends/guards/body.py``), which works under
+every ASGI server.
 """
 
 from __future__ import annotations
