@@ -373,3 +373,23 @@ def test_an_absolute_form_targets_authority_is_the_host(server: ChunkdServer) ->
         status, headers = reader.next_head()  # RFC 9110 §4.2.4: a userinfo is an error
         assert status == 400 and b"userinfo" in reader.read_body(int(headers["content-length"]))
         assert _closed(sock, reader)
+
+
+def test_an_http_1_0_request_expecting_100_continue_gets_no_1xx(server: ChunkdServer) -> None:
+    """RFC 9110 §10.1.1 (a MUST: ignore the expectation) and §15.2 (no 1xx to an HTTP/1.0 client):
+    uvicorn wrote "HTTP/1.1 100 Continue" first, which a 1.0 client takes for the final answer."""
+    key = server.create_key("alice")
+    auth = {"Authorization": f"Bearer {key}"}
+    created = httpx.post(
+        f"{server.url}/v1/files", json={"filename": "e.bin", "sizeBytes": 5, "partSize": 5}, headers=auth
+    )
+    head = (
+        f"PUT /v1/files/{created.json()['id']}/parts/1 HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/octet-stream\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+    )
+    with _connect(server.port) as sock:
+        sock.sendall(head.encode() + b"hello")
+        reader = ResponseReader(sock)
+        status, headers = reader.next_head()
+        assert status == 200, status
+        assert json.loads(reader.read_body(int(headers["content-length"])))["sizeBytes"] == 5

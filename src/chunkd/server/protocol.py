@@ -481,6 +481,10 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         if self.parser.get_http_version() == "1.1":
             extension: dict[object, object] = {}
             self.scope.setdefault("extensions", {})[TRAILERS] = self._trailers_extension = extension
+        else:
+            # Nor uvicorn's "100 Continue" (RFC 9110 §10.1.1: an HTTP/1.0 request's 100-continue
+            # is ignored): a 1.0 client takes the first status line it reads for the answer.
+            self.expect_100_continue = False
         self._make_room()  # before uvicorn's own check of the limit
         super().on_headers_complete()
         if self.parser.should_upgrade() and not self._should_upgrade() and self.scope["method"] != "CONNECT":
