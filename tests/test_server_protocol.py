@@ -1,4 +1,4 @@
-"""chunkd's HTTP protocol's per-request wrapper (``_CycleApp``) with stand-ins for uvicorn's
+"""chunkd's HTTP protocol's per-request wrapper (``CycleApp``) with stand-ins for uvicorn's
 connection and cycle; the protocol end to end is in tests/security/test_server_limits.py."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from chunkd.server.protocol import _CycleApp
+from chunkd.server.cycle import CycleApp
 
 
 def _parts(*, body_pending: bool) -> tuple[Any, Any, list[Any]]:
@@ -38,14 +38,14 @@ async def _serve(cycle: Any, connection: Any) -> list[dict[str, Any]]:
         return {"type": "http.disconnect"}
 
     scope = {"type": "http", "method": "PUT", "path": "/v1/files/x/parts/1", "headers": []}
-    await _CycleApp(_answer, cycle, 60.0, 1024, connection)(scope, receive, send)
+    await CycleApp(_answer, cycle, 60.0, 1024, connection)(scope, receive, send)
     return sent
 
 
 def test_asking_whether_the_body_is_pending_changes_nothing() -> None:
     """A query: the connection is told to close only when an early response actually starts."""
     cycle, connection, closed_after = _parts(body_pending=True)
-    wrapper = _CycleApp(_answer, cycle, 60.0, 1024, connection)
+    wrapper = CycleApp(_answer, cycle, 60.0, 1024, connection)
     assert wrapper._body_pending() and wrapper._body_pending()
     assert closed_after == []
 

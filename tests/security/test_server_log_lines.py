@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chunkd.server.protocol import _CycleApp
+from chunkd.server.cycle import CycleApp
 
 FORGED = "/v1/webhooks/x\nWARNING:  forged line\r"
 
@@ -30,7 +30,7 @@ async def _run(app: Any, cycle: Any, connection: Any) -> list[dict[str, Any]]:
         return {"type": "http.disconnect"}
 
     scope = {"type": "http", "method": "PATCH", "path": FORGED, "headers": [], "state": {"request_id": "trace-7"}}
-    await _CycleApp(app, cycle, 60.0, 1024, connection)(scope, receive, send)
+    await CycleApp(app, cycle, 60.0, 1024, connection)(scope, receive, send)
     return sent
 
 

@@ -3,7 +3,8 @@
 uvicorn's ``h11_max_incomplete_event_size`` applies to its h11 protocol only; with httptools (the
 fast parser chunkd runs) a request head can grow without bound, a connection may take forever to
 send it, and a client that goes away mid-request is logged as ``Exception in ASGI application``
-with a traceback. This subclass adds, per connection:
+with a traceback. This subclass adds, per connection (and ``server/cycle.py``, per request: informational responses,
+a send timeout, disconnects and failures as one line, responses cut short on purpose):
 
 - **a cap on the request head** (request line + headers): past ``max_header_bytes`` the server
   answers ``431 Request Header Fields Too Large`` and closes, without buffering more than one read
@@ -12,21 +13,6 @@ with a traceback. This subclass adds, per connection:
 - **a header timeout**: a head not complete ``header_timeout`` seconds after its first byte (or
   after the connection opened) is answered ``408 Request Timeout`` (silently closed when nothing
   was sent); idle keep-alive stays bounded by uvicorn's ``timeout_keep_alive``;
-- **a response cut short on purpose** (a download whose file was deleted while it was read; the
-  app logged why and marked it, ``CUT_SHORT``) closes the connection without a line of its own;
-- **disconnects as one info line**: an exception escaping the app after the client went away is
-  logged as ``client disconnected: METHOD path (ExceptionType), request id ID`` on ``chunkd.server``
-  (the id of the request's access line);
-- **a send timeout**: a response whose client takes less than ``min_send_rate`` bytes a second (at
-  least one byte) over ``send_timeout`` seconds, while the server waits to write more, is cut off
-  (the connection aborted, one info line). A client that stopped reading a download held its
-  connection slot, file descriptor and a few MiB of buffers for ever: 59 of them took all 60 slots
-  of a server (``limit_concurrency``) for as long as they liked;
-- **informational responses**, an ASGI extension: the scope advertises
-  ``scope["extensions"]["http.response.informational"] = {}`` and the app may send
-  ``{"type": "http.response.informational", "status": 100..199, "headers": [(name, value), ...]}``
-  any number of times before ``http.response.start``; each is written to the transport at once,
-  also while the request body is still arriving (e.g. ``104 Upload Resumption Supported``);
 - **request trailers**, an ASGI extension (ASGI has no message for them, and uvicorn drops them):
   the scope of an HTTP/1.1 request carries ``scope["extensions"]["http.request.trailers"]``, a dict
   into which the server puts ``"headers"`` (``[(lowercased name, value), ...]``, the fields after the
@@ -44,11 +30,6 @@ with a traceback. This subclass adds, per connection:
   connection open and read the rest of the body to find the next request: all 100 MB of an
   upload refused at its first byte, and for as long as a client trickled it (every byte put off
   the keep-alive timeout), or, after ``Expect: 100-continue``, for ever;
-- **a failed request answered cleanly**: an exception from the app while its client is there is
-  one error line, ``request failed: METHOD path (request id ID)`` with the traceback, and, when no
-  response had started, a JSON ``500`` naming the request id; the connection then closes
-  lingering. uvicorn answered a text 500 and closed at once: a client still sending its body got
-  a reset, often instead of the answer;
 - **idle connections give way at the concurrency limit**: when ``limit_concurrency`` connections
   are open, a new connection or request first closes the idle ones that hold the slots (waiting
   for a next request or their first head, no request in flight): those that never sent a byte,
@@ -94,27 +75,20 @@ every ASGI server.
 from __future__ import annotations
 
 import asyncio
-import http
-import json
 import logging
-import random
-import traceback
-from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import (
-    HEADER_RE,
-    HEADER_VALUE_RE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
 
-from chunkd.scope import CUT_SHORT, REQUEST_ID, loggable_path, request_id_of
+from chunkd.server.cycle import INFORMATIONAL, CycleApp
+from chunkd.server.wire import body_framing, plain_response, proxied
 
 __all__ = ["INFORMATIONAL", "TRAILERS", "ChunkdHttpToolsProtocol", "protocol_class"]
 
-INFORMATIONAL = "http.response.informational"
 TRAILERS = "http.request.trailers"
 LINGER_SECONDS = 2.0  # after a refusal (431, 408): longest time input is still drained before closing
 LINGER_BYTES = 1024 * 1024  # ... and most bytes drained
@@ -137,29 +111,6 @@ class _Refused(Exception):
 # llhttp's reasons for a request line whose version is not HTTP/1.x (HTTP/1.2, 3.0, 9.9) or that
 # is HTTP/2's connection preface: 505 HTTP Version Not Supported (RFC 9110 §15.6.6), not a 400.
 _VERSION_ERRORS = frozenset({"Invalid HTTP version", "Pause on PRI/Upgrade"})
-
-
-def _reason(status: int) -> bytes:
-    try:
-        return http.HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b""
-
-
-_EXTRA_REASONS = {104: b"Upload Resumption Supported"}  # not (yet) in http.HTTPStatus
-
-
-def _status_line(status: int) -> bytes:
-    return b"HTTP/1.1 %d %s\r\n" % (status, _EXTRA_REASONS.get(status) or _reason(status))
-
-
-def _plain_response(status: int, text: str) -> bytes:
-    body = text.encode()
-    return (
-        _status_line(status)
-        + b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
-        + body
-    )
 
 
 class ChunkdHttpToolsProtocol(HttpToolsProtocol):
@@ -237,7 +188,7 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
 
     def _give_way(self) -> None:
         if self._head_raw:
-            self._answer_and_close(_plain_response(408, "the request head was not complete in time"))
+            self._answer_and_close(plain_response(408, "the request head was not complete in time"))
         else:
             self.transport.close()
         self.connections.discard(self)  # at once: its connection_lost comes on a later turn of the loop
@@ -269,7 +220,7 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
                 if isinstance(exc.__context__, _Refused):
                     refused = exc.__context__
                     log.info("request from %s refused: answered %d (%s)", self._peer(), refused.status, refused)
-                    self._refuse(_plain_response(refused.status, str(refused)))
+                    self._refuse(plain_response(refused.status, str(refused)))
                     return
                 self._bad_request(exc)
                 return
@@ -313,10 +264,10 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         reason = str(exc.__context__ or exc)  # a callback's own error, not "User callback error"
         if reason in _VERSION_ERRORS:
             log.info("request from %s in another HTTP version: answered 505", self._peer())
-            self._refuse(_plain_response(505, "this server speaks HTTP/1.1 (and 1.0) only"))
+            self._refuse(plain_response(505, "this server speaks HTTP/1.1 (and 1.0) only"))
             return
         self.logger.warning("Invalid HTTP request received: %s", reason)
-        self._refuse(_plain_response(400, f"Invalid HTTP request received: {reason}"))
+        self._refuse(plain_response(400, f"Invalid HTTP request received: {reason}"))
 
     def _refuse_head(self, *, trailers: bool = False) -> None:
         self._cancel_header_timer()
@@ -327,7 +278,7 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             if trailers
             else f"the request line and headers may be at most {self.max_header_bytes} bytes"
         )
-        self._refuse(_plain_response(431, text))
+        self._refuse(plain_response(431, text))
 
     def _refuse(self, response: bytes) -> None:
         """Answer a request the server refuses with ``response`` and close the connection,
@@ -406,7 +357,7 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             return
         if self._head_raw:
             log.info("request head from %s not complete in %g s: answered 408", self._peer(), self.header_timeout)
-            self._answer_and_close(_plain_response(408, "the request head was not complete in time"))
+            self._answer_and_close(plain_response(408, "the request head was not complete in time"))
             return
         self.transport.close()
 
@@ -474,7 +425,7 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
             self.headers[:] = [(b"host", authority), *fields]
         self._awaiting_head = False
         self._cancel_header_timer()
-        offered = self.informational is True or (self.informational == "auto" and not _proxied(self.scope["headers"]))
+        offered = self.informational is True or (self.informational == "auto" and not proxied(self.scope["headers"]))
         if offered and self.parser.get_http_version() == "1.1":
             # 1xx responses are never sent to an HTTP/1.0 client (RFC 9110 §15.2), so only 1.1 gets the extension.
             self.scope.setdefault("extensions", {})[INFORMATIONAL] = {}
@@ -488,7 +439,7 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
         self._make_room()  # before uvicorn's own check of the limit
         super().on_headers_complete()
         if self.parser.should_upgrade() and not self._should_upgrade() and self.scope["method"] != "CONNECT":
-            self._ignored_upgrade_framing = _body_framing(self.headers)
+            self._ignored_upgrade_framing = body_framing(self.headers)
 
     def on_body(self, body: bytes) -> None:
         self._progressed = True
@@ -541,7 +492,7 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
     # ---- the ASGI task ----
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         self._running = cycle
-        super()._start_asgi_task(cycle, _CycleApp(app, cycle, self.send_timeout, self.min_send_rate, self))
+        super()._start_asgi_task(cycle, CycleApp(app, cycle, self.send_timeout, self.min_send_rate, self))
 
     # Set when the server asks the connection to end (its shutdown began): a request cancelled
     # after that was cut by the shutdown's grace, not by a fault.
@@ -550,181 +501,6 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         self.stopping = True
         super().shutdown()
-
-
-class ClientStoppedReading(ConnectionError):
-    """The client took (almost) nothing of the response for the send timeout."""
-
-
-class _CycleApp:
-    """Runs the app for one request/response cycle: informational responses are written straight
-    to the transport; an exception after the client went away is one info line, not a traceback."""
-
-    def __init__(
-        self,
-        app: Any,
-        cycle: RequestResponseCycle,
-        send_timeout: float,
-        min_send_rate: int,
-        connection: ChunkdHttpToolsProtocol | None = None,
-    ) -> None:
-        self.app = app
-        self.cycle = cycle
-        self.connection = connection
-        self.send_timeout = send_timeout
-        self.min_send_rate = min_send_rate
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        cycle = self.cycle
-
-        async def send_with_informational(message: Any) -> None:
-            if message["type"] == INFORMATIONAL:
-                self._informational(message)
-            elif message["type"] == "http.response.start" and self._body_pending():
-                await self._start_early(send, message)
-            elif cycle.flow.write_paused and message["type"] == "http.response.body":
-                await self._watched(send, message)  # it waits for the client to read: watched
-            else:
-                await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_informational)
-            if cycle.response_started and not cycle.response_complete and scope.get("state", {}).get(CUT_SHORT):
-                # A download whose file went away mid-way (it logged why): closed here, without
-                # uvicorn's "ASGI callable returned without completing response" on top.
-                cycle.transport.close()
-                cycle.disconnected = True
-        except asyncio.CancelledError:
-            if self.connection is None or not self.connection.stopping:
-                raise
-            # The shutdown's grace ran out with this request in flight (uvicorn cancels it): a 503
-            # the client may retry elsewhere or later, not a 500 and a traceback ("Exception in
-            # ASGI application"). What it had sent and was not committed is not kept.
-            log.warning(
-                "request cut by the shutdown: %s %s, request id %s",
-                scope.get("method"),
-                loggable_path(scope.get("path", "")),
-                request_id_of(scope),
-            )
-            if not cycle.response_started:
-                body = b"the server is shutting down; retry\n"
-                headers = [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", b"5"),
-                    (b"x-request-id", request_id_of(scope).encode()),  # as its access line says it
-                    (b"connection", b"close"),
-                ]
-                await send({"type": "http.response.start", "status": 503, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-            else:
-                cycle.transport.close()
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                raise
-            if not cycle.disconnected:
-                await self._failed(scope, exc, send_with_informational)
-                return
-            log.info(
-                "client disconnected: %s %s (%s), request id %s",
-                scope.get("method"),
-                loggable_path(scope.get("path", "")),
-                type(exc).__name__,
-                request_id_of(scope),
-            )
-            log.debug("after the disconnect the app raised", exc_info=exc)
-            # The error's frames hold the response and the chunk it was sending, in a reference
-            # cycle the collector reaches late: freed now, not minutes of downloads later.
-            traceback.clear_frames(exc.__traceback__)
-
-    async def _failed(self, scope: Any, exc: Exception, send: Any) -> None:
-        """The app raised (a bug) while its client was still there: one error line with the
-        traceback and the request's id, and, when no response had started, a JSON 500 naming that
-        id. uvicorn answered its own text 500 and closed the connection at once, a reset that
-        could destroy the answer while the client was still sending its body (or, after a 500 the
-        app's error middleware sent before it re-raised, cut the lingering close short). Here the
-        connection closes gracefully: lingering after the answer, or after a response the app
-        could not finish (its client sees it end short)."""
-        cycle, connection = self.cycle, self.connection
-        request_id = str(scope.get("state", {}).get(REQUEST_ID) or f"{random.getrandbits(128):032x}")
-        method, path = scope.get("method"), loggable_path(scope.get("path", ""))
-        log.error("request failed: %s %s (request id %s)", method, path, request_id, exc_info=exc)
-        traceback.clear_frames(exc.__traceback__)  # frames holding the request's buffers: freed now
-        if not cycle.response_started:
-            message = f"the server failed to answer this request (request id {request_id}); it was logged"
-            body = json.dumps({"error": {"code": "internal_error", "message": message, "requestId": request_id}})
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-                (b"connection", b"close"),
-            ]
-            await send({"type": "http.response.start", "status": 500, "headers": headers})
-            if connection is not None:
-                connection.close_after(cycle)  # lingering once the 500 is sent, early or not
-            await send({"type": "http.response.body", "body": body.encode()})
-        elif not cycle.response_complete:
-            cycle.disconnected = True  # the response cannot be finished (uvicorn must not add its own line)
-            if connection is not None:
-                connection.linger()
-            else:
-                cycle.transport.close()
-        # A response sent whole: its request's body had been read (else its close was arranged
-        # as it started), so the connection is as reusable as after any other answer.
-
-    def _body_pending(self) -> bool:
-        """Whether the request's body has not all arrived yet (a response starting now is early)."""
-        return self.connection is not None and self.connection.body_pending(self.cycle)
-
-    async def _start_early(self, send: Any, message: Any) -> None:
-        """Start a response that comes before the request's body has all arrived: it says
-        ``connection: close``, and the connection closes after it, lingering."""
-        headers = list(message.get("headers", []))
-        if not any(name.lower() == b"connection" and b"close" in value.lower() for name, value in headers):
-            headers.append((b"connection", b"close"))
-        await send({**message, "headers": headers})
-        assert self.connection is not None  # only called when _body_pending()
-        self.connection.close_after(self.cycle)
-
-    async def _watched(self, send: Any, message: Any) -> None:
-        """``send(message)``, cut off when the client takes less than the minimum rate over the
-        send timeout (judged by what leaves the transport's write buffer)."""
-        transport = self.cycle.transport
-        sending = asyncio.ensure_future(send(message))
-        left = transport.get_write_buffer_size()
-        needed = max(1, int(self.min_send_rate * self.send_timeout))
-        while True:
-            done, _ = await asyncio.wait({sending}, timeout=self.send_timeout)
-            if done:
-                sending.result()
-                return
-            now_left = transport.get_write_buffer_size()
-            if left - now_left < min(needed, left):
-                sending.cancel()
-                self.cycle.disconnected = True
-                transport.abort()
-                raise ClientStoppedReading(f"the client took under {needed} bytes in {self.send_timeout:g} s")
-            left = now_left
-
-    def _informational(self, message: Any) -> None:
-        cycle = self.cycle
-        if cycle.response_started:
-            raise RuntimeError("an informational response must come before http.response.start")
-        status = message.get("status")
-        if not isinstance(status, int) or not 100 <= status <= 199 or status == 101:
-            raise RuntimeError(f"informational responses have a status of 100-199 other than 101, not {status!r}")
-        offered = INFORMATIONAL in cycle.scope.get("extensions", {})  # not to HTTP/1.0, not when turned off
-        if not offered or cycle.disconnected or cycle.transport.is_closing():
-            return
-        content = [_status_line(status)]
-        for name, value in message.get("headers", []):
-            if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
-                raise RuntimeError("invalid header in an informational response")
-            content.extend([bytes(name).lower(), b": ", bytes(value), b"\r\n"])
-        content.append(b"\r\n")
-        if status == 100:
-            cycle.waiting_for_100_continue = False  # sent by the app: uvicorn must not send a second one
-        cycle.transport.write(b"".join(content))
 
 
 def _target_authority(target: bytes) -> bytes | None:
@@ -738,28 +514,6 @@ def _target_authority(target: bytes) -> bytes | None:
         raise _Refused(400, "the request target has no userinfo (user@host)")
     host = b"[%s]" % url.host if b":" in url.host else url.host
     return host if url.port is None else b"%s:%d" % (host, url.port)
-
-
-def _body_framing(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
-    """The header that frames a request's body (llhttp checked it), or None when it has none."""
-    fields = dict(headers)
-    if b"transfer-encoding" in fields:
-        return b"transfer-encoding: chunked"  # a request's last coding is chunked, else llhttp refused it
-    length = fields.get(b"content-length", b"0").strip()
-    return None if int(length) == 0 else b"content-length: " + length
-
-
-# Request headers a proxy adds on its way (nginx's sample config sets X-Forwarded-For).
-_PROXY_HEADERS = frozenset({b"x-forwarded-for", b"forwarded", b"via"})
-
-
-def _proxied(headers: Iterable[tuple[bytes, bytes]]) -> bool:
-    """Whether a request came through a proxy, by the headers proxies add. Not every proxy relays
-    an upstream 1xx: nginx 1.22 takes the draft's 104 for the final response and relays the rest
-    of the connection as its body, so a draft client's creation stalled until the body timeout
-    (408 after 60 s) and the next request on its connection waited out the keep-alive (30 s). A
-    client that sends such a header itself only goes without 1xx responses."""
-    return any(name in _PROXY_HEADERS for name, _ in headers)
 
 
 def protocol_class(
