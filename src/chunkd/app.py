@@ -275,7 +275,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_dialect(app, PM_BASE, pm_refusal)
     register_dialect(app, seed_token_router.prefix, asset_refusal)  # seed 003's token route
 
-    @app.get("/healthz", include_in_schema=False)
+    # HEAD too (RFC 9110 §9.3.2): load balancers probe with it, and FastAPI adds none to a GET.
+    @app.api_route("/healthz", methods=["GET", "HEAD"], include_in_schema=False)
     async def healthz() -> dict[str, str]:
         """Liveness only: the process answers (readiness, with dependencies: /readyz)."""
         return {"status": "ok"}

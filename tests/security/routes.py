@@ -212,7 +212,9 @@ ROUTES: list[Route] = [
 # Routes that are public on purpose.
 PUBLIC = {
     "GET /healthz",
+    "HEAD /healthz",
     "GET /readyz",
+    "HEAD /readyz",
     "GET /openapi.json",
     "GET /docs",
     "GET /docs/oauth2-redirect",

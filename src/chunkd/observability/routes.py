@@ -49,7 +49,12 @@ async def metrics(request: Request) -> Response:
     return Response(registry.render(pending=pending), media_type=CONTENT_TYPE)
 
 
-@router.get("/readyz", summary="Readiness: the database and the storage answer", include_in_schema=False)
+@router.api_route(
+    "/readyz",
+    methods=["GET", "HEAD"],  # HEAD too (RFC 9110 §9.3.2), as load balancers probe
+    summary="Readiness: the database and the storage answer",
+    include_in_schema=False,
+)
 async def readyz(request: Request) -> JSONResponse:
     """200 when the database and the storage both answer; 503 naming the part that does not.
     Unauthenticated and not rate limited (for load balancers and orchestrators)."""
