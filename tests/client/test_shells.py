@@ -97,7 +97,9 @@ def test_sync_and_async_clients_decide_alike(
 
 
 @pytest.mark.parametrize("when", ["parts are retried", "the whole file is hashed"])
-def test_ctrl_c_stops_the_upload_threads_soon(when: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_stops_the_upload_threads_soon(
+    when: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     """Ctrl-C lets the parts in flight finish, but starts nothing more: parts that met a 503 went on
     waiting and trying again (about a minute with the default policy) after it, and Ctrl-C once
     every part was sent waited for the whole-file MD5 to the end of the file. Ctrl-C comes when the
@@ -144,6 +146,10 @@ def test_ctrl_c_stops_the_upload_threads_soon(when: str, tmp_path: Path, monkeyp
         return whole_md5(self, offset, length, stop)
 
     monkeypatch.setattr(Source, "md5", slow_whole_md5)
+    # Ctrl-C raises KeyboardInterrupt here even where this process was started ignoring SIGINT (a
+    # background job of a shell does: CI run as one got no interrupt, and the upload ran to its end).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     policy = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.002, max_retry_after=3)
     source = tmp_path / "a.bin"
     source.write_bytes(b"x" * part * parts)

@@ -11,6 +11,7 @@ it); they live in ``/usr/lib/postgresql/<version>/bin``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import itertools
 import os
@@ -134,11 +135,13 @@ class PostgresServer:
         sockets stay open and connections are still accepted by the kernel, but nothing answers,
         as with a server stuck on a dead disk or a host that stopped scheduling it."""
         for pid in self._processes():
-            os.kill(pid, signal.SIGSTOP)
+            with contextlib.suppress(ProcessLookupError):  # a backend that ended since it was listed
+                os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
         for pid in self._processes():
-            os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # a backend that ended since it was listed
+                os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         subprocess.run(
