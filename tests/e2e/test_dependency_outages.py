@@ -24,7 +24,7 @@ from chunkd.app import create_app
 from chunkd.settings import Settings
 from tests.support.cluster import start_cluster
 from tests.support.media_files import chunked_upload, make_png
-from tests.support.postgres import PostgresServer, find_pg_bin
+from tests.support.postgres import PostgresServer, own_postgres
 from tests.support.redis import RedisServer
 from tests.support.s3 import CephRgw
 from tests.support.server import ChunkdServer, free_port
@@ -42,14 +42,8 @@ MEDIA_COMPLETE = "/api/v2/media/upload/complete/"
 
 @pytest.fixture
 def own_pg() -> Iterator[PostgresServer]:
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (scripts/services/postgres.sh installs it)")
-    server = PostgresServer(bin_dir).start()
-    try:
+    with own_postgres() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from chunkd.backends.locks.postgres import PostgresAdvisoryLocks
 from chunkd.domain.errors import StorageError
 from chunkd.runtime import open_runtime
 from tests.conftest import in_process_settings, settings_with
-from tests.support.postgres import PostgresServer, find_pg_bin
+from tests.support.postgres import PostgresServer, own_postgres
 
 MiB = 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -33,14 +33,8 @@ DRAFT = {"Upload-Draft-Interop-Version": "8"}
 @pytest.fixture
 def own_pg() -> Iterator[PostgresServer]:
     """A PostgreSQL server of this test's own (it is stopped in the middle: the session's is shared)."""
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (scripts/services/postgres.sh installs it)")
-    server = PostgresServer(bin_dir).start()
-    try:
+    with own_postgres() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tests.support.server import free_port
 
-__all__ = ["PostgresServer", "find_pg_bin"]
+__all__ = ["PostgresServer", "find_pg_bin", "own_postgres"]
 
 
 def find_pg_bin() -> Path | None:
@@ -227,6 +227,22 @@ def session_server() -> Iterator[PostgresServer | None]:
     if bin_dir is None:
         yield None
         return
+    server = PostgresServer(bin_dir).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of one test's own, for a test that stops or freezes it (the session's is
+    shared); the test is skipped where PostgreSQL is not installed."""
+    import pytest
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (scripts/services/postgres.sh installs it)")
     server = PostgresServer(bin_dir).start()
     try:
         yield server
