@@ -29,7 +29,7 @@ from tests.support.redis import RedisServer
 from tests.support.s3 import CephRgw
 from tests.support.server import ChunkdServer, free_port
 from tests.support.waiting import wait_for
-from tests.support.webhook_receiver import WebhookReceiver
+from tests.support.webhook_receiver import WebhookReceiver, webhook_env
 
 pytestmark = [pytest.mark.e2e]
 
@@ -93,6 +93,17 @@ def is_ready(server: ChunkdServer) -> bool:
     return ready(server).status_code == 200
 
 
+def first_parts(on_a: httpx.Client, on_b: httpx.Client, data: bytes) -> tuple[str, str]:
+    """A native upload of ``data`` on node a and a tus upload on node b, each holding its first
+    ``PART`` bytes: (the native upload's id, the tus upload's path)."""
+    created = on_a.post("/v1/files", json={"filename": "n.bin", "sizeBytes": len(data), "partSize": PART})
+    native = created.json()["id"]
+    assert on_a.put(f"/v1/files/{native}/parts/1", content=data[:PART]).status_code == 200
+    tus_path = httpx.URL(on_b.post("/files", headers={**TUS, "Upload-Length": str(len(data))}).headers["location"]).path
+    assert on_b.patch(tus_path, content=data[:PART], headers={**APPEND, "Upload-Offset": "0"}).status_code == 204
+    return native, tus_path
+
+
 def test_an_object_store_outage_is_503_on_every_node_and_every_upload_resumes(
     nodes: list[ChunkdServer], own_rgw: CephRgw
 ) -> None:
@@ -106,12 +117,7 @@ def test_an_object_store_outage_is_503_on_every_node_and_every_upload_resumes(
         httpx.Client(base_url=b.url, headers=auth, timeout=120) as on_b,
         ThreadPoolExecutor(2) as pool,
     ):
-        created = on_a.post("/v1/files", json={"filename": "n.bin", "sizeBytes": len(data), "partSize": PART})
-        native = created.json()["id"]
-        assert on_a.put(f"/v1/files/{native}/parts/1", content=data[:PART]).status_code == 200
-        tus = on_b.post("/files", headers={**TUS, "Upload-Length": str(len(data))}).headers["location"]
-        tus_path = httpx.URL(tus).path
-        assert on_b.patch(tus_path, content=data[:PART], headers={**APPEND, "Upload-Offset": "0"}).status_code == 204
+        native, tus_path = first_parts(on_a, on_b, data)
         doomed = on_a.post("/v1/files", json={"filename": "d.bin", "sizeBytes": len(data), "partSize": PART})
         doomed_id = doomed.json()["id"]
         assert on_a.put(f"/v1/files/{doomed_id}/parts/1", content=data[:PART]).status_code == 200
@@ -271,15 +277,7 @@ def test_a_database_restart_or_its_sessions_ended_and_every_node_serves_again(
     receiver = WebhookReceiver(tmp_path / "receiver", free_port())
     receiver.set_secret("/operator", SECRET)
     receiver.start()
-    env = {
-        **ceph_rgw.env(ceph_rgw.new_bucket()),
-        "CHUNKD_WEBHOOK_URLS": receiver.url("/operator"),
-        "CHUNKD_WEBHOOK_SECRET": SECRET,
-        "CHUNKD_WEBHOOK_BLOCK_PRIVATE": "false",
-        "CHUNKD_WEBHOOK_RETRY_BASE_SECONDS": "0.1",
-        "CHUNKD_WEBHOOK_RETRY_MAX_DELAY_SECONDS": "0.5",
-        "CHUNKD_WEBHOOK_POLL_SECONDS": "0.1",
-    }
+    env = {**ceph_rgw.env(ceph_rgw.new_bucket()), **webhook_env(receiver, SECRET)}
     try:
         nodes = start_cluster(tmp_path / "nodes", own_pg.url(own_pg.create_database()), env, nodes=2)
     except BaseException:
@@ -295,14 +293,7 @@ def test_a_database_restart_or_its_sessions_ended_and_every_node_serves_again(
             httpx.Client(base_url=b.url, headers=auth, timeout=120) as on_b,
             ThreadPoolExecutor(2) as pool,
         ):
-            created = on_a.post("/v1/files", json={"filename": "n.bin", "sizeBytes": len(data), "partSize": PART})
-            native = created.json()["id"]
-            assert on_a.put(f"/v1/files/{native}/parts/1", content=data[:PART]).status_code == 200
-            tus_path = httpx.URL(
-                on_b.post("/files", headers={**TUS, "Upload-Length": str(len(data))}).headers["location"]
-            ).path
-            first = on_b.patch(tus_path, content=data[:PART], headers={**APPEND, "Upload-Offset": "0"})
-            assert first.status_code == 204
+            native, tus_path = first_parts(on_a, on_b, data)
             part_body, patch_body = HeldBody(data[PART : 2 * PART]), HeldBody(data[PART:])
             part = pool.submit(on_b.put, f"/v1/files/{native}/parts/2", content=part_body)
             patch = pool.submit(

@@ -20,25 +20,12 @@ import pytest
 from tests.support.cluster import start_cluster
 from tests.support.postgres import PostgresServer
 from tests.support.server import ChunkdServer, free_port
-from tests.support.webhook_receiver import WebhookReceiver
+from tests.support.webhook_receiver import WebhookReceiver, webhook_env
 
 pytestmark = [pytest.mark.e2e]
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 ADMIN = "files:create,files:read,files:delete,webhooks:admin"
-
-
-def webhook_env(receiver: WebhookReceiver) -> dict[str, str]:
-    """Operator endpoint on the receiver, owner URLs allowed on loopback, and short retry delays."""
-    return {
-        "CHUNKD_WEBHOOK_URLS": receiver.url("/operator"),
-        "CHUNKD_WEBHOOK_SECRET": SECRET,
-        "CHUNKD_WEBHOOK_BLOCK_PRIVATE": "false",
-        "CHUNKD_WEBHOOK_RETRY_BASE_SECONDS": "0.1",
-        "CHUNKD_WEBHOOK_RETRY_MAX_DELAY_SECONDS": "0.5",
-        "CHUNKD_WEBHOOK_POLL_SECONDS": "0.1",
-        "CHUNKD_WEBHOOK_TIMEOUT_SECONDS": "5",
-    }
 
 
 @pytest.fixture
@@ -90,7 +77,7 @@ def all_delivered(http: httpx.Client, endpoint_id: str, count: int) -> bool:
 def test_kill_9_between_completion_and_delivery(tmp_path: Path, receiver: WebhookReceiver) -> None:
     """The receiver is down when the uploads complete and chunkd is killed with SIGKILL right after;
     once both are back every event arrives, exactly once per endpoint."""
-    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_FSYNC": "true", **webhook_env(receiver)})
+    server = ChunkdServer(tmp_path / "data", env={"CHUNKD_FSYNC": "true", **webhook_env(receiver, SECRET)})
     server.start()
     try:
         key = server.create_key("alice", ADMIN)
@@ -114,7 +101,7 @@ def test_kill_9_between_completion_and_delivery(tmp_path: Path, receiver: Webhoo
 
 
 def test_receiver_down_for_a_while_then_back(tmp_path: Path, receiver: WebhookReceiver) -> None:
-    server = ChunkdServer(tmp_path / "data", env=webhook_env(receiver))
+    server = ChunkdServer(tmp_path / "data", env=webhook_env(receiver, SECRET))
     server.start()
     try:
         key = server.create_key("alice", ADMIN)
@@ -163,7 +150,7 @@ def test_two_nodes_on_postgresql_deliver_each_event_once(
     receiver.delay = 0.05
     slow = receiver.start()
     database_url = pg_server.url(pg_server.create_database())
-    nodes = start_cluster(tmp_path / "cluster", database_url, webhook_env(slow), nodes=2)
+    nodes = start_cluster(tmp_path / "cluster", database_url, webhook_env(slow, SECRET), nodes=2)
     try:
         key = nodes[0].create_key("alice", ADMIN)
         clients = [client(node, key) for node in nodes]

@@ -22,9 +22,23 @@ from typing import Any
 
 from tests.support.receiver import ReceiverProcess, append_json_line, read_json_lines, serve, write_json
 
-__all__ = ["WebhookReceiver"]
+__all__ = ["WebhookReceiver", "webhook_env"]
 
 Messages = list[dict[str, Any]]
+
+
+def webhook_env(receiver: WebhookReceiver, secret: str) -> dict[str, str]:
+    """A server's settings for the operator endpoint on ``receiver`` signed with ``secret``, owner URLs
+    allowed on loopback, and short retry delays."""
+    return {
+        "CHUNKD_WEBHOOK_URLS": receiver.url("/operator"),
+        "CHUNKD_WEBHOOK_SECRET": secret,
+        "CHUNKD_WEBHOOK_BLOCK_PRIVATE": "false",
+        "CHUNKD_WEBHOOK_RETRY_BASE_SECONDS": "0.1",
+        "CHUNKD_WEBHOOK_RETRY_MAX_DELAY_SECONDS": "0.5",
+        "CHUNKD_WEBHOOK_POLL_SECONDS": "0.1",
+        "CHUNKD_WEBHOOK_TIMEOUT_SECONDS": "5",
+    }
 
 
 class WebhookReceiver(ReceiverProcess):
