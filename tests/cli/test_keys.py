@@ -15,9 +15,15 @@ CHUNKD = str(Path(sys.executable).parent / "chunkd")
 
 
 def run(data_dir: Path, *args: str) -> str:
-    done = subprocess.run(
-        [CHUNKD, *args, "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=240, check=True
-    )
+    """What the command printed to its standard output, a pipe (not a terminal). Run in this
+    process: a ``chunkd`` process costs a second of CPU importing the app, at each call (these tests
+    made 20); a real process on a real terminal is ``on_a_terminal``'s."""
+    from typer.testing import CliRunner
+
+    from chunkd.cli import app
+
+    done = CliRunner().invoke(app, [*args, "--data-dir", str(data_dir)])
+    assert done.exit_code == 0, (done.output, done.exception)
     return done.stdout
 
 

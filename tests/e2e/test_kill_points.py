@@ -6,7 +6,6 @@ one copy), the client resumes from what the server reports and ends with the rig
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from tests.support.files import MiB, part_etag, seeded_bytes
 from tests.support.pm_forms import chunk_head, form_tail
 from tests.support.postgres import PostgresServer
 from tests.support.s3 import CephRgw
-from tests.support.server import BIN, ChunkdServer
+from tests.support.server import ChunkdServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -63,14 +62,16 @@ class Killed:
         self.server.start()
 
     def gc(self) -> None:
-        swept = subprocess.run(
-            [str(BIN / "chunkd"), "gc", "--data-dir", str(self.server.data_dir), "--grace", "0"],
-            env=self.server.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert swept.returncode == 0, swept.stdout + swept.stderr
+        """``chunkd gc`` beside the restarted server, run in this process (the command's own code and
+        the server's environment): a ``chunkd`` process costs a second of CPU importing the app, in
+        each of these tests. It runs as a process of its own in tests/e2e/test_expiry.py."""
+        from typer.testing import CliRunner
+
+        from chunkd.cli import app
+
+        env = {k: v for k, v in self.server.env.items() if k.startswith("CHUNKD_")}
+        swept = CliRunner().invoke(app, ["gc", "--data-dir", str(self.server.data_dir), "--grace", "0"], env=env)
+        assert swept.exit_code == 0, (swept.output, swept.exception)
 
     def close(self) -> None:
         self.http.close()

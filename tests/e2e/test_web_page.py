@@ -25,10 +25,22 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 BIG = 50 * MiB + 12345
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def chromium_of_the_module() -> Iterator[Any]:
+    # One Chromium for the module's tests (each launch is ~2 s of CPU); each test has contexts of its
+    # own, closed after it. Not for the session: Playwright's loop, open between its calls, makes
+    # asyncio.run() in this thread fail, and other modules' tests use it.
     with chromium() as instance:
         yield instance
+
+
+@pytest.fixture
+def browser(chromium_of_the_module: Any) -> Iterator[Any]:
+    """The module's Chromium; the contexts (and pages) a test opened are closed after it, so that no
+    page of one test (an upload going on, its storage) is seen by the next."""
+    yield chromium_of_the_module
+    for context in chromium_of_the_module.contexts:
+        context.close()
 
 
 def throttle(page: Any, bytes_per_second: int, *, offline: bool = False, cdp: Any = None) -> Any:

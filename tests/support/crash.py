@@ -15,7 +15,7 @@ from tests.support.server import ChunkdServer
 __all__ = ["KillPoint", "armed_server"]
 
 _SITE = """
-import functools, inspect, json, os, signal, threading
+import functools, inspect, json, os, signal, sys, threading
 
 def _install():
     spec = json.loads(os.environ["CHUNKD_TEST_KILL_AT"])
@@ -60,7 +60,9 @@ def _install():
             return result
     setattr(holder, name, wrapper)
 
-if os.environ.get("CHUNKD_TEST_KILL_AT"):
+# In the server only: ``chunkd serve`` starts as the command line and becomes the server (execv),
+# and the command line importing the target's module is a few tenths of a second of CPU for nothing.
+if os.environ.get("CHUNKD_TEST_KILL_AT") and sys.orig_argv[-2:] == ["-m", "chunkd.server"]:
     _install()
 """
 
