@@ -315,7 +315,12 @@ def test_a_database_restart_or_its_sessions_ended_and_every_node_serves_again(
                 # gone, so it stops, telling its client to resume (tus's 423), never a 500 or a 400.
                 stopped = part.result(timeout=120)
                 assert stopped.status_code in ((503,) if outage == "restart" else (200, 503)), stopped.text
-                assert patch.result(timeout=120).status_code == 423
+                # Sessions ended (the database up): the PATCH learns it lost its lock (423), or its
+                # save meets its own pooled connection ended first (503, database unavailable),
+                # whichever comes first on a loaded machine (CI saw both). Either tells the client
+                # to resume; nothing past the acknowledged offset is recorded (checked below).
+                answer = patch.result(timeout=120)
+                assert answer.status_code in ((423,) if outage == "restart" else (423, 503)), answer.text
                 if outage == "restart":
                     for server in nodes:
                         with httpx.Client(base_url=server.url, headers=auth, timeout=60) as http:
