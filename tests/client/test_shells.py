@@ -13,6 +13,7 @@ import pytest
 
 from chunkd.client import AsyncClient, Client, ClientError, File, RetryPolicy
 from chunkd.client._effects import Blocking, Driver, Flow, Sleep
+from tests.support.waiting import wait_for
 
 FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002, max_retry_after=0.002)
 FILE = {"id": "f1", "filename": "a.bin", "sizeBytes": 3, "status": "COMPLETED", "md5": "x"}
@@ -163,10 +164,12 @@ def test_ctrl_c_stops_the_upload_threads_soon(
     assert interrupted.is_set()
     assert 1 not in puts  # no part sent, or sent again, after Ctrl-C
     # A worker whose start the Ctrl-C interrupted is not one the executor joins on its way out (it
-    # ends at once, having no work): wait for it rather than find it still alive.
-    for thread in threading.enumerate():
-        if thread.name.startswith(("chunkd-upload", "chunkd-md5")):
-            thread.join(30)
-            assert not thread.is_alive(), thread.name
+    # ends at once, having no work), and may not even have started yet (Thread.join refuses it then;
+    # enumerate() lists it): wait for every upload thread to be gone rather than find one still there.
+    wait_for(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith(("chunkd-upload", "chunkd-md5"))],
+        timeout=30,
+        what="the upload threads to end",
+    )
     if not retrying:
         assert md5_stopped == [True]  # the whole-file MD5 was stopped, not left to read on
