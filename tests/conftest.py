@@ -16,7 +16,7 @@ from chunkd.runtime import Runtime
 from chunkd.settings import Settings
 from tests.support import s3 as s3_support
 from tests.support.clamd import Clamd, clamd_binary
-from tests.support.postgres import PostgresServer, session_server
+from tests.support.postgres import PostgresServer, own_postgres, session_server
 from tests.support.s3 import CephRgw
 from tests.support.server import ChunkdServer
 from tests.support.shared import is_worker, shared_dir, stop_all
@@ -114,6 +114,14 @@ async def api(settings: Settings) -> AsyncIterator[Api]:
 def live_server(tmp_path: Path) -> Iterator[ChunkdServer]:
     """A real ``chunkd serve`` subprocess on a free port and a fresh data dir."""
     with ChunkdServer(tmp_path / "live-data", env={"CHUNKD_FSYNC": "true"}) as server:
+        yield server
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own, for a test that stops or freezes it (the session's is
+    shared); skipped where PostgreSQL is not installed."""
+    with own_postgres() as server:
         yield server
 
 

@@ -24,7 +24,7 @@ from chunkd.app import create_app
 from chunkd.settings import Settings
 from tests.support.cluster import start_cluster
 from tests.support.media_files import chunked_upload, make_png
-from tests.support.postgres import PostgresServer, own_postgres
+from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
 from tests.support.s3 import CephRgw
 from tests.support.server import ChunkdServer, free_port
@@ -38,12 +38,6 @@ PART = 5 * MiB  # S3's smallest part but the last
 TUS = {"Tus-Resumable": "1.0.0"}
 APPEND = {**TUS, "Content-Type": "application/offset+octet-stream"}
 MEDIA_COMPLETE = "/api/v2/media/upload/complete/"
-
-
-@pytest.fixture
-def own_pg() -> Iterator[PostgresServer]:
-    with own_postgres() as server:
-        yield server
 
 
 @pytest.fixture

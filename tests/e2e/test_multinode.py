@@ -57,8 +57,9 @@ def _client(server: ChunkdServer, key: str) -> httpx.Client:
 def test_round_robin_parts_with_a_node_killed_mid_upload(cluster: list[ChunkdServer]) -> None:
     a, b, c = cluster
     key = a.create_key("alice")
-    # 12 parts: 4 over the three nodes, the one C dies in, 7 over the other two (it was 256 MiB, the
-    # run's costliest test on CPU, RGW's not counted, for nothing the smaller file does not show).
+    # 12 parts: 4 over the three nodes, the one C dies in, then that one again and 7 more over the
+    # other two (it was 256 MiB: the run's costliest test on CPU, RGW's not counted, for nothing the
+    # smaller file does not show).
     data = os.urandom(96 * MiB)
     md5 = hashlib.md5(data).hexdigest()
     count = len(data) // PART

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,19 +22,12 @@ from chunkd.backends.locks.postgres import PostgresAdvisoryLocks
 from chunkd.domain.errors import StorageError
 from chunkd.runtime import open_runtime
 from tests.conftest import in_process_settings, settings_with
-from tests.support.postgres import PostgresServer, own_postgres
+from tests.support.postgres import PostgresServer
 
 MiB = 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
 APPEND = {**TUS, "Content-Type": "application/offset+octet-stream"}
 DRAFT = {"Upload-Draft-Interop-Version": "8"}
-
-
-@pytest.fixture
-def own_pg() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this test's own (it is stopped in the middle: the session's is shared)."""
-    with own_postgres() as server:
-        yield server
 
 
 @pytest.fixture
