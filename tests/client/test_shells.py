@@ -128,12 +128,12 @@ def test_ctrl_c_stops_the_upload_threads_soon(
             return httpx.Response(201, json={**file, "partSize": part, "partCount": parts, "parts": []})
         puts.append(int(interrupted.is_set()))
         if len(puts) == parts:
-            # Retrying: each part has met its 503 and would wait 3 s to try again. Hashing: every
+            # Retrying: each part has met its 503 and would wait 20 s to try again. Hashing: every
             # part is sent, and the whole-file MD5 (of a large file, say) is still being read.
             ctrl_c()
         if retrying:
             return httpx.Response(
-                503, json={"error": {"code": "unavailable", "message": "no"}}, headers={"Retry-After": "3"}
+                503, json={"error": {"code": "unavailable", "message": "no"}}, headers={"Retry-After": "20"}
             )
         return httpx.Response(200, json={"partNumber": 1, "sizeBytes": part})
 
@@ -151,7 +151,9 @@ def test_ctrl_c_stops_the_upload_threads_soon(
     # background job of a shell does: CI run as one got no interrupt, and the upload ran to its end).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
-    policy = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.002, max_retry_after=3)
+    # Retry-After is long (20 s) so that only a client that does not stop sends a part again: with
+    # 3 s, a CPU-saturated machine once kept the main thread from taking the signal for that long.
+    policy = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.002, max_retry_after=20)
     source = tmp_path / "a.bin"
     source.write_bytes(b"x" * part * parts)
     with (
