@@ -18,3 +18,17 @@ def test_a_probe_answers_head_like_get_without_a_body(e2e_server: ChunkdServer, 
     assert got.status_code == head.status_code == 200, (got.text, head.status_code)
     assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"] == "application/json"
     assert head.headers["content-length"] == got.headers["content-length"]
+
+
+def test_head_of_a_file_object_keeps_the_connection_in_step(e2e_server: ChunkdServer, e2e_key: str) -> None:
+    """A HEAD answered by a GET route: no body bytes on the wire (a client reading the next answer on
+    the same connection would read them as its start), the GET's Content-Length."""
+    auth = {"Authorization": f"Bearer {e2e_key}"}
+    with httpx.Client(base_url=e2e_server.url, headers=auth) as client:
+        file_id = client.post("/v1/files", json={"filename": "h.bin", "sizeBytes": 3}).json()["id"]
+        got = client.get(f"/v1/files/{file_id}")
+        for _ in range(3):  # one keep-alive connection throughout
+            head = client.head(f"/v1/files/{file_id}")
+            assert head.status_code == 200 and head.content == b""
+            assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content))
+            assert client.get(f"/v1/files/{file_id}").json()["id"] == file_id

@@ -1,15 +1,16 @@
 """HEAD on every download route answers as GET does (200 or 206, the same headers) without a body,
 for download managers and ``curl -I``; every GET route of the app answers HEAD (the route list
-comes from the app itself)."""
+comes from the app itself), the JSON ones too (a file object, a listing: RFC 9110 §9.3.2)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 
 from chunkd.app import create_app
-from chunkd.frontends.http.routes import RouteTable
+from chunkd.frontends.http.routes import DirectRoutes, RouteTable, walk_routes
 from chunkd.settings import Settings
 from tests.conftest import Api
 from tests.support.media_files import chunked_upload, make_png
@@ -99,3 +100,37 @@ def test_every_download_route_has_head(path: str, tmp_path: object) -> None:
     sample = path.replace("{id}", "1" if "media" in path else "AAAAAAAAAAAAAAAAAAAAAA")
     found = table.match({"type": "http", "method": "HEAD", "path": sample, "root_path": ""})
     assert found is not None, f"HEAD {path} has no route"
+
+
+async def test_json_get_routes_answer_head_as_get(api: Api) -> None:
+    created = await api.client.post("/v1/files", json={"filename": "j.txt", "sizeBytes": 10}, headers=api.auth())
+    file_id = created.json()["id"]
+    for url in (f"/v1/files/{file_id}", "/v1/files", "/v1/usage"):
+        get = await api.client.get(url, headers=api.auth())
+        head = await api.client.head(url, headers=api.auth())
+        assert get.status_code == head.status_code == 200, (url, head.status_code, head.text)
+        assert head.content == b""
+        _same_headers(dict(get.headers), dict(head.headers))
+    # Another owner's file: the same 404 as its GET (headers included), no body.
+    get = await api.client.get(f"/v1/files/{file_id}", headers=api.auth("bob"))
+    head = await api.client.head(f"/v1/files/{file_id}", headers=api.auth("bob"))
+    assert get.status_code == head.status_code == 404 and head.content == b""
+    _same_headers(dict(get.headers), dict(head.headers))
+    # No credentials: the GET's 401. A target with no GET route stays a 405.
+    assert (await api.client.head(f"/v1/files/{file_id}")).status_code == 401
+    assert (await api.client.head(f"/v1/files/{file_id}/complete", headers=api.auth())).status_code == 405
+
+
+def test_every_get_route_takes_head(tmp_path: object) -> None:
+    app = create_app(Settings(data_dir=tmp_path))  # type: ignore[arg-type]
+    table = RouteTable(app.router.routes)
+    direct = DirectRoutes(app.router, app.router.middleware_stack or app.router)
+    gets = [r for r in walk_routes(app.router.routes) if "GET" in (getattr(r, "methods", None) or ())]
+    assert len(gets) > 10
+    for route in gets:
+        # A value each parameter takes: a made-up id fits a plain segment; an upload link's id is hex.
+        sample = re.sub(r"\{[^}:]+:linkid\}", "0" * 32, route.path)
+        sample = re.sub(r"\{[^}]+\}", "1", sample)
+        scope = {"type": "http", "method": "HEAD", "path": sample, "root_path": ""}
+        if table.match(dict(scope)) is None:
+            assert direct._as_get(scope) is not None, f"HEAD {route.path} has neither a route nor a GET to answer it"

@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chunkd.frontends.http.json_body import BODY_LIMIT_SCOPE_KEY, JsonBody, json_body_of
 
@@ -236,6 +236,12 @@ class DirectRoutes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             found = self.table.match(scope)
+            if found is None and scope["method"] == "HEAD" and (as_get := self._as_get(scope)) is not None:
+                try:
+                    await self(as_get, receive, _bodiless(send))
+                finally:  # what routing found, for the access log's line (it reads the HEAD's scope)
+                    scope.update({key: as_get[key] for key in ("route", "endpoint", "path_params") if key in as_get})
+                return
             if found is not None:
                 route, child = found
                 call = self.calls.get(id(route))
@@ -246,3 +252,26 @@ class DirectRoutes:
                     await call(scope, receive, send, arguments)
                     return
         await self.dispatch(scope, receive, send)
+
+    def _as_get(self, scope: Scope) -> Scope | None:
+        """A HEAD that no route takes, as the GET of the same target if a route takes that: HEAD is
+        GET without the body (RFC 9110 §9.3.2), and FastAPI gives its GET routes no HEAD, so a
+        ``curl -I`` of a file object or a listing met a 405. Routes that take HEAD themselves (the
+        downloads, tus's offset) are found before this."""
+        get = {key: value for key, value in scope.items() if key != _FOUND}
+        get["method"] = "GET"
+        return get if self.table.match(get) is not None else None
+
+
+def _bodiless(send: Send) -> Send:
+    """``send`` for a GET answered to a HEAD: the status and headers (Content-Length included) as
+    the GET's, and no body (the server may drop it too; an in-process client would not)."""
+
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return send_head
