@@ -119,6 +119,9 @@ async def test_json_get_routes_answer_head_as_get(api: Api) -> None:
     # No credentials: the GET's 401. A target with no GET route stays a 405.
     assert (await api.client.head(f"/v1/files/{file_id}")).status_code == 401
     assert (await api.client.head(f"/v1/files/{file_id}/complete", headers=api.auth())).status_code == 405
+    # A 405 names HEAD among the methods of a target a GET route serves.
+    put = await api.client.put(f"/v1/files/{file_id}", headers=api.auth())
+    assert put.status_code == 405 and put.headers["Allow"] == "GET, HEAD, DELETE"
 
 
 def test_every_get_route_takes_head(tmp_path: object) -> None:
