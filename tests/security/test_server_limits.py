@@ -439,14 +439,22 @@ def test_concurrency_limit_answers_503(tmp_path: Path) -> None:
         uploads = [_created(server, key) for _ in range(2)]
         held = [_in_flight(server, key, upload_id) for upload_id in uploads]  # with the next one: 3
         try:
-            with _connect(server.port) as sock:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                assert read_response(sock)[0] == 503
+            for _ in range(3):
+                with _connect(server.port) as sock:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    status, headers, body = read_response(sock)
+                # Why, and when to try again (uvicorn's own was plain text without Retry-After).
+                assert status == 503 and headers["retry-after"] == "1" and headers["connection"] == "close"
+                assert headers["content-type"] == "application/json"
+                assert json.loads(body)["error"]["code"] == "overloaded"
         finally:
             for sock in held:
                 sock.close()
     finally:
         server.kill()
+    # One line when refusals begin, not one per refused request (uvicorn wrote one each).
+    log = server.log.read_text()
+    assert log.count("at the concurrency limit") == 1 and "Exceeded concurrency limit" not in log
 
 
 def test_idle_connections_give_way_at_the_concurrency_limit(tmp_path: Path) -> None:

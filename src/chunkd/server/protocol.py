@@ -37,7 +37,9 @@ a send timeout, disconnects and failures as one line, responses cut short on pur
   answer, the oldest first within each. uvicorn counted idle
   connections against the limit and answered every new request 503 while they were open: 1,000
   silent connections from one address, opened again every ``header_timeout``, shut out every
-  other client (seen under load: 300 idle connections beside 300 uploading clients);
+  other client (seen under load: 300 idle connections beside 300 uploading clients); and a request
+  still past the limit gets chunkd's 503 (JSON, ``Retry-After``, a log line a minute: ``overload``),
+  not uvicorn's;
 - **the request line's own answers** (RFC 9112 §3, RFC 9110 §15.6.6): a request-target longer
   than ``max_header_bytes`` is ``414 URI Too Long`` (it was a 431, as for the whole head), and a
   version other than HTTP/1.0 or 1.1 (``HTTP/2.0``, which llhttp took as an HTTP/1.x request
@@ -79,12 +81,14 @@ import logging
 from typing import Any, ClassVar, Literal
 
 import httptools
+from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import (
     HttpToolsProtocol,
     RequestResponseCycle,
 )
 
 from chunkd.server.cycle import INFORMATIONAL, CycleApp
+from chunkd.server.overload import overloaded
 from chunkd.server.wire import body_framing, plain_response, proxied
 
 __all__ = ["INFORMATIONAL", "TRAILERS", "ChunkdHttpToolsProtocol", "protocol_class"]
@@ -492,6 +496,8 @@ class ChunkdHttpToolsProtocol(HttpToolsProtocol):
     # ---- the ASGI task ----
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         self._running = cycle
+        if app is service_unavailable:  # uvicorn's answer past limit_concurrency: chunkd's (overload)
+            app = overloaded
         super()._start_asgi_task(cycle, CycleApp(app, cycle, self.send_timeout, self.min_send_rate, self))
 
     # Set when the server asks the connection to end (its shutdown began): a request cancelled

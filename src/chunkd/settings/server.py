@@ -71,8 +71,8 @@ class ServerSettings(BaseModel):
         1000,
         ge=1,
         description="Most connections plus requests in flight at once per process; past it new requests get "
-        "503 (uvicorn), or wait (granian's backpressure). Keep it under the open-files limit (`ulimit -n`). "
-        "Unset: unlimited.",
+        "503 with Retry-After: 1 (uvicorn), or wait (granian's backpressure). Keep it under the open-files "
+        "limit (`ulimit -n`). Unset: unlimited.",
     )
     informational_responses: bool | Literal["auto"] = Field(
         "auto",
