@@ -70,7 +70,12 @@ class StorageSettings(BaseModel):
         "a database that hangs is then a 503 for the client, not a request held open.",
     )
     lock_connections: int = Field(
-        50, ge=1, description="PostgreSQL only: most connections held for per-upload advisory locks at once."
+        8,
+        ge=1,
+        description="PostgreSQL only: most connections on which a process holds its per-upload advisory locks. "
+        "Each carries the locks of any number of uploads (a slow client streaming an append holds a lock, not a "
+        "connection) and runs the saves made under them one statement at a time, so this bounds how many of "
+        "those saves a process runs at once.",
     )
 
     # ---- S3-compatible storage (CHUNKD_STORAGE=s3) ----

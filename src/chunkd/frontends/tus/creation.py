@@ -210,7 +210,7 @@ class Creation(TusResource):
                 writer.guard(request.stream()),
                 checksum=checksum,
                 # As every other append waits: no one else writes a new upload, but on PostgreSQL
-                # its lock needs one of CHUNKD_LOCK_CONNECTIONS, which busy appends may all hold.
+                # its lock is asked for on a lock connection shared with other uploads' statements.
                 lock_timeout=TAKE_OVER_WAIT,
                 finish=True,
                 created=upload,

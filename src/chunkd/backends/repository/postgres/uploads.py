@@ -149,10 +149,14 @@ class PostgresUploadRepository(ColdPaths):
         session = lock_session(self._dsn, fenced_by) if self._dsn and fenced_by else None
         with storage_faults():
             if session is not None:
-                async with session.busy:
-                    if session.conn is not None:
-                        async with _fenced(session.conn, fenced_by or ""):
-                            yield session.conn
+                # The lock's session carries other uploads' locks too, and their saves: one at a time.
+                async with session.turn():
+                    if (conn := session.conn) is not None:
+                        try:
+                            async with _fenced(conn, fenced_by or ""):
+                                yield conn
+                        finally:
+                            session.after_save(conn)
                         return
             async with self.pool.acquire() as conn:
                 if not transaction:
