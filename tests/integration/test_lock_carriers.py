@@ -152,6 +152,33 @@ async def test_a_second_hold_of_an_upload_in_one_process_waits_though_its_sessio
         await locks.close()
 
 
+async def test_two_holds_of_an_upload_asked_for_at_once_are_not_both_granted(
+    pg_url: str, admin: asyncpg.Connection
+) -> None:
+    """Both asked for before any carrier is open: both wait for the one being opened, and would
+    both be granted on it if each only looked whether the upload was taken before that wait."""
+    locks = PostgresAdvisoryLocks(pg_url, max_connections=1)
+    granted: list[int] = []
+    release = asyncio.Event()
+
+    async def hold_once(n: int) -> None:
+        async with locks.hold("at-once", timeout=0):
+            granted.append(n)
+            await release.wait()
+
+    try:
+        tasks = [asyncio.create_task(hold_once(n)) for n in (1, 2)]
+        await until(lambda: len(granted) == 2 or any(t.done() for t in tasks), what="a hold refused")
+        assert len(granted) == 1  # the other hold ended while this one is still held
+        release.set()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert sum(isinstance(o, e.Busy) for o in outcomes) == 1, outcomes
+        assert await holder_pids(admin, "at-once") == []
+    finally:
+        release.set()
+        await locks.close()
+
+
 async def test_a_carrier_lost_under_two_uploads_tells_both_and_is_replaced(
     pg_url: str, metadata: MetadataStore, admin: asyncpg.Connection
 ) -> None:

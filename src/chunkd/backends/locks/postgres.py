@@ -228,8 +228,12 @@ class PostgresAdvisoryLocks:
         broken = 0
         while True:
             if key not in self._taken:  # else held, or asked for, by another task of this process
-                carrier = await self._carrier(upload_id)
-                self._taken.add(key)
+                self._taken.add(key)  # before any wait: two tasks must not both ask one carrier
+                try:
+                    carrier = await self._carrier(upload_id)
+                except BaseException:
+                    self._taken.discard(key)
+                    raise
                 asked = False
                 try:
                     async with carrier.turn(self._timeout) as conn:
