@@ -36,6 +36,11 @@ def pg_url(pg_server: PostgresServer) -> str:
 
 
 @pytest.fixture
+def own_pg_url(own_pg: PostgresServer) -> str:
+    return own_pg.url(own_pg.migrated_database())
+
+
+@pytest.fixture
 async def metadata(pg_url: str) -> AsyncIterator[MetadataStore]:
     store = await open_metadata(pg_url, run_migrations=False)
     try:
@@ -276,5 +281,27 @@ async def test_a_save_cut_short_inside_its_transaction_closes_the_carrier_rather
         for upload in (a, b):
             stored = await metadata.uploads.get(upload.id)
             assert stored is not None and stored.filename == upload.filename
+    finally:
+        await locks.close()
+
+
+async def test_a_hold_on_a_carrier_of_a_hung_database_is_503_and_holds_resume_once_it_answers(
+    own_pg: PostgresServer, own_pg_url: str
+) -> None:
+    """The database stops answering while one upload holds its lock: another upload's lock, asked
+    for on the same carrier, is a 503 within the statement timeout, as on a connection of its own;
+    once the server answers again, locks are taken again."""
+    locks = PostgresAdvisoryLocks(own_pg_url, max_connections=1, timeout=2.0)
+    try:
+        async with locks.hold("held-upload", timeout=1):
+            own_pg.freeze()
+            try:
+                with pytest.raises(e.StorageError, match="did not answer in time"):
+                    async with locks.hold("other-upload", timeout=1):
+                        pass
+            finally:
+                own_pg.thaw()
+        async with locks.hold("other-upload", timeout=10), locks.hold("held-upload", timeout=10):
+            pass
     finally:
         await locks.close()
