@@ -294,6 +294,12 @@ def test_a_database_restart_or_its_sessions_ended_and_every_node_serves_again(
                 on_a.patch, tus_path, content=patch_body, headers={**APPEND, "Upload-Offset": str(PART)}
             )
             assert part_body.half_sent.wait(60) and patch_body.half_sent.wait(60)
+            # Half its body sent is not the PATCH begun: on a loaded machine the server may start it
+            # only after the outage, and then answer 503 before it ever held the lock (seen once).
+            wait_for(
+                lambda: own_pg.value("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted") >= 1,
+                what="the PATCH to hold its upload's lock",
+            )
             if outage == "restart":
                 own_pg.pause()
             else:

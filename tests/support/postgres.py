@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.support.server import free_port
 
@@ -165,6 +166,20 @@ class PostgresServer:
 
     def admin(self, *statements: str) -> None:
         asyncio.run(self._admin(*statements))
+
+    def value(self, query: str) -> Any:
+        """The first column of the first row ``query`` answers (in the ``postgres`` database)."""
+
+        async def fetch() -> Any:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.url())
+            try:
+                return await conn.fetchval(query)
+            finally:
+                await conn.close()
+
+        return asyncio.run(fetch())
 
     def create_database(self, template: str | None = None) -> str:
         """A new empty database (or a clone of ``template``); returns its name."""
