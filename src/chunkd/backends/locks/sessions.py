@@ -45,8 +45,9 @@ def left_in_transaction(conn: Any) -> bool:
     """Whether ``conn`` is still inside a transaction after a transaction block ended: a save cut
     short half way (cancelled, and its ROLLBACK with it). The next save of any upload whose lock
     that session carries would run inside that transaction (asyncpg makes a nested block a
-    savepoint: ``_top_xact`` is its record of the open one), and its "commit" would commit nothing."""
-    return not conn.is_closed() and bool(conn.is_in_transaction() or conn._top_xact is not None)
+    savepoint: ``_top_xact``, private, is its record of the open one; read with a default so that
+    a release without it still has the public check), and its "commit" would commit nothing."""
+    return not conn.is_closed() and bool(conn.is_in_transaction() or getattr(conn, "_top_xact", None) is not None)
 
 
 @dataclass(eq=False)
