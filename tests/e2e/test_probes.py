@@ -3,9 +3,12 @@ balancers and orchestrators probe with either."""
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 
+from tests.support.raw_http import read_response
 from tests.support.server import ChunkdServer
 
 pytestmark = pytest.mark.e2e
@@ -32,3 +35,14 @@ def test_head_of_a_file_object_keeps_the_connection_in_step(e2e_server: ChunkdSe
             assert head.status_code == 200 and head.content == b""
             assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content))
             assert client.get(f"/v1/files/{file_id}").json()["id"] == file_id
+
+
+def test_options_asterisk_asks_about_the_server(e2e_server: ChunkdServer) -> None:
+    """``OPTIONS *`` (RFC 9110 §9.3.7) is about the server, not a resource: it was a 404."""
+    with socket.create_connection(("127.0.0.1", e2e_server.port)) as sock:
+        sock.sendall(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = read_response(sock)
+        assert status == 204 and body == b"" and "content-length" not in headers
+        assert set(headers["allow"].split(", ")) >= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # the connection goes on
+        assert read_response(sock)[0] == 200

@@ -235,6 +235,9 @@ class DirectRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if scope["path"] == "*" and scope["method"] == "OPTIONS":
+                await _server_options(send)
+                return
             found = self.table.match(scope)
             if found is None and scope["method"] == "HEAD" and (as_get := self._as_get(scope)) is not None:
                 try:
@@ -261,6 +264,18 @@ class DirectRoutes:
         get = {key: value for key, value in scope.items() if key != _FOUND}
         get["method"] = "GET"
         return get if self.table.match(get) is not None else None
+
+
+# Every method some route of the app serves.
+_SERVER_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+
+async def _server_options(send: Send) -> None:
+    """``OPTIONS *``: a question about the server in general, not a resource (RFC 9110 §9.3.7), which
+    no route can take (a route's path starts with "/"); it was a 404."""
+    headers = [(b"allow", _SERVER_METHODS)]  # a 204 has no Content-Length (RFC 9110 §8.6)
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _bodiless(send: Send) -> Send:
