@@ -125,6 +125,18 @@ def own_pg() -> Iterator[PostgresServer]:
         yield server
 
 
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """A fresh migrated database on the session's PostgreSQL."""
+    return pg_server.url(pg_server.migrated_database())
+
+
+@pytest.fixture
+def own_pg_url(own_pg: PostgresServer) -> str:
+    """A migrated database on this test's own PostgreSQL (``own_pg``)."""
+    return own_pg.url(own_pg.migrated_database())
+
+
 @pytest.fixture(scope="session")
 def ceph_rgw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CephRgw]:
     """One Ceph RADOS Gateway (real S3) per test run, shared by the xdist workers (each test uses

@@ -30,16 +30,6 @@ APPEND = {**TUS, "Content-Type": "application/offset+octet-stream"}
 DRAFT = {"Upload-Draft-Interop-Version": "8"}
 
 
-@pytest.fixture
-def own_pg_url(own_pg: PostgresServer) -> str:
-    return own_pg.url(own_pg.migrated_database())
-
-
-@pytest.fixture
-def shared_pg_url(pg_server: PostgresServer) -> str:
-    return pg_server.url(pg_server.migrated_database())
-
-
 @asynccontextmanager
 async def app_client(data_dir: Path, database_url: str, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The app in this process on ``database_url`` and local storage, with alice's key; ``settings``
@@ -316,7 +306,7 @@ def commit_seen_late(monkeypatch: pytest.MonkeyPatch, commit_answer_lost: list[b
 @pytest.mark.parametrize("dialect", ["native", "tus"])
 async def test_a_part_whose_commit_answer_was_lost_keeps_its_bytes(
     tmp_path: Path,
-    shared_pg_url: str,
+    pg_url: str,
     commit_answer_lost: list[bool],
     commit_seen_late: list[int],
     dialect: str,
@@ -330,7 +320,7 @@ async def test_a_part_whose_commit_answer_was_lost_keeps_its_bytes(
     data = os.urandom(2 * MiB)
     if seen == "after_recovery":
         commit_seen_late.append(1)
-    async with app_client(tmp_path / "data", shared_pg_url) as client:
+    async with app_client(tmp_path / "data", pg_url) as client:
         if dialect == "native":
             made = await client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": len(data), "partSize": MiB})
             file_id = made.json()["id"]
@@ -374,7 +364,7 @@ async def _end_lock_sessions(database_url: str) -> None:
 
 @pytest.mark.parametrize("dialect", ["tus", "draft"])
 async def test_a_lock_lost_under_a_waiting_patch_is_retried_not_taken_over(
-    tmp_path: Path, shared_pg_url: str, dialect: str
+    tmp_path: Path, pg_url: str, dialect: str
 ) -> None:
     """The session holding an upload's lock ends while a PATCH waits for its body. The PATCH must
     stop (another node may take the lock now), but nobody took the upload over and its client is
@@ -386,7 +376,7 @@ async def test_a_lock_lost_under_a_waiting_patch_is_retried_not_taken_over(
     else:
         creation, head = {**DRAFT, "Upload-Complete": "?0"}, DRAFT
         append = {**DRAFT, "Content-Type": "application/partial-upload", "Upload-Complete": "?1"}
-    async with app_client(tmp_path / "data", shared_pg_url) as client:
+    async with app_client(tmp_path / "data", pg_url) as client:
         created = await client.post("/files", headers=creation)
         assert created.status_code == 201, created.text
         url = created.headers["location"]
@@ -399,7 +389,7 @@ async def test_a_lock_lost_under_a_waiting_patch_is_retried_not_taken_over(
 
         patch = asyncio.create_task(client.patch(url, content=late_body(), headers={**append, "Upload-Offset": "0"}))
         await asyncio.wait_for(reading.wait(), 10)
-        await _end_lock_sessions(shared_pg_url)
+        await _end_lock_sessions(pg_url)
         stopped = await asyncio.wait_for(patch, 10)
         let_go.set()
         # tus's 423; the draft's interop 8 says 503 (after a 5xx its client may resume, not after a 4xx).

@@ -31,16 +31,6 @@ _HOLDERS = (
 
 
 @pytest.fixture
-def pg_url(pg_server: PostgresServer) -> str:
-    return pg_server.url(pg_server.migrated_database())
-
-
-@pytest.fixture
-def own_pg_url(own_pg: PostgresServer) -> str:
-    return own_pg.url(own_pg.migrated_database())
-
-
-@pytest.fixture
 async def metadata(pg_url: str) -> AsyncIterator[MetadataStore]:
     store = await open_metadata(pg_url, run_migrations=False)
     try:

@@ -26,11 +26,6 @@ from tests.support.uploads import make_upload
 Pair = tuple[LockManager, LockManager]
 
 
-@pytest.fixture
-def pg_url(pg_server: PostgresServer) -> str:
-    return pg_server.url(pg_server.migrated_database())
-
-
 @pytest.fixture(params=["local", "postgresql"])
 def backend(request: pytest.FixtureRequest) -> str | None:
     """None for one process's local locks, else a PostgreSQL URL for two nodes."""

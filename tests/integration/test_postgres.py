@@ -26,11 +26,6 @@ from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture
-def pg_url(pg_server: PostgresServer) -> str:
-    return pg_server.url(pg_server.migrated_database())
-
-
-@pytest.fixture
 async def two_nodes(tmp_path: Path, pg_url: str) -> AsyncIterator[tuple[Runtime, Runtime]]:
     """Two runtimes (two "nodes": separate in-process locks and pools) on one database and data dir."""
     settings = Settings(
