@@ -154,13 +154,15 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
 
-    async def _admin(self, *statements: str) -> None:
+    async def _admin(self, *statements: str, fetch: str | None = None) -> Any:
+        """Run ``statements`` in the ``postgres`` database, then answer ``fetch``'s first value."""
         import asyncpg
 
         conn = await asyncpg.connect(self.url())
         try:
             for statement in statements:
                 await conn.execute(statement)
+            return await conn.fetchval(fetch) if fetch is not None else None
         finally:
             await conn.close()
 
@@ -169,17 +171,7 @@ class PostgresServer:
 
     def value(self, query: str) -> Any:
         """The first column of the first row ``query`` answers (in the ``postgres`` database)."""
-
-        async def fetch() -> Any:
-            import asyncpg
-
-            conn = await asyncpg.connect(self.url())
-            try:
-                return await conn.fetchval(query)
-            finally:
-                await conn.close()
-
-        return asyncio.run(fetch())
+        return asyncio.run(self._admin(fetch=query))
 
     def create_database(self, template: str | None = None) -> str:
         """A new empty database (or a clone of ``template``); returns its name."""
