@@ -229,6 +229,11 @@ class DirectRoutes:
         self.router = router
         self.dispatch = dispatch
         self.table = RouteTable(router.routes)
+        # Every method some route serves, for OPTIONS * (HEAD with GET: ``_as_get``).
+        served = {m for m in self.table.by_method if m != ANY_METHOD} | (
+            {"HEAD"} if "GET" in self.table.by_method else set()
+        )
+        self.server_methods = ", ".join(sorted(served)).encode()
         self.calls = {id(r): c for r in walk_routes(router.routes) if (c := direct_call(r)) is not None}
         if not _plain_includes(router.routes):  # chunkd includes its routers as is; anything else: FastAPI
             self.calls = {}
@@ -236,7 +241,7 @@ class DirectRoutes:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             if scope["path"] == "*" and scope["method"] == "OPTIONS":
-                await _server_options(send)
+                await _server_options(send, self.server_methods)
                 return
             found = self.table.match(scope)
             if found is None and scope["method"] == "HEAD" and (as_get := self._as_get(scope)) is not None:
@@ -266,14 +271,10 @@ class DirectRoutes:
         return get if self.table.match(get) is not None else None
 
 
-# Every method some route of the app serves.
-_SERVER_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-
-
-async def _server_options(send: Send) -> None:
+async def _server_options(send: Send, methods: bytes) -> None:
     """``OPTIONS *``: a question about the server in general, not a resource (RFC 9110 §9.3.7), which
     no route can take (a route's path starts with "/"); it was a 404."""
-    headers = [(b"allow", _SERVER_METHODS)]  # a 204 has no Content-Length (RFC 9110 §8.6)
+    headers = [(b"allow", methods)]  # a 204 has no Content-Length (RFC 9110 §8.6)
     await send({"type": "http.response.start", "status": 204, "headers": headers})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
