@@ -122,3 +122,38 @@ async def test_a_complete_retried_past_the_lock_wait_is_busy_with_retry_after(
     assert done.status_code == 200, done.text
     again = await api.client.post(f"/v1/files/{file_id}/complete", json={}, headers=api.auth())
     assert again.status_code == 200 and again.json() == done.json()
+
+
+async def test_a_create_retried_while_the_first_runs_through_a_full_link_gets_its_upload(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same create (same Idempotency-Key) sent again while the first is still being stored,
+    through a link that takes one file: the retry is answered with the first one's upload, not
+    refused for the link's maxFiles the first one took; the link counts one file."""
+    _, key = await api.runtime.keys.create("alice", "files:create,files:read,links:admin")
+    owner = {"Authorization": f"Bearer {key}"}
+    link = (await api.client.post("/v1/upload-links", json={"maxFiles": 1}, headers=owner)).json()
+    partner = {"Authorization": f"Bearer {link['url'].split('#link=', 1)[1]}", "Idempotency-Key": "k1"}
+    storing = Held(monkeypatch, api.runtime.uploads.repo, "create")
+    locks = api.runtime.uploads.locks
+    real_hold = locks.hold
+    waited = asyncio.Event()
+
+    def hold(upload_id: str, *, timeout: float) -> Any:
+        waited.set()  # only the retry asks for a lock while the first is held
+        return real_hold(upload_id, timeout=timeout)
+
+    body = {"filename": "a.bin", "sizeBytes": 10}
+    first = asyncio.create_task(api.client.post("/v1/files", json=body, headers=partner))
+    await storing.reached.wait()
+    monkeypatch.setattr(locks, "hold", hold)
+    retry = asyncio.create_task(api.client.post("/v1/files", json=body, headers=partner))
+    settled = asyncio.create_task(waited.wait())
+    await asyncio.wait({retry, settled}, return_when=asyncio.FIRST_COMPLETED)  # refused, or waiting its turn
+    settled.cancel()
+    storing.gate.set()
+    made, again = await first, await retry
+    assert made.status_code == 201, made.text
+    assert again.status_code == 201 and again.json()["id"] == made.json()["id"], again.text
+    counted = (await api.client.get(f"/v1/upload-links/{link['id']}", headers=owner)).json()
+    assert counted["filesUploaded"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import mimetypes
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -73,6 +74,20 @@ class Lifecycle(EngineCore):
             )
             await self.store_new(upload)
         return upload
+
+    @contextlib.asynccontextmanager
+    async def client_ref_turn(self, owner: str, frontend: str, client_ref: str | None) -> AsyncIterator[None]:
+        """One request at a time per client reference (an ``Idempotency-Key``), on every node, for
+        the block that looks for the upload it made and makes it if there is none. Without it, a
+        create sent again while the first was still running passed the look (nothing stored yet)
+        and met the limits the first had just taken: through an upload link at its ``maxFiles``,
+        a 403 ``quota_exceeded`` instead of the upload. No reference: nothing to wait for."""
+        if client_ref is None:
+            yield
+            return
+        name = json.dumps(["client_ref", frontend, owner, client_ref])  # unambiguous whatever the owner's name
+        async with self.locks.hold(name, timeout=self.config.lock_timeout):
+            yield
 
     @contextlib.asynccontextmanager
     async def quota_turn(self, owner: str) -> AsyncIterator[None]:

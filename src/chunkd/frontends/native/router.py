@@ -154,24 +154,27 @@ async def create_file(request: Request, body: CreateFileRequest) -> Response:
     rt = runtime(request)
     md5 = _md5_field(body.md5, "md5")
     key = idempotency_key(request)
-    if key is not None and (earlier := await rt.uploads.find(who.owner, "native", key)) is not None:
-        upload = same_request(earlier, who, body, md5)  # sent again: nothing new is made or counted
-        return _answer(FileObject, _file_view(request, upload, with_parts=True, upload_url=True), 201)
     try:
-        # Through an upload link: checked and counted against the link's limits first, and tagged.
-        async with rt.links.admitted(
-            who, filename=body.filename, size_bytes=body.sizeBytes, mime_type=body.mimeType, size_field="sizeBytes"
-        ) as (tags, mime_type):
-            upload = await rt.uploads.create(
-                who.owner,
-                filename=body.filename,
-                size_bytes=body.sizeBytes,
-                mime_type=mime_type,
-                md5=md5,
-                part_size=body.partSize,
-                client_ref=key,
-                metadata={**tags, PURPOSE_METADATA_KEY: body.purpose} if body.purpose is not None else tags,
-            )
+        # A create sent again while the first still runs waits for it here, then finds its
+        # upload, rather than meeting the limits the first took (a link's maxFiles, quotas).
+        async with rt.uploads.client_ref_turn(who.owner, "native", key):
+            if key is not None and (earlier := await rt.uploads.find(who.owner, "native", key)) is not None:
+                upload = same_request(earlier, who, body, md5)  # sent again: nothing new is made or counted
+                return _answer(FileObject, _file_view(request, upload, with_parts=True, upload_url=True), 201)
+            # Through an upload link: checked and counted against the link's limits first, and tagged.
+            async with rt.links.admitted(
+                who, filename=body.filename, size_bytes=body.sizeBytes, mime_type=body.mimeType, size_field="sizeBytes"
+            ) as (tags, mime_type):
+                upload = await rt.uploads.create(
+                    who.owner,
+                    filename=body.filename,
+                    size_bytes=body.sizeBytes,
+                    mime_type=mime_type,
+                    md5=md5,
+                    part_size=body.partSize,
+                    client_ref=key,
+                    metadata={**tags, PURPOSE_METADATA_KEY: body.purpose} if body.purpose is not None else tags,
+                )
     except e.Conflict as exc:
         if key is None or exc.field != "client_ref":
             raise
