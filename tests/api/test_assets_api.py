@@ -4,6 +4,7 @@ seed's headers and body, cancel, and every documented error shape."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -296,6 +297,43 @@ async def test_complete_errors_leave_asset_pending(api: Api) -> None:
     unquoted = [{**p, "etag": p["etag"].strip('"')} for p in parts]
     response = await post(url, json={**body, "parts": unquoted}, headers=h)
     assert response.status_code == 200 and response.json()["status"] == "success"
+
+
+async def test_a_part_put_again_during_a_complete_is_not_completed_under_the_old_etag(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parts list is checked against the parts the file is made of: a part PUT again with other
+    bytes while the complete waits for the upload's lock is not completed under the etag listed
+    for the old bytes (the complete is refused, the asset stays pending with the new part)."""
+    data = os.urandom(2 * PART + 7)
+    asset = await create(api, data)
+    parts = await put_parts(api, asset, data)
+    service = api.runtime.uploads
+    reached, gate = asyncio.Event(), asyncio.Event()
+    real = service._hash_idle  # the complete's first step, before it takes the lock
+
+    async def held(upload_id: str) -> None:
+        reached.set()
+        await gate.wait()
+        await real(upload_id)
+
+    monkeypatch.setattr(service, "_hash_idle", held)
+    body = complete_body(asset, parts, len(data))
+    complete = asyncio.create_task(api.client.post("/asset/complete", json=body, headers=seed_headers(api)))
+    await reached.wait()
+    other = os.urandom(PART)
+    assert (await api.client.put(asset["parts"][1]["uploadUrl"], content=other)).status_code == 200
+    gate.set()
+    await assert_error(await complete, words="etag of part 2")
+    got = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
+    assert got["status"] == "PENDING"
+    relisted = [parts[0], {"partNumber": 2, "etag": f'"{hashlib.md5(other).hexdigest()}"'}, parts[2]]
+    done = await api.client.post(
+        "/asset/complete", json=complete_body(asset, relisted, len(data)), headers=seed_headers(api)
+    )
+    assert done.status_code == 200, done.text
+    served = await api.client.get(f"/v1/files/{asset['fileId']}/content", headers=api.auth())
+    assert served.content == data[:PART] + other + data[2 * PART :]
 
 
 async def test_complete_with_a_part_not_uploaded(api: Api) -> None:

@@ -402,13 +402,21 @@ async def complete_asset(request: Request) -> dict[str, Any]:
                 " (an asset of one part needs no complete call)",
                 field="parts",
             )
-        _check_parts(upload, body.parts)
-        if body.filesize is not None and body.filesize != upload.bytes_received:
-            raise e.SizeMismatch(
-                f"filesize {body.filesize} does not match the {upload.bytes_received} bytes received",
-                field="filesize",
-            )
-        upload = await service.complete(who.owner, upload.id)
+        listed = body.parts
+        filesize = body.filesize
+
+        async def as_listed(current: Upload) -> None:
+            _check_parts(current, listed)
+            if filesize is not None and filesize != current.bytes_received:
+                raise e.SizeMismatch(
+                    f"filesize {filesize} does not match the {current.bytes_received} bytes received",
+                    field="filesize",
+                )
+
+        await as_listed(upload)  # a wrong list is refused before the upload's lock is waited for
+        # Checked again under the lock, on the parts the file is made of: a part PUT again between
+        # the first check and the lock was completed as it stood, its etag not the one listed.
+        upload = await service.complete(who.owner, upload.id, check=as_listed)
     else:
         if expected_id is not None:
             # Complete again (a retry): answered as the first time only for the list that completed
