@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.files import FilesClient, part_etag, seeded_bytes
 from tests.support.server import ChunkdServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -153,3 +154,37 @@ def test_same_part_sent_twice_at_once_never_mixes(e2e_server: ChunkdServer, e2e_
         winner = next(v for v in variants if etag == part_etag(v))
         assert client.complete(file_id).status_code == 200
     check_file(e2e_server, e2e_key, file_id, data[:PART] + winner + data[2 * PART :])
+
+
+def test_two_whole_puts_at_once_never_mix(e2e_server: ChunkdServer, e2e_key: str) -> None:
+    """A whole-file PUT sent while an older one for the same upload still streams (a client that
+    retried with other bytes, or two clients sharing the uploadUrl): the newer stops the older and
+    stores its own body; the file is one of the bodies, never parts of each."""
+    older, newer = seeded_bytes(40, SIZE), seeded_bytes(41, SIZE)
+    with FilesClient(e2e_server, e2e_key) as client:
+        file_id = client.create(SIZE, PART)["id"]
+    resume = threading.Event()
+
+    def stalled() -> Iterator[bytes]:
+        yield older[:PART]
+        resume.wait(timeout=60)
+        yield older[PART:]
+
+    def put_older() -> httpx.Response | httpx.TransportError:
+        with FilesClient(e2e_server, e2e_key) as own:
+            try:
+                url = f"/v1/files/{file_id}/content"
+                return own.http.put(url, content=stalled(), headers={"Content-Length": str(SIZE)})
+            except httpx.TransportError as error:  # answered (and closed) before the rest was sent
+                return error
+
+    with ThreadPoolExecutor(1) as pool, FilesClient(e2e_server, e2e_key) as client:
+        first = pool.submit(put_older)
+        wait_for(lambda: client.get(file_id)["parts"], what="the older PUT's first part")
+        second = client.http.put(f"/v1/files/{file_id}/content", content=newer)
+        resume.set()
+        stopped = first.result()
+        assert second.status_code == 200, second.text
+        assert isinstance(stopped, httpx.TransportError) or stopped.status_code == 409, stopped.text
+        assert client.complete(file_id).status_code == 200
+    check_file(e2e_server, e2e_key, file_id, newer)

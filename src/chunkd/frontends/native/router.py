@@ -48,6 +48,7 @@ from chunkd.frontends.native.schemas import (
 )
 from chunkd.frontends.signed import SigningKey, signed_upload, signed_url, url_lifetime
 from chunkd.service.concatenation import waiting_for
+from chunkd.service.takeover import TAKE_OVER_WAIT
 
 __all__ = ["router"]
 
@@ -296,13 +297,23 @@ async def put_content(
         )
     # Checked over the whole body before any of it is recorded, as a part's are over the part.
     wanted = request_digest(request.headers)
-    upload = await rt.uploads.put_whole(
-        owner,
-        file_id,
-        request.stream(),
-        content_md5=content_md5(request),
-        digest=wanted.checksum if wanted is not None else None,
-    )
+    # One whole-file PUT at a time per upload: a newer one (a client that retries after its
+    # connection died, on any node or worker) stops the older, which keeps the whole parts it
+    # stored, and then stores its own body over them. Two at once stored their parts in turn,
+    # both answered 200, and the file held some parts of each, a body nobody sent.
+    lane = f"{file_id}/content"
+    takeover = rt.takeover
+    async with (
+        takeover.take_over(lane, wait=TAKE_OVER_WAIT) as writer,
+        takeover.locks.hold(lane, timeout=TAKE_OVER_WAIT),
+    ):
+        upload = await rt.uploads.put_whole(
+            owner,
+            file_id,
+            writer.guard(request.stream()),
+            content_md5=content_md5(request),
+            digest=wanted.checksum if wanted is not None else None,
+        )
     return _file_view(request, upload, with_parts=True, upload_url=not signed)
 
 
