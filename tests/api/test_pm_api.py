@@ -16,6 +16,7 @@ from chunkd.domain.upload import PART_SIZE_FROM_PART_1, Mode
 from chunkd.frontends import held
 from chunkd.frontends.pm.chunks import TOTAL_PARTS
 from tests.conftest import Api
+from tests.support.waiting import until
 
 BOUNDARY = "----qqBoundary7MA4YWxkTrZu0gW"
 CHUNK = 2000  # Fine Uploader's 2,000,000 bytes, scaled down
@@ -160,6 +161,41 @@ async def test_chunks_then_done_url_encoded(api: Api) -> None:
     assert assert_fine_uploader_error(renamed, 409, field="qqfilename")["preventRetry"] is True
     kept = (await api.client.get(f"/v1/files/{upload.id}", headers=api.auth())).json()
     assert kept["filename"] == "compressed.tracemonkey-pldi-09.pdf"
+
+
+async def test_two_dones_at_once_naming_the_file_otherwise_one_is_refused(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two dones for one file sent at once, naming it differently: both find it unfinished, but
+    only the first to name it is told its name stands; the other is the 409 a later done naming
+    it otherwise gets, and the file keeps the first name."""
+    data = os.urandom(2 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, file_uuid)
+    service = api.runtime.uploads
+    real, arrived, gate = service.complete, [], asyncio.Event()
+
+    async def held(*args: object, **kwargs: object) -> object:
+        arrived.append(True)
+        await gate.wait()
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "complete", held)
+
+    def done(name: str) -> asyncio.Task[httpx.Response]:
+        body = {"qquuid": file_uuid, "qqfilename": name}
+        return asyncio.create_task(api.client.post("/api/v2/pm/upload/?done", data=body, headers=api.auth()))
+
+    dones = [done("first.pdf"), done("second.pdf")]
+    await until(lambda: len(arrived) == 2, what="both dones past their look at the file")
+    gate.set()
+    answers = [await d for d in dones]
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    refused = next(a for a in answers if a.status_code == 409)
+    assert_fine_uploader_error(refused, 409, "qqfilename")
+    kept = "second.pdf" if answers[1].status_code == 200 else "first.pdf"
+    info = (await api.client.get(f"/api/v2/pm/upload/{file_uuid}/info", headers=api.auth())).json()
+    assert info["filename"] == kept
 
 
 @pytest.mark.parametrize("path", ["/api/v2/pm/upload/?done/", "/api/v2/pm/upload?done", "/api/v2/pm/upload?done/"])

@@ -317,14 +317,19 @@ class Lifecycle(EngineCore):
         *,
         mime_type: str | None = None,
         note: Mapping[str, Any] | None = None,
+        check: Callable[[Upload], None] | None = None,
     ) -> Upload:
         """Change the display filename (and optionally the media type) of an upload in any status:
         protocols such as Fine Uploader's name the file only when it is finished. ``note``: metadata
-        entries recorded with the name (a dialect's mark that its naming request was seen)."""
+        entries recorded with the name (a dialect's mark that its naming request was seen).
+        ``check`` may refuse the renaming (by raising), judged under the upload's lock on the upload
+        as it is then (a dialect whose first naming request wins)."""
         filename = clean_filename(filename)
         checked_mime = media_type(mime_type) if mime_type is not None else None
         async with self.locks.hold(upload_id, timeout=self.config.lock_timeout):
             upload = await self.get(owner, upload_id, with_parts=False)
+            if check is not None:
+                check(upload)
             new_mime = checked_mime if checked_mime is not None else upload.mime_type
             noted = note is None or all(upload.metadata.get(k) == v for k, v in note.items())
             if upload.filename == filename and upload.mime_type == new_mime and noted:

@@ -333,22 +333,38 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     except (e.InvalidState, e.Expired) as exc:
         raise by_qquuid(exc, upload, file_uuid) from None
     if names:
+        asked = mime
+
+        def first_to_name(current: Upload) -> None:
+            # Judged under the lock: two dones sent at once both saw the file unnamed, and the
+            # second renamed it after the first had been told its name stood.
+            if _named(current):
+                _named_alike(current, filename, asked, file_uuid)
+
         if mime is None and upload.mime_type == UNKNOWN_TYPE:  # sent nameless ("blob"): typed by its name now
             mime = mimetypes.guess_type(filename)[0]
-        upload = await service.rename(owner, upload.id, filename, mime_type=mime, note={NAMED_BY_DONE: True})
-    elif filename != upload.filename:
+        upload = await service.rename(
+            owner, upload.id, filename, mime_type=mime, note={NAMED_BY_DONE: True}, check=first_to_name
+        )
+    else:
+        _named_alike(upload, filename, mime, file_uuid)
+    return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
+
+
+def _named_alike(upload: Upload, filename: str, mime: str | None, file_uuid: str) -> None:
+    """Refuse a done that names a finished file otherwise than it was named (409)."""
+    if filename != upload.filename:
         raise e.Conflict(
             f"qqfilename {filename!r} differs from {upload.filename!r}, the name file {file_uuid} was finished "
             "with; a done cannot rename a finished file",
             field="qqfilename",
         )
-    elif mime is not None and media_type(mime) != upload.mime_type:
+    if mime is not None and media_type(mime) != upload.mime_type:
         raise e.Conflict(
             f"qqfiletype {mime!r} differs from {upload.mime_type!r}, the type file {file_uuid} was finished "
             "with; a done cannot change it",
             field="qqfiletype",
         )
-    return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
 
 
 # In the upload's metadata: a done has named the file (see ``_done``).
