@@ -141,6 +141,45 @@ async def test_small_asset_single_put_completes(api: Api) -> None:
     assert short.status_code == 400 and short.json()["status"] == "error"
 
 
+async def test_two_single_puts_at_once_each_answered_for_its_own_bytes(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An asset's single PUT sent again with other bytes while the first is completing: the first
+    is answered for its own bytes (its ETag) and the asset keeps them; the second is the 400 of
+    other bytes for a completed asset. It used to store its bytes under the first's complete, which
+    then completed them and answered 200 with the second body's ETag."""
+    data, other = os.urandom(PART), os.urandom(PART)
+    asset = await create(api, data)
+    service = api.runtime.uploads
+    completing, gate = asyncio.Event(), asyncio.Event()
+    real = service._hash_idle  # the complete's first step, before it takes the lock
+
+    async def held(upload_id: str) -> None:
+        completing.set()
+        await gate.wait()
+        await real(upload_id)
+
+    monkeypatch.setattr(service, "_hash_idle", held)
+    first = asyncio.create_task(api.client.put(asset["uploadUrl"], content=data))
+    await completing.wait()
+    locks = api.runtime.takeover.locks
+    real_hold, asked = locks.hold, asyncio.Event()
+
+    def hold(upload_id: str, *, timeout: float) -> Any:
+        asked.set()  # the second PUT waits its turn here (or, before, stored its part)
+        return real_hold(upload_id, timeout=timeout)
+
+    monkeypatch.setattr(locks, "hold", hold)
+    second = asyncio.create_task(api.client.put(asset["uploadUrl"], content=other))
+    await asked.wait()
+    gate.set()
+    done, refused = await first, await second
+    assert done.status_code == 200 and done.headers["etag"] == f'"{hashlib.md5(data).hexdigest()}"', done.text
+    assert refused.status_code == 400 and "cannot be replaced" in refused.json()["message"], refused.text
+    stored = await api.client.get(f"/v1/files/{asset['fileId']}/content", headers=api.auth())
+    assert stored.content == data
+
+
 async def test_complete_of_a_one_part_asset(api: Api) -> None:
     """Seed 003: "For files 100MB or less in size this operation is not needed." A client that
     calls it anyway is told what to do before the PUT (the asset has no parts to list, so "parts

@@ -127,6 +127,17 @@ class InFlight:
         await take_over(self.locks, upload_id, timeout=wait, requester=secrets.token_hex(8))
 
     @contextlib.asynccontextmanager
+    async def whole_body(self, upload_id: str, *, wait: float) -> AsyncIterator[Writer]:
+        """The one request storing a whole body into ``upload_id`` (a whole-file PUT, which
+        streams its parts without the upload's lock): an older one still streaming, on any node,
+        is stopped (its whole parts kept) and waited for up to ``wait`` seconds (``Busy`` after),
+        and the block runs alone. Two at once stored their parts in turn, both were answered as
+        if their body had been kept, and the file held some parts of each."""
+        lane = f"{upload_id}/whole-body"  # a lock of its own: the upload's is taken per part
+        async with self.take_over(lane, wait=wait) as writer, self.locks.hold(lane, timeout=wait):
+            yield writer
+
+    @contextlib.asynccontextmanager
     async def take_over(self, upload_id: str, *, wait: float) -> AsyncIterator[Writer]:
         """Register the caller as the writer of ``upload_id`` that a later request may stop, and
         make every lock wait in the block ask the current holder (on any node) to let go. The

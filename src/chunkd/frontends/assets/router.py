@@ -43,6 +43,7 @@ from chunkd.frontends.http import (
     takes_file_bytes,
 )
 from chunkd.frontends.signed import SigningKey, signed_upload, signed_url
+from chunkd.service.takeover import TAKE_OVER_WAIT
 from chunkd.service.uploads import UploadService
 
 __all__ = ["ASSETS_FRONTEND", "router", "s3_key"]
@@ -289,14 +290,21 @@ async def put_content(
         raise e.SizeMismatch(f"Content-Length {length} is not the asset's filesize {upload.size_bytes}")
     md5 = content_md5(request)  # S3's PutObject checks it; so does this PUT, before completing
     if upload.status is not Status.COMPLETED:
-        # Checked over the body before it is recorded: a refused body is not left for a complete
-        # without an MD5 (POST /asset/complete) to finish.
-        await service.put_whole(owner, file_id, request.stream(), content_md5=md5)
-        try:
-            upload = await service.complete(owner, file_id, md5=md5)
-        except e.ChecksumMismatch as exc:  # left PENDING: the right bytes PUT again replace these
-            raise e.ChecksumMismatch("the body does not match its Content-MD5", field="Content-MD5") from exc
-    elif md5 is not None and md5 != upload.md5:
+        # One such PUT at a time, from its bytes to the complete (a newer one stops an older one
+        # still streaming): two at once each completed the asset with whichever body was stored
+        # last, and the one whose body was replaced was answered 200 with the other's ETag.
+        async with runtime(request).takeover.whole_body(file_id, wait=TAKE_OVER_WAIT) as writer:
+            upload = await _asset(service, owner, file_id, with_parts=False)  # as the one before left it
+            if upload.status is not Status.COMPLETED:
+                # Checked over the body before it is recorded: a refused body is not left for a
+                # complete without an MD5 (POST /asset/complete) to finish.
+                await service.put_whole(owner, file_id, writer.guard(request.stream()), content_md5=md5)
+                try:
+                    upload = await service.complete(owner, file_id, md5=md5)
+                except e.ChecksumMismatch as exc:  # left PENDING: the right bytes PUT again replace these
+                    raise e.ChecksumMismatch("the body does not match its Content-MD5", field="Content-MD5") from exc
+                return _stored(upload)
+    if md5 is not None and md5 != upload.md5:
         raise e.ChecksumMismatch("the body does not match its Content-MD5", field="Content-MD5")
     elif not await same_bytes(request.stream(), upload.size_bytes or 0, upload.md5):
         # The same body again is a retry whose answer was lost: answered as before. Other bytes
@@ -305,6 +313,11 @@ async def put_content(
             "this asset is complete: its bytes cannot be replaced (create a new asset for other bytes)",
             field="uploadUrl",
         )
+    return _stored(upload)
+
+
+def _stored(upload: Upload) -> JSONResponse:
+    """The answer to an asset's single PUT: the asset, and its MD5 as the ETag."""
     return JSONResponse(
         _result(upload, "complete"),
         headers={"ETag": f'"{upload.md5}"', "Access-Control-Expose-Headers": "ETag"},

@@ -297,16 +297,8 @@ async def put_content(
         )
     # Checked over the whole body before any of it is recorded, as a part's are over the part.
     wanted = request_digest(request.headers)
-    # One whole-file PUT at a time per upload: a newer one (a client that retries after its
-    # connection died, on any node or worker) stops the older, which keeps the whole parts it
-    # stored, and then stores its own body over them. Two at once stored their parts in turn,
-    # both answered 200, and the file held some parts of each, a body nobody sent.
-    lane = f"{file_id}/content"
-    takeover = rt.takeover
-    async with (
-        takeover.take_over(lane, wait=TAKE_OVER_WAIT) as writer,
-        takeover.locks.hold(lane, timeout=TAKE_OVER_WAIT),
-    ):
+    # A newer whole-file PUT (a client that retries after its connection died) stops this one.
+    async with rt.takeover.whole_body(file_id, wait=TAKE_OVER_WAIT) as writer:
         upload = await rt.uploads.put_whole(
             owner,
             file_id,
