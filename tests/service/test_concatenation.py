@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import AsyncIterator
 
@@ -111,3 +112,30 @@ async def test_an_unfinished_source_must_be_one_made_for_it(api: Api) -> None:
     with pytest.raises(e.InvalidState):
         await service.concatenate("alice", [done, plain.id], filename="x", unfinished=True)
     assert (await service.get("alice", plain.id)).status is Status.PENDING
+
+
+async def test_a_concatenation_removed_before_its_source_ended_is_no_failure(
+    api: Api, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A source ends (a tus DELETE of a partial) just as the concatenation waiting on it is removed
+    (its own creation met that end and gave up): nothing is left to settle, and nothing is logged
+    as a failure (it was a warning with a traceback, every time a client raced so)."""
+    service = api.runtime.uploads
+    source = await service.create(
+        "alice", filename="p", size_bytes=3, mode=Mode.APPEND, frontend="test", metadata={CONCATENATION_SOURCE: True}
+    )
+    final = await service.concatenate("alice", [source.id], filename="x", unfinished=True)
+    found = service._waiting_on
+
+    async def found_then_removed(ended: object) -> list[str]:
+        waiting = await found(ended)  # type: ignore[arg-type]
+        for upload_id in waiting:
+            await service.delete("alice", upload_id)
+        return waiting
+
+    monkeypatch.setattr(service, "_waiting_on", found_then_removed)
+    with caplog.at_level(logging.WARNING, logger="chunkd"):
+        await service.delete("alice", source.id)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    with pytest.raises(e.NotFound):
+        await service.get("alice", final.id)

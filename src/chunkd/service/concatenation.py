@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chunkd.domain.checksum import ResumableMD5
-from chunkd.domain.errors import Busy, ChunkdError, InvalidInput, InvalidState, StorageError
+from chunkd.domain.errors import Busy, ChunkdError, InvalidInput, InvalidState, NotFound, StorageError
 from chunkd.domain.events import Event, EventType
 from chunkd.domain.metadata import CONCATENATION, CONCATENATION_SOURCE
 from chunkd.domain.upload import Mode, Part, Status, Upload
@@ -362,6 +362,11 @@ class Concatenation(Lifecycle):
         for upload_id in waiting:
             try:
                 await self.finish_concatenation(source.owner, upload_id)
+            except NotFound:
+                # Removed since it was found: deleted, or its creation met this very source's end
+                # and gave up (a DELETE of a partial racing the final's POST). Nothing to settle;
+                # it was logged as a failure, with a traceback, each time a client did that.
+                continue
             except Exception:
                 warn_failed(log, "could not finish concatenation %s after %s", upload_id, source.id)
 
