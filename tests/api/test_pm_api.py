@@ -163,6 +163,38 @@ async def test_chunks_then_done_url_encoded(api: Api) -> None:
     assert kept["filename"] == "compressed.tracemonkey-pldi-09.pdf"
 
 
+async def test_a_done_sent_again_while_the_first_finishes_is_answered_alike(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A done sent again (its answer lost) while the first is still at work: the file is named by
+    the write that completes it, so the retry never finds it finished under its chunks' name and is
+    answered as the first (it was a 409 for the very name it asked for, when it came between the
+    first's completion and its renaming)."""
+    data = os.urandom(2 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    await upload_chunks(api, data, file_uuid)  # the chunks' name: report.pdf
+    service = api.runtime.uploads
+    real, renaming, gate = service.rename, asyncio.Event(), asyncio.Event()
+
+    async def held(*args: object, **kwargs: object) -> object:
+        renaming.set()
+        await gate.wait()
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "rename", held)
+    body = {"qquuid": file_uuid, "qqfilename": "final.pdf"}
+    first = asyncio.create_task(api.client.post("/api/v2/pm/upload/?done", data=body, headers=api.auth()))
+    named = asyncio.create_task(renaming.wait())
+    await asyncio.wait({first, named}, return_when=asyncio.FIRST_COMPLETED)  # finished, or about to rename
+    named.cancel()
+    again = await api.client.post("/api/v2/pm/upload/?done", data=body, headers=api.auth())
+    gate.set()
+    assert (await first).status_code == 200
+    assert again.status_code == 200, again.text
+    info = (await api.client.get(f"/api/v2/pm/upload/{file_uuid}/info", headers=api.auth())).json()
+    assert info["filename"] == "final.pdf"
+
+
 async def test_two_dones_at_once_naming_the_file_otherwise_one_is_refused(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:

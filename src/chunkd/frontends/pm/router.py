@@ -17,7 +17,7 @@ Every path also answers without its trailing slash. Errors use Fine Uploader's s
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from itertools import islice
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -327,17 +327,32 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     # repeated after it is answered as before when it names the file alike (a retry whose answer
     # was lost), and refused when it names it otherwise: a file is not renamed, nor its download,
     # by whoever may send a done.
-    names = upload.status is Status.PENDING or (upload.metadata.get("pm") == "whole" and not _named(upload))
+    named_here = False
+
+    async def name_it(finishing: Upload) -> None:
+        # Under the upload's lock, saved with its COMPLETED status: the done that completes the
+        # file names it in the same write. Named after it, a done sent again in between (a retry
+        # whose answer was lost, or the same done sent twice at once) found the file finished but
+        # still under its chunks' name, and was refused 409 for the very name it asked for.
+        nonlocal named_here
+        _rename(finishing, filename, mime)
+        named_here = True
+
     try:
-        upload = await _finish(service, owner, upload, md5=md5, total_parts=total_parts, total_size=total_size)
+        upload = await _finish(
+            service, owner, upload, md5=md5, total_parts=total_parts, total_size=total_size, name=name_it
+        )
     except (e.InvalidState, e.Expired) as exc:
         raise by_qquuid(exc, upload, file_uuid) from None
-    if names:
+    if named_here:
+        pass  # named with its completion
+    elif upload.metadata.get("pm") == "whole" and not _named(upload):
+        # A file sent whole was completed by its one request, maybe with no name: the first done
+        # names it, judged under the lock (two dones at once both found it unnamed, and the second
+        # renamed it after the first had been told its name stood).
         asked = mime
 
         def first_to_name(current: Upload) -> None:
-            # Judged under the lock: two dones sent at once both saw the file unnamed, and the
-            # second renamed it after the first had been told its name stood.
             if _named(current):
                 _named_alike(current, filename, asked, file_uuid)
 
@@ -349,6 +364,17 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     else:
         _named_alike(upload, filename, mime, file_uuid)
     return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
+
+
+def _rename(upload: Upload, filename: str, mime: str | None) -> None:
+    """Name ``upload`` as a done does (its ``qqfiletype``, else the type its name suggests when the
+    chunks gave none), marked as named by a done."""
+    if mime is None and upload.mime_type == UNKNOWN_TYPE:  # sent nameless ("blob"): typed by its name now
+        mime = mimetypes.guess_type(filename)[0]
+    upload.filename = filename
+    if mime is not None:
+        upload.mime_type = media_type(mime)
+    upload.metadata = {**upload.metadata, NAMED_BY_DONE: True}
 
 
 def _named_alike(upload: Upload, filename: str, mime: str | None, file_uuid: str) -> None:
@@ -384,9 +410,10 @@ async def _finish(
     md5: str | None,
     total_parts: int | None,
     total_size: int | None,
+    name: Callable[[Upload], Awaitable[None]],
 ) -> Upload:
     """Check the done request's totals against the file (declaring its size if no chunk told it)
-    and complete it."""
+    and complete it, ``name`` naming it in the same write (not called if it was complete)."""
     if upload.size_bytes is None and upload.status is Status.PENDING:
         upload = await _declare_size_at_done(service, owner, upload, total_size, total_parts)
     if total_size is not None and total_size != upload.size_bytes:
@@ -401,7 +428,7 @@ async def _finish(
             f"qqtotalparts {total_parts} differs from the {count} chunk{'s' if count != 1 else ''} of this file",
             field="qqtotalparts",
         )
-    return await service.complete(owner, upload.id, md5=md5)
+    return await service.complete(owner, upload.id, md5=md5, check=name)
 
 
 async def _declare_size_at_done(
