@@ -12,6 +12,7 @@ import traceback
 
 import pytest
 
+from chunkd.backends.repository.full import database_unreachable
 from chunkd.backends.repository.sqlalchemy.database import SchemaMismatch
 from chunkd.domain.errors import StorageError
 from chunkd.server.run import StartRefusals, log_config
@@ -27,7 +28,10 @@ def _failed_start(exc: Exception) -> logging.LogRecord:
 
 def test_a_refused_start_is_one_line_and_any_other_keeps_its_traceback() -> None:
     refusals = StartRefusals()
-    for refusal in (StorageError("the metadata database is unreachable; try again shortly"), SchemaMismatch("at 0007")):
+    # The database's own error (its subclass, DatabaseUnavailable) is a refusal as well: a start with
+    # PostgreSQL down, or SQLite's volume failing, logged the whole traceback once it had that name.
+    refusals_made = (StorageError("storage failed"), database_unreachable(), SchemaMismatch("at 0007"))
+    for refusal in refusals_made:
         record = _failed_start(refusal)
         assert refusals.filter(record)
         assert record.getMessage() == f"chunkd cannot start: {refusal}"
