@@ -5,6 +5,10 @@ SQLite's ``max_page_count`` (set on each new connection) stands in for a full vo
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,9 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
+from chunkd.backends.repository.sqlalchemy import open_sql_metadata
 from chunkd.backends.repository.sqlalchemy.database import create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.keys import SqlKeyRepository
-from chunkd.domain.errors import StorageFull
+from chunkd.domain.errors import StorageError, StorageFull
 from chunkd.ports.keys import ApiKeyRecord
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -44,3 +49,40 @@ async def test_a_full_database_fails_a_key_write_with_storage_full(tmp_path: Pat
     await keys.add_key(ApiKeyRecord("f" * 16, "alice", frozenset({"files:read"}), "x" * 200, T0))
     assert await keys.count_keys() == stored + 1
     await engine.dispose()
+
+
+@pytest.fixture
+def full_volume(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs; the test fills it when it wants (``fill``). Needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "volume"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(volume: Path) -> None:
+    with open(volume / "filler", "wb", buffering=0) as out:
+        for size in (65536, 4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    out.write(b"\0" * size)
+
+
+async def test_opening_a_database_on_a_full_volume_is_a_storage_error(full_volume: Path) -> None:
+    # Closed cleanly, SQLite removes its -wal and -shm files; opened again on a full volume it
+    # cannot make them ("disk I/O error" from PRAGMA journal_mode). That was SQLAlchemy's own
+    # error, so a start on a full volume logged the lifespan's whole traceback instead of one line.
+    url = f"sqlite:///{full_volume / 'chunkd.db'}"
+    engine = create_engine(url)
+    await migrate(engine)
+    await engine.dispose()
+    fill(full_volume)
+    with pytest.raises(StorageError):
+        await open_sql_metadata(url, run_migrations=True)

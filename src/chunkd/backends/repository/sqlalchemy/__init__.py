@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chunkd.backends.repository.full import DATABASE_TIMEOUT, closed_within, storage_faults
+from chunkd.backends.repository.sqlalchemy.base import database_faults
 from chunkd.backends.repository.sqlalchemy.database import check_schema, create_engine, migrate
 from chunkd.backends.repository.sqlalchemy.keys import SqlKeyRepository
 from chunkd.backends.repository.sqlalchemy.links import SqlUploadLinkRepository
@@ -48,7 +49,10 @@ async def open_sql_metadata(url: str, *, run_migrations: bool, timeout: float = 
     checked to be at this version's schema (or a newer one); ``timeout``: see ``create_engine``."""
     engine = create_engine(url, timeout=timeout)
     try:
-        with storage_faults():  # a database down or not answering is said so, not the driver's error
+        # A database down, not answering or out of room is said so, not the driver's error: raw
+        # (a failed connect's socket error) or wrapped by SQLAlchemy (SQLite's disk I/O error
+        # opening a database on a full volume).
+        with storage_faults(), database_faults():
             if run_migrations:
                 await migrate(engine, connect_timeout=timeout)
             else:
