@@ -170,3 +170,30 @@ def test_a_native_part_on_a_full_volume_is_507_records_nothing_and_is_sent_again
 def _free(volume: Path) -> int:
     stats = os.statvfs(volume)
     return stats.f_bavail * stats.f_frsize
+
+
+def test_a_server_restarted_on_a_full_volume_starts_and_deletes(small_volume: Path) -> None:
+    """Stopped cleanly, SQLite removes its -wal and -shm files; on a full volume the next start
+    could not make them again and failed (a disk I/O error), so no server was there to delete
+    through, the way the docs say space is freed. The start uses the room kept for deletes."""
+    data_dir = small_volume / "data"
+    server = ChunkdServer(data_dir, env={"CHUNKD_FSYNC": "true", "CHUNKD_MIN_FREE_BYTES": "0"}).start()
+    try:
+        key = server.create_key("alice")
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+            file_id = client.post("/v1/files", json={"filename": "a.bin", "sizeBytes": MiB}).json()["id"]
+            assert client.put(f"/v1/files/{file_id}/parts/1", content=os.urandom(MiB)).status_code == 200
+        reserve = data_dir / "chunkd.db-reserve"
+        wait_for(lambda: reserve.exists() and reserve.stat().st_blocks * 512 >= 4 * MiB, what="the reserve")
+        server.stop()
+        assert not (data_dir / "chunkd.db-wal").exists()
+        filler = fill(small_volume)
+        server.start()
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as client:
+            assert client.get(f"/v1/files/{file_id}").status_code == 200
+            deleted = client.delete(f"/v1/files/{file_id}")
+            assert deleted.status_code == 204, deleted.text
+            filler.unlink()
+            assert client.post("/v1/files", json={"filename": "b.bin", "sizeBytes": 10}).status_code == 201
+    finally:
+        server.kill()

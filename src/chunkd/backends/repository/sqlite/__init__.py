@@ -7,7 +7,9 @@ from sqlalchemy.engine import make_url
 
 from chunkd.backends.repository.composed import ComposedMetadata
 from chunkd.backends.repository.sqlalchemy import open_sql_metadata
+from chunkd.backends.repository.sqlite.reserve import SpaceReserve
 from chunkd.backends.repository.sqlite.uploads import SqliteUploadRepository
+from chunkd.domain.errors import StorageError
 
 __all__ = ["SqliteMetadata", "open_sqlite_metadata", "sqlite_path"]
 
@@ -25,5 +27,13 @@ def sqlite_path(url: str) -> str | None:
 async def open_sqlite_metadata(url: str, path: str, *, run_migrations: bool) -> SqliteMetadata:
     """The repositories over the SQLite file ``path`` (which ``url`` names), migrated first when
     ``run_migrations``."""
-    sql = await open_sql_metadata(url, run_migrations=run_migrations)
+    try:
+        sql = await open_sql_metadata(url, run_migrations=run_migrations)
+    except StorageError:
+        # On a full volume SQLite cannot make the -wal and -shm files a clean stop removed, and the
+        # server would stay down, though deleting through it is how space is freed: the room kept
+        # for deletes lets it open (the writer allocates it again once there is room).
+        if not SpaceReserve(path).release("opening the database"):
+            raise
+        sql = await open_sql_metadata(url, run_migrations=run_migrations)
     return ComposedMetadata(sql, SqliteUploadRepository(path, sql.uploads))

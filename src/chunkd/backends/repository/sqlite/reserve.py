@@ -5,9 +5,11 @@ upload is how a user frees space. SQLite needs room even to delete: its WAL grow
 the transaction changes (45 KB for an upload of one part, 535 KB for one of 2,000 parts, measured
 2026-12-03; about 2.7 MB for ``MAX_PARTS``). So a file of ``RESERVE_BYTES`` is kept allocated
 beside the database (``<database>-reserve``); a write that frees space and finds the volume full
-removes it and is tried once more. It is allocated again after a commit once the volume has room
-for twice its size (the bytes the delete freed, or an operator's cleaning), never taking the last
-of the space. A database on its own volume gains the same; PostgreSQL's volume is its server's."""
+removes it and is tried once more. So does a start that cannot open the database (SQLite makes its
+``-wal`` and ``-shm`` files anew after a clean stop), so that a server is there to delete. It is
+allocated again after a commit once the volume has room for twice its size (the bytes the delete
+freed, or an operator's cleaning), never taking the last of the space. A database on its own volume
+gains the same; PostgreSQL's volume is its server's."""
 
 from __future__ import annotations
 
@@ -35,15 +37,16 @@ class SpaceReserve:
         # none was made again (seen in CI: two deletes of one failed batch).
         self._lock = threading.Lock()
 
-    def release(self) -> None:
-        """Remove the reserve (if another write has not already)."""
+    def release(self, use: str = "a delete") -> bool:
+        """Remove the reserve (if another write has not already) for ``use``; whether it was there."""
         with self._lock:
             self.missing = True
             try:
                 os.unlink(self.path)
             except OSError:  # gone already, or the volume refuses even that: the retry will tell
-                return
-        log.warning("the metadata database's volume is full: its reserved %d bytes were used for a delete", self.size)
+                return False
+        log.warning("the metadata database's volume is full: its reserved %d bytes were used for %s", self.size, use)
+        return True
 
     def restore(self) -> None:
         """Allocate the reserve if it is missing and the volume has room for twice its size. Best
