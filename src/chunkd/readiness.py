@@ -2,7 +2,8 @@
 
 Two checks, run together, each bounded by ``readyz_timeout_seconds``:
 
-- **database**: a trivial query (``SELECT 1``);
+- **database**: a trivial query (``SELECT 1``); SQLite: and its file system has room left (a
+  database that answers reads but refuses every write is not ready either);
 - **storage**: local disk: the blob directory exists, this process may write in it, and its file
   system is neither read-only nor full (``access`` + ``statvfs``, no write: a probe every few
   seconds should not churn the disk); S3: ``HeadBucket`` with our credentials.
@@ -110,6 +111,8 @@ class Readiness:
             )
         except StorageNotReady as exc:
             return self._failed(name, str(exc), f"storage: {exc}")
+        except StorageFull as exc:  # the database's volume (SQLite): the reason is the engine's own words
+            return self._failed(name, exc.message, f"{name}: {exc.message}")
         except Exception as exc:
             return self._failed(name, f"unavailable ({type(exc).__name__})", f"{name} failed: {exc!r}")
         if self._failing.pop(name, None) is not None:

@@ -3,10 +3,12 @@ unauthenticated and never rate limited. /healthz stays liveness only."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -173,4 +175,38 @@ async def test_a_volume_under_its_free_space_reserve_is_not_ready(tmp_path: Path
         assert ready.status_code == 503, ready.text
         assert ready.json()["failing"] == ["storage"] and "reserve" in ready.json()["checks"]["storage"]
     async with client_for(base_settings(tmp_path, min_free_bytes=1)) as client:
+        assert (await client.get("/readyz")).status_code == 200
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of 8 MiB (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(volume)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+async def test_a_full_sqlite_volume_is_not_ready(tmp_path: Path, small_volume: Path) -> None:
+    """The database answers reads (SELECT 1) while its full volume refuses every write with 507:
+    not ready, saying so, as a full blob volume is; it said ok."""
+    async with client_for(base_settings(tmp_path, database_url=f"sqlite:///{small_volume / 'chunkd.db'}")) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        filler = small_volume / "filler"
+        with open(filler, "wb", buffering=0) as out:
+            for size in (65536, 4096, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        out.write(b"\0" * size)
+        full = await client.get("/readyz")
+        assert full.status_code == 503 and full.json()["failing"] == ["database"], full.text
+        assert full.json()["checks"]["database"].startswith("no space left on the metadata database's")
+        filler.unlink()
         assert (await client.get("/readyz")).status_code == 200

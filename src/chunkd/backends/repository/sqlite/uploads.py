@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from chunkd.backends.repository.rows import (
 )
 from chunkd.backends.repository.sqlalchemy.uploads import SqlUploadRepository
 from chunkd.backends.repository.sqlite.connections import GroupCommitWriter, Readers
-from chunkd.domain.errors import Conflict
+from chunkd.domain.errors import Conflict, StorageFull
 from chunkd.domain.events import Event
 from chunkd.domain.upload import Mode, Part, Status, Upload
 
@@ -248,6 +249,11 @@ class SqliteUploadRepository(ColdPaths):
     # ---- cold paths (listings, usage, gc): ColdPaths, through SQLAlchemy ----------------------
     async def ping(self) -> None:
         await self.readers.read(lambda conn: conn.execute("SELECT 1").fetchone())
+        # A database that answers reads may still refuse every write (507): its volume is full.
+        # Said as the blob volume's is (no test write: probes come every few seconds).
+        stats = await asyncio.to_thread(os.statvfs, os.path.dirname(self.path) or ".")
+        if stats.f_bavail == 0:
+            raise StorageFull("no space left on the metadata database's file system (writes get 507)")
 
     async def close(self) -> None:
         """Commit what is queued and close this repository's connections (not the engine's)."""
