@@ -364,3 +364,53 @@ def test_an_ietf_draft_append_killed_at_each_step_resumes_from_the_offset_retrie
     killed.gc()
     state = killed.http.get(f"/v1/files/{url.rsplit('/', 1)[1]}").json()
     assert (state["status"], state["md5"]) == ("COMPLETED", hashlib.md5(data).hexdigest())
+
+
+@pytest.mark.parametrize(
+    "killed", [KillPoint("chunkd.service.lifecycle:Lifecycle.complete")], ids=lambda p: p.id, indirect=True
+)
+def test_a_fine_uploader_done_killed_after_completing_is_retried_to_the_same_answer(killed: Killed) -> None:
+    """A done completes the file, then names it: killed in between (complete, not named yet), the
+    done sent again is the same request, not a rename of a finished file (it was a 409, and the file
+    stayed under its chunks' name for good)."""
+    data = seeded_bytes(13, 2 * MiB)
+    file_uuid = "0d6c5a0e-3f0b-4b8e-9c1a-7a4f7d2e9b10"
+    for index in range(2):  # the seed's example chunk: no qqfilename, no qqfiletype
+        fields = {"qquuid": file_uuid, "qqpartindex": str(index), "qqtotalparts": "2", "qqchunksize": str(MiB)}
+        fields |= {"qqpartbyteoffset": str(index * MiB)}
+        sent = killed.http.post(PM, data=fields, files={"qqfile": ("blob", data[index * MiB : (index + 1) * MiB])})
+        assert sent.status_code == 200, sent.text
+    done = {"qquuid": file_uuid, "qqfilename": "report.pdf", "qqfiletype": "application/pdf", "qqtotalparts": "2"}
+    killed.dies("POST", f"{PM}?done", data=done)
+
+    again = killed.http.post(f"{PM}?done", data=done)
+    assert again.status_code == 200, again.text
+    info = killed.http.get(f"{PM}{file_uuid}/info").json()
+    assert (info["filename"], info["mimetype"], info["status"]) == ("report.pdf", "application/pdf", "COMPLETED")
+    assert killed.http.get(again.json()["file_url"]).content == data
+
+
+@pytest.mark.parametrize("killed", [KillPoint(SAVE)], ids=lambda p: p.id, indirect=True)
+def test_an_ietf_draft_append_reaching_the_length_killed_before_it_completes_is_completed_by_the_head(
+    killed: Killed,
+) -> None:
+    """Up to interop 6 an append that reaches ``Upload-Length`` completes the upload, and
+    tus-js-client (interop 5 and 6) sends every append with ``Upload-Complete: ?0`` and stops once
+    the offset it retrieves is the length. Killed between the append's write and the completion,
+    the upload was left full and unfinished (``?0``) until it expired: the HEAD finishes it."""
+    data = seeded_bytes(14, 2 * MiB)
+    draft = {"Upload-Draft-Interop-Version": "6"}
+    made = killed.http.post(
+        "/files", content=data[:MiB], headers={**draft, "Upload-Complete": "?0", "Upload-Length": str(len(data))}
+    )
+    assert made.status_code == 201, made.text
+    url = "/files/" + made.headers["location"].rsplit("/", 1)[1]
+    append = {**draft, "Content-Type": "application/partial-upload", "Upload-Complete": "?0"}
+    killed.dies("PATCH", url, content=data[MiB:], headers={**append, "Upload-Offset": str(MiB)})
+
+    head = killed.http.head(url, headers=draft)
+    assert head.status_code == 204, head.text
+    assert (head.headers["upload-offset"], head.headers["upload-complete"]) == (str(len(data)), "?1")
+    state = killed.http.get(f"/v1/files/{url.rsplit('/', 1)[1]}").json()
+    assert (state["status"], state["md5"]) == ("COMPLETED", hashlib.md5(data).hexdigest())
+    assert killed.http.get(url).content == data

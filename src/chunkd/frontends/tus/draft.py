@@ -50,6 +50,7 @@ from chunkd.frontends.tus.errors import UnsupportedMediaType
 from chunkd.frontends.tus.headers import parse_metadata
 from chunkd.frontends.tus.naming import file_name, file_type
 from chunkd.frontends.tus.resource import OFFSET_STREAM
+from chunkd.service.hooks import ContentRejected
 from chunkd.service.takeover import TAKE_OVER_WAIT
 
 if TYPE_CHECKING:
@@ -303,6 +304,20 @@ class DraftEndpoint:
             # only reads the offset).
             await self.tus.inflight(request).end_stale(file_id, wait=TAKE_OVER_WAIT)
             upload = await self.tus.load(request, who.owner, file_id)
+            if _at_length(version, upload) and not self.tus.is_final(upload):
+                # Full but not finished: the append that reached the length was saved and the
+                # completion that follows it in another write was not (the server killed between
+                # the two). Up to interop 6 reaching the length completes the upload, and a client
+                # that reads this offset sends nothing more (tus-js-client's draft modes stop
+                # there): finished here, as tus 1.0's HEAD finishes such an upload. A failure that
+                # may pass (Busy, storage) or that ended the upload (its Repr-Digest not met, its
+                # content rejected) is answered; a hook's refusal leaves the state as it is.
+                try:
+                    upload = await self._finish(request, who.owner, upload)
+                except (e.Busy, e.StorageError, e.ChecksumMismatch, ContentRejected):
+                    raise
+                except e.ChunkdError:
+                    upload = await self.tus.load(request, who.owner, file_id)
         self._check_active(request, upload)
         headers = self.state_headers(request, version, upload)
         headers["Cache-Control"] = "no-store"
