@@ -163,6 +163,47 @@ async def test_chunks_then_done_url_encoded(api: Api) -> None:
     assert kept["filename"] == "compressed.tracemonkey-pldi-09.pdf"
 
 
+async def test_a_chunk_whose_upload_its_failed_creator_removed_is_asked_again(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks sent in parallel: the one that created the file fails (here refused for its size)
+    and removes the upload while another chunk, which found it, still streams. That chunk gets the
+    busy answer Fine Uploader retries (no preventRetry), not a 404 that ends the whole file, and
+    sent again it makes the file anew."""
+    data = os.urandom(3 * CHUNK)
+    file_uuid = str(uuid.uuid4())
+    service = api.runtime.uploads
+    real_delete, real_put = service.delete, service.put_part
+    removing, remove, storing, store = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def held_delete(*args: object, **kwargs: object) -> object:
+        removing.set()
+        await remove.wait()
+        return await real_delete(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def held_put(*args: object, **kwargs: object) -> object:
+        storing.set()
+        await store.wait()
+        return await real_put(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "delete", held_delete)
+    short = form(chunk_fields(data, 1, file_uuid), data[CHUNK : 2 * CHUNK - 1])  # a middle chunk one byte short
+    creator = asyncio.create_task(post_form(api, short))
+    await removing.wait()  # refused: about to remove the upload it made
+    monkeypatch.setattr(service, "put_part", held_put)
+    other = asyncio.create_task(send_chunk(api, data, 0, file_uuid))  # finds that upload
+    await storing.wait()
+    remove.set()
+    assert (await creator).status_code == 400
+    store.set()
+    answer = await other
+    assert answer.status_code == 409 and answer.json()["code"] == "upload_busy", answer.text
+    assert "preventRetry" not in answer.json()
+    monkeypatch.setattr(service, "put_part", real_put)
+    await upload_chunks(api, data, file_uuid)
+    assert await finished(api, file_uuid, "anew.bin") == data
+
+
 async def test_a_done_sent_again_while_the_first_finishes_is_answered_alike(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -278,12 +278,21 @@ async def store_chunk(
             return await _fill_chunk(service, owner, qq, upload, index, events, file_uuid=file_uuid, issued=issued)
         except (e.InvalidState, e.Expired) as exc:
             raise by_qquuid(exc, upload, file_uuid) from None
-    except BaseException:
+    except BaseException as exc:
         if created:
             # The chunk that started the file was refused: the upload it made goes too, unless
             # another chunk was stored in it meanwhile (judged under its lock).
             with suppress(e.ChunkdError):
                 await service.delete(owner, upload.id, check=_still_empty)
+        elif isinstance(exc, e.NotFound):
+            # Gone while this chunk streamed into it: the chunk that made it failed (broken off,
+            # refused) and removed it, this one not stored yet. Sent again, this chunk makes the
+            # file anew; a 404 (preventRetry) made Fine Uploader give the whole file up.
+            raise e.Busy(
+                f"the upload of qquuid {file_uuid} was removed while this chunk arrived (the chunk that "
+                "started it failed); send this chunk again",
+                field="qquuid",
+            ) from None
         raise
 
 
