@@ -118,21 +118,20 @@ def _make_dir(path: Path, *, fsync: bool) -> None:
         os.mkdir(path, (0o777 | _UNSETTLED) if fsync else 0o777)
 
 
-def _settle(path: Path) -> None:
-    """Make the name of directory ``path`` durable in its parent, then take its unsettled mark off."""
-    fsync_dir(path.parent)
-    with contextlib.suppress(FileNotFoundError):  # gone meanwhile (a delete): nothing left to mark
-        os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~_UNSETTLED)
-
-
 def ensure_settled(directory: Path) -> None:
     """Before a part in an upload's ``directory`` is acknowledged, after the part file's own sync:
     if this directory or its shard is still marked unsettled (made by this writer, or by a
     concurrent one whose sync may not have returned, or left so by a crash), sync its parent here,
     shard first. Two ``stat``s when nothing is pending."""
-    for path in (directory.parent, directory):
-        if os.stat(path).st_mode & _UNSETTLED:
-            _settle(path)
+    marked = [path for path in (directory.parent, directory) if os.stat(path).st_mode & _UNSETTLED]
+    for path in marked:
+        fsync_dir(path.parent)
+    # Marks come off only once every parent's sync has returned: a chmod changes the directory's
+    # inode, and one made between the two syncs turned the second into a journal commit of its own.
+    # A mark whose removal a crash loses costs the next writer there one sync.
+    for path in marked:
+        with contextlib.suppress(FileNotFoundError):  # gone meanwhile (a delete): nothing left to mark
+            os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~_UNSETTLED)
 
 
 def make_upload_dir(directory: Path, *, fsync: bool) -> None:
