@@ -14,7 +14,7 @@ import pytest
 
 from chunkd.backends.repository.full import database_unreachable
 from chunkd.backends.repository.sqlalchemy.database import SchemaMismatch
-from chunkd.domain.errors import StorageError
+from chunkd.domain.errors import DatabaseUnavailable, ForeignStore, StorageError, StorageFull
 from chunkd.server.run import StartRefusals, log_config
 
 
@@ -28,10 +28,17 @@ def _failed_start(exc: Exception) -> logging.LogRecord:
 
 def test_a_refused_start_is_one_line_and_any_other_keeps_its_traceback() -> None:
     refusals = StartRefusals()
-    # The database's own error (its subclass, DatabaseUnavailable) is a refusal as well: a start with
-    # PostgreSQL down, or SQLite's volume failing, logged the whole traceback once it had that name.
-    refusals_made = (StorageError("storage failed"), database_unreachable(), SchemaMismatch("at 0007"))
-    for refusal in refusals_made:
+    refused: list[Exception] = [
+        StorageError("the blob store is unreachable"),
+        # What a PostgreSQL down at start raises (a node restarted during a database outage): it
+        # was logged as the whole traceback, its class name not among the refusals'.
+        DatabaseUnavailable("the metadata database is unreachable; try again shortly"),
+        database_unreachable(),  # the very error a start with PostgreSQL down or SQLite's volume failing raises
+        StorageFull("no space left on the bytes' volume"),
+        ForeignStore("the blob store is marked as another database's"),
+        SchemaMismatch("at 0007"),
+    ]
+    for refusal in refused:
         record = _failed_start(refusal)
         assert refusals.filter(record)
         assert record.getMessage() == f"chunkd cannot start: {refusal}"

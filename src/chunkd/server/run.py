@@ -29,8 +29,12 @@ __all__ = ["log_config", "run_granian", "run_uvicorn"]
 
 
 # The last line of a failed start's traceback when chunkd refused to start for a reason it words for
-# the operator: the database unreachable, failing or full, its schema not this version's.
-_REFUSAL = re.compile(r"^chunkd\.[\w.]+\.(?:StorageError|StorageFull|DatabaseUnavailable|SchemaMismatch): (?P<why>.+)$")
+# the operator: the database unreachable or full, its schema not this version's, the store another
+# database's. Every StorageError subclass by its own name: a PostgreSQL down at start raises
+# DatabaseUnavailable, which is what a node restarted during a database outage meets.
+_REFUSAL = re.compile(
+    r"^chunkd\.[\w.]+\.(?:StorageError|DatabaseUnavailable|StorageFull|ForeignStore|SchemaMismatch): (?P<why>.+)$"
+)
 
 
 class StartRefusals(logging.Filter):
