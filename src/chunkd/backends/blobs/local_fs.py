@@ -139,8 +139,9 @@ def make_upload_dir(directory: Path, *, fsync: bool) -> None:
     marked unsettled, and the caller settles both (``ensure_settled``) after syncing the file it
     makes in them, before acknowledging it: a part file's own sync keeps its name, not the
     directories above it. Settled after the file, not at once: on ext4 and XFS the file's sync
-    commits the journal with the new entries in it, and the parents' syncs then find nothing left
-    (0.05 ms each instead of 0.2-0.35 ms, strace of a new 64 KiB tus upload, 2026-12-03)."""
+    commits the journal with the new entries in it, and the parents' syncs then only flush (new
+    upload in a new shard, 64 KiB, quiet machine, 2026-12-03: syncs 0.53 instead of 0.60 ms, the
+    root's and the shard's 0.09 + 0.05 instead of 0.14 + 0.15 ms, the file's 0.33 instead of 0.26)."""
     _make_dir(directory.parent, fsync=fsync)
     _make_dir(directory, fsync=fsync)
 
