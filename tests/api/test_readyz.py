@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.conftest import Api
 from tests.support.postgres import PostgresServer, find_pg_bin
 from tests.support.s3 import CephRgw
 from tests.support.server import free_port
+from tests.support.volumes import tmpfs
 
 
 @asynccontextmanager
@@ -181,17 +181,8 @@ async def test_a_volume_under_its_free_space_reserve_is_not_ready(tmp_path: Path
 @pytest.fixture
 def small_volume(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs of 8 MiB (needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    volume = tmp_path / "volume"
-    volume.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(volume)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path, "8M") as volume:
         yield volume
-    finally:
-        subprocess.run(["umount", "-l", str(volume)], check=False)
 
 
 async def test_a_full_sqlite_volume_is_not_ready(tmp_path: Path, small_volume: Path) -> None:

@@ -6,8 +6,6 @@ SQLite's ``max_page_count`` (set on each new connection) stands in for a full vo
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +19,7 @@ from chunkd.backends.repository.sqlalchemy.database import create_engine, migrat
 from chunkd.backends.repository.sqlalchemy.keys import SqlKeyRepository
 from chunkd.domain.errors import StorageError, StorageFull
 from chunkd.ports.keys import ApiKeyRecord
+from tests.support.volumes import tmpfs
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -54,17 +53,8 @@ async def test_a_full_database_fails_a_key_write_with_storage_full(tmp_path: Pat
 @pytest.fixture
 def full_volume(tmp_path: Path) -> Iterator[Path]:
     """A small tmpfs; the test fills it when it wants (``fill``). Needs root."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "volume"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path, "4M") as volume:
+        yield volume
 
 
 def fill(volume: Path) -> None:

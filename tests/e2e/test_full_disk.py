@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.support.server import ChunkdServer
+from tests.support.volumes import tmpfs
 from tests.support.waiting import wait_for
 
 MiB = 1024 * 1024
@@ -24,17 +25,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def small_volume(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "volume"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40M", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path, "40M") as volume:
+        yield volume
 
 
 def grow(volume: Path, size: str) -> None:
