@@ -197,8 +197,8 @@ def upload(
                     # Tried a few times already (RetryPolicy.storage_full_attempts); the next files
                     # would be refused too. The server keeps the parts it took, the state file the upload's id.
                     err_console.print(
-                        f"error: {path}: the server's storage is full ({exc.message}); the parts it received are"
-                        " kept: run the same command again to resume the upload once it has room",
+                        f"error: {path}: the server's storage is full ({exc.message}); the parts it received, if"
+                        " any, are kept: run the same command again to resume the upload once it has room",
                         style="red",
                         markup=False,
                     )
