@@ -103,45 +103,46 @@ def replace_durably(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-# Set on a directory this store makes until its name is durable in its parent. Its maker syncs the
-# parent only after its own part file; a writer that finds the directory already made (a concurrent
-# part of the same new upload made it, or a new upload in the same new shard) cannot otherwise tell
-# whether that sync has returned, and must not acknowledge a part whose path may still vanish in a
-# crash. On a directory that only its owner writes to, the sticky bit means nothing else.
+# Set on a directory this store makes until its name is durable in its parent. A writer that finds
+# its upload's directory already made (a concurrent part of the same new upload made it, or a new
+# upload in the same new shard) cannot otherwise tell whether the maker's sync of the parent has
+# returned; it must not acknowledge a part whose path may still vanish in a crash. On a directory
+# that only its owner writes to, the sticky bit means nothing else.
 _UNSETTLED = stat.S_ISVTX
 
 
 def _make_dir(path: Path, *, fsync: bool) -> None:
-    """``mkdir path`` (nothing if it exists), marked unsettled when ``fsync``: its name is not durable
-    in its parent yet, and whoever acknowledges a part below it syncs the parent first."""
-    with contextlib.suppress(FileExistsError):
+    """``mkdir path`` (nothing if it exists), its name made durable in its parent when ``fsync``;
+    marked unsettled until then, so that a concurrent writer knows to sync the parent itself."""
+    try:
         os.mkdir(path, (0o777 | _UNSETTLED) if fsync else 0o777)
+    except FileExistsError:
+        return
+    if fsync:
+        _settle(path)
+
+
+def _settle(path: Path) -> None:
+    """Make the name of directory ``path`` durable in its parent, then take its unsettled mark off."""
+    fsync_dir(path.parent)
+    with contextlib.suppress(FileNotFoundError):  # gone meanwhile (a delete): nothing left to mark
+        os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~_UNSETTLED)
 
 
 def ensure_settled(directory: Path) -> None:
-    """Before a part in an upload's ``directory`` is acknowledged, after the part file's own sync:
-    if this directory or its shard is still marked unsettled (made by this writer, or by a
-    concurrent one whose sync may not have returned, or left so by a crash), sync its parent here,
-    shard first. Two ``stat``s when nothing is pending."""
-    marked = [path for path in (directory.parent, directory) if os.stat(path).st_mode & _UNSETTLED]
-    for path in marked:
-        fsync_dir(path.parent)
-    # Marks come off only once every parent's sync has returned: a chmod changes the directory's
-    # inode, and one made between the two syncs turned the second into a journal commit of its own.
-    # A mark whose removal a crash loses costs the next writer there one sync.
-    for path in marked:
-        with contextlib.suppress(FileNotFoundError):  # gone meanwhile (a delete): nothing left to mark
-            os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~_UNSETTLED)
+    """Before a part in an upload's ``directory`` is acknowledged: if this directory or its shard
+    is still marked unsettled (made by a concurrent writer whose sync may not have returned, or
+    left so by a crash), sync its parent here. Two ``stat``s when nothing is pending."""
+    for path in (directory.parent, directory):
+        if os.stat(path).st_mode & _UNSETTLED:
+            _settle(path)
 
 
 def make_upload_dir(directory: Path, *, fsync: bool) -> None:
-    """Create an upload's directory, and its shard if that is new too. With ``fsync`` each is left
-    marked unsettled, and the caller settles both (``ensure_settled``) after syncing the file it
-    makes in them, before acknowledging it: a part file's own sync keeps its name, not the
-    directories above it. Settled after the file, not at once: on ext4 and XFS the file's sync
-    commits the journal with the new entries in it, and the parents' syncs then only flush (new
-    upload in a new shard, 64 KiB, quiet machine, 2026-12-03: syncs 0.53 instead of 0.60 ms, the
-    root's and the shard's 0.09 + 0.05 instead of 0.14 + 0.15 ms, the file's 0.33 instead of 0.26)."""
+    """Create an upload's directory, and its shard if that is new too. With ``fsync`` each name
+    created is made durable in its parent: a part file's own sync keeps its name, not the
+    directories above it, and a shard created by this call would otherwise hang on the root's
+    unsynced entry."""
     _make_dir(directory.parent, fsync=fsync)
     _make_dir(directory, fsync=fsync)
 
