@@ -16,6 +16,7 @@ import pytest
 from chunkd.auth.signing import Grant
 from chunkd.settings import Settings
 from tests.conftest import Api
+from tests.support.held import Held
 from tests.support.openapi import answer_schema
 
 PART = 1000
@@ -150,18 +151,9 @@ async def test_two_single_puts_at_once_each_answered_for_its_own_bytes(
     then completed them and answered 200 with the second body's ETag."""
     data, other = os.urandom(PART), os.urandom(PART)
     asset = await create(api, data)
-    service = api.runtime.uploads
-    completing, gate = asyncio.Event(), asyncio.Event()
-    real = service._hash_idle  # the complete's first step, before it takes the lock
-
-    async def held(upload_id: str) -> None:
-        completing.set()
-        await gate.wait()
-        await real(upload_id)
-
-    monkeypatch.setattr(service, "_hash_idle", held)
+    completing = Held(monkeypatch, api.runtime.uploads, "_hash_idle")  # the complete's first step, before its lock
     first = asyncio.create_task(api.client.put(asset["uploadUrl"], content=data))
-    await completing.wait()
+    await completing.reached.wait()
     locks = api.runtime.takeover.locks
     real_hold, asked = locks.hold, asyncio.Event()
 
@@ -172,7 +164,7 @@ async def test_two_single_puts_at_once_each_answered_for_its_own_bytes(
     monkeypatch.setattr(locks, "hold", hold)
     second = asyncio.create_task(api.client.put(asset["uploadUrl"], content=other))
     await asked.wait()
-    gate.set()
+    completing.gate.set()
     done, refused = await first, await second
     assert done.status_code == 200 and done.headers["etag"] == f'"{hashlib.md5(data).hexdigest()}"', done.text
     assert refused.status_code == 400 and "cannot be replaced" in refused.json()["message"], refused.text
@@ -347,22 +339,13 @@ async def test_a_part_put_again_during_a_complete_is_not_completed_under_the_old
     data = os.urandom(2 * PART + 7)
     asset = await create(api, data)
     parts = await put_parts(api, asset, data)
-    service = api.runtime.uploads
-    reached, gate = asyncio.Event(), asyncio.Event()
-    real = service._hash_idle  # the complete's first step, before it takes the lock
-
-    async def held(upload_id: str) -> None:
-        reached.set()
-        await gate.wait()
-        await real(upload_id)
-
-    monkeypatch.setattr(service, "_hash_idle", held)
+    completing = Held(monkeypatch, api.runtime.uploads, "_hash_idle")  # the complete's first step, before its lock
     body = complete_body(asset, parts, len(data))
     complete = asyncio.create_task(api.client.post("/asset/complete", json=body, headers=seed_headers(api)))
-    await reached.wait()
+    await completing.reached.wait()
     other = os.urandom(PART)
     assert (await api.client.put(asset["parts"][1]["uploadUrl"], content=other)).status_code == 200
-    gate.set()
+    completing.gate.set()
     await assert_error(await complete, words="etag of part 2")
     got = (await api.client.get(f"/v1/files/{asset['fileId']}", headers=api.auth())).json()
     assert got["status"] == "PENDING"

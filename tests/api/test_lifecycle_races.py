@@ -9,12 +9,12 @@ import asyncio
 import dataclasses
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from tests.conftest import Api
+from tests.support.held import Held
 
 
 async def uploaded(api: Api, data: bytes) -> str:
@@ -27,22 +27,6 @@ async def uploaded(api: Api, data: bytes) -> str:
         sent = await api.client.put(f"/v1/files/{file_id}/parts/{number}", content=piece, headers=api.auth())
         assert sent.status_code == 200, sent.text
     return file_id
-
-
-class Held:
-    """A blob store method held at its start until released: the request is under way there."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, target: Any, name: str) -> None:
-        self.reached = asyncio.Event()
-        self.gate = asyncio.Event()
-        real: Callable[..., Awaitable[Any]] = getattr(target, name)
-
-        async def held(*args: Any, **kwargs: Any) -> Any:
-            self.reached.set()
-            await self.gate.wait()
-            return await real(*args, **kwargs)
-
-        monkeypatch.setattr(target, name, held)
 
 
 async def test_a_cancel_during_a_complete_is_refused_and_the_file_kept(

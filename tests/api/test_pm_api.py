@@ -16,6 +16,7 @@ from chunkd.domain.upload import PART_SIZE_FROM_PART_1, Mode
 from chunkd.frontends import held
 from chunkd.frontends.pm.chunks import TOTAL_PARTS
 from tests.conftest import Api
+from tests.support.held import Held
 from tests.support.waiting import until
 
 BOUNDARY = "----qqBoundary7MA4YWxkTrZu0gW"
@@ -173,29 +174,17 @@ async def test_a_chunk_whose_upload_its_failed_creator_removed_is_asked_again(
     data = os.urandom(3 * CHUNK)
     file_uuid = str(uuid.uuid4())
     service = api.runtime.uploads
-    real_delete, real_put = service.delete, service.put_part
-    removing, remove, storing, store = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
-
-    async def held_delete(*args: object, **kwargs: object) -> object:
-        removing.set()
-        await remove.wait()
-        return await real_delete(*args, **kwargs)  # type: ignore[arg-type]
-
-    async def held_put(*args: object, **kwargs: object) -> object:
-        storing.set()
-        await store.wait()
-        return await real_put(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(service, "delete", held_delete)
+    real_put = service.put_part
+    removing = Held(monkeypatch, service, "delete")
     short = form(chunk_fields(data, 1, file_uuid), data[CHUNK : 2 * CHUNK - 1])  # a middle chunk one byte short
     creator = asyncio.create_task(post_form(api, short))
-    await removing.wait()  # refused: about to remove the upload it made
-    monkeypatch.setattr(service, "put_part", held_put)
+    await removing.reached.wait()  # refused: about to remove the upload it made
+    storing = Held(monkeypatch, service, "put_part")
     other = asyncio.create_task(send_chunk(api, data, 0, file_uuid))  # finds that upload
-    await storing.wait()
-    remove.set()
+    await storing.reached.wait()
+    removing.gate.set()
     assert (await creator).status_code == 400
-    store.set()
+    storing.gate.set()
     answer = await other
     assert answer.status_code == 409 and answer.json()["code"] == "upload_busy", answer.text
     assert "preventRetry" not in answer.json()
@@ -214,22 +203,14 @@ async def test_a_done_sent_again_while_the_first_finishes_is_answered_alike(
     data = os.urandom(2 * CHUNK)
     file_uuid = str(uuid.uuid4())
     await upload_chunks(api, data, file_uuid)  # the chunks' name: report.pdf
-    service = api.runtime.uploads
-    real, renaming, gate = service.rename, asyncio.Event(), asyncio.Event()
-
-    async def held(*args: object, **kwargs: object) -> object:
-        renaming.set()
-        await gate.wait()
-        return await real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(service, "rename", held)
+    renaming = Held(monkeypatch, api.runtime.uploads, "rename")
     body = {"qquuid": file_uuid, "qqfilename": "final.pdf"}
     first = asyncio.create_task(api.client.post("/api/v2/pm/upload/?done", data=body, headers=api.auth()))
-    named = asyncio.create_task(renaming.wait())
+    named = asyncio.create_task(renaming.reached.wait())
     await asyncio.wait({first, named}, return_when=asyncio.FIRST_COMPLETED)  # finished, or about to rename
     named.cancel()
     again = await api.client.post("/api/v2/pm/upload/?done", data=body, headers=api.auth())
-    gate.set()
+    renaming.gate.set()
     assert (await first).status_code == 200
     assert again.status_code == 200, again.text
     info = (await api.client.get(f"/api/v2/pm/upload/{file_uuid}/info", headers=api.auth())).json()
