@@ -327,16 +327,13 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
     # repeated after it is answered as before when it names the file alike (a retry whose answer
     # was lost), and refused when it names it otherwise: a file is not renamed, nor its download,
     # by whoever may send a done.
-    named_here = False
 
     async def name_it(finishing: Upload) -> None:
         # Under the upload's lock, saved with its COMPLETED status: the done that completes the
         # file names it in the same write. Named after it, a done sent again in between (a retry
         # whose answer was lost, or the same done sent twice at once) found the file finished but
         # still under its chunks' name, and was refused 409 for the very name it asked for.
-        nonlocal named_here
         _rename(finishing, filename, mime)
-        named_here = True
 
     try:
         upload = await _finish(
@@ -344,33 +341,39 @@ async def _done(request: Request, owner: str, query: dict[str, str]) -> JSONResp
         )
     except (e.InvalidState, e.Expired) as exc:
         raise by_qquuid(exc, upload, file_uuid) from None
-    if named_here:
-        pass  # named with its completion
-    elif upload.metadata.get("pm") == "whole" and not _named(upload):
+    if upload.metadata.get("pm") == "whole" and not _named(upload):
         # A file sent whole was completed by its one request, maybe with no name: the first done
         # names it, judged under the lock (two dones at once both found it unnamed, and the second
         # renamed it after the first had been told its name stood).
-        asked = mime
-
         def first_to_name(current: Upload) -> None:
             if _named(current):
-                _named_alike(current, filename, asked, file_uuid)
+                _named_alike(current, filename, mime, file_uuid)
 
-        if mime is None and upload.mime_type == UNKNOWN_TYPE:  # sent nameless ("blob"): typed by its name now
-            mime = mimetypes.guess_type(filename)[0]
         upload = await service.rename(
-            owner, upload.id, filename, mime_type=mime, note={NAMED_BY_DONE: True}, check=first_to_name
+            owner,
+            upload.id,
+            filename,
+            mime_type=_done_type(upload, filename, mime),
+            note={NAMED_BY_DONE: True},
+            check=first_to_name,
         )
     else:
+        # Finished before this done (which must name it alike), or named by it just now.
         _named_alike(upload, filename, mime, file_uuid)
     return JSONResponse({"file_url": file_url(request, file_uuid), "file_uuid": file_uuid, "success": True})
 
 
+def _done_type(upload: Upload, filename: str, mime: str | None) -> str | None:
+    """The type a done gives ``upload``: its ``qqfiletype``, else the type its name suggests when
+    the chunks gave none (sent nameless, "blob"), else None (the type stays)."""
+    if mime is None and upload.mime_type == UNKNOWN_TYPE:
+        return mimetypes.guess_type(filename)[0]
+    return mime
+
+
 def _rename(upload: Upload, filename: str, mime: str | None) -> None:
-    """Name ``upload`` as a done does (its ``qqfiletype``, else the type its name suggests when the
-    chunks gave none), marked as named by a done."""
-    if mime is None and upload.mime_type == UNKNOWN_TYPE:  # sent nameless ("blob"): typed by its name now
-        mime = mimetypes.guess_type(filename)[0]
+    """Name ``upload`` as a done does (typed by ``_done_type``), marked as named by a done."""
+    mime = _done_type(upload, filename, mime)
     upload.filename = filename
     if mime is not None:
         upload.mime_type = media_type(mime)
